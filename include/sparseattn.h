@@ -1,0 +1,375 @@
+/*
+ * sparseattn: sparse attention over long KV caches, behind a stable C ABI.
+ *
+ * An engine keeps, per layer, a selection index over its cached keys
+ * (sa_index_*), asks which keys each query should attend to (sa_select), runs
+ * exact-softmax attention over just those (sa_attend) and keeps its cache at a
+ * fixed size by freeing the least useful slots (sa_cache_evict).
+ *
+ * Conventions (hold for every function below):
+ * - Every fallible call returns sa_status; SA_OK is 0. On failure
+ *   sa_last_error() returns a message for the calling thread naming the
+ *   argument and the reason. Nothing aborts, exits or throws out of the library.
+ * - Outputs are written only on success, except where a function says so.
+ * - Handles are opaque. *_destroy takes the address of the handle, frees it and
+ *   sets it to NULL; NULL (or a pointer to NULL) is accepted and ignored.
+ * - Option structs start with `struct_size`; initialise them from the *_INIT
+ *   macro (or the sa_*_options_default() functions) and then set fields. A
+ *   struct_size smaller than the first version of the struct is refused with
+ *   SA_ERR_STRUCT_SIZE; fields beyond a caller's struct_size take defaults.
+ * - Tensors are passed by descriptor (sa_tensor); the library never copies or
+ *   keeps the caller's K/V, and reads it only during the call.
+ * - Default layouts: queries [n_q, H_q, D], keys/values [n_kv, H_kv, D]
+ *   (token-major), indices i32 [n_q, H_kv, width]. GQA: query head h uses KV
+ *   head h / (H_q / H_kv).
+ *
+ * Thread safety: sa_context and sa_index may be shared between threads for
+ * sa_select, sa_attend and sa_cache_evict (they only read them).
+ * sa_index_append, sa_index_update and *_destroy need exclusive access.
+ */
+#ifndef SPARSEATTN_H
+#define SPARSEATTN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(_WIN32)
+#  if defined(SA_BUILDING_LIBRARY)
+#    define SA_API __declspec(dllexport)
+#  else
+#    define SA_API __declspec(dllimport)
+#  endif
+#elif defined(__GNUC__) || defined(__clang__)
+#  define SA_API __attribute__((visibility("default")))
+#else
+#  define SA_API
+#endif
+
+/* ---------------------------------------------------------------- version */
+
+#define SA_VERSION_MAJOR 0
+#define SA_VERSION_MINOR 1
+#define SA_VERSION_PATCH 0
+/* (major << 16) | (minor << 8) | patch */
+#define SA_VERSION ((SA_VERSION_MAJOR << 16) | (SA_VERSION_MINOR << 8) | SA_VERSION_PATCH)
+/* Bumped when the function table (sa_api) gains entries; old entries never move. */
+#define SA_ABI_VERSION 1
+
+/* The library's version, encoded like SA_VERSION. Compare with the header's. */
+SA_API uint32_t sa_version(void);
+/* The library's version as "major.minor.patch". Static storage. */
+SA_API const char *sa_version_string(void);
+
+/* ----------------------------------------------------------------- status */
+
+typedef enum sa_status {
+    SA_OK = 0,
+    SA_ERR_NULL_POINTER = 1,          /* a required pointer argument is NULL */
+    SA_ERR_INVALID_ARGUMENT = 2,      /* a value out of its documented domain */
+    SA_ERR_DTYPE = 3,                 /* a tensor has a dtype the call does not take */
+    SA_ERR_SHAPE = 4,                 /* rank, shape or strides do not match */
+    SA_ERR_OUT_OF_RANGE = 5,          /* an index or slot outside the cache */
+    SA_ERR_OVERFLOW = 6,              /* a size computation overflows */
+    SA_ERR_STRUCT_SIZE = 7,           /* struct_size too small (or zero) */
+    SA_ERR_OUT_OF_MEMORY = 8,
+    SA_ERR_UNSUPPORTED = 9,           /* valid request the library does not implement */
+    SA_ERR_BACKEND_UNAVAILABLE = 10,  /* e.g. CUDA tensor and no usable plugin */
+    SA_ERR_FORMAT = 11,               /* a malformed file (weights) */
+    SA_ERR_INTERNAL = 12              /* a bug: please report the message */
+} sa_status;
+
+/* Message describing the last failure on the calling thread ("" if none).
+ * Valid until the next sparseattn call on this thread. Never NULL. */
+SA_API const char *sa_last_error(void);
+/* Static name of a status code, e.g. "SA_ERR_SHAPE". Never NULL. */
+SA_API const char *sa_status_name(sa_status status);
+
+/* ---------------------------------------------------------------- tensors */
+
+typedef enum sa_dtype {
+    SA_DTYPE_F32 = 0,
+    SA_DTYPE_F16 = 1,   /* IEEE binary16 */
+    SA_DTYPE_BF16 = 2,  /* bfloat16 */
+    SA_DTYPE_I32 = 3,
+    SA_DTYPE_I64 = 4
+} sa_dtype;
+
+typedef enum sa_device_type {
+    SA_DEVICE_CPU = 0,
+    SA_DEVICE_CUDA = 1
+} sa_device_type;
+
+#define SA_MAX_RANK 4
+
+/* A view of caller memory. shape[i] >= 0; strides in elements (not bytes),
+ * each >= 0. If every stride is 0 the tensor is contiguous row-major. Entries
+ * at i >= rank are ignored. */
+typedef struct sa_tensor {
+    void *data;
+    sa_dtype dtype;
+    sa_device_type device;
+    int32_t device_id;
+    int32_t rank;                    /* 1 .. SA_MAX_RANK */
+    int64_t shape[SA_MAX_RANK];
+    int64_t strides[SA_MAX_RANK];
+} sa_tensor;
+
+/* ------------------------------------------------------------ instruction sets */
+
+typedef enum sa_isa {
+    SA_ISA_SCALAR = 0,  /* plain C++ reference path */
+    SA_ISA_NEON = 1,
+    SA_ISA_AVX2 = 2,    /* AVX2 + FMA + F16C */
+    SA_ISA_AVX512 = 3,  /* AVX-512 F/BW/DQ/VL */
+    SA_ISA_AUTO = 100   /* the best the CPU supports */
+} sa_isa;
+
+/* Static name of an instruction set ("scalar", "neon", "avx2", "avx512", "auto"). */
+SA_API const char *sa_isa_name(sa_isa isa);
+
+/* ---------------------------------------------------------------- context */
+
+/* Execution settings shared by calls: threads and instruction set.
+ * The environment variable SA_ISA (scalar|neon|avx2|avx512) caps the
+ * instruction set of every context created afterwards; used to test each path. */
+typedef struct sa_context sa_context;
+
+typedef struct sa_context_options {
+    size_t struct_size;
+    int32_t threads;  /* 0: all cores (OpenMP default); 1: the calling thread only, no
+                         OpenMP region is entered; n > 1: n OpenMP threads */
+    sa_isa isa;       /* cap on the instruction set; SA_ISA_AUTO for the best */
+} sa_context_options;
+
+#define SA_CONTEXT_OPTIONS_INIT { sizeof(sa_context_options), 0, SA_ISA_AUTO }
+SA_API sa_context_options sa_context_options_default(void);
+
+/* Creates a context. opt may be NULL (defaults). On success *out owns it. */
+SA_API sa_status sa_context_create(const sa_context_options *opt, sa_context **out);
+SA_API void sa_context_destroy(sa_context **ctx);
+/* The instruction set the context's kernels use, after caps. */
+SA_API sa_isa sa_context_isa(const sa_context *ctx);
+/* The number of threads the context uses (>= 1). */
+SA_API int32_t sa_context_threads(const sa_context *ctx);
+
+/* ------------------------------------------------------------------ index */
+
+/* Selection state for one layer's cache, all KV heads. Holds its own copy of
+ * the keys in the index dtype, slot by slot, and the token position each slot
+ * holds. Slots are numbered 0, 1, ... in append order; a slot is the row of the
+ * host's K/V cache that holds the same token. */
+typedef struct sa_index sa_index;
+
+typedef enum sa_selector_kind {
+    SA_SELECTOR_EXACT = 0,    /* all scores, exact top-K (the oracle) */
+    SA_SELECTOR_PAGE = 1,     /* Quest-style page bounds */
+    SA_SELECTOR_LSH = 2,      /* multi-round SimHash with multi-probe */
+    SA_SELECTOR_HNSW = 3,     /* hnswlib graph per KV head */
+    SA_SELECTOR_LEARNED = 4,  /* learned low-dimensional projections */
+    SA_SELECTOR_INDEXER = 5   /* DeepSeek-style lightning indexer */
+} sa_selector_kind;
+
+typedef struct sa_page_options {
+    int32_t page_size;     /* tokens per page (default 16) */
+    int32_t refine;        /* nonzero: rescore the candidate pages' keys exactly */
+} sa_page_options;
+
+typedef struct sa_lsh_options {
+    int32_t rounds;        /* hash tables (default 8) */
+    int32_t bits;          /* bits per table; 0: adapted to N */
+    int32_t probes;        /* extra buckets probed per table (default 2) */
+    uint64_t seed;         /* fixed seed: deterministic tables */
+} sa_lsh_options;
+
+typedef struct sa_hnsw_options {
+    int32_t m;             /* graph degree (default 16) */
+    int32_t ef_construction; /* default 100 */
+    int32_t ef_search;     /* default 256 */
+} sa_hnsw_options;
+
+typedef struct sa_learned_options {
+    const char *weights_path; /* safetensors file; read during sa_index_create */
+    int32_t layer;
+} sa_learned_options;
+
+typedef struct sa_index_options {
+    size_t struct_size;
+    sa_selector_kind kind;
+    int32_t num_kv_heads;  /* H_kv >= 1 */
+    int32_t head_dim;      /* D >= 1 */
+    sa_dtype dtype;        /* storage of the index's keys: F32, F16 or BF16 */
+    int64_t capacity;      /* expected number of slots (a hint; 0: none) */
+    sa_page_options page;
+    sa_lsh_options lsh;
+    sa_hnsw_options hnsw;
+    sa_learned_options learned;
+} sa_index_options;
+
+#define SA_INDEX_OPTIONS_INIT                                                  \
+    { sizeof(sa_index_options), SA_SELECTOR_EXACT, 0, 0, SA_DTYPE_F16, 0,      \
+      { 16, 1 }, { 8, 0, 2, 0x5eed5eedULL }, { 16, 100, 256 }, { NULL, 0 } }
+SA_API sa_index_options sa_index_options_default(void);
+
+/* Creates an empty index. ctx must outlive the index (its threads and
+ * instruction set are used by sa_select). Kinds not built into this library
+ * return SA_ERR_UNSUPPORTED. */
+SA_API sa_status sa_index_create(sa_context *ctx, const sa_index_options *opt, sa_index **out);
+SA_API void sa_index_destroy(sa_index **ix);
+
+/* Appends keys [n, H_kv, D] (F32/F16/BF16, any strides) as the next n slots.
+ * Slot s gets the token position one past the largest position held so far
+ * (so without eviction, slot == position). Exclusive access. */
+SA_API sa_status sa_index_append(sa_index *ix, const sa_tensor *keys);
+
+/* Refills n existing slots (e.g. freed by sa_cache_evict) with keys [n, H_kv, D]
+ * and the token positions they now hold (positions: n values >= 0, or NULL to
+ * give each the next position in order). Slots must be distinct and < size.
+ * Exclusive access. */
+SA_API sa_status sa_index_update(sa_index *ix, const int32_t *slots, int64_t n,
+                                 const sa_tensor *keys, const int64_t *positions);
+
+/* Number of slots (appended so far). */
+SA_API sa_status sa_index_size(const sa_index *ix, int64_t *n_slots);
+
+/* ----------------------------------------------------------------- select */
+
+typedef struct sa_select_options {
+    size_t struct_size;
+    int32_t top_k;         /* keys chosen by score, beyond window and sinks (>= 1) */
+    int32_t window;        /* keys at positions (p - window, p] always kept */
+    int32_t sinks;         /* keys at positions [0, sinks) always kept */
+    int32_t per_query_head;/* 0: one list per KV head, scored by the group's summed
+                              attention probability; 1: one list per query head */
+    float mass_target;     /* 0: off. In (0, 1]: stop adding scored keys once the
+                              estimated attention mass (window and sinks included)
+                              reaches it; top_k stays the cap */
+    float scale;           /* softmax scale for the mass estimate; 0: 1/sqrt(D) */
+    /* Position p of each query (n_q values), or NULL: the queries are the last
+     * n_q tokens, at positions max_pos - n_q + 1 .. max_pos, where max_pos is
+     * the largest position in the index. A query sees keys at positions <= p. */
+    const int64_t *query_positions;
+    /* Packed sequences: segment of each query (n_q) and of each slot (size of
+     * the index). A query sees only keys of its own segment. Both or neither. */
+    const int32_t *query_segments;
+    const int32_t *key_segments;
+} sa_select_options;
+
+#define SA_SELECT_OPTIONS_INIT                                                 \
+    { sizeof(sa_select_options), 64, 64, 4, 0, 0.0f, 0.0f, NULL, NULL, NULL }
+SA_API sa_select_options sa_select_options_default(void);
+
+/* Chooses, for each query and KV head (or query head), the slots to attend.
+ * queries: [n_q, H_q, D] F32/F16/BF16, H_q a multiple of the index's H_kv.
+ * indices: I32 [n_q, H, width] with H = H_kv (or H_q when per_query_head) and
+ *   width >= sinks + window + top_k. Written with the chosen slots ascending,
+ *   then -1 padding. Only slots visible to the query (causal, segment) appear.
+ * Safe to call concurrently on one index. */
+SA_API sa_status sa_select(sa_index *ix, const sa_tensor *queries,
+                           const sa_select_options *opt, sa_tensor *indices);
+
+/* ----------------------------------------------------------------- attend */
+
+typedef struct sa_attend_options {
+    size_t struct_size;
+    float scale;          /* 0: 1/sqrt(D) */
+    int32_t causal;       /* nonzero: a query at position p ignores keys at positions > p */
+    /* Position of each query (n_q values) for causal; NULL: the queries are the
+     * last n_q positions of the keys (p = n_kv - n_q + i, or relative to the
+     * largest key position when key_positions is given). */
+    const int64_t *query_positions;
+    /* Token position held by each key row (n_kv values), for causal after
+     * eviction reordered the cache; NULL: row r holds position r. */
+    const int64_t *key_positions;
+} sa_attend_options;
+
+#define SA_ATTEND_OPTIONS_INIT { sizeof(sa_attend_options), 0.0f, 0, NULL, NULL }
+SA_API sa_attend_options sa_attend_options_default(void);
+
+/* Exact softmax attention, f32 accumulation.
+ * q: [n_q, H_q, D] F32, or the dtype of k/v.   k, v: [n_kv, H_kv, D], both
+ *   F32, F16 or BF16 (the same dtype), H_q a multiple of H_kv.
+ * indices: NULL for dense attention over all n_kv keys; otherwise I32
+ *   [n_q, H_kv, width] (a list per KV head, shared by its query group) or
+ *   [n_q, H_q, width] (a list per query head); entries in [0, n_kv) or -1
+ *   (skipped). Duplicates count twice.
+ * out: [n_q, H_q, D] F32 or the dtype of q.
+ * lse: optional F32 [n_q, H_q]: natural log of the softmax denominator of
+ *   the scaled scores. A query with no visible key gets out = 0, lse = -inf.
+ * opt may be NULL (defaults). Any strides. Safe to call concurrently. */
+SA_API sa_status sa_attend(sa_context *ctx, const sa_tensor *q, const sa_tensor *k,
+                           const sa_tensor *v, const sa_tensor *indices,
+                           const sa_attend_options *opt, sa_tensor *out, sa_tensor *lse);
+
+/* ------------------------------------------------------------------ evict */
+
+typedef struct sa_evict_options {
+    size_t struct_size;
+    int64_t budget;       /* slots the cache may hold after the incoming tokens */
+    int64_t incoming;     /* tokens about to be inserted (default 1) */
+    int32_t sinks;        /* positions [0, sinks) are never freed */
+    int32_t window;       /* positions (max_pos - window, max_pos] are never freed */
+} sa_evict_options;
+
+#define SA_EVICT_OPTIONS_INIT { sizeof(sa_evict_options), 0, 1, 4, 64 }
+SA_API sa_evict_options sa_evict_options_default(void);
+
+/* Chooses cache slots to free so that occupied + incoming <= budget.
+ * scores: F32 [n_slots] or [H, n_slots] (summed over H): higher = more useful.
+ * positions: I64 [n_slots], the token position each slot holds; -1 marks an
+ *   empty slot, which is returned first.
+ * freed: I32 [cap]; receives the slots to free, lowest score first (ties: the
+ *   older position first, then the lower slot); *n_freed is their count.
+ * Fails with SA_ERR_INVALID_ARGUMENT when the protected slots alone exceed the
+ * budget or a score is NaN, and SA_ERR_SHAPE when freed is too small. */
+SA_API sa_status sa_cache_evict(sa_context *ctx, const sa_evict_options *opt,
+                                const sa_tensor *scores, const sa_tensor *positions,
+                                sa_tensor *freed, int64_t *n_freed);
+
+/* ---------------------------------------------------- function table (dlopen) */
+
+/* Every public function, for hosts that dlopen the library and resolve one
+ * symbol. Entries are only ever appended; struct_size tells how many exist. */
+typedef struct sa_api {
+    size_t struct_size;
+    uint32_t abi_version;
+    uint32_t (*version)(void);
+    const char *(*version_string)(void);
+    const char *(*last_error)(void);
+    const char *(*status_name)(sa_status);
+    const char *(*isa_name)(sa_isa);
+    sa_context_options (*context_options_default)(void);
+    sa_status (*context_create)(const sa_context_options *, sa_context **);
+    void (*context_destroy)(sa_context **);
+    sa_isa (*context_isa)(const sa_context *);
+    int32_t (*context_threads)(const sa_context *);
+    sa_index_options (*index_options_default)(void);
+    sa_status (*index_create)(sa_context *, const sa_index_options *, sa_index **);
+    void (*index_destroy)(sa_index **);
+    sa_status (*index_append)(sa_index *, const sa_tensor *);
+    sa_status (*index_update)(sa_index *, const int32_t *, int64_t, const sa_tensor *,
+                              const int64_t *);
+    sa_status (*index_size)(const sa_index *, int64_t *);
+    sa_select_options (*select_options_default)(void);
+    sa_status (*select)(sa_index *, const sa_tensor *, const sa_select_options *, sa_tensor *);
+    sa_attend_options (*attend_options_default)(void);
+    sa_status (*attend)(sa_context *, const sa_tensor *, const sa_tensor *, const sa_tensor *,
+                        const sa_tensor *, const sa_attend_options *, sa_tensor *, sa_tensor *);
+    sa_evict_options (*evict_options_default)(void);
+    sa_status (*cache_evict)(sa_context *, const sa_evict_options *, const sa_tensor *,
+                             const sa_tensor *, sa_tensor *, int64_t *);
+} sa_api;
+
+/* The function table, or NULL when the library is older than abi_version
+ * (pass SA_ABI_VERSION). The table is static; never free it. */
+SA_API const sa_api *sa_get_api(uint32_t abi_version);
+typedef const sa_api *(*sa_get_api_fn)(uint32_t abi_version);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* SPARSEATTN_H */
