@@ -1,0 +1,60 @@
+// sa_cache_evict: validate, choose, write the freed slots.
+#include "cache/evict.hpp"
+#include "core/context.hpp"
+#include "core/error.hpp"
+#include "core/tensor_view.hpp"
+
+extern "C" {
+
+SA_API sa_evict_options sa_evict_options_default(void) {
+  sa_evict_options o = SA_EVICT_OPTIONS_INIT;
+  return o;
+}
+
+SA_API sa_status sa_cache_evict(sa_context *ctx, const sa_evict_options *opt, const sa_tensor *scores,
+                                const sa_tensor *positions, sa_tensor *freed, int64_t *n_freed) {
+  using namespace sa;
+  return guarded("sa_cache_evict", [&] {
+    if (!ctx) fail(SA_ERR_NULL_POINTER, "ctx is NULL");
+    if (!opt) fail(SA_ERR_NULL_POINTER, "opt is NULL (initialise one with SA_EVICT_OPTIONS_INIT)");
+    if (!n_freed) fail(SA_ERR_NULL_POINTER, "n_freed is NULL");
+    sa_evict_options o = read_options(opt, sa_evict_options_default(),
+                                      offsetof(sa_evict_options, window) + sizeof(int32_t), "opt");
+    if (o.budget < 1) fail(SA_ERR_INVALID_ARGUMENT, "opt->budget is %lld, expected >= 1", (long long)o.budget);
+    if (o.incoming < 0 || o.incoming > o.budget)
+      fail(SA_ERR_INVALID_ARGUMENT, "opt->incoming is %lld, expected in [0, budget = %lld]", (long long)o.incoming,
+           (long long)o.budget);
+    if (o.sinks < 0 || o.window < 0)
+      fail(SA_ERR_INVALID_ARGUMENT, "opt->sinks (%d) and opt->window (%d) must be >= 0", int(o.sinks), int(o.window));
+    if (int64_t(o.sinks) + int64_t(o.window) + o.incoming > o.budget)
+      fail(SA_ERR_INVALID_ARGUMENT, "budget %lld is smaller than sinks %d + window %d + incoming %lld",
+           (long long)o.budget, int(o.sinks), int(o.window), (long long)o.incoming);
+
+    TensorView pos = view_tensor(positions, "positions", 1, {SA_DTYPE_I64});
+    if (!scores) fail(SA_ERR_NULL_POINTER, "scores is NULL");
+    TensorView sc = view_tensor(scores, "scores", scores->rank == 2 ? 2 : 1, {SA_DTYPE_F32});
+    EvictRequest req;
+    req.n = pos.shape[0];
+    if (req.n > INT32_MAX) fail(SA_ERR_OVERFLOW, "positions has %lld slots; slots are int32", (long long)req.n);
+    expect_dim(sc, "scores", sc.rank - 1, req.n, "positions.shape[0], the number of slots");
+    req.scores = sc.ptr<const float>();
+    req.rows = sc.rank == 2 ? sc.shape[0] : 1;
+    req.row_stride = sc.rank == 2 ? sc.stride[0] : 0;
+    req.col_stride = sc.stride[sc.rank - 1];
+    req.positions = pos.ptr<const int64_t>();
+    req.pos_stride = pos.stride[0];
+    req.budget = o.budget;
+    req.incoming = o.incoming;
+    req.sinks = o.sinks;
+    req.window = o.window;
+    TensorView fr = view_tensor(freed, "freed", 1, {SA_DTYPE_I32});
+
+    std::vector<int32_t> chosen = choose_evictions(req);
+    if (int64_t(chosen.size()) > fr.shape[0])
+      fail(SA_ERR_SHAPE, "freed holds %lld slots, %lld are needed", (long long)fr.shape[0], (long long)chosen.size());
+    for (size_t i = 0; i < chosen.size(); ++i) fr.ptr<int32_t>()[int64_t(i) * fr.stride[0]] = chosen[i];
+    *n_freed = int64_t(chosen.size());
+  });
+}
+
+}  // extern "C"

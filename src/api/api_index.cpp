@@ -1,0 +1,96 @@
+// sa_index_*: create, append, update, size, destroy.
+#include <algorithm>
+#include <vector>
+
+#include "api/index.hpp"
+#include "core/error.hpp"
+#include "core/tensor_view.hpp"
+#include "select/selector_factory.hpp"
+
+namespace {
+
+using namespace sa;
+
+TensorView view_keys(const sa_index &ix, const sa_tensor *keys) {
+  TensorView k = view_tensor(keys, "keys", 3, {SA_DTYPE_F32, SA_DTYPE_F16, SA_DTYPE_BF16});
+  expect_dim(k, "keys", 1, ix.opt.num_kv_heads, "the index's num_kv_heads");
+  expect_dim(k, "keys", 2, ix.opt.head_dim, "the index's head_dim");
+  return k;
+}
+
+}  // namespace
+
+extern "C" {
+
+SA_API sa_index_options sa_index_options_default(void) {
+  sa_index_options o = SA_INDEX_OPTIONS_INIT;
+  return o;
+}
+
+SA_API sa_status sa_index_create(sa_context *ctx, const sa_index_options *opt, sa_index **out) {
+  return guarded("sa_index_create", [&] {
+    if (!ctx) fail(SA_ERR_NULL_POINTER, "ctx is NULL");
+    if (!opt) fail(SA_ERR_NULL_POINTER, "opt is NULL (initialise one with SA_INDEX_OPTIONS_INIT)");
+    if (!out) fail(SA_ERR_NULL_POINTER, "out is NULL");
+    sa_index_options o = read_options(opt, sa_index_options_default(),
+                                      offsetof(sa_index_options, learned) + sizeof(sa_learned_options), "opt");
+    if (o.num_kv_heads < 1) fail(SA_ERR_INVALID_ARGUMENT, "opt->num_kv_heads is %d, expected >= 1", int(o.num_kv_heads));
+    if (o.head_dim < 1) fail(SA_ERR_INVALID_ARGUMENT, "opt->head_dim is %d, expected >= 1", int(o.head_dim));
+    if (o.dtype != SA_DTYPE_F32 && o.dtype != SA_DTYPE_F16 && o.dtype != SA_DTYPE_BF16)
+      fail(SA_ERR_DTYPE, "opt->dtype is %s (%d); the index stores keys as f32, f16 or bf16", dtype_name(o.dtype),
+           int(o.dtype));
+    if (o.capacity < 0) fail(SA_ERR_INVALID_ARGUMENT, "opt->capacity is %lld, expected >= 0", (long long)o.capacity);
+    if (o.capacity > INT32_MAX) fail(SA_ERR_OVERFLOW, "opt->capacity %lld exceeds the int32 slot range", (long long)o.capacity);
+    auto ix = std::make_unique<sa_index>();
+    ix->ctx = ctx;
+    ix->opt = o;
+    ix->selector = make_selector(o);
+    *out = ix.release();
+  });
+}
+
+SA_API void sa_index_destroy(sa_index **ix) {
+  if (!ix || !*ix) return;
+  delete *ix;
+  *ix = nullptr;
+}
+
+SA_API sa_status sa_index_append(sa_index *ix, const sa_tensor *keys) {
+  return guarded("sa_index_append", [&] {
+    if (!ix) fail(SA_ERR_NULL_POINTER, "ix is NULL");
+    TensorView k = view_keys(*ix, keys);
+    ix->selector->append(k);
+  });
+}
+
+SA_API sa_status sa_index_update(sa_index *ix, const int32_t *slots, int64_t n, const sa_tensor *keys,
+                                 const int64_t *positions) {
+  return guarded("sa_index_update", [&] {
+    if (!ix) fail(SA_ERR_NULL_POINTER, "ix is NULL");
+    if (n < 0) fail(SA_ERR_INVALID_ARGUMENT, "n is %lld, expected >= 0", (long long)n);
+    if (n > 0 && !slots) fail(SA_ERR_NULL_POINTER, "slots is NULL");
+    TensorView k = view_keys(*ix, keys);
+    expect_dim(k, "keys", 0, n, "n, the number of slots");
+    const int64_t size = ix->selector->size();
+    std::vector<uint8_t> seen(size_t(size), 0);
+    for (int64_t i = 0; i < n; ++i) {
+      if (slots[i] < 0 || slots[i] >= size)
+        fail(SA_ERR_OUT_OF_RANGE, "slots[%lld] is %d, outside the index's %lld slots", (long long)i, int(slots[i]),
+             (long long)size);
+      if (seen[size_t(slots[i])]++) fail(SA_ERR_INVALID_ARGUMENT, "slots[%lld] = %d appears twice", (long long)i, int(slots[i]));
+      if (positions && positions[i] < 0)
+        fail(SA_ERR_INVALID_ARGUMENT, "positions[%lld] is %lld, expected >= 0", (long long)i, (long long)positions[i]);
+    }
+    ix->selector->update(slots, n, k, positions);
+  });
+}
+
+SA_API sa_status sa_index_size(const sa_index *ix, int64_t *n_slots) {
+  return guarded("sa_index_size", [&] {
+    if (!ix) fail(SA_ERR_NULL_POINTER, "ix is NULL");
+    if (!n_slots) fail(SA_ERR_NULL_POINTER, "n_slots is NULL");
+    *n_slots = ix->selector->size();
+  });
+}
+
+}  // extern "C"

@@ -1,0 +1,235 @@
+#include "attend/attention.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "core/half.hpp"
+#include "core/threading.hpp"
+
+namespace sa {
+namespace {
+
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr float kLn2 = 0.6931471805599453f;
+constexpr int64_t kTargetTasks = 32;   // split long lists until about this many tasks exist
+constexpr int64_t kMinSplitKeys = 512; // never split below this many keys per task
+
+float load_scalar(const TensorView &t, int64_t off) {
+  switch (t.dtype) {
+    case SA_DTYPE_F16: return f16_to_f32(t.ptr<const uint16_t>()[off]);
+    case SA_DTYPE_BF16: return bf16_to_f32(t.ptr<const uint16_t>()[off]);
+    default: return t.ptr<const float>()[off];
+  }
+}
+
+void store_scalar(const TensorView &t, int64_t off, float x) {
+  switch (t.dtype) {
+    case SA_DTYPE_F16: t.ptr<uint16_t>()[off] = f32_to_f16(x); break;
+    case SA_DTYPE_BF16: t.ptr<uint16_t>()[off] = f32_to_bf16(x); break;
+    default: t.ptr<float>()[off] = x; break;
+  }
+}
+
+// K or V with a unit stride along D, as the kernels need: the caller's tensor when it has one,
+// else a packed copy (a slow path for exotic layouts).
+struct RowMajorKV {
+  std::vector<char> packed;
+  const char *base = nullptr;
+  int64_t token_stride = 0, head_stride = 0;  // elements
+
+  RowMajorKV(const TensorView &t) {
+    if (t.stride[2] == 1 || t.shape[2] <= 1) {
+      base = t.bytes();
+      token_stride = t.stride[0];
+      head_stride = t.stride[1];
+      return;
+    }
+    const int64_t n = t.shape[0], H = t.shape[1], D = t.shape[2];
+    const size_t es = dtype_size(t.dtype);
+    packed.resize(size_t(n * H * D) * es);
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t h = 0; h < H; ++h)
+        for (int64_t d = 0; d < D; ++d)
+          std::memcpy(&packed[size_t((i * H + h) * D + d) * es],
+                      t.bytes() + size_t(i * t.stride[0] + h * t.stride[1] + d * t.stride[2]) * es, es);
+    base = packed.data();
+    token_stride = H * D;
+    head_stride = D;
+  }
+};
+
+// One unit of output: query i, query heads [h0, h0 + g), all reading KV head kvh.
+struct Unit {
+  int64_t i;
+  int h0, g, kvh;
+  int list_head;  // which row of the index tensor holds the list (kv head or query head)
+};
+
+struct Task {
+  int64_t unit;
+  int64_t begin, end;  // the part of the unit's key list this task folds
+};
+
+}  // namespace
+
+void attend(const sa_context &ctx, const AttendProblem &p) {
+  const int64_t n_q = p.q.shape[0], H_q = p.q.shape[1], D = p.q.shape[2];
+  const int64_t n_kv = p.k.shape[0], H_kv = p.k.shape[1];
+  const int64_t G = H_q / H_kv;
+  const bool sparse = p.indices != nullptr;
+  const int64_t width = sparse ? p.indices->shape[2] : 0;
+
+  RowMajorKV K(p.k), V(p.v);
+  const size_t es = dtype_size(p.k.dtype);
+
+  // Index lists with a unit stride along the list.
+  std::vector<int32_t> packed_idx;
+  const int32_t *idx = nullptr;
+  int64_t idx_s0 = 0, idx_s1 = 0;
+  if (sparse) {
+    const TensorView &ix = *p.indices;
+    if (ix.stride[2] == 1 || width <= 1) {
+      idx = ix.ptr<const int32_t>();
+      idx_s0 = ix.stride[0];
+      idx_s1 = ix.stride[1];
+    } else {
+      packed_idx.resize(size_t(ix.shape[0] * ix.shape[1] * width));
+      for (int64_t a = 0; a < ix.shape[0]; ++a)
+        for (int64_t b = 0; b < ix.shape[1]; ++b)
+          for (int64_t c = 0; c < width; ++c)
+            packed_idx[size_t((a * ix.shape[1] + b) * width + c)] =
+                ix.ptr<const int32_t>()[a * ix.stride[0] + b * ix.stride[1] + c * ix.stride[2]];
+      idx = packed_idx.data();
+      idx_s0 = ix.shape[1] * width;
+      idx_s1 = width;
+    }
+  }
+
+  // Causal limit of each query.
+  int64_t last_pos = n_kv - 1;
+  if (p.causal && p.key_positions && !p.query_positions) {
+    last_pos = -1;
+    for (int64_t r = 0; r < n_kv; ++r) last_pos = std::max(last_pos, p.key_positions[r]);
+  }
+  auto pos_limit = [&](int64_t i) -> int64_t {
+    if (!p.causal) return INT64_MAX;
+    return p.query_positions ? p.query_positions[i] : last_pos - n_q + 1 + i;
+  };
+
+  // Units: per-KV-head lists serve the group (in chunks of kMaxGroup); per-query-head lists
+  // serve one head each.
+  std::vector<Unit> units;
+  units.reserve(size_t(n_q * H_q));
+  for (int64_t i = 0; i < n_q; ++i) {
+    if (p.per_query_head) {
+      for (int h = 0; h < H_q; ++h) units.push_back({i, h, 1, int(h / G), h});
+    } else {
+      for (int kvh = 0; kvh < H_kv; ++kvh)
+        for (int64_t g0 = 0; g0 < G; g0 += kMaxGroup)
+          units.push_back({i, int(kvh * G + g0), int(std::min<int64_t>(kMaxGroup, G - g0)), kvh, kvh});
+    }
+  }
+  auto list_length = [&](const Unit &u) -> int64_t {
+    if (sparse) return width;
+    if (p.causal && !p.key_positions) return std::max<int64_t>(0, std::min(n_kv, pos_limit(u.i) + 1));
+    return n_kv;
+  };
+
+  // Split long lists when there are too few units to keep the threads busy (decode). The split
+  // depends on the shapes only, so results do not change with the thread count.
+  const int64_t n_units = int64_t(units.size());
+  int64_t splits = 1;
+  if (n_units < kTargetTasks) splits = (kTargetTasks + n_units - 1) / n_units;
+  std::vector<Task> tasks;
+  tasks.reserve(size_t(n_units * splits));
+  for (int64_t u = 0; u < n_units; ++u) {
+    int64_t len = list_length(units[size_t(u)]);
+    int64_t parts = std::max<int64_t>(1, std::min(splits, len / kMinSplitKeys));
+    for (int64_t s = 0; s < parts; ++s) tasks.push_back({u, len * s / parts, len * (s + 1) / parts});
+  }
+  const bool merged = int64_t(tasks.size()) > n_units;
+
+  // Softmax states: one per task when lists are split (merged below), else one per thread.
+  const int64_t state_floats = kMaxGroup * (D + 2);
+  const int threads = ctx.threads;
+  std::vector<float> states(size_t((merged ? int64_t(tasks.size()) : threads) * state_floats));
+  std::vector<float> qbuf(size_t(threads) * kMaxGroup * D);
+  const float qscale = p.scale * kLog2e;
+
+  auto write_unit = [&](const Unit &u, const float *m, const float *l, const float *acc) {
+    for (int h = 0; h < u.g; ++h) {
+      const int64_t qh = u.h0 + h;
+      const bool empty = !(l[h] > 0.f);
+      const float inv = empty ? 0.f : 1.f / l[h];
+      const int64_t base = u.i * p.out.stride[0] + qh * p.out.stride[1];
+      for (int64_t d = 0; d < D; ++d) store_scalar(p.out, base + d * p.out.stride[2], acc[h * D + d] * inv);
+      if (p.lse) {
+        float v = empty ? -std::numeric_limits<float>::infinity() : (m[h] + std::log2(l[h])) * kLn2;
+        p.lse->ptr<float>()[u.i * p.lse->stride[0] + qh * p.lse->stride[1]] = v;
+      }
+    }
+  };
+
+  parallel_for(threads, int64_t(tasks.size()), [&](int64_t t) {
+    const Task &task = tasks[size_t(t)];
+    const Unit &u = units[size_t(task.unit)];
+    const int slot = thread_slot();
+    float *st = &states[size_t((merged ? t : slot) * state_floats)];
+    float *m = st, *l = st + kMaxGroup, *acc = st + 2 * kMaxGroup;
+    std::fill(m, m + u.g, -std::numeric_limits<float>::infinity());
+    std::fill(l, l + u.g, 0.f);
+    std::fill(acc, acc + u.g * D, 0.f);
+    float *q = &qbuf[size_t(slot) * kMaxGroup * D];
+    for (int h = 0; h < u.g; ++h)
+      for (int64_t d = 0; d < D; ++d)
+        q[h * D + d] = qscale * load_scalar(p.q, u.i * p.q.stride[0] + (u.h0 + h) * p.q.stride[1] + d * p.q.stride[2]);
+
+    RowSet rs;
+    rs.k = K.base + size_t(u.kvh * K.head_stride) * es;
+    rs.v = V.base + size_t(u.kvh * V.head_stride) * es;
+    rs.k_stride = K.token_stride;
+    rs.v_stride = V.token_stride;
+    if (sparse) {
+      rs.rows = idx + u.i * idx_s0 + u.list_head * idx_s1 + task.begin;
+    } else {
+      rs.begin = task.begin;
+    }
+    rs.n = task.end - task.begin;
+    rs.key_pos = p.key_positions;
+    rs.pos_limit = pos_limit(u.i);
+    if (rs.n > 0 && n_kv > 0) ctx.kernels->attend_rows(p.k.dtype, q, u.g, int(D), rs, {m, l, acc});
+    if (!merged) write_unit(u, m, l, acc);
+  });
+
+  if (!merged) return;
+  // Exact merge of the split states: rescale each part to the common maximum.
+  std::vector<float> total(static_cast<size_t>(state_floats));
+  for (size_t t0 = 0; t0 < tasks.size();) {
+    size_t t1 = t0;
+    while (t1 < tasks.size() && tasks[t1].unit == tasks[t0].unit) ++t1;
+    const Unit &u = units[size_t(tasks[t0].unit)];
+    float *M = total.data(), *Lsum = M + kMaxGroup, *A = M + 2 * kMaxGroup;
+    for (int h = 0; h < u.g; ++h) {
+      float mx = -std::numeric_limits<float>::infinity();
+      for (size_t t = t0; t < t1; ++t) mx = std::max(mx, states[t * size_t(state_floats) + size_t(h)]);
+      M[h] = mx;
+      Lsum[h] = 0.f;
+      std::fill(A + h * D, A + (h + 1) * D, 0.f);
+      if (mx == -std::numeric_limits<float>::infinity()) continue;
+      for (size_t t = t0; t < t1; ++t) {
+        const float *st = &states[t * size_t(state_floats)];
+        if (!(st[kMaxGroup + h] > 0.f)) continue;
+        float w = std::exp2(st[h] - mx);
+        Lsum[h] += st[kMaxGroup + h] * w;
+        const float *acc = st + 2 * kMaxGroup + h * D;
+        for (int64_t d = 0; d < D; ++d) A[h * D + d] += acc[d] * w;
+      }
+    }
+    write_unit(u, M, Lsum, A);
+    t0 = t1;
+  }
+}
+
+}  // namespace sa

@@ -1,0 +1,28 @@
+// Exact softmax attention over all keys (dense) or gathered index lists (sparse).
+#pragma once
+
+#include <cstdint>
+
+#include "core/context.hpp"
+#include "core/tensor_view.hpp"
+
+namespace sa {
+
+struct AttendProblem {
+  TensorView q;        // [n_q, H_q, D]
+  TensorView k, v;     // [n_kv, H_kv, D]
+  const TensorView *indices = nullptr;  // [n_q, H_kv or H_q, width] i32, validated in range
+  bool per_query_head = false;          // indices hold one list per query head
+  float scale = 0.f;                    // > 0
+  bool causal = false;
+  const int64_t *query_positions = nullptr;
+  const int64_t *key_positions = nullptr;
+  TensorView out;                       // [n_q, H_q, D]
+  const TensorView *lse = nullptr;      // [n_q, H_q] f32
+};
+
+// Runs the problem on ctx's threads and kernels. Allocates its scratch before any parallel
+// region, so the only failure is SA_ERR_OUT_OF_MEMORY, thrown before output is written.
+void attend(const sa_context &ctx, const AttendProblem &p);
+
+}  // namespace sa

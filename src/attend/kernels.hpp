@@ -1,0 +1,63 @@
+// The kernel table: one entry set per instruction set, chosen once per context.
+// Kernels know nothing of the C ABI; the caller has validated every pointer and range.
+#pragma once
+
+#include <cstdint>
+
+#include "sparseattn.h"
+
+namespace sa {
+
+// Most query heads one kernel call handles; larger GQA groups are split by the caller.
+constexpr int kMaxGroup = 16;
+
+// The keys one attention task reads for one KV head: a range of rows or a gathered list.
+struct RowSet {
+  const void *k = nullptr;       // row 0 of this KV head
+  const void *v = nullptr;
+  int64_t k_stride = 0;          // elements between consecutive rows (dim stride is 1)
+  int64_t v_stride = 0;
+  const int32_t *rows = nullptr; // gathered rows, -1 = skip; nullptr: rows begin .. begin+n-1
+  int64_t begin = 0;
+  int64_t n = 0;
+  const int64_t *key_pos = nullptr;  // token position of each row; nullptr: position == row
+  int64_t pos_limit = INT64_MAX;     // rows at positions > pos_limit are skipped (causal)
+};
+
+// Online-softmax state of `g` query heads, base 2: m = running max of the scores, l = sum of
+// 2^(score - m), acc = sum of 2^(score - m) * v_row. Start from m = -inf, l = 0, acc = 0.
+struct SoftmaxState {
+  float *m;    // [g]
+  float *l;    // [g]
+  float *acc;  // [g][D]
+};
+
+struct KernelTable {
+  sa_isa isa;
+  // q: [g][D] f32, already multiplied by scale * log2(e). g <= kMaxGroup. Folds the rows of rs
+  // into st. kv is the dtype of the K/V rows.
+  void (*attend_rows)(sa_dtype kv, const float *q, int g, int D, const RowSet &rs, SoftmaxState st);
+  // scores[h * ld + j] = q_h . row_j for h < g, j < n; rows contiguous [n][D] of dtype.
+  void (*score_rows)(sa_dtype dtype, const float *q, int g, int D, const void *rows, int64_t n,
+                     float *scores, int64_t ld);
+  // Reductions used to turn base-2 scores into attention probabilities.
+  float (*max_of)(const float *x, int64_t n);                     // -inf when n == 0
+  float (*exp2_sum)(const float *x, int64_t n, float shift);      // sum 2^(x - shift)
+  void (*exp2_accumulate)(const float *x, int64_t n, float shift, float *acc);  // acc += 2^(x - shift)
+};
+
+// The table for the best instruction set that is <= cap and that the CPU supports.
+const KernelTable &kernel_table(sa_isa cap);
+// The best instruction set of this CPU (ignoring SA_ISA).
+sa_isa cpu_best_isa();
+
+extern const KernelTable kernels_scalar;
+#if defined(SA_HAVE_X86_KERNELS)
+extern const KernelTable kernels_avx2;
+extern const KernelTable kernels_avx512;
+#endif
+#if defined(SA_HAVE_NEON_KERNELS)
+extern const KernelTable kernels_neon;
+#endif
+
+}  // namespace sa

@@ -1,0 +1,38 @@
+// NEON kernels (AArch64, where NEON is baseline).
+#include <arm_neon.h>
+
+#include <xsimd/xsimd.hpp>
+
+#define SA_KERNEL_NS neon
+namespace sa {
+namespace neon {
+namespace {
+using arch = xsimd::neon64;
+struct F16 { uint16_t bits; };
+struct BF16 { uint16_t bits; };
+using Batch = xsimd::batch<float, arch>;
+inline Batch load_f32(const float *p) { return Batch::load_unaligned(p); }
+inline Batch load_f32(const F16 *p) {
+  return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(reinterpret_cast<const uint16_t *>(p))));
+}
+inline Batch load_f32(const BF16 *p) {
+  return vreinterpretq_f32_u32(vshll_n_u16(vld1_u16(reinterpret_cast<const uint16_t *>(p)), 16));
+}
+// Lane j = sum of rows[j]; spelled out with stores (not exercised by CI, so kept obvious).
+inline Batch transpose_sum(const Batch *rows) {
+  alignas(16) float t[4], out[4];
+  for (int j = 0; j < 4; ++j) {
+    rows[j].store_aligned(t);
+    out[j] = t[0] + t[1] + t[2] + t[3];
+  }
+  return Batch::load_aligned(out);
+}
+}  // namespace
+}  // namespace neon
+}  // namespace sa
+#include "attend/kernels_simd.hpp"
+
+namespace sa {
+extern const KernelTable kernels_neon = {SA_ISA_NEON, neon::attend_rows, neon::score_rows,
+                                  neon::max_of, neon::exp2_sum, neon::exp2_accumulate};
+}

@@ -1,0 +1,90 @@
+// The reference path: plain loops, one key at a time. Every SIMD table is tested against it.
+#include <cmath>
+#include <limits>
+
+#include "attend/kernels.hpp"
+#include "attend/row_walk.hpp"
+#include "core/half.hpp"
+
+namespace sa {
+namespace {
+
+template <class T>
+float load_one(const void *base, int64_t i);
+template <>
+float load_one<float>(const void *base, int64_t i) { return static_cast<const float *>(base)[i]; }
+
+struct F16Tag {};
+struct BF16Tag {};
+template <>
+float load_one<F16Tag>(const void *base, int64_t i) { return f16_to_f32(static_cast<const uint16_t *>(base)[i]); }
+template <>
+float load_one<BF16Tag>(const void *base, int64_t i) { return bf16_to_f32(static_cast<const uint16_t *>(base)[i]); }
+
+template <class T>
+void attend_rows_t(const float *q, int g, int D, const RowSet &rs, SoftmaxState st) {
+  RowWalk walk(rs);
+  for (int64_t r = walk.next(); r >= 0; r = walk.next()) {
+    int64_t k0 = r * rs.k_stride, v0 = r * rs.v_stride;
+    for (int h = 0; h < g; ++h) {
+      float s = 0.f;
+      for (int d = 0; d < D; ++d) s += q[h * D + d] * load_one<T>(rs.k, k0 + d);
+      float m_new = std::max(st.m[h], s);
+      float alpha = std::exp2(st.m[h] - m_new);  // 0 when m was -inf
+      float p = std::exp2(s - m_new);
+      st.l[h] = st.l[h] * alpha + p;
+      float *acc = st.acc + int64_t(h) * D;
+      for (int d = 0; d < D; ++d) acc[d] = acc[d] * alpha + p * load_one<T>(rs.v, v0 + d);
+      st.m[h] = m_new;
+    }
+  }
+}
+
+void attend_rows(sa_dtype kv, const float *q, int g, int D, const RowSet &rs, SoftmaxState st) {
+  switch (kv) {
+    case SA_DTYPE_F16: return attend_rows_t<F16Tag>(q, g, D, rs, st);
+    case SA_DTYPE_BF16: return attend_rows_t<BF16Tag>(q, g, D, rs, st);
+    default: return attend_rows_t<float>(q, g, D, rs, st);
+  }
+}
+
+template <class T>
+void score_rows_t(const float *q, int g, int D, const void *rows, int64_t n, float *scores, int64_t ld) {
+  for (int64_t j = 0; j < n; ++j)
+    for (int h = 0; h < g; ++h) {
+      float s = 0.f;
+      for (int d = 0; d < D; ++d) s += q[h * D + d] * load_one<T>(rows, j * D + d);
+      scores[h * ld + j] = s;
+    }
+}
+
+void score_rows(sa_dtype dtype, const float *q, int g, int D, const void *rows, int64_t n, float *scores,
+                int64_t ld) {
+  switch (dtype) {
+    case SA_DTYPE_F16: return score_rows_t<F16Tag>(q, g, D, rows, n, scores, ld);
+    case SA_DTYPE_BF16: return score_rows_t<BF16Tag>(q, g, D, rows, n, scores, ld);
+    default: return score_rows_t<float>(q, g, D, rows, n, scores, ld);
+  }
+}
+
+float max_of(const float *x, int64_t n) {
+  float m = -std::numeric_limits<float>::infinity();
+  for (int64_t i = 0; i < n; ++i) m = x[i] > m ? x[i] : m;
+  return m;
+}
+
+float exp2_sum(const float *x, int64_t n, float shift) {
+  float s = 0.f;
+  for (int64_t i = 0; i < n; ++i) s += std::exp2(x[i] - shift);
+  return s;
+}
+
+void exp2_accumulate(const float *x, int64_t n, float shift, float *acc) {
+  for (int64_t i = 0; i < n; ++i) acc[i] += std::exp2(x[i] - shift);
+}
+
+}  // namespace
+
+extern const KernelTable kernels_scalar = {SA_ISA_SCALAR, attend_rows, score_rows, max_of, exp2_sum, exp2_accumulate};
+
+}  // namespace sa

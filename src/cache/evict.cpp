@@ -1,0 +1,63 @@
+#include "cache/evict.hpp"
+
+#include <algorithm>
+#include <cmath>
+
+#include "core/error.hpp"
+
+namespace sa {
+
+std::vector<int32_t> choose_evictions(const EvictRequest &req) {
+  std::vector<int32_t> empty;
+  int64_t max_pos = -1, occupied = 0;
+  for (int64_t s = 0; s < req.n; ++s) {
+    const int64_t p = req.positions[s * req.pos_stride];
+    if (p < -1) fail(SA_ERR_INVALID_ARGUMENT, "positions[%lld] is %lld; expected >= 0, or -1 for an empty slot",
+                     (long long)s, (long long)p);
+    if (p == -1) {
+      empty.push_back(int32_t(s));
+    } else {
+      ++occupied;
+      max_pos = std::max(max_pos, p);
+    }
+  }
+  const int64_t evict = std::max<int64_t>(0, occupied + req.incoming - req.budget);
+
+  struct Entry {
+    float score;
+    int64_t pos;
+    int32_t slot;
+  };
+  std::vector<Entry> evictable;
+  int64_t protected_count = 0;
+  for (int64_t s = 0; s < req.n; ++s) {
+    const int64_t p = req.positions[s * req.pos_stride];
+    float score = 0.f;
+    for (int64_t r = 0; r < req.rows; ++r) score += req.scores[r * req.row_stride + s * req.col_stride];
+    if (std::isnan(score)) fail(SA_ERR_INVALID_ARGUMENT, "scores for slot %lld are NaN", (long long)s);
+    if (p == -1) continue;
+    if (p < req.sinks || p > max_pos - req.window) {
+      ++protected_count;
+      continue;
+    }
+    evictable.push_back({score, p, int32_t(s)});
+  }
+  if (int64_t(evictable.size()) < evict)
+    fail(SA_ERR_INVALID_ARGUMENT,
+         "budget %lld cannot hold the %lld sink and window slots plus %lld incoming tokens",
+         (long long)req.budget, (long long)protected_count, (long long)req.incoming);
+
+  std::vector<int32_t> freed(empty.begin(), empty.begin() + std::min<int64_t>(int64_t(empty.size()), req.incoming));
+  auto worse = [](const Entry &a, const Entry &b) {
+    if (a.score != b.score) return a.score < b.score;
+    if (a.pos != b.pos) return a.pos < b.pos;
+    return a.slot < b.slot;
+  };
+  if (evict > 0) {
+    std::partial_sort(evictable.begin(), evictable.begin() + evict, evictable.end(), worse);
+    for (int64_t i = 0; i < evict; ++i) freed.push_back(evictable[size_t(i)].slot);
+  }
+  return freed;
+}
+
+}  // namespace sa

@@ -1,0 +1,26 @@
+// Eviction for a fixed-budget KV cache: which slots the incoming tokens should take.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+namespace sa {
+
+struct EvictRequest {
+  const float *scores = nullptr;  // [rows][n], summed over rows
+  int64_t rows = 1;
+  int64_t row_stride = 0, col_stride = 1;
+  const int64_t *positions = nullptr;  // [n] with stride pos_stride; -1 = empty slot
+  int64_t pos_stride = 1;
+  int64_t n = 0;
+  int64_t budget = 0, incoming = 1;
+  int32_t sinks = 0, window = 0;
+};
+
+// Empty slots first (at most `incoming`), then the occupied slots to evict so that
+// occupied + incoming <= budget: lowest summed score first, ties by older position, then
+// lower slot. Sinks and the window of the newest position are never chosen. Throws
+// SA_ERR_INVALID_ARGUMENT for NaN scores, bad positions or a budget the protected slots exceed.
+std::vector<int32_t> choose_evictions(const EvictRequest &req);
+
+}  // namespace sa

@@ -1,0 +1,104 @@
+#include "core/tensor_view.hpp"
+
+#include <limits>
+#include <string>
+
+#include "core/error.hpp"
+
+namespace sa {
+
+size_t dtype_size(sa_dtype dtype) {
+  switch (dtype) {
+    case SA_DTYPE_F32: return 4;
+    case SA_DTYPE_F16: return 2;
+    case SA_DTYPE_BF16: return 2;
+    case SA_DTYPE_I32: return 4;
+    case SA_DTYPE_I64: return 8;
+  }
+  return 0;
+}
+
+const char *dtype_name(sa_dtype dtype) {
+  switch (dtype) {
+    case SA_DTYPE_F32: return "f32";
+    case SA_DTYPE_F16: return "f16";
+    case SA_DTYPE_BF16: return "bf16";
+    case SA_DTYPE_I32: return "i32";
+    case SA_DTYPE_I64: return "i64";
+  }
+  return "unknown";
+}
+
+int64_t checked_mul(int64_t a, int64_t b, const char *what) {
+  int64_t r;
+  if (__builtin_mul_overflow(a, b, &r)) fail(SA_ERR_OVERFLOW, "%s overflows 64 bits", what);
+  return r;
+}
+
+int64_t checked_add(int64_t a, int64_t b, const char *what) {
+  int64_t r;
+  if (__builtin_add_overflow(a, b, &r)) fail(SA_ERR_OVERFLOW, "%s overflows 64 bits", what);
+  return r;
+}
+
+TensorView view_tensor(const sa_tensor *t, const char *name, int rank,
+                       std::initializer_list<sa_dtype> dtypes) {
+  if (!t) fail(SA_ERR_NULL_POINTER, "%s is NULL", name);
+  if (t->device == SA_DEVICE_CUDA)
+    fail(SA_ERR_BACKEND_UNAVAILABLE,
+         "%s is a CUDA tensor, but this build of sparseattn has no CUDA plugin", name);
+  if (t->device != SA_DEVICE_CPU) fail(SA_ERR_INVALID_ARGUMENT, "%s has an unknown device %d", name, int(t->device));
+  bool dtype_ok = false;
+  std::string allowed;
+  for (sa_dtype d : dtypes) {
+    dtype_ok |= (t->dtype == d);
+    allowed += allowed.empty() ? "" : "/";
+    allowed += dtype_name(d);
+  }
+  if (!dtype_ok)
+    fail(SA_ERR_DTYPE, "%s has dtype %s (%d), expected %s", name, dtype_name(t->dtype), int(t->dtype),
+         allowed.c_str());
+  if (t->rank != rank) fail(SA_ERR_SHAPE, "%s has rank %d, expected %d", name, int(t->rank), rank);
+
+  TensorView v;
+  v.data = t->data;
+  v.dtype = t->dtype;
+  v.rank = rank;
+  bool all_zero = true;
+  for (int i = 0; i < rank; ++i) {
+    if (t->shape[i] < 0) fail(SA_ERR_SHAPE, "%s.shape[%d] is negative (%lld)", name, i, (long long)t->shape[i]);
+    if (t->strides[i] < 0)
+      fail(SA_ERR_SHAPE, "%s.strides[%d] is negative (%lld)", name, i, (long long)t->strides[i]);
+    v.shape[i] = t->shape[i];
+    all_zero &= (t->strides[i] == 0);
+  }
+  v.numel = 1;
+  for (int i = 0; i < rank; ++i) v.numel = checked_mul(v.numel, v.shape[i], name);
+  if (all_zero) {
+    int64_t s = 1;
+    for (int i = rank - 1; i >= 0; --i) {
+      v.stride[i] = s;
+      s = checked_mul(s, v.shape[i] > 0 ? v.shape[i] : 1, name);
+    }
+  } else {
+    for (int i = 0; i < rank; ++i) v.stride[i] = t->strides[i];
+  }
+  if (v.numel == 0) return v;  // nothing is read or written; data may be NULL
+  if (!t->data) fail(SA_ERR_NULL_POINTER, "%s.data is NULL", name);
+  // The largest element offset and its byte extent must be addressable.
+  int64_t last = 0;
+  for (int i = 0; i < rank; ++i) last = checked_add(last, checked_mul(v.shape[i] - 1, v.stride[i], name), name);
+  int64_t bytes = checked_mul(checked_add(last, 1, name), int64_t(dtype_size(v.dtype)), name);
+  if (uint64_t(bytes) > uint64_t(std::numeric_limits<ptrdiff_t>::max()) ||
+      uint64_t(bytes) > std::numeric_limits<uintptr_t>::max() - reinterpret_cast<uintptr_t>(t->data))
+    fail(SA_ERR_OVERFLOW, "%s spans %lld bytes, past the address space", name, (long long)bytes);
+  return v;
+}
+
+void expect_dim(const TensorView &v, const char *name, int dim, int64_t expected, const char *what) {
+  if (v.shape[dim] != expected)
+    fail(SA_ERR_SHAPE, "%s.shape[%d] is %lld, expected %lld (%s)", name, dim, (long long)v.shape[dim],
+         (long long)expected, what);
+}
+
+}  // namespace sa

@@ -1,0 +1,25 @@
+// Exact selection: every visible key scored, ranked by attention probability. The oracle the
+// approximate selectors are measured against.
+#pragma once
+
+#include "select/key_store.hpp"
+#include "select/selector.hpp"
+
+namespace sa {
+
+class ExactSelector final : public Selector {
+ public:
+  ExactSelector(int heads, int dim, sa_dtype dtype, int64_t capacity_hint);
+  void append(const TensorView &keys) override { keys_.append(keys); }
+  void update(const int32_t *slots, int64_t n, const TensorView &keys, const int64_t *positions) override {
+    keys_.update(slots, n, keys, positions);
+  }
+  void select(const sa_context &ctx, const SelectRequest &req) const override;
+  int64_t size() const override { return keys_.size(); }
+  int64_t max_position() const override { return keys_.max_position(); }
+
+ private:
+  KeyStore keys_;
+};
+
+}  // namespace sa

@@ -1,0 +1,73 @@
+#include "select/key_store.hpp"
+
+#include <algorithm>
+#include <cstring>
+
+#include "core/error.hpp"
+#include "core/half.hpp"
+
+namespace sa {
+
+KeyStore::KeyStore(int heads, int dim, sa_dtype dtype, int64_t capacity_hint)
+    : heads_(heads), dim_(dim), dtype_(dtype), elem_(dtype_size(dtype)), rows_(size_t(heads)) {
+  if (capacity_hint > 0) {
+    int64_t bytes = checked_mul(checked_mul(capacity_hint, dim, "capacity * head_dim"), int64_t(elem_), "capacity bytes");
+    for (auto &r : rows_) r.reserve(size_t(bytes));
+    positions_.reserve(size_t(capacity_hint));
+  }
+}
+
+void KeyStore::store_row(int h, int64_t slot, const TensorView &keys, int64_t src_row) {
+  char *dst = rows_[size_t(h)].data() + size_t(slot) * size_t(dim_) * elem_;
+  const int64_t base = src_row * keys.stride[0] + h * keys.stride[1];
+  for (int d = 0; d < dim_; ++d) {
+    const int64_t off = base + d * keys.stride[2];
+    float x;
+    if (keys.dtype == dtype_) {  // same format: copy bits
+      std::memcpy(dst + size_t(d) * elem_, keys.bytes() + size_t(off) * elem_, elem_);
+      continue;
+    }
+    switch (keys.dtype) {
+      case SA_DTYPE_F16: x = f16_to_f32(keys.ptr<const uint16_t>()[off]); break;
+      case SA_DTYPE_BF16: x = bf16_to_f32(keys.ptr<const uint16_t>()[off]); break;
+      default: x = keys.ptr<const float>()[off]; break;
+    }
+    switch (dtype_) {
+      case SA_DTYPE_F16: reinterpret_cast<uint16_t *>(dst)[d] = f32_to_f16(x); break;
+      case SA_DTYPE_BF16: reinterpret_cast<uint16_t *>(dst)[d] = f32_to_bf16(x); break;
+      default: reinterpret_cast<float *>(dst)[d] = x; break;
+    }
+  }
+}
+
+void KeyStore::append(const TensorView &keys) {
+  const int64_t n = keys.shape[0];
+  if (n == 0) return;
+  const int64_t new_size = checked_add(size_, n, "index size");
+  if (new_size > INT32_MAX) fail(SA_ERR_OVERFLOW, "index would hold %lld slots; slots are int32", (long long)new_size);
+  const size_t row_bytes = size_t(dim_) * elem_;
+  for (auto &r : rows_) {
+    if (r.capacity() < size_t(new_size) * row_bytes)  // grow geometrically
+      r.reserve(std::max(size_t(new_size) * row_bytes, r.capacity() * 2));
+    r.resize(size_t(new_size) * row_bytes);
+  }
+  positions_.resize(size_t(new_size));
+  for (int64_t i = 0; i < n; ++i) {
+    for (int h = 0; h < heads_; ++h) store_row(h, size_ + i, keys, i);
+    positions_[size_t(size_ + i)] = max_pos_ + 1 + i;
+  }
+  size_ = new_size;
+  max_pos_ += n;
+}
+
+void KeyStore::update(const int32_t *slots, int64_t n, const TensorView &keys, const int64_t *positions) {
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t s = slots[i];
+    for (int h = 0; h < heads_; ++h) store_row(h, s, keys, i);
+    const int64_t pos = positions ? positions[i] : max_pos_ + 1;
+    positions_[size_t(s)] = pos;
+    max_pos_ = std::max(max_pos_, pos);
+  }
+}
+
+}  // namespace sa

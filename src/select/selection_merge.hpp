@@ -1,0 +1,33 @@
+// The step every selector ends with: keep the sinks and the recent window, add the best
+// scored candidates (up to top_k, or fewer once a mass target is reached), and write the
+// slots ascending with -1 padding.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+namespace sa {
+
+struct KeepRule {
+  int64_t query_pos;  // the query sees positions <= query_pos
+  int32_t window, sinks, top_k;
+  float mass_target;  // 0: off
+};
+
+// Sinks and the window: positions [0, sinks) and (query_pos - window, query_pos].
+inline bool always_kept(int64_t pos, const KeepRule &r) {
+  return pos < r.sinks || pos > r.query_pos - r.window;
+}
+
+struct Candidate {
+  float score;   // estimated attention mass (or any score; higher is better)
+  int32_t slot;
+};
+
+// forced: visible slots kept by always_kept(); forced_mass: their estimated mass (used only
+// with a mass target, where candidate scores must be masses on the same scale).
+// Reorders cands. Writes exactly `width` entries to out (stride out_stride).
+void write_selection(std::vector<Candidate> &cands, std::vector<int32_t> &forced, float forced_mass,
+                     const KeepRule &rule, int32_t *out, int64_t width, int64_t out_stride);
+
+}  // namespace sa

@@ -1,0 +1,37 @@
+// The interface every selector implements. Selectors know nothing of the C ABI: the api
+// layer validates arguments and hands them resolved requests.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "core/context.hpp"
+#include "core/tensor_view.hpp"
+
+namespace sa {
+
+struct SelectRequest {
+  TensorView queries;                 // [n_q, H_q, D], f32/f16/bf16
+  std::vector<int64_t> positions;     // position of each query (resolved defaults)
+  const int32_t *query_segments = nullptr;
+  const int32_t *key_segments = nullptr;
+  int32_t top_k = 0, window = 0, sinks = 0;
+  bool per_query_head = false;
+  float mass_target = 0.f;
+  float scale = 0.f;                  // > 0
+  TensorView indices;                 // i32 [n_q, H_kv or H_q, width], validated
+};
+
+class Selector {
+ public:
+  virtual ~Selector() = default;
+  // keys: [n, H_kv, D] validated; new slots take positions max_pos + 1, ...
+  virtual void append(const TensorView &keys) = 0;
+  // Refills distinct existing slots with keys [n, H_kv, D] at the given positions.
+  virtual void update(const int32_t *slots, int64_t n, const TensorView &keys, const int64_t *positions) = 0;
+  virtual void select(const sa_context &ctx, const SelectRequest &req) const = 0;
+  virtual int64_t size() const = 0;
+  virtual int64_t max_position() const = 0;  // -1 when empty
+};
+
+}  // namespace sa

@@ -1,0 +1,13 @@
+// Creates the selector an sa_index_options asks for.
+#pragma once
+
+#include <memory>
+
+#include "select/selector.hpp"
+
+namespace sa {
+
+// Throws SA_ERR_UNSUPPORTED for kinds this build does not implement.
+std::unique_ptr<Selector> make_selector(const sa_index_options &opt);
+
+}  // namespace sa
