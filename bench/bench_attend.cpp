@@ -1,0 +1,97 @@
+// Decode attention speed against memory read bandwidth, in one run:
+//   membw/threads:T                  sum of a 1 GiB buffer (the machine's read bandwidth)
+//   attend_dense/DT/N:n/threads:T    one decode query (H_q=32) over all n keys
+//   attend_sparse/DT/N:n/threads:T   the same over K=2048 gathered keys per KV head
+// H_kv=8, D=128, K/V in DT (f16, bf16), queries and output f32. "GB/s" counts the
+// K/V bytes the call must read: dense 2*n*H_kv*D*bytes, sparse 2*K*H_kv*D*bytes.
+// Each iteration uses the next of several cache-cold layers (bench_common.hpp).
+//
+//   build/bench/bench_attend --benchmark_filter='membw|attend_.*/bf16/N:131072'
+#include "bench_common.hpp"
+
+#include <omp.h>
+
+namespace {
+
+using namespace bench;
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+__attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
+uint64_t sum_words(const uint64_t *p, int64_t n) {
+    uint64_t a[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (int64_t i = 0; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; ++j) a[j] += p[i + j];
+    return a[0] + a[1] + a[2] + a[3] + a[4] + a[5] + a[6] + a[7];
+}
+
+void BM_membw(benchmark::State &state, int threads) {
+    const auto *p = reinterpret_cast<const uint64_t *>(pool(SA_DTYPE_F16));
+    const int64_t n = kPoolBytes / 8;
+    for (auto _ : state) {
+        uint64_t s = 0;
+        if (threads == 1) {
+            s = sum_words(p, n);
+        } else {
+#pragma omp parallel num_threads(threads) reduction(+ : s)
+            {
+                int t = omp_get_thread_num(), nt = omp_get_num_threads();
+                int64_t per = n / nt / 8 * 8;
+                s += sum_words(p + t * per, t == nt - 1 ? n - t * per : per);
+            }
+        }
+        benchmark::DoNotOptimize(s);
+    }
+    set_gbps(state, double(kPoolBytes));
+}
+
+void BM_attend(benchmark::State &state, sa_dtype dtype, int64_t n, int threads, bool sparse) {
+    sa_context *ctx = context(threads);
+    if (!ctx) return state.SkipWithError("sa_context_create failed");
+    Layers layers(dtype, n);
+    const int sets = 64, nq = 8;
+    std::vector<int32_t> idx = sparse ? random_indices(n, kTopK, sets) : std::vector<int32_t>();
+    std::vector<float> q = queries(nq), out(size_t(kHq) * kD);
+    sa_attend_options opt = sa_attend_options_default();
+    sa_tensor ot = tensor(out.data(), SA_DTYPE_F32, {1, kHq, kD});
+    int64_t it = 0;
+    for (auto _ : state) {
+        int l = int(it % layers.count);
+        sa_tensor qt = tensor(q.data() + (it % nq) * kHq * kD, SA_DTYPE_F32, {1, kHq, kD});
+        sa_tensor kt = tensor(layers.k(l), dtype, {n, kHkv, kD});
+        sa_tensor vt = tensor(layers.v(l), dtype, {n, kHkv, kD});
+        sa_tensor itn = tensor(sparse ? idx.data() + (it % sets) * kHkv * kTopK : nullptr,
+                               SA_DTYPE_I32, {1, kHkv, kTopK});
+        if (!ok(state, sa_attend(ctx, &qt, &kt, &vt, sparse ? &itn : nullptr, &opt, &ot, nullptr),
+                "sa_attend"))
+            break;
+        benchmark::DoNotOptimize(out.data());
+        ++it;
+    }
+    const int64_t keys = sparse ? kTopK : n;
+    set_gbps(state, 2.0 * double(keys) * kRow * 2);
+    state.SetLabel("layers=" + std::to_string(layers.count));
+}
+
+void register_all() {
+    for (int t : {1, 2})
+        benchmark::RegisterBenchmark(("membw/threads:" + std::to_string(t)).c_str(), BM_membw, t)
+            ->UseRealTime()
+            ->Unit(benchmark::kMillisecond);
+    for (sa_dtype dtype : {SA_DTYPE_F16, SA_DTYPE_BF16})
+        for (int64_t n : {4096, 32768, 131072})
+            for (bool sparse : {false, true})
+                for (int t : {1, 2})
+                    benchmark::RegisterBenchmark(
+                        name(sparse ? "attend_sparse" : "attend_dense", dtype, n, t).c_str(),
+                        BM_attend, dtype, n, t, sparse)
+                        ->UseRealTime()
+                        ->Unit(benchmark::kMicrosecond);
+}
+
+}  // namespace
+
+int main(int argc, char **argv) {
+    register_all();
+    return bench::run_main(argc, argv);
+}
