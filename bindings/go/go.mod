@@ -1,0 +1,3 @@
+module sparseattn.dev/sparseattn
+
+go 1.19
