@@ -102,6 +102,10 @@ if ! command -v go > /dev/null; then
 fi
 go version
 export GOFLAGS=-mod=mod GOPROXY=off GOTOOLCHAIN=local GOTELEMETRY=off
+# Go needs a cache directory; without HOME it has none.
+if [ -z "${HOME:-}" ] && [ -z "${GOCACHE:-}" ]; then
+  export GOCACHE=$tmp/go-cache GOPATH=$tmp/go-path
+fi
 # Go before 1.21 checks cgo pointer passing thoroughly at run time with cgocheck=2.
 godebug=
 case $(go env GOVERSION) in go1.1[0-9]|go1.1[0-9].*|go1.20|go1.20.*) godebug=cgocheck=2 ;; esac

@@ -6,6 +6,7 @@ import "C"
 import (
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"unsafe"
 )
 
@@ -26,9 +27,9 @@ func DefaultContextOptions() ContextOptions {
 // Context holds execution settings shared by calls (sa_context). Attend and
 // Evict may run on many goroutines at once. Close it after its indexes.
 type Context struct {
-	mu      sync.RWMutex // read: calls; write: Close and index bookkeeping
+	mu      sync.RWMutex // read: calls and NewIndex; write: Close
 	ptr     *C.sa_context
-	indexes int // open indexes created on this context
+	indexes atomic.Int32 // open indexes created on this context
 }
 
 // NewContext creates a context; opts nil means the library's defaults.
@@ -62,8 +63,8 @@ func (c *Context) destroy() {
 func (c *Context) Close() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.indexes > 0 {
-		return errorf(StatusInvalidArgument, "context: %d index(es) created on it are still open", c.indexes)
+	if n := c.indexes.Load(); n > 0 {
+		return errorf(StatusInvalidArgument, "context: %d index(es) created on it are still open", n)
 	}
 	c.destroy()
 	runtime.SetFinalizer(c, nil)

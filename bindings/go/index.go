@@ -112,8 +112,8 @@ func NewIndex(ctx *Context, opts *IndexOptions) (*Index, error) {
 		defer C.free(unsafe.Pointer(path))
 	}
 
-	ctx.mu.Lock()
-	defer ctx.mu.Unlock()
+	ctx.mu.RLock()
+	defer ctx.mu.RUnlock()
 	if ctx.ptr == nil {
 		return nil, errClosed("context")
 	}
@@ -122,7 +122,7 @@ func NewIndex(ctx *Context, opts *IndexOptions) (*Index, error) {
 	if err := check(C.sago_index_create(ctx.ptr, &o, path, &out, &msg), msg); err != nil {
 		return nil, err
 	}
-	ctx.indexes++
+	ctx.indexes.Add(1)
 	ix := &Index{ptr: out, ctx: ctx}
 	runtime.SetFinalizer(ix, (*Index).destroy)
 	return ix, nil
@@ -135,9 +135,7 @@ func (ix *Index) destroy() {
 	p := ix.ptr
 	C.sa_index_destroy(&p)
 	ix.ptr = nil
-	ix.ctx.mu.Lock()
-	ix.ctx.indexes--
-	ix.ctx.mu.Unlock()
+	ix.ctx.indexes.Add(-1)
 }
 
 // Close frees the index. Closing twice is a no-op.
