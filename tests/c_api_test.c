@@ -1,0 +1,197 @@
+/* Pure C11 host: links the library, includes only sparseattn.h, and goes through the
+ * function table as a dlopen host would. Prints one line per failure; exits nonzero. */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "sparseattn.h"
+
+static int failures = 0;
+
+#define CHECK(cond)                                                         \
+  do {                                                                      \
+    if (!(cond)) {                                                          \
+      printf("FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond);                \
+      ++failures;                                                           \
+    }                                                                       \
+  } while (0)
+
+#define CHECK_OK(api, expr)                                                 \
+  do {                                                                      \
+    sa_status st_ = (expr);                                                 \
+    if (st_ != SA_OK) {                                                     \
+      printf("FAIL %s:%d: %s -> %s: %s\n", __FILE__, __LINE__, #expr,       \
+             (api)->status_name(st_), (api)->last_error());                 \
+      ++failures;                                                           \
+    }                                                                       \
+  } while (0)
+
+/* Small deterministic values in [-1, 1). */
+static float value(unsigned i) {
+  unsigned x = i * 2654435761u + 12345u;
+  x ^= x >> 13;
+  x *= 0x5bd1e995u;
+  x ^= x >> 15;
+  return (float)(x % 2000u) / 1000.0f - 1.0f;
+}
+
+static sa_tensor tensor3(void *data, sa_dtype dtype, int64_t a, int64_t b, int64_t c) {
+  sa_tensor t;
+  memset(&t, 0, sizeof t);
+  t.data = data;
+  t.dtype = dtype;
+  t.device = SA_DEVICE_CPU;
+  t.rank = 3;
+  t.shape[0] = a;
+  t.shape[1] = b;
+  t.shape[2] = c;
+  return t; /* strides all 0: contiguous */
+}
+
+static void check_table(const sa_api *api) {
+  CHECK(api->struct_size >= sizeof(sa_api));
+  CHECK(api->abi_version == SA_ABI_VERSION);
+  CHECK(api->version && api->version_string && api->last_error && api->status_name && api->isa_name);
+  CHECK(api->context_options_default && api->context_create && api->context_destroy);
+  CHECK(api->context_isa && api->context_threads);
+  CHECK(api->index_options_default && api->index_create && api->index_destroy && api->index_append);
+  CHECK(api->index_update && api->index_size && api->select_options_default && api->select);
+  CHECK(api->attend_options_default && api->attend && api->evict_options_default && api->cache_evict);
+  /* The table points at the exported functions. */
+  CHECK(api->attend == sa_attend);
+  CHECK(api->select == sa_select);
+  CHECK(api->cache_evict == sa_cache_evict);
+}
+
+enum { NQ = 2, HQ = 4, HKV = 2, D = 16, NKV = 40, WIDTH = 12 };
+
+static void check_attend(const sa_api *api, sa_context *ctx) {
+  static float q[NQ * HQ * D], k[NKV * HKV * D], v[NKV * HKV * D], out[NQ * HQ * D + 8], lse[NQ * HQ];
+  sa_tensor tq, tk, tv, tout, tlse;
+  sa_attend_options opt = SA_ATTEND_OPTIONS_INIT;
+  unsigned i;
+  int n, h, d, j;
+  double max_err = 0, max_ref = 0;
+  for (i = 0; i < NQ * HQ * D; ++i) q[i] = value(i);
+  for (i = 0; i < NKV * HKV * D; ++i) k[i] = value(i + 1000), v[i] = value(i + 5000);
+  for (i = 0; i < NQ * HQ * D + 8; ++i) out[i] = 12345.0f;
+  tq = tensor3(q, SA_DTYPE_F32, NQ, HQ, D);
+  tk = tensor3(k, SA_DTYPE_F32, NKV, HKV, D);
+  tv = tensor3(v, SA_DTYPE_F32, NKV, HKV, D);
+  tout = tensor3(out, SA_DTYPE_F32, NQ, HQ, D);
+  memset(&tlse, 0, sizeof tlse);
+  tlse.data = lse;
+  tlse.dtype = SA_DTYPE_F32;
+  tlse.rank = 2;
+  tlse.shape[0] = NQ;
+  tlse.shape[1] = HQ;
+  CHECK_OK(api, api->attend(ctx, &tq, &tk, &tv, NULL, &opt, &tout, &tlse));
+  for (n = 0; n < NQ; ++n)
+    for (h = 0; h < HQ; ++h) {
+      int hk = h / (HQ / HKV);
+      double s[NKV], m = -1e300, z = 0;
+      for (j = 0; j < NKV; ++j) {
+        double dot = 0;
+        for (d = 0; d < D; ++d) dot += (double)q[(n * HQ + h) * D + d] * k[(j * HKV + hk) * D + d];
+        s[j] = dot / sqrt((double)D);
+        if (s[j] > m) m = s[j];
+      }
+      for (j = 0; j < NKV; ++j) z += (s[j] = exp(s[j] - m));
+      for (d = 0; d < D; ++d) {
+        double o = 0, e;
+        for (j = 0; j < NKV; ++j) o += s[j] / z * v[(j * HKV + hk) * D + d];
+        e = fabs(o - out[(n * HQ + h) * D + d]);
+        if (e > max_err) max_err = e;
+        if (fabs(o) > max_ref) max_ref = fabs(o);
+      }
+      CHECK(fabs(lse[n * HQ + h] - (m + log(z))) < 1e-4);
+    }
+  if (!(max_err <= 1e-5 * max_ref)) printf("attend: max error %g (max |ref| %g)\n", max_err, max_ref);
+  CHECK(max_err <= 1e-5 * max_ref);
+  for (i = NQ * HQ * D; i < NQ * HQ * D + 8; ++i) CHECK(out[i] == 12345.0f); /* nothing past the end */
+}
+
+static void check_select(const sa_api *api, sa_context *ctx) {
+  static float keys[NKV * HKV * D], q[1 * HQ * D];
+  int32_t idx[HKV * WIDTH];
+  sa_index_options io = SA_INDEX_OPTIONS_INIT;
+  sa_select_options so = SA_SELECT_OPTIONS_INIT;
+  sa_index *ix = NULL;
+  sa_tensor tk, tq, tidx;
+  int64_t size = -1;
+  unsigned i;
+  int h, w;
+  for (i = 0; i < NKV * HKV * D; ++i) keys[i] = value(i + 77);
+  for (i = 0; i < HQ * D; ++i) q[i] = value(i + 99);
+  io.num_kv_heads = HKV;
+  io.head_dim = D;
+  io.dtype = SA_DTYPE_F32;
+  CHECK_OK(api, api->index_create(ctx, &io, &ix));
+  if (!ix) return;
+  tk = tensor3(keys, SA_DTYPE_F32, NKV, HKV, D);
+  CHECK_OK(api, api->index_append(ix, &tk));
+  CHECK_OK(api, api->index_size(ix, &size));
+  CHECK(size == NKV);
+  so.top_k = 4;
+  so.window = 4;
+  so.sinks = 2;
+  tq = tensor3(q, SA_DTYPE_F32, 1, HQ, D);
+  tidx = tensor3(idx, SA_DTYPE_I32, 1, HKV, WIDTH);
+  CHECK_OK(api, api->select(ix, &tq, &so, &tidx));
+  for (h = 0; h < HKV; ++h) {
+    const int32_t *row = idx + h * WIDTH;
+    /* 10 slots: sinks 0, 1; window 36..39; four more; ascending; then -1. */
+    CHECK(row[0] == 0 && row[1] == 1);
+    CHECK(row[6] == 36 && row[7] == 37 && row[8] == 38 && row[9] == 39);
+    for (w = 1; w < 10; ++w) CHECK(row[w] > row[w - 1]);
+    CHECK(row[10] == -1 && row[11] == -1);
+  }
+  api->index_destroy(&ix);
+  CHECK(ix == NULL);
+}
+
+static void check_error_path(const sa_api *api, sa_context *ctx) {
+  sa_evict_options eo = SA_EVICT_OPTIONS_INIT;
+  int64_t n = -7;
+  CHECK(api->cache_evict(ctx, &eo, NULL, NULL, NULL, &n) == SA_ERR_NULL_POINTER);
+  CHECK(api->last_error() != NULL && api->last_error()[0] != '\0');
+  CHECK(n == -7);
+  CHECK(strcmp(api->status_name(SA_ERR_SHAPE), "SA_ERR_SHAPE") == 0);
+  CHECK(api->index_size(NULL, &n) == SA_ERR_NULL_POINTER);
+  CHECK(strlen(sa_last_error()) > 0);
+}
+
+int main(void) {
+  const sa_api *api = sa_get_api(SA_ABI_VERSION);
+  sa_context_options co = SA_CONTEXT_OPTIONS_INIT;
+  sa_context *ctx = NULL;
+  char expect[32];
+
+  CHECK(sa_version() == SA_VERSION);
+  sprintf(expect, "%d.%d.%d", SA_VERSION_MAJOR, SA_VERSION_MINOR, SA_VERSION_PATCH);
+  CHECK(strcmp(sa_version_string(), expect) == 0);
+  CHECK(sa_get_api(SA_ABI_VERSION + 1) == NULL);
+  CHECK(api != NULL);
+  if (!api) {
+    printf("c_api_test: no function table\n");
+    return 1;
+  }
+  check_table(api);
+  CHECK(api->version() == SA_VERSION);
+  co.threads = 1;
+  CHECK_OK(api, api->context_create(&co, &ctx));
+  if (ctx) {
+    CHECK(api->context_threads(ctx) == 1);
+    check_attend(api, ctx);
+    check_select(api, ctx);
+    check_error_path(api, ctx);
+    api->context_destroy(&ctx);
+    CHECK(ctx == NULL);
+  }
+  if (failures) {
+    printf("c_api_test: %d failure(s)\n", failures);
+    return 1;
+  }
+  printf("c_api_test: ok\n");
+  return 0;
+}

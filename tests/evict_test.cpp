@@ -1,0 +1,424 @@
+// sa_cache_evict against a reference written from the header:
+// - occupied = slots with position >= 0; the call evicts max(0, occupied + incoming - budget)
+//   occupied slots, never a sink (position < sinks) nor a window position
+//   (max_pos - window, max_pos], lowest summed score first, ties by older position then lower
+//   slot.
+// - Empty slots (position -1) come first in `freed`, in ascending slot order, as many as the
+//   incoming tokens can use (min(empty, incoming)): they are where the host writes the new
+//   tokens before it needs an evicted slot. (Contract reading; the header says only "returned
+//   first".)
+// Scores are multiples of 1/16 so float sums are exact and ties are common.
+#include <gtest/gtest.h>
+
+#include <numeric>
+
+#include "test_util.hpp"
+
+namespace {
+
+using sat::Rng;
+using sat::Tensor;
+
+struct EvictCase {
+  std::vector<double> scores;  // [rows][n] flattened; rows = scores.size() / n
+  int64_t rows = 1;
+  std::vector<int64_t> positions;
+  int64_t budget = 0, incoming = 1;
+  int32_t sinks = 4, window = 64;
+};
+
+std::vector<int32_t> reference_evict(const EvictCase &c) {
+  const int64_t n = int64_t(c.positions.size());
+  std::vector<int32_t> freed;
+  int64_t occupied = 0, max_pos = -1;
+  for (int64_t s = 0; s < n; ++s)
+    if (c.positions[size_t(s)] >= 0) ++occupied, max_pos = std::max(max_pos, c.positions[size_t(s)]);
+  for (int64_t s = 0; s < n && int64_t(freed.size()) < c.incoming; ++s)
+    if (c.positions[size_t(s)] == -1) freed.push_back(int32_t(s));
+  struct Entry {
+    double score;
+    int64_t pos, slot;
+  };
+  std::vector<Entry> candidates;
+  for (int64_t s = 0; s < n; ++s) {
+    int64_t p = c.positions[size_t(s)];
+    if (p < 0 || p < c.sinks || p > max_pos - c.window) continue;
+    double sum = 0;
+    for (int64_t r = 0; r < c.rows; ++r) sum += c.scores[size_t(r * n + s)];
+    candidates.push_back({sum, p, s});
+  }
+  std::sort(candidates.begin(), candidates.end(), [](const Entry &a, const Entry &b) {
+    if (a.score != b.score) return a.score < b.score;
+    if (a.pos != b.pos) return a.pos < b.pos;
+    return a.slot < b.slot;
+  });
+  int64_t evict = std::max<int64_t>(0, occupied + c.incoming - c.budget);
+  for (int64_t i = 0; i < evict; ++i) freed.push_back(int32_t(candidates.at(size_t(i)).slot));
+  return freed;
+}
+
+struct EvictResult {
+  sa_status status = SA_ERR_INTERNAL;
+  std::vector<int32_t> freed;
+  int64_t n_freed = -7;
+};
+
+// Runs the call with canaries around freed and a sentinel in n_freed. scores_strides lets a
+// test describe [H, n] scores stored transposed.
+EvictResult run_evict(sa_context *ctx, const EvictCase &c, int64_t freed_cap = -1, std::vector<int64_t> scores_strides = {}) {
+  const int64_t n = int64_t(c.positions.size());
+  Tensor scores = c.rows == 1 && scores_strides.empty() ? Tensor(SA_DTYPE_F32, {n})
+                                                        : Tensor(SA_DTYPE_F32, {c.rows, n}, scores_strides);
+  scores.set_values(c.scores);
+  Tensor pos(SA_DTYPE_I64, {n});
+  pos.set_values(std::vector<double>(c.positions.begin(), c.positions.end()));
+  Tensor freed(SA_DTYPE_I32, {freed_cap >= 0 ? freed_cap : n + c.incoming});
+  freed.poison();
+  sa_evict_options o = SA_EVICT_OPTIONS_INIT;
+  o.budget = c.budget;
+  o.incoming = c.incoming;
+  o.sinks = c.sinks;
+  o.window = c.window;
+  EvictResult r;
+  r.status = sa_cache_evict(ctx, &o, scores.t(), pos.t(), freed.t(), &r.n_freed);
+  if (r.status == SA_OK) {
+    EXPECT_GE(r.n_freed, 0);
+    EXPECT_LE(r.n_freed, freed.dim(0));
+    // Only the first n_freed entries may change.
+    EXPECT_TRUE(freed.only_elements_written());
+    const int64_t canary = int32_t(0xA5A5A5A5u);
+    for (int64_t i = 0; i < freed.dim(0); ++i) {
+      if (i < r.n_freed) r.freed.push_back(int32_t(freed.get({i})));
+      else {
+        EXPECT_EQ(int64_t(freed.get({i})), canary) << "freed[" << i << "] written past n_freed";
+      }
+    }
+  } else {
+    EXPECT_TRUE(freed.untouched());
+    EXPECT_EQ(r.n_freed, -7) << "n_freed written on failure";
+    EXPECT_STRNE(sa_last_error(), "");
+  }
+  return r;
+}
+
+EvictCase full_cache(int64_t n, Rng &rng) {
+  EvictCase c;
+  c.positions.resize(size_t(n));
+  std::iota(c.positions.begin(), c.positions.end(), 0);
+  for (int64_t s = 0; s < n; ++s) c.scores.push_back(double(rng.below(64)) / 16);
+  return c;
+}
+
+class Evict : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ctx_ = sat::make_context(1);
+    ASSERT_NE(ctx_, nullptr);
+  }
+  sa_context *ctx() { return ctx_.get(); }
+  sat::ContextPtr ctx_;
+};
+
+TEST_F(Evict, DefaultsMatchInitMacro) {
+  sa_evict_options a = SA_EVICT_OPTIONS_INIT, b = sa_evict_options_default();
+  EXPECT_EQ(a.struct_size, b.struct_size);
+  EXPECT_EQ(a.budget, b.budget);
+  EXPECT_EQ(a.incoming, b.incoming);
+  EXPECT_EQ(a.sinks, b.sinks);
+  EXPECT_EQ(a.window, b.window);
+}
+
+TEST_F(Evict, FullCacheFreesOneForOneIncoming) {
+  Rng rng(200);
+  EvictCase c = full_cache(100, rng);
+  c.budget = 100;
+  c.sinks = 4;
+  c.window = 8;
+  c.scores[50] = -1;  // the clear loser
+  EvictResult r = run_evict(ctx(), c);
+  ASSERT_SA_OK(r.status);
+  EXPECT_EQ(r.freed, std::vector<int32_t>({50}));
+}
+
+TEST_F(Evict, FreesExactlyTheExcessLowestFirst) {
+  Rng rng(201);
+  EvictCase c = full_cache(200, rng);
+  c.budget = 180;
+  c.incoming = 3;
+  c.sinks = 2;
+  c.window = 16;
+  EvictResult r = run_evict(ctx(), c);
+  ASSERT_SA_OK(r.status);
+  EXPECT_EQ(r.n_freed, 23);
+  EXPECT_EQ(r.freed, reference_evict(c));
+}
+
+TEST_F(Evict, NothingToFreeWritesNothing) {
+  Rng rng(202);
+  EvictCase c = full_cache(50, rng);
+  c.budget = 60;
+  c.sinks = 2;
+  c.window = 8;
+  EvictResult r = run_evict(ctx(), c);  // canaries checked inside
+  ASSERT_SA_OK(r.status);
+  EXPECT_EQ(r.n_freed, 0);
+}
+
+TEST_F(Evict, SinksAndWindowAreNeverFreed) {
+  Rng rng(203);
+  EvictCase c = full_cache(100, rng);
+  // The protected positions have the lowest scores of all.
+  for (int64_t s : {0, 1, 2, 3, 90, 95, 99}) c.scores[size_t(s)] = -100;
+  c.budget = 40;
+  c.incoming = 0;
+  c.sinks = 4;
+  c.window = 10;
+  EvictResult r = run_evict(ctx(), c);
+  ASSERT_SA_OK(r.status);
+  EXPECT_EQ(r.n_freed, 60);
+  for (int32_t s : r.freed) {
+    EXPECT_GE(c.positions[size_t(s)], 4);
+    EXPECT_LE(c.positions[size_t(s)], 89);
+  }
+  EXPECT_EQ(r.freed, reference_evict(c));
+}
+
+TEST_F(Evict, WindowFollowsPositionsNotSlots) {
+  // Slots hold positions in a scrambled order, as after earlier evictions.
+  Rng rng(204);
+  EvictCase c = full_cache(64, rng);
+  for (int64_t s = 0; s < 64; ++s) c.positions[size_t(s)] = (s * 23) % 64 * 3;  // 0, 3, ..., 189
+  c.sinks = 7;   // positions 0, 3, 6
+  c.window = 5;  // positions 186, 189
+  c.budget = 32;
+  c.incoming = 2;
+  for (double &x : c.scores) x = 1;  // all ties: older positions go first
+  EvictResult r = run_evict(ctx(), c);
+  ASSERT_SA_OK(r.status);
+  EXPECT_EQ(r.freed, reference_evict(c));
+  ASSERT_EQ(r.n_freed, 34);
+  for (int64_t i = 0; i < 34; ++i) EXPECT_EQ(c.positions[size_t(r.freed[size_t(i)])], 9 + 3 * i);
+}
+
+TEST_F(Evict, TiesBreakByOlderPositionThenLowerSlot) {
+  EvictCase c;
+  // slot:        0  1  2  3  4  5  6  7
+  c.positions = {0, 7, 5, 3, 6, 2, 4, 8};
+  c.scores = {9, 1, 1, 1, 2, 1, 0.5, 9};
+  c.sinks = 1;
+  c.window = 1;  // position 8 (slot 7) protected, position 0 (slot 0) protected
+  c.budget = 4;
+  c.incoming = 1;
+  EvictResult r = run_evict(ctx(), c);
+  ASSERT_SA_OK(r.status);
+  // Scores: slot 6 (0.5), then score 1 at positions 2 (slot 5), 3 (slot 3), 5 (slot 2), 7 (slot 1).
+  EXPECT_EQ(r.freed, std::vector<int32_t>({6, 5, 3, 2, 1}));
+}
+
+TEST_F(Evict, EqualScoreAndPositionBreakByLowerSlot) {
+  EvictCase c;
+  c.positions = {9, 3, 3, 3, 10};  // duplicated positions (e.g. two sequences)
+  c.scores = {5, 1, 1, 1, 5};
+  c.sinks = 0;
+  c.window = 1;
+  c.budget = 3;
+  c.incoming = 0;
+  EvictResult r = run_evict(ctx(), c);
+  ASSERT_SA_OK(r.status);
+  EXPECT_EQ(r.freed, std::vector<int32_t>({1, 2}));
+}
+
+TEST_F(Evict, EmptySlotsComeFirst) {
+  Rng rng(205);
+  EvictCase c = full_cache(40, rng);
+  for (int64_t s : {7, 12, 30}) c.positions[size_t(s)] = -1;  // 37 occupied
+  c.sinks = 2;
+  c.window = 4;
+  c.budget = 37;
+  c.incoming = 2;  // two empty slots take the new tokens; two occupied slots must go
+  EvictResult r = run_evict(ctx(), c);
+  ASSERT_SA_OK(r.status);
+  EXPECT_EQ(r.freed, reference_evict(c));
+  ASSERT_EQ(r.n_freed, 4);
+  EXPECT_EQ(r.freed[0], 7);
+  EXPECT_EQ(r.freed[1], 12);
+}
+
+TEST_F(Evict, EmptySlotsServeIncomingWithoutEviction) {
+  Rng rng(206);
+  EvictCase c = full_cache(20, rng);
+  c.positions[3] = -1;
+  c.positions[11] = -1;  // 18 occupied
+  c.sinks = 1;
+  c.window = 2;
+  c.budget = 20;
+  c.incoming = 2;
+  EvictResult r = run_evict(ctx(), c);
+  ASSERT_SA_OK(r.status);
+  EXPECT_EQ(r.freed, std::vector<int32_t>({3, 11}));
+}
+
+TEST_F(Evict, PlantedHighScoreSurvives) {
+  Rng rng(207);
+  EvictCase c = full_cache(300, rng);
+  c.scores[150] = 1000;
+  c.sinks = 0;
+  c.window = 0;
+  c.budget = 10;
+  c.incoming = 0;
+  EvictResult r = run_evict(ctx(), c);
+  ASSERT_SA_OK(r.status);
+  EXPECT_EQ(r.n_freed, 290);
+  EXPECT_EQ(std::find(r.freed.begin(), r.freed.end(), 150), r.freed.end());
+}
+
+TEST_F(Evict, PerHeadScoresAreSummed) {
+  // Head 0 alone would free slot 5, head 1 alone slot 6; the sum decides.
+  EvictCase c;
+  c.positions = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9};
+  c.rows = 2;
+  c.scores = {/* head 0 */ 9, 9, 9, 9, 9, 0, 5, 9, 9, 9,
+              /* head 1 */ 9, 9, 9, 9, 9, 6, 0, 2, 9, 9};
+  c.sinks = 1;
+  c.window = 1;
+  c.budget = 8;
+  c.incoming = 0;
+  EvictResult r = run_evict(ctx(), c);
+  ASSERT_SA_OK(r.status);
+  EXPECT_EQ(r.freed, std::vector<int32_t>({6, 5}));  // sums 5 (pos 6), 6 (pos 5); slot 7 sums 11
+}
+
+TEST_F(Evict, TransposedPerHeadScores) {
+  Rng rng(208);
+  EvictCase c = full_cache(64, rng);
+  c.rows = 3;
+  c.scores.clear();
+  for (int64_t i = 0; i < 3 * 64; ++i) c.scores.push_back(double(rng.below(32)) / 16);
+  c.sinks = 2;
+  c.window = 4;
+  c.budget = 50;
+  c.incoming = 1;
+  EvictResult r = run_evict(ctx(), c, -1, {1, 3});  // [3, 64] view of [64][3] storage
+  ASSERT_SA_OK(r.status);
+  EXPECT_EQ(r.freed, reference_evict(c));
+}
+
+// Many random cases: positions scrambled with gaps and empties, frequent ties.
+TEST_F(Evict, RandomCasesMatchReference) {
+  Rng rng(209);
+  for (int iter = 0; iter < 200; ++iter) {
+    SCOPED_TRACE(testing::Message() << "case " << iter);
+    EvictCase c;
+    int64_t n = 8 + rng.below(120);
+    c.rows = 1 + rng.below(3);
+    std::vector<int64_t> perm(static_cast<size_t>(n));
+    std::iota(perm.begin(), perm.end(), 0);
+    for (int64_t i = n - 1; i > 0; --i) std::swap(perm[size_t(i)], perm[size_t(rng.below(i + 1))]);
+    int64_t occupied = 0;
+    for (int64_t s = 0; s < n; ++s) {
+      bool empty = rng.below(8) == 0;
+      c.positions.push_back(empty ? -1 : perm[size_t(s)] * 2);
+      occupied += !empty;
+    }
+    for (int64_t i = 0; i < c.rows * n; ++i) c.scores.push_back(double(rng.below(16)) / 16);
+    c.sinks = int32_t(rng.below(4));
+    c.window = int32_t(rng.below(8));
+    c.incoming = rng.below(4);
+    // A budget the protected slots leave room for.
+    int64_t protected_max = c.sinks + c.window;  // positions are even: at most this many protected
+    c.budget = protected_max + c.incoming + rng.below(std::max<int64_t>(1, occupied));
+    c.budget = std::max<int64_t>(c.budget, 1);
+    EvictResult r = run_evict(ctx(), c);
+    ASSERT_SA_OK(r.status);
+    EXPECT_EQ(r.freed, reference_evict(c));
+  }
+}
+
+TEST_F(Evict, ThreadCountsAgree) {
+  Rng rng(210);
+  auto two = sat::make_context(2);
+  ASSERT_NE(two, nullptr);
+  EvictCase c = full_cache(5000, rng);
+  c.budget = 4000;
+  c.incoming = 16;
+  EvictResult a = run_evict(ctx(), c), b = run_evict(two.get(), c);
+  ASSERT_SA_OK(a.status);
+  ASSERT_SA_OK(b.status);
+  EXPECT_EQ(a.freed, b.freed);
+  EXPECT_EQ(a.freed, reference_evict(c));
+}
+
+// Protection that cannot matter (few tokens cached) must not make the call fail.
+TEST_F(Evict, LargeWindowWithSmallCacheIsFine) {
+  Rng rng(211);
+  EvictCase c = full_cache(10, rng);
+  c.sinks = 4;
+  c.window = 64;  // the defaults, larger than the budget
+  c.budget = 32;
+  c.incoming = 1;
+  EvictResult r = run_evict(ctx(), c);
+  ASSERT_SA_OK(r.status);
+  EXPECT_EQ(r.n_freed, 0);
+}
+
+// ------------------------------------------------------------------ refused inputs
+
+TEST_F(Evict, ProtectedSlotsExceedingBudgetAreRefused) {
+  Rng rng(212);
+  EvictCase c = full_cache(100, rng);
+  c.sinks = 4;
+  c.window = 16;  // 20 protected
+  c.budget = 16;
+  c.incoming = 1;
+  EvictResult r = run_evict(ctx(), c);
+  EXPECT_EQ(r.status, SA_ERR_INVALID_ARGUMENT) << sa_status_name(r.status);
+}
+
+TEST_F(Evict, NanScoreIsRefused) {
+  Rng rng(213);
+  EvictCase c = full_cache(50, rng);
+  c.sinks = 1;
+  c.window = 1;
+  c.budget = 40;
+  c.scores[20] = std::nan("");
+  EXPECT_EQ(run_evict(ctx(), c).status, SA_ERR_INVALID_ARGUMENT);
+  c.rows = 2;  // a NaN in one head row
+  c.scores.assign(100, 0.5);
+  c.scores[77] = std::nan("");
+  EXPECT_EQ(run_evict(ctx(), c).status, SA_ERR_INVALID_ARGUMENT);
+}
+
+TEST_F(Evict, FreedTooSmallIsRefused) {
+  Rng rng(214);
+  EvictCase c = full_cache(50, rng);
+  c.sinks = 1;
+  c.window = 1;
+  c.budget = 40;
+  c.incoming = 2;  // 12 to free
+  EXPECT_EQ(run_evict(ctx(), c, 11).status, SA_ERR_SHAPE);
+  EvictResult r = run_evict(ctx(), c, 12);
+  ASSERT_SA_OK(r.status);
+  EXPECT_EQ(r.n_freed, 12);
+}
+
+TEST_F(Evict, MismatchedLengthsAreRefused) {
+  Tensor scores(SA_DTYPE_F32, {10}), pos(SA_DTYPE_I64, {11}), freed(SA_DTYPE_I32, {11});
+  scores.set_values(std::vector<double>(10, 1.0));
+  std::vector<double> p(11);
+  std::iota(p.begin(), p.end(), 0.0);
+  pos.set_values(p);
+  freed.poison();
+  sa_evict_options o = SA_EVICT_OPTIONS_INIT;
+  o.budget = 5;
+  o.sinks = 0;
+  o.window = 0;
+  int64_t n = -7;
+  EXPECT_SA_ERR(SA_ERR_SHAPE, sa_cache_evict(ctx(), &o, scores.t(), pos.t(), freed.t(), &n));
+  Tensor per_head(SA_DTYPE_F32, {2, 10});  // [H, n] with the wrong n
+  per_head.set_values(std::vector<double>(20, 1.0));
+  EXPECT_SA_ERR(SA_ERR_SHAPE, sa_cache_evict(ctx(), &o, per_head.t(), pos.t(), freed.t(), &n));
+  EXPECT_EQ(n, -7);
+  EXPECT_TRUE(freed.untouched());
+}
+
+}  // namespace

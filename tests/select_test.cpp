@@ -1,0 +1,610 @@
+// sa_select with the exact selector against the brute-force oracle in reference_select.hpp:
+// group-summed and per-query-head scoring, sinks and window, causal positions, segments,
+// prefill vs decode, mass targets, threads, concurrency, chunked appends and updates.
+#include <gtest/gtest.h>
+
+#include <thread>
+
+#include "reference_select.hpp"
+#include "test_util.hpp"
+
+namespace {
+
+using sat::Rng;
+using sat::Tensor;
+
+// An index and its mirror in the oracle, fed the same keys.
+struct Indexed {
+  sat::ContextPtr ctx;
+  sat::IndexPtr ix;
+  ref::KeyCache cache;
+
+  Indexed(int64_t h_kv, int64_t d, sa_dtype dtype = SA_DTYPE_F32, int32_t threads = 1)
+      : ctx(sat::make_context(threads)), cache(h_kv, d, dtype) {
+    if (ctx) ix = sat::make_index(ctx.get(), int32_t(h_kv), int32_t(d), dtype);
+  }
+  sa_index *get() { return ix.get(); }
+  void append(const Tensor &keys) {
+    ASSERT_SA_OK(sa_index_append(ix.get(), keys.t()));
+    cache.append(keys);
+  }
+  // n random keys whose values are exact in the index dtype (no rounding questions).
+  Tensor random_keys(Rng &rng, int64_t n) {
+    Tensor k(SA_DTYPE_F32, {n, cache.h_kv, cache.d});
+    k.randomize(rng);
+    std::vector<double> v = k.values();
+    for (double &x : v) x = sat::round_to(cache.dtype, x);
+    k.set_values(v);
+    return k;
+  }
+};
+
+std::vector<int32_t> row_of(const Tensor &t, int64_t i, int64_t h) {
+  std::vector<int32_t> r;
+  for (int64_t w = 0; w < t.dim(2); ++w) r.push_back(int32_t(t.get({i, h, w})));
+  return r;
+}
+
+// Output heads for the mode: H_kv per KV head, H_q per query head.
+int64_t out_heads(const Indexed &ix, const Tensor &q, const sa_select_options &o) {
+  return o.per_query_head ? q.dim(1) : ix.cache.h_kv;
+}
+
+Tensor run_select(Indexed &ix, const Tensor &q, const sa_select_options &o, int64_t width) {
+  Tensor out(SA_DTYPE_I32, {q.dim(0), out_heads(ix, q, o), width});
+  out.poison();
+  sa_status s = sa_select(ix.get(), q.t(), &o, out.t());
+  EXPECT_EQ(s, SA_OK) << sa_status_name(s) << ": " << sa_last_error();
+  if (s == SA_OK) {
+    EXPECT_TRUE(out.only_elements_written());
+  }
+  return out;
+}
+
+// Every row of `out` against the oracle.
+void check_all(const Indexed &ix, const Tensor &q, const sa_select_options &o, const Tensor &out,
+               int64_t count_slack = 0) {
+  ref::SelectArgs a = ref::SelectArgs::from(o);
+  for (int64_t i = 0; i < out.dim(0); ++i)
+    for (int64_t h = 0; h < out.dim(1); ++h) {
+      ref::RowExpectation e = ref::expect_row(ix.cache, q, a, i, h);
+      EXPECT_TRUE(ref::check_row(e, row_of(out, i, h), 1e-4, count_slack)) << "query " << i << ", head " << h;
+    }
+}
+
+sa_select_options options(int32_t top_k, int32_t window, int32_t sinks) {
+  sa_select_options o = SA_SELECT_OPTIONS_INIT;
+  o.top_k = top_k;
+  o.window = window;
+  o.sinks = sinks;
+  return o;
+}
+
+int64_t count_valid(const std::vector<int32_t> &row) {
+  return std::count_if(row.begin(), row.end(), [](int32_t s) { return s >= 0; });
+}
+
+TEST(SelectOptions, DefaultsMatchInitMacro) {
+  sa_select_options a = SA_SELECT_OPTIONS_INIT, b = sa_select_options_default();
+  EXPECT_EQ(a.struct_size, b.struct_size);
+  EXPECT_EQ(a.top_k, b.top_k);
+  EXPECT_EQ(a.window, b.window);
+  EXPECT_EQ(a.sinks, b.sinks);
+  EXPECT_EQ(a.per_query_head, b.per_query_head);
+  EXPECT_EQ(a.mass_target, b.mass_target);
+  EXPECT_EQ(a.scale, b.scale);
+  sa_index_options c = SA_INDEX_OPTIONS_INIT, d = sa_index_options_default();
+  EXPECT_EQ(c.struct_size, d.struct_size);
+  EXPECT_EQ(c.kind, d.kind);
+  EXPECT_EQ(c.dtype, d.dtype);
+  EXPECT_EQ(c.page.page_size, d.page.page_size);
+  EXPECT_EQ(c.lsh.seed, d.lsh.seed);
+  EXPECT_EQ(c.hnsw.ef_search, d.hnsw.ef_search);
+}
+
+TEST(Select, SizeCountsAppendedSlots) {
+  Rng rng(100);
+  Indexed ix(2, 16);
+  ASSERT_NE(ix.get(), nullptr);
+  int64_t n = -1;
+  ASSERT_SA_OK(sa_index_size(ix.get(), &n));
+  EXPECT_EQ(n, 0);
+  ix.append(ix.random_keys(rng, 10));
+  ix.append(ix.random_keys(rng, 0));
+  ix.append(ix.random_keys(rng, 5));
+  ASSERT_SA_OK(sa_index_size(ix.get(), &n));
+  EXPECT_EQ(n, 15);
+}
+
+TEST(Select, ExactPerKvHeadMatchesBruteForce) {
+  Rng rng(101);
+  Indexed ix(2, 64);
+  ASSERT_NE(ix.get(), nullptr);
+  ix.append(ix.random_keys(rng, 1000));
+  Tensor q = sat::random_tensor(rng, SA_DTYPE_F32, {1, 8, 64});
+  sa_select_options o = options(32, 16, 4);
+  Tensor out = run_select(ix, q, o, 60);
+  check_all(ix, q, o, out);
+  for (int64_t h = 0; h < 2; ++h) EXPECT_EQ(count_valid(row_of(out, 0, h)), 52);
+}
+
+TEST(Select, ExactPerQueryHeadMatchesBruteForce) {
+  Rng rng(102);
+  Indexed ix(2, 32);
+  ASSERT_NE(ix.get(), nullptr);
+  ix.append(ix.random_keys(rng, 800));
+  Tensor q = sat::random_tensor(rng, SA_DTYPE_F32, {2, 8, 32});
+  sa_select_options o = options(24, 8, 2);
+  o.per_query_head = 1;
+  Tensor out = run_select(ix, q, o, 34);
+  ASSERT_EQ(out.dim(1), 8);
+  check_all(ix, q, o, out);
+  // Heads of one group rank differently, so their lists differ.
+  EXPECT_NE(row_of(out, 0, 0), row_of(out, 0, 1));
+}
+
+TEST(Select, GroupSumDiffersFromSingleHead) {
+  // Proves the per-KV-head score is not just the first query head's ranking.
+  Rng rng(103);
+  Indexed ix(1, 32);
+  ASSERT_NE(ix.get(), nullptr);
+  ix.append(ix.random_keys(rng, 600));
+  Tensor q = sat::random_tensor(rng, SA_DTYPE_F32, {1, 4, 32});
+  sa_select_options o = options(20, 0, 0);
+  Tensor grouped = run_select(ix, q, o, 20);
+  check_all(ix, q, o, grouped);
+  o.per_query_head = 1;
+  Tensor single = run_select(ix, q, o, 20);
+  check_all(ix, q, o, single);
+  EXPECT_NE(row_of(grouped, 0, 0), row_of(single, 0, 0));
+}
+
+TEST(Select, PlantedNeedlesAreFound) {
+  Rng rng(104);
+  Indexed ix(2, 64);
+  ASSERT_NE(ix.get(), nullptr);
+  Tensor keys = ix.random_keys(rng, 2000);
+  Tensor q = sat::random_tensor(rng, SA_DTYPE_F32, {1, 8, 64});
+  const std::vector<int64_t> needles = {100, 333, 777, 1234, 1500};
+  // Needle keys of KV head 1 point along the summed queries of its group (heads 4..7).
+  for (int64_t s : needles)
+    for (int64_t x = 0; x < 64; ++x) {
+      double sum = 0;
+      for (int64_t g = 4; g < 8; ++g) sum += q.get({0, g, x});
+      keys.set({s, 1, x}, sat::round_to(SA_DTYPE_F32, 0.5 * sum));
+    }
+  ix.append(keys);
+  sa_select_options o = options(8, 16, 4);
+  Tensor out = run_select(ix, q, o, 28);
+  check_all(ix, q, o, out);
+  std::vector<int32_t> row = row_of(out, 0, 1);
+  for (int64_t s : needles) EXPECT_NE(std::find(row.begin(), row.end(), int32_t(s)), row.end()) << "needle " << s;
+}
+
+TEST(Select, SinksAndWindowAlwaysPresent) {
+  Rng rng(105);
+  Indexed ix(1, 16);
+  ASSERT_NE(ix.get(), nullptr);
+  Tensor keys = ix.random_keys(rng, 500);
+  Tensor q = sat::random_tensor(rng, SA_DTYPE_F32, {1, 2, 16});
+  // Sink and window keys point away from the query: they would never win on score.
+  for (int64_t s : {0, 1, 2, 495, 496, 497, 498, 499})
+    for (int64_t x = 0; x < 16; ++x) keys.set({s, 0, x}, -3.0 * q.get({0, 0, x}));
+  ix.append(keys);
+  sa_select_options o = options(10, 5, 3);
+  Tensor out = run_select(ix, q, o, 18);
+  check_all(ix, q, o, out);
+  std::vector<int32_t> row = row_of(out, 0, 0);
+  for (int32_t s : {0, 1, 2, 495, 496, 497, 498, 499})
+    EXPECT_NE(std::find(row.begin(), row.end(), s), row.end()) << "slot " << s;
+  EXPECT_EQ(count_valid(row), 18);
+}
+
+TEST(Select, FewerVisibleKeysThanBudget) {
+  Rng rng(106);
+  Indexed ix(2, 8);
+  ASSERT_NE(ix.get(), nullptr);
+  ix.append(ix.random_keys(rng, 20));
+  Tensor q = sat::random_tensor(rng, SA_DTYPE_F32, {1, 2, 8});
+  sa_select_options o = options(64, 64, 4);
+  Tensor out = run_select(ix, q, o, 140);
+  check_all(ix, q, o, out);
+  std::vector<int32_t> row = row_of(out, 0, 0);
+  for (int32_t s = 0; s < 20; ++s) EXPECT_EQ(row[size_t(s)], s);
+  for (size_t w = 20; w < row.size(); ++w) EXPECT_EQ(row[w], -1);
+}
+
+TEST(Select, EmptyIndexGivesOnlyPadding) {
+  Indexed ix(1, 8);
+  ASSERT_NE(ix.get(), nullptr);
+  Rng rng(107);
+  Tensor q = sat::random_tensor(rng, SA_DTYPE_F32, {2, 1, 8});
+  sa_select_options o = options(4, 4, 4);
+  Tensor out = run_select(ix, q, o, 12);
+  for (double x : out.values()) EXPECT_EQ(x, -1);
+}
+
+TEST(Select, CausalExplicitQueryPositions) {
+  Rng rng(108);
+  Indexed ix(2, 32);
+  ASSERT_NE(ix.get(), nullptr);
+  ix.append(ix.random_keys(rng, 1000));
+  Tensor q = sat::random_tensor(rng, SA_DTYPE_F32, {4, 4, 32});
+  std::vector<int64_t> pos = {5, 100, 500, 999};
+  sa_select_options o = options(16, 8, 4);
+  o.query_positions = pos.data();
+  Tensor out = run_select(ix, q, o, 30);
+  check_all(ix, q, o, out);
+  for (int64_t i = 0; i < 4; ++i)
+    for (int32_t s : row_of(out, i, 0)) EXPECT_LE(s, pos[size_t(i)]);
+  // Query at position 5 sees 6 keys: all of them, nothing more.
+  EXPECT_EQ(count_valid(row_of(out, 0, 1)), 6);
+}
+
+TEST(Select, CausalDefaultPositionsAreTheLastQueries) {
+  Rng rng(109);
+  Indexed ix(1, 16);
+  ASSERT_NE(ix.get(), nullptr);
+  ix.append(ix.random_keys(rng, 300));
+  Tensor q = sat::random_tensor(rng, SA_DTYPE_F32, {5, 2, 16});  // positions 295..299
+  sa_select_options o = options(8, 4, 2);
+  Tensor out = run_select(ix, q, o, 14);
+  check_all(ix, q, o, out);
+  for (int64_t i = 0; i < 5; ++i) {
+    std::vector<int32_t> row = row_of(out, i, 0);
+    EXPECT_EQ(*std::max_element(row.begin(), row.end()), 295 + i);
+  }
+}
+
+TEST(Select, SegmentsAreRespected) {
+  Rng rng(110);
+  Indexed ix(2, 32);
+  ASSERT_NE(ix.get(), nullptr);
+  ix.append(ix.random_keys(rng, 900));
+  std::vector<int32_t> kseg(900);
+  for (int64_t s = 0; s < 900; ++s) kseg[size_t(s)] = s < 300 ? 0 : s < 650 ? 1 : 2;
+  std::vector<int32_t> qseg = {0, 1, 1, 2};
+  std::vector<int64_t> qpos = {299, 400, 649, 899};
+  Tensor q = sat::random_tensor(rng, SA_DTYPE_F32, {4, 4, 32});
+  sa_select_options o = options(20, 10, 4);
+  o.query_positions = qpos.data();
+  o.query_segments = qseg.data();
+  o.key_segments = kseg.data();
+  Tensor out = run_select(ix, q, o, 40);
+  check_all(ix, q, o, out);
+  for (int64_t i = 0; i < 4; ++i)
+    for (int64_t h = 0; h < 2; ++h)
+      for (int32_t s : row_of(out, i, h))
+        if (s >= 0) {
+          EXPECT_EQ(kseg[size_t(s)], qseg[size_t(i)]) << "query " << i << " slot " << s;
+        }
+  // Query 1 (position 400, segment 1) has 101 visible keys: window + top_k only, no sinks.
+  EXPECT_EQ(count_valid(row_of(out, 1, 0)), 30);
+}
+
+TEST(Select, QueriesIn16BitDtypes) {
+  Rng rng(111);
+  Indexed ix(2, 32);
+  ASSERT_NE(ix.get(), nullptr);
+  ix.append(ix.random_keys(rng, 400));
+  for (sa_dtype dt : {SA_DTYPE_F16, SA_DTYPE_BF16}) {
+    Tensor q = sat::random_tensor(rng, dt, {2, 4, 32}, sat::padded_strides(5, 40));
+    sa_select_options o = options(16, 8, 4);
+    Tensor out = run_select(ix, q, o, 28);
+    check_all(ix, q, o, out);
+  }
+}
+
+TEST(Select, IndexDtypes) {
+  Rng rng(112);
+  for (sa_dtype dt : {SA_DTYPE_F16, SA_DTYPE_BF16, SA_DTYPE_F32}) {
+    SCOPED_TRACE(testing::Message() << "index dtype " << int(dt));
+    Indexed ix(2, 64, dt);
+    ASSERT_NE(ix.get(), nullptr);
+    Tensor keys = ix.random_keys(rng, 700);
+    ix.append(keys);
+    // Also append keys given in the storage dtype itself, head-major.
+    Tensor more(dt, {50, 2, 64}, sat::head_major_strides(50, 64));
+    more.randomize(rng);
+    ix.append(more);
+    Tensor q = sat::random_tensor(rng, SA_DTYPE_F32, {3, 8, 64});
+    sa_select_options o = options(32, 16, 4);
+    Tensor out = run_select(ix, q, o, 52);
+    check_all(ix, q, o, out);
+  }
+}
+
+TEST(Select, StridedOutput) {
+  Rng rng(113);
+  Indexed ix(2, 16);
+  ASSERT_NE(ix.get(), nullptr);
+  ix.append(ix.random_keys(rng, 200));
+  Tensor q = sat::random_tensor(rng, SA_DTYPE_F32, {3, 2, 16});
+  sa_select_options o = options(8, 4, 2);
+  Tensor out(SA_DTYPE_I32, {3, 2, 14}, {1, 3 * 16, 3});  // [H][width][n_q] storage with gaps
+  out.poison();
+  ASSERT_SA_OK(sa_select(ix.get(), q.t(), &o, out.t()));
+  EXPECT_TRUE(out.only_elements_written());
+  check_all(ix, q, o, out);
+}
+
+// Many queries take the batched (GEMM) scoring path; one query at a time takes the decode
+// path. Both must agree with the oracle and with each other up to ties.
+TEST(Select, PrefillAgreesWithDecode) {
+  Rng rng(114);
+  Indexed ix(2, 64);
+  ASSERT_NE(ix.get(), nullptr);
+  ix.append(ix.random_keys(rng, 700));
+  const int64_t n_q = 64;
+  Tensor q = sat::random_tensor(rng, SA_DTYPE_F32, {n_q, 8, 64});
+  for (int32_t pqh : {0, 1}) {
+    SCOPED_TRACE(testing::Message() << "per_query_head=" << pqh);
+    sa_select_options o = options(32, 16, 4);
+    o.per_query_head = pqh;
+    Tensor batch = run_select(ix, q, o, 52);
+    check_all(ix, q, o, batch);
+    int64_t differing = 0;
+    for (int64_t i = 0; i < n_q; i += 7) {
+      Tensor one(SA_DTYPE_F32, {1, 8, 64});
+      for (int64_t h = 0; h < 8; ++h)
+        for (int64_t x = 0; x < 64; ++x) one.set({0, h, x}, q.get({i, h, x}));
+      int64_t p = 700 - n_q + i;
+      sa_select_options o1 = o;
+      o1.query_positions = &p;
+      Tensor single = run_select(ix, one, o1, 52);
+      check_all(ix, one, o1, single);
+      for (int64_t h = 0; h < single.dim(1); ++h) differing += row_of(single, 0, h) != row_of(batch, i, h);
+    }
+    EXPECT_LE(differing, 1) << "rows where prefill and decode chose different sets";
+  }
+}
+
+TEST(Select, MassTargetPerQueryHead) {
+  Rng rng(115);
+  Indexed ix(2, 32);
+  ASSERT_NE(ix.get(), nullptr);
+  ix.append(ix.random_keys(rng, 1500));
+  Tensor q = sat::random_tensor(rng, SA_DTYPE_F32, {3, 4, 32});
+  for (float target : {0.3f, 0.6f, 0.9f}) {
+    SCOPED_TRACE(testing::Message() << "mass_target=" << target);
+    sa_select_options o = options(300, 8, 2);
+    o.per_query_head = 1;
+    o.mass_target = target;
+    o.scale = 0.6f;  // peaked enough that the target is met well before top_k
+    Tensor out = run_select(ix, q, o, 310);
+    check_all(ix, q, o, out, 1);
+    // The test means something only when the target stops selection early.
+    ref::RowExpectation e = ref::expect_row(ix.cache, q, ref::SelectArgs::from(o), 0, 0);
+    EXPECT_GT(e.n_scored, 0);
+    EXPECT_LT(e.n_scored, 300);
+  }
+}
+
+TEST(Select, MassTargetPerKvHead) {
+  Rng rng(116);
+  for (int64_t h_q : {2, 8}) {  // group of 1 (unambiguous) and of 4 (mass = group mean)
+    SCOPED_TRACE(testing::Message() << "H_q=" << h_q);
+    Indexed ix(2, 32);
+    ASSERT_NE(ix.get(), nullptr);
+    ix.append(ix.random_keys(rng, 1200));
+    Tensor q = sat::random_tensor(rng, SA_DTYPE_F32, {2, h_q, 32});
+    sa_select_options o = options(400, 4, 1);
+    o.mass_target = 0.7f;
+    o.scale = 0.6f;
+    Tensor out = run_select(ix, q, o, 405);
+    check_all(ix, q, o, out, 1);
+    ref::RowExpectation e = ref::expect_row(ix.cache, q, ref::SelectArgs::from(o), 1, 1);
+    EXPECT_GT(e.n_scored, 0);
+    EXPECT_LT(e.n_scored, 400);
+  }
+}
+
+TEST(Select, MassTargetMetBySinksAndWindowAddsNothing) {
+  Rng rng(117);
+  Indexed ix(1, 16);
+  ASSERT_NE(ix.get(), nullptr);
+  Tensor keys = ix.random_keys(rng, 300);
+  Tensor q = sat::random_tensor(rng, SA_DTYPE_F32, {1, 1, 16});
+  for (int64_t x = 0; x < 16; ++x) keys.set({299, 0, x}, 4.0 * q.get({0, 0, x}));  // the window key dominates
+  ix.append(keys);
+  sa_select_options o = options(50, 1, 0);
+  o.mass_target = 0.5f;
+  Tensor out = run_select(ix, q, o, 51);
+  check_all(ix, q, o, out);
+  EXPECT_EQ(count_valid(row_of(out, 0, 0)), 1);
+}
+
+TEST(Select, ThreadCountsGiveIdenticalResults) {
+  Rng rng(118);
+  Indexed one(2, 64, SA_DTYPE_F16, 1), two(2, 64, SA_DTYPE_F16, 2);
+  ASSERT_TRUE(one.get() && two.get());
+  Tensor keys = one.random_keys(rng, 3000);
+  one.append(keys);
+  two.append(keys);
+  for (int64_t n_q : {1, 40}) {
+    Tensor q = sat::random_tensor(rng, SA_DTYPE_F32, {n_q, 8, 64});
+    for (int32_t pqh : {0, 1}) {
+      sa_select_options o = options(64, 32, 4);
+      o.per_query_head = pqh;
+      Tensor a = run_select(one, q, o, 100), b = run_select(two, q, o, 100);
+      EXPECT_EQ(a.values(), b.values()) << "n_q=" << n_q << " per_query_head=" << pqh;
+      if (n_q == 1) check_all(one, q, o, a);
+    }
+  }
+}
+
+TEST(Select, ConcurrentSelectsMatchSerial) {
+  Rng rng(119);
+  Indexed ix(2, 32, SA_DTYPE_F16, 1);
+  ASSERT_NE(ix.get(), nullptr);
+  ix.append(ix.random_keys(rng, 2000));
+  std::vector<Tensor> qs;
+  std::vector<Tensor> serial;
+  sa_select_options o = options(32, 16, 4);
+  for (int t = 0; t < 4; ++t) {
+    qs.push_back(sat::random_tensor(rng, SA_DTYPE_F32, {t + 1, 4, 32}));
+    serial.push_back(run_select(ix, qs.back(), o, 52));
+  }
+  std::vector<std::vector<double>> got(4);
+  std::vector<sa_status> st(4, SA_OK);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t)
+    threads.emplace_back([&, t] {
+      for (int rep = 0; rep < 10; ++rep) {
+        Tensor out(SA_DTYPE_I32, {t + 1, 2, 52});
+        sa_status s = sa_select(ix.get(), qs[size_t(t)].t(), &o, out.t());
+        if (s != SA_OK) st[size_t(t)] = s;
+        if (rep == 0) got[size_t(t)] = out.values();
+        else if (out.values() != got[size_t(t)]) st[size_t(t)] = SA_ERR_INTERNAL;  // not reproducible
+      }
+    });
+  for (auto &th : threads) th.join();
+  for (int t = 0; t < 4; ++t) {
+    EXPECT_EQ(st[size_t(t)], SA_OK) << "thread " << t;
+    EXPECT_EQ(got[size_t(t)], serial[size_t(t)].values()) << "thread " << t;
+  }
+}
+
+TEST(Select, ChunkedAppendEqualsOneAppend) {
+  Rng rng(120);
+  Indexed whole(2, 32, SA_DTYPE_F16), parts(2, 32, SA_DTYPE_F16);
+  ASSERT_TRUE(whole.get() && parts.get());
+  Tensor keys = whole.random_keys(rng, 1000);
+  whole.append(keys);
+  int64_t start = 0;
+  for (int64_t n : {1, 7, 100, 392, 500}) {
+    Tensor chunk(SA_DTYPE_F32, {n, 2, 32});
+    for (int64_t r = 0; r < n; ++r)
+      for (int64_t h = 0; h < 2; ++h)
+        for (int64_t x = 0; x < 32; ++x) chunk.set({r, h, x}, keys.get({start + r, h, x}));
+    parts.append(chunk);
+    start += n;
+  }
+  int64_t size = 0;
+  ASSERT_SA_OK(sa_index_size(parts.get(), &size));
+  EXPECT_EQ(size, 1000);
+  Tensor q = sat::random_tensor(rng, SA_DTYPE_F32, {3, 8, 32});
+  sa_select_options o = options(40, 8, 4);
+  Tensor a = run_select(whole, q, o, 52), b = run_select(parts, q, o, 52);
+  EXPECT_EQ(a.values(), b.values());
+  check_all(parts, q, o, b);
+}
+
+// After eviction a slot holds a newer token: selection follows positions, not slot order.
+TEST(Select, UpdateRefillsSlotsWithNewPositions) {
+  Rng rng(121);
+  Indexed ix(1, 32);
+  ASSERT_NE(ix.get(), nullptr);
+  ix.append(ix.random_keys(rng, 500));
+  Tensor q = sat::random_tensor(rng, SA_DTYPE_F32, {1, 2, 32});
+  // Slots 10, 20, 30 now hold tokens 500..502; their keys point along the query.
+  std::vector<int32_t> slots = {10, 20, 30};
+  std::vector<int64_t> positions = {500, 501, 502};
+  Tensor fresh = ix.random_keys(rng, 3);
+  for (int64_t x = 0; x < 32; ++x) fresh.set({2, 0, x}, sat::round_to(SA_DTYPE_F32, q.get({0, 0, x}) + q.get({0, 1, x})));
+  ASSERT_SA_OK(sa_index_update(ix.get(), slots.data(), 3, fresh.t(), positions.data()));
+  ix.cache.update(slots, fresh, positions.data());
+  int64_t size = 0;
+  ASSERT_SA_OK(sa_index_size(ix.get(), &size));
+  EXPECT_EQ(size, 500);
+
+  // Default query position is now 502: window (498, 502] = slots 499, 10, 20, 30.
+  sa_select_options o = options(6, 4, 2);
+  Tensor out = run_select(ix, q, o, 12);
+  check_all(ix, q, o, out);
+  std::vector<int32_t> row = row_of(out, 0, 0);
+  for (int32_t s : {0, 1, 10, 20, 30, 499}) EXPECT_NE(std::find(row.begin(), row.end(), s), row.end()) << s;
+
+  // A query at position 300 must not see the refilled slots, though their slot numbers are low.
+  int64_t p = 300;
+  o.query_positions = &p;
+  out = run_select(ix, q, o, 12);
+  check_all(ix, q, o, out);
+  row = row_of(out, 0, 0);
+  for (int32_t s : {10, 20, 30}) EXPECT_EQ(std::find(row.begin(), row.end(), s), row.end()) << s;
+  for (int32_t s : {297, 298, 299, 300}) EXPECT_NE(std::find(row.begin(), row.end(), s), row.end()) << s;
+
+  // Positions NULL: the refilled slots take the next positions in order (503, 504).
+  std::vector<int32_t> more = {40, 5};
+  Tensor fresh2 = ix.random_keys(rng, 2);
+  ASSERT_SA_OK(sa_index_update(ix.get(), more.data(), 2, fresh2.t(), nullptr));
+  ix.cache.update(more, fresh2, nullptr);
+  o.query_positions = nullptr;
+  o.window = 2;  // positions 503, 504 -> slots 40, 5
+  out = run_select(ix, q, o, 12);
+  check_all(ix, q, o, out);
+  row = row_of(out, 0, 0);
+  for (int32_t s : {40, 5}) EXPECT_NE(std::find(row.begin(), row.end(), s), row.end()) << s;
+}
+
+TEST(Select, UpdatedKeysChangeScores) {
+  Rng rng(122);
+  Indexed ix(2, 32);
+  ASSERT_NE(ix.get(), nullptr);
+  ix.append(ix.random_keys(rng, 400));
+  Tensor q = sat::random_tensor(rng, SA_DTYPE_F32, {1, 4, 32});
+  sa_select_options o = options(4, 0, 0);
+  Tensor before = run_select(ix, q, o, 4);
+  check_all(ix, q, o, before);
+  // Turn slots 7 and 8 (keeping their positions) into needles for KV head 0.
+  std::vector<int32_t> slots = {7, 8};
+  std::vector<int64_t> positions = {7, 8};
+  Tensor fresh = ix.random_keys(rng, 2);
+  for (int64_t r = 0; r < 2; ++r)
+    for (int64_t x = 0; x < 32; ++x) fresh.set({r, 0, x}, sat::round_to(SA_DTYPE_F32, q.get({0, 0, x}) + q.get({0, 1, x})));
+  ASSERT_SA_OK(sa_index_update(ix.get(), slots.data(), 2, fresh.t(), positions.data()));
+  ix.cache.update(slots, fresh, positions.data());
+  Tensor after = run_select(ix, q, o, 4);
+  check_all(ix, q, o, after);
+  std::vector<int32_t> row = row_of(after, 0, 0);
+  for (int32_t s : {7, 8}) EXPECT_NE(std::find(row.begin(), row.end(), s), row.end()) << s;
+}
+
+// Selectors this version may not build: either refused cleanly or working.
+TEST(Select, OtherKindsAreUnsupportedOrWork) {
+  Rng rng(123);
+  auto ctx = sat::make_context(1);
+  ASSERT_NE(ctx, nullptr);
+  for (sa_selector_kind kind : {SA_SELECTOR_PAGE, SA_SELECTOR_LSH, SA_SELECTOR_HNSW, SA_SELECTOR_LEARNED, SA_SELECTOR_INDEXER}) {
+    SCOPED_TRACE(testing::Message() << "kind " << int(kind));
+    sa_index_options io = SA_INDEX_OPTIONS_INIT;
+    io.kind = kind;
+    io.num_kv_heads = 2;
+    io.head_dim = 32;
+    sa_index *raw = reinterpret_cast<sa_index *>(uintptr_t(0x5a5a));
+    sa_status s = sa_index_create(ctx.get(), &io, &raw);
+    bool needs_weights = kind == SA_SELECTOR_LEARNED || kind == SA_SELECTOR_INDEXER;
+    if (s != SA_OK) {
+      EXPECT_STRNE(sa_last_error(), "");
+      EXPECT_EQ(raw, reinterpret_cast<sa_index *>(uintptr_t(0x5a5a))) << "out written on failure";
+      if (needs_weights)  // no weights_path given: refused either way
+        EXPECT_TRUE(s == SA_ERR_UNSUPPORTED || s == SA_ERR_INVALID_ARGUMENT || s == SA_ERR_NULL_POINTER) << sa_status_name(s);
+      else
+        EXPECT_EQ(s, SA_ERR_UNSUPPORTED) << sa_last_error();
+      continue;
+    }
+    EXPECT_FALSE(needs_weights) << "created without weights";
+    sat::IndexPtr ix(raw);
+    // Working selectors keep the shared contract: visible slots, ascending, sinks and window.
+    ref::KeyCache cache(2, 32, io.dtype);
+    Tensor keys(SA_DTYPE_F32, {600, 2, 32});
+    keys.randomize(rng);
+    ASSERT_SA_OK(sa_index_append(ix.get(), keys.t()));
+    cache.append(keys);
+    Tensor q = sat::random_tensor(rng, SA_DTYPE_F32, {2, 4, 32});
+    sa_select_options o = options(16, 8, 4);
+    Tensor out(SA_DTYPE_I32, {2, 2, 28});
+    out.poison();
+    ASSERT_SA_OK(sa_select(ix.get(), q.t(), &o, out.t()));
+    EXPECT_TRUE(out.only_elements_written());
+    for (int64_t i = 0; i < 2; ++i)
+      for (int64_t h = 0; h < 2; ++h) {
+        ref::RowExpectation e = ref::expect_row(cache, q, ref::SelectArgs::from(o), i, h);
+        e.ranked.clear();  // approximate selectors: no claim about which scored keys
+        e.n_scored = 0;
+        EXPECT_TRUE(ref::check_row(e, row_of(out, i, h), 1e-4, 16));
+      }
+  }
+}
+
+}  // namespace
