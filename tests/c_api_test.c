@@ -153,6 +153,7 @@ static void check_select(const sa_api *api, sa_context *ctx) {
 static void check_error_path(const sa_api *api, sa_context *ctx) {
   sa_evict_options eo = SA_EVICT_OPTIONS_INIT;
   int64_t n = -7;
+  eo.budget = 100; /* valid options, so the NULL tensors are the only fault */
   CHECK(api->cache_evict(ctx, &eo, NULL, NULL, NULL, &n) == SA_ERR_NULL_POINTER);
   CHECK(api->last_error() != NULL && api->last_error()[0] != '\0');
   CHECK(n == -7);
