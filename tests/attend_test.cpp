@@ -406,6 +406,23 @@ TEST_F(Attend, BroadcastKeyStrideZeroHeads) {
   run_and_check(ctx(), p);
 }
 
+// Inputs that start one element past an aligned address (as a slice of a larger buffer
+// would): kernels must not assume vector alignment.
+TEST_F(Attend, MisalignedInputs) {
+  Rng rng(33);
+  for (sa_dtype dt : {SA_DTYPE_F32, SA_DTYPE_F16, SA_DTYPE_BF16}) {
+    SCOPED_TRACE(testing::Message() << "dtype=" << int(dt));
+    Problem p;
+    p.q = sat::random_tensor(rng, dt, {2, 4, 64}, sat::padded_strides(4, 65));
+    p.k = sat::random_tensor(rng, dt, {300, 2, 64}, sat::padded_strides(2, 65));
+    p.v = sat::random_tensor(rng, dt, {300, 2, 64}, sat::padded_strides(2, 65));
+    for (Tensor *t : {&p.q, &p.k, &p.v})  // shift each view by one element (into its own padding)
+      t->t()->data = static_cast<char *>(t->t()->data) + sat::dtype_bytes(dt);
+    p.make_outputs(SA_DTYPE_F32);
+    run_and_check(ctx(), p, dt == SA_DTYPE_F32 ? 1e-5 : 1e-4);
+  }
+}
+
 // ------------------------------------------------------------------ 16-bit dtypes
 
 struct DtypeCase {
@@ -549,6 +566,31 @@ TEST(AttendThreads, OneAndTwoThreadsAgree) {
       EXPECT_TRUE(lse_close(p.lse.values(), la, 1e-6));
     }
   }
+}
+
+// Host threads each entering the context's OpenMP region at once.
+TEST(AttendThreads, ConcurrentCallsOnMultiThreadedContext) {
+  Rng rng(52);
+  auto ctx = sat::make_context(2);
+  ASSERT_NE(ctx, nullptr);
+  Problem p = random_problem(rng, 1, 8, 2, 64, 3000, SA_DTYPE_F16);
+  p.make_outputs(SA_DTYPE_F32);
+  run_and_check(ctx.get(), p, 1e-4);
+  std::vector<double> serial = p.out.values();
+  std::vector<Problem> ps(3, p);
+  std::vector<int> ok(3, 0);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 3; ++t)
+    threads.emplace_back([&, t] {
+      int good = 1;
+      for (int rep = 0; rep < 5; ++rep) {
+        good &= ps[size_t(t)].run(ctx.get()) == SA_OK;
+        good &= sat::close_rel(ps[size_t(t)].out.values(), serial, 1e-6) ? 1 : 0;
+      }
+      ok[size_t(t)] = good;
+    });
+  for (auto &th : threads) th.join();
+  for (int t = 0; t < 3; ++t) EXPECT_EQ(ok[size_t(t)], 1) << "thread " << t;
 }
 
 TEST(AttendThreads, ConcurrentCallsOnOneContext) {

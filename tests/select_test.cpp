@@ -490,6 +490,30 @@ TEST(Select, ChunkedAppendEqualsOneAppend) {
   check_all(parts, q, o, b);
 }
 
+// Selections between appends see exactly the keys appended so far, also when the index
+// outgrows its capacity hint.
+TEST(Select, InterleavedAppendAndSelect) {
+  Rng rng(124);
+  auto ctx = sat::make_context(2);
+  ASSERT_NE(ctx, nullptr);
+  sa_index_options io = SA_INDEX_OPTIONS_INIT;
+  io.num_kv_heads = 2;
+  io.head_dim = 16;
+  io.dtype = SA_DTYPE_BF16;
+  io.capacity = 10;
+  sa_index *raw = nullptr;
+  ASSERT_SA_OK(sa_index_create(ctx.get(), &io, &raw));
+  Indexed ix(2, 16, SA_DTYPE_BF16);
+  ix.ix.reset(raw);
+  for (int step = 0; step < 6; ++step) {
+    ix.append(ix.random_keys(rng, 1 + step * 150));
+    Tensor q = sat::random_tensor(rng, SA_DTYPE_F32, {2, 4, 16});
+    sa_select_options o = options(12, 6, 2);
+    Tensor out = run_select(ix, q, o, 20);
+    check_all(ix, q, o, out);
+  }
+}
+
 // After eviction a slot holds a newer token: selection follows positions, not slot order.
 TEST(Select, UpdateRefillsSlotsWithNewPositions) {
   Rng rng(121);
