@@ -26,9 +26,6 @@ SA_API sa_status sa_cache_evict(sa_context *ctx, const sa_evict_options *opt, co
            (long long)o.budget);
     if (o.sinks < 0 || o.window < 0)
       fail(SA_ERR_INVALID_ARGUMENT, "opt->sinks (%d) and opt->window (%d) must be >= 0", int(o.sinks), int(o.window));
-    if (int64_t(o.sinks) + int64_t(o.window) + o.incoming > o.budget)
-      fail(SA_ERR_INVALID_ARGUMENT, "budget %lld is smaller than sinks %d + window %d + incoming %lld",
-           (long long)o.budget, int(o.sinks), int(o.window), (long long)o.incoming);
 
     TensorView pos = view_tensor(positions, "positions", 1, {SA_DTYPE_I64});
     if (!scores) fail(SA_ERR_NULL_POINTER, "scores is NULL");

@@ -36,9 +36,10 @@ SA_API sa_status sa_index_create(sa_context *ctx, const sa_index_options *opt, s
                                       offsetof(sa_index_options, learned) + sizeof(sa_learned_options), "opt");
     if (o.num_kv_heads < 1) fail(SA_ERR_INVALID_ARGUMENT, "opt->num_kv_heads is %d, expected >= 1", int(o.num_kv_heads));
     if (o.head_dim < 1) fail(SA_ERR_INVALID_ARGUMENT, "opt->head_dim is %d, expected >= 1", int(o.head_dim));
-    if (o.dtype != SA_DTYPE_F32 && o.dtype != SA_DTYPE_F16 && o.dtype != SA_DTYPE_BF16)
-      fail(SA_ERR_DTYPE, "opt->dtype is %s (%d); the index stores keys as f32, f16 or bf16", dtype_name(o.dtype),
-           int(o.dtype));
+    const int dtype = enum_value(o.dtype);
+    if (dtype != SA_DTYPE_F32 && dtype != SA_DTYPE_F16 && dtype != SA_DTYPE_BF16)
+      fail(SA_ERR_DTYPE, "opt->dtype is %d; the index stores keys as f32 (%d), f16 (%d) or bf16 (%d)", dtype,
+           int(SA_DTYPE_F32), int(SA_DTYPE_F16), int(SA_DTYPE_BF16));
     if (o.capacity < 0) fail(SA_ERR_INVALID_ARGUMENT, "opt->capacity is %lld, expected >= 0", (long long)o.capacity);
     if (o.capacity > INT32_MAX) fail(SA_ERR_OVERFLOW, "opt->capacity %lld exceeds the int32 slot range", (long long)o.capacity);
     auto ix = std::make_unique<sa_index>();

@@ -60,17 +60,25 @@ struct RowMajorKV {
   }
 };
 
-// One unit of output: query i, query heads [h0, h0 + g), all reading KV head kvh.
+void prefetch_span(const char *p, int64_t bytes) {
+  for (int64_t o = 0; o < bytes; o += 64) __builtin_prefetch(p + o, 0, 2);
+}
+
+// One unit of output: query i, query heads [h0, h0 + g). Dense units hold every head of the
+// query, so that a task walks the cache token block by token block across all KV heads and
+// reads memory in order; sparse units hold the heads that share one index list.
 struct Unit {
   int64_t i;
-  int h0, g, kvh;
-  int list_head;  // which row of the index tensor holds the list (kv head or query head)
+  int h0, g;
+  int list_head;  // sparse: the row of the index tensor holding the list
 };
 
 struct Task {
   int64_t unit;
   int64_t begin, end;  // the part of the unit's key list this task folds
 };
+
+constexpr int64_t kTokenBlock = 64;  // dense: tokens per pass over the KV heads
 
 }  // namespace
 
@@ -118,18 +126,15 @@ void attend(const sa_context &ctx, const AttendProblem &p) {
     return p.query_positions ? p.query_positions[i] : last_pos - n_q + 1 + i;
   };
 
-  // Units: per-KV-head lists serve the group (in chunks of kMaxGroup); per-query-head lists
-  // serve one head each.
   std::vector<Unit> units;
-  units.reserve(size_t(n_q * H_q));
-  for (int64_t i = 0; i < n_q; ++i) {
-    if (p.per_query_head) {
-      for (int h = 0; h < H_q; ++h) units.push_back({i, h, 1, int(h / G), h});
-    } else {
-      for (int kvh = 0; kvh < H_kv; ++kvh)
-        for (int64_t g0 = 0; g0 < G; g0 += kMaxGroup)
-          units.push_back({i, int(kvh * G + g0), int(std::min<int64_t>(kMaxGroup, G - g0)), kvh, kvh});
-    }
+  if (!sparse) {
+    for (int64_t i = 0; i < n_q; ++i) units.push_back({i, 0, int(H_q), 0});
+  } else if (p.per_query_head) {
+    for (int64_t i = 0; i < n_q; ++i)
+      for (int h = 0; h < H_q; ++h) units.push_back({i, h, 1, h});
+  } else {
+    for (int64_t i = 0; i < n_q; ++i)
+      for (int kvh = 0; kvh < H_kv; ++kvh) units.push_back({i, int(kvh * G), int(G), kvh});
   }
   auto list_length = [&](const Unit &u) -> int64_t {
     if (sparse) return width;
@@ -151,14 +156,18 @@ void attend(const sa_context &ctx, const AttendProblem &p) {
   }
   const bool merged = int64_t(tasks.size()) > n_units;
 
-  // Softmax states: one per task when lists are split (merged below), else one per thread.
-  const int64_t state_floats = kMaxGroup * (D + 2);
+  // Softmax states (m, l, acc per head of a unit): one per task when lists are split (merged
+  // below), else one per thread.
+  const int64_t max_heads = sparse ? (p.per_query_head ? 1 : G) : H_q;
+  const int64_t state_floats = max_heads * (D + 2);
   const int threads = ctx.threads;
   std::vector<float> states(size_t((merged ? int64_t(tasks.size()) : threads) * state_floats));
-  std::vector<float> qbuf(size_t(threads) * kMaxGroup * D);
+  std::vector<float> qbuf(size_t(threads * max_heads * D));
   const float qscale = p.scale * kLog2e;
 
-  auto write_unit = [&](const Unit &u, const float *m, const float *l, const float *acc) {
+  // State layout: m[max_heads], l[max_heads], acc[max_heads][D].
+  auto write_unit = [&](const Unit &u, const float *st) {
+    const float *m = st, *l = st + max_heads, *acc = st + 2 * max_heads;
     for (int h = 0; h < u.g; ++h) {
       const int64_t qh = u.h0 + h;
       const bool empty = !(l[h] > 0.f);
@@ -177,30 +186,37 @@ void attend(const sa_context &ctx, const AttendProblem &p) {
     const Unit &u = units[size_t(task.unit)];
     const int slot = thread_slot();
     float *st = &states[size_t((merged ? t : slot) * state_floats)];
-    float *m = st, *l = st + kMaxGroup, *acc = st + 2 * kMaxGroup;
+    float *m = st, *l = st + max_heads, *acc = st + 2 * max_heads;
     std::fill(m, m + u.g, -std::numeric_limits<float>::infinity());
     std::fill(l, l + u.g, 0.f);
     std::fill(acc, acc + u.g * D, 0.f);
-    float *q = &qbuf[size_t(slot) * kMaxGroup * D];
+    float *q = &qbuf[size_t(slot * max_heads * D)];
     for (int h = 0; h < u.g; ++h)
       for (int64_t d = 0; d < D; ++d)
         q[h * D + d] = qscale * load_scalar(p.q, u.i * p.q.stride[0] + (u.h0 + h) * p.q.stride[1] + d * p.q.stride[2]);
 
-    RowSet rs;
-    rs.k = K.base + size_t(u.kvh * K.head_stride) * es;
-    rs.v = V.base + size_t(u.kvh * V.head_stride) * es;
-    rs.k_stride = K.token_stride;
-    rs.v_stride = V.token_stride;
-    if (sparse) {
-      rs.rows = idx + u.i * idx_s0 + u.list_head * idx_s1 + task.begin;
-    } else {
-      rs.begin = task.begin;
+    const int64_t block = sparse ? std::max<int64_t>(1, task.end - task.begin) : kTokenBlock;
+    for (int64_t b = task.begin; b < task.end && n_kv > 0; b += block) {
+      const int64_t e = std::min(task.end, b + block);
+      // Heads of the unit in runs that share a KV head, at most kMaxGroup per kernel call.
+      for (int h = 0; h < u.g;) {
+        const int64_t kvh = (u.h0 + h) / G;
+        const int run = int(std::min<int64_t>({int64_t(u.g - h), (kvh + 1) * G - (u.h0 + h), int64_t(kMaxGroup)}));
+        RowSet rs;
+        rs.k = K.base + size_t(kvh * K.head_stride) * es;
+        rs.v = V.base + size_t(kvh * V.head_stride) * es;
+        rs.k_stride = K.token_stride;
+        rs.v_stride = V.token_stride;
+        if (sparse) rs.rows = idx + u.i * idx_s0 + u.list_head * idx_s1 + b;
+        else rs.begin = b;
+        rs.n = e - b;
+        rs.key_pos = p.key_positions;
+        rs.pos_limit = pos_limit(u.i);
+        ctx.kernels->attend_rows(p.k.dtype, q + h * D, run, int(D), rs, {m + h, l + h, acc + h * D});
+        h += run;
+      }
     }
-    rs.n = task.end - task.begin;
-    rs.key_pos = p.key_positions;
-    rs.pos_limit = pos_limit(u.i);
-    if (rs.n > 0 && n_kv > 0) ctx.kernels->attend_rows(p.k.dtype, q, u.g, int(D), rs, {m, l, acc});
-    if (!merged) write_unit(u, m, l, acc);
+    if (!merged) write_unit(u, st);
   });
 
   if (!merged) return;
@@ -210,7 +226,7 @@ void attend(const sa_context &ctx, const AttendProblem &p) {
     size_t t1 = t0;
     while (t1 < tasks.size() && tasks[t1].unit == tasks[t0].unit) ++t1;
     const Unit &u = units[size_t(tasks[t0].unit)];
-    float *M = total.data(), *Lsum = M + kMaxGroup, *A = M + 2 * kMaxGroup;
+    float *M = total.data(), *Lsum = M + max_heads, *A = M + 2 * max_heads;
     for (int h = 0; h < u.g; ++h) {
       float mx = -std::numeric_limits<float>::infinity();
       for (size_t t = t0; t < t1; ++t) mx = std::max(mx, states[t * size_t(state_floats) + size_t(h)]);
@@ -220,14 +236,14 @@ void attend(const sa_context &ctx, const AttendProblem &p) {
       if (mx == -std::numeric_limits<float>::infinity()) continue;
       for (size_t t = t0; t < t1; ++t) {
         const float *st = &states[t * size_t(state_floats)];
-        if (!(st[kMaxGroup + h] > 0.f)) continue;
-        float w = std::exp2(st[h] - mx);
-        Lsum[h] += st[kMaxGroup + h] * w;
-        const float *acc = st + 2 * kMaxGroup + h * D;
+        if (!(st[max_heads + h] > 0.f)) continue;
+        const float w = std::exp2(st[h] - mx);
+        Lsum[h] += st[max_heads + h] * w;
+        const float *acc = st + 2 * max_heads + h * D;
         for (int64_t d = 0; d < D; ++d) A[h * D + d] += acc[d] * w;
       }
     }
-    write_unit(u, M, Lsum, A);
+    write_unit(u, total.data());
     t0 = t1;
   }
 }

@@ -6,12 +6,12 @@
 // and then includes this file. Everything here has internal linkage so the copies built with
 // different -m flags never mix.
 //
-// Work is done in blocks of L keys (L = lanes): the block's rows are converted to f32 once,
+// Work is done in blocks of L keys (L = lanes): rows are converted to f32 as they are loaded,
 // dot products for all heads of the group come out of a register-blocked loop and one
 // transposing reduction, softmax runs on whole vectors, and V rows are accumulated
-// with broadcast probabilities. Rows two blocks ahead are prefetched (gathered rows defeat
-// the hardware prefetcher).
+// with broadcast probabilities. Gathered rows two blocks ahead are prefetched.
 #include <cmath>
+#include <cstdlib>
 #include <limits>
 
 #include "attend/kernels.hpp"
@@ -26,29 +26,25 @@ constexpr int L = int(B::size);
 constexpr int kMaxD = 256;          // larger heads take the scalar path
 constexpr int kDotHeads = L >= 16 ? 4 : 2;  // heads per register block in the dot products
 constexpr int kAccHeads = 4;        // heads per register block in the V accumulation
+constexpr int kAccColumns = L >= 16 ? 4 : 2;  // column chunks per register block (see below)
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+constexpr float kRescaleSlack = 8.f;  // log2 units; see attend_rows_t
 
-template <class T>
-void convert_rows(const T *const *rows, int n, int D, float *dst) {
-  for (int j = 0; j < n; ++j)
-    for (int c = 0; c < D; c += L) load_f32(rows[j] + c).store_aligned(dst + j * D + c);
-  for (int j = n; j < L; ++j)
-    for (int c = 0; c < D; c += L) B(0.f).store_aligned(dst + j * D + c);
-}
+// All-zero bits are 0.0 in every float format: rows past the end of a block read this.
+alignas(64) const float kZeroRow[kMaxD] = {};
 
-// out[h] lane j = q_h . kf_j, for h < H and the L rows of kf.
-template <int H>
-inline void dot_block(const float *q, int D, const float *kf, B *out) {
+// out[h] lane j = q_h . row_j, for h < H and the L rows of the block. K rows are converted
+// to f32 in registers as they are loaded, each load serving H heads.
+template <int H, class T>
+inline void dot_block(const float *q, int D, const T *const *rows, B *out) {
   B part[H][L];
   for (int j = 0; j < L; j += 4) {
     B a[H][4];
     for (int h = 0; h < H; ++h)
       for (int t = 0; t < 4; ++t) a[h][t] = B(0.f);
+    const T *r0 = rows[j], *r1 = rows[j + 1], *r2 = rows[j + 2], *r3 = rows[j + 3];
     for (int c = 0; c < D; c += L) {
-      B k0 = B::load_aligned(kf + (j + 0) * D + c);
-      B k1 = B::load_aligned(kf + (j + 1) * D + c);
-      B k2 = B::load_aligned(kf + (j + 2) * D + c);
-      B k3 = B::load_aligned(kf + (j + 3) * D + c);
+      B k0 = load_f32(r0 + c), k1 = load_f32(r1 + c), k2 = load_f32(r2 + c), k3 = load_f32(r3 + c);
       for (int h = 0; h < H; ++h) {
         B qv = B::load_unaligned(q + h * D + c);
         a[h][0] = xsimd::fma(qv, k0, a[h][0]);
@@ -63,25 +59,41 @@ inline void dot_block(const float *q, int D, const float *kf, B *out) {
   for (int h = 0; h < H; ++h) out[h] = transpose_sum(part[h]);
 }
 
-inline void dot_heads(const float *q, int g, int D, const float *kf, B *s) {
+template <class T>
+inline void dot_heads(const float *q, int g, int D, const T *const *rows, B *s) {
   int h = 0;
-  for (; h + kDotHeads <= g; h += kDotHeads) dot_block<kDotHeads>(q + h * D, D, kf, s + h);
-  for (; h + 2 <= g; h += 2) dot_block<2>(q + h * D, D, kf, s + h);
-  for (; h < g; ++h) dot_block<1>(q + h * D, D, kf, s + h);
+  for (; h + kDotHeads <= g; h += kDotHeads) dot_block<kDotHeads>(q + h * D, D, rows, s + h);
+  for (; h + 2 <= g; h += 2) dot_block<2>(q + h * D, D, rows, s + h);
+  for (; h < g; ++h) dot_block<1>(q + h * D, D, rows, s + h);
 }
 
-// acc[h] += sum_j p[h][j] * vf_j for H heads, n rows.
-template <int H>
-inline void accumulate_block(const float (*p)[L], int n, int D, const float *vf, float *acc) {
-  for (int c = 0; c < D; c += L) {
-    B a[H];
-    for (int h = 0; h < H; ++h) a[h] = B::load_unaligned(acc + h * D + c);
+// acc[h] += sum_j p[h][j] * row_j for H heads and n rows, converting V as it is loaded. C
+// chunks of L columns are accumulated at once so that H * C independent FMA chains hide the
+// FMA latency (one chain per head would leave the FMA units mostly idle).
+template <int H, int C, class T>
+inline int accumulate_columns(const float (*p)[L], int n, int D, int c, const T *const *rows, float *acc) {
+  for (; c + C * L <= D; c += C * L) {
+    B a[H][C];
+    for (int h = 0; h < H; ++h)
+      for (int k = 0; k < C; ++k) a[h][k] = B::load_unaligned(acc + h * D + c + k * L);
     for (int j = 0; j < n; ++j) {
-      B v = B::load_aligned(vf + j * D + c);
-      for (int h = 0; h < H; ++h) a[h] = xsimd::fma(B(p[h][j]), v, a[h]);
+      B v[C];
+      for (int k = 0; k < C; ++k) v[k] = load_f32(rows[j] + c + k * L);
+      for (int h = 0; h < H; ++h) {
+        B w(p[h][j]);
+        for (int k = 0; k < C; ++k) a[h][k] = xsimd::fma(w, v[k], a[h][k]);
+      }
     }
-    for (int h = 0; h < H; ++h) a[h].store_unaligned(acc + h * D + c);
+    for (int h = 0; h < H; ++h)
+      for (int k = 0; k < C; ++k) a[h][k].store_unaligned(acc + h * D + c + k * L);
   }
+  return c;
+}
+
+template <int H, class T>
+inline void accumulate_block(const float (*p)[L], int n, int D, const T *const *rows, float *acc) {
+  int c = accumulate_columns<H, kAccColumns>(p, n, D, 0, rows, acc);
+  accumulate_columns<H, 1>(p, n, D, c, rows, acc);
 }
 
 inline float hmax(const B &x) {
@@ -93,7 +105,7 @@ inline float hmax(const B &x) {
 }
 
 inline void prefetch_row(const char *p, int64_t bytes) {
-  for (int64_t o = 0; o < bytes; o += 64) __builtin_prefetch(p + o, 0, 3);
+  for (int64_t o = 0; o < bytes; o += 64) __builtin_prefetch(p + o, 0, 1);  // measured best of 0..3
 }
 
 template <class T>
@@ -101,23 +113,42 @@ void attend_rows_t(const float *q, int g, int D, const RowSet &rs, SoftmaxState 
   const T *K = static_cast<const T *>(rs.k);
   const T *V = static_cast<const T *>(rs.v);
   const int64_t row_bytes = int64_t(D) * int64_t(sizeof(T));
-  alignas(64) float kf[L * kMaxD];
-  alignas(64) float vf[L * kMaxD];
   alignas(64) float p[kMaxGroup][L];
   alignas(64) float bias[L];
   B s[kMaxGroup];
   const T *krows[L], *vrows[L];
+  float m[kMaxGroup];
+  B lsum[kMaxGroup];  // l kept per lane, reduced once at the end
+  for (int h = 0; h < g; ++h) {
+    m[h] = st.m[h];
+    alignas(64) float l0[L] = {};
+    l0[0] = st.l[h];
+    lsum[h] = B::load_aligned(l0);
+  }
   RowWalk walk(rs);
+  const bool plain_range = !rs.rows && (!rs.key_pos ? rs.begin + rs.n - 1 <= rs.pos_limit : rs.pos_limit == INT64_MAX);
   int64_t prefetched = 0;  // raw list entries prefetched so far
   for (;;) {
     int n = 0;
-    for (; n < L; ++n) {
-      int64_t r = walk.next();
-      if (r < 0) break;
-      krows[n] = K + r * rs.k_stride;
-      vrows[n] = V + r * rs.v_stride;
+    if (plain_range) {  // every row visible: no per-row checks
+      n = int(std::min<int64_t>(L, rs.n - walk.cursor));
+      for (int j = 0; j < n; ++j) {
+        const int64_t r = rs.begin + walk.cursor + j;
+        krows[j] = K + r * rs.k_stride;
+        vrows[j] = V + r * rs.v_stride;
+      }
+      walk.cursor += n;
+    } else {
+      for (; n < L; ++n) {
+        int64_t r = walk.next();
+        if (r < 0) break;
+        krows[n] = K + r * rs.k_stride;
+        vrows[n] = V + r * rs.v_stride;
+      }
     }
     if (n == 0) break;
+    for (int j = n; j < L; ++j) krows[j] = reinterpret_cast<const T *>(kZeroRow);
+    // Gathered rows defeat the hardware prefetcher; ranges stream without help.
     if (prefetched < walk.cursor) prefetched = walk.cursor;
     for (int64_t stop = std::min(rs.n, walk.cursor + 2 * L); prefetched < stop; ++prefetched) {
       int64_t r = walk.raw_row(prefetched);
@@ -126,33 +157,39 @@ void attend_rows_t(const float *q, int g, int D, const RowSet &rs, SoftmaxState 
       prefetch_row(reinterpret_cast<const char *>(V + r * rs.v_stride), row_bytes);
     }
 
-    convert_rows(krows, n, D, kf);
-    dot_heads(q, g, D, kf, s);
+    dot_heads(q, g, D, krows, s);
     for (int j = 0; j < L; ++j) bias[j] = j < n ? 0.f : kNegInf;
-    B b = B::load_aligned(bias);
+    const B b = B::load_aligned(bias);
     for (int h = 0; h < g; ++h) {
-      B x = s[h] + b;
-      float m_new = std::max(st.m[h], hmax(x));
-      if (m_new == kNegInf) {  // every score -inf: this block adds nothing for the head
+      const B x = s[h] + b;
+      // Lazy rescaling: keep the running maximum m unless a score exceeds it by more than
+      // kRescaleSlack, so most blocks skip the horizontal max and the rescale of acc. Terms
+      // stay below 2^kRescaleSlack, far from f32 overflow.
+      if (xsimd::any(x > B(m[h] + kRescaleSlack))) {
+        const float m_new = std::max(m[h], hmax(x));
+        const float alpha = std::exp2(m[h] - m_new);  // 0 when m was -inf
+        lsum[h] *= B(alpha);
+        float *acc = st.acc + int64_t(h) * D;
+        const B a(alpha);
+        for (int c = 0; c < D; c += L) (B::load_unaligned(acc + c) * a).store_unaligned(acc + c);
+        m[h] = m_new;
+      }
+      if (m[h] == kNegInf) {  // nothing visible yet: this block adds nothing for the head
         B(0.f).store_aligned(p[h]);
         continue;
       }
-      float alpha = std::exp2(st.m[h] - m_new);
-      B e = xsimd::exp2(x - B(m_new));
+      const B e = xsimd::exp2(x - B(m[h]));
+      lsum[h] += e;
       e.store_aligned(p[h]);
-      st.l[h] = st.l[h] * alpha + xsimd::hadd(e);
-      if (alpha != 1.f) {
-        float *acc = st.acc + int64_t(h) * D;
-        B a(alpha);
-        for (int c = 0; c < D; c += L) (B::load_unaligned(acc + c) * a).store_unaligned(acc + c);
-      }
-      st.m[h] = m_new;
     }
-    convert_rows(vrows, n, D, vf);
     int h = 0;
-    for (; h + kAccHeads <= g; h += kAccHeads) accumulate_block<kAccHeads>(p + h, n, D, vf, st.acc + int64_t(h) * D);
-    for (; h + 2 <= g; h += 2) accumulate_block<2>(p + h, n, D, vf, st.acc + int64_t(h) * D);
-    for (; h < g; ++h) accumulate_block<1>(p + h, n, D, vf, st.acc + int64_t(h) * D);
+    for (; h + kAccHeads <= g; h += kAccHeads) accumulate_block<kAccHeads>(p + h, n, D, vrows, st.acc + int64_t(h) * D);
+    for (; h + 2 <= g; h += 2) accumulate_block<2>(p + h, n, D, vrows, st.acc + int64_t(h) * D);
+    for (; h < g; ++h) accumulate_block<1>(p + h, n, D, vrows, st.acc + int64_t(h) * D);
+  }
+  for (int h = 0; h < g; ++h) {
+    st.m[h] = m[h];
+    st.l[h] = xsimd::hadd(lsum[h]);
   }
 }
 
@@ -168,15 +205,13 @@ void attend_rows(sa_dtype kv, const float *q, int g, int D, const RowSet &rs, So
 template <class T>
 void score_rows_t(const float *q, int g, int D, const void *rows, int64_t n, float *scores, int64_t ld) {
   const T *R = static_cast<const T *>(rows);
-  alignas(64) float kf[L * kMaxD];
   alignas(64) float tail[L];
   B s[kMaxGroup];
   const T *ptrs[L];
   for (int64_t j0 = 0; j0 < n; j0 += L) {
     int cnt = int(std::min<int64_t>(L, n - j0));
-    for (int j = 0; j < cnt; ++j) ptrs[j] = R + (j0 + j) * D;
-    convert_rows(ptrs, cnt, D, kf);
-    dot_heads(q, g, D, kf, s);
+    for (int j = 0; j < L; ++j) ptrs[j] = j < cnt ? R + (j0 + j) * D : reinterpret_cast<const T *>(kZeroRow);
+    dot_heads(q, g, D, ptrs, s);
     for (int h = 0; h < g; ++h) {
       if (cnt == L) {
         s[h].store_unaligned(scores + h * ld + j0);

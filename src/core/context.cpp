@@ -21,9 +21,10 @@ sa_isa isa_from_environment() {
 
 void init_context(sa_context &ctx, const sa_context_options &opt) {
   if (opt.threads < 0) fail(SA_ERR_INVALID_ARGUMENT, "opt->threads is %d, expected >= 0", int(opt.threads));
-  bool known = opt.isa == SA_ISA_AUTO || opt.isa == SA_ISA_SCALAR || opt.isa == SA_ISA_NEON ||
-               opt.isa == SA_ISA_AVX2 || opt.isa == SA_ISA_AVX512;
-  if (!known) fail(SA_ERR_INVALID_ARGUMENT, "opt->isa is %d, not an sa_isa value", int(opt.isa));
+  const int isa = enum_value(opt.isa);
+  bool known = isa == SA_ISA_AUTO || isa == SA_ISA_SCALAR || isa == SA_ISA_NEON || isa == SA_ISA_AVX2 ||
+               isa == SA_ISA_AVX512;
+  if (!known) fail(SA_ERR_INVALID_ARGUMENT, "opt->isa is %d, not an sa_isa value", isa);
   ctx.threads = opt.threads > 0 ? opt.threads : omp_get_max_threads();
   if (ctx.threads < 1) ctx.threads = 1;
   sa_isa cap = opt.isa;

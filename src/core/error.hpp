@@ -43,6 +43,16 @@ sa_status guarded(const char *function, F &&f) noexcept {
   }
 }
 
+// The raw value of an enum read from caller memory: a C host may pass any int, and loading
+// an out-of-range value through the C++ enum type is undefined.
+template <class E>
+int enum_value(const E &e) {
+  static_assert(sizeof(E) == sizeof(int), "C enums are int-sized");
+  int v;
+  std::memcpy(&v, &e, sizeof v);
+  return v;
+}
+
 // Option structs: the caller's struct_size tells how much of our struct it has.
 template <class T>
 T read_options(const T *opt, const T &defaults, size_t min_size, const char *name) {

@@ -44,19 +44,21 @@ int64_t checked_add(int64_t a, int64_t b, const char *what) {
 TensorView view_tensor(const sa_tensor *t, const char *name, int rank,
                        std::initializer_list<sa_dtype> dtypes) {
   if (!t) fail(SA_ERR_NULL_POINTER, "%s is NULL", name);
-  if (t->device == SA_DEVICE_CUDA)
+  const int device = enum_value(t->device), dtype = enum_value(t->dtype);
+  if (device == SA_DEVICE_CUDA)
     fail(SA_ERR_BACKEND_UNAVAILABLE,
          "%s is a CUDA tensor, but this build of sparseattn has no CUDA plugin", name);
-  if (t->device != SA_DEVICE_CPU) fail(SA_ERR_INVALID_ARGUMENT, "%s has an unknown device %d", name, int(t->device));
+  if (device != SA_DEVICE_CPU) fail(SA_ERR_INVALID_ARGUMENT, "%s has an unknown device %d", name, device);
   bool dtype_ok = false;
   std::string allowed;
   for (sa_dtype d : dtypes) {
-    dtype_ok |= (t->dtype == d);
+    dtype_ok |= (dtype == int(d));
     allowed += allowed.empty() ? "" : "/";
     allowed += dtype_name(d);
   }
   if (!dtype_ok)
-    fail(SA_ERR_DTYPE, "%s has dtype %s (%d), expected %s", name, dtype_name(t->dtype), int(t->dtype),
+    fail(SA_ERR_DTYPE, "%s has dtype %s (%d), expected %s", name,
+         dtype >= 0 && dtype <= SA_DTYPE_I64 ? dtype_name(sa_dtype(dtype)) : "unknown", dtype,
          allowed.c_str());
   if (t->rank != rank) fail(SA_ERR_SHAPE, "%s has rank %d, expected %d", name, int(t->rank), rank);
 

@@ -6,7 +6,8 @@
 namespace sa {
 
 std::unique_ptr<Selector> make_selector(const sa_index_options &opt) {
-  switch (opt.kind) {
+  const int kind = enum_value(opt.kind);
+  switch (kind) {
     case SA_SELECTOR_EXACT:
       return std::make_unique<ExactSelector>(opt.num_kv_heads, opt.head_dim, opt.dtype, opt.capacity);
     case SA_SELECTOR_PAGE:
@@ -14,14 +15,14 @@ std::unique_ptr<Selector> make_selector(const sa_index_options &opt) {
     case SA_SELECTOR_HNSW:
     case SA_SELECTOR_LEARNED:
     case SA_SELECTOR_INDEXER:
-      fail(SA_ERR_UNSUPPORTED, "opt->kind %d (%s) is not implemented in sparseattn %s yet", int(opt.kind),
-           opt.kind == SA_SELECTOR_PAGE ? "page"
-           : opt.kind == SA_SELECTOR_LSH ? "lsh"
-           : opt.kind == SA_SELECTOR_HNSW ? "hnsw"
-           : opt.kind == SA_SELECTOR_LEARNED ? "learned" : "indexer",
+      fail(SA_ERR_UNSUPPORTED, "opt->kind %d (%s) is not implemented in sparseattn %s yet", kind,
+           kind == SA_SELECTOR_PAGE ? "page"
+           : kind == SA_SELECTOR_LSH ? "lsh"
+           : kind == SA_SELECTOR_HNSW ? "hnsw"
+           : kind == SA_SELECTOR_LEARNED ? "learned" : "indexer",
            sa_version_string());
   }
-  fail(SA_ERR_INVALID_ARGUMENT, "opt->kind is %d, not an sa_selector_kind value", int(opt.kind));
+  fail(SA_ERR_INVALID_ARGUMENT, "opt->kind is %d, not an sa_selector_kind value", kind);
 }
 
 }  // namespace sa
