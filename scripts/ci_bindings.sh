@@ -61,18 +61,18 @@ export PKG_CONFIG_SYSROOT_DIR=$stage
 # ------------------------------------------------------------ consumers
 section "C consumer through pkg-config (examples/consumers/pkgconfig)"
 echo "pkg-config --cflags --libs sparseattn: $(pkg-config --cflags --libs sparseattn)"
-cp -r examples/consumers/pkgconfig "$tmp/pkgconfig-consumer"
+cp -r examples/consumers "$tmp/consumers"  # both consumers share consumer.c
 if command -v make > /dev/null; then
-  make -s -C "$tmp/pkgconfig-consumer"
+  make -s -C "$tmp/consumers/pkgconfig"
 else
   # No make (cmake only recommends it): the Makefile's rule as one line.
   # shellcheck disable=SC2046
   ${CC:-cc} -std=c99 -Wall -Wextra -Werror -O2 $(pkg-config --cflags sparseattn) \
-    -o "$tmp/pkgconfig-consumer/consumer" "$tmp/pkgconfig-consumer/main.c" \
+    -o "$tmp/consumers/pkgconfig/consumer" "$tmp/consumers/consumer.c" \
     $(pkg-config --libs sparseattn) -Wl,-rpath,"$inst_lib"
 fi
-"$tmp/pkgconfig-consumer/consumer"
-ldd "$tmp/pkgconfig-consumer/consumer" | grep -F "$stage" > /dev/null \
+"$tmp/consumers/pkgconfig/consumer"
+ldd "$tmp/consumers/pkgconfig/consumer" | grep -F "$stage" > /dev/null \
   || { echo "ci_bindings: the pkg-config consumer did not load the staged library" >&2; exit 1; }
 
 section "C consumer through the CMake package (examples/consumers/cmake)"

@@ -16,14 +16,6 @@ constexpr float kLn2 = 0.6931471805599453f;
 constexpr int64_t kTargetTasks = 32;   // split long lists until about this many tasks exist
 constexpr int64_t kMinSplitKeys = 512; // never split below this many keys per task
 
-float load_scalar(const TensorView &t, int64_t off) {
-  switch (t.dtype) {
-    case SA_DTYPE_F16: return f16_to_f32(t.ptr<const uint16_t>()[off]);
-    case SA_DTYPE_BF16: return bf16_to_f32(t.ptr<const uint16_t>()[off]);
-    default: return t.ptr<const float>()[off];
-  }
-}
-
 void store_scalar(const TensorView &t, int64_t off, float x) {
   switch (t.dtype) {
     case SA_DTYPE_F16: t.ptr<uint16_t>()[off] = f32_to_f16(x); break;
@@ -193,7 +185,7 @@ void attend(const sa_context &ctx, const AttendProblem &p) {
     float *q = &qbuf[size_t(slot * max_heads * D)];
     for (int h = 0; h < u.g; ++h)
       for (int64_t d = 0; d < D; ++d)
-        q[h * D + d] = qscale * load_scalar(p.q, u.i * p.q.stride[0] + (u.h0 + h) * p.q.stride[1] + d * p.q.stride[2]);
+        q[h * D + d] = qscale * read_float(p.q, u.i * p.q.stride[0] + (u.h0 + h) * p.q.stride[1] + d * p.q.stride[2]);
 
     const int64_t block = sparse ? std::max<int64_t>(1, task.end - task.begin) : kTokenBlock;
     for (int64_t b = task.begin; b < task.end && n_kv > 0; b += block) {

@@ -4,6 +4,7 @@
 #include <string>
 
 #include "core/error.hpp"
+#include "core/half.hpp"
 
 namespace sa {
 
@@ -27,6 +28,14 @@ const char *dtype_name(sa_dtype dtype) {
     case SA_DTYPE_I64: return "i64";
   }
   return "unknown";
+}
+
+float read_float(const TensorView &t, int64_t off) {
+  switch (t.dtype) {
+    case SA_DTYPE_F16: return f16_to_f32(t.ptr<const uint16_t>()[off]);
+    case SA_DTYPE_BF16: return bf16_to_f32(t.ptr<const uint16_t>()[off]);
+    default: return t.ptr<const float>()[off];
+  }
 }
 
 int64_t checked_mul(int64_t a, int64_t b, const char *what) {

@@ -35,6 +35,10 @@ TensorView view_tensor(const sa_tensor *t, const char *name, int rank,
 void expect_dim(const TensorView &v, const char *name, int dim, int64_t expected,
                 const char *what);
 
+// Element `off` (in elements) of a float tensor, as f32: the scalar path for small inputs such
+// as queries; kernels read K/V in bulk.
+float read_float(const TensorView &t, int64_t off);
+
 // a * b with overflow -> SA_ERR_OVERFLOW naming `what`.
 int64_t checked_mul(int64_t a, int64_t b, const char *what);
 int64_t checked_add(int64_t a, int64_t b, const char *what);

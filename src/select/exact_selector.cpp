@@ -17,15 +17,6 @@ constexpr int64_t kGemmMinQueries = 8;         // fewer queries: one SIMD pass p
 constexpr int64_t kScoreBlockFloats = 1 << 22; // score buffer per thread (16 MB)
 constexpr int64_t kMaxQueryBlock = 64;
 
-float query_value(const TensorView &q, int64_t i, int64_t h, int64_t d) {
-  const int64_t off = i * q.stride[0] + h * q.stride[1] + d * q.stride[2];
-  switch (q.dtype) {
-    case SA_DTYPE_F16: return f16_to_f32(q.ptr<const uint16_t>()[off]);
-    case SA_DTYPE_BF16: return bf16_to_f32(q.ptr<const uint16_t>()[off]);
-    default: return q.ptr<const float>()[off];
-  }
-}
-
 // Per-thread buffers, sized before the parallel region.
 struct Scratch {
   std::vector<float> queries, scores, mass;
@@ -76,7 +67,7 @@ void ExactSelector::select(const sa_context &ctx, const SelectRequest &req) cons
     for (int64_t i = i0; i < i1; ++i)
       for (int64_t g = 0; g < G; ++g)
         for (int64_t d = 0; d < D; ++d)
-          s.queries[size_t(((i - i0) * G + g) * D + d)] = qscale * query_value(req.queries, i, h * G + g, d);
+          s.queries[size_t(((i - i0) * G + g) * D + d)] = qscale * read_float(req.queries, i * req.queries.stride[0] + (h * G + g) * req.queries.stride[1] + d * req.queries.stride[2]);
     if (keys_f32) {
       matmul_abt(s.queries.data(), (i1 - i0) * G, keys_f32, n, D, s.scores.data(), n);
     } else {

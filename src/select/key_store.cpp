@@ -22,16 +22,11 @@ void KeyStore::store_row(int h, int64_t slot, const TensorView &keys, int64_t sr
   const int64_t base = src_row * keys.stride[0] + h * keys.stride[1];
   for (int d = 0; d < dim_; ++d) {
     const int64_t off = base + d * keys.stride[2];
-    float x;
     if (keys.dtype == dtype_) {  // same format: copy bits
       std::memcpy(dst + size_t(d) * elem_, keys.bytes() + size_t(off) * elem_, elem_);
       continue;
     }
-    switch (keys.dtype) {
-      case SA_DTYPE_F16: x = f16_to_f32(keys.ptr<const uint16_t>()[off]); break;
-      case SA_DTYPE_BF16: x = bf16_to_f32(keys.ptr<const uint16_t>()[off]); break;
-      default: x = keys.ptr<const float>()[off]; break;
-    }
+    const float x = read_float(keys, off);
     switch (dtype_) {
       case SA_DTYPE_F16: reinterpret_cast<uint16_t *>(dst)[d] = f32_to_f16(x); break;
       case SA_DTYPE_BF16: reinterpret_cast<uint16_t *>(dst)[d] = f32_to_bf16(x); break;

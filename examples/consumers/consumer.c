@@ -1,4 +1,4 @@
-/* A host built against an installed sparseattn through its CMake package. */
+/* A host built against an installed sparseattn, through its CMake package (cmake/) or pkg-config (pkgconfig/). */
 #include <sparseattn.h>
 #include <stdio.h>
 
