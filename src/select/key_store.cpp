@@ -20,6 +20,10 @@ KeyStore::KeyStore(int heads, int dim, sa_dtype dtype, int64_t capacity_hint)
 void KeyStore::store_row(int h, int64_t slot, const TensorView &keys, int64_t src_row) {
   char *dst = rows_[size_t(h)].data() + size_t(slot) * size_t(dim_) * elem_;
   const int64_t base = src_row * keys.stride[0] + h * keys.stride[1];
+  if (keys.dtype == dtype_ && keys.stride[2] == 1) {  // same format, contiguous row: one copy
+    std::memcpy(dst, keys.bytes() + size_t(base) * elem_, size_t(dim_) * elem_);
+    return;
+  }
   for (int d = 0; d < dim_; ++d) {
     const int64_t off = base + d * keys.stride[2];
     if (keys.dtype == dtype_) {  // same format: copy bits
