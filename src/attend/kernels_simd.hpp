@@ -9,7 +9,7 @@
 // Work is done in blocks of L keys (L = lanes): rows are converted to f32 as they are loaded,
 // dot products for all heads of the group come out of a register-blocked loop and one
 // transposing reduction, softmax runs on whole vectors, and V rows are accumulated
-// with broadcast probabilities. Gathered rows two blocks ahead are prefetched.
+// with broadcast probabilities. Rows one block ahead are prefetched (distance measured best of 1, 2, 4, 8 blocks).
 #include <cmath>
 #include <cstdlib>
 #include <limits>
@@ -150,7 +150,7 @@ void attend_rows_t(const float *q, int g, int D, const RowSet &rs, SoftmaxState 
     for (int j = n; j < L; ++j) krows[j] = reinterpret_cast<const T *>(kZeroRow);
     // Gathered rows defeat the hardware prefetcher; ranges stream without help.
     if (prefetched < walk.cursor) prefetched = walk.cursor;
-    for (int64_t stop = std::min(rs.n, walk.cursor + 2 * L); prefetched < stop; ++prefetched) {
+    for (int64_t stop = std::min(rs.n, walk.cursor + L); prefetched < stop; ++prefetched) {
       int64_t r = walk.raw_row(prefetched);
       if (r < 0) continue;
       prefetch_row(reinterpret_cast<const char *>(K + r * rs.k_stride), row_bytes);
