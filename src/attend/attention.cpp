@@ -52,10 +52,6 @@ struct RowMajorKV {
   }
 };
 
-void prefetch_span(const char *p, int64_t bytes) {
-  for (int64_t o = 0; o < bytes; o += 64) __builtin_prefetch(p + o, 0, 2);
-}
-
 // One unit of output: query i, query heads [h0, h0 + g). Dense units hold every head of the
 // query, so that a task walks the cache token block by token block across all KV heads and
 // reads memory in order; sparse units hold the heads that share one index list.

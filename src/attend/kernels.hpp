@@ -8,6 +8,10 @@
 
 namespace sa {
 
+// Element types of 16-bit K/V rows, so kernels can overload on the format.
+struct F16 { uint16_t bits; };
+struct BF16 { uint16_t bits; };
+
 // Most query heads one kernel call handles; larger GQA groups are split by the caller.
 constexpr int kMaxGroup = 16;
 

@@ -3,13 +3,13 @@
 
 #include <xsimd/xsimd.hpp>
 
+#include "attend/kernels.hpp"
+
 #define SA_KERNEL_NS avx2
 namespace sa {
 namespace avx2 {
 namespace {
 using arch = xsimd::fma3<xsimd::avx2>;
-struct F16 { uint16_t bits; };
-struct BF16 { uint16_t bits; };
 using Batch = xsimd::batch<float, arch>;
 inline Batch load_f32(const float *p) { return Batch::load_unaligned(p); }
 inline Batch load_f32(const F16 *p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i *>(p))); }

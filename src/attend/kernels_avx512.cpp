@@ -3,13 +3,13 @@
 
 #include <xsimd/xsimd.hpp>
 
+#include "attend/kernels.hpp"
+
 #define SA_KERNEL_NS avx512
 namespace sa {
 namespace avx512 {
 namespace {
 using arch = xsimd::avx512bw;
-struct F16 { uint16_t bits; };
-struct BF16 { uint16_t bits; };
 using Batch = xsimd::batch<float, arch>;
 inline Batch load_f32(const float *p) { return Batch::load_unaligned(p); }
 inline Batch load_f32(const F16 *p) { return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(p))); }

@@ -3,13 +3,13 @@
 
 #include <xsimd/xsimd.hpp>
 
+#include "attend/kernels.hpp"
+
 #define SA_KERNEL_NS neon
 namespace sa {
 namespace neon {
 namespace {
 using arch = xsimd::neon64;
-struct F16 { uint16_t bits; };
-struct BF16 { uint16_t bits; };
 using Batch = xsimd::batch<float, arch>;
 inline Batch load_f32(const float *p) { return Batch::load_unaligned(p); }
 inline Batch load_f32(const F16 *p) {

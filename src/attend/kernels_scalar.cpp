@@ -14,12 +14,10 @@ float load_one(const void *base, int64_t i);
 template <>
 float load_one<float>(const void *base, int64_t i) { return static_cast<const float *>(base)[i]; }
 
-struct F16Tag {};
-struct BF16Tag {};
 template <>
-float load_one<F16Tag>(const void *base, int64_t i) { return f16_to_f32(static_cast<const uint16_t *>(base)[i]); }
+float load_one<F16>(const void *base, int64_t i) { return f16_to_f32(static_cast<const uint16_t *>(base)[i]); }
 template <>
-float load_one<BF16Tag>(const void *base, int64_t i) { return bf16_to_f32(static_cast<const uint16_t *>(base)[i]); }
+float load_one<BF16>(const void *base, int64_t i) { return bf16_to_f32(static_cast<const uint16_t *>(base)[i]); }
 
 template <class T>
 void attend_rows_t(const float *q, int g, int D, const RowSet &rs, SoftmaxState st) {
@@ -42,8 +40,8 @@ void attend_rows_t(const float *q, int g, int D, const RowSet &rs, SoftmaxState 
 
 void attend_rows(sa_dtype kv, const float *q, int g, int D, const RowSet &rs, SoftmaxState st) {
   switch (kv) {
-    case SA_DTYPE_F16: return attend_rows_t<F16Tag>(q, g, D, rs, st);
-    case SA_DTYPE_BF16: return attend_rows_t<BF16Tag>(q, g, D, rs, st);
+    case SA_DTYPE_F16: return attend_rows_t<F16>(q, g, D, rs, st);
+    case SA_DTYPE_BF16: return attend_rows_t<BF16>(q, g, D, rs, st);
     default: return attend_rows_t<float>(q, g, D, rs, st);
   }
 }
@@ -61,8 +59,8 @@ void score_rows_t(const float *q, int g, int D, const void *rows, int64_t n, flo
 void score_rows(sa_dtype dtype, const float *q, int g, int D, const void *rows, int64_t n, float *scores,
                 int64_t ld) {
   switch (dtype) {
-    case SA_DTYPE_F16: return score_rows_t<F16Tag>(q, g, D, rows, n, scores, ld);
-    case SA_DTYPE_BF16: return score_rows_t<BF16Tag>(q, g, D, rows, n, scores, ld);
+    case SA_DTYPE_F16: return score_rows_t<F16>(q, g, D, rows, n, scores, ld);
+    case SA_DTYPE_BF16: return score_rows_t<BF16>(q, g, D, rows, n, scores, ld);
     default: return score_rows_t<float>(q, g, D, rows, n, scores, ld);
   }
 }

@@ -11,7 +11,6 @@
 // transposing reduction, softmax runs on whole vectors, and V rows are accumulated
 // with broadcast probabilities. Rows one block ahead are prefetched (distance measured best of 1, 2, 4, 8 blocks).
 #include <cmath>
-#include <cstdlib>
 #include <limits>
 
 #include "attend/kernels.hpp"
