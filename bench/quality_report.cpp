@@ -26,6 +26,7 @@
 #include <map>
 #include <memory>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -277,6 +278,8 @@ int report(const Options &o) {
   }
   std::unique_ptr<sa_context, void (*)(sa_context *)> ctx(raw, [](sa_context *c) { sa_context_destroy(&c); });
 
+  if (!std::filesystem::is_directory(o.data))
+    throw std::runtime_error("data directory " + o.data + " not found (pass --data DIR)");
   std::vector<Row> rows;
   bool header_done = false;
   for (int l : o.layers) {
@@ -284,7 +287,7 @@ int report(const Options &o) {
     const int64_t lo = o.range_lo >= 0 ? o.range_lo : layer.tokens - layer.tokens / 4;
     const int64_t hi = o.range_hi >= 0 ? o.range_hi : layer.tokens;
     if (lo < layer.first_query || hi > layer.tokens)
-      usage_error("layer " + std::to_string(l) + " has queries at positions [" + std::to_string(layer.first_query) +
+      throw std::runtime_error("layer " + std::to_string(l) + " has queries at positions [" + std::to_string(layer.first_query) +
                   ", " + std::to_string(layer.tokens) + "); --range " + std::to_string(lo) + ":" + std::to_string(hi) +
                   " is outside");
     const std::vector<int64_t> positions = spread_positions(lo, hi, std::min(o.queries, hi - lo));
