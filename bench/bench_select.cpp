@@ -7,8 +7,19 @@
 // Each iteration uses the next of several cache-cold layers (bench_common.hpp),
 // each with its own index over that layer's keys.
 //
+// Every selector kind next to exact (the kinds of bench/decode_selection.hpp; kinds the
+// library does not build are skipped with SA_ERR_UNSUPPORTED), one index over one layer of
+// n random f16 keys (past the last-level cache from 32K keys on), built before timing:
+//   select/KIND/decode/f16/N:n/threads:T     one decode query, as select_exact above
+//   select/KIND/prefill4k/f16/N:n/threads:2  4096 queries at the last 4096 positions
+//                                            (causal), one sa_select call. Slow for exact:
+//                                            0.5 TFLOP of scoring at 32K (35 s measured
+//                                            on a loaded 2-core machine), 2 TFLOP at 128K.
+//
 //   build/bench/bench_select --benchmark_filter='N:131072'
+//   build/bench/bench_select --benchmark_filter='select/.*/decode/.*N:32768'
 #include "bench_common.hpp"
+#include "decode_selection.hpp"
 
 namespace {
 
@@ -87,6 +98,85 @@ void BM_select(benchmark::State &state, int64_t n, int threads, bool attend) {
     state.SetLabel("layers=" + std::to_string(layers.count));
 }
 
+// One index of a selector kind over the first layer's keys, built with the context of
+// `threads`. Only the last one asked for is kept (an exact index at 128K holds 256 MiB).
+struct KindIndex {
+    std::string kind;
+    int64_t n = -1;
+    int threads = -1;
+    sa_index *ix = nullptr;
+    ~KindIndex() { sa_index_destroy(&ix); }
+    sa_status build(const quality::SelectorKind &k, const Layers &layers, int t) {
+        if (ix && kind == k.name && n == layers.n && threads == t) return SA_OK;
+        sa_index_destroy(&ix);
+        sa_index_options o = k.options;
+        o.num_kv_heads = kHkv;
+        o.head_dim = kD;
+        o.dtype = SA_DTYPE_F16;
+        o.capacity = layers.n;
+        sa_status st = sa_index_create(context(t), &o, &ix);
+        if (st != SA_OK) return st;
+        sa_tensor keys = tensor(layers.k(0), SA_DTYPE_F16, {layers.n, kHkv, kD});
+        if ((st = sa_index_append(ix, &keys)) != SA_OK) {
+            sa_index_destroy(&ix);
+            return st;
+        }
+        kind = k.name;
+        n = layers.n;
+        threads = t;
+        return SA_OK;
+    }
+};
+
+KindIndex kind_index;
+
+// n_queries: 1 (decode) or a prefill chunk at the last n_queries positions.
+void BM_select_kind(benchmark::State &state, const quality::SelectorKind *kind, int64_t n, int threads,
+                    int64_t n_queries) {
+    if (!context(threads)) return state.SkipWithError("sa_context_create failed");
+    Layers layers(SA_DTYPE_F16, n);
+    if (!ok(state, kind_index.build(*kind, layers, threads), (kind->name + ": building the index").c_str()))
+        return;
+    const int sets = n_queries == 1 ? 8 : 1;  // decode rotates through a few queries
+    std::vector<float> q = queries(int(n_queries * sets));
+    std::vector<int32_t> idx(size_t(n_queries) * kHkv * kWidth);
+    sa_select_options so = sa_select_options_default();
+    so.top_k = kTopK;
+    so.window = kWindow;
+    so.sinks = kSinks;
+    sa_tensor it = tensor(idx.data(), SA_DTYPE_I32, {n_queries, kHkv, kWidth});
+    int64_t i = 0;
+    for (auto _ : state) {
+        const float *qi = q.data() + (i % sets) * n_queries * kHq * kD;
+        sa_tensor qt = tensor(qi, SA_DTYPE_F32, {n_queries, kHq, kD});
+        if (!ok(state, sa_select(kind_index.ix, &qt, &so, &it), "sa_select")) break;
+        benchmark::DoNotOptimize(idx.data());
+        ++i;
+    }
+    state.counters["queries/s"] =
+        benchmark::Counter(double(n_queries) * double(state.iterations()), benchmark::Counter::kIsRate);
+    state.SetLabel(kind->about);
+}
+
+void register_kinds() {
+    constexpr int64_t kPrefill = 4096;
+    for (int64_t n : {32768, 131072})
+        for (int t : {1, 2})  // in this order, each index is built once
+            for (const quality::SelectorKind &kind : quality::selector_kinds()) {
+                const std::string what = "select/" + kind.name;
+                benchmark::RegisterBenchmark(name((what + "/decode").c_str(), SA_DTYPE_F16, n, t).c_str(),
+                                             BM_select_kind, &kind, n, t, int64_t{1})
+                    ->UseRealTime()
+                    ->Unit(benchmark::kMicrosecond);
+                if (t == 2)
+                    benchmark::RegisterBenchmark(
+                        name((what + "/prefill4k").c_str(), SA_DTYPE_F16, n, t).c_str(), BM_select_kind, &kind,
+                        n, t, kPrefill)
+                        ->UseRealTime()
+                        ->Unit(benchmark::kMillisecond);
+            }
+}
+
 void register_all() {
     for (int64_t n : {4096, 32768, 131072})
         for (int t : {1, 2})  // in this order, each set of indexes is built once
@@ -102,7 +192,9 @@ void register_all() {
 
 int main(int argc, char **argv) {
     register_all();
+    register_kinds();
     int rc = bench::run_main(argc, argv);
     indexes.clear();  // before the contexts they use go away with the process
+    sa_index_destroy(&kind_index.ix);
     return rc;
 }
