@@ -178,23 +178,46 @@ __global__ void __launch_bounds__(kThreads) decode_kernel(const Params p) {
   }
 }
 
-// The exact merge of the splits: weights 2^(m_s - M) on each split's sum and weighted V.
+// The exact merge of the splits: weights 2^(m_s - M) on each split's sum and weighted V. The
+// per-split maxima and weights are staged in shared memory first, so the loop over splits
+// issues independent loads instead of a chain of dependent ones.
+constexpr int kMaxMergeSplits = 1024;
 template <int D, int GT>
 __global__ void __launch_bounds__(kThreads) merge_kernel(const Params p) {
   const int u = blockIdx.x, i = blockIdx.y + p.q_offset, h0 = u * GT;
   const int64_t part0 = (int64_t(i) * p.units + u) * p.splits;
+  __shared__ float w_s[GT][kMaxMergeSplits];
+  __shared__ float M_s[GT], L_s[GT];
+  for (int e = threadIdx.x; e < GT * p.splits; e += kThreads) {
+    const int g = e / p.splits, s = e % p.splits;
+    w_s[g][s] = p.part_ml[((part0 + s) * GT + g) * 2];
+  }
+  __syncthreads();
+  if (threadIdx.x < GT) {
+    const int g = threadIdx.x;
+    float M = -INFINITY;
+    for (int s = 0; s < p.splits; ++s) M = fmaxf(M, w_s[g][s]);
+    M_s[g] = M;
+  }
+  __syncthreads();
+  for (int e = threadIdx.x; e < GT * p.splits; e += kThreads) {
+    const int g = e / p.splits, s = e % p.splits;
+    w_s[g][s] = M_s[g] == -INFINITY ? 0.f : exp2f(w_s[g][s] - M_s[g]);
+  }
+  __syncthreads();
+  if (threadIdx.x < GT) {
+    const int g = threadIdx.x;
+    float Lsum = 0.f;
+    for (int s = 0; s < p.splits; ++s) Lsum = fmaf(p.part_ml[((part0 + s) * GT + g) * 2 + 1], w_s[g][s], Lsum);
+    L_s[g] = Lsum;
+  }
+  __syncthreads();
   for (int e = threadIdx.x; e < GT * D; e += kThreads) {
     const int g = e / D, d = e % D;
-    float M = -INFINITY;
-    for (int s = 0; s < p.splits; ++s) M = fmaxf(M, p.part_ml[((part0 + s) * GT + g) * 2]);
-    float A = 0.f, Lsum = 0.f;
-    if (M != -INFINITY)
-      for (int s = 0; s < p.splits; ++s) {
-        const float *ml = &p.part_ml[((part0 + s) * GT + g) * 2];
-        const float w = exp2f(ml[0] - M);
-        A = fmaf(p.part_acc[((part0 + s) * GT + g) * D + d], w, A);
-        Lsum = fmaf(ml[1], w, Lsum);
-      }
+    float A = 0.f;
+#pragma unroll 8
+    for (int s = 0; s < p.splits; ++s) A = fmaf(p.part_acc[((part0 + s) * GT + g) * D + d], w_s[g][s], A);
+    const float Lsum = L_s[g], M = M_s[g];
     store_any(p.out, i * p.o_s0 + (h0 + g) * p.o_s1 + d * p.o_s2, p.out_dtype, Lsum > 0.f ? A / Lsum : 0.f);
     if (d == 0 && p.lse) p.lse[i * p.l_s0 + (h0 + g) * p.l_s1] = Lsum > 0.f ? (M + log2f(Lsum)) * kLn2 : -INFINITY;
   }
@@ -301,6 +324,7 @@ void attend(const sa_plugin_attend_args &a) {
   const int64_t max_splits = (len + kMinChunk - 1) / kMinChunk;
   if (splits > max_splits) splits = max_splits;
   if (splits < 1) splits = 1;
+  if (splits > kMaxMergeSplits) splits = kMaxMergeSplits;
   p.chunk = len > 0 ? (len + splits - 1) / splits : 0;
   p.splits = int(len > 0 ? (len + p.chunk - 1) / p.chunk : 1);
 

@@ -181,18 +181,13 @@ __global__ void __launch_bounds__(kTopThreads) top_items_kernel(const Common c, 
         if (v >= 0.f && (bits & mask) == prefix) atomicAdd(&hist[(bits >> shift) & 255], 1);
       }
       __syncthreads();
-      if (tid == 0) {
-        int64_t cum = 0;
-        int digit = 0;
-        for (int d = 255; d >= 0; --d) {
-          if (cum + hist[d] >= need) {
-            digit = d;
-            break;
-          }
-          cum += hist[d];
-        }
-        prefix_s = prefix | (unsigned(digit) << shift);
-        need_s = int(need - cum);  // still to take within the digit
+      // Counts from the top digit down: the digit where the running count reaches `need`.
+      const int count = tid < 256 ? hist[255 - tid] : 0;
+      int above, all;
+      Scan(scan_tmp).ExclusiveSum(count, above, all);
+      if (tid < 256 && above < need && above + count >= need) {
+        prefix_s = prefix | (unsigned(255 - tid) << shift);
+        need_s = int(need - above);  // still to take within the digit
       }
       __syncthreads();
       prefix = prefix_s;
