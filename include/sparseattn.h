@@ -23,6 +23,13 @@
  *   (token-major), indices i32 [n_q, H_kv, width]. GQA: query head h uses KV
  *   head h / (H_q / H_kv).
  *
+ * CUDA tensors (device = SA_DEVICE_CUDA, data in device memory) are served by
+ * the CUDA plugin (see sa_context_options); the core never reads them. A call
+ * takes all its tensors on one device. Device calls are asynchronous: they
+ * enqueue work on a CUDA stream (cuda_stream in the options) and return;
+ * outputs are ready when that stream's work completes. sa_attend and sa_select
+ * take CUDA tensors; see each for what the device path supports.
+ *
  * Thread safety: sa_context and sa_index may be shared between threads for
  * sa_select, sa_attend and sa_cache_evict (they only read them).
  * sa_index_append, sa_index_update and *_destroy need exclusive access.
@@ -143,9 +150,28 @@ typedef struct sa_context_options {
     int32_t threads;  /* 0: all cores (OpenMP default); 1: the calling thread only, no
                          OpenMP region is entered; n > 1: n OpenMP threads */
     sa_isa isa;       /* cap on the instruction set; SA_ISA_AUTO for the best */
+    /* Appended (accelerators). The CUDA plugin is loaded on first need: a
+     * CUDA tensor in a call, or a context created with device = SA_DEVICE_CUDA.
+     * It is looked for at cuda_plugin_path when set, else at the path in the
+     * environment variable SA_CUDA_PLUGIN when set, else as
+     * libsparseattn_cuda.so beside libsparseattn.so. Each path is tried once
+     * per process; a failure is reported as SA_ERR_BACKEND_UNAVAILABLE with the
+     * loader's reason (file missing, symbol missing, ABI version, no CUDA
+     * runtime, no device) and never affects work on CPU tensors. */
+    const char *cuda_plugin_path; /* NULL: the environment, then beside the library;
+                                     copied by sa_context_create */
+    sa_device_type device; /* SA_DEVICE_CUDA: load the plugin now (creation fails
+                              with SA_ERR_BACKEND_UNAVAILABLE if it cannot serve
+                              device_id), and indexes created with this context
+                              keep their keys on that device */
+    int32_t device_id;     /* CUDA device ordinal for device = SA_DEVICE_CUDA */
+    void *cuda_stream;     /* cudaStream_t for device work when a call's options
+                              name none (index appends always); NULL: the legacy
+                              default stream */
 } sa_context_options;
 
-#define SA_CONTEXT_OPTIONS_INIT { sizeof(sa_context_options), 0, SA_ISA_AUTO }
+#define SA_CONTEXT_OPTIONS_INIT                                                \
+    { sizeof(sa_context_options), 0, SA_ISA_AUTO, NULL, SA_DEVICE_CPU, 0, NULL }
 SA_API sa_context_options sa_context_options_default(void);
 
 /* Creates a context. opt may be NULL (defaults). On success *out owns it. */
@@ -256,10 +282,13 @@ typedef struct sa_select_options {
      * the index). A query sees only keys of its own segment. Both or neither. */
     const int32_t *query_segments;
     const int32_t *key_segments;
+    /* Appended: cudaStream_t for an index on a CUDA device; NULL: the
+     * context's cuda_stream. */
+    void *cuda_stream;
 } sa_select_options;
 
 #define SA_SELECT_OPTIONS_INIT                                                 \
-    { sizeof(sa_select_options), 64, 64, 4, 0, 0.0f, 0.0f, NULL, NULL, NULL }
+    { sizeof(sa_select_options), 64, 64, 4, 0, 0.0f, 0.0f, NULL, NULL, NULL, NULL }
 SA_API sa_select_options sa_select_options_default(void);
 
 /* Chooses, for each query and KV head (or query head), the slots to attend.
@@ -267,7 +296,14 @@ SA_API sa_select_options sa_select_options_default(void);
  * indices: I32 [n_q, H, width] with H = H_kv (or H_q when per_query_head) and
  *   width >= sinks + window + top_k. Written with the chosen slots ascending,
  *   then -1 padding. Only slots visible to the query (causal, segment) appear.
- * Safe to call concurrently on one index. */
+ * Safe to call concurrently on one index.
+ * Device indexes (created with a context whose device is SA_DEVICE_CUDA, or
+ * whose first append had CUDA keys) keep their keys, and page bounds, on the
+ * device; queries and indices must then be CUDA tensors on that device.
+ * They support the exact and page selectors (page with refine = 0), top_k,
+ * window, sinks and default query positions; mass_target, per_query_head,
+ * query_positions and segments return SA_ERR_UNSUPPORTED, as does
+ * sa_index_update. */
 SA_API sa_status sa_select(sa_index *ix, const sa_tensor *queries,
                            const sa_select_options *opt, sa_tensor *indices);
 
@@ -284,9 +320,12 @@ typedef struct sa_attend_options {
     /* Token position held by each key row (n_kv values), for causal after
      * eviction reordered the cache; NULL: row r holds position r. */
     const int64_t *key_positions;
+    /* Appended: cudaStream_t for CUDA tensors; NULL: the context's
+     * cuda_stream. */
+    void *cuda_stream;
 } sa_attend_options;
 
-#define SA_ATTEND_OPTIONS_INIT { sizeof(sa_attend_options), 0.0f, 0, NULL, NULL }
+#define SA_ATTEND_OPTIONS_INIT { sizeof(sa_attend_options), 0.0f, 0, NULL, NULL, NULL }
 SA_API sa_attend_options sa_attend_options_default(void);
 
 /* Exact softmax attention, f32 accumulation.
@@ -299,7 +338,12 @@ SA_API sa_attend_options sa_attend_options_default(void);
  * out: [n_q, H_q, D] F32 or the dtype of q.
  * lse: optional F32 [n_q, H_q]: natural log of the softmax denominator of
  *   the scaled scores. A query with no visible key gets out = 0, lse = -inf.
- * opt may be NULL (defaults). Any strides. Safe to call concurrently. */
+ * opt may be NULL (defaults). Any strides. Safe to call concurrently.
+ * CUDA tensors (all on one device): K/V F16 or BF16, the head dimension
+ * contiguous with 16-byte aligned rows and D in {64, 128, 256}; causal only
+ * with the default positions (query_positions and key_positions NULL).
+ * Index entries outside [0, n_kv) are skipped like -1 (the core cannot read
+ * them to refuse them). Other requests: SA_ERR_UNSUPPORTED. */
 SA_API sa_status sa_attend(sa_context *ctx, const sa_tensor *q, const sa_tensor *k,
                            const sa_tensor *v, const sa_tensor *indices,
                            const sa_attend_options *opt, sa_tensor *out, sa_tensor *lse);

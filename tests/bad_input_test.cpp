@@ -14,7 +14,8 @@
 // - Rank, a dimension that disagrees with another argument, a negative shape or stride,
 //   sa_select's width < sinks + window + top_k, freed too small: SA_ERR_SHAPE.
 // - An unknown device value: SA_ERR_INVALID_ARGUMENT; a CUDA tensor on this CPU build:
-//   SA_ERR_BACKEND_UNAVAILABLE (SA_ERR_UNSUPPORTED also accepted).
+//   SA_ERR_BACKEND_UNAVAILABLE (SA_ERR_UNSUPPORTED also accepted; where a CUDA plugin and
+//   device are usable, SA_ERR_INVALID_ARGUMENT for a CUDA tensor among CPU ones).
 // - Slots or indices outside the cache: SA_ERR_OUT_OF_RANGE.
 // - Shapes or strides whose element or byte offsets overflow: SA_ERR_OVERFLOW.
 #include <gtest/gtest.h>
@@ -170,6 +171,15 @@ std::vector<Case> cases() {
   add("ContextNegativeThreads", SA_ERR_INVALID_ARGUMENT, [](Fx &f) { f.ctx_opt.threads = -1; return f.context_create(); });
   add("ContextUnknownIsa", SA_ERR_INVALID_ARGUMENT,
       [](Fx &f) { f.ctx_opt.isa = sa_isa(42); return f.context_create(); });
+  add("ContextUnknownDevice", SA_ERR_INVALID_ARGUMENT,
+      [](Fx &f) { f.ctx_opt.device = sa_device_type(9); return f.context_create(); }, "device");
+  add("ContextNegativeDeviceId", SA_ERR_INVALID_ARGUMENT,
+      [](Fx &f) { f.ctx_opt.device_id = -1; return f.context_create(); }, "device_id");
+  add("ContextCudaPluginMissing", SA_ERR_BACKEND_UNAVAILABLE, [](Fx &f) {
+    f.ctx_opt.device = SA_DEVICE_CUDA;
+    f.ctx_opt.cuda_plugin_path = "/nonexistent/libsparseattn_cuda.so";
+    return f.context_create();
+  }, "/nonexistent/libsparseattn_cuda.so");
 
   // ---- sa_index_create
   add("IndexCreateNullCtx", SA_ERR_NULL_POINTER, [](Fx &f) { return sa_index_create(nullptr, &f.ix_opt, &f.ix_out); });
@@ -240,7 +250,7 @@ std::vector<Case> cases() {
   add("SelectNullIndicesData", SA_ERR_NULL_POINTER, [](Fx &f) { f.sel_out.t()->data = nullptr; return f.select(); });
   add("SelectStructSizeZero", SA_ERR_STRUCT_SIZE, [](Fx &f) { f.sel_opt.struct_size = 0; return f.select(); });
   add("SelectStructSizeTooSmall", SA_ERR_STRUCT_SIZE,
-      [](Fx &f) { f.sel_opt.struct_size = sizeof(sa_select_options) - 1; return f.select(); });
+      [](Fx &f) { f.sel_opt.struct_size = offsetof(sa_select_options, cuda_stream) - 1; /* short of the first version */ return f.select(); });
   add("SelectWrongHeadDim", SA_ERR_SHAPE, [](Fx &f) { f.sel_q.t()->shape[2] = kD - 2; return f.select(); });
   add("SelectHqNotMultipleOfHkv", SA_ERR_SHAPE, [](Fx &f) { f.sel_q.t()->shape[1] = 3; return f.select(); });
   add("SelectIntegerQueries", SA_ERR_DTYPE, [](Fx &f) { f.sel_q.t()->dtype = SA_DTYPE_I32; return f.select(); });
@@ -301,7 +311,7 @@ std::vector<Case> cases() {
   add("AttendNullIndicesData", SA_ERR_NULL_POINTER, [](Fx &f) { f.indices.t()->data = nullptr; return f.attend(); });
   add("AttendStructSizeZero", SA_ERR_STRUCT_SIZE, [](Fx &f) { f.att_opt.struct_size = 0; return f.attend(); });
   add("AttendStructSizeTooSmall", SA_ERR_STRUCT_SIZE,
-      [](Fx &f) { f.att_opt.struct_size = sizeof(sa_attend_options) - 1; return f.attend(); });
+      [](Fx &f) { f.att_opt.struct_size = offsetof(sa_attend_options, cuda_stream) - 1; /* short of the first version */ return f.attend(); });
   add("AttendIntegerK", SA_ERR_DTYPE, [](Fx &f) { f.k.t()->dtype = SA_DTYPE_I32; return f.attend(); });
   add("AttendVDtypeDiffersFromK", SA_ERR_DTYPE, [](Fx &f) { f.v.t()->dtype = SA_DTYPE_F16; return f.attend(); });
   add("AttendQF16WithKF32", SA_ERR_DTYPE, [](Fx &f) { f.q.t()->dtype = SA_DTYPE_F16; return f.attend(); });
@@ -427,6 +437,15 @@ std::vector<Case> cases() {
   return c;
 }
 
+bool cuda_usable() {
+  sa_context_options o = SA_CONTEXT_OPTIONS_INIT;
+  o.device = SA_DEVICE_CUDA;
+  sa_context *c = nullptr;
+  const bool ok = sa_context_create(&o, &c) == SA_OK;
+  sa_context_destroy(&c);
+  return ok;
+}
+
 class BadInput : public ::testing::TestWithParam<Case> {};
 
 TEST_P(BadInput, RefusedWithExactStatusAndNoWrites) {
@@ -438,6 +457,9 @@ TEST_P(BadInput, RefusedWithExactStatusAndNoWrites) {
 
   sa_status s = c.call(f);
   if (c.want == SA_ERR_BACKEND_UNAVAILABLE && s == SA_ERR_UNSUPPORTED) s = SA_ERR_BACKEND_UNAVAILABLE;
+  // Where a CUDA plugin and device are usable, a CUDA tensor among CPU ones is a device mix-up.
+  if (c.want == SA_ERR_BACKEND_UNAVAILABLE && s == SA_ERR_INVALID_ARGUMENT && cuda_usable())
+    s = SA_ERR_BACKEND_UNAVAILABLE;
   EXPECT_EQ(s, c.want) << "got " << sa_status_name(s) << ", wanted " << sa_status_name(c.want) << ": "
                        << sa_last_error();
   const std::string message = sa_last_error();

@@ -3,6 +3,7 @@
 #include <vector>
 
 #include "api/index.hpp"
+#include "core/context.hpp"
 #include "core/error.hpp"
 #include "core/tensor_view.hpp"
 #include "select/selector_factory.hpp"
@@ -12,7 +13,8 @@ namespace {
 using namespace sa;
 
 TensorView view_keys(const sa_index &ix, const sa_tensor *keys) {
-  TensorView k = view_tensor(keys, "keys", 3, {SA_DTYPE_F32, SA_DTYPE_F16, SA_DTYPE_BF16});
+  const Device dev = ix.on_device() ? Device{SA_DEVICE_CUDA, ix.device_id} : Device{};
+  TensorView k = view_tensor(keys, "keys", 3, {SA_DTYPE_F32, SA_DTYPE_F16, SA_DTYPE_BF16}, dev);
   expect_dim(k, "keys", 1, ix.opt.num_kv_heads, "the index's num_kv_heads");
   expect_dim(k, "keys", 2, ix.opt.head_dim, "the index's head_dim");
   return k;
@@ -42,10 +44,15 @@ SA_API sa_status sa_index_create(sa_context *ctx, const sa_index_options *opt, s
            int(SA_DTYPE_F32), int(SA_DTYPE_F16), int(SA_DTYPE_BF16));
     if (o.capacity < 0) fail(SA_ERR_INVALID_ARGUMENT, "opt->capacity is %lld, expected >= 0", (long long)o.capacity);
     if (o.capacity > INT32_MAX) fail(SA_ERR_OVERFLOW, "opt->capacity %lld exceeds the int32 slot range", (long long)o.capacity);
+    if (o.kind == SA_SELECTOR_PAGE && o.page.page_size < 1)
+      fail(SA_ERR_INVALID_ARGUMENT, "opt->page.page_size is %d, expected >= 1", int(o.page.page_size));
     auto ix = std::make_unique<sa_index>();
     ix->ctx = ctx;
     ix->opt = o;
-    ix->selector = make_selector(o);
+    if (ctx->device == SA_DEVICE_CUDA)
+      move_index_to_device(*ix, ctx->device_id);
+    else
+      ix->selector = make_selector(o);
     *out = ix.release();
   });
 }
@@ -59,8 +66,24 @@ SA_API void sa_index_destroy(sa_index **ix) {
 SA_API sa_status sa_index_append(sa_index *ix, const sa_tensor *keys) {
   return guarded("sa_index_append", [&] {
     if (!ix) fail(SA_ERR_NULL_POINTER, "ix is NULL");
+    // An empty CPU index whose first keys are on a CUDA device moves there.
+    const Device dev = first_cuda_device({keys});
+    if (dev.type == SA_DEVICE_CUDA && !ix->on_device() && ix->size() == 0) {
+      view_tensor(keys, "keys", 3, {SA_DTYPE_F32, SA_DTYPE_F16, SA_DTYPE_BF16}, dev);  // validate before moving
+      move_index_to_device(*ix, dev.id);
+    }
     TensorView k = view_keys(*ix, keys);
-    ix->selector->append(k);
+    if (!ix->on_device()) {
+      ix->selector->append(k);
+      return;
+    }
+    if (ix->device_size + k.shape[0] > INT32_MAX)
+      fail(SA_ERR_OVERFLOW, "appending %lld keys to %lld slots exceeds the int32 slot range", (long long)k.shape[0],
+           (long long)ix->device_size);
+    if (k.shape[0] == 0) return;
+    const sa_tensor t = describe(k);
+    check_plugin(*ix->plugin, ix->plugin->api.index_append(ix->device_index, &t), "CUDA index append");
+    ix->device_size += k.shape[0];
   });
 }
 
@@ -68,6 +91,8 @@ SA_API sa_status sa_index_update(sa_index *ix, const int32_t *slots, int64_t n, 
                                  const int64_t *positions) {
   return guarded("sa_index_update", [&] {
     if (!ix) fail(SA_ERR_NULL_POINTER, "ix is NULL");
+    if (ix->on_device())
+      fail(SA_ERR_UNSUPPORTED, "ix lives on CUDA device %d, where slots are only appended", int(ix->device_id));
     if (n < 0) fail(SA_ERR_INVALID_ARGUMENT, "n is %lld, expected >= 0", (long long)n);
     if (n > 0 && !slots) fail(SA_ERR_NULL_POINTER, "slots is NULL");
     TensorView k = view_keys(*ix, keys);
@@ -90,7 +115,7 @@ SA_API sa_status sa_index_size(const sa_index *ix, int64_t *n_slots) {
   return guarded("sa_index_size", [&] {
     if (!ix) fail(SA_ERR_NULL_POINTER, "ix is NULL");
     if (!n_slots) fail(SA_ERR_NULL_POINTER, "n_slots is NULL");
-    *n_slots = ix->selector->size();
+    *n_slots = ix->size();
   });
 }
 

@@ -2,6 +2,7 @@
 #include <cmath>
 
 #include "api/index.hpp"
+#include "core/context.hpp"
 #include "core/error.hpp"
 
 extern "C" {
@@ -18,8 +19,9 @@ SA_API sa_status sa_select(sa_index *ix, const sa_tensor *queries, const sa_sele
     if (!ix) fail(SA_ERR_NULL_POINTER, "ix is NULL");
     sa_select_options o = read_options(opt, sa_select_options_default(),
                                        offsetof(sa_select_options, key_segments) + sizeof(const int32_t *), "opt");
+    const Device dev = ix->on_device() ? Device{SA_DEVICE_CUDA, ix->device_id} : Device{};
     SelectRequest req;
-    req.queries = view_tensor(queries, "queries", 3, {SA_DTYPE_F32, SA_DTYPE_F16, SA_DTYPE_BF16});
+    req.queries = view_tensor(queries, "queries", 3, {SA_DTYPE_F32, SA_DTYPE_F16, SA_DTYPE_BF16}, dev);
     const int64_t n_q = req.queries.shape[0], H_q = req.queries.shape[1];
     const int64_t H_kv = ix->opt.num_kv_heads;
     expect_dim(req.queries, "queries", 2, ix->opt.head_dim, "the index's head_dim");
@@ -37,7 +39,7 @@ SA_API sa_status sa_select(sa_index *ix, const sa_tensor *queries, const sa_sele
       fail(SA_ERR_INVALID_ARGUMENT, "opt->query_segments and opt->key_segments must be given together");
 
     const bool per_head = o.per_query_head != 0;
-    req.indices = view_tensor(indices, "indices", 3, {SA_DTYPE_I32});
+    req.indices = view_tensor(indices, "indices", 3, {SA_DTYPE_I32}, dev);
     expect_dim(req.indices, "indices", 0, n_q, "queries.shape[0]");
     expect_dim(req.indices, "indices", 1, per_head ? H_q : H_kv,
                per_head ? "query heads (per_query_head)" : "the index's KV heads");
@@ -46,7 +48,26 @@ SA_API sa_status sa_select(sa_index *ix, const sa_tensor *queries, const sa_sele
       fail(SA_ERR_SHAPE, "indices.shape[2] is %lld, expected >= sinks + window + top_k = %lld",
            (long long)req.indices.shape[2], (long long)need);
 
-    const int64_t max_pos = ix->selector->max_position();
+    const int64_t max_pos = ix->max_position();
+    if (ix->on_device()) {
+      if (o.mass_target > 0.f || per_head || o.query_positions || o.query_segments)
+        fail(SA_ERR_UNSUPPORTED, "ix lives on CUDA device %d, which selects without opt->mass_target, "
+             "opt->per_query_head, opt->query_positions and segments (leave them 0/NULL)", int(ix->device_id));
+      if (n_q == 0) return;
+      sa_tensor tq = describe(req.queries), tidx = describe(req.indices);
+      sa_plugin_select_args a{};
+      a.struct_size = sizeof a;
+      a.queries = &tq;
+      a.indices = &tidx;
+      a.top_k = o.top_k;
+      a.window = o.window;
+      a.sinks = o.sinks;
+      a.scale = o.scale > 0.f ? o.scale : 1.f / std::sqrt(float(ix->opt.head_dim));
+      a.first_query_position = max_pos - n_q + 1;
+      a.stream = call_stream(*ix->ctx, o.cuda_stream);
+      check_plugin(*ix->plugin, ix->plugin->api.select(ix->device_index, &a), "CUDA selection");
+      return;
+    }
     req.positions.resize(size_t(n_q));
     for (int64_t i = 0; i < n_q; ++i)
       req.positions[size_t(i)] = o.query_positions ? o.query_positions[i] : max_pos - n_q + 1 + i;

@@ -32,6 +32,24 @@ void init_context(sa_context &ctx, const sa_context_options &opt) {
   if (env != SA_ISA_AUTO && (cap == SA_ISA_AUTO || env < cap)) cap = env;
   ctx.kernels = &kernel_table(cap);
   ctx.isa = ctx.kernels->isa;
+
+  const int device = enum_value(opt.device);
+  if (device != SA_DEVICE_CPU && device != SA_DEVICE_CUDA)
+    fail(SA_ERR_INVALID_ARGUMENT, "opt->device is %d, not an sa_device_type value", device);
+  if (opt.device_id < 0) fail(SA_ERR_INVALID_ARGUMENT, "opt->device_id is %d, expected >= 0", int(opt.device_id));
+  ctx.cuda_plugin_path = opt.cuda_plugin_path ? opt.cuda_plugin_path : "";
+  ctx.device = opt.device;
+  ctx.device_id = opt.device_id;
+  ctx.cuda_stream = opt.cuda_stream;
+  if (ctx.device == SA_DEVICE_CUDA) context_plugin(ctx, ctx.device_id);  // a CUDA context needs it now
+}
+
+const Plugin &context_plugin(const sa_context &ctx, int32_t device_id) {
+  const Plugin &p = cuda_plugin(ctx.cuda_plugin_path);
+  if (device_id < 0 || device_id >= p.device_count)
+    fail(SA_ERR_BACKEND_UNAVAILABLE, "CUDA device %d requested, but the plugin '%s' sees %d device(s)", int(device_id),
+         p.path.c_str(), int(p.device_count));
+  return p;
 }
 
 int thread_slot() { return omp_in_parallel() ? omp_get_thread_num() : 0; }

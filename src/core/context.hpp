@@ -1,16 +1,31 @@
 // The context: thread count and the kernel table chosen for this CPU.
 #pragma once
 
+#include <string>
+
 #include "attend/kernels.hpp"
+#include "core/plugin_loader.hpp"
 #include "sparseattn.h"
 
 struct sa_context {
   int threads = 1;
   sa_isa isa = SA_ISA_SCALAR;
   const sa::KernelTable *kernels = nullptr;
+  // Accelerators: the plugin is looked up on first need (see sa_context_options).
+  std::string cuda_plugin_path;
+  sa_device_type device = SA_DEVICE_CPU;  // where indexes created with this context live
+  int32_t device_id = 0;
+  void *cuda_stream = nullptr;
 };
 
 namespace sa {
+
+// The CUDA plugin for this context's settings, loaded on first use; throws
+// SA_ERR_BACKEND_UNAVAILABLE when it cannot be, or when it has no device device_id.
+const Plugin &context_plugin(const sa_context &ctx, int32_t device_id);
+
+// A call's stream: its own when given, else the context's.
+inline void *call_stream(const sa_context &ctx, void *call) { return call ? call : ctx.cuda_stream; }
 
 // The instruction set named by the SA_ISA environment variable, or SA_ISA_AUTO.
 sa_isa isa_from_environment();

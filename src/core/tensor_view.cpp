@@ -50,14 +50,40 @@ int64_t checked_add(int64_t a, int64_t b, const char *what) {
   return r;
 }
 
+Device first_cuda_device(std::initializer_list<const sa_tensor *> ts) {
+  for (const sa_tensor *t : ts)
+    if (t && enum_value(t->device) == SA_DEVICE_CUDA) return Device{SA_DEVICE_CUDA, t->device_id};
+  return Device{};
+}
+
+sa_tensor describe(const TensorView &v) {
+  sa_tensor t{};
+  t.data = v.data;
+  t.dtype = v.dtype;
+  t.device = v.device;
+  t.device_id = v.device_id;
+  t.rank = v.rank;
+  for (int i = 0; i < v.rank; ++i) {
+    t.shape[i] = v.shape[i];
+    t.strides[i] = v.stride[i];
+  }
+  return t;
+}
+
 TensorView view_tensor(const sa_tensor *t, const char *name, int rank,
-                       std::initializer_list<sa_dtype> dtypes) {
+                       std::initializer_list<sa_dtype> dtypes, Device want) {
   if (!t) fail(SA_ERR_NULL_POINTER, "%s is NULL", name);
   const int device = enum_value(t->device), dtype = enum_value(t->dtype);
-  if (device == SA_DEVICE_CUDA)
-    fail(SA_ERR_BACKEND_UNAVAILABLE,
-         "%s is a CUDA tensor, but this build of sparseattn has no CUDA plugin", name);
-  if (device != SA_DEVICE_CPU) fail(SA_ERR_INVALID_ARGUMENT, "%s has an unknown device %d", name, device);
+  if (device != SA_DEVICE_CPU && device != SA_DEVICE_CUDA)
+    fail(SA_ERR_INVALID_ARGUMENT, "%s has an unknown device %d", name, device);
+  if (device == SA_DEVICE_CUDA && want.type == SA_DEVICE_CPU)
+    fail(SA_ERR_UNSUPPORTED, "%s is a CUDA tensor, where this call takes CPU memory", name);
+  if (device == SA_DEVICE_CPU && want.type == SA_DEVICE_CUDA)
+    fail(SA_ERR_INVALID_ARGUMENT, "%s is a CPU tensor, but this call runs on CUDA device %d (all its tensors must be there)",
+         name, int(want.id));
+  if (device == SA_DEVICE_CUDA && t->device_id != want.id)
+    fail(SA_ERR_INVALID_ARGUMENT, "%s is on CUDA device %d, but this call runs on CUDA device %d", name,
+         int(t->device_id), int(want.id));
   bool dtype_ok = false;
   std::string allowed;
   for (sa_dtype d : dtypes) {
@@ -74,6 +100,8 @@ TensorView view_tensor(const sa_tensor *t, const char *name, int rank,
   TensorView v;
   v.data = t->data;
   v.dtype = t->dtype;
+  v.device = want.type;
+  v.device_id = want.id;
   v.rank = rank;
   bool all_zero = true;
   for (int i = 0; i < rank; ++i) {

@@ -16,6 +16,8 @@ const char *dtype_name(sa_dtype dtype);
 struct TensorView {
   void *data = nullptr;
   sa_dtype dtype = SA_DTYPE_F32;
+  sa_device_type device = SA_DEVICE_CPU;
+  int32_t device_id = 0;
   int rank = 0;
   int64_t shape[SA_MAX_RANK] = {0, 0, 0, 0};
   int64_t stride[SA_MAX_RANK] = {0, 0, 0, 0};  // elements
@@ -26,10 +28,24 @@ struct TensorView {
   char *bytes() const { return static_cast<char *>(data); }
 };
 
-// Validates t as a CPU tensor of the given rank and one of the given dtypes. `name` is the
-// argument name used in messages. CUDA tensors fail with SA_ERR_BACKEND_UNAVAILABLE.
+// Where a call's tensors live: the CPU, or one CUDA device.
+struct Device {
+  sa_device_type type = SA_DEVICE_CPU;
+  int32_t id = 0;
+};
+
+// Validates t as a tensor on `device` of the given rank and one of the given dtypes, from its
+// descriptor alone (data is never read). `name` is the argument name used in messages. A tensor
+// on another device fails: SA_ERR_UNSUPPORTED for a CUDA tensor where CPU memory is expected,
+// SA_ERR_INVALID_ARGUMENT otherwise.
 TensorView view_tensor(const sa_tensor *t, const char *name, int rank,
-                       std::initializer_list<sa_dtype> dtypes);
+                       std::initializer_list<sa_dtype> dtypes, Device device = Device{});
+
+// The device of the first CUDA tensor among ts (NULL entries skipped), or the CPU.
+Device first_cuda_device(std::initializer_list<const sa_tensor *> ts);
+
+// A descriptor of v with explicit strides, for a plugin.
+sa_tensor describe(const TensorView &v);
 
 // Checks shape[dim] == expected, naming both in the message.
 void expect_dim(const TensorView &v, const char *name, int dim, int64_t expected,

@@ -1,0 +1,225 @@
+// GPU benchmark of the CUDA plugin through the public API (H_q=32, H_kv=8, D=128, bf16):
+// sparse decode attend (K=2048 gathered keys), dense decode at 128K and 512K, page select +
+// attend and exact select at 128K, a batch of 64 sequences' gathered attend, and the device's
+// copy bandwidth, all timed with CUDA events (warm-up, median of many calls). Index sets are
+// rotated so that repeated calls do not run out of L2. Usage: cuda_bench
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
+#include <random>
+#include <vector>
+
+#include "sparseattn.h"
+
+#define CK(x) do { cudaError_t e_ = (x); if (e_ != cudaSuccess) { std::printf("%s: %s\n", #x, cudaGetErrorString(e_)); std::exit(1); } } while (0)
+#define SK(x) do { sa_status s_ = (x); if (s_ != SA_OK) { std::printf("%s: %s\n", #x, sa_last_error()); std::exit(1); } } while (0)
+
+namespace {
+
+constexpr int kHq = 32, kHkv = 8, kD = 128;
+
+sa_tensor desc(void *data, sa_dtype dt, std::vector<int64_t> shape) {
+  sa_tensor t{};
+  t.data = data;
+  t.dtype = dt;
+  t.device = SA_DEVICE_CUDA;
+  t.rank = int32_t(shape.size());
+  for (size_t i = 0; i < shape.size(); ++i) t.shape[i] = shape[i];
+  return t;
+}
+
+void *dev_random_bf16(size_t n, uint64_t seed) {
+  std::vector<uint16_t> h(n);
+  std::mt19937_64 rng(seed);
+  for (auto &x : h) x = uint16_t(0x3c00 + (rng() % 0x0400) - 0x0200) ^ uint16_t((rng() & 1) << 15);  // |x| ~ 0.5..2 bf16
+  void *d;
+  CK(cudaMalloc(&d, n * 2));
+  CK(cudaMemcpy(d, h.data(), n * 2, cudaMemcpyHostToDevice));
+  return d;
+}
+
+// Median microseconds per call of f(rep) over reps calls, each between two events.
+double median_us(cudaStream_t s, int reps, const std::function<void(int)> &f) {
+  for (int r = 0; r < 20; ++r) f(r);
+  CK(cudaStreamSynchronize(s));
+  std::vector<cudaEvent_t> ev(size_t(reps) + 1);
+  for (auto &e : ev) CK(cudaEventCreate(&e));
+  CK(cudaEventRecord(ev[0], s));
+  for (int r = 0; r < reps; ++r) {
+    f(r);
+    CK(cudaEventRecord(ev[size_t(r) + 1], s));
+  }
+  CK(cudaStreamSynchronize(s));
+  std::vector<double> t(static_cast<size_t>(reps));
+  for (int r = 0; r < reps; ++r) {
+    float ms;
+    CK(cudaEventElapsedTime(&ms, ev[size_t(r)], ev[size_t(r) + 1]));
+    t[size_t(r)] = ms * 1e3;
+  }
+  for (auto &e : ev) cudaEventDestroy(e);
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+
+// Microseconds per call of f when kCalls calls are captured in one CUDA graph and replayed:
+// the device time without the host's per-call cost. Negative when capture fails.
+double graph_us(cudaStream_t s, const std::function<void(int)> &f) {
+  constexpr int kCalls = 32;
+  cudaGraph_t g;
+  if (cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal) != cudaSuccess) return -1;
+  for (int r = 0; r < kCalls; ++r) f(r);
+  if (cudaStreamEndCapture(s, &g) != cudaSuccess) {
+    cudaGetLastError();
+    return -1;
+  }
+  cudaGraphExec_t ge;
+  if (cudaGraphInstantiate(&ge, g, 0) != cudaSuccess) {
+    cudaGetLastError();
+    return -1;
+  }
+  const double us = median_us(s, 20, [&](int) { CK(cudaGraphLaunch(ge, s)); }) / kCalls;
+  cudaGraphExecDestroy(ge);
+  cudaGraphDestroy(g);
+  return us;
+}
+
+// Sorted random rows per (query, head): n_q x H_kv lists of k rows in [base_i, base_i + span).
+std::vector<int32_t> random_lists(int n_q, int k, int64_t span, bool per_query_base, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::vector<int32_t> idx(size_t(n_q) * kHkv * k);
+  std::vector<int32_t> pick(static_cast<size_t>(span));
+  for (int i = 0; i < n_q; ++i)
+    for (int h = 0; h < kHkv; ++h) {
+      for (int64_t j = 0; j < span; ++j) pick[size_t(j)] = int32_t(j);
+      for (int j = 0; j < k; ++j) std::swap(pick[size_t(j)], pick[size_t(j + int64_t(rng() % uint64_t(span - j)))]);
+      std::sort(pick.begin(), pick.begin() + k);
+      for (int j = 0; j < k; ++j)
+        idx[(size_t(i) * kHkv + h) * k + j] = pick[size_t(j)] + int32_t(per_query_base ? i * span : 0);
+    }
+  return idx;
+}
+
+}  // namespace
+
+int main() {
+  cudaStream_t s;
+  CK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  sa_context_options co = SA_CONTEXT_OPTIONS_INIT;
+  co.device = SA_DEVICE_CUDA;
+  co.cuda_stream = s;
+  sa_context *ctx = nullptr;
+  SK(sa_context_create(&co, &ctx));
+  cudaDeviceProp prop;
+  CK(cudaGetDeviceProperties(&prop, 0));
+  std::printf("device: %s, %d SMs, L2 %d MB\n", prop.name, prop.multiProcessorCount, prop.l2CacheSize >> 20);
+
+  // Copy bandwidth (bytes read + written).
+  const size_t copy_bytes = size_t(2) << 30;
+  void *ca, *cb;
+  CK(cudaMalloc(&ca, copy_bytes));
+  CK(cudaMalloc(&cb, copy_bytes));
+  CK(cudaMemset(ca, 1, copy_bytes));
+  const double copy_us = median_us(s, 20, [&](int) { CK(cudaMemcpyAsync(cb, ca, copy_bytes, cudaMemcpyDeviceToDevice, s)); });
+  const double copy_bw = 2.0 * copy_bytes / copy_us / 1e6;  // TB/s
+  CK(cudaFree(ca));
+  CK(cudaFree(cb));
+  std::printf("copy bandwidth: %.2f TB/s (read + write, %.0f us for %zu MB)\n", copy_bw, copy_us, copy_bytes >> 20);
+
+  const int64_t N = 512 * 1024;  // cache of 512K tokens; the 128K cases use its first rows
+  void *K = dev_random_bf16(size_t(N) * kHkv * kD, 1), *V = dev_random_bf16(size_t(N) * kHkv * kD, 2);
+  void *Q = dev_random_bf16(size_t(64) * kHq * kD, 3);
+  float *out;
+  CK(cudaMalloc(&out, size_t(64) * kHq * kD * 4));
+  float *lse;
+  CK(cudaMalloc(&lse, size_t(64) * kHq * 4));
+  uint16_t *out16;
+  CK(cudaMalloc(&out16, size_t(64) * kHq * kD * 2));
+  const double row_bytes = kD * 2.0;
+
+  // Sparse decode: 2048 gathered keys per KV head out of 128K, 16 index sets in rotation.
+  const int kSets = 16, kTop = 2048;
+  const int64_t N128 = 128 * 1024;
+  std::vector<int32_t *> sets(kSets);
+  for (int r = 0; r < kSets; ++r) {
+    auto h = random_lists(1, kTop, N128, false, 100 + r);
+    CK(cudaMalloc(&sets[size_t(r)], h.size() * 4));
+    CK(cudaMemcpy(sets[size_t(r)], h.data(), h.size() * 4, cudaMemcpyHostToDevice));
+  }
+  sa_tensor q1 = desc(Q, SA_DTYPE_BF16, {1, kHq, kD}), o1 = desc(out16, SA_DTYPE_BF16, {1, kHq, kD});
+  sa_tensor l1 = desc(lse, SA_DTYPE_F32, {1, kHq});
+  sa_tensor k128 = desc(K, SA_DTYPE_BF16, {N128, kHkv, kD}), v128 = desc(V, SA_DTYPE_BF16, {N128, kHkv, kD});
+  auto sparse_call = [&](int r) {
+    sa_tensor ix = desc(sets[size_t(r % kSets)], SA_DTYPE_I32, {1, kHkv, kTop});
+    SK(sa_attend(ctx, &q1, &k128, &v128, &ix, nullptr, &o1, &l1));
+  };
+  const double sparse_us = median_us(s, 500, sparse_call);
+  const double sparse_graph = graph_us(s, sparse_call);
+  const double sparse_bytes = 2.0 * kHkv * kTop * row_bytes;
+  std::printf("sparse decode attend (K=2048, 128K cache): %.1f us per call (%.1f us in a graph), %.2f TB/s of gathered K/V\n",
+              sparse_us, sparse_graph, sparse_bytes / sparse_us / 1e6);
+
+  // Dense decode at 128K and 512K.
+  for (int64_t n : {N128, N}) {
+    sa_tensor kn = desc(K, SA_DTYPE_BF16, {n, kHkv, kD}), vn = desc(V, SA_DTYPE_BF16, {n, kHkv, kD});
+    const double us = median_us(s, 50, [&](int) { SK(sa_attend(ctx, &q1, &kn, &vn, nullptr, nullptr, &o1, &l1)); });
+    std::printf("dense decode attend (%lldK): %.1f us, %.2f TB/s\n", (long long)(n / 1024), us,
+                2.0 * n * kHkv * row_bytes / us / 1e6);
+  }
+
+  // Batch of 64 sequences, each its own 16K tokens of a 1M-token pool, 2048 keys per head.
+  {
+    const int B = 64;
+    const int64_t span = 8 * 1024;  // 64 x 8K = 512K pool rows
+    auto h = random_lists(B, kTop, span, true, 7);
+    int32_t *bi;
+    CK(cudaMalloc(&bi, h.size() * 4));
+    CK(cudaMemcpy(bi, h.data(), h.size() * 4, cudaMemcpyHostToDevice));
+    sa_tensor qb = desc(Q, SA_DTYPE_BF16, {B, kHq, kD}), ob = desc(out16, SA_DTYPE_BF16, {B, kHq, kD});
+    sa_tensor kp = desc(K, SA_DTYPE_BF16, {B * span, kHkv, kD}), vp = desc(V, SA_DTYPE_BF16, {B * span, kHkv, kD});
+    sa_tensor ix = desc(bi, SA_DTYPE_I32, {B, kHkv, kTop});
+    const double us = median_us(s, 50, [&](int) { SK(sa_attend(ctx, &qb, &kp, &vp, &ix, nullptr, &ob, nullptr)); });
+    const double bw = 2.0 * B * kHkv * kTop * row_bytes / us / 1e6;
+    std::printf("batch 64 gathered attend: %.1f us, %.2f TB/s of gathered K/V = %.0f%% of copy bandwidth\n", us, bw,
+                100.0 * bw / copy_bw);
+    CK(cudaFree(bi));
+  }
+
+  // Page select + attend, and exact select, at 128K keys.
+  for (sa_selector_kind kind : {SA_SELECTOR_PAGE, SA_SELECTOR_EXACT}) {
+    sa_index_options io = SA_INDEX_OPTIONS_INIT;
+    io.kind = kind;
+    io.num_kv_heads = kHkv;
+    io.head_dim = kD;
+    io.dtype = SA_DTYPE_BF16;
+    io.page.page_size = 16;
+    io.page.refine = 0;
+    sa_index *ix = nullptr;
+    SK(sa_index_create(ctx, &io, &ix));
+    SK(sa_index_append(ix, &k128));
+    sa_select_options so = SA_SELECT_OPTIONS_INIT;
+    so.top_k = kTop;
+    so.window = 64;
+    so.sinks = 4;
+    const int width = kTop + 64 + 4;
+    int32_t *sel;
+    CK(cudaMalloc(&sel, size_t(kHkv) * width * 4));
+    sa_tensor st = desc(sel, SA_DTYPE_I32, {1, kHkv, width});
+    const double sel_us = median_us(s, 200, [&](int) { SK(sa_select(ix, &q1, &so, &st)); });
+    auto step = [&](int) {
+      SK(sa_select(ix, &q1, &so, &st));
+      SK(sa_attend(ctx, &q1, &k128, &v128, &st, nullptr, &o1, nullptr));
+    };
+    const double step_us = median_us(s, 200, step);
+    const double step_graph = graph_us(s, step);
+    std::printf("%s select at 128K: %.1f us; select + attend step: %.1f us per call (%.1f us in a graph)\n",
+                kind == SA_SELECTOR_PAGE ? "page" : "exact", sel_us, step_us, step_graph);
+    CK(cudaFree(sel));
+    sa_index_destroy(&ix);
+  }
+  CK(cudaStreamSynchronize(s));
+  sa_context_destroy(&ctx);
+  return 0;
+}

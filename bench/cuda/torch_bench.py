@@ -1,0 +1,59 @@
+"""PyTorch on the same shapes as cuda_bench (H_q=32, H_kv=8, D=128, bf16), timed the same way
+(CUDA events, warm-up, median): SDPA dense decode at 128K and 512K, torch.gather + SDPA over
+2048 keys per KV head, exact scores + torch.topk at 128K. Usage: python3 torch_bench.py"""
+import torch
+import torch.nn.functional as F
+
+HQ, HKV, D, TOP = 32, 8, 128, 2048
+dev = "cuda"
+
+
+def median_us(fn, reps=200, warm=20):
+    for _ in range(warm):
+        fn()
+    torch.cuda.synchronize()
+    ev = [torch.cuda.Event(enable_timing=True) for _ in range(reps + 1)]
+    ev[0].record()
+    for r in range(reps):
+        fn()
+        ev[r + 1].record()
+    torch.cuda.synchronize()
+    t = sorted(ev[r].elapsed_time(ev[r + 1]) * 1e3 for r in range(reps))
+    return t[len(t) // 2]
+
+
+def main():
+    torch.manual_seed(0)
+    n_max = 512 * 1024
+    k = torch.randn(1, HKV, n_max, D, device=dev, dtype=torch.bfloat16)
+    v = torch.randn(1, HKV, n_max, D, device=dev, dtype=torch.bfloat16)
+    q = torch.randn(1, HQ, 1, D, device=dev, dtype=torch.bfloat16)
+    for n in (128 * 1024, 512 * 1024):
+        kn, vn = k[:, :, :n], v[:, :, :n]
+        us = median_us(lambda: F.scaled_dot_product_attention(q, kn, vn, enable_gqa=True), reps=50)
+        print(f"torch SDPA dense decode ({n // 1024}K): {us:.1f} us")
+    n = 128 * 1024
+    kn, vn = k[:, :, :n], v[:, :, :n]
+    sets = [torch.sort(torch.randperm(n, device=dev)[:TOP])[0] for _ in range(16 * HKV)]
+    idx = [torch.stack(sets[i * HKV:(i + 1) * HKV]).view(1, HKV, TOP, 1).expand(1, HKV, TOP, D) for i in range(16)]
+    state = {"r": 0}
+
+    def gather_sdpa():
+        ix = idx[state["r"] % 16]
+        state["r"] += 1
+        kg = torch.gather(kn, 2, ix)
+        vg = torch.gather(vn, 2, ix)
+        return F.scaled_dot_product_attention(q, kg, vg, enable_gqa=True)
+
+    print(f"torch gather + SDPA (2048 keys): {median_us(gather_sdpa):.1f} us")
+
+    def exact_topk():
+        s = torch.matmul(q.view(1, HKV, HQ // HKV, D), kn.transpose(-1, -2)) * D ** -0.5  # [1, HKV, G, n]
+        p = torch.softmax(s.float(), dim=-1).mean(dim=2)
+        return torch.topk(p, TOP, dim=-1)
+
+    print(f"torch exact scores + topk (128K): {median_us(exact_topk, reps=50):.1f} us")
+
+
+if __name__ == "__main__":
+    main()

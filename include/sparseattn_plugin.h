@@ -1,0 +1,136 @@
+/*
+ * sparseattn_plugin.h: the ABI between libsparseattn and an accelerator plugin
+ * (libsparseattn_cuda.so). Hosts never include this; plugin authors do.
+ *
+ * The core never links an accelerator runtime. On the first call that needs a
+ * device (a CUDA tensor, or a context created with device = SA_DEVICE_CUDA) it
+ * dlopen()s the plugin, resolves one symbol, SA_PLUGIN_ENTRY_POINT, and calls
+ * it with the ABI version it speaks and a table to fill. The plugin checks the
+ * version, writes its own into the table, and fills the function pointers that
+ * fit in the caller's struct_size. Entries are only ever appended; a change to
+ * an existing entry or argument struct bumps SA_PLUGIN_ABI_VERSION, and the
+ * core refuses a plugin that speaks another version.
+ *
+ * Division of labour: the core validates every argument (NULLs, ranks, shapes,
+ * dtypes, devices, option domains) and resolves defaults, so the plugin gets
+ * consistent requests. Tensor descriptors handed to the plugin always carry
+ * explicit element strides (never the all-zero "contiguous" shorthand). Data
+ * pointers are device memory the core never dereferences. The plugin may still
+ * refuse a valid request it does not implement with SA_ERR_UNSUPPORTED.
+ *
+ * Errors: a plugin function returns an sa_status; on failure last_error()
+ * returns the plugin's message for the calling thread, which the core copies.
+ * Asynchrony: work is enqueued on the given stream (a cudaStream_t; NULL is the
+ * legacy default stream) and may still run when the call returns.
+ * Thread safety: attend and select may be called concurrently (on one index
+ * too); index_append and index_destroy need exclusive access to the index.
+ */
+#ifndef SPARSEATTN_PLUGIN_H
+#define SPARSEATTN_PLUGIN_H
+
+#include "sparseattn.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__) || defined(__clang__)
+#  define SA_PLUGIN_EXPORT __attribute__((visibility("default")))
+#else
+#  define SA_PLUGIN_EXPORT
+#endif
+
+/* Bumped on any incompatible change of the table or the argument structs. */
+#define SA_PLUGIN_ABI_VERSION 1
+/* The one symbol the core resolves. */
+#define SA_PLUGIN_ENTRY_POINT "sa_plugin_init"
+/* File name of the CUDA plugin, looked up beside libsparseattn.so. */
+#define SA_CUDA_PLUGIN_FILE "libsparseattn_cuda.so"
+/* Environment variable naming the CUDA plugin's path. */
+#define SA_CUDA_PLUGIN_ENV "SA_CUDA_PLUGIN"
+
+/* Selection state the plugin keeps on its device. */
+typedef struct sa_plugin_index sa_plugin_index;
+
+/* sa_attend on device tensors. Shapes as in sa_attend: q [n_q, H_q, D],
+ * k and v [n_kv, H_kv, D] (same dtype), out [n_q, H_q, D], lse [n_q, H_q] F32
+ * or NULL, indices I32 [n_q, H_kv or H_q, width] or NULL (dense). Index
+ * entries are not range-checked by the core (it cannot read them): the plugin
+ * must skip entries outside [0, n_kv) as it skips -1. */
+typedef struct sa_plugin_attend_args {
+    size_t struct_size;
+    const sa_tensor *q;
+    const sa_tensor *k;
+    const sa_tensor *v;
+    const sa_tensor *indices;
+    sa_tensor *out;
+    sa_tensor *lse;
+    int32_t per_query_head; /* indices hold one list per query head */
+    int32_t causal;         /* query i at position n_kv - n_q + i sees rows <= it */
+    float scale;            /* > 0 */
+    void *stream;
+} sa_plugin_attend_args;
+
+/* An index on the plugin's device: slots hold keys [H_kv, D] in `dtype`;
+ * slot s holds token position s (appends only). */
+typedef struct sa_plugin_index_args {
+    size_t struct_size;
+    sa_selector_kind kind;
+    int32_t num_kv_heads;
+    int32_t head_dim;
+    sa_dtype dtype;
+    int64_t capacity;       /* hint, 0: none */
+    int32_t page_size;      /* SA_SELECTOR_PAGE */
+    int32_t refine;         /* SA_SELECTOR_PAGE */
+    int32_t device_id;
+    void *stream;           /* stream for appends */
+} sa_plugin_index_args;
+
+/* sa_select on a device index: queries [n_q, H_q, D] and indices
+ * I32 [n_q, H_kv, width] on the index's device; query i at position
+ * first_query_position + i. Output as sa_select's: ascending, -1 padded. */
+typedef struct sa_plugin_select_args {
+    size_t struct_size;
+    const sa_tensor *queries;
+    sa_tensor *indices;
+    int32_t top_k;
+    int32_t window;
+    int32_t sinks;
+    float scale;            /* > 0 */
+    int64_t first_query_position;
+    void *stream;
+} sa_plugin_select_args;
+
+typedef struct sa_plugin_api {
+    size_t struct_size;     /* set by the core: how many entries it can take */
+    uint32_t abi_version;   /* set by the plugin: the version it speaks */
+    const char *name;       /* e.g. "cuda" */
+    /* The plugin's message for the calling thread's last failure. Never NULL. */
+    const char *(*last_error)(void);
+    /* Number of usable devices; SA_ERR_BACKEND_UNAVAILABLE with a message when
+     * the runtime or driver is missing. */
+    sa_status (*device_count)(int32_t *count);
+    /* The device's name into buf (cap bytes, NUL-terminated). */
+    sa_status (*device_name)(int32_t device_id, char *buf, size_t cap);
+    sa_status (*attend)(const sa_plugin_attend_args *args);
+    sa_status (*index_create)(const sa_plugin_index_args *args, sa_plugin_index **out);
+    void (*index_destroy)(sa_plugin_index *ix);
+    /* keys: [n, H_kv, D] F32/F16/BF16 on the index's device, the next n slots. */
+    sa_status (*index_append)(sa_plugin_index *ix, const sa_tensor *keys);
+    sa_status (*select)(sa_plugin_index *ix, const sa_plugin_select_args *args);
+    /* Waits for the work enqueued on stream. */
+    sa_status (*stream_synchronize)(void *stream);
+} sa_plugin_api;
+
+/* The entry point. abi_version: the version the core speaks. out->struct_size
+ * is set by the core; the plugin writes out->abi_version whenever
+ * out->struct_size covers it, then, if it speaks abi_version, the entries that
+ * fit and returns SA_OK; otherwise returns SA_ERR_UNSUPPORTED. */
+typedef sa_status (*sa_plugin_init_fn)(uint32_t abi_version, sa_plugin_api *out);
+SA_PLUGIN_EXPORT sa_status sa_plugin_init(uint32_t abi_version, sa_plugin_api *out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* SPARSEATTN_PLUGIN_H */

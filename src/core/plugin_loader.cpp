@@ -1,0 +1,117 @@
+#include "core/plugin_loader.hpp"
+
+#include <dlfcn.h>
+
+#include <cstdlib>
+#include <map>
+#include <memory>
+#include <mutex>
+
+#include "core/error.hpp"
+
+namespace sa {
+namespace {
+
+struct LoadResult {
+  std::unique_ptr<Plugin> plugin;
+  std::string reason;  // why it failed, when plugin is null
+};
+
+std::string directory_of_this_library() {
+  Dl_info info{};
+  // Any function of libsparseattn locates the file it was loaded from.
+  if (!dladdr(reinterpret_cast<void *>(&sa_version), &info) || !info.dli_fname) return "";
+  std::string file = info.dli_fname;
+  size_t slash = file.rfind('/');
+  return slash == std::string::npos ? "" : file.substr(0, slash + 1);
+}
+
+std::string resolve_path(const std::string &explicit_path) {
+  if (!explicit_path.empty()) return explicit_path;
+  const char *env = std::getenv(SA_CUDA_PLUGIN_ENV);
+  if (env && *env) return env;
+  return directory_of_this_library() + SA_CUDA_PLUGIN_FILE;
+}
+
+// Null entries make the plugin unusable; name the first one missing.
+const char *missing_entry(const sa_plugin_api &a) {
+  if (!a.last_error) return "last_error";
+  if (!a.device_count) return "device_count";
+  if (!a.device_name) return "device_name";
+  if (!a.attend) return "attend";
+  if (!a.index_create) return "index_create";
+  if (!a.index_destroy) return "index_destroy";
+  if (!a.index_append) return "index_append";
+  if (!a.select) return "select";
+  if (!a.stream_synchronize) return "stream_synchronize";
+  return nullptr;
+}
+
+LoadResult load(const std::string &path) {
+  LoadResult r;
+  auto refuse = [&](std::string why) {
+    r.reason = "the CUDA plugin '" + path + "' " + why;
+    return std::move(r);
+  };
+  dlerror();
+  void *handle = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
+  if (!handle) {
+    const char *e = dlerror();
+    return refuse(std::string("could not be loaded: ") + (e ? e : "unknown dlopen error"));
+  }
+  // Plugins stay loaded for the life of the process: device state and handed-out
+  // indexes may outlive any one call, so a failed candidate is the only one closed.
+  auto init = reinterpret_cast<sa_plugin_init_fn>(dlsym(handle, SA_PLUGIN_ENTRY_POINT));
+  if (!init) {
+    dlclose(handle);
+    return refuse("has no symbol " SA_PLUGIN_ENTRY_POINT " (not a sparseattn plugin)");
+  }
+  auto p = std::make_unique<Plugin>();
+  p->path = path;
+  p->api.struct_size = sizeof(sa_plugin_api);
+  p->api.abi_version = 0;
+  const sa_status s = init(SA_PLUGIN_ABI_VERSION, &p->api);
+  if (s != SA_OK || p->api.abi_version != SA_PLUGIN_ABI_VERSION) {
+    dlclose(handle);
+    return refuse("speaks plugin ABI version " + std::to_string(p->api.abi_version) + ", this libsparseattn speaks " +
+                  std::to_string(SA_PLUGIN_ABI_VERSION) + " (status " + sa_status_name(s) + ")");
+  }
+  if (const char *missing = missing_entry(p->api)) {
+    dlclose(handle);
+    return refuse(std::string("lacks the table entry '") + missing + "'");
+  }
+  int32_t count = 0;
+  if (p->api.device_count(&count) != SA_OK) {
+    std::string why = p->api.last_error();
+    dlclose(handle);
+    return refuse("cannot use CUDA: " + why);
+  }
+  if (count < 1) {
+    dlclose(handle);
+    return refuse("found no CUDA device");
+  }
+  p->device_count = count;
+  r.plugin = std::move(p);
+  return r;
+}
+
+}  // namespace
+
+const Plugin &cuda_plugin(const std::string &explicit_path) {
+  static std::mutex mutex;
+  static std::map<std::string, LoadResult> *loaded = new std::map<std::string, LoadResult>();  // never freed:
+  // plugins may be used by other static destructors
+  std::lock_guard<std::mutex> lock(mutex);
+  auto it = loaded->find(explicit_path);
+  if (it == loaded->end()) it = loaded->emplace(explicit_path, load(resolve_path(explicit_path))).first;
+  if (!it->second.plugin) fail(SA_ERR_BACKEND_UNAVAILABLE, "%s", it->second.reason.c_str());
+  return *it->second.plugin;
+}
+
+void check_plugin(const Plugin &plugin, sa_status s, const char *what) {
+  if (s == SA_OK) return;
+  const char *msg = plugin.api.last_error();
+  fail(s, "%s: %s", what, msg && *msg ? msg : "the CUDA plugin gave no reason");
+}
+
+}  // namespace sa

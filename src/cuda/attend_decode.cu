@@ -1,0 +1,336 @@
+// Flash-decoding for sa_attend on the GPU. A block takes one query, a group of GT query heads
+// that share a KV head (and its index list, so each gathered row is read once for the group)
+// and one chunk of the keys. Lane groups of D/8 threads hold a 16-byte slice of a row each;
+// several rows are loaded before the first is used. Each block keeps an online softmax
+// (running max, sum, weighted V) in base 2; blocks of one (query, group) are merged exactly.
+#include <cmath>
+#include <cstdint>
+
+#include "attend_decode.hpp"
+#include "half_vec.cuh"
+#include "plugin_state.hpp"
+
+namespace sacuda {
+namespace {
+
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr float kLn2 = 0.6931471805599453f;
+constexpr int kThreads = 128;
+constexpr int kUnroll = 4;       // rows each lane group has in flight
+constexpr int kRowTile = 512;    // index entries staged in shared memory at a time
+constexpr int64_t kMinChunk = 64;
+
+struct Params {
+  const void *q;
+  int64_t q_s0, q_s1, q_s2;
+  int q_dtype;
+  const char *k, *v;  // bytes
+  int64_t k_s0, k_s1, v_s0, v_s1;  // bytes
+  const int32_t *idx;  // null: dense
+  int64_t i_s0, i_s1, i_s2, width;
+  int64_t n_kv;
+  int n_q, q_offset, G, per_query_head, causal, units;
+  void *out;
+  int64_t o_s0, o_s1, o_s2;
+  int out_dtype;
+  float *lse;
+  int64_t l_s0, l_s1;
+  float scale_log2;
+  int splits;
+  int64_t chunk;
+  float *part_acc, *part_ml;  // splits > 1: [n_q][units][splits][GT][D], [...][GT][2]
+};
+
+template <class T, int D, int GT>
+__global__ void __launch_bounds__(kThreads) decode_kernel(const Params p) {
+  constexpr int L = D / 8;             // lanes per row
+  constexpr int SLOTS = kThreads / L;  // rows per step of the block
+  const int split = blockIdx.x, u = blockIdx.y, i = blockIdx.z + p.q_offset;
+  const int h0 = u * GT, hk = h0 / p.G, list = p.per_query_head ? h0 : hk;
+  const int tid = threadIdx.x, slot = tid / L, lane = tid % L;
+
+  __shared__ float q_s[GT][D];
+  __shared__ int32_t rows_s[kRowTile];
+  __shared__ float red_acc[SLOTS][GT][D];
+  __shared__ float red_m[SLOTS][GT], red_l[SLOTS][GT];
+
+  for (int e = tid; e < GT * D; e += kThreads) {
+    const int g = e / D, d = e % D;
+    q_s[g][d] = p.scale_log2 * load_any(p.q, i * p.q_s0 + (h0 + g) * p.q_s1 + d * p.q_s2, p.q_dtype);
+  }
+  __syncthreads();
+  float qf[GT][8], acc[GT][8], m[GT], l[GT];
+#pragma unroll
+  for (int g = 0; g < GT; ++g) {
+#pragma unroll
+    for (int c = 0; c < 8; ++c) {
+      qf[g][c] = q_s[g][lane * 8 + c];
+      acc[g][c] = 0.f;
+    }
+    m[g] = -INFINITY;
+    l[g] = 0.f;
+  }
+
+  const int64_t len = p.idx ? p.width : p.n_kv;
+  const int64_t begin = int64_t(split) * p.chunk;
+  const int64_t end = begin + p.chunk < len ? begin + p.chunk : len;
+  const int64_t qpos = p.n_kv - p.n_q + i;
+  const char *kb = p.k + hk * p.k_s1, *vb = p.v + hk * p.v_s1;
+  const int32_t *ib = p.idx ? p.idx + i * p.i_s0 + list * p.i_s1 : nullptr;
+
+  for (int64_t t0 = begin; t0 < end; t0 += kRowTile) {
+    const int tn = int(end - t0 < kRowTile ? end - t0 : kRowTile);
+    __syncthreads();  // the previous tile is consumed
+    for (int e = tid; e < tn; e += kThreads) {
+      const int64_t r = ib ? int64_t(ib[(t0 + e) * p.i_s2]) : t0 + e;
+      const bool ok = r >= 0 && r < p.n_kv && (!p.causal || r <= qpos);  // out of range: skipped
+      rows_s[e] = ok ? int32_t(r) : -1;
+    }
+    __syncthreads();
+    for (int e0 = 0; e0 < tn; e0 += SLOTS * kUnroll) {
+      int r[kUnroll];
+      uint4 kr[kUnroll], vr[kUnroll];
+#pragma unroll
+      for (int x = 0; x < kUnroll; ++x) {
+        const int e = e0 + x * SLOTS + slot;
+        r[x] = e < tn ? rows_s[e] : -1;
+        kr[x] = make_uint4(0, 0, 0, 0);
+        vr[x] = make_uint4(0, 0, 0, 0);
+        if (r[x] >= 0) {
+          kr[x] = __ldg(reinterpret_cast<const uint4 *>(kb + r[x] * p.k_s0) + lane);
+          vr[x] = __ldg(reinterpret_cast<const uint4 *>(vb + r[x] * p.v_s0) + lane);
+        }
+      }
+      float s[kUnroll][GT];
+#pragma unroll
+      for (int x = 0; x < kUnroll; ++x) {
+        float kf[8];
+        unpack8<T>(kr[x], kf);
+#pragma unroll
+        for (int g = 0; g < GT; ++g) {
+          float dot = 0.f;
+#pragma unroll
+          for (int c = 0; c < 8; ++c) dot = fmaf(qf[g][c], kf[c], dot);
+#pragma unroll
+          for (int off = L / 2; off > 0; off /= 2) dot += __shfl_xor_sync(0xffffffffu, dot, off);
+          s[x][g] = r[x] >= 0 ? dot : -INFINITY;
+        }
+      }
+      float vf[kUnroll][8];
+#pragma unroll
+      for (int x = 0; x < kUnroll; ++x) unpack8<T>(vr[x], vf[x]);
+#pragma unroll
+      for (int g = 0; g < GT; ++g) {
+        float mx = s[0][g];
+#pragma unroll
+        for (int x = 1; x < kUnroll; ++x) mx = fmaxf(mx, s[x][g]);
+        const float mnew = fmaxf(m[g], mx);
+        if (mnew == -INFINITY) continue;  // nothing visible yet
+        const float alpha = exp2f(m[g] - mnew);
+        l[g] *= alpha;
+#pragma unroll
+        for (int c = 0; c < 8; ++c) acc[g][c] *= alpha;
+#pragma unroll
+        for (int x = 0; x < kUnroll; ++x) {
+          const float w = exp2f(s[x][g] - mnew);
+          l[g] += w;
+#pragma unroll
+          for (int c = 0; c < 8; ++c) acc[g][c] = fmaf(w, vf[x][c], acc[g][c]);
+        }
+        m[g] = mnew;
+      }
+    }
+  }
+
+  // Merge the lane groups of the block.
+#pragma unroll
+  for (int g = 0; g < GT; ++g) {
+#pragma unroll
+    for (int c = 0; c < 8; ++c) red_acc[slot][g][lane * 8 + c] = acc[g][c];
+    if (lane == 0) {
+      red_m[slot][g] = m[g];
+      red_l[slot][g] = l[g];
+    }
+  }
+  __syncthreads();
+  const int64_t part = (int64_t(i) * p.units + u) * p.splits + split;
+  for (int e = tid; e < GT * D; e += kThreads) {
+    const int g = e / D, d = e % D;
+    float M = -INFINITY;
+    for (int s = 0; s < SLOTS; ++s) M = fmaxf(M, red_m[s][g]);
+    float A = 0.f, Lsum = 0.f;
+    if (M != -INFINITY)
+      for (int s = 0; s < SLOTS; ++s) {
+        const float w = exp2f(red_m[s][g] - M);
+        A = fmaf(red_acc[s][g][d], w, A);
+        Lsum = fmaf(red_l[s][g], w, Lsum);
+      }
+    if (p.splits == 1) {
+      store_any(p.out, i * p.o_s0 + (h0 + g) * p.o_s1 + d * p.o_s2, p.out_dtype, Lsum > 0.f ? A / Lsum : 0.f);
+      if (d == 0 && p.lse) p.lse[i * p.l_s0 + (h0 + g) * p.l_s1] = Lsum > 0.f ? (M + log2f(Lsum)) * kLn2 : -INFINITY;
+    } else {
+      p.part_acc[(part * GT + g) * D + d] = A;
+      if (d == 0) {
+        p.part_ml[(part * GT + g) * 2] = M;
+        p.part_ml[(part * GT + g) * 2 + 1] = Lsum;
+      }
+    }
+  }
+}
+
+// The exact merge of the splits: weights 2^(m_s - M) on each split's sum and weighted V. The
+// per-split maxima and weights are staged in shared memory first, so the loop over splits
+// issues independent loads instead of a chain of dependent ones.
+constexpr int kMaxMergeSplits = 1024;
+template <int D, int GT>
+__global__ void __launch_bounds__(kThreads) merge_kernel(const Params p) {
+  const int u = blockIdx.x, i = blockIdx.y + p.q_offset, h0 = u * GT;
+  const int64_t part0 = (int64_t(i) * p.units + u) * p.splits;
+  __shared__ float w_s[GT][kMaxMergeSplits];
+  __shared__ float M_s[GT], L_s[GT];
+  for (int e = threadIdx.x; e < GT * p.splits; e += kThreads) {
+    const int g = e / p.splits, s = e % p.splits;
+    w_s[g][s] = p.part_ml[((part0 + s) * GT + g) * 2];
+  }
+  __syncthreads();
+  if (threadIdx.x < GT) {
+    const int g = threadIdx.x;
+    float M = -INFINITY;
+    for (int s = 0; s < p.splits; ++s) M = fmaxf(M, w_s[g][s]);
+    M_s[g] = M;
+  }
+  __syncthreads();
+  for (int e = threadIdx.x; e < GT * p.splits; e += kThreads) {
+    const int g = e / p.splits, s = e % p.splits;
+    w_s[g][s] = M_s[g] == -INFINITY ? 0.f : exp2f(w_s[g][s] - M_s[g]);
+  }
+  __syncthreads();
+  if (threadIdx.x < GT) {
+    const int g = threadIdx.x;
+    float Lsum = 0.f;
+    for (int s = 0; s < p.splits; ++s) Lsum = fmaf(p.part_ml[((part0 + s) * GT + g) * 2 + 1], w_s[g][s], Lsum);
+    L_s[g] = Lsum;
+  }
+  __syncthreads();
+  for (int e = threadIdx.x; e < GT * D; e += kThreads) {
+    const int g = e / D, d = e % D;
+    float A = 0.f;
+#pragma unroll 8
+    for (int s = 0; s < p.splits; ++s) A = fmaf(p.part_acc[((part0 + s) * GT + g) * D + d], w_s[g][s], A);
+    const float Lsum = L_s[g], M = M_s[g];
+    store_any(p.out, i * p.o_s0 + (h0 + g) * p.o_s1 + d * p.o_s2, p.out_dtype, Lsum > 0.f ? A / Lsum : 0.f);
+    if (d == 0 && p.lse) p.lse[i * p.l_s0 + (h0 + g) * p.l_s1] = Lsum > 0.f ? (M + log2f(Lsum)) * kLn2 : -INFINITY;
+  }
+}
+
+template <class T, int D, int GT>
+void launch(Params p, cudaStream_t stream, int device) {
+  const int64_t n_q = p.n_q;
+  Workspace ws(device, stream);
+  if (p.splits > 1) {
+    const size_t parts = size_t(n_q) * p.units * p.splits * GT;
+    p.part_acc = static_cast<float *>(ws.get(parts * D * sizeof(float)));
+    p.part_ml = static_cast<float *>(ws.get(parts * 2 * sizeof(float)));
+  }
+  constexpr int64_t kMaxGridZ = 65535;
+  for (int64_t q0 = 0; q0 < n_q; q0 += kMaxGridZ) {
+    const int nq = int(n_q - q0 < kMaxGridZ ? n_q - q0 : kMaxGridZ);
+    p.q_offset = int(q0);
+    decode_kernel<T, D, GT><<<dim3(p.splits, p.units, nq), kThreads, 0, stream>>>(p);
+    check_cuda(cudaGetLastError(), "decode attention launch");
+    if (p.splits > 1) {
+      merge_kernel<D, GT><<<dim3(p.units, nq), kThreads, 0, stream>>>(p);
+      check_cuda(cudaGetLastError(), "split merge launch");
+    }
+  }
+}
+
+template <class T, int D>
+void launch_gt(const Params &p, int gt, cudaStream_t s, int dev) {
+  if (gt == 4) launch<T, D, 4>(p, s, dev);
+  else if (gt == 2) launch<T, D, 2>(p, s, dev);
+  else launch<T, D, 1>(p, s, dev);
+}
+
+template <class T>
+void launch_d(const Params &p, int D, int gt, cudaStream_t s, int dev) {
+  if (D == 64) launch_gt<T, 64>(p, gt, s, dev);
+  else if (D == 128) launch_gt<T, 128>(p, gt, s, dev);
+  else launch_gt<T, 256>(p, gt, s, dev);
+}
+
+}  // namespace
+
+void attend(const sa_plugin_attend_args &a) {
+  const sa_tensor &q = *a.q, &k = *a.k, &v = *a.v, &out = *a.out;
+  const int64_t n_q = q.shape[0], H_q = q.shape[1], D = q.shape[2], n_kv = k.shape[0], H_kv = k.shape[1];
+  if (!is_half_type(k.dtype))
+    fail(SA_ERR_UNSUPPORTED, "k and v are %s; the CUDA kernels read f16 or bf16 K/V",
+         k.dtype == SA_DTYPE_F32 ? "f32" : "not floating point");
+  if (D != 64 && D != 128 && D != 256)
+    fail(SA_ERR_UNSUPPORTED, "head dimension %lld; the CUDA kernels take 64, 128 or 256", (long long)D);
+  if (k.strides[2] != 1 || v.strides[2] != 1)
+    fail(SA_ERR_UNSUPPORTED, "k and v need a contiguous head dimension (strides[2] == 1) on CUDA");
+  const bool aligned = reinterpret_cast<uintptr_t>(k.data) % 16 == 0 && reinterpret_cast<uintptr_t>(v.data) % 16 == 0 &&
+                       k.strides[0] % 8 == 0 && k.strides[1] % 8 == 0 && v.strides[0] % 8 == 0 && v.strides[1] % 8 == 0;
+  if (!aligned) fail(SA_ERR_UNSUPPORTED, "k and v rows must start on 16-byte boundaries on CUDA (data and strides)");
+  if (n_kv > INT32_MAX) fail(SA_ERR_UNSUPPORTED, "%lld keys; the CUDA kernels address rows with int32", (long long)n_kv);
+  if (n_q > INT32_MAX / 2) fail(SA_ERR_UNSUPPORTED, "%lld queries in one call", (long long)n_q);
+
+  const int G = int(H_q / H_kv);
+  const int gt = a.per_query_head ? 1 : (G % 4 == 0 ? 4 : G % 2 == 0 ? 2 : 1);
+  Params p{};
+  p.q = q.data;
+  p.q_s0 = q.strides[0];
+  p.q_s1 = q.strides[1];
+  p.q_s2 = q.strides[2];
+  p.q_dtype = q.dtype;
+  p.k = static_cast<const char *>(k.data);
+  p.v = static_cast<const char *>(v.data);
+  p.k_s0 = k.strides[0] * 2;
+  p.k_s1 = k.strides[1] * 2;
+  p.v_s0 = v.strides[0] * 2;
+  p.v_s1 = v.strides[1] * 2;
+  if (a.indices) {
+    p.idx = static_cast<const int32_t *>(a.indices->data);
+    p.i_s0 = a.indices->strides[0];
+    p.i_s1 = a.indices->strides[1];
+    p.i_s2 = a.indices->strides[2];
+    p.width = a.indices->shape[2];
+  }
+  p.n_kv = n_kv;
+  p.n_q = int(n_q);
+  p.G = G;
+  p.per_query_head = a.per_query_head;
+  p.causal = a.causal;
+  p.units = int(H_q / gt);
+  p.out = out.data;
+  p.o_s0 = out.strides[0];
+  p.o_s1 = out.strides[1];
+  p.o_s2 = out.strides[2];
+  p.out_dtype = out.dtype;
+  if (a.lse) {
+    p.lse = static_cast<float *>(a.lse->data);
+    p.l_s0 = a.lse->strides[0];
+    p.l_s1 = a.lse->strides[1];
+  }
+  p.scale_log2 = a.scale * kLog2e;
+
+  DeviceGuard guard(q.device_id);
+  // Enough blocks to fill the chip about four times over, each with at least kMinChunk keys.
+  const int64_t len = a.indices ? p.width : n_kv;
+  const int64_t base = n_q * p.units, target = 4 * int64_t(sm_count(q.device_id));
+  int64_t splits = (target + base - 1) / base;
+  const int64_t max_splits = (len + kMinChunk - 1) / kMinChunk;
+  if (splits > max_splits) splits = max_splits;
+  if (splits < 1) splits = 1;
+  if (splits > kMaxMergeSplits) splits = kMaxMergeSplits;
+  p.chunk = len > 0 ? (len + splits - 1) / splits : 0;
+  p.splits = int(len > 0 ? (len + p.chunk - 1) / p.chunk : 1);
+
+  cudaStream_t stream = static_cast<cudaStream_t>(a.stream);
+  if (k.dtype == SA_DTYPE_F16) launch_d<F16>(p, int(D), gt, stream, q.device_id);
+  else launch_d<BF16>(p, int(D), gt, stream, q.device_id);
+}
+
+}  // namespace sacuda

@@ -1,0 +1,11 @@
+// Decode attention on device tensors: dense or gathered, split over keys with an exact merge.
+#pragma once
+
+#include "sparseattn_plugin.h"
+
+namespace sacuda {
+
+// Validates what the kernels need beyond the core's checks and enqueues the work on a->stream.
+void attend(const sa_plugin_attend_args &a);
+
+}  // namespace sacuda

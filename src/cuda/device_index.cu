@@ -1,0 +1,136 @@
+// The device index's storage: create, grow, append (with the page bounds of touched pages).
+#include "device_index.hpp"
+#include "half_vec.cuh"
+#include "plugin_state.hpp"
+
+namespace sacuda {
+namespace {
+
+// keys [n, H, D] (any float dtype, element strides) -> store[h][first + s][d].
+template <class T>
+__global__ void store_keys_kernel(const void *src, int src_dtype, int64_t s0, int64_t s1, int64_t s2, int64_t n,
+                                  int H, int D, uint16_t *dst, int64_t capacity, int64_t first) {
+  const int64_t total = n * H * D;
+  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < total; e += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t s = e / (int64_t(H) * D), h = (e / D) % H, d = e % D;
+    const float f = load_any(src, s * s0 + h * s1 + d * s2, src_dtype);
+    dst[(h * capacity + first + s) * D + d] = T::from(f);
+  }
+}
+
+// Min and max over the filled slots of pages [p0, p1) for every head and dimension.
+template <class T>
+__global__ void page_bounds_kernel(const uint16_t *keys, int64_t capacity, int64_t size, int H, int D, int P, int64_t p0,
+                                   int64_t p1, uint16_t *pmin, uint16_t *pmax, int64_t page_capacity) {
+  const int64_t total = (p1 - p0) * H * D;
+  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < total; e += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t pg = p0 + e / (int64_t(H) * D), h = (e / D) % H, d = e % D;
+    const int64_t s0 = pg * P, s1 = s0 + P < size ? s0 + P : size;
+    float lo = INFINITY, hi = -INFINITY;
+    uint16_t blo = 0, bhi = 0;
+    for (int64_t s = s0; s < s1; ++s) {
+      const uint16_t b = keys[(h * capacity + s) * D + d];
+      const float f = T::one(b);
+      if (f < lo) { lo = f; blo = b; }
+      if (f > hi) { hi = f; bhi = b; }
+    }
+    pmin[(h * page_capacity + pg) * D + d] = blo;  // stored values: the bounds are exact
+    pmax[(h * page_capacity + pg) * D + d] = bhi;
+  }
+}
+
+// Moves per-head rows [heads][old_cap][row] into [heads][new_cap][row].
+void *regrow(void *old, int64_t old_cap, int64_t new_cap, int64_t used, int heads, size_t row_bytes, cudaStream_t s) {
+  void *fresh = nullptr;
+  check_cuda(cudaMallocAsync(&fresh, size_t(heads) * size_t(new_cap) * row_bytes, s), "index storage allocation");
+  if (old && used > 0)
+    check_cuda(cudaMemcpy2DAsync(fresh, size_t(new_cap) * row_bytes, old, size_t(old_cap) * row_bytes,
+                                 size_t(used) * row_bytes, size_t(heads), cudaMemcpyDeviceToDevice, s),
+               "index storage copy");
+  if (old) check_cuda(cudaFreeAsync(old, s), "index storage release");
+  return fresh;
+}
+
+int grid_for(int64_t total) {
+  int64_t g = (total + 255) / 256;
+  return int(g < 4096 ? (g > 0 ? g : 1) : 4096);
+}
+
+}  // namespace
+
+sa_plugin_index *index_create(const sa_plugin_index_args &a) {
+  if (a.kind != SA_SELECTOR_EXACT && a.kind != SA_SELECTOR_PAGE)
+    fail(SA_ERR_UNSUPPORTED, "selector kind %d has no CUDA implementation (exact and page have)", int(a.kind));
+  if (!is_half_type(a.dtype))
+    fail(SA_ERR_UNSUPPORTED, "a CUDA index stores keys as f16 or bf16 (opt->dtype)");
+  if (a.kind == SA_SELECTOR_PAGE && a.refine)
+    fail(SA_ERR_UNSUPPORTED, "the CUDA page selector keeps whole pages: set opt->page.refine = 0");
+  if (a.head_dim != 64 && a.head_dim != 128 && a.head_dim != 256)
+    fail(SA_ERR_UNSUPPORTED, "head dimension %d; the CUDA selectors take 64, 128 or 256", int(a.head_dim));
+  auto *ix = new sa_plugin_index();
+  ix->kind = a.kind;
+  ix->heads = a.num_kv_heads;
+  ix->dim = a.head_dim;
+  ix->page = a.kind == SA_SELECTOR_PAGE ? a.page_size : 1;
+  ix->dtype = a.dtype;
+  ix->device = a.device_id;
+  ix->stream = static_cast<cudaStream_t>(a.stream);
+  ix->capacity = 0;
+  return ix;
+}
+
+void index_destroy(sa_plugin_index *ix) {
+  if (!ix) return;
+  int saved = -1;
+  cudaGetDevice(&saved);
+  cudaSetDevice(ix->device);
+  cudaStreamSynchronize(ix->stream);  // work that reads the storage may still be queued
+  cudaFree(ix->keys);
+  cudaFree(ix->page_min);
+  cudaFree(ix->page_max);
+  if (saved >= 0) cudaSetDevice(saved);
+  delete ix;
+}
+
+void index_append(sa_plugin_index &ix, const sa_tensor &keys) {
+  DeviceGuard guard(ix.device);
+  const int64_t n = keys.shape[0], H = ix.heads, D = ix.dim, P = ix.page;
+  const size_t es = 2, row = size_t(D) * es;
+  if (ix.size + n > ix.capacity) {
+    int64_t cap = ix.capacity ? ix.capacity * 2 : 4096;
+    while (cap < ix.size + n) cap *= 2;
+    cap = (cap + P - 1) / P * P;  // whole pages
+    ix.keys = regrow(ix.keys, ix.capacity, cap, ix.size, int(H), row, ix.stream);
+    if (ix.kind == SA_SELECTOR_PAGE) {
+      const int64_t used_pages = (ix.size + P - 1) / P;
+      ix.page_min = regrow(ix.page_min, ix.capacity / P, cap / P, used_pages, int(H), row, ix.stream);
+      ix.page_max = regrow(ix.page_max, ix.capacity / P, cap / P, used_pages, int(H), row, ix.stream);
+    }
+    ix.capacity = cap;
+  }
+  const int64_t total = n * H * D;
+  auto *dst = static_cast<uint16_t *>(ix.keys);
+  if (ix.dtype == SA_DTYPE_F16)
+    store_keys_kernel<F16><<<grid_for(total), 256, 0, ix.stream>>>(keys.data, keys.dtype, keys.strides[0],
+        keys.strides[1], keys.strides[2], n, int(H), int(D), dst, ix.capacity, ix.size);
+  else
+    store_keys_kernel<BF16><<<grid_for(total), 256, 0, ix.stream>>>(keys.data, keys.dtype, keys.strides[0],
+        keys.strides[1], keys.strides[2], n, int(H), int(D), dst, ix.capacity, ix.size);
+  check_cuda(cudaGetLastError(), "key store launch");
+  const int64_t new_size = ix.size + n;
+  if (ix.kind == SA_SELECTOR_PAGE) {
+    const int64_t p0 = ix.size / P, p1 = (new_size + P - 1) / P, pages = ix.capacity / P;
+    const int64_t pt = (p1 - p0) * H * D;
+    auto *lo = static_cast<uint16_t *>(ix.page_min), *hi = static_cast<uint16_t *>(ix.page_max);
+    if (ix.dtype == SA_DTYPE_F16)
+      page_bounds_kernel<F16><<<grid_for(pt), 256, 0, ix.stream>>>(dst, ix.capacity, new_size, int(H), int(D), int(P),
+                                                                   p0, p1, lo, hi, pages);
+    else
+      page_bounds_kernel<BF16><<<grid_for(pt), 256, 0, ix.stream>>>(dst, ix.capacity, new_size, int(H), int(D), int(P),
+                                                                    p0, p1, lo, hi, pages);
+    check_cuda(cudaGetLastError(), "page bounds launch");
+  }
+  ix.size = new_size;
+}
+
+}  // namespace sacuda

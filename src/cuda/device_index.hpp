@@ -1,0 +1,30 @@
+// An index on a CUDA device: keys per KV head contiguous [slot][D] in f16/bf16, and for the
+// page selector each page's elementwise key min and max, all in device memory. Slot s holds
+// position s (appends only).
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "sparseattn_plugin.h"
+
+struct sa_plugin_index {
+  sa_selector_kind kind = SA_SELECTOR_EXACT;
+  int heads = 0, dim = 0, page = 1;
+  sa_dtype dtype = SA_DTYPE_BF16;
+  int device = 0;
+  cudaStream_t stream = nullptr;  // appends
+  int64_t size = 0, capacity = 0;
+  void *keys = nullptr;                      // [heads][capacity][dim]
+  void *page_min = nullptr, *page_max = nullptr;  // [heads][capacity / page][dim]
+};
+
+namespace sacuda {
+
+sa_plugin_index *index_create(const sa_plugin_index_args &a);
+void index_destroy(sa_plugin_index *ix);
+void index_append(sa_plugin_index &ix, const sa_tensor &keys);
+void index_select(const sa_plugin_index &ix, const sa_plugin_select_args &a);
+
+}  // namespace sacuda

@@ -1,0 +1,80 @@
+// libsparseattn_cuda.so's one exported symbol and the table behind it. Every entry turns the
+// plugin's failures into an sa_status and a message for last_error().
+#include <cstdio>
+#include <cstring>
+
+#include "attend_decode.hpp"
+#include "device_index.hpp"
+#include "plugin_state.hpp"
+
+namespace sacuda {
+namespace {
+
+const char *table_last_error() { return last_error(); }
+
+sa_status table_device_count(int32_t *count) {
+  return guarded([&] {
+    int n = 0;
+    const cudaError_t e = cudaGetDeviceCount(&n);
+    if (e != cudaSuccess) {
+      cudaGetLastError();
+      fail(SA_ERR_BACKEND_UNAVAILABLE, "cudaGetDeviceCount failed: %s (%s)", cudaGetErrorString(e), cudaGetErrorName(e));
+    }
+    *count = n;
+  });
+}
+
+sa_status table_device_name(int32_t device_id, char *buf, size_t cap) {
+  return guarded([&] {
+    cudaDeviceProp prop{};
+    check_cuda(cudaGetDeviceProperties(&prop, device_id), "cudaGetDeviceProperties");
+    if (cap) std::snprintf(buf, cap, "%s (sm_%d%d)", prop.name, prop.major, prop.minor);
+  });
+}
+
+sa_status table_attend(const sa_plugin_attend_args *a) {
+  return guarded([&] { attend(*a); });
+}
+
+sa_status table_index_create(const sa_plugin_index_args *a, sa_plugin_index **out) {
+  return guarded([&] { *out = index_create(*a); });
+}
+
+void table_index_destroy(sa_plugin_index *ix) { index_destroy(ix); }
+
+sa_status table_index_append(sa_plugin_index *ix, const sa_tensor *keys) {
+  return guarded([&] { index_append(*ix, *keys); });
+}
+
+sa_status table_select(sa_plugin_index *ix, const sa_plugin_select_args *a) {
+  return guarded([&] { index_select(*ix, *a); });
+}
+
+sa_status table_stream_synchronize(void *stream) {
+  return guarded([&] { check_cuda(cudaStreamSynchronize(static_cast<cudaStream_t>(stream)), "cudaStreamSynchronize"); });
+}
+
+}  // namespace
+}  // namespace sacuda
+
+extern "C" SA_PLUGIN_EXPORT sa_status sa_plugin_init(uint32_t abi_version, sa_plugin_api *out) {
+  if (!out || out->struct_size < offsetof(sa_plugin_api, name)) return SA_ERR_STRUCT_SIZE;
+  out->abi_version = SA_PLUGIN_ABI_VERSION;
+  if (abi_version != SA_PLUGIN_ABI_VERSION) return SA_ERR_UNSUPPORTED;
+  sa_plugin_api t{};
+  t.abi_version = SA_PLUGIN_ABI_VERSION;
+  t.name = "cuda";
+  t.last_error = sacuda::table_last_error;
+  t.device_count = sacuda::table_device_count;
+  t.device_name = sacuda::table_device_name;
+  t.attend = sacuda::table_attend;
+  t.index_create = sacuda::table_index_create;
+  t.index_destroy = sacuda::table_index_destroy;
+  t.index_append = sacuda::table_index_append;
+  t.select = sacuda::table_select;
+  t.stream_synchronize = sacuda::table_stream_synchronize;
+  const size_t n = out->struct_size < sizeof t ? out->struct_size : sizeof t;
+  t.struct_size = n;
+  std::memcpy(out, &t, n);
+  return SA_OK;
+}

@@ -1,0 +1,78 @@
+// Shared pieces of the CUDA plugin: errors (thrown inside, turned into an sa_status and a
+// thread-local message at the table boundary), the current-device guard, and the
+// stream-ordered workspace pool.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <string>
+
+#include "sparseattn_plugin.h"
+
+namespace sacuda {
+
+struct Failure {
+  sa_status status;
+  std::string message;
+};
+
+[[noreturn]] void fail(sa_status status, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void check_cuda(cudaError_t e, const char *what);
+void set_error(const std::string &message);
+const char *last_error();
+
+// Runs f, translating failures into a status and the thread's message.
+template <class F>
+sa_status guarded(F &&f) noexcept {
+  try {
+    f();
+    return SA_OK;
+  } catch (const Failure &e) {
+    set_error(e.message);
+    return e.status;
+  } catch (const std::bad_alloc &) {
+    set_error("out of host memory");
+    return SA_ERR_OUT_OF_MEMORY;
+  } catch (...) {
+    set_error("internal error");
+    return SA_ERR_INTERNAL;
+  }
+}
+
+// Makes device_id current for the calling thread while alive, then restores the caller's.
+class DeviceGuard {
+ public:
+  explicit DeviceGuard(int device_id);
+  ~DeviceGuard();
+  DeviceGuard(const DeviceGuard &) = delete;
+  DeviceGuard &operator=(const DeviceGuard &) = delete;
+
+ private:
+  int saved_ = -1;
+};
+
+// Device memory ordered on a stream, from a pool the plugin keeps per device (never trimmed,
+// so repeated calls reuse it without a cudaMalloc).
+class Workspace {
+ public:
+  Workspace(int device_id, cudaStream_t stream) : device_(device_id), stream_(stream) {}
+  ~Workspace();
+  Workspace(const Workspace &) = delete;
+  Workspace &operator=(const Workspace &) = delete;
+  void *get(size_t bytes);
+
+ private:
+  int device_;
+  cudaStream_t stream_;
+  void *blocks_[8] = {};
+  int n_ = 0;
+};
+
+// Multiprocessors of a device (cached).
+int sm_count(int device_id);
+
+// dtype of a tensor as the kernels see it.
+inline bool is_half_type(sa_dtype d) { return d == SA_DTYPE_F16 || d == SA_DTYPE_BF16; }
+
+}  // namespace sacuda

@@ -1,0 +1,370 @@
+// The CUDA plugin on a real GPU: sa_attend on device tensors against the CPU path on the same
+// values, and device selection against a double-precision reference of the documented rules.
+// Skips cleanly when no plugin or no device is present.
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <set>
+#include <vector>
+
+#include "sparseattn.h"
+
+namespace {
+
+#define CUDA_OK(x) ASSERT_EQ((x), cudaSuccess) << #x
+#define SA_OK_(x) ASSERT_EQ((x), SA_OK) << #x << ": " << sa_last_error()
+
+// Round-to-nearest-even encoders, written here independently of the library.
+uint16_t to_bf16(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  u += 0x7fff + ((u >> 16) & 1);
+  return uint16_t(u >> 16);
+}
+float from_bf16(uint16_t b) {
+  uint32_t u = uint32_t(b) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+// f16 through CUDA's own host conversions.
+uint16_t to_f16(float f) {
+  __half h = __float2half_rn(f);
+  uint16_t b;
+  std::memcpy(&b, &h, 2);
+  return b;
+}
+
+struct Ctx {
+  sa_context *cpu = nullptr, *gpu = nullptr;
+  std::string why;
+  Ctx() {
+    sa_context_options o = SA_CONTEXT_OPTIONS_INIT;
+    o.threads = 4;
+    sa_context_create(&o, &cpu);
+    o.device = SA_DEVICE_CUDA;
+    if (sa_context_create(&o, &gpu) != SA_OK) why = sa_last_error();
+  }
+  ~Ctx() {
+    sa_context_destroy(&cpu);
+    sa_context_destroy(&gpu);
+  }
+};
+
+#define NEED_GPU(c)                                              \
+  Ctx c;                                                         \
+  if (!c.gpu) GTEST_SKIP() << "no usable CUDA plugin: " << c.why
+
+sa_tensor desc(void *data, sa_dtype dt, std::vector<int64_t> shape, sa_device_type dev) {
+  sa_tensor t{};
+  t.data = data;
+  t.dtype = dt;
+  t.device = dev;
+  t.rank = int32_t(shape.size());
+  for (size_t i = 0; i < shape.size(); ++i) t.shape[i] = shape[i];
+  return t;
+}
+
+template <class T>
+T *to_device(const std::vector<T> &h) {
+  void *d = nullptr;
+  EXPECT_EQ(cudaMalloc(&d, h.size() * sizeof(T) + 16), cudaSuccess);
+  cudaMemcpy(d, h.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice);
+  return static_cast<T *>(d);
+}
+template <class T>
+std::vector<T> to_host(const T *d, size_t n) {
+  std::vector<T> h(n);
+  cudaMemcpy(h.data(), d, n * sizeof(T), cudaMemcpyDeviceToHost);
+  return h;
+}
+
+struct AttendCase {
+  sa_dtype dtype;
+  int D, Hq, Hkv, n_q;
+  int64_t n_kv;
+  int width;  // 0: dense
+  bool per_query_head, causal;
+};
+
+// Runs one case on the GPU and on the CPU (the same 16-bit values), compares out and lse.
+void check_attend(Ctx &c, const AttendCase &k, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> nd(0.f, 1.f);
+  const bool bf = k.dtype == SA_DTYPE_BF16;
+  auto enc = [&](float f) { return bf ? to_bf16(f) : to_f16(f); };
+  const size_t nq = size_t(k.n_q) * k.Hq * k.D, nkv = size_t(k.n_kv) * k.Hkv * k.D;
+  std::vector<uint16_t> q(nq), kk(nkv), v(nkv);
+  for (auto &x : q) x = enc(nd(rng) * 1.5f);
+  for (auto &x : kk) x = enc(nd(rng));
+  for (auto &x : v) x = enc(nd(rng));
+  const int lists = k.per_query_head ? k.Hq : k.Hkv;
+  std::vector<int32_t> idx, idx_cpu;
+  if (k.width) {
+    idx.resize(size_t(k.n_q) * lists * k.width);
+    for (auto &x : idx) {
+      const int r = int(rng() % 10);
+      x = r == 0 ? -1 : r == 1 ? int32_t(k.n_kv + rng() % 50) : int32_t(rng() % k.n_kv);  // padding, out of range
+    }
+    idx_cpu = idx;
+    for (auto &x : idx_cpu)
+      if (x >= k.n_kv) x = -1;  // the GPU skips what the CPU would refuse
+  }
+  // CPU reference through the library's CPU path.
+  std::vector<float> out_cpu(size_t(k.n_q) * k.Hq * k.D), lse_cpu(size_t(k.n_q) * k.Hq);
+  sa_tensor tq = desc(q.data(), k.dtype, {k.n_q, k.Hq, k.D}, SA_DEVICE_CPU);
+  sa_tensor tk = desc(kk.data(), k.dtype, {k.n_kv, k.Hkv, k.D}, SA_DEVICE_CPU);
+  sa_tensor tv = desc(v.data(), k.dtype, {k.n_kv, k.Hkv, k.D}, SA_DEVICE_CPU);
+  sa_tensor ti = desc(idx_cpu.data(), SA_DTYPE_I32, {k.n_q, lists, k.width}, SA_DEVICE_CPU);
+  sa_tensor to = desc(out_cpu.data(), SA_DTYPE_F32, {k.n_q, k.Hq, k.D}, SA_DEVICE_CPU);
+  sa_tensor tl = desc(lse_cpu.data(), SA_DTYPE_F32, {k.n_q, k.Hq}, SA_DEVICE_CPU);
+  sa_attend_options o = SA_ATTEND_OPTIONS_INIT;
+  o.causal = k.causal;
+  SA_OK_(sa_attend(c.cpu, &tq, &tk, &tv, k.width ? &ti : nullptr, &o, &to, &tl));
+
+  uint16_t *dq = to_device(q), *dk = to_device(kk), *dv = to_device(v);
+  int32_t *di = k.width ? to_device(idx) : nullptr;
+  std::vector<float> poison(out_cpu.size(), NAN), lpoison(lse_cpu.size(), NAN);
+  float *dout = to_device(poison), *dlse = to_device(lpoison);
+  sa_tensor gq = desc(dq, k.dtype, {k.n_q, k.Hq, k.D}, SA_DEVICE_CUDA);
+  sa_tensor gk = desc(dk, k.dtype, {k.n_kv, k.Hkv, k.D}, SA_DEVICE_CUDA);
+  sa_tensor gv = desc(dv, k.dtype, {k.n_kv, k.Hkv, k.D}, SA_DEVICE_CUDA);
+  sa_tensor gi = desc(di, SA_DTYPE_I32, {k.n_q, lists, k.width}, SA_DEVICE_CUDA);
+  sa_tensor go = desc(dout, SA_DTYPE_F32, {k.n_q, k.Hq, k.D}, SA_DEVICE_CUDA);
+  sa_tensor gl = desc(dlse, SA_DTYPE_F32, {k.n_q, k.Hq}, SA_DEVICE_CUDA);
+  SA_OK_(sa_attend(c.gpu, &gq, &gk, &gv, k.width ? &gi : nullptr, &o, &go, &gl));
+  CUDA_OK(cudaDeviceSynchronize());
+  auto out = to_host(dout, out_cpu.size()), lse = to_host(dlse, lse_cpu.size());
+  double num = 0, den = 0, lse_err = 0;
+  for (size_t e = 0; e < out.size(); ++e) {
+    ASSERT_FALSE(std::isnan(out[e])) << "unwritten output at " << e;
+    num += double(out[e] - out_cpu[e]) * (out[e] - out_cpu[e]);
+    den += double(out_cpu[e]) * out_cpu[e];
+  }
+  for (size_t e = 0; e < lse.size(); ++e) {
+    ASSERT_FALSE(std::isnan(lse[e])) << "unwritten lse at " << e;
+    if (std::isinf(lse_cpu[e])) EXPECT_TRUE(std::isinf(lse[e]));
+    else lse_err = std::max(lse_err, double(std::fabs(lse[e] - lse_cpu[e])));
+  }
+  EXPECT_LT(std::sqrt(num / std::max(den, 1e-30)), 1e-5) << "relative error of out";
+  EXPECT_LT(lse_err, 1e-4) << "lse";
+  cudaFree(dq); cudaFree(dk); cudaFree(dv); cudaFree(di); cudaFree(dout); cudaFree(dlse);
+}
+
+TEST(CudaAttend, SparseDecodeBf16GqaMatchesCpu) {
+  NEED_GPU(c);
+  check_attend(c, {SA_DTYPE_BF16, 128, 32, 8, 1, 4096, 2048, false, false}, 1);
+  check_attend(c, {SA_DTYPE_BF16, 128, 8, 2, 5, 3000, 700, false, false}, 2);
+}
+TEST(CudaAttend, SparseDecodeF16OtherShapes) {
+  NEED_GPU(c);
+  check_attend(c, {SA_DTYPE_F16, 64, 6, 2, 3, 1000, 300, false, false}, 3);   // G = 3
+  check_attend(c, {SA_DTYPE_F16, 256, 4, 2, 2, 500, 100, false, false}, 4);   // G = 2, D = 256
+  check_attend(c, {SA_DTYPE_BF16, 128, 8, 2, 2, 800, 64, true, false}, 5);    // per query head
+  check_attend(c, {SA_DTYPE_BF16, 64, 4, 4, 70, 300, 40, false, false}, 6);   // many queries
+}
+TEST(CudaAttend, DenseDecodeMatchesCpuManySplits) {
+  NEED_GPU(c);
+  check_attend(c, {SA_DTYPE_BF16, 128, 32, 8, 1, 100000, 0, false, false}, 7);
+  check_attend(c, {SA_DTYPE_F16, 128, 8, 2, 4, 5000, 0, false, true}, 8);  // causal prefill tail
+  check_attend(c, {SA_DTYPE_BF16, 64, 2, 1, 1, 0, 0, false, false}, 9);    // no keys: 0, -inf
+}
+
+// ---------------------------------------------------------------- selection
+
+struct SelCase {
+  sa_selector_kind kind;
+  int D, Hq, Hkv, n_q, page;
+  int64_t n;
+  int top_k, window, sinks;
+};
+
+// Masses by the documented rules, in double. exact: per slot, the group's mean softmax
+// probability over visible slots; page: per page, sum_g 2^(log2e*scale*(bound - max bound)).
+void check_select(Ctx &c, const SelCase &k, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> nd(0.f, 1.f);
+  const int G = k.Hq / k.Hkv;
+  std::vector<uint16_t> keys(size_t(k.n) * k.Hkv * k.D), q(size_t(k.n_q) * k.Hq * k.D);
+  for (auto &x : keys) x = to_bf16(nd(rng));
+  for (auto &x : q) x = to_bf16(nd(rng) * 2.f);
+  sa_index_options io = SA_INDEX_OPTIONS_INIT;
+  io.kind = k.kind;
+  io.num_kv_heads = k.Hkv;
+  io.head_dim = k.D;
+  io.dtype = SA_DTYPE_BF16;
+  io.page.page_size = k.page;
+  io.page.refine = 0;
+  sa_index *ix = nullptr;
+  SA_OK_(sa_index_create(c.gpu, &io, &ix));
+  uint16_t *dk = to_device(keys), *dq = to_device(q);
+  // Two appends, the second partly filling a page.
+  const int64_t first = k.n / 3;
+  sa_tensor a1 = desc(dk, SA_DTYPE_BF16, {first, k.Hkv, k.D}, SA_DEVICE_CUDA);
+  sa_tensor a2 = desc(dk + first * k.Hkv * k.D, SA_DTYPE_BF16, {k.n - first, k.Hkv, k.D}, SA_DEVICE_CUDA);
+  SA_OK_(sa_index_append(ix, &a1));
+  SA_OK_(sa_index_append(ix, &a2));
+  const int width = k.sinks + k.window + k.top_k + 3;
+  std::vector<int32_t> poison(size_t(k.n_q) * k.Hkv * width, -7);
+  int32_t *dout = to_device(poison);
+  sa_tensor tq = desc(dq, SA_DTYPE_BF16, {k.n_q, k.Hq, k.D}, SA_DEVICE_CUDA);
+  sa_tensor to = desc(dout, SA_DTYPE_I32, {k.n_q, k.Hkv, width}, SA_DEVICE_CUDA);
+  sa_select_options so = SA_SELECT_OPTIONS_INIT;
+  so.top_k = k.top_k;
+  so.window = k.window;
+  so.sinks = k.sinks;
+  SA_OK_(sa_select(ix, &tq, &so, &to));
+  CUDA_OK(cudaDeviceSynchronize());
+  auto got = to_host(dout, poison.size());
+  const double scale = 1.0 / std::sqrt(double(k.D));
+  for (int i = 0; i < k.n_q; ++i)
+    for (int h = 0; h < k.Hkv; ++h) {
+      const int64_t pos = k.n - k.n_q + i, lo = k.sinks, hi = std::min<int64_t>(pos - k.window, k.n - 1);
+      const int item = k.kind == SA_SELECTOR_PAGE ? k.page : 1;
+      const int64_t n_items = (k.n + item - 1) / item;
+      std::vector<double> mass(size_t(n_items), -1.0);
+      std::vector<std::vector<double>> sc(size_t(G), std::vector<double>(size_t(n_items), -INFINITY));
+      for (int g = 0; g < G; ++g) {
+        const uint16_t *qq = &q[(size_t(i) * k.Hq + h * G + g) * k.D];
+        for (int64_t r = 0; r < n_items; ++r) {
+          double s = 0;
+          if (item == 1) {
+            if (r > pos) continue;
+            for (int d = 0; d < k.D; ++d) s += double(from_bf16(qq[d])) * from_bf16(keys[(size_t(r) * k.Hkv + h) * k.D + d]);
+          } else {
+            if (!(r * item <= hi && (r + 1) * item - 1 >= lo && lo <= hi)) continue;
+            for (int d = 0; d < k.D; ++d) {
+              double mn = INFINITY, mx = -INFINITY;
+              for (int64_t sl = r * item; sl < std::min<int64_t>((r + 1) * item, k.n); ++sl) {
+                const double kv = from_bf16(keys[(size_t(sl) * k.Hkv + h) * k.D + d]);
+                mn = std::min(mn, kv);
+                mx = std::max(mx, kv);
+              }
+              const double qd = from_bf16(qq[d]);
+              s += std::max(qd * mn, qd * mx);
+            }
+          }
+          sc[size_t(g)][size_t(r)] = s * scale;
+        }
+      }
+      for (int g = 0; g < G; ++g) {
+        double m = -INFINITY, z = 0;
+        for (double s : sc[size_t(g)]) m = std::max(m, s);
+        for (double s : sc[size_t(g)]) z += std::exp(s - m);
+        for (int64_t r = 0; r < n_items; ++r) {
+          const bool cand = lo <= hi && r * item <= hi && (r + 1) * item - 1 >= lo;
+          if (!cand) continue;
+          if (mass[size_t(r)] < 0) mass[size_t(r)] = 0;
+          const double s = sc[size_t(g)][size_t(r)];
+          mass[size_t(r)] += item == 1 ? std::exp(s - m) / z / G : std::exp(s - m);
+        }
+      }
+      // Threshold: the n_sel-th largest reference mass.
+      std::vector<double> sorted;
+      for (double m : mass)
+        if (m >= 0) sorted.push_back(m);
+      std::sort(sorted.rbegin(), sorted.rend());
+      const size_t n_sel = item == 1 ? size_t(k.top_k) : size_t(std::max(1, k.top_k / item));
+      const double thr = sorted.size() > n_sel ? sorted[n_sel - 1] : -1;
+      // Expected forced slots and the count.
+      std::set<int32_t> forced;
+      for (int64_t j = 0; j <= pos && j < k.n; ++j)
+        if (j < k.sinks || j > pos - k.window) forced.insert(int32_t(j));
+      const int32_t *row = &got[(size_t(i) * k.Hkv + h) * width];
+      std::set<int64_t> items;
+      int count = 0;
+      for (int e = 0; e < width; ++e) {
+        if (row[e] == -1) {
+          for (int f = e; f < width; ++f) ASSERT_EQ(row[f], -1) << "padding then a slot";
+          break;
+        }
+        ASSERT_GE(row[e], 0) << "entry " << e << " unwritten";
+        ASSERT_LE(row[e], pos);
+        if (e > 0) ASSERT_GT(row[e], row[e - 1]) << "not ascending";
+        ++count;
+        if (!forced.count(row[e])) items.insert(row[e] / item);
+      }
+      for (int32_t f : forced) EXPECT_TRUE(std::binary_search(row, row + count, f)) << "forced slot " << f << " missing";
+      EXPECT_EQ(items.size(), std::min(n_sel, sorted.size())) << "items chosen";
+      for (int64_t it : items) EXPECT_GE(mass[size_t(it)], thr * (1 - 1e-3) - 1e-7) << "item " << it << " below the threshold";
+    }
+  sa_index_destroy(&ix);
+  cudaFree(dk); cudaFree(dq); cudaFree(dout);
+}
+
+TEST(CudaSelect, ExactMatchesReference) {
+  NEED_GPU(c);
+  check_select(c, {SA_SELECTOR_EXACT, 128, 8, 2, 2, 1, 5000, 200, 32, 4}, 11);
+  check_select(c, {SA_SELECTOR_EXACT, 64, 3, 1, 1, 1, 300, 500, 8, 2}, 12);  // fewer candidates than top_k
+}
+TEST(CudaSelect, PageMatchesReference) {
+  NEED_GPU(c);
+  check_select(c, {SA_SELECTOR_PAGE, 128, 8, 2, 2, 16, 5003, 256, 64, 4}, 13);
+  check_select(c, {SA_SELECTOR_PAGE, 64, 4, 4, 1, 32, 2000, 100, 16, 0}, 14);
+}
+TEST(CudaSelect, SelectThenAttendOnDevice) {
+  NEED_GPU(c);
+  // The selection feeds sa_attend directly; the result equals the CPU attend over the same list.
+  const int D = 128, Hq = 8, Hkv = 2, n = 4000, width = 4 + 32 + 256;
+  std::mt19937_64 rng(21);
+  std::normal_distribution<float> nd(0.f, 1.f);
+  std::vector<uint16_t> keys(size_t(n) * Hkv * D), vals(keys.size()), q(size_t(Hq) * D);
+  for (auto &x : keys) x = to_bf16(nd(rng));
+  for (auto &x : vals) x = to_bf16(nd(rng));
+  for (auto &x : q) x = to_bf16(nd(rng));
+  uint16_t *dk = to_device(keys), *dv = to_device(vals), *dq = to_device(q);
+  sa_index_options io = SA_INDEX_OPTIONS_INIT;
+  io.kind = SA_SELECTOR_PAGE;
+  io.num_kv_heads = Hkv;
+  io.head_dim = D;
+  io.dtype = SA_DTYPE_BF16;
+  io.page.refine = 0;
+  sa_index *ix = nullptr;
+  SA_OK_(sa_index_create(c.gpu, &io, &ix));
+  sa_tensor tk = desc(dk, SA_DTYPE_BF16, {n, Hkv, D}, SA_DEVICE_CUDA), tv = desc(dv, SA_DTYPE_BF16, {n, Hkv, D}, SA_DEVICE_CUDA);
+  SA_OK_(sa_index_append(ix, &tk));
+  std::vector<int32_t> none(size_t(Hkv) * width, -7);
+  int32_t *di = to_device(none);
+  float *dout = to_device(std::vector<float>(size_t(Hq) * D, NAN));
+  sa_tensor tq = desc(dq, SA_DTYPE_BF16, {1, Hq, D}, SA_DEVICE_CUDA), ti = desc(di, SA_DTYPE_I32, {1, Hkv, width}, SA_DEVICE_CUDA);
+  sa_tensor to = desc(dout, SA_DTYPE_F32, {1, Hq, D}, SA_DEVICE_CUDA);
+  sa_select_options so = SA_SELECT_OPTIONS_INIT;
+  so.top_k = 256;
+  so.window = 32;
+  SA_OK_(sa_select(ix, &tq, &so, &ti));
+  SA_OK_(sa_attend(c.gpu, &tq, &tk, &tv, &ti, nullptr, &to, nullptr));
+  CUDA_OK(cudaDeviceSynchronize());
+  auto idx = to_host(di, none.size());
+  auto out = to_host(dout, size_t(Hq) * D);
+  std::vector<float> ref(out.size());
+  sa_tensor cq = desc(q.data(), SA_DTYPE_BF16, {1, Hq, D}, SA_DEVICE_CPU), ck = desc(keys.data(), SA_DTYPE_BF16, {n, Hkv, D}, SA_DEVICE_CPU);
+  sa_tensor cv = desc(vals.data(), SA_DTYPE_BF16, {n, Hkv, D}, SA_DEVICE_CPU), ci = desc(idx.data(), SA_DTYPE_I32, {1, Hkv, width}, SA_DEVICE_CPU);
+  sa_tensor co = desc(ref.data(), SA_DTYPE_F32, {1, Hq, D}, SA_DEVICE_CPU);
+  SA_OK_(sa_attend(c.cpu, &cq, &ck, &cv, &ci, nullptr, &co, nullptr));
+  for (size_t e = 0; e < out.size(); ++e) ASSERT_NEAR(out[e], ref[e], 1e-4 * (1 + std::fabs(ref[e])));
+  sa_index_destroy(&ix);
+  cudaFree(dk); cudaFree(dv); cudaFree(dq); cudaFree(di); cudaFree(dout);
+}
+
+TEST(CudaSelect, UnsupportedRequestsAreRefused) {
+  NEED_GPU(c);
+  sa_index_options io = SA_INDEX_OPTIONS_INIT;
+  io.kind = SA_SELECTOR_PAGE;
+  io.num_kv_heads = 2;
+  io.head_dim = 128;
+  io.dtype = SA_DTYPE_BF16;
+  sa_index *ix = nullptr;
+  EXPECT_EQ(sa_index_create(c.gpu, &io, &ix), SA_ERR_UNSUPPORTED);  // refine = 1
+  EXPECT_NE(std::string(sa_last_error()).find("refine"), std::string::npos) << sa_last_error();
+  io.kind = SA_SELECTOR_LSH;
+  io.page.refine = 0;
+  EXPECT_EQ(sa_index_create(c.gpu, &io, &ix), SA_ERR_UNSUPPORTED);
+  EXPECT_EQ(ix, nullptr);
+}
+
+}  // namespace
