@@ -117,7 +117,7 @@ void rescore_candidates(const sa_context &ctx, const KeyStore &keys, const Selec
   collect_forced(keys, req, i, s.forced);
 
   std::vector<int32_t> &c = s.candidates;
-  std::sort(c.begin(), c.end());
+  if (!std::is_sorted(c.begin(), c.end())) std::sort(c.begin(), c.end());
   c.erase(std::unique(c.begin(), c.end()), c.end());
   c.erase(std::remove_if(c.begin(), c.end(),
                          [&](int32_t slot) { return !vis(slot, pos[slot]) || always_kept(pos[slot], rule); }),

@@ -2,6 +2,7 @@
 
 #include "core/error.hpp"
 #include "select/exact_selector.hpp"
+#include "select/page_selector.hpp"
 
 namespace sa {
 
@@ -11,13 +12,16 @@ std::unique_ptr<Selector> make_selector(const sa_index_options &opt) {
     case SA_SELECTOR_EXACT:
       return std::make_unique<ExactSelector>(opt.num_kv_heads, opt.head_dim, opt.dtype, opt.capacity);
     case SA_SELECTOR_PAGE:
+      if (opt.page.page_size < 1)
+        fail(SA_ERR_INVALID_ARGUMENT, "opt->page.page_size is %d, expected >= 1", int(opt.page.page_size));
+      return std::make_unique<PageSelector>(opt.num_kv_heads, opt.head_dim, opt.dtype, opt.capacity, opt.page.page_size,
+                                            opt.page.refine != 0);
     case SA_SELECTOR_LSH:
     case SA_SELECTOR_HNSW:
     case SA_SELECTOR_LEARNED:
     case SA_SELECTOR_INDEXER:
       fail(SA_ERR_UNSUPPORTED, "opt->kind %d (%s) is not implemented in sparseattn %s yet", kind,
-           kind == SA_SELECTOR_PAGE ? "page"
-           : kind == SA_SELECTOR_LSH ? "lsh"
+           kind == SA_SELECTOR_LSH ? "lsh"
            : kind == SA_SELECTOR_HNSW ? "hnsw"
            : kind == SA_SELECTOR_LEARNED ? "learned" : "indexer",
            sa_version_string());
