@@ -11,25 +11,42 @@ namespace {
 // Runs of at least this many consecutive slots are scored where they lie; shorter pieces are
 // gathered first (the SIMD kernels score rows in blocks of up to 16).
 constexpr int64_t kInPlaceRun = 16;
+constexpr size_t kPrefetchRuns = 4;
 
 // Appends the slots of `sorted` to s.columns: long runs scored in place now, the rest queued in
 // s.singles for one gathered pass.
 void score_runs(const sa_context &ctx, const KeyStore &keys, const SelectionList &l, const std::vector<int32_t> &sorted,
                 int64_t ld, RescoreScratch &s) {
   const int64_t D = keys.dim();
-  size_t a = 0;
-  while (a < sorted.size()) {
+  const int kv = int(l.kv_head);
+  // Runs [a, b) of consecutive slots. Long runs are prefetched kPrefetchRuns ahead of the
+  // one being scored: scattered pages defeat the hardware prefetcher.
+  std::vector<std::pair<size_t, size_t>> &runs = s.runs;
+  runs.clear();
+  for (size_t a = 0; a < sorted.size();) {
     size_t b = a + 1;
     while (b < sorted.size() && sorted[b] == sorted[b - 1] + 1) ++b;
+    runs.push_back({a, b});
+    a = b;
+  }
+  auto prefetch = [&](size_t r) {
+    if (r >= runs.size() || int64_t(runs[r].second - runs[r].first) < kInPlaceRun) return;
+    const char *p = static_cast<const char *>(keys.row(kv, sorted[runs[r].first]));
+    for (size_t o = 0, bytes = (runs[r].second - runs[r].first) * keys.row_bytes(); o < bytes; o += 64)
+      __builtin_prefetch(p + o, 0, 1);
+  };
+  for (size_t r = 0; r < kPrefetchRuns; ++r) prefetch(r);
+  for (size_t r = 0; r < runs.size(); ++r) {
+    prefetch(r + kPrefetchRuns);
+    const size_t a = runs[r].first, b = runs[r].second;
     if (int64_t(b - a) >= kInPlaceRun) {
       const int64_t col = int64_t(s.columns.size());
-      score_rows_grouped(*ctx.kernels, keys.dtype(), s.queries.data(), l.q_heads, D, keys.row(int(l.kv_head), sorted[a]),
+      score_rows_grouped(*ctx.kernels, keys.dtype(), s.queries.data(), l.q_heads, D, keys.row(kv, sorted[a]),
                          int64_t(b - a), s.scores.data() + col, ld);
       s.columns.insert(s.columns.end(), sorted.begin() + long(a), sorted.begin() + long(b));
     } else {
       s.singles.insert(s.singles.end(), sorted.begin() + long(a), sorted.begin() + long(b));
     }
-    a = b;
   }
 }
 

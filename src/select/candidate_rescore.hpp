@@ -15,6 +15,7 @@
 #pragma once
 
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include "attend/kernels.hpp"
@@ -75,6 +76,7 @@ struct RescoreScratch {
   std::vector<float> queries, scores, mass;
   std::vector<char> gathered;
   std::vector<Candidate> ranked;
+  std::vector<std::pair<size_t, size_t>> runs;
 };
 
 // Finishes list l of query i from s.candidates (reordered and deduplicated on return):

@@ -201,9 +201,8 @@ void LshSelector::update(const int32_t *slots, int64_t n, const TensorView &keys
 void LshSelector::select(const sa_context &ctx, const SelectRequest &req) const {
   const int64_t n_q = req.queries.shape[0], D = keys_.dim(), P = padded_dim_, R = int64_t(rounds_) * bits_;
   const int64_t lists = selection_list_count(req, keys_.heads());
-  std::vector<LshScratch> scratch(size_t(ctx.threads));
   parallel_for(ctx.threads, n_q * lists, [&](int64_t task) {
-    LshScratch &s = scratch[size_t(thread_slot())];
+    static thread_local LshScratch s;  // per OS thread, kept between calls
     RescoreScratch &rs = s.rescore;
     const int64_t i = task / lists;
     const SelectionList l = selection_list(req, keys_.heads(), task % lists);

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <limits>
 #include <utility>
 
@@ -35,17 +36,20 @@ void store(sa_dtype dt, char *row, int64_t d, float x) {
   }
 }
 
+// Bound rows up to this width are one SIMD kernel pass (the kernels' largest vectorised row).
+constexpr int64_t kJointRowMax = 256;
+
 struct PageScratch {
   RescoreScratch rescore;
-  std::vector<float> q_abs, centre_dot, radius_dot, page_score;
+  std::vector<float> q_joint, bound, radius_dot, unusable, page_score, top;
   std::vector<std::pair<float, int32_t>> order;  // (-score, page): ascending = best first
 };
 
 }  // namespace
 
 PageSelector::PageSelector(int heads, int dim, sa_dtype dtype, int64_t capacity_hint, int page_size, bool refine)
-    : keys_(heads, dim, dtype, capacity_hint), page_size_(page_size), refine_(refine), centres_(size_t(heads)),
-      radii_(size_t(heads)) {}
+    : keys_(heads, dim, dtype, capacity_hint), page_size_(page_size), refine_(refine),
+      joint_(2 * int64_t(dim) <= kJointRowMax), centres_(size_t(heads)), radii_(size_t(heads)) {}
 
 void PageSelector::refresh_page(int64_t page) {
   const int64_t first = page * page_size_, last = std::min(keys_.size(), first + page_size_);
@@ -65,7 +69,8 @@ void PageSelector::refresh_page(int64_t page) {
         hi[size_t(d)] = std::max(hi[size_t(d)], x);
       }
     }
-    char *c = centres_[size_t(h)].data() + size_t(page) * rb, *r = radii_[size_t(h)].data() + size_t(page) * rb;
+    char *c = centres_[size_t(h)].data() + size_t(page) * rb * (joint_ ? 2 : 1);
+    char *r = joint_ ? c + rb : radii_[size_t(h)].data() + size_t(page) * rb;
     for (int64_t d = 0; d < D; ++d) {
       store(dt, c, d, 0.5f * (hi[size_t(d)] + lo[size_t(d)]));
       store(dt, r, d, 0.5f * (hi[size_t(d)] - lo[size_t(d)]));
@@ -83,8 +88,8 @@ void PageSelector::append(const TensorView &keys) {
   if (keys_.size() == old_size) return;
   const int64_t n_pages = pages();
   for (int h = 0; h < keys_.heads(); ++h) {
-    centres_[size_t(h)].resize(size_t(n_pages) * keys_.row_bytes());
-    radii_[size_t(h)].resize(size_t(n_pages) * keys_.row_bytes());
+    centres_[size_t(h)].resize(size_t(n_pages) * keys_.row_bytes() * (joint_ ? 2 : 1));
+    if (!joint_) radii_[size_t(h)].resize(size_t(n_pages) * keys_.row_bytes());
   }
   page_min_pos_.resize(size_t(n_pages));
   page_max_pos_.resize(size_t(n_pages));
@@ -104,10 +109,10 @@ void PageSelector::update(const int32_t *slots, int64_t n, const TensorView &key
 void PageSelector::select(const sa_context &ctx, const SelectRequest &req) const {
   const int64_t n_q = req.queries.shape[0], D = keys_.dim(), P = page_size_;
   const int64_t lists = selection_list_count(req, keys_.heads()), n_pages = pages();
-  std::vector<PageScratch> scratch(size_t(ctx.threads));
-
   parallel_for(ctx.threads, n_q * lists, [&](int64_t task) {
-    PageScratch &s = scratch[size_t(thread_slot())];
+    // Per OS thread and kept between calls: no allocation (nor page faults) per selection,
+    // and safe under concurrent calls.
+    static thread_local PageScratch s;
     RescoreScratch &rs = s.rescore;
     const int64_t i = task / lists;
     const SelectionList l = selection_list(req, keys_.heads(), task % lists);
@@ -118,48 +123,71 @@ void PageSelector::select(const sa_context &ctx, const SelectRequest &req) const
     s.order.clear();
     if (n_pages > 0 && use_lo <= use_hi) {
       rs.queries.resize(size_t(G * D));
-      s.q_abs.resize(size_t(G * D));
       load_list_queries(req, i, l, rs.queries.data());
-      for (size_t e = 0; e < s.q_abs.size(); ++e) s.q_abs[e] = std::fabs(rs.queries[e]);
-      s.centre_dot.resize(size_t(G * n_pages));
-      s.radius_dot.resize(size_t(G * n_pages));
+      s.bound.resize(size_t(G * n_pages));
       const int kv = int(l.kv_head);
-      score_rows_grouped(*ctx.kernels, keys_.dtype(), rs.queries.data(), G, D, centres_[size_t(kv)].data(), n_pages,
-                         s.centre_dot.data(), n_pages);
-      score_rows_grouped(*ctx.kernels, keys_.dtype(), s.q_abs.data(), G, D, radii_[size_t(kv)].data(), n_pages,
-                         s.radius_dot.data(), n_pages);
-      // Bound per head (base-2 logits), -inf for pages without a usable position; the group's
-      // pages are scored by the summed bound probabilities, each head's best page counting 1.
-      for (int64_t g = 0; g < G; ++g) {
-        float *b = &s.centre_dot[size_t(g * n_pages)];
-        const float *r = &s.radius_dot[size_t(g * n_pages)];
-        for (int64_t p = 0; p < n_pages; ++p)
-          b[p] = page_min_pos_[size_t(p)] <= use_hi && page_max_pos_[size_t(p)] >= use_lo
-                     ? b[p] + r[p] : -std::numeric_limits<float>::infinity();
+      if (joint_) {  // rows [centre | radius] against [q | |q|]: the bound in one pass
+        s.q_joint.resize(size_t(G * 2 * D));
+        for (int64_t g = 0; g < G; ++g)
+          for (int64_t d = 0; d < D; ++d) {
+            s.q_joint[size_t(g * 2 * D + d)] = rs.queries[size_t(g * D + d)];
+            s.q_joint[size_t(g * 2 * D + D + d)] = std::fabs(rs.queries[size_t(g * D + d)]);
+          }
+        score_rows_grouped(*ctx.kernels, keys_.dtype(), s.q_joint.data(), G, 2 * D, centres_[size_t(kv)].data(), n_pages,
+                           s.bound.data(), n_pages);
+      } else {
+        s.q_joint.resize(size_t(G * D));
+        for (size_t e = 0; e < s.q_joint.size(); ++e) s.q_joint[e] = std::fabs(rs.queries[e]);
+        s.radius_dot.resize(size_t(G * n_pages));
+        score_rows_grouped(*ctx.kernels, keys_.dtype(), rs.queries.data(), G, D, centres_[size_t(kv)].data(), n_pages,
+                           s.bound.data(), n_pages);
+        score_rows_grouped(*ctx.kernels, keys_.dtype(), s.q_joint.data(), G, D, radii_[size_t(kv)].data(), n_pages,
+                           s.radius_dot.data(), n_pages);
+        for (size_t e = 0; e < s.bound.size(); ++e) s.bound[e] += s.radius_dot[e];
       }
-      const float *score = s.centre_dot.data();
+      // Bounds per head (base-2 logits), -inf for pages without a usable position; the group's
+      // pages are scored by the summed bound probabilities, each head's best page counting 1.
+      s.unusable.resize(size_t(n_pages));
+      for (int64_t p = 0; p < n_pages; ++p)
+        s.unusable[size_t(p)] = page_min_pos_[size_t(p)] <= use_hi && page_max_pos_[size_t(p)] >= use_lo
+                                    ? 0.f : -std::numeric_limits<float>::infinity();
+      for (int64_t g = 0; g < G; ++g) {
+        float *b = &s.bound[size_t(g * n_pages)];
+        for (int64_t p = 0; p < n_pages; ++p) b[p] += s.unusable[size_t(p)];
+      }
+      const float *score = s.bound.data();
       if (G > 1) {
         s.page_score.assign(size_t(n_pages), 0.f);
         for (int64_t g = 0; g < G; ++g) {
-          const float *b = &s.centre_dot[size_t(g * n_pages)];
+          const float *b = &s.bound[size_t(g * n_pages)];
           const float m = ctx.kernels->max_of(b, n_pages);
           if (m != -std::numeric_limits<float>::infinity()) ctx.kernels->exp2_accumulate(b, n_pages, m, s.page_score.data());
         }
         score = s.page_score.data();
       }
       for (int64_t p = 0; p < n_pages; ++p)
-        if (s.centre_dot[size_t(p)] != -std::numeric_limits<float>::infinity()) s.order.push_back({-score[p], int32_t(p)});
+        if (s.unusable[size_t(p)] == 0.f) s.order.push_back({-score[p], int32_t(p)});
     }
     auto add_page = [&](int32_t p) {
       for (int64_t slot = p * P, end = std::min(keys_.size(), slot + P); slot < end; ++slot) rs.candidates.push_back(int32_t(slot));
     };
     if (refine_) {
+      // The best `want` pages (ties to the lower page), found by the threshold score and
+      // collected in page order, so the candidates come ascending and in runs.
       const size_t want = size_t(std::min<int64_t>(int64_t(s.order.size()), (req.top_k + kRefineReserveKeys + P - 1) / P));
-      if (want < s.order.size()) std::nth_element(s.order.begin(), s.order.begin() + long(want), s.order.end());
-      // Ascending pages give ascending candidates: runs the rescoring scores in place.
-      std::sort(s.order.begin(), s.order.begin() + long(want),
-                [](const std::pair<float, int32_t> &a, const std::pair<float, int32_t> &b) { return a.second < b.second; });
-      for (size_t k = 0; k < want; ++k) add_page(s.order[k].second);
+      float threshold = -std::numeric_limits<float>::infinity();
+      size_t ties = want;
+      if (want > 0 && want < s.order.size()) {
+        s.top.clear();
+        for (const auto &o : s.order) s.top.push_back(-o.first);
+        std::nth_element(s.top.begin(), s.top.begin() + long(want - 1), s.top.end(), std::greater<float>());
+        threshold = s.top[want - 1];
+        ties = want - size_t(std::count_if(s.top.begin(), s.top.end(), [&](float x) { return x > threshold; }));
+      }
+      for (const auto &o : s.order) {
+        const float score = -o.first;
+        if (score > threshold || (score == threshold && ties > 0 && ties--)) add_page(o.second);
+      }
       rescore_candidates(ctx, keys_, req, i, l, rs);
       return;
     }

@@ -2,7 +2,8 @@
 // head each page keeps its keys' elementwise minimum and maximum, stored as centre
 // (max + min) / 2 and radius (max - min) / 2, so a query's Quest bound
 //   sum_d max(q_d min_d, q_d max_d) = q . centre + |q| . radius
-// is two dot products the SIMD score kernels compute. Pages are ranked by the bound; with
+// is a dot product the SIMD score kernels compute: one row [centre | radius] against
+// [q | |q|] when 2 D fits their rows, else two passes. Pages are ranked by the bound; with
 // refine the best pages' keys are rescored exactly (candidate_rescore), without it whole
 // pages fill the budget in bound order.
 #pragma once
@@ -32,7 +33,8 @@ class PageSelector final : public Selector {
   KeyStore keys_;
   int page_size_;
   bool refine_;
-  // Per KV head, [page][D] in the index dtype.
+  bool joint_;  // centres_ holds rows [centre | radius] of 2 D; else centres_ and radii_ rows of D
+  // Per KV head, in the index dtype.
   std::vector<std::vector<char>> centres_, radii_;
   // Smallest and largest position in each page: pages no query can use are skipped.
   std::vector<int64_t> page_min_pos_, page_max_pos_;
