@@ -7,6 +7,7 @@
 #include "core/half.hpp"
 #include "core/threading.hpp"
 #include "select/candidate_rescore.hpp"
+#include "select/score_matmul.hpp"
 
 namespace sa {
 namespace {
@@ -16,7 +17,9 @@ namespace {
 constexpr double kBucketKeys = 32;
 // Multi-probe perturbs only the least certain bits (more would never be reached).
 constexpr int kProbeBits = 16;
-constexpr int64_t kHashChunk = 1024;    // keys hashed at a time
+constexpr int64_t kHashChunk = 1024;    // keys hashed at a time by the score kernel
+constexpr int64_t kGemmMinKeys = 512;   // batches this large are hashed by GEMM (oneDNN)
+constexpr int64_t kGemmChunk = 8192;
 constexpr int64_t kPlaneSample = 2048;  // centred keys the hyperplanes are drawn from
 
 // splitmix64: a fixed, portable stream for the hyperplanes.
@@ -85,6 +88,26 @@ struct LshScratch {
 
 }  // namespace
 
+void LshBuckets::reset(int bits) {
+  dense_on_ = bits <= kDenseBits;
+  dense_.clear();
+  sparse_.clear();
+  if (dense_on_) dense_.resize(size_t(1) << bits);
+}
+
+const std::vector<int32_t> *LshBuckets::find(uint32_t code) const {
+  if (dense_on_) return code < dense_.size() && !dense_[code].empty() ? &dense_[code] : nullptr;
+  auto it = sparse_.find(code);
+  return it == sparse_.end() ? nullptr : &it->second;
+}
+
+void LshBuckets::remove(uint32_t code, int32_t slot) {
+  std::vector<int32_t> &v = at(code);
+  *std::find(v.begin(), v.end(), slot) = v.back();
+  v.pop_back();
+  if (!dense_on_ && v.empty()) sparse_.erase(code);
+}
+
 LshSelector::LshSelector(int heads, int dim, sa_dtype dtype, int64_t capacity_hint, const sa_lsh_options &opt,
                          const sa_context &ctx)
     : keys_(heads, dim, dtype, capacity_hint), ctx_(ctx), rounds_(opt.rounds), fixed_bits_(opt.bits),
@@ -98,39 +121,46 @@ int LshSelector::bits_for(int64_t n) const {
   return std::clamp(b, 1, LshLimits::kMaxBits);
 }
 
-void LshSelector::hash_slots(int h, const int32_t *slots, int64_t n) {
+void LshSelector::hash_slots(int h, const int32_t *slots, int64_t n, bool gemm) {
   HeadTables &t = heads_[size_t(h)];
   const int64_t D = keys_.dim(), P = padded_dim_, R = int64_t(rounds_) * bits_;
   const sa_dtype dt = keys_.dtype();
-  std::vector<float> x(size_t(std::min(n, kHashChunk) * P), 0.f), proj(size_t(R * std::min(n, kHashChunk)));
-  for (int64_t c0 = 0; c0 < n; c0 += kHashChunk) {
-    const int64_t cn = std::min(kHashChunk, n - c0);
+  const int64_t chunk = gemm ? kGemmChunk : kHashChunk;
+  std::vector<float> x(size_t(std::min(n, chunk) * P), 0.f), proj(size_t(R * std::min(n, chunk)));
+  for (int64_t c0 = 0; c0 < n; c0 += chunk) {
+    const int64_t cn = std::min(chunk, n - c0);
     for (int64_t j = 0; j < cn; ++j) {
       const void *row = keys_.row(h, slots[c0 + j]);
       for (int64_t d = 0; d < D; ++d) x[size_t(j * P + d)] = load(dt, row, d) - t.mean[size_t(d)];
     }
-    score_rows_grouped(*ctx_.kernels, SA_DTYPE_F32, t.planes.data(), R, P, x.data(), cn, proj.data(), cn);
+    // proj: [key][plane] from the GEMM, [plane][key] from the score kernel.
+    if (gemm) matmul_abt(x.data(), cn, t.planes.data(), R, P, proj.data(), R);
+    else score_rows_grouped(*ctx_.kernels, SA_DTYPE_F32, t.planes.data(), R, P, x.data(), cn, proj.data(), cn);
+    const int64_t key_step = gemm ? R : 1, plane_step = gemm ? 1 : cn;
     for (int64_t j = 0; j < cn; ++j) {
       const int32_t slot = slots[c0 + j];
       for (int r = 0; r < rounds_; ++r) {
         uint32_t code = 0;
-        for (int b = 0; b < bits_; ++b) code |= uint32_t(proj[size_t((r * bits_ + b) * cn + j)] > 0.f) << b;
+        for (int b = 0; b < bits_; ++b) code |= uint32_t(proj[size_t(j * key_step + (r * bits_ + b) * plane_step)] > 0.f) << b;
         t.codes[size_t(slot) * size_t(rounds_) + size_t(r)] = code;
-        t.buckets[size_t(r)][code].push_back(slot);
+        t.buckets[size_t(r)].at(code).push_back(slot);
       }
     }
   }
 }
 
+void LshSelector::hash_all_heads(const int32_t *slots, int64_t n) {
+  if (n >= kGemmMinKeys) {  // one GEMM per head, threaded inside
+    OmpThreadLimit limit(ctx_.threads);
+    for (int h = 0; h < keys_.heads(); ++h) hash_slots(h, slots, n, true);
+  } else {
+    parallel_for(ctx_.threads, keys_.heads(), [&](int64_t h) { hash_slots(int(h), slots, n, false); });
+  }
+}
+
 void LshSelector::unbucket(int h, int32_t slot) {
   HeadTables &t = heads_[size_t(h)];
-  for (int r = 0; r < rounds_; ++r) {
-    auto it = t.buckets[size_t(r)].find(t.codes[size_t(slot) * size_t(rounds_) + size_t(r)]);
-    std::vector<int32_t> &v = it->second;
-    *std::find(v.begin(), v.end(), slot) = v.back();
-    v.pop_back();
-    if (v.empty()) t.buckets[size_t(r)].erase(it);
-  }
+  for (int r = 0; r < rounds_; ++r) t.buckets[size_t(r)].remove(t.codes[size_t(slot) * size_t(rounds_) + size_t(r)], slot);
 }
 
 void LshSelector::rebuild() {
@@ -168,9 +198,9 @@ void LshSelector::rebuild() {
       for (int64_t d = 0; d < D; ++d) t.planes[size_t(p * P + d)] = float(r[size_t(d)] * inv);
     }
     t.codes.assign(size_t(n) * size_t(rounds_), 0);
-    for (auto &b : t.buckets) b.clear();
-    hash_slots(int(h), all.data(), n);
+    for (LshBuckets &b : t.buckets) b.reset(bits_);
   });
+  hash_all_heads(all.data(), n);
   built_size_ = n;
 }
 
@@ -187,15 +217,15 @@ void LshSelector::append(const TensorView &keys) {
   fresh.reserve(size_t(n - old_size));
   for (int64_t s = old_size; s < n; ++s) fresh.push_back(int32_t(s));
   for (HeadTables &t : heads_) t.codes.resize(size_t(n) * size_t(rounds_));
-  parallel_for(ctx_.threads, keys_.heads(), [&](int64_t h) { hash_slots(int(h), fresh.data(), int64_t(fresh.size())); });
+  hash_all_heads(fresh.data(), int64_t(fresh.size()));
 }
 
 void LshSelector::update(const int32_t *slots, int64_t n, const TensorView &keys, const int64_t *positions) {
   keys_.update(slots, n, keys, positions);
   parallel_for(ctx_.threads, keys_.heads(), [&](int64_t h) {
     for (int64_t i = 0; i < n; ++i) unbucket(int(h), slots[i]);
-    hash_slots(int(h), slots, n);
   });
+  hash_all_heads(slots, n);
 }
 
 void LshSelector::select(const sa_context &ctx, const SelectRequest &req) const {
@@ -229,9 +259,9 @@ void LshSelector::select(const sa_context &ctx, const SelectRequest &req) const 
           }
           probe_codes(code, s.margin.data(), bits_, probes_, s.probes);
           for (uint32_t c : s.probes) {
-            auto it = t.buckets[size_t(r)].find(c);
-            if (it == t.buckets[size_t(r)].end()) continue;
-            for (int32_t slot : it->second) s.seen[size_t(slot) >> 6] |= uint64_t(1) << (slot & 63);
+            const std::vector<int32_t> *bucket = t.buckets[size_t(r)].find(c);
+            if (!bucket) continue;
+            for (int32_t slot : *bucket) s.seen[size_t(slot) >> 6] |= uint64_t(1) << (slot & 63);
           }
         }
       // The union, ascending; the bitmap is left clear for the next task.

@@ -29,6 +29,22 @@ struct LshLimits {
   static constexpr int kMaxProbes = 64;
 };
 
+// One hash table: bucket code -> slots. A dense directory while 2^bits is small (the adapted
+// sizes), a hash map for larger fixed bit counts.
+class LshBuckets {
+ public:
+  static constexpr int kDenseBits = 16;
+  void reset(int bits);
+  std::vector<int32_t> &at(uint32_t code) { return dense_on_ ? dense_[code] : sparse_[code]; }
+  const std::vector<int32_t> *find(uint32_t code) const;
+  void remove(uint32_t code, int32_t slot);  // slot must be in the bucket
+
+ private:
+  bool dense_on_ = true;
+  std::vector<std::vector<int32_t>> dense_;
+  std::unordered_map<uint32_t, std::vector<int32_t>> sparse_;
+};
+
 class LshSelector final : public Selector {
  public:
   // rounds in [1, kMaxRounds], bits in [0, kMaxBits] (0: adapted to N), probes in
@@ -46,13 +62,15 @@ class LshSelector final : public Selector {
     std::vector<float> mean;    // mu, [D]
     std::vector<float> planes;  // [round * bits + bit][padded dim]
     std::vector<uint32_t> codes;  // [slot][round]
-    std::vector<std::unordered_map<uint32_t, std::vector<int32_t>>> buckets;  // [round]: code -> slots
+    std::vector<LshBuckets> buckets;  // [round]
   };
 
   int bits_for(int64_t n) const;
   void rebuild();  // new mean, hyperplanes and bits; rehash every slot
-  // Codes of slots (ascending, any set) of head h, computed and put in their buckets.
-  void hash_slots(int h, const int32_t *slots, int64_t n);
+  // Codes of slots of head h, computed and put in their buckets: by GEMM (large batches) or
+  // by the score kernel.
+  void hash_slots(int h, const int32_t *slots, int64_t n, bool gemm);
+  void hash_all_heads(const int32_t *slots, int64_t n);
   void unbucket(int h, int32_t slot);
 
   KeyStore keys_;
