@@ -2,6 +2,11 @@
 //   select_exact/f16/N:n/threads:T  one decode query (H_q=32) against an EXACT index
 //                                   of n f16 keys (H_kv=8, D=128): top_k=2048,
 //                                   window=64, sinks=4. "GB/s": index keys scored.
+//   select_page/..., select_page_norefine/..., select_lsh/...
+//                                   the same query against a PAGE index (page_size 16,
+//                                   with and without refine) and an LSH index (defaults).
+//                                   "GB/s": the index's keys per second, as for exact, so
+//                                   the ratio to exact is the time ratio.
 //   decode_step/f16/N:n/threads:T   the same selection, then sa_attend over the
 //                                   chosen keys of an f16 K/V cache.
 // Each iteration uses the next of several cache-cold layers (bench_common.hpp),
@@ -27,23 +32,34 @@ using namespace bench;
 
 constexpr int kWidth = kSinks + kWindow + kTopK;
 
+struct Kind {
+    const char *name;
+    sa_selector_kind kind;
+    int refine;
+};
+constexpr Kind kKinds[] = {{"select_exact", SA_SELECTOR_EXACT, 0}, {"select_page", SA_SELECTOR_PAGE, 1},
+                           {"select_page_norefine", SA_SELECTOR_PAGE, 0},
+                           {"select_lsh", SA_SELECTOR_LSH, 0}};
+
 // Indexes over the keys of each layer, built with the context of `threads`.
 // Only the last set asked for is kept.
 struct Indexes {
     int64_t n = -1;
     int threads = -1;
+    const Kind *kind = nullptr;
     std::vector<sa_index *> ix;
     ~Indexes() { clear(); }
     void clear() {
         for (sa_index *&p : ix) sa_index_destroy(&p);
         ix.clear();
     }
-    sa_status build(const Layers &layers, int t) {
-        if (n == layers.n && threads == t) return SA_OK;
+    sa_status build(const Layers &layers, int t, const Kind &k) {
+        if (n == layers.n && threads == t && kind == &k) return SA_OK;
         clear();
         n = -1;
         sa_index_options o = sa_index_options_default();
-        o.kind = SA_SELECTOR_EXACT;
+        o.kind = k.kind;
+        o.page.refine = k.refine;
         o.num_kv_heads = kHkv;
         o.head_dim = kD;
         o.dtype = SA_DTYPE_F16;
@@ -58,17 +74,18 @@ struct Indexes {
         }
         n = layers.n;
         threads = t;
+        kind = &k;
         return SA_OK;
     }
 };
 
 Indexes indexes;
 
-void BM_select(benchmark::State &state, int64_t n, int threads, bool attend) {
+void BM_select(benchmark::State &state, int64_t n, int threads, const Kind *kind, bool attend) {
     sa_context *ctx = context(threads);
     if (!ctx) return state.SkipWithError("sa_context_create failed");
     Layers layers(SA_DTYPE_F16, n);
-    if (!ok(state, indexes.build(layers, threads), "building the indexes")) return;
+    if (!ok(state, indexes.build(layers, threads, *kind), "building the indexes")) return;
     const int nq = 8;
     std::vector<float> q = queries(nq), out(size_t(kHq) * kD);
     std::vector<int32_t> idx(size_t(kHkv) * kWidth);
@@ -180,12 +197,15 @@ void register_kinds() {
 void register_all() {
     for (int64_t n : {4096, 32768, 131072})
         for (int t : {1, 2})  // in this order, each set of indexes is built once
-            for (bool attend : {false, true})
-                benchmark::RegisterBenchmark(
-                    name(attend ? "decode_step" : "select_exact", SA_DTYPE_F16, n, t).c_str(),
-                    BM_select, n, t, attend)
-                    ->UseRealTime()
-                    ->Unit(benchmark::kMicrosecond);
+            for (const Kind &k : kKinds)
+                for (bool attend : {false, true}) {
+                    if (attend && &k != &kKinds[0]) continue;  // decode_step: exact only
+                    benchmark::RegisterBenchmark(
+                        name(attend ? "decode_step" : k.name, SA_DTYPE_F16, n, t).c_str(),
+                        BM_select, n, t, &k, attend)
+                        ->UseRealTime()
+                        ->Unit(benchmark::kMicrosecond);
+                }
 }
 
 }  // namespace

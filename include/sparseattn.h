@@ -199,15 +199,24 @@ typedef enum sa_selector_kind {
     SA_SELECTOR_INDEXER = 5   /* DeepSeek-style lightning indexer */
 } sa_selector_kind;
 
+/* Page (Quest) selector: per page of page_size consecutive slots and KV head, the
+ * elementwise min and max of the keys; pages are ranked by the bound
+ * sum_d max(q_d min_d, q_d max_d) (per KV head: the group's heads combined). */
 typedef struct sa_page_options {
-    int32_t page_size;     /* tokens per page (default 16) */
-    int32_t refine;        /* nonzero: rescore the candidate pages' keys exactly */
+    int32_t page_size;     /* slots per page, >= 1 (default 16) */
+    int32_t refine;        /* nonzero (default): the best pages, holding top_k + 2048
+                              keys, are rescored exactly and the top_k kept; 0: whole
+                              pages in bound order fill top_k (exact scores only to
+                              estimate a mass target) */
 } sa_page_options;
 
+/* LSH selector: SimHash over centred keys with hyperplanes drawn like the keys;
+ * candidates from every table (own bucket + probes) are rescored exactly. */
 typedef struct sa_lsh_options {
-    int32_t rounds;        /* hash tables (default 8) */
-    int32_t bits;          /* bits per table; 0: adapted to N */
-    int32_t probes;        /* extra buckets probed per table (default 2) */
+    int32_t rounds;        /* hash tables, 1 to 64 (default 8) */
+    int32_t bits;          /* bits per table, 0 to 24; 0 (default): adapted to the
+                              index size, about 32 keys a bucket */
+    int32_t probes;        /* extra buckets probed per table, 0 to 64 (default 2) */
     uint64_t seed;         /* fixed seed: deterministic tables */
 } sa_lsh_options;
 
@@ -272,7 +281,9 @@ typedef struct sa_select_options {
                               attention probability; 1: one list per query head */
     float mass_target;     /* 0: off. In (0, 1]: stop adding scored keys once the
                               estimated attention mass (window and sinks included)
-                              reaches it; top_k stays the cap */
+                              reaches it; top_k stays the cap. Approximate
+                              selectors normalise the estimate over the keys
+                              they scored (candidates, window, sinks) */
     float scale;           /* softmax scale for the mass estimate; 0: 1/sqrt(D) */
     /* Position p of each query (n_q values), or NULL: the queries are the last
      * n_q tokens, at positions max_pos - n_q + 1 .. max_pos, where max_pos is

@@ -197,6 +197,31 @@ std::vector<Case> cases() {
   add("IndexNegativeCapacity", SA_ERR_INVALID_ARGUMENT, [](Fx &f) { f.ix_opt.capacity = -1; return f.index_create(); });
   add("IndexUnknownKind", SA_ERR_INVALID_ARGUMENT,
       [](Fx &f) { f.ix_opt.kind = sa_selector_kind(77); return f.index_create(); });
+  // Selector options, checked for the kind that reads them.
+  auto page = [](int32_t page_size) {
+    return [page_size](Fx &f) {
+      f.ix_opt.kind = SA_SELECTOR_PAGE;
+      f.ix_opt.page.page_size = page_size;
+      return f.index_create();
+    };
+  };
+  add("IndexPageSizeZero", SA_ERR_INVALID_ARGUMENT, page(0), "page_size");
+  add("IndexPageSizeNegative", SA_ERR_INVALID_ARGUMENT, page(-16), "page_size");
+  auto lsh = [](int32_t rounds, int32_t bits, int32_t probes) {
+    return [=](Fx &f) {
+      f.ix_opt.kind = SA_SELECTOR_LSH;
+      f.ix_opt.lsh.rounds = rounds;
+      f.ix_opt.lsh.bits = bits;
+      f.ix_opt.lsh.probes = probes;
+      return f.index_create();
+    };
+  };
+  add("IndexLshRoundsZero", SA_ERR_INVALID_ARGUMENT, lsh(0, 0, 2), "lsh.rounds");
+  add("IndexLshRoundsTooMany", SA_ERR_INVALID_ARGUMENT, lsh(65, 0, 2), "lsh.rounds");
+  add("IndexLshBitsNegative", SA_ERR_INVALID_ARGUMENT, lsh(8, -1, 2), "lsh.bits");
+  add("IndexLshBitsTooMany", SA_ERR_INVALID_ARGUMENT, lsh(8, 25, 2), "lsh.bits");
+  add("IndexLshProbesNegative", SA_ERR_INVALID_ARGUMENT, lsh(8, 0, -1), "lsh.probes");
+  add("IndexLshProbesTooMany", SA_ERR_INVALID_ARGUMENT, lsh(8, 0, 65), "lsh.probes");
 
   // ---- sa_index_append
   add("AppendNullIndex", SA_ERR_NULL_POINTER, [](Fx &f) { return sa_index_append(nullptr, f.keys.t()); });

@@ -52,7 +52,7 @@ SA_API sa_status sa_index_create(sa_context *ctx, const sa_index_options *opt, s
     if (ctx->device == SA_DEVICE_CUDA)
       move_index_to_device(*ix, ctx->device_id);
     else
-      ix->selector = make_selector(o);
+      ix->selector = make_selector(o, *ctx);
     *out = ix.release();
   });
 }

@@ -1,0 +1,277 @@
+#include "select/lsh_selector.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <queue>
+
+#include "core/half.hpp"
+#include "core/threading.hpp"
+#include "select/candidate_rescore.hpp"
+#include "select/score_matmul.hpp"
+
+namespace sa {
+namespace {
+
+// bits = 0: buckets of about this many keys per table. On tinylm-qkv (N = 4K, 8 rounds, 2
+// probes) 16 keys per bucket left layer 5 7% short of the exact top-128 mass, 32 keys 4%.
+constexpr double kBucketKeys = 32;
+// Multi-probe perturbs only the least certain bits (more would never be reached).
+constexpr int kProbeBits = 16;
+constexpr int64_t kHashChunk = 1024;    // keys hashed at a time by the score kernel
+constexpr int64_t kGemmMinKeys = 512;   // batches this large are hashed by GEMM (oneDNN)
+constexpr int64_t kGemmChunk = 8192;
+constexpr int64_t kPlaneSample = 2048;  // centred keys the hyperplanes are drawn from
+
+// splitmix64: a fixed, portable stream for the hyperplanes.
+struct SplitMix {
+  uint64_t s;
+  uint64_t next() {
+    uint64_t z = (s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+  }
+  double uniform() { return (double(next() >> 11) + 0.5) * (1.0 / 9007199254740992.0); }  // (0, 1)
+  double normal() { return std::sqrt(-2.0 * std::log(uniform())) * std::cos(6.283185307179586 * uniform()); }
+};
+
+float load(sa_dtype dt, const void *row, int64_t d) {
+  switch (dt) {
+    case SA_DTYPE_F16: return f16_to_f32(static_cast<const uint16_t *>(row)[d]);
+    case SA_DTYPE_BF16: return bf16_to_f32(static_cast<const uint16_t *>(row)[d]);
+    default: return static_cast<const float *>(row)[d];
+  }
+}
+
+// The probe sequence of one table: bucket codes in increasing order of the summed squared
+// margins of the flipped bits (Lv et al., multi-probe LSH: shift/expand over sorted margins).
+void probe_codes(uint32_t code, const float *margin, int bits, int probes, std::vector<uint32_t> &out) {
+  out.clear();
+  out.push_back(code);
+  if (probes == 0) return;
+  const int L = std::min(bits, kProbeBits);
+  int order[LshLimits::kMaxBits];
+  for (int b = 0; b < bits; ++b) order[b] = b;
+  std::partial_sort(order, order + L, order + bits,
+                    [&](int a, int b) { return margin[a] < margin[b] || (margin[a] == margin[b] && a < b); });
+  float z[LshLimits::kMaxBits];
+  for (int j = 0; j < L; ++j) z[j] = margin[order[j]] * margin[order[j]];
+  struct Set {
+    float score;
+    uint32_t mask;  // positions in `order`
+    int last;       // highest position in mask
+    bool operator>(const Set &o) const { return score > o.score || (score == o.score && mask > o.mask); }
+  };
+  std::priority_queue<Set, std::vector<Set>, std::greater<Set>> heap;
+  heap.push({z[0], 1u, 0});
+  while (!heap.empty() && int(out.size()) <= probes) {
+    const Set s = heap.top();
+    heap.pop();
+    uint32_t c = code;
+    for (int j = 0; j <= s.last; ++j)
+      if (s.mask >> j & 1u) c ^= 1u << order[j];
+    out.push_back(c);
+    if (s.last + 1 < L) {
+      const int n = s.last + 1;
+      heap.push({s.score - z[s.last] + z[n], (s.mask & ~(1u << s.last)) | (1u << n), n});  // shift
+      heap.push({s.score + z[n], s.mask | (1u << n), n});                                  // expand
+    }
+  }
+}
+
+struct LshScratch {
+  RescoreScratch rescore;
+  std::vector<float> query, proj, margin;
+  std::vector<uint32_t> probes;
+  std::vector<uint64_t> seen;  // one bit per slot: the union without sorting duplicates
+};
+
+}  // namespace
+
+void LshBuckets::reset(int bits) {
+  dense_on_ = bits <= kDenseBits;
+  dense_.clear();
+  sparse_.clear();
+  if (dense_on_) dense_.resize(size_t(1) << bits);
+}
+
+const std::vector<int32_t> *LshBuckets::find(uint32_t code) const {
+  if (dense_on_) return code < dense_.size() && !dense_[code].empty() ? &dense_[code] : nullptr;
+  auto it = sparse_.find(code);
+  return it == sparse_.end() ? nullptr : &it->second;
+}
+
+void LshBuckets::remove(uint32_t code, int32_t slot) {
+  std::vector<int32_t> &v = at(code);
+  *std::find(v.begin(), v.end(), slot) = v.back();
+  v.pop_back();
+  if (!dense_on_ && v.empty()) sparse_.erase(code);
+}
+
+LshSelector::LshSelector(int heads, int dim, sa_dtype dtype, int64_t capacity_hint, const sa_lsh_options &opt,
+                         const sa_context &ctx)
+    : keys_(heads, dim, dtype, capacity_hint), ctx_(ctx), rounds_(opt.rounds), fixed_bits_(opt.bits),
+      probes_(opt.probes), seed_(opt.seed), padded_dim_((int64_t(dim) + 15) / 16 * 16), heads_(size_t(heads)) {
+  for (HeadTables &t : heads_) t.buckets.resize(size_t(rounds_));
+}
+
+int LshSelector::bits_for(int64_t n) const {
+  if (fixed_bits_ > 0) return fixed_bits_;
+  const int b = int(std::lround(std::log2(std::max(1.0, double(n) / kBucketKeys))));
+  return std::clamp(b, 1, LshLimits::kMaxBits);
+}
+
+void LshSelector::hash_slots(int h, const int32_t *slots, int64_t n, bool gemm) {
+  HeadTables &t = heads_[size_t(h)];
+  const int64_t D = keys_.dim(), P = padded_dim_, R = int64_t(rounds_) * bits_;
+  const sa_dtype dt = keys_.dtype();
+  const int64_t chunk = gemm ? kGemmChunk : kHashChunk;
+  std::vector<float> x(size_t(std::min(n, chunk) * P), 0.f), proj(size_t(R * std::min(n, chunk)));
+  for (int64_t c0 = 0; c0 < n; c0 += chunk) {
+    const int64_t cn = std::min(chunk, n - c0);
+    for (int64_t j = 0; j < cn; ++j) {
+      const void *row = keys_.row(h, slots[c0 + j]);
+      for (int64_t d = 0; d < D; ++d) x[size_t(j * P + d)] = load(dt, row, d) - t.mean[size_t(d)];
+    }
+    // proj: [key][plane] from the GEMM, [plane][key] from the score kernel.
+    if (gemm) matmul_abt(x.data(), cn, t.planes.data(), R, P, proj.data(), R);
+    else score_rows_grouped(*ctx_.kernels, SA_DTYPE_F32, t.planes.data(), R, P, x.data(), cn, proj.data(), cn);
+    const int64_t key_step = gemm ? R : 1, plane_step = gemm ? 1 : cn;
+    for (int64_t j = 0; j < cn; ++j) {
+      const int32_t slot = slots[c0 + j];
+      for (int r = 0; r < rounds_; ++r) {
+        uint32_t code = 0;
+        for (int b = 0; b < bits_; ++b) code |= uint32_t(proj[size_t(j * key_step + (r * bits_ + b) * plane_step)] > 0.f) << b;
+        t.codes[size_t(slot) * size_t(rounds_) + size_t(r)] = code;
+        t.buckets[size_t(r)].at(code).push_back(slot);
+      }
+    }
+  }
+}
+
+void LshSelector::hash_all_heads(const int32_t *slots, int64_t n) {
+  if (n >= kGemmMinKeys) {  // one GEMM per head, threaded inside
+    OmpThreadLimit limit(ctx_.threads);
+    for (int h = 0; h < keys_.heads(); ++h) hash_slots(h, slots, n, true);
+  } else {
+    parallel_for(ctx_.threads, keys_.heads(), [&](int64_t h) { hash_slots(int(h), slots, n, false); });
+  }
+}
+
+void LshSelector::unbucket(int h, int32_t slot) {
+  HeadTables &t = heads_[size_t(h)];
+  for (int r = 0; r < rounds_; ++r) t.buckets[size_t(r)].remove(t.codes[size_t(slot) * size_t(rounds_) + size_t(r)], slot);
+}
+
+void LshSelector::rebuild() {
+  const int64_t n = keys_.size(), D = keys_.dim(), P = padded_dim_;
+  bits_ = bits_for(n);
+  std::vector<int32_t> all(static_cast<size_t>(n));
+  for (int64_t s = 0; s < n; ++s) all[size_t(s)] = int32_t(s);
+  parallel_for(ctx_.threads, keys_.heads(), [&](int64_t h) {
+    HeadTables &t = heads_[size_t(h)];
+    const sa_dtype dt = keys_.dtype();
+    std::vector<double> sum(size_t(D), 0.0);
+    for (int64_t s = 0; s < n; ++s)
+      for (int64_t d = 0; d < D; ++d) sum[size_t(d)] += load(dt, keys_.row(int(h), s), d);
+    t.mean.resize(size_t(D));
+    for (int64_t d = 0; d < D; ++d) t.mean[size_t(d)] = float(sum[size_t(d)] / double(n));
+    // Hyperplanes distributed like the centred keys, N(0, C): random combinations of a strided
+    // sample of them. Normalised, so margins compare across bits.
+    const int64_t step = (n + kPlaneSample - 1) / kPlaneSample, m = (n + step - 1) / step;
+    std::vector<float> sample(size_t(m * D));
+    for (int64_t j = 0; j < m; ++j)
+      for (int64_t d = 0; d < D; ++d) sample[size_t(j * D + d)] = load(dt, keys_.row(int(h), j * step), d) - t.mean[size_t(d)];
+    const int64_t R = int64_t(rounds_) * bits_;
+    t.planes.assign(size_t(R * P), 0.f);
+    std::vector<double> r(static_cast<size_t>(D));
+    for (int64_t p = 0; p < R; ++p) {
+      SplitMix rng{seed_ ^ (0x9e3779b97f4a7c15ull * uint64_t(h * R + p + 1))};
+      std::fill(r.begin(), r.end(), 0.0);
+      for (int64_t j = 0; j < m; ++j) {
+        const double w = rng.normal();
+        for (int64_t d = 0; d < D; ++d) r[size_t(d)] += w * sample[size_t(j * D + d)];
+      }
+      double norm2 = 0;
+      for (double v : r) norm2 += v * v;
+      const double inv = norm2 > 0 ? 1.0 / std::sqrt(norm2) : 0.0;
+      for (int64_t d = 0; d < D; ++d) t.planes[size_t(p * P + d)] = float(r[size_t(d)] * inv);
+    }
+    t.codes.assign(size_t(n) * size_t(rounds_), 0);
+    for (LshBuckets &b : t.buckets) b.reset(bits_);
+  });
+  hash_all_heads(all.data(), n);
+  built_size_ = n;
+}
+
+void LshSelector::append(const TensorView &keys) {
+  const int64_t old_size = keys_.size();
+  keys_.append(keys);
+  const int64_t n = keys_.size();
+  if (n == old_size) return;
+  if (n >= 2 * built_size_) {
+    rebuild();
+    return;
+  }
+  std::vector<int32_t> fresh;
+  fresh.reserve(size_t(n - old_size));
+  for (int64_t s = old_size; s < n; ++s) fresh.push_back(int32_t(s));
+  for (HeadTables &t : heads_) t.codes.resize(size_t(n) * size_t(rounds_));
+  hash_all_heads(fresh.data(), int64_t(fresh.size()));
+}
+
+void LshSelector::update(const int32_t *slots, int64_t n, const TensorView &keys, const int64_t *positions) {
+  keys_.update(slots, n, keys, positions);
+  parallel_for(ctx_.threads, keys_.heads(), [&](int64_t h) {
+    for (int64_t i = 0; i < n; ++i) unbucket(int(h), slots[i]);
+  });
+  hash_all_heads(slots, n);
+}
+
+void LshSelector::select(const sa_context &ctx, const SelectRequest &req) const {
+  const int64_t n_q = req.queries.shape[0], D = keys_.dim(), P = padded_dim_, R = int64_t(rounds_) * bits_;
+  const int64_t lists = selection_list_count(req, keys_.heads());
+  parallel_for(ctx.threads, n_q * lists, [&](int64_t task) {
+    static thread_local LshScratch s;  // per OS thread, kept between calls
+    RescoreScratch &rs = s.rescore;
+    const int64_t i = task / lists;
+    const SelectionList l = selection_list(req, keys_.heads(), task % lists);
+    const HeadTables &t = heads_[size_t(l.kv_head)];
+    rs.candidates.clear();
+    if (keys_.size() > 0) {
+      s.seen.resize(size_t((keys_.size() + 63) / 64));
+      // Queries are not centred: q . mu is the same for every key, so the order of q . (k - mu)
+      // is that of q . k.
+      s.query.assign(size_t(l.q_heads * P), 0.f);
+      rs.queries.resize(size_t(l.q_heads * D));
+      load_list_queries(req, i, l, rs.queries.data());
+      for (int64_t g = 0; g < l.q_heads; ++g) std::copy_n(&rs.queries[size_t(g * D)], D, &s.query[size_t(g * P)]);
+      s.proj.resize(size_t(l.q_heads * R));
+      score_rows_grouped(*ctx_.kernels, SA_DTYPE_F32, s.query.data(), l.q_heads, P, t.planes.data(), R, s.proj.data(), R);
+      s.margin.resize(size_t(bits_));
+      for (int64_t g = 0; g < l.q_heads; ++g)
+        for (int r = 0; r < rounds_; ++r) {
+          const float *p = &s.proj[size_t(g * R + r * bits_)];
+          uint32_t code = 0;
+          for (int b = 0; b < bits_; ++b) {
+            code |= uint32_t(p[b] > 0.f) << b;
+            s.margin[size_t(b)] = std::fabs(p[b]);
+          }
+          probe_codes(code, s.margin.data(), bits_, probes_, s.probes);
+          for (uint32_t c : s.probes) {
+            const std::vector<int32_t> *bucket = t.buckets[size_t(r)].find(c);
+            if (!bucket) continue;
+            for (int32_t slot : *bucket) s.seen[size_t(slot) >> 6] |= uint64_t(1) << (slot & 63);
+          }
+        }
+      // The union, ascending; the bitmap is left clear for the next task.
+      for (size_t w = 0; w < s.seen.size(); ++w)
+        for (uint64_t bitsleft = s.seen[w]; bitsleft; bitsleft &= bitsleft - 1)
+          rs.candidates.push_back(int32_t(w * 64 + size_t(__builtin_ctzll(bitsleft))));
+      std::fill(s.seen.begin(), s.seen.end(), 0);
+    }
+    rescore_candidates(ctx, keys_, req, i, l, rs);
+  });
+}
+
+}  // namespace sa

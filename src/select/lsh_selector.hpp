@@ -1,0 +1,86 @@
+// Multi-round SimHash selection. Per KV head, `rounds` tables each hash a key by the signs of
+// `bits` projections; a query probes its own bucket and the `probes` buckets nearest to it
+// (flipping its least certain bits) in every table, for each of its query heads, and the union
+// is rescored exactly (candidate_rescore).
+//
+// Attention is not nearest-neighbour search: a trained model's keys share a large common
+// component, and a query's top keys are only slightly better aligned with it than the rest (on
+// tinylm-qkv, cosine 0.2 to 0.3 against -0.04), so isotropic SimHash separates them poorly. Two
+// changes fix most of that: keys are centred by their mean mu (softmax is invariant to the
+// per-query constant q . mu), and the hyperplanes are drawn like the centred keys, N(0, C) with
+// C their covariance (random combinations of sampled keys), so the bits cut where keys differ.
+// On tinylm-qkv that lifts the top-128 mass of 8 rounds x 7 bits from 0.75-0.90 to within 1-4%
+// of exact. mu, the hyperplanes and (with bits = 0) the number of bits are refreshed, and every
+// key rehashed, each time the index doubles: amortised O(1) hashing per key.
+#pragma once
+
+#include <cstdint>
+#include <unordered_map>
+#include <vector>
+
+#include "select/key_store.hpp"
+#include "select/selector.hpp"
+
+namespace sa {
+
+struct LshLimits {
+  static constexpr int kMaxRounds = 64;
+  static constexpr int kMaxBits = 24;
+  static constexpr int kMaxProbes = 64;
+};
+
+// One hash table: bucket code -> slots. A dense directory while 2^bits is small (the adapted
+// sizes), a hash map for larger fixed bit counts.
+class LshBuckets {
+ public:
+  static constexpr int kDenseBits = 16;
+  void reset(int bits);
+  std::vector<int32_t> &at(uint32_t code) { return dense_on_ ? dense_[code] : sparse_[code]; }
+  const std::vector<int32_t> *find(uint32_t code) const;
+  void remove(uint32_t code, int32_t slot);  // slot must be in the bucket
+
+ private:
+  bool dense_on_ = true;
+  std::vector<std::vector<int32_t>> dense_;
+  std::unordered_map<uint32_t, std::vector<int32_t>> sparse_;
+};
+
+class LshSelector final : public Selector {
+ public:
+  // rounds in [1, kMaxRounds], bits in [0, kMaxBits] (0: adapted to N), probes in
+  // [0, kMaxProbes] (validated by the caller). kernels hash keys; threads parallelise rebuilds.
+  LshSelector(int heads, int dim, sa_dtype dtype, int64_t capacity_hint, const sa_lsh_options &opt,
+              const sa_context &ctx);
+  void append(const TensorView &keys) override;
+  void update(const int32_t *slots, int64_t n, const TensorView &keys, const int64_t *positions) override;
+  void select(const sa_context &ctx, const SelectRequest &req) const override;
+  int64_t size() const override { return keys_.size(); }
+  int64_t max_position() const override { return keys_.max_position(); }
+
+ private:
+  struct HeadTables {
+    std::vector<float> mean;    // mu, [D]
+    std::vector<float> planes;  // [round * bits + bit][padded dim]
+    std::vector<uint32_t> codes;  // [slot][round]
+    std::vector<LshBuckets> buckets;  // [round]
+  };
+
+  int bits_for(int64_t n) const;
+  void rebuild();  // new mean, hyperplanes and bits; rehash every slot
+  // Codes of slots of head h, computed and put in their buckets: by GEMM (large batches) or
+  // by the score kernel.
+  void hash_slots(int h, const int32_t *slots, int64_t n, bool gemm);
+  void hash_all_heads(const int32_t *slots, int64_t n);
+  void unbucket(int h, int32_t slot);
+
+  KeyStore keys_;
+  const sa_context &ctx_;
+  int rounds_, fixed_bits_, probes_;
+  uint64_t seed_;
+  int bits_ = 0;
+  int64_t padded_dim_;   // D rounded up to the kernels' block
+  int64_t built_size_ = 0;
+  std::vector<HeadTables> heads_;
+};
+
+}  // namespace sa

@@ -1,0 +1,43 @@
+// Quest-style page selection. Slots are grouped in pages of page_size consecutive slots; per KV
+// head each page keeps its keys' elementwise minimum and maximum, stored as centre
+// (max + min) / 2 and radius (max - min) / 2, so a query's Quest bound
+//   sum_d max(q_d min_d, q_d max_d) = q . centre + |q| . radius
+// is a dot product the SIMD score kernels compute: one row [centre | radius] against
+// [q | |q|] when 2 D fits their rows, else two passes. Pages are ranked by the bound; with
+// refine the best pages' keys are rescored exactly (candidate_rescore), without it whole
+// pages fill the budget in bound order.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "select/key_store.hpp"
+#include "select/selector.hpp"
+
+namespace sa {
+
+class PageSelector final : public Selector {
+ public:
+  // page_size >= 1 (validated by the caller).
+  PageSelector(int heads, int dim, sa_dtype dtype, int64_t capacity_hint, int page_size, bool refine);
+  void append(const TensorView &keys) override;
+  void update(const int32_t *slots, int64_t n, const TensorView &keys, const int64_t *positions) override;
+  void select(const sa_context &ctx, const SelectRequest &req) const override;
+  int64_t size() const override { return keys_.size(); }
+  int64_t max_position() const override { return keys_.max_position(); }
+
+ private:
+  int64_t pages() const { return (keys_.size() + page_size_ - 1) / page_size_; }
+  void refresh_page(int64_t page);  // bounds and position range of one page, from the keys
+
+  KeyStore keys_;
+  int page_size_;
+  bool refine_;
+  bool joint_;  // centres_ holds rows [centre | radius] of 2 D; else centres_ and radii_ rows of D
+  // Per KV head, in the index dtype.
+  std::vector<std::vector<char>> centres_, radii_;
+  // Smallest and largest position in each page: pages no query can use are skipped.
+  std::vector<int64_t> page_min_pos_, page_max_pos_;
+};
+
+}  // namespace sa

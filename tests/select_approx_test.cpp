@@ -1,0 +1,411 @@
+// The approximate selectors (page with and without refine, lsh) through sa_select: planted
+// needle keys are found; the shared contract (visible slots only, ascending, sinks and window
+// by position, -1 padding) holds against the brute-force oracle under causal positions,
+// segments, appends and updates; per-query-head lists; mass targets; identical results for
+// any thread count and under concurrent calls.
+#include <gtest/gtest.h>
+
+#include <thread>
+
+#include "reference_select.hpp"
+#include "test_util.hpp"
+
+namespace {
+
+using sat::Rng;
+using sat::Tensor;
+
+struct Config {
+  const char *name;
+  sa_selector_kind kind;
+  int32_t refine;     // page
+  int32_t page_size;  // page
+  int32_t bits;       // lsh
+  // How far a planted needle stands out (its norm, for keys of norm ~sqrt(D)). Page bounds
+  // sum each coordinate's extreme over the page, so with random keys a needle only lifts its
+  // page when its coordinates exceed the others' extremes.
+  double gain;
+};
+
+void PrintTo(const Config &c, std::ostream *os) { *os << c.name; }
+
+constexpr int64_t kHkv = 2, kHq = 4, kD = 32;
+
+// An index of one approximate kind and its mirror in the oracle.
+struct Approx {
+  sat::ContextPtr ctx;
+  sat::IndexPtr ix;
+  ref::KeyCache cache{kHkv, kD, SA_DTYPE_F32};
+
+  Approx(const Config &c, int32_t threads = 1) : ctx(sat::make_context(threads)) {
+    if (!ctx) return;
+    sa_index_options o = SA_INDEX_OPTIONS_INIT;
+    o.kind = c.kind;
+    o.num_kv_heads = int32_t(kHkv);
+    o.head_dim = int32_t(kD);
+    o.dtype = SA_DTYPE_F32;
+    o.page.refine = c.refine;
+    o.page.page_size = c.page_size;
+    o.lsh.bits = c.bits;
+    sa_index *raw = nullptr;
+    EXPECT_EQ(sa_index_create(ctx.get(), &o, &raw), SA_OK) << sa_last_error();
+    ix.reset(raw);
+  }
+  void append(const Tensor &keys) {
+    ASSERT_SA_OK(sa_index_append(ix.get(), keys.t()));
+    cache.append(keys);
+  }
+  void update(const std::vector<int32_t> &slots, const Tensor &keys, const std::vector<int64_t> &pos) {
+    ASSERT_SA_OK(sa_index_update(ix.get(), slots.data(), int64_t(slots.size()), keys.t(), pos.data()));
+    cache.update(slots, keys, pos.data());
+  }
+  Tensor select(const Tensor &q, const sa_select_options &o) {
+    const int64_t width = int64_t(o.top_k) + o.window + o.sinks;
+    Tensor out(SA_DTYPE_I32, {q.dim(0), o.per_query_head ? q.dim(1) : kHkv, width});
+    out.poison();
+    sa_status s = sa_select(ix.get(), q.t(), &o, out.t());
+    EXPECT_EQ(s, SA_OK) << sa_status_name(s) << ": " << sa_last_error();
+    if (s == SA_OK) {
+      EXPECT_TRUE(out.only_elements_written());
+    }
+    return out;
+  }
+};
+
+Tensor random_keys(Rng &rng, int64_t n) {
+  Tensor k(SA_DTYPE_F32, {n, kHkv, kD});
+  k.randomize(rng);
+  return k;
+}
+
+std::vector<int32_t> row_of(const Tensor &t, int64_t i, int64_t h) {
+  std::vector<int32_t> r;
+  for (int64_t w = 0; w < t.dim(2); ++w) r.push_back(int32_t(t.get({i, h, w})));
+  return r;
+}
+
+bool contains(const std::vector<int32_t> &row, int32_t slot) { return std::find(row.begin(), row.end(), slot) != row.end(); }
+
+sa_select_options options(int32_t top_k, int32_t window, int32_t sinks) {
+  sa_select_options o = SA_SELECT_OPTIONS_INIT;
+  o.top_k = top_k;
+  o.window = window;
+  o.sinks = sinks;
+  return o;
+}
+
+// Sets key row `slot` of `keys`, head h, to `gain` times the unit direction of the summed
+// query heads [g0, g1) of query i: a key every one of those heads attends to.
+void plant(Tensor &keys, int64_t slot, int64_t h, const Tensor &q, int64_t i, int64_t g0, int64_t g1, double gain) {
+  std::vector<double> dir(kD, 0.0);
+  double norm = 0;
+  for (int64_t d = 0; d < kD; ++d) {
+    for (int64_t g = g0; g < g1; ++g) dir[size_t(d)] += q.get({i, g, d});
+    norm += dir[size_t(d)] * dir[size_t(d)];
+  }
+  for (int64_t d = 0; d < kD; ++d) keys.set({slot, h, d}, gain * dir[size_t(d)] / std::sqrt(norm));
+}
+
+// The shared contract of every row against the oracle: visible slots only, ascending, every
+// forced slot (sinks and window by position), -1 padding, at most top_k scored slots.
+void check_contract(const Approx &a, const Tensor &q, const sa_select_options &o, const Tensor &out) {
+  ref::SelectArgs args = ref::SelectArgs::from(o);
+  for (int64_t i = 0; i < out.dim(0); ++i)
+    for (int64_t h = 0; h < out.dim(1); ++h) {
+      ref::RowExpectation e = ref::expect_row(a.cache, q, args, i, h);
+      e.ranked.clear();  // approximate: no claim about which scored keys
+      e.n_scored = 0;
+      EXPECT_TRUE(ref::check_row(e, row_of(out, i, h), 1e-4, o.top_k)) << "query " << i << ", head " << h;
+    }
+}
+
+class ApproxSelect : public ::testing::TestWithParam<Config> {};
+
+// Each query's KV heads get a key aligned with the group's queries among random keys.
+TEST_P(ApproxSelect, FindsPlantedNeedles) {
+  Rng rng(501);
+  Approx a(GetParam());
+  ASSERT_NE(a.ix, nullptr);
+  const int64_t n = 6000, n_q = 3;
+  Tensor q = sat::random_tensor(rng, SA_DTYPE_F32, {n_q, kHq, kD});
+  Tensor keys = random_keys(rng, n);
+  auto needle = [](int64_t i, int64_t h) { return int32_t(700 + 1700 * i + 300 * h); };
+  for (int64_t i = 0; i < n_q; ++i)
+    for (int64_t h = 0; h < kHkv; ++h) plant(keys, needle(i, h), h, q, i, h * 2, h * 2 + 2, GetParam().gain);
+  a.append(keys);
+  sa_select_options o = options(16, 8, 2);
+  Tensor out = a.select(q, o);
+  check_contract(a, q, o, out);
+  for (int64_t i = 0; i < n_q; ++i)
+    for (int64_t h = 0; h < kHkv; ++h) EXPECT_TRUE(contains(row_of(out, i, h), needle(i, h))) << "query " << i << ", head " << h;
+}
+
+// per_query_head: one list per query head, each with its own needle.
+TEST_P(ApproxSelect, PerQueryHeadNeedles) {
+  Rng rng(502);
+  Approx a(GetParam());
+  ASSERT_NE(a.ix, nullptr);
+  const int64_t n = 5000;
+  Tensor q = sat::random_tensor(rng, SA_DTYPE_F32, {2, kHq, kD});
+  Tensor keys = random_keys(rng, n);
+  auto needle = [](int64_t i, int64_t g) { return int32_t(400 + 1100 * g + 150 * i); };
+  for (int64_t i = 0; i < 2; ++i)
+    for (int64_t g = 0; g < kHq; ++g) plant(keys, needle(i, g), g / 2, q, i, g, g + 1, GetParam().gain);
+  a.append(keys);
+  sa_select_options o = options(16, 4, 1);  // a whole page of 16 fits
+  o.per_query_head = 1;
+  Tensor out = a.select(q, o);
+  check_contract(a, q, o, out);
+  for (int64_t i = 0; i < 2; ++i)
+    for (int64_t g = 0; g < kHq; ++g) EXPECT_TRUE(contains(row_of(out, i, g), needle(i, g))) << "query " << i << ", head " << g;
+}
+
+// Explicit positions: a needle after the query's position is invisible, one before is found.
+TEST_P(ApproxSelect, CausalPositions) {
+  Rng rng(503);
+  Approx a(GetParam());
+  ASSERT_NE(a.ix, nullptr);
+  Tensor q = sat::random_tensor(rng, SA_DTYPE_F32, {2, kHq, kD});
+  Tensor keys = random_keys(rng, 4000);
+  for (int64_t h = 0; h < kHkv; ++h) {
+    plant(keys, 900 + h, h, q, 0, 2 * h, 2 * h + 2, GetParam().gain);   // before query 0 (position 2000)
+    plant(keys, 2500 + h, h, q, 0, 2 * h, 2 * h + 2, GetParam().gain);  // after it
+    plant(keys, 3100 + h, h, q, 1, 2 * h, 2 * h + 2, GetParam().gain);  // before query 1 (position 3500)
+  }
+  a.append(keys);
+  std::vector<int64_t> pos = {2000, 3500};
+  sa_select_options o = options(16, 8, 2);
+  o.query_positions = pos.data();
+  Tensor out = a.select(q, o);
+  check_contract(a, q, o, out);
+  for (int64_t h = 0; h < kHkv; ++h) {
+    EXPECT_TRUE(contains(row_of(out, 0, h), int32_t(900 + h)));
+    EXPECT_FALSE(contains(row_of(out, 0, h), int32_t(2500 + h)));
+    EXPECT_TRUE(contains(row_of(out, 1, h), int32_t(3100 + h)));
+  }
+}
+
+// Packed sequences: a needle of another segment is never chosen, one of the query's own is.
+TEST_P(ApproxSelect, SegmentsAreRespected) {
+  Rng rng(504);
+  Approx a(GetParam());
+  ASSERT_NE(a.ix, nullptr);
+  const int64_t n = 4000;
+  Tensor q = sat::random_tensor(rng, SA_DTYPE_F32, {2, kHq, kD});
+  Tensor keys = random_keys(rng, n);
+  std::vector<int32_t> kseg(n), qseg = {0, 1};
+  for (int64_t s = 0; s < n; ++s) kseg[size_t(s)] = int32_t((s / 500) % 2);  // blocks of 500
+  for (int64_t h = 0; h < kHkv; ++h) {
+    plant(keys, 100 + h, h, q, 0, 2 * h, 2 * h + 2, GetParam().gain);  // segment 0, query 0's
+    plant(keys, 600 + h, h, q, 0, 2 * h, 2 * h + 2, GetParam().gain);  // segment 1, aligned with query 0
+    plant(keys, 1600 + h, h, q, 1, 2 * h, 2 * h + 2, GetParam().gain); // segment 1, query 1's
+  }
+  a.append(keys);
+  sa_select_options o = options(16, 8, 2);
+  o.query_segments = qseg.data();
+  o.key_segments = kseg.data();
+  Tensor out = a.select(q, o);
+  check_contract(a, q, o, out);
+  for (int64_t h = 0; h < kHkv; ++h) {
+    EXPECT_TRUE(contains(row_of(out, 0, h), int32_t(100 + h)));
+    EXPECT_FALSE(contains(row_of(out, 0, h), int32_t(600 + h)));
+    EXPECT_TRUE(contains(row_of(out, 1, h), int32_t(1600 + h)));
+  }
+}
+
+// Appends in chunks of every size, selections in between: each chunk's needle (aligned with
+// a query of its own) is found, then made an ordinary key again (an update at its own
+// position) so that needles never compete.
+TEST_P(ApproxSelect, AppendGrowth) {
+  Rng rng(505);
+  Approx a(GetParam());
+  ASSERT_NE(a.ix, nullptr);
+  sa_select_options o = options(16, 4, 1);
+  int64_t total = 0;
+  for (int64_t chunk : {1, 2, 13, 100, 700, 1500, 3000}) {
+    Tensor q = sat::random_tensor(rng, SA_DTYPE_F32, {1, kHq, kD});
+    Tensor keys = random_keys(rng, chunk);
+    const int64_t at = chunk / 2;  // the chunk's middle row carries the needle
+    for (int64_t h = 0; h < kHkv; ++h) plant(keys, at, h, q, 0, 2 * h, 2 * h + 2, GetParam().gain);
+    a.append(keys);
+    total += chunk;
+    std::vector<int64_t> pos = {total - 1 + 50};  // a later query: the window holds no key
+    sa_select_options oq = o;
+    oq.query_positions = pos.data();
+    Tensor out = a.select(q, oq);
+    check_contract(a, q, oq, out);
+    for (int64_t h = 0; h < kHkv; ++h)
+      EXPECT_TRUE(contains(row_of(out, 0, h), int32_t(total - chunk + at))) << "after " << total << " keys, head " << h;
+    a.update({int32_t(total - chunk + at)}, random_keys(rng, 1), {total - chunk + at});
+  }
+}
+
+// A freed slot refilled with a new key at a new position: the new needle is found, the
+// overwritten one is gone, and positions (not slot order) decide the window and sinks.
+TEST_P(ApproxSelect, UpdateRefillsFreedSlots) {
+  Rng rng(506);
+  Approx a(GetParam());
+  ASSERT_NE(a.ix, nullptr);
+  const int64_t n = 4000;
+  Tensor q = sat::random_tensor(rng, SA_DTYPE_F32, {1, kHq, kD});
+  Tensor keys = random_keys(rng, n);
+  for (int64_t h = 0; h < kHkv; ++h) plant(keys, 1234, h, q, 0, 2 * h, 2 * h + 2, GetParam().gain);
+  a.append(keys);
+  sa_select_options o = options(16, 4, 2);
+  Tensor before = a.select(q, o);
+  for (int64_t h = 0; h < kHkv; ++h) ASSERT_TRUE(contains(row_of(before, 0, h), 1234));
+
+  // Slot 1234 gets a random key; slot 3000 the needle; slot 1 (a sink) a random key; all at
+  // new positions past the end, slot 1's the newest.
+  Tensor fresh = random_keys(rng, 3);
+  for (int64_t h = 0; h < kHkv; ++h) plant(fresh, 1, h, q, 0, 2 * h, 2 * h + 2, GetParam().gain);
+  a.update({1234, 3000, 1}, fresh, {n, n + 1, n + 30});
+  // A query at n + 20: the window (n + 16, n + 20] holds no key, slot 1 is in its future.
+  std::vector<int64_t> pos = {n + 20};
+  sa_select_options oq = o;
+  oq.query_positions = pos.data();
+  Tensor after = a.select(q, oq);
+  check_contract(a, q, oq, after);
+  for (int64_t h = 0; h < kHkv; ++h) {
+    std::vector<int32_t> row = row_of(after, 0, h);
+    EXPECT_TRUE(contains(row, 3000)) << "head " << h;
+    EXPECT_FALSE(contains(row, 1234)) << "head " << h;
+    EXPECT_FALSE(contains(row, 1)) << "head " << h << ": slot 1 now holds a later position";
+  }
+  // The default position (the newest, n + 30): slot 1 is in the window, slot 0 still a sink.
+  Tensor latest = a.select(q, o);
+  check_contract(a, q, o, latest);
+  for (int64_t h = 0; h < kHkv; ++h) {
+    EXPECT_TRUE(contains(row_of(latest, 0, h), 1));
+    EXPECT_TRUE(contains(row_of(latest, 0, h), 0));
+  }
+}
+
+// Mass targets: a needle holding nearly all the attention is enough alone; a target the
+// window already reaches adds nothing; larger targets keep supersets of smaller ones.
+TEST_P(ApproxSelect, MassTarget) {
+  Rng rng(507);
+  Approx a(GetParam()), plain(GetParam());
+  ASSERT_NE(a.ix, nullptr);
+  ASSERT_NE(plain.ix, nullptr);
+  const int64_t n = 3000;
+  Tensor q = sat::random_tensor(rng, SA_DTYPE_F32, {1, kHq, kD});
+  Tensor keys = random_keys(rng, n);
+  plain.append(keys);
+  for (int64_t h = 0; h < kHkv; ++h) plant(keys, 777, h, q, 0, 2 * h, 2 * h + 2, 40.0);
+  a.append(keys);
+  auto count = [](const std::vector<int32_t> &r) { return std::count_if(r.begin(), r.end(), [](int32_t s) { return s >= 0; }); };
+
+  sa_select_options o = options(32, 0, 0);
+  o.mass_target = 0.5f;
+  Tensor one = a.select(q, o);
+  std::vector<int32_t> just_needle(32, -1);
+  just_needle[0] = 777;
+  for (int64_t h = 0; h < kHkv; ++h) EXPECT_EQ(row_of(one, 0, h), just_needle) << "head " << h;
+
+  sa_select_options w = options(32, 16, 0);  // random keys: the window holds some mass
+  w.mass_target = 1e-6f;
+  Tensor window_only = plain.select(q, w);
+  check_contract(plain, q, w, window_only);
+  for (int64_t h = 0; h < kHkv; ++h) EXPECT_EQ(count(row_of(window_only, 0, h)), 16);
+
+  std::vector<std::vector<int32_t>> previous(kHkv);
+  for (float target : {0.05f, 0.2f, 0.5f}) {
+    sa_select_options t = options(32, 16, 0);
+    t.mass_target = target;
+    Tensor out = plain.select(q, t);
+    check_contract(plain, q, t, out);
+    for (int64_t h = 0; h < kHkv; ++h) {
+      std::vector<int32_t> row = row_of(out, 0, h);
+      for (int32_t s : previous[size_t(h)])
+        if (s >= 0) {
+          EXPECT_TRUE(contains(row, s)) << "target " << target << " dropped slot " << s;
+        }
+      previous[size_t(h)] = row;
+    }
+  }
+}
+
+// The same index data with 1 and 2 threads, and concurrent calls from several std::threads
+// on one index, give identical selections.
+TEST_P(ApproxSelect, ThreadsAndConcurrencyGiveIdenticalResults) {
+  Rng rng(508);
+  Approx one(GetParam(), 1), two(GetParam(), 2);
+  ASSERT_NE(one.ix, nullptr);
+  ASSERT_NE(two.ix, nullptr);
+  Tensor keys = random_keys(rng, 3000);
+  one.append(keys);
+  two.append(keys);
+  Tensor more = random_keys(rng, 900);  // an append after the first build
+  one.append(more);
+  two.append(more);
+  Tensor q = sat::random_tensor(rng, SA_DTYPE_F32, {6, kHq, kD});
+  sa_select_options o = options(24, 8, 2);
+  Tensor serial = one.select(q, o);
+  EXPECT_EQ(two.select(q, o).values(), serial.values());
+
+  std::vector<Tensor> outs(4, Tensor(SA_DTYPE_I32, {6, kHkv, 34}));
+  std::vector<std::thread> threads;
+  std::vector<sa_status> status(4, SA_OK);
+  for (size_t t = 0; t < outs.size(); ++t)
+    threads.emplace_back([&, t] {
+      for (int rep = 0; rep < 3 && status[t] == SA_OK; ++rep) status[t] = sa_select(two.ix.get(), q.t(), &o, outs[t].t());
+    });
+  for (auto &t : threads) t.join();
+  for (size_t t = 0; t < outs.size(); ++t) {
+    EXPECT_EQ(status[t], SA_OK) << sa_status_name(status[t]);
+    EXPECT_EQ(outs[t].values(), serial.values()) << "thread " << t;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Kinds, ApproxSelect,
+                         ::testing::Values(Config{"PageRefine", SA_SELECTOR_PAGE, 1, 16, 0, 20.0},
+                                           Config{"PageRefineSmallPages", SA_SELECTOR_PAGE, 1, 3, 0, 20.0},
+                                           Config{"PageWhole", SA_SELECTOR_PAGE, 0, 16, 0, 20.0},
+                                           Config{"Lsh", SA_SELECTOR_LSH, 0, 16, 0, 6.0},
+                                           Config{"LshFixedBits", SA_SELECTOR_LSH, 0, 16, 6, 6.0}),
+                         [](const ::testing::TestParamInfo<Config> &info) { return std::string(info.param.name); });
+
+// Refine rescoring is exact over its candidates: when the candidate pages cover the whole
+// index (top_k + 2048 keys or more), page+refine equals the exact oracle, mass targets too.
+TEST(PageSelect, RefineOverEveryPageEqualsExact) {
+  Rng rng(510);
+  Approx a(Config{"PageRefine", SA_SELECTOR_PAGE, 1, 7, 0, 0.0});
+  ASSERT_NE(a.ix, nullptr);
+  a.append(random_keys(rng, 1500));
+  Tensor q = sat::random_tensor(rng, SA_DTYPE_F32, {3, kHq, kD});
+  for (int per_head : {0, 1})
+    for (float mass : {0.f, 0.6f}) {
+      sa_select_options o = options(20, 8, 3);
+      o.per_query_head = per_head;
+      o.mass_target = mass;
+      Tensor out = a.select(q, o);
+      ref::SelectArgs args = ref::SelectArgs::from(o);
+      for (int64_t i = 0; i < out.dim(0); ++i)
+        for (int64_t h = 0; h < out.dim(1); ++h)
+          EXPECT_TRUE(ref::check_row(ref::expect_row(a.cache, q, args, i, h), row_of(out, i, h), 1e-4, mass > 0 ? 1 : 0))
+              << "per_head " << per_head << ", mass " << mass << ", query " << i << ", head " << h;
+    }
+}
+
+// Without refine, whole pages are taken in bound order: a page's keys come together.
+TEST(PageSelect, WithoutRefineTakesWholePages) {
+  Rng rng(511);
+  Approx a(Config{"PageWhole", SA_SELECTOR_PAGE, 0, 8, 0, 0.0});
+  ASSERT_NE(a.ix, nullptr);
+  a.append(random_keys(rng, 2000));
+  Tensor q = sat::random_tensor(rng, SA_DTYPE_F32, {2, kHq, kD});
+  sa_select_options o = options(32, 0, 0);
+  Tensor out = a.select(q, o);
+  for (int64_t i = 0; i < 2; ++i)
+    for (int64_t h = 0; h < kHkv; ++h) {
+      std::vector<int32_t> row = row_of(out, i, h);
+      ASSERT_EQ(std::count_if(row.begin(), row.end(), [](int32_t s) { return s >= 0; }), 32);
+      for (int32_t s : row) {  // 32 keys = 4 whole pages of 8
+        if (s < 0) continue;
+        for (int32_t m = s / 8 * 8; m < s / 8 * 8 + 8; ++m) EXPECT_TRUE(contains(row, m)) << "page of slot " << s;
+      }
+    }
+}
+
+}  // namespace
