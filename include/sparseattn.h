@@ -284,9 +284,18 @@ typedef struct sa_attend_options {
     /* Token position held by each key row (n_kv values), for causal after
      * eviction reordered the cache; NULL: row r holds position r. */
     const int64_t *key_positions;
+    /* Accumulated attention per key row (H2O-style scores for sa_cache_evict),
+     * or NULL (default): off. F32, either [H_kv, n_kv] (per KV head, summed
+     * over the head's query group) or [n_kv] (summed over all heads), any
+     * strides, CPU. Each call first multiplies the whole buffer by mass_decay,
+     * then adds the softmax probability every key row received, summed over the
+     * call's queries (a row listed twice in one index list adds twice). The
+     * sums do not depend on the thread count. Written only on success. */
+    sa_tensor *slot_mass;
+    float mass_decay;     /* in [0, 1]; default 1 (plain sum). 0: this call's mass only */
 } sa_attend_options;
 
-#define SA_ATTEND_OPTIONS_INIT { sizeof(sa_attend_options), 0.0f, 0, NULL, NULL }
+#define SA_ATTEND_OPTIONS_INIT { sizeof(sa_attend_options), 0.0f, 0, NULL, NULL, NULL, 1.0f }
 SA_API sa_attend_options sa_attend_options_default(void);
 
 /* Exact softmax attention, f32 accumulation.

@@ -258,6 +258,42 @@ void exp2_accumulate(const float *x, int64_t n, float shift, float *acc) {
   for (; i < n; ++i) acc[i] += std::exp2(x[i] - shift);
 }
 
+template <class T>
+void mass_rows_t(const float *q, int g, int D, const RowSet &rs, const float *lse2, float *mass) {
+  const T *K = static_cast<const T *>(rs.k);
+  alignas(64) float sum[L];
+  B s[kMaxGroup];
+  const T *krows[L];
+  int64_t entries[L];
+  RowWalk walk(rs);
+  for (;;) {
+    int n = 0;
+    for (; n < L; ++n) {
+      const int64_t r = walk.next();
+      if (r < 0) break;
+      krows[n] = K + r * rs.k_stride;
+      entries[n] = walk.cursor - 1;
+    }
+    if (n == 0) break;
+    for (int j = n; j < L; ++j) krows[j] = reinterpret_cast<const T *>(kZeroRow);
+    dot_heads(q, g, D, krows, s);
+    B total(0.f);
+    for (int h = 0; h < g; ++h)
+      if (lse2[h] != kNegInf) total += xsimd::exp2(s[h] - B(lse2[h]));
+    total.store_aligned(sum);
+    for (int j = 0; j < n; ++j) mass[entries[j]] += sum[j];
+  }
+}
+
+void mass_rows(sa_dtype kv, const float *q, int g, int D, const RowSet &rs, const float *lse2, float *mass) {
+  if (D % L != 0 || D > kMaxD) return kernels_scalar.mass_rows(kv, q, g, D, rs, lse2, mass);
+  switch (kv) {
+    case SA_DTYPE_F16: return mass_rows_t<F16>(q, g, D, rs, lse2, mass);
+    case SA_DTYPE_BF16: return mass_rows_t<BF16>(q, g, D, rs, lse2, mass);
+    default: return mass_rows_t<float>(q, g, D, rs, lse2, mass);
+  }
+}
+
 }  // namespace
 }  // namespace SA_KERNEL_NS
 }  // namespace sa
