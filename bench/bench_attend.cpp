@@ -2,6 +2,7 @@
 //   membw/threads:T                  sum of a 1 GiB buffer (the machine's read bandwidth)
 //   attend_dense/DT/N:n/threads:T    one decode query (H_q=32) over all n keys
 //   attend_sparse/DT/N:n/threads:T   the same over K=2048 gathered keys per KV head
+//   attend_{dense,sparse}_mass/...   the same with slot_mass on ([H_kv, n] f32, decay 0.99)
 // H_kv=8, D=128, K/V in DT (f16, bf16), queries and output f32. "GB/s" counts the
 // K/V bytes the call must read: dense 2*n*H_kv*D*bytes, sparse 2*K*H_kv*D*bytes.
 // Each iteration uses the next of several cache-cold layers (bench_common.hpp).
@@ -45,7 +46,7 @@ void BM_membw(benchmark::State &state, int threads) {
     set_gbps(state, double(kPoolBytes));
 }
 
-void BM_attend(benchmark::State &state, sa_dtype dtype, int64_t n, int threads, bool sparse) {
+void BM_attend(benchmark::State &state, sa_dtype dtype, int64_t n, int threads, bool sparse, bool mass) {
     sa_context *ctx = context(threads);
     if (!ctx) return state.SkipWithError("sa_context_create failed");
     Layers layers(dtype, n);
@@ -53,6 +54,12 @@ void BM_attend(benchmark::State &state, sa_dtype dtype, int64_t n, int threads, 
     std::vector<int32_t> idx = sparse ? random_indices(n, kTopK, sets) : std::vector<int32_t>();
     std::vector<float> q = queries(nq), out(size_t(kHq) * kD);
     sa_attend_options opt = sa_attend_options_default();
+    std::vector<float> slot_mass(mass ? size_t(kHkv * n) : 0);
+    sa_tensor mt = tensor(slot_mass.data(), SA_DTYPE_F32, {kHkv, n});
+    if (mass) {
+        opt.slot_mass = &mt;
+        opt.mass_decay = 0.99f;
+    }
     sa_tensor ot = tensor(out.data(), SA_DTYPE_F32, {1, kHq, kD});
     int64_t it = 0;
     for (auto _ : state) {
@@ -80,13 +87,15 @@ void register_all() {
             ->Unit(benchmark::kMillisecond);
     for (sa_dtype dtype : {SA_DTYPE_F16, SA_DTYPE_BF16})
         for (int64_t n : {4096, 32768, 131072})
-            for (bool sparse : {false, true})
-                for (int t : {1, 2})
-                    benchmark::RegisterBenchmark(
-                        name(sparse ? "attend_sparse" : "attend_dense", dtype, n, t).c_str(),
-                        BM_attend, dtype, n, t, sparse)
-                        ->UseRealTime()
-                        ->Unit(benchmark::kMicrosecond);
+            for (bool mass : {false, true})
+                for (bool sparse : {false, true})
+                    for (int t : {1, 2})
+                        benchmark::RegisterBenchmark(
+                            name((std::string(sparse ? "attend_sparse" : "attend_dense") + (mass ? "_mass" : "")).c_str(),
+                                 dtype, n, t).c_str(),
+                            BM_attend, dtype, n, t, sparse, mass)
+                            ->UseRealTime()
+                            ->Unit(benchmark::kMicrosecond);
 }
 
 }  // namespace

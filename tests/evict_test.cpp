@@ -109,15 +109,7 @@ EvictCase full_cache(int64_t n, Rng &rng) {
   return c;
 }
 
-class Evict : public ::testing::Test {
- protected:
-  void SetUp() override {
-    ctx_ = sat::make_context(1);
-    ASSERT_NE(ctx_, nullptr);
-  }
-  sa_context *ctx() { return ctx_.get(); }
-  sat::ContextPtr ctx_;
-};
+class Evict : public sat::ContextTest {};
 
 TEST_F(Evict, DefaultsMatchInitMacro) {
   sa_evict_options a = SA_EVICT_OPTIONS_INIT, b = sa_evict_options_default();
