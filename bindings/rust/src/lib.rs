@@ -1153,6 +1153,8 @@ impl AttendOptions<'_> {
             causal: self.causal as i32,
             query_positions: opt_ptr(self.query_positions),
             key_positions: opt_ptr(self.key_positions),
+            slot_mass: std::ptr::null_mut(),
+            mass_decay: 1.0,
         }
     }
 }

@@ -182,6 +182,8 @@ pub struct sa_attend_options {
     pub causal: i32,
     pub query_positions: *const i64,
     pub key_positions: *const i64,
+    pub slot_mass: *mut sa_tensor,
+    pub mass_decay: f32,
 }
 
 // -------------------------------------------------------------------- evict

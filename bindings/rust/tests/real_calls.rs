@@ -125,6 +125,8 @@ fn defaults_match_header_and_struct_sizes() {
         let a = sys::sa_attend_options_default();
         assert_eq!(a.struct_size, std::mem::size_of::<sys::sa_attend_options>());
         assert_eq!((a.scale, a.causal), (0.0, 0));
+        assert!(a.slot_mass.is_null());
+        assert_eq!(a.mass_decay, 1.0);
 
         let e = sys::sa_evict_options_default();
         assert_eq!(e.struct_size, std::mem::size_of::<sys::sa_evict_options>());
