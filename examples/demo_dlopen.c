@@ -240,6 +240,17 @@ static void usage(const char *argv0) {
             argv0);
 }
 
+/* An exact index over f16 keys of the workload's shape. */
+static sa_status create_index(sa_context *ctx, int64_t capacity, sa_index **ix) {
+    sa_index_options iopt = api->index_options_default();
+    iopt.kind = SA_SELECTOR_EXACT;
+    iopt.num_kv_heads = H_KV;
+    iopt.head_dim = D;
+    iopt.dtype = SA_DTYPE_F16;
+    iopt.capacity = capacity;
+    return api->index_create(ctx, &iopt, ix);
+}
+
 /* ------------------------------------------------------- fixed-budget mode */
 
 /* Bytes malloc has handed out and not taken back (library and host), or -1. */
@@ -361,13 +372,7 @@ static int run_budget(sa_context *ctx, workload *w, int64_t n_prefill, int steps
         ++kept;
     }
     /* The index holds the kept keys at their positions: append, then set the positions. */
-    sa_index_options iopt = api->index_options_default();
-    iopt.kind = SA_SELECTOR_EXACT;
-    iopt.num_kv_heads = H_KV;
-    iopt.head_dim = D;
-    iopt.dtype = SA_DTYPE_F16;
-    iopt.capacity = budget;
-    CHECK(api->index_create(ctx, &iopt, &ix));
+    CHECK(create_index(ctx, budget, &ix));
     sa_tensor keys = tensor(kc, SA_DTYPE_F16, 3, budget, H_KV, D);
     CHECK(api->index_append(ix, &keys));
     {
@@ -569,13 +574,7 @@ int main(int argc, char **argv) {
         goto out;
     }
 
-    sa_index_options iopt = api->index_options_default();
-    iopt.kind = SA_SELECTOR_EXACT;
-    iopt.num_kv_heads = H_KV;
-    iopt.head_dim = D;
-    iopt.dtype = SA_DTYPE_F16;
-    iopt.capacity = n_total;
-    CHECK(api->index_create(ctx, &iopt, &ix));
+    CHECK(create_index(ctx, n_total, &ix));
 
     /* Prefill: the host's cache holds n_prefill tokens; the index gets their keys. */
     double t0 = now_ms();
