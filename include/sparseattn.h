@@ -311,7 +311,8 @@ SA_API sa_attend_options sa_attend_options_default(void);
  * out: [n_q, H_q, D] F32 or the dtype of q.
  * lse: optional F32 [n_q, H_q]: natural log of the softmax denominator of
  *   the scaled scores. A query with no visible key gets out = 0, lse = -inf.
- * opt may be NULL (defaults). Any strides. Safe to call concurrently. */
+ * opt may be NULL (defaults). Any strides. Safe to call concurrently, as long
+ * as concurrent calls do not share an opt->slot_mass buffer. */
 SA_API sa_status sa_attend(sa_context *ctx, const sa_tensor *q, const sa_tensor *k,
                            const sa_tensor *v, const sa_tensor *indices,
                            const sa_attend_options *opt, sa_tensor *out, sa_tensor *lse);

@@ -388,7 +388,7 @@ std::vector<Case> cases() {
     sa_tensor *t = f.att_mass.t();
     t->rank = 3, t->shape[2] = 1;
     return f.attend();
-  });
+  }, "rank 3");
   add("AttendMassNullData", SA_ERR_NULL_POINTER, [](Fx &f) { f.att_mass.t()->data = nullptr; return f.attend(); },
       "slot_mass");
   add("AttendMassCuda", SA_ERR_BACKEND_UNAVAILABLE, [](Fx &f) { make_cuda(f.att_mass.t()); return f.attend(); });

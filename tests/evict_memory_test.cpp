@@ -10,7 +10,7 @@
 // - the resident set size from /proc/self/statm.
 // The test itself allocates nothing inside the loop. Under AddressSanitizer only the first
 // counter is checked (its quarantine holds freed memory), and the default step count drops to
-// 10K; SA_MEMORY_TEST_STEPS sets the count.
+// 5K; SA_MEMORY_TEST_STEPS sets the count.
 #include <gtest/gtest.h>
 #include <malloc.h>
 
@@ -73,7 +73,7 @@ namespace {
 
 #if defined(__SANITIZE_ADDRESS__)
 constexpr bool kSanitized = true;
-constexpr int64_t kDefaultSteps = 10000;
+constexpr int64_t kDefaultSteps = 5000;
 #else
 constexpr bool kSanitized = false;
 constexpr int64_t kDefaultSteps = 100000;

@@ -68,7 +68,9 @@ SA_API sa_status sa_attend(sa_context *ctx, const sa_tensor *q, const sa_tensor 
     p.key_positions = o.key_positions;
     TensorView mass_view;
     if (o.slot_mass) {
-      const int rank = o.slot_mass->rank == 1 ? 1 : 2;
+      const int rank = o.slot_mass->rank;
+      if (rank != 1 && rank != 2)
+        fail(SA_ERR_SHAPE, "opt->slot_mass has rank %d, expected 2 ([H_kv, n_kv]) or 1 ([n_kv])", int(rank));
       mass_view = view_tensor(o.slot_mass, "opt->slot_mass", rank, {SA_DTYPE_F32});
       if (rank == 2) expect_dim(mass_view, "opt->slot_mass", 0, H_kv, "k.shape[1], the KV heads");
       expect_dim(mass_view, "opt->slot_mass", rank - 1, n_kv, "k.shape[0], the key rows");
