@@ -139,7 +139,7 @@ void attend(const sa_context &ctx, const AttendProblem &p) {
     ml.key_positions = p.key_positions;
     std::vector<int64_t> limits(static_cast<size_t>(n_q));
     for (int64_t i = 0; i < n_q; ++i) limits[size_t(i)] = pos_limit(i);
-    mass = std::make_unique<SlotMass>(ctx, ml, std::move(limits), *p.slot_mass, p.mass_decay);
+    mass = std::make_unique<SlotMass>(ml, std::move(limits), *p.slot_mass, p.mass_decay);
   }
   if (n_q == 0) {
     if (mass) mass->accumulate(ctx);

@@ -10,11 +10,12 @@ namespace sa {
 namespace {
 
 constexpr int64_t kDenseBlock = 1024;          // key rows per dense task
+constexpr int64_t kSubBlock = 64;              // rows walked across the KV heads at once
 constexpr int64_t kEntryScratch = int64_t(1) << 18;  // floats of per-entry sparse probabilities
 
 }  // namespace
 
-SlotMass::SlotMass(const sa_context &ctx, const MassLayout &layout, std::vector<int64_t> pos_limits,
+SlotMass::SlotMass(const MassLayout &layout, std::vector<int64_t> pos_limits,
                    const TensorView &mass, float decay)
     : layout_(layout), pos_limits_(std::move(pos_limits)), mass_(mass), decay_(decay) {
   D_ = layout_.q.shape[2];
@@ -28,20 +29,20 @@ SlotMass::SlotMass(const sa_context &ctx, const MassLayout &layout, std::vector<
     chunk_units_ = std::min(chunk_units_, n_q * layout_.lists);
     entry_mass_.assign(size_t(chunk_units_ * layout_.width), 0.f);
   }
-  qbuf_.assign(size_t(int64_t(ctx.threads) * kMaxGroup * D_), 0.f);
+  // Every query once, scaled to base 2 (the size of q in f32): the pass calls the kernel per
+  // sub-block of keys, too often to convert q each time.
+  const TensorView &Q = layout_.q;
+  const int64_t H_q = Q.shape[1];
+  scaled_q_.resize(size_t(n_q * H_q * D_));
+  for (int64_t i = 0; i < n_q; ++i)
+    for (int64_t h = 0; h < H_q; ++h)
+      for (int64_t d = 0; d < D_; ++d)
+        scaled_q_[size_t((i * H_q + h) * D_ + d)] =
+            layout_.qscale * read_float(Q, i * Q.stride[0] + h * Q.stride[1] + d * Q.stride[2]);
 }
 
 float *SlotMass::target(int64_t r) {
   return direct_ ? mass_.ptr<float>() + r * mass_.stride[0] : packed_.data() + r * layout_.n_kv;
-}
-
-const float *SlotMass::scaled_q(int64_t i, int64_t h0, int g) {
-  float *q = &qbuf_[size_t(int64_t(thread_slot()) * kMaxGroup * D_)];
-  const TensorView &Q = layout_.q;
-  for (int h = 0; h < g; ++h)
-    for (int64_t d = 0; d < D_; ++d)
-      q[h * D_ + d] = layout_.qscale * read_float(Q, i * Q.stride[0] + (h0 + h) * Q.stride[1] + d * Q.stride[2]);
-  return q;
 }
 
 // Adds the probabilities of query i's heads [h_begin, h_end) (all of KV head kvh) for the
@@ -54,26 +55,28 @@ void SlotMass::fold(const sa_context &ctx, int64_t i, int64_t kvh, int64_t h_beg
   rs.pos_limit = pos_limits_[size_t(i)];
   for (int64_t h0 = h_begin; h0 < h_end; h0 += kMaxGroup) {
     const int g = int(std::min<int64_t>(kMaxGroup, h_end - h0));
-    ctx.kernels->mass_rows(layout_.kv_dtype, scaled_q(i, h0, g), g, int(D_), rs,
+    ctx.kernels->mass_rows(layout_.kv_dtype, &scaled_q_[size_t((i * layout_.q.shape[1] + h0) * D_)], g, int(D_), rs,
                            &lse2_[size_t(i * layout_.q.shape[1] + h0)], out);
   }
 }
 
-// One task per (mass row, block of key rows): it owns those sums and adds every query's
-// probabilities in query order.
+// One task per block of key rows: it owns those rows' sums (of every mass row) and adds every
+// query's probabilities in query order. Inside, sub-blocks walk the rows across all KV heads,
+// so that memory is read in order and a sub-block stays in cache for all the queries.
 void SlotMass::dense(const sa_context &ctx) {
   const int64_t n_q = layout_.q.shape[0], rows = mass_rows();
   const int64_t blocks = (layout_.n_kv + kDenseBlock - 1) / kDenseBlock;
-  parallel_for(ctx.threads, rows * blocks, [&](int64_t t) {
-    const int64_t r = t / blocks, j0 = (t % blocks) * kDenseBlock;
-    RowSet rs;
-    rs.begin = j0;
-    rs.n = std::min(layout_.n_kv, j0 + kDenseBlock) - j0;
-    float *out = target(r) + j0;
-    const int64_t kv_begin = rows == 1 ? 0 : r, kv_end = rows == 1 ? layout_.H_kv : r + 1;
-    for (int64_t i = 0; i < n_q; ++i) {
-      if (!layout_.key_positions && j0 > pos_limits_[size_t(i)]) continue;  // all in the future
-      for (int64_t kvh = kv_begin; kvh < kv_end; ++kvh) fold(ctx, i, kvh, kvh * G_, (kvh + 1) * G_, rs, out);
+  parallel_for(ctx.threads, blocks, [&](int64_t t) {
+    const int64_t j_end = std::min(layout_.n_kv, (t + 1) * kDenseBlock);
+    for (int64_t j0 = t * kDenseBlock; j0 < j_end; j0 += kSubBlock) {
+      RowSet rs;
+      rs.begin = j0;
+      rs.n = std::min(j_end, j0 + kSubBlock) - j0;
+      for (int64_t i = 0; i < n_q; ++i) {
+        if (!layout_.key_positions && j0 > pos_limits_[size_t(i)]) continue;  // all in the future
+        for (int64_t kvh = 0; kvh < layout_.H_kv; ++kvh)
+          fold(ctx, i, kvh, kvh * G_, (kvh + 1) * G_, rs, target(rows == 1 ? 0 : kvh) + j0);
+      }
     }
   });
 }

@@ -31,7 +31,7 @@ class SlotMass {
  public:
   // Allocates every buffer the pass needs, so that it cannot fail once outputs are written.
   // pos_limits: the causal limit of each query (INT64_MAX when not causal).
-  SlotMass(const sa_context &ctx, const MassLayout &layout, std::vector<int64_t> pos_limits,
+  SlotMass(const MassLayout &layout, std::vector<int64_t> pos_limits,
            const TensorView &mass, float decay);
 
   // [n_q][H_q]: the base-2 log of each softmax denominator (-inf: no visible key), filled by
@@ -44,7 +44,6 @@ class SlotMass {
  private:
   int64_t mass_rows() const { return mass_.rank == 2 ? mass_.shape[0] : 1; }
   float *target(int64_t r);  // row r of the sums: the caller's buffer or the packed scratch
-  const float *scaled_q(int64_t i, int64_t h0, int g);  // this thread's copy of q[i][h0 .. h0+g)
   void fold(const sa_context &ctx, int64_t i, int64_t kvh, int64_t h_begin, int64_t h_end, RowSet rs,
             float *out);
   void dense(const sa_context &ctx);
@@ -59,7 +58,7 @@ class SlotMass {
   std::vector<float> packed_;   // [rows][n_kv] when not direct
   std::vector<float> entry_mass_;  // sparse: a chunk of units' per-entry probabilities
   int64_t chunk_units_ = 0;
-  std::vector<float> qbuf_;     // per thread: kMaxGroup * D
+  std::vector<float> scaled_q_;  // [n_q][H_q][D]: q * scale * log2(e)
   int64_t D_ = 0, G_ = 1;
 };
 
