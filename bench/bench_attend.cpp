@@ -7,6 +7,7 @@
 //                                    page selector returns, and closer to real selections)
 //   gatherbw/DT/N:n/threads:T        only reads the rows attend_sparse gathers: the memory
 //                                    system's ceiling for that access pattern
+//   attend_{dense,sparse}_mass/...   the same with slot_mass on ([H_kv, n] f32, decay 0.99)
 // H_kv=8, D=128, K/V in DT (f16, bf16), queries and output f32. "GB/s" counts the
 // K/V bytes the call must read: dense 2*n*H_kv*D*bytes, sparse 2*K*H_kv*D*bytes.
 // Each iteration uses the next of several cache-cold layers (bench_common.hpp).
@@ -92,7 +93,7 @@ void BM_gatherbw(benchmark::State &state, sa_dtype dtype, int64_t n, int threads
     set_gbps(state, 2.0 * double(kTopK) * kRow * 2);
 }
 
-void BM_attend(benchmark::State &state, sa_dtype dtype, int64_t n, int threads, Pattern pattern) {
+void BM_attend(benchmark::State &state, sa_dtype dtype, int64_t n, int threads, Pattern pattern, bool mass) {
     sa_context *ctx = context(threads);
     if (!ctx) return state.SkipWithError("sa_context_create failed");
     Layers layers(dtype, n);
@@ -101,6 +102,12 @@ void BM_attend(benchmark::State &state, sa_dtype dtype, int64_t n, int threads, 
     std::vector<int32_t> idx = indices(pattern, n);
     std::vector<float> q = queries(nq), out(size_t(kHq) * kD);
     sa_attend_options opt = sa_attend_options_default();
+    std::vector<float> slot_mass(mass ? size_t(kHkv * n) : 0);
+    sa_tensor mt = tensor(slot_mass.data(), SA_DTYPE_F32, {kHkv, n});
+    if (mass) {
+        opt.slot_mass = &mt;
+        opt.mass_decay = 0.99f;
+    }
     sa_tensor ot = tensor(out.data(), SA_DTYPE_F32, {1, kHq, kD});
     int64_t it = 0;
     for (auto _ : state) {
@@ -130,14 +137,16 @@ void register_all() {
         for (int64_t n : {4096, 32768, 131072})
             for (int t : {1, 2}) {
                 for (Pattern p : {Pattern::dense, Pattern::random, Pattern::pages})
-                    benchmark::RegisterBenchmark(
-                        name(p == Pattern::dense    ? "attend_dense"
-                             : p == Pattern::random ? "attend_sparse"
-                                                    : "attend_pages",
-                             dtype, n, t).c_str(),
-                        BM_attend, dtype, n, t, p)
-                        ->UseRealTime()
-                        ->Unit(benchmark::kMicrosecond);
+                    for (bool mass : {false, true}) {
+                        if (mass && p == Pattern::pages) continue;
+                        std::string what = p == Pattern::dense    ? "attend_dense"
+                                           : p == Pattern::random ? "attend_sparse"
+                                                                  : "attend_pages";
+                        benchmark::RegisterBenchmark(name((what + (mass ? "_mass" : "")).c_str(), dtype, n, t).c_str(),
+                                                     BM_attend, dtype, n, t, p, mass)
+                            ->UseRealTime()
+                            ->Unit(benchmark::kMicrosecond);
+                    }
                 benchmark::RegisterBenchmark(name("gatherbw", dtype, n, t).c_str(), BM_gatherbw,
                                              dtype, n, t)
                     ->UseRealTime()

@@ -5,9 +5,14 @@
  * dense attention over every key.
  *
  * Usage: demo_dlopen [LIBRARY] [-n KEYS] [-s STEPS] [-k TOP_K] [-t THREADS] [-v]
+ *                    [--budget SLOTS]
  *   LIBRARY: path of libsparseattn.so.0; default $SPARSEATTN_LIB, else the
  *            build tree's library next to this executable (../src/), else the
  *            dynamic loader's search for "libsparseattn.so.0".
+ *   --budget: a fixed-budget cache of SLOTS entries instead (run_budget below):
+ *            the KEYS-token prompt (KEYS >= SLOTS) is compressed to SLOTS in one call, then
+ *            STEPS decode steps (default 4096) each evict one slot by
+ *            accumulated attention and refill it; memory is printed as it goes.
  *
  * The workload is generated here, deterministically, to look like a real
  * model's attention: keys cluster around a few "topic" directions per head,
@@ -19,6 +24,9 @@
 #define _POSIX_C_SOURCE 200809L
 
 #include <dlfcn.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -227,12 +235,252 @@ static const char *default_library(char *buf, size_t len) {
 }
 
 static void usage(const char *argv0) {
-    fprintf(stderr, "usage: %s [LIBRARY] [-n KEYS] [-s STEPS] [-k TOP_K] [-t THREADS] [-v]\n", argv0);
+    fprintf(stderr,
+            "usage: %s [LIBRARY] [-n KEYS] [-s STEPS] [-k TOP_K] [-t THREADS] [-v] [--budget SLOTS]\n",
+            argv0);
+}
+
+/* An exact index over f16 keys of the workload's shape. */
+static sa_status create_index(sa_context *ctx, int64_t capacity, sa_index **ix) {
+    sa_index_options iopt = api->index_options_default();
+    iopt.kind = SA_SELECTOR_EXACT;
+    iopt.num_kv_heads = H_KV;
+    iopt.head_dim = D;
+    iopt.dtype = SA_DTYPE_F16;
+    iopt.capacity = capacity;
+    return api->index_create(ctx, &iopt, ix);
+}
+
+/* ------------------------------------------------------- fixed-budget mode */
+
+/* Bytes malloc has handed out and not taken back (library and host), or -1. */
+static double malloc_in_use_mib(void) {
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 33))
+    struct mallinfo2 m = mallinfo2();
+    return (double)(m.uordblks + m.hblkhd) / 1048576.0;
+#else
+    return -1;
+#endif
+}
+
+static double rss_mib(void) {
+    FILE *f = fopen("/proc/self/statm", "r");
+    long size = 0, resident = -1;
+    if (!f) return -1;
+    if (fscanf(f, "%ld %ld", &size, &resident) != 2) resident = -1;
+    fclose(f);
+    return resident < 0 ? -1 : (double)resident * (double)sysconf(_SC_PAGESIZE) / 1048576.0;
+}
+
+/* Writes every page of a fresh allocation (a memset of zeros may become calloc and touch
+ * nothing), so that it is resident from the start. */
+static void touch_pages(void *p, size_t bytes) {
+    volatile char *c = p;
+    for (size_t o = 0; o < bytes; o += 4096) c[o] = 0;
+}
+
+/* Mean over query heads of |a - b| / |b| (per head, L2). */
+static double relative_error(const float *a, const float *b) {
+    double sum = 0;
+    for (int hq = 0; hq < H_Q; ++hq) {
+        double num = 0, den = 0;
+        for (int e = 0; e < D; ++e) {
+            double diff = (double)a[hq * D + e] - b[hq * D + e];
+            num += diff * diff;
+            den += (double)b[hq * D + e] * b[hq * D + e];
+        }
+        sum += sqrt(num / (den > 0 ? den : 1)) / H_Q;
+    }
+    return sum;
+}
+
+/* A host with a cache of `budget` slots that never grows. The prompt's tokens are scored by
+ * the attention of its last `window` queries (sa_attend's slot_mass) and compressed to the
+ * budget by one sa_cache_evict call (SnapKV). Each decode step then frees one slot by the
+ * accumulated attention (H2O: sa_attend adds every step's probabilities to slot_mass), writes
+ * the new token there, refills the index slot with sa_index_update, selects and attends.
+ * Checked against dense attention over the retained slots (every step) and over the whole
+ * history (at each report; the history is kept here for that comparison only). */
+static int run_budget(sa_context *ctx, workload *w, int64_t n_prefill, int steps, int64_t budget,
+                      int top_k, int window, int sinks, int verbose) {
+    const size_t row = (size_t)H_KV * D;
+    const int64_t n_total = n_prefill + steps, width = sinks + window + top_k;
+    const int observe = window; /* prompt queries that score the prompt */
+    const float decay = 0.99f;
+    int rc = 1;
+    sa_index *ix = NULL;
+    /* The whole token stream (the workload's source, and the full-history reference). */
+    uint16_t *hk = malloc((size_t)n_total * row * sizeof *hk);
+    uint16_t *hv = malloc((size_t)n_total * row * sizeof *hv);
+    /* The host's fixed-budget cache. */
+    uint16_t *kc = malloc((size_t)budget * row * sizeof *kc);
+    uint16_t *vc = malloc((size_t)budget * row * sizeof *vc);
+    int64_t *pos = malloc((size_t)budget * sizeof *pos);
+    float *mass = malloc((size_t)H_KV * (size_t)budget * sizeof *mass);
+    float *prompt_mass = malloc((size_t)H_KV * (size_t)n_prefill * sizeof *prompt_mass);
+    int64_t *prompt_pos = malloc((size_t)n_prefill * sizeof *prompt_pos);
+    int32_t *freed = malloc((size_t)n_prefill * sizeof *freed);
+    char *gone = calloc((size_t)n_prefill, 1);
+    float *q = malloc((size_t)observe * H_Q * D * sizeof *q);
+    float *prompt_out = malloc((size_t)observe * H_Q * D * sizeof *prompt_out);
+    float *out = malloc((size_t)H_Q * D * sizeof *out);
+    float *out_retained = malloc((size_t)H_Q * D * sizeof *out_retained);
+    float *out_full = malloc((size_t)H_Q * D * sizeof *out_full);
+    float lse_retained[H_Q], lse_full[H_Q];
+    int32_t *idx = malloc((size_t)H_KV * (size_t)width * sizeof *idx);
+    if (!hk || !hv || !kc || !vc || !pos || !mass || !prompt_mass || !prompt_pos || !freed || !gone ||
+        !q || !prompt_out || !out || !out_retained || !out_full || !idx) {
+        fprintf(stderr, "demo: out of memory\n");
+        goto out;
+    }
+    touch_pages(hk, (size_t)n_total * row * sizeof *hk); /* now, so that RSS stays flat */
+    touch_pages(hv, (size_t)n_total * row * sizeof *hv);
+    for (int64_t t = 0; t < n_prefill; ++t) make_token(w, t, hk + t * row, hv + t * row);
+
+    /* 1. Score the prompt by its last queries, compress it to the budget in one call. */
+    double t0 = now_ms();
+    for (int i = 0; i < observe; ++i) make_query(w, n_prefill - observe + i, 0, q + (size_t)i * H_Q * D);
+    sa_tensor pq = tensor(q, SA_DTYPE_F32, 3, observe, H_Q, D);
+    sa_tensor pk = tensor(hk, SA_DTYPE_F16, 3, n_prefill, H_KV, D);
+    sa_tensor pv = tensor(hv, SA_DTYPE_F16, 3, n_prefill, H_KV, D);
+    sa_tensor po = tensor(prompt_out, SA_DTYPE_F32, 3, observe, H_Q, D);
+    sa_tensor pm = tensor(prompt_mass, SA_DTYPE_F32, 2, H_KV, n_prefill, 0);
+    sa_attend_options aopt = api->attend_options_default();
+    aopt.causal = 1;
+    aopt.slot_mass = &pm;
+    aopt.mass_decay = 0.0f; /* this call's mass only */
+    CHECK(api->attend(ctx, &pq, &pk, &pv, NULL, &aopt, &po, NULL));
+    for (int64_t t = 0; t < n_prefill; ++t) prompt_pos[t] = t;
+    sa_tensor ppos = tensor(prompt_pos, SA_DTYPE_I64, 1, n_prefill, 0, 0);
+    sa_tensor pfreed = tensor(freed, SA_DTYPE_I32, 1, n_prefill, 0, 0);
+    sa_evict_options eopt = api->evict_options_default();
+    eopt.budget = budget;
+    eopt.incoming = 0;
+    eopt.sinks = sinks;
+    eopt.window = window;
+    int64_t n_freed = 0;
+    CHECK(api->cache_evict(ctx, &eopt, &pm, &ppos, &pfreed, &n_freed));
+    /* Compact the survivors into the budget's slots, in position order, with their mass. */
+    for (int64_t i = 0; i < n_freed; ++i) gone[freed[i]] = 1;
+    int64_t kept = 0;
+    for (int64_t t = 0; t < n_prefill; ++t) {
+        if (gone[t]) continue;
+        memcpy(kc + kept * row, hk + t * row, row * sizeof *kc);
+        memcpy(vc + kept * row, hv + t * row, row * sizeof *vc);
+        pos[kept] = t;
+        for (int h = 0; h < H_KV; ++h) mass[h * budget + kept] = prompt_mass[h * n_prefill + t];
+        ++kept;
+    }
+    /* The index holds the kept keys at their positions: append, then set the positions. */
+    CHECK(create_index(ctx, budget, &ix));
+    sa_tensor keys = tensor(kc, SA_DTYPE_F16, 3, budget, H_KV, D);
+    CHECK(api->index_append(ix, &keys));
+    {
+        int32_t *all = (int32_t *)freed; /* reused: slot numbers 0 .. kept-1 */
+        for (int64_t s = 0; s < kept; ++s) all[s] = (int32_t)s;
+        sa_tensor kept_keys = tensor(kc, SA_DTYPE_F16, 3, kept, H_KV, D);
+        CHECK(api->index_update(ix, all, kept, &kept_keys, pos));
+    }
+    double t1 = now_ms();
+    printf("budget mode: a cache of %lld slots; sinks %d, window %d, top_k %d; eviction by "
+           "accumulated attention (slot_mass, decay %.2f)\n",
+           (long long)budget, sinks, window, top_k, decay);
+    printf("prompt: %lld tokens scored by its last %d queries and compressed to %lld slots in one "
+           "sa_cache_evict call (%lld freed) in %.0f ms\n\n",
+           (long long)n_prefill, observe, (long long)kept, (long long)n_freed, t1 - t0);
+
+    /* 2. Decode. */
+    sa_select_options sopt = api->select_options_default();
+    int64_t qpos = 0;
+    sopt.top_k = top_k;
+    sopt.window = window;
+    sopt.sinks = sinks;
+    sopt.query_positions = &qpos;
+    aopt.mass_decay = decay;
+    aopt.query_positions = &qpos;
+    aopt.key_positions = pos;
+    sa_tensor mt = tensor(mass, SA_DTYPE_F32, 2, H_KV, budget, 0);
+    sa_tensor pt = tensor(pos, SA_DTYPE_I64, 1, budget, 0, 0);
+    sa_tensor ft = tensor(freed, SA_DTYPE_I32, 1, 1, 0, 0);
+    sa_tensor qt = tensor(q, SA_DTYPE_F32, 3, 1, H_Q, D);
+    sa_tensor it = tensor(idx, SA_DTYPE_I32, 3, 1, H_KV, width);
+    sa_tensor kt = tensor(kc, SA_DTYPE_F16, 3, budget, H_KV, D);
+    sa_tensor vt = tensor(vc, SA_DTYPE_F16, 3, budget, H_KV, D);
+    sa_tensor ot = tensor(out, SA_DTYPE_F32, 3, 1, H_Q, D);
+    sa_tensor ort = tensor(out_retained, SA_DTYPE_F32, 3, 1, H_Q, D);
+    sa_tensor ofl = tensor(out_full, SA_DTYPE_F32, 3, 1, H_Q, D);
+    sa_tensor lrt = tensor(lse_retained, SA_DTYPE_F32, 2, 1, H_Q, 0);
+    sa_tensor lfl = tensor(lse_full, SA_DTYPE_F32, 2, 1, H_Q, 0);
+    eopt.incoming = 1;
+    const int every = steps >= 8 ? steps / 8 : 1;
+    double err_sum = 0, err_max = 0, step_ms = 0;
+    printf("   step  position  malloc MiB  RSS MiB  sparse vs dense(retained)  retained/full mass  "
+           "retained vs full\n");
+    for (int step = 0; step < steps; ++step) {
+        qpos = n_prefill + step;
+        make_token(w, qpos, hk + qpos * row, hv + qpos * row);
+        make_query(w, qpos, step, q);
+        double a = now_ms();
+        CHECK(api->cache_evict(ctx, &eopt, &mt, &pt, &ft, &n_freed));
+        int32_t slot = freed[0];
+        memcpy(kc + (size_t)slot * row, hk + qpos * row, row * sizeof *kc);
+        memcpy(vc + (size_t)slot * row, hv + qpos * row, row * sizeof *vc);
+        pos[slot] = qpos;
+        for (int h = 0; h < H_KV; ++h) mass[h * budget + slot] = 0.0f;
+        sa_tensor key = tensor(kc + (size_t)slot * row, SA_DTYPE_F16, 3, 1, H_KV, D);
+        CHECK(api->index_update(ix, &slot, 1, &key, &qpos));
+        CHECK(api->select(ix, &qt, &sopt, &it));
+        aopt.slot_mass = &mt;
+        CHECK(api->attend(ctx, &qt, &kt, &vt, &it, &aopt, &ot, NULL));
+        step_ms += now_ms() - a;
+
+        /* Dense over the retained slots: what the selection should reproduce. */
+        aopt.slot_mass = NULL;
+        CHECK(api->attend(ctx, &qt, &kt, &vt, NULL, &aopt, &ort, &lrt));
+        double err = relative_error(out, out_retained);
+        err_sum += err;
+        if (err > err_max) err_max = err;
+        if ((step + 1) % every == 0 || verbose) {
+            /* Dense over the whole history: what eviction gave up. */
+            sa_attend_options full = api->attend_options_default();
+            sa_tensor fk = tensor(hk, SA_DTYPE_F16, 3, qpos + 1, H_KV, D);
+            sa_tensor fv = tensor(hv, SA_DTYPE_F16, 3, qpos + 1, H_KV, D);
+            CHECK(api->attend(ctx, &qt, &fk, &fv, NULL, &full, &ofl, &lfl));
+            double kept_mass = 0;
+            for (int hq = 0; hq < H_Q; ++hq) kept_mass += exp((double)lse_retained[hq] - lse_full[hq]) / H_Q;
+            printf("%7d %9lld %11.1f %8.1f %26.2e %19.4f %17.2e\n", step + 1, (long long)qpos,
+                   malloc_in_use_mib(), rss_mib(), err, kept_mass, relative_error(out_retained, out_full));
+        }
+    }
+    printf("\nsparse vs dense attention over the retained cache: mean %.2e, worst step %.2e\n",
+           err_sum / steps, err_max);
+    printf("time per decode step (evict + update + select + attend): %.3f ms\n", step_ms / steps);
+    rc = 0;
+
+out:
+    api->index_destroy(&ix);
+    free(idx);
+    free(out_full);
+    free(out_retained);
+    free(out);
+    free(prompt_out);
+    free(q);
+    free(gone);
+    free(freed);
+    free(prompt_pos);
+    free(prompt_mass);
+    free(mass);
+    free(pos);
+    free(vc);
+    free(kc);
+    free(hv);
+    free(hk);
+    return rc;
 }
 
 int main(int argc, char **argv) {
-    int64_t n_prefill = 32768;
-    int steps = 32, top_k = 2048, threads = 0, verbose = 0;
+    int64_t n_prefill = 32768, budget = 0;
+    int steps = -1, top_k = -1, threads = 0, verbose = 0;
     const int window = 64, sinks = 4;
     const char *lib_path = NULL;
     for (int i = 1; i < argc; ++i) {
@@ -241,6 +489,12 @@ int main(int argc, char **argv) {
             lib_path = a;
         } else if (!strcmp(a, "-v")) {
             verbose = 1;
+        } else if (i + 1 < argc && !strcmp(a, "--budget")) {
+            budget = strtol(argv[++i], NULL, 10);
+            if (budget < 1) {
+                usage(argv[0]);
+                return 2;
+            }
         } else if (i + 1 < argc && (!strcmp(a, "-n") || !strcmp(a, "-s") || !strcmp(a, "-k") ||
                                     !strcmp(a, "-t"))) {
             long v = strtol(argv[++i], NULL, 10);
@@ -253,7 +507,10 @@ int main(int argc, char **argv) {
             return 2;
         }
     }
-    if (n_prefill < 256 || steps < 1 || top_k < 1 || threads < 0) {
+    if (steps < 0) steps = budget ? 4096 : 32;
+    if (top_k < 0) top_k = budget ? 256 : 2048;
+    if (n_prefill < 256 || steps < 1 || top_k < 1 || threads < 0 ||
+        (budget && (budget < sinks + window + 1 || budget > n_prefill))) {
         usage(argv[0]);
         return 2;
     }
@@ -292,8 +549,9 @@ int main(int argc, char **argv) {
     sa_context *ctx = NULL;
     sa_index *ix = NULL;
     workload *w = calloc(1, sizeof *w);
-    uint16_t *kc = malloc((size_t)n_total * row * sizeof *kc); /* the host's KV cache */
-    uint16_t *vc = malloc((size_t)n_total * row * sizeof *vc);
+    const int64_t n_cache = budget ? 1 : n_total; /* budget mode keeps its own cache */
+    uint16_t *kc = malloc((size_t)n_cache * row * sizeof *kc); /* the host's KV cache */
+    uint16_t *vc = malloc((size_t)n_cache * row * sizeof *vc);
     float *q = malloc((size_t)H_Q * D * sizeof *q);
     float *out_dense = malloc((size_t)H_Q * D * sizeof *out_dense);
     float *out_sparse = malloc((size_t)H_Q * D * sizeof *out_sparse);
@@ -310,13 +568,13 @@ int main(int argc, char **argv) {
     printf("sparseattn %s (%s), isa %s, %d thread(s)\n", api->version_string(), lib_path,
            api->isa_name(api->context_isa(ctx)), api->context_threads(ctx));
 
-    sa_index_options iopt = api->index_options_default();
-    iopt.kind = SA_SELECTOR_EXACT;
-    iopt.num_kv_heads = H_KV;
-    iopt.head_dim = D;
-    iopt.dtype = SA_DTYPE_F16;
-    iopt.capacity = n_total;
-    CHECK(api->index_create(ctx, &iopt, &ix));
+    if (budget) {
+        workload_init(w, n_prefill, n_total);
+        rc = run_budget(ctx, w, n_prefill, steps, budget, top_k, window, sinks, verbose);
+        goto out;
+    }
+
+    CHECK(create_index(ctx, n_total, &ix));
 
     /* Prefill: the host's cache holds n_prefill tokens; the index gets their keys. */
     double t0 = now_ms();

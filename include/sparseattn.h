@@ -17,6 +17,9 @@
  *   macro (or the sa_*_options_default() functions) and then set fields. A
  *   struct_size smaller than the first version of the struct is refused with
  *   SA_ERR_STRUCT_SIZE; fields beyond a caller's struct_size take defaults.
+ *   A NULL option pointer means the defaults, except where a required field
+ *   has none (sa_index_options: num_kv_heads, head_dim; sa_evict_options:
+ *   budget): there NULL is refused with SA_ERR_NULL_POINTER.
  * - Tensors are passed by descriptor (sa_tensor); the library never copies or
  *   keeps the caller's K/V, and reads it only during the call.
  * - Default layouts: queries [n_q, H_q, D], keys/values [n_kv, H_kv, D]
@@ -334,9 +337,18 @@ typedef struct sa_attend_options {
     /* Appended: cudaStream_t for CUDA tensors; NULL: the context's
      * cuda_stream. */
     void *cuda_stream;
+    /* Accumulated attention per key row (H2O-style scores for sa_cache_evict),
+     * or NULL (default): off. F32, either [H_kv, n_kv] (per KV head, summed
+     * over the head's query group) or [n_kv] (summed over all heads), any
+     * strides, CPU. Each call first multiplies the whole buffer by mass_decay,
+     * then adds the softmax probability every key row received, summed over the
+     * call's queries (a row listed twice in one index list adds twice). The
+     * sums do not depend on the thread count. Written only on success. */
+    sa_tensor *slot_mass;
+    float mass_decay;     /* in [0, 1]; default 1 (plain sum). 0: this call's mass only */
 } sa_attend_options;
 
-#define SA_ATTEND_OPTIONS_INIT { sizeof(sa_attend_options), 0.0f, 0, NULL, NULL, NULL }
+#define SA_ATTEND_OPTIONS_INIT { sizeof(sa_attend_options), 0.0f, 0, NULL, NULL, NULL, NULL, 1.0f }
 SA_API sa_attend_options sa_attend_options_default(void);
 
 /* Exact softmax attention, f32 accumulation.
@@ -349,10 +361,11 @@ SA_API sa_attend_options sa_attend_options_default(void);
  * out: [n_q, H_q, D] F32 or the dtype of q.
  * lse: optional F32 [n_q, H_q]: natural log of the softmax denominator of
  *   the scaled scores. A query with no visible key gets out = 0, lse = -inf.
- * opt may be NULL (defaults). Any strides. Safe to call concurrently.
+ * opt may be NULL (defaults). Any strides. Safe to call concurrently, as long
+ * as concurrent calls do not share an opt->slot_mass buffer.
  * CUDA tensors (all on one device): K/V F16 or BF16, the head dimension
  * contiguous with 16-byte aligned rows and D in {64, 128, 256}; causal only
- * with the default positions (query_positions and key_positions NULL).
+ * with the default positions (query_positions and key_positions NULL); no slot_mass.
  * Index entries outside [0, n_kv) are skipped like -1 (the core cannot read
  * them to refuse them). Other requests: SA_ERR_UNSUPPORTED. */
 SA_API sa_status sa_attend(sa_context *ctx, const sa_tensor *q, const sa_tensor *k,
@@ -363,23 +376,36 @@ SA_API sa_status sa_attend(sa_context *ctx, const sa_tensor *q, const sa_tensor 
 
 typedef struct sa_evict_options {
     size_t struct_size;
-    int64_t budget;       /* slots the cache may hold after the incoming tokens */
+    int64_t budget;       /* slots the cache may hold after the incoming tokens;
+                             required (no default): >= sinks + window + incoming */
     int64_t incoming;     /* tokens about to be inserted (default 1) */
-    int32_t sinks;        /* positions [0, sinks) are never freed */
-    int32_t window;       /* positions (max_pos - window, max_pos] are never freed */
+    int32_t sinks;        /* positions [0, sinks) are never freed (default 4) */
+    int32_t window;       /* positions (max_pos - window, max_pos] are never freed,
+                             max_pos the largest position held (default 64) */
 } sa_evict_options;
 
 #define SA_EVICT_OPTIONS_INIT { sizeof(sa_evict_options), 0, 1, 4, 64 }
 SA_API sa_evict_options sa_evict_options_default(void);
 
-/* Chooses cache slots to free so that occupied + incoming <= budget.
- * scores: F32 [n_slots] or [H, n_slots] (summed over H): higher = more useful.
- * positions: I64 [n_slots], the token position each slot holds; -1 marks an
- *   empty slot, which is returned first.
- * freed: I32 [cap]; receives the slots to free, lowest score first (ties: the
- *   older position first, then the lower slot); *n_freed is their count.
- * Fails with SA_ERR_INVALID_ARGUMENT when the protected slots alone exceed the
- * budget or a score is NaN, and SA_ERR_SHAPE when freed is too small. */
+/* Chooses cache slots to free so that occupied + incoming <= budget, for one
+ * new token per step (incoming = 1) or to compress a long prompt in one call
+ * (SnapKV-style: incoming = 0, budget = the slots to keep).
+ * scores: F32 [n_slots] or [H, n_slots] (summed over H in order): higher = more
+ *   useful, e.g. sa_attend's slot_mass or a host's own indexer scores; +-inf
+ *   allowed, NaN refused.
+ * positions: I64 [n_slots], the token position each slot holds (>= 0); -1
+ *   marks an empty slot.
+ * freed: I32 [cap]; receives first the empty slots the incoming tokens can
+ *   use (ascending slot, at most `incoming` of them), then the occupied slots
+ *   to evict (max(0, occupied + incoming - budget) of them), lowest score
+ *   first; equal scores: the older position first, then the lower slot. Never
+ *   a sink or a window position. *n_freed is the count; nothing is written
+ *   past it. The result does not depend on the context's threads.
+ * Fails with SA_ERR_INVALID_ARGUMENT when budget < sinks + window + incoming
+ * (a full cache could not free a slot), when the protected slots still exceed
+ * the budget (repeated positions), for a NaN score or a position < -1;
+ * SA_ERR_SHAPE when scores and positions disagree on n_slots or freed is too
+ * small; SA_ERR_NULL_POINTER for NULL opt. */
 SA_API sa_status sa_cache_evict(sa_context *ctx, const sa_evict_options *opt,
                                 const sa_tensor *scores, const sa_tensor *positions,
                                 sa_tensor *freed, int64_t *n_freed);

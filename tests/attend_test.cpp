@@ -116,15 +116,7 @@ Tensor random_subset_indices(Rng &rng, int64_t n_q, int64_t h, int64_t n_kv, int
   return t;
 }
 
-class Attend : public ::testing::Test {
- protected:
-  void SetUp() override {
-    ctx_ = sat::make_context(1);
-    ASSERT_NE(ctx_, nullptr);
-  }
-  sa_context *ctx() { return ctx_.get(); }
-  sat::ContextPtr ctx_;
-};
+class Attend : public sat::ContextTest {};
 
 TEST_F(Attend, DenseF32MatchesReference) {
   Rng rng(1);

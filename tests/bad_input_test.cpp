@@ -5,11 +5,13 @@
 // keeps its size and its selections.
 //
 // Status choices where the header leaves room (the most specific code wins):
-// - NULL option struct for sa_index_create and sa_cache_evict: SA_ERR_NULL_POINTER (only
-//   sa_context_create and sa_attend document NULL options as "defaults").
+// - NULL option struct: the defaults, except where a required field has none
+//   (sa_index_create: num_kv_heads, head_dim; sa_cache_evict: budget): SA_ERR_NULL_POINTER.
+//   Conventions.NullOptionsMeanDefaults checks the accepting side.
 // - An option value outside its domain (negative counts, unknown enum values, NaN or
-//   negative or infinite scale, mass_target outside [0, 1], positions < 0 (< -1 for evict),
-//   duplicate update slots): SA_ERR_INVALID_ARGUMENT.
+//   negative or infinite scale, mass_target outside [0, 1], mass_decay outside [0, 1],
+//   positions < 0 (< -1 for evict), duplicate update slots, an evict budget below
+//   sinks + window + incoming, NaN eviction scores): SA_ERR_INVALID_ARGUMENT.
 // - The index's storage dtype not F32/F16/BF16: SA_ERR_DTYPE.
 // - Rank, a dimension that disagrees with another argument, a negative shape or stride,
 //   sa_select's width < sinks + window + top_k, freed too small: SA_ERR_SHAPE.
@@ -59,7 +61,7 @@ struct Fx {
   std::vector<int32_t> qseg = {0, 0}, kseg = std::vector<int32_t>(kNKv, 0);
 
   // sa_attend
-  Tensor q, k, v, indices, out, lse;
+  Tensor q, k, v, indices, out, lse, att_mass;
   sa_attend_options att_opt = SA_ATTEND_OPTIONS_INIT;
 
   // sa_cache_evict
@@ -101,6 +103,11 @@ struct Fx {
     out.poison();
     lse = Tensor(SA_DTYPE_F32, {kNq, kHq});
     lse.poison();
+    att_mass = Tensor(SA_DTYPE_F32, {kHkv, kNKv});  // accumulation on in every attend case
+    att_mass.set_values(std::vector<double>(size_t(kHkv * kNKv), 0.5));
+    att_mass.snapshot();
+    att_opt.slot_mass = att_mass.t();
+    att_opt.mass_decay = 0.5f;
 
     ev_scores = sat::random_tensor(rng, SA_DTYPE_F32, {kNKv});
     ev_pos = Tensor(SA_DTYPE_I64, {kNKv});
@@ -403,6 +410,32 @@ std::vector<Case> cases() {
   add("AttendNanScale", SA_ERR_INVALID_ARGUMENT, [](Fx &f) { f.att_opt.scale = NAN; return f.attend(); }, "scale");
   add("AttendNegativeScale", SA_ERR_INVALID_ARGUMENT, [](Fx &f) { f.att_opt.scale = -0.5f; return f.attend(); });
   add("AttendInfiniteScale", SA_ERR_INVALID_ARGUMENT, [](Fx &f) { f.att_opt.scale = INFINITY; return f.attend(); });
+  add("AttendMassF16", SA_ERR_DTYPE, [](Fx &f) { f.att_mass.t()->dtype = SA_DTYPE_F16; return f.attend(); }, "slot_mass");
+  add("AttendMassWrongKeyCount", SA_ERR_SHAPE, [](Fx &f) { f.att_mass.t()->shape[1] = kNKv - 1; return f.attend(); },
+      "slot_mass");
+  add("AttendMassWrongHeads", SA_ERR_SHAPE, [](Fx &f) { f.att_mass.t()->shape[0] = kHq; return f.attend(); }, "slot_mass");
+  add("AttendMassSharedWrongLength", SA_ERR_SHAPE, [](Fx &f) {
+    sa_tensor *t = f.att_mass.t();
+    t->rank = 1, t->shape[0] = kNKv + 1;
+    return f.attend();
+  });
+  add("AttendMassRank3", SA_ERR_SHAPE, [](Fx &f) {
+    sa_tensor *t = f.att_mass.t();
+    t->rank = 3, t->shape[2] = 1;
+    return f.attend();
+  }, "rank 3");
+  add("AttendMassNullData", SA_ERR_NULL_POINTER, [](Fx &f) { f.att_mass.t()->data = nullptr; return f.attend(); },
+      "slot_mass");
+  add("AttendMassCuda", SA_ERR_BACKEND_UNAVAILABLE, [](Fx &f) { make_cuda(f.att_mass.t()); return f.attend(); });
+  add("AttendMassNegativeStride", SA_ERR_SHAPE, [](Fx &f) {
+    sa_tensor *t = f.att_mass.t();
+    t->strides[0] = -kNKv, t->strides[1] = 1;
+    return f.attend();
+  });
+  add("AttendMassDecayNan", SA_ERR_INVALID_ARGUMENT, [](Fx &f) { f.att_opt.mass_decay = NAN; return f.attend(); },
+      "mass_decay");
+  add("AttendMassDecayNegative", SA_ERR_INVALID_ARGUMENT, [](Fx &f) { f.att_opt.mass_decay = -0.1f; return f.attend(); });
+  add("AttendMassDecayAboveOne", SA_ERR_INVALID_ARGUMENT, [](Fx &f) { f.att_opt.mass_decay = 1.5f; return f.attend(); });
 
   // ---- sa_cache_evict
   add("EvictNullCtx", SA_ERR_NULL_POINTER, [](Fx &f) {
@@ -432,11 +465,17 @@ std::vector<Case> cases() {
   add("EvictNegativeIncoming", SA_ERR_INVALID_ARGUMENT, [](Fx &f) { f.ev_opt.incoming = -1; return f.evict(); });
   add("EvictNegativeSinks", SA_ERR_INVALID_ARGUMENT, [](Fx &f) { f.ev_opt.sinks = -1; return f.evict(); });
   add("EvictNegativeWindow", SA_ERR_INVALID_ARGUMENT, [](Fx &f) { f.ev_opt.window = -1; return f.evict(); });
-  add("EvictProtectedExceedBudget", SA_ERR_INVALID_ARGUMENT, [](Fx &f) {
-    f.ev_opt.sinks = 5, f.ev_opt.window = 5;  // all 10 occupied slots protected, budget 8
+  add("EvictBudgetBelowSinksWindowIncoming", SA_ERR_INVALID_ARGUMENT, [](Fx &f) {
+    f.ev_opt.sinks = 5, f.ev_opt.window = 3;  // 5 + 3 + 1 incoming > budget 8
     return f.evict();
-  });
-  add("EvictNanScore", SA_ERR_INVALID_ARGUMENT, [](Fx &f) { f.ev_scores.set({4}, NAN); return f.evict(); });
+  }, "budget");
+  add("EvictRepeatedPositionsExceedBudget", SA_ERR_INVALID_ARGUMENT, [](Fx &f) {
+    f.ev_pos.set_values({0, 9, 9, 9, 9, 9, 9, 9, 9, 9});  // nine slots in the window
+    return f.evict();
+  }, "budget");
+  add("EvictNanScore", SA_ERR_INVALID_ARGUMENT, [](Fx &f) { f.ev_scores.set({4}, NAN); return f.evict(); }, "NaN");
+  add("EvictPositionsLongerThanScores", SA_ERR_SHAPE, [](Fx &f) { f.ev_pos.t()->shape[0] = kNKv - 1; return f.evict(); },
+      "positions");
   add("EvictPositionBelowMinusOne", SA_ERR_INVALID_ARGUMENT, [](Fx &f) { f.ev_pos.set({2}, -2); return f.evict(); });
   add("EvictF16Scores", SA_ERR_DTYPE, [](Fx &f) { f.ev_scores.t()->dtype = SA_DTYPE_F16; return f.evict(); });
   add("EvictI32Positions", SA_ERR_DTYPE, [](Fx &f) { f.ev_pos.t()->dtype = SA_DTYPE_I32; return f.evict(); });
@@ -497,6 +536,7 @@ TEST_P(BadInput, RefusedWithExactStatusAndNoWrites) {
   EXPECT_TRUE(f.sel_out.untouched()) << "select output";
   EXPECT_TRUE(f.out.untouched()) << "attend out";
   EXPECT_TRUE(f.lse.untouched()) << "attend lse";
+  EXPECT_TRUE(f.att_mass.untouched()) << "attend slot_mass";
   EXPECT_TRUE(f.ev_freed.untouched()) << "evict freed";
   EXPECT_EQ(f.n_freed, -7);
   EXPECT_EQ(f.size_out, -7);
@@ -529,6 +569,7 @@ TEST(BadInputBaseline, EveryCallSucceeds) {
   EXPECT_SA_OK(f.attend());
   EXPECT_TRUE(f.out.only_elements_written());
   EXPECT_TRUE(f.lse.only_elements_written());
+  EXPECT_TRUE(f.att_mass.only_elements_written());
   EXPECT_SA_OK(f.evict());
   EXPECT_EQ(f.n_freed, 3);
   EXPECT_TRUE(f.ev_freed.only_elements_written());
@@ -591,6 +632,38 @@ TEST(Conventions, LargerStructSizeIsAccepted) {
   sa_context *ctx = nullptr;
   EXPECT_SA_OK(sa_context_create(&c.opt, &ctx));
   sa_context_destroy(&ctx);
+}
+
+// NULL options are the defaults wherever every field has one; sa_index_create (num_kv_heads,
+// head_dim) and sa_cache_evict (budget) have required fields and refuse NULL.
+TEST(Conventions, NullOptionsMeanDefaults) {
+  Fx f;
+  ASSERT_TRUE(f.ctx && f.ix);
+  sa_select_options so = SA_SELECT_OPTIONS_INIT;
+  const int64_t width = int64_t(so.sinks) + so.window + so.top_k;
+  Tensor with_null(SA_DTYPE_I32, {kNq, kHkv, width}), with_init(SA_DTYPE_I32, {kNq, kHkv, width});
+  EXPECT_SA_OK(sa_select(f.ix, f.sel_q.t(), nullptr, with_null.t()));
+  EXPECT_SA_OK(sa_select(f.ix, f.sel_q.t(), &so, with_init.t()));
+  EXPECT_EQ(with_null.values(), with_init.values());
+
+  sa_attend_options ao = SA_ATTEND_OPTIONS_INIT;
+  Tensor out_null(SA_DTYPE_F32, {kNq, kHq, kD}), out_init(SA_DTYPE_F32, {kNq, kHq, kD});
+  EXPECT_SA_OK(sa_attend(f.ctx, f.q.t(), f.k.t(), f.v.t(), f.indices.t(), nullptr, out_null.t(), nullptr));
+  EXPECT_SA_OK(sa_attend(f.ctx, f.q.t(), f.k.t(), f.v.t(), f.indices.t(), &ao, out_init.t(), nullptr));
+  EXPECT_EQ(out_null.values(), out_init.values());
+
+  sa_context *c = nullptr;
+  EXPECT_SA_OK(sa_context_create(nullptr, &c));
+  sa_context_destroy(&c);
+
+  sa_index *ix = nullptr;
+  EXPECT_EQ(sa_index_create(f.ctx, nullptr, &ix), SA_ERR_NULL_POINTER);
+  EXPECT_NE(std::string(sa_last_error()).find("opt"), std::string::npos) << sa_last_error();
+  EXPECT_EQ(ix, nullptr);
+  EXPECT_EQ(sa_cache_evict(f.ctx, nullptr, f.ev_scores.t(), f.ev_pos.t(), f.ev_freed.t(), &f.n_freed),
+            SA_ERR_NULL_POINTER);
+  EXPECT_NE(std::string(sa_last_error()).find("opt"), std::string::npos) << sa_last_error();
+  EXPECT_EQ(f.n_freed, -7);
 }
 
 TEST(Conventions, StatusNames) {

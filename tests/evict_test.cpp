@@ -5,8 +5,9 @@
 //   slot.
 // - Empty slots (position -1) come first in `freed`, in ascending slot order, as many as the
 //   incoming tokens can use (min(empty, incoming)): they are where the host writes the new
-//   tokens before it needs an evicted slot. (Contract reading; the header says only "returned
-//   first".)
+//   tokens before it needs an evicted slot.
+// - budget < sinks + window + incoming is refused (SA_ERR_INVALID_ARGUMENT), whatever the
+//   cache holds; so are NaN scores and scores/positions of different lengths (SA_ERR_SHAPE).
 // Scores are multiples of 1/16 so float sums are exact and ties are common.
 #include <gtest/gtest.h>
 
@@ -109,15 +110,7 @@ EvictCase full_cache(int64_t n, Rng &rng) {
   return c;
 }
 
-class Evict : public ::testing::Test {
- protected:
-  void SetUp() override {
-    ctx_ = sat::make_context(1);
-    ASSERT_NE(ctx_, nullptr);
-  }
-  sa_context *ctx() { return ctx_.get(); }
-  sat::ContextPtr ctx_;
-};
+class Evict : public sat::ContextTest {};
 
 TEST_F(Evict, DefaultsMatchInitMacro) {
   sa_evict_options a = SA_EVICT_OPTIONS_INIT, b = sa_evict_options_default();
@@ -348,30 +341,59 @@ TEST_F(Evict, ThreadCountsAgree) {
   EXPECT_EQ(a.freed, reference_evict(c));
 }
 
-// Protection that cannot matter (few tokens cached) must not make the call fail.
-TEST_F(Evict, LargeWindowWithSmallCacheIsFine) {
+// budget = sinks + window + incoming is the smallest budget accepted, and it suffices: a full
+// cache with distinct positions can always free a slot per step.
+TEST_F(Evict, SmallestBudgetAlwaysFreesASlot) {
   Rng rng(211);
-  EvictCase c = full_cache(10, rng);
+  EvictCase c = full_cache(13, rng);
   c.sinks = 4;
-  c.window = 64;  // the defaults, larger than the budget
-  c.budget = 32;
+  c.window = 8;
+  c.budget = 13;
   c.incoming = 1;
-  EvictResult r = run_evict(ctx(), c);
-  ASSERT_SA_OK(r.status);
-  EXPECT_EQ(r.n_freed, 0);
+  for (int step = 0; step < 200; ++step) {
+    SCOPED_TRACE(testing::Message() << "step " << step);
+    EvictResult r = run_evict(ctx(), c);
+    ASSERT_SA_OK(r.status);
+    ASSERT_EQ(r.freed, reference_evict(c));
+    ASSERT_EQ(r.n_freed, 1);
+    // The new token takes the slot, with the next position and a random score.
+    c.positions[size_t(r.freed[0])] = *std::max_element(c.positions.begin(), c.positions.end()) + 1;
+    c.scores[size_t(r.freed[0])] = double(rng.below(64)) / 16;
+  }
 }
 
 // ------------------------------------------------------------------ refused inputs
 
-TEST_F(Evict, ProtectedSlotsExceedingBudgetAreRefused) {
+TEST_F(Evict, BudgetBelowSinksWindowIncomingIsRefused) {
   Rng rng(212);
-  EvictCase c = full_cache(100, rng);
-  c.sinks = 4;
-  c.window = 16;  // 20 protected
-  c.budget = 16;
-  c.incoming = 1;
+  // Refused whatever the cache holds, a small cache included: the budget can never work.
+  for (int64_t n : {100, 10}) {
+    EvictCase c = full_cache(n, rng);
+    c.sinks = 4;
+    c.window = 16;
+    c.budget = 20;  // 4 + 16 + 1 incoming = 21
+    c.incoming = 1;
+    EvictResult r = run_evict(ctx(), c);
+    EXPECT_EQ(r.status, SA_ERR_INVALID_ARGUMENT) << sa_status_name(r.status);
+    EXPECT_NE(std::string(sa_last_error()).find("budget"), std::string::npos) << sa_last_error();
+    c.budget = 21;
+    EXPECT_SA_OK(run_evict(ctx(), c).status);
+  }
+}
+
+// Repeated positions (e.g. several sequences in one cache) can protect more slots than
+// sinks + window: refused when nothing evictable is left.
+TEST_F(Evict, RepeatedProtectedPositionsExceedingBudgetAreRefused) {
+  EvictCase c;
+  c.positions = {0, 5, 9, 9, 9, 9, 9, 9};  // six slots in the window of position 9
+  c.scores.assign(8, 1.0);
+  c.sinks = 1;
+  c.window = 2;
+  c.budget = 6;
+  c.incoming = 1;  // 8 + 1 - 6 = 3 to free, only slot 1 (position 5) is evictable
   EvictResult r = run_evict(ctx(), c);
   EXPECT_EQ(r.status, SA_ERR_INVALID_ARGUMENT) << sa_status_name(r.status);
+  EXPECT_NE(std::string(sa_last_error()).find("positions repeat"), std::string::npos) << sa_last_error();
 }
 
 TEST_F(Evict, NanScoreIsRefused) {
@@ -386,6 +408,26 @@ TEST_F(Evict, NanScoreIsRefused) {
   c.scores.assign(100, 0.5);
   c.scores[77] = std::nan("");
   EXPECT_EQ(run_evict(ctx(), c).status, SA_ERR_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(sa_last_error()).find("NaN"), std::string::npos) << sa_last_error();
+  c.scores[77] = INFINITY;  // +inf and -inf summed over the heads make a NaN
+  c.scores[27] = -INFINITY;
+  EXPECT_EQ(run_evict(ctx(), c).status, SA_ERR_INVALID_ARGUMENT);
+}
+
+// Infinite scores are ordinary extremes: -inf goes first, +inf stays.
+TEST_F(Evict, InfiniteScoresAreOrdered) {
+  Rng rng(215);
+  EvictCase c = full_cache(30, rng);
+  c.sinks = 1;
+  c.window = 1;
+  c.budget = 27;
+  c.incoming = 1;  // 4 to free
+  c.scores[20] = -INFINITY;
+  c.scores[5] = INFINITY;
+  for (int64_t s : {6, 7, 8}) c.scores[size_t(s)] = -1;
+  EvictResult r = run_evict(ctx(), c);
+  ASSERT_SA_OK(r.status);
+  EXPECT_EQ(r.freed, std::vector<int32_t>({20, 6, 7, 8}));
 }
 
 TEST_F(Evict, FreedTooSmallIsRefused) {
@@ -417,6 +459,7 @@ TEST_F(Evict, MismatchedLengthsAreRefused) {
   Tensor per_head(SA_DTYPE_F32, {2, 10});  // [H, n] with the wrong n
   per_head.set_values(std::vector<double>(20, 1.0));
   EXPECT_SA_ERR(SA_ERR_SHAPE, sa_cache_evict(ctx(), &o, per_head.t(), pos.t(), freed.t(), &n));
+  EXPECT_NE(std::string(sa_last_error()).find("positions.shape[0]"), std::string::npos) << sa_last_error();
   EXPECT_EQ(n, -7);
   EXPECT_TRUE(freed.untouched());
 }

@@ -49,6 +49,9 @@ struct AttendResult {
   int64_t n_q = 0, h_q = 0, d = 0;
   std::vector<double> out;  // [n_q, H_q, D] row-major
   std::vector<double> lse;  // [n_q, H_q], natural log; -inf when no key is visible
+  // [H_kv, n_kv]: the softmax probability each key row received, summed over the queries and
+  // the KV head's query heads (a row listed twice adds twice): slot_mass of one call.
+  std::vector<double> mass;
 };
 
 inline AttendResult attend(const AttendArgs &a) {
@@ -62,6 +65,7 @@ inline AttendResult attend(const AttendArgs &a) {
   const double scale = a.scale != 0 ? a.scale : 1.0 / std::sqrt(double(D));
   r.out.assign(size_t(r.n_q * r.h_q * D), 0.0);
   r.lse.assign(size_t(r.n_q * r.h_q), -std::numeric_limits<double>::infinity());
+  r.mass.assign(size_t(h_kv * n_kv), 0.0);
 
   std::vector<int64_t> kpos(static_cast<size_t>(n_kv));
   int64_t max_kpos = n_kv - 1;
@@ -104,8 +108,10 @@ inline AttendResult attend(const AttendArgs &a) {
       double denom = 0;
       for (double &x : s) denom += (x = std::exp(x - m));
       double *o = &r.out[size_t((i * r.h_q + h) * D)];
-      for (size_t n = 0; n < rows.size(); ++n)
+      for (size_t n = 0; n < rows.size(); ++n) {
         for (int64_t d = 0; d < D; ++d) o[d] += s[n] / denom * at(v, {rows[n], hk, d});
+        r.mass[size_t(hk * n_kv + rows[n])] += s[n] / denom;
+      }
       r.lse[size_t(i * r.h_q + h)] = m + std::log(denom);
     }
   }

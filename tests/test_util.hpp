@@ -364,6 +364,17 @@ inline IndexPtr make_index(sa_context *ctx, int32_t h_kv, int32_t d, sa_dtype dt
   return IndexPtr(s == SA_OK ? ix : nullptr);
 }
 
+// A fixture owning a one-thread context; tests that need more threads make their own.
+class ContextTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ctx_ = make_context(1);
+    ASSERT_NE(ctx_, nullptr);
+  }
+  sa_context *ctx() { return ctx_.get(); }
+  ContextPtr ctx_;
+};
+
 // ------------------------------------------------------------------ comparisons
 
 // max |got - ref| <= rel * max |ref| (plus a tiny absolute floor for all-zero refs).

@@ -73,11 +73,25 @@ SA_API sa_status sa_attend(sa_context *ctx, const sa_tensor *q, const sa_tensor 
     p.causal = o.causal != 0;
     p.query_positions = o.query_positions;
     p.key_positions = o.key_positions;
-    if (n_q == 0) return;
+    TensorView mass_view;
+    if (o.slot_mass) {
+      const int rank = o.slot_mass->rank;
+      if (rank != 1 && rank != 2)
+        fail(SA_ERR_SHAPE, "opt->slot_mass has rank %d, expected 2 ([H_kv, n_kv]) or 1 ([n_kv])", int(rank));
+      mass_view = view_tensor(o.slot_mass, "opt->slot_mass", rank, {SA_DTYPE_F32});
+      if (rank == 2) expect_dim(mass_view, "opt->slot_mass", 0, H_kv, "k.shape[1], the KV heads");
+      expect_dim(mass_view, "opt->slot_mass", rank - 1, n_kv, "k.shape[0], the key rows");
+      if (!(o.mass_decay >= 0.f && o.mass_decay <= 1.f))
+        fail(SA_ERR_INVALID_ARGUMENT, "opt->mass_decay is %g, expected in [0, 1] (1: no decay)", double(o.mass_decay));
+      p.slot_mass = &mass_view;
+      p.mass_decay = o.mass_decay;
+    }
+    if (n_q == 0 && !p.slot_mass) return;
     if (!plugin) {
       attend(*ctx, p);
       return;
     }
+    if (p.slot_mass) fail(SA_ERR_UNSUPPORTED, "opt->slot_mass is not supported with CUDA tensors");
     if (p.causal && (o.query_positions || o.key_positions))
       fail(SA_ERR_UNSUPPORTED, "opt->query_positions and opt->key_positions are host arrays; with CUDA tensors causal "
                                "attention takes the default positions only (set both to NULL)");

@@ -26,6 +26,14 @@ SA_API sa_status sa_cache_evict(sa_context *ctx, const sa_evict_options *opt, co
            (long long)o.budget);
     if (o.sinks < 0 || o.window < 0)
       fail(SA_ERR_INVALID_ARGUMENT, "opt->sinks (%d) and opt->window (%d) must be >= 0", int(o.sinks), int(o.window));
+    // With distinct positions up to sinks + window slots are protected; a smaller budget would
+    // leave a full cache nothing to free for the incoming tokens.
+    const int64_t floor = int64_t(o.sinks) + int64_t(o.window) + o.incoming;
+    if (o.budget < floor)
+      fail(SA_ERR_INVALID_ARGUMENT,
+           "opt->budget is %lld, below sinks (%d) + window (%d) + incoming (%lld) = %lld: the protected slots and "
+           "the incoming tokens must fit",
+           (long long)o.budget, int(o.sinks), int(o.window), (long long)o.incoming, (long long)floor);
 
     TensorView pos = view_tensor(positions, "positions", 1, {SA_DTYPE_I64});
     if (!scores) fail(SA_ERR_NULL_POINTER, "scores is NULL");

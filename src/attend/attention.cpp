@@ -3,8 +3,10 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <memory>
 #include <vector>
 
+#include "attend/slot_mass.hpp"
 #include "core/half.hpp"
 #include "core/threading.hpp"
 
@@ -114,6 +116,36 @@ void attend(const sa_context &ctx, const AttendProblem &p) {
     return p.query_positions ? p.query_positions[i] : last_pos - n_q + 1 + i;
   };
 
+  // Accumulated attention per key row: its buffers are allocated here, before any output.
+  std::unique_ptr<SlotMass> mass;
+  if (p.slot_mass) {
+    MassLayout ml;
+    ml.q = p.q;
+    ml.qscale = p.scale * kLog2e;
+    ml.n_kv = n_kv;
+    ml.H_kv = H_kv;
+    ml.kv_dtype = p.k.dtype;
+    ml.k_base = K.base;
+    ml.k_token_stride = K.token_stride;
+    ml.k_head_stride = K.head_stride;
+    if (sparse) {
+      ml.idx = idx;
+      ml.idx_s0 = idx_s0;
+      ml.idx_s1 = idx_s1;
+      ml.width = width;
+      ml.lists = p.indices->shape[1];
+      ml.per_query_head = p.per_query_head;
+    }
+    ml.key_positions = p.key_positions;
+    std::vector<int64_t> limits(static_cast<size_t>(n_q));
+    for (int64_t i = 0; i < n_q; ++i) limits[size_t(i)] = pos_limit(i);
+    mass = std::make_unique<SlotMass>(ml, std::move(limits), *p.slot_mass, p.mass_decay);
+  }
+  if (n_q == 0) {
+    if (mass) mass->accumulate(ctx);
+    return;
+  }
+
   std::vector<Unit> units;
   if (!sparse) {
     for (int64_t i = 0; i < n_q; ++i) units.push_back({i, 0, int(H_q), 0});
@@ -160,6 +192,7 @@ void attend(const sa_context &ctx, const AttendProblem &p) {
       const int64_t qh = u.h0 + h;
       const bool empty = !(l[h] > 0.f);
       const float inv = empty ? 0.f : 1.f / l[h];
+      if (mass) mass->lse2()[u.i * H_q + qh] = empty ? -std::numeric_limits<float>::infinity() : m[h] + std::log2(l[h]);
       const int64_t base = u.i * p.out.stride[0] + qh * p.out.stride[1];
       for (int64_t d = 0; d < D; ++d) store_scalar(p.out, base + d * p.out.stride[2], acc[h * D + d] * inv);
       if (p.lse) {
@@ -207,7 +240,10 @@ void attend(const sa_context &ctx, const AttendProblem &p) {
     if (!merged) write_unit(u, st);
   });
 
-  if (!merged) return;
+  if (!merged) {
+    if (mass) mass->accumulate(ctx);
+    return;
+  }
   // Exact merge of the split states: rescale each part to the common maximum.
   std::vector<float> total(static_cast<size_t>(state_floats));
   for (size_t t0 = 0; t0 < tasks.size();) {
@@ -234,6 +270,7 @@ void attend(const sa_context &ctx, const AttendProblem &p) {
     write_unit(u, total.data());
     t0 = t1;
   }
+  if (mass) mass->accumulate(ctx);
 }
 
 }  // namespace sa

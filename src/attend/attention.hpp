@@ -19,10 +19,13 @@ struct AttendProblem {
   const int64_t *key_positions = nullptr;
   TensorView out;                       // [n_q, H_q, D]
   const TensorView *lse = nullptr;      // [n_q, H_q] f32
+  const TensorView *slot_mass = nullptr;  // [H_kv, n_kv] or [n_kv] f32: accumulated probabilities
+  float mass_decay = 1.f;               // in [0, 1]
 };
 
 // Runs the problem on ctx's threads and kernels. Allocates its scratch before any parallel
 // region, so the only failure is SA_ERR_OUT_OF_MEMORY, thrown before output is written.
+// With n_q = 0 only the slot_mass decay applies.
 void attend(const sa_context &ctx, const AttendProblem &p);
 
 }  // namespace sa

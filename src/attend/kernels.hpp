@@ -48,6 +48,12 @@ struct KernelTable {
   float (*max_of)(const float *x, int64_t n);                     // -inf when n == 0
   float (*exp2_sum)(const float *x, int64_t n, float shift);      // sum 2^(x - shift)
   void (*exp2_accumulate)(const float *x, int64_t n, float shift, float *acc);  // acc += 2^(x - shift)
+  // The attention probability of each key once the softmax is known: for every visible entry
+  // e < rs.n (entry = position in the list or range), mass[e] += sum over h < g of
+  // 2^(q_h . row_e - lse2[h]), heads added in order; lse2 is the base-2 log of the softmax
+  // denominator of the same scaled scores (heads with lse2 = -inf add nothing). Skipped
+  // entries (-1, causal) leave mass untouched.
+  void (*mass_rows)(sa_dtype kv, const float *q, int g, int D, const RowSet &rs, const float *lse2, float *mass);
 };
 
 // The table for the best instruction set that is <= cap and that the CPU supports.

@@ -25,5 +25,5 @@ inline Batch transpose_sum(const Batch *rows) { return xsimd::haddp(rows); }
 
 namespace sa {
 extern const KernelTable kernels_avx2 = {SA_ISA_AVX2, avx2::attend_rows, avx2::score_rows,
-                                  avx2::max_of, avx2::exp2_sum, avx2::exp2_accumulate};
+                                  avx2::max_of, avx2::exp2_sum, avx2::exp2_accumulate, avx2::mass_rows};
 }

@@ -43,5 +43,5 @@ inline Batch transpose_sum(const Batch *r) {
 
 namespace sa {
 extern const KernelTable kernels_avx512 = {SA_ISA_AVX512, avx512::attend_rows, avx512::score_rows,
-                                  avx512::max_of, avx512::exp2_sum, avx512::exp2_accumulate};
+                                  avx512::max_of, avx512::exp2_sum, avx512::exp2_accumulate, avx512::mass_rows};
 }

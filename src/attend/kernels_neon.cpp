@@ -34,5 +34,5 @@ inline Batch transpose_sum(const Batch *rows) {
 
 namespace sa {
 extern const KernelTable kernels_neon = {SA_ISA_NEON, neon::attend_rows, neon::score_rows,
-                                  neon::max_of, neon::exp2_sum, neon::exp2_accumulate};
+                                  neon::max_of, neon::exp2_sum, neon::exp2_accumulate, neon::mass_rows};
 }

@@ -81,8 +81,33 @@ void exp2_accumulate(const float *x, int64_t n, float shift, float *acc) {
   for (int64_t i = 0; i < n; ++i) acc[i] += std::exp2(x[i] - shift);
 }
 
+template <class T>
+void mass_rows_t(const float *q, int g, int D, const RowSet &rs, const float *lse2, float *mass) {
+  RowWalk walk(rs);
+  for (int64_t r = walk.next(); r >= 0; r = walk.next()) {
+    const int64_t entry = walk.cursor - 1;
+    float sum = 0.f;
+    for (int h = 0; h < g; ++h) {
+      if (lse2[h] == -std::numeric_limits<float>::infinity()) continue;
+      float s = 0.f;
+      for (int d = 0; d < D; ++d) s += q[h * D + d] * load_one<T>(rs.k, r * rs.k_stride + d);
+      sum += std::exp2(s - lse2[h]);
+    }
+    mass[entry] += sum;
+  }
+}
+
+void mass_rows(sa_dtype kv, const float *q, int g, int D, const RowSet &rs, const float *lse2, float *mass) {
+  switch (kv) {
+    case SA_DTYPE_F16: return mass_rows_t<F16>(q, g, D, rs, lse2, mass);
+    case SA_DTYPE_BF16: return mass_rows_t<BF16>(q, g, D, rs, lse2, mass);
+    default: return mass_rows_t<float>(q, g, D, rs, lse2, mass);
+  }
+}
+
 }  // namespace
 
-extern const KernelTable kernels_scalar = {SA_ISA_SCALAR, attend_rows, score_rows, max_of, exp2_sum, exp2_accumulate};
+extern const KernelTable kernels_scalar = {SA_ISA_SCALAR, attend_rows, score_rows, max_of,
+                                           exp2_sum,      exp2_accumulate, mass_rows};
 
 }  // namespace sa

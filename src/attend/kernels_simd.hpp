@@ -258,6 +258,61 @@ void exp2_accumulate(const float *x, int64_t n, float shift, float *acc) {
   for (; i < n; ++i) acc[i] += std::exp2(x[i] - shift);
 }
 
+template <class T>
+void mass_rows_t(const float *q, int g, int D, const RowSet &rs, const float *lse2, float *mass) {
+  const T *K = static_cast<const T *>(rs.k);
+  alignas(64) float sum[L];
+  B s[kMaxGroup];
+  const T *krows[L];
+  int64_t entries[L];
+  const int64_t row_bytes = int64_t(D) * int64_t(sizeof(T));
+  RowWalk walk(rs);
+  int64_t prefetched = 0;  // raw list entries prefetched so far (gathered lists only)
+  const bool plain_range = !rs.rows && (!rs.key_pos ? rs.begin + rs.n - 1 <= rs.pos_limit : rs.pos_limit == INT64_MAX);
+  for (;;) {
+    int n = 0;
+    if (plain_range) {  // every row visible: no per-row checks
+      n = int(std::min<int64_t>(L, rs.n - walk.cursor));
+      for (int j = 0; j < n; ++j) {
+        krows[j] = K + (rs.begin + walk.cursor + j) * rs.k_stride;
+        entries[j] = walk.cursor + j;
+      }
+      walk.cursor += n;
+    } else {
+      for (; n < L; ++n) {
+        const int64_t r = walk.next();
+        if (r < 0) break;
+        krows[n] = K + r * rs.k_stride;
+        entries[n] = walk.cursor - 1;
+      }
+    }
+    if (n == 0) break;
+    for (int j = n; j < L; ++j) krows[j] = reinterpret_cast<const T *>(kZeroRow);
+    if (rs.rows) {  // as in attend_rows_t: gathered rows one block ahead
+      if (prefetched < walk.cursor) prefetched = walk.cursor;
+      for (int64_t stop = std::min(rs.n, walk.cursor + L); prefetched < stop; ++prefetched) {
+        const int64_t r = walk.raw_row(prefetched);
+        if (r >= 0) prefetch_row(reinterpret_cast<const char *>(K + r * rs.k_stride), row_bytes);
+      }
+    }
+    dot_heads(q, g, D, krows, s);
+    B total(0.f);
+    for (int h = 0; h < g; ++h)
+      if (lse2[h] != kNegInf) total += xsimd::exp2(s[h] - B(lse2[h]));
+    total.store_aligned(sum);
+    for (int j = 0; j < n; ++j) mass[entries[j]] += sum[j];
+  }
+}
+
+void mass_rows(sa_dtype kv, const float *q, int g, int D, const RowSet &rs, const float *lse2, float *mass) {
+  if (D % L != 0 || D > kMaxD) return kernels_scalar.mass_rows(kv, q, g, D, rs, lse2, mass);
+  switch (kv) {
+    case SA_DTYPE_F16: return mass_rows_t<F16>(q, g, D, rs, lse2, mass);
+    case SA_DTYPE_BF16: return mass_rows_t<BF16>(q, g, D, rs, lse2, mass);
+    default: return mass_rows_t<float>(q, g, D, rs, lse2, mass);
+  }
+}
+
 }  // namespace
 }  // namespace SA_KERNEL_NS
 }  // namespace sa

@@ -34,7 +34,9 @@ std::vector<int32_t> choose_evictions(const EvictRequest &req) {
     const int64_t p = req.positions[s * req.pos_stride];
     float score = 0.f;
     for (int64_t r = 0; r < req.rows; ++r) score += req.scores[r * req.row_stride + s * req.col_stride];
-    if (std::isnan(score)) fail(SA_ERR_INVALID_ARGUMENT, "scores for slot %lld are NaN", (long long)s);
+    if (std::isnan(score))
+      fail(SA_ERR_INVALID_ARGUMENT, "scores for slot %lld are NaN (a NaN score, or +inf and -inf summed over heads)",
+           (long long)s);
     if (p == -1) continue;
     if (p < req.sinks || p > max_pos - req.window) {
       ++protected_count;
@@ -44,7 +46,7 @@ std::vector<int32_t> choose_evictions(const EvictRequest &req) {
   }
   if (int64_t(evictable.size()) < evict)
     fail(SA_ERR_INVALID_ARGUMENT,
-         "budget %lld cannot hold the %lld sink and window slots plus %lld incoming tokens",
+         "opt->budget %lld cannot hold the %lld sink and window slots (positions repeat) plus %lld incoming tokens",
          (long long)req.budget, (long long)protected_count, (long long)req.incoming);
 
   std::vector<int32_t> freed(empty.begin(), empty.begin() + std::min<int64_t>(int64_t(empty.size()), req.incoming));

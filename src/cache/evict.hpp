@@ -20,7 +20,8 @@ struct EvictRequest {
 // Empty slots first (at most `incoming`), then the occupied slots to evict so that
 // occupied + incoming <= budget: lowest summed score first, ties by older position, then
 // lower slot. Sinks and the window of the newest position are never chosen. Throws
-// SA_ERR_INVALID_ARGUMENT for NaN scores, bad positions or a budget the protected slots exceed.
+// SA_ERR_INVALID_ARGUMENT for NaN scores, bad positions or a budget the protected slots exceed
+// (possible even when budget >= sinks + window + incoming if positions repeat).
 std::vector<int32_t> choose_evictions(const EvictRequest &req);
 
 }  // namespace sa

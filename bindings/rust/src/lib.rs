@@ -1113,6 +1113,7 @@ impl SelectOptions<'_> {
             query_positions: opt_ptr(self.query_positions),
             query_segments: opt_ptr(self.query_segments),
             key_segments: opt_ptr(self.key_segments),
+            cuda_stream: std::ptr::null_mut(),
         }
     }
 }
@@ -1153,6 +1154,9 @@ impl AttendOptions<'_> {
             causal: self.causal as i32,
             query_positions: opt_ptr(self.query_positions),
             key_positions: opt_ptr(self.key_positions),
+            cuda_stream: std::ptr::null_mut(),
+            slot_mass: std::ptr::null_mut(),
+            mass_decay: 1.0,
         }
     }
 }

@@ -90,6 +90,10 @@ pub struct sa_context_options {
     pub struct_size: usize,
     pub threads: i32,
     pub isa: sa_isa,
+    pub cuda_plugin_path: *const c_char,
+    pub device: sa_device_type,
+    pub device_id: i32,
+    pub cuda_stream: *mut c_void,
 }
 
 // -------------------------------------------------------------------- index
@@ -170,6 +174,7 @@ pub struct sa_select_options {
     pub query_positions: *const i64,
     pub query_segments: *const i32,
     pub key_segments: *const i32,
+    pub cuda_stream: *mut c_void,
 }
 
 // ------------------------------------------------------------------- attend
@@ -182,6 +187,9 @@ pub struct sa_attend_options {
     pub causal: i32,
     pub query_positions: *const i64,
     pub key_positions: *const i64,
+    pub cuda_stream: *mut c_void,
+    pub slot_mass: *mut sa_tensor,
+    pub mass_decay: f32,
 }
 
 // -------------------------------------------------------------------- evict

@@ -125,6 +125,8 @@ fn defaults_match_header_and_struct_sizes() {
         let a = sys::sa_attend_options_default();
         assert_eq!(a.struct_size, std::mem::size_of::<sys::sa_attend_options>());
         assert_eq!((a.scale, a.causal), (0.0, 0));
+        assert!(a.slot_mass.is_null());
+        assert_eq!(a.mass_decay, 1.0);
 
         let e = sys::sa_evict_options_default();
         assert_eq!(e.struct_size, std::mem::size_of::<sys::sa_evict_options>());
@@ -133,7 +135,7 @@ fn defaults_match_header_and_struct_sizes() {
     // x86-64 / aarch64 layout of the header's structs.
     assert_eq!(std::mem::size_of::<sys::sa_tensor>(), 88);
     assert_eq!(std::mem::size_of::<sys::sa_index_options>(), 96);
-    assert_eq!(std::mem::size_of::<sys::sa_select_options>(), 56);
+    assert_eq!(std::mem::size_of::<sys::sa_select_options>(), 64);
 
     let sel = SelectOptions::default();
     assert_eq!((sel.top_k, sel.window, sel.sinks), (64, 64, 4));
