@@ -5,6 +5,7 @@
 //                                    random slots (the worst case for memory)
 //   attend_pages/DT/N:n/threads:T    K=2048 keys as 128 whole pages of 16 slots (the shape a
 //                                    page selector returns, and closer to real selections)
+//   attend_pages_headmajor/...      the same pages in a head-major cache: 4 KB runs per page
 //   gatherbw/DT/N:n/threads:T        only reads the rows attend_sparse gathers: the memory
 //                                    system's ceiling for that access pattern
 //   attend_{dense,sparse}_mass/...   the same with slot_mass on ([H_kv, n] f32, decay 0.99)
@@ -51,12 +52,14 @@ void BM_membw(benchmark::State &state, int threads) {
     set_gbps(state, double(kPoolBytes));
 }
 
-enum class Pattern { dense, random, pages };
+// pages_hm: the same pages in a head-major cache ([H_kv][n][D] strides, as paged engines
+// lay out blocks), where each page of one head is 4 KB of contiguous rows.
+enum class Pattern { dense, random, pages, pages_hm };
 constexpr int kSets = 64;  // distinct index sets rotated through
 
 std::vector<int32_t> indices(Pattern p, int64_t n) {
     if (p == Pattern::random) return random_indices(n, kTopK, kSets);
-    if (p == Pattern::pages) return page_indices(n, kTopK, 16, kSets);
+    if (p == Pattern::pages || p == Pattern::pages_hm) return page_indices(n, kTopK, 16, kSets);
     return {};
 }
 
@@ -115,6 +118,12 @@ void BM_attend(benchmark::State &state, sa_dtype dtype, int64_t n, int threads, 
         sa_tensor qt = tensor(q.data() + (it % nq) * kHq * kD, SA_DTYPE_F32, {1, kHq, kD});
         sa_tensor kt = tensor(layers.k(l), dtype, {n, kHkv, kD});
         sa_tensor vt = tensor(layers.v(l), dtype, {n, kHkv, kD});
+        if (pattern == Pattern::pages_hm)
+            for (sa_tensor *t : {&kt, &vt}) {
+                t->strides[0] = kD;
+                t->strides[1] = n * kD;
+                t->strides[2] = 1;
+            }
         sa_tensor itn = tensor(sparse ? idx.data() + (it % sets) * kHkv * kTopK : nullptr,
                                SA_DTYPE_I32, {1, kHkv, kTopK});
         if (!ok(state, sa_attend(ctx, &qt, &kt, &vt, sparse ? &itn : nullptr, &opt, &ot, nullptr),
@@ -136,12 +145,13 @@ void register_all() {
     for (sa_dtype dtype : {SA_DTYPE_F16, SA_DTYPE_BF16})
         for (int64_t n : {4096, 32768, 131072})
             for (int t : {1, 2}) {
-                for (Pattern p : {Pattern::dense, Pattern::random, Pattern::pages})
+                for (Pattern p : {Pattern::dense, Pattern::random, Pattern::pages, Pattern::pages_hm})
                     for (bool mass : {false, true}) {
-                        if (mass && p == Pattern::pages) continue;
+                        if (mass && (p == Pattern::pages || p == Pattern::pages_hm)) continue;
                         std::string what = p == Pattern::dense    ? "attend_dense"
                                            : p == Pattern::random ? "attend_sparse"
-                                                                  : "attend_pages";
+                                           : p == Pattern::pages  ? "attend_pages"
+                                                                  : "attend_pages_headmajor";
                         benchmark::RegisterBenchmark(name((what + (mass ? "_mass" : "")).c_str(), dtype, n, t).c_str(),
                                                      BM_attend, dtype, n, t, p, mass)
                             ->UseRealTime()
