@@ -178,11 +178,23 @@ void PageSelector::select(const sa_context &ctx, const SelectRequest &req) const
       float threshold = -std::numeric_limits<float>::infinity();
       size_t ties = want;
       if (want > 0 && want < s.order.size()) {
+        // The want-th largest score: a min-heap of the best want so far (most pages fail the
+        // first comparison, so this beats nth_element over every page).
         s.top.clear();
-        for (const auto &o : s.order) s.top.push_back(-o.first);
-        std::nth_element(s.top.begin(), s.top.begin() + long(want - 1), s.top.end(), std::greater<float>());
-        threshold = s.top[want - 1];
-        ties = want - size_t(std::count_if(s.top.begin(), s.top.end(), [&](float x) { return x > threshold; }));
+        for (const auto &o : s.order) {
+          const float score = -o.first;
+          if (s.top.size() < want) {
+            s.top.push_back(score);
+            std::push_heap(s.top.begin(), s.top.end(), std::greater<float>());
+          } else if (score > s.top.front()) {
+            std::pop_heap(s.top.begin(), s.top.end(), std::greater<float>());
+            s.top.back() = score;
+            std::push_heap(s.top.begin(), s.top.end(), std::greater<float>());
+          }
+        }
+        threshold = s.top.front();
+        ties = want;
+        for (const auto &o : s.order) ties -= -o.first > threshold;
       }
       for (const auto &o : s.order) {
         const float score = -o.first;
