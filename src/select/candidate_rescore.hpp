@@ -5,13 +5,17 @@
 // reaching the mass target) ascending with -1 padding. The exact selector shares the pieces.
 //
 // Typical use inside a selector's select():
-//   std::vector<RescoreScratch> scratch(ctx.threads);          // one per thread
+//   const int64_t lists = selection_list_count(req, keys.heads());
 //   parallel_for(ctx.threads, n_q * lists, [&](int64_t t) {
-//     RescoreScratch &s = scratch[thread_slot()];
+//     static thread_local RescoreScratch s;  // per OS thread: no allocation per call, and
+//                                            // safe under concurrent sa_select calls
 //     const SelectionList l = selection_list(req, keys.heads(), t % lists);
+//     s.candidates.clear();
 //     ... propose candidate slots for query t / lists into s.candidates ...
 //     rescore_candidates(ctx, keys, req, t / lists, l, s);
 //   });
+// Output is independent of the thread count as long as the candidates of a (query, list)
+// depend only on the index and the request.
 #pragma once
 
 #include <cstdint>

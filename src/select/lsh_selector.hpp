@@ -11,7 +11,9 @@
 // C their covariance (random combinations of sampled keys), so the bits cut where keys differ.
 // On tinylm-qkv that lifts the top-128 mass of 8 rounds x 7 bits from 0.75-0.90 to within 1-4%
 // of exact. mu, the hyperplanes and (with bits = 0) the number of bits are refreshed, and every
-// key rehashed, each time the index doubles: amortised O(1) hashing per key.
+// key rehashed, each time the index doubles: amortised O(1) hashing per key. Updates (refilled
+// slots) are hashed with the mu and hyperplanes in use; a cache held at a fixed size by
+// eviction keeps those of its last doubling.
 #pragma once
 
 #include <cstdint>
