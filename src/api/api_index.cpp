@@ -44,7 +44,7 @@ SA_API sa_status sa_index_create(sa_context *ctx, const sa_index_options *opt, s
            int(SA_DTYPE_F32), int(SA_DTYPE_F16), int(SA_DTYPE_BF16));
     if (o.capacity < 0) fail(SA_ERR_INVALID_ARGUMENT, "opt->capacity is %lld, expected >= 0", (long long)o.capacity);
     if (o.capacity > INT32_MAX) fail(SA_ERR_OVERFLOW, "opt->capacity %lld exceeds the int32 slot range", (long long)o.capacity);
-    if (o.kind == SA_SELECTOR_PAGE && o.page.page_size < 1)
+    if (enum_value(o.kind) == SA_SELECTOR_PAGE && o.page.page_size < 1)
       fail(SA_ERR_INVALID_ARGUMENT, "opt->page.page_size is %d, expected >= 1", int(o.page.page_size));
     auto ix = std::make_unique<sa_index>();
     ix->ctx = ctx;
