@@ -6,13 +6,13 @@
 
 #include "core/half.hpp"
 #include "core/threading.hpp"
+#include "select/candidate_rescore.hpp"
 #include "select/score_matmul.hpp"
 #include "select/selection_merge.hpp"
 
 namespace sa {
 namespace {
 
-constexpr float kLog2e = 1.4426950408889634f;
 constexpr int64_t kGemmMinQueries = 8;         // fewer queries: one SIMD pass per query
 constexpr int64_t kScoreBlockFloats = 1 << 22; // score buffer per thread (16 MB)
 constexpr int64_t kMaxQueryBlock = 64;
@@ -63,25 +63,19 @@ void ExactSelector::select(const sa_context &ctx, const SelectRequest &req) cons
   auto run_block = [&](int64_t h, int64_t b, const float *keys_f32) {
     Scratch &s = scratch[size_t(thread_slot())];
     const int64_t i0 = b * qblock, i1 = std::min(n_q, i0 + qblock);
-    const float qscale = req.scale * kLog2e;  // scores in base 2
-    for (int64_t i = i0; i < i1; ++i)
-      for (int64_t g = 0; g < G; ++g)
-        for (int64_t d = 0; d < D; ++d)
-          s.queries[size_t(((i - i0) * G + g) * D + d)] = qscale * read_float(req.queries, i * req.queries.stride[0] + (h * G + g) * req.queries.stride[1] + d * req.queries.stride[2]);
+    const SelectionList group{h, h, h * G, G};  // the KV head's query heads, scores in base 2
+    for (int64_t i = i0; i < i1; ++i) load_list_queries(req, i, group, &s.queries[size_t((i - i0) * G * D)]);
     if (keys_f32) {
       matmul_abt(s.queries.data(), (i1 - i0) * G, keys_f32, n, D, s.scores.data(), n);
     } else {
       for (int64_t i = i0; i < i1; ++i)
-        ctx.kernels->score_rows(keys_.dtype(), &s.queries[size_t((i - i0) * G * D)], int(G), int(D),
-                                keys_.head_rows(int(h)), n, &s.scores[size_t((i - i0) * G * n)], n);
+        score_rows_grouped(*ctx.kernels, keys_.dtype(), &s.queries[size_t((i - i0) * G * D)], G, D,
+                           keys_.head_rows(int(h)), n, &s.scores[size_t((i - i0) * G * n)], n);
     }
     for (int64_t i = i0; i < i1; ++i) {
-      KeepRule rule{req.positions[size_t(i)], req.window, req.sinks, req.top_k, req.mass_target};
-      for (int64_t j = 0; j < n; ++j) {
-        bool vis = pos[j] <= rule.query_pos;
-        if (req.query_segments) vis = vis && req.key_segments[j] == req.query_segments[i];
-        s.visible[size_t(j)] = vis;
-      }
+      const KeepRule rule = keep_rule(req, i);
+      const QueryVisibility visible = query_visibility(req, i);
+      for (int64_t j = 0; j < n; ++j) s.visible[size_t(j)] = visible(int32_t(j), pos[j]);
       // One list per KV head (the group's heads together) or per query head.
       const int64_t unit_heads = req.per_query_head ? 1 : G;
       for (int64_t g0 = 0; g0 < G; g0 += unit_heads) {
@@ -90,28 +84,17 @@ void ExactSelector::select(const sa_context &ctx, const SelectRequest &req) cons
           float *row = &s.scores[size_t(((i - i0) * G + g) * n)];
           for (int64_t j = 0; j < n; ++j)
             if (!s.visible[size_t(j)]) row[j] = -std::numeric_limits<float>::infinity();
-          const float m = ctx.kernels->max_of(row, n);
-          if (m == -std::numeric_limits<float>::infinity()) continue;  // nothing visible
-          const float lse = m + std::log2(ctx.kernels->exp2_sum(row, n, m));
-          ctx.kernels->exp2_accumulate(row, n, lse, s.mass.data());
+          add_softmax_mass(*ctx.kernels, row, n, s.mass.data());
         }
         const float norm = 1.f / float(unit_heads);
         s.cands.clear();
-        s.forced.clear();
+        collect_forced(keys_, req, i, s.forced);
         float forced_mass = 0.f;
-        for (int64_t j = 0; j < n; ++j) {
-          if (!s.visible[size_t(j)]) continue;
-          const float mass = s.mass[size_t(j)] * norm;
-          if (always_kept(pos[j], rule)) {
-            s.forced.push_back(int32_t(j));
-            forced_mass += mass;
-          } else {
-            s.cands.push_back({mass, int32_t(j)});
-          }
-        }
-        const int64_t list = req.per_query_head ? h * G + g0 : h;
-        write_selection(s.cands, s.forced, forced_mass, rule, out.ptr<int32_t>() + i * out.stride[0] + list * out.stride[1],
-                        width, out.stride[2]);
+        for (int32_t j : s.forced) forced_mass += s.mass[size_t(j)] * norm;
+        for (int64_t j = 0; j < n; ++j)
+          if (s.visible[size_t(j)] && !always_kept(pos[j], rule)) s.cands.push_back({s.mass[size_t(j)] * norm, int32_t(j)});
+        const SelectionList l = selection_list(req, H_kv, req.per_query_head ? h * G + g0 : h);
+        write_selection(s.cands, s.forced, forced_mass, rule, selection_row(req, i, l), width, out.stride[2]);
       }
     }
   };
