@@ -7,7 +7,8 @@
 
 namespace sa {
 
-// Throws SA_ERR_UNSUPPORTED for kinds this build does not implement.
-std::unique_ptr<Selector> make_selector(const sa_index_options &opt);
+// Throws SA_ERR_UNSUPPORTED for kinds this build does not implement. ctx outlives the selector
+// (some build their structures with its threads and instruction set).
+std::unique_ptr<Selector> make_selector(const sa_context &ctx, const sa_index_options &opt);
 
 }  // namespace sa

@@ -1,0 +1,45 @@
+// HNSW selection: one hnswlib graph per KV head over its keys (select/hnsw_graph.hpp), grown
+// by append and patched by update. A query searches its KV head's graph with each query head
+// of its list and the union of what they find is rescored exactly (candidate_rescore.hpp),
+// with the sinks and the window added by position.
+//
+// Causal prefill: the graphs hold every key, so a query that may see only part of the cache
+// asks the graph for proportionally more keys and drops the invisible ones; a query that sees
+// few keys (or would need most of the graph) scores its visible keys exactly instead.
+//
+// Determinism: each head's graph is built by one thread in slot order (heads in parallel), so
+// the graphs, and the selections, do not depend on the thread count.
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "select/hnsw_graph.hpp"
+#include "select/key_store.hpp"
+#include "select/selector.hpp"
+
+namespace sa {
+
+// Throws SA_ERR_INVALID_ARGUMENT naming the field when opt.hnsw is out of range.
+void validate_hnsw_options(const sa_hnsw_options &opt);
+
+class HnswSelector final : public Selector {
+ public:
+  HnswSelector(const sa_context &ctx, const sa_index_options &opt);
+  void append(const TensorView &keys) override;
+  void update(const int32_t *slots, int64_t n, const TensorView &keys, const int64_t *positions) override;
+  void select(const sa_context &ctx, const SelectRequest &req) const override;
+  int64_t size() const override { return keys_.size(); }
+  int64_t max_position() const override { return keys_.max_position(); }
+
+ private:
+  // Keys of head h, slots [first, first + n), as f32 rows.
+  void load_rows(int h, int64_t first, int64_t n, std::vector<float> &out) const;
+
+  const sa_context &ctx_;  // threads for append and update (the context outlives the index)
+  KeyStore keys_;
+  std::vector<std::unique_ptr<HnswGraph>> graphs_;
+  int ef_search_;
+};
+
+}  // namespace sa
