@@ -185,10 +185,14 @@ typedef struct sa_lsh_options {
     uint64_t seed;         /* fixed seed: deterministic tables */
 } sa_lsh_options;
 
+/* One hnswlib graph per KV head (inner product over mean-centred keys, f16). A
+ * query searches with each query head of its list and the union is rescored
+ * exactly; each search asks for max(ef_search, top_k + window + sinks) keys.
+ * Out-of-range values fail sa_index_create with SA_ERR_INVALID_ARGUMENT. */
 typedef struct sa_hnsw_options {
-    int32_t m;             /* graph degree (default 16) */
-    int32_t ef_construction; /* default 100 */
-    int32_t ef_search;     /* default 256 */
+    int32_t m;             /* graph degree, 2 .. 512 (default 16) */
+    int32_t ef_construction; /* build beam, 1 .. 65536 (default 100) */
+    int32_t ef_search;     /* search beam, 1 .. 65536 (default 256) */
 } sa_hnsw_options;
 
 typedef struct sa_learned_options {
