@@ -1,7 +1,12 @@
 // Decode attention speed against memory read bandwidth, in one run:
 //   membw/threads:T                  sum of a 1 GiB buffer (the machine's read bandwidth)
 //   attend_dense/DT/N:n/threads:T    one decode query (H_q=32) over all n keys
-//   attend_sparse/DT/N:n/threads:T   the same over K=2048 gathered keys per KV head
+//   attend_sparse/DT/N:n/threads:T   the same over K=2048 gathered keys per KV head, at
+//                                    random slots (the worst case for memory)
+//   attend_pages/DT/N:n/threads:T    K=2048 keys as 128 whole pages of 16 slots (the shape a
+//                                    page selector returns, and closer to real selections)
+//   gatherbw/DT/N:n/threads:T        only reads the rows attend_sparse gathers: the memory
+//                                    system's ceiling for that access pattern
 // H_kv=8, D=128, K/V in DT (f16, bf16), queries and output f32. "GB/s" counts the
 // K/V bytes the call must read: dense 2*n*H_kv*D*bytes, sparse 2*K*H_kv*D*bytes.
 // Each iteration uses the next of several cache-cold layers (bench_common.hpp).
@@ -45,12 +50,55 @@ void BM_membw(benchmark::State &state, int threads) {
     set_gbps(state, double(kPoolBytes));
 }
 
-void BM_attend(benchmark::State &state, sa_dtype dtype, int64_t n, int threads, bool sparse) {
+enum class Pattern { dense, random, pages };
+constexpr int kSets = 64;  // distinct index sets rotated through
+
+std::vector<int32_t> indices(Pattern p, int64_t n) {
+    if (p == Pattern::random) return random_indices(n, kTopK, kSets);
+    if (p == Pattern::pages) return page_indices(n, kTopK, 16, kSets);
+    return {};
+}
+
+// Sums every gathered K and V row, prefetching a few rows ahead as the kernel does: what
+// any kernel reading these rows could reach at best.
+void BM_gatherbw(benchmark::State &state, sa_dtype dtype, int64_t n, int threads) {
+    Layers layers(dtype, n);
+    std::vector<int32_t> idx = indices(Pattern::random, n);
+    constexpr int kAhead = 16;
+    int64_t it = 0;
+    for (auto _ : state) {
+        const int l = int(it % layers.count);
+        const int32_t *set = idx.data() + (it % kSets) * kHkv * kTopK;
+        uint64_t s = 0;
+#pragma omp parallel for num_threads(threads) reduction(+ : s) schedule(static)
+        for (int h = 0; h < kHkv; ++h) {
+            const int32_t *list = set + h * kTopK;
+            for (int j = 0; j < kTopK; ++j) {
+                if (j + kAhead < kTopK) {
+                    const int64_t ahead = list[j + kAhead] * kRow + h * kD;
+                    for (int c = 0; c < kD * 2; c += 64) {
+                        __builtin_prefetch(reinterpret_cast<const char *>(layers.k(l) + ahead) + c, 0, 1);
+                        __builtin_prefetch(reinterpret_cast<const char *>(layers.v(l) + ahead) + c, 0, 1);
+                    }
+                }
+                const int64_t row = list[j] * kRow + h * kD;
+                s += sum_words(reinterpret_cast<const uint64_t *>(layers.k(l) + row), kD / 4);
+                s += sum_words(reinterpret_cast<const uint64_t *>(layers.v(l) + row), kD / 4);
+            }
+        }
+        benchmark::DoNotOptimize(s);
+        ++it;
+    }
+    set_gbps(state, 2.0 * double(kTopK) * kRow * 2);
+}
+
+void BM_attend(benchmark::State &state, sa_dtype dtype, int64_t n, int threads, Pattern pattern) {
     sa_context *ctx = context(threads);
     if (!ctx) return state.SkipWithError("sa_context_create failed");
     Layers layers(dtype, n);
-    const int sets = 64, nq = 8;
-    std::vector<int32_t> idx = sparse ? random_indices(n, kTopK, sets) : std::vector<int32_t>();
+    const int sets = kSets, nq = 8;
+    const bool sparse = pattern != Pattern::dense;
+    std::vector<int32_t> idx = indices(pattern, n);
     std::vector<float> q = queries(nq), out(size_t(kHq) * kD);
     sa_attend_options opt = sa_attend_options_default();
     sa_tensor ot = tensor(out.data(), SA_DTYPE_F32, {1, kHq, kD});
@@ -80,13 +128,21 @@ void register_all() {
             ->Unit(benchmark::kMillisecond);
     for (sa_dtype dtype : {SA_DTYPE_F16, SA_DTYPE_BF16})
         for (int64_t n : {4096, 32768, 131072})
-            for (bool sparse : {false, true})
-                for (int t : {1, 2})
+            for (int t : {1, 2}) {
+                for (Pattern p : {Pattern::dense, Pattern::random, Pattern::pages})
                     benchmark::RegisterBenchmark(
-                        name(sparse ? "attend_sparse" : "attend_dense", dtype, n, t).c_str(),
-                        BM_attend, dtype, n, t, sparse)
+                        name(p == Pattern::dense    ? "attend_dense"
+                             : p == Pattern::random ? "attend_sparse"
+                                                    : "attend_pages",
+                             dtype, n, t).c_str(),
+                        BM_attend, dtype, n, t, p)
                         ->UseRealTime()
                         ->Unit(benchmark::kMicrosecond);
+                benchmark::RegisterBenchmark(name("gatherbw", dtype, n, t).c_str(), BM_gatherbw,
+                                             dtype, n, t)
+                    ->UseRealTime()
+                    ->Unit(benchmark::kMicrosecond);
+            }
 }
 
 }  // namespace

@@ -165,6 +165,18 @@ inline std::vector<int32_t> random_indices(int64_t n, int k, int sets) {
     return out;
 }
 
+// Like random_indices, but in runs of `run` consecutive slots (whole pages, as a page
+// selector without refinement returns them): k/run distinct pages per KV head.
+inline std::vector<int32_t> page_indices(int64_t n, int k, int run, int sets) {
+    std::vector<int32_t> pages = random_indices(n / run, k / run, sets);
+    std::vector<int32_t> out(size_t(sets) * kHkv * k);
+    for (size_t l = 0; l < size_t(sets) * kHkv; ++l)
+        for (int p = 0; p < k / run; ++p)
+            for (int r = 0; r < run; ++r)
+                out[l * size_t(k) + size_t(p * run + r)] = pages[l * size_t(k / run) + size_t(p)] * run + r;
+    return out;
+}
+
 // Fails the benchmark with the library's message; true when st is SA_OK.
 inline bool ok(benchmark::State &state, sa_status st, const char *what) {
     if (st == SA_OK) return true;

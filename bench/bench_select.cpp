@@ -4,15 +4,26 @@
 //                                   window=64, sinks=4. "GB/s": index keys scored.
 //   decode_step/f16/N:n/threads:T   the same selection, then sa_attend over the
 //                                   chosen keys of an f16 K/V cache.
-//   select_hnsw_k{K}/f16/N:n/...    one decode query against an HNSW index of the same keys
-//                                   (one layer; M=12, efC=48, ef_search=256), top_k=K.
-//   build_hnsw/f16/N:n/threads:T    sa_index_append of n keys (8 KV heads) into a fresh HNSW
-//                                   index; "keys/s" counts keys of every head.
 // Each iteration uses the next of several cache-cold layers (bench_common.hpp),
 // each with its own index over that layer's keys.
 //
+// Every selector kind next to exact (the kinds of bench/decode_selection.hpp; kinds the
+// library does not build are skipped with SA_ERR_UNSUPPORTED), one index over one layer of
+// n random f16 keys (past the last-level cache from 32K keys on), built before timing:
+//   select/KIND/decode/f16/N:n/threads:T     one decode query, as select_exact above
+//   select/KIND/prefill4k/f16/N:n/threads:2  4096 queries at the last 4096 positions
+//                                            (causal), one sa_select call. Slow for exact:
+//                                            0.5 TFLOP of scoring at 32K (35 s measured
+//                                            on a loaded 2-core machine), 2 TFLOP at 128K.
+//   select/KIND/decode_k128/...              the decode query with top_k=128 (the graph
+//                                            kinds' regime: a few candidates per head)
+//   build/KIND/f16/N:n/threads:T             sa_index_create + sa_index_append of n keys
+//                                            (8 KV heads); "keys/s" counts keys of every head.
+//
 //   build/bench/bench_select --benchmark_filter='N:131072'
+//   build/bench/bench_select --benchmark_filter='select/.*/decode/.*N:32768'
 #include "bench_common.hpp"
+#include "decode_selection.hpp"
 
 namespace {
 
@@ -91,78 +102,115 @@ void BM_select(benchmark::State &state, int64_t n, int threads, bool attend) {
     state.SetLabel("layers=" + std::to_string(layers.count));
 }
 
-sa_index_options hnsw_options(int64_t n) {
-    sa_index_options o = sa_index_options_default();
-    o.kind = SA_SELECTOR_HNSW;
-    o.num_kv_heads = kHkv;
-    o.head_dim = kD;
-    o.dtype = SA_DTYPE_F16;
-    o.capacity = n;
-    o.hnsw.m = 12;  // the fast-build setting (bench/hnsw_tuning)
-    o.hnsw.ef_construction = 48;
-    o.hnsw.ef_search = 256;
-    return o;
-}
-
-// One HNSW index over layer 0's keys, kept for the thread count and size last asked for.
-struct HnswIndex {
+// One index of a selector kind over the first layer's keys, built with the context of
+// `threads`. Only the last one asked for is kept (an exact index at 128K holds 256 MiB).
+struct KindIndex {
+    std::string kind;
     int64_t n = -1;
     int threads = -1;
     sa_index *ix = nullptr;
-    ~HnswIndex() { sa_index_destroy(&ix); }
-    sa_status build(const Layers &layers, int t) {
-        if (n == layers.n && threads == t) return SA_OK;
+    ~KindIndex() { sa_index_destroy(&ix); }
+    sa_status build(const quality::SelectorKind &k, const Layers &layers, int t) {
+        if (ix && kind == k.name && n == layers.n && threads == t) return SA_OK;
         sa_index_destroy(&ix);
-        n = -1;
-        sa_index_options o = hnsw_options(layers.n);
+        sa_index_options o = k.options;
+        o.num_kv_heads = kHkv;
+        o.head_dim = kD;
+        o.dtype = SA_DTYPE_F16;
+        o.capacity = layers.n;
         sa_status st = sa_index_create(context(t), &o, &ix);
         if (st != SA_OK) return st;
         sa_tensor keys = tensor(layers.k(0), SA_DTYPE_F16, {layers.n, kHkv, kD});
-        if ((st = sa_index_append(ix, &keys)) != SA_OK) return st;
+        if ((st = sa_index_append(ix, &keys)) != SA_OK) {
+            sa_index_destroy(&ix);
+            return st;
+        }
+        kind = k.name;
         n = layers.n;
         threads = t;
         return SA_OK;
     }
 };
 
-HnswIndex hnsw_index;
+KindIndex kind_index;
 
-void BM_select_hnsw(benchmark::State &state, int64_t n, int threads, int top_k) {
+// n_queries: 1 (decode) or a prefill chunk at the last n_queries positions.
+void BM_select_kind(benchmark::State &state, const quality::SelectorKind *kind, int64_t n, int threads,
+                    int64_t n_queries, int top_k) {
     if (!context(threads)) return state.SkipWithError("sa_context_create failed");
     Layers layers(SA_DTYPE_F16, n);
-    if (!ok(state, hnsw_index.build(layers, threads), "building the HNSW index")) return;
-    const int nq = 8, width = kSinks + kWindow + top_k;
-    std::vector<float> q = queries(nq);
-    std::vector<int32_t> idx(size_t(kHkv) * size_t(width));
+    if (!ok(state, kind_index.build(*kind, layers, threads), (kind->name + ": building the index").c_str()))
+        return;
+    const int sets = n_queries == 1 ? 8 : 1;  // decode rotates through a few queries
+    std::vector<float> q = queries(int(n_queries * sets));
+    const int64_t width = kSinks + kWindow + top_k;
+    std::vector<int32_t> idx(size_t(n_queries) * kHkv * size_t(width));
     sa_select_options so = sa_select_options_default();
     so.top_k = top_k;
     so.window = kWindow;
     so.sinks = kSinks;
-    sa_tensor it = tensor(idx.data(), SA_DTYPE_I32, {1, kHkv, width});
+    sa_tensor it = tensor(idx.data(), SA_DTYPE_I32, {n_queries, kHkv, width});
     int64_t i = 0;
     for (auto _ : state) {
-        sa_tensor qt = tensor(q.data() + (i % nq) * kHq * kD, SA_DTYPE_F32, {1, kHq, kD});
-        if (!ok(state, sa_select(hnsw_index.ix, &qt, &so, &it), "sa_select")) break;
+        const float *qi = q.data() + (i % sets) * n_queries * kHq * kD;
+        sa_tensor qt = tensor(qi, SA_DTYPE_F32, {n_queries, kHq, kD});
+        if (!ok(state, sa_select(kind_index.ix, &qt, &so, &it), "sa_select")) break;
         benchmark::DoNotOptimize(idx.data());
         ++i;
     }
+    state.counters["queries/s"] =
+        benchmark::Counter(double(n_queries) * double(state.iterations()), benchmark::Counter::kIsRate);
+    state.SetLabel(kind->about);
 }
 
-void BM_build_hnsw(benchmark::State &state, int64_t n, int threads) {
+void BM_build_kind(benchmark::State &state, const quality::SelectorKind *kind, int64_t n, int threads) {
     sa_context *ctx = context(threads);
     if (!ctx) return state.SkipWithError("sa_context_create failed");
     Layers layers(SA_DTYPE_F16, n);
-    sa_index_options o = hnsw_options(n);
+    sa_index_options o = kind->options;
+    o.num_kv_heads = kHkv;
+    o.head_dim = kD;
+    o.dtype = SA_DTYPE_F16;
+    o.capacity = n;
     sa_tensor keys = tensor(layers.k(0), SA_DTYPE_F16, {n, kHkv, kD});
     for (auto _ : state) {
         sa_index *ix = nullptr;
-        if (!ok(state, sa_index_create(ctx, &o, &ix), "sa_index_create")) break;
+        if (!ok(state, sa_index_create(ctx, &o, &ix), (kind->name + ": sa_index_create").c_str())) break;
         sa_status st = sa_index_append(ix, &keys);
         sa_index_destroy(&ix);
-        if (!ok(state, st, "sa_index_append")) break;
+        if (!ok(state, st, (kind->name + ": sa_index_append").c_str())) break;
     }
-    state.counters["keys/s"] = benchmark::Counter(double(n) * kHkv * double(state.iterations()),
-                                                  benchmark::Counter::kIsRate);
+    state.counters["keys/s"] =
+        benchmark::Counter(double(n) * kHkv * double(state.iterations()), benchmark::Counter::kIsRate);
+}
+
+void register_kinds() {
+    constexpr int64_t kPrefill = 4096;
+    for (int64_t n : {32768, 131072})
+        for (int t : {1, 2})  // in this order, each index is built once
+            for (const quality::SelectorKind &kind : quality::selector_kinds()) {
+                const std::string what = "select/" + kind.name;
+                for (int k : {kTopK, 128})
+                    benchmark::RegisterBenchmark(
+                        name((what + (k == kTopK ? "/decode" : "/decode_k128")).c_str(), SA_DTYPE_F16, n, t)
+                            .c_str(),
+                        BM_select_kind, &kind, n, t, int64_t{1}, k)
+                        ->UseRealTime()
+                        ->Unit(benchmark::kMicrosecond);
+                if (t == 2)
+                    benchmark::RegisterBenchmark(
+                        name((what + "/prefill4k").c_str(), SA_DTYPE_F16, n, t).c_str(), BM_select_kind, &kind,
+                        n, t, kPrefill, kTopK)
+                        ->UseRealTime()
+                        ->Unit(benchmark::kMillisecond);
+            }
+    for (int t : {1, 2})  // building an index takes seconds for the graph kinds: one iteration
+        for (const quality::SelectorKind &kind : quality::selector_kinds())
+            benchmark::RegisterBenchmark(name(("build/" + kind.name).c_str(), SA_DTYPE_F16, 32768, t).c_str(),
+                                         BM_build_kind, &kind, int64_t{32768}, t)
+                ->Iterations(1)
+                ->UseRealTime()
+                ->Unit(benchmark::kMillisecond);
 }
 
 void register_all() {
@@ -174,27 +222,15 @@ void register_all() {
                     BM_select, n, t, attend)
                     ->UseRealTime()
                     ->Unit(benchmark::kMicrosecond);
-    for (int64_t n : {32768, 131072})
-        for (int t : {1, 2})
-            for (int k : {128, kTopK})
-                benchmark::RegisterBenchmark(
-                    name(("select_hnsw_k" + std::to_string(k)).c_str(), SA_DTYPE_F16, n, t).c_str(),
-                    BM_select_hnsw, n, t, k)
-                    ->UseRealTime()
-                    ->Unit(benchmark::kMicrosecond);
-    for (int t : {1, 2})  // building takes seconds: one iteration
-        benchmark::RegisterBenchmark(name("build_hnsw", SA_DTYPE_F16, 32768, t).c_str(), BM_build_hnsw, 32768, t)
-            ->Iterations(1)
-            ->UseRealTime()
-            ->Unit(benchmark::kMillisecond);
 }
 
 }  // namespace
 
 int main(int argc, char **argv) {
     register_all();
+    register_kinds();
     int rc = bench::run_main(argc, argv);
     indexes.clear();  // before the contexts they use go away with the process
-    sa_index_destroy(&hnsw_index.ix);
+    sa_index_destroy(&kind_index.ix);
     return rc;
 }
