@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 
 #include "core/error.hpp"
 #include "core/half.hpp"
@@ -28,6 +29,7 @@ class HalfDotSpace final : public hnswlib::SpaceInterface<float> {
 };
 
 constexpr size_t kInitialCapacity = 1024;
+constexpr size_t kMaxLinks = 2 * 512;  // level 0 keeps 2M links, M <= 512 (validate_hnsw_options)
 
 }  // namespace
 
@@ -43,6 +45,8 @@ struct HnswGraph::Impl {
   bool scaled = false;
 
   Impl(int d, const HnswGraphConfig &c) : dim(d), cfg(c) {
+    if (cfg.m < 2 || size_t(cfg.m) * 2 > kMaxLinks)
+      fail(SA_ERR_INVALID_ARGUMENT, "HNSW graph degree %d, expected 2 .. %d", cfg.m, int(kMaxLinks / 2));
     coords = size_t(dim) + (cfg.metric == HnswMetric::mips_to_l2 ? 1 : 0);
     length = cfg.half ? (coords + 15) / 16 * 16 : coords;
     if (cfg.half)
@@ -169,19 +173,110 @@ void HnswGraph::replace(int32_t slot, const float *row) {
 }
 
 void HnswGraph::search(const float *query, size_t k, std::vector<int32_t> &out) const {
+  HnswSearchScratch scratch;
+  search(query, size_t(impl_->cfg.ef_search), k, HnswFilter{}, scratch, out);
+}
+
+void HnswGraph::search(const float *query, size_t ef, size_t k, const HnswFilter &filter, HnswSearchScratch &s,
+                       std::vector<int32_t> &out) const {
   const Impl &g = *impl_;
   if (!g.hnsw || g.hnsw->cur_element_count == 0 || k == 0) return;
+  const hnswlib::HierarchicalNSW<float> &h = *g.hnsw;
+  ef = std::max(ef, k);
+
+  // The query on the unit sphere's equator: its scale does not change the order.
   double norm2 = 0;
   for (int d = 0; d < g.dim; ++d) norm2 += double(query[d]) * query[d];
-  const float s = norm2 > 0 ? float(1.0 / std::sqrt(norm2)) : 0.f;  // the query's scale does not change the order
-  std::vector<float> v(g.coords, 0.f);
-  for (int d = 0; d < g.dim; ++d) v[size_t(d)] = query[d] * s;
-  std::vector<char> buf(g.bytes());
-  g.store(v.data(), buf.data());
-  auto found = g.hnsw->searchKnn(buf.data(), k);
-  const size_t first = out.size();
-  out.resize(first + found.size());
-  for (size_t i = out.size(); i-- > first; found.pop()) out[i] = int32_t(found.top().second);
+  const float scale = norm2 > 0 ? float(1.0 / std::sqrt(norm2)) : 0.f;
+  s.values.assign(g.coords, 0.f);
+  for (int d = 0; d < g.dim; ++d) s.values[size_t(d)] = query[d] * scale;
+  s.query.resize(g.bytes());
+  g.store(s.values.data(), s.query.data());
+  const void *q = s.query.data();
+  const hnswlib::DISTFUNC<float> dist = h.fstdistfunc_;
+  const void *param = h.dist_func_param_;
+  const char *level0 = h.data_level0_memory_;
+  const size_t stride = h.size_data_per_element_, data_at = h.offsetData_;
+  auto vector_of = [&](uint32_t id) { return level0 + size_t(id) * stride + data_at; };
+  auto links0 = [&](uint32_t id) { return reinterpret_cast<const uint32_t *>(level0 + size_t(id) * stride); };
+  auto slot_of = [&](uint32_t id) { return int32_t(h.getExternalLabel(id)); };
+  auto accepted = [&](uint32_t id) { return !filter.accept || filter.accept(filter.context, slot_of(id)); };
+
+  // Greedy descent through the upper levels to an entry point of level 0.
+  uint32_t cur = h.enterpoint_node_;
+  float cur_d = dist(q, vector_of(cur), param);
+  for (int level = h.maxlevel_; level > 0; --level)
+    for (bool moved = true; moved;) {
+      moved = false;
+      const uint32_t *l = reinterpret_cast<const uint32_t *>(h.linkLists_[cur] + size_t(level - 1) * h.size_links_per_element_);
+      for (uint32_t j = 1; j <= l[0]; ++j) {
+        const float d = dist(q, vector_of(l[j]), param);
+        if (d < cur_d) {
+          cur_d = d;
+          cur = l[j];
+          moved = true;
+        }
+      }
+    }
+
+  // Level 0: best-first beam. `best` (a max-heap by distance) holds up to ef accepted keys;
+  // rejected keys are walked through but never enter it.
+  const size_t n = h.cur_element_count;
+  if (s.visited.size() < n) s.visited.resize(n, 0);
+  if (++s.epoch == 0) {  // wrapped: clear the old marks
+    std::fill(s.visited.begin(), s.visited.end(), 0u);
+    s.epoch = 1;
+  }
+  const uint32_t epoch = s.epoch;
+  auto nearer_first = [](const std::pair<float, uint32_t> &a, const std::pair<float, uint32_t> &b) {
+    return a.first > b.first || (a.first == b.first && a.second > b.second);
+  };
+  auto farther_first = [](const std::pair<float, uint32_t> &a, const std::pair<float, uint32_t> &b) {
+    return a.first < b.first || (a.first == b.first && a.second < b.second);
+  };
+  s.frontier.clear();
+  s.best.clear();
+  s.visited[cur] = epoch;
+  s.frontier.push_back({cur_d, cur});
+  if (accepted(cur)) s.best.push_back({cur_d, cur});
+  float bound = s.best.empty() ? std::numeric_limits<float>::infinity() : cur_d;
+  while (!s.frontier.empty()) {
+    const std::pair<float, uint32_t> c = s.frontier.front();
+    if (c.first > bound && s.best.size() >= ef) break;
+    std::pop_heap(s.frontier.begin(), s.frontier.end(), nearer_first);
+    s.frontier.pop_back();
+    // The unvisited neighbours first, their vectors prefetched, then their distances.
+    const uint32_t *l = links0(c.second);
+    uint32_t fresh[kMaxLinks];
+    uint32_t count = 0;
+    for (uint32_t j = 1; j <= l[0]; ++j) {
+      const uint32_t id = l[j];
+      if (s.visited[id] == epoch) continue;
+      s.visited[id] = epoch;
+      fresh[count++] = id;
+      __builtin_prefetch(vector_of(id));
+      __builtin_prefetch(vector_of(id) + 64);
+    }
+    for (uint32_t j = 0; j < count; ++j) {
+      const uint32_t id = fresh[j];
+      const float d = dist(q, vector_of(id), param);
+      if (s.best.size() >= ef && !(d < bound)) continue;
+      s.frontier.push_back({d, id});
+      std::push_heap(s.frontier.begin(), s.frontier.end(), nearer_first);
+      if (!accepted(id)) continue;
+      s.best.push_back({d, id});
+      std::push_heap(s.best.begin(), s.best.end(), farther_first);
+      if (s.best.size() > ef) {
+        std::pop_heap(s.best.begin(), s.best.end(), farther_first);
+        s.best.pop_back();
+      }
+      bound = s.best.front().first;
+      if (s.best.size() < ef) bound = std::numeric_limits<float>::infinity();
+    }
+  }
+  std::sort_heap(s.best.begin(), s.best.end(), farther_first);  // nearest first
+  const size_t take = std::min(k, s.best.size());
+  for (size_t i = 0; i < take; ++i) out.push_back(slot_of(s.best[i].second));
 }
 
 }  // namespace sa

@@ -17,13 +17,18 @@ constexpr int32_t kMaxM = 512;
 constexpr int32_t kMaxEf = 1 << 16;
 constexpr int64_t kConvertRows = 4096;  // keys converted to f32 at a time while building
 
-// A query whose visible keys are this many times the search size or fewer is scored exactly.
-constexpr int64_t kExactVisibleFactor = 2;
+// A query that sees no more than this many times the keys it asks for is scored exactly.
+constexpr int64_t kFewVisibleFactor = 2;
+// The same when top_k widens the beam past ef_search: a search's cost grows with its beam,
+// exact scoring with the keys; on 8 KV heads of random f16 keys (bench_select, one thread) a
+// beam of N/16 took 2.2x the time of exact scoring and one of N/64 0.54x: they cross near N/35.
+constexpr int64_t kWideBeamExactFactor = 32;
 
 struct Scratch {
   RescoreScratch rescore;
   std::vector<float> queries;
   std::vector<int64_t> sorted_positions;
+  std::vector<float> group;
 };
 
 }  // namespace
@@ -98,13 +103,30 @@ void HnswSelector::update(const int32_t *slots, int64_t n, const TensorView &key
   });
 }
 
+namespace {
+
+// Slots a search may return for one query: visible to it and not kept anyway.
+struct SearchFilter {
+  const int64_t *positions;
+  QueryVisibility visibility;
+  KeepRule rule;
+  static bool accept(const void *context, int32_t slot) {
+    const SearchFilter &f = *static_cast<const SearchFilter *>(context);
+    const int64_t p = f.positions[slot];
+    return f.visibility(slot, p) && !always_kept(p, f.rule);
+  }
+};
+
+}  // namespace
+
 void HnswSelector::select(const sa_context &ctx, const SelectRequest &req) const {
   const int64_t n_q = req.queries.shape[0], D = keys_.dim(), H = keys_.heads(), N = keys_.size();
   const int64_t lists = selection_list_count(req, H);
   const int64_t max_pos = keys_.max_position();
   const int64_t *pos = keys_.positions();
-  // The graph is asked for the budget plus the keys it may return that are kept anyway.
-  const int64_t base_k = std::max<int64_t>(ef_search_, int64_t(req.top_k) + req.window + req.sinks);
+  // Each search returns this many selectable keys (window, sinks and invisible keys are
+  // filtered out during the search).
+  const int64_t want = std::max<int64_t>(ef_search_, req.top_k);
 
   // Keys visible by position to a query at p: positions sorted once, when some query is early.
   std::vector<int64_t> sorted_pos;
@@ -132,16 +154,29 @@ void HnswSelector::select(const sa_context &ctx, const SelectRequest &req) const
     std::vector<int32_t> &cands = s.rescore.candidates;
     cands.clear();
     const int64_t visible = visible_count(i);
-    // Ask for as many keys as would leave base_k visible ones if visibility were spread evenly.
-    const int64_t want = visible > 0 ? (base_k * N + visible - 1) / visible : 0;
-    if (visible > 0 && (visible <= kExactVisibleFactor * base_k || want * 2 >= N)) {
-      // Few visible keys, or most of the graph wanted: score them all exactly.
+    const int64_t factor = req.top_k > ef_search_ ? kWideBeamExactFactor : kFewVisibleFactor;
+    if (visible > 0 && visible <= factor * want) {
+      // Few visible keys, or many of them wanted: scoring them all is cheaper.
       keys_.slots_at_positions(0, req.positions[size_t(i)], cands);
     } else if (visible > 0) {
+      const SearchFilter filter{pos, query_visibility(req, i), keep_rule(req, i)};
+      const HnswFilter hf{&SearchFilter::accept, &filter};
       s.queries.resize(size_t(l.q_heads * D));
       load_list_queries(req, i, l, s.queries.data());
-      for (int64_t g = 0; g < l.q_heads; ++g)
-        graphs_[size_t(l.kv_head)]->search(&s.queries[size_t(g * D)], size_t(want), cands);
+      // One search for the list: the sum of its query heads scaled to unit length each, so
+      // every head pulls the beam towards its keys; the candidates are rescored per head.
+      s.group.assign(size_t(D), 0.f);
+      for (int64_t g = 0; g < l.q_heads; ++g) {
+        const float *qg = &s.queries[size_t(g * D)];
+        double n2 = 0;
+        for (int64_t d = 0; d < D; ++d) n2 += double(qg[d]) * qg[d];
+        const float w = n2 > 0 ? float(1.0 / std::sqrt(n2)) : 0.f;
+        for (int64_t d = 0; d < D; ++d) s.group[size_t(d)] += w * qg[d];
+      }
+      // The visited marks (4 bytes per key) outlive the call: clearing them per call would cost
+      // more than a search at 128K keys.
+      thread_local HnswSearchScratch search_scratch;
+      graphs_[size_t(l.kv_head)]->search(s.group.data(), size_t(want), size_t(want), hf, search_scratch, cands);
     }
     rescore_candidates(ctx, keys_, req, i, l, s.rescore);
   });
