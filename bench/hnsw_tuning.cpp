@@ -290,6 +290,7 @@ int build(const std::string &dir, const std::vector<int64_t> &sizes, const std::
       {"f16 l2+centre M12 efC48", config(HnswMetric::mips_to_l2, true, true, 12, 48, 256)},
       {"f16 ip+centre M8 efC24", config(HnswMetric::inner_product, true, true, 8, 24, 256)},
       {"f16 ip+centre M16 efC32", config(HnswMetric::inner_product, true, true, 16, 32, 256)},
+      {"f16 ip+centre M8 efC32 ef192 (default)", config(HnswMetric::inner_product, true, true, 8, 32, 192)},
   };
   std::printf("%-38s %-5s %7s %12s %12s %8s %10s %10s\n", "variant", "keys", "N", "keys/s(1t)", "keys/s(2h,2t)",
               "recall", "us/search", "us/exact");

@@ -189,9 +189,10 @@ typedef struct sa_lsh_options {
  * list (a KV head's group of query heads, or one query head) searches its graph
  * once, with the sum of its query heads at unit length, for max(ef_search, top_k)
  * keys it may choose (window, sinks and keys it may not see are passed over);
- * those are rescored exactly per query head. A query that sees at most 32 times
- * that many keys scores them all exactly instead (cheaper there). The defaults
- * keep tinylm's attention mass at K=128 within 1% of exact top-K (README).
+ * those are rescored exactly per query head. A query that sees at most twice
+ * that many keys (32 times when top_k > ef_search) scores them all exactly
+ * instead (cheaper there). The defaults
+ * keep tinylm's attention mass at K=128 within 1% of exact top-K (quality_report).
  * Out-of-range values fail sa_index_create with SA_ERR_INVALID_ARGUMENT. */
 typedef struct sa_hnsw_options {
     int32_t m;             /* graph degree, 2 .. 512 (default 8) */
