@@ -20,6 +20,10 @@
 //                                            (causal), one sa_select call. Slow for exact:
 //                                            0.5 TFLOP of scoring at 32K (35 s measured
 //                                            on a loaded 2-core machine), 2 TFLOP at 128K.
+//   select/KIND/decode_k128/...              the decode query with top_k=128 (the graph
+//                                            kinds' regime: a few candidates per head)
+//   build/KIND/f16/N:n/threads:T             sa_index_create + sa_index_append of n keys
+//                                            (8 KV heads); "keys/s" counts keys of every head.
 //
 //   build/bench/bench_select --benchmark_filter='N:131072'
 //   build/bench/bench_select --benchmark_filter='select/.*/decode/.*N:32768'
@@ -149,19 +153,20 @@ KindIndex kind_index;
 
 // n_queries: 1 (decode) or a prefill chunk at the last n_queries positions.
 void BM_select_kind(benchmark::State &state, const quality::SelectorKind *kind, int64_t n, int threads,
-                    int64_t n_queries) {
+                    int64_t n_queries, int top_k) {
     if (!context(threads)) return state.SkipWithError("sa_context_create failed");
     Layers layers(SA_DTYPE_F16, n);
     if (!ok(state, kind_index.build(*kind, layers, threads), (kind->name + ": building the index").c_str()))
         return;
     const int sets = n_queries == 1 ? 8 : 1;  // decode rotates through a few queries
     std::vector<float> q = queries(int(n_queries * sets));
-    std::vector<int32_t> idx(size_t(n_queries) * kHkv * kWidth);
+    const int64_t width = kSinks + kWindow + top_k;
+    std::vector<int32_t> idx(size_t(n_queries) * kHkv * size_t(width));
     sa_select_options so = sa_select_options_default();
-    so.top_k = kTopK;
+    so.top_k = top_k;
     so.window = kWindow;
     so.sinks = kSinks;
-    sa_tensor it = tensor(idx.data(), SA_DTYPE_I32, {n_queries, kHkv, kWidth});
+    sa_tensor it = tensor(idx.data(), SA_DTYPE_I32, {n_queries, kHkv, width});
     int64_t i = 0;
     for (auto _ : state) {
         const float *qi = q.data() + (i % sets) * n_queries * kHq * kD;
@@ -175,23 +180,54 @@ void BM_select_kind(benchmark::State &state, const quality::SelectorKind *kind, 
     state.SetLabel(kind->about);
 }
 
+void BM_build_kind(benchmark::State &state, const quality::SelectorKind *kind, int64_t n, int threads) {
+    sa_context *ctx = context(threads);
+    if (!ctx) return state.SkipWithError("sa_context_create failed");
+    Layers layers(SA_DTYPE_F16, n);
+    sa_index_options o = kind->options;
+    o.num_kv_heads = kHkv;
+    o.head_dim = kD;
+    o.dtype = SA_DTYPE_F16;
+    o.capacity = n;
+    sa_tensor keys = tensor(layers.k(0), SA_DTYPE_F16, {n, kHkv, kD});
+    for (auto _ : state) {
+        sa_index *ix = nullptr;
+        if (!ok(state, sa_index_create(ctx, &o, &ix), (kind->name + ": sa_index_create").c_str())) break;
+        sa_status st = sa_index_append(ix, &keys);
+        sa_index_destroy(&ix);
+        if (!ok(state, st, (kind->name + ": sa_index_append").c_str())) break;
+    }
+    state.counters["keys/s"] =
+        benchmark::Counter(double(n) * kHkv * double(state.iterations()), benchmark::Counter::kIsRate);
+}
+
 void register_kinds() {
     constexpr int64_t kPrefill = 4096;
     for (int64_t n : {32768, 131072})
         for (int t : {1, 2})  // in this order, each index is built once
             for (const quality::SelectorKind &kind : quality::selector_kinds()) {
                 const std::string what = "select/" + kind.name;
-                benchmark::RegisterBenchmark(name((what + "/decode").c_str(), SA_DTYPE_F16, n, t).c_str(),
-                                             BM_select_kind, &kind, n, t, int64_t{1})
-                    ->UseRealTime()
-                    ->Unit(benchmark::kMicrosecond);
+                for (int k : {kTopK, 128})
+                    benchmark::RegisterBenchmark(
+                        name((what + (k == kTopK ? "/decode" : "/decode_k128")).c_str(), SA_DTYPE_F16, n, t)
+                            .c_str(),
+                        BM_select_kind, &kind, n, t, int64_t{1}, k)
+                        ->UseRealTime()
+                        ->Unit(benchmark::kMicrosecond);
                 if (t == 2)
                     benchmark::RegisterBenchmark(
                         name((what + "/prefill4k").c_str(), SA_DTYPE_F16, n, t).c_str(), BM_select_kind, &kind,
-                        n, t, kPrefill)
+                        n, t, kPrefill, kTopK)
                         ->UseRealTime()
                         ->Unit(benchmark::kMillisecond);
             }
+    for (int t : {1, 2})  // building an index takes seconds for the graph kinds: one iteration
+        for (const quality::SelectorKind &kind : quality::selector_kinds())
+            benchmark::RegisterBenchmark(name(("build/" + kind.name).c_str(), SA_DTYPE_F16, 32768, t).c_str(),
+                                         BM_build_kind, &kind, int64_t{32768}, t)
+                ->Iterations(1)
+                ->UseRealTime()
+                ->Unit(benchmark::kMillisecond);
 }
 
 void register_all() {

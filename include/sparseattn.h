@@ -223,10 +223,19 @@ typedef struct sa_lsh_options {
     uint64_t seed;         /* fixed seed: deterministic tables */
 } sa_lsh_options;
 
+/* One hnswlib graph per KV head (inner product over mean-centred keys, f16). A
+ * list (a KV head's group of query heads, or one query head) searches its graph
+ * once, with the sum of its query heads at unit length, for max(ef_search, top_k)
+ * keys it may choose (window, sinks and keys it may not see are passed over);
+ * those are rescored exactly per query head. A query that sees at most twice
+ * that many keys (32 times when top_k > ef_search) scores them all exactly
+ * instead (cheaper there). The defaults
+ * keep tinylm's attention mass at K=128 within 1% of exact top-K (quality_report).
+ * Out-of-range values fail sa_index_create with SA_ERR_INVALID_ARGUMENT. */
 typedef struct sa_hnsw_options {
-    int32_t m;             /* graph degree (default 16) */
-    int32_t ef_construction; /* default 100 */
-    int32_t ef_search;     /* default 256 */
+    int32_t m;             /* graph degree, 2 .. 512 (default 8) */
+    int32_t ef_construction; /* build beam, 1 .. 65536 (default 32) */
+    int32_t ef_search;     /* search beam, 1 .. 65536 (default 192) */
 } sa_hnsw_options;
 
 typedef struct sa_learned_options {
@@ -249,7 +258,7 @@ typedef struct sa_index_options {
 
 #define SA_INDEX_OPTIONS_INIT                                                  \
     { sizeof(sa_index_options), SA_SELECTOR_EXACT, 0, 0, SA_DTYPE_F16, 0,      \
-      { 16, 1 }, { 8, 0, 2, 0x5eed5eedULL }, { 16, 100, 256 }, { NULL, 0 } }
+      { 16, 1 }, { 8, 0, 2, 0x5eed5eedULL }, { 8, 32, 192 }, { NULL, 0 } }
 SA_API sa_index_options sa_index_options_default(void);
 
 /* Creates an empty index. ctx must outlive the index (its threads and

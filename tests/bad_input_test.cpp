@@ -229,6 +229,25 @@ std::vector<Case> cases() {
   add("IndexLshBitsTooMany", SA_ERR_INVALID_ARGUMENT, lsh(8, 25, 2), "lsh.bits");
   add("IndexLshProbesNegative", SA_ERR_INVALID_ARGUMENT, lsh(8, 0, -1), "lsh.probes");
   add("IndexLshProbesTooMany", SA_ERR_INVALID_ARGUMENT, lsh(8, 0, 65), "lsh.probes");
+  // HNSW options: degree and beams in range (hnswlib needs M >= 2; huge values would
+  // allocate without bound).
+  struct HnswCase { const char *name, *field; int32_t m, efc, efs; };
+  for (const HnswCase &h : {HnswCase{"IndexHnswMOne", "hnsw.m", 1, 100, 256},
+                            HnswCase{"IndexHnswMNegative", "hnsw.m", -16, 100, 256},
+                            HnswCase{"IndexHnswMHuge", "hnsw.m", 1 << 30, 100, 256},
+                            HnswCase{"IndexHnswEfConstructionZero", "hnsw.ef_construction", 16, 0, 256},
+                            HnswCase{"IndexHnswEfConstructionHuge", "hnsw.ef_construction", 16, INT32_MAX, 256},
+                            HnswCase{"IndexHnswEfSearchZero", "hnsw.ef_search", 16, 100, 0},
+                            HnswCase{"IndexHnswEfSearchHuge", "hnsw.ef_search", 16, 100, INT32_MAX}})
+    add(h.name, SA_ERR_INVALID_ARGUMENT,
+        [h](Fx &f) {
+          f.ix_opt.kind = SA_SELECTOR_HNSW;
+          f.ix_opt.hnsw.m = h.m;
+          f.ix_opt.hnsw.ef_construction = h.efc;
+          f.ix_opt.hnsw.ef_search = h.efs;
+          return f.index_create();
+        },
+        h.field);
 
   // ---- sa_index_append
   add("AppendNullIndex", SA_ERR_NULL_POINTER, [](Fx &f) { return sa_index_append(nullptr, f.keys.t()); });

@@ -2,6 +2,7 @@
 
 #include "core/error.hpp"
 #include "select/exact_selector.hpp"
+#include "select/hnsw_selector.hpp"
 #include "select/lsh_selector.hpp"
 #include "select/page_selector.hpp"
 
@@ -12,6 +13,8 @@ std::unique_ptr<Selector> make_selector(const sa_index_options &opt, const sa_co
   switch (kind) {
     case SA_SELECTOR_EXACT:
       return std::make_unique<ExactSelector>(opt.num_kv_heads, opt.head_dim, opt.dtype, opt.capacity);
+    case SA_SELECTOR_HNSW:
+      return std::make_unique<HnswSelector>(ctx, opt);
     case SA_SELECTOR_PAGE:
       if (opt.page.page_size < 1)
         fail(SA_ERR_INVALID_ARGUMENT, "opt->page.page_size is %d, expected >= 1", int(opt.page.page_size));
@@ -26,12 +29,10 @@ std::unique_ptr<Selector> make_selector(const sa_index_options &opt, const sa_co
       if (opt.lsh.probes < 0 || opt.lsh.probes > LshLimits::kMaxProbes)
         fail(SA_ERR_INVALID_ARGUMENT, "opt->lsh.probes is %d, expected 0 to %d", int(opt.lsh.probes), LshLimits::kMaxProbes);
       return std::make_unique<LshSelector>(opt.num_kv_heads, opt.head_dim, opt.dtype, opt.capacity, opt.lsh, ctx);
-    case SA_SELECTOR_HNSW:
     case SA_SELECTOR_LEARNED:
     case SA_SELECTOR_INDEXER:
       fail(SA_ERR_UNSUPPORTED, "opt->kind %d (%s) is not implemented in sparseattn %s yet", kind,
-           kind == SA_SELECTOR_HNSW ? "hnsw"
-           : kind == SA_SELECTOR_LEARNED ? "learned" : "indexer",
+           kind == SA_SELECTOR_LEARNED ? "learned" : "indexer",
            sa_version_string());
   }
   fail(SA_ERR_INVALID_ARGUMENT, "opt->kind is %d, not an sa_selector_kind value", kind);

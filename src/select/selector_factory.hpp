@@ -9,7 +9,7 @@ namespace sa {
 
 // Throws SA_ERR_UNSUPPORTED for kinds this build does not implement, SA_ERR_INVALID_ARGUMENT
 // for options outside their range. ctx must outlive the selector (its kernels and threads
-// are used by appends and updates too).
+// are used by appends and updates too, and some build their structures with them).
 std::unique_ptr<Selector> make_selector(const sa_index_options &opt, const sa_context &ctx);
 
 }  // namespace sa

@@ -1,0 +1,282 @@
+#include "select/hnsw_graph.hpp"
+
+// hnswlib.h defines non-inline functions: include it in this one translation unit only.
+#include <hnswlib/hnswlib.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#include "core/error.hpp"
+#include "core/half.hpp"
+#include "select/hnsw_distance.hpp"
+
+namespace sa {
+namespace {
+
+// f16 vectors of `length` values with the ISA's 1 - a.b kernel.
+class HalfDotSpace final : public hnswlib::SpaceInterface<float> {
+ public:
+  HalfDotSpace(size_t length, sa_isa isa) : length_(length), distance_(half_dot_distance(isa)) {}
+  size_t get_data_size() override { return length_ * sizeof(uint16_t); }
+  hnswlib::DISTFUNC<float> get_dist_func() override { return distance_; }
+  void *get_dist_func_param() override { return &length_; }
+
+ private:
+  size_t length_;
+  HalfDotDistance distance_;
+};
+
+constexpr size_t kInitialCapacity = 1024;
+constexpr size_t kMaxLinks = 2 * 512;  // level 0 keeps 2M links, M <= 512 (validate_hnsw_options)
+
+}  // namespace
+
+struct HnswGraph::Impl {
+  int dim;
+  HnswGraphConfig cfg;
+  size_t coords;  // dim, plus the sphere coordinate for mips_to_l2
+  size_t length;  // stored values per vector (f16: coords rounded up to 16)
+  std::unique_ptr<hnswlib::SpaceInterface<float>> space;
+  std::unique_ptr<hnswlib::HierarchicalNSW<float>> hnsw;
+  std::vector<float> mean;  // empty until the first keys fix it
+  float bound = 0.f;        // M: |k - mean| <= M for every stored key (mips_to_l2); the scale otherwise
+  bool scaled = false;
+
+  Impl(int d, const HnswGraphConfig &c) : dim(d), cfg(c) {
+    if (cfg.m < 2 || size_t(cfg.m) * 2 > kMaxLinks)
+      fail(SA_ERR_INVALID_ARGUMENT, "HNSW graph degree %d, expected 2 .. %d", cfg.m, int(kMaxLinks / 2));
+    coords = size_t(dim) + (cfg.metric == HnswMetric::mips_to_l2 ? 1 : 0);
+    length = cfg.half ? (coords + 15) / 16 * 16 : coords;
+    if (cfg.half)
+      space = std::make_unique<HalfDotSpace>(length, cfg.isa);
+    else
+      space = std::make_unique<hnswlib::InnerProductSpace>(length);
+  }
+
+  size_t bytes() const { return length * (cfg.half ? sizeof(uint16_t) : sizeof(float)); }
+
+  float centred_norm(const float *row) const {
+    double s = 0;
+    for (int d = 0; d < dim; ++d) {
+      const double c = row[d] - (mean.empty() ? 0.f : mean[size_t(d)]);
+      s += c * c;
+    }
+    return float(std::sqrt(s));
+  }
+
+  // Writes the vector's values (coords of them, the rest zero) in the storage format.
+  void store(const float *values, void *dst) const {
+    if (cfg.half) {
+      uint16_t *h = static_cast<uint16_t *>(dst);
+      for (size_t i = 0; i < length; ++i) h[i] = i < coords ? f32_to_f16(values[i]) : 0;
+    } else {
+      std::memcpy(dst, values, coords * sizeof(float));
+    }
+  }
+  float load(const void *src, size_t i) const {
+    return cfg.half ? f16_to_f32(static_cast<const uint16_t *>(src)[i]) : static_cast<const float *>(src)[i];
+  }
+
+  void encode_key(const float *row, std::vector<float> &v, void *dst) const {
+    const float s = bound > 0.f ? 1.f / bound : 1.f;
+    double norm2 = 0;
+    for (int d = 0; d < dim; ++d) {
+      const float c = (row[d] - (mean.empty() ? 0.f : mean[size_t(d)])) * s;
+      v[size_t(d)] = c;
+      norm2 += double(c) * c;
+    }
+    if (cfg.metric == HnswMetric::mips_to_l2) v[size_t(dim)] = float(std::sqrt(std::max(0.0, 1.0 - norm2)));
+    store(v.data(), dst);
+  }
+
+  // Fixes the mean and the scale from the first keys; grows M (rescaling stored vectors) when
+  // a key of these rows lies beyond it.
+  void prepare(const float *rows, int64_t stride, int64_t n) {
+    if (n <= 0) return;
+    if (!scaled && mean.empty()) {
+      mean.assign(size_t(dim), 0.f);
+      if (cfg.center) {
+        std::vector<double> sum(size_t(dim), 0.0);
+        for (int64_t i = 0; i < n; ++i)
+          for (int d = 0; d < dim; ++d) sum[size_t(d)] += rows[i * stride + d];
+        for (int d = 0; d < dim; ++d) mean[size_t(d)] = float(sum[size_t(d)] / double(n));
+      }
+    }
+    float largest = 0.f;
+    for (int64_t i = 0; i < n; ++i) largest = std::max(largest, centred_norm(rows + i * stride));
+    if (!(largest > bound)) return;  // also catches NaN norms: such keys are stored as they come
+    if (cfg.metric == HnswMetric::inner_product) {
+      // Only a scale into the f16 range: fixed once.
+      if (!scaled) bound = cfg.norm_margin * largest;
+      scaled = true;
+      return;
+    }
+    const float old_bound = bound;
+    bound = cfg.norm_margin * largest;
+    scaled = true;
+    if (!hnsw || hnsw->cur_element_count == 0) return;
+    // Rescale in place: the first dim coordinates shrink by old/new, the sphere coordinate
+    // takes up the rest. The edges stay: the graph is still a good one for the new geometry.
+    const float ratio = old_bound / bound;
+    std::vector<float> v(coords);
+    for (size_t id = 0; id < hnsw->cur_element_count; ++id) {
+      char *data = hnsw->getDataByInternalId(hnswlib::tableint(id));
+      double norm2 = 0;
+      for (int d = 0; d < dim; ++d) {
+        v[size_t(d)] = load(data, size_t(d)) * ratio;
+        norm2 += double(v[size_t(d)]) * v[size_t(d)];
+      }
+      v[size_t(dim)] = float(std::sqrt(std::max(0.0, 1.0 - norm2)));
+      store(v.data(), data);
+    }
+  }
+
+  void reserve(size_t needed) {
+    if (!hnsw) {
+      hnsw = std::make_unique<hnswlib::HierarchicalNSW<float>>(space.get(), std::max(needed, kInitialCapacity),
+                                                               size_t(cfg.m), size_t(cfg.ef_construction), cfg.seed);
+      hnsw->setEf(size_t(cfg.ef_search));
+      return;
+    }
+    if (needed > hnsw->max_elements_) hnsw->resizeIndex(std::max(needed, hnsw->max_elements_ * 2));
+  }
+};
+
+HnswGraph::HnswGraph(int dim, const HnswGraphConfig &config) : impl_(std::make_unique<Impl>(dim, config)) {}
+HnswGraph::~HnswGraph() = default;
+
+int64_t HnswGraph::size() const { return impl_->hnsw ? int64_t(impl_->hnsw->cur_element_count) : 0; }
+
+void HnswGraph::add(const float *rows, int64_t row_stride, int64_t n, int32_t first_slot) {
+  if (n <= 0) return;
+  Impl &g = *impl_;
+  g.prepare(rows, row_stride, n);
+  g.reserve(size_t(size() + n));
+  std::vector<float> v(g.coords);
+  std::vector<char> buf(g.bytes());
+  for (int64_t i = 0; i < n; ++i) {
+    g.encode_key(rows + i * row_stride, v, buf.data());
+    g.hnsw->addPoint(buf.data(), hnswlib::labeltype(first_slot + i));
+  }
+}
+
+void HnswGraph::replace(int32_t slot, const float *row) {
+  Impl &g = *impl_;
+  g.prepare(row, 0, 1);
+  g.reserve(size_t(size() + 1));
+  std::vector<float> v(g.coords);
+  std::vector<char> buf(g.bytes());
+  g.encode_key(row, v, buf.data());
+  g.hnsw->addPoint(buf.data(), hnswlib::labeltype(slot));  // an existing label: updatePoint
+}
+
+void HnswGraph::search(const float *query, size_t k, std::vector<int32_t> &out) const {
+  HnswSearchScratch scratch;
+  search(query, size_t(impl_->cfg.ef_search), k, HnswFilter{}, scratch, out);
+}
+
+void HnswGraph::search(const float *query, size_t ef, size_t k, const HnswFilter &filter, HnswSearchScratch &s,
+                       std::vector<int32_t> &out) const {
+  const Impl &g = *impl_;
+  if (!g.hnsw || g.hnsw->cur_element_count == 0 || k == 0) return;
+  const hnswlib::HierarchicalNSW<float> &h = *g.hnsw;
+  ef = std::max(ef, k);
+
+  // The query on the unit sphere's equator: its scale does not change the order.
+  double norm2 = 0;
+  for (int d = 0; d < g.dim; ++d) norm2 += double(query[d]) * query[d];
+  const float scale = norm2 > 0 ? float(1.0 / std::sqrt(norm2)) : 0.f;
+  s.values.assign(g.coords, 0.f);
+  for (int d = 0; d < g.dim; ++d) s.values[size_t(d)] = query[d] * scale;
+  s.query.resize(g.bytes());
+  g.store(s.values.data(), s.query.data());
+  const void *q = s.query.data();
+  const hnswlib::DISTFUNC<float> dist = h.fstdistfunc_;
+  const void *param = h.dist_func_param_;
+  const char *level0 = h.data_level0_memory_;
+  const size_t stride = h.size_data_per_element_, data_at = h.offsetData_;
+  auto vector_of = [&](uint32_t id) { return level0 + size_t(id) * stride + data_at; };
+  auto links0 = [&](uint32_t id) { return reinterpret_cast<const uint32_t *>(level0 + size_t(id) * stride); };
+  auto slot_of = [&](uint32_t id) { return int32_t(h.getExternalLabel(id)); };
+  auto accepted = [&](uint32_t id) { return !filter.accept || filter.accept(filter.context, slot_of(id)); };
+
+  // Greedy descent through the upper levels to an entry point of level 0.
+  uint32_t cur = h.enterpoint_node_;
+  float cur_d = dist(q, vector_of(cur), param);
+  for (int level = h.maxlevel_; level > 0; --level)
+    for (bool moved = true; moved;) {
+      moved = false;
+      const uint32_t *l = reinterpret_cast<const uint32_t *>(h.linkLists_[cur] + size_t(level - 1) * h.size_links_per_element_);
+      for (uint32_t j = 1; j <= l[0]; ++j) {
+        const float d = dist(q, vector_of(l[j]), param);
+        if (d < cur_d) {
+          cur_d = d;
+          cur = l[j];
+          moved = true;
+        }
+      }
+    }
+
+  // Level 0: best-first beam. `best` (a max-heap by distance) holds up to ef accepted keys;
+  // rejected keys are walked through but never enter it.
+  const size_t n = h.cur_element_count;
+  if (s.visited.size() < n) s.visited.resize(n, 0);
+  if (++s.epoch == 0) {  // wrapped: clear the old marks
+    std::fill(s.visited.begin(), s.visited.end(), 0u);
+    s.epoch = 1;
+  }
+  const uint32_t epoch = s.epoch;
+  auto nearer_first = [](const std::pair<float, uint32_t> &a, const std::pair<float, uint32_t> &b) {
+    return a.first > b.first || (a.first == b.first && a.second > b.second);
+  };
+  auto farther_first = [](const std::pair<float, uint32_t> &a, const std::pair<float, uint32_t> &b) {
+    return a.first < b.first || (a.first == b.first && a.second < b.second);
+  };
+  s.frontier.clear();
+  s.best.clear();
+  s.visited[cur] = epoch;
+  s.frontier.push_back({cur_d, cur});
+  if (accepted(cur)) s.best.push_back({cur_d, cur});
+  float bound = s.best.empty() ? std::numeric_limits<float>::infinity() : cur_d;
+  while (!s.frontier.empty()) {
+    const std::pair<float, uint32_t> c = s.frontier.front();
+    if (c.first > bound && s.best.size() >= ef) break;
+    std::pop_heap(s.frontier.begin(), s.frontier.end(), nearer_first);
+    s.frontier.pop_back();
+    // The unvisited neighbours first, their vectors prefetched, then their distances.
+    const uint32_t *l = links0(c.second);
+    uint32_t fresh[kMaxLinks];
+    uint32_t count = 0;
+    for (uint32_t j = 1; j <= l[0]; ++j) {
+      const uint32_t id = l[j];
+      if (s.visited[id] == epoch) continue;
+      s.visited[id] = epoch;
+      fresh[count++] = id;
+      __builtin_prefetch(vector_of(id));
+      __builtin_prefetch(vector_of(id) + 64);
+    }
+    for (uint32_t j = 0; j < count; ++j) {
+      const uint32_t id = fresh[j];
+      const float d = dist(q, vector_of(id), param);
+      if (s.best.size() >= ef && !(d < bound)) continue;
+      s.frontier.push_back({d, id});
+      std::push_heap(s.frontier.begin(), s.frontier.end(), nearer_first);
+      if (!accepted(id)) continue;
+      s.best.push_back({d, id});
+      std::push_heap(s.best.begin(), s.best.end(), farther_first);
+      if (s.best.size() > ef) {
+        std::pop_heap(s.best.begin(), s.best.end(), farther_first);
+        s.best.pop_back();
+      }
+      bound = s.best.front().first;
+      if (s.best.size() < ef) bound = std::numeric_limits<float>::infinity();
+    }
+  }
+  std::sort_heap(s.best.begin(), s.best.end(), farther_first);  // nearest first
+  const size_t take = std::min(k, s.best.size());
+  for (size_t i = 0; i < take; ++i) out.push_back(slot_of(s.best[i].second));
+}
+
+}  // namespace sa

@@ -1,0 +1,185 @@
+#include "select/hnsw_selector.hpp"
+
+#include <algorithm>
+#include <cmath>
+
+#include "core/error.hpp"
+#include "core/half.hpp"
+#include "core/threading.hpp"
+#include "select/candidate_rescore.hpp"
+
+namespace sa {
+namespace {
+
+// Upper bounds that keep a graph's memory and a search's cost sane: hnswlib allocates 2M
+// links per key, and ef sizes the search's heaps.
+constexpr int32_t kMaxM = 512;
+constexpr int32_t kMaxEf = 1 << 16;
+constexpr int64_t kConvertRows = 4096;  // keys converted to f32 at a time while building
+
+// A query that sees no more than this many times the keys it asks for is scored exactly.
+constexpr int64_t kFewVisibleFactor = 2;
+// The same when top_k widens the beam past ef_search: a search's cost grows with its beam,
+// exact scoring with the keys; on 8 KV heads of random f16 keys (bench_select, one thread) a
+// beam of N/16 took 2.2x the time of exact scoring and one of N/64 0.54x: they cross near N/35.
+constexpr int64_t kWideBeamExactFactor = 32;
+
+struct Scratch {
+  RescoreScratch rescore;
+  std::vector<float> queries;
+  std::vector<int64_t> sorted_positions;
+  std::vector<float> group;
+};
+
+}  // namespace
+
+void validate_hnsw_options(const sa_hnsw_options &o) {
+  if (o.m < 2 || o.m > kMaxM)
+    fail(SA_ERR_INVALID_ARGUMENT, "opt->hnsw.m is %d, expected 2 .. %d", int(o.m), int(kMaxM));
+  if (o.ef_construction < 1 || o.ef_construction > kMaxEf)
+    fail(SA_ERR_INVALID_ARGUMENT, "opt->hnsw.ef_construction is %d, expected 1 .. %d", int(o.ef_construction),
+         int(kMaxEf));
+  if (o.ef_search < 1 || o.ef_search > kMaxEf)
+    fail(SA_ERR_INVALID_ARGUMENT, "opt->hnsw.ef_search is %d, expected 1 .. %d", int(o.ef_search), int(kMaxEf));
+}
+
+HnswSelector::HnswSelector(const sa_context &ctx, const sa_index_options &opt)
+    : ctx_(ctx), keys_(opt.num_kv_heads, opt.head_dim, opt.dtype, opt.capacity), ef_search_(opt.hnsw.ef_search) {
+  validate_hnsw_options(opt.hnsw);
+  HnswGraphConfig cfg;
+  cfg.m = opt.hnsw.m;
+  cfg.ef_construction = opt.hnsw.ef_construction;
+  cfg.ef_search = opt.hnsw.ef_search;
+  cfg.metric = HnswMetric::inner_product;  // recalls better than mips_to_l2 here (bench/hnsw_tuning)
+  cfg.center = true;
+  cfg.half = true;
+  cfg.isa = ctx.isa;
+  for (int h = 0; h < opt.num_kv_heads; ++h) graphs_.push_back(std::make_unique<HnswGraph>(opt.head_dim, cfg));
+}
+
+void HnswSelector::load_rows(int h, int64_t first, int64_t n, std::vector<float> &out) const {
+  const int64_t D = keys_.dim();
+  out.resize(size_t(n * D));
+  for (int64_t r = 0; r < n; ++r) {
+    const void *src = keys_.row(h, first + r);
+    float *dst = &out[size_t(r * D)];
+    switch (keys_.dtype()) {
+      case SA_DTYPE_F16:
+        for (int64_t d = 0; d < D; ++d) dst[d] = f16_to_f32(static_cast<const uint16_t *>(src)[d]);
+        break;
+      case SA_DTYPE_BF16:
+        for (int64_t d = 0; d < D; ++d) dst[d] = bf16_to_f32(static_cast<const uint16_t *>(src)[d]);
+        break;
+      default:
+        for (int64_t d = 0; d < D; ++d) dst[d] = static_cast<const float *>(src)[d];
+        break;
+    }
+  }
+}
+
+void HnswSelector::append(const TensorView &keys) {
+  const int64_t first = keys_.size(), n = keys.shape[0];
+  keys_.append(keys);
+  if (n == 0) return;
+  // One thread per head: a head's graph is built in slot order, the same for any thread count.
+  parallel_for(ctx_.threads, keys_.heads(), [&](int64_t h) {
+    std::vector<float> rows;
+    for (int64_t b = 0; b < n; b += kConvertRows) {
+      const int64_t m = std::min(kConvertRows, n - b);
+      load_rows(int(h), first + b, m, rows);
+      graphs_[size_t(h)]->add(rows.data(), keys_.dim(), m, int32_t(first + b));
+    }
+  });
+}
+
+void HnswSelector::update(const int32_t *slots, int64_t n, const TensorView &keys, const int64_t *positions) {
+  keys_.update(slots, n, keys, positions);
+  parallel_for(ctx_.threads, keys_.heads(), [&](int64_t h) {
+    std::vector<float> row;
+    for (int64_t i = 0; i < n; ++i) {
+      load_rows(int(h), slots[i], 1, row);
+      graphs_[size_t(h)]->replace(slots[i], row.data());
+    }
+  });
+}
+
+namespace {
+
+// Slots a search may return for one query: visible to it and not kept anyway.
+struct SearchFilter {
+  const int64_t *positions;
+  QueryVisibility visibility;
+  KeepRule rule;
+  static bool accept(const void *context, int32_t slot) {
+    const SearchFilter &f = *static_cast<const SearchFilter *>(context);
+    const int64_t p = f.positions[slot];
+    return f.visibility(slot, p) && !always_kept(p, f.rule);
+  }
+};
+
+}  // namespace
+
+void HnswSelector::select(const sa_context &ctx, const SelectRequest &req) const {
+  const int64_t n_q = req.queries.shape[0], D = keys_.dim(), H = keys_.heads(), N = keys_.size();
+  const int64_t lists = selection_list_count(req, H);
+  const int64_t max_pos = keys_.max_position();
+  const int64_t *pos = keys_.positions();
+  // Each search returns this many selectable keys (window, sinks and invisible keys are
+  // filtered out during the search).
+  const int64_t want = std::max<int64_t>(ef_search_, req.top_k);
+
+  // Keys visible by position to a query at p: positions sorted once, when some query is early.
+  std::vector<int64_t> sorted_pos;
+  if (std::any_of(req.positions.begin(), req.positions.end(), [&](int64_t p) { return p < max_pos; })) {
+    sorted_pos.assign(pos, pos + N);
+    std::sort(sorted_pos.begin(), sorted_pos.end());
+  }
+  auto visible_count = [&](int64_t i) -> int64_t {
+    const int64_t p = req.positions[size_t(i)];
+    if (req.query_segments) {  // segments: count exactly
+      const QueryVisibility vis = query_visibility(req, i);
+      int64_t c = 0;
+      for (int64_t j = 0; j < N; ++j) c += vis(int32_t(j), pos[j]);
+      return c;
+    }
+    if (p >= max_pos) return N;
+    return int64_t(std::upper_bound(sorted_pos.begin(), sorted_pos.end(), p) - sorted_pos.begin());
+  };
+
+  std::vector<Scratch> scratch(size_t(ctx.threads));
+  parallel_for(ctx.threads, n_q * lists, [&](int64_t t) {
+    Scratch &s = scratch[size_t(thread_slot())];
+    const int64_t i = t / lists;
+    const SelectionList l = selection_list(req, H, t % lists);
+    std::vector<int32_t> &cands = s.rescore.candidates;
+    cands.clear();
+    const int64_t visible = visible_count(i);
+    const int64_t factor = req.top_k > ef_search_ ? kWideBeamExactFactor : kFewVisibleFactor;
+    if (visible > 0 && visible <= factor * want) {
+      // Few visible keys, or many of them wanted: scoring them all is cheaper.
+      keys_.slots_at_positions(0, req.positions[size_t(i)], cands);
+    } else if (visible > 0) {
+      const SearchFilter filter{pos, query_visibility(req, i), keep_rule(req, i)};
+      const HnswFilter hf{&SearchFilter::accept, &filter};
+      s.queries.resize(size_t(l.q_heads * D));
+      load_list_queries(req, i, l, s.queries.data());
+      // One search for the list: the sum of its query heads scaled to unit length each, so
+      // every head pulls the beam towards its keys; the candidates are rescored per head.
+      s.group.assign(size_t(D), 0.f);
+      for (int64_t g = 0; g < l.q_heads; ++g) {
+        const float *qg = &s.queries[size_t(g * D)];
+        double n2 = 0;
+        for (int64_t d = 0; d < D; ++d) n2 += double(qg[d]) * qg[d];
+        const float w = n2 > 0 ? float(1.0 / std::sqrt(n2)) : 0.f;
+        for (int64_t d = 0; d < D; ++d) s.group[size_t(d)] += w * qg[d];
+      }
+      // The visited marks (4 bytes per key) outlive the call: clearing them per call would cost
+      // more than a search at 128K keys.
+      thread_local HnswSearchScratch search_scratch;
+      graphs_[size_t(l.kv_head)]->search(s.group.data(), size_t(want), size_t(want), hf, search_scratch, cands);
+    }
+    rescore_candidates(ctx, keys_, req, i, l, s.rescore);
+  });
+}
+
+}  // namespace sa
