@@ -45,7 +45,7 @@ SA_API sa_status sa_index_create(sa_context *ctx, const sa_index_options *opt, s
     auto ix = std::make_unique<sa_index>();
     ix->ctx = ctx;
     ix->opt = o;
-    ix->selector = make_selector(o);
+    ix->selector = make_selector(*ctx, o);
     *out = ix.release();
   });
 }

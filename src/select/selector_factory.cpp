@@ -1,26 +1,45 @@
 #include "select/selector_factory.hpp"
 
 #include "core/error.hpp"
+#include "io/layer_weights.hpp"
 #include "select/exact_selector.hpp"
+#include "select/indexer_selector.hpp"
+#include "select/learned_selector.hpp"
 
 namespace sa {
 
-std::unique_ptr<Selector> make_selector(const sa_index_options &opt) {
+namespace {
+
+std::unique_ptr<Selector> make_learned(const sa_context &ctx, const sa_index_options &opt, bool indexer) {
+  if (!opt.learned.weights_path)
+    fail(SA_ERR_NULL_POINTER, "opt->learned.weights_path is NULL; the %s selector reads its weights from a file",
+         indexer ? "indexer" : "learned");
+  if (opt.learned.layer < 0)
+    fail(SA_ERR_INVALID_ARGUMENT, "opt->learned.layer is %d, expected >= 0", int(opt.learned.layer));
+  try {
+    const LayerWeights w(opt.learned.weights_path, opt.learned.layer);
+    if (indexer) return std::make_unique<IndexerSelector>(ctx, w, opt.num_kv_heads, opt.head_dim, opt.dtype, opt.capacity);
+    return std::make_unique<LearnedSelector>(ctx, w, opt.num_kv_heads, opt.head_dim, opt.dtype, opt.capacity);
+  } catch (Error &e) {
+    e.message = "opt->learned.weights_path: " + e.message;
+    throw;
+  }
+}
+
+}  // namespace
+
+std::unique_ptr<Selector> make_selector(const sa_context &ctx, const sa_index_options &opt) {
   const int kind = enum_value(opt.kind);
   switch (kind) {
     case SA_SELECTOR_EXACT:
       return std::make_unique<ExactSelector>(opt.num_kv_heads, opt.head_dim, opt.dtype, opt.capacity);
+    case SA_SELECTOR_LEARNED: return make_learned(ctx, opt, false);
+    case SA_SELECTOR_INDEXER: return make_learned(ctx, opt, true);
     case SA_SELECTOR_PAGE:
     case SA_SELECTOR_LSH:
     case SA_SELECTOR_HNSW:
-    case SA_SELECTOR_LEARNED:
-    case SA_SELECTOR_INDEXER:
       fail(SA_ERR_UNSUPPORTED, "opt->kind %d (%s) is not implemented in sparseattn %s yet", kind,
-           kind == SA_SELECTOR_PAGE ? "page"
-           : kind == SA_SELECTOR_LSH ? "lsh"
-           : kind == SA_SELECTOR_HNSW ? "hnsw"
-           : kind == SA_SELECTOR_LEARNED ? "learned" : "indexer",
-           sa_version_string());
+           kind == SA_SELECTOR_PAGE ? "page" : kind == SA_SELECTOR_LSH ? "lsh" : "hnsw", sa_version_string());
   }
   fail(SA_ERR_INVALID_ARGUMENT, "opt->kind is %d, not an sa_selector_kind value", kind);
 }

@@ -1,0 +1,39 @@
+// Learned selection: keys and queries mapped by per-layer linear projections (head_dim ->
+// d_search) into a small search space, where keys are scored like the exact selector scores
+// native keys. Keys are projected once, when appended; queries when selecting. Attention still
+// runs over the host's native keys. Weights layout: include/sparseattn.h (SA_SELECTOR_LEARNED).
+#pragma once
+
+#include <vector>
+
+#include "io/layer_weights.hpp"
+#include "select/key_store.hpp"
+#include "select/selector.hpp"
+
+namespace sa {
+
+class LearnedSelector final : public Selector {
+ public:
+  // Reads q_proj and k_proj of the layer; throws SA_ERR_SHAPE when they disagree with the
+  // index's heads and head_dim or with each other.
+  LearnedSelector(const sa_context &ctx, const LayerWeights &weights, int heads, int dim, sa_dtype dtype,
+                  int64_t capacity_hint);
+  void append(const TensorView &keys) override;
+  void update(const int32_t *slots, int64_t n, const TensorView &keys, const int64_t *positions) override;
+  void select(const sa_context &ctx, const SelectRequest &req) const override;
+  int64_t size() const override { return search_keys_.size(); }
+  int64_t max_position() const override { return search_keys_.max_position(); }
+  int d_search() const { return d_search_; }
+
+ private:
+  // keys rows [r0, r1) projected: f32 [r1 - r0, heads, d_search].
+  std::vector<float> project_keys(const TensorView &keys, int64_t r0, int64_t r1) const;
+
+  const sa_context &ctx_;
+  int heads_, dim_, d_search_;
+  int64_t q_sets_, k_sets_;         // projection matrices in q_proj / k_proj
+  std::vector<float> q_proj_, k_proj_;  // [sets][d_search][dim]
+  KeyStore search_keys_;            // [heads] x [slot][d_search]
+};
+
+}  // namespace sa
