@@ -128,6 +128,17 @@ TEST(Select, ExactPerKvHeadMatchesBruteForce) {
   for (int64_t h = 0; h < 2; ++h) EXPECT_EQ(count_valid(row_of(out, 0, h)), 52);
 }
 
+// Groups larger than one kernel call handles (16 query heads) are scored in pieces.
+TEST(Select, ExactLargeGroupMatchesBruteForce) {
+  Rng rng(104);
+  Indexed ix(1, 32);
+  ASSERT_NE(ix.get(), nullptr);
+  ix.append(ix.random_keys(rng, 300));
+  Tensor q = sat::random_tensor(rng, SA_DTYPE_F32, {2, 20, 32});
+  sa_select_options o = options(16, 8, 2);
+  check_all(ix, q, o, run_select(ix, q, o, 26));
+}
+
 TEST(Select, ExactPerQueryHeadMatchesBruteForce) {
   Rng rng(102);
   Indexed ix(2, 32);

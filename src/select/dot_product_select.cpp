@@ -1,7 +1,6 @@
 #include "select/dot_product_select.hpp"
 
 #include <algorithm>
-#include <cmath>
 #include <limits>
 
 #include "core/half.hpp"
@@ -12,7 +11,6 @@
 namespace sa {
 namespace {
 
-constexpr float kLog2e = 1.4426950408889634f;
 constexpr int64_t kGemmMinQueries = 8;         // fewer queries: one SIMD pass per query
 constexpr int64_t kScoreBlockFloats = 1 << 22; // score buffer per thread (16 MB)
 constexpr int64_t kMaxQueryBlock = 64;
@@ -26,13 +24,6 @@ struct Scratch {
 };
 
 }  // namespace
-
-QueryMap native_queries(const TensorView &queries) {
-  return [&queries](int64_t i, int64_t hq, float factor, float *dst) {
-    const int64_t base = i * queries.stride[0] + hq * queries.stride[1];
-    for (int64_t d = 0; d < queries.shape[2]; ++d) dst[d] = factor * read_float(queries, base + d * queries.stride[2]);
-  };
-}
 
 void select_by_dot_product(const sa_context &ctx, const SelectRequest &req, const KeyStore &keys_,
                            const QueryMap &map_query) {
@@ -68,25 +59,19 @@ void select_by_dot_product(const sa_context &ctx, const SelectRequest &req, cons
   auto run_block = [&](int64_t h, int64_t b, const float *keys_f32) {
     Scratch &s = scratch[size_t(thread_slot())];
     const int64_t i0 = b * qblock, i1 = std::min(n_q, i0 + qblock);
-    const float qscale = req.scale * kLog2e;  // scores in base 2
-    for (int64_t i = i0; i < i1; ++i)
-      for (int64_t g = 0; g < G; ++g) map_query(i, h * G + g, qscale, &s.queries[size_t(((i - i0) * G + g) * D)]);
+    const SelectionList group{h, h, h * G, G};  // the KV head's query heads
+    for (int64_t i = i0; i < i1; ++i) map_query(i, group, &s.queries[size_t((i - i0) * G * D)]);
     if (keys_f32) {
       matmul_abt(s.queries.data(), (i1 - i0) * G, keys_f32, n, D, s.scores.data(), n);
     } else {
       for (int64_t i = i0; i < i1; ++i)
-        for (int64_t g0 = 0; g0 < G; g0 += kMaxGroup)  // the kernel takes at most kMaxGroup heads
-          ctx.kernels->score_rows(keys_.dtype(), &s.queries[size_t(((i - i0) * G + g0) * D)],
-                                  int(std::min<int64_t>(kMaxGroup, G - g0)), int(D), keys_.head_rows(int(h)), n,
-                                  &s.scores[size_t(((i - i0) * G + g0) * n)], n);
+        score_rows_grouped(*ctx.kernels, keys_.dtype(), &s.queries[size_t((i - i0) * G * D)], G, D,
+                           keys_.head_rows(int(h)), n, &s.scores[size_t((i - i0) * G * n)], n);
     }
     for (int64_t i = i0; i < i1; ++i) {
-      KeepRule rule{req.positions[size_t(i)], req.window, req.sinks, req.top_k, req.mass_target};
-      for (int64_t j = 0; j < n; ++j) {
-        bool vis = pos[j] <= rule.query_pos;
-        if (req.query_segments) vis = vis && req.key_segments[j] == req.query_segments[i];
-        s.visible[size_t(j)] = vis;
-      }
+      const KeepRule rule = keep_rule(req, i);
+      const QueryVisibility visible = query_visibility(req, i);
+      for (int64_t j = 0; j < n; ++j) s.visible[size_t(j)] = visible(int32_t(j), pos[j]);
       // One list per KV head (the group's heads together) or per query head.
       const int64_t unit_heads = req.per_query_head ? 1 : G;
       for (int64_t g0 = 0; g0 < G; g0 += unit_heads) {
@@ -95,28 +80,17 @@ void select_by_dot_product(const sa_context &ctx, const SelectRequest &req, cons
           float *row = &s.scores[size_t(((i - i0) * G + g) * n)];
           for (int64_t j = 0; j < n; ++j)
             if (!s.visible[size_t(j)]) row[j] = -std::numeric_limits<float>::infinity();
-          const float m = ctx.kernels->max_of(row, n);
-          if (m == -std::numeric_limits<float>::infinity()) continue;  // nothing visible
-          const float lse = m + std::log2(ctx.kernels->exp2_sum(row, n, m));
-          ctx.kernels->exp2_accumulate(row, n, lse, s.mass.data());
+          add_softmax_mass(*ctx.kernels, row, n, s.mass.data());
         }
         const float norm = 1.f / float(unit_heads);
         s.cands.clear();
-        s.forced.clear();
+        for (int64_t j = 0; j < n; ++j)
+          if (s.visible[size_t(j)] && !always_kept(pos[j], rule)) s.cands.push_back({s.mass[size_t(j)] * norm, int32_t(j)});
+        const SelectionList l = selection_list(req, H_kv, req.per_query_head ? h * G + g0 : h);
+        collect_forced(keys_, req, i, s.forced);
         float forced_mass = 0.f;
-        for (int64_t j = 0; j < n; ++j) {
-          if (!s.visible[size_t(j)]) continue;
-          const float mass = s.mass[size_t(j)] * norm;
-          if (always_kept(pos[j], rule)) {
-            s.forced.push_back(int32_t(j));
-            forced_mass += mass;
-          } else {
-            s.cands.push_back({mass, int32_t(j)});
-          }
-        }
-        const int64_t list = req.per_query_head ? h * G + g0 : h;
-        write_selection(s.cands, s.forced, forced_mass, rule, out.ptr<int32_t>() + i * out.stride[0] + list * out.stride[1],
-                        width, out.stride[2]);
+        for (int32_t j : s.forced) forced_mass += s.mass[size_t(j)] * norm;
+        write_selection(s.cands, s.forced, forced_mass, rule, selection_row(req, i, l), width, out.stride[2]);
       }
     }
   };

@@ -8,7 +8,8 @@ ExactSelector::ExactSelector(int heads, int dim, sa_dtype dtype, int64_t capacit
     : keys_(heads, dim, dtype, capacity_hint) {}
 
 void ExactSelector::select(const sa_context &ctx, const SelectRequest &req) const {
-  select_by_dot_product(ctx, req, keys_, native_queries(req.queries));
+  select_by_dot_product(ctx, req, keys_,
+                        [&](int64_t i, const SelectionList &l, float *out) { load_list_queries(req, i, l, out); });
 }
 
 }  // namespace sa

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <utility>
 
 #include "core/error.hpp"
 #include "core/half.hpp"
@@ -14,6 +15,8 @@ KeyStore::KeyStore(int heads, int dim, sa_dtype dtype, int64_t capacity_hint)
     int64_t bytes = checked_mul(checked_mul(capacity_hint, dim, "capacity * head_dim"), int64_t(elem_), "capacity bytes");
     for (auto &r : rows_) r.reserve(size_t(bytes));
     positions_.reserve(size_t(capacity_hint));
+    by_position_.reserve(size_t(capacity_hint));
+    sorted_positions_.reserve(size_t(capacity_hint));
   }
 }
 
@@ -54,6 +57,8 @@ void KeyStore::append(const TensorView &keys) {
   for (int64_t i = 0; i < n; ++i) {
     for (int h = 0; h < heads_; ++h) store_row(h, size_ + i, keys, i);
     positions_[size_t(size_ + i)] = max_pos_ + 1 + i;
+    by_position_.push_back(int32_t(size_ + i));
+    sorted_positions_.push_back(max_pos_ + 1 + i);
   }
   size_ = new_size;
   max_pos_ += n;
@@ -67,6 +72,37 @@ void KeyStore::update(const int32_t *slots, int64_t n, const TensorView &keys, c
     positions_[size_t(s)] = pos;
     max_pos_ = std::max(max_pos_, pos);
   }
+  reorder_updated(slots, n);
+}
+
+void KeyStore::reorder_updated(const int32_t *slots, int64_t n) {
+  if (n == 0) return;
+  // Drop the updated slots from the order, sort them by their new positions, merge back.
+  std::vector<uint8_t> moved(size_t(size_), 0);
+  for (int64_t i = 0; i < n; ++i) moved[size_t(slots[i])] = 1;
+  std::vector<std::pair<int64_t, int32_t>> fresh;
+  fresh.reserve(size_t(n));
+  for (int64_t i = 0; i < n; ++i) fresh.push_back({positions_[size_t(slots[i])], slots[i]});
+  std::sort(fresh.begin(), fresh.end());
+  std::vector<int32_t> order;
+  order.reserve(size_t(size_));
+  size_t f = 0;
+  for (int32_t s : by_position_) {
+    if (moved[size_t(s)]) continue;
+    const std::pair<int64_t, int32_t> kept{positions_[size_t(s)], s};
+    while (f < fresh.size() && fresh[f] < kept) order.push_back(fresh[f++].second);
+    order.push_back(s);
+  }
+  while (f < fresh.size()) order.push_back(fresh[f++].second);
+  by_position_.swap(order);
+  for (size_t i = 0; i < by_position_.size(); ++i) sorted_positions_[i] = positions_[size_t(by_position_[i])];
+}
+
+void KeyStore::slots_at_positions(int64_t lo, int64_t hi, std::vector<int32_t> &out) const {
+  if (lo > hi) return;
+  auto first = std::lower_bound(sorted_positions_.begin(), sorted_positions_.end(), lo);
+  auto last = std::upper_bound(first, sorted_positions_.end(), hi);
+  for (auto it = first; it != last; ++it) out.push_back(by_position_[size_t(it - sorted_positions_.begin())]);
 }
 
 }  // namespace sa

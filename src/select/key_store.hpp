@@ -1,5 +1,6 @@
-// The index's own copy of the keys, per KV head contiguous [slot][D] in the storage dtype, and
-// the token position each slot holds.
+// The index's own copy of the keys, per KV head contiguous [slot][D] in the storage dtype, the
+// token position each slot holds, and the slots ordered by position (so the sinks and the
+// window of a query are found by binary search, even after updates reorder positions).
 #pragma once
 
 #include <cstdint>
@@ -24,9 +25,14 @@ class KeyStore {
   const int64_t *positions() const { return positions_.data(); }
   // Row 0 of head h; rows are dim() elements apart.
   const void *head_rows(int h) const { return rows_[size_t(h)].data(); }
+  const void *row(int h, int64_t slot) const { return rows_[size_t(h)].data() + size_t(slot) * row_bytes(); }
+  size_t row_bytes() const { return size_t(dim_) * elem_; }
+  // Appends to out the slots holding positions in [lo, hi], ascending by position (ties by slot).
+  void slots_at_positions(int64_t lo, int64_t hi, std::vector<int32_t> &out) const;
 
  private:
   void store_row(int h, int64_t slot, const TensorView &keys, int64_t src_row);
+  void reorder_updated(const int32_t *slots, int64_t n);
 
   int heads_, dim_;
   sa_dtype dtype_;
@@ -35,6 +41,10 @@ class KeyStore {
   int64_t max_pos_ = -1;
   std::vector<std::vector<char>> rows_;  // per head
   std::vector<int64_t> positions_;
+  // Slots sorted by (position, slot) and their positions: appends keep the order (new
+  // positions are the largest); updates re-merge it in O(size).
+  std::vector<int32_t> by_position_;
+  std::vector<int64_t> sorted_positions_;
 };
 
 }  // namespace sa

@@ -113,16 +113,21 @@ void LearnedSelector::select(const sa_context &ctx, const SelectRequest &req) co
   if (q_sets_ != 1 && q_sets_ != heads_ && q_sets_ != H_q)
     fail(SA_ERR_SHAPE, "queries have %lld heads; the layer's q_proj holds %lld matrices (expected 1, num_kv_heads = %d "
          "or the query heads)", (long long)H_q, (long long)q_sets_, heads_);
-  auto map = [&](int64_t i, int64_t hq, float factor, float *dst) {
-    const int64_t set = q_sets_ == 1 ? 0 : q_sets_ == H_q ? hq : hq / G;
-    const float *W = &q_proj_[size_t(set * S * D)];
-    const int64_t base = i * q.stride[0] + hq * q.stride[1];
-    for (int64_t j = 0; j < S; ++j) dst[j] = 0.f;
-    for (int64_t d = 0; d < D; ++d) {
-      const float x = read_float(q, base + d * q.stride[2]);
-      for (int64_t j = 0; j < S; ++j) dst[j] += W[j * D + d] * x;
+  const float qscale = req.scale * kLog2e;  // base-2 logits
+  auto map = [&](int64_t i, const SelectionList &l, float *out) {
+    for (int64_t g = 0; g < l.q_heads; ++g) {
+      const int64_t hq = l.q_head0 + g;
+      const int64_t set = q_sets_ == 1 ? 0 : q_sets_ == H_q ? hq : hq / G;
+      const float *W = &q_proj_[size_t(set * S * D)];
+      const int64_t base = i * q.stride[0] + hq * q.stride[1];
+      float *dst = out + g * S;
+      for (int64_t j = 0; j < S; ++j) dst[j] = 0.f;
+      for (int64_t d = 0; d < D; ++d) {
+        const float x = read_float(q, base + d * q.stride[2]);
+        for (int64_t j = 0; j < S; ++j) dst[j] += W[j * D + d] * x;
+      }
+      for (int64_t j = 0; j < S; ++j) dst[j] *= qscale;
     }
-    for (int64_t j = 0; j < S; ++j) dst[j] *= factor;
   };
   select_by_dot_product(ctx, req, search_keys_, map);
 }

@@ -1,0 +1,174 @@
+#include "select/candidate_rescore.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+namespace sa {
+namespace {
+
+// Runs of at least this many consecutive slots are scored where they lie; shorter pieces are
+// gathered first (the SIMD kernels score rows in blocks of up to 16).
+constexpr int64_t kInPlaceRun = 16;
+
+// Appends the slots of `sorted` to s.columns: long runs scored in place now, the rest queued in
+// s.singles for one gathered pass.
+void score_runs(const sa_context &ctx, const KeyStore &keys, const SelectionList &l, const std::vector<int32_t> &sorted,
+                int64_t ld, RescoreScratch &s) {
+  const int64_t D = keys.dim();
+  size_t a = 0;
+  while (a < sorted.size()) {
+    size_t b = a + 1;
+    while (b < sorted.size() && sorted[b] == sorted[b - 1] + 1) ++b;
+    if (int64_t(b - a) >= kInPlaceRun) {
+      const int64_t col = int64_t(s.columns.size());
+      score_rows_grouped(*ctx.kernels, keys.dtype(), s.queries.data(), l.q_heads, D, keys.row(int(l.kv_head), sorted[a]),
+                         int64_t(b - a), s.scores.data() + col, ld);
+      s.columns.insert(s.columns.end(), sorted.begin() + long(a), sorted.begin() + long(b));
+    } else {
+      s.singles.insert(s.singles.end(), sorted.begin() + long(a), sorted.begin() + long(b));
+    }
+    a = b;
+  }
+}
+
+}  // namespace
+
+int64_t selection_list_count(const SelectRequest &req, int64_t kv_heads) {
+  return req.per_query_head ? req.queries.shape[1] : kv_heads;
+}
+
+SelectionList selection_list(const SelectRequest &req, int64_t kv_heads, int64_t list) {
+  const int64_t G = req.queries.shape[1] / kv_heads;
+  SelectionList l;
+  l.list = list;
+  if (req.per_query_head) {
+    l.kv_head = list / G;
+    l.q_head0 = list;
+    l.q_heads = 1;
+  } else {
+    l.kv_head = list;
+    l.q_head0 = list * G;
+    l.q_heads = G;
+  }
+  return l;
+}
+
+QueryVisibility query_visibility(const SelectRequest &req, int64_t i) {
+  QueryVisibility v;
+  v.query_pos = req.positions[size_t(i)];
+  if (req.query_segments) {
+    v.key_segments = req.key_segments;
+    v.segment = req.query_segments[i];
+  }
+  return v;
+}
+
+KeepRule keep_rule(const SelectRequest &req, int64_t i) {
+  return KeepRule{req.positions[size_t(i)], req.window, req.sinks, req.top_k, req.mass_target};
+}
+
+void collect_forced(const KeyStore &keys, const SelectRequest &req, int64_t i, std::vector<int32_t> &forced) {
+  forced.clear();
+  const QueryVisibility vis = query_visibility(req, i);
+  const int64_t p = vis.query_pos;
+  if (req.sinks > 0) keys.slots_at_positions(0, std::min<int64_t>(req.sinks - 1, p), forced);
+  if (req.window > 0) keys.slots_at_positions(std::max<int64_t>(p - req.window + 1, req.sinks), p, forced);
+  if (vis.key_segments)
+    forced.erase(std::remove_if(forced.begin(), forced.end(), [&](int32_t s) { return vis.key_segments[s] != vis.segment; }),
+                 forced.end());
+  std::sort(forced.begin(), forced.end());
+}
+
+void load_list_queries(const SelectRequest &req, int64_t i, const SelectionList &l, float *out) {
+  const TensorView &q = req.queries;
+  const int64_t D = q.shape[2];
+  const float qscale = req.scale * kLog2e;
+  for (int64_t g = 0; g < l.q_heads; ++g)
+    for (int64_t d = 0; d < D; ++d)
+      out[g * D + d] = qscale * read_float(q, i * q.stride[0] + (l.q_head0 + g) * q.stride[1] + d * q.stride[2]);
+}
+
+void score_rows_grouped(const KernelTable &k, sa_dtype dtype, const float *q, int64_t q_heads, int64_t D,
+                        const void *rows, int64_t n, float *scores, int64_t ld) {
+  for (int64_t g0 = 0; g0 < q_heads; g0 += kMaxGroup) {
+    const int g = int(std::min<int64_t>(kMaxGroup, q_heads - g0));
+    k.score_rows(dtype, q + g0 * D, g, int(D), rows, n, scores + g0 * ld, ld);
+  }
+}
+
+void add_softmax_mass(const KernelTable &k, const float *row, int64_t n, float *mass) {
+  const float m = k.max_of(row, n);
+  if (m == -std::numeric_limits<float>::infinity()) return;  // nothing visible
+  const float lse = m + std::log2(k.exp2_sum(row, n, m));
+  k.exp2_accumulate(row, n, lse, mass);
+}
+
+int32_t *selection_row(const SelectRequest &req, int64_t i, const SelectionList &l) {
+  return req.indices.ptr<int32_t>() + i * req.indices.stride[0] + l.list * req.indices.stride[1];
+}
+
+void rescore_candidates(const sa_context &ctx, const KeyStore &keys, const SelectRequest &req, int64_t i,
+                        const SelectionList &l, RescoreScratch &s) {
+  const QueryVisibility vis = query_visibility(req, i);
+  const KeepRule rule = keep_rule(req, i);
+  const int64_t *pos = keys.positions();
+  collect_forced(keys, req, i, s.forced);
+
+  std::vector<int32_t> &c = s.candidates;
+  std::sort(c.begin(), c.end());
+  c.erase(std::unique(c.begin(), c.end()), c.end());
+  c.erase(std::remove_if(c.begin(), c.end(),
+                         [&](int32_t slot) { return !vis(slot, pos[slot]) || always_kept(pos[slot], rule); }),
+          c.end());
+
+  const int64_t n = int64_t(s.forced.size() + c.size()), D = keys.dim();
+  s.ranked.clear();
+  float forced_mass = 0.f;
+  if (n > 0) {
+    s.queries.resize(size_t(l.q_heads * D));
+    load_list_queries(req, i, l, s.queries.data());
+    s.scores.resize(size_t(l.q_heads * n));
+    s.columns.clear();
+    s.singles.clear();
+    score_runs(ctx, keys, l, s.forced, n, s);
+    score_runs(ctx, keys, l, c, n, s);
+    const std::vector<int32_t> &singles = s.singles;
+    if (!singles.empty()) {
+      const size_t rb = keys.row_bytes();
+      s.gathered.resize(singles.size() * rb);
+      for (size_t j = 0; j < singles.size(); ++j)
+        std::memcpy(s.gathered.data() + j * rb, keys.row(int(l.kv_head), singles[j]), rb);
+      score_rows_grouped(*ctx.kernels, keys.dtype(), s.queries.data(), l.q_heads, D, s.gathered.data(),
+                         int64_t(singles.size()), s.scores.data() + s.columns.size(), n);
+      s.columns.insert(s.columns.end(), singles.begin(), singles.end());
+    }
+    s.mass.assign(size_t(n), 0.f);
+    for (int64_t g = 0; g < l.q_heads; ++g) add_softmax_mass(*ctx.kernels, &s.scores[size_t(g * n)], n, s.mass.data());
+    const float norm = 1.f / float(l.q_heads);
+    for (int64_t j = 0; j < n; ++j) {
+      const int32_t slot = s.columns[size_t(j)];
+      const float mass = s.mass[size_t(j)] * norm;
+      if (always_kept(pos[slot], rule)) forced_mass += mass;
+      else s.ranked.push_back({mass, slot});
+    }
+  }
+  write_selection(s.ranked, s.forced, forced_mass, rule, selection_row(req, i, l), req.indices.shape[2],
+                  req.indices.stride[2]);
+}
+
+void write_ranked_candidates(const KeyStore &keys, const SelectRequest &req, int64_t i, const SelectionList &l,
+                             RescoreScratch &s) {
+  const QueryVisibility vis = query_visibility(req, i);
+  KeepRule rule = keep_rule(req, i);
+  rule.mass_target = 0.f;  // no mass estimate behind these scores
+  const int64_t *pos = keys.positions();
+  collect_forced(keys, req, i, s.forced);
+  s.ranked.erase(std::remove_if(s.ranked.begin(), s.ranked.end(),
+                                [&](const Candidate &x) { return !vis(x.slot, pos[x.slot]) || always_kept(pos[x.slot], rule); }),
+                 s.ranked.end());
+  write_selection(s.ranked, s.forced, 0.f, rule, selection_row(req, i, l), req.indices.shape[2], req.indices.stride[2]);
+}
+
+}  // namespace sa

@@ -1,0 +1,94 @@
+// How every approximate selector (page, lsh, hnsw) finishes a selection. The selector proposes
+// candidate slots for one query and one output list; this module adds the sinks and the window
+// (found by position), drops what the query may not see (causal position, segment), scores the
+// candidates exactly with the context's kernels and writes the best ones (top_k, or the fewest
+// reaching the mass target) ascending with -1 padding. The exact selector shares the pieces.
+//
+// Typical use inside a selector's select():
+//   std::vector<RescoreScratch> scratch(ctx.threads);          // one per thread
+//   parallel_for(ctx.threads, n_q * lists, [&](int64_t t) {
+//     RescoreScratch &s = scratch[thread_slot()];
+//     const SelectionList l = selection_list(req, keys.heads(), t % lists);
+//     ... propose candidate slots for query t / lists into s.candidates ...
+//     rescore_candidates(ctx, keys, req, t / lists, l, s);
+//   });
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "attend/kernels.hpp"
+#include "select/key_store.hpp"
+#include "select/selection_merge.hpp"
+#include "select/selector.hpp"
+
+namespace sa {
+
+constexpr float kLog2e = 1.4426950408889634f;
+
+// One output list of a request: a KV head (its group of query heads scored together) or,
+// with per_query_head, a single query head.
+struct SelectionList {
+  int64_t list = 0;     // index along indices.shape[1]
+  int64_t kv_head = 0;  // whose keys the list reads
+  int64_t q_head0 = 0;  // first query head scored
+  int64_t q_heads = 1;  // number of query heads scored (the group size, or 1)
+};
+int64_t selection_list_count(const SelectRequest &req, int64_t kv_heads);
+SelectionList selection_list(const SelectRequest &req, int64_t kv_heads, int64_t list);
+
+// Whether query i may see a slot: causal by position, and its own segment when segments are on.
+struct QueryVisibility {
+  int64_t query_pos = 0;
+  const int32_t *key_segments = nullptr;  // nullptr: no segments
+  int32_t segment = 0;
+  bool operator()(int32_t slot, int64_t slot_pos) const {
+    return slot_pos <= query_pos && (!key_segments || key_segments[slot] == segment);
+  }
+};
+QueryVisibility query_visibility(const SelectRequest &req, int64_t i);
+KeepRule keep_rule(const SelectRequest &req, int64_t i);
+
+// The visible sink and window slots of query i, ascending by slot, into `forced` (cleared
+// first). Binary search over positions: O(log N + sinks + window).
+void collect_forced(const KeyStore &keys, const SelectRequest &req, int64_t i, std::vector<int32_t> &forced);
+
+// Query heads [l.q_head0, l.q_head0 + l.q_heads) of query i as f32, multiplied by
+// scale * log2(e) so dot products are base-2 logits: out[g * D + d].
+void load_list_queries(const SelectRequest &req, int64_t i, const SelectionList &l, float *out);
+
+// scores[g * ld + j] = q_g . row_j for g < q_heads (any number: split into kernel-sized groups).
+void score_rows_grouped(const KernelTable &k, sa_dtype dtype, const float *q, int64_t q_heads, int64_t D,
+                        const void *rows, int64_t n, float *scores, int64_t ld);
+
+// mass[j] += 2^(row[j] - lse(row)) for j < n: one head's softmax probabilities over the row
+// (base-2 logits, -inf for excluded entries). Does nothing when every entry is -inf.
+void add_softmax_mass(const KernelTable &k, const float *row, int64_t n, float *mass);
+
+// Where list l of query i is written.
+int32_t *selection_row(const SelectRequest &req, int64_t i, const SelectionList &l);
+
+// Per-thread buffers of rescore_candidates, reused between calls. `candidates` is the input.
+struct RescoreScratch {
+  std::vector<int32_t> candidates;  // the selector's proposals: any order, duplicates allowed
+  std::vector<int32_t> forced, columns, singles;
+  std::vector<float> queries, scores, mass;
+  std::vector<char> gathered;
+  std::vector<Candidate> ranked;
+};
+
+// Finishes list l of query i from s.candidates (reordered and deduplicated on return):
+// forced slots (sinks, window) always kept; invisible and forced candidates dropped; the rest
+// ranked by exact attention probability, summed over the list's query heads, with the softmax
+// normalised over candidates + forced keys (the keys the selector knows of); mass targets
+// measure that estimate. Deterministic: the result depends only on the candidate set.
+void rescore_candidates(const sa_context &ctx, const KeyStore &keys, const SelectRequest &req, int64_t i,
+                        const SelectionList &l, RescoreScratch &s);
+
+// Like rescore_candidates, but with the selector's own scores (higher is better, ties by
+// lower slot) instead of exact scores, in s.ranked; s.candidates is unused. Without exact
+// masses there is no mass target: the caller must use rescore_candidates when one is set.
+void write_ranked_candidates(const KeyStore &keys, const SelectRequest &req, int64_t i, const SelectionList &l,
+                             RescoreScratch &s);
+
+}  // namespace sa
