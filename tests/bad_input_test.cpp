@@ -199,7 +199,11 @@ std::vector<Case> cases() {
   add("IndexCreateNullOut", SA_ERR_NULL_POINTER, [](Fx &f) { return sa_index_create(f.ctx, &f.ix_opt, nullptr); });
   add("IndexStructSizeZero", SA_ERR_STRUCT_SIZE, [](Fx &f) { f.ix_opt.struct_size = 0; return f.index_create(); });
   add("IndexStructSizeTooSmall", SA_ERR_STRUCT_SIZE,
-      [](Fx &f) { f.ix_opt.struct_size = sizeof(sa_index_options) - 1; return f.index_create(); });
+      [](Fx &f) {
+        // The smallest accepted size ends before learned.rescore (hosts built before it).
+        f.ix_opt.struct_size = offsetof(sa_index_options, learned) + offsetof(sa_learned_options, rescore) - 1;
+        return f.index_create();
+      });
   add("IndexZeroKvHeads", SA_ERR_INVALID_ARGUMENT, [](Fx &f) { f.ix_opt.num_kv_heads = 0; return f.index_create(); },
       "num_kv_heads");
   add("IndexNegativeKvHeads", SA_ERR_INVALID_ARGUMENT, [](Fx &f) { f.ix_opt.num_kv_heads = -2; return f.index_create(); });
@@ -217,6 +221,15 @@ std::vector<Case> cases() {
   add("IndexerNullWeightsPath", SA_ERR_NULL_POINTER,
       [](Fx &f) { use_learned(f, learned_weights(), SA_SELECTOR_INDEXER); f.ix_opt.learned.weights_path = nullptr; return f.index_create(); },
       "weights_path");
+  add("LearnedNegativeRescore", SA_ERR_INVALID_ARGUMENT,
+      [](Fx &f) { use_learned(f, learned_weights()); f.ix_opt.learned.rescore = -1; return f.index_create(); },
+      "opt->learned.rescore is -1");
+  add("LearnedHugeRescore", SA_ERR_INVALID_ARGUMENT,
+      [](Fx &f) { use_learned(f, learned_weights()); f.ix_opt.learned.rescore = 65537; return f.index_create(); },
+      "opt->learned.rescore is 65537, expected 0 (one stage) to 65536");
+  add("LearnedRescoreOverflow", SA_ERR_INVALID_ARGUMENT,
+      [](Fx &f) { use_learned(f, learned_weights()); f.ix_opt.learned.rescore = INT64_MAX; return f.index_create(); },
+      "opt->learned.rescore");
   add("LearnedNegativeLayer", SA_ERR_INVALID_ARGUMENT,
       [](Fx &f) { use_learned(f, learned_weights()); f.ix_opt.learned.layer = -1; return f.index_create(); }, "layer");
   add("LearnedMissingFile", SA_ERR_INVALID_ARGUMENT, [](Fx &f) {

@@ -7,6 +7,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstddef>
+#include <functional>
 #include <set>
 #include <string>
 #include <vector>
@@ -47,10 +49,13 @@ TEST(Learned, IdentityProjectionsReproduceTheExactSelector) {
       {"layers.2.k_proj", "F16", {D, D}, wf::identity(1, D), ""},  // shared, and f16 in the file
   }));
   auto ctx = sat::make_context(2);
+  // The search space alone, the fewest candidates (top_k), and the default.
+  for (int64_t rescore : {int64_t(0), int64_t(1), sa_index_options_default().learned.rescore})
   for (sa_dtype dtype : {SA_DTYPE_F32, SA_DTYPE_F16}) {
     sat::Rng rng(11);
     auto exact = sat::make_index(ctx.get(), Hkv, D, dtype);
     sa_index_options o = wf::learned_options(SA_SELECTOR_LEARNED, path, 2, Hkv, D, dtype);
+    o.learned.rescore = rescore;
     sa_index *raw = nullptr;
     ASSERT_SA_OK(sa_index_create(ctx.get(), &o, &raw));
     sat::IndexPtr learned(raw);
@@ -78,7 +83,8 @@ TEST(Learned, IdentityProjectionsReproduceTheExactSelector) {
         Tensor want(SA_DTYPE_I32, {n_q, rows, 40}), got(SA_DTYPE_I32, {n_q, rows, 40});
         ASSERT_SA_OK(sa_select(exact.get(), q.t(), &so, want.t()));
         ASSERT_SA_OK(sa_select(learned.get(), q.t(), &so, got.t()));
-        EXPECT_EQ(as_ints(got), as_ints(want)) << "dtype " << dtype << " n_q " << n_q << " per_head " << per_head;
+        EXPECT_EQ(as_ints(got), as_ints(want))
+            << "rescore " << rescore << " dtype " << dtype << " n_q " << n_q << " per_head " << per_head;
       }
     }
   }
@@ -118,6 +124,7 @@ TEST(Learned, MatchesAReferenceInTheProjectedSpace) {
   }));
   auto ctx = sat::make_context(1);
   sa_index_options o = wf::learned_options(SA_SELECTOR_LEARNED, path, 0, Hkv, D);
+  o.learned.rescore = 0;  // the search space alone
   sa_index *raw = nullptr;
   ASSERT_SA_OK(sa_index_create(ctx.get(), &o, &raw));
   sat::IndexPtr ix(raw);
@@ -212,6 +219,7 @@ TEST(Learned, RecallFallsGracefullyAsTheRankDrops) {
     std::string path = wf::write_file(wf::file_bytes({{"layers.0.q_proj", "F32", {r, D}, w, ""},
                                                       {"layers.0.k_proj", "F32", {r, D}, w, ""}}));
     sa_index_options o = wf::learned_options(SA_SELECTOR_LEARNED, path, 0, 1, D);
+    o.learned.rescore = 0;  // the search space alone
     sa_index *raw = nullptr;
     ASSERT_SA_OK(sa_index_create(ctx.get(), &o, &raw));
     sat::IndexPtr ix(raw);
@@ -246,6 +254,7 @@ TEST(Learned, QueryHeadsThatDoNotFitTheWeightsAreRefused) {
                                                     {"layers.0.k_proj", "F32", {S, D}, f32_values(rng, S * D, 1), ""}}));
   auto ctx = sat::make_context(1);
   sa_index_options o = wf::learned_options(SA_SELECTOR_LEARNED, path, 0, Hkv, D);
+  o.learned.rescore = 0;  // the search space alone
   sa_index *raw = nullptr;
   ASSERT_SA_OK(sa_index_create(ctx.get(), &o, &raw));
   sat::IndexPtr ix(raw);
@@ -261,6 +270,171 @@ TEST(Learned, QueryHeadsThatDoNotFitTheWeightsAreRefused) {
   EXPECT_TRUE(out.untouched());
   Tensor q6 = sat::random_tensor(rng, SA_DTYPE_F32, {1, 6, D});
   EXPECT_SA_OK(sa_select(ix.get(), q6.t(), &so, out.t()));
+}
+
+// ------------------------------------------------------------------ learned: two stages
+
+// Slots of a selection row (padding dropped).
+std::set<int32_t> slots_of(const std::vector<int32_t> &row) {
+  std::set<int32_t> out;
+  for (int32_t s : row)
+    if (s >= 0) out.insert(s);
+  return out;
+}
+
+sat::IndexPtr learned_index(sa_context *ctx, const std::string &path, int Hkv, int D, int64_t rescore,
+                            sa_dtype dtype = SA_DTYPE_F32) {
+  sa_index_options o = wf::learned_options(SA_SELECTOR_LEARNED, path, 0, Hkv, D, dtype);
+  o.learned.rescore = rescore;
+  sa_index *raw = nullptr;
+  EXPECT_SA_OK(sa_index_create(ctx, &o, &raw));
+  return sat::IndexPtr(raw);
+}
+
+// Planted keys the projection cannot see: it keeps dimensions 0..3, where decoys outscore the
+// planted keys, while the planted keys' dimension 8 matches the query. The search space alone
+// returns decoys; rescoring the best 8 * top_k finds every planted key.
+TEST(Learned, RescoringRecoversPlantedKeysTheProjectionMisses) {
+  const int D = 16, S = 4, N = 400, K = 8, kPlanted = 8, kDecoys = 40;
+  sat::Rng rng(61);
+  std::vector<double> w(size_t(S * D), 0.0);
+  for (int j = 0; j < S; ++j) w[size_t(j * D + j)] = 1.0;
+  std::string path = wf::write_file(wf::file_bytes({{"layers.0.q_proj", "F32", {S, D}, w, ""},
+                                                    {"layers.0.k_proj", "F32", {S, D}, w, ""}}));
+  Tensor keys = sat::random_tensor(rng, SA_DTYPE_F32, {N, 1, D}, {}, 0.3);
+  std::set<int32_t> planted;
+  for (int i = 0; i < kPlanted + kDecoys; ++i) {
+    const int64_t slot = 20 + 9 * i;
+    const bool good = i % 6 == 0 && int(planted.size()) < kPlanted;
+    keys.set({slot, 0, 0}, good ? 1.5 : 2.0);  // decoys lead in the search space
+    keys.set({slot, 0, 8}, good ? 3.0 : 0.0);  // the planted keys lead in truth
+    if (good) planted.insert(int32_t(slot));
+  }
+  ASSERT_EQ(int(planted.size()), kPlanted);
+  Tensor q(SA_DTYPE_F32, {1, 1, D});
+  q.set({0, 0, 0}, 2.0), q.set({0, 0, 8}, 4.0);
+  auto ctx = sat::make_context(1);
+  sa_select_options so = SA_SELECT_OPTIONS_INIT;
+  so.top_k = K, so.window = 0, so.sinks = 0;
+  std::vector<size_t> found;
+  for (int64_t rescore : {0, 1, 2, 8}) {
+    sat::IndexPtr ix = learned_index(ctx.get(), path, 1, D, rescore);
+    ASSERT_SA_OK(sa_index_append(ix.get(), keys.t()));
+    Tensor out(SA_DTYPE_I32, {1, 1, K});
+    ASSERT_SA_OK(sa_select(ix.get(), q.t(), &so, out.t()));
+    size_t hits = 0;
+    for (int32_t s : slots_of(row_of(out, 0, 0))) hits += planted.count(s);
+    found.push_back(hits);
+  }
+  EXPECT_EQ(found[0], 0u) << "the search space alone prefers the decoys";
+  for (size_t r = 1; r < found.size(); ++r) EXPECT_GE(found[r], found[r - 1]) << "rescore step " << r;
+  EXPECT_EQ(found.back(), size_t(kPlanted)) << "rescoring 64 candidates covers decoys and planted keys";
+}
+
+// On random data with a low-rank projection: the exact top-K keys that the two-stage selection
+// keeps are never fewer than the search space alone keeps, and grow with the candidates.
+TEST(Learned, RescoringNeverKeepsFewerExactTopKeys) {
+  const int Hkv = 2, Hq = 4, D = 16, S = 3, N = 500, n_q = 10, K = 12;
+  sat::Rng rng(62);
+  std::string path = wf::write_file(wf::file_bytes({
+      {"layers.0.q_proj", "F32", {Hkv, S, D}, f32_values(rng, size_t(Hkv * S * D), 0.5), ""},
+      {"layers.0.k_proj", "F32", {Hkv, S, D}, f32_values(rng, size_t(Hkv * S * D), 0.5), ""},
+  }));
+  auto ctx = sat::make_context(2);
+  Tensor keys = sat::random_tensor(rng, SA_DTYPE_F32, {N, Hkv, D});
+  Tensor q = sat::random_tensor(rng, SA_DTYPE_F32, {n_q, Hq, D}, {}, 2.0);
+  auto exact = sat::make_index(ctx.get(), Hkv, D);
+  ASSERT_SA_OK(sa_index_append(exact.get(), keys.t()));
+  for (int per_head = 0; per_head < 2; ++per_head) {
+    sa_select_options so = SA_SELECT_OPTIONS_INIT;
+    so.top_k = K, so.window = 4, so.sinks = 2, so.per_query_head = per_head;
+    const int64_t rows = per_head ? Hq : Hkv, width = K + 6;
+    Tensor want(SA_DTYPE_I32, {n_q, rows, width});
+    ASSERT_SA_OK(sa_select(exact.get(), q.t(), &so, want.t()));
+    std::vector<std::vector<size_t>> hits;  // [rescore][query * rows + row]
+    for (int64_t rescore : {0, 1, 2, 4, 64}) {
+      sat::IndexPtr ix = learned_index(ctx.get(), path, Hkv, D, rescore);
+      ASSERT_SA_OK(sa_index_append(ix.get(), keys.t()));
+      Tensor got(SA_DTYPE_I32, {n_q, rows, width});
+      ASSERT_SA_OK(sa_select(ix.get(), q.t(), &so, got.t()));
+      hits.emplace_back();
+      for (int64_t i = 0; i < n_q; ++i)
+        for (int64_t h = 0; h < rows; ++h) {
+          const std::set<int32_t> a = slots_of(row_of(want, i, h));
+          size_t n = 0;
+          for (int32_t s : slots_of(row_of(got, i, h))) n += a.count(s);
+          hits.back().push_back(n);
+        }
+    }
+    for (size_t r = 1; r < hits.size(); ++r)
+      for (size_t j = 0; j < hits[r].size(); ++j)
+        EXPECT_GE(hits[r][j], hits[r - 1][j]) << "per_head " << per_head << " step " << r << " list " << j;
+    // 64 * K candidates cover all 500 keys: the exact selection.
+    for (size_t j = 0; j < hits.back().size(); ++j) EXPECT_EQ(hits.back()[j], size_t(width)) << "list " << j;
+    size_t total0 = 0, total1 = 0;
+    for (size_t j = 0; j < hits[0].size(); ++j) total0 += hits[0][j], total1 += hits[2][j];
+    EXPECT_GT(total1, total0) << "rank 3 alone must miss keys that rescoring finds";
+  }
+}
+
+// With every slot rescored, a useless projection (all zeros) still gives the exact selection,
+// mass target included: only the native keys decide, so they must follow appends and updates
+// (refilled slots, new positions) slot for slot, in the index dtype.
+TEST(Learned, NativeKeysFollowAppendsAndUpdates) {
+  const int Hkv = 2, Hq = 4, D = 16, S = 2;
+  std::string path = wf::write_file(wf::file_bytes({{"layers.0.q_proj", "F32", {S, D}, std::vector<double>(S * D, 0.0), ""},
+                                                    {"layers.0.k_proj", "F32", {S, D}, std::vector<double>(S * D, 0.0), ""}}));
+  auto ctx = sat::make_context(2);
+  for (sa_dtype dtype : {SA_DTYPE_F32, SA_DTYPE_BF16}) {
+    sat::Rng rng(63);
+    auto exact = sat::make_index(ctx.get(), Hkv, D, dtype);
+    sat::IndexPtr ix = learned_index(ctx.get(), path, Hkv, D, 1000, dtype);  // 1000 * top_k covers every slot
+    auto both = [&](const std::function<sa_status(sa_index *)> &f) {
+      ASSERT_SA_OK(f(exact.get()));
+      ASSERT_SA_OK(f(ix.get()));
+    };
+    Tensor k0 = sat::random_tensor(rng, SA_DTYPE_F32, {150, Hkv, D}), k1 = sat::random_tensor(rng, SA_DTYPE_F16, {7, Hkv, D});
+    both([&](sa_index *x) { return sa_index_append(x, k0.t()); });
+    both([&](sa_index *x) { return sa_index_append(x, k1.t()); });
+    std::vector<int32_t> slots = {3, 90, 40, 41};
+    std::vector<int64_t> pos = {160, 161, 5, 170};  // slot 40 moves back to an earlier position
+    Tensor upd = sat::random_tensor(rng, SA_DTYPE_F32, {4, Hkv, D}, {}, 2.0);
+    both([&](sa_index *x) { return sa_index_update(x, slots.data(), 4, upd.t(), pos.data()); });
+    Tensor upd2 = sat::random_tensor(rng, SA_DTYPE_F32, {2, Hkv, D}, {}, 2.0);
+    both([&](sa_index *x) { return sa_index_update(x, slots.data() + 2, 2, upd2.t(), nullptr); });  // next positions
+    Tensor k2 = sat::random_tensor(rng, SA_DTYPE_F32, {20, Hkv, D});
+    both([&](sa_index *x) { return sa_index_append(x, k2.t()); });
+    for (int variant = 0; variant < 3; ++variant) {
+      for (int64_t n_q : {int64_t(2), int64_t(9)}) {
+        Tensor q = sat::random_tensor(rng, SA_DTYPE_F32, {n_q, Hq, D}, {}, 1.5);
+        sa_select_options so = SA_SELECT_OPTIONS_INIT;
+        so.top_k = 10, so.window = 5, so.sinks = 2, so.per_query_head = variant == 1;
+        if (variant == 2) so.mass_target = 0.6f;
+        const int64_t rows = so.per_query_head ? Hq : Hkv;
+        Tensor want(SA_DTYPE_I32, {n_q, rows, 17}), got(SA_DTYPE_I32, {n_q, rows, 17});
+        ASSERT_SA_OK(sa_select(exact.get(), q.t(), &so, want.t()));
+        ASSERT_SA_OK(sa_select(ix.get(), q.t(), &so, got.t()));
+        EXPECT_EQ(as_ints(got), as_ints(want)) << "dtype " << dtype << " variant " << variant << " n_q " << n_q;
+      }
+    }
+  }
+}
+
+// A host built before learned.rescore passes the older struct_size: the field is not read
+// (here it holds a value that would be refused) and the default applies.
+TEST(Learned, OlderStructSizeLeavesRescoreAtItsDefault) {
+  const int D = 8;
+  std::string path = wf::write_file(wf::file_bytes({{"layers.0.q_proj", "F32", {D, D}, wf::identity(1, D), ""},
+                                                    {"layers.0.k_proj", "F32", {D, D}, wf::identity(1, D), ""}}));
+  auto ctx = sat::make_context(1);
+  sa_index_options o = wf::learned_options(SA_SELECTOR_LEARNED, path, 0, 1, D);
+  o.learned.rescore = -7;
+  sa_index *raw = nullptr;
+  EXPECT_SA_ERR(SA_ERR_INVALID_ARGUMENT, sa_index_create(ctx.get(), &o, &raw));
+  o.struct_size = offsetof(sa_index_options, learned) + offsetof(sa_learned_options, rescore);
+  ASSERT_SA_OK(sa_index_create(ctx.get(), &o, &raw));
+  sat::IndexPtr ix(raw);
+  EXPECT_EQ(sa_index_options_default().learned.rescore, 8);
 }
 
 // ------------------------------------------------------------------ indexer

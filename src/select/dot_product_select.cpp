@@ -21,17 +21,28 @@ struct Scratch {
   std::vector<uint8_t> visible;
   std::vector<Candidate> cands;
   std::vector<int32_t> forced;
+  RescoreScratch rescore;
 };
+
+// Keeps the best `count` of cands (the order write_selection ranks by) as the rescoring input.
+void take_best(std::vector<Candidate> &cands, int64_t count, std::vector<int32_t> &out) {
+  if (count < int64_t(cands.size()))
+    std::nth_element(cands.begin(), cands.begin() + count, cands.end(), ranks_before);
+  const size_t n = std::min(cands.size(), size_t(count));
+  out.clear();
+  for (size_t j = 0; j < n; ++j) out.push_back(cands[j].slot);
+}
 
 }  // namespace
 
 void select_by_dot_product(const sa_context &ctx, const SelectRequest &req, const KeyStore &keys_,
-                           const QueryMap &map_query) {
+                           const QueryMap &map_query, const RescoreStage &rescore) {
   const int64_t n_q = req.queries.shape[0], H_q = req.queries.shape[1], D = keys_.dim();
   const int64_t H_kv = keys_.heads(), G = H_q / H_kv, n = keys_.size();
   const TensorView &out = req.indices;
   const int64_t width = out.shape[2];
   const int64_t *pos = keys_.positions();
+  const bool two_stage = rescore.native && rescore.candidates > 0;
 
   if (n == 0) {  // nothing to choose from: every list is padding
     for (int64_t i = 0; i < n_q; ++i)
@@ -87,6 +98,11 @@ void select_by_dot_product(const sa_context &ctx, const SelectRequest &req, cons
         for (int64_t j = 0; j < n; ++j)
           if (s.visible[size_t(j)] && !always_kept(pos[j], rule)) s.cands.push_back({s.mass[size_t(j)] * norm, int32_t(j)});
         const SelectionList l = selection_list(req, H_kv, req.per_query_head ? h * G + g0 : h);
+        if (two_stage) {  // the forced slots are the rescoring's to add
+          take_best(s.cands, rescore.candidates, s.rescore.candidates);
+          rescore_candidates(ctx, *rescore.native, req, i, l, s.rescore);
+          continue;
+        }
         collect_forced(keys_, req, i, s.forced);
         float forced_mass = 0.f;
         for (int32_t j : s.forced) forced_mass += s.mass[size_t(j)] * norm;

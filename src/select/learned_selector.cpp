@@ -47,8 +47,9 @@ TensorView projected_view(std::vector<float> &rows, int64_t n, int heads, int S)
 }  // namespace
 
 LearnedSelector::LearnedSelector(const sa_context &ctx, const LayerWeights &weights, int heads, int dim,
-                                 sa_dtype dtype, int64_t capacity_hint)
-    : ctx_(ctx), heads_(heads), dim_(dim), d_search_(0), q_sets_(0), k_sets_(0), search_keys_(heads, 1, dtype, 0) {
+                                 sa_dtype dtype, int64_t capacity_hint, int64_t rescore_factor)
+    : ctx_(ctx), heads_(heads), dim_(dim), d_search_(0), q_sets_(0), k_sets_(0), search_keys_(heads, 1, dtype, 0),
+      rescore_factor_(rescore_factor) {
   const WeightTensor q = weights.get("q_proj", {3, 2});
   const WeightTensor k = weights.get("k_proj", {3, 2});
   int64_t dq = 0, dk = 0;
@@ -64,6 +65,7 @@ LearnedSelector::LearnedSelector(const sa_context &ctx, const LayerWeights &weig
     fail(SA_ERR_SHAPE, "%s: %lld search dimensions; at most 65536", weights.path().c_str(), (long long)dq);
   d_search_ = int(dq);
   search_keys_ = KeyStore(heads, d_search_, dtype, capacity_hint);
+  if (rescore_factor_ > 0) native_keys_ = std::make_unique<KeyStore>(heads, dim, dtype, capacity_hint);
 }
 
 std::vector<float> LearnedSelector::project_keys(const TensorView &keys, int64_t r0, int64_t r1) const {
@@ -96,6 +98,7 @@ void LearnedSelector::append(const TensorView &keys) {
     std::vector<float> rows = project_keys(keys, r0, r1);
     search_keys_.append(projected_view(rows, r1 - r0, heads_, d_search_));
   }
+  if (native_keys_) native_keys_->append(keys);
 }
 
 void LearnedSelector::update(const int32_t *slots, int64_t n, const TensorView &keys, const int64_t *positions) {
@@ -105,6 +108,7 @@ void LearnedSelector::update(const int32_t *slots, int64_t n, const TensorView &
     search_keys_.update(slots + r0, r1 - r0, projected_view(rows, r1 - r0, heads_, d_search_),
                         positions ? positions + r0 : nullptr);
   }
+  if (native_keys_) native_keys_->update(slots, n, keys, positions);
 }
 
 void LearnedSelector::select(const sa_context &ctx, const SelectRequest &req) const {
@@ -129,7 +133,12 @@ void LearnedSelector::select(const sa_context &ctx, const SelectRequest &req) co
       for (int64_t j = 0; j < S; ++j) dst[j] *= qscale;
     }
   };
-  select_by_dot_product(ctx, req, search_keys_, map);
+  RescoreStage rescore;
+  if (native_keys_) {
+    rescore.native = native_keys_.get();
+    rescore.candidates = rescore_factor_ * std::max<int64_t>(req.top_k, 1);
+  }
+  select_by_dot_product(ctx, req, search_keys_, map, rescore);
 }
 
 }  // namespace sa

@@ -10,16 +10,22 @@ namespace sa {
 
 namespace {
 
+constexpr int64_t kMaxRescore = 65536;  // rescore * top_k stays far inside int64
+
 std::unique_ptr<Selector> make_learned(const sa_context &ctx, const sa_index_options &opt, bool indexer) {
   if (!opt.learned.weights_path)
     fail(SA_ERR_NULL_POINTER, "opt->learned.weights_path is NULL; the %s selector reads its weights from a file",
          indexer ? "indexer" : "learned");
   if (opt.learned.layer < 0)
     fail(SA_ERR_INVALID_ARGUMENT, "opt->learned.layer is %d, expected >= 0", int(opt.learned.layer));
+  if (!indexer && (opt.learned.rescore < 0 || opt.learned.rescore > kMaxRescore))
+    fail(SA_ERR_INVALID_ARGUMENT, "opt->learned.rescore is %lld, expected 0 (one stage) to %lld",
+         (long long)opt.learned.rescore, (long long)kMaxRescore);
   try {
     const LayerWeights w(opt.learned.weights_path, opt.learned.layer);
     if (indexer) return std::make_unique<IndexerSelector>(ctx, w, opt.num_kv_heads, opt.head_dim, opt.dtype, opt.capacity);
-    return std::make_unique<LearnedSelector>(ctx, w, opt.num_kv_heads, opt.head_dim, opt.dtype, opt.capacity);
+    return std::make_unique<LearnedSelector>(ctx, w, opt.num_kv_heads, opt.head_dim, opt.dtype, opt.capacity,
+                                             opt.learned.rescore);
   } catch (Error &e) {
     e.message = "opt->learned.weights_path: " + e.message;
     throw;
