@@ -209,7 +209,8 @@ typedef struct sa_hnsw_options {
  *
  * SA_SELECTOR_INDEXER (lightning indexer): from the query heads of token t,
  * concatenated into x_t = [q_0; ...; q_{H_q-1}] (H_q * D values), n_heads indexer
- * queries u_{t,j} = Q_j x_t (d_index values each) and head weights w_{t,j} = w_j . x_t;
+ * queries u_{t,j} = Q_j x_t (d_index values each) and head weights
+ * w_{t,j} = w_j . x_t + b_j (b_j = 0 without the optional head_bias tensor);
  * from the KV heads of slot s, concatenated into y_s (H_kv * D values), one indexer
  * key z_s = Kp y_s, projected when appended. score(t, s) = sum_j w_{t,j} * max(0,
  * u_{t,j} . z_s); the top_k best slots (with window and sinks) form one list per
@@ -219,6 +220,8 @@ typedef struct sa_hnsw_options {
  *   layers.{L}.indexer.q_proj        [n_heads, d_index, H_q * D]
  *   layers.{L}.indexer.head_weights  [n_heads, H_q * D]
  *   layers.{L}.indexer.k_proj        [d_index, H_kv * D]
+ *   layers.{L}.indexer.head_bias     [n_heads]  (optional; constant head weights
+ *                                    need zero head_weights and this bias)
  *
  * sa_index_create fails with SA_ERR_NULL_POINTER for a NULL weights_path,
  * SA_ERR_INVALID_ARGUMENT for a negative layer or a path that cannot be opened,

@@ -245,6 +245,16 @@ std::vector<Case> cases() {
       [](Fx &f) { use_learned(f, learned_weights()); f.ix_opt.head_dim = kD * 2; return f.index_create(); }, "head_dim");
   add("LearnedWrongKvHeads", SA_ERR_SHAPE,
       [](Fx &f) { use_learned(f, learned_weights()); f.ix_opt.num_kv_heads = 3; return f.index_create(); }, "num_kv_heads");
+  add("IndexerHeadBiasWrongShape", SA_ERR_SHAPE, [](Fx &f) {
+    static const std::string path = wf::write_file(wf::file_bytes({
+        {"layers.0.indexer.q_proj", "F32", {2, 4, kHq * kD}, std::vector<double>(size_t(2 * 4 * kHq * kD), 0.1), ""},
+        {"layers.0.indexer.head_weights", "F32", {2, kHq * kD}, std::vector<double>(size_t(2 * kHq * kD), 0.0), ""},
+        {"layers.0.indexer.k_proj", "F32", {4, kHkv * kD}, std::vector<double>(size_t(4 * kHkv * kD), 0.1), ""},
+        {"layers.0.indexer.head_bias", "F32", {3}, {1.0, 1.0, 1.0}, ""},  // 2 heads
+    }));
+    use_learned(f, path, SA_SELECTOR_INDEXER);
+    return f.index_create();
+  }, "indexer.head_bias");
   add("IndexerWithoutIndexerTensors", SA_ERR_FORMAT,
       [](Fx &f) { use_learned(f, learned_weights(), SA_SELECTOR_INDEXER); return f.index_create(); }, "indexer.q_proj");
 

@@ -442,12 +442,15 @@ TEST(Learned, OlderStructSizeLeavesRescoreAtItsDefault) {
 struct IndexerWeights {
   int64_t NI, S, Hq, Hkv, D;
   std::vector<double> q_proj, head_weights, k_proj;
+  std::vector<double> head_bias;  // empty: no head_bias tensor in the file
 
   std::string file(int layer) const {
     const std::string L = "layers." + std::to_string(layer) + ".indexer.";
-    return wf::write_file(wf::file_bytes({{L + "q_proj", "F32", {NI, S, Hq * D}, q_proj, ""},
-                                          {L + "head_weights", "F32", {NI, Hq * D}, head_weights, ""},
-                                          {L + "k_proj", "F32", {S, Hkv * D}, k_proj, ""}}));
+    std::vector<wf::Entry> e = {{L + "q_proj", "F32", {NI, S, Hq * D}, q_proj, ""},
+                                {L + "head_weights", "F32", {NI, Hq * D}, head_weights, ""},
+                                {L + "k_proj", "F32", {S, Hkv * D}, k_proj, ""}};
+    if (!head_bias.empty()) e.push_back({L + "head_bias", "F32", {NI}, head_bias, ""});
+    return wf::write_file(wf::file_bytes(e));
   }
   // The indexer key of key row r, rounded as the index stores it.
   std::vector<double> key(const Tensor &k, int64_t r, sa_dtype dtype) const {
@@ -462,7 +465,7 @@ struct IndexerWeights {
   double score(const Tensor &q, int64_t i, const std::vector<double> &z) const {
     double total = 0;
     for (int64_t j = 0; j < NI; ++j) {
-      double w = 0, dot = 0;
+      double w = head_bias.empty() ? 0.0 : head_bias[size_t(j)], dot = 0;
       for (int64_t h = 0; h < Hq; ++h)
         for (int64_t d = 0; d < D; ++d) w += head_weights[size_t(j * Hq * D + h * D + d)] * q.get({i, h, d});
       for (int64_t c = 0; c < S; ++c) {
@@ -510,10 +513,13 @@ TEST(Indexer, MatchesTheReferenceFormula) {
   const int64_t Hkv = 2, Hq = 4, D = 8, NI = 3, S = 5, N = 180;
   sat::Rng rng(51);
   IndexerWeights w{NI, S, Hq, Hkv, D, f32_values(rng, size_t(NI * S * Hq * D), 0.3),
-                   f32_values(rng, size_t(NI * Hq * D), 0.5), f32_values(rng, size_t(S * Hkv * D), 0.3)};
-  std::string path = w.file(4);
+                   f32_values(rng, size_t(NI * Hq * D), 0.5), f32_values(rng, size_t(S * Hkv * D), 0.3), {}};
   auto ctx = sat::make_context(2);
+  for (int with_bias = 0; with_bias < 2; ++with_bias)
   for (sa_dtype dtype : {SA_DTYPE_F32, SA_DTYPE_F16}) {
+    // The optional head_bias: large enough to flip the sign of some head weights.
+    if (with_bias) w.head_bias = f32_values(rng, size_t(NI), 2.0);
+    const std::string path = w.file(4);
     sa_index_options o = wf::learned_options(SA_SELECTOR_INDEXER, path, 4, int(Hkv), int(D), dtype);
     sa_index *raw = nullptr;
     ASSERT_SA_OK(sa_index_create(ctx.get(), &o, &raw));
@@ -547,8 +553,9 @@ TEST(Indexer, MatchesTheReferenceFormula) {
           const int64_t p = variant == 1 ? N + 2 - n_q + 1 + i : qpos[size_t(i)];
           ref::RowExpectation e = indexer_expectation(w, z, pos, q, i, p, so);
           for (int64_t h = 0; h < rows; ++h) {
-            EXPECT_TRUE(ref::check_row(e, row_of(out, i, h), 1e-4)) << "dtype " << dtype << " variant " << variant
-                                                                   << " query " << i << " row " << h;
+            EXPECT_TRUE(ref::check_row(e, row_of(out, i, h), 1e-4)) << "bias " << with_bias << " dtype " << dtype
+                                                                   << " variant " << variant << " query " << i
+                                                                   << " row " << h;
             EXPECT_EQ(row_of(out, i, h), row_of(out, i, 0)) << "one list for every head";
           }
         }
@@ -563,7 +570,7 @@ TEST(Indexer, PicksThePlantedKeysItsWeightsFavour) {
   // query head 0's first value; the indexer key is KV head 0's first four values. So
   // score = x_0^2 * (max(0, k_0) - max(0, k_1)): keys high in k_0 win, unless high in k_1.
   IndexerWeights w{NI, S, Hq, Hkv, D, std::vector<double>(size_t(NI * S * in_q), 0.0),
-                   std::vector<double>(size_t(NI * in_q), 0.0), std::vector<double>(size_t(S * in_k), 0.0)};
+                   std::vector<double>(size_t(NI * in_q), 0.0), std::vector<double>(size_t(S * in_k), 0.0), {}};
   w.q_proj[size_t((0 * S + 0) * in_q + 0)] = 1;
   w.q_proj[size_t((1 * S + 1) * in_q + 0)] = 1;
   w.head_weights[size_t(0 * in_q + 0)] = 1;
@@ -610,7 +617,7 @@ TEST(Indexer, RefusesMassTargetsAndQueryHeadsThatDoNotFit) {
   const int64_t Hkv = 1, Hq = 2, D = 4, NI = 2, S = 3;
   sat::Rng rng(71);
   IndexerWeights w{NI, S, Hq, Hkv, D, f32_values(rng, size_t(NI * S * Hq * D), 1), f32_values(rng, size_t(NI * Hq * D), 1),
-                   f32_values(rng, size_t(S * Hkv * D), 1)};
+                   f32_values(rng, size_t(S * Hkv * D), 1), {}};
   std::string path = w.file(1);
   auto ctx = sat::make_context(1);
   sa_index_options o = wf::learned_options(SA_SELECTOR_INDEXER, path, 1, int(Hkv), int(D));
@@ -644,7 +651,7 @@ TEST(Indexer, EmptyIndexSelectsPadding) {
   const int64_t Hkv = 1, Hq = 1, D = 4, NI = 1, S = 2;
   sat::Rng rng(81);
   IndexerWeights w{NI, S, Hq, Hkv, D, f32_values(rng, size_t(NI * S * Hq * D), 1), f32_values(rng, size_t(NI * Hq * D), 1),
-                   f32_values(rng, size_t(S * Hkv * D), 1)};
+                   f32_values(rng, size_t(S * Hkv * D), 1), {}};
   std::string path = w.file(0);
   auto ctx = sat::make_context(1);
   sa_index_options o = wf::learned_options(SA_SELECTOR_INDEXER, path, 0, int(Hkv), int(D));

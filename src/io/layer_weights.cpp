@@ -32,6 +32,10 @@ LayerWeights::LayerWeights(const std::string &path, int layer) : file_(Safetenso
        prefix.c_str(), list.empty() ? "none" : list.c_str());
 }
 
+bool LayerWeights::has(const std::string &suffix) const {
+  return file_.find("layers." + std::to_string(layer_) + "." + suffix) != nullptr;
+}
+
 WeightTensor LayerWeights::get(const std::string &suffix, std::initializer_list<int> ranks) const {
   WeightTensor w;
   w.name = "layers." + std::to_string(layer_) + "." + suffix;

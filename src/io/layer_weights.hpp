@@ -26,6 +26,9 @@ class LayerWeights {
   // non-finite value: SA_ERR_FORMAT; another rank: SA_ERR_SHAPE.
   WeightTensor get(const std::string &suffix, std::initializer_list<int> ranks) const;
 
+  // Whether "layers.{L}.<suffix>" is in the file (for optional tensors).
+  bool has(const std::string &suffix) const;
+
   const std::string &path() const { return file_.origin(); }
   int layer() const { return layer_; }
 

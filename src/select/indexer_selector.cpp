@@ -6,8 +6,8 @@
 #include "core/error.hpp"
 #include "core/half.hpp"
 #include "core/threading.hpp"
+#include "select/candidate_rescore.hpp"
 #include "select/score_matmul.hpp"
-#include "select/selection_merge.hpp"
 
 namespace sa {
 
@@ -19,10 +19,8 @@ constexpr int64_t kGemmMinQueries = 8;
 constexpr int64_t kScoreBlockFloats = 1 << 22;
 constexpr int64_t kMaxQueryBlock = 64;
 
-struct Scratch {
+struct Scratch : RescoreScratch {  // ranked and forced go to write_ranked_candidates
   std::vector<float> concat, queries, weights, raw, score;
-  std::vector<Candidate> cands;
-  std::vector<int32_t> forced;
 };
 
 }  // namespace
@@ -50,6 +48,14 @@ IndexerSelector::IndexerSelector(const sa_context &ctx, const LayerWeights &weig
   if (k.shape[0] != d_index_ || k.shape[1] != int64_t(heads) * dim)
     fail(SA_ERR_SHAPE, "%s: \"%s\" has shape %s; expected [d_index = %lld, num_kv_heads * head_dim = %lld]", path,
          k.name.c_str(), shape_string(k.shape).c_str(), (long long)d_index_, (long long)heads * dim);
+  head_bias_.assign(size_t(n_index_heads_), 0.f);
+  if (weights.has("indexer.head_bias")) {
+    const WeightTensor b = weights.get("indexer.head_bias", {1});
+    if (b.shape[0] != n_index_heads_)
+      fail(SA_ERR_SHAPE, "%s: \"%s\" has shape %s; expected [%lld], one per indexer head of \"%s\"", path,
+           b.name.c_str(), shape_string(b.shape).c_str(), (long long)n_index_heads_, q.name.c_str());
+    head_bias_ = b.values;
+  }
   q_proj_ = q.values;
   head_weights_ = w.values;
   k_proj_ = k.values;
@@ -154,7 +160,7 @@ void IndexerSelector::select(const sa_context &ctx, const SelectRequest &req) co
     s.weights.resize(size_t(qblock * NI));
     s.raw.resize(size_t(qblock * NI * n));
     s.score.resize(size_t(n));
-    s.cands.reserve(size_t(n));
+    s.ranked.reserve(size_t(n));
   }
   OmpThreadLimit omp_limit(threads);
 
@@ -173,7 +179,7 @@ void IndexerSelector::select(const sa_context &ctx, const SelectRequest &req) co
       }
       for (int64_t j = 0; j < NI; ++j) {  // head weights
         const float *W = &head_weights_[size_t(j * in)];
-        float acc = 0.f;
+        float acc = head_bias_[size_t(j)];
         for (int64_t x = 0; x < in; ++x) acc += W[x] * s.concat[size_t(x)];
         s.weights[size_t((i - i0) * NI + j)] = acc;
       }
@@ -194,18 +200,11 @@ void IndexerSelector::select(const sa_context &ctx, const SelectRequest &req) co
         const float *raw = &s.raw[size_t(((i - i0) * NI + j) * n)];
         for (int64_t t = 0; t < n; ++t) s.score[size_t(t)] += w * std::max(raw[t], 0.f);
       }
-      const KeepRule rule{req.positions[size_t(i)], req.window, req.sinks, req.top_k, 0.f};
-      s.cands.clear();
-      s.forced.clear();
-      for (int64_t t = 0; t < n; ++t) {
-        if (pos[t] > rule.query_pos) continue;
-        if (req.query_segments && req.key_segments[t] != req.query_segments[i]) continue;
-        if (always_kept(pos[t], rule)) s.forced.push_back(int32_t(t));
-        else s.cands.push_back({s.score[size_t(t)], int32_t(t)});
-      }
-      // One list, written to the first head's row and copied to the others.
+      // One list, written to the first row and copied to the others.
+      s.ranked.clear();
+      for (int64_t t = 0; t < n; ++t) s.ranked.push_back({s.score[size_t(t)], int32_t(t)});
+      write_ranked_candidates(keys_, req, i, selection_list(req, keys_.heads(), 0), s);
       int32_t *row0 = base + i * out.stride[0];
-      write_selection(s.cands, s.forced, 0.f, rule, row0, width, out.stride[2]);
       for (int64_t h = 1; h < out.shape[1]; ++h)
         for (int64_t c = 0; c < width; ++c) row0[h * out.stride[1] + c * out.stride[2]] = row0[c * out.stride[2]];
     }

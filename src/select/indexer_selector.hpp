@@ -2,7 +2,8 @@
 // vectors q_j and head weights w_j, one small key k_s per token, and
 //   score(t, s) = sum_j w_j(t) * ReLU(q_j(t) . k_s).
 // Inputs are what the host passes: indexer queries and head weights are linear in the
-// concatenated query heads, the indexer key is linear in the concatenated KV heads (projected
+// concatenated query heads (head weights plus an optional constant), the indexer key is linear
+// in the concatenated KV heads (projected
 // when appended). One top-K list per query, written to every head's row. Weights layout:
 // include/sparseattn.h (SA_SELECTOR_INDEXER).
 #pragma once
@@ -36,6 +37,7 @@ class IndexerSelector final : public Selector {
   int64_t q_heads_ = 0, n_index_heads_ = 0, d_index_ = 0;
   std::vector<float> q_proj_;        // [n_index_heads * d_index][q_heads * dim]
   std::vector<float> head_weights_;  // [n_index_heads][q_heads * dim]
+  std::vector<float> head_bias_;     // [n_index_heads] (zeros when the file has none)
   std::vector<float> k_proj_;        // [d_index][heads * dim]
   KeyStore keys_;                    // one head of d_index
 };
