@@ -1,9 +1,11 @@
 // Attention mass captured by a selector against the exact top-K oracle on tinylm-qkv, in the
 // decode setting: a query at position t selects K keys among [0, t - window] and always keeps
 // the window of the last 64 positions; no sinks. Mass = the summed exact softmax probability
-// (averaged over the query group) of the chosen keys, window included.
+// (averaged over the query group) of the chosen keys, window included. --rescore R sets the
+// learned selector's two-stage factor (R * K candidates rescored exactly; 0: one stage;
+// default: the library's); the fraction of scored keys that were rescored is printed.
 //
-//   build/tools/learned_quality DATA_DIR WEIGHTS.safetensors [learned|indexer] [layers...]
+//   build/tools/learned_quality DATA_DIR WEIGHTS.safetensors [learned|indexer] [--rescore R] [layers...]
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -38,21 +40,25 @@ sa_tensor view(float *data, int64_t a, int64_t b, int64_t c) {
 
 int main(int argc, char **argv) {
   if (argc < 3) {
-    std::fprintf(stderr, "usage: %s DATA_DIR WEIGHTS.safetensors [learned|indexer] [layers...]\n", argv[0]);
+    std::fprintf(stderr, "usage: %s DATA_DIR WEIGHTS.safetensors [learned|indexer] [--rescore R] [layers...]\n",
+                 argv[0]);
     return 2;
   }
   const std::string dir = argv[1], weights = argv[2];
   sa_selector_kind kind = SA_SELECTOR_LEARNED;
   std::vector<int> layers;
+  int64_t rescore = sa_index_options_default().learned.rescore;
   for (int a = 3; a < argc; ++a) {
     if (!std::strcmp(argv[a], "indexer")) kind = SA_SELECTOR_INDEXER;
+    else if (!std::strcmp(argv[a], "--rescore") && a + 1 < argc) rescore = std::atoll(argv[++a]);
     else if (std::strcmp(argv[a], "learned")) layers.push_back(std::atoi(argv[a]));
   }
   if (layers.empty()) layers = {1, 3, 5, 7};
   sa_context *ctx = nullptr;
   check(sa_context_create(nullptr, &ctx), "sa_context_create");
 
-  std::printf("layer   K  mass_exact  mass_sel  diff_pts  rel_loss  recall\n");
+  if (kind == SA_SELECTOR_LEARNED) std::printf("rescore %lld\n", (long long)rescore);
+  std::printf("layer   K  mass_exact  mass_sel  diff_pts  rel_loss  recall  rescored\n");
   double sum_rel[2] = {0, 0};
   for (int L : layers) {
     NpyF16 q = read_npy_f16(dir + "/q" + std::to_string(L) + ".npy");
@@ -64,7 +70,7 @@ int main(int argc, char **argv) {
     o.num_kv_heads = int32_t(Hkv), o.head_dim = int32_t(D), o.dtype = SA_DTYPE_F16;
     sa_index *exact = nullptr, *sel = nullptr;
     check(sa_index_create(ctx, &o, &exact), "exact index");
-    o.kind = kind, o.learned.weights_path = weights.c_str(), o.learned.layer = L;
+    o.kind = kind, o.learned.weights_path = weights.c_str(), o.learned.layer = L, o.learned.rescore = rescore;
     check(sa_index_create(ctx, &o, &sel), "learned index");
     sa_tensor kt = view(k.values.data(), T, Hkv, D);
     check(sa_index_append(exact, &kt), "append");
@@ -101,7 +107,12 @@ int main(int argc, char **argv) {
       gt.data = got.data();
       check(sa_select(exact, &qt, &so, &wt), "exact select");
       check(sa_select(sel, &qt, &so, &gt), "select");
-      double mass_exact = 0, mass_sel = 0, hits = 0, scored = 0;
+      double mass_exact = 0, mass_sel = 0, hits = 0, scored = 0, rescored = 0;
+      for (int64_t i = 0; i < kQueries; ++i) {  // of the keys outside the window, those rescored
+        const double outside = double(qpos[size_t(i)] - kWindow + 1);
+        rescored += kind == SA_SELECTOR_LEARNED ? std::min(outside, double(rescore) * K) / outside : 0.0;
+      }
+      rescored /= kQueries;
       for (int64_t i = 0; i < kQueries; ++i)
         for (int64_t h = 0; h < Hkv; ++h) {
           const int32_t *a = &want[size_t((i * Hkv + h) * width)], *b = &got[size_t((i * Hkv + h) * width)];
@@ -123,8 +134,8 @@ int main(int argc, char **argv) {
       mass_exact /= n, mass_sel /= n;
       const double rel = (mass_exact - mass_sel) / mass_exact;
       sum_rel[ki] += rel;
-      std::printf("%5d %4d  %10.4f  %8.4f  %8.2f  %7.2f%%  %6.3f\n", L, K, mass_exact, mass_sel,
-                  100 * (mass_exact - mass_sel), 100 * rel, hits / scored);
+      std::printf("%5d %4d  %10.4f  %8.4f  %8.2f  %7.2f%%  %6.3f  %7.1f%%\n", L, K, mass_exact, mass_sel,
+                  100 * (mass_exact - mass_sel), 100 * rel, hits / scored, 100 * rescored);
     }
     sa_index_destroy(&exact);
     sa_index_destroy(&sel);
