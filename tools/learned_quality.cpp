@@ -3,7 +3,9 @@
 // the window of the last 64 positions; no sinks. Mass = the summed exact softmax probability
 // (averaged over the query group) of the chosen keys, window included. --rescore R sets the
 // learned selector's two-stage factor (R * K candidates rescored exactly; 0: one stage;
-// default: the library's); the fraction of scored keys that were rescored is printed.
+// default: the library's); the fraction of scored keys that were rescored is printed. For the
+// indexer (one list per token for every head) the mass of the best possible single list (exact
+// top K by probability summed over all query heads) is printed beside it, as its ceiling.
 //
 //   build/tools/learned_quality DATA_DIR WEIGHTS.safetensors [learned|indexer] [--rescore R] [layers...]
 #include <algorithm>
@@ -11,6 +13,7 @@
 #include <cstdio>
 #include <cstring>
 #include <set>
+#include <utility>
 #include <string>
 #include <vector>
 
@@ -58,7 +61,8 @@ int main(int argc, char **argv) {
   check(sa_context_create(nullptr, &ctx), "sa_context_create");
 
   if (kind == SA_SELECTOR_LEARNED) std::printf("rescore %lld\n", (long long)rescore);
-  std::printf("layer   K  mass_exact  mass_sel  diff_pts  rel_loss  recall  rescored\n");
+  std::printf("layer   K  mass_exact  mass_sel  diff_pts  rel_loss  recall  rescored%s\n",
+              kind == SA_SELECTOR_INDEXER ? "  one_list_ceiling  its_loss" : "");
   double sum_rel[2] = {0, 0};
   for (int L : layers) {
     NpyF16 q = read_npy_f16(dir + "/q" + std::to_string(L) + ".npy");
@@ -130,12 +134,37 @@ int main(int argc, char **argv) {
             }
           }
         }
+      // The ceiling of any one-list-per-token selector (the indexer): the exact top K by the
+      // probability summed over every query head, window apart.
+      double mass_shared = 0;
+      for (int64_t i = 0; i < kQueries && kind == SA_SELECTOR_INDEXER; ++i) {
+        const int64_t last = qpos[size_t(i)] - kWindow;  // scored keys: [0, last]
+        std::vector<std::pair<double, int64_t>> total;
+        for (int64_t s = 0; s <= last; ++s) {
+          double x = 0;
+          for (int64_t g = 0; g < Hq; ++g) x += prob[size_t((i * Hq + g) * T + s)];
+          total.push_back({-x, s});
+        }
+        const size_t take = std::min(total.size(), size_t(K));
+        std::partial_sort(total.begin(), total.begin() + long(take), total.end());
+        double m = 0;
+        for (int64_t g = 0; g < Hq; ++g) {
+          const double *p = &prob[size_t((i * Hq + g) * T)];
+          for (int64_t s = last + 1; s <= qpos[size_t(i)]; ++s) m += p[s];
+          for (size_t c = 0; c < take; ++c) m += p[total[c].second];
+        }
+        mass_shared += m / double(Hq);
+      }
       const double n = double(kQueries * Hkv);
       mass_exact /= n, mass_sel /= n;
+      mass_shared /= double(kQueries);
       const double rel = (mass_exact - mass_sel) / mass_exact;
       sum_rel[ki] += rel;
-      std::printf("%5d %4d  %10.4f  %8.4f  %8.2f  %7.2f%%  %6.3f  %7.1f%%\n", L, K, mass_exact, mass_sel,
+      std::printf("%5d %4d  %10.4f  %8.4f  %8.2f  %7.2f%%  %6.3f  %7.1f%%", L, K, mass_exact, mass_sel,
                   100 * (mass_exact - mass_sel), 100 * rel, hits / scored, 100 * rescored);
+      if (kind == SA_SELECTOR_INDEXER)
+        std::printf("  %10.4f  %7.2f%%", mass_shared, 100 * (mass_exact - mass_shared) / mass_exact);
+      std::printf("\n");
     }
     sa_index_destroy(&exact);
     sa_index_destroy(&sel);
