@@ -434,7 +434,7 @@ TEST(Learned, OlderStructSizeLeavesRescoreAtItsDefault) {
   o.struct_size = offsetof(sa_index_options, learned) + offsetof(sa_learned_options, rescore);
   ASSERT_SA_OK(sa_index_create(ctx.get(), &o, &raw));
   sat::IndexPtr ix(raw);
-  EXPECT_EQ(sa_index_options_default().learned.rescore, 8);
+  EXPECT_EQ(sa_index_options_default().learned.rescore, 12);
 }
 
 // ------------------------------------------------------------------ indexer
