@@ -11,6 +11,7 @@
 #include <functional>
 #include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "reference_select.hpp"
@@ -50,8 +51,12 @@ TEST(Learned, IdentityProjectionsReproduceTheExactSelector) {
   }));
   auto ctx = sat::make_context(2);
   // The search space alone, the fewest candidates (top_k), and the default.
-  for (int64_t rescore : {int64_t(0), int64_t(1), sa_index_options_default().learned.rescore})
-  for (sa_dtype dtype : {SA_DTYPE_F32, SA_DTYPE_F16}) {
+  const int64_t fallback = sa_index_options_default().learned.rescore;
+  const std::vector<std::pair<int64_t, sa_dtype>> runs = {
+      {0, SA_DTYPE_F32}, {0, SA_DTYPE_F16}, {1, SA_DTYPE_F32}, {fallback, SA_DTYPE_F16}};
+  for (const auto &run : runs) {
+    const int64_t rescore = run.first;
+    const sa_dtype dtype = run.second;
     sat::Rng rng(11);
     auto exact = sat::make_index(ctx.get(), Hkv, D, dtype);
     sa_index_options o = wf::learned_options(SA_SELECTOR_LEARNED, path, 2, Hkv, D, dtype);
