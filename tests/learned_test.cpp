@@ -309,7 +309,7 @@ TEST(Learned, RescoringRecoversPlantedKeysTheProjectionMisses) {
   Tensor keys = sat::random_tensor(rng, SA_DTYPE_F32, {N, 1, D}, {}, 0.3);
   std::set<int32_t> planted;
   for (int i = 0; i < kPlanted + kDecoys; ++i) {
-    const int64_t slot = 20 + 9 * i;
+    const int64_t slot = 20 + 7 * i;  // up to 349 < N
     const bool good = i % 6 == 0 && int(planted.size()) < kPlanted;
     keys.set({slot, 0, 0}, good ? 1.5 : 2.0);  // decoys lead in the search space
     keys.set({slot, 0, 8}, good ? 3.0 : 0.0);  // the planted keys lead in truth
