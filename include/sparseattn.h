@@ -238,9 +238,59 @@ typedef struct sa_hnsw_options {
     int32_t ef_search;     /* search beam, 1 .. 65536 (default 192) */
 } sa_hnsw_options;
 
+/* Weights of the learned and indexer selectors: a safetensors file (F32, F16 or
+ * BF16 tensors, row-major), read and checked during sa_index_create; the index
+ * keeps what it needs. Tensor names carry the layer L = opt->learned.layer. In the
+ * shapes below D = head_dim, H_kv = num_kv_heads, H_q the query heads.
+ *
+ * SA_SELECTOR_LEARNED: keys and queries are projected into a search space of
+ * d_search dimensions; keys when appended or updated (stored in the index dtype),
+ * queries when selecting. Selection then works like the exact selector in that
+ * space: the score of slot s for query head h is scale * (Wq_h q_h) . (Wk k_s)
+ * (scale of sa_select, default 1/sqrt(D)), turned into softmax probabilities, so
+ * projections fitted to preserve q . k keep mass_target meaningful.
+ *   layers.{L}.q_proj  [Pq, d_search, D]  Pq = 1 (shared), H_kv (one per KV head,
+ *                      used by its query group) or H_q (one per query head); or
+ *                      [d_search, D] for one shared matrix
+ *   layers.{L}.k_proj  [Pk, d_search, D]  Pk = 1 or H_kv; or [d_search, D]
+ *
+ * SA_SELECTOR_INDEXER (lightning indexer): from the query heads of token t,
+ * concatenated into x_t = [q_0; ...; q_{H_q-1}] (H_q * D values), n_heads indexer
+ * queries u_{t,j} = Q_j x_t (d_index values each) and head weights
+ * w_{t,j} = w_j . x_t + b_j (b_j = 0 without the optional head_bias tensor);
+ * from the KV heads of slot s, concatenated into y_s (H_kv * D values), one indexer
+ * key z_s = Kp y_s, projected when appended. score(t, s) = sum_j w_{t,j} * max(0,
+ * u_{t,j} . z_s); the top_k best slots (with window and sinks) form one list per
+ * query, written to every row of that query (each KV head, or each query head with
+ * per_query_head). Scales belong in the weights; sa_select's scale is not used,
+ * and mass_target is refused (SA_ERR_UNSUPPORTED: scores are not masses).
+ *   layers.{L}.indexer.q_proj        [n_heads, d_index, H_q * D]
+ *   layers.{L}.indexer.head_weights  [n_heads, H_q * D]
+ *   layers.{L}.indexer.k_proj        [d_index, H_kv * D]
+ *   layers.{L}.indexer.head_bias     [n_heads]  (optional; constant head weights
+ *                                    need zero head_weights and this bias)
+ *
+ * sa_index_create fails with SA_ERR_NULL_POINTER for a NULL weights_path,
+ * SA_ERR_INVALID_ARGUMENT for a negative layer or a path that cannot be opened,
+ * SA_ERR_FORMAT for a malformed file (truncated, bad header, overlapping or
+ * out-of-range data, other dtypes, non-finite values) or a missing layer or tensor,
+ * and SA_ERR_SHAPE for tensors whose shapes disagree with the index or each other.
+ * sa_select fails with SA_ERR_SHAPE when the query heads do not fit the weights. */
 typedef struct sa_learned_options {
     const char *weights_path; /* safetensors file; read during sa_index_create */
-    int32_t layer;
+    int32_t layer;            /* the layer whose tensors to use (>= 0) */
+    /* SA_SELECTOR_LEARNED, two-stage selection: the best rescore * top_k slots of
+     * each list in the search space (window and sinks apart) are rescored with the
+     * native keys, exactly as the exact selector scores them, and the best top_k of
+     * those are chosen; the index then keeps the native keys too (in its dtype).
+     * The softmax of that rescoring, and so mass_target, covers the rescored slots,
+     * window and sinks. 0: one stage (the search space alone, no native keys kept).
+     * 0 <= rescore <= 65536, else SA_ERR_INVALID_ARGUMENT; default 12 (the least
+     * measured to keep attention mass within 2% of exact top-K at K = 128 and 256
+     * with d_search 16 or 32 on real model layers). Other kinds ignore it.
+     * 64-bit so the struct grows: hosts built before this field was added pass
+     * a smaller struct_size and get the default. */
+    int64_t rescore;
 } sa_learned_options;
 
 typedef struct sa_index_options {
@@ -258,7 +308,7 @@ typedef struct sa_index_options {
 
 #define SA_INDEX_OPTIONS_INIT                                                  \
     { sizeof(sa_index_options), SA_SELECTOR_EXACT, 0, 0, SA_DTYPE_F16, 0,      \
-      { 16, 1 }, { 8, 0, 2, 0x5eed5eedULL }, { 8, 32, 192 }, { NULL, 0 } }
+      { 16, 1 }, { 8, 0, 2, 0x5eed5eedULL }, { 8, 32, 192 }, { NULL, 0, 12 } }
 SA_API sa_index_options sa_index_options_default(void);
 
 /* Creates an empty index. ctx must outlive the index (its threads and

@@ -26,6 +26,7 @@
 #include <thread>
 
 #include "test_util.hpp"
+#include "weights_file.hpp"
 
 namespace {
 
@@ -143,6 +144,27 @@ struct Fx {
   sa_status evict() { return sa_cache_evict(ctx, &ev_opt, ev_scores.t(), ev_pos.t(), ev_freed.t(), &n_freed); }
 };
 
+// Weights for a learned index of the fixture's shape (layer 0), and the same file cut short.
+const std::string &learned_weights() {
+  static const std::string path = wf::write_file(wf::file_bytes({
+      {"layers.0.q_proj", "F32", {kHkv, 4, kD}, std::vector<double>(size_t(kHkv * 4 * kD), 0.25), ""},
+      {"layers.0.k_proj", "F16", {4, kD}, std::vector<double>(size_t(4 * kD), 0.5), ""},
+  }));
+  return path;
+}
+const std::string &truncated_weights() {
+  static const std::string path = [] {
+    std::string bytes = wf::file_bytes({{"layers.0.q_proj", "F32", {kHkv, 4, kD}, std::vector<double>(size_t(kHkv * 4 * kD), 0.25), ""}});
+    return wf::write_file(bytes.substr(0, bytes.size() - 3));
+  }();
+  return path;
+}
+void use_learned(Fx &f, const std::string &path, sa_selector_kind kind = SA_SELECTOR_LEARNED) {
+  f.ix_opt.kind = kind;
+  f.ix_opt.learned.weights_path = path.c_str();
+  f.ix_opt.learned.layer = 0;
+}
+
 struct Case {
   std::string name;
   sa_status want;
@@ -194,7 +216,11 @@ std::vector<Case> cases() {
   add("IndexCreateNullOut", SA_ERR_NULL_POINTER, [](Fx &f) { return sa_index_create(f.ctx, &f.ix_opt, nullptr); });
   add("IndexStructSizeZero", SA_ERR_STRUCT_SIZE, [](Fx &f) { f.ix_opt.struct_size = 0; return f.index_create(); });
   add("IndexStructSizeTooSmall", SA_ERR_STRUCT_SIZE,
-      [](Fx &f) { f.ix_opt.struct_size = sizeof(sa_index_options) - 1; return f.index_create(); });
+      [](Fx &f) {
+        // The smallest accepted size ends before learned.rescore (hosts built before it).
+        f.ix_opt.struct_size = offsetof(sa_index_options, learned) + offsetof(sa_learned_options, rescore) - 1;
+        return f.index_create();
+      });
   add("IndexZeroKvHeads", SA_ERR_INVALID_ARGUMENT, [](Fx &f) { f.ix_opt.num_kv_heads = 0; return f.index_create(); },
       "num_kv_heads");
   add("IndexNegativeKvHeads", SA_ERR_INVALID_ARGUMENT, [](Fx &f) { f.ix_opt.num_kv_heads = -2; return f.index_create(); });
@@ -248,6 +274,50 @@ std::vector<Case> cases() {
           return f.index_create();
         },
         h.field);
+
+  // learned and indexer kinds: the weights file
+  add("LearnedNullWeightsPath", SA_ERR_NULL_POINTER,
+      [](Fx &f) { use_learned(f, learned_weights()); f.ix_opt.learned.weights_path = nullptr; return f.index_create(); },
+      "weights_path");
+  add("IndexerNullWeightsPath", SA_ERR_NULL_POINTER,
+      [](Fx &f) { use_learned(f, learned_weights(), SA_SELECTOR_INDEXER); f.ix_opt.learned.weights_path = nullptr; return f.index_create(); },
+      "weights_path");
+  add("LearnedNegativeRescore", SA_ERR_INVALID_ARGUMENT,
+      [](Fx &f) { use_learned(f, learned_weights()); f.ix_opt.learned.rescore = -1; return f.index_create(); },
+      "opt->learned.rescore is -1");
+  add("LearnedHugeRescore", SA_ERR_INVALID_ARGUMENT,
+      [](Fx &f) { use_learned(f, learned_weights()); f.ix_opt.learned.rescore = 65537; return f.index_create(); },
+      "opt->learned.rescore is 65537, expected 0 (one stage) to 65536");
+  add("LearnedRescoreOverflow", SA_ERR_INVALID_ARGUMENT,
+      [](Fx &f) { use_learned(f, learned_weights()); f.ix_opt.learned.rescore = INT64_MAX; return f.index_create(); },
+      "opt->learned.rescore");
+  add("LearnedNegativeLayer", SA_ERR_INVALID_ARGUMENT,
+      [](Fx &f) { use_learned(f, learned_weights()); f.ix_opt.learned.layer = -1; return f.index_create(); }, "layer");
+  add("LearnedMissingFile", SA_ERR_INVALID_ARGUMENT, [](Fx &f) {
+    static const std::string missing = ::testing::TempDir() + "sa_missing_weights.safetensors";
+    use_learned(f, missing);
+    return f.index_create();
+  }, "cannot open");
+  add("LearnedTruncatedFile", SA_ERR_FORMAT, [](Fx &f) { use_learned(f, truncated_weights()); return f.index_create(); },
+      "weights_path");
+  add("LearnedMissingLayer", SA_ERR_FORMAT,
+      [](Fx &f) { use_learned(f, learned_weights()); f.ix_opt.learned.layer = 3; return f.index_create(); }, "layer 3");
+  add("LearnedWrongHeadDim", SA_ERR_SHAPE,
+      [](Fx &f) { use_learned(f, learned_weights()); f.ix_opt.head_dim = kD * 2; return f.index_create(); }, "head_dim");
+  add("LearnedWrongKvHeads", SA_ERR_SHAPE,
+      [](Fx &f) { use_learned(f, learned_weights()); f.ix_opt.num_kv_heads = 3; return f.index_create(); }, "num_kv_heads");
+  add("IndexerHeadBiasWrongShape", SA_ERR_SHAPE, [](Fx &f) {
+    static const std::string path = wf::write_file(wf::file_bytes({
+        {"layers.0.indexer.q_proj", "F32", {2, 4, kHq * kD}, std::vector<double>(size_t(2 * 4 * kHq * kD), 0.1), ""},
+        {"layers.0.indexer.head_weights", "F32", {2, kHq * kD}, std::vector<double>(size_t(2 * kHq * kD), 0.0), ""},
+        {"layers.0.indexer.k_proj", "F32", {4, kHkv * kD}, std::vector<double>(size_t(4 * kHkv * kD), 0.1), ""},
+        {"layers.0.indexer.head_bias", "F32", {3}, {1.0, 1.0, 1.0}, ""},  // 2 heads
+    }));
+    use_learned(f, path, SA_SELECTOR_INDEXER);
+    return f.index_create();
+  }, "indexer.head_bias");
+  add("IndexerWithoutIndexerTensors", SA_ERR_FORMAT,
+      [](Fx &f) { use_learned(f, learned_weights(), SA_SELECTOR_INDEXER); return f.index_create(); }, "indexer.q_proj");
 
   // ---- sa_index_append
   add("AppendNullIndex", SA_ERR_NULL_POINTER, [](Fx &f) { return sa_index_append(nullptr, f.keys.t()); });
@@ -597,6 +667,11 @@ TEST(BadInputBaseline, EveryCallSucceeds) {
   f.kseg.resize(kNKv + 3, 0);
   f.sel_opt.key_segments = f.kseg.data();
   EXPECT_SA_OK(f.select());
+  // The learned cases' weights file is valid for the fixture's index options.
+  use_learned(f, learned_weights());
+  f.ix_out = nullptr;
+  ASSERT_SA_OK(f.index_create());
+  sat::IndexPtr learned(f.ix_out);
 }
 
 // ------------------------------------------------------------------ conventions

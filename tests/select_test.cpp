@@ -643,3 +643,31 @@ TEST(Select, OtherKindsAreUnsupportedOrWork) {
 }
 
 }  // namespace
+
+// A query group larger than the kernel's 16 heads per call (MQA with 20 query heads), on the
+// per-query scoring path.
+TEST(ExactSelect, GroupsLargerThanTheKernelTakes) {
+  const int64_t Hq = 20, D = 16, N = 90, n_q = 2;
+  sat::Rng rng(2020);
+  auto ctx = sat::make_context(1);
+  auto ix = sat::make_index(ctx.get(), 1, int32_t(D));
+  sat::Tensor keys = sat::random_tensor(rng, SA_DTYPE_F32, {N, 1, D});
+  ASSERT_SA_OK(sa_index_append(ix.get(), keys.t()));
+  ref::KeyCache cache(1, D, SA_DTYPE_F32);
+  cache.append(keys);
+  sat::Tensor q = sat::random_tensor(rng, SA_DTYPE_F32, {n_q, Hq, D});
+  for (int per_head = 0; per_head < 2; ++per_head) {
+    sa_select_options so = SA_SELECT_OPTIONS_INIT;
+    so.top_k = 10, so.window = 4, so.sinks = 2, so.per_query_head = per_head;
+    const int64_t rows = per_head ? Hq : 1;
+    sat::Tensor out(SA_DTYPE_I32, {n_q, rows, 16});
+    ASSERT_SA_OK(sa_select(ix.get(), q.t(), &so, out.t()));
+    for (int64_t i = 0; i < n_q; ++i)
+      for (int64_t h = 0; h < rows; ++h) {
+        std::vector<int32_t> row;
+        for (int64_t c = 0; c < 16; ++c) row.push_back(int32_t(out.get({i, h, c})));
+        EXPECT_TRUE(ref::check_row(ref::expect_row(cache, q, ref::SelectArgs::from(so), i, h), row))
+            << "query " << i << " row " << h;
+      }
+  }
+}

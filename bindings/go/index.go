@@ -34,6 +34,7 @@ type HNSWOptions struct {
 type LearnedOptions struct {
 	WeightsPath string // safetensors file, read by NewIndex
 	Layer       int32
+	Rescore     int64 // learned kind: rescore*top_k candidates rescored exactly (0: one stage)
 }
 
 // IndexOptions are the settings of an Index.
@@ -68,7 +69,8 @@ func DefaultIndexOptions() IndexOptions {
 			Probes: int32(o.lsh.probes), Seed: uint64(o.lsh.seed)},
 		HNSW: HNSWOptions{M: int32(o.hnsw.m), EfConstruction: int32(o.hnsw.ef_construction),
 			EfSearch: int32(o.hnsw.ef_search)},
-		Learned: LearnedOptions{WeightsPath: path, Layer: int32(o.learned.layer)},
+		Learned: LearnedOptions{WeightsPath: path, Layer: int32(o.learned.layer),
+			Rescore: int64(o.learned.rescore)},
 	}
 }
 
@@ -106,6 +108,7 @@ func NewIndex(ctx *Context, opts *IndexOptions) (*Index, error) {
 	o.hnsw.ef_search = C.int32_t(opts.HNSW.EfSearch)
 	o.learned.weights_path = nil
 	o.learned.layer = C.int32_t(opts.Learned.Layer)
+	o.learned.rescore = C.int64_t(opts.Learned.Rescore)
 	var path *C.char
 	if opts.Learned.WeightsPath != "" {
 		path = C.CString(opts.Learned.WeightsPath)

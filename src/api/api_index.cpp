@@ -35,7 +35,7 @@ SA_API sa_status sa_index_create(sa_context *ctx, const sa_index_options *opt, s
     if (!opt) fail(SA_ERR_NULL_POINTER, "opt is NULL (initialise one with SA_INDEX_OPTIONS_INIT)");
     if (!out) fail(SA_ERR_NULL_POINTER, "out is NULL");
     sa_index_options o = read_options(opt, sa_index_options_default(),
-                                      offsetof(sa_index_options, learned) + sizeof(sa_learned_options), "opt");
+                                      offsetof(sa_index_options, learned) + offsetof(sa_learned_options, rescore), "opt");
     if (o.num_kv_heads < 1) fail(SA_ERR_INVALID_ARGUMENT, "opt->num_kv_heads is %d, expected >= 1", int(o.num_kv_heads));
     if (o.head_dim < 1) fail(SA_ERR_INVALID_ARGUMENT, "opt->head_dim is %d, expected >= 1", int(o.head_dim));
     const int dtype = enum_value(o.dtype);

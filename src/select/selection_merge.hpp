@@ -24,6 +24,12 @@ struct Candidate {
   int32_t slot;
 };
 
+// Higher score first; equal scores by lower slot, so results never depend on the order in
+// which candidates were found (threads, hash tables). write_selection ranks the same way.
+inline bool ranks_before(const Candidate &a, const Candidate &b) {
+  return a.score > b.score || (a.score == b.score && a.slot < b.slot);
+}
+
 // forced: visible slots kept by always_kept(); forced_mass: their estimated mass (used only
 // with a mass target, where candidate scores must be masses on the same scale).
 // Reorders cands. Writes exactly `width` entries to out (stride out_stride).

@@ -1,12 +1,41 @@
 #include "select/selector_factory.hpp"
 
 #include "core/error.hpp"
+#include "io/layer_weights.hpp"
 #include "select/exact_selector.hpp"
 #include "select/hnsw_selector.hpp"
+#include "select/indexer_selector.hpp"
+#include "select/learned_selector.hpp"
 #include "select/lsh_selector.hpp"
 #include "select/page_selector.hpp"
 
 namespace sa {
+
+namespace {
+
+constexpr int64_t kMaxRescore = 65536;  // rescore * top_k stays far inside int64
+
+std::unique_ptr<Selector> make_learned(const sa_context &ctx, const sa_index_options &opt, bool indexer) {
+  if (!opt.learned.weights_path)
+    fail(SA_ERR_NULL_POINTER, "opt->learned.weights_path is NULL; the %s selector reads its weights from a file",
+         indexer ? "indexer" : "learned");
+  if (opt.learned.layer < 0)
+    fail(SA_ERR_INVALID_ARGUMENT, "opt->learned.layer is %d, expected >= 0", int(opt.learned.layer));
+  if (!indexer && (opt.learned.rescore < 0 || opt.learned.rescore > kMaxRescore))
+    fail(SA_ERR_INVALID_ARGUMENT, "opt->learned.rescore is %lld, expected 0 (one stage) to %lld",
+         (long long)opt.learned.rescore, (long long)kMaxRescore);
+  try {
+    const LayerWeights w(opt.learned.weights_path, opt.learned.layer);
+    if (indexer) return std::make_unique<IndexerSelector>(ctx, w, opt.num_kv_heads, opt.head_dim, opt.dtype, opt.capacity);
+    return std::make_unique<LearnedSelector>(ctx, w, opt.num_kv_heads, opt.head_dim, opt.dtype, opt.capacity,
+                                             opt.learned.rescore);
+  } catch (Error &e) {
+    e.message = "opt->learned.weights_path: " + e.message;
+    throw;
+  }
+}
+
+}  // namespace
 
 std::unique_ptr<Selector> make_selector(const sa_index_options &opt, const sa_context &ctx) {
   const int kind = enum_value(opt.kind);
@@ -29,11 +58,8 @@ std::unique_ptr<Selector> make_selector(const sa_index_options &opt, const sa_co
       if (opt.lsh.probes < 0 || opt.lsh.probes > LshLimits::kMaxProbes)
         fail(SA_ERR_INVALID_ARGUMENT, "opt->lsh.probes is %d, expected 0 to %d", int(opt.lsh.probes), LshLimits::kMaxProbes);
       return std::make_unique<LshSelector>(opt.num_kv_heads, opt.head_dim, opt.dtype, opt.capacity, opt.lsh, ctx);
-    case SA_SELECTOR_LEARNED:
-    case SA_SELECTOR_INDEXER:
-      fail(SA_ERR_UNSUPPORTED, "opt->kind %d (%s) is not implemented in sparseattn %s yet", kind,
-           kind == SA_SELECTOR_LEARNED ? "learned" : "indexer",
-           sa_version_string());
+    case SA_SELECTOR_LEARNED: return make_learned(ctx, opt, false);
+    case SA_SELECTOR_INDEXER: return make_learned(ctx, opt, true);
   }
   fail(SA_ERR_INVALID_ARGUMENT, "opt->kind is %d, not an sa_selector_kind value", kind);
 }

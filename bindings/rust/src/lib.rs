@@ -821,6 +821,9 @@ pub struct LearnedOptions {
     /// safetensors file, read during [`Index::new`].
     pub weights_path: Option<PathBuf>,
     pub layer: i32,
+    /// Learned kind: rescore * top_k candidates per list rescored with the
+    /// native keys (0: one stage). The library's default is 12.
+    pub rescore: i64,
 }
 
 /// Settings of an [`Index`]. `Default` is the library's
@@ -880,6 +883,7 @@ impl Default for IndexOptions {
             learned: LearnedOptions {
                 weights_path,
                 layer: raw.learned.layer,
+                rescore: raw.learned.rescore,
             },
         }
     }
@@ -942,6 +946,7 @@ impl<'ctx> Index<'ctx> {
         raw.learned = sys::sa_learned_options {
             weights_path: path.as_ref().map_or(ptr::null(), |p| p.as_ptr()),
             layer: opts.learned.layer,
+            rescore: opts.learned.rescore,
         };
         let mut out: *mut sys::sa_index = ptr::null_mut();
         // SAFETY: live context, valid options (the path outlives the call).

@@ -142,6 +142,7 @@ pub struct sa_hnsw_options {
 pub struct sa_learned_options {
     pub weights_path: *const c_char,
     pub layer: i32,
+    pub rescore: i64,
 }
 
 #[repr(C)]

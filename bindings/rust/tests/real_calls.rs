@@ -115,7 +115,8 @@ fn defaults_match_header_and_struct_sizes() {
             (i.lsh.rounds, i.lsh.bits, i.lsh.probes, i.lsh.seed),
             (8, 0, 2, 0x5eed5eed)
         );
-        assert_eq!((i.hnsw.m, i.hnsw.ef_construction, i.hnsw.ef_search), (16, 100, 256));
+        assert_eq!((i.hnsw.m, i.hnsw.ef_construction, i.hnsw.ef_search), (8, 32, 192));
+        assert_eq!(i.learned.rescore, 12);
         assert!(i.learned.weights_path.is_null());
 
         let s = sys::sa_select_options_default();
@@ -134,7 +135,7 @@ fn defaults_match_header_and_struct_sizes() {
     }
     // x86-64 / aarch64 layout of the header's structs.
     assert_eq!(std::mem::size_of::<sys::sa_tensor>(), 88);
-    assert_eq!(std::mem::size_of::<sys::sa_index_options>(), 96);
+    assert_eq!(std::mem::size_of::<sys::sa_index_options>(), 104);
     assert_eq!(std::mem::size_of::<sys::sa_select_options>(), 64);
 
     let sel = SelectOptions::default();

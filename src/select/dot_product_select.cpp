@@ -1,0 +1,134 @@
+#include "select/dot_product_select.hpp"
+
+#include <algorithm>
+#include <limits>
+
+#include "core/half.hpp"
+#include "core/threading.hpp"
+#include "select/score_matmul.hpp"
+#include "select/selection_merge.hpp"
+
+namespace sa {
+namespace {
+
+constexpr int64_t kGemmMinQueries = 8;         // fewer queries: one SIMD pass per query
+constexpr int64_t kScoreBlockFloats = 1 << 22; // score buffer per thread (16 MB)
+constexpr int64_t kMaxQueryBlock = 64;
+
+// Per-thread buffers, sized before the parallel region.
+struct Scratch {
+  std::vector<float> queries, scores, mass;
+  std::vector<uint8_t> visible;
+  std::vector<Candidate> cands;
+  std::vector<int32_t> forced;
+  RescoreScratch rescore;
+};
+
+// Keeps the best `count` of cands (the order write_selection ranks by) as the rescoring input.
+void take_best(std::vector<Candidate> &cands, int64_t count, std::vector<int32_t> &out) {
+  if (count < int64_t(cands.size()))
+    std::nth_element(cands.begin(), cands.begin() + count, cands.end(), ranks_before);
+  const size_t n = std::min(cands.size(), size_t(count));
+  out.clear();
+  for (size_t j = 0; j < n; ++j) out.push_back(cands[j].slot);
+}
+
+}  // namespace
+
+void select_by_dot_product(const sa_context &ctx, const SelectRequest &req, const KeyStore &keys_,
+                           const QueryMap &map_query, const RescoreStage &rescore) {
+  const int64_t n_q = req.queries.shape[0], H_q = req.queries.shape[1], D = keys_.dim();
+  const int64_t H_kv = keys_.heads(), G = H_q / H_kv, n = keys_.size();
+  const TensorView &out = req.indices;
+  const int64_t width = out.shape[2];
+  const int64_t *pos = keys_.positions();
+  const bool two_stage = rescore.native && rescore.candidates > 0;
+
+  if (n == 0) {  // nothing to choose from: every list is padding
+    for (int64_t i = 0; i < n_q; ++i)
+      for (int64_t h = 0; h < out.shape[1]; ++h)
+        for (int64_t c = 0; c < width; ++c) out.ptr<int32_t>()[i * out.stride[0] + h * out.stride[1] + c * out.stride[2]] = -1;
+    return;
+  }
+  const bool gemm = n_q >= kGemmMinQueries;
+  const int64_t qblock =
+      gemm ? std::max<int64_t>(1, std::min<int64_t>(kMaxQueryBlock, kScoreBlockFloats / std::max<int64_t>(1, G * n))) : 1;
+  const int64_t n_blocks = (n_q + qblock - 1) / qblock;
+  const int threads = ctx.threads;
+
+  std::vector<Scratch> scratch(static_cast<size_t>(threads));
+  for (Scratch &s : scratch) {
+    s.queries.resize(size_t(qblock * G * D));
+    s.scores.resize(size_t(qblock * G * n));
+    s.mass.resize(size_t(n));
+    s.visible.resize(size_t(n));
+    s.cands.reserve(size_t(n));
+    s.forced.reserve(size_t(req.sinks) + size_t(req.window) + size_t(req.top_k));
+  }
+  OmpThreadLimit omp_limit(threads);  // oneDNN inside follows the context's thread count
+
+  auto run_block = [&](int64_t h, int64_t b, const float *keys_f32) {
+    Scratch &s = scratch[size_t(thread_slot())];
+    const int64_t i0 = b * qblock, i1 = std::min(n_q, i0 + qblock);
+    const SelectionList group{h, h, h * G, G};  // the KV head's query heads
+    for (int64_t i = i0; i < i1; ++i) map_query(i, group, &s.queries[size_t((i - i0) * G * D)]);
+    if (keys_f32) {
+      matmul_abt(s.queries.data(), (i1 - i0) * G, keys_f32, n, D, s.scores.data(), n);
+    } else {
+      for (int64_t i = i0; i < i1; ++i)
+        score_rows_grouped(*ctx.kernels, keys_.dtype(), &s.queries[size_t((i - i0) * G * D)], G, D,
+                           keys_.head_rows(int(h)), n, &s.scores[size_t((i - i0) * G * n)], n);
+    }
+    for (int64_t i = i0; i < i1; ++i) {
+      const KeepRule rule = keep_rule(req, i);
+      const QueryVisibility visible = query_visibility(req, i);
+      for (int64_t j = 0; j < n; ++j) s.visible[size_t(j)] = visible(int32_t(j), pos[j]);
+      // One list per KV head (the group's heads together) or per query head.
+      const int64_t unit_heads = req.per_query_head ? 1 : G;
+      for (int64_t g0 = 0; g0 < G; g0 += unit_heads) {
+        std::fill(s.mass.begin(), s.mass.end(), 0.f);
+        for (int64_t g = g0; g < g0 + unit_heads; ++g) {
+          float *row = &s.scores[size_t(((i - i0) * G + g) * n)];
+          for (int64_t j = 0; j < n; ++j)
+            if (!s.visible[size_t(j)]) row[j] = -std::numeric_limits<float>::infinity();
+          add_softmax_mass(*ctx.kernels, row, n, s.mass.data());
+        }
+        const float norm = 1.f / float(unit_heads);
+        s.cands.clear();
+        for (int64_t j = 0; j < n; ++j)
+          if (s.visible[size_t(j)] && !always_kept(pos[j], rule)) s.cands.push_back({s.mass[size_t(j)] * norm, int32_t(j)});
+        const SelectionList l = selection_list(req, H_kv, req.per_query_head ? h * G + g0 : h);
+        if (two_stage) {  // the forced slots are the rescoring's to add
+          take_best(s.cands, rescore.candidates, s.rescore.candidates);
+          rescore_candidates(ctx, *rescore.native, req, i, l, s.rescore);
+          continue;
+        }
+        collect_forced(keys_, req, i, s.forced);
+        float forced_mass = 0.f;
+        for (int32_t j : s.forced) forced_mass += s.mass[size_t(j)] * norm;
+        write_selection(s.cands, s.forced, forced_mass, rule, selection_row(req, i, l), width, out.stride[2]);
+      }
+    }
+  };
+
+  if (gemm && keys_.dtype() != SA_DTYPE_F32) {
+    // oneDNN takes f32: convert one head's keys at a time, then score every query block.
+    std::vector<float> keys_f32(size_t(n * D));
+    for (int64_t h = 0; h < H_kv; ++h) {
+      const uint16_t *src = static_cast<const uint16_t *>(keys_.head_rows(int(h)));
+      const bool f16 = keys_.dtype() == SA_DTYPE_F16;
+      parallel_for(threads, (n * D + 65535) / 65536, [&](int64_t c) {
+        for (int64_t e = c * 65536, end = std::min(n * D, e + 65536); e < end; ++e)
+          keys_f32[size_t(e)] = f16 ? f16_to_f32(src[e]) : bf16_to_f32(src[e]);
+      });
+      parallel_for(threads, n_blocks, [&](int64_t b) { run_block(h, b, keys_f32.data()); });
+    }
+  } else {
+    parallel_for(threads, H_kv * n_blocks, [&](int64_t t) {
+      const int64_t h = t / n_blocks;
+      run_block(h, t % n_blocks, gemm ? static_cast<const float *>(keys_.head_rows(int(h))) : nullptr);
+    });
+  }
+}
+
+}  // namespace sa
