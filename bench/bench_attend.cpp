@@ -8,6 +8,7 @@
 //   attend_pages_headmajor/...      the same pages in a head-major cache: 4 KB runs per page
 //   gatherbw/DT/N:n/threads:T        only reads the rows attend_sparse gathers: the memory
 //                                    system's ceiling for that access pattern
+//   gatherbw_pages[_headmajor]/...   the same for the rows of attend_pages[_headmajor]
 //   attend_{dense,sparse}_mass/...   the same with slot_mass on ([H_kv, n] f32, decay 0.99)
 // H_kv=8, D=128, K/V in DT (f16, bf16), queries and output f32. "GB/s" counts the
 // K/V bytes the call must read: dense 2*n*H_kv*D*bytes, sparse 2*K*H_kv*D*bytes.
@@ -65,9 +66,12 @@ std::vector<int32_t> indices(Pattern p, int64_t n) {
 
 // Sums every gathered K and V row, prefetching a few rows ahead as the kernel does: what
 // any kernel reading these rows could reach at best.
-void BM_gatherbw(benchmark::State &state, sa_dtype dtype, int64_t n, int threads) {
+void BM_gatherbw(benchmark::State &state, sa_dtype dtype, int64_t n, int threads, Pattern pattern) {
     Layers layers(dtype, n);
-    std::vector<int32_t> idx = indices(Pattern::random, n);
+    std::vector<int32_t> idx = indices(pattern, n);
+    // Element offset of row r of KV head h in the cache layout.
+    const int64_t row_step = pattern == Pattern::pages_hm ? kD : kRow;
+    const int64_t head_step = pattern == Pattern::pages_hm ? n * kD : kD;
     constexpr int kAhead = 16;
     int64_t it = 0;
     for (auto _ : state) {
@@ -79,13 +83,13 @@ void BM_gatherbw(benchmark::State &state, sa_dtype dtype, int64_t n, int threads
             const int32_t *list = set + h * kTopK;
             for (int j = 0; j < kTopK; ++j) {
                 if (j + kAhead < kTopK) {
-                    const int64_t ahead = list[j + kAhead] * kRow + h * kD;
+                    const int64_t ahead = list[j + kAhead] * row_step + h * head_step;
                     for (int c = 0; c < kD * 2; c += 64) {
                         __builtin_prefetch(reinterpret_cast<const char *>(layers.k(l) + ahead) + c, 0, 1);
                         __builtin_prefetch(reinterpret_cast<const char *>(layers.v(l) + ahead) + c, 0, 1);
                     }
                 }
-                const int64_t row = list[j] * kRow + h * kD;
+                const int64_t row = list[j] * row_step + h * head_step;
                 s += sum_words(reinterpret_cast<const uint64_t *>(layers.k(l) + row), kD / 4);
                 s += sum_words(reinterpret_cast<const uint64_t *>(layers.v(l) + row), kD / 4);
             }
@@ -157,10 +161,14 @@ void register_all() {
                             ->UseRealTime()
                             ->Unit(benchmark::kMicrosecond);
                     }
-                benchmark::RegisterBenchmark(name("gatherbw", dtype, n, t).c_str(), BM_gatherbw,
-                                             dtype, n, t)
-                    ->UseRealTime()
-                    ->Unit(benchmark::kMicrosecond);
+                for (Pattern p : {Pattern::random, Pattern::pages, Pattern::pages_hm})
+                    benchmark::RegisterBenchmark(name(p == Pattern::random  ? "gatherbw"
+                                                      : p == Pattern::pages ? "gatherbw_pages"
+                                                                            : "gatherbw_pages_headmajor",
+                                                      dtype, n, t).c_str(),
+                                                 BM_gatherbw, dtype, n, t, p)
+                        ->UseRealTime()
+                        ->Unit(benchmark::kMicrosecond);
             }
 }
 

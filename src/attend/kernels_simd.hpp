@@ -107,6 +107,24 @@ inline void prefetch_row(const char *p, int64_t bytes) {
   for (int64_t o = 0; o < bytes; o += 64) __builtin_prefetch(p + o, 0, 1);  // measured best of 0..3
 }
 
+// Software prefetch of the rows one block (L entries) ahead of the walk. Measured on
+// bench_attend: 2 or 4 blocks ahead gain nothing, and leaving runs of adjacent rows (whole
+// pages) to the hardware prefetcher costs 1.2-1.7x.
+struct RowPrefetcher {
+  int64_t next = 0;  // raw list entries prefetched so far
+
+  template <class T>
+  void ahead(const RowWalk &walk, const T *K, int64_t k_stride, const T *V, int64_t v_stride, int64_t row_bytes) {
+    if (next < walk.cursor) next = walk.cursor;
+    for (int64_t stop = std::min(walk.rs.n, walk.cursor + L); next < stop; ++next) {
+      const int64_t r = walk.raw_row(next);
+      if (r < 0) continue;
+      prefetch_row(reinterpret_cast<const char *>(K + r * k_stride), row_bytes);
+      if (V) prefetch_row(reinterpret_cast<const char *>(V + r * v_stride), row_bytes);
+    }
+  }
+};
+
 template <class T>
 void attend_rows_t(const float *q, int g, int D, const RowSet &rs, SoftmaxState st) {
   const T *K = static_cast<const T *>(rs.k);
@@ -126,7 +144,7 @@ void attend_rows_t(const float *q, int g, int D, const RowSet &rs, SoftmaxState 
   }
   RowWalk walk(rs);
   const bool plain_range = !rs.rows && (!rs.key_pos ? rs.begin + rs.n - 1 <= rs.pos_limit : rs.pos_limit == INT64_MAX);
-  int64_t prefetched = 0;  // raw list entries prefetched so far
+  RowPrefetcher prefetch;
   for (;;) {
     int n = 0;
     if (plain_range) {  // every row visible: no per-row checks
@@ -147,14 +165,7 @@ void attend_rows_t(const float *q, int g, int D, const RowSet &rs, SoftmaxState 
     }
     if (n == 0) break;
     for (int j = n; j < L; ++j) krows[j] = reinterpret_cast<const T *>(kZeroRow);
-    // Gathered rows defeat the hardware prefetcher; ranges stream without help.
-    if (prefetched < walk.cursor) prefetched = walk.cursor;
-    for (int64_t stop = std::min(rs.n, walk.cursor + L); prefetched < stop; ++prefetched) {
-      int64_t r = walk.raw_row(prefetched);
-      if (r < 0) continue;
-      prefetch_row(reinterpret_cast<const char *>(K + r * rs.k_stride), row_bytes);
-      prefetch_row(reinterpret_cast<const char *>(V + r * rs.v_stride), row_bytes);
-    }
+    prefetch.ahead(walk, K, rs.k_stride, V, rs.v_stride, row_bytes);
 
     dot_heads(q, g, D, krows, s);
     for (int j = 0; j < L; ++j) bias[j] = j < n ? 0.f : kNegInf;
@@ -267,7 +278,7 @@ void mass_rows_t(const float *q, int g, int D, const RowSet &rs, const float *ls
   int64_t entries[L];
   const int64_t row_bytes = int64_t(D) * int64_t(sizeof(T));
   RowWalk walk(rs);
-  int64_t prefetched = 0;  // raw list entries prefetched so far (gathered lists only)
+  RowPrefetcher prefetch;  // gathered lists only, as in attend_rows_t
   const bool plain_range = !rs.rows && (!rs.key_pos ? rs.begin + rs.n - 1 <= rs.pos_limit : rs.pos_limit == INT64_MAX);
   for (;;) {
     int n = 0;
@@ -288,13 +299,7 @@ void mass_rows_t(const float *q, int g, int D, const RowSet &rs, const float *ls
     }
     if (n == 0) break;
     for (int j = n; j < L; ++j) krows[j] = reinterpret_cast<const T *>(kZeroRow);
-    if (rs.rows) {  // as in attend_rows_t: gathered rows one block ahead
-      if (prefetched < walk.cursor) prefetched = walk.cursor;
-      for (int64_t stop = std::min(rs.n, walk.cursor + L); prefetched < stop; ++prefetched) {
-        const int64_t r = walk.raw_row(prefetched);
-        if (r >= 0) prefetch_row(reinterpret_cast<const char *>(K + r * rs.k_stride), row_bytes);
-      }
-    }
+    if (rs.rows) prefetch.ahead(walk, K, rs.k_stride, static_cast<const T *>(nullptr), 0, row_bytes);
     dot_heads(q, g, D, krows, s);
     B total(0.f);
     for (int h = 0; h < g; ++h)
