@@ -181,6 +181,7 @@ Safetensors Safetensors::open(const std::string &path) {
 }
 
 void Safetensors::read_bytes(uint64_t offset, size_t n, char *dst) const {
+  if (n == 0) return;  // empty tensors: dst may be NULL
   if (memory_) {
     std::memcpy(dst, memory_ + offset, n);
     return;
