@@ -12,10 +12,6 @@
 #include "half_vec.cuh"
 #include "plugin_state.hpp"
 
-#ifndef SA_DECODE_TRACE
-#define SA_DECODE_TRACE(n)
-#endif
-
 namespace sacuda {
 namespace {
 
@@ -108,7 +104,6 @@ __global__ void __launch_bounds__(kThreads, 4) decode_kernel(const Params p) {
   const int split = blockIdx.x, u = blockIdx.y, i = blockIdx.z + p.q_offset;
   const int h0 = u * GT, hk = h0 / p.G, list = p.per_query_head ? h0 : hk;
   const int tid = threadIdx.x, slot = tid / L, lane = tid % L;
-  SA_DECODE_TRACE(0);
 
   __shared__ int32_t rows_s[kRowTile];
   __shared__ float red_acc[SLOTS][GT][D];
@@ -141,7 +136,6 @@ __global__ void __launch_bounds__(kThreads, 4) decode_kernel(const Params p) {
       rows_s[e] = ok ? int32_t(r) : -1;
     }
     __syncthreads();
-    SA_DECODE_TRACE(1);
     for (int e0 = 0; e0 < tn; e0 += SLOTS * kUnroll) {
       int r[kUnroll];
       uint4 kr[kUnroll], vr[kUnroll];
@@ -198,7 +192,6 @@ __global__ void __launch_bounds__(kThreads, 4) decode_kernel(const Params p) {
   }
 
   // Merge the lane groups of the block.
-  SA_DECODE_TRACE(2);
 #pragma unroll
   for (int g = 0; g < GT; ++g) {
 #pragma unroll
@@ -233,7 +226,6 @@ __global__ void __launch_bounds__(kThreads, 4) decode_kernel(const Params p) {
     }
   }
   if (p.splits == 1) return;
-  SA_DECODE_TRACE(3);
 
   // The last block of the (query, group) to finish merges all splits.
   __shared__ bool last_s;
@@ -245,12 +237,10 @@ __global__ void __launch_bounds__(kThreads, 4) decode_kernel(const Params p) {
     if (last_s) *done = 0;  // every split has counted: zero for the next call
   }
   __syncthreads();
-  SA_DECODE_TRACE(4);
   if (!last_s) return;
   __threadfence();
   merge_splits<D, GT>(p, i, u);
   __syncthreads();
-  SA_DECODE_TRACE(5);
 }
 
 // Blocks of decode_kernel<T, D, GT> that fit on one multiprocessor of the current device.

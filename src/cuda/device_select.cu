@@ -15,10 +15,6 @@
 #include "half_vec.cuh"
 #include "plugin_state.hpp"
 
-#ifndef SA_TOP_TRACE
-#define SA_TOP_TRACE(n)
-#endif
-
 namespace sacuda {
 namespace {
 
@@ -210,7 +206,6 @@ __global__ void __launch_bounds__(kTopThreads) top_items_kernel(const Common c, 
   const int64_t pos = c.first_pos + i;
   const int64_t row_base = (int64_t(i) * c.H + h) * c.G;
 
-  SA_TOP_TRACE(0);
   if (tid == 0) total_s = 0;
   if (row_max && tid < c.G) norm_s[tid] = from_order_bits(row_max[row_base + tid]);
   __syncthreads();
@@ -253,7 +248,6 @@ __global__ void __launch_bounds__(kTopThreads) top_items_kernel(const Common c, 
   if ((tid & 31) == 0) atomicAdd(&total_s, mine);
   __syncthreads();
 
-  SA_TOP_TRACE(1);
   // Radix select on the bits of non-negative floats (ordered like the values).
   const int64_t total = total_s;
   unsigned prefix = 0, mask = 0;
@@ -267,7 +261,10 @@ __global__ void __launch_bounds__(kTopThreads) top_items_kernel(const Common c, 
         const unsigned bits = __float_as_uint(v);
         const int digit = v >= 0.f && (bits & mask) == prefix ? int((bits >> shift) & 255) : -1;
         // Masses crowd into few digits: one atomic per distinct digit of the warp, not per lane.
-        const unsigned peers = __match_any_sync(__activemask(), digit);
+        // After the first digit most items are out of the running: whole warps skip the match.
+        const unsigned active = __activemask();
+        if (!__any_sync(active, digit >= 0)) continue;
+        const unsigned peers = __match_any_sync(active, digit);
         if (digit >= 0 && (tid & 31) == __ffs(peers) - 1) atomicAdd(&hist[tid / 32][digit], __popc(peers));
       }
       __syncthreads();
@@ -292,7 +289,6 @@ __global__ void __launch_bounds__(kTopThreads) top_items_kernel(const Common c, 
     need = INT32_MAX;
   }
   // prefix is the threshold's bits; `need` items equal to it are taken, lowest first.
-  SA_TOP_TRACE(2);
 
   // Sinks first.
   int64_t written = 0;
@@ -348,7 +344,6 @@ __global__ void __launch_bounds__(kTopThreads) top_items_kernel(const Common c, 
   }
   written += slots_before;
   if (written > width) written = width;
-  SA_TOP_TRACE(3);
 
   // The window, then padding.
   int64_t w_lo = pos - c.window + 1;
@@ -426,7 +421,7 @@ void index_select(const sa_plugin_index &ix, const sa_plugin_select_args &a) {
   const int64_t n_sel = page ? (a.top_k / item > 0 ? a.top_k / item : 1) : a.top_k;
   const size_t rows = size_t(n_q) * H * G;
   const size_t staged_bytes = size_t(n_items) * sizeof(float) + size_t(out.shape[2]) * sizeof(int32_t);
-  constexpr size_t kStaticTop = 40 * 1024;  // the top kernel's own shared memory, rounded up
+  constexpr size_t kStaticTop = 40 * 1024;  // the top kernel's own shared memory (37 KB), rounded up
   // Staged: the masses and the output row in shared memory.
   const bool staged = page && staged_bytes + kStaticTop <= size_t(max_shared_per_block(ix.device));
   const size_t scores_bytes = rows * size_t(n_items) * sizeof(float);
