@@ -31,7 +31,11 @@
  * takes all its tensors on one device. Device calls are asynchronous: they
  * enqueue work on a CUDA stream (cuda_stream in the options) and return;
  * outputs are ready when that stream's work completes. sa_attend and sa_select
- * take CUDA tensors; see each for what the device path supports.
+ * take CUDA tensors; see each for what the device path supports. The plugin
+ * keeps scratch memory per stream and allocates only when a call needs more
+ * than its stream has had, so calls may be captured into a CUDA graph once one
+ * call of each shape has run on the stream (a capture that would have to
+ * allocate fails with SA_ERR_UNSUPPORTED).
  *
  * Thread safety: sa_context and sa_index may be shared between threads for
  * sa_select, sa_attend and sa_cache_evict (they only read them).

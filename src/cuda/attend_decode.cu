@@ -2,7 +2,9 @@
 // that share a KV head (and its index list, so each gathered row is read once for the group)
 // and one chunk of the keys. Lane groups of D/8 threads hold a 16-byte slice of a row each;
 // several rows are loaded before the first is used. Each block keeps an online softmax
-// (running max, sum, weighted V) in base 2; blocks of one (query, group) are merged exactly.
+// (running max, sum, weighted V) in base 2. The blocks of one (query, group) are merged
+// exactly by the last of them to finish (an atomic counter per (query, group)), so a call is
+// one launch and allocates nothing (per-stream buffers).
 #include <cmath>
 #include <cstdint>
 
@@ -19,6 +21,7 @@ constexpr int kThreads = 128;
 constexpr int kUnroll = 4;       // rows each lane group has in flight
 constexpr int kRowTile = 512;    // index entries staged in shared memory at a time
 constexpr int64_t kMinChunk = 64;
+constexpr int kMaxSplits = 512;
 
 struct Params {
   const void *q;
@@ -39,34 +42,80 @@ struct Params {
   int splits;
   int64_t chunk;
   float *part_acc, *part_ml;  // splits > 1: [n_q][units][splits][GT][D], [...][GT][2]
+  unsigned *done;             // splits > 1: [n_q][units] blocks finished, zero between calls
 };
 
+// The exact merge of a (query, group)'s splits, run by its last block. Each thread takes a
+// float4 slice of one head's output and folds the splits in batches: a batch's maxima, sums
+// and slices are loaded together (independent loads), then folded with weights 2^(m_s - M).
+template <int D, int GT>
+__device__ void merge_splits(const Params &p, int i, int u) {
+  constexpr int D4 = D / 4, kBatch = 16;
+  const int S = p.splits, h0 = u * GT;
+  const int64_t part0 = (int64_t(i) * p.units + u) * S;
+  for (int e = threadIdx.x; e < GT * D4; e += kThreads) {
+    const int g = e / D4, d4 = e % D4;
+    const float4 *src = reinterpret_cast<const float4 *>(p.part_acc + (part0 * GT + g) * D) + d4;
+    const float2 *ml = reinterpret_cast<const float2 *>(p.part_ml) + part0 * GT + g;
+    float4 A = make_float4(0.f, 0.f, 0.f, 0.f);
+    float M = -INFINITY, Lsum = 0.f;
+    for (int s0 = 0; s0 < S; s0 += kBatch) {
+      float2 ms[kBatch];
+      float4 x[kBatch];
+#pragma unroll
+      for (int j = 0; j < kBatch; ++j) {
+        const bool in = s0 + j < S;
+        ms[j] = in ? __ldcg(ml + int64_t(s0 + j) * GT) : make_float2(-INFINITY, 0.f);
+        x[j] = in ? __ldcg(src + int64_t(s0 + j) * GT * D4) : make_float4(0.f, 0.f, 0.f, 0.f);
+      }
+      float Mb = M;
+#pragma unroll
+      for (int j = 0; j < kBatch; ++j) Mb = fmaxf(Mb, ms[j].x);
+      if (Mb == -INFINITY) continue;  // nothing visible so far
+      const float a = exp2f(M - Mb);
+      A = make_float4(A.x * a, A.y * a, A.z * a, A.w * a);
+      Lsum *= a;
+#pragma unroll
+      for (int j = 0; j < kBatch; ++j) {
+        const float w = exp2f(ms[j].x - Mb);  // 0 for empty splits
+        A.x = fmaf(x[j].x, w, A.x);
+        A.y = fmaf(x[j].y, w, A.y);
+        A.z = fmaf(x[j].z, w, A.z);
+        A.w = fmaf(x[j].w, w, A.w);
+        Lsum = fmaf(ms[j].y, w, Lsum);
+      }
+      M = Mb;
+    }
+    const float inv = Lsum > 0.f ? 1.f / Lsum : 0.f;
+    const int64_t o = i * p.o_s0 + (h0 + g) * p.o_s1 + int64_t(d4) * 4 * p.o_s2;
+    store_any(p.out, o, p.out_dtype, A.x * inv);
+    store_any(p.out, o + p.o_s2, p.out_dtype, A.y * inv);
+    store_any(p.out, o + 2 * p.o_s2, p.out_dtype, A.z * inv);
+    store_any(p.out, o + 3 * p.o_s2, p.out_dtype, A.w * inv);
+    if (d4 == 0 && p.lse) p.lse[i * p.l_s0 + (h0 + g) * p.l_s1] = Lsum > 0.f ? (M + log2f(Lsum)) * kLn2 : -INFINITY;
+  }
+}
+
+// At most 128 registers a thread, so four blocks fit on a multiprocessor.
 template <class T, int D, int GT>
-__global__ void __launch_bounds__(kThreads) decode_kernel(const Params p) {
+__global__ void __launch_bounds__(kThreads, 4) decode_kernel(const Params p) {
   constexpr int L = D / 8;             // lanes per row
   constexpr int SLOTS = kThreads / L;  // rows per step of the block
   const int split = blockIdx.x, u = blockIdx.y, i = blockIdx.z + p.q_offset;
   const int h0 = u * GT, hk = h0 / p.G, list = p.per_query_head ? h0 : hk;
   const int tid = threadIdx.x, slot = tid / L, lane = tid % L;
 
-  __shared__ float q_s[GT][D];
   __shared__ int32_t rows_s[kRowTile];
   __shared__ float red_acc[SLOTS][GT][D];
   __shared__ float red_m[SLOTS][GT], red_l[SLOTS][GT];
 
-  for (int e = tid; e < GT * D; e += kThreads) {
-    const int g = e / D, d = e % D;
-    q_s[g][d] = p.scale_log2 * load_any(p.q, i * p.q_s0 + (h0 + g) * p.q_s1 + d * p.q_s2, p.q_dtype);
-  }
-  __syncthreads();
+  // Each lane reads its own slice of the queries: all loads issued before the first use.
   float qf[GT][8], acc[GT][8], m[GT], l[GT];
+  load_query_slices<GT>(p.q, p.q_dtype, i * p.q_s0 + h0 * p.q_s1 + lane * 8 * p.q_s2, p.q_s1, p.q_s2, p.scale_log2, qf);
 #pragma unroll
   for (int g = 0; g < GT; ++g) {
 #pragma unroll
-    for (int c = 0; c < 8; ++c) {
-      qf[g][c] = q_s[g][lane * 8 + c];
-      acc[g][c] = 0.f;
-    }
+    for (int c = 0; c < 8; ++c) acc[g][c] = 0.f;
     m[g] = -INFINITY;
     l[g] = 0.f;
   }
@@ -176,61 +225,62 @@ __global__ void __launch_bounds__(kThreads) decode_kernel(const Params p) {
       }
     }
   }
+  if (p.splits == 1) return;
+
+  // The last block of the (query, group) to finish merges all splits.
+  __shared__ bool last_s;
+  __threadfence();  // this block's partials are visible before it counts itself done
+  __syncthreads();
+  if (tid == 0) {
+    unsigned *done = p.done + int64_t(i) * p.units + u;
+    last_s = atomicAdd(done, 1u) == unsigned(p.splits - 1);
+    if (last_s) *done = 0;  // every split has counted: zero for the next call
+  }
+  __syncthreads();
+  if (!last_s) return;
+  __threadfence();
+  merge_splits<D, GT>(p, i, u);
+  __syncthreads();
 }
 
-// The exact merge of the splits: weights 2^(m_s - M) on each split's sum and weighted V. The
-// per-split maxima and weights are staged in shared memory first, so the loop over splits
-// issues independent loads instead of a chain of dependent ones.
-constexpr int kMaxMergeSplits = 1024;
-template <int D, int GT>
-__global__ void __launch_bounds__(kThreads) merge_kernel(const Params p) {
-  const int u = blockIdx.x, i = blockIdx.y + p.q_offset, h0 = u * GT;
-  const int64_t part0 = (int64_t(i) * p.units + u) * p.splits;
-  __shared__ float w_s[GT][kMaxMergeSplits];
-  __shared__ float M_s[GT], L_s[GT];
-  for (int e = threadIdx.x; e < GT * p.splits; e += kThreads) {
-    const int g = e / p.splits, s = e % p.splits;
-    w_s[g][s] = p.part_ml[((part0 + s) * GT + g) * 2];
+// Blocks of decode_kernel<T, D, GT> that fit on one multiprocessor of the current device.
+template <class T, int D, int GT>
+int resident_blocks(int device) {
+  static int cached[64] = {};
+  if (device < 0 || device >= 64) device = 0;
+  if (!cached[device]) {
+    int n = 0;
+    check_cuda(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, decode_kernel<T, D, GT>, kThreads, 0),
+               "cudaOccupancyMaxActiveBlocksPerMultiprocessor");
+    cached[device] = n > 0 ? n : 1;
   }
-  __syncthreads();
-  if (threadIdx.x < GT) {
-    const int g = threadIdx.x;
-    float M = -INFINITY;
-    for (int s = 0; s < p.splits; ++s) M = fmaxf(M, w_s[g][s]);
-    M_s[g] = M;
-  }
-  __syncthreads();
-  for (int e = threadIdx.x; e < GT * p.splits; e += kThreads) {
-    const int g = e / p.splits, s = e % p.splits;
-    w_s[g][s] = M_s[g] == -INFINITY ? 0.f : exp2f(w_s[g][s] - M_s[g]);
-  }
-  __syncthreads();
-  if (threadIdx.x < GT) {
-    const int g = threadIdx.x;
-    float Lsum = 0.f;
-    for (int s = 0; s < p.splits; ++s) Lsum = fmaf(p.part_ml[((part0 + s) * GT + g) * 2 + 1], w_s[g][s], Lsum);
-    L_s[g] = Lsum;
-  }
-  __syncthreads();
-  for (int e = threadIdx.x; e < GT * D; e += kThreads) {
-    const int g = e / D, d = e % D;
-    float A = 0.f;
-#pragma unroll 8
-    for (int s = 0; s < p.splits; ++s) A = fmaf(p.part_acc[((part0 + s) * GT + g) * D + d], w_s[g][s], A);
-    const float Lsum = L_s[g], M = M_s[g];
-    store_any(p.out, i * p.o_s0 + (h0 + g) * p.o_s1 + d * p.o_s2, p.out_dtype, Lsum > 0.f ? A / Lsum : 0.f);
-    if (d == 0 && p.lse) p.lse[i * p.l_s0 + (h0 + g) * p.l_s1] = Lsum > 0.f ? (M + log2f(Lsum)) * kLn2 : -INFINITY;
-  }
+  return cached[device];
 }
 
 template <class T, int D, int GT>
 void launch(Params p, cudaStream_t stream, int device) {
+  // One wave of blocks: the keys split so that every resident block slot of the chip has
+  // work, each split at least kMinChunk keys.
+  const int64_t len = p.idx ? p.width : p.n_kv;
+  const int64_t base = int64_t(p.n_q) * p.units;
+  const int64_t target = int64_t(resident_blocks<T, D, GT>(device)) * sm_count(device);
+  int64_t splits = (target + base - 1) / base;
+  const int64_t max_splits = (len + kMinChunk - 1) / kMinChunk;
+  if (splits > max_splits) splits = max_splits;
+  if (splits > kMaxSplits) splits = kMaxSplits;
+  if (splits < 1) splits = 1;
+  p.chunk = len > 0 ? (len + splits - 1) / splits : 0;
+  p.splits = int(len > 0 ? (len + p.chunk - 1) / p.chunk : 1);
+
   const int64_t n_q = p.n_q;
-  Workspace ws(device, stream);
   if (p.splits > 1) {
     const size_t parts = size_t(n_q) * p.units * p.splits * GT;
-    p.part_acc = static_cast<float *>(ws.get(parts * D * sizeof(float)));
-    p.part_ml = static_cast<float *>(ws.get(parts * 2 * sizeof(float)));
+    const size_t acc_bytes = parts * D * sizeof(float);
+    const StreamBuffers b = stream_buffers(device, stream, size_t(n_q) * p.units * sizeof(unsigned),
+                                           acc_bytes + parts * 2 * sizeof(float));
+    p.part_acc = static_cast<float *>(b.scratch);
+    p.part_ml = reinterpret_cast<float *>(static_cast<char *>(b.scratch) + acc_bytes);
+    p.done = static_cast<unsigned *>(b.zeroed);
   }
   constexpr int64_t kMaxGridZ = 65535;
   for (int64_t q0 = 0; q0 < n_q; q0 += kMaxGridZ) {
@@ -238,10 +288,6 @@ void launch(Params p, cudaStream_t stream, int device) {
     p.q_offset = int(q0);
     decode_kernel<T, D, GT><<<dim3(p.splits, p.units, nq), kThreads, 0, stream>>>(p);
     check_cuda(cudaGetLastError(), "decode attention launch");
-    if (p.splits > 1) {
-      merge_kernel<D, GT><<<dim3(p.units, nq), kThreads, 0, stream>>>(p);
-      check_cuda(cudaGetLastError(), "split merge launch");
-    }
   }
 }
 
@@ -317,17 +363,6 @@ void attend(const sa_plugin_attend_args &a) {
   p.scale_log2 = a.scale * kLog2e;
 
   DeviceGuard guard(q.device_id);
-  // Enough blocks to fill the chip about four times over, each with at least kMinChunk keys.
-  const int64_t len = a.indices ? p.width : n_kv;
-  const int64_t base = n_q * p.units, target = 4 * int64_t(sm_count(q.device_id));
-  int64_t splits = (target + base - 1) / base;
-  const int64_t max_splits = (len + kMinChunk - 1) / kMinChunk;
-  if (splits > max_splits) splits = max_splits;
-  if (splits < 1) splits = 1;
-  if (splits > kMaxMergeSplits) splits = kMaxMergeSplits;
-  p.chunk = len > 0 ? (len + splits - 1) / splits : 0;
-  p.splits = int(len > 0 ? (len + p.chunk - 1) / p.chunk : 1);
-
   cudaStream_t stream = static_cast<cudaStream_t>(a.stream);
   if (k.dtype == SA_DTYPE_F16) launch_d<F16>(p, int(D), gt, stream, q.device_id);
   else launch_d<BF16>(p, int(D), gt, stream, q.device_id);

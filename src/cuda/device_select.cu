@@ -2,6 +2,9 @@
 // (an item is a slot for exact, a page for page; -1 marks items with no candidate slot), a
 // radix select of the best items in one block per (query, KV head), and an ordered pass that
 // writes sinks, the chosen items' slots and the window, ascending, then -1 padding.
+// Page selection is two launches: the bounds of all pages (many blocks, each also raising the
+// per-row maxima with atomics), then per (query, KV head) the masses computed into shared
+// memory, selected and written out by one block.
 //   exact: mass of slot j = mean over the group's heads of softmax(scale * q.k)_j (as the CPU).
 //   page:  bound_g(p) = sum_d max(q_d min_d, q_d max_d) (Quest); mass of page p =
 //          sum_g 2^(scale*log2e*(bound_g(p) - max_p' bound_g(p'))); top_k / page_size pages.
@@ -19,6 +22,8 @@ constexpr float kLog2e = 1.4426950408889634f;
 constexpr int kThreads = 128;
 constexpr int kMaxGroup = 8;
 constexpr int kTopThreads = 1024;
+constexpr int kScoreUnroll = 4;  // rows each lane group has in flight
+constexpr int kIpt = 8;          // consecutive items per thread in the ordered pass
 
 struct MaxOp {
   __device__ __forceinline__ float operator()(float a, float b) const { return fmaxf(a, b); }
@@ -35,6 +40,15 @@ struct Common {
   float scale_log2;
 };
 
+// Floats as unsigned with the same order, 0 below them all (atomicMax on floats, zero-reset).
+__device__ __forceinline__ unsigned order_bits(float f) {
+  const unsigned b = __float_as_uint(f);
+  return (b & 0x80000000u) ? ~b : b | 0x80000000u;
+}
+__device__ __forceinline__ float from_order_bits(unsigned e) {
+  return e == 0 ? -INFINITY : __uint_as_float((e & 0x80000000u) ? e & 0x7fffffffu : ~e);
+}
+
 // Candidate slots of query i: [lo, hi], visible and neither sink nor window.
 __device__ __forceinline__ void candidate_range(const Common &c, int i, int64_t &lo, int64_t &hi) {
   const int64_t pos = c.first_pos + i;
@@ -44,55 +58,70 @@ __device__ __forceinline__ void candidate_range(const Common &c, int i, int64_t 
 }
 
 // Dot products of the group's scaled queries with rows (keys, or page min/max) of one head.
-// mode 0: q.k (exact); mode 1: sum_d max(q_d lo_d, q_d hi_d) (page bounds).
-template <class T, int D, int MODE>
+// mode 0: q.k (exact); mode 1: sum_d max(q_d lo_d, q_d hi_d) (page bounds). With row_max, each
+// block raises row_max[query][head][g] (order_bits) to the largest score it wrote. MAXG >= G
+// bounds the group (4 keeps the registers, and so the blocks in flight, of the common GQA).
+template <class T, int D, int MODE, int MAXG>
 __global__ void __launch_bounds__(kThreads) row_scores_kernel(const Common c, const uint16_t *rows_a,
                                                               const uint16_t *rows_b, int64_t head_stride,
-                                                              int64_t n_rows, int item, float *scores) {
+                                                              int64_t n_rows, int item, float *scores,
+                                                              unsigned *row_max) {
   constexpr int L = D / 8, SLOTS = kThreads / L;
   const int h = blockIdx.y, i = blockIdx.z, tid = threadIdx.x, slot = tid / L, lane = tid % L;
-  __shared__ float q_s[kMaxGroup][D];
-  for (int e = tid; e < c.G * D; e += kThreads) {
-    const int g = e / D, d = e % D;
-    q_s[g][d] = c.scale_log2 * load_any(c.q, i * c.q_s0 + (h * c.G + g) * c.q_s1 + d * c.q_s2, c.q_dtype);
-  }
-  __syncthreads();
-  float qf[kMaxGroup][8];
+  __shared__ float max_s[SLOTS][MAXG];
+  float qf[MAXG][8], best[MAXG];
+  load_query_slices<MAXG>(c.q, c.q_dtype, i * c.q_s0 + h * c.G * c.q_s1 + lane * 8 * c.q_s2, c.q_s1, c.q_s2,
+                               c.scale_log2, qf, c.G);
 #pragma unroll
-  for (int g = 0; g < kMaxGroup; ++g)
-#pragma unroll
-    for (int x = 0; x < 8; ++x) qf[g][x] = g < c.G ? q_s[g][lane * 8 + x] : 0.f;
+  for (int g = 0; g < MAXG; ++g) best[g] = -INFINITY;
   int64_t lo, hi;
   candidate_range(c, i, lo, hi);
   const int64_t visible_end = c.first_pos + i;  // last visible slot
   const int64_t r0 = int64_t(blockIdx.x) * SLOTS * 8;
-  for (int step = 0; step < 8; ++step) {
-    const int64_t r = r0 + step * SLOTS + slot;
-    const bool ok = r < n_rows;
-    uint4 a = make_uint4(0, 0, 0, 0), b = make_uint4(0, 0, 0, 0);
-    if (ok) {
-      a = __ldg(reinterpret_cast<const uint4 *>(rows_a + (h * head_stride + r) * D) + lane);
-      if (MODE == 1) b = __ldg(reinterpret_cast<const uint4 *>(rows_b + (h * head_stride + r) * D) + lane);
-    }
-    float fa[8], fb[8];
-    unpack8<T>(a, fa);
-    unpack8<T>(b, fb);
+  for (int step = 0; step < 8; step += kScoreUnroll) {
+    uint4 a[kScoreUnroll], b[kScoreUnroll];
 #pragma unroll
-    for (int g = 0; g < kMaxGroup; ++g) {
-      if (g >= c.G) break;
-      float dot = 0.f;
-#pragma unroll
-      for (int x = 0; x < 8; ++x)
-        dot += MODE == 0 ? qf[g][x] * fa[x] : fmaxf(qf[g][x] * fa[x], qf[g][x] * fb[x]);
-#pragma unroll
-      for (int off = L / 2; off > 0; off /= 2) dot += __shfl_xor_sync(0xffffffffu, dot, off);
-      if (ok && lane == 0) {
-        // exact: invisible slots take no part in the softmax; page: pages without a candidate
-        // slot are not ranked.
-        const bool live = MODE == 0 ? r <= visible_end : (r * item <= hi && (r + 1) * item - 1 >= lo && lo <= hi);
-        scores[((int64_t(i) * c.H + h) * c.G + g) * n_rows + r] = live ? dot : -INFINITY;
+    for (int x = 0; x < kScoreUnroll; ++x) {
+      const int64_t r = r0 + (step + x) * SLOTS + slot;
+      a[x] = make_uint4(0, 0, 0, 0);
+      b[x] = make_uint4(0, 0, 0, 0);
+      if (r < n_rows) {
+        a[x] = __ldg(reinterpret_cast<const uint4 *>(rows_a + (h * head_stride + r) * D) + lane);
+        if (MODE == 1) b[x] = __ldg(reinterpret_cast<const uint4 *>(rows_b + (h * head_stride + r) * D) + lane);
       }
     }
+#pragma unroll
+    for (int x = 0; x < kScoreUnroll; ++x) {
+      const int64_t r = r0 + (step + x) * SLOTS + slot;
+      float fa[8], fb[8];
+      unpack8<T>(a[x], fa);
+      unpack8<T>(b[x], fb);
+      // exact: invisible slots take no part in the softmax; page: pages without a candidate
+      // slot are not ranked.
+      const bool live = r < n_rows && (MODE == 0 ? r <= visible_end : (r * item <= hi && (r + 1) * item - 1 >= lo && lo <= hi));
+#pragma unroll
+      for (int g = 0; g < MAXG; ++g) {
+        if (g >= c.G) break;
+        float dot = 0.f;
+#pragma unroll
+        for (int e = 0; e < 8; ++e)
+          dot += MODE == 0 ? qf[g][e] * fa[e] : fmaxf(qf[g][e] * fa[e], qf[g][e] * fb[e]);
+#pragma unroll
+        for (int off = L / 2; off > 0; off /= 2) dot += __shfl_xor_sync(0xffffffffu, dot, off);
+        const float sc = live ? dot : -INFINITY;
+        best[g] = fmaxf(best[g], sc);
+        if (r < n_rows && lane == 0) scores[((int64_t(i) * c.H + h) * c.G + g) * n_rows + r] = sc;
+      }
+    }
+  }
+  if (!row_max) return;
+  if (lane == 0)
+    for (int g = 0; g < c.G; ++g) max_s[slot][g] = best[g];
+  __syncthreads();
+  if (tid < c.G) {
+    float mx = -INFINITY;
+    for (int sl = 0; sl < SLOTS; ++sl) mx = fmaxf(mx, max_s[sl][tid]);
+    if (mx != -INFINITY) atomicMax(&row_max[(int64_t(i) * c.H + h) * c.G + tid], order_bits(mx));
   }
 }
 
@@ -121,8 +150,9 @@ __global__ void __launch_bounds__(kTopThreads) row_norm_kernel(const float *scor
 }
 
 // mass[i][h][r] = sum (or mean) over g of 2^(score - norm), or -1 when r is no candidate.
-__global__ void mass_kernel(const Common c, const float *scores, const float *norm, int64_t n_rows, int item,
-                            bool mean, float *mass) {
+// norm is either floats or, with norm_bits, order_bits of the row maxima.
+__global__ void mass_kernel(const Common c, const float *scores, const float *norm, const unsigned *norm_bits,
+                            int64_t n_rows, int item, bool mean, float *mass) {
   const int h = blockIdx.y, i = blockIdx.z;
   int64_t lo, hi;
   candidate_range(c, i, lo, hi);
@@ -133,7 +163,7 @@ __global__ void mass_kernel(const Common c, const float *scores, const float *no
     if (cand) {
       m = 0.f;
       for (int g = 0; g < c.G; ++g) {
-        const float nv = norm[base + g];
+        const float nv = norm_bits ? from_order_bits(norm_bits[base + g]) : norm[base + g];
         const float s = scores[(base + g) * n_rows + r];
         if (nv != -INFINITY) m += exp2f(s - nv);
       }
@@ -145,44 +175,103 @@ __global__ void mass_kernel(const Common c, const float *scores, const float *no
 
 // One block per (query, KV head): choose the n_sel items of highest mass (ties: lower item
 // first) and write sinks, the chosen items' candidate slots and the window, ascending.
-__global__ void __launch_bounds__(kTopThreads) top_items_kernel(const Common c, const float *mass, int64_t n_items,
-                                                                int item, int64_t n_sel, int32_t *out, int64_t o_s0,
+// STAGED (page): the masses are computed from the bounds and row maxima (row_max, order_bits)
+// into shared memory first; otherwise they are read from mass. With STAGED the output row
+// is also assembled in shared memory (after the masses) and copied out at the end, so the
+// chosen pages' slots are not stored one by one to global memory. row_max, when given, is
+// put back to zeros for the next call.
+template <bool STAGED>
+__global__ void __launch_bounds__(kTopThreads) top_items_kernel(const Common c, const float *mass, const float *scores,
+                                                                unsigned *row_max, int64_t n_items, int item,
+                                                                int64_t n_sel, int32_t *out, int64_t o_s0,
                                                                 int64_t o_s1, int64_t o_s2, int64_t width) {
   using Scan = cub::BlockScan<int, kTopThreads>;
+  extern __shared__ float staged_s[];
   __shared__ typename Scan::TempStorage scan_tmp;
-  __shared__ int hist[256];
+  __shared__ int hist[kTopThreads / 32][256];  // one histogram per warp: no cross-warp contention
   __shared__ unsigned prefix_s;
   __shared__ int need_s;
   __shared__ int total_s;
+  __shared__ float norm_s[kMaxGroup];
   const int h = blockIdx.x, i = blockIdx.y, tid = threadIdx.x;
-  const float *row = mass + (int64_t(i) * c.H + h) * n_items;
-  int32_t *o = out + i * o_s0 + h * o_s1;
+  int32_t *o_global = out + i * o_s0 + h * o_s1;
+  int32_t *o_staged = reinterpret_cast<int32_t *>(staged_s + n_items);
+  // Entry `at` of the output row (at < width).
+  auto put = [&](int64_t at, int32_t value) {
+    if (STAGED) o_staged[at] = value;
+    else o_global[at * o_s2] = value;
+  };
   int64_t lo, hi;
   candidate_range(c, i, lo, hi);
   const int64_t pos = c.first_pos + i;
+  const int64_t row_base = (int64_t(i) * c.H + h) * c.G;
+
+  if (tid == 0) total_s = 0;
+  if (row_max && tid < c.G) norm_s[tid] = from_order_bits(row_max[row_base + tid]);
+  __syncthreads();
+  if (row_max && tid < c.G) row_max[row_base + tid] = 0u;  // read: zero for the next call
+  const float *row = mass + (int64_t(i) * c.H + h) * n_items;
+  int mine = 0;
+  if (STAGED) {
+    // kIpt items a thread at a time, each group member's scores loaded together.
+    for (int64_t r0 = 0; r0 < n_items; r0 += int64_t(kTopThreads) * kIpt) {
+      float m[kIpt];
+#pragma unroll
+      for (int k = 0; k < kIpt; ++k) m[k] = 0.f;
+      for (int g = 0; g < c.G; ++g) {
+        const float nv = norm_s[g];
+        const float *sg = scores + (row_base + g) * n_items;
+        float sc[kIpt];
+#pragma unroll
+        for (int k = 0; k < kIpt; ++k) {
+          const int64_t r = r0 + int64_t(k) * kTopThreads + tid;
+          sc[k] = r < n_items ? sg[r] : -INFINITY;
+        }
+        if (nv == -INFINITY) continue;
+#pragma unroll
+        for (int k = 0; k < kIpt; ++k) m[k] += exp2f(sc[k] - nv);
+      }
+#pragma unroll
+      for (int k = 0; k < kIpt; ++k) {
+        const int64_t r = r0 + int64_t(k) * kTopThreads + tid;
+        if (r >= n_items) break;
+        const bool cand = lo <= hi && r * item <= hi && (r + 1) * item - 1 >= lo;
+        staged_s[r] = cand ? m[k] : -1.f;
+        mine += cand;
+      }
+    }
+    row = staged_s;
+  } else {
+    for (int64_t r = tid; r < n_items; r += kTopThreads) mine += row[r] >= 0.f;
+  }
+  mine = __reduce_add_sync(0xffffffffu, mine);
+  if ((tid & 31) == 0) atomicAdd(&total_s, mine);
+  __syncthreads();
 
   // Radix select on the bits of non-negative floats (ordered like the values).
-  if (tid == 0) total_s = 0;
-  __syncthreads();
-  int mine = 0;
-  for (int64_t r = tid; r < n_items; r += kTopThreads) mine += row[r] >= 0.f;
-  atomicAdd(&total_s, mine);
-  __syncthreads();
   const int64_t total = total_s;
   unsigned prefix = 0, mask = 0;
   int64_t need = n_sel < total ? n_sel : total;
   if (total > n_sel) {
     for (int shift = 24; shift >= 0; shift -= 8) {
-      for (int b = tid; b < 256; b += kTopThreads) hist[b] = 0;
+      for (int b = tid; b < (kTopThreads / 32) * 256; b += kTopThreads) (&hist[0][0])[b] = 0;
       __syncthreads();
       for (int64_t r = tid; r < n_items; r += kTopThreads) {
         const float v = row[r];
         const unsigned bits = __float_as_uint(v);
-        if (v >= 0.f && (bits & mask) == prefix) atomicAdd(&hist[(bits >> shift) & 255], 1);
+        const int digit = v >= 0.f && (bits & mask) == prefix ? int((bits >> shift) & 255) : -1;
+        // Masses crowd into few digits: one atomic per distinct digit of the warp, not per lane.
+        // After the first digit most items are out of the running: whole warps skip the match.
+        const unsigned active = __activemask();
+        if (!__any_sync(active, digit >= 0)) continue;
+        const unsigned peers = __match_any_sync(active, digit);
+        if (digit >= 0 && (tid & 31) == __ffs(peers) - 1) atomicAdd(&hist[tid / 32][digit], __popc(peers));
       }
       __syncthreads();
       // Counts from the top digit down: the digit where the running count reaches `need`.
-      const int count = tid < 256 ? hist[255 - tid] : 0;
+      int count = 0;
+      if (tid < 256)
+        for (int w = 0; w < kTopThreads / 32; ++w) count += hist[w][255 - tid];
       int above, all;
       Scan(scan_tmp).ExclusiveSum(count, above, all);
       if (tid < 256 && above < need && above + count >= need) {
@@ -205,30 +294,50 @@ __global__ void __launch_bounds__(kTopThreads) top_items_kernel(const Common c, 
   int64_t written = 0;
   const int64_t sink_end = c.sinks < pos + 1 ? c.sinks : pos + 1;
   const int64_t a_end = sink_end < c.n ? sink_end : c.n;
-  for (int64_t j = tid; j < a_end && j < width; j += kTopThreads) o[j * o_s2] = int32_t(j);
+  for (int64_t j = tid; j < a_end && j < width; j += kTopThreads) put(j, int32_t(j));
   written = a_end < width ? a_end : width;
 
-  int ties_before = 0;
-  int64_t slots_before = 0;
-  for (int64_t r0 = 0; r0 < n_items; r0 += kTopThreads) {
-    const int64_t r = r0 + tid;
-    const float v = r < n_items ? row[r] : -1.f;
-    const unsigned bits = __float_as_uint(v);
-    const bool tie = v >= 0.f && bits == prefix;
+  // Each thread takes kIpt consecutive items: two block scans per kTopThreads * kIpt items
+  // (ties before each item, then slots before each chosen item).
+  int64_t ties_before = 0, slots_before = 0;
+  for (int64_t r0 = 0; r0 < n_items; r0 += int64_t(kTopThreads) * kIpt) {
+    const int64_t first = r0 + int64_t(tid) * kIpt;
+    float v[kIpt];
+    int ties = 0;
+#pragma unroll
+    for (int k = 0; k < kIpt; ++k) {
+      v[k] = first + k < n_items ? row[first + k] : -1.f;
+      ties += v[k] >= 0.f && __float_as_uint(v[k]) == prefix;
+    }
     int tie_rank, tie_total;
-    Scan(scan_tmp).ExclusiveSum(tie ? 1 : 0, tie_rank, tie_total);
+    Scan(scan_tmp).ExclusiveSum(ties, tie_rank, tie_total);
     __syncthreads();
-    const bool chosen = v >= 0.f && (bits > prefix || (tie && ties_before + tie_rank < need));
-    int64_t s_lo = r * item, s_hi = r * item + item - 1;
-    if (s_lo < lo) s_lo = lo;
-    if (s_hi > hi) s_hi = hi;
-    const int count = chosen && s_hi >= s_lo ? int(s_hi - s_lo + 1) : 0;
+    int64_t rank = ties_before + tie_rank;
+    unsigned chosen = 0;
+    int count = 0;
+#pragma unroll
+    for (int k = 0; k < kIpt; ++k) {
+      const unsigned bits = __float_as_uint(v[k]);
+      const bool tie = v[k] >= 0.f && bits == prefix;
+      const bool pick = v[k] >= 0.f && (bits > prefix || (tie && rank < need));
+      rank += tie;
+      if (!pick) continue;
+      const int64_t r = first + k;
+      const int64_t s_lo = r * item > lo ? r * item : lo, s_hi = r * item + item - 1 < hi ? r * item + item - 1 : hi;
+      if (s_hi < s_lo) continue;
+      chosen |= 1u << k;
+      count += int(s_hi - s_lo + 1);
+    }
     int offset, chunk_total;
     Scan(scan_tmp).ExclusiveSum(count, offset, chunk_total);
     __syncthreads();
-    for (int e = 0; e < count; ++e) {
-      const int64_t at = written + slots_before + offset + e;
-      if (at < width) o[at * o_s2] = int32_t(s_lo + e);
+    int64_t at = written + slots_before + offset;
+    for (int k = 0; k < kIpt; ++k) {
+      if (!(chosen >> k & 1u)) continue;
+      const int64_t r = first + k;
+      const int64_t s_lo = r * item > lo ? r * item : lo, s_hi = r * item + item - 1 < hi ? r * item + item - 1 : hi;
+      for (int64_t j = s_lo; j <= s_hi; ++j, ++at)
+        if (at < width) put(at, int32_t(j));
     }
     ties_before += tie_total;
     slots_before += chunk_total;
@@ -242,21 +351,35 @@ __global__ void __launch_bounds__(kTopThreads) top_items_kernel(const Common c, 
   int64_t w_hi = pos < c.n - 1 ? pos : c.n - 1;
   for (int64_t j = w_lo + tid; j <= w_hi; j += kTopThreads) {
     const int64_t at = written + (j - w_lo);
-    if (at < width) o[at * o_s2] = int32_t(j);
+    if (at < width) put(at, int32_t(j));
   }
   if (w_hi >= w_lo) written += w_hi - w_lo + 1;
-  for (int64_t at = (written < width ? written : width) + tid; at < width; at += kTopThreads) o[at * o_s2] = -1;
+  for (int64_t at = (written < width ? written : width) + tid; at < width; at += kTopThreads) put(at, -1);
+  if (STAGED) {
+    __syncthreads();
+    for (int64_t at = tid; at < width; at += kTopThreads) o_global[at * o_s2] = o_staged[at];
+  }
+}
+
+template <class T, int MODE, int MAXG>
+void launch_scores_g(const Common &c, const uint16_t *a, const uint16_t *b, int64_t head_stride, int64_t n_rows,
+                     int item, float *scores, unsigned *row_max, cudaStream_t s) {
+  const int rows_per_block = (kThreads / (c.D / 8)) * 8;
+  const dim3 grid(unsigned((n_rows + rows_per_block - 1) / rows_per_block), c.H, c.n_q);
+  if (c.D == 64)
+    row_scores_kernel<T, 64, MODE, MAXG><<<grid, kThreads, 0, s>>>(c, a, b, head_stride, n_rows, item, scores, row_max);
+  else if (c.D == 128)
+    row_scores_kernel<T, 128, MODE, MAXG><<<grid, kThreads, 0, s>>>(c, a, b, head_stride, n_rows, item, scores, row_max);
+  else
+    row_scores_kernel<T, 256, MODE, MAXG><<<grid, kThreads, 0, s>>>(c, a, b, head_stride, n_rows, item, scores, row_max);
+  check_cuda(cudaGetLastError(), "selection scores launch");
 }
 
 template <class T, int MODE>
 void launch_scores(const Common &c, const uint16_t *a, const uint16_t *b, int64_t head_stride, int64_t n_rows, int item,
-                   float *scores, cudaStream_t s) {
-  const int rows_per_block = (kThreads / (c.D / 8)) * 8;
-  const dim3 grid(unsigned((n_rows + rows_per_block - 1) / rows_per_block), c.H, c.n_q);
-  if (c.D == 64) row_scores_kernel<T, 64, MODE><<<grid, kThreads, 0, s>>>(c, a, b, head_stride, n_rows, item, scores);
-  else if (c.D == 128) row_scores_kernel<T, 128, MODE><<<grid, kThreads, 0, s>>>(c, a, b, head_stride, n_rows, item, scores);
-  else row_scores_kernel<T, 256, MODE><<<grid, kThreads, 0, s>>>(c, a, b, head_stride, n_rows, item, scores);
-  check_cuda(cudaGetLastError(), "selection scores launch");
+                   float *scores, unsigned *row_max, cudaStream_t s) {
+  if (c.G <= 4) launch_scores_g<T, MODE, 4>(c, a, b, head_stride, n_rows, item, scores, row_max, s);
+  else launch_scores_g<T, MODE, kMaxGroup>(c, a, b, head_stride, n_rows, item, scores, row_max, s);
 }
 
 }  // namespace
@@ -296,30 +419,55 @@ void index_select(const sa_plugin_index &ix, const sa_plugin_select_args &a) {
   const int item = page ? ix.page : 1;
   const int64_t n_items = (ix.size + item - 1) / item;
   const int64_t n_sel = page ? (a.top_k / item > 0 ? a.top_k / item : 1) : a.top_k;
-  Workspace ws(ix.device, stream);
   const size_t rows = size_t(n_q) * H * G;
-  auto *scores = static_cast<float *>(ws.get(rows * size_t(n_items) * sizeof(float)));
-  auto *norm = static_cast<float *>(ws.get(rows * sizeof(float)));
-  auto *mass = static_cast<float *>(ws.get(size_t(n_q) * H * size_t(n_items) * sizeof(float)));
+  const size_t staged_bytes = size_t(n_items) * sizeof(float) + size_t(out.shape[2]) * sizeof(int32_t);
+  constexpr size_t kStaticTop = 40 * 1024;  // the top kernel's own shared memory (37 KB), rounded up
+  // Staged: the masses and the output row in shared memory.
+  const bool staged = page && staged_bytes + kStaticTop <= size_t(max_shared_per_block(ix.device));
+  const size_t scores_bytes = rows * size_t(n_items) * sizeof(float);
+  const size_t norm_bytes = rows * sizeof(float);
+  const size_t mass_bytes = staged ? 0 : size_t(n_q) * H * size_t(n_items) * sizeof(float);
+  const StreamBuffers b = stream_buffers(ix.device, stream, page ? rows * sizeof(unsigned) : 0,
+                                         scores_bytes + norm_bytes + mass_bytes);
+  auto *scores = static_cast<float *>(b.scratch);
+  auto *norm = reinterpret_cast<float *>(static_cast<char *>(b.scratch) + scores_bytes);
+  auto *mass = reinterpret_cast<float *>(static_cast<char *>(b.scratch) + scores_bytes + norm_bytes);
+  auto *row_max = page ? static_cast<unsigned *>(b.zeroed) : nullptr;
   const auto *keys = static_cast<const uint16_t *>(page ? ix.page_min : ix.keys);
   const auto *keys_b = static_cast<const uint16_t *>(page ? ix.page_max : nullptr);
   const int64_t head_stride = page ? ix.capacity / ix.page : ix.capacity;
   if (n_items > 0) {
     if (ix.dtype == SA_DTYPE_F16)
-      page ? launch_scores<F16, 1>(c, keys, keys_b, head_stride, n_items, item, scores, stream)
-           : launch_scores<F16, 0>(c, keys, keys_b, head_stride, n_items, item, scores, stream);
+      page ? launch_scores<F16, 1>(c, keys, keys_b, head_stride, n_items, item, scores, row_max, stream)
+           : launch_scores<F16, 0>(c, keys, keys_b, head_stride, n_items, item, scores, nullptr, stream);
     else
-      page ? launch_scores<BF16, 1>(c, keys, keys_b, head_stride, n_items, item, scores, stream)
-           : launch_scores<BF16, 0>(c, keys, keys_b, head_stride, n_items, item, scores, stream);
-    if (page) row_norm_kernel<false><<<unsigned(rows), kTopThreads, 0, stream>>>(scores, n_items, norm);
-    else row_norm_kernel<true><<<unsigned(rows), kTopThreads, 0, stream>>>(scores, n_items, norm);
-    check_cuda(cudaGetLastError(), "selection norm launch");
-    const unsigned mb = unsigned((n_items + 255) / 256 < 1024 ? (n_items + 255) / 256 : 1024);
-    mass_kernel<<<dim3(mb, H, n_q), 256, 0, stream>>>(c, scores, norm, n_items, item, !page, mass);
-    check_cuda(cudaGetLastError(), "selection mass launch");
+      page ? launch_scores<BF16, 1>(c, keys, keys_b, head_stride, n_items, item, scores, row_max, stream)
+           : launch_scores<BF16, 0>(c, keys, keys_b, head_stride, n_items, item, scores, nullptr, stream);
+    if (!page) {
+      row_norm_kernel<true><<<unsigned(rows), kTopThreads, 0, stream>>>(scores, n_items, norm);
+      check_cuda(cudaGetLastError(), "selection norm launch");
+    }
+    if (!staged) {
+      const unsigned mb = unsigned((n_items + 255) / 256 < 1024 ? (n_items + 255) / 256 : 1024);
+      mass_kernel<<<dim3(mb, H, n_q), 256, 0, stream>>>(c, scores, norm, row_max, n_items, item, !page, mass);
+      check_cuda(cudaGetLastError(), "selection mass launch");
+    }
   }
-  top_items_kernel<<<dim3(H, n_q), kTopThreads, 0, stream>>>(c, mass, n_items, item, n_sel,
-      static_cast<int32_t *>(out.data), out.strides[0], out.strides[1], out.strides[2], out.shape[2]);
+  int32_t *o = static_cast<int32_t *>(out.data);
+  if (staged) {
+    static int opted[64] = {};  // dynamic shared memory beyond 48 KB, opted into per device
+    if (staged_bytes + kStaticTop > 48 * 1024 && (ix.device >= 64 || opted[ix.device] < int(staged_bytes))) {
+      check_cuda(cudaFuncSetAttribute(top_items_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                      max_shared_per_block(ix.device) - int(kStaticTop)),
+                 "cudaFuncSetAttribute");
+      if (ix.device < 64) opted[ix.device] = max_shared_per_block(ix.device) - int(kStaticTop);
+    }
+    top_items_kernel<true><<<dim3(H, n_q), kTopThreads, staged_bytes, stream>>>(
+        c, mass, scores, row_max, n_items, item, n_sel, o, out.strides[0], out.strides[1], out.strides[2], out.shape[2]);
+  } else {
+    top_items_kernel<false><<<dim3(H, n_q), kTopThreads, 0, stream>>>(
+        c, mass, scores, row_max, n_items, item, n_sel, o, out.strides[0], out.strides[1], out.strides[2], out.shape[2]);
+  }
   check_cuda(cudaGetLastError(), "top-k launch");
 }
 

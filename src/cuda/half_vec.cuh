@@ -40,6 +40,36 @@ __device__ __forceinline__ float load_any(const void *base, int64_t off, int dty
   return dtype == SA_DTYPE_F16 ? F16::one(b) : BF16::one(b);
 }
 
+// q[off + g * s1 + c * s2] * scale for g < G, c < 8 (one lane's slice of G heads; 0 for
+// g >= n). The dtype is tested once, so the loads are all issued before the first is used.
+template <int G>
+__device__ __forceinline__ void load_query_slices(const void *q, int dtype, int64_t off, int64_t s1, int64_t s2,
+                                                  float scale, float out[][8], int n = G) {
+  if (dtype == SA_DTYPE_F32) {
+    const float *f = static_cast<const float *>(q) + off;
+#pragma unroll
+    for (int g = 0; g < G; ++g)
+#pragma unroll
+      for (int c = 0; c < 8; ++c) out[g][c] = g < n ? f[g * s1 + c * s2] : 0.f;
+  } else {
+    const uint16_t *h = static_cast<const uint16_t *>(q) + off;
+    uint16_t raw[G][8];
+#pragma unroll
+    for (int g = 0; g < G; ++g)
+#pragma unroll
+      for (int c = 0; c < 8; ++c) raw[g][c] = g < n ? h[g * s1 + c * s2] : uint16_t(0);
+    const bool f16 = dtype == SA_DTYPE_F16;
+#pragma unroll
+    for (int g = 0; g < G; ++g)
+#pragma unroll
+      for (int c = 0; c < 8; ++c) out[g][c] = f16 ? F16::one(raw[g][c]) : BF16::one(raw[g][c]);
+  }
+#pragma unroll
+  for (int g = 0; g < G; ++g)
+#pragma unroll
+    for (int c = 0; c < 8; ++c) out[g][c] *= scale;
+}
+
 __device__ __forceinline__ void store_any(void *base, int64_t off, int dtype, float v) {
   if (dtype == SA_DTYPE_F32) {
     static_cast<float *>(base)[off] = v;

@@ -2,7 +2,10 @@
 
 #include <cstdarg>
 #include <cstdio>
+#include <map>
 #include <mutex>
+#include <thread>
+#include <tuple>
 
 namespace sacuda {
 namespace {
@@ -41,36 +44,50 @@ DeviceGuard::~DeviceGuard() {
 }
 
 namespace {
-cudaMemPool_t device_pool(int device_id) {
-  static std::mutex mutex;
-  static cudaMemPool_t pools[kMaxDevices] = {};
-  if (device_id < 0 || device_id >= kMaxDevices) fail(SA_ERR_UNSUPPORTED, "CUDA device %d is beyond %d", device_id, kMaxDevices);
-  std::lock_guard<std::mutex> lock(mutex);
-  if (!pools[device_id]) {
-    cudaMemPoolProps props{};
-    props.allocType = cudaMemAllocationTypePinned;
-    props.location.type = cudaMemLocationTypeDevice;
-    props.location.id = device_id;
-    cudaMemPool_t pool;
-    check_cuda(cudaMemPoolCreate(&pool, &props), "cudaMemPoolCreate");
-    uint64_t keep = UINT64_MAX;
-    check_cuda(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep), "cudaMemPoolSetAttribute");
-    pools[device_id] = pool;
+struct BufferKey {
+  int device;
+  cudaStream_t stream;
+  std::thread::id thread;  // per-thread default streams share one handle
+  bool operator<(const BufferKey &o) const {
+    return std::tie(device, stream, thread) < std::tie(o.device, o.stream, o.thread);
   }
-  return pools[device_id];
+};
+struct BufferEntry {
+  StreamBuffers buffers;
+  size_t zeroed_bytes = 0, scratch_bytes = 0;
+};
+
+void *grow(void *&current, size_t &have, size_t want, const char *what) {
+  if (want <= have) return nullptr;
+  size_t bytes = have ? have : 4096;
+  while (bytes < want) bytes *= 2;
+  void *fresh = nullptr;
+  check_cuda(cudaMalloc(&fresh, bytes), what);
+  current = fresh;  // the old one stays allocated: queued or captured work may use it
+  have = bytes;
+  return fresh;
 }
 }  // namespace
 
-void *Workspace::get(size_t bytes) {
-  if (n_ == 8) fail(SA_ERR_INTERNAL, "workspace: too many blocks");
-  void *p = nullptr;
-  check_cuda(cudaMallocFromPoolAsync(&p, bytes ? bytes : 16, device_pool(device_), stream_), "workspace allocation");
-  blocks_[n_++] = p;
-  return p;
-}
-
-Workspace::~Workspace() {
-  for (int i = 0; i < n_; ++i) cudaFreeAsync(blocks_[i], stream_);  // after the work queued so far
+StreamBuffers stream_buffers(int device_id, cudaStream_t stream, size_t zeroed_bytes, size_t scratch_bytes) {
+  static std::mutex mutex;
+  static std::map<BufferKey, BufferEntry> entries;
+  const bool per_thread = stream == cudaStreamPerThread;
+  const BufferKey key{device_id, stream, per_thread ? std::this_thread::get_id() : std::thread::id()};
+  std::lock_guard<std::mutex> lock(mutex);
+  BufferEntry &e = entries[key];
+  if (zeroed_bytes > e.zeroed_bytes || scratch_bytes > e.scratch_bytes) {
+    cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+    check_cuda(cudaStreamIsCapturing(stream, &capture), "cudaStreamIsCapturing");
+    if (capture != cudaStreamCaptureStatusNone)
+      fail(SA_ERR_UNSUPPORTED, "the CUDA plugin needs larger buffers for this stream while it is being captured: "
+                               "run one call of this shape on the stream before capturing");
+    if (void *z = grow(e.buffers.zeroed, e.zeroed_bytes, zeroed_bytes, "stream buffer allocation")) {
+      check_cuda(cudaMemsetAsync(z, 0, e.zeroed_bytes, stream), "stream buffer zeroing");
+    }
+    grow(e.buffers.scratch, e.scratch_bytes, scratch_bytes, "stream buffer allocation");
+  }
+  return e.buffers;
 }
 
 int sm_count(int device_id) {
@@ -84,4 +101,15 @@ int sm_count(int device_id) {
   return counts[device_id];
 }
 
+
+int max_shared_per_block(int device_id) {
+  static int bytes[kMaxDevices] = {};
+  if (device_id < 0 || device_id >= kMaxDevices) return 48 * 1024;
+  if (!bytes[device_id]) {
+    int n = 0;
+    check_cuda(cudaDeviceGetAttribute(&n, cudaDevAttrMaxSharedMemoryPerBlockOptin, device_id), "cudaDeviceGetAttribute");
+    bytes[device_id] = n > 0 ? n : 48 * 1024;
+  }
+  return bytes[device_id];
+}
 }  // namespace sacuda

@@ -1,6 +1,6 @@
 // Shared pieces of the CUDA plugin: errors (thrown inside, turned into an sa_status and a
 // thread-local message at the table boundary), the current-device guard, and the
-// stream-ordered workspace pool.
+// per-stream buffers.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -52,25 +52,24 @@ class DeviceGuard {
   int saved_ = -1;
 };
 
-// Device memory ordered on a stream, from a pool the plugin keeps per device (never trimmed,
-// so repeated calls reuse it without a cudaMalloc).
-class Workspace {
- public:
-  Workspace(int device_id, cudaStream_t stream) : device_(device_id), stream_(stream) {}
-  ~Workspace();
-  Workspace(const Workspace &) = delete;
-  Workspace &operator=(const Workspace &) = delete;
-  void *get(size_t bytes);
-
- private:
-  int device_;
-  cudaStream_t stream_;
-  void *blocks_[8] = {};
-  int n_ = 0;
+// Device buffers the plugin keeps per (device, stream) for the life of the process, so a call
+// allocates nothing once its stream has seen a call as large. `zeroed` is all zeros between
+// calls: a kernel that uses it (split counters, running maxima) puts the zeros back before it
+// ends. `scratch` holds nothing between calls. Calls on one stream run in order, so they share
+// the buffers; a larger request allocates new ones and keeps the old ones alive, since work
+// already queued, or captured in a CUDA graph, may still use them. Allocating is refused
+// while the stream is being captured: run one call of each shape before capturing.
+struct StreamBuffers {
+  void *zeroed = nullptr;
+  void *scratch = nullptr;
 };
+StreamBuffers stream_buffers(int device_id, cudaStream_t stream, size_t zeroed_bytes, size_t scratch_bytes);
 
 // Multiprocessors of a device (cached).
 int sm_count(int device_id);
+
+// Optional-in shared memory per block of a device (cached).
+int max_shared_per_block(int device_id);
 
 // dtype of a tensor as the kernels see it.
 inline bool is_half_type(sa_dtype d) { return d == SA_DTYPE_F16 || d == SA_DTYPE_BF16; }

@@ -225,7 +225,8 @@ void check_select(Ctx &c, const SelCase &k, uint64_t seed) {
   for (int i = 0; i < k.n_q; ++i)
     for (int h = 0; h < k.Hkv; ++h) {
       const int64_t pos = k.n - k.n_q + i, lo = k.sinks, hi = std::min<int64_t>(pos - k.window, k.n - 1);
-      const int item = k.kind == SA_SELECTOR_PAGE ? k.page : 1;
+      const bool exact = k.kind == SA_SELECTOR_EXACT;
+      const int item = exact ? 1 : k.page;
       const int64_t n_items = (k.n + item - 1) / item;
       std::vector<double> mass(size_t(n_items), -1.0);
       std::vector<std::vector<double>> sc(size_t(G), std::vector<double>(size_t(n_items), -INFINITY));
@@ -233,7 +234,7 @@ void check_select(Ctx &c, const SelCase &k, uint64_t seed) {
         const uint16_t *qq = &q[(size_t(i) * k.Hq + h * G + g) * k.D];
         for (int64_t r = 0; r < n_items; ++r) {
           double s = 0;
-          if (item == 1) {
+          if (exact) {
             if (r > pos) continue;
             for (int d = 0; d < k.D; ++d) s += double(from_bf16(qq[d])) * from_bf16(keys[(size_t(r) * k.Hkv + h) * k.D + d]);
           } else {
@@ -261,7 +262,7 @@ void check_select(Ctx &c, const SelCase &k, uint64_t seed) {
           if (!cand) continue;
           if (mass[size_t(r)] < 0) mass[size_t(r)] = 0;
           const double s = sc[size_t(g)][size_t(r)];
-          mass[size_t(r)] += item == 1 ? std::exp(s - m) / z / G : std::exp(s - m);
+          mass[size_t(r)] += exact ? std::exp(s - m) / z / G : std::exp(s - m);
         }
       }
       // Threshold: the n_sel-th largest reference mass.
@@ -269,7 +270,7 @@ void check_select(Ctx &c, const SelCase &k, uint64_t seed) {
       for (double m : mass)
         if (m >= 0) sorted.push_back(m);
       std::sort(sorted.rbegin(), sorted.rend());
-      const size_t n_sel = item == 1 ? size_t(k.top_k) : size_t(std::max(1, k.top_k / item));
+      const size_t n_sel = exact ? size_t(k.top_k) : size_t(std::max(1, k.top_k / item));
       const double thr = sorted.size() > n_sel ? sorted[n_sel - 1] : -1;
       // Expected forced slots and the count.
       std::set<int32_t> forced;
@@ -306,6 +307,9 @@ TEST(CudaSelect, PageMatchesReference) {
   NEED_GPU(c);
   check_select(c, {SA_SELECTOR_PAGE, 128, 8, 2, 2, 16, 5003, 256, 64, 4}, 13);
   check_select(c, {SA_SELECTOR_PAGE, 64, 4, 4, 1, 32, 2000, 100, 16, 0}, 14);
+  check_select(c, {SA_SELECTOR_PAGE, 64, 2, 1, 1, 16, 224000, 512, 16, 4}, 15);  // masses over 48 KB of shared memory
+  check_select(c, {SA_SELECTOR_PAGE, 64, 2, 1, 1, 1, 60000, 300, 16, 4}, 16);    // too many pages to stage: global masses
+  check_select(c, {SA_SELECTOR_PAGE, 64, 12, 2, 2, 16, 3000, 128, 16, 4}, 17);   // G = 6: the wide group kernel
 }
 TEST(CudaSelect, SelectThenAttendOnDevice) {
   NEED_GPU(c);
