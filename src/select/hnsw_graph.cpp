@@ -3,8 +3,8 @@
 // hnswlib 0.6.2's SSE paths prefetch the entry one past a full link list (searchBaseLayer),
 // a read past the allocation that AddressSanitizer stops on; the value only feeds a prefetch
 // address, so release builds keep them and sanitizer builds go without.
-#if defined(__SANITIZE_ADDRESS__) && !defined(NO_MANUAL_VECTORIZER)
-#define NO_MANUAL_VECTORIZER
+#if defined(__SANITIZE_ADDRESS__) && !defined(NO_MANUAL_VECTORIZATION)
+#define NO_MANUAL_VECTORIZATION
 #endif
 // hnswlib.h defines non-inline functions: include it in this one translation unit only.
 #include <hnswlib/hnswlib.h>
