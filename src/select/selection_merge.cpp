@@ -5,11 +5,6 @@
 namespace sa {
 
 namespace {
-// Higher score first; equal scores by lower slot, so results never depend on the order in
-// which candidates were found (threads, hash tables).
-bool better(const Candidate &a, const Candidate &b) {
-  return a.score > b.score || (a.score == b.score && a.slot < b.slot);
-}
 // Ascending order of distinct slots: a bitmap pass when that is cheaper than a comparison sort
 // (thousands of slots out of a large index).
 void sort_distinct_slots(std::vector<int32_t> &slots) {
@@ -36,9 +31,9 @@ void sort_distinct_slots(std::vector<int32_t> &slots) {
 void write_selection(std::vector<Candidate> &cands, std::vector<int32_t> &forced, float forced_mass,
                      const KeepRule &rule, int32_t *out, int64_t width, int64_t out_stride) {
   size_t k = std::min(cands.size(), size_t(rule.top_k > 0 ? rule.top_k : 0));
-  if (k < cands.size()) std::nth_element(cands.begin(), cands.begin() + k, cands.end(), better);
+  if (k < cands.size()) std::nth_element(cands.begin(), cands.begin() + k, cands.end(), ranks_before);
   if (rule.mass_target > 0.f && k > 0) {
-    std::sort(cands.begin(), cands.begin() + k, better);
+    std::sort(cands.begin(), cands.begin() + k, ranks_before);
     float mass = forced_mass;
     size_t taken = 0;
     while (taken < k && mass < rule.mass_target) mass += cands[taken++].score;

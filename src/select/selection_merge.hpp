@@ -25,7 +25,7 @@ struct Candidate {
 };
 
 // Higher score first; equal scores by lower slot, so results never depend on the order in
-// which candidates were found (threads, hash tables). write_selection ranks the same way.
+// which candidates were found (threads, hash tables). write_selection ranks with it.
 inline bool ranks_before(const Candidate &a, const Candidate &b) {
   return a.score > b.score || (a.score == b.score && a.slot < b.slot);
 }
