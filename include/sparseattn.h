@@ -316,8 +316,8 @@ typedef struct sa_index_options {
 SA_API sa_index_options sa_index_options_default(void);
 
 /* Creates an empty index. ctx must outlive the index (its threads and
- * instruction set are used by sa_select). Kinds not built into this library
- * return SA_ERR_UNSUPPORTED. */
+ * instruction set are used by sa_select). A kind this build does not know
+ * returns SA_ERR_UNSUPPORTED. */
 SA_API sa_status sa_index_create(sa_context *ctx, const sa_index_options *opt, sa_index **out);
 SA_API void sa_index_destroy(sa_index **ix);
 
