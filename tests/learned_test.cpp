@@ -21,6 +21,7 @@
 namespace {
 
 using sat::Tensor;
+using sat::row_of;
 
 std::vector<int32_t> as_ints(const Tensor &t) {
   std::vector<int32_t> v;
@@ -28,11 +29,6 @@ std::vector<int32_t> as_ints(const Tensor &t) {
   return v;
 }
 
-std::vector<int32_t> row_of(const Tensor &out, int64_t i, int64_t h) {
-  std::vector<int32_t> r;
-  for (int64_t c = 0; c < out.dim(2); ++c) r.push_back(int32_t(out.get({i, h, c})));
-  return r;
-}
 
 // Values rounded to f32, so the file holds exactly what the reference uses.
 std::vector<double> f32_values(sat::Rng &rng, size_t n, double sigma) {

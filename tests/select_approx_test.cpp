@@ -14,6 +14,9 @@ namespace {
 
 using sat::Rng;
 using sat::Tensor;
+using sat::contains;
+using sat::row_of;
+using sat::select_options;
 
 struct Config {
   const char *name;
@@ -78,21 +81,8 @@ Tensor random_keys(Rng &rng, int64_t n) {
   return k;
 }
 
-std::vector<int32_t> row_of(const Tensor &t, int64_t i, int64_t h) {
-  std::vector<int32_t> r;
-  for (int64_t w = 0; w < t.dim(2); ++w) r.push_back(int32_t(t.get({i, h, w})));
-  return r;
-}
 
-bool contains(const std::vector<int32_t> &row, int32_t slot) { return std::find(row.begin(), row.end(), slot) != row.end(); }
 
-sa_select_options options(int32_t top_k, int32_t window, int32_t sinks) {
-  sa_select_options o = SA_SELECT_OPTIONS_INIT;
-  o.top_k = top_k;
-  o.window = window;
-  o.sinks = sinks;
-  return o;
-}
 
 // Sets key row `slot` of `keys`, head h, to `gain` times the unit direction of the summed
 // query heads [g0, g1) of query i: a key every one of those heads attends to.
@@ -133,7 +123,7 @@ TEST_P(ApproxSelect, FindsPlantedNeedles) {
   for (int64_t i = 0; i < n_q; ++i)
     for (int64_t h = 0; h < kHkv; ++h) plant(keys, needle(i, h), h, q, i, h * 2, h * 2 + 2, GetParam().gain);
   a.append(keys);
-  sa_select_options o = options(16, 8, 2);
+  sa_select_options o = select_options(16, 8, 2);
   Tensor out = a.select(q, o);
   check_contract(a, q, o, out);
   for (int64_t i = 0; i < n_q; ++i)
@@ -152,7 +142,7 @@ TEST_P(ApproxSelect, PerQueryHeadNeedles) {
   for (int64_t i = 0; i < 2; ++i)
     for (int64_t g = 0; g < kHq; ++g) plant(keys, needle(i, g), g / 2, q, i, g, g + 1, GetParam().gain);
   a.append(keys);
-  sa_select_options o = options(16, 4, 1);  // a whole page of 16 fits
+  sa_select_options o = select_options(16, 4, 1);  // a whole page of 16 fits
   o.per_query_head = 1;
   Tensor out = a.select(q, o);
   check_contract(a, q, o, out);
@@ -174,7 +164,7 @@ TEST_P(ApproxSelect, CausalPositions) {
   }
   a.append(keys);
   std::vector<int64_t> pos = {2000, 3500};
-  sa_select_options o = options(16, 8, 2);
+  sa_select_options o = select_options(16, 8, 2);
   o.query_positions = pos.data();
   Tensor out = a.select(q, o);
   check_contract(a, q, o, out);
@@ -201,7 +191,7 @@ TEST_P(ApproxSelect, SegmentsAreRespected) {
     plant(keys, 1600 + h, h, q, 1, 2 * h, 2 * h + 2, GetParam().gain); // segment 1, query 1's
   }
   a.append(keys);
-  sa_select_options o = options(16, 8, 2);
+  sa_select_options o = select_options(16, 8, 2);
   o.query_segments = qseg.data();
   o.key_segments = kseg.data();
   Tensor out = a.select(q, o);
@@ -220,7 +210,7 @@ TEST_P(ApproxSelect, AppendGrowth) {
   Rng rng(505);
   Approx a(GetParam());
   ASSERT_NE(a.ix, nullptr);
-  sa_select_options o = options(16, 4, 1);
+  sa_select_options o = select_options(16, 4, 1);
   int64_t total = 0;
   for (int64_t chunk : {1, 2, 13, 100, 700, 1500, 3000}) {
     Tensor q = sat::random_tensor(rng, SA_DTYPE_F32, {1, kHq, kD});
@@ -251,7 +241,7 @@ TEST_P(ApproxSelect, UpdateRefillsFreedSlots) {
   Tensor keys = random_keys(rng, n);
   for (int64_t h = 0; h < kHkv; ++h) plant(keys, 1234, h, q, 0, 2 * h, 2 * h + 2, GetParam().gain);
   a.append(keys);
-  sa_select_options o = options(16, 4, 2);
+  sa_select_options o = select_options(16, 4, 2);
   Tensor before = a.select(q, o);
   for (int64_t h = 0; h < kHkv; ++h) ASSERT_TRUE(contains(row_of(before, 0, h), 1234));
 
@@ -296,14 +286,14 @@ TEST_P(ApproxSelect, MassTarget) {
   a.append(keys);
   auto count = [](const std::vector<int32_t> &r) { return std::count_if(r.begin(), r.end(), [](int32_t s) { return s >= 0; }); };
 
-  sa_select_options o = options(32, 0, 0);
+  sa_select_options o = select_options(32, 0, 0);
   o.mass_target = 0.5f;
   Tensor one = a.select(q, o);
   std::vector<int32_t> just_needle(32, -1);
   just_needle[0] = 777;
   for (int64_t h = 0; h < kHkv; ++h) EXPECT_EQ(row_of(one, 0, h), just_needle) << "head " << h;
 
-  sa_select_options w = options(32, 16, 0);  // random keys: the window holds some mass
+  sa_select_options w = select_options(32, 16, 0);  // random keys: the window holds some mass
   w.mass_target = 1e-6f;
   Tensor window_only = plain.select(q, w);
   check_contract(plain, q, w, window_only);
@@ -311,7 +301,7 @@ TEST_P(ApproxSelect, MassTarget) {
 
   std::vector<std::vector<int32_t>> previous(kHkv);
   for (float target : {0.05f, 0.2f, 0.5f}) {
-    sa_select_options t = options(32, 16, 0);
+    sa_select_options t = select_options(32, 16, 0);
     t.mass_target = target;
     Tensor out = plain.select(q, t);
     check_contract(plain, q, t, out);
@@ -340,7 +330,7 @@ TEST_P(ApproxSelect, ThreadsAndConcurrencyGiveIdenticalResults) {
   one.append(more);
   two.append(more);
   Tensor q = sat::random_tensor(rng, SA_DTYPE_F32, {6, kHq, kD});
-  sa_select_options o = options(24, 8, 2);
+  sa_select_options o = select_options(24, 8, 2);
   Tensor serial = one.select(q, o);
   EXPECT_EQ(two.select(q, o).values(), serial.values());
 
@@ -376,7 +366,7 @@ TEST(PageSelect, RefineOverEveryPageEqualsExact) {
   Tensor q = sat::random_tensor(rng, SA_DTYPE_F32, {3, kHq, kD});
   for (int per_head : {0, 1})
     for (float mass : {0.f, 0.6f}) {
-      sa_select_options o = options(20, 8, 3);
+      sa_select_options o = select_options(20, 8, 3);
       o.per_query_head = per_head;
       o.mass_target = mass;
       Tensor out = a.select(q, o);
@@ -395,7 +385,7 @@ TEST(PageSelect, WithoutRefineTakesWholePages) {
   ASSERT_NE(a.ix, nullptr);
   a.append(random_keys(rng, 2000));
   Tensor q = sat::random_tensor(rng, SA_DTYPE_F32, {2, kHq, kD});
-  sa_select_options o = options(32, 0, 0);
+  sa_select_options o = select_options(32, 0, 0);
   Tensor out = a.select(q, o);
   for (int64_t i = 0; i < 2; ++i)
     for (int64_t h = 0; h < kHkv; ++h) {

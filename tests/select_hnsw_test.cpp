@@ -14,6 +14,9 @@ namespace {
 
 using sat::Rng;
 using sat::Tensor;
+using sat::contains;
+using sat::row_of;
+using sat::select_options;
 
 struct HnswIndexed {
   sat::ContextPtr ctx;
@@ -55,23 +58,8 @@ struct HnswIndexed {
   }
 };
 
-sa_select_options options(int32_t top_k, int32_t window, int32_t sinks) {
-  sa_select_options o = SA_SELECT_OPTIONS_INIT;
-  o.top_k = top_k;
-  o.window = window;
-  o.sinks = sinks;
-  return o;
-}
 
-std::vector<int32_t> row_of(const Tensor &t, int64_t i, int64_t h) {
-  std::vector<int32_t> r;
-  for (int64_t w = 0; w < t.dim(2); ++w) r.push_back(int32_t(t.get({i, h, w})));
-  return r;
-}
 
-bool contains(const std::vector<int32_t> &row, int32_t slot) {
-  return std::find(row.begin(), row.end(), slot) != row.end();
-}
 
 Tensor run_select(HnswIndexed &ix, const Tensor &q, const sa_select_options &o, int64_t width) {
   Tensor out(SA_DTYPE_I32, {q.dim(0), o.per_query_head ? q.dim(1) : ix.cache.h_kv, width});
@@ -146,7 +134,7 @@ TEST(SelectHnsw, PlantedNeedlesAreFound) {
       for (int64_t x = 0; x < 32; ++x)
         keys.set({s, h, x}, sat::round_to(SA_DTYPE_F32, 1.0 * (q.get({0, 2 * h, x}) + q.get({0, 2 * h + 1, x}))));
   ix.append(keys);
-  sa_select_options o = options(8, 16, 2);
+  sa_select_options o = select_options(8, 16, 2);
   Tensor out = run_select(ix, q, o, 26);
   check_and_recall(ix, q, o, out);
   for (int64_t h = 0; h < 2; ++h)
@@ -161,7 +149,7 @@ TEST(SelectHnsw, RecallOnClusteredKeys) {
   ASSERT_NE(ix.get(), nullptr);
   ix.append(clustered(rng, 3000, 2, 32, 24, 7));
   const Tensor q = group_queries(rng, 8, 4, 32, 2);
-  sa_select_options o = options(32, 16, 2);
+  sa_select_options o = select_options(32, 16, 2);
   std::vector<int64_t> pos(8, 2999);  // decode-like: every query sees the whole cache
   o.query_positions = pos.data();
   // Per query head: the order is q.k, the graph's own question.
@@ -193,7 +181,7 @@ TEST(SelectHnsw, AppendGrowthFindsNewKeys) {
     ix.append(k);
     const int32_t needle = int32_t(n + chunk / 2);
     n += chunk;
-    sa_select_options o = options(8, 4, 1);
+    sa_select_options o = select_options(8, 4, 1);
     Tensor out = run_select(ix, q, o, 13);
     check_and_recall(ix, q, o, out);
     if (chunk > 1) {
@@ -219,7 +207,7 @@ TEST(SelectHnsw, UpdateReplacesKeysInTheGraph) {
   };
   needle_row(keys, 100);
   ix.append(keys);
-  sa_select_options o = options(6, 4, 1);
+  sa_select_options o = select_options(6, 4, 1);
   o.scale = 1.0f;
   Tensor before = run_select(ix, q, o, 11);
   for (int64_t h = 0; h < 2; ++h) {
@@ -255,7 +243,7 @@ TEST(SelectHnsw, CausalPrefillBatch) {
   const Tensor q = group_queries(rng, n_q, 4, 32, 2);
   std::vector<int64_t> pos;
   for (int64_t i = 0; i < n_q; ++i) pos.push_back(i * 86 + 5);  // 5 .. 1983
-  sa_select_options o = options(16, 8, 2);
+  sa_select_options o = select_options(16, 8, 2);
   o.query_positions = pos.data();
   o.scale = 1.0f;  // concentrated attention, as in trained models (see RecallOnClusteredKeys)
   Tensor out = run_select(ix, q, o, 26);
@@ -278,7 +266,7 @@ TEST(SelectHnsw, SegmentsAreRespected) {
   q.randomize(rng);
   std::vector<int32_t> qseg = {0, 1, 2, 0, 1, 2};
   std::vector<int64_t> pos = {1199, 1199, 1199, 650, 650, 150};
-  sa_select_options o = options(12, 8, 2);
+  sa_select_options o = select_options(12, 8, 2);
   o.query_segments = qseg.data();
   o.key_segments = kseg.data();
   o.query_positions = pos.data();
@@ -297,7 +285,7 @@ TEST(SelectHnsw, PerQueryHeadLists) {
   for (int64_t g = 0; g < 4; ++g)
     for (int64_t x = 0; x < 16; ++x) keys.set({200 + 300 * g, g / 2, x}, sat::round_to(SA_DTYPE_F32, 2.0 * q.get({0, g, x})));
   ix.append(keys);
-  sa_select_options o = options(4, 4, 0);
+  sa_select_options o = select_options(4, 4, 0);
   o.per_query_head = 1;
   Tensor out = run_select(ix, q, o, 8);
   EXPECT_GE(check_and_recall(ix, q, o, out), 0.75);
@@ -322,7 +310,7 @@ TEST(SelectHnsw, ThreadCountsGiveIdenticalResults) {
     std::vector<int64_t> pos;
     for (int64_t i = 0; i < n_q; ++i) pos.push_back(1403 - i * 70);
     for (int32_t pqh : {0, 1}) {
-      sa_select_options o = options(16, 8, 2);
+      sa_select_options o = select_options(16, 8, 2);
       o.per_query_head = pqh;
       o.query_positions = pos.data();
       Tensor a = run_select(one, q, o, 26), b = run_select(two, q, o, 26);
@@ -336,7 +324,7 @@ TEST(SelectHnsw, ConcurrentSelectsMatchSerial) {
   HnswIndexed ix(2, 16, 1);
   ASSERT_NE(ix.get(), nullptr);
   ix.append(ix.random_keys(rng, 1500));
-  sa_select_options o = options(8, 4, 1);
+  sa_select_options o = select_options(8, 4, 1);
   std::vector<Tensor> qs, serial;
   for (int t = 0; t < 4; ++t) {
     qs.push_back(sat::random_tensor(rng, SA_DTYPE_F32, {t + 1, 4, 16}));
@@ -366,7 +354,7 @@ TEST(SelectHnsw, EmptyIndexGivesPadding) {
   ASSERT_NE(ix.get(), nullptr);
   Rng rng(310);
   Tensor q = sat::random_tensor(rng, SA_DTYPE_F32, {2, 1, 8});
-  Tensor out = run_select(ix, q, options(4, 2, 1), 7);
+  Tensor out = run_select(ix, q, select_options(4, 2, 1), 7);
   for (double v : out.values()) EXPECT_EQ(v, -1.0);
 }
 

@@ -12,6 +12,8 @@ namespace {
 
 using sat::Rng;
 using sat::Tensor;
+using sat::row_of;
+using sat::select_options;
 
 // An index and its mirror in the oracle, fed the same keys.
 struct Indexed {
@@ -39,11 +41,6 @@ struct Indexed {
   }
 };
 
-std::vector<int32_t> row_of(const Tensor &t, int64_t i, int64_t h) {
-  std::vector<int32_t> r;
-  for (int64_t w = 0; w < t.dim(2); ++w) r.push_back(int32_t(t.get({i, h, w})));
-  return r;
-}
 
 // Output heads for the mode: H_kv per KV head, H_q per query head.
 int64_t out_heads(const Indexed &ix, const Tensor &q, const sa_select_options &o) {
@@ -72,13 +69,6 @@ void check_all(const Indexed &ix, const Tensor &q, const sa_select_options &o, c
     }
 }
 
-sa_select_options options(int32_t top_k, int32_t window, int32_t sinks) {
-  sa_select_options o = SA_SELECT_OPTIONS_INIT;
-  o.top_k = top_k;
-  o.window = window;
-  o.sinks = sinks;
-  return o;
-}
 
 int64_t count_valid(const std::vector<int32_t> &row) {
   return std::count_if(row.begin(), row.end(), [](int32_t s) { return s >= 0; });
@@ -122,7 +112,7 @@ TEST(Select, ExactPerKvHeadMatchesBruteForce) {
   ASSERT_NE(ix.get(), nullptr);
   ix.append(ix.random_keys(rng, 1000));
   Tensor q = sat::random_tensor(rng, SA_DTYPE_F32, {1, 8, 64});
-  sa_select_options o = options(32, 16, 4);
+  sa_select_options o = select_options(32, 16, 4);
   Tensor out = run_select(ix, q, o, 60);
   check_all(ix, q, o, out);
   for (int64_t h = 0; h < 2; ++h) EXPECT_EQ(count_valid(row_of(out, 0, h)), 52);
@@ -135,7 +125,7 @@ TEST(Select, ExactLargeGroupMatchesBruteForce) {
   ASSERT_NE(ix.get(), nullptr);
   ix.append(ix.random_keys(rng, 300));
   Tensor q = sat::random_tensor(rng, SA_DTYPE_F32, {2, 20, 32});
-  sa_select_options o = options(16, 8, 2);
+  sa_select_options o = select_options(16, 8, 2);
   check_all(ix, q, o, run_select(ix, q, o, 26));
 }
 
@@ -145,7 +135,7 @@ TEST(Select, ExactPerQueryHeadMatchesBruteForce) {
   ASSERT_NE(ix.get(), nullptr);
   ix.append(ix.random_keys(rng, 800));
   Tensor q = sat::random_tensor(rng, SA_DTYPE_F32, {2, 8, 32});
-  sa_select_options o = options(24, 8, 2);
+  sa_select_options o = select_options(24, 8, 2);
   o.per_query_head = 1;
   Tensor out = run_select(ix, q, o, 34);
   ASSERT_EQ(out.dim(1), 8);
@@ -161,7 +151,7 @@ TEST(Select, GroupSumDiffersFromSingleHead) {
   ASSERT_NE(ix.get(), nullptr);
   ix.append(ix.random_keys(rng, 600));
   Tensor q = sat::random_tensor(rng, SA_DTYPE_F32, {1, 4, 32});
-  sa_select_options o = options(20, 0, 0);
+  sa_select_options o = select_options(20, 0, 0);
   Tensor grouped = run_select(ix, q, o, 20);
   check_all(ix, q, o, grouped);
   o.per_query_head = 1;
@@ -185,7 +175,7 @@ TEST(Select, PlantedNeedlesAreFound) {
       keys.set({s, 1, x}, sat::round_to(SA_DTYPE_F32, 0.5 * sum));
     }
   ix.append(keys);
-  sa_select_options o = options(8, 16, 4);
+  sa_select_options o = select_options(8, 16, 4);
   Tensor out = run_select(ix, q, o, 28);
   check_all(ix, q, o, out);
   std::vector<int32_t> row = row_of(out, 0, 1);
@@ -202,7 +192,7 @@ TEST(Select, SinksAndWindowAlwaysPresent) {
   for (int64_t s : {0, 1, 2, 495, 496, 497, 498, 499})
     for (int64_t x = 0; x < 16; ++x) keys.set({s, 0, x}, -3.0 * q.get({0, 0, x}));
   ix.append(keys);
-  sa_select_options o = options(10, 5, 3);
+  sa_select_options o = select_options(10, 5, 3);
   Tensor out = run_select(ix, q, o, 18);
   check_all(ix, q, o, out);
   std::vector<int32_t> row = row_of(out, 0, 0);
@@ -217,7 +207,7 @@ TEST(Select, FewerVisibleKeysThanBudget) {
   ASSERT_NE(ix.get(), nullptr);
   ix.append(ix.random_keys(rng, 20));
   Tensor q = sat::random_tensor(rng, SA_DTYPE_F32, {1, 2, 8});
-  sa_select_options o = options(64, 64, 4);
+  sa_select_options o = select_options(64, 64, 4);
   Tensor out = run_select(ix, q, o, 140);
   check_all(ix, q, o, out);
   std::vector<int32_t> row = row_of(out, 0, 0);
@@ -230,7 +220,7 @@ TEST(Select, EmptyIndexGivesOnlyPadding) {
   ASSERT_NE(ix.get(), nullptr);
   Rng rng(107);
   Tensor q = sat::random_tensor(rng, SA_DTYPE_F32, {2, 1, 8});
-  sa_select_options o = options(4, 4, 4);
+  sa_select_options o = select_options(4, 4, 4);
   Tensor out = run_select(ix, q, o, 12);
   for (double x : out.values()) EXPECT_EQ(x, -1);
 }
@@ -242,7 +232,7 @@ TEST(Select, CausalExplicitQueryPositions) {
   ix.append(ix.random_keys(rng, 1000));
   Tensor q = sat::random_tensor(rng, SA_DTYPE_F32, {4, 4, 32});
   std::vector<int64_t> pos = {5, 100, 500, 999};
-  sa_select_options o = options(16, 8, 4);
+  sa_select_options o = select_options(16, 8, 4);
   o.query_positions = pos.data();
   Tensor out = run_select(ix, q, o, 30);
   check_all(ix, q, o, out);
@@ -258,7 +248,7 @@ TEST(Select, CausalDefaultPositionsAreTheLastQueries) {
   ASSERT_NE(ix.get(), nullptr);
   ix.append(ix.random_keys(rng, 300));
   Tensor q = sat::random_tensor(rng, SA_DTYPE_F32, {5, 2, 16});  // positions 295..299
-  sa_select_options o = options(8, 4, 2);
+  sa_select_options o = select_options(8, 4, 2);
   Tensor out = run_select(ix, q, o, 14);
   check_all(ix, q, o, out);
   for (int64_t i = 0; i < 5; ++i) {
@@ -277,7 +267,7 @@ TEST(Select, SegmentsAreRespected) {
   std::vector<int32_t> qseg = {0, 1, 1, 2};
   std::vector<int64_t> qpos = {299, 400, 649, 899};
   Tensor q = sat::random_tensor(rng, SA_DTYPE_F32, {4, 4, 32});
-  sa_select_options o = options(20, 10, 4);
+  sa_select_options o = select_options(20, 10, 4);
   o.query_positions = qpos.data();
   o.query_segments = qseg.data();
   o.key_segments = kseg.data();
@@ -300,7 +290,7 @@ TEST(Select, QueriesIn16BitDtypes) {
   ix.append(ix.random_keys(rng, 400));
   for (sa_dtype dt : {SA_DTYPE_F16, SA_DTYPE_BF16}) {
     Tensor q = sat::random_tensor(rng, dt, {2, 4, 32}, sat::padded_strides(5, 40));
-    sa_select_options o = options(16, 8, 4);
+    sa_select_options o = select_options(16, 8, 4);
     Tensor out = run_select(ix, q, o, 28);
     check_all(ix, q, o, out);
   }
@@ -319,7 +309,7 @@ TEST(Select, IndexDtypes) {
     more.randomize(rng);
     ix.append(more);
     Tensor q = sat::random_tensor(rng, SA_DTYPE_F32, {3, 8, 64});
-    sa_select_options o = options(32, 16, 4);
+    sa_select_options o = select_options(32, 16, 4);
     Tensor out = run_select(ix, q, o, 52);
     check_all(ix, q, o, out);
   }
@@ -331,7 +321,7 @@ TEST(Select, StridedOutput) {
   ASSERT_NE(ix.get(), nullptr);
   ix.append(ix.random_keys(rng, 200));
   Tensor q = sat::random_tensor(rng, SA_DTYPE_F32, {3, 2, 16});
-  sa_select_options o = options(8, 4, 2);
+  sa_select_options o = select_options(8, 4, 2);
   Tensor out(SA_DTYPE_I32, {3, 2, 14}, {1, 3 * 16, 3});  // [H][width][n_q] storage with gaps
   out.poison();
   ASSERT_SA_OK(sa_select(ix.get(), q.t(), &o, out.t()));
@@ -350,7 +340,7 @@ TEST(Select, PrefillAgreesWithDecode) {
   Tensor q = sat::random_tensor(rng, SA_DTYPE_F32, {n_q, 8, 64});
   for (int32_t pqh : {0, 1}) {
     SCOPED_TRACE(testing::Message() << "per_query_head=" << pqh);
-    sa_select_options o = options(32, 16, 4);
+    sa_select_options o = select_options(32, 16, 4);
     o.per_query_head = pqh;
     Tensor batch = run_select(ix, q, o, 52);
     check_all(ix, q, o, batch);
@@ -378,7 +368,7 @@ TEST(Select, MassTargetPerQueryHead) {
   Tensor q = sat::random_tensor(rng, SA_DTYPE_F32, {3, 4, 32});
   for (float target : {0.3f, 0.6f, 0.9f}) {
     SCOPED_TRACE(testing::Message() << "mass_target=" << target);
-    sa_select_options o = options(300, 8, 2);
+    sa_select_options o = select_options(300, 8, 2);
     o.per_query_head = 1;
     o.mass_target = target;
     o.scale = 0.6f;  // peaked enough that the target is met well before top_k
@@ -399,7 +389,7 @@ TEST(Select, MassTargetPerKvHead) {
     ASSERT_NE(ix.get(), nullptr);
     ix.append(ix.random_keys(rng, 1200));
     Tensor q = sat::random_tensor(rng, SA_DTYPE_F32, {2, h_q, 32});
-    sa_select_options o = options(400, 4, 1);
+    sa_select_options o = select_options(400, 4, 1);
     o.mass_target = 0.7f;
     o.scale = 0.6f;
     Tensor out = run_select(ix, q, o, 405);
@@ -418,7 +408,7 @@ TEST(Select, MassTargetMetBySinksAndWindowAddsNothing) {
   Tensor q = sat::random_tensor(rng, SA_DTYPE_F32, {1, 1, 16});
   for (int64_t x = 0; x < 16; ++x) keys.set({299, 0, x}, 4.0 * q.get({0, 0, x}));  // the window key dominates
   ix.append(keys);
-  sa_select_options o = options(50, 1, 0);
+  sa_select_options o = select_options(50, 1, 0);
   o.mass_target = 0.5f;
   Tensor out = run_select(ix, q, o, 51);
   check_all(ix, q, o, out);
@@ -435,7 +425,7 @@ TEST(Select, ThreadCountsGiveIdenticalResults) {
   for (int64_t n_q : {1, 40}) {
     Tensor q = sat::random_tensor(rng, SA_DTYPE_F32, {n_q, 8, 64});
     for (int32_t pqh : {0, 1}) {
-      sa_select_options o = options(64, 32, 4);
+      sa_select_options o = select_options(64, 32, 4);
       o.per_query_head = pqh;
       Tensor a = run_select(one, q, o, 100), b = run_select(two, q, o, 100);
       EXPECT_EQ(a.values(), b.values()) << "n_q=" << n_q << " per_query_head=" << pqh;
@@ -451,7 +441,7 @@ TEST(Select, ConcurrentSelectsMatchSerial) {
   ix.append(ix.random_keys(rng, 2000));
   std::vector<Tensor> qs;
   std::vector<Tensor> serial;
-  sa_select_options o = options(32, 16, 4);
+  sa_select_options o = select_options(32, 16, 4);
   for (int t = 0; t < 4; ++t) {
     qs.push_back(sat::random_tensor(rng, SA_DTYPE_F32, {t + 1, 4, 32}));
     serial.push_back(run_select(ix, qs.back(), o, 52));
@@ -495,7 +485,7 @@ TEST(Select, ChunkedAppendEqualsOneAppend) {
   ASSERT_SA_OK(sa_index_size(parts.get(), &size));
   EXPECT_EQ(size, 1000);
   Tensor q = sat::random_tensor(rng, SA_DTYPE_F32, {3, 8, 32});
-  sa_select_options o = options(40, 8, 4);
+  sa_select_options o = select_options(40, 8, 4);
   Tensor a = run_select(whole, q, o, 52), b = run_select(parts, q, o, 52);
   EXPECT_EQ(a.values(), b.values());
   check_all(parts, q, o, b);
@@ -519,7 +509,7 @@ TEST(Select, InterleavedAppendAndSelect) {
   for (int step = 0; step < 6; ++step) {
     ix.append(ix.random_keys(rng, 1 + step * 150));
     Tensor q = sat::random_tensor(rng, SA_DTYPE_F32, {2, 4, 16});
-    sa_select_options o = options(12, 6, 2);
+    sa_select_options o = select_options(12, 6, 2);
     Tensor out = run_select(ix, q, o, 20);
     check_all(ix, q, o, out);
   }
@@ -544,7 +534,7 @@ TEST(Select, UpdateRefillsSlotsWithNewPositions) {
   EXPECT_EQ(size, 500);
 
   // Default query position is now 502: window (498, 502] = slots 499, 10, 20, 30.
-  sa_select_options o = options(6, 4, 2);
+  sa_select_options o = select_options(6, 4, 2);
   Tensor out = run_select(ix, q, o, 12);
   check_all(ix, q, o, out);
   std::vector<int32_t> row = row_of(out, 0, 0);
@@ -578,7 +568,7 @@ TEST(Select, UpdatedKeysChangeScores) {
   ASSERT_NE(ix.get(), nullptr);
   ix.append(ix.random_keys(rng, 400));
   Tensor q = sat::random_tensor(rng, SA_DTYPE_F32, {1, 4, 32});
-  sa_select_options o = options(4, 0, 0);
+  sa_select_options o = select_options(4, 0, 0);
   Tensor before = run_select(ix, q, o, 4);
   check_all(ix, q, o, before);
   // Turn slots 7 and 8 (keeping their positions) into needles for KV head 0.
@@ -627,7 +617,7 @@ TEST(Select, OtherKindsAreUnsupportedOrWork) {
     ASSERT_SA_OK(sa_index_append(ix.get(), keys.t()));
     cache.append(keys);
     Tensor q = sat::random_tensor(rng, SA_DTYPE_F32, {2, 4, 32});
-    sa_select_options o = options(16, 8, 4);
+    sa_select_options o = select_options(16, 8, 4);
     Tensor out(SA_DTYPE_I32, {2, 2, 28});
     out.poison();
     ASSERT_SA_OK(sa_select(ix.get(), q.t(), &o, out.t()));

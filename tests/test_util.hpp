@@ -375,6 +375,27 @@ class ContextTest : public ::testing::Test {
   ContextPtr ctx_;
 };
 
+// ------------------------------------------------------------------ selections
+
+inline sa_select_options select_options(int32_t top_k, int32_t window, int32_t sinks) {
+  sa_select_options o = SA_SELECT_OPTIONS_INIT;
+  o.top_k = top_k;
+  o.window = window;
+  o.sinks = sinks;
+  return o;
+}
+
+// List (i, h) of an i32 [n_q, H, width] selection output.
+inline std::vector<int32_t> row_of(const Tensor &t, int64_t i, int64_t h) {
+  std::vector<int32_t> r;
+  for (int64_t w = 0; w < t.dim(2); ++w) r.push_back(int32_t(t.get({i, h, w})));
+  return r;
+}
+
+inline bool contains(const std::vector<int32_t> &row, int32_t slot) {
+  return std::find(row.begin(), row.end(), slot) != row.end();
+}
+
 // ------------------------------------------------------------------ comparisons
 
 // max |got - ref| <= rel * max |ref| (plus a tiny absolute floor for all-zero refs).
