@@ -44,12 +44,7 @@ void select_by_dot_product(const sa_context &ctx, const SelectRequest &req, cons
   const int64_t *pos = keys_.positions();
   const bool two_stage = rescore.native && rescore.candidates > 0;
 
-  if (n == 0) {  // nothing to choose from: every list is padding
-    for (int64_t i = 0; i < n_q; ++i)
-      for (int64_t h = 0; h < out.shape[1]; ++h)
-        for (int64_t c = 0; c < width; ++c) out.ptr<int32_t>()[i * out.stride[0] + h * out.stride[1] + c * out.stride[2]] = -1;
-    return;
-  }
+  if (n == 0) return write_all_padding(out);  // nothing to choose from
   const bool gemm = n_q >= kGemmMinQueries;
   const int64_t qblock =
       gemm ? std::max<int64_t>(1, std::min<int64_t>(kMaxQueryBlock, kScoreBlockFloats / std::max<int64_t>(1, G * n))) : 1;

@@ -125,13 +125,7 @@ void IndexerSelector::select(const sa_context &ctx, const SelectRequest &req) co
     fail(SA_ERR_SHAPE, "queries.shape[1] is %lld query heads; the indexer weights take %lld", (long long)H_q,
          (long long)q_heads_);
   int32_t *const base = out.ptr<int32_t>();
-  if (n == 0) {
-    for (int64_t i = 0; i < n_q; ++i)
-      for (int64_t h = 0; h < out.shape[1]; ++h)
-        for (int64_t c = 0; c < width; ++c) base[i * out.stride[0] + h * out.stride[1] + c * out.stride[2]] = -1;
-    return;
-  }
-  const int64_t *pos = keys_.positions();
+  if (n == 0) return write_all_padding(out);  // nothing to choose from
   const bool gemm = n_q >= kGemmMinQueries;
   const int64_t qblock =
       gemm ? std::max<int64_t>(1, std::min<int64_t>(kMaxQueryBlock, kScoreBlockFloats / std::max<int64_t>(1, NI * n)))

@@ -48,4 +48,10 @@ void write_selection(std::vector<Candidate> &cands, std::vector<int32_t> &forced
   for (int64_t i = n; i < width; ++i) out[i * out_stride] = -1;
 }
 
+void write_all_padding(const TensorView &out) {
+  for (int64_t i = 0; i < out.shape[0]; ++i)
+    for (int64_t h = 0; h < out.shape[1]; ++h)
+      for (int64_t c = 0; c < out.shape[2]; ++c) out.ptr<int32_t>()[i * out.stride[0] + h * out.stride[1] + c * out.stride[2]] = -1;
+}
+
 }  // namespace sa

@@ -6,6 +6,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "core/tensor_view.hpp"
+
 namespace sa {
 
 struct KeepRule {
@@ -35,5 +37,8 @@ inline bool ranks_before(const Candidate &a, const Candidate &b) {
 // Reorders cands. Writes exactly `width` entries to out (stride out_stride).
 void write_selection(std::vector<Candidate> &cands, std::vector<int32_t> &forced, float forced_mass,
                      const KeepRule &rule, int32_t *out, int64_t width, int64_t out_stride);
+
+// Every list of an i32 [n_q, H, width] output is padding (-1): an empty index.
+void write_all_padding(const TensorView &out);
 
 }  // namespace sa
