@@ -24,6 +24,8 @@ constexpr int kMaxGroup = 8;
 constexpr int kTopThreads = 1024;
 constexpr int kScoreUnroll = 4;  // rows each lane group has in flight
 constexpr int kIpt = 8;          // consecutive items per thread in the ordered pass
+constexpr int kHistCopies = 8;   // radix histograms per block: fewer to clear and add up than one
+                                 // per warp, and warp-aggregated atomics keep contention low
 
 struct MaxOp {
   __device__ __forceinline__ float operator()(float a, float b) const { return fmaxf(a, b); }
@@ -57,27 +59,58 @@ __device__ __forceinline__ void candidate_range(const Common &c, int i, int64_t 
   if (hi > c.n - 1) hi = c.n - 1;
 }
 
+// Sums v[0..N) over the L lanes of a row (lanes xor-adjacent, L >= N, both powers of two)
+// and returns, in every lane, the total of v[lane / (L / N)]. The first log2(N) steps
+// exchange half of the values instead of reducing each one separately: N - 1 + log2(L / N)
+// shuffles instead of N log2(L).
+template <int L, int N>
+__device__ __forceinline__ float reduce_spread(float (&v)[N], int lane) {
+#pragma unroll
+  for (int n = N, o = L / 2; n > 1; n /= 2, o /= 2) {
+    const bool upper = lane & o;
+#pragma unroll
+    for (int k = 0; k < n / 2; ++k) {
+      const float send = upper ? v[k] : v[k + n / 2];
+      const float keep = upper ? v[k + n / 2] : v[k];
+      v[k] = keep + __shfl_xor_sync(0xffffffffu, send, o);
+    }
+  }
+  float s = v[0];
+#pragma unroll
+  for (int o = L / (2 * N); o > 0; o /= 2) s += __shfl_xor_sync(0xffffffffu, s, o);
+  return s;
+}
+
 // Dot products of the group's scaled queries with rows (keys, or page min/max) of one head.
-// mode 0: q.k (exact); mode 1: sum_d max(q_d lo_d, q_d hi_d) (page bounds). With row_max, each
-// block raises row_max[query][head][g] (order_bits) to the largest score it wrote. MAXG >= G
-// bounds the group (4 keeps the registers, and so the blocks in flight, of the common GQA).
+// mode 0: q.k (exact); mode 1: sum_d max(q_d lo_d, q_d hi_d) (page bounds), computed as
+// q.c + |q|.r with c = (lo + hi) / 2, r = (hi - lo) / 2: two FMAs per element and head
+// instead of two products, a max and a sum. With row_max, each block raises
+// row_max[query][head][g] (order_bits) to the largest score it wrote. MAXG >= G bounds the
+// group; heads past G have zero queries and are not written.
 template <class T, int D, int MODE, int MAXG>
 __global__ void __launch_bounds__(kThreads) row_scores_kernel(const Common c, const uint16_t *rows_a,
                                                               const uint16_t *rows_b, int64_t head_stride,
                                                               int64_t n_rows, int item, float *scores,
                                                               unsigned *row_max) {
   constexpr int L = D / 8, SLOTS = kThreads / L;
+  static_assert(MAXG <= L, "one lane per group member after the reduction");
   const int h = blockIdx.y, i = blockIdx.z, tid = threadIdx.x, slot = tid / L, lane = tid % L;
+  const int my_g = lane / (L / MAXG);                    // the member whose total this lane holds
+  const bool writer = lane % (L / MAXG) == 0 && my_g < c.G;
   __shared__ float max_s[SLOTS][MAXG];
-  float qf[MAXG][8], best[MAXG];
+  float qf[MAXG][8], qa[MAXG][8];
   load_query_slices<MAXG>(c.q, c.q_dtype, i * c.q_s0 + h * c.G * c.q_s1 + lane * 8 * c.q_s2, c.q_s1, c.q_s2,
-                               c.scale_log2, qf, c.G);
+                          MODE == 1 ? 0.5f * c.scale_log2 : c.scale_log2, qf, c.G);
 #pragma unroll
-  for (int g = 0; g < MAXG; ++g) best[g] = -INFINITY;
+  for (int g = 0; g < MAXG; ++g)
+#pragma unroll
+    for (int e = 0; e < 8; ++e) qa[g][e] = fabsf(qf[g][e]);
+  float best = -INFINITY;
   int64_t lo, hi;
   candidate_range(c, i, lo, hi);
   const int64_t visible_end = c.first_pos + i;  // last visible slot
   const int64_t r0 = int64_t(blockIdx.x) * SLOTS * 8;
+  float *out = scores + ((int64_t(i) * c.H + h) * c.G + my_g) * n_rows;
   for (int step = 0; step < 8; step += kScoreUnroll) {
     uint4 a[kScoreUnroll], b[kScoreUnroll];
 #pragma unroll
@@ -93,30 +126,35 @@ __global__ void __launch_bounds__(kThreads) row_scores_kernel(const Common c, co
 #pragma unroll
     for (int x = 0; x < kScoreUnroll; ++x) {
       const int64_t r = r0 + (step + x) * SLOTS + slot;
-      float fa[8], fb[8];
+      float fa[8], fb[8], dot[MAXG];
       unpack8<T>(a[x], fa);
-      unpack8<T>(b[x], fb);
+      if (MODE == 1) {
+        unpack8<T>(b[x], fb);
+#pragma unroll
+        for (int e = 0; e < 8; ++e) {
+          const float centre2 = fa[e] + fb[e], radius2 = fb[e] - fa[e];  // twice c and r: q carries the 1/2
+          fa[e] = centre2;
+          fb[e] = radius2;
+        }
+      }
+#pragma unroll
+      for (int g = 0; g < MAXG; ++g) {
+        float d = 0.f;
+#pragma unroll
+        for (int e = 0; e < 8; ++e) d = MODE == 0 ? fmaf(qf[g][e], fa[e], d) : fmaf(qf[g][e], fa[e], fmaf(qa[g][e], fb[e], d));
+        dot[g] = d;
+      }
+      const float total = reduce_spread<L, MAXG>(dot, lane);
       // exact: invisible slots take no part in the softmax; page: pages without a candidate
       // slot are not ranked.
       const bool live = r < n_rows && (MODE == 0 ? r <= visible_end : (r * item <= hi && (r + 1) * item - 1 >= lo && lo <= hi));
-#pragma unroll
-      for (int g = 0; g < MAXG; ++g) {
-        if (g >= c.G) break;
-        float dot = 0.f;
-#pragma unroll
-        for (int e = 0; e < 8; ++e)
-          dot += MODE == 0 ? qf[g][e] * fa[e] : fmaxf(qf[g][e] * fa[e], qf[g][e] * fb[e]);
-#pragma unroll
-        for (int off = L / 2; off > 0; off /= 2) dot += __shfl_xor_sync(0xffffffffu, dot, off);
-        const float sc = live ? dot : -INFINITY;
-        best[g] = fmaxf(best[g], sc);
-        if (r < n_rows && lane == 0) scores[((int64_t(i) * c.H + h) * c.G + g) * n_rows + r] = sc;
-      }
+      const float sc = live ? total : -INFINITY;
+      best = fmaxf(best, sc);
+      if (r < n_rows && writer) out[r] = sc;
     }
   }
   if (!row_max) return;
-  if (lane == 0)
-    for (int g = 0; g < c.G; ++g) max_s[slot][g] = best[g];
+  if (writer) max_s[slot][my_g] = best;
   __syncthreads();
   if (tid < c.G) {
     float mx = -INFINITY;
@@ -188,7 +226,7 @@ __global__ void __launch_bounds__(kTopThreads) top_items_kernel(const Common c, 
   using Scan = cub::BlockScan<int, kTopThreads>;
   extern __shared__ float staged_s[];
   __shared__ typename Scan::TempStorage scan_tmp;
-  __shared__ int hist[kTopThreads / 32][256];  // one histogram per warp: no cross-warp contention
+  __shared__ int hist[kHistCopies][256];  // warps w and w + kHistCopies share one
   __shared__ unsigned prefix_s;
   __shared__ int need_s;
   __shared__ int total_s;
@@ -254,7 +292,7 @@ __global__ void __launch_bounds__(kTopThreads) top_items_kernel(const Common c, 
   int64_t need = n_sel < total ? n_sel : total;
   if (total > n_sel) {
     for (int shift = 24; shift >= 0; shift -= 8) {
-      for (int b = tid; b < (kTopThreads / 32) * 256; b += kTopThreads) (&hist[0][0])[b] = 0;
+      for (int b = tid; b < kHistCopies * 256; b += kTopThreads) (&hist[0][0])[b] = 0;
       __syncthreads();
       for (int64_t r = tid; r < n_items; r += kTopThreads) {
         const float v = row[r];
@@ -265,13 +303,13 @@ __global__ void __launch_bounds__(kTopThreads) top_items_kernel(const Common c, 
         const unsigned active = __activemask();
         if (!__any_sync(active, digit >= 0)) continue;
         const unsigned peers = __match_any_sync(active, digit);
-        if (digit >= 0 && (tid & 31) == __ffs(peers) - 1) atomicAdd(&hist[tid / 32][digit], __popc(peers));
+        if (digit >= 0 && (tid & 31) == __ffs(peers) - 1) atomicAdd(&hist[(tid / 32) % kHistCopies][digit], __popc(peers));
       }
       __syncthreads();
       // Counts from the top digit down: the digit where the running count reaches `need`.
       int count = 0;
       if (tid < 256)
-        for (int w = 0; w < kTopThreads / 32; ++w) count += hist[w][255 - tid];
+        for (int w = 0; w < kHistCopies; ++w) count += hist[w][255 - tid];
       int above, all;
       Scan(scan_tmp).ExclusiveSum(count, above, all);
       if (tid < 256 && above < need && above + count >= need) {
@@ -378,7 +416,9 @@ void launch_scores_g(const Common &c, const uint16_t *a, const uint16_t *b, int6
 template <class T, int MODE>
 void launch_scores(const Common &c, const uint16_t *a, const uint16_t *b, int64_t head_stride, int64_t n_rows, int item,
                    float *scores, unsigned *row_max, cudaStream_t s) {
-  if (c.G <= 4) launch_scores_g<T, MODE, 4>(c, a, b, head_stride, n_rows, item, scores, row_max, s);
+  if (c.G == 1) launch_scores_g<T, MODE, 1>(c, a, b, head_stride, n_rows, item, scores, row_max, s);
+  else if (c.G == 2) launch_scores_g<T, MODE, 2>(c, a, b, head_stride, n_rows, item, scores, row_max, s);
+  else if (c.G <= 4) launch_scores_g<T, MODE, 4>(c, a, b, head_stride, n_rows, item, scores, row_max, s);
   else launch_scores_g<T, MODE, kMaxGroup>(c, a, b, head_stride, n_rows, item, scores, row_max, s);
 }
 
@@ -421,7 +461,7 @@ void index_select(const sa_plugin_index &ix, const sa_plugin_select_args &a) {
   const int64_t n_sel = page ? (a.top_k / item > 0 ? a.top_k / item : 1) : a.top_k;
   const size_t rows = size_t(n_q) * H * G;
   const size_t staged_bytes = size_t(n_items) * sizeof(float) + size_t(out.shape[2]) * sizeof(int32_t);
-  constexpr size_t kStaticTop = 40 * 1024;  // the top kernel's own shared memory (37 KB), rounded up
+  constexpr size_t kStaticTop = 16 * 1024;  // the top kernel's own shared memory (12.5 KB), rounded up
   // Staged: the masses and the output row in shared memory.
   const bool staged = page && staged_bytes + kStaticTop <= size_t(max_shared_per_block(ix.device));
   const size_t scores_bytes = rows * size_t(n_items) * sizeof(float);
