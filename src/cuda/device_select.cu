@@ -229,6 +229,7 @@ __global__ void __launch_bounds__(kTopThreads) top_items_kernel(const Common c, 
   __shared__ int hist[kHistCopies][256];  // warps w and w + kHistCopies share one
   __shared__ unsigned prefix_s;
   __shared__ int need_s;
+  __shared__ bool all_s;
   __shared__ int total_s;
   __shared__ float norm_s[kMaxGroup];
   const int h = blockIdx.x, i = blockIdx.y, tid = threadIdx.x;
@@ -315,12 +316,18 @@ __global__ void __launch_bounds__(kTopThreads) top_items_kernel(const Common c, 
       if (tid < 256 && above < need && above + count >= need) {
         prefix_s = prefix | (unsigned(255 - tid) << shift);
         need_s = int(need - above);  // still to take within the digit
+        all_s = above + count == need;  // the whole digit is taken: no lower digit matters
       }
       __syncthreads();
       prefix = prefix_s;
       need = need_s;
       mask |= 255u << shift;
+      const bool whole_digit = all_s;
       __syncthreads();
+      if (whole_digit) {  // every item >= prefix (the digit's lowest value) is chosen
+        need = INT32_MAX;
+        break;
+      }
     }
   } else {
     prefix = 0;  // everything with mass >= 0 qualifies
