@@ -329,7 +329,14 @@ SA_API sa_status sa_index_append(sa_index *ix, const sa_tensor *keys);
 /* Refills n existing slots (e.g. freed by sa_cache_evict) with keys [n, H_kv, D]
  * and the token positions they now hold (positions: n values >= 0, or NULL to
  * give each the next position in order). Slots must be distinct and < size.
- * Exclusive access. */
+ * Exclusive access.
+ *
+ * A refused argument leaves the index as it was. When sa_index_append or
+ * sa_index_update fails while changing the index (SA_ERR_OUT_OF_MEMORY,
+ * SA_ERR_INTERNAL), part of the change may have been made: from then on
+ * sa_index_append, sa_index_update and sa_select on that index fail with
+ * SA_ERR_INVALID_ARGUMENT and a message naming the first failure; destroy it
+ * and build it again. */
 SA_API sa_status sa_index_update(sa_index *ix, const int32_t *slots, int64_t n,
                                  const sa_tensor *keys, const int64_t *positions);
 

@@ -20,6 +20,7 @@
 #include <new>
 
 #include "fixed_budget_cache.hpp"
+#include "global_new.hpp"
 #include "test_util.hpp"
 
 namespace {
@@ -42,32 +43,10 @@ void counted_free(void *p) {
   std::free(p);
 }
 
-void *counted_or_throw(size_t n, size_t align) {
-  void *p = counted_alloc(n, align);
-  if (!p) throw std::bad_alloc();
-  return p;
-}
-
 }  // namespace
 
-void *operator new(size_t n) { return counted_or_throw(n, 0); }
-void *operator new[](size_t n) { return counted_or_throw(n, 0); }
-void *operator new(size_t n, const std::nothrow_t &) noexcept { return counted_alloc(n, 0); }
-void *operator new[](size_t n, const std::nothrow_t &) noexcept { return counted_alloc(n, 0); }
-void *operator new(size_t n, std::align_val_t a) { return counted_or_throw(n, size_t(a)); }
-void *operator new[](size_t n, std::align_val_t a) { return counted_or_throw(n, size_t(a)); }
-void *operator new(size_t n, std::align_val_t a, const std::nothrow_t &) noexcept { return counted_alloc(n, size_t(a)); }
-void *operator new[](size_t n, std::align_val_t a, const std::nothrow_t &) noexcept { return counted_alloc(n, size_t(a)); }
-void operator delete(void *p) noexcept { counted_free(p); }
-void operator delete[](void *p) noexcept { counted_free(p); }
-void operator delete(void *p, size_t) noexcept { counted_free(p); }
-void operator delete[](void *p, size_t) noexcept { counted_free(p); }
-void operator delete(void *p, std::align_val_t) noexcept { counted_free(p); }
-void operator delete[](void *p, std::align_val_t) noexcept { counted_free(p); }
-void operator delete(void *p, size_t, std::align_val_t) noexcept { counted_free(p); }
-void operator delete[](void *p, size_t, std::align_val_t) noexcept { counted_free(p); }
-void operator delete(void *p, const std::nothrow_t &) noexcept { counted_free(p); }
-void operator delete[](void *p, const std::nothrow_t &) noexcept { counted_free(p); }
+void *global_new::allocate(size_t n, size_t align) { return counted_alloc(n, align); }
+void global_new::release(void *p) noexcept { counted_free(p); }
 
 namespace {
 

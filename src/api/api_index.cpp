@@ -1,5 +1,8 @@
 // sa_index_*: create, append, update, size, destroy.
 #include <algorithm>
+#include <new>
+#include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "api/index.hpp"
@@ -20,7 +23,38 @@ TensorView view_keys(const sa_index &ix, const sa_tensor *keys) {
   return k;
 }
 
+// Runs a change of ix's selector. A failure other than a refused argument may leave part of
+// the change behind, so it marks the index unusable before it is reported.
+template <class F>
+void changing(sa_index &ix, const char *function, F &&change) {
+  try {
+    change();
+  } catch (const Error &e) {
+    if (e.status == SA_ERR_OUT_OF_MEMORY || e.status == SA_ERR_INTERNAL) ix.broken = std::string(function) + ": " + e.message;
+    throw;
+  } catch (const std::bad_alloc &) {
+    ix.broken = std::string(function) + " ran out of memory";
+    throw;
+  } catch (const std::exception &e) {
+    ix.broken = std::string(function) + ": " + e.what();
+    throw;
+  } catch (...) {
+    ix.broken = std::string(function) + " failed";
+    throw;
+  }
+}
+
 }  // namespace
+
+namespace sa {
+
+void expect_usable(const sa_index &ix) {
+  if (!ix.broken.empty())
+    fail(SA_ERR_INVALID_ARGUMENT, "ix is unusable since an earlier call failed while changing it (%s); destroy it and "
+                                  "build the index again", ix.broken.c_str());
+}
+
+}  // namespace sa
 
 extern "C" {
 
@@ -66,6 +100,7 @@ SA_API void sa_index_destroy(sa_index **ix) {
 SA_API sa_status sa_index_append(sa_index *ix, const sa_tensor *keys) {
   return guarded("sa_index_append", [&] {
     if (!ix) fail(SA_ERR_NULL_POINTER, "ix is NULL");
+    expect_usable(*ix);
     // An empty CPU index whose first keys are on a CUDA device moves there.
     const Device dev = first_cuda_device({keys});
     if (dev.type == SA_DEVICE_CUDA && !ix->on_device() && ix->size() == 0) {
@@ -74,7 +109,7 @@ SA_API sa_status sa_index_append(sa_index *ix, const sa_tensor *keys) {
     }
     TensorView k = view_keys(*ix, keys);
     if (!ix->on_device()) {
-      ix->selector->append(k);
+      changing(*ix, "sa_index_append", [&] { ix->selector->append(k); });
       return;
     }
     if (ix->device_size + k.shape[0] > INT32_MAX)
@@ -91,6 +126,7 @@ SA_API sa_status sa_index_update(sa_index *ix, const int32_t *slots, int64_t n, 
                                  const int64_t *positions) {
   return guarded("sa_index_update", [&] {
     if (!ix) fail(SA_ERR_NULL_POINTER, "ix is NULL");
+    expect_usable(*ix);
     if (ix->on_device())
       fail(SA_ERR_UNSUPPORTED, "ix lives on CUDA device %d, where slots are only appended", int(ix->device_id));
     if (n < 0) fail(SA_ERR_INVALID_ARGUMENT, "n is %lld, expected >= 0", (long long)n);
@@ -107,7 +143,7 @@ SA_API sa_status sa_index_update(sa_index *ix, const int32_t *slots, int64_t n, 
       if (positions && positions[i] < 0)
         fail(SA_ERR_INVALID_ARGUMENT, "positions[%lld] is %lld, expected >= 0", (long long)i, (long long)positions[i]);
     }
-    ix->selector->update(slots, n, k, positions);
+    changing(*ix, "sa_index_update", [&] { ix->selector->update(slots, n, k, positions); });
   });
 }
 

@@ -17,6 +17,7 @@ SA_API sa_status sa_select(sa_index *ix, const sa_tensor *queries, const sa_sele
   using namespace sa;
   return guarded("sa_select", [&] {
     if (!ix) fail(SA_ERR_NULL_POINTER, "ix is NULL");
+    expect_usable(*ix);
     sa_select_options o = read_options(opt, sa_select_options_default(),
                                        offsetof(sa_select_options, key_segments) + sizeof(const int32_t *), "opt");
     const Device dev = ix->on_device() ? Device{SA_DEVICE_CUDA, ix->device_id} : Device{};

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <memory>
+#include <string>
 
 #include "core/plugin_loader.hpp"
 #include "select/selector.hpp"
@@ -19,6 +20,10 @@ struct sa_index {
   int32_t device_id = 0;
   int64_t device_size = 0;
 
+  // Why the index is unusable: an append or update that failed while changing the selector
+  // (out of memory, an internal error) may have left part of the change behind. Empty: usable.
+  std::string broken;
+
   sa_index() = default;
   sa_index(const sa_index &) = delete;
   sa_index &operator=(const sa_index &) = delete;
@@ -31,6 +36,9 @@ struct sa_index {
 };
 
 namespace sa {
+
+// Refuses an index that an earlier failed append or update left unusable.
+void expect_usable(const sa_index &ix);
 
 // Creates the plugin's index for ix's options on device_id, replacing any CPU selector.
 void move_index_to_device(sa_index &ix, int32_t device_id);

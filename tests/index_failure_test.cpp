@@ -1,0 +1,128 @@
+// sa_index_append and sa_index_update when an allocation fails partway. This executable
+// replaces the global operator new (global_new.hpp) so that the k-th allocation from a
+// chosen moment throws std::bad_alloc. Every k
+// is tried until the call succeeds. After each failure the index must either be exactly as it
+// was (same size, same selection as an index that never failed) or refuse every later
+// append, update and select with SA_ERR_INVALID_ARGUMENT and a message saying why; never
+// a crash, a hang or a silently wrong selection.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <new>
+#include <string>
+
+#include "global_new.hpp"
+#include "test_util.hpp"
+
+namespace {
+
+std::atomic<long> g_allocations_left{-1};  // allocations before one fails; < 0: none fails
+
+}  // namespace
+
+void *global_new::allocate(size_t n, size_t align) {
+  if (g_allocations_left.load(std::memory_order_relaxed) >= 0 && g_allocations_left.fetch_sub(1) == 0)
+    throw std::bad_alloc();
+  if (n == 0) n = 1;
+  return align > alignof(std::max_align_t) ? std::aligned_alloc(align, (n + align - 1) / align * align) : std::malloc(n);
+}
+void global_new::release(void *p) noexcept { std::free(p); }
+
+namespace {
+
+using namespace sat;
+
+constexpr int kHkv = 2, kHq = 4, kD = 32, kFirst = 120, kMore = 24;
+constexpr int kRefill = 4;  // slots an update refills (few: an HNSW update allocates a lot per slot)
+constexpr int kTopK = 16, kWindow = 8, kSinks = 2, kWidth = kTopK + kWindow + kSinks;
+
+struct Case {
+  sa_selector_kind kind;
+  bool update;  // refill slots with sa_index_update instead of appending
+};
+
+Tensor select_all(sa_index *ix, const Tensor &q, sa_status *status) {
+  Tensor out(SA_DTYPE_I32, {1, kHkv, kWidth});
+  const sa_select_options so = select_options(kTopK, kWindow, kSinks);
+  *status = sa_select(ix, q.t(), &so, out.t());
+  return out;
+}
+
+IndexPtr build(sa_context *ctx, sa_selector_kind kind, const Tensor &first) {
+  sa_index_options o = SA_INDEX_OPTIONS_INIT;
+  o.kind = kind;
+  o.num_kv_heads = kHkv;
+  o.head_dim = kD;
+  o.dtype = SA_DTYPE_F32;
+  if (kind == SA_SELECTOR_PAGE) o.page.page_size = 8;
+  sa_index *ix = nullptr;
+  EXPECT_EQ(sa_index_create(ctx, &o, &ix), SA_OK) << sa_last_error();
+  EXPECT_EQ(sa_index_append(ix, first.t()), SA_OK) << sa_last_error();
+  return IndexPtr(ix);
+}
+
+class IndexFailure : public ::testing::TestWithParam<Case> {};
+
+TEST_P(IndexFailure, EveryAllocationFailureLeavesTheIndexIntactOrRefused) {
+  const Case c = GetParam();
+  ContextPtr ctx = make_context(2);
+  ASSERT_NE(ctx, nullptr);
+  Rng rng(7);
+  const Tensor first = random_tensor(rng, SA_DTYPE_F32, {kFirst, kHkv, kD});
+  const Tensor more = random_tensor(rng, SA_DTYPE_F32, {kMore, kHkv, kD});
+  const Tensor q = random_tensor(rng, SA_DTYPE_F32, {1, kHq, kD});
+  const Tensor refill = random_tensor(rng, SA_DTYPE_F32, {kRefill, kHkv, kD});
+  std::vector<int32_t> slots(kRefill);
+  for (int i = 0; i < kRefill; ++i) slots[size_t(i)] = 29 * i + 1;  // refilled slots, spread out
+
+  // The selection of an index that never failed, before the change.
+  IndexPtr reference = build(ctx.get(), c.kind, first);
+  ASSERT_NE(reference, nullptr);
+  sa_status st;
+  const Tensor before = select_all(reference.get(), q, &st);
+  ASSERT_SA_OK(st);
+
+  long failures = 0, refused = 0;
+  for (long k = 0;; ++k) {
+    ASSERT_LT(k, 1000000) << "the change never succeeded";
+    IndexPtr ix = build(ctx.get(), c.kind, first);
+    ASSERT_NE(ix, nullptr);
+    g_allocations_left = k;
+    st = c.update ? sa_index_update(ix.get(), slots.data(), kRefill, refill.t(), nullptr) : sa_index_append(ix.get(), more.t());
+    g_allocations_left = -1;
+    if (st == SA_OK) break;
+    ++failures;
+    ASSERT_EQ(st, SA_ERR_OUT_OF_MEMORY) << "allocation " << k << ": " << sa_last_error();
+    const Tensor after = select_all(ix.get(), q, &st);
+    if (st == SA_OK) {  // intact: as it was before the call
+      int64_t size = -1;
+      ASSERT_SA_OK(sa_index_size(ix.get(), &size));
+      EXPECT_EQ(size, kFirst) << "allocation " << k;
+      for (int h = 0; h < kHkv; ++h) EXPECT_EQ(row_of(after, 0, h), row_of(before, 0, h)) << "allocation " << k;
+      continue;
+    }
+    ++refused;
+    ASSERT_EQ(st, SA_ERR_INVALID_ARGUMENT) << "allocation " << k << ": " << sa_last_error();
+    EXPECT_NE(std::string(sa_last_error()).find("destroy it"), std::string::npos) << sa_last_error();
+    EXPECT_EQ(sa_index_append(ix.get(), more.t()), SA_ERR_INVALID_ARGUMENT);
+    EXPECT_EQ(sa_index_update(ix.get(), slots.data(), kRefill, refill.t(), nullptr), SA_ERR_INVALID_ARGUMENT);
+  }
+  // The loop must have injected failures, and most of them land inside the change.
+  EXPECT_GT(failures, 0);
+  EXPECT_GT(refused, 0);
+}
+
+INSTANTIATE_TEST_SUITE_P(Kinds, IndexFailure,
+                         ::testing::Values(Case{SA_SELECTOR_EXACT, false}, Case{SA_SELECTOR_PAGE, false},
+                                           Case{SA_SELECTOR_LSH, false}, Case{SA_SELECTOR_HNSW, false},
+                                           Case{SA_SELECTOR_HNSW, true}, Case{SA_SELECTOR_PAGE, true}),
+                         [](const ::testing::TestParamInfo<Case> &i) {
+                           const char *k = i.param.kind == SA_SELECTOR_EXACT  ? "exact"
+                                           : i.param.kind == SA_SELECTOR_PAGE ? "page"
+                                           : i.param.kind == SA_SELECTOR_LSH  ? "lsh"
+                                                                              : "hnsw";
+                           return std::string(k) + (i.param.update ? "_update" : "_append");
+                         });
+
+}  // namespace
