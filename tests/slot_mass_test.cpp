@@ -185,6 +185,14 @@ TEST_F(SlotMass, LongCacheDenseAndSparse) {
   check(ctx(), c, 414);
 }
 
+// Sparse calls normally reuse the scores of the softmax pass; past 4M kept scores
+// (units x heads x width, here 64 x 2 x 8 x 4200) the masses come from a second pass over K.
+TEST_F(SlotMass, SparseListsTooManyToKeepTheirScores) {
+  MassCase c;
+  c.n_q = 64, c.h_q = 16, c.h_kv = 2, c.d = 8, c.n_kv = 5000, c.lists = 2, c.width = 4200, c.decay = 0.5f;
+  check(ctx(), c, 416);
+}
+
 // Each query's probabilities sum to one, so a full dense call adds n_q * H_q in total.
 TEST_F(SlotMass, TotalMassIsOnePerQueryHead) {
   Rng rng(415);

@@ -69,6 +69,7 @@ struct Task {
 };
 
 constexpr int64_t kTokenBlock = 64;  // dense: tokens per pass over the KV heads
+constexpr int64_t kFusedMassFloats = int64_t(1) << 22;  // most scores kept for slot mass (16 MB)
 
 }  // namespace
 
@@ -180,6 +181,11 @@ void attend(const sa_context &ctx, const AttendProblem &p) {
   // below), else one per thread.
   const int64_t max_heads = sparse ? (p.per_query_head ? 1 : G) : H_q;
   const int64_t state_floats = max_heads * (D + 2);
+  // Slot mass over short lists: the softmax pass keeps every entry's scores ([unit][head]
+  // [entry], -inf for the entries it skips), so the masses need no second pass over K.
+  std::vector<float> entry_scores;
+  if (mass && sparse && n_units * max_heads * width <= kFusedMassFloats)
+    entry_scores.assign(size_t(n_units * max_heads * width), -std::numeric_limits<float>::infinity());
   const int threads = ctx.threads;
   std::vector<float> states(size_t((merged ? int64_t(tasks.size()) : threads) * state_floats));
   std::vector<float> qbuf(size_t(threads * max_heads * D));
@@ -233,6 +239,10 @@ void attend(const sa_context &ctx, const AttendProblem &p) {
         rs.n = e - b;
         rs.key_pos = p.key_positions;
         rs.pos_limit = pos_limit(u.i);
+        if (!entry_scores.empty()) {
+          rs.scores = &entry_scores[size_t((task.unit * max_heads + h) * width + b)];
+          rs.scores_ld = width;
+        }
         ctx.kernels->attend_rows(p.k.dtype, q + h * D, run, int(D), rs, {m + h, l + h, acc + h * D});
         h += run;
       }
@@ -240,8 +250,9 @@ void attend(const sa_context &ctx, const AttendProblem &p) {
     if (!merged) write_unit(u, st);
   });
 
+  const float *scores_of_entries = entry_scores.empty() ? nullptr : entry_scores.data();
   if (!merged) {
-    if (mass) mass->accumulate(ctx);
+    if (mass) mass->accumulate(ctx, scores_of_entries);
     return;
   }
   // Exact merge of the split states: rescale each part to the common maximum.
@@ -270,7 +281,7 @@ void attend(const sa_context &ctx, const AttendProblem &p) {
     write_unit(u, total.data());
     t0 = t1;
   }
-  if (mass) mass->accumulate(ctx);
+  if (mass) mass->accumulate(ctx, scores_of_entries);
 }
 
 }  // namespace sa

@@ -26,6 +26,11 @@ struct RowSet {
   int64_t n = 0;
   const int64_t *key_pos = nullptr;  // token position of each row; nullptr: position == row
   int64_t pos_limit = INT64_MAX;     // rows at positions > pos_limit are skipped (causal)
+  // When set, attend_rows also stores the base-2 score of head h for every visible entry e
+  // (e < n: the entry's place in the list or range) at scores[h * scores_ld + e], the value
+  // its softmax used; skipped entries keep what the buffer held (slot mass reuses them).
+  float *scores = nullptr;
+  int64_t scores_ld = 0;
 };
 
 // Online-softmax state of `g` query heads, base 2: m = running max of the scores, l = sum of

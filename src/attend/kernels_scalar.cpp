@@ -27,6 +27,7 @@ void attend_rows_t(const float *q, int g, int D, const RowSet &rs, SoftmaxState 
     for (int h = 0; h < g; ++h) {
       float s = 0.f;
       for (int d = 0; d < D; ++d) s += q[h * D + d] * load_one<T>(rs.k, k0 + d);
+      if (rs.scores) rs.scores[h * rs.scores_ld + walk.cursor - 1] = s;
       float m_new = std::max(st.m[h], s);
       float alpha = std::exp2(st.m[h] - m_new);  // 0 when m was -inf
       float p = std::exp2(s - m_new);

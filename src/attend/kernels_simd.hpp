@@ -134,6 +134,7 @@ void attend_rows_t(const float *q, int g, int D, const RowSet &rs, SoftmaxState 
   alignas(64) float bias[L];
   B s[kMaxGroup];
   const T *krows[L], *vrows[L];
+  int64_t entries[L];  // each row's place in the list or range (for rs.scores)
   float m[kMaxGroup];
   B lsum[kMaxGroup];  // l kept per lane, reduced once at the end
   for (int h = 0; h < g; ++h) {
@@ -153,6 +154,7 @@ void attend_rows_t(const float *q, int g, int D, const RowSet &rs, SoftmaxState 
         const int64_t r = rs.begin + walk.cursor + j;
         krows[j] = K + r * rs.k_stride;
         vrows[j] = V + r * rs.v_stride;
+        entries[j] = walk.cursor + j;
       }
       walk.cursor += n;
     } else {
@@ -161,6 +163,7 @@ void attend_rows_t(const float *q, int g, int D, const RowSet &rs, SoftmaxState 
         if (r < 0) break;
         krows[n] = K + r * rs.k_stride;
         vrows[n] = V + r * rs.v_stride;
+        entries[n] = walk.cursor - 1;
       }
     }
     if (n == 0) break;
@@ -168,6 +171,12 @@ void attend_rows_t(const float *q, int g, int D, const RowSet &rs, SoftmaxState 
     prefetch.ahead(walk, K, rs.k_stride, V, rs.v_stride, row_bytes);
 
     dot_heads(q, g, D, krows, s);
+    if (rs.scores) {
+      for (int h = 0; h < g; ++h) {
+        s[h].store_aligned(p[h]);  // p is free until the probabilities below
+        for (int j = 0; j < n; ++j) rs.scores[h * rs.scores_ld + entries[j]] = p[h][j];
+      }
+    }
     for (int j = 0; j < L; ++j) bias[j] = j < n ? 0.f : kNegInf;
     const B b = B::load_aligned(bias);
     for (int h = 0; h < g; ++h) {

@@ -83,7 +83,7 @@ void SlotMass::dense(const sa_context &ctx) {
 
 // Index lists may name any row, so tasks cannot own rows: a chunk of units writes per-entry
 // probabilities in parallel, then one task per mass row adds them in unit order.
-void SlotMass::sparse(const sa_context &ctx) {
+void SlotMass::sparse(const sa_context &ctx, const float *entry_scores) {
   const int64_t n_units = layout_.q.shape[0] * layout_.lists, rows = mass_rows(), width = layout_.width;
   auto kv_head = [&](int64_t u) { return layout_.per_query_head ? (u % layout_.lists) / G_ : u % layout_.lists; };
   auto list = [&](int64_t u) { return layout_.idx + (u / layout_.lists) * layout_.idx_s0 + (u % layout_.lists) * layout_.idx_s1; };
@@ -96,7 +96,15 @@ void SlotMass::sparse(const sa_context &ctx) {
       rs.rows = list(u);
       rs.n = width;
       const int64_t h_begin = layout_.per_query_head ? l : l * G_, h_end = layout_.per_query_head ? l + 1 : (l + 1) * G_;
-      fold(ctx, i, kv_head(u), h_begin, h_end, rs, &entry_mass_[size_t(k * width)]);
+      float *out = &entry_mass_[size_t(k * width)];
+      if (!entry_scores) return fold(ctx, i, kv_head(u), h_begin, h_end, rs, out);
+      // The heads in order, as mass_rows adds them.
+      for (int64_t h = h_begin; h < h_end; ++h) {
+        const float lse2 = lse2_[size_t(i * layout_.q.shape[1] + h)];
+        if (lse2 == -std::numeric_limits<float>::infinity()) continue;
+        ctx.kernels->exp2_accumulate(&entry_scores[size_t((u * (h_end - h_begin) + (h - h_begin)) * width)], width, lse2,
+                                     out);
+      }
     });
     parallel_for(ctx.threads, rows, [&](int64_t r) {
       float *out = target(r);
@@ -111,17 +119,22 @@ void SlotMass::sparse(const sa_context &ctx) {
   }
 }
 
-void SlotMass::accumulate(const sa_context &ctx) {
+void SlotMass::accumulate(const sa_context &ctx, const float *entry_scores) {
   const int64_t rows = mass_rows(), n_kv = layout_.n_kv;
   const int64_t s0 = mass_.rank == 2 ? mass_.stride[0] : 0, s1 = mass_.stride[mass_.rank - 1];
   float *m = mass_.ptr<float>();
   // decay 0 clears the buffer (even of inf or NaN left by the host), as documented.
   auto decayed = [&](float x) { return decay_ == 0.f ? 0.f : x * decay_; };
-  if (direct_ && decay_ != 1.f)
-    for (int64_t r = 0; r < rows; ++r)
-      for (int64_t j = 0; j < n_kv; ++j) m[r * s0 + j] = decayed(m[r * s0 + j]);
+  if (direct_ && decay_ != 1.f) {  // in blocks over the threads: one pass over every slot
+    const int64_t blocks = (n_kv + kDenseBlock - 1) / kDenseBlock;
+    parallel_for(ctx.threads, rows * blocks, [&](int64_t t) {
+      float *row = m + (t / blocks) * s0;
+      const int64_t j_end = std::min(n_kv, (t % blocks + 1) * kDenseBlock);
+      for (int64_t j = (t % blocks) * kDenseBlock; j < j_end; ++j) row[j] = decayed(row[j]);
+    });
+  }
   if (layout_.q.shape[0] > 0) {
-    if (layout_.idx) sparse(ctx);
+    if (layout_.idx) sparse(ctx, entry_scores);
     else dense(ctx);
   }
   if (!direct_)

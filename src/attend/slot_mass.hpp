@@ -1,7 +1,7 @@
 // Accumulated attention per key row (sa_attend_options.slot_mass): the H2O-style score that
 // sa_cache_evict ranks slots by. Runs after the softmax pass, once the log-sum-exp of every
-// (query, head) is known: a second, lighter pass recomputes the scores (K only, no V) and adds
-// 2^(s - lse2) per key. Every output element is summed by one task in a fixed order, so the
+// (query, head) is known, and adds 2^(s - lse2) per key: from the scores the softmax pass
+// kept (sparse lists), or else from a second, lighter pass that recomputes them (K only). Every output element is summed by one task in a fixed order, so the
 // sums do not depend on the thread count and no two threads add to the same float.
 #pragma once
 
@@ -38,8 +38,10 @@ class SlotMass {
   // the softmax pass before accumulate().
   float *lse2() { return lse2_.data(); }
 
-  // mass = decay * mass + the probabilities of this call.
-  void accumulate(const sa_context &ctx);
+  // mass = decay * mass + the probabilities of this call. entry_scores (sparse lists only,
+  // or nullptr): the softmax pass's base-2 scores, [unit = query * lists + list][head of the
+  // list][width], -inf where it skipped the entry.
+  void accumulate(const sa_context &ctx, const float *entry_scores = nullptr);
 
  private:
   int64_t mass_rows() const { return mass_.rank == 2 ? mass_.shape[0] : 1; }
@@ -47,7 +49,7 @@ class SlotMass {
   void fold(const sa_context &ctx, int64_t i, int64_t kvh, int64_t h_begin, int64_t h_end, RowSet rs,
             float *out);
   void dense(const sa_context &ctx);
-  void sparse(const sa_context &ctx);
+  void sparse(const sa_context &ctx, const float *entry_scores);
 
   MassLayout layout_;
   std::vector<int64_t> pos_limits_;
