@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test: the release build's suites, the same suites again under
-# AddressSanitizer + UndefinedBehaviorSanitizer, then the bindings' tests
-# (scripts/ci_bindings.sh, when present). Installs the dependencies first.
+# AddressSanitizer + UndefinedBehaviorSanitizer, the NEON kernels under qemu-aarch64
+# (scripts/neon_check.sh), then the bindings' tests (scripts/ci_bindings.sh, when present).
+# Installs the dependencies first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -28,6 +29,9 @@ ASAN_OPTIONS=halt_on_error=1:print_stacktrace=1:detect_leaks=1 \
 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 LSAN_OPTIONS=suppressions=$root/scripts/lsan.supp:print_suppressions=0 \
   meson test -C build-asan --print-errorlogs --timeout-multiplier 4
+
+echo "== NEON kernels under qemu-aarch64: scripts/neon_check.sh"
+bash scripts/neon_check.sh
 
 if [ -x scripts/ci_bindings.sh ]; then
   echo "== bindings: scripts/ci_bindings.sh"
