@@ -233,6 +233,16 @@ int quality(const std::string &dir) {
 
 // ---------------------------------------------------------------- build throughput
 
+// The rows of D of tinylm's layers 1, 3, 5 and 7 ([T][H][D] each), for prefix "k" or "q".
+std::vector<float> tinylm_rows(const std::string &dir, const char *prefix) {
+  std::vector<float> pool;
+  for (int layer : {1, 3, 5, 7}) {
+    Array a = read_npy(dir + "/" + prefix + std::to_string(layer) + ".npy");
+    pool.insert(pool.end(), a.data.begin(), a.data.end());
+  }
+  return pool;
+}
+
 // N keys per head for `heads` heads: random N(0,1), or tinylm keys of every layer and head,
 // tiled with a little noise ("real").
 std::vector<float> make_keys(const std::string &dir, bool real, int64_t n, int64_t D, uint64_t seed) {
@@ -243,11 +253,7 @@ std::vector<float> make_keys(const std::string &dir, bool real, int64_t n, int64
     for (float &x : out) x = normal(gen);
     return out;
   }
-  std::vector<float> pool;
-  for (int layer : {1, 3, 5, 7}) {
-    Array k = read_npy(dir + "/k" + std::to_string(layer) + ".npy");
-    pool.insert(pool.end(), k.data.begin(), k.data.end());  // [T][H][D] rows of D
-  }
+  const std::vector<float> pool = tinylm_rows(dir, "k");
   const int64_t rows = int64_t(pool.size()) / D;
   for (int64_t i = 0; i < n; ++i) {
     const int64_t r = i % rows;
@@ -264,11 +270,7 @@ std::vector<float> make_queries(const std::string &dir, bool real, int64_t count
     for (float &x : out) x = normal(gen);
     return out;
   }
-  std::vector<float> pool;
-  for (int layer : {1, 3, 5, 7}) {
-    Array q = read_npy(dir + "/q" + std::to_string(layer) + ".npy");
-    pool.insert(pool.end(), q.data.begin(), q.data.end());
-  }
+  const std::vector<float> pool = tinylm_rows(dir, "q");
   const int64_t rows = int64_t(pool.size()) / D;
   std::uniform_int_distribution<int64_t> pick(0, rows - 1);
   for (int64_t i = 0; i < count; ++i) {
