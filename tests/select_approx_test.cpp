@@ -7,8 +7,7 @@
 
 #include <thread>
 
-#include "reference_select.hpp"
-#include "test_util.hpp"
+#include "mirrored_index.hpp"
 
 namespace {
 
@@ -34,44 +33,23 @@ void PrintTo(const Config &c, std::ostream *os) { *os << c.name; }
 
 constexpr int64_t kHkv = 2, kHq = 4, kD = 32;
 
-// An index of one approximate kind and its mirror in the oracle.
-struct Approx {
-  sat::ContextPtr ctx;
-  sat::IndexPtr ix;
-  ref::KeyCache cache{kHkv, kD, SA_DTYPE_F32};
+sa_index_options approx_options(const Config &c) {
+  sa_index_options o = sat::index_options(c.kind, kHkv, kD, SA_DTYPE_F32);
+  o.page.refine = c.refine;
+  o.page.page_size = c.page_size;
+  o.lsh.bits = c.bits;
+  return o;
+}
 
-  Approx(const Config &c, int32_t threads = 1) : ctx(sat::make_context(threads)) {
-    if (!ctx) return;
-    sa_index_options o = SA_INDEX_OPTIONS_INIT;
-    o.kind = c.kind;
-    o.num_kv_heads = int32_t(kHkv);
-    o.head_dim = int32_t(kD);
-    o.dtype = SA_DTYPE_F32;
-    o.page.refine = c.refine;
-    o.page.page_size = c.page_size;
-    o.lsh.bits = c.bits;
-    sa_index *raw = nullptr;
-    EXPECT_EQ(sa_index_create(ctx.get(), &o, &raw), SA_OK) << sa_last_error();
-    ix.reset(raw);
-  }
-  void append(const Tensor &keys) {
-    ASSERT_SA_OK(sa_index_append(ix.get(), keys.t()));
-    cache.append(keys);
-  }
+// An index of one approximate kind and its mirror in the oracle; outputs top_k + window +
+// sinks wide.
+struct Approx : sat::MirroredIndex {
+  explicit Approx(const Config &c, int32_t threads = 1) : MirroredIndex(approx_options(c), threads) {}
   void update(const std::vector<int32_t> &slots, const Tensor &keys, const std::vector<int64_t> &pos) {
-    ASSERT_SA_OK(sa_index_update(ix.get(), slots.data(), int64_t(slots.size()), keys.t(), pos.data()));
-    cache.update(slots, keys, pos.data());
+    MirroredIndex::update(slots, keys, pos.data());
   }
   Tensor select(const Tensor &q, const sa_select_options &o) {
-    const int64_t width = int64_t(o.top_k) + o.window + o.sinks;
-    Tensor out(SA_DTYPE_I32, {q.dim(0), o.per_query_head ? q.dim(1) : kHkv, width});
-    out.poison();
-    sa_status s = sa_select(ix.get(), q.t(), &o, out.t());
-    EXPECT_EQ(s, SA_OK) << sa_status_name(s) << ": " << sa_last_error();
-    if (s == SA_OK) {
-      EXPECT_TRUE(out.only_elements_written());
-    }
-    return out;
+    return MirroredIndex::select(q, o, int64_t(o.top_k) + o.window + o.sinks);
   }
 };
 

@@ -7,8 +7,7 @@
 
 #include <thread>
 
-#include "reference_select.hpp"
-#include "test_util.hpp"
+#include "mirrored_index.hpp"
 
 namespace {
 
@@ -18,59 +17,19 @@ using sat::contains;
 using sat::row_of;
 using sat::select_options;
 
-struct HnswIndexed {
-  sat::ContextPtr ctx;
-  sat::IndexPtr ix;
-  ref::KeyCache cache;
-
-  HnswIndexed(int64_t h_kv, int64_t d, int32_t threads = 1, int32_t ef_search = 48, sa_dtype dtype = SA_DTYPE_F32)
-      : ctx(sat::make_context(threads)), cache(h_kv, d, dtype) {
-    if (!ctx) return;
-    sa_index_options o = SA_INDEX_OPTIONS_INIT;
-    o.kind = SA_SELECTOR_HNSW;
-    o.num_kv_heads = int32_t(h_kv);
-    o.head_dim = int32_t(d);
-    o.dtype = dtype;
-    o.hnsw.m = 12;  // small graphs keep the suite fast (also under the scalar ISA and ASan)
-    o.hnsw.ef_construction = 48;
-    o.hnsw.ef_search = ef_search;
-    sa_index *raw = nullptr;
-    sa_status s = sa_index_create(ctx.get(), &o, &raw);
-    EXPECT_EQ(s, SA_OK) << sa_last_error();
-    if (s == SA_OK) ix.reset(raw);
-  }
-  sa_index *get() { return ix.get(); }
-  void append(const Tensor &keys) {
-    ASSERT_SA_OK(sa_index_append(ix.get(), keys.t()));
-    cache.append(keys);
-  }
-  void update(std::vector<int32_t> slots, const Tensor &keys, const int64_t *positions) {
-    ASSERT_SA_OK(sa_index_update(ix.get(), slots.data(), int64_t(slots.size()), keys.t(), positions));
-    cache.update(slots, keys, positions);
-  }
-  Tensor random_keys(Rng &rng, int64_t n, double scale = 1.0) {
-    Tensor k(SA_DTYPE_F32, {n, cache.h_kv, cache.d});
-    k.randomize(rng);
-    std::vector<double> v = k.values();
-    for (double &x : v) x = sat::round_to(cache.dtype, x * scale);
-    k.set_values(v);
-    return k;
-  }
-};
-
-
-
-
-Tensor run_select(HnswIndexed &ix, const Tensor &q, const sa_select_options &o, int64_t width) {
-  Tensor out(SA_DTYPE_I32, {q.dim(0), o.per_query_head ? q.dim(1) : ix.cache.h_kv, width});
-  out.poison();
-  sa_status s = sa_select(ix.get(), q.t(), &o, out.t());
-  EXPECT_EQ(s, SA_OK) << sa_status_name(s) << ": " << sa_last_error();
-  if (s == SA_OK) {
-    EXPECT_TRUE(out.only_elements_written());
-  }
-  return out;
+// Small graphs keep the suite fast (also under the scalar ISA and ASan).
+sa_index_options hnsw_options(int64_t h_kv, int64_t d, int32_t ef_search, sa_dtype dtype) {
+  sa_index_options o = sat::index_options(SA_SELECTOR_HNSW, h_kv, d, dtype);
+  o.hnsw.m = 12;
+  o.hnsw.ef_construction = 48;
+  o.hnsw.ef_search = ef_search;
+  return o;
 }
+
+struct HnswIndexed : sat::MirroredIndex {
+  HnswIndexed(int64_t h_kv, int64_t d, int32_t threads = 1, int32_t ef_search = 48, sa_dtype dtype = SA_DTYPE_F32)
+      : MirroredIndex(hnsw_options(h_kv, d, ef_search, dtype), threads) {}
+};
 
 // Checks the contract on every row and returns the mean recall of the oracle's scored keys.
 double check_and_recall(const HnswIndexed &ix, const Tensor &q, const sa_select_options &o, const Tensor &out) {
@@ -135,7 +94,7 @@ TEST(SelectHnsw, PlantedNeedlesAreFound) {
         keys.set({s, h, x}, sat::round_to(SA_DTYPE_F32, 1.0 * (q.get({0, 2 * h, x}) + q.get({0, 2 * h + 1, x}))));
   ix.append(keys);
   sa_select_options o = select_options(8, 16, 2);
-  Tensor out = run_select(ix, q, o, 26);
+  Tensor out = ix.select(q, o, 26);
   check_and_recall(ix, q, o, out);
   for (int64_t h = 0; h < 2; ++h)
     for (int32_t s : needles) EXPECT_TRUE(contains(row_of(out, 0, h), s)) << "needle " << s << ", KV head " << h;
@@ -154,14 +113,14 @@ TEST(SelectHnsw, RecallOnClusteredKeys) {
   o.query_positions = pos.data();
   // Per query head: the order is q.k, the graph's own question.
   o.per_query_head = 1;
-  EXPECT_GE(check_and_recall(ix, q, o, run_select(ix, q, o, 50)), 0.65) << "recall of the exact top-32, per query head";
+  EXPECT_GE(check_and_recall(ix, q, o, ix.select(q, o, 50)), 0.65) << "recall of the exact top-32, per query head";
   // Per KV head the group's summed softmax ranks, with each head normalised over the keys found:
   // close to the oracle when attention is concentrated (as in trained models), so a sharp scale.
   o.per_query_head = 0;
   o.scale = 1.0f;
   // One search per group (0.59 measured, the heads' own searches give 0.7): a broken graph
   // or search would give about k/N.
-  EXPECT_GE(check_and_recall(ix, q, o, run_select(ix, q, o, 50)), 0.5) << "recall of the exact top-32, per KV head";
+  EXPECT_GE(check_and_recall(ix, q, o, ix.select(q, o, 50)), 0.5) << "recall of the exact top-32, per KV head";
 }
 
 // Growth: appends from one key, past the graph's first capacity, with later keys of larger
@@ -182,7 +141,7 @@ TEST(SelectHnsw, AppendGrowthFindsNewKeys) {
     const int32_t needle = int32_t(n + chunk / 2);
     n += chunk;
     sa_select_options o = select_options(8, 4, 1);
-    Tensor out = run_select(ix, q, o, 13);
+    Tensor out = ix.select(q, o, 13);
     check_and_recall(ix, q, o, out);
     if (chunk > 1) {
       EXPECT_TRUE(contains(row_of(out, 0, 0), needle)) << "needle " << needle << " after " << n << " keys";
@@ -209,7 +168,7 @@ TEST(SelectHnsw, UpdateReplacesKeysInTheGraph) {
   ix.append(keys);
   sa_select_options o = select_options(6, 4, 1);
   o.scale = 1.0f;
-  Tensor before = run_select(ix, q, o, 11);
+  Tensor before = ix.select(q, o, 11);
   for (int64_t h = 0; h < 2; ++h) {
     ASSERT_TRUE(contains(row_of(before, 0, h), 100));
   }
@@ -224,7 +183,7 @@ TEST(SelectHnsw, UpdateReplacesKeysInTheGraph) {
   std::vector<int64_t> positions = {1500, 1501};
   ix.update({100, 700}, fresh, positions.data());
   o.window = 0;  // the refilled slots are the newest tokens: keep them out of the window
-  Tensor after = run_select(ix, q, o, 11);
+  Tensor after = ix.select(q, o, 11);
   check_and_recall(ix, q, o, after);
   for (int64_t h = 0; h < 2; ++h) {
     EXPECT_TRUE(contains(row_of(after, 0, h), 700)) << "new key, KV head " << h;
@@ -246,7 +205,7 @@ TEST(SelectHnsw, CausalPrefillBatch) {
   sa_select_options o = select_options(16, 8, 2);
   o.query_positions = pos.data();
   o.scale = 1.0f;  // concentrated attention, as in trained models (see RecallOnClusteredKeys)
-  Tensor out = run_select(ix, q, o, 26);
+  Tensor out = ix.select(q, o, 26);
   EXPECT_GE(check_and_recall(ix, q, o, out), 0.7);  // 0.77 measured
   // The earliest queries see fewer keys than the search would ask for: exact there.
   const ref::SelectArgs a = ref::SelectArgs::from(o);
@@ -271,7 +230,7 @@ TEST(SelectHnsw, SegmentsAreRespected) {
   o.key_segments = kseg.data();
   o.query_positions = pos.data();
   o.scale = 1.0f;
-  Tensor out = run_select(ix, q, o, 22);
+  Tensor out = ix.select(q, o, 22);
   EXPECT_GE(check_and_recall(ix, q, o, out), 0.6);  // 0.67 measured; the check includes segment visibility
 }
 
@@ -287,7 +246,7 @@ TEST(SelectHnsw, PerQueryHeadLists) {
   ix.append(keys);
   sa_select_options o = select_options(4, 4, 0);
   o.per_query_head = 1;
-  Tensor out = run_select(ix, q, o, 8);
+  Tensor out = ix.select(q, o, 8);
   EXPECT_GE(check_and_recall(ix, q, o, out), 0.75);
   for (int64_t g = 0; g < 4; ++g) EXPECT_TRUE(contains(row_of(out, 0, g), int32_t(200 + 300 * g))) << "head " << g;
 }
@@ -313,7 +272,7 @@ TEST(SelectHnsw, ThreadCountsGiveIdenticalResults) {
       sa_select_options o = select_options(16, 8, 2);
       o.per_query_head = pqh;
       o.query_positions = pos.data();
-      Tensor a = run_select(one, q, o, 26), b = run_select(two, q, o, 26);
+      Tensor a = one.select(q, o, 26), b = two.select(q, o, 26);
       EXPECT_EQ(a.values(), b.values()) << "n_q=" << n_q << " per_query_head=" << pqh;
     }
   }
@@ -328,7 +287,7 @@ TEST(SelectHnsw, ConcurrentSelectsMatchSerial) {
   std::vector<Tensor> qs, serial;
   for (int t = 0; t < 4; ++t) {
     qs.push_back(sat::random_tensor(rng, SA_DTYPE_F32, {t + 1, 4, 16}));
-    serial.push_back(run_select(ix, qs.back(), o, 13));
+    serial.push_back(ix.select(qs.back(), o, 13));
   }
   std::vector<sa_status> st(4, SA_OK);
   std::vector<int> mismatches(4, 0);
@@ -354,7 +313,7 @@ TEST(SelectHnsw, EmptyIndexGivesPadding) {
   ASSERT_NE(ix.get(), nullptr);
   Rng rng(310);
   Tensor q = sat::random_tensor(rng, SA_DTYPE_F32, {2, 1, 8});
-  Tensor out = run_select(ix, q, select_options(4, 2, 1), 7);
+  Tensor out = ix.select(q, select_options(4, 2, 1), 7);
   for (double v : out.values()) EXPECT_EQ(v, -1.0);
 }
 

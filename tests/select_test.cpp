@@ -5,8 +5,7 @@
 
 #include <thread>
 
-#include "reference_select.hpp"
-#include "test_util.hpp"
+#include "mirrored_index.hpp"
 
 namespace {
 
@@ -15,48 +14,11 @@ using sat::Tensor;
 using sat::row_of;
 using sat::select_options;
 
-// An index and its mirror in the oracle, fed the same keys.
-struct Indexed {
-  sat::ContextPtr ctx;
-  sat::IndexPtr ix;
-  ref::KeyCache cache;
-
+// The exact selector and its mirror in the oracle.
+struct Indexed : sat::MirroredIndex {
   Indexed(int64_t h_kv, int64_t d, sa_dtype dtype = SA_DTYPE_F32, int32_t threads = 1)
-      : ctx(sat::make_context(threads)), cache(h_kv, d, dtype) {
-    if (ctx) ix = sat::make_index(ctx.get(), int32_t(h_kv), int32_t(d), dtype);
-  }
-  sa_index *get() { return ix.get(); }
-  void append(const Tensor &keys) {
-    ASSERT_SA_OK(sa_index_append(ix.get(), keys.t()));
-    cache.append(keys);
-  }
-  // n random keys whose values are exact in the index dtype (no rounding questions).
-  Tensor random_keys(Rng &rng, int64_t n) {
-    Tensor k(SA_DTYPE_F32, {n, cache.h_kv, cache.d});
-    k.randomize(rng);
-    std::vector<double> v = k.values();
-    for (double &x : v) x = sat::round_to(cache.dtype, x);
-    k.set_values(v);
-    return k;
-  }
+      : MirroredIndex(sat::index_options(SA_SELECTOR_EXACT, h_kv, d, dtype), threads) {}
 };
-
-
-// Output heads for the mode: H_kv per KV head, H_q per query head.
-int64_t out_heads(const Indexed &ix, const Tensor &q, const sa_select_options &o) {
-  return o.per_query_head ? q.dim(1) : ix.cache.h_kv;
-}
-
-Tensor run_select(Indexed &ix, const Tensor &q, const sa_select_options &o, int64_t width) {
-  Tensor out(SA_DTYPE_I32, {q.dim(0), out_heads(ix, q, o), width});
-  out.poison();
-  sa_status s = sa_select(ix.get(), q.t(), &o, out.t());
-  EXPECT_EQ(s, SA_OK) << sa_status_name(s) << ": " << sa_last_error();
-  if (s == SA_OK) {
-    EXPECT_TRUE(out.only_elements_written());
-  }
-  return out;
-}
 
 // Every row of `out` against the oracle.
 void check_all(const Indexed &ix, const Tensor &q, const sa_select_options &o, const Tensor &out,
@@ -113,7 +75,7 @@ TEST(Select, ExactPerKvHeadMatchesBruteForce) {
   ix.append(ix.random_keys(rng, 1000));
   Tensor q = sat::random_tensor(rng, SA_DTYPE_F32, {1, 8, 64});
   sa_select_options o = select_options(32, 16, 4);
-  Tensor out = run_select(ix, q, o, 60);
+  Tensor out = ix.select(q, o, 60);
   check_all(ix, q, o, out);
   for (int64_t h = 0; h < 2; ++h) EXPECT_EQ(count_valid(row_of(out, 0, h)), 52);
 }
@@ -126,7 +88,7 @@ TEST(Select, ExactLargeGroupMatchesBruteForce) {
   ix.append(ix.random_keys(rng, 300));
   Tensor q = sat::random_tensor(rng, SA_DTYPE_F32, {2, 20, 32});
   sa_select_options o = select_options(16, 8, 2);
-  check_all(ix, q, o, run_select(ix, q, o, 26));
+  check_all(ix, q, o, ix.select(q, o, 26));
 }
 
 TEST(Select, ExactPerQueryHeadMatchesBruteForce) {
@@ -137,7 +99,7 @@ TEST(Select, ExactPerQueryHeadMatchesBruteForce) {
   Tensor q = sat::random_tensor(rng, SA_DTYPE_F32, {2, 8, 32});
   sa_select_options o = select_options(24, 8, 2);
   o.per_query_head = 1;
-  Tensor out = run_select(ix, q, o, 34);
+  Tensor out = ix.select(q, o, 34);
   ASSERT_EQ(out.dim(1), 8);
   check_all(ix, q, o, out);
   // Heads of one group rank differently, so their lists differ.
@@ -152,10 +114,10 @@ TEST(Select, GroupSumDiffersFromSingleHead) {
   ix.append(ix.random_keys(rng, 600));
   Tensor q = sat::random_tensor(rng, SA_DTYPE_F32, {1, 4, 32});
   sa_select_options o = select_options(20, 0, 0);
-  Tensor grouped = run_select(ix, q, o, 20);
+  Tensor grouped = ix.select(q, o, 20);
   check_all(ix, q, o, grouped);
   o.per_query_head = 1;
-  Tensor single = run_select(ix, q, o, 20);
+  Tensor single = ix.select(q, o, 20);
   check_all(ix, q, o, single);
   EXPECT_NE(row_of(grouped, 0, 0), row_of(single, 0, 0));
 }
@@ -176,7 +138,7 @@ TEST(Select, PlantedNeedlesAreFound) {
     }
   ix.append(keys);
   sa_select_options o = select_options(8, 16, 4);
-  Tensor out = run_select(ix, q, o, 28);
+  Tensor out = ix.select(q, o, 28);
   check_all(ix, q, o, out);
   std::vector<int32_t> row = row_of(out, 0, 1);
   for (int64_t s : needles) EXPECT_NE(std::find(row.begin(), row.end(), int32_t(s)), row.end()) << "needle " << s;
@@ -193,7 +155,7 @@ TEST(Select, SinksAndWindowAlwaysPresent) {
     for (int64_t x = 0; x < 16; ++x) keys.set({s, 0, x}, -3.0 * q.get({0, 0, x}));
   ix.append(keys);
   sa_select_options o = select_options(10, 5, 3);
-  Tensor out = run_select(ix, q, o, 18);
+  Tensor out = ix.select(q, o, 18);
   check_all(ix, q, o, out);
   std::vector<int32_t> row = row_of(out, 0, 0);
   for (int32_t s : {0, 1, 2, 495, 496, 497, 498, 499})
@@ -208,7 +170,7 @@ TEST(Select, FewerVisibleKeysThanBudget) {
   ix.append(ix.random_keys(rng, 20));
   Tensor q = sat::random_tensor(rng, SA_DTYPE_F32, {1, 2, 8});
   sa_select_options o = select_options(64, 64, 4);
-  Tensor out = run_select(ix, q, o, 140);
+  Tensor out = ix.select(q, o, 140);
   check_all(ix, q, o, out);
   std::vector<int32_t> row = row_of(out, 0, 0);
   for (int32_t s = 0; s < 20; ++s) EXPECT_EQ(row[size_t(s)], s);
@@ -221,7 +183,7 @@ TEST(Select, EmptyIndexGivesOnlyPadding) {
   Rng rng(107);
   Tensor q = sat::random_tensor(rng, SA_DTYPE_F32, {2, 1, 8});
   sa_select_options o = select_options(4, 4, 4);
-  Tensor out = run_select(ix, q, o, 12);
+  Tensor out = ix.select(q, o, 12);
   for (double x : out.values()) EXPECT_EQ(x, -1);
 }
 
@@ -234,7 +196,7 @@ TEST(Select, CausalExplicitQueryPositions) {
   std::vector<int64_t> pos = {5, 100, 500, 999};
   sa_select_options o = select_options(16, 8, 4);
   o.query_positions = pos.data();
-  Tensor out = run_select(ix, q, o, 30);
+  Tensor out = ix.select(q, o, 30);
   check_all(ix, q, o, out);
   for (int64_t i = 0; i < 4; ++i)
     for (int32_t s : row_of(out, i, 0)) EXPECT_LE(s, pos[size_t(i)]);
@@ -249,7 +211,7 @@ TEST(Select, CausalDefaultPositionsAreTheLastQueries) {
   ix.append(ix.random_keys(rng, 300));
   Tensor q = sat::random_tensor(rng, SA_DTYPE_F32, {5, 2, 16});  // positions 295..299
   sa_select_options o = select_options(8, 4, 2);
-  Tensor out = run_select(ix, q, o, 14);
+  Tensor out = ix.select(q, o, 14);
   check_all(ix, q, o, out);
   for (int64_t i = 0; i < 5; ++i) {
     std::vector<int32_t> row = row_of(out, i, 0);
@@ -271,7 +233,7 @@ TEST(Select, SegmentsAreRespected) {
   o.query_positions = qpos.data();
   o.query_segments = qseg.data();
   o.key_segments = kseg.data();
-  Tensor out = run_select(ix, q, o, 40);
+  Tensor out = ix.select(q, o, 40);
   check_all(ix, q, o, out);
   for (int64_t i = 0; i < 4; ++i)
     for (int64_t h = 0; h < 2; ++h)
@@ -291,7 +253,7 @@ TEST(Select, QueriesIn16BitDtypes) {
   for (sa_dtype dt : {SA_DTYPE_F16, SA_DTYPE_BF16}) {
     Tensor q = sat::random_tensor(rng, dt, {2, 4, 32}, sat::padded_strides(5, 40));
     sa_select_options o = select_options(16, 8, 4);
-    Tensor out = run_select(ix, q, o, 28);
+    Tensor out = ix.select(q, o, 28);
     check_all(ix, q, o, out);
   }
 }
@@ -310,7 +272,7 @@ TEST(Select, IndexDtypes) {
     ix.append(more);
     Tensor q = sat::random_tensor(rng, SA_DTYPE_F32, {3, 8, 64});
     sa_select_options o = select_options(32, 16, 4);
-    Tensor out = run_select(ix, q, o, 52);
+    Tensor out = ix.select(q, o, 52);
     check_all(ix, q, o, out);
   }
 }
@@ -342,7 +304,7 @@ TEST(Select, PrefillAgreesWithDecode) {
     SCOPED_TRACE(testing::Message() << "per_query_head=" << pqh);
     sa_select_options o = select_options(32, 16, 4);
     o.per_query_head = pqh;
-    Tensor batch = run_select(ix, q, o, 52);
+    Tensor batch = ix.select(q, o, 52);
     check_all(ix, q, o, batch);
     int64_t differing = 0;
     for (int64_t i = 0; i < n_q; i += 7) {
@@ -352,7 +314,7 @@ TEST(Select, PrefillAgreesWithDecode) {
       int64_t p = 700 - n_q + i;
       sa_select_options o1 = o;
       o1.query_positions = &p;
-      Tensor single = run_select(ix, one, o1, 52);
+      Tensor single = ix.select(one, o1, 52);
       check_all(ix, one, o1, single);
       for (int64_t h = 0; h < single.dim(1); ++h) differing += row_of(single, 0, h) != row_of(batch, i, h);
     }
@@ -372,7 +334,7 @@ TEST(Select, MassTargetPerQueryHead) {
     o.per_query_head = 1;
     o.mass_target = target;
     o.scale = 0.6f;  // peaked enough that the target is met well before top_k
-    Tensor out = run_select(ix, q, o, 310);
+    Tensor out = ix.select(q, o, 310);
     check_all(ix, q, o, out, 1);
     // The test means something only when the target stops selection early.
     ref::RowExpectation e = ref::expect_row(ix.cache, q, ref::SelectArgs::from(o), 0, 0);
@@ -392,7 +354,7 @@ TEST(Select, MassTargetPerKvHead) {
     sa_select_options o = select_options(400, 4, 1);
     o.mass_target = 0.7f;
     o.scale = 0.6f;
-    Tensor out = run_select(ix, q, o, 405);
+    Tensor out = ix.select(q, o, 405);
     check_all(ix, q, o, out, 1);
     ref::RowExpectation e = ref::expect_row(ix.cache, q, ref::SelectArgs::from(o), 1, 1);
     EXPECT_GT(e.n_scored, 0);
@@ -410,7 +372,7 @@ TEST(Select, MassTargetMetBySinksAndWindowAddsNothing) {
   ix.append(keys);
   sa_select_options o = select_options(50, 1, 0);
   o.mass_target = 0.5f;
-  Tensor out = run_select(ix, q, o, 51);
+  Tensor out = ix.select(q, o, 51);
   check_all(ix, q, o, out);
   EXPECT_EQ(count_valid(row_of(out, 0, 0)), 1);
 }
@@ -427,7 +389,7 @@ TEST(Select, ThreadCountsGiveIdenticalResults) {
     for (int32_t pqh : {0, 1}) {
       sa_select_options o = select_options(64, 32, 4);
       o.per_query_head = pqh;
-      Tensor a = run_select(one, q, o, 100), b = run_select(two, q, o, 100);
+      Tensor a = one.select(q, o, 100), b = two.select(q, o, 100);
       EXPECT_EQ(a.values(), b.values()) << "n_q=" << n_q << " per_query_head=" << pqh;
       if (n_q == 1) check_all(one, q, o, a);
     }
@@ -444,7 +406,7 @@ TEST(Select, ConcurrentSelectsMatchSerial) {
   sa_select_options o = select_options(32, 16, 4);
   for (int t = 0; t < 4; ++t) {
     qs.push_back(sat::random_tensor(rng, SA_DTYPE_F32, {t + 1, 4, 32}));
-    serial.push_back(run_select(ix, qs.back(), o, 52));
+    serial.push_back(ix.select(qs.back(), o, 52));
   }
   std::vector<std::vector<double>> got(4);
   std::vector<sa_status> st(4, SA_OK);
@@ -486,7 +448,7 @@ TEST(Select, ChunkedAppendEqualsOneAppend) {
   EXPECT_EQ(size, 1000);
   Tensor q = sat::random_tensor(rng, SA_DTYPE_F32, {3, 8, 32});
   sa_select_options o = select_options(40, 8, 4);
-  Tensor a = run_select(whole, q, o, 52), b = run_select(parts, q, o, 52);
+  Tensor a = whole.select(q, o, 52), b = parts.select(q, o, 52);
   EXPECT_EQ(a.values(), b.values());
   check_all(parts, q, o, b);
 }
@@ -510,7 +472,7 @@ TEST(Select, InterleavedAppendAndSelect) {
     ix.append(ix.random_keys(rng, 1 + step * 150));
     Tensor q = sat::random_tensor(rng, SA_DTYPE_F32, {2, 4, 16});
     sa_select_options o = select_options(12, 6, 2);
-    Tensor out = run_select(ix, q, o, 20);
+    Tensor out = ix.select(q, o, 20);
     check_all(ix, q, o, out);
   }
 }
@@ -535,7 +497,7 @@ TEST(Select, UpdateRefillsSlotsWithNewPositions) {
 
   // Default query position is now 502: window (498, 502] = slots 499, 10, 20, 30.
   sa_select_options o = select_options(6, 4, 2);
-  Tensor out = run_select(ix, q, o, 12);
+  Tensor out = ix.select(q, o, 12);
   check_all(ix, q, o, out);
   std::vector<int32_t> row = row_of(out, 0, 0);
   for (int32_t s : {0, 1, 10, 20, 30, 499}) EXPECT_NE(std::find(row.begin(), row.end(), s), row.end()) << s;
@@ -543,7 +505,7 @@ TEST(Select, UpdateRefillsSlotsWithNewPositions) {
   // A query at position 300 must not see the refilled slots, though their slot numbers are low.
   int64_t p = 300;
   o.query_positions = &p;
-  out = run_select(ix, q, o, 12);
+  out = ix.select(q, o, 12);
   check_all(ix, q, o, out);
   row = row_of(out, 0, 0);
   for (int32_t s : {10, 20, 30}) EXPECT_EQ(std::find(row.begin(), row.end(), s), row.end()) << s;
@@ -556,7 +518,7 @@ TEST(Select, UpdateRefillsSlotsWithNewPositions) {
   ix.cache.update(more, fresh2, nullptr);
   o.query_positions = nullptr;
   o.window = 2;  // positions 503, 504 -> slots 40, 5
-  out = run_select(ix, q, o, 12);
+  out = ix.select(q, o, 12);
   check_all(ix, q, o, out);
   row = row_of(out, 0, 0);
   for (int32_t s : {40, 5}) EXPECT_NE(std::find(row.begin(), row.end(), s), row.end()) << s;
@@ -569,7 +531,7 @@ TEST(Select, UpdatedKeysChangeScores) {
   ix.append(ix.random_keys(rng, 400));
   Tensor q = sat::random_tensor(rng, SA_DTYPE_F32, {1, 4, 32});
   sa_select_options o = select_options(4, 0, 0);
-  Tensor before = run_select(ix, q, o, 4);
+  Tensor before = ix.select(q, o, 4);
   check_all(ix, q, o, before);
   // Turn slots 7 and 8 (keeping their positions) into needles for KV head 0.
   std::vector<int32_t> slots = {7, 8};
@@ -579,7 +541,7 @@ TEST(Select, UpdatedKeysChangeScores) {
     for (int64_t x = 0; x < 32; ++x) fresh.set({r, 0, x}, sat::round_to(SA_DTYPE_F32, q.get({0, 0, x}) + q.get({0, 1, x})));
   ASSERT_SA_OK(sa_index_update(ix.get(), slots.data(), 2, fresh.t(), positions.data()));
   ix.cache.update(slots, fresh, positions.data());
-  Tensor after = run_select(ix, q, o, 4);
+  Tensor after = ix.select(q, o, 4);
   check_all(ix, q, o, after);
   std::vector<int32_t> row = row_of(after, 0, 0);
   for (int32_t s : {7, 8}) EXPECT_NE(std::find(row.begin(), row.end(), s), row.end()) << s;
