@@ -71,7 +71,7 @@ extern "C" {
 /* (major << 16) | (minor << 8) | patch */
 #define SA_VERSION ((SA_VERSION_MAJOR << 16) | (SA_VERSION_MINOR << 8) | SA_VERSION_PATCH)
 /* Bumped when the function table (sa_api) gains entries; old entries never move. */
-#define SA_ABI_VERSION 1
+#define SA_ABI_VERSION 2
 
 /* The library's version, encoded like SA_VERSION. Compare with the header's. */
 SA_API uint32_t sa_version(void);
@@ -343,6 +343,20 @@ SA_API sa_status sa_index_update(sa_index *ix, const int32_t *slots, int64_t n,
 /* Number of slots (appended so far). */
 SA_API sa_status sa_index_size(const sa_index *ix, int64_t *n_slots);
 
+/* Drops every slot that holds a token position >= position (speculative
+ * decoding: the host rejects draft tokens). Those slots must be the index's
+ * last ones, as they are when the drafts were appended, else
+ * SA_ERR_INVALID_ARGUMENT and the index is unchanged; position < 0 is refused.
+ * Afterwards the index selects exactly like one built from the slots kept, and
+ * the next append continues after the largest position kept. Exclusive access. */
+SA_API sa_status sa_index_truncate(sa_index *ix, int64_t position);
+
+/* A new index with the same options, context, slots, positions and selector
+ * state as ix (beam search, forking a sequence that shares a prefix): it selects
+ * exactly like ix, and the two change independently afterwards. ix is only
+ * read (shared access). On success *out owns the copy. */
+SA_API sa_status sa_index_clone(const sa_index *ix, sa_index **out);
+
 /* ----------------------------------------------------------------- select */
 
 typedef struct sa_select_options {
@@ -442,6 +456,79 @@ SA_API sa_status sa_attend(sa_context *ctx, const sa_tensor *q, const sa_tensor 
                            const sa_tensor *v, const sa_tensor *indices,
                            const sa_attend_options *opt, sa_tensor *out, sa_tensor *lse);
 
+/* ------------------------------------------------- paged caches, batches */
+
+/* The KV cache of a batch of B sequences as vLLM, SGLang and FlashInfer hold
+ * it: pages of page_size token rows, and per sequence the list of its pages in
+ * token order. Token t of sequence b lives in page page_table[b][t / page_size]
+ * at offset t % page_size. A physical slot names one row of the cache:
+ * slot = page * page_size + offset (FlashMLA's convention); sparse index
+ * entries into a paged cache are physical slots, -1 = skip. Pages may be in
+ * any order and shared by several sequences (prefix sharing). A contiguous
+ * single-sequence cache [n, H_kv, D] is one page of n rows (k, v of rank 3,
+ * page_table NULL, seq_lens NULL: B = 1, length n).
+ *
+ * The library reads these tensors only during a call. Optional tensors are
+ * absent when their data pointer is NULL. */
+typedef struct sa_paged_kv {
+    size_t struct_size;
+    sa_tensor k;              /* [num_pages, page_size, H_kv, D] F32/F16/BF16,
+                                 any strides (or [n, H_kv, D], see above) */
+    sa_tensor v;              /* the shape and dtype of k, any strides */
+    sa_tensor page_table;     /* I32 [B, max_pages]: pages of each sequence, in
+                                 token order; entries past a sequence's length
+                                 are not read */
+    sa_tensor seq_lens;       /* I32 or I64 [B]: tokens held by each sequence,
+                                 0 <= len <= max_pages * page_size */
+    sa_tensor slot_positions; /* optional I64 [num_pages * page_size]: the token
+                                 position each physical slot holds (-1: empty,
+                                 never attended), as llama.cpp's cells carry
+                                 one; absent: token t of a sequence is at
+                                 position t */
+} sa_paged_kv;
+
+#define SA_PAGED_KV_INIT { sizeof(sa_paged_kv), {0}, {0}, {0}, {0}, {0} }
+
+/* Exact softmax attention for a batch of sequences over a paged cache, in one
+ * call (a decode step of B sequences is one call per layer).
+ * q: [n_q, H_q, D] (F32 or the dtype of k); the queries of sequence b are rows
+ *   query_starts[b] .. query_starts[b+1]-1. query_starts: I32 or I64 [B + 1],
+ *   non-decreasing from 0 to n_q; NULL: one query per sequence (n_q == B).
+ * indices: NULL for dense attention over each sequence's tokens; else I32
+ *   [n_q, H_kv or H_q, width] of physical slots (-1 skipped), e.g. written by
+ *   sa_select_batch; entries outside [-1, num_pages * page_size) are refused.
+ * opt: as for sa_attend. Default query positions: the queries of sequence b are
+ *   its last n_b tokens (positions len_b - n_b + i). With slot_positions and
+ *   causal, opt->query_positions is required (positions no longer count
+ *   tokens). Causal masks dense keys by position and sparse entries by their
+ *   slot's position when slot_positions is given; without it, sparse entries
+ *   are taken as given (the selection already applied the causal limit).
+ *   opt->key_positions must be NULL (slot_positions replaces it).
+ *   opt->slot_mass is over physical slots: F32 [H_kv, num_pages * page_size]
+ *   or [num_pages * page_size].
+ * out: [n_q, H_q, D]; lse: optional F32 [n_q, H_q]. A sequence of length 0
+ * gets out = 0, lse = -inf. Bad page tables (a page outside [0, num_pages), a
+ * length beyond the table or negative) are refused with SA_ERR_OUT_OF_RANGE or
+ * SA_ERR_SHAPE; nothing is written. CPU tensors only for now. */
+SA_API sa_status sa_attend_paged(sa_context *ctx, const sa_tensor *q, const sa_tensor *query_starts,
+                                 const sa_paged_kv *kv, const sa_tensor *indices,
+                                 const sa_attend_options *opt, sa_tensor *out, sa_tensor *lse);
+
+/* sa_select for a batch of B sequences in one call: indexes[b] holds sequence
+ * b's keys (slot j = its j-th cached token), queries and query_starts as for
+ * sa_attend_paged, opt as for sa_select with query_positions (n_q values, all
+ * sequences) or the default per sequence (the last n_b positions of
+ * indexes[b]); segments are refused. indices: I32 [n_q, H, width] as for
+ * sa_select. kv: NULL, entries are slots of each index; else entries are the
+ * physical slots of kv's page table (slot j of sequence b ->
+ * page_table[b][j / page_size] * page_size + j % page_size), ready for
+ * sa_attend_paged; each index must then hold at most seq_lens[b] slots. The
+ * indexes may differ in kind and size but not in KV heads and head_dim. Safe
+ * to call concurrently with other selections on the same indexes. */
+SA_API sa_status sa_select_batch(sa_index *const *indexes, int64_t n_seqs, const sa_tensor *queries,
+                                 const sa_tensor *query_starts, const sa_select_options *opt,
+                                 const sa_paged_kv *kv, sa_tensor *indices);
+
 /* ------------------------------------------------------------------ evict */
 
 typedef struct sa_evict_options {
@@ -512,6 +599,13 @@ typedef struct sa_api {
     sa_evict_options (*evict_options_default)(void);
     sa_status (*cache_evict)(sa_context *, const sa_evict_options *, const sa_tensor *,
                              const sa_tensor *, sa_tensor *, int64_t *);
+    /* abi_version 2 */
+    sa_status (*index_truncate)(sa_index *, int64_t);
+    sa_status (*index_clone)(const sa_index *, sa_index **);
+    sa_status (*attend_paged)(sa_context *, const sa_tensor *, const sa_tensor *, const sa_paged_kv *,
+                              const sa_tensor *, const sa_attend_options *, sa_tensor *, sa_tensor *);
+    sa_status (*select_batch)(sa_index *const *, int64_t, const sa_tensor *, const sa_tensor *,
+                              const sa_select_options *, const sa_paged_kv *, sa_tensor *);
 } sa_api;
 
 /* The function table, or NULL when the library is older than abi_version
