@@ -416,7 +416,9 @@ typedef struct sa_attend_options {
      * largest key position when key_positions is given). */
     const int64_t *query_positions;
     /* Token position held by each key row (n_kv values), for causal after
-     * eviction reordered the cache; NULL: row r holds position r. */
+     * eviction reordered the cache; NULL: row r holds position r. A negative
+     * position (-1, how sa_cache_evict marks an empty slot) is an empty row,
+     * never attended, causal or not. */
     const int64_t *key_positions;
     /* Appended: cudaStream_t for CUDA tensors; NULL: the context's
      * cuda_stream. */
@@ -464,12 +466,13 @@ SA_API sa_status sa_attend(sa_context *ctx, const sa_tensor *q, const sa_tensor 
  * at offset t % page_size. A physical slot names one row of the cache:
  * slot = page * page_size + offset (FlashMLA's convention); sparse index
  * entries into a paged cache are physical slots, -1 = skip. Pages may be in
- * any order and shared by several sequences (prefix sharing). A contiguous
- * single-sequence cache [n, H_kv, D] is one page of n rows (k, v of rank 3,
- * page_table NULL, seq_lens NULL: B = 1, length n).
+ * any order and shared by several sequences (prefix sharing). k and v of rank
+ * 3, [n, H_kv, D], are n pages of one row each: llama.cpp's cells, a
+ * sequence's page list being its cells in token order; with page_table and
+ * seq_lens absent they hold one sequence of n tokens, row t = token t.
  *
  * The library reads these tensors only during a call. Optional tensors are
- * absent when their data pointer is NULL. */
+ * absent when their rank is 0 (as SA_PAGED_KV_INIT leaves them). */
 typedef struct sa_paged_kv {
     size_t struct_size;
     sa_tensor k;              /* [num_pages, page_size, H_kv, D] F32/F16/BF16,
@@ -487,7 +490,11 @@ typedef struct sa_paged_kv {
                                  position t */
 } sa_paged_kv;
 
-#define SA_PAGED_KV_INIT { sizeof(sa_paged_kv), {0}, {0}, {0}, {0}, {0} }
+/* A zero sa_tensor: rank 0, an absent optional tensor. */
+#define SA_TENSOR_ABSENT { NULL, SA_DTYPE_F32, SA_DEVICE_CPU, 0, 0, { 0, 0, 0, 0 }, { 0, 0, 0, 0 } }
+#define SA_PAGED_KV_INIT                                                       \
+    { sizeof(sa_paged_kv), SA_TENSOR_ABSENT, SA_TENSOR_ABSENT, SA_TENSOR_ABSENT, \
+      SA_TENSOR_ABSENT, SA_TENSOR_ABSENT }
 
 /* Exact softmax attention for a batch of sequences over a paged cache, in one
  * call (a decode step of B sequences is one call per layer).

@@ -15,7 +15,8 @@ int main() {
   sa_select_options s = SA_SELECT_OPTIONS_INIT;
   sa_attend_options a = SA_ATTEND_OPTIONS_INIT;
   sa_evict_options e = SA_EVICT_OPTIONS_INIT;
+  sa_paged_kv kv = SA_PAGED_KV_INIT;
   sa_get_api_fn getter = nullptr;
   (void)getter;
-  return (c.struct_size && i.struct_size && s.struct_size && a.struct_size && e.struct_size) ? 0 : 1;
+  return (c.struct_size && i.struct_size && s.struct_size && a.struct_size && e.struct_size && kv.struct_size && kv.k.rank == 0) ? 0 : 1;
 }

@@ -1,10 +1,86 @@
-// sa_attend: validate shapes, dtypes and index ranges, then run the attention driver, or hand
-// device tensors to the CUDA plugin.
+// sa_attend and sa_attend_paged: validate shapes, dtypes and index ranges, then run the
+// attention driver, or hand device tensors to the CUDA plugin.
+#include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "attend/attention.hpp"
 #include "core/error.hpp"
+#include "core/paged_kv.hpp"
 #include "core/plugin_loader.hpp"
+
+namespace {
+
+using namespace sa;
+
+sa_attend_options read_attend_options(const sa_attend_options *opt) {
+  sa_attend_options o = read_options(opt, sa_attend_options_default(),
+                                     offsetof(sa_attend_options, key_positions) + sizeof(const int64_t *), "opt");
+  if (!(o.scale >= 0.f) || std::isinf(o.scale))
+    fail(SA_ERR_INVALID_ARGUMENT, "opt->scale is %g, expected 0 (default) or a positive finite value", double(o.scale));
+  return o;
+}
+
+// Views of q, out and lse checked against the keys' heads, dimension and dtype; fills p.q,
+// p.out, p.lse (lse_view holds the view p.lse points to) and p.scale.
+void view_queries(const sa_tensor *q, sa_tensor *out, sa_tensor *lse, const sa_attend_options &o, Device dev,
+                  AttendProblem &p, TensorView &lse_view) {
+  p.q = view_tensor(q, "q", 3, {SA_DTYPE_F32, p.k.dtype}, dev);
+  p.out = view_tensor(out, "out", 3, {SA_DTYPE_F32, p.q.dtype}, dev);
+  const int64_t n_q = p.q.shape[0], H_q = p.q.shape[1], D = p.q.shape[2], H_kv = p.k.shape[1];
+  expect_dim(p.k, "k", 2, D, "q.shape[2], the head dimension");
+  if (D < 1) fail(SA_ERR_SHAPE, "q.shape[2] (head dimension) is 0");
+  if (H_kv < 1 || H_q < 1 || H_q % H_kv != 0)
+    fail(SA_ERR_SHAPE, "q has %lld heads and k %lld; expected a positive multiple", (long long)H_q, (long long)H_kv);
+  expect_dim(p.out, "out", 0, n_q, "q.shape[0]");
+  expect_dim(p.out, "out", 1, H_q, "q.shape[1]");
+  expect_dim(p.out, "out", 2, D, "q.shape[2]");
+  if (lse) {
+    lse_view = view_tensor(lse, "lse", 2, {SA_DTYPE_F32}, dev);
+    expect_dim(lse_view, "lse", 0, n_q, "q.shape[0]");
+    expect_dim(lse_view, "lse", 1, H_q, "q.shape[1]");
+    p.lse = &lse_view;
+  }
+  p.scale = o.scale > 0.f ? o.scale : 1.f / std::sqrt(float(D));
+}
+
+// indices [n_q, H_kv or H_q, width]; on the CPU every entry is checked to lie in [-1, n_kv).
+TensorView view_indices(const sa_tensor *indices, const AttendProblem &p, Device dev, bool check_entries) {
+  const int64_t H_q = p.q.shape[1], H_kv = p.k.shape[1], n_kv = p.k.shape[0];
+  TensorView v = view_tensor(indices, "indices", 3, {SA_DTYPE_I32}, dev);
+  expect_dim(v, "indices", 0, p.q.shape[0], "q.shape[0]");
+  if (v.shape[1] != H_kv && v.shape[1] != H_q)
+    fail(SA_ERR_SHAPE, "indices.shape[1] is %lld, expected H_kv = %lld or H_q = %lld", (long long)v.shape[1],
+         (long long)H_kv, (long long)H_q);
+  const int32_t *ix = v.ptr<const int32_t>();
+  for (int64_t a = 0; check_entries && a < v.shape[0]; ++a)
+    for (int64_t b = 0; b < v.shape[1]; ++b)
+      for (int64_t c = 0; c < v.shape[2]; ++c) {
+        const int32_t r = ix[a * v.stride[0] + b * v.stride[1] + c * v.stride[2]];
+        if (r < -1 || r >= n_kv)
+          fail(SA_ERR_OUT_OF_RANGE, "indices[%lld][%lld][%lld] is %d, outside [-1, %lld)", (long long)a, (long long)b,
+               (long long)c, int(r), (long long)n_kv);
+      }
+  return v;
+}
+
+// opt->slot_mass [H_kv, n_kv] or [n_kv] over the key rows (physical slots of a paged cache).
+void view_slot_mass(const sa_attend_options &o, AttendProblem &p, TensorView &mass_view) {
+  if (!o.slot_mass) return;
+  const int64_t H_kv = p.k.shape[1], n_kv = p.k.shape[0];
+  const int rank = o.slot_mass->rank;
+  if (rank != 1 && rank != 2)
+    fail(SA_ERR_SHAPE, "opt->slot_mass has rank %d, expected 2 ([H_kv, n_kv]) or 1 ([n_kv])", int(rank));
+  mass_view = view_tensor(o.slot_mass, "opt->slot_mass", rank, {SA_DTYPE_F32});
+  if (rank == 2) expect_dim(mass_view, "opt->slot_mass", 0, H_kv, "the KV heads");
+  expect_dim(mass_view, "opt->slot_mass", rank - 1, n_kv, "the key rows (slots)");
+  if (!(o.mass_decay >= 0.f && o.mass_decay <= 1.f))
+    fail(SA_ERR_INVALID_ARGUMENT, "opt->mass_decay is %g, expected in [0, 1] (1: no decay)", double(o.mass_decay));
+  p.slot_mass = &mass_view;
+  p.mass_decay = o.mass_decay;
+}
+
+}  // namespace
 
 extern "C" {
 
@@ -16,11 +92,9 @@ SA_API sa_attend_options sa_attend_options_default(void) {
 SA_API sa_status sa_attend(sa_context *ctx, const sa_tensor *q, const sa_tensor *k, const sa_tensor *v,
                            const sa_tensor *indices, const sa_attend_options *opt, sa_tensor *out,
                            sa_tensor *lse) {
-  using namespace sa;
   return guarded("sa_attend", [&] {
     if (!ctx) fail(SA_ERR_NULL_POINTER, "ctx is NULL");
-    sa_attend_options o = read_options(opt, sa_attend_options_default(),
-                                       offsetof(sa_attend_options, key_positions) + sizeof(const int64_t *), "opt");
+    const sa_attend_options o = read_attend_options(opt);
     // A CUDA tensor anywhere sends the call to the plugin (loaded now if needed); the others
     // must then be on the same device.
     const Device dev = first_cuda_device({q, k, v, indices, out, lse});
@@ -28,65 +102,20 @@ SA_API sa_status sa_attend(sa_context *ctx, const sa_tensor *q, const sa_tensor 
     AttendProblem p;
     p.k = view_tensor(k, "k", 3, {SA_DTYPE_F32, SA_DTYPE_F16, SA_DTYPE_BF16}, dev);
     p.v = view_tensor(v, "v", 3, {p.k.dtype}, dev);
-    p.q = view_tensor(q, "q", 3, {SA_DTYPE_F32, p.k.dtype}, dev);
-    p.out = view_tensor(out, "out", 3, {SA_DTYPE_F32, p.q.dtype}, dev);
-    const int64_t n_q = p.q.shape[0], H_q = p.q.shape[1], D = p.q.shape[2];
-    const int64_t n_kv = p.k.shape[0], H_kv = p.k.shape[1];
     for (int d = 0; d < 3; ++d) expect_dim(p.v, "v", d, p.k.shape[d], "the shape of k");
-    expect_dim(p.k, "k", 2, D, "q.shape[2], the head dimension");
-    if (D < 1) fail(SA_ERR_SHAPE, "q.shape[2] (head dimension) is 0");
-    if (H_kv < 1 || H_q < 1 || H_q % H_kv != 0)
-      fail(SA_ERR_SHAPE, "q has %lld heads and k %lld; expected a positive multiple", (long long)H_q, (long long)H_kv);
-    expect_dim(p.out, "out", 0, n_q, "q.shape[0]");
-    expect_dim(p.out, "out", 1, H_q, "q.shape[1]");
-    expect_dim(p.out, "out", 2, D, "q.shape[2]");
-    TensorView lse_view;
-    if (lse) {
-      lse_view = view_tensor(lse, "lse", 2, {SA_DTYPE_F32}, dev);
-      expect_dim(lse_view, "lse", 0, n_q, "q.shape[0]");
-      expect_dim(lse_view, "lse", 1, H_q, "q.shape[1]");
-      p.lse = &lse_view;
-    }
-    TensorView idx_view;
+    TensorView lse_view, idx_view, mass_view;
+    view_queries(q, out, lse, o, dev, p, lse_view);
     if (indices) {
-      idx_view = view_tensor(indices, "indices", 3, {SA_DTYPE_I32}, dev);
-      expect_dim(idx_view, "indices", 0, n_q, "q.shape[0]");
-      if (idx_view.shape[1] != H_kv && idx_view.shape[1] != H_q)
-        fail(SA_ERR_SHAPE, "indices.shape[1] is %lld, expected H_kv = %lld or H_q = %lld",
-             (long long)idx_view.shape[1], (long long)H_kv, (long long)H_q);
-      const int32_t *ix = idx_view.ptr<const int32_t>();
       // Device memory is not ours to read: the plugin skips entries out of range instead.
-      for (int64_t a = 0; !plugin && a < idx_view.shape[0]; ++a)
-        for (int64_t b = 0; b < idx_view.shape[1]; ++b)
-          for (int64_t c = 0; c < idx_view.shape[2]; ++c) {
-            const int32_t r = ix[a * idx_view.stride[0] + b * idx_view.stride[1] + c * idx_view.stride[2]];
-            if (r < -1 || r >= n_kv)
-              fail(SA_ERR_OUT_OF_RANGE, "indices[%lld][%lld][%lld] is %d, outside [-1, %lld)", (long long)a,
-                   (long long)b, (long long)c, int(r), (long long)n_kv);
-          }
+      idx_view = view_indices(indices, p, dev, !plugin);
       p.indices = &idx_view;
-      p.per_query_head = idx_view.shape[1] == H_q && H_q != H_kv;
+      p.per_query_head = idx_view.shape[1] == p.q.shape[1] && p.q.shape[1] != p.k.shape[1];
     }
-    if (!(o.scale >= 0.f) || std::isinf(o.scale))
-      fail(SA_ERR_INVALID_ARGUMENT, "opt->scale is %g, expected 0 (default) or a positive finite value", double(o.scale));
-    p.scale = o.scale > 0.f ? o.scale : 1.f / std::sqrt(float(D));
     p.causal = o.causal != 0;
     p.query_positions = o.query_positions;
     p.key_positions = o.key_positions;
-    TensorView mass_view;
-    if (o.slot_mass) {
-      const int rank = o.slot_mass->rank;
-      if (rank != 1 && rank != 2)
-        fail(SA_ERR_SHAPE, "opt->slot_mass has rank %d, expected 2 ([H_kv, n_kv]) or 1 ([n_kv])", int(rank));
-      mass_view = view_tensor(o.slot_mass, "opt->slot_mass", rank, {SA_DTYPE_F32});
-      if (rank == 2) expect_dim(mass_view, "opt->slot_mass", 0, H_kv, "k.shape[1], the KV heads");
-      expect_dim(mass_view, "opt->slot_mass", rank - 1, n_kv, "k.shape[0], the key rows");
-      if (!(o.mass_decay >= 0.f && o.mass_decay <= 1.f))
-        fail(SA_ERR_INVALID_ARGUMENT, "opt->mass_decay is %g, expected in [0, 1] (1: no decay)", double(o.mass_decay));
-      p.slot_mass = &mass_view;
-      p.mass_decay = o.mass_decay;
-    }
-    if (n_q == 0 && !p.slot_mass) return;
+    view_slot_mass(o, p, mass_view);
+    if (p.q.shape[0] == 0 && !p.slot_mass) return;
     if (!plugin) {
       attend(*ctx, p);
       return;
@@ -110,6 +139,68 @@ SA_API sa_status sa_attend(sa_context *ctx, const sa_tensor *q, const sa_tensor 
     a.scale = p.scale;
     a.stream = call_stream(*ctx, o.cuda_stream);
     check_plugin(*plugin, plugin->api.attend(&a), "CUDA attention");
+  });
+}
+
+SA_API sa_status sa_attend_paged(sa_context *ctx, const sa_tensor *q, const sa_tensor *query_starts,
+                                 const sa_paged_kv *kv, const sa_tensor *indices,
+                                 const sa_attend_options *opt, sa_tensor *out, sa_tensor *lse) {
+  return guarded("sa_attend_paged", [&] {
+    if (!ctx) fail(SA_ERR_NULL_POINTER, "ctx is NULL");
+    const sa_attend_options o = read_attend_options(opt);
+    const PagedKV cache = view_paged_kv(kv, true);
+    AttendProblem p;
+    p.k = cache.k;
+    p.v = cache.v;
+    TensorView lse_view, idx_view, mass_view;
+    view_queries(q, out, lse, o, Device{}, p, lse_view);
+    const int64_t n_q = p.q.shape[0];
+    const std::vector<int64_t> starts = view_query_starts(query_starts, cache.batch, n_q);
+    if (o.key_positions)
+      fail(SA_ERR_INVALID_ARGUMENT, "opt->key_positions must be NULL with a paged cache (give kv->slot_positions)");
+    if (o.causal && cache.slot_positions && !o.query_positions)
+      fail(SA_ERR_INVALID_ARGUMENT, "opt->query_positions is NULL, but kv->slot_positions is given and causal is set: "
+                                    "positions no longer count tokens, so each query's position is needed");
+    // Each query's position: given, or the last tokens of its sequence.
+    std::vector<int64_t> positions(static_cast<size_t>(n_q));
+    for (int64_t b = 0; b < cache.batch; ++b)
+      for (int64_t i = starts[size_t(b)], n_b = starts[size_t(b) + 1] - starts[size_t(b)]; i < starts[size_t(b) + 1]; ++i)
+        positions[size_t(i)] = o.query_positions ? o.query_positions[i] : cache.lens[size_t(b)] - n_b + (i - starts[size_t(b)]);
+    p.query_positions = positions.data();
+    p.key_positions = cache.slot_positions;
+    view_slot_mass(o, p, mass_view);
+
+    // Dense: each sequence's slots in token order, one list its queries share; without slot
+    // positions a causal query reads the prefix up to its own position.
+    std::vector<int32_t> lists;
+    std::vector<int64_t> list_start(static_cast<size_t>(n_q)), list_len(static_cast<size_t>(n_q));
+    if (indices) {
+      idx_view = view_indices(indices, p, Device{}, true);
+      p.indices = &idx_view;
+      p.per_query_head = idx_view.shape[1] == p.q.shape[1] && p.q.shape[1] != p.k.shape[1];
+      p.causal = o.causal && cache.slot_positions;  // without positions, entries are taken as given
+    } else {
+      int64_t total = 0;
+      for (int64_t b = 0; b < cache.batch; ++b) total = checked_add(total, cache.lens[size_t(b)], "the batch's tokens");
+      lists.resize(size_t(total));
+      int64_t at = 0;
+      for (int64_t b = 0; b < cache.batch; ++b) {
+        const int64_t len = cache.lens[size_t(b)];
+        for (int64_t t = 0; t < len; ++t) lists[size_t(at + t)] = int32_t(cache.slot(b, t));
+        for (int64_t i = starts[size_t(b)]; i < starts[size_t(b) + 1]; ++i) {
+          const int64_t pos = positions[size_t(i)];
+          list_start[size_t(i)] = at;
+          list_len[size_t(i)] = !o.causal || cache.slot_positions ? len : pos >= len ? len : std::max<int64_t>(0, pos + 1);
+        }
+        at += len;
+      }
+      p.list_data = lists.data();
+      p.list_start = list_start.data();
+      p.list_len = list_len.data();
+      p.causal = o.causal != 0;
+    }
+    if (n_q == 0 && !p.slot_mass) return;
+    attend(*ctx, p);
   });
 }
 

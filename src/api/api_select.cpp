@@ -1,9 +1,76 @@
-// sa_select: validate, resolve defaults, hand the request to the index's selector.
+// sa_select and sa_select_batch: validate, resolve defaults, hand each request to its index's
+// selector.
 #include <cmath>
+#include <vector>
 
 #include "api/index.hpp"
 #include "core/context.hpp"
 #include "core/error.hpp"
+#include "core/paged_kv.hpp"
+#include "core/threading.hpp"
+
+namespace {
+
+using namespace sa;
+
+sa_select_options read_select_options(const sa_select_options *opt) {
+  sa_select_options o = read_options(opt, sa_select_options_default(),
+                                     offsetof(sa_select_options, key_segments) + sizeof(const int32_t *), "opt");
+  if (o.top_k < 1) fail(SA_ERR_INVALID_ARGUMENT, "opt->top_k is %d, expected >= 1", int(o.top_k));
+  if (o.window < 0) fail(SA_ERR_INVALID_ARGUMENT, "opt->window is %d, expected >= 0", int(o.window));
+  if (o.sinks < 0) fail(SA_ERR_INVALID_ARGUMENT, "opt->sinks is %d, expected >= 0", int(o.sinks));
+  if (!(o.mass_target >= 0.f && o.mass_target <= 1.f))
+    fail(SA_ERR_INVALID_ARGUMENT, "opt->mass_target is %g, expected 0 (off) or in (0, 1]", double(o.mass_target));
+  if (!(o.scale >= 0.f) || std::isinf(o.scale))
+    fail(SA_ERR_INVALID_ARGUMENT, "opt->scale is %g, expected 0 (default) or a positive finite value", double(o.scale));
+  if ((o.query_segments == nullptr) != (o.key_segments == nullptr))
+    fail(SA_ERR_INVALID_ARGUMENT, "opt->query_segments and opt->key_segments must be given together");
+  return o;
+}
+
+// Checks queries [n_q, H_q, D] and indices [n_q, H, width] against an index's heads and the options.
+void check_select_shapes(const TensorView &queries, const TensorView &indices, const sa_index_options &io,
+                         const sa_select_options &o) {
+  const int64_t n_q = queries.shape[0], H_q = queries.shape[1], H_kv = io.num_kv_heads;
+  expect_dim(queries, "queries", 2, io.head_dim, "the index's head_dim");
+  if (H_q < 1 || H_q % H_kv != 0)
+    fail(SA_ERR_SHAPE, "queries.shape[1] is %lld query heads, expected a positive multiple of the index's %lld KV heads",
+         (long long)H_q, (long long)H_kv);
+  const bool per_head = o.per_query_head != 0;
+  expect_dim(indices, "indices", 0, n_q, "queries.shape[0]");
+  expect_dim(indices, "indices", 1, per_head ? H_q : H_kv, per_head ? "query heads (per_query_head)" : "the index's KV heads");
+  const int64_t need = int64_t(o.sinks) + int64_t(o.window) + int64_t(o.top_k);
+  if (indices.shape[2] < need)
+    fail(SA_ERR_SHAPE, "indices.shape[2] is %lld, expected >= sinks + window + top_k = %lld", (long long)indices.shape[2],
+         (long long)need);
+}
+
+// The request for the queries rows [q0, q1) of one CPU index, written to `indices` (those rows).
+SelectRequest cpu_request(const sa_index &ix, const TensorView &queries, const TensorView &indices,
+                          const sa_select_options &o, int64_t q0, int64_t q1) {
+  SelectRequest req;
+  req.queries = queries;
+  req.queries.data = queries.bytes() + size_t(q0 * queries.stride[0]) * dtype_size(queries.dtype);
+  req.queries.shape[0] = q1 - q0;
+  req.indices = indices;
+  req.indices.data = indices.ptr<int32_t>() + q0 * indices.stride[0];
+  req.indices.shape[0] = q1 - q0;
+  const int64_t n_q = q1 - q0, max_pos = ix.max_position();
+  req.positions.resize(size_t(n_q));
+  for (int64_t i = 0; i < n_q; ++i)
+    req.positions[size_t(i)] = o.query_positions ? o.query_positions[q0 + i] : max_pos - n_q + 1 + i;
+  req.query_segments = o.query_segments;
+  req.key_segments = o.key_segments;
+  req.top_k = o.top_k;
+  req.window = o.window;
+  req.sinks = o.sinks;
+  req.per_query_head = o.per_query_head != 0;
+  req.mass_target = o.mass_target;
+  req.scale = o.scale > 0.f ? o.scale : 1.f / std::sqrt(float(ix.opt.head_dim));
+  return req;
+}
+
+}  // namespace
 
 extern "C" {
 
@@ -14,48 +81,21 @@ SA_API sa_select_options sa_select_options_default(void) {
 
 SA_API sa_status sa_select(sa_index *ix, const sa_tensor *queries, const sa_select_options *opt,
                            sa_tensor *indices) {
-  using namespace sa;
   return guarded("sa_select", [&] {
     if (!ix) fail(SA_ERR_NULL_POINTER, "ix is NULL");
     expect_usable(*ix);
-    sa_select_options o = read_options(opt, sa_select_options_default(),
-                                       offsetof(sa_select_options, key_segments) + sizeof(const int32_t *), "opt");
+    const sa_select_options o = read_select_options(opt);
     const Device dev = ix->on_device() ? Device{SA_DEVICE_CUDA, ix->device_id} : Device{};
-    SelectRequest req;
-    req.queries = view_tensor(queries, "queries", 3, {SA_DTYPE_F32, SA_DTYPE_F16, SA_DTYPE_BF16}, dev);
-    const int64_t n_q = req.queries.shape[0], H_q = req.queries.shape[1];
-    const int64_t H_kv = ix->opt.num_kv_heads;
-    expect_dim(req.queries, "queries", 2, ix->opt.head_dim, "the index's head_dim");
-    if (H_q < 1 || H_q % H_kv != 0)
-      fail(SA_ERR_SHAPE, "queries.shape[1] is %lld query heads, expected a positive multiple of the index's %lld KV heads",
-           (long long)H_q, (long long)H_kv);
-    if (o.top_k < 1) fail(SA_ERR_INVALID_ARGUMENT, "opt->top_k is %d, expected >= 1", int(o.top_k));
-    if (o.window < 0) fail(SA_ERR_INVALID_ARGUMENT, "opt->window is %d, expected >= 0", int(o.window));
-    if (o.sinks < 0) fail(SA_ERR_INVALID_ARGUMENT, "opt->sinks is %d, expected >= 0", int(o.sinks));
-    if (!(o.mass_target >= 0.f && o.mass_target <= 1.f))
-      fail(SA_ERR_INVALID_ARGUMENT, "opt->mass_target is %g, expected 0 (off) or in (0, 1]", double(o.mass_target));
-    if (!(o.scale >= 0.f) || std::isinf(o.scale))
-      fail(SA_ERR_INVALID_ARGUMENT, "opt->scale is %g, expected 0 (default) or a positive finite value", double(o.scale));
-    if ((o.query_segments == nullptr) != (o.key_segments == nullptr))
-      fail(SA_ERR_INVALID_ARGUMENT, "opt->query_segments and opt->key_segments must be given together");
-
-    const bool per_head = o.per_query_head != 0;
-    req.indices = view_tensor(indices, "indices", 3, {SA_DTYPE_I32}, dev);
-    expect_dim(req.indices, "indices", 0, n_q, "queries.shape[0]");
-    expect_dim(req.indices, "indices", 1, per_head ? H_q : H_kv,
-               per_head ? "query heads (per_query_head)" : "the index's KV heads");
-    const int64_t need = int64_t(o.sinks) + int64_t(o.window) + int64_t(o.top_k);
-    if (req.indices.shape[2] < need)
-      fail(SA_ERR_SHAPE, "indices.shape[2] is %lld, expected >= sinks + window + top_k = %lld",
-           (long long)req.indices.shape[2], (long long)need);
-
-    const int64_t max_pos = ix->max_position();
+    const TensorView q = view_tensor(queries, "queries", 3, {SA_DTYPE_F32, SA_DTYPE_F16, SA_DTYPE_BF16}, dev);
+    const TensorView out = view_tensor(indices, "indices", 3, {SA_DTYPE_I32}, dev);
+    check_select_shapes(q, out, ix->opt, o);
+    const int64_t n_q = q.shape[0];
     if (ix->on_device()) {
-      if (o.mass_target > 0.f || per_head || o.query_positions || o.query_segments)
+      if (o.mass_target > 0.f || o.per_query_head || o.query_positions || o.query_segments)
         fail(SA_ERR_UNSUPPORTED, "ix lives on CUDA device %d, which selects without opt->mass_target, "
              "opt->per_query_head, opt->query_positions and segments (leave them 0/NULL)", int(ix->device_id));
       if (n_q == 0) return;
-      sa_tensor tq = describe(req.queries), tidx = describe(req.indices);
+      sa_tensor tq = describe(q), tidx = describe(out);
       sa_plugin_select_args a{};
       a.struct_size = sizeof a;
       a.queries = &tq;
@@ -64,24 +104,83 @@ SA_API sa_status sa_select(sa_index *ix, const sa_tensor *queries, const sa_sele
       a.window = o.window;
       a.sinks = o.sinks;
       a.scale = o.scale > 0.f ? o.scale : 1.f / std::sqrt(float(ix->opt.head_dim));
-      a.first_query_position = max_pos - n_q + 1;
+      a.first_query_position = ix->max_position() - n_q + 1;
       a.stream = call_stream(*ix->ctx, o.cuda_stream);
       check_plugin(*ix->plugin, ix->plugin->api.select(ix->device_index, &a), "CUDA selection");
       return;
     }
-    req.positions.resize(size_t(n_q));
-    for (int64_t i = 0; i < n_q; ++i)
-      req.positions[size_t(i)] = o.query_positions ? o.query_positions[i] : max_pos - n_q + 1 + i;
-    req.query_segments = o.query_segments;
-    req.key_segments = o.key_segments;
-    req.top_k = o.top_k;
-    req.window = o.window;
-    req.sinks = o.sinks;
-    req.per_query_head = per_head;
-    req.mass_target = o.mass_target;
-    req.scale = o.scale > 0.f ? o.scale : 1.f / std::sqrt(float(ix->opt.head_dim));
     if (n_q == 0) return;
-    ix->selector->select(*ix->ctx, req);
+    ix->selector->select(*ix->ctx, cpu_request(*ix, q, out, o, 0, n_q));
+  });
+}
+
+SA_API sa_status sa_select_batch(sa_index *const *indexes, int64_t n_seqs, const sa_tensor *queries,
+                                 const sa_tensor *query_starts, const sa_select_options *opt,
+                                 const sa_paged_kv *kv, sa_tensor *indices) {
+  return guarded("sa_select_batch", [&] {
+    if (n_seqs < 0) fail(SA_ERR_INVALID_ARGUMENT, "n_seqs is %lld, expected >= 0", (long long)n_seqs);
+    if (n_seqs > 0 && !indexes) fail(SA_ERR_NULL_POINTER, "indexes is NULL");
+    const sa_select_options o = read_select_options(opt);
+    if (o.query_segments)
+      fail(SA_ERR_INVALID_ARGUMENT, "opt->query_segments: a batch keeps its sequences apart already (leave segments NULL)");
+    const TensorView q = view_tensor(queries, "queries", 3, {SA_DTYPE_F32, SA_DTYPE_F16, SA_DTYPE_BF16});
+    const TensorView out = view_tensor(indices, "indices", 3, {SA_DTYPE_I32});
+    for (int64_t b = 0; b < n_seqs; ++b) {
+      if (!indexes[b]) fail(SA_ERR_NULL_POINTER, "indexes[%lld] is NULL", (long long)b);
+      const sa_index &ix = *indexes[b];
+      expect_usable(ix);
+      if (ix.on_device())
+        fail(SA_ERR_UNSUPPORTED, "indexes[%lld] lives on CUDA device %d; sa_select_batch takes CPU indexes for now",
+             (long long)b, int(ix.device_id));
+      if (ix.opt.num_kv_heads != indexes[0]->opt.num_kv_heads || ix.opt.head_dim != indexes[0]->opt.head_dim)
+        fail(SA_ERR_SHAPE, "indexes[%lld] has %d KV heads of %d dimensions, indexes[0] %d of %d", (long long)b,
+             int(ix.opt.num_kv_heads), int(ix.opt.head_dim), int(indexes[0]->opt.num_kv_heads),
+             int(indexes[0]->opt.head_dim));
+    }
+    if (n_seqs > 0) check_select_shapes(q, out, indexes[0]->opt, o);
+    const std::vector<int64_t> starts = view_query_starts(query_starts, n_seqs, q.shape[0]);
+    PagedKV paged;
+    if (kv) {
+      paged = view_paged_kv(kv, false);
+      if (paged.batch != n_seqs)
+        fail(SA_ERR_SHAPE, "kv holds %lld sequences, n_seqs is %lld", (long long)paged.batch, (long long)n_seqs);
+      for (int64_t b = 0; b < n_seqs; ++b)
+        if (indexes[b]->size() > paged.lens[size_t(b)])
+          fail(SA_ERR_SHAPE, "indexes[%lld] holds %lld slots, but kv->seq_lens[%lld] is %lld", (long long)b,
+               (long long)indexes[b]->size(), (long long)b, (long long)paged.lens[size_t(b)]);
+    }
+    const int64_t n_q = q.shape[0];
+    if (n_q == 0) return;
+
+    // Selected into a scratch copy, mapped to physical slots, then copied out: nothing is
+    // written unless every sequence succeeds.
+    const int64_t H = out.shape[1], width = out.shape[2];
+    std::vector<int32_t> scratch(size_t(checked_mul(checked_mul(n_q, H, "indices"), width, "indices")));
+    TensorView tmp = out;
+    tmp.data = scratch.data();
+    tmp.stride[0] = H * width;
+    tmp.stride[1] = width;
+    tmp.stride[2] = 1;
+    const sa_context &ctx = *indexes[0]->ctx;
+    auto run = [&](int64_t b) {
+      const int64_t q0 = starts[size_t(b)], q1 = starts[size_t(b) + 1];
+      if (q1 == q0) return;
+      const sa_index &ix = *indexes[b];
+      ix.selector->select(*ix.ctx, cpu_request(ix, q, tmp, o, q0, q1));
+      if (!kv) return;
+      for (int64_t e = q0 * H * width; e < q1 * H * width; ++e)
+        if (scratch[size_t(e)] >= 0) scratch[size_t(e)] = int32_t(paged.slot(b, scratch[size_t(e)]));
+    };
+    // Enough sequences to keep the threads busy: one task each (selectors then run on the
+    // calling thread); else one after another, each selection with the context's threads.
+    if (n_seqs >= ctx.threads) parallel_for(ctx.threads, n_seqs, run);
+    else
+      for (int64_t b = 0; b < n_seqs; ++b) run(b);
+    int32_t *dst = out.ptr<int32_t>();
+    for (int64_t i = 0; i < n_q; ++i)
+      for (int64_t h = 0; h < H; ++h)
+        for (int64_t c = 0; c < width; ++c)
+          dst[i * out.stride[0] + h * out.stride[1] + c * out.stride[2]] = scratch[size_t((i * H + h) * width + c)];
   });
 }
 

@@ -77,8 +77,11 @@ void attend(const sa_context &ctx, const AttendProblem &p) {
   const int64_t n_q = p.q.shape[0], H_q = p.q.shape[1], D = p.q.shape[2];
   const int64_t n_kv = p.k.shape[0], H_kv = p.k.shape[1];
   const int64_t G = H_q / H_kv;
-  const bool sparse = p.indices != nullptr;
-  const int64_t width = sparse ? p.indices->shape[2] : 0;
+  const bool shared_lists = p.list_data != nullptr;
+  const bool sparse = p.indices != nullptr || shared_lists;
+  int64_t width = p.indices ? p.indices->shape[2] : 0;
+  if (shared_lists)
+    for (int64_t i = 0; i < n_q; ++i) width = std::max(width, p.list_len[i]);
 
   RowMajorKV K(p.k), V(p.v);
   const size_t es = dtype_size(p.k.dtype);
@@ -87,7 +90,9 @@ void attend(const sa_context &ctx, const AttendProblem &p) {
   std::vector<int32_t> packed_idx;
   const int32_t *idx = nullptr;
   int64_t idx_s0 = 0, idx_s1 = 0;
-  if (sparse) {
+  if (shared_lists) {
+    idx = p.list_data;  // per query: list_start[i], the same list for every head
+  } else if (sparse) {
     const TensorView &ix = *p.indices;
     if (ix.stride[2] == 1 || width <= 1) {
       idx = ix.ptr<const int32_t>();
@@ -112,8 +117,9 @@ void attend(const sa_context &ctx, const AttendProblem &p) {
     last_pos = -1;
     for (int64_t r = 0; r < n_kv; ++r) last_pos = std::max(last_pos, p.key_positions[r]);
   }
+  const bool limited_by_length = shared_lists && !p.key_positions;
   auto pos_limit = [&](int64_t i) -> int64_t {
-    if (!p.causal) return INT64_MAX;
+    if (!p.causal || limited_by_length) return INT64_MAX;
     return p.query_positions ? p.query_positions[i] : last_pos - n_q + 1 + i;
   };
 
@@ -134,8 +140,10 @@ void attend(const sa_context &ctx, const AttendProblem &p) {
       ml.idx_s0 = idx_s0;
       ml.idx_s1 = idx_s1;
       ml.width = width;
-      ml.lists = p.indices->shape[1];
+      ml.lists = shared_lists ? H_kv : p.indices->shape[1];
       ml.per_query_head = p.per_query_head;
+      ml.list_start = p.list_start;
+      ml.list_len = p.list_len;
     }
     ml.key_positions = p.key_positions;
     std::vector<int64_t> limits(static_cast<size_t>(n_q));
@@ -157,7 +165,11 @@ void attend(const sa_context &ctx, const AttendProblem &p) {
     for (int64_t i = 0; i < n_q; ++i)
       for (int kvh = 0; kvh < H_kv; ++kvh) units.push_back({i, int(kvh * G), int(G), kvh});
   }
+  auto list_of = [&](const Unit &u) -> const int32_t * {
+    return shared_lists ? idx + p.list_start[u.i] : idx + u.i * idx_s0 + u.list_head * idx_s1;
+  };
   auto list_length = [&](const Unit &u) -> int64_t {
+    if (shared_lists) return p.list_len[u.i];
     if (sparse) return width;
     if (p.causal && !p.key_positions) return std::max<int64_t>(0, std::min(n_kv, pos_limit(u.i) + 1));
     return n_kv;
@@ -234,7 +246,7 @@ void attend(const sa_context &ctx, const AttendProblem &p) {
         rs.v = V.base + size_t(kvh * V.head_stride) * es;
         rs.k_stride = K.token_stride;
         rs.v_stride = V.token_stride;
-        if (sparse) rs.rows = idx + u.i * idx_s0 + u.list_head * idx_s1 + b;
+        if (sparse) rs.rows = list_of(u) + b;
         else rs.begin = b;
         rs.n = e - b;
         rs.key_pos = p.key_positions;

@@ -12,6 +12,12 @@ struct AttendProblem {
   TensorView q;        // [n_q, H_q, D]
   TensorView k, v;     // [n_kv, H_kv, D]
   const TensorView *indices = nullptr;  // [n_q, H_kv or H_q, width] i32, validated in range
+  // Instead of indices: one list per query, shared by all its heads, of its own length (a
+  // sequence's slots of a paged cache in token order, for dense attention over it): query i
+  // reads list_len[i] entries at list_data + list_start[i]. Without key_positions the lists
+  // already stop at the causal limit, so no entry is masked by position.
+  const int32_t *list_data = nullptr;
+  const int64_t *list_start = nullptr, *list_len = nullptr;
   bool per_query_head = false;          // indices hold one list per query head
   float scale = 0.f;                    // > 0
   bool causal = false;

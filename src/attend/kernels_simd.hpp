@@ -144,7 +144,7 @@ void attend_rows_t(const float *q, int g, int D, const RowSet &rs, SoftmaxState 
     lsum[h] = B::load_aligned(l0);
   }
   RowWalk walk(rs);
-  const bool plain_range = !rs.rows && (!rs.key_pos ? rs.begin + rs.n - 1 <= rs.pos_limit : rs.pos_limit == INT64_MAX);
+  const bool plain_range = !rs.rows && !rs.key_pos && rs.begin + rs.n - 1 <= rs.pos_limit;
   RowPrefetcher prefetch;
   for (;;) {
     int n = 0;
@@ -288,7 +288,7 @@ void mass_rows_t(const float *q, int g, int D, const RowSet &rs, const float *ls
   const int64_t row_bytes = int64_t(D) * int64_t(sizeof(T));
   RowWalk walk(rs);
   RowPrefetcher prefetch;  // gathered lists only, as in attend_rows_t
-  const bool plain_range = !rs.rows && (!rs.key_pos ? rs.begin + rs.n - 1 <= rs.pos_limit : rs.pos_limit == INT64_MAX);
+  const bool plain_range = !rs.rows && !rs.key_pos && rs.begin + rs.n - 1 <= rs.pos_limit;
   for (;;) {
     int n = 0;
     if (plain_range) {  // every row visible: no per-row checks

@@ -1,7 +1,7 @@
-// Walks the visible rows of a RowSet in order, skipping -1 entries and rows past the causal
-// limit. Shared by every kernel so that all instruction sets see the same rows. Internal
-// linkage on purpose: each kernel object is built with its own -m flags, and a shared inline
-// copy could be merged across them by the linker.
+// Walks the visible rows of a RowSet in order, skipping -1 entries, empty rows (a negative key
+// position) and rows past the causal limit. Shared by every kernel so that all instruction
+// sets see the same rows. Internal linkage on purpose: each kernel object is built with its
+// own -m flags, and a shared inline copy could be merged across them by the linker.
 #pragma once
 
 #include "attend/kernels.hpp"
@@ -23,7 +23,7 @@ struct RowWalk {
       int64_t r = raw_row(cursor++);
       if (r < 0) continue;
       int64_t pos = rs.key_pos ? rs.key_pos[r] : r;
-      if (pos > rs.pos_limit) continue;
+      if (pos > rs.pos_limit || pos < 0) continue;  // future, or an empty slot (position -1)
       return r;
     }
     return -1;

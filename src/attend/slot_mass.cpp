@@ -86,7 +86,11 @@ void SlotMass::dense(const sa_context &ctx) {
 void SlotMass::sparse(const sa_context &ctx, const float *entry_scores) {
   const int64_t n_units = layout_.q.shape[0] * layout_.lists, rows = mass_rows(), width = layout_.width;
   auto kv_head = [&](int64_t u) { return layout_.per_query_head ? (u % layout_.lists) / G_ : u % layout_.lists; };
-  auto list = [&](int64_t u) { return layout_.idx + (u / layout_.lists) * layout_.idx_s0 + (u % layout_.lists) * layout_.idx_s1; };
+  auto list = [&](int64_t u) {
+    if (layout_.list_start) return layout_.idx + layout_.list_start[u / layout_.lists];
+    return layout_.idx + (u / layout_.lists) * layout_.idx_s0 + (u % layout_.lists) * layout_.idx_s1;
+  };
+  auto length = [&](int64_t u) { return layout_.list_len ? layout_.list_len[u / layout_.lists] : width; };
   for (int64_t c0 = 0; c0 < n_units; c0 += chunk_units_) {
     const int64_t c1 = std::min(n_units, c0 + chunk_units_);
     std::fill(entry_mass_.begin(), entry_mass_.begin() + (c1 - c0) * width, 0.f);
@@ -94,7 +98,7 @@ void SlotMass::sparse(const sa_context &ctx, const float *entry_scores) {
       const int64_t u = c0 + k, i = u / layout_.lists, l = u % layout_.lists;
       RowSet rs;
       rs.rows = list(u);
-      rs.n = width;
+      rs.n = length(u);
       const int64_t h_begin = layout_.per_query_head ? l : l * G_, h_end = layout_.per_query_head ? l + 1 : (l + 1) * G_;
       float *out = &entry_mass_[size_t(k * width)];
       if (!entry_scores) return fold(ctx, i, kv_head(u), h_begin, h_end, rs, out);
@@ -102,8 +106,8 @@ void SlotMass::sparse(const sa_context &ctx, const float *entry_scores) {
       for (int64_t h = h_begin; h < h_end; ++h) {
         const float lse2 = lse2_[size_t(i * layout_.q.shape[1] + h)];
         if (lse2 == -std::numeric_limits<float>::infinity()) continue;
-        ctx.kernels->exp2_accumulate(&entry_scores[size_t((u * (h_end - h_begin) + (h - h_begin)) * width)], width, lse2,
-                                     out);
+        ctx.kernels->exp2_accumulate(&entry_scores[size_t((u * (h_end - h_begin) + (h - h_begin)) * width)], length(u),
+                                     lse2, out);
       }
     });
     parallel_for(ctx.threads, rows, [&](int64_t r) {
@@ -112,7 +116,7 @@ void SlotMass::sparse(const sa_context &ctx, const float *entry_scores) {
         if (rows > 1 && kv_head(u) != r) continue;
         const int32_t *rows_of_u = list(u);
         const float *p = &entry_mass_[size_t((u - c0) * width)];
-        for (int64_t w = 0; w < width; ++w)
+        for (int64_t w = 0, n = length(u); w < n; ++w)
           if (rows_of_u[w] >= 0) out[rows_of_u[w]] += p[w];
       }
     });

@@ -24,6 +24,9 @@ struct MassLayout {
   const int32_t *idx = nullptr; // sparse lists [n_q][lists][width], unit stride along width
   int64_t idx_s0 = 0, idx_s1 = 0, width = 0, lists = 0;
   bool per_query_head = false;  // lists are per query head
+  // Shared lists (AttendProblem::list_data): query i's list, for every head, is list_len[i]
+  // entries at idx + list_start[i]; width is the longest.
+  const int64_t *list_start = nullptr, *list_len = nullptr;
   const int64_t *key_positions = nullptr;
 };
 

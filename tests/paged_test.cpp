@@ -1,0 +1,454 @@
+// sa_attend_paged and sa_select_batch: batches of sequences of different lengths over a paged
+// KV cache, against the double-precision reference run on each sequence gathered into a
+// contiguous cache by the test itself (its own page-table walk and element offsets).
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <numeric>
+#include <vector>
+
+#include "reference_attention.hpp"
+#include "test_util.hpp"
+
+namespace {
+
+using sat::Tensor;
+
+// A paged cache owned by the test: pages [num_pages, P, H_kv, D] (optionally padded so that
+// pages are not P rows apart), a page table per sequence and the lengths.
+struct PagedCache {
+  int64_t P = 16, H_kv = 2, D = 16, num_pages = 0;
+  Tensor k, v, table, lens, slot_pos;
+  std::vector<int64_t> len;
+  std::vector<std::vector<int32_t>> pages;  // per sequence, in token order
+  bool with_positions = false;
+
+  sa_paged_kv desc() {
+    sa_paged_kv kv = SA_PAGED_KV_INIT;
+    kv.k = *k.t();
+    kv.v = *v.t();
+    kv.page_table = *table.t();
+    kv.seq_lens = *lens.t();
+    if (with_positions) kv.slot_positions = *slot_pos.t();
+    return kv;
+  }
+  int64_t slot(int64_t b, int64_t t) const { return int64_t(pages[size_t(b)][size_t(t / P)]) * P + t % P; }
+  int64_t num_slots() const { return num_pages * P; }
+};
+
+// Lengths `lens`, pages handed out in a shuffled order; share_prefix: sequence 1 starts with
+// sequence 0's first full pages (prefix sharing). pad: pages padded by 3 rows (repacked path).
+PagedCache make_cache(sat::Rng &rng, std::vector<int64_t> lens, int64_t P, sa_dtype dtype, bool share_prefix = false,
+                      bool pad = false) {
+  PagedCache c;
+  c.P = P;
+  c.len = lens;
+  const int64_t B = int64_t(lens.size());
+  int64_t need = 0, max_pages = 1;
+  for (int64_t l : lens) {
+    need += (l + P - 1) / P;
+    max_pages = std::max(max_pages, (l + P - 1) / P);
+  }
+  c.num_pages = need + 2;  // two pages nobody uses
+  std::vector<int32_t> order(static_cast<size_t>(c.num_pages));
+  std::iota(order.begin(), order.end(), 0);
+  for (size_t i = order.size(); i > 1; --i) std::swap(order[i - 1], order[size_t(rng.below(int64_t(i)))]);
+  size_t next = 0;
+  c.pages.resize(size_t(B));
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t j = 0; j < (lens[size_t(b)] + P - 1) / P; ++j) {
+      const bool shared = share_prefix && b == 1 && (j + 1) * P <= std::min(lens[0], lens[1]) && j < 2;
+      c.pages[size_t(b)].push_back(shared ? c.pages[0][size_t(j)] : order[next++]);
+    }
+  std::vector<int64_t> strides;
+  if (pad) strides = {(P + 3) * c.H_kv * c.D, c.H_kv * c.D, c.D, 1};
+  c.k = sat::random_tensor(rng, dtype, {c.num_pages, P, c.H_kv, c.D}, strides);
+  c.v = sat::random_tensor(rng, dtype, {c.num_pages, P, c.H_kv, c.D}, strides);
+  c.table = Tensor(SA_DTYPE_I32, {B, max_pages});
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t j = 0; j < max_pages; ++j)
+      c.table.set({b, j}, j < int64_t(c.pages[size_t(b)].size()) ? c.pages[size_t(b)][size_t(j)] : -7);  // unused: junk
+  c.lens = Tensor(SA_DTYPE_I64, {B});
+  for (int64_t b = 0; b < B; ++b) c.lens.set({b}, double(lens[size_t(b)]));
+  c.slot_pos = Tensor(SA_DTYPE_I64, {c.num_slots()});
+  for (int64_t s = 0; s < c.num_slots(); ++s) c.slot_pos.set({s}, -1);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t t = 0; t < lens[size_t(b)]; ++t) c.slot_pos.set({c.slot(b, t)}, double(t));
+  return c;
+}
+
+// The whole cache as contiguous rows [num_slots, H_kv, D] (row = physical slot), read with the
+// test's own offsets: what the reference attends over.
+void flat_cache(const PagedCache &c, Tensor &k, Tensor &v) {
+  k = Tensor(c.k.dtype(), {c.num_slots(), c.H_kv, c.D});
+  v = Tensor(c.v.dtype(), {c.num_slots(), c.H_kv, c.D});
+  for (int64_t s = 0; s < c.num_slots(); ++s)
+    for (int64_t h = 0; h < c.H_kv; ++h)
+      for (int64_t d = 0; d < c.D; ++d) {
+        k.set({s, h, d}, c.k.get({s / c.P, s % c.P, h, d}));
+        v.set({s, h, d}, c.v.get({s / c.P, s % c.P, h, d}));
+      }
+}
+
+// Rows [q0, q1) of a [n, H, X] tensor as a contiguous copy.
+Tensor rows_of(const Tensor &t, int64_t q0, int64_t q1) {
+  Tensor r(t.dtype(), {q1 - q0, t.dim(1), t.dim(2)});
+  for (int64_t i = q0; i < q1; ++i)
+    for (int64_t h = 0; h < t.dim(1); ++h)
+      for (int64_t x = 0; x < t.dim(2); ++x) r.set({i - q0, h, x}, t.get({i, h, x}));
+  return r;
+}
+
+struct Expected {
+  std::vector<double> out, lse, mass;  // mass: [H_kv, num_slots]
+};
+
+// Reference for the batch: per sequence, dense over its tokens (as rows of the flat cache,
+// listed in token order) or over its index rows; causal by slot position.
+Expected reference(const PagedCache &c, const Tensor &q, const std::vector<int64_t> &starts, const Tensor *indices,
+                   bool causal, const std::vector<int64_t> &qpos) {
+  Tensor fk, fv;
+  flat_cache(c, fk, fv);
+  std::vector<int64_t> positions(static_cast<size_t>(c.num_slots()));
+  for (int64_t s = 0; s < c.num_slots(); ++s) positions[size_t(s)] = int64_t(c.slot_pos.get({s}));
+  Expected e;
+  e.mass.assign(size_t(c.H_kv * c.num_slots()), 0.0);
+  const int64_t B = int64_t(c.len.size());
+  for (int64_t b = 0; b < B; ++b) {
+    const int64_t q0 = starts[size_t(b)], q1 = starts[size_t(b) + 1];
+    if (q1 == q0) continue;
+    Tensor qb = rows_of(q, q0, q1), lists;
+    if (indices) {
+      lists = rows_of(*indices, q0, q1);
+    } else {
+      lists = Tensor(SA_DTYPE_I32, {q1 - q0, c.H_kv, std::max<int64_t>(1, c.len[size_t(b)])});
+      for (int64_t i = 0; i < q1 - q0; ++i)
+        for (int64_t h = 0; h < c.H_kv; ++h)
+          for (int64_t t = 0; t < lists.dim(2); ++t)
+            lists.set({i, h, t}, t < c.len[size_t(b)] ? double(c.slot(b, t)) : -1.0);
+    }
+    // Without slot positions the library takes sparse entries as given; dense keys count tokens.
+    ref::AttendArgs a;
+    a.q = qb.t();
+    a.k = fk.t();
+    a.v = fv.t();
+    a.indices = lists.t();
+    a.causal = causal && (!indices || c.with_positions);
+    a.query_positions = &qpos[size_t(q0)];
+    a.key_positions = positions.data();
+    // Empty slots (-1) are never attended: drop them from the lists the reference reads.
+    for (int64_t i = 0; i < lists.dim(0); ++i)
+      for (int64_t h = 0; h < lists.dim(1); ++h)
+        for (int64_t w = 0; w < lists.dim(2); ++w) {
+          const int64_t s = int64_t(lists.get({i, h, w}));
+          if (s >= 0 && positions[size_t(s)] < 0 && c.with_positions) lists.set({i, h, w}, -1);
+        }
+    const ref::AttendResult r = ref::attend(a);
+    e.out.insert(e.out.end(), r.out.begin(), r.out.end());
+    e.lse.insert(e.lse.end(), r.lse.begin(), r.lse.end());
+    for (size_t j = 0; j < r.mass.size(); ++j) e.mass[j] += r.mass[j];
+  }
+  return e;
+}
+
+double tolerance(sa_dtype kv) { return kv == SA_DTYPE_F32 ? 2e-5 : 1e-4; }
+
+std::vector<int64_t> one_query_each(int64_t B) {
+  std::vector<int64_t> s(static_cast<size_t>(B + 1));
+  std::iota(s.begin(), s.end(), 0);
+  return s;
+}
+
+struct Case {
+  std::vector<int64_t> lens;
+  int64_t P;
+  sa_dtype dtype;
+  bool causal, share, pad, positions;
+  int queries_per_seq;  // 1: decode (no query_starts); > 1: the last tokens of each sequence
+};
+
+class PagedAttend : public sat::ContextTest {
+ protected:
+  void run_case(const Case &cs, bool sparse, sa_context *ctx) {
+    sat::Rng rng(1234 + cs.P + int64_t(cs.lens.size()));
+    PagedCache c = make_cache(rng, cs.lens, cs.P, cs.dtype, cs.share, cs.pad);
+    c.with_positions = cs.positions;
+    // After eviction positions no longer count tokens: token t holds position 2t, and every
+    // fifth slot is empty (-1).
+    if (cs.positions)
+      for (int64_t b = 0; b < int64_t(cs.lens.size()); ++b)
+        for (int64_t t = 0; t < cs.lens[size_t(b)]; ++t) c.slot_pos.set({c.slot(b, t)}, t % 5 == 2 ? -1.0 : 2.0 * t);
+    const int64_t B = int64_t(cs.lens.size()), H_q = 4;
+    std::vector<int64_t> starts(1, 0);
+    for (int64_t b = 0; b < B; ++b)
+      starts.push_back(starts.back() + std::min<int64_t>(cs.queries_per_seq, std::max<int64_t>(1, cs.lens[size_t(b)])));
+    const int64_t n_q = starts.back();
+    std::vector<int64_t> qpos(static_cast<size_t>(n_q));
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t i = starts[size_t(b)]; i < starts[size_t(b) + 1]; ++i)
+        qpos[size_t(i)] = (cs.positions ? 2 : 1) * (cs.lens[size_t(b)] - (starts[size_t(b) + 1] - starts[size_t(b)]) +
+                                                    (i - starts[size_t(b)]));
+    Tensor q = sat::random_tensor(rng, SA_DTYPE_F32, {n_q, H_q, c.D});
+    Tensor qs(SA_DTYPE_I64, {B + 1});
+    for (int64_t b = 0; b <= B; ++b) qs.set({b}, double(starts[size_t(b)]));
+    const bool use_starts = cs.queries_per_seq > 1;
+    if (!use_starts) {
+      ASSERT_EQ(starts, one_query_each(B));
+    }
+
+    // Sparse lists: random physical slots of the query's own sequence (repeats count twice), some -1.
+    Tensor idx;
+    if (sparse) {
+      const int64_t width = 24;
+      idx = Tensor(SA_DTYPE_I32, {n_q, H_q, width});  // per query head
+      for (int64_t b = 0; b < B; ++b)
+        for (int64_t i = starts[size_t(b)]; i < starts[size_t(b) + 1]; ++i)
+          for (int64_t h = 0; h < H_q; ++h)
+            for (int64_t w = 0; w < width; ++w) {
+              const int64_t len = cs.lens[size_t(b)];
+              idx.set({i, h, w}, len == 0 || w % 7 == 3 ? -1.0 : double(c.slot(b, rng.below(len))));
+            }
+    }
+    Tensor out(SA_DTYPE_F32, {n_q, H_q, c.D}), lse(SA_DTYPE_F32, {n_q, H_q});
+    Tensor mass(SA_DTYPE_F32, {c.H_kv, c.num_slots()});
+    for (int64_t h = 0; h < c.H_kv; ++h)
+      for (int64_t s = 0; s < c.num_slots(); ++s) mass.set({h, s}, 0.0);
+    sa_attend_options o = SA_ATTEND_OPTIONS_INIT;
+    o.causal = cs.causal;
+    if (cs.positions) o.query_positions = qpos.data();
+    o.slot_mass = mass.t();
+    sa_paged_kv kv = c.desc();
+    ASSERT_SA_OK(sa_attend_paged(ctx, q.t(), use_starts ? qs.t() : nullptr, &kv, sparse ? idx.t() : nullptr, &o,
+                                 out.t(), lse.t()));
+    const Expected e = reference(c, q, starts, sparse ? &idx : nullptr, cs.causal, qpos);
+    EXPECT_TRUE(sat::close_rel(out.values(), e.out, tolerance(cs.dtype)));
+    std::vector<double> got_lse = lse.values();
+    for (size_t j = 0; j < got_lse.size(); ++j) {
+      if (std::isinf(e.lse[j])) EXPECT_TRUE(std::isinf(got_lse[j]) && got_lse[j] < 0) << "lse " << j;
+      else EXPECT_NEAR(got_lse[j], e.lse[j], 1e-4 * std::max(1.0, std::fabs(e.lse[j]))) << "lse " << j;
+    }
+    EXPECT_TRUE(sat::close_rel(mass.values(), e.mass, 1e-4));
+    EXPECT_TRUE(out.only_elements_written());
+  }
+};
+
+TEST_F(PagedAttend, DenseBatchesOfMixedLengthsEveryPageSize) {
+  for (int64_t P : {1, 16, 256})
+    for (bool causal : {false, true}) {
+      SCOPED_TRACE("P " + std::to_string(P) + " causal " + std::to_string(causal));
+      run_case({{0, 1, 63, 200, 17}, P, SA_DTYPE_F32, causal, true, false, false, 1}, false, ctx());
+    }
+}
+
+TEST_F(PagedAttend, SeventeenSequencesWithALongOne) {
+  std::vector<int64_t> lens;
+  for (int b = 0; b < 17; ++b) lens.push_back(b == 5 ? 4097 : (b * 37) % 130);
+  run_case({lens, 16, SA_DTYPE_F16, true, true, false, false, 1}, false, ctx());
+  run_case({lens, 16, SA_DTYPE_F16, true, true, false, false, 1}, true, ctx());
+}
+
+TEST_F(PagedAttend, EveryDtypeDenseAndSparse) {
+  for (sa_dtype dt : {SA_DTYPE_F32, SA_DTYPE_F16, SA_DTYPE_BF16})
+    for (bool sparse : {false, true}) {
+      SCOPED_TRACE("dtype " + std::to_string(int(dt)) + " sparse " + std::to_string(sparse));
+      run_case({{1, 63, 40}, 16, dt, true, false, false, false, 1}, sparse, ctx());
+    }
+}
+
+TEST_F(PagedAttend, PrefillChunksWithQueryStarts) {
+  for (bool sparse : {false, true}) run_case({{5, 0, 70, 33}, 16, SA_DTYPE_F32, true, true, false, false, 6}, sparse, ctx());
+}
+
+TEST_F(PagedAttend, SlotPositionsMaskEmptySlotsAndFutureKeys) {
+  for (bool sparse : {false, true}) {
+    SCOPED_TRACE(sparse ? "sparse" : "dense");
+    run_case({{30, 0, 64, 9}, 16, SA_DTYPE_F32, true, false, false, true, 3}, sparse, ctx());
+  }
+}
+
+TEST_F(PagedAttend, PaddedPagesAreRepacked) {
+  for (bool sparse : {false, true}) run_case({{20, 50}, 16, SA_DTYPE_BF16, true, false, true, false, 1}, sparse, ctx());
+}
+
+TEST_F(PagedAttend, TwoThreadsMatchTheReference) {
+  auto two = sat::make_context(2);
+  ASSERT_NE(two, nullptr);
+  for (bool sparse : {false, true}) run_case({{300, 1, 2000, 64}, 16, SA_DTYPE_F16, true, true, false, false, 2}, sparse, two.get());
+}
+
+// The single-sequence layout: rank-3 k/v, no page table, equals sa_attend.
+TEST_F(PagedAttend, ContiguousCacheEqualsSaAttend) {
+  sat::Rng rng(9);
+  const int64_t n = 100, H_kv = 2, H_q = 4, D = 16;
+  Tensor k = sat::random_tensor(rng, SA_DTYPE_F16, {n, H_kv, D}), v = sat::random_tensor(rng, SA_DTYPE_F16, {n, H_kv, D});
+  Tensor q = sat::random_tensor(rng, SA_DTYPE_F32, {3, H_q, D});
+  Tensor a(SA_DTYPE_F32, {3, H_q, D}), b(SA_DTYPE_F32, {3, H_q, D});
+  Tensor qs = sat::tensor_of(SA_DTYPE_I32, {2}, {0, 3});
+  sa_attend_options o = SA_ATTEND_OPTIONS_INIT;
+  o.causal = 1;
+  ASSERT_SA_OK(sa_attend(ctx(), q.t(), k.t(), v.t(), nullptr, &o, a.t(), nullptr));
+  sa_paged_kv kv = SA_PAGED_KV_INIT;
+  kv.k = *k.t();
+  kv.v = *v.t();
+  ASSERT_SA_OK(sa_attend_paged(ctx(), q.t(), qs.t(), &kv, nullptr, &o, b.t(), nullptr));
+  EXPECT_TRUE(sat::close_rel(b.values(), a.values(), 1e-6));
+}
+
+// Bad page tables and batch shapes: a status and a message, nothing written.
+TEST_F(PagedAttend, BadPageTablesAreRefused) {
+  sat::Rng rng(5);
+  PagedCache c = make_cache(rng, {20, 40}, 16, SA_DTYPE_F32);
+  Tensor q = sat::random_tensor(rng, SA_DTYPE_F32, {2, 4, c.D});
+  Tensor out(SA_DTYPE_F32, {2, 4, c.D});
+  out.poison();
+  auto attend = [&](sa_paged_kv &kv, const sa_tensor *qs = nullptr) {
+    return sa_attend_paged(ctx(), q.t(), qs, &kv, nullptr, nullptr, out.t(), nullptr);
+  };
+  {
+    PagedCache bad = c;
+    bad.table.set({1, 2}, double(c.num_pages));  // a page past the cache, inside sequence 1's length
+    sa_paged_kv kv = bad.desc();
+    EXPECT_SA_ERR(SA_ERR_OUT_OF_RANGE, attend(kv));
+    bad.table.set({1, 2}, -1);
+    kv = bad.desc();
+    EXPECT_SA_ERR(SA_ERR_OUT_OF_RANGE, attend(kv));
+  }
+  {
+    PagedCache bad = c;
+    bad.lens.set({0}, double(bad.table.dim(1) * 16 + 1));  // beyond its page table row
+    sa_paged_kv kv = bad.desc();
+    EXPECT_SA_ERR(SA_ERR_SHAPE, attend(kv));
+    bad.lens.set({0}, -1);
+    kv = bad.desc();
+    EXPECT_SA_ERR(SA_ERR_OUT_OF_RANGE, attend(kv));
+  }
+  {
+    sa_paged_kv kv = c.desc();
+    kv.page_table = sa_tensor{};
+    EXPECT_SA_ERR(SA_ERR_NULL_POINTER, attend(kv));
+    kv = c.desc();
+    kv.seq_lens.shape[0] = 3;
+    EXPECT_SA_ERR(SA_ERR_SHAPE, attend(kv));
+    kv = c.desc();
+    Tensor qs = sat::tensor_of(SA_DTYPE_I32, {3}, {0, 2, 1});  // decreasing
+    EXPECT_SA_ERR(SA_ERR_INVALID_ARGUMENT, attend(kv, qs.t()));
+    Tensor positions(SA_DTYPE_I64, {c.num_slots()});
+    for (int64_t s = 0; s < c.num_slots(); ++s) positions.set({s}, s == 3 ? -2.0 : 0.0);
+    kv.slot_positions = *positions.t();
+    EXPECT_SA_ERR(SA_ERR_INVALID_ARGUMENT, attend(kv));
+  }
+  {
+    sa_paged_kv kv = c.desc();
+    Tensor idx(SA_DTYPE_I32, {2, 2, 4});
+    for (int64_t e = 0; e < 16; ++e) idx.set({e / 8, (e / 4) % 2, e % 4}, e == 9 ? double(c.num_slots()) : 0.0);
+    EXPECT_SA_ERR(SA_ERR_OUT_OF_RANGE, sa_attend_paged(ctx(), q.t(), nullptr, &kv, idx.t(), nullptr, out.t(), nullptr));
+    sa_attend_options o = SA_ATTEND_OPTIONS_INIT;
+    o.causal = 1;
+    Tensor positions(SA_DTYPE_I64, {c.num_slots()});
+    kv.slot_positions = *positions.t();
+    EXPECT_SA_ERR(SA_ERR_INVALID_ARGUMENT, sa_attend_paged(ctx(), q.t(), nullptr, &kv, nullptr, &o, out.t(), nullptr));
+  }
+  EXPECT_TRUE(out.untouched());
+}
+
+// ------------------------------------------------------------------ batched selection
+
+sat::IndexPtr index_over(sa_context *ctx, const PagedCache &c, int64_t b, sa_selector_kind kind) {
+  sat::IndexPtr ix = sat::make_index(ctx, int32_t(c.H_kv), int32_t(c.D), c.k.dtype(), kind);
+  if (!ix) return ix;
+  const int64_t len = c.len[size_t(b)];
+  Tensor keys(c.k.dtype(), {len, c.H_kv, c.D});
+  for (int64_t t = 0; t < len; ++t)
+    for (int64_t h = 0; h < c.H_kv; ++h)
+      for (int64_t d = 0; d < c.D; ++d) {
+        const int64_t s = c.slot(b, t);
+        keys.set({t, h, d}, c.k.get({s / c.P, s % c.P, h, d}));
+      }
+  // Appended in two parts, as an engine appends a prompt and then decoded tokens.
+  for (int64_t t0 : {int64_t(0), len / 2}) {
+    const int64_t t1 = t0 == 0 ? len / 2 : len;
+    Tensor part = rows_of(keys, t0, t1);
+    EXPECT_SA_OK(sa_index_append(ix.get(), part.t()));
+  }
+  return ix;
+}
+
+class BatchSelect : public sat::ContextTest {};
+
+TEST_F(BatchSelect, EqualsOneSelectPerSequenceMappedThroughThePageTable) {
+  for (sa_selector_kind kind : {SA_SELECTOR_EXACT, SA_SELECTOR_PAGE, SA_SELECTOR_LSH, SA_SELECTOR_HNSW})
+    for (int threads : {1, 2}) {
+      SCOPED_TRACE("kind " + std::to_string(int(kind)) + " threads " + std::to_string(threads));
+      auto ctx = sat::make_context(threads);
+      sat::Rng rng(77);
+      PagedCache c = make_cache(rng, {0, 1, 63, 300, 129}, 16, SA_DTYPE_F16, true);
+      const int64_t B = int64_t(c.len.size()), H_q = 4, qper = 2;
+      std::vector<sat::IndexPtr> owned;
+      std::vector<sa_index *> ixs;
+      for (int64_t b = 0; b < B; ++b) {
+        owned.push_back(index_over(ctx.get(), c, b, kind));
+        ixs.push_back(owned.back().get());
+      }
+      Tensor q = sat::random_tensor(rng, SA_DTYPE_F32, {B * qper, H_q, c.D});
+      Tensor qs(SA_DTYPE_I32, {B + 1});
+      for (int64_t b = 0; b <= B; ++b) qs.set({b}, double(b * qper));
+      sa_select_options o = sat::select_options(8, 4, 2);
+      const int64_t width = 16;
+      Tensor slots(SA_DTYPE_I32, {B * qper, c.H_kv, width}), phys(SA_DTYPE_I32, {B * qper, c.H_kv, width});
+      ASSERT_SA_OK(sa_select_batch(ixs.data(), B, q.t(), qs.t(), &o, nullptr, slots.t()));
+      sa_paged_kv kv = c.desc();
+      ASSERT_SA_OK(sa_select_batch(ixs.data(), B, q.t(), qs.t(), &o, &kv, phys.t()));
+      for (int64_t b = 0; b < B; ++b) {
+        Tensor qb = rows_of(q, b * qper, (b + 1) * qper), one(SA_DTYPE_I32, {qper, c.H_kv, width});
+        ASSERT_SA_OK(sa_select(ixs[size_t(b)], qb.t(), &o, one.t()));
+        for (int64_t i = 0; i < qper; ++i)
+          for (int64_t h = 0; h < c.H_kv; ++h)
+            for (int64_t w = 0; w < width; ++w) {
+              const int64_t s = int64_t(one.get({i, h, w}));
+              ASSERT_EQ(int64_t(slots.get({b * qper + i, h, w})), s) << "b " << b << " i " << i << " h " << h;
+              ASSERT_EQ(int64_t(phys.get({b * qper + i, h, w})), s < 0 ? -1 : c.slot(b, s));
+            }
+      }
+      // The physical lists feed the batched attend directly.
+      Tensor out(SA_DTYPE_F32, {B * qper, H_q, c.D});
+      std::vector<int64_t> starts;
+      for (int64_t b = 0; b <= B; ++b) starts.push_back(b * qper);
+      std::vector<int64_t> qpos;
+      for (int64_t b = 0; b < B; ++b)
+        for (int64_t i = 0; i < qper; ++i) qpos.push_back(c.len[size_t(b)] - qper + i);
+      ASSERT_SA_OK(sa_attend_paged(ctx.get(), q.t(), qs.t(), &kv, phys.t(), nullptr, out.t(), nullptr));
+      const Expected e = reference(c, q, starts, &phys, false, qpos);
+      EXPECT_TRUE(sat::close_rel(out.values(), e.out, 1e-4));
+    }
+}
+
+TEST_F(BatchSelect, BadBatchesAreRefusedAndWriteNothing) {
+  sat::Rng rng(3);
+  PagedCache c = make_cache(rng, {40, 20}, 16, SA_DTYPE_F16);
+  sat::IndexPtr a = index_over(ctx(), c, 0, SA_SELECTOR_EXACT), b = index_over(ctx(), c, 1, SA_SELECTOR_EXACT);
+  sa_index *ixs[2] = {a.get(), b.get()};
+  Tensor q = sat::random_tensor(rng, SA_DTYPE_F32, {2, 4, c.D});
+  Tensor out(SA_DTYPE_I32, {2, 2, 16});
+  out.poison();
+  sa_select_options o = sat::select_options(8, 4, 2);
+  EXPECT_SA_ERR(SA_ERR_INVALID_ARGUMENT, sa_select_batch(ixs, -1, q.t(), nullptr, &o, nullptr, out.t()));
+  EXPECT_SA_ERR(SA_ERR_NULL_POINTER, sa_select_batch(nullptr, 2, q.t(), nullptr, &o, nullptr, out.t()));
+  sa_index *with_null[2] = {a.get(), nullptr};
+  EXPECT_SA_ERR(SA_ERR_NULL_POINTER, sa_select_batch(with_null, 2, q.t(), nullptr, &o, nullptr, out.t()));
+  EXPECT_SA_ERR(SA_ERR_SHAPE, sa_select_batch(ixs, 3, q.t(), nullptr, &o, nullptr, out.t()));  // 2 queries, 3 sequences
+  // An index longer than its sequence's length in the page table.
+  PagedCache shorter = c;
+  shorter.lens.set({1}, 10);
+  sa_paged_kv kv = shorter.desc();
+  EXPECT_SA_ERR(SA_ERR_SHAPE, sa_select_batch(ixs, 2, q.t(), nullptr, &o, &kv, out.t()));
+  sat::IndexPtr other = sat::make_index(ctx(), 1, int32_t(c.D), SA_DTYPE_F16);
+  sa_index *mixed[2] = {a.get(), other.get()};
+  EXPECT_SA_ERR(SA_ERR_SHAPE, sa_select_batch(mixed, 2, q.t(), nullptr, &o, nullptr, out.t()));
+  int32_t qseg[2] = {0, 0}, kseg[64] = {0};
+  o.query_segments = qseg;
+  o.key_segments = kseg;
+  EXPECT_SA_ERR(SA_ERR_INVALID_ARGUMENT, sa_select_batch(ixs, 2, q.t(), nullptr, &o, nullptr, out.t()));
+  EXPECT_TRUE(out.untouched());
+}
+
+}  // namespace
