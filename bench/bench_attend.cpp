@@ -10,6 +10,8 @@
 //                                    system's ceiling for that access pattern
 //   gatherbw_pages[_headmajor]/...   the same for the rows of attend_pages[_headmajor]
 //   attend_{dense,sparse}_mass/...   the same with slot_mass on ([H_kv, n] f32, decay 0.99)
+//   attend_paged[_shuffled]/...      attend_dense's keys as a paged cache (sa_attend_paged), 16-row
+//                                    pages in order or in a shuffled page table
 // H_kv=8, D=128, K/V in DT (f16, bf16), queries and output f32. "GB/s" counts the
 // K/V bytes the call must read: dense 2*n*H_kv*D*bytes, sparse 2*K*H_kv*D*bytes.
 // Each iteration uses the next of several cache-cold layers (bench_common.hpp).
@@ -141,6 +143,40 @@ void BM_attend(benchmark::State &state, sa_dtype dtype, int64_t n, int threads, 
     state.SetLabel("layers=" + std::to_string(layers.count));
 }
 
+// Dense attention of one decode query over the same n keys seen as a paged cache of 16-row
+// pages (sa_attend_paged): pages in order, or shuffled (a page table in random order, as an
+// engine's allocator hands pages out). Against attend_dense of the same run: the cost of
+// reading a cache through its page table.
+void BM_attend_paged(benchmark::State &state, sa_dtype dtype, int64_t n, int threads, bool shuffled) {
+    sa_context *ctx = context(threads);
+    if (!ctx) return state.SkipWithError("sa_context_create failed");
+    Layers layers(dtype, n);
+    constexpr int64_t kPage = 16;
+    const int64_t pages = n / kPage;
+    std::vector<int32_t> table(static_cast<size_t>(pages));
+    for (int64_t p = 0; p < pages; ++p) table[size_t(p)] = int32_t(p);
+    if (shuffled)
+        for (int64_t p = pages - 1; p > 0; --p) std::swap(table[size_t(p)], table[size_t((p * 7919) % (p + 1))]);
+    int64_t len = n;
+    std::vector<float> q = queries(8), out(size_t(kHq) * kD);
+    sa_tensor ot = tensor(out.data(), SA_DTYPE_F32, {1, kHq, kD});
+    int64_t it = 0;
+    for (auto _ : state) {
+        const int l = int(it % layers.count);
+        sa_paged_kv kv = SA_PAGED_KV_INIT;
+        kv.k = tensor(layers.k(l), dtype, {pages, kPage, kHkv, kD});
+        kv.v = tensor(layers.v(l), dtype, {pages, kPage, kHkv, kD});
+        kv.page_table = tensor(table.data(), SA_DTYPE_I32, {1, pages});
+        kv.seq_lens = tensor(&len, SA_DTYPE_I64, {1});
+        sa_tensor qt = tensor(q.data() + (it % 8) * kHq * kD, SA_DTYPE_F32, {1, kHq, kD});
+        if (!ok(state, sa_attend_paged(ctx, &qt, nullptr, &kv, nullptr, nullptr, &ot, nullptr), "sa_attend_paged")) break;
+        benchmark::DoNotOptimize(out.data());
+        ++it;
+    }
+    set_gbps(state, 2.0 * double(n) * kRow * 2);
+    state.SetLabel("layers=" + std::to_string(layers.count));
+}
+
 void register_all() {
     for (int t : {1, 2})
         benchmark::RegisterBenchmark(("membw/threads:" + std::to_string(t)).c_str(), BM_membw, t)
@@ -161,6 +197,11 @@ void register_all() {
                             ->UseRealTime()
                             ->Unit(benchmark::kMicrosecond);
                     }
+                for (bool shuffled : {false, true})
+                    benchmark::RegisterBenchmark(name(shuffled ? "attend_paged_shuffled" : "attend_paged", dtype, n, t).c_str(),
+                                                 BM_attend_paged, dtype, n, t, shuffled)
+                        ->UseRealTime()
+                        ->Unit(benchmark::kMicrosecond);
                 for (Pattern p : {Pattern::random, Pattern::pages, Pattern::pages_hm})
                     benchmark::RegisterBenchmark(name(p == Pattern::random  ? "gatherbw"
                                                       : p == Pattern::pages ? "gatherbw_pages"

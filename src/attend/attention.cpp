@@ -156,7 +156,10 @@ void attend(const sa_context &ctx, const AttendProblem &p) {
   }
 
   std::vector<Unit> units;
-  if (!sparse) {
+  // Shared lists are walked like the dense range: every head of the query at once, block by
+  // block, so each token's K/V rows of all heads are read together.
+  const bool all_heads = !sparse || shared_lists;
+  if (all_heads) {
     for (int64_t i = 0; i < n_q; ++i) units.push_back({i, 0, int(H_q), 0});
   } else if (p.per_query_head) {
     for (int64_t i = 0; i < n_q; ++i)
@@ -191,12 +194,12 @@ void attend(const sa_context &ctx, const AttendProblem &p) {
 
   // Softmax states (m, l, acc per head of a unit): one per task when lists are split (merged
   // below), else one per thread.
-  const int64_t max_heads = sparse ? (p.per_query_head ? 1 : G) : H_q;
+  const int64_t max_heads = all_heads ? H_q : p.per_query_head ? 1 : G;
   const int64_t state_floats = max_heads * (D + 2);
   // Slot mass over short lists: the softmax pass keeps every entry's scores ([unit][head]
   // [entry], -inf for the entries it skips), so the masses need no second pass over K.
   std::vector<float> entry_scores;
-  if (mass && sparse && n_units * max_heads * width <= kFusedMassFloats)
+  if (mass && sparse && !shared_lists && n_units * max_heads * width <= kFusedMassFloats)
     entry_scores.assign(size_t(n_units * max_heads * width), -std::numeric_limits<float>::infinity());
   const int threads = ctx.threads;
   std::vector<float> states(size_t((merged ? int64_t(tasks.size()) : threads) * state_floats));
@@ -234,7 +237,7 @@ void attend(const sa_context &ctx, const AttendProblem &p) {
       for (int64_t d = 0; d < D; ++d)
         q[h * D + d] = qscale * read_float(p.q, u.i * p.q.stride[0] + (u.h0 + h) * p.q.stride[1] + d * p.q.stride[2]);
 
-    const int64_t block = sparse ? std::max<int64_t>(1, task.end - task.begin) : kTokenBlock;
+    const int64_t block = all_heads ? kTokenBlock : std::max<int64_t>(1, task.end - task.begin);
     for (int64_t b = task.begin; b < task.end && n_kv > 0; b += block) {
       const int64_t e = std::min(task.end, b + block);
       // Heads of the unit in runs that share a KV head, at most kMaxGroup per kernel call.
