@@ -61,6 +61,8 @@ static void check_table(const sa_api *api) {
   CHECK(api->attend == sa_attend);
   CHECK(api->select == sa_select);
   CHECK(api->cache_evict == sa_cache_evict);
+  CHECK(api->attend_paged == sa_attend_paged);
+  CHECK(api->select_batch == sa_select_batch);
 }
 
 enum { NQ = 2, HQ = 4, HKV = 2, D = 16, NKV = 40, WIDTH = 12 };
@@ -150,6 +152,55 @@ static void check_select(const sa_api *api, sa_context *ctx) {
   CHECK(ix == NULL);
 }
 
+/* Two sequences over one paged cache (5 pages of 8 rows): sequence 0 holds pages 4, 3 (13
+ * tokens), sequence 1 pages 0, 2, 1 (20 tokens). Each must equal sa_attend over a contiguous
+ * copy of its tokens. */
+static void check_paged(const sa_api *api, sa_context *ctx) {
+  enum { PAGE = 8, PAGES = NKV / PAGE, MAXP = 3 };
+  static float k[NKV * HKV * D], v[NKV * HKV * D], q[2 * HQ * D], out[2 * HQ * D], one[HQ * D];
+  static float kb[NKV * HKV * D], vb[NKV * HKV * D];
+  int32_t table[2][MAXP] = {{4, 3, -1}, {0, 2, 1}};
+  int64_t lens[2] = {13, 20};
+  sa_paged_kv kv = SA_PAGED_KV_INIT;
+  sa_attend_options opt = SA_ATTEND_OPTIONS_INIT;
+  sa_tensor tq, tout;
+  unsigned i;
+  int b, t;
+  for (i = 0; i < NKV * HKV * D; ++i) k[i] = value(i + 3000), v[i] = value(i + 9000);
+  for (i = 0; i < 2 * HQ * D; ++i) q[i] = value(i + 400);
+  kv.k = tensor3(k, SA_DTYPE_F32, PAGES, PAGE, HKV);
+  kv.k.rank = 4;
+  kv.k.shape[3] = D;
+  kv.v = kv.k;
+  kv.v.data = v;
+  kv.page_table = tensor3(table, SA_DTYPE_I32, 2, MAXP, 0);
+  kv.page_table.rank = 2;
+  kv.seq_lens = tensor3(lens, SA_DTYPE_I64, 2, 0, 0);
+  kv.seq_lens.rank = 1;
+  tq = tensor3(q, SA_DTYPE_F32, 2, HQ, D);
+  tout = tensor3(out, SA_DTYPE_F32, 2, HQ, D);
+  opt.causal = 1;
+  CHECK_OK(api, api->attend_paged(ctx, &tq, NULL, &kv, NULL, &opt, &tout, NULL));
+  for (b = 0; b < 2; ++b) {
+    sa_tensor tqb = tensor3(q + b * HQ * D, SA_DTYPE_F32, 1, HQ, D), tone = tensor3(one, SA_DTYPE_F32, 1, HQ, D);
+    sa_tensor tkb = tensor3(kb, SA_DTYPE_F32, lens[b], HKV, D), tvb = tensor3(vb, SA_DTYPE_F32, lens[b], HKV, D);
+    double max_err = 0;
+    for (t = 0; t < lens[b]; ++t) {
+      int row = table[b][t / PAGE] * PAGE + t % PAGE;
+      memcpy(kb + t * HKV * D, k + row * HKV * D, sizeof(float) * HKV * D);
+      memcpy(vb + t * HKV * D, v + row * HKV * D, sizeof(float) * HKV * D);
+    }
+    CHECK_OK(api, api->attend(ctx, &tqb, &tkb, &tvb, NULL, &opt, &tone, NULL));
+    for (i = 0; i < HQ * D; ++i)
+      if (fabs(one[i] - out[b * HQ * D + i]) > max_err) max_err = fabs(one[i] - out[b * HQ * D + i]);
+    if (!(max_err <= 1e-6)) printf("attend_paged: sequence %d differs from sa_attend by %g\n", b, max_err);
+    CHECK(max_err <= 1e-6);
+  }
+  /* A page outside the cache is refused. */
+  table[1][2] = PAGES;
+  CHECK(api->attend_paged(ctx, &tq, NULL, &kv, NULL, &opt, &tout, NULL) == SA_ERR_OUT_OF_RANGE);
+}
+
 static void check_error_path(const sa_api *api, sa_context *ctx) {
   sa_evict_options eo = SA_EVICT_OPTIONS_INIT;
   int64_t n = -7;
@@ -185,6 +236,7 @@ int main(void) {
     CHECK(api->context_threads(ctx) == 1);
     check_attend(api, ctx);
     check_select(api, ctx);
+    check_paged(api, ctx);
     check_error_path(api, ctx);
     api->context_destroy(&ctx);
     CHECK(ctx == NULL);
