@@ -38,8 +38,16 @@
  * allocate fails with SA_ERR_UNSUPPORTED).
  *
  * Thread safety: sa_context and sa_index may be shared between threads for
- * sa_select, sa_attend and sa_cache_evict (they only read them).
- * sa_index_append, sa_index_update and *_destroy need exclusive access.
+ * sa_select, sa_attend and sa_cache_evict (they only read them; each call keeps
+ * its scratch memory to itself). sa_index_append, sa_index_update and *_destroy
+ * need exclusive access. Any host thread may call: from a std::thread-style
+ * pool, or from inside the host's own OpenMP parallel region (as ggml and
+ * llama.cpp run their CPU threads), with one context shared or one per thread.
+ * A call on a context with threads > 1 opens its own OpenMP team, except when
+ * made from inside an active OpenMP parallel region (omp_in_parallel()): it then
+ * runs on the calling thread alone (no nested team, so no oversubscription),
+ * and leaves that thread's OpenMP settings as they were. Results do not depend
+ * on the thread count nor on the calling thread.
  */
 #ifndef SPARSEATTN_H
 #define SPARSEATTN_H
@@ -154,8 +162,13 @@ typedef struct sa_context sa_context;
 
 typedef struct sa_context_options {
     size_t struct_size;
-    int32_t threads;  /* 0: all cores (OpenMP default); 1: the calling thread only, no
-                         OpenMP region is entered; n > 1: n OpenMP threads */
+    int32_t threads;  /* 0: OpenMP's default (omp_get_max_threads() at creation, at
+                         most 1024); 1: the calling thread only, no OpenMP region is
+                         entered; 2 .. 1024: an OpenMP team of up to that many threads
+                         per call (no more than the call has tasks), or the calling
+                         thread alone when called from inside an OpenMP parallel
+                         region (see Thread safety above). Negative or above 1024:
+                         SA_ERR_INVALID_ARGUMENT */
     sa_isa isa;       /* cap on the instruction set; SA_ISA_AUTO for the best */
     /* Appended (accelerators). The CUDA plugin is loaded on first need: a
      * CUDA tensor in a call, or a context created with device = SA_DEVICE_CUDA.

@@ -12,7 +12,9 @@ import (
 
 // ContextOptions are a Context's execution settings.
 type ContextOptions struct {
-	// 0: all cores; 1: the calling thread only (no OpenMP region); n > 1: n threads.
+	// 0: OpenMP's default (at most 1024); 1: the calling thread only (no OpenMP region);
+	// 2..1024: a team of up to n threads per call, or the calling thread alone when called
+	// from inside an OpenMP parallel region; more is refused (StatusInvalidArgument).
 	Threads int32
 	// Cap on the instruction set; ISAAuto for the best.
 	ISA ISA

@@ -193,7 +193,7 @@ void attend(const sa_context &ctx, const AttendProblem &p) {
   const bool merged = int64_t(tasks.size()) > n_units;
 
   // Softmax states (m, l, acc per head of a unit): one per task when lists are split (merged
-  // below), else one per thread.
+  // below), else one per slot (a thread of the loop's team).
   const int64_t max_heads = all_heads ? H_q : p.per_query_head ? 1 : G;
   const int64_t state_floats = max_heads * (D + 2);
   // Slot mass over short lists: the softmax pass keeps every entry's scores ([unit][head]
@@ -201,9 +201,9 @@ void attend(const sa_context &ctx, const AttendProblem &p) {
   std::vector<float> entry_scores;
   if (mass && sparse && !shared_lists && n_units * max_heads * width <= kFusedMassFloats)
     entry_scores.assign(size_t(n_units * max_heads * width), -std::numeric_limits<float>::infinity());
-  const int threads = ctx.threads;
-  std::vector<float> states(size_t((merged ? int64_t(tasks.size()) : threads) * state_floats));
-  std::vector<float> qbuf(size_t(threads * max_heads * D));
+  const int slots = loop_slots(ctx.threads, int64_t(tasks.size()));
+  std::vector<float> states(size_t((merged ? int64_t(tasks.size()) : slots) * state_floats));
+  std::vector<float> qbuf(size_t(slots * max_heads * D));
   const float qscale = p.scale * kLog2e;
 
   // State layout: m[max_heads], l[max_heads], acc[max_heads][D].
@@ -223,10 +223,9 @@ void attend(const sa_context &ctx, const AttendProblem &p) {
     }
   };
 
-  parallel_for(threads, int64_t(tasks.size()), [&](int64_t t) {
+  parallel_for_slots(slots, int64_t(tasks.size()), [&](int64_t t, int slot) {
     const Task &task = tasks[size_t(t)];
     const Unit &u = units[size_t(task.unit)];
-    const int slot = thread_slot();
     float *st = &states[size_t((merged ? t : slot) * state_floats)];
     float *m = st, *l = st + max_heads, *acc = st + 2 * max_heads;
     std::fill(m, m + u.g, -std::numeric_limits<float>::infinity());

@@ -2,6 +2,7 @@
 
 #include <omp.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 
@@ -21,11 +22,14 @@ sa_isa isa_from_environment() {
 
 void init_context(sa_context &ctx, const sa_context_options &opt) {
   if (opt.threads < 0) fail(SA_ERR_INVALID_ARGUMENT, "opt->threads is %d, expected >= 0", int(opt.threads));
+  if (opt.threads > kMaxThreads)
+    fail(SA_ERR_INVALID_ARGUMENT, "opt->threads is %d; at most %d threads are supported", int(opt.threads),
+         kMaxThreads);
   const int isa = enum_value(opt.isa);
   bool known = isa == SA_ISA_AUTO || isa == SA_ISA_SCALAR || isa == SA_ISA_NEON || isa == SA_ISA_AVX2 ||
                isa == SA_ISA_AVX512;
   if (!known) fail(SA_ERR_INVALID_ARGUMENT, "opt->isa is %d, not an sa_isa value", isa);
-  ctx.threads = opt.threads > 0 ? opt.threads : omp_get_max_threads();
+  ctx.threads = opt.threads > 0 ? opt.threads : std::min(omp_get_max_threads(), kMaxThreads);
   if (ctx.threads < 1) ctx.threads = 1;
   sa_isa cap = opt.isa;
   sa_isa env = isa_from_environment();
@@ -52,9 +56,12 @@ const Plugin &context_plugin(const sa_context &ctx, int32_t device_id) {
   return p;
 }
 
-int thread_slot() { return omp_in_parallel() ? omp_get_thread_num() : 0; }
-
-OmpThreadLimit::OmpThreadLimit(int threads) : saved_(omp_get_max_threads()) { omp_set_num_threads(threads); }
-OmpThreadLimit::~OmpThreadLimit() { omp_set_num_threads(saved_); }
+OmpThreadLimit::OmpThreadLimit(int threads)
+    : active_(!omp_in_parallel()), saved_(active_ ? omp_get_max_threads() : 0) {
+  if (active_) omp_set_num_threads(threads);
+}
+OmpThreadLimit::~OmpThreadLimit() {
+  if (active_) omp_set_num_threads(saved_);
+}
 
 }  // namespace sa

@@ -33,11 +33,14 @@ sa_isa isa_from_environment();
 // Applies defaults and caps; throws sa::Error on bad options.
 void init_context(sa_context &ctx, const sa_context_options &opt);
 
-// Scratch index of the calling thread inside parallel_for (0 outside a parallel region).
-int thread_slot();
+// The most threads a context may have (sa_context_options documents it): far above any core
+// count, and a team the OpenMP runtime can create (a million threads crashed inside libgomp).
+constexpr int kMaxThreads = 1024;
 
 // While alive, OpenMP-parallel libraries called from this thread (oneDNN) use at most
-// ctx.threads threads; restores the caller's setting afterwards.
+// ctx.threads threads; restores the caller's setting afterwards. Inside a parallel region
+// (the host's, or ours) it does nothing: there the library runs serially, oneDNN too (it
+// checks omp_in_parallel()), and the host's setting is not ours to touch.
 class OmpThreadLimit {
  public:
   explicit OmpThreadLimit(int threads);
@@ -46,6 +49,7 @@ class OmpThreadLimit {
   OmpThreadLimit &operator=(const OmpThreadLimit &) = delete;
 
  private:
+  bool active_;
   int saved_;
 };
 

@@ -1,32 +1,66 @@
-// Parallel loops over independent tasks. With one thread no OpenMP region is entered, so a
-// host may call from threads of its own pool. An exception thrown by a task is caught inside
-// the region (it must not cross it) and rethrown once the loop is done.
+// Parallel loops over independent tasks, on a team the library opens itself.
+//
+// Scratch belongs to the call: a loop whose tasks need buffers gets them from the caller,
+// sized by loop_slots(threads, tasks), and each task is handed the number of the slot it may
+// use (ggml's ith of nth). The slot is the task's thread number in our own team, whose size is
+// at most the slots asked for, or 0 when the loop runs serially; never a thread number of a
+// region the library did not open (a host calling from its own OpenMP team or thread pool).
+//
+// A loop runs serially on the calling thread with one thread, one task, or inside an active
+// parallel region (omp_in_parallel(): the host's, or a task of ours): no nested team and no
+// oversubscription, and the results never depend on the thread count anyway. Without a team
+// no OpenMP region is entered, so a threads = 1 context may be called from any threads.
+//
+// An exception thrown by a task is caught inside the region (it must not cross it) and
+// rethrown once the loop is done.
 #pragma once
 
+#include <omp.h>
+
+#include <algorithm>
 #include <cstdint>
 #include <exception>
 #include <mutex>
 
 namespace sa {
 
+// The team a loop of n tasks gets from `threads` (1 when it runs serially): the number of
+// scratch slots to give it.
+inline int loop_slots(int threads, int64_t n) {
+  if (threads <= 1 || n <= 1 || omp_in_parallel()) return 1;
+  return int(std::min<int64_t>(threads, n));
+}
+
+// body(i, slot) for i in [0, n), slot in [0, slots): tasks running at once have distinct slots.
 template <class F>
-void parallel_for(int threads, int64_t n, F &&body) {
-  if (threads <= 1 || n <= 1) {
-    for (int64_t i = 0; i < n; ++i) body(i);
+void parallel_for_slots(int slots, int64_t n, F &&body) {
+  const int team = loop_slots(slots, n);
+  if (team <= 1) {
+    for (int64_t i = 0; i < n; ++i) body(i, 0);
     return;
   }
   std::exception_ptr error;
   std::mutex error_mutex;
-#pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
-  for (int64_t i = 0; i < n; ++i) {
-    try {
-      body(i);
-    } catch (...) {
-      std::lock_guard<std::mutex> lock(error_mutex);
-      if (!error) error = std::current_exception();
+#pragma omp parallel num_threads(team)
+  {
+    const int slot = omp_get_thread_num();  // our team has at most `team` threads
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t i = 0; i < n; ++i) {
+      try {
+        body(i, slot);
+      } catch (...) {
+        std::lock_guard<std::mutex> lock(error_mutex);
+        if (!error) error = std::current_exception();
+      }
     }
   }
   if (error) std::rethrow_exception(error);
+}
+
+// body(i) for bodies that need no scratch.
+template <class F>
+void parallel_for(int threads, int64_t n, F &&body) {
+  parallel_for_slots(threads, n, [&](int64_t i, int) { body(i); });
 }
 
 }  // namespace sa

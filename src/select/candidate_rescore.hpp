@@ -73,7 +73,9 @@ void add_softmax_mass(const KernelTable &k, const float *row, int64_t n, float *
 // Where list l of query i is written.
 int32_t *selection_row(const SelectRequest &req, int64_t i, const SelectionList &l);
 
-// Per-thread buffers of rescore_candidates, reused between calls. `candidates` is the input.
+// Buffers of rescore_candidates, reused from task to task: the running task's own (its slot of
+// the call's scratch, or thread_local to its OS thread and kept between calls). `candidates` is
+// the input.
 struct RescoreScratch {
   std::vector<int32_t> candidates;  // the selector's proposals: any order, duplicates allowed
   std::vector<int32_t> forced, columns, singles;

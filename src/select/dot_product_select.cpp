@@ -12,10 +12,10 @@ namespace sa {
 namespace {
 
 constexpr int64_t kGemmMinQueries = 8;         // fewer queries: one SIMD pass per query
-constexpr int64_t kScoreBlockFloats = 1 << 22; // score buffer per thread (16 MB)
+constexpr int64_t kScoreBlockFloats = 1 << 22; // score buffer per scratch slot (16 MB)
 constexpr int64_t kMaxQueryBlock = 64;
 
-// Per-thread buffers, sized before the parallel region.
+// One task's buffers (a slot of the call's scratch), sized before the parallel region.
 struct Scratch {
   std::vector<float> queries, scores, mass;
   std::vector<uint8_t> visible;
@@ -50,8 +50,11 @@ void select_by_dot_product(const sa_context &ctx, const SelectRequest &req, cons
       gemm ? std::max<int64_t>(1, std::min<int64_t>(kMaxQueryBlock, kScoreBlockFloats / std::max<int64_t>(1, G * n))) : 1;
   const int64_t n_blocks = (n_q + qblock - 1) / qblock;
   const int threads = ctx.threads;
+  // Query blocks run per head (keys converted to f32 head by head) or all heads at once.
+  const bool per_head = gemm && keys_.dtype() != SA_DTYPE_F32;
+  const int slots = loop_slots(threads, per_head ? n_blocks : H_kv * n_blocks);
 
-  std::vector<Scratch> scratch(static_cast<size_t>(threads));
+  std::vector<Scratch> scratch(static_cast<size_t>(slots));
   for (Scratch &s : scratch) {
     s.queries.resize(size_t(qblock * G * D));
     s.scores.resize(size_t(qblock * G * n));
@@ -62,8 +65,8 @@ void select_by_dot_product(const sa_context &ctx, const SelectRequest &req, cons
   }
   OmpThreadLimit omp_limit(threads);  // oneDNN inside follows the context's thread count
 
-  auto run_block = [&](int64_t h, int64_t b, const float *keys_f32) {
-    Scratch &s = scratch[size_t(thread_slot())];
+  auto run_block = [&](int64_t h, int64_t b, const float *keys_f32, int slot) {
+    Scratch &s = scratch[size_t(slot)];
     const int64_t i0 = b * qblock, i1 = std::min(n_q, i0 + qblock);
     const SelectionList group{h, h, h * G, G};  // the KV head's query heads
     for (int64_t i = i0; i < i1; ++i) map_query(i, group, &s.queries[size_t((i - i0) * G * D)]);
@@ -106,7 +109,7 @@ void select_by_dot_product(const sa_context &ctx, const SelectRequest &req, cons
     }
   };
 
-  if (gemm && keys_.dtype() != SA_DTYPE_F32) {
+  if (per_head) {
     // oneDNN takes f32: convert one head's keys at a time, then score every query block.
     std::vector<float> keys_f32(size_t(n * D));
     for (int64_t h = 0; h < H_kv; ++h) {
@@ -116,12 +119,12 @@ void select_by_dot_product(const sa_context &ctx, const SelectRequest &req, cons
         for (int64_t e = c * 65536, end = std::min(n * D, e + 65536); e < end; ++e)
           keys_f32[size_t(e)] = f16 ? f16_to_f32(src[e]) : bf16_to_f32(src[e]);
       });
-      parallel_for(threads, n_blocks, [&](int64_t b) { run_block(h, b, keys_f32.data()); });
+      parallel_for_slots(slots, n_blocks, [&](int64_t b, int slot) { run_block(h, b, keys_f32.data(), slot); });
     }
   } else {
-    parallel_for(threads, H_kv * n_blocks, [&](int64_t t) {
+    parallel_for_slots(slots, H_kv * n_blocks, [&](int64_t t, int slot) {
       const int64_t h = t / n_blocks;
-      run_block(h, t % n_blocks, gemm ? static_cast<const float *>(keys_.head_rows(int(h))) : nullptr);
+      run_block(h, t % n_blocks, gemm ? static_cast<const float *>(keys_.head_rows(int(h))) : nullptr, slot);
     });
   }
 }

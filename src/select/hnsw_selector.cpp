@@ -146,9 +146,10 @@ void HnswSelector::select(const sa_context &ctx, const SelectRequest &req) const
     return int64_t(std::upper_bound(sorted_pos.begin(), sorted_pos.end(), p) - sorted_pos.begin());
   };
 
-  std::vector<Scratch> scratch(size_t(ctx.threads));
-  parallel_for(ctx.threads, n_q * lists, [&](int64_t t) {
-    Scratch &s = scratch[size_t(thread_slot())];
+  const int slots = loop_slots(ctx.threads, n_q * lists);
+  std::vector<Scratch> scratch(static_cast<size_t>(slots));
+  parallel_for_slots(slots, n_q * lists, [&](int64_t t, int slot) {
+    Scratch &s = scratch[size_t(slot)];
     const int64_t i = t / lists;
     const SelectionList l = selection_list(req, H, t % lists);
     std::vector<int32_t> &cands = s.rescore.candidates;

@@ -147,7 +147,8 @@ void IndexerSelector::select(const sa_context &ctx, const SelectRequest &req) co
     }
   }
 
-  std::vector<Scratch> scratch(static_cast<size_t>(threads));
+  const int slots = loop_slots(threads, n_blocks);
+  std::vector<Scratch> scratch(static_cast<size_t>(slots));
   for (Scratch &s : scratch) {
     s.concat.resize(size_t(in));
     s.queries.resize(size_t(qblock * NI * S));
@@ -158,8 +159,8 @@ void IndexerSelector::select(const sa_context &ctx, const SelectRequest &req) co
   }
   OmpThreadLimit omp_limit(threads);
 
-  parallel_for(threads, n_blocks, [&](int64_t b) {
-    Scratch &s = scratch[size_t(thread_slot())];
+  parallel_for_slots(slots, n_blocks, [&](int64_t b, int slot) {
+    Scratch &s = scratch[size_t(slot)];
     const int64_t i0 = b * qblock, i1 = std::min(n_q, i0 + qblock);
     for (int64_t i = i0; i < i1; ++i) {
       for (int64_t h = 0; h < H_q; ++h)

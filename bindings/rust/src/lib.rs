@@ -616,7 +616,9 @@ fn opt_ptr<T>(s: Option<&[T]>) -> *const T {
 /// Execution settings: threads and instruction-set cap.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ContextOptions {
-    /// 0: all cores; 1: the calling thread only (no OpenMP region); n > 1: n threads.
+    /// 0: OpenMP's default (at most 1024); 1: the calling thread only (no OpenMP region);
+    /// 2..=1024: a team of up to n threads per call, or the calling thread alone when called
+    /// from inside an OpenMP parallel region; more is refused ([`Status::InvalidArgument`]).
     pub threads: i32,
     /// Cap on the instruction set; [`Isa::Auto`] for the best.
     pub isa: Isa,

@@ -1,0 +1,303 @@
+// Calls from the host's own threads: an OpenMP parallel region of the host (as ggml and
+// llama.cpp run their CPU threads) and a std::thread pool, each thread calling sa_select for
+// every selector kind and sa_attend (dense and sparse, with and without slot_mass in its own
+// buffer), on one shared context and index set or on per-thread ones, with contexts of 1 and
+// 2 threads. Every output must equal, bit for bit, a serial run on the main thread. Also the
+// limit on a context's thread count.
+#include <gtest/gtest.h>
+#include <omp.h>
+
+#include <cstring>
+#include <climits>
+#include <functional>
+#include <iterator>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "test_util.hpp"
+#include "weights_file.hpp"
+
+namespace {
+
+using sat::Rng;
+using sat::Tensor;
+
+constexpr int kHostThreads = 8;
+constexpr int64_t kHkv = 2, kHq = 4, kD = 32;
+// Attend reads kN keys (long enough for decode to split its lists); indexes hold the first
+// kIndexN (each build is per thread in half the cases: kept small for the scalar and ASan runs).
+constexpr int64_t kN = 1024, kIndexN = 384;
+constexpr int32_t kTopK = 16, kWindow = 8, kSinks = 2;
+constexpr int64_t kWidth = kTopK + kWindow + kSinks;
+
+const sa_selector_kind kKinds[] = {SA_SELECTOR_EXACT, SA_SELECTOR_PAGE,    SA_SELECTOR_LSH,
+                                   SA_SELECTOR_HNSW,  SA_SELECTOR_LEARNED, SA_SELECTOR_INDEXER};
+
+// Everything the calls read, made once on the main thread and only read afterwards.
+struct Inputs {
+  Tensor keys, values;          // [kN, kHkv, kD] F16
+  std::vector<Tensor> queries;  // a decode step [1, kHq, kD] and a prefill block [8, kHq, kD]
+  std::vector<Tensor> indices;  // the exact selection of each query batch, for sparse attend
+  std::string learned_path, indexer_path;
+};
+
+sa_index_options options_for(sa_selector_kind kind, const Inputs &in) {
+  sa_index_options o = SA_INDEX_OPTIONS_INIT;
+  o.kind = kind;
+  o.num_kv_heads = int32_t(kHkv);
+  o.head_dim = int32_t(kD);
+  o.dtype = SA_DTYPE_F16;
+  o.hnsw.ef_construction = 16;
+  o.hnsw.ef_search = 32;  // 384 visible keys: the graph is searched, not bypassed
+  if (kind == SA_SELECTOR_LEARNED) o.learned.weights_path = in.learned_path.c_str();
+  if (kind == SA_SELECTOR_INDEXER) o.learned.weights_path = in.indexer_path.c_str();
+  o.learned.layer = 0;
+  return o;
+}
+
+sa_select_options select_options() {
+  sa_select_options o = SA_SELECT_OPTIONS_INIT;
+  o.top_k = kTopK, o.window = kWindow, o.sinks = kSinks;
+  return o;
+}
+
+// What one run of every call produced, in call order; compared byte for byte.
+struct Outcome {
+  std::vector<std::string> labels;
+  std::vector<std::vector<unsigned char>> bytes;
+  std::vector<std::string> failures;
+  int max_threads_before = 0, max_threads_after = 0;  // the host's omp_get_max_threads()
+
+  void fail(const std::string &label, sa_status s) {
+    failures.push_back(label + ": " + sa_status_name(s) + ": " + sa_last_error());
+  }
+  void record(const std::string &label, sa_status s, std::initializer_list<Tensor *> outs) {
+    if (s != SA_OK) return fail(label, s);
+    std::vector<unsigned char> b;
+    for (Tensor *t : outs) {
+      const unsigned char *p = static_cast<const unsigned char *>(t->data());
+      b.insert(b.end(), p, p + size_t(t->numel()) * sat::dtype_bytes(t->dtype()));
+    }
+    labels.push_back(label);
+    bytes.push_back(std::move(b));
+  }
+};
+
+// A context of `threads` and one index per kind over the first kIndexN keys, appended in two
+// parts (projections by GEMM, then by the small-batch loop). Failures go to `o`; nullptrs are
+// then left.
+struct Indexes {
+  sat::ContextPtr ctx;
+  std::vector<sat::IndexPtr> ix;
+};
+
+Indexes build(int32_t threads, const Inputs &in, Outcome &o) {
+  Indexes r;
+  sa_context_options co = SA_CONTEXT_OPTIONS_INIT;
+  co.threads = threads;
+  sa_context *c = nullptr;
+  sa_status s = sa_context_create(&co, &c);
+  if (s != SA_OK) {
+    o.fail("context", s);
+    return r;
+  }
+  r.ctx.reset(c);
+  Tensor head = in.keys, tail = in.keys;  // rows [0, 360) and [360, kIndexN) as views of copies
+  head.t()->shape[0] = 360;
+  tail.t()->shape[0] = kIndexN - 360;
+  tail.t()->data = static_cast<char *>(tail.data()) + 360 * kHkv * kD * 2;
+  for (sa_selector_kind kind : kKinds) {
+    const std::string label = "index kind " + std::to_string(int(kind));
+    const sa_index_options opt = options_for(kind, in);
+    sa_index *raw = nullptr;
+    s = sa_index_create(r.ctx.get(), &opt, &raw);
+    if (s != SA_OK) {
+      o.fail(label, s);
+      r.ix.emplace_back();
+      continue;
+    }
+    r.ix.emplace_back(raw);
+    if ((s = sa_index_append(raw, head.t())) != SA_OK || (s = sa_index_append(raw, tail.t())) != SA_OK) o.fail(label, s);
+  }
+  return r;
+}
+
+// Every call, in a fixed order, into buffers of this run (slot_mass included).
+void run_all(sa_context *ctx, const std::vector<sat::IndexPtr> &ix, const Inputs &in, Outcome &o) {
+  if (!ctx || ix.size() != std::size(kKinds)) return o.failures.push_back("no context or indexes");
+  const sa_select_options so = select_options();
+  for (size_t k = 0; k < ix.size(); ++k)
+    for (size_t b = 0; b < in.queries.size(); ++b) {
+      const std::string label = "select kind " + std::to_string(int(kKinds[k])) + " batch " + std::to_string(b);
+      if (!ix[k]) {
+        o.failures.push_back(label + ": no index");
+        continue;
+      }
+      Tensor out(SA_DTYPE_I32, {in.queries[b].dim(0), kHkv, kWidth});
+      o.record(label, sa_select(ix[k].get(), in.queries[b].t(), &so, out.t()), {&out});
+    }
+  for (size_t b = 0; b < in.queries.size(); ++b) {
+    const int64_t n_q = in.queries[b].dim(0);
+    for (int sparse = 0; sparse < 2; ++sparse)
+      for (int mass = 0; mass < (sparse ? 3 : 2); ++mass) {  // none, per KV head [kHkv, kN], shared [kN]
+        const std::string label = std::string(sparse ? "sparse" : "dense") + " attend, mass " + std::to_string(mass) +
+                                  ", batch " + std::to_string(b);
+        Tensor out(SA_DTYPE_F32, {n_q, kHq, kD}), lse(SA_DTYPE_F32, {n_q, kHq});
+        Tensor slot_mass = mass == 1 ? Tensor(SA_DTYPE_F32, {kHkv, kN}) : Tensor(SA_DTYPE_F32, {kN});
+        slot_mass.set_values(std::vector<double>(size_t(slot_mass.numel()), 1.0));  // decayed, then added to
+        sa_attend_options ao = SA_ATTEND_OPTIONS_INIT;
+        ao.causal = 1;
+        if (mass) ao.slot_mass = slot_mass.t(), ao.mass_decay = 0.5f;
+        const sa_status s = sa_attend(ctx, in.queries[b].t(), in.keys.t(), in.values.t(),
+                                      sparse ? in.indices[b].t() : nullptr, &ao, out.t(), lse.t());
+        if (mass) o.record(label, s, {&out, &lse, &slot_mass});
+        else o.record(label, s, {&out, &lse});
+      }
+  }
+}
+
+Inputs make_inputs() {
+  Inputs in;
+  Rng rng(1207);
+  in.keys = sat::random_tensor(rng, SA_DTYPE_F16, {kN, kHkv, kD});
+  in.values = sat::random_tensor(rng, SA_DTYPE_F16, {kN, kHkv, kD});
+  for (int64_t n_q : {int64_t(1), int64_t(8)})  // per-query scoring and the GEMM paths
+    in.queries.push_back(sat::random_tensor(rng, SA_DTYPE_F32, {n_q, kHq, kD}, {}, 2.0));
+  const int64_t S = 8, NI = 2;
+  in.learned_path = wf::write_file(wf::file_bytes({
+      {"layers.0.q_proj", "F32", {kHkv, S, kD}, wf::random_values(rng, size_t(kHkv * S * kD), 0.3), ""},
+      {"layers.0.k_proj", "F32", {S, kD}, wf::random_values(rng, size_t(S * kD), 0.3), ""},
+  }), "learned");
+  in.indexer_path = wf::write_file(wf::file_bytes({
+      {"layers.0.indexer.q_proj", "F32", {NI, S, kHq * kD}, wf::random_values(rng, size_t(NI * S * kHq * kD), 0.2), ""},
+      {"layers.0.indexer.head_weights", "F32", {NI, kHq * kD}, wf::random_values(rng, size_t(NI * kHq * kD), 0.2), ""},
+      {"layers.0.indexer.k_proj", "F32", {S, kHkv * kD}, wf::random_values(rng, size_t(S * kHkv * kD), 0.2), ""},
+  }), "indexer");
+  // Sparse attend reads the exact selection (made here, serially).
+  auto ctx = sat::make_context(1);
+  auto exact = sat::make_index(ctx.get(), int32_t(kHkv), int32_t(kD), SA_DTYPE_F16);
+  EXPECT_SA_OK(sa_index_append(exact.get(), in.keys.t()));
+  const sa_select_options so = select_options();
+  for (const Tensor &q : in.queries) {
+    in.indices.emplace_back(SA_DTYPE_I32, std::vector<int64_t>{q.dim(0), kHkv, kWidth});
+    EXPECT_SA_OK(sa_select(exact.get(), q.t(), &so, in.indices.back().t()));
+  }
+  return in;
+}
+
+enum class Host { openmp, std_threads };
+
+// fn(t) on kHostThreads host threads at once: the host's OpenMP team, or std::threads.
+void on_host_threads(Host host, const std::function<void(int)> &fn, std::vector<int> &team_sizes) {
+  team_sizes.assign(kHostThreads, 0);
+  if (host == Host::openmp) {
+#pragma omp parallel num_threads(kHostThreads)
+    {
+      const int t = omp_get_thread_num();
+      team_sizes[size_t(t)] = omp_in_parallel() ? omp_get_num_threads() : 0;
+      fn(t);
+    }
+  } else {
+    std::vector<std::thread> pool;
+    for (int t = 0; t < kHostThreads; ++t) pool.emplace_back([&, t] {
+      team_sizes[size_t(t)] = kHostThreads;
+      fn(t);
+    });
+    for (std::thread &th : pool) th.join();
+  }
+}
+
+struct Case {
+  const char *name;
+  Host host;
+  int32_t threads;  // the contexts' thread count
+  bool shared;      // one context and index set for all host threads, else one per thread
+};
+
+class HostCalls : public ::testing::TestWithParam<Case> {};
+
+TEST_P(HostCalls, MatchASerialRunBitForBit) {
+  const Case c = GetParam();
+  const Inputs in = make_inputs();
+  Outcome serial;
+  {
+    Indexes ref = build(1, in, serial);
+    run_all(ref.ctx.get(), ref.ix, in, serial);
+  }
+  ASSERT_TRUE(serial.failures.empty()) << serial.failures.front();
+  ASSERT_EQ(serial.labels.size(), 6u * 2u + 2u * 5u);
+
+  Outcome shared_setup;
+  Indexes shared;
+  if (c.shared) {
+    shared = build(c.threads, in, shared_setup);
+    ASSERT_TRUE(shared_setup.failures.empty()) << shared_setup.failures.front();
+  }
+  std::vector<Outcome> got(kHostThreads);
+  std::vector<int> team;
+  on_host_threads(c.host, [&](int t) {
+    Outcome &o = got[size_t(t)];
+    o.max_threads_before = omp_get_max_threads();
+    Outcome setup;
+    Indexes own;
+    if (!c.shared) own = build(c.threads, in, setup);  // appends inside the host's region too
+    const Indexes &use = c.shared ? shared : own;
+    for (int rep = 0; rep < 2; ++rep) {  // a second round reuses whatever the first left behind
+      Outcome round = setup;
+      run_all(use.ctx.get(), use.ix, in, round);
+      if (rep == 0) {
+        o.labels = round.labels, o.bytes = round.bytes, o.failures = round.failures;
+      } else if (round.bytes != o.bytes) {
+        o.failures.push_back("the second round differs from the first");
+      }
+    }
+    o.max_threads_after = omp_get_max_threads();
+  }, team);
+
+  for (int t = 0; t < kHostThreads; ++t) {
+    SCOPED_TRACE(testing::Message() << "host thread " << t);
+    EXPECT_EQ(team[size_t(t)], kHostThreads) << "the host region must really be parallel";
+    const Outcome &o = got[size_t(t)];
+    for (const std::string &f : o.failures) ADD_FAILURE() << f;
+    EXPECT_EQ(o.max_threads_after, o.max_threads_before) << "the host's OpenMP setting changed";
+    if (!o.failures.empty()) continue;
+    ASSERT_EQ(o.labels, serial.labels);
+    for (size_t k = 0; k < o.bytes.size(); ++k) EXPECT_TRUE(o.bytes[k] == serial.bytes[k]) << o.labels[k];
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    HostThreads, HostCalls,
+    ::testing::Values(Case{"OpenMpRegion_Threads1_Shared", Host::openmp, 1, true},
+                      Case{"OpenMpRegion_Threads2_Shared", Host::openmp, 2, true},
+                      Case{"OpenMpRegion_Threads1_PerThread", Host::openmp, 1, false},
+                      Case{"OpenMpRegion_Threads2_PerThread", Host::openmp, 2, false},
+                      Case{"StdThreads_Threads1_Shared", Host::std_threads, 1, true},
+                      Case{"StdThreads_Threads2_Shared", Host::std_threads, 2, true},
+                      Case{"StdThreads_Threads1_PerThread", Host::std_threads, 1, false},
+                      Case{"StdThreads_Threads2_PerThread", Host::std_threads, 2, false}),
+    [](const ::testing::TestParamInfo<Case> &info) { return std::string(info.param.name); });
+
+// A context's thread count is at most 1024: more is refused, with a message naming the limit
+// (a million threads used to crash inside the OpenMP runtime). 1024 is accepted (no work runs).
+TEST(HostThreads, ThreadCountsAboveTheLimitAreRefused) {
+  for (int32_t threads : {1025, 1000000, INT32_MAX}) {
+    sa_context_options o = SA_CONTEXT_OPTIONS_INIT;
+    o.threads = threads;
+    sa_context *ctx = nullptr;
+    EXPECT_SA_ERR(SA_ERR_INVALID_ARGUMENT, sa_context_create(&o, &ctx));
+    EXPECT_EQ(ctx, nullptr);
+    EXPECT_NE(std::string(sa_last_error()).find("1024"), std::string::npos) << sa_last_error();
+    EXPECT_NE(std::string(sa_last_error()).find("threads"), std::string::npos) << sa_last_error();
+  }
+  auto ctx = sat::make_context(1024);
+  ASSERT_NE(ctx, nullptr);
+  EXPECT_EQ(sa_context_threads(ctx.get()), 1024);
+  auto all = sat::make_context(0);
+  ASSERT_NE(all, nullptr);
+  EXPECT_GE(sa_context_threads(all.get()), 1);
+  EXPECT_LE(sa_context_threads(all.get()), 1024);
+}
+
+}  // namespace
