@@ -2,6 +2,7 @@
 // KV cache, against the double-precision reference run on each sequence gathered into a
 // contiguous cache by the test itself (its own page-table walk and element offsets).
 #include <gtest/gtest.h>
+#include <omp.h>
 
 #include <algorithm>
 #include <numeric>
@@ -449,6 +450,48 @@ TEST_F(BatchSelect, BadBatchesAreRefusedAndWriteNothing) {
   o.key_segments = kseg;
   EXPECT_SA_ERR(SA_ERR_INVALID_ARGUMENT, sa_select_batch(ixs, 2, q.t(), nullptr, &o, nullptr, out.t()));
   EXPECT_TRUE(out.untouched());
+}
+
+// A host's own OpenMP region of 8 threads runs batched steps on one shared context (2 threads)
+// and shared indexes: every thread's output equals a serial run on the main thread.
+TEST_F(BatchSelect, HostOpenMpRegionMatchesASerialRun) {
+  auto ctx = sat::make_context(2);
+  ASSERT_NE(ctx, nullptr);
+  sat::Rng rng(41);
+  PagedCache c = make_cache(rng, {700, 3, 129, 0, 64}, 16, SA_DTYPE_F16, true);
+  const int64_t B = int64_t(c.len.size()), H_q = 4, width = 16;
+  std::vector<sat::IndexPtr> owned;
+  std::vector<sa_index *> ixs;
+  for (int64_t b = 0; b < B; ++b) {
+    owned.push_back(index_over(ctx.get(), c, b, b % 2 ? SA_SELECTOR_PAGE : SA_SELECTOR_EXACT));
+    ixs.push_back(owned.back().get());
+  }
+  Tensor q = sat::random_tensor(rng, SA_DTYPE_F32, {B, H_q, c.D});
+  sa_select_options so = sat::select_options(8, 4, 2);
+  sa_attend_options ao = SA_ATTEND_OPTIONS_INIT;
+  ao.causal = 1;
+  auto step = [&](Tensor &idx, Tensor &sparse, Tensor &dense) {
+    sa_paged_kv kv = c.desc();
+    sa_status s1 = sa_select_batch(ixs.data(), B, q.t(), nullptr, &so, &kv, idx.t());
+    sa_status s2 = sa_attend_paged(ctx.get(), q.t(), nullptr, &kv, idx.t(), &ao, sparse.t(), nullptr);
+    sa_status s3 = sa_attend_paged(ctx.get(), q.t(), nullptr, &kv, nullptr, &ao, dense.t(), nullptr);
+    return s1 == SA_OK && s2 == SA_OK && s3 == SA_OK;
+  };
+  Tensor idx0(SA_DTYPE_I32, {B, c.H_kv, width}), sparse0(SA_DTYPE_F32, {B, H_q, c.D}), dense0(SA_DTYPE_F32, {B, H_q, c.D});
+  ASSERT_TRUE(step(idx0, sparse0, dense0)) << sa_last_error();
+  constexpr int kHost = 8;
+  std::vector<int> good(kHost, 0);
+#pragma omp parallel num_threads(kHost)
+  {
+    const int t = omp_get_thread_num();
+    Tensor idx(SA_DTYPE_I32, {B, c.H_kv, width}), sparse(SA_DTYPE_F32, {B, H_q, c.D}), dense(SA_DTYPE_F32, {B, H_q, c.D});
+    bool same = true;
+    for (int round = 0; round < 3 && same; ++round)
+      same = step(idx, sparse, dense) && idx.values() == idx0.values() && sparse.values() == sparse0.values() &&
+             dense.values() == dense0.values();
+    good[size_t(t)] = same ? 1 : 0;
+  }
+  for (int t = 0; t < kHost; ++t) EXPECT_EQ(good[size_t(t)], 1) << "host thread " << t;
 }
 
 }  // namespace
