@@ -1,9 +1,52 @@
 // sa_select: validate, resolve defaults, hand the request to the index's selector.
 #include <cmath>
+#include <cstring>
+#include <vector>
 
 #include "api/index.hpp"
 #include "core/context.hpp"
 #include "core/error.hpp"
+
+namespace {
+
+using namespace sa;
+
+// The host's keys of a borrow_keys index (opt->keys), validated, as the selectors read them.
+// A head dimension that is not contiguous is packed into `packed` ([n, H_kv, D], this call's).
+HostKeys borrowed_keys(const sa_index &ix, const sa_tensor *keys, std::vector<char> &packed) {
+  if (!keys)
+    fail(SA_ERR_NULL_POINTER, "opt->keys is NULL; ix was created with borrow_keys, so sa_select reads the host's "
+                              "keys [n_slots, H_kv, D] from it");
+  const TensorView k = view_tensor(keys, "opt->keys", 3, {SA_DTYPE_F32, SA_DTYPE_F16, SA_DTYPE_BF16});
+  expect_dim(k, "opt->keys", 1, ix.opt.num_kv_heads, "the index's num_kv_heads");
+  expect_dim(k, "opt->keys", 2, ix.opt.head_dim, "the index's head_dim");
+  const int64_t n = ix.selector->size();
+  if (k.shape[0] < n)
+    fail(SA_ERR_SHAPE, "opt->keys.shape[0] is %lld, but the index holds %lld slots: the host's keys must cover every "
+         "slot", (long long)k.shape[0], (long long)n);
+  HostKeys h;
+  h.dtype = k.dtype;
+  if (k.stride[2] == 1 || k.shape[2] == 1) {
+    h.data = k.data;
+    h.token_stride = k.stride[0];
+    h.head_stride = k.stride[1];
+    return h;
+  }
+  const int64_t H = k.shape[1], D = k.shape[2];
+  const size_t elem = dtype_size(k.dtype);
+  packed.resize(size_t(checked_mul(checked_mul(n, H * D, "opt->keys elements"), int64_t(elem), "opt->keys bytes")));
+  for (int64_t s = 0; s < n; ++s)
+    for (int64_t hh = 0; hh < H; ++hh)
+      for (int64_t d = 0; d < D; ++d)
+        std::memcpy(packed.data() + size_t((s * H + hh) * D + d) * elem,
+                    k.bytes() + size_t(s * k.stride[0] + hh * k.stride[1] + d * k.stride[2]) * elem, elem);
+  h.data = packed.data();
+  h.token_stride = H * D;
+  h.head_stride = D;
+  return h;
+}
+
+}  // namespace
 
 extern "C" {
 
@@ -80,6 +123,12 @@ SA_API sa_status sa_select(sa_index *ix, const sa_tensor *queries, const sa_sele
     req.per_query_head = per_head;
     req.mass_target = o.mass_target;
     req.scale = o.scale > 0.f ? o.scale : 1.f / std::sqrt(float(ix->opt.head_dim));
+    std::vector<char> packed;
+    HostKeys host;
+    if (ix->opt.borrow_keys) {
+      host = borrowed_keys(*ix, o.keys, packed);
+      req.host_keys = &host;
+    }
     if (n_q == 0) return;
     ix->selector->select(*ix->ctx, req);
   });

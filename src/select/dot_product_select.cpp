@@ -21,6 +21,7 @@ struct Scratch {
   std::vector<uint8_t> visible;
   std::vector<Candidate> cands;
   std::vector<int32_t> forced;
+  std::vector<char> block;  // the host's rows copied for the kernels (borrowed keys)
   RescoreScratch rescore;
 };
 
@@ -45,6 +46,9 @@ void select_by_dot_product(const sa_context &ctx, const SelectRequest &req, cons
   const bool two_stage = rescore.native && rescore.candidates > 0;
 
   if (n == 0) return write_all_padding(out);  // nothing to choose from
+  const NativeRows rows = native_rows(keys_, req);  // the store's rows, or the host's
+  const NativeRows native = !two_stage ? rows : rescore.borrowed ? host_rows(req, req.queries.shape[2])
+                                                                  : NativeRows(*rescore.native);
   const bool gemm = n_q >= kGemmMinQueries;
   const int64_t qblock =
       gemm ? std::max<int64_t>(1, std::min<int64_t>(kMaxQueryBlock, kScoreBlockFloats / std::max<int64_t>(1, G * n))) : 1;
@@ -71,8 +75,8 @@ void select_by_dot_product(const sa_context &ctx, const SelectRequest &req, cons
       matmul_abt(s.queries.data(), (i1 - i0) * G, keys_f32, n, D, s.scores.data(), n);
     } else {
       for (int64_t i = i0; i < i1; ++i)
-        score_rows_grouped(*ctx.kernels, keys_.dtype(), &s.queries[size_t((i - i0) * G * D)], G, D,
-                           keys_.head_rows(int(h)), n, &s.scores[size_t((i - i0) * G * n)], n);
+        score_slot_range(*ctx.kernels, rows, int(h), &s.queries[size_t((i - i0) * G * D)], G, 0, n,
+                         &s.scores[size_t((i - i0) * G * n)], n, s.block);
     }
     for (int64_t i = i0; i < i1; ++i) {
       const KeepRule rule = keep_rule(req, i);
@@ -95,7 +99,7 @@ void select_by_dot_product(const sa_context &ctx, const SelectRequest &req, cons
         const SelectionList l = selection_list(req, H_kv, req.per_query_head ? h * G + g0 : h);
         if (two_stage) {  // the forced slots are the rescoring's to add
           take_best(s.cands, rescore.candidates, s.rescore.candidates);
-          rescore_candidates(ctx, *rescore.native, req, i, l, s.rescore);
+          rescore_candidates(ctx, *rescore.native, native, req, i, l, s.rescore);
           continue;
         }
         collect_forced(keys_, req, i, s.forced);
@@ -106,22 +110,32 @@ void select_by_dot_product(const sa_context &ctx, const SelectRequest &req, cons
     }
   };
 
-  if (gemm && keys_.dtype() != SA_DTYPE_F32) {
-    // oneDNN takes f32: convert one head's keys at a time, then score every query block.
+  if (gemm && (rows.dtype() != SA_DTYPE_F32 || !rows.contiguous())) {
+    // oneDNN takes contiguous f32 rows: convert one head's keys at a time, then score every
+    // query block.
     std::vector<float> keys_f32(size_t(n * D));
+    const int64_t chunk_rows = std::max<int64_t>(1, 65536 / D);
     for (int64_t h = 0; h < H_kv; ++h) {
-      const uint16_t *src = static_cast<const uint16_t *>(keys_.head_rows(int(h)));
-      const bool f16 = keys_.dtype() == SA_DTYPE_F16;
-      parallel_for(threads, (n * D + 65535) / 65536, [&](int64_t c) {
-        for (int64_t e = c * 65536, end = std::min(n * D, e + 65536); e < end; ++e)
-          keys_f32[size_t(e)] = f16 ? f16_to_f32(src[e]) : bf16_to_f32(src[e]);
+      const sa_dtype dt = rows.dtype();
+      parallel_for(threads, (n + chunk_rows - 1) / chunk_rows, [&](int64_t c) {
+        for (int64_t j = c * chunk_rows, end = std::min(n, j + chunk_rows); j < end; ++j) {
+          const void *row = rows.row(int(h), j);
+          float *dst = &keys_f32[size_t(j * D)];
+          if (dt == SA_DTYPE_F32) {
+            std::copy_n(static_cast<const float *>(row), D, dst);
+          } else {
+            const uint16_t *src = static_cast<const uint16_t *>(row);
+            const bool f16 = dt == SA_DTYPE_F16;
+            for (int64_t d = 0; d < D; ++d) dst[d] = f16 ? f16_to_f32(src[d]) : bf16_to_f32(src[d]);
+          }
+        }
       });
       parallel_for(threads, n_blocks, [&](int64_t b) { run_block(h, b, keys_f32.data()); });
     }
   } else {
     parallel_for(threads, H_kv * n_blocks, [&](int64_t t) {
       const int64_t h = t / n_blocks;
-      run_block(h, t % n_blocks, gemm ? static_cast<const float *>(keys_.head_rows(int(h))) : nullptr);
+      run_block(h, t % n_blocks, gemm ? static_cast<const float *>(rows.row(int(h), 0)) : nullptr);
     });
   }
 }
