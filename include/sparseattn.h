@@ -20,8 +20,9 @@
  *   A NULL option pointer means the defaults, except where a required field
  *   has none (sa_index_options: num_kv_heads, head_dim; sa_evict_options:
  *   budget): there NULL is refused with SA_ERR_NULL_POINTER.
- * - Tensors are passed by descriptor (sa_tensor); the library never copies or
- *   keeps the caller's K/V, and reads it only during the call.
+ * - Tensors are passed by descriptor (sa_tensor); the library never keeps the
+ *   caller's K/V, and reads it only during the call. An index copies the keys
+ *   appended to it unless it is created with borrow_keys (sa_index_options).
  * - Default layouts: queries [n_q, H_q, D], keys/values [n_kv, H_kv, D]
  *   (token-major), indices i32 [n_q, H_kv, width]. GQA: query head h uses KV
  *   head h / (H_q / H_kv).
@@ -199,8 +200,9 @@ SA_API int32_t sa_context_threads(const sa_context *ctx);
  * (for exact scoring and rescoring). With borrow_keys (sa_index_options) it
  * keeps none where its selector does not need one and reads the host's K,
  * passed to each sa_select, instead: per token of 8 KV heads x 128 dims in
- * f16 (2 KiB of K), an exact index then adds about 20 bytes (positions), a
- * page index about 280 bytes at page_size 16 (bounds; bench/index_memory). */
+ * f16 (2 KiB of K), an exact index then adds 20 bytes (positions), a page
+ * index 277 bytes at page_size 16 (bounds), against 2068 and 2325 bytes when
+ * they keep a copy (bench/index_memory). */
 typedef struct sa_index sa_index;
 
 typedef enum sa_selector_kind {
@@ -317,8 +319,9 @@ typedef struct sa_index_options {
     sa_learned_options learned;
     /* Appended. Nonzero: the index keeps no copy of the keys where its selector
      * does not need one, and sa_select reads the host's keys instead, passed in
-     * sa_select_options.keys (required then). What each kind keeps:
-     *   EXACT    positions only; scores the host's K.
+     * sa_select_options.keys (required then). Every kind keeps each slot's
+     * position and the slots in position order (20 bytes a slot); besides:
+     *   EXACT    nothing; scores the host's K.
      *   PAGE     page bounds (centre, radius) in the index dtype; refine and
      *            mass targets rescore with the host's K. Bounds of pages whose
      *            slots were appended or updated are computed from the host's K
@@ -326,9 +329,9 @@ typedef struct sa_index_options {
      *   LSH      hashes, buckets, key mean and hyperplanes; rescores with the
      *            host's K. The tables rebuilt when the index has doubled are
      *            rebuilt by the next sa_select, from the host's K (the same
-     *            tables an owning index builds, unless sa_index_update refilled
-     *            slots between that append and the sa_select: then they are
-     *            built from the refilled keys).
+     *            tables an owning index builds, unless sa_index_update refilled,
+     *            between that append and the sa_select, slots the append's
+     *            rebuild covers: then they are built from the refilled keys).
      *   HNSW     the graph, which stores its own (centred, f16) vectors: hnswlib
      *            needs them to insert and search. The flag drops the second
      *            copy the index keeps for rescoring, which reads the host's K.

@@ -110,6 +110,33 @@ TEST(BorrowedKeys, OlderIndexStructSizeOwnsItsKeys) {
   EXPECT_SA_OK(sa_select(ix.get(), q.t(), &so, out.t()));
 }
 
+// Exact scores come from the host's K in its own dtype: a borrowing exact index of any dtype
+// over an f32 K selects like an owning f32 index.
+TEST(BorrowedKeys, ExactScoresTheHostsDtype) {
+  auto ctx = sat::make_context(1);
+  sa_index_options o = bt::base_options(SA_SELECTOR_EXACT, SA_DTYPE_F32);
+  sa_index *raw = nullptr;
+  ASSERT_SA_OK(sa_index_create(ctx.get(), &o, &raw));
+  sat::IndexPtr owned(raw);
+  o.dtype = SA_DTYPE_BF16;
+  o.borrow_keys = 1;
+  ASSERT_SA_OK(sa_index_create(ctx.get(), &o, &raw));
+  sat::IndexPtr borrowed(raw);
+  sat::Rng rng(8);
+  Tensor k = sat::random_tensor(rng, SA_DTYPE_F32, {300, bt::kHkv, bt::kD});
+  ASSERT_SA_OK(sa_index_append(owned.get(), k.t()));
+  ASSERT_SA_OK(sa_index_append(borrowed.get(), k.t()));
+  for (int64_t n_q : {1, 9}) {
+    Tensor q = sat::random_tensor(rng, SA_DTYPE_F32, {n_q, bt::kHq, bt::kD});
+    Tensor want(SA_DTYPE_I32, {n_q, bt::kHkv, 26}), got(SA_DTYPE_I32, {n_q, bt::kHkv, 26});
+    sa_select_options so = sat::select_options(16, 8, 2);
+    ASSERT_SA_OK(sa_select(owned.get(), q.t(), &so, want.t()));
+    so.keys = k.t();
+    ASSERT_SA_OK(sa_select(borrowed.get(), q.t(), &so, got.t()));
+    EXPECT_EQ(got.values(), want.values()) << n_q << " queries";
+  }
+}
+
 TEST(BorrowedKeys, DefaultsAreOff) {
   EXPECT_EQ(sa_index_options_default().borrow_keys, 0);
   const sa_index_options o = SA_INDEX_OPTIONS_INIT;
