@@ -7,6 +7,10 @@
 //                                   with and without refine) and an LSH index (defaults).
 //                                   "GB/s": the index's keys per second, as for exact, so
 //                                   the ratio to exact is the time ratio.
+//   select_exact_borrowed/..., select_page_borrowed/...
+//                                   the same with indexes created with borrow_keys: they
+//                                   keep no copy of the keys and read the layer's K cache
+//                                   (token-major [n, H_kv, D], sa_select_options.keys).
 //   decode_step/f16/N:n/threads:T   the same selection, then sa_attend over the
 //                                   chosen keys of an f16 K/V cache.
 // Each iteration uses the next of several cache-cold layers (bench_common.hpp),
@@ -40,10 +44,13 @@ struct Kind {
     const char *name;
     sa_selector_kind kind;
     int refine;
+    int borrow = 0;
 };
 constexpr Kind kKinds[] = {{"select_exact", SA_SELECTOR_EXACT, 0}, {"select_page", SA_SELECTOR_PAGE, 1},
                            {"select_page_norefine", SA_SELECTOR_PAGE, 0},
-                           {"select_lsh", SA_SELECTOR_LSH, 0}};
+                           {"select_lsh", SA_SELECTOR_LSH, 0},
+                           {"select_exact_borrowed", SA_SELECTOR_EXACT, 0, 1},
+                           {"select_page_borrowed", SA_SELECTOR_PAGE, 1, 1}};
 
 // Indexes over the keys of each layer, built with the context of `threads`.
 // Only the last set asked for is kept.
@@ -64,6 +71,7 @@ struct Indexes {
         sa_index_options o = sa_index_options_default();
         o.kind = k.kind;
         o.page.refine = k.refine;
+        o.borrow_keys = k.borrow;
         o.num_kv_heads = kHkv;
         o.head_dim = kD;
         o.dtype = SA_DTYPE_F16;
@@ -100,10 +108,19 @@ void BM_select(benchmark::State &state, int64_t n, int threads, const Kind *kind
     sa_attend_options ao = sa_attend_options_default();
     sa_tensor it = tensor(idx.data(), SA_DTYPE_I32, {1, kHkv, kWidth});
     sa_tensor ot = tensor(out.data(), SA_DTYPE_F32, {1, kHq, kD});
+    if (kind->borrow)  // a borrowing page index computes its bounds in its first selection
+        for (int l = 0; l < layers.count; ++l) {
+            sa_tensor qt = tensor(q.data(), SA_DTYPE_F32, {1, kHq, kD});
+            sa_tensor host_k = tensor(layers.k(l), SA_DTYPE_F16, {n, kHkv, kD});
+            so.keys = &host_k;
+            if (!ok(state, sa_select(indexes.ix[size_t(l)], &qt, &so, &it), "sa_select")) return;
+        }
     int64_t i = 0;
     for (auto _ : state) {
         int l = int(i % layers.count);
         sa_tensor qt = tensor(q.data() + (i % nq) * kHq * kD, SA_DTYPE_F32, {1, kHq, kD});
+        sa_tensor host_k = tensor(layers.k(l), SA_DTYPE_F16, {n, kHkv, kD});
+        so.keys = kind->borrow ? &host_k : nullptr;
         if (!ok(state, sa_select(indexes.ix[size_t(l)], &qt, &so, &it), "sa_select")) break;
         if (attend) {
             sa_tensor kt = tensor(layers.k(l), SA_DTYPE_F16, {n, kHkv, kD});

@@ -20,8 +20,9 @@
  *   A NULL option pointer means the defaults, except where a required field
  *   has none (sa_index_options: num_kv_heads, head_dim; sa_evict_options:
  *   budget): there NULL is refused with SA_ERR_NULL_POINTER.
- * - Tensors are passed by descriptor (sa_tensor); the library never copies or
- *   keeps the caller's K/V, and reads it only during the call.
+ * - Tensors are passed by descriptor (sa_tensor); the library never keeps the
+ *   caller's K/V, and reads it only during the call. An index copies the keys
+ *   appended to it unless it is created with borrow_keys (sa_index_options).
  * - Default layouts: queries [n_q, H_q, D], keys/values [n_kv, H_kv, D]
  *   (token-major), indices i32 [n_q, H_kv, width]. GQA: query head h uses KV
  *   head h / (H_q / H_kv).
@@ -204,10 +205,17 @@ SA_API int32_t sa_context_threads(const sa_context *ctx);
 
 /* ------------------------------------------------------------------ index */
 
-/* Selection state for one layer's cache, all KV heads. Holds its own copy of
- * the keys in the index dtype, slot by slot, and the token position each slot
- * holds. Slots are numbered 0, 1, ... in append order; a slot is the row of the
- * host's K/V cache that holds the same token. */
+/* Selection state for one layer's cache, all KV heads: what its selector needs
+ * (page bounds, hashes, graph links, projected keys) and the token position
+ * each slot holds. Slots are numbered 0, 1, ... in append order; a slot is the
+ * row of the host's K/V cache that holds the same token.
+ * By default the index also keeps its own copy of the keys in the index dtype
+ * (for exact scoring and rescoring). With borrow_keys (sa_index_options) it
+ * keeps none where its selector does not need one and reads the host's K,
+ * passed to each sa_select, instead: per token of 8 KV heads x 128 dims in
+ * f16 (2 KiB of K), an exact index then adds 20 bytes (positions), a page
+ * index 277 bytes at page_size 16 (bounds), against 2068 and 2325 bytes when
+ * they keep a copy (bench/index_memory). */
 typedef struct sa_index sa_index;
 
 typedef enum sa_selector_kind {
@@ -315,17 +323,49 @@ typedef struct sa_index_options {
     sa_selector_kind kind;
     int32_t num_kv_heads;  /* H_kv >= 1 */
     int32_t head_dim;      /* D >= 1 */
-    sa_dtype dtype;        /* storage of the index's keys: F32, F16 or BF16 */
+    sa_dtype dtype;        /* storage of the index's keys (with borrow_keys: of
+                              what it keeps): F32, F16 or BF16 */
     int64_t capacity;      /* expected number of slots (a hint; 0: none) */
     sa_page_options page;
     sa_lsh_options lsh;
     sa_hnsw_options hnsw;
     sa_learned_options learned;
+    /* Appended. Nonzero: the index keeps no copy of the keys where its selector
+     * does not need one, and sa_select reads the host's keys instead, passed in
+     * sa_select_options.keys (required then). Every kind keeps each slot's
+     * position and the slots in position order (20 bytes a slot); besides:
+     *   EXACT    nothing; scores the host's K.
+     *   PAGE     page bounds (centre, radius) in the index dtype; refine and
+     *            mass targets rescore with the host's K. Bounds of pages whose
+     *            slots were appended or updated are computed from the host's K
+     *            by the next sa_select.
+     *   LSH      hashes, buckets, key mean and hyperplanes; rescores with the
+     *            host's K. The tables rebuilt when the index has doubled are
+     *            rebuilt by the next sa_select, from the host's K (the same
+     *            tables an owning index builds, unless sa_index_update refilled,
+     *            between that append and the sa_select, slots the append's
+     *            rebuild covers: then they are built from the refilled keys).
+     *   HNSW     the graph, which stores its own (centred, f16) vectors: hnswlib
+     *            needs them to insert and search. The flag drops the second
+     *            copy the index keeps for rescoring, which reads the host's K.
+     *   LEARNED  projected keys; with rescore > 0 the second stage reads the
+     *            host's K instead of a native copy.
+     *   INDEXER  projected indexer keys only, with or without the flag (the
+     *            host's keys are validated but not read).
+     * Appended and updated keys are still passed to sa_index_append and
+     * sa_index_update (hashes, bounds, projections are made from them). The
+     * index dtype sets what the index keeps (bounds, projections) and the
+     * precision keys are hashed and bounded at; exact scores use the host's K
+     * in its dtype, so results equal an owning index's when the two dtypes
+     * agree. Indexes on a CUDA device keep their keys there and ignore the
+     * flag. Default 0: the index keeps its own copy. */
+    int32_t borrow_keys;
 } sa_index_options;
 
 #define SA_INDEX_OPTIONS_INIT                                                  \
     { sizeof(sa_index_options), SA_SELECTOR_EXACT, 0, 0, SA_DTYPE_F16, 0,      \
-      { 16, 1 }, { 8, 0, 2, 0x5eed5eedULL }, { 8, 32, 192 }, { NULL, 0, 12 } }
+      { 16, 1 }, { 8, 0, 2, 0x5eed5eedULL }, { 8, 32, 192 }, { NULL, 0, 12 },  \
+      0 }
 SA_API sa_index_options sa_index_options_default(void);
 
 /* Creates an empty index. ctx must outlive the index (its threads and
@@ -396,10 +436,18 @@ typedef struct sa_select_options {
     /* Appended: cudaStream_t for an index on a CUDA device; NULL: the
      * context's cuda_stream. */
     void *cuda_stream;
+    /* Appended. For an index created with borrow_keys (CPU): the host's K
+     * [n_slots, H_kv, D], F32/F16/BF16, CPU, any strides, row s = slot s, with
+     * n_slots >= the index's size (SA_ERR_NULL_POINTER when NULL, SA_ERR_SHAPE
+     * when shorter or of other heads or head_dim). Its rows must hold the keys
+     * appended and updated into those slots (the host's cache), read during
+     * the call only. A head dimension that is not contiguous (strides[2] != 1)
+     * is packed into a copy for the call. Ignored for other indexes. */
+    const sa_tensor *keys;
 } sa_select_options;
 
 #define SA_SELECT_OPTIONS_INIT                                                 \
-    { sizeof(sa_select_options), 64, 64, 4, 0, 0.0f, 0.0f, NULL, NULL, NULL, NULL }
+    { sizeof(sa_select_options), 64, 64, 4, 0, 0.0f, 0.0f, NULL, NULL, NULL, NULL, NULL }
 SA_API sa_select_options sa_select_options_default(void);
 
 /* Chooses, for each query and KV head (or query head), the slots to attend.

@@ -201,6 +201,97 @@ static void check_paged(const sa_api *api, sa_context *ctx) {
   CHECK(api->attend_paged(ctx, &tq, NULL, &kv, NULL, &opt, &tout, NULL) == SA_ERR_OUT_OF_RANGE);
 }
 
+/* An index created with borrow_keys keeps no copy of the keys and reads the host's K
+ * (sa_select_options.keys): its selections equal an owning index's, with the host's K
+ * contiguous or padded (non-default strides), before and after refills. */
+static void check_borrowed_select(const sa_api *api, sa_context *ctx) {
+  enum { PH = HKV + 1, PD = D + 4, NQB = 3 };
+  static float keys[NKV * HKV * D], padded[NKV * PH * PD], fresh[2 * HKV * D], q[NQB * HQ * D];
+  static const sa_selector_kind kinds[] = {SA_SELECTOR_EXACT, SA_SELECTOR_PAGE, SA_SELECTOR_LSH, SA_SELECTOR_HNSW};
+  int32_t want[NQB * HKV * WIDTH], got[NQB * HKV * WIDTH];
+  const int32_t slots[2] = {5, 17};
+  const int64_t positions[2] = {NKV, NKV + 1};
+  unsigned i, k;
+  int step, s, h, d;
+  for (i = 0; i < NKV * HKV * D; ++i) keys[i] = value(i + 311);
+  for (i = 0; i < 2 * HKV * D; ++i) fresh[i] = 3.0f * value(i + 911);
+  for (i = 0; i < NQB * HQ * D; ++i) q[i] = 2.0f * value(i + 577);
+  for (k = 0; k < sizeof kinds / sizeof kinds[0]; ++k) {
+    sa_index_options io = SA_INDEX_OPTIONS_INIT;
+    sa_index *owned = NULL, *borrowed = NULL;
+    sa_tensor tk, tpad, tq, tidx_want, tidx_got, tfresh, tshort;
+    io.kind = kinds[k];
+    io.num_kv_heads = HKV;
+    io.head_dim = D;
+    io.dtype = SA_DTYPE_F32;
+    io.page.page_size = 4;
+    io.lsh.bits = 3;
+    CHECK(io.borrow_keys == 0);
+    CHECK_OK(api, api->index_create(ctx, &io, &owned));
+    io.borrow_keys = 1;
+    CHECK_OK(api, api->index_create(ctx, &io, &borrowed));
+    if (!owned || !borrowed) {
+      api->index_destroy(&owned);
+      api->index_destroy(&borrowed);
+      return;
+    }
+    tk = tensor3(keys, SA_DTYPE_F32, NKV, HKV, D);
+    /* The same keys in a padded cache: heads PH apart, rows of PD elements. */
+    tpad = tensor3(padded, SA_DTYPE_F32, NKV, HKV, D);
+    tpad.strides[0] = PH * PD;
+    tpad.strides[1] = PD;
+    tpad.strides[2] = 1;
+    for (s = 0; s < NKV; ++s)
+      for (h = 0; h < HKV; ++h)
+        for (d = 0; d < D; ++d) padded[(s * PH + h) * PD + d] = keys[(s * HKV + h) * D + d];
+    CHECK_OK(api, api->index_append(owned, &tk));
+    CHECK_OK(api, api->index_append(borrowed, &tk));
+    tq = tensor3(q, SA_DTYPE_F32, NQB, HQ, D);
+    tidx_want = tensor3(want, SA_DTYPE_I32, NQB, HKV, WIDTH);
+    tidx_got = tensor3(got, SA_DTYPE_I32, NQB, HKV, WIDTH);
+    for (step = 0; step < 2; ++step) {
+      sa_select_options so = SA_SELECT_OPTIONS_INIT;
+      so.top_k = 5;
+      so.window = 3;
+      so.sinks = 2;
+      CHECK(so.keys == NULL);
+      CHECK_OK(api, api->select(owned, &tq, &so, &tidx_want));
+      so.keys = &tk;
+      memset(got, 0x7f, sizeof got);
+      CHECK_OK(api, api->select(borrowed, &tq, &so, &tidx_got));
+      CHECK(memcmp(want, got, sizeof want) == 0);
+      so.keys = &tpad;
+      memset(got, 0x7f, sizeof got);
+      CHECK_OK(api, api->select(borrowed, &tq, &so, &tidx_got));
+      CHECK(memcmp(want, got, sizeof want) == 0);
+      if (step == 0) { /* eviction refills slots 5 and 17: the host writes its cache too */
+        tfresh = tensor3(fresh, SA_DTYPE_F32, 2, HKV, D);
+        CHECK_OK(api, api->index_update(owned, slots, 2, &tfresh, positions));
+        CHECK_OK(api, api->index_update(borrowed, slots, 2, &tfresh, positions));
+        for (s = 0; s < 2; ++s)
+          for (h = 0; h < HKV; ++h)
+            for (d = 0; d < D; ++d) {
+              keys[(slots[s] * HKV + h) * D + d] = fresh[(s * HKV + h) * D + d];
+              padded[(slots[s] * PH + h) * PD + d] = fresh[(s * HKV + h) * D + d];
+            }
+      }
+    }
+    { /* the host's keys are required, and must cover every slot */
+      sa_select_options so = SA_SELECT_OPTIONS_INIT;
+      so.top_k = 5;
+      so.window = 3;
+      so.sinks = 2;
+      CHECK(api->select(borrowed, &tq, &so, &tidx_got) == SA_ERR_NULL_POINTER);
+      tshort = tk;
+      tshort.shape[0] = NKV - 1;
+      so.keys = &tshort;
+      CHECK(api->select(borrowed, &tq, &so, &tidx_got) == SA_ERR_SHAPE);
+    }
+    api->index_destroy(&owned);
+    api->index_destroy(&borrowed);
+  }
+}
+
 static void check_error_path(const sa_api *api, sa_context *ctx) {
   sa_evict_options eo = SA_EVICT_OPTIONS_INIT;
   int64_t n = -7;
@@ -237,6 +328,7 @@ int main(void) {
     check_attend(api, ctx);
     check_select(api, ctx);
     check_paged(api, ctx);
+    check_borrowed_select(api, ctx);
     check_error_path(api, ctx);
     api->context_destroy(&ctx);
     CHECK(ctx == NULL);

@@ -1,6 +1,7 @@
 // sa_select and sa_select_batch: validate, resolve defaults, hand each request to its index's
 // selector.
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 #include "api/index.hpp"
@@ -43,6 +44,59 @@ void check_select_shapes(const TensorView &queries, const TensorView &indices, c
   if (indices.shape[2] < need)
     fail(SA_ERR_SHAPE, "indices.shape[2] is %lld, expected >= sinks + window + top_k = %lld", (long long)indices.shape[2],
          (long long)need);
+}
+
+// The host's keys of a borrow_keys index (opt->keys), validated, as the selectors read them.
+// A head dimension that is not contiguous is packed into `packed` ([n, H_kv, D], this call's).
+HostKeys borrowed_keys(const sa_index &ix, const sa_tensor *keys, std::vector<char> &packed) {
+  if (!keys)
+    fail(SA_ERR_NULL_POINTER, "opt->keys is NULL; ix was created with borrow_keys, so sa_select reads the host's "
+                              "keys [n_slots, H_kv, D] from it");
+  const TensorView k = view_tensor(keys, "opt->keys", 3, {SA_DTYPE_F32, SA_DTYPE_F16, SA_DTYPE_BF16});
+  expect_dim(k, "opt->keys", 1, ix.opt.num_kv_heads, "the index's num_kv_heads");
+  expect_dim(k, "opt->keys", 2, ix.opt.head_dim, "the index's head_dim");
+  const int64_t n = ix.selector->size();
+  if (k.shape[0] < n)
+    fail(SA_ERR_SHAPE, "opt->keys.shape[0] is %lld, but the index holds %lld slots: the host's keys must cover every "
+         "slot", (long long)k.shape[0], (long long)n);
+  HostKeys h;
+  h.dtype = k.dtype;
+  if (k.stride[2] == 1 || k.shape[2] == 1) {
+    h.data = k.data;
+    h.token_stride = k.stride[0];
+    h.head_stride = k.stride[1];
+    return h;
+  }
+  const int64_t H = k.shape[1], D = k.shape[2];
+  const size_t elem = dtype_size(k.dtype);
+  packed.resize(size_t(checked_mul(checked_mul(n, H * D, "opt->keys elements"), int64_t(elem), "opt->keys bytes")));
+  for (int64_t s = 0; s < n; ++s)
+    for (int64_t hh = 0; hh < H; ++hh)
+      for (int64_t d = 0; d < D; ++d)
+        std::memcpy(packed.data() + size_t((s * H + hh) * D + d) * elem,
+                    k.bytes() + size_t(s * k.stride[0] + hh * k.stride[1] + d * k.stride[2]) * elem, elem);
+  h.data = packed.data();
+  h.token_stride = H * D;
+  h.head_stride = D;
+  return h;
+}
+
+// The host's keys of sequence b of a paged cache, for a borrow_keys index: slot j of the index is
+// token j of the sequence. pages holds the sequence's pages for the call.
+HostKeys paged_keys(const PagedKV &kv, int64_t b, std::vector<int32_t> &pages) {
+  if (kv.k.stride[2] != 1 && kv.k.shape[2] > 1)
+    fail(SA_ERR_UNSUPPORTED, "kv->k's head dimension is strided (%lld); indexes that borrow keys read rows with a "
+         "contiguous head dimension", (long long)kv.k.stride[2]);
+  HostKeys h;
+  h.data = kv.k.data;
+  h.dtype = kv.k.dtype;
+  h.token_stride = kv.k.stride[0];
+  h.head_stride = kv.k.stride[1];
+  pages = kv.pages_of(b);
+  h.pages = pages.empty() ? nullptr : pages.data();
+  h.page_size = kv.page_size;
+  h.page_stride = kv.page_size * kv.k.stride[0];
+  return h;
 }
 
 // The request for the queries rows [q0, q1) of one CPU index, written to `indices` (those rows).
@@ -109,8 +163,15 @@ SA_API sa_status sa_select(sa_index *ix, const sa_tensor *queries, const sa_sele
       check_plugin(*ix->plugin, ix->plugin->api.select(ix->device_index, &a), "CUDA selection");
       return;
     }
+    SelectRequest req = cpu_request(*ix, q, out, o, 0, n_q);
+    std::vector<char> packed;
+    HostKeys host;
+    if (ix->opt.borrow_keys) {
+      host = borrowed_keys(*ix, o.keys, packed);
+      req.host_keys = &host;
+    }
     if (n_q == 0) return;
-    ix->selector->select(*ix->ctx, cpu_request(*ix, q, out, o, 0, n_q));
+    ix->selector->select(*ix->ctx, req);
   });
 }
 
@@ -140,6 +201,10 @@ SA_API sa_status sa_select_batch(sa_index *const *indexes, int64_t n_seqs, const
     if (n_seqs > 0) check_select_shapes(q, out, indexes[0]->opt, o);
     const std::vector<int64_t> starts = view_query_starts(query_starts, n_seqs, q.shape[0]);
     PagedKV paged;
+    for (int64_t b = 0; b < n_seqs && !kv; ++b)
+      if (indexes[b]->opt.borrow_keys)
+        fail(SA_ERR_NULL_POINTER, "kv is NULL, but indexes[%lld] borrows its keys (borrow_keys): pass the cache they "
+             "live in", (long long)b);
     if (kv) {
       paged = view_paged_kv(kv, false);
       if (paged.batch != n_seqs)
@@ -166,7 +231,14 @@ SA_API sa_status sa_select_batch(sa_index *const *indexes, int64_t n_seqs, const
       const int64_t q0 = starts[size_t(b)], q1 = starts[size_t(b) + 1];
       if (q1 == q0) return;
       const sa_index &ix = *indexes[b];
-      ix.selector->select(*ix.ctx, cpu_request(ix, q, tmp, o, q0, q1));
+      SelectRequest req = cpu_request(ix, q, tmp, o, q0, q1);
+      std::vector<int32_t> pages;
+      HostKeys host;
+      if (ix.opt.borrow_keys) {
+        host = paged_keys(paged, b, pages);
+        req.host_keys = &host;
+      }
+      ix.selector->select(*ix.ctx, req);
       if (!kv) return;
       for (int64_t e = q0 * H * width; e < q1 * H * width; ++e)
         if (scratch[size_t(e)] >= 0) scratch[size_t(e)] = int32_t(paged.slot(b, scratch[size_t(e)]));

@@ -24,6 +24,16 @@ struct PagedKV {
     return page * page_size + t % page_size;
   }
 
+  // The pages holding sequence b's tokens, in token order; empty without a page table (token t
+  // in row t).
+  std::vector<int32_t> pages_of(int64_t b) const {
+    std::vector<int32_t> pages;
+    if (!table_) return pages;
+    const int64_t used = (lens[size_t(b)] + page_size - 1) / page_size;
+    for (int64_t j = 0; j < used; ++j) pages.push_back(table_[b * table_s0_ + j * table_s1_]);
+    return pages;
+  }
+
   // Storage behind k, v or slot_positions when the caller's layout had to be repacked.
   std::vector<char> k_packed, v_packed;
   std::vector<int64_t> positions_packed;

@@ -15,9 +15,8 @@ constexpr size_t kPrefetchRuns = 4;
 
 // Appends the slots of `sorted` to s.columns: long runs scored in place now, the rest queued in
 // s.singles for one gathered pass.
-void score_runs(const sa_context &ctx, const KeyStore &keys, const SelectionList &l, const std::vector<int32_t> &sorted,
+void score_runs(const sa_context &ctx, const NativeRows &keys, const SelectionList &l, const std::vector<int32_t> &sorted,
                 int64_t ld, RescoreScratch &s) {
-  const int64_t D = keys.dim();
   const int kv = int(l.kv_head);
   // Runs [a, b) of consecutive slots. Long runs are prefetched kPrefetchRuns ahead of the
   // one being scored: scattered pages defeat the hardware prefetcher.
@@ -31,9 +30,16 @@ void score_runs(const sa_context &ctx, const KeyStore &keys, const SelectionList
   }
   auto prefetch = [&](size_t r) {
     if (r >= runs.size() || int64_t(runs[r].second - runs[r].first) < kInPlaceRun) return;
-    const char *p = static_cast<const char *>(keys.row(kv, sorted[runs[r].first]));
-    for (size_t o = 0, bytes = (runs[r].second - runs[r].first) * keys.row_bytes(); o < bytes; o += 64)
-      __builtin_prefetch(p + o, 0, 1);
+    if (keys.contiguous()) {
+      const char *p = static_cast<const char *>(keys.row(kv, sorted[runs[r].first]));
+      for (size_t o = 0, bytes = (runs[r].second - runs[r].first) * keys.row_bytes(); o < bytes; o += 64)
+        __builtin_prefetch(p + o, 0, 1);
+      return;
+    }
+    for (size_t j = runs[r].first; j < runs[r].second; ++j) {  // the host's rows, one by one
+      const char *p = static_cast<const char *>(keys.row(kv, sorted[j]));
+      for (size_t o = 0; o < keys.row_bytes(); o += 64) __builtin_prefetch(p + o, 0, 1);
+    }
   };
   for (size_t r = 0; r < kPrefetchRuns; ++r) prefetch(r);
   for (size_t r = 0; r < runs.size(); ++r) {
@@ -41,8 +47,8 @@ void score_runs(const sa_context &ctx, const KeyStore &keys, const SelectionList
     const size_t a = runs[r].first, b = runs[r].second;
     if (int64_t(b - a) >= kInPlaceRun) {
       const int64_t col = int64_t(s.columns.size());
-      score_rows_grouped(*ctx.kernels, keys.dtype(), s.queries.data(), l.q_heads, D, keys.row(kv, sorted[a]),
-                         int64_t(b - a), s.scores.data() + col, ld);
+      score_slot_range(*ctx.kernels, keys, kv, s.queries.data(), l.q_heads, sorted[a], int64_t(b - a),
+                       s.scores.data() + col, ld, s.block);
       s.columns.insert(s.columns.end(), sorted.begin() + long(a), sorted.begin() + long(b));
     } else {
       s.singles.insert(s.singles.end(), sorted.begin() + long(a), sorted.begin() + long(b));
@@ -128,6 +134,11 @@ int32_t *selection_row(const SelectRequest &req, int64_t i, const SelectionList 
 
 void rescore_candidates(const sa_context &ctx, const KeyStore &keys, const SelectRequest &req, int64_t i,
                         const SelectionList &l, RescoreScratch &s) {
+  rescore_candidates(ctx, keys, native_rows(keys, req), req, i, l, s);
+}
+
+void rescore_candidates(const sa_context &ctx, const KeyStore &keys, const NativeRows &rows, const SelectRequest &req,
+                        int64_t i, const SelectionList &l, RescoreScratch &s) {
   const QueryVisibility vis = query_visibility(req, i);
   const KeepRule rule = keep_rule(req, i);
   const int64_t *pos = keys.positions();
@@ -140,7 +151,7 @@ void rescore_candidates(const sa_context &ctx, const KeyStore &keys, const Selec
                          [&](int32_t slot) { return !vis(slot, pos[slot]) || always_kept(pos[slot], rule); }),
           c.end());
 
-  const int64_t n = int64_t(s.forced.size() + c.size()), D = keys.dim();
+  const int64_t n = int64_t(s.forced.size() + c.size()), D = rows.dim();
   s.ranked.clear();
   float forced_mass = 0.f;
   if (n > 0) {
@@ -149,15 +160,13 @@ void rescore_candidates(const sa_context &ctx, const KeyStore &keys, const Selec
     s.scores.resize(size_t(l.q_heads * n));
     s.columns.clear();
     s.singles.clear();
-    score_runs(ctx, keys, l, s.forced, n, s);
-    score_runs(ctx, keys, l, c, n, s);
+    score_runs(ctx, rows, l, s.forced, n, s);
+    score_runs(ctx, rows, l, c, n, s);
     const std::vector<int32_t> &singles = s.singles;
     if (!singles.empty()) {
-      const size_t rb = keys.row_bytes();
-      s.gathered.resize(singles.size() * rb);
-      for (size_t j = 0; j < singles.size(); ++j)
-        std::memcpy(s.gathered.data() + j * rb, keys.row(int(l.kv_head), singles[j]), rb);
-      score_rows_grouped(*ctx.kernels, keys.dtype(), s.queries.data(), l.q_heads, D, s.gathered.data(),
+      s.gathered.resize(singles.size() * rows.row_bytes());
+      rows.gather(int(l.kv_head), singles.data(), int64_t(singles.size()), s.gathered.data());
+      score_rows_grouped(*ctx.kernels, rows.dtype(), s.queries.data(), l.q_heads, D, s.gathered.data(),
                          int64_t(singles.size()), s.scores.data() + s.columns.size(), n);
       s.columns.insert(s.columns.end(), singles.begin(), singles.end());
     }

@@ -24,6 +24,7 @@
 
 #include "attend/kernels.hpp"
 #include "select/key_store.hpp"
+#include "select/native_rows.hpp"
 #include "select/selection_merge.hpp"
 #include "select/selector.hpp"
 
@@ -80,7 +81,7 @@ struct RescoreScratch {
   std::vector<int32_t> candidates;  // the selector's proposals: any order, duplicates allowed
   std::vector<int32_t> forced, columns, singles;
   std::vector<float> queries, scores, mass;
-  std::vector<char> gathered;
+  std::vector<char> gathered, block;  // block: a run of the host's rows copied for the kernels
   std::vector<Candidate> ranked;
   std::vector<std::pair<size_t, size_t>> runs;
 };
@@ -90,8 +91,12 @@ struct RescoreScratch {
 // ranked by exact attention probability, summed over the list's query heads, with the softmax
 // normalised over candidates + forced keys (the keys the selector knows of); mass targets
 // measure that estimate. Deterministic: the result depends only on the candidate set.
+// keys gives the positions, and the rows when it keeps them (else the request's host keys).
 void rescore_candidates(const sa_context &ctx, const KeyStore &keys, const SelectRequest &req, int64_t i,
                         const SelectionList &l, RescoreScratch &s);
+// The same with the positions of `keys` and the native rows of `rows`.
+void rescore_candidates(const sa_context &ctx, const KeyStore &keys, const NativeRows &rows, const SelectRequest &req,
+                        int64_t i, const SelectionList &l, RescoreScratch &s);
 
 // Like rescore_candidates, but with the selector's own scores (higher is better, ties by
 // lower slot) instead of exact scores, in s.ranked; s.candidates is unused. Without exact

@@ -1,5 +1,5 @@
-// Selection by attention probability: every visible key of a KeyStore scored against the
-// queries, softmax per query head, ranked by the list's summed probability. The engine of the
+// Selection by attention probability: every visible key of a KeyStore (or, for a store without
+// rows, of the request's host keys) scored against the queries, softmax per query head, ranked by the list's summed probability. The engine of the
 // exact selector (native keys) and of the learned selector (keys and queries mapped into a
 // smaller search space, optionally followed by an exact rescoring of the best candidates).
 // Forced slots, visibility, query loading and scoring are candidate_rescore's shared pieces.
@@ -21,10 +21,12 @@ using QueryMap = std::function<void(int64_t i, const SelectionList &l, float *ou
 
 // Second stage: the best `candidates` slots of each list (by probability in the scored space;
 // forced slots apart) rescored with rescore_candidates against `native` keys, which hold the
-// same slots and positions. candidates <= 0 or native == nullptr: no second stage.
+// same slots and positions. candidates <= 0 or native == nullptr: no second stage. borrowed:
+// native gives the positions only, the rows are the request's host keys.
 struct RescoreStage {
   const KeyStore *native = nullptr;
   int64_t candidates = 0;
+  bool borrowed = false;
 };
 
 void select_by_dot_product(const sa_context &ctx, const SelectRequest &req, const KeyStore &keys,

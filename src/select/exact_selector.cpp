@@ -4,8 +4,8 @@
 
 namespace sa {
 
-ExactSelector::ExactSelector(int heads, int dim, sa_dtype dtype, int64_t capacity_hint)
-    : keys_(heads, dim, dtype, capacity_hint) {}
+ExactSelector::ExactSelector(int heads, int dim, sa_dtype dtype, int64_t capacity_hint, bool borrow)
+    : keys_(heads, dim, dtype, capacity_hint, !borrow) {}
 
 void ExactSelector::select(const sa_context &ctx, const SelectRequest &req) const {
   select_by_dot_product(ctx, req, keys_,

@@ -1,5 +1,5 @@
 // Exact selection: every visible key scored, ranked by attention probability. The oracle the
-// approximate selectors are measured against.
+// approximate selectors are measured against. Borrowing the host's keys, it keeps positions only.
 #pragma once
 
 #include "select/key_store.hpp"
@@ -9,7 +9,8 @@ namespace sa {
 
 class ExactSelector final : public Selector {
  public:
-  ExactSelector(int heads, int dim, sa_dtype dtype, int64_t capacity_hint);
+  // borrow: keep positions only and score the request's host keys.
+  ExactSelector(int heads, int dim, sa_dtype dtype, int64_t capacity_hint, bool borrow = false);
   void append(const TensorView &keys) override { keys_.append(keys); }
   void update(const int32_t *slots, int64_t n, const TensorView &keys, const int64_t *positions) override {
     keys_.update(slots, n, keys, positions);
@@ -17,6 +18,7 @@ class ExactSelector final : public Selector {
   void select(const sa_context &ctx, const SelectRequest &req) const override;
   int64_t size() const override { return keys_.size(); }
   int64_t max_position() const override { return keys_.max_position(); }
+  size_t memory_bytes() const override { return keys_.memory_bytes(); }
 
  private:
   KeyStore keys_;

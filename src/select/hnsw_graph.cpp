@@ -155,6 +155,24 @@ HnswGraph::~HnswGraph() = default;
 
 int64_t HnswGraph::size() const { return impl_->hnsw ? int64_t(impl_->hnsw->cur_element_count) : 0; }
 
+size_t HnswGraph::memory_bytes() const {
+  const Impl &g = *impl_;
+  size_t bytes = g.mean.capacity() * sizeof(float);
+  if (!g.hnsw) return bytes;
+  const hnswlib::HierarchicalNSW<float> &h = *g.hnsw;
+  const size_t cap = h.max_elements_;
+  // Per reserved element: level-0 vector and links, the upper-links pointer, the level, its lock,
+  // and the visited list's mark.
+  bytes += cap * (h.size_data_per_element_ + sizeof(void *) + sizeof(int) + sizeof(std::mutex) + sizeof(unsigned short));
+  bytes += h.link_list_update_locks_.size() * sizeof(std::mutex);
+  for (size_t i = 0; i < h.cur_element_count; ++i)
+    if (h.element_levels_[i] > 0) bytes += h.size_links_per_element_ * size_t(h.element_levels_[i]) + 1;
+  // label -> internal id map: buckets, and a node (next pointer, pair, cached hash) per entry.
+  bytes += h.label_lookup_.bucket_count() * sizeof(void *) +
+           h.label_lookup_.size() * (2 * sizeof(void *) + sizeof(std::pair<const hnswlib::labeltype, hnswlib::tableint>));
+  return bytes;
+}
+
 void HnswGraph::add(const float *rows, int64_t row_stride, int64_t n, int32_t first_slot) {
   if (n <= 0) return;
   Impl &g = *impl_;

@@ -75,6 +75,9 @@ class HnswGraph {
   void search(const float *query, size_t ef, size_t k, const HnswFilter &filter, HnswSearchScratch &scratch,
               std::vector<int32_t> &out) const;
   int64_t size() const;
+  // Bytes the graph holds: hnswlib's vectors, links, locks and lookup tables (an estimate of the
+  // allocator's view, from their sizes) and the mean.
+  size_t memory_bytes() const;
 
  private:
   struct Impl;

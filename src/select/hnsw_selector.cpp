@@ -44,7 +44,8 @@ void validate_hnsw_options(const sa_hnsw_options &o) {
 }
 
 HnswSelector::HnswSelector(const sa_context &ctx, const sa_index_options &opt)
-    : ctx_(ctx), keys_(opt.num_kv_heads, opt.head_dim, opt.dtype, opt.capacity), ef_search_(opt.hnsw.ef_search) {
+    : ctx_(ctx), keys_(opt.num_kv_heads, opt.head_dim, opt.dtype, opt.capacity, opt.borrow_keys == 0),
+      ef_search_(opt.hnsw.ef_search) {
   validate_hnsw_options(opt.hnsw);
   HnswGraphConfig cfg;
   cfg.m = opt.hnsw.m;
@@ -57,9 +58,14 @@ HnswSelector::HnswSelector(const sa_context &ctx, const sa_index_options &opt)
   for (int h = 0; h < opt.num_kv_heads; ++h) graphs_.push_back(std::make_unique<HnswGraph>(opt.head_dim, cfg));
 }
 
-void HnswSelector::load_rows(int h, int64_t first, int64_t n, std::vector<float> &out) const {
+void HnswSelector::load_rows(int h, const TensorView &keys, int64_t first_row, int64_t first, int64_t n,
+                             std::vector<float> &out) const {
   const int64_t D = keys_.dim();
   out.resize(size_t(n * D));
+  if (!keys_.has_rows()) {  // borrowed: the call's tensor, as the index dtype would hold it
+    for (int64_t r = 0; r < n; ++r) load_tensor_row(keys, first_row + r, h, keys_.dtype(), &out[size_t(r * D)]);
+    return;
+  }
   for (int64_t r = 0; r < n; ++r) {
     const void *src = keys_.row(h, first + r);
     float *dst = &out[size_t(r * D)];
@@ -86,7 +92,7 @@ void HnswSelector::append(const TensorView &keys) {
     std::vector<float> rows;
     for (int64_t b = 0; b < n; b += kConvertRows) {
       const int64_t m = std::min(kConvertRows, n - b);
-      load_rows(int(h), first + b, m, rows);
+      load_rows(int(h), keys, b, first + b, m, rows);
       graphs_[size_t(h)]->add(rows.data(), keys_.dim(), m, int32_t(first + b));
     }
   });
@@ -97,10 +103,16 @@ void HnswSelector::update(const int32_t *slots, int64_t n, const TensorView &key
   parallel_for(ctx_.threads, keys_.heads(), [&](int64_t h) {
     std::vector<float> row;
     for (int64_t i = 0; i < n; ++i) {
-      load_rows(int(h), slots[i], 1, row);
+      load_rows(int(h), keys, i, slots[i], 1, row);
       graphs_[size_t(h)]->replace(slots[i], row.data());
     }
   });
+}
+
+size_t HnswSelector::memory_bytes() const {
+  size_t bytes = keys_.memory_bytes() + graphs_.capacity() * sizeof(graphs_[0]);
+  for (const auto &g : graphs_) bytes += g->memory_bytes();
+  return bytes;
 }
 
 namespace {

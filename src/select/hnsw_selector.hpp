@@ -11,6 +11,11 @@
 //
 // Determinism: each head's graph is built by one thread in slot order (heads in parallel), so
 // the graphs, and the selections, do not depend on the thread count.
+//
+// Keys: hnswlib stores each key's vector (centred, f16) inside its graph and needs it to insert
+// and to search, so the graph is a copy of the keys in any case. borrow_keys drops the second
+// copy (the KeyStore rows the rescoring reads): rescoring then reads the request's host keys,
+// and appends and updates build the graph from the call's tensor.
 #pragma once
 
 #include <memory>
@@ -33,10 +38,13 @@ class HnswSelector final : public Selector {
   void select(const sa_context &ctx, const SelectRequest &req) const override;
   int64_t size() const override { return keys_.size(); }
   int64_t max_position() const override { return keys_.max_position(); }
+  size_t memory_bytes() const override;
 
  private:
-  // Keys of head h, slots [first, first + n), as f32 rows.
-  void load_rows(int h, int64_t first, int64_t n, std::vector<float> &out) const;
+  // Keys of head h, slots [first, first + n), as f32 rows: from the index's rows, or, when it
+  // keeps none, rows [first_row, first_row + n) of keys (the append's or update's tensor).
+  void load_rows(int h, const TensorView &keys, int64_t first_row, int64_t first, int64_t n,
+                 std::vector<float> &out) const;
 
   const sa_context &ctx_;  // threads for append and update (the context outlives the index)
   KeyStore keys_;

@@ -113,6 +113,11 @@ void IndexerSelector::update(const int32_t *slots, int64_t n, const TensorView &
   }
 }
 
+size_t IndexerSelector::memory_bytes() const {
+  return keys_.memory_bytes() +
+         (q_proj_.capacity() + head_weights_.capacity() + head_bias_.capacity() + k_proj_.capacity()) * sizeof(float);
+}
+
 void IndexerSelector::select(const sa_context &ctx, const SelectRequest &req) const {
   const TensorView &q = req.queries;
   const TensorView &out = req.indices;

@@ -4,7 +4,8 @@
 // Inputs are what the host passes: indexer queries and head weights are linear in the
 // concatenated query heads (head weights plus an optional constant), the indexer key is linear
 // in the concatenated KV heads (projected
-// when appended). One top-K list per query, written to every head's row. Weights layout:
+// when appended). It keeps the projected keys and positions only, never the native keys (so
+// borrow_keys changes nothing for it). One top-K list per query, written to every head's row. Weights layout:
 // include/sparseattn.h (SA_SELECTOR_INDEXER).
 #pragma once
 
@@ -28,6 +29,7 @@ class IndexerSelector final : public Selector {
   void select(const sa_context &ctx, const SelectRequest &req) const override;
   int64_t size() const override { return keys_.size(); }
   int64_t max_position() const override { return keys_.max_position(); }
+  size_t memory_bytes() const override;
 
  private:
   std::vector<float> project_keys(const TensorView &keys, int64_t r0, int64_t r1) const;  // [r1 - r0, d_index]

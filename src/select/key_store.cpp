@@ -9,8 +9,9 @@
 
 namespace sa {
 
-KeyStore::KeyStore(int heads, int dim, sa_dtype dtype, int64_t capacity_hint)
-    : heads_(heads), dim_(dim), dtype_(dtype), elem_(dtype_size(dtype)), rows_(size_t(heads)) {
+KeyStore::KeyStore(int heads, int dim, sa_dtype dtype, int64_t capacity_hint, bool rows)
+    : heads_(heads), dim_(dim), dtype_(dtype), elem_(dtype_size(dtype)), keep_rows_(rows),
+      rows_(rows ? size_t(heads) : 0) {
   if (capacity_hint > 0) {
     int64_t bytes = checked_mul(checked_mul(capacity_hint, dim, "capacity * head_dim"), int64_t(elem_), "capacity bytes");
     for (auto &r : rows_) r.reserve(size_t(bytes));
@@ -55,7 +56,7 @@ void KeyStore::append(const TensorView &keys) {
   }
   positions_.resize(size_t(new_size));
   for (int64_t i = 0; i < n; ++i) {
-    for (int h = 0; h < heads_; ++h) store_row(h, size_ + i, keys, i);
+    for (size_t h = 0; h < rows_.size(); ++h) store_row(int(h), size_ + i, keys, i);
     positions_[size_t(size_ + i)] = max_pos_ + 1 + i;
     by_position_.push_back(int32_t(size_ + i));
     sorted_positions_.push_back(max_pos_ + 1 + i);
@@ -67,7 +68,7 @@ void KeyStore::append(const TensorView &keys) {
 void KeyStore::update(const int32_t *slots, int64_t n, const TensorView &keys, const int64_t *positions) {
   for (int64_t i = 0; i < n; ++i) {
     const int64_t s = slots[i];
-    for (int h = 0; h < heads_; ++h) store_row(h, s, keys, i);
+    for (size_t h = 0; h < rows_.size(); ++h) store_row(int(h), s, keys, i);
     const int64_t pos = positions ? positions[i] : max_pos_ + 1;
     positions_[size_t(s)] = pos;
     max_pos_ = std::max(max_pos_, pos);
@@ -96,6 +97,13 @@ void KeyStore::reorder_updated(const int32_t *slots, int64_t n) {
   while (f < fresh.size()) order.push_back(fresh[f++].second);
   by_position_.swap(order);
   for (size_t i = 0; i < by_position_.size(); ++i) sorted_positions_[i] = positions_[size_t(by_position_[i])];
+}
+
+size_t KeyStore::memory_bytes() const {
+  size_t bytes = positions_.capacity() * sizeof(int64_t) + by_position_.capacity() * sizeof(int32_t) +
+                 sorted_positions_.capacity() * sizeof(int64_t) + rows_.capacity() * sizeof(std::vector<char>);
+  for (const auto &r : rows_) bytes += r.capacity();
+  return bytes;
 }
 
 void KeyStore::slots_at_positions(int64_t lo, int64_t hi, std::vector<int32_t> &out) const {

@@ -1,6 +1,7 @@
 // The index's own copy of the keys, per KV head contiguous [slot][D] in the storage dtype, the
 // token position each slot holds, and the slots ordered by position (so the sinks and the
 // window of a query are found by binary search, even after updates reorder positions).
+// Without rows (an index that borrows the host's keys) it keeps the positions alone.
 #pragma once
 
 #include <cstdint>
@@ -12,7 +13,8 @@ namespace sa {
 
 class KeyStore {
  public:
-  KeyStore(int heads, int dim, sa_dtype dtype, int64_t capacity_hint);
+  // rows false: positions only; row() and head_rows() must not be called.
+  KeyStore(int heads, int dim, sa_dtype dtype, int64_t capacity_hint, bool rows = true);
 
   void append(const TensorView &keys);  // [n, H, D]
   void update(const int32_t *slots, int64_t n, const TensorView &keys, const int64_t *positions);
@@ -22,6 +24,8 @@ class KeyStore {
   int heads() const { return heads_; }
   int dim() const { return dim_; }
   sa_dtype dtype() const { return dtype_; }
+  bool has_rows() const { return keep_rows_; }
+  size_t memory_bytes() const;  // capacities of what it holds
   const int64_t *positions() const { return positions_.data(); }
   // Row 0 of head h; rows are dim() elements apart.
   const void *head_rows(int h) const { return rows_[size_t(h)].data(); }
@@ -37,6 +41,7 @@ class KeyStore {
   int heads_, dim_;
   sa_dtype dtype_;
   size_t elem_;
+  bool keep_rows_;
   int64_t size_ = 0;
   int64_t max_pos_ = -1;
   std::vector<std::vector<char>> rows_;  // per head

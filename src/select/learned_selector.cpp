@@ -47,8 +47,8 @@ TensorView projected_view(std::vector<float> &rows, int64_t n, int heads, int S)
 }  // namespace
 
 LearnedSelector::LearnedSelector(const sa_context &ctx, const LayerWeights &weights, int heads, int dim,
-                                 sa_dtype dtype, int64_t capacity_hint, int64_t rescore_factor)
-    : ctx_(ctx), heads_(heads), dim_(dim), d_search_(0), q_sets_(0), k_sets_(0), search_keys_(heads, 1, dtype, 0),
+                                 sa_dtype dtype, int64_t capacity_hint, int64_t rescore_factor, bool borrow)
+    : ctx_(ctx), borrow_(borrow), heads_(heads), dim_(dim), d_search_(0), q_sets_(0), k_sets_(0), search_keys_(heads, 1, dtype, 0),
       rescore_factor_(rescore_factor) {
   const WeightTensor q = weights.get("q_proj", {3, 2});
   const WeightTensor k = weights.get("k_proj", {3, 2});
@@ -65,7 +65,7 @@ LearnedSelector::LearnedSelector(const sa_context &ctx, const LayerWeights &weig
     fail(SA_ERR_SHAPE, "%s: %lld search dimensions; at most 65536", weights.path().c_str(), (long long)dq);
   d_search_ = int(dq);
   search_keys_ = KeyStore(heads, d_search_, dtype, capacity_hint);
-  if (rescore_factor_ > 0) native_keys_ = std::make_unique<KeyStore>(heads, dim, dtype, capacity_hint);
+  if (rescore_factor_ > 0 && !borrow_) native_keys_ = std::make_unique<KeyStore>(heads, dim, dtype, capacity_hint);
 }
 
 std::vector<float> LearnedSelector::project_keys(const TensorView &keys, int64_t r0, int64_t r1) const {
@@ -111,6 +111,11 @@ void LearnedSelector::update(const int32_t *slots, int64_t n, const TensorView &
   if (native_keys_) native_keys_->update(slots, n, keys, positions);
 }
 
+size_t LearnedSelector::memory_bytes() const {
+  return search_keys_.memory_bytes() + (native_keys_ ? native_keys_->memory_bytes() : 0) +
+         (q_proj_.capacity() + k_proj_.capacity()) * sizeof(float);
+}
+
 void LearnedSelector::select(const sa_context &ctx, const SelectRequest &req) const {
   const TensorView &q = req.queries;
   const int64_t H_q = q.shape[1], G = H_q / heads_, D = dim_, S = d_search_;
@@ -137,6 +142,10 @@ void LearnedSelector::select(const sa_context &ctx, const SelectRequest &req) co
   if (native_keys_) {
     rescore.native = native_keys_.get();
     rescore.candidates = rescore_factor_ * std::max<int64_t>(req.top_k, 1);
+  } else if (rescore_factor_ > 0) {  // borrowed: positions of the search keys, rows of the host
+    rescore.native = &search_keys_;
+    rescore.candidates = rescore_factor_ * std::max<int64_t>(req.top_k, 1);
+    rescore.borrowed = true;
   }
   select_by_dot_product(ctx, req, search_keys_, map, rescore);
 }

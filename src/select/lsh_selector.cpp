@@ -35,14 +35,6 @@ struct SplitMix {
   double normal() { return std::sqrt(-2.0 * std::log(uniform())) * std::cos(6.283185307179586 * uniform()); }
 };
 
-float load(sa_dtype dt, const void *row, int64_t d) {
-  switch (dt) {
-    case SA_DTYPE_F16: return f16_to_f32(static_cast<const uint16_t *>(row)[d]);
-    case SA_DTYPE_BF16: return bf16_to_f32(static_cast<const uint16_t *>(row)[d]);
-    default: return static_cast<const float *>(row)[d];
-  }
-}
-
 // The probe sequence of one table: bucket codes in increasing order of the summed squared
 // margins of the flipped bits (Lv et al., multi-probe LSH: shift/expand over sorted margins).
 void probe_codes(uint32_t code, const float *margin, int bits, int probes, std::vector<uint32_t> &out) {
@@ -101,6 +93,16 @@ const std::vector<int32_t> *LshBuckets::find(uint32_t code) const {
   return it == sparse_.end() ? nullptr : &it->second;
 }
 
+size_t LshBuckets::memory_bytes() const {
+  size_t bytes = dense_.capacity() * sizeof(std::vector<int32_t>);
+  for (const auto &b : dense_) bytes += b.capacity() * sizeof(int32_t);
+  // Node-based map: per entry the key, the vector and a next pointer and cached hash (libstdc++).
+  bytes += sparse_.bucket_count() * sizeof(void *) +
+           sparse_.size() * (sizeof(std::pair<const uint32_t, std::vector<int32_t>>) + 2 * sizeof(void *));
+  for (const auto &e : sparse_) bytes += e.second.capacity() * sizeof(int32_t);
+  return bytes;
+}
+
 void LshBuckets::remove(uint32_t code, int32_t slot) {
   std::vector<int32_t> &v = at(code);
   *std::find(v.begin(), v.end(), slot) = v.back();
@@ -109,8 +111,8 @@ void LshBuckets::remove(uint32_t code, int32_t slot) {
 }
 
 LshSelector::LshSelector(int heads, int dim, sa_dtype dtype, int64_t capacity_hint, const sa_lsh_options &opt,
-                         const sa_context &ctx)
-    : keys_(heads, dim, dtype, capacity_hint), ctx_(ctx), rounds_(opt.rounds), fixed_bits_(opt.bits),
+                         const sa_context &ctx, bool borrow)
+    : keys_(heads, dim, dtype, capacity_hint, !borrow), ctx_(ctx), rounds_(opt.rounds), fixed_bits_(opt.bits),
       probes_(opt.probes), seed_(opt.seed), padded_dim_((int64_t(dim) + 15) / 16 * 16), heads_(size_t(heads)) {
   for (HeadTables &t : heads_) t.buckets.resize(size_t(rounds_));
 }
@@ -121,17 +123,17 @@ int LshSelector::bits_for(int64_t n) const {
   return std::clamp(b, 1, LshLimits::kMaxBits);
 }
 
-void LshSelector::hash_slots(int h, const int32_t *slots, int64_t n, bool gemm) {
+void LshSelector::hash_slots(int h, const int32_t *slots, int64_t n, bool gemm, const RowLoader &load_row) {
   HeadTables &t = heads_[size_t(h)];
   const int64_t D = keys_.dim(), P = padded_dim_, R = int64_t(rounds_) * bits_;
-  const sa_dtype dt = keys_.dtype();
   const int64_t chunk = gemm ? kGemmChunk : kHashChunk;
   std::vector<float> x(size_t(std::min(n, chunk) * P), 0.f), proj(size_t(R * std::min(n, chunk)));
   for (int64_t c0 = 0; c0 < n; c0 += chunk) {
     const int64_t cn = std::min(chunk, n - c0);
     for (int64_t j = 0; j < cn; ++j) {
-      const void *row = keys_.row(h, slots[c0 + j]);
-      for (int64_t d = 0; d < D; ++d) x[size_t(j * P + d)] = load(dt, row, d) - t.mean[size_t(d)];
+      float *xr = &x[size_t(j * P)];
+      load_row(h, c0 + j, xr);
+      for (int64_t d = 0; d < D; ++d) xr[d] -= t.mean[size_t(d)];
     }
     // proj: [key][plane] from the GEMM, [plane][key] from the score kernel.
     if (gemm) matmul_abt(x.data(), cn, t.planes.data(), R, P, proj.data(), R);
@@ -149,13 +151,23 @@ void LshSelector::hash_slots(int h, const int32_t *slots, int64_t n, bool gemm) 
   }
 }
 
-void LshSelector::hash_all_heads(const int32_t *slots, int64_t n) {
+void LshSelector::hash_all_heads(const int32_t *slots, int64_t n, const RowLoader &load_row) {
   if (n >= kGemmMinKeys) {  // one GEMM per head, threaded inside
     OmpThreadLimit limit(ctx_.threads);
-    for (int h = 0; h < keys_.heads(); ++h) hash_slots(h, slots, n, true);
+    for (int h = 0; h < keys_.heads(); ++h) hash_slots(h, slots, n, true, load_row);
   } else {
-    parallel_for(ctx_.threads, keys_.heads(), [&](int64_t h) { hash_slots(int(h), slots, n, false); });
+    parallel_for(ctx_.threads, keys_.heads(), [&](int64_t h) { hash_slots(int(h), slots, n, false, load_row); });
   }
+}
+
+void LshSelector::hash_stored(const int32_t *slots, int64_t n, const NativeRows &rows) {
+  const sa_dtype dt = keys_.dtype();
+  hash_all_heads(slots, n, [&](int h, int64_t j, float *out) { rows.load(h, slots[j], dt, out); });
+}
+
+void LshSelector::hash_tensor(const int32_t *slots, int64_t n, const TensorView &keys) {
+  const sa_dtype dt = keys_.dtype();
+  hash_all_heads(slots, n, [&](int h, int64_t j, float *out) { load_tensor_row(keys, j, h, dt, out); });
 }
 
 void LshSelector::unbucket(int h, int32_t slot) {
@@ -163,8 +175,8 @@ void LshSelector::unbucket(int h, int32_t slot) {
   for (int r = 0; r < rounds_; ++r) t.buckets[size_t(r)].remove(t.codes[size_t(slot) * size_t(rounds_) + size_t(r)], slot);
 }
 
-void LshSelector::rebuild() {
-  const int64_t n = keys_.size(), D = keys_.dim(), P = padded_dim_;
+void LshSelector::rebuild(int64_t n, const NativeRows &rows) {
+  const int64_t D = keys_.dim(), P = padded_dim_;
   bits_ = bits_for(n);
   std::vector<int32_t> all(static_cast<size_t>(n));
   for (int64_t s = 0; s < n; ++s) all[size_t(s)] = int32_t(s);
@@ -172,16 +184,21 @@ void LshSelector::rebuild() {
     HeadTables &t = heads_[size_t(h)];
     const sa_dtype dt = keys_.dtype();
     std::vector<double> sum(size_t(D), 0.0);
-    for (int64_t s = 0; s < n; ++s)
-      for (int64_t d = 0; d < D; ++d) sum[size_t(d)] += load(dt, keys_.row(int(h), s), d);
+    std::vector<float> x(static_cast<size_t>(D));
+    for (int64_t s = 0; s < n; ++s) {
+      rows.load(int(h), s, dt, x.data());
+      for (int64_t d = 0; d < D; ++d) sum[size_t(d)] += x[size_t(d)];
+    }
     t.mean.resize(size_t(D));
     for (int64_t d = 0; d < D; ++d) t.mean[size_t(d)] = float(sum[size_t(d)] / double(n));
     // Hyperplanes distributed like the centred keys, N(0, C): random combinations of a strided
     // sample of them. Normalised, so margins compare across bits.
     const int64_t step = (n + kPlaneSample - 1) / kPlaneSample, m = (n + step - 1) / step;
     std::vector<float> sample(size_t(m * D));
-    for (int64_t j = 0; j < m; ++j)
-      for (int64_t d = 0; d < D; ++d) sample[size_t(j * D + d)] = load(dt, keys_.row(int(h), j * step), d) - t.mean[size_t(d)];
+    for (int64_t j = 0; j < m; ++j) {
+      rows.load(int(h), j * step, dt, &sample[size_t(j * D)]);
+      for (int64_t d = 0; d < D; ++d) sample[size_t(j * D + d)] -= t.mean[size_t(d)];
+    }
     const int64_t R = int64_t(rounds_) * bits_;
     t.planes.assign(size_t(R * P), 0.f);
     std::vector<double> r(static_cast<size_t>(D));
@@ -197,10 +214,10 @@ void LshSelector::rebuild() {
       const double inv = norm2 > 0 ? 1.0 / std::sqrt(norm2) : 0.0;
       for (int64_t d = 0; d < D; ++d) t.planes[size_t(p * P + d)] = float(r[size_t(d)] * inv);
     }
-    t.codes.assign(size_t(n) * size_t(rounds_), 0);
+    t.codes.assign(size_t(keys_.size()) * size_t(rounds_), 0);
     for (LshBuckets &b : t.buckets) b.reset(bits_);
   });
-  hash_all_heads(all.data(), n);
+  hash_stored(all.data(), n, rows);
   built_size_ = n;
 }
 
@@ -210,25 +227,69 @@ void LshSelector::append(const TensorView &keys) {
   const int64_t n = keys_.size();
   if (n == old_size) return;
   if (n >= 2 * built_size_) {
-    rebuild();
+    if (keys_.has_rows()) {
+      rebuild(n, NativeRows(keys_));
+      return;
+    }
+    // Borrowed keys: the next selection builds the tables from the host's keys of these n slots.
+    built_size_ = rebuild_size_ = n;
+    replay_.clear();
+    rebuild_.set_pending();
     return;
   }
   std::vector<int32_t> fresh;
   fresh.reserve(size_t(n - old_size));
   for (int64_t s = old_size; s < n; ++s) fresh.push_back(int32_t(s));
   for (HeadTables &t : heads_) t.codes.resize(size_t(n) * size_t(rounds_));
-  hash_all_heads(fresh.data(), int64_t(fresh.size()));
+  if (rebuild_.pending()) {
+    replay_.push_back({false, std::move(fresh)});  // hashed after the deferred rebuild, as a batch
+    return;
+  }
+  if (keys_.has_rows()) hash_stored(fresh.data(), int64_t(fresh.size()), NativeRows(keys_));
+  else hash_tensor(fresh.data(), int64_t(fresh.size()), keys);
 }
 
 void LshSelector::update(const int32_t *slots, int64_t n, const TensorView &keys, const int64_t *positions) {
   keys_.update(slots, n, keys, positions);
+  if (rebuild_.pending()) {
+    replay_.push_back({true, std::vector<int32_t>(slots, slots + n)});
+    return;
+  }
   parallel_for(ctx_.threads, keys_.heads(), [&](int64_t h) {
     for (int64_t i = 0; i < n; ++i) unbucket(int(h), slots[i]);
   });
-  hash_all_heads(slots, n);
+  if (keys_.has_rows()) hash_stored(slots, n, NativeRows(keys_));
+  else hash_tensor(slots, n, keys);
+}
+
+void LshSelector::rebuild_deferred(const NativeRows &rows) {
+  rebuild(rebuild_size_, rows);
+  // The batches appended or refilled since, in order, as an owning index hashed them.
+  for (const ReplayBatch &batch : replay_) {
+    if (batch.refill)
+      parallel_for(ctx_.threads, keys_.heads(), [&](int64_t h) {
+        for (int32_t slot : batch.slots) unbucket(int(h), slot);
+      });
+    hash_stored(batch.slots.data(), int64_t(batch.slots.size()), rows);
+  }
+  replay_.clear();
+}
+
+size_t LshSelector::memory_bytes() const {
+  size_t bytes = keys_.memory_bytes() + heads_.capacity() * sizeof(HeadTables);
+  bytes += replay_.capacity() * sizeof(ReplayBatch);
+  for (const ReplayBatch &b : replay_) bytes += b.slots.capacity() * sizeof(int32_t);
+  for (const HeadTables &t : heads_) {
+    bytes += (t.mean.capacity() + t.planes.capacity()) * sizeof(float) + t.codes.capacity() * sizeof(uint32_t);
+    for (const LshBuckets &b : t.buckets) bytes += b.memory_bytes();
+  }
+  return bytes;
 }
 
 void LshSelector::select(const sa_context &ctx, const SelectRequest &req) const {
+  // Borrowed keys: tables the last doubling left to build, first.
+  rebuild_.run_if_pending(
+      [&] { const_cast<LshSelector *>(this)->rebuild_deferred(host_rows(req, keys_.dim())); });
   const int64_t n_q = req.queries.shape[0], D = keys_.dim(), P = padded_dim_, R = int64_t(rounds_) * bits_;
   const int64_t lists = selection_list_count(req, keys_.heads());
   parallel_for(ctx.threads, n_q * lists, [&](int64_t task) {

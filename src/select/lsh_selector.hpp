@@ -14,13 +14,23 @@
 // key rehashed, each time the index doubles: amortised O(1) hashing per key. Updates (refilled
 // slots) are hashed with the mu and hyperplanes in use; a cache held at a fixed size by
 // eviction keeps those of its last doubling.
+//
+// Borrowing the host's keys (borrow_keys), it keeps the tables (mean, hyperplanes, codes,
+// buckets) and positions only. Appended and refilled keys are hashed from the call's tensor; a
+// rebuild, which reads every key, waits for the next selection's host keys (deferred_work.hpp),
+// which builds the tables an owning index built at that append and hashes the batches appended
+// or refilled since in the same order and batches (so the same GEMM or kernel path hashes
+// them): the same codes, unless a refill changed a slot the rebuild reads before it ran.
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <unordered_map>
 #include <vector>
 
+#include "select/deferred_work.hpp"
 #include "select/key_store.hpp"
+#include "select/native_rows.hpp"
 #include "select/selector.hpp"
 
 namespace sa {
@@ -40,6 +50,7 @@ class LshBuckets {
   std::vector<int32_t> &at(uint32_t code) { return dense_on_ ? dense_[code] : sparse_[code]; }
   const std::vector<int32_t> *find(uint32_t code) const;
   void remove(uint32_t code, int32_t slot);  // slot must be in the bucket
+  size_t memory_bytes() const;
 
  private:
   bool dense_on_ = true;
@@ -51,15 +62,23 @@ class LshSelector final : public Selector {
  public:
   // rounds in [1, kMaxRounds], bits in [0, kMaxBits] (0: adapted to N), probes in
   // [0, kMaxProbes] (validated by the caller). kernels hash keys; threads parallelise rebuilds.
+  // borrow: keep no copy of the keys (see above).
   LshSelector(int heads, int dim, sa_dtype dtype, int64_t capacity_hint, const sa_lsh_options &opt,
-              const sa_context &ctx);
+              const sa_context &ctx, bool borrow = false);
   void append(const TensorView &keys) override;
   void update(const int32_t *slots, int64_t n, const TensorView &keys, const int64_t *positions) override;
   void select(const sa_context &ctx, const SelectRequest &req) const override;
   int64_t size() const override { return keys_.size(); }
   int64_t max_position() const override { return keys_.max_position(); }
+  size_t memory_bytes() const override;
 
  private:
+  // Writes key j of a batch (D values as the index dtype holds them) to out.
+  using RowLoader = std::function<void(int h, int64_t j, float *out)>;
+  struct ReplayBatch {
+    bool refill;                  // an update (slots unbucketed first) or an append
+    std::vector<int32_t> slots;
+  };
   struct HeadTables {
     std::vector<float> mean;    // mu, [D]
     std::vector<float> planes;  // [round * bits + bit][padded dim]
@@ -68,11 +87,15 @@ class LshSelector final : public Selector {
   };
 
   int bits_for(int64_t n) const;
-  void rebuild();  // new mean, hyperplanes and bits; rehash every slot
+  // New mean, hyperplanes and bits from the keys of slots [0, n) (rows); rehash those slots.
+  void rebuild(int64_t n, const NativeRows &rows);
+  void rebuild_deferred(const NativeRows &rows);  // borrowed: the pending rebuild, then replay_
   // Codes of slots of head h, computed and put in their buckets: by GEMM (large batches) or
-  // by the score kernel.
-  void hash_slots(int h, const int32_t *slots, int64_t n, bool gemm);
-  void hash_all_heads(const int32_t *slots, int64_t n);
+  // by the score kernel. load_row(h, j, out) gives the key of slots[j].
+  void hash_slots(int h, const int32_t *slots, int64_t n, bool gemm, const RowLoader &load_row);
+  void hash_all_heads(const int32_t *slots, int64_t n, const RowLoader &load_row);
+  void hash_stored(const int32_t *slots, int64_t n, const NativeRows &rows);  // keys from rows
+  void hash_tensor(const int32_t *slots, int64_t n, const TensorView &keys);  // slots[j]: row j
   void unbucket(int h, int32_t slot);
 
   KeyStore keys_;
@@ -83,6 +106,11 @@ class LshSelector final : public Selector {
   int64_t padded_dim_;   // D rounded up to the kernels' block
   int64_t built_size_ = 0;
   std::vector<HeadTables> heads_;
+  // Borrowed keys: a rebuild from slots [0, rebuild_size_) waiting for a selection, and the
+  // batches appended or refilled since.
+  DeferredWork rebuild_;
+  int64_t rebuild_size_ = 0;
+  std::vector<ReplayBatch> replay_;
 };
 
 }  // namespace sa

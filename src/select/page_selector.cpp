@@ -21,14 +21,6 @@ namespace {
 // large budgets cheap: K=2048 at 128K keys rescores 4096 (3%).
 constexpr int64_t kRefineReserveKeys = 2048;
 
-float load(sa_dtype dt, const char *row, int64_t d) {
-  switch (dt) {
-    case SA_DTYPE_F16: return f16_to_f32(reinterpret_cast<const uint16_t *>(row)[d]);
-    case SA_DTYPE_BF16: return bf16_to_f32(reinterpret_cast<const uint16_t *>(row)[d]);
-    default: return reinterpret_cast<const float *>(row)[d];
-  }
-}
-
 void store(sa_dtype dt, char *row, int64_t d, float x) {
   switch (dt) {
     case SA_DTYPE_F16: reinterpret_cast<uint16_t *>(row)[d] = f32_to_f16(x); break;
@@ -48,26 +40,25 @@ struct PageScratch {
 
 }  // namespace
 
-PageSelector::PageSelector(int heads, int dim, sa_dtype dtype, int64_t capacity_hint, int page_size, bool refine)
-    : keys_(heads, dim, dtype, capacity_hint), page_size_(page_size), refine_(refine),
+PageSelector::PageSelector(int heads, int dim, sa_dtype dtype, int64_t capacity_hint, int page_size, bool refine,
+                           bool borrow)
+    : keys_(heads, dim, dtype, capacity_hint, !borrow), page_size_(page_size), refine_(refine),
       joint_(2 * int64_t(dim) <= kJointRowMax), centres_(size_t(heads)), radii_(size_t(heads)) {}
 
-void PageSelector::refresh_page(int64_t page) {
+void PageSelector::refresh_bounds(int64_t page, const NativeRows &rows) {
   const int64_t first = page * page_size_, last = std::min(keys_.size(), first + page_size_);
   const int64_t D = keys_.dim();
   const sa_dtype dt = keys_.dtype();
   const size_t rb = keys_.row_bytes();
-  const int64_t *pos = keys_.positions();
-  std::vector<float> lo(static_cast<size_t>(D)), hi(static_cast<size_t>(D));
+  std::vector<float> lo(static_cast<size_t>(D)), hi(static_cast<size_t>(D)), x(static_cast<size_t>(D));
   for (int h = 0; h < keys_.heads(); ++h) {
     std::fill(lo.begin(), lo.end(), std::numeric_limits<float>::infinity());
     std::fill(hi.begin(), hi.end(), -std::numeric_limits<float>::infinity());
     for (int64_t s = first; s < last; ++s) {
-      const char *row = static_cast<const char *>(keys_.row(h, s));
+      rows.load(h, s, dt, x.data());  // as the index dtype holds them
       for (int64_t d = 0; d < D; ++d) {
-        const float x = load(dt, row, d);
-        lo[size_t(d)] = std::min(lo[size_t(d)], x);
-        hi[size_t(d)] = std::max(hi[size_t(d)], x);
+        lo[size_t(d)] = std::min(lo[size_t(d)], x[size_t(d)]);
+        hi[size_t(d)] = std::max(hi[size_t(d)], x[size_t(d)]);
       }
     }
     char *c = centres_[size_t(h)].data() + size_t(page) * rb * (joint_ ? 2 : 1);
@@ -77,10 +68,37 @@ void PageSelector::refresh_page(int64_t page) {
       store(dt, r, d, 0.5f * (hi[size_t(d)] - lo[size_t(d)]));
     }
   }
+}
+
+void PageSelector::refresh_positions(int64_t page) {
+  const int64_t first = page * page_size_, last = std::min(keys_.size(), first + page_size_);
+  const int64_t *pos = keys_.positions();
   int64_t pmin = INT64_MAX, pmax = INT64_MIN;
   for (int64_t s = first; s < last; ++s) pmin = std::min(pmin, pos[s]), pmax = std::max(pmax, pos[s]);
   page_min_pos_[size_t(page)] = pmin;
   page_max_pos_[size_t(page)] = pmax;
+}
+
+void PageSelector::refresh_pages(const int64_t *pages, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) refresh_positions(pages[i]);
+  if (keys_.has_rows()) {
+    const NativeRows rows(keys_);
+    for (int64_t i = 0; i < n; ++i) refresh_bounds(pages[i], rows);
+    return;
+  }
+  // Borrowed keys: the bounds wait for the host's keys of the next selection.
+  stale_pages_.insert(stale_pages_.end(), pages, pages + n);
+  stale_.set_pending();
+}
+
+void PageSelector::refresh_stale(const sa_context &ctx, const NativeRows &rows) {
+  std::sort(stale_pages_.begin(), stale_pages_.end());
+  stale_pages_.erase(std::unique(stale_pages_.begin(), stale_pages_.end()), stale_pages_.end());
+  const int64_t n_pages = pages();
+  while (!stale_pages_.empty() && stale_pages_.back() >= n_pages) stale_pages_.pop_back();
+  parallel_for(ctx.threads, int64_t(stale_pages_.size()), [&](int64_t i) { refresh_bounds(stale_pages_[size_t(i)], rows); });
+  stale_pages_.clear();
+  if (stale_pages_.capacity() > 1024) stale_pages_.shrink_to_fit();  // after a prompt: decode needs few
 }
 
 void PageSelector::append(const TensorView &keys) {
@@ -94,7 +112,9 @@ void PageSelector::append(const TensorView &keys) {
   }
   page_min_pos_.resize(size_t(n_pages));
   page_max_pos_.resize(size_t(n_pages));
-  for (int64_t p = old_size / page_size_; p < n_pages; ++p) refresh_page(p);  // the old last page may grow
+  std::vector<int64_t> touched;  // the old last page may grow
+  for (int64_t p = old_size / page_size_; p < n_pages; ++p) touched.push_back(p);
+  refresh_pages(touched.data(), int64_t(touched.size()));
 }
 
 void PageSelector::update(const int32_t *slots, int64_t n, const TensorView &keys, const int64_t *positions) {
@@ -104,11 +124,21 @@ void PageSelector::update(const int32_t *slots, int64_t n, const TensorView &key
   for (int64_t i = 0; i < n; ++i) touched.push_back(slots[i] / page_size_);
   std::sort(touched.begin(), touched.end());
   touched.erase(std::unique(touched.begin(), touched.end()), touched.end());
-  for (int64_t p : touched) refresh_page(p);
+  refresh_pages(touched.data(), int64_t(touched.size()));
+}
+
+size_t PageSelector::memory_bytes() const {
+  size_t bytes = keys_.memory_bytes() + (page_min_pos_.capacity() + page_max_pos_.capacity()) * sizeof(int64_t) +
+                 stale_pages_.capacity() * sizeof(int64_t);
+  for (const auto &c : centres_) bytes += c.capacity();
+  for (const auto &r : radii_) bytes += r.capacity();
+  return bytes + (centres_.capacity() + radii_.capacity()) * sizeof(std::vector<char>);
 }
 
 void PageSelector::select(const sa_context &ctx, const SelectRequest &req) const {
   const int64_t n_q = req.queries.shape[0], D = keys_.dim(), P = page_size_;
+  // Borrowed keys: bounds of pages appended or refilled since the last selection, first.
+  stale_.run_if_pending([&] { const_cast<PageSelector *>(this)->refresh_stale(ctx, host_rows(req, D)); });
   const int64_t lists = selection_list_count(req, keys_.heads()), n_pages = pages();
   parallel_for(ctx.threads, n_q * lists, [&](int64_t task) {
     // Per OS thread and kept between calls: no allocation (nor page faults) per selection,

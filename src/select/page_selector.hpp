@@ -6,12 +6,18 @@
 // [q | |q|] when 2 D fits their rows, else two passes. Pages are ranked by the bound; with
 // refine the best pages' keys are rescored exactly (candidate_rescore), without it whole
 // pages fill the budget in bound order.
+// Borrowing the host's keys (borrow_keys), it keeps the bounds and positions only: rescoring
+// reads the request's host keys, and the bounds of pages whose slots were appended or refilled
+// are computed from them by the next selection (deferred_work.hpp), so they equal an owning
+// index's bounds.
 #pragma once
 
 #include <cstdint>
 #include <vector>
 
+#include "select/deferred_work.hpp"
 #include "select/key_store.hpp"
+#include "select/native_rows.hpp"
 #include "select/selector.hpp"
 
 namespace sa {
@@ -19,16 +25,22 @@ namespace sa {
 class PageSelector final : public Selector {
  public:
   // page_size >= 1 (validated by the caller).
-  PageSelector(int heads, int dim, sa_dtype dtype, int64_t capacity_hint, int page_size, bool refine);
+  PageSelector(int heads, int dim, sa_dtype dtype, int64_t capacity_hint, int page_size, bool refine,
+               bool borrow = false);
   void append(const TensorView &keys) override;
   void update(const int32_t *slots, int64_t n, const TensorView &keys, const int64_t *positions) override;
   void select(const sa_context &ctx, const SelectRequest &req) const override;
   int64_t size() const override { return keys_.size(); }
   int64_t max_position() const override { return keys_.max_position(); }
+  size_t memory_bytes() const override;
 
  private:
   int64_t pages() const { return (keys_.size() + page_size_ - 1) / page_size_; }
-  void refresh_page(int64_t page);  // bounds and position range of one page, from the keys
+  // Position ranges, and bounds from the index's keys or (borrowed) at the next selection.
+  void refresh_pages(const int64_t *pages, int64_t n);
+  void refresh_positions(int64_t page);                      // position range of one page
+  void refresh_bounds(int64_t page, const NativeRows &rows);  // bounds of one page from rows
+  void refresh_stale(const sa_context &ctx, const NativeRows &rows);  // every page in stale_pages_
 
   KeyStore keys_;
   int page_size_;
@@ -38,6 +50,9 @@ class PageSelector final : public Selector {
   std::vector<std::vector<char>> centres_, radii_;
   // Smallest and largest position in each page: pages no query can use are skipped.
   std::vector<int64_t> page_min_pos_, page_max_pos_;
+  // Borrowed keys: pages whose bounds wait for the next selection's host keys.
+  std::vector<int64_t> stale_pages_;
+  DeferredWork stale_;
 };
 
 }  // namespace sa

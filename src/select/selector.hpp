@@ -7,6 +7,7 @@
 
 #include "core/context.hpp"
 #include "core/tensor_view.hpp"
+#include "select/host_keys.hpp"
 
 namespace sa {
 
@@ -20,6 +21,9 @@ struct SelectRequest {
   float mass_target = 0.f;
   float scale = 0.f;                  // > 0
   TensorView indices;                 // i32 [n_q, H_kv or H_q, width], validated
+  // The host's keys, covering every slot of the index: set (by the api layer) exactly when the
+  // index was created with borrow_keys; selectors that keep no copy of the keys read these.
+  const HostKeys *host_keys = nullptr;
 };
 
 class Selector {
@@ -32,6 +36,8 @@ class Selector {
   virtual void select(const sa_context &ctx, const SelectRequest &req) const = 0;
   virtual int64_t size() const = 0;
   virtual int64_t max_position() const = 0;  // -1 when empty
+  // Bytes the selector holds (capacities of its containers, not counting the object itself).
+  virtual size_t memory_bytes() const = 0;
 };
 
 }  // namespace sa

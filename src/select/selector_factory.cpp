@@ -28,7 +28,7 @@ std::unique_ptr<Selector> make_learned(const sa_context &ctx, const sa_index_opt
     const LayerWeights w(opt.learned.weights_path, opt.learned.layer);
     if (indexer) return std::make_unique<IndexerSelector>(ctx, w, opt.num_kv_heads, opt.head_dim, opt.dtype, opt.capacity);
     return std::make_unique<LearnedSelector>(ctx, w, opt.num_kv_heads, opt.head_dim, opt.dtype, opt.capacity,
-                                             opt.learned.rescore);
+                                             opt.learned.rescore, opt.borrow_keys != 0);
   } catch (Error &e) {
     e.message = "opt->learned.weights_path: " + e.message;
     throw;
@@ -41,14 +41,15 @@ std::unique_ptr<Selector> make_selector(const sa_index_options &opt, const sa_co
   const int kind = enum_value(opt.kind);
   switch (kind) {
     case SA_SELECTOR_EXACT:
-      return std::make_unique<ExactSelector>(opt.num_kv_heads, opt.head_dim, opt.dtype, opt.capacity);
+      return std::make_unique<ExactSelector>(opt.num_kv_heads, opt.head_dim, opt.dtype, opt.capacity,
+                                             opt.borrow_keys != 0);
     case SA_SELECTOR_HNSW:
       return std::make_unique<HnswSelector>(ctx, opt);
     case SA_SELECTOR_PAGE:
       if (opt.page.page_size < 1)
         fail(SA_ERR_INVALID_ARGUMENT, "opt->page.page_size is %d, expected >= 1", int(opt.page.page_size));
       return std::make_unique<PageSelector>(opt.num_kv_heads, opt.head_dim, opt.dtype, opt.capacity, opt.page.page_size,
-                                            opt.page.refine != 0);
+                                            opt.page.refine != 0, opt.borrow_keys != 0);
     case SA_SELECTOR_LSH:
       if (opt.lsh.rounds < 1 || opt.lsh.rounds > LshLimits::kMaxRounds)
         fail(SA_ERR_INVALID_ARGUMENT, "opt->lsh.rounds is %d, expected 1 to %d", int(opt.lsh.rounds), LshLimits::kMaxRounds);
@@ -57,7 +58,8 @@ std::unique_ptr<Selector> make_selector(const sa_index_options &opt, const sa_co
              LshLimits::kMaxBits);
       if (opt.lsh.probes < 0 || opt.lsh.probes > LshLimits::kMaxProbes)
         fail(SA_ERR_INVALID_ARGUMENT, "opt->lsh.probes is %d, expected 0 to %d", int(opt.lsh.probes), LshLimits::kMaxProbes);
-      return std::make_unique<LshSelector>(opt.num_kv_heads, opt.head_dim, opt.dtype, opt.capacity, opt.lsh, ctx);
+      return std::make_unique<LshSelector>(opt.num_kv_heads, opt.head_dim, opt.dtype, opt.capacity, opt.lsh, ctx,
+                                           opt.borrow_keys != 0);
     case SA_SELECTOR_LEARNED: return make_learned(ctx, opt, false);
     case SA_SELECTOR_INDEXER: return make_learned(ctx, opt, true);
   }

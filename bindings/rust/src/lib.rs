@@ -1121,6 +1121,7 @@ impl SelectOptions<'_> {
             query_segments: opt_ptr(self.query_segments),
             key_segments: opt_ptr(self.key_segments),
             cuda_stream: std::ptr::null_mut(),
+            keys: std::ptr::null(),
         }
     }
 }

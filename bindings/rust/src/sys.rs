@@ -158,6 +158,7 @@ pub struct sa_index_options {
     pub lsh: sa_lsh_options,
     pub hnsw: sa_hnsw_options,
     pub learned: sa_learned_options,
+    pub borrow_keys: i32,
 }
 
 // ------------------------------------------------------------------- select
@@ -176,6 +177,7 @@ pub struct sa_select_options {
     pub query_segments: *const i32,
     pub key_segments: *const i32,
     pub cuda_stream: *mut c_void,
+    pub keys: *const sa_tensor,
 }
 
 // ------------------------------------------------------------------- attend

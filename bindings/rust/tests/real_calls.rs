@@ -118,10 +118,12 @@ fn defaults_match_header_and_struct_sizes() {
         assert_eq!((i.hnsw.m, i.hnsw.ef_construction, i.hnsw.ef_search), (8, 32, 192));
         assert_eq!(i.learned.rescore, 12);
         assert!(i.learned.weights_path.is_null());
+        assert_eq!(i.borrow_keys, 0);
 
         let s = sys::sa_select_options_default();
         assert_eq!(s.struct_size, std::mem::size_of::<sys::sa_select_options>());
         assert_eq!((s.top_k, s.window, s.sinks, s.per_query_head), (64, 64, 4, 0));
+        assert!(s.keys.is_null());
 
         let a = sys::sa_attend_options_default();
         assert_eq!(a.struct_size, std::mem::size_of::<sys::sa_attend_options>());
@@ -135,8 +137,8 @@ fn defaults_match_header_and_struct_sizes() {
     }
     // x86-64 / aarch64 layout of the header's structs.
     assert_eq!(std::mem::size_of::<sys::sa_tensor>(), 88);
-    assert_eq!(std::mem::size_of::<sys::sa_index_options>(), 104);
-    assert_eq!(std::mem::size_of::<sys::sa_select_options>(), 64);
+    assert_eq!(std::mem::size_of::<sys::sa_index_options>(), 112);
+    assert_eq!(std::mem::size_of::<sys::sa_select_options>(), 72);
 
     let sel = SelectOptions::default();
     assert_eq!((sel.top_k, sel.window, sel.sinks), (64, 64, 4));
