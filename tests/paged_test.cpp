@@ -354,8 +354,16 @@ TEST_F(PagedAttend, BadPageTablesAreRefused) {
 
 // ------------------------------------------------------------------ batched selection
 
-sat::IndexPtr index_over(sa_context *ctx, const PagedCache &c, int64_t b, sa_selector_kind kind) {
-  sat::IndexPtr ix = sat::make_index(ctx, int32_t(c.H_kv), int32_t(c.D), c.k.dtype(), kind);
+sat::IndexPtr index_over(sa_context *ctx, const PagedCache &c, int64_t b, sa_selector_kind kind, bool borrow = false) {
+  sa_index_options io = SA_INDEX_OPTIONS_INIT;
+  io.kind = kind;
+  io.num_kv_heads = int32_t(c.H_kv);
+  io.head_dim = int32_t(c.D);
+  io.dtype = c.k.dtype();
+  io.borrow_keys = borrow;
+  sa_index *raw = nullptr;
+  EXPECT_SA_OK(sa_index_create(ctx, &io, &raw));
+  sat::IndexPtr ix(raw);
   if (!ix) return ix;
   const int64_t len = c.len[size_t(b)];
   Tensor keys(c.k.dtype(), {len, c.H_kv, c.D});
@@ -421,6 +429,33 @@ TEST_F(BatchSelect, EqualsOneSelectPerSequenceMappedThroughThePageTable) {
       const Expected e = reference(c, q, starts, &phys, false, qpos);
       EXPECT_TRUE(sat::close_rel(out.values(), e.out, 1e-4));
     }
+}
+
+// Indexes that borrow their keys read them from the paged cache (shuffled and shared pages):
+// the same physical slots as indexes that keep a copy.
+TEST_F(BatchSelect, BorrowedKeysComeFromThePagedCache) {
+  for (sa_selector_kind kind : {SA_SELECTOR_EXACT, SA_SELECTOR_PAGE, SA_SELECTOR_LSH, SA_SELECTOR_HNSW}) {
+    SCOPED_TRACE("kind " + std::to_string(int(kind)));
+    sat::Rng rng(91);
+    PagedCache c = make_cache(rng, {300, 0, 17, 129}, 16, SA_DTYPE_F16, true);
+    const int64_t B = int64_t(c.len.size()), H_q = 4, width = 16;
+    std::vector<sat::IndexPtr> owned;
+    std::vector<sa_index *> owning, borrowing;
+    for (int64_t b = 0; b < B; ++b) {
+      owned.push_back(index_over(ctx(), c, b, kind));
+      owning.push_back(owned.back().get());
+      owned.push_back(index_over(ctx(), c, b, kind, true));
+      borrowing.push_back(owned.back().get());
+    }
+    Tensor q = sat::random_tensor(rng, SA_DTYPE_F32, {B, H_q, c.D});
+    sa_select_options o = sat::select_options(8, 4, 2);
+    Tensor want(SA_DTYPE_I32, {B, c.H_kv, width}), got(SA_DTYPE_I32, {B, c.H_kv, width});
+    sa_paged_kv kv = c.desc();
+    ASSERT_SA_OK(sa_select_batch(owning.data(), B, q.t(), nullptr, &o, &kv, want.t()));
+    ASSERT_SA_OK(sa_select_batch(borrowing.data(), B, q.t(), nullptr, &o, &kv, got.t()));
+    EXPECT_EQ(got.values(), want.values());
+    EXPECT_SA_ERR(SA_ERR_NULL_POINTER, sa_select_batch(borrowing.data(), B, q.t(), nullptr, &o, nullptr, got.t()));
+  }
 }
 
 TEST_F(BatchSelect, BadBatchesAreRefusedAndWriteNothing) {
