@@ -7,7 +7,6 @@
 #include <gtest/gtest.h>
 #include <omp.h>
 
-#include <cstring>
 #include <climits>
 #include <functional>
 #include <iterator>
