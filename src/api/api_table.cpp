@@ -29,6 +29,8 @@ SA_API const sa_api *sa_get_api(uint32_t abi_version) {
       sa_attend,
       sa_evict_options_default,
       sa_cache_evict,
+      sa_index_truncate,
+      sa_index_clone,
   };
   return abi_version <= SA_ABI_VERSION ? &table : nullptr;
 }

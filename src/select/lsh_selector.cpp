@@ -163,11 +163,16 @@ void LshSelector::unbucket(int h, int32_t slot) {
   for (int r = 0; r < rounds_; ++r) t.buckets[size_t(r)].remove(t.codes[size_t(slot) * size_t(rounds_) + size_t(r)], slot);
 }
 
-void LshSelector::rebuild() {
-  const int64_t n = keys_.size(), D = keys_.dim(), P = padded_dim_;
+void LshSelector::hash_range(int64_t first, int64_t last) {
+  if (last <= first) return;
+  std::vector<int32_t> slots(size_t(last - first));
+  for (int64_t s = first; s < last; ++s) slots[size_t(s - first)] = int32_t(s);
+  hash_all_heads(slots.data(), last - first);
+}
+
+void LshSelector::rebuild(int64_t n_built) {
+  const int64_t n = n_built, D = keys_.dim(), P = padded_dim_;
   bits_ = bits_for(n);
-  std::vector<int32_t> all(static_cast<size_t>(n));
-  for (int64_t s = 0; s < n; ++s) all[size_t(s)] = int32_t(s);
   parallel_for(ctx_.threads, keys_.heads(), [&](int64_t h) {
     HeadTables &t = heads_[size_t(h)];
     const sa_dtype dt = keys_.dtype();
@@ -197,10 +202,10 @@ void LshSelector::rebuild() {
       const double inv = norm2 > 0 ? 1.0 / std::sqrt(norm2) : 0.0;
       for (int64_t d = 0; d < D; ++d) t.planes[size_t(p * P + d)] = float(r[size_t(d)] * inv);
     }
-    t.codes.assign(size_t(n) * size_t(rounds_), 0);
+    t.codes.assign(size_t(keys_.size()) * size_t(rounds_), 0);
     for (LshBuckets &b : t.buckets) b.reset(bits_);
   });
-  hash_all_heads(all.data(), n);
+  hash_range(0, n);
   built_size_ = n;
 }
 
@@ -210,7 +215,8 @@ void LshSelector::append(const TensorView &keys) {
   const int64_t n = keys_.size();
   if (n == old_size) return;
   if (n >= 2 * built_size_) {
-    rebuild();
+    rebuilds_.push_back(n);
+    rebuild(n);
     return;
   }
   std::vector<int32_t> fresh;
@@ -226,6 +232,48 @@ void LshSelector::update(const int32_t *slots, int64_t n, const TensorView &keys
     for (int64_t i = 0; i < n; ++i) unbucket(int(h), slots[i]);
   });
   hash_all_heads(slots, n);
+}
+
+void LshSelector::truncate(int64_t keep) {
+  const int64_t size = keys_.size();
+  if (keep >= size) return;
+  // The appends between the last rebuild an index of `keep` slots would have made and keep,
+  // each [start, end), the last one cut at keep.
+  const std::vector<int32_t> &starts = keys_.append_starts();
+  while (!rebuilds_.empty() && rebuilds_.back() >= keep) rebuilds_.pop_back();
+  const int64_t before = rebuilds_.empty() ? 0 : rebuilds_.back();
+  // The append that ends at keep rebuilds when keep reaches twice the last rebuild's size.
+  const int64_t target = keep > 0 && keep >= 2 * before ? keep : before;
+  if (keep == 0) {
+    keys_.truncate(0);
+    bits_ = 0;
+    built_size_ = 0;
+    for (HeadTables &t : heads_) t = HeadTables{{}, {}, {}, std::vector<LshBuckets>(size_t(rounds_))};
+    return;
+  }
+  std::vector<int64_t> batches;  // starts of the appends after target, then keep
+  for (auto it = std::lower_bound(starts.begin(), starts.end(), int32_t(target)); it != starts.end() && *it < keep; ++it)
+    batches.push_back(*it);
+  batches.push_back(keep);
+  if (target == built_size_) {
+    // The hyperplanes stay. Unbucket the dropped slots and the kept part of a cut append,
+    // which is hashed again as a batch of its own (GEMM or kernel, as its size decides).
+    const bool cut = !std::binary_search(starts.begin(), starts.end(), int32_t(keep));
+    const int64_t rehash_from = cut && batches.size() > 1 ? batches[batches.size() - 2] : keep;
+    parallel_for(ctx_.threads, keys_.heads(), [&](int64_t h) {
+      for (int64_t s = rehash_from; s < size; ++s) unbucket(int(h), int32_t(s));
+    });
+    for (HeadTables &t : heads_) t.codes.resize(size_t(keep) * size_t(rounds_));
+    keys_.truncate(keep);
+    hash_range(rehash_from, keep);
+  } else {
+    // A rebuild past keep replaced the tables: draw those of target again from its keys, then
+    // hash the later appends batch by batch.
+    keys_.truncate(keep);
+    rebuild(target);
+    for (size_t b = 0; b + 1 < batches.size(); ++b) hash_range(batches[b], batches[b + 1]);
+  }
+  if (target == keep) rebuilds_.push_back(keep);
 }
 
 void LshSelector::select(const sa_context &ctx, const SelectRequest &req) const {

@@ -14,6 +14,13 @@
 // key rehashed, each time the index doubles: amortised O(1) hashing per key. Updates (refilled
 // slots) are hashed with the mu and hyperplanes in use; a cache held at a fixed size by
 // eviction keeps those of its last doubling.
+//
+// Truncation returns to the tables the same appends would have built without the dropped
+// slots: those are unbucketed and, when the cut fell inside an append, the kept part of it is
+// hashed again as one batch (as an append of just those keys would have been). When a rebuild
+// ran past the cut, the hyperplanes of the last rebuild before it (or of one at the cut, when
+// the index had doubled there) are drawn again from the kept keys and the later appends hashed
+// again batch by batch.
 #pragma once
 
 #include <cstdint>
@@ -55,9 +62,12 @@ class LshSelector final : public Selector {
               const sa_context &ctx);
   void append(const TensorView &keys) override;
   void update(const int32_t *slots, int64_t n, const TensorView &keys, const int64_t *positions) override;
+  void truncate(int64_t keep) override;
+  std::unique_ptr<Selector> clone() const override { return std::make_unique<LshSelector>(*this); }
   void select(const sa_context &ctx, const SelectRequest &req) const override;
   int64_t size() const override { return keys_.size(); }
   int64_t max_position() const override { return keys_.max_position(); }
+  const KeyStore &slots() const override { return keys_; }
 
  private:
   struct HeadTables {
@@ -68,7 +78,10 @@ class LshSelector final : public Selector {
   };
 
   int bits_for(int64_t n) const;
-  void rebuild();  // new mean, hyperplanes and bits; rehash every slot
+  // New mean, hyperplanes and bits from slots [0, n_built), which are hashed with them; the
+  // codes of later slots are left for the caller to hash.
+  void rebuild(int64_t n_built);
+  void hash_range(int64_t first, int64_t last);  // slots [first, last) as one batch
   // Codes of slots of head h, computed and put in their buckets: by GEMM (large batches) or
   // by the score kernel.
   void hash_slots(int h, const int32_t *slots, int64_t n, bool gemm);
@@ -82,6 +95,7 @@ class LshSelector final : public Selector {
   int bits_ = 0;
   int64_t padded_dim_;   // D rounded up to the kernels' block
   int64_t built_size_ = 0;
+  std::vector<int64_t> rebuilds_;  // index sizes at which rebuild ran, ascending (at most ~32)
   std::vector<HeadTables> heads_;
 };
 

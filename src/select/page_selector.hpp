@@ -22,13 +22,17 @@ class PageSelector final : public Selector {
   PageSelector(int heads, int dim, sa_dtype dtype, int64_t capacity_hint, int page_size, bool refine);
   void append(const TensorView &keys) override;
   void update(const int32_t *slots, int64_t n, const TensorView &keys, const int64_t *positions) override;
+  void truncate(int64_t keep) override;
+  std::unique_ptr<Selector> clone() const override { return std::make_unique<PageSelector>(*this); }
   void select(const sa_context &ctx, const SelectRequest &req) const override;
   int64_t size() const override { return keys_.size(); }
   int64_t max_position() const override { return keys_.max_position(); }
+  const KeyStore &slots() const override { return keys_; }
 
  private:
   int64_t pages() const { return (keys_.size() + page_size_ - 1) / page_size_; }
   void refresh_page(int64_t page);  // bounds and position range of one page, from the keys
+  void resize_pages();              // bound and position arrays for pages() pages
 
   KeyStore keys_;
   int page_size_;
