@@ -39,9 +39,10 @@
  * allocate fails with SA_ERR_UNSUPPORTED).
  *
  * Thread safety: sa_context and sa_index may be shared between threads for
- * sa_select, sa_attend and sa_cache_evict (they only read them; each call keeps
- * its scratch memory to itself). sa_index_append, sa_index_update and *_destroy
- * need exclusive access. Any host thread may call: from a std::thread-style
+ * sa_select, sa_attend, sa_cache_evict and sa_index_clone (they only read
+ * them; each call keeps its scratch memory to itself). sa_index_append,
+ * sa_index_update, sa_index_truncate and *_destroy need exclusive access. Any
+ * host thread may call: from a std::thread-style
  * pool, or from inside the host's own OpenMP parallel region (as ggml and
  * llama.cpp run their CPU threads), with one context shared or one per thread.
  * A call on a context with threads > 1 opens its own OpenMP team, except when
@@ -384,12 +385,12 @@ SA_API sa_status sa_index_append(sa_index *ix, const sa_tensor *keys);
  * give each the next position in order). Slots must be distinct and < size.
  * Exclusive access.
  *
- * A refused argument leaves the index as it was. When sa_index_append or
- * sa_index_update fails while changing the index (SA_ERR_OUT_OF_MEMORY,
- * SA_ERR_INTERNAL), part of the change may have been made: from then on
- * sa_index_append, sa_index_update and sa_select on that index fail with
- * SA_ERR_INVALID_ARGUMENT and a message naming the first failure; destroy it
- * and build it again. */
+ * A refused argument leaves the index as it was. When sa_index_append,
+ * sa_index_update or sa_index_truncate fails while changing the index
+ * (SA_ERR_OUT_OF_MEMORY, SA_ERR_INTERNAL), part of the change may have been
+ * made: from then on sa_index_append, sa_index_update, sa_index_truncate,
+ * sa_index_clone and sa_select on that index fail with SA_ERR_INVALID_ARGUMENT
+ * and a message naming the first failure; destroy it and build it again. */
 SA_API sa_status sa_index_update(sa_index *ix, const int32_t *slots, int64_t n,
                                  const sa_tensor *keys, const int64_t *positions);
 
@@ -398,16 +399,37 @@ SA_API sa_status sa_index_size(const sa_index *ix, int64_t *n_slots);
 
 /* Drops every slot that holds a token position >= position (speculative
  * decoding: the host rejects draft tokens). Those slots must be the index's
- * last ones, as they are when the drafts were appended, else
- * SA_ERR_INVALID_ARGUMENT and the index is unchanged; position < 0 is refused.
- * Afterwards the index selects exactly like one built from the slots kept, and
- * the next append continues after the largest position kept. Exclusive access. */
+ * last ones, as they are when the drafts were appended; otherwise, and for
+ * position < 0, SA_ERR_INVALID_ARGUMENT and the index is unchanged. When no
+ * slot holds such a position nothing changes (SA_OK).
+ * Afterwards the index selects exactly like one built by the same calls
+ * without the dropped slots (the append that brought the first of them
+ * appending only the slots before it), and the next append continues after
+ * the largest position kept. State derived from many keys is made again as
+ * those calls would have left it: the bounds of a page left partial; LSH's
+ * centring, hyperplanes and adapted bit count of its last rebuild before the
+ * cut (when a rebuild ran past the cut, the kept keys are hashed again); HNSW
+ * graphs, which cannot lose a key, are built again by replaying the kept
+ * slots' appends (a cost like making those appends again). Two exceptions to
+ * "exactly": keys projected when appended (learned, indexer) keep the
+ * projections their appends computed, which a matrix product over more keys
+ * may round differently in the last bit; and after sa_index_update, the
+ * rebuilt HNSW graphs (and LSH tables, when a rebuild ran past the cut) come
+ * from the slots' current keys as if those had been appended: updates are not
+ * replayed. Exclusive access. Device indexes: SA_ERR_UNSUPPORTED for now. */
+/* Not yet for indexes created with borrow_keys, nor on a CUDA device: both
+ * sa_index_truncate and sa_index_clone return SA_ERR_UNSUPPORTED there. */
 SA_API sa_status sa_index_truncate(sa_index *ix, int64_t position);
 
 /* A new index with the same options, context, slots, positions and selector
- * state as ix (beam search, forking a sequence that shares a prefix): it selects
- * exactly like ix, and the two change independently afterwards. ix is only
- * read (shared access). On success *out owns the copy. */
+ * state as ix (beam search, forking a sequence that shares a prefix): a deep
+ * copy that selects exactly like ix, and the two change independently
+ * afterwards (the same calls on either give the same selections). The copy
+ * uses ix's context, which must outlive it too. ix is only read: cloning is
+ * safe concurrently with sa_select on ix. On success *out owns the copy; on
+ * failure *out is not written (SA_ERR_OUT_OF_MEMORY leaves ix as it was).
+ * An index an earlier failure left unusable is refused (see sa_index_update);
+ * device indexes return SA_ERR_UNSUPPORTED for now. */
 SA_API sa_status sa_index_clone(const sa_index *ix, sa_index **out);
 
 /* ----------------------------------------------------------------- select */

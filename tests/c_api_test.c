@@ -61,6 +61,7 @@ static void check_table(const sa_api *api) {
   CHECK(api->attend == sa_attend);
   CHECK(api->select == sa_select);
   CHECK(api->cache_evict == sa_cache_evict);
+  CHECK(api->index_truncate == sa_index_truncate && api->index_clone == sa_index_clone);
   CHECK(api->attend_paged == sa_attend_paged);
   CHECK(api->select_batch == sa_select_batch);
 }

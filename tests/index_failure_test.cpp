@@ -1,10 +1,10 @@
-// sa_index_append and sa_index_update when an allocation fails partway. This executable
-// replaces the global operator new (global_new.hpp) so that the k-th allocation from a
-// chosen moment throws std::bad_alloc. Every k
-// is tried until the call succeeds. After each failure the index must either be exactly as it
-// was (same size, same selection as an index that never failed) or refuse every later
-// append, update and select with SA_ERR_INVALID_ARGUMENT and a message saying why; never
-// a crash, a hang or a silently wrong selection.
+// sa_index_append, sa_index_update, sa_index_truncate and sa_index_clone when an allocation
+// fails partway. This executable replaces the global operator new (global_new.hpp) so that
+// the k-th allocation from a chosen moment throws std::bad_alloc. Every k is tried until the
+// call succeeds. After each failure the index must either be exactly as it was (same size,
+// same selection as an index that never failed) or refuse every later append, update,
+// truncate, clone and select with SA_ERR_INVALID_ARGUMENT and a message saying why; never a
+// crash, a hang or a silently wrong selection. A failed clone leaves its source as it was.
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -124,5 +124,118 @@ INSTANTIATE_TEST_SUITE_P(Kinds, IndexFailure,
                                                                               : "hnsw";
                            return std::string(k) + (i.param.update ? "_update" : "_append");
                          });
+
+// sa_index_truncate under every allocation failure: the index is intact (as before the call)
+// or refuses every later call, truncate and clone included; once the truncation succeeds it
+// selects like an index truncated without failures. A truncation that LSH must rebuild for
+// (a rebuild ran past the cut) and HNSW's new graphs are the allocating cases.
+class TruncateFailure : public ::testing::TestWithParam<sa_selector_kind> {};
+
+TEST_P(TruncateFailure, EveryAllocationFailureLeavesTheIndexIntactOrRefused) {
+  const sa_selector_kind kind = GetParam();
+  ContextPtr ctx = make_context(1);  // quick: every allocation is tried, each on a fresh index
+  ASSERT_NE(ctx, nullptr);
+  Rng rng(8);
+  const Tensor first = random_tensor(rng, SA_DTYPE_F32, {kFirst, kHkv, kD});
+  // LSH: drafts past its next rebuild, so the truncation draws the tables of the first again.
+  const int64_t n_drafts = kind == SA_SELECTOR_LSH ? kFirst + 20 : kMore;
+  const Tensor drafts = random_tensor(rng, SA_DTYPE_F32, {n_drafts, kHkv, kD});
+  const Tensor q = random_tensor(rng, SA_DTYPE_F32, {1, kHq, kD});
+  // HNSW builds its graphs again: keep few keys so every allocation can be tried.
+  const int64_t cut = kind == SA_SELECTOR_HNSW ? 12 : kFirst + 10;
+  auto build_all = [&] {
+    IndexPtr ix = build(ctx.get(), kind, first);
+    EXPECT_EQ(sa_index_append(ix.get(), drafts.t()), SA_OK) << sa_last_error();
+    return ix;
+  };
+  IndexPtr reference = build_all();
+  sa_status st;
+  const Tensor before = select_all(reference.get(), q, &st);
+  ASSERT_SA_OK(st);
+  ASSERT_SA_OK(sa_index_truncate(reference.get(), cut));
+  const Tensor truncated = select_all(reference.get(), q, &st);
+  ASSERT_SA_OK(st);
+
+  long failures = 0;
+  for (long k = 0;; ++k) {
+    ASSERT_LT(k, 1000000) << "the truncation never succeeded";
+    IndexPtr ix = build_all();
+    g_allocations_left = k;
+    st = sa_index_truncate(ix.get(), cut);
+    g_allocations_left = -1;
+    if (st == SA_OK) {
+      const Tensor after = select_all(ix.get(), q, &st);
+      ASSERT_SA_OK(st);
+      for (int h = 0; h < kHkv; ++h) EXPECT_EQ(row_of(after, 0, h), row_of(truncated, 0, h));
+      break;
+    }
+    ++failures;
+    ASSERT_EQ(st, SA_ERR_OUT_OF_MEMORY) << "allocation " << k << ": " << sa_last_error();
+    const Tensor after = select_all(ix.get(), q, &st);
+    if (st == SA_OK) {
+      int64_t size = -1;
+      ASSERT_SA_OK(sa_index_size(ix.get(), &size));
+      EXPECT_EQ(size, kFirst + n_drafts) << "allocation " << k;
+      for (int h = 0; h < kHkv; ++h) EXPECT_EQ(row_of(after, 0, h), row_of(before, 0, h)) << "allocation " << k;
+      continue;
+    }
+    ASSERT_EQ(st, SA_ERR_INVALID_ARGUMENT) << "allocation " << k << ": " << sa_last_error();
+    EXPECT_EQ(sa_index_truncate(ix.get(), cut), SA_ERR_INVALID_ARGUMENT);
+    EXPECT_NE(std::string(sa_last_error()).find("destroy it"), std::string::npos) << sa_last_error();
+    sa_index *out = nullptr;
+    EXPECT_EQ(sa_index_clone(ix.get(), &out), SA_ERR_INVALID_ARGUMENT);
+    EXPECT_EQ(out, nullptr);
+  }
+  if (kind == SA_SELECTOR_EXACT)
+    EXPECT_EQ(failures, 0) << "the exact selector's truncation only shrinks: it cannot fail";
+  else
+    EXPECT_GT(failures, 0);
+}
+
+// sa_index_clone under every allocation failure: SA_ERR_OUT_OF_MEMORY, *out not written and
+// the source as it was; the clone that succeeds selects like the source.
+class CloneFailure : public ::testing::TestWithParam<sa_selector_kind> {};
+
+TEST_P(CloneFailure, EveryAllocationFailureLeavesTheSourceAndOutAlone) {
+  ContextPtr ctx = make_context(1);
+  ASSERT_NE(ctx, nullptr);
+  Rng rng(9);
+  const Tensor first = random_tensor(rng, SA_DTYPE_F32, {kFirst, kHkv, kD});
+  const Tensor q = random_tensor(rng, SA_DTYPE_F32, {1, kHq, kD});
+  IndexPtr ix = build(ctx.get(), GetParam(), first);
+  sa_status st;
+  const Tensor before = select_all(ix.get(), q, &st);
+  ASSERT_SA_OK(st);
+  sa_index *const sentinel = reinterpret_cast<sa_index *>(uintptr_t(0x5a));
+  long failures = 0;
+  for (long k = 0;; ++k) {
+    ASSERT_LT(k, 1000000) << "the clone never succeeded";
+    sa_index *out = sentinel;
+    g_allocations_left = k;
+    const sa_status cloned_status = sa_index_clone(ix.get(), &out);
+    g_allocations_left = -1;
+    if (cloned_status == SA_OK) {
+      IndexPtr copy(out);
+      const Tensor cloned = select_all(copy.get(), q, &st);
+      ASSERT_SA_OK(st);
+      for (int h = 0; h < kHkv; ++h) EXPECT_EQ(row_of(cloned, 0, h), row_of(before, 0, h));
+      break;
+    }
+    ++failures;
+    ASSERT_EQ(cloned_status, SA_ERR_OUT_OF_MEMORY) << "allocation " << k << ": " << sa_last_error();
+    EXPECT_EQ(out, sentinel) << "allocation " << k;
+    const Tensor source = select_all(ix.get(), q, &st);
+    ASSERT_SA_OK(st);  // the source is usable and as it was
+    for (int h = 0; h < kHkv; ++h) EXPECT_EQ(row_of(source, 0, h), row_of(before, 0, h)) << "allocation " << k;
+  }
+  EXPECT_GT(failures, 0);
+}
+
+const sa_selector_kind kLifecycleKinds[] = {SA_SELECTOR_EXACT, SA_SELECTOR_PAGE, SA_SELECTOR_LSH, SA_SELECTOR_HNSW};
+std::string kind_name(const ::testing::TestParamInfo<sa_selector_kind> &i) {
+  return i.param == SA_SELECTOR_EXACT ? "exact" : i.param == SA_SELECTOR_PAGE ? "page" : i.param == SA_SELECTOR_LSH ? "lsh" : "hnsw";
+}
+INSTANTIATE_TEST_SUITE_P(Kinds, TruncateFailure, ::testing::ValuesIn(kLifecycleKinds), kind_name);
+INSTANTIATE_TEST_SUITE_P(Kinds, CloneFailure, ::testing::ValuesIn(kLifecycleKinds), kind_name);
 
 }  // namespace

@@ -1,4 +1,4 @@
-// sa_index_*: create, append, update, size, destroy.
+// sa_index_*: create, append, update, truncate, clone, size, destroy.
 #include <algorithm>
 #include <new>
 #include <stdexcept>
@@ -144,6 +144,50 @@ SA_API sa_status sa_index_update(sa_index *ix, const int32_t *slots, int64_t n, 
         fail(SA_ERR_INVALID_ARGUMENT, "positions[%lld] is %lld, expected >= 0", (long long)i, (long long)positions[i]);
     }
     changing(*ix, "sa_index_update", [&] { ix->selector->update(slots, n, k, positions); });
+  });
+}
+
+SA_API sa_status sa_index_truncate(sa_index *ix, int64_t position) {
+  return guarded("sa_index_truncate", [&] {
+    if (!ix) fail(SA_ERR_NULL_POINTER, "ix is NULL");
+    expect_usable(*ix);
+    if (ix->opt.borrow_keys)
+      fail(SA_ERR_UNSUPPORTED, "ix borrows its keys (borrow_keys); sa_index_truncate takes indexes that keep their "
+                               "own copy for now");
+    if (position < 0) fail(SA_ERR_INVALID_ARGUMENT, "position is %lld, expected >= 0", (long long)position);
+    if (ix->on_device())
+      fail(SA_ERR_UNSUPPORTED, "ix lives on CUDA device %d, where indexes cannot be truncated yet", int(ix->device_id));
+    const KeyStore &slots = ix->selector->slots();
+    const int64_t keep = slots.trailing_slots_from(position);
+    if (keep < 0) {  // name a dropped slot that a kept one follows
+      const int64_t *pos = slots.positions();
+      int64_t first = 0, last = slots.size() - 1;
+      while (pos[first] < position) ++first;
+      while (pos[last] >= position) --last;
+      fail(SA_ERR_INVALID_ARGUMENT, "position %lld: slot %lld holds position %lld >= position, but slot %lld after "
+           "it holds %lld and would stay; only the index's last slots (appended drafts) can be dropped",
+           (long long)position, (long long)first, (long long)pos[first], (long long)last, (long long)pos[last]);
+    }
+    if (keep == slots.size()) return;  // nothing at or past position
+    changing(*ix, "sa_index_truncate", [&] { ix->selector->truncate(keep); });
+  });
+}
+
+SA_API sa_status sa_index_clone(const sa_index *ix, sa_index **out) {
+  return guarded("sa_index_clone", [&] {
+    if (!ix) fail(SA_ERR_NULL_POINTER, "ix is NULL");
+    if (!out) fail(SA_ERR_NULL_POINTER, "out is NULL");
+    expect_usable(*ix);
+    if (ix->opt.borrow_keys)
+      fail(SA_ERR_UNSUPPORTED, "ix borrows its keys (borrow_keys); sa_index_clone takes indexes that keep their "
+                               "own copy for now");
+    if (ix->on_device())
+      fail(SA_ERR_UNSUPPORTED, "ix lives on CUDA device %d, where indexes cannot be cloned yet", int(ix->device_id));
+    auto copy = std::make_unique<sa_index>();
+    copy->ctx = ix->ctx;
+    copy->opt = ix->opt;
+    copy->selector = ix->selector->clone();
+    *out = copy.release();
   });
 }
 

@@ -29,8 +29,8 @@ SA_API const sa_api *sa_get_api(uint32_t abi_version) {
       sa_attend,
       sa_evict_options_default,
       sa_cache_evict,
-      nullptr,  // sa_index_truncate: lands with the lifecycle branch
-      nullptr,  // sa_index_clone
+      sa_index_truncate,
+      sa_index_clone,
       sa_attend_paged,
       sa_select_batch,
   };

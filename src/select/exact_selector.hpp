@@ -15,10 +15,13 @@ class ExactSelector final : public Selector {
   void update(const int32_t *slots, int64_t n, const TensorView &keys, const int64_t *positions) override {
     keys_.update(slots, n, keys, positions);
   }
+  void truncate(int64_t keep) override { keys_.truncate(keep); }
+  std::unique_ptr<Selector> clone() const override { return std::make_unique<ExactSelector>(*this); }
   void select(const sa_context &ctx, const SelectRequest &req) const override;
   int64_t size() const override { return keys_.size(); }
   int64_t max_position() const override { return keys_.max_position(); }
   size_t memory_bytes() const override { return keys_.memory_bytes(); }
+  const KeyStore &slots() const override { return keys_; }
 
  private:
   KeyStore keys_;

@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 
@@ -36,6 +37,51 @@ class HalfDotSpace final : public hnswlib::SpaceInterface<float> {
 
 constexpr size_t kInitialCapacity = 1024;
 constexpr size_t kMaxLinks = 2 * 512;  // level 0 keeps 2M links, M <= 512 (validate_hnsw_options)
+
+using Hnsw = hnswlib::HierarchicalNSW<float>;
+
+// An empty graph, as hnswlib 0.6.2's constructor makes it, but leak-free when an allocation
+// fails: that constructor loses its malloc()ed memory when a later allocation in it throws.
+// Here the pointers its destructor frees are null before anything can fail.
+std::unique_ptr<Hnsw> make_hnsw(hnswlib::SpaceInterface<float> *space, size_t max_elements, size_t m,
+                                size_t ef_construction, size_t seed) {
+  auto h = std::make_unique<Hnsw>(space);  // hnswlib's constructor that sets nothing
+  h->data_level0_memory_ = nullptr;
+  h->linkLists_ = nullptr;
+  h->visited_list_pool_ = nullptr;
+  h->cur_element_count = 0;
+  h->max_elements_ = max_elements;
+  h->num_deleted_ = 0;
+  h->data_size_ = space->get_data_size();
+  h->fstdistfunc_ = space->get_dist_func();
+  h->dist_func_param_ = space->get_dist_func_param();
+  h->M_ = m;
+  h->maxM_ = m;
+  h->maxM0_ = 2 * m;
+  h->ef_construction_ = std::max(ef_construction, m);
+  h->ef_ = 10;
+  h->level_generator_.seed(seed);
+  h->update_probability_generator_.seed(seed + 1);
+  h->size_links_level0_ = h->maxM0_ * sizeof(hnswlib::tableint) + sizeof(hnswlib::linklistsizeint);
+  h->size_data_per_element_ = h->size_links_level0_ + h->data_size_ + sizeof(hnswlib::labeltype);
+  h->offsetData_ = h->size_links_level0_;
+  h->label_offset_ = h->size_links_level0_ + h->data_size_;
+  h->offsetLevel0_ = 0;
+  h->enterpoint_node_ = hnswlib::tableint(-1);
+  h->maxlevel_ = -1;
+  h->size_links_per_element_ = h->maxM_ * sizeof(hnswlib::tableint) + sizeof(hnswlib::linklistsizeint);
+  h->mult_ = 1 / std::log(1.0 * double(m));
+  h->revSize_ = 1.0 / h->mult_;
+  std::vector<std::mutex>(max_elements).swap(h->link_list_locks_);
+  std::vector<std::mutex>(Hnsw::max_update_element_locks).swap(h->link_list_update_locks_);
+  h->element_levels_.resize(max_elements);
+  h->data_level0_memory_ = static_cast<char *>(std::malloc(max_elements * h->size_data_per_element_));
+  if (!h->data_level0_memory_) throw std::bad_alloc();
+  h->linkLists_ = static_cast<char **>(std::malloc(sizeof(void *) * max_elements));
+  if (!h->linkLists_) throw std::bad_alloc();
+  h->visited_list_pool_ = new hnswlib::VisitedListPool(0, int(max_elements));  // lists made on first use
+  return h;
+}
 
 }  // namespace
 
@@ -141,8 +187,8 @@ struct HnswGraph::Impl {
 
   void reserve(size_t needed) {
     if (!hnsw) {
-      hnsw = std::make_unique<hnswlib::HierarchicalNSW<float>>(space.get(), std::max(needed, kInitialCapacity),
-                                                               size_t(cfg.m), size_t(cfg.ef_construction), cfg.seed);
+      hnsw = make_hnsw(space.get(), std::max(needed, kInitialCapacity), size_t(cfg.m), size_t(cfg.ef_construction),
+                       cfg.seed);
       hnsw->setEf(size_t(cfg.ef_search));
       return;
     }
@@ -152,6 +198,48 @@ struct HnswGraph::Impl {
 
 HnswGraph::HnswGraph(int dim, const HnswGraphConfig &config) : impl_(std::make_unique<Impl>(dim, config)) {}
 HnswGraph::~HnswGraph() = default;
+
+namespace {
+
+// hnswlib has no copy: a graph of the same shape with the source's memory copied into it. The
+// copy's allocations are counted in as they succeed, so its destructor frees exactly those.
+std::unique_ptr<Hnsw> copy_hnsw(const Hnsw &s, hnswlib::SpaceInterface<float> *space) {
+  std::unique_ptr<Hnsw> d = make_hnsw(space, s.max_elements_, s.M_, s.ef_construction_, 0);
+  std::memcpy(d->data_level0_memory_, s.data_level0_memory_, s.cur_element_count * s.size_data_per_element_);
+  for (size_t i = 0; i < s.cur_element_count; ++i) {
+    const int level = s.element_levels_[i];
+    if (level > 0) {
+      const size_t bytes = s.size_links_per_element_ * size_t(level) + 1;  // as addPoint allocates
+      char *links = static_cast<char *>(std::malloc(bytes));
+      if (!links) throw std::bad_alloc();
+      std::memcpy(links, s.linkLists_[i], bytes);
+      d->linkLists_[i] = links;
+    }
+    d->element_levels_[i] = level;
+    d->cur_element_count = i + 1;
+  }
+  d->label_lookup_ = s.label_lookup_;
+  d->enterpoint_node_ = s.enterpoint_node_;
+  d->maxlevel_ = s.maxlevel_;
+  d->num_deleted_ = s.num_deleted_;
+  d->ef_ = s.ef_;
+  d->level_generator_ = s.level_generator_;
+  d->update_probability_generator_ = s.update_probability_generator_;
+  return d;
+}
+
+}  // namespace
+
+std::unique_ptr<HnswGraph> HnswGraph::clone() const {
+  const Impl &s = *impl_;
+  auto out = std::make_unique<HnswGraph>(s.dim, s.cfg);
+  Impl &d = *out->impl_;
+  d.mean = s.mean;
+  d.bound = s.bound;
+  d.scaled = s.scaled;
+  if (s.hnsw) d.hnsw = copy_hnsw(*s.hnsw, d.space.get());
+  return out;
+}
 
 int64_t HnswGraph::size() const { return impl_->hnsw ? int64_t(impl_->hnsw->cur_element_count) : 0; }
 

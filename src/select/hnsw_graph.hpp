@@ -63,6 +63,9 @@ class HnswGraph {
   ~HnswGraph();
   HnswGraph(const HnswGraph &) = delete;
   HnswGraph &operator=(const HnswGraph &) = delete;
+  // A deep copy: the same vectors, links, encoding and level generators, so it also grows
+  // like this graph. Reads this graph only (safe beside searches).
+  std::unique_ptr<HnswGraph> clone() const;
 
   // Adds n keys (f32 rows of dim values, row_stride apart) as slots first_slot .. + n - 1.
   void add(const float *rows, int64_t row_stride, int64_t n, int32_t first_slot);

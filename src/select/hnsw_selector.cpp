@@ -47,15 +47,25 @@ HnswSelector::HnswSelector(const sa_context &ctx, const sa_index_options &opt)
     : ctx_(ctx), keys_(opt.num_kv_heads, opt.head_dim, opt.dtype, opt.capacity, opt.borrow_keys == 0),
       ef_search_(opt.hnsw.ef_search) {
   validate_hnsw_options(opt.hnsw);
-  HnswGraphConfig cfg;
-  cfg.m = opt.hnsw.m;
-  cfg.ef_construction = opt.hnsw.ef_construction;
-  cfg.ef_search = opt.hnsw.ef_search;
-  cfg.metric = HnswMetric::inner_product;  // recalls better than mips_to_l2 here (bench/hnsw_tuning)
-  cfg.center = true;
-  cfg.half = true;
-  cfg.isa = ctx.isa;
-  for (int h = 0; h < opt.num_kv_heads; ++h) graphs_.push_back(std::make_unique<HnswGraph>(opt.head_dim, cfg));
+  config_.m = opt.hnsw.m;
+  config_.ef_construction = opt.hnsw.ef_construction;
+  config_.ef_search = opt.hnsw.ef_search;
+  config_.metric = HnswMetric::inner_product;  // recalls better than mips_to_l2 here (bench/hnsw_tuning)
+  config_.center = true;
+  config_.half = true;
+  config_.isa = ctx.isa;
+  graphs_ = empty_graphs();
+}
+
+HnswSelector::HnswSelector(const HnswSelector &o)
+    : ctx_(o.ctx_), keys_(o.keys_), config_(o.config_), ef_search_(o.ef_search_) {
+  for (const auto &g : o.graphs_) graphs_.push_back(g->clone());
+}
+
+HnswSelector::Graphs HnswSelector::empty_graphs() const {
+  Graphs graphs;
+  for (int h = 0; h < keys_.heads(); ++h) graphs.push_back(std::make_unique<HnswGraph>(keys_.dim(), config_));
+  return graphs;
 }
 
 void HnswSelector::load_rows(int h, const TensorView &keys, int64_t first_row, int64_t first, int64_t n,
@@ -83,19 +93,37 @@ void HnswSelector::load_rows(int h, const TensorView &keys, int64_t first_row, i
   }
 }
 
-void HnswSelector::append(const TensorView &keys) {
-  const int64_t first = keys_.size(), n = keys.shape[0];
-  keys_.append(keys);
-  if (n == 0) return;
+void HnswSelector::add_to_graphs(Graphs &graphs, const TensorView &keys, int64_t first, int64_t n) const {
   // One thread per head: a head's graph is built in slot order, the same for any thread count.
   parallel_for(ctx_.threads, keys_.heads(), [&](int64_t h) {
     std::vector<float> rows;
     for (int64_t b = 0; b < n; b += kConvertRows) {
       const int64_t m = std::min(kConvertRows, n - b);
       load_rows(int(h), keys, b, first + b, m, rows);
-      graphs_[size_t(h)]->add(rows.data(), keys_.dim(), m, int32_t(first + b));
+      graphs[size_t(h)]->add(rows.data(), keys_.dim(), m, int32_t(first + b));
     }
   });
+}
+
+void HnswSelector::append(const TensorView &keys) {
+  const int64_t first = keys_.size(), n = keys.shape[0];
+  keys_.append(keys);
+  if (n == 0) return;
+  add_to_graphs(graphs_, keys, first, n);
+}
+
+void HnswSelector::truncate(int64_t keep) {
+  if (keep >= keys_.size()) return;
+  // New graphs from the kept slots, append by append (the last one cut at keep); the old
+  // graphs and keys stay as they were until the new graphs are complete.
+  Graphs graphs = empty_graphs();
+  const std::vector<int32_t> &starts = keys_.append_starts();
+  for (size_t a = 0; a < starts.size() && starts[a] < keep; ++a) {
+    const int64_t end = a + 1 < starts.size() ? std::min<int64_t>(starts[a + 1], keep) : keep;
+    add_to_graphs(graphs, TensorView(), starts[a], end - starts[a]);  // from the index's rows
+  }
+  graphs_.swap(graphs);
+  keys_.truncate(keep);
 }
 
 void HnswSelector::update(const int32_t *slots, int64_t n, const TensorView &keys, const int64_t *positions) {

@@ -16,6 +16,10 @@
 // and to search, so the graph is a copy of the keys in any case. borrow_keys drops the second
 // copy (the KeyStore rows the rescoring reads): rescoring then reads the request's host keys,
 // and appends and updates build the graph from the call's tensor.
+// Truncation: hnswlib cannot remove a key, so the graphs are built again from the kept slots,
+// replaying the appends that brought them (the first fixes the graphs' mean and scale): the
+// graphs of an index that was only appended to come out as those appends made them. Updates
+// are not replayed: refilled slots enter with their current keys, in slot order.
 #pragma once
 
 #include <memory>
@@ -33,22 +37,32 @@ void validate_hnsw_options(const sa_hnsw_options &opt);
 class HnswSelector final : public Selector {
  public:
   HnswSelector(const sa_context &ctx, const sa_index_options &opt);
+  HnswSelector(const HnswSelector &other);  // deep: the graphs are copied
   void append(const TensorView &keys) override;
   void update(const int32_t *slots, int64_t n, const TensorView &keys, const int64_t *positions) override;
+  void truncate(int64_t keep) override;
+  std::unique_ptr<Selector> clone() const override { return std::make_unique<HnswSelector>(*this); }
   void select(const sa_context &ctx, const SelectRequest &req) const override;
   int64_t size() const override { return keys_.size(); }
   int64_t max_position() const override { return keys_.max_position(); }
   size_t memory_bytes() const override;
+  const KeyStore &slots() const override { return keys_; }
 
  private:
+  using Graphs = std::vector<std::unique_ptr<HnswGraph>>;
+  Graphs empty_graphs() const;
   // Keys of head h, slots [first, first + n), as f32 rows: from the index's rows, or, when it
   // keeps none, rows [first_row, first_row + n) of keys (the append's or update's tensor).
   void load_rows(int h, const TensorView &keys, int64_t first_row, int64_t first, int64_t n,
                  std::vector<float> &out) const;
+  // Adds slots [first, first + n) to the graphs, as one append does (keys: the append's tensor,
+  // row 0 = slot first; read only when the index keeps no rows).
+  void add_to_graphs(Graphs &graphs, const TensorView &keys, int64_t first, int64_t n) const;
 
   const sa_context &ctx_;  // threads for append and update (the context outlives the index)
   KeyStore keys_;
-  std::vector<std::unique_ptr<HnswGraph>> graphs_;
+  HnswGraphConfig config_;
+  Graphs graphs_;
   int ef_search_;
 };
 

@@ -24,12 +24,16 @@ class IndexerSelector final : public Selector {
                   int64_t capacity_hint);
   void append(const TensorView &keys) override;
   void update(const int32_t *slots, int64_t n, const TensorView &keys, const int64_t *positions) override;
+  // Indexer keys are kept as their appends computed them.
+  void truncate(int64_t keep) override { keys_.truncate(keep); }
+  std::unique_ptr<Selector> clone() const override { return std::make_unique<IndexerSelector>(*this); }
   // Refuses a mass target (SA_ERR_UNSUPPORTED: indexer scores are not attention masses) and
   // queries whose head count differs from the weights' (SA_ERR_SHAPE).
   void select(const sa_context &ctx, const SelectRequest &req) const override;
   int64_t size() const override { return keys_.size(); }
   int64_t max_position() const override { return keys_.max_position(); }
   size_t memory_bytes() const override;
+  const KeyStore &slots() const override { return keys_; }
 
  private:
   std::vector<float> project_keys(const TensorView &keys, int64_t r0, int64_t r1) const;  // [r1 - r0, d_index]

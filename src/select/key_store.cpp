@@ -55,6 +55,7 @@ void KeyStore::append(const TensorView &keys) {
     r.resize(size_t(new_size) * row_bytes);
   }
   positions_.resize(size_t(new_size));
+  append_starts_.push_back(int32_t(size_));
   for (int64_t i = 0; i < n; ++i) {
     for (size_t h = 0; h < rows_.size(); ++h) store_row(int(h), size_ + i, keys, i);
     positions_[size_t(size_ + i)] = max_pos_ + 1 + i;
@@ -104,6 +105,28 @@ size_t KeyStore::memory_bytes() const {
                  sorted_positions_.capacity() * sizeof(int64_t) + rows_.capacity() * sizeof(std::vector<char>);
   for (const auto &r : rows_) bytes += r.capacity();
   return bytes;
+}
+
+int64_t KeyStore::trailing_slots_from(int64_t position) const {
+  // Exactly `dropped` slots hold positions >= position; they must be the last ones.
+  const int64_t dropped =
+      int64_t(sorted_positions_.end() - std::lower_bound(sorted_positions_.begin(), sorted_positions_.end(), position));
+  for (int64_t s = size_ - dropped; s < size_; ++s)
+    if (positions_[size_t(s)] < position) return -1;
+  return size_ - dropped;
+}
+
+void KeyStore::truncate(int64_t keep) {
+  if (keep >= size_) return;
+  // Shrinking never allocates: nothing below can fail halfway.
+  for (auto &r : rows_) r.resize(size_t(keep) * row_bytes());
+  positions_.resize(size_t(keep));
+  // The dropped slots hold the largest positions, so they end the position order.
+  by_position_.resize(size_t(keep));
+  sorted_positions_.resize(size_t(keep));
+  while (!append_starts_.empty() && append_starts_.back() >= keep) append_starts_.pop_back();
+  size_ = keep;
+  max_pos_ = keep > 0 ? sorted_positions_.back() : -1;
 }
 
 void KeyStore::slots_at_positions(int64_t lo, int64_t hi, std::vector<int32_t> &out) const {

@@ -18,6 +18,12 @@ class KeyStore {
 
   void append(const TensorView &keys);  // [n, H, D]
   void update(const int32_t *slots, int64_t n, const TensorView &keys, const int64_t *positions);
+  // Drops slots [keep, size); they must hold every position above the kept ones (the caller
+  // checks with trailing_slots_from). The next append continues after the largest kept position.
+  void truncate(int64_t keep);
+  // The first slot of the trailing run of slots holding positions >= position (size() when
+  // none does), or -1 when some slot before that run holds one too.
+  int64_t trailing_slots_from(int64_t position) const;
 
   int64_t size() const { return size_; }
   int64_t max_position() const { return max_pos_; }
@@ -33,6 +39,9 @@ class KeyStore {
   size_t row_bytes() const { return size_t(dim_) * elem_; }
   // Appends to out the slots holding positions in [lo, hi], ascending by position (ties by slot).
   void slots_at_positions(int64_t lo, int64_t hi, std::vector<int32_t> &out) const;
+  // The first slot of every non-empty append, ascending: selectors whose state depends on how
+  // keys arrived (LSH rebuilds, HNSW graphs) replay them after a truncation. 4 bytes an append.
+  const std::vector<int32_t> &append_starts() const { return append_starts_; }
 
  private:
   void store_row(int h, int64_t slot, const TensorView &keys, int64_t src_row);
@@ -50,6 +59,7 @@ class KeyStore {
   // positions are the largest); updates re-merge it in O(size).
   std::vector<int32_t> by_position_;
   std::vector<int64_t> sorted_positions_;
+  std::vector<int32_t> append_starts_;
 };
 
 }  // namespace sa

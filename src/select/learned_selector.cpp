@@ -68,6 +68,16 @@ LearnedSelector::LearnedSelector(const sa_context &ctx, const LayerWeights &weig
   if (rescore_factor_ > 0 && !borrow_) native_keys_ = std::make_unique<KeyStore>(heads, dim, dtype, capacity_hint);
 }
 
+LearnedSelector::LearnedSelector(const LearnedSelector &o)
+    : ctx_(o.ctx_), heads_(o.heads_), dim_(o.dim_), d_search_(o.d_search_), q_sets_(o.q_sets_), k_sets_(o.k_sets_),
+      q_proj_(o.q_proj_), k_proj_(o.k_proj_), search_keys_(o.search_keys_), rescore_factor_(o.rescore_factor_),
+      native_keys_(o.native_keys_ ? std::make_unique<KeyStore>(*o.native_keys_) : nullptr) {}
+
+void LearnedSelector::truncate(int64_t keep) {
+  search_keys_.truncate(keep);
+  if (native_keys_) native_keys_->truncate(keep);
+}
+
 std::vector<float> LearnedSelector::project_keys(const TensorView &keys, int64_t r0, int64_t r1) const {
   const int64_t n = r1 - r0, H = heads_, D = dim_, S = d_search_;
   std::vector<float> native(size_t(n * D)), out(size_t(n * H * S));

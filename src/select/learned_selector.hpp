@@ -23,12 +23,17 @@ class LearnedSelector final : public Selector {
   // index's heads and head_dim or with each other. rescore_factor >= 0 (0: one stage).
   LearnedSelector(const sa_context &ctx, const LayerWeights &weights, int heads, int dim, sa_dtype dtype,
                   int64_t capacity_hint, int64_t rescore_factor, bool borrow = false);
+  LearnedSelector(const LearnedSelector &other);  // deep: the native keys are copied too
   void append(const TensorView &keys) override;
   void update(const int32_t *slots, int64_t n, const TensorView &keys, const int64_t *positions) override;
+  // Projected keys are kept as their appends computed them.
+  void truncate(int64_t keep) override;
+  std::unique_ptr<Selector> clone() const override { return std::make_unique<LearnedSelector>(*this); }
   void select(const sa_context &ctx, const SelectRequest &req) const override;
   int64_t size() const override { return search_keys_.size(); }
   int64_t max_position() const override { return search_keys_.max_position(); }
   size_t memory_bytes() const override;
+  const KeyStore &slots() const override { return search_keys_; }
   int d_search() const { return d_search_; }
   // The native keys kept for rescoring (nullptr without a second stage, or when borrowed).
   const KeyStore *native_keys() const { return native_keys_.get(); }

@@ -175,6 +175,13 @@ void LshSelector::unbucket(int h, int32_t slot) {
   for (int r = 0; r < rounds_; ++r) t.buckets[size_t(r)].remove(t.codes[size_t(slot) * size_t(rounds_) + size_t(r)], slot);
 }
 
+void LshSelector::hash_range(int64_t first, int64_t last) {
+  if (last <= first) return;
+  std::vector<int32_t> slots(size_t(last - first));
+  for (int64_t s = first; s < last; ++s) slots[size_t(s - first)] = int32_t(s);
+  hash_stored(slots.data(), last - first, NativeRows(keys_));
+}
+
 void LshSelector::rebuild(int64_t n, const NativeRows &rows) {
   const int64_t D = keys_.dim(), P = padded_dim_;
   bits_ = bits_for(n);
@@ -227,6 +234,7 @@ void LshSelector::append(const TensorView &keys) {
   const int64_t n = keys_.size();
   if (n == old_size) return;
   if (n >= 2 * built_size_) {
+    rebuilds_.push_back(n);
     if (keys_.has_rows()) {
       rebuild(n, NativeRows(keys_));
       return;
@@ -284,6 +292,48 @@ size_t LshSelector::memory_bytes() const {
     for (const LshBuckets &b : t.buckets) bytes += b.memory_bytes();
   }
   return bytes;
+}
+
+void LshSelector::truncate(int64_t keep) {
+  const int64_t size = keys_.size();
+  if (keep >= size) return;
+  // The appends between the last rebuild an index of `keep` slots would have made and keep,
+  // each [start, end), the last one cut at keep.
+  const std::vector<int32_t> &starts = keys_.append_starts();
+  while (!rebuilds_.empty() && rebuilds_.back() >= keep) rebuilds_.pop_back();
+  const int64_t before = rebuilds_.empty() ? 0 : rebuilds_.back();
+  // The append that ends at keep rebuilds when keep reaches twice the last rebuild's size.
+  const int64_t target = keep > 0 && keep >= 2 * before ? keep : before;
+  if (keep == 0) {
+    keys_.truncate(0);
+    bits_ = 0;
+    built_size_ = 0;
+    for (HeadTables &t : heads_) t = HeadTables{{}, {}, {}, std::vector<LshBuckets>(size_t(rounds_))};
+    return;
+  }
+  std::vector<int64_t> batches;  // starts of the appends after target, then keep
+  for (auto it = std::lower_bound(starts.begin(), starts.end(), int32_t(target)); it != starts.end() && *it < keep; ++it)
+    batches.push_back(*it);
+  batches.push_back(keep);
+  if (target == built_size_) {
+    // The hyperplanes stay. Unbucket the dropped slots and the kept part of a cut append,
+    // which is hashed again as a batch of its own (GEMM or kernel, as its size decides).
+    const bool cut = !std::binary_search(starts.begin(), starts.end(), int32_t(keep));
+    const int64_t rehash_from = cut && batches.size() > 1 ? batches[batches.size() - 2] : keep;
+    parallel_for(ctx_.threads, keys_.heads(), [&](int64_t h) {
+      for (int64_t s = rehash_from; s < size; ++s) unbucket(int(h), int32_t(s));
+    });
+    for (HeadTables &t : heads_) t.codes.resize(size_t(keep) * size_t(rounds_));
+    keys_.truncate(keep);
+    hash_range(rehash_from, keep);
+  } else {
+    // A rebuild past keep replaced the tables: draw those of target again from its keys, then
+    // hash the later appends batch by batch.
+    keys_.truncate(keep);
+    rebuild(target, NativeRows(keys_));
+    for (size_t b = 0; b + 1 < batches.size(); ++b) hash_range(batches[b], batches[b + 1]);
+  }
+  if (target == keep) rebuilds_.push_back(keep);
 }
 
 void LshSelector::select(const sa_context &ctx, const SelectRequest &req) const {

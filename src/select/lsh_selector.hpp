@@ -21,6 +21,12 @@
 // which builds the tables an owning index built at that append and hashes the batches appended
 // or refilled since in the same order and batches (so the same GEMM or kernel path hashes
 // them): the same codes, unless a refill changed a slot the rebuild reads before it ran.
+// Truncation returns to the tables the same appends would have built without the dropped
+// slots: those are unbucketed and, when the cut fell inside an append, the kept part of it is
+// hashed again as one batch (as an append of just those keys would have been). When a rebuild
+// ran past the cut, the hyperplanes of the last rebuild before it (or of one at the cut, when
+// the index had doubled there) are drawn again from the kept keys and the later appends hashed
+// again batch by batch.
 #pragma once
 
 #include <cstdint>
@@ -67,10 +73,13 @@ class LshSelector final : public Selector {
               const sa_context &ctx, bool borrow = false);
   void append(const TensorView &keys) override;
   void update(const int32_t *slots, int64_t n, const TensorView &keys, const int64_t *positions) override;
+  void truncate(int64_t keep) override;
+  std::unique_ptr<Selector> clone() const override { return std::make_unique<LshSelector>(*this); }
   void select(const sa_context &ctx, const SelectRequest &req) const override;
   int64_t size() const override { return keys_.size(); }
   int64_t max_position() const override { return keys_.max_position(); }
   size_t memory_bytes() const override;
+  const KeyStore &slots() const override { return keys_; }
 
  private:
   // Writes key j of a batch (D values as the index dtype holds them) to out.
@@ -90,6 +99,7 @@ class LshSelector final : public Selector {
   // New mean, hyperplanes and bits from the keys of slots [0, n) (rows); rehash those slots.
   void rebuild(int64_t n, const NativeRows &rows);
   void rebuild_deferred(const NativeRows &rows);  // borrowed: the pending rebuild, then replay_
+  void hash_range(int64_t first, int64_t last);  // stored slots [first, last) as one batch
   // Codes of slots of head h, computed and put in their buckets: by GEMM (large batches) or
   // by the score kernel. load_row(h, j, out) gives the key of slots[j].
   void hash_slots(int h, const int32_t *slots, int64_t n, bool gemm, const RowLoader &load_row);
@@ -105,6 +115,7 @@ class LshSelector final : public Selector {
   int bits_ = 0;
   int64_t padded_dim_;   // D rounded up to the kernels' block
   int64_t built_size_ = 0;
+  std::vector<int64_t> rebuilds_;  // index sizes at which rebuild ran, ascending (at most ~32)
   std::vector<HeadTables> heads_;
   // Borrowed keys: a rebuild from slots [0, rebuild_size_) waiting for a selection, and the
   // batches appended or refilled since.

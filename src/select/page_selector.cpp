@@ -105,6 +105,13 @@ void PageSelector::append(const TensorView &keys) {
   const int64_t old_size = keys_.size();
   keys_.append(keys);
   if (keys_.size() == old_size) return;
+  resize_pages();
+  std::vector<int64_t> touched;  // the old last page may grow
+  for (int64_t p = old_size / page_size_; p < pages(); ++p) touched.push_back(p);
+  refresh_pages(touched.data(), int64_t(touched.size()));
+}
+
+void PageSelector::resize_pages() {
   const int64_t n_pages = pages();
   for (int h = 0; h < keys_.heads(); ++h) {
     centres_[size_t(h)].resize(size_t(n_pages) * keys_.row_bytes() * (joint_ ? 2 : 1));
@@ -112,9 +119,18 @@ void PageSelector::append(const TensorView &keys) {
   }
   page_min_pos_.resize(size_t(n_pages));
   page_max_pos_.resize(size_t(n_pages));
-  std::vector<int64_t> touched;  // the old last page may grow
-  for (int64_t p = old_size / page_size_; p < n_pages; ++p) touched.push_back(p);
-  refresh_pages(touched.data(), int64_t(touched.size()));
+}
+
+void PageSelector::truncate(int64_t keep) {
+  if (keep >= keys_.size()) return;
+  keys_.truncate(keep);
+  resize_pages();
+  // A last page left partial gets the bounds of the slots it keeps, as an append that stopped
+  // there would have left it.
+  if (keep % page_size_ != 0) {
+    const int64_t last = keep / page_size_;
+    refresh_pages(&last, 1);
+  }
 }
 
 void PageSelector::update(const int32_t *slots, int64_t n, const TensorView &keys, const int64_t *positions) {

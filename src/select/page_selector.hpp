@@ -29,10 +29,13 @@ class PageSelector final : public Selector {
                bool borrow = false);
   void append(const TensorView &keys) override;
   void update(const int32_t *slots, int64_t n, const TensorView &keys, const int64_t *positions) override;
+  void truncate(int64_t keep) override;
+  std::unique_ptr<Selector> clone() const override { return std::make_unique<PageSelector>(*this); }
   void select(const sa_context &ctx, const SelectRequest &req) const override;
   int64_t size() const override { return keys_.size(); }
   int64_t max_position() const override { return keys_.max_position(); }
   size_t memory_bytes() const override;
+  const KeyStore &slots() const override { return keys_; }
 
  private:
   int64_t pages() const { return (keys_.size() + page_size_ - 1) / page_size_; }
@@ -41,6 +44,7 @@ class PageSelector final : public Selector {
   void refresh_positions(int64_t page);                      // position range of one page
   void refresh_bounds(int64_t page, const NativeRows &rows);  // bounds of one page from rows
   void refresh_stale(const sa_context &ctx, const NativeRows &rows);  // every page in stale_pages_
+  void resize_pages();              // bound and position arrays for pages() pages
 
   KeyStore keys_;
   int page_size_;

@@ -3,11 +3,13 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "core/context.hpp"
 #include "core/tensor_view.hpp"
 #include "select/host_keys.hpp"
+#include "select/key_store.hpp"
 
 namespace sa {
 
@@ -33,11 +35,19 @@ class Selector {
   virtual void append(const TensorView &keys) = 0;
   // Refills distinct existing slots with keys [n, H_kv, D] at the given positions.
   virtual void update(const int32_t *slots, int64_t n, const TensorView &keys, const int64_t *positions) = 0;
+  // Drops slots [keep, size), which hold every position above the kept ones (checked by the
+  // caller with slots().trailing_slots_from): afterwards the selector is in the state the same
+  // appends and updates would have left without the dropped slots (see sa_index_truncate).
+  virtual void truncate(int64_t keep) = 0;
+  // An independent deep copy in the same state; reads *this only (safe beside select).
+  virtual std::unique_ptr<Selector> clone() const = 0;
   virtual void select(const sa_context &ctx, const SelectRequest &req) const = 0;
   virtual int64_t size() const = 0;
   virtual int64_t max_position() const = 0;  // -1 when empty
   // Bytes the selector holds (capacities of its containers, not counting the object itself).
   virtual size_t memory_bytes() const = 0;
+  // The slots' positions (and the keys the selector stores for them).
+  virtual const KeyStore &slots() const = 0;
 };
 
 }  // namespace sa
