@@ -476,7 +476,8 @@ TEST_F(BatchSelect, BadBatchesAreRefusedAndWriteNothing) {
   EXPECT_SA_ERR(SA_ERR_NULL_POINTER, sa_select_batch(nullptr, 2, q.t(), nullptr, &o, nullptr, out.t()));
   sa_index *with_null[2] = {a.get(), nullptr};
   EXPECT_SA_ERR(SA_ERR_NULL_POINTER, sa_select_batch(with_null, 2, q.t(), nullptr, &o, nullptr, out.t()));
-  EXPECT_SA_ERR(SA_ERR_SHAPE, sa_select_batch(ixs, 3, q.t(), nullptr, &o, nullptr, out.t()));  // 2 queries, 3 sequences
+  sa_index *three[3] = {a.get(), b.get(), a.get()};
+  EXPECT_SA_ERR(SA_ERR_SHAPE, sa_select_batch(three, 3, q.t(), nullptr, &o, nullptr, out.t()));  // 2 queries, 3 sequences
   // An index longer than its sequence's length in the page table.
   PagedCache shorter = c;
   shorter.lens.set({1}, 10);
