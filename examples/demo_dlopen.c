@@ -19,7 +19,7 @@
  * carry a RoPE-like positional part that makes recent keys score higher, and a
  * few "needle" keys per head match each query strongly. So a few thousand keys
  * out of 32K hold nearly all the attention mass, as in a trained model's later
- * layers (see ../shared/data/tinylm-qkv/README.md for real ones).
+ * layers (tests/data holds a cut of a real one).
  */
 #define _POSIX_C_SOURCE 200809L
 
