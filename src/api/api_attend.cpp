@@ -44,10 +44,11 @@ void view_queries(const sa_tensor *q, sa_tensor *out, sa_tensor *lse, const sa_a
   p.scale = o.scale > 0.f ? o.scale : 1.f / std::sqrt(float(D));
 }
 
-// indices [n_q, H_kv or H_q, width]; on the CPU every entry is checked to lie in [-1, n_kv).
-TensorView view_indices(const sa_tensor *indices, const AttendProblem &p, Device dev, bool check_entries) {
+// indices [n_q, H_kv or H_q, width] into v, set as p's lists (per query head when H_q wide); on
+// the CPU every entry is checked to lie in [-1, n_kv).
+void view_indices(const sa_tensor *indices, AttendProblem &p, TensorView &v, Device dev, bool check_entries) {
   const int64_t H_q = p.q.shape[1], H_kv = p.k.shape[1], n_kv = p.k.shape[0];
-  TensorView v = view_tensor(indices, "indices", 3, {SA_DTYPE_I32}, dev);
+  v = view_tensor(indices, "indices", 3, {SA_DTYPE_I32}, dev);
   expect_dim(v, "indices", 0, p.q.shape[0], "q.shape[0]");
   if (v.shape[1] != H_kv && v.shape[1] != H_q)
     fail(SA_ERR_SHAPE, "indices.shape[1] is %lld, expected H_kv = %lld or H_q = %lld", (long long)v.shape[1],
@@ -61,7 +62,8 @@ TensorView view_indices(const sa_tensor *indices, const AttendProblem &p, Device
           fail(SA_ERR_OUT_OF_RANGE, "indices[%lld][%lld][%lld] is %d, outside [-1, %lld)", (long long)a, (long long)b,
                (long long)c, int(r), (long long)n_kv);
       }
-  return v;
+  p.indices = &v;
+  p.per_query_head = v.shape[1] == H_q && H_q != H_kv;
 }
 
 // opt->slot_mass [H_kv, n_kv] or [n_kv] over the key rows (physical slots of a paged cache).
@@ -107,9 +109,7 @@ SA_API sa_status sa_attend(sa_context *ctx, const sa_tensor *q, const sa_tensor 
     view_queries(q, out, lse, o, dev, p, lse_view);
     if (indices) {
       // Device memory is not ours to read: the plugin skips entries out of range instead.
-      idx_view = view_indices(indices, p, dev, !plugin);
-      p.indices = &idx_view;
-      p.per_query_head = idx_view.shape[1] == p.q.shape[1] && p.q.shape[1] != p.k.shape[1];
+      view_indices(indices, p, idx_view, dev, !plugin);
     }
     p.causal = o.causal != 0;
     p.query_positions = o.query_positions;
@@ -175,9 +175,7 @@ SA_API sa_status sa_attend_paged(sa_context *ctx, const sa_tensor *q, const sa_t
     std::vector<int32_t> lists;
     std::vector<int64_t> list_start(static_cast<size_t>(n_q)), list_len(static_cast<size_t>(n_q));
     if (indices) {
-      idx_view = view_indices(indices, p, Device{}, true);
-      p.indices = &idx_view;
-      p.per_query_head = idx_view.shape[1] == p.q.shape[1] && p.q.shape[1] != p.k.shape[1];
+      view_indices(indices, p, idx_view, Device{}, true);
       p.causal = o.causal && cache.slot_positions;  // without positions, entries are taken as given
     } else {
       int64_t total = 0;
