@@ -382,6 +382,20 @@ sat::IndexPtr index_over(sa_context *ctx, const PagedCache &c, int64_t b, sa_sel
   return ix;
 }
 
+// One index per sequence of c (kind_of(b) for sequence b), owned, with the raw handles that
+// sa_select_batch takes.
+struct BatchIndexes {
+  std::vector<sat::IndexPtr> owned;
+  std::vector<sa_index *> handles;
+  template <class KindOf>
+  BatchIndexes(sa_context *ctx, const PagedCache &c, KindOf kind_of, bool borrow = false) {
+    for (int64_t b = 0; b < int64_t(c.len.size()); ++b) {
+      owned.push_back(index_over(ctx, c, b, kind_of(b), borrow));
+      handles.push_back(owned.back().get());
+    }
+  }
+};
+
 class BatchSelect : public sat::ContextTest {};
 
 TEST_F(BatchSelect, EqualsOneSelectPerSequenceMappedThroughThePageTable) {
@@ -392,12 +406,8 @@ TEST_F(BatchSelect, EqualsOneSelectPerSequenceMappedThroughThePageTable) {
       sat::Rng rng(77);
       PagedCache c = make_cache(rng, {0, 1, 63, 300, 129}, 16, SA_DTYPE_F16, true);
       const int64_t B = int64_t(c.len.size()), H_q = 4, qper = 2;
-      std::vector<sat::IndexPtr> owned;
-      std::vector<sa_index *> ixs;
-      for (int64_t b = 0; b < B; ++b) {
-        owned.push_back(index_over(ctx.get(), c, b, kind));
-        ixs.push_back(owned.back().get());
-      }
+      BatchIndexes batch(ctx.get(), c, [&](int64_t) { return kind; });
+      std::vector<sa_index *> &ixs = batch.handles;
       Tensor q = sat::random_tensor(rng, SA_DTYPE_F32, {B * qper, H_q, c.D});
       Tensor qs(SA_DTYPE_I32, {B + 1});
       for (int64_t b = 0; b <= B; ++b) qs.set({b}, double(b * qper));
@@ -439,14 +449,9 @@ TEST_F(BatchSelect, BorrowedKeysComeFromThePagedCache) {
     sat::Rng rng(91);
     PagedCache c = make_cache(rng, {300, 0, 17, 129}, 16, SA_DTYPE_F16, true);
     const int64_t B = int64_t(c.len.size()), H_q = 4, width = 16;
-    std::vector<sat::IndexPtr> owned;
-    std::vector<sa_index *> owning, borrowing;
-    for (int64_t b = 0; b < B; ++b) {
-      owned.push_back(index_over(ctx(), c, b, kind));
-      owning.push_back(owned.back().get());
-      owned.push_back(index_over(ctx(), c, b, kind, true));
-      borrowing.push_back(owned.back().get());
-    }
+    auto same_kind = [&](int64_t) { return kind; };
+    BatchIndexes owning_batch(ctx(), c, same_kind), borrowing_batch(ctx(), c, same_kind, true);
+    std::vector<sa_index *> &owning = owning_batch.handles, &borrowing = borrowing_batch.handles;
     Tensor q = sat::random_tensor(rng, SA_DTYPE_F32, {B, H_q, c.D});
     sa_select_options o = sat::select_options(8, 4, 2);
     Tensor want(SA_DTYPE_I32, {B, c.H_kv, width}), got(SA_DTYPE_I32, {B, c.H_kv, width});
@@ -501,12 +506,8 @@ TEST_F(BatchSelect, HostOpenMpRegionMatchesASerialRun) {
   sat::Rng rng(41);
   PagedCache c = make_cache(rng, {700, 3, 129, 0, 64}, 16, SA_DTYPE_F16, true);
   const int64_t B = int64_t(c.len.size()), H_q = 4, width = 16;
-  std::vector<sat::IndexPtr> owned;
-  std::vector<sa_index *> ixs;
-  for (int64_t b = 0; b < B; ++b) {
-    owned.push_back(index_over(ctx.get(), c, b, b % 2 ? SA_SELECTOR_PAGE : SA_SELECTOR_EXACT));
-    ixs.push_back(owned.back().get());
-  }
+  BatchIndexes batch(ctx.get(), c, [](int64_t b) { return b % 2 ? SA_SELECTOR_PAGE : SA_SELECTOR_EXACT; });
+  std::vector<sa_index *> &ixs = batch.handles;
   Tensor q = sat::random_tensor(rng, SA_DTYPE_F32, {B, H_q, c.D});
   sa_select_options so = sat::select_options(8, 4, 2);
   sa_attend_options ao = SA_ATTEND_OPTIONS_INIT;
