@@ -14,7 +14,8 @@
 // Kinds this library does not build print "unsupported" (sa_index_create returns
 // SA_ERR_UNSUPPORTED), so the same command measures them once they exist.
 //
-//   build/bench/quality_report                       every kind, layers 0 1 3 5 7, K 64 128 256
+//   build/bench/quality_report                       tests/data: every kind, its layers, K 64 128 256
+//   build/bench/quality_report --data DIR --layers 0,1,3,5,7    a full data set (q{L}/k{L}/v{L}.npy)
 //   build/bench/quality_report --kinds exact --k 128 --tsv
 //   build/bench/quality_report --cut tests/data --layers 3 --cut-tokens 1024 --cut-queries 256
 #include <cmath>
@@ -37,18 +38,14 @@
 #include "selection_quality.hpp"
 #include "sparseattn.h"
 
-#ifndef SA_QKV_DEFAULT_DIR
-#define SA_QKV_DEFAULT_DIR "../shared/data/tinylm-qkv"
-#endif
-
 namespace {
 
 using namespace quality;
 
 struct Options {
-  std::string data = SA_QKV_DEFAULT_DIR;
+  std::string data = "tests/data";  // the repository's fixture, from the repository root
   std::vector<std::string> kinds;
-  std::vector<int> layers = {0, 1, 3, 5, 7};
+  std::vector<int> layers;  // empty: every layer with a q{L}.npy in the data directory
   std::vector<int> ks = {64, 128, 256};
   int64_t queries = 64;
   int64_t range_lo = -1, range_hi = -1;  // -1: the last quarter of the tokens
@@ -62,9 +59,9 @@ struct Options {
 
 const char kUsage[] =
     "usage: quality_report [options]\n"
-    "  --data DIR          q{L}.npy, k{L}.npy, v{L}.npy (default " SA_QKV_DEFAULT_DIR ")\n"
+    "  --data DIR          q{L}.npy, k{L}.npy, v{L}.npy (default tests/data)\n"
     "  --kinds A,B,...     selector kinds (default: all; exact always runs, as the baseline)\n"
-    "  --layers L,...      layers (default 0,1,3,5,7)\n"
+    "  --layers L,...      layers (default: every L with a q{L}.npy in DIR)\n"
     "  --k K,...           top-K values beyond window and sinks (default 64,128,256)\n"
     "  --queries N         query positions per layer, evenly spread over the range (default 64)\n"
     "  --range LO:HI       query positions in [LO, HI) (default: the last quarter of the tokens)\n"
@@ -167,6 +164,11 @@ Options parse_args(int argc, char **argv) {
     } else {
       usage_error("unknown option '" + a + "'");
     }
+  }
+  if (o.layers.empty()) {
+    for (int l = 0; l < 1024; ++l)
+      if (std::filesystem::exists(o.data + "/q" + std::to_string(l) + ".npy")) o.layers.push_back(l);
+    if (o.layers.empty()) usage_error("no q{L}.npy in --data " + o.data);
   }
   // exact is the baseline of every other row: always first.
   std::vector<std::string> kinds = {"exact"};

@@ -25,6 +25,7 @@
 #include <functional>
 #include <thread>
 
+#include "build_features.hpp"
 #include "test_util.hpp"
 #include "weights_file.hpp"
 
@@ -258,22 +259,25 @@ std::vector<Case> cases() {
   // HNSW options: degree and beams in range (hnswlib needs M >= 2; huge values would
   // allocate without bound).
   struct HnswCase { const char *name, *field; int32_t m, efc, efs; };
-  for (const HnswCase &h : {HnswCase{"IndexHnswMOne", "hnsw.m", 1, 100, 256},
-                            HnswCase{"IndexHnswMNegative", "hnsw.m", -16, 100, 256},
-                            HnswCase{"IndexHnswMHuge", "hnsw.m", 1 << 30, 100, 256},
-                            HnswCase{"IndexHnswEfConstructionZero", "hnsw.ef_construction", 16, 0, 256},
-                            HnswCase{"IndexHnswEfConstructionHuge", "hnsw.ef_construction", 16, INT32_MAX, 256},
-                            HnswCase{"IndexHnswEfSearchZero", "hnsw.ef_search", 16, 100, 0},
-                            HnswCase{"IndexHnswEfSearchHuge", "hnsw.ef_search", 16, 100, INT32_MAX}})
-    add(h.name, SA_ERR_INVALID_ARGUMENT,
-        [h](Fx &f) {
-          f.ix_opt.kind = SA_SELECTOR_HNSW;
-          f.ix_opt.hnsw.m = h.m;
-          f.ix_opt.hnsw.ef_construction = h.efc;
-          f.ix_opt.hnsw.ef_search = h.efs;
-          return f.index_create();
-        },
-        h.field);
+  // Only where the build has HNSW: otherwise sa_index_create refuses the kind itself.
+  if (sat::selector_built(SA_SELECTOR_HNSW)) {
+    for (const HnswCase &h : {HnswCase{"IndexHnswMOne", "hnsw.m", 1, 100, 256},
+                              HnswCase{"IndexHnswMNegative", "hnsw.m", -16, 100, 256},
+                              HnswCase{"IndexHnswMHuge", "hnsw.m", 1 << 30, 100, 256},
+                              HnswCase{"IndexHnswEfConstructionZero", "hnsw.ef_construction", 16, 0, 256},
+                              HnswCase{"IndexHnswEfConstructionHuge", "hnsw.ef_construction", 16, INT32_MAX, 256},
+                              HnswCase{"IndexHnswEfSearchZero", "hnsw.ef_search", 16, 100, 0},
+                              HnswCase{"IndexHnswEfSearchHuge", "hnsw.ef_search", 16, 100, INT32_MAX}})
+      add(h.name, SA_ERR_INVALID_ARGUMENT,
+          [h](Fx &f) {
+            f.ix_opt.kind = SA_SELECTOR_HNSW;
+            f.ix_opt.hnsw.m = h.m;
+            f.ix_opt.hnsw.ef_construction = h.efc;
+            f.ix_opt.hnsw.ef_search = h.efs;
+            return f.index_create();
+          },
+          h.field);
+  }
 
   // learned and indexer kinds: the weights file
   add("LearnedNullWeightsPath", SA_ERR_NULL_POINTER,

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "build_features.hpp"
 #include "test_util.hpp"
 #include "weights_file.hpp"
 
@@ -72,11 +73,12 @@ inline std::vector<Kind> kinds() {
                  o.lsh.probes = 1;
                  return o;
                }});
-  k.push_back({"hnsw", [](sa_dtype dt) {
-                 sa_index_options o = base_options(SA_SELECTOR_HNSW, dt);
-                 o.hnsw.ef_search = 48;
-                 return o;
-               }});
+  if (sat::selector_built(SA_SELECTOR_HNSW))
+    k.push_back({"hnsw", [](sa_dtype dt) {
+                   sa_index_options o = base_options(SA_SELECTOR_HNSW, dt);
+                   o.hnsw.ef_search = 48;
+                   return o;
+                 }});
   k.push_back({"learned", [](sa_dtype dt) {
                  sa_index_options o = base_options(SA_SELECTOR_LEARNED, dt);
                  o.learned.weights_path = learned_path.c_str();

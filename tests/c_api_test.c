@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "sa_build_config.h" /* SA_HAVE_HNSWLIB: whether HNSW is in this build */
 #include "sparseattn.h"
 
 static int failures = 0;
@@ -228,6 +229,10 @@ static void check_borrowed_select(const sa_api *api, sa_context *ctx) {
     io.page.page_size = 4;
     io.lsh.bits = 3;
     CHECK(io.borrow_keys == 0);
+    if (io.kind == SA_SELECTOR_HNSW && !SA_HAVE_HNSWLIB) { /* left out of this build: refused */
+      CHECK(api->index_create(ctx, &io, &owned) == SA_ERR_UNSUPPORTED && owned == NULL);
+      continue;
+    }
     CHECK_OK(api, api->index_create(ctx, &io, &owned));
     io.borrow_keys = 1;
     CHECK_OK(api, api->index_create(ctx, &io, &borrowed));

@@ -14,6 +14,7 @@
 #include "fixed_budget_cache.hpp"
 #include "reference_attention.hpp"
 #include "reference_select.hpp"
+#include "build_features.hpp"
 #include "test_util.hpp"
 
 namespace {
@@ -27,7 +28,7 @@ using sat::Tensor;
 #define CREATE_INDEX_OR_SKIP(cache)                                                         \
   do {                                                                                      \
     sa_status created_ = (cache).create_index();                                            \
-    if (created_ == SA_ERR_UNSUPPORTED) GTEST_SKIP() << "not in this build: " << sa_last_error(); \
+    SA_SKIP_IF_NOT_BUILT(created_, (cache).config().kind);                                    \
     ASSERT_SA_OK(created_);                                                                 \
   } while (0)
 
@@ -223,7 +224,7 @@ TEST_P(FixedBudget, SelectionFollowsPositionsNotSlots) {
   o.dtype = SA_DTYPE_F32;
   sa_index *raw = nullptr;
   sa_status st = sa_index_create(ctx_.get(), &o, &raw);
-  if (st == SA_ERR_UNSUPPORTED) GTEST_SKIP() << "not in this build: " << sa_last_error();
+  SA_SKIP_IF_NOT_BUILT(st, o.kind);
   ASSERT_SA_OK(st);
   sat::IndexPtr ix(raw);
   const int64_t n = 200;

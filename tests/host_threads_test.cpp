@@ -14,6 +14,7 @@
 #include <thread>
 #include <vector>
 
+#include "build_features.hpp"
 #include "test_util.hpp"
 #include "weights_file.hpp"
 
@@ -30,8 +31,8 @@ constexpr int64_t kN = 1024, kIndexN = 384;
 constexpr int32_t kTopK = 16, kWindow = 8, kSinks = 2;
 constexpr int64_t kWidth = kTopK + kWindow + kSinks;
 
-const sa_selector_kind kKinds[] = {SA_SELECTOR_EXACT, SA_SELECTOR_PAGE,    SA_SELECTOR_LSH,
-                                   SA_SELECTOR_HNSW,  SA_SELECTOR_LEARNED, SA_SELECTOR_INDEXER};
+const std::vector<sa_selector_kind> kKinds = sat::built_kinds(
+    {SA_SELECTOR_EXACT, SA_SELECTOR_PAGE, SA_SELECTOR_LSH, SA_SELECTOR_HNSW, SA_SELECTOR_LEARNED, SA_SELECTOR_INDEXER});
 
 // Everything the calls read, made once on the main thread and only read afterwards.
 struct Inputs {

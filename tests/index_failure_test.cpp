@@ -13,6 +13,7 @@
 #include <string>
 
 #include "global_new.hpp"
+#include "build_features.hpp"
 #include "test_util.hpp"
 
 namespace {
@@ -114,9 +115,10 @@ TEST_P(IndexFailure, EveryAllocationFailureLeavesTheIndexIntactOrRefused) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Kinds, IndexFailure,
-                         ::testing::Values(Case{SA_SELECTOR_EXACT, false}, Case{SA_SELECTOR_PAGE, false},
-                                           Case{SA_SELECTOR_LSH, false}, Case{SA_SELECTOR_HNSW, false},
-                                           Case{SA_SELECTOR_HNSW, true}, Case{SA_SELECTOR_PAGE, true}),
+                         ::testing::ValuesIn(sat::built_only<Case>(
+                             {Case{SA_SELECTOR_EXACT, false}, Case{SA_SELECTOR_PAGE, false}, Case{SA_SELECTOR_LSH, false},
+                              Case{SA_SELECTOR_HNSW, false}, Case{SA_SELECTOR_HNSW, true}, Case{SA_SELECTOR_PAGE, true}},
+                             [](const Case &c) { return c.kind; })),
                          [](const ::testing::TestParamInfo<Case> &i) {
                            const char *k = i.param.kind == SA_SELECTOR_EXACT  ? "exact"
                                            : i.param.kind == SA_SELECTOR_PAGE ? "page"
@@ -231,7 +233,8 @@ TEST_P(CloneFailure, EveryAllocationFailureLeavesTheSourceAndOutAlone) {
   EXPECT_GT(failures, 0);
 }
 
-const sa_selector_kind kLifecycleKinds[] = {SA_SELECTOR_EXACT, SA_SELECTOR_PAGE, SA_SELECTOR_LSH, SA_SELECTOR_HNSW};
+const std::vector<sa_selector_kind> kLifecycleKinds =
+    sat::built_kinds({SA_SELECTOR_EXACT, SA_SELECTOR_PAGE, SA_SELECTOR_LSH, SA_SELECTOR_HNSW});
 std::string kind_name(const ::testing::TestParamInfo<sa_selector_kind> &i) {
   return i.param == SA_SELECTOR_EXACT ? "exact" : i.param == SA_SELECTOR_PAGE ? "page" : i.param == SA_SELECTOR_LSH ? "lsh" : "hnsw";
 }

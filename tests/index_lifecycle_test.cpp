@@ -12,6 +12,7 @@
 #include <thread>
 #include <vector>
 
+#include "build_features.hpp"
 #include "test_util.hpp"
 #include "weights_file.hpp"
 
@@ -318,7 +319,7 @@ TEST_P(Lifecycle, CloneSelectsLikeItsSourceAndChangesIndependently) {
   expect_same(empty_clone.get(), empty.get(), k, std::string(k.name) + ", clone of an empty index");
 }
 
-const Kind kKinds[] = {
+const std::vector<Kind> kKinds = sat::built_only<Kind>({
     {"exact", SA_SELECTOR_EXACT},
     {"page", SA_SELECTOR_PAGE, 0},            // bounds alone decide
     {"page_refine", SA_SELECTOR_PAGE, 1},
@@ -327,7 +328,7 @@ const Kind kKinds[] = {
     {"learned", SA_SELECTOR_LEARNED, 1, 0},   // the search space alone
     {"learned_rescore", SA_SELECTOR_LEARNED, 1, 2},
     {"indexer", SA_SELECTOR_INDEXER},
-};
+}, [](const Kind &k) { return k.kind; });
 
 INSTANTIATE_TEST_SUITE_P(Kinds, Lifecycle, ::testing::ValuesIn(kKinds),
                          [](const ::testing::TestParamInfo<Kind> &i) { return std::string(i.param.name); });

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "reference_attention.hpp"
+#include "build_features.hpp"
 #include "test_util.hpp"
 
 namespace {
@@ -399,7 +400,7 @@ struct BatchIndexes {
 class BatchSelect : public sat::ContextTest {};
 
 TEST_F(BatchSelect, EqualsOneSelectPerSequenceMappedThroughThePageTable) {
-  for (sa_selector_kind kind : {SA_SELECTOR_EXACT, SA_SELECTOR_PAGE, SA_SELECTOR_LSH, SA_SELECTOR_HNSW})
+  for (sa_selector_kind kind : sat::built_kinds({SA_SELECTOR_EXACT, SA_SELECTOR_PAGE, SA_SELECTOR_LSH, SA_SELECTOR_HNSW}))
     for (int threads : {1, 2}) {
       SCOPED_TRACE("kind " + std::to_string(int(kind)) + " threads " + std::to_string(threads));
       auto ctx = sat::make_context(threads);
@@ -444,7 +445,7 @@ TEST_F(BatchSelect, EqualsOneSelectPerSequenceMappedThroughThePageTable) {
 // Indexes that borrow their keys read them from the paged cache (shuffled and shared pages):
 // the same physical slots as indexes that keep a copy.
 TEST_F(BatchSelect, BorrowedKeysComeFromThePagedCache) {
-  for (sa_selector_kind kind : {SA_SELECTOR_EXACT, SA_SELECTOR_PAGE, SA_SELECTOR_LSH, SA_SELECTOR_HNSW}) {
+  for (sa_selector_kind kind : sat::built_kinds({SA_SELECTOR_EXACT, SA_SELECTOR_PAGE, SA_SELECTOR_LSH, SA_SELECTOR_HNSW})) {
     SCOPED_TRACE("kind " + std::to_string(int(kind)));
     sat::Rng rng(91);
     PagedCache c = make_cache(rng, {300, 0, 17, 129}, 16, SA_DTYPE_F16, true);

@@ -18,6 +18,7 @@
 #include "qkv_layer.hpp"
 #include "reference_attention.hpp"
 #include "selection_quality.hpp"
+#include "build_features.hpp"
 #include "test_util.hpp"
 
 #ifndef SA_TEST_DATA_DIR
@@ -200,7 +201,7 @@ TEST_P(SelectorQualityBar, MassAndRecallAtK128) {
     sa_index *ix = nullptr;
     const sa_status st = sa_index_create(ctx.get(), &o, &ix);
     sa_index_destroy(&ix);
-    if (st == SA_ERR_UNSUPPORTED) GTEST_SKIP() << bar.kind << " is not built into this library";
+    SA_SKIP_IF_NOT_BUILT(st, o.kind);
     ASSERT_EQ(st, SA_OK) << sa_status_name(st) << ": " << sa_last_error();
   }
   const std::vector<int64_t> positions = late_positions();

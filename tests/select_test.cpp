@@ -5,6 +5,7 @@
 
 #include <thread>
 
+#include "build_features.hpp"
 #include "mirrored_index.hpp"
 
 namespace {
@@ -564,10 +565,12 @@ TEST(Select, OtherKindsAreUnsupportedOrWork) {
     if (s != SA_OK) {
       EXPECT_STRNE(sa_last_error(), "");
       EXPECT_EQ(raw, reinterpret_cast<sa_index *>(uintptr_t(0x5a5a))) << "out written on failure";
-      if (needs_weights)  // no weights_path given: refused either way
-        EXPECT_TRUE(s == SA_ERR_UNSUPPORTED || s == SA_ERR_INVALID_ARGUMENT || s == SA_ERR_NULL_POINTER) << sa_status_name(s);
-      else
+      if (needs_weights) {  // no weights_path given: refused either way
+        EXPECT_TRUE(s == SA_ERR_INVALID_ARGUMENT || s == SA_ERR_NULL_POINTER) << sa_status_name(s);
+      } else {
         EXPECT_EQ(s, SA_ERR_UNSUPPORTED) << sa_last_error();
+        EXPECT_FALSE(sat::selector_built(kind)) << "the build has this kind, yet refuses it";
+      }
       continue;
     }
     EXPECT_FALSE(needs_weights) << "created without weights";

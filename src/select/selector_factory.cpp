@@ -1,9 +1,13 @@
 #include "select/selector_factory.hpp"
 
+#include "sa_build_config.h"
+
 #include "core/error.hpp"
 #include "io/layer_weights.hpp"
 #include "select/exact_selector.hpp"
+#if SA_HAVE_HNSWLIB
 #include "select/hnsw_selector.hpp"
+#endif
 #include "select/indexer_selector.hpp"
 #include "select/learned_selector.hpp"
 #include "select/lsh_selector.hpp"
@@ -44,7 +48,13 @@ std::unique_ptr<Selector> make_selector(const sa_index_options &opt, const sa_co
       return std::make_unique<ExactSelector>(opt.num_kv_heads, opt.head_dim, opt.dtype, opt.capacity,
                                              opt.borrow_keys != 0);
     case SA_SELECTOR_HNSW:
+#if SA_HAVE_HNSWLIB
       return std::make_unique<HnswSelector>(ctx, opt);
+#else
+      fail(SA_ERR_UNSUPPORTED,
+           "opt->kind is SA_SELECTOR_HNSW, but this build of sparseattn has no HNSW selector (it was built "
+           "without hnswlib: meson option hnswlib=disabled, or libhnswlib-dev missing)");
+#endif
     case SA_SELECTOR_PAGE:
       if (opt.page.page_size < 1)
         fail(SA_ERR_INVALID_ARGUMENT, "opt->page.page_size is %d, expected >= 1", int(opt.page.page_size));

@@ -4,6 +4,9 @@
 
 #include "core/error.hpp"
 
+// Built only when the build has oneDNN (meson option `onednn`); score_matmul_portable.cpp
+// defines matmul_abt otherwise.
+
 namespace sa {
 
 void matmul_abt(const float *A, int64_t M, const float *B, int64_t N, int64_t D, float *C, int64_t ldc) {
