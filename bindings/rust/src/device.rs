@@ -41,7 +41,10 @@ impl CudaStream {
     ///
     /// # Safety
     /// `stream` is NULL or a live `cudaStream_t` of the device the calls run
-    /// on, and stays live while any call given it has work in flight.
+    /// on. It stays live while the library may enqueue on it: for a call's
+    /// options, until that call's work has completed; in
+    /// [`crate::ContextOptions`], as long as the context (or an index holding
+    /// it) exists.
     pub unsafe fn from_raw(stream: *mut c_void) -> CudaStream {
         CudaStream(stream)
     }
