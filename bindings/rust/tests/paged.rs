@@ -524,3 +524,142 @@ fn bad_page_tables_and_options_are_errors() {
     assert_eq!(err.status(), Status::Shape, "{err}");
     assert!(err.message().contains("sequences"), "{err}");
 }
+
+#[test]
+fn slot_positions_mark_empty_slots_and_set_causal_positions() {
+    let batch = Batch::new();
+    let ctx = single_thread_context();
+    let n_q = batch.n_q();
+    // Token t of each sequence at position t, but every fifth token's slot empty.
+    let mut slot_positions = vec![-1i64; NUM_PAGES * PAGE];
+    for b in 0..batch.n_seqs() {
+        for t in 0..batch.lens[b] as usize {
+            slot_positions[batch.slot(b, t)] = if t % 5 == 3 { -1 } else { t as i64 };
+        }
+    }
+    // With slot_positions and causal, the queries' positions are given: each
+    // sequence's last n_b tokens, the first one a step further back.
+    let mut query_positions = Vec::new();
+    for b in 0..batch.n_seqs() {
+        let n_b = (batch.starts[b + 1] - batch.starts[b]) as i64;
+        let len = batch.lens[b] as i64;
+        query_positions.extend((0..n_b).map(|i| len - n_b + i - (i == 0) as i64));
+    }
+    let kv = batch
+        .kv()
+        .with_slot_positions(Tensor::i64(&slot_positions, &[slot_positions.len() as i64]).unwrap());
+    let mut out = vec![0f32; n_q * H_Q * D];
+    let starts = Tensor::i32(&batch.starts, &[batch.starts.len() as i64]).unwrap();
+    ctx.attend_paged(
+        &batch.q_tensor(),
+        Some(&starts),
+        &kv,
+        None,
+        &AttendOptions {
+            causal: true,
+            query_positions: Some(&query_positions),
+            ..Default::default()
+        },
+        &mut TensorMut::f32(&mut out, &[n_q as i64, H_Q as i64, D as i64]).unwrap(),
+        None,
+    )
+    .unwrap();
+    for b in 0..batch.n_seqs() {
+        let (q0, q1) = (batch.starts[b] as usize, batch.starts[b + 1] as usize);
+        let k = batch.gather(&batch.k_pages, b);
+        let v = batch.gather(&batch.v_pages, b);
+        let key_positions: Vec<i64> = (0..batch.lens[b] as usize)
+            .map(|t| slot_positions[batch.slot(b, t)])
+            .collect();
+        let mut reference = Attention::dense(
+            Rows {
+                data: batch.queries(b),
+                heads: H_Q,
+                d: D,
+            },
+            Rows {
+                data: &k,
+                heads: H_KV,
+                d: D,
+            },
+            Rows {
+                data: &v,
+                heads: H_KV,
+                d: D,
+            },
+        );
+        reference.causal = true;
+        reference.key_positions = Some(&key_positions);
+        reference.query_positions = Some(&query_positions[q0..q1]);
+        let want = reference.run();
+        assert!(
+            max_rel_err(&out[q0 * H_Q * D..q1 * H_Q * D], &want.out) < 1e-5,
+            "sequence {b}"
+        );
+    }
+    // Without query positions, causal with slot_positions is refused.
+    let err = ctx
+        .attend_paged(
+            &batch.q_tensor(),
+            Some(&starts),
+            &kv,
+            None,
+            &AttendOptions {
+                causal: true,
+                ..Default::default()
+            },
+            &mut TensorMut::f32(&mut out, &[n_q as i64, H_Q as i64, D as i64]).unwrap(),
+            None,
+        )
+        .unwrap_err();
+    assert!(err.message().contains("query_positions"), "{err}");
+}
+
+#[test]
+fn select_batch_reads_borrowing_indexes_keys_from_the_paged_cache() {
+    let batch = Batch::new();
+    let ctx = single_thread_context();
+    let owning = batch.indexes(&ctx);
+    let borrowing: Vec<Index> = (0..batch.n_seqs())
+        .map(|b| {
+            let mut ix = Index::new(
+                &ctx,
+                &IndexOptions {
+                    num_kv_heads: H_KV as i32,
+                    head_dim: D as i32,
+                    dtype: DType::F32,
+                    borrow_keys: true,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+            let keys = batch.gather(&batch.k_pages, b);
+            ix.append(&Tensor::f32(&keys, &[batch.lens[b] as i64, H_KV as i64, D as i64]).unwrap())
+                .unwrap();
+            ix
+        })
+        .collect();
+    let shape = [batch.n_q() as i64, H_KV as i64, WIDTH as i64];
+    let starts = Tensor::i32(&batch.starts, &[batch.starts.len() as i64]).unwrap();
+    let run = |indexes: &[Index], kv: Option<&PagedKv<'_>>| {
+        let refs: Vec<&Index> = indexes.iter().collect();
+        let mut idx = vec![0i32; batch.n_q() * H_KV * WIDTH];
+        Index::select_batch(
+            &refs,
+            &batch.q_tensor(),
+            Some(&starts),
+            &SEL,
+            kv,
+            &mut TensorMut::i32(&mut idx, &shape).unwrap(),
+        )
+        .map(|()| idx)
+    };
+    let kv = batch.kv();
+    assert_eq!(
+        run(&borrowing, Some(&kv)).unwrap(),
+        run(&owning, Some(&kv)).unwrap()
+    );
+    // Without the cache, a borrowing index has no keys to read.
+    let err = run(&borrowing, None).unwrap_err();
+    assert_eq!(err.status(), Status::NullPointer, "{err}");
+}
