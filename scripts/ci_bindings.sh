@@ -91,9 +91,33 @@ if ! command -v cargo > /dev/null && [ -x "$HOME/.cargo/bin/cargo" ]; then
 fi
 command -v cargo > /dev/null || { echo "ci_bindings: cargo not found" >&2; exit 1; }
 export CARGO_TARGET_DIR=$tmp/cargo-target
-(cd bindings/rust && SPARSEATTN_LIB_DIR=$inst_lib cargo test --offline)
+# The crate is not linked to the library: build.rs bakes in the path it finds
+# and the crate dlopens it (src/loader.rs). Nothing here sets LD_LIBRARY_PATH
+# or an rpath; the dependent below refuses to run with LD_LIBRARY_PATH set.
+(cd bindings/rust && env -u LD_LIBRARY_PATH SPARSEATTN_LIB_DIR="$inst_lib" cargo test --offline)
+echo "-- the README snippet (bindings/rust/examples/readme.rs)"
+(cd bindings/rust && env -u LD_LIBRARY_PATH SPARSEATTN_LIB_DIR="$inst_lib" \
+  cargo run --offline --quiet --example readme)
 echo "-- the same crate located through pkg-config (no SPARSEATTN_LIB_DIR)"
-(cd bindings/rust && env -u SPARSEATTN_LIB_DIR cargo test --offline --test real_calls -- --quiet)
+(cd bindings/rust && env -u LD_LIBRARY_PATH -u SPARSEATTN_LIB_DIR \
+  cargo test --offline --test real_calls -- --quiet)
+
+section "Rust: a dependent crate's binary runs without LD_LIBRARY_PATH (bindings/rust/tests/dependent)"
+# Built as an engine would build it (sparseattn = { path = ... }, no build
+# script of its own); --expect-dir checks which file it mapped.
+dependent=$CARGO_TARGET_DIR/debug/sparseattn-dependent
+build_dependent() { (cd bindings/rust/tests/dependent && env -u LD_LIBRARY_PATH "$@" cargo build --offline --quiet); }
+echo "-- built with SPARSEATTN_LIB_DIR"
+build_dependent SPARSEATTN_LIB_DIR="$inst_lib"
+env -u LD_LIBRARY_PATH "$dependent" --expect-dir "$inst_lib"
+echo "-- built with pkg-config (no SPARSEATTN_LIB_DIR)"
+build_dependent -u SPARSEATTN_LIB_DIR
+env -u LD_LIBRARY_PATH "$dependent" --expect-dir "$inst_lib"
+echo "-- the library moved after the build: \$SPARSEATTN_LIB names it at run time"
+cp -a "$inst_lib" "$tmp/lib-moved-later"
+build_dependent SPARSEATTN_LIB_DIR="$tmp/lib-moved-later"
+rm -rf "$tmp/lib-moved-later"
+env -u LD_LIBRARY_PATH SPARSEATTN_LIB="$inst_lib/libsparseattn.so.0" "$dependent" --expect-dir "$inst_lib"
 
 # ------------------------------------------------------------------- Go
 section "Go binding (bindings/go: go test)"

@@ -1,19 +1,22 @@
-//! Finds libsparseattn.so and tells rustc how to link it.
+//! Finds libsparseattn.so.0 at build time and bakes its absolute path into
+//! the crate (`SPARSEATTN_BUILD_LIBRARY`), which opens it at run time
+//! (src/loader.rs says why it is not linked). Nothing is linked, so there is
+//! no rpath to set, here or in any crate that depends on this one.
 //!
-//! 1. `SPARSEATTN_LIB_DIR`: a directory holding libsparseattn.so, or a build or
+//! 1. `SPARSEATTN_LIB_DIR`: a directory holding the library, or a build or
 //!    install tree containing it (`<dir>/src`, `<dir>/lib`, `<dir>/lib64`,
-//!    `<dir>/lib/<multiarch>` are searched).
-//! 2. otherwise `pkg-config --libs-only-L sparseattn` (the pkg-config program;
-//!    PKG_CONFIG, PKG_CONFIG_PATH and PKG_CONFIG_SYSROOT_DIR are honoured).
-//! 3. otherwise the linker's default search path.
-//!
-//! The directory found is also put on the rpath of the crate's tests, examples
-//! and binaries, so `cargo test` runs without LD_LIBRARY_PATH.
+//!    `<dir>/lib/<multiarch>` are searched); a directory without it is an error.
+//! 2. otherwise `pkg-config --libs-only-L sparseattn` (PKG_CONFIG,
+//!    PKG_CONFIG_PATH, PKG_CONFIG_LIBDIR and PKG_CONFIG_SYSROOT_DIR are honoured).
+//! 3. otherwise nothing is baked in: the run-time loader searches for the
+//!    soname (a library in /usr/lib or registered with ldconfig is found).
 use std::env;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const LIB_FILE: &str = "libsparseattn.so";
+/// The soname first (what the library was built to be opened as), then the
+/// development symlink.
+const LIB_FILES: [&str; 2] = ["libsparseattn.so.0", "libsparseattn.so"];
 
 fn main() {
     for var in [
@@ -26,39 +29,58 @@ fn main() {
         println!("cargo:rerun-if-env-changed={var}");
     }
 
-    let dirs = match env::var_os("SPARSEATTN_LIB_DIR") {
+    let found = match env::var_os("SPARSEATTN_LIB_DIR") {
         Some(dir) if !dir.is_empty() => {
             let dir = PathBuf::from(dir);
             match find_in_tree(&dir) {
-                Some(found) => vec![found],
+                Some(found) => Some(found),
                 None => panic!(
-                    "SPARSEATTN_LIB_DIR={} holds no {LIB_FILE} (looked in it and in its src/, \
-                     lib/, lib64/ and lib/<multiarch>/)",
-                    dir.display()
+                    "SPARSEATTN_LIB_DIR={} holds no {} (looked in it and in its src/, lib/, \
+                     lib64/ and lib/<multiarch>/)",
+                    dir.display(),
+                    LIB_FILES[0]
                 ),
             }
         }
-        _ => pkg_config_dirs().unwrap_or_else(|| {
-            println!(
-                "cargo:warning=sparseattn: neither SPARSEATTN_LIB_DIR nor pkg-config found \
-                 {LIB_FILE}; relying on the linker's default search path"
-            );
-            Vec::new()
-        }),
+        _ => pkg_config_dirs()
+            .unwrap_or_default()
+            .iter()
+            .find_map(|dir| find_in(dir)),
     };
 
-    for dir in &dirs {
-        let dir = dir.canonicalize().unwrap_or_else(|_| dir.clone());
-        println!("cargo:rustc-link-search=native={}", dir.display());
-        println!("cargo:rustc-link-arg=-Wl,-rpath,{}", dir.display());
-        // For crates that depend on this one (DEP_SPARSEATTN_LIB_DIR).
-        println!("cargo:lib_dir={}", dir.display());
-        println!("cargo:rerun-if-changed={}", dir.join(LIB_FILE).display());
+    match found {
+        Some(file) => {
+            // An absolute directory, but the file name as found: the soname
+            // symlink follows in-place upgrades of the library.
+            let dir = file.parent().unwrap_or(Path::new("."));
+            let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+            let file = dir.join(file.file_name().unwrap_or_default());
+            println!(
+                "cargo:rustc-env=SPARSEATTN_BUILD_LIBRARY={}",
+                file.display()
+            );
+            // For build scripts of crates that depend on this one
+            // (DEP_SPARSEATTN_LIB_DIR), e.g. to find sparseattn.h beside it.
+            println!("cargo:lib_dir={}", dir.display());
+            println!("cargo:rerun-if-changed={}", file.display());
+        }
+        None => {
+            println!("cargo:rustc-env=SPARSEATTN_BUILD_LIBRARY=");
+            println!(
+                "cargo:warning=sparseattn: neither SPARSEATTN_LIB_DIR nor pkg-config found {}; \
+                 at run time it is looked for by the dynamic loader (or $SPARSEATTN_LIB)",
+                LIB_FILES[0]
+            );
+        }
     }
-    println!("cargo:rustc-link-lib=dylib=sparseattn");
 }
 
-/// The directory under `root` that holds libsparseattn.so, if any.
+/// The library file in `dir`, if there is one.
+fn find_in(dir: &Path) -> Option<PathBuf> {
+    LIB_FILES.iter().map(|f| dir.join(f)).find(|p| p.exists())
+}
+
+/// The library file under `root`, a library directory or a build or install tree.
 fn find_in_tree(root: &Path) -> Option<PathBuf> {
     let mut candidates = vec![
         root.to_path_buf(),
@@ -75,7 +97,7 @@ fn find_in_tree(root: &Path) -> Option<PathBuf> {
         multiarch.sort();
         candidates.extend(multiarch);
     }
-    candidates.into_iter().find(|d| d.join(LIB_FILE).exists())
+    candidates.iter().find_map(|d| find_in(d))
 }
 
 /// The -L directories pkg-config reports for sparseattn (none for a system

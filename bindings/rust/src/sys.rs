@@ -6,10 +6,14 @@
 //! a Rust `enum` must never hold a value that is not one of its variants, and
 //! a newer library may return a value this crate does not know yet.
 //!
-//! Every function here is `unsafe`; the parent module is the safe API.
+//! The library is not linked: [`crate::sys::api`] opens it at run time and
+//! returns its function table (`sa_get_api`), every entry checked non-NULL.
+//! Calling through it is `unsafe`; the parent module is the safe API.
 #![allow(non_camel_case_types)]
 
 use std::os::raw::{c_char, c_uint, c_void};
+
+pub use crate::loader::api;
 
 // ------------------------------------------------------------------ version
 
@@ -18,7 +22,9 @@ pub const SA_VERSION_MINOR: u32 = 1;
 pub const SA_VERSION_PATCH: u32 = 0;
 /// `(major << 16) | (minor << 8) | patch`, the header this crate was written against.
 pub const SA_VERSION: u32 = (SA_VERSION_MAJOR << 16) | (SA_VERSION_MINOR << 8) | SA_VERSION_PATCH;
-pub const SA_ABI_VERSION: u32 = 1;
+/// The function table version this crate asks `sa_get_api` for (it uses the
+/// abi_version 2 entries: truncate, clone, paged attention, batched selection).
+pub const SA_ABI_VERSION: u32 = 2;
 
 // ------------------------------------------------------------------- status
 
@@ -207,138 +213,128 @@ pub struct sa_evict_options {
     pub window: i32,
 }
 
-// ------------------------------------------------------- function table
+// ------------------------------------------------- paged caches, batches
 
-/// Every public function, for hosts that `dlopen` the library. Entries are only
-/// appended; `struct_size` tells how many a given library has.
+/// A batch's paged KV cache (see the header). Optional tensors are absent
+/// when their rank is 0.
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
-pub struct sa_api {
+pub struct sa_paged_kv {
     pub struct_size: usize,
-    pub abi_version: u32,
-    pub version: Option<unsafe extern "C" fn() -> u32>,
-    pub version_string: Option<unsafe extern "C" fn() -> *const c_char>,
-    pub last_error: Option<unsafe extern "C" fn() -> *const c_char>,
-    pub status_name: Option<unsafe extern "C" fn(sa_status) -> *const c_char>,
-    pub isa_name: Option<unsafe extern "C" fn(sa_isa) -> *const c_char>,
-    pub context_options_default: Option<unsafe extern "C" fn() -> sa_context_options>,
-    pub context_create:
-        Option<unsafe extern "C" fn(*const sa_context_options, *mut *mut sa_context) -> sa_status>,
-    pub context_destroy: Option<unsafe extern "C" fn(*mut *mut sa_context)>,
-    pub context_isa: Option<unsafe extern "C" fn(*const sa_context) -> sa_isa>,
-    pub context_threads: Option<unsafe extern "C" fn(*const sa_context) -> i32>,
-    pub index_options_default: Option<unsafe extern "C" fn() -> sa_index_options>,
-    pub index_create: Option<
-        unsafe extern "C" fn(*mut sa_context, *const sa_index_options, *mut *mut sa_index) -> sa_status,
-    >,
-    pub index_destroy: Option<unsafe extern "C" fn(*mut *mut sa_index)>,
-    pub index_append: Option<unsafe extern "C" fn(*mut sa_index, *const sa_tensor) -> sa_status>,
-    pub index_update: Option<
-        unsafe extern "C" fn(*mut sa_index, *const i32, i64, *const sa_tensor, *const i64) -> sa_status,
-    >,
-    pub index_size: Option<unsafe extern "C" fn(*const sa_index, *mut i64) -> sa_status>,
-    pub select_options_default: Option<unsafe extern "C" fn() -> sa_select_options>,
-    pub select: Option<
-        unsafe extern "C" fn(
-            *mut sa_index,
-            *const sa_tensor,
-            *const sa_select_options,
-            *mut sa_tensor,
-        ) -> sa_status,
-    >,
-    pub attend_options_default: Option<unsafe extern "C" fn() -> sa_attend_options>,
-    pub attend: Option<
-        unsafe extern "C" fn(
-            *mut sa_context,
-            *const sa_tensor,
-            *const sa_tensor,
-            *const sa_tensor,
-            *const sa_tensor,
-            *const sa_attend_options,
-            *mut sa_tensor,
-            *mut sa_tensor,
-        ) -> sa_status,
-    >,
-    pub evict_options_default: Option<unsafe extern "C" fn() -> sa_evict_options>,
-    pub cache_evict: Option<
-        unsafe extern "C" fn(
-            *mut sa_context,
-            *const sa_evict_options,
-            *const sa_tensor,
-            *const sa_tensor,
-            *mut sa_tensor,
-            *mut i64,
-        ) -> sa_status,
-    >,
+    pub k: sa_tensor,
+    pub v: sa_tensor,
+    pub page_table: sa_tensor,
+    pub seq_lens: sa_tensor,
+    pub slot_positions: sa_tensor,
 }
 
-pub type sa_get_api_fn = Option<unsafe extern "C" fn(abi_version: u32) -> *const sa_api>;
+/// `SA_TENSOR_ABSENT`: rank 0, an absent optional tensor.
+pub const SA_TENSOR_ABSENT: sa_tensor = sa_tensor {
+    data: std::ptr::null_mut(),
+    dtype: SA_DTYPE_F32,
+    device: SA_DEVICE_CPU,
+    device_id: 0,
+    rank: 0,
+    shape: [0; SA_MAX_RANK],
+    strides: [0; SA_MAX_RANK],
+};
 
-// ---------------------------------------------------------------- functions
+// ------------------------------------------------------- function table
 
-// Linked by build.rs (cargo:rustc-link-lib=dylib=sparseattn).
-extern "C" {
-    pub fn sa_version() -> u32;
-    pub fn sa_version_string() -> *const c_char;
+// One list of the table's entries, in the header's order, gives both the C
+// struct (nullable entries, as C declares them) and `Api`, the same entries
+// checked non-NULL once when the library is opened, so no call site unwraps.
+macro_rules! function_table {
+    ($($(#[$doc:meta])* $name:ident: fn($($arg:ty),*) $(-> $ret:ty)?;)*) => {
+        /// `sa_api`: every public function, as `sa_get_api` returns it.
+        /// Entries are only appended; `struct_size` tells how many exist.
+        #[repr(C)]
+        #[derive(Debug, Copy, Clone)]
+        pub struct sa_api {
+            pub struct_size: usize,
+            pub abi_version: u32,
+            $($(#[$doc])* pub $name: Option<unsafe extern "C" fn($($arg),*) $(-> $ret)?>,)*
+        }
 
-    pub fn sa_last_error() -> *const c_char;
-    pub fn sa_status_name(status: sa_status) -> *const c_char;
+        /// The function table of the opened library with every entry
+        /// present (see [`api`]).
+        #[derive(Debug, Copy, Clone)]
+        pub struct Api {
+            $($(#[$doc])* pub $name: unsafe extern "C" fn($($arg),*) $(-> $ret)?,)*
+        }
 
-    pub fn sa_isa_name(isa: sa_isa) -> *const c_char;
-
-    pub fn sa_context_options_default() -> sa_context_options;
-    pub fn sa_context_create(opt: *const sa_context_options, out: *mut *mut sa_context) -> sa_status;
-    pub fn sa_context_destroy(ctx: *mut *mut sa_context);
-    pub fn sa_context_isa(ctx: *const sa_context) -> sa_isa;
-    pub fn sa_context_threads(ctx: *const sa_context) -> i32;
-
-    pub fn sa_index_options_default() -> sa_index_options;
-    pub fn sa_index_create(
-        ctx: *mut sa_context,
-        opt: *const sa_index_options,
-        out: *mut *mut sa_index,
-    ) -> sa_status;
-    pub fn sa_index_destroy(ix: *mut *mut sa_index);
-    pub fn sa_index_append(ix: *mut sa_index, keys: *const sa_tensor) -> sa_status;
-    pub fn sa_index_update(
-        ix: *mut sa_index,
-        slots: *const i32,
-        n: i64,
-        keys: *const sa_tensor,
-        positions: *const i64,
-    ) -> sa_status;
-    pub fn sa_index_size(ix: *const sa_index, n_slots: *mut i64) -> sa_status;
-
-    pub fn sa_select_options_default() -> sa_select_options;
-    pub fn sa_select(
-        ix: *mut sa_index,
-        queries: *const sa_tensor,
-        opt: *const sa_select_options,
-        indices: *mut sa_tensor,
-    ) -> sa_status;
-
-    pub fn sa_attend_options_default() -> sa_attend_options;
-    #[allow(clippy::too_many_arguments)]
-    pub fn sa_attend(
-        ctx: *mut sa_context,
-        q: *const sa_tensor,
-        k: *const sa_tensor,
-        v: *const sa_tensor,
-        indices: *const sa_tensor,
-        opt: *const sa_attend_options,
-        out: *mut sa_tensor,
-        lse: *mut sa_tensor,
-    ) -> sa_status;
-
-    pub fn sa_evict_options_default() -> sa_evict_options;
-    pub fn sa_cache_evict(
-        ctx: *mut sa_context,
-        opt: *const sa_evict_options,
-        scores: *const sa_tensor,
-        positions: *const sa_tensor,
-        freed: *mut sa_tensor,
-        n_freed: *mut i64,
-    ) -> sa_status;
-
-    pub fn sa_get_api(abi_version: u32) -> *const sa_api;
+        impl Api {
+            /// The entries of `table`, or the name of the first NULL one.
+            pub(crate) fn from_table(table: &sa_api) -> Result<Api, &'static str> {
+                Ok(Api { $($name: table.$name.ok_or(stringify!($name))?,)* })
+            }
+        }
+    };
 }
+
+function_table! {
+    version: fn() -> u32;
+    version_string: fn() -> *const c_char;
+    last_error: fn() -> *const c_char;
+    status_name: fn(sa_status) -> *const c_char;
+    isa_name: fn(sa_isa) -> *const c_char;
+    context_options_default: fn() -> sa_context_options;
+    context_create: fn(*const sa_context_options, *mut *mut sa_context) -> sa_status;
+    context_destroy: fn(*mut *mut sa_context);
+    context_isa: fn(*const sa_context) -> sa_isa;
+    context_threads: fn(*const sa_context) -> i32;
+    index_options_default: fn() -> sa_index_options;
+    index_create: fn(*mut sa_context, *const sa_index_options, *mut *mut sa_index) -> sa_status;
+    index_destroy: fn(*mut *mut sa_index);
+    index_append: fn(*mut sa_index, *const sa_tensor) -> sa_status;
+    index_update: fn(*mut sa_index, *const i32, i64, *const sa_tensor, *const i64) -> sa_status;
+    index_size: fn(*const sa_index, *mut i64) -> sa_status;
+    select_options_default: fn() -> sa_select_options;
+    select: fn(*mut sa_index, *const sa_tensor, *const sa_select_options, *mut sa_tensor)
+        -> sa_status;
+    attend_options_default: fn() -> sa_attend_options;
+    attend: fn(
+        *mut sa_context,
+        *const sa_tensor,
+        *const sa_tensor,
+        *const sa_tensor,
+        *const sa_tensor,
+        *const sa_attend_options,
+        *mut sa_tensor,
+        *mut sa_tensor
+    ) -> sa_status;
+    evict_options_default: fn() -> sa_evict_options;
+    cache_evict: fn(
+        *mut sa_context,
+        *const sa_evict_options,
+        *const sa_tensor,
+        *const sa_tensor,
+        *mut sa_tensor,
+        *mut i64
+    ) -> sa_status;
+    /// abi_version 2.
+    index_truncate: fn(*mut sa_index, i64) -> sa_status;
+    index_clone: fn(*const sa_index, *mut *mut sa_index) -> sa_status;
+    attend_paged: fn(
+        *mut sa_context,
+        *const sa_tensor,
+        *const sa_tensor,
+        *const sa_paged_kv,
+        *const sa_tensor,
+        *const sa_attend_options,
+        *mut sa_tensor,
+        *mut sa_tensor
+    ) -> sa_status;
+    select_batch: fn(
+        *const *mut sa_index,
+        i64,
+        *const sa_tensor,
+        *const sa_tensor,
+        *const sa_select_options,
+        *const sa_paged_kv,
+        *mut sa_tensor
+    ) -> sa_status;
+}
+
+/// `sa_get_api`, the one symbol the loader resolves by name.
+pub type sa_get_api_fn = unsafe extern "C" fn(abi_version: u32) -> *const sa_api;

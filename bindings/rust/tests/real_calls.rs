@@ -1,151 +1,154 @@
-//! Real calls into libsparseattn through the safe API.
+//! Real calls into libsparseattn through the safe API: the basics (version,
+//! defaults, dense and sparse attention, selection, eviction, errors).
+mod common;
+
+use common::{max_rel_err, single_thread_context, Attention, Rng, Rows};
 use sparseattn::{
-    sys, AttendOptions, Context, ContextOptions, DType, EvictOptions, Index, IndexOptions,
-    SelectOptions, SelectorKind, Status, Tensor, TensorMut,
+    sys, AttendOptions, Context, ContextOptions, CudaStream, DType, Device, EvictOptions, Index,
+    IndexOptions, Isa, SelectOptions, SelectorKind, Status, Tensor, TensorMut,
 };
 
-/// Deterministic xorshift numbers in [-1, 1).
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> f32 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
-    fn vec(&mut self, n: i64) -> Vec<f32> {
-        (0..n).map(|_| self.next()).collect()
-    }
-}
-
 fn bf16(x: f32) -> u16 {
-    // Round to nearest even (finite inputs).
-    let b = x.to_bits();
-    ((b + 0x7fff + ((b >> 16) & 1)) >> 16) as u16
-}
-
-fn max_rel_err(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    let scale = b.iter().fold(0f32, |m, x| m.max(x.abs())).max(1e-30);
-    a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
-}
-
-/// Dense softmax attention, [n_q, h_q, d] x [n_kv, h_kv, d], not causal.
-#[allow(clippy::too_many_arguments)]
-fn reference_attention(
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    n_q: usize,
-    h_q: usize,
-    n_kv: usize,
-    h_kv: usize,
-    d: usize,
-) -> (Vec<f32>, Vec<f32>) {
-    let group = h_q / h_kv;
-    let scale = 1.0 / (d as f64).sqrt();
-    let mut out = vec![0f32; n_q * h_q * d];
-    let mut lse = vec![0f32; n_q * h_q];
-    for i in 0..n_q {
-        for h in 0..h_q {
-            let kh = h / group;
-            let qrow = &q[(i * h_q + h) * d..][..d];
-            let scores: Vec<f64> = (0..n_kv)
-                .map(|j| {
-                    let krow = &k[(j * h_kv + kh) * d..][..d];
-                    qrow.iter().zip(krow).map(|(a, b)| *a as f64 * *b as f64).sum::<f64>() * scale
-                })
-                .collect();
-            let m = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-            let denom: f64 = scores.iter().map(|s| (s - m).exp()).sum();
-            for (j, s) in scores.iter().enumerate() {
-                let p = (s - m).exp() / denom;
-                let vrow = &v[(j * h_kv + kh) * d..][..d];
-                for c in 0..d {
-                    out[(i * h_q + h) * d + c] += (p * vrow[c] as f64) as f32;
-                }
-            }
-            lse[i * h_q + h] = (m + denom.ln()) as f32;
-        }
-    }
-    (out, lse)
-}
-
-fn single_thread_context() -> Context {
-    Context::with_options(&ContextOptions {
-        threads: 1,
-        ..Default::default()
-    })
-    .expect("context")
+    common::bf16(x)
 }
 
 #[test]
-fn version_matches_header() {
-    assert_eq!(sparseattn::version() >> 8, sys::SA_VERSION >> 8, "major.minor");
+fn version_matches_header_and_library_is_the_one_built_against() {
+    let version = sparseattn::version().unwrap();
+    assert_eq!(version >> 8, sys::SA_VERSION >> 8, "major.minor");
     assert_eq!(
-        sparseattn::version_string(),
+        sparseattn::version_string().unwrap(),
         format!(
             "{}.{}.{}",
-            sparseattn::version() >> 16,
-            (sparseattn::version() >> 8) & 0xff,
-            sparseattn::version() & 0xff
+            version >> 16,
+            (version >> 8) & 0xff,
+            version & 0xff
         )
     );
-    let api = unsafe { sys::sa_get_api(sys::SA_ABI_VERSION) };
-    assert!(!api.is_null());
-    let api = unsafe { &*api };
-    assert!(api.struct_size >= std::mem::size_of::<sys::sa_api>());
-    assert!(api.abi_version >= sys::SA_ABI_VERSION);
-    assert_eq!(unsafe { (api.version.unwrap())() }, sparseattn::version());
+    // build.rs found the library (CI always sets SPARSEATTN_LIB_DIR or
+    // pkg-config), and that is the file opened, unless SPARSEATTN_LIB says otherwise.
+    let baked = sparseattn::build_library_path().expect("build.rs baked in a library path");
+    assert!(baked.starts_with('/'), "absolute: {baked}");
+    if std::env::var_os(sparseattn::LIBRARY_ENV).is_none() {
+        assert_eq!(sparseattn::library_path().unwrap(), baked);
+    }
 }
 
 #[test]
-fn defaults_match_header_and_struct_sizes() {
-    unsafe {
-        let c = sys::sa_context_options_default();
-        assert_eq!(c.struct_size, std::mem::size_of::<sys::sa_context_options>());
-        assert_eq!((c.threads, c.isa), (0, sys::SA_ISA_AUTO));
-
-        let i = sys::sa_index_options_default();
-        assert_eq!(i.struct_size, std::mem::size_of::<sys::sa_index_options>());
-        assert_eq!(i.kind, sys::SA_SELECTOR_EXACT);
-        assert_eq!(i.dtype, sys::SA_DTYPE_F16);
-        assert_eq!((i.page.page_size, i.page.refine), (16, 1));
-        assert_eq!(
-            (i.lsh.rounds, i.lsh.bits, i.lsh.probes, i.lsh.seed),
-            (8, 0, 2, 0x5eed5eed)
-        );
-        assert_eq!((i.hnsw.m, i.hnsw.ef_construction, i.hnsw.ef_search), (8, 32, 192));
-        assert_eq!(i.learned.rescore, 12);
-        assert!(i.learned.weights_path.is_null());
-        assert_eq!(i.borrow_keys, 0);
-
-        let s = sys::sa_select_options_default();
-        assert_eq!(s.struct_size, std::mem::size_of::<sys::sa_select_options>());
-        assert_eq!((s.top_k, s.window, s.sinks, s.per_query_head), (64, 64, 4, 0));
-        assert!(s.keys.is_null());
-
-        let a = sys::sa_attend_options_default();
-        assert_eq!(a.struct_size, std::mem::size_of::<sys::sa_attend_options>());
-        assert_eq!((a.scale, a.causal), (0.0, 0));
-        assert!(a.slot_mass.is_null());
-        assert_eq!(a.mass_decay, 1.0);
-
-        let e = sys::sa_evict_options_default();
-        assert_eq!(e.struct_size, std::mem::size_of::<sys::sa_evict_options>());
-        assert_eq!((e.budget, e.incoming, e.sinks, e.window), (0, 1, 4, 64));
+fn status_and_isa_names_equal_the_library_names() {
+    let api = sys::api().unwrap();
+    for code in 1..=12u32 {
+        let status = Status::from_raw(code).unwrap();
+        assert_eq!(status.code(), code);
+        let theirs = unsafe { std::ffi::CStr::from_ptr((api.status_name)(code)) };
+        assert_eq!(status.name(), theirs.to_str().unwrap());
     }
+    assert_eq!(Status::from_raw(sys::SA_OK), None);
+    for isa in [Isa::Scalar, Isa::Neon, Isa::Avx2, Isa::Avx512, Isa::Auto] {
+        let theirs = unsafe { std::ffi::CStr::from_ptr((api.isa_name)(isa.raw())) };
+        assert_eq!(isa.name(), theirs.to_str().unwrap());
+        assert_eq!(Isa::from_raw(isa.raw()), isa);
+    }
+}
+
+#[test]
+fn defaults_equal_the_library_defaults_and_struct_sizes() {
+    let api = sys::api().unwrap();
+    let (c, i, s, a, e) = unsafe {
+        (
+            (api.context_options_default)(),
+            (api.index_options_default)(),
+            (api.select_options_default)(),
+            (api.attend_options_default)(),
+            (api.evict_options_default)(),
+        )
+    };
+    assert_eq!(
+        c.struct_size,
+        std::mem::size_of::<sys::sa_context_options>()
+    );
+    assert_eq!(i.struct_size, std::mem::size_of::<sys::sa_index_options>());
+    assert_eq!(s.struct_size, std::mem::size_of::<sys::sa_select_options>());
+    assert_eq!(a.struct_size, std::mem::size_of::<sys::sa_attend_options>());
+    assert_eq!(e.struct_size, std::mem::size_of::<sys::sa_evict_options>());
+
+    let rc = ContextOptions::default();
+    assert_eq!((rc.threads, rc.isa.raw()), (c.threads, c.isa));
+    assert!(c.cuda_plugin_path.is_null() && rc.cuda_plugin_path.is_none());
+    assert_eq!(rc.device.raw(), (c.device, c.device_id));
+    assert_eq!(rc.cuda_stream.as_raw(), c.cuda_stream);
+
+    let ri = IndexOptions::default();
+    assert_eq!(ri.kind.raw(), i.kind);
+    assert_eq!(
+        (ri.num_kv_heads, ri.head_dim, ri.capacity),
+        (i.num_kv_heads, i.head_dim, i.capacity)
+    );
+    assert_eq!(ri.dtype.raw(), i.dtype);
+    assert_eq!(
+        (ri.page.page_size, ri.page.refine as i32),
+        (i.page.page_size, i.page.refine)
+    );
+    assert_eq!(
+        (ri.lsh.rounds, ri.lsh.bits, ri.lsh.probes, ri.lsh.seed),
+        (i.lsh.rounds, i.lsh.bits, i.lsh.probes, i.lsh.seed)
+    );
+    assert_eq!(
+        (ri.hnsw.m, ri.hnsw.ef_construction, ri.hnsw.ef_search),
+        (i.hnsw.m, i.hnsw.ef_construction, i.hnsw.ef_search)
+    );
+    assert!(i.learned.weights_path.is_null() && ri.learned.weights_path.is_none());
+    assert_eq!(
+        (ri.learned.layer, ri.learned.rescore),
+        (i.learned.layer, i.learned.rescore)
+    );
+    assert_eq!(ri.borrow_keys as i32, i.borrow_keys);
+
+    let rs = SelectOptions::default();
+    assert_eq!(
+        (
+            rs.top_k,
+            rs.window,
+            rs.sinks,
+            rs.per_query_head as i32,
+            rs.mass_target,
+            rs.scale
+        ),
+        (
+            s.top_k,
+            s.window,
+            s.sinks,
+            s.per_query_head,
+            s.mass_target,
+            s.scale
+        )
+    );
+    assert!(s.query_positions.is_null() && s.query_segments.is_null() && s.key_segments.is_null());
+    assert!(s.cuda_stream.is_null() && s.keys.is_null() && rs.keys.is_none());
+    assert_eq!(rs.cuda_stream, CudaStream::NONE);
+
+    let ra = AttendOptions::default();
+    assert_eq!(
+        (ra.scale, ra.causal as i32, ra.mass_decay),
+        (a.scale, a.causal, a.mass_decay)
+    );
+    assert!(a.query_positions.is_null() && a.key_positions.is_null() && a.cuda_stream.is_null());
+    assert!(a.slot_mass.is_null() && ra.slot_mass.is_none());
+
+    let re = EvictOptions::default();
+    assert_eq!(
+        (re.budget, re.incoming, re.sinks, re.window),
+        (e.budget, e.incoming, e.sinks, e.window)
+    );
+
     // x86-64 / aarch64 layout of the header's structs.
     assert_eq!(std::mem::size_of::<sys::sa_tensor>(), 88);
+    assert_eq!(std::mem::size_of::<sys::sa_context_options>(), 40);
     assert_eq!(std::mem::size_of::<sys::sa_index_options>(), 112);
     assert_eq!(std::mem::size_of::<sys::sa_select_options>(), 72);
-
-    let sel = SelectOptions::default();
-    assert_eq!((sel.top_k, sel.window, sel.sinks), (64, 64, 4));
-    let ix = IndexOptions::default();
-    assert_eq!((ix.kind, ix.dtype), (SelectorKind::Exact, DType::F16));
-    assert_eq!(EvictOptions::default().incoming, 1);
-    assert!(!AttendOptions::default().causal);
+    assert_eq!(std::mem::size_of::<sys::sa_attend_options>(), 56);
+    assert_eq!(std::mem::size_of::<sys::sa_paged_kv>(), 8 + 5 * 88);
+    assert_eq!(Device::default(), Device::Cpu);
 }
 
 #[test]
@@ -183,11 +186,33 @@ fn dense_equals_sparse_with_all_indices() {
     )
     .expect("dense attend");
 
-    let (ref_out, ref_lse) = reference_attention(
-        &q, &k, &v, n_q as usize, h_q as usize, n_kv as usize, h_kv as usize, d as usize,
+    let (hq, hkv, dd) = (h_q as usize, h_kv as usize, d as usize);
+    let reference = Attention::dense(
+        Rows {
+            data: &q,
+            heads: hq,
+            d: dd,
+        },
+        Rows {
+            data: &k,
+            heads: hkv,
+            d: dd,
+        },
+        Rows {
+            data: &v,
+            heads: hkv,
+            d: dd,
+        },
+    )
+    .run();
+    assert!(
+        max_rel_err(&dense, &reference.out) < 1e-5,
+        "dense vs reference"
     );
-    assert!(max_rel_err(&dense, &ref_out) < 1e-5, "dense vs reference");
-    assert!(max_rel_err(&dense_lse, &ref_lse) < 1e-5, "lse vs reference");
+    assert!(
+        max_rel_err(&dense_lse, &reference.lse) < 1e-5,
+        "lse vs reference"
+    );
 
     // One list per KV head holding every key.
     let all: Vec<i32> = (0..n_q * h_kv).flat_map(|_| 0..n_kv as i32).collect();
@@ -203,8 +228,11 @@ fn dense_equals_sparse_with_all_indices() {
         Some(&mut TensorMut::f32(&mut sparse_lse, &[n_q, h_q]).unwrap()),
     )
     .expect("sparse attend");
-    assert!(max_rel_err(&sparse, &dense) < 1e-5, "sparse (per KV head) vs dense");
-    assert!(max_rel_err(&sparse_lse, &dense_lse) < 1e-5);
+    assert!(
+        max_rel_err(&sparse, &reference.out) < 1e-5,
+        "sparse (per KV head) vs reference"
+    );
+    assert!(max_rel_err(&sparse_lse, &reference.lse) < 1e-5);
 
     // One list per query head, reversed and padded with -1.
     let width = n_kv + 3;
@@ -222,7 +250,10 @@ fn dense_equals_sparse_with_all_indices() {
         None,
     )
     .expect("sparse attend, per query head");
-    assert!(max_rel_err(&sparse2, &dense) < 1e-5, "sparse (per query head) vs dense");
+    assert!(
+        max_rel_err(&sparse2, &reference.out) < 1e-5,
+        "sparse (per query head) vs reference"
+    );
 }
 
 #[test]
@@ -268,17 +299,12 @@ fn strided_keys_equal_contiguous_keys() {
         None,
     )
     .unwrap();
-    assert!(max_rel_err(&b, &a) < 1e-6);
+    let a64: Vec<f64> = a.iter().map(|&x| x as f64).collect();
+    assert!(max_rel_err(&b, &a64) < 1e-6);
 }
 
 /// Keys near zero except one planted key per KV head aligned with the query.
-fn planted_setup(
-    n: i64,
-    h_q: i64,
-    h_kv: i64,
-    d: i64,
-    planted: &[i64],
-) -> (Vec<f32>, Vec<f32>) {
+fn planted_setup(n: i64, h_q: i64, h_kv: i64, d: i64, planted: &[i64]) -> (Vec<f32>, Vec<f32>) {
     let mut rng = Rng(7);
     let mut keys: Vec<f32> = rng.vec(n * h_kv * d).iter().map(|x| x * 0.05).collect();
     let group = h_q / h_kv;
@@ -300,8 +326,14 @@ fn planted_setup(
 fn check_selection(row: &[i32], planted: i64, n: i64, sel: &SelectOptions) {
     let chosen: Vec<i32> = row.iter().copied().filter(|&s| s >= 0).collect();
     assert!(chosen.windows(2).all(|w| w[0] < w[1]), "ascending: {row:?}");
-    assert!(row[chosen.len()..].iter().all(|&s| s == -1), "-1 padding last: {row:?}");
-    assert!(chosen.contains(&(planted as i32)), "planted slot {planted} in {row:?}");
+    assert!(
+        row[chosen.len()..].iter().all(|&s| s == -1),
+        "-1 padding last: {row:?}"
+    );
+    assert!(
+        chosen.contains(&(planted as i32)),
+        "planted slot {planted} in {row:?}"
+    );
     for s in 0..sel.sinks as i64 {
         assert!(chosen.contains(&(s as i32)), "sink {s} in {row:?}");
     }
@@ -331,8 +363,12 @@ fn exact_selector_finds_planted_key() {
     .unwrap();
     assert!(index.is_empty());
     // Two appends: slots continue where the first stopped.
-    index.append(&Tensor::f32(&keys[..(200 * h_kv * d) as usize], &[200, h_kv, d]).unwrap()).unwrap();
-    index.append(&Tensor::f32(&keys[(200 * h_kv * d) as usize..], &[n - 200, h_kv, d]).unwrap()).unwrap();
+    index
+        .append(&Tensor::f32(&keys[..(200 * h_kv * d) as usize], &[200, h_kv, d]).unwrap())
+        .unwrap();
+    index
+        .append(&Tensor::f32(&keys[(200 * h_kv * d) as usize..], &[n - 200, h_kv, d]).unwrap())
+        .unwrap();
     assert_eq!(index.len(), n as usize);
 
     let sel = SelectOptions {
@@ -351,7 +387,12 @@ fn exact_selector_finds_planted_key() {
         )
         .unwrap();
     for kh in 0..h_kv as usize {
-        check_selection(&idx[kh * width as usize..][..width as usize], planted[kh], n, &sel);
+        check_selection(
+            &idx[kh * width as usize..][..width as usize],
+            planted[kh],
+            n,
+            &sel,
+        );
     }
 
     // The same through bf16 storage and bf16 queries.
@@ -367,7 +408,9 @@ fn exact_selector_finds_planted_key() {
         },
     )
     .unwrap();
-    index16.append(&Tensor::bf16(&keys16, &[n, h_kv, d]).unwrap()).unwrap();
+    index16
+        .append(&Tensor::bf16(&keys16, &[n, h_kv, d]).unwrap())
+        .unwrap();
     let mut idx16 = vec![0i32; (h_kv * width) as usize];
     index16
         .select(
@@ -377,7 +420,12 @@ fn exact_selector_finds_planted_key() {
         )
         .unwrap();
     for kh in 0..h_kv as usize {
-        check_selection(&idx16[kh * width as usize..][..width as usize], planted[kh], n, &sel);
+        check_selection(
+            &idx16[kh * width as usize..][..width as usize],
+            planted[kh],
+            n,
+            &sel,
+        );
     }
 }
 
@@ -398,7 +446,9 @@ fn select_and_attend_concurrently_on_shared_handles() {
         },
     )
     .unwrap();
-    index.append(&Tensor::f32(&keys, &[n, h_kv, d]).unwrap()).unwrap();
+    index
+        .append(&Tensor::f32(&keys, &[n, h_kv, d]).unwrap())
+        .unwrap();
     let sel = SelectOptions {
         top_k: 8,
         window: 4,
@@ -410,7 +460,11 @@ fn select_and_attend_concurrently_on_shared_handles() {
         let q = Tensor::f32(&query, &[1, h_q, d]).unwrap();
         let mut idx = vec![0i32; (h_kv * width) as usize];
         index
-            .select(&q, &sel, &mut TensorMut::i32(&mut idx, &[1, h_kv, width]).unwrap())
+            .select(
+                &q,
+                &sel,
+                &mut TensorMut::i32(&mut idx, &[1, h_kv, width]).unwrap(),
+            )
             .unwrap();
         let mut out = vec![0f32; (h_q * d) as usize];
         ctx.attend(
@@ -483,7 +537,11 @@ fn eviction_frees_lowest_scores_and_slots_are_refilled() {
         .unwrap();
     assert!(n >= 3, "{:?}", &freed[..n]);
     assert_eq!(freed[0], 3, "{:?}", &freed[..n]);
-    assert!(freed[..n].contains(&5) && freed[..n].contains(&1), "{:?}", &freed[..n]);
+    assert!(
+        freed[..n].contains(&5) && freed[..n].contains(&1),
+        "{:?}",
+        &freed[..n]
+    );
 
     // Too small an output is an error, not a partial write.
     let mut tiny = [0i32; 1];
@@ -510,16 +568,26 @@ fn eviction_frees_lowest_scores_and_slots_are_refilled() {
     )
     .unwrap();
     let keys = Rng(3).vec(10 * h_kv * d);
-    index.append(&Tensor::f32(&keys, &[10, h_kv, d]).unwrap()).unwrap();
+    index
+        .append(&Tensor::f32(&keys, &[10, h_kv, d]).unwrap())
+        .unwrap();
     let slots = [5i32, 1, 4];
     let fresh = Rng(4).vec(3 * h_kv * d);
     index
-        .update(&slots, &Tensor::f32(&fresh, &[3, h_kv, d]).unwrap(), Some(&[10, 11, 12]))
+        .update(
+            &slots,
+            &Tensor::f32(&fresh, &[3, h_kv, d]).unwrap(),
+            Some(&[10, 11, 12]),
+        )
         .unwrap();
     assert_eq!(index.len(), 10);
     // Mismatched positions are caught before the call.
     let err = index
-        .update(&slots, &Tensor::f32(&fresh, &[3, h_kv, d]).unwrap(), Some(&[10, 11]))
+        .update(
+            &slots,
+            &Tensor::f32(&fresh, &[3, h_kv, d]).unwrap(),
+            Some(&[10, 11]),
+        )
         .unwrap_err();
     assert_eq!(err.status(), Status::Shape);
 }

@@ -1,0 +1,77 @@
+//! Keeping a cache at a fixed budget: which slots to free (`sa_cache_evict`).
+use crate::context::Context;
+use crate::error::{check, Error, Result, Status};
+use crate::sys;
+use crate::tensor::{Tensor, TensorMut};
+
+/// Settings of [`Context::evict`]. `Default` is the header's
+/// `SA_EVICT_OPTIONS_INIT`, whose budget 0 the library refuses: set it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EvictOptions {
+    /// Slots the cache may hold after the incoming tokens
+    /// (>= sinks + window + incoming).
+    pub budget: i64,
+    /// Tokens about to be inserted (0: compress a prompt to `budget`).
+    pub incoming: i64,
+    /// Positions [0, sinks) are never freed.
+    pub sinks: i32,
+    /// Positions (max_pos - window, max_pos] are never freed.
+    pub window: i32,
+}
+
+impl Default for EvictOptions {
+    fn default() -> Self {
+        EvictOptions {
+            budget: 0,
+            incoming: 1,
+            sinks: 4,
+            window: 64,
+        }
+    }
+}
+
+impl Context {
+    /// Chooses cache slots to free so that occupied + incoming <= budget
+    /// (`sa_cache_evict`). `scores`: f32 `[n_slots]` or `[H, n_slots]`
+    /// (higher = more useful, e.g. a [`crate::SlotMass`] buffer);
+    /// `positions`: i64 `[n_slots]` (-1: empty slot). Writes to the front of
+    /// `freed` first the empty slots the incoming tokens can use, then the
+    /// occupied slots to evict, lowest score first; returns their count.
+    pub fn evict(
+        &self,
+        opts: &EvictOptions,
+        scores: &Tensor<'_>,
+        positions: &Tensor<'_>,
+        freed: &mut [i32],
+    ) -> Result<usize> {
+        let raw_opts = sys::sa_evict_options {
+            struct_size: std::mem::size_of::<sys::sa_evict_options>(),
+            budget: opts.budget,
+            incoming: opts.incoming,
+            sinks: opts.sinks,
+            window: opts.window,
+        };
+        let cap = freed.len() as i64;
+        let mut freed_t = TensorMut::i32(freed, &[cap])?;
+        let mut n: i64 = 0;
+        let api = self.api();
+        // SAFETY: descriptors cover borrowed memory; n is a valid out pointer.
+        check(api, unsafe {
+            (api.cache_evict)(
+                self.as_ptr(),
+                &raw_opts,
+                &scores.raw,
+                &positions.raw,
+                &mut freed_t.raw,
+                &mut n,
+            )
+        })?;
+        if n < 0 || n > cap {
+            return Err(Error::new(
+                Status::Internal,
+                format!("sa_cache_evict reported {n} freed slots for a capacity of {cap}"),
+            ));
+        }
+        Ok(n as usize)
+    }
+}
