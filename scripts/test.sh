@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Runs every test: the release build's suites, the same suites again under
-# AddressSanitizer + UndefinedBehaviorSanitizer, the NEON kernels under qemu-aarch64
-# (scripts/neon_check.sh), then the bindings' tests (scripts/ci_bindings.sh, when present).
-# Installs the dependencies first.
+# Runs every test: the release build's suites; the minimal configuration (no oneDNN, no
+# hnswlib: scripts/minimal_check.sh); the suites again under AddressSanitizer +
+# UndefinedBehaviorSanitizer (less the `isa` reruns, which the release build runs); the NEON
+# kernels under qemu-aarch64 (scripts/neon_check.sh); then the bindings' tests
+# (scripts/ci_bindings.sh). Installs the dependencies first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -21,6 +22,9 @@ echo "== release build: build/"
 setup_and_build build --buildtype=release
 meson test -C build --print-errorlogs
 
+echo "== minimal configuration: build-min/ (scripts/minimal_check.sh)"
+bash scripts/minimal_check.sh
+
 echo "== sanitizer build: build-asan/"
 setup_and_build build-asan -Dbuildtype=debugoptimized \
   -Db_sanitize=address,undefined -Db_lundef=false \
@@ -28,7 +32,7 @@ setup_and_build build-asan -Dbuildtype=debugoptimized \
 ASAN_OPTIONS=halt_on_error=1:print_stacktrace=1:detect_leaks=1 \
 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 LSAN_OPTIONS=suppressions=$root/scripts/lsan.supp:print_suppressions=0 \
-  meson test -C build-asan --print-errorlogs --timeout-multiplier 4
+  meson test -C build-asan --print-errorlogs --timeout-multiplier 4 --no-suite isa
 
 echo "== NEON kernels under qemu-aarch64: scripts/neon_check.sh"
 bash scripts/neon_check.sh

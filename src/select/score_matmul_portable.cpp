@@ -12,8 +12,8 @@
 namespace sa {
 namespace {
 
-constexpr int64_t kCols = 32;  // keys per panel: 2 AVX-512 or 4 AVX2 registers per row of A
-constexpr int64_t kRows = 4;   // rows of A per pass over a panel
+constexpr int64_t kCols = 16;  // keys per panel: 1 AVX-512 or 2 AVX2 registers per row of A
+constexpr int64_t kRows = 6;   // rows of A per pass over a panel: 12 AVX2 accumulators
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define SA_GEMM_CLONES __attribute__((target_clones("avx512f", "avx2,fma", "default")))
