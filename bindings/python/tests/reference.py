@@ -137,7 +137,7 @@ def check_selection(testcase, row, exp, top_k, width=None, tie_rel=1e-4, mass_ta
     if scored and rest:
         worst_in = min(exp["score"][s] for s in scored)
         best_out = exp["score"][rest[0]]
-        testcase.assertGreaterEqual(worst_in, best_out * (1 - tie_rel) - 1e-12,
+        testcase.assertGreaterEqual(worst_in, best_out - tie_rel * abs(best_out) - 1e-12,
                                     "every chosen slot scores at least every left-out one")
     return chosen
 
