@@ -197,6 +197,10 @@ def as_tensor(x, name, writable=False):
     arrays whose elements do not overlap."""
     t = x if isinstance(x, Tensor) else Tensor(x, name=name)
     if writable:
+        if isinstance(t._base, np.ndarray) and t._base is not t.obj and t._base.flags.owndata:
+            # numpy.asarray had to copy: results written there would never reach obj.
+            raise InvalidArgument(f"{name}: {type(t.obj).__name__} cannot be viewed without a "
+                                  f"copy, so it cannot receive an output", Status.ERR_INVALID_ARGUMENT)
         if t.readonly:
             raise InvalidArgument(f"{name}: read-only array given as an output",
                                   Status.ERR_INVALID_ARGUMENT)

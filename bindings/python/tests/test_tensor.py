@@ -170,6 +170,16 @@ class TensorTest(unittest.TestCase):
         t = sa.Tensor(OnlyArray(a))
         self.assertEqual(t.data_ptr, a.ctypes.data)
 
+        class Copying:  # __array__ that hands out a fresh copy: never an output
+            def __array__(self, dtype=None):
+                return np.zeros((1, 2, 8), np.float32)
+        x = np.ones((1, 2, 8), np.float32)
+        with context() as ctx:
+            self.assertEqual(ctx.attend(OnlyArray(x), x, x).shape, (1, 2, 8))  # input: fine
+            with self.assertRaises(sa.InvalidArgument) as cm:
+                ctx.attend(x, x, x, out=Copying())
+        self.assertIn("copy", cm.exception.message)
+
 
 if __name__ == "__main__":
     unittest.main()
