@@ -18,6 +18,7 @@ library's status and message.
 """
 from . import _abi
 from ._library import library
+from ._library import load as _load
 from ._options import defaults
 from .batch import select_batch
 from .context import Context
@@ -64,6 +65,12 @@ def last_error():
     return library().api.last_error().decode("utf-8", "replace")
 
 
+def load_library(path):
+    """Loads libsparseattn from `path` (instead of $SPARSEATTN_LIB and the default
+    search); call it before anything else."""
+    return _load(path).path
+
+
 def library_path():
     """The path (or loader name) the library was loaded from."""
     return library().path
@@ -74,6 +81,6 @@ __all__ = [
     "FormatError", "Index", "InternalError", "InvalidArgument", "Isa", "NullPointer",
     "OutOfMemory", "OutOfRange", "PagedKV", "SelectorKind", "ShapeError", "SizeOverflow",
     "SparseAttnError", "Status", "StructSizeError", "Tensor", "Unsupported", "bf16", "defaults",
-    "isa_name", "last_error", "library_path", "select_batch", "status_name", "version",
+    "isa_name", "last_error", "library_path", "load_library", "select_batch", "status_name", "version",
     "version_info", "version_string",
 ]

@@ -112,3 +112,17 @@ def library():
                     "libsparseattn not found (set SPARSEATTN_LIB to its path): "
                     + "; ".join(failures), Status.ERR_BACKEND_UNAVAILABLE)
     return _loaded
+
+
+def load(path):
+    """Loads the library from `path` now, instead of the default search (before any
+    other call; a different library already loaded is refused)."""
+    global _loaded
+    with _lock:
+        if _loaded is None:
+            _loaded = Library(path)
+        elif os.path.realpath(_loaded.path) != os.path.realpath(path):
+            from .errors import InvalidArgument
+            raise InvalidArgument(f"{_loaded.path} is already loaded; cannot switch to {path}",
+                                  Status.ERR_INVALID_ARGUMENT)
+    return _loaded
