@@ -1,14 +1,16 @@
 /*
  * demo_dlopen: a C host that loads libsparseattn.so.0 at run time, resolves one
  * symbol (sa_get_api) and runs a decode loop over a long synthetic KV cache,
- * comparing sparse attention (exact top-K selection + gathered attention) with
+ * comparing sparse attention (page selection + gathered attention) with
  * dense attention over every key.
  *
  * Usage: demo_dlopen [LIBRARY] [-n KEYS] [-s STEPS] [-k TOP_K] [-t THREADS] [-v]
- *                    [--budget SLOTS]
+ *                    [--selector exact|page|lsh|hnsw] [--budget SLOTS]
  *   LIBRARY: path of libsparseattn.so.0; default $SPARSEATTN_LIB, else the
  *            build tree's library next to this executable (../src/), else the
  *            dynamic loader's search for "libsparseattn.so.0".
+ *   --selector: how keys are chosen; default page (Quest-style page bounds, the
+ *            fastest at long contexts), exact is the top-K oracle.
  *   --budget: a fixed-budget cache of SLOTS entries instead (run_budget below):
  *            the KEYS-token prompt (KEYS >= SLOTS) is compressed to SLOTS in one call, then
  *            STEPS decode steps (default 4096) each evict one slot by
@@ -18,7 +20,7 @@
  * model's attention: keys cluster around a few "topic" directions per head,
  * carry a RoPE-like positional part that makes recent keys score higher, and a
  * few "needle" keys per head match each query strongly. So a few thousand keys
- * out of 32K hold nearly all the attention mass, as in a trained model's later
+ * out of 128K hold nearly all the attention mass, as in a trained model's later
  * layers (tests/data holds a cut of a real one).
  */
 #define _POSIX_C_SOURCE 200809L
@@ -236,14 +238,31 @@ static const char *default_library(char *buf, size_t len) {
 
 static void usage(const char *argv0) {
     fprintf(stderr,
-            "usage: %s [LIBRARY] [-n KEYS] [-s STEPS] [-k TOP_K] [-t THREADS] [-v] [--budget SLOTS]\n",
+            "usage: %s [LIBRARY] [-n KEYS] [-s STEPS] [-k TOP_K] [-t THREADS] [-v]\n"
+            "          [--selector exact|page|lsh|hnsw] [--budget SLOTS]\n",
             argv0);
 }
 
-/* An exact index over f16 keys of the workload's shape. */
+/* The selector kinds the demo can build without a weights file. */
+static const struct {
+    const char *name;
+    sa_selector_kind kind;
+} selectors[] = {{"exact", SA_SELECTOR_EXACT},
+                 {"page", SA_SELECTOR_PAGE},
+                 {"lsh", SA_SELECTOR_LSH},
+                 {"hnsw", SA_SELECTOR_HNSW}};
+static sa_selector_kind selector = SA_SELECTOR_PAGE;
+
+static const char *selector_name(sa_selector_kind kind) {
+    for (size_t i = 0; i < sizeof selectors / sizeof selectors[0]; ++i)
+        if (selectors[i].kind == kind) return selectors[i].name;
+    return "?";
+}
+
+/* An index of the chosen kind, with its default options, over f16 keys of the workload's shape. */
 static sa_status create_index(sa_context *ctx, int64_t capacity, sa_index **ix) {
     sa_index_options iopt = api->index_options_default();
-    iopt.kind = SA_SELECTOR_EXACT;
+    iopt.kind = selector;
     iopt.num_kv_heads = H_KV;
     iopt.head_dim = D;
     iopt.dtype = SA_DTYPE_F16;
@@ -382,9 +401,9 @@ static int run_budget(sa_context *ctx, workload *w, int64_t n_prefill, int steps
         CHECK(api->index_update(ix, all, kept, &kept_keys, pos));
     }
     double t1 = now_ms();
-    printf("budget mode: a cache of %lld slots; sinks %d, window %d, top_k %d; eviction by "
-           "accumulated attention (slot_mass, decay %.2f)\n",
-           (long long)budget, sinks, window, top_k, decay);
+    printf("budget mode: a cache of %lld slots; %s selector, sinks %d, window %d, top_k %d; "
+           "eviction by accumulated attention (slot_mass, decay %.2f)\n",
+           (long long)budget, selector_name(selector), sinks, window, top_k, decay);
     printf("prompt: %lld tokens scored by its last %d queries and compressed to %lld slots in one "
            "sa_cache_evict call (%lld freed) in %.0f ms\n\n",
            (long long)n_prefill, observe, (long long)kept, (long long)n_freed, t1 - t0);
@@ -479,7 +498,7 @@ out:
 }
 
 int main(int argc, char **argv) {
-    int64_t n_prefill = 32768, budget = 0;
+    int64_t n_prefill = 131072, budget = 0;
     int steps = -1, top_k = -1, threads = 0, verbose = 0;
     const int window = 64, sinks = 4;
     const char *lib_path = NULL;
@@ -489,6 +508,15 @@ int main(int argc, char **argv) {
             lib_path = a;
         } else if (!strcmp(a, "-v")) {
             verbose = 1;
+        } else if (i + 1 < argc && !strcmp(a, "--selector")) {
+            const char *name = argv[++i];
+            size_t k = 0, n = sizeof selectors / sizeof selectors[0];
+            while (k < n && strcmp(name, selectors[k].name)) ++k;
+            if (k == n) {
+                usage(argv[0]);
+                return 2;
+            }
+            selector = selectors[k].kind;
         } else if (i + 1 < argc && !strcmp(a, "--budget")) {
             budget = strtol(argv[++i], NULL, 10);
             if (budget < 1) {
@@ -587,8 +615,8 @@ int main(int argc, char **argv) {
     printf("workload: %lld prefill keys, H_q=%d H_kv=%d D=%d f16; generated in %.0f ms, "
            "indexed in %.1f ms\n",
            (long long)n_prefill, H_Q, H_KV, D, t1 - t0, t2 - t1);
-    printf("decode: %d steps, top_k=%d window=%d sinks=%d (%lld indices per KV head)\n\n", steps,
-           top_k, window, sinks, (long long)width);
+    printf("decode: %d steps, %s selector, top_k=%d window=%d sinks=%d (%lld indices per KV head)\n\n",
+           steps, selector_name(selector), top_k, window, sinks, (long long)width);
 
     sa_select_options sopt = api->select_options_default();
     sopt.top_k = top_k;
