@@ -37,6 +37,7 @@ def attend(self, q, k, v, indices=None, *, scale=None, causal=None, query_positi
     kt = as_tensor(k, "k")
     vt = as_tensor(v, "v")
     it = optional_tensor(indices, "indices")
+    # keep: the arrays opt points into, alive until this function returns.
     opt, keep = _options.attend_options(qt.shape[0], kt.shape[0], scale, causal, query_positions,
                                         key_positions, cuda_stream, slot_mass, mass_decay)
     out, lse, ot, lt = _outputs(qt, out, lse, out_dtype, "attend")

@@ -42,6 +42,7 @@ def select_batch(indexes, queries, query_starts=None, kv=None, *, top_k=None, wi
     q = as_tensor(queries, "queries")
     st = optional_tensor(query_starts, "query_starts")
     n_q = q.shape[0]
+    # keep: the arrays opt points into, alive until this function returns.
     opt, keep, width = _options.select_options(
         n_q, None, top_k, window, sinks, per_query_head, mass_target, scale, query_positions,
         None, None, cuda_stream, keys)

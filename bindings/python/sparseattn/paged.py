@@ -91,6 +91,7 @@ def attend_paged(self, q, kv, indices=None, query_starts=None, *, scale=None, ca
     qt = as_tensor(q, "q")
     st = optional_tensor(query_starts, "query_starts")
     it = optional_tensor(indices, "indices")
+    # keep: the arrays opt points into, alive until this function returns.
     opt, keep = _options.attend_options(qt.shape[0], None, scale, causal, query_positions, None,
                                         cuda_stream, slot_mass, mass_decay)
     out, lse, ot, lt = _outputs(qt, out, lse, out_dtype, "attend_paged")

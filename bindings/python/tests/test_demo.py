@@ -7,7 +7,7 @@ import unittest
 
 import numpy as np
 
-from common import sa  # noqa: F401  (puts the package on the path)
+from common import sa
 from sparseattn.demo import workload as wl
 from sparseattn.demo.__main__ import main
 
@@ -57,7 +57,9 @@ class DemoTest(unittest.TestCase):
         return rc, out.getvalue()
 
     def test_decode_mode_runs(self):
-        rc, text = self.run_demo("-n", "512", "-s", "2", "-k", "32", "-t", "1", "--selector", "exact")
+        # The library named first, as the C demo takes it (the one already loaded).
+        rc, text = self.run_demo(sa.library_path(), "-n", "512", "-s", "2", "-k", "32", "-t", "1",
+                                 "--selector", "exact")
         self.assertEqual(rc, 0, text)
         self.assertIn("decode: 2 steps, exact selector, top_k=32 window=64 sinks=4", text)
         mass = float(text.split("selected keys: mean ")[1].split(",")[0])
