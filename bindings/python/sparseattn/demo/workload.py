@@ -34,30 +34,38 @@ class SplitMix64:
 
     def __init__(self, state=_SEED):
         self.state = state
+        self._n = 0  # size of the buffers below, reused while blocks keep that size
 
     def _mixed(self, n):
-        """The next n outputs (in-place steps: this is the demo's hot loop)."""
-        z = np.arange(1, n + 1, dtype=np.uint64)
+        """The next n outputs, in buffers reused from call to call (the demo's hot loop:
+        no temporaries, so no page faults for fresh memory). Valid until the next call."""
+        if n != self._n:
+            self._n = n
+            with np.errstate(over="ignore"):
+                self._steps = np.arange(1, n + 1, dtype=np.uint64) * np.uint64(_GAMMA)
+            self._z = np.empty(n, np.uint64)
+            self._t = np.empty(n, np.uint64)
+        z, t = self._z, self._t
         with np.errstate(over="ignore"):
-            z *= np.uint64(_GAMMA)
-            z += np.uint64(self.state)  # wraps mod 2^64, as in C
-            z ^= z >> np.uint64(30)
-            z *= np.uint64(0xBF58476D1CE4E5B9)
-            z ^= z >> np.uint64(27)
-            z *= np.uint64(0x94D049BB133111EB)
-            z ^= z >> np.uint64(31)
+            np.add(self._steps, np.uint64(self.state), out=z)  # wraps mod 2^64, as in C
+            for shift, factor in ((30, 0xBF58476D1CE4E5B9), (27, 0x94D049BB133111EB)):
+                np.right_shift(z, np.uint64(shift), out=t)
+                np.bitwise_xor(z, t, out=z)
+                np.multiply(z, np.uint64(factor), out=z)
+            np.right_shift(z, np.uint64(31), out=t)
+            np.bitwise_xor(z, t, out=z)
         self.state = (self.state + n * _GAMMA) & _MASK
         return z
 
     def u64(self, n):
-        return self._mixed(n)
+        return self._mixed(n).copy()
 
     def normals(self, n):
         """Approximately standard normal: the Irwin-Hall sum of 4 uniforms, added left to
         right in float32. A uniform is (u64 >> 40) * 2^-24; the power-of-two scale commutes
         with float32 rounding, so the 24-bit integers are summed first and scaled once."""
         z = self._mixed(4 * n)
-        z >>= np.uint64(40)
+        np.right_shift(z, np.uint64(40), out=z)
         u = z.astype(np.float32).reshape(n, 4)
         s = u[:, 0] + u[:, 1]
         s += u[:, 2]
@@ -141,8 +149,9 @@ class Workload:
         k_out[...] = k.astype(np.float16)
         v_out[...] = v.astype(np.float16)
 
-    def fill(self, t0, t1, k_cache, v_cache, chunk=64):
-        """make_tokens for t0 .. t1-1 straight into the caches' rows, a chunk at a time."""
+    def fill(self, t0, t1, k_cache, v_cache, chunk=16):
+        """make_tokens for t0 .. t1-1 straight into the caches' rows, a chunk at a time
+        (16 tokens: the random draws of a chunk stay in cache)."""
         for a in range(t0, t1, chunk):
             b = min(a + chunk, t1)
             self.make_tokens(a, b, k_cache[a:b], v_cache[a:b])
