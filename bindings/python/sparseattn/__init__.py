@@ -81,6 +81,6 @@ __all__ = [
     "FormatError", "Index", "InternalError", "InvalidArgument", "Isa", "NullPointer",
     "OutOfMemory", "OutOfRange", "PagedKV", "SelectorKind", "ShapeError", "SizeOverflow",
     "SparseAttnError", "Status", "StructSizeError", "Tensor", "Unsupported", "bf16", "defaults",
-    "isa_name", "last_error", "library_path", "load_library", "select_batch", "status_name", "version",
-    "version_info", "version_string",
+    "isa_name", "last_error", "library_path", "load_library", "select_batch", "status_name",
+    "version",    "version_info", "version_string",
 ]

@@ -27,8 +27,9 @@ def attend(self, q, k, v, indices=None, *, scale=None, causal=None, query_positi
       probability (after multiplying it by mass_decay, default 1), for
       cache_evict. cuda_stream: for CUDA tensors.
     out: [n_q, H_q, D] f32 or the dtype of q; allocated as out_dtype (default
-      f32; bf16 comes back as a uint16 array of its bits) when None. lse: None, True (allocate) or an f32 [n_q, H_q] array
-      for the log of each softmax denominator.
+      f32; bf16 comes back as a uint16 array of its bits) when None.
+    lse: None, True (allocate) or an f32 [n_q, H_q] array for the log of
+      each softmax denominator.
 
     Returns out, or (out, lse) when lse is given.
     """

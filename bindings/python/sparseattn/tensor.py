@@ -52,7 +52,13 @@ class Tensor:
                 raise InvalidArgument(
                     f"{name}: expected an array (__array_interface__, __cuda_array_interface__ "
                     f"or __array__), got {type(obj).__name__}", Status.ERR_INVALID_ARGUMENT)
-            self._base = np.asarray(obj)
+            try:
+                self._base = np.asarray(obj)
+            except Exception as e:  # torch refuses bf16 here
+                raise InvalidArgument(
+                    f"{name}: {type(obj).__name__} cannot be viewed as an array ({e}); for bf16 "
+                    f"pass a 16-bit integer view with dtype='bf16'",
+                    Status.ERR_INVALID_ARGUMENT) from None
             iface, device = self._base.__array_interface__, Device.CPU
         if iface.get("mask") is not None:
             raise InvalidArgument(f"{name}: masked arrays are not supported",
@@ -134,8 +140,9 @@ def _element_type(obj, typestr, override, name):
         raise DTypeError(f"{name}: big-endian data ({typestr})", Status.ERR_DTYPE)
     if override is not None:
         if ITEMSIZE[override] != itemsize:
-            raise DTypeError(f"{name}: dtype {override.name.lower()} needs {ITEMSIZE[override]}-byte "
-                             f"elements, the array has {itemsize}-byte ones ({typestr})",
+            raise DTypeError(f"{name}: dtype {override.name.lower()} needs "
+                             f"{ITEMSIZE[override]}-byte elements, the array has {itemsize}-byte "
+                             f"ones ({typestr})",
                              Status.ERR_DTYPE)
         return itemsize, override
     if kind == "V" and itemsize == 2 and str(getattr(obj, "dtype", "")) == "bfloat16":
@@ -200,7 +207,8 @@ def as_tensor(x, name, writable=False):
         if isinstance(t._base, np.ndarray) and t._base is not t.obj and t._base.flags.owndata:
             # numpy.asarray had to copy: results written there would never reach obj.
             raise InvalidArgument(f"{name}: {type(t.obj).__name__} cannot be viewed without a "
-                                  f"copy, so it cannot receive an output", Status.ERR_INVALID_ARGUMENT)
+                                  f"copy, so it cannot receive an output",
+                                  Status.ERR_INVALID_ARGUMENT)
         if t.readonly:
             raise InvalidArgument(f"{name}: read-only array given as an output",
                                   Status.ERR_INVALID_ARGUMENT)

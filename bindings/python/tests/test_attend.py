@@ -34,7 +34,8 @@ class AttendTest(unittest.TestCase):
                 (q, k, v), (qr, kr, vr) = self.data(10, dtype=dtype)
                 out, lse = self.ctx.attend(*(self.as_input(x, dtype) for x in (q, k, v)), lse=True)
                 eo, el, _ = ref.attention(qr, kr, vr)
-                self.assertEqual((out.dtype, out.shape, lse.shape), (np.float32, (3, 8, 32), (3, 8)))
+                self.assertEqual((out.dtype, out.shape, lse.shape),
+                                 (np.float32, (3, 8, 32), (3, 8)))
                 np.testing.assert_allclose(out, eo, rtol=TOL[dtype], atol=TOL[dtype])
                 np.testing.assert_allclose(lse, el, rtol=1e-5, atol=1e-5)
 

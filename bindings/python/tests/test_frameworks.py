@@ -58,7 +58,8 @@ class TorchCudaTest(unittest.TestCase):
                 tq, tk, tv = (torch.from_numpy(x).to("cuda", torch_dtype) for x in (q, k, v))
                 out = torch.zeros(2, 8, 128, device="cuda")
                 if dtype == "bf16":  # torch's __cuda_array_interface__ refuses bf16: pass the bits
-                    tq, tk, tv = (sa.Tensor(t.view(torch.int16), dtype="bf16") for t in (tq, tk, tv))
+                    tq, tk, tv = (sa.Tensor(t.view(torch.int16), dtype="bf16")
+                                  for t in (tq, tk, tv))
                 self.assertIs(self.ctx.attend(tq, tk, tv, out=out, cuda_stream=stream), out)
                 stream.synchronize()
                 exact = [x.to(torch.float64).cpu().numpy() for x in
@@ -100,7 +101,8 @@ class CupyTest(unittest.TestCase):
             out = cupy.zeros((1, 2, 4 + 8 + 16), cupy.int32)
             dix.select(cupy.asarray(q), top_k=16, window=8, sinks=4, out=out,
                        cuda_stream=cupy.cuda.get_current_stream())
-            np.testing.assert_array_equal(cupy.asnumpy(out), cix.select(q, top_k=16, window=8, sinks=4))
+            np.testing.assert_array_equal(cupy.asnumpy(out),
+                                          cix.select(q, top_k=16, window=8, sinks=4))
 
 
 if __name__ == "__main__":

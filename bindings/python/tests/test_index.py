@@ -140,7 +140,8 @@ class IndexTest(unittest.TestCase):
             except Exception as e:
                 errors.append(e)
 
-        threads = [threading.Thread(target=reader) for _ in range(3)] + [threading.Thread(target=writer)]
+        threads = [threading.Thread(target=reader) for _ in range(3)]
+        threads.append(threading.Thread(target=writer))
         for t in threads:
             t.start()
         for t in threads:

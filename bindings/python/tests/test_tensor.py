@@ -170,6 +170,13 @@ class TensorTest(unittest.TestCase):
         t = sa.Tensor(OnlyArray(a))
         self.assertEqual(t.data_ptr, a.ctypes.data)
 
+        class Refusing:  # as torch's __array__ does for bf16
+            def __array__(self, dtype=None):
+                raise TypeError("Got unsupported ScalarType BFloat16")
+        with self.assertRaises(sa.InvalidArgument) as cm:
+            sa.Tensor(Refusing())
+        self.assertIn("bf16", cm.exception.message)
+
         class Copying:  # __array__ that hands out a fresh copy: never an output
             def __array__(self, dtype=None):
                 return np.zeros((1, 2, 8), np.float32)

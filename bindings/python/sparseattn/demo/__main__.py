@@ -53,15 +53,18 @@ def main(argv=None):
             elif a in ("--budget", "-n", "-s", "-k", "-t") and i + 1 < len(argv):
                 i += 1
                 value = int(argv[i])
+                if a == "--budget" and value < 1:
+                    return usage()
                 if a == "--budget":
-                    if value < 1:
-                        return usage()
                     budget = value
+                elif a == "-n":
+                    n_prefill = value
+                elif a == "-s":
+                    steps = value
+                elif a == "-k":
+                    top_k = value
                 else:
-                    n_prefill, steps, top_k, threads = {
-                        "-n": (value, steps, top_k, threads), "-s": (n_prefill, value, top_k, threads),
-                        "-k": (n_prefill, steps, value, threads),
-                        "-t": (n_prefill, steps, top_k, value)}[a]
+                    threads = value
             else:
                 return usage()
             i += 1
