@@ -7,6 +7,8 @@
 #      one through pkg-config, one through the CMake package, and run;
 #   4. the Rust binding's tests (cargo test --offline) and the Go binding's
 #      tests (go test), both linked against the staged install.
+#   5. the Python binding's tests, demo and README snippet (bindings/python/ci.sh),
+#      loading the staged library.
 # Leaves nothing behind in the work tree.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -143,5 +145,13 @@ echo "-- the same package with flags from pkg-config (-tags sparseattn_pkgconfig
 (cd bindings/go &&
   env -u CGO_CFLAGS CGO_LDFLAGS="-Wl,-rpath,$inst_lib" \
     go test -count=1 -tags sparseattn_pkgconfig ./...)
+
+# --------------------------------------------------------------- Python
+section "Python binding (bindings/python/ci.sh: unittest, demo, README snippet)"
+python3 -c 'import numpy' 2> /dev/null || bash scripts/install-deps.sh python3-numpy
+# With the C demo built, the Python demo must print the same figures.
+c_demo=$build/examples/demo_dlopen
+[ -x "$c_demo" ] || c_demo=
+bindings/python/ci.sh "$inst_lib/libsparseattn.so.0" "$c_demo"
 
 section "all passed"

@@ -11,6 +11,7 @@ packages=(
   ocl-icd-opencl-dev  # oneDNN's CMake package requires OpenCL (a Recommends, not a Depends)
   libxsimd-dev libhnswlib-dev
   libgtest-dev libbenchmark-dev
+  python3-numpy       # the Python binding (bindings/python) and its tests
   "$@"
 )
 

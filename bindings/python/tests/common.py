@@ -1,0 +1,24 @@
+"""Shared setup: import the package from this source tree, seeded data, contexts."""
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+
+import numpy as np  # noqa: E402
+
+import sparseattn as sa  # noqa: E402
+
+
+def rng(seed):
+    return np.random.default_rng(seed)
+
+
+def normal(r, *shape, dtype=np.float32):
+    return r.standard_normal(shape).astype(dtype)
+
+
+def context():
+    """A single-threaded context: the CI machine has 2 loaded cores, and results do
+    not depend on the thread count (the header's promise)."""
+    return sa.Context(threads=1)
