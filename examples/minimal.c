@@ -40,22 +40,21 @@ int main(void) {
     for (int h = 0; h < H_Q; ++h)
         for (int d = 0; d < D; ++d) q[0][h][d] = 4.0f * k[1234][h / (H_Q / H_KV)][d];
 
+    /* README: begin (README.md shows these lines; tools/readme_snippets.py checks they match) */
     sa_context *ctx = NULL;
     sa_index *ix = NULL;
-    CHECK(sa_context_create(NULL, &ctx));
-
-    sa_index_options iopt = SA_INDEX_OPTIONS_INIT; /* exact selector, f16 index keys */
-    iopt.num_kv_heads = H_KV;
-    iopt.head_dim = D;
-    CHECK(sa_index_create(ctx, &iopt, &ix));                         /* 1. an index per layer */
-    sa_tensor keys = view(k, SA_DTYPE_F32, N, H_KV, D);
-    CHECK(sa_index_append(ix, &keys));                               /* 2. keys as they come */
-
-    sa_select_options sopt = SA_SELECT_OPTIONS_INIT; /* top_k 64, window 64, sinks 4 */
+    CHECK(sa_context_create(NULL, &ctx));                   /* all cores, best instruction set */
+    sa_index_options iopt = SA_INDEX_OPTIONS_INIT;          /* exact top-K; .kind picks another */
+    iopt.num_kv_heads = H_KV, iopt.head_dim = D;
+    CHECK(sa_index_create(ctx, &iopt, &ix));                /* 1. an index per layer */
+    sa_tensor keys = view(k, SA_DTYPE_F32, N, H_KV, D);     /* [n, H_kv, D], zero strides: dense */
+    CHECK(sa_index_append(ix, &keys));                      /* 2. keys as the cache grows */
+    sa_select_options sopt = SA_SELECT_OPTIONS_INIT;        /* top_k 64, window 64, sinks 4 */
     sa_tensor qt = view(q, SA_DTYPE_F32, 1, H_Q, D), it = view(idx, SA_DTYPE_I32, 1, H_KV, WIDTH);
-    CHECK(sa_select(ix, &qt, &sopt, &it));                           /* 3. which keys */
+    CHECK(sa_select(ix, &qt, &sopt, &it));                  /* 3. which keys: slots, -1 padded */
     sa_tensor vt = view(v, SA_DTYPE_F32, N, H_KV, D), ot = view(out, SA_DTYPE_F32, 1, H_Q, D);
-    CHECK(sa_attend(ctx, &qt, &keys, &vt, &it, NULL, &ot, NULL));    /* 4. attend to them */
+    CHECK(sa_attend(ctx, &qt, &keys, &vt, &it, NULL, &ot, NULL)); /* 4. attend to them */
+    /* README: end */
 
     int found = 0;
     for (int j = 0; j < WIDTH; ++j) found |= idx[0][0][j] == 1234;

@@ -5,8 +5,9 @@
 #   2. `meson install` into a temporary staging tree (DESTDIR);
 #   3. the C consumers in examples/consumers/ built against the staged install,
 #      one through pkg-config, one through the CMake package, and run;
-#   4. the Rust binding's tests (cargo test --offline) and the Go binding's
-#      tests (go test), both linked against the staged install.
+#   4. the Rust binding's tests (cargo test --offline; the crate opens the staged
+#      library at run time) and a crate that depends on it, run without
+#      LD_LIBRARY_PATH; the Go binding's tests (go test), linked against it.
 #   5. the Python binding's tests, demo and README snippet (bindings/python/ci.sh),
 #      loading the staged library.
 # Leaves nothing behind in the work tree.

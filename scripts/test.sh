@@ -21,6 +21,8 @@ setup_and_build() {
 echo "== release build: build/"
 setup_and_build build --buildtype=release
 meson test -C build --print-errorlogs
+echo "== README code is code the tests build (tools/readme_snippets.py)"
+python3 tools/readme_snippets.py README.md
 
 echo "== minimal configuration: build-min/ (scripts/minimal_check.sh)"
 bash scripts/minimal_check.sh
