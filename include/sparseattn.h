@@ -142,6 +142,14 @@ typedef struct sa_tensor {
     int64_t strides[SA_MAX_RANK];
 } sa_tensor;
 
+/* Token positions (key_positions, slot_positions, the positions of sa_index_update
+ * and sa_cache_evict, and those an index gives appended keys) lie in
+ * [0, SA_MAX_POSITION]; key and slot positions may also be -1 (an empty slot). Query
+ * positions lie in [-SA_MAX_POSITION, SA_MAX_POSITION] (a negative one sees no key).
+ * Others are refused with SA_ERR_INVALID_ARGUMENT (an append past the bound:
+ * SA_ERR_OVERFLOW), so that p + 1 and p - window never overflow. */
+#define SA_MAX_POSITION ((int64_t)1 << 62)
+
 /* ------------------------------------------------------------ instruction sets */
 
 typedef enum sa_isa {
@@ -499,9 +507,9 @@ typedef struct sa_attend_options {
      * largest key position when key_positions is given). */
     const int64_t *query_positions;
     /* Token position held by each key row (n_kv values), for causal after
-     * eviction reordered the cache; NULL: row r holds position r. A negative
-     * position (-1, how sa_cache_evict marks an empty slot) is an empty row,
-     * never attended, causal or not. */
+     * eviction reordered the cache; NULL: row r holds position r. Position -1
+     * (how sa_cache_evict marks an empty slot) is an empty row, never attended,
+     * causal or not. */
     const int64_t *key_positions;
     /* Appended: cudaStream_t for CUDA tensors; NULL: the context's
      * cuda_stream. */

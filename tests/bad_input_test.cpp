@@ -22,6 +22,7 @@
 // - Shapes or strides whose element or byte offsets overflow: SA_ERR_OVERFLOW.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <functional>
 #include <thread>
 
@@ -504,6 +505,48 @@ std::vector<Case> cases() {
   add("AttendNegativeScale", SA_ERR_INVALID_ARGUMENT, [](Fx &f) { f.att_opt.scale = -0.5f; return f.attend(); });
   add("AttendInfiniteScale", SA_ERR_INVALID_ARGUMENT, [](Fx &f) { f.att_opt.scale = INFINITY; return f.attend(); });
   add("AttendMassF16", SA_ERR_DTYPE, [](Fx &f) { f.att_mass.t()->dtype = SA_DTYPE_F16; return f.attend(); }, "slot_mass");
+  // Token positions outside the rule (queries: |p| <= SA_MAX_POSITION; keys and slots: 0 ..
+  // SA_MAX_POSITION or -1): p + 1 and p - window would overflow (INT64_MAX made a causal query
+  // see nothing, INT64_MIN overflowed in the selectors).
+  add("AttendQueryPositionInt64Max", SA_ERR_INVALID_ARGUMENT, [](Fx &f) {
+    static const int64_t qp[kNq] = {3, INT64_MAX};
+    f.att_opt.causal = 1, f.att_opt.query_positions = qp;
+    return f.attend();
+  }, "query_positions[1]");
+  add("AttendQueryPositionInt64Min", SA_ERR_INVALID_ARGUMENT, [](Fx &f) {
+    static const int64_t qp[kNq] = {INT64_MIN, 3};
+    f.att_opt.causal = 1, f.att_opt.query_positions = qp;
+    return f.attend();
+  }, "query_positions[0]");
+  add("AttendKeyPositionPastMax", SA_ERR_INVALID_ARGUMENT, [](Fx &f) {
+    static int64_t kp[kNKv] = {0, 1, 2, 3, 4, 5, 6, 7, 8, SA_MAX_POSITION + 1};
+    f.att_opt.causal = 1, f.att_opt.key_positions = kp;
+    return f.attend();
+  }, "key_positions[9]");
+  add("AttendKeyPositionBelowMinusOne", SA_ERR_INVALID_ARGUMENT, [](Fx &f) {
+    static int64_t kp[kNKv] = {0, 1, -2, 3, 4, 5, 6, 7, 8, 9};
+    f.att_opt.key_positions = kp;
+    return f.attend();
+  }, "key_positions[2]");
+  add("SelectQueryPositionInt64Max", SA_ERR_INVALID_ARGUMENT, [](Fx &f) {
+    static const int64_t qp[kNq] = {5, INT64_MAX};
+    f.sel_opt.query_positions = qp;
+    return f.select();
+  }, "query_positions[1]");
+  add("SelectQueryPositionInt64Min", SA_ERR_INVALID_ARGUMENT, [](Fx &f) {
+    static const int64_t qp[kNq] = {INT64_MIN, 5};
+    f.sel_opt.query_positions = qp;
+    return f.select();
+  }, "query_positions[0]");
+  add("UpdatePositionInt64Max", SA_ERR_INVALID_ARGUMENT, [](Fx &f) { f.upd_pos[0] = INT64_MAX; return f.update(); },
+      "positions[0]");
+  add("EvictPositionPastMax", SA_ERR_INVALID_ARGUMENT, [](Fx &f) { f.ev_pos.set({4}, double(SA_MAX_POSITION) * 1.5); return f.evict(); },
+      "positions[4]");
+  // budget + incoming near INT64_MAX: the floor sum sinks + window + incoming overflowed.
+  add("EvictBudgetAndIncomingNearInt64Max", SA_ERR_INVALID_ARGUMENT, [](Fx &f) {
+    f.ev_opt.budget = INT64_MAX, f.ev_opt.incoming = INT64_MAX - 1;
+    return f.evict();
+  }, "budget");
   add("AttendMassWrongKeyCount", SA_ERR_SHAPE, [](Fx &f) { f.att_mass.t()->shape[1] = kNKv - 1; return f.attend(); },
       "slot_mass");
   add("AttendMassWrongHeads", SA_ERR_SHAPE, [](Fx &f) { f.att_mass.t()->shape[0] = kHq; return f.attend(); }, "slot_mass");
@@ -803,6 +846,53 @@ TEST(Conventions, LastErrorIsThreadLocal) {
   std::thread([&] { other = sa_last_error(); }).join();
   EXPECT_EQ(other, "");
   EXPECT_EQ(std::string(sa_last_error()), mine);
+}
+
+// The other side of the position rule: SA_MAX_POSITION itself is a valid position for a key, a
+// query and an append; one append past it is refused with SA_ERR_OVERFLOW and changes nothing.
+TEST(Positions, TheBoundIsAValidPositionAndAppendsStopThere) {
+  sat::Rng rng(404);
+  auto ctx = sat::make_context(1);
+  auto ix = sat::make_index(ctx.get(), int32_t(kHkv), int32_t(kD), SA_DTYPE_F32);
+  Tensor keys = sat::random_tensor(rng, SA_DTYPE_F32, {kNKv, kHkv, kD});
+  ASSERT_EQ(sa_index_append(ix.get(), keys.t()), SA_OK) << sa_last_error();
+  Tensor one = sat::random_tensor(rng, SA_DTYPE_F32, {1, kHkv, kD});
+  const int32_t slot = 0;
+  const int64_t below = SA_MAX_POSITION - 1;
+  ASSERT_EQ(sa_index_update(ix.get(), &slot, 1, one.t(), &below), SA_OK) << sa_last_error();
+  ASSERT_EQ(sa_index_append(ix.get(), one.t()), SA_OK) << sa_last_error();  // gets SA_MAX_POSITION
+  EXPECT_EQ(sa_index_append(ix.get(), one.t()), SA_ERR_OVERFLOW);
+  EXPECT_NE(std::string(sa_last_error()).find("SA_MAX_POSITION"), std::string::npos) << sa_last_error();
+  int64_t size = 0;
+  ASSERT_EQ(sa_index_size(ix.get(), &size), SA_OK);
+  EXPECT_EQ(size, kNKv + 1);
+
+  // A query at the bound sees every key: each KV head's list holds the sinks at positions
+  // 1..3 (slot 0 moved), the window (slots 0 and 10, at the bound) and top_k 4: 9 slots.
+  Tensor q = sat::random_tensor(rng, SA_DTYPE_F32, {1, kHq, kD});
+  Tensor idx(SA_DTYPE_I32, {1, kHkv, kWidth});
+  sa_select_options so = SA_SELECT_OPTIONS_INIT;
+  so.top_k = 4, so.window = 4, so.sinks = 4;
+  const int64_t at_bound = SA_MAX_POSITION;
+  so.query_positions = &at_bound;
+  ASSERT_EQ(sa_select(ix.get(), q.t(), &so, idx.t()), SA_OK) << sa_last_error();
+  const std::vector<double> lists = idx.values();
+  for (int64_t h = 0; h < kHkv; ++h) {
+    const auto first = lists.begin() + h * kWidth, last = first + kWidth;
+    EXPECT_EQ(std::count_if(first, last, [](double e) { return e >= 0 && e <= kNKv; }), 9) << "head " << h;
+    EXPECT_EQ(std::count(first, last, double(kNKv)), 1) << "head " << h << ": the key at SA_MAX_POSITION";
+  }
+
+  // Causal attention of a query at the bound over keys at 0 .. n-1 equals non-causal attention.
+  Tensor k = sat::random_tensor(rng, SA_DTYPE_F32, {kNKv, kHkv, kD});
+  Tensor v = sat::random_tensor(rng, SA_DTYPE_F32, {kNKv, kHkv, kD});
+  Tensor causal_out(SA_DTYPE_F32, {1, kHq, kD}), plain_out(SA_DTYPE_F32, {1, kHq, kD});
+  sa_attend_options ao = SA_ATTEND_OPTIONS_INIT;
+  ASSERT_EQ(sa_attend(ctx.get(), q.t(), k.t(), v.t(), nullptr, &ao, plain_out.t(), nullptr), SA_OK) << sa_last_error();
+  ao.causal = 1;
+  ao.query_positions = &at_bound;
+  ASSERT_EQ(sa_attend(ctx.get(), q.t(), k.t(), v.t(), nullptr, &ao, causal_out.t(), nullptr), SA_OK) << sa_last_error();
+  EXPECT_EQ(causal_out.values(), plain_out.values());
 }
 
 }  // namespace

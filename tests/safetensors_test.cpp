@@ -3,6 +3,14 @@
 // and a message naming the file and the problem, and nothing is written to *out.
 #include <gtest/gtest.h>
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <future>
 #include <string>
 #include <vector>
 
@@ -176,6 +184,30 @@ TEST(Safetensors, PathsThatAreNotFiles) {
   EXPECT_SA_ERR(SA_ERR_INVALID_ARGUMENT, create(::testing::TempDir(), 0, &ix));
   EXPECT_NE(std::string(sa_last_error()).find("not a regular file"), std::string::npos) << sa_last_error();
   EXPECT_EQ(ix, kSentinel);
+}
+
+// A FIFO as weights_path is refused at once: the open must not wait for a writer (it blocked
+// for ever). If it does hang, the test fails and opens the write end itself to let it finish.
+TEST(Safetensors, FifoIsRefusedWithoutBlocking) {
+  const std::string fifo = wf::temp_path("fifo");
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0) << std::strerror(errno);
+  std::string message;
+  auto call = std::async(std::launch::async, [&] {
+    sa_index *ix = kSentinel;
+    const sa_status s = create(fifo, 0, &ix);
+    message = sa_last_error();
+    return std::make_pair(s, ix);
+  });
+  if (call.wait_for(std::chrono::seconds(20)) != std::future_status::ready) {
+    ADD_FAILURE() << "sa_index_create blocked on a FIFO";
+    const int w = open(fifo.c_str(), O_WRONLY);
+    if (w >= 0) close(w);
+  }
+  const auto [status, ix] = call.get();
+  EXPECT_EQ(status, SA_ERR_INVALID_ARGUMENT) << sa_status_name(status);
+  EXPECT_NE(message.find("not a regular file"), std::string::npos) << message;
+  EXPECT_EQ(ix, kSentinel);
+  unlink(fifo.c_str());
 }
 
 // Every prefix of a valid file is refused, never read out of bounds (the suite also runs

@@ -8,6 +8,7 @@
 #include "core/error.hpp"
 #include "core/paged_kv.hpp"
 #include "core/plugin_loader.hpp"
+#include "core/positions.hpp"
 
 namespace {
 
@@ -107,6 +108,8 @@ SA_API sa_status sa_attend(sa_context *ctx, const sa_tensor *q, const sa_tensor 
     for (int d = 0; d < 3; ++d) expect_dim(p.v, "v", d, p.k.shape[d], "the shape of k");
     TensorView lse_view, idx_view, mass_view;
     view_queries(q, out, lse, o, dev, p, lse_view);
+    if (o.query_positions) check_positions(o.query_positions, p.q.shape[0], 1, "opt->query_positions", PositionsOf::queries);
+    if (o.key_positions) check_positions(o.key_positions, p.k.shape[0], 1, "opt->key_positions", PositionsOf::keys);
     if (indices) {
       // Device memory is not ours to read: the plugin skips entries out of range instead.
       view_indices(indices, p, idx_view, dev, !plugin);
@@ -158,6 +161,7 @@ SA_API sa_status sa_attend_paged(sa_context *ctx, const sa_tensor *q, const sa_t
     const std::vector<int64_t> starts = view_query_starts(query_starts, cache.batch, n_q);
     if (o.key_positions)
       fail(SA_ERR_INVALID_ARGUMENT, "opt->key_positions must be NULL with a paged cache (give kv->slot_positions)");
+    if (o.query_positions) check_positions(o.query_positions, n_q, 1, "opt->query_positions", PositionsOf::queries);
     if (o.causal && cache.slot_positions && !o.query_positions)
       fail(SA_ERR_INVALID_ARGUMENT, "opt->query_positions is NULL, but kv->slot_positions is given and causal is set: "
                                     "positions no longer count tokens, so each query's position is needed");

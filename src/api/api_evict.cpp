@@ -2,6 +2,7 @@
 #include "cache/evict.hpp"
 #include "core/context.hpp"
 #include "core/error.hpp"
+#include "core/positions.hpp"
 #include "core/tensor_view.hpp"
 
 extern "C" {
@@ -28,8 +29,9 @@ SA_API sa_status sa_cache_evict(sa_context *ctx, const sa_evict_options *opt, co
       fail(SA_ERR_INVALID_ARGUMENT, "opt->sinks (%d) and opt->window (%d) must be >= 0", int(o.sinks), int(o.window));
     // With distinct positions up to sinks + window slots are protected; a smaller budget would
     // leave a full cache nothing to free for the incoming tokens.
-    const int64_t floor = int64_t(o.sinks) + int64_t(o.window) + o.incoming;
-    if (o.budget < floor)
+    // budget - incoming >= 0 (checked above): no sum that could overflow.
+    const int64_t floor = int64_t(o.sinks) + int64_t(o.window);
+    if (o.budget - o.incoming < floor)
       fail(SA_ERR_INVALID_ARGUMENT,
            "opt->budget is %lld, below sinks (%d) + window (%d) + incoming (%lld) = %lld: the protected slots and "
            "the incoming tokens must fit",
@@ -48,6 +50,7 @@ SA_API sa_status sa_cache_evict(sa_context *ctx, const sa_evict_options *opt, co
     req.col_stride = sc.stride[sc.rank - 1];
     req.positions = pos.ptr<const int64_t>();
     req.pos_stride = pos.stride[0];
+    check_positions(req.positions, req.n, req.pos_stride, "positions", PositionsOf::keys);
     req.budget = o.budget;
     req.incoming = o.incoming;
     req.sinks = o.sinks;

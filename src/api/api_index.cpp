@@ -8,6 +8,7 @@
 #include "api/index.hpp"
 #include "core/context.hpp"
 #include "core/error.hpp"
+#include "core/positions.hpp"
 #include "core/tensor_view.hpp"
 #include "select/selector_factory.hpp"
 
@@ -108,6 +109,9 @@ SA_API sa_status sa_index_append(sa_index *ix, const sa_tensor *keys) {
       move_index_to_device(*ix, dev.id);
     }
     TensorView k = view_keys(*ix, keys);
+    if (ix->max_position() > SA_MAX_POSITION - k.shape[0])
+      fail(SA_ERR_OVERFLOW, "appending %lld keys after position %lld passes SA_MAX_POSITION (2^62)", (long long)k.shape[0],
+           (long long)ix->max_position());
     if (!ix->on_device()) {
       changing(*ix, "sa_index_append", [&] { ix->selector->append(k); });
       return;
@@ -140,9 +144,8 @@ SA_API sa_status sa_index_update(sa_index *ix, const int32_t *slots, int64_t n, 
         fail(SA_ERR_OUT_OF_RANGE, "slots[%lld] is %d, outside the index's %lld slots", (long long)i, int(slots[i]),
              (long long)size);
       if (seen[size_t(slots[i])]++) fail(SA_ERR_INVALID_ARGUMENT, "slots[%lld] = %d appears twice", (long long)i, int(slots[i]));
-      if (positions && positions[i] < 0)
-        fail(SA_ERR_INVALID_ARGUMENT, "positions[%lld] is %lld, expected >= 0", (long long)i, (long long)positions[i]);
     }
+    if (positions) check_positions(positions, n, 1, "positions", PositionsOf::tokens);
     changing(*ix, "sa_index_update", [&] { ix->selector->update(slots, n, k, positions); });
   });
 }

@@ -8,6 +8,7 @@
 #include "core/context.hpp"
 #include "core/error.hpp"
 #include "core/paged_kv.hpp"
+#include "core/positions.hpp"
 #include "core/threading.hpp"
 
 namespace {
@@ -163,6 +164,7 @@ SA_API sa_status sa_select(sa_index *ix, const sa_tensor *queries, const sa_sele
       check_plugin(*ix->plugin, ix->plugin->api.select(ix->device_index, &a), "CUDA selection");
       return;
     }
+    if (o.query_positions) check_positions(o.query_positions, n_q, 1, "opt->query_positions", PositionsOf::queries);
     SelectRequest req = cpu_request(*ix, q, out, o, 0, n_q);
     std::vector<char> packed;
     HostKeys host;
@@ -215,6 +217,7 @@ SA_API sa_status sa_select_batch(sa_index *const *indexes, int64_t n_seqs, const
                (long long)indexes[b]->size(), (long long)b, (long long)paged.lens[size_t(b)]);
     }
     const int64_t n_q = q.shape[0];
+    if (o.query_positions) check_positions(o.query_positions, n_q, 1, "opt->query_positions", PositionsOf::queries);
     if (n_q == 0) return;
 
     // Selected into a scratch copy, mapped to physical slots, then copied out: nothing is

@@ -12,8 +12,6 @@ std::vector<int32_t> choose_evictions(const EvictRequest &req) {
   int64_t max_pos = -1, occupied = 0;
   for (int64_t s = 0; s < req.n; ++s) {
     const int64_t p = req.positions[s * req.pos_stride];
-    if (p < -1) fail(SA_ERR_INVALID_ARGUMENT, "positions[%lld] is %lld; expected >= 0, or -1 for an empty slot",
-                     (long long)s, (long long)p);
     if (p == -1) {
       empty.push_back(int32_t(s));
     } else {
@@ -21,7 +19,8 @@ std::vector<int32_t> choose_evictions(const EvictRequest &req) {
       max_pos = std::max(max_pos, p);
     }
   }
-  const int64_t evict = std::max<int64_t>(0, occupied + req.incoming - req.budget);
+  // incoming <= budget and positions are in range (checked by the caller): nothing overflows.
+  const int64_t evict = std::max<int64_t>(0, occupied - (req.budget - req.incoming));
 
   struct Entry {
     float score;

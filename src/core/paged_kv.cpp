@@ -1,3 +1,4 @@
+#include "core/positions.hpp"
 #include "core/paged_kv.hpp"
 
 #include <cstring>
@@ -138,10 +139,7 @@ PagedKV view_paged_kv(const sa_paged_kv *kv, bool with_values) {
       for (int64_t s = 0; s < r.num_slots; ++s) r.positions_packed[size_t(s)] = pos.ptr<const int64_t>()[s * pos.stride[0]];
       r.slot_positions = r.positions_packed.data();
     }
-    for (int64_t s = 0; s < r.num_slots; ++s)
-      if (r.slot_positions[s] < -1)
-        fail(SA_ERR_INVALID_ARGUMENT, "kv->slot_positions[%lld] is %lld, expected >= 0 or -1 (empty)", (long long)s,
-             (long long)r.slot_positions[s]);
+    check_positions(r.slot_positions, r.num_slots, 1, "kv->slot_positions", PositionsOf::keys);
   }
   return r;
 }

@@ -153,7 +153,9 @@ Safetensors Safetensors::open(const std::string &path) {
   Safetensors s;
   s.origin_ = path;
   const char *o = path.c_str();
-  const int fd = ::open(o, O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK: opening a FIFO (or a device) must not wait for a writer before the regular-file
+  // check below refuses it; reads of a regular file ignore the flag.
+  const int fd = ::open(o, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) fail(SA_ERR_INVALID_ARGUMENT, "cannot open '%s': %s", o, std::strerror(errno));
   s.fd_ = std::shared_ptr<int>(new int(fd), [](int *p) {
     ::close(*p);
