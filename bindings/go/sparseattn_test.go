@@ -21,7 +21,7 @@ func (r *rng) next() float32 {
 	return float32(x>>40)/float32(1<<24)*2 - 1
 }
 
-func (r *rng) vec(n int64) []float32 {
+func (r *rng) vec(n int) []float32 {
 	v := make([]float32, n)
 	for i := range v {
 		v[i] = r.next()
@@ -67,9 +67,9 @@ func newIndex(t *testing.T, ctx *Context, opts IndexOptions) *Index {
 	return ix
 }
 
-func indexOptions(hkv, d int64, dtype DType) IndexOptions {
+func indexOptions(hkv, d int, dtype DType) IndexOptions {
 	o := DefaultIndexOptions()
-	o.NumKVHeads, o.HeadDim, o.DType = int32(hkv), int32(d), dtype
+	o.NumKVHeads, o.HeadDim, o.DType = hkv, d, dtype
 	return o
 }
 
@@ -186,7 +186,7 @@ func TestDenseEqualsSparseWithAllIndices(t *testing.T) {
 
 // plantedSetup: small random keys, and per KV head one key aligned with the
 // (shared) query direction of its group.
-func plantedSetup(n, hq, hkv, d int64, planted []int64) (keys, query []float32) {
+func plantedSetup(n, hq, hkv, d int, planted []int) (keys, query []float32) {
 	r := rng(7)
 	keys = r.vec(n * hkv * d)
 	for i := range keys {
@@ -194,19 +194,19 @@ func plantedSetup(n, hq, hkv, d int64, planted []int64) (keys, query []float32) 
 	}
 	query = make([]float32, hq*d)
 	group := hq / hkv
-	for kh := int64(0); kh < hkv; kh++ {
+	for kh := 0; kh < hkv; kh++ {
 		dir := r.vec(d)
-		for g := int64(0); g < group; g++ {
+		for g := 0; g < group; g++ {
 			copy(query[(kh*group+g)*d:][:d], dir)
 		}
-		for c := int64(0); c < d; c++ {
+		for c := 0; c < d; c++ {
 			keys[(planted[kh]*hkv+kh)*d+c] = dir[c] * 4
 		}
 	}
 	return keys, query
 }
 
-func checkRow(t *testing.T, row []int32, planted, n int64, sel SelectOptions) {
+func checkRow(t *testing.T, row []int32, planted, n int, sel SelectOptions) {
 	t.Helper()
 	var chosen []int32
 	for i, s := range row {
@@ -223,9 +223,9 @@ func checkRow(t *testing.T, row []int32, planted, n int64, sel SelectOptions) {
 		}
 		chosen = append(chosen, s)
 	}
-	has := func(s int64) bool {
+	has := func(s int) bool {
 		for _, c := range chosen {
-			if int64(c) == s {
+			if int(c) == s {
 				return true
 			}
 		}
@@ -234,12 +234,12 @@ func checkRow(t *testing.T, row []int32, planted, n int64, sel SelectOptions) {
 	if !has(planted) {
 		t.Fatalf("planted slot %d not in %v", planted, row)
 	}
-	for s := int64(0); s < int64(sel.Sinks); s++ {
+	for s := 0; s < sel.Sinks; s++ {
 		if !has(s) {
 			t.Fatalf("sink %d not in %v", s, row)
 		}
 	}
-	for s := n - int64(sel.Window); s < n; s++ {
+	for s := n - sel.Window; s < n; s++ {
 		if !has(s) {
 			t.Fatalf("window slot %d not in %v", s, row)
 		}
@@ -248,7 +248,7 @@ func checkRow(t *testing.T, row []int32, planted, n int64, sel SelectOptions) {
 
 func TestExactSelectorFindsPlantedKey(t *testing.T) {
 	const n, hq, hkv, d = 512, 4, 2, 32
-	planted := []int64{300, 77}
+	planted := []int{300, 77}
 	keys, query := plantedSetup(n, hq, hkv, d, planted)
 	ctx := newContext(t)
 	sel := SelectOptions{TopK: 4, Window: 8, Sinks: 2}
@@ -296,7 +296,7 @@ func TestExactSelectorFindsPlantedKey(t *testing.T) {
 
 func TestConcurrentSelectAndAttend(t *testing.T) {
 	const n, hq, hkv, d, width = 256, 4, 2, 16, 13
-	keys, query := plantedSetup(n, hq, hkv, d, []int64{100, 200})
+	keys, query := plantedSetup(n, hq, hkv, d, []int{100, 200})
 	r := rng(9)
 	values := r.vec(n * hkv * d)
 	ctx := newContext(t)
