@@ -69,7 +69,6 @@ func indexOptions(hkv, d int, dtype DType) IndexOptions {
 	return o
 }
 
-
 // below is a deterministic integer in [0, n).
 func (r *rng) below(n int) int {
 	i := int((r.next() + 1) / 2 * float32(n))

@@ -6,10 +6,10 @@ package sparseattn
 // the pages seen as [numPages*P, hkv, d].
 type pagedCache struct {
 	P, hkv, d, numPages, maxPages int
-	k, v                         []float32
-	table                        []int32 // [B, maxPages]; entries past a sequence's pages are junk
-	lens                         []int32
-	pages                        [][]int // per sequence, in token order
+	k, v                          []float32
+	table                         []int32 // [B, maxPages]; entries past a sequence's pages are junk
+	lens                          []int32
+	pages                         [][]int // per sequence, in token order
 }
 
 func newPagedCache(r *rng, lens []int, P, hkv, d int) *pagedCache {
