@@ -49,6 +49,9 @@ func refAttend(q []float32, c cache, kh int, rows []int) (out []float64, lse flo
 	}
 	for j, r := range rows {
 		prob[j] = math.Exp(logit[j]-m) / z
+		if c.v == nil { // keys only (selection)
+			continue
+		}
 		for x, vx := range c.val(r, kh) {
 			out[x] += prob[j] * float64(vx)
 		}

@@ -125,6 +125,24 @@ const (
 	SelectorIndexer SelectorKind = C.SA_SELECTOR_INDEXER // lightning indexer
 )
 
+func (k SelectorKind) String() string {
+	switch k {
+	case SelectorExact:
+		return "exact"
+	case SelectorPage:
+		return "page"
+	case SelectorLSH:
+		return "lsh"
+	case SelectorHNSW:
+		return "hnsw"
+	case SelectorLearned:
+		return "learned"
+	case SelectorIndexer:
+		return "indexer"
+	}
+	return fmt.Sprintf("SelectorKind(%d)", uint32(k))
+}
+
 func cbool(b bool) C.int32_t {
 	if b {
 		return 1
