@@ -122,6 +122,13 @@ go_flags=(CGO_CFLAGS="-I$inst_inc" CGO_LDFLAGS="-L$inst_lib -Wl,-rpath,$inst_lib
   env "${go_flags[@]}" "$cgocheck" go vet ./... &&
   env "${go_flags[@]}" "$cgocheck" go test -count=1 -v ./...)
 
+echo "-- the README's Go snippet is the body of sparseAttention in example_readme_test.go (run above)"
+diff <(awk '/^The snippet is the body of `sparseAttention`/ { f = 1 } f && /^```go$/ { g = 1; next }
+            g && /^```$/ { exit } g' bindings/README.md) \
+     <(awk '/^func sparseAttention\(/ { f = 1; next } f && /^}$/ { exit } f { sub(/^\t/, ""); print }' \
+         bindings/go/example_readme_test.go) \
+  || { echo "ci_bindings: bindings/README.md's Go snippet differs from example_readme_test.go" >&2; exit 1; }
+
 echo "-- the same package with flags from pkg-config (-tags sparseattn_pkgconfig)"
 # Go's build cache does not key on PKG_CONFIG_PATH / PKG_CONFIG_SYSROOT_DIR,
 # so the rpath in CGO_LDFLAGS (unique to this staging tree) also keeps a
