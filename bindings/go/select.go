@@ -193,6 +193,10 @@ func SelectBatch(indexes []*Index, queries Tensor, queryStarts *Tensor, opts *Se
 	return check(st, msg)
 }
 
+// afterReadLock, when set (by tests only), runs after each read lock that
+// readLockAll takes: it can hold a batch between two locks.
+var afterReadLock func(*Index)
+
 // readLockAll read-locks each distinct index once, in one global order (by
 // address), so that two batches over the same indexes cannot deadlock with a
 // writer waiting between them. nil entries are refused.
@@ -214,6 +218,9 @@ func readLockAll(indexes []*Index) (unlock func(), err error) {
 	})
 	for _, ix := range distinct {
 		ix.mu.RLock()
+		if afterReadLock != nil {
+			afterReadLock(ix)
+		}
 	}
 	return func() {
 		for _, ix := range distinct {

@@ -1,6 +1,10 @@
 package sparseattn
 
-import "testing"
+import (
+	"sync"
+	"testing"
+	"time"
+)
 
 // batchSetup: three sequences in a paged cache, an index per sequence holding
 // its keys in token order (exact, page, exact), and queries: 2, 1 and 3 per
@@ -168,5 +172,77 @@ func TestSelectBatchRepeatedIndex(t *testing.T) {
 				t.Fatalf("query %d: batch %v, Select %v", j, batch[j*hkv*w:][:hkv*w], one)
 			}
 		}
+	}
+}
+
+// Two batches over the same two indexes in opposite orders, with a writer
+// queued on each, cannot deadlock: a batch holding one index while waiting
+// for the other would wait on a writer that waits on the other batch, unless
+// both batches lock in one order. The first batch is held after its first
+// lock while the writers and the second batch queue up.
+func TestSelectBatchLockOrder(t *testing.T) {
+	const hq, hkv, d, w = 2, 1, 8, 8
+	// Not closed by cleanups: after a deadlock, Close would wait for ever.
+	ctx, err := NewContext(&ContextOptions{Threads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := rng(22)
+	var pair [2]*Index
+	for i := range pair {
+		o := indexOptions(hkv, d, F32)
+		if pair[i], err = NewIndex(ctx, &o); err != nil {
+			t.Fatal(err)
+		}
+		if err := pair[i].Append(TensorF32(r.vec(16*hkv*d), 16, hkv, d)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a, b := pair[0], pair[1]
+	q := r.vec(2 * hq * d)
+	key := r.vec(hkv * d)
+	sel := SelectOptions{TopK: 2, Window: 2, Sinks: 1}
+	batch := func(first, second *Index) error {
+		return SelectBatch([]*Index{first, second}, TensorF32(q, 2, hq, d), nil, &sel, nil,
+			TensorI32(make([]int32, 2*w), 2, hkv, w))
+	}
+
+	held, release := make(chan *Index, 1), make(chan struct{})
+	var once sync.Once
+	afterReadLock = func(ix *Index) { once.Do(func() { held <- ix; <-release }) }
+	defer func() { afterReadLock = nil }()
+	errs := make(chan error, 4)
+	go func() { errs <- batch(a, b) }()
+	x := <-held // locked first by the first batch
+	y := a
+	if x == a {
+		y = b
+	}
+	settle := func() { time.Sleep(30 * time.Millisecond) }
+	go func() { errs <- x.Append(TensorF32(key, 1, hkv, d)) }() // queued behind the first batch
+	settle()
+	go func() { errs <- batch(y, x) }()
+	settle()
+	go func() { errs <- y.Append(TensorF32(key, 1, hkv, d)) }()
+	settle()
+	close(release)
+	timeout := time.After(20 * time.Second)
+	for i := 0; i < 4; i++ {
+		select {
+		case err := <-errs:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-timeout:
+			t.Fatal("batches and appends deadlocked")
+		}
+	}
+	if a.Len() != 17 || b.Len() != 17 {
+		t.Fatalf("Len %d and %d after one append each", a.Len(), b.Len())
+	}
+	a.Close()
+	b.Close()
+	if err := ctx.Close(); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -23,13 +23,14 @@ func TestVersionAndDefaults(t *testing.T) {
 		t.Fatalf("evict defaults %+v", e)
 	}
 	if i := DefaultIndexOptions(); i.Kind != SelectorExact || i.DType != F16 || i.Page.PageSize != 16 ||
-		!i.Page.Refine || i.LSH.Seed != 0x5eed5eed || i.HNSW.EfSearch != 192 || i.Learned.Rescore != 12 {
+		!i.Page.Refine || i.LSH.Seed != 0x5eed5eed || i.HNSW.EfSearch != 192 || i.Learned.Rescore != 12 || i.BorrowKeys {
 		t.Fatalf("index defaults %+v", i)
 	}
-	if c := DefaultContextOptions(); c.Threads != 0 || c.ISA != ISAAuto {
+	if c := DefaultContextOptions(); c.Threads != 0 || c.ISA != ISAAuto || c.Device != DeviceCPU || c.DeviceID != 0 ||
+		c.CUDAPluginPath != "" || c.CUDAStream != 0 {
 		t.Fatalf("context defaults %+v", c)
 	}
-	if a := DefaultAttendOptions(); a.Causal || a.Scale != 0 {
+	if a := DefaultAttendOptions(); a.Causal || a.Scale != 0 || a.MassDecay != 1 || a.SlotMass != nil {
 		t.Fatalf("attend defaults %+v", a)
 	}
 	ctx := newContext(t)
