@@ -18,6 +18,10 @@
 // (plus -Wl,-rpath,<libdir> to run without LD_LIBRARY_PATH), or install the
 // library where the compiler looks by default, or build with
 // -tags sparseattn_pkgconfig to take the flags from `pkg-config sparseattn`.
+//
+// The module path is not served by any proxy: other modules reach it with
+// `go mod edit -replace sparseattn.dev/sparseattn=<checkout>/bindings/go`
+// and `go get sparseattn.dev/sparseattn` (bindings/README.md).
 package sparseattn
 
 // #cgo LDFLAGS: -lsparseattn
