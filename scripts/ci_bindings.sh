@@ -123,7 +123,7 @@ rm -rf "$tmp/lib-moved-later"
 env -u LD_LIBRARY_PATH SPARSEATTN_LIB="$inst_lib/libsparseattn.so.0" "$dependent" --expect-dir "$inst_lib"
 
 # ------------------------------------------------------------------- Go
-section "Go binding (bindings/go: go test)"
+section "Go binding (bindings/go: go vet, go test)"
 if ! command -v go > /dev/null; then
   bash scripts/install-deps.sh golang-go
 fi
@@ -133,19 +133,54 @@ export GOFLAGS=-mod=mod GOPROXY=off GOTOOLCHAIN=local GOTELEMETRY=off
 if [ -z "${HOME:-}" ] && [ -z "${GOCACHE:-}" ]; then
   export GOCACHE=$tmp/go-cache GOPATH=$tmp/go-path
 fi
-# Go before 1.21 checks cgo pointer passing thoroughly at run time with cgocheck=2.
-godebug=
-case $(go env GOVERSION) in go1.1[0-9]|go1.1[0-9].*|go1.20|go1.20.*) godebug=cgocheck=2 ;; esac
+# Thorough checks of cgo pointer passing: before Go 1.21 a run-time setting,
+# GODEBUG=cgocheck=2; from Go 1.21 a build-time experiment,
+# GOEXPERIMENT=cgocheck2 (the runtime then refuses GODEBUG=cgocheck=2).
+# "devel" toolchains are new ones. Passed to every go command and program run.
+go_minor=$(go env GOVERSION | sed -n 's/^go1\.\([0-9][0-9]*\).*/\1/p')
+if [ -n "$go_minor" ] && [ "$go_minor" -lt 21 ]; then
+  cgocheck=GODEBUG=cgocheck=2
+else
+  cgocheck=GOEXPERIMENT=cgocheck2
+fi
+echo "cgo pointer checks: $cgocheck"
+go_flags=(CGO_CFLAGS="-I$inst_inc" CGO_LDFLAGS="-L$inst_lib -Wl,-rpath,$inst_lib")
 (cd bindings/go &&
-  CGO_CFLAGS="-I$inst_inc" CGO_LDFLAGS="-L$inst_lib -Wl,-rpath,$inst_lib" GODEBUG=$godebug \
-    go test -count=1 -v ./...)
+  env "${go_flags[@]}" "$cgocheck" go vet ./... &&
+  env "${go_flags[@]}" "$cgocheck" go test -count=1 -v ./...)
+
+echo "-- the README's Go snippet is the body of sparseAttention in example_readme_test.go (run above)"
+diff <(awk '/^The snippet is the body of `sparseAttention`/ { f = 1 } f && /^```go$/ { g = 1; next }
+            g && /^```$/ { exit } g' bindings/README.md) \
+     <(awk '/^func sparseAttention\(/ { f = 1; next } f && /^}$/ { exit } f { sub(/^\t/, ""); print }' \
+         bindings/go/example_readme_test.go) \
+  || { echo "ci_bindings: bindings/README.md's Go snippet differs from example_readme_test.go" >&2; exit 1; }
+
 echo "-- the same package with flags from pkg-config (-tags sparseattn_pkgconfig)"
 # Go's build cache does not key on PKG_CONFIG_PATH / PKG_CONFIG_SYSROOT_DIR,
 # so the rpath in CGO_LDFLAGS (unique to this staging tree) also keeps a
 # cached build from an earlier, deleted staging tree out.
 (cd bindings/go &&
-  env -u CGO_CFLAGS CGO_LDFLAGS="-Wl,-rpath,$inst_lib" \
+  env -u CGO_CFLAGS CGO_LDFLAGS="-Wl,-rpath,$inst_lib" "$cgocheck" \
     go test -count=1 -tags sparseattn_pkgconfig ./...)
+
+section "Go: a module outside the repository (replace directive, bindings/README.md)"
+# The module path sparseattn.dev/sparseattn is not served anywhere: a user's
+# module reaches bindings/go through a replace directive. These are the
+# README's commands, run as a user runs them (no GOFLAGS), in a module of its
+# own under $tmp, building bindings/go/testdata/consumer/main.go.
+consumer=$tmp/go-consumer
+mkdir "$consumer"
+cp bindings/go/testdata/consumer/main.go "$consumer/"
+(cd "$consumer" &&
+  env -u GOFLAGS go mod init example.com/sparseattn-consumer &&
+  env -u GOFLAGS go mod edit -replace sparseattn.dev/sparseattn="$root/bindings/go" &&
+  env -u GOFLAGS go get sparseattn.dev/sparseattn &&
+  grep -F "sparseattn.dev/sparseattn => $root/bindings/go" go.mod &&
+  env -u GOFLAGS "${go_flags[@]}" "$cgocheck" go build -o consumer . &&
+  env "$cgocheck" ./consumer)
+ldd "$consumer/consumer" | grep -F "$stage" > /dev/null \
+  || { echo "ci_bindings: the Go consumer did not load the staged library" >&2; exit 1; }
 
 # --------------------------------------------------------------- Python
 section "Python binding (bindings/python/ci.sh: unittest, demo, README snippet)"

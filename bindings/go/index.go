@@ -9,45 +9,53 @@ import (
 	"unsafe"
 )
 
-// PageOptions configure the Quest-style page selector.
+// PageOptions configure the Quest-style page selector (sa_page_options).
 type PageOptions struct {
-	PageSize int32 // tokens per page
-	Refine   bool  // rescore the candidate pages' keys exactly
+	PageSize int  // slots per page, >= 1
+	Refine   bool // rescore the best pages' keys exactly (the default); false: whole pages fill TopK
 }
 
-// LSHOptions configure the SimHash selector.
+// LSHOptions configure the SimHash selector (sa_lsh_options).
 type LSHOptions struct {
-	Rounds int32
-	Bits   int32 // bits per table; 0: adapted to N
-	Probes int32
-	Seed   uint64
+	Rounds int    // hash tables, 1..64
+	Bits   int    // bits per table, 0..24; 0: adapted to the index size
+	Probes int    // extra buckets probed per table, 0..64
+	Seed   uint64 // fixed seed: deterministic tables
 }
 
-// HNSWOptions configure the HNSW selector.
+// HNSWOptions configure the HNSW selector (sa_hnsw_options).
 type HNSWOptions struct {
-	M              int32
-	EfConstruction int32
-	EfSearch       int32
+	M              int // graph degree, 2..512
+	EfConstruction int // build beam, 1..65536
+	EfSearch       int // search beam, 1..65536
 }
 
-// LearnedOptions configure the learned selector.
+// LearnedOptions configure the learned and indexer selectors (sa_learned_options).
 type LearnedOptions struct {
 	WeightsPath string // safetensors file, read by NewIndex
-	Layer       int32
-	Rescore     int64 // learned kind: rescore*top_k candidates rescored exactly (0: one stage)
+	Layer       int    // the layer whose tensors to use (>= 0)
+	Rescore     int    // learned kind: Rescore*TopK candidates rescored exactly (0: one stage)
 }
 
-// IndexOptions are the settings of an Index.
+// IndexOptions are the settings of an Index (sa_index_options). Start from
+// DefaultIndexOptions and set NumKVHeads and HeadDim: the zero value of the
+// selectors' options is not their default (Page.Refine false, zero sizes).
 type IndexOptions struct {
 	Kind       SelectorKind
-	NumKVHeads int32 // H_kv >= 1
-	HeadDim    int32 // D >= 1
-	DType      DType // storage of the index's keys: F32, F16 or BF16
-	Capacity   int64 // expected number of slots (a hint; 0: none)
+	NumKVHeads int   // H_kv >= 1
+	HeadDim    int   // D >= 1
+	DType      DType // storage of the index's keys (with BorrowKeys: of what it keeps): F32, F16 or BF16
+	Capacity   int   // expected number of slots (a hint; 0: none)
 	Page       PageOptions
 	LSH        LSHOptions
 	HNSW       HNSWOptions
 	Learned    LearnedOptions
+	// The index keeps no copy of the keys where its selector does not need
+	// one; Select then reads the host's keys from SelectOptions.Keys (and
+	// SelectBatch from its PagedKV). Truncate and Clone refuse such indexes
+	// for now (StatusUnsupported). Appended and updated keys are still passed
+	// to Append and Update.
+	BorrowKeys bool
 }
 
 // DefaultIndexOptions are the library's defaults (sa_index_options_default):
@@ -60,23 +68,51 @@ func DefaultIndexOptions() IndexOptions {
 	}
 	return IndexOptions{
 		Kind:       SelectorKind(o.kind),
-		NumKVHeads: int32(o.num_kv_heads),
-		HeadDim:    int32(o.head_dim),
+		NumKVHeads: int(o.num_kv_heads),
+		HeadDim:    int(o.head_dim),
 		DType:      DType(o.dtype),
-		Capacity:   int64(o.capacity),
-		Page:       PageOptions{PageSize: int32(o.page.page_size), Refine: o.page.refine != 0},
-		LSH: LSHOptions{Rounds: int32(o.lsh.rounds), Bits: int32(o.lsh.bits),
-			Probes: int32(o.lsh.probes), Seed: uint64(o.lsh.seed)},
-		HNSW: HNSWOptions{M: int32(o.hnsw.m), EfConstruction: int32(o.hnsw.ef_construction),
-			EfSearch: int32(o.hnsw.ef_search)},
-		Learned: LearnedOptions{WeightsPath: path, Layer: int32(o.learned.layer),
-			Rescore: int64(o.learned.rescore)},
+		Capacity:   int(o.capacity),
+		Page:       PageOptions{PageSize: int(o.page.page_size), Refine: o.page.refine != 0},
+		LSH: LSHOptions{Rounds: int(o.lsh.rounds), Bits: int(o.lsh.bits),
+			Probes: int(o.lsh.probes), Seed: uint64(o.lsh.seed)},
+		HNSW: HNSWOptions{M: int(o.hnsw.m), EfConstruction: int(o.hnsw.ef_construction),
+			EfSearch: int(o.hnsw.ef_search)},
+		Learned: LearnedOptions{WeightsPath: path, Layer: int(o.learned.layer),
+			Rescore: int(o.learned.rescore)},
+		BorrowKeys: o.borrow_keys != 0,
 	}
 }
 
+// toC converts the options; the weights path is passed to the shim apart.
+func (opts *IndexOptions) toC() (C.sa_index_options, error) {
+	o := C.sa_index_options_default()
+	o.struct_size = C.size_t(unsafe.Sizeof(o))
+	var n narrower
+	o.kind = C.sa_selector_kind(opts.Kind)
+	o.num_kv_heads = n.i32("IndexOptions.NumKVHeads", opts.NumKVHeads)
+	o.head_dim = n.i32("IndexOptions.HeadDim", opts.HeadDim)
+	o.dtype = C.sa_dtype(opts.DType)
+	o.capacity = C.int64_t(opts.Capacity)
+	o.page.page_size = n.i32("IndexOptions.Page.PageSize", opts.Page.PageSize)
+	o.page.refine = cbool(opts.Page.Refine)
+	o.lsh.rounds = n.i32("IndexOptions.LSH.Rounds", opts.LSH.Rounds)
+	o.lsh.bits = n.i32("IndexOptions.LSH.Bits", opts.LSH.Bits)
+	o.lsh.probes = n.i32("IndexOptions.LSH.Probes", opts.LSH.Probes)
+	o.lsh.seed = C.uint64_t(opts.LSH.Seed)
+	o.hnsw.m = n.i32("IndexOptions.HNSW.M", opts.HNSW.M)
+	o.hnsw.ef_construction = n.i32("IndexOptions.HNSW.EfConstruction", opts.HNSW.EfConstruction)
+	o.hnsw.ef_search = n.i32("IndexOptions.HNSW.EfSearch", opts.HNSW.EfSearch)
+	o.learned.weights_path = nil
+	o.learned.layer = n.i32("IndexOptions.Learned.Layer", opts.Learned.Layer)
+	o.learned.rescore = C.int64_t(opts.Learned.Rescore)
+	o.borrow_keys = cbool(opts.BorrowKeys)
+	return o, n.err
+}
+
 // Index is the selection state for one layer's cache, all KV heads
-// (sa_index). Select may run on many goroutines at once; Append, Update and
-// Close wait for them (the index holds a read-write lock).
+// (sa_index). Select, SelectBatch and Clone may run on many goroutines at
+// once; Append, Update, Truncate and Close wait for them (the index holds a
+// read-write lock).
 type Index struct {
 	mu  sync.RWMutex
 	ptr *C.sa_index
@@ -90,25 +126,10 @@ func NewIndex(ctx *Context, opts *IndexOptions) (*Index, error) {
 	if opts == nil {
 		opts = &def
 	}
-	o := C.sa_index_options_default()
-	o.struct_size = C.size_t(unsafe.Sizeof(o))
-	o.kind = C.sa_selector_kind(opts.Kind)
-	o.num_kv_heads = C.int32_t(opts.NumKVHeads)
-	o.head_dim = C.int32_t(opts.HeadDim)
-	o.dtype = C.sa_dtype(opts.DType)
-	o.capacity = C.int64_t(opts.Capacity)
-	o.page.page_size = C.int32_t(opts.Page.PageSize)
-	o.page.refine = cbool(opts.Page.Refine)
-	o.lsh.rounds = C.int32_t(opts.LSH.Rounds)
-	o.lsh.bits = C.int32_t(opts.LSH.Bits)
-	o.lsh.probes = C.int32_t(opts.LSH.Probes)
-	o.lsh.seed = C.uint64_t(opts.LSH.Seed)
-	o.hnsw.m = C.int32_t(opts.HNSW.M)
-	o.hnsw.ef_construction = C.int32_t(opts.HNSW.EfConstruction)
-	o.hnsw.ef_search = C.int32_t(opts.HNSW.EfSearch)
-	o.learned.weights_path = nil
-	o.learned.layer = C.int32_t(opts.Learned.Layer)
-	o.learned.rescore = C.int64_t(opts.Learned.Rescore)
+	o, err := opts.toC()
+	if err != nil {
+		return nil, err
+	}
 	var path *C.char
 	if opts.Learned.WeightsPath != "" {
 		path = C.CString(opts.Learned.WeightsPath)
@@ -125,10 +146,15 @@ func NewIndex(ctx *Context, opts *IndexOptions) (*Index, error) {
 	if err := check(C.sago_index_create(ctx.ptr, &o, path, &out, &msg), msg); err != nil {
 		return nil, err
 	}
+	return adopt(ctx, out), nil
+}
+
+// adopt wraps a new C index created on ctx.
+func adopt(ctx *Context, p *C.sa_index) *Index {
 	ctx.indexes.Add(1)
-	ix := &Index{ptr: out, ctx: ctx}
+	ix := &Index{ptr: p, ctx: ctx}
 	runtime.SetFinalizer(ix, (*Index).destroy)
-	return ix, nil
+	return ix
 }
 
 func (ix *Index) destroy() {
@@ -165,8 +191,9 @@ func (ix *Index) Append(keys Tensor) error {
 	return check(C.sago_index_append(ix.ptr, &kd, keys.data, &msg), msg)
 }
 
-// Update refills existing slots with keys [len(slots), H_kv, D] and the token
-// positions they now hold (nil: the next positions in order).
+// Update refills existing slots (e.g. freed by Evict) with keys
+// [len(slots), H_kv, D] and the token positions they now hold (nil: the next
+// positions in order).
 func (ix *Index) Update(slots []int32, keys Tensor, positions []int64) error {
 	kd, err := keys.desc("keys")
 	if err != nil {
@@ -183,6 +210,36 @@ func (ix *Index) Update(slots []int32, keys Tensor, positions []int64) error {
 	var msg *C.char
 	return check(C.sago_index_update(ix.ptr, ptrI32(slots), C.int64_t(len(slots)), &kd, keys.data,
 		ptrI64(positions), &msg), msg)
+}
+
+// Truncate drops every slot holding a token position >= position (draft
+// tokens that speculative decoding rejected); those must be the index's last
+// slots (sa_index_truncate). Nothing to drop is not an error.
+func (ix *Index) Truncate(position int64) error {
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	if ix.ptr == nil {
+		return errClosed("index")
+	}
+	var msg *C.char
+	return check(C.sago_index_truncate(ix.ptr, C.int64_t(position), &msg), msg)
+}
+
+// Clone returns a deep copy of the index on the same context that selects
+// exactly like it; the two change independently afterwards (sa_index_clone:
+// beam search, a forked sequence). Close the copy too.
+func (ix *Index) Clone() (*Index, error) {
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	if ix.ptr == nil {
+		return nil, errClosed("index")
+	}
+	var out *C.sa_index
+	var msg *C.char
+	if err := check(C.sago_index_clone(ix.ptr, &out, &msg), msg); err != nil {
+		return nil, err
+	}
+	return adopt(ix.ctx, out), nil
 }
 
 // Len is the number of slots appended so far (0 once closed).
@@ -202,86 +259,8 @@ func (ix *Index) lenLocked() (int, error) {
 	if err := check(C.sago_index_size(ix.ptr, &n, &msg), msg); err != nil {
 		return 0, err
 	}
+	if int64(int(n)) != int64(n) {
+		return 0, errorf(StatusOverflow, "the index holds %d slots, more than a Go int holds", n)
+	}
 	return int(n), nil
-}
-
-// SelectOptions are the settings of Index.Select.
-type SelectOptions struct {
-	TopK         int32   // keys chosen by score, beyond window and sinks (>= 1)
-	Window       int32   // keys at positions (p - Window, p] always kept
-	Sinks        int32   // keys at positions [0, Sinks) always kept
-	PerQueryHead bool    // one list per query head instead of per KV head
-	MassTarget   float32 // 0: off; in (0, 1]: stop once the estimated mass reaches it
-	Scale        float32 // softmax scale for the mass estimate; 0: 1/sqrt(D)
-	// Position of each query (n_q values); nil: the last n_q positions.
-	QueryPositions []int64
-	// Segments of each query (n_q) and each slot (Len()): both or neither.
-	QuerySegments []int32
-	KeySegments   []int32
-}
-
-// DefaultSelectOptions are the library's defaults (sa_select_options_default).
-func DefaultSelectOptions() SelectOptions {
-	o := C.sa_select_options_default()
-	return SelectOptions{TopK: int32(o.top_k), Window: int32(o.window), Sinks: int32(o.sinks),
-		PerQueryHead: o.per_query_head != 0, MassTarget: float32(o.mass_target),
-		Scale: float32(o.scale)}
-}
-
-// Select chooses, for each query and KV head (or query head), the slots to
-// attend (sa_select). queries [n_q, H_q, D]; indices i32 [n_q, H, width] with
-// H = H_kv (H_q with PerQueryHead) and width >= Sinks + Window + TopK, written
-// ascending, then -1 padding. opts nil means the defaults.
-func (ix *Index) Select(queries Tensor, opts *SelectOptions, indices Tensor) error {
-	qd, err := queries.desc("queries")
-	if err != nil {
-		return err
-	}
-	id, err := indices.desc("indices")
-	if err != nil {
-		return err
-	}
-	def := DefaultSelectOptions()
-	if opts == nil {
-		opts = &def
-	}
-	nq := queries.dim0()
-	if opts.QueryPositions != nil {
-		if err := checkLen("SelectOptions.QueryPositions (one per query)", len(opts.QueryPositions), nq); err != nil {
-			return err
-		}
-	}
-	if opts.QuerySegments != nil {
-		if err := checkLen("SelectOptions.QuerySegments (one per query)", len(opts.QuerySegments), nq); err != nil {
-			return err
-		}
-	}
-	o := C.sa_select_options_default()
-	o.struct_size = C.size_t(unsafe.Sizeof(o))
-	o.top_k = C.int32_t(opts.TopK)
-	o.window = C.int32_t(opts.Window)
-	o.sinks = C.int32_t(opts.Sinks)
-	o.per_query_head = cbool(opts.PerQueryHead)
-	o.mass_target = C.float(opts.MassTarget)
-	o.scale = C.float(opts.Scale)
-	o.query_positions, o.query_segments, o.key_segments = nil, nil, nil
-
-	ix.mu.RLock()
-	defer ix.mu.RUnlock()
-	if opts.KeySegments != nil {
-		n, err := ix.lenLocked()
-		if err != nil {
-			return err
-		}
-		if err := checkLen("SelectOptions.KeySegments (one per slot)", len(opts.KeySegments), int64(n)); err != nil {
-			return err
-		}
-	}
-	if ix.ptr == nil {
-		return errClosed("index")
-	}
-	var msg *C.char
-	st := C.sago_select(ix.ptr, &qd, queries.data, &o, ptrI64(opts.QueryPositions),
-		ptrI32(opts.QuerySegments), ptrI32(opts.KeySegments), &id, indices.data, &msg)
-	return check(st, msg)
 }

@@ -18,6 +18,10 @@
 // (plus -Wl,-rpath,<libdir> to run without LD_LIBRARY_PATH), or install the
 // library where the compiler looks by default, or build with
 // -tags sparseattn_pkgconfig to take the flags from `pkg-config sparseattn`.
+//
+// The module path is not served by any proxy: other modules reach it with
+// `go mod edit -replace sparseattn.dev/sparseattn=<checkout>/bindings/go`
+// and `go get sparseattn.dev/sparseattn` (bindings/README.md).
 package sparseattn
 
 // #cgo LDFLAGS: -lsparseattn
@@ -124,6 +128,24 @@ const (
 	SelectorLearned SelectorKind = C.SA_SELECTOR_LEARNED // learned projections
 	SelectorIndexer SelectorKind = C.SA_SELECTOR_INDEXER // lightning indexer
 )
+
+func (k SelectorKind) String() string {
+	switch k {
+	case SelectorExact:
+		return "exact"
+	case SelectorPage:
+		return "page"
+	case SelectorLSH:
+		return "lsh"
+	case SelectorHNSW:
+		return "hnsw"
+	case SelectorLearned:
+		return "learned"
+	case SelectorIndexer:
+		return "indexer"
+	}
+	return fmt.Sprintf("SelectorKind(%d)", uint32(k))
+}
 
 func cbool(b bool) C.int32_t {
 	if b {

@@ -9,70 +9,6 @@ import (
 	"testing"
 )
 
-// rng gives deterministic xorshift numbers in [-1, 1).
-type rng uint64
-
-func (r *rng) next() float32 {
-	x := uint64(*r)
-	x ^= x << 13
-	x ^= x >> 7
-	x ^= x << 17
-	*r = rng(x)
-	return float32(x>>40)/float32(1<<24)*2 - 1
-}
-
-func (r *rng) vec(n int64) []float32 {
-	v := make([]float32, n)
-	for i := range v {
-		v[i] = r.next()
-	}
-	return v
-}
-
-func toBF16(x float32) uint16 {
-	b := math.Float32bits(x)
-	return uint16((b + 0x7fff + ((b >> 16) & 1)) >> 16)
-}
-
-func maxRelErr(a, b []float32) float64 {
-	var scale, diff float64
-	for i := range b {
-		scale = math.Max(scale, math.Abs(float64(b[i])))
-		diff = math.Max(diff, math.Abs(float64(a[i])-float64(b[i])))
-	}
-	return diff / math.Max(scale, 1e-30)
-}
-
-func newContext(t *testing.T) *Context {
-	t.Helper()
-	ctx, err := NewContext(&ContextOptions{Threads: 1, ISA: ISAAuto})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := ctx.Close(); err != nil {
-			t.Error(err)
-		}
-	})
-	return ctx
-}
-
-func newIndex(t *testing.T, ctx *Context, opts IndexOptions) *Index {
-	t.Helper()
-	ix, err := NewIndex(ctx, &opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ix.Close() })
-	return ix
-}
-
-func indexOptions(hkv, d int64, dtype DType) IndexOptions {
-	o := DefaultIndexOptions()
-	o.NumKVHeads, o.HeadDim, o.DType = int32(hkv), int32(d), dtype
-	return o
-}
-
 func TestVersionAndDefaults(t *testing.T) {
 	if Version()>>8 != HeaderVersion>>8 {
 		t.Fatalf("library %s vs header %#x", VersionString(), HeaderVersion)
@@ -87,13 +23,14 @@ func TestVersionAndDefaults(t *testing.T) {
 		t.Fatalf("evict defaults %+v", e)
 	}
 	if i := DefaultIndexOptions(); i.Kind != SelectorExact || i.DType != F16 || i.Page.PageSize != 16 ||
-		!i.Page.Refine || i.LSH.Seed != 0x5eed5eed || i.HNSW.EfSearch != 192 || i.Learned.Rescore != 12 {
+		!i.Page.Refine || i.LSH.Seed != 0x5eed5eed || i.HNSW.EfSearch != 192 || i.Learned.Rescore != 12 || i.BorrowKeys {
 		t.Fatalf("index defaults %+v", i)
 	}
-	if c := DefaultContextOptions(); c.Threads != 0 || c.ISA != ISAAuto {
+	if c := DefaultContextOptions(); c.Threads != 0 || c.ISA != ISAAuto || c.Device != DeviceCPU || c.DeviceID != 0 ||
+		c.CUDAPluginPath != "" || c.CUDAStream != 0 {
 		t.Fatalf("context defaults %+v", c)
 	}
-	if a := DefaultAttendOptions(); a.Causal || a.Scale != 0 {
+	if a := DefaultAttendOptions(); a.Causal || a.Scale != 0 || a.MassDecay != 1 || a.SlotMass != nil {
 		t.Fatalf("attend defaults %+v", a)
 	}
 	ctx := newContext(t)
@@ -186,7 +123,7 @@ func TestDenseEqualsSparseWithAllIndices(t *testing.T) {
 
 // plantedSetup: small random keys, and per KV head one key aligned with the
 // (shared) query direction of its group.
-func plantedSetup(n, hq, hkv, d int64, planted []int64) (keys, query []float32) {
+func plantedSetup(n, hq, hkv, d int, planted []int) (keys, query []float32) {
 	r := rng(7)
 	keys = r.vec(n * hkv * d)
 	for i := range keys {
@@ -194,19 +131,19 @@ func plantedSetup(n, hq, hkv, d int64, planted []int64) (keys, query []float32) 
 	}
 	query = make([]float32, hq*d)
 	group := hq / hkv
-	for kh := int64(0); kh < hkv; kh++ {
+	for kh := 0; kh < hkv; kh++ {
 		dir := r.vec(d)
-		for g := int64(0); g < group; g++ {
+		for g := 0; g < group; g++ {
 			copy(query[(kh*group+g)*d:][:d], dir)
 		}
-		for c := int64(0); c < d; c++ {
+		for c := 0; c < d; c++ {
 			keys[(planted[kh]*hkv+kh)*d+c] = dir[c] * 4
 		}
 	}
 	return keys, query
 }
 
-func checkRow(t *testing.T, row []int32, planted, n int64, sel SelectOptions) {
+func checkRow(t *testing.T, row []int32, planted, n int, sel SelectOptions) {
 	t.Helper()
 	var chosen []int32
 	for i, s := range row {
@@ -223,9 +160,9 @@ func checkRow(t *testing.T, row []int32, planted, n int64, sel SelectOptions) {
 		}
 		chosen = append(chosen, s)
 	}
-	has := func(s int64) bool {
+	has := func(s int) bool {
 		for _, c := range chosen {
-			if int64(c) == s {
+			if int(c) == s {
 				return true
 			}
 		}
@@ -234,12 +171,12 @@ func checkRow(t *testing.T, row []int32, planted, n int64, sel SelectOptions) {
 	if !has(planted) {
 		t.Fatalf("planted slot %d not in %v", planted, row)
 	}
-	for s := int64(0); s < int64(sel.Sinks); s++ {
+	for s := 0; s < sel.Sinks; s++ {
 		if !has(s) {
 			t.Fatalf("sink %d not in %v", s, row)
 		}
 	}
-	for s := n - int64(sel.Window); s < n; s++ {
+	for s := n - sel.Window; s < n; s++ {
 		if !has(s) {
 			t.Fatalf("window slot %d not in %v", s, row)
 		}
@@ -248,7 +185,7 @@ func checkRow(t *testing.T, row []int32, planted, n int64, sel SelectOptions) {
 
 func TestExactSelectorFindsPlantedKey(t *testing.T) {
 	const n, hq, hkv, d = 512, 4, 2, 32
-	planted := []int64{300, 77}
+	planted := []int{300, 77}
 	keys, query := plantedSetup(n, hq, hkv, d, planted)
 	ctx := newContext(t)
 	sel := SelectOptions{TopK: 4, Window: 8, Sinks: 2}
@@ -296,7 +233,7 @@ func TestExactSelectorFindsPlantedKey(t *testing.T) {
 
 func TestConcurrentSelectAndAttend(t *testing.T) {
 	const n, hq, hkv, d, width = 256, 4, 2, 16, 13
-	keys, query := plantedSetup(n, hq, hkv, d, []int64{100, 200})
+	keys, query := plantedSetup(n, hq, hkv, d, []int{100, 200})
 	r := rng(9)
 	values := r.vec(n * hkv * d)
 	ctx := newContext(t)

@@ -36,19 +36,42 @@ func (d DType) String() string {
 	return fmt.Sprintf("DType(%d)", uint32(d))
 }
 
+// Device is where a tensor's memory lives (sa_device_type).
+type Device uint32
+
+const (
+	DeviceCPU  Device = C.SA_DEVICE_CPU
+	DeviceCUDA Device = C.SA_DEVICE_CUDA // served by the CUDA plugin
+)
+
+func (d Device) String() string {
+	switch d {
+	case DeviceCPU:
+		return "cpu"
+	case DeviceCUDA:
+		return "cuda"
+	}
+	return fmt.Sprintf("Device(%d)", uint32(d))
+}
+
 // MaxRank is the largest rank of a tensor.
 const MaxRank = C.SA_MAX_RANK
 
-// Tensor views a Go slice as a tensor: dtype, shape and optional strides (in
-// elements; nil or all zeros: contiguous row-major). It is checked against the
-// slice's length on every call that uses it, so a call never reads or writes
-// outside the slice. The same type serves inputs and outputs.
+// Tensor describes a tensor for one call: dtype, shape and optional strides
+// (in elements; nil or all zeros: contiguous row-major) over either a Go slice
+// (TensorF32 and friends) or memory Go does not manage (ExternalTensor). A
+// view of a slice is checked against the slice's length on every call that
+// uses it, so a call never reads or writes outside the slice. The same type
+// serves inputs and outputs.
 type Tensor struct {
-	data    unsafe.Pointer // first element, nil for an empty slice
-	n       int            // elements in the slice
-	dtype   DType
-	shape   []int64
-	strides []int64
+	data     unsafe.Pointer // Go memory: the slice's first element, nil when empty
+	addr     uintptr        // memory outside Go (ExternalTensor), 0 for slices
+	n        int            // elements in the slice (Go memory only)
+	dtype    DType
+	device   Device
+	deviceID int
+	shape    []int
+	strides  []int
 }
 
 // first is the address of s[0], nil for an empty slice.
@@ -59,47 +82,60 @@ func first[T any](s []T) unsafe.Pointer {
 	return unsafe.Pointer(&s[0])
 }
 
-func view(p unsafe.Pointer, n int, dtype DType, shape []int64) Tensor {
-	return Tensor{data: p, n: n, dtype: dtype, shape: append([]int64(nil), shape...)}
+func view(p unsafe.Pointer, n int, dtype DType, shape []int) Tensor {
+	return Tensor{data: p, n: n, dtype: dtype, device: DeviceCPU, shape: append([]int(nil), shape...)}
 }
 
-// TensorF32 views data as an f32 tensor of the given shape.
-func TensorF32(data []float32, shape ...int64) Tensor {
+// TensorF32 views data as an f32 tensor of the given shape, e.g.
+// TensorF32(keys, n, 8, 128).
+func TensorF32(data []float32, shape ...int) Tensor {
 	return view(first(data), len(data), F32, shape)
 }
 
 // TensorF16 views IEEE binary16 bits as an f16 tensor.
-func TensorF16(data []uint16, shape ...int64) Tensor {
+func TensorF16(data []uint16, shape ...int) Tensor {
 	return view(first(data), len(data), F16, shape)
 }
 
 // TensorBF16 views bfloat16 bits as a bf16 tensor.
-func TensorBF16(data []uint16, shape ...int64) Tensor {
+func TensorBF16(data []uint16, shape ...int) Tensor {
 	return view(first(data), len(data), BF16, shape)
 }
 
 // TensorI32 views data as an i32 tensor.
-func TensorI32(data []int32, shape ...int64) Tensor {
+func TensorI32(data []int32, shape ...int) Tensor {
 	return view(first(data), len(data), I32, shape)
 }
 
 // TensorI64 views data as an i64 tensor.
-func TensorI64(data []int64, shape ...int64) Tensor {
+func TensorI64(data []int64, shape ...int) Tensor {
 	return view(first(data), len(data), I64, shape)
 }
 
+// ExternalTensor describes memory that Go does not manage: a CUDA allocation
+// (device DeviceCUDA, deviceID its ordinal) or host memory from C (DeviceCPU).
+// addr is its first element. The package cannot know the extent of such
+// memory, so only the library's own checks apply; the memory must stay
+// allocated for the call.
+func ExternalTensor(addr uintptr, dtype DType, device Device, deviceID int, shape ...int) Tensor {
+	return Tensor{addr: addr, dtype: dtype, device: device, deviceID: deviceID,
+		shape: append([]int(nil), shape...)}
+}
+
 // WithStrides returns the same view with strides in elements, one per dimension.
-func (t Tensor) WithStrides(strides ...int64) Tensor {
-	t.strides = append([]int64(nil), strides...)
+func (t Tensor) WithStrides(strides ...int) Tensor {
+	t.strides = append([]int(nil), strides...)
 	return t
 }
 
-func (t Tensor) DType() DType     { return t.dtype }
-func (t Tensor) Shape() []int64   { return append([]int64(nil), t.shape...) }
-func (t Tensor) Strides() []int64 { return append([]int64(nil), t.strides...) }
+func (t Tensor) DType() DType   { return t.dtype }
+func (t Tensor) Device() Device { return t.device }
+func (t Tensor) Shape() []int   { return append([]int(nil), t.shape...) }
+func (t Tensor) Strides() []int { return append([]int(nil), t.strides...) }
 
-// desc checks the view and returns its C descriptor with a NULL data pointer
-// (the shim adds the pointer on the C side).
+// desc checks the view and returns its C descriptor. For a Go slice the data
+// pointer stays NULL: the shim adds it on the C side (see shim.h). External
+// memory is not Go memory, so its address goes into the descriptor.
 func (t *Tensor) desc(name string) (C.sa_tensor, error) {
 	var d C.sa_tensor
 	rank := len(t.shape)
@@ -114,50 +150,28 @@ func (t *Tensor) desc(name string) (C.sa_tensor, error) {
 	if t.strides != nil && len(t.strides) != rank {
 		return d, errorf(StatusShape, "%s: %d strides for rank %d", name, len(t.strides), rank)
 	}
-	allZero := true
 	for _, s := range t.strides {
 		if s < 0 {
 			return d, errorf(StatusShape, "%s: strides %v have a negative stride", name, t.strides)
 		}
-		if s != 0 {
-			allZero = false
-		}
 	}
-	overflow := errorf(StatusOverflow, "%s: shape %v strides %v overflow", name, t.shape, t.strides)
-	var need int64 = 1
-	if allZero {
-		for _, s := range t.shape {
-			if s != 0 && need > math.MaxInt64/s {
-				return d, overflow
-			}
-			need *= s
-		}
-	} else {
-		var last int64
-		empty := false
-		for i, s := range t.shape {
-			if s == 0 {
-				empty = true
-				break
-			}
-			st := t.strides[i]
-			if st != 0 && s-1 > (math.MaxInt64-last)/st {
-				return d, overflow
-			}
-			last += (s - 1) * st
-		}
-		if empty {
-			need = 0
-		} else {
-			need = last + 1
-		}
+	need, ok := extent(t.shape, t.strides)
+	if !ok {
+		return d, errorf(StatusOverflow, "%s: shape %v strides %v overflow 64-bit element offsets", name, t.shape, t.strides)
 	}
-	if need > int64(t.n) {
+	if t.addr == 0 && need > int64(t.n) {
 		return d, errorf(StatusShape, "%s: shape %v strides %v needs %d elements, the slice has %d",
 			name, t.shape, t.strides, need, t.n)
 	}
+	if t.deviceID < math.MinInt32 || t.deviceID > math.MaxInt32 {
+		return d, errorf(StatusInvalidArgument, "%s: device id %d does not fit the C ABI's int32", name, t.deviceID)
+	}
+	if t.addr != 0 {
+		d.data = C.sago_address(C.uintptr_t(t.addr))
+	}
 	d.dtype = C.sa_dtype(t.dtype)
-	d.device = C.SA_DEVICE_CPU
+	d.device = C.sa_device_type(t.device)
+	d.device_id = C.int32_t(t.deviceID)
 	d.rank = C.int32_t(rank)
 	for i := 0; i < rank; i++ {
 		d.shape[i] = C.int64_t(t.shape[i])
@@ -168,16 +182,55 @@ func (t *Tensor) desc(name string) (C.sa_tensor, error) {
 	return d, nil
 }
 
+// extent is the number of elements a view spans (the largest offset + 1, 0
+// when an extent is 0), and false when that overflows int64. All-zero or nil
+// strides mean contiguous row-major.
+func extent(shape, strides []int) (int64, bool) {
+	contiguous := true
+	for _, s := range strides {
+		if s != 0 {
+			contiguous = false
+		}
+	}
+	for _, s := range shape {
+		if s == 0 {
+			return 0, true
+		}
+	}
+	if contiguous {
+		var n int64 = 1
+		for _, s := range shape {
+			if int64(s) > math.MaxInt64/n {
+				return 0, false
+			}
+			n *= int64(s)
+		}
+		return n, true
+	}
+	var last int64
+	for i, s := range shape {
+		st := int64(strides[i])
+		if st != 0 && int64(s-1) > (math.MaxInt64-last)/st {
+			return 0, false
+		}
+		last += int64(s-1) * st
+	}
+	if last == math.MaxInt64 {
+		return 0, false
+	}
+	return last + 1, true
+}
+
 // dim0 is the leading extent (n_q, n_kv), 0 when the rank is 0.
-func (t *Tensor) dim0() int64 {
+func (t *Tensor) dim0() int {
 	if len(t.shape) == 0 {
 		return 0
 	}
 	return t.shape[0]
 }
 
-func checkLen(what string, have int, need int64) error {
-	if int64(have) < need {
+func checkLen(what string, have, need int) error {
+	if have < need {
 		return errorf(StatusShape, "%s: %d values given, %d needed", what, have, need)
 	}
 	return nil

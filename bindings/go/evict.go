@@ -1,0 +1,72 @@
+package sparseattn
+
+// #include "shim.h"
+import "C"
+
+import "unsafe"
+
+// EvictOptions are the settings of Context.Evict (sa_evict_options). Budget
+// has no default; start from DefaultEvictOptions and set it.
+type EvictOptions struct {
+	Budget   int // slots the cache may hold after the incoming tokens (>= Sinks + Window + Incoming)
+	Incoming int // tokens about to be inserted (0: compress a prompt to Budget slots)
+	Sinks    int // positions [0, Sinks) are never freed
+	Window   int // positions (max_pos - Window, max_pos] are never freed
+}
+
+// DefaultEvictOptions are the library's defaults (sa_evict_options_default).
+func DefaultEvictOptions() EvictOptions {
+	o := C.sa_evict_options_default()
+	return EvictOptions{Budget: int(o.budget), Incoming: int(o.incoming),
+		Sinks: int(o.sinks), Window: int(o.window)}
+}
+
+// Evict chooses cache slots to free so that occupied + incoming <= budget
+// (sa_cache_evict). scores: f32 [n_slots] or [H, n_slots], e.g. the SlotMass
+// of Attend; positions: i64 [n_slots], -1 for an empty slot. The slots to
+// free are written to the front of freed: first empty slots for the incoming
+// tokens, then occupied ones, lowest score first. Evict returns their count.
+// opts nil is refused: Budget has no default.
+func (c *Context) Evict(opts *EvictOptions, scores, positions Tensor, freed []int32) (int, error) {
+	if opts == nil {
+		return 0, errorf(StatusNullPointer, "EvictOptions is nil; Budget has no default")
+	}
+	sd, err := scores.desc("scores")
+	if err != nil {
+		return 0, err
+	}
+	pd, err := positions.desc("positions")
+	if err != nil {
+		return 0, err
+	}
+	freedT := TensorI32(freed, len(freed))
+	fd, err := freedT.desc("freed")
+	if err != nil {
+		return 0, err
+	}
+	o := C.sa_evict_options_default()
+	o.struct_size = C.size_t(unsafe.Sizeof(o))
+	var n narrower
+	o.budget = C.int64_t(opts.Budget)
+	o.incoming = C.int64_t(opts.Incoming)
+	o.sinks = n.i32("EvictOptions.Sinks", opts.Sinks)
+	o.window = n.i32("EvictOptions.Window", opts.Window)
+	if n.err != nil {
+		return 0, n.err
+	}
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if c.ptr == nil {
+		return 0, errClosed("context")
+	}
+	var nFreed C.int64_t
+	var msg *C.char
+	st := C.sago_cache_evict(c.ptr, &o, &sd, scores.data, &pd, positions.data, &fd, freedT.data, &nFreed, &msg)
+	if err := check(st, msg); err != nil {
+		return 0, err
+	}
+	if nFreed < 0 || int64(nFreed) > int64(len(freed)) {
+		return 0, errorf(StatusInternal, "sa_cache_evict reported %d freed slots for a capacity of %d", nFreed, len(freed))
+	}
+	return int(nFreed), nil
+}
