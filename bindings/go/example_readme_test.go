@@ -10,6 +10,7 @@ import (
 // sparseAttention is the snippet in bindings/README.md: an index over one
 // layer's cached keys [n, 8, 128], the slots a query of 32 heads should
 // attend to (idx: 8 KV heads x 132), and attention over just those (out: 32 x 128).
+// README: begin (README.md shows the function; tools/readme_snippets.py checks it)
 func sparseAttention(keys, values, q []float32, n int, idx []int32, out []float32) error {
 	ctx, err := sa.NewContext(nil)
 	if err != nil {
@@ -33,6 +34,8 @@ func sparseAttention(keys, values, q []float32, n int, idx []int32, out []float3
 	return ctx.Attend(sa.TensorF32(q, 1, 32, 128), sa.TensorF32(keys, n, 8, 128), sa.TensorF32(values, n, 8, 128),
 		&it, nil, sa.TensorF32(out, 1, 32, 128), nil)
 }
+
+// README: end
 
 // exampleCache: n small random keys and values, a query whose heads share
 // their KV head's direction, and in slot `planted` a key along it that takes
