@@ -1,8 +1,9 @@
 /*
  * Attention in a ggml graph through sparseattn, next to ggml_flash_attn_ext.
  *
- * A KV cache in llama.cpp's layout (per layer, one f16 row of H_kv * D values
- * per token) is attended by the queries of one decode step and of a causal
+ * An f16 KV cache, in llama.cpp's layout (per layer, one row of H_kv * D
+ * values per token) or head-major (--cache head: per KV head, its n_kv rows
+ * together), is attended by the queries of one decode step and of a causal
  * prefill chunk, three ways, each a ggml graph on the CPU backend:
  *   - sa_attend as a ggml custom op, dense (ggml_sa_ops.c);
  *   - ggml_flash_attn_ext on the same tensors (views, no copies);
@@ -30,22 +31,23 @@ typedef struct options {
     int64_t n_kv, h_q, h_kv, d, prefill;
     int threads, reps, top_k, window, sinks, page_size;
     double tol;
+    int head_major; /* --cache head: [D, n_kv, H_kv]; else token-major [D, H_kv, n_kv] */
 } options;
 
 static void usage(const char *argv0) {
     fprintf(stderr,
             "usage: %s [--keys N] [--heads H_q] [--kv-heads H_kv] [--dim D] [--prefill N]\n"
             "          [--threads N] [--reps N] [--top-k K] [--window W] [--sinks S]\n"
-            "          [--page P] [--tol T]\n"
+            "          [--page P] [--tol T] [--cache token|head]\n"
             "defaults: 32768 keys, 32 query heads, 8 KV heads, D 128, a 16-query prefill\n"
             "chunk, all online CPUs, 5 timed runs, page selector top-k 1024 + window 64 +\n"
-            "sinks 4 over pages of 16, tolerance 2e-5\n",
+            "sinks 4 over pages of 16, tolerance 2e-5, token-major cache (llama.cpp's)\n",
             argv0);
 }
 
 static int parse_options(int argc, char **argv, options *o) {
     const long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-    *o = (options){32768, 32, 8, 128, 16, cpus > 0 ? (int)cpus : 1, 5, 1024, 64, 4, 16, 2e-5};
+    *o = (options){32768, 32, 8, 128, 16, cpus > 0 ? (int)cpus : 1, 5, 1024, 64, 4, 16, 2e-5, 0};
     for (int i = 1; i < argc; ++i) {
         const char *a = argv[i];
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) return 0;
@@ -63,6 +65,8 @@ static int parse_options(int argc, char **argv, options *o) {
         else if (!strcmp(a, "--sinks")) o->sinks = atoi(v);
         else if (!strcmp(a, "--page")) o->page_size = atoi(v);
         else if (!strcmp(a, "--tol")) o->tol = atof(v);
+        else if (!strcmp(a, "--cache") && !strcmp(v, "token")) o->head_major = 0;
+        else if (!strcmp(a, "--cache") && !strcmp(v, "head")) o->head_major = 1;
         else return 0;
     }
     return o->n_kv > 0 && o->h_kv > 0 && o->h_q > 0 && o->h_q % o->h_kv == 0 && o->d > 0 &&
@@ -91,16 +95,38 @@ typedef struct workload {
     uint64_t seed;
 } workload;
 
-static void fill_cache(const options *o, workload *w, struct ggml_tensor *k,
-                       struct ggml_tensor *v) {
-    ggml_fp16_t *kd = k->data, *vd = v->data;
+/* One layer's K and V and where element (row, KV head, dim) lives in each. */
+typedef struct kv_cache {
+    struct ggml_tensor *k, *v;
+    int64_t row_stride, head_stride; /* elements; dims are contiguous */
+    int head_major;
+} kv_cache;
+
+static kv_cache new_cache(struct ggml_context *ctx, const options *o) {
+    kv_cache c = {NULL, NULL, o->head_major ? o->d : o->h_kv * o->d,
+                  o->head_major ? o->n_kv * o->d : o->d, o->head_major};
+    const int64_t ne1 = o->head_major ? o->n_kv : o->h_kv, ne2 = o->head_major ? o->h_kv : o->n_kv;
+    c.k = ggml_new_tensor_3d(ctx, GGML_TYPE_F16, o->d, ne1, ne2);
+    c.v = ggml_new_tensor_3d(ctx, GGML_TYPE_F16, o->d, ne1, ne2);
+    return c;
+}
+
+/* The [D, n_kv, H_kv] operand attention takes: the head-major cache itself, or a
+ * permuted view of the token-major one (llama.cpp's view; no copy either way). */
+static struct ggml_tensor *attention_view(struct ggml_context *ctx, const kv_cache *c,
+                                          struct ggml_tensor *t) {
+    return c->head_major ? t : ggml_permute(ctx, t, 0, 2, 1, 3);
+}
+
+static void fill_cache(const options *o, workload *w, const kv_cache *cache) {
+    ggml_fp16_t *kd = cache->k->data, *vd = cache->v->data;
     for (int64_t i = 0; i < o->h_kv * o->d; ++i) w->directions[i] = gaussian(&w->seed);
     for (int64_t j = 0; j < o->n_kv; ++j)
         for (int64_t h = 0; h < o->h_kv; ++h) {
             const int hot = next_u64(&w->seed) % 512 == 0;
             const float *dir = w->directions + h * o->d;
             for (int64_t c = 0; c < o->d; ++c) {
-                const int64_t at = (j * o->h_kv + h) * o->d + c;
+                const int64_t at = j * cache->row_stride + h * cache->head_stride + c;
                 const float noise = gaussian(&w->seed);
                 kd[at] = ggml_fp32_to_fp16(hot ? 0.5f * noise + dir[c] : 0.6f * noise);
                 vd[at] = ggml_fp32_to_fp16(gaussian(&w->seed));
@@ -194,7 +220,7 @@ static void print_row(const char *what, timing t, const char *versus, error e) {
 
 /* The queries of one step: n_q rows at the last n_q positions of the cache. */
 static int run_step(const options *o, const char *name, int64_t n_q, workload *w,
-                    struct ggml_tensor *k_cache, struct ggml_tensor *v_cache, sa_context *sa,
+                    const kv_cache *cache, sa_context *sa,
                     sa_index *index) {
     const int64_t width = (int64_t)o->sinks + o->window + o->top_k;
     const size_t out_bytes = (size_t)(o->d * o->h_q * n_q) * sizeof(float);
@@ -218,8 +244,8 @@ static int run_step(const options *o, const char *name, int64_t n_q, workload *w
     struct ggml_tensor *q = ggml_new_tensor_3d(ctx, GGML_TYPE_F32, o->d, o->h_q, n_q);
     fill_queries(o, w, q);
     struct ggml_tensor *qp = ggml_permute(ctx, q, 0, 2, 1, 3);
-    struct ggml_tensor *kp = ggml_permute(ctx, k_cache, 0, 2, 1, 3);
-    struct ggml_tensor *vp = ggml_permute(ctx, v_cache, 0, 2, 1, 3);
+    struct ggml_tensor *kp = attention_view(ctx, cache, cache->k);
+    struct ggml_tensor *vp = attention_view(ctx, cache, cache->v);
     const float scale = 1.0f / sqrtf((float)o->d);
 
     /* flash_attn_ext's causal mask: 0 where query i may look, -inf past it. */
@@ -257,8 +283,9 @@ static int run_step(const options *o, const char *name, int64_t n_q, workload *w
         exit(1);
     }
 
-    reference_problem rp = {q->data, k_cache->data, v_cache->data, n_q, o->n_kv, o->h_q, o->h_kv,
-                            o->d, scale, positions, NULL, 0};
+    reference_problem rp = {q->data, cache->k->data, cache->v->data, cache->row_stride,
+                            cache->head_stride, n_q, o->n_kv, o->h_q, o->h_kv, o->d, scale,
+                            positions, NULL, 0};
     reference_attention_f64(&rp, ref_dense);
     rp.rows = rows->data;
     rp.width = width;
@@ -330,19 +357,18 @@ int main(int argc, char **argv) {
     ggml_time_init();
     ggml_cpu_init();
 
-    /* The cache: per token, H_kv heads of D values, f16 (llama.cpp's K and V rows). */
+    /* One layer's cache, f16, in the layout --cache names. */
     const size_t cache_bytes = (size_t)(o.n_kv * o.h_kv * o.d) * sizeof(ggml_fp16_t);
     struct ggml_init_params ip = {2 * cache_bytes + 4 * ggml_tensor_overhead() + 4096, NULL, false};
-    struct ggml_context *cache = ggml_init(ip);
-    if (!cache) {
+    struct ggml_context *cache_ctx = ggml_init(ip);
+    if (!cache_ctx) {
         fprintf(stderr, "out of memory (KV cache of %zu bytes)\n", 2 * cache_bytes);
         return 1;
     }
-    struct ggml_tensor *k_cache = ggml_new_tensor_3d(cache, GGML_TYPE_F16, o.d, o.h_kv, o.n_kv);
-    struct ggml_tensor *v_cache = ggml_new_tensor_3d(cache, GGML_TYPE_F16, o.d, o.h_kv, o.n_kv);
+    const kv_cache cache = new_cache(cache_ctx, &o);
     workload w = {malloc((size_t)(o.h_kv * o.d) * sizeof(float)), 0x5eed};
     if (!w.directions) return 1;
-    fill_cache(&o, &w, k_cache, v_cache);
+    fill_cache(&o, &w, &cache);
 
     /* threads = 1: each of ggml's threads calls the library on its share (ggml_sa_ops.c). */
     sa_context_options co = SA_CONTEXT_OPTIONS_INIT;
@@ -360,8 +386,8 @@ int main(int argc, char **argv) {
     io.capacity = o.n_kv;
     io.page.page_size = o.page_size;
     io.borrow_keys = 1;
-    const sa_tensor keys = {k_cache->data, SA_DTYPE_F16, SA_DEVICE_CPU, 0, 3,
-                            {o.n_kv, o.h_kv, o.d}, {0, 0, 0}};
+    const sa_tensor keys = {cache.k->data, SA_DTYPE_F16, SA_DEVICE_CPU, 0, 3,
+                            {o.n_kv, o.h_kv, o.d}, {cache.row_stride, cache.head_stride, 1}};
     const int64_t start = ggml_time_us();
     if (st == SA_OK) st = sa_index_create(sa, &io, &index);
     if (st == SA_OK) st = sa_index_append(index, &keys);
@@ -371,9 +397,11 @@ int main(int argc, char **argv) {
         return 1;
     }
 
-    printf("ggml_attention: n_kv %lld, H_q %lld, H_kv %lld, D %lld, f16 K/V; %d ggml threads, "
+    printf("ggml_attention: n_kv %lld, H_q %lld, H_kv %lld, D %lld, f16 K/V %s; %d ggml threads, "
            "%d timed runs\n",
-           (long long)o.n_kv, (long long)o.h_q, (long long)o.h_kv, (long long)o.d, o.threads, o.reps);
+           (long long)o.n_kv, (long long)o.h_q, (long long)o.h_kv, (long long)o.d,
+           o.head_major ? "head-major [D, n_kv, H_kv]" : "token-major [D, H_kv, n_kv] (llama.cpp)",
+           o.threads, o.reps);
     printf("sparseattn %s (%s); page selector: pages of %d, top-k %d + window %d + sinks %d; "
            "index created and keys appended in %.3f ms\n",
            sa_version_string(), sa_isa_name(sa_context_isa(sa)), o.page_size, o.top_k, o.window,
@@ -383,14 +411,14 @@ int main(int argc, char **argv) {
            "%.3g\n\n",
            o.tol);
 
-    int failed = run_step(&o, "decode step", 1, &w, k_cache, v_cache, sa, index);
+    int failed = run_step(&o, "decode step", 1, &w, &cache, sa, index);
     printf("\n");
-    failed |= run_step(&o, "prefill chunk, causal", o.prefill, &w, k_cache, v_cache, sa, index);
+    failed |= run_step(&o, "prefill chunk, causal", o.prefill, &w, &cache, sa, index);
 
     sa_index_destroy(&index);
     sa_context_destroy(&sa);
     free(w.directions);
-    ggml_free(cache);
+    ggml_free(cache_ctx);
     printf("\n%s\n", failed ? "FAILED" : "OK");
     return failed;
 }

@@ -20,7 +20,7 @@ static void attend_one(const reference_problem *p, int64_t i, int64_t h, const i
     const float *q = p->q + (i * p->h_q + h) * d;
     double max_score = -INFINITY;
     for (int64_t j = 0; j < n_keys; ++j) {
-        const uint16_t *k = p->k + (keys[j] * p->h_kv + kh) * d;
+        const uint16_t *k = p->k + keys[j] * p->row_stride + kh * p->head_stride;
         double dot = 0;
         for (int64_t c = 0; c < d; ++c) dot += (double)q[c] * half_to_double(k[c]);
         scores[j] = p->scale * dot;
@@ -30,7 +30,7 @@ static void attend_one(const reference_problem *p, int64_t i, int64_t h, const i
     double denominator = 0;
     for (int64_t j = 0; j < n_keys; ++j) {
         const double w = exp(scores[j] - max_score);
-        const uint16_t *v = p->v + (keys[j] * p->h_kv + kh) * d;
+        const uint16_t *v = p->v + keys[j] * p->row_stride + kh * p->head_stride;
         denominator += w;
         for (int64_t c = 0; c < d; ++c) out[c] += w * half_to_double(v[c]);
     }

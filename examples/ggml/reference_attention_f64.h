@@ -10,7 +10,8 @@
 
 typedef struct reference_problem {
     const float *q;        /* [n_q][h_q][d] */
-    const uint16_t *k, *v; /* IEEE binary16 bits, [n_kv][h_kv][d] */
+    const uint16_t *k, *v; /* IEEE binary16 bits; element (row, KV head, dim) at */
+    int64_t row_stride, head_stride; /* row * row_stride + head * head_stride + dim */
     int64_t n_q, n_kv, h_q, h_kv, d;
     double scale;
     const int64_t *query_positions; /* n_q; dense: query i sees rows 0 .. position */
