@@ -505,6 +505,28 @@ std::vector<Case> cases() {
   add("AttendNegativeScale", SA_ERR_INVALID_ARGUMENT, [](Fx &f) { f.att_opt.scale = -0.5f; return f.attend(); });
   add("AttendInfiniteScale", SA_ERR_INVALID_ARGUMENT, [](Fx &f) { f.att_opt.scale = INFINITY; return f.attend(); });
   add("AttendMassF16", SA_ERR_DTYPE, [](Fx &f) { f.att_mass.t()->dtype = SA_DTYPE_F16; return f.attend(); }, "slot_mass");
+  // Outputs whose strides make elements share memory (several threads would write one
+  // element): refused with SA_ERR_SHAPE.
+  add("AttendOutZeroStride", SA_ERR_SHAPE, [](Fx &f) {
+    f.out.t()->strides[0] = 0, f.out.t()->strides[1] = kD, f.out.t()->strides[2] = 1;
+    return f.attend();
+  }, "out");
+  add("AttendOutHeadsOverlap", SA_ERR_SHAPE, [](Fx &f) {
+    f.out.t()->strides[0] = kHq * kD, f.out.t()->strides[1] = kD / 2, f.out.t()->strides[2] = 1;
+    return f.attend();
+  }, "out");
+  add("AttendLseZeroStride", SA_ERR_SHAPE, [](Fx &f) {
+    f.lse.t()->strides[0] = kHq, f.lse.t()->strides[1] = 0;
+    return f.attend();
+  }, "lse");
+  add("AttendMassZeroStride", SA_ERR_SHAPE, [](Fx &f) {
+    f.att_mass.t()->strides[0] = 0, f.att_mass.t()->strides[1] = 1;
+    return f.attend();
+  }, "slot_mass");
+  add("SelectIndicesZeroStride", SA_ERR_SHAPE, [](Fx &f) {
+    f.sel_out.t()->strides[0] = 0, f.sel_out.t()->strides[1] = kWidth, f.sel_out.t()->strides[2] = 1;
+    return f.select();
+  }, "indices");
   // Token positions outside the rule (queries: |p| <= SA_MAX_POSITION; keys and slots: 0 ..
   // SA_MAX_POSITION or -1): p + 1 and p - window would overflow (INT64_MAX made a causal query
   // see nothing, INT64_MIN overflowed in the selectors).

@@ -238,6 +238,40 @@ const std::vector<sa_selector_kind> kLifecycleKinds =
 std::string kind_name(const ::testing::TestParamInfo<sa_selector_kind> &i) {
   return i.param == SA_SELECTOR_EXACT ? "exact" : i.param == SA_SELECTOR_PAGE ? "page" : i.param == SA_SELECTOR_LSH ? "lsh" : "hnsw";
 }
+// sa_select under every allocation failure, with 2 threads and a block of queries (work split
+// across threads): SA_ERR_OUT_OF_MEMORY leaves every element of `indices` as it was (it wrote
+// part of them for LSH, HNSW and page), SA_OK gives the selection of a run that never failed.
+class SelectFailure : public ::testing::TestWithParam<sa_selector_kind> {};
+
+TEST_P(SelectFailure, OutOfMemoryWritesNothing) {
+  ContextPtr ctx = make_context(2);
+  Rng rng(11);
+  const Tensor first = random_tensor(rng, SA_DTYPE_F32, {kFirst, kHkv, kD});
+  const Tensor q = random_tensor(rng, SA_DTYPE_F32, {8, kHq, kD});
+  IndexPtr ix = build(ctx.get(), GetParam(), first);
+  const sa_select_options so = select_options(kTopK, kWindow, kSinks);
+  Tensor want(SA_DTYPE_I32, {8, kHkv, kWidth});
+  ASSERT_SA_OK(sa_select(ix.get(), q.t(), &so, want.t()));
+  long failures = 0;
+  for (long k = 0;; ++k) {
+    ASSERT_LT(k, 1000000) << "the selection never succeeded";
+    Tensor out(SA_DTYPE_I32, {8, kHkv, kWidth});
+    out.poison();
+    g_allocations_left = k;
+    const sa_status st = sa_select(ix.get(), q.t(), &so, out.t());
+    g_allocations_left = -1;
+    if (st == SA_OK) {
+      EXPECT_EQ(out.values(), want.values()) << "allocation " << k;
+      break;
+    }
+    ++failures;
+    ASSERT_EQ(st, SA_ERR_OUT_OF_MEMORY) << "allocation " << k << ": " << sa_last_error();
+    ASSERT_TRUE(out.untouched()) << "allocation " << k << ": indices written by a failed call";
+  }
+  EXPECT_GT(failures, 0);
+}
+
+INSTANTIATE_TEST_SUITE_P(Kinds, SelectFailure, ::testing::ValuesIn(kLifecycleKinds), kind_name);
 INSTANTIATE_TEST_SUITE_P(Kinds, TruncateFailure, ::testing::ValuesIn(kLifecycleKinds), kind_name);
 INSTANTIATE_TEST_SUITE_P(Kinds, CloneFailure, ::testing::ValuesIn(kLifecycleKinds), kind_name);
 

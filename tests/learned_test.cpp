@@ -639,6 +639,10 @@ TEST(Indexer, RefusesMassTargetsAndQueryHeadsThatDoNotFit) {
   EXPECT_SA_ERR(SA_ERR_UNSUPPORTED, sa_select(ix.get(), q2.t(), &so, out.t()));
   EXPECT_NE(std::string(sa_last_error()).find("mass_target"), std::string::npos) << sa_last_error();
   EXPECT_TRUE(out.untouched());
+  // The same with no queries: refused too, not SA_OK (the check came after the n_q == 0 return).
+  Tensor q0 = sat::random_tensor(rng, SA_DTYPE_F32, {0, Hq, D});
+  Tensor out0(SA_DTYPE_I32, {0, Hkv, 7});
+  EXPECT_SA_ERR(SA_ERR_UNSUPPORTED, sa_select(ix.get(), q0.t(), &so, out0.t()));
   so.mass_target = 0.f;
   EXPECT_SA_OK(sa_select(ix.get(), q2.t(), &so, out.t()));
   // Weights whose k_proj does not match the index's KV heads: SA_ERR_SHAPE at creation.

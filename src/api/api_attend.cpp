@@ -36,10 +36,12 @@ void view_queries(const sa_tensor *q, sa_tensor *out, sa_tensor *lse, const sa_a
   expect_dim(p.out, "out", 0, n_q, "q.shape[0]");
   expect_dim(p.out, "out", 1, H_q, "q.shape[1]");
   expect_dim(p.out, "out", 2, D, "q.shape[2]");
+  expect_distinct_elements(p.out, "out");
   if (lse) {
     lse_view = view_tensor(lse, "lse", 2, {SA_DTYPE_F32}, dev);
     expect_dim(lse_view, "lse", 0, n_q, "q.shape[0]");
     expect_dim(lse_view, "lse", 1, H_q, "q.shape[1]");
+    expect_distinct_elements(lse_view, "lse");
     p.lse = &lse_view;
   }
   p.scale = o.scale > 0.f ? o.scale : 1.f / std::sqrt(float(D));
@@ -77,6 +79,7 @@ void view_slot_mass(const sa_attend_options &o, AttendProblem &p, TensorView &ma
   mass_view = view_tensor(o.slot_mass, "opt->slot_mass", rank, {SA_DTYPE_F32});
   if (rank == 2) expect_dim(mass_view, "opt->slot_mass", 0, H_kv, "the KV heads");
   expect_dim(mass_view, "opt->slot_mass", rank - 1, n_kv, "the key rows (slots)");
+  expect_distinct_elements(mass_view, "opt->slot_mass");
   if (!(o.mass_decay >= 0.f && o.mass_decay <= 1.f))
     fail(SA_ERR_INVALID_ARGUMENT, "opt->mass_decay is %g, expected in [0, 1] (1: no decay)", double(o.mass_decay));
   p.slot_mass = &mass_view;

@@ -45,6 +45,29 @@ void check_select_shapes(const TensorView &queries, const TensorView &indices, c
   if (indices.shape[2] < need)
     fail(SA_ERR_SHAPE, "indices.shape[2] is %lld, expected >= sinks + window + top_k = %lld", (long long)indices.shape[2],
          (long long)need);
+  expect_distinct_elements(indices, "indices");
+}
+
+// Selections go to a contiguous scratch copy of `out` first and reach the caller's tensor only
+// once the whole call succeeded (an allocation failing halfway leaves `out` untouched).
+TensorView scratch_for(const TensorView &out, std::vector<int32_t> &buf) {
+  const int64_t H = out.shape[1], width = out.shape[2];
+  buf.resize(size_t(checked_mul(checked_mul(out.shape[0], H, "indices"), width, "indices")));
+  TensorView tmp = out;
+  tmp.data = buf.data();
+  tmp.stride[0] = H * width;
+  tmp.stride[1] = width;
+  tmp.stride[2] = 1;
+  return tmp;
+}
+
+void copy_out(const std::vector<int32_t> &buf, const TensorView &out) {
+  const int64_t H = out.shape[1], width = out.shape[2];
+  int32_t *dst = out.ptr<int32_t>();
+  for (int64_t i = 0; i < out.shape[0]; ++i)
+    for (int64_t h = 0; h < H; ++h)
+      for (int64_t c = 0; c < width; ++c)
+        dst[i * out.stride[0] + h * out.stride[1] + c * out.stride[2]] = buf[size_t((i * H + h) * width + c)];
 }
 
 // The host's keys of a borrow_keys index (opt->keys), validated, as the selectors read them.
@@ -165,7 +188,12 @@ SA_API sa_status sa_select(sa_index *ix, const sa_tensor *queries, const sa_sele
       return;
     }
     if (o.query_positions) check_positions(o.query_positions, n_q, 1, "opt->query_positions", PositionsOf::queries);
-    SelectRequest req = cpu_request(*ix, q, out, o, 0, n_q);
+    if (o.mass_target > 0.f && !ix->selector->scores_are_attention())
+      fail(SA_ERR_UNSUPPORTED, "opt->mass_target is %g; this selector's scores are not attention masses (use 0)",
+           double(o.mass_target));
+    std::vector<int32_t> scratch;
+    const TensorView tmp = scratch_for(out, scratch);
+    SelectRequest req = cpu_request(*ix, q, tmp, o, 0, n_q);
     std::vector<char> packed;
     HostKeys host;
     if (ix->opt.borrow_keys) {
@@ -174,6 +202,7 @@ SA_API sa_status sa_select(sa_index *ix, const sa_tensor *queries, const sa_sele
     }
     if (n_q == 0) return;
     ix->selector->select(*ix->ctx, req);
+    copy_out(scratch, out);
   });
 }
 
@@ -195,6 +224,9 @@ SA_API sa_status sa_select_batch(sa_index *const *indexes, int64_t n_seqs, const
       if (ix.on_device())
         fail(SA_ERR_UNSUPPORTED, "indexes[%lld] lives on CUDA device %d; sa_select_batch takes CPU indexes for now",
              (long long)b, int(ix.device_id));
+      if (o.mass_target > 0.f && !ix.selector->scores_are_attention())
+        fail(SA_ERR_UNSUPPORTED, "opt->mass_target is %g; the selector of indexes[%lld] does not score by attention "
+             "(use 0)", double(o.mass_target), (long long)b);
       if (ix.opt.num_kv_heads != indexes[0]->opt.num_kv_heads || ix.opt.head_dim != indexes[0]->opt.head_dim)
         fail(SA_ERR_SHAPE, "indexes[%lld] has %d KV heads of %d dimensions, indexes[0] %d of %d", (long long)b,
              int(ix.opt.num_kv_heads), int(ix.opt.head_dim), int(indexes[0]->opt.num_kv_heads),
@@ -223,12 +255,8 @@ SA_API sa_status sa_select_batch(sa_index *const *indexes, int64_t n_seqs, const
     // Selected into a scratch copy, mapped to physical slots, then copied out: nothing is
     // written unless every sequence succeeds.
     const int64_t H = out.shape[1], width = out.shape[2];
-    std::vector<int32_t> scratch(size_t(checked_mul(checked_mul(n_q, H, "indices"), width, "indices")));
-    TensorView tmp = out;
-    tmp.data = scratch.data();
-    tmp.stride[0] = H * width;
-    tmp.stride[1] = width;
-    tmp.stride[2] = 1;
+    std::vector<int32_t> scratch;
+    const TensorView tmp = scratch_for(out, scratch);
     const sa_context &ctx = *indexes[0]->ctx;
     auto run = [&](int64_t b) {
       const int64_t q0 = starts[size_t(b)], q1 = starts[size_t(b) + 1];
@@ -251,11 +279,7 @@ SA_API sa_status sa_select_batch(sa_index *const *indexes, int64_t n_seqs, const
     if (n_seqs >= ctx.threads) parallel_for(ctx.threads, n_seqs, run);
     else
       for (int64_t b = 0; b < n_seqs; ++b) run(b);
-    int32_t *dst = out.ptr<int32_t>();
-    for (int64_t i = 0; i < n_q; ++i)
-      for (int64_t h = 0; h < H; ++h)
-        for (int64_t c = 0; c < width; ++c)
-          dst[i * out.stride[0] + h * out.stride[1] + c * out.stride[2]] = scratch[size_t((i * H + h) * width + c)];
+    copy_out(scratch, out);
   });
 }
 

@@ -2,6 +2,7 @@
 
 #include <limits>
 #include <string>
+#include <utility>
 
 #include "core/error.hpp"
 #include "core/half.hpp"
@@ -42,6 +43,24 @@ int64_t checked_mul(int64_t a, int64_t b, const char *what) {
   int64_t r;
   if (__builtin_mul_overflow(a, b, &r)) fail(SA_ERR_OVERFLOW, "%s overflows 64 bits", what);
   return r;
+}
+
+void expect_distinct_elements(const TensorView &v, const char *name) {
+  int dims[SA_MAX_RANK], n = 0;
+  for (int d = 0; d < v.rank; ++d)
+    if (v.shape[d] > 1) dims[n++] = d;
+  for (int i = 1; i < n; ++i)  // insertion sort by stride: at most SA_MAX_RANK entries
+    for (int j = i; j > 0 && v.stride[dims[j]] < v.stride[dims[j - 1]]; --j) std::swap(dims[j], dims[j - 1]);
+  int64_t span = 1;  // elements the smaller dimensions reach (offsets fit: checked by view_tensor)
+  for (int i = 0; i < n; ++i) {
+    const int d = dims[i];
+    if (v.stride[d] < span)
+      fail(SA_ERR_SHAPE,
+           "%s: stride[%d] = %lld makes elements overlap (dimensions of smaller stride span %lld elements); an output "
+           "needs distinct elements",
+           name, d, (long long)v.stride[d], (long long)span);
+    span = v.stride[d] * (v.shape[d] - 1) + span;
+  }
 }
 
 int64_t checked_add(int64_t a, int64_t b, const char *what) {

@@ -55,6 +55,11 @@ void expect_dim(const TensorView &v, const char *name, int dim, int64_t expected
 // as queries; kernels read K/V in bulk.
 float read_float(const TensorView &t, int64_t off);
 
+// An output whose strides let two elements share memory (a zero stride, or dimensions that
+// interleave) would be written by several threads at once: SA_ERR_SHAPE naming `name`. Each
+// dimension of extent > 1, in order of stride, must step past everything the smaller ones span.
+void expect_distinct_elements(const TensorView &v, const char *name);
+
 // a * b with overflow -> SA_ERR_OVERFLOW naming `what`.
 int64_t checked_mul(int64_t a, int64_t b, const char *what);
 int64_t checked_add(int64_t a, int64_t b, const char *what);

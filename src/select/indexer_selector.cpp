@@ -123,9 +123,6 @@ void IndexerSelector::select(const sa_context &ctx, const SelectRequest &req) co
   const TensorView &out = req.indices;
   const int64_t n_q = q.shape[0], H_q = q.shape[1], n = keys_.size(), width = out.shape[2];
   const int64_t NI = n_index_heads_, S = d_index_, in = q_heads_ * dim_;
-  if (req.mass_target > 0.f)
-    fail(SA_ERR_UNSUPPORTED, "opt->mass_target is %g; the indexer's scores are not attention masses (use 0)",
-         double(req.mass_target));
   if (H_q != q_heads_)
     fail(SA_ERR_SHAPE, "queries.shape[1] is %lld query heads; the indexer weights take %lld", (long long)H_q,
          (long long)q_heads_);

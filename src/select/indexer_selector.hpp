@@ -33,6 +33,7 @@ class IndexerSelector final : public Selector {
   int64_t size() const override { return keys_.size(); }
   int64_t max_position() const override { return keys_.max_position(); }
   size_t memory_bytes() const override;
+  bool scores_are_attention() const override { return false; }
   const KeyStore &slots() const override { return keys_; }
 
  private:

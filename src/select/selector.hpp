@@ -46,6 +46,9 @@ class Selector {
   virtual int64_t max_position() const = 0;  // -1 when empty
   // Bytes the selector holds (capacities of its containers, not counting the object itself).
   virtual size_t memory_bytes() const = 0;
+  // Whether the scores it ranks by are attention logits (so opt->mass_target can be met);
+  // false for the indexer, whose scores are its own.
+  virtual bool scores_are_attention() const { return true; }
   // The slots' positions (and the keys the selector stores for them).
   virtual const KeyStore &slots() const = 0;
 };
