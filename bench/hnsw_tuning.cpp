@@ -1,5 +1,5 @@
 // Measures the HNSW graph choices on real attention and on synthetic keys:
-//   quality  per layer of ../shared/data/tinylm-qkv (decode setting: the query at t selects
+//   quality  per layer of a Q/K/V data set DIR (tinylm-qkv layout; tests/data by default) (decode setting: the query at t selects
 //            top_k keys among [0, t - W] and keeps the window W; late queries): attention mass
 //            captured and recall@K vs the exact top-K, for the inner-product graph and the
 //            MIPS-to-L2 graph, with and without key centring.
@@ -7,8 +7,8 @@
 //            M=16, efC=200) next to our settings, with the recall@K each gets (candidates
 //            rescored exactly, as the selector does).
 //
-//   build/bench/hnsw_tuning quality /work/shared/data/tinylm-qkv
-//   build/bench/hnsw_tuning build /work/shared/data/tinylm-qkv 32768 131072
+//   build/bench/hnsw_tuning quality DIR
+//   build/bench/hnsw_tuning build DIR 32768 131072
 //   (HNSW_VARIANTS=0,3 runs only those rows of the build table)
 // Uses the graph code directly (src/select/hnsw_graph.cpp), so each variant can be compared.
 #include <algorithm>
@@ -367,7 +367,7 @@ int build(const std::string &dir, const std::vector<int64_t> &sizes, const std::
 int main(int argc, char **argv) {
   try {
     const std::string mode = argc > 1 ? argv[1] : "";
-    const std::string dir = argc > 2 ? argv[2] : "../shared/data/tinylm-qkv";
+    const std::string dir = argc > 2 ? argv[2] : "tests/data";
     if (mode == "quality") return quality(dir);
     if (mode == "build") {
       std::vector<int64_t> sizes;

@@ -1,6 +1,6 @@
 // A strict reader and a writer for NumPy .npy files holding little-endian f16 or f32
-// arrays in C order: what the realistic Q/K/V tensors (../shared/data/tinylm-qkv) and the
-// test fixture cut from them (tests/data) are stored as. Anything else is refused with a
+// arrays in C order: what realistic Q/K/V tensors (a tinylm-qkv-style data set, not in the
+// repository) and the test fixture cut from them (tests/data) are stored as. Anything else is refused with a
 // message naming the file and what is wrong, never read half-way.
 //
 // Format: "\x93NUMPY", version major 1, 2 or 3 (minor 0), header length (uint16 LE for

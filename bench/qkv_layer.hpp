@@ -1,5 +1,5 @@
-// One layer's attention tensors read from a directory laid out like
-// ../shared/data/tinylm-qkv: q{L}.npy [T_q, H_q, D], k{L}.npy and v{L}.npy [T, H_kv, D],
+// One layer's attention tensors read from a directory laid out like the tinylm-qkv data set
+// (not in the repository; tests/data holds a cut): q{L}.npy [T_q, H_q, D], k{L}.npy and v{L}.npy [T, H_kv, D],
 // f16 or f32, all of one dtype. The keys and values cover positions 0 .. T-1; the queries
 // cover the last T_q of them (T_q == T in the shared data; a cut fixture may keep fewer).
 #pragma once

@@ -1,4 +1,4 @@
-// Selection quality on realistic attention tensors (../shared/data/tinylm-qkv layout, see
+// Selection quality on realistic attention tensors (the tinylm-qkv layout, see
 // bench/qkv_layer.hpp), through the public C ABI only. For each layer, K and selector kind,
 // in the decode setting (a query at position p always keeps the window (p - W, p] and the
 // sinks, and chooses K more keys among the rest; one sa_select call per query):

@@ -1,5 +1,5 @@
-// The tinylm-qkv arrays (../shared/data/tinylm-qkv) as f32 for the tools, read by the
-// project's strict .npy reader (bench/npy.hpp); a bad file ends the tool with its message.
+// Q/K/V arrays of a tinylm-qkv-style data set (tests/data holds a cut) as f32 for the tools,
+// read by the project's strict .npy reader (bench/npy.hpp); a bad file ends the tool with its message.
 #pragma once
 
 #include <cstdio>
