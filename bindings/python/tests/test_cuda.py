@@ -68,7 +68,8 @@ class CudaTest(unittest.TestCase):
             expected = cix.select(self.q, top_k=32, window=16, sinks=4)
             np.testing.assert_array_equal(dout.to_host(), expected)
             with self.assertRaises(sa.Unsupported):  # mass_target: CPU indexes only
-                dix.select(cuda_memory.DeviceArray(self.q), mass_target=0.5, out=dout)
+                dix.select(cuda_memory.DeviceArray(self.q), top_k=32, window=16, sinks=4,
+                           mass_target=0.5, out=dout)
 
 
 if __name__ == "__main__":
