@@ -31,7 +31,7 @@ def header(meta):
         "do not edit by hand, see [README.md](README.md) to regenerate.",
         "",
         f"- Machine: {meta['cpu']}, {meta['cpus']} CPUs, sparseattn {meta['version']} "
-        f"(commit {meta['commit']}), ISA picked: **{meta['isa']}**",
+        f"(source commit {meta['commit']}), ISA picked: **{meta['isa']}**",
         f"- Load average (1/5/15 min, `uptime`): before {b[0]:.2f} {b[1]:.2f} {b[2]:.2f}, "
         f"after {a[0]:.2f} {a[1]:.2f} {a[2]:.2f} (on {meta['cpus']} CPUs: other work shares "
         "the cores and the memory bus, so compare ratios within a row, not runs)",
@@ -84,7 +84,9 @@ def speed_section(rows, kinds, failures):
         "`attend_sparse`, 2048 keys per KV head at random slots (the worst case for memory).",
         "- page step: `select_page` (bench_select: page index, page_size 16, refine; top_k "
         "2048, window 64, sinks 4) plus sparse attend. The table below checks that sum "
-        "against exact's step measured as one (`decode_step`).",
+        "against exact's step measured as one (`decode_step`). bench_select runs right after "
+        "bench_attend, so this column and the last one span two processes a minute or two "
+        "apart; the other ratios come from one process.",
         "- read loop: `membw`, the sum of a 1 GiB buffer with the same threads. dense GB/s "
         "counts the K/V bytes dense attention must read, so their ratio is how close dense "
         "gets to the machine's read bandwidth.",

@@ -4,8 +4,8 @@ RESULTS.md (the tables, also printed), speed.png, quality.png and the tools' raw
 
     bench/results/run.py [--quick] [--build DIR] [--out DIR]
 
---quick takes about 2 minutes on 2 loaded cores; the default (about 5-10) repeats more and
-adds the HNSW graph at 32K. Run from anywhere: paths are taken from the repository root.
+--quick takes about a minute on 2 loaded cores; the default (about 4) repeats more and adds
+the HNSW graph at 32K (at 128K its build alone takes minutes). Run from anywhere: paths are taken from the repository root.
 """
 import argparse
 import os
@@ -27,14 +27,14 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 MODES = {
     "quick": dict(attend_reps=3, attend_min=0.1, select_reps=1, select_min=0.1,
                   graph_sizes=(), queries=64, repeat=1),
-    "full": dict(attend_reps=5, attend_min=0.2, select_reps=3, select_min=0.1,
+    "full": dict(attend_reps=7, attend_min=0.3, select_reps=5, select_min=0.2,
                  graph_sizes=(32768,), queries=256, repeat=3),
 }
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="the ~2 minute run")
+    ap.add_argument("--quick", action="store_true", help="the ~1 minute run")
     ap.add_argument("--build", default="build", help="Meson build directory (default build)")
     ap.add_argument("--out", default="docs/results", help="output directory (default docs/results)")
     args = ap.parse_args()
