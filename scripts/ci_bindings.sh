@@ -184,10 +184,13 @@ ldd "$consumer/consumer" | grep -F "$stage" > /dev/null \
 
 # --------------------------------------------------------------- Python
 section "Python binding (bindings/python/ci.sh: unittest, demo, README snippet)"
-python3 -c 'import numpy' 2> /dev/null || bash scripts/install-deps.sh python3-numpy
+# Debian's python3 with python3-numpy (a python3 earlier on PATH, e.g. pyenv's, may lack it).
+python=python3
+$python -c 'import numpy' 2> /dev/null || bash scripts/install-deps.sh python3-numpy
+$python -c 'import numpy' 2> /dev/null || python=/usr/bin/python3
 # With the C demo built, the Python demo must print the same figures.
 c_demo=$build/examples/demo_dlopen
 [ -x "$c_demo" ] || c_demo=
-bindings/python/ci.sh "$inst_lib/libsparseattn.so.0" "$c_demo"
+PYTHON=$python bindings/python/ci.sh "$inst_lib/libsparseattn.so.0" "$c_demo"
 
 section "all passed"
