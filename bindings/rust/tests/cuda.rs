@@ -294,11 +294,7 @@ fn device_select_and_attend_match_brute_force_and_f64_attention() {
     let values32: Vec<f32> = values.iter().map(|&x| f16_to_f32(x)).collect();
     let query32: Vec<f32> = query.iter().map(|&x| f16_to_f32(x)).collect();
     let idx: Vec<i32> = d_indices.download();
-    let rows = Rows {
-        data: &keys32,
-        heads: h,
-        d,
-    };
+    let rows = Rows::new(&keys32, h, d);
     let positions: Vec<i64> = (0..n as i64).collect();
     for head in 0..h {
         let want = brute_force_select(
@@ -317,19 +313,8 @@ fn device_select_and_attend_match_brute_force_and_f64_attention() {
             "device selection, head {head}"
         );
     }
-    let mut reference = Attention::dense(
-        Rows {
-            data: &query32,
-            heads: h,
-            d,
-        },
-        rows,
-        Rows {
-            data: &values32,
-            heads: h,
-            d,
-        },
-    );
+    let mut reference =
+        Attention::dense(Rows::new(&query32, h, d), rows, Rows::new(&values32, h, d));
     reference.indices = Some((&idx, h, width));
     let want = reference.run();
     let out: Vec<f32> = d_out.download();

@@ -136,11 +136,7 @@ fn evict_update_select_attend_keeps_a_fixed_budget_and_matches_the_references() 
                 &mut TensorMut::i32(&mut idx, &[1, H_Q as i64, WIDTH as i64]).unwrap(),
             )
             .unwrap();
-        let keys = Rows {
-            data: &k_cache,
-            heads: H_KV,
-            d: D,
-        };
+        let keys = Rows::new(&k_cache, H_KV, D);
         for h in 0..H_Q {
             let want = brute_force_select(
                 &q[h * D..][..D],
@@ -179,17 +175,9 @@ fn evict_update_select_attend_keeps_a_fixed_budget_and_matches_the_references() 
         )
         .unwrap();
         let reference = Attention {
-            q: Rows {
-                data: &q,
-                heads: H_Q,
-                d: D,
-            },
+            q: Rows::new(&q, H_Q, D),
             k: keys,
-            v: Rows {
-                data: &v_cache,
-                heads: H_KV,
-                d: D,
-            },
+            v: Rows::new(&v_cache, H_KV, D),
             indices: Some((&idx, H_Q, WIDTH)),
             causal: true,
             query_positions: None,

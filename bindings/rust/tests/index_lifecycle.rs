@@ -2,37 +2,23 @@
 //! truncated (rejected drafts), cloned (forks), borrowing the host's keys.
 mod common;
 
-use common::{brute_force_select, listed, single_thread_context, Rng, Rows};
+use common::{
+    brute_force_select, budget, f32_index, listed, select_one, single_thread_context, Rng, Rows,
+};
 use sparseattn::{
-    Context, DType, Index, IndexOptions, SelectOptions, SelectorKind, Status, Tensor, TensorMut,
+    Context, Index, IndexOptions, SelectOptions, SelectorKind, Status, Tensor, TensorMut,
 };
 
 const H: usize = 2; // H_q = H_kv: each list ranks by q . k
 const D: usize = 16;
 const ROW: usize = H * D;
 const WIDTH: usize = 14;
-const SEL: SelectOptions<'static> = SelectOptions {
-    top_k: 8,
-    window: 4,
-    sinks: 2,
-    per_query_head: false,
-    mass_target: 0.0,
-    scale: 0.0,
-    query_positions: None,
-    query_segments: None,
-    key_segments: None,
-    cuda_stream: sparseattn::CudaStream::NONE,
-    keys: None,
-};
+fn sel() -> SelectOptions<'static> {
+    budget(8, 4, 2)
+}
 
 fn options(kind: SelectorKind) -> IndexOptions {
-    IndexOptions {
-        kind,
-        num_kv_heads: H as i32,
-        head_dim: D as i32,
-        dtype: DType::F32,
-        ..Default::default()
-    }
+    f32_index(kind, H, D)
 }
 
 fn keys_tensor(keys: &[f32]) -> Tensor<'_> {
@@ -49,14 +35,7 @@ fn build(ctx: &Context, kind: SelectorKind, keys: &[f32], chunk: usize) -> Index
 }
 
 fn select(ix: &Index, q: &[f32], opts: &SelectOptions<'_>) -> Vec<i32> {
-    let mut idx = vec![0i32; H * WIDTH];
-    ix.select(
-        &Tensor::f32(q, &[1, H as i64, D as i64]).unwrap(),
-        opts,
-        &mut TensorMut::i32(&mut idx, &[1, H as i64, WIDTH as i64]).unwrap(),
-    )
-    .unwrap();
-    idx
+    select_one(ix, q, opts, H, D, WIDTH)
 }
 
 /// An engine that owns its context and one index per layer: what the
@@ -81,10 +60,10 @@ fn an_engine_owns_its_context_and_indexes_and_moves_between_threads() {
         .layers
         .iter()
         .all(|ix| ix.context().same(&engine.ctx)));
-    let expected = select(&engine.layers[0], &q, &SEL);
+    let expected = select(&engine.layers[0], &q, &sel());
     let engine = std::thread::spawn(move || {
         for ix in &engine.layers {
-            assert_eq!(select(ix, &q, &SEL), expected);
+            assert_eq!(select(ix, &q, &sel()), expected);
         }
         engine
     })
@@ -113,21 +92,21 @@ fn truncate_selects_like_an_index_built_without_the_dropped_slots() {
     for kind in [SelectorKind::Exact, SelectorKind::Page, SelectorKind::Lsh] {
         // 40 + 30 appended; drafts from position 55 on are rejected.
         let mut ix = build(&ctx, kind, &keys, 40);
-        let original = select(&ix, &q, &SEL);
+        let original = select(&ix, &q, &sel());
         ix.truncate(55).unwrap();
         assert_eq!(ix.len(), 55, "{kind:?}");
         let direct = build(&ctx, kind, &keys[..55 * ROW], 40);
-        assert_eq!(select(&ix, &q, &SEL), select(&direct, &q, &SEL), "{kind:?}");
+        assert_eq!(
+            select(&ix, &q, &sel()),
+            select(&direct, &q, &sel()),
+            "{kind:?}"
+        );
         if kind == SelectorKind::Exact {
-            let rows = Rows {
-                data: &keys,
-                heads: H,
-                d: D,
-            };
+            let rows = Rows::new(&keys, H, D);
             let positions: Vec<i64> = (0..55).collect();
             for h in 0..H {
                 let want = brute_force_select(&q[h * D..][..D], rows, h, &positions, 54, 8, 4, 2);
-                assert_eq!(listed(&select(&ix, &q, &SEL)[h * WIDTH..][..WIDTH]), want);
+                assert_eq!(listed(&select(&ix, &q, &sel())[h * WIDTH..][..WIDTH]), want);
             }
         }
         // Nothing held at or after 80: no change. A negative position: refused.
@@ -140,7 +119,7 @@ fn truncate_selects_like_an_index_built_without_the_dropped_slots() {
         ix.append(&keys_tensor(&keys[55 * ROW..])).unwrap();
         assert_eq!(ix.len(), 70);
         if kind == SelectorKind::Exact {
-            assert_eq!(select(&ix, &q, &SEL), original);
+            assert_eq!(select(&ix, &q, &sel()), original);
         }
     }
 }
@@ -154,21 +133,25 @@ fn a_clone_selects_like_the_original_and_changes_independently() {
     let q = rng.vec(ROW as i64);
     for kind in [SelectorKind::Exact, SelectorKind::Page, SelectorKind::Hnsw] {
         let original = build(&ctx, kind, &keys, 60);
-        let before = select(&original, &q, &SEL);
+        let before = select(&original, &q, &sel());
         let mut fork = original.try_clone().unwrap();
         assert!(fork.context().same(original.context()));
-        assert_eq!(select(&fork, &q, &SEL), before, "{kind:?}");
+        assert_eq!(select(&fork, &q, &sel()), before, "{kind:?}");
         fork.append(&keys_tensor(&more)).unwrap();
         assert_eq!((original.len(), fork.len()), (60, 65));
         assert_eq!(
-            select(&original, &q, &SEL),
+            select(&original, &q, &sel()),
             before,
             "{kind:?}: the original is unchanged"
         );
         // The same change on a second clone gives the same selection.
         let mut twin = original.try_clone().unwrap();
         twin.append(&keys_tensor(&more)).unwrap();
-        assert_eq!(select(&twin, &q, &SEL), select(&fork, &q, &SEL), "{kind:?}");
+        assert_eq!(
+            select(&twin, &q, &sel()),
+            select(&fork, &q, &sel()),
+            "{kind:?}"
+        );
         drop(original);
         assert_eq!(fork.len(), 65);
     }
@@ -193,11 +176,11 @@ fn a_borrowing_index_selects_like_an_owning_one_from_the_hosts_keys() {
         borrowing.append(&keys_tensor(&keys)).unwrap();
         let with_keys = SelectOptions {
             keys: Some(keys_tensor(&keys)),
-            ..SEL
+            ..sel()
         };
         assert_eq!(
             select(&borrowing, &q, &with_keys),
-            select(&owning, &q, &SEL),
+            select(&owning, &q, &sel()),
             "{kind:?}"
         );
 
@@ -208,7 +191,7 @@ fn a_borrowing_index_selects_like_an_owning_one_from_the_hosts_keys() {
         let err = borrowing
             .select(
                 &q_t,
-                &SEL,
+                &sel(),
                 &mut TensorMut::i32(&mut idx, &idx_shape).unwrap(),
             )
             .unwrap_err();
@@ -216,7 +199,7 @@ fn a_borrowing_index_selects_like_an_owning_one_from_the_hosts_keys() {
         assert!(err.message().contains("keys"), "{err}");
         let short = SelectOptions {
             keys: Some(keys_tensor(&keys[..49 * ROW])),
-            ..SEL
+            ..sel()
         };
         let err = borrowing
             .select(

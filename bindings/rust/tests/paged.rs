@@ -3,7 +3,7 @@
 //! Index::select per sequence, slot_mass over physical slots, bad page tables.
 mod common;
 
-use common::{max_rel_err, single_thread_context, Attention, Rng, Rows};
+use common::{budget, max_rel_err, single_thread_context, Attention, Rng};
 use sparseattn::{
     AttendOptions, Context, DType, Index, IndexOptions, PagedKv, SelectOptions, SlotMass, Status,
     Tensor, TensorMut,
@@ -116,19 +116,9 @@ impl Batch {
     }
 }
 
-const SEL: SelectOptions<'static> = SelectOptions {
-    top_k: 6,
-    window: 4,
-    sinks: 2,
-    per_query_head: false,
-    mass_target: 0.0,
-    scale: 0.0,
-    query_positions: None,
-    query_segments: None,
-    key_segments: None,
-    cuda_stream: sparseattn::CudaStream::NONE,
-    keys: None,
-};
+fn sel() -> SelectOptions<'static> {
+    budget(6, 4, 2)
+}
 const WIDTH: usize = 12;
 
 /// Index::select on each sequence alone: `[n_q, H_kv, WIDTH]` of its own slots.
@@ -139,7 +129,7 @@ fn per_sequence_select(batch: &Batch, indexes: &[Index]) -> Vec<i32> {
         let mut idx = vec![0i32; n_b as usize * H_KV * WIDTH];
         ix.select(
             &Tensor::f32(batch.queries(b), &[n_b, H_Q as i64, D as i64]).unwrap(),
-            &SEL,
+            &sel(),
             &mut TensorMut::i32(&mut idx, &[n_b, H_KV as i64, WIDTH as i64]).unwrap(),
         )
         .unwrap();
@@ -171,7 +161,7 @@ fn select_batch_equals_one_select_per_sequence() {
         &refs,
         &batch.q_tensor(),
         Some(&starts),
-        &SEL,
+        &sel(),
         None,
         &mut TensorMut::i32(&mut got, &shape).unwrap(),
     )
@@ -185,7 +175,7 @@ fn select_batch_equals_one_select_per_sequence() {
         &refs,
         &batch.q_tensor(),
         Some(&Tensor::i64(&starts64, &[starts64.len() as i64]).unwrap()),
-        &SEL,
+        &sel(),
         Some(&batch.kv()),
         &mut TensorMut::i32(&mut physical, &shape).unwrap(),
     )
@@ -222,7 +212,7 @@ fn paged_attention_equals_contiguous_attention_dense_and_sparse() {
         &refs,
         &batch.q_tensor(),
         Some(&starts),
-        &SEL,
+        &sel(),
         Some(&batch.kv()),
         &mut TensorMut::i32(&mut physical, &idx_shape).unwrap(),
     )
@@ -274,23 +264,7 @@ fn paged_attention_equals_contiguous_attention_dense_and_sparse() {
             );
 
             // And f64 attention computed here.
-            let mut reference = Attention::dense(
-                Rows {
-                    data: batch.queries(b),
-                    heads: H_Q,
-                    d: D,
-                },
-                Rows {
-                    data: &k,
-                    heads: H_KV,
-                    d: D,
-                },
-                Rows {
-                    data: &v,
-                    heads: H_KV,
-                    d: D,
-                },
-            );
+            let mut reference = Attention::gqa(batch.queries(b), &k, &v, H_Q, H_KV, D);
             reference.causal = true;
             if sparse {
                 reference.indices = Some((lists, H_KV, WIDTH));
@@ -332,24 +306,7 @@ fn one_contiguous_sequence_as_a_paged_cache_equals_attend() {
         None,
     )
     .unwrap();
-    let want = Attention::dense(
-        Rows {
-            data: &q,
-            heads: H_Q,
-            d: D,
-        },
-        Rows {
-            data: &k,
-            heads: H_KV,
-            d: D,
-        },
-        Rows {
-            data: &v,
-            heads: H_KV,
-            d: D,
-        },
-    )
-    .run();
+    let want = Attention::gqa(&q, &k, &v, H_Q, H_KV, D).run();
     assert!(max_rel_err(&paged, &want.out) < 1e-5);
 }
 
@@ -380,23 +337,7 @@ fn paged_slot_mass_is_over_physical_slots() {
     for b in 0..batch.n_seqs() {
         let k = batch.gather(&batch.k_pages, b);
         let v = batch.gather(&batch.v_pages, b);
-        let mut reference = Attention::dense(
-            Rows {
-                data: batch.queries(b),
-                heads: H_Q,
-                d: D,
-            },
-            Rows {
-                data: &k,
-                heads: H_KV,
-                d: D,
-            },
-            Rows {
-                data: &v,
-                heads: H_KV,
-                d: D,
-            },
-        );
+        let mut reference = Attention::gqa(batch.queries(b), &k, &v, H_Q, H_KV, D);
         reference.causal = true;
         let m = reference.run().mass;
         let len = batch.lens[b] as usize;
@@ -478,29 +419,29 @@ fn bad_page_tables_and_options_are_errors() {
     let mut idx = vec![0i32; n_q * H_KV * WIDTH];
     let idx_shape = [n_q as i64, H_KV as i64, WIDTH as i64];
     let segments = vec![0i32; 64];
-    let sel = SelectOptions {
+    let segmented = SelectOptions {
         key_segments: Some(&segments),
-        ..SEL
+        ..sel()
     };
     let err = Index::select_batch(
         &refs,
         &batch.q_tensor(),
         Some(&starts),
-        &sel,
+        &segmented,
         None,
         &mut TensorMut::i32(&mut idx, &idx_shape).unwrap(),
     )
     .unwrap_err();
     assert_eq!(err.status(), Status::InvalidArgument, "{err}");
-    let sel = SelectOptions {
+    let segmented = SelectOptions {
         query_segments: Some(&segments),
-        ..SEL
+        ..sel()
     };
     let err = Index::select_batch(
         &refs,
         &batch.q_tensor(),
         Some(&starts),
-        &sel,
+        &segmented,
         None,
         &mut TensorMut::i32(&mut idx, &idx_shape).unwrap(),
     )
@@ -512,7 +453,7 @@ fn bad_page_tables_and_options_are_errors() {
         &refs[..2],
         &Tensor::f32(&batch.q[..3 * H_Q * D], &[3, H_Q as i64, D as i64]).unwrap(),
         Some(&Tensor::i32(&batch.starts[..3], &[3]).unwrap()),
-        &SEL,
+        &sel(),
         Some(&batch.kv()),
         &mut TensorMut::i32(
             &mut idx[..3 * H_KV * WIDTH],
@@ -571,23 +512,7 @@ fn slot_positions_mark_empty_slots_and_set_causal_positions() {
         let key_positions: Vec<i64> = (0..batch.lens[b] as usize)
             .map(|t| slot_positions[batch.slot(b, t)])
             .collect();
-        let mut reference = Attention::dense(
-            Rows {
-                data: batch.queries(b),
-                heads: H_Q,
-                d: D,
-            },
-            Rows {
-                data: &k,
-                heads: H_KV,
-                d: D,
-            },
-            Rows {
-                data: &v,
-                heads: H_KV,
-                d: D,
-            },
-        );
+        let mut reference = Attention::gqa(batch.queries(b), &k, &v, H_Q, H_KV, D);
         reference.causal = true;
         reference.key_positions = Some(&key_positions);
         reference.query_positions = Some(&query_positions[q0..q1]);
@@ -648,7 +573,7 @@ fn select_batch_reads_borrowing_indexes_keys_from_the_paged_cache() {
             &refs,
             &batch.q_tensor(),
             Some(&starts),
-            &SEL,
+            &sel(),
             kv,
             &mut TensorMut::i32(&mut idx, &shape).unwrap(),
         )

@@ -2,7 +2,7 @@
 //! defaults, dense and sparse attention, selection, eviction, errors).
 mod common;
 
-use common::{max_rel_err, single_thread_context, Attention, Rng, Rows};
+use common::{max_rel_err, single_thread_context, Attention, Rng};
 use sparseattn::{
     sys, AttendOptions, Context, ContextOptions, CudaStream, DType, Device, EvictOptions, Index,
     IndexOptions, Isa, SelectOptions, SelectorKind, Status, Tensor, TensorMut,
@@ -187,24 +187,7 @@ fn dense_equals_sparse_with_all_indices() {
     .expect("dense attend");
 
     let (hq, hkv, dd) = (h_q as usize, h_kv as usize, d as usize);
-    let reference = Attention::dense(
-        Rows {
-            data: &q,
-            heads: hq,
-            d: dd,
-        },
-        Rows {
-            data: &k,
-            heads: hkv,
-            d: dd,
-        },
-        Rows {
-            data: &v,
-            heads: hkv,
-            d: dd,
-        },
-    )
-    .run();
+    let reference = Attention::gqa(&q, &k, &v, hq, hkv, dd).run();
     assert!(
         max_rel_err(&dense, &reference.out) < 1e-5,
         "dense vs reference"

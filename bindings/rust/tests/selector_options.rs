@@ -6,9 +6,9 @@ mod common;
 
 use std::path::PathBuf;
 
-use common::{brute_force_select, listed, single_thread_context, Rng, Rows};
+use common::{brute_force_select, f32_index, listed, select_one, single_thread_context, Rng, Rows};
 use sparseattn::{
-    Context, DType, HnswOptions, Index, IndexOptions, LearnedOptions, LshOptions, PageOptions,
+    Context, HnswOptions, Index, IndexOptions, LearnedOptions, LshOptions, PageOptions,
     SelectOptions, SelectorKind, Status, Tensor, TensorMut,
 };
 
@@ -18,24 +18,11 @@ const ROW: usize = H * D;
 const N: usize = 100;
 
 fn options(kind: SelectorKind) -> IndexOptions {
-    IndexOptions {
-        kind,
-        num_kv_heads: H as i32,
-        head_dim: D as i32,
-        dtype: DType::F32,
-        ..Default::default()
-    }
+    f32_index(kind, H, D)
 }
 
 fn select(ix: &Index, q: &[f32], opts: &SelectOptions<'_>, width: usize) -> Vec<i32> {
-    let mut idx = vec![0i32; H * width];
-    ix.select(
-        &Tensor::f32(q, &[1, H as i64, D as i64]).unwrap(),
-        opts,
-        &mut TensorMut::i32(&mut idx, &[1, H as i64, width as i64]).unwrap(),
-    )
-    .unwrap();
-    idx
+    select_one(ix, q, opts, H, D, width)
 }
 
 fn index_with(ctx: &Context, opts: &IndexOptions, keys: &[f32]) -> sparseattn::Result<Index> {
@@ -52,11 +39,7 @@ fn brute(
     p: i64,
     sel: &SelectOptions<'_>,
 ) -> Vec<Vec<i32>> {
-    let rows = Rows {
-        data: keys,
-        heads: H,
-        d: D,
-    };
+    let rows = Rows::new(keys, H, D);
     (0..H)
         .map(|h| {
             let (k, w, s) = (sel.top_k as usize, sel.window as i64, sel.sinks as i64);
@@ -136,11 +119,7 @@ fn query_positions_and_segments_limit_what_a_query_sees() {
             &mut TensorMut::i32(&mut idx, &[1, H as i64, width as i64]).unwrap(),
         )
         .unwrap();
-    let rows = Rows {
-        data: &keys[..N * D],
-        heads: 1,
-        d: D,
-    };
+    let rows = Rows::new(&keys[..N * D], 1, D);
     for h in 0..H {
         let want = brute_force_select(&q[h * D..][..D], rows, 0, &positions, 99, 5, 3, 2);
         assert_eq!(listed(&idx[h * width..][..width]), want, "query head {h}");
@@ -506,11 +485,7 @@ fn indexer_selector_scores_relu_q_dot_k_from_its_weights() {
     )
     .unwrap();
     let positions: Vec<i64> = (0..N as i64).collect();
-    let rows = Rows {
-        data: &keys,
-        heads: 1,
-        d: D,
-    };
+    let rows = Rows::new(&keys, 1, D);
     let positive = (0..N - 2)
         .filter(|&s| common::dot(&q, rows.row(s, 0)) > 0.0)
         .count();

@@ -3,7 +3,7 @@
 //! scrambled key positions, strided buffers.
 mod common;
 
-use common::{single_thread_context, Attention, Rng, Rows};
+use common::{single_thread_context, Attention, Rng};
 use sparseattn::{AttendOptions, SlotMass, Status, Tensor, TensorMut};
 
 const N_Q: usize = 3;
@@ -28,23 +28,7 @@ fn data(seed: u64) -> Data {
 }
 
 fn reference<'a>(x: &'a Data) -> Attention<'a> {
-    Attention::dense(
-        Rows {
-            data: &x.q,
-            heads: H_Q,
-            d: D,
-        },
-        Rows {
-            data: &x.k,
-            heads: H_KV,
-            d: D,
-        },
-        Rows {
-            data: &x.v,
-            heads: H_KV,
-            d: D,
-        },
-    )
+    Attention::gqa(&x.q, &x.k, &x.v, H_Q, H_KV, D)
 }
 
 /// One sa_attend with `opts`, the mass buffer given in `opts`.

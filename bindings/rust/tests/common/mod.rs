@@ -3,7 +3,10 @@
 //! against. Each test file uses part of it.
 #![allow(dead_code)]
 
-use sparseattn::{Context, ContextOptions};
+use sparseattn::{
+    Context, ContextOptions, DType, Index, IndexOptions, SelectOptions, SelectorKind, Tensor,
+    TensorMut,
+};
 
 /// Deterministic xorshift numbers in [-1, 1).
 pub struct Rng(pub u64);
@@ -59,6 +62,46 @@ pub fn single_thread_context() -> Context {
     .expect("context")
 }
 
+/// Select options with these budgets, the defaults elsewhere.
+pub fn budget(top_k: i32, window: i32, sinks: i32) -> SelectOptions<'static> {
+    SelectOptions {
+        top_k,
+        window,
+        sinks,
+        ..Default::default()
+    }
+}
+
+/// Options of an index of `kind` over f32 keys `[n, heads, d]`.
+pub fn f32_index(kind: SelectorKind, heads: usize, d: usize) -> IndexOptions {
+    IndexOptions {
+        kind,
+        num_kv_heads: heads as i32,
+        head_dim: d as i32,
+        dtype: DType::F32,
+        ..Default::default()
+    }
+}
+
+/// `ix.select` for one query `[1, heads, d]`: the lists `[1, heads, width]`.
+pub fn select_one(
+    ix: &Index,
+    q: &[f32],
+    opts: &SelectOptions<'_>,
+    heads: usize,
+    d: usize,
+    width: usize,
+) -> Vec<i32> {
+    let mut idx = vec![0i32; heads * width];
+    ix.select(
+        &Tensor::f32(q, &[1, heads as i64, d as i64]).unwrap(),
+        opts,
+        &mut TensorMut::i32(&mut idx, &[1, heads as i64, width as i64]).unwrap(),
+    )
+    .unwrap();
+    idx
+}
+
 /// A contiguous token-major cache `[n, heads, d]`.
 #[derive(Clone, Copy)]
 pub struct Rows<'a> {
@@ -68,6 +111,10 @@ pub struct Rows<'a> {
 }
 
 impl<'a> Rows<'a> {
+    pub fn new(data: &'a [f32], heads: usize, d: usize) -> Self {
+        Rows { data, heads, d }
+    }
+
     pub fn row(&self, t: usize, h: usize) -> &'a [f32] {
         &self.data[(t * self.heads + h) * self.d..][..self.d]
     }
@@ -120,6 +167,22 @@ impl<'a> Attention<'a> {
             key_positions: None,
             scale: 0.0,
         }
+    }
+
+    /// Dense attention over contiguous `q [n_q, h_q, d]`, `k`, `v [n_kv, h_kv, d]`.
+    pub fn gqa(
+        q: &'a [f32],
+        k: &'a [f32],
+        v: &'a [f32],
+        h_q: usize,
+        h_kv: usize,
+        d: usize,
+    ) -> Self {
+        Self::dense(
+            Rows::new(q, h_q, d),
+            Rows::new(k, h_kv, d),
+            Rows::new(v, h_kv, d),
+        )
     }
 
     pub fn run(&self) -> Attended {
