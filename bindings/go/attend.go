@@ -83,29 +83,13 @@ func attendOptions(opts *AttendOptions, nq, nkv int) (attendArgs, error) {
 // [n_q, H_q, D]; lse nil or f32 [n_q, H_q] (log of the softmax denominator).
 // opts nil means the defaults.
 func (c *Context) Attend(q, k, v Tensor, indices *Tensor, opts *AttendOptions, out Tensor, lse *Tensor) error {
-	qd, err := q.desc("q")
-	if err != nil {
-		return err
-	}
-	kd, err := k.desc("k")
-	if err != nil {
-		return err
-	}
-	vd, err := v.desc("v")
-	if err != nil {
-		return err
-	}
-	outd, err := out.desc("out")
-	if err != nil {
-		return err
-	}
-	idxDesc, idxData, err := optionalDesc(indices, "indices")
-	if err != nil {
-		return err
-	}
-	lseDesc, lseData, err := optionalDesc(lse, "lse")
-	if err != nil {
-		return err
+	var b describer
+	qd, kd, vd := b.tensor(&q, "q"), b.tensor(&k, "k"), b.tensor(&v, "v")
+	outd := b.tensor(&out, "out")
+	idxDesc, idxData := b.optional(indices, "indices")
+	lseDesc, lseData := b.optional(lse, "lse")
+	if b.err != nil {
+		return b.err
 	}
 	a, err := attendOptions(opts, q.dim0(), k.dim0())
 	if err != nil {
@@ -133,34 +117,15 @@ func (c *Context) Attend(q, k, v Tensor, indices *Tensor, opts *AttendOptions, o
 // CPU tensors only for now.
 func (c *Context) AttendPaged(q Tensor, queryStarts *Tensor, kv *PagedKV, indices *Tensor,
 	opts *AttendOptions, out Tensor, lse *Tensor) error {
-	qd, err := q.desc("q")
-	if err != nil {
-		return err
-	}
-	startsDesc, startsData, err := optionalDesc(queryStarts, "queryStarts")
-	if err != nil {
-		return err
-	}
-	var kvDesc *C.sa_paged_kv
-	var kvData pagedData
-	if kv != nil {
-		d, p, err := kv.desc()
-		if err != nil {
-			return err
-		}
-		kvDesc, kvData = &d, p
-	}
-	idxDesc, idxData, err := optionalDesc(indices, "indices")
-	if err != nil {
-		return err
-	}
-	outd, err := out.desc("out")
-	if err != nil {
-		return err
-	}
-	lseDesc, lseData, err := optionalDesc(lse, "lse")
-	if err != nil {
-		return err
+	var b describer
+	qd := b.tensor(&q, "q")
+	startsDesc, startsData := b.optional(queryStarts, "queryStarts")
+	kvDesc, kvData := b.paged(kv)
+	idxDesc, idxData := b.optional(indices, "indices")
+	outd := b.tensor(&out, "out")
+	lseDesc, lseData := b.optional(lse, "lse")
+	if b.err != nil {
+		return b.err
 	}
 	a, err := attendOptions(opts, q.dim0(), -1)
 	if err != nil {

@@ -31,18 +31,12 @@ func (c *Context) Evict(opts *EvictOptions, scores, positions Tensor, freed []in
 	if opts == nil {
 		return 0, errorf(StatusNullPointer, "EvictOptions is nil; Budget has no default")
 	}
-	sd, err := scores.desc("scores")
-	if err != nil {
-		return 0, err
-	}
-	pd, err := positions.desc("positions")
-	if err != nil {
-		return 0, err
-	}
 	freedT := TensorI32(freed, len(freed))
-	fd, err := freedT.desc("freed")
-	if err != nil {
-		return 0, err
+	var b describer
+	sd, pd := b.tensor(&scores, "scores"), b.tensor(&positions, "positions")
+	fd := b.tensor(&freedT, "freed")
+	if b.err != nil {
+		return 0, b.err
 	}
 	o := C.sa_evict_options_default()
 	o.struct_size = C.size_t(unsafe.Sizeof(o))

@@ -68,6 +68,40 @@ func absentOrDesc(t *Tensor, name string) (C.sa_tensor, unsafe.Pointer, error) {
 	return d, t.data, err
 }
 
+// describer builds the descriptors of one call's tensors and keeps the first
+// error, so that a call checks them all with one test (as narrower does).
+type describer struct{ err error }
+
+// tensor is the descriptor of a required tensor.
+func (b *describer) tensor(t *Tensor, name string) C.sa_tensor {
+	if b.err != nil {
+		return C.sa_tensor{}
+	}
+	d, err := t.desc(name)
+	b.err = err
+	return d
+}
+
+// optional is the descriptor of an optional tensor: nil for nil.
+func (b *describer) optional(t *Tensor, name string) (*C.sa_tensor, unsafe.Pointer) {
+	if b.err != nil {
+		return nil, nil
+	}
+	d, p, err := optionalDesc(t, name)
+	b.err = err
+	return d, p
+}
+
+// paged is the descriptor of an optional paged cache: nil for nil.
+func (b *describer) paged(kv *PagedKV) (*C.sa_paged_kv, pagedData) {
+	if b.err != nil || kv == nil {
+		return nil, pagedData{}
+	}
+	d, p, err := kv.desc()
+	b.err = err
+	return &d, p
+}
+
 // optionalDesc is the descriptor of an optional call argument: nil for nil.
 func optionalDesc(t *Tensor, name string) (*C.sa_tensor, unsafe.Pointer, error) {
 	if t == nil {

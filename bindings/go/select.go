@@ -44,15 +44,22 @@ func DefaultSelectOptions() SelectOptions {
 // selectArgs is SelectOptions for the shim: the C struct without Go
 // pointers, and the Go memory that travels beside it.
 type selectArgs struct {
-	o        C.sa_select_options
-	keysDesc *C.sa_tensor
-	keysData unsafe.Pointer
+	o          C.sa_select_options
+	qpos       []int64
+	qseg, kseg []int32
+	keysDesc   *C.sa_tensor
+	keysData   unsafe.Pointer
 }
 
-// selectOptions converts opts (not nil), checking the per-query lists
-// against nq queries.
+// selectOptions converts opts (nil: the defaults), checking the per-query
+// lists against nq queries.
 func selectOptions(opts *SelectOptions, nq int) (selectArgs, error) {
 	var a selectArgs
+	if opts == nil {
+		def := DefaultSelectOptions()
+		opts = &def
+	}
+	a.qpos, a.qseg, a.kseg = opts.QueryPositions, opts.QuerySegments, opts.KeySegments
 	if opts.QueryPositions != nil {
 		if err := checkLen("SelectOptions.QueryPositions (one per query)", len(opts.QueryPositions), nq); err != nil {
 			return a, err
@@ -89,17 +96,10 @@ func selectOptions(opts *SelectOptions, nq int) (selectArgs, error) {
 // H = H_kv (H_q with PerQueryHead) and width >= Sinks + Window + TopK, written
 // ascending, then -1 padding. opts nil means the defaults.
 func (ix *Index) Select(queries Tensor, opts *SelectOptions, indices Tensor) error {
-	qd, err := queries.desc("queries")
-	if err != nil {
-		return err
-	}
-	id, err := indices.desc("indices")
-	if err != nil {
-		return err
-	}
-	def := DefaultSelectOptions()
-	if opts == nil {
-		opts = &def
+	var b describer
+	qd, id := b.tensor(&queries, "queries"), b.tensor(&indices, "indices")
+	if b.err != nil {
+		return b.err
 	}
 	a, err := selectOptions(opts, queries.dim0())
 	if err != nil {
@@ -112,18 +112,18 @@ func (ix *Index) Select(queries Tensor, opts *SelectOptions, indices Tensor) err
 	if ix.ptr == nil {
 		return errClosed("index")
 	}
-	if opts.KeySegments != nil {
+	if a.kseg != nil {
 		n, err := ix.lenLocked()
 		if err != nil {
 			return err
 		}
-		if err := checkLen("SelectOptions.KeySegments (one per slot)", len(opts.KeySegments), n); err != nil {
+		if err := checkLen("SelectOptions.KeySegments (one per slot)", len(a.kseg), n); err != nil {
 			return err
 		}
 	}
 	var msg *C.char
-	st := C.sago_select(ix.ptr, &qd, queries.data, &o, ptrI64(opts.QueryPositions),
-		ptrI32(opts.QuerySegments), ptrI32(opts.KeySegments), a.keysDesc, a.keysData,
+	st := C.sago_select(ix.ptr, &qd, queries.data, &o, ptrI64(a.qpos),
+		ptrI32(a.qseg), ptrI32(a.kseg), a.keysDesc, a.keysData,
 		&id, indices.data, &msg)
 	return check(st, msg)
 }
@@ -139,30 +139,13 @@ func (ix *Index) Select(queries Tensor, opts *SelectOptions, indices Tensor) err
 // more than once. opts nil means the defaults.
 func SelectBatch(indexes []*Index, queries Tensor, queryStarts *Tensor, opts *SelectOptions,
 	kv *PagedKV, indices Tensor) error {
-	qd, err := queries.desc("queries")
-	if err != nil {
-		return err
-	}
-	startsDesc, startsData, err := optionalDesc(queryStarts, "queryStarts")
-	if err != nil {
-		return err
-	}
-	id, err := indices.desc("indices")
-	if err != nil {
-		return err
-	}
-	var kvDesc *C.sa_paged_kv
-	var kvData pagedData
-	if kv != nil {
-		d, p, err := kv.desc()
-		if err != nil {
-			return err
-		}
-		kvDesc, kvData = &d, p
-	}
-	def := DefaultSelectOptions()
-	if opts == nil {
-		opts = &def
+	var b describer
+	qd := b.tensor(&queries, "queries")
+	startsDesc, startsData := b.optional(queryStarts, "queryStarts")
+	id := b.tensor(&indices, "indices")
+	kvDesc, kvData := b.paged(kv)
+	if b.err != nil {
+		return b.err
 	}
 	a, err := selectOptions(opts, queries.dim0())
 	if err != nil {
@@ -186,8 +169,8 @@ func SelectBatch(indexes []*Index, queries Tensor, queryStarts *Tensor, opts *Se
 	}
 	var msg *C.char
 	st := C.sago_select_batch((**C.sa_index)(first(handles)), C.int64_t(len(handles)),
-		&qd, queries.data, startsDesc, startsData, &o, ptrI64(opts.QueryPositions),
-		ptrI32(opts.QuerySegments), ptrI32(opts.KeySegments), a.keysDesc, a.keysData,
+		&qd, queries.data, startsDesc, startsData, &o, ptrI64(a.qpos),
+		ptrI32(a.qseg), ptrI32(a.kseg), a.keysDesc, a.keysData,
 		kvDesc, kvData.k, kvData.v, kvData.pageTable, kvData.seqLens, kvData.slotPositions,
 		&id, indices.data, &msg)
 	return check(st, msg)
