@@ -3,21 +3,13 @@ import unittest
 
 import numpy as np
 
-from common import context, normal, rng, sa
+from common import ContextTest, normal, rng, sa
 import reference as ref
 
 TOL = {"f32": 2e-5, "f16": 2e-4, "bf16": 2e-4}  # f32 accumulation against float64
 
 
-class AttendTest(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.ctx = context()
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.ctx.close()
-
+class AttendTest(ContextTest):
     def data(self, seed, n_q=3, h_q=8, h_kv=2, d=32, n_kv=70, dtype="f32"):
         r = rng(seed)
         q, k, v = normal(r, n_q, h_q, d), normal(r, n_kv, h_kv, d), normal(r, n_kv, h_kv, d)

@@ -5,38 +5,32 @@ import unittest
 
 import numpy as np
 
-from common import normal, rng, sa
+from common import ContextTest, normal, rng, sa
 import cuda_memory
 import reference as ref
 
 
-def cuda_context():
-    """A context on CUDA device 0, or None when that is impossible here."""
-    if cuda_memory.driver() is None:
-        return None
-    try:
-        return sa.Context(threads=1, device="cuda", device_id=0)
-    except sa.BackendUnavailable:
-        return None
+class CudaTest(ContextTest):
+    @classmethod
+    def make_context(cls):
+        """A context on CUDA device 0, or a skip when that is impossible here."""
+        try:
+            if cuda_memory.driver() is not None:
+                return sa.Context(threads=1, device="cuda", device_id=0)
+        except sa.BackendUnavailable:
+            pass
+        raise unittest.SkipTest("no CUDA device, driver or sparseattn CUDA plugin")
 
-
-class CudaTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.ctx = cuda_context()
-        if cls.ctx is None:
-            raise unittest.SkipTest("no CUDA device, driver or sparseattn CUDA plugin")
+        super().setUpClass()
         cls.cpu = sa.Context(threads=1)
+        cls.addClassCleanup(cls.cpu.close)
         r = rng(70)
         cls.h_kv, cls.h_q, cls.d, cls.n = 2, 8, 64, 500
         cls.q = normal(r, 1, cls.h_q, cls.d).astype(np.float16)
         cls.k = normal(r, cls.n, cls.h_kv, cls.d).astype(np.float16)
         cls.v = normal(r, cls.n, cls.h_kv, cls.d).astype(np.float16)
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.ctx.close()
-        cls.cpu.close()
 
     def test_descriptors_name_the_device(self):
         dk = cuda_memory.DeviceArray(self.k)

@@ -3,19 +3,11 @@ import unittest
 
 import numpy as np
 
-from common import context, normal, rng, sa
+from common import ContextTest, normal, rng, sa
 import reference as ref
 
 
-class EvictTest(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.ctx = context()
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.ctx.close()
-
+class EvictTest(ContextTest):
     def test_lowest_scores_go_first_never_sinks_or_window(self):
         r = rng(60)
         n = 100

@@ -4,7 +4,7 @@ import unittest
 
 import numpy as np
 
-from common import normal, rng, sa
+from common import ContextTest, normal, rng, sa
 import reference as ref
 
 try:
@@ -21,7 +21,7 @@ def cuda_context():
     try:
         return sa.Context(threads=1, device="cuda")
     except sa.BackendUnavailable:
-        return None
+        raise unittest.SkipTest("no sparseattn CUDA plugin")
 
 
 @unittest.skipIf(torch is None, "torch is not installed")
@@ -38,16 +38,8 @@ class TorchCpuTest(unittest.TestCase):
 
 
 @unittest.skipIf(torch is None or not torch.cuda.is_available(), "no torch CUDA device")
-class TorchCudaTest(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.ctx = cuda_context()
-        if cls.ctx is None:
-            raise unittest.SkipTest("no sparseattn CUDA plugin")
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.ctx.close()
+class TorchCudaTest(ContextTest):
+    make_context = staticmethod(cuda_context)
 
     def test_f16_and_bf16_attention_on_a_stream(self):
         r = rng(81)
@@ -72,20 +64,14 @@ class TorchCudaTest(unittest.TestCase):
 
 
 @unittest.skipIf(cupy is None, "cupy is not installed")
-class CupyTest(unittest.TestCase):
+class CupyTest(ContextTest):
     @classmethod
-    def setUpClass(cls):
+    def make_context(cls):
         try:
             cupy.cuda.runtime.getDeviceCount()
         except Exception:
             raise unittest.SkipTest("no CUDA device for cupy")
-        cls.ctx = cuda_context()
-        if cls.ctx is None:
-            raise unittest.SkipTest("no sparseattn CUDA plugin")
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.ctx.close()
+        return cuda_context()
 
     def test_device_index_with_cupy_arrays(self):
         r = rng(82)

@@ -4,24 +4,20 @@ import unittest
 
 import numpy as np
 
-from common import context, normal, rng, sa
+from common import ContextTest, normal, rng, sa
 import reference as ref
 
 H_KV, H_Q, D = 2, 4, 16
 SEL = dict(top_k=12, window=6, sinks=3)
 
 
-class IndexTest(unittest.TestCase):
+class IndexTest(ContextTest):
     @classmethod
     def setUpClass(cls):
-        cls.ctx = context()
+        super().setUpClass()
         r = rng(40)
         cls.keys = normal(r, 400, H_KV, D)
         cls.q = normal(r, 2, H_Q, D)
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.ctx.close()
 
     def build(self, *chunks, kind="exact", **opts):
         ix = sa.Index(self.ctx, H_KV, D, kind, "f32", **opts)

@@ -3,17 +3,17 @@ import unittest
 
 import numpy as np
 
-from common import context, normal, rng, sa
+from common import ContextTest, normal, rng, sa
 import reference as ref
 
 H_KV, H_Q, D, PAGE = 2, 4, 16, 8
 SEL = dict(top_k=10, window=5, sinks=2)
 
 
-class PagedTest(unittest.TestCase):
+class PagedTest(ContextTest):
     @classmethod
     def setUpClass(cls):
-        cls.ctx = context()
+        super().setUpClass()
         r = rng(50)
         cls.lens = np.array([37, 0, 61], np.int32)
         cls.num_pages = 20
@@ -26,10 +26,6 @@ class PagedTest(unittest.TestCase):
         cls.table[2, :8] = order[5:13]
         cls.table[1] = 99  # never read: sequence 1 is empty
         cls.kv = sa.PagedKV(cls.k_pages, cls.v_pages, cls.table, cls.lens)
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.ctx.close()
 
     def slots(self, b):
         """Physical slots of sequence b's tokens, in token order."""

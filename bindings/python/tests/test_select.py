@@ -6,24 +6,20 @@ import unittest
 
 import numpy as np
 
-from common import context, normal, rng, sa
+from common import ContextTest, normal, rng, sa
 import reference as ref
 from weights import write_safetensors
 
 N, H_KV, H_Q, D = 300, 2, 4, 16
 
 
-class SelectTest(unittest.TestCase):
+class SelectTest(ContextTest):
     @classmethod
     def setUpClass(cls):
-        cls.ctx = context()
+        super().setUpClass()
         r = rng(30)
         cls.keys = normal(r, N, H_KV, D)
         cls.q = normal(r, 3, H_Q, D)
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.ctx.close()
 
     def index(self, kind="exact", dtype="f32", keys=None, **opts):
         try:
