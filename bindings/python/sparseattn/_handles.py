@@ -65,6 +65,10 @@ class IndexHandle:
         context.index_opened()
         self._destroy = library().api.index_destroy
 
+    @property
+    def closed(self):
+        return not self.ptr.value
+
     def close(self):
         with self.lock.exclusive():
             self._release()
@@ -79,8 +83,24 @@ class IndexHandle:
         self._release()
 
 
+class HandleOwner:
+    """What Context and Index share over their handle (self._handle): closed and
+    the with-block protocol. Each defines close() with its own effect."""
+    __slots__ = ()
+
+    @property
+    def closed(self):
+        return self._handle.closed
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
 def checked(handle, what):
     """handle's raw pointer, or InvalidArgument when it was closed."""
-    if getattr(handle, "closed", False) or not handle.ptr.value:
+    if handle.closed or not handle.ptr.value:
         raise InvalidArgument(f"the {what} is closed", Status.ERR_INVALID_ARGUMENT)
     return handle.ptr

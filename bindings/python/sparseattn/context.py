@@ -2,7 +2,7 @@
 import ctypes
 
 from . import _options
-from ._handles import ContextHandle, checked
+from ._handles import ContextHandle, HandleOwner, checked
 from ._library import library
 from .attend import attend
 from .enums import Device, Isa
@@ -10,7 +10,7 @@ from .evict import cache_evict
 from .paged import attend_paged
 
 
-class Context:
+class Context(HandleOwner):
     """A sparseattn context (sa_context).
 
     Context(threads=None, isa=None, cuda_plugin_path=None, device=None,
@@ -56,21 +56,11 @@ class Context:
         with self._handle.lock.shared():
             return int(library().api.context_threads(checked(self._handle, "context")))
 
-    @property
-    def closed(self):
-        return self._handle.closed
-
     def close(self):
         """Ends the use of this Context: later calls through it raise InvalidArgument.
         sa_context_destroy runs now, or when the last of its indexes is closed.
         Closing twice is fine."""
         self._handle.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
     def __repr__(self):
         if self.closed:

@@ -4,14 +4,14 @@ import ctypes
 import numpy as np
 
 from . import _options
-from ._handles import IndexHandle, checked
+from ._handles import HandleOwner, IndexHandle, checked
 from ._library import library
 from .enums import DType, SelectorKind, Status
 from .errors import InvalidArgument, ShapeError
 from .tensor import as_tensor, c_pointer, host_array, host_output
 
 
-class Index:
+class Index(HandleOwner):
     """A selection index over a KV cache's keys (sa_index).
 
     Index(context, num_kv_heads, head_dim, kind=None, dtype=None, *,
@@ -64,19 +64,9 @@ class Index:
         return ix
 
     # ------------------------------------------------------------ lifetime
-    @property
-    def closed(self):
-        return not self._handle.ptr.value
-
     def close(self):
         """Destroys the index (sa_index_destroy). Closing twice is fine."""
         self._handle.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
     def __repr__(self):
         state = "closed" if self.closed else f"size={len(self)}"
