@@ -91,9 +91,24 @@ impl Default for AttendOptions<'_> {
 }
 
 impl AttendOptions<'_> {
-    /// The C struct; its `slot_mass` points into `self`.
-    fn to_raw(&self) -> sys::sa_attend_options {
-        sys::sa_attend_options {
+    /// The C struct, once the position lists cover `n_q` queries and `n_kv`
+    /// key rows (None: left to the library); its `slot_mass` points into `self`.
+    fn to_raw(&self, n_q: i64, n_kv: Option<i64>) -> Result<sys::sa_attend_options> {
+        if let Some(p) = self.query_positions {
+            check_len(
+                "AttendOptions::query_positions (one per query)",
+                p.len(),
+                n_q,
+            )?;
+        }
+        if let (Some(p), Some(n_kv)) = (self.key_positions, n_kv) {
+            check_len(
+                "AttendOptions::key_positions (one per key row)",
+                p.len(),
+                n_kv,
+            )?;
+        }
+        Ok(sys::sa_attend_options {
             struct_size: std::mem::size_of::<sys::sa_attend_options>(),
             scale: self.scale,
             causal: self.causal as i32,
@@ -106,7 +121,7 @@ impl AttendOptions<'_> {
                 &m.raw as *const sys::sa_tensor as *mut sys::sa_tensor
             }),
             mass_decay: self.mass_decay,
-        }
+        })
     }
 }
 
@@ -127,21 +142,7 @@ impl Context {
         out: &mut TensorMut<'_>,
         lse: Option<&mut TensorMut<'_>>,
     ) -> Result<()> {
-        if let Some(p) = opts.query_positions {
-            check_len(
-                "AttendOptions::query_positions (one per query)",
-                p.len(),
-                q.shape()[0],
-            )?;
-        }
-        if let Some(p) = opts.key_positions {
-            check_len(
-                "AttendOptions::key_positions (one per key row)",
-                p.len(),
-                k.shape()[0],
-            )?;
-        }
-        let raw_opts = opts.to_raw();
+        let raw_opts = opts.to_raw(q.shape()[0], Some(k.shape()[0]))?;
         let api = self.api();
         // SAFETY: every descriptor covers memory borrowed for this call
         // (checked at construction); option slices were checked above.
@@ -176,14 +177,7 @@ impl Context {
         out: &mut TensorMut<'_>,
         lse: Option<&mut TensorMut<'_>>,
     ) -> Result<()> {
-        if let Some(p) = opts.query_positions {
-            check_len(
-                "AttendOptions::query_positions (one per query)",
-                p.len(),
-                q.shape()[0],
-            )?;
-        }
-        let raw_opts = opts.to_raw();
+        let raw_opts = opts.to_raw(q.shape()[0], None)?;
         let raw_kv = kv.to_raw();
         let api = self.api();
         // SAFETY: as for attend; the library refuses a non-NULL key_positions

@@ -166,6 +166,59 @@ fn contiguous_len(shape: &[i64]) -> Option<i64> {
     shape.iter().try_fold(1i64, |acc, &s| acc.checked_mul(s))
 }
 
+/// The contiguous constructors of a view over `&'a` or `&'a mut` slices.
+macro_rules! contiguous_constructors {
+    ($($borrow:tt)+) => {
+        /// Contiguous f32 tensor.
+        pub fn f32(data: $($borrow)+ [f32], shape: &[i64]) -> Result<Self> {
+            Self::new(data, DType::F32, shape, None)
+        }
+
+        /// Contiguous f16 tensor (IEEE binary16 bits).
+        pub fn f16(data: $($borrow)+ [u16], shape: &[i64]) -> Result<Self> {
+            Self::new(data, DType::F16, shape, None)
+        }
+
+        /// Contiguous bf16 tensor (bfloat16 bits).
+        pub fn bf16(data: $($borrow)+ [u16], shape: &[i64]) -> Result<Self> {
+            Self::new(data, DType::BF16, shape, None)
+        }
+
+        /// Contiguous i32 tensor.
+        pub fn i32(data: $($borrow)+ [i32], shape: &[i64]) -> Result<Self> {
+            Self::new(data, DType::I32, shape, None)
+        }
+
+        /// Contiguous i64 tensor.
+        pub fn i64(data: $($borrow)+ [i64], shape: &[i64]) -> Result<Self> {
+            Self::new(data, DType::I64, shape, None)
+        }
+    };
+}
+
+/// What [`Tensor`] and [`TensorMut`] read from their descriptor alike.
+macro_rules! descriptor_accessors {
+    () => {
+        pub fn dtype(&self) -> DType {
+            DType::from_raw(self.raw.dtype).expect("dtype set by this crate")
+        }
+
+        pub fn shape(&self) -> &[i64] {
+            &self.raw.shape[..self.raw.rank as usize]
+        }
+
+        /// Where the memory lives.
+        pub fn device(&self) -> Device {
+            device_of(&self.raw)
+        }
+
+        /// The C descriptor (valid while `'a` lasts).
+        pub fn as_raw(&self) -> &sys::sa_tensor {
+            &self.raw
+        }
+    };
+}
+
 /// A read-only view of a slice as a tensor: dtype, shape and optional strides
 /// (in elements; `None` or all zeros: contiguous row-major). Built only when
 /// the slice covers every element the shape and strides address.
@@ -196,30 +249,7 @@ impl<'a> Tensor<'a> {
         })
     }
 
-    /// Contiguous f32 tensor.
-    pub fn f32(data: &'a [f32], shape: &[i64]) -> Result<Self> {
-        Self::new(data, DType::F32, shape, None)
-    }
-
-    /// Contiguous f16 tensor (IEEE binary16 bits).
-    pub fn f16(data: &'a [u16], shape: &[i64]) -> Result<Self> {
-        Self::new(data, DType::F16, shape, None)
-    }
-
-    /// Contiguous bf16 tensor (bfloat16 bits).
-    pub fn bf16(data: &'a [u16], shape: &[i64]) -> Result<Self> {
-        Self::new(data, DType::BF16, shape, None)
-    }
-
-    /// Contiguous i32 tensor.
-    pub fn i32(data: &'a [i32], shape: &[i64]) -> Result<Self> {
-        Self::new(data, DType::I32, shape, None)
-    }
-
-    /// Contiguous i64 tensor.
-    pub fn i64(data: &'a [i64], shape: &[i64]) -> Result<Self> {
-        Self::new(data, DType::I64, shape, None)
-    }
+    contiguous_constructors!(&'a);
 
     /// A view of CUDA device memory (dtype, shape, optional strides), for
     /// the calls that take device tensors (see the header).
@@ -243,23 +273,7 @@ impl<'a> Tensor<'a> {
         })
     }
 
-    pub fn dtype(&self) -> DType {
-        DType::from_raw(self.raw.dtype).expect("dtype set by this crate")
-    }
-
-    pub fn shape(&self) -> &[i64] {
-        &self.raw.shape[..self.raw.rank as usize]
-    }
-
-    /// Where the memory lives.
-    pub fn device(&self) -> Device {
-        device_of(&self.raw)
-    }
-
-    /// The C descriptor (valid while `'a` lasts).
-    pub fn as_raw(&self) -> &sys::sa_tensor {
-        &self.raw
-    }
+    descriptor_accessors!();
 }
 
 /// A writable view of a slice as a tensor, for outputs. Same rules as [`Tensor`].
@@ -287,25 +301,7 @@ impl<'a> TensorMut<'a> {
         })
     }
 
-    pub fn f32(data: &'a mut [f32], shape: &[i64]) -> Result<Self> {
-        Self::new(data, DType::F32, shape, None)
-    }
-
-    pub fn f16(data: &'a mut [u16], shape: &[i64]) -> Result<Self> {
-        Self::new(data, DType::F16, shape, None)
-    }
-
-    pub fn bf16(data: &'a mut [u16], shape: &[i64]) -> Result<Self> {
-        Self::new(data, DType::BF16, shape, None)
-    }
-
-    pub fn i32(data: &'a mut [i32], shape: &[i64]) -> Result<Self> {
-        Self::new(data, DType::I32, shape, None)
-    }
-
-    pub fn i64(data: &'a mut [i64], shape: &[i64]) -> Result<Self> {
-        Self::new(data, DType::I64, shape, None)
-    }
+    contiguous_constructors!(&'a mut);
 
     /// A writable view of CUDA device memory; see [`Tensor::cuda`].
     ///
@@ -326,18 +322,7 @@ impl<'a> TensorMut<'a> {
         })
     }
 
-    pub fn dtype(&self) -> DType {
-        DType::from_raw(self.raw.dtype).expect("dtype set by this crate")
-    }
-
-    pub fn shape(&self) -> &[i64] {
-        &self.raw.shape[..self.raw.rank as usize]
-    }
-
-    /// Where the memory lives.
-    pub fn device(&self) -> Device {
-        device_of(&self.raw)
-    }
+    descriptor_accessors!();
 
     /// A read-only view of the same memory (e.g. `select`'s indices fed to `attend`).
     pub fn as_tensor(&self) -> Tensor<'_> {
@@ -345,10 +330,6 @@ impl<'a> TensorMut<'a> {
             raw: self.raw,
             _data: PhantomData,
         }
-    }
-
-    pub fn as_raw(&self) -> &sys::sa_tensor {
-        &self.raw
     }
 }
 
