@@ -48,12 +48,12 @@ type attendArgs struct {
 
 // attendOptions converts opts (nil: the defaults). nq and nkv are the counts
 // the position lists must cover (nkv < 0: not checked, the library decides).
-func attendOptions(opts *AttendOptions, nq, nkv int) (attendArgs, error) {
+func (b *describer) attendOptions(opts *AttendOptions, nq, nkv int) attendArgs {
 	var a attendArgs
 	a.o = C.sa_attend_options_default()
 	a.o.struct_size = C.size_t(unsafe.Sizeof(a.o))
 	if opts == nil {
-		return a, nil
+		return a
 	}
 	a.o.scale = C.float(opts.Scale)
 	a.o.causal = cbool(opts.Causal)
@@ -63,18 +63,13 @@ func attendOptions(opts *AttendOptions, nq, nkv int) (attendArgs, error) {
 	}
 	a.qpos, a.kpos = opts.QueryPositions, opts.KeyPositions
 	if a.qpos != nil {
-		if err := checkLen("AttendOptions.QueryPositions (one per query)", len(a.qpos), nq); err != nil {
-			return a, err
-		}
+		b.fail(checkLen("AttendOptions.QueryPositions (one per query)", len(a.qpos), nq))
 	}
 	if a.kpos != nil && nkv >= 0 {
-		if err := checkLen("AttendOptions.KeyPositions (one per key row)", len(a.kpos), nkv); err != nil {
-			return a, err
-		}
+		b.fail(checkLen("AttendOptions.KeyPositions (one per key row)", len(a.kpos), nkv))
 	}
-	var err error
-	a.massDesc, a.massData, err = optionalDesc(opts.SlotMass, "AttendOptions.SlotMass")
-	return a, err
+	a.massDesc, a.massData = b.optional(opts.SlotMass, "AttendOptions.SlotMass")
+	return a
 }
 
 // Attend runs exact softmax attention (sa_attend), f32 accumulation.
@@ -88,12 +83,9 @@ func (c *Context) Attend(q, k, v Tensor, indices *Tensor, opts *AttendOptions, o
 	outd := b.tensor(&out, "out")
 	idxDesc, idxData := b.optional(indices, "indices")
 	lseDesc, lseData := b.optional(lse, "lse")
+	a := b.attendOptions(opts, q.dim0(), k.dim0())
 	if b.err != nil {
 		return b.err
-	}
-	a, err := attendOptions(opts, q.dim0(), k.dim0())
-	if err != nil {
-		return err
 	}
 	o := a.o
 	c.mu.RLock()
@@ -124,12 +116,9 @@ func (c *Context) AttendPaged(q Tensor, queryStarts *Tensor, kv *PagedKV, indice
 	idxDesc, idxData := b.optional(indices, "indices")
 	outd := b.tensor(&out, "out")
 	lseDesc, lseData := b.optional(lse, "lse")
+	a := b.attendOptions(opts, q.dim0(), -1)
 	if b.err != nil {
 		return b.err
-	}
-	a, err := attendOptions(opts, q.dim0(), -1)
-	if err != nil {
-		return err
 	}
 	o := a.o
 	c.mu.RLock()

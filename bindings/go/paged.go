@@ -68,9 +68,16 @@ func absentOrDesc(t *Tensor, name string) (C.sa_tensor, unsafe.Pointer, error) {
 	return d, t.data, err
 }
 
-// describer builds the descriptors of one call's tensors and keeps the first
-// error, so that a call checks them all with one test (as narrower does).
+// describer builds the C arguments of one call (descriptors, options) and
+// keeps the first error, so that a call checks them all with one test.
 type describer struct{ err error }
+
+// fail keeps err unless an error came first.
+func (b *describer) fail(err error) {
+	if b.err == nil {
+		b.err = err
+	}
+}
 
 // tensor is the descriptor of a required tensor.
 func (b *describer) tensor(t *Tensor, name string) C.sa_tensor {
@@ -84,12 +91,15 @@ func (b *describer) tensor(t *Tensor, name string) C.sa_tensor {
 
 // optional is the descriptor of an optional tensor: nil for nil.
 func (b *describer) optional(t *Tensor, name string) (*C.sa_tensor, unsafe.Pointer) {
-	if b.err != nil {
+	if b.err != nil || t == nil {
 		return nil, nil
 	}
-	d, p, err := optionalDesc(t, name)
-	b.err = err
-	return d, p
+	d, err := t.desc(name)
+	if err != nil {
+		b.err = err
+		return nil, nil
+	}
+	return &d, t.data
 }
 
 // paged is the descriptor of an optional paged cache: nil for nil.
@@ -100,16 +110,4 @@ func (b *describer) paged(kv *PagedKV) (*C.sa_paged_kv, pagedData) {
 	d, p, err := kv.desc()
 	b.err = err
 	return &d, p
-}
-
-// optionalDesc is the descriptor of an optional call argument: nil for nil.
-func optionalDesc(t *Tensor, name string) (*C.sa_tensor, unsafe.Pointer, error) {
-	if t == nil {
-		return nil, nil, nil
-	}
-	d, err := t.desc(name)
-	if err != nil {
-		return nil, nil, err
-	}
-	return &d, t.data, nil
 }

@@ -53,22 +53,18 @@ type selectArgs struct {
 
 // selectOptions converts opts (nil: the defaults), checking the per-query
 // lists against nq queries.
-func selectOptions(opts *SelectOptions, nq int) (selectArgs, error) {
+func (b *describer) selectOptions(opts *SelectOptions, nq int) selectArgs {
 	var a selectArgs
 	if opts == nil {
 		def := DefaultSelectOptions()
 		opts = &def
 	}
 	a.qpos, a.qseg, a.kseg = opts.QueryPositions, opts.QuerySegments, opts.KeySegments
-	if opts.QueryPositions != nil {
-		if err := checkLen("SelectOptions.QueryPositions (one per query)", len(opts.QueryPositions), nq); err != nil {
-			return a, err
-		}
+	if a.qpos != nil {
+		b.fail(checkLen("SelectOptions.QueryPositions (one per query)", len(a.qpos), nq))
 	}
-	if opts.QuerySegments != nil {
-		if err := checkLen("SelectOptions.QuerySegments (one per query)", len(opts.QuerySegments), nq); err != nil {
-			return a, err
-		}
+	if a.qseg != nil {
+		b.fail(checkLen("SelectOptions.QuerySegments (one per query)", len(a.qseg), nq))
 	}
 	a.o = C.sa_select_options_default()
 	a.o.struct_size = C.size_t(unsafe.Sizeof(a.o))
@@ -76,9 +72,7 @@ func selectOptions(opts *SelectOptions, nq int) (selectArgs, error) {
 	a.o.top_k = n.i32("SelectOptions.TopK", opts.TopK)
 	a.o.window = n.i32("SelectOptions.Window", opts.Window)
 	a.o.sinks = n.i32("SelectOptions.Sinks", opts.Sinks)
-	if n.err != nil {
-		return a, n.err
-	}
+	b.fail(n.err)
 	a.o.per_query_head = cbool(opts.PerQueryHead)
 	a.o.mass_target = C.float(opts.MassTarget)
 	a.o.scale = C.float(opts.Scale)
@@ -86,9 +80,8 @@ func selectOptions(opts *SelectOptions, nq int) (selectArgs, error) {
 	if opts.CUDAStream != 0 {
 		a.o.cuda_stream = C.sago_address(C.uintptr_t(opts.CUDAStream))
 	}
-	var err error
-	a.keysDesc, a.keysData, err = optionalDesc(opts.Keys, "SelectOptions.Keys")
-	return a, err
+	a.keysDesc, a.keysData = b.optional(opts.Keys, "SelectOptions.Keys")
+	return a
 }
 
 // Select chooses, for each query and KV head (or query head), the slots to
@@ -98,12 +91,9 @@ func selectOptions(opts *SelectOptions, nq int) (selectArgs, error) {
 func (ix *Index) Select(queries Tensor, opts *SelectOptions, indices Tensor) error {
 	var b describer
 	qd, id := b.tensor(&queries, "queries"), b.tensor(&indices, "indices")
+	a := b.selectOptions(opts, queries.dim0())
 	if b.err != nil {
 		return b.err
-	}
-	a, err := selectOptions(opts, queries.dim0())
-	if err != nil {
-		return err
 	}
 	o := a.o
 
@@ -144,12 +134,9 @@ func SelectBatch(indexes []*Index, queries Tensor, queryStarts *Tensor, opts *Se
 	startsDesc, startsData := b.optional(queryStarts, "queryStarts")
 	id := b.tensor(&indices, "indices")
 	kvDesc, kvData := b.paged(kv)
+	a := b.selectOptions(opts, queries.dim0())
 	if b.err != nil {
 		return b.err
-	}
-	a, err := selectOptions(opts, queries.dim0())
-	if err != nil {
-		return err
 	}
 	o := a.o
 
