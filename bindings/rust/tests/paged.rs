@@ -419,35 +419,30 @@ fn bad_page_tables_and_options_are_errors() {
     let mut idx = vec![0i32; n_q * H_KV * WIDTH];
     let idx_shape = [n_q as i64, H_KV as i64, WIDTH as i64];
     let segments = vec![0i32; 64];
-    let segmented = SelectOptions {
+    let key_segmented = SelectOptions {
         key_segments: Some(&segments),
         ..sel()
     };
-    let err = Index::select_batch(
-        &refs,
-        &batch.q_tensor(),
-        Some(&starts),
-        &segmented,
-        None,
-        &mut TensorMut::i32(&mut idx, &idx_shape).unwrap(),
-    )
-    .unwrap_err();
-    assert_eq!(err.status(), Status::InvalidArgument, "{err}");
-    let segmented = SelectOptions {
+    let query_segmented = SelectOptions {
         query_segments: Some(&segments),
         ..sel()
     };
-    let err = Index::select_batch(
-        &refs,
-        &batch.q_tensor(),
-        Some(&starts),
-        &segmented,
-        None,
-        &mut TensorMut::i32(&mut idx, &idx_shape).unwrap(),
-    )
-    .unwrap_err();
-    assert_eq!(err.status(), Status::InvalidArgument, "{err}");
-    assert!(err.message().contains("query_segments"), "{err}");
+    for (field, segmented) in [
+        ("key_segments", key_segmented),
+        ("query_segments", query_segmented),
+    ] {
+        let err = Index::select_batch(
+            &refs,
+            &batch.q_tensor(),
+            Some(&starts),
+            &segmented,
+            None,
+            &mut TensorMut::i32(&mut idx, &idx_shape).unwrap(),
+        )
+        .unwrap_err();
+        assert_eq!(err.status(), Status::InvalidArgument, "{err}");
+        assert!(err.message().contains(field), "{err}");
+    }
     // The first two sequences' three queries, against a cache of three.
     let err = Index::select_batch(
         &refs[..2],
