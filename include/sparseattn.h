@@ -522,7 +522,12 @@ typedef struct sa_attend_options {
      * call's queries (a row listed twice in one index list adds twice). The
      * sums do not depend on the thread count. Written only on success. */
     sa_tensor *slot_mass;
-    float mass_decay;     /* in [0, 1]; default 1 (plain sum). 0: this call's mass only */
+    /* In [0, 1]; default 1 (plain sum), 0: this call's mass only. With the plain sum
+     * old tokens keep what they gathered over thousands of steps while a new one has
+     * at most `window` steps before it may be evicted, so a fixed-budget cache fills
+     * with stale tokens; a decay such as 0.99 (a horizon of about 100 steps) keeps
+     * what the recent queries attend to. */
+    float mass_decay;
 } sa_attend_options;
 
 #define SA_ATTEND_OPTIONS_INIT { sizeof(sa_attend_options), 0.0f, 0, NULL, NULL, NULL, NULL, 1.0f }
@@ -660,7 +665,15 @@ SA_API sa_evict_options sa_evict_options_default(void);
  * (a full cache could not free a slot), when the protected slots still exceed
  * the budget (repeated positions), for a NaN score or a position < -1;
  * SA_ERR_SHAPE when scores and positions disagree on n_slots or freed is too
- * small; SA_ERR_NULL_POINTER for NULL opt. */
+ * small; SA_ERR_NULL_POINTER for NULL opt.
+ * Host recipe: write incoming token t into freed[t] for t < incoming, and
+ * mark every later entry empty (position -1, mass 0): those were evicted.
+ * When a slot is empty, freed[0] is an empty slot and freed[1] (if the cache
+ * is full) the evicted one, so after a prompt compression (incoming = 0,
+ * budget B, n_slots > B) each step (incoming = 1) returns two slots: the new
+ * token takes the empty one and the evicted one becomes the next step's empty
+ * slot; the cache stays at B tokens. Without empty slots a step returns one
+ * slot, the evicted one, which the new token takes. */
 SA_API sa_status sa_cache_evict(sa_context *ctx, const sa_evict_options *opt,
                                 const sa_tensor *scores, const sa_tensor *positions,
                                 sa_tensor *freed, int64_t *n_freed);
