@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test: the release build's suites; the minimal configuration (no oneDNN, no
 # hnswlib: scripts/minimal_check.sh); the suites again under AddressSanitizer +
-# UndefinedBehaviorSanitizer (less the `isa` reruns, which the release build runs); the NEON
-# kernels under qemu-aarch64 (scripts/neon_check.sh); then the bindings' tests
-# (scripts/ci_bindings.sh). Installs the dependencies first.
+# UndefinedBehaviorSanitizer; the kernel checker on the NEON kernels under qemu-aarch64
+# (scripts/neon_check.sh); then the bindings' tests (scripts/ci_bindings.sh). Installs the
+# dependencies first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -34,9 +34,9 @@ setup_and_build build-asan -Dbuildtype=debugoptimized \
 ASAN_OPTIONS=halt_on_error=1:print_stacktrace=1:detect_leaks=1 \
 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 LSAN_OPTIONS=suppressions=$root/scripts/lsan.supp:print_suppressions=0 \
-  meson test -C build-asan --print-errorlogs --timeout-multiplier 4 --no-suite isa
+  meson test -C build-asan --print-errorlogs --timeout-multiplier 4
 
-echo "== NEON kernels under qemu-aarch64: scripts/neon_check.sh"
+echo "== NEON kernels under qemu-aarch64 (the kernel checker): scripts/neon_check.sh"
 bash scripts/neon_check.sh
 
 if [ -x scripts/ci_bindings.sh ]; then
