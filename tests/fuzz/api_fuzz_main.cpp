@@ -8,6 +8,9 @@
 //   api_fuzz_run FILE...
 // --check-known-bugs: check the documented behaviour where the fuzzer steps around a known
 // library bug (fuzz_known_bugs.hpp), e.g. to confirm a fix.
+#include <signal.h>
+#include <unistd.h>
+
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -21,7 +24,31 @@
 #include "api_fuzz.hpp"
 #include "fuzz_known_bugs.hpp"
 
+// Called by ASan/UBSan before they end the process (weak: absent without a sanitizer).
+extern "C" void __sanitizer_set_death_callback(void (*callback)(void)) __attribute__((weak));
+
 namespace {
+
+// What to print when the process dies inside a scenario (a sanitizer report, a crash, an abort):
+// the scenario's words are lost then, but its seed and iteration replay it.
+char g_running[256] = "";
+
+void print_running() {
+  if (g_running[0] != '\0') {
+    const ssize_t ignored = write(2, g_running, strlen(g_running));
+    (void)ignored;
+  }
+}
+
+void on_fatal_signal(int sig) {
+  print_running();
+  signal(sig, SIG_DFL);
+  raise(sig);
+}
+
+void set_running(const std::string &line) {
+  std::snprintf(g_running, sizeof g_running, "%s", line.c_str());
+}
 
 // The input of iteration i: 16 to ~2 KiB of bytes from a generator seeded by (seed, i).
 std::vector<uint8_t> input_of(uint64_t seed, uint64_t iteration) {
@@ -69,6 +96,9 @@ int main(int argc, char **argv) {
     else return usage(argv[0]);
   }
 
+  if (__sanitizer_set_death_callback) __sanitizer_set_death_callback(print_running);
+  for (int sig : {SIGABRT, SIGSEGV, SIGBUS, SIGFPE, SIGILL}) signal(sig, on_fatal_signal);
+
   if (!files.empty()) {
     int failed = 0;
     for (const std::string &f : files) {
@@ -78,6 +108,7 @@ int main(int argc, char **argv) {
         return 2;
       }
       const std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+      set_running("api_fuzz: died in the scenario of " + f + "\n");
       const apifuzz::Outcome o = apifuzz::run_scenario(bytes.data(), bytes.size());
       if (o.failed) print_failure(o, "on " + f, std::string(argv[0]) + " " + f), ++failed;
       else std::printf("%s: passed\n%s", f.c_str(), o.words.c_str());
@@ -106,6 +137,9 @@ int main(int argc, char **argv) {
       break;
     }
     const std::vector<uint8_t> bytes = input_of(seed, i);
+    set_running("api_fuzz: died at seed " + std::to_string(seed) + " iteration " + std::to_string(i) +
+                "; replay: " + argv[0] + " --seed " + std::to_string(seed) + " --replay-iteration " + std::to_string(i) +
+                "\n");
     const apifuzz::Outcome o = apifuzz::run_scenario(bytes.data(), bytes.size());
     ++done;
     if (o.failed) {

@@ -19,6 +19,10 @@
 //    NULL data() pointer, so the attention driver takes the call for dense attention over every
 //    row of the cache (out and lse of all the pages, slot_mass too) instead of out = 0,
 //    lse = -inf.
+// 5. sa_attend / sa_attend_paged with slot_mass and index lists of width 0 (n_q > 0): SlotMass::
+//    sparse takes &entry_mass_[k * width] of an empty vector, undefined behaviour that UBSan
+//    reports ("reference binding to null pointer", src/attend/slot_mass.cpp:103) and aborts on
+//    under meson test.
 #pragma once
 
 namespace apifuzz {
