@@ -64,7 +64,7 @@ void Scenario::expect_refused(std::vector<Mutation> &ms, std::initializer_list<c
   report_.require(wanted, call, " with ", m.name, " returned ", sa_status_name(s), ", expected ", names, " (",
                   sa_last_error(), ")");
   report_.require(*sa_last_error() != '\0', call, " with ", m.name, " left no message");
-  for (const sat::Tensor *t : outputs) report_.require(t->untouched(), call, " with ", m.name, " wrote an output: ", t->untouched().message());
+  for (const sat::Tensor *t : outputs) report_.require(t->untouched(), call, " with ", m.name, " wrote an output");
 }
 
 void Scenario::bad_select(FuzzIndex &fx) {
