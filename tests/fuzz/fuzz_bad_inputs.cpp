@@ -26,9 +26,11 @@ void make_explicit(sa_tensor *t) {
   }
 }
 
-// A dimension of extent > 1, or -1.
+// A dimension of extent > 1 whose stride can be made 0 with the others not (all-zero strides
+// mean contiguous), or -1.
 int wide_dim(ByteSource &in, const sa_tensor &t) {
   std::vector<int> dims;
+  if (t.rank < 2) return -1;
   for (int i = 0; i < t.rank; ++i)
     if (t.shape[i] > 1) dims.push_back(i);
   return dims.empty() ? -1 : in.pick(dims);
@@ -200,7 +202,7 @@ void Scenario::bad_attend() {
   if (idx) add("indices dtype i64", {SA_ERR_DTYPE}, [=] { idx->dtype = SA_DTYPE_I64; });
   if (mass_on) add("slot_mass dtype f16", {SA_ERR_DTYPE}, [=] { mass->dtype = SA_DTYPE_F16; });
   add("k head_dim + 1", {SA_ERR_SHAPE}, [=] { k->shape[2] += 1; });
-  add("v rows + 1", {SA_ERR_SHAPE}, [=] { v->shape[0] += 1; });
+  if (v->data) add("v rows + 1", {SA_ERR_SHAPE}, [=] { v->shape[0] += 1; });  // else a NULL data too
   add("v heads + 1", {SA_ERR_SHAPE}, [=] { v->shape[1] += 1; });
   add("out rows + 1", {SA_ERR_SHAPE}, [=] { out->shape[0] += 1; });
   add("out heads + 1", {SA_ERR_SHAPE}, [=] { out->shape[1] += 1; });
