@@ -220,7 +220,7 @@ void Scenario::check_attend_paged(PagedCase &pc, const sat::Tensor *physical) {
             const int64_t len = pc.len[size_t(b)];
             int64_t e = -1;
             if (len > 0 && rng_.below(5) != 0) e = pc.slot(b, rng_.below(len));
-            else if (rng_.below(3) == 0) e = rng_.below(S);  // any slot of the cache
+            else if (S > 0 && rng_.below(3) == 0) e = rng_.below(S);  // any slot of the cache
             indices.set({i, l, x}, double(e));
           }
   }
