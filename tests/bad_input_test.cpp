@@ -885,6 +885,10 @@ TEST(Positions, TheBoundIsAValidPositionAndAppendsStopThere) {
   ASSERT_EQ(sa_index_append(ix.get(), one.t()), SA_OK) << sa_last_error();  // gets SA_MAX_POSITION
   EXPECT_EQ(sa_index_append(ix.get(), one.t()), SA_ERR_OVERFLOW);
   EXPECT_NE(std::string(sa_last_error()).find("SA_MAX_POSITION"), std::string::npos) << sa_last_error();
+  // A refill without positions gives the next ones, as an append would: refused the same way.
+  const int32_t refill = 3;
+  EXPECT_EQ(sa_index_update(ix.get(), &refill, 1, one.t(), nullptr), SA_ERR_OVERFLOW);
+  EXPECT_NE(std::string(sa_last_error()).find("SA_MAX_POSITION"), std::string::npos) << sa_last_error();
   int64_t size = 0;
   ASSERT_EQ(sa_index_size(ix.get(), &size), SA_OK);
   EXPECT_EQ(size, kNKv + 1);

@@ -146,6 +146,9 @@ SA_API sa_status sa_index_update(sa_index *ix, const int32_t *slots, int64_t n, 
       if (seen[size_t(slots[i])]++) fail(SA_ERR_INVALID_ARGUMENT, "slots[%lld] = %d appears twice", (long long)i, int(slots[i]));
     }
     if (positions) check_positions(positions, n, 1, "positions", PositionsOf::tokens);
+    else if (ix->max_position() > SA_MAX_POSITION - n)  // the next positions, as an append would give
+      fail(SA_ERR_OVERFLOW, "giving %lld slots the positions after %lld passes SA_MAX_POSITION (2^62)", (long long)n,
+           (long long)ix->max_position());
     changing(*ix, "sa_index_update", [&] { ix->selector->update(slots, n, k, positions); });
   });
 }

@@ -100,7 +100,7 @@ void SlotMass::sparse(const sa_context &ctx, const float *entry_scores) {
       rs.rows = list(u);
       rs.n = length(u);
       const int64_t h_begin = layout_.per_query_head ? l : l * G_, h_end = layout_.per_query_head ? l + 1 : (l + 1) * G_;
-      float *out = &entry_mass_[size_t(k * width)];
+      float *out = entry_mass_.data() + k * width;  // not &v[i]: lists may have width 0 (an empty v)
       if (!entry_scores) return fold(ctx, i, kv_head(u), h_begin, h_end, rs, out);
       // The heads in order, as mass_rows adds them.
       for (int64_t h = h_begin; h < h_end; ++h) {

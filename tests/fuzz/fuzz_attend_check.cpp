@@ -134,10 +134,6 @@ AttendCase Scenario::make_attend_case(const FuzzIndex *fx, const SelectCase *sel
   c.mass.set_values(c.mass_before);
   c.mass.snapshot();
   if (c.has_mass) c.opt.mass_decay = in_.pick({1.f, 0.f, 0.5f, float(in_.range(0, 100)) / 100.f});
-  if (c.has_mass && c.has_indices && c.indices.dim(2) == 0 && n_q > 0 && !check_known_bugs()) {
-    c.has_mass = false;
-    w << " (no slot_mass over lists of width 0: known bug 5)";
-  }
   const bool old_struct = in_.chance(10);  // a host built before cuda_stream, slot_mass and mass_decay
   if (old_struct) c.opt.struct_size = offsetof(sa_attend_options, cuda_stream);
   w << "; causal " << c.opt.causal << ", scale " << c.opt.scale;

@@ -203,12 +203,8 @@ void Scenario::update(FuzzIndex &fx) {
   std::string kw;
   sat::Tensor keys = random_tensor(in_, rng_, float_dtype(in_), {n, fx.h_kv(), fx.d()}, 1.0, &kw);
   bool given = in_.chance(50);
-  // Next positions past the bound must be refused like an append's (known bug 1: accepted).
+  // Next positions past the bound must be refused like an append's (bug 1, fixed).
   const bool past_bound = !given && fx.top() > SA_MAX_POSITION - n;
-  if (past_bound && !check_known_bugs()) {
-    report_.say("(update at the next positions would pass SA_MAX_POSITION: known bug 1, positions given instead)");
-    given = true;
-  }
   std::vector<int64_t> positions(static_cast<size_t>(n));
   const int64_t top = fx.max_pos();
   for (int64_t &p : positions) {
@@ -229,7 +225,7 @@ void Scenario::update(FuzzIndex &fx) {
       sa_index_update(fx.ix(), n ? slots.data() : nullptr, n, keys.t(), given ? positions.data() : nullptr);
   if (past_bound && !given) {
     report_.require(s == SA_ERR_OVERFLOW || s == SA_ERR_INVALID_ARGUMENT, "update at next positions past SA_MAX_POSITION returned ",
-                    sa_status_name(s), " (known bug 1)");
+                    sa_status_name(s));
     return;
   }
   report_.require_ok(s, "sa_index_update");

@@ -3,9 +3,8 @@
 // --check-known-bugs checks the documented behaviour instead, to confirm a fix before the
 // workaround at each use of check_known_bugs() is removed.
 //
-// 1. Update positions past SA_MAX_POSITION: sa_index_update with positions NULL gives the slots
-//    max_pos + 1, ... without checking the bound; after a slot holds SA_MAX_POSITION it accepts
-//    positions beyond it (sa_index_append refuses the same with SA_ERR_OVERFLOW).
+// 1. (Fixed: sa_index_update with positions NULL now refuses next positions past
+//    SA_MAX_POSITION with SA_ERR_OVERFLOW, as sa_index_append does; checked always.)
 // 2. Stale largest position: when sa_index_update moves the slot holding the largest position
 //    to a smaller one, the index keeps the old maximum (KeyStore::max_pos_ only grows), so
 //    sa_select's default query positions and the positions of later appends are computed from a
@@ -19,10 +18,8 @@
 //    NULL data() pointer, so the attention driver takes the call for dense attention over every
 //    row of the cache (out and lse of all the pages, slot_mass too) instead of out = 0,
 //    lse = -inf.
-// 5. sa_attend / sa_attend_paged with slot_mass and index lists of width 0 (n_q > 0): SlotMass::
-//    sparse takes &entry_mass_[k * width] of an empty vector, undefined behaviour that UBSan
-//    reports ("reference binding to null pointer", src/attend/slot_mass.cpp:103) and aborts on
-//    under meson test.
+// 5. (Fixed: slot_mass over index lists of width 0 took &v[0] of an empty vector, undefined
+//    behaviour UBSan aborted on; checked always.)
 #pragma once
 
 namespace apifuzz {

@@ -251,18 +251,6 @@ void Scenario::check_attend_paged(PagedCase &pc, const sat::Tensor *physical) {
   for (double &x : before) x = double(rng_.below(100)) / 8;
   mass.set_values(before);
   mass.snapshot();
-  // The longest list the library attends: index lists' width, or the longest sequence prefix a
-  // query reads (dense).
-  int64_t longest = mode ? indices.dim(2) : 0;
-  for (int64_t b = 0; b < B && !mode; ++b)
-    for (int64_t i = pc.starts[size_t(b)]; i < pc.starts[size_t(b) + 1]; ++i) {
-      const int64_t len = pc.len[size_t(b)], p = qpos[size_t(i)];
-      longest = std::max(longest, !o.causal || pc.has_slot_pos ? len : p >= len ? len : std::max<int64_t>(0, p + 1));
-    }
-  if (has_mass && longest == 0 && n_q > 0 && !check_known_bugs()) {
-    has_mass = false;
-    report_.say("  (no slot_mass over lists of width 0: known bug 5)");
-  }
   if (has_mass) {
     o.slot_mass = mass.t();
     o.mass_decay = in_.pick({1.f, 0.f, 0.5f});
