@@ -115,7 +115,7 @@ void SlotMass::sparse(const sa_context &ctx, const float *entry_scores) {
       for (int64_t u = c0; u < c1; ++u) {
         if (rows > 1 && kv_head(u) != r) continue;
         const int32_t *rows_of_u = list(u);
-        const float *p = &entry_mass_[size_t((u - c0) * width)];
+        const float *p = entry_mass_.data() + (u - c0) * width;
         for (int64_t w = 0, n = length(u); w < n; ++w)
           if (rows_of_u[w] >= 0) out[rows_of_u[w]] += p[w];
       }
