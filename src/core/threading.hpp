@@ -18,6 +18,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <exception>
 #include <mutex>
@@ -41,9 +42,12 @@ void parallel_for_slots(int slots, int64_t n, F &&body) {
   }
   std::exception_ptr error;
   std::mutex error_mutex;
+  std::atomic<int> next_slot{0};
 #pragma omp parallel num_threads(team)
   {
-    const int slot = omp_get_thread_num();  // our team has at most `team` threads
+    // Each thread of the team takes the next slot: distinct and < team by construction, with
+    // no thread number of any region (ours or a host's) involved.
+    const int slot = next_slot.fetch_add(1, std::memory_order_relaxed);
 #pragma omp for schedule(dynamic, 1)
     for (int64_t i = 0; i < n; ++i) {
       try {
