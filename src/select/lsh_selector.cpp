@@ -21,6 +21,9 @@ constexpr int64_t kHashChunk = 1024;    // keys hashed at a time by the score ke
 constexpr int64_t kGemmMinKeys = 512;   // batches this large are hashed by GEMM (oneDNN)
 constexpr int64_t kGemmChunk = 8192;
 constexpr int64_t kPlaneSample = 2048;  // centred keys the hyperplanes are drawn from
+// A list short of top_k visible candidates probes more buckets while it has read fewer than
+// this many bucket entries per selectable key; then it scores every selectable key instead.
+constexpr int64_t kRefillVisitsPerKey = 4;
 
 // splitmix64: a fixed, portable stream for the hyperplanes.
 struct SplitMix {
@@ -73,10 +76,27 @@ void probe_codes(uint32_t code, const float *margin, int bits, int probes, std::
 
 struct LshScratch {
   RescoreScratch rescore;
-  std::vector<float> query, proj, margin;
-  std::vector<uint32_t> probes;
+  std::vector<float> query, proj, margin;  // margin: [q_head][round][bit]
+  std::vector<uint32_t> codes, probes;     // codes: the query's own bucket, [q_head][round]
   std::vector<uint64_t> seen;  // one bit per slot: the union without sorting duplicates
+  std::vector<int32_t> selectable;  // slots at positions the query may choose (the fallback)
 };
+
+// The union marked in `seen`, ascending, into out (cleared first).
+void collect_union(const std::vector<uint64_t> &seen, std::vector<int32_t> &out) {
+  out.clear();
+  for (size_t w = 0; w < seen.size(); ++w)
+    for (uint64_t bitsleft = seen[w]; bitsleft; bitsleft &= bitsleft - 1)
+      out.push_back(int32_t(w * 64 + size_t(__builtin_ctzll(bitsleft))));
+}
+
+// Candidates query i could be given: visible, and neither sink nor window (those are forced).
+int64_t count_selectable(const std::vector<int32_t> &slots, const int64_t *pos, const QueryVisibility &vis,
+                         const KeepRule &rule) {
+  int64_t n = 0;
+  for (int32_t slot : slots) n += vis(slot, pos[slot]) && !always_kept(pos[slot], rule);
+  return n;
+}
 
 }  // namespace
 
@@ -350,7 +370,7 @@ void LshSelector::select(const sa_context &ctx, const SelectRequest &req) const 
     const HeadTables &t = heads_[size_t(l.kv_head)];
     rs.candidates.clear();
     if (keys_.size() > 0) {
-      s.seen.resize(size_t((keys_.size() + 63) / 64));
+      s.seen.assign(size_t((keys_.size() + 63) / 64), 0);
       // Queries are not centred: q . mu is the same for every key, so the order of q . (k - mu)
       // is that of q . k.
       s.query.assign(size_t(l.q_heads * P), 0.f);
@@ -359,27 +379,63 @@ void LshSelector::select(const sa_context &ctx, const SelectRequest &req) const 
       for (int64_t g = 0; g < l.q_heads; ++g) std::copy_n(&rs.queries[size_t(g * D)], D, &s.query[size_t(g * P)]);
       s.proj.resize(size_t(l.q_heads * R));
       score_rows_grouped(*ctx_.kernels, SA_DTYPE_F32, s.query.data(), l.q_heads, P, t.planes.data(), R, s.proj.data(), R);
-      s.margin.resize(size_t(bits_));
+      s.margin.resize(size_t(l.q_heads * R));
+      s.codes.resize(size_t(l.q_heads * rounds_));
       for (int64_t g = 0; g < l.q_heads; ++g)
         for (int r = 0; r < rounds_; ++r) {
           const float *p = &s.proj[size_t(g * R + r * bits_)];
           uint32_t code = 0;
           for (int b = 0; b < bits_; ++b) {
             code |= uint32_t(p[b] > 0.f) << b;
-            s.margin[size_t(b)] = std::fabs(p[b]);
+            s.margin[size_t(g * R + r * bits_ + b)] = std::fabs(p[b]);
           }
-          probe_codes(code, s.margin.data(), bits_, probes_, s.probes);
-          for (uint32_t c : s.probes) {
-            const std::vector<int32_t> *bucket = t.buckets[size_t(r)].find(c);
-            if (!bucket) continue;
-            for (int32_t slot : *bucket) s.seen[size_t(slot) >> 6] |= uint64_t(1) << (slot & 63);
-          }
+          s.codes[size_t(g * rounds_ + r)] = code;
         }
-      // The union, ascending; the bitmap is left clear for the next task.
-      for (size_t w = 0; w < s.seen.size(); ++w)
-        for (uint64_t bitsleft = s.seen[w]; bitsleft; bitsleft &= bitsleft - 1)
-          rs.candidates.push_back(int32_t(w * 64 + size_t(__builtin_ctzll(bitsleft))));
-      std::fill(s.seen.begin(), s.seen.end(), 0);
+      // Marks the slots of probes [first, last] of every table's probe sequence (0: the
+      // query's own bucket). Returns the buckets and entries read, or -1 once every sequence
+      // ended before `last` (nothing more to probe).
+      auto probe = [&](int first, int last) {
+        int64_t visited = 0;
+        bool more = false;
+        for (int64_t g = 0; g < l.q_heads; ++g)
+          for (int r = 0; r < rounds_; ++r) {
+            probe_codes(s.codes[size_t(g * rounds_ + r)], &s.margin[size_t(g * R + r * bits_)], bits_, last, s.probes);
+            more |= int(s.probes.size()) > last;
+            for (size_t j = size_t(first); j < s.probes.size(); ++j) {
+              const std::vector<int32_t> *bucket = t.buckets[size_t(r)].find(s.probes[j]);
+              ++visited;  // the look-up itself: empty buckets are not free either
+              if (!bucket) continue;
+              visited += int64_t(bucket->size());
+              for (int32_t slot : *bucket) s.seen[size_t(slot) >> 6] |= uint64_t(1) << (slot & 63);
+            }
+          }
+        return more ? visited : -1;
+      };
+      int64_t visited = probe(0, probes_);
+      collect_union(s.seen, rs.candidates);
+      // Buckets also hold keys the query cannot see (later positions in prefill, other
+      // segments) and may hold few keys: refill until top_k visible candidates (or all).
+      const QueryVisibility vis = query_visibility(req, i);
+      const KeepRule rule = keep_rule(req, i);
+      const int64_t *pos = keys_.positions();
+      if (req.top_k > 0 && count_selectable(rs.candidates, pos, vis, rule) < req.top_k) {
+        s.selectable.clear();
+        keys_.slots_at_positions(req.sinks, vis.query_pos - req.window, s.selectable);
+        // More probes, doubling, while reading buckets stays cheaper than scoring every
+        // selectable key (a bucket entry costs a bit set, a key D x group multiply-adds).
+        const int64_t budget = kRefillVisitsPerKey * int64_t(s.selectable.size());
+        bool enough = false;
+        for (int last = probes_; !enough && visited >= 0 && visited < budget;) {
+          const int next = 2 * last + 2;
+          const int64_t more = probe(last + 1, next);
+          visited = more < 0 ? -1 : visited + more;
+          last = next;
+          collect_union(s.seen, rs.candidates);
+          enough = count_selectable(rs.candidates, pos, vis, rule) >= req.top_k;
+        }
+        // The tables cannot supply them: every selectable key, scored exactly.
+        if (!enough) rs.candidates.swap(s.selectable);
+      }
     }
     rescore_candidates(ctx, keys_, req, i, l, rs);
   });
