@@ -21,8 +21,8 @@ constexpr int64_t kHashChunk = 1024;    // keys hashed at a time by the score ke
 constexpr int64_t kGemmMinKeys = 512;   // batches this large are hashed by GEMM (oneDNN)
 constexpr int64_t kGemmChunk = 8192;
 constexpr int64_t kPlaneSample = 2048;  // centred keys the hyperplanes are drawn from
-// A list short of top_k visible candidates probes more buckets while it has read fewer than
-// this many bucket entries per selectable key; then it scores every selectable key instead.
+// A list short of visible candidates (select) probes more buckets while it has read fewer
+// than this many bucket entries per selectable key; then it scores every selectable key.
 constexpr int64_t kRefillVisitsPerKey = 4;
 
 // splitmix64: a fixed, portable stream for the hyperplanes.
@@ -90,11 +90,16 @@ void collect_union(const std::vector<uint64_t> &seen, std::vector<int32_t> &out)
       out.push_back(int32_t(w * 64 + size_t(__builtin_ctzll(bitsleft))));
 }
 
-// Candidates query i could be given: visible, and neither sink nor window (those are forced).
-int64_t count_selectable(const std::vector<int32_t> &slots, const int64_t *pos, const QueryVisibility &vis,
-                         const KeepRule &rule) {
-  int64_t n = 0;
-  for (int32_t slot : slots) n += vis(slot, pos[slot]) && !always_kept(pos[slot], rule);
+// Of the slots, those the query can see: the ones it may choose (neither sink nor window),
+// and the forced ones (sinks, window).
+struct VisibleCount {
+  int64_t selectable = 0, forced = 0;
+};
+VisibleCount count_visible(const std::vector<int32_t> &slots, const int64_t *pos, const QueryVisibility &vis,
+                           const KeepRule &rule) {
+  VisibleCount n;
+  for (int32_t slot : slots)
+    if (vis(slot, pos[slot])) ++(always_kept(pos[slot], rule) ? n.forced : n.selectable);
   return n;
 }
 
@@ -414,26 +419,28 @@ void LshSelector::select(const sa_context &ctx, const SelectRequest &req) const 
       int64_t visited = probe(0, probes_);
       collect_union(s.seen, rs.candidates);
       // Buckets also hold keys the query cannot see (later positions in prefill, other
-      // segments) and may hold few keys: refill until top_k visible candidates (or all).
+      // segments) and may hold few keys. A query sees as many candidates as one with nothing
+      // hidden would (the union less the forced slots in it) and at least top_k: else more
+      // probes, doubling, while reading buckets stays cheaper than scoring every selectable
+      // key (an entry costs a bit set, a key D x group multiply-adds); then all of them.
       const QueryVisibility vis = query_visibility(req, i);
       const KeepRule rule = keep_rule(req, i);
       const int64_t *pos = keys_.positions();
-      if (req.top_k > 0 && count_selectable(rs.candidates, pos, vis, rule) < req.top_k) {
+      const VisibleCount first = count_visible(rs.candidates, pos, vis, rule);
+      const int64_t want = std::max<int64_t>(req.top_k, int64_t(rs.candidates.size()) - first.forced);
+      if (first.selectable < want) {
         s.selectable.clear();
         keys_.slots_at_positions(req.sinks, vis.query_pos - req.window, s.selectable);
-        // More probes, doubling, while reading buckets stays cheaper than scoring every
-        // selectable key (a bucket entry costs a bit set, a key D x group multiply-adds).
         const int64_t budget = kRefillVisitsPerKey * int64_t(s.selectable.size());
         bool enough = false;
-        for (int last = probes_; !enough && visited >= 0 && visited < budget;) {
+        for (int last = probes_; !enough && visited >= 0 && visited < budget && int64_t(s.selectable.size()) > want;) {
           const int next = 2 * last + 2;
           const int64_t more = probe(last + 1, next);
           visited = more < 0 ? -1 : visited + more;
           last = next;
           collect_union(s.seen, rs.candidates);
-          enough = count_selectable(rs.candidates, pos, vis, rule) >= req.top_k;
+          enough = count_visible(rs.candidates, pos, vis, rule).selectable >= want;
         }
-        // The tables cannot supply them: every selectable key, scored exactly.
         if (!enough) rs.candidates.swap(s.selectable);
       }
     }
