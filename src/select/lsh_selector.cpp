@@ -24,6 +24,13 @@ constexpr int64_t kPlaneSample = 2048;  // centred keys the hyperplanes are draw
 // A list short of visible candidates (select) probes more buckets while it has read fewer
 // than this many bucket entries per selectable key; then it scores every selectable key.
 constexpr int64_t kRefillVisitsPerKey = 4;
+// A prefill query sees only part of its buckets' keys. Refilled up to 1/2 of the full pool,
+// tinylm-qkv layer 5 (queries 64..4095, K = 256) stayed 1.9% short of exact mass; up to 3/4,
+// 1.0% (decode order: 0.85%); and a query seeing 3/4 of its buckets' keys or more costs what
+// it did (bench_select's prefill4k at 32K keys: 7/8 or more).
+constexpr struct {
+  int64_t num, den;
+} kVisibleShare = {3, 4};
 
 // splitmix64: a fixed, portable stream for the hyperplanes.
 struct SplitMix {
@@ -419,15 +426,17 @@ void LshSelector::select(const sa_context &ctx, const SelectRequest &req) const 
       int64_t visited = probe(0, probes_);
       collect_union(s.seen, rs.candidates);
       // Buckets also hold keys the query cannot see (later positions in prefill, other
-      // segments) and may hold few keys. A query sees as many candidates as one with nothing
-      // hidden would (the union less the forced slots in it) and at least top_k: else more
-      // probes, doubling, while reading buckets stays cheaper than scoring every selectable
-      // key (an entry costs a bit set, a key D x group multiply-adds); then all of them.
+      // segments) and may hold few keys. A query gets at least top_k visible candidates, and
+      // kVisibleShare of those a query with nothing hidden would get (the union less the forced
+      // slots in it): else more probes, doubling, while reading buckets stays cheaper than
+      // scoring every selectable key (an entry costs a bit set, a key D x group multiply-adds);
+      // then all of them.
       const QueryVisibility vis = query_visibility(req, i);
       const KeepRule rule = keep_rule(req, i);
       const int64_t *pos = keys_.positions();
       const VisibleCount first = count_visible(rs.candidates, pos, vis, rule);
-      const int64_t want = std::max<int64_t>(req.top_k, int64_t(rs.candidates.size()) - first.forced);
+      const int64_t pool = int64_t(rs.candidates.size()) - first.forced;
+      const int64_t want = std::max<int64_t>(req.top_k, pool * kVisibleShare.num / kVisibleShare.den);
       if (first.selectable < want) {
         s.selectable.clear();
         keys_.slots_at_positions(req.sinks, vis.query_pos - req.window, s.selectable);
