@@ -3,6 +3,13 @@
 // (flipping its least certain bits) in every table, for each of its query heads, and the union
 // is rescored exactly (candidate_rescore).
 //
+// Buckets hold every key of the index, also those a query cannot see (later positions when
+// a prefill passes query positions, other segments), and may hold few keys (many bits, no
+// probes). A list short of visible candidates (fewer than top_k, or than 3/4 of what the
+// same query would get with nothing hidden) probes more buckets per table, doubling, while
+// that costs less than scoring every selectable key, and else scores them all: every list
+// holds min(top_k, selectable keys) besides the window and sinks.
+//
 // Attention is not nearest-neighbour search: a trained model's keys share a large common
 // component, and a query's top keys are only slightly better aligned with it than the rest (on
 // tinylm-qkv, cosine 0.2 to 0.3 against -0.04), so isotropic SimHash separates them poorly. Two
