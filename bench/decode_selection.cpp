@@ -98,14 +98,22 @@ const std::vector<SelectorKind> &selector_kinds() {
       make_kind("page-norefine", "Quest page bounds, whole pages kept", SA_SELECTOR_PAGE, 0),
       make_kind("lsh", "multi-round SimHash, multi-probe, rescored", SA_SELECTOR_LSH),
       make_kind("hnsw", "HNSW graph per KV head, rescored", SA_SELECTOR_HNSW),
-      make_kind("learned", "learned projections (weights file), rescored", SA_SELECTOR_LEARNED),
-      make_kind("indexer", "lightning indexer (weights file)", SA_SELECTOR_INDEXER),
   };
   return kinds;
 }
 
+const std::vector<SelectorKind> &all_selector_kinds() {
+  static const std::vector<SelectorKind> kinds = [] {
+    std::vector<SelectorKind> all = selector_kinds();
+    all.push_back(make_kind("learned", "learned projections (weights file), rescored", SA_SELECTOR_LEARNED));
+    all.push_back(make_kind("indexer", "lightning indexer (weights file)", SA_SELECTOR_INDEXER));
+    return all;
+  }();
+  return kinds;
+}
+
 const SelectorKind *find_selector_kind(const std::string &name) {
-  for (const SelectorKind &k : selector_kinds())
+  for (const SelectorKind &k : all_selector_kinds())
     if (k.name == name) return &k;
   return nullptr;
 }

@@ -53,10 +53,11 @@ struct SelectorKind {
   sa_index_options index_options(const std::string &weights, int layer) const;
 };
 
-// exact, page (refined), page-norefine, lsh, hnsw with the library's default options, then
-// learned and indexer (default options; weights given per run).
+// exact, page (refined), page-norefine, lsh, hnsw with the library's default options.
 const std::vector<SelectorKind> &selector_kinds();
-// nullptr when no kind has that name.
+// Those, then learned and indexer (default options; needs_weights: a file given per run).
+const std::vector<SelectorKind> &all_selector_kinds();
+// Among all_selector_kinds(); nullptr when no kind has that name.
 const SelectorKind *find_selector_kind(const std::string &name);
 
 // Query positions: `count` evenly spaced in [lo, hi), ascending, distinct.

@@ -145,7 +145,7 @@ Options parse_args(int argc, char **argv) {
       for (const std::string &k : o.kinds)
         if (!find_selector_kind(k)) {
           std::string names;
-          for (const SelectorKind &s : selector_kinds()) names += " " + s.name;
+          for (const SelectorKind &s : all_selector_kinds()) names += " " + s.name;
           usage_error("--kinds: unknown kind '" + k + "' (known:" + names + ")");
         }
     } else if (a == "--weights") {
@@ -199,7 +199,7 @@ Options parse_args(int argc, char **argv) {
     }
   }
   if (!kinds_given)
-    for (const SelectorKind &k : selector_kinds())
+    for (const SelectorKind &k : all_selector_kinds())
       if (!k.needs_weights || !o.weights.empty()) o.kinds.push_back(k.name);
   for (const std::string &k : o.kinds)
     if (find_selector_kind(k)->needs_weights && o.weights.empty())
