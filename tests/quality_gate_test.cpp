@@ -139,9 +139,10 @@ void print_table(const std::vector<GateRow> &rows, const std::vector<int64_t> &p
               "short", "result (bar)");
   for (const GateRow &r : rows) {
     if (r.status != "ok") {
-      std::printf("%-13s %-5s %-13s %4d  %s: %s\n", quality::order_name(r.order), r.per_query_head ? "q" : "kv",
+      std::printf("%-13s %-5s %-13s %4d  %s\n", quality::order_name(r.order), r.per_query_head ? "q" : "kv",
                   r.kind.c_str(), r.k,
-                  r.status == "not built" ? "NOT BUILT" : "FAIL", r.message.c_str());
+                  r.status == "not built" ? "NOT BUILT (refused with SA_ERR_UNSUPPORTED; not gated)"
+                                          : ("FAIL: " + r.message).c_str());
       continue;
     }
     const double bar = quality::mass_bar(r.kind);
