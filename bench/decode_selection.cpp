@@ -48,10 +48,46 @@ SelectorKind make_kind(const char *name, const char *about, sa_selector_kind kin
   SelectorKind k{name, about, sa_index_options_default()};
   k.options.kind = kind;
   k.options.page.refine = refine;
+  k.needs_weights = kind == SA_SELECTOR_LEARNED || kind == SA_SELECTOR_INDEXER;
   return k;
 }
 
+// Keys [from, to) of the layer as an append.
+sa_status append_keys(sa_index *ix, const QkvLayer &layer, sa_dtype dtype, int64_t from, int64_t to) {
+  const size_t item = npy::itemsize(layer.k.dtype);
+  const sa_tensor keys =
+      tensor3(layer.k.data.data() + size_t(layer.kv_offset(from, 0)) * item, dtype, to - from, layer.hkv, layer.d);
+  return sa_index_append(ix, &keys);
+}
+
 }  // namespace
+
+const char *order_name(BuildOrder order) {
+  switch (order) {
+    case BuildOrder::all: return "all";
+    case BuildOrder::decode: return "decode";
+    case BuildOrder::prompt_decode: return "prompt+decode";
+  }
+  return "?";
+}
+
+bool parse_order(const std::string &name, BuildOrder *order) {
+  for (BuildOrder o : {BuildOrder::all, BuildOrder::decode, BuildOrder::prompt_decode})
+    if (name == order_name(o)) {
+      *order = o;
+      return true;
+    }
+  return false;
+}
+
+sa_index_options SelectorKind::index_options(const std::string &weights, int layer) const {
+  sa_index_options o = options;
+  if (needs_weights) {
+    o.learned.weights_path = weights.c_str();
+    o.learned.layer = layer;
+  }
+  return o;
+}
 
 double DecodeSetting::scale_for(int64_t d) const { return scale > 0 ? scale : 1.0 / std::sqrt(double(d)); }
 
@@ -66,8 +102,18 @@ const std::vector<SelectorKind> &selector_kinds() {
   return kinds;
 }
 
+const std::vector<SelectorKind> &all_selector_kinds() {
+  static const std::vector<SelectorKind> kinds = [] {
+    std::vector<SelectorKind> all = selector_kinds();
+    all.push_back(make_kind("learned", "learned projections (weights file), rescored", SA_SELECTOR_LEARNED));
+    all.push_back(make_kind("indexer", "lightning indexer (weights file)", SA_SELECTOR_INDEXER));
+    return all;
+  }();
+  return kinds;
+}
+
 const SelectorKind *find_selector_kind(const std::string &name) {
-  for (const SelectorKind &k : selector_kinds())
+  for (const SelectorKind &k : all_selector_kinds())
     if (k.name == name) return &k;
   return nullptr;
 }
@@ -97,19 +143,29 @@ DecodeSelection select_decode(sa_context *ctx, const sa_index_options &kind, con
     return sel;
   };
 
+  const bool interleaved = setting.order != BuildOrder::all;
+  if (interleaved && !std::is_sorted(positions.begin(), positions.end()))
+    throw std::invalid_argument(std::string("build order ") + order_name(setting.order) +
+                                " selects as keys arrive: query positions must ascend");
+  // Keys appended before the first selection; the rest one at a time as queries need them.
+  int64_t first = n_keys;
+  if (setting.order == BuildOrder::decode) first = 0;
+  if (setting.order == BuildOrder::prompt_decode)
+    first = std::min(n_keys, setting.prompt >= 0 ? setting.prompt : positions.front());
+
   sa_index_options o = kind;
   o.num_kv_heads = int32_t(layer.hkv);
   o.head_dim = int32_t(layer.d);
   o.dtype = dtype;
   o.capacity = n_keys;
-  const auto t_build = Clock::now();
+  auto t_build = Clock::now();
   sa_index *raw = nullptr;
   sa_status st = sa_index_create(ctx, &o, &raw);
   if (st != SA_OK) return failed("sa_index_create", st);
   std::unique_ptr<sa_index, IndexDeleter> ix(raw);
-  const sa_tensor keys = tensor3(layer.k.data.data(), dtype, n_keys, layer.hkv, layer.d);
-  if ((st = sa_index_append(ix.get(), &keys)) != SA_OK) return failed("sa_index_append", st);
+  if (first > 0 && (st = append_keys(ix.get(), layer, dtype, 0, first)) != SA_OK) return failed("sa_index_append", st);
   sel.build_seconds = seconds_since(t_build);
+  int64_t appended = first;
 
   sel.indices.assign(positions.size() * size_t(sel.lists) * size_t(sel.width), -1);
   sa_select_options so = sa_select_options_default();
@@ -119,21 +175,26 @@ DecodeSelection select_decode(sa_context *ctx, const sa_index_options &kind, con
   so.per_query_head = setting.per_query_head ? 1 : 0;
   so.scale = float(setting.scale_for(layer.d));
   const size_t item = npy::itemsize(layer.q.dtype);
-  sel.select_seconds = std::numeric_limits<double>::infinity();
-  for (int r = 0; r < std::max(1, repeat); ++r) {
-    double total = 0;
-    for (size_t i = 0; i < positions.size(); ++i) {
-      so.query_positions = &positions[i];
-      const sa_tensor q = tensor3(layer.q.data.data() + size_t(layer.q_offset(positions[i], 0)) * item, dtype, 1,
-                                  layer.hq, layer.d);
-      sa_tensor out = tensor3(sel.indices.data() + i * size_t(sel.lists) * size_t(sel.width), SA_DTYPE_I32, 1,
-                              sel.lists, sel.width);
+  sel.select_seconds = 0;
+  for (size_t i = 0; i < positions.size(); ++i) {
+    t_build = Clock::now();
+    for (; appended <= positions[i]; ++appended)  // the query's own key arrives before it selects
+      if ((st = append_keys(ix.get(), layer, dtype, appended, appended + 1)) != SA_OK)
+        return failed("sa_index_append", st);
+    sel.build_seconds += seconds_since(t_build);
+    so.query_positions = &positions[i];
+    const sa_tensor q = tensor3(layer.q.data.data() + size_t(layer.q_offset(positions[i], 0)) * item, dtype, 1,
+                                layer.hq, layer.d);
+    sa_tensor out = tensor3(sel.indices.data() + i * size_t(sel.lists) * size_t(sel.width), SA_DTYPE_I32, 1,
+                            sel.lists, sel.width);
+    double best = std::numeric_limits<double>::infinity();
+    for (int r = 0; r < std::max(1, repeat); ++r) {
       const auto t0 = Clock::now();
       st = sa_select(ix.get(), &q, &so, &out);
-      total += seconds_since(t0);
+      best = std::min(best, seconds_since(t0));
       if (st != SA_OK) return failed("sa_select", st);
     }
-    sel.select_seconds = std::min(sel.select_seconds, total);
+    sel.select_seconds += best;
   }
   return sel;
 }

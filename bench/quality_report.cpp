@@ -1,7 +1,8 @@
 // Selection quality on realistic attention tensors (the tinylm-qkv layout, see
-// bench/qkv_layer.hpp), through the public C ABI only. For each layer, K and selector kind,
-// in the decode setting (a query at position p always keeps the window (p - W, p] and the
-// sinks, and chooses K more keys among the rest; one sa_select call per query):
+// bench/qkv_layer.hpp), through the public C ABI only. For each build order, layer, K and
+// selector kind, in the decode setting (a query at position p always keeps the window
+// (p - W, p] and the sinks, and chooses K more keys among the rest; one sa_select call per
+// query; the orders past `all` select as each query's key arrives, bench/decode_selection.hpp):
 //   recall    share of the exact selector's K keys the selector also chose
 //   mass      softmax probability of the chosen keys (window included) over every key the
 //             query sees, in double from the data; mean over queries and query heads
@@ -10,6 +11,10 @@
 //             attention computed in double
 //   select    time of all sa_select calls per query, and relative to exact in the same run
 //   build     sa_index_create + sa_index_append over the keys up to the latest query
+//   short     lists holding fewer than min(K, choosable keys) scored keys
+//   short_by  (exact mass - mass) / exact mass, against the kind's bar (DESIGN.md section 7,
+//             selection_quality.hpp mass_bar); with --gate the exit status is 1 when a row
+//             misses its bar
 // The fraction of keys a selector touches is not reported: the C ABI does not expose it.
 // Kinds this library does not build print "unsupported" (sa_index_create returns
 // SA_ERR_UNSUPPORTED), so the same command measures them once they exist.
@@ -17,6 +22,7 @@
 //   build/bench/quality_report                       tests/data: every kind, its layers, K 64 128 256
 //   build/bench/quality_report --data DIR --layers 0,1,3,5,7    a full data set (q{L}/k{L}/v{L}.npy)
 //   build/bench/quality_report --kinds exact --k 128 --tsv
+//   build/bench/quality_report --order all,decode,prompt+decode --weights W.safetensors --gate
 //   build/bench/quality_report --cut tests/data --layers 3 --cut-tokens 1024 --cut-queries 256
 #include <cmath>
 #include <cstdio>
@@ -50,6 +56,9 @@ struct Options {
   int64_t queries = 64;
   int64_t range_lo = -1, range_hi = -1;  // -1: the last quarter of the tokens
   DecodeSetting setting;
+  std::vector<BuildOrder> orders = {BuildOrder::all};
+  std::string weights;  // learned and indexer kinds: a safetensors file (tools/learned_fit)
+  bool gate = false;
   int threads = 1;
   int repeat = 1;
   bool tsv = false;
@@ -60,7 +69,15 @@ struct Options {
 const char kUsage[] =
     "usage: quality_report [options]\n"
     "  --data DIR          q{L}.npy, k{L}.npy, v{L}.npy (default tests/data)\n"
-    "  --kinds A,B,...     selector kinds (default: all; exact always runs, as the baseline)\n"
+    "  --kinds A,B,...     selector kinds (default: all, learned and indexer with --weights;\n"
+    "                      exact always runs, as the baseline)\n"
+    "  --weights FILE      safetensors weights of the learned and indexer kinds (tools/learned_fit),\n"
+    "                      with tensors of every measured layer\n"
+    "  --order O,...       build orders: all (one append), decode (one key per append),\n"
+    "                      prompt+decode (one append up to --prompt, then one key per append)\n"
+    "                      (default all)\n"
+    "  --prompt N          prompt+decode: keys in the first append (default: up to the first query)\n"
+    "  --gate              exit status 1 when a kind misses its mass bar in any row\n"
     "  --layers L,...      layers (default: every L with a q{L}.npy in DIR)\n"
     "  --k K,...           top-K values beyond window and sinks (default 64,128,256)\n"
     "  --queries N         query positions per layer, evenly spread over the range (default 64)\n"
@@ -110,7 +127,7 @@ std::vector<T> int_list(const std::string &s, const char *what, int64_t lo, int6
 
 Options parse_args(int argc, char **argv) {
   Options o;
-  for (const SelectorKind &k : selector_kinds()) o.kinds.push_back(k.name);
+  bool kinds_given = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto value = [&]() -> std::string {
@@ -124,12 +141,28 @@ Options parse_args(int argc, char **argv) {
       o.data = value();
     } else if (a == "--kinds") {
       o.kinds = split(value(), ',');
+      kinds_given = true;
       for (const std::string &k : o.kinds)
         if (!find_selector_kind(k)) {
           std::string names;
-          for (const SelectorKind &s : selector_kinds()) names += " " + s.name;
+          for (const SelectorKind &s : all_selector_kinds()) names += " " + s.name;
           usage_error("--kinds: unknown kind '" + k + "' (known:" + names + ")");
         }
+    } else if (a == "--weights") {
+      o.weights = value();
+    } else if (a == "--order") {
+      o.orders.clear();
+      for (const std::string &name : split(value(), ',')) {
+        BuildOrder order;
+        if (!parse_order(name, &order)) usage_error("--order: unknown order '" + name + "' (all, decode, prompt+decode)");
+        o.orders.push_back(order);
+      }
+      if (o.orders.empty()) usage_error("--order: empty list");
+    } else if (a == "--prompt") {
+      o.setting.prompt = parse_int(value(), "--prompt");
+      if (o.setting.prompt < 0) usage_error("--prompt must be >= 0");
+    } else if (a == "--gate") {
+      o.gate = true;
     } else if (a == "--layers") {
       o.layers = int_list<int>(value(), "--layers", 0, 1 << 20);
     } else if (a == "--k") {
@@ -165,6 +198,12 @@ Options parse_args(int argc, char **argv) {
       usage_error("unknown option '" + a + "'");
     }
   }
+  if (!kinds_given)
+    for (const SelectorKind &k : all_selector_kinds())
+      if (!k.needs_weights || !o.weights.empty()) o.kinds.push_back(k.name);
+  for (const std::string &k : o.kinds)
+    if (find_selector_kind(k)->needs_weights && o.weights.empty())
+      usage_error("--kinds: " + k + " needs --weights FILE (tools/learned_fit writes one)");
   if (o.layers.empty()) {
     for (int l = 0; l < 1024; ++l)
       if (std::filesystem::exists(o.data + "/q" + std::to_string(l) + ".npy")) o.layers.push_back(l);
@@ -193,6 +232,7 @@ int cut(const Options &o) {
 }
 
 struct Row {
+  std::string order;
   int layer = 0;
   std::string kind;
   int k = 0;
@@ -203,36 +243,52 @@ struct Row {
   double select_us = 0;  // per query
   double vs_exact = 0;
   double build_ms = 0;
+  int64_t short_lists = 0;
+  bool meets_bar() const {
+    const double bar = mass_bar(kind);
+    return status == "ok" && (bar < 0 || relative_shortfall(scores.mass, exact_mass) <= bar + 1e-12);
+  }
+  // The last column: the shortfall against the bar.
+  std::string verdict() const {
+    const double bar = mass_bar(kind);
+    if (bar < 0) return "(no bar)";
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "%s %.2f%%", meets_bar() ? "ok  " : "FAIL", 100 * bar);
+    return buf;
+  }
 };
 
 void print_tsv_header() {
-  std::printf("layer\tkind\tk\tstatus\trecall\tmass\tmass_minus_exact\trel_err\tselect_us_per_query\tselect_vs_exact\tbuild_ms\n");
+  std::printf("order\tlayer\tkind\tk\tstatus\trecall\tmass\tmass_minus_exact\trel_err\tselect_us_per_query\tselect_vs_exact\tbuild_ms\tshort_lists\tshortfall\tbar\n");
 }
 
 void print_tsv(const Row &r, const std::string &layer) {
   if (r.status != "ok") {
-    std::printf("%s\t%s\t%d\t%s\t\t\t\t\t\t\t\n", layer.c_str(), r.kind.c_str(), r.k, r.status.c_str());
+    std::printf("%s\t%s\t%s\t%d\t%s\t\t\t\t\t\t\t\t\t\t%g\n", r.order.c_str(), layer.c_str(), r.kind.c_str(), r.k,
+                r.status.c_str(), mass_bar(r.kind));
     return;
   }
-  std::printf("%s\t%s\t%d\tok\t%.4f\t%.4f\t%+.4f\t%.4f\t%.2f\t%.3f\t%.2f\n", layer.c_str(), r.kind.c_str(), r.k,
-              r.scores.recall, r.scores.mass, r.scores.mass - r.exact_mass, r.scores.rel_err, r.select_us, r.vs_exact,
-              r.build_ms);
+  std::printf("%s\t%s\t%s\t%d\tok\t%.4f\t%.4f\t%+.4f\t%.4f\t%.2f\t%.3f\t%.2f\t%lld\t%.5f\t%g\n", r.order.c_str(),
+              layer.c_str(), r.kind.c_str(), r.k, r.scores.recall, r.scores.mass, r.scores.mass - r.exact_mass,
+              r.scores.rel_err, r.select_us, r.vs_exact, r.build_ms, (long long)r.short_lists,
+              relative_shortfall(r.scores.mass, r.exact_mass), mass_bar(r.kind));
 }
 
 void print_table_header() {
-  std::printf("%-6s %-14s %5s %7s %7s %8s %8s %10s %9s %9s\n", "layer", "kind", "K", "recall", "mass", "dmass",
-              "rel_err", "select_us", "vs_exact", "build_ms");
+  std::printf("%-13s %-5s %-13s %4s %6s %7s %8s %8s %9s %8s %8s %6s %8s  %s\n", "order", "layer", "kind", "K", "recall",
+              "mass", "dmass", "rel_err", "select_us", "vs_exact", "build_ms", "short", "short_by", "bar");
 }
 
 void print_table(const Row &r, const std::string &layer) {
   if (r.status != "ok") {
-    std::printf("%-6s %-14s %5d %s%s%s\n", layer.c_str(), r.kind.c_str(), r.k, r.status.c_str(),
+    std::printf("%-13s %-5s %-13s %4d %s%s%s\n", r.order.c_str(), layer.c_str(), r.kind.c_str(), r.k, r.status.c_str(),
                 r.message.empty() ? "" : ": ", r.message.c_str());
     return;
   }
-  std::printf("%-6s %-14s %5d %7.3f %7.4f %+8.4f %8.4f %10.1f %8.2fx %9.1f\n", layer.c_str(), r.kind.c_str(), r.k,
-              r.scores.recall, r.scores.mass, r.scores.mass - r.exact_mass, r.scores.rel_err, r.select_us, r.vs_exact,
-              r.build_ms);
+  std::printf("%-13s %-5s %-13s %4d %6.3f %7.4f %+8.4f %8.4f %9.1f %7.2fx %8.1f %6lld %7.2f%%  %s\n", r.order.c_str(),
+              layer.c_str(), r.kind.c_str(), r.k, r.scores.recall, r.scores.mass, r.scores.mass - r.exact_mass,
+              r.scores.rel_err, r.select_us, r.vs_exact, r.build_ms, (long long)r.short_lists,
+              100 * relative_shortfall(r.scores.mass, r.exact_mass), r.verdict().c_str());
 }
 
 // One selector kind on one layer at one K, scored against the exact selection.
@@ -240,6 +296,7 @@ Row measure(sa_context *ctx, const Options &o, const QkvLayer &layer, const Refe
             const std::vector<int64_t> &positions, const SelectorKind &kind, int k, const DecodeSelection &sel,
             const DecodeSelection &exact) {
   Row r;
+  r.order = order_name(o.setting.order);
   r.layer = layer.layer;
   r.kind = kind.name;
   r.k = k;
@@ -263,6 +320,7 @@ Row measure(sa_context *ctx, const Options &o, const QkvLayer &layer, const Refe
     return r;
   }
   r.status = "ok";
+  r.short_lists = short_lists(sel, positions, k, o.setting);
   r.scores = score_selection(ref, sel, exact, &out, o.setting);
   r.select_us = sel.select_seconds * 1e6 / double(positions.size());
   r.vs_exact = exact.select_seconds > 0 ? sel.select_seconds / exact.select_seconds : NAN;
@@ -270,7 +328,7 @@ Row measure(sa_context *ctx, const Options &o, const QkvLayer &layer, const Refe
   return r;
 }
 
-int report(const Options &o) {
+int report(Options o) {
   sa_context_options co = sa_context_options_default();
   co.threads = o.threads;
   sa_context *raw = nullptr;
@@ -284,7 +342,9 @@ int report(const Options &o) {
     throw std::runtime_error("data directory " + o.data + " not found (pass --data DIR)");
   std::vector<Row> rows;
   bool header_done = false;
+  for (BuildOrder order : o.orders)
   for (int l : o.layers) {
+    o.setting.order = order;
     const QkvLayer layer = load_layer(o.data, l);
     const int64_t lo = o.range_lo >= 0 ? o.range_lo : layer.tokens - layer.tokens / 4;
     const int64_t hi = o.range_hi >= 0 ? o.range_hi : layer.tokens;
@@ -302,6 +362,13 @@ int report(const Options &o) {
         std::printf("decode: %zu queries per layer at positions %lld..%lld, window %d, sinks %d, lists per %s\n",
                     positions.size(), (long long)positions.front(), (long long)positions.back(), o.setting.window,
                     o.setting.sinks, o.setting.per_query_head ? "query head" : "KV head");
+        std::string orders;
+        for (BuildOrder b : o.orders) orders += std::string(orders.empty() ? "" : ", ") + order_name(b);
+        std::printf("build orders: %s (prompt+decode: the prompt is keys 0..%lld)\n", orders.c_str(),
+                    (long long)(o.setting.prompt >= 0 ? o.setting.prompt : positions.front()) - 1);
+        if (!o.weights.empty()) std::printf("learned/indexer weights: %s\n", o.weights.c_str());
+        std::printf("short: lists with fewer than min(K, choosable) keys; short_by: (exact mass - mass) / exact "
+                    "mass against the bar\n");
         std::printf("context: %d threads, isa %s; select_us: per query, vs_exact: select time / exact's\n\n",
                     int(sa_context_threads(ctx.get())), sa_isa_name(sa_context_isa(ctx.get())));
         print_table_header();
@@ -311,17 +378,19 @@ int report(const Options &o) {
     for (int k : o.ks) {
       const SelectorKind &exact_kind = *find_selector_kind("exact");
       const DecodeSelection exact =
-          select_decode(ctx.get(), exact_kind.options, layer, positions, k, o.setting, o.repeat);
+          select_decode(ctx.get(), exact_kind.index_options(o.weights, l), layer, positions, k, o.setting, o.repeat);
       double exact_mass = 0;
       for (const std::string &name : o.kinds) {
         const SelectorKind &kind = *find_selector_kind(name);
         const DecodeSelection sel =
-            name == "exact" ? exact : select_decode(ctx.get(), kind.options, layer, positions, k, o.setting, o.repeat);
+            name == "exact" ? exact
+                            : select_decode(ctx.get(), kind.index_options(o.weights, l), layer, positions, k, o.setting,
+                                            o.repeat);
         Row r = measure(ctx.get(), o, layer, ref, positions, kind, k, sel, exact);
         if (name == "exact") {
           if (r.status != "ok") {  // no baseline: nothing else can be scored
-            std::fprintf(stderr, "quality_report: the exact selector failed on layer %d, K %d: %s %s\n", l, k,
-                         r.status.c_str(), r.message.c_str());
+            std::fprintf(stderr, "quality_report: the exact selector failed on layer %d, K %d, order %s: %s %s\n", l,
+                         k, order_name(order), r.status.c_str(), r.message.c_str());
             return 1;
           }
           exact_mass = r.scores.mass;
@@ -341,15 +410,17 @@ int report(const Options &o) {
     if (l != 0) mean_layers += (mean_layers.empty() ? "" : ",") + std::to_string(l);
   if (!mean_layers.empty() && mean_layers.find(',') != std::string::npos) {
     if (!o.tsv) std::printf("\nmean over layers %s:\n", mean_layers.c_str());
+    for (BuildOrder order : o.orders)
     for (int k : o.ks)
       for (const std::string &name : o.kinds) {
         Row m;
+        m.order = order_name(order);
         m.kind = name;
         m.k = k;
         m.status = "ok";
         int n = 0;
         for (const Row &r : rows) {
-          if (r.layer == 0 || r.kind != name || r.k != k) continue;
+          if (r.layer == 0 || r.kind != name || r.k != k || r.order != m.order) continue;
           if (r.status != "ok") {
             m.status = r.status;
             m.message.clear();
@@ -363,6 +434,7 @@ int report(const Options &o) {
           m.select_us += r.select_us;
           m.vs_exact += r.vs_exact;
           m.build_ms += r.build_ms;
+          m.short_lists += r.short_lists;
         }
         if (m.status == "ok" && n > 0) {
           for (double *v : {&m.scores.recall, &m.scores.mass, &m.scores.rel_err, &m.exact_mass, &m.select_us,
@@ -373,9 +445,12 @@ int report(const Options &o) {
         else print_table(m, "mean");
       }
   }
+  int failed = 0;
   for (const Row &r : rows)
     if (r.status == "error" || r.status == "invalid") return 1;
-  return 0;
+    else failed += !r.meets_bar() && r.status != "unsupported";
+  if (o.gate && !o.tsv) std::printf("\ngate: %d of %zu rows miss their bar\n", failed, rows.size());
+  return o.gate && failed ? 1 : 0;
 }
 
 }  // namespace

@@ -52,6 +52,24 @@ std::string check_selection(const DecodeSelection &selection, const std::vector<
   return "";
 }
 
+int64_t short_lists(const DecodeSelection &selection, const std::vector<int64_t> &positions, int32_t top_k,
+                    const DecodeSetting &setting) {
+  int64_t n_short = 0;
+  for (size_t i = 0; i < positions.size(); ++i) {
+    const int64_t pos = positions[i];
+    int64_t choosable = 0;
+    for (int64_t s = 0; s <= pos; ++s) choosable += !always_kept(s, pos, setting);
+    const int64_t want = std::min<int64_t>(top_k, choosable);
+    for (int64_t l = 0; l < selection.lists; ++l) {
+      const int32_t *list = selection.list(i, l);
+      int64_t scored = 0;
+      for (int64_t c = 0; c < selection.width && list[c] >= 0; ++c) scored += !always_kept(list[c], pos, setting);
+      n_short += scored < want;
+    }
+  }
+  return n_short;
+}
+
 double list_mass(const double *probs, const int32_t *list, int64_t width) {
   double m = 0;
   for (int64_t c = 0; c < width && list[c] >= 0; ++c) m += probs[list[c]];
@@ -105,6 +123,18 @@ SelectionScores score_selection(const ReferenceAttention &ref, const DecodeSelec
   s.mass = mass / double(n_q * size_t(hq));
   s.rel_err = outputs ? err / double(n_q * size_t(hq)) : std::numeric_limits<double>::quiet_NaN();
   return s;
+}
+
+double mass_bar(const std::string &kind) {
+  if (kind == "exact") return 0;
+  if (kind == "page" || kind == "hnsw") return 0.01;
+  if (kind == "lsh") return 0.02;
+  if (kind == "learned" || kind == "indexer") return 0.03;
+  return -1;
+}
+
+double relative_shortfall(double mass, double exact_mass) {
+  return exact_mass > 0 ? (exact_mass - mass) / exact_mass : 0;
 }
 
 }  // namespace quality

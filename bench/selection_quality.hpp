@@ -23,6 +23,11 @@ std::string check_list(const int32_t *list, int64_t width, int64_t pos, int32_t 
 std::string check_selection(const DecodeSelection &selection, const std::vector<int64_t> &positions, int32_t top_k,
                             const DecodeSetting &setting);
 
+// Lists of the selection holding fewer scored slots (not always kept) than
+// min(top_k, slots the query may choose): a selector that drops keys it could have chosen.
+int64_t short_lists(const DecodeSelection &selection, const std::vector<int64_t> &positions, int32_t top_k,
+                    const DecodeSetting &setting);
+
 // Summed probability of the list's slots (probs: over slots 0 .. pos).
 double list_mass(const double *probs, const int32_t *list, int64_t width);
 // Share of the exact list's scored slots (not always kept) that the list also holds; 1
@@ -42,5 +47,13 @@ struct SelectionScores {
 SelectionScores score_selection(const ReferenceAttention &ref, const DecodeSelection &selection,
                                 const DecodeSelection &exact, const std::vector<float> *outputs,
                                 const DecodeSetting &setting);
+
+// The quality bars (DESIGN.md section 7, issue 13): the largest shortfall of attention mass
+// allowed against exact top-K of the same list mode, relative to it, at K = 128 and 256:
+// exact 0, page and hnsw 1%, lsh 2%, learned and indexer 3%. Negative: the kind has none
+// (page-norefine, a speed/quality trade-off without a target).
+double mass_bar(const std::string &kind);
+// (exact_mass - mass) / exact_mass: positive when the selection holds less than exact top-K.
+double relative_shortfall(double mass, double exact_mass);
 
 }  // namespace quality

@@ -3,9 +3,7 @@
 // at position t keeps the window (t - 64, t] and chooses K keys among [0, t - 64].
 // - The exact selector's mass equals an independent double-precision top-K written here.
 // - With every key selected, the sparse output equals the dense reference.
-// - Each selector kind reaches a mass (and recall) bar at K = 128; kinds this library does
-//   not build (SA_ERR_UNSUPPORTED at sa_index_create) are skipped, so they are covered as
-//   soon as they land.
+// The selectors' quality bars on this fixture, in every build order: tests/quality_gate_test.cpp.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -18,7 +16,6 @@
 #include "qkv_layer.hpp"
 #include "reference_attention.hpp"
 #include "selection_quality.hpp"
-#include "build_features.hpp"
 #include "test_util.hpp"
 
 #ifndef SA_TEST_DATA_DIR
@@ -173,62 +170,5 @@ TEST(QualityFixture, EveryKeySelectedGivesTheDenseOutput) {
     previous = e;
   }
 }
-
-// Quality bars per selector kind at K = 128, W = 64 on the fixture: the mass may fall short
-// of the exact selector's by at most max_mass_drop, and the selector must recall at least
-// min_recall of the exact top-K. page (refined) and hnsw: 0.03, lsh: 0.06 (the issue's
-// targets on the full data are 0.02 and 0.05; tighten once measured). page-norefine has no
-// target in the issue: a loose sanity bar.
-struct KindBar {
-  const char *kind;
-  double max_mass_drop;
-  double min_recall;
-};
-
-class SelectorQualityBar : public ::testing::TestWithParam<KindBar> {};
-
-TEST_P(SelectorQualityBar, MassAndRecallAtK128) {
-  const KindBar bar = GetParam();
-  const quality::SelectorKind *kind = quality::find_selector_kind(bar.kind);
-  ASSERT_NE(kind, nullptr);
-  sat::ContextPtr ctx = sat::make_context(1);
-  ASSERT_TRUE(ctx);
-  {
-    sa_index_options o = kind->options;
-    o.num_kv_heads = int32_t(fixture().hkv);
-    o.head_dim = int32_t(fixture().d);
-    o.dtype = SA_DTYPE_F16;
-    sa_index *ix = nullptr;
-    const sa_status st = sa_index_create(ctx.get(), &o, &ix);
-    sa_index_destroy(&ix);
-    SA_SKIP_IF_NOT_BUILT(st, o.kind);
-    ASSERT_EQ(st, SA_OK) << sa_status_name(st) << ": " << sa_last_error();
-  }
-  const std::vector<int64_t> positions = late_positions();
-  const DecodeSetting setting = decode_setting();
-  constexpr int32_t kTopK = 128;
-  const quality::ReferenceAttention ref(fixture(), positions, setting.scale_for(fixture().d));
-  const DecodeSelection exact = quality::select_decode(ctx.get(), quality::find_selector_kind("exact")->options,
-                                                       fixture(), positions, kTopK, setting);
-  ASSERT_TRUE(exact.ok()) << exact.error;
-  const DecodeSelection sel = quality::select_decode(ctx.get(), kind->options, fixture(), positions, kTopK, setting);
-  ASSERT_TRUE(sel.ok()) << sel.error;
-  ASSERT_EQ(quality::check_selection(sel, positions, kTopK, setting), "");
-  const quality::SelectionScores e = quality::score_selection(ref, exact, exact, nullptr, setting);
-  const quality::SelectionScores s = quality::score_selection(ref, sel, exact, nullptr, setting);
-  EXPECT_GE(s.mass, e.mass - bar.max_mass_drop) << bar.kind << ": mass " << s.mass << " vs exact " << e.mass;
-  EXPECT_LE(s.mass, e.mass + 1e-6) << bar.kind << ": more mass than the exact top-K";
-  EXPECT_GE(s.recall, bar.min_recall) << bar.kind;
-}
-
-INSTANTIATE_TEST_SUITE_P(Kinds, SelectorQualityBar,
-                         ::testing::Values(KindBar{"exact", 0.0, 1.0}, KindBar{"page", 0.03, 0.5},
-                                           KindBar{"page-norefine", 0.10, 0.3}, KindBar{"lsh", 0.06, 0.4},
-                                           KindBar{"hnsw", 0.03, 0.5}),
-                         [](const ::testing::TestParamInfo<KindBar> &info) {
-                           std::string name = info.param.kind;
-                           std::replace(name.begin(), name.end(), '-', '_');
-                           return name;
-                         });
 
 }  // namespace
