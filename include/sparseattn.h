@@ -33,10 +33,35 @@
  * enqueue work on a CUDA stream (cuda_stream in the options) and return;
  * outputs are ready when that stream's work completes. sa_attend and sa_select
  * take CUDA tensors; see each for what the device path supports. The plugin
- * keeps scratch memory per stream and allocates only when a call needs more
- * than its stream has had, so calls may be captured into a CUDA graph once one
- * call of each shape has run on the stream (a capture that would have to
- * allocate fails with SA_ERR_UNSUPPORTED).
+ * keeps scratch memory per context and stream (a selection: its index's
+ * context) and allocates only when a call needs more than that stream has had,
+ * so calls may be captured into a CUDA graph once one call of each shape has
+ * run on the stream (a capture that would have to allocate fails with
+ * SA_ERR_UNSUPPORTED). sa_context_destroy frees that memory, after the work
+ * queued on the device is done: a graph captured with a context must not be
+ * launched after the context is destroyed. The stream may be any stream, not
+ * only the one the index appends on: a selection waits for the index's last
+ * append through an event, which a captured selection turns into an external
+ * event wait (each replay waits for the appends made before it; the graph keeps
+ * the index size it was captured at).
+ *
+ * Memory kinds. Once the CUDA plugin is loaded (a CUDA tensor or context has
+ * been used in the process), every tensor's data pointer is checked against
+ * its descriptor through the CUDA driver (cudaPointerGetAttributes), and a
+ * mismatch is refused with SA_ERR_INVALID_ARGUMENT and a message naming the
+ * tensor, before anything reads it:
+ * - SA_DEVICE_CPU takes host memory: pageable, page-locked (cudaMallocHost,
+ *   cudaHostRegister) or managed (cudaMallocManaged; the caller keeps kernels
+ *   writing it from running meanwhile). Device memory is refused.
+ * - SA_DEVICE_CUDA takes memory of device_id (cudaMalloc, cudaMallocAsync,
+ *   pools), managed memory, and page-locked host memory mapped at the same
+ *   address (cudaMallocHost, or cudaHostRegister where the device can use host
+ *   pointers; kernels then read it across the bus). Pageable host memory is
+ *   refused, also where HMM or ATS would let kernels reach it, and so is
+ *   another device's memory.
+ * Only the first byte's memory is checked. Before the plugin is loaded nothing
+ * can be checked: device memory described as CPU memory is then read by the
+ * CPU, which fails as any bad pointer would.
  *
  * Thread safety: sa_context and sa_index may be shared between threads for
  * sa_select, sa_attend, sa_cache_evict and sa_index_clone (they only read

@@ -69,6 +69,10 @@ typedef struct sa_plugin_attend_args {
     int32_t causal;         /* query i at position n_kv - n_q + i sees rows <= it */
     float scale;            /* > 0 */
     void *stream;
+    /* Appended: the sa_context the call belongs to. The plugin keeps its
+     * per-call buffers per (owner, stream) and frees them in release(owner);
+     * NULL (or a shorter struct): buffers kept for the life of the process. */
+    const void *owner;
 } sa_plugin_attend_args;
 
 /* An index on the plugin's device: slots hold keys [H_kv, D] in `dtype`;
@@ -99,7 +103,25 @@ typedef struct sa_plugin_select_args {
     float scale;            /* > 0 */
     int64_t first_query_position;
     void *stream;
+    const void *owner;      /* appended: as in sa_plugin_attend_args */
 } sa_plugin_select_args;
+
+/* What a pointer addresses (sa_plugin_api.memory_info). */
+typedef enum sa_plugin_memory_kind {
+    SA_PLUGIN_MEMORY_PAGEABLE = 0, /* host memory unknown to the driver (malloc, stack) */
+    SA_PLUGIN_MEMORY_HOST = 1,     /* page-locked host memory (cudaMallocHost, cudaHostRegister) */
+    SA_PLUGIN_MEMORY_DEVICE = 2,   /* device memory (cudaMalloc, cudaMallocAsync, ...) */
+    SA_PLUGIN_MEMORY_MANAGED = 3   /* managed memory (cudaMallocManaged) */
+} sa_plugin_memory_kind;
+
+typedef struct sa_plugin_memory_info {
+    size_t struct_size;            /* set by the core */
+    int32_t kind;                  /* an sa_plugin_memory_kind */
+    int32_t device_id;             /* DEVICE: the device holding it; else -1 */
+    int32_t device_addressable;    /* HOST: kernels may use ptr itself (mapped at the same
+                                      address); DEVICE, MANAGED: 1; PAGEABLE: 0, even
+                                      where HMM or ATS would let kernels reach it */
+} sa_plugin_memory_info;
 
 typedef struct sa_plugin_api {
     size_t struct_size;     /* set by the core: how many entries it can take */
@@ -120,6 +142,16 @@ typedef struct sa_plugin_api {
     sa_status (*select)(sa_plugin_index *ix, const sa_plugin_select_args *args);
     /* Waits for the work enqueued on stream. */
     sa_status (*stream_synchronize)(void *stream);
+    /* Appended (pointer checks); optional: a plugin whose table stops before
+     * it, or leaves it NULL, is still loaded, and the core then skips the
+     * checks below. What memory ptr points into, as the driver sees it. The
+     * core asks before it hands a CUDA tensor to the plugin and, once a
+     * plugin is loaded, before it reads a CPU tensor. */
+    sa_status (*memory_info)(const void *ptr, sa_plugin_memory_info *out);
+    /* Appended; optional like memory_info. Frees what the plugin keeps for
+     * owner (the buffers of calls made with it), after the work queued on
+     * the device is done. The core calls it from sa_context_destroy. */
+    void (*release)(const void *owner);
 } sa_plugin_api;
 
 /* The entry point. abi_version: the version the core speaks. out->struct_size

@@ -144,6 +144,7 @@ SA_API sa_status sa_attend(sa_context *ctx, const sa_tensor *q, const sa_tensor 
     a.causal = p.causal;
     a.scale = p.scale;
     a.stream = call_stream(*ctx, o.cuda_stream);
+    a.owner = ctx;  // its buffers go with it (sa_context_destroy)
     check_plugin(*plugin, plugin->api.attend(&a), "CUDA attention");
   });
 }

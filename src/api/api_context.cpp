@@ -29,6 +29,7 @@ SA_API sa_status sa_context_create(const sa_context_options *opt, sa_context **o
 
 SA_API void sa_context_destroy(sa_context **ctx) {
   if (!ctx || !*ctx) return;
+  sa::release_plugin_buffers(**ctx);
   delete *ctx;
   *ctx = nullptr;
 }

@@ -184,6 +184,7 @@ SA_API sa_status sa_select(sa_index *ix, const sa_tensor *queries, const sa_sele
       a.scale = o.scale > 0.f ? o.scale : 1.f / std::sqrt(float(ix->opt.head_dim));
       a.first_query_position = ix->max_position() - n_q + 1;
       a.stream = call_stream(*ix->ctx, o.cuda_stream);
+      a.owner = ix->ctx;  // its buffers go with the index's context (sa_context_destroy)
       check_plugin(*ix->plugin, ix->plugin->api.select(ix->device_index, &a), "CUDA selection");
       return;
     }

@@ -2,11 +2,14 @@
 
 #include <dlfcn.h>
 
+#include <atomic>
+#include <cstddef>
 #include <cstdlib>
 #include <map>
 #include <memory>
 #include <mutex>
 
+#include "core/context.hpp"
 #include "core/error.hpp"
 
 namespace sa {
@@ -95,17 +98,74 @@ LoadResult load(const std::string &path) {
   return r;
 }
 
+// Published once, after the plugin is complete; read without the loader's lock.
+std::atomic<const Plugin *> g_first_loaded{nullptr};
+
+std::mutex g_loader_mutex;
+std::map<std::string, LoadResult> &loaded_plugins() {
+  static auto *loaded = new std::map<std::string, LoadResult>();  // never freed: plugins may be
+  return *loaded;                                                  // used by other static destructors
+}
+
 }  // namespace
 
 const Plugin &cuda_plugin(const std::string &explicit_path) {
-  static std::mutex mutex;
-  static std::map<std::string, LoadResult> *loaded = new std::map<std::string, LoadResult>();  // never freed:
-  // plugins may be used by other static destructors
-  std::lock_guard<std::mutex> lock(mutex);
+  std::lock_guard<std::mutex> lock(g_loader_mutex);
+  auto *loaded = &loaded_plugins();
   auto it = loaded->find(explicit_path);
   if (it == loaded->end()) it = loaded->emplace(explicit_path, load(resolve_path(explicit_path))).first;
   if (!it->second.plugin) fail(SA_ERR_BACKEND_UNAVAILABLE, "%s", it->second.reason.c_str());
+  const Plugin *none = nullptr;
+  g_first_loaded.compare_exchange_strong(none, it->second.plugin.get(), std::memory_order_release);
   return *it->second.plugin;
+}
+
+// Plugins loaded for other paths never saw this context's calls: only its own is asked.
+void release_plugin_buffers(const sa_context &ctx) {
+  const Plugin *p = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(g_loader_mutex);
+    auto it = loaded_plugins().find(ctx.cuda_plugin_path);
+    if (it != loaded_plugins().end()) p = it->second.plugin.get();
+  }
+  if (p && p->api.struct_size >= offsetof(sa_plugin_api, release) + sizeof p->api.release && p->api.release)
+    p->api.release(&ctx);
+}
+
+const Plugin *loaded_cuda_plugin() { return g_first_loaded.load(std::memory_order_acquire); }
+
+void check_memory(const void *data, const char *name, sa_device_type device, int32_t device_id) {
+  const Plugin *p = loaded_cuda_plugin();
+  if (!p || !data || p->api.struct_size < offsetof(sa_plugin_api, memory_info) + sizeof p->api.memory_info ||
+      !p->api.memory_info)
+    return;
+  sa_plugin_memory_info m{};
+  m.struct_size = sizeof m;
+  const sa_status s = p->api.memory_info(data, &m);
+  if (device == SA_DEVICE_CPU) {
+    // A plugin that cannot tell must not stop work on CPU tensors.
+    if (s == SA_OK && m.kind == SA_PLUGIN_MEMORY_DEVICE)
+      fail(SA_ERR_INVALID_ARGUMENT, "%s is described as a CPU tensor, but its data is memory of CUDA device %d "
+           "(set %s.device = SA_DEVICE_CUDA)", name, int(m.device_id), name);
+    return;
+  }
+  check_plugin(*p, s, "pointer check");
+  switch (m.kind) {
+    case SA_PLUGIN_MEMORY_DEVICE:
+      if (m.device_id != device_id)
+        fail(SA_ERR_INVALID_ARGUMENT, "%s is described as memory of CUDA device %d, but its data is on CUDA device %d",
+             name, int(device_id), int(m.device_id));
+      return;
+    case SA_PLUGIN_MEMORY_MANAGED:
+      return;
+    case SA_PLUGIN_MEMORY_HOST:
+      if (m.device_addressable) return;
+      fail(SA_ERR_INVALID_ARGUMENT, "%s is described as a CUDA tensor, but its data is page-locked host memory that is "
+           "not mapped at the same address on the device (pass the address cudaHostGetDevicePointer gives)", name);
+    default:
+      fail(SA_ERR_INVALID_ARGUMENT, "%s is described as a CUDA tensor, but its data is pageable host memory, which "
+           "CUDA kernels cannot read (copy it to the device, or describe it as SA_DEVICE_CPU)", name);
+  }
 }
 
 void check_plugin(const Plugin &plugin, sa_status s, const char *what) {

@@ -20,6 +20,20 @@ struct Plugin {
 // the path and the reason (file, symbol, ABI version, CUDA runtime, devices).
 const Plugin &cuda_plugin(const std::string &explicit_path);
 
+// The first CUDA plugin this process loaded successfully, or nullptr while none has been
+// needed. Never loads one: CPU-only work must not start CUDA.
+const Plugin *loaded_cuda_plugin();
+
+// Refuses (SA_ERR_INVALID_ARGUMENT, naming `name`) a tensor whose data is not the memory its
+// descriptor claims, as far as a loaded plugin's memory_info can tell: device memory
+// described as CPU memory; host memory the device cannot address, or another device's
+// memory, described as CUDA memory of device_id. Without a plugin, or one without
+// memory_info, nothing is checked. sparseattn.h documents which memory each side takes.
+void check_memory(const void *data, const char *name, sa_device_type device, int32_t device_id);
+
+// Frees what a loaded plugin keeps for ctx (its stream buffers); loads nothing.
+void release_plugin_buffers(const sa_context &ctx);
+
 // Throws the plugin's failure (its status and message, prefixed with `what`) unless s is SA_OK.
 void check_plugin(const Plugin &plugin, sa_status s, const char *what);
 

@@ -6,6 +6,7 @@
 
 #include "core/error.hpp"
 #include "core/half.hpp"
+#include "core/plugin_loader.hpp"
 
 namespace sa {
 
@@ -143,6 +144,7 @@ TensorView view_tensor(const sa_tensor *t, const char *name, int rank,
   }
   if (v.numel == 0) return v;  // nothing is read or written; data may be NULL
   if (!t->data) fail(SA_ERR_NULL_POINTER, "%s.data is NULL", name);
+  check_memory(t->data, name, want.type, want.id);  // the memory is what the descriptor says
   // The largest element offset and its byte extent must be addressable.
   int64_t last = 0;
   for (int i = 0; i < rank; ++i) last = checked_add(last, checked_mul(v.shape[i] - 1, v.stride[i], name), name);

@@ -24,6 +24,7 @@ constexpr int64_t kMinChunk = 64;
 constexpr int kMaxSplits = 512;
 
 struct Params {
+  const void *owner;  // host side only: whose stream buffers (plugin_state.hpp)
   const void *q;
   int64_t q_s0, q_s1, q_s2;
   int q_dtype;
@@ -276,7 +277,7 @@ void launch(Params p, cudaStream_t stream, int device) {
   if (p.splits > 1) {
     const size_t parts = size_t(n_q) * p.units * p.splits * GT;
     const size_t acc_bytes = parts * D * sizeof(float);
-    const StreamBuffers b = stream_buffers(device, stream, size_t(n_q) * p.units * sizeof(unsigned),
+    const StreamBuffers b = stream_buffers(p.owner, device, stream, size_t(n_q) * p.units * sizeof(unsigned),
                                            acc_bytes + parts * 2 * sizeof(float));
     p.part_acc = static_cast<float *>(b.scratch);
     p.part_ml = reinterpret_cast<float *>(static_cast<char *>(b.scratch) + acc_bytes);
@@ -361,6 +362,7 @@ void attend(const sa_plugin_attend_args &a) {
     p.l_s1 = a.lse->strides[1];
   }
   p.scale_log2 = a.scale * kLog2e;
+  p.owner = a.struct_size >= offsetof(sa_plugin_attend_args, owner) + sizeof a.owner ? a.owner : nullptr;
 
   DeviceGuard guard(q.device_id);
   cudaStream_t stream = static_cast<cudaStream_t>(a.stream);

@@ -3,6 +3,8 @@
 #include "half_vec.cuh"
 #include "plugin_state.hpp"
 
+#include <new>
+
 namespace sacuda {
 namespace {
 
@@ -67,7 +69,15 @@ sa_plugin_index *index_create(const sa_plugin_index_args &a) {
     fail(SA_ERR_UNSUPPORTED, "the CUDA page selector keeps whole pages: set opt->page.refine = 0");
   if (a.head_dim != 64 && a.head_dim != 128 && a.head_dim != 256)
     fail(SA_ERR_UNSUPPORTED, "head dimension %d; the CUDA selectors take 64, 128 or 256", int(a.head_dim));
-  auto *ix = new sa_plugin_index();
+  DeviceGuard guard(a.device_id);
+  cudaEvent_t appended = nullptr;
+  check_cuda(cudaEventCreateWithFlags(&appended, cudaEventDisableTiming), "cudaEventCreate");
+  auto *ix = new (std::nothrow) sa_plugin_index();
+  if (!ix) {
+    cudaEventDestroy(appended);
+    fail(SA_ERR_OUT_OF_MEMORY, "out of host memory");
+  }
+  ix->appended = appended;
   ix->kind = a.kind;
   ix->heads = a.num_kv_heads;
   ix->dim = a.head_dim;
@@ -79,16 +89,23 @@ sa_plugin_index *index_create(const sa_plugin_index_args &a) {
   return ix;
 }
 
+// Best effort: destroy reports nothing, so a failure (a context already lost) only leaks, and
+// the error is cleared so that it does not surface in the host's next CUDA call.
 void index_destroy(sa_plugin_index *ix) {
   if (!ix) return;
   int saved = -1;
-  cudaGetDevice(&saved);
-  cudaSetDevice(ix->device);
-  cudaStreamSynchronize(ix->stream);  // work that reads the storage may still be queued
-  cudaFree(ix->keys);
-  cudaFree(ix->page_min);
-  cudaFree(ix->page_max);
-  if (saved >= 0) cudaSetDevice(saved);
+  const bool have_saved = cudaGetDevice(&saved) == cudaSuccess;
+  if (cudaSetDevice(ix->device) == cudaSuccess) {
+    // Work that reads the storage may still be queued, on the append stream or (after the
+    // event) on others: the device-wide cudaFree below waits for it.
+    cudaStreamSynchronize(ix->stream);
+    cudaFree(ix->keys);
+    cudaFree(ix->page_min);
+    cudaFree(ix->page_max);
+    cudaEventDestroy(ix->appended);
+  }
+  cudaGetLastError();
+  if (have_saved) cudaSetDevice(saved);
   delete ix;
 }
 
@@ -130,6 +147,7 @@ void index_append(sa_plugin_index &ix, const sa_tensor &keys) {
                                                                     p0, p1, lo, hi, pages);
     check_cuda(cudaGetLastError(), "page bounds launch");
   }
+  check_cuda(cudaEventRecord(ix.appended, ix.stream), "append event record");
   ix.size = new_size;
 }
 

@@ -15,6 +15,8 @@ struct sa_plugin_index {
   sa_dtype dtype = SA_DTYPE_BF16;
   int device = 0;
   cudaStream_t stream = nullptr;  // appends
+  // Recorded on `stream` after each append: selections on other streams wait for it.
+  cudaEvent_t appended = nullptr;
   int64_t size = 0, capacity = 0;
   void *keys = nullptr;                      // [heads][capacity][dim]
   void *page_min = nullptr, *page_max = nullptr;  // [heads][capacity / page][dim]

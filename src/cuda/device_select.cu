@@ -429,6 +429,22 @@ void launch_scores(const Common &c, const uint16_t *a, const uint16_t *b, int64_
   else launch_scores_g<T, MODE, kMaxGroup>(c, a, b, head_stride, n_rows, item, scores, row_max, s);
 }
 
+// Appends were queued on the index's stream; the last one recorded ix.appended there. The
+// selection waits for that event from its own stream, and enqueues nothing on the index's
+// stream: work there, or an event recorded there, during a capture of `stream` would break the
+// capture (a legacy-stream record against a capturing blocking stream is refused outright).
+// While `stream` is being captured the wait becomes an external-event node, since a plain wait
+// on an event recorded outside the capture invalidates it: each replay of the graph then
+// waits for the appends recorded before that replay.
+void order_after_appends(const sa_plugin_index &ix, cudaStream_t stream) {
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  check_cuda(cudaStreamIsCapturing(stream, &capture), "cudaStreamIsCapturing");
+  if (capture == cudaStreamCaptureStatusInvalidated)
+    fail(SA_ERR_INVALID_ARGUMENT, "the stream's CUDA graph capture was already invalidated by an earlier operation");
+  const unsigned flags = capture == cudaStreamCaptureStatusActive ? cudaEventWaitExternal : cudaEventWaitDefault;
+  check_cuda(cudaStreamWaitEvent(stream, ix.appended, flags), "waiting for the index's appends");
+}
+
 }  // namespace
 
 void index_select(const sa_plugin_index &ix, const sa_plugin_select_args &a) {
@@ -438,14 +454,7 @@ void index_select(const sa_plugin_index &ix, const sa_plugin_select_args &a) {
   if (n_q > 65535) fail(SA_ERR_UNSUPPORTED, "%d queries in one CUDA selection (at most 65535)", n_q);
   DeviceGuard guard(ix.device);
   cudaStream_t stream = static_cast<cudaStream_t>(a.stream);
-  if (ix.stream != stream) {
-    // Appends were queued on the index's stream: order this selection after them.
-    cudaEvent_t appended;
-    check_cuda(cudaEventCreateWithFlags(&appended, cudaEventDisableTiming), "cudaEventCreate");
-    cudaEventRecord(appended, ix.stream);
-    cudaStreamWaitEvent(stream, appended, 0);
-    cudaEventDestroy(appended);
-  }
+  if (ix.stream != stream && ix.size > 0) order_after_appends(ix, stream);
   Common c{};
   c.q = q.data;
   c.q_s0 = q.strides[0];
@@ -474,7 +483,8 @@ void index_select(const sa_plugin_index &ix, const sa_plugin_select_args &a) {
   const size_t scores_bytes = rows * size_t(n_items) * sizeof(float);
   const size_t norm_bytes = rows * sizeof(float);
   const size_t mass_bytes = staged ? 0 : size_t(n_q) * H * size_t(n_items) * sizeof(float);
-  const StreamBuffers b = stream_buffers(ix.device, stream, page ? rows * sizeof(unsigned) : 0,
+  const void *owner = a.struct_size >= offsetof(sa_plugin_select_args, owner) + sizeof a.owner ? a.owner : nullptr;
+  const StreamBuffers b = stream_buffers(owner, ix.device, stream, page ? rows * sizeof(unsigned) : 0,
                                          scores_bytes + norm_bytes + mass_bytes);
   auto *scores = static_cast<float *>(b.scratch);
   auto *norm = reinterpret_cast<float *>(static_cast<char *>(b.scratch) + scores_bytes);

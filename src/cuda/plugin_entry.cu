@@ -54,6 +54,40 @@ sa_status table_stream_synchronize(void *stream) {
   return guarded([&] { check_cuda(cudaStreamSynchronize(static_cast<cudaStream_t>(stream)), "cudaStreamSynchronize"); });
 }
 
+// cudaPointerGetAttributes names pageable memory cudaMemoryTypeUnregistered (CUDA >= 11).
+sa_status table_memory_info(const void *ptr, sa_plugin_memory_info *out) {
+  return guarded([&] {
+    cudaPointerAttributes at{};
+    check_cuda(cudaPointerGetAttributes(&at, ptr), "cudaPointerGetAttributes");
+    sa_plugin_memory_info r{};
+    r.struct_size = sizeof r;
+    r.device_id = -1;
+    switch (at.type) {
+      case cudaMemoryTypeDevice:
+        r.kind = SA_PLUGIN_MEMORY_DEVICE;
+        r.device_id = at.device;
+        r.device_addressable = 1;
+        break;
+      case cudaMemoryTypeManaged:
+        r.kind = SA_PLUGIN_MEMORY_MANAGED;
+        r.device_addressable = 1;
+        break;
+      case cudaMemoryTypeHost:
+        r.kind = SA_PLUGIN_MEMORY_HOST;
+        r.device_addressable = at.devicePointer == ptr;
+        break;
+      default:
+        r.kind = SA_PLUGIN_MEMORY_PAGEABLE;
+        break;
+    }
+    const size_t n = out->struct_size < sizeof r ? out->struct_size : sizeof r;
+    std::memcpy(reinterpret_cast<char *>(out) + sizeof(size_t), reinterpret_cast<const char *>(&r) + sizeof(size_t),
+                n > sizeof(size_t) ? n - sizeof(size_t) : 0);
+  });
+}
+
+void table_release(const void *owner) { release_owner(owner); }
+
 }  // namespace
 }  // namespace sacuda
 
@@ -73,6 +107,8 @@ extern "C" SA_PLUGIN_EXPORT sa_status sa_plugin_init(uint32_t abi_version, sa_pl
   t.index_append = sacuda::table_index_append;
   t.select = sacuda::table_select;
   t.stream_synchronize = sacuda::table_stream_synchronize;
+  t.memory_info = sacuda::table_memory_info;
+  t.release = sacuda::table_release;
   const size_t n = out->struct_size < sizeof t ? out->struct_size : sizeof t;
   t.struct_size = n;
   std::memcpy(out, &t, n);

@@ -52,18 +52,23 @@ class DeviceGuard {
   int saved_ = -1;
 };
 
-// Device buffers the plugin keeps per (device, stream) for the life of the process, so a call
-// allocates nothing once its stream has seen a call as large. `zeroed` is all zeros between
+// Device buffers the plugin keeps per (owner, device, stream), so a call allocates nothing once
+// its stream has seen a call as large from the same owner (an sa_context; release_owner frees
+// its buffers when the context is destroyed; a NULL owner's are kept for the process). `zeroed` is all zeros between
 // calls: a kernel that uses it (split counters, running maxima) puts the zeros back before it
 // ends. `scratch` holds nothing between calls. Calls on one stream run in order, so they share
-// the buffers; a larger request allocates new ones and keeps the old ones alive, since work
-// already queued, or captured in a CUDA graph, may still use them. Allocating is refused
+// the buffers; a larger request allocates new ones and keeps the old ones alive until the
+// owner is released, since work already queued, or captured in a CUDA graph, may still use them. Allocating is refused
 // while the stream is being captured: run one call of each shape before capturing.
 struct StreamBuffers {
   void *zeroed = nullptr;
   void *scratch = nullptr;
 };
-StreamBuffers stream_buffers(int device_id, cudaStream_t stream, size_t zeroed_bytes, size_t scratch_bytes);
+StreamBuffers stream_buffers(const void *owner, int device_id, cudaStream_t stream, size_t zeroed_bytes,
+                             size_t scratch_bytes);
+
+// Frees every buffer kept for owner, once the device has finished the work queued so far.
+void release_owner(const void *owner);
 
 // Multiprocessors of a device (cached).
 int sm_count(int device_id);

@@ -371,4 +371,297 @@ TEST(CudaSelect, UnsupportedRequestsAreRefused) {
   EXPECT_EQ(ix, nullptr);
 }
 
+// ---------------------------------------------------------------- CUDA graphs
+
+// The header's promise: once each shape has run on a stream, sa_select and sa_attend on that
+// stream can be captured into a CUDA graph, whatever stream the index appends on. The graph's
+// replays must give what the un-captured calls gave.
+void check_capture(cudaStream_t index_stream, unsigned capture_flags) {
+  sa_context_options co = SA_CONTEXT_OPTIONS_INIT;
+  co.device = SA_DEVICE_CUDA;
+  co.cuda_stream = index_stream;  // index appends run here
+  sa_context *g = nullptr;
+  SA_OK_(sa_context_create(&co, &g));
+  const int D = 128, Hq = 8, Hkv = 2, n = 3000, width = 4 + 32 + 256;
+  std::mt19937_64 rng(31);
+  std::normal_distribution<float> nd(0.f, 1.f);
+  std::vector<uint16_t> keys(size_t(n) * Hkv * D), vals(keys.size()), q(size_t(Hq) * D);
+  for (auto &x : keys) x = to_bf16(nd(rng));
+  for (auto &x : vals) x = to_bf16(nd(rng));
+  for (auto &x : q) x = to_bf16(nd(rng));
+  uint16_t *dk = to_device(keys), *dv = to_device(vals), *dq = to_device(q);
+  sa_index_options io = SA_INDEX_OPTIONS_INIT;
+  io.kind = SA_SELECTOR_PAGE;
+  io.num_kv_heads = Hkv;
+  io.head_dim = D;
+  io.dtype = SA_DTYPE_BF16;
+  io.page.refine = 0;
+  sa_index *ix = nullptr;
+  SA_OK_(sa_index_create(g, &io, &ix));
+  const int64_t first = 1000;
+  sa_tensor a1 = desc(dk, SA_DTYPE_BF16, {first, Hkv, D}, SA_DEVICE_CUDA);
+  sa_tensor a2 = desc(dk + first * Hkv * D, SA_DTYPE_BF16, {n - first, Hkv, D}, SA_DEVICE_CUDA);
+  SA_OK_(sa_index_append(ix, &a1));
+  SA_OK_(sa_index_append(ix, &a2));
+
+  cudaStream_t s = nullptr;
+  CUDA_OK(cudaStreamCreateWithFlags(&s, capture_flags));
+  const std::vector<int32_t> idx_poison(size_t(Hkv) * width, -7);
+  const std::vector<float> out_poison(size_t(Hq) * D, NAN), lse_poison(size_t(Hq), NAN);
+  int32_t *di = to_device(idx_poison);
+  float *dout = to_device(out_poison), *dlse = to_device(lse_poison);
+  sa_tensor tk = desc(dk, SA_DTYPE_BF16, {n, Hkv, D}, SA_DEVICE_CUDA), tv = desc(dv, SA_DTYPE_BF16, {n, Hkv, D}, SA_DEVICE_CUDA);
+  sa_tensor tq = desc(dq, SA_DTYPE_BF16, {1, Hq, D}, SA_DEVICE_CUDA), ti = desc(di, SA_DTYPE_I32, {1, Hkv, width}, SA_DEVICE_CUDA);
+  sa_tensor to = desc(dout, SA_DTYPE_F32, {1, Hq, D}, SA_DEVICE_CUDA), tl = desc(dlse, SA_DTYPE_F32, {1, Hq}, SA_DEVICE_CUDA);
+  sa_select_options so = SA_SELECT_OPTIONS_INIT;
+  so.top_k = 256;
+  so.window = 32;
+  so.cuda_stream = s;
+  sa_attend_options ao = SA_ATTEND_OPTIONS_INIT;
+  ao.cuda_stream = s;
+
+  // Un-captured: the expected outputs, and the stream's buffers sized for this shape.
+  SA_OK_(sa_select(ix, &tq, &so, &ti));
+  SA_OK_(sa_attend(g, &tq, &tk, &tv, &ti, &ao, &to, &tl));
+  CUDA_OK(cudaStreamSynchronize(s));
+  const auto idx_ref = to_host(di, idx_poison.size());
+  const auto out_ref = to_host(dout, out_poison.size()), lse_ref = to_host(dlse, lse_poison.size());
+  CUDA_OK(cudaMemcpy(di, idx_poison.data(), idx_poison.size() * 4, cudaMemcpyHostToDevice));
+  CUDA_OK(cudaMemcpy(dout, out_poison.data(), out_poison.size() * 4, cudaMemcpyHostToDevice));
+  CUDA_OK(cudaMemcpy(dlse, lse_poison.data(), lse_poison.size() * 4, cudaMemcpyHostToDevice));
+
+  // Captured. The capture is always ended before anything can return from the test.
+  CUDA_OK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
+  const sa_status sel = sa_select(ix, &tq, &so, &ti);
+  const std::string sel_msg = sa_last_error();
+  const sa_status att = sa_attend(g, &tq, &tk, &tv, &ti, &ao, &to, &tl);
+  const std::string att_msg = sa_last_error();
+  cudaGraph_t graph = nullptr;
+  const cudaError_t ended = cudaStreamEndCapture(s, &graph);
+  cudaGetLastError();
+  EXPECT_EQ(sel, SA_OK) << "captured sa_select: " << sel_msg;
+  EXPECT_EQ(att, SA_OK) << "captured sa_attend: " << att_msg;
+  ASSERT_EQ(ended, cudaSuccess) << cudaGetErrorString(ended);
+  cudaGraphExec_t exec = nullptr;
+  CUDA_OK(cudaGraphInstantiate(&exec, graph, 0));
+  for (int replay = 0; replay < 2; ++replay) {
+    CUDA_OK(cudaGraphLaunch(exec, s));
+    CUDA_OK(cudaStreamSynchronize(s));
+    const auto idx = to_host(di, idx_poison.size());
+    const auto out = to_host(dout, out_poison.size()), lse = to_host(dlse, lse_poison.size());
+    for (size_t e = 0; e < idx.size(); ++e) ASSERT_EQ(idx[e], idx_ref[e]) << "replay " << replay << ", index " << e;
+    for (size_t e = 0; e < out.size(); ++e)
+      ASSERT_NEAR(out[e], out_ref[e], 1e-6 * (1 + std::fabs(out_ref[e]))) << "replay " << replay << ", out " << e;
+    for (size_t e = 0; e < lse.size(); ++e) ASSERT_NEAR(lse[e], lse_ref[e], 1e-5) << "replay " << replay << ", lse " << e;
+    CUDA_OK(cudaMemcpy(dout, out_poison.data(), out_poison.size() * 4, cudaMemcpyHostToDevice));
+  }
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+  sa_index_destroy(&ix);
+  sa_context_destroy(&g);
+  cudaStreamDestroy(s);
+  cudaFree(dk); cudaFree(dv); cudaFree(dq); cudaFree(di); cudaFree(dout); cudaFree(dlse);
+}
+
+TEST(CudaGraph, SelectAndAttendCapturedOnAnotherStream) {
+  NEED_GPU(c);
+  {
+    SCOPED_TRACE("index on the legacy default stream, capture on a non-blocking stream");
+    check_capture(nullptr, cudaStreamNonBlocking);
+  }
+  {
+    SCOPED_TRACE("index on the legacy default stream, capture on a blocking stream");
+    check_capture(nullptr, cudaStreamDefault);
+  }
+  cudaStream_t own = nullptr;
+  CUDA_OK(cudaStreamCreateWithFlags(&own, cudaStreamNonBlocking));
+  {
+    SCOPED_TRACE("index on a stream of its own, capture on another non-blocking stream");
+    check_capture(own, cudaStreamNonBlocking);
+  }
+  CUDA_OK(cudaStreamSynchronize(own));
+  cudaStreamDestroy(own);
+}
+
+// ---------------------------------------------------------------- pointer kinds
+
+// A small dense decode: q [1, 2, 64], k/v [64, 1, 64] bf16, out f32 [1, 2, 64].
+struct SmallAttend {
+  static constexpr int D = 64, Hq = 2, Hkv = 1, n = 64;
+  std::vector<uint16_t> q, k, v;
+  SmallAttend() {
+    std::mt19937_64 rng(41);
+    std::normal_distribution<float> nd(0.f, 1.f);
+    q.resize(size_t(Hq) * D);
+    k.resize(size_t(n) * Hkv * D);
+    v.resize(k.size());
+    for (auto &x : q) x = to_bf16(nd(rng));
+    for (auto &x : k) x = to_bf16(nd(rng));
+    for (auto &x : v) x = to_bf16(nd(rng));
+  }
+  sa_tensor tq(void *p, sa_device_type d) const { return desc(p, SA_DTYPE_BF16, {1, Hq, D}, d); }
+  sa_tensor tkv(void *p, sa_device_type d) const { return desc(p, SA_DTYPE_BF16, {n, Hkv, D}, d); }
+  sa_tensor tout(void *p, sa_device_type d) const { return desc(p, SA_DTYPE_F32, {1, Hq, D}, d); }
+};
+
+bool mentions(const char *msg, const char *what) { return std::string(msg).find(what) != std::string::npos; }
+
+// Host memory described as CUDA memory: before, SA_OK and a CUDA context lost at the next sync.
+TEST(CudaPointers, HostMemoryDescribedAsCudaIsRefused) {
+  NEED_GPU(c);
+  SmallAttend a;
+  uint16_t *dq = to_device(a.q), *dk = to_device(a.k), *dv = to_device(a.v);
+  float *dout = to_device(std::vector<float>(size_t(SmallAttend::Hq) * SmallAttend::D, NAN));
+  std::vector<uint16_t> host_q = a.q;
+  std::vector<float> host_out(size_t(SmallAttend::Hq) * SmallAttend::D);
+  sa_tensor gq = a.tq(dq, SA_DEVICE_CUDA), gk = a.tkv(dk, SA_DEVICE_CUDA), gv = a.tkv(dv, SA_DEVICE_CUDA);
+  sa_tensor go = a.tout(dout, SA_DEVICE_CUDA);
+  sa_tensor hq = a.tq(host_q.data(), SA_DEVICE_CUDA), ho = a.tout(host_out.data(), SA_DEVICE_CUDA);
+  EXPECT_EQ(sa_attend(c.gpu, &hq, &gk, &gv, nullptr, nullptr, &go, nullptr), SA_ERR_INVALID_ARGUMENT);
+  EXPECT_TRUE(mentions(sa_last_error(), "q is described as a CUDA tensor")) << sa_last_error();
+  EXPECT_EQ(sa_attend(c.gpu, &gq, &gk, &gv, nullptr, nullptr, &ho, nullptr), SA_ERR_INVALID_ARGUMENT);
+  EXPECT_TRUE(mentions(sa_last_error(), "pageable host memory")) << sa_last_error();
+  // A device index: host keys to append, host queries and host indices to select into.
+  sa_index_options io = SA_INDEX_OPTIONS_INIT;
+  io.kind = SA_SELECTOR_EXACT;
+  io.num_kv_heads = SmallAttend::Hkv;
+  io.head_dim = SmallAttend::D;
+  io.dtype = SA_DTYPE_BF16;
+  sa_index *ix = nullptr;
+  SA_OK_(sa_index_create(c.gpu, &io, &ix));
+  std::vector<uint16_t> host_k = a.k;
+  sa_tensor hk = a.tkv(host_k.data(), SA_DEVICE_CUDA);
+  EXPECT_EQ(sa_index_append(ix, &hk), SA_ERR_INVALID_ARGUMENT);
+  EXPECT_TRUE(mentions(sa_last_error(), "pageable host memory")) << sa_last_error();
+  SA_OK_(sa_index_append(ix, &gk));
+  std::vector<int32_t> host_idx(size_t(SmallAttend::Hkv) * 16);
+  int32_t *di = to_device(host_idx);
+  sa_tensor hi = desc(host_idx.data(), SA_DTYPE_I32, {1, SmallAttend::Hkv, 16}, SA_DEVICE_CUDA);
+  sa_tensor gi = desc(di, SA_DTYPE_I32, {1, SmallAttend::Hkv, 16}, SA_DEVICE_CUDA);
+  sa_select_options so = SA_SELECT_OPTIONS_INIT;
+  so.top_k = 8;
+  so.window = 4;
+  EXPECT_EQ(sa_select(ix, &gq, &so, &hi), SA_ERR_INVALID_ARGUMENT);
+  EXPECT_TRUE(mentions(sa_last_error(), "pageable host memory")) << sa_last_error();
+  EXPECT_EQ(sa_select(ix, &hq, &so, &gi), SA_ERR_INVALID_ARGUMENT);
+  // The CUDA context survived: the same calls on device memory still run.
+  CUDA_OK(cudaDeviceSynchronize());
+  SA_OK_(sa_select(ix, &gq, &so, &gi));
+  SA_OK_(sa_attend(c.gpu, &gq, &gk, &gv, nullptr, nullptr, &go, nullptr));
+  CUDA_OK(cudaDeviceSynchronize());
+  for (float x : to_host(dout, host_out.size())) ASSERT_FALSE(std::isnan(x));
+  sa_index_destroy(&ix);
+  cudaFree(dq); cudaFree(dk); cudaFree(dv); cudaFree(dout); cudaFree(di);
+}
+
+// Device memory described as CPU memory: before, a segfault (the CPU path read it).
+TEST(CudaPointers, DeviceMemoryDescribedAsCpuIsRefused) {
+  NEED_GPU(c);  // the plugin is loaded: the core can ask it
+  SmallAttend a;
+  uint16_t *dq = to_device(a.q), *dk = to_device(a.k);
+  float *dout = to_device(std::vector<float>(size_t(SmallAttend::Hq) * SmallAttend::D, 0.f));
+  std::vector<uint16_t> hq = a.q, hk = a.k, hv = a.v;
+  std::vector<float> hout(size_t(SmallAttend::Hq) * SmallAttend::D);
+  sa_tensor cq = a.tq(hq.data(), SA_DEVICE_CPU), ck = a.tkv(hk.data(), SA_DEVICE_CPU), cv = a.tkv(hv.data(), SA_DEVICE_CPU);
+  sa_tensor co = a.tout(hout.data(), SA_DEVICE_CPU);
+  sa_tensor xq = a.tq(dq, SA_DEVICE_CPU), xk = a.tkv(dk, SA_DEVICE_CPU), xo = a.tout(dout, SA_DEVICE_CPU);
+  EXPECT_EQ(sa_attend(c.cpu, &xq, &ck, &cv, nullptr, nullptr, &co, nullptr), SA_ERR_INVALID_ARGUMENT);
+  EXPECT_TRUE(mentions(sa_last_error(), "q is described as a CPU tensor, but its data is memory of CUDA device 0"))
+      << sa_last_error();
+  EXPECT_EQ(sa_attend(c.cpu, &cq, &xk, &cv, nullptr, nullptr, &co, nullptr), SA_ERR_INVALID_ARGUMENT);
+  EXPECT_EQ(sa_attend(c.cpu, &cq, &ck, &cv, nullptr, nullptr, &xo, nullptr), SA_ERR_INVALID_ARGUMENT);
+  EXPECT_TRUE(mentions(sa_last_error(), "out is described as a CPU tensor")) << sa_last_error();
+  sa_index_options io = SA_INDEX_OPTIONS_INIT;
+  io.num_kv_heads = SmallAttend::Hkv;
+  io.head_dim = SmallAttend::D;
+  sa_index *ix = nullptr;
+  SA_OK_(sa_index_create(c.cpu, &io, &ix));
+  EXPECT_EQ(sa_index_append(ix, &xk), SA_ERR_INVALID_ARGUMENT);
+  EXPECT_TRUE(mentions(sa_last_error(), "described as a CPU tensor")) << sa_last_error();
+  sa_index_destroy(&ix);
+  SA_OK_(sa_attend(c.cpu, &cq, &ck, &cv, nullptr, nullptr, &co, nullptr));  // host memory still goes through
+  cudaFree(dq); cudaFree(dk); cudaFree(dout);
+}
+
+// Managed memory is taken on both sides; page-locked host memory (mapped at the same address,
+// as every allocation on a 64-bit UVA system) too. Each result equals the plain one.
+TEST(CudaPointers, ManagedAndPinnedMemoryAreAccepted) {
+  NEED_GPU(c);
+  SmallAttend a;
+  const size_t nq = a.q.size(), no = size_t(SmallAttend::Hq) * SmallAttend::D;
+  uint16_t *dk = to_device(a.k), *dv = to_device(a.v), *dq = to_device(a.q);
+  float *dout = to_device(std::vector<float>(no, NAN));
+  std::vector<uint16_t> hq = a.q, hk = a.k, hv = a.v;
+  std::vector<float> ref_cpu(no), ref_gpu;
+  sa_tensor ck = a.tkv(hk.data(), SA_DEVICE_CPU), cv = a.tkv(hv.data(), SA_DEVICE_CPU);
+  sa_tensor gk = a.tkv(dk, SA_DEVICE_CUDA), gv = a.tkv(dv, SA_DEVICE_CUDA), go = a.tout(dout, SA_DEVICE_CUDA);
+  sa_tensor cq = a.tq(hq.data(), SA_DEVICE_CPU), co = a.tout(ref_cpu.data(), SA_DEVICE_CPU), gq = a.tq(dq, SA_DEVICE_CUDA);
+  SA_OK_(sa_attend(c.cpu, &cq, &ck, &cv, nullptr, nullptr, &co, nullptr));
+  SA_OK_(sa_attend(c.gpu, &gq, &gk, &gv, nullptr, nullptr, &go, nullptr));
+  CUDA_OK(cudaDeviceSynchronize());
+  ref_gpu = to_host(dout, no);
+  uint16_t *managed = nullptr, *pinned = nullptr;
+  CUDA_OK(cudaMallocManaged(&managed, nq * 2));
+  CUDA_OK(cudaMallocHost(&pinned, nq * 2));
+  std::memcpy(managed, a.q.data(), nq * 2);
+  std::memcpy(pinned, a.q.data(), nq * 2);
+  for (uint16_t *p : {managed, pinned}) {
+    SCOPED_TRACE(p == managed ? "managed" : "pinned");
+    std::vector<float> out(no, NAN);
+    sa_tensor pq = a.tq(p, SA_DEVICE_CPU), po = a.tout(out.data(), SA_DEVICE_CPU);
+    SA_OK_(sa_attend(c.cpu, &pq, &ck, &cv, nullptr, nullptr, &po, nullptr));
+    for (size_t e = 0; e < no; ++e) ASSERT_EQ(out[e], ref_cpu[e]);
+    pq.device = SA_DEVICE_CUDA;
+    CUDA_OK(cudaMemset(dout, 0xff, no * 4));
+    SA_OK_(sa_attend(c.gpu, &pq, &gk, &gv, nullptr, nullptr, &go, nullptr));
+    CUDA_OK(cudaDeviceSynchronize());
+    const auto got = to_host(dout, no);
+    for (size_t e = 0; e < no; ++e) ASSERT_EQ(got[e], ref_gpu[e]);
+  }
+  cudaFree(managed);
+  cudaFreeHost(pinned);
+  cudaFree(dk); cudaFree(dv); cudaFree(dq); cudaFree(dout);
+}
+
+// ---------------------------------------------------------------- memory
+
+// Contexts created and destroyed in a loop, each on a stream of its own that stays alive (an
+// engine's stream pool): the plugin's scratch memory must go with each context, so the
+// device's free memory ends where it started. Before, each stream's buffers stayed for the
+// life of the process.
+TEST(CudaMemory, ScratchIsFreedWithTheContext) {
+  NEED_GPU(c);
+  const int D = 128, Hq = 32, Hkv = 8, n_q = 4, n = 100000, rounds = 16;
+  std::vector<uint16_t> q(size_t(n_q) * Hq * D, to_bf16(0.5f)), kv(size_t(n) * Hkv * D, to_bf16(0.25f));
+  uint16_t *dq = to_device(q), *dk = to_device(kv), *dv = to_device(kv);
+  float *dout = to_device(std::vector<float>(size_t(n_q) * Hq * D));
+  sa_tensor tq = desc(dq, SA_DTYPE_BF16, {n_q, Hq, D}, SA_DEVICE_CUDA), tk = desc(dk, SA_DTYPE_BF16, {n, Hkv, D}, SA_DEVICE_CUDA);
+  sa_tensor tv = desc(dv, SA_DTYPE_BF16, {n, Hkv, D}, SA_DEVICE_CUDA), to = desc(dout, SA_DTYPE_F32, {n_q, Hq, D}, SA_DEVICE_CUDA);
+  // The streams exist before the measurement: each holds some device memory of its own.
+  std::vector<cudaStream_t> streams(rounds + 1);
+  for (auto &s : streams) CUDA_OK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  size_t used = 0;
+  auto one_round = [&] {
+    cudaStream_t s = streams[used++];
+    sa_context_options o = SA_CONTEXT_OPTIONS_INIT;
+    o.device = SA_DEVICE_CUDA;
+    o.cuda_stream = s;
+    sa_context *g = nullptr;
+    SA_OK_(sa_context_create(&o, &g));
+    SA_OK_(sa_attend(g, &tq, &tk, &tv, nullptr, nullptr, &to, nullptr));  // split: scratch on s
+    sa_context_destroy(&g);
+    ASSERT_EQ(cudaStreamSynchronize(s), cudaSuccess);
+  };
+  one_round();  // one-time costs (module loading) out of the measurement
+  ASSERT_FALSE(HasFatalFailure());
+  size_t free0 = 0, free1 = 0, total = 0;
+  CUDA_OK(cudaMemGetInfo(&free0, &total));
+  for (int r = 0; r < rounds && !HasFatalFailure(); ++r) one_round();
+  CUDA_OK(cudaMemGetInfo(&free1, &total));
+  const double lost_mib = (double(free0) - double(free1)) / (1 << 20);
+  EXPECT_LE(lost_mib, 4.0) << "device memory lost over " << rounds << " contexts";
+  for (cudaStream_t s : streams) cudaStreamDestroy(s);
+  cudaFree(dq); cudaFree(dk); cudaFree(dv); cudaFree(dout);
+}
+
 }  // namespace

@@ -6,7 +6,9 @@
  *   FAKE_NO_ENTRY        no sa_plugin_init symbol at all
  *   FAKE_NO_ATTEND       a table with the attend entry missing
  *   FAKE_DEVICES         the number of devices it reports (default 2)
- *   FAKE_NO_RUNTIME      device_count fails as if the CUDA runtime were missing */
+ *   FAKE_NO_RUNTIME      device_count fails as if the CUDA runtime were missing
+ *   FAKE_MEMORY_INFO     a memory_info entry: addresses in [0x1000, 0x100000) are memory of
+ *                        device 0, [0x100000, 0x200000) of device 1, the rest pageable host memory */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -102,6 +104,24 @@ static sa_status fake_stream_synchronize(void *stream) {
     return SA_OK;
 }
 
+#ifdef FAKE_MEMORY_INFO
+FAKE_EXPORT int fake_memory_queries;
+
+static sa_status fake_memory_info(const void *ptr, sa_plugin_memory_info *out) {
+    const unsigned long long a = (unsigned long long)(size_t)ptr;
+    ++fake_memory_queries;
+    out->kind = SA_PLUGIN_MEMORY_PAGEABLE;
+    out->device_id = -1;
+    out->device_addressable = 0;
+    if (a >= 0x1000 && a < 0x200000) {
+        out->kind = SA_PLUGIN_MEMORY_DEVICE;
+        out->device_id = a < 0x100000 ? 0 : 1;
+        out->device_addressable = 1;
+    }
+    return SA_OK;
+}
+#endif
+
 #ifndef FAKE_NO_ENTRY
 FAKE_EXPORT sa_status sa_plugin_init(uint32_t abi_version, sa_plugin_api *out) {
     sa_plugin_api t;
@@ -125,6 +145,9 @@ FAKE_EXPORT sa_status sa_plugin_init(uint32_t abi_version, sa_plugin_api *out) {
     t.index_append = fake_index_append;
     t.select = fake_select;
     t.stream_synchronize = fake_stream_synchronize;
+#ifdef FAKE_MEMORY_INFO
+    t.memory_info = fake_memory_info;
+#endif
     n = out->struct_size < sizeof t ? out->struct_size : sizeof t;
     t.struct_size = n;
     memcpy(out, &t, n);

@@ -352,4 +352,47 @@ TEST(PluginEnv, BesideTheLibraryByDefault) {
   expect_unavailable(c, "'" + dir + SA_CUDA_PLUGIN_FILE + "'");
 }
 
+// ------------------------------------------------------------------ pointer checks
+
+// Run alone (meson test plugin-memory), so that the fake with memory_info is the process's
+// first plugin, the one the core asks about pointers; in the full run another fake without
+// memory_info is loaded first and these tests skip.
+TEST(PluginMemory, PointersAreCheckedAgainstTheirDescriptors) {
+  if (!std::getenv("SA_TEST_PLUGIN_MEMORY")) GTEST_SKIP() << "run by the plugin-memory test";
+  const std::string path = fake("fake_plugin_memory");
+  Ctx c(path, SA_DEVICE_CUDA);
+  ASSERT_EQ(c.status, SA_OK) << c.message;
+  int &queries = fake_symbol<int>(path, "fake_memory_queries");
+  AttendFx f;
+  ASSERT_EQ(sa_attend(c.ctx, &f.q, &f.k, &f.v, &f.idx, nullptr, &f.out, &f.lse), SA_OK) << sa_last_error();
+  EXPECT_GE(queries, 6) << "a question per tensor";
+  // Host memory described as CUDA memory is refused before the plugin sees the call.
+  const int attends = fake_symbol<int>(path, "fake_attend_calls");
+  std::vector<float> host(2 * 8 * 64);
+  sa_tensor hq = f.q;
+  hq.data = host.data();
+  EXPECT_EQ(sa_attend(c.ctx, &hq, &f.k, &f.v, &f.idx, nullptr, &f.out, &f.lse), SA_ERR_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(sa_last_error()).find("q is described as a CUDA tensor, but its data is pageable host memory"),
+            std::string::npos) << sa_last_error();
+  // Another device's memory.
+  sa_tensor other = f.out;
+  other.data = reinterpret_cast<void *>(0x150000);
+  EXPECT_EQ(sa_attend(c.ctx, &f.q, &f.k, &f.v, &f.idx, nullptr, &other, &f.lse), SA_ERR_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(sa_last_error()).find("out is described as memory of CUDA device 0, but its data is on CUDA "
+                                              "device 1"), std::string::npos) << sa_last_error();
+  EXPECT_EQ(fake_symbol<int>(path, "fake_attend_calls"), attends);
+  // Device memory described as CPU memory is refused before the core reads it (the address
+  // is made up: reading it would crash).
+  std::vector<float> q = {1, 0}, k = {1, 0, 0, 1}, v = {2, 0, 0, 4}, out = {-1, -1};
+  sa_tensor tq = cpu_tensor(q, {1, 1, 2}), tk = cpu_tensor(k, {2, 1, 2}), tv = cpu_tensor(v, {2, 1, 2});
+  sa_tensor to = cpu_tensor(out, {1, 1, 2});
+  sa_tensor dk = tk;
+  dk.data = reinterpret_cast<void *>(0x2000);
+  EXPECT_EQ(sa_attend(c.ctx, &tq, &dk, &tv, nullptr, nullptr, &to, nullptr), SA_ERR_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(sa_last_error()).find("k is described as a CPU tensor, but its data is memory of CUDA device 0"),
+            std::string::npos) << sa_last_error();
+  EXPECT_EQ(out[0], -1.f) << "nothing written";
+  ASSERT_EQ(sa_attend(c.ctx, &tq, &tk, &tv, nullptr, nullptr, &to, nullptr), SA_OK) << sa_last_error();
+}
+
 }  // namespace
