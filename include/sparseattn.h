@@ -169,7 +169,8 @@ typedef struct sa_tensor {
 
 /* Token positions (key_positions, slot_positions, the positions of sa_index_update
  * and sa_cache_evict, and those an index gives appended keys) lie in
- * [0, SA_MAX_POSITION]; key and slot positions may also be -1 (an empty slot). Query
+ * [0, SA_MAX_POSITION]; key and slot positions may also be -1 (an empty slot: never
+ * attended, dense, gathered or paged, causal or not, and given no slot mass). Query
  * positions lie in [-SA_MAX_POSITION, SA_MAX_POSITION] (a negative one sees no key).
  * Others are refused with SA_ERR_INVALID_ARGUMENT (an append past the bound:
  * SA_ERR_OVERFLOW), so that p + 1 and p - window never overflow. */
@@ -416,7 +417,11 @@ SA_API sa_status sa_index_append(sa_index *ix, const sa_tensor *keys);
 /* Refills n existing slots (e.g. freed by sa_cache_evict) with keys [n, H_kv, D]
  * and the token positions they now hold (positions: n values >= 0, or NULL to
  * give each the next position in order). Slots must be distinct and < size.
- * Exclusive access.
+ * Afterwards the index's largest position (default query positions, the next
+ * append) is the largest a slot holds: it goes down when the slot that held it
+ * gets a smaller one. A slot sa_cache_evict freed (-1 in the host's positions)
+ * keeps its old key and position here until the host refills it; sa_attend
+ * skips it through key_positions. Exclusive access.
  *
  * A refused argument leaves the index as it was. When sa_index_append,
  * sa_index_update or sa_index_truncate fails while changing the index
@@ -510,6 +515,12 @@ SA_API sa_select_options sa_select_options_default(void);
  * indices: I32 [n_q, H, width] with H = H_kv (or H_q when per_query_head) and
  *   width >= sinks + window + top_k. Written with the chosen slots ascending,
  *   then -1 padding. Only slots visible to the query (causal, segment) appear.
+ *   The sink and window slots are always in the list, the scored ones fill
+ *   what remains (at most top_k). With positions repeated (sa_index_update)
+ *   sinks and window may hold more slots than sinks + window; when they
+ *   exceed width, the window's are kept first (most recent position first),
+ *   then the sinks' (position 0 first), equal positions by lower slot, and
+ *   no scored slot.
  * Safe to call concurrently on one index.
  * Device indexes (created with a context whose device is SA_DEVICE_CUDA, or
  * whose first append had CUDA keys) keep their keys, and page bounds, on the
@@ -572,7 +583,8 @@ SA_API sa_attend_options sa_attend_options_default(void);
  * as concurrent calls do not share an opt->slot_mass buffer.
  * CUDA tensors (all on one device): K/V F16 or BF16, the head dimension
  * contiguous with 16-byte aligned rows and D in {64, 128, 256}; causal only
- * with the default positions (query_positions and key_positions NULL); no slot_mass.
+ * with the default positions (query_positions and key_positions NULL); no slot_mass;
+ * key_positions holding an empty slot (-1) are refused (leave it out of indices).
  * Index entries outside [0, n_kv) are skipped like -1 (the core cannot read
  * them to refuse them). Other requests: SA_ERR_UNSUPPORTED. */
 SA_API sa_status sa_attend(sa_context *ctx, const sa_tensor *q, const sa_tensor *k,
@@ -650,7 +662,9 @@ SA_API sa_status sa_attend_paged(sa_context *ctx, const sa_tensor *q, const sa_t
  * sa_select. kv: NULL, entries are slots of each index; else entries are the
  * physical slots of kv's page table (slot j of sequence b ->
  * page_table[b][j / page_size] * page_size + j % page_size), ready for
- * sa_attend_paged; each index must then hold at most seq_lens[b] slots. The
+ * sa_attend_paged; each index must then hold at most seq_lens[b] slots, and
+ * indexes created with borrow_keys read their keys from kv->k (any strides: a
+ * head dimension that is not contiguous is packed into a copy for the call). The
  * indexes may differ in kind and size but not in KV heads and head_dim. Safe
  * to call concurrently with other selections on the same indexes. */
 SA_API sa_status sa_select_batch(sa_index *const *indexes, int64_t n_seqs, const sa_tensor *queries,

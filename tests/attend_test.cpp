@@ -310,6 +310,78 @@ TEST_F(Attend, NoVisibleKeyGivesZeroAndMinusInf) {
   }
 }
 
+// Issue 18: a key position of -1 (sa_cache_evict's empty slot) is a row never attended, causal
+// or not, dense or gathered, with or without slot mass: the result equals the reference over
+// the cache with those rows removed (and no mass on them). Below -1 is refused.
+TEST_F(Attend, EmptySlotsAreNeverAttended) {
+  Rng rng(23);
+  const int64_t n_kv = 40, D = 16;
+  std::vector<int64_t> kpos;
+  for (int64_t r = 0; r < n_kv; ++r) kpos.push_back(r % 4 == 1 ? -1 : (r * 7) % n_kv);  // scrambled, 10 empty
+  for (int causal : {0, 1})
+    for (bool sparse : {false, true}) {
+      SCOPED_TRACE(std::string(causal ? "causal" : "not causal") + (sparse ? ", gathered" : ", dense"));
+      Problem p = random_problem(rng, 3, 4, 2, D, n_kv);
+      p.opt.causal = causal;
+      p.kpos = kpos;
+      p.qpos = {3, 20, 39};
+      if (sparse) {  // every row, the empty ones included, plus padding
+        p.indices = make_indices(3, 2, n_kv + 3, [&](int64_t i, int64_t h, int64_t w) {
+          return w >= n_kv ? -1 : int((w * 3 + i + h) % n_kv); });
+        p.has_indices = true;
+      }
+      Tensor mass(SA_DTYPE_F32, {2, n_kv});
+      for (int64_t h = 0; h < 2; ++h)
+        for (int64_t r = 0; r < n_kv; ++r) mass.set({h, r}, 0.0);
+      p.opt.slot_mass = mass.t();
+      ASSERT_SA_OK(p.run(ctx()));
+      // The reference over the occupied rows only (its own copy, renumbered).
+      std::vector<int64_t> kept, new_row(size_t(n_kv), -1);
+      for (int64_t r = 0; r < n_kv; ++r)
+        if (kpos[size_t(r)] >= 0) new_row[size_t(r)] = int64_t(kept.size()), kept.push_back(r);
+      const int64_t n = int64_t(kept.size());
+      Tensor k(SA_DTYPE_F32, {n, 2, D}), v(SA_DTYPE_F32, {n, 2, D});
+      std::vector<int64_t> kp;
+      for (int64_t j = 0; j < n; ++j) {
+        kp.push_back(kpos[size_t(kept[size_t(j)])]);
+        for (int64_t h = 0; h < 2; ++h)
+          for (int64_t d = 0; d < D; ++d) {
+            k.set({j, h, d}, p.k.get({kept[size_t(j)], h, d}));
+            v.set({j, h, d}, p.v.get({kept[size_t(j)], h, d}));
+          }
+      }
+      Tensor idx;
+      if (sparse)
+        idx = make_indices(3, 2, n_kv + 3, [&](int64_t i, int64_t h, int64_t w) {
+          const int64_t e = int64_t(p.indices.get({i, h, w}));
+          return int(e < 0 ? -1 : new_row[size_t(e)]);  // an empty row's entry becomes padding
+        });
+      ref::AttendArgs a;
+      a.q = p.q.t();
+      a.k = k.t();
+      a.v = v.t();
+      a.indices = sparse ? idx.t() : nullptr;
+      a.causal = causal != 0;
+      a.query_positions = p.qpos.data();
+      a.key_positions = kp.data();
+      const ref::AttendResult r = ref::attend(a);
+      EXPECT_TRUE(sat::close_rel(p.out.values(), r.out, 1e-5));
+      EXPECT_TRUE(lse_close(p.lse.values(), r.lse, 1e-5));
+      for (int64_t h = 0; h < 2; ++h)
+        for (int64_t row = 0; row < n_kv; ++row) {
+          const double want = kpos[size_t(row)] < 0 ? 0.0 : r.mass[size_t(h * n + new_row[size_t(row)])];
+          EXPECT_NEAR(mass.get({h, row}), want, 1e-5) << "slot_mass head " << h << " row " << row;
+        }
+    }
+  // Below -1 is no position: refused, nothing written.
+  Problem p = random_problem(rng, 1, 4, 2, D, n_kv);
+  p.kpos = kpos;
+  p.kpos[5] = -2;
+  EXPECT_SA_ERR(SA_ERR_INVALID_ARGUMENT, p.run(ctx()));
+  EXPECT_NE(std::string(sa_last_error()).find("key_positions[5]"), std::string::npos) << sa_last_error();
+  EXPECT_TRUE(p.out.untouched());
+}
+
 TEST_F(Attend, AllPaddingIndicesGiveZeroAndMinusInf) {
   Rng rng(20);
   Problem p = random_problem(rng, 1, 4, 2, 16, 10);

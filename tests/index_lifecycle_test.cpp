@@ -409,6 +409,82 @@ TEST_F(LifecycleBadInput, TruncateRefusesWhatItCannotDoAndLeavesTheIndexAlone) {
   EXPECT_EQ(size_of(empty.get()), 0);
 }
 
+// ------------------------------------------------------------------ positions after updates
+
+// One KV head, D = 4: key s is (score_s, 0, 0, 0) so that a query (1, 0, 0, 0) ranks slots by
+// the scores given.
+Tensor scored_keys(const std::vector<double> &scores) {
+  std::vector<double> v;
+  for (double x : scores) v.insert(v.end(), {x, 0, 0, 0});
+  return tensor_of(SA_DTYPE_F32, {int64_t(scores.size()), 1, 4}, v);
+}
+
+std::vector<int32_t> select_one(sa_index *ix, sa_select_options o, int64_t width, const int64_t *qpos = nullptr) {
+  const Tensor q = tensor_of(SA_DTYPE_F32, {1, 1, 4}, {1, 0, 0, 0});
+  Tensor out(SA_DTYPE_I32, {1, 1, width});
+  o.query_positions = qpos;
+  EXPECT_SA_OK(sa_select(ix, q.t(), &o, out.t()));
+  return row_of(out, 0, 0);
+}
+
+// Known bug 2 of the API fuzzer: moving the slot that held the largest position to a smaller
+// one must lower the index's largest position, which default query positions and the next
+// append count from.
+TEST_F(LifecycleBadInput, UpdateThatMovesTheLargestPositionBackLowersIt) {
+  IndexPtr ix = make_index(ctx(), 1, 4);
+  ASSERT_TRUE(ix);
+  // Slots 0..9 at positions 0..9; slot 8 scores lowest, so only the window can bring it.
+  std::vector<double> scores = {5, 6, 7, 8, 9, 10, 11, 12, -50, 13};
+  const Tensor keys = scored_keys(scores);
+  ASSERT_SA_OK(sa_index_append(ix.get(), keys.t()));
+  const int32_t slot = 9;
+  const int64_t three = 3;
+  const Tensor refill = scored_keys({14});
+  ASSERT_SA_OK(sa_index_update(ix.get(), &slot, 1, refill.t(), &three));  // positions 0..8, 3 twice
+  // The default query is the last token, position 8: its window of 1 is slot 8; top_k 1 the
+  // best visible key, slot 9 (position 3).
+  EXPECT_EQ(select_one(ix.get(), select_options(1, 1, 0), 2), (std::vector<int32_t>{8, 9}));
+  // The next append gets position 9: a query there keeps it in its window of 1.
+  const Tensor more = scored_keys({-60});
+  ASSERT_SA_OK(sa_index_append(ix.get(), more.t()));
+  const int64_t nine = 9;
+  EXPECT_EQ(select_one(ix.get(), select_options(1, 1, 0), 2, &nine), (std::vector<int32_t>{9, 10}));
+  EXPECT_EQ(select_one(ix.get(), select_options(1, 1, 0), 2), (std::vector<int32_t>{9, 10}));
+}
+
+// Known bug 3 of the API fuzzer: with repeated positions the sinks and the window can
+// outnumber sinks + window. They all stay (the scored keys get what remains of the width), and
+// when they alone exceed the width the window is kept first, the most recent first, then the
+// sinks, the oldest first; equal positions by lower slot.
+TEST_F(LifecycleBadInput, RepeatedPositionsKeepTheWindowAndSinksFirst) {
+  IndexPtr ix = make_index(ctx(), 1, 4);
+  ASSERT_TRUE(ix);
+  // Slots 0..11 at positions 0..11; the high scores are on the old slots 2..7.
+  const Tensor keys = scored_keys({-9, -9, 50, 51, 52, 53, 54, 55, -9, -9, -9, -9});
+  ASSERT_SA_OK(sa_index_append(ix.get(), keys.t()));
+  // Slots 8, 9, 10 and 11 all at position 11, the query's (positions 0..7 and 11).
+  const std::vector<int32_t> slots = {8, 9, 10};
+  const std::vector<int64_t> eleven = {11, 11, 11};
+  const Tensor refill = scored_keys({-9, -9, -9});
+  ASSERT_SA_OK(sa_index_update(ix.get(), slots.data(), 3, refill.t(), eleven.data()));
+  // sinks 1 + window 2 + top_k 2 = width 5: forced are slot 0 (sink), slots 8..11 (window):
+  // five, the whole width, so no scored key fits.
+  EXPECT_EQ(select_one(ix.get(), select_options(2, 2, 1), 5), (std::vector<int32_t>{0, 8, 9, 10, 11}));
+  // Width 7: the five forced slots and the two best scored (slots 6 and 7).
+  EXPECT_EQ(select_one(ix.get(), select_options(2, 2, 1), 7), (std::vector<int32_t>{0, 6, 7, 8, 9, 10, 11}));
+  // sinks 2 + window 1 + top_k 1 = width 4, forced: slots 0, 1 (sinks), 8..11 (window): the
+  // window's four fill it.
+  EXPECT_EQ(select_one(ix.get(), select_options(1, 1, 2), 4), (std::vector<int32_t>{8, 9, 10, 11}));
+  // Slot 9 moved to position 1: sinks 2 are slots 0, 1, 9; window 1 slots 8, 10, 11. Width 5:
+  // the window's three, then the sinks from position 0 up: slot 0, then slot 1 (position 1,
+  // lower slot than 9).
+  const int32_t nine = 9;
+  const int64_t one = 1;
+  const Tensor refill1 = scored_keys({-9});
+  ASSERT_SA_OK(sa_index_update(ix.get(), &nine, 1, refill1.t(), &one));
+  EXPECT_EQ(select_one(ix.get(), select_options(2, 1, 2), 5), (std::vector<int32_t>{0, 1, 8, 10, 11}));
+}
+
 TEST_F(LifecycleBadInput, CloneRefusesNullPointersWithoutWriting) {
   IndexPtr ix = create(ctx(), Kind{"exact", SA_SELECTOR_EXACT});
   ASSERT_TRUE(ix);

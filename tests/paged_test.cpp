@@ -262,10 +262,11 @@ TEST_F(PagedAttend, PrefillChunksWithQueryStarts) {
 }
 
 TEST_F(PagedAttend, SlotPositionsMaskEmptySlotsAndFutureKeys) {
-  for (bool sparse : {false, true}) {
-    SCOPED_TRACE(sparse ? "sparse" : "dense");
-    run_case({{30, 0, 64, 9}, 16, SA_DTYPE_F32, true, false, false, true, 3}, sparse, ctx());
-  }
+  for (bool causal : {true, false})  // empty slots (-1) are never attended, causal or not
+    for (bool sparse : {false, true}) {
+      SCOPED_TRACE(std::string(sparse ? "sparse" : "dense") + (causal ? ", causal" : ""));
+      run_case({{30, 0, 64, 9}, 16, SA_DTYPE_F32, causal, false, false, true, 3}, sparse, ctx());
+    }
 }
 
 TEST_F(PagedAttend, PaddedPagesAreRepacked) {
@@ -294,6 +295,29 @@ TEST_F(PagedAttend, ContiguousCacheEqualsSaAttend) {
   kv.v = *v.t();
   ASSERT_SA_OK(sa_attend_paged(ctx(), q.t(), qs.t(), &kv, nullptr, &o, b.t(), nullptr));
   EXPECT_TRUE(sat::close_rel(b.values(), a.values(), 1e-6));
+}
+
+// Known bug 4 of the API fuzzer: dense attention over a batch whose sequences all hold no token
+// (the list of their tokens is empty) gives out = 0, lse = -inf and adds no slot mass.
+TEST_F(PagedAttend, DenseBatchOfEmptySequencesAttendsNothing) {
+  sat::Rng rng(12);
+  PagedCache c = make_cache(rng, {0, 0, 0}, 16, SA_DTYPE_F32);
+  Tensor q = sat::random_tensor(rng, SA_DTYPE_F32, {3, 4, c.D});
+  Tensor out(SA_DTYPE_F32, {3, 4, c.D}), lse(SA_DTYPE_F32, {3, 4});
+  Tensor mass = sat::random_tensor(rng, SA_DTYPE_F32, {c.H_kv, c.num_slots()});
+  const std::vector<double> mass_before = mass.values();
+  for (int causal : {0, 1}) {
+    out.poison();
+    lse.poison();
+    sa_attend_options o = SA_ATTEND_OPTIONS_INIT;
+    o.causal = causal;
+    o.slot_mass = mass.t();
+    sa_paged_kv kv = c.desc();
+    ASSERT_SA_OK(sa_attend_paged(ctx(), q.t(), nullptr, &kv, nullptr, &o, out.t(), lse.t()));
+    EXPECT_EQ(out.values(), std::vector<double>(size_t(3 * 4 * c.D), 0.0)) << "causal " << causal;
+    EXPECT_EQ(lse.values(), std::vector<double>(12, -std::numeric_limits<double>::infinity())) << "causal " << causal;
+    EXPECT_EQ(mass.values(), mass_before) << "causal " << causal;  // decay 1: nothing added
+  }
 }
 
 // Bad page tables and batch shapes: a status and a message, nothing written.
@@ -467,6 +491,30 @@ TEST_F(BatchSelect, BorrowedKeysComeFromThePagedCache) {
     EXPECT_SA_ERR(SA_ERR_UNSUPPORTED, sa_index_clone(borrowing[0], &copy));
     EXPECT_EQ(copy, nullptr);
   }
+}
+
+// Known bug 6 of the API fuzzer: borrowing indexes over a paged cache whose head dimension is
+// strided (D elements H_kv apart) select like over the same keys laid out contiguously.
+TEST_F(BatchSelect, BorrowedKeysWithAStridedHeadDimension) {
+  sat::Rng rng(92);
+  PagedCache c = make_cache(rng, {70, 0, 33}, 16, SA_DTYPE_BF16);
+  const int64_t B = int64_t(c.len.size()), H_q = 4, width = 16;
+  auto exact = [&](int64_t) { return SA_SELECTOR_EXACT; };
+  BatchIndexes owning_batch(ctx(), c, exact), borrowing_batch(ctx(), c, exact, true);
+  // kv->k as [pages, P, H_kv, D] with strides {P * H_kv * D, H_kv * D, 1, H_kv}: heads interleaved.
+  Tensor k(c.k.dtype(), {c.num_pages, c.P, c.H_kv, c.D}, {c.P * c.H_kv * c.D, c.H_kv * c.D, 1, c.H_kv});
+  for (int64_t pg = 0; pg < c.num_pages; ++pg)
+    for (int64_t r = 0; r < c.P; ++r)
+      for (int64_t h = 0; h < c.H_kv; ++h)
+        for (int64_t d = 0; d < c.D; ++d) k.set({pg, r, h, d}, c.k.get({pg, r, h, d}));
+  Tensor q = sat::random_tensor(rng, SA_DTYPE_F32, {B, H_q, c.D});
+  sa_select_options o = sat::select_options(8, 4, 2);
+  Tensor want(SA_DTYPE_I32, {B, c.H_kv, width}), got(SA_DTYPE_I32, {B, c.H_kv, width});
+  sa_paged_kv kv = c.desc();
+  ASSERT_SA_OK(sa_select_batch(owning_batch.handles.data(), B, q.t(), nullptr, &o, &kv, want.t()));
+  kv.k = *k.t();
+  ASSERT_SA_OK(sa_select_batch(borrowing_batch.handles.data(), B, q.t(), nullptr, &o, &kv, got.t()));
+  EXPECT_EQ(got.values(), want.values());
 }
 
 TEST_F(BatchSelect, BadBatchesAreRefusedAndWriteNothing) {

@@ -9,6 +9,7 @@
 #include "core/paged_kv.hpp"
 #include "core/plugin_loader.hpp"
 #include "core/positions.hpp"
+#include "core/visibility.hpp"
 
 namespace {
 
@@ -130,6 +131,11 @@ SA_API sa_status sa_attend(sa_context *ctx, const sa_tensor *q, const sa_tensor 
     if (p.causal && (o.query_positions || o.key_positions))
       fail(SA_ERR_UNSUPPORTED, "opt->query_positions and opt->key_positions are host arrays; with CUDA tensors causal "
                                "attention takes the default positions only (set both to NULL)");
+    // The plugin attends every row: an empty slot (-1) must not reach it as a key.
+    for (int64_t r = 0; o.key_positions && r < p.k.shape[0]; ++r)
+      if (!holds_token(o.key_positions[r]))
+        fail(SA_ERR_UNSUPPORTED, "opt->key_positions[%lld] is -1 (an empty slot); CUDA attention attends every key "
+             "row: leave empty slots out of indices (or attend on the CPU)", (long long)r);
     sa_tensor tq = describe(p.q), tk = describe(p.k), tv = describe(p.v), tout = describe(p.out);
     sa_tensor tidx = indices ? describe(idx_view) : sa_tensor{}, tlse = lse ? describe(lse_view) : sa_tensor{};
     sa_plugin_attend_args a{};
@@ -200,6 +206,7 @@ SA_API sa_status sa_attend_paged(sa_context *ctx, const sa_tensor *q, const sa_t
         }
         at += len;
       }
+      p.shared_lists = true;  // lists.data() is NULL when every sequence is empty
       p.list_data = lists.data();
       p.list_start = list_start.data();
       p.list_len = list_len.data();

@@ -105,15 +105,29 @@ HostKeys borrowed_keys(const sa_index &ix, const sa_tensor *keys, std::vector<ch
   return h;
 }
 
-// The host's keys of sequence b of a paged cache, for a borrow_keys index: slot j of the index is
-// token j of the sequence. pages holds the sequence's pages for the call.
-HostKeys paged_keys(const PagedKV &kv, int64_t b, std::vector<int32_t> &pages) {
-  if (kv.k.stride[2] != 1 && kv.k.shape[2] > 1)
-    fail(SA_ERR_UNSUPPORTED, "kv->k's head dimension is strided (%lld); indexes that borrow keys read rows with a "
-         "contiguous head dimension", (long long)kv.k.stride[2]);
+// The host's keys of sequence b of a paged cache, for a borrow_keys index of n slots: slot j of
+// the index is token j of the sequence. pages holds the sequence's pages for the call; a head
+// dimension that is not contiguous is packed, token by token, into `packed` ([n, H_kv, D]).
+HostKeys paged_keys(const PagedKV &kv, int64_t b, int64_t n, std::vector<int32_t> &pages, std::vector<char> &packed) {
   HostKeys h;
-  h.data = kv.k.data;
   h.dtype = kv.k.dtype;
+  if (kv.k.stride[2] != 1 && kv.k.shape[2] > 1) {
+    const int64_t H = kv.k.shape[1], D = kv.k.shape[2];
+    const size_t elem = dtype_size(kv.k.dtype);
+    packed.resize(size_t(checked_mul(checked_mul(n, H * D, "kv->k elements"), int64_t(elem), "kv->k bytes")));
+    for (int64_t t = 0; t < n; ++t) {
+      const int64_t row = kv.slot(b, t) * kv.k.stride[0];
+      for (int64_t hh = 0; hh < H; ++hh)
+        for (int64_t d = 0; d < D; ++d)
+          std::memcpy(packed.data() + size_t((t * H + hh) * D + d) * elem,
+                      kv.k.bytes() + size_t(row + hh * kv.k.stride[1] + d * kv.k.stride[2]) * elem, elem);
+    }
+    h.data = packed.data();
+    h.token_stride = H * D;
+    h.head_stride = D;
+    return h;
+  }
+  h.data = kv.k.data;
   h.token_stride = kv.k.stride[0];
   h.head_stride = kv.k.stride[1];
   pages = kv.pages_of(b);
@@ -265,9 +279,10 @@ SA_API sa_status sa_select_batch(sa_index *const *indexes, int64_t n_seqs, const
       const sa_index &ix = *indexes[b];
       SelectRequest req = cpu_request(ix, q, tmp, o, q0, q1);
       std::vector<int32_t> pages;
+      std::vector<char> packed;
       HostKeys host;
       if (ix.opt.borrow_keys) {
-        host = paged_keys(paged, b, pages);
+        host = paged_keys(paged, b, ix.size(), pages, packed);
         req.host_keys = &host;
       }
       ix.selector->select(*ix.ctx, req);

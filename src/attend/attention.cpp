@@ -77,7 +77,7 @@ void attend(const sa_context &ctx, const AttendProblem &p) {
   const int64_t n_q = p.q.shape[0], H_q = p.q.shape[1], D = p.q.shape[2];
   const int64_t n_kv = p.k.shape[0], H_kv = p.k.shape[1];
   const int64_t G = H_q / H_kv;
-  const bool shared_lists = p.list_data != nullptr;
+  const bool shared_lists = p.shared_lists;
   const bool sparse = p.indices != nullptr || shared_lists;
   int64_t width = p.indices ? p.indices->shape[2] : 0;
   if (shared_lists)
@@ -136,6 +136,7 @@ void attend(const sa_context &ctx, const AttendProblem &p) {
     ml.k_token_stride = K.token_stride;
     ml.k_head_stride = K.head_stride;
     if (sparse) {
+      ml.sparse = true;
       ml.idx = idx;
       ml.idx_s0 = idx_s0;
       ml.idx_s1 = idx_s1;

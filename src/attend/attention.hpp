@@ -15,7 +15,9 @@ struct AttendProblem {
   // Instead of indices: one list per query, shared by all its heads, of its own length (a
   // sequence's slots of a paged cache in token order, for dense attention over it): query i
   // reads list_len[i] entries at list_data + list_start[i]. Without key_positions the lists
-  // already stop at the causal limit, so no entry is masked by position.
+  // already stop at the causal limit, so no entry is masked by position. shared_lists says
+  // they are given: with every list empty list_data may be NULL (an empty vector's data()).
+  bool shared_lists = false;
   const int32_t *list_data = nullptr;
   const int64_t *list_start = nullptr, *list_len = nullptr;
   bool per_query_head = false;          // indices hold one list per query head

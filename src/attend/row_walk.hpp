@@ -5,6 +5,7 @@
 #pragma once
 
 #include "attend/kernels.hpp"
+#include "core/visibility.hpp"
 
 namespace sa {
 namespace {
@@ -23,7 +24,7 @@ struct RowWalk {
       int64_t r = raw_row(cursor++);
       if (r < 0) continue;
       int64_t pos = rs.key_pos ? rs.key_pos[r] : r;
-      if (pos > rs.pos_limit || pos < 0) continue;  // future, or an empty slot (position -1)
+      if (!sees(rs.pos_limit, pos)) continue;  // future, or an empty slot (position -1)
       return r;
     }
     return -1;

@@ -24,7 +24,7 @@ SlotMass::SlotMass(const MassLayout &layout, std::vector<int64_t> pos_limits,
   direct_ = mass_.stride[mass_.rank - 1] == 1 || layout_.n_kv <= 1;
   lse2_.assign(size_t(n_q * layout_.q.shape[1]), -std::numeric_limits<float>::infinity());
   if (!direct_) packed_.assign(size_t(mass_rows() * layout_.n_kv), 0.f);
-  if (layout_.idx) {
+  if (layout_.sparse) {
     chunk_units_ = std::max<int64_t>(1, kEntryScratch / std::max<int64_t>(1, layout_.width));
     chunk_units_ = std::min(chunk_units_, n_q * layout_.lists);
     entry_mass_.assign(size_t(chunk_units_ * layout_.width), 0.f);
@@ -138,7 +138,7 @@ void SlotMass::accumulate(const sa_context &ctx, const float *entry_scores) {
     });
   }
   if (layout_.q.shape[0] > 0) {
-    if (layout_.idx) sparse(ctx, entry_scores);
+    if (layout_.sparse) sparse(ctx, entry_scores);
     else dense(ctx);
   }
   if (!direct_)

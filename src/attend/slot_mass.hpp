@@ -21,7 +21,10 @@ struct MassLayout {
   sa_dtype kv_dtype = SA_DTYPE_F32;
   const char *k_base = nullptr; // K with a unit stride along D
   int64_t k_token_stride = 0, k_head_stride = 0;  // elements
-  const int32_t *idx = nullptr; // sparse lists [n_q][lists][width], unit stride along width
+  // Sparse lists [n_q][lists][width], unit stride along width, when `sparse` (idx may then be
+  // NULL when every list is empty); dense over the n_kv rows otherwise.
+  bool sparse = false;
+  const int32_t *idx = nullptr;
   int64_t idx_s0 = 0, idx_s1 = 0, width = 0, lists = 0;
   bool per_query_head = false;  // lists are per query head
   // Shared lists (AttendProblem::list_data): query i's list, for every head, is list_len[i]

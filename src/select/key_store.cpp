@@ -72,9 +72,12 @@ void KeyStore::update(const int32_t *slots, int64_t n, const TensorView &keys, c
     for (size_t h = 0; h < rows_.size(); ++h) store_row(int(h), s, keys, i);
     const int64_t pos = positions ? positions[i] : max_pos_ + 1;
     positions_[size_t(s)] = pos;
-    max_pos_ = std::max(max_pos_, pos);
+    max_pos_ = std::max(max_pos_, pos);  // positions NULL: each next one after the last given
   }
   reorder_updated(slots, n);
+  // The largest position held now: an update may have moved the slot that held the old one
+  // to a smaller position (default query positions and the next append count from it).
+  if (size_ > 0) max_pos_ = sorted_positions_.back();
 }
 
 void KeyStore::reorder_updated(const int32_t *slots, int64_t n) {
@@ -130,6 +133,7 @@ void KeyStore::truncate(int64_t keep) {
 }
 
 void KeyStore::slots_at_positions(int64_t lo, int64_t hi, std::vector<int32_t> &out) const {
+  lo = std::max(lo, int64_t(0));  // empty slots (position -1) hold no token to list
   if (lo > hi) return;
   auto first = std::lower_bound(sorted_positions_.begin(), sorted_positions_.end(), lo);
   auto last = std::upper_bound(first, sorted_positions_.end(), hi);

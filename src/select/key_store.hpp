@@ -17,6 +17,8 @@ class KeyStore {
   KeyStore(int heads, int dim, sa_dtype dtype, int64_t capacity_hint, bool rows = true);
 
   void append(const TensorView &keys);  // [n, H, D]
+  // positions NULL: each slot gets the next position after the largest held. Afterwards
+  // max_position() is the largest position a slot holds (it may shrink).
   void update(const int32_t *slots, int64_t n, const TensorView &keys, const int64_t *positions);
   // Drops slots [keep, size); they must hold every position above the kept ones (the caller
   // checks with trailing_slots_from). The next append continues after the largest kept position.

@@ -29,21 +29,36 @@ void sort_distinct_slots(std::vector<int32_t> &slots) {
 }  // namespace
 
 void write_selection(std::vector<Candidate> &cands, std::vector<int32_t> &forced, float forced_mass,
-                     const KeepRule &rule, int32_t *out, int64_t width, int64_t out_stride) {
-  size_t k = std::min(cands.size(), size_t(rule.top_k > 0 ? rule.top_k : 0));
-  if (k < cands.size()) std::nth_element(cands.begin(), cands.begin() + k, cands.end(), ranks_before);
+                     const KeepRule &rule, const int64_t *key_positions, int32_t *out, int64_t width,
+                     int64_t out_stride) {
+  const size_t room = size_t(std::max<int64_t>(width, 0));
+  // Window and sinks come first. They outnumber the list only when positions repeat
+  // (sa_index_update); then the window is kept from the query's position down, then the sinks
+  // from position 0 up (ties by lower slot), and no scored slot.
+  if (forced.size() > room) {
+    auto rank = [&](int32_t s) {  // window first, the most recent first; then sinks, the oldest first
+      const int64_t p = key_positions[s];
+      return p > rule.query_pos - rule.window ? rule.query_pos - p : int64_t(rule.window) + p;
+    };
+    std::nth_element(forced.begin(), forced.begin() + long(room), forced.end(), [&](int32_t a, int32_t b) {
+      const int64_t ra = rank(a), rb = rank(b);
+      return ra < rb || (ra == rb && a < b);
+    });
+    forced.resize(room);
+  }
+  size_t k = std::min({cands.size(), size_t(rule.top_k > 0 ? rule.top_k : 0), room - forced.size()});
+  if (k < cands.size()) std::nth_element(cands.begin(), cands.begin() + long(k), cands.end(), ranks_before);
   if (rule.mass_target > 0.f && k > 0) {
-    std::sort(cands.begin(), cands.begin() + k, ranks_before);
+    std::sort(cands.begin(), cands.begin() + long(k), ranks_before);
     float mass = forced_mass;
     size_t taken = 0;
     while (taken < k && mass < rule.mass_target) mass += cands[taken++].score;
     k = taken;
   }
-  // Window and sinks come first; at most `width` slots fit (more only with duplicate positions).
   std::vector<int32_t> &chosen = forced;
   for (size_t i = 0; i < k; ++i) chosen.push_back(cands[i].slot);
   sort_distinct_slots(chosen);
-  int64_t n = std::min<int64_t>(int64_t(chosen.size()), width);
+  const int64_t n = int64_t(chosen.size());  // <= width
   for (int64_t i = 0; i < n; ++i) out[i * out_stride] = chosen[size_t(i)];
   for (int64_t i = n; i < width; ++i) out[i * out_stride] = -1;
 }

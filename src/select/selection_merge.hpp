@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "core/tensor_view.hpp"
+#include "core/visibility.hpp"
 
 namespace sa {
 
@@ -16,10 +17,9 @@ struct KeepRule {
   float mass_target;  // 0: off
 };
 
-// Sinks and the window: positions [0, sinks) and (query_pos - window, query_pos].
-inline bool always_kept(int64_t pos, const KeepRule &r) {
-  return pos < r.sinks || pos > r.query_pos - r.window;
-}
+// Sinks and the window: positions [0, sinks) and (query_pos - window, query_pos] (never an
+// empty slot; core/visibility.hpp).
+inline bool always_kept(int64_t pos, const KeepRule &r) { return in_sinks_or_window(pos, r.query_pos, r.window, r.sinks); }
 
 struct Candidate {
   float score;   // estimated attention mass (or any score; higher is better)
@@ -34,9 +34,14 @@ inline bool ranks_before(const Candidate &a, const Candidate &b) {
 
 // forced: visible slots kept by always_kept(); forced_mass: their estimated mass (used only
 // with a mass target, where candidate scores must be masses on the same scale).
-// Reorders cands. Writes exactly `width` entries to out (stride out_stride).
+// The list holds every forced slot, then the best candidates in what remains of `width` (at
+// most top_k). Forced slots outnumber `width` only with repeated positions: then the window's
+// are kept first, the most recent first, then the sinks', the oldest first (equal positions:
+// lower slot first), read from key_positions (the position of each slot), and no candidate.
+// Reorders cands and forced. Writes exactly `width` entries to out (stride out_stride).
 void write_selection(std::vector<Candidate> &cands, std::vector<int32_t> &forced, float forced_mass,
-                     const KeepRule &rule, int32_t *out, int64_t width, int64_t out_stride);
+                     const KeepRule &rule, const int64_t *key_positions, int32_t *out, int64_t width,
+                     int64_t out_stride);
 
 // Every list of an i32 [n_q, H, width] output is padding (-1): an empty index.
 void write_all_padding(const TensorView &out);

@@ -8,7 +8,6 @@
 #include <string>
 #include <vector>
 
-#include "fuzz_known_bugs.hpp"
 #include "reference_select.hpp"
 #include "test_util.hpp"
 
@@ -21,7 +20,6 @@ struct FuzzIndex {
   sa_index_options opt = SA_INDEX_OPTIONS_INIT;
   std::vector<double> keys;  // [slot][H_kv][D], the values passed (exact in the dtype they came in)
   std::vector<int64_t> pos;  // position of each slot
-  int64_t lib_max = -1;      // the largest position as the library keeps it (known bug 2)
   sat::Tensor host_k, host_v;  // [kMaxSlots, H_kv, D] in the host's dtype and layout
 
   sa_index *ix() const { return handle.get(); }
@@ -34,9 +32,8 @@ struct FuzzIndex {
     return m;
   }
   bool borrows() const { return opt.borrow_keys != 0; }
-  // The position defaults count from: the largest one held (the header), or while known bug 2
-  // is stepped around, the one the library keeps.
-  int64_t top() const { return check_known_bugs() ? max_pos() : lib_max; }
+  // The position defaults count from: the largest one held (the header).
+  int64_t top() const { return max_pos(); }
 
   // The first `rows` rows of the host cache, as a descriptor (shape[0] = rows).
   sa_tensor host_view(const sat::Tensor &t, int64_t rows) const {
@@ -74,7 +71,6 @@ struct FuzzIndex {
     for (int64_t r = 0; r < k.dim(0); ++r) {
       const int64_t s = size(), p = top() + 1;
       pos.push_back(p);
-      lib_max = std::max(lib_max, p);
       keys.resize(size_t((s + 1) * h_kv() * d()));
       store_row(s, k, r, rng);
     }
@@ -85,7 +81,6 @@ struct FuzzIndex {
     for (size_t n = 0; n < slots.size(); ++n) {
       store_row(slots[n], k, int64_t(n), rng);
       pos[size_t(slots[n])] = positions ? positions[n] : next++;
-      lib_max = std::max(lib_max, pos[size_t(slots[n])]);
     }
   }
   // The slots sa_index_truncate(position) keeps, or -1 when it must refuse (a slot at or past
@@ -101,7 +96,6 @@ struct FuzzIndex {
     if (keep == size()) return;  // nothing dropped: the library changes nothing
     pos.resize(size_t(keep));
     keys.resize(size_t(keep * h_kv() * d()));
-    lib_max = max_pos();
   }
 };
 

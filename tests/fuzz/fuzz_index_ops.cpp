@@ -275,7 +275,6 @@ void Scenario::clone(FuzzIndex &fx) {
   twin.opt = fx.opt;
   twin.keys = fx.keys;
   twin.pos = fx.pos;
-  twin.lib_max = fx.lib_max;
   twin.host_k = fx.host_k;
   twin.host_v = fx.host_v;
   const int mode = int(in_.range(0, 2));
