@@ -1,17 +1,18 @@
 // Lightning-indexer weights built from fitted projections, and the check tools/learned_fit runs
 // before it writes them (a header so tests/learned_test.cpp runs the same code on tests/data).
 //
-// Construction: for query head j (KV head h = j / G) the bilinear fit gives Wq_h, Wk_h with
-// (Wq_h q_j) . (Wk_h k) ~ q_j . k up to a shift per query (keys centred: rankings, not absolute
-// logits). Indexer key z = [Wk_0 k_0; ...; Wk_{H_kv-1} k_{H_kv-1}] (d_index = H_kv * d),
-// indexer query u = [sum_{j in group 0} Wq_0 q_j; ...] / sqrt(D), and two indexer heads, +u and
-// -u with constant head weights +1 and -1: ReLU(a) - ReLU(-a) = a, so
-//   score(t, s) = sum_j (Wq_h q_j) . (Wk_h k_s) / sqrt(D),
-// the sum of every query head's approximate logit: one list per token for all heads, scored at
-// 2 * d_index multiply-adds per key. A single ReLU per query head (the earlier construction)
-// sees absolute logits, and the logits of a trained model are mostly negative: its scores were
-// exactly 0 for 99.9% of the keys of a layer, so the selection fell back to tie order. The
-// paired heads have no dead units whatever the logits' offset.
+// Construction: for query head j (KV head h = j / G) the bilinear fit with uncentred keys gives
+// Wq_h, Wk_h with a_j = (Wq_h q_j) . (Wk_h k) ~ q_j . k, absolute logits included. Indexer key
+// z = [Wk_0 k_0; ...; Wk_{H_kv-1} k_{H_kv-1}] (d_index = H_kv * d). Query head j gets two
+// indexer heads, +Wq_h q_j and -Wq_h q_j in KV head h's block, with constant head weights b_j
+// and -leak * b_j (b_j = 1 / the spread of a_j on training pairs, so no head drowns the
+// others): b_j ReLU(a_j) - leak b_j ReLU(-a_j) is a leaky ReLU, and
+//   score(t, s) = sum_j b_j (max(a_j, 0) + leak * min(a_j, 0)).
+// The positive part keeps what a trained model's absolute logits say (measured better than a
+// plain sum of centred logits on every layer of tinylm-qkv); the leak keeps every unit alive.
+// A single ReLU per head (the earlier construction) is dead wherever the logits are negative,
+// as most of a trained model's are: its scores were exactly 0 for 99.9% of the keys of a layer,
+// and the selection fell back to tie order.
 //
 // The check: on held-out query positions, the share of scored keys whose indexer score is
 // exactly 0, and recall / attention mass of the indexer's top K against exact top K (one list
@@ -71,27 +72,52 @@ struct IndexerWeights {
   std::vector<float> q_proj, head_weights, head_bias, k_proj;
 };
 
-// The paired construction of the file's head, from centred projections.
-inline IndexerWeights build_indexer(const Layer &L, const Projections &p) {
+// The leaky construction of the file's head, from uncentred projections; b_j from query
+// positions < train_end.
+inline IndexerWeights build_indexer(const Layer &L, const Projections &p, double leak, int64_t train_end) {
   const int d = p.d, D = L.D, G = L.Hq / L.Hkv;
   IndexerWeights w;
-  w.n_heads = 2, w.d_index = int64_t(L.Hkv) * d, w.in_q = int64_t(L.Hq) * D, w.in_k = int64_t(L.Hkv) * D;
+  w.n_heads = 2 * int64_t(L.Hq), w.d_index = int64_t(L.Hkv) * d, w.in_q = int64_t(L.Hq) * D,
+  w.in_k = int64_t(L.Hkv) * D;
   w.q_proj.assign(size_t(w.n_heads * w.d_index * w.in_q), 0.f);
   w.k_proj.assign(size_t(w.d_index * w.in_k), 0.f);
   w.head_weights.assign(size_t(w.n_heads * w.in_q), 0.f);
-  w.head_bias = {1.f, -1.f};
-  const float scale = float(1.0 / std::sqrt(double(D)));
-  for (int64_t head = 0; head < 2; ++head)
-    for (int j = 0; j < L.Hq; ++j) {
-      const int h = j / G;
-      for (int r = 0; r < d; ++r)
-        for (int i = 0; i < D; ++i)
-          w.q_proj[size_t((head * w.d_index + h * d + r) * w.in_q + j * D + i)] =
-              (head ? -scale : scale) * p.wq[size_t((h * d + r) * D + i)];
-    }
+  w.head_bias.assign(size_t(w.n_heads), 0.f);
   for (int h = 0; h < L.Hkv; ++h)
     for (int r = 0; r < d; ++r)
       for (int i = 0; i < D; ++i) w.k_proj[size_t((h * d + r) * w.in_k + h * D + i)] = p.wk[size_t((h * d + r) * D + i)];
+  const int64_t T = std::min(train_end, L.T);
+  std::vector<double> u(static_cast<size_t>(d)), z(static_cast<size_t>(d));
+  for (int j = 0; j < L.Hq; ++j) {
+    const int h = j / G;
+    for (int sign = 0; sign < 2; ++sign)
+      for (int r = 0; r < d; ++r)
+        for (int i = 0; i < D; ++i)
+          w.q_proj[size_t(((2 * j + sign) * w.d_index + h * d + r) * w.in_q + j * D + i)] =
+              (sign ? -1.f : 1.f) * p.wq[size_t((h * d + r) * D + i)];
+    // b_j: 1 / the spread of head j's approximate logits over a sample of training pairs.
+    double sum = 0, sum2 = 0, count = 0;
+    for (int64_t t = L.q_pos0; t < std::min(T, L.q_pos0 + L.Tq); t += 4) {
+      const float *qv = L.query(t, j);
+      for (int r = 0; r < d; ++r) {
+        u[size_t(r)] = 0;
+        for (int i = 0; i < D; ++i) u[size_t(r)] += double(p.wq[size_t((h * d + r) * D + i)]) * qv[i];
+      }
+      for (int64_t s = t % 7; s <= t; s += 7) {
+        double dot = 0;
+        for (int r = 0; r < d; ++r) {
+          double zr = 0;
+          for (int i = 0; i < D; ++i) zr += double(p.wk[size_t((h * d + r) * D + i)]) * L.key(s, h)[i];
+          dot += u[size_t(r)] * zr;
+        }
+        sum += dot, sum2 += dot * dot, count += 1;
+      }
+    }
+    const double var = count > 0 ? sum2 / count - (sum / count) * (sum / count) : 1.0;
+    const double b = 1.0 / std::sqrt(std::max(var, 1e-12));
+    w.head_bias[size_t(2 * j)] = float(b);
+    w.head_bias[size_t(2 * j + 1)] = float(-leak * b);
+  }
   return w;
 }
 

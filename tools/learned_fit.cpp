@@ -9,23 +9,24 @@
 // Method "pca": Wq = Wk = the top-d principal directions of the centred keys.
 // Only tokens before --train-end are used, so late queries are held out.
 //
-// --indexer also writes lightning-indexer weights built from centred projections of rank
-// --indexer-d per KV head (default D_SEARCH): two indexer heads whose ReLUs add up to the sum
-// of every query head's approximate logit (construction and why: tools/indexer_fit.hpp). With
-// no second stage to rescore, the indexer needs a larger rank than the learned selector:
-// measured recall at d 16 is 0.13-0.38 against the best single list, at 64 0.42-0.47. Before writing, every layer's indexer is
-// checked on held-out query positions (--train-end and later, up to 64 of them, decode setting:
-// window 64, K 64): the tool prints zero-score share, recall and attention mass against exact
-// top-K and against the best single list, and refuses to write the file (exit status 1) when
-// any layer's indexer is degenerate: more than --max-zero-share (default 0.5) of the scored
-// keys with a score of exactly 0, or recall against the best single list below --min-recall
-// (default 0.25).
+// --indexer also writes lightning-indexer weights built from uncentred projections of rank
+// --indexer-d per KV head (default D_SEARCH): two indexer heads per query head forming a leaky
+// ReLU of its approximate logit, slope --leak (default 0.1) below 0 (construction and why:
+// tools/indexer_fit.hpp). Every layer's indexer is checked on held-out query positions
+// (--train-end and later, up to 64 of them; decode setting: window 64, K 64): zero-score share,
+// recall and attention mass against exact top-K and against the best single list are printed.
+// It is degenerate when more than --max-zero-share (default 0.5) of the scored keys score
+// exactly 0 or its recall against the best single list is below --min-recall (default 0.25);
+// then it is refitted at twice the rank, up to head_dim, and if still degenerate the tool
+// writes nothing and exits with status 1. With no second stage to rescore, the indexer needs a
+// larger rank than the learned selector (measured recall against the best single list at K 64,
+// d 16: 0.18-0.42 over tinylm-qkv layers 1-7).
 //
 // Data: q{L}.npy [Tq, H_q, D] and k{L}.npy [T, H_kv, D]; with Tq < T the queries are the last
 // Tq positions (tests/data).
 //
 //   build/tools/learned_fit DATA_DIR OUT.safetensors D_SEARCH [pca|bilinear] [--indexer]
-//       [--indexer-d N] [--train-end N] [--min-recall R] [--max-zero-share Z] [layers...]
+//       [--indexer-d N] [--leak E] [--train-end N] [--min-recall R] [--max-zero-share Z] [layers...]
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -47,7 +48,7 @@ void append_f32(std::string &data, const std::vector<float> &v) {
 
 int main(int argc, char **argv) {
   const char *usage = "usage: %s DATA_DIR OUT.safetensors D_SEARCH [pca|bilinear] [--indexer] [--train-end N] "
-                      "[--indexer-d N] [--min-recall R] [--max-zero-share Z] [layers...]\n";
+                      "[--indexer-d N] [--leak E] [--min-recall R] [--max-zero-share Z] [layers...]\n";
   if (argc < 4) {
     std::fprintf(stderr, usage, argv[0]);
     return 2;
@@ -60,11 +61,13 @@ int main(int argc, char **argv) {
   std::vector<int> layers;
   bool indexer = false;
   int indexer_d = 0;
+  double leak = 0.1;
   for (int a = 4; a < argc; ++a) {
     if (!std::strcmp(argv[a], "--indexer")) indexer = true;
     else if (!std::strcmp(argv[a], "pca") || !std::strcmp(argv[a], "bilinear")) method = argv[a];
     else if (!std::strcmp(argv[a], "--train-end") && a + 1 < argc) train_end = std::atoll(argv[++a]);
     else if (!std::strcmp(argv[a], "--indexer-d") && a + 1 < argc) indexer_d = std::atoi(argv[++a]);
+    else if (!std::strcmp(argv[a], "--leak") && a + 1 < argc) leak = std::atof(argv[++a]);
     else if (!std::strcmp(argv[a], "--min-recall") && a + 1 < argc) min_recall = std::atof(argv[++a]);
     else if (!std::strcmp(argv[a], "--max-zero-share") && a + 1 < argc) max_zero_share = std::atof(argv[++a]);
     else if (argv[a][0] >= '0' && argv[a][0] <= '9') layers.push_back(std::atoi(argv[a]));
@@ -111,24 +114,30 @@ int main(int argc, char **argv) {
     add("k_proj", {Hkv, d, D}, p.wk);
     std::printf("layer %d: %s, d_search %d, fitted on tokens [0, %lld)\n", L, method.c_str(), d, (long long)T);
     if (!indexer) continue;
-    const int d_index = indexer_d > 0 ? indexer_d : d;
-    const fit::IndexerWeights w =
-        fit::build_indexer(layer, d_index == d ? p : fit::fit_projections(layer, d_index, method, train_end, true));
+    // Fit, check on held-out queries, and refit at twice the rank (up to D) while degenerate.
+    constexpr int64_t kWindow = 64, kCheckK = 64, kCheckQueries = 64;
+    const int64_t first = std::max(train_end, layer.q_pos0), span = layer.T - first;
+    std::vector<int64_t> positions;
+    for (int64_t i = 0; i < std::min(span, kCheckQueries); ++i)
+      positions.push_back(first + i * span / std::min(span, kCheckQueries));
+    fit::IndexerWeights w;
+    std::string why;
+    for (int d_index = indexer_d > 0 ? indexer_d : d;; d_index = std::min(2 * d_index, D)) {
+      w = fit::build_indexer(layer, fit::fit_projections(layer, d_index, method, train_end, false), leak, train_end);
+      const fit::IndexerCheck c = fit::check_indexer(w, layer, positions, kCheckK, kWindow);
+      std::printf("  indexer d %d, checked on %lld held-out queries (K %lld, window %lld): zero scores %.1f%%, "
+                  "recall vs exact %.3f, vs best single list %.3f; mass exact %.4f, best single list %.4f, "
+                  "indexer %.4f\n", d_index, (long long)c.queries, (long long)kCheckK, (long long)kWindow,
+                  100 * c.zero_share, c.recall_exact, c.recall_one_list, c.mass_exact, c.mass_one_list,
+                  c.mass_indexer);
+      why = fit::degenerate_reason(c, max_zero_share, min_recall);
+      if (why.empty() || d_index == D) break;
+      std::printf("  degenerate (%s): refitting at d %d\n", why.c_str(), std::min(2 * d_index, D));
+    }
     add("indexer.q_proj", {w.n_heads, w.d_index, w.in_q}, w.q_proj);
     add("indexer.head_weights", {w.n_heads, w.in_q}, w.head_weights);
     add("indexer.head_bias", {w.n_heads}, w.head_bias);
     add("indexer.k_proj", {w.d_index, w.in_k}, w.k_proj);
-    // Held-out check: up to 64 query positions spread over [max(train_end, first query), T).
-    constexpr int64_t kWindow = 64, kCheckK = 64, kCheckQueries = 64;
-    const int64_t first = std::max(train_end, layer.q_pos0), span = layer.T - first;
-    std::vector<int64_t> positions;
-    for (int64_t i = 0; i < std::min(span, kCheckQueries); ++i) positions.push_back(first + i * span / std::min(span, kCheckQueries));
-    const fit::IndexerCheck c = fit::check_indexer(w, layer, positions, kCheckK, kWindow);
-    std::printf("  indexer check on %lld held-out queries (K %lld, window %lld): zero scores %.1f%%, recall vs exact "
-                "%.3f, vs best single list %.3f; mass exact %.4f, best single list %.4f, indexer %.4f\n",
-                (long long)c.queries, (long long)kCheckK, (long long)kWindow, 100 * c.zero_share, c.recall_exact,
-                c.recall_one_list, c.mass_exact, c.mass_one_list, c.mass_indexer);
-    const std::string why = fit::degenerate_reason(c, max_zero_share, min_recall);
     if (!why.empty()) refused.push_back("layer " + std::to_string(L) + ": " + why);
   }
   if (!refused.empty()) {  // nothing written: a degenerate indexer would select by tie order
