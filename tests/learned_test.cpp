@@ -2,7 +2,9 @@
 // the tests write: identity projections reproduce the exact selector; selections match a
 // reference computed in the projected space (window, sinks, causal positions, segments, GQA,
 // per query head, mass target, updates); recall falls gracefully as the rank of a random
-// projection drops; the indexer's formula and planted keys its weights favour.
+// projection drops; the indexer's formula and planted keys its weights favour, its tie order
+// (most recent first), and the indexer tools/learned_fit fits on tests/data (live scores,
+// recall against a brute-force exact top-K; degenerate fits refused).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -14,6 +16,8 @@
 #include <utility>
 #include <vector>
 
+#include "../tools/indexer_fit.hpp"
+#include "../tools/npy_f16.hpp"
 #include "reference_select.hpp"
 #include "test_util.hpp"
 #include "weights_file.hpp"
@@ -671,6 +675,222 @@ TEST(Indexer, EmptyIndexSelectsPadding) {
   so.query_positions = qpos.data();
   ASSERT_SA_OK(sa_select(ix.get(), q.t(), &so, out.t()));
   for (double v : out.values()) EXPECT_EQ(v, -1);
+}
+
+TEST(Indexer, EqualScoresPickTheMostRecentKeys) {
+  // k_proj = 0: every score is 0 (a degenerate but valid file). The list must hold the most
+  // recent visible keys by position (slots refilled by updates are recent), not slots 0, 1, 2.
+  const int64_t Hkv = 2, Hq = 4, D = 8, NI = 2, S = 3, N = 300;
+  sat::Rng rng(91);
+  IndexerWeights w{NI, S, Hq, Hkv, D, f32_values(rng, size_t(NI * S * Hq * D), 1), f32_values(rng, size_t(NI * Hq * D), 1),
+                   std::vector<double>(size_t(S * Hkv * D), 0.0), {}};
+  const std::string path = w.file(2);
+  auto ctx = sat::make_context(2);
+  sa_index_options o = wf::learned_options(SA_SELECTOR_INDEXER, path, 2, int(Hkv), int(D));
+  sa_index *raw = nullptr;
+  ASSERT_SA_OK(sa_index_create(ctx.get(), &o, &raw));
+  sat::IndexPtr ix(raw);
+  Tensor keys = sat::random_tensor(rng, SA_DTYPE_F32, {N, Hkv, D});
+  ASSERT_SA_OK(sa_index_append(ix.get(), keys.t()));
+  std::vector<int64_t> pos(static_cast<size_t>(N));
+  for (int64_t s = 0; s < N; ++s) pos[size_t(s)] = s;
+  std::vector<int32_t> slots;
+  std::vector<int64_t> new_pos;
+  for (int32_t s = 10; s < 20; ++s) slots.push_back(s), new_pos.push_back(N + 2 * (s - 10)), pos[size_t(s)] = new_pos.back();
+  Tensor upd = sat::random_tensor(rng, SA_DTYPE_F32, {int64_t(slots.size()), Hkv, D});
+  ASSERT_SA_OK(sa_index_update(ix.get(), slots.data(), int64_t(slots.size()), upd.t(), new_pos.data()));
+  for (int64_t n_q : {int64_t(3), int64_t(9)}) {  // SIMD per query, and the GEMM path
+    Tensor q = sat::random_tensor(rng, SA_DTYPE_F32, {n_q, Hq, D});
+    std::vector<int64_t> qpos;
+    for (int64_t i = 0; i < n_q; ++i) qpos.push_back(i % 3 == 0 ? 150 + i : N + 5 + 2 * i);
+    sa_select_options so = SA_SELECT_OPTIONS_INIT;
+    so.top_k = 16, so.window = 6, so.sinks = 2, so.query_positions = qpos.data();
+    Tensor out(SA_DTYPE_I32, {n_q, Hkv, 40});
+    ASSERT_SA_OK(sa_select(ix.get(), q.t(), &so, out.t()));
+    for (int64_t i = 0; i < n_q; ++i) {
+      const int64_t p = qpos[size_t(i)];
+      std::vector<int64_t> ranked;  // brute force: visible, not forced, by position descending
+      std::set<int32_t> want;
+      for (int64_t s = 0; s < N; ++s) {
+        if (pos[size_t(s)] > p) continue;
+        if (pos[size_t(s)] < so.sinks || pos[size_t(s)] > p - so.window) want.insert(int32_t(s));
+        else ranked.push_back(s);
+      }
+      std::sort(ranked.begin(), ranked.end(), [&](int64_t a, int64_t b) { return pos[size_t(a)] > pos[size_t(b)]; });
+      for (size_t r = 0; r < std::min<size_t>(ranked.size(), size_t(so.top_k)); ++r) want.insert(int32_t(ranked[r]));
+      for (int64_t h = 0; h < Hkv; ++h) {
+        std::set<int32_t> got;
+        for (int32_t s : row_of(out, i, h))
+          if (s >= 0) got.insert(s);
+        EXPECT_EQ(got, want) << "query " << i << " at position " << p << " row " << h;
+      }
+    }
+  }
+}
+
+// ------------------------------------------------------------------ indexer fitted by tools/learned_fit
+
+// tests/data (layer 3, keys 0..1023, queries of positions 768..1023) as the tool reads it.
+// shift > 0 moves every key of KV head h by -shift * (key RMS) along the mean direction of its
+// group's training queries: each query's logits move together (its softmax and exact top-K are
+// unchanged) and, for most queries, down, the way a trained model's logits are mostly negative.
+struct Fixture {
+  NpyF16 q = read_npy_f16(SA_TEST_DATA_DIR "/q3.npy"), k = read_npy_f16(SA_TEST_DATA_DIR "/k3.npy");
+  explicit Fixture(double shift = 0) {
+    const fit::Layer L = layer();
+    const int G = L.Hq / L.Hkv;
+    for (int h = 0; h < L.Hkv && shift > 0; ++h) {
+      std::vector<double> m(size_t(L.D), 0.0);
+      double rms = 0, norm = 0;
+      for (int64_t t = L.q_pos0; t < kTrainEnd; ++t)
+        for (int g = h * G; g < (h + 1) * G; ++g)
+          for (int i = 0; i < L.D; ++i) m[size_t(i)] += L.query(t, g)[i];
+      for (double x : m) norm += x * x;
+      for (int64_t s = 0; s < L.T; ++s)
+        for (int i = 0; i < L.D; ++i) rms += double(L.key(s, h)[i]) * L.key(s, h)[i] / double(L.T);
+      for (int64_t s = 0; s < L.T; ++s)
+        for (int i = 0; i < L.D; ++i)
+          k.values[size_t((s * L.Hkv + h) * L.D + i)] -= float(shift * std::sqrt(rms) * m[size_t(i)] / std::sqrt(norm));
+    }
+  }
+  static constexpr int64_t kTrainEnd = 896;
+  fit::Layer layer() const {
+    fit::Layer L;
+    L.q = q.values.data(), L.k = k.values.data();
+    L.T = k.shape[0], L.Tq = q.shape[0], L.q_pos0 = k.shape[0] - q.shape[0];
+    L.Hq = int(q.shape[1]), L.Hkv = int(k.shape[1]), L.D = int(k.shape[2]);
+    return L;
+  }
+};
+
+IndexerWeights as_test_weights(const fit::IndexerWeights &f, const fit::Layer &L) {
+  auto d = [](const std::vector<float> &v) { return std::vector<double>(v.begin(), v.end()); };
+  return {f.n_heads, f.d_index, L.Hq, L.Hkv, L.D, d(f.q_proj), d(f.head_weights), d(f.k_proj), d(f.head_bias)};
+}
+
+constexpr int64_t kFitTrainEnd = Fixture::kTrainEnd, kFitK = 64, kFitWindow = 64;
+constexpr double kFitLeak = 0.1;  // tools/learned_fit's default
+
+fit::IndexerWeights fit_fixture(const fit::Layer &L, double leak = kFitLeak) {
+  return fit::build_indexer(L, fit::fit_projections(L, 16, "bilinear", kFitTrainEnd, false), leak, kFitTrainEnd);
+}
+
+// The tool's fit (d 16) through the library, against the test's own formula and a brute-force
+// exact top K: scores are 0 for under 1% of the keys, recall at K 64 above 0.4; on the fixture
+// as shipped and with its logits shifted down (where one plain ReLU per head is all but dead).
+TEST(IndexerFit, FixtureFitScoresEveryKeyAndFindsTheExactTopKeys) {
+  for (double shift : {0.0, 3.0}) {
+  const Fixture fx(shift);
+  const fit::Layer L = fx.layer();
+  const fit::IndexerWeights f = fit_fixture(L);
+  const IndexerWeights w = as_test_weights(f, L);
+  const int64_t N = L.T, G = L.Hq / L.Hkv, D = L.D;
+  std::vector<int64_t> qpos;
+  for (int64_t t = kFitTrainEnd + 1; t < N; t += 2) qpos.push_back(t);  // held out
+  const int64_t n_q = int64_t(qpos.size());
+  Tensor q(SA_DTYPE_F32, {n_q, L.Hq, D}), k(SA_DTYPE_F32, {N, L.Hkv, D});
+  for (int64_t i = 0; i < n_q; ++i)
+    for (int h = 0; h < L.Hq; ++h)
+      for (int64_t x = 0; x < D; ++x) q.set({i, h, x}, L.query(qpos[size_t(i)], h)[x]);
+  for (int64_t s = 0; s < N; ++s)
+    for (int h = 0; h < L.Hkv; ++h)
+      for (int64_t x = 0; x < D; ++x) k.set({s, h, x}, L.key(s, h)[x]);
+
+  // Live scores, by the test's own formula: the share of scored keys with a score of exactly 0.
+  double zeros = 0, scored = 0;
+  std::vector<std::vector<double>> z;
+  for (int64_t s = 0; s < N; ++s) z.push_back(w.key(k, s, SA_DTYPE_F32));
+  for (int64_t i = 0; i < n_q; i += 8) {
+    std::vector<double> u(size_t(w.NI * w.S), 0.0), weight(size_t(w.NI), 0.0);
+    for (int64_t j = 0; j < w.NI; ++j) {
+      weight[size_t(j)] = w.head_bias[size_t(j)];
+      for (int64_t c = 0; c < w.S; ++c)
+        for (int64_t x = 0; x < L.Hq * D; ++x) u[size_t(j * w.S + c)] += w.q_proj[size_t((j * w.S + c) * L.Hq * D + x)] * q.get({i, x / D, x % D});
+    }
+    for (int64_t s = 0; s <= qpos[size_t(i)] - kFitWindow; ++s) {
+      double total = 0;
+      for (int64_t j = 0; j < w.NI; ++j) {
+        double dot = 0;
+        for (int64_t c = 0; c < w.S; ++c) dot += u[size_t(j * w.S + c)] * z[size_t(s)][size_t(c)];
+        total += weight[size_t(j)] * std::max(dot, 0.0);
+      }
+      zeros += total == 0.0, scored += 1;
+    }
+  }
+  EXPECT_LT(zeros / scored, 0.01) << "dead ReLUs, shift " << shift;
+
+  // Recall of the library's lists against exact top K per KV head (double-precision softmax).
+  const std::string path = w.file(3);
+  auto ctx = sat::make_context(2);
+  sa_index_options o = wf::learned_options(SA_SELECTOR_INDEXER, path, 3, L.Hkv, L.D);
+  sa_index *raw = nullptr;
+  ASSERT_SA_OK(sa_index_create(ctx.get(), &o, &raw));
+  sat::IndexPtr ix(raw);
+  ASSERT_SA_OK(sa_index_append(ix.get(), k.t()));
+  sa_select_options so = SA_SELECT_OPTIONS_INIT;
+  so.top_k = int32_t(kFitK), so.window = int32_t(kFitWindow), so.sinks = 0, so.query_positions = qpos.data();
+  Tensor out(SA_DTYPE_I32, {n_q, L.Hkv, kFitK + kFitWindow});
+  ASSERT_SA_OK(sa_select(ix.get(), q.t(), &so, out.t()));
+  double recall = 0;
+  for (int64_t i = 0; i < n_q; ++i) {
+    const int64_t p = qpos[size_t(i)], last = p - kFitWindow;
+    for (int64_t h = 0; h < L.Hkv; ++h) {
+      std::vector<double> mass(size_t(last + 1), 0.0);
+      for (int64_t g = h * G; g < (h + 1) * G; ++g) {
+        std::vector<double> logit(size_t(p + 1));
+        double m = -INFINITY, sum = 0;
+        for (int64_t s = 0; s <= p; ++s) {
+          double dot = 0;
+          for (int64_t x = 0; x < D; ++x) dot += q.get({i, g, x}) * k.get({s, h, x});
+          logit[size_t(s)] = dot / std::sqrt(double(D));
+          m = std::max(m, logit[size_t(s)]);
+        }
+        for (double &l : logit) sum += (l = std::exp(l - m));
+        for (int64_t s = 0; s <= last; ++s) mass[size_t(s)] += logit[size_t(s)] / sum;
+      }
+      std::vector<int64_t> order(static_cast<size_t>(last + 1));
+      for (int64_t s = 0; s <= last; ++s) order[size_t(s)] = s;
+      std::partial_sort(order.begin(), order.begin() + kFitK, order.end(),
+                        [&](int64_t a, int64_t b) { return mass[size_t(a)] > mass[size_t(b)]; });
+      const std::set<int64_t> exact(order.begin(), order.begin() + kFitK);
+      int64_t hits = 0;
+      for (int32_t s : row_of(out, i, h)) hits += s >= 0 && s <= last && exact.count(s);
+      recall += double(hits) / double(kFitK) / double(n_q * L.Hkv);
+    }
+  }
+  EXPECT_GT(recall, 0.4) << "recall against exact top " << kFitK << ", shift " << shift;
+  // And the tool's own check agrees: not degenerate.
+  std::vector<int64_t> check(qpos.begin(), qpos.end());
+  EXPECT_EQ(fit::degenerate_reason(fit::check_indexer(f, L, check, kFitK, kFitWindow), 0.5, 0.25), "");
+  }
+}
+
+TEST(IndexerFit, DegenerateIndexersAreRefused) {
+  const Fixture fx(3.0);
+  const fit::Layer L = fx.layer();
+  fit::IndexerWeights f = fit_fixture(L);
+  std::vector<int64_t> qpos;
+  for (int64_t t = kFitTrainEnd; t < L.T; t += 4) qpos.push_back(t);
+  // Every score 0 (no key projection): all dead.
+  fit::IndexerWeights dead = f;
+  std::fill(dead.k_proj.begin(), dead.k_proj.end(), 0.f);
+  fit::IndexerCheck c = fit::check_indexer(dead, L, qpos, kFitK, kFitWindow);
+  EXPECT_EQ(c.zero_share, 1.0);
+  EXPECT_NE(fit::degenerate_reason(c, 0.5, 0.25).find("exactly 0"), std::string::npos);
+  // No leak (one plain ReLU per head, the earlier construction) on logits shifted down.
+  c = fit::check_indexer(fit_fixture(L, 0.0), L, qpos, kFitK, kFitWindow);
+  EXPECT_GT(c.zero_share, 0.5);
+  EXPECT_NE(fit::degenerate_reason(c, 0.5, 0.25), "");
+  // Reversed ranking (head weights negated): live scores, poor recall.
+  fit::IndexerWeights reversed = f;
+  for (float &b : reversed.head_bias) b = -b;
+  c = fit::check_indexer(reversed, L, qpos, kFitK, kFitWindow);
+  EXPECT_LT(c.zero_share, 0.01);
+  EXPECT_NE(fit::degenerate_reason(c, 0.5, 0.25).find("recall"), std::string::npos);
+  // Non-finite weights.
+  fit::IndexerWeights bad = f;
+  bad.k_proj[3] = NAN;
+  EXPECT_NE(fit::degenerate_reason(fit::check_indexer(bad, L, qpos, kFitK, kFitWindow), 0.5, 0.25), "");
 }
 
 }  // namespace

@@ -9,16 +9,24 @@
 // Method "pca": Wq = Wk = the top-d principal directions of the centred keys.
 // Only tokens before --train-end are used, so late queries are held out.
 //
-// --indexer also writes lightning-indexer weights built from the same projections: one indexer
-// head per query head j (KV head h = j / G), indexer key z = [Wk_0 k_0; ...; Wk_{H_kv-1} k_{H_kv-1}]
-// (d_index = H_kv * d), indexer query u_j = Wq_h q_j placed in KV head h's block, so u_j . z
-// approximates q_j . k_h; constant head weights (head_weights zero, head_bias = 1 / the spread of
-// head j's approximate logits on training pairs), so the score is sum_j b_j ReLU(approximate
-// logit of head j): one list per token for all heads. ReLU and the sum over heads see absolute
-// logits, so the indexer's projections come from a second fit with uncentred keys (measured
-// better than the centred fit, and than the centred fit with the mean key direction removed).
+// --indexer also writes lightning-indexer weights built from uncentred projections of rank
+// --indexer-d per KV head (default D_SEARCH): two indexer heads per query head forming a leaky
+// ReLU of its approximate logit, slope --leak (default 0.1) below 0 (construction and why:
+// tools/indexer_fit.hpp). Every layer's indexer is checked on held-out query positions
+// (--train-end and later, up to 64 of them; decode setting: window 64, K 64): zero-score share,
+// recall and attention mass against exact top-K and against the best single list are printed.
+// It is degenerate when more than --max-zero-share (default 0.5) of the scored keys score
+// exactly 0 or its recall against the best single list is below --min-recall (default 0.25);
+// then it is refitted at twice the rank, up to head_dim, and if still degenerate the tool
+// writes nothing and exits with status 1. With no second stage to rescore, the indexer needs a
+// larger rank than the learned selector (measured recall against the best single list at K 64,
+// d 16: 0.18-0.42 over tinylm-qkv layers 1-7).
 //
-//   build/tools/learned_fit DATA_DIR OUT.safetensors D_SEARCH [pca|bilinear] [--indexer] [--train-end N] [layers...]
+// Data: q{L}.npy [Tq, H_q, D] and k{L}.npy [T, H_kv, D]; with Tq < T the queries are the last
+// Tq positions (tests/data).
+//
+//   build/tools/learned_fit DATA_DIR OUT.safetensors D_SEARCH [pca|bilinear] [--indexer]
+//       [--indexer-d N] [--leak E] [--train-end N] [--min-recall R] [--max-zero-share Z] [layers...]
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -27,189 +35,72 @@
 #include <string>
 #include <vector>
 
+#include "indexer_fit.hpp"
 #include "npy_f16.hpp"
 
 namespace {
-
-using Mat = std::vector<double>;  // n x n row-major
-
-// Symmetric eigendecomposition by cyclic Jacobi rotations: A = V diag(w) V^T, w descending,
-// eigenvectors in the columns of V.
-void eigh(Mat A, int n, std::vector<double> &w, Mat &V) {
-  V.assign(size_t(n * n), 0.0);
-  for (int i = 0; i < n; ++i) V[size_t(i * n + i)] = 1;
-  for (int sweep = 0; sweep < 60; ++sweep) {
-    double off = 0;
-    for (int p = 0; p < n; ++p)
-      for (int q = p + 1; q < n; ++q) off += A[size_t(p * n + q)] * A[size_t(p * n + q)];
-    if (off < 1e-22) break;
-    for (int p = 0; p < n; ++p)
-      for (int q = p + 1; q < n; ++q) {
-        const double apq = A[size_t(p * n + q)];
-        if (std::fabs(apq) < 1e-300) continue;
-        const double theta = (A[size_t(q * n + q)] - A[size_t(p * n + p)]) / (2 * apq);
-        const double t = (theta >= 0 ? 1 : -1) / (std::fabs(theta) + std::sqrt(theta * theta + 1));
-        const double c = 1 / std::sqrt(t * t + 1), s = t * c;
-        for (int k = 0; k < n; ++k) {  // A <- J^T A J
-          const double akp = A[size_t(k * n + p)], akq = A[size_t(k * n + q)];
-          A[size_t(k * n + p)] = c * akp - s * akq;
-          A[size_t(k * n + q)] = s * akp + c * akq;
-        }
-        for (int k = 0; k < n; ++k) {
-          const double apk = A[size_t(p * n + k)], aqk = A[size_t(q * n + k)];
-          A[size_t(p * n + k)] = c * apk - s * aqk;
-          A[size_t(q * n + k)] = s * apk + c * aqk;
-        }
-        for (int k = 0; k < n; ++k) {
-          const double vkp = V[size_t(k * n + p)], vkq = V[size_t(k * n + q)];
-          V[size_t(k * n + p)] = c * vkp - s * vkq;
-          V[size_t(k * n + q)] = s * vkp + c * vkq;
-        }
-      }
-  }
-  std::vector<int> order(static_cast<size_t>(n));
-  for (int i = 0; i < n; ++i) order[size_t(i)] = i;
-  std::sort(order.begin(), order.end(), [&](int a, int b) { return A[size_t(a * n + a)] > A[size_t(b * n + b)]; });
-  Mat Vs(size_t(n * n));
-  w.resize(size_t(n));
-  for (int j = 0; j < n; ++j) {
-    w[size_t(j)] = A[size_t(order[size_t(j)] * (n + 1))];
-    for (int i = 0; i < n; ++i) Vs[size_t(i * n + j)] = V[size_t(i * n + order[size_t(j)])];
-  }
-  V = Vs;
-}
-
-// S^p for a symmetric positive semi-definite S (eigenvalues floored at 1e-6 of the largest).
-Mat sym_power(const Mat &S, int n, double power) {
-  std::vector<double> w;
-  Mat V;
-  eigh(S, n, w, V);
-  const double floor = std::max(w[0], 1e-30) * 1e-6;
-  Mat out(size_t(n * n), 0.0);
-  for (int k = 0; k < n; ++k) {
-    const double f = std::pow(std::max(w[size_t(k)], floor), power);
-    for (int i = 0; i < n; ++i)
-      for (int j = 0; j < n; ++j) out[size_t(i * n + j)] += V[size_t(i * n + k)] * f * V[size_t(j * n + k)];
-  }
-  return out;
-}
-
-Mat matmul(const Mat &A, const Mat &B, int n) {
-  Mat C(size_t(n * n), 0.0);
-  for (int i = 0; i < n; ++i)
-    for (int k = 0; k < n; ++k)
-      for (int j = 0; j < n; ++j) C[size_t(i * n + j)] += A[size_t(i * n + k)] * B[size_t(k * n + j)];
-  return C;
-}
-
-// Second moment of rows x [count][n] (centred when asked).
-Mat moment(const std::vector<const float *> &rows, int n, bool centre) {
-  std::vector<double> mean(size_t(n), 0.0);
-  if (centre)
-    for (const float *r : rows)
-      for (int i = 0; i < n; ++i) mean[size_t(i)] += r[i] / double(rows.size());
-  Mat S(size_t(n * n), 0.0);
-  for (const float *r : rows)
-    for (int i = 0; i < n; ++i)
-      for (int j = 0; j < n; ++j) S[size_t(i * n + j)] += (r[i] - mean[size_t(i)]) * (r[j] - mean[size_t(j)]);
-  for (double &x : S) x /= double(rows.size());
-  return S;
-}
 
 void append_f32(std::string &data, const std::vector<float> &v) {
   data.append(reinterpret_cast<const char *>(v.data()), v.size() * 4);  // little-endian host
 }
 
-// Rows of Wq and Wk ([d][D] each) for one KV head (see the file's head); centre: fit the keys'
-// covariance (rankings) rather than their second moment (absolute logits).
-void fit_head(const std::vector<const float *> &queries, const std::vector<const float *> &keys, int D, int d,
-              const std::string &method, bool centre, Mat &A, Mat &B) {
-  A.assign(size_t(d * D), 0.0);
-  B.assign(size_t(d * D), 0.0);
-  const Mat Sk = moment(keys, D, centre);
-  if (method == "pca") {
-    std::vector<double> w;
-    Mat V;
-    eigh(Sk, D, w, V);
-    for (int j = 0; j < d; ++j)
-      for (int i = 0; i < D; ++i) A[size_t(j * D + i)] = B[size_t(j * D + i)] = V[size_t(i * D + j)];
-  } else {
-    const Mat Sq = moment(queries, D, false);
-    const Mat Sq_half = sym_power(Sq, D, 0.5), Sk_half = sym_power(Sk, D, 0.5);
-    const Mat Sq_ihalf = sym_power(Sq, D, -0.5), Sk_ihalf = sym_power(Sk, D, -0.5);
-    const Mat C = matmul(Sq_half, Sk_half, D);
-    Mat CtC(size_t(D * D), 0.0);
-    for (int i = 0; i < D; ++i)
-      for (int j = 0; j < D; ++j)
-        for (int r = 0; r < D; ++r) CtC[size_t(i * D + j)] += C[size_t(r * D + i)] * C[size_t(r * D + j)];
-    std::vector<double> lam;
-    Mat V;
-    eigh(CtC, D, lam, V);
-    for (int j = 0; j < d; ++j) {
-      const double sigma = std::sqrt(std::max(lam[size_t(j)], 1e-300));
-      std::vector<double> u(size_t(D), 0.0);  // u_j = C v_j / sigma_j
-      for (int r = 0; r < D; ++r)
-        for (int i = 0; i < D; ++i) u[size_t(r)] += C[size_t(r * D + i)] * V[size_t(i * D + j)] / sigma;
-      const double root = std::sqrt(sigma);
-      for (int i = 0; i < D; ++i) {  // row j of S^1/2 U^T Sq^-1/2 and of S^1/2 V^T Sk^-1/2
-        double a = 0, b = 0;
-        for (int r = 0; r < D; ++r) {
-          a += u[size_t(r)] * Sq_ihalf[size_t(r * D + i)];
-          b += V[size_t(r * D + j)] * Sk_ihalf[size_t(r * D + i)];
-        }
-        A[size_t(j * D + i)] = root * a;
-        B[size_t(j * D + i)] = root * b;
-      }
-    }
-  }
-}
-
 }  // namespace
 
 int main(int argc, char **argv) {
+  const char *usage = "usage: %s DATA_DIR OUT.safetensors D_SEARCH [pca|bilinear] [--indexer] [--train-end N] "
+                      "[--indexer-d N] [--leak E] [--min-recall R] [--max-zero-share Z] [layers...]\n";
   if (argc < 4) {
-    std::fprintf(stderr, "usage: %s DATA_DIR OUT.safetensors D_SEARCH [pca|bilinear] [--indexer] [--train-end N] [layers...]\n",
-                 argv[0]);
+    std::fprintf(stderr, usage, argv[0]);
     return 2;
   }
   const std::string dir = argv[1], out_path = argv[2];
   const int d = std::atoi(argv[3]);
   std::string method = "bilinear";
   int64_t train_end = 3072;
+  double min_recall = 0.25, max_zero_share = 0.5;
   std::vector<int> layers;
   bool indexer = false;
+  int indexer_d = 0;
+  double leak = 0.1;
   for (int a = 4; a < argc; ++a) {
-    if (!std::strcmp(argv[a], "--indexer")) { indexer = true; continue; }
-    if (!std::strcmp(argv[a], "pca") || !std::strcmp(argv[a], "bilinear")) method = argv[a];
+    if (!std::strcmp(argv[a], "--indexer")) indexer = true;
+    else if (!std::strcmp(argv[a], "pca") || !std::strcmp(argv[a], "bilinear")) method = argv[a];
     else if (!std::strcmp(argv[a], "--train-end") && a + 1 < argc) train_end = std::atoll(argv[++a]);
-    else layers.push_back(std::atoi(argv[a]));
+    else if (!std::strcmp(argv[a], "--indexer-d") && a + 1 < argc) indexer_d = std::atoi(argv[++a]);
+    else if (!std::strcmp(argv[a], "--leak") && a + 1 < argc) leak = std::atof(argv[++a]);
+    else if (!std::strcmp(argv[a], "--min-recall") && a + 1 < argc) min_recall = std::atof(argv[++a]);
+    else if (!std::strcmp(argv[a], "--max-zero-share") && a + 1 < argc) max_zero_share = std::atof(argv[++a]);
+    else if (argv[a][0] >= '0' && argv[a][0] <= '9') layers.push_back(std::atoi(argv[a]));
+    else {
+      std::fprintf(stderr, usage, argv[0]);
+      return 2;
+    }
   }
   if (layers.empty()) layers = {1, 3, 5, 7};
+  if (d < 1 || indexer_d < 0) {
+    std::fprintf(stderr, "D_SEARCH and --indexer-d must be >= 1\n");
+    return 2;
+  }
 
   std::string header = "{", data;
+  std::vector<std::string> refused;
   for (int L : layers) {
     const NpyF16 q = read_npy_f16(dir + "/q" + std::to_string(L) + ".npy");
     const NpyF16 k = read_npy_f16(dir + "/k" + std::to_string(L) + ".npy");
-    const int Hq = int(q.shape[1]), Hkv = int(k.shape[1]), D = int(k.shape[2]), G = Hq / Hkv;
-    const int64_t T = std::min<int64_t>(train_end, k.shape[0]);
-    std::vector<float> wq, wk, wq_index, wk_index;  // [Hkv][d][D]
-    for (int h = 0; h < Hkv; ++h) {
-      std::vector<const float *> keys, queries;
-      for (int64_t t = 0; t < T; ++t) {
-        keys.push_back(&k.values[size_t((t * Hkv + h) * D)]);
-        for (int g = 0; g < G; ++g) queries.push_back(&q.values[size_t((t * Hq + h * G + g) * D)]);
-      }
-      Mat A, B;  // rows: Wq, Wk for this head
-      fit_head(queries, keys, D, d, method, true, A, B);
-      for (double x : A) wq.push_back(float(x));
-      for (double x : B) wk.push_back(float(x));
-      if (indexer) {  // absolute logits: the indexer's ReLU and its sum over heads see them
-        Mat Ai, Bi;
-        fit_head(queries, keys, D, d, method, false, Ai, Bi);
-        for (double x : Ai) wq_index.push_back(float(x));
-        for (double x : Bi) wk_index.push_back(float(x));
-      }
+    if (q.shape.size() != 3 || k.shape.size() != 3 || q.shape[2] != k.shape[2] || k.shape[1] < 1 ||
+        q.shape[1] % k.shape[1] != 0 || q.shape[0] > k.shape[0] || d > k.shape[2] ||
+        indexer_d > k.shape[2]) {
+      std::fprintf(stderr, "layer %d: q [Tq, H_q, D] and k [T, H_kv, D] with Tq <= T, H_q a multiple of H_kv and "
+                   "D_SEARCH, --indexer-d <= D expected\n", L);
+      return 1;
     }
+    fit::Layer layer;
+    layer.q = q.values.data(), layer.k = k.values.data();
+    layer.T = k.shape[0], layer.Tq = q.shape[0], layer.q_pos0 = k.shape[0] - q.shape[0];
+    layer.Hq = int(q.shape[1]), layer.Hkv = int(k.shape[1]), layer.D = int(k.shape[2]);
+    const int Hkv = layer.Hkv, D = layer.D;
+    const int64_t T = std::min<int64_t>(train_end, layer.T);
+    const fit::Projections p = fit::fit_projections(layer, d, method, train_end, true);
     auto add = [&](const std::string &name, const std::vector<int64_t> &shape, const std::vector<float> &v) {
       const size_t b = data.size();
       append_f32(data, v);
@@ -219,53 +110,40 @@ int main(int argc, char **argv) {
       header += "\"layers." + std::to_string(L) + "." + name + "\":{\"dtype\":\"F32\",\"shape\":[" + dims +
                 "],\"data_offsets\":[" + std::to_string(b) + "," + std::to_string(data.size()) + "]}";
     };
-    add("q_proj", {Hkv, d, D}, wq);
-    add("k_proj", {Hkv, d, D}, wk);
-    if (indexer) {
-      const int64_t d_index = int64_t(Hkv) * d, in_q = int64_t(Hq) * D, in_k = int64_t(Hkv) * D;
-      std::vector<float> iq(size_t(Hq * d_index * in_q), 0.f), ik(size_t(d_index * in_k), 0.f);
-      for (int j = 0; j < Hq; ++j) {
-        const int h = j / G;
-        for (int r = 0; r < d; ++r)
-          for (int i = 0; i < D; ++i)
-            iq[size_t((j * d_index + h * d + r) * in_q + j * D + i)] = wq_index[size_t((h * d + r) * D + i)];
-      }
-      for (int h = 0; h < Hkv; ++h)
-        for (int r = 0; r < d; ++r)
-          for (int i = 0; i < D; ++i) ik[size_t((h * d + r) * in_k + h * D + i)] = wk_index[size_t((h * d + r) * D + i)];
-      add("indexer.q_proj", {Hq, d_index, in_q}, iq);
-      add("indexer.head_weights", {Hq, in_q}, std::vector<float>(size_t(Hq * in_q), 0.f));
-      // Constant head weights 1 / (spread of the head's approximate logits) over training pairs,
-      // so no head's scale drowns the others in the sum.
-      std::vector<float> bias(static_cast<size_t>(Hq));
-      for (int j = 0; j < Hq; ++j) {
-        const int h = j / G;
-        double sum = 0, sum2 = 0, count = 0;
-        std::vector<double> u(static_cast<size_t>(d));
-        for (int64_t t = 0; t < T; t += 16) {
-          const float *qv = &q.values[size_t((t * Hq + j) * D)];
-          for (int r = 0; r < d; ++r) {
-            u[size_t(r)] = 0;
-            for (int i = 0; i < D; ++i) u[size_t(r)] += double(wq_index[size_t((h * d + r) * D + i)]) * qv[i];
-          }
-          for (int64_t s2 = t % 7; s2 < T; s2 += 7) {
-            const float *kv = &k.values[size_t((s2 * Hkv + h) * D)];
-            double dot = 0;
-            for (int r = 0; r < d; ++r) {
-              double zr = 0;
-              for (int i = 0; i < D; ++i) zr += double(wk_index[size_t((h * d + r) * D + i)]) * kv[i];
-              dot += u[size_t(r)] * zr;
-            }
-            sum += dot, sum2 += dot * dot, count += 1;
-          }
-        }
-        const double var = sum2 / count - (sum / count) * (sum / count);
-        bias[size_t(j)] = float(1.0 / std::sqrt(std::max(var, 1e-12)));
-      }
-      add("indexer.head_bias", {Hq}, bias);
-      add("indexer.k_proj", {d_index, in_k}, ik);
-    }
+    add("q_proj", {Hkv, d, D}, p.wq);
+    add("k_proj", {Hkv, d, D}, p.wk);
     std::printf("layer %d: %s, d_search %d, fitted on tokens [0, %lld)\n", L, method.c_str(), d, (long long)T);
+    if (!indexer) continue;
+    // Fit, check on held-out queries, and refit at twice the rank (up to D) while degenerate.
+    constexpr int64_t kWindow = 64, kCheckK = 64, kCheckQueries = 64;
+    const int64_t first = std::max(train_end, layer.q_pos0), span = layer.T - first;
+    std::vector<int64_t> positions;
+    for (int64_t i = 0; i < std::min(span, kCheckQueries); ++i)
+      positions.push_back(first + i * span / std::min(span, kCheckQueries));
+    fit::IndexerWeights w;
+    std::string why;
+    for (int d_index = indexer_d > 0 ? indexer_d : d;; d_index = std::min(2 * d_index, D)) {
+      w = fit::build_indexer(layer, fit::fit_projections(layer, d_index, method, train_end, false), leak, train_end);
+      const fit::IndexerCheck c = fit::check_indexer(w, layer, positions, kCheckK, kWindow);
+      std::printf("  indexer d %d, checked on %lld held-out queries (K %lld, window %lld): zero scores %.1f%%, "
+                  "recall vs exact %.3f, vs best single list %.3f; mass exact %.4f, best single list %.4f, "
+                  "indexer %.4f\n", d_index, (long long)c.queries, (long long)kCheckK, (long long)kWindow,
+                  100 * c.zero_share, c.recall_exact, c.recall_one_list, c.mass_exact, c.mass_one_list,
+                  c.mass_indexer);
+      why = fit::degenerate_reason(c, max_zero_share, min_recall);
+      if (why.empty() || d_index == D) break;
+      std::printf("  degenerate (%s): refitting at d %d\n", why.c_str(), std::min(2 * d_index, D));
+    }
+    add("indexer.q_proj", {w.n_heads, w.d_index, w.in_q}, w.q_proj);
+    add("indexer.head_weights", {w.n_heads, w.in_q}, w.head_weights);
+    add("indexer.head_bias", {w.n_heads}, w.head_bias);
+    add("indexer.k_proj", {w.d_index, w.in_k}, w.k_proj);
+    if (!why.empty()) refused.push_back("layer " + std::to_string(L) + ": " + why);
+  }
+  if (!refused.empty()) {  // nothing written: a degenerate indexer would select by tie order
+    for (const std::string &r : refused) std::fprintf(stderr, "degenerate indexer, %s\n", r.c_str());
+    std::fprintf(stderr, "refusing to write %s\n", out_path.c_str());
+    return 1;
   }
   header += "}";
   while (header.size() % 8) header += ' ';
@@ -274,10 +152,15 @@ int main(int argc, char **argv) {
   uint64_t n = header.size();
   unsigned char len[8];
   for (int i = 0; i < 8; ++i) len[i] = (unsigned char)(n >> (8 * i));
-  std::fwrite(len, 1, 8, f);
-  std::fwrite(header.data(), 1, header.size(), f);
-  std::fwrite(data.data(), 1, data.size(), f);
-  std::fclose(f);
+  bool ok = std::fwrite(len, 1, 8, f) == 8;
+  ok = ok && std::fwrite(header.data(), 1, header.size(), f) == header.size();
+  ok = ok && std::fwrite(data.data(), 1, data.size(), f) == data.size();
+  ok = std::fclose(f) == 0 && ok;
+  if (!ok) {
+    std::fprintf(stderr, "cannot write %s\n", out_path.c_str());
+    std::remove(out_path.c_str());
+    return 1;
+  }
   std::printf("wrote %s\n", out_path.c_str());
   return 0;
 }

@@ -5,7 +5,8 @@
 // learned selector's two-stage factor (R * K candidates rescored exactly; 0: one stage;
 // default: the library's); the fraction of scored keys that were rescored is printed. For the
 // indexer (one list per token for every head) the mass of the best possible single list (exact
-// top K by probability summed over all query heads) is printed beside it, as its ceiling.
+// top K by probability summed over all query heads) is printed beside it, as its ceiling, with
+// the indexer's recall of that list (recall_1l) and its mass loss relative to it (vs_1l).
 //
 //   build/tools/learned_quality DATA_DIR WEIGHTS.safetensors [learned|indexer] [--rescore R] [layers...]
 #include <algorithm>
@@ -62,7 +63,7 @@ int main(int argc, char **argv) {
 
   if (kind == SA_SELECTOR_LEARNED) std::printf("rescore %lld\n", (long long)rescore);
   std::printf("layer   K  mass_exact  mass_sel  diff_pts  rel_loss  recall  rescored%s\n",
-              kind == SA_SELECTOR_INDEXER ? "  one_list_ceiling  its_loss" : "");
+              kind == SA_SELECTOR_INDEXER ? "  one_list_ceiling  its_loss  recall_1l  vs_1l" : "");
   double sum_rel[2] = {0, 0};
   for (int L : layers) {
     NpyF16 q = read_npy_f16(dir + "/q" + std::to_string(L) + ".npy");
@@ -136,7 +137,7 @@ int main(int argc, char **argv) {
         }
       // The ceiling of any one-list-per-token selector (the indexer): the exact top K by the
       // probability summed over every query head, window apart.
-      double mass_shared = 0;
+      double mass_shared = 0, hits_shared = 0, scored_shared = 0;
       for (int64_t i = 0; i < kQueries && kind == SA_SELECTOR_INDEXER; ++i) {
         const int64_t last = qpos[size_t(i)] - kWindow;  // scored keys: [0, last]
         std::vector<std::pair<double, int64_t>> total;
@@ -154,6 +155,12 @@ int main(int argc, char **argv) {
           for (size_t c = 0; c < take; ++c) m += p[total[c].second];
         }
         mass_shared += m / double(Hq);
+        std::set<int64_t> shared;  // the indexer writes one list: row 0 of query i
+        for (size_t c = 0; c < take; ++c) shared.insert(total[c].second);
+        const int32_t *b = &got[size_t(i * Hkv * width)];
+        for (int c = 0; c < width; ++c)
+          if (b[c] >= 0 && b[c] <= last) hits_shared += double(shared.count(b[c]));
+        scored_shared += double(take);
       }
       const double n = double(kQueries * Hkv);
       mass_exact /= n, mass_sel /= n;
@@ -163,7 +170,8 @@ int main(int argc, char **argv) {
       std::printf("%5d %4d  %10.4f  %8.4f  %8.2f  %7.2f%%  %6.3f  %7.1f%%", L, K, mass_exact, mass_sel,
                   100 * (mass_exact - mass_sel), 100 * rel, hits / scored, 100 * rescored);
       if (kind == SA_SELECTOR_INDEXER)
-        std::printf("  %10.4f  %7.2f%%", mass_shared, 100 * (mass_exact - mass_shared) / mass_exact);
+        std::printf("  %10.4f  %7.2f%%  %9.3f  %5.2f%%", mass_shared, 100 * (mass_exact - mass_shared) / mass_exact,
+                    hits_shared / std::max(scored_shared, 1.0), 100 * (mass_shared - mass_sel) / mass_shared);
       std::printf("\n");
     }
     sa_index_destroy(&exact);

@@ -134,6 +134,7 @@ void IndexerSelector::select(const sa_context &ctx, const SelectRequest &req) co
            : 1;
   const int64_t n_blocks = (n_q + qblock - 1) / qblock;
   const int threads = ctx.threads;
+  const int64_t *const pos = keys_.positions();
 
   std::vector<float> keys_f32;  // the GEMM takes f32 keys
   const float *keys_gemm = nullptr;
@@ -197,9 +198,25 @@ void IndexerSelector::select(const sa_context &ctx, const SelectRequest &req) co
         const float *raw = &s.raw[size_t(((i - i0) * NI + j) * n)];
         for (int64_t t = 0; t < n; ++t) s.score[size_t(t)] += w * std::max(raw[t], 0.f);
       }
-      // One list, written to the first row and copied to the others.
+      // One list, written to the first row and copied to the others. The top_k best visible,
+      // non-forced slots are taken here, equal scores by the more recent position (then the
+      // higher slot): write_selection's tie order (lower slot) would fill a list of equal
+      // scores (all ReLUs 0) with the oldest keys. Exactly top_k remain, so it keeps them all.
+      const QueryVisibility vis = query_visibility(req, i);
+      const KeepRule rule = keep_rule(req, i);
       s.ranked.clear();
-      for (int64_t t = 0; t < n; ++t) s.ranked.push_back({s.score[size_t(t)], int32_t(t)});
+      for (int64_t t = 0; t < n; ++t)
+        if (vis(int32_t(t), pos[t]) && !always_kept(pos[t], rule)) s.ranked.push_back({s.score[size_t(t)], int32_t(t)});
+      const size_t k = std::min(s.ranked.size(), size_t(std::max<int32_t>(req.top_k, 0)));
+      if (k < s.ranked.size()) {
+        std::nth_element(s.ranked.begin(), s.ranked.begin() + long(k), s.ranked.end(),
+                         [pos](const Candidate &a, const Candidate &b) {
+                           return a.score > b.score ||
+                                  (a.score == b.score && (pos[a.slot] > pos[b.slot] ||
+                                                          (pos[a.slot] == pos[b.slot] && a.slot > b.slot)));
+                         });
+        s.ranked.resize(k);
+      }
       write_ranked_candidates(keys_, req, i, selection_list(req, keys_.heads(), 0), s);
       int32_t *row0 = base + i * out.stride[0];
       for (int64_t h = 1; h < out.shape[1]; ++h)

@@ -5,7 +5,9 @@
 // concatenated query heads (head weights plus an optional constant), the indexer key is linear
 // in the concatenated KV heads (projected
 // when appended). It keeps the projected keys and positions only, never the native keys (so
-// borrow_keys changes nothing for it). One top-K list per query, written to every head's row. Weights layout:
+// borrow_keys changes nothing for it). One top-K list per query, written to every head's row;
+// equal scores go to the more recent position (a list of all-zero ReLUs holds the latest keys,
+// not slots 0, 1, 2). Weights layout:
 // include/sparseattn.h (SA_SELECTOR_INDEXER).
 #pragma once
 
