@@ -14,22 +14,28 @@ root=$PWD
 bash scripts/install-deps.sh g++-aarch64-linux-gnu qemu-user golang-go
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/sparseattn-test.XXXXXX")
-trap 'rm -rf "$tmp"' EXIT
+# On failure the background stages are stopped (their subshells; what those started runs out).
+trap 'jobs -p | xargs -r kill 2> /dev/null; rm -rf "$tmp"' EXIT
 
 # ----------------------------------------------------------------- stage times
-# cpu_s: user + sys seconds of this shell's finished children (bash's `times`, second line).
-cpu_s() {
-  times > "$tmp/times"
-  sed -n 2p "$tmp/times" | awk '{ n = 0; for (i = 1; i <= 2; i++) { split($i, p, /[ms]/); n += p[1] * 60 + p[2] } printf "%.0f", n }'
+# times_s FILE: user + sys seconds on the second line of `times` output (the children's).
+times_s() {
+  sed -n 2p "$1" | awk '{ n = 0; for (i = 1; i <= 2; i++) { split($i, p, /[ms]/); n += p[1] * 60 + p[2] } printf "%.0f", n }'
 }
 table=()
 stage_name= stage_wall=0 stage_cpu=0
 stage() {  # stage NAME: ends the current stage (if any), starts NAME
   if [ -n "$stage_name" ]; then
-    table+=("$(printf '%-34s %6d %7d' "$stage_name" $((SECONDS - stage_wall)) $(($(cpu_s) - stage_cpu)))")
+    table+=("$(printf '%-44s %6d %7d' "$stage_name" $((SECONDS - stage_wall)) "$stage_cpu")")
   fi
-  stage_name=${1:-} stage_wall=$SECONDS stage_cpu=$(cpu_s)
+  stage_name=${1:-} stage_wall=$SECONDS stage_cpu=0
   [ -z "$stage_name" ] || echo "== $stage_name"
+}
+# t CMD...: runs CMD in a subshell that records its CPU time, added to the current stage's (the
+# shell's own `times` would also count background stages that ended meanwhile).
+t() {
+  ( "$@"; times > "$tmp/t.times" )
+  stage_cpu=$((stage_cpu + $(times_s "$tmp/t.times")))
 }
 # bg NAME LOG CMD...: runs CMD in the background; LOG gets its output, then its own CPU time.
 bg() {
@@ -41,13 +47,12 @@ bg() {
 }
 # join NAME LOG PID: waits for a background stage, prints its output, fails if it failed.
 join() {
-  local name=$1 log=$2 pid=$3 rc wall cpu
+  local name=$1 log=$2 pid=$3 rc wall
   wait "$pid" || true
   echo "== $name (background): output"
   cat "$log"
   read -r rc wall < "$log.rc"
-  cpu=$(sed -n 2p "$log.times" | awk '{ n = 0; for (i = 1; i <= 2; i++) { split($i, p, /[ms]/); n += p[1] * 60 + p[2] } printf "%.0f", n }')
-  table+=("$(printf '%-34s %6d %7d' "$name (background)" "$wall" "$cpu")")
+  table+=("$(printf '%-44s %6d %7d' "$name (background)" "$wall" "$(times_s "$log.times")")")
   if [ "$rc" != 0 ]; then
     echo "test.sh: $name failed (exit $rc)" >&2
     exit "$rc"
@@ -60,12 +65,12 @@ bg "NEON kernels under qemu-aarch64 (scripts/neon_check.sh)" "$tmp/neon.log" bas
 neon_pid=$!
 
 stage "release build: build/"
-[ -f build/build.ninja ] || meson setup build --buildtype=release
-meson compile -C build  # everything, benchmarks and tools included: they must keep building
+[ -f build/build.ninja ] || t meson setup build --buildtype=release
+t meson compile -C build  # everything, benchmarks and tools included: they must keep building
 stage "release: meson test (the default tier)"
-meson test -C build --print-errorlogs
+t meson test -C build --print-errorlogs
 stage "README code is code the tests build"
-python3 tools/readme_snippets.py README.md
+t python3 tools/readme_snippets.py README.md
 stage
 
 # Needs only build/, which nothing below writes.
@@ -76,24 +81,25 @@ if [ -x scripts/ci_bindings.sh ]; then
 fi
 
 stage "minimal configuration: build-min/"
-bash scripts/minimal_check.sh
+t bash scripts/minimal_check.sh
 
 # Only what the tests run is built (meson test builds its prerequisites): not tools/ nor bench/.
 stage "sanitizers: build-asan/ (build + meson test)"
-[ -f build-asan/build.ninja ] || meson setup build-asan -Dbuildtype=debugoptimized \
+[ -f build-asan/build.ninja ] || t meson setup build-asan -Dbuildtype=debugoptimized \
   -Db_sanitize=address,undefined -Db_lundef=false \
   -Dbench=disabled -Dcuda=disabled -Dfuzz=disabled
 ASAN_OPTIONS=halt_on_error=1:print_stacktrace=1:detect_leaks=1 \
 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 LSAN_OPTIONS=suppressions=$root/scripts/lsan.supp:print_suppressions=0 \
-  meson test -C build-asan --print-errorlogs --timeout-multiplier 4
+  t meson test -C build-asan --print-errorlogs --timeout-multiplier 4
 stage
 
 join "NEON kernels under qemu-aarch64" "$tmp/neon.log" "$neon_pid"
 [ -z "$bindings_pid" ] || join "bindings" "$tmp/bindings.log" "$bindings_pid"
 
 echo "== stage times (s; CPU = user + sys; background stages overlap the others)"
-printf '%-34s %6s %7s\n' stage wall cpu
+printf '%-44s %6s %7s\n' stage wall cpu
 printf '%s\n' "${table[@]}"
-printf '%-34s %6d %7d\n' total "$SECONDS" "$(cpu_s)"
+times > "$tmp/times"
+printf '%-44s %6d %7d\n' total "$SECONDS" "$(times_s "$tmp/times")"
 echo "== all tests passed"
