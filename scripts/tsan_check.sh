@@ -54,7 +54,12 @@ export OMP_NUM_THREADS=2 OMP_WAIT_POLICY=passive
 run() {
   echo "== tsan: $*"
   local out
-  out=$("$@" 2>&1) || { echo "$out" | tail -40; echo "tsan_check: failed: $*" >&2; exit 1; }
+  out=$("$@" 2>&1) || {
+    echo "$out" | tail -40
+    cat "$log"/tsan* 2> /dev/null || true  # the reports (log_path)
+    echo "tsan_check: failed: $*" >&2
+    exit 1
+  }
   echo "$out" | tail -3
   # Archer prints this when it attaches; without it OpenMP synchronisation is invisible to TSan.
   echo "$out" | grep -q 'Archer detected OpenMP application' \
