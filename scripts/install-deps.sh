@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs the Debian packages sparseattn needs to build, test and benchmark.
 # Idempotent: when every package is already installed it does nothing (no network).
-# Extra package names may be passed as arguments (e.g. golang-go for the Go binding).
+# Extra package names may be passed as arguments: scripts/test.sh adds the NEON check's and the
+# Go binding's (g++-aarch64-linux-gnu qemu-user golang-go), scripts/tsan_check.sh clang-14
+# libclang-rt-14-dev libomp-14-dev llvm-14 (Debian 12 names).
 set -euo pipefail
 
 packages=(
