@@ -50,7 +50,13 @@ struct HnswGraphConfig {
   int ef_construction = 32;
   int ef_search = 192;       // the search beam; a search asking for more keys widens it
   HnswMetric metric = HnswMetric::mips_to_l2;
-  bool center = true;        // subtract the mean of the first keys added
+  bool center = true;        // subtract a mean of the keys (see recentre_growth)
+  // The mean follows the keys: it is recomputed over every key added so far whenever the key
+  // count has grown by this factor since it was last set (the first add sets it), and the
+  // stored vectors are re-encoded (recentre_rebuild: the graph is built again from them).
+  // Amortised O(D) per key (O(build) per key with rebuild). 0: the first add's mean stays.
+  float recentre_growth = 2.f;
+  bool recentre_rebuild = false;
   bool half = true;          // f16 vectors and the ISA's kernel; false: f32 and hnswlib's space
   float norm_margin = 1.25f; // M = margin * the largest |k - mu| seen when it is (re)set
   sa_isa isa = SA_ISA_SCALAR;
