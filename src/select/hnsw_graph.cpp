@@ -215,19 +215,16 @@ struct HnswGraph::Impl {
     float largest = 0.f;
     for (int64_t i = 0; i < n; ++i) largest = std::max(largest, centred_norm(rows + i * stride));
     if (!(largest > bound)) return;  // also catches NaN norms: such keys are stored as they come
-    if (cfg.metric == HnswMetric::inner_product) {
-      // Only a scale into the f16 range: fixed once.
-      if (!scaled) bound = cfg.norm_margin * largest;
-      scaled = true;
-      return;
-    }
+    // inner_product: the scale keeps stored values in the f16 range. Scaling every vector by
+    // one factor keeps the order of the distances 1 - a.b, so the graph stays valid; a scale
+    // fixed by the first keys (two nearly equal keys) overflowed later keys to infinity.
     const float old_bound = bound;
     bound = cfg.norm_margin * largest;
     scaled = true;
     if (!hnsw || hnsw->cur_element_count == 0) return;
     // Rescale in place: the first dim coordinates shrink by old/new, the sphere coordinate
     // takes up the rest. The edges stay: the graph is still a good one for the new geometry.
-    const float ratio = old_bound / bound;
+    const float ratio = old_bound > 0.f ? old_bound / bound : 1.f / bound;  // unscaled: scale 1
     std::vector<float> v(coords);
     for (size_t id = 0; id < hnsw->cur_element_count; ++id) {
       char *data = hnsw->getDataByInternalId(hnswlib::tableint(id));
@@ -236,7 +233,7 @@ struct HnswGraph::Impl {
         v[size_t(d)] = load(data, size_t(d)) * ratio;
         norm2 += double(v[size_t(d)]) * v[size_t(d)];
       }
-      v[size_t(dim)] = float(std::sqrt(std::max(0.0, 1.0 - norm2)));
+      if (cfg.metric == HnswMetric::mips_to_l2) v[size_t(dim)] = float(std::sqrt(std::max(0.0, 1.0 - norm2)));
       store(v.data(), data);
     }
   }
@@ -345,7 +342,7 @@ void HnswGraph::replace(int32_t slot, const float *row) {
 
 void HnswGraph::search(const float *query, size_t k, std::vector<int32_t> &out) const {
   HnswSearchScratch scratch;
-  search(query, size_t(impl_->cfg.ef_search), k, HnswFilter{}, scratch, out);
+  search(query, std::max(size_t(impl_->cfg.ef_search), k), k, HnswFilter{}, scratch, out);
 }
 
 void HnswGraph::search(const float *query, size_t ef, size_t k, const HnswFilter &filter, HnswSearchScratch &s,
@@ -353,7 +350,9 @@ void HnswGraph::search(const float *query, size_t ef, size_t k, const HnswFilter
   const Impl &g = *impl_;
   if (!g.hnsw || g.hnsw->cur_element_count == 0 || k == 0) return;
   const hnswlib::HierarchicalNSW<float> &h = *g.hnsw;
-  ef = std::max(ef, k);
+  ef = std::max<size_t>(ef, 1);
+  const bool spill = k > ef;  // keep the accepted keys the beam passes over, to fill up to k
+  s.spill.clear();
 
   // The query on the unit sphere's equator: its scale does not change the order.
   double norm2 = 0;
@@ -431,7 +430,10 @@ void HnswGraph::search(const float *query, size_t ef, size_t k, const HnswFilter
     for (uint32_t j = 0; j < count; ++j) {
       const uint32_t id = fresh[j];
       const float d = dist(q, vector_of(id), param);
-      if (s.best.size() >= ef && !(d < bound)) continue;
+      if (s.best.size() >= ef && !(d < bound)) {
+        if (spill && accepted(id)) s.spill.push_back({d, id});
+        continue;
+      }
       s.frontier.push_back({d, id});
       std::push_heap(s.frontier.begin(), s.frontier.end(), nearer_first);
       if (!accepted(id)) continue;
@@ -439,6 +441,7 @@ void HnswGraph::search(const float *query, size_t ef, size_t k, const HnswFilter
       std::push_heap(s.best.begin(), s.best.end(), farther_first);
       if (s.best.size() > ef) {
         std::pop_heap(s.best.begin(), s.best.end(), farther_first);
+        if (spill) s.spill.push_back(s.best.back());
         s.best.pop_back();
       }
       bound = s.best.front().first;
@@ -448,6 +451,14 @@ void HnswGraph::search(const float *query, size_t ef, size_t k, const HnswFilter
   std::sort_heap(s.best.begin(), s.best.end(), farther_first);  // nearest first
   const size_t take = std::min(k, s.best.size());
   for (size_t i = 0; i < take; ++i) out.push_back(slot_of(s.best[i].second));
+  if (take < k && !s.spill.empty()) {  // the nearest of the keys evaluated beyond the beam
+    const size_t more = std::min(k - take, s.spill.size());
+    auto nearer = [](const std::pair<float, uint32_t> &a, const std::pair<float, uint32_t> &b) {
+      return a.first < b.first || (a.first == b.first && a.second < b.second);
+    };
+    std::partial_sort(s.spill.begin(), s.spill.begin() + long(more), s.spill.end(), nearer);
+    for (size_t i = 0; i < more; ++i) out.push_back(slot_of(s.spill[i].second));
+  }
 }
 
 }  // namespace sa

@@ -29,6 +29,7 @@ struct Scratch {
   std::vector<float> queries;
   std::vector<int64_t> sorted_positions;
   std::vector<float> group;
+  std::vector<int32_t> forced;
 };
 
 }  // namespace
@@ -218,6 +219,14 @@ void HnswSelector::select(const sa_context &ctx, const SelectRequest &req) const
       // more than a search at 128K keys.
       thread_local HnswSearchScratch search_scratch;
       graphs_[size_t(l.kv_head)]->search(s.group.data(), size_t(want), size_t(want), hf, search_scratch, cands);
+      // A list holds min(top_k, selectable) keys: when the search reached fewer (a graph region
+      // it could not leave, or most keys it met invisible or kept anyway), score them all.
+      collect_forced(keys_, req, i, s.forced);
+      const int64_t selectable = visible - int64_t(s.forced.size());
+      if (int64_t(cands.size()) < std::min<int64_t>(req.top_k, selectable)) {
+        cands.clear();
+        keys_.slots_at_positions(0, req.positions[size_t(i)], cands);
+      }
     }
     rescore_candidates(ctx, keys_, req, i, l, s.rescore);
   });
