@@ -394,7 +394,7 @@ TEST(SelectHnsw, BuildOrdersReachTheExactTopK) {
               a.recall, d.recall, p.recall);
   for (const auto &[name, r] : {std::pair<const char *, OrderResult>{"one append", a}, {"decode", d}, {"prompt", p}}) {
     EXPECT_EQ(r.short_lists, 0) << name << ": lists with fewer than min(top_k, selectable) scored keys";
-    EXPECT_GE(r.recall, 0.0) << name;
+    EXPECT_GE(r.recall, 0.8) << name;  // 0.866 .. 0.893 measured
   }
   EXPECT_GE(d.recall, a.recall - 0.03) << "decode order against one append";
   const OrderResult e = decode_order_quality(decode, true);

@@ -3,9 +3,11 @@
 // Attention ranks keys by q.k, which is not a metric: a graph built with inner-product
 // distances between keys links every key to the few of largest norm. The graph is built
 // instead on keys mapped to the unit sphere (MIPS-to-L2): k' = [k - mu, sqrt(M^2 - |k - mu|^2)] / M
-// with mu a fixed key mean (ranking by q.(k - mu) equals ranking by q.k for one query) and M a
-// bound on |k - mu|. Between keys, 1 - k1'.k2' is half their squared L2 distance on the
-// sphere; a query q' = [q / |q|, 0] ranks keys by q.k. When a new key exceeds M, M grows and
+// with mu a mean of the keys (ranking by q.(k - mu) equals ranking by q.k for one query) and M a
+// bound on |k - mu|. mu follows the keys (HnswGraphConfig::recentre_growth): a mean fixed by the
+// first append is key 0 alone in a cache grown one key per append (tinylm layers 1,3,5,7, K=128:
+// mass 0.966 of exact's against 0.985 with mu following; bench/hnsw_tuning quality DIR decode).
+// Between keys, 1 - k1'.k2' is half their squared L2 distance on the sphere; a query q' = [q / |q|, 0] ranks keys by q.k. When a new key exceeds M, M grows and
 // the stored vectors are rescaled in place (the edges are kept). Vectors are stored in f16.
 //
 // Labels are cache slots. Not thread-safe for add/replace; search is safe concurrently (each
