@@ -9,7 +9,8 @@
 //
 //   build/bench/hnsw_tuning quality DIR [all prompt decode]   (build orders, see BuildOrder)
 //   build/bench/hnsw_tuning build DIR 32768 131072
-//   (HNSW_VARIANTS=0,3 runs only those rows of the build table)
+//   (HNSW_VARIANTS=0,3 runs only those rows of either table; HNSW_GROUP_ONLY=1 skips the
+//   per-query-head searches of the quality table)
 // Uses the graph code directly (src/select/hnsw_graph.cpp), so each variant can be compared.
 #include <algorithm>
 #include <chrono>
@@ -230,6 +231,8 @@ int quality(const std::string &dir, const std::vector<int> &only, const std::vec
       {"  mean of first add", recentred(config(HnswMetric::inner_product, true, true, 8, 32, 192), 0.f, false)},
       {"  recentre x2 rebuild", recentred(config(HnswMetric::inner_product, true, true, 8, 32, 192), 2.f, true)},
       {"  recentre x1.25", recentred(config(HnswMetric::inner_product, true, true, 8, 32, 192), 1.25f, false)},
+      {"ip+centre m8 efc32 ef320", config(HnswMetric::inner_product, true, true, 8, 32, 320)},
+      {"ip+centre m12 efc64 ef192", config(HnswMetric::inner_product, true, true, 12, 64, 192)},
   };
   std::printf("decode, late queries t in [T - %d, T), top_k=%d, window=%d; mass = window + chosen\n", late, top_k,
               window);
@@ -240,6 +243,7 @@ int quality(const std::string &dir, const std::vector<int> &only, const std::vec
     if (!only.empty() && std::find(only.begin(), only.end(), int(vi)) == only.end()) continue;
     for (BuildOrder order : orders)
       for (bool mean_query : {false, true}) {
+        if (!mean_query && std::getenv("HNSW_GROUP_ONLY")) continue;  // the selector's one search per group
         double sum_ratio = 0;
         int layers = 0;
         for (int layer : {1, 3, 5, 7}) {

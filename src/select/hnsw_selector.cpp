@@ -21,9 +21,14 @@ constexpr int64_t kConvertRows = 4096;  // keys converted to f32 at a time while
 constexpr int64_t kFewVisibleFactor = 2;
 // Lists wider than ef_search search with a beam of max(ef_search, top_k / kWideBeamDivisor)
 // and take the rest from the keys the beam evaluated and passed over (HnswGraph::search): a
-// search's cost grows with its beam, and a beam of top_k itself cost about 2x exact scoring at
-// 32K keys for top_k 2048 (bench/decode_select_speed).
+// beam of top_k itself made wide lists cost as much as exact scoring up to 64K keys at top_k
+// 2048 (bench/decode_select_speed).
 constexpr int64_t kWideBeamDivisor = 4;
+// Wide lists score every visible key exactly while they number at most this many times the
+// beam: a search's cost grows with its beam, exact scoring with the keys; on 8 KV heads of
+// random f16 keys (bench_select, one thread) a beam of N/16 took 2.2x the time of exact
+// scoring and one of N/64 0.54x: they cross near N/35.
+constexpr int64_t kWideBeamExactFactor = 32;
 
 struct Scratch {
   RescoreScratch rescore;
@@ -198,7 +203,8 @@ void HnswSelector::select(const sa_context &ctx, const SelectRequest &req) const
     std::vector<int32_t> &cands = s.rescore.candidates;
     cands.clear();
     const int64_t visible = visible_count(i);
-    if (visible > 0 && visible <= kFewVisibleFactor * want) {
+    const int64_t exact_below = req.top_k > ef_search_ ? kWideBeamExactFactor * beam : kFewVisibleFactor * want;
+    if (visible > 0 && visible <= exact_below) {
       // Few visible keys, or many of them wanted: scoring them all is cheaper.
       keys_.slots_at_positions(0, req.positions[size_t(i)], cands);
     } else if (visible > 0) {
