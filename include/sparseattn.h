@@ -261,12 +261,11 @@ typedef struct sa_lsh_options {
  * f16; the mean is recomputed whenever the keys have doubled, so an index grown
  * one key per append is as good as one built in one append). A list (a KV head's
  * group of query heads, or one query head) searches its graph once, with the sum
- * of its query heads at unit length and a beam of max(ef_search, top_k / 4), for
- * max(ef_search, top_k) keys it may choose (window, sinks and keys it may not see
- * are passed over; past the beam, the nearest keys the search evaluated); those
- * are rescored exactly per query head. A query that sees at most twice
- * max(ef_search, top_k) keys (32 times the beam when top_k > ef_search) scores
- * them all exactly instead, and so does a search that finds fewer than
+ * of its query heads at unit length, for max(ef_search, top_k) keys it may choose
+ * (window, sinks and keys it may not see are passed over); those are rescored
+ * exactly per query head. A query that sees at most twice that many keys (32
+ * times when top_k > ef_search) scores them all exactly instead (cheaper
+ * there), and so does a search that finds fewer than
  * min(top_k, selectable) keys: lists are always full. Measured with the defaults
  * on tinylm (layers 1,3,5,7, 4096 tokens, window 64, K = 128): attention mass
  * 0.95% below exact top-K when built in one append (quality_report), about 1.5%

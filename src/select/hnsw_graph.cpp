@@ -342,7 +342,7 @@ void HnswGraph::replace(int32_t slot, const float *row) {
 
 void HnswGraph::search(const float *query, size_t k, std::vector<int32_t> &out) const {
   HnswSearchScratch scratch;
-  search(query, std::max(size_t(impl_->cfg.ef_search), k), k, HnswFilter{}, scratch, out);
+  search(query, size_t(impl_->cfg.ef_search), k, HnswFilter{}, scratch, out);
 }
 
 void HnswGraph::search(const float *query, size_t ef, size_t k, const HnswFilter &filter, HnswSearchScratch &s,
@@ -350,9 +350,7 @@ void HnswGraph::search(const float *query, size_t ef, size_t k, const HnswFilter
   const Impl &g = *impl_;
   if (!g.hnsw || g.hnsw->cur_element_count == 0 || k == 0) return;
   const hnswlib::HierarchicalNSW<float> &h = *g.hnsw;
-  ef = std::max<size_t>(ef, 1);
-  const bool spill = k > ef;  // keep the accepted keys the beam passes over, to fill up to k
-  s.spill.clear();
+  ef = std::max(ef, k);
 
   // The query on the unit sphere's equator: its scale does not change the order.
   double norm2 = 0;
@@ -430,10 +428,7 @@ void HnswGraph::search(const float *query, size_t ef, size_t k, const HnswFilter
     for (uint32_t j = 0; j < count; ++j) {
       const uint32_t id = fresh[j];
       const float d = dist(q, vector_of(id), param);
-      if (s.best.size() >= ef && !(d < bound)) {
-        if (spill && accepted(id)) s.spill.push_back({d, id});
-        continue;
-      }
+      if (s.best.size() >= ef && !(d < bound)) continue;
       s.frontier.push_back({d, id});
       std::push_heap(s.frontier.begin(), s.frontier.end(), nearer_first);
       if (!accepted(id)) continue;
@@ -441,7 +436,6 @@ void HnswGraph::search(const float *query, size_t ef, size_t k, const HnswFilter
       std::push_heap(s.best.begin(), s.best.end(), farther_first);
       if (s.best.size() > ef) {
         std::pop_heap(s.best.begin(), s.best.end(), farther_first);
-        if (spill) s.spill.push_back(s.best.back());
         s.best.pop_back();
       }
       bound = s.best.front().first;
@@ -451,14 +445,6 @@ void HnswGraph::search(const float *query, size_t ef, size_t k, const HnswFilter
   std::sort_heap(s.best.begin(), s.best.end(), farther_first);  // nearest first
   const size_t take = std::min(k, s.best.size());
   for (size_t i = 0; i < take; ++i) out.push_back(slot_of(s.best[i].second));
-  if (take < k && !s.spill.empty()) {  // the nearest of the keys evaluated beyond the beam
-    const size_t more = std::min(k - take, s.spill.size());
-    auto nearer = [](const std::pair<float, uint32_t> &a, const std::pair<float, uint32_t> &b) {
-      return a.first < b.first || (a.first == b.first && a.second < b.second);
-    };
-    std::partial_sort(s.spill.begin(), s.spill.begin() + long(more), s.spill.end(), nearer);
-    for (size_t i = 0; i < more; ++i) out.push_back(slot_of(s.spill[i].second));
-  }
 }
 
 }  // namespace sa

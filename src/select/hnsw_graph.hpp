@@ -37,7 +37,6 @@ struct HnswSearchScratch {
   std::vector<uint32_t> visited;  // visited[id] == epoch: seen by the current search
   uint32_t epoch = 0;
   std::vector<std::pair<float, uint32_t>> frontier, best;  // heaps: (distance, internal id)
-  std::vector<std::pair<float, uint32_t>> spill;           // accepted keys beyond the beam
   std::vector<char> query;                                 // the encoded query
   std::vector<float> values;
 };
@@ -83,9 +82,7 @@ class HnswGraph {
   // Appends to out up to k slots with the largest q.k (approximate), best first, searching
   // with a beam of max(ef, k).
   void search(const float *query, size_t k, std::vector<int32_t> &out) const;
-  // The same with the caller's beam, buffers, and a filter on the slots returned. k > ef: the
-  // beam's keys, then the nearest of the accepted keys it evaluated and passed over (a wide
-  // list for the cost of a narrow beam; fewer than k when it evaluated fewer).
+  // The same with the caller's beam, buffers, and a filter on the slots returned.
   void search(const float *query, size_t ef, size_t k, const HnswFilter &filter, HnswSearchScratch &scratch,
               std::vector<int32_t> &out) const;
   int64_t size() const;

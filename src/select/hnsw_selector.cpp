@@ -19,15 +19,11 @@ constexpr int64_t kConvertRows = 4096;  // keys converted to f32 at a time while
 
 // A query that sees no more than this many times the keys it asks for is scored exactly.
 constexpr int64_t kFewVisibleFactor = 2;
-// Lists wider than ef_search search with a beam of max(ef_search, top_k / kWideBeamDivisor)
-// and take the rest from the keys the beam evaluated and passed over (HnswGraph::search): a
-// beam of top_k itself made wide lists cost as much as exact scoring up to 64K keys at top_k
-// 2048 (bench/decode_select_speed).
-constexpr int64_t kWideBeamDivisor = 4;
-// Wide lists score every visible key exactly while they number at most this many times the
-// beam: a search's cost grows with its beam, exact scoring with the keys; on 8 KV heads of
-// random f16 keys (bench_select, one thread) a beam of N/16 took 2.2x the time of exact
-// scoring and one of N/64 0.54x: they cross near N/35.
+// The same when top_k widens the beam past ef_search: a search's cost grows with its beam,
+// exact scoring with the keys; on 8 KV heads of random f16 keys (bench_select, one thread) a
+// beam of N/16 took 2.2x the time of exact scoring and one of N/64 0.54x: they cross near N/35.
+// (A beam of top_k / 4 with the rest taken from the keys it evaluated found only 600-800 keys
+// for top_k 2048 on tinylm keys: the inner-product graph's links are too few to spill from.)
 constexpr int64_t kWideBeamExactFactor = 32;
 
 struct Scratch {
@@ -174,7 +170,6 @@ void HnswSelector::select(const sa_context &ctx, const SelectRequest &req) const
   // Each search returns this many selectable keys (window, sinks and invisible keys are
   // filtered out during the search).
   const int64_t want = std::max<int64_t>(ef_search_, req.top_k);
-  const int64_t beam = std::max<int64_t>(ef_search_, req.top_k / kWideBeamDivisor);
 
   // Keys visible by position to a query at p: positions sorted once, when some query is early.
   std::vector<int64_t> sorted_pos;
@@ -203,7 +198,7 @@ void HnswSelector::select(const sa_context &ctx, const SelectRequest &req) const
     std::vector<int32_t> &cands = s.rescore.candidates;
     cands.clear();
     const int64_t visible = visible_count(i);
-    const int64_t exact_below = req.top_k > ef_search_ ? kWideBeamExactFactor * beam : kFewVisibleFactor * want;
+    const int64_t exact_below = (req.top_k > ef_search_ ? kWideBeamExactFactor : kFewVisibleFactor) * want;
     if (visible > 0 && visible <= exact_below) {
       // Few visible keys, or many of them wanted: scoring them all is cheaper.
       keys_.slots_at_positions(0, req.positions[size_t(i)], cands);
@@ -225,7 +220,7 @@ void HnswSelector::select(const sa_context &ctx, const SelectRequest &req) const
       // The visited marks (4 bytes per key) outlive the call: clearing them per call would cost
       // more than a search at 128K keys.
       thread_local HnswSearchScratch search_scratch;
-      graphs_[size_t(l.kv_head)]->search(s.group.data(), size_t(beam), size_t(want), hf, search_scratch, cands);
+      graphs_[size_t(l.kv_head)]->search(s.group.data(), size_t(want), size_t(want), hf, search_scratch, cands);
       // A list holds min(top_k, selectable) keys: when the search reached fewer (a graph region
       // it could not leave, or most keys it met invisible or kept anyway), score them all.
       collect_forced(keys_, req, i, s.forced);
