@@ -7,9 +7,10 @@
 //            M=16, efC=200) next to our settings, with the recall@K each gets (candidates
 //            rescored exactly, as the selector does).
 //
-//   build/bench/hnsw_tuning quality DIR
+//   build/bench/hnsw_tuning quality DIR [all prompt decode]   (build orders, see BuildOrder)
 //   build/bench/hnsw_tuning build DIR 32768 131072
-//   (HNSW_VARIANTS=0,3 runs only those rows of the build table)
+//   (HNSW_VARIANTS=0,3 runs only those rows of either table; HNSW_GROUP_ONLY=1 skips the
+//   per-query-head searches of the quality table)
 // Uses the graph code directly (src/select/hnsw_graph.cpp), so each variant can be compared.
 #include <algorithm>
 #include <chrono>
@@ -96,6 +97,12 @@ HnswGraphConfig config(HnswMetric metric, bool center, bool half, int m, int efc
   return c;
 }
 
+HnswGraphConfig recentred(HnswGraphConfig c, float growth, bool rebuild) {
+  c.recentre_growth = growth;
+  c.recentre_rebuild = rebuild;
+  return c;
+}
+
 // Indices of the k largest values (ties by index).
 std::vector<int32_t> top_indices(const std::vector<double> &v, const std::vector<int32_t> &among, size_t k) {
   std::vector<int32_t> ids = among;
@@ -116,21 +123,37 @@ struct Quality {
 
 // Decode: the graph holds keys [0, t]; query t (its group's heads) selects top_k among
 // [0, t - window] and keeps the window.
-Quality decode_quality(const Array &q, const Array &k, int layer_heads_kv, int head, const HnswGraphConfig &cfg,
+// How the graph receives the keys: every key in one add before the first query (searches
+// pass over later keys), the keys before the first query in one add and then one per query
+// (a prompt, then decode), or one key per add from key 0 (decode from an empty cache).
+enum class BuildOrder { all, prompt, decode };
+const char *order_name(BuildOrder o) { return o == BuildOrder::all ? "all" : o == BuildOrder::prompt ? "prompt" : "decode"; }
+
+struct UpTo {
+  int32_t last;
+  static bool accept(const void *c, int32_t slot) { return slot <= static_cast<const UpTo *>(c)->last; }
+};
+
+Quality decode_quality(const Array &q, const Array &k, int head, const HnswGraphConfig &cfg, BuildOrder order,
                        int first_query, int top_k, int window, bool mean_query, size_t search_k) {
   const int64_t T = k.shape[0], Hkv = k.shape[1], D = k.shape[2], Hq = q.shape[1], G = Hq / Hkv;
-  (void)layer_heads_kv;
   std::vector<float> rows(static_cast<size_t>(T * D));
   for (int64_t t = 0; t < T; ++t)
     std::memcpy(&rows[size_t(t * D)], &k.data[size_t((t * Hkv + head) * D)], size_t(D) * sizeof(float));
   HnswGraph graph(int(D), cfg);
-  graph.add(rows.data(), D, first_query, 0);
+  if (order == BuildOrder::all) graph.add(rows.data(), D, T, 0);
+  if (order == BuildOrder::prompt) graph.add(rows.data(), D, first_query, 0);
+  if (order == BuildOrder::decode)
+    for (int64_t t = 0; t < first_query; ++t) graph.add(&rows[size_t(t * D)], D, 1, int32_t(t));
+  sa::HnswSearchScratch scratch;
   Quality res;
   const double scale = 1.0 / std::sqrt(double(D));
   std::vector<double> prob(static_cast<size_t>(T));
   std::vector<int32_t> found;
   for (int64_t t = first_query; t < T; ++t) {
-    graph.add(&rows[size_t(t * D)], D, 1, int32_t(t));
+    if (order != BuildOrder::all) graph.add(&rows[size_t(t * D)], D, 1, int32_t(t));
+    const UpTo up_to{int32_t(t - window)};
+    const sa::HnswFilter filter{&UpTo::accept, &up_to};
     // Group-summed attention probability over [0, t], in double.
     std::fill(prob.begin(), prob.end(), 0.0);
     for (int64_t g = 0; g < G; ++g) {
@@ -157,12 +180,19 @@ Quality decode_quality(const Array &q, const Array &k, int layer_heads_kv, int h
     found.clear();
     const double t0 = now();
     if (mean_query) {
+      // The group's heads at unit length each, summed (the selector's one search per group).
       std::vector<float> mq(size_t(D), 0.f);
-      for (int64_t g = 0; g < G; ++g)
-        for (int64_t d = 0; d < D; ++d) mq[size_t(d)] += q.data[size_t((t * Hq + head * G + g) * D + d)];
-      graph.search(mq.data(), search_k, found);
+      for (int64_t g = 0; g < G; ++g) {
+        const float *qg = &q.data[size_t((t * Hq + head * G + g) * D)];
+        double n2 = 0;
+        for (int64_t d = 0; d < D; ++d) n2 += double(qg[d]) * qg[d];
+        const float w = n2 > 0 ? float(1.0 / std::sqrt(n2)) : 0.f;
+        for (int64_t d = 0; d < D; ++d) mq[size_t(d)] += w * qg[d];
+      }
+      graph.search(mq.data(), search_k, search_k, filter, scratch, found);
     } else {
-      for (int64_t g = 0; g < G; ++g) graph.search(&q.data[size_t((t * Hq + head * G + g) * D)], search_k, found);
+      for (int64_t g = 0; g < G; ++g)
+        graph.search(&q.data[size_t((t * Hq + head * G + g) * D)], search_k, search_k, filter, scratch, found);
     }
     res.search_s += now() - t0;
     std::sort(found.begin(), found.end());
@@ -186,7 +216,8 @@ Quality decode_quality(const Array &q, const Array &k, int layer_heads_kv, int h
   return res;
 }
 
-int quality(const std::string &dir) {
+// only: variant indices to run (HNSW_VARIANTS), empty: all; orders: build orders to compare.
+int quality(const std::string &dir, const std::vector<int> &only, const std::vector<BuildOrder> &orders) {
   const int top_k = 128, window = 64, late = 256;
   std::vector<Variant> variants = {
       {"ip", config(HnswMetric::inner_product, false, true, 16, 100, 256)},
@@ -196,38 +227,52 @@ int quality(const std::string &dir) {
       {"l2+centre m8 efc32", config(HnswMetric::mips_to_l2, true, true, 8, 32, 256)},
       {"l2+centre m12 efc48", config(HnswMetric::mips_to_l2, true, true, 12, 48, 256)},
       {"ip+centre m12 efc48", config(HnswMetric::inner_product, true, true, 12, 48, 256)},
+      {"ip+centre m8 efc32 ef192", config(HnswMetric::inner_product, true, true, 8, 32, 192)},
+      {"  mean of first add", recentred(config(HnswMetric::inner_product, true, true, 8, 32, 192), 0.f, false)},
+      {"  recentre x2 rebuild", recentred(config(HnswMetric::inner_product, true, true, 8, 32, 192), 2.f, true)},
+      {"  recentre x1.25", recentred(config(HnswMetric::inner_product, true, true, 8, 32, 192), 1.25f, false)},
+      {"ip+centre m8 efc32 ef320", config(HnswMetric::inner_product, true, true, 8, 32, 320)},
+      {"ip+centre m12 efc64 ef192", config(HnswMetric::inner_product, true, true, 12, 64, 192)},
   };
-  std::printf("decode, late queries t in [%d, 4096), top_k=%d, window=%d; mass = window + chosen\n", 4096 - late,
-              top_k, window);
-  std::printf("%-22s %-6s %5s %8s %8s %8s %8s %10s\n", "variant", "query", "layer", "mass", "exact", "ratio",
-              "recall", "us/search");
-  for (const Variant &v : variants)
-    for (bool mean_query : {false, true}) {
-      double sum_ratio = 0;
-      int layers = 0;
-      for (int layer : {1, 3, 5, 7}) {
-        Array q = read_npy(dir + "/q" + std::to_string(layer) + ".npy");
-        Array k = read_npy(dir + "/k" + std::to_string(layer) + ".npy");
-        Quality total;
-        for (int h = 0; h < int(k.shape[1]); ++h) {
-          Quality r = decode_quality(q, k, int(k.shape[1]), h, v.cfg, int(k.shape[0]) - late, top_k, window, mean_query,
-                                     size_t(v.cfg.ef_search));
-          total.mass += r.mass;
-          total.exact_mass += r.exact_mass;
-          total.recall += r.recall;
-          total.search_s += r.search_s;
-          total.count += r.count;
+  std::printf("decode, late queries t in [T - %d, T), top_k=%d, window=%d; mass = window + chosen\n", late, top_k,
+              window);
+  std::printf("%-26s %-6s %-6s %5s %8s %8s %8s %8s %10s\n", "variant", "order", "query", "layer", "mass", "exact",
+              "ratio", "recall", "us/search");
+  for (size_t vi = 0; vi < variants.size(); ++vi) {
+    const Variant &v = variants[vi];
+    if (!only.empty() && std::find(only.begin(), only.end(), int(vi)) == only.end()) continue;
+    for (BuildOrder order : orders)
+      for (bool mean_query : {false, true}) {
+        if (!mean_query && std::getenv("HNSW_GROUP_ONLY")) continue;  // the selector's one search per group
+        double sum_ratio = 0;
+        int layers = 0;
+        for (int layer : {1, 3, 5, 7}) {
+          const std::string qf = dir + "/q" + std::to_string(layer) + ".npy";
+          if (!std::ifstream(qf)) continue;
+          Array q = read_npy(qf);
+          Array k = read_npy(dir + "/k" + std::to_string(layer) + ".npy");
+          Quality total;
+          for (int h = 0; h < int(k.shape[1]); ++h) {
+            Quality r = decode_quality(q, k, h, v.cfg, order, int(k.shape[0]) - late, top_k, window, mean_query,
+                                       size_t(v.cfg.ef_search));
+            total.mass += r.mass;
+            total.exact_mass += r.exact_mass;
+            total.recall += r.recall;
+            total.search_s += r.search_s;
+            total.count += r.count;
+          }
+          const int searches = total.count * (mean_query ? 1 : int(q.shape[1] / k.shape[1]));
+          std::printf("%-26s %-6s %-6s %5d %8.4f %8.4f %8.4f %8.4f %10.1f\n", v.name, order_name(order),
+                      mean_query ? "group" : "heads", layer, total.mass / total.count, total.exact_mass / total.count,
+                      total.mass / total.exact_mass, total.recall / total.count, 1e6 * total.search_s / searches);
+          sum_ratio += total.mass / total.exact_mass;
+          ++layers;
         }
-        const int searches = total.count * (mean_query ? 1 : int(q.shape[1] / k.shape[1]));
-        std::printf("%-22s %-6s %5d %8.4f %8.4f %8.4f %8.4f %10.1f\n", v.name, mean_query ? "mean" : "heads", layer,
-                    total.mass / total.count, total.exact_mass / total.count, total.mass / total.exact_mass,
-                    total.recall / total.count, 1e6 * total.search_s / searches);
-        sum_ratio += total.mass / total.exact_mass;
-        ++layers;
+        std::printf("%-26s %-6s %-6s  mean mass ratio %.4f\n", v.name, order_name(order),
+                    mean_query ? "group" : "heads", sum_ratio / layers);
+        std::fflush(stdout);
       }
-      std::printf("%-22s %-6s  mean mass ratio %.4f\n", v.name, mean_query ? "mean" : "heads", sum_ratio / layers);
-      std::fflush(stdout);
-    }
+  }
   return 0;
 }
 
@@ -368,21 +413,32 @@ int main(int argc, char **argv) {
   try {
     const std::string mode = argc > 1 ? argv[1] : "";
     const std::string dir = argc > 2 ? argv[2] : "tests/data";
-    if (mode == "quality") return quality(dir);
+    std::vector<int> only;  // HNSW_VARIANTS=0,3: run only those
+    if (const char *env = std::getenv("HNSW_VARIANTS"))
+      for (const char *p = env; *p;) {
+        only.push_back(std::atoi(p));
+        while (*p && *p != ',') ++p;
+        if (*p == ',') ++p;
+      }
+    if (mode == "quality") {
+      std::vector<BuildOrder> orders;
+      for (int i = 3; i < argc; ++i) {
+        const std::string o = argv[i];
+        if (o == "all") orders.push_back(BuildOrder::all);
+        else if (o == "prompt") orders.push_back(BuildOrder::prompt);
+        else if (o == "decode") orders.push_back(BuildOrder::decode);
+        else throw std::runtime_error("unknown build order '" + o + "' (all, prompt, decode)");
+      }
+      if (orders.empty()) orders = {BuildOrder::all, BuildOrder::prompt, BuildOrder::decode};
+      return quality(dir, only, orders);
+    }
     if (mode == "build") {
       std::vector<int64_t> sizes;
       for (int i = 3; i < argc; ++i) sizes.push_back(std::atoll(argv[i]));
       if (sizes.empty()) sizes = {32768, 131072};
-      std::vector<int> only;  // HNSW_VARIANTS=0,3: run only those
-      if (const char *env = std::getenv("HNSW_VARIANTS"))
-        for (const char *p = env; *p;) {
-          only.push_back(std::atoi(p));
-          while (*p && *p != ',') ++p;
-          if (*p == ',') ++p;
-        }
       return build(dir, sizes, only);
     }
-    std::fprintf(stderr, "usage: %s quality|build DATA_DIR [N ...]\n", argv[0]);
+    std::fprintf(stderr, "usage: %s quality DATA_DIR [all|prompt|decode ...] | build DATA_DIR [N ...]\n", argv[0]);
     return 2;
   } catch (const std::exception &e) {
     std::fprintf(stderr, "hnsw_tuning: %s\n", e.what());

@@ -92,9 +92,12 @@ struct HnswGraph::Impl {
   size_t length;  // stored values per vector (f16: coords rounded up to 16)
   std::unique_ptr<hnswlib::SpaceInterface<float>> space;
   std::unique_ptr<hnswlib::HierarchicalNSW<float>> hnsw;
-  std::vector<float> mean;  // empty until the first keys fix it
+  std::vector<float> mean;  // empty until the first keys set it
   float bound = 0.f;        // M: |k - mean| <= M for every stored key (mips_to_l2); the scale otherwise
   bool scaled = false;
+  std::vector<double> key_sum;  // of every finite key added (replaced keys stay in): the next mean
+  int64_t summed = 0;           // keys in key_sum
+  int64_t centred_at = 0;       // keys in key_sum when the mean was last set
 
   Impl(int d, const HnswGraphConfig &c) : dim(d), cfg(c) {
     if (cfg.m < 2 || size_t(cfg.m) * 2 > kMaxLinks)
@@ -143,35 +146,85 @@ struct HnswGraph::Impl {
     store(v.data(), dst);
   }
 
-  // Fixes the mean and the scale from the first keys; grows M (rescaling stored vectors) when
-  // a key of these rows lies beyond it.
+  // The key a stored vector encodes (f16-rounded): v * scale + mean over the first dim values.
+  void decode(const void *src, float *row) const {
+    const float s = bound > 0.f ? bound : 1.f;
+    for (int d = 0; d < dim; ++d) row[d] = load(src, size_t(d)) * s + (mean.empty() ? 0.f : mean[size_t(d)]);
+  }
+
+  void set_mean_from_sum() {
+    for (int d = 0; d < dim; ++d) mean[size_t(d)] = summed ? float(key_sum[size_t(d)] / double(summed)) : 0.f;
+    centred_at = summed;
+  }
+
+  // A new mean (of every key so far) and scale for the stored vectors, which are re-encoded in
+  // place (the links stay) or, with recentre_rebuild, inserted again into a new graph.
+  void recentre() {
+    const size_t count = hnsw ? hnsw->cur_element_count : 0;
+    std::vector<float> keys(count * size_t(dim));
+    for (size_t id = 0; id < count; ++id)
+      decode(hnsw->getDataByInternalId(hnswlib::tableint(id)), &keys[id * size_t(dim)]);
+    set_mean_from_sum();
+    float largest = 0.f;
+    for (size_t id = 0; id < count; ++id) largest = std::max(largest, centred_norm(&keys[id * size_t(dim)]));
+    if (largest > 0.f) {  // else the old scale stays
+      bound = cfg.norm_margin * largest;
+      scaled = true;
+    }
+    if (count == 0) return;
+    std::vector<float> v(coords);
+    if (!cfg.recentre_rebuild) {
+      for (size_t id = 0; id < count; ++id)
+        encode_key(&keys[id * size_t(dim)], v, hnsw->getDataByInternalId(hnswlib::tableint(id)));
+      return;
+    }
+    std::unique_ptr<Hnsw> fresh =
+        make_hnsw(space.get(), hnsw->max_elements_, size_t(cfg.m), size_t(cfg.ef_construction), cfg.seed);
+    fresh->setEf(size_t(cfg.ef_search));
+    std::vector<char> buf(bytes());
+    for (size_t id = 0; id < count; ++id) {
+      encode_key(&keys[id * size_t(dim)], v, buf.data());
+      fresh->addPoint(buf.data(), hnsw->getExternalLabel(hnswlib::tableint(id)));
+    }
+    hnsw.swap(fresh);
+  }
+
+  // Sets the mean from the first keys and again whenever the keys have grown by
+  // recentre_growth since (recentre); grows M (rescaling stored vectors) when a key of these
+  // rows lies beyond it.
   void prepare(const float *rows, int64_t stride, int64_t n) {
     if (n <= 0) return;
-    if (!scaled && mean.empty()) {
-      mean.assign(size_t(dim), 0.f);
-      if (cfg.center) {
-        std::vector<double> sum(size_t(dim), 0.0);
-        for (int64_t i = 0; i < n; ++i)
-          for (int d = 0; d < dim; ++d) sum[size_t(d)] += rows[i * stride + d];
-        for (int d = 0; d < dim; ++d) mean[size_t(d)] = float(sum[size_t(d)] / double(n));
+    if (cfg.center) {
+      if (key_sum.empty()) key_sum.assign(size_t(dim), 0.0);
+      for (int64_t i = 0; i < n; ++i) {
+        const float *r = rows + i * stride;
+        bool finite = true;  // a NaN or infinite key would spoil every later mean
+        for (int d = 0; d < dim; ++d) finite = finite && std::isfinite(r[d]);
+        if (!finite) continue;
+        for (int d = 0; d < dim; ++d) key_sum[size_t(d)] += r[d];
+        ++summed;
       }
+    }
+    if (mean.empty()) {
+      mean.assign(size_t(dim), 0.f);
+      if (cfg.center) set_mean_from_sum();
+    } else if (cfg.center && cfg.recentre_growth > 0.f && summed > centred_at &&
+               double(summed) >= double(cfg.recentre_growth) * double(centred_at)) {
+      recentre();
     }
     float largest = 0.f;
     for (int64_t i = 0; i < n; ++i) largest = std::max(largest, centred_norm(rows + i * stride));
     if (!(largest > bound)) return;  // also catches NaN norms: such keys are stored as they come
-    if (cfg.metric == HnswMetric::inner_product) {
-      // Only a scale into the f16 range: fixed once.
-      if (!scaled) bound = cfg.norm_margin * largest;
-      scaled = true;
-      return;
-    }
+    // inner_product: the scale keeps stored values in the f16 range. Scaling every vector by
+    // one factor keeps the order of the distances 1 - a.b, so the graph stays valid; a scale
+    // fixed by the first keys (two nearly equal keys) overflowed later keys to infinity.
     const float old_bound = bound;
     bound = cfg.norm_margin * largest;
     scaled = true;
     if (!hnsw || hnsw->cur_element_count == 0) return;
     // Rescale in place: the first dim coordinates shrink by old/new, the sphere coordinate
     // takes up the rest. The edges stay: the graph is still a good one for the new geometry.
-    const float ratio = old_bound / bound;
+    const float ratio = old_bound > 0.f ? old_bound / bound : 1.f / bound;  // unscaled: scale 1
     std::vector<float> v(coords);
     for (size_t id = 0; id < hnsw->cur_element_count; ++id) {
       char *data = hnsw->getDataByInternalId(hnswlib::tableint(id));
@@ -180,7 +233,7 @@ struct HnswGraph::Impl {
         v[size_t(d)] = load(data, size_t(d)) * ratio;
         norm2 += double(v[size_t(d)]) * v[size_t(d)];
       }
-      v[size_t(dim)] = float(std::sqrt(std::max(0.0, 1.0 - norm2)));
+      if (cfg.metric == HnswMetric::mips_to_l2) v[size_t(dim)] = float(std::sqrt(std::max(0.0, 1.0 - norm2)));
       store(v.data(), data);
     }
   }
@@ -237,6 +290,9 @@ std::unique_ptr<HnswGraph> HnswGraph::clone() const {
   d.mean = s.mean;
   d.bound = s.bound;
   d.scaled = s.scaled;
+  d.key_sum = s.key_sum;
+  d.summed = s.summed;
+  d.centred_at = s.centred_at;
   if (s.hnsw) d.hnsw = copy_hnsw(*s.hnsw, d.space.get());
   return out;
 }
@@ -245,7 +301,7 @@ int64_t HnswGraph::size() const { return impl_->hnsw ? int64_t(impl_->hnsw->cur_
 
 size_t HnswGraph::memory_bytes() const {
   const Impl &g = *impl_;
-  size_t bytes = g.mean.capacity() * sizeof(float);
+  size_t bytes = g.mean.capacity() * sizeof(float) + g.key_sum.capacity() * sizeof(double);
   if (!g.hnsw) return bytes;
   const hnswlib::HierarchicalNSW<float> &h = *g.hnsw;
   const size_t cap = h.max_elements_;

@@ -22,6 +22,8 @@ constexpr int64_t kFewVisibleFactor = 2;
 // The same when top_k widens the beam past ef_search: a search's cost grows with its beam,
 // exact scoring with the keys; on 8 KV heads of random f16 keys (bench_select, one thread) a
 // beam of N/16 took 2.2x the time of exact scoring and one of N/64 0.54x: they cross near N/35.
+// (A beam of top_k / 4 with the rest taken from the keys it evaluated found only 600-800 keys
+// for top_k 2048 on tinylm keys: the inner-product graph's links are too few to spill from.)
 constexpr int64_t kWideBeamExactFactor = 32;
 
 struct Scratch {
@@ -29,6 +31,7 @@ struct Scratch {
   std::vector<float> queries;
   std::vector<int64_t> sorted_positions;
   std::vector<float> group;
+  std::vector<int32_t> forced;
 };
 
 }  // namespace
@@ -195,8 +198,8 @@ void HnswSelector::select(const sa_context &ctx, const SelectRequest &req) const
     std::vector<int32_t> &cands = s.rescore.candidates;
     cands.clear();
     const int64_t visible = visible_count(i);
-    const int64_t factor = req.top_k > ef_search_ ? kWideBeamExactFactor : kFewVisibleFactor;
-    if (visible > 0 && visible <= factor * want) {
+    const int64_t exact_below = (req.top_k > ef_search_ ? kWideBeamExactFactor : kFewVisibleFactor) * want;
+    if (visible > 0 && visible <= exact_below) {
       // Few visible keys, or many of them wanted: scoring them all is cheaper.
       keys_.slots_at_positions(0, req.positions[size_t(i)], cands);
     } else if (visible > 0) {
@@ -218,6 +221,14 @@ void HnswSelector::select(const sa_context &ctx, const SelectRequest &req) const
       // more than a search at 128K keys.
       thread_local HnswSearchScratch search_scratch;
       graphs_[size_t(l.kv_head)]->search(s.group.data(), size_t(want), size_t(want), hf, search_scratch, cands);
+      // A list holds min(top_k, selectable) keys: when the search reached fewer (a graph region
+      // it could not leave, or most keys it met invisible or kept anyway), score them all.
+      collect_forced(keys_, req, i, s.forced);
+      const int64_t selectable = visible - int64_t(s.forced.size());
+      if (int64_t(cands.size()) < std::min<int64_t>(req.top_k, selectable)) {
+        cands.clear();
+        keys_.slots_at_positions(0, req.positions[size_t(i)], cands);
+      }
     }
     rescore_candidates(ctx, keys_, req, i, l, s.rescore);
   });

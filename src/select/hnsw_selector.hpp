@@ -17,7 +17,7 @@
 // copy (the KeyStore rows the rescoring reads): rescoring then reads the request's host keys,
 // and appends and updates build the graph from the call's tensor.
 // Truncation: hnswlib cannot remove a key, so the graphs are built again from the kept slots,
-// replaying the appends that brought them (the first fixes the graphs' mean and scale): the
+// replaying the appends that brought them (the mean and scale follow the keys as they did): the
 // graphs of an index that was only appended to come out as those appends made them. Updates
 // are not replayed: refilled slots enter with their current keys, in slot order.
 #pragma once
