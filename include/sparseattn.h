@@ -642,9 +642,25 @@ typedef struct sa_evict_options {
     int32_t sinks;        /* positions [0, sinks) are never freed (default 4) */
     int32_t window;       /* positions (max_pos - window, max_pos] are never freed,
                              max_pos the largest position held (default 64) */
+    /* Appended (hosts built before pass a smaller struct_size and get the
+     * defaults). How scores rank slots; see "Policy" below. */
+    int32_t score_mean;   /* nonzero (default): scores are sa_attend's slot_mass,
+                             ranked per step seen: divided by sum_{i < age}
+                             mass_decay^i, age = max_pos - position + 1 (the
+                             queries that have seen the slot); 0: as given (a
+                             host's own scores, the plain H2O sum) */
+    float mass_decay;     /* the decay slot_mass was accumulated with (the
+                             sa_attend_options.mass_decay of the host's calls), in
+                             [0, 1]; default 1 */
+    int32_t head_max;     /* nonzero: [H, n_slots] scores rank a slot by its best
+                             row (KV head); 0 (default): by their sum */
+    float recent_share;   /* in [0, 1]: the most recent floor(recent_share *
+                             (budget - incoming - sinks)) positions are protected
+                             too, when more than window (default 0: window alone;
+                             1: StreamingLLM) */
 } sa_evict_options;
 
-#define SA_EVICT_OPTIONS_INIT { sizeof(sa_evict_options), 0, 1, 4, 64 }
+#define SA_EVICT_OPTIONS_INIT { sizeof(sa_evict_options), 0, 1, 4, 64, 1, 1.0f, 0, 0.0f }
 SA_API sa_evict_options sa_evict_options_default(void);
 
 /* Chooses cache slots to free so that occupied + incoming <= budget, for one
