@@ -97,6 +97,7 @@ EvictResult run_evict(sa_context *ctx, const EvictCase &c, int64_t freed_cap = -
   o.score_mean = c.mean;
   o.mass_decay = float(c.decay);
   o.head_max = c.head_max;
+  o.recent_share = 0.f;  // the window alone, as the cases state it
   EvictResult r;
   r.status = sa_cache_evict(ctx, &o, scores.t(), pos.t(), freed.t(), &r.n_freed);
   if (r.status == SA_OK) {
@@ -508,6 +509,7 @@ TEST_F(Evict, DefaultRanksByMassPerStepSeen) {
   ASSERT_EQ(n, 1);
   EXPECT_EQ(int32_t(freed.get({0})), 2);
   c.mean = true;
+  c.decay = 0.99;  // the default decay; the default recent share protects positions 6 .. 9 too
   EXPECT_EQ(reference_evict(c), std::vector<int32_t>({2}));
   c.mean = false;  // the plain sum would have evicted the young slot
   EXPECT_EQ(reference_evict(c), std::vector<int32_t>({7}));
