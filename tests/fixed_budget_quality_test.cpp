@@ -146,6 +146,8 @@ TEST_F(FixedBudgetQuality, DefaultEvictionBeatsStreamingAtBudget256) {
   old.score_mean = 0;
   old.recent_share = 0.f;
   const double h2o = cache_error(ctx(), old, 1.f, false);
+  // The default before (the plain sum, which this data also puts below StreamingLLM) is beaten too.
+  EXPECT_LT(by_default, h2o) << "default eviction error " << by_default << ", plain H2O sum " << h2o;
   std::printf("output error at B = %lld: StreamingLLM %.4f, default eviction %.4f, plain H2O sum %.4f\n",
               (long long)kBudget, streaming, by_default, h2o);
 }
