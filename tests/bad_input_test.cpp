@@ -618,7 +618,7 @@ std::vector<Case> cases() {
   add("EvictNullFreedData", SA_ERR_NULL_POINTER, [](Fx &f) { f.ev_freed.t()->data = nullptr; return f.evict(); });
   add("EvictStructSizeZero", SA_ERR_STRUCT_SIZE, [](Fx &f) { f.ev_opt.struct_size = 0; return f.evict(); });
   add("EvictStructSizeTooSmall", SA_ERR_STRUCT_SIZE,
-      [](Fx &f) { f.ev_opt.struct_size = sizeof(sa_evict_options) - 1; return f.evict(); });
+      [](Fx &f) { f.ev_opt.struct_size = offsetof(sa_evict_options, window) + sizeof(int32_t) - 1; return f.evict(); });
   add("EvictNegativeBudget", SA_ERR_INVALID_ARGUMENT, [](Fx &f) { f.ev_opt.budget = -1; return f.evict(); }, "budget");
   add("EvictNegativeIncoming", SA_ERR_INVALID_ARGUMENT, [](Fx &f) { f.ev_opt.incoming = -1; return f.evict(); });
   add("EvictNegativeSinks", SA_ERR_INVALID_ARGUMENT, [](Fx &f) { f.ev_opt.sinks = -1; return f.evict(); });

@@ -310,6 +310,23 @@ static void check_error_path(const sa_api *api, sa_context *ctx) {
   CHECK(strlen(sa_last_error()) > 0);
 }
 
+/* The *_INIT macros a host compiles in equal the library's sa_*_options_default()
+ * (compared field by field: padding bytes are unspecified). */
+static void check_option_defaults(const sa_api *api) {
+  const sa_attend_options am = SA_ATTEND_OPTIONS_INIT, af = api->attend_options_default();
+  const sa_evict_options em = SA_EVICT_OPTIONS_INIT, ef = api->evict_options_default();
+  CHECK(am.struct_size == af.struct_size && am.scale == af.scale && am.causal == af.causal);
+  CHECK(am.query_positions == af.query_positions && am.key_positions == af.key_positions);
+  CHECK(am.cuda_stream == af.cuda_stream && am.slot_mass == af.slot_mass);
+  CHECK(am.mass_decay == af.mass_decay);
+  CHECK(em.struct_size == ef.struct_size && em.budget == ef.budget && em.incoming == ef.incoming);
+  CHECK(em.sinks == ef.sinks && em.window == ef.window && em.score_mean == ef.score_mean);
+  CHECK(em.mass_decay == ef.mass_decay && em.head_max == ef.head_max);
+  CHECK(em.recent_share == ef.recent_share);
+  /* The decay eviction assumes is the one attention accumulates with by default. */
+  CHECK(ef.mass_decay == af.mass_decay);
+}
+
 int main(void) {
   const sa_api *api = sa_get_api(SA_ABI_VERSION);
   sa_context_options co = SA_CONTEXT_OPTIONS_INIT;
@@ -326,6 +343,7 @@ int main(void) {
     return 1;
   }
   check_table(api);
+  check_option_defaults(api);
   CHECK(api->version() == SA_VERSION);
   co.threads = 1;
   CHECK_OK(api, api->context_create(&co, &ctx));

@@ -8,6 +8,10 @@
 //   tokens before it needs an evicted slot.
 // - budget < sinks + window + incoming is refused (SA_ERR_INVALID_ARGUMENT), whatever the
 //   cache holds; so are NaN scores and scores/positions of different lengths (SA_ERR_SHAPE).
+// - The default ranking (score_mean, mass_decay): a slot's score per step seen, the score divided
+//   by sum_{i < age} mass_decay^i with age = max_pos - position + 1, written here as a plain
+//   loop; head_max ranks by the best row instead of the sum. The tests written for the raw sum
+//   set score_mean = 0.
 // Scores are multiples of 1/16 so float sums are exact and ties are common.
 #include <gtest/gtest.h>
 
@@ -26,6 +30,9 @@ struct EvictCase {
   std::vector<int64_t> positions;
   int64_t budget = 0, incoming = 1;
   int32_t sinks = 4, window = 64;
+  bool mean = false;  // score_mean: false = the raw scores (as the older tests expect)
+  double decay = 1.0;
+  bool head_max = false;
 };
 
 std::vector<int32_t> reference_evict(const EvictCase &c) {
@@ -45,7 +52,14 @@ std::vector<int32_t> reference_evict(const EvictCase &c) {
     int64_t p = c.positions[size_t(s)];
     if (p < 0 || p < c.sinks || p > max_pos - c.window) continue;
     double sum = 0;
-    for (int64_t r = 0; r < c.rows; ++r) sum += c.scores[size_t(r * n + s)];
+    for (int64_t r = 0; r < c.rows; ++r)
+      sum = c.head_max ? (r == 0 ? c.scores[size_t(s)] : std::max(sum, c.scores[size_t(r * n + s)]))
+                       : sum + c.scores[size_t(r * n + s)];
+    if (c.mean) {  // the queries at positions p .. max_pos have seen the slot
+      double seen = 0, w = 1;
+      for (int64_t q = max_pos; q >= p; --q, w *= double(float(c.decay))) seen += w;
+      sum = double(float(sum / seen));
+    }
     candidates.push_back({sum, p, s});
   }
   std::sort(candidates.begin(), candidates.end(), [](const Entry &a, const Entry &b) {
@@ -80,6 +94,10 @@ EvictResult run_evict(sa_context *ctx, const EvictCase &c, int64_t freed_cap = -
   o.incoming = c.incoming;
   o.sinks = c.sinks;
   o.window = c.window;
+  o.score_mean = c.mean;
+  o.mass_decay = float(c.decay);
+  o.head_max = c.head_max;
+  o.recent_share = 0.f;  // the window alone, as the cases state it
   EvictResult r;
   r.status = sa_cache_evict(ctx, &o, scores.t(), pos.t(), freed.t(), &r.n_freed);
   if (r.status == SA_OK) {
@@ -465,3 +483,115 @@ TEST_F(Evict, MismatchedLengthsAreRefused) {
 }
 
 }  // namespace
+
+// The default ranks by attention per step seen: an old slot that gathered much mass long ago
+// goes before a young one whose sum is smaller but whose rate is higher. (The plain sum, the
+// default before, evicts the young one: a fixed-budget cache then fills with stale tokens.)
+TEST_F(Evict, DefaultRanksByMassPerStepSeen) {
+  EvictCase c;
+  c.positions = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9};  // max_pos 9: position p seen by 10 - p queries
+  for (int64_t p : c.positions) c.scores.push_back(double(10 * (10 - p)));  // 10 per step
+  c.scores[2] = 4;     // 8 steps: 0.5 per step
+  c.scores[7] = 2.25;  // 3 steps: 0.75 per step
+  c.sinks = 1;
+  c.window = 1;
+  c.budget = 10;
+  c.incoming = 1;
+  Tensor scores(SA_DTYPE_F32, {10}), pos(SA_DTYPE_I64, {10}), freed(SA_DTYPE_I32, {2});
+  scores.set_values(c.scores);
+  pos.set_values(std::vector<double>(c.positions.begin(), c.positions.end()));
+  sa_evict_options o = SA_EVICT_OPTIONS_INIT;  // the defaults, as a host gets them
+  o.budget = c.budget;
+  o.sinks = c.sinks;
+  o.window = c.window;
+  int64_t n = 0;
+  ASSERT_SA_OK(sa_cache_evict(ctx(), &o, scores.t(), pos.t(), freed.t(), &n));
+  ASSERT_EQ(n, 1);
+  EXPECT_EQ(int32_t(freed.get({0})), 2);
+  c.mean = true;
+  c.decay = 0.99;  // the default decay; the default recent share protects positions 6 .. 9 too
+  EXPECT_EQ(reference_evict(c), std::vector<int32_t>({2}));
+  c.mean = false;  // the plain sum would have evicted the young slot
+  EXPECT_EQ(reference_evict(c), std::vector<int32_t>({7}));
+  EXPECT_EQ(run_evict(ctx(), c).freed, std::vector<int32_t>({7}));
+}
+
+// mass_decay d weighs the queries that saw a slot like slot_mass does: age a counts
+// 1 + d + ... + d^(a-1). d = 0 ranks by the last query alone (TOVA).
+TEST_F(Evict, MeanFollowsTheDecay) {
+  EvictCase c;
+  c.positions = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9};
+  c.scores = {9, 9, 1.75, 9, 9, 9, 9, 1.5, 9, 9};
+  c.sinks = 1;
+  c.window = 1;
+  c.budget = 10;
+  c.mean = true;
+  // d = 1: 1.75 / 8 < 1.5 / 3. d = 0.5: 1.75 / 1.9921875 > 1.5 / 1.75. d = 0: raw.
+  c.decay = 1.0;
+  EXPECT_EQ(run_evict(ctx(), c).freed, std::vector<int32_t>({2}));
+  EXPECT_EQ(reference_evict(c), std::vector<int32_t>({2}));
+  c.decay = 0.5;
+  EXPECT_EQ(run_evict(ctx(), c).freed, std::vector<int32_t>({7}));
+  EXPECT_EQ(reference_evict(c), std::vector<int32_t>({7}));
+  c.decay = 0.0;
+  EXPECT_EQ(run_evict(ctx(), c).freed, std::vector<int32_t>({7}));
+}
+
+TEST_F(Evict, HeadMaxRanksByTheBestRow) {
+  // Slot 5: sum 6, best row 3. Slot 6: sum 5, best row 5. The rest: sum 18, best 9.
+  EvictCase c;
+  c.positions = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9};
+  c.rows = 2;
+  c.scores = {/* head 0 */ 9, 9, 9, 9, 9, 3, 0, 9, 9, 9,
+              /* head 1 */ 9, 9, 9, 9, 9, 3, 5, 9, 9, 9};
+  c.sinks = 1;
+  c.window = 1;
+  c.budget = 9;
+  c.incoming = 0;
+  EXPECT_EQ(run_evict(ctx(), c).freed, std::vector<int32_t>({6}));
+  c.head_max = true;
+  EXPECT_EQ(run_evict(ctx(), c).freed, std::vector<int32_t>({5}));
+  EXPECT_EQ(reference_evict(c), std::vector<int32_t>({5}));
+}
+
+TEST_F(Evict, RandomMeanCasesMatchReference) {
+  Rng rng(211);
+  const double decays[] = {1.0, 0.99, 0.9, 0.5, 0.0};
+  for (int iter = 0; iter < 300; ++iter) {
+    SCOPED_TRACE(testing::Message() << "case " << iter);
+    EvictCase c;
+    const int64_t n = 8 + rng.below(120);
+    c.rows = 1 + rng.below(3);
+    c.mean = true;
+    c.decay = decays[rng.below(5)];
+    c.head_max = rng.below(2) == 1;
+    std::vector<int64_t> perm(static_cast<size_t>(n));
+    std::iota(perm.begin(), perm.end(), 0);
+    for (int64_t i = n - 1; i > 0; --i) std::swap(perm[size_t(i)], perm[size_t(rng.below(i + 1))]);
+    int64_t occupied = 0;
+    for (int64_t s = 0; s < n; ++s) {
+      const bool empty = rng.below(8) == 0;
+      c.positions.push_back(empty ? -1 : perm[size_t(s)] * 2);
+      occupied += !empty;
+    }
+    for (int64_t i = 0; i < c.rows * n; ++i) c.scores.push_back(double(rng.below(64)) / 16);
+    c.sinks = int32_t(rng.below(4));
+    c.window = int32_t(rng.below(8));
+    c.incoming = rng.below(4);
+    c.budget = std::max<int64_t>(1, c.sinks + c.window + c.incoming + rng.below(std::max<int64_t>(1, occupied)));
+    EvictResult r = run_evict(ctx(), c);
+    ASSERT_SA_OK(r.status);
+    EXPECT_EQ(r.freed, reference_evict(c)) << "decay " << c.decay << " head_max " << c.head_max;
+  }
+}
+
+TEST_F(Evict, MassDecayOutsideUnitIntervalIsRefused) {
+  Rng rng(212);
+  EvictCase c = full_cache(100, rng);
+  c.budget = 90;
+  c.mean = true;
+  for (double d : {-0.5, 1.5, double(NAN)}) {
+    c.decay = d;
+    EXPECT_EQ(run_evict(ctx(), c).status, SA_ERR_INVALID_ARGUMENT) << d;
+  }
+}

@@ -294,6 +294,7 @@ TEST(FixedBudgetPrompt, CompressLongPromptInOneCall) {
   Tensor freed(SA_DTYPE_I32, {n});
   sa_evict_options eo = SA_EVICT_OPTIONS_INIT;
   eo.budget = budget, eo.incoming = 0, eo.sinks = 4, eo.window = int32_t(observe);
+  eo.score_mean = 0, eo.recent_share = 0.f;  // SnapKV: the observation window's mass as given
   int64_t n_freed = 0;
   ASSERT_SA_OK(sa_cache_evict(ctx.get(), &eo, mass.t(), positions.t(), freed.t(), &n_freed));
   ASSERT_EQ(n_freed, n - budget);

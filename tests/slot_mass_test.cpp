@@ -108,8 +108,8 @@ TEST_F(SlotMass, DefaultsMatchInitMacro) {
   EXPECT_EQ(a.struct_size, b.struct_size);
   EXPECT_EQ(a.slot_mass, nullptr);
   EXPECT_EQ(b.slot_mass, nullptr);
-  EXPECT_EQ(a.mass_decay, 1.0f);
-  EXPECT_EQ(b.mass_decay, 1.0f);
+  EXPECT_EQ(a.mass_decay, 0.99f);  // sa_evict_options' default mass_decay
+  EXPECT_EQ(b.mass_decay, 0.99f);
 }
 
 TEST_F(SlotMass, DensePerKvHeadGqa) {

@@ -6,7 +6,7 @@ import "C"
 import "unsafe"
 
 // AttendOptions are the settings of Context.Attend and Context.AttendPaged
-// (sa_attend_options). Start from DefaultAttendOptions: its MassDecay is 1,
+// (sa_attend_options). Start from DefaultAttendOptions: its MassDecay is 0.99,
 // while the zero AttendOptions has MassDecay 0 (SlotMass then holds the last
 // call's mass only).
 type AttendOptions struct {

@@ -6,19 +6,44 @@ import "C"
 import "unsafe"
 
 // EvictOptions are the settings of Context.Evict (sa_evict_options). Budget
-// has no default; start from DefaultEvictOptions and set it.
+// has no default; start from DefaultEvictOptions and set it. The zero values
+// of the ranking fields rank raw scores with Window alone protected (the
+// plain H2O rule), not the library's defaults.
 type EvictOptions struct {
 	Budget   int // slots the cache may hold after the incoming tokens (>= Sinks + Window + Incoming)
 	Incoming int // tokens about to be inserted (0: compress a prompt to Budget slots)
 	Sinks    int // positions [0, Sinks) are never freed
 	Window   int // positions (max_pos - Window, max_pos] are never freed
+	// ScoreMean (default true): scores are Attend's SlotMass, ranked per step
+	// seen (divided by sum_{i < age} MassDecay^i, age = max_pos - position + 1);
+	// false: as given (a host's own scores).
+	ScoreMean bool
+	// MassDecay: the decay SlotMass was accumulated with
+	// (AttendOptions.MassDecay), in [0, 1]; default 0.99.
+	MassDecay float32
+	// HeadMax: [H, n_slots] scores rank a slot by its best row (KV head);
+	// false (default): by their sum.
+	HeadMax bool
+	// RecentShare in [0, 1]: the most recent floor(RecentShare * (Budget -
+	// Incoming - Sinks)) positions are protected too, when more than Window
+	// (default 0.5; 0: Window alone; 1: StreamingLLM).
+	RecentShare float32
+}
+
+func cBool(b bool) C.int32_t {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // DefaultEvictOptions are the library's defaults (sa_evict_options_default).
 func DefaultEvictOptions() EvictOptions {
 	o := C.sa_evict_options_default()
 	return EvictOptions{Budget: int(o.budget), Incoming: int(o.incoming),
-		Sinks: int(o.sinks), Window: int(o.window)}
+		Sinks: int(o.sinks), Window: int(o.window), ScoreMean: o.score_mean != 0,
+		MassDecay: float32(o.mass_decay), HeadMax: o.head_max != 0,
+		RecentShare: float32(o.recent_share)}
 }
 
 // Evict chooses cache slots to free so that occupied + incoming <= budget
@@ -45,6 +70,10 @@ func (c *Context) Evict(opts *EvictOptions, scores, positions Tensor, freed []in
 	o.incoming = C.int64_t(opts.Incoming)
 	o.sinks = n.i32("EvictOptions.Sinks", opts.Sinks)
 	o.window = n.i32("EvictOptions.Window", opts.Window)
+	o.score_mean = cBool(opts.ScoreMean)
+	o.mass_decay = C.float(opts.MassDecay) // outside [0, 1] or NaN: the library refuses it
+	o.head_max = cBool(opts.HeadMax)
+	o.recent_share = C.float(opts.RecentShare)
 	if n.err != nil {
 		return 0, n.err
 	}

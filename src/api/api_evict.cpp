@@ -1,4 +1,6 @@
 // sa_cache_evict: validate, choose, write the freed slots.
+#include <algorithm>
+
 #include "cache/evict.hpp"
 #include "core/context.hpp"
 #include "core/error.hpp"
@@ -25,6 +27,10 @@ SA_API sa_status sa_cache_evict(sa_context *ctx, const sa_evict_options *opt, co
     if (o.incoming < 0 || o.incoming > o.budget)
       fail(SA_ERR_INVALID_ARGUMENT, "opt->incoming is %lld, expected in [0, budget = %lld]", (long long)o.incoming,
            (long long)o.budget);
+    if (!(o.mass_decay >= 0.f && o.mass_decay <= 1.f))
+      fail(SA_ERR_INVALID_ARGUMENT, "opt->mass_decay is %g, expected in [0, 1]", double(o.mass_decay));
+    if (!(o.recent_share >= 0.f && o.recent_share <= 1.f))
+      fail(SA_ERR_INVALID_ARGUMENT, "opt->recent_share is %g, expected in [0, 1]", double(o.recent_share));
     if (o.sinks < 0 || o.window < 0)
       fail(SA_ERR_INVALID_ARGUMENT, "opt->sinks (%d) and opt->window (%d) must be >= 0", int(o.sinks), int(o.window));
     // With distinct positions up to sinks + window slots are protected; a smaller budget would
@@ -54,7 +60,13 @@ SA_API sa_status sa_cache_evict(sa_context *ctx, const sa_evict_options *opt, co
     req.budget = o.budget;
     req.incoming = o.incoming;
     req.sinks = o.sinks;
-    req.window = o.window;
+    // The recent share widens the protected window; budget - incoming - sinks >= window
+    // (checked above), so a full cache still has a slot to free.
+    req.window = int32_t(std::max<int64_t>(
+        o.window, int64_t(double(o.recent_share) * double(o.budget - o.incoming - o.sinks))));
+    req.mean = o.score_mean != 0;
+    req.decay = o.mass_decay;
+    req.row_max = o.head_max != 0;
     TensorView fr = view_tensor(freed, "freed", 1, {SA_DTYPE_I32});
 
     std::vector<int32_t> chosen = choose_evictions(req);

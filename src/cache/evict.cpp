@@ -7,6 +7,17 @@
 
 namespace sa {
 
+namespace {
+
+// sum_{i < age} decay^i: the weight slot_mass gave the queries that saw a slot `age` steps.
+double steps_seen(int64_t age, double decay) {
+  if (decay >= 1.0) return double(age);
+  if (decay <= 0.0) return 1.0;
+  return -std::expm1(double(age) * std::log(decay)) / (1.0 - decay);
+}
+
+}  // namespace
+
 std::vector<int32_t> choose_evictions(const EvictRequest &req) {
   std::vector<int32_t> empty;
   int64_t max_pos = -1, occupied = 0;
@@ -32,11 +43,15 @@ std::vector<int32_t> choose_evictions(const EvictRequest &req) {
   for (int64_t s = 0; s < req.n; ++s) {
     const int64_t p = req.positions[s * req.pos_stride];
     float score = 0.f;
-    for (int64_t r = 0; r < req.rows; ++r) score += req.scores[r * req.row_stride + s * req.col_stride];
+    for (int64_t r = 0; r < req.rows; ++r) {
+      const float v = req.scores[r * req.row_stride + s * req.col_stride];
+      if (std::isnan(v)) fail(SA_ERR_INVALID_ARGUMENT, "scores for slot %lld are NaN", (long long)s);
+      score = req.row_max ? (r == 0 ? v : std::max(score, v)) : score + v;
+    }
     if (std::isnan(score))
-      fail(SA_ERR_INVALID_ARGUMENT, "scores for slot %lld are NaN (a NaN score, or +inf and -inf summed over heads)",
-           (long long)s);
+      fail(SA_ERR_INVALID_ARGUMENT, "scores for slot %lld are NaN (+inf and -inf summed over heads)", (long long)s);
     if (p == -1) continue;
+    if (req.mean) score = float(double(score) / steps_seen(max_pos - p + 1, req.decay));
     if (p < req.sinks || p > max_pos - req.window) {
       ++protected_count;
       continue;

@@ -15,10 +15,16 @@ struct EvictRequest {
   int64_t n = 0;
   int64_t budget = 0, incoming = 1;
   int32_t sinks = 0, window = 0;
+  // Scores are accumulated attention (sa_attend's slot_mass with mass_decay = decay): rank by
+  // the mass per step seen, the sum divided by sum_{i < age} decay^i with age = max_pos - p + 1
+  // the queries that have seen the slot. false: the raw sum.
+  bool mean = false;
+  double decay = 1.0;
+  bool row_max = false;  // a slot's score is its best row's (KV head), not the sum over rows
 };
 
 // Empty slots first (at most `incoming`), then the occupied slots to evict so that
-// occupied + incoming <= budget: lowest summed score first, ties by older position, then
+// occupied + incoming <= budget: lowest score first (see EvictRequest), ties by older position, then
 // lower slot. Sinks and the window of the newest position are never chosen. Throws
 // SA_ERR_INVALID_ARGUMENT for NaN scores, bad positions or a budget the protected slots exceed
 // (possible even when budget >= sinks + window + incoming if positions repeat).

@@ -123,6 +123,11 @@ class SaEvictOptions(Structure):
         ("incoming", c_int64),
         ("sinks", c_int32),
         ("window", c_int32),
+        # Appended (the struct grew from 32 to 48 bytes): how scores rank slots.
+        ("score_mean", c_int32),
+        ("mass_decay", c_float),
+        ("head_max", c_int32),
+        ("recent_share", c_float),
     ]
 
 

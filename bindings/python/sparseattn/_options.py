@@ -204,10 +204,17 @@ def attend_options(n_q, n_kv, scale=None, causal=None, query_positions=None, key
     return o, keep
 
 
-def evict_options(budget, incoming=None, sinks=None, window=None):
+def evict_options(budget, incoming=None, sinks=None, window=None, score_mean=None,
+                  mass_decay=None, head_max=None, recent_share=None):
     o = library().api.evict_options_default()
     set_int(o, "budget", budget)
     for field, value in (("incoming", incoming), ("sinks", sinks), ("window", window)):
         if value is not None:
             set_int(o, field, value)
+    for field, value in (("score_mean", score_mean), ("head_max", head_max)):
+        if value is not None:
+            setattr(o, field, 1 if value else 0)
+    for field, value in (("mass_decay", mass_decay), ("recent_share", recent_share)):
+        if value is not None:
+            setattr(o, field, float(value))  # [0, 1]: the library refuses others
     return o

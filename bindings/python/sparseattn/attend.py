@@ -24,7 +24,7 @@ def attend(self, q, k, v, indices=None, *, scale=None, causal=None, query_positi
       positions) and key_positions (n_kv values, -1 = empty row; default row r
       holds position r).
     slot_mass: f32 [H_kv, n_kv] or [n_kv] accumulating each row's attention
-      probability (after multiplying it by mass_decay, default 1), for
+      probability (after multiplying it by mass_decay, default 0.99), for
       cache_evict. cuda_stream: for CUDA tensors.
     out: [n_q, H_q, D] f32 or the dtype of q; allocated as out_dtype (default
       f32; bf16 comes back as a uint16 array of its bits) when None.

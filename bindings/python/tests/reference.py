@@ -1,6 +1,8 @@
 """Independent float64 references for the tests: attention, exact top-K selection,
 eviction, and the f16/bf16 roundings of the inputs (computed here from bits,
 not by the library)."""
+import math
+
 import numpy as np
 
 
@@ -143,16 +145,31 @@ def check_selection(testcase, row, exp, top_k, width=None, tie_rel=1e-4, mass_ta
 
 
 # ---------------------------------------------------------------- eviction
-def evict(scores, positions, budget, incoming=1, sinks=4, window=64):
-    """The documented sa_cache_evict rule, from scratch."""
-    scores = np.asarray(scores, dtype=np.float64)
-    if scores.ndim == 2:
-        scores = scores.sum(axis=0)
+def evict(scores, positions, budget, incoming=1, sinks=4, window=64, score_mean=True,
+          mass_decay=0.99, head_max=False, recent_share=0.5):
+    """The documented sa_cache_evict rule, from scratch (defaults: the header's).
+    Scores combine in f32 as C does, so ties come out the same."""
+    scores = np.asarray(scores, dtype=np.float32)
+    if scores.ndim == 1:
+        scores = scores[None]
+    combined = scores[0].copy()
+    for row in scores[1:]:
+        combined = np.maximum(combined, row) if head_max else np.float32(combined + row)
     positions = np.asarray(positions)
     empty = [int(s) for s in np.flatnonzero(positions == -1)][:incoming]
     occupied = np.flatnonzero(positions >= 0)
     n_evict = max(0, len(occupied) + incoming - budget)
-    max_pos = positions.max()
+    max_pos = int(positions.max())
+    window = max(window, int(np.float64(np.float32(recent_share)) * (budget - incoming - sinks)))
+
+    def rank(s):
+        if not score_mean:
+            return float(combined[s])
+        age = max_pos - int(positions[s]) + 1
+        decay = float(np.float32(mass_decay))
+        seen = age if decay >= 1 else 1.0 if decay <= 0 else -math.expm1(age * math.log(decay)) / (1 - decay)
+        return float(np.float32(float(combined[s]) / seen))
+
     free = [s for s in occupied if not (positions[s] < sinks or positions[s] > max_pos - window)]
-    free.sort(key=lambda s: (scores[s], positions[s], s))
+    free.sort(key=lambda s: (rank(s), positions[s], s))
     return empty + [int(s) for s in free[:n_evict]]

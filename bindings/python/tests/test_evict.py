@@ -68,6 +68,46 @@ class EvictTest(ContextTest):
                 self.assertTrue(cm.exception.message)
                 self.assertTrue(np.all(out == -7))
 
+    def test_ranking_options_each_change_the_choice_as_documented(self):
+        # Decayed mass over 2 heads, so each option moves the result: checked against the
+        # reference with the same option, and against the default's choice.
+        r = rng(63)
+        n = 120
+        scores = (r.random((2, n)) * 3).astype(np.float32)
+        positions = r.permutation(n).astype(np.int64)
+        base = dict(budget=100, sinks=4, window=8)
+        default = self.ctx.cache_evict(scores, positions, **base).tolist()
+        self.assertEqual(default, ref.evict(scores, positions, 100, 1, 4, 8))
+        for change in (dict(score_mean=False), dict(mass_decay=1.0), dict(mass_decay=0.0),
+                       dict(mass_decay=0.9), dict(head_max=True), dict(recent_share=0.0),
+                       dict(recent_share=1.0), dict(recent_share=0.2),
+                       dict(score_mean=False, recent_share=0.0, head_max=True)):
+            with self.subTest(**change):
+                freed = self.ctx.cache_evict(scores, positions, **base, **change).tolist()
+                self.assertEqual(freed, ref.evict(scores, positions, 100, 1, 4, 8, **change))
+                self.assertNotEqual(freed, default)
+
+    def test_recent_share_one_is_streaming_llm(self):
+        # recent_share 1 protects everything but sinks within the budget: the oldest go.
+        n = 40
+        scores = np.linspace(5, 0, n).astype(np.float32)  # the newest have the least mass
+        positions = np.arange(n, dtype=np.int64)
+        freed = self.ctx.cache_evict(scores, positions, 30, sinks=2, window=4, recent_share=1.0)
+        self.assertEqual(freed.tolist(), list(range(2, 13)))  # 40 + 1 - 30 = 11 oldest past the sinks
+
+    def test_ranking_option_refusals(self):
+        scores = np.ones(50, np.float32)
+        positions = np.arange(50, dtype=np.int64)
+        out = np.full(50, -7, np.int32)
+        for field in ("mass_decay", "recent_share"):
+            for value in (-0.01, 1.5, float("nan"), float("inf")):
+                with self.subTest(field=field, value=value):
+                    with self.assertRaises(sa.InvalidArgument) as cm:
+                        self.ctx.cache_evict(scores, positions, 49, out=out, **{field: value})
+                    self.assertIn(field, cm.exception.message)
+                    self.assertEqual(cm.exception.status, sa.Status.ERR_INVALID_ARGUMENT)
+                    self.assertTrue(np.all(out == -7))
+
     def test_fixed_budget_decode_keeps_the_cache_consistent(self):
         # The README's loop: attend with slot_mass, evict one slot, refill it, select.
         r = rng(62)

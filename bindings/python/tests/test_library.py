@@ -2,6 +2,8 @@
 import ctypes
 import unittest
 
+import numpy as np
+
 from common import sa
 from sparseattn import _abi
 
@@ -46,9 +48,14 @@ class LibraryTest(unittest.TestCase):
                          [64, 64, 4, 0, 0.0, 0.0, None])
         att = sa.defaults("attend")
         self.assertEqual((att["scale"], att["causal"], att["slot_mass"], att["mass_decay"]),
-                         (0.0, 0, None, 1.0))
-        self.assertEqual(sa.defaults("evict"), {"struct_size": 32, "budget": 0, "incoming": 1,
-                                                "sinks": 4, "window": 64})
+                         (0.0, 0, None, np.float32(0.99)))
+        # The struct grew from 32 bytes: a smaller ctypes struct returned by value would be
+        # overrun by sa_evict_options_default().
+        self.assertEqual(ctypes.sizeof(_abi.SaEvictOptions), 48)
+        self.assertEqual(sa.defaults("evict"), {"struct_size": 48, "budget": 0, "incoming": 1,
+                                                "sinks": 4, "window": 64, "score_mean": 1,
+                                                "mass_decay": np.float32(0.99), "head_max": 0,
+                                                "recent_share": 0.5})
         with self.assertRaises(sa.InvalidArgument):
             sa.defaults("nothing")
 

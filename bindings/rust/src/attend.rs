@@ -72,7 +72,9 @@ pub struct AttendOptions<'a> {
     /// then adds the probability every key row received, summed over the
     /// call's queries. Written only on success.
     pub slot_mass: Option<SlotMass<'a>>,
-    /// In [0, 1]; 1: plain sum; 0: this call's mass only.
+    /// In [0, 1]; default 0.99 (a horizon of about 100 steps, the decay
+    /// [`crate::EvictOptions::mass_decay`] assumes); 1: plain sum; 0: this
+    /// call's mass only.
     pub mass_decay: f32,
 }
 
@@ -85,7 +87,7 @@ impl Default for AttendOptions<'_> {
             key_positions: None,
             cuda_stream: CudaStream::NONE,
             slot_mass: None,
-            mass_decay: 1.0,
+            mass_decay: 0.99,
         }
     }
 }

@@ -6,7 +6,9 @@ use crate::tensor::{Tensor, TensorMut};
 
 /// Settings of [`Context::evict`]. `Default` is the header's
 /// `SA_EVICT_OPTIONS_INIT`, whose budget 0 the library refuses: set it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The defaults keep half of the budget for the most recent tokens and rank
+/// the rest by decayed attention mass per step seen.
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct EvictOptions {
     /// Slots the cache may hold after the incoming tokens
     /// (>= sinks + window + incoming).
@@ -17,6 +19,20 @@ pub struct EvictOptions {
     pub sinks: i32,
     /// Positions (max_pos - window, max_pos] are never freed.
     pub window: i32,
+    /// true (default): scores are a [`crate::SlotMass`] buffer, ranked per
+    /// step seen (divided by sum_{i < age} mass_decay^i, age = max_pos -
+    /// position + 1); false: as given (a host's own scores, the plain H2O sum).
+    pub score_mean: bool,
+    /// The decay the scores were accumulated with
+    /// ([`crate::AttendOptions::mass_decay`]), in [0, 1]; default 0.99.
+    pub mass_decay: f32,
+    /// true: `[H, n_slots]` scores rank a slot by its best row (KV head);
+    /// false (default): by their sum.
+    pub head_max: bool,
+    /// In [0, 1]: the most recent floor(recent_share * (budget - incoming -
+    /// sinks)) positions are protected too, when more than `window`
+    /// (default 0.5; 0: `window` alone; 1: StreamingLLM).
+    pub recent_share: f32,
 }
 
 impl Default for EvictOptions {
@@ -26,6 +42,10 @@ impl Default for EvictOptions {
             incoming: 1,
             sinks: 4,
             window: 64,
+            score_mean: true,
+            mass_decay: 0.99,
+            head_max: false,
+            recent_share: 0.5,
         }
     }
 }
@@ -37,6 +57,8 @@ impl Context {
     /// `positions`: i64 `[n_slots]` (-1: empty slot). Writes to the front of
     /// `freed` first the empty slots the incoming tokens can use, then the
     /// occupied slots to evict, lowest score first; returns their count.
+    /// A `mass_decay` or `recent_share` outside [0, 1] (or NaN) is refused
+    /// with [`Status::InvalidArgument`].
     pub fn evict(
         &self,
         opts: &EvictOptions,
@@ -50,6 +72,10 @@ impl Context {
             incoming: opts.incoming,
             sinks: opts.sinks,
             window: opts.window,
+            score_mean: opts.score_mean as i32,
+            mass_decay: opts.mass_decay,
+            head_max: opts.head_max as i32,
+            recent_share: opts.recent_share,
         };
         let cap = freed.len() as i64;
         let mut freed_t = TensorMut::i32(freed, &[cap])?;

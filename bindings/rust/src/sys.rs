@@ -211,6 +211,11 @@ pub struct sa_evict_options {
     pub incoming: i64,
     pub sinks: i32,
     pub window: i32,
+    /// Appended (the struct grew from 32 to 48 bytes).
+    pub score_mean: i32,
+    pub mass_decay: f32,
+    pub head_max: i32,
+    pub recent_share: f32,
 }
 
 // ------------------------------------------------- paged caches, batches

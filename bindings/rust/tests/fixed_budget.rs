@@ -70,6 +70,10 @@ fn evict_update_select_attend_keeps_a_fixed_budget_and_matches_the_references() 
         incoming: 1,
         sinks: SINKS,
         window: WINDOW,
+        // The brute force below ranks raw summed mass with the window alone protected.
+        score_mean: false,
+        recent_share: 0.0,
+        ..Default::default()
     };
     let mut evicted_positions = Vec::new();
 

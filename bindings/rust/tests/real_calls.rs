@@ -140,6 +140,17 @@ fn defaults_equal_the_library_defaults_and_struct_sizes() {
         (re.budget, re.incoming, re.sinks, re.window),
         (e.budget, e.incoming, e.sinks, e.window)
     );
+    assert_eq!(
+        (
+            re.score_mean as i32,
+            re.mass_decay,
+            re.head_max as i32,
+            re.recent_share
+        ),
+        (e.score_mean, e.mass_decay, e.head_max, e.recent_share)
+    );
+    // Eviction assumes the decay attention accumulates with by default.
+    assert_eq!(re.mass_decay, ra.mass_decay);
 
     // x86-64 / aarch64 layout of the header's structs.
     assert_eq!(std::mem::size_of::<sys::sa_tensor>(), 88);
@@ -147,6 +158,7 @@ fn defaults_equal_the_library_defaults_and_struct_sizes() {
     assert_eq!(std::mem::size_of::<sys::sa_index_options>(), 112);
     assert_eq!(std::mem::size_of::<sys::sa_select_options>(), 72);
     assert_eq!(std::mem::size_of::<sys::sa_attend_options>(), 56);
+    assert_eq!(std::mem::size_of::<sys::sa_evict_options>(), 48);
     assert_eq!(std::mem::size_of::<sys::sa_paged_kv>(), 8 + 5 * 88);
     assert_eq!(Device::default(), Device::Cpu);
 }
@@ -476,11 +488,15 @@ fn eviction_frees_lowest_scores_and_slots_are_refilled() {
     let ctx = single_thread_context();
     let scores = [9.0f32, 1.0, 5.0, 6.0, 2.0, 0.5, 7.0, 8.0, 3.0, 4.0];
     let positions: Vec<i64> = (0..10).collect();
+    // Raw scores, the window alone protected: the brute-force rule below.
     let opts = EvictOptions {
         budget: 8,
         incoming: 1,
         sinks: 1,
         window: 2,
+        score_mean: false,
+        recent_share: 0.0,
+        ..Default::default()
     };
     let mut freed = [0i32; 10];
     // 10 occupied + 1 incoming <= 8: free 3, never slot 0 (sink) nor 8, 9 (window).
@@ -619,4 +635,50 @@ fn bad_shape_is_an_error_with_status_and_message() {
     )
     .unwrap_err();
     assert_eq!(err.status(), Status::InvalidArgument, "{err}");
+}
+
+#[test]
+fn eviction_ranking_options_and_their_refusals() {
+    let ctx = single_thread_context();
+    let positions: Vec<i64> = (0..10).collect();
+    // Head 1 lifts slot 4 in the sum (6.5) but not in the max (4.5).
+    let mut per_head = vec![9.0f32, 1.0, 5.0, 6.0, 2.0, 0.5, 7.0, 8.0, 3.0, 4.0];
+    per_head.extend([0.0, 0.0, 0.0, 0.0, 4.5, 0.0, 0.0, 0.0, 0.0, 0.0]);
+    let raw = EvictOptions {
+        budget: 8,
+        incoming: 1,
+        sinks: 1,
+        window: 2,
+        score_mean: false,
+        recent_share: 0.0,
+        ..Default::default()
+    };
+    let run = |opts: &EvictOptions| -> sparseattn::Result<Vec<i32>> {
+        let mut freed = [-7i32; 10];
+        let n = ctx.evict(
+            opts,
+            &Tensor::f32(&per_head, &[2, 10]).unwrap(),
+            &Tensor::i64(&positions, &[10]).unwrap(),
+            &mut freed,
+        )?;
+        assert!(freed[n..].iter().all(|&s| s == -7));
+        Ok(freed[..n].to_vec())
+    };
+    assert_eq!(run(&raw).unwrap(), [5, 1, 2]);
+    let head_max = EvictOptions { head_max: true, ..raw };
+    assert_eq!(run(&head_max).unwrap(), [5, 1, 4]);
+    // recent_share 1: positions > 9 - floor(1 * (8 - 1 - 1)) are protected; 1, 2, 3 remain.
+    let recent = EvictOptions { recent_share: 1.0, ..raw };
+    assert_eq!(run(&recent).unwrap(), [1, 2, 3]);
+
+    for (name, opts) in [
+        ("mass_decay", EvictOptions { mass_decay: 1.5, ..raw }),
+        ("mass_decay", EvictOptions { mass_decay: f32::NAN, ..raw }),
+        ("recent_share", EvictOptions { recent_share: -0.1, ..raw }),
+        ("recent_share", EvictOptions { recent_share: f32::NAN, ..raw }),
+    ] {
+        let err = run(&opts).unwrap_err();
+        assert_eq!(err.status(), Status::InvalidArgument, "{err}");
+        assert!(err.message().contains(name), "{err}");
+    }
 }
