@@ -44,9 +44,11 @@ class LshOrder : public ::testing::Test {
   void SetUp() override {
     L_ = quality::load_layer(SA_TEST_DATA_DIR, 3);
     keys_ = Tensor(SA_DTYPE_F32, {L_.tokens, L_.hkv, L_.d});
-    std::vector<double> kv(size_t(L_.k.numel()));
-    for (size_t e = 0; e < kv.size(); ++e) kv[e] = L_.k.at(int64_t(e));
-    keys_.set_values(kv);
+    k_.resize(size_t(L_.k.numel()));
+    for (size_t e = 0; e < k_.size(); ++e) k_[e] = L_.k.at(int64_t(e));
+    keys_.set_values(k_);
+    q_.resize(size_t(L_.q.numel()));
+    for (size_t e = 0; e < q_.size(); ++e) q_[e] = L_.q.at(int64_t(e));
   }
 
   // Keys [first, last) as one append.
@@ -64,7 +66,7 @@ class LshOrder : public ::testing::Test {
     for (int64_t k = 0; k <= p; ++k) {
       double dot = 0;
       for (int64_t e = 0; e < d; ++e)
-        dot += double(L_.q.at(L_.q_offset(p, g) + e)) * double(L_.k.at(L_.kv_offset(k, kvh) + e));
+        dot += q_[size_t(L_.q_offset(p, g) + e)] * k_[size_t(L_.kv_offset(k, kvh) + e)];
       logit[size_t(k)] = dot / std::sqrt(double(d));
     }
     const double mx = *std::max_element(logit.begin(), logit.end());
@@ -120,7 +122,7 @@ class LshOrder : public ::testing::Test {
       for (; have <= p; ++have) EXPECT_EQ(append(ix.get(), have, have + 1), SA_OK) << sa_last_error();
       Tensor q(SA_DTYPE_F32, {1, L_.hq, L_.d});
       std::vector<double> qv(size_t(L_.hq * L_.d));
-      for (size_t e = 0; e < qv.size(); ++e) qv[e] = L_.q.at(L_.q_offset(p, 0) + int64_t(e));
+      for (size_t e = 0; e < qv.size(); ++e) qv[e] = q_[size_t(L_.q_offset(p, 0)) + e];
       q.set_values(qv);
       sa_select_options so = sat::select_options(kTopK, kWindow, kSinks);
       so.per_query_head = 1;
@@ -136,6 +138,7 @@ class LshOrder : public ::testing::Test {
   }
 
   quality::QkvLayer L_;
+  std::vector<double> k_, q_;  // the fixture's keys and queries, as stored
   Tensor keys_;
 };
 

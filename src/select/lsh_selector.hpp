@@ -23,7 +23,8 @@
 // key, and tables that fit the keys whatever the build order (one append, a prompt then single
 // keys, one key per append). Where the bits chosen at the last rebuild leave buckets emptier
 // than kBucketKeys, a query probes more buckets: it reads at least (probes + 1) x kBucketKeys
-// keys per table in every build order. Updates (refilled slots) are hashed with the mu and
+// keys per table in every build order, and a list per query head as many as its group's
+// shared list (its group size times that). Updates (refilled slots) are hashed with the mu and
 // hyperplanes in use; a cache held at a fixed size by eviction keeps those of its last rebuild.
 //
 // Borrowing the host's keys (borrow_keys), it keeps the tables (mean, hyperplanes, codes,
@@ -108,9 +109,10 @@ class LshSelector final : public Selector {
 
   static bool rebuilds_at(int64_t n, int64_t built);  // n keys, tables built over `built`
   int bits_for(int64_t n) const;
-  // Probes per table for an index of n keys: probes_, or more while the tables (bits fixed
-  // at the last rebuild, for fewer keys) hold fewer keys a bucket than kBucketKeys.
-  int probes_for_size(int64_t n) const;
+  // Probes per table for an index of n keys (adapted bits): probes_, or more while the tables
+  // (bits fixed at the last rebuild, for fewer keys) hold fewer keys a bucket than
+  // kBucketKeys. share: the list reads `share` times that (a query head's list: its group size).
+  int probes_for_size(int64_t n, int64_t share) const;
   // New mean, hyperplanes and bits from the keys of slots [0, n) (rows); rehash those slots.
   void rebuild(int64_t n, const NativeRows &rows);
   void rebuild_deferred(const NativeRows &rows);  // borrowed: the pending rebuild, then replay_
