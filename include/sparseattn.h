@@ -279,7 +279,9 @@ typedef struct sa_lsh_options {
     int32_t rounds;        /* hash tables, 1 to 64 (default 8) */
     int32_t bits;          /* bits per table, 0 to 24; 0 (default): adapted to the
                               index size, about 32 keys a bucket */
-    int32_t probes;        /* extra buckets probed per table, 0 to 64 (default 2) */
+    int32_t probes;        /* extra buckets probed per table, 0 to 64 (default 2); with
+                              bits = 0, more while buckets hold fewer than ~32 keys, and a
+                              list per query head reads as many keys as its group's list */
     uint64_t seed;         /* fixed seed: deterministic tables */
 } sa_lsh_options;
 

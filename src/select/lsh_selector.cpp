@@ -15,6 +15,13 @@ namespace {
 // bits = 0: buckets of about this many keys per table. On tinylm-qkv (N = 4K, 8 rounds, 2
 // probes) 16 keys per bucket left layer 5 7% short of the exact top-128 mass, 32 keys 4%.
 constexpr double kBucketKeys = 32;
+// The tables are rebuilt (mean, hyperplanes, bits) each time the index grows by this factor.
+// Doubling left a decode-ordered index hashing keys 2048..4095 with planes drawn from keys
+// 0..2047: on tinylm-qkv layer 1 (per query head, K = 256) 5.2% short of exact mass against
+// 0.1% built in one append; at 5/4, 0.4%. Rehashing stays amortised O(1) per key (5 per key).
+constexpr struct {
+  int64_t num, den;
+} kRebuildGrowth = {5, 4};
 // Multi-probe perturbs only the least certain bits (more would never be reached).
 constexpr int kProbeBits = 16;
 constexpr int64_t kHashChunk = 1024;    // keys hashed at a time by the score kernel
@@ -31,6 +38,12 @@ constexpr int64_t kRefillVisitsPerKey = 4;
 constexpr struct {
   int64_t num, den;
 } kVisibleShare = {3, 4};
+// When top_k is a large share of the S selectable keys, its last keys score little above the
+// rest and hashing tells them apart poorly: a list gets top_k + kTopKShareMargin * top_k^2 / S
+// visible candidates (2 top_k when top_k = S/4). tests/data (K = 256 of ~900, per query
+// head): 1.1-1.3% short of exact mass with top_k candidates at least, 0.3-0.4% with this. Costs
+// nothing where top_k is a small share (32K keys, top_k 2048: the probes already give more).
+constexpr int64_t kTopKShareMargin = 4;
 
 // splitmix64: a fixed, portable stream for the hyperplanes.
 struct SplitMix {
@@ -149,6 +162,18 @@ LshSelector::LshSelector(int heads, int dim, sa_dtype dtype, int64_t capacity_hi
   for (HeadTables &t : heads_) t.buckets.resize(size_t(rounds_));
 }
 
+bool LshSelector::rebuilds_at(int64_t n, int64_t built) {
+  return n * kRebuildGrowth.den >= built * kRebuildGrowth.num;
+}
+
+int LshSelector::probes_for_size(int64_t n, int64_t share) const {
+  if (fixed_bits_ > 0 || bits_ == 0) return probes_;
+  // Probe until the buckets read hold about (probes + 1) x kBucketKeys keys per table.
+  const double per_bucket = double(n) / double(int64_t(1) << bits_);
+  const double buckets = double(probes_ + 1) * double(share) * kBucketKeys / per_bucket;
+  return std::clamp(int(std::ceil(buckets - 1e-9)) - 1, probes_, LshLimits::kMaxProbes);
+}
+
 int LshSelector::bits_for(int64_t n) const {
   if (fixed_bits_ > 0) return fixed_bits_;
   const int b = int(std::lround(std::log2(std::max(1.0, double(n) / kBucketKeys))));
@@ -265,7 +290,7 @@ void LshSelector::append(const TensorView &keys) {
   keys_.append(keys);
   const int64_t n = keys_.size();
   if (n == old_size) return;
-  if (n >= 2 * built_size_) {
+  if (rebuilds_at(n, built_size_)) {
     rebuilds_.push_back(n);
     if (keys_.has_rows()) {
       rebuild(n, NativeRows(keys_));
@@ -334,8 +359,8 @@ void LshSelector::truncate(int64_t keep) {
   const std::vector<int32_t> &starts = keys_.append_starts();
   while (!rebuilds_.empty() && rebuilds_.back() >= keep) rebuilds_.pop_back();
   const int64_t before = rebuilds_.empty() ? 0 : rebuilds_.back();
-  // The append that ends at keep rebuilds when keep reaches twice the last rebuild's size.
-  const int64_t target = keep > 0 && keep >= 2 * before ? keep : before;
+  // The append that ends at keep rebuilds when keep has grown enough past the last rebuild.
+  const int64_t target = keep > 0 && rebuilds_at(keep, before) ? keep : before;
   if (keep == 0) {
     keys_.truncate(0);
     bits_ = 0;
@@ -423,7 +448,13 @@ void LshSelector::select(const sa_context &ctx, const SelectRequest &req) const 
           }
         return more ? visited : -1;
       };
-      int64_t visited = probe(0, probes_);
+      // A list per query head reads one head's buckets where the group's shared list reads
+      // every head's: it probes more, to read as many (its rescoring costs the same: one head
+      // per candidate, not the group). tinylm-qkv layer 3, decode order, K = 256: 2.7% short
+      // of exact mass, 1.1% with this (the shared list: 0.6%).
+      const int64_t group = req.queries.shape[1] / keys_.heads();
+      const int probes0 = probes_for_size(keys_.size(), std::max<int64_t>(1, group / l.q_heads));
+      int64_t visited = probe(0, probes0);
       collect_union(s.seen, rs.candidates);
       // Buckets also hold keys the query cannot see (later positions in prefill, other
       // segments) and may hold few keys. A query gets at least top_k visible candidates, and
@@ -436,13 +467,17 @@ void LshSelector::select(const sa_context &ctx, const SelectRequest &req) const 
       const int64_t *pos = keys_.positions();
       const VisibleCount first = count_visible(rs.candidates, pos, vis, rule);
       const int64_t pool = int64_t(rs.candidates.size()) - first.forced;
-      const int64_t want = std::max<int64_t>(req.top_k, pool * kVisibleShare.num / kVisibleShare.den);
+      // S estimated from positions (exact for a contiguous cache, high with segments).
+      const int64_t shown = std::min<int64_t>(keys_.size(), vis.query_pos + 1) - req.window - req.sinks;
+      const int64_t top_k = req.top_k, s_est = std::max<int64_t>(shown, top_k);
+      const int64_t want = std::max<int64_t>(top_k + kTopKShareMargin * top_k * top_k / std::max<int64_t>(s_est, 1),
+                                             pool * kVisibleShare.num / kVisibleShare.den);
       if (first.selectable < want) {
         s.selectable.clear();
         keys_.slots_at_positions(req.sinks, vis.query_pos - req.window, s.selectable);
         const int64_t budget = kRefillVisitsPerKey * int64_t(s.selectable.size());
         bool enough = false;
-        for (int last = probes_; !enough && visited >= 0 && visited < budget && int64_t(s.selectable.size()) > want;) {
+        for (int last = probes0; !enough && visited >= 0 && visited < budget && int64_t(s.selectable.size()) > want;) {
           const int next = 2 * last + 2;
           const int64_t more = probe(last + 1, next);
           visited = more < 0 ? -1 : visited + more;

@@ -5,7 +5,8 @@
 //
 // Buckets hold every key of the index, also those a query cannot see (later positions when
 // a prefill passes query positions, other segments), and may hold few keys (many bits, no
-// probes). A list short of visible candidates (fewer than top_k, or than 3/4 of what the
+// probes). A list short of visible candidates (fewer than top_k, more when top_k is a large
+// share of the selectable keys, or than 3/4 of what the
 // same query would get with nothing hidden) probes more buckets per table, doubling, while
 // that costs less than scoring every selectable key, and else scores them all: every list
 // holds min(top_k, selectable keys) besides the window and sinks.
@@ -18,9 +19,13 @@
 // C their covariance (random combinations of sampled keys), so the bits cut where keys differ.
 // On tinylm-qkv that lifts the top-128 mass of 8 rounds x 7 bits from 0.75-0.90 to within 1-4%
 // of exact. mu, the hyperplanes and (with bits = 0) the number of bits are refreshed, and every
-// key rehashed, each time the index doubles: amortised O(1) hashing per key. Updates (refilled
-// slots) are hashed with the mu and hyperplanes in use; a cache held at a fixed size by
-// eviction keeps those of its last doubling.
+// key rehashed, each time the index grows by 5/4 (kRebuildGrowth): amortised O(1) hashing per
+// key, and tables that fit the keys whatever the build order (one append, a prompt then single
+// keys, one key per append). Where the bits chosen at the last rebuild leave buckets emptier
+// than kBucketKeys, a query probes more buckets: it reads at least (probes + 1) x kBucketKeys
+// keys per table in every build order, and a list per query head as many as its group's
+// shared list (its group size times that). Updates (refilled slots) are hashed with the mu and
+// hyperplanes in use; a cache held at a fixed size by eviction keeps those of its last rebuild.
 //
 // Borrowing the host's keys (borrow_keys), it keeps the tables (mean, hyperplanes, codes,
 // buckets) and positions only. Appended and refilled keys are hashed from the call's tensor; a
@@ -102,7 +107,12 @@ class LshSelector final : public Selector {
     std::vector<LshBuckets> buckets;  // [round]
   };
 
+  static bool rebuilds_at(int64_t n, int64_t built);  // n keys, tables built over `built`
   int bits_for(int64_t n) const;
+  // Probes per table for an index of n keys (adapted bits): probes_, or more while the tables
+  // (bits fixed at the last rebuild, for fewer keys) hold fewer keys a bucket than
+  // kBucketKeys. share: the list reads `share` times that (a query head's list: its group size).
+  int probes_for_size(int64_t n, int64_t share) const;
   // New mean, hyperplanes and bits from the keys of slots [0, n) (rows); rehash those slots.
   void rebuild(int64_t n, const NativeRows &rows);
   void rebuild_deferred(const NativeRows &rows);  // borrowed: the pending rebuild, then replay_
@@ -122,7 +132,7 @@ class LshSelector final : public Selector {
   int bits_ = 0;
   int64_t padded_dim_;   // D rounded up to the kernels' block
   int64_t built_size_ = 0;
-  std::vector<int64_t> rebuilds_;  // index sizes at which rebuild ran, ascending (at most ~32)
+  std::vector<int64_t> rebuilds_;  // index sizes at which rebuild ran, ascending (at most ~100)
   std::vector<HeadTables> heads_;
   // Borrowed keys: a rebuild from slots [0, rebuild_size_) waiting for a selection, and the
   // batches appended or refilled since.
