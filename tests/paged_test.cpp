@@ -312,6 +312,7 @@ TEST_F(PagedAttend, DenseBatchOfEmptySequencesAttendsNothing) {
     sa_attend_options o = SA_ATTEND_OPTIONS_INIT;
     o.causal = causal;
     o.slot_mass = mass.t();
+    o.mass_decay = 1.0f;  // the default 0.99 would scale every slot: this checks what is added
     sa_paged_kv kv = c.desc();
     ASSERT_SA_OK(sa_attend_paged(ctx(), q.t(), nullptr, &kv, nullptr, &o, out.t(), lse.t()));
     EXPECT_EQ(out.values(), std::vector<double>(size_t(3 * 4 * c.D), 0.0)) << "causal " << causal;
