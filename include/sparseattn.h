@@ -389,7 +389,7 @@ typedef struct sa_index_options {
      *            slots were appended or updated are computed from the host's K
      *            by the next sa_select.
      *   LSH      hashes, buckets, key mean and hyperplanes; rescores with the
-     *            host's K. The tables rebuilt when the index has doubled are
+     *            host's K. The tables rebuilt when the index has grown by 5/4 are
      *            rebuilt by the next sa_select, from the host's K (the same
      *            tables an owning index builds, unless sa_index_update refilled,
      *            between that append and the sa_select, slots the append's

@@ -227,7 +227,7 @@ inline void compare_c_api(Pair &p, Query &x, const std::string &where) {
   EXPECT_EQ(got.values(), want.values()) << where;
 }
 
-// The scenario, comparing after each step. cap >= 2100 rows.
+// The scenario, comparing after each step. cap >= 1800 rows.
 inline void run_scenario(Pair &p, Rng &rng, bool mass, const Compare &compare) {
   auto check = [&](const std::string &step) {
     std::vector<Query> qs = queries(rng, p.max_pos, mass);
@@ -240,15 +240,17 @@ inline void run_scenario(Pair &p, Rng &rng, bool mass, const Compare &compare) {
     p.append(keys(1));
     check("decode step " + std::to_string(i));
   }
-  // Batches without a selection between: 1405 slots double LSH's 700 (its tables wait for the
-  // next selection when borrowed), then more slots and refills of slots appended after that.
+  // Batches without a selection between: 1105 and 1405 slots each grow LSH's tables by 5/4
+  // (rebuilt by the next selection when borrowed), then more slots (1705, under 5/4 of 1405:
+  // no rebuild) and refills of slots appended after the last rebuild. (A refill of a slot the
+  // pending rebuild covers is the documented exception: borrow_keys in sparseattn.h.)
   p.append(keys(400));
   p.append(keys(300));
-  p.append(keys(600));
-  p.update({1500, 1999}, keys(2), {p.max_pos + 1, p.max_pos + 2});
+  p.append(keys(300));
+  p.update({1500, 1699}, keys(2), {p.max_pos + 1, p.max_pos + 2});
   check("batches");
   // Eviction refills: new keys in freed slots at new positions (one moved back in time).
-  p.update({3, 40, 41, 700, 1203, 2004}, keys(6), {p.max_pos + 1, p.max_pos + 2, 30, p.max_pos + 3, p.max_pos + 4,
+  p.update({3, 40, 41, 700, 1203, 1704}, keys(6), {p.max_pos + 1, p.max_pos + 2, 30, p.max_pos + 3, p.max_pos + 4,
                                                    p.max_pos + 5});
   check("refill");
   p.update({17}, keys(1), {p.max_pos + 1});

@@ -67,7 +67,7 @@ func TestSlotMassEqualsSoftmaxMass(t *testing.T) {
 		closeTo(t, "dense causal mass "+m.name, m.got, m.want, 1e-5)
 	}
 
-	// Sparse lists per query head, with a duplicate and padding; default decay 1.
+	// Sparse lists per query head, with a duplicate and padding; decay 1 (the default is 0.99).
 	const w = 5
 	idx := make([]int32, nq*hq*w)
 	for i := 0; i < nq; i++ {
@@ -83,6 +83,7 @@ func TestSlotMassEqualsSoftmaxMass(t *testing.T) {
 	}
 	it := TensorI32(idx, nq, hq, w)
 	opts := DefaultAttendOptions()
+	opts.MassDecay = 1
 	mass := TensorF32(perHead, hkv, nkv)
 	opts.SlotMass = &mass
 	if err := ctx.Attend(qt, kt, vt, &it, &opts, TensorF32(out, nq, hq, d), nil); err != nil {

@@ -30,7 +30,7 @@ func TestVersionAndDefaults(t *testing.T) {
 		c.CUDAPluginPath != "" || c.CUDAStream != 0 {
 		t.Fatalf("context defaults %+v", c)
 	}
-	if a := DefaultAttendOptions(); a.Causal || a.Scale != 0 || a.MassDecay != 1 || a.SlotMass != nil {
+	if a := DefaultAttendOptions(); a.Causal || a.Scale != 0 || a.MassDecay != 0.99 || a.SlotMass != nil {
 		t.Fatalf("attend defaults %+v", a)
 	}
 	ctx := newContext(t)

@@ -88,7 +88,7 @@ fn dense_per_kv_head_mass_is_the_softmax_mass_added_to_the_decayed_buffer() {
 }
 
 #[test]
-fn summed_mass_accumulates_over_calls_with_the_default_decay_of_one() {
+fn summed_mass_accumulates_over_calls_with_a_decay_of_one() {
     let x = data(12);
     let mut mass = vec![0f32; N_KV];
     for _ in 0..3 {
@@ -97,6 +97,7 @@ fn summed_mass_accumulates_over_calls_with_the_default_decay_of_one() {
             None,
             &AttendOptions {
                 slot_mass: Some(SlotMass::new(&mut mass, &[N_KV as i64]).unwrap()),
+                mass_decay: 1.0, // the default is 0.99
                 ..Default::default()
             },
         );
