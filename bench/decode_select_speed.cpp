@@ -27,12 +27,14 @@
 #include <string>
 #include <vector>
 
+#include "decode_selection.hpp"
 #include "qkv_layer.hpp"
 #include "sparseattn.h"
 
 namespace {
 
 using Clock = std::chrono::steady_clock;
+using quality::tensor3;
 
 constexpr int64_t kHq = 32, kHkv = 8, kD = 128;
 constexpr int32_t kTopK = 2048, kWindow = 64, kSinks = 4;
@@ -163,18 +165,6 @@ sa_index_options kind_options(const std::string &kind, const std::string &weight
   o.dtype = SA_DTYPE_F16;
   o.capacity = capacity;
   return o;
-}
-
-sa_tensor tensor3(const void *data, sa_dtype dtype, int64_t a, int64_t b, int64_t c) {
-  sa_tensor t{};
-  t.data = const_cast<void *>(data);
-  t.dtype = dtype;
-  t.device = SA_DEVICE_CPU;
-  t.rank = 3;
-  t.shape[0] = a;
-  t.shape[1] = b;
-  t.shape[2] = c;
-  return t;
 }
 
 struct Timing {

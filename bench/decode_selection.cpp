@@ -16,17 +16,6 @@ double seconds_since(Clock::time_point t0) { return std::chrono::duration<double
 
 sa_dtype library_dtype(npy::Dtype d) { return d == npy::Dtype::F16 ? SA_DTYPE_F16 : SA_DTYPE_F32; }
 
-sa_tensor tensor3(const void *data, sa_dtype dtype, int64_t a, int64_t b, int64_t c) {
-  sa_tensor t{};
-  t.data = const_cast<void *>(data);
-  t.dtype = dtype;
-  t.device = SA_DEVICE_CPU;
-  t.rank = 3;
-  t.shape[0] = a;
-  t.shape[1] = b;
-  t.shape[2] = c;
-  return t;  // all-zero strides: contiguous
-}
 
 std::string call_error(const char *call, sa_status st) {
   return std::string(call) + ": " + sa_status_name(st) + ": " + sa_last_error();
@@ -61,6 +50,18 @@ sa_status append_keys(sa_index *ix, const QkvLayer &layer, sa_dtype dtype, int64
 }
 
 }  // namespace
+
+sa_tensor tensor3(const void *data, sa_dtype dtype, int64_t a, int64_t b, int64_t c) {
+  sa_tensor t{};
+  t.data = const_cast<void *>(data);
+  t.dtype = dtype;
+  t.device = SA_DEVICE_CPU;
+  t.rank = 3;
+  t.shape[0] = a;
+  t.shape[1] = b;
+  t.shape[2] = c;
+  return t;  // all-zero strides: contiguous
+}
 
 const char *order_name(BuildOrder order) {
   switch (order) {

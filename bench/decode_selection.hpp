@@ -16,6 +16,9 @@
 
 namespace quality {
 
+// A contiguous CPU tensor [a, b, c] over data (the library reads or writes it in place).
+sa_tensor tensor3(const void *data, sa_dtype dtype, int64_t a, int64_t b, int64_t c);
+
 // How the index receives the keys. In the orders past `all`, queries select as their key
 // arrives (the index then holds exactly keys 0 .. p), as an engine interleaves appends and
 // selections; approximate selectors whose state depends on the appends (HNSW's graph and
