@@ -65,6 +65,7 @@ static void check_table(const sa_api *api) {
   CHECK(api->index_truncate == sa_index_truncate && api->index_clone == sa_index_clone);
   CHECK(api->attend_paged == sa_attend_paged);
   CHECK(api->select_batch == sa_select_batch);
+  CHECK(api->index_update_heads == sa_index_update_heads);
 }
 
 enum { NQ = 2, HQ = 4, HKV = 2, D = 16, NKV = 40, WIDTH = 12 };

@@ -2,8 +2,9 @@
 // llama.cpp run their CPU threads) and a std::thread pool, each thread calling sa_select for
 // every selector kind and sa_attend (dense and sparse, with and without slot_mass in its own
 // buffer), on one shared context and index set or on per-thread ones, with contexts of 1 and
-// 2 threads. Every output must equal, bit for bit, a serial run on the main thread. Also the
-// limit on a context's thread count.
+// 2 threads. Every output must equal, bit for bit, a serial run on the main thread. Fixed-budget
+// eviction loops (sa_cache_evict, one set of tokens and per KV head, with sa_attend's slot_mass)
+// likewise. Also the limit on a context's thread count.
 #include <gtest/gtest.h>
 #include <omp.h>
 
@@ -278,6 +279,107 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{"StdThreads_Threads1_PerThread", Host::std_threads, 1, false},
                       Case{"StdThreads_Threads2_PerThread", Host::std_threads, 2, false}),
     [](const ::testing::TestParamInfo<Case> &info) { return std::string(info.param.name); });
+
+// A fixed-budget decode loop as a host runs it per sequence: every step sa_cache_evict (one set of
+// tokens, or per KV head), the token's K/V into the freed slot(s), then sa_attend with slot_mass
+// (and per-head positions) over the cache. Returns every freed slot, the final positions and the
+// slot mass, as bytes.
+std::vector<unsigned char> evict_loop(sa_context *ctx, const Inputs &in, bool per_head, std::string &failure) {
+  constexpr int64_t B = 96, T = 200, row = kHkv * kD;
+  const int64_t rows = per_head ? kHkv : 1;
+  std::vector<uint16_t> kc(size_t(B * row)), vc(size_t(B * row));
+  std::vector<int64_t> pos(size_t(rows * B), -1), head_pos, n_freed(static_cast<size_t>(rows));
+  std::vector<float> mass(size_t(kHkv * B), 0.f), out(size_t(kHq * kD));
+  std::vector<int32_t> freed(size_t(rows * 2)), log;
+  auto tensor = [](void *data, sa_dtype dt, std::initializer_list<int64_t> shape) {
+    sa_tensor t{};
+    t.data = data, t.dtype = dt, t.device = SA_DEVICE_CPU, t.rank = int32_t(shape.size());
+    int i = 0;
+    for (int64_t x : shape) t.shape[i++] = x;
+    return t;
+  };
+  sa_evict_options eo = SA_EVICT_OPTIONS_INIT;
+  eo.budget = B, eo.sinks = 2, eo.window = 8, eo.per_head = per_head;
+  const uint16_t *keys = static_cast<const uint16_t *>(const_cast<Tensor &>(in.keys).data());
+  const uint16_t *values = static_cast<const uint16_t *>(const_cast<Tensor &>(in.values).data());
+  const uint16_t *queries = static_cast<const uint16_t *>(const_cast<Tensor &>(in.queries[1]).data());
+  int64_t filled = 0;
+  for (int64_t t = 0; t < T; ++t) {
+    sa_tensor sc = tensor(mass.data(), SA_DTYPE_F32, {kHkv, B});
+    sa_tensor ps = per_head ? tensor(pos.data(), SA_DTYPE_I64, {kHkv, B}) : tensor(pos.data(), SA_DTYPE_I64, {B});
+    sa_tensor fr = per_head ? tensor(freed.data(), SA_DTYPE_I32, {kHkv, 2}) : tensor(freed.data(), SA_DTYPE_I32, {2});
+    sa_status st = sa_cache_evict(ctx, &eo, &sc, &ps, &fr, n_freed.data());
+    if (st != SA_OK) return failure = std::string("sa_cache_evict: ") + sa_last_error(), std::vector<unsigned char>{};
+    for (int64_t h = 0; h < rows; ++h) {
+      const int32_t s = freed[size_t(h * 2)];
+      log.push_back(s);
+      const int64_t h0 = per_head ? h : 0, nh = per_head ? 1 : kHkv;
+      std::copy_n(keys + t * row + h0 * kD, nh * kD, &kc[size_t(s * row + h0 * kD)]);
+      std::copy_n(values + t * row + h0 * kD, nh * kD, &vc[size_t(s * row + h0 * kD)]);
+      for (int64_t x = h0; x < h0 + nh; ++x) mass[size_t(x * B + s)] = 0.f;
+      pos[size_t(h * B + s)] = t;
+      filled = std::max<int64_t>(filled, s + 1);
+    }
+    sa_attend_options ao = SA_ATTEND_OPTIONS_INIT;
+    if (per_head) {
+      head_pos.resize(size_t(kHkv * filled));
+      for (int64_t h = 0; h < kHkv; ++h) std::copy_n(&pos[size_t(h * B)], filled, &head_pos[size_t(h * filled)]);
+      ao.head_key_positions = head_pos.data();
+    } else {
+      ao.key_positions = pos.data();
+    }
+    sa_tensor m = tensor(mass.data(), SA_DTYPE_F32, {kHkv, filled});
+    m.strides[0] = B, m.strides[1] = 1;
+    ao.slot_mass = &m;
+    sa_tensor q = tensor(const_cast<uint16_t *>(queries + (t % 8) * kHq * kD), SA_DTYPE_F16, {1, kHq, kD});
+    sa_tensor k = tensor(kc.data(), SA_DTYPE_F16, {filled, kHkv, kD}), v = tensor(vc.data(), SA_DTYPE_F16, {filled, kHkv, kD});
+    sa_tensor o = tensor(out.data(), SA_DTYPE_F32, {1, kHq, kD});
+    st = sa_attend(ctx, &q, &k, &v, nullptr, &ao, &o, nullptr);
+    if (st != SA_OK) return failure = std::string("sa_attend: ") + sa_last_error(), std::vector<unsigned char>{};
+  }
+  std::vector<unsigned char> bytes;
+  auto add = [&](const void *p, size_t n) {
+    bytes.insert(bytes.end(), static_cast<const unsigned char *>(p), static_cast<const unsigned char *>(p) + n);
+  };
+  add(log.data(), log.size() * sizeof(int32_t));
+  add(pos.data(), pos.size() * sizeof(int64_t));
+  add(mass.data(), mass.size() * sizeof(float));
+  return bytes;
+}
+
+// Eviction loops (one set, per KV head) on every host thread at once, on a shared context or
+// one per thread, give exactly the serial run's slots, positions and slot mass.
+TEST_P(HostCalls, EvictionLoopsMatchASerialRunBitForBit) {
+  const Case c = GetParam();
+  const Inputs in = make_inputs();
+  std::string failure;
+  std::vector<unsigned char> serial[2];
+  {
+    auto ctx = sat::make_context(1);
+    for (int per_head = 0; per_head < 2; ++per_head) {
+      serial[per_head] = evict_loop(ctx.get(), in, per_head != 0, failure);
+      ASSERT_EQ(failure, "");
+    }
+  }
+  ASSERT_NE(serial[0], serial[1]) << "per-head eviction kept the single set's tokens";
+  sat::ContextPtr shared = sat::make_context(c.threads);
+  std::vector<std::string> failures(kHostThreads);
+  std::vector<int> team;
+  on_host_threads(c.host, [&](int t) {
+    sat::ContextPtr own;
+    if (!c.shared) own = sat::make_context(c.threads);
+    sa_context *ctx = c.shared ? shared.get() : own.get();
+    for (int rep = 0; rep < 2; ++rep) {
+      const bool per_head = (t + rep) % 2 == 1;
+      std::string f;
+      if (evict_loop(ctx, in, per_head, f) != serial[per_head]) failures[size_t(t)] += (f.empty() ? "differs" : f) + "; ";
+    }
+  }, team);
+  for (int t = 0; t < kHostThreads; ++t) {
+    EXPECT_EQ(team[size_t(t)], kHostThreads) << "the host region must really be parallel";
+    EXPECT_EQ(failures[size_t(t)], "") << "host thread " << t;
+  }
+}
 
 // A context's thread count is at most 1024: more is refused, with a message naming the limit
 // (a million threads used to crash inside the OpenMP runtime). 1024 is accepted (no work runs).

@@ -43,6 +43,9 @@ struct AttendArgs {
   bool causal = false;
   const int64_t *query_positions = nullptr;
   const int64_t *key_positions = nullptr;
+  // [h_kv][n_kv]: the position row j holds in KV head h (per-KV-head eviction); replaces
+  // key_positions. With either, a row at position -1 is empty and never attended.
+  const int64_t *head_key_positions = nullptr;
 };
 
 struct AttendResult {
@@ -67,10 +70,15 @@ inline AttendResult attend(const AttendArgs &a) {
   r.lse.assign(size_t(r.n_q * r.h_q), -std::numeric_limits<double>::infinity());
   r.mass.assign(size_t(h_kv * n_kv), 0.0);
 
-  std::vector<int64_t> kpos(static_cast<size_t>(n_kv));
+  const bool positioned = a.key_positions || a.head_key_positions;
+  std::vector<int64_t> kpos(size_t(h_kv * n_kv));  // [h_kv][n_kv]
   int64_t max_kpos = n_kv - 1;
-  for (int64_t j = 0; j < n_kv; ++j) kpos[size_t(j)] = a.key_positions ? a.key_positions[j] : j;
-  if (a.key_positions) {
+  for (int64_t hk = 0; hk < h_kv; ++hk)
+    for (int64_t j = 0; j < n_kv; ++j)
+      kpos[size_t(hk * n_kv + j)] = a.head_key_positions ? a.head_key_positions[hk * n_kv + j]
+                                    : a.key_positions      ? a.key_positions[j]
+                                                           : j;
+  if (positioned) {
     max_kpos = std::numeric_limits<int64_t>::min();
     for (int64_t p : kpos) max_kpos = std::max(max_kpos, p);
   }
@@ -90,10 +98,12 @@ inline AttendResult attend(const AttendArgs &a) {
           if (j != -1) rows.push_back(j);
         }
       }
-      if (a.causal) {
+      if (a.causal || positioned) {
         std::vector<int64_t> kept;
-        for (int64_t j : rows)
-          if (kpos[size_t(j)] <= p) kept.push_back(j);
+        for (int64_t j : rows) {
+          const int64_t kp = kpos[size_t(hk * n_kv + j)];
+          if ((!positioned || kp >= 0) && (!a.causal || kp <= p)) kept.push_back(j);
+        }
         rows.swap(kept);
       }
       if (rows.empty()) continue;  // out stays 0, lse -inf

@@ -1,7 +1,8 @@
 // End-to-end quality of fixed-budget KV caches: runs a tinylm-architecture model (byte-level,
 // 8 layers, 4 query heads over 2 KV heads, head_dim 128, RoPE; the forward pass is the one in
 // the model directory's README) on held-out text and prints bits per byte for dense attention,
-// StreamingLLM, the library's eviction policies, eviction + page selection and the top-B oracle.
+// StreamingLLM, the library's eviction policies (one set of tokens, or per KV head: perhead),
+// eviction + page selection and the top-B oracle.
 //
 //   tinylm_eval --model DIR/model.safetensors --text DIR/dev_text.bin [--seqs 0,1,2]
 //               [--tokens 4096] [--budgets 256,512,1024] [--policies LIST] [--threads N]
@@ -156,6 +157,7 @@ struct Policy {
   bool page = false;       // page selection (top_k 128) over the cache's slots
   bool head_max = false;   // raw/mean: a slot's score is its best KV head's, not the sum
   float recent = -1.f;     // library: sa_evict_options.recent_share (< 0: the default)
+  bool per_head = false;   // library: each KV head keeps its own tokens (sa_evict_options.per_head)
   int64_t budget = 0;
 };
 
@@ -170,8 +172,11 @@ void attend_cache(const Run &r, const Policy &p, const std::vector<float> &q, co
                   const std::vector<float> &v, std::vector<float> &a) {
   const int64_t B = p.budget, T = r.T, row = kHkv * kD;
   std::vector<float> kc(size_t(B * row)), vc(size_t(B * row)), mass(size_t(kHkv * B), 0.f), score(static_cast<size_t>(B));
-  std::vector<int64_t> pos(size_t(B), -1);
-  std::vector<int32_t> freed(2), idx(size_t(kHkv * (kSinks + kWindow + kPageTopK)));
+  // Positions per KV head ([kHkv][B]) when each head keeps its own tokens, else one row.
+  const int64_t pos_rows = p.per_head ? kHkv : 1;
+  std::vector<int64_t> pos(size_t(pos_rows * B), -1), head_pos;
+  std::vector<int32_t> freed(size_t(pos_rows * 2)), idx(size_t(kHkv * (kSinks + kWindow + kPageTopK)));
+  std::vector<int64_t> n_freed(static_cast<size_t>(pos_rows));
   sa_index *ix = nullptr;
   if (p.page) {
     sa_index_options io = SA_INDEX_OPTIONS_INIT;
@@ -189,6 +194,7 @@ void attend_cache(const Run &r, const Policy &p, const std::vector<float> &q, co
   if (p.score == Score::library) eo.mass_decay = p.decay;  // the library's ranking, defaults otherwise
   else eo.score_mean = 0;                                 // the scores below, as given
   if (p.recent >= 0.f) eo.recent_share = p.recent;
+  eo.per_head = p.per_head;
   sa_attend_options ao = SA_ATTEND_OPTIONS_INIT;
   ao.mass_decay = p.decay;
   sa_select_options so = SA_SELECT_OPTIONS_INIT;
@@ -198,8 +204,8 @@ void attend_cache(const Run &r, const Policy &p, const std::vector<float> &q, co
   int64_t filled = 0;
   for (int64_t t = 0; t < T; ++t) {
     // Scores for the eviction (slots 0 .. filled-1 hold tokens; the rest are empty).
-    const sa_tensor pos_t = tensor(pos.data(), SA_DTYPE_I64, {B});
-    sa_tensor sc_t, fr_t = tensor(freed.data(), SA_DTYPE_I32, {2});
+    const sa_tensor pos_t = p.per_head ? tensor(pos.data(), SA_DTYPE_I64, {kHkv, B}) : tensor(pos.data(), SA_DTYPE_I64, {B});
+    sa_tensor sc_t, fr_t = p.per_head ? tensor(freed.data(), SA_DTYPE_I32, {kHkv, 2}) : tensor(freed.data(), SA_DTYPE_I32, {2});
     if (p.score == Score::library) {
       sc_t = tensor(mass.data(), SA_DTYPE_F32, {kHkv, B});
     } else {
@@ -218,15 +224,29 @@ void attend_cache(const Run &r, const Policy &p, const std::vector<float> &q, co
       }
       sc_t = tensor(score.data(), SA_DTYPE_F32, {B});
     }
-    int64_t n_freed = 0;
-    check(sa_cache_evict(r.ctx, &eo, &sc_t, &pos_t, &fr_t, &n_freed), "sa_cache_evict");
-    if (n_freed < 1) die("sa_cache_evict freed no slot");
+    check(sa_cache_evict(r.ctx, &eo, &sc_t, &pos_t, &fr_t, n_freed.data()), "sa_cache_evict");
+    for (int64_t f : n_freed)
+      if (f < 1) die("sa_cache_evict freed no slot");
     const int32_t slot = freed[0];
-    std::memcpy(&kc[size_t(slot * row)], &k[size_t(t * row)], sizeof(float) * size_t(row));
-    std::memcpy(&vc[size_t(slot * row)], &v[size_t(t * row)], sizeof(float) * size_t(row));
-    for (int h = 0; h < kHkv; ++h) mass[size_t(h * B + slot)] = 0.f;
-    pos[size_t(slot)] = t;
-    if (slot >= filled) filled = slot + 1;
+    if (p.per_head) {  // head h's row of freed[h][0] takes the token's head h
+      for (int h = 0; h < kHkv; ++h) {
+        const int32_t sh = freed[size_t(h * 2)];
+        std::memcpy(&kc[size_t(sh * row + h * kD)], &k[size_t(t * row + h * kD)], sizeof(float) * size_t(kD));
+        std::memcpy(&vc[size_t(sh * row + h * kD)], &v[size_t(t * row + h * kD)], sizeof(float) * size_t(kD));
+        mass[size_t(h * B + sh)] = 0.f;
+        pos[size_t(h * B + sh)] = t;
+        if (sh >= filled) filled = sh + 1;
+      }
+      head_pos.resize(size_t(kHkv * filled));  // [kHkv][filled], contiguous
+      for (int h = 0; h < kHkv; ++h) std::copy_n(&pos[size_t(h * B)], filled, &head_pos[size_t(h * filled)]);
+      ao.head_key_positions = head_pos.data();
+    } else {
+      std::memcpy(&kc[size_t(slot * row)], &k[size_t(t * row)], sizeof(float) * size_t(row));
+      std::memcpy(&vc[size_t(slot * row)], &v[size_t(t * row)], sizeof(float) * size_t(row));
+      for (int h = 0; h < kHkv; ++h) mass[size_t(h * B + slot)] = 0.f;
+      pos[size_t(slot)] = t;
+      if (slot >= filled) filled = slot + 1;
+    }
     const sa_tensor q_t = tensor(&q[size_t(t * kHq * kD)], SA_DTYPE_F32, {1, kHq, kD});
     sa_tensor o_t = tensor(&a[size_t(t * kHq * kD)], SA_DTYPE_F32, {1, kHq, kD});
     const sa_tensor k_t = tensor(kc.data(), SA_DTYPE_F32, {filled, kHkv, kD});
@@ -371,6 +391,10 @@ Policy parse_policy(const std::string &spec) {
     p.page = name == "library+page";
     if (at == std::string::npos) p.decay = sa_attend_options_default().mass_decay;
   }
+  else if (name == "perhead") {
+    p.score = Score::library, p.per_head = true;
+    if (at == std::string::npos) p.decay = sa_attend_options_default().mass_decay;
+  }
   else if (name == "h2o") p.score = Score::raw;
   else if (name == "h2o+page") p.score = Score::raw, p.page = true;
   else if (name == "tova") p.score = Score::raw, p.decay = 0.f;
@@ -388,7 +412,7 @@ Policy parse_policy(const std::string &spec) {
 int main(int argc, char **argv) {
   std::string model_path, text_path;
   std::string seqs = "0,1,2", budgets = "256,512,1024";
-  std::string policies = "streaming,h2o,h2o@0.99,library,library+page,oracle";
+  std::string policies = "streaming,h2o,h2o@0.99,library,perhead,library+page,oracle";
   int64_t T = 4096;
   int threads = 0;
   for (int i = 1; i < argc; ++i) {
@@ -405,7 +429,7 @@ int main(int argc, char **argv) {
     else if (a == "--policies") policies = next();
     else if (a == "--threads") threads = std::stoi(next());
     else die("usage: tinylm_eval --model model.safetensors --text dev_text.bin [--seqs 0,1,2] [--tokens 4096] "
-             "[--budgets 256,512,1024] [--policies streaming,h2o,h2o@0.99,mean,tova,library,library+page,oracle] "
+             "[--budgets 256,512,1024] [--policies streaming,h2o,h2o@0.99,mean,tova,library,perhead,library+page,oracle] "
              "[--threads N]");
   }
   if (model_path.empty() || text_path.empty()) die("--model and --text are required");

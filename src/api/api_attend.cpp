@@ -77,6 +77,9 @@ void view_slot_mass(const sa_attend_options &o, AttendProblem &p, TensorView &ma
   const int rank = o.slot_mass->rank;
   if (rank != 1 && rank != 2)
     fail(SA_ERR_SHAPE, "opt->slot_mass has rank %d, expected 2 ([H_kv, n_kv]) or 1 ([n_kv])", int(rank));
+  if (rank == 1 && o.head_key_positions)
+    fail(SA_ERR_SHAPE, "opt->slot_mass is [n_kv]; with opt->head_key_positions a slot holds another token per KV "
+                       "head, so it must be [H_kv, n_kv]");
   mass_view = view_tensor(o.slot_mass, "opt->slot_mass", rank, {SA_DTYPE_F32});
   if (rank == 2) expect_dim(mass_view, "opt->slot_mass", 0, H_kv, "the KV heads");
   expect_dim(mass_view, "opt->slot_mass", rank - 1, n_kv, "the key rows (slots)");
@@ -114,13 +117,21 @@ SA_API sa_status sa_attend(sa_context *ctx, const sa_tensor *q, const sa_tensor 
     view_queries(q, out, lse, o, dev, p, lse_view);
     if (o.query_positions) check_positions(o.query_positions, p.q.shape[0], 1, "opt->query_positions", PositionsOf::queries);
     if (o.key_positions) check_positions(o.key_positions, p.k.shape[0], 1, "opt->key_positions", PositionsOf::keys);
+    if (o.head_key_positions) {
+      if (o.key_positions)
+        fail(SA_ERR_INVALID_ARGUMENT, "opt->key_positions and opt->head_key_positions are both set; give one");
+      if (plugin) fail(SA_ERR_UNSUPPORTED, "opt->head_key_positions (per-KV-head positions) is CPU only for now");
+      const int64_t n = checked_mul(p.k.shape[0], p.k.shape[1], "opt->head_key_positions' H_kv * n_kv values");
+      check_positions(o.head_key_positions, n, 1, "opt->head_key_positions", PositionsOf::keys);
+    }
     if (indices) {
       // Device memory is not ours to read: the plugin skips entries out of range instead.
       view_indices(indices, p, idx_view, dev, !plugin);
     }
     p.causal = o.causal != 0;
     p.query_positions = o.query_positions;
-    p.key_positions = o.key_positions;
+    p.key_positions = o.head_key_positions ? o.head_key_positions : o.key_positions;
+    p.key_pos_head_stride = o.head_key_positions ? p.k.shape[0] : 0;
     view_slot_mass(o, p, mass_view);
     if (p.q.shape[0] == 0 && !p.slot_mass) return;
     if (!plugin) {
@@ -171,6 +182,8 @@ SA_API sa_status sa_attend_paged(sa_context *ctx, const sa_tensor *q, const sa_t
     const std::vector<int64_t> starts = view_query_starts(query_starts, cache.batch, n_q);
     if (o.key_positions)
       fail(SA_ERR_INVALID_ARGUMENT, "opt->key_positions must be NULL with a paged cache (give kv->slot_positions)");
+    if (o.head_key_positions)
+      fail(SA_ERR_UNSUPPORTED, "opt->head_key_positions (per-KV-head positions) is not supported with a paged cache");
     if (o.query_positions) check_positions(o.query_positions, n_q, 1, "opt->query_positions", PositionsOf::queries);
     if (o.causal && cache.slot_positions && !o.query_positions)
       fail(SA_ERR_INVALID_ARGUMENT, "opt->query_positions is NULL, but kv->slot_positions is given and causal is set: "

@@ -1,11 +1,58 @@
 // sa_cache_evict: validate, choose, write the freed slots.
 #include <algorithm>
+#include <string>
 
 #include "cache/evict.hpp"
 #include "core/context.hpp"
 #include "core/error.hpp"
 #include "core/positions.hpp"
 #include "core/tensor_view.hpp"
+
+namespace {
+
+using namespace sa;
+
+// opt->per_head: scores and positions [H, n_slots], freed [H, cap], n_freed[H]; each head is
+// the single-set request on its own rows. Every head is chosen (and may fail) before any write.
+void evict_per_head(EvictRequest req, const sa_tensor *scores, const sa_tensor *positions, sa_tensor *freed,
+                    int64_t *n_freed) {
+  TensorView pos = view_tensor(positions, "positions", 2, {SA_DTYPE_I64});
+  TensorView sc = view_tensor(scores, "scores", 2, {SA_DTYPE_F32});
+  TensorView fr = view_tensor(freed, "freed", 2, {SA_DTYPE_I32});
+  const int64_t heads = pos.shape[0];
+  req.n = pos.shape[1];
+  if (req.n > INT32_MAX) fail(SA_ERR_OVERFLOW, "positions has %lld slots; slots are int32", (long long)req.n);
+  expect_dim(sc, "scores", 0, heads, "positions.shape[0], the KV heads (opt->per_head)");
+  expect_dim(sc, "scores", 1, req.n, "positions.shape[1], the number of slots");
+  expect_dim(fr, "freed", 0, heads, "positions.shape[0], the KV heads (opt->per_head)");
+  expect_distinct_elements(fr, "freed");
+  req.rows = 1;
+  req.row_max = false;
+  req.col_stride = sc.stride[1];
+  req.pos_stride = pos.stride[1];
+  std::vector<std::vector<int32_t>> chosen(static_cast<size_t>(heads));
+  for (int64_t h = 0; h < heads; ++h) {
+    req.scores = sc.ptr<const float>() + h * sc.stride[0];
+    req.positions = pos.ptr<const int64_t>() + h * pos.stride[0];
+    const std::string what = "positions[" + std::to_string(h) + "]";
+    check_positions(req.positions, req.n, req.pos_stride, what.c_str(), PositionsOf::keys);
+    try {
+      chosen[size_t(h)] = choose_evictions(req);
+    } catch (const Error &e) {
+      fail(e.status, "KV head %lld: %s", (long long)h, e.message.c_str());
+    }
+    if (int64_t(chosen[size_t(h)].size()) > fr.shape[1])
+      fail(SA_ERR_SHAPE, "freed holds %lld slots per KV head, %lld are needed for head %lld", (long long)fr.shape[1],
+           (long long)chosen[size_t(h)].size(), (long long)h);
+  }
+  for (int64_t h = 0; h < heads; ++h) {
+    const std::vector<int32_t> &c = chosen[size_t(h)];
+    for (size_t i = 0; i < c.size(); ++i) fr.ptr<int32_t>()[h * fr.stride[0] + int64_t(i) * fr.stride[1]] = c[i];
+    n_freed[h] = int64_t(c.size());
+  }
+}
+
+}  // namespace
 
 extern "C" {
 
@@ -43,20 +90,7 @@ SA_API sa_status sa_cache_evict(sa_context *ctx, const sa_evict_options *opt, co
            "the incoming tokens must fit",
            (long long)o.budget, int(o.sinks), int(o.window), (long long)o.incoming, (long long)floor);
 
-    TensorView pos = view_tensor(positions, "positions", 1, {SA_DTYPE_I64});
-    if (!scores) fail(SA_ERR_NULL_POINTER, "scores is NULL");
-    TensorView sc = view_tensor(scores, "scores", scores->rank == 2 ? 2 : 1, {SA_DTYPE_F32});
     EvictRequest req;
-    req.n = pos.shape[0];
-    if (req.n > INT32_MAX) fail(SA_ERR_OVERFLOW, "positions has %lld slots; slots are int32", (long long)req.n);
-    expect_dim(sc, "scores", sc.rank - 1, req.n, "positions.shape[0], the number of slots");
-    req.scores = sc.ptr<const float>();
-    req.rows = sc.rank == 2 ? sc.shape[0] : 1;
-    req.row_stride = sc.rank == 2 ? sc.stride[0] : 0;
-    req.col_stride = sc.stride[sc.rank - 1];
-    req.positions = pos.ptr<const int64_t>();
-    req.pos_stride = pos.stride[0];
-    check_positions(req.positions, req.n, req.pos_stride, "positions", PositionsOf::keys);
     req.budget = o.budget;
     req.incoming = o.incoming;
     req.sinks = o.sinks;
@@ -67,6 +101,21 @@ SA_API sa_status sa_cache_evict(sa_context *ctx, const sa_evict_options *opt, co
     req.mean = o.score_mean != 0;
     req.decay = o.mass_decay;
     req.row_max = o.head_max != 0;
+    if (!scores) fail(SA_ERR_NULL_POINTER, "scores is NULL");
+    if (o.per_head) return evict_per_head(req, scores, positions, freed, n_freed);
+
+    TensorView pos = view_tensor(positions, "positions", 1, {SA_DTYPE_I64});
+    TensorView sc = view_tensor(scores, "scores", scores->rank == 2 ? 2 : 1, {SA_DTYPE_F32});
+    req.n = pos.shape[0];
+    if (req.n > INT32_MAX) fail(SA_ERR_OVERFLOW, "positions has %lld slots; slots are int32", (long long)req.n);
+    expect_dim(sc, "scores", sc.rank - 1, req.n, "positions.shape[0], the number of slots");
+    req.scores = sc.ptr<const float>();
+    req.rows = sc.rank == 2 ? sc.shape[0] : 1;
+    req.row_stride = sc.rank == 2 ? sc.stride[0] : 0;
+    req.col_stride = sc.stride[sc.rank - 1];
+    req.positions = pos.ptr<const int64_t>();
+    req.pos_stride = pos.stride[0];
+    check_positions(req.positions, req.n, req.pos_stride, "positions", PositionsOf::keys);
     TensorView fr = view_tensor(freed, "freed", 1, {SA_DTYPE_I32});
 
     std::vector<int32_t> chosen = choose_evictions(req);

@@ -24,6 +24,18 @@ TensorView view_keys(const sa_index &ix, const sa_tensor *keys) {
   return k;
 }
 
+const char *selector_kind_name(sa_selector_kind kind) {
+  switch (enum_value(kind)) {
+    case SA_SELECTOR_EXACT: return "exact";
+    case SA_SELECTOR_PAGE: return "page";
+    case SA_SELECTOR_LSH: return "LSH";
+    case SA_SELECTOR_HNSW: return "HNSW";
+    case SA_SELECTOR_LEARNED: return "learned";
+    case SA_SELECTOR_INDEXER: return "indexer";
+    default: return "unknown";
+  }
+}
+
 // Runs a change of ix's selector. A failure other than a refused argument may leave part of
 // the change behind, so it marks the index unusable before it is reported.
 template <class F>
@@ -153,6 +165,41 @@ SA_API sa_status sa_index_update(sa_index *ix, const int32_t *slots, int64_t n, 
   });
 }
 
+SA_API sa_status sa_index_update_heads(sa_index *ix, const int32_t *slots, int64_t n, const sa_tensor *keys,
+                                       const int64_t *positions) {
+  return guarded("sa_index_update_heads", [&] {
+    if (!ix) fail(SA_ERR_NULL_POINTER, "ix is NULL");
+    expect_usable(*ix);
+    if (ix->on_device())
+      fail(SA_ERR_UNSUPPORTED, "ix lives on CUDA device %d, where slots are only appended", int(ix->device_id));
+    if (!ix->selector->supports_per_head())
+      fail(SA_ERR_UNSUPPORTED, "ix is a %s index, which keeps one token per slot for every KV head; per-KV-head "
+                               "slots need an exact or page index", selector_kind_name(ix->opt.kind));
+    if (n < 0) fail(SA_ERR_INVALID_ARGUMENT, "n is %lld, expected >= 0", (long long)n);
+    TensorView k = view_keys(*ix, keys);
+    expect_dim(k, "keys", 0, n, "n, the number of slots per KV head");
+    const int64_t H = k.shape[1], size = ix->selector->size();
+    const int64_t total = checked_mul(H, n, "H_kv * n slots");
+    if (total > 0 && !slots) fail(SA_ERR_NULL_POINTER, "slots is NULL");
+    if (total > 0 && !positions) fail(SA_ERR_NULL_POINTER, "positions is NULL (per-KV-head slots need positions)");
+    std::vector<uint8_t> seen(size_t(size), 0);
+    for (int64_t h = 0; h < H; ++h) {
+      std::fill(seen.begin(), seen.end(), 0);
+      for (int64_t i = 0; i < n; ++i) {
+        const int32_t slot = slots[h * n + i];
+        if (slot < 0 || slot >= size)
+          fail(SA_ERR_OUT_OF_RANGE, "slots[%lld] (KV head %lld) is %d, outside the index's %lld slots",
+               (long long)(h * n + i), (long long)h, int(slot), (long long)size);
+        if (seen[size_t(slot)]++)
+          fail(SA_ERR_INVALID_ARGUMENT, "slots[%lld] = %d appears twice for KV head %lld", (long long)(h * n + i),
+               int(slot), (long long)h);
+      }
+    }
+    if (total > 0) check_positions(positions, total, 1, "positions", PositionsOf::tokens);
+    changing(*ix, "sa_index_update_heads", [&] { ix->selector->update_heads(slots, n, k, positions); });
+  });
+}
+
 SA_API sa_status sa_index_truncate(sa_index *ix, int64_t position) {
   return guarded("sa_index_truncate", [&] {
     if (!ix) fail(SA_ERR_NULL_POINTER, "ix is NULL");
@@ -165,6 +212,10 @@ SA_API sa_status sa_index_truncate(sa_index *ix, int64_t position) {
       fail(SA_ERR_UNSUPPORTED, "ix lives on CUDA device %d, where indexes cannot be truncated yet", int(ix->device_id));
     const KeyStore &slots = ix->selector->slots();
     const int64_t keep = slots.trailing_slots_from(position);
+    if (keep < 0 && slots.per_head())
+      fail(SA_ERR_INVALID_ARGUMENT, "position %lld: in some KV head a slot holding a position >= position is followed "
+           "by one that would stay, or the heads would keep different numbers of slots; only the index's last slots "
+           "(appended drafts) can be dropped", (long long)position);
     if (keep < 0) {  // name a dropped slot that a kept one follows
       const int64_t *pos = slots.positions();
       int64_t first = 0, last = slots.size() - 1;

@@ -33,6 +33,7 @@ SA_API const sa_api *sa_get_api(uint32_t abi_version) {
       sa_index_clone,
       sa_attend_paged,
       sa_select_batch,
+      sa_index_update_heads,
   };
   return abi_version <= SA_ABI_VERSION ? &table : nullptr;
 }

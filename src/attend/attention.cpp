@@ -115,7 +115,8 @@ void attend(const sa_context &ctx, const AttendProblem &p) {
   int64_t last_pos = n_kv - 1;
   if (p.causal && p.key_positions && !p.query_positions) {
     last_pos = -1;
-    for (int64_t r = 0; r < n_kv; ++r) last_pos = std::max(last_pos, p.key_positions[r]);
+    const int64_t n_pos = p.key_pos_head_stride ? H_kv * p.key_pos_head_stride : n_kv;
+    for (int64_t r = 0; r < n_pos; ++r) last_pos = std::max(last_pos, p.key_positions[r]);
   }
   const bool limited_by_length = shared_lists && !p.key_positions;
   auto pos_limit = [&](int64_t i) -> int64_t {
@@ -147,6 +148,7 @@ void attend(const sa_context &ctx, const AttendProblem &p) {
       ml.list_len = p.list_len;
     }
     ml.key_positions = p.key_positions;
+    ml.key_pos_head_stride = p.key_pos_head_stride;
     std::vector<int64_t> limits(static_cast<size_t>(n_q));
     for (int64_t i = 0; i < n_q; ++i) limits[size_t(i)] = pos_limit(i);
     mass = std::make_unique<SlotMass>(ml, std::move(limits), *p.slot_mass, p.mass_decay);
@@ -252,7 +254,7 @@ void attend(const sa_context &ctx, const AttendProblem &p) {
         if (sparse) rs.rows = list_of(u) + b;
         else rs.begin = b;
         rs.n = e - b;
-        rs.key_pos = p.key_positions;
+        rs.key_pos = p.key_positions ? p.key_positions + kvh * p.key_pos_head_stride : nullptr;
         rs.pos_limit = pos_limit(u.i);
         if (!entry_scores.empty()) {
           rs.scores = &entry_scores[size_t((task.unit * max_heads + h) * width + b)];

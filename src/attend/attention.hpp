@@ -25,6 +25,8 @@ struct AttendProblem {
   bool causal = false;
   const int64_t *query_positions = nullptr;
   const int64_t *key_positions = nullptr;
+  // Nonzero: key_positions holds one row of n_kv positions per KV head, this many apart.
+  int64_t key_pos_head_stride = 0;
   TensorView out;                       // [n_q, H_q, D]
   const TensorView *lse = nullptr;      // [n_q, H_q] f32
   const TensorView *slot_mass = nullptr;  // [H_kv, n_kv] or [n_kv] f32: accumulated probabilities

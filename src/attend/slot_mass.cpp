@@ -51,7 +51,7 @@ void SlotMass::fold(const sa_context &ctx, int64_t i, int64_t kvh, int64_t h_beg
                     float *out) {
   rs.k = layout_.k_base + size_t(kvh * layout_.k_head_stride) * dtype_size(layout_.kv_dtype);
   rs.k_stride = layout_.k_token_stride;
-  rs.key_pos = layout_.key_positions;
+  rs.key_pos = layout_.key_positions ? layout_.key_positions + kvh * layout_.key_pos_head_stride : nullptr;
   rs.pos_limit = pos_limits_[size_t(i)];
   for (int64_t h0 = h_begin; h0 < h_end; h0 += kMaxGroup) {
     const int g = int(std::min<int64_t>(kMaxGroup, h_end - h0));

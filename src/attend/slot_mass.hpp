@@ -31,6 +31,7 @@ struct MassLayout {
   // entries at idx + list_start[i]; width is the longest.
   const int64_t *list_start = nullptr, *list_len = nullptr;
   const int64_t *key_positions = nullptr;
+  int64_t key_pos_head_stride = 0;  // nonzero: a row of positions per KV head
 };
 
 class SlotMass {

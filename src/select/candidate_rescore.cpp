@@ -92,12 +92,13 @@ KeepRule keep_rule(const SelectRequest &req, int64_t i) {
   return KeepRule{req.positions[size_t(i)], req.window, req.sinks, req.top_k, req.mass_target};
 }
 
-void collect_forced(const KeyStore &keys, const SelectRequest &req, int64_t i, std::vector<int32_t> &forced) {
+void collect_forced(const KeyStore &keys, const SelectRequest &req, int64_t i, int64_t kv_head,
+                    std::vector<int32_t> &forced) {
   forced.clear();
   const QueryVisibility vis = query_visibility(req, i);
   const int64_t p = vis.query_pos;
-  if (req.sinks > 0) keys.slots_at_positions(0, std::min<int64_t>(req.sinks - 1, p), forced);
-  if (req.window > 0) keys.slots_at_positions(std::max<int64_t>(p - req.window + 1, req.sinks), p, forced);
+  if (req.sinks > 0) keys.slots_at_positions(0, std::min<int64_t>(req.sinks - 1, p), forced, kv_head);
+  if (req.window > 0) keys.slots_at_positions(std::max<int64_t>(p - req.window + 1, req.sinks), p, forced, kv_head);
   if (vis.key_segments)
     forced.erase(std::remove_if(forced.begin(), forced.end(), [&](int32_t s) { return vis.key_segments[s] != vis.segment; }),
                  forced.end());
@@ -141,8 +142,8 @@ void rescore_candidates(const sa_context &ctx, const KeyStore &keys, const Nativ
                         int64_t i, const SelectionList &l, RescoreScratch &s) {
   const QueryVisibility vis = query_visibility(req, i);
   const KeepRule rule = keep_rule(req, i);
-  const int64_t *pos = keys.positions();
-  collect_forced(keys, req, i, s.forced);
+  const int64_t *pos = keys.positions(l.kv_head);
+  collect_forced(keys, req, i, l.kv_head, s.forced);
 
   std::vector<int32_t> &c = s.candidates;
   if (!std::is_sorted(c.begin(), c.end())) std::sort(c.begin(), c.end());
@@ -189,8 +190,8 @@ void write_ranked_candidates(const KeyStore &keys, const SelectRequest &req, int
   const QueryVisibility vis = query_visibility(req, i);
   KeepRule rule = keep_rule(req, i);
   rule.mass_target = 0.f;  // no mass estimate behind these scores
-  const int64_t *pos = keys.positions();
-  collect_forced(keys, req, i, s.forced);
+  const int64_t *pos = keys.positions(l.kv_head);
+  collect_forced(keys, req, i, l.kv_head, s.forced);
   s.ranked.erase(std::remove_if(s.ranked.begin(), s.ranked.end(),
                                 [&](const Candidate &x) { return !vis(x.slot, pos[x.slot]) || always_kept(pos[x.slot], rule); }),
                  s.ranked.end());

@@ -55,9 +55,10 @@ struct QueryVisibility {
 QueryVisibility query_visibility(const SelectRequest &req, int64_t i);
 KeepRule keep_rule(const SelectRequest &req, int64_t i);
 
-// The visible sink and window slots of query i, ascending by slot, into `forced` (cleared
+// The visible sink and window slots of query i in KV head kv_head's slots, ascending by slot, into `forced` (cleared
 // first). Binary search over positions: O(log N + sinks + window).
-void collect_forced(const KeyStore &keys, const SelectRequest &req, int64_t i, std::vector<int32_t> &forced);
+void collect_forced(const KeyStore &keys, const SelectRequest &req, int64_t i, int64_t kv_head,
+                    std::vector<int32_t> &forced);
 
 // Query heads [l.q_head0, l.q_head0 + l.q_heads) of query i as f32, multiplied by
 // scale * log2(e) so dot products are base-2 logits: out[g * D + d].

@@ -53,7 +53,6 @@ void select_by_dot_product(const sa_context &ctx, const SelectRequest &req, cons
   const int64_t H_kv = keys_.heads(), G = H_q / H_kv, n = keys_.size();
   const TensorView &out = req.indices;
   const int64_t width = out.shape[2];
-  const int64_t *pos = keys_.positions();
   const bool two_stage = rescore.native && rescore.candidates > 0;
 
   if (n == 0) return write_all_padding(out);  // nothing to choose from
@@ -89,6 +88,7 @@ void select_by_dot_product(const sa_context &ctx, const SelectRequest &req, cons
   // Lists of KV head h for queries [i0, i1) from their scores: scores[((i - i0) * G + g) * n + j]
   // for query head g of the group and slot j (overwritten).
   auto select_block = [&](Scratch &s, int64_t h, int64_t i0, int64_t i1, float *scores) {
+    const int64_t *pos = keys_.positions(h);
     for (int64_t i = i0; i < i1; ++i) {
       const KeepRule rule = keep_rule(req, i);
       const QueryVisibility visible = query_visibility(req, i);
@@ -113,7 +113,7 @@ void select_by_dot_product(const sa_context &ctx, const SelectRequest &req, cons
           rescore_candidates(ctx, *rescore.native, native, req, i, l, s.rescore);
           continue;
         }
-        collect_forced(keys_, req, i, s.forced);
+        collect_forced(keys_, req, i, h, s.forced);
         float forced_mass = 0.f;
         for (int32_t j : s.forced) forced_mass += s.mass[size_t(j)] * norm;
         write_selection(s.cands, s.forced, forced_mass, rule, pos, selection_row(req, i, l), width, out.stride[2]);

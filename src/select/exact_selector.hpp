@@ -15,6 +15,10 @@ class ExactSelector final : public Selector {
   void update(const int32_t *slots, int64_t n, const TensorView &keys, const int64_t *positions) override {
     keys_.update(slots, n, keys, positions);
   }
+  bool supports_per_head() const override { return true; }
+  void update_heads(const int32_t *slots, int64_t n, const TensorView &keys, const int64_t *positions) override {
+    keys_.update_heads(slots, n, keys, positions);
+  }
   void truncate(int64_t keep) override { keys_.truncate(keep); }
   std::unique_ptr<Selector> clone() const override { return std::make_unique<ExactSelector>(*this); }
   void select(const sa_context &ctx, const SelectRequest &req) const override;

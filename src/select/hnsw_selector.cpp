@@ -223,7 +223,7 @@ void HnswSelector::select(const sa_context &ctx, const SelectRequest &req) const
       graphs_[size_t(l.kv_head)]->search(s.group.data(), size_t(want), size_t(want), hf, search_scratch, cands);
       // A list holds min(top_k, selectable) keys: when the search reached fewer (a graph region
       // it could not leave, or most keys it met invisible or kept anyway), score them all.
-      collect_forced(keys_, req, i, s.forced);
+      collect_forced(keys_, req, i, l.kv_head, s.forced);
       const int64_t selectable = visible - int64_t(s.forced.size());
       if (int64_t(cands.size()) < std::min<int64_t>(req.top_k, selectable)) {
         cands.clear();

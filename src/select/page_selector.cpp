@@ -72,11 +72,13 @@ void PageSelector::refresh_bounds(int64_t page, const NativeRows &rows) {
 
 void PageSelector::refresh_positions(int64_t page) {
   const int64_t first = page * page_size_, last = std::min(keys_.size(), first + page_size_);
-  const int64_t *pos = keys_.positions();
-  int64_t pmin = INT64_MAX, pmax = INT64_MIN;
-  for (int64_t s = first; s < last; ++s) pmin = std::min(pmin, pos[s]), pmax = std::max(pmax, pos[s]);
-  page_min_pos_[size_t(page)] = pmin;
-  page_max_pos_[size_t(page)] = pmax;
+  for (size_t r = 0; r < page_min_pos_.size(); ++r) {
+    const int64_t *pos = keys_.positions(int64_t(r));
+    int64_t pmin = INT64_MAX, pmax = INT64_MIN;
+    for (int64_t s = first; s < last; ++s) pmin = std::min(pmin, pos[s]), pmax = std::max(pmax, pos[s]);
+    page_min_pos_[r][size_t(page)] = pmin;
+    page_max_pos_[r][size_t(page)] = pmax;
+  }
 }
 
 void PageSelector::refresh_pages(const int64_t *pages, int64_t n) {
@@ -117,8 +119,17 @@ void PageSelector::resize_pages() {
     centres_[size_t(h)].resize(size_t(n_pages) * keys_.row_bytes() * (joint_ ? 2 : 1));
     if (!joint_) radii_[size_t(h)].resize(size_t(n_pages) * keys_.row_bytes());
   }
-  page_min_pos_.resize(size_t(n_pages));
-  page_max_pos_.resize(size_t(n_pages));
+  // Heads that start keeping their own tokens start from the shared ranges (update_heads then
+  // refreshes the pages it touched).
+  const size_t rows = keys_.per_head() ? size_t(keys_.heads()) : 1;
+  if (page_min_pos_.size() < rows) {
+    page_min_pos_.resize(rows, page_min_pos_.empty() ? std::vector<int64_t>() : page_min_pos_[0]);
+    page_max_pos_.resize(rows, page_max_pos_.empty() ? std::vector<int64_t>() : page_max_pos_[0]);
+  }
+  for (size_t r = 0; r < rows; ++r) {
+    page_min_pos_[r].resize(size_t(n_pages));
+    page_max_pos_[r].resize(size_t(n_pages));
+  }
 }
 
 void PageSelector::truncate(int64_t keep) {
@@ -135,6 +146,16 @@ void PageSelector::truncate(int64_t keep) {
 
 void PageSelector::update(const int32_t *slots, int64_t n, const TensorView &keys, const int64_t *positions) {
   keys_.update(slots, n, keys, positions);
+  refresh_slot_pages(slots, n);
+}
+
+void PageSelector::update_heads(const int32_t *slots, int64_t n, const TensorView &keys, const int64_t *positions) {
+  keys_.update_heads(slots, n, keys, positions);
+  resize_pages();  // position ranges per head from now on
+  refresh_slot_pages(slots, n * keys_.heads());  // each page's bounds are recomputed for every head
+}
+
+void PageSelector::refresh_slot_pages(const int32_t *slots, int64_t n) {
   std::vector<int64_t> touched;
   touched.reserve(size_t(n));
   for (int64_t i = 0; i < n; ++i) touched.push_back(slots[i] / page_size_);
@@ -144,8 +165,10 @@ void PageSelector::update(const int32_t *slots, int64_t n, const TensorView &key
 }
 
 size_t PageSelector::memory_bytes() const {
-  size_t bytes = keys_.memory_bytes() + (page_min_pos_.capacity() + page_max_pos_.capacity()) * sizeof(int64_t) +
+  size_t bytes = keys_.memory_bytes() + (page_min_pos_.capacity() + page_max_pos_.capacity()) * sizeof(std::vector<int64_t>) +
                  stale_pages_.capacity() * sizeof(int64_t);
+  for (size_t r = 0; r < page_min_pos_.size(); ++r)
+    bytes += (page_min_pos_[r].capacity() + page_max_pos_[r].capacity()) * sizeof(int64_t);
   for (const auto &c : centres_) bytes += c.capacity();
   for (const auto &r : radii_) bytes += r.capacity();
   return bytes + (centres_.capacity() + radii_.capacity()) * sizeof(std::vector<char>);
@@ -195,8 +218,10 @@ void PageSelector::select(const sa_context &ctx, const SelectRequest &req) const
       // Bounds per head (base-2 logits), -inf for pages without a usable position; the group's
       // pages are scored by the summed bound probabilities, each head's best page counting 1.
       s.unusable.resize(size_t(n_pages));
+      const size_t row = page_min_pos_.size() > 1 ? size_t(kv) : 0;
+      const int64_t *min_pos = page_min_pos_[row].data(), *max_pos = page_max_pos_[row].data();
       for (int64_t p = 0; p < n_pages; ++p)
-        s.unusable[size_t(p)] = page_min_pos_[size_t(p)] <= use_hi && page_max_pos_[size_t(p)] >= use_lo
+        s.unusable[size_t(p)] = min_pos[p] <= use_hi && max_pos[p] >= use_lo
                                     ? 0.f : -std::numeric_limits<float>::infinity();
       for (int64_t g = 0; g < G; ++g) {
         float *b = &s.bound[size_t(g * n_pages)];
@@ -258,7 +283,7 @@ void PageSelector::select(const sa_context &ctx, const SelectRequest &req) const
     // Without refine: whole pages in bound order until top_k usable keys are taken.
     const QueryVisibility visible = query_visibility(req, i);
     const KeepRule rule = keep_rule(req, i);
-    const int64_t *pos = keys_.positions();
+    const int64_t *pos = keys_.positions(l.kv_head);
     rs.ranked.clear();
     size_t sorted = 0;
     for (size_t k = 0; k < s.order.size() && int64_t(rs.ranked.size()) < req.top_k; ++k) {

@@ -29,6 +29,9 @@ class PageSelector final : public Selector {
                bool borrow = false);
   void append(const TensorView &keys) override;
   void update(const int32_t *slots, int64_t n, const TensorView &keys, const int64_t *positions) override;
+  // Bounds are per KV head already; position ranges follow each head's positions.
+  bool supports_per_head() const override { return true; }
+  void update_heads(const int32_t *slots, int64_t n, const TensorView &keys, const int64_t *positions) override;
   void truncate(int64_t keep) override;
   std::unique_ptr<Selector> clone() const override { return std::make_unique<PageSelector>(*this); }
   void select(const sa_context &ctx, const SelectRequest &req) const override;
@@ -45,6 +48,7 @@ class PageSelector final : public Selector {
   void refresh_bounds(int64_t page, const NativeRows &rows);  // bounds of one page from rows
   void refresh_stale(const sa_context &ctx, const NativeRows &rows);  // every page in stale_pages_
   void resize_pages();              // bound and position arrays for pages() pages
+  void refresh_slot_pages(const int32_t *slots, int64_t n);  // every page holding one of the slots
 
   KeyStore keys_;
   int page_size_;
@@ -52,8 +56,10 @@ class PageSelector final : public Selector {
   bool joint_;  // centres_ holds rows [centre | radius] of 2 D; else centres_ and radii_ rows of D
   // Per KV head, in the index dtype.
   std::vector<std::vector<char>> centres_, radii_;
-  // Smallest and largest position in each page: pages no query can use are skipped.
-  std::vector<int64_t> page_min_pos_, page_max_pos_;
+  // Smallest and largest position in each page, [row][page]: one row for every head, or one per
+  // KV head once heads hold their own tokens (KeyStore::per_head). Pages no query can use are
+  // skipped.
+  std::vector<std::vector<int64_t>> page_min_pos_, page_max_pos_;
   // Borrowed keys: pages whose bounds wait for the next selection's host keys.
   std::vector<int64_t> stale_pages_;
   DeferredWork stale_;

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "core/context.hpp"
+#include "core/error.hpp"
 #include "core/tensor_view.hpp"
 #include "select/host_keys.hpp"
 #include "select/key_store.hpp"
@@ -35,6 +36,12 @@ class Selector {
   virtual void append(const TensorView &keys) = 0;
   // Refills distinct existing slots with keys [n, H_kv, D] at the given positions.
   virtual void update(const int32_t *slots, int64_t n, const TensorView &keys, const int64_t *positions) = 0;
+  // Whether the selector can keep a token per KV head in each slot (sa_index_update_heads):
+  // its state must read positions per head (KeyStore::positions(h)). The api layer refuses
+  // per-head updates to the others.
+  virtual bool supports_per_head() const { return false; }
+  // Refills per KV head: see KeyStore::update_heads. Called only when supports_per_head().
+  virtual void update_heads(const int32_t *slots, int64_t n, const TensorView &keys, const int64_t *positions);
   // Drops slots [keep, size), which hold every position above the kept ones (checked by the
   // caller with slots().trailing_slots_from): afterwards the selector is in the state the same
   // appends and updates would have left without the dropped slots (see sa_index_truncate).
@@ -52,5 +59,9 @@ class Selector {
   // The slots' positions (and the keys the selector stores for them).
   virtual const KeyStore &slots() const = 0;
 };
+
+inline void Selector::update_heads(const int32_t *, int64_t, const TensorView &, const int64_t *) {
+  fail(SA_ERR_INTERNAL, "per-KV-head update reached a selector that keeps one position per slot");
+}
 
 }  // namespace sa

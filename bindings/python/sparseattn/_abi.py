@@ -102,6 +102,9 @@ class SaAttendOptions(Structure):
         ("cuda_stream", c_void_p),
         ("slot_mass", POINTER(SaTensor)),
         ("mass_decay", c_float),
+        # Appended (abi_version 3): per-KV-head positions; NULL here. The struct must match
+        # the library's, or the by-value default would be overrun.
+        ("head_key_positions", POINTER(c_int64)),
     ]
 
 
@@ -128,6 +131,8 @@ class SaEvictOptions(Structure):
         ("mass_decay", c_float),
         ("head_max", c_int32),
         ("recent_share", c_float),
+        # Appended (abi_version 3): per-KV-head eviction; 0 here.
+        ("per_head", c_int32),
     ]
 
 

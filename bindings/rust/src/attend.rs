@@ -123,6 +123,7 @@ impl AttendOptions<'_> {
                 &m.raw as *const sys::sa_tensor as *mut sys::sa_tensor
             }),
             mass_decay: self.mass_decay,
+            head_key_positions: ptr::null(),
         })
     }
 }

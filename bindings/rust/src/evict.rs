@@ -76,6 +76,7 @@ impl Context {
             mass_decay: opts.mass_decay,
             head_max: opts.head_max as i32,
             recent_share: opts.recent_share,
+            per_head: 0,
         };
         let cap = freed.len() as i64;
         let mut freed_t = TensorMut::i32(freed, &[cap])?;

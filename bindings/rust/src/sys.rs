@@ -199,6 +199,9 @@ pub struct sa_attend_options {
     pub cuda_stream: *mut c_void,
     pub slot_mass: *mut sa_tensor,
     pub mass_decay: f32,
+    /// Appended (abi_version 3): per-KV-head positions [H_kv, n_kv]; null here
+    /// (the crate does not expose per-head eviction yet).
+    pub head_key_positions: *const i64,
 }
 
 // -------------------------------------------------------------------- evict
@@ -216,6 +219,8 @@ pub struct sa_evict_options {
     pub mass_decay: f32,
     pub head_max: i32,
     pub recent_share: f32,
+    /// Appended (abi_version 3): per-KV-head eviction; 0 here.
+    pub per_head: i32,
 }
 
 // ------------------------------------------------- paged caches, batches
