@@ -11,7 +11,7 @@ from ctypes import (CFUNCTYPE, POINTER, Structure, c_char_p, c_float, c_int,
 
 # The header's version this binding mirrors.
 VERSION_MAJOR = 0
-ABI_VERSION = 2
+ABI_VERSION = 3
 MAX_RANK = 4
 
 # C enums are ints in the ABI.
@@ -179,6 +179,9 @@ API_FIELDS = [
                                POINTER(SaAttendOptions), T, T)),
     ("select_batch", CFUNCTYPE(status_t, POINTER(index_p), c_int64, T, T,
                                POINTER(SaSelectOptions), POINTER(SaPagedKV), T)),
+    # abi_version 3
+    ("index_update_heads", CFUNCTYPE(status_t, index_p, POINTER(c_int32), c_int64, T,
+                                     POINTER(c_int64))),
 ]
 
 
