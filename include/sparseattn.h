@@ -66,7 +66,8 @@
  * Thread safety: sa_context and sa_index may be shared between threads for
  * sa_select, sa_attend, sa_cache_evict and sa_index_clone (they only read
  * them; each call keeps its scratch memory to itself). sa_index_append,
- * sa_index_update, sa_index_truncate and *_destroy need exclusive access. Any
+ * sa_index_update, sa_index_update_heads, sa_index_truncate and *_destroy need
+ * exclusive access. Any
  * host thread may call: from a std::thread-style
  * pool, or from inside the host's own OpenMP parallel region (as ggml and
  * llama.cpp run their CPU threads), with one context shared or one per thread.
