@@ -36,6 +36,20 @@ const char *selector_kind_name(sa_selector_kind kind) {
   }
 }
 
+// The n slots of one refill (entries first .. first + n - 1 of `slots`, `head` naming their KV
+// head in messages, "" for all heads): each in [0, size), none twice. seen: scratch of size bytes.
+void check_refill_slots(const int32_t *slots, int64_t first, int64_t n, int64_t size, const std::string &head,
+                        std::vector<uint8_t> &seen) {
+  std::fill(seen.begin(), seen.end(), 0);
+  for (int64_t i = first; i < first + n; ++i) {
+    if (slots[i] < 0 || slots[i] >= size)
+      fail(SA_ERR_OUT_OF_RANGE, "slots[%lld]%s is %d, outside the index's %lld slots", (long long)i, head.c_str(),
+           int(slots[i]), (long long)size);
+    if (seen[size_t(slots[i])]++)
+      fail(SA_ERR_INVALID_ARGUMENT, "slots[%lld] = %d appears twice%s", (long long)i, int(slots[i]), head.c_str());
+  }
+}
+
 // Runs a change of ix's selector. A failure other than a refused argument may leave part of
 // the change behind, so it marks the index unusable before it is reported.
 template <class F>
@@ -151,12 +165,7 @@ SA_API sa_status sa_index_update(sa_index *ix, const int32_t *slots, int64_t n, 
     expect_dim(k, "keys", 0, n, "n, the number of slots");
     const int64_t size = ix->selector->size();
     std::vector<uint8_t> seen(size_t(size), 0);
-    for (int64_t i = 0; i < n; ++i) {
-      if (slots[i] < 0 || slots[i] >= size)
-        fail(SA_ERR_OUT_OF_RANGE, "slots[%lld] is %d, outside the index's %lld slots", (long long)i, int(slots[i]),
-             (long long)size);
-      if (seen[size_t(slots[i])]++) fail(SA_ERR_INVALID_ARGUMENT, "slots[%lld] = %d appears twice", (long long)i, int(slots[i]));
-    }
+    check_refill_slots(slots, 0, n, size, "", seen);
     if (positions) check_positions(positions, n, 1, "positions", PositionsOf::tokens);
     else if (ix->max_position() > SA_MAX_POSITION - n)  // the next positions, as an append would give
       fail(SA_ERR_OVERFLOW, "giving %lld slots the positions after %lld passes SA_MAX_POSITION (2^62)", (long long)n,
@@ -183,18 +192,8 @@ SA_API sa_status sa_index_update_heads(sa_index *ix, const int32_t *slots, int64
     if (total > 0 && !slots) fail(SA_ERR_NULL_POINTER, "slots is NULL");
     if (total > 0 && !positions) fail(SA_ERR_NULL_POINTER, "positions is NULL (per-KV-head slots need positions)");
     std::vector<uint8_t> seen(size_t(size), 0);
-    for (int64_t h = 0; h < H; ++h) {
-      std::fill(seen.begin(), seen.end(), 0);
-      for (int64_t i = 0; i < n; ++i) {
-        const int32_t slot = slots[h * n + i];
-        if (slot < 0 || slot >= size)
-          fail(SA_ERR_OUT_OF_RANGE, "slots[%lld] (KV head %lld) is %d, outside the index's %lld slots",
-               (long long)(h * n + i), (long long)h, int(slot), (long long)size);
-        if (seen[size_t(slot)]++)
-          fail(SA_ERR_INVALID_ARGUMENT, "slots[%lld] = %d appears twice for KV head %lld", (long long)(h * n + i),
-               int(slot), (long long)h);
-      }
-    }
+    for (int64_t h = 0; h < H; ++h)
+      check_refill_slots(slots, h * n, n, size, " (KV head " + std::to_string(h) + ")", seen);
     if (total > 0) check_positions(positions, total, 1, "positions", PositionsOf::tokens);
     changing(*ix, "sa_index_update_heads", [&] { ix->selector->update_heads(slots, n, k, positions); });
   });
