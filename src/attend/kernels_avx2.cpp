@@ -17,6 +17,9 @@ inline Batch load_f32(const BF16 *p) {
   __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i *>(p)));
   return _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
 }
+inline Batch load_f32(const I8 *p) {
+  return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i *>(p))));
+}
 inline Batch transpose_sum(const Batch *rows) { return xsimd::haddp(rows); }
 }  // namespace
 }  // namespace avx2
@@ -25,5 +28,5 @@ inline Batch transpose_sum(const Batch *rows) { return xsimd::haddp(rows); }
 
 namespace sa {
 extern const KernelTable kernels_avx2 = {SA_ISA_AVX2, avx2::attend_rows, avx2::score_rows,
-                                  avx2::max_of, avx2::exp2_sum, avx2::exp2_accumulate, avx2::mass_rows};
+                                  avx2::max_of, avx2::exp2_sum, avx2::exp2_accumulate, avx2::mass_rows, avx2::score_rows_i8};
 }

@@ -20,6 +20,9 @@ inline Batch load_f32(const BF16 *p) {
 // Lane j = sum of rows[j], for 16 rows. (xsimd 8.1's haddp returns the lanes permuted on
 // AVX-512, so the reduction is spelled out: pairs, then quads inside 128-bit lanes, then
 // across lanes.)
+inline Batch load_f32(const I8 *p) {
+  return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i *>(p))));
+}
 inline Batch transpose_sum(const Batch *r) {
   __m512 s[8], u[4];
   for (int i = 0; i < 8; ++i) {
@@ -43,5 +46,5 @@ inline Batch transpose_sum(const Batch *r) {
 
 namespace sa {
 extern const KernelTable kernels_avx512 = {SA_ISA_AVX512, avx512::attend_rows, avx512::score_rows,
-                                  avx512::max_of, avx512::exp2_sum, avx512::exp2_accumulate, avx512::mass_rows};
+                                  avx512::max_of, avx512::exp2_sum, avx512::exp2_accumulate, avx512::mass_rows, avx512::score_rows_i8};
 }

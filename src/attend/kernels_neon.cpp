@@ -1,6 +1,8 @@
 // NEON kernels (AArch64, where NEON is baseline).
 #include <arm_neon.h>
 
+#include <cstring>
+
 #include <xsimd/xsimd.hpp>
 
 #include "attend/kernels.hpp"
@@ -18,6 +20,12 @@ inline Batch load_f32(const F16 *p) {
 inline Batch load_f32(const BF16 *p) {
   return vreinterpretq_f32_u32(vshll_n_u16(vld1_u16(reinterpret_cast<const uint16_t *>(p)), 16));
 }
+inline Batch load_f32(const I8 *p) {  // exactly 4 bytes: no read past the row
+  int32_t w;
+  std::memcpy(&w, p, 4);
+  const int16x8_t x = vmovl_s8(vreinterpret_s8_s32(vdup_n_s32(w)));
+  return vcvtq_f32_s32(vmovl_s16(vget_low_s16(x)));
+}
 // Lane j = sum of rows[j]; spelled out with stores (not exercised by CI, so kept obvious).
 inline Batch transpose_sum(const Batch *rows) {
   alignas(16) float t[4], out[4];
@@ -34,5 +42,5 @@ inline Batch transpose_sum(const Batch *rows) {
 
 namespace sa {
 extern const KernelTable kernels_neon = {SA_ISA_NEON, neon::attend_rows, neon::score_rows,
-                                  neon::max_of, neon::exp2_sum, neon::exp2_accumulate, neon::mass_rows};
+                                  neon::max_of, neon::exp2_sum, neon::exp2_accumulate, neon::mass_rows, neon::score_rows_i8};
 }

@@ -19,6 +19,9 @@ float load_one<F16>(const void *base, int64_t i) { return f16_to_f32(static_cast
 template <>
 float load_one<BF16>(const void *base, int64_t i) { return bf16_to_f32(static_cast<const uint16_t *>(base)[i]); }
 
+template <>
+float load_one<I8>(const void *base, int64_t i) { return float(static_cast<const int8_t *>(base)[i]); }
+
 template <class T>
 void attend_rows_t(const float *q, int g, int D, const RowSet &rs, SoftmaxState st) {
   RowWalk walk(rs);
@@ -66,6 +69,13 @@ void score_rows(sa_dtype dtype, const float *q, int g, int D, const void *rows, 
   }
 }
 
+void score_rows_i8(const float *q, int g, int D, const int8_t *rows, const float *scale, int64_t n, float *scores,
+                   int64_t ld) {
+  score_rows_t<I8>(q, g, D, rows, n, scores, ld);
+  for (int h = 0; h < g; ++h)
+    for (int64_t j = 0; j < n; ++j) scores[h * ld + j] *= scale[j];
+}
+
 float max_of(const float *x, int64_t n) {
   float m = -std::numeric_limits<float>::infinity();
   for (int64_t i = 0; i < n; ++i) m = x[i] > m ? x[i] : m;
@@ -109,6 +119,7 @@ void mass_rows(sa_dtype kv, const float *q, int g, int D, const RowSet &rs, cons
 }  // namespace
 
 extern const KernelTable kernels_scalar = {SA_ISA_SCALAR, attend_rows, score_rows, max_of,
-                                           exp2_sum,      exp2_accumulate, mass_rows};
+                                           exp2_sum,      exp2_accumulate, mass_rows,
+                                           score_rows_i8};
 
 }  // namespace sa

@@ -221,8 +221,10 @@ void attend_rows(sa_dtype kv, const float *q, int g, int D, const RowSet &rs, So
   }
 }
 
+// scale: nullptr, or one factor per row applied to its scores.
 template <class T>
-void score_rows_t(const float *q, int g, int D, const void *rows, int64_t n, float *scores, int64_t ld) {
+void score_rows_t(const float *q, int g, int D, const void *rows, int64_t n, float *scores, int64_t ld,
+                  const float *scale = nullptr) {
   const T *R = static_cast<const T *>(rows);
   alignas(64) float tail[L];
   B s[kMaxGroup];
@@ -231,6 +233,16 @@ void score_rows_t(const float *q, int g, int D, const void *rows, int64_t n, flo
     int cnt = int(std::min<int64_t>(L, n - j0));
     for (int j = 0; j < L; ++j) ptrs[j] = j < cnt ? R + (j0 + j) * D : reinterpret_cast<const T *>(kZeroRow);
     dot_heads(q, g, D, ptrs, s);
+    if (scale) {
+      B f;
+      if (cnt == L) {
+        f = B::load_unaligned(scale + j0);
+      } else {
+        for (int j = 0; j < L; ++j) tail[j] = j < cnt ? scale[j0 + j] : 0.f;
+        f = B::load_aligned(tail);
+      }
+      for (int h = 0; h < g; ++h) s[h] *= f;
+    }
     for (int h = 0; h < g; ++h) {
       if (cnt == L) {
         s[h].store_unaligned(scores + h * ld + j0);
@@ -250,6 +262,12 @@ void score_rows(sa_dtype dtype, const float *q, int g, int D, const void *rows, 
     case SA_DTYPE_BF16: return score_rows_t<BF16>(q, g, D, rows, n, scores, ld);
     default: return score_rows_t<float>(q, g, D, rows, n, scores, ld);
   }
+}
+
+void score_rows_i8(const float *q, int g, int D, const int8_t *rows, const float *scale, int64_t n, float *scores,
+                   int64_t ld) {
+  if (D % L != 0 || D > kMaxD) return kernels_scalar.score_rows_i8(q, g, D, rows, scale, n, scores, ld);
+  score_rows_t<I8>(q, g, D, rows, n, scores, ld, scale);
 }
 
 float max_of(const float *x, int64_t n) {

@@ -1,0 +1,26 @@
+// Compact page bounds. A page's keys lie, per dimension d, in [lo_d, hi_d] (elementwise min
+// and max); Quest bounds a query's score over the page by
+//   max_k q . k  <=  sum_d max(q_d lo_d, q_d hi_d)  =  q . centre + |q| . radius.
+// Stored in f16 that is 4 D bytes per page and head; here it is one int8 row of 2 D codes
+// [c | r] and one f32 scale s, chosen so that for every d
+//   s (c_d - r_d) <= lo_d  and  s (c_d + r_d) >= hi_d,
+// which makes s (q . c + |q| . r) a true upper bound of q . k over the page's keys (exact
+// arithmetic; the f32 kernels add only their own rounding): the centre's rounding error is
+// absorbed into the radius, and the radius rounds up. One scale per page and head, sized by
+// the page's largest magnitude, keeps codes in range whatever the keys' spread across pages.
+#pragma once
+
+#include <cstdint>
+
+namespace sa {
+
+// Largest |code|: the scale maps the page's largest magnitude to kPageCodeSpan, leaving room
+// for a radius code that absorbs rounding (|c| + 1 and r + 2 stay <= 127).
+constexpr int kPageCodeSpan = 124;
+
+// Codes of one page and head from its elementwise lo <= hi over D dimensions: centre[d] and
+// radius[d] (0 <= radius <= 127), *scale >= 0. A page whose values are not all finite gets
+// scale +inf and radius codes 127 (its bound is +inf: always a candidate, never wrongly dropped).
+void quantize_page_bound(const float *lo, const float *hi, int64_t D, int8_t *centre, int8_t *radius, float *scale);
+
+}  // namespace sa
