@@ -1,9 +1,10 @@
 // Compact page bounds (select/page_bounds.hpp) against brute force: for pages of keys in every
 // dtype (random, with outlier dimensions, constant, zero, tiny and huge magnitudes), the bound
 // s (q . c + |q| . r) is >= max_k q . k over the page's keys, computed exactly (double) from the
-// codes and as the kernels compute it (every kernel table this CPU has), for random queries and
-// for the query that attains the page's Quest bound. Also checks the bound stays tight: within a
-// few code steps of the Quest bound sum_d max(q_d lo_d, q_d hi_d).
+// codes, and so is the bound the selector computes (int16 query codes, score_rows_i8 of every
+// kernel table this CPU has, page_upper_bound), for random queries and for the query that
+// attains the page's Quest bound. Also checks the bounds stay tight: within a few code steps of
+// the Quest bound sum_d max(q_d lo_d, q_d hi_d).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -44,7 +45,7 @@ std::vector<double> make_keys(sat::Rng &rng, Keys kind, sa_dtype dt, int n, int 
 
 struct Codes {
   std::vector<int8_t> row;  // [c | r], 2 D
-  float scale = 0.f;
+  float scale = 0.f, magnitude = 0.f;
   std::vector<double> lo, hi;
 };
 
@@ -59,7 +60,7 @@ Codes quantize(const std::vector<double> &k, int n, int D) {
       c.hi[size_t(d)] = std::max(c.hi[size_t(d)], k[size_t(j * D + d)]);
     }
   std::vector<float> lo(c.lo.begin(), c.lo.end()), hi(c.hi.begin(), c.hi.end());  // exact: keys are floats
-  sa::quantize_page_bound(lo.data(), hi.data(), D, c.row.data(), c.row.data() + D, &c.scale);
+  sa::quantize_page_bound(lo.data(), hi.data(), D, c.row.data(), c.row.data() + D, &c.scale, &c.magnitude);
   return c;
 }
 
@@ -107,11 +108,18 @@ TEST(PageBounds, TrueUpperBoundEveryDtypeAndKeyKind) {
             double qsum = 0.0;
             for (int d = 0; d < D; ++d) qsum += std::fabs(double(q[size_t(d)]));
             EXPECT_LE(code_bound, quest + 2.0 * double(c.scale) * qsum + 1e-9 * mag);
-            // As the kernels compute it (f32): above the best key up to their rounding.
+            // As the selector computes it: int16 query codes, the kernels' integer dot product,
+            // one f32 multiply and add; above the best key (the query codes' slack covers the
+            // final roundings) and still tight.
+            std::vector<int16_t> qc(size_t(2 * D));
+            float qs = 0.f;
+            sa::quantize_query(q.data(), 2 * D, qc.data(), &qs);
             for (const sa::KernelTable *t : tables) {
-              float got = 0.f;
-              t->score_rows_i8(q.data(), 1, 2 * D, c.row.data(), &c.scale, 1, &got, 1);
-              EXPECT_GE(double(got), best - 1e-5 * mag) << sa_isa_name(t->isa) << " D=" << D << " n=" << n;
+              float coded = 0.f;
+              t->score_rows_i8(qc.data(), 1, 2 * D, c.row.data(), &c.scale, 1, &coded, 1);
+              const double got = sa::page_upper_bound(coded, c.magnitude, qs);
+              EXPECT_GE(got, best) << sa_isa_name(t->isa) << " D=" << D << " n=" << n;
+              EXPECT_LE(got, code_bound + 2.0 * qs * c.magnitude + 1e-6 * mag) << sa_isa_name(t->isa) << " D=" << D << " n=" << n;
             }
           }
         }
@@ -122,9 +130,10 @@ TEST(PageBounds, NonFiniteKeysGiveAnInfiniteBound) {
   std::vector<float> lo(D, -1.f), hi(D, 1.f);
   hi[2] = std::numeric_limits<float>::infinity();
   std::vector<int8_t> c(D), r(D);
-  float s = 0.f;
-  sa::quantize_page_bound(lo.data(), hi.data(), D, c.data(), r.data(), &s);
+  float s = 0.f, m = 0.f;
+  sa::quantize_page_bound(lo.data(), hi.data(), D, c.data(), r.data(), &s, &m);
   EXPECT_EQ(s, std::numeric_limits<float>::infinity());
+  EXPECT_EQ(m, std::numeric_limits<float>::infinity());
   for (int d = 0; d < D; ++d) EXPECT_EQ(r[size_t(d)], 127);
 }
 

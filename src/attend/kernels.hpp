@@ -11,8 +11,6 @@ namespace sa {
 // Element types of 16-bit K/V rows, so kernels can overload on the format.
 struct F16 { uint16_t bits; };
 struct BF16 { uint16_t bits; };
-// Signed 8-bit codes (compact page bounds, select/page_bounds.hpp).
-struct I8 { int8_t v; };
 
 // Most query heads one kernel call handles; larger GQA groups are split by the caller.
 constexpr int kMaxGroup = 16;
@@ -61,9 +59,11 @@ struct KernelTable {
   // denominator of the same scaled scores (heads with lse2 = -inf add nothing). Skipped
   // entries (-1, causal) leave mass untouched.
   void (*mass_rows)(sa_dtype kv, const float *q, int g, int D, const RowSet &rs, const float *lse2, float *mass);
-  // scores[h * ld + j] = scale[j] * (q_h . row_j) for h < g, j < n; rows contiguous [n][D] of
-  // int8 codes, one scale per row (compact page bounds, select/page_bounds.hpp).
-  void (*score_rows_i8)(const float *q, int g, int D, const int8_t *rows, const float *scale, int64_t n,
+  // scores[h * ld + j] = scale[j] * (q_h . row_j) for h < g, j < n: int16 query codes q [g][D]
+  // against rows contiguous [n][D] of int8 codes, one scale per row (compact page bounds,
+  // select/page_bounds.hpp). The dot product is exact integer arithmetic: the caller keeps
+  // sum_d |q_h,d| * 128 below 2^31.
+  void (*score_rows_i8)(const int16_t *q, int g, int D, const int8_t *rows, const float *scale, int64_t n,
                         float *scores, int64_t ld);
 };
 

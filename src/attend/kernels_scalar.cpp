@@ -19,9 +19,6 @@ float load_one<F16>(const void *base, int64_t i) { return f16_to_f32(static_cast
 template <>
 float load_one<BF16>(const void *base, int64_t i) { return bf16_to_f32(static_cast<const uint16_t *>(base)[i]); }
 
-template <>
-float load_one<I8>(const void *base, int64_t i) { return float(static_cast<const int8_t *>(base)[i]); }
-
 template <class T>
 void attend_rows_t(const float *q, int g, int D, const RowSet &rs, SoftmaxState st) {
   RowWalk walk(rs);
@@ -69,11 +66,14 @@ void score_rows(sa_dtype dtype, const float *q, int g, int D, const void *rows, 
   }
 }
 
-void score_rows_i8(const float *q, int g, int D, const int8_t *rows, const float *scale, int64_t n, float *scores,
+void score_rows_i8(const int16_t *q, int g, int D, const int8_t *rows, const float *scale, int64_t n, float *scores,
                    int64_t ld) {
-  score_rows_t<I8>(q, g, D, rows, n, scores, ld);
-  for (int h = 0; h < g; ++h)
-    for (int64_t j = 0; j < n; ++j) scores[h * ld + j] *= scale[j];
+  for (int64_t j = 0; j < n; ++j)
+    for (int h = 0; h < g; ++h) {
+      int64_t s = 0;
+      for (int d = 0; d < D; ++d) s += int64_t(q[h * D + d]) * rows[j * D + d];
+      scores[h * ld + j] = scale[j] * float(s);
+    }
 }
 
 float max_of(const float *x, int64_t n) {

@@ -3,6 +3,9 @@
 //   using arch = <xsimd architecture>;
 //   B load_f32(const float *), load_f32(const F16 *), load_f32(const BF16 *)  (one batch)
 //   B transpose_sum(const B *rows)  (lane j = sum of rows[j]; L rows)
+//   Codes, CodeAcc, kCodeLanes, code_acc_zero(), load_codes(const int8_t *) (kCodeLanes int8
+//   codes widened to int16), madd_add(CodeAcc, Codes, const int16_t *q) (acc += pairwise
+//   sums of codes * q, in int32), hsum(CodeAcc)
 // and then includes this file. Everything here has internal linkage so the copies built with
 // different -m flags never mix.
 //
@@ -221,10 +224,8 @@ void attend_rows(sa_dtype kv, const float *q, int g, int D, const RowSet &rs, So
   }
 }
 
-// scale: nullptr, or one factor per row applied to its scores.
 template <class T>
-void score_rows_t(const float *q, int g, int D, const void *rows, int64_t n, float *scores, int64_t ld,
-                  const float *scale = nullptr) {
+void score_rows_t(const float *q, int g, int D, const void *rows, int64_t n, float *scores, int64_t ld) {
   const T *R = static_cast<const T *>(rows);
   alignas(64) float tail[L];
   B s[kMaxGroup];
@@ -233,16 +234,6 @@ void score_rows_t(const float *q, int g, int D, const void *rows, int64_t n, flo
     int cnt = int(std::min<int64_t>(L, n - j0));
     for (int j = 0; j < L; ++j) ptrs[j] = j < cnt ? R + (j0 + j) * D : reinterpret_cast<const T *>(kZeroRow);
     dot_heads(q, g, D, ptrs, s);
-    if (scale) {
-      B f;
-      if (cnt == L) {
-        f = B::load_unaligned(scale + j0);
-      } else {
-        for (int j = 0; j < L; ++j) tail[j] = j < cnt ? scale[j0 + j] : 0.f;
-        f = B::load_aligned(tail);
-      }
-      for (int h = 0; h < g; ++h) s[h] *= f;
-    }
     for (int h = 0; h < g; ++h) {
       if (cnt == L) {
         s[h].store_unaligned(scores + h * ld + j0);
@@ -264,10 +255,31 @@ void score_rows(sa_dtype dtype, const float *q, int g, int D, const void *rows, 
   }
 }
 
-void score_rows_i8(const float *q, int g, int D, const int8_t *rows, const float *scale, int64_t n, float *scores,
+// Integer dot products of H int16 query heads with one row of int8 codes, kCodeLanes codes at
+// a time (the arch's load_codes, madd_add, hsum).
+template <int H>
+inline void code_dots(const int16_t *q, int D, const int8_t *row, int32_t *out) {
+  CodeAcc a[H];
+  for (int h = 0; h < H; ++h) a[h] = code_acc_zero();
+  for (int d = 0; d < D; d += kCodeLanes) {
+    const Codes k = load_codes(row + d);
+    for (int h = 0; h < H; ++h) a[h] = madd_add(a[h], k, q + h * D + d);
+  }
+  for (int h = 0; h < H; ++h) out[h] = hsum(a[h]);
+}
+
+void score_rows_i8(const int16_t *q, int g, int D, const int8_t *rows, const float *scale, int64_t n, float *scores,
                    int64_t ld) {
-  if (D % L != 0 || D > kMaxD) return kernels_scalar.score_rows_i8(q, g, D, rows, scale, n, scores, ld);
-  score_rows_t<I8>(q, g, D, rows, n, scores, ld, scale);
+  if (D % kCodeLanes != 0) return kernels_scalar.score_rows_i8(q, g, D, rows, scale, n, scores, ld);
+  int32_t dot[kMaxGroup];
+  for (int64_t j = 0; j < n; ++j) {
+    const int8_t *r = rows + j * D;
+    int h = 0;
+    for (; h + 4 <= g; h += 4) code_dots<4>(q + h * D, D, r, dot + h);
+    for (; h + 2 <= g; h += 2) code_dots<2>(q + h * D, D, r, dot + h);
+    for (; h < g; ++h) code_dots<1>(q + h * D, D, r, dot + h);
+    for (h = 0; h < g; ++h) scores[h * ld + j] = scale[j] * float(dot[h]);
+  }
 }
 
 float max_of(const float *x, int64_t n) {

@@ -22,7 +22,7 @@ namespace {
 constexpr int64_t kRefineReserveKeys = 2048;
 
 // Bound scores of rows of int8 codes with one scale per row, for any number of query heads.
-void score_codes_grouped(const KernelTable &k, const float *q, int64_t q_heads, int64_t D, const int8_t *rows,
+void score_codes_grouped(const KernelTable &k, const int16_t *q, int64_t q_heads, int64_t D, const int8_t *rows,
                          const float *scale, int64_t n, float *scores, int64_t ld) {
   for (int64_t g0 = 0; g0 < q_heads; g0 += kMaxGroup) {
     const int g = int(std::min<int64_t>(kMaxGroup, q_heads - g0));
@@ -45,12 +45,14 @@ struct ListState {
   int64_t query = 0;
   int64_t use_lo = 0, use_hi = -1;  // positions the budget is for
   RescoreScratch rescore;           // queries, candidates, columns and their scores
-  std::vector<float> q_joint;       // [q | |q|] per head, or |q| when the bound takes two passes
+  std::vector<int16_t> q_codes;     // [q | |q|] per head as codes (page_bounds.hpp)
+  std::vector<float> q_scale;       // per head
 };
 
 // A task's own buffers (its slot of the call's scratch).
 struct TaskScratch {
   std::vector<float> radius_dot, top;
+  std::vector<int16_t> codes;  // half of a list's query codes (bounds in two passes)
   std::vector<std::pair<float, int32_t>> order;  // (-score, page): ascending = best first
   RescoreTaskScratch rescore;
 };
@@ -61,7 +63,7 @@ PageSelector::PageSelector(int heads, int dim, sa_dtype dtype, int64_t capacity_
                            bool borrow)
     : keys_(heads, dim, dtype, capacity_hint, !borrow), page_size_(page_size), refine_(refine),
       joint_(2 * int64_t(dim) <= kJointRowMax), centres_(size_t(heads)), radii_(size_t(heads)),
-      scales_(size_t(heads)) {}
+      scales_(size_t(heads)), magnitudes_(size_t(heads)) {}
 
 void PageSelector::refresh_bounds(int64_t page, const NativeRows &rows) {
   const int64_t first = page * page_size_, last = std::min(keys_.size(), first + page_size_);
@@ -80,7 +82,8 @@ void PageSelector::refresh_bounds(int64_t page, const NativeRows &rows) {
     }
     int8_t *c = centres_[size_t(h)].data() + size_t(page * D) * (joint_ ? 2 : 1);
     int8_t *r = joint_ ? c + D : radii_[size_t(h)].data() + size_t(page * D);
-    quantize_page_bound(lo.data(), hi.data(), D, c, r, &scales_[size_t(h)][size_t(page)]);
+    quantize_page_bound(lo.data(), hi.data(), D, c, r, &scales_[size_t(h)][size_t(page)],
+                        &magnitudes_[size_t(h)][size_t(page)]);
   }
 }
 
@@ -131,6 +134,7 @@ void PageSelector::resize_pages() {
     centres_[size_t(h)].resize(size_t(n_pages * keys_.dim()) * (joint_ ? 2 : 1));
     if (!joint_) radii_[size_t(h)].resize(size_t(n_pages * keys_.dim()));
     scales_[size_t(h)].resize(size_t(n_pages));
+    magnitudes_[size_t(h)].resize(size_t(n_pages));
   }
   page_min_pos_.resize(size_t(n_pages));
   page_max_pos_.resize(size_t(n_pages));
@@ -164,8 +168,9 @@ size_t PageSelector::memory_bytes() const {
   for (const auto &c : centres_) bytes += c.capacity();
   for (const auto &r : radii_) bytes += r.capacity();
   for (const auto &s : scales_) bytes += s.capacity() * sizeof(float);
+  for (const auto &m : magnitudes_) bytes += m.capacity() * sizeof(float);
   return bytes + (centres_.capacity() + radii_.capacity()) * sizeof(std::vector<int8_t>) +
-         scales_.capacity() * sizeof(std::vector<float>);
+         (scales_.capacity() + magnitudes_.capacity()) * sizeof(std::vector<float>);
 }
 
 void PageSelector::select(const sa_context &ctx, const SelectRequest &req) const {
@@ -197,17 +202,16 @@ void PageSelector::select(const sa_context &ctx, const SelectRequest &req) const
     std::vector<float> &q = ls.rescore.queries;
     q.resize(size_t(G * D));
     load_list_queries(req, ls.query, ls.list, q.data());
-    ls.q_joint.resize(size_t(G * (joint_ ? 2 : 1) * D));
-    for (int64_t g = 0; g < G; ++g)
+    std::vector<float> x(static_cast<size_t>(2 * D));
+    ls.q_codes.resize(size_t(G * 2 * D));
+    ls.q_scale.resize(size_t(G));
+    for (int64_t g = 0; g < G; ++g) {
       for (int64_t d = 0; d < D; ++d) {
-        const float x = q[size_t(g * D + d)];
-        if (joint_) {
-          ls.q_joint[size_t(g * 2 * D + d)] = x;
-          ls.q_joint[size_t(g * 2 * D + D + d)] = std::fabs(x);
-        } else {
-          ls.q_joint[size_t(g * D + d)] = std::fabs(x);
-        }
+        x[size_t(d)] = q[size_t(g * D + d)];
+        x[size_t(D + d)] = std::fabs(q[size_t(g * D + d)]);
       }
+      quantize_query(x.data(), 2 * D, &ls.q_codes[size_t(g * 2 * D)], &ls.q_scale[size_t(g)]);
+    }
   }
   auto usable = [&](const ListState &ls, int64_t p) {
     return page_min_pos_[size_t(p)] <= ls.use_hi && page_max_pos_[size_t(p)] >= ls.use_lo;
@@ -220,20 +224,29 @@ void PageSelector::select(const sa_context &ctx, const SelectRequest &req) const
     if (n_pages == 0 || ls.use_lo > ls.use_hi) return;
     const int64_t p0 = c * kChunkPages, np = std::min(n_pages, p0 + kChunkPages) - p0;
     const int kv = int(ls.list.kv_head);
-    const float *scale = scales_[size_t(kv)].data() + p0;
+    const float *scale = scales_[size_t(kv)].data() + p0, *mag = magnitudes_[size_t(kv)].data() + p0;
     float *b = &bound[size_t(t * G * n_pages + p0)];
     if (joint_) {  // rows [centre | radius] against [q | |q|]: the bound in one pass
-      score_codes_grouped(*ctx.kernels, ls.q_joint.data(), G, 2 * D, centres_[size_t(kv)].data() + p0 * 2 * D, scale,
+      score_codes_grouped(*ctx.kernels, ls.q_codes.data(), G, 2 * D, centres_[size_t(kv)].data() + p0 * 2 * D, scale,
                           np, b, n_pages);
-    } else {
+    } else {  // centres against the q codes, radii against the |q| codes (rows of 2 D codes)
       std::vector<float> &rd = scratch[size_t(slot)].radius_dot;
+      std::vector<int16_t> &half = scratch[size_t(slot)].codes;
       rd.resize(size_t(G * np));
-      score_codes_grouped(*ctx.kernels, ls.rescore.queries.data(), G, D, centres_[size_t(kv)].data() + p0 * D, scale, np,
-                          b, n_pages);
-      score_codes_grouped(*ctx.kernels, ls.q_joint.data(), G, D, radii_[size_t(kv)].data() + p0 * D, scale, np,
-                          rd.data(), np);
+      half.resize(size_t(G * D));
+      for (int part = 0; part < 2; ++part) {
+        for (int64_t g = 0; g < G; ++g)
+          std::copy_n(&ls.q_codes[size_t(g * 2 * D + part * D)], D, &half[size_t(g * D)]);
+        const int8_t *rows = (part == 0 ? centres_ : radii_)[size_t(kv)].data() + p0 * D;
+        score_codes_grouped(*ctx.kernels, half.data(), G, D, rows, scale, np, part == 0 ? b : rd.data(),
+                            part == 0 ? n_pages : np);
+      }
       for (int64_t g = 0; g < G; ++g)
         for (int64_t p = 0; p < np; ++p) b[g * n_pages + p] += rd[size_t(g * np + p)];
+    }
+    for (int64_t g = 0; g < G; ++g) {
+      const float t = ls.q_scale[size_t(g)];
+      for (int64_t p = 0; p < np; ++p) b[g * n_pages + p] = page_upper_bound(b[g * n_pages + p], mag[p], t);
     }
     for (int64_t p = 0; p < np; ++p)
       if (!usable(ls, p0 + p))

@@ -54,9 +54,9 @@ class PageSelector final : public Selector {
   int page_size_;
   bool refine_;
   bool joint_;  // centres_ holds rows [centre | radius] of 2 D codes; else centres_ and radii_ rows of D
-  // Per KV head: int8 codes and one scale per page (page_bounds.hpp).
+  // Per KV head: int8 codes, and one scale and one magnitude per page (page_bounds.hpp).
   std::vector<std::vector<int8_t>> centres_, radii_;
-  std::vector<std::vector<float>> scales_;
+  std::vector<std::vector<float>> scales_, magnitudes_;
   // Smallest and largest position in each page: pages no query can use are skipped.
   std::vector<int64_t> page_min_pos_, page_max_pos_;
   // Borrowed keys: pages whose bounds wait for the next selection's host keys.
