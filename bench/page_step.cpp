@@ -28,16 +28,6 @@ using namespace bench;
 constexpr int kPageSize = 16;
 constexpr int64_t kFlushBytes = int64_t{96} << 20;
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-__attribute__((target_clones("avx512f", "avx2", "default")))
-#endif
-uint64_t sum_words(const uint64_t *p, int64_t n) {
-    uint64_t a[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    for (int64_t i = 0; i + 8 <= n; i += 8)
-        for (int j = 0; j < 8; ++j) a[j] += p[i + j];
-    return a[0] + a[1] + a[2] + a[3] + a[4] + a[5] + a[6] + a[7];
-}
-
 uint64_t read_all(const std::vector<uint64_t> &buf, int threads) {
     const int64_t n = int64_t(buf.size());
     uint64_t s = 0;
