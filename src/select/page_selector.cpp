@@ -4,6 +4,7 @@
 #include <cmath>
 #include <functional>
 #include <limits>
+#include <memory>
 #include <utility>
 
 #include "core/threading.hpp"
@@ -189,7 +190,8 @@ void PageSelector::select(const sa_context &ctx, const SelectRequest &req) const
   std::vector<TaskScratch> scratch(static_cast<size_t>(slots));
   // bound[(list * G + g) * n_pages + p]: head g's bound of page p (base-2 logit), -inf when
   // the page holds no usable position; chunk_max[(list * chunks + c) * G + g] its chunk maxima.
-  std::vector<float> bound(static_cast<size_t>(n_lists * G * n_pages));
+  // Not zeroed: step 1 writes every entry of the lists later steps read.
+  std::unique_ptr<float[]> bound(new float[size_t(n_lists * G * n_pages)]);
   std::vector<float> chunk_max(static_cast<size_t>(n_lists * chunks * G), kNegInf);
   for (int64_t t = 0; t < n_lists; ++t) {
     ListState &ls = state[size_t(t)];
@@ -217,7 +219,7 @@ void PageSelector::select(const sa_context &ctx, const SelectRequest &req) const
     return page_min_pos_[size_t(p)] <= ls.use_hi && page_max_pos_[size_t(p)] >= ls.use_lo;
   };
 
-  // 1. Bounds, over (list, chunk of pages): q . centre + |q| . radius per head.
+  // 1. Bounds, over (list, chunk of pages): q . centre + |q| . radius per head, from the codes.
   parallel_for_slots(slots, n_lists * chunks, [&](int64_t task, int slot) {
     const int64_t t = task / chunks, c = task % chunks;
     const ListState &ls = state[size_t(t)];
@@ -229,7 +231,7 @@ void PageSelector::select(const sa_context &ctx, const SelectRequest &req) const
     if (joint_) {  // rows [centre | radius] against [q | |q|]: the bound in one pass
       score_codes_grouped(*ctx.kernels, ls.q_codes.data(), G, 2 * D, centres_[size_t(kv)].data() + p0 * 2 * D, scale,
                           np, b, n_pages);
-    } else {  // centres against the q codes, radii against the |q| codes (rows of 2 D codes)
+    } else {  // rows of D centre codes against the q codes, then radius codes against the |q| codes
       std::vector<float> &rd = scratch[size_t(slot)].radius_dot;
       std::vector<int16_t> &half = scratch[size_t(slot)].codes;
       rd.resize(size_t(G * np));
@@ -245,8 +247,8 @@ void PageSelector::select(const sa_context &ctx, const SelectRequest &req) const
         for (int64_t p = 0; p < np; ++p) b[g * n_pages + p] += rd[size_t(g * np + p)];
     }
     for (int64_t g = 0; g < G; ++g) {
-      const float t = ls.q_scale[size_t(g)];
-      for (int64_t p = 0; p < np; ++p) b[g * n_pages + p] = page_upper_bound(b[g * n_pages + p], mag[p], t);
+      const float qs = ls.q_scale[size_t(g)];
+      for (int64_t p = 0; p < np; ++p) b[g * n_pages + p] = page_upper_bound(b[g * n_pages + p], mag[p], qs);
     }
     for (int64_t p = 0; p < np; ++p)
       if (!usable(ls, p0 + p))
