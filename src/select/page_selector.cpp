@@ -4,7 +4,6 @@
 #include <cmath>
 #include <functional>
 #include <limits>
-#include <memory>
 #include <utility>
 
 #include "core/threading.hpp"
@@ -40,25 +39,39 @@ constexpr int64_t kChunkPages = 512;
 // Refinement is split into tasks of this many candidate columns per list.
 constexpr int64_t kRescoreColumns = 1024;
 
-// One (query, list) of a selection, carried between the steps of select().
-struct ListState {
-  SelectionList list;
-  int64_t query = 0;
-  int64_t use_lo = 0, use_hi = -1;  // positions the budget is for
-  RescoreScratch rescore;           // queries, candidates, columns and their scores
-  std::vector<int16_t> q_codes;     // [q | |q|] per head as codes (page_bounds.hpp)
-  std::vector<float> q_scale;       // per head
-};
-
-// A task's own buffers (its slot of the call's scratch).
-struct TaskScratch {
-  std::vector<float> radius_dot, top;
-  std::vector<int16_t> codes;  // half of a list's query codes (bounds in two passes)
-  std::vector<std::pair<float, int32_t>> order;  // (-score, page): ascending = best first
-  RescoreTaskScratch rescore;
-};
-
 }  // namespace
+
+// One selection's buffers, kept by the selector between calls (ScratchPool).
+struct PageSelectScratch {
+  // One (query, list) of a selection, carried between the steps of select().
+  struct ListState {
+    SelectionList list;
+    int64_t query = 0;
+    int64_t use_lo = 0, use_hi = -1;  // positions the budget is for
+    RescoreScratch rescore;           // queries, candidates, columns and their scores
+    std::vector<int16_t> q_codes;     // [q | |q|] per head as codes (page_bounds.hpp)
+    std::vector<float> q_scale;       // per head
+  };
+
+  // A task's own buffers (its slot of the call's scratch).
+  struct TaskScratch {
+    std::vector<float> radius_dot, top;
+    std::vector<int16_t> codes;  // half of a list's query codes (bounds in two passes)
+    std::vector<std::pair<float, int32_t>> order;  // (-score, page): ascending = best first
+    RescoreTaskScratch rescore;
+  };
+
+  std::vector<ListState> state;    // per (query, list)
+  std::vector<TaskScratch> tasks;  // per task slot
+  // bound[(list * G + g) * n_pages + p]: head g's bound of page p (base-2 logit), -inf when
+  // the page holds no usable position; chunk_max[(list * chunks + c) * G + g] its chunk maxima.
+  std::vector<float> bound, chunk_max, head_max;
+  std::vector<std::pair<int64_t, int64_t>> ranges;  // rescoring tasks: (list, first column)
+};
+
+PageSelector::~PageSelector() = default;
+
+std::unique_ptr<Selector> PageSelector::clone() const { return std::make_unique<PageSelector>(*this); }
 
 PageSelector::PageSelector(int heads, int dim, sa_dtype dtype, int64_t capacity_hint, int page_size, bool refine,
                            bool borrow)
@@ -175,6 +188,8 @@ size_t PageSelector::memory_bytes() const {
 }
 
 void PageSelector::select(const sa_context &ctx, const SelectRequest &req) const {
+  using ListState = PageSelectScratch::ListState;
+  using TaskScratch = PageSelectScratch::TaskScratch;
   const int64_t n_q = req.queries.shape[0], D = keys_.dim(), P = page_size_;
   // Borrowed keys: bounds of pages appended or refilled since the last selection, first.
   stale_.run_if_pending([&] { const_cast<PageSelector *>(this)->refresh_stale(ctx, host_rows(req, D)); });
@@ -184,15 +199,18 @@ void PageSelector::select(const sa_context &ctx, const SelectRequest &req) const
   const int64_t chunks = std::max<int64_t>(1, (n_pages + kChunkPages - 1) / kChunkPages);
   constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
-  // The call's scratch: per list, per task slot, and the bounds of every list.
-  std::vector<ListState> state(static_cast<size_t>(n_lists));
+  // The call's scratch (lent by scratch_ for the call): per list, per task slot, and the
+  // bounds of every list. Step 1 writes every entry of bound that later steps read.
+  const auto lease = scratch_.take();
+  PageSelectScratch &call = *lease;
+  std::vector<ListState> &state = call.state;
+  state.resize(size_t(n_lists));
   const int slots = loop_slots(ctx.threads, std::max(n_lists * chunks, n_lists));
-  std::vector<TaskScratch> scratch(static_cast<size_t>(slots));
-  // bound[(list * G + g) * n_pages + p]: head g's bound of page p (base-2 logit), -inf when
-  // the page holds no usable position; chunk_max[(list * chunks + c) * G + g] its chunk maxima.
-  // Not zeroed: step 1 writes every entry of the lists later steps read.
-  std::unique_ptr<float[]> bound(new float[size_t(n_lists * G * n_pages)]);
-  std::vector<float> chunk_max(static_cast<size_t>(n_lists * chunks * G), kNegInf);
+  std::vector<TaskScratch> &scratch = call.tasks;
+  if (scratch.size() < size_t(slots)) scratch.resize(size_t(slots));
+  std::vector<float> &bound = call.bound, &chunk_max = call.chunk_max;
+  bound.resize(size_t(n_lists * G * n_pages));
+  chunk_max.assign(size_t(n_lists * chunks * G), kNegInf);
   for (int64_t t = 0; t < n_lists; ++t) {
     ListState &ls = state[size_t(t)];
     ls.query = t / lists;
@@ -260,7 +278,8 @@ void PageSelector::select(const sa_context &ctx, const SelectRequest &req) const
   // 2. The group's page scores, over (list, chunk): the summed bound probabilities, each
   // head's best page counting 1 (written over head 0's bounds).
   if (G > 1) {
-    std::vector<float> head_max(static_cast<size_t>(n_lists * G), kNegInf);
+    std::vector<float> &head_max = call.head_max;
+    head_max.assign(size_t(n_lists * G), kNegInf);
     for (int64_t t = 0; t < n_lists; ++t)
       for (int64_t c = 0; c < chunks; ++c)
         for (int64_t g = 0; g < G; ++g)
@@ -291,24 +310,30 @@ void PageSelector::select(const sa_context &ctx, const SelectRequest &req) const
     rs.candidates.clear();
     s.order.clear();
     const float *score = &bound[size_t(t * G * n_pages)];
-    if (n_pages > 0 && ls.use_lo <= ls.use_hi)
-      for (int64_t p = 0; p < n_pages; ++p)
-        if (usable(ls, p)) s.order.push_back({-score[p], int32_t(p)});
-    auto add_page = [&](int32_t p) {
+    // f(page) for every page with a usable position, ascending.
+    auto for_usable = [&](auto &&f) {
+      if (n_pages > 0 && ls.use_lo <= ls.use_hi)
+        for (int64_t p = 0; p < n_pages; ++p)
+          if (usable(ls, p)) f(p);
+    };
+    auto add_page = [&](int64_t p) {
       for (int64_t slot = p * P, end = std::min(keys_.size(), slot + P); slot < end; ++slot) rs.candidates.push_back(int32_t(slot));
     };
     if (refine_) {
       // The best `want` pages (ties to the lower page), found by the threshold score and
       // collected in page order, so the candidates come ascending and in runs.
-      const size_t want = size_t(std::min<int64_t>(int64_t(s.order.size()), (req.top_k + kRefineReserveKeys + P - 1) / P));
+      int64_t n_usable = 0;
+      for_usable([&](int64_t) { ++n_usable; });
+      const size_t want = size_t(std::min<int64_t>(n_usable, (req.top_k + kRefineReserveKeys + P - 1) / P));
       float threshold = kNegInf;
       size_t ties = want;
-      if (want > 0 && want < s.order.size()) {
+      if (want > 0 && int64_t(want) < n_usable) {
         // The want-th largest score: a min-heap of the best want so far (most pages fail the
         // first comparison, so this beats nth_element over every page).
         s.top.clear();
-        for (const auto &o : s.order) {
-          const float sc = -o.first;
+        s.top.reserve(want);
+        for_usable([&](int64_t p) {
+          const float sc = score[p];
           if (s.top.size() < want) {
             s.top.push_back(sc);
             std::push_heap(s.top.begin(), s.top.end(), std::greater<float>());
@@ -317,23 +342,26 @@ void PageSelector::select(const sa_context &ctx, const SelectRequest &req) const
             s.top.back() = sc;
             std::push_heap(s.top.begin(), s.top.end(), std::greater<float>());
           }
-        }
+        });
         threshold = s.top.front();
         ties = want;
-        for (const auto &o : s.order) ties -= -o.first > threshold;
+        for_usable([&](int64_t p) { ties -= score[p] > threshold; });
       }
-      for (const auto &o : s.order) {
-        const float sc = -o.first;
-        bool take = sc > threshold;
-        if (!take && sc == threshold && ties > 0) {
+      rs.candidates.reserve(want * size_t(P));
+      for_usable([&](int64_t p) {
+        bool take = score[p] > threshold;
+        if (!take && score[p] == threshold && ties > 0) {
           take = true;
           --ties;
         }
-        if (take) add_page(o.second);
-      }
+        if (take) add_page(p);
+      });
       plan_rescore(keys_, req, i, l, rs);  // scored in step 4
       return;
     }
+    // Without refine: pages by bound, sorted in stretches as they are needed.
+    s.order.reserve(size_t(n_pages));
+    for_usable([&](int64_t p) { s.order.push_back({-score[p], int32_t(p)}); });
     // Without refine: whole pages in bound order until top_k usable keys are taken.
     const QueryVisibility visible = query_visibility(req, i);
     const KeepRule rule = keep_rule(req, i);
@@ -358,7 +386,8 @@ void PageSelector::select(const sa_context &ctx, const SelectRequest &req) const
   if (!refine_ && !(req.mass_target > 0.f)) return;
 
   // 4. Exact scores of the candidates, over (list, range of columns), then each list ranked.
-  std::vector<std::pair<int64_t, int64_t>> ranges;  // (list, first column)
+  std::vector<std::pair<int64_t, int64_t>> &ranges = call.ranges;  // (list, first column)
+  ranges.clear();
   for (int64_t t = 0; t < n_lists; ++t)
     for (int64_t c = 0; c < state[size_t(t)].rescore.column_count(); c += kRescoreColumns) ranges.push_back({t, c});
   const NativeRows rows = native_rows(keys_, req);

@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "core/scratch_pool.hpp"
 #include "select/deferred_work.hpp"
 #include "select/key_store.hpp"
 #include "select/native_rows.hpp"
@@ -26,15 +27,18 @@
 
 namespace sa {
 
+struct PageSelectScratch;  // one selection's buffers (page_selector.cpp)
+
 class PageSelector final : public Selector {
  public:
   // page_size >= 1 (validated by the caller).
   PageSelector(int heads, int dim, sa_dtype dtype, int64_t capacity_hint, int page_size, bool refine,
                bool borrow = false);
+  ~PageSelector() override;
   void append(const TensorView &keys) override;
   void update(const int32_t *slots, int64_t n, const TensorView &keys, const int64_t *positions) override;
   void truncate(int64_t keep) override;
-  std::unique_ptr<Selector> clone() const override { return std::make_unique<PageSelector>(*this); }
+  std::unique_ptr<Selector> clone() const override;
   void select(const sa_context &ctx, const SelectRequest &req) const override;
   int64_t size() const override { return keys_.size(); }
   int64_t max_position() const override { return keys_.max_position(); }
@@ -62,6 +66,8 @@ class PageSelector final : public Selector {
   // Borrowed keys: pages whose bounds wait for the next selection's host keys.
   std::vector<int64_t> stale_pages_;
   DeferredWork stale_;
+  // Buffers lent to selections (bounds of every page, per-list and per-task state).
+  mutable ScratchPool<PageSelectScratch> scratch_;
 };
 
 }  // namespace sa
