@@ -4,6 +4,7 @@
 // tolerance of a double reference). Skips cleanly when no plugin or no device is present.
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <numeric>
 #include <random>
 #include <vector>
@@ -179,8 +180,10 @@ TEST(CudaIndexUpdate, SelectionAfterUpdatesMatchesCpu) {
   sa_tensor ck2 = desc((void *)keys.bits.data(), SA_DTYPE_BF16, {50, Hkv, D}, SA_DEVICE_CPU);
   SA_OK_(sa_index_append(gix, &gk2));
   SA_OK_(sa_index_append(cix, &ck2));
-  SA_OK_(sa_index_update(gix, slots.data() + 5, 3, &gf, nullptr));
-  SA_OK_(sa_index_update(cix, slots.data() + 5, 3, &cf, nullptr));
+  sa_tensor gf3 = desc(dfresh, SA_DTYPE_BF16, {3, Hkv, D}, SA_DEVICE_CUDA);
+  sa_tensor cf3 = desc((void *)fresh.bits.data(), SA_DTYPE_BF16, {3, Hkv, D}, SA_DEVICE_CPU);
+  SA_OK_(sa_index_update(gix, slots.data() + 5, 3, &gf3, nullptr));
+  SA_OK_(sa_index_update(cix, slots.data() + 5, 3, &cf3, nullptr));
   compare("after appends and a default-position update");
 
   // Refused: a page index (bounds of appended pages only), and bad slots (checked by the core).
@@ -401,6 +404,8 @@ TEST(CudaDecode, FixedBudgetLoopMatchesCpu) {
     worst_mass = std::max(worst_mass, max_rel_diff(mass_gpu, mass_cpu));
     cudaFree(dq);
   }
+  std::printf("decode loop: %d steps, %d evictions other than the oldest slot, worst |out - double| %.3g, "
+              "worst slot-mass relative difference device/CPU %.3g\n", steps, evicted_by_mass, worst_out, worst_mass);
   EXPECT_LT(worst_out, 2e-5) << "outputs against the double reference";
   EXPECT_LT(worst_mass, 1e-4) << "slot mass, device against CPU";
   EXPECT_GT(evicted_by_mass, steps / 4) << "the loop must exercise the mass ranking, not only the oldest slot";
