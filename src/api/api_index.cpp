@@ -122,12 +122,20 @@ SA_API sa_status sa_index_update(sa_index *ix, const int32_t *slots, int64_t n, 
     TensorView k = view_keys(*ix, keys);
     expect_dim(k, "keys", 0, n, "n, the number of slots");
     const int64_t size = ix->size();
-    std::vector<uint8_t> seen(size_t(size), 0);
-    for (int64_t i = 0; i < n; ++i) {
+    for (int64_t i = 0; i < n; ++i)
       if (slots[i] < 0 || slots[i] >= size)
         fail(SA_ERR_OUT_OF_RANGE, "slots[%lld] is %d, outside the index's %lld slots", (long long)i, int(slots[i]),
              (long long)size);
-      if (seen[size_t(slots[i])]++) fail(SA_ERR_INVALID_ARGUMENT, "slots[%lld] = %d appears twice", (long long)i, int(slots[i]));
+    // Repeats: pairwise for the few slots of a decode step (no pass over the whole index), else
+    // one mark per slot.
+    std::vector<uint8_t> seen(n <= 16 ? 0 : size_t(size), 0);
+    for (int64_t i = 0; i < n; ++i) {
+      bool repeated = false;
+      if (seen.empty())
+        for (int64_t j = 0; j < i && !repeated; ++j) repeated = slots[j] == slots[i];
+      else
+        repeated = seen[size_t(slots[i])]++ != 0;
+      if (repeated) fail(SA_ERR_INVALID_ARGUMENT, "slots[%lld] = %d appears twice", (long long)i, int(slots[i]));
     }
     if (positions) check_positions(positions, n, 1, "positions", PositionsOf::tokens);
     else if (ix->max_position() > SA_MAX_POSITION - n)  // the next positions, as an append would give

@@ -202,6 +202,30 @@ TEST(PluginDispatch, CudaTensorsGoToThePluginWithResolvedStrides) {
   EXPECT_FLOAT_EQ(b.scale, 1.f / 8.f);  // 1/sqrt(64)
 }
 
+// Eviction with device tensors needs the plugin's appended entries (index_update reads the
+// attend's slot mass; copy brings scores to the host): a plugin without them is refused with
+// a message, not handed fields it would not read.
+TEST(PluginDispatch, DeviceEvictionNeedsThePluginsEvictionEntries) {
+  const std::string path = fake("fake_plugin_ok");
+  Ctx c(path, SA_DEVICE_CPU);
+  ASSERT_EQ(c.status, SA_OK) << c.message;
+  AttendFx f;
+  sa_tensor mass = device_tensor(SA_DTYPE_F32, {2, 100}, 0x70000);
+  sa_attend_options o = SA_ATTEND_OPTIONS_INIT;
+  o.slot_mass = &mass;
+  const int before = fake_symbol<int>(path, "fake_attend_calls");
+  EXPECT_EQ(sa_attend(c.ctx, &f.q, &f.k, &f.v, &f.idx, &o, &f.out, nullptr), SA_ERR_UNSUPPORTED);
+  EXPECT_NE(std::string(sa_last_error()).find("predates"), std::string::npos) << sa_last_error();
+  EXPECT_EQ(fake_symbol<int>(path, "fake_attend_calls"), before);
+  sa_tensor pos = device_tensor(SA_DTYPE_I64, {100}, 0x80000), freed = device_tensor(SA_DTYPE_I32, {4}, 0x90000);
+  sa_evict_options eo = SA_EVICT_OPTIONS_INIT;
+  eo.budget = 90;
+  int64_t n_freed = -1;
+  EXPECT_EQ(sa_cache_evict(c.ctx, &eo, &mass, &pos, &freed, &n_freed), SA_ERR_UNSUPPORTED);
+  EXPECT_NE(std::string(sa_last_error()).find("predates"), std::string::npos) << sa_last_error();
+  EXPECT_EQ(n_freed, -1);
+}
+
 TEST(PluginDispatch, PluginRefusalCarriesItsMessage) {
   Ctx c(fake("fake_plugin_ok"), SA_DEVICE_CPU);
   sa_tensor q = device_tensor(SA_DTYPE_F16, {1, 1, 3}, 0x1000), k = device_tensor(SA_DTYPE_F16, {4, 1, 3}, 0x2000);
