@@ -29,9 +29,10 @@ struct MassParams {
 
 __device__ __forceinline__ float decayed(float x, float decay) { return decay == 0.f ? 0.f : x * decay; }
 
-// The probability of key row j for query i summed over heads [h0, h1) of KV head hk.
+// The probability of key row j for query i summed over heads [h0, h1) of KV head hk, computed
+// by one warp (lanes across D); every lane returns the sum.
 template <class T>
-__device__ float row_probability(const MassParams &p, int i, int hk, int h0, int h1, int64_t j) {
+__device__ float row_probability(const MassParams &p, int i, int hk, int h0, int h1, int64_t j, int lane) {
   const uint16_t *kr = p.k + j * p.k_s0 + hk * p.k_s1;
   float sum = 0.f;
   for (int h = h0; h < h1; ++h) {
@@ -39,26 +40,31 @@ __device__ float row_probability(const MassParams &p, int i, int hk, int h0, int
     if (lse == -INFINITY) continue;  // the query saw no key
     const int64_t qo = i * p.q_s0 + h * p.q_s1;
     float dot = 0.f;
-    for (int d = 0; d < p.D; ++d) dot = fmaf(load_any(p.q, qo + d * p.q_s2, p.q_dtype), T::one(kr[d]), dot);
+    for (int d = lane; d < p.D; d += 32) dot = fmaf(load_any(p.q, qo + d * p.q_s2, p.q_dtype), T::one(kr[d]), dot);
+#pragma unroll
+    for (int o = 16; o > 0; o /= 2) dot += __shfl_xor_sync(0xffffffffu, dot, o);
     sum += exp2f(dot * p.scale_log2 - lse * kLog2e);
   }
   return sum;
 }
 
-// Dense: one thread per mass element, decayed then added to in query, KV head, head order.
+// Dense: one warp per mass element, decayed then added to in query, KV head, head order.
 template <class T>
 __global__ void dense_mass_kernel(const MassParams p) {
-  const int64_t total = p.rows * p.n_kv;
-  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < total; e += int64_t(gridDim.x) * blockDim.x) {
+  const int lane = threadIdx.x % 32;
+  const int64_t total = p.rows * p.n_kv, warps = int64_t(gridDim.x) * (blockDim.x / 32);
+  for (int64_t e = (blockIdx.x * int64_t(blockDim.x) + threadIdx.x) / 32; e < total; e += warps) {
     const int64_t r = e / p.n_kv, j = e % p.n_kv;
     const int hk0 = p.rows == 1 ? 0 : int(r), hk1 = p.rows == 1 ? p.H_kv : int(r) + 1;
     float add = 0.f;
     for (int i = 0; i < p.n_q; ++i) {
       if (p.causal && j > p.n_kv - p.n_q + i) continue;  // default positions: row j holds position j
-      for (int hk = hk0; hk < hk1; ++hk) add += row_probability<T>(p, i, hk, hk * p.G, (hk + 1) * p.G, j);
+      for (int hk = hk0; hk < hk1; ++hk) add += row_probability<T>(p, i, hk, hk * p.G, (hk + 1) * p.G, j, lane);
     }
-    float &m = p.mass[r * p.m_s0 + j * p.m_s1];
-    m = decayed(m, p.decay) + add;
+    if (lane == 0) {
+      float &m = p.mass[r * p.m_s0 + j * p.m_s1];
+      m = decayed(m, p.decay) + add;
+    }
   }
 }
 
@@ -70,27 +76,29 @@ __global__ void decay_kernel(const MassParams p) {
   }
 }
 
-// Sparse: one thread per index entry; entries outside [0, n_kv) and -1 are skipped, as the
+// Sparse: one warp per index entry; entries outside [0, n_kv) and -1 are skipped, as the
 // attention kernel skips them.
 template <class T>
 __global__ void sparse_mass_kernel(const MassParams p) {
-  const int64_t total = int64_t(p.n_q) * p.lists * p.width;
-  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < total; e += int64_t(gridDim.x) * blockDim.x) {
+  const int lane = threadIdx.x % 32;
+  const int64_t total = int64_t(p.n_q) * p.lists * p.width, warps = int64_t(gridDim.x) * (blockDim.x / 32);
+  for (int64_t e = (blockIdx.x * int64_t(blockDim.x) + threadIdx.x) / 32; e < total; e += warps) {
     const int i = int(e / (p.lists * p.width));
     const int l = int((e / p.width) % p.lists);
     const int64_t w = e % p.width;
     const int64_t j = p.idx[i * p.i_s0 + l * p.i_s1 + w * p.i_s2];
-    if (j < 0 || j >= p.n_kv || (p.causal && j > p.n_kv - p.n_q + i)) continue;
+    if (j < 0 || j >= p.n_kv || (p.causal && j > p.n_kv - p.n_q + i)) continue;  // the whole warp
     const int hk = p.per_query_head ? l / p.G : l;
     const int h0 = p.per_query_head ? l : l * p.G, h1 = p.per_query_head ? l + 1 : (l + 1) * p.G;
-    const float add = row_probability<T>(p, i, hk, h0, h1, j);
-    atomicAdd(&p.mass[(p.rows == 1 ? 0 : hk) * p.m_s0 + j * p.m_s1], add);
+    const float add = row_probability<T>(p, i, hk, h0, h1, j, lane);
+    if (lane == 0) atomicAdd(&p.mass[(p.rows == 1 ? 0 : hk) * p.m_s0 + j * p.m_s1], add);
   }
 }
 
-unsigned grid_for(int64_t total) {
-  const int64_t g = (total + 255) / 256;
-  return unsigned(g < 1 ? 1 : g > 8192 ? 8192 : g);
+// Blocks of 256 threads for `total` items of `per_item` threads each.
+unsigned grid_for(int64_t total, int per_item = 1) {
+  const int64_t g = (total * per_item + 255) / 256;
+  return unsigned(g < 1 ? 1 : g > 65536 ? 65536 : g);
 }
 
 }  // namespace
@@ -133,8 +141,8 @@ void accumulate_slot_mass(const sa_plugin_attend_args &a, const float *lse, int6
   }
   const bool f16 = k.dtype == SA_DTYPE_F16;
   if (!a.indices) {
-    if (f16) dense_mass_kernel<F16><<<grid_for(p.rows * p.n_kv), 256, 0, stream>>>(p);
-    else dense_mass_kernel<BF16><<<grid_for(p.rows * p.n_kv), 256, 0, stream>>>(p);
+    if (f16) dense_mass_kernel<F16><<<grid_for(p.rows * p.n_kv, 32), 256, 0, stream>>>(p);
+    else dense_mass_kernel<BF16><<<grid_for(p.rows * p.n_kv, 32), 256, 0, stream>>>(p);
     check_cuda(cudaGetLastError(), "slot mass launch");
     return;
   }
@@ -142,8 +150,8 @@ void accumulate_slot_mass(const sa_plugin_attend_args &a, const float *lse, int6
   check_cuda(cudaGetLastError(), "slot mass decay launch");
   const int64_t entries = int64_t(p.n_q) * p.lists * p.width;
   if (entries == 0) return;
-  if (f16) sparse_mass_kernel<F16><<<grid_for(entries), 256, 0, stream>>>(p);
-  else sparse_mass_kernel<BF16><<<grid_for(entries), 256, 0, stream>>>(p);
+  if (f16) sparse_mass_kernel<F16><<<grid_for(entries, 32), 256, 0, stream>>>(p);
+  else sparse_mass_kernel<BF16><<<grid_for(entries, 32), 256, 0, stream>>>(p);
   check_cuda(cudaGetLastError(), "slot mass launch");
 }
 
