@@ -11,6 +11,7 @@
 #include <cub/block/block_reduce.cuh>
 #include <cub/block/block_scan.cuh>
 
+#include "core/visibility.hpp"
 #include "device_index.hpp"
 #include "half_vec.cuh"
 #include "plugin_state.hpp"
@@ -43,14 +44,15 @@ struct Common {
   const int64_t *pos;  // position of each slot (exact, after an update); null: slot s holds s
 };
 
-// Exact selection with kept positions: whether query i (at qpos) sees slot r, and whether the
-// slot is then a sink or in the window (core/visibility.hpp's rule; positions are >= 0).
+// Exact selection with kept positions: whether a query at qpos sees slot r, and whether the
+// slot is then a sink or in the window: the rule of core/visibility.hpp, compiled for the
+// device (--expt-relaxed-constexpr).
 __device__ __forceinline__ bool sees_slot(const Common &c, int64_t r, int64_t qpos) {
-  return c.pos ? c.pos[r] <= qpos : r <= qpos;
+  return sa::sees(qpos, c.pos ? c.pos[r] : r);
 }
 __device__ __forceinline__ bool kept_slot(const Common &c, int64_t r, int64_t qpos) {
   const int64_t p = c.pos[r];
-  return p <= qpos && (p < c.sinks || p > qpos - c.window);
+  return sa::sees(qpos, p) && sa::in_sinks_or_window(p, qpos, c.window, c.sinks);
 }
 
 // Floats as unsigned with the same order, 0 below them all (atomicMax on floats, zero-reset).

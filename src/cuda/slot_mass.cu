@@ -1,5 +1,6 @@
 // Slot mass on the device: the same sums as attend/slot_mass.cpp (mass = decay * mass + the
 // probabilities of this call), recomputed from q, K and the call's log-sum-exp.
+#include "core/visibility.hpp"
 #include "half_vec.cuh"
 #include "plugin_state.hpp"
 #include "slot_mass.hpp"
@@ -58,7 +59,7 @@ __global__ void dense_mass_kernel(const MassParams p) {
     const int hk0 = p.rows == 1 ? 0 : int(r), hk1 = p.rows == 1 ? p.H_kv : int(r) + 1;
     float add = 0.f;
     for (int i = 0; i < p.n_q; ++i) {
-      if (p.causal && j > p.n_kv - p.n_q + i) continue;  // default positions: row j holds position j
+      if (p.causal && !sa::sees(p.n_kv - p.n_q + i, j)) continue;  // default positions: row j holds position j
       for (int hk = hk0; hk < hk1; ++hk) add += row_probability<T>(p, i, hk, hk * p.G, (hk + 1) * p.G, j, lane);
     }
     if (lane == 0) {
@@ -87,7 +88,7 @@ __global__ void sparse_mass_kernel(const MassParams p) {
     const int l = int((e / p.width) % p.lists);
     const int64_t w = e % p.width;
     const int64_t j = p.idx[i * p.i_s0 + l * p.i_s1 + w * p.i_s2];
-    if (j < 0 || j >= p.n_kv || (p.causal && j > p.n_kv - p.n_q + i)) continue;  // the whole warp
+    if (j < 0 || j >= p.n_kv || (p.causal && !sa::sees(p.n_kv - p.n_q + i, j))) continue;  // the whole warp
     const int hk = p.per_query_head ? l / p.G : l;
     const int h0 = p.per_query_head ? l : l * p.G, h1 = p.per_query_head ? l + 1 : (l + 1) * p.G;
     const float add = row_probability<T>(p, i, hk, h0, h1, j, lane);
