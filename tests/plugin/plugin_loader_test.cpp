@@ -207,7 +207,7 @@ TEST(PluginDispatch, CudaTensorsGoToThePluginWithResolvedStrides) {
 // a message, not handed fields it would not read.
 TEST(PluginDispatch, DeviceEvictionNeedsThePluginsEvictionEntries) {
   const std::string path = fake("fake_plugin_ok");
-  Ctx c(path, SA_DEVICE_CPU);
+  Ctx c(path, SA_DEVICE_CUDA);  // loads the plugin now, so that its counters can be read
   ASSERT_EQ(c.status, SA_OK) << c.message;
   AttendFx f;
   sa_tensor mass = device_tensor(SA_DTYPE_F32, {2, 100}, 0x70000);
