@@ -12,7 +12,7 @@
 #include <limits>
 #include <vector>
 
-#include "attend/kernels.hpp"
+#include "kernels/kernels.hpp"
 #include "select/page_bounds.hpp"
 #include "test_util.hpp"
 

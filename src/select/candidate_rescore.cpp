@@ -63,7 +63,7 @@ void score_column_range(const sa_context &ctx, const NativeRows &keys, const Sel
   t.gathered.resize(size_t(m) * keys.row_bytes());
   keys.gather(kv, t.singles.data(), m, t.gathered.data());
   t.scores.resize(size_t(l.q_heads * m));
-  score_rows_grouped(*ctx.kernels, keys.dtype(), queries, l.q_heads, D, t.gathered.data(), m, t.scores.data(), m);
+  score_rows_grouped(ctx.kernels->of(keys.dtype()), queries, l.q_heads, D, t.gathered.data(), m, t.scores.data(), m);
   for (int64_t g = 0; g < l.q_heads; ++g)
     for (int64_t j = 0; j < m; ++j) scores[g * ld + t.single_columns[size_t(j)]] = t.scores[size_t(g * m + j)];
 }
@@ -125,11 +125,11 @@ void load_list_queries(const SelectRequest &req, int64_t i, const SelectionList 
       out[g * D + d] = qscale * read_float(q, i * q.stride[0] + (l.q_head0 + g) * q.stride[1] + d * q.stride[2]);
 }
 
-void score_rows_grouped(const KernelTable &k, sa_dtype dtype, const float *q, int64_t q_heads, int64_t D,
+void score_rows_grouped(const RowKernels &k, const float *q, int64_t q_heads, int64_t D,
                         const void *rows, int64_t n, float *scores, int64_t ld) {
   for (int64_t g0 = 0; g0 < q_heads; g0 += kMaxGroup) {
     const int g = int(std::min<int64_t>(kMaxGroup, q_heads - g0));
-    k.score_rows(dtype, q + g0 * D, g, int(D), rows, n, scores + g0 * ld, ld);
+    k.score_rows(q + g0 * D, g, int(D), rows, n, scores + g0 * ld, ld);
   }
 }
 

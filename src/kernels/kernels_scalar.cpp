@@ -2,8 +2,8 @@
 #include <cmath>
 #include <limits>
 
-#include "attend/kernels.hpp"
-#include "attend/row_walk.hpp"
+#include "kernels/kernels.hpp"
+#include "kernels/row_walk.hpp"
 #include "core/half.hpp"
 
 namespace sa {
@@ -39,13 +39,6 @@ void attend_rows_t(const float *q, int g, int D, const RowSet &rs, SoftmaxState 
   }
 }
 
-void attend_rows(sa_dtype kv, const float *q, int g, int D, const RowSet &rs, SoftmaxState st) {
-  switch (kv) {
-    case SA_DTYPE_F16: return attend_rows_t<F16>(q, g, D, rs, st);
-    case SA_DTYPE_BF16: return attend_rows_t<BF16>(q, g, D, rs, st);
-    default: return attend_rows_t<float>(q, g, D, rs, st);
-  }
-}
 
 template <class T>
 void score_rows_t(const float *q, int g, int D, const void *rows, int64_t n, float *scores, int64_t ld) {
@@ -57,24 +50,6 @@ void score_rows_t(const float *q, int g, int D, const void *rows, int64_t n, flo
     }
 }
 
-void score_rows(sa_dtype dtype, const float *q, int g, int D, const void *rows, int64_t n, float *scores,
-                int64_t ld) {
-  switch (dtype) {
-    case SA_DTYPE_F16: return score_rows_t<F16>(q, g, D, rows, n, scores, ld);
-    case SA_DTYPE_BF16: return score_rows_t<BF16>(q, g, D, rows, n, scores, ld);
-    default: return score_rows_t<float>(q, g, D, rows, n, scores, ld);
-  }
-}
-
-void score_rows_i8(const int16_t *q, int g, int D, const int8_t *rows, const float *scale, int64_t n, float *scores,
-                   int64_t ld) {
-  for (int64_t j = 0; j < n; ++j)
-    for (int h = 0; h < g; ++h) {
-      int64_t s = 0;
-      for (int d = 0; d < D; ++d) s += int64_t(q[h * D + d]) * rows[j * D + d];
-      scores[h * ld + j] = scale[j] * float(s);
-    }
-}
 
 float max_of(const float *x, int64_t n) {
   float m = -std::numeric_limits<float>::infinity();
@@ -108,18 +83,22 @@ void mass_rows_t(const float *q, int g, int D, const RowSet &rs, const float *ls
   }
 }
 
-void mass_rows(sa_dtype kv, const float *q, int g, int D, const RowSet &rs, const float *lse2, float *mass) {
-  switch (kv) {
-    case SA_DTYPE_F16: return mass_rows_t<F16>(q, g, D, rs, lse2, mass);
-    case SA_DTYPE_BF16: return mass_rows_t<BF16>(q, g, D, rs, lse2, mass);
-    default: return mass_rows_t<float>(q, g, D, rs, lse2, mass);
-  }
+void score_rows_i8(const int16_t *q, int g, int D, const int8_t *rows, const float *scale, int64_t n, float *scores,
+                   int64_t ld) {
+  for (int64_t j = 0; j < n; ++j)
+    for (int h = 0; h < g; ++h) {
+      int64_t s = 0;
+      for (int d = 0; d < D; ++d) s += int64_t(q[h * D + d]) * rows[j * D + d];
+      scores[h * ld + j] = scale[j] * float(s);
+    }
 }
+
+template <class T>
+constexpr RowKernels rows_of = {attend_rows_t<T>, score_rows_t<T>, mass_rows_t<T>};
 
 }  // namespace
 
-extern const KernelTable kernels_scalar = {SA_ISA_SCALAR, attend_rows, score_rows, max_of,
-                                           exp2_sum,      exp2_accumulate, mass_rows,
-                                           score_rows_i8};
+extern const KernelTable kernels_scalar = {SA_ISA_SCALAR, rows_of<float>, rows_of<F16>, rows_of<BF16>,
+                                           max_of,        exp2_sum,       exp2_accumulate, score_rows_i8};
 
 }  // namespace sa
