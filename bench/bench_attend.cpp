@@ -25,16 +25,6 @@ namespace {
 
 using namespace bench;
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-__attribute__((target_clones("avx512f", "avx2", "default")))
-#endif
-uint64_t sum_words(const uint64_t *p, int64_t n) {
-    uint64_t a[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    for (int64_t i = 0; i + 8 <= n; i += 8)
-        for (int j = 0; j < 8; ++j) a[j] += p[i + j];
-    return a[0] + a[1] + a[2] + a[3] + a[4] + a[5] + a[6] + a[7];
-}
-
 void BM_membw(benchmark::State &state, int threads) {
     const auto *p = reinterpret_cast<const uint64_t *>(pool(SA_DTYPE_F16));
     const int64_t n = kPoolBytes / 8;

@@ -177,6 +177,18 @@ inline std::vector<int32_t> page_indices(int64_t n, int k, int run, int sets) {
     return out;
 }
 
+// The plain read loop the memory-bound benchmarks are measured against: the sum of n words.
+// Internal linkage: each suite gets its own clones for the instruction sets.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+__attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
+[[maybe_unused]] static uint64_t sum_words(const uint64_t *p, int64_t n) {
+    uint64_t a[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (int64_t i = 0; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; ++j) a[j] += p[i + j];
+    return a[0] + a[1] + a[2] + a[3] + a[4] + a[5] + a[6] + a[7];
+}
+
 // Fails the benchmark with the library's message; true when st is SA_OK.
 inline bool ok(benchmark::State &state, sa_status st, const char *what) {
     if (st == SA_OK) return true;
