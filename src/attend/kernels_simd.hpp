@@ -112,13 +112,12 @@ inline void prefetch_row(const char *p, int64_t bytes) {
   for (int64_t o = 0; o < bytes; o += 64) __builtin_prefetch(p + o, 0, 1);  // measured best of 0..3
 }
 
-#ifndef SA_PREFETCH_ROWS
-#define SA_PREFETCH_ROWS 16
-#endif
 // Software prefetch of the rows kPrefetchRows entries ahead of the walk, from the walk's first
-// row on. Leaving runs of adjacent rows (whole pages) to the hardware prefetcher costs
+// row on (a split chunk's first block is not left cold): 16 rows (8 KB of K and V, 128 lines),
+// the distance of bench_attend's gather loop, keeps enough misses in flight while a block
+// computes. Leaving runs of adjacent rows (whole pages) to the hardware prefetcher costs
 // 1.2-1.7x on bench_attend.
-constexpr int64_t kPrefetchRows = SA_PREFETCH_ROWS > L ? SA_PREFETCH_ROWS : L;
+constexpr int64_t kPrefetchRows = L > 16 ? L : 16;
 struct RowPrefetcher {
   int64_t next = 0;  // raw list entries prefetched so far
 
