@@ -181,7 +181,7 @@ void rescore_candidates(const sa_context &ctx, const KeyStore &keys, const Nativ
     }
   }
   write_selection(s.ranked, s.forced, forced_mass, rule, pos, selection_row(req, i, l), req.indices.shape[2],
-                  req.indices.stride[2]);
+                  req.indices.stride[2], s.bitmap);
 }
 
 void write_ranked_candidates(const KeyStore &keys, const SelectRequest &req, int64_t i, const SelectionList &l,
@@ -194,7 +194,8 @@ void write_ranked_candidates(const KeyStore &keys, const SelectRequest &req, int
   s.ranked.erase(std::remove_if(s.ranked.begin(), s.ranked.end(),
                                 [&](const Candidate &x) { return !vis(x.slot, pos[x.slot]) || always_kept(pos[x.slot], rule); }),
                  s.ranked.end());
-  write_selection(s.ranked, s.forced, 0.f, rule, pos, selection_row(req, i, l), req.indices.shape[2], req.indices.stride[2]);
+  write_selection(s.ranked, s.forced, 0.f, rule, pos, selection_row(req, i, l), req.indices.shape[2], req.indices.stride[2],
+                  s.bitmap);
 }
 
 }  // namespace sa

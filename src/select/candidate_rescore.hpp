@@ -6,9 +6,10 @@
 //
 // Typical use inside a selector's select():
 //   const int64_t lists = selection_list_count(req, keys.heads());
-//   parallel_for(ctx.threads, n_q * lists, [&](int64_t t) {
-//     static thread_local RescoreScratch s;  // per OS thread: no allocation per call, and
-//                                            // safe under concurrent sa_select calls
+//   const int slots = loop_slots(ctx.threads, n_q * lists);
+//   std::vector<RescoreScratch> scratch(static_cast<size_t>(slots));  // the call's own (core/threading.hpp)
+//   parallel_for_slots(slots, n_q * lists, [&](int64_t t, int slot) {
+//     RescoreScratch &s = scratch[size_t(slot)];
 //     const SelectionList l = selection_list(req, keys.heads(), t % lists);
 //     s.candidates.clear();
 //     ... propose candidate slots for query t / lists into s.candidates ...
@@ -75,8 +76,7 @@ void add_softmax_mass(const KernelTable &k, const float *row, int64_t n, float *
 int32_t *selection_row(const SelectRequest &req, int64_t i, const SelectionList &l);
 
 // Buffers of rescore_candidates, reused from task to task: the running task's own (its slot of
-// the call's scratch, or thread_local to its OS thread and kept between calls). `candidates` is
-// the input.
+// the call's scratch, never a thread's). `candidates` is the input.
 struct RescoreScratch {
   std::vector<int32_t> candidates;  // the selector's proposals: any order, duplicates allowed
   std::vector<int32_t> forced, columns, singles;
@@ -84,6 +84,7 @@ struct RescoreScratch {
   std::vector<char> gathered, block;  // block: a run of the host's rows copied for the kernels
   std::vector<Candidate> ranked;
   std::vector<std::pair<size_t, size_t>> runs;
+  std::vector<uint64_t> bitmap;  // write_selection's
 };
 
 // Finishes list l of query i from s.candidates (reordered and deduplicated on return):
