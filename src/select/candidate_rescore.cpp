@@ -95,12 +95,14 @@ KeepRule keep_rule(const SelectRequest &req, int64_t i) {
 void collect_forced(const KeyStore &keys, const SelectRequest &req, int64_t i, std::vector<int32_t> &forced) {
   forced.clear();
   const QueryVisibility vis = query_visibility(req, i);
-  const int64_t p = vis.query_pos;
-  if (req.sinks > 0) keys.slots_at_positions(0, std::min<int64_t>(req.sinks - 1, p), forced);
-  if (req.window > 0) keys.slots_at_positions(std::max<int64_t>(p - req.window + 1, req.sinks), p, forced);
-  if (vis.key_segments)
-    forced.erase(std::remove_if(forced.begin(), forced.end(), [&](int32_t s) { return vis.key_segments[s] != vis.segment; }),
-                 forced.end());
+  const PositionRange sinks = sink_positions(vis.query_pos, req.sinks);
+  const PositionRange window = window_positions(vis.query_pos, req.window, req.sinks);
+  keys.slots_at_positions(sinks.lo, sinks.hi, forced);
+  keys.slots_at_positions(window.lo, window.hi, forced);
+  if (vis.key_segments) {
+    const int64_t *pos = keys.positions();
+    forced.erase(std::remove_if(forced.begin(), forced.end(), [&](int32_t s) { return !vis(s, pos[s]); }), forced.end());
+  }
   std::sort(forced.begin(), forced.end());
 }
 

@@ -23,6 +23,7 @@
 #include <utility>
 #include <vector>
 
+#include "core/visibility.hpp"
 #include "kernels/kernels.hpp"
 #include "select/key_store.hpp"
 #include "select/native_rows.hpp"
@@ -44,14 +45,13 @@ struct SelectionList {
 int64_t selection_list_count(const SelectRequest &req, int64_t kv_heads);
 SelectionList selection_list(const SelectRequest &req, int64_t kv_heads, int64_t list);
 
-// Whether query i may see a slot: causal by position, and its own segment when segments are on.
+// Whether query i may see a slot (core/visibility.hpp): causal by position, and its own
+// segment when segments are on.
 struct QueryVisibility {
   int64_t query_pos = 0;
   const int32_t *key_segments = nullptr;  // nullptr: no segments
   int32_t segment = 0;
-  bool operator()(int32_t slot, int64_t slot_pos) const {
-    return slot_pos <= query_pos && (!key_segments || key_segments[slot] == segment);
-  }
+  bool operator()(int32_t slot, int64_t slot_pos) const { return sees(query_pos, slot_pos, key_segments, slot, segment); }
 };
 QueryVisibility query_visibility(const SelectRequest &req, int64_t i);
 KeepRule keep_rule(const SelectRequest &req, int64_t i);

@@ -476,7 +476,8 @@ void LshSelector::select(const sa_context &ctx, const SelectRequest &req) const 
                                              pool * kVisibleShare.num / kVisibleShare.den);
       if (first.selectable < want) {
         s.selectable.clear();
-        keys_.slots_at_positions(req.sinks, vis.query_pos - req.window, s.selectable);
+        const PositionRange scored = scored_positions(vis.query_pos, req.window, req.sinks);
+        keys_.slots_at_positions(scored.lo, scored.hi, s.selectable);
         const int64_t budget = kRefillVisitsPerKey * int64_t(s.selectable.size());
         bool enough = false;
         for (int last = probes0; !enough && visited >= 0 && visited < budget && int64_t(s.selectable.size()) > want;) {

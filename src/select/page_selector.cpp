@@ -165,7 +165,7 @@ void PageSelector::select(const sa_context &ctx, const SelectRequest &req) const
     const SelectionList l = selection_list(req, keys_.heads(), task % lists);
     const int64_t G = l.q_heads, qpos = req.positions[size_t(i)];
     // Keys the budget is for: positions in [sinks, qpos - window] (the rest are forced or unseen).
-    const int64_t use_lo = req.sinks, use_hi = qpos - req.window;
+    const auto [use_lo, use_hi] = scored_positions(qpos, req.window, req.sinks);
     rs.candidates.clear();
     s.order.clear();
     if (n_pages > 0 && use_lo <= use_hi) {

@@ -37,7 +37,7 @@ void write_selection(std::vector<Candidate> &cands, std::vector<int32_t> &forced
   if (forced.size() > room) {
     auto rank = [&](int32_t s) {  // window first, the most recent first; then sinks, the oldest first
       const int64_t p = key_positions[s];
-      return p > rule.query_pos - rule.window ? rule.query_pos - p : int64_t(rule.window) + p;
+      return in_window(p, rule.query_pos, rule.window) ? rule.query_pos - p : int64_t(rule.window) + p;
     };
     std::nth_element(forced.begin(), forced.begin() + long(room), forced.end(), [&](int32_t a, int32_t b) {
       const int64_t ra = rank(a), rb = rank(b);
