@@ -363,6 +363,11 @@ void mass_rows(const float *q, int g, int D, const RowSet &rs, const float *lse2
 template <class T>
 constexpr RowKernels rows_of = {attend_rows<T>, score_rows<T>, mass_rows<T>};
 
+// This instruction set's table (kernels_<isa>.cpp defines it under its name).
+constexpr KernelTable table(sa_isa isa) {
+  return {isa, rows_of<float>, rows_of<F16>, rows_of<BF16>, max_of, exp2_sum, exp2_accumulate, score_rows_i8};
+}
+
 }  // namespace
 }  // namespace SA_KERNEL_NS
 }  // namespace sa

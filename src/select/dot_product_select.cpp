@@ -116,7 +116,8 @@ void select_by_dot_product(const sa_context &ctx, const SelectRequest &req, cons
         collect_forced(keys_, req, i, s.forced);
         float forced_mass = 0.f;
         for (int32_t j : s.forced) forced_mass += s.mass[size_t(j)] * norm;
-        write_selection(s.cands, s.forced, forced_mass, rule, pos, selection_row(req, i, l), width, out.stride[2]);
+        write_selection(s.cands, s.forced, forced_mass, rule, pos, selection_row(req, i, l), width, out.stride[2],
+                        s.rescore.bitmap);
       }
     }
   };

@@ -216,8 +216,9 @@ void PageSelector::select(const sa_context &ctx, const SelectRequest &req) const
     ls.query = t / lists;
     ls.list = selection_list(req, keys_.heads(), t % lists);
     // Keys the budget is for: positions in [sinks, qpos - window] (the rest are forced or unseen).
-    ls.use_lo = req.sinks;
-    ls.use_hi = req.positions[size_t(ls.query)] - req.window;
+    const PositionRange scored = scored_positions(req.positions[size_t(ls.query)], req.window, req.sinks);
+    ls.use_lo = scored.lo;
+    ls.use_hi = scored.hi;
     if (n_pages == 0 || ls.use_lo > ls.use_hi) continue;
     std::vector<float> &q = ls.rescore.queries;
     q.resize(size_t(G * D));
