@@ -81,13 +81,15 @@ def lines(attend, bounds, select, sizes, step_sizes, graph_sizes, prefill_kinds)
     tail = lambda n, t: f"/f16/N:{n}/threads:{t}"  # noqa: E731
     out.append(Line("streaming read loop (`membw`, 1 GiB)", "—",
                     {t: (_get(attend, f"membw/threads:{t}", "GB/s"), NAN) for t in THREADS}, "GB/s", "", ""))
-    for n in sizes:
-        v = {}
-        for t in THREADS:
-            d, w = _get(attend, "attend_dense" + tail(n, t)), _get(attend, "walkbw" + tail(n, t))
-            v[t] = (d, 100 * w / d)
-        out.append(Line("`sa_attend` dense", kib(n), v, "ms",
-                        "% of `walkbw` (same token-major rows, same order)", f"≥ {GOAL_FLOOR_PCT:.0f} %"))
+
+    def against_loop(what, run, measured, loop, against):
+        """Per N: the measured time and the loop's time as a share of it."""
+        for n in sizes:
+            v = {t: (_get(run, measured + tail(n, t)), 100 * _get(run, loop + tail(n, t)) / _get(run, measured + tail(n, t)))
+                 for t in THREADS}
+            out.append(Line(what, kib(n), v, "ms", f"% of `{loop}` ({against})", f"≥ {GOAL_FLOOR_PCT:.0f} %"))
+
+    against_loop("`sa_attend` dense", attend, "attend_dense", "walkbw", "same token-major rows, same order")
     for n in sizes:
         v, s = {}, {}
         for t in THREADS:
@@ -98,20 +100,10 @@ def lines(attend, bounds, select, sizes, step_sizes, graph_sizes, prefill_kinds)
         out.append(Line("decode step: page select + sparse attend", kib(n), v, "ms",
                         "dense / step (× faster than dense)", f"≥ {goal:.0f}×" if goal else ""))
         out.append(Line("page select alone", kib(n), s, "ms", "", ""))
-    for n in sizes:
-        v = {}
-        for t in THREADS:
-            a, g = _get(attend, "attend_sparse" + tail(n, t)), _get(attend, "gatherbw" + tail(n, t))
-            v[t] = (a, 100 * g / a)
-        out.append(Line("sparse attend alone (2048 random rows per KV head)", kib(n), v, "ms",
-                        "% of `gatherbw` (the same rows)", f"≥ {GOAL_FLOOR_PCT:.0f} %"))
-    for n in sizes:
-        v = {}
-        for t in THREADS:
-            s, r = _get(bounds, "bounds_scan" + tail(n, t)), _get(bounds, "bounds_read" + tail(n, t))
-            v[t] = (s, 100 * r / s)
-        out.append(Line("page bound scan (H_kv × N/16 rows of 2D f16)", kib(n), v, "ms",
-                        "% of `bounds_read` (the same bytes)", f"≥ {GOAL_FLOOR_PCT:.0f} %"))
+    against_loop("sparse attend alone (2048 random rows per KV head)", attend, "attend_sparse", "gatherbw",
+                 "the same rows")
+    against_loop("page bound scan (H_kv × N/16 rows of 2D f16)", bounds, "bounds_scan", "bounds_read",
+                 "the same bytes")
     for n in step_sizes:
         for label, name in (("exact step (select + attend)", "decode_step"),
                             ("LSH step (select + attend)", "decode_step_lsh")):

@@ -31,7 +31,7 @@ def floor(lines, subtitle, path):
         ax.grid(axis="y", alpha=0.3)
 
     pct = [ln for ln in lines if "%" in ln.against]
-    bars(axes[0], pct, [f"{ln.what.split(' (')[0]} {ln.n}" for ln in pct], 80)
+    bars(axes[0], pct, [f"{ln.what.split(' (')[0].replace('`', '')} {ln.n}" for ln in pct], 80)
     axes[0].set_title("% of a loop reading the same bytes (goal 80 %)", fontsize=9)
     steps = [ln for ln in lines if ln.what.startswith("decode step")]
     bars(axes[1], steps, [f"page step {ln.n}" for ln in steps])
@@ -42,7 +42,8 @@ def floor(lines, subtitle, path):
     axes[1].set_yscale("log")
     axes[1].set_title("dense / page step (× faster; goals dashed)", fontsize=9)
     prefill = [ln for ln in lines if ln.what.startswith("prefill")]
-    bars(axes[2], prefill, [ln.what.split(", ")[1].split(" (")[0] for ln in prefill], unit="ms")
+    bars(axes[2], prefill, [ln.what.split(", ")[1].split(" (")[0].replace(" of the baseline build", " (baseline)")
+                            for ln in prefill], unit="ms")
     axes[2].set_yscale("log")
     axes[2].set_title("prefill selection, 4096 q × 4096 keys (ms)", fontsize=9)
     handles, labels = axes[0].get_legend_handles_labels()
