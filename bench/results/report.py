@@ -39,6 +39,20 @@ def header(meta):
     ])
 
 
+def quality_table(rows):
+    kinds = list(dict.fromkeys(r["kind"] for r in rows))
+    ordered = sorted(rows, key=lambda r: (kinds.index(r["kind"]), r["k"]))
+    body = []
+    for r in ordered:
+        if r["status"] != "ok":
+            body.append([r["kind"], str(int(r["k"])), r["status"], "", "", ""])
+            continue
+        body.append([r["kind"], str(int(r["k"])), num(r["mass"], 3),
+                     f"{r['mass_minus_exact']:+.3f}", num(r["recall"], 3), num(r["rel_err"], 3)])
+    return table(["kind", "K", "attention mass", "mass − exact", "recall@K vs exact",
+                  "output rel. error"], body, left=1)
+
+
 def floor_table(lines):
     head = ["measurement", "N", "1 thread", "ratio", "2 threads", "ratio", "ratio is", "goal"]
     body = []

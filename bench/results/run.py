@@ -86,6 +86,11 @@ def main():
         bench / "quality_report", "tests/data", (64, 128), m["queries"], m["repeat"]))
     load_after = machine.load()
 
+    (out / "raw" / "bench_attend.json").write_text(attend.raw)
+    (out / "raw" / "bench_bounds.json").write_text(bounds.raw)
+    (out / "raw" / "bench_select.json").write_text(select.raw)
+    (out / "raw" / "bench_select_prefill.json").write_text(prefill.raw)
+    (out / "raw" / "quality_report.tsv").write_text(qual.raw)
     select.results.update(prefill.results)
     if args.baseline_lib:
         env = {**os.environ, "LD_LIBRARY_PATH": str(Path(args.baseline_lib).resolve())}
@@ -109,11 +114,6 @@ def main():
     print(text)
 
     (out / "RESULTS.md").write_text(text)
-    (out / "raw" / "bench_attend.json").write_text(attend.raw)
-    (out / "raw" / "bench_bounds.json").write_text(bounds.raw)
-    (out / "raw" / "bench_select.json").write_text(select.raw)
-    (out / "raw" / "bench_select_prefill.json").write_text(prefill.raw)
-    (out / "raw" / "quality_report.tsv").write_text(qual.raw)
     b, a = load_before, load_after
     subtitle = (f"{meta['cpu']}, {meta['isa']}, load {b[0]:.1f} → {a[0]:.1f}, "
                 f"{meta['date']}")
