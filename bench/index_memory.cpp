@@ -133,7 +133,7 @@ Measure measure(sa_context *ctx, sa_index_options o, bool borrow, int64_t n, sa_
   sa_index *empty = nullptr, *ix = nullptr;
   o.capacity = 0;
   check(sa_index_create(ctx, &o, &empty), "sa_index_create");
-  const size_t base = empty->selector->memory_bytes();
+  const size_t base = empty->cpu_selector()->memory_bytes();
   sa_index_destroy(&empty);
   std::vector<int32_t> idx(size_t(kHkv) * (64 + 64 + 4));
   sa_tensor out = tensor3(idx.data(), SA_DTYPE_I32, 1, kHkv, 64 + 64 + 4);
@@ -144,7 +144,7 @@ Measure measure(sa_context *ctx, sa_index_options o, bool borrow, int64_t n, sa_
   check(sa_index_create(ctx, &o, &ix), "sa_index_create");
   check(sa_index_append(ix, &keys), "sa_index_append");
   check(sa_select(ix, &q, &so, &out), "sa_select");
-  const size_t bytes = ix->selector->memory_bytes();
+  const size_t bytes = ix->cpu_selector()->memory_bytes();
   Measure m;
   m.heap_per_key = (double(heap_in_use()) - double(heap0) - double(base)) / double(n);
   m.per_key = (double(bytes) - double(base)) / double(n);

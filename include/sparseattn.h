@@ -440,6 +440,11 @@ SA_API sa_status sa_index_append(sa_index *ix, const sa_tensor *keys);
  * gets a smaller one. A slot sa_cache_evict freed (-1 in the host's positions)
  * keeps its old key and position here until the host refills it; sa_attend
  * skips it through key_positions. Exclusive access.
+ * Device indexes (see sa_select): keys are CUDA tensors on the index's device;
+ * slots and positions stay host arrays (checked like the CPU's). Exact
+ * indexes only (a page index returns SA_ERR_UNSUPPORTED). The refill is
+ * enqueued on the index's stream, like appends; slots and positions may be
+ * reused when the call returns.
  *
  * A refused argument leaves the index as it was. When sa_index_append,
  * sa_index_update or sa_index_truncate fails while changing the index
@@ -545,8 +550,11 @@ SA_API sa_select_options sa_select_options_default(void);
  * device; queries and indices must then be CUDA tensors on that device.
  * They support the exact and page selectors (page with refine = 0), top_k,
  * window, sinks and default query positions; mass_target, per_query_head,
- * query_positions and segments return SA_ERR_UNSUPPORTED, as does
- * sa_index_update. */
+ * query_positions and segments return SA_ERR_UNSUPPORTED. After
+ * sa_index_update (exact indexes) the device keeps each slot's position and
+ * applies the visibility, sink and window rules to them as the CPU does; with
+ * repeated positions that overflow width, the lowest slots are kept (the CPU
+ * keeps the window's first). */
 SA_API sa_status sa_select(sa_index *ix, const sa_tensor *queries,
                            const sa_select_options *opt, sa_tensor *indices);
 
@@ -571,10 +579,11 @@ typedef struct sa_attend_options {
     /* Accumulated attention per key row (H2O-style scores for sa_cache_evict),
      * or NULL (default): off. F32, either [H_kv, n_kv] (per KV head, summed
      * over the head's query group) or [n_kv] (summed over all heads), any
-     * strides, CPU. Each call first multiplies the whole buffer by mass_decay,
-     * then adds the softmax probability every key row received, summed over the
-     * call's queries (a row listed twice in one index list adds twice). The
-     * sums do not depend on the thread count. Written only on success. */
+     * strides, CPU (a CUDA tensor with CUDA tensors). Each call first
+     * multiplies the whole buffer by mass_decay, then adds the softmax
+     * probability every key row received, summed over the call's queries (a
+     * row listed twice in one index list adds twice). The sums do not depend
+     * on the thread count. Written only on success. */
     sa_tensor *slot_mass;
     /* In [0, 1]; default 0.99 (a horizon of about 100 steps), 1: plain sum, 0: this
      * call's mass only. With the plain sum old tokens keep what they gathered over
@@ -601,7 +610,10 @@ SA_API sa_attend_options sa_attend_options_default(void);
  * as concurrent calls do not share an opt->slot_mass buffer.
  * CUDA tensors (all on one device): K/V F16 or BF16, the head dimension
  * contiguous with 16-byte aligned rows and D in {64, 128, 256}; causal only
- * with the default positions (query_positions and key_positions NULL); no slot_mass;
+ * with the default positions (query_positions and key_positions NULL);
+ * opt->slot_mass a CUDA tensor on that device (decayed and added to on the
+ * call's stream; with index lists the additions are atomic, so the sums may
+ * differ in the last bits from run to run, and from the CPU's result);
  * key_positions holding an empty slot (-1) are refused (leave it out of indices).
  * Index entries outside [0, n_kv) are skipped like -1 (the core cannot read
  * them to refuse them). Other requests: SA_ERR_UNSUPPORTED. */
@@ -741,6 +753,10 @@ SA_API sa_evict_options sa_evict_options_default(void);
  *   first; equal scores: the older position first, then the lower slot. Never
  *   a sink or a window position. *n_freed is the count; nothing is written
  *   past it. The result does not depend on the context's threads.
+ * scores, positions and freed may each be CPU or CUDA tensors (of one device):
+ *   CUDA ones are copied to the host through the plugin, after the work queued
+ *   on the context's stream (the call waits for it), the policy runs on the
+ *   CPU, and freed is written before the call returns (*n_freed is host memory).
  * Fails with SA_ERR_INVALID_ARGUMENT when budget < sinks + window + incoming
  * (a full cache could not free a slot), when the protected slots still exceed
  * the budget (repeated positions), for a NaN score or a position < -1;

@@ -73,10 +73,18 @@ typedef struct sa_plugin_attend_args {
      * per-call buffers per (owner, stream) and frees them in release(owner);
      * NULL (or a shorter struct): buffers kept for the life of the process. */
     const void *owner;
+    /* Appended, read by plugins whose table holds index_update (the core sends
+     * a slot_mass only to those): sa_attend_options.slot_mass, F32 [H_kv, n_kv]
+     * or [n_kv] on the device, or NULL; and its mass_decay in [0, 1]. The
+     * plugin multiplies the buffer by mass_decay (0: clears it), then adds the
+     * probability every key row received, as sa_attend documents. */
+    sa_tensor *slot_mass;
+    float mass_decay;
 } sa_plugin_attend_args;
 
 /* An index on the plugin's device: slots hold keys [H_kv, D] in `dtype`;
- * slot s holds token position s (appends only). */
+ * slot s holds token position s until index_update gives slots other
+ * positions; appends then continue from the next_position it was given. */
 typedef struct sa_plugin_index_args {
     size_t struct_size;
     sa_selector_kind kind;
@@ -105,6 +113,21 @@ typedef struct sa_plugin_select_args {
     void *stream;
     const void *owner;      /* appended: as in sa_plugin_attend_args */
 } sa_plugin_select_args;
+
+/* sa_index_update on a device index: refills n slots with keys [n, H_kv, D]
+ * (on the index's device) at token positions. slots and positions are host
+ * arrays the core checked (slots distinct and < the index's size, positions
+ * in [0, SA_MAX_POSITION]); next_position is the position the next appended
+ * key takes (the index's largest position + 1 after the update). The work
+ * is enqueued on the index's stream; the host arrays may be reused on return. */
+typedef struct sa_plugin_update_args {
+    size_t struct_size;
+    const int32_t *slots;
+    int64_t n;
+    const sa_tensor *keys;
+    const int64_t *positions;
+    int64_t next_position;
+} sa_plugin_update_args;
 
 /* What a pointer addresses (sa_plugin_api.memory_info). */
 typedef enum sa_plugin_memory_kind {
@@ -152,6 +175,14 @@ typedef struct sa_plugin_api {
      * owner (the buffers of calls made with it), after the work queued on
      * the device is done. The core calls it from sa_context_destroy. */
     void (*release)(const void *owner);
+    /* Appended (eviction on the device); optional: without it the core refuses
+     * sa_index_update on device indexes and slot_mass with device tensors.
+     * Refills slots of a device index (sa_plugin_update_args). */
+    sa_status (*index_update)(sa_plugin_index *ix, const sa_plugin_update_args *args);
+    /* Appended; optional: without it the core refuses sa_cache_evict on device
+     * tensors. Copies `bytes` from src to dst (each host or device memory)
+     * after the work queued on stream, and returns once the copy is done. */
+    sa_status (*copy)(void *dst, const void *src, size_t bytes, void *stream);
 } sa_plugin_api;
 
 /* The entry point. abi_version: the version the core speaks. out->struct_size

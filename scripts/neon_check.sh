@@ -9,6 +9,6 @@ bash scripts/install-deps.sh g++-aarch64-linux-gnu qemu-user
 mkdir -p build-neon
 aarch64-linux-gnu-g++ -std=c++17 -O2 -static -DSA_HAVE_NEON_KERNELS -Iinclude -Isrc \
   tests/checkasm/*.cpp \
-  src/attend/kernels_neon.cpp src/attend/kernels_scalar.cpp src/attend/kernel_table.cpp \
+  src/kernels/kernels_neon.cpp src/kernels/kernels_scalar.cpp src/kernels/kernel_table.cpp \
   -o build-neon/checkasm
 qemu-aarch64 build-neon/checkasm "$@"

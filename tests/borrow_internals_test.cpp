@@ -72,7 +72,7 @@ Tensor select_paged(bt::Pair &p, bt::Query &x, const sa::HostKeys &keys) {
     req.mass_target = x.so.mass_target;
     req.scale = 1.f / std::sqrt(float(bt::kD));
     req.host_keys = &keys;
-    ix.selector->select(*ix.ctx, req);
+    ix.cpu_selector()->select(*ix.ctx, req);
   } catch (const sa::Error &e) {
     ADD_FAILURE() << sa_status_name(e.status) << ": " << e.message;
   }
@@ -110,7 +110,7 @@ TEST(BorrowedMemory, DropsTheCopyOfTheKeys) {
     p.append(sat::random_tensor(rng, SA_DTYPE_F16, {n, bt::kHkv, bt::kD}));
     Tensor q = sat::random_tensor(rng, SA_DTYPE_F32, {1, bt::kHq, bt::kD});
     p.select_borrowed(q, sat::select_options(16, 8, 2), bt::kHkv, 26);  // deferred work done
-    const size_t owned = p.owned->selector->memory_bytes(), borrowed = p.borrowed->selector->memory_bytes();
+    const size_t owned = p.owned->cpu_selector()->memory_bytes(), borrowed = p.borrowed->cpu_selector()->memory_bytes();
     const size_t copy = size_t(n * bt::kHkv * bt::kD * 2);
     if (kind.name == "indexer") {
       EXPECT_EQ(borrowed, owned) << kind.name;

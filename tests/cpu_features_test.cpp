@@ -1,4 +1,4 @@
-// cpu_best_isa() (CPUID + XGETBV, src/attend/kernel_table.cpp) against the kernel's own view of
+// cpu_best_isa() (CPUID + XGETBV, src/kernels/kernel_table.cpp) against the kernel's own view of
 // the CPU: the flags line of /proc/cpuinfo, which lists a feature only when the CPU has it and
 // the kernel enabled its register state.
 #include <gtest/gtest.h>
@@ -8,7 +8,7 @@
 #include <sstream>
 #include <string>
 
-#include "attend/kernels.hpp"
+#include "kernels/kernels.hpp"
 
 namespace {
 

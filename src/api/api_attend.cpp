@@ -71,13 +71,13 @@ void view_indices(const sa_tensor *indices, AttendProblem &p, TensorView &v, Dev
 }
 
 // opt->slot_mass [H_kv, n_kv] or [n_kv] over the key rows (physical slots of a paged cache).
-void view_slot_mass(const sa_attend_options &o, AttendProblem &p, TensorView &mass_view) {
+void view_slot_mass(const sa_attend_options &o, AttendProblem &p, TensorView &mass_view, Device dev) {
   if (!o.slot_mass) return;
   const int64_t H_kv = p.k.shape[1], n_kv = p.k.shape[0];
   const int rank = o.slot_mass->rank;
   if (rank != 1 && rank != 2)
     fail(SA_ERR_SHAPE, "opt->slot_mass has rank %d, expected 2 ([H_kv, n_kv]) or 1 ([n_kv])", int(rank));
-  mass_view = view_tensor(o.slot_mass, "opt->slot_mass", rank, {SA_DTYPE_F32});
+  mass_view = view_tensor(o.slot_mass, "opt->slot_mass", rank, {SA_DTYPE_F32}, dev);
   if (rank == 2) expect_dim(mass_view, "opt->slot_mass", 0, H_kv, "the KV heads");
   expect_dim(mass_view, "opt->slot_mass", rank - 1, n_kv, "the key rows (slots)");
   expect_distinct_elements(mass_view, "opt->slot_mass");
@@ -121,13 +121,14 @@ SA_API sa_status sa_attend(sa_context *ctx, const sa_tensor *q, const sa_tensor 
     p.causal = o.causal != 0;
     p.query_positions = o.query_positions;
     p.key_positions = o.key_positions;
-    view_slot_mass(o, p, mass_view);
+    view_slot_mass(o, p, mass_view, dev);
     if (p.q.shape[0] == 0 && !p.slot_mass) return;
     if (!plugin) {
       attend(*ctx, p);
       return;
     }
-    if (p.slot_mass) fail(SA_ERR_UNSUPPORTED, "opt->slot_mass is not supported with CUDA tensors");
+    if (p.slot_mass && !plugin->api.index_update)
+      fail(SA_ERR_UNSUPPORTED, "the CUDA plugin '%s' predates opt->slot_mass with CUDA tensors", plugin->path.c_str());
     if (p.causal && (o.query_positions || o.key_positions))
       fail(SA_ERR_UNSUPPORTED, "opt->query_positions and opt->key_positions are host arrays; with CUDA tensors causal "
                                "attention takes the default positions only (set both to NULL)");
@@ -138,6 +139,7 @@ SA_API sa_status sa_attend(sa_context *ctx, const sa_tensor *q, const sa_tensor 
              "row: leave empty slots out of indices (or attend on the CPU)", (long long)r);
     sa_tensor tq = describe(p.q), tk = describe(p.k), tv = describe(p.v), tout = describe(p.out);
     sa_tensor tidx = indices ? describe(idx_view) : sa_tensor{}, tlse = lse ? describe(lse_view) : sa_tensor{};
+    sa_tensor tmass = p.slot_mass ? describe(mass_view) : sa_tensor{};
     sa_plugin_attend_args a{};
     a.struct_size = sizeof a;
     a.q = &tq;
@@ -151,6 +153,8 @@ SA_API sa_status sa_attend(sa_context *ctx, const sa_tensor *q, const sa_tensor 
     a.scale = p.scale;
     a.stream = call_stream(*ctx, o.cuda_stream);
     a.owner = ctx;  // its buffers go with it (sa_context_destroy)
+    a.slot_mass = p.slot_mass ? &tmass : nullptr;
+    a.mass_decay = p.mass_decay;
     check_plugin(*plugin, plugin->api.attend(&a), "CUDA attention");
   });
 }
@@ -182,7 +186,7 @@ SA_API sa_status sa_attend_paged(sa_context *ctx, const sa_tensor *q, const sa_t
         positions[size_t(i)] = o.query_positions ? o.query_positions[i] : cache.lens[size_t(b)] - n_b + (i - starts[size_t(b)]);
     p.query_positions = positions.data();
     p.key_positions = cache.slot_positions;
-    view_slot_mass(o, p, mass_view);
+    view_slot_mass(o, p, mass_view, Device{});
 
     // Dense: each sequence's slots in token order, one list its queries share; without slot
     // positions a causal query reads the prefix up to its own position.

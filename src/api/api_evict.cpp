@@ -1,11 +1,40 @@
-// sa_cache_evict: validate, choose, write the freed slots.
+// sa_cache_evict: validate, choose, write the freed slots. Tensors on a CUDA device are copied
+// to the host through the plugin, and the CPU policy runs there (one policy, one owner:
+// cache/evict.cpp); the freed slots go back to the device the same way.
 #include <algorithm>
+#include <vector>
 
 #include "cache/evict.hpp"
 #include "core/context.hpp"
+#include "core/plugin_loader.hpp"
 #include "core/error.hpp"
 #include "core/positions.hpp"
 #include "core/tensor_view.hpp"
+
+namespace {
+
+using namespace sa;
+
+// The device a tensor of this call lives on: its own CUDA device (dev, the call's) or the CPU.
+Device device_of(const sa_tensor *t, Device dev) {
+  return t && enum_value(t->device) == SA_DEVICE_CUDA ? dev : Device{};
+}
+
+// A tensor's elements in host memory: a CPU view as it is; a CUDA one copied (the span its
+// strides cover, after the work queued on stream) into buf and viewed there.
+TensorView on_host(const TensorView &v, const Plugin *plugin, void *stream, std::vector<char> &buf) {
+  if (v.device != SA_DEVICE_CUDA || v.numel == 0) return v;
+  int64_t span = 1;
+  for (int d = 0; d < v.rank; ++d) span += (v.shape[d] - 1) * v.stride[d];
+  buf.resize(size_t(span) * dtype_size(v.dtype));
+  check_plugin(*plugin, plugin->api.copy(buf.data(), v.data, buf.size(), stream), "copying a CUDA tensor to the host");
+  TensorView h = v;
+  h.data = buf.data();
+  h.device = SA_DEVICE_CPU;
+  return h;
+}
+
+}  // namespace
 
 extern "C" {
 
@@ -43,9 +72,18 @@ SA_API sa_status sa_cache_evict(sa_context *ctx, const sa_evict_options *opt, co
            "the incoming tokens must fit",
            (long long)o.budget, int(o.sinks), int(o.window), (long long)o.incoming, (long long)floor);
 
-    TensorView pos = view_tensor(positions, "positions", 1, {SA_DTYPE_I64});
+    const Device dev = first_cuda_device({scores, positions, freed});
+    const Plugin *plugin = dev.type == SA_DEVICE_CUDA ? &context_plugin(*ctx, dev.id) : nullptr;
+    if (plugin && !plugin->api.copy)
+      fail(SA_ERR_UNSUPPORTED, "the CUDA plugin '%s' predates sa_cache_evict on CUDA tensors", plugin->path.c_str());
+    void *stream = call_stream(*ctx, nullptr);
+    std::vector<char> pos_buf, score_buf;
+    TensorView pos = view_tensor(positions, "positions", 1, {SA_DTYPE_I64}, device_of(positions, dev));
     if (!scores) fail(SA_ERR_NULL_POINTER, "scores is NULL");
-    TensorView sc = view_tensor(scores, "scores", scores->rank == 2 ? 2 : 1, {SA_DTYPE_F32});
+    TensorView sc = view_tensor(scores, "scores", scores->rank == 2 ? 2 : 1, {SA_DTYPE_F32}, device_of(scores, dev));
+    TensorView fr = view_tensor(freed, "freed", 1, {SA_DTYPE_I32}, device_of(freed, dev));
+    pos = on_host(pos, plugin, stream, pos_buf);
+    sc = on_host(sc, plugin, stream, score_buf);
     EvictRequest req;
     req.n = pos.shape[0];
     if (req.n > INT32_MAX) fail(SA_ERR_OVERFLOW, "positions has %lld slots; slots are int32", (long long)req.n);
@@ -67,12 +105,19 @@ SA_API sa_status sa_cache_evict(sa_context *ctx, const sa_evict_options *opt, co
     req.mean = o.score_mean != 0;
     req.decay = o.mass_decay;
     req.row_max = o.head_max != 0;
-    TensorView fr = view_tensor(freed, "freed", 1, {SA_DTYPE_I32});
 
     std::vector<int32_t> chosen = choose_evictions(req);
     if (int64_t(chosen.size()) > fr.shape[0])
       fail(SA_ERR_SHAPE, "freed holds %lld slots, %lld are needed", (long long)fr.shape[0], (long long)chosen.size());
-    for (size_t i = 0; i < chosen.size(); ++i) fr.ptr<int32_t>()[int64_t(i) * fr.stride[0]] = chosen[i];
+    if (fr.device == SA_DEVICE_CUDA && fr.stride[0] == 1 && !chosen.empty())
+      check_plugin(*plugin, plugin->api.copy(fr.data, chosen.data(), chosen.size() * sizeof(int32_t), stream),
+                   "copying the freed slots to the device");
+    else if (fr.device == SA_DEVICE_CUDA)
+      for (size_t i = 0; i < chosen.size(); ++i)
+        check_plugin(*plugin, plugin->api.copy(fr.ptr<int32_t>() + int64_t(i) * fr.stride[0], &chosen[i],
+                                               sizeof(int32_t), stream), "copying the freed slots to the device");
+    else
+      for (size_t i = 0; i < chosen.size(); ++i) fr.ptr<int32_t>()[int64_t(i) * fr.stride[0]] = chosen[i];
     *n_freed = int64_t(chosen.size());
   });
 }

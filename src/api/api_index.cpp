@@ -17,14 +17,21 @@ namespace {
 using namespace sa;
 
 TensorView view_keys(const sa_index &ix, const sa_tensor *keys) {
-  const Device dev = ix.on_device() ? Device{SA_DEVICE_CUDA, ix.device_id} : Device{};
-  TensorView k = view_tensor(keys, "keys", 3, {SA_DTYPE_F32, SA_DTYPE_F16, SA_DTYPE_BF16}, dev);
+  TensorView k = view_tensor(keys, "keys", 3, {SA_DTYPE_F32, SA_DTYPE_F16, SA_DTYPE_BF16}, ix.backend->device());
   expect_dim(k, "keys", 1, ix.opt.num_kv_heads, "the index's num_kv_heads");
   expect_dim(k, "keys", 2, ix.opt.head_dim, "the index's head_dim");
   return k;
 }
 
-// Runs a change of ix's selector. A failure other than a refused argument may leave part of
+// The caller's options, defaults filled in, checked once for every backend.
+sa_index_options read_index_options(const sa_index_options *opt) {
+  const sa_index_options o = read_options(opt, sa_index_options_default(),
+                                          offsetof(sa_index_options, learned) + offsetof(sa_learned_options, rescore), "opt");
+  check_index_options(o);
+  return o;
+}
+
+// Runs a change of ix's backend. A failure other than a refused argument may leave part of
 // the change behind, so it marks the index unusable before it is reported.
 template <class F>
 void changing(sa_index &ix, const char *function, F &&change) {
@@ -69,25 +76,11 @@ SA_API sa_status sa_index_create(sa_context *ctx, const sa_index_options *opt, s
     if (!ctx) fail(SA_ERR_NULL_POINTER, "ctx is NULL");
     if (!opt) fail(SA_ERR_NULL_POINTER, "opt is NULL (initialise one with SA_INDEX_OPTIONS_INIT)");
     if (!out) fail(SA_ERR_NULL_POINTER, "out is NULL");
-    sa_index_options o = read_options(opt, sa_index_options_default(),
-                                      offsetof(sa_index_options, learned) + offsetof(sa_learned_options, rescore), "opt");
-    if (o.num_kv_heads < 1) fail(SA_ERR_INVALID_ARGUMENT, "opt->num_kv_heads is %d, expected >= 1", int(o.num_kv_heads));
-    if (o.head_dim < 1) fail(SA_ERR_INVALID_ARGUMENT, "opt->head_dim is %d, expected >= 1", int(o.head_dim));
-    const int dtype = enum_value(o.dtype);
-    if (dtype != SA_DTYPE_F32 && dtype != SA_DTYPE_F16 && dtype != SA_DTYPE_BF16)
-      fail(SA_ERR_DTYPE, "opt->dtype is %d; the index stores keys as f32 (%d), f16 (%d) or bf16 (%d)", dtype,
-           int(SA_DTYPE_F32), int(SA_DTYPE_F16), int(SA_DTYPE_BF16));
-    if (o.capacity < 0) fail(SA_ERR_INVALID_ARGUMENT, "opt->capacity is %lld, expected >= 0", (long long)o.capacity);
-    if (o.capacity > INT32_MAX) fail(SA_ERR_OVERFLOW, "opt->capacity %lld exceeds the int32 slot range", (long long)o.capacity);
-    if (enum_value(o.kind) == SA_SELECTOR_PAGE && o.page.page_size < 1)
-      fail(SA_ERR_INVALID_ARGUMENT, "opt->page.page_size is %d, expected >= 1", int(o.page.page_size));
+    const sa_index_options o = read_index_options(opt);
     auto ix = std::make_unique<sa_index>();
     ix->ctx = ctx;
     ix->opt = o;
-    if (ctx->device == SA_DEVICE_CUDA)
-      move_index_to_device(*ix, ctx->device_id);
-    else
-      ix->selector = make_selector(o, *ctx);
+    ix->backend = ctx->device == SA_DEVICE_CUDA ? make_device_backend(o, *ctx, ctx->device_id) : make_cpu_backend(o, *ctx);
     *out = ix.release();
   });
 }
@@ -102,27 +95,20 @@ SA_API sa_status sa_index_append(sa_index *ix, const sa_tensor *keys) {
   return guarded("sa_index_append", [&] {
     if (!ix) fail(SA_ERR_NULL_POINTER, "ix is NULL");
     expect_usable(*ix);
-    // An empty CPU index whose first keys are on a CUDA device moves there.
+    // An empty CPU index whose first keys are on a CUDA device moves there, once.
     const Device dev = first_cuda_device({keys});
-    if (dev.type == SA_DEVICE_CUDA && !ix->on_device() && ix->size() == 0) {
+    if (dev.type == SA_DEVICE_CUDA && ix->backend->device().type != SA_DEVICE_CUDA && ix->size() == 0) {
       view_tensor(keys, "keys", 3, {SA_DTYPE_F32, SA_DTYPE_F16, SA_DTYPE_BF16}, dev);  // validate before moving
-      move_index_to_device(*ix, dev.id);
+      ix->backend = make_device_backend(ix->opt, *ix->ctx, dev.id);
     }
     TensorView k = view_keys(*ix, keys);
     if (ix->max_position() > SA_MAX_POSITION - k.shape[0])
       fail(SA_ERR_OVERFLOW, "appending %lld keys after position %lld passes SA_MAX_POSITION (2^62)", (long long)k.shape[0],
            (long long)ix->max_position());
-    if (!ix->on_device()) {
-      changing(*ix, "sa_index_append", [&] { ix->selector->append(k); });
-      return;
-    }
-    if (ix->device_size + k.shape[0] > INT32_MAX)
+    if (ix->size() + k.shape[0] > INT32_MAX)
       fail(SA_ERR_OVERFLOW, "appending %lld keys to %lld slots exceeds the int32 slot range", (long long)k.shape[0],
-           (long long)ix->device_size);
-    if (k.shape[0] == 0) return;
-    const sa_tensor t = describe(k);
-    check_plugin(*ix->plugin, ix->plugin->api.index_append(ix->device_index, &t), "CUDA index append");
-    ix->device_size += k.shape[0];
+           (long long)ix->size());
+    changing(*ix, "sa_index_append", [&] { ix->backend->append(k); });
   });
 }
 
@@ -131,25 +117,31 @@ SA_API sa_status sa_index_update(sa_index *ix, const int32_t *slots, int64_t n, 
   return guarded("sa_index_update", [&] {
     if (!ix) fail(SA_ERR_NULL_POINTER, "ix is NULL");
     expect_usable(*ix);
-    if (ix->on_device())
-      fail(SA_ERR_UNSUPPORTED, "ix lives on CUDA device %d, where slots are only appended", int(ix->device_id));
     if (n < 0) fail(SA_ERR_INVALID_ARGUMENT, "n is %lld, expected >= 0", (long long)n);
     if (n > 0 && !slots) fail(SA_ERR_NULL_POINTER, "slots is NULL");
     TensorView k = view_keys(*ix, keys);
     expect_dim(k, "keys", 0, n, "n, the number of slots");
-    const int64_t size = ix->selector->size();
-    std::vector<uint8_t> seen(size_t(size), 0);
-    for (int64_t i = 0; i < n; ++i) {
+    const int64_t size = ix->size();
+    for (int64_t i = 0; i < n; ++i)
       if (slots[i] < 0 || slots[i] >= size)
         fail(SA_ERR_OUT_OF_RANGE, "slots[%lld] is %d, outside the index's %lld slots", (long long)i, int(slots[i]),
              (long long)size);
-      if (seen[size_t(slots[i])]++) fail(SA_ERR_INVALID_ARGUMENT, "slots[%lld] = %d appears twice", (long long)i, int(slots[i]));
+    // Repeats: pairwise for the few slots of a decode step (no pass over the whole index), else
+    // one mark per slot.
+    std::vector<uint8_t> seen(n <= 16 ? 0 : size_t(size), 0);
+    for (int64_t i = 0; i < n; ++i) {
+      bool repeated = false;
+      if (seen.empty())
+        for (int64_t j = 0; j < i && !repeated; ++j) repeated = slots[j] == slots[i];
+      else
+        repeated = seen[size_t(slots[i])]++ != 0;
+      if (repeated) fail(SA_ERR_INVALID_ARGUMENT, "slots[%lld] = %d appears twice", (long long)i, int(slots[i]));
     }
     if (positions) check_positions(positions, n, 1, "positions", PositionsOf::tokens);
     else if (ix->max_position() > SA_MAX_POSITION - n)  // the next positions, as an append would give
       fail(SA_ERR_OVERFLOW, "giving %lld slots the positions after %lld passes SA_MAX_POSITION (2^62)", (long long)n,
            (long long)ix->max_position());
-    changing(*ix, "sa_index_update", [&] { ix->selector->update(slots, n, k, positions); });
+    changing(*ix, "sa_index_update", [&] { ix->backend->update(slots, n, k, positions); });
   });
 }
 
@@ -157,25 +149,8 @@ SA_API sa_status sa_index_truncate(sa_index *ix, int64_t position) {
   return guarded("sa_index_truncate", [&] {
     if (!ix) fail(SA_ERR_NULL_POINTER, "ix is NULL");
     expect_usable(*ix);
-    if (ix->opt.borrow_keys)
-      fail(SA_ERR_UNSUPPORTED, "ix borrows its keys (borrow_keys); sa_index_truncate takes indexes that keep their "
-                               "own copy for now");
     if (position < 0) fail(SA_ERR_INVALID_ARGUMENT, "position is %lld, expected >= 0", (long long)position);
-    if (ix->on_device())
-      fail(SA_ERR_UNSUPPORTED, "ix lives on CUDA device %d, where indexes cannot be truncated yet", int(ix->device_id));
-    const KeyStore &slots = ix->selector->slots();
-    const int64_t keep = slots.trailing_slots_from(position);
-    if (keep < 0) {  // name a dropped slot that a kept one follows
-      const int64_t *pos = slots.positions();
-      int64_t first = 0, last = slots.size() - 1;
-      while (pos[first] < position) ++first;
-      while (pos[last] >= position) --last;
-      fail(SA_ERR_INVALID_ARGUMENT, "position %lld: slot %lld holds position %lld >= position, but slot %lld after "
-           "it holds %lld and would stay; only the index's last slots (appended drafts) can be dropped",
-           (long long)position, (long long)first, (long long)pos[first], (long long)last, (long long)pos[last]);
-    }
-    if (keep == slots.size()) return;  // nothing at or past position
-    changing(*ix, "sa_index_truncate", [&] { ix->selector->truncate(keep); });
+    changing(*ix, "sa_index_truncate", [&] { ix->backend->truncate(position); });
   });
 }
 
@@ -184,15 +159,10 @@ SA_API sa_status sa_index_clone(const sa_index *ix, sa_index **out) {
     if (!ix) fail(SA_ERR_NULL_POINTER, "ix is NULL");
     if (!out) fail(SA_ERR_NULL_POINTER, "out is NULL");
     expect_usable(*ix);
-    if (ix->opt.borrow_keys)
-      fail(SA_ERR_UNSUPPORTED, "ix borrows its keys (borrow_keys); sa_index_clone takes indexes that keep their "
-                               "own copy for now");
-    if (ix->on_device())
-      fail(SA_ERR_UNSUPPORTED, "ix lives on CUDA device %d, where indexes cannot be cloned yet", int(ix->device_id));
     auto copy = std::make_unique<sa_index>();
     copy->ctx = ix->ctx;
     copy->opt = ix->opt;
-    copy->selector = ix->selector->clone();
+    copy->backend = ix->backend->clone();
     *out = copy.release();
   });
 }

@@ -1,31 +1,145 @@
-// Moving an index to a CUDA device: the plugin creates its own index there.
+// The device backend of sa_index: an index the CUDA plugin keeps on a device. The core keeps
+// a host copy of each slot's position (8 bytes a slot): the default query positions, the
+// largest position after an update and appends' positions come from it without reading the
+// device.
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
 #include "api/index.hpp"
 #include "core/context.hpp"
 #include "core/error.hpp"
 
 namespace sa {
+namespace {
 
-void move_index_to_device(sa_index &ix, int32_t device_id) {
-  const Plugin &plugin = context_plugin(*ix.ctx, device_id);
+class DeviceIndex final : public IndexBackend {
+ public:
+  DeviceIndex(const sa_index_options &opt, const sa_context &ctx, const Plugin &plugin, sa_plugin_index *made,
+              int32_t device_id)
+      : opt_(opt), ctx_(ctx), plugin_(plugin), index_(made), device_id_(device_id) {}
+  ~DeviceIndex() override { plugin_.api.index_destroy(index_); }
+  DeviceIndex(const DeviceIndex &) = delete;
+  DeviceIndex &operator=(const DeviceIndex &) = delete;
+
+  Device device() const override { return Device{SA_DEVICE_CUDA, device_id_}; }
+  int64_t size() const override { return int64_t(positions_.size()); }
+  int64_t max_position() const override { return max_position_; }
+
+  void append(const TensorView &keys) override {
+    const int64_t n = keys.shape[0];
+    if (n == 0) return;
+    const size_t need = positions_.size() + size_t(n);  // reserved before the plugin: nothing to undo after it
+    if (positions_.capacity() < need) positions_.reserve(std::max(need, 2 * positions_.capacity()));
+    const sa_tensor t = describe(keys);
+    check_plugin(plugin_, plugin_.api.index_append(index_, &t), "CUDA index append");
+    for (int64_t s = 0; s < n; ++s) positions_.push_back(max_position_ + 1 + s);
+    max_position_ += n;
+  }
+
+  void update(const int32_t *slots, int64_t n, const TensorView &keys, const int64_t *positions) override {
+    if (!plugin_.api.index_update)
+      fail(SA_ERR_UNSUPPORTED, "the CUDA plugin '%s' predates sa_index_update on device indexes", plugin_.path.c_str());
+    if (n == 0) return;
+    std::vector<int64_t> given;  // NULL positions: the next ones, as appends would give
+    if (!positions) {
+      given.resize(size_t(n));
+      for (int64_t i = 0; i < n; ++i) given[size_t(i)] = max_position_ + 1 + i;
+      positions = given.data();
+    }
+    // The largest position afterwards; a scan of every slot only when the largest is refilled.
+    int64_t max_after = max_position_;
+    bool rescan = false;
+    for (int64_t i = 0; i < n; ++i) {
+      rescan |= positions_[size_t(slots[i])] == max_position_;
+      max_after = std::max(max_after, positions[i]);
+    }
+    std::vector<int64_t> after;
+    if (rescan) {
+      after = positions_;
+      for (int64_t i = 0; i < n; ++i) after[size_t(slots[i])] = positions[i];
+      max_after = *std::max_element(after.begin(), after.end());
+    }
+    const sa_tensor t = describe(keys);
+    sa_plugin_update_args a{};
+    a.struct_size = sizeof a;
+    a.slots = slots;
+    a.n = n;
+    a.keys = &t;
+    a.positions = positions;
+    a.next_position = max_after + 1;
+    check_plugin(plugin_, plugin_.api.index_update(index_, &a), "CUDA index update");
+    if (rescan) positions_.swap(after);
+    else
+      for (int64_t i = 0; i < n; ++i) positions_[size_t(slots[i])] = positions[i];
+    max_position_ = max_after;
+  }
+
+  void truncate(int64_t) override {
+    fail(SA_ERR_UNSUPPORTED, "ix lives on CUDA device %d, where indexes cannot be truncated yet", int(device_id_));
+  }
+
+  std::unique_ptr<IndexBackend> clone() const override {
+    fail(SA_ERR_UNSUPPORTED, "ix lives on CUDA device %d, where indexes cannot be cloned yet", int(device_id_));
+  }
+
+  void select(const SelectCall &call) const override {
+    const sa_select_options &o = call.opt;
+    if (o.mass_target > 0.f || o.per_query_head || o.query_positions || o.query_segments)
+      fail(SA_ERR_UNSUPPORTED, "ix lives on CUDA device %d, which selects without opt->mass_target, "
+           "opt->per_query_head, opt->query_positions and segments (leave them 0/NULL)", int(device_id_));
+    const int64_t n_q = call.queries.shape[0];
+    if (n_q == 0) return;
+    sa_tensor tq = describe(call.queries), tidx = describe(call.indices);
+    sa_plugin_select_args a{};
+    a.struct_size = sizeof a;
+    a.queries = &tq;
+    a.indices = &tidx;
+    a.top_k = o.top_k;
+    a.window = o.window;
+    a.sinks = o.sinks;
+    a.scale = o.scale > 0.f ? o.scale : 1.f / std::sqrt(float(opt_.head_dim));
+    a.first_query_position = max_position_ - n_q + 1;
+    a.stream = call_stream(ctx_, o.cuda_stream);
+    a.owner = &ctx_;  // its buffers go with the index's context (sa_context_destroy)
+    check_plugin(plugin_, plugin_.api.select(index_, &a), "CUDA selection");
+  }
+
+ private:
+  const sa_index_options opt_;
+  const sa_context &ctx_;
+  const Plugin &plugin_;
+  sa_plugin_index *index_;
+  const int32_t device_id_;
+  std::vector<int64_t> positions_;  // of each slot, as the plugin holds them
+  int64_t max_position_ = -1;
+};
+
+}  // namespace
+
+std::unique_ptr<IndexBackend> make_device_backend(const sa_index_options &opt, const sa_context &ctx,
+                                                  int32_t device_id) {
+  const Plugin &plugin = context_plugin(ctx, device_id);
   sa_plugin_index_args a{};
   a.struct_size = sizeof a;
-  a.kind = ix.opt.kind;
-  a.num_kv_heads = ix.opt.num_kv_heads;
-  a.head_dim = ix.opt.head_dim;
-  a.dtype = ix.opt.dtype;
-  a.capacity = ix.opt.capacity;
-  a.page_size = ix.opt.page.page_size;
-  a.refine = ix.opt.page.refine;
+  a.kind = opt.kind;
+  a.num_kv_heads = opt.num_kv_heads;
+  a.head_dim = opt.head_dim;
+  a.dtype = opt.dtype;
+  a.capacity = opt.capacity;
+  a.page_size = opt.page.page_size;
+  a.refine = opt.page.refine;
   a.device_id = device_id;
-  a.stream = ix.ctx->cuda_stream;
+  a.stream = ctx.cuda_stream;
   sa_plugin_index *made = nullptr;
   check_plugin(plugin, plugin.api.index_create(&a, &made), "CUDA index");
   if (!made) fail(SA_ERR_INTERNAL, "the CUDA plugin '%s' returned no index", plugin.path.c_str());
-  ix.plugin = &plugin;
-  ix.device_index = made;
-  ix.device_id = device_id;
-  ix.device_size = 0;
-  ix.selector.reset();
+  try {
+    return std::make_unique<DeviceIndex>(opt, ctx, plugin, made, device_id);
+  } catch (...) {
+    plugin.api.index_destroy(made);
+    throw;
+  }
 }
 
 }  // namespace sa

@@ -258,7 +258,7 @@ void attend(const sa_context &ctx, const AttendProblem &p) {
           rs.scores = &entry_scores[size_t((task.unit * max_heads + h) * width + b)];
           rs.scores_ld = width;
         }
-        ctx.kernels->attend_rows(p.k.dtype, q + h * D, run, int(D), rs, {m + h, l + h, acc + h * D});
+        ctx.kernels->of(p.k.dtype).attend_rows(q + h * D, run, int(D), rs, {m + h, l + h, acc + h * D});
         h += run;
       }
     }

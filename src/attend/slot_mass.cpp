@@ -55,8 +55,8 @@ void SlotMass::fold(const sa_context &ctx, int64_t i, int64_t kvh, int64_t h_beg
   rs.pos_limit = pos_limits_[size_t(i)];
   for (int64_t h0 = h_begin; h0 < h_end; h0 += kMaxGroup) {
     const int g = int(std::min<int64_t>(kMaxGroup, h_end - h0));
-    ctx.kernels->mass_rows(layout_.kv_dtype, &scaled_q_[size_t((i * layout_.q.shape[1] + h0) * D_)], g, int(D_), rs,
-                           &lse2_[size_t(i * layout_.q.shape[1] + h0)], out);
+    ctx.kernels->of(layout_.kv_dtype).mass_rows(&scaled_q_[size_t((i * layout_.q.shape[1] + h0) * D_)], g,
+                                                int(D_), rs, &lse2_[size_t(i * layout_.q.shape[1] + h0)], out);
   }
 }
 

@@ -3,7 +3,7 @@
 
 #include <string>
 
-#include "attend/kernels.hpp"
+#include "kernels/kernels.hpp"
 #include "core/plugin_loader.hpp"
 #include "sparseattn.h"
 

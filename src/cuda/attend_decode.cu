@@ -11,6 +11,7 @@
 #include "attend_decode.hpp"
 #include "half_vec.cuh"
 #include "plugin_state.hpp"
+#include "slot_mass.hpp"
 
 namespace sacuda {
 namespace {
@@ -39,6 +40,8 @@ struct Params {
   int out_dtype;
   float *lse;
   int64_t l_s0, l_s1;
+  int H_q;
+  bool lse_scratch;  // host side only: no lse given, but slot mass needs one (stream buffers)
   float scale_log2;
   int splits;
   int64_t chunk;
@@ -258,8 +261,9 @@ int resident_blocks(int device) {
   return cached[device];
 }
 
+// Returns p as launched (its lse: the caller's, or the stream buffer it asked for).
 template <class T, int D, int GT>
-void launch(Params p, cudaStream_t stream, int device) {
+Params launch(Params p, cudaStream_t stream, int device) {
   // One wave of blocks: the keys split so that every resident block slot of the chip has
   // work, each split at least kMinChunk keys.
   const int64_t len = p.idx ? p.width : p.n_kv;
@@ -274,14 +278,21 @@ void launch(Params p, cudaStream_t stream, int device) {
   p.splits = int(len > 0 ? (len + p.chunk - 1) / p.chunk : 1);
 
   const int64_t n_q = p.n_q;
-  if (p.splits > 1) {
-    const size_t parts = size_t(n_q) * p.units * p.splits * GT;
-    const size_t acc_bytes = parts * D * sizeof(float);
-    const StreamBuffers b = stream_buffers(p.owner, device, stream, size_t(n_q) * p.units * sizeof(unsigned),
-                                           acc_bytes + parts * 2 * sizeof(float));
+  if (p.splits > 1 || p.lse_scratch) {
+    const size_t parts = p.splits > 1 ? size_t(n_q) * p.units * p.splits * GT : 0;
+    const size_t acc_bytes = parts * D * sizeof(float), ml_bytes = parts * 2 * sizeof(float);
+    const size_t lse_bytes = p.lse_scratch ? size_t(n_q) * p.H_q * sizeof(float) : 0;
+    const StreamBuffers b = stream_buffers(p.owner, device, stream,
+                                           p.splits > 1 ? size_t(n_q) * p.units * sizeof(unsigned) : 0,
+                                           acc_bytes + ml_bytes + lse_bytes);
     p.part_acc = static_cast<float *>(b.scratch);
     p.part_ml = reinterpret_cast<float *>(static_cast<char *>(b.scratch) + acc_bytes);
     p.done = static_cast<unsigned *>(b.zeroed);
+    if (p.lse_scratch) {
+      p.lse = reinterpret_cast<float *>(static_cast<char *>(b.scratch) + acc_bytes + ml_bytes);
+      p.l_s0 = p.H_q;
+      p.l_s1 = 1;
+    }
   }
   constexpr int64_t kMaxGridZ = 65535;
   for (int64_t q0 = 0; q0 < n_q; q0 += kMaxGridZ) {
@@ -290,20 +301,21 @@ void launch(Params p, cudaStream_t stream, int device) {
     decode_kernel<T, D, GT><<<dim3(p.splits, p.units, nq), kThreads, 0, stream>>>(p);
     check_cuda(cudaGetLastError(), "decode attention launch");
   }
+  return p;
 }
 
 template <class T, int D>
-void launch_gt(const Params &p, int gt, cudaStream_t s, int dev) {
-  if (gt == 4) launch<T, D, 4>(p, s, dev);
-  else if (gt == 2) launch<T, D, 2>(p, s, dev);
-  else launch<T, D, 1>(p, s, dev);
+Params launch_gt(const Params &p, int gt, cudaStream_t s, int dev) {
+  if (gt == 4) return launch<T, D, 4>(p, s, dev);
+  if (gt == 2) return launch<T, D, 2>(p, s, dev);
+  return launch<T, D, 1>(p, s, dev);
 }
 
 template <class T>
-void launch_d(const Params &p, int D, int gt, cudaStream_t s, int dev) {
-  if (D == 64) launch_gt<T, 64>(p, gt, s, dev);
-  else if (D == 128) launch_gt<T, 128>(p, gt, s, dev);
-  else launch_gt<T, 256>(p, gt, s, dev);
+Params launch_d(const Params &p, int D, int gt, cudaStream_t s, int dev) {
+  if (D == 64) return launch_gt<T, 64>(p, gt, s, dev);
+  if (D == 128) return launch_gt<T, 128>(p, gt, s, dev);
+  return launch_gt<T, 256>(p, gt, s, dev);
 }
 
 }  // namespace
@@ -363,11 +375,15 @@ void attend(const sa_plugin_attend_args &a) {
   }
   p.scale_log2 = a.scale * kLog2e;
   p.owner = a.struct_size >= offsetof(sa_plugin_attend_args, owner) + sizeof a.owner ? a.owner : nullptr;
+  const bool mass = a.struct_size >= offsetof(sa_plugin_attend_args, mass_decay) + sizeof a.mass_decay && a.slot_mass;
+  p.H_q = int(H_q);
+  p.lse_scratch = mass && !a.lse;
 
   DeviceGuard guard(q.device_id);
   cudaStream_t stream = static_cast<cudaStream_t>(a.stream);
-  if (k.dtype == SA_DTYPE_F16) launch_d<F16>(p, int(D), gt, stream, q.device_id);
-  else launch_d<BF16>(p, int(D), gt, stream, q.device_id);
+  if (n_q > 0) p = k.dtype == SA_DTYPE_F16 ? launch_d<F16>(p, int(D), gt, stream, q.device_id)
+                                           : launch_d<BF16>(p, int(D), gt, stream, q.device_id);
+  if (mass) accumulate_slot_mass(a, p.lse, p.l_s0, p.l_s1, stream);
 }
 
 }  // namespace sacuda

@@ -1,4 +1,5 @@
-// The device index's storage: create, grow, append (with the page bounds of touched pages).
+// The device index's storage: create, grow, append (with the page bounds of touched pages),
+// update (refill slots with keys and positions).
 #include "device_index.hpp"
 #include "half_vec.cuh"
 #include "plugin_state.hpp"
@@ -18,6 +19,26 @@ __global__ void store_keys_kernel(const void *src, int src_dtype, int64_t s0, in
     const float f = load_any(src, s * s0 + h * s1 + d * s2, src_dtype);
     dst[(h * capacity + first + s) * D + d] = T::from(f);
   }
+}
+
+// Update: keys [n, H, D] -> store[h][slots[s]][d]; positions[slots[s]] = pos[s].
+template <class T>
+__global__ void refill_kernel(const void *src, int src_dtype, int64_t s0, int64_t s1, int64_t s2, int64_t n, int H,
+                              int D, const int32_t *slots, const int64_t *pos, uint16_t *dst, int64_t capacity,
+                              int64_t *positions) {
+  const int64_t total = n * H * D;
+  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < total; e += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t s = e / (int64_t(H) * D), h = (e / D) % H, d = e % D;
+    const float f = load_any(src, s * s0 + h * s1 + d * s2, src_dtype);
+    dst[(h * capacity + slots[s]) * D + d] = T::from(f);
+    if (h == 0 && d == 0) positions[slots[s]] = pos[s];
+  }
+}
+
+// positions[first + s] = start + s for s < n.
+__global__ void count_positions_kernel(int64_t *positions, int64_t first, int64_t n, int64_t start) {
+  for (int64_t s = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; s < n; s += int64_t(gridDim.x) * blockDim.x)
+    positions[first + s] = start + s;
 }
 
 // Min and max over the filled slots of pages [p0, p1) for every head and dimension.
@@ -102,6 +123,9 @@ void index_destroy(sa_plugin_index *ix) {
     cudaFree(ix->keys);
     cudaFree(ix->page_min);
     cudaFree(ix->page_max);
+    cudaFree(ix->positions);
+    cudaFree(ix->stage_slots);
+    cudaFree(ix->stage_positions);
     cudaEventDestroy(ix->appended);
   }
   cudaGetLastError();
@@ -123,6 +147,8 @@ void index_append(sa_plugin_index &ix, const sa_tensor &keys) {
       ix.page_min = regrow(ix.page_min, ix.capacity / P, cap / P, used_pages, int(H), row, ix.stream);
       ix.page_max = regrow(ix.page_max, ix.capacity / P, cap / P, used_pages, int(H), row, ix.stream);
     }
+    if (ix.positions)
+      ix.positions = static_cast<int64_t *>(regrow(ix.positions, ix.capacity, cap, ix.size, 1, sizeof(int64_t), ix.stream));
     ix.capacity = cap;
   }
   const int64_t total = n * H * D;
@@ -134,6 +160,11 @@ void index_append(sa_plugin_index &ix, const sa_tensor &keys) {
     store_keys_kernel<BF16><<<grid_for(total), 256, 0, ix.stream>>>(keys.data, keys.dtype, keys.strides[0],
         keys.strides[1], keys.strides[2], n, int(H), int(D), dst, ix.capacity, ix.size);
   check_cuda(cudaGetLastError(), "key store launch");
+  if (ix.positions) {
+    count_positions_kernel<<<grid_for(n), 256, 0, ix.stream>>>(ix.positions, ix.size, n, ix.next_position);
+    check_cuda(cudaGetLastError(), "positions launch");
+  }
+  ix.next_position += n;
   const int64_t new_size = ix.size + n;
   if (ix.kind == SA_SELECTOR_PAGE) {
     const int64_t p0 = ix.size / P, p1 = (new_size + P - 1) / P, pages = ix.capacity / P;
@@ -149,6 +180,52 @@ void index_append(sa_plugin_index &ix, const sa_tensor &keys) {
   }
   check_cuda(cudaEventRecord(ix.appended, ix.stream), "append event record");
   ix.size = new_size;
+}
+
+// Slots and positions go through staging buffers on the index's stream: a copy from pageable
+// host memory returns once the values are staged, so the caller's arrays are free afterwards.
+void index_update(sa_plugin_index &ix, const sa_plugin_update_args &a) {
+  if (ix.kind != SA_SELECTOR_EXACT)
+    fail(SA_ERR_UNSUPPORTED, "the CUDA page selector keeps the bounds of appended pages only; sa_index_update takes "
+                             "exact indexes on the device");
+  const int64_t n = a.n, H = ix.heads, D = ix.dim;
+  if (n == 0) return;
+  DeviceGuard guard(ix.device);
+  if (!ix.positions) {  // from now on positions are kept: slot s held position s so far
+    void *p = nullptr;
+    check_cuda(cudaMallocAsync(&p, size_t(ix.capacity) * sizeof(int64_t), ix.stream), "positions allocation");
+    ix.positions = static_cast<int64_t *>(p);
+    count_positions_kernel<<<grid_for(ix.size), 256, 0, ix.stream>>>(ix.positions, 0, ix.size, 0);
+    check_cuda(cudaGetLastError(), "positions launch");
+  }
+  if (ix.staged < n) {
+    void *sl = nullptr, *po = nullptr;
+    const cudaError_t e1 = cudaMallocAsync(&sl, size_t(n) * sizeof(int32_t), ix.stream);
+    const cudaError_t e2 = e1 == cudaSuccess ? cudaMallocAsync(&po, size_t(n) * sizeof(int64_t), ix.stream) : e1;
+    if (e2 != cudaSuccess && sl) cudaFreeAsync(sl, ix.stream);
+    check_cuda(e2, "update staging allocation");
+    if (ix.stage_slots) cudaFreeAsync(ix.stage_slots, ix.stream);
+    if (ix.stage_positions) cudaFreeAsync(ix.stage_positions, ix.stream);
+    ix.stage_slots = static_cast<int32_t *>(sl);
+    ix.stage_positions = static_cast<int64_t *>(po);
+    ix.staged = n;
+  }
+  check_cuda(cudaMemcpyAsync(ix.stage_slots, a.slots, size_t(n) * sizeof(int32_t), cudaMemcpyHostToDevice, ix.stream),
+             "update slots copy");
+  check_cuda(cudaMemcpyAsync(ix.stage_positions, a.positions, size_t(n) * sizeof(int64_t), cudaMemcpyHostToDevice,
+                             ix.stream), "update positions copy");
+  const sa_tensor &keys = *a.keys;
+  const int64_t total = n * H * D;
+  auto *dst = static_cast<uint16_t *>(ix.keys);
+  if (ix.dtype == SA_DTYPE_F16)
+    refill_kernel<F16><<<grid_for(total), 256, 0, ix.stream>>>(keys.data, keys.dtype, keys.strides[0], keys.strides[1],
+        keys.strides[2], n, int(H), int(D), ix.stage_slots, ix.stage_positions, dst, ix.capacity, ix.positions);
+  else
+    refill_kernel<BF16><<<grid_for(total), 256, 0, ix.stream>>>(keys.data, keys.dtype, keys.strides[0], keys.strides[1],
+        keys.strides[2], n, int(H), int(D), ix.stage_slots, ix.stage_positions, dst, ix.capacity, ix.positions);
+  check_cuda(cudaGetLastError(), "refill launch");
+  check_cuda(cudaEventRecord(ix.appended, ix.stream), "update event record");
+  ix.next_position = a.next_position;
 }
 
 }  // namespace sacuda

@@ -1,6 +1,7 @@
 // An index on a CUDA device: keys per KV head contiguous [slot][D] in f16/bf16, and for the
 // page selector each page's elementwise key min and max, all in device memory. Slot s holds
-// position s (appends only).
+// position s until the first update; from then on (exact selector only) each slot's position
+// is kept on the device too, and appends continue from next_position.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -20,6 +21,12 @@ struct sa_plugin_index {
   int64_t size = 0, capacity = 0;
   void *keys = nullptr;                      // [heads][capacity][dim]
   void *page_min = nullptr, *page_max = nullptr;  // [heads][capacity / page][dim]
+  int64_t *positions = nullptr;  // [capacity] once updated; null: slot s holds position s
+  int64_t next_position = 0;     // of the next appended key
+  // An update's slots and positions, copied from the host: [staged] each.
+  int32_t *stage_slots = nullptr;
+  int64_t *stage_positions = nullptr;
+  int64_t staged = 0;
 };
 
 namespace sacuda {
@@ -27,6 +34,7 @@ namespace sacuda {
 sa_plugin_index *index_create(const sa_plugin_index_args &a);
 void index_destroy(sa_plugin_index *ix);
 void index_append(sa_plugin_index &ix, const sa_tensor &keys);
+void index_update(sa_plugin_index &ix, const sa_plugin_update_args &a);
 void index_select(const sa_plugin_index &ix, const sa_plugin_select_args &a);
 
 }  // namespace sacuda

@@ -11,6 +11,7 @@
 #include <cub/block/block_reduce.cuh>
 #include <cub/block/block_scan.cuh>
 
+#include "core/visibility.hpp"
 #include "device_index.hpp"
 #include "half_vec.cuh"
 #include "plugin_state.hpp"
@@ -40,7 +41,19 @@ struct Common {
   int64_t first_pos;   // query i at first_pos + i
   int sinks, window;
   float scale_log2;
+  const int64_t *pos;  // position of each slot (exact, after an update); null: slot s holds s
 };
+
+// Exact selection with kept positions: whether a query at qpos sees slot r, and whether the
+// slot is then a sink or in the window: the rule of core/visibility.hpp, compiled for the
+// device (--expt-relaxed-constexpr).
+__device__ __forceinline__ bool sees_slot(const Common &c, int64_t r, int64_t qpos) {
+  return sa::sees(qpos, c.pos ? c.pos[r] : r);
+}
+__device__ __forceinline__ bool kept_slot(const Common &c, int64_t r, int64_t qpos) {
+  const int64_t p = c.pos[r];
+  return sa::sees(qpos, p) && sa::in_sinks_or_window(p, qpos, c.window, c.sinks);
+}
 
 // Floats as unsigned with the same order, 0 below them all (atomicMax on floats, zero-reset).
 __device__ __forceinline__ unsigned order_bits(float f) {
@@ -147,7 +160,8 @@ __global__ void __launch_bounds__(kThreads) row_scores_kernel(const Common c, co
       const float total = reduce_spread<L, MAXG>(dot, lane);
       // exact: invisible slots take no part in the softmax; page: pages without a candidate
       // slot are not ranked.
-      const bool live = r < n_rows && (MODE == 0 ? r <= visible_end : (r * item <= hi && (r + 1) * item - 1 >= lo && lo <= hi));
+      const bool live = r < n_rows && (MODE == 0 ? sees_slot(c, r, visible_end)
+                                                 : (r * item <= hi && (r + 1) * item - 1 >= lo && lo <= hi));
       const float sc = live ? total : -INFINITY;
       best = fmaxf(best, sc);
       if (r < n_rows && writer) out[r] = sc;
@@ -195,8 +209,10 @@ __global__ void mass_kernel(const Common c, const float *scores, const float *no
   int64_t lo, hi;
   candidate_range(c, i, lo, hi);
   const int64_t base = (int64_t(i) * c.H + h) * c.G;
+  const int64_t qpos = c.first_pos + i;
   for (int64_t r = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; r < n_rows; r += int64_t(gridDim.x) * blockDim.x) {
-    const bool cand = lo <= hi && r * item <= hi && (r + 1) * item - 1 >= lo;
+    const bool cand = c.pos ? sees_slot(c, r, qpos) && !kept_slot(c, r, qpos)
+                            : lo <= hi && r * item <= hi && (r + 1) * item - 1 >= lo;
     float m = -1.f;
     if (cand) {
       m = 0.f;
@@ -335,6 +351,50 @@ __global__ void __launch_bounds__(kTopThreads) top_items_kernel(const Common c, 
   }
   // prefix is the threshold's bits; `need` items equal to it are taken, lowest first.
 
+  if (c.pos) {  // kept positions (exact): every slot in order, kept when forced or chosen
+    int64_t before = 0, ties_before = 0;
+    for (int64_t r0 = 0; r0 < n_items; r0 += int64_t(kTopThreads) * kIpt) {
+      const int64_t first = r0 + int64_t(tid) * kIpt;
+      float v[kIpt];
+      unsigned forced = 0;
+      int ties = 0;
+#pragma unroll
+      for (int k = 0; k < kIpt; ++k) {
+        const bool in = first + k < n_items;
+        v[k] = in ? row[first + k] : -1.f;
+        if (in && kept_slot(c, first + k, pos)) forced |= 1u << k;
+        ties += v[k] >= 0.f && __float_as_uint(v[k]) == prefix;
+      }
+      int tie_rank, tie_total;
+      Scan(scan_tmp).ExclusiveSum(ties, tie_rank, tie_total);
+      __syncthreads();
+      int64_t rank = ties_before + tie_rank;
+      unsigned keep = forced;
+      int count = 0;
+#pragma unroll
+      for (int k = 0; k < kIpt; ++k) {
+        const unsigned bits = __float_as_uint(v[k]);
+        const bool tie = v[k] >= 0.f && bits == prefix;
+        if (v[k] >= 0.f && (bits > prefix || (tie && rank < need))) keep |= 1u << k;
+        rank += tie;
+        count += int(keep >> k & 1u);
+      }
+      int offset, chunk_total;
+      Scan(scan_tmp).ExclusiveSum(count, offset, chunk_total);
+      __syncthreads();
+      int64_t at = before + offset;
+      for (int k = 0; k < kIpt; ++k)
+        if (keep >> k & 1u) {
+          if (at < width) put(at, int32_t(first + k));
+          ++at;
+        }
+      ties_before += tie_total;
+      before += chunk_total;
+    }
+    for (int64_t at = (before < width ? before : width) + tid; at < width; at += kTopThreads) put(at, -1);
+    return;  // exact is never staged
+  }
+
   // Sinks first.
   int64_t written = 0;
   const int64_t sink_end = c.sinks < pos + 1 ? c.sinks : pos + 1;
@@ -470,6 +530,7 @@ void index_select(const sa_plugin_index &ix, const sa_plugin_select_args &a) {
   c.sinks = a.sinks;
   c.window = a.window;
   c.scale_log2 = a.scale * kLog2e;
+  c.pos = ix.positions;
 
   const bool page = ix.kind == SA_SELECTOR_PAGE;
   const int item = page ? ix.page : 1;

@@ -88,6 +88,19 @@ sa_status table_memory_info(const void *ptr, sa_plugin_memory_info *out) {
 
 void table_release(const void *owner) { release_owner(owner); }
 
+sa_status table_index_update(sa_plugin_index *ix, const sa_plugin_update_args *a) {
+  return guarded([&] { index_update(*ix, *a); });
+}
+
+// cudaMemcpyDefault: the driver tells host from device memory (unified addressing).
+sa_status table_copy(void *dst, const void *src, size_t bytes, void *stream) {
+  return guarded([&] {
+    cudaStream_t s = static_cast<cudaStream_t>(stream);
+    check_cuda(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, s), "cudaMemcpyAsync");
+    check_cuda(cudaStreamSynchronize(s), "cudaStreamSynchronize");
+  });
+}
+
 }  // namespace
 }  // namespace sacuda
 
@@ -109,6 +122,8 @@ extern "C" SA_PLUGIN_EXPORT sa_status sa_plugin_init(uint32_t abi_version, sa_pl
   t.stream_synchronize = sacuda::table_stream_synchronize;
   t.memory_info = sacuda::table_memory_info;
   t.release = sacuda::table_release;
+  t.index_update = sacuda::table_index_update;
+  t.copy = sacuda::table_copy;
   const size_t n = out->struct_size < sizeof t ? out->struct_size : sizeof t;
   t.struct_size = n;
   std::memcpy(out, &t, n);

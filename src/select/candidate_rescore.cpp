@@ -113,11 +113,11 @@ void load_list_queries(const SelectRequest &req, int64_t i, const SelectionList 
       out[g * D + d] = qscale * read_float(q, i * q.stride[0] + (l.q_head0 + g) * q.stride[1] + d * q.stride[2]);
 }
 
-void score_rows_grouped(const KernelTable &k, sa_dtype dtype, const float *q, int64_t q_heads, int64_t D,
+void score_rows_grouped(const RowKernels &k, const float *q, int64_t q_heads, int64_t D,
                         const void *rows, int64_t n, float *scores, int64_t ld) {
   for (int64_t g0 = 0; g0 < q_heads; g0 += kMaxGroup) {
     const int g = int(std::min<int64_t>(kMaxGroup, q_heads - g0));
-    k.score_rows(dtype, q + g0 * D, g, int(D), rows, n, scores + g0 * ld, ld);
+    k.score_rows(q + g0 * D, g, int(D), rows, n, scores + g0 * ld, ld);
   }
 }
 
@@ -166,7 +166,7 @@ void rescore_candidates(const sa_context &ctx, const KeyStore &keys, const Nativ
     if (!singles.empty()) {
       s.gathered.resize(singles.size() * rows.row_bytes());
       rows.gather(int(l.kv_head), singles.data(), int64_t(singles.size()), s.gathered.data());
-      score_rows_grouped(*ctx.kernels, rows.dtype(), s.queries.data(), l.q_heads, D, s.gathered.data(),
+      score_rows_grouped(ctx.kernels->of(rows.dtype()), s.queries.data(), l.q_heads, D, s.gathered.data(),
                          int64_t(singles.size()), s.scores.data() + s.columns.size(), n);
       s.columns.insert(s.columns.end(), singles.begin(), singles.end());
     }

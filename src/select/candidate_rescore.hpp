@@ -22,7 +22,7 @@
 #include <utility>
 #include <vector>
 
-#include "attend/kernels.hpp"
+#include "kernels/kernels.hpp"
 #include "select/key_store.hpp"
 #include "select/native_rows.hpp"
 #include "select/selection_merge.hpp"
@@ -64,7 +64,7 @@ void collect_forced(const KeyStore &keys, const SelectRequest &req, int64_t i, s
 void load_list_queries(const SelectRequest &req, int64_t i, const SelectionList &l, float *out);
 
 // scores[g * ld + j] = q_g . row_j for g < q_heads (any number: split into kernel-sized groups).
-void score_rows_grouped(const KernelTable &k, sa_dtype dtype, const float *q, int64_t q_heads, int64_t D,
+void score_rows_grouped(const RowKernels &k, const float *q, int64_t q_heads, int64_t D,
                         const void *rows, int64_t n, float *scores, int64_t ld);
 
 // mass[j] += 2^(row[j] - lse(row)) for j < n: one head's softmax probabilities over the row

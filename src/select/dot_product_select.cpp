@@ -243,7 +243,7 @@ void select_by_dot_product(const sa_context &ctx, const SelectRequest &req, cons
             for (int64_t h = 0; h < H_kv; ++h)
               std::memcpy(s.block.data() + size_t(h * kAllHeadsBlock + j) * rb, rows.row(int(h), j0 + j), rb);
           for (int64_t h = 0; h < H_kv; ++h)
-            score_rows_grouped(*ctx.kernels, rows.dtype(), &q_all[size_t(h * G * D)], G, D,
+            score_rows_grouped(ctx.kernels->of(rows.dtype()), &q_all[size_t(h * G * D)], G, D,
                                s.block.data() + size_t(h * kAllHeadsBlock) * rb, m, &scores[size_t(h * G * n + j0)], n);
         }
       });

@@ -50,7 +50,6 @@ void validate_hnsw_options(const sa_hnsw_options &o) {
 HnswSelector::HnswSelector(const sa_context &ctx, const sa_index_options &opt)
     : ctx_(ctx), keys_(opt.num_kv_heads, opt.head_dim, opt.dtype, opt.capacity, opt.borrow_keys == 0),
       ef_search_(opt.hnsw.ef_search) {
-  validate_hnsw_options(opt.hnsw);
   config_.m = opt.hnsw.m;
   config_.ef_construction = opt.hnsw.ef_construction;
   config_.ef_search = opt.hnsw.ef_search;

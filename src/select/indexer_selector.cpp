@@ -187,9 +187,9 @@ void IndexerSelector::select(const sa_context &ctx, const SelectRequest &req) co
     } else {
       for (int64_t i = i0; i < i1; ++i)
         for (int64_t j0 = 0; j0 < NI; j0 += kMaxGroup)
-          ctx.kernels->score_rows(keys_.dtype(), &s.queries[size_t(((i - i0) * NI + j0) * S)],
-                                  int(std::min<int64_t>(kMaxGroup, NI - j0)), int(S), keys_.head_rows(0), n,
-                                  &s.raw[size_t(((i - i0) * NI + j0) * n)], n);
+          ctx.kernels->of(keys_.dtype()).score_rows(&s.queries[size_t(((i - i0) * NI + j0) * S)],
+                                                    int(std::min<int64_t>(kMaxGroup, NI - j0)), int(S),
+                                                    keys_.head_rows(0), n, &s.raw[size_t(((i - i0) * NI + j0) * n)], n);
     }
     for (int64_t i = i0; i < i1; ++i) {
       std::fill(s.score.begin(), s.score.end(), 0.f);

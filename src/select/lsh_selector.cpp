@@ -195,7 +195,7 @@ void LshSelector::hash_slots(int h, const int32_t *slots, int64_t n, bool gemm, 
     }
     // proj: [key][plane] from the GEMM, [plane][key] from the score kernel.
     if (gemm) matmul_abt(x.data(), cn, t.planes.data(), R, P, proj.data(), R);
-    else score_rows_grouped(*ctx_.kernels, SA_DTYPE_F32, t.planes.data(), R, P, x.data(), cn, proj.data(), cn);
+    else score_rows_grouped(ctx_.kernels->f32, t.planes.data(), R, P, x.data(), cn, proj.data(), cn);
     const int64_t key_step = gemm ? R : 1, plane_step = gemm ? 1 : cn;
     for (int64_t j = 0; j < cn; ++j) {
       const int32_t slot = slots[c0 + j];
@@ -417,7 +417,7 @@ void LshSelector::select(const sa_context &ctx, const SelectRequest &req) const 
       load_list_queries(req, i, l, rs.queries.data());
       for (int64_t g = 0; g < l.q_heads; ++g) std::copy_n(&rs.queries[size_t(g * D)], D, &s.query[size_t(g * P)]);
       s.proj.resize(size_t(l.q_heads * R));
-      score_rows_grouped(*ctx_.kernels, SA_DTYPE_F32, s.query.data(), l.q_heads, P, t.planes.data(), R, s.proj.data(), R);
+      score_rows_grouped(ctx_.kernels->f32, s.query.data(), l.q_heads, P, t.planes.data(), R, s.proj.data(), R);
       s.margin.resize(size_t(l.q_heads * R));
       s.codes.resize(size_t(l.q_heads * rounds_));
       for (int64_t g = 0; g < l.q_heads; ++g)

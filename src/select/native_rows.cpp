@@ -72,14 +72,14 @@ void score_slot_range(const KernelTable &k, const NativeRows &rows, int h, const
   if (n <= 0) return;
   const int64_t D = rows.dim();
   if (rows.contiguous()) {
-    score_rows_grouped(k, rows.dtype(), q, q_heads, D, rows.row(h, slot0), n, scores, ld);
+    score_rows_grouped(k.of(rows.dtype()), q, q_heads, D, rows.row(h, slot0), n, scores, ld);
     return;
   }
   buf.resize(size_t(kCopyBlockRows) * rows.row_bytes());
   for (int64_t j0 = 0; j0 < n; j0 += kCopyBlockRows) {
     const int64_t m = std::min(kCopyBlockRows, n - j0);
     rows.copy_range(h, slot0 + j0, m, buf.data());
-    score_rows_grouped(k, rows.dtype(), q, q_heads, D, buf.data(), m, scores + j0, ld);
+    score_rows_grouped(k.of(rows.dtype()), q, q_heads, D, buf.data(), m, scores + j0, ld);
   }
 }
 

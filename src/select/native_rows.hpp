@@ -8,7 +8,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "attend/kernels.hpp"
+#include "kernels/kernels.hpp"
 #include "core/tensor_view.hpp"
 #include "select/host_keys.hpp"
 #include "select/key_store.hpp"

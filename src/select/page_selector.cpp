@@ -183,15 +183,15 @@ void PageSelector::select(const sa_context &ctx, const SelectRequest &req) const
             s.q_joint[size_t(g * 2 * D + d)] = rs.queries[size_t(g * D + d)];
             s.q_joint[size_t(g * 2 * D + D + d)] = std::fabs(rs.queries[size_t(g * D + d)]);
           }
-        score_rows_grouped(*ctx.kernels, keys_.dtype(), s.q_joint.data(), G, 2 * D, centres_[size_t(kv)].data(), n_pages,
+        score_rows_grouped(ctx.kernels->of(keys_.dtype()), s.q_joint.data(), G, 2 * D, centres_[size_t(kv)].data(), n_pages,
                            s.bound.data(), n_pages);
       } else {
         s.q_joint.resize(size_t(G * D));
         for (size_t e = 0; e < s.q_joint.size(); ++e) s.q_joint[e] = std::fabs(rs.queries[e]);
         s.radius_dot.resize(size_t(G * n_pages));
-        score_rows_grouped(*ctx.kernels, keys_.dtype(), rs.queries.data(), G, D, centres_[size_t(kv)].data(), n_pages,
+        score_rows_grouped(ctx.kernels->of(keys_.dtype()), rs.queries.data(), G, D, centres_[size_t(kv)].data(), n_pages,
                            s.bound.data(), n_pages);
-        score_rows_grouped(*ctx.kernels, keys_.dtype(), s.q_joint.data(), G, D, radii_[size_t(kv)].data(), n_pages,
+        score_rows_grouped(ctx.kernels->of(keys_.dtype()), s.q_joint.data(), G, D, radii_[size_t(kv)].data(), n_pages,
                            s.radius_dot.data(), n_pages);
         for (size_t e = 0; e < s.bound.size(); ++e) s.bound[e] += s.radius_dot[e];
       }

@@ -54,7 +54,7 @@ void run(const sa::KernelTable &t, sa_dtype dt, const std::vector<float> &q, int
   for (int64_t i = 0; i < r.acc.size(); ++i) r.acc[i] = start.acc[size_t(i)];
   sa::RowSet rs = set.rs;
   if (with_scores) rs.scores = r.scores.data(), rs.scores_ld = ld;
-  t.attend_rows(dt, q.data(), g, D, rs, {r.m.data(), r.l.data(), r.acc.data()});
+  t.of(dt).attend_rows(q.data(), g, D, rs, {r.m.data(), r.l.data(), r.acc.data()});
 }
 
 // Compares one head's lse2 and out. Bounds (error_bounds.hpp), per kernel, in units of u:
@@ -118,7 +118,7 @@ void bench(Checker &c, EntryReport &rep, Rng &rng, sa_dtype dt) {
   const std::vector<float> q = random_query(rng, g, D, 2.0);
   auto time = [&](const sa::KernelTable &t) {
     std::vector<float> m(g, kNegInf), l(g, 0.f), acc(size_t(g) * D, 0.f);
-    return ns_per_call([&] { t.attend_rows(dt, q.data(), g, D, set.rs, {m.data(), l.data(), acc.data()}); });
+    return ns_per_call([&] { t.of(dt).attend_rows(q.data(), g, D, set.rs, {m.data(), l.data(), acc.data()}); });
   };
   rep.ns_new = time(c.tested);
   rep.ns_ref = time(c.ref);

@@ -50,7 +50,7 @@ void bench(Checker &c, EntryReport &rep, Rng &rng, sa_dtype dt) {
   const std::vector<float> lse2 = make_lse2(rng, set, q, g, D, false, 2.0);
   std::vector<float> mass(size_t(set.rs.n), 0.f);
   auto time = [&](const sa::KernelTable &t) {
-    return ns_per_call([&] { t.mass_rows(dt, q.data(), g, D, set.rs, lse2.data(), mass.data()); });
+    return ns_per_call([&] { t.of(dt).mass_rows(q.data(), g, D, set.rs, lse2.data(), mass.data()); });
   };
   rep.ns_new = time(c.tested);
   rep.ns_ref = time(c.ref);
@@ -75,8 +75,8 @@ void check_dtype(Checker &c, sa_dtype dt) {
     for (auto &x : start) x = float(rng.uniform(0.0, 2.0));
     GuardedBuffer got(n), want(n);
     for (int64_t e = 0; e < n; ++e) got[e] = want[e] = start[size_t(e)];
-    c.tested.mass_rows(dt, q.data(), g, D, set.rs, lse2.data(), got.data());
-    c.ref.mass_rows(dt, q.data(), g, D, set.rs, lse2.data(), want.data());
+    c.tested.of(dt).mass_rows(q.data(), g, D, set.rs, lse2.data(), got.data());
+    c.ref.of(dt).mass_rows(q.data(), g, D, set.rs, lse2.data(), want.data());
     ++rep->cases;
     const std::string where = set.where + ", g=" + std::to_string(g) +
                               (neg_inf_heads ? ", some lse2 = -inf" : "") + (wide ? ", wide scores" : "");

@@ -26,7 +26,7 @@ void bench(Checker &c, EntryReport &rep, Rng &rng, sa_dtype dt) {
   const std::vector<unsigned char> rows = random_rows(rng, dt, n, D);
   std::vector<float> out(size_t(g * n));
   auto time = [&](const sa::KernelTable &t) {
-    return ns_per_call([&] { t.score_rows(dt, q.data(), g, D, rows.data(), n, out.data(), n); });
+    return ns_per_call([&] { t.of(dt).score_rows(q.data(), g, D, rows.data(), n, out.data(), n); });
   };
   rep.ns_new = time(c.tested);
   rep.ns_ref = time(c.ref);
@@ -43,8 +43,8 @@ void check_dtype(Checker &c, sa_dtype dt) {
     const std::vector<float> q = random_query(rng, g, D, 2.0);
     const std::vector<unsigned char> rows = random_rows(rng, dt, n, D);
     GuardedBuffer got(g * ld), want(g * ld);
-    c.tested.score_rows(dt, q.data(), g, D, rows.data(), n, got.data(), ld);
-    c.ref.score_rows(dt, q.data(), g, D, rows.data(), n, want.data(), ld);
+    c.tested.of(dt).score_rows(q.data(), g, D, rows.data(), n, got.data(), ld);
+    c.ref.of(dt).score_rows(q.data(), g, D, rows.data(), n, want.data(), ld);
     ++rep->cases;
     const std::string where = std::string(dtype_name(dt)) + " D=" + std::to_string(D) + " g=" +
                               std::to_string(g) + " n=" + std::to_string(n) + " ld=" + std::to_string(ld);

@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "attend/kernels.hpp"
+#include "kernels/kernels.hpp"
 
 namespace checkasm {
 

@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "attend/kernels.hpp"
+#include "kernels/kernels.hpp"
 #include "checkasm.hpp"
 
 namespace checkasm {

@@ -202,6 +202,30 @@ TEST(PluginDispatch, CudaTensorsGoToThePluginWithResolvedStrides) {
   EXPECT_FLOAT_EQ(b.scale, 1.f / 8.f);  // 1/sqrt(64)
 }
 
+// Eviction with device tensors needs the plugin's appended entries (index_update reads the
+// attend's slot mass; copy brings scores to the host): a plugin without them is refused with
+// a message, not handed fields it would not read.
+TEST(PluginDispatch, DeviceEvictionNeedsThePluginsEvictionEntries) {
+  const std::string path = fake("fake_plugin_ok");
+  Ctx c(path, SA_DEVICE_CUDA);  // loads the plugin now, so that its counters can be read
+  ASSERT_EQ(c.status, SA_OK) << c.message;
+  AttendFx f;
+  sa_tensor mass = device_tensor(SA_DTYPE_F32, {2, 100}, 0x70000);
+  sa_attend_options o = SA_ATTEND_OPTIONS_INIT;
+  o.slot_mass = &mass;
+  const int before = fake_symbol<int>(path, "fake_attend_calls");
+  EXPECT_EQ(sa_attend(c.ctx, &f.q, &f.k, &f.v, &f.idx, &o, &f.out, nullptr), SA_ERR_UNSUPPORTED);
+  EXPECT_NE(std::string(sa_last_error()).find("predates"), std::string::npos) << sa_last_error();
+  EXPECT_EQ(fake_symbol<int>(path, "fake_attend_calls"), before);
+  sa_tensor pos = device_tensor(SA_DTYPE_I64, {100}, 0x80000), freed = device_tensor(SA_DTYPE_I32, {4}, 0x90000);
+  sa_evict_options eo = SA_EVICT_OPTIONS_INIT;
+  eo.budget = 90;
+  int64_t n_freed = -1;
+  EXPECT_EQ(sa_cache_evict(c.ctx, &eo, &mass, &pos, &freed, &n_freed), SA_ERR_UNSUPPORTED);
+  EXPECT_NE(std::string(sa_last_error()).find("predates"), std::string::npos) << sa_last_error();
+  EXPECT_EQ(n_freed, -1);
+}
+
 TEST(PluginDispatch, PluginRefusalCarriesItsMessage) {
   Ctx c(fake("fake_plugin_ok"), SA_DEVICE_CPU);
   sa_tensor q = device_tensor(SA_DTYPE_F16, {1, 1, 3}, 0x1000), k = device_tensor(SA_DTYPE_F16, {4, 1, 3}, 0x2000);
@@ -270,7 +294,10 @@ TEST(PluginDispatch, IndexOfACudaContextLivesOnTheDevice) {
   sa_tensor cpu_keys = cpu_tensor(host, {50, 2, 64});
   EXPECT_EQ(sa_index_append(ix, &cpu_keys), SA_ERR_INVALID_ARGUMENT);
   int32_t slot = 0;
-  EXPECT_EQ(sa_index_update(ix, &slot, 1, &cpu_keys, nullptr), SA_ERR_UNSUPPORTED);
+  EXPECT_EQ(sa_index_update(ix, &slot, 1, &cpu_keys, nullptr), SA_ERR_INVALID_ARGUMENT);  // keys on the wrong device
+  sa_tensor one_key = device_tensor(SA_DTYPE_BF16, {1, 2, 64}, 0x70000, 1);
+  EXPECT_EQ(sa_index_update(ix, &slot, 1, &one_key, nullptr), SA_ERR_UNSUPPORTED);  // this plugin has no index_update
+  EXPECT_NE(std::string(sa_last_error()).find("predates"), std::string::npos) << sa_last_error();
 
   sa_tensor q = device_tensor(SA_DTYPE_BF16, {3, 8, 64}, 0x80000, 1);
   sa_tensor out = device_tensor(SA_DTYPE_I32, {3, 2, 40}, 0x90000, 1);
@@ -292,6 +319,29 @@ TEST(PluginDispatch, IndexOfACudaContextLivesOnTheDevice) {
   const int destroys = fake_symbol<int>(path, "fake_index_destroys");
   sa_index_destroy(&ix);
   EXPECT_EQ(fake_symbol<int>(path, "fake_index_destroys"), destroys + 1);
+}
+
+// Selector options are checked once, at sa_index_create, whichever backend the index gets: a
+// device index is refused for what a CPU one would be refused for (the fake plugin accepts
+// any kind, as a plugin that implemented LSH would).
+TEST(PluginDispatch, DeviceIndexOptionsAreCheckedAtCreation) {
+  const std::string path = fake("fake_plugin_ok");
+  Ctx c(path, SA_DEVICE_CUDA, 1);
+  ASSERT_EQ(c.status, SA_OK) << c.message;
+  sa_index_options io = SA_INDEX_OPTIONS_INIT;
+  io.kind = SA_SELECTOR_LSH;
+  io.num_kv_heads = 2;
+  io.head_dim = 64;
+  io.dtype = SA_DTYPE_BF16;
+  io.lsh.rounds = 0;
+  sa_index *ix = nullptr;
+  const int creates = fake_symbol<int>(path, "fake_index_creates");
+  EXPECT_EQ(sa_index_create(c.ctx, &io, &ix), SA_ERR_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(sa_last_error()).find("opt->lsh.rounds"), std::string::npos) << sa_last_error();
+  io.kind = SA_SELECTOR_LEARNED;
+  EXPECT_EQ(sa_index_create(c.ctx, &io, &ix), SA_ERR_NULL_POINTER);  // no weights_path
+  EXPECT_EQ(ix, nullptr);
+  EXPECT_EQ(fake_symbol<int>(path, "fake_index_creates"), creates);  // the plugin never saw them
 }
 
 TEST(PluginDispatch, FirstAppendOfCudaKeysMovesAnEmptyIndex) {

@@ -1,6 +1,6 @@
 // Picks the kernel table: the best instruction set the CPU has, capped by the context's
 // option and by the SA_ISA environment variable (so tests can run every path on one machine).
-#include "attend/kernels.hpp"
+#include "kernels/kernels.hpp"
 
 #if defined(SA_HAVE_X86_KERNELS)
 #include <cpuid.h>

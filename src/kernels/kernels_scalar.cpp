@@ -2,8 +2,8 @@
 #include <cmath>
 #include <limits>
 
-#include "attend/kernels.hpp"
-#include "attend/row_walk.hpp"
+#include "kernels/kernels.hpp"
+#include "kernels/row_walk.hpp"
 #include "core/half.hpp"
 
 namespace sa {
@@ -39,13 +39,6 @@ void attend_rows_t(const float *q, int g, int D, const RowSet &rs, SoftmaxState 
   }
 }
 
-void attend_rows(sa_dtype kv, const float *q, int g, int D, const RowSet &rs, SoftmaxState st) {
-  switch (kv) {
-    case SA_DTYPE_F16: return attend_rows_t<F16>(q, g, D, rs, st);
-    case SA_DTYPE_BF16: return attend_rows_t<BF16>(q, g, D, rs, st);
-    default: return attend_rows_t<float>(q, g, D, rs, st);
-  }
-}
 
 template <class T>
 void score_rows_t(const float *q, int g, int D, const void *rows, int64_t n, float *scores, int64_t ld) {
@@ -57,14 +50,6 @@ void score_rows_t(const float *q, int g, int D, const void *rows, int64_t n, flo
     }
 }
 
-void score_rows(sa_dtype dtype, const float *q, int g, int D, const void *rows, int64_t n, float *scores,
-                int64_t ld) {
-  switch (dtype) {
-    case SA_DTYPE_F16: return score_rows_t<F16>(q, g, D, rows, n, scores, ld);
-    case SA_DTYPE_BF16: return score_rows_t<BF16>(q, g, D, rows, n, scores, ld);
-    default: return score_rows_t<float>(q, g, D, rows, n, scores, ld);
-  }
-}
 
 float max_of(const float *x, int64_t n) {
   float m = -std::numeric_limits<float>::infinity();
@@ -98,17 +83,12 @@ void mass_rows_t(const float *q, int g, int D, const RowSet &rs, const float *ls
   }
 }
 
-void mass_rows(sa_dtype kv, const float *q, int g, int D, const RowSet &rs, const float *lse2, float *mass) {
-  switch (kv) {
-    case SA_DTYPE_F16: return mass_rows_t<F16>(q, g, D, rs, lse2, mass);
-    case SA_DTYPE_BF16: return mass_rows_t<BF16>(q, g, D, rs, lse2, mass);
-    default: return mass_rows_t<float>(q, g, D, rs, lse2, mass);
-  }
-}
+template <class T>
+constexpr RowKernels rows_of = {attend_rows_t<T>, score_rows_t<T>, mass_rows_t<T>};
 
 }  // namespace
 
-extern const KernelTable kernels_scalar = {SA_ISA_SCALAR, attend_rows, score_rows, max_of,
-                                           exp2_sum,      exp2_accumulate, mass_rows};
+extern const KernelTable kernels_scalar = {SA_ISA_SCALAR, rows_of<float>, rows_of<F16>, rows_of<BF16>,
+                                           max_of,        exp2_sum,       exp2_accumulate};
 
 }  // namespace sa

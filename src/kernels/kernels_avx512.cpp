@@ -3,7 +3,7 @@
 
 #include <xsimd/xsimd.hpp>
 
-#include "attend/kernels.hpp"
+#include "kernels/kernels.hpp"
 
 #define SA_KERNEL_NS avx512
 namespace sa {
@@ -39,9 +39,10 @@ inline Batch transpose_sum(const Batch *r) {
 }  // namespace
 }  // namespace avx512
 }  // namespace sa
-#include "attend/kernels_simd.hpp"
+#include "kernels/kernels_simd.hpp"
 
 namespace sa {
-extern const KernelTable kernels_avx512 = {SA_ISA_AVX512, avx512::attend_rows, avx512::score_rows,
-                                  avx512::max_of, avx512::exp2_sum, avx512::exp2_accumulate, avx512::mass_rows};
+extern const KernelTable kernels_avx512 = {SA_ISA_AVX512, avx512::rows_of<float>, avx512::rows_of<F16>,
+                                            avx512::rows_of<BF16>, avx512::max_of, avx512::exp2_sum,
+                                            avx512::exp2_accumulate};
 }

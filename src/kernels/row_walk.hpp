@@ -4,7 +4,7 @@
 // own -m flags, and a shared inline copy could be merged across them by the linker.
 #pragma once
 
-#include "attend/kernels.hpp"
+#include "kernels/kernels.hpp"
 #include "core/visibility.hpp"
 
 namespace sa {

@@ -13,8 +13,8 @@
 #include <cmath>
 #include <limits>
 
-#include "attend/kernels.hpp"
-#include "attend/row_walk.hpp"
+#include "kernels/kernels.hpp"
+#include "kernels/row_walk.hpp"
 
 namespace sa {
 namespace SA_KERNEL_NS {
@@ -212,13 +212,13 @@ void attend_rows_t(const float *q, int g, int D, const RowSet &rs, SoftmaxState 
   }
 }
 
-void attend_rows(sa_dtype kv, const float *q, int g, int D, const RowSet &rs, SoftmaxState st) {
-  if (D % L != 0 || D > kMaxD) return kernels_scalar.attend_rows(kv, q, g, D, rs, st);
-  switch (kv) {
-    case SA_DTYPE_F16: return attend_rows_t<F16>(q, g, D, rs, st);
-    case SA_DTYPE_BF16: return attend_rows_t<BF16>(q, g, D, rs, st);
-    default: return attend_rows_t<float>(q, g, D, rs, st);
-  }
+// Shapes the vector loops do not take go to the scalar entries.
+inline bool vector_shape(int D) { return D % L == 0 && D <= kMaxD; }
+
+template <class T>
+void attend_rows(const float *q, int g, int D, const RowSet &rs, SoftmaxState st) {
+  if (!vector_shape(D)) return kernels_scalar.of(kDtypeOf<T>).attend_rows(q, g, D, rs, st);
+  attend_rows_t<T>(q, g, D, rs, st);
 }
 
 template <class T>
@@ -242,14 +242,10 @@ void score_rows_t(const float *q, int g, int D, const void *rows, int64_t n, flo
   }
 }
 
-void score_rows(sa_dtype dtype, const float *q, int g, int D, const void *rows, int64_t n, float *scores,
-                int64_t ld) {
-  if (D % L != 0 || D > kMaxD) return kernels_scalar.score_rows(dtype, q, g, D, rows, n, scores, ld);
-  switch (dtype) {
-    case SA_DTYPE_F16: return score_rows_t<F16>(q, g, D, rows, n, scores, ld);
-    case SA_DTYPE_BF16: return score_rows_t<BF16>(q, g, D, rows, n, scores, ld);
-    default: return score_rows_t<float>(q, g, D, rows, n, scores, ld);
-  }
+template <class T>
+void score_rows(const float *q, int g, int D, const void *rows, int64_t n, float *scores, int64_t ld) {
+  if (!vector_shape(D)) return kernels_scalar.of(kDtypeOf<T>).score_rows(q, g, D, rows, n, scores, ld);
+  score_rows_t<T>(q, g, D, rows, n, scores, ld);
 }
 
 float max_of(const float *x, int64_t n) {
@@ -318,14 +314,14 @@ void mass_rows_t(const float *q, int g, int D, const RowSet &rs, const float *ls
   }
 }
 
-void mass_rows(sa_dtype kv, const float *q, int g, int D, const RowSet &rs, const float *lse2, float *mass) {
-  if (D % L != 0 || D > kMaxD) return kernels_scalar.mass_rows(kv, q, g, D, rs, lse2, mass);
-  switch (kv) {
-    case SA_DTYPE_F16: return mass_rows_t<F16>(q, g, D, rs, lse2, mass);
-    case SA_DTYPE_BF16: return mass_rows_t<BF16>(q, g, D, rs, lse2, mass);
-    default: return mass_rows_t<float>(q, g, D, rs, lse2, mass);
-  }
+template <class T>
+void mass_rows(const float *q, int g, int D, const RowSet &rs, const float *lse2, float *mass) {
+  if (!vector_shape(D)) return kernels_scalar.of(kDtypeOf<T>).mass_rows(q, g, D, rs, lse2, mass);
+  mass_rows_t<T>(q, g, D, rs, lse2, mass);
 }
+
+template <class T>
+constexpr RowKernels rows_of = {attend_rows<T>, score_rows<T>, mass_rows<T>};
 
 }  // namespace
 }  // namespace SA_KERNEL_NS

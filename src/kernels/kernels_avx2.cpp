@@ -3,7 +3,7 @@
 
 #include <xsimd/xsimd.hpp>
 
-#include "attend/kernels.hpp"
+#include "kernels/kernels.hpp"
 
 #define SA_KERNEL_NS avx2
 namespace sa {
@@ -21,9 +21,10 @@ inline Batch transpose_sum(const Batch *rows) { return xsimd::haddp(rows); }
 }  // namespace
 }  // namespace avx2
 }  // namespace sa
-#include "attend/kernels_simd.hpp"
+#include "kernels/kernels_simd.hpp"
 
 namespace sa {
-extern const KernelTable kernels_avx2 = {SA_ISA_AVX2, avx2::attend_rows, avx2::score_rows,
-                                  avx2::max_of, avx2::exp2_sum, avx2::exp2_accumulate, avx2::mass_rows};
+extern const KernelTable kernels_avx2 = {SA_ISA_AVX2, avx2::rows_of<float>, avx2::rows_of<F16>,
+                                            avx2::rows_of<BF16>, avx2::max_of, avx2::exp2_sum,
+                                            avx2::exp2_accumulate};
 }

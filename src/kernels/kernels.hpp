@@ -11,6 +11,9 @@ namespace sa {
 // Element types of 16-bit K/V rows, so kernels can overload on the format.
 struct F16 { uint16_t bits; };
 struct BF16 { uint16_t bits; };
+template <class T> constexpr sa_dtype kDtypeOf = SA_DTYPE_F32;
+template <> constexpr sa_dtype kDtypeOf<F16> = SA_DTYPE_F16;
+template <> constexpr sa_dtype kDtypeOf<BF16> = SA_DTYPE_BF16;
 
 // Most query heads one kernel call handles; larger GQA groups are split by the caller.
 constexpr int kMaxGroup = 16;
@@ -41,24 +44,34 @@ struct SoftmaxState {
   float *acc;  // [g][D]
 };
 
-struct KernelTable {
-  sa_isa isa;
+// The kernels that read K/V rows, for one element type of those rows.
+struct RowKernels {
   // q: [g][D] f32, already multiplied by scale * log2(e). g <= kMaxGroup. Folds the rows of rs
-  // into st. kv is the dtype of the K/V rows.
-  void (*attend_rows)(sa_dtype kv, const float *q, int g, int D, const RowSet &rs, SoftmaxState st);
-  // scores[h * ld + j] = q_h . row_j for h < g, j < n; rows contiguous [n][D] of dtype.
-  void (*score_rows)(sa_dtype dtype, const float *q, int g, int D, const void *rows, int64_t n,
-                     float *scores, int64_t ld);
-  // Reductions used to turn base-2 scores into attention probabilities.
-  float (*max_of)(const float *x, int64_t n);                     // -inf when n == 0
-  float (*exp2_sum)(const float *x, int64_t n, float shift);      // sum 2^(x - shift)
-  void (*exp2_accumulate)(const float *x, int64_t n, float shift, float *acc);  // acc += 2^(x - shift)
+  // into st.
+  void (*attend_rows)(const float *q, int g, int D, const RowSet &rs, SoftmaxState st);
+  // scores[h * ld + j] = q_h . row_j for h < g, j < n; rows contiguous [n][D].
+  void (*score_rows)(const float *q, int g, int D, const void *rows, int64_t n, float *scores, int64_t ld);
   // The attention probability of each key once the softmax is known: for every visible entry
   // e < rs.n (entry = position in the list or range), mass[e] += sum over h < g of
   // 2^(q_h . row_e - lse2[h]), heads added in order; lse2 is the base-2 log of the softmax
   // denominator of the same scaled scores (heads with lse2 = -inf add nothing). Skipped
   // entries (-1, causal) leave mass untouched.
-  void (*mass_rows)(sa_dtype kv, const float *q, int g, int D, const RowSet &rs, const float *lse2, float *mass);
+  void (*mass_rows)(const float *q, int g, int D, const RowSet &rs, const float *lse2, float *mass);
+};
+
+// One instruction set's kernels: an entry set per K/V element type (pick it once with of()),
+// and the dtype-free reductions used to turn base-2 scores into attention probabilities.
+struct KernelTable {
+  sa_isa isa;
+  RowKernels f32, f16, bf16;
+  float (*max_of)(const float *x, int64_t n);                     // -inf when n == 0
+  float (*exp2_sum)(const float *x, int64_t n, float shift);      // sum 2^(x - shift)
+  void (*exp2_accumulate)(const float *x, int64_t n, float shift, float *acc);  // acc += 2^(x - shift)
+
+  // The entries for rows of `dtype` (F32, F16 or BF16; the caller has validated it).
+  const RowKernels &of(sa_dtype dtype) const {
+    return dtype == SA_DTYPE_F16 ? f16 : dtype == SA_DTYPE_BF16 ? bf16 : f32;
+  }
 };
 
 // The table for the best instruction set that is <= cap and that the CPU supports.

@@ -3,7 +3,7 @@
 
 #include <xsimd/xsimd.hpp>
 
-#include "attend/kernels.hpp"
+#include "kernels/kernels.hpp"
 
 #define SA_KERNEL_NS neon
 namespace sa {
@@ -30,9 +30,10 @@ inline Batch transpose_sum(const Batch *rows) {
 }  // namespace
 }  // namespace neon
 }  // namespace sa
-#include "attend/kernels_simd.hpp"
+#include "kernels/kernels_simd.hpp"
 
 namespace sa {
-extern const KernelTable kernels_neon = {SA_ISA_NEON, neon::attend_rows, neon::score_rows,
-                                  neon::max_of, neon::exp2_sum, neon::exp2_accumulate, neon::mass_rows};
+extern const KernelTable kernels_neon = {SA_ISA_NEON, neon::rows_of<float>, neon::rows_of<F16>,
+                                            neon::rows_of<BF16>, neon::max_of, neon::exp2_sum,
+                                            neon::exp2_accumulate};
 }
