@@ -1,6 +1,6 @@
 // The page selector's bound scan against a plain loop over the same bytes, in one run:
 //   bounds_scan/f16/N:n/threads:T   the score kernel page selection scans its bounds with
-//                                   (KernelTable::score_rows over rows [centre | radius] of
+//                                   (RowKernels::score_rows over rows [centre | radius] of
 //                                   2 D f16 values, one row per page of 16 keys, the group's
 //                                   4 query heads at once), every KV head: one decode query
 //   bounds_read/f16/N:n/threads:T   the sum of the same rows (the memory system's ceiling)
@@ -12,7 +12,7 @@
 //   build/bench/bench_bounds --benchmark_filter='N:131072'
 #include <omp.h>
 
-#include "attend/kernels.hpp"
+#include "kernels/kernels.hpp"
 #include "bench_common.hpp"
 #include "select/candidate_rescore.hpp"
 
@@ -53,7 +53,7 @@ void BM_bounds(benchmark::State &state, int64_t n, int threads, bool scan) {
 #pragma omp parallel for num_threads(threads) reduction(+ : s) schedule(static)
         for (int h = 0; h < kHkv; ++h) {
             if (scan) {
-                sa::score_rows_grouped(k, SA_DTYPE_F16, q_joint.data(), kG, 2 * kD, b.head(set, h), b.pages,
+                sa::score_rows_grouped(k.of(SA_DTYPE_F16), q_joint.data(), kG, 2 * kD, b.head(set, h), b.pages,
                                        &scores[size_t(h) * kG * size_t(b.pages)], b.pages);
             } else {
                 s += sum_words(reinterpret_cast<const uint64_t *>(b.head(set, h)), b.pages * 2 * kD / 4);

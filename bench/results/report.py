@@ -90,7 +90,7 @@ def floor_section(lines, failures):
         "bench_attend, the other process of the same run. Exact and LSH steps likewise "
         "(`decode_step`, `decode_step_lsh`); HNSW's is its selection plus `attend_sparse`.",
         "- page bound scan: the kernel page selection scores its bounds with "
-        "(`KernelTable::score_rows`, rows [centre | radius] of 2 D, the group's 4 query heads).",
+        "(`RowKernels::score_rows`, rows [centre | radius] of 2 D, the group's 4 query heads).",
         "- prefill selection: one `sa_select` of 4096 queries at positions 0..4095 over those "
         "4096 keys (causal), top_k 128, window 64, sinks 4, per kind, one iteration; ratio: the "
         "exact kind's time over the kind's, the exact kind of the baseline build when one was "
