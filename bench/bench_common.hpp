@@ -182,8 +182,8 @@ inline std::vector<int32_t> page_indices(int64_t n, int k, int run, int sets) {
     return out;
 }
 
-// Sum of n 8-byte words (a multiple of 8): the plain read loops the kernels are held against.
-// Internal linkage: one clone set per benchmark binary.
+// The plain read loop the memory-bound benchmarks are measured against: the sum of n words.
+// Internal linkage: each suite gets its own clones for the instruction sets.
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 __attribute__((target_clones("avx512f", "avx2", "default")))
 #endif

@@ -249,7 +249,7 @@ SA_API int32_t sa_context_threads(const sa_context *ctx);
  * keeps none where its selector does not need one and reads the host's K,
  * passed to each sa_select, instead: per token of 8 KV heads x 128 dims in
  * f16 (2 KiB of K), an exact index then adds 20 bytes (positions), a page
- * index 277 bytes at page_size 16 (bounds), against 2068 and 2325 bytes when
+ * index 153 bytes at page_size 16 (bounds), against 2068 and 2201 bytes when
  * they keep a copy (bench/index_memory). */
 typedef struct sa_index sa_index;
 
@@ -267,7 +267,8 @@ typedef enum sa_selector_kind {
 } sa_selector_kind;
 
 /* Page (Quest) selector: per page of page_size consecutive slots and KV head, the
- * elementwise min and max of the keys; pages are ranked by the bound
+ * elementwise min and max of the keys (kept as int8 codes, widened so that the
+ * bound stays an upper bound); pages are ranked by the bound
  * sum_d max(q_d min_d, q_d max_d) (per KV head: the group's heads combined). */
 typedef struct sa_page_options {
     int32_t page_size;     /* slots per page, >= 1 (default 16) */
@@ -388,8 +389,9 @@ typedef struct sa_index_options {
      * sa_select_options.keys (required then). Every kind keeps each slot's
      * position and the slots in position order (20 bytes a slot); besides:
      *   EXACT    nothing; scores the host's K.
-     *   PAGE     page bounds (centre, radius) in the index dtype; refine and
-     *            mass targets rescore with the host's K. Bounds of pages whose
+     *   PAGE     page bounds (centre, radius) as int8 codes and a scale per
+     *            page (true upper bounds); refine and mass targets rescore
+     *            with the host's K. Bounds of pages whose
      *            slots were appended or updated are computed from the host's K
      *            by the next sa_select.
      *   LSH      hashes, buckets, key mean and hyperplanes; rescores with the

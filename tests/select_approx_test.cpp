@@ -375,6 +375,33 @@ TEST(PageSelect, RefineOverEveryPageEqualsExact) {
     }
 }
 
+// The same over more pages than one bound task covers (512) and more candidates than one
+// rescoring task scores (1024), on 2 threads: the split selection equals the exact oracle, and
+// the lists of 1 and 2 threads are identical.
+TEST(PageSelect, RefineSplitOverTasksEqualsExact) {
+  Rng rng(511);
+  Approx a(Config{"PageRefine", SA_SELECTOR_PAGE, 1, 1, 0, 0.0}, 2);
+  Approx serial(Config{"PageRefine", SA_SELECTOR_PAGE, 1, 1, 0, 0.0}, 1);
+  ASSERT_NE(a.ix, nullptr);
+  ASSERT_NE(serial.ix, nullptr);
+  const Tensor keys = random_keys(rng, 1800);  // 1800 pages of 1 slot: 4 bound tasks per list
+  a.append(keys);
+  serial.append(keys);
+  Tensor q = sat::random_tensor(rng, SA_DTYPE_F32, {2, kHq, kD});
+  for (int per_head : {0, 1}) {
+    sa_select_options o = select_options(20, 8, 3);
+    o.per_query_head = per_head;
+    Tensor out = a.select(q, o), out1 = serial.select(q, o);
+    ref::SelectArgs args = ref::SelectArgs::from(o);
+    for (int64_t i = 0; i < out.dim(0); ++i)
+      for (int64_t h = 0; h < out.dim(1); ++h) {
+        EXPECT_TRUE(ref::check_row(ref::expect_row(a.cache, q, args, i, h), row_of(out, i, h), 1e-4, 0))
+            << "per_head " << per_head << ", query " << i << ", head " << h;
+        EXPECT_EQ(row_of(out, i, h), row_of(out1, i, h)) << "threads 2 vs 1, query " << i << ", head " << h;
+      }
+  }
+}
+
 // Without refine, whole pages are taken in bound order: a page's keys come together.
 TEST(PageSelect, WithoutRefineTakesWholePages) {
   Rng rng(511);

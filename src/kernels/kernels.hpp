@@ -67,6 +67,12 @@ struct KernelTable {
   float (*max_of)(const float *x, int64_t n);                     // -inf when n == 0
   float (*exp2_sum)(const float *x, int64_t n, float shift);      // sum 2^(x - shift)
   void (*exp2_accumulate)(const float *x, int64_t n, float shift, float *acc);  // acc += 2^(x - shift)
+  // scores[h * ld + j] = scale[j] * (q_h . row_j) for h < g, j < n: int16 query codes q [g][D]
+  // against rows contiguous [n][D] of int8 codes, one scale per row (compact page bounds,
+  // select/page_bounds.hpp). The dot product is exact integer arithmetic: the caller keeps
+  // sum_d |q_h,d| * 128 below 2^31.
+  void (*score_rows_i8)(const int16_t *q, int g, int D, const int8_t *rows, const float *scale, int64_t n,
+                        float *scores, int64_t ld);
 
   // The entries for rows of `dtype` (F32, F16 or BF16; the caller has validated it).
   const RowKernels &of(sa_dtype dtype) const {

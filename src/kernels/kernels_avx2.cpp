@@ -17,6 +17,20 @@ inline Batch load_f32(const BF16 *p) {
   __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i *>(p)));
   return _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
 }
+using Codes = __m256i;
+using CodeAcc = __m256i;
+constexpr int kCodeLanes = 16;
+inline CodeAcc code_acc_zero() { return _mm256_setzero_si256(); }
+inline Codes load_codes(const int8_t *p) { return _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i *>(p))); }
+inline CodeAcc madd_add(CodeAcc a, Codes k, const int16_t *q) {
+  return _mm256_add_epi32(a, _mm256_madd_epi16(k, _mm256_loadu_si256(reinterpret_cast<const __m256i *>(q))));
+}
+inline int32_t hsum(CodeAcc a) {
+  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(a), _mm256_extracti128_si256(a, 1));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+  return _mm_cvtsi128_si32(s);
+}
 inline Batch transpose_sum(const Batch *rows) { return xsimd::haddp(rows); }
 }  // namespace
 }  // namespace avx2
@@ -26,5 +40,5 @@ inline Batch transpose_sum(const Batch *rows) { return xsimd::haddp(rows); }
 namespace sa {
 extern const KernelTable kernels_avx2 = {SA_ISA_AVX2, avx2::rows_of<float>, avx2::rows_of<F16>,
                                             avx2::rows_of<BF16>, avx2::max_of, avx2::exp2_sum,
-                                            avx2::exp2_accumulate};
+                                            avx2::exp2_accumulate, avx2::score_rows_i8};
 }

@@ -20,6 +20,15 @@ inline Batch load_f32(const BF16 *p) {
 // Lane j = sum of rows[j], for 16 rows. (xsimd 8.1's haddp returns the lanes permuted on
 // AVX-512, so the reduction is spelled out: pairs, then quads inside 128-bit lanes, then
 // across lanes.)
+using Codes = __m512i;
+using CodeAcc = __m512i;
+constexpr int kCodeLanes = 32;
+inline CodeAcc code_acc_zero() { return _mm512_setzero_si512(); }
+inline Codes load_codes(const int8_t *p) { return _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(p))); }
+inline CodeAcc madd_add(CodeAcc a, Codes k, const int16_t *q) {
+  return _mm512_add_epi32(a, _mm512_madd_epi16(k, _mm512_loadu_si512(q)));
+}
+inline int32_t hsum(CodeAcc a) { return _mm512_reduce_add_epi32(a); }
 inline Batch transpose_sum(const Batch *r) {
   __m512 s[8], u[4];
   for (int i = 0; i < 8; ++i) {
@@ -44,5 +53,5 @@ inline Batch transpose_sum(const Batch *r) {
 namespace sa {
 extern const KernelTable kernels_avx512 = {SA_ISA_AVX512, avx512::rows_of<float>, avx512::rows_of<F16>,
                                             avx512::rows_of<BF16>, avx512::max_of, avx512::exp2_sum,
-                                            avx512::exp2_accumulate};
+                                            avx512::exp2_accumulate, avx512::score_rows_i8};
 }

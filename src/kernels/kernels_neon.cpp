@@ -18,6 +18,16 @@ inline Batch load_f32(const F16 *p) {
 inline Batch load_f32(const BF16 *p) {
   return vreinterpretq_f32_u32(vshll_n_u16(vld1_u16(reinterpret_cast<const uint16_t *>(p)), 16));
 }
+using Codes = int16x8_t;
+using CodeAcc = int32x4_t;
+constexpr int kCodeLanes = 8;
+inline CodeAcc code_acc_zero() { return vdupq_n_s32(0); }
+inline Codes load_codes(const int8_t *p) { return vmovl_s8(vld1_s8(p)); }
+inline CodeAcc madd_add(CodeAcc a, Codes k, const int16_t *q) {
+  const int16x8_t x = vld1q_s16(q);
+  return vmlal_high_s16(vmlal_s16(a, vget_low_s16(k), vget_low_s16(x)), k, x);
+}
+inline int32_t hsum(CodeAcc a) { return vaddvq_s32(a); }
 // Lane j = sum of rows[j]; spelled out with stores (not exercised by CI, so kept obvious).
 inline Batch transpose_sum(const Batch *rows) {
   alignas(16) float t[4], out[4];
@@ -35,5 +45,5 @@ inline Batch transpose_sum(const Batch *rows) {
 namespace sa {
 extern const KernelTable kernels_neon = {SA_ISA_NEON, neon::rows_of<float>, neon::rows_of<F16>,
                                             neon::rows_of<BF16>, neon::max_of, neon::exp2_sum,
-                                            neon::exp2_accumulate};
+                                            neon::exp2_accumulate, neon::score_rows_i8};
 }

@@ -83,12 +83,22 @@ void mass_rows_t(const float *q, int g, int D, const RowSet &rs, const float *ls
   }
 }
 
+void score_rows_i8(const int16_t *q, int g, int D, const int8_t *rows, const float *scale, int64_t n, float *scores,
+                   int64_t ld) {
+  for (int64_t j = 0; j < n; ++j)
+    for (int h = 0; h < g; ++h) {
+      int64_t s = 0;
+      for (int d = 0; d < D; ++d) s += int64_t(q[h * D + d]) * rows[j * D + d];
+      scores[h * ld + j] = scale[j] * float(s);
+    }
+}
+
 template <class T>
 constexpr RowKernels rows_of = {attend_rows_t<T>, score_rows_t<T>, mass_rows_t<T>};
 
 }  // namespace
 
 extern const KernelTable kernels_scalar = {SA_ISA_SCALAR, rows_of<float>, rows_of<F16>, rows_of<BF16>,
-                                           max_of,        exp2_sum,       exp2_accumulate};
+                                           max_of,        exp2_sum,       exp2_accumulate, score_rows_i8};
 
 }  // namespace sa

@@ -3,6 +3,9 @@
 //   using arch = <xsimd architecture>;
 //   B load_f32(const float *), load_f32(const F16 *), load_f32(const BF16 *)  (one batch)
 //   B transpose_sum(const B *rows)  (lane j = sum of rows[j]; L rows)
+//   Codes, CodeAcc, kCodeLanes, code_acc_zero(), load_codes(const int8_t *) (kCodeLanes int8
+//   codes widened to int16), madd_add(CodeAcc, Codes, const int16_t *q) (acc += pairwise
+//   sums of codes * q, in int32), hsum(CodeAcc)
 // and then includes this file. Everything here has internal linkage so the copies built with
 // different -m flags never mix.
 //
@@ -246,6 +249,33 @@ template <class T>
 void score_rows(const float *q, int g, int D, const void *rows, int64_t n, float *scores, int64_t ld) {
   if (!vector_shape(D)) return kernels_scalar.of(kDtypeOf<T>).score_rows(q, g, D, rows, n, scores, ld);
   score_rows_t<T>(q, g, D, rows, n, scores, ld);
+}
+
+// Integer dot products of H int16 query heads with one row of int8 codes, kCodeLanes codes at
+// a time (the arch's load_codes, madd_add, hsum).
+template <int H>
+inline void code_dots(const int16_t *q, int D, const int8_t *row, int32_t *out) {
+  CodeAcc a[H];
+  for (int h = 0; h < H; ++h) a[h] = code_acc_zero();
+  for (int d = 0; d < D; d += kCodeLanes) {
+    const Codes k = load_codes(row + d);
+    for (int h = 0; h < H; ++h) a[h] = madd_add(a[h], k, q + h * D + d);
+  }
+  for (int h = 0; h < H; ++h) out[h] = hsum(a[h]);
+}
+
+void score_rows_i8(const int16_t *q, int g, int D, const int8_t *rows, const float *scale, int64_t n, float *scores,
+                   int64_t ld) {
+  if (D % kCodeLanes != 0) return kernels_scalar.score_rows_i8(q, g, D, rows, scale, n, scores, ld);
+  int32_t dot[kMaxGroup];
+  for (int64_t j = 0; j < n; ++j) {
+    const int8_t *r = rows + j * D;
+    int h = 0;
+    for (; h + 4 <= g; h += 4) code_dots<4>(q + h * D, D, r, dot + h);
+    for (; h + 2 <= g; h += 2) code_dots<2>(q + h * D, D, r, dot + h);
+    for (; h < g; ++h) code_dots<1>(q + h * D, D, r, dot + h);
+    for (h = 0; h < g; ++h) scores[h * ld + j] = scale[j] * float(dot[h]);
+  }
 }
 
 float max_of(const float *x, int64_t n) {

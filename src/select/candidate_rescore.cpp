@@ -13,47 +13,59 @@ namespace {
 constexpr int64_t kInPlaceRun = 16;
 constexpr size_t kPrefetchRuns = 4;
 
-// Appends the slots of `sorted` to s.columns: long runs scored in place now, the rest queued in
-// s.singles for one gathered pass.
-void score_runs(const sa_context &ctx, const NativeRows &keys, const SelectionList &l, const std::vector<int32_t> &sorted,
-                int64_t ld, RescoreScratch &s) {
+// Scores columns [begin, end) of `cols` (slots) into scores + column (row stride ld): runs of
+// consecutive slots of at least kInPlaceRun where they lie, the rest gathered into t.gathered
+// first and scattered back. A column's score does not depend on the range it was scored in.
+void score_column_range(const sa_context &ctx, const NativeRows &keys, const SelectionList &l, const float *queries,
+                        const int32_t *cols, int64_t begin, int64_t end, float *scores, int64_t ld,
+                        RescoreTaskScratch &t) {
   const int kv = int(l.kv_head);
   // Runs [a, b) of consecutive slots. Long runs are prefetched kPrefetchRuns ahead of the
   // one being scored: scattered pages defeat the hardware prefetcher.
-  std::vector<std::pair<size_t, size_t>> &runs = s.runs;
+  std::vector<std::pair<size_t, size_t>> &runs = t.runs;
   runs.clear();
-  for (size_t a = 0; a < sorted.size();) {
+  for (size_t a = size_t(begin); a < size_t(end);) {
     size_t b = a + 1;
-    while (b < sorted.size() && sorted[b] == sorted[b - 1] + 1) ++b;
+    while (b < size_t(end) && cols[b] == cols[b - 1] + 1) ++b;
     runs.push_back({a, b});
     a = b;
   }
   auto prefetch = [&](size_t r) {
     if (r >= runs.size() || int64_t(runs[r].second - runs[r].first) < kInPlaceRun) return;
     if (keys.contiguous()) {
-      const char *p = static_cast<const char *>(keys.row(kv, sorted[runs[r].first]));
+      const char *p = static_cast<const char *>(keys.row(kv, cols[runs[r].first]));
       for (size_t o = 0, bytes = (runs[r].second - runs[r].first) * keys.row_bytes(); o < bytes; o += 64)
         __builtin_prefetch(p + o, 0, 1);
       return;
     }
     for (size_t j = runs[r].first; j < runs[r].second; ++j) {  // the host's rows, one by one
-      const char *p = static_cast<const char *>(keys.row(kv, sorted[j]));
+      const char *p = static_cast<const char *>(keys.row(kv, cols[j]));
       for (size_t o = 0; o < keys.row_bytes(); o += 64) __builtin_prefetch(p + o, 0, 1);
     }
   };
+  t.singles.clear();
+  t.single_columns.clear();
   for (size_t r = 0; r < kPrefetchRuns; ++r) prefetch(r);
   for (size_t r = 0; r < runs.size(); ++r) {
     prefetch(r + kPrefetchRuns);
     const size_t a = runs[r].first, b = runs[r].second;
     if (int64_t(b - a) >= kInPlaceRun) {
-      const int64_t col = int64_t(s.columns.size());
-      score_slot_range(*ctx.kernels, keys, kv, s.queries.data(), l.q_heads, sorted[a], int64_t(b - a),
-                       s.scores.data() + col, ld, s.block);
-      s.columns.insert(s.columns.end(), sorted.begin() + long(a), sorted.begin() + long(b));
+      score_slot_range(*ctx.kernels, keys, kv, queries, l.q_heads, cols[a], int64_t(b - a), scores + a, ld, t.block);
     } else {
-      s.singles.insert(s.singles.end(), sorted.begin() + long(a), sorted.begin() + long(b));
+      for (size_t j = a; j < b; ++j) {
+        t.singles.push_back(cols[j]);
+        t.single_columns.push_back(int64_t(j));
+      }
     }
   }
+  if (t.singles.empty()) return;
+  const int64_t m = int64_t(t.singles.size()), D = keys.dim();
+  t.gathered.resize(size_t(m) * keys.row_bytes());
+  keys.gather(kv, t.singles.data(), m, t.gathered.data());
+  t.scores.resize(size_t(l.q_heads * m));
+  score_rows_grouped(ctx.kernels->of(keys.dtype()), queries, l.q_heads, D, t.gathered.data(), m, t.scores.data(), m);
+  for (int64_t g = 0; g < l.q_heads; ++g)
+    for (int64_t j = 0; j < m; ++j) scores[g * ld + t.single_columns[size_t(j)]] = t.scores[size_t(g * m + j)];
 }
 
 }  // namespace
@@ -139,6 +151,12 @@ void rescore_candidates(const sa_context &ctx, const KeyStore &keys, const Selec
 
 void rescore_candidates(const sa_context &ctx, const KeyStore &keys, const NativeRows &rows, const SelectRequest &req,
                         int64_t i, const SelectionList &l, RescoreScratch &s) {
+  plan_rescore(keys, req, i, l, s);
+  score_rescore_columns(ctx, rows, l, s, 0, s.column_count(), s.task);
+  finish_rescore(ctx, keys, req, i, l, s);
+}
+
+void plan_rescore(const KeyStore &keys, const SelectRequest &req, int64_t i, const SelectionList &l, RescoreScratch &s) {
   const QueryVisibility vis = query_visibility(req, i);
   const KeepRule rule = keep_rule(req, i);
   const int64_t *pos = keys.positions();
@@ -150,26 +168,29 @@ void rescore_candidates(const sa_context &ctx, const KeyStore &keys, const Nativ
   c.erase(std::remove_if(c.begin(), c.end(),
                          [&](int32_t slot) { return !vis(slot, pos[slot]) || always_kept(pos[slot], rule); }),
           c.end());
+  s.columns.assign(s.forced.begin(), s.forced.end());
+  s.columns.insert(s.columns.end(), c.begin(), c.end());
+  const int64_t n = s.column_count(), D = req.queries.shape[2];
+  s.queries.resize(size_t(l.q_heads * D));
+  if (n > 0) load_list_queries(req, i, l, s.queries.data());
+  s.scores.resize(size_t(l.q_heads * n));
+}
 
-  const int64_t n = int64_t(s.forced.size() + c.size()), D = rows.dim();
+void score_rescore_columns(const sa_context &ctx, const NativeRows &rows, const SelectionList &l,
+                           RescoreScratch &s, int64_t begin, int64_t end, RescoreTaskScratch &t) {
+  if (begin >= end) return;
+  score_column_range(ctx, rows, l, s.queries.data(), s.columns.data(), begin, end, s.scores.data(), s.column_count(),
+                     t);
+}
+
+void finish_rescore(const sa_context &ctx, const KeyStore &keys, const SelectRequest &req, int64_t i,
+                    const SelectionList &l, RescoreScratch &s) {
+  const KeepRule rule = keep_rule(req, i);
+  const int64_t *pos = keys.positions();
+  const int64_t n = s.column_count();
   s.ranked.clear();
   float forced_mass = 0.f;
   if (n > 0) {
-    s.queries.resize(size_t(l.q_heads * D));
-    load_list_queries(req, i, l, s.queries.data());
-    s.scores.resize(size_t(l.q_heads * n));
-    s.columns.clear();
-    s.singles.clear();
-    score_runs(ctx, rows, l, s.forced, n, s);
-    score_runs(ctx, rows, l, c, n, s);
-    const std::vector<int32_t> &singles = s.singles;
-    if (!singles.empty()) {
-      s.gathered.resize(singles.size() * rows.row_bytes());
-      rows.gather(int(l.kv_head), singles.data(), int64_t(singles.size()), s.gathered.data());
-      score_rows_grouped(ctx.kernels->of(rows.dtype()), s.queries.data(), l.q_heads, D, s.gathered.data(),
-                         int64_t(singles.size()), s.scores.data() + s.columns.size(), n);
-      s.columns.insert(s.columns.end(), singles.begin(), singles.end());
-    }
     s.mass.assign(size_t(n), 0.f);
     for (int64_t g = 0; g < l.q_heads; ++g) add_softmax_mass(*ctx.kernels, &s.scores[size_t(g * n)], n, s.mass.data());
     const float norm = 1.f / float(l.q_heads);

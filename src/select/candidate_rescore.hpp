@@ -74,16 +74,25 @@ void add_softmax_mass(const KernelTable &k, const float *row, int64_t n, float *
 // Where list l of query i is written.
 int32_t *selection_row(const SelectRequest &req, int64_t i, const SelectionList &l);
 
-// Buffers of rescore_candidates, reused from task to task: the running task's own (its slot of
-// the call's scratch, or thread_local to its OS thread and kept between calls). `candidates` is
-// the input.
+// Buffers of one task scoring a range of a list's columns (rescore steps below).
+struct RescoreTaskScratch {
+  std::vector<int32_t> singles;         // slots of short runs, gathered
+  std::vector<int64_t> single_columns;  // their columns
+  std::vector<float> scores;            // their scores [G][singles]
+  std::vector<char> gathered, block;    // block: a run of the host's rows copied for the kernels
+  std::vector<std::pair<size_t, size_t>> runs;
+};
+
+// Buffers of rescore_candidates for one list, reused from list to list by the task that owns
+// them (its slot of the call's scratch). `candidates` is the input.
 struct RescoreScratch {
   std::vector<int32_t> candidates;  // the selector's proposals: any order, duplicates allowed
-  std::vector<int32_t> forced, columns, singles;
-  std::vector<float> queries, scores, mass;
-  std::vector<char> gathered, block;  // block: a run of the host's rows copied for the kernels
+  std::vector<int32_t> forced;
+  std::vector<int32_t> columns;     // forced slots, then the kept candidates, each ascending
+  std::vector<float> queries, scores, mass;  // scores [G][columns]
   std::vector<Candidate> ranked;
-  std::vector<std::pair<size_t, size_t>> runs;
+  RescoreTaskScratch task;          // for rescore_candidates, which scores every column itself
+  int64_t column_count() const { return int64_t(columns.size()); }
 };
 
 // Finishes list l of query i from s.candidates (reordered and deduplicated on return):
@@ -97,6 +106,17 @@ void rescore_candidates(const sa_context &ctx, const KeyStore &keys, const Selec
 // The same with the positions of `keys` and the native rows of `rows`.
 void rescore_candidates(const sa_context &ctx, const KeyStore &keys, const NativeRows &rows, const SelectRequest &req,
                         int64_t i, const SelectionList &l, RescoreScratch &s);
+
+// rescore_candidates in three steps, so that one list's scoring can be spread over tasks:
+// plan_rescore fixes the list's columns (s.columns, s.column_count()) and queries;
+// score_rescore_columns scores columns [begin, end) (tasks on disjoint ranges of one list may
+// run at once, each with its own RescoreTaskScratch); finish_rescore ranks and writes the list
+// once every column is scored. The result does not depend on how the columns were split.
+void plan_rescore(const KeyStore &keys, const SelectRequest &req, int64_t i, const SelectionList &l, RescoreScratch &s);
+void score_rescore_columns(const sa_context &ctx, const NativeRows &rows, const SelectionList &l,
+                           RescoreScratch &s, int64_t begin, int64_t end, RescoreTaskScratch &t);
+void finish_rescore(const sa_context &ctx, const KeyStore &keys, const SelectRequest &req, int64_t i,
+                    const SelectionList &l, RescoreScratch &s);
 
 // Like rescore_candidates, but with the selector's own scores (higher is better, ties by
 // lower slot) instead of exact scores, in s.ranked; s.candidates is unused. Without exact

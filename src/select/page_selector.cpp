@@ -6,10 +6,10 @@
 #include <limits>
 #include <utility>
 
-#include "core/half.hpp"
 #include "core/threading.hpp"
 #include "select/candidate_rescore.hpp"
 #include "select/dot_product_select.hpp"
+#include "select/page_bounds.hpp"
 
 namespace sa {
 namespace {
@@ -22,35 +22,68 @@ namespace {
 // large budgets cheap: K=2048 at 128K keys rescores 4096 (3%).
 constexpr int64_t kRefineReserveKeys = 2048;
 
-void store(sa_dtype dt, char *row, int64_t d, float x) {
-  switch (dt) {
-    case SA_DTYPE_F16: reinterpret_cast<uint16_t *>(row)[d] = f32_to_f16(x); break;
-    case SA_DTYPE_BF16: reinterpret_cast<uint16_t *>(row)[d] = f32_to_bf16(x); break;
-    default: reinterpret_cast<float *>(row)[d] = x; break;
+// Bound scores of rows of int8 codes with one scale per row, for any number of query heads.
+void score_codes_grouped(const KernelTable &k, const int16_t *q, int64_t q_heads, int64_t D, const int8_t *rows,
+                         const float *scale, int64_t n, float *scores, int64_t ld) {
+  for (int64_t g0 = 0; g0 < q_heads; g0 += kMaxGroup) {
+    const int g = int(std::min<int64_t>(kMaxGroup, q_heads - g0));
+    k.score_rows_i8(q + g0 * D, g, int(D), rows, scale, n, scores + g0 * ld, ld);
   }
 }
 
 // Bound rows up to this width are one SIMD kernel pass (the kernels' largest vectorised row).
 constexpr int64_t kJointRowMax = 256;
 
-struct PageScratch {
-  RescoreScratch rescore;
-  std::vector<float> q_joint, bound, radius_dot, unusable, page_score, top;
-  std::vector<std::pair<float, int32_t>> order;  // (-score, page): ascending = best first
-};
+// Bound scoring is split into tasks of this many pages (per query and list), so one decode
+// step uses every thread, not one per KV head: 512 pages are 256 KB of f16 bound rows at D 128.
+constexpr int64_t kChunkPages = 512;
+// Refinement is split into tasks of this many candidate columns per list.
+constexpr int64_t kRescoreColumns = 1024;
 
 }  // namespace
+
+// One selection's buffers, kept by the selector between calls (ScratchPool).
+struct PageSelectScratch {
+  // One (query, list) of a selection, carried between the steps of select().
+  struct ListState {
+    SelectionList list;
+    int64_t query = 0;
+    int64_t use_lo = 0, use_hi = -1;  // positions the budget is for
+    RescoreScratch rescore;           // queries, candidates, columns and their scores
+    std::vector<int16_t> q_codes;     // [q | |q|] per head as codes (page_bounds.hpp)
+    std::vector<float> q_scale;       // per head
+  };
+
+  // A task's own buffers (its slot of the call's scratch).
+  struct TaskScratch {
+    std::vector<float> radius_dot, top;
+    std::vector<int16_t> codes;  // half of a list's query codes (bounds in two passes)
+    std::vector<std::pair<float, int32_t>> order;  // (-score, page): ascending = best first
+    RescoreTaskScratch rescore;
+  };
+
+  std::vector<ListState> state;    // per (query, list)
+  std::vector<TaskScratch> tasks;  // per task slot
+  // bound[(list * G + g) * n_pages + p]: head g's bound of page p (base-2 logit), -inf when
+  // the page holds no usable position; chunk_max[(list * chunks + c) * G + g] its chunk maxima.
+  std::vector<float> bound, chunk_max, head_max;
+  std::vector<std::pair<int64_t, int64_t>> ranges;  // rescoring tasks: (list, first column)
+};
+
+PageSelector::~PageSelector() = default;
+
+std::unique_ptr<Selector> PageSelector::clone() const { return std::make_unique<PageSelector>(*this); }
 
 PageSelector::PageSelector(int heads, int dim, sa_dtype dtype, int64_t capacity_hint, int page_size, bool refine,
                            bool borrow)
     : keys_(heads, dim, dtype, capacity_hint, !borrow), page_size_(page_size), refine_(refine),
-      joint_(2 * int64_t(dim) <= kJointRowMax), centres_(size_t(heads)), radii_(size_t(heads)) {}
+      joint_(2 * int64_t(dim) <= kJointRowMax), centres_(size_t(heads)), radii_(size_t(heads)),
+      scales_(size_t(heads)), magnitudes_(size_t(heads)) {}
 
 void PageSelector::refresh_bounds(int64_t page, const NativeRows &rows) {
   const int64_t first = page * page_size_, last = std::min(keys_.size(), first + page_size_);
   const int64_t D = keys_.dim();
   const sa_dtype dt = keys_.dtype();
-  const size_t rb = keys_.row_bytes();
   std::vector<float> lo(static_cast<size_t>(D)), hi(static_cast<size_t>(D)), x(static_cast<size_t>(D));
   for (int h = 0; h < keys_.heads(); ++h) {
     std::fill(lo.begin(), lo.end(), std::numeric_limits<float>::infinity());
@@ -62,12 +95,10 @@ void PageSelector::refresh_bounds(int64_t page, const NativeRows &rows) {
         hi[size_t(d)] = std::max(hi[size_t(d)], x[size_t(d)]);
       }
     }
-    char *c = centres_[size_t(h)].data() + size_t(page) * rb * (joint_ ? 2 : 1);
-    char *r = joint_ ? c + rb : radii_[size_t(h)].data() + size_t(page) * rb;
-    for (int64_t d = 0; d < D; ++d) {
-      store(dt, c, d, 0.5f * (hi[size_t(d)] + lo[size_t(d)]));
-      store(dt, r, d, 0.5f * (hi[size_t(d)] - lo[size_t(d)]));
-    }
+    int8_t *c = centres_[size_t(h)].data() + size_t(page * D) * (joint_ ? 2 : 1);
+    int8_t *r = joint_ ? c + D : radii_[size_t(h)].data() + size_t(page * D);
+    quantize_page_bound(lo.data(), hi.data(), D, c, r, &scales_[size_t(h)][size_t(page)],
+                        &magnitudes_[size_t(h)][size_t(page)]);
   }
 }
 
@@ -115,8 +146,10 @@ void PageSelector::append(const TensorView &keys) {
 void PageSelector::resize_pages() {
   const int64_t n_pages = pages();
   for (int h = 0; h < keys_.heads(); ++h) {
-    centres_[size_t(h)].resize(size_t(n_pages) * keys_.row_bytes() * (joint_ ? 2 : 1));
-    if (!joint_) radii_[size_t(h)].resize(size_t(n_pages) * keys_.row_bytes());
+    centres_[size_t(h)].resize(size_t(n_pages * keys_.dim()) * (joint_ ? 2 : 1));
+    if (!joint_) radii_[size_t(h)].resize(size_t(n_pages * keys_.dim()));
+    scales_[size_t(h)].resize(size_t(n_pages));
+    magnitudes_[size_t(h)].resize(size_t(n_pages));
   }
   page_min_pos_.resize(size_t(n_pages));
   page_max_pos_.resize(size_t(n_pages));
@@ -149,115 +182,189 @@ size_t PageSelector::memory_bytes() const {
                  stale_pages_.capacity() * sizeof(int64_t);
   for (const auto &c : centres_) bytes += c.capacity();
   for (const auto &r : radii_) bytes += r.capacity();
-  return bytes + (centres_.capacity() + radii_.capacity()) * sizeof(std::vector<char>);
+  for (const auto &s : scales_) bytes += s.capacity() * sizeof(float);
+  for (const auto &m : magnitudes_) bytes += m.capacity() * sizeof(float);
+  return bytes + (centres_.capacity() + radii_.capacity()) * sizeof(std::vector<int8_t>) +
+         (scales_.capacity() + magnitudes_.capacity()) * sizeof(std::vector<float>);
 }
 
 void PageSelector::select(const sa_context &ctx, const SelectRequest &req) const {
+  using ListState = PageSelectScratch::ListState;
+  using TaskScratch = PageSelectScratch::TaskScratch;
   const int64_t n_q = req.queries.shape[0], D = keys_.dim(), P = page_size_;
   // Borrowed keys: bounds of pages appended or refilled since the last selection, first.
   stale_.run_if_pending([&] { const_cast<PageSelector *>(this)->refresh_stale(ctx, host_rows(req, D)); });
   // A prompt over a short index: exactly (whole pages without refine keep their own path).
   if (refine_ && prefill_selects_exactly(req, keys_.size())) return select_exactly(ctx, req, keys_);
   const int64_t lists = selection_list_count(req, keys_.heads()), n_pages = pages();
-  parallel_for(ctx.threads, n_q * lists, [&](int64_t task) {
-    // Per OS thread and kept between calls: no allocation (nor page faults) per selection,
-    // and safe under concurrent calls.
-    static thread_local PageScratch s;
-    RescoreScratch &rs = s.rescore;
-    const int64_t i = task / lists;
-    const SelectionList l = selection_list(req, keys_.heads(), task % lists);
-    const int64_t G = l.q_heads, qpos = req.positions[size_t(i)];
+  const int64_t n_lists = n_q * lists;
+  const int64_t G = selection_list(req, keys_.heads(), 0).q_heads;
+  const int64_t chunks = std::max<int64_t>(1, (n_pages + kChunkPages - 1) / kChunkPages);
+  constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+
+  // The call's scratch (lent by scratch_ for the call): per list, per task slot, and the
+  // bounds of every list. Step 1 writes every entry of bound that later steps read.
+  const auto lease = scratch_.take();
+  PageSelectScratch &call = *lease;
+  std::vector<ListState> &state = call.state;
+  state.resize(size_t(n_lists));
+  const int slots = loop_slots(ctx.threads, std::max(n_lists * chunks, n_lists));
+  std::vector<TaskScratch> &scratch = call.tasks;
+  if (scratch.size() < size_t(slots)) scratch.resize(size_t(slots));
+  std::vector<float> &bound = call.bound, &chunk_max = call.chunk_max;
+  bound.resize(size_t(n_lists * G * n_pages));
+  chunk_max.assign(size_t(n_lists * chunks * G), kNegInf);
+  for (int64_t t = 0; t < n_lists; ++t) {
+    ListState &ls = state[size_t(t)];
+    ls.query = t / lists;
+    ls.list = selection_list(req, keys_.heads(), t % lists);
     // Keys the budget is for: positions in [sinks, qpos - window] (the rest are forced or unseen).
-    const int64_t use_lo = req.sinks, use_hi = qpos - req.window;
+    ls.use_lo = req.sinks;
+    ls.use_hi = req.positions[size_t(ls.query)] - req.window;
+    if (n_pages == 0 || ls.use_lo > ls.use_hi) continue;
+    std::vector<float> &q = ls.rescore.queries;
+    q.resize(size_t(G * D));
+    load_list_queries(req, ls.query, ls.list, q.data());
+    std::vector<float> x(static_cast<size_t>(2 * D));
+    ls.q_codes.resize(size_t(G * 2 * D));
+    ls.q_scale.resize(size_t(G));
+    for (int64_t g = 0; g < G; ++g) {
+      for (int64_t d = 0; d < D; ++d) {
+        x[size_t(d)] = q[size_t(g * D + d)];
+        x[size_t(D + d)] = std::fabs(q[size_t(g * D + d)]);
+      }
+      quantize_query(x.data(), 2 * D, &ls.q_codes[size_t(g * 2 * D)], &ls.q_scale[size_t(g)]);
+    }
+  }
+  auto usable = [&](const ListState &ls, int64_t p) {
+    return page_min_pos_[size_t(p)] <= ls.use_hi && page_max_pos_[size_t(p)] >= ls.use_lo;
+  };
+
+  // 1. Bounds, over (list, chunk of pages): q . centre + |q| . radius per head, from the codes.
+  parallel_for_slots(slots, n_lists * chunks, [&](int64_t task, int slot) {
+    const int64_t t = task / chunks, c = task % chunks;
+    const ListState &ls = state[size_t(t)];
+    if (n_pages == 0 || ls.use_lo > ls.use_hi) return;
+    const int64_t p0 = c * kChunkPages, np = std::min(n_pages, p0 + kChunkPages) - p0;
+    const int kv = int(ls.list.kv_head);
+    const float *scale = scales_[size_t(kv)].data() + p0, *mag = magnitudes_[size_t(kv)].data() + p0;
+    float *b = &bound[size_t(t * G * n_pages + p0)];
+    if (joint_) {  // rows [centre | radius] against [q | |q|]: the bound in one pass
+      score_codes_grouped(*ctx.kernels, ls.q_codes.data(), G, 2 * D, centres_[size_t(kv)].data() + p0 * 2 * D, scale,
+                          np, b, n_pages);
+    } else {  // rows of D centre codes against the q codes, then radius codes against the |q| codes
+      std::vector<float> &rd = scratch[size_t(slot)].radius_dot;
+      std::vector<int16_t> &half = scratch[size_t(slot)].codes;
+      rd.resize(size_t(G * np));
+      half.resize(size_t(G * D));
+      for (int part = 0; part < 2; ++part) {
+        for (int64_t g = 0; g < G; ++g)
+          std::copy_n(&ls.q_codes[size_t(g * 2 * D + part * D)], D, &half[size_t(g * D)]);
+        const int8_t *rows = (part == 0 ? centres_ : radii_)[size_t(kv)].data() + p0 * D;
+        score_codes_grouped(*ctx.kernels, half.data(), G, D, rows, scale, np, part == 0 ? b : rd.data(),
+                            part == 0 ? n_pages : np);
+      }
+      for (int64_t g = 0; g < G; ++g)
+        for (int64_t p = 0; p < np; ++p) b[g * n_pages + p] += rd[size_t(g * np + p)];
+    }
+    for (int64_t g = 0; g < G; ++g) {
+      const float qs = ls.q_scale[size_t(g)];
+      for (int64_t p = 0; p < np; ++p) b[g * n_pages + p] = page_upper_bound(b[g * n_pages + p], mag[p], qs);
+    }
+    for (int64_t p = 0; p < np; ++p)
+      if (!usable(ls, p0 + p))
+        for (int64_t g = 0; g < G; ++g) b[g * n_pages + p] = kNegInf;
+    for (int64_t g = 0; g < G; ++g)
+      chunk_max[size_t((t * chunks + c) * G + g)] = ctx.kernels->max_of(b + g * n_pages, np);
+  });
+
+  // 2. The group's page scores, over (list, chunk): the summed bound probabilities, each
+  // head's best page counting 1 (written over head 0's bounds).
+  if (G > 1) {
+    std::vector<float> &head_max = call.head_max;
+    head_max.assign(size_t(n_lists * G), kNegInf);
+    for (int64_t t = 0; t < n_lists; ++t)
+      for (int64_t c = 0; c < chunks; ++c)
+        for (int64_t g = 0; g < G; ++g)
+          head_max[size_t(t * G + g)] = std::max(head_max[size_t(t * G + g)], chunk_max[size_t((t * chunks + c) * G + g)]);
+    parallel_for(ctx.threads, n_lists * chunks, [&](int64_t task) {
+      const int64_t t = task / chunks, c = task % chunks;
+      const ListState &ls = state[size_t(t)];
+      if (n_pages == 0 || ls.use_lo > ls.use_hi) return;
+      const int64_t p0 = c * kChunkPages, np = std::min(n_pages, p0 + kChunkPages) - p0;
+      float *b = &bound[size_t(t * G * n_pages)];
+      float acc[kChunkPages];
+      std::fill(acc, acc + np, 0.f);
+      for (int64_t g = 0; g < G; ++g) {
+        const float m = head_max[size_t(t * G + g)];
+        if (m != kNegInf) ctx.kernels->exp2_accumulate(b + g * n_pages + p0, np, m, acc);
+      }
+      std::copy(acc, acc + np, b + p0);
+    });
+  }
+
+  // 3. Per list: the best pages; without refine, whole pages fill the budget and the list is done.
+  parallel_for_slots(slots, n_lists, [&](int64_t t, int slot) {
+    ListState &ls = state[size_t(t)];
+    TaskScratch &s = scratch[size_t(slot)];
+    RescoreScratch &rs = ls.rescore;
+    const int64_t i = ls.query;
+    const SelectionList &l = ls.list;
     rs.candidates.clear();
     s.order.clear();
-    if (n_pages > 0 && use_lo <= use_hi) {
-      rs.queries.resize(size_t(G * D));
-      load_list_queries(req, i, l, rs.queries.data());
-      s.bound.resize(size_t(G * n_pages));
-      const int kv = int(l.kv_head);
-      if (joint_) {  // rows [centre | radius] against [q | |q|]: the bound in one pass
-        s.q_joint.resize(size_t(G * 2 * D));
-        for (int64_t g = 0; g < G; ++g)
-          for (int64_t d = 0; d < D; ++d) {
-            s.q_joint[size_t(g * 2 * D + d)] = rs.queries[size_t(g * D + d)];
-            s.q_joint[size_t(g * 2 * D + D + d)] = std::fabs(rs.queries[size_t(g * D + d)]);
-          }
-        score_rows_grouped(ctx.kernels->of(keys_.dtype()), s.q_joint.data(), G, 2 * D, centres_[size_t(kv)].data(), n_pages,
-                           s.bound.data(), n_pages);
-      } else {
-        s.q_joint.resize(size_t(G * D));
-        for (size_t e = 0; e < s.q_joint.size(); ++e) s.q_joint[e] = std::fabs(rs.queries[e]);
-        s.radius_dot.resize(size_t(G * n_pages));
-        score_rows_grouped(ctx.kernels->of(keys_.dtype()), rs.queries.data(), G, D, centres_[size_t(kv)].data(), n_pages,
-                           s.bound.data(), n_pages);
-        score_rows_grouped(ctx.kernels->of(keys_.dtype()), s.q_joint.data(), G, D, radii_[size_t(kv)].data(), n_pages,
-                           s.radius_dot.data(), n_pages);
-        for (size_t e = 0; e < s.bound.size(); ++e) s.bound[e] += s.radius_dot[e];
-      }
-      // Bounds per head (base-2 logits), -inf for pages without a usable position; the group's
-      // pages are scored by the summed bound probabilities, each head's best page counting 1.
-      s.unusable.resize(size_t(n_pages));
-      for (int64_t p = 0; p < n_pages; ++p)
-        s.unusable[size_t(p)] = page_min_pos_[size_t(p)] <= use_hi && page_max_pos_[size_t(p)] >= use_lo
-                                    ? 0.f : -std::numeric_limits<float>::infinity();
-      for (int64_t g = 0; g < G; ++g) {
-        float *b = &s.bound[size_t(g * n_pages)];
-        for (int64_t p = 0; p < n_pages; ++p) b[p] += s.unusable[size_t(p)];
-      }
-      const float *score = s.bound.data();
-      if (G > 1) {
-        s.page_score.assign(size_t(n_pages), 0.f);
-        for (int64_t g = 0; g < G; ++g) {
-          const float *b = &s.bound[size_t(g * n_pages)];
-          const float m = ctx.kernels->max_of(b, n_pages);
-          if (m != -std::numeric_limits<float>::infinity()) ctx.kernels->exp2_accumulate(b, n_pages, m, s.page_score.data());
-        }
-        score = s.page_score.data();
-      }
-      for (int64_t p = 0; p < n_pages; ++p)
-        if (s.unusable[size_t(p)] == 0.f) s.order.push_back({-score[p], int32_t(p)});
-    }
-    auto add_page = [&](int32_t p) {
+    const float *score = &bound[size_t(t * G * n_pages)];
+    // f(page) for every page with a usable position, ascending.
+    auto for_usable = [&](auto &&f) {
+      if (n_pages > 0 && ls.use_lo <= ls.use_hi)
+        for (int64_t p = 0; p < n_pages; ++p)
+          if (usable(ls, p)) f(p);
+    };
+    auto add_page = [&](int64_t p) {
       for (int64_t slot = p * P, end = std::min(keys_.size(), slot + P); slot < end; ++slot) rs.candidates.push_back(int32_t(slot));
     };
     if (refine_) {
       // The best `want` pages (ties to the lower page), found by the threshold score and
       // collected in page order, so the candidates come ascending and in runs.
-      const size_t want = size_t(std::min<int64_t>(int64_t(s.order.size()), (req.top_k + kRefineReserveKeys + P - 1) / P));
-      float threshold = -std::numeric_limits<float>::infinity();
+      int64_t n_usable = 0;
+      for_usable([&](int64_t) { ++n_usable; });
+      const size_t want = size_t(std::min<int64_t>(n_usable, (req.top_k + kRefineReserveKeys + P - 1) / P));
+      float threshold = kNegInf;
       size_t ties = want;
-      if (want > 0 && want < s.order.size()) {
+      if (want > 0 && int64_t(want) < n_usable) {
         // The want-th largest score: a min-heap of the best want so far (most pages fail the
         // first comparison, so this beats nth_element over every page).
         s.top.clear();
-        for (const auto &o : s.order) {
-          const float score = -o.first;
+        s.top.reserve(want);
+        for_usable([&](int64_t p) {
+          const float sc = score[p];
           if (s.top.size() < want) {
-            s.top.push_back(score);
+            s.top.push_back(sc);
             std::push_heap(s.top.begin(), s.top.end(), std::greater<float>());
-          } else if (score > s.top.front()) {
+          } else if (sc > s.top.front()) {
             std::pop_heap(s.top.begin(), s.top.end(), std::greater<float>());
-            s.top.back() = score;
+            s.top.back() = sc;
             std::push_heap(s.top.begin(), s.top.end(), std::greater<float>());
           }
-        }
+        });
         threshold = s.top.front();
         ties = want;
-        for (const auto &o : s.order) ties -= -o.first > threshold;
+        for_usable([&](int64_t p) { ties -= score[p] > threshold; });
       }
-      for (const auto &o : s.order) {
-        const float score = -o.first;
-        bool take = score > threshold;
-        if (!take && score == threshold && ties > 0) {
+      rs.candidates.reserve(want * size_t(P));
+      for_usable([&](int64_t p) {
+        bool take = score[p] > threshold;
+        if (!take && score[p] == threshold && ties > 0) {
           take = true;
           --ties;
         }
-        if (take) add_page(o.second);
-      }
-      rescore_candidates(ctx, keys_, req, i, l, rs);
+        if (take) add_page(p);
+      });
+      plan_rescore(keys_, req, i, l, rs);  // scored in step 4
       return;
     }
+    // Without refine: pages by bound, sorted in stretches as they are needed.
+    s.order.reserve(size_t(n_pages));
+    for_usable([&](int64_t p) { s.order.push_back({-score[p], int32_t(p)}); });
     // Without refine: whole pages in bound order until top_k usable keys are taken.
     const QueryVisibility visible = query_visibility(req, i);
     const KeepRule rule = keep_rule(req, i);
@@ -276,8 +383,26 @@ void PageSelector::select(const sa_context &ctx, const SelectRequest &req) const
           rs.candidates.push_back(int32_t(slot));
         }
     }
-    if (req.mass_target > 0.f) rescore_candidates(ctx, keys_, req, i, l, rs);  // masses need exact scores
+    if (req.mass_target > 0.f) plan_rescore(keys_, req, i, l, rs);  // masses need exact scores: step 4
     else write_ranked_candidates(keys_, req, i, l, rs);
+  });
+  if (!refine_ && !(req.mass_target > 0.f)) return;
+
+  // 4. Exact scores of the candidates, over (list, range of columns), then each list ranked.
+  std::vector<std::pair<int64_t, int64_t>> &ranges = call.ranges;  // (list, first column)
+  ranges.clear();
+  for (int64_t t = 0; t < n_lists; ++t)
+    for (int64_t c = 0; c < state[size_t(t)].rescore.column_count(); c += kRescoreColumns) ranges.push_back({t, c});
+  const NativeRows rows = native_rows(keys_, req);
+  parallel_for_slots(slots, int64_t(ranges.size()), [&](int64_t r, int slot) {
+    ListState &ls = state[size_t(ranges[size_t(r)].first)];
+    const int64_t c0 = ranges[size_t(r)].second;
+    score_rescore_columns(ctx, rows, ls.list, ls.rescore, c0, std::min(ls.rescore.column_count(), c0 + kRescoreColumns),
+                          scratch[size_t(slot)].rescore);
+  });
+  parallel_for(ctx.threads, n_lists, [&](int64_t t) {
+    ListState &ls = state[size_t(t)];
+    finish_rescore(ctx, keys_, req, ls.query, ls.list, ls.rescore);
   });
 }
 

@@ -1,11 +1,15 @@
 // Quest-style page selection. Slots are grouped in pages of page_size consecutive slots; per KV
-// head each page keeps its keys' elementwise minimum and maximum, stored as centre
-// (max + min) / 2 and radius (max - min) / 2, so a query's Quest bound
+// head each page keeps its keys' elementwise minimum and maximum as a centre and a radius, so
+// a query's Quest bound
 //   sum_d max(q_d min_d, q_d max_d) = q . centre + |q| . radius
-// is a dot product the SIMD score kernels compute: one row [centre | radius] against
-// [q | |q|] when 2 D fits their rows, else two passes. Pages are ranked by the bound; with
-// refine the best pages' keys are rescored exactly (candidate_rescore), without it whole
-// pages fill the budget in bound order.
+// is a dot product the SIMD score kernels compute. They are kept as int8 codes with one scale
+// per page and head (page_bounds.hpp: still a true upper bound, in half the bytes of f16
+// bounds), one row [centre | radius] against [q | |q|] when 2 D fits the
+// kernels' rows, else two passes. Pages are ranked by the bound; with refine the best pages'
+// keys are rescored exactly (candidate_rescore), without it whole pages fill the budget in
+// bound order. One selection is split over (list, chunk of pages) tasks for the bounds and
+// over (list, range of candidates) tasks for the rescoring, so a single decode step uses every
+// thread.
 // Borrowing the host's keys (borrow_keys), it keeps the bounds and positions only: rescoring
 // reads the request's host keys, and the bounds of pages whose slots were appended or refilled
 // are computed from them by the next selection (deferred_work.hpp), so they equal an owning
@@ -15,6 +19,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "core/scratch_pool.hpp"
 #include "select/deferred_work.hpp"
 #include "select/key_store.hpp"
 #include "select/native_rows.hpp"
@@ -22,15 +27,18 @@
 
 namespace sa {
 
+struct PageSelectScratch;  // one selection's buffers (page_selector.cpp)
+
 class PageSelector final : public Selector {
  public:
   // page_size >= 1 (validated by the caller).
   PageSelector(int heads, int dim, sa_dtype dtype, int64_t capacity_hint, int page_size, bool refine,
                bool borrow = false);
+  ~PageSelector() override;
   void append(const TensorView &keys) override;
   void update(const int32_t *slots, int64_t n, const TensorView &keys, const int64_t *positions) override;
   void truncate(int64_t keep) override;
-  std::unique_ptr<Selector> clone() const override { return std::make_unique<PageSelector>(*this); }
+  std::unique_ptr<Selector> clone() const override;
   void select(const sa_context &ctx, const SelectRequest &req) const override;
   int64_t size() const override { return keys_.size(); }
   int64_t max_position() const override { return keys_.max_position(); }
@@ -49,14 +57,17 @@ class PageSelector final : public Selector {
   KeyStore keys_;
   int page_size_;
   bool refine_;
-  bool joint_;  // centres_ holds rows [centre | radius] of 2 D; else centres_ and radii_ rows of D
-  // Per KV head, in the index dtype.
-  std::vector<std::vector<char>> centres_, radii_;
+  bool joint_;  // centres_ holds rows [centre | radius] of 2 D codes; else centres_ and radii_ rows of D
+  // Per KV head: int8 codes, and one scale and one magnitude per page (page_bounds.hpp).
+  std::vector<std::vector<int8_t>> centres_, radii_;
+  std::vector<std::vector<float>> scales_, magnitudes_;
   // Smallest and largest position in each page: pages no query can use are skipped.
   std::vector<int64_t> page_min_pos_, page_max_pos_;
   // Borrowed keys: pages whose bounds wait for the next selection's host keys.
   std::vector<int64_t> stale_pages_;
   DeferredWork stale_;
+  // Buffers lent to selections (bounds of every page, per-list and per-task state).
+  mutable ScratchPool<PageSelectScratch> scratch_;
 };
 
 }  // namespace sa
