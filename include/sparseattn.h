@@ -253,10 +253,6 @@ SA_API int32_t sa_context_threads(const sa_context *ctx);
  * they keep a copy (bench/index_memory). */
 typedef struct sa_index sa_index;
 
-/* A prompt's queries over a short index (at least 64 queries in one sa_select, at most
- * 16384 keys) are selected exactly by the page (with refine), LSH and HNSW kinds: one
- * GEMM per block of queries costs less there than their own per-query search, and the
- * exact selection is the one they approximate. */
 typedef enum sa_selector_kind {
     SA_SELECTOR_EXACT = 0,    /* all scores, exact top-K (the oracle) */
     SA_SELECTOR_PAGE = 1,     /* Quest-style page bounds */
