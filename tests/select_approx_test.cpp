@@ -326,25 +326,6 @@ TEST_P(ApproxSelect, ThreadsAndConcurrencyGiveIdenticalResults) {
   }
 }
 
-// A prompt's queries (64 or more) over a short index are selected exactly, with the exact
-// selector's GEMM pass (src/select/dot_product_select.hpp, prefill_selects_exactly); whole
-// pages keep their own path.
-TEST_P(ApproxSelect, PromptOverShortIndexIsSelectedExactly) {
-  if (GetParam().kind == SA_SELECTOR_PAGE && !GetParam().refine) GTEST_SKIP() << "whole pages: own path";
-  Rng rng(520);
-  Approx a(GetParam());
-  sat::MirroredIndex exact(sat::index_options(SA_SELECTOR_EXACT, kHkv, kD, SA_DTYPE_F32));
-  ASSERT_TRUE(a.get() && exact.get());
-  Tensor keys = random_keys(rng, 900);
-  a.append(keys);
-  exact.append(keys);
-  Tensor q = sat::random_tensor(rng, SA_DTYPE_F32, {64, kHq, kD});
-  sa_select_options o = select_options(16, 8, 2);
-  Tensor out = a.select(q, o);
-  EXPECT_EQ(out.values(), exact.select(q, o, int64_t(o.top_k) + o.window + o.sinks).values());
-  check_contract(a, q, o, out);
-}
-
 INSTANTIATE_TEST_SUITE_P(Kinds, ApproxSelect,
                          ::testing::Values(Config{"PageRefine", SA_SELECTOR_PAGE, 1, 16, 0, 20.0},
                                            Config{"PageRefineSmallPages", SA_SELECTOR_PAGE, 1, 3, 0, 20.0},

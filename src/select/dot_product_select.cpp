@@ -108,15 +108,6 @@ class BestCandidates {
 
 }  // namespace
 
-void select_exactly(const sa_context &ctx, const SelectRequest &req, const KeyStore &keys) {
-  select_by_dot_product(ctx, req, keys,
-                        [&](int64_t i, const SelectionList &l, float *out) { load_list_queries(req, i, l, out); });
-}
-
-bool prefill_selects_exactly(const SelectRequest &req, int64_t n_keys) {
-  return req.queries.shape[0] >= kPrefillExactQueries && n_keys <= kPrefillExactKeys;
-}
-
 void select_by_dot_product(const sa_context &ctx, const SelectRequest &req, const KeyStore &keys_,
                            const QueryMap &map_query, const RescoreStage &rescore) {
   const int64_t n_q = req.queries.shape[0], H_q = req.queries.shape[1], D = keys_.dim();

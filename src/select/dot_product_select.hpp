@@ -32,17 +32,4 @@ struct RescoreStage {
 void select_by_dot_product(const sa_context &ctx, const SelectRequest &req, const KeyStore &keys,
                            const QueryMap &map_query, const RescoreStage &rescore = RescoreStage());
 
-// The exact selection over a KeyStore (its rows, or the request's host keys when it keeps none).
-void select_exactly(const sa_context &ctx, const SelectRequest &req, const KeyStore &keys);
-
-// Whether the page, LSH and HNSW selectors select a request exactly: a prompt's queries (at least
-// kPrefillExactQueries) over at most kPrefillExactKeys keys. The exact pass scores a block of
-// queries with one GEMM, which on a CPU costs less than their per-query search there, and its
-// selection is their quality ceiling. Measured (bench_select select/KIND/prefill4k_k128, 4096
-// queries over 4096 f16 keys, H_q 32, H_kv 8, D 128, K 128, 2 loaded cores): page (refine) 20.5
-// s, LSH 26.3 s, HNSW 58.2 s with their own search; exact 26 s before its GEMM pass was limited to
-// the causal prefix, about 2.5x less after.
-constexpr int64_t kPrefillExactQueries = 64, kPrefillExactKeys = 16384;
-bool prefill_selects_exactly(const SelectRequest &req, int64_t n_keys);
-
 }  // namespace sa

@@ -7,6 +7,9 @@ namespace sa {
 ExactSelector::ExactSelector(int heads, int dim, sa_dtype dtype, int64_t capacity_hint, bool borrow)
     : keys_(heads, dim, dtype, capacity_hint, !borrow) {}
 
-void ExactSelector::select(const sa_context &ctx, const SelectRequest &req) const { select_exactly(ctx, req, keys_); }
+void ExactSelector::select(const sa_context &ctx, const SelectRequest &req) const {
+  select_by_dot_product(ctx, req, keys_,
+                        [&](int64_t i, const SelectionList &l, float *out) { load_list_queries(req, i, l, out); });
+}
 
 }  // namespace sa

@@ -7,7 +7,6 @@
 #include "core/half.hpp"
 #include "core/threading.hpp"
 #include "select/candidate_rescore.hpp"
-#include "select/dot_product_select.hpp"
 
 namespace sa {
 namespace {
@@ -163,7 +162,6 @@ struct SearchFilter {
 }  // namespace
 
 void HnswSelector::select(const sa_context &ctx, const SelectRequest &req) const {
-  if (prefill_selects_exactly(req, keys_.size())) return select_exactly(ctx, req, keys_);  // a prompt, short index
   const int64_t n_q = req.queries.shape[0], D = keys_.dim(), H = keys_.heads(), N = keys_.size();
   const int64_t lists = selection_list_count(req, H);
   const int64_t max_pos = keys_.max_position();

@@ -7,7 +7,6 @@
 #include "core/half.hpp"
 #include "core/threading.hpp"
 #include "select/candidate_rescore.hpp"
-#include "select/dot_product_select.hpp"
 #include "select/score_matmul.hpp"
 
 namespace sa {
@@ -398,7 +397,6 @@ void LshSelector::select(const sa_context &ctx, const SelectRequest &req) const 
   // Borrowed keys: tables the last doubling left to build, first.
   rebuild_.run_if_pending(
       [&] { const_cast<LshSelector *>(this)->rebuild_deferred(host_rows(req, keys_.dim())); });
-  if (prefill_selects_exactly(req, keys_.size())) return select_exactly(ctx, req, keys_);  // a prompt, short index
   const int64_t n_q = req.queries.shape[0], D = keys_.dim(), P = padded_dim_, R = int64_t(rounds_) * bits_;
   const int64_t lists = selection_list_count(req, keys_.heads());
   parallel_for(ctx.threads, n_q * lists, [&](int64_t task) {

@@ -8,7 +8,6 @@
 
 #include "core/threading.hpp"
 #include "select/candidate_rescore.hpp"
-#include "select/dot_product_select.hpp"
 #include "select/page_bounds.hpp"
 
 namespace sa {
@@ -194,8 +193,6 @@ void PageSelector::select(const sa_context &ctx, const SelectRequest &req) const
   const int64_t n_q = req.queries.shape[0], D = keys_.dim(), P = page_size_;
   // Borrowed keys: bounds of pages appended or refilled since the last selection, first.
   stale_.run_if_pending([&] { const_cast<PageSelector *>(this)->refresh_stale(ctx, host_rows(req, D)); });
-  // A prompt over a short index: exactly (whole pages without refine keep their own path).
-  if (refine_ && prefill_selects_exactly(req, keys_.size())) return select_exactly(ctx, req, keys_);
   const int64_t lists = selection_list_count(req, keys_.heads()), n_pages = pages();
   const int64_t n_lists = n_q * lists;
   const int64_t G = selection_list(req, keys_.heads(), 0).q_heads;
