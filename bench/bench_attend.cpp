@@ -9,6 +9,10 @@
 //   gatherbw/DT/N:n/threads:T        only reads the rows attend_sparse gathers: the memory
 //                                    system's ceiling for that access pattern
 //   gatherbw_pages[_headmajor]/...   the same for the rows of attend_pages[_headmajor]
+//   walkbw/DT/N:n/threads:T          only reads what attend_dense reads, in its order: per KV
+//                                    head and token range (the tasks attend_dense splits a
+//                                    decode query into), each token's K row then its V row,
+//                                    H_kv * D elements apart: dense attention's ceiling
 //   attend_{dense,sparse}_mass/...   the same with slot_mass on ([H_kv, n] f32, decay 0.99)
 //   attend_paged[_shuffled]/...      attend_dense's keys as a paged cache (sa_attend_paged), 16-row
 //                                    pages in order or in a shuffled page table
@@ -17,7 +21,9 @@
 //                                    counters ratio (loop time / attend time), loop_GB/s
 // H_kv=8, D=128, K/V in DT (f16, bf16), queries and output f32. "GB/s" counts the
 // K/V bytes the call must read: dense 2*n*H_kv*D*bytes, sparse 2*K*H_kv*D*bytes.
-// Each iteration uses the next of several cache-cold layers (bench_common.hpp).
+// Each iteration uses the next of several cache-cold layers (bench_common.hpp), and the
+// caches are flushed before each timed call (flush_caches). N:524288 (f16 only: dense,
+// sparse, gatherbw, walkbw) reads a single 2 GiB layer.
 //
 //   build/bench/bench_attend --benchmark_filter='membw|attend_.*/bf16/N:131072'
 //   build/bench/bench_attend --benchmark_filter='floor_.*/N:131072' --benchmark_min_time=2
@@ -73,6 +79,7 @@ void BM_gatherbw(benchmark::State &state, sa_dtype dtype, int64_t n, int threads
     constexpr int kAhead = 16;
     int64_t it = 0;
     for (auto _ : state) {
+        flush_caches(state);
         const int l = int(it % layers.count);
         const int32_t *set = idx.data() + (it % kSets) * kHkv * kTopK;
         uint64_t s = 0;
@@ -98,6 +105,36 @@ void BM_gatherbw(benchmark::State &state, sa_dtype dtype, int64_t n, int threads
     set_gbps(state, 2.0 * double(kTopK) * kRow * 2);
 }
 
+// Reads the rows attend_dense reads in the order it reads them: one decode query's 8 KV heads
+// split into token ranges (kDenseTasks tasks, as src/attend/attention.cpp splits a decode
+// query: 32 tasks of n / 4 tokens), each task walking its head's K and V rows token by token.
+constexpr int kDenseTasks = 32;
+
+void BM_walkbw(benchmark::State &state, sa_dtype dtype, int64_t n, int threads) {
+    Layers layers(dtype, n);
+    constexpr int kSplits = kDenseTasks / kHkv;
+    int64_t it = 0;
+    for (auto _ : state) {
+        flush_caches(state);
+        const int l = int(it % layers.count);
+        uint64_t s = 0;
+#pragma omp parallel for num_threads(threads) reduction(+ : s) schedule(dynamic, 1)
+        for (int t = 0; t < kDenseTasks; ++t) {
+            const int64_t h = t / kSplits, part = t % kSplits;
+            const int64_t b = n * part / kSplits, e = n * (part + 1) / kSplits;
+            for (int64_t j = b; j < e; ++j) {
+                const int64_t row = j * kRow + h * kD;
+                s += sum_words(reinterpret_cast<const uint64_t *>(layers.k(l) + row), kD / 4);
+                s += sum_words(reinterpret_cast<const uint64_t *>(layers.v(l) + row), kD / 4);
+            }
+        }
+        benchmark::DoNotOptimize(s);
+        ++it;
+    }
+    set_gbps(state, 2.0 * double(n) * kRow * 2);
+    state.SetLabel("layers=" + std::to_string(layers.count));
+}
+
 void BM_attend(benchmark::State &state, sa_dtype dtype, int64_t n, int threads, Pattern pattern, bool mass) {
     sa_context *ctx = context(threads);
     if (!ctx) return state.SkipWithError("sa_context_create failed");
@@ -116,6 +153,7 @@ void BM_attend(benchmark::State &state, sa_dtype dtype, int64_t n, int threads, 
     sa_tensor ot = tensor(out.data(), SA_DTYPE_F32, {1, kHq, kD});
     int64_t it = 0;
     for (auto _ : state) {
+        flush_caches(state);
         int l = int(it % layers.count);
         sa_tensor qt = tensor(q.data() + (it % nq) * kHq * kD, SA_DTYPE_F32, {1, kHq, kD});
         sa_tensor kt = tensor(layers.k(l), dtype, {n, kHkv, kD});
@@ -350,7 +388,26 @@ void register_all() {
                                                  BM_gatherbw, dtype, n, t, p)
                         ->UseRealTime()
                         ->Unit(benchmark::kMicrosecond);
+                benchmark::RegisterBenchmark(name("walkbw", dtype, n, t).c_str(), BM_walkbw, dtype, n, t)
+                    ->UseRealTime()
+                    ->Unit(benchmark::kMicrosecond);
             }
+    constexpr int64_t kLarge = 524288;  // one 2 GiB layer: the patterns the decode table needs
+    for (int t : {1, 2}) {
+        for (Pattern p : {Pattern::dense, Pattern::random})
+            benchmark::RegisterBenchmark(name(p == Pattern::dense ? "attend_dense" : "attend_sparse", SA_DTYPE_F16,
+                                              kLarge, t).c_str(),
+                                         BM_attend, SA_DTYPE_F16, kLarge, t, p, false)
+                ->UseRealTime()
+                ->Unit(benchmark::kMicrosecond);
+        benchmark::RegisterBenchmark(name("gatherbw", SA_DTYPE_F16, kLarge, t).c_str(), BM_gatherbw, SA_DTYPE_F16,
+                                     kLarge, t, Pattern::random)
+            ->UseRealTime()
+            ->Unit(benchmark::kMicrosecond);
+        benchmark::RegisterBenchmark(name("walkbw", SA_DTYPE_F16, kLarge, t).c_str(), BM_walkbw, SA_DTYPE_F16, kLarge, t)
+            ->UseRealTime()
+            ->Unit(benchmark::kMicrosecond);
+    }
 }
 
 }  // namespace
