@@ -9,17 +9,29 @@
 //   gatherbw/DT/N:n/threads:T        only reads the rows attend_sparse gathers: the memory
 //                                    system's ceiling for that access pattern
 //   gatherbw_pages[_headmajor]/...   the same for the rows of attend_pages[_headmajor]
+//   walkbw/DT/N:n/threads:T          only reads what attend_dense reads, in its order: per KV
+//                                    head and token range (the tasks attend_dense splits a
+//                                    decode query into), each token's K row then its V row,
+//                                    H_kv * D elements apart: dense attention's ceiling
 //   attend_{dense,sparse}_mass/...   the same with slot_mass on ([H_kv, n] f32, decay 0.99)
 //   attend_paged[_shuffled]/...      attend_dense's keys as a paged cache (sa_attend_paged), 16-row
 //                                    pages in order or in a shuffled page table
+//   floor_{sparse,dense}/...         sa_attend against the loop reading the same rows in the same
+//                                    order, alternated in one run, cache flushed before each:
+//                                    counters ratio (loop time / attend time), loop_GB/s
 // H_kv=8, D=128, K/V in DT (f16, bf16), queries and output f32. "GB/s" counts the
 // K/V bytes the call must read: dense 2*n*H_kv*D*bytes, sparse 2*K*H_kv*D*bytes.
-// Each iteration uses the next of several cache-cold layers (bench_common.hpp).
+// Each iteration uses the next of several cache-cold layers (bench_common.hpp), and the
+// caches are flushed before each timed call (flush_caches). N:524288 (f16 only: dense,
+// sparse, gatherbw, walkbw) reads a single 2 GiB layer.
 //
 //   build/bench/bench_attend --benchmark_filter='membw|attend_.*/bf16/N:131072'
+//   build/bench/bench_attend --benchmark_filter='floor_.*/N:131072' --benchmark_min_time=2
 #include "bench_common.hpp"
 
 #include <omp.h>
+
+#include <chrono>
 
 namespace {
 
@@ -67,6 +79,7 @@ void BM_gatherbw(benchmark::State &state, sa_dtype dtype, int64_t n, int threads
     constexpr int kAhead = 16;
     int64_t it = 0;
     for (auto _ : state) {
+        flush_caches(state);
         const int l = int(it % layers.count);
         const int32_t *set = idx.data() + (it % kSets) * kHkv * kTopK;
         uint64_t s = 0;
@@ -92,6 +105,36 @@ void BM_gatherbw(benchmark::State &state, sa_dtype dtype, int64_t n, int threads
     set_gbps(state, 2.0 * double(kTopK) * kRow * 2);
 }
 
+// Reads the rows attend_dense reads in the order it reads them: one decode query's 8 KV heads
+// split into token ranges (kDenseTasks tasks, as src/attend/attention.cpp splits a decode
+// query: 32 tasks of n / 4 tokens), each task walking its head's K and V rows token by token.
+constexpr int kDenseTasks = 32;
+
+void BM_walkbw(benchmark::State &state, sa_dtype dtype, int64_t n, int threads) {
+    Layers layers(dtype, n);
+    constexpr int kSplits = kDenseTasks / kHkv;
+    int64_t it = 0;
+    for (auto _ : state) {
+        flush_caches(state);
+        const int l = int(it % layers.count);
+        uint64_t s = 0;
+#pragma omp parallel for num_threads(threads) reduction(+ : s) schedule(dynamic, 1)
+        for (int t = 0; t < kDenseTasks; ++t) {
+            const int64_t h = t / kSplits, part = t % kSplits;
+            const int64_t b = n * part / kSplits, e = n * (part + 1) / kSplits;
+            for (int64_t j = b; j < e; ++j) {
+                const int64_t row = j * kRow + h * kD;
+                s += sum_words(reinterpret_cast<const uint64_t *>(layers.k(l) + row), kD / 4);
+                s += sum_words(reinterpret_cast<const uint64_t *>(layers.v(l) + row), kD / 4);
+            }
+        }
+        benchmark::DoNotOptimize(s);
+        ++it;
+    }
+    set_gbps(state, 2.0 * double(n) * kRow * 2);
+    state.SetLabel("layers=" + std::to_string(layers.count));
+}
+
 void BM_attend(benchmark::State &state, sa_dtype dtype, int64_t n, int threads, Pattern pattern, bool mass) {
     sa_context *ctx = context(threads);
     if (!ctx) return state.SkipWithError("sa_context_create failed");
@@ -110,6 +153,7 @@ void BM_attend(benchmark::State &state, sa_dtype dtype, int64_t n, int threads, 
     sa_tensor ot = tensor(out.data(), SA_DTYPE_F32, {1, kHq, kD});
     int64_t it = 0;
     for (auto _ : state) {
+        flush_caches(state);
         int l = int(it % layers.count);
         sa_tensor qt = tensor(q.data() + (it % nq) * kHq * kD, SA_DTYPE_F32, {1, kHq, kD});
         sa_tensor kt = tensor(layers.k(l), dtype, {n, kHkv, kD});
@@ -167,7 +211,151 @@ void BM_attend_paged(benchmark::State &state, sa_dtype dtype, int64_t n, int thr
     state.SetLabel("layers=" + std::to_string(layers.count));
 }
 
+// ---------------------------------------------------------------- floors, side by side
+// One decode step's attention and the plain loop that reads the same bytes in the same order,
+// alternated iteration by iteration, each after a cache flush (a decode step finds the cache
+// cold: every other layer ran in between). The ratio loop time / attend time is the share
+// of its memory floor that the attention reaches (1 = as fast as the loop; the goal is 0.8).
+// Alternating keeps both under the same neighbours on a shared machine.
+//   floor_sparse: the lists a decode step attends (sinks 4 + window 64 + top_k 2048 random
+//                 slots, ascending, per KV head) against a gather loop reading those K and V
+//                 rows in list order, split over threads as sa_attend splits them.
+//   floor_dense:  every key against a walk of the token-major cache in the kernel's order:
+//                 token blocks of 64, all KV heads of a block, the K then V rows of each head.
+
+constexpr int64_t kFlushBytes = int64_t{96} << 20;  // past this machine's 32 MB L3
+
+// Reads a buffer larger than the last-level cache, evicting whatever the last call left there.
+void flush_cache(int threads) {
+    static std::vector<uint64_t> junk(size_t(kFlushBytes / 8), 1);
+    uint64_t s = 0;
+    const int64_t n = int64_t(junk.size());
+#pragma omp parallel for num_threads(threads) reduction(+ : s) schedule(static)
+    for (int64_t c = 0; c < 64; ++c) s += sum_words(junk.data() + c * (n / 64), n / 64);
+    benchmark::DoNotOptimize(s);
+}
+
+// The lists of a decode step: per KV head the sinks, the window and top_k distinct random
+// slots in between, ascending ([sets][H_kv][kStepWidth]).
+constexpr int kStepWidth = kTopK + kWindow + kSinks;
+std::vector<int32_t> step_indices(int64_t n, int sets) {
+    std::vector<int32_t> mid = random_indices(n - kWindow - kSinks, kTopK, sets);
+    std::vector<int32_t> out(size_t(sets) * kHkv * kStepWidth);
+    for (size_t l = 0; l < size_t(sets) * kHkv; ++l) {
+        int32_t *dst = out.data() + l * kStepWidth;
+        for (int j = 0; j < kSinks; ++j) *dst++ = j;
+        for (int j = 0; j < kTopK; ++j) *dst++ = mid[l * kTopK + size_t(j)] + kSinks;
+        for (int j = 0; j < kWindow; ++j) *dst++ = int32_t(n - kWindow + j);
+    }
+    return out;
+}
+
+// sa_attend's split of one decode query's keys (attention.cpp: about 32 tasks, at least 512
+// keys each), so that the loops hand the threads the same pieces.
+int64_t split_parts(int64_t units, int64_t keys) {
+    const int64_t splits = units < 32 ? (32 + units - 1) / units : 1;
+    return std::max<int64_t>(1, std::min(splits, keys / 512));
+}
+
+// Gathers every K and V row of the lists in list order, prefetching 16 rows ahead.
+uint64_t gather_rows(const uint16_t *K, const uint16_t *V, const int32_t *set, int threads) {
+    const int64_t parts = split_parts(kHkv, kStepWidth);
+    constexpr int kAhead = 16;
+    uint64_t s = 0;
+#pragma omp parallel for num_threads(threads) reduction(+ : s) schedule(dynamic, 1)
+    for (int64_t t = 0; t < kHkv * parts; ++t) {
+        const int64_t h = t / parts, part = t % parts;
+        const int32_t *list = set + h * kStepWidth;
+        const int64_t b = kStepWidth * part / parts, e = kStepWidth * (part + 1) / parts;
+        for (int64_t j = b; j < e; ++j) {
+            if (j + kAhead < e) {
+                const int64_t ahead = list[j + kAhead] * kRow + h * kD;
+                for (int c = 0; c < kD * 2; c += 64) {
+                    __builtin_prefetch(reinterpret_cast<const char *>(K + ahead) + c, 0, 1);
+                    __builtin_prefetch(reinterpret_cast<const char *>(V + ahead) + c, 0, 1);
+                }
+            }
+            const int64_t row = list[j] * kRow + h * kD;
+            s += sum_words(reinterpret_cast<const uint64_t *>(K + row), kD / 4);
+            s += sum_words(reinterpret_cast<const uint64_t *>(V + row), kD / 4);
+        }
+    }
+    return s;
+}
+
+// Walks the token-major cache as the dense kernel does: per task a range of tokens, per block
+// of 64 tokens every KV head, per head its K rows then its V rows.
+uint64_t walk_rows(const uint16_t *K, const uint16_t *V, int64_t n, int threads) {
+    const int64_t parts = split_parts(1, n);
+    constexpr int64_t kBlock = 64;
+    uint64_t s = 0;
+#pragma omp parallel for num_threads(threads) reduction(+ : s) schedule(dynamic, 1)
+    for (int64_t part = 0; part < parts; ++part) {
+        const int64_t b = n * part / parts, e = n * (part + 1) / parts;
+        for (int64_t t0 = b; t0 < e; t0 += kBlock) {
+            const int64_t t1 = std::min(e, t0 + kBlock);
+            for (int h = 0; h < kHkv; ++h) {
+                for (int64_t t = t0; t < t1; ++t) s += sum_words(reinterpret_cast<const uint64_t *>(K + t * kRow + h * kD), kD / 4);
+                for (int64_t t = t0; t < t1; ++t) s += sum_words(reinterpret_cast<const uint64_t *>(V + t * kRow + h * kD), kD / 4);
+            }
+        }
+    }
+    return s;
+}
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+void BM_floor(benchmark::State &state, sa_dtype dtype, int64_t n, int threads, bool sparse) {
+    sa_context *ctx = context(threads);
+    if (!ctx) return state.SkipWithError("sa_context_create failed");
+    Layers layers(dtype, n);
+    constexpr int sets = 16, nq = 8;
+    std::vector<int32_t> idx = sparse ? step_indices(n, sets) : std::vector<int32_t>();
+    std::vector<float> q = queries(nq), out(size_t(kHq) * kD);
+    sa_tensor ot = tensor(out.data(), SA_DTYPE_F32, {1, kHq, kD});
+    double attend_s = 0, loop_s = 0;
+    int64_t it = 0;
+    for (auto _ : state) {
+        const int l = int(it % layers.count);
+        const int32_t *set = sparse ? idx.data() + (it % sets) * kHkv * kStepWidth : nullptr;
+        sa_tensor qt = tensor(q.data() + (it % nq) * kHq * kD, SA_DTYPE_F32, {1, kHq, kD});
+        sa_tensor kt = tensor(layers.k(l), dtype, {n, kHkv, kD});
+        sa_tensor vt = tensor(layers.v(l), dtype, {n, kHkv, kD});
+        sa_tensor itn = tensor(set, SA_DTYPE_I32, {1, kHkv, kStepWidth});
+        flush_cache(threads);
+        auto t0 = std::chrono::steady_clock::now();
+        if (!ok(state, sa_attend(ctx, &qt, &kt, &vt, sparse ? &itn : nullptr, nullptr, &ot, nullptr), "sa_attend"))
+            break;
+        const double a = seconds_since(t0);
+        benchmark::DoNotOptimize(out.data());
+        flush_cache(threads);
+        t0 = std::chrono::steady_clock::now();
+        uint64_t s = sparse ? gather_rows(layers.k(l), layers.v(l), set, threads)
+                            : walk_rows(layers.k(l), layers.v(l), n, threads);
+        const double w = seconds_since(t0);
+        benchmark::DoNotOptimize(s);
+        state.SetIterationTime(a);
+        attend_s += a;
+        loop_s += w;
+        ++it;
+    }
+    const double bytes = 2.0 * double(sparse ? kStepWidth : n) * kRow * 2;
+    state.counters["GB/s"] = benchmark::Counter(bytes * double(it) / 1e9 / attend_s);
+    state.counters["loop_GB/s"] = benchmark::Counter(bytes * double(it) / 1e9 / loop_s);
+    state.counters["loop_ms"] = benchmark::Counter(1e3 * loop_s / double(it));
+    state.counters["ratio"] = benchmark::Counter(loop_s / attend_s);
+}
+
 void register_all() {
+    for (int64_t n : {32768, 131072})
+        for (int t : {1, 2})
+            for (bool sparse : {true, false})
+                benchmark::RegisterBenchmark(name(sparse ? "floor_sparse" : "floor_dense", SA_DTYPE_F16, n, t).c_str(),
+                                             BM_floor, SA_DTYPE_F16, n, t, sparse)
+                    ->UseManualTime()
+                    ->Unit(benchmark::kMicrosecond);
     for (int t : {1, 2})
         benchmark::RegisterBenchmark(("membw/threads:" + std::to_string(t)).c_str(), BM_membw, t)
             ->UseRealTime()
@@ -200,7 +388,26 @@ void register_all() {
                                                  BM_gatherbw, dtype, n, t, p)
                         ->UseRealTime()
                         ->Unit(benchmark::kMicrosecond);
+                benchmark::RegisterBenchmark(name("walkbw", dtype, n, t).c_str(), BM_walkbw, dtype, n, t)
+                    ->UseRealTime()
+                    ->Unit(benchmark::kMicrosecond);
             }
+    constexpr int64_t kLarge = 524288;  // one 2 GiB layer: the patterns the decode table needs
+    for (int t : {1, 2}) {
+        for (Pattern p : {Pattern::dense, Pattern::random})
+            benchmark::RegisterBenchmark(name(p == Pattern::dense ? "attend_dense" : "attend_sparse", SA_DTYPE_F16,
+                                              kLarge, t).c_str(),
+                                         BM_attend, SA_DTYPE_F16, kLarge, t, p, false)
+                ->UseRealTime()
+                ->Unit(benchmark::kMicrosecond);
+        benchmark::RegisterBenchmark(name("gatherbw", SA_DTYPE_F16, kLarge, t).c_str(), BM_gatherbw, SA_DTYPE_F16,
+                                     kLarge, t, Pattern::random)
+            ->UseRealTime()
+            ->Unit(benchmark::kMicrosecond);
+        benchmark::RegisterBenchmark(name("walkbw", SA_DTYPE_F16, kLarge, t).c_str(), BM_walkbw, SA_DTYPE_F16, kLarge, t)
+            ->UseRealTime()
+            ->Unit(benchmark::kMicrosecond);
+    }
 }
 
 }  // namespace

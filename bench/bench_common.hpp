@@ -77,20 +77,24 @@ struct Rng {
     }
 };
 
-// One contiguous 1 GiB buffer of random 16-bit values (N(0,1) in f16 or bf16).
-// Kept for the whole run, one per dtype.
+// One contiguous buffer of random 16-bit values (N(0,1) in f16 or bf16), 1 GiB or `bytes`
+// when that is more (a single layer of 512K keys holds 2 GiB of K/V). Kept for the whole run,
+// one per dtype and size; a larger size frees the previous larger one.
 // SA_BENCH_HUGEPAGES=1 backs it with transparent huge pages, as an engine can for its KV
 // cache: gathered rows then stop missing the TLB on nearly every access.
-inline const uint16_t *pool(sa_dtype dtype) {
+inline const uint16_t *pool(sa_dtype dtype, int64_t bytes = kPoolBytes) {
     struct Free { void operator()(uint16_t *p) const { std::free(p); } };
     static std::map<int, std::unique_ptr<uint16_t[], Free>> pools;
-    auto &p = pools[dtype];
+    static std::map<int, std::pair<int64_t, std::unique_ptr<uint16_t[], Free>>> large;
+    bytes = (std::max(bytes, kPoolBytes) + (int64_t{1} << 21) - 1) >> 21 << 21;
+    if (bytes > kPoolBytes && large[dtype].first != bytes) large[dtype] = {bytes, nullptr};
+    auto &p = bytes > kPoolBytes ? large[dtype].second : pools[dtype];
     if (!p) {
-        const int64_t n = kPoolBytes / 2, chunk = int64_t{1} << 20;
-        p.reset(static_cast<uint16_t *>(std::aligned_alloc(size_t{1} << 21, size_t(kPoolBytes))));
+        const int64_t n = bytes / 2, chunk = int64_t{1} << 20;
+        p.reset(static_cast<uint16_t *>(std::aligned_alloc(size_t{1} << 21, size_t(bytes))));
         if (!p) throw std::bad_alloc();
         const char *huge = std::getenv("SA_BENCH_HUGEPAGES");
-        if (huge && *huge == '1') madvise(p.get(), size_t(kPoolBytes), MADV_HUGEPAGE);
+        if (huge && *huge == '1') madvise(p.get(), size_t(bytes), MADV_HUGEPAGE);
         uint16_t *d = p.get();
 #pragma omp parallel for schedule(static)
         for (int64_t c = 0; c < n / chunk; ++c) {
@@ -103,13 +107,14 @@ inline const uint16_t *pool(sa_dtype dtype) {
 }
 
 // K/V caches of n tokens for as many layers as fit the pool (at least 1, at
-// most 64): K of layer l, then V of layer l.
+// most 64): K of layer l, then V of layer l. One layer past 1 GiB (512K keys) has a pool of
+// its own: cache-cold anyway, its K/V being far larger than the last-level cache.
 struct Layers {
     sa_dtype dtype;
     int64_t n;
     int count;
     const uint16_t *base;
-    Layers(sa_dtype t, int64_t n_tokens) : dtype(t), n(n_tokens), base(pool(t)) {
+    Layers(sa_dtype t, int64_t n_tokens) : dtype(t), n(n_tokens), base(pool(t, 2 * n_tokens * kRow * 2)) {
         int64_t per_layer = 2 * n * kRow * 2;
         count = int(std::clamp<int64_t>(kPoolBytes / per_layer, 1, 64));
     }
@@ -187,6 +192,17 @@ __attribute__((target_clones("avx512f", "avx2", "default")))
     for (int64_t i = 0; i + 8 <= n; i += 8)
         for (int j = 0; j < 8; ++j) a[j] += p[i + j];
     return a[0] + a[1] + a[2] + a[3] + a[4] + a[5] + a[6] + a[7];
+}
+
+// Evicts the caches before a timed call, as a decode step finds them after the other layers'
+// work: writes a 96 MB buffer (three times this machine's L3) with the timer paused.
+inline void flush_caches(benchmark::State &state) {
+    constexpr size_t kFlushBytes = size_t{96} << 20;
+    static std::vector<uint64_t> buf(kFlushBytes / 8);
+    state.PauseTiming();
+    for (uint64_t &x : buf) x += 1;
+    benchmark::DoNotOptimize(buf.data());
+    state.ResumeTiming();
 }
 
 // Fails the benchmark with the library's message; true when st is SA_OK.

@@ -12,9 +12,13 @@
 //                                   keep no copy of the keys and read the layer's K cache
 //                                   (token-major [n, H_kv, D], sa_select_options.keys).
 //   decode_step/f16/N:n/threads:T   the same selection, then sa_attend over the
-//                                   chosen keys of an f16 K/V cache.
+//                                   chosen keys of an f16 K/V cache (exact).
+//   decode_step_page/..., decode_step_lsh/...
+//                                   the same with the page (refine) and LSH indexes: one
+//                                   decode step of a sparse model, measured as one.
 // Each iteration uses the next of several cache-cold layers (bench_common.hpp),
-// each with its own index over that layer's keys.
+// each with its own index over that layer's keys, and the caches are flushed before each
+// timed call. N:524288: select_page and decode_step_page only (one 2 GiB layer).
 //
 // Every selector kind next to exact (the kinds of bench/decode_selection.hpp; kinds the
 // library does not build are skipped with SA_ERR_UNSUPPORTED), one index over one layer of
@@ -24,6 +28,9 @@
 //                                            (causal), one sa_select call. Slow for exact:
 //                                            0.5 TFLOP of scoring at 32K (35 s measured
 //                                            on a loaded 2-core machine), 2 TFLOP at 128K.
+//   select/KIND/prefill4k_k128/f16/N:4096/threads:T
+//                                            4096 queries over 4096 keys (a prompt's own
+//                                            keys, causal), top_k=128
 //   select/KIND/decode_k128/...              the decode query with top_k=128 (the graph
 //                                            kinds' regime: a few candidates per head)
 //   build/KIND/f16/N:n/threads:T             sa_index_create + sa_index_append of n keys
@@ -117,6 +124,7 @@ void BM_select(benchmark::State &state, int64_t n, int threads, const Kind *kind
         }
     int64_t i = 0;
     for (auto _ : state) {
+        flush_caches(state);
         int l = int(i % layers.count);
         sa_tensor qt = tensor(q.data() + (i % nq) * kHq * kD, SA_DTYPE_F32, {1, kHq, kD});
         sa_tensor host_k = tensor(layers.k(l), SA_DTYPE_F16, {n, kHkv, kD});
@@ -220,6 +228,15 @@ void BM_build_kind(benchmark::State &state, const quality::SelectorKind *kind, i
 
 void register_kinds() {
     constexpr int64_t kPrefill = 4096;
+    // Prefill selection as a model's first chunk asks for it: 4096 queries over the same 4096
+    // keys (causal), K = 128, every kind, one sa_select call per iteration.
+    for (int t : {1, 2})
+        for (const quality::SelectorKind &kind : quality::selector_kinds())
+            benchmark::RegisterBenchmark(
+                name(("select/" + kind.name + "/prefill4k_k128").c_str(), SA_DTYPE_F16, kPrefill, t).c_str(),
+                BM_select_kind, &kind, kPrefill, t, kPrefill, 128)
+                ->UseRealTime()
+                ->Unit(benchmark::kMillisecond);
     for (int64_t n : {32768, 131072})
         for (int t : {1, 2})  // in this order, each index is built once
             for (const quality::SelectorKind &kind : quality::selector_kinds()) {
@@ -247,15 +264,23 @@ void register_kinds() {
                 ->Unit(benchmark::kMillisecond);
 }
 
+// The decode step's name for kind k: decode_step (exact), decode_step_page, decode_step_lsh;
+// nullptr for the kinds without one.
+const char *step_name(const Kind &k) {
+    if (k.borrow || (k.kind == SA_SELECTOR_PAGE && !k.refine)) return nullptr;
+    return k.kind == SA_SELECTOR_EXACT ? "decode_step" : k.kind == SA_SELECTOR_PAGE ? "decode_step_page" : "decode_step_lsh";
+}
+
 void register_all() {
-    for (int64_t n : {4096, 32768, 131072})
+    for (int64_t n : {4096, 32768, 131072, 524288})
         for (int t : {1, 2})  // in this order, each set of indexes is built once
             for (const Kind &k : kKinds)
                 for (bool attend : {false, true}) {
-                    if (attend && &k != &kKinds[0]) continue;  // decode_step: exact only
-                    benchmark::RegisterBenchmark(
-                        name(attend ? "decode_step" : k.name, SA_DTYPE_F16, n, t).c_str(),
-                        BM_select, n, t, &k, attend)
+                    const char *what = attend ? step_name(k) : k.name;
+                    if (!what) continue;
+                    // 512K: the page kind alone (one layer's exact index is another 1 GiB).
+                    if (n == 524288 && !(k.kind == SA_SELECTOR_PAGE && k.refine && !k.borrow)) continue;
+                    benchmark::RegisterBenchmark(name(what, SA_DTYPE_F16, n, t).c_str(), BM_select, n, t, &k, attend)
                         ->UseRealTime()
                         ->Unit(benchmark::kMicrosecond);
                 }

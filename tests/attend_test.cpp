@@ -571,6 +571,105 @@ TEST(AttendLong, CausalLongPrefillChunk) {
   run_and_check(ctx.get(), p, 1e-5);
 }
 
+// ------------------------------------------------------------------ one decode query split over keys
+// A decode step has one query, so its keys are cut into chunks that run on all threads
+// (flash-decoding split-K) and are merged exactly. The chunks depend on the shapes only: any
+// thread count gives the same bits, and the merge must hold for chunks that see nothing.
+
+// Runs p on contexts of 1, 2, 3, 7 and 16 threads: the one-thread run matches the reference
+// (out, LSE and, with_mass, slot mass) and every other run has its bits.
+void check_any_thread_count(Problem &p, double rel, int64_t h_kv, bool with_mass) {
+  const int64_t n_kv = p.k.dim(0);
+  Tensor mass(SA_DTYPE_F32, {h_kv, n_kv});
+  const ref::AttendResult r = p.reference();
+  std::vector<double> first_out, first_lse, first_mass;
+  for (int32_t threads : {1, 2, 3, 7, 16}) {
+    SCOPED_TRACE(testing::Message() << "threads=" << threads);
+    auto ctx = sat::make_context(threads);
+    ASSERT_NE(ctx, nullptr);
+    if (with_mass) {
+      mass.set_values(std::vector<double>(size_t(h_kv * n_kv), 0.0));
+      p.opt.slot_mass = mass.t();
+      p.opt.mass_decay = 1.f;
+    }
+    p.make_outputs(SA_DTYPE_F32);
+    ASSERT_SA_OK(p.run(ctx.get()));
+    EXPECT_TRUE(p.out.only_elements_written());
+    EXPECT_TRUE(p.lse.only_elements_written());
+    if (threads == 1) {
+      EXPECT_TRUE(sat::close_rel(p.out.values(), r.out, rel));
+      EXPECT_TRUE(lse_close(p.lse.values(), r.lse, p.k.dtype() == SA_DTYPE_F32 ? 1e-5 : 1e-4));
+      if (with_mass) EXPECT_TRUE(sat::close_rel(mass.values(), r.mass, 2e-5));
+      first_out = p.out.values(), first_lse = p.lse.values(), first_mass = mass.values();
+      continue;
+    }
+    EXPECT_EQ(p.out.values(), first_out);
+    EXPECT_EQ(p.lse.values(), first_lse);
+    if (with_mass) EXPECT_EQ(mass.values(), first_mass);
+  }
+  p.opt.slot_mass = nullptr;
+}
+
+TEST(AttendSplit, DenseDecodeQuerySameBitsOnAnyThreadCount) {
+  Rng rng(60);
+  Problem p = random_problem(rng, 1, 8, 2, 64, 6000, SA_DTYPE_F16);
+  check_any_thread_count(p, 1e-4, 2, true);
+  p.opt.causal = 1;  // the causal limit of the last query is the last key: nothing cut
+  check_any_thread_count(p, 1e-4, 2, true);
+}
+
+// A decode step's lists: 2116 entries per KV head with -1 padding scattered through them.
+TEST(AttendSplit, SparseDecodeListsSameBitsOnAnyThreadCount) {
+  Rng rng(61);
+  Problem p = random_problem(rng, 1, 16, 4, 128, 6000, SA_DTYPE_F16);
+  p.indices = random_subset_indices(rng, 1, 4, 6000, 2000, 2116);
+  p.has_indices = true;
+  check_any_thread_count(p, 1e-4, 4, true);
+}
+
+// Key positions put most keys after the query: most chunks of the split range see nothing
+// (their state stays m = -inf, l = 0) and the merge must skip them, not turn them into NaN.
+TEST(AttendSplit, ChunksPastTheCausalLimitAreEmpty) {
+  Rng rng(62);
+  const int64_t n = 5000;
+  Problem p = random_problem(rng, 1, 4, 2, 32, n);
+  p.opt.causal = 1;
+  p.qpos = {700};
+  for (int64_t j = 0; j < n; ++j) p.kpos.push_back(j);
+  check_any_thread_count(p, 1e-5, 2, true);
+  // Sparse lists ascending over all keys: only their first chunk sees anything.
+  p.indices = make_indices(1, 2, 3000, [&](int64_t, int64_t h, int64_t w) { return w % 9 == h ? -1 : w; });
+  p.has_indices = true;
+  check_any_thread_count(p, 1e-5, 2, true);
+  // A query before every key: every chunk is empty, the output 0 and the LSE -inf.
+  p.qpos = {-5};
+  check_any_thread_count(p, 1e-5, 2, true);
+  for (double x : p.out.values()) EXPECT_EQ(x, 0.0);
+  for (double x : p.lse.values()) EXPECT_EQ(x, -kInf);
+}
+
+// Fewer keys than the split would make chunks of: no chunk may be empty by construction, or
+// out of range.
+TEST(AttendSplit, FewerKeysThanChunks) {
+  Rng rng(63);
+  for (int64_t n : {1, 5, 31, 513}) {
+    SCOPED_TRACE(testing::Message() << "n_kv=" << n);
+    Problem p = random_problem(rng, 1, 4, 1, 16, n);
+    check_any_thread_count(p, 1e-5, 1, true);
+    p.indices = random_subset_indices(rng, 1, 1, n, std::max<int64_t>(1, n / 2), n);
+    p.has_indices = true;
+    check_any_thread_count(p, 1e-5, 1, true);
+  }
+}
+
+// One key far above the others in a late chunk: a merge that mixes maxima wrongly shows.
+TEST(AttendSplit, DominantKeyInTheLastChunk) {
+  Rng rng(64);
+  Problem p = random_problem(rng, 1, 4, 1, 32, 7000);
+  for (int64_t d = 0; d < 32; ++d) p.k.set({6900, 0, d}, 4.0 * p.q.get({0, 1, d}));
+  check_any_thread_count(p, 1e-5, 1, true);
+}
+
 // ------------------------------------------------------------------ instruction sets, threads
 
 class AttendIsa : public ::testing::TestWithParam<sa_isa> {};

@@ -167,6 +167,7 @@ struct Case {
   sa_dtype dtype;
   bool causal, share, pad, positions;
   int queries_per_seq;  // 1: decode (no query_starts); > 1: the last tokens of each sequence
+  int64_t width = 24;   // sparse lists' entries per query head
 };
 
 class PagedAttend : public sat::ContextTest {
@@ -201,7 +202,7 @@ class PagedAttend : public sat::ContextTest {
     // Sparse lists: random physical slots of the query's own sequence (repeats count twice), some -1.
     Tensor idx;
     if (sparse) {
-      const int64_t width = 24;
+      const int64_t width = cs.width;
       idx = Tensor(SA_DTYPE_I32, {n_q, H_q, width});  // per query head
       for (int64_t b = 0; b < B; ++b)
         for (int64_t i = starts[size_t(b)]; i < starts[size_t(b) + 1]; ++i)
@@ -277,6 +278,19 @@ TEST_F(PagedAttend, TwoThreadsMatchTheReference) {
   auto two = sat::make_context(2);
   ASSERT_NE(two, nullptr);
   for (bool sparse : {false, true}) run_case({{300, 1, 2000, 64}, 16, SA_DTYPE_F16, true, true, false, false, 2}, sparse, two.get());
+}
+
+// One decode query over a long sequence: its keys (dense) or its lists (sparse, 2116 entries)
+// are split into chunks over the threads and merged; empty slots fall inside the chunks.
+TEST_F(PagedAttend, DecodeStepSplitOverSixteenThreads) {
+  auto many = sat::make_context(16);
+  ASSERT_NE(many, nullptr);
+  for (bool sparse : {false, true}) {
+    SCOPED_TRACE(sparse ? "sparse" : "dense");
+    Case cs{{6000}, 16, SA_DTYPE_F16, true, false, false, true, 1};
+    cs.width = 2116;
+    run_case(cs, sparse, many.get());
+  }
 }
 
 // The single-sequence layout: rank-3 k/v, no page table, equals sa_attend.

@@ -323,6 +323,52 @@ TEST(Select, PrefillAgreesWithDecode) {
   }
 }
 
+// Prefill scores each block of queries only against the slots some query of the block may see
+// (a prefix found from the slots' positions) and keeps only the candidates that may reach the
+// top_k: queries at the block edges (blocks of up to 256 queries), at positions around the
+// 16-slot rounding of the prefix, with segments, after updates that put high positions in low
+// slots, with a mass target and per query head, on 1 and 2 threads, against the oracle.
+TEST(Select, PrefillBlocksMatchBruteForce) {
+  Rng rng(140);
+  const int64_t n = 700, n_q = 600;
+  for (int32_t threads : {1, 2}) {
+    Indexed ix(2, 16, SA_DTYPE_F32, threads);
+    ASSERT_NE(ix.get(), nullptr);
+    ix.append(ix.random_keys(rng, n));
+    Tensor q = sat::random_tensor(rng, SA_DTYPE_F32, {n_q, 8, 16});
+    std::vector<int64_t> pos(static_cast<size_t>(n_q));
+    for (int64_t i = 0; i < n_q; ++i) pos[size_t(i)] = i < 40 ? i : 100 + i;  // 0..39: the first prefixes
+    for (int64_t i : {255, 256, 511, 512}) pos[size_t(i)] = i % 2 ? 15 : 16;  // block edges, low positions
+    SCOPED_TRACE(testing::Message() << "threads=" << threads);
+    sa_select_options o = select_options(16, 8, 4);
+    o.query_positions = pos.data();
+    check_all(ix, q, o, ix.select(q, o, 28));
+    o.per_query_head = 1;
+    check_all(ix, q, o, ix.select(q, o, 28));
+    o.per_query_head = 0;
+    o.mass_target = 0.5;
+    check_all(ix, q, o, ix.select(q, o, 28), 1);
+    o.mass_target = 0;
+
+    std::vector<int32_t> kseg(static_cast<size_t>(n)), qseg(static_cast<size_t>(n_q));
+    for (int64_t j = 0; j < n; ++j) kseg[size_t(j)] = j < 250 ? 0 : 1;
+    for (int64_t i = 0; i < n_q; ++i) qseg[size_t(i)] = pos[size_t(i)] < 250 ? 0 : 1;
+    o.query_segments = qseg.data();
+    o.key_segments = kseg.data();
+    check_all(ix, q, o, ix.select(q, o, 28));
+    o.query_segments = o.key_segments = nullptr;
+
+    // Slots 3, 300 and 650 now hold the latest positions: a query sees them only from there on.
+    std::vector<int32_t> slots = {3, 300, 650};
+    std::vector<int64_t> fresh_pos = {700, 701, 702};
+    Tensor fresh = ix.random_keys(rng, 3);
+    ASSERT_SA_OK(sa_index_update(ix.get(), slots.data(), 3, fresh.t(), fresh_pos.data()));
+    ix.cache.update(slots, fresh, fresh_pos.data());
+    for (int64_t i = n_q - 8; i < n_q; ++i) pos[size_t(i)] = 695 + (i - (n_q - 8));  // 695..702
+    check_all(ix, q, o, ix.select(q, o, 28));
+  }
+}
+
 TEST(Select, MassTargetPerQueryHead) {
   Rng rng(115);
   Indexed ix(2, 32);

@@ -37,8 +37,9 @@ def _key(name):
     return name[: -len("/real_time")] if name.endswith("/real_time") else name
 
 
-def run(binary, names, min_time, repetitions, interleave=False):
-    """Runs exactly `names` (benchmark names without /real_time) in one process."""
+def run(binary, names, min_time, repetitions, interleave=False, env=None):
+    """Runs exactly `names` (benchmark names without /real_time) in one process; env: the
+    process's environment (default: this one's)."""
     for n in names:
         if not _NAME.match(n):
             raise ValueError(f"benchmark name with regex characters: {n!r}")
@@ -50,7 +51,7 @@ def run(binary, names, min_time, repetitions, interleave=False):
             "--benchmark_format=json"]
     if interleave:  # repetitions of different benchmarks alternate: drift hits all of them
         argv.append("--benchmark_enable_random_interleaving=true")
-    p = subprocess.run(argv, capture_output=True, text=True)
+    p = subprocess.run(argv, capture_output=True, text=True, env=env)
     if p.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} exited {p.returncode}:\n{p.stderr[-2000:]}")
     return parse(p.stdout, argv, names)

@@ -1,4 +1,4 @@
-"""speed.png and quality.png: small matplotlib figures (Agg, no display needed)."""
+"""floor.png and quality.png: small matplotlib figures (Agg, no display needed)."""
 import math
 
 import matplotlib
@@ -13,36 +13,44 @@ def _finite(x):
     return x if x is not None and not math.isnan(x) else 0.0
 
 
-def speed(rows, subtitle, path):
-    """Per N: time per decode query of the read loop (dense's bytes), dense, page step, sparse."""
-    sizes = sorted({r.n for r in rows})
-    series = [("read loop, dense's K/V bytes", "read_loop_ms", "#bbbbbb"),
-              ("dense attend", "dense_ms", "#d62728"),
-              ("page select + sparse attend", "page_step_ms", "#1f77b4"),
-              ("sparse attend only", "sparse_ms", "#9ecae1")]
-    fig, axes = plt.subplots(1, len(sizes), figsize=(8, 3.6), sharey=True, dpi=DPI)
-    axes = axes if len(sizes) > 1 else [axes]
-    width = 0.8 / len(series)
-    for ax, n in zip(axes, sizes):
-        mine = [r for r in rows if r.n == n]
-        for i, (label, attr, color) in enumerate(series):
-            xs = [j + (i - (len(series) - 1) / 2) * width for j in range(len(mine))]
-            ax.bar(xs, [_finite(getattr(r, attr)) for r in mine], width, label=label, color=color)
-        for j, r in enumerate(mine):
-            if not math.isnan(r.speedup):
-                ax.annotate(f"step {r.speedup:.1f}× faster", (j, r.dense_ms), ha="center",
-                            va="bottom", fontsize=8, xytext=(0, 3), textcoords="offset points")
-        ax.set_yscale("log")
-        top = max(_finite(r.dense_ms) for r in mine)
-        ax.set_ylim(top=top * 2.5)  # room for the annotation
-        ax.set_xticks(range(len(mine)), [f"{r.threads} thread{'s' * (r.threads > 1)}" for r in mine])
-        ax.set_title(f"N = {n // 1024}K keys", fontsize=10)
-        ax.grid(axis="y", alpha=0.3, which="both")
-    axes[0].set_ylabel("ms per decode query (log)")
+def floor(lines, subtitle, path):
+    """Left: each measurement as a share of its floor loop; middle: dense / step per N; right:
+    prefill selection per kind. 1 and 2 threads side by side, goals as dashed lines."""
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.8), dpi=DPI, gridspec_kw={"width_ratios": [3, 2, 2]})
+    colors = {1: "#9ecae1", 2: "#1f77b4"}
+
+    def bars(ax, chosen, labels, goal=None, unit=""):
+        width = 0.38
+        for i, t in enumerate((1, 2)):
+            xs = [j + (i - 0.5) * width for j in range(len(chosen))]
+            vals = [_finite(ln.values.get(t, (0, 0))[1 if unit != "ms" else 0]) for ln in chosen]
+            ax.bar(xs, vals, width, color=colors[t], label=f"{t} thread{'s' * (t > 1)}")
+        ax.set_xticks(range(len(chosen)), labels, rotation=20, ha="right", fontsize=7)
+        if goal is not None:
+            ax.axhline(goal, color="#d62728", ls="--", lw=1)
+        ax.grid(axis="y", alpha=0.3)
+
+    pct = [ln for ln in lines if "%" in ln.against]
+    bars(axes[0], pct, [f"{ln.what.split(' (')[0].replace('`', '')} {ln.n}" for ln in pct], 80)
+    axes[0].set_title("% of a loop reading the same bytes (goal 80 %)", fontsize=9)
+    steps = [ln for ln in lines if ln.what.startswith("decode step")]
+    bars(axes[1], steps, [f"page step {ln.n}" for ln in steps])
+    for j, ln in enumerate(steps):
+        goal = ln.goal.lstrip("≥ ").rstrip("×")
+        if goal:
+            axes[1].plot([j - 0.45, j + 0.45], [float(goal)] * 2, color="#d62728", ls="--", lw=1)
+    axes[1].set_yscale("log")
+    axes[1].set_title("dense / page step (× faster; goals dashed)", fontsize=9)
+    prefill = [ln for ln in lines if ln.what.startswith("prefill")]
+    bars(axes[2], prefill, [ln.what.split(", ")[1].split(" (")[0].replace(" of the baseline build", " (baseline)")
+                            for ln in prefill], unit="ms")
+    axes[2].set_yscale("log")
+    axes[2].set_title("prefill selection, 4096 q × 4096 keys (ms)", fontsize=9)
     handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=len(series), fontsize=8, frameon=False)
-    fig.suptitle("Decode attention, f16, H_q=32 H_kv=8 D=128\n" + subtitle, fontsize=9)
-    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=8, frameon=False)
+    fig.suptitle("Decode step at the memory floor, f16, H_q=32 H_kv=8 D=128, caches flushed\n" + subtitle,
+                 fontsize=9)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
 

@@ -39,22 +39,6 @@ def header(meta):
     ])
 
 
-def speed_table(rows):
-    head = ["N", "threads", "dense attend ms", "page step ms", "sparse attend ms",
-            "read loop GB/s", "dense GB/s", "dense % of read loop", "dense / page step"]
-    body = [[kib(r.n), str(r.threads), num(r.dense_ms), num(r.page_step_ms), num(r.sparse_ms),
-             num(r.membw_gbps, 1), num(r.dense_gbps, 1), num(r.read_pct, 0) + " %",
-             num(r.speedup, 1) + "×"] for r in rows]
-    return table(head, body)
-
-
-def select_table(rows, kinds):
-    head = ["N", "threads"] + kinds + ["exact step (measured)", "exact select + sparse attend"]
-    body = [[kib(r.n), str(r.threads)] + [num(r.select_ms.get(k)) for k in kinds]
-            + [num(r.exact_step_ms), num(r.exact_sum_ms)] for r in rows]
-    return table(head, body)
-
-
 def quality_table(rows):
     kinds = list(dict.fromkeys(r["kind"] for r in rows))
     ordered = sorted(rows, key=lambda r: (kinds.index(r["kind"]), r["k"]))
@@ -69,36 +53,48 @@ def quality_table(rows):
                   "output rel. error"], body, left=1)
 
 
-def speed_section(rows, kinds, failures):
+def floor_table(lines):
+    head = ["measurement", "N", "1 thread", "ratio", "2 threads", "ratio", "ratio is", "goal"]
+    body = []
+    for ln in lines:
+        cells = [ln.what, ln.n]
+        for t in (1, 2):
+            value, ratio = ln.values.get(t, (float("nan"), float("nan")))
+            cells.append(num(value, 1 if ln.unit == "GB/s" else None) + ("" if ln.unit == "ms" else f" {ln.unit}"))
+            pct = "%" in ln.against
+            cells.append("" if ratio != ratio else num(ratio, 0) + " %" if pct else num(ratio, 1) + "×")
+        body.append(cells + [ln.against, ln.goal])
+    return table(head, body, left=2)
+
+
+def floor_section(lines, failures):
     notes = "\n".join(f"- `{n}`: {m}" for n, m in failures.items())
     return "\n".join([
-        "## Decode speed",
+        "## Decode step at the memory floor (issue 14)",
         "",
-        "One decode query (H_q=32, H_kv=8, D=128, f16 K/V), every iteration on the next of "
-        "several cache-cold layers. Medians over repetitions; ratios are within one row, "
-        "measured in the same run.",
+        "One decode query (H_q = 32, H_kv = 8, D = 128, f16 K/V token-major [N, H_kv, D] as llama.cpp "
+        "holds it; top_k 2048 + window 64 + sinks 4), random keys, the caches flushed (96 MB written) "
+        "before every timed call, medians over repetitions; times in ms. Each ratio is formed within "
+        "one binary's run: bench_attend (read loop, dense and sparse attention and their loops, "
+        "interleaved repetitions), bench_bounds (bound scan and its loop), bench_select (selection, "
+        "steps, prefill).",
         "",
-        speed_table(rows),
+        floor_table(lines),
         "",
-        "- dense attend: `attend_dense` (bench_attend), all N keys. sparse attend: "
-        "`attend_sparse`, 2048 keys per KV head at random slots (the worst case for memory).",
-        "- page step: `select_page` (bench_select: page index, page_size 16, refine; top_k "
-        "2048, window 64, sinks 4) plus sparse attend. The table below checks that sum "
-        "against exact's step measured as one (`decode_step`). bench_select runs right after "
-        "bench_attend, so this column and the last one span two processes a minute or two "
-        "apart; the other ratios come from one process.",
-        "- read loop: `membw`, the sum of a 1 GiB buffer with the same threads. dense GB/s "
-        "counts the K/V bytes dense attention must read, so their ratio is how close dense "
-        "gets to the machine's read bandwidth.",
-        "",
-        "### Selection, ms per decode query",
-        "",
-        select_table(rows, kinds),
-        "",
-        "- exact, page, page-norefine, lsh: `select_exact`, `select_page`, "
-        "`select_page_norefine`, `select_lsh`, each iteration on the next layer's index.",
-        "- hnsw: `select/hnsw/decode`, one graph over one layer (the only family with graph "
-        "kinds); — where not run: its graph build dominates the run time.",
+        "- `walkbw`: reads each token's K and V rows of one KV head, in the token ranges dense "
+        "attention splits a decode query into (32 tasks), the order `sa_attend` reads them. "
+        "`gatherbw`: reads the 2048 rows per KV head that sparse attention gathers, prefetching as "
+        "the kernel does. `bounds_read`: sums the page bounds the scan reads.",
+        "- decode step: `decode_step_page` (bench_select), page index (page_size 16, refine) then "
+        "`sa_attend` over what it chose, measured as one; its ratio divides `attend_dense` from "
+        "bench_attend, the other process of the same run. Exact and LSH steps likewise "
+        "(`decode_step`, `decode_step_lsh`); HNSW's is its selection plus `attend_sparse`.",
+        "- page bound scan: the kernel page selection scores its bounds with "
+        "(`RowKernels::score_rows`, rows [centre | radius] of 2 D, the group's 4 query heads).",
+        "- prefill selection: one `sa_select` of 4096 queries at positions 0..4095 over those "
+        "4096 keys (causal), top_k 128, window 64, sinks 4, per kind, one iteration; ratio: the "
+        "exact kind's time over the kind's, the exact kind of the baseline build when one was "
+        "given (`--baseline-lib`: the same bench_select binary on that build's library, in this run).",
         *(["", "Not measured:", "", notes] if notes else []),
     ])
 

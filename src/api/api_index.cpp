@@ -184,6 +184,10 @@ SA_API sa_status sa_index_truncate(sa_index *ix, int64_t position) {
   return guarded("sa_index_truncate", [&] {
     if (!ix) fail(SA_ERR_NULL_POINTER, "ix is NULL");
     expect_usable(*ix);
+    // What the index cannot do at all comes before what is wrong with this call's arguments.
+    if (ix->opt.borrow_keys)
+      fail(SA_ERR_UNSUPPORTED, "ix borrows its keys (borrow_keys); sa_index_truncate takes indexes that keep their "
+                               "own copy for now");
     if (position < 0) fail(SA_ERR_INVALID_ARGUMENT, "position is %lld, expected >= 0", (long long)position);
     changing(*ix, "sa_index_truncate", [&] { ix->backend->truncate(position); });
   });

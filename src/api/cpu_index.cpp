@@ -47,9 +47,6 @@ class CpuIndex final : public IndexBackend {
   }
 
   void truncate(int64_t position) override {
-    if (opt_.borrow_keys)
-      fail(SA_ERR_UNSUPPORTED, "ix borrows its keys (borrow_keys); sa_index_truncate takes indexes that keep their "
-                               "own copy for now");
     const KeyStore &slots = selector_->slots();
     const int64_t keep = slots.trailing_slots_from(position);
     if (keep < 0 && slots.per_head())

@@ -5,6 +5,7 @@
 #include <limits>
 
 #include "core/threading.hpp"
+#include "core/visibility.hpp"
 
 namespace sa {
 namespace {
@@ -73,7 +74,7 @@ void SlotMass::dense(const sa_context &ctx) {
       rs.begin = j0;
       rs.n = std::min(j_end, j0 + kSubBlock) - j0;
       for (int64_t i = 0; i < n_q; ++i) {
-        if (!layout_.key_positions && j0 > pos_limits_[size_t(i)]) continue;  // all in the future
+        if (!layout_.key_positions && !sees(pos_limits_[size_t(i)], j0)) continue;  // all in the future
         for (int64_t kvh = 0; kvh < layout_.H_kv; ++kvh)
           fold(ctx, i, kvh, kvh * G_, (kvh + 1) * G_, rs, target(rows == 1 ? 0 : kvh) + j0);
       }

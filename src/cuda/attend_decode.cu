@@ -9,6 +9,7 @@
 #include <cstdint>
 
 #include "attend_decode.hpp"
+#include "core/visibility.hpp"
 #include "half_vec.cuh"
 #include "plugin_state.hpp"
 #include "slot_mass.hpp"
@@ -136,7 +137,7 @@ __global__ void __launch_bounds__(kThreads, 4) decode_kernel(const Params p) {
     __syncthreads();  // the previous tile is consumed
     for (int e = tid; e < tn; e += kThreads) {
       const int64_t r = ib ? int64_t(ib[(t0 + e) * p.i_s2]) : t0 + e;
-      const bool ok = r >= 0 && r < p.n_kv && (!p.causal || r <= qpos);  // out of range: skipped
+      const bool ok = r < p.n_kv && sa::sees(p.causal ? qpos : sa::kNoPositionLimit, r);  // out of range: skipped
       rows_s[e] = ok ? int32_t(r) : -1;
     }
     __syncthreads();

@@ -66,10 +66,9 @@ __device__ __forceinline__ float from_order_bits(unsigned e) {
 
 // Candidate slots of query i: [lo, hi], visible and neither sink nor window.
 __device__ __forceinline__ void candidate_range(const Common &c, int i, int64_t &lo, int64_t &hi) {
-  const int64_t pos = c.first_pos + i;
-  lo = c.sinks;
-  hi = pos - c.window;
-  if (hi > c.n - 1) hi = c.n - 1;
+  const sa::PositionRange scored = sa::scored_positions(c.first_pos + i, c.window, c.sinks);
+  lo = scored.lo;
+  hi = scored.hi < c.n - 1 ? scored.hi : c.n - 1;
 }
 
 // Sums v[0..N) over the L lanes of a row (lanes xor-adjacent, L >= N, both powers of two)
@@ -397,7 +396,7 @@ __global__ void __launch_bounds__(kTopThreads) top_items_kernel(const Common c, 
 
   // Sinks first.
   int64_t written = 0;
-  const int64_t sink_end = c.sinks < pos + 1 ? c.sinks : pos + 1;
+  const int64_t sink_end = sa::sink_positions(pos, c.sinks).hi + 1;
   const int64_t a_end = sink_end < c.n ? sink_end : c.n;
   for (int64_t j = tid; j < a_end && j < width; j += kTopThreads) put(j, int32_t(j));
   written = a_end < width ? a_end : width;
@@ -451,9 +450,9 @@ __global__ void __launch_bounds__(kTopThreads) top_items_kernel(const Common c, 
   if (written > width) written = width;
 
   // The window, then padding.
-  int64_t w_lo = pos - c.window + 1;
-  if (w_lo < c.sinks) w_lo = c.sinks;
-  int64_t w_hi = pos < c.n - 1 ? pos : c.n - 1;
+  const sa::PositionRange window = sa::window_positions(pos, c.window, c.sinks);
+  const int64_t w_lo = window.lo;
+  const int64_t w_hi = window.hi < c.n - 1 ? window.hi : c.n - 1;
   for (int64_t j = w_lo + tid; j <= w_hi; j += kTopThreads) {
     const int64_t at = written + (j - w_lo);
     if (at < width) put(at, int32_t(j));

@@ -38,7 +38,5 @@ inline Batch transpose_sum(const Batch *rows) { return xsimd::haddp(rows); }
 #include "kernels/kernels_simd.hpp"
 
 namespace sa {
-extern const KernelTable kernels_avx2 = {SA_ISA_AVX2, avx2::rows_of<float>, avx2::rows_of<F16>,
-                                            avx2::rows_of<BF16>, avx2::max_of, avx2::exp2_sum,
-                                            avx2::exp2_accumulate, avx2::score_rows_i8};
+extern const KernelTable kernels_avx2 = avx2::table(SA_ISA_AVX2);
 }

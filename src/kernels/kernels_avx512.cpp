@@ -51,7 +51,5 @@ inline Batch transpose_sum(const Batch *r) {
 #include "kernels/kernels_simd.hpp"
 
 namespace sa {
-extern const KernelTable kernels_avx512 = {SA_ISA_AVX512, avx512::rows_of<float>, avx512::rows_of<F16>,
-                                            avx512::rows_of<BF16>, avx512::max_of, avx512::exp2_sum,
-                                            avx512::exp2_accumulate, avx512::score_rows_i8};
+extern const KernelTable kernels_avx512 = avx512::table(SA_ISA_AVX512);
 }

@@ -43,7 +43,5 @@ inline Batch transpose_sum(const Batch *rows) {
 #include "kernels/kernels_simd.hpp"
 
 namespace sa {
-extern const KernelTable kernels_neon = {SA_ISA_NEON, neon::rows_of<float>, neon::rows_of<F16>,
-                                            neon::rows_of<BF16>, neon::max_of, neon::exp2_sum,
-                                            neon::exp2_accumulate, neon::score_rows_i8};
+extern const KernelTable kernels_neon = neon::table(SA_ISA_NEON);
 }

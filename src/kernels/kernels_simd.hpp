@@ -12,7 +12,7 @@
 // Work is done in blocks of L keys (L = lanes): rows are converted to f32 as they are loaded,
 // dot products for all heads of the group come out of a register-blocked loop and one
 // transposing reduction, softmax runs on whole vectors, and V rows are accumulated
-// with broadcast probabilities. Rows one block ahead are prefetched (distance measured best of 1, 2, 4, 8 blocks).
+// with broadcast probabilities. Rows are prefetched kPrefetchRows entries ahead of the walk.
 #include <cmath>
 #include <limits>
 
@@ -26,7 +26,12 @@ namespace {
 using B = xsimd::batch<float, arch>;
 constexpr int L = int(B::size);
 constexpr int kMaxD = 256;          // larger heads take the scalar path
-constexpr int kDotHeads = L >= 16 ? 4 : 2;  // heads per register block in the dot products
+// Heads per register block in the dot products, and rows per head in it: each K row loaded
+// (and converted) serves every head of the block, so larger blocks convert less per FMA; the
+// block's accumulators must fit the registers (16 below AVX-512, 32 from it on).
+constexpr int kDotHeads = L >= 8 ? 4 : 2;
+template <int H>
+constexpr int dot_rows() { return L >= 16 || H * 4 + 4 <= 16 ? 4 : 2; }
 constexpr int kAccHeads = 4;        // heads per register block in the V accumulation
 constexpr int kAccColumns = L >= 16 ? 4 : 2;  // column chunks per register block (see below)
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
@@ -37,26 +42,26 @@ alignas(64) const float kZeroRow[kMaxD] = {};
 
 // out[h] lane j = q_h . row_j, for h < H and the L rows of the block. K rows are converted
 // to f32 in registers as they are loaded, each load serving H heads.
+// Rows R at a time (R = dot_rows<H>()); every lane of a sum adds its columns in the same
+// order whatever R is, so the scores do not depend on the blocking.
 template <int H, class T>
 inline void dot_block(const float *q, int D, const T *const *rows, B *out) {
+  constexpr int R = dot_rows<H>();
   B part[H][L];
-  for (int j = 0; j < L; j += 4) {
-    B a[H][4];
+  for (int j = 0; j < L; j += R) {
+    B a[H][R];
     for (int h = 0; h < H; ++h)
-      for (int t = 0; t < 4; ++t) a[h][t] = B(0.f);
-    const T *r0 = rows[j], *r1 = rows[j + 1], *r2 = rows[j + 2], *r3 = rows[j + 3];
+      for (int t = 0; t < R; ++t) a[h][t] = B(0.f);
     for (int c = 0; c < D; c += L) {
-      B k0 = load_f32(r0 + c), k1 = load_f32(r1 + c), k2 = load_f32(r2 + c), k3 = load_f32(r3 + c);
+      B k[R];
+      for (int t = 0; t < R; ++t) k[t] = load_f32(rows[j + t] + c);
       for (int h = 0; h < H; ++h) {
         B qv = B::load_unaligned(q + h * D + c);
-        a[h][0] = xsimd::fma(qv, k0, a[h][0]);
-        a[h][1] = xsimd::fma(qv, k1, a[h][1]);
-        a[h][2] = xsimd::fma(qv, k2, a[h][2]);
-        a[h][3] = xsimd::fma(qv, k3, a[h][3]);
+        for (int t = 0; t < R; ++t) a[h][t] = xsimd::fma(qv, k[t], a[h][t]);
       }
     }
     for (int h = 0; h < H; ++h)
-      for (int t = 0; t < 4; ++t) part[h][j + t] = a[h][t];
+      for (int t = 0; t < R; ++t) part[h][j + t] = a[h][t];
   }
   for (int h = 0; h < H; ++h) out[h] = transpose_sum(part[h]);
 }
@@ -110,16 +115,19 @@ inline void prefetch_row(const char *p, int64_t bytes) {
   for (int64_t o = 0; o < bytes; o += 64) __builtin_prefetch(p + o, 0, 1);  // measured best of 0..3
 }
 
-// Software prefetch of the rows one block (L entries) ahead of the walk. Measured on
-// bench_attend: 2 or 4 blocks ahead gain nothing, and leaving runs of adjacent rows (whole
-// pages) to the hardware prefetcher costs 1.2-1.7x.
+// Software prefetch of the rows kPrefetchRows entries ahead of the walk, from the walk's first
+// row on (a split chunk's first block is not left cold): 16 rows (8 KB of K and V, 128 lines),
+// the distance of bench_attend's gather loop, keeps enough misses in flight while a block
+// computes. Leaving runs of adjacent rows (whole pages) to the hardware prefetcher costs
+// 1.2-1.7x on bench_attend.
+constexpr int64_t kPrefetchRows = L > 16 ? L : 16;
 struct RowPrefetcher {
   int64_t next = 0;  // raw list entries prefetched so far
 
   template <class T>
   void ahead(const RowWalk &walk, const T *K, int64_t k_stride, const T *V, int64_t v_stride, int64_t row_bytes) {
     if (next < walk.cursor) next = walk.cursor;
-    for (int64_t stop = std::min(walk.rs.n, walk.cursor + L); next < stop; ++next) {
+    for (int64_t stop = std::min(walk.rs.n, walk.cursor + kPrefetchRows); next < stop; ++next) {
       const int64_t r = walk.raw_row(next);
       if (r < 0) continue;
       prefetch_row(reinterpret_cast<const char *>(K + r * k_stride), row_bytes);
@@ -149,6 +157,7 @@ void attend_rows_t(const float *q, int g, int D, const RowSet &rs, SoftmaxState 
   RowWalk walk(rs);
   const bool plain_range = !rs.rows && !rs.key_pos && rs.begin + rs.n - 1 <= rs.pos_limit;
   RowPrefetcher prefetch;
+  prefetch.ahead(walk, K, rs.k_stride, V, rs.v_stride, row_bytes);
   for (;;) {
     int n = 0;
     if (plain_range) {  // every row visible: no per-row checks
@@ -313,8 +322,9 @@ void mass_rows_t(const float *q, int g, int D, const RowSet &rs, const float *ls
   int64_t entries[L];
   const int64_t row_bytes = int64_t(D) * int64_t(sizeof(T));
   RowWalk walk(rs);
-  RowPrefetcher prefetch;  // gathered lists only, as in attend_rows_t
+  RowPrefetcher prefetch;  // gathered lists only
   const bool plain_range = !rs.rows && !rs.key_pos && rs.begin + rs.n - 1 <= rs.pos_limit;
+  if (rs.rows) prefetch.ahead(walk, K, rs.k_stride, static_cast<const T *>(nullptr), 0, row_bytes);
   for (;;) {
     int n = 0;
     if (plain_range) {  // every row visible: no per-row checks
@@ -352,6 +362,11 @@ void mass_rows(const float *q, int g, int D, const RowSet &rs, const float *lse2
 
 template <class T>
 constexpr RowKernels rows_of = {attend_rows<T>, score_rows<T>, mass_rows<T>};
+
+// This instruction set's table (kernels_<isa>.cpp defines it under its name).
+constexpr KernelTable table(sa_isa isa) {
+  return {isa, rows_of<float>, rows_of<F16>, rows_of<BF16>, max_of, exp2_sum, exp2_accumulate, score_rows_i8};
+}
 
 }  // namespace
 }  // namespace SA_KERNEL_NS

@@ -108,12 +108,14 @@ void collect_forced(const KeyStore &keys, const SelectRequest &req, int64_t i, i
                     std::vector<int32_t> &forced) {
   forced.clear();
   const QueryVisibility vis = query_visibility(req, i);
-  const int64_t p = vis.query_pos;
-  if (req.sinks > 0) keys.slots_at_positions(0, std::min<int64_t>(req.sinks - 1, p), forced, kv_head);
-  if (req.window > 0) keys.slots_at_positions(std::max<int64_t>(p - req.window + 1, req.sinks), p, forced, kv_head);
-  if (vis.key_segments)
-    forced.erase(std::remove_if(forced.begin(), forced.end(), [&](int32_t s) { return vis.key_segments[s] != vis.segment; }),
-                 forced.end());
+  const PositionRange sinks = sink_positions(vis.query_pos, req.sinks);
+  const PositionRange window = window_positions(vis.query_pos, req.window, req.sinks);
+  keys.slots_at_positions(sinks.lo, sinks.hi, forced, kv_head);
+  keys.slots_at_positions(window.lo, window.hi, forced, kv_head);
+  if (vis.key_segments) {
+    const int64_t *pos = keys.positions(kv_head);
+    forced.erase(std::remove_if(forced.begin(), forced.end(), [&](int32_t s) { return !vis(s, pos[s]); }), forced.end());
+  }
   std::sort(forced.begin(), forced.end());
 }
 
@@ -203,7 +205,7 @@ void finish_rescore(const sa_context &ctx, const KeyStore &keys, const SelectReq
     }
   }
   write_selection(s.ranked, s.forced, forced_mass, rule, pos, selection_row(req, i, l), req.indices.shape[2],
-                  req.indices.stride[2]);
+                  req.indices.stride[2], s.bitmap);
 }
 
 void write_ranked_candidates(const KeyStore &keys, const SelectRequest &req, int64_t i, const SelectionList &l,
@@ -216,7 +218,8 @@ void write_ranked_candidates(const KeyStore &keys, const SelectRequest &req, int
   s.ranked.erase(std::remove_if(s.ranked.begin(), s.ranked.end(),
                                 [&](const Candidate &x) { return !vis(x.slot, pos[x.slot]) || always_kept(pos[x.slot], rule); }),
                  s.ranked.end());
-  write_selection(s.ranked, s.forced, 0.f, rule, pos, selection_row(req, i, l), req.indices.shape[2], req.indices.stride[2]);
+  write_selection(s.ranked, s.forced, 0.f, rule, pos, selection_row(req, i, l), req.indices.shape[2], req.indices.stride[2],
+                  s.bitmap);
 }
 
 }  // namespace sa

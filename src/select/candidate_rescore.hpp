@@ -6,9 +6,10 @@
 //
 // Typical use inside a selector's select():
 //   const int64_t lists = selection_list_count(req, keys.heads());
-//   parallel_for(ctx.threads, n_q * lists, [&](int64_t t) {
-//     static thread_local RescoreScratch s;  // per OS thread: no allocation per call, and
-//                                            // safe under concurrent sa_select calls
+//   const int slots = loop_slots(ctx.threads, n_q * lists);
+//   std::vector<RescoreScratch> scratch(static_cast<size_t>(slots));  // the call's own (core/threading.hpp)
+//   parallel_for_slots(slots, n_q * lists, [&](int64_t t, int slot) {
+//     RescoreScratch &s = scratch[size_t(slot)];
 //     const SelectionList l = selection_list(req, keys.heads(), t % lists);
 //     s.candidates.clear();
 //     ... propose candidate slots for query t / lists into s.candidates ...
@@ -22,6 +23,7 @@
 #include <utility>
 #include <vector>
 
+#include "core/visibility.hpp"
 #include "kernels/kernels.hpp"
 #include "select/key_store.hpp"
 #include "select/native_rows.hpp"
@@ -43,14 +45,13 @@ struct SelectionList {
 int64_t selection_list_count(const SelectRequest &req, int64_t kv_heads);
 SelectionList selection_list(const SelectRequest &req, int64_t kv_heads, int64_t list);
 
-// Whether query i may see a slot: causal by position, and its own segment when segments are on.
+// Whether query i may see a slot (core/visibility.hpp): causal by position, and its own
+// segment when segments are on.
 struct QueryVisibility {
   int64_t query_pos = 0;
   const int32_t *key_segments = nullptr;  // nullptr: no segments
   int32_t segment = 0;
-  bool operator()(int32_t slot, int64_t slot_pos) const {
-    return slot_pos <= query_pos && (!key_segments || key_segments[slot] == segment);
-  }
+  bool operator()(int32_t slot, int64_t slot_pos) const { return sees(query_pos, slot_pos, key_segments, slot, segment); }
 };
 QueryVisibility query_visibility(const SelectRequest &req, int64_t i);
 KeepRule keep_rule(const SelectRequest &req, int64_t i);
@@ -85,7 +86,7 @@ struct RescoreTaskScratch {
 };
 
 // Buffers of rescore_candidates for one list, reused from list to list by the task that owns
-// them (its slot of the call's scratch). `candidates` is the input.
+// them (its slot of the call's scratch, never a thread's). `candidates` is the input.
 struct RescoreScratch {
   std::vector<int32_t> candidates;  // the selector's proposals: any order, duplicates allowed
   std::vector<int32_t> forced;
@@ -94,6 +95,7 @@ struct RescoreScratch {
   std::vector<Candidate> ranked;
   RescoreTaskScratch task;          // for rescore_candidates, which scores every column itself
   int64_t column_count() const { return int64_t(columns.size()); }
+  std::vector<uint64_t> bitmap;     // write_selection's
 };
 
 // Finishes list l of query i from s.candidates (reordered and deduplicated on return):

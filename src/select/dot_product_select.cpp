@@ -1,6 +1,7 @@
 #include "select/dot_product_select.hpp"
 
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <limits>
 
@@ -14,7 +15,7 @@ namespace {
 
 constexpr int64_t kGemmMinQueries = 8;         // fewer queries: one SIMD pass per query
 constexpr int64_t kScoreBlockFloats = 1 << 22; // score buffer per scratch slot (16 MB)
-constexpr int64_t kMaxQueryBlock = 64;
+constexpr int64_t kMaxQueryBlock = 256;
 // The all-heads pass over the host's keys: slots per task, and per buffered block (every head's
 // rows of a block: 8 heads of 128 f16 values, 128 KiB, stay in L2 between copy and kernel).
 // Measured (bench_select select_exact_borrowed against select_exact, 128K f16 keys, H_kv 8,
@@ -25,6 +26,40 @@ constexpr int64_t kMaxQueryBlock = 64;
 // copying them 1.2-1.6x (no gain: no such kernel). A head-major host K is scored in place.
 constexpr int64_t kAllHeadsChunk = 4096;
 constexpr int64_t kAllHeadsBlock = 64;
+
+// Keys a query may see all lie in a prefix of the slots: limit[i] is the length of query i's
+// prefix (slots past it hold only positions above the query's), rounded up to a multiple of
+// kLimitRound so the SIMD reductions over it add exactly what they add over every slot (the
+// slots they skip are -inf). Causal prefill scores about half the keys of a dense pass.
+// ordered: slots hold ascending positions from 0 on (no update reordered them, no empty slot)
+// and there are no segments, so query i sees exactly the slots j < count[i] (window and sinks
+// are found by position as always).
+constexpr int64_t kLimitRound = 16;
+
+struct VisiblePrefixes {
+  std::vector<int64_t> limit, count;
+  bool ordered = false;
+};
+
+VisiblePrefixes visible_prefixes(const SelectRequest &req, const int64_t *pos, int64_t n) {
+  VisiblePrefixes v;
+  // after[j]: the lowest position among slots [j, n); non-decreasing in j.
+  std::vector<int64_t> after(size_t(n) + 1, std::numeric_limits<int64_t>::max());
+  for (int64_t j = n - 1; j >= 0; --j) after[size_t(j)] = std::min(after[size_t(j) + 1], pos[j]);
+  v.ordered = !req.query_segments && (n == 0 || pos[0] >= 0);
+  for (int64_t j = 1; j < n && v.ordered; ++j) v.ordered = pos[j] > pos[j - 1];
+  const int64_t n_q = req.queries.shape[0];
+  v.limit.resize(size_t(n_q));
+  v.count.resize(size_t(n_q));
+  for (int64_t i = 0; i < n_q; ++i) {
+    const int64_t p = req.positions[size_t(i)];
+    // The first j whose suffix holds no position <= p (with ordered positions: the visible count).
+    const int64_t j = std::upper_bound(after.begin(), after.end() - 1, p) - after.begin();
+    v.count[size_t(i)] = j;
+    v.limit[size_t(i)] = std::min(n, (j + kLimitRound - 1) / kLimitRound * kLimitRound);
+  }
+  return v;
+}
 
 // One task's buffers (a slot of the call's scratch), sized before the parallel region.
 struct Scratch {
@@ -45,6 +80,32 @@ void take_best(std::vector<Candidate> &cands, int64_t count, std::vector<int32_t
   for (size_t j = 0; j < n; ++j) out.push_back(cands[j].slot);
 }
 
+// Collects the candidates of one list keeping only those that may be among the best `keep`
+// (by ranks_before): whenever 4 * keep are held, the best keep stay and the worst of them sets
+// a score below which no later candidate can enter. write_selection then ranks a few hundred
+// candidates instead of every visible key. keep <= 0: every candidate is kept.
+class BestCandidates {
+ public:
+  BestCandidates(std::vector<Candidate> &cands, int64_t keep) : c_(cands), keep_(size_t(std::max<int64_t>(keep, 0))) {
+    c_.clear();
+    if (keep <= 0) keep_ = SIZE_MAX;
+  }
+  void add(float score, int32_t slot) {
+    if (score < floor_) return;
+    c_.push_back({score, slot});
+    if (c_.size() >= 4 * keep_ && keep_ > 0) {
+      std::nth_element(c_.begin(), c_.begin() + long(keep_ - 1), c_.end(), ranks_before);
+      floor_ = c_[keep_ - 1].score;  // ties at the floor may still rank before it by slot
+      c_.resize(keep_);
+    }
+  }
+
+ private:
+  std::vector<Candidate> &c_;
+  size_t keep_;
+  float floor_ = -std::numeric_limits<float>::infinity();
+};
+
 }  // namespace
 
 void select_by_dot_product(const sa_context &ctx, const SelectRequest &req, const KeyStore &keys_,
@@ -54,6 +115,12 @@ void select_by_dot_product(const sa_context &ctx, const SelectRequest &req, cons
   const TensorView &out = req.indices;
   const int64_t width = out.shape[2];
   const bool two_stage = rescore.native && rescore.candidates > 0;
+  // Per KV head once heads hold their own positions (KeyStore::per_head), else one for all.
+  std::vector<VisiblePrefixes> head_prefixes(keys_.per_head() ? size_t(H_kv) : 1);
+  for (size_t r = 0; r < head_prefixes.size(); ++r) head_prefixes[r] = visible_prefixes(req, keys_.positions(int64_t(r)), n);
+  auto prefixes_of = [&](int64_t h) -> const VisiblePrefixes & {
+    return head_prefixes[head_prefixes.size() > 1 ? size_t(h) : 0];
+  };
 
   if (n == 0) return write_all_padding(out);  // nothing to choose from
   const NativeRows rows = native_rows(keys_, req);  // the store's rows, or the host's
@@ -89,24 +156,38 @@ void select_by_dot_product(const sa_context &ctx, const SelectRequest &req, cons
   // for query head g of the group and slot j (overwritten).
   auto select_block = [&](Scratch &s, int64_t h, int64_t i0, int64_t i1, float *scores) {
     const int64_t *pos = keys_.positions(h);
+    const VisiblePrefixes &prefixes = prefixes_of(h);
+    const std::vector<int64_t> &limits = prefixes.limit;
     for (int64_t i = i0; i < i1; ++i) {
       const KeepRule rule = keep_rule(req, i);
       const QueryVisibility visible = query_visibility(req, i);
-      for (int64_t j = 0; j < n; ++j) s.visible[size_t(j)] = visible(int32_t(j), pos[j]);
+      const int64_t m = limits[size_t(i)];  // slots [m, n) are invisible to query i
+      if (!prefixes.ordered)  // else visible: exactly [0, count)
+        for (int64_t j = 0; j < m; ++j) s.visible[size_t(j)] = visible(int32_t(j), pos[j]);
       // One list per KV head (the group's heads together) or per query head.
       const int64_t unit_heads = req.per_query_head ? 1 : G;
       for (int64_t g0 = 0; g0 < G; g0 += unit_heads) {
-        std::fill(s.mass.begin(), s.mass.end(), 0.f);
+        std::fill(s.mass.begin(), s.mass.begin() + m, 0.f);
         for (int64_t g = g0; g < g0 + unit_heads; ++g) {
           float *row = &scores[size_t(((i - i0) * G + g) * n)];
-          for (int64_t j = 0; j < n; ++j)
-            if (!s.visible[size_t(j)]) row[j] = -std::numeric_limits<float>::infinity();
-          add_softmax_mass(*ctx.kernels, row, n, s.mass.data());
+          if (prefixes.ordered) {
+            std::fill(row + prefixes.count[size_t(i)], row + m, -std::numeric_limits<float>::infinity());
+          } else {
+            for (int64_t j = 0; j < m; ++j)
+              if (!s.visible[size_t(j)]) row[j] = -std::numeric_limits<float>::infinity();
+          }
+          add_softmax_mass(*ctx.kernels, row, m, s.mass.data());
         }
         const float norm = 1.f / float(unit_heads);
-        s.cands.clear();
-        for (int64_t j = 0; j < n; ++j)
-          if (s.visible[size_t(j)] && !always_kept(pos[j], rule)) s.cands.push_back({s.mass[size_t(j)] * norm, int32_t(j)});
+        // write_selection takes at most top_k; the rescoring stage its own count.
+        BestCandidates best(s.cands, two_stage ? rescore.candidates : int64_t(req.top_k));
+        if (prefixes.ordered) {
+          for (int64_t j = 0, c = prefixes.count[size_t(i)]; j < c; ++j)
+            if (!always_kept(pos[j], rule)) best.add(s.mass[size_t(j)] * norm, int32_t(j));
+        } else {
+          for (int64_t j = 0; j < m; ++j)
+            if (s.visible[size_t(j)] && !always_kept(pos[j], rule)) best.add(s.mass[size_t(j)] * norm, int32_t(j));
+        }
         const SelectionList l = selection_list(req, H_kv, req.per_query_head ? h * G + g0 : h);
         if (two_stage) {  // the forced slots are the rescoring's to add
           take_best(s.cands, rescore.candidates, s.rescore.candidates);
@@ -116,7 +197,8 @@ void select_by_dot_product(const sa_context &ctx, const SelectRequest &req, cons
         collect_forced(keys_, req, i, h, s.forced);
         float forced_mass = 0.f;
         for (int32_t j : s.forced) forced_mass += s.mass[size_t(j)] * norm;
-        write_selection(s.cands, s.forced, forced_mass, rule, pos, selection_row(req, i, l), width, out.stride[2]);
+        write_selection(s.cands, s.forced, forced_mass, rule, pos, selection_row(req, i, l), width, out.stride[2],
+                        s.rescore.bitmap);
       }
     }
   };
@@ -126,12 +208,15 @@ void select_by_dot_product(const sa_context &ctx, const SelectRequest &req, cons
     const int64_t i0 = b * qblock, i1 = std::min(n_q, i0 + qblock);
     const SelectionList group{h, h, h * G, G};  // the KV head's query heads
     for (int64_t i = i0; i < i1; ++i) map_query(i, group, &s.queries[size_t((i - i0) * G * D)]);
+    // Only the block's visible prefix is scored (select_block reads no further).
+    const std::vector<int64_t> &limits = prefixes_of(h).limit;
+    const int64_t m = *std::max_element(limits.begin() + i0, limits.begin() + i1);
     if (keys_f32) {
-      matmul_abt(s.queries.data(), (i1 - i0) * G, keys_f32, n, D, s.scores.data(), n);
+      if (m > 0) matmul_abt(s.queries.data(), (i1 - i0) * G, keys_f32, m, D, s.scores.data(), n);
     } else {
       for (int64_t i = i0; i < i1; ++i)
-        score_slot_range(*ctx.kernels, rows, int(h), &s.queries[size_t((i - i0) * G * D)], G, 0, n,
-                         &s.scores[size_t((i - i0) * G * n)], n, s.block);
+        score_slot_range(*ctx.kernels, rows, int(h), &s.queries[size_t((i - i0) * G * D)], G, 0,
+                         limits[size_t(i)], &s.scores[size_t((i - i0) * G * n)], n, s.block);
     }
     select_block(s, h, i0, i1, s.scores.data());
   };

@@ -190,6 +190,9 @@ void HnswSelector::select(const sa_context &ctx, const SelectRequest &req) const
 
   const int slots = loop_slots(ctx.threads, n_q * lists);
   std::vector<Scratch> scratch(static_cast<size_t>(slots));
+  // The visited marks (4 bytes per key) are leased from the index for the call: clearing them
+  // per call would cost more than a search at 128K keys.
+  auto search_scratch = search_scratch_.lease(slots);
   parallel_for_slots(slots, n_q * lists, [&](int64_t t, int slot) {
     Scratch &s = scratch[size_t(slot)];
     const int64_t i = t / lists;
@@ -216,10 +219,7 @@ void HnswSelector::select(const sa_context &ctx, const SelectRequest &req) const
         const float w = n2 > 0 ? float(1.0 / std::sqrt(n2)) : 0.f;
         for (int64_t d = 0; d < D; ++d) s.group[size_t(d)] += w * qg[d];
       }
-      // The visited marks (4 bytes per key) outlive the call: clearing them per call would cost
-      // more than a search at 128K keys.
-      thread_local HnswSearchScratch search_scratch;
-      graphs_[size_t(l.kv_head)]->search(s.group.data(), size_t(want), size_t(want), hf, search_scratch, cands);
+      graphs_[size_t(l.kv_head)]->search(s.group.data(), size_t(want), size_t(want), hf, search_scratch[slot], cands);
       // A list holds min(top_k, selectable) keys: when the search reached fewer (a graph region
       // it could not leave, or most keys it met invisible or kept anyway), score them all.
       collect_forced(keys_, req, i, l.kv_head, s.forced);

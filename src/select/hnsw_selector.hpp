@@ -25,6 +25,7 @@
 #include <memory>
 #include <vector>
 
+#include "core/scratch_pool.hpp"
 #include "select/hnsw_graph.hpp"
 #include "select/key_store.hpp"
 #include "select/selector.hpp"
@@ -63,6 +64,7 @@ class HnswSelector final : public Selector {
   KeyStore keys_;
   HnswGraphConfig config_;
   Graphs graphs_;
+  mutable ScratchPool<HnswSearchScratch> search_scratch_;  // leased per select() call
   int ef_search_;
 };
 

@@ -399,8 +399,10 @@ void LshSelector::select(const sa_context &ctx, const SelectRequest &req) const 
       [&] { const_cast<LshSelector *>(this)->rebuild_deferred(host_rows(req, keys_.dim())); });
   const int64_t n_q = req.queries.shape[0], D = keys_.dim(), P = padded_dim_, R = int64_t(rounds_) * bits_;
   const int64_t lists = selection_list_count(req, keys_.heads());
-  parallel_for(ctx.threads, n_q * lists, [&](int64_t task) {
-    static thread_local LshScratch s;  // per OS thread, kept between calls
+  const int slots = loop_slots(ctx.threads, n_q * lists);
+  std::vector<LshScratch> scratch(static_cast<size_t>(slots));  // the call's own: one per task running at once
+  parallel_for_slots(slots, n_q * lists, [&](int64_t task, int slot) {
+    LshScratch &s = scratch[size_t(slot)];
     RescoreScratch &rs = s.rescore;
     const int64_t i = task / lists;
     const SelectionList l = selection_list(req, keys_.heads(), task % lists);
@@ -474,7 +476,8 @@ void LshSelector::select(const sa_context &ctx, const SelectRequest &req) const 
                                              pool * kVisibleShare.num / kVisibleShare.den);
       if (first.selectable < want) {
         s.selectable.clear();
-        keys_.slots_at_positions(req.sinks, vis.query_pos - req.window, s.selectable);
+        const PositionRange scored = scored_positions(vis.query_pos, req.window, req.sinks);
+        keys_.slots_at_positions(scored.lo, scored.hi, s.selectable);
         const int64_t budget = kRefillVisitsPerKey * int64_t(s.selectable.size());
         bool enough = false;
         for (int last = probes0; !enough && visited >= 0 && visited < budget && int64_t(s.selectable.size()) > want;) {

@@ -241,8 +241,9 @@ void PageSelector::select(const sa_context &ctx, const SelectRequest &req) const
     ls.query = t / lists;
     ls.list = selection_list(req, keys_.heads(), t % lists);
     // Keys the budget is for: positions in [sinks, qpos - window] (the rest are forced or unseen).
-    ls.use_lo = req.sinks;
-    ls.use_hi = req.positions[size_t(ls.query)] - req.window;
+    const PositionRange scored = scored_positions(req.positions[size_t(ls.query)], req.window, req.sinks);
+    ls.use_lo = scored.lo;
+    ls.use_hi = scored.hi;
     if (n_pages == 0 || ls.use_lo > ls.use_hi) continue;
     const size_t row = page_min_pos_.size() > 1 ? size_t(ls.list.kv_head) : 0;
     ls.page_min_pos = page_min_pos_[row].data();

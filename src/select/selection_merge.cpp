@@ -7,7 +7,7 @@ namespace sa {
 namespace {
 // Ascending order of distinct slots: a bitmap pass when that is cheaper than a comparison sort
 // (thousands of slots out of a large index).
-void sort_distinct_slots(std::vector<int32_t> &slots) {
+void sort_distinct_slots(std::vector<int32_t> &slots, std::vector<uint64_t> &bits) {
   if (slots.size() < 64) {
     std::sort(slots.begin(), slots.end());
     return;
@@ -18,7 +18,6 @@ void sort_distinct_slots(std::vector<int32_t> &slots) {
     std::sort(slots.begin(), slots.end());
     return;
   }
-  static thread_local std::vector<uint64_t> bits;
   bits.assign(words, 0);
   for (int32_t s : slots) bits[size_t(s) >> 6] |= uint64_t(1) << (s & 63);
   size_t n = 0;
@@ -30,7 +29,7 @@ void sort_distinct_slots(std::vector<int32_t> &slots) {
 
 void write_selection(std::vector<Candidate> &cands, std::vector<int32_t> &forced, float forced_mass,
                      const KeepRule &rule, const int64_t *key_positions, int32_t *out, int64_t width,
-                     int64_t out_stride) {
+                     int64_t out_stride, std::vector<uint64_t> &bitmap) {
   const size_t room = size_t(std::max<int64_t>(width, 0));
   // Window and sinks come first. They outnumber the list only when positions repeat
   // (sa_index_update); then the window is kept from the query's position down, then the sinks
@@ -38,7 +37,7 @@ void write_selection(std::vector<Candidate> &cands, std::vector<int32_t> &forced
   if (forced.size() > room) {
     auto rank = [&](int32_t s) {  // window first, the most recent first; then sinks, the oldest first
       const int64_t p = key_positions[s];
-      return p > rule.query_pos - rule.window ? rule.query_pos - p : int64_t(rule.window) + p;
+      return in_window(p, rule.query_pos, rule.window) ? rule.query_pos - p : int64_t(rule.window) + p;
     };
     std::nth_element(forced.begin(), forced.begin() + long(room), forced.end(), [&](int32_t a, int32_t b) {
       const int64_t ra = rank(a), rb = rank(b);
@@ -57,7 +56,7 @@ void write_selection(std::vector<Candidate> &cands, std::vector<int32_t> &forced
   }
   std::vector<int32_t> &chosen = forced;
   for (size_t i = 0; i < k; ++i) chosen.push_back(cands[i].slot);
-  sort_distinct_slots(chosen);
+  sort_distinct_slots(chosen, bitmap);
   const int64_t n = int64_t(chosen.size());  // <= width
   for (int64_t i = 0; i < n; ++i) out[i * out_stride] = chosen[size_t(i)];
   for (int64_t i = n; i < width; ++i) out[i * out_stride] = -1;
