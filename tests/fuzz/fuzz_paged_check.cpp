@@ -294,7 +294,9 @@ void Scenario::check_attend_paged(PagedCase &pc, const sat::Tensor *physical) {
     // Sparse entries without slot positions are taken as given (the selection applied causality).
     a.causal = o.causal && (mode == 0 || pc.has_slot_pos);
     a.query_positions = &qpos[size_t(q0)];
-    a.key_positions = kpos.data();
+    // Without slot positions the library sees no empty slot (-1): random lists' rows of other
+    // sequences are attended as given, so the reference gets positions only for causality.
+    a.key_positions = pc.has_slot_pos || a.causal ? kpos.data() : nullptr;
     const ref::AttendResult r = ref::attend(a);
     want_out.insert(want_out.end(), r.out.begin(), r.out.end());
     want_lse.insert(want_lse.end(), r.lse.begin(), r.lse.end());
