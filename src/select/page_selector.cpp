@@ -274,7 +274,7 @@ void PageSelector::select(const sa_context &ctx, const SelectRequest &req) const
     const int64_t p0 = c * kChunkPages, np = std::min(n_pages, p0 + kChunkPages) - p0;
     const int kv = int(ls.list.kv_head);
     const float *scale = scales_[size_t(kv)].data() + p0, *mag = magnitudes_[size_t(kv)].data() + p0;
-    float *b = &bound[size_t(t * G * n_pages + p0)];
+    float *b = bound.data() + t * G * n_pages + p0;
     if (joint_) {  // rows [centre | radius] against [q | |q|]: the bound in one pass
       score_codes_grouped(*ctx.kernels, ls.q_codes.data(), G, 2 * D, centres_[size_t(kv)].data() + p0 * 2 * D, scale,
                           np, b, n_pages);
@@ -318,7 +318,7 @@ void PageSelector::select(const sa_context &ctx, const SelectRequest &req) const
       const ListState &ls = state[size_t(t)];
       if (n_pages == 0 || ls.use_lo > ls.use_hi) return;
       const int64_t p0 = c * kChunkPages, np = std::min(n_pages, p0 + kChunkPages) - p0;
-      float *b = &bound[size_t(t * G * n_pages)];
+      float *b = bound.data() + t * G * n_pages;
       float acc[kChunkPages];
       std::fill(acc, acc + np, 0.f);
       for (int64_t g = 0; g < G; ++g) {
@@ -338,7 +338,7 @@ void PageSelector::select(const sa_context &ctx, const SelectRequest &req) const
     const SelectionList &l = ls.list;
     rs.candidates.clear();
     s.order.clear();
-    const float *score = &bound[size_t(t * G * n_pages)];
+    const float *score = bound.data() + t * G * n_pages;  // no element when n_pages == 0
     // f(page) for every page with a usable position, ascending.
     auto for_usable = [&](auto &&f) {
       if (n_pages > 0 && ls.use_lo <= ls.use_hi)
