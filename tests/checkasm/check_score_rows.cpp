@@ -34,6 +34,23 @@ void bench(Checker &c, EntryReport &rep, Rng &rng, sa_dtype dt) {
   rep.ns_ref = time(c.ref);
 }
 
+// The scores a kernel wrote into got ([g][ld], columns j < n): nothing written outside the
+// buffer or between the rows (j >= n keeps its canary), and each score checked by check(h, j, a).
+template <class F>
+void expect_scores(Checker &c, EntryReport &rep, const GuardedBuffer &got, int g, int64_t n, int64_t ld,
+                   const std::string &where, F &&check) {
+  c.expect(rep, got.margins_intact(), where, "wrote outside scores");
+  for (int h = 0; h < g; ++h)
+    for (int64_t j = 0; j < ld; ++j) {
+      const float a = got[h * ld + j];
+      if (j >= n) {
+        c.expect(rep, GuardedBuffer::is_canary(a), where, "wrote between the rows of scores (j >= n)");
+        continue;
+      }
+      check(h, j, a);
+    }
+}
+
 void check_dtype(Checker &c, sa_dtype dt) {
   const std::string name = std::string("score_rows.") + dtype_name(dt);
   EntryReport *rep = c.begin(name);
@@ -50,17 +67,10 @@ void check_dtype(Checker &c, sa_dtype dt) {
     ++rep->cases;
     const std::string where = std::string(dtype_name(dt)) + " D=" + std::to_string(D) + " g=" +
                               std::to_string(g) + " n=" + std::to_string(n) + " ld=" + std::to_string(ld);
-    c.expect(*rep, got.margins_intact(), where, "wrote outside scores");
-    for (int h = 0; h < g; ++h)
-      for (int64_t j = 0; j < ld; ++j) {
-        const float a = got[h * ld + j], b = want[h * ld + j];
-        if (j >= n) {
-          c.expect(*rep, GuardedBuffer::is_canary(a), where, "wrote between the rows of scores (j >= n)");
-          continue;
-        }
-        const ExactDot e = exact_dot(q.data() + h * D, rows.data(), j * D, D, dt);
-        c.expect_close(*rep, a, b, 2 * gamma_ulps(D) * kU * e.magnitude, e.magnitude, where, "score");
-      }
+    expect_scores(c, *rep, got, g, n, ld, where, [&](int h, int64_t j, float a) {
+      const ExactDot e = exact_dot(q.data() + h * D, rows.data(), j * D, D, dt);
+      c.expect_close(*rep, a, want[h * ld + j], 2 * gamma_ulps(D) * kU * e.magnitude, e.magnitude, where, "score");
+    });
   });
   if (c.opt.bench) bench(c, *rep, rng, dt);
 }
@@ -89,20 +99,13 @@ void check_i8(Checker &c) {
     ++rep->cases;
     const std::string where = "D=" + std::to_string(D) + " g=" + std::to_string(g) + " n=" + std::to_string(n) +
                               " ld=" + std::to_string(ld);
-    c.expect(*rep, got.margins_intact(), where, "wrote outside scores");
-    for (int h = 0; h < g; ++h)
-      for (int64_t j = 0; j < ld; ++j) {
-        const float a = got[h * ld + j], b = want[h * ld + j];
-        if (j >= n) {
-          c.expect(*rep, GuardedBuffer::is_canary(a), where, "wrote between the rows of scores (j >= n)");
-          continue;
-        }
-        int64_t dot = 0;
-        for (int d = 0; d < D; ++d) dot += int64_t(q[size_t(h * D + d)]) * rows[size_t(j * D + d)];
-        const double exact = double(scale[size_t(j)]) * double(dot), mag = std::fabs(exact);
-        c.expect_close(*rep, a, b, 0.0, mag, where, "score (SIMD and scalar equal)");
-        c.expect_close(*rep, a, exact, 2 * kU * mag, mag, where, "score (two f32 roundings of the exact value)");
-      }
+    expect_scores(c, *rep, got, g, n, ld, where, [&](int h, int64_t j, float a) {
+      int64_t dot = 0;
+      for (int d = 0; d < D; ++d) dot += int64_t(q[size_t(h * D + d)]) * rows[size_t(j * D + d)];
+      const double exact = double(scale[size_t(j)]) * double(dot), mag = std::fabs(exact);
+      c.expect_close(*rep, a, want[h * ld + j], 0.0, mag, where, "score (SIMD and scalar equal)");
+      c.expect_close(*rep, a, exact, 2 * kU * mag, mag, where, "score (two f32 roundings of the exact value)");
+    });
   });
   if (c.opt.bench) {
     const int D = 256, g = 4;  // a GQA group against 256 pages' [centre | radius] codes at head dim 128
