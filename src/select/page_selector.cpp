@@ -236,6 +236,7 @@ void PageSelector::select(const sa_context &ctx, const SelectRequest &req) const
   std::vector<float> &bound = call.bound, &chunk_max = call.chunk_max;
   bound.resize(size_t(n_lists * G * n_pages));
   chunk_max.assign(size_t(n_lists * chunks * G), kNegInf);
+  std::vector<float> x(static_cast<size_t>(2 * D));  // [q | |q|] of one head, for its codes
   for (int64_t t = 0; t < n_lists; ++t) {
     ListState &ls = state[size_t(t)];
     ls.query = t / lists;
@@ -251,7 +252,6 @@ void PageSelector::select(const sa_context &ctx, const SelectRequest &req) const
     std::vector<float> &q = ls.rescore.queries;
     q.resize(size_t(G * D));
     load_list_queries(req, ls.query, ls.list, q.data());
-    std::vector<float> x(static_cast<size_t>(2 * D));
     ls.q_codes.resize(size_t(G * 2 * D));
     ls.q_scale.resize(size_t(G));
     for (int64_t g = 0; g < G; ++g) {
