@@ -35,6 +35,9 @@ namespace sa {
 // Throws SA_ERR_INVALID_ARGUMENT naming the field when opt.hnsw is out of range.
 void validate_hnsw_options(const sa_hnsw_options &opt);
 
+// The graph settings an index with these options builds its graphs with.
+HnswGraphConfig hnsw_graph_config(const sa_hnsw_options &opt, sa_isa isa);
+
 class HnswSelector final : public Selector {
  public:
   HnswSelector(const sa_context &ctx, const sa_index_options &opt);
