@@ -302,15 +302,15 @@ typedef struct sa_lsh_options {
  * times when top_k > ef_search) is scored exactly instead, by the exact
  * selector's path (cheaper there), and so is a list whose search finds fewer
  * than min(top_k, selectable) keys: lists are always full.
- * Measured with the defaults on tinylm (layers 1,3,5,7, window 64, K = 128,
- * keys appended one at a time, late queries; bench/hnsw_tuning quality): mass
- * 0.9986/0.9944/0.9904/0.9984 of exact top-K's at 4096 tokens and
- * 0.9977/0.9837/0.9891/0.9963 at 8192 (tools/tinylm_qkv.py); before (inner
- * product, M 8, no seeds) 0.972/0.988/0.983/0.996 and 0.890/0.864/0.937/0.960.
- * Selection time per decode token (bench/decode_select_speed, 8 KV heads, one
- * thread, 16-core Xeon, load 1): K = 128: 0.71x / 0.10x / 0.03x of exact at
- * 8K / 32K / 128K keys; K = 2048: exact scoring at 8K and 16K (the rule above),
- * 0.71x at 32K, 0.22x at 128K.
+ * Measured with the defaults on tinylm, keys appended one at a time (decode
+ * order), K = 128, window 64, layers 1/3/5/7, attention mass short of exact
+ * top-K's: 4096 tokens 0.14/0.56/0.96/0.16% (bench/hnsw_tuning quality, late
+ * queries); 8192 tokens (tools/tinylm_qkv.py; quality_report --order decode
+ * --queries 256) 0.50/1.05/1.25/0.18%, against 5.37/4.98/5.22/1.31% for the
+ * inner-product graph at M 8 without seeds. Selection time per decode token
+ * against exact (bench/decode_select_speed, H_kv 8, one thread, 16-core Xeon,
+ * load 1-2): K = 128: 0.25x / 0.12x / 0.03x at 8K / 32K / 128K keys;
+ * K = 2048: the exact path at 8K, 0.66x at 32K, 0.13x at 128K.
  * Out-of-range values fail sa_index_create with SA_ERR_INVALID_ARGUMENT. */
 typedef struct sa_hnsw_options {
     int32_t m;             /* graph degree, 2 .. 512 (default 12) */

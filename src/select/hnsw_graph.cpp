@@ -426,26 +426,28 @@ void HnswGraph::search(const float *query, size_t ef, size_t k, const HnswFilter
   };
   s.frontier.clear();
   s.best.clear();
-  s.visited[cur] = epoch;
-  s.frontier.push_back({cur_d, cur});
-  if (accepted(cur)) s.best.push_back({cur_d, cur});
-  for (size_t i = 0; i < seeds.count; ++i) {
-    const auto found = h.label_lookup_.find(hnswlib::labeltype(seeds.slots[i]));
-    if (found == h.label_lookup_.end() || s.visited[found->second] == epoch) continue;
-    const uint32_t id = found->second;
-    s.visited[id] = epoch;
-    const float d = dist(q, vector_of(id), param);
+  // bound: the ef-th best accepted distance once the beam is full (nothing is farther).
+  float bound = std::numeric_limits<float>::infinity();
+  auto offer = [&](float d, uint32_t id) {
     s.frontier.push_back({d, id});
     std::push_heap(s.frontier.begin(), s.frontier.end(), nearer_first);
-    if (!accepted(id)) continue;
+    if (!accepted(id)) return;
     s.best.push_back({d, id});
     std::push_heap(s.best.begin(), s.best.end(), farther_first);
     if (s.best.size() > ef) {
       std::pop_heap(s.best.begin(), s.best.end(), farther_first);
       s.best.pop_back();
     }
+    bound = s.best.size() >= ef ? s.best.front().first : std::numeric_limits<float>::infinity();
+  };
+  s.visited[cur] = epoch;
+  offer(cur_d, cur);
+  for (size_t i = 0; i < seeds.count; ++i) {
+    const auto found = h.label_lookup_.find(hnswlib::labeltype(seeds.slots[i]));
+    if (found == h.label_lookup_.end() || s.visited[found->second] == epoch) continue;
+    s.visited[found->second] = epoch;
+    offer(dist(q, vector_of(found->second), param), found->second);
   }
-  float bound = s.best.size() >= ef ? s.best.front().first : std::numeric_limits<float>::infinity();
   while (!s.frontier.empty()) {
     const std::pair<float, uint32_t> c = s.frontier.front();
     if (c.first > bound && s.best.size() >= ef) break;
@@ -466,18 +468,7 @@ void HnswGraph::search(const float *query, size_t ef, size_t k, const HnswFilter
     for (uint32_t j = 0; j < count; ++j) {
       const uint32_t id = fresh[j];
       const float d = dist(q, vector_of(id), param);
-      if (s.best.size() >= ef && !(d < bound)) continue;
-      s.frontier.push_back({d, id});
-      std::push_heap(s.frontier.begin(), s.frontier.end(), nearer_first);
-      if (!accepted(id)) continue;
-      s.best.push_back({d, id});
-      std::push_heap(s.best.begin(), s.best.end(), farther_first);
-      if (s.best.size() > ef) {
-        std::pop_heap(s.best.begin(), s.best.end(), farther_first);
-        s.best.pop_back();
-      }
-      bound = s.best.front().first;
-      if (s.best.size() < ef) bound = std::numeric_limits<float>::infinity();
+      if (s.best.size() < ef || d < bound) offer(d, id);
     }
   }
   std::sort_heap(s.best.begin(), s.best.end(), farther_first);  // nearest first
