@@ -94,10 +94,17 @@ stage "sanitizers: build-asan/ (build + meson test)"
 [ -f build-asan/build.ninja ] || t meson setup build-asan -Doptimization=1 -Ddebug=false \
   -Dc_args=-g1 -Dcpp_args=-g1 -Db_sanitize=address,undefined -Db_lundef=false \
   -Dbench=disabled -Dcuda=disabled -Dfuzz=disabled
-ASAN_OPTIONS=halt_on_error=1:print_stacktrace=1:detect_leaks=1 \
-UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-LSAN_OPTIONS=suppressions=$root/scripts/lsan.supp:print_suppressions=0 \
-  t meson test -C build-asan --print-errorlogs --timeout-multiplier 4 --no-suite heavy
+t meson compile -C build-asan src/sparseattn
+export ASAN_OPTIONS=halt_on_error=1:print_stacktrace=1:detect_leaks=1
+export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+export LSAN_OPTIONS=suppressions=$root/scripts/lsan.supp:print_suppressions=0
+# Built here: the tests linked from the library's objects, the examples, the C tests, the tools.
+t meson test -C build-asan --print-errorlogs --timeout-multiplier 4 --no-suite heavy --no-suite shared-lib
+# Suite shared-lib: build/'s own test binaries (test code is uninstrumented in both trees)
+# against build-asan's library, which scripts/with_asan_library.sh puts in their place.
+t meson test -C build --no-rebuild --print-errorlogs --timeout-multiplier 4 --suite shared-lib \
+  --no-suite heavy --logbase asan --wrapper "$root/scripts/with_asan_library.sh $root/build-asan"
+unset ASAN_OPTIONS UBSAN_OPTIONS LSAN_OPTIONS
 stage
 
 join "NEON kernels under qemu-aarch64" "$tmp/neon.log" "$neon_pid"
