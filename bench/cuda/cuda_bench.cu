@@ -177,9 +177,10 @@ int main(int argc, char **argv) {
   // One-token appends to a page index holding 128K keys (the decode step's append, per layer):
   // per call with an event after each, in a graph (device time), and the host's time per call
   // of a loop that does not wait.
-  {
+  // An index of `kind` (pages of 16, no refinement) over the first 128K keys.
+  auto index_over_128k = [&](sa_selector_kind kind) {
     sa_index_options io = SA_INDEX_OPTIONS_INIT;
-    io.kind = SA_SELECTOR_PAGE;
+    io.kind = kind;
     io.num_kv_heads = kHkv;
     io.head_dim = kD;
     io.dtype = SA_DTYPE_BF16;
@@ -188,6 +189,10 @@ int main(int argc, char **argv) {
     sa_index *ix = nullptr;
     SK(sa_index_create(ctx, &io, &ix));
     SK(sa_index_append(ix, &k128));
+    return ix;
+  };
+  {
+    sa_index *ix = index_over_128k(SA_SELECTOR_PAGE);
     int64_t next = N128;
     auto append_one = [&](int) {
       sa_tensor one = desc(static_cast<uint16_t *>(K) + size_t(next % N) * kHkv * kD, SA_DTYPE_BF16, {1, kHkv, kD});
@@ -227,16 +232,7 @@ int main(int argc, char **argv) {
 
   // Page select + attend, and exact select, at 128K keys.
   for (sa_selector_kind kind : {SA_SELECTOR_PAGE, SA_SELECTOR_EXACT}) {
-    sa_index_options io = SA_INDEX_OPTIONS_INIT;
-    io.kind = kind;
-    io.num_kv_heads = kHkv;
-    io.head_dim = kD;
-    io.dtype = SA_DTYPE_BF16;
-    io.page.page_size = 16;
-    io.page.refine = 0;
-    sa_index *ix = nullptr;
-    SK(sa_index_create(ctx, &io, &ix));
-    SK(sa_index_append(ix, &k128));
+    sa_index *ix = index_over_128k(kind);
     sa_select_options so = SA_SELECT_OPTIONS_INIT;
     so.top_k = kTop;
     so.window = 64;
