@@ -348,7 +348,15 @@ typedef struct sa_hnsw_options {
  * selector does. With rescore 0 (one stage) the top_k best slots by indexer score
  * form one list per query, written to every row of that query; one list for all
  * heads cannot reach per-head top-K (tinylm-qkv, 4K keys, K = 128: the best single
- * list is 3.2% short of exact per-query-head mass on layer 3). Scales belong in the
+ * list is 3.2% short of exact per-query-head mass on layer 3). Measured (tinylm-qkv,
+ * 4K keys, layers 1-7, queries 3840..4095, K = 128 and 256, window 64, sinks 4,
+ * weights from tools/learned_fit on tokens < 3072; worst shortfall of attention mass
+ * against exact top-K, lists per KV head / per query head): rescore 12 (37% of the
+ * keys at K = 128) 0.4% / 0.4% at d_index 16; rescore 6 (19%) 1.8% / 2.1% at d_index
+ * 16; rescore 3 (9%) 4.1% / 5.0% at d_index 16, 1.4% / 1.9% at d_index 64; one stage
+ * 11% / 12% at d_index 16, 6.1% / 6.8% at d_index 64. The 3% holds where the rescored
+ * share is about 20% or more at d_index 16 and 10% or more at d_index 64; longer
+ * contexts need a larger rescore or d_index. Scales belong in the
  * weights; sa_select's scale is not used, and mass_target is refused
  * (SA_ERR_UNSUPPORTED: indexer scores are not masses).
  *   layers.{L}.indexer.q_proj        [n_heads, d_index, H_q * D]
