@@ -58,6 +58,7 @@ struct Options {
   DecodeSetting setting;
   std::vector<BuildOrder> orders = {BuildOrder::all};
   std::string weights;  // learned and indexer kinds: a safetensors file (tools/learned_fit)
+  int64_t rescore = -1;  // learned and indexer: learned.rescore (-1: the default)
   bool gate = false;
   int threads = 1;
   int repeat = 1;
@@ -77,6 +78,8 @@ const char kUsage[] =
     "                      prompt+decode (one append up to --prompt, then one key per append)\n"
     "                      (default all)\n"
     "  --prompt N          prompt+decode: keys in the first append (default: up to the first query)\n"
+    "  --rescore R         learned and indexer kinds: learned.rescore (default: the library's,\n"
+    "                      12; 0: one stage)\n"
     "  --gate              exit status 1 when a kind misses its mass bar in any row\n"
     "  --layers L,...      layers (default: every L with a q{L}.npy in DIR)\n"
     "  --k K,...           top-K values beyond window and sinks (default 64,128,256)\n"
@@ -92,6 +95,11 @@ const char kUsage[] =
     "  --cut DIR           write a cut of the layers to DIR instead of measuring: keys and values\n"
     "                      of the first --cut-tokens positions (default 1024) and the queries of\n"
     "                      the last --cut-queries of them (default 256)\n";
+
+sa_index_options with_rescore(sa_index_options opt, int64_t rescore) {
+  if (rescore >= 0) opt.learned.rescore = rescore;
+  return opt;
+}
 
 [[noreturn]] void usage_error(const std::string &why) {
   std::fprintf(stderr, "quality_report: %s\n%s", why.c_str(), kUsage);
@@ -180,6 +188,8 @@ Options parse_args(int argc, char **argv) {
       o.setting.window = int32_t(int_list<int>(value(), "--window", 0, 1 << 24)[0]);
     } else if (a == "--sinks") {
       o.setting.sinks = int32_t(int_list<int>(value(), "--sinks", 0, 1 << 24)[0]);
+    } else if (a == "--rescore") {
+      o.rescore = int_list<int64_t>(value(), "--rescore", 0, 65536).at(0);
     } else if (a == "--per-query-head") {
       o.setting.per_query_head = true;
     } else if (a == "--threads") {
@@ -384,7 +394,7 @@ int report(Options o) {
         const SelectorKind &kind = *find_selector_kind(name);
         const DecodeSelection sel =
             name == "exact" ? exact
-                            : select_decode(ctx.get(), kind.index_options(o.weights, l), layer, positions, k, o.setting,
+                            : select_decode(ctx.get(), with_rescore(kind.index_options(o.weights, l), o.rescore), layer, positions, k, o.setting,
                                             o.repeat);
         Row r = measure(ctx.get(), o, layer, ref, positions, kind, k, sel, exact);
         if (name == "exact") {

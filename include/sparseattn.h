@@ -340,11 +340,25 @@ typedef struct sa_hnsw_options {
  * w_{t,j} = w_j . x_t + b_j (b_j = 0 without the optional head_bias tensor);
  * from the KV heads of slot s, concatenated into y_s (H_kv * D values), one indexer
  * key z_s = Kp y_s, projected when appended. score(t, s) = sum_j w_{t,j} * max(0,
- * u_{t,j} . z_s); the top_k best slots (with window and sinks; equal scores: the
- * more recent position first) form one list per query, written to every row of
- * that query (each KV head, or each query head with per_query_head). Scales
- * belong in the weights; sa_select's scale is not used, and mass_target is
- * refused (SA_ERR_UNSUPPORTED: scores are not masses).
+ * u_{t,j} . z_s). With learned.rescore r > 0 (the default, 12) the r * top_k best
+ * slots by that score (window and sinks apart; equal scores: the more recent
+ * position first) are rescored exactly, per output list (each KV head's group, or
+ * each query head with per_query_head), and each list keeps its best top_k (with
+ * window and sinks); the index then keeps the native keys too, as the learned
+ * selector does. With rescore 0 (one stage) the top_k best slots by indexer score
+ * form one list per query, written to every row of that query; one list for all
+ * heads cannot reach per-head top-K (tinylm-qkv, 4K keys, K = 128: the best single
+ * list is 3.2% short of exact per-query-head mass on layer 3). Measured (tinylm-qkv,
+ * 4K keys, layers 1-7, queries 3840..4095, K = 128 and 256, window 64, sinks 4,
+ * weights from tools/learned_fit on tokens < 3072; worst shortfall of attention mass
+ * against exact top-K, lists per KV head / per query head): rescore 12 (37% of the
+ * keys at K = 128) 0.4% / 0.4% at d_index 16; rescore 6 (19%) 1.8% / 2.1% at d_index
+ * 16; rescore 3 (9%) 4.1% / 5.0% at d_index 16, 1.4% / 1.9% at d_index 64; one stage
+ * 11% / 12% at d_index 16, 6.1% / 6.8% at d_index 64. The 3% holds where the rescored
+ * share is about 20% or more at d_index 16 and 10% or more at d_index 64; longer
+ * contexts need a larger rescore or d_index. Scales belong in the
+ * weights; sa_select's scale is not used, and mass_target is refused
+ * (SA_ERR_UNSUPPORTED: indexer scores are not masses).
  *   layers.{L}.indexer.q_proj        [n_heads, d_index, H_q * D]
  *   layers.{L}.indexer.head_weights  [n_heads, H_q * D]
  *   layers.{L}.indexer.k_proj        [d_index, H_kv * D]
@@ -374,7 +388,8 @@ typedef struct sa_learned_options {
      * at d_search 16, 32 and 64 (worst 1.4%); share 20% (as 12 * 128 of 8K):
      * d_search 16 2.4% / 7.0%, 32 1.8% / 5.8%, 64 0.4% / 1.0%; share 10% (16K):
      * 16 5.0%, 32 3.7%, 64 1.3%. Longer contexts need a larger rescore or
-     * d_search. Other kinds ignore it.
+     * d_search. SA_SELECTOR_INDEXER rescores the best rescore * top_k by indexer
+     * score the same way (see above; 0: one stage). Other kinds ignore it.
      * 64-bit so the struct grows: hosts built before this field was added pass
      * a smaller struct_size and get the default. */
     int64_t rescore;
@@ -413,8 +428,9 @@ typedef struct sa_index_options {
      *            copy the index keeps for rescoring, which reads the host's K.
      *   LEARNED  projected keys; with rescore > 0 the second stage reads the
      *            host's K instead of a native copy.
-     *   INDEXER  projected indexer keys only, with or without the flag (the
-     *            host's keys are validated but not read).
+     *   INDEXER  projected indexer keys; with rescore > 0 the second stage
+     *            reads the host's K instead of a native copy (with rescore 0
+     *            the host's keys are validated but not read).
      * Appended and updated keys are still passed to sa_index_append and
      * sa_index_update (hashes, bounds, projections are made from them). The
      * index dtype sets what the index keeps (bounds, projections) and the

@@ -526,6 +526,7 @@ TEST(Indexer, MatchesTheReferenceFormula) {
     if (with_bias) w.head_bias = f32_values(rng, size_t(NI), 2.0);
     const std::string path = w.file(4);
     sa_index_options o = wf::learned_options(SA_SELECTOR_INDEXER, path, 4, int(Hkv), int(D), dtype);
+    o.learned.rescore = 0;  // one stage: the indexer's own list
     sa_index *raw = nullptr;
     ASSERT_SA_OK(sa_index_create(ctx.get(), &o, &raw));
     sat::IndexPtr ix(raw);
@@ -569,6 +570,79 @@ TEST(Indexer, MatchesTheReferenceFormula) {
   }
 }
 
+// Two stages (rescore > 0, the default): each output list holds its own exact top-K among the
+// indexer's best rescore * top_k. With a pool of every key that is the exact selector's
+// selection; with a small pool, per query head, each row is the head's exact top-K of the pool
+// the reference formula ranks first. One stage wrote one list to every row (fails here).
+TEST(Indexer, SecondStageRanksEachListsPoolExactly) {
+  const int64_t Hkv = 2, Hq = 4, D = 8, NI = 3, S = 5, N = 180;
+  sat::Rng rng(77);
+  IndexerWeights w{NI, S, Hq, Hkv, D, f32_values(rng, size_t(NI * S * Hq * D), 0.3),
+                   f32_values(rng, size_t(NI * Hq * D), 0.5), f32_values(rng, size_t(S * Hkv * D), 0.3),
+                   f32_values(rng, size_t(NI), 2.0)};
+  const std::string path = w.file(4);
+  auto ctx = sat::make_context(2);
+  Tensor keys = sat::random_tensor(rng, SA_DTYPE_F32, {N, Hkv, D});
+  auto make = [&](sa_selector_kind kind, int64_t rescore) {
+    sa_index_options o = wf::learned_options(kind, path, 4, int(Hkv), int(D));
+    o.learned.rescore = rescore;
+    sa_index *raw = nullptr;
+    EXPECT_SA_OK(sa_index_create(ctx.get(), &o, &raw));
+    sat::IndexPtr ix(raw);
+    EXPECT_SA_OK(sa_index_append(ix.get(), keys.t()));
+    return ix;
+  };
+  sat::IndexPtr all = make(SA_SELECTOR_INDEXER, 65536), pool = make(SA_SELECTOR_INDEXER, 2),
+                exact = make(SA_SELECTOR_EXACT, 0);
+  std::vector<std::vector<double>> z;
+  std::vector<int64_t> pos;
+  for (int64_t r = 0; r < N; ++r) z.push_back(w.key(keys, r, SA_DTYPE_F32)), pos.push_back(r);
+  const int64_t n_q = 10;
+  std::vector<int64_t> qpos;
+  for (int64_t i = 0; i < n_q; ++i) qpos.push_back(50 + 13 * i);
+  int64_t checked = 0, differing = 0;
+  for (int per_query_head = 0; per_query_head < 2; ++per_query_head) {
+    Tensor q = sat::random_tensor(rng, SA_DTYPE_F32, {n_q, Hq, D});
+    sa_select_options so = SA_SELECT_OPTIONS_INIT;
+    so.top_k = 6, so.window = 5, so.sinks = 2, so.query_positions = qpos.data(), so.per_query_head = per_query_head;
+    const int64_t rows = per_query_head ? Hq : Hkv;
+    Tensor a(SA_DTYPE_I32, {n_q, rows, 13}), b(SA_DTYPE_I32, {n_q, rows, 13}), e(SA_DTYPE_I32, {n_q, rows, 13});
+    ASSERT_SA_OK(sa_select(all.get(), q.t(), &so, a.t()));
+    ASSERT_SA_OK(sa_select(exact.get(), q.t(), &so, e.t()));
+    ASSERT_SA_OK(sa_select(pool.get(), q.t(), &so, b.t()));
+    for (int64_t i = 0; i < n_q; ++i)
+      for (int64_t h = 0; h < rows; ++h) {
+        EXPECT_EQ(row_of(a, i, h), row_of(e, i, h)) << "pool of every key, query " << i << " row " << h;
+        differing += row_of(b, i, h) != row_of(b, i, 0);
+        if (!per_query_head) continue;
+        // Pool: the reference formula's best 2 * top_k (skipped when the cut falls on a tie).
+        const ref::RowExpectation r = indexer_expectation(w, z, pos, q, i, qpos[size_t(i)], so);
+        const size_t m = std::min<size_t>(12, r.ranked.size());
+        if (m < r.ranked.size() && std::fabs(r.score[size_t(r.ranked[m - 1])] - r.score[size_t(r.ranked[m])]) < 1e-6) continue;
+        std::vector<std::pair<double, int64_t>> logits;
+        for (size_t c = 0; c < m; ++c) {
+          const int64_t slot = r.ranked[c];
+          double dot = 0;
+          for (int64_t d = 0; d < D; ++d) dot += q.get({i, h, d}) * keys.get({slot, h / (Hq / Hkv), d});
+          logits.push_back({-dot, slot});
+        }
+        std::sort(logits.begin(), logits.end());
+        std::vector<int32_t> want;
+        for (int64_t s = 0; s < N; ++s)
+          if (r.visible[size_t(s)] && r.forced[size_t(s)]) want.push_back(int32_t(s));
+        for (size_t c = 0; c < std::min<size_t>(6, logits.size()); ++c) want.push_back(int32_t(logits[c].second));
+        std::sort(want.begin(), want.end());
+        std::vector<int32_t> got;
+        for (int32_t slot : row_of(b, i, h))
+          if (slot >= 0) got.push_back(slot);
+        EXPECT_EQ(got, want) << "query " << i << " query head " << h;
+        ++checked;
+      }
+  }
+  EXPECT_GE(checked, 16);  // of 40 (fixed seed: 20; the others cut on a tie of zero scores)
+  EXPECT_GT(differing, 0) << "every row the same list: no second stage per list";
+}
+
 TEST(Indexer, PicksThePlantedKeysItsWeightsFavour) {
   const int64_t Hkv = 2, Hq = 4, D = 8, NI = 2, S = 4, N = 400, in_q = Hq * D, in_k = Hkv * D;
   // u_0 = (x_0, 0, 0, 0) with weight x_0; u_1 = (0, x_0, 0, 0) with weight -x_0, where x_0 is
@@ -595,6 +669,7 @@ TEST(Indexer, PicksThePlantedKeysItsWeightsFavour) {
   }
   auto ctx = sat::make_context(1);
   sa_index_options o = wf::learned_options(SA_SELECTOR_INDEXER, path, 0, int(Hkv), int(D), SA_DTYPE_BF16);
+  o.learned.rescore = 0;  // one stage: the indexer's own list
   sa_index *raw = nullptr;
   ASSERT_SA_OK(sa_index_create(ctx.get(), &o, &raw));
   sat::IndexPtr ix(raw);
@@ -626,6 +701,7 @@ TEST(Indexer, RefusesMassTargetsAndQueryHeadsThatDoNotFit) {
   std::string path = w.file(1);
   auto ctx = sat::make_context(1);
   sa_index_options o = wf::learned_options(SA_SELECTOR_INDEXER, path, 1, int(Hkv), int(D));
+  o.learned.rescore = 0;  // one stage: the indexer's own list
   sa_index *raw = nullptr;
   ASSERT_SA_OK(sa_index_create(ctx.get(), &o, &raw));
   sat::IndexPtr ix(raw);
@@ -664,6 +740,7 @@ TEST(Indexer, EmptyIndexSelectsPadding) {
   std::string path = w.file(0);
   auto ctx = sat::make_context(1);
   sa_index_options o = wf::learned_options(SA_SELECTOR_INDEXER, path, 0, int(Hkv), int(D));
+  o.learned.rescore = 0;  // one stage: the indexer's own list
   sa_index *raw = nullptr;
   ASSERT_SA_OK(sa_index_create(ctx.get(), &o, &raw));
   sat::IndexPtr ix(raw);
@@ -687,6 +764,7 @@ TEST(Indexer, EqualScoresPickTheMostRecentKeys) {
   const std::string path = w.file(2);
   auto ctx = sat::make_context(2);
   sa_index_options o = wf::learned_options(SA_SELECTOR_INDEXER, path, 2, int(Hkv), int(D));
+  o.learned.rescore = 0;  // one stage: the indexer's own list
   sa_index *raw = nullptr;
   ASSERT_SA_OK(sa_index_create(ctx.get(), &o, &raw));
   sat::IndexPtr ix(raw);

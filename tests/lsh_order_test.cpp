@@ -13,7 +13,10 @@
 #include <numeric>
 #include <vector>
 
+#include "decode_selection.hpp"
 #include "qkv_layer.hpp"
+#include "reference_attention.hpp"
+#include "selection_quality.hpp"
 #include "test_util.hpp"
 
 #ifndef SA_TEST_DATA_DIR
@@ -159,6 +162,42 @@ TEST_F(LshOrder, SameQualityInEveryBuildOrder) {
                 100 * s.shortfall(), s.recall);
   }
   EXPECT_LE(hi - lo, 0.03) << "recall differs between build orders: " << lo << " to " << hi;
+}
+
+// Layer 5 (tests/data: keys 0..2047, queries 1536..2047), where bucket membership alone left
+// LSH short: 64 queries spread over the range, window 64, sinks 4, K = 128 and 256, lists per
+// KV head and per query head, the gate's three build orders; every row within LSH's 2% bar of
+// exact top-K of the same list mode. Before the sketch ranking (lsh_selector.cpp,
+// kSketchWiden): one append, lists per KV head, 1.91% at K = 128 and 2.19% at K = 256; after,
+// at most 1.51%.
+TEST(LshLayer5, WithinTheBarInEveryOrderAndListMode) {
+  const quality::QkvLayer layer = quality::load_layer(SA_TEST_DATA_DIR, 5);
+  ASSERT_EQ(layer.tokens, 2048);
+  const std::vector<int64_t> positions = quality::spread_positions(layer.first_query, layer.tokens, 64);
+  auto ctx = sat::make_context(1);
+  quality::DecodeSetting setting;
+  setting.window = 64;
+  setting.sinks = 4;
+  const quality::ReferenceAttention ref(layer, positions, setting.scale_for(layer.d));
+  const quality::SelectorKind &exact = *quality::find_selector_kind("exact"), &lsh = *quality::find_selector_kind("lsh");
+  for (quality::BuildOrder order : {quality::BuildOrder::all, quality::BuildOrder::decode, quality::BuildOrder::prompt_decode})
+    for (bool per_query_head : {false, true})
+      for (int32_t k : {128, 256}) {
+        setting.order = order;
+        setting.per_query_head = per_query_head;
+        const quality::DecodeSelection e = quality::select_decode(ctx.get(), exact.index_options("", 5), layer, positions, k, setting);
+        const quality::DecodeSelection l = quality::select_decode(ctx.get(), lsh.index_options("", 5), layer, positions, k, setting);
+        ASSERT_TRUE(e.ok() && l.ok()) << e.error << l.error;
+        EXPECT_EQ(quality::check_selection(l, positions, k, setting), "");
+        EXPECT_EQ(quality::short_lists(l, positions, k, setting), 0);
+        const double exact_mass = quality::score_selection(ref, e, e, nullptr, setting).mass;
+        const quality::SelectionScores got = quality::score_selection(ref, l, e, nullptr, setting);
+        const double short_by = quality::relative_shortfall(got.mass, exact_mass);
+        std::printf("%-13s %-5s K %3d: mass %.4f exact %.4f short %.2f%% recall %.3f\n", quality::order_name(order),
+                    per_query_head ? "q" : "kv", k, got.mass, exact_mass, 100 * short_by, got.recall);
+        EXPECT_LE(short_by, quality::mass_bar("lsh")) << quality::order_name(order) << (per_query_head ? ", per query head" : ", per KV head")
+                                                      << ", K " << k << ": recall " << got.recall;
+      }
 }
 
 }  // namespace

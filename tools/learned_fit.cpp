@@ -18,9 +18,10 @@
 // It is degenerate when more than --max-zero-share (default 0.5) of the scored keys score
 // exactly 0 or its recall against the best single list is below --min-recall (default 0.25);
 // then it is refitted at twice the rank, up to head_dim, and if still degenerate the tool
-// writes nothing and exits with status 1. With no second stage to rescore, the indexer needs a
-// larger rank than the learned selector (measured recall against the best single list at K 64,
-// d 16: 0.18-0.42 over tinylm-qkv layers 1-7).
+// writes nothing and exits with status 1. The check is of the indexer's own scores (its first
+// stage; the library rescores the best learned.rescore x K exactly by default), which need a
+// larger rank than the learned selector's (measured recall against the best single list at
+// K 64, d 16: 0.18-0.42 over tinylm-qkv layers 1-7).
 //
 // Data: q{L}.npy [Tq, H_q, D] and k{L}.npy [T, H_kv, D]; with Tq < T the queries are the last
 // Tq positions (tests/data).

@@ -34,7 +34,7 @@ type HNSWOptions struct {
 type LearnedOptions struct {
 	WeightsPath string // safetensors file, read by NewIndex
 	Layer       int    // the layer whose tensors to use (>= 0)
-	Rescore     int    // learned kind: Rescore*TopK candidates rescored exactly (0: one stage)
+	Rescore     int    // learned and indexer kinds: Rescore*TopK candidates rescored exactly (0: one stage)
 }
 
 // IndexOptions are the settings of an Index (sa_index_options). Start from

@@ -21,13 +21,14 @@ constexpr int64_t kMaxQueryBlock = 64;
 
 struct Scratch : RescoreScratch {  // ranked and forced go to write_ranked_candidates
   std::vector<float> concat, queries, weights, raw, score;
+  std::vector<int32_t> pool;  // two stages: the slots every list rescores
 };
 
 }  // namespace
 
 IndexerSelector::IndexerSelector(const sa_context &ctx, const LayerWeights &weights, int heads, int dim,
-                                 sa_dtype dtype, int64_t capacity_hint)
-    : ctx_(ctx), heads_(heads), dim_(dim), keys_(1, 1, dtype, 0) {
+                                 sa_dtype dtype, int64_t capacity_hint, int64_t rescore_factor, bool borrow)
+    : ctx_(ctx), heads_(heads), dim_(dim), keys_(1, 1, dtype, 0), rescore_factor_(rescore_factor) {
   const WeightTensor q = weights.get("indexer.q_proj", {3});
   const WeightTensor w = weights.get("indexer.head_weights", {2});
   const WeightTensor k = weights.get("indexer.k_proj", {2});
@@ -60,6 +61,12 @@ IndexerSelector::IndexerSelector(const sa_context &ctx, const LayerWeights &weig
   head_weights_ = w.values;
   k_proj_ = k.values;
   keys_ = KeyStore(1, int(d_index_), dtype, capacity_hint);
+  if (rescore_factor_ > 0) native_keys_.emplace(heads, dim, dtype, capacity_hint, !borrow);
+}
+
+void IndexerSelector::truncate(int64_t keep) {
+  keys_.truncate(keep);
+  if (native_keys_) native_keys_->truncate(keep);
 }
 
 std::vector<float> IndexerSelector::project_keys(const TensorView &keys, int64_t r0, int64_t r1) const {
@@ -103,6 +110,7 @@ void IndexerSelector::append(const TensorView &keys) {
     std::vector<float> rows = project_keys(keys, r0, r1);
     keys_.append(key_rows_view(rows, r1 - r0, d_index_));
   }
+  if (native_keys_) native_keys_->append(keys);
 }
 
 void IndexerSelector::update(const int32_t *slots, int64_t n, const TensorView &keys, const int64_t *positions) {
@@ -111,10 +119,11 @@ void IndexerSelector::update(const int32_t *slots, int64_t n, const TensorView &
     std::vector<float> rows = project_keys(keys, r0, r1);
     keys_.update(slots + r0, r1 - r0, key_rows_view(rows, r1 - r0, d_index_), positions ? positions + r0 : nullptr);
   }
+  if (native_keys_) native_keys_->update(slots, n, keys, positions);
 }
 
 size_t IndexerSelector::memory_bytes() const {
-  return keys_.memory_bytes() +
+  return keys_.memory_bytes() + (native_keys_ ? native_keys_->memory_bytes() : 0) +
          (q_proj_.capacity() + head_weights_.capacity() + head_bias_.capacity() + k_proj_.capacity()) * sizeof(float);
 }
 
@@ -198,25 +207,38 @@ void IndexerSelector::select(const sa_context &ctx, const SelectRequest &req) co
         const float *raw = &s.raw[size_t(((i - i0) * NI + j) * n)];
         for (int64_t t = 0; t < n; ++t) s.score[size_t(t)] += w * std::max(raw[t], 0.f);
       }
-      // One list, written to the first row and copied to the others. The top_k best visible,
-      // non-forced slots are taken here, equal scores by the more recent position (then the
-      // higher slot): write_selection's tie order (lower slot) would fill a list of equal
-      // scores (all ReLUs 0) with the oldest keys. Exactly top_k remain, so it keeps them all.
+      // The best `keep` visible, non-forced slots by indexer score, equal scores by the more
+      // recent position (then the higher slot): write_selection's tie order (lower slot) would
+      // fill a list of equal scores (all ReLUs 0) with the oldest keys.
       const QueryVisibility vis = query_visibility(req, i);
       const KeepRule rule = keep_rule(req, i);
       s.ranked.clear();
       for (int64_t t = 0; t < n; ++t)
         if (vis(int32_t(t), pos[t]) && !always_kept(pos[t], rule)) s.ranked.push_back({s.score[size_t(t)], int32_t(t)});
-      const size_t k = std::min(s.ranked.size(), size_t(std::max<int32_t>(req.top_k, 0)));
-      if (k < s.ranked.size()) {
-        std::nth_element(s.ranked.begin(), s.ranked.begin() + long(k), s.ranked.end(),
+      const int64_t top_k = std::max<int32_t>(req.top_k, 0);
+      const size_t keep = size_t(std::min<int64_t>(int64_t(s.ranked.size()),
+                                                   native_keys_ ? rescore_factor_ * std::max<int64_t>(top_k, 1) : top_k));
+      if (keep < s.ranked.size()) {
+        std::nth_element(s.ranked.begin(), s.ranked.begin() + long(keep), s.ranked.end(),
                          [pos](const Candidate &a, const Candidate &b) {
                            return a.score > b.score ||
                                   (a.score == b.score && (pos[a.slot] > pos[b.slot] ||
                                                           (pos[a.slot] == pos[b.slot] && a.slot > b.slot)));
                          });
-        s.ranked.resize(k);
+        s.ranked.resize(keep);
       }
+      if (native_keys_) {
+        // Second stage: every output list ranks the same candidates by its own exact scores.
+        s.pool.clear();
+        for (const Candidate &c : s.ranked) s.pool.push_back(c.slot);
+        for (int64_t li = 0; li < selection_list_count(req, heads_); ++li) {
+          s.candidates.assign(s.pool.begin(), s.pool.end());
+          rescore_candidates(ctx, *native_keys_, req, i, selection_list(req, heads_, li), s);
+        }
+        continue;
+      }
+      // One list, written to the first row and copied to the others. Exactly top_k candidates
+      // remain, so write_ranked_candidates keeps them all.
       write_ranked_candidates(keys_, req, i, selection_list(req, keys_.heads(), 0), s);
       int32_t *row0 = base + i * out.stride[0];
       for (int64_t h = 1; h < out.shape[1]; ++h)

@@ -22,7 +22,9 @@ constexpr int64_t kMaxRescore = 65536;  // rescore * top_k stays far inside int6
 std::unique_ptr<Selector> make_learned(const sa_context &ctx, const sa_index_options &opt, bool indexer) {
   try {
     const LayerWeights w(opt.learned.weights_path, opt.learned.layer);
-    if (indexer) return std::make_unique<IndexerSelector>(ctx, w, opt.num_kv_heads, opt.head_dim, opt.dtype, opt.capacity);
+    if (indexer)
+      return std::make_unique<IndexerSelector>(ctx, w, opt.num_kv_heads, opt.head_dim, opt.dtype, opt.capacity,
+                                               opt.learned.rescore, opt.borrow_keys != 0);
     return std::make_unique<LearnedSelector>(ctx, w, opt.num_kv_heads, opt.head_dim, opt.dtype, opt.capacity,
                                              opt.learned.rescore, opt.borrow_keys != 0);
   } catch (Error &e) {
@@ -72,7 +74,7 @@ void check_index_options(const sa_index_options &opt) {
              indexer ? "indexer" : "learned");
       if (opt.learned.layer < 0)
         fail(SA_ERR_INVALID_ARGUMENT, "opt->learned.layer is %d, expected >= 0", int(opt.learned.layer));
-      if (!indexer && (opt.learned.rescore < 0 || opt.learned.rescore > kMaxRescore))
+      if ((opt.learned.rescore < 0 || opt.learned.rescore > kMaxRescore))
         fail(SA_ERR_INVALID_ARGUMENT, "opt->learned.rescore is %lld, expected 0 (one stage) to %lld",
              (long long)opt.learned.rescore, (long long)kMaxRescore);
       return;
