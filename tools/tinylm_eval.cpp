@@ -24,6 +24,7 @@
 #include <cstring>
 #include <fstream>
 #include <map>
+#include <memory>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -146,7 +147,10 @@ enum class Score {
   streaming,   // all equal: the oldest unprotected slot goes (sinks + most recent)
   library,     // slot_mass as sa_attend accumulates it, sa_cache_evict with its defaults
   raw,         // slot_mass passed as is (H2O sum with mass_decay), normalize off
-  mean         // slot_mass divided by the (decayed) number of queries that saw the slot
+  mean,        // slot_mass divided by the (decayed) number of queries that saw the slot
+  future,      // clairvoyant bound: the mass all future queries give the token under dense attention
+  expected,    // Expected Attention: exp(mu.k/sqrt(d) + k^T Sigma k / 2d), future-averaged query stats
+  keydiff      // KeyDiff: keys least similar (cosine) to the cache's mean key are kept
 };
 
 struct Policy {
@@ -157,7 +161,7 @@ struct Policy {
   bool page = false;       // page selection (top_k 128) over the cache's slots
   bool head_max = false;   // raw/mean: a slot's score is its best KV head's, not the sum
   float recent = -1.f;     // library: sa_evict_options.recent_share (< 0: the default)
-  bool per_head = false;   // library: each KV head keeps its own tokens (sa_evict_options.per_head)
+  bool per_head = false;   // each KV head keeps its own tokens (sa_evict_options.per_head)
   int64_t budget = 0;
 };
 
@@ -167,9 +171,160 @@ struct Run {
   int64_t T;
 };
 
+// Causal softmax rows of dense attention for queries [t0, t0 + n) of query head hq over keys
+// [0, t0 + n): P[i][j], zero past the query. qh/kh: [T][kD] per head, contiguous.
+void dense_probs(const float *qh, const float *kh, int64_t t0, int64_t n, std::vector<float> &P) {
+  const int64_t width = t0 + n;
+  P.resize(size_t(n * width));
+  gemm_xwt(qh + t0 * kD, kh, P.data(), n, width, kD, false);
+  const float scale = 1.f / std::sqrt(float(kD));
+  for (int64_t i = 0; i < n; ++i) {
+    float *row = &P[size_t(i * width)];
+    const int64_t last = t0 + i;
+    float mx = -FLT_MAX;
+    for (int64_t j = 0; j <= last; ++j) mx = std::max(mx, row[j] * scale);
+    double z = 0;
+    for (int64_t j = 0; j <= last; ++j) z += (row[j] = std::exp(row[j] * scale - mx));
+    const float inv = float(1.0 / z);
+    for (int64_t j = 0; j <= last; ++j) row[j] *= inv;
+    for (int64_t j = last + 1; j < width; ++j) row[j] = 0.f;
+  }
+}
+
+// Clairvoyant scores: the attention mass that queries t' >= t give key j under dense attention,
+// per KV head (summed over its query heads), advanced one query at a time.
+struct FutureMass {
+  static constexpr int64_t kChunk = 64;
+  int64_t T;
+  std::vector<float> qh, kh;           // [kHq][T][kD], [kHkv][T][kD]
+  std::vector<double> left;            // [kHkv][T]: mass still to come from queries >= t
+  std::vector<std::vector<float>> P;   // the current chunk's rows per query head
+  int64_t chunk0 = -1;
+
+  FutureMass(const std::vector<float> &q, const std::vector<float> &k, int64_t T_) : T(T_) {
+    qh.resize(size_t(kHq * T * kD));
+    kh.resize(size_t(kHkv * T * kD));
+    for (int64_t t = 0; t < T; ++t) {
+      for (int h = 0; h < kHq; ++h)
+        std::memcpy(&qh[size_t((h * T + t) * kD)], &q[size_t((t * kHq + h) * kD)], sizeof(float) * kD);
+      for (int h = 0; h < kHkv; ++h)
+        std::memcpy(&kh[size_t((h * T + t) * kD)], &k[size_t((t * kHkv + h) * kD)], sizeof(float) * kD);
+    }
+    left.assign(size_t(kHkv * T), 0.0);
+    P.resize(kHq);
+    for (int64_t t0 = 0; t0 < T; t0 += kChunk) {
+      const int64_t n = std::min(kChunk, T - t0), width = t0 + n;
+      for (int h = 0; h < kHq; ++h) {
+        dense_probs(&qh[size_t(h * T * kD)], &kh[size_t((h / 2) * T * kD)], t0, n, P[size_t(h)]);
+        double *acc = &left[size_t((h / 2) * T)];
+        for (int64_t i = 0; i < n; ++i)
+          for (int64_t j = 0; j < width; ++j) acc[j] += P[size_t(h)][size_t(i * width + j)];
+      }
+    }
+  }
+  // Removes query t's mass (call after step t, in order).
+  void consume(int64_t t) {
+    const int64_t c0 = t / kChunk * kChunk;
+    if (c0 != chunk0) {
+      chunk0 = c0;
+      for (int h = 0; h < kHq; ++h)
+        dense_probs(&qh[size_t(h * T * kD)], &kh[size_t((h / 2) * T * kD)], c0, std::min(kChunk, T - c0), P[size_t(h)]);
+    }
+    const int64_t width = c0 + std::min(kChunk, T - c0), i = t - c0;
+    for (int h = 0; h < kHq; ++h) {
+      double *acc = &left[size_t((h / 2) * T)];
+      for (int64_t j = 0; j <= t; ++j) acc[j] -= P[size_t(h)][size_t(i * width + j)];
+    }
+  }
+};
+
+// Expected Attention (KVPress): the queries of the next kFuture positions are modelled as the
+// pre-RoPE mean and diagonal variance of the last kObs queries, rotated to each future position;
+// a key's score is E[exp(q.k/sqrt(d))] under that Gaussian, averaged over the future positions
+// inside the exponent, normalised over the cache per query head, times |v|.
+struct ExpectedAttention {
+  static constexpr int64_t kObs = 128, kFuture = 512;
+  const std::vector<float> &qpre;      // [T][kHq][kD], before RoPE
+  std::vector<double> sum, sumsq;      // [kHq][kD] over the observation window
+  std::vector<double> g1re, g1im, g2re, g2im, inv;  // per pair: mean of e^{i theta_j m}, m = 1..kFuture, and of 2 theta_j
+  explicit ExpectedAttention(const std::vector<float> &q) : qpre(q) {
+    sum.assign(size_t(kHq * kD), 0.0);
+    sumsq.assign(size_t(kHq * kD), 0.0);
+    for (auto *v : {&g1re, &g1im, &g2re, &g2im, &inv}) v->assign(kD / 2, 0.0);
+    for (int j = 0; j < kD / 2; ++j) {
+      inv[size_t(j)] = std::pow(kTheta, -2.0 * j / kD);
+      for (int64_t m = 1; m <= kFuture; ++m) {
+        g1re[size_t(j)] += std::cos(inv[size_t(j)] * double(m)) / kFuture;
+        g1im[size_t(j)] += std::sin(inv[size_t(j)] * double(m)) / kFuture;
+        g2re[size_t(j)] += std::cos(2 * inv[size_t(j)] * double(m)) / kFuture;
+        g2im[size_t(j)] += std::sin(2 * inv[size_t(j)] * double(m)) / kFuture;
+      }
+    }
+  }
+  void observe(int64_t t) {  // query t joins the window, query t - kObs leaves it
+    for (int64_t i = 0; i < kHq * kD; ++i) {
+      const double x = qpre[size_t(t * kHq * kD + i)];
+      sum[size_t(i)] += x, sumsq[size_t(i)] += x * x;
+      if (t >= kObs) {
+        const double y = qpre[size_t((t - kObs) * kHq * kD + i)];
+        sum[size_t(i)] -= y, sumsq[size_t(i)] -= y * y;
+      }
+    }
+  }
+  // scores[h][s] for the cache's slots at step t (queries < t observed), per KV head.
+  void score(int64_t t, const std::vector<float> &kc, const std::vector<float> &vc, const std::vector<int64_t> &pos,
+             bool per_head, int64_t B, int64_t filled, std::vector<float> &out) const {
+    const int64_t n = std::min<int64_t>(t, kObs);
+    out.assign(size_t(kHkv * B), 0.f);
+    if (n == 0) return;
+    std::vector<double> mu(kD), a(kD / 2), b(kD / 2), c(kD / 2), logit(static_cast<size_t>(filled));
+    for (int hq = 0; hq < kHq; ++hq) {
+      const int hk = hq / 2;
+      // Future-averaged rotation of the mean, and E[cos 2phi], E[sin 2phi] for the variance.
+      for (int j = 0; j < kD / 2; ++j) {
+        const double m1 = sum[size_t(hq * kD + j)] / double(n), m2 = sum[size_t(hq * kD + j + kD / 2)] / double(n);
+        const double v1 = std::max(0.0, sumsq[size_t(hq * kD + j)] / double(n) - m1 * m1);
+        const double v2 = std::max(0.0, sumsq[size_t(hq * kD + j + kD / 2)] / double(n) - m2 * m2);
+        const double ph = inv[size_t(j)] * double(t - 1);
+        const double are = std::cos(ph) * g1re[size_t(j)] - std::sin(ph) * g1im[size_t(j)];
+        const double aim = std::sin(ph) * g1re[size_t(j)] + std::cos(ph) * g1im[size_t(j)];
+        mu[size_t(j)] = m1 * are - m2 * aim;
+        mu[size_t(j + kD / 2)] = m1 * aim + m2 * are;
+        const double c2 = std::cos(2 * ph) * g2re[size_t(j)] - std::sin(2 * ph) * g2im[size_t(j)];
+        const double s2 = std::sin(2 * ph) * g2re[size_t(j)] + std::cos(2 * ph) * g2im[size_t(j)];
+        // k^T R diag(v1, v2) R^T k averaged: coefficients of ka^2, kb^2, ka kb.
+        a[size_t(j)] = v1 * (1 + c2) / 2 + v2 * (1 - c2) / 2;
+        b[size_t(j)] = v1 * (1 - c2) / 2 + v2 * (1 + c2) / 2;
+        c[size_t(j)] = (v1 - v2) * s2;
+      }
+      const int64_t prow = per_head ? hk : 0;
+      double mx = -1e300;
+      for (int64_t s = 0; s < filled; ++s) {
+        const float *kk = &kc[size_t((s * kHkv + hk) * kD)];
+        double dot = 0, quad = 0;
+        for (int j = 0; j < kD / 2; ++j) {
+          const double ka = kk[j], kb = kk[j + kD / 2];
+          dot += mu[size_t(j)] * ka + mu[size_t(j + kD / 2)] * kb;
+          quad += a[size_t(j)] * ka * ka + b[size_t(j)] * kb * kb + c[size_t(j)] * ka * kb;
+        }
+        logit[size_t(s)] = pos[size_t(prow * B + s)] < 0 ? -1e300 : dot / std::sqrt(double(kD)) + 0.5 * quad / kD;
+        mx = std::max(mx, logit[size_t(s)]);
+      }
+      double z = 0;
+      for (int64_t s = 0; s < filled; ++s) z += std::exp(logit[size_t(s)] - mx);
+      for (int64_t s = 0; s < filled; ++s) {
+        const float *vv = &vc[size_t((s * kHkv + hk) * kD)];
+        double vn = 0;
+        for (int j = 0; j < kD; ++j) vn += double(vv[j]) * vv[j];
+        out[size_t(hk * B + s)] += float(std::exp(logit[size_t(s)] - mx) / z * std::sqrt(vn));
+      }
+    }
+  }
+};
+
 // Attention of one layer for all T queries through a B-slot cache, token by token.
 void attend_cache(const Run &r, const Policy &p, const std::vector<float> &q, const std::vector<float> &k,
-                  const std::vector<float> &v, std::vector<float> &a) {
+                  const std::vector<float> &v, const std::vector<float> &qpre, std::vector<float> &a) {
   const int64_t B = p.budget, T = r.T, row = kHkv * kD;
   std::vector<float> kc(size_t(B * row)), vc(size_t(B * row)), mass(size_t(kHkv * B), 0.f), score(static_cast<size_t>(B));
   // Positions per KV head ([kHkv][B]) when each head keeps its own tokens, else one row.
@@ -195,6 +350,11 @@ void attend_cache(const Run &r, const Policy &p, const std::vector<float> &q, co
   else eo.score_mean = 0;                                 // the scores below, as given
   if (p.recent >= 0.f) eo.recent_share = p.recent;
   eo.per_head = p.per_head;
+  std::unique_ptr<FutureMass> fm;
+  std::unique_ptr<ExpectedAttention> ea;
+  if (p.score == Score::future) fm = std::make_unique<FutureMass>(q, k, T);
+  if (p.score == Score::expected) ea = std::make_unique<ExpectedAttention>(qpre);
+  std::vector<float> hs;  // host scores per KV head, [kHkv][B]
   sa_attend_options ao = SA_ATTEND_OPTIONS_INIT;
   ao.mass_decay = p.decay;
   sa_select_options so = SA_SELECT_OPTIONS_INIT;
@@ -208,6 +368,45 @@ void attend_cache(const Run &r, const Policy &p, const std::vector<float> &q, co
     sa_tensor sc_t, fr_t = p.per_head ? tensor(freed.data(), SA_DTYPE_I32, {kHkv, 2}) : tensor(freed.data(), SA_DTYPE_I32, {2});
     if (p.score == Score::library) {
       sc_t = tensor(mass.data(), SA_DTYPE_F32, {kHkv, B});
+    } else if (p.score == Score::future || p.score == Score::expected || p.score == Score::keydiff) {
+      const int64_t prows = p.per_head ? kHkv : 1;
+      hs.assign(size_t(kHkv * B), 0.f);
+      if (fm) {
+        for (int h = 0; h < kHkv; ++h)
+          for (int64_t s = 0; s < filled; ++s) {
+            const int64_t ps = pos[size_t((p.per_head ? h : 0) * B + s)];
+            if (ps >= 0) hs[size_t(h * B + s)] = float(fm->left[size_t(h * T + ps)]);
+          }
+      } else if (ea) {
+        ea->score(t, kc, vc, pos, p.per_head, B, filled, hs);
+      } else {  // keydiff: -cos(k, mean of the cached keys) per KV head
+        for (int h = 0; h < kHkv; ++h) {
+          std::vector<double> mean(kD, 0.0);
+          std::vector<double> norm(size_t(filled), 0.0);
+          for (int64_t s = 0; s < filled; ++s) {
+            if (pos[size_t((p.per_head ? h : 0) * B + s)] < 0) continue;
+            const float *kk = &kc[size_t((s * kHkv + h) * kD)];
+            for (int j = 0; j < kD; ++j) norm[size_t(s)] += double(kk[j]) * kk[j];
+            norm[size_t(s)] = std::sqrt(norm[size_t(s)]) + 1e-12;
+            for (int j = 0; j < kD; ++j) mean[size_t(j)] += kk[j] / norm[size_t(s)];
+          }
+          for (int64_t s = 0; s < filled; ++s) {
+            if (pos[size_t((p.per_head ? h : 0) * B + s)] < 0) continue;
+            const float *kk = &kc[size_t((s * kHkv + h) * kD)];
+            double dot = 0, mn = 0;
+            for (int j = 0; j < kD; ++j) dot += kk[j] * mean[size_t(j)], mn += mean[size_t(j)] * mean[size_t(j)];
+            hs[size_t(h * B + s)] = float(-dot / (norm[size_t(s)] * std::sqrt(mn) + 1e-12));
+          }
+        }
+      }
+      if (p.per_head) {
+        sc_t = tensor(hs.data(), SA_DTYPE_F32, {kHkv, B});
+      } else {
+        for (int64_t s = 0; s < B; ++s)
+          score[size_t(s)] = p.head_max ? std::max(hs[size_t(s)], hs[size_t(B + s)]) : hs[size_t(s)] + hs[size_t(B + s)];
+        sc_t = tensor(score.data(), SA_DTYPE_F32, {B});
+      }
+      (void)prows;
     } else {
       for (int64_t s = 0; s < B; ++s) {
         const double m = p.head_max ? std::max(mass[size_t(s)], mass[size_t(B + s)])
@@ -252,7 +451,8 @@ void attend_cache(const Run &r, const Policy &p, const std::vector<float> &q, co
     const sa_tensor k_t = tensor(kc.data(), SA_DTYPE_F32, {filled, kHkv, kD});
     const sa_tensor v_t = tensor(vc.data(), SA_DTYPE_F32, {filled, kHkv, kD});
     sa_tensor m_t = tensor(mass.data(), SA_DTYPE_F32, {kHkv, filled}, {B, 1});
-    ao.slot_mass = p.score == Score::streaming ? nullptr : &m_t;
+    ao.slot_mass = p.score == Score::streaming || p.score == Score::future || p.score == Score::expected ||
+                           p.score == Score::keydiff ? nullptr : &m_t;
     if (ix) {
       const sa_tensor nk = tensor(&k[size_t(t * row)], SA_DTYPE_F32, {1, kHkv, kD});
       int64_t size = 0;
@@ -265,6 +465,8 @@ void attend_cache(const Run &r, const Policy &p, const std::vector<float> &q, co
     } else {
       check(sa_attend(r.ctx, &q_t, &k_t, &v_t, nullptr, &ao, &o_t, nullptr), "sa_attend");
     }
+    if (fm) fm->consume(t);
+    if (ea) ea->observe(t);
   }
   sa_index_destroy(&ix);
 }
@@ -313,13 +515,14 @@ void attend_oracle(const Run &r, const Policy &p, const std::vector<float> &q, c
 void layers(const Run &r, const Policy &p, int first, int last, std::vector<float> &x) {
   const int64_t T = r.T;
   std::vector<float> h(size_t(T * kModel)), q(size_t(T * kHq * kD)), k(size_t(T * kHkv * kD)),
-      v(size_t(T * kHkv * kD)), a(size_t(T * kHq * kD)), g(size_t(T * kMlp)), u(size_t(T * kMlp));
+      v(size_t(T * kHkv * kD)), a(size_t(T * kHq * kD)), g(size_t(T * kMlp)), u(size_t(T * kMlp)), qpre;
   for (int l = first; l < last; ++l) {
     const Layer &L = r.m->layers[l];
     rmsnorm(x.data(), L.n1.data(), h.data(), T);
     gemm_xwt(h.data(), L.wq.data(), q.data(), T, kHq * kD, kModel, false);
     gemm_xwt(h.data(), L.wk.data(), k.data(), T, kHkv * kD, kModel, false);
     gemm_xwt(h.data(), L.wv.data(), v.data(), T, kHkv * kD, kModel, false);
+    if (p.score == Score::expected) qpre = q;
     rope(q.data(), T, kHq);
     rope(k.data(), T, kHkv);
     const Mode mode = l == 0 ? Mode::dense : p.mode;
@@ -334,7 +537,7 @@ void layers(const Run &r, const Policy &p, int first, int last, std::vector<floa
     } else if (mode == Mode::oracle) {
       attend_oracle(r, p, q, k, v, a);
     } else {
-      attend_cache(r, p, q, k, v, a);
+      attend_cache(r, p, q, k, v, qpre, a);
     }
     gemm_xwt(a.data(), L.wo.data(), x.data(), T, kModel, kHq * kD, true);
     rmsnorm(x.data(), L.n2.data(), h.data(), T);
@@ -403,6 +606,12 @@ Policy parse_policy(const std::string &spec) {
   else if (name == "h2omax") p.score = Score::raw, p.head_max = true;
   else if (name == "tovamax") p.score = Score::raw, p.decay = 0.f, p.head_max = true;
   else if (name == "meanmax") p.score = Score::mean, p.head_max = true;
+  else if (name == "future") p.score = Score::future;
+  else if (name == "futurehead") p.score = Score::future, p.per_head = true;
+  else if (name == "futuremax") p.score = Score::future, p.head_max = true;
+  else if (name == "ea") p.score = Score::expected;
+  else if (name == "eahead") p.score = Score::expected, p.per_head = true;
+  else if (name == "keydiff") p.score = Score::keydiff;
   else die("unknown policy " + spec);
   return p;
 }
