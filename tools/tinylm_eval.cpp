@@ -158,7 +158,8 @@ struct Policy {
   Mode mode = Mode::cache;
   Score score = Score::library;
   float decay = 1.f;       // sa_attend_options.mass_decay
-  bool page = false;       // page selection (top_k 128) over the cache's slots
+  bool page = false;       // selection (top_k 128) over the cache's slots: "+page" or "+exact"
+  sa_selector_kind selector = SA_SELECTOR_PAGE;
   bool head_max = false;   // raw/mean: a slot's score is its best KV head's, not the sum
   float recent = -1.f;     // library: sa_evict_options.recent_share (< 0: the default)
   bool per_head = false;   // each KV head keeps its own tokens (sa_evict_options.per_head)
@@ -191,17 +192,36 @@ void dense_probs(const float *qh, const float *kh, int64_t t0, int64_t n, std::v
   }
 }
 
-// Clairvoyant scores: the attention mass that queries t' >= t give key j under dense attention,
-// per KV head (summed over its query heads), advanced one query at a time.
-struct FutureMass {
+// Rows of dense attention probabilities, one query at a time in increasing order, computed a
+// chunk of queries at a time.
+struct DenseRows {
   static constexpr int64_t kChunk = 64;
-  int64_t T;
-  std::vector<float> qh, kh;           // [kHq][T][kD], [kHkv][T][kD]
-  std::vector<double> left;            // [kHkv][T]: mass still to come from queries >= t
-  std::vector<std::vector<float>> P;   // the current chunk's rows per query head
-  int64_t chunk0 = -1;
+  const std::vector<float> *qh, *kh;  // [kHq][T][kD], [kHkv][T][kD]
+  int64_t T, chunk0 = -1, width = 0;
+  std::vector<std::vector<float>> P = std::vector<std::vector<float>>(kHq);
+  // Query t's probabilities for query head h over keys [0, t].
+  const float *row(int64_t t, int h) {
+    const int64_t c0 = t / kChunk * kChunk;
+    if (c0 != chunk0) {
+      chunk0 = c0;
+      width = c0 + std::min(kChunk, T - c0);
+      for (int g = 0; g < kHq; ++g)
+        dense_probs(&(*qh)[size_t(g * T * kD)], &(*kh)[size_t((g / 2) * T * kD)], c0, width - c0, P[size_t(g)]);
+    }
+    return &P[size_t(h)][size_t((t - c0) * width)];
+  }
+};
 
-  FutureMass(const std::vector<float> &q, const std::vector<float> &k, int64_t T_) : T(T_) {
+// Clairvoyant scores: the attention mass that queries t' in [t, t + horizon) give key j under
+// dense attention, per KV head (summed over its query heads), advanced one query at a time.
+struct FutureMass {
+  int64_t T, horizon;
+  std::vector<float> qh, kh;           // [kHq][T][kD], [kHkv][T][kD]
+  std::vector<double> left;            // [kHkv][T]: mass from queries in [t, t + horizon)
+  DenseRows leaving, arriving;
+
+  FutureMass(const std::vector<float> &q, const std::vector<float> &k, int64_t T_, int64_t horizon_)
+      : T(T_), horizon(std::min(horizon_, T_)) {
     qh.resize(size_t(kHq * T * kD));
     kh.resize(size_t(kHkv * T * kD));
     for (int64_t t = 0; t < T; ++t) {
@@ -211,30 +231,21 @@ struct FutureMass {
         std::memcpy(&kh[size_t((h * T + t) * kD)], &k[size_t((t * kHkv + h) * kD)], sizeof(float) * kD);
     }
     left.assign(size_t(kHkv * T), 0.0);
-    P.resize(kHq);
-    for (int64_t t0 = 0; t0 < T; t0 += kChunk) {
-      const int64_t n = std::min(kChunk, T - t0), width = t0 + n;
-      for (int h = 0; h < kHq; ++h) {
-        dense_probs(&qh[size_t(h * T * kD)], &kh[size_t((h / 2) * T * kD)], t0, n, P[size_t(h)]);
-        double *acc = &left[size_t((h / 2) * T)];
-        for (int64_t i = 0; i < n; ++i)
-          for (int64_t j = 0; j < width; ++j) acc[j] += P[size_t(h)][size_t(i * width + j)];
-      }
+    leaving = DenseRows{&qh, &kh, T};
+    arriving = DenseRows{&qh, &kh, T};
+    for (int64_t t = 0; t < horizon; ++t) add(arriving, t, 1.0);
+  }
+  void add(DenseRows &rows, int64_t t, double sign) {
+    for (int h = 0; h < kHq; ++h) {
+      const float *r = rows.row(t, h);
+      double *acc = &left[size_t((h / 2) * T)];
+      for (int64_t j = 0; j <= t; ++j) acc[j] += sign * r[j];
     }
   }
-  // Removes query t's mass (call after step t, in order).
+  // Query t leaves the horizon, query t + horizon enters it (call after step t, in order).
   void consume(int64_t t) {
-    const int64_t c0 = t / kChunk * kChunk;
-    if (c0 != chunk0) {
-      chunk0 = c0;
-      for (int h = 0; h < kHq; ++h)
-        dense_probs(&qh[size_t(h * T * kD)], &kh[size_t((h / 2) * T * kD)], c0, std::min(kChunk, T - c0), P[size_t(h)]);
-    }
-    const int64_t width = c0 + std::min(kChunk, T - c0), i = t - c0;
-    for (int h = 0; h < kHq; ++h) {
-      double *acc = &left[size_t((h / 2) * T)];
-      for (int64_t j = 0; j <= t; ++j) acc[j] -= P[size_t(h)][size_t(i * width + j)];
-    }
+    add(leaving, t, -1.0);
+    if (t + horizon < T) add(arriving, t + horizon, 1.0);
   }
 };
 
@@ -335,7 +346,7 @@ void attend_cache(const Run &r, const Policy &p, const std::vector<float> &q, co
   sa_index *ix = nullptr;
   if (p.page) {
     sa_index_options io = SA_INDEX_OPTIONS_INIT;
-    io.kind = SA_SELECTOR_PAGE;
+    io.kind = p.selector;
     io.num_kv_heads = kHkv;
     io.head_dim = kD;
     io.dtype = SA_DTYPE_F32;
@@ -352,7 +363,7 @@ void attend_cache(const Run &r, const Policy &p, const std::vector<float> &q, co
   eo.per_head = p.per_head;
   std::unique_ptr<FutureMass> fm;
   std::unique_ptr<ExpectedAttention> ea;
-  if (p.score == Score::future) fm = std::make_unique<FutureMass>(q, k, T);
+  if (p.score == Score::future) fm = std::make_unique<FutureMass>(q, k, T, p.decay > 1.f ? int64_t(p.decay) : T);
   if (p.score == Score::expected) ea = std::make_unique<ExpectedAttention>(qpre);
   std::vector<float> hs;  // host scores per KV head, [kHkv][B]
   sa_attend_options ao = SA_ATTEND_OPTIONS_INIT;
@@ -573,6 +584,7 @@ std::vector<int64_t> int_list(const std::string &s) {
 }
 
 // Policies by name; "NAME@DECAY" sets slot_mass's decay (h2o@0.99, mean@0.99, tova = h2o@0),
+// for future* the horizon in queries (future@256: the mass of the next 256 queries; default all),
 // "NAME/SHARE" the library's recent_share (library/0.5@0.99).
 Policy parse_policy(const std::string &spec) {
   Policy p;
@@ -586,12 +598,20 @@ Policy parse_policy(const std::string &spec) {
   }
   else if (slash != std::string::npos) name = spec.substr(0, slash);
   p.name = spec;
+  for (const char *suffix : {"+page", "+exact"}) {  // selection over the cache, after any policy
+    const size_t at_suffix = name.find(suffix);
+    if (at_suffix != std::string::npos && name != "library+page" && name != "h2o+page" && name != "mean+page") {
+      p.page = true;
+      p.selector = std::string(suffix) == "+page" ? SA_SELECTOR_PAGE : SA_SELECTOR_EXACT;
+      name = name.substr(0, at_suffix);
+    }
+  }
   if (name == "dense") p.mode = Mode::dense;
   else if (name == "oracle") p.mode = Mode::oracle;
   else if (name == "streaming") p.score = Score::streaming;
   else if (name == "library" || name == "library+page") {
     p.score = Score::library;  // both defaults: sa_attend's mass_decay unless given
-    p.page = name == "library+page";
+    p.page = p.page || name == "library+page";
     if (at == std::string::npos) p.decay = sa_attend_options_default().mass_decay;
   }
   else if (name == "perhead") {
@@ -613,6 +633,7 @@ Policy parse_policy(const std::string &spec) {
   else if (name == "eahead") p.score = Score::expected, p.per_head = true;
   else if (name == "keydiff") p.score = Score::keydiff;
   else die("unknown policy " + spec);
+  if (p.page && p.per_head) die(spec + ": selection over per-KV-head caches is not in this tool");
   return p;
 }
 
