@@ -2,7 +2,12 @@
 // 8 layers, 4 query heads over 2 KV heads, head_dim 128, RoPE; the forward pass is the one in
 // the model directory's README) on held-out text and prints bits per byte for dense attention,
 // StreamingLLM, the library's eviction policies (one set of tokens, or per KV head: perhead),
-// eviction + page selection and the top-B oracle.
+// eviction + page or exact selection, the top-B oracle, and policies given to sa_cache_evict as
+// host scores: Expected Attention (ea), KeyDiff (keydiff) and the clairvoyant future bound.
+// "future" evicts, each step, the slot whose token gets the least attention mass from all later
+// queries of its layer under dense attention (futurehead: per KV head); no causal eviction
+// policy knows that, so it tells what eviction can reach at a budget, where the top-B oracle
+// (which re-selects from the whole history for every query) tells what a B-slot cache could.
 //
 //   tinylm_eval --model DIR/model.safetensors --text DIR/dev_text.bin [--seqs 0,1,2]
 //               [--tokens 4096] [--budgets 256,512,1024] [--policies LIST] [--threads N]
@@ -585,7 +590,8 @@ std::vector<int64_t> int_list(const std::string &s) {
 
 // Policies by name; "NAME@DECAY" sets slot_mass's decay (h2o@0.99, mean@0.99, tova = h2o@0),
 // for future* the horizon in queries (future@256: the mass of the next 256 queries; default all),
-// "NAME/SHARE" the library's recent_share (library/0.5@0.99).
+// "NAME/SHARE" sa_evict_options.recent_share (library/0.5@0.99; host-score policies too: future/0),
+// "NAME+page" / "NAME+exact" page or exact selection (top_k 128) over the cache after any policy.
 Policy parse_policy(const std::string &spec) {
   Policy p;
   std::string name = spec;
@@ -659,7 +665,8 @@ int main(int argc, char **argv) {
     else if (a == "--policies") policies = next();
     else if (a == "--threads") threads = std::stoi(next());
     else die("usage: tinylm_eval --model model.safetensors --text dev_text.bin [--seqs 0,1,2] [--tokens 4096] "
-             "[--budgets 256,512,1024] [--policies streaming,h2o,h2o@0.99,mean,tova,library,perhead,library+page,oracle] "
+             "[--budgets 256,512,1024] [--policies streaming,h2o,h2o@0.99,mean,tova,library,perhead,library+page,"
+             "library+exact,ea,eahead,keydiff,future/0,futurehead/0,future@256/0,oracle] "
              "[--threads N]");
   }
   if (model_path.empty() || text_path.empty()) die("--model and --text are required");
