@@ -251,6 +251,15 @@ struct FutureMass {
   void consume(int64_t t) {
     add(leaving, t, -1.0);
     if (t + horizon < T) add(arriving, t + horizon, 1.0);
+    // Each query row sums to 1 per query head: a KV head's mass left is 2 per query in the horizon.
+    const double want = 2.0 * double(std::min(T, t + 1 + horizon) - (t + 1));
+    for (int h = 0; h < kHkv; ++h) {
+      double got = 0;
+      for (int64_t j = 0; j < T; ++j) got += left[size_t(h * T + j)];
+      if (std::fabs(got - want) > 1e-3 * std::max(1.0, want))
+        die("future mass bookkeeping: KV head " + std::to_string(h) + " holds " + std::to_string(got) +
+            " after query " + std::to_string(t) + ", expected " + std::to_string(want));
+    }
   }
 };
 
