@@ -1,5 +1,5 @@
 // Selection time per decode token, every selector kind against exact, in one run: the shapes
-// of a decoding engine (H_q 32, H_kv 8, D 128, f16 keys, top_k 2048, window 64, sinks 4, one
+// of a decoding engine (H_q 32, H_kv 8, D 128, f16 keys, top_k 2048 (--top-k), window 64, sinks 4, one
 // query token per sa_select call at the newest position) and indexes built in decode order:
 // `--chunk` keys per sa_index_append (default 1: one key per append, as an engine grows its
 // cache). Each kind's index grows once to the largest size; at each size in --sizes the
@@ -12,7 +12,7 @@
 // to a temporary safetensors file.
 //
 //   build/bench/decode_select_speed --data DIR [--layers 1,3,5,7] [--sizes 8192,32768,131072]
-//       [--kinds exact,page,lsh,hnsw,learned,indexer] [--chunk 1] [--reps 9] [--threads 1]
+//       [--kinds exact,page,lsh,hnsw,learned,indexer] [--chunk 1] [--reps 9] [--threads 1] [--top-k 2048]
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -37,7 +37,7 @@ using Clock = std::chrono::steady_clock;
 using quality::tensor3;
 
 constexpr int64_t kHq = 32, kHkv = 8, kD = 128;
-constexpr int32_t kTopK = 2048, kWindow = 64, kSinks = 4;
+constexpr int32_t kWindow = 64, kSinks = 4;
 
 struct Options {
   std::string data = "tests/data";
@@ -47,6 +47,7 @@ struct Options {
   int64_t chunk = 1;
   int reps = 9;
   int threads = 1;
+  int32_t top_k = 2048;
 };
 
 std::vector<std::string> split(const std::string &s) {
@@ -179,9 +180,9 @@ Timing run_kind(sa_context *ctx, const Options &o, const std::string &kind, cons
   sa_index *ix = nullptr;
   check(sa_index_create(ctx, &io, &ix), "sa_index_create");
   Timing res;
-  std::vector<int32_t> out(size_t(kHkv) * size_t(kSinks + kWindow + kTopK));
+  std::vector<int32_t> out(size_t(kHkv) * size_t(kSinks + kWindow + o.top_k));
   sa_select_options so = sa_select_options_default();
-  so.top_k = kTopK;
+  so.top_k = o.top_k;
   so.window = kWindow;
   so.sinks = kSinks;
   int64_t n = 0;
@@ -199,7 +200,7 @@ Timing run_kind(sa_context *ctx, const Options &o, const std::string &kind, cons
     so.query_positions = &pos;
     for (int r = 0; r < o.reps; ++r) {
       const sa_tensor q = tensor3(&t.queries[size_t(r * kHq * kD)], SA_DTYPE_F16, 1, kHq, kD);
-      sa_tensor ot = tensor3(out.data(), SA_DTYPE_I32, 1, kHkv, kSinks + kWindow + kTopK);
+      sa_tensor ot = tensor3(out.data(), SA_DTYPE_I32, 1, kHkv, kSinks + kWindow + o.top_k);
       const auto s0 = Clock::now();
       check(sa_select(ix, &q, &so, &ot), "sa_select");
       ms.push_back(1e3 * std::chrono::duration<double>(Clock::now() - s0).count());
@@ -224,6 +225,7 @@ Options parse(int argc, char **argv) {
     else if (a == "--chunk") o.chunk = std::max<int64_t>(1, std::stoll(v));
     else if (a == "--reps") o.reps = std::max(1, std::stoi(v));
     else if (a == "--threads") o.threads = std::stoi(v);
+    else if (a == "--top-k") o.top_k = std::max(1, std::stoi(v));
     else throw std::runtime_error("unknown option " + a);
   }
   if (o.layers.empty() || o.sizes.empty() || o.kinds.empty()) throw std::runtime_error("empty list");
@@ -244,7 +246,7 @@ int main(int argc, char **argv) {
     check(sa_context_create(&co, &ctx), "sa_context_create");
     std::printf("decode selection per token: H_q %lld, H_kv %lld, D %lld, f16, top_k %d, window %d, sinks %d, "
                 "%d thread(s), median of %d tokens; indexes built with %lld key(s) per append\n",
-                (long long)kHq, (long long)kHkv, (long long)kD, kTopK, kWindow, kSinks, o.threads, o.reps,
+                (long long)kHq, (long long)kHkv, (long long)kD, o.top_k, kWindow, kSinks, o.threads, o.reps,
                 (long long)o.chunk);
     std::printf("%-8s", "kind");
     for (int64_t n : o.sizes) std::printf(" %10lldK ms %8s", (long long)(n / 1024), "vs exact");

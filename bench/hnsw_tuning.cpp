@@ -10,7 +10,11 @@
 //   build/bench/hnsw_tuning quality DIR [all prompt decode]   (build orders, see BuildOrder)
 //   build/bench/hnsw_tuning build DIR 32768 131072
 //   (HNSW_VARIANTS=0,3 runs only those rows of either table; HNSW_GROUP_ONLY=1 skips the
-//   per-query-head searches of the quality table)
+//   per-query-head searches of the quality table. Quality only: HNSW_CFG=l2,12,48,256 adds
+//   variant 13 (metric ip|l2, M, efC, ef; centred, f16); HNSW_SEEDS=64 starts each search also
+//   from the 64 newest keys, as the selector does; HNSW_LAYERS=1,5 and HNSW_T=4096 (the first T
+//   tokens) pick the data; HNSW_REACH=1 prints how many keys level 0 reaches from the entry.
+//   T = 8192 data: tools/tinylm_qkv.py.)
 // Uses the graph code directly (src/select/hnsw_graph.cpp), so each variant can be compared.
 #include <algorithm>
 #include <chrono>
@@ -150,6 +154,9 @@ Quality decode_quality(const Array &q, const Array &k, int head, const HnswGraph
   const double scale = 1.0 / std::sqrt(double(D));
   std::vector<double> prob(static_cast<size_t>(T));
   std::vector<int32_t> found;
+  if (std::getenv("HNSW_REACH"))
+    std::printf("  head %d: %lld of %lld keys reachable at level 0 before the first query\n", head,
+                (long long)graph.reachable(), (long long)graph.size());
   for (int64_t t = first_query; t < T; ++t) {
     if (order != BuildOrder::all) graph.add(&rows[size_t(t * D)], D, 1, int32_t(t));
     const UpTo up_to{int32_t(t - window)};
@@ -178,6 +185,11 @@ Quality decode_quality(const Array &q, const Array &k, int head, const HnswGraph
     }
     std::vector<int32_t> exact = top_indices(prob, outside, size_t(top_k));
     found.clear();
+    // HNSW_SEEDS=n: the level-0 search also starts from the n newest keys (the selector's way).
+    std::vector<int32_t> seed_slots;
+    const int64_t n_seeds = std::getenv("HNSW_SEEDS") ? std::atoll(std::getenv("HNSW_SEEDS")) : 0;
+    for (int64_t j = std::max<int64_t>(0, t - n_seeds + 1); j <= t && n_seeds > 0; ++j) seed_slots.push_back(int32_t(j));
+    const sa::HnswSeeds seeds{seed_slots.data(), seed_slots.size()};
     const double t0 = now();
     if (mean_query) {
       // The group's heads at unit length each, summed (the selector's one search per group).
@@ -189,7 +201,7 @@ Quality decode_quality(const Array &q, const Array &k, int head, const HnswGraph
         const float w = n2 > 0 ? float(1.0 / std::sqrt(n2)) : 0.f;
         for (int64_t d = 0; d < D; ++d) mq[size_t(d)] += w * qg[d];
       }
-      graph.search(mq.data(), search_k, search_k, filter, scratch, found);
+      graph.search(mq.data(), search_k, search_k, filter, scratch, found, seeds);
     } else {
       for (int64_t g = 0; g < G; ++g)
         graph.search(&q.data[size_t((t * Hq + head * G + g) * D)], search_k, search_k, filter, scratch, found);
@@ -234,6 +246,23 @@ int quality(const std::string &dir, const std::vector<int> &only, const std::vec
       {"ip+centre m8 efc32 ef320", config(HnswMetric::inner_product, true, true, 8, 32, 320)},
       {"ip+centre m12 efc64 ef192", config(HnswMetric::inner_product, true, true, 12, 64, 192)},
   };
+  // HNSW_CFG=ip|l2,M,efC,ef: one more variant (index 13), centred, f16.
+  if (const char *c = std::getenv("HNSW_CFG")) {
+    int m = 8, efc = 32, ef = 192;
+    char metric[8] = "ip";
+    std::sscanf(c, "%7[^,],%d,%d,%d", metric, &m, &efc, &ef);
+    variants.push_back({c, config(std::string(metric) == "l2" ? HnswMetric::mips_to_l2 : HnswMetric::inner_product,
+                                  true, true, m, efc, ef)});
+  }
+  std::vector<int> layer_list = {1, 3, 5, 7};
+  if (const char *l = std::getenv("HNSW_LAYERS")) {  // HNSW_LAYERS=1,5
+    layer_list.clear();
+    for (const char *p = l; *p;) {
+      layer_list.push_back(std::atoi(p));
+      while (*p && *p != ',') ++p;
+      if (*p == ',') ++p;
+    }
+  }
   std::printf("decode, late queries t in [T - %d, T), top_k=%d, window=%d; mass = window + chosen\n", late, top_k,
               window);
   std::printf("%-26s %-6s %-6s %5s %8s %8s %8s %8s %10s\n", "variant", "order", "query", "layer", "mass", "exact",
@@ -246,11 +275,13 @@ int quality(const std::string &dir, const std::vector<int> &only, const std::vec
         if (!mean_query && std::getenv("HNSW_GROUP_ONLY")) continue;  // the selector's one search per group
         double sum_ratio = 0;
         int layers = 0;
-        for (int layer : {1, 3, 5, 7}) {
+        for (int layer : layer_list) {
           const std::string qf = dir + "/q" + std::to_string(layer) + ".npy";
           if (!std::ifstream(qf)) continue;
           Array q = read_npy(qf);
           Array k = read_npy(dir + "/k" + std::to_string(layer) + ".npy");
+          if (const char *tt = std::getenv("HNSW_T"))  // HNSW_T=4096: the first T tokens only
+            q.shape[0] = k.shape[0] = std::min<int64_t>(k.shape[0], std::atoll(tt));
           Quality total;
           for (int h = 0; h < int(k.shape[1]); ++h) {
             Quality r = decode_quality(q, k, h, v.cfg, order, int(k.shape[0]) - late, top_k, window, mean_query,
@@ -337,7 +368,8 @@ int build(const std::string &dir, const std::vector<int64_t> &sizes, const std::
       {"f16 l2+centre M12 efC48", config(HnswMetric::mips_to_l2, true, true, 12, 48, 256)},
       {"f16 ip+centre M8 efC24", config(HnswMetric::inner_product, true, true, 8, 24, 256)},
       {"f16 ip+centre M16 efC32", config(HnswMetric::inner_product, true, true, 16, 32, 256)},
-      {"f16 ip+centre M8 efC32 ef192 (default)", config(HnswMetric::inner_product, true, true, 8, 32, 192)},
+      {"f16 ip+centre M8 efC32 ef192", config(HnswMetric::inner_product, true, true, 8, 32, 192)},
+      {"f16 l2+centre M12 efC48 ef256 (default)", config(HnswMetric::mips_to_l2, true, true, 12, 48, 256)},
   };
   std::printf("%-38s %-5s %7s %12s %12s %8s %10s %10s\n", "variant", "keys", "N", "keys/s(1t)", "keys/s(2h,2t)",
               "recall", "us/search", "us/exact");

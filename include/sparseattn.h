@@ -289,24 +289,33 @@ typedef struct sa_lsh_options {
     uint64_t seed;         /* fixed seed: deterministic tables */
 } sa_lsh_options;
 
-/* One hnswlib graph per KV head (inner product over keys centred on their mean,
- * f16; the mean is recomputed whenever the keys have doubled, so an index grown
- * one key per append is as good as one built in one append). A list (a KV head's
- * group of query heads, or one query head) searches its graph once, with the sum
- * of its query heads at unit length, for max(ef_search, top_k) keys it may choose
- * (window, sinks and keys it may not see are passed over); those are rescored
- * exactly per query head. A query that sees at most twice that many keys (32
- * times when top_k > ef_search) scores them all exactly instead (cheaper
- * there), and so does a search that finds fewer than
- * min(top_k, selectable) keys: lists are always full. Measured with the defaults
- * on tinylm (layers 1,3,5,7, 4096 tokens, window 64, K = 128): attention mass
- * 0.95% below exact top-K when built in one append (quality_report), about 1.5%
- * below when built one key per append (bench/hnsw_tuning quality DIR decode).
+/* One hnswlib graph per KV head over the keys centred on their mean (recomputed
+ * whenever the keys have doubled) and mapped onto the unit sphere (MIPS to L2:
+ * the graph is built on a true metric, so keys appended one at a time stay
+ * reachable), f16. A list (a KV head's group of query heads, or one query head)
+ * searches its graph once, with the sum of its query heads at unit length, for
+ * max(ef_search, top_k) keys it may choose (window, sinks and keys it may not
+ * see are passed over), starting from the graph's entry point and from the 64
+ * newest keys the query sees (keys drift with position; from the entry point
+ * alone a late query's search stayed among old keys); those are rescored
+ * exactly per query head. A query that sees at most twice that many keys (12
+ * times when top_k > ef_search) is scored exactly instead, by the exact
+ * selector's path (cheaper there), and so is a list whose search finds fewer
+ * than min(top_k, selectable) keys: lists are always full.
+ * Measured with the defaults on tinylm, keys appended one at a time (decode
+ * order), K = 128, window 64, layers 1/3/5/7, attention mass short of exact
+ * top-K's: 4096 tokens 0.14/0.56/0.96/0.16% (bench/hnsw_tuning quality, late
+ * queries); 8192 tokens (tools/tinylm_qkv.py; quality_report --order decode
+ * --queries 256) 0.50/1.05/1.25/0.18%, against 5.37/4.98/5.22/1.31% for the
+ * inner-product graph at M 8 without seeds. Selection time per decode token
+ * against exact (bench/decode_select_speed, H_kv 8, one thread, 16-core Xeon,
+ * load 1-2): K = 128: 0.25x / 0.12x / 0.03x at 8K / 32K / 128K keys;
+ * K = 2048: the exact path at 8K, 0.66x at 32K, 0.13x at 128K.
  * Out-of-range values fail sa_index_create with SA_ERR_INVALID_ARGUMENT. */
 typedef struct sa_hnsw_options {
-    int32_t m;             /* graph degree, 2 .. 512 (default 8) */
-    int32_t ef_construction; /* build beam, 1 .. 65536 (default 32) */
-    int32_t ef_search;     /* search beam, 1 .. 65536 (default 192) */
+    int32_t m;             /* graph degree, 2 .. 512 (default 12) */
+    int32_t ef_construction; /* build beam, 1 .. 65536 (default 48) */
+    int32_t ef_search;     /* search beam, 1 .. 65536 (default 256) */
 } sa_hnsw_options;
 
 /* Weights of the learned and indexer selectors: a safetensors file (F32, F16 or
@@ -418,7 +427,7 @@ typedef struct sa_index_options {
 
 #define SA_INDEX_OPTIONS_INIT                                                  \
     { sizeof(sa_index_options), SA_SELECTOR_EXACT, 0, 0, SA_DTYPE_F16, 0,      \
-      { 16, 1 }, { 8, 0, 2, 0x5eed5eedULL }, { 8, 32, 192 }, { NULL, 0, 12 },  \
+      { 16, 1 }, { 8, 0, 2, 0x5eed5eedULL }, { 12, 48, 256 }, { NULL, 0, 12 }, \
       0 }
 SA_API sa_index_options sa_index_options_default(void);
 

@@ -2,14 +2,16 @@
 // sparse decode attend (K=2048 gathered keys), dense decode at 128K and 512K, page select +
 // attend and exact select at 128K, a batch of 64 sequences' gathered attend, and the device's
 // copy bandwidth, all timed with CUDA events (warm-up, median of many calls). Index sets are
-// rotated so that repeated calls do not run out of L2. Usage: cuda_bench
+// rotated so that repeated calls do not run out of L2. Usage: cuda_bench [dense]
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <functional>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "sparseattn.h"
@@ -104,7 +106,8 @@ std::vector<int32_t> random_lists(int n_q, int k, int64_t span, bool per_query_b
 
 }  // namespace
 
-int main() {
+int main(int argc, char **argv) {
+  const bool dense_only = argc > 1 && std::string(argv[1]) == "dense";  // copy bandwidth and dense decode only
   cudaStream_t s;
   CK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
   sa_context_options co = SA_CONTEXT_OPTIONS_INIT;
@@ -161,12 +164,52 @@ int main() {
   std::printf("sparse decode attend (K=2048, 128K cache): %.1f us per call (%.1f us in a graph), %.2f TB/s of gathered K/V\n",
               sparse_us, sparse_graph, sparse_bytes / sparse_us / 1e6);
 
-  // Dense decode at 128K and 512K.
-  for (int64_t n : {N128, N}) {
+  // Dense decode at 32K, 128K and 512K.
+  for (int64_t n : {N128 / 4, N128, N}) {
     sa_tensor kn = desc(K, SA_DTYPE_BF16, {n, kHkv, kD}), vn = desc(V, SA_DTYPE_BF16, {n, kHkv, kD});
     const double us = median_us(s, 50, [&](int) { SK(sa_attend(ctx, &q1, &kn, &vn, nullptr, nullptr, &o1, &l1)); });
     std::printf("dense decode attend (%lldK): %.1f us, %.2f TB/s\n", (long long)(n / 1024), us,
                 2.0 * n * kHkv * row_bytes / us / 1e6);
+  }
+
+  if (dense_only) return 0;
+
+  // One-token appends to a page index holding 128K keys (the decode step's append, per layer):
+  // per call with an event after each, in a graph (device time), and the host's time per call
+  // of a loop that does not wait.
+  // An index of `kind` (pages of 16, no refinement) over the first 128K keys.
+  auto index_over_128k = [&](sa_selector_kind kind) {
+    sa_index_options io = SA_INDEX_OPTIONS_INIT;
+    io.kind = kind;
+    io.num_kv_heads = kHkv;
+    io.head_dim = kD;
+    io.dtype = SA_DTYPE_BF16;
+    io.page.page_size = 16;
+    io.page.refine = 0;
+    sa_index *ix = nullptr;
+    SK(sa_index_create(ctx, &io, &ix));
+    SK(sa_index_append(ix, &k128));
+    return ix;
+  };
+  {
+    sa_index *ix = index_over_128k(SA_SELECTOR_PAGE);
+    int64_t next = N128;
+    auto append_one = [&](int) {
+      sa_tensor one = desc(static_cast<uint16_t *>(K) + size_t(next % N) * kHkv * kD, SA_DTYPE_BF16, {1, kHkv, kD});
+      ++next;
+      SK(sa_index_append(ix, &one));
+    };
+    const double per_call = median_us(s, 200, append_one);
+    const double in_graph = graph_us(s, append_one);
+    CK(cudaStreamSynchronize(s));
+    constexpr int kLoop = 2000;
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int r = 0; r < kLoop; ++r) append_one(r);
+    const double host_us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count() / kLoop;
+    CK(cudaStreamSynchronize(s));
+    std::printf("one-token append to a 128K page index: %.1f us per call (%.2f us in a graph), host %.2f us per call\n",
+                per_call, in_graph, host_us);
+    sa_index_destroy(&ix);
   }
 
   // Batch of 64 sequences, each its own 16K tokens of a 1M-token pool, 2048 keys per head.
@@ -189,16 +232,7 @@ int main() {
 
   // Page select + attend, and exact select, at 128K keys.
   for (sa_selector_kind kind : {SA_SELECTOR_PAGE, SA_SELECTOR_EXACT}) {
-    sa_index_options io = SA_INDEX_OPTIONS_INIT;
-    io.kind = kind;
-    io.num_kv_heads = kHkv;
-    io.head_dim = kD;
-    io.dtype = SA_DTYPE_BF16;
-    io.page.page_size = 16;
-    io.page.refine = 0;
-    sa_index *ix = nullptr;
-    SK(sa_index_create(ctx, &io, &ix));
-    SK(sa_index_append(ix, &k128));
+    sa_index *ix = index_over_128k(kind);
     sa_select_options so = SA_SELECT_OPTIONS_INIT;
     so.top_k = kTop;
     so.window = 64;

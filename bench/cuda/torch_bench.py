@@ -1,5 +1,5 @@
 """PyTorch on the same shapes as cuda_bench (H_q=32, H_kv=8, D=128, bf16), timed the same way
-(CUDA events, warm-up, median): SDPA dense decode at 128K and 512K, torch.gather + SDPA over
+(CUDA events, warm-up, median): SDPA dense decode at 32K, 128K and 512K, torch.gather + SDPA over
 2048 keys per KV head, exact scores + torch.topk at 128K. Usage: python3 torch_bench.py"""
 import torch
 import torch.nn.functional as F
@@ -28,7 +28,7 @@ def main():
     k = torch.randn(1, HKV, n_max, D, device=dev, dtype=torch.bfloat16)
     v = torch.randn(1, HKV, n_max, D, device=dev, dtype=torch.bfloat16)
     q = torch.randn(1, HQ, 1, D, device=dev, dtype=torch.bfloat16)
-    for n in (128 * 1024, 512 * 1024):
+    for n in (32 * 1024, 128 * 1024, 512 * 1024):
         kn, vn = k[:, :, :n], v[:, :, :n]
         us = median_us(lambda: F.scaled_dot_product_attention(q, kn, vn, enable_gqa=True), reps=50)
         print(f"torch SDPA dense decode ({n // 1024}K): {us:.1f} us")

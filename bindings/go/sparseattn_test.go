@@ -23,7 +23,7 @@ func TestVersionAndDefaults(t *testing.T) {
 		t.Fatalf("evict defaults %+v", e)
 	}
 	if i := DefaultIndexOptions(); i.Kind != SelectorExact || i.DType != F16 || i.Page.PageSize != 16 ||
-		!i.Page.Refine || i.LSH.Seed != 0x5eed5eed || i.HNSW.EfSearch != 192 || i.Learned.Rescore != 12 || i.BorrowKeys {
+		!i.Page.Refine || i.LSH.Seed != 0x5eed5eed || i.HNSW.EfSearch != 256 || i.Learned.Rescore != 12 || i.BorrowKeys {
 		t.Fatalf("index defaults %+v", i)
 	}
 	if c := DefaultContextOptions(); c.Threads != 0 || c.ISA != ISAAuto || c.Device != DeviceCPU || c.DeviceID != 0 ||

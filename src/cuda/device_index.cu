@@ -9,18 +9,6 @@
 namespace sacuda {
 namespace {
 
-// keys [n, H, D] (any float dtype, element strides) -> store[h][first + s][d].
-template <class T>
-__global__ void store_keys_kernel(const void *src, int src_dtype, int64_t s0, int64_t s1, int64_t s2, int64_t n,
-                                  int H, int D, uint16_t *dst, int64_t capacity, int64_t first) {
-  const int64_t total = n * H * D;
-  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < total; e += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t s = e / (int64_t(H) * D), h = (e / D) % H, d = e % D;
-    const float f = load_any(src, s * s0 + h * s1 + d * s2, src_dtype);
-    dst[(h * capacity + first + s) * D + d] = T::from(f);
-  }
-}
-
 // Update: keys [n, H, D] -> store[h][slots[s]][d]; positions[slots[s]] = pos[s].
 template <class T>
 __global__ void refill_kernel(const void *src, int src_dtype, int64_t s0, int64_t s1, int64_t s2, int64_t n, int H,
@@ -41,24 +29,42 @@ __global__ void count_positions_kernel(int64_t *positions, int64_t first, int64_
     positions[first + s] = start + s;
 }
 
-// Min and max over the filled slots of pages [p0, p1) for every head and dimension.
+// An append in one launch: keys [n, H, D] go to store[h][size + s][d] and, for the page
+// selector, each touched page's min and max are folded over its new keys only, starting from
+// its stored bounds when it already held keys. The fold runs in slot order with strict
+// comparisons, as a fold over the whole page would: the stored bounds are the same values.
+// One thread per (touched page, head, dimension); P == 1 without bounds (exact selector).
 template <class T>
-__global__ void page_bounds_kernel(const uint16_t *keys, int64_t capacity, int64_t size, int H, int D, int P, int64_t p0,
-                                   int64_t p1, uint16_t *pmin, uint16_t *pmax, int64_t page_capacity) {
+__global__ void append_kernel(const void *src, int src_dtype, int64_t s0, int64_t s1, int64_t s2, int64_t n, int H,
+                              int D, int P, uint16_t *dst, int64_t capacity, int64_t size, uint16_t *pmin,
+                              uint16_t *pmax, int64_t page_capacity, int64_t *positions, int64_t start) {
+  const int64_t p0 = size / P, p1 = (size + n + P - 1) / P;
   const int64_t total = (p1 - p0) * H * D;
   for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < total; e += int64_t(gridDim.x) * blockDim.x) {
     const int64_t pg = p0 + e / (int64_t(H) * D), h = (e / D) % H, d = e % D;
-    const int64_t s0 = pg * P, s1 = s0 + P < size ? s0 + P : size;
-    float lo = INFINITY, hi = -INFINITY;
+    const int64_t first = pg * P > size ? pg * P : size, last = (pg + 1) * P < size + n ? (pg + 1) * P : size + n;
+    const bool bounds = pmin != nullptr, held = pg * P < size;
+    const int64_t b = (h * page_capacity + pg) * D + d;
     uint16_t blo = 0, bhi = 0;
-    for (int64_t s = s0; s < s1; ++s) {
-      const uint16_t b = keys[(h * capacity + s) * D + d];
-      const float f = T::one(b);
-      if (f < lo) { lo = f; blo = b; }
-      if (f > hi) { hi = f; bhi = b; }
+    float lo = INFINITY, hi = -INFINITY;
+    if (bounds && held) {
+      blo = pmin[b];
+      bhi = pmax[b];
+      lo = T::one(blo);
+      hi = T::one(bhi);
     }
-    pmin[(h * page_capacity + pg) * D + d] = blo;  // stored values: the bounds are exact
-    pmax[(h * page_capacity + pg) * D + d] = bhi;
+    for (int64_t s = first; s < last; ++s) {
+      const uint16_t v = T::from(load_any(src, (s - size) * s0 + h * s1 + d * s2, src_dtype));
+      dst[(h * capacity + s) * D + d] = v;
+      const float f = T::one(v);
+      if (f < lo) { lo = f; blo = v; }
+      if (f > hi) { hi = f; bhi = v; }
+      if (positions && h == 0 && d == 0) positions[s] = start + (s - size);
+    }
+    if (bounds) {
+      pmin[b] = blo;
+      pmax[b] = bhi;
+    }
   }
 }
 
@@ -151,35 +157,19 @@ void index_append(sa_plugin_index &ix, const sa_tensor &keys) {
       ix.positions = static_cast<int64_t *>(regrow(ix.positions, ix.capacity, cap, ix.size, 1, sizeof(int64_t), ix.stream));
     ix.capacity = cap;
   }
-  const int64_t total = n * H * D;
+  const bool page = ix.kind == SA_SELECTOR_PAGE;
+  const int64_t P1 = page ? P : 1, touched = (ix.size + n + P1 - 1) / P1 - ix.size / P1;
+  const int grid = grid_for(touched * H * D);
   auto *dst = static_cast<uint16_t *>(ix.keys);
-  if (ix.dtype == SA_DTYPE_F16)
-    store_keys_kernel<F16><<<grid_for(total), 256, 0, ix.stream>>>(keys.data, keys.dtype, keys.strides[0],
-        keys.strides[1], keys.strides[2], n, int(H), int(D), dst, ix.capacity, ix.size);
-  else
-    store_keys_kernel<BF16><<<grid_for(total), 256, 0, ix.stream>>>(keys.data, keys.dtype, keys.strides[0],
-        keys.strides[1], keys.strides[2], n, int(H), int(D), dst, ix.capacity, ix.size);
-  check_cuda(cudaGetLastError(), "key store launch");
-  if (ix.positions) {
-    count_positions_kernel<<<grid_for(n), 256, 0, ix.stream>>>(ix.positions, ix.size, n, ix.next_position);
-    check_cuda(cudaGetLastError(), "positions launch");
-  }
+  auto *lo = page ? static_cast<uint16_t *>(ix.page_min) : nullptr, *hi = page ? static_cast<uint16_t *>(ix.page_max) : nullptr;
+  auto kernel = ix.dtype == SA_DTYPE_F16 ? append_kernel<F16> : append_kernel<BF16>;
+  kernel<<<grid, 256, 0, ix.stream>>>(keys.data, keys.dtype, keys.strides[0], keys.strides[1], keys.strides[2], n,
+                                      int(H), int(D), int(P1), dst, ix.capacity, ix.size, lo, hi, ix.capacity / P1,
+                                      ix.positions, ix.next_position);
+  check_cuda(cudaGetLastError(), "append launch");
   ix.next_position += n;
-  const int64_t new_size = ix.size + n;
-  if (ix.kind == SA_SELECTOR_PAGE) {
-    const int64_t p0 = ix.size / P, p1 = (new_size + P - 1) / P, pages = ix.capacity / P;
-    const int64_t pt = (p1 - p0) * H * D;
-    auto *lo = static_cast<uint16_t *>(ix.page_min), *hi = static_cast<uint16_t *>(ix.page_max);
-    if (ix.dtype == SA_DTYPE_F16)
-      page_bounds_kernel<F16><<<grid_for(pt), 256, 0, ix.stream>>>(dst, ix.capacity, new_size, int(H), int(D), int(P),
-                                                                   p0, p1, lo, hi, pages);
-    else
-      page_bounds_kernel<BF16><<<grid_for(pt), 256, 0, ix.stream>>>(dst, ix.capacity, new_size, int(H), int(D), int(P),
-                                                                    p0, p1, lo, hi, pages);
-    check_cuda(cudaGetLastError(), "page bounds launch");
-  }
   check_cuda(cudaEventRecord(ix.appended, ix.stream), "append event record");
-  ix.size = new_size;
+  ix.size += n;
 }
 
 // Slots and positions go through staging buffers on the index's stream: a copy from pageable

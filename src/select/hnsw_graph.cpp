@@ -345,8 +345,30 @@ void HnswGraph::search(const float *query, size_t k, std::vector<int32_t> &out) 
   search(query, size_t(impl_->cfg.ef_search), k, HnswFilter{}, scratch, out);
 }
 
+int64_t HnswGraph::reachable() const {
+  const Impl &g = *impl_;
+  if (!g.hnsw || g.hnsw->cur_element_count == 0) return 0;
+  const Hnsw &h = *g.hnsw;
+  std::vector<char> seen(h.cur_element_count, 0);
+  std::vector<uint32_t> stack{uint32_t(h.enterpoint_node_)};
+  seen[h.enterpoint_node_] = 1;
+  int64_t count = 1;
+  while (!stack.empty()) {
+    const uint32_t id = stack.back();
+    stack.pop_back();
+    const uint32_t *l = reinterpret_cast<const uint32_t *>(h.data_level0_memory_ + size_t(id) * h.size_data_per_element_);
+    for (uint32_t j = 1; j <= l[0]; ++j)
+      if (!seen[l[j]]) {
+        seen[l[j]] = 1;
+        ++count;
+        stack.push_back(l[j]);
+      }
+  }
+  return count;
+}
+
 void HnswGraph::search(const float *query, size_t ef, size_t k, const HnswFilter &filter, HnswSearchScratch &s,
-                       std::vector<int32_t> &out) const {
+                       std::vector<int32_t> &out, const HnswSeeds &seeds) const {
   const Impl &g = *impl_;
   if (!g.hnsw || g.hnsw->cur_element_count == 0 || k == 0) return;
   const hnswlib::HierarchicalNSW<float> &h = *g.hnsw;
@@ -404,10 +426,28 @@ void HnswGraph::search(const float *query, size_t ef, size_t k, const HnswFilter
   };
   s.frontier.clear();
   s.best.clear();
+  // bound: the ef-th best accepted distance once the beam is full (nothing is farther).
+  float bound = std::numeric_limits<float>::infinity();
+  auto offer = [&](float d, uint32_t id) {
+    s.frontier.push_back({d, id});
+    std::push_heap(s.frontier.begin(), s.frontier.end(), nearer_first);
+    if (!accepted(id)) return;
+    s.best.push_back({d, id});
+    std::push_heap(s.best.begin(), s.best.end(), farther_first);
+    if (s.best.size() > ef) {
+      std::pop_heap(s.best.begin(), s.best.end(), farther_first);
+      s.best.pop_back();
+    }
+    bound = s.best.size() >= ef ? s.best.front().first : std::numeric_limits<float>::infinity();
+  };
   s.visited[cur] = epoch;
-  s.frontier.push_back({cur_d, cur});
-  if (accepted(cur)) s.best.push_back({cur_d, cur});
-  float bound = s.best.empty() ? std::numeric_limits<float>::infinity() : cur_d;
+  offer(cur_d, cur);
+  for (size_t i = 0; i < seeds.count; ++i) {
+    const auto found = h.label_lookup_.find(hnswlib::labeltype(seeds.slots[i]));
+    if (found == h.label_lookup_.end() || s.visited[found->second] == epoch) continue;
+    s.visited[found->second] = epoch;
+    offer(dist(q, vector_of(found->second), param), found->second);
+  }
   while (!s.frontier.empty()) {
     const std::pair<float, uint32_t> c = s.frontier.front();
     if (c.first > bound && s.best.size() >= ef) break;
@@ -428,18 +468,7 @@ void HnswGraph::search(const float *query, size_t ef, size_t k, const HnswFilter
     for (uint32_t j = 0; j < count; ++j) {
       const uint32_t id = fresh[j];
       const float d = dist(q, vector_of(id), param);
-      if (s.best.size() >= ef && !(d < bound)) continue;
-      s.frontier.push_back({d, id});
-      std::push_heap(s.frontier.begin(), s.frontier.end(), nearer_first);
-      if (!accepted(id)) continue;
-      s.best.push_back({d, id});
-      std::push_heap(s.best.begin(), s.best.end(), farther_first);
-      if (s.best.size() > ef) {
-        std::pop_heap(s.best.begin(), s.best.end(), farther_first);
-        s.best.pop_back();
-      }
-      bound = s.best.front().first;
-      if (s.best.size() < ef) bound = std::numeric_limits<float>::infinity();
+      if (s.best.size() < ef || d < bound) offer(d, id);
     }
   }
   std::sort_heap(s.best.begin(), s.best.end(), farther_first);  // nearest first

@@ -47,10 +47,18 @@ struct HnswFilter {
   const void *context = nullptr;
 };
 
+// Slots the level-0 search starts from besides the entry point the upper levels lead to (slots
+// the graph does not hold are skipped). Seeds are walked through like any key, and returned
+// only when the filter accepts them.
+struct HnswSeeds {
+  const int32_t *slots = nullptr;
+  size_t count = 0;
+};
+
 struct HnswGraphConfig {
-  int m = 8;                 // hnswlib's M (level 0 keeps 2M links), 2 .. 512
-  int ef_construction = 32;
-  int ef_search = 192;       // the search beam; a search asking for more keys widens it
+  int m = 12;                // hnswlib's M (level 0 keeps 2M links), 2 .. 512
+  int ef_construction = 48;
+  int ef_search = 256;       // the search beam; a search asking for more keys widens it
   HnswMetric metric = HnswMetric::mips_to_l2;
   bool center = true;        // subtract a mean of the keys (see recentre_growth)
   // The mean follows the keys: it is recomputed over every key added so far whenever the key
@@ -84,7 +92,10 @@ class HnswGraph {
   void search(const float *query, size_t k, std::vector<int32_t> &out) const;
   // The same with the caller's beam, buffers, and a filter on the slots returned.
   void search(const float *query, size_t ef, size_t k, const HnswFilter &filter, HnswSearchScratch &scratch,
-              std::vector<int32_t> &out) const;
+              std::vector<int32_t> &out, const HnswSeeds &seeds = {}) const;
+  // Keys reachable at level 0 from the entry point by following links (a diagnostic: keys
+  // outside it can only be found as seeds).
+  int64_t reachable() const;
   int64_t size() const;
   // Bytes the graph holds: hnswlib's vectors, links, locks and lookup tables (an estimate of the
   // allocator's view, from their sizes) and the mean.

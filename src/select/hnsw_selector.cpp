@@ -7,6 +7,7 @@
 #include "core/half.hpp"
 #include "core/threading.hpp"
 #include "select/candidate_rescore.hpp"
+#include "select/dot_product_select.hpp"
 
 namespace sa {
 namespace {
@@ -19,19 +20,26 @@ constexpr int64_t kConvertRows = 4096;  // keys converted to f32 at a time while
 
 // A query that sees no more than this many times the keys it asks for is scored exactly.
 constexpr int64_t kFewVisibleFactor = 2;
-// The same when top_k widens the beam past ef_search: a search's cost grows with its beam,
-// exact scoring with the keys; on 8 KV heads of random f16 keys (bench_select, one thread) a
-// beam of N/16 took 2.2x the time of exact scoring and one of N/64 0.54x: they cross near N/35.
-// (A beam of top_k / 4 with the rest taken from the keys it evaluated found only 600-800 keys
-// for top_k 2048 on tinylm keys: the inner-product graph's links are too few to spill from.)
-constexpr int64_t kWideBeamExactFactor = 32;
+// The same when top_k widens the beam past ef_search and the keys are fewer than this many
+// times top_k: a search's cost grows with its beam, exact scoring with the keys. Measured
+// (bench/decode_select_speed --top-k 2048, tinylm keys grown one per append, 8 KV heads, one
+// thread, 16-core Xeon): a 2048-wide search took 12.8, 12.7-17.4 and 14.9 ms at 32K, 64K and
+// 128K keys, exact scoring 18.1, 35.3-35.9 and 67.0 ms: they cross near 12 x top_k keys.
+constexpr int64_t kWideBeamExactFactor = 12;
+
+// The level-0 search also starts from the query's newest keys (positions p - kSeeds + 1 .. p):
+// attention's keys drift with position (RoPE), and the greedy descent from the graph's entry
+// point, an early key, can end in an old region. tinylm layers 1,3,5,7 at T = 8192 in decode
+// order, K = 128: mass 0.942 of exact's without seeds, 0.992 with the 64 newest keys
+// (bench/hnsw_tuning quality; 16 newest: 0.991).
+constexpr int64_t kSeeds = 64;
 
 struct Scratch {
   RescoreScratch rescore;
   std::vector<float> queries;
   std::vector<int64_t> sorted_positions;
   std::vector<float> group;
-  std::vector<int32_t> forced;
+  std::vector<int32_t> forced, seeds;
 };
 
 }  // namespace
@@ -46,16 +54,25 @@ void validate_hnsw_options(const sa_hnsw_options &o) {
     fail(SA_ERR_INVALID_ARGUMENT, "opt->hnsw.ef_search is %d, expected 1 .. %d", int(o.ef_search), int(kMaxEf));
 }
 
+HnswGraphConfig hnsw_graph_config(const sa_hnsw_options &opt, sa_isa isa) {
+  HnswGraphConfig c;
+  c.m = opt.m;
+  c.ef_construction = opt.ef_construction;
+  c.ef_search = opt.ef_search;
+  // MIPS-to-L2: an inner-product graph built one key per append leaves keys that no link
+  // reaches (tinylm layer 1 head 1: 630 of 3840 at M=8; hnsw_tuning HNSW_REACH=1), the
+  // sphere's metric none; and with the search seeded (kSeeds) it finds more of the top-K.
+  c.metric = HnswMetric::mips_to_l2;
+  c.center = true;
+  c.half = true;
+  c.isa = isa;
+  return c;
+}
+
 HnswSelector::HnswSelector(const sa_context &ctx, const sa_index_options &opt)
     : ctx_(ctx), keys_(opt.num_kv_heads, opt.head_dim, opt.dtype, opt.capacity, opt.borrow_keys == 0),
       ef_search_(opt.hnsw.ef_search) {
-  config_.m = opt.hnsw.m;
-  config_.ef_construction = opt.hnsw.ef_construction;
-  config_.ef_search = opt.hnsw.ef_search;
-  config_.metric = HnswMetric::inner_product;  // recalls better than mips_to_l2 here (bench/hnsw_tuning)
-  config_.center = true;
-  config_.half = true;
-  config_.isa = ctx.isa;
+  config_ = hnsw_graph_config(opt.hnsw, ctx.isa);
   graphs_ = empty_graphs();
 }
 
@@ -188,6 +205,18 @@ void HnswSelector::select(const sa_context &ctx, const SelectRequest &req) const
     return int64_t(std::upper_bound(sorted_pos.begin(), sorted_pos.end(), p) - sorted_pos.begin());
   };
 
+  // Queries that see few keys, or ask for a list too wide for the graph to win, are scored
+  // exactly (visible_count); when every query of the call is, the exact selector's own path
+  // does it (it streams the keys; candidate rescoring over every slot took 1.2-1.7x its time).
+  const int64_t exact_below = (req.top_k > ef_search_ ? kWideBeamExactFactor : kFewVisibleFactor) * want;
+  bool all_exact = true;
+  for (int64_t i = 0; i < n_q && all_exact; ++i) all_exact = visible_count(i) <= exact_below;
+  if (all_exact) {
+    select_by_dot_product(ctx, req, keys_,
+                          [&](int64_t i, const SelectionList &l, float *out) { load_list_queries(req, i, l, out); });
+    return;
+  }
+
   const int slots = loop_slots(ctx.threads, n_q * lists);
   std::vector<Scratch> scratch(static_cast<size_t>(slots));
   // The visited marks (4 bytes per key) are leased from the index for the call: clearing them
@@ -200,7 +229,6 @@ void HnswSelector::select(const sa_context &ctx, const SelectRequest &req) const
     std::vector<int32_t> &cands = s.rescore.candidates;
     cands.clear();
     const int64_t visible = visible_count(i);
-    const int64_t exact_below = (req.top_k > ef_search_ ? kWideBeamExactFactor : kFewVisibleFactor) * want;
     if (visible > 0 && visible <= exact_below) {
       // Few visible keys, or many of them wanted: scoring them all is cheaper.
       keys_.slots_at_positions(0, req.positions[size_t(i)], cands);
@@ -219,7 +247,10 @@ void HnswSelector::select(const sa_context &ctx, const SelectRequest &req) const
         const float w = n2 > 0 ? float(1.0 / std::sqrt(n2)) : 0.f;
         for (int64_t d = 0; d < D; ++d) s.group[size_t(d)] += w * qg[d];
       }
-      graphs_[size_t(l.kv_head)]->search(s.group.data(), size_t(want), size_t(want), hf, search_scratch[slot], cands);
+      s.seeds.clear();
+      keys_.slots_at_positions(req.positions[size_t(i)] - kSeeds + 1, req.positions[size_t(i)], s.seeds);
+      graphs_[size_t(l.kv_head)]->search(s.group.data(), size_t(want), size_t(want), hf, search_scratch[slot], cands,
+                                         HnswSeeds{s.seeds.data(), s.seeds.size()});
       // A list holds min(top_k, selectable) keys: when the search reached fewer (a graph region
       // it could not leave, or most keys it met invisible or kept anyway), score them all.
       collect_forced(keys_, req, i, l.kv_head, s.forced);

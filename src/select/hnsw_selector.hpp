@@ -3,7 +3,11 @@
 // the sum of its query heads (each at unit length; one search per group instead of one per
 // query head cost 0.2-0.4% of tinylm's mass at K=128 and saves G-1 searches), and what it finds
 // is rescored exactly per query head (candidate_rescore.hpp), with the sinks and the window
-// added by position.
+// added by position. Each search starts from the graph's entry point and from the query's 64
+// newest keys (kSeeds): attention keys drift with position, and from the entry point alone a
+// late query's search stayed among old keys (tinylm at 8192 tokens in decode order).
+// Queries the graph cannot serve faster (few visible keys, or a list wider than 1/12 of them)
+// are scored exactly, by the exact selector's path when the whole call is.
 //
 // Causal prefill: the graphs hold every key; the search passes over keys the query may not
 // see (and the window and sinks, kept anyway), so its beam holds only keys it may choose. A
@@ -34,6 +38,9 @@ namespace sa {
 
 // Throws SA_ERR_INVALID_ARGUMENT naming the field when opt.hnsw is out of range.
 void validate_hnsw_options(const sa_hnsw_options &opt);
+
+// The graph settings an index with these options builds its graphs with.
+HnswGraphConfig hnsw_graph_config(const sa_hnsw_options &opt, sa_isa isa);
 
 class HnswSelector final : public Selector {
  public:

@@ -107,6 +107,16 @@ TEST(CudaAttend, DenseDecodeMatchesCpuManySplits) {
   check_attend(c, {SA_DTYPE_F16, 128, 8, 2, 4, 5000, 0, false, true}, 8);  // causal prefill tail
   check_attend(c, {SA_DTYPE_BF16, 64, 2, 1, 1, 0, 0, false, false}, 9);    // no keys: 0, -inf
 }
+// Dense edges: chunk tails shorter than a step, a single key, queries that see nothing,
+// groups of 8, and a 128K cache with a tail.
+TEST(CudaAttend, DenseDecodeEdges) {
+  NEED_GPU(c);
+  check_attend(c, {SA_DTYPE_BF16, 128, 8, 2, 1, 37, 0, false, false}, 41);
+  check_attend(c, {SA_DTYPE_F16, 128, 4, 1, 1, 1, 0, false, false}, 42);
+  check_attend(c, {SA_DTYPE_F16, 128, 4, 1, 3, 2, 0, false, true}, 43);      // the first query sees no key
+  check_attend(c, {SA_DTYPE_BF16, 128, 16, 2, 5, 20011, 0, false, true}, 44);  // G = 8: two units a KV head
+  check_attend(c, {SA_DTYPE_BF16, 128, 32, 8, 1, 131072 + 77, 0, false, false}, 45);
+}
 
 // ---------------------------------------------------------------- selection
 

@@ -40,7 +40,7 @@ class LibraryTest(unittest.TestCase):
         self.assertEqual((ix["kind"], ix["dtype"], ix["capacity"], ix["borrow_keys"]), (0, 1, 0, 0))
         self.assertEqual(ix["page"], {"page_size": 16, "refine": 1})
         self.assertEqual(ix["lsh"], {"rounds": 8, "bits": 0, "probes": 2, "seed": 0x5EED5EED})
-        self.assertEqual(ix["hnsw"], {"m": 8, "ef_construction": 32, "ef_search": 192})
+        self.assertEqual(ix["hnsw"], {"m": 12, "ef_construction": 48, "ef_search": 256})
         self.assertEqual(ix["learned"], {"weights_path": None, "layer": 0, "rescore": 12})
         sel = sa.defaults("select")
         self.assertEqual([sel[f] for f in ("top_k", "window", "sinks", "per_query_head",

@@ -99,9 +99,9 @@ impl Default for IndexOptions {
                 seed: 0x5eed_5eed,
             },
             hnsw: HnswOptions {
-                m: 8,
-                ef_construction: 32,
-                ef_search: 192,
+                m: 12,
+                ef_construction: 48,
+                ef_search: 256,
             },
             learned: LearnedOptions {
                 weights_path: None,
