@@ -2,7 +2,12 @@
 // 8 layers, 4 query heads over 2 KV heads, head_dim 128, RoPE; the forward pass is the one in
 // the model directory's README) on held-out text and prints bits per byte for dense attention,
 // StreamingLLM, the library's eviction policies (one set of tokens, or per KV head: perhead),
-// eviction + page selection and the top-B oracle.
+// eviction + page or exact selection, the top-B oracle, and policies given to sa_cache_evict as
+// host scores: Expected Attention (ea), KeyDiff (keydiff) and the clairvoyant future bound.
+// "future" evicts, each step, the slot whose token gets the least attention mass from all later
+// queries of its layer under dense attention (futurehead: per KV head); no causal eviction
+// policy knows that, so it tells what eviction can reach at a budget, where the top-B oracle
+// (which re-selects from the whole history for every query) tells what a B-slot cache could.
 //
 //   tinylm_eval --model DIR/model.safetensors --text DIR/dev_text.bin [--seqs 0,1,2]
 //               [--tokens 4096] [--budgets 256,512,1024] [--policies LIST] [--threads N]
@@ -24,6 +29,7 @@
 #include <cstring>
 #include <fstream>
 #include <map>
+#include <memory>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -146,7 +152,10 @@ enum class Score {
   streaming,   // all equal: the oldest unprotected slot goes (sinks + most recent)
   library,     // slot_mass as sa_attend accumulates it, sa_cache_evict with its defaults
   raw,         // slot_mass passed as is (H2O sum with mass_decay), normalize off
-  mean         // slot_mass divided by the (decayed) number of queries that saw the slot
+  mean,        // slot_mass divided by the (decayed) number of queries that saw the slot
+  future,      // clairvoyant bound: the mass all future queries give the token under dense attention
+  expected,    // Expected Attention: exp(mu.k/sqrt(d) + k^T Sigma k / 2d), future-averaged query stats
+  keydiff      // KeyDiff: keys least similar (cosine) to the cache's mean key are kept
 };
 
 struct Policy {
@@ -154,10 +163,11 @@ struct Policy {
   Mode mode = Mode::cache;
   Score score = Score::library;
   float decay = 1.f;       // sa_attend_options.mass_decay
-  bool page = false;       // page selection (top_k 128) over the cache's slots
+  bool page = false;       // selection (top_k 128) over the cache's slots: "+page" or "+exact"
+  sa_selector_kind selector = SA_SELECTOR_PAGE;
   bool head_max = false;   // raw/mean: a slot's score is its best KV head's, not the sum
   float recent = -1.f;     // library: sa_evict_options.recent_share (< 0: the default)
-  bool per_head = false;   // library: each KV head keeps its own tokens (sa_evict_options.per_head)
+  bool per_head = false;   // each KV head keeps its own tokens (sa_evict_options.per_head)
   int64_t budget = 0;
 };
 
@@ -167,9 +177,179 @@ struct Run {
   int64_t T;
 };
 
+// Causal softmax rows of dense attention for queries [t0, t0 + n) of query head hq over keys
+// [0, t0 + n): P[i][j], zero past the query. qh/kh: [T][kD] per head, contiguous.
+void dense_probs(const float *qh, const float *kh, int64_t t0, int64_t n, std::vector<float> &P) {
+  const int64_t width = t0 + n;
+  P.resize(size_t(n * width));
+  gemm_xwt(qh + t0 * kD, kh, P.data(), n, width, kD, false);
+  const float scale = 1.f / std::sqrt(float(kD));
+  for (int64_t i = 0; i < n; ++i) {
+    float *row = &P[size_t(i * width)];
+    const int64_t last = t0 + i;
+    float mx = -FLT_MAX;
+    for (int64_t j = 0; j <= last; ++j) mx = std::max(mx, row[j] * scale);
+    double z = 0;
+    for (int64_t j = 0; j <= last; ++j) z += (row[j] = std::exp(row[j] * scale - mx));
+    const float inv = float(1.0 / z);
+    for (int64_t j = 0; j <= last; ++j) row[j] *= inv;
+    for (int64_t j = last + 1; j < width; ++j) row[j] = 0.f;
+  }
+}
+
+// Rows of dense attention probabilities, one query at a time in increasing order, computed a
+// chunk of queries at a time.
+struct DenseRows {
+  static constexpr int64_t kChunk = 64;
+  const std::vector<float> *qh, *kh;  // [kHq][T][kD], [kHkv][T][kD]
+  int64_t T, chunk0 = -1, width = 0;
+  std::vector<std::vector<float>> P = std::vector<std::vector<float>>(kHq);
+  // Query t's probabilities for query head h over keys [0, t].
+  const float *row(int64_t t, int h) {
+    const int64_t c0 = t / kChunk * kChunk;
+    if (c0 != chunk0) {
+      chunk0 = c0;
+      width = c0 + std::min(kChunk, T - c0);
+      for (int g = 0; g < kHq; ++g)
+        dense_probs(&(*qh)[size_t(g * T * kD)], &(*kh)[size_t((g / 2) * T * kD)], c0, width - c0, P[size_t(g)]);
+    }
+    return &P[size_t(h)][size_t((t - c0) * width)];
+  }
+};
+
+// Clairvoyant scores: the attention mass that queries t' in [t, t + horizon) give key j under
+// dense attention, per KV head (summed over its query heads), advanced one query at a time.
+struct FutureMass {
+  int64_t T, horizon;
+  std::vector<float> qh, kh;           // [kHq][T][kD], [kHkv][T][kD]
+  std::vector<double> left;            // [kHkv][T]: mass from queries in [t, t + horizon)
+  DenseRows leaving, arriving;
+
+  FutureMass(const std::vector<float> &q, const std::vector<float> &k, int64_t T_, int64_t horizon_)
+      : T(T_), horizon(std::min(horizon_, T_)) {
+    qh.resize(size_t(kHq * T * kD));
+    kh.resize(size_t(kHkv * T * kD));
+    for (int64_t t = 0; t < T; ++t) {
+      for (int h = 0; h < kHq; ++h)
+        std::memcpy(&qh[size_t((h * T + t) * kD)], &q[size_t((t * kHq + h) * kD)], sizeof(float) * kD);
+      for (int h = 0; h < kHkv; ++h)
+        std::memcpy(&kh[size_t((h * T + t) * kD)], &k[size_t((t * kHkv + h) * kD)], sizeof(float) * kD);
+    }
+    left.assign(size_t(kHkv * T), 0.0);
+    leaving = DenseRows{&qh, &kh, T};
+    arriving = DenseRows{&qh, &kh, T};
+    for (int64_t t = 0; t < horizon; ++t) add(arriving, t, 1.0);
+  }
+  void add(DenseRows &rows, int64_t t, double sign) {
+    for (int h = 0; h < kHq; ++h) {
+      const float *r = rows.row(t, h);
+      double *acc = &left[size_t((h / 2) * T)];
+      for (int64_t j = 0; j <= t; ++j) acc[j] += sign * r[j];
+    }
+  }
+  // Query t leaves the horizon, query t + horizon enters it (call after step t, in order).
+  void consume(int64_t t) {
+    add(leaving, t, -1.0);
+    if (t + horizon < T) add(arriving, t + horizon, 1.0);
+    // Each query row sums to 1 per query head: a KV head's mass left is 2 per query in the horizon.
+    const double want = 2.0 * double(std::min(T, t + 1 + horizon) - (t + 1));
+    for (int h = 0; h < kHkv; ++h) {
+      double got = 0;
+      for (int64_t j = 0; j < T; ++j) got += left[size_t(h * T + j)];
+      if (std::fabs(got - want) > 1e-3 * std::max(1.0, want))
+        die("future mass bookkeeping: KV head " + std::to_string(h) + " holds " + std::to_string(got) +
+            " after query " + std::to_string(t) + ", expected " + std::to_string(want));
+    }
+  }
+};
+
+// Expected Attention (KVPress): the queries of the next kFuture positions are modelled as the
+// pre-RoPE mean and diagonal variance of the last kObs queries, rotated to each future position;
+// a key's score is E[exp(q.k/sqrt(d))] under that Gaussian, averaged over the future positions
+// inside the exponent, normalised over the cache per query head, times |v|.
+struct ExpectedAttention {
+  static constexpr int64_t kObs = 128, kFuture = 512;
+  const std::vector<float> &qpre;      // [T][kHq][kD], before RoPE
+  std::vector<double> sum, sumsq;      // [kHq][kD] over the observation window
+  std::vector<double> g1re, g1im, g2re, g2im, inv;  // per pair: mean of e^{i theta_j m}, m = 1..kFuture, and of 2 theta_j
+  explicit ExpectedAttention(const std::vector<float> &q) : qpre(q) {
+    sum.assign(size_t(kHq * kD), 0.0);
+    sumsq.assign(size_t(kHq * kD), 0.0);
+    for (auto *v : {&g1re, &g1im, &g2re, &g2im, &inv}) v->assign(kD / 2, 0.0);
+    for (int j = 0; j < kD / 2; ++j) {
+      inv[size_t(j)] = std::pow(kTheta, -2.0 * j / kD);
+      for (int64_t m = 1; m <= kFuture; ++m) {
+        g1re[size_t(j)] += std::cos(inv[size_t(j)] * double(m)) / kFuture;
+        g1im[size_t(j)] += std::sin(inv[size_t(j)] * double(m)) / kFuture;
+        g2re[size_t(j)] += std::cos(2 * inv[size_t(j)] * double(m)) / kFuture;
+        g2im[size_t(j)] += std::sin(2 * inv[size_t(j)] * double(m)) / kFuture;
+      }
+    }
+  }
+  void observe(int64_t t) {  // query t joins the window, query t - kObs leaves it
+    for (int64_t i = 0; i < kHq * kD; ++i) {
+      const double x = qpre[size_t(t * kHq * kD + i)];
+      sum[size_t(i)] += x, sumsq[size_t(i)] += x * x;
+      if (t >= kObs) {
+        const double y = qpre[size_t((t - kObs) * kHq * kD + i)];
+        sum[size_t(i)] -= y, sumsq[size_t(i)] -= y * y;
+      }
+    }
+  }
+  // scores[h][s] for the cache's slots at step t (queries < t observed), per KV head.
+  void score(int64_t t, const std::vector<float> &kc, const std::vector<float> &vc, const std::vector<int64_t> &pos,
+             bool per_head, int64_t B, int64_t filled, std::vector<float> &out) const {
+    const int64_t n = std::min<int64_t>(t, kObs);
+    out.assign(size_t(kHkv * B), 0.f);
+    if (n == 0) return;
+    std::vector<double> mu(kD), a(kD / 2), b(kD / 2), c(kD / 2), logit(static_cast<size_t>(filled));
+    for (int hq = 0; hq < kHq; ++hq) {
+      const int hk = hq / 2;
+      // Future-averaged rotation of the mean, and E[cos 2phi], E[sin 2phi] for the variance.
+      for (int j = 0; j < kD / 2; ++j) {
+        const double m1 = sum[size_t(hq * kD + j)] / double(n), m2 = sum[size_t(hq * kD + j + kD / 2)] / double(n);
+        const double v1 = std::max(0.0, sumsq[size_t(hq * kD + j)] / double(n) - m1 * m1);
+        const double v2 = std::max(0.0, sumsq[size_t(hq * kD + j + kD / 2)] / double(n) - m2 * m2);
+        const double ph = inv[size_t(j)] * double(t - 1);
+        const double are = std::cos(ph) * g1re[size_t(j)] - std::sin(ph) * g1im[size_t(j)];
+        const double aim = std::sin(ph) * g1re[size_t(j)] + std::cos(ph) * g1im[size_t(j)];
+        mu[size_t(j)] = m1 * are - m2 * aim;
+        mu[size_t(j + kD / 2)] = m1 * aim + m2 * are;
+        const double c2 = std::cos(2 * ph) * g2re[size_t(j)] - std::sin(2 * ph) * g2im[size_t(j)];
+        const double s2 = std::sin(2 * ph) * g2re[size_t(j)] + std::cos(2 * ph) * g2im[size_t(j)];
+        // k^T R diag(v1, v2) R^T k averaged: coefficients of ka^2, kb^2, ka kb.
+        a[size_t(j)] = v1 * (1 + c2) / 2 + v2 * (1 - c2) / 2;
+        b[size_t(j)] = v1 * (1 - c2) / 2 + v2 * (1 + c2) / 2;
+        c[size_t(j)] = (v1 - v2) * s2;
+      }
+      const int64_t prow = per_head ? hk : 0;
+      double mx = -1e300;
+      for (int64_t s = 0; s < filled; ++s) {
+        const float *kk = &kc[size_t((s * kHkv + hk) * kD)];
+        double dot = 0, quad = 0;
+        for (int j = 0; j < kD / 2; ++j) {
+          const double ka = kk[j], kb = kk[j + kD / 2];
+          dot += mu[size_t(j)] * ka + mu[size_t(j + kD / 2)] * kb;
+          quad += a[size_t(j)] * ka * ka + b[size_t(j)] * kb * kb + c[size_t(j)] * ka * kb;
+        }
+        logit[size_t(s)] = pos[size_t(prow * B + s)] < 0 ? -1e300 : dot / std::sqrt(double(kD)) + 0.5 * quad / kD;
+        mx = std::max(mx, logit[size_t(s)]);
+      }
+      double z = 0;
+      for (int64_t s = 0; s < filled; ++s) z += std::exp(logit[size_t(s)] - mx);
+      for (int64_t s = 0; s < filled; ++s) {
+        const float *vv = &vc[size_t((s * kHkv + hk) * kD)];
+        double vn = 0;
+        for (int j = 0; j < kD; ++j) vn += double(vv[j]) * vv[j];
+        out[size_t(hk * B + s)] += float(std::exp(logit[size_t(s)] - mx) / z * std::sqrt(vn));
+      }
+    }
+  }
+};
+
 // Attention of one layer for all T queries through a B-slot cache, token by token.
 void attend_cache(const Run &r, const Policy &p, const std::vector<float> &q, const std::vector<float> &k,
-                  const std::vector<float> &v, std::vector<float> &a) {
+                  const std::vector<float> &v, const std::vector<float> &qpre, std::vector<float> &a) {
   const int64_t B = p.budget, T = r.T, row = kHkv * kD;
   std::vector<float> kc(size_t(B * row)), vc(size_t(B * row)), mass(size_t(kHkv * B), 0.f), score(static_cast<size_t>(B));
   // Positions per KV head ([kHkv][B]) when each head keeps its own tokens, else one row.
@@ -180,7 +360,7 @@ void attend_cache(const Run &r, const Policy &p, const std::vector<float> &q, co
   sa_index *ix = nullptr;
   if (p.page) {
     sa_index_options io = SA_INDEX_OPTIONS_INIT;
-    io.kind = SA_SELECTOR_PAGE;
+    io.kind = p.selector;
     io.num_kv_heads = kHkv;
     io.head_dim = kD;
     io.dtype = SA_DTYPE_F32;
@@ -195,6 +375,11 @@ void attend_cache(const Run &r, const Policy &p, const std::vector<float> &q, co
   else eo.score_mean = 0;                                 // the scores below, as given
   if (p.recent >= 0.f) eo.recent_share = p.recent;
   eo.per_head = p.per_head;
+  std::unique_ptr<FutureMass> fm;
+  std::unique_ptr<ExpectedAttention> ea;
+  if (p.score == Score::future) fm = std::make_unique<FutureMass>(q, k, T, p.decay > 1.f ? int64_t(p.decay) : T);
+  if (p.score == Score::expected) ea = std::make_unique<ExpectedAttention>(qpre);
+  std::vector<float> hs;  // host scores per KV head, [kHkv][B]
   sa_attend_options ao = SA_ATTEND_OPTIONS_INIT;
   ao.mass_decay = p.decay;
   sa_select_options so = SA_SELECT_OPTIONS_INIT;
@@ -208,6 +393,45 @@ void attend_cache(const Run &r, const Policy &p, const std::vector<float> &q, co
     sa_tensor sc_t, fr_t = p.per_head ? tensor(freed.data(), SA_DTYPE_I32, {kHkv, 2}) : tensor(freed.data(), SA_DTYPE_I32, {2});
     if (p.score == Score::library) {
       sc_t = tensor(mass.data(), SA_DTYPE_F32, {kHkv, B});
+    } else if (p.score == Score::future || p.score == Score::expected || p.score == Score::keydiff) {
+      const int64_t prows = p.per_head ? kHkv : 1;
+      hs.assign(size_t(kHkv * B), 0.f);
+      if (fm) {
+        for (int h = 0; h < kHkv; ++h)
+          for (int64_t s = 0; s < filled; ++s) {
+            const int64_t ps = pos[size_t((p.per_head ? h : 0) * B + s)];
+            if (ps >= 0) hs[size_t(h * B + s)] = float(fm->left[size_t(h * T + ps)]);
+          }
+      } else if (ea) {
+        ea->score(t, kc, vc, pos, p.per_head, B, filled, hs);
+      } else {  // keydiff: -cos(k, mean of the cached keys) per KV head
+        for (int h = 0; h < kHkv; ++h) {
+          std::vector<double> mean(kD, 0.0);
+          std::vector<double> norm(size_t(filled), 0.0);
+          for (int64_t s = 0; s < filled; ++s) {
+            if (pos[size_t((p.per_head ? h : 0) * B + s)] < 0) continue;
+            const float *kk = &kc[size_t((s * kHkv + h) * kD)];
+            for (int j = 0; j < kD; ++j) norm[size_t(s)] += double(kk[j]) * kk[j];
+            norm[size_t(s)] = std::sqrt(norm[size_t(s)]) + 1e-12;
+            for (int j = 0; j < kD; ++j) mean[size_t(j)] += kk[j] / norm[size_t(s)];
+          }
+          for (int64_t s = 0; s < filled; ++s) {
+            if (pos[size_t((p.per_head ? h : 0) * B + s)] < 0) continue;
+            const float *kk = &kc[size_t((s * kHkv + h) * kD)];
+            double dot = 0, mn = 0;
+            for (int j = 0; j < kD; ++j) dot += kk[j] * mean[size_t(j)], mn += mean[size_t(j)] * mean[size_t(j)];
+            hs[size_t(h * B + s)] = float(-dot / (norm[size_t(s)] * std::sqrt(mn) + 1e-12));
+          }
+        }
+      }
+      if (p.per_head) {
+        sc_t = tensor(hs.data(), SA_DTYPE_F32, {kHkv, B});
+      } else {
+        for (int64_t s = 0; s < B; ++s)
+          score[size_t(s)] = p.head_max ? std::max(hs[size_t(s)], hs[size_t(B + s)]) : hs[size_t(s)] + hs[size_t(B + s)];
+        sc_t = tensor(score.data(), SA_DTYPE_F32, {B});
+      }
+      (void)prows;
     } else {
       for (int64_t s = 0; s < B; ++s) {
         const double m = p.head_max ? std::max(mass[size_t(s)], mass[size_t(B + s)])
@@ -252,7 +476,8 @@ void attend_cache(const Run &r, const Policy &p, const std::vector<float> &q, co
     const sa_tensor k_t = tensor(kc.data(), SA_DTYPE_F32, {filled, kHkv, kD});
     const sa_tensor v_t = tensor(vc.data(), SA_DTYPE_F32, {filled, kHkv, kD});
     sa_tensor m_t = tensor(mass.data(), SA_DTYPE_F32, {kHkv, filled}, {B, 1});
-    ao.slot_mass = p.score == Score::streaming ? nullptr : &m_t;
+    ao.slot_mass = p.score == Score::streaming || p.score == Score::future || p.score == Score::expected ||
+                           p.score == Score::keydiff ? nullptr : &m_t;
     if (ix) {
       const sa_tensor nk = tensor(&k[size_t(t * row)], SA_DTYPE_F32, {1, kHkv, kD});
       int64_t size = 0;
@@ -265,6 +490,8 @@ void attend_cache(const Run &r, const Policy &p, const std::vector<float> &q, co
     } else {
       check(sa_attend(r.ctx, &q_t, &k_t, &v_t, nullptr, &ao, &o_t, nullptr), "sa_attend");
     }
+    if (fm) fm->consume(t);
+    if (ea) ea->observe(t);
   }
   sa_index_destroy(&ix);
 }
@@ -313,13 +540,14 @@ void attend_oracle(const Run &r, const Policy &p, const std::vector<float> &q, c
 void layers(const Run &r, const Policy &p, int first, int last, std::vector<float> &x) {
   const int64_t T = r.T;
   std::vector<float> h(size_t(T * kModel)), q(size_t(T * kHq * kD)), k(size_t(T * kHkv * kD)),
-      v(size_t(T * kHkv * kD)), a(size_t(T * kHq * kD)), g(size_t(T * kMlp)), u(size_t(T * kMlp));
+      v(size_t(T * kHkv * kD)), a(size_t(T * kHq * kD)), g(size_t(T * kMlp)), u(size_t(T * kMlp)), qpre;
   for (int l = first; l < last; ++l) {
     const Layer &L = r.m->layers[l];
     rmsnorm(x.data(), L.n1.data(), h.data(), T);
     gemm_xwt(h.data(), L.wq.data(), q.data(), T, kHq * kD, kModel, false);
     gemm_xwt(h.data(), L.wk.data(), k.data(), T, kHkv * kD, kModel, false);
     gemm_xwt(h.data(), L.wv.data(), v.data(), T, kHkv * kD, kModel, false);
+    if (p.score == Score::expected) qpre = q;
     rope(q.data(), T, kHq);
     rope(k.data(), T, kHkv);
     const Mode mode = l == 0 ? Mode::dense : p.mode;
@@ -334,7 +562,7 @@ void layers(const Run &r, const Policy &p, int first, int last, std::vector<floa
     } else if (mode == Mode::oracle) {
       attend_oracle(r, p, q, k, v, a);
     } else {
-      attend_cache(r, p, q, k, v, a);
+      attend_cache(r, p, q, k, v, qpre, a);
     }
     gemm_xwt(a.data(), L.wo.data(), x.data(), T, kModel, kHq * kD, true);
     rmsnorm(x.data(), L.n2.data(), h.data(), T);
@@ -370,7 +598,9 @@ std::vector<int64_t> int_list(const std::string &s) {
 }
 
 // Policies by name; "NAME@DECAY" sets slot_mass's decay (h2o@0.99, mean@0.99, tova = h2o@0),
-// "NAME/SHARE" the library's recent_share (library/0.5@0.99).
+// for future* the horizon in queries (future@256: the mass of the next 256 queries; default all),
+// "NAME/SHARE" sa_evict_options.recent_share (library/0.5@0.99; host-score policies too: future/0),
+// "NAME+page" / "NAME+exact" page or exact selection (top_k 128) over the cache after any policy.
 Policy parse_policy(const std::string &spec) {
   Policy p;
   std::string name = spec;
@@ -383,12 +613,20 @@ Policy parse_policy(const std::string &spec) {
   }
   else if (slash != std::string::npos) name = spec.substr(0, slash);
   p.name = spec;
+  for (const char *suffix : {"+page", "+exact"}) {  // selection over the cache, after any policy
+    const size_t at_suffix = name.find(suffix);
+    if (at_suffix != std::string::npos && name != "library+page" && name != "h2o+page" && name != "mean+page") {
+      p.page = true;
+      p.selector = std::string(suffix) == "+page" ? SA_SELECTOR_PAGE : SA_SELECTOR_EXACT;
+      name = name.substr(0, at_suffix);
+    }
+  }
   if (name == "dense") p.mode = Mode::dense;
   else if (name == "oracle") p.mode = Mode::oracle;
   else if (name == "streaming") p.score = Score::streaming;
   else if (name == "library" || name == "library+page") {
     p.score = Score::library;  // both defaults: sa_attend's mass_decay unless given
-    p.page = name == "library+page";
+    p.page = p.page || name == "library+page";
     if (at == std::string::npos) p.decay = sa_attend_options_default().mass_decay;
   }
   else if (name == "perhead") {
@@ -403,7 +641,14 @@ Policy parse_policy(const std::string &spec) {
   else if (name == "h2omax") p.score = Score::raw, p.head_max = true;
   else if (name == "tovamax") p.score = Score::raw, p.decay = 0.f, p.head_max = true;
   else if (name == "meanmax") p.score = Score::mean, p.head_max = true;
+  else if (name == "future") p.score = Score::future;
+  else if (name == "futurehead") p.score = Score::future, p.per_head = true;
+  else if (name == "futuremax") p.score = Score::future, p.head_max = true;
+  else if (name == "ea") p.score = Score::expected;
+  else if (name == "eahead") p.score = Score::expected, p.per_head = true;
+  else if (name == "keydiff") p.score = Score::keydiff;
   else die("unknown policy " + spec);
+  if (p.page && p.per_head) die(spec + ": selection over per-KV-head caches is not in this tool");
   return p;
 }
 
@@ -429,7 +674,8 @@ int main(int argc, char **argv) {
     else if (a == "--policies") policies = next();
     else if (a == "--threads") threads = std::stoi(next());
     else die("usage: tinylm_eval --model model.safetensors --text dev_text.bin [--seqs 0,1,2] [--tokens 4096] "
-             "[--budgets 256,512,1024] [--policies streaming,h2o,h2o@0.99,mean,tova,library,perhead,library+page,oracle] "
+             "[--budgets 256,512,1024] [--policies streaming,h2o,h2o@0.99,mean,tova,library,perhead,library+page,"
+             "library+exact,ea,eahead,keydiff,future/0,futurehead/0,future@256/0,oracle] "
              "[--threads N]");
   }
   if (model_path.empty() || text_path.empty()) die("--model and --text are required");
