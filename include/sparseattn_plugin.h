@@ -146,6 +146,44 @@ typedef struct sa_plugin_memory_info {
                                       where HMM or ATS would let kernels reach it */
 } sa_plugin_memory_info;
 
+/* sa_cache_evict's single-set policy (one set of slots, not per_head) on
+ * device tensors of one device, all checked by the core for shape and memory
+ * kind: scores F32 [rows, n] (element strides), positions I64 [n], freed I32
+ * [freed_cap]; window already widened by recent_share. The plugin chooses
+ * as the CPU policy does, slot for slot and in the same order, and writes
+ * freed (enqueued on stream) only when it refuses nothing; it returns once
+ * n_freed is known. A refusal is SA_OK with `refused` set and the values the
+ * core's message needs; nothing is written then. */
+typedef enum sa_plugin_evict_refusal {
+    SA_PLUGIN_EVICT_OK = 0,
+    SA_PLUGIN_EVICT_POSITION = 1,      /* positions[slot] = value is out of range */
+    SA_PLUGIN_EVICT_NAN = 2,           /* scores of slot are NaN */
+    SA_PLUGIN_EVICT_NAN_SUMMED = 3,    /* their sum over rows is (+inf and -inf) */
+    SA_PLUGIN_EVICT_BUDGET = 4,        /* too few evictable slots; value: protected slots */
+    SA_PLUGIN_EVICT_FREED_SHORT = 5    /* freed_cap < value, the slots to write */
+} sa_plugin_evict_refusal;
+
+typedef struct sa_plugin_evict_args {
+    size_t struct_size;
+    const float *scores;
+    int64_t rows, row_stride, col_stride;
+    const int64_t *positions;
+    int64_t pos_stride, n;
+    int64_t budget, incoming;
+    int32_t sinks, window;
+    int32_t mean, row_max;     /* booleans, as EvictRequest */
+    double decay;
+    int32_t *freed;
+    int64_t freed_stride, freed_cap;
+    int32_t device_id;
+    void *stream;
+    const void *owner;         /* as in sa_plugin_attend_args */
+    /* Out. */
+    int32_t refused;           /* an sa_plugin_evict_refusal */
+    int64_t refused_slot, refused_value;
+    int64_t n_freed;
+} sa_plugin_evict_args;
+
 typedef struct sa_plugin_api {
     size_t struct_size;     /* set by the core: how many entries it can take */
     uint32_t abi_version;   /* set by the plugin: the version it speaks */
@@ -183,6 +221,9 @@ typedef struct sa_plugin_api {
      * tensors. Copies `bytes` from src to dst (each host or device memory)
      * after the work queued on stream, and returns once the copy is done. */
     sa_status (*copy)(void *dst, const void *src, size_t bytes, void *stream);
+    /* Appended; optional: without it the core copies device scores and
+     * positions to the host and runs the CPU policy there. */
+    sa_status (*evict)(sa_plugin_evict_args *args);
 } sa_plugin_api;
 
 /* The entry point. abi_version: the version the core speaks. out->struct_size

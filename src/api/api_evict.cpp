@@ -1,7 +1,10 @@
-// sa_cache_evict: validate, choose, write the freed slots. Tensors on a CUDA device are copied
-// to the host through the plugin, and the CPU policy runs there (one policy, one owner:
+// sa_cache_evict: validate, choose, write the freed slots. With scores, positions and freed all
+// on a CUDA device the plugin runs the policy there (the same per-slot rules,
+// cache/evict_rule.hpp, and the same order); otherwise tensors on a device are copied to the
+// host through the plugin, and the CPU policy runs there (one policy, one owner:
 // cache/evict.cpp); the freed slots go back to the device the same way.
 #include <algorithm>
+#include <cstddef>
 #include <string>
 #include <vector>
 
@@ -19,6 +22,10 @@ using namespace sa;
 // The device a tensor of this call lives on: its own CUDA device (dev, the call's) or the CPU.
 Device device_of(const sa_tensor *t, Device dev) {
   return t && enum_value(t->device) == SA_DEVICE_CUDA ? dev : Device{};
+}
+
+[[noreturn]] void fail_freed_short(int64_t cap, int64_t needed) {
+  fail(SA_ERR_SHAPE, "freed holds %lld slots, %lld are needed", (long long)cap, (long long)needed);
 }
 
 // A tensor's elements in host memory: a CPU view as it is; a CUDA one copied (the span its
@@ -73,6 +80,47 @@ void evict_per_head(EvictRequest req, const sa_tensor *scores, const sa_tensor *
     for (size_t i = 0; i < c.size(); ++i) fr.ptr<int32_t>()[h * fr.stride[0] + int64_t(i) * fr.stride[1]] = c[i];
     n_freed[h] = int64_t(c.size());
   }
+}
+
+// All three tensors on the device and a plugin that runs the policy there: the same choice
+// without copying the scores; its refusals get the CPU policy's messages.
+void evict_on_device(const EvictRequest &req, const Plugin &plugin, Device dev, const sa_context &ctx,
+                     const TensorView &sc, const TensorView &pos, const TensorView &fr, int64_t *n_freed) {
+  if (pos.shape[0] > INT32_MAX) fail(SA_ERR_OVERFLOW, "positions has %lld slots; slots are int32", (long long)pos.shape[0]);
+  expect_dim(sc, "scores", sc.rank - 1, pos.shape[0], "positions.shape[0], the number of slots");
+  sa_plugin_evict_args a{};
+  a.struct_size = sizeof a;
+  a.scores = sc.ptr<const float>();
+  a.rows = sc.rank == 2 ? sc.shape[0] : 1;
+  a.row_stride = sc.rank == 2 ? sc.stride[0] : 0;
+  a.col_stride = sc.stride[sc.rank - 1];
+  a.positions = pos.ptr<const int64_t>();
+  a.pos_stride = pos.stride[0];
+  a.n = pos.shape[0];
+  a.budget = req.budget;
+  a.incoming = req.incoming;
+  a.sinks = req.sinks;
+  a.window = req.window;
+  a.mean = req.mean;
+  a.row_max = req.row_max;
+  a.decay = req.decay;
+  a.freed = fr.ptr<int32_t>();
+  a.freed_stride = fr.stride[0];
+  a.freed_cap = fr.shape[0];
+  a.device_id = dev.id;
+  a.stream = call_stream(ctx, nullptr);
+  a.owner = &ctx;
+  check_plugin(plugin, plugin.api.evict(&a), "CUDA eviction");
+  switch (a.refused) {
+    case SA_PLUGIN_EVICT_OK: break;
+    case SA_PLUGIN_EVICT_POSITION: fail_position("positions", a.refused_slot, a.refused_value, PositionsOf::keys);
+    case SA_PLUGIN_EVICT_NAN: fail_nan_score(a.refused_slot, false);
+    case SA_PLUGIN_EVICT_NAN_SUMMED: fail_nan_score(a.refused_slot, true);
+    case SA_PLUGIN_EVICT_BUDGET: fail_budget(req, a.refused_value);
+    case SA_PLUGIN_EVICT_FREED_SHORT: fail_freed_short(fr.shape[0], a.refused_value);
+    default: fail(SA_ERR_INTERNAL, "the CUDA plugin refused an eviction for an unknown reason (%d)", int(a.refused));
+  }
+  *n_freed = a.n_freed;
 }
 
 }  // namespace
@@ -141,6 +189,10 @@ SA_API sa_status sa_cache_evict(sa_context *ctx, const sa_evict_options *opt, co
     if (!scores) fail(SA_ERR_NULL_POINTER, "scores is NULL");
     TensorView sc = view_tensor(scores, "scores", scores->rank == 2 ? 2 : 1, {SA_DTYPE_F32}, device_of(scores, dev));
     TensorView fr = view_tensor(freed, "freed", 1, {SA_DTYPE_I32}, device_of(freed, dev));
+    const bool on_device = pos.device == SA_DEVICE_CUDA && sc.device == SA_DEVICE_CUDA && fr.device == SA_DEVICE_CUDA;
+    if (on_device && plugin->api.struct_size >= offsetof(sa_plugin_api, evict) + sizeof plugin->api.evict &&
+        plugin->api.evict)
+      return evict_on_device(req, *plugin, dev, *ctx, sc, pos, fr, n_freed);
     pos = on_host(pos, plugin, stream, pos_buf);
     sc = on_host(sc, plugin, stream, score_buf);
     req.n = pos.shape[0];
@@ -155,8 +207,7 @@ SA_API sa_status sa_cache_evict(sa_context *ctx, const sa_evict_options *opt, co
     check_positions(req.positions, req.n, req.pos_stride, "positions", PositionsOf::keys);
 
     std::vector<int32_t> chosen = choose_evictions(req);
-    if (int64_t(chosen.size()) > fr.shape[0])
-      fail(SA_ERR_SHAPE, "freed holds %lld slots, %lld are needed", (long long)fr.shape[0], (long long)chosen.size());
+    if (int64_t(chosen.size()) > fr.shape[0]) fail_freed_short(fr.shape[0], int64_t(chosen.size()));
     if (fr.device == SA_DEVICE_CUDA && fr.stride[0] == 1 && !chosen.empty())
       check_plugin(*plugin, plugin->api.copy(fr.data, chosen.data(), chosen.size() * sizeof(int32_t), stream),
                    "copying the freed slots to the device");

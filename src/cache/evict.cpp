@@ -3,20 +3,22 @@
 #include <algorithm>
 #include <cmath>
 
+#include "cache/evict_rule.hpp"
 #include "core/error.hpp"
 
 namespace sa {
 
-namespace {
-
-// sum_{i < age} decay^i: the weight slot_mass gave the queries that saw a slot `age` steps.
-double steps_seen(int64_t age, double decay) {
-  if (decay >= 1.0) return double(age);
-  if (decay <= 0.0) return 1.0;
-  return -std::expm1(double(age) * std::log(decay)) / (1.0 - decay);
+void fail_nan_score(int64_t slot, bool summed) {
+  if (summed)
+    fail(SA_ERR_INVALID_ARGUMENT, "scores for slot %lld are NaN (+inf and -inf summed over heads)", (long long)slot);
+  fail(SA_ERR_INVALID_ARGUMENT, "scores for slot %lld are NaN", (long long)slot);
 }
 
-}  // namespace
+void fail_budget(const EvictRequest &req, int64_t protected_count) {
+  fail(SA_ERR_INVALID_ARGUMENT,
+       "opt->budget %lld cannot hold the %lld sink and window slots (positions repeat) plus %lld incoming tokens",
+       (long long)req.budget, (long long)protected_count, (long long)req.incoming);
+}
 
 std::vector<int32_t> choose_evictions(const EvictRequest &req) {
   std::vector<int32_t> empty;
@@ -45,23 +47,19 @@ std::vector<int32_t> choose_evictions(const EvictRequest &req) {
     float score = 0.f;
     for (int64_t r = 0; r < req.rows; ++r) {
       const float v = req.scores[r * req.row_stride + s * req.col_stride];
-      if (std::isnan(v)) fail(SA_ERR_INVALID_ARGUMENT, "scores for slot %lld are NaN", (long long)s);
-      score = req.row_max ? (r == 0 ? v : std::max(score, v)) : score + v;
+      if (std::isnan(v)) fail_nan_score(s, false);
+      score = fold_score(score, v, r, req.row_max);
     }
-    if (std::isnan(score))
-      fail(SA_ERR_INVALID_ARGUMENT, "scores for slot %lld are NaN (+inf and -inf summed over heads)", (long long)s);
+    if (std::isnan(score)) fail_nan_score(s, true);
     if (p == -1) continue;
-    if (req.mean) score = float(double(score) / steps_seen(max_pos - p + 1, req.decay));
-    if (p < req.sinks || p > max_pos - req.window) {
+    score = ranked_score(score, p, max_pos, req.mean, req.decay);
+    if (protected_slot(p, max_pos, req.sinks, req.window)) {
       ++protected_count;
       continue;
     }
     evictable.push_back({score, p, int32_t(s)});
   }
-  if (int64_t(evictable.size()) < evict)
-    fail(SA_ERR_INVALID_ARGUMENT,
-         "opt->budget %lld cannot hold the %lld sink and window slots (positions repeat) plus %lld incoming tokens",
-         (long long)req.budget, (long long)protected_count, (long long)req.incoming);
+  if (int64_t(evictable.size()) < evict) fail_budget(req, protected_count);
 
   std::vector<int32_t> freed(empty.begin(), empty.begin() + std::min<int64_t>(int64_t(empty.size()), req.incoming));
   auto worse = [](const Entry &a, const Entry &b) {

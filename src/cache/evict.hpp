@@ -30,4 +30,10 @@ struct EvictRequest {
 // (possible even when budget >= sinks + window + incoming if positions repeat).
 std::vector<int32_t> choose_evictions(const EvictRequest &req);
 
+// The policy's refusals, for choose_evictions and for a device that ran the same policy: the
+// first slot (in slot order) whose scores are NaN (summed: only the sum over rows is, +inf
+// and -inf), and a budget that the protected slots exceed.
+[[noreturn]] void fail_nan_score(int64_t slot, bool summed);
+[[noreturn]] void fail_budget(const EvictRequest &req, int64_t protected_count);
+
 }  // namespace sa

@@ -15,4 +15,7 @@ enum class PositionsOf { tokens, keys, queries };
 // elements apart) is outside the rule.
 void check_positions(const int64_t *positions, int64_t n, int64_t stride, const char *what, PositionsOf of);
 
+// The same failure for `what[i]` = p, found elsewhere (a device that checked the rule).
+[[noreturn]] void fail_position(const char *what, int64_t i, int64_t p, PositionsOf of);
+
 }  // namespace sa

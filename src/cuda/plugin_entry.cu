@@ -5,6 +5,7 @@
 
 #include "attend_decode.hpp"
 #include "device_index.hpp"
+#include "evict.hpp"
 #include "plugin_state.hpp"
 
 namespace sacuda {
@@ -101,6 +102,10 @@ sa_status table_copy(void *dst, const void *src, size_t bytes, void *stream) {
   });
 }
 
+sa_status table_evict(sa_plugin_evict_args *a) {
+  return guarded([&] { evict(*a); });
+}
+
 }  // namespace
 }  // namespace sacuda
 
@@ -124,6 +129,7 @@ extern "C" SA_PLUGIN_EXPORT sa_status sa_plugin_init(uint32_t abi_version, sa_pl
   t.release = sacuda::table_release;
   t.index_update = sacuda::table_index_update;
   t.copy = sacuda::table_copy;
+  t.evict = sacuda::table_evict;
   const size_t n = out->struct_size < sizeof t ? out->struct_size : sizeof t;
   t.struct_size = n;
   std::memcpy(out, &t, n);
