@@ -823,10 +823,12 @@ SA_API sa_evict_options sa_evict_options_default(void);
  *   first; equal scores: the older position first, then the lower slot. Never
  *   a sink or a window position. *n_freed is the count; nothing is written
  *   past it. The result does not depend on the context's threads.
- * scores, positions and freed may each be CPU or CUDA tensors (of one device):
- *   CUDA ones are copied to the host through the plugin, after the work queued
- *   on the context's stream (the call waits for it), the policy runs on the
- *   CPU, and freed is written before the call returns (*n_freed is host memory).
+ * scores, positions and freed may each be CPU or CUDA tensors (of one device).
+ *   All three on the device: the plugin runs the same policy there (same slots,
+ *   same order), after the work queued on the context's stream. Otherwise the
+ *   CUDA ones are copied to the host through the plugin (the call waits for the
+ *   stream's work) and the policy runs on the CPU. Either way freed is written
+ *   before the call returns (*n_freed is host memory).
  * Fails with SA_ERR_INVALID_ARGUMENT when budget < sinks + window + incoming
  * (a full cache could not free a slot), when the protected slots still exceed
  * the budget (repeated positions), for a NaN score or a position < -1;
