@@ -130,14 +130,14 @@ void Scenario::check_select(FuzzIndex &fx, SelectCase &c) {
 // Whether the selection for a query that sees `visible` keys (causally) must equal the exact
 // top-K. Documented: page with refine rescores the best pages holding top_k + 2048 keys (all of
 // them here); HNSW scores every key exactly when a query sees at most 2 * max(ef_search, top_k)
-// (32 * when top_k > ef_search).
+// (12 * when top_k > ef_search: src/select/hnsw_selector.cpp, kWideBeamExactFactor).
 bool Scenario::selector_is_exact_here(const FuzzIndex &fx, const SelectCase &c, int64_t visible) const {
   switch (fx.opt.kind) {
     case SA_SELECTOR_EXACT: return true;
     case SA_SELECTOR_PAGE: return fx.opt.page.refine != 0 && fx.size() <= int64_t(c.opt.top_k) + 2048;
     case SA_SELECTOR_HNSW: {
       const int64_t ef = fx.opt.hnsw.ef_search, k = c.opt.top_k;
-      return visible <= (k > ef ? 32 : 2) * std::max(ef, k);
+      return visible <= (k > ef ? 12 : 2) * std::max(ef, k);
     }
     default: return false;
   }
