@@ -61,7 +61,7 @@ join() {
 
 # ----------------------------------------------------------------- stages
 # Independent of every build here: cross-compiles only the kernel checker and the kernels.
-bg "NEON kernels under qemu-aarch64 (scripts/neon_check.sh)" "$tmp/neon.log" bash scripts/neon_check.sh
+bg "NEON kernels under qemu-aarch64 (scripts/neon_check.sh --quick)" "$tmp/neon.log" bash scripts/neon_check.sh --quick
 neon_pid=$!
 
 stage "release build: build/"

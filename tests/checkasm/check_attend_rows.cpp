@@ -131,7 +131,7 @@ void check_dtype(Checker &c, sa_dtype dt) {
   Rng rng = c.rng_for(name);
   int64_t counter = 0;
   EdgeRowSet set;
-  for_each_shape([&](int D, int g, int64_t n) {
+  for_each_shape(c.opt, [&](int D, int g, int64_t n) {
     // Every row-set shape in turn; each pass over them flips the next of these.
     const RowSetShape shape = RowSetShape::nth(counter);
     const int64_t pass = counter++ / RowSetShape::kCount;

@@ -63,7 +63,7 @@ void check_dtype(Checker &c, sa_dtype dt) {
   Rng rng = c.rng_for(name);
   int64_t counter = 0;
   EdgeRowSet set;
-  for_each_shape([&](int D, int g, int64_t n) {
+  for_each_shape(c.opt, [&](int D, int g, int64_t n) {
     const RowSetShape shape = RowSetShape::nth(counter);
     const int64_t pass = counter++ / RowSetShape::kCount;
     const bool neg_inf_heads = pass % 2 != 0, wide = (pass / 2) % 2 != 0;

@@ -57,7 +57,7 @@ void check_dtype(Checker &c, sa_dtype dt) {
   if (!rep) return;
   Rng rng = c.rng_for(name);
   int64_t counter = 0;
-  for_each_shape([&](int D, int g, int64_t n) {
+  for_each_shape(c.opt, [&](int D, int g, int64_t n) {
     const int64_t ld = n + (counter++ % 2 ? 3 : 0);
     const std::vector<float> q = random_query(rng, g, D, 2.0);
     const std::vector<unsigned char> rows = random_rows(rng, dt, n, D);
@@ -84,7 +84,7 @@ void check_i8(Checker &c) {
   if (!rep) return;
   Rng rng = c.rng_for(name);
   int64_t counter = 0;
-  for_each_shape([&](int D, int g, int64_t n) {
+  for_each_shape(c.opt, [&](int D, int g, int64_t n) {
     const int64_t ld = n + (counter++ % 2 ? 3 : 0);
     std::vector<int16_t> q(size_t(g * D));  // the largest codes the kernel's contract allows
     const int64_t qmax = std::min<int64_t>(16384, (int64_t{1} << 24) / D - 1);

@@ -1,10 +1,11 @@
 // checkasm: every entry of every kernel table this CPU has, against the scalar table, on the
 // edge inputs of check_*.cpp, with canaries around every output; one report row per entry
 // (per dtype where it takes one). Tables the CPU lacks are skipped with a note.
-//   checkasm [--seed N] [--bench] [--filter NAME]
+//   checkasm [--seed N] [--bench] [--filter NAME] [--quick]
 // --seed N    inputs from this seed (default: from the clock; printed either way)
 // --bench     also time each entry against the scalar table on a representative shape
 // --filter S  only the entries whose name contains S (e.g. attend_rows, .bf16, exp2)
+// --quick     the 1000-row cases for a third as many (D, g) pairs (every D and g still meets one)
 // Exits 1 when any entry fails.
 #include <chrono>
 #include <cinttypes>
@@ -34,7 +35,7 @@ std::vector<TableOnCpu> simd_tables() {
 }
 
 int usage(const char *argv0) {
-  std::fprintf(stderr, "usage: %s [--seed N] [--bench] [--filter NAME]\n", argv0);
+  std::fprintf(stderr, "usage: %s [--seed N] [--bench] [--filter NAME] [--quick]\n", argv0);
   return 2;
 }
 
@@ -61,6 +62,7 @@ int main(int argc, char **argv) {
     if (!std::strcmp(argv[i], "--seed") && i + 1 < argc) opt.seed = std::strtoull(argv[++i], nullptr, 10);
     else if (!std::strcmp(argv[i], "--bench")) opt.bench = true;
     else if (!std::strcmp(argv[i], "--filter") && i + 1 < argc) opt.filter = argv[++i];
+    else if (!std::strcmp(argv[i], "--quick")) opt.quick = true;
     else return usage(argv[0]);
   }
   std::printf("checkasm: seed %" PRIu64 "\n", opt.seed);

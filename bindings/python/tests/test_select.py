@@ -171,7 +171,9 @@ class SelectTest(ContextTest):
                                      "layers.0.indexer.head_weights": hw,
                                      "layers.0.indexer.k_proj": kp,
                                      "layers.0.indexer.head_bias": bias})
-            ix = self.index("indexer", weights_path=path)
+            # rescore 0: the one-stage list, which the formula below ranks (the default second
+            # stage rescores the best 12 x top_k exactly, per KV head)
+            ix = self.index("indexer", weights_path=path, rescore=0)
         out = ix.select(self.q, top_k=10, window=4, sinks=2)
         x = self.q.reshape(3, -1).astype(np.float64)
         z = self.keys.reshape(N, -1).astype(np.float64) @ kp.astype(np.float64).T  # [N, d_index]
