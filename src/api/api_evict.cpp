@@ -82,21 +82,33 @@ void evict_per_head(EvictRequest req, const sa_tensor *scores, const sa_tensor *
   }
 }
 
+// The single-set request over scores [rows, n] or [n] and positions [n] (on either device):
+// the slot count checked, the score rows and strides read from the tensors.
+void bind_single_set(EvictRequest &req, const TensorView &sc, const TensorView &pos) {
+  req.n = pos.shape[0];
+  if (req.n > INT32_MAX) fail(SA_ERR_OVERFLOW, "positions has %lld slots; slots are int32", (long long)req.n);
+  expect_dim(sc, "scores", sc.rank - 1, req.n, "positions.shape[0], the number of slots");
+  req.scores = sc.ptr<const float>();
+  req.rows = sc.rank == 2 ? sc.shape[0] : 1;
+  req.row_stride = sc.rank == 2 ? sc.stride[0] : 0;
+  req.col_stride = sc.stride[sc.rank - 1];
+  req.positions = pos.ptr<const int64_t>();
+  req.pos_stride = pos.stride[0];
+}
+
 // All three tensors on the device and a plugin that runs the policy there: the same choice
 // without copying the scores; its refusals get the CPU policy's messages.
 void evict_on_device(const EvictRequest &req, const Plugin &plugin, Device dev, const sa_context &ctx,
-                     const TensorView &sc, const TensorView &pos, const TensorView &fr, int64_t *n_freed) {
-  if (pos.shape[0] > INT32_MAX) fail(SA_ERR_OVERFLOW, "positions has %lld slots; slots are int32", (long long)pos.shape[0]);
-  expect_dim(sc, "scores", sc.rank - 1, pos.shape[0], "positions.shape[0], the number of slots");
+                     const TensorView &fr, int64_t *n_freed) {
   sa_plugin_evict_args a{};
   a.struct_size = sizeof a;
-  a.scores = sc.ptr<const float>();
-  a.rows = sc.rank == 2 ? sc.shape[0] : 1;
-  a.row_stride = sc.rank == 2 ? sc.stride[0] : 0;
-  a.col_stride = sc.stride[sc.rank - 1];
-  a.positions = pos.ptr<const int64_t>();
-  a.pos_stride = pos.stride[0];
-  a.n = pos.shape[0];
+  a.scores = req.scores;
+  a.rows = req.rows;
+  a.row_stride = req.row_stride;
+  a.col_stride = req.col_stride;
+  a.positions = req.positions;
+  a.pos_stride = req.pos_stride;
+  a.n = req.n;
   a.budget = req.budget;
   a.incoming = req.incoming;
   a.sinks = req.sinks;
@@ -191,19 +203,13 @@ SA_API sa_status sa_cache_evict(sa_context *ctx, const sa_evict_options *opt, co
     TensorView fr = view_tensor(freed, "freed", 1, {SA_DTYPE_I32}, device_of(freed, dev));
     const bool on_device = pos.device == SA_DEVICE_CUDA && sc.device == SA_DEVICE_CUDA && fr.device == SA_DEVICE_CUDA;
     if (on_device && plugin->api.struct_size >= offsetof(sa_plugin_api, evict) + sizeof plugin->api.evict &&
-        plugin->api.evict)
-      return evict_on_device(req, *plugin, dev, *ctx, sc, pos, fr, n_freed);
+        plugin->api.evict) {
+      bind_single_set(req, sc, pos);
+      return evict_on_device(req, *plugin, dev, *ctx, fr, n_freed);
+    }
     pos = on_host(pos, plugin, stream, pos_buf);
     sc = on_host(sc, plugin, stream, score_buf);
-    req.n = pos.shape[0];
-    if (req.n > INT32_MAX) fail(SA_ERR_OVERFLOW, "positions has %lld slots; slots are int32", (long long)req.n);
-    expect_dim(sc, "scores", sc.rank - 1, req.n, "positions.shape[0], the number of slots");
-    req.scores = sc.ptr<const float>();
-    req.rows = sc.rank == 2 ? sc.shape[0] : 1;
-    req.row_stride = sc.rank == 2 ? sc.stride[0] : 0;
-    req.col_stride = sc.stride[sc.rank - 1];
-    req.positions = pos.ptr<const int64_t>();
-    req.pos_stride = pos.stride[0];
+    bind_single_set(req, sc, pos);
     check_positions(req.positions, req.n, req.pos_stride, "positions", PositionsOf::keys);
 
     std::vector<int32_t> chosen = choose_evictions(req);
