@@ -769,9 +769,14 @@ SA_API sa_status sa_attend_paged(sa_context *ctx, const sa_tensor *q, const sa_t
  * indexes created with borrow_keys read their keys from kv->k (any strides: a
  * head dimension that is not contiguous is packed into a copy for the call). The
  * indexes may differ in kind and size but not in KV heads and head_dim. Safe
- * to call concurrently with other selections on the same indexes. CPU
- * indexes only for now (a device index: SA_ERR_UNSUPPORTED; call sa_select
- * for each). */
+ * to call concurrently with other selections on the same indexes.
+ * Device indexes (all on one device, queries, indices and kv's tensors there
+ * too): one query per sequence (query_starts NULL, else SA_ERR_UNSUPPORTED)
+ * and what sa_select serves on the device; each sequence is one selection on
+ * its index (the kernels select for one index at a time), written through the
+ * page table on the device. An index may hold at most max_pages * page_size
+ * slots (SA_ERR_SHAPE); the table's entries cannot be read by the core: a page
+ * outside [0, num_pages) gives -1 entries (never read). */
 SA_API sa_status sa_select_batch(sa_index *const *indexes, int64_t n_seqs, const sa_tensor *queries,
                                  const sa_tensor *query_starts, const sa_select_options *opt,
                                  const sa_paged_kv *kv, sa_tensor *indices);

@@ -147,6 +147,16 @@ typedef struct sa_plugin_select_args {
     int64_t first_query_position;
     void *stream;
     const void *owner;      /* appended: as in sa_plugin_attend_args */
+    /* Appended (sa_select_batch over a paged cache), sent only to plugins whose
+     * table holds attend_paged: the sequence's page table row (I32, element
+     * stride page_table_stride, at least ceil(index size / page_size)
+     * entries, checked by the core) or NULL. Given, each chosen slot j is
+     * written as the physical slot page_table[j / page_size] * page_size +
+     * j % page_size, or -1 where that page is outside [0, num_pages). */
+    const int32_t *page_table;
+    int64_t page_table_stride;
+    int64_t page_size;
+    int64_t num_pages;
 } sa_plugin_select_args;
 
 /* sa_index_update on a device index: refills n slots with keys [n, H_kv, D]

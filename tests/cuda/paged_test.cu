@@ -417,3 +417,100 @@ TEST(CudaPaged, UnsupportedRequestsAreRefused) {
 }
 
 }  // namespace
+
+namespace {
+
+// sa_select_batch on device indexes (page with refine 0, exact) over a paged cache: each
+// sequence's row equals sa_select on its own index, mapped through its page table row here
+// (a page out of range gives -1); the result feeds sa_attend_paged directly.
+void check_select_batch(Ctx &c, sa_selector_kind kind) {
+  PagedCase pc{SA_DTYPE_BF16, 128, 8, 2, 16, {3000, 0, 700, 4099, 129}, 1, 0, false, false, false};
+  Batch b = make_batch(pc, 12);
+  b.table[size_t(2) * b.max_pages + 3] = b.num_pages + 4;  // sequence 2's tokens 48..63: a bad page
+  const int B = b.B, top_k = 256, window = 32, sinks = 4, W = top_k + window + sinks;
+  uint16_t *dk = to_device(b.k), *dq = to_device(b.q);
+  int32_t *dtable = to_device(b.table);
+  std::vector<int32_t> lens(pc.lens.begin(), pc.lens.end());
+  int32_t *dlens = to_device(lens);
+  // Each sequence's keys, contiguous, appended to its own device index.
+  std::vector<sa_index *> ix(size_t(B), nullptr);
+  std::vector<uint16_t *> seq_keys(size_t(B), nullptr);
+  for (int s = 0; s < B; ++s) {
+    sa_index_options io = SA_INDEX_OPTIONS_INIT;
+    io.kind = kind;
+    io.num_kv_heads = 2;
+    io.head_dim = 128;
+    io.dtype = SA_DTYPE_BF16;
+    io.page.page_size = 16;
+    io.page.refine = 0;
+    SA_OK_(sa_index_create(c.gpu, &io, &ix[size_t(s)]));
+    const int len = pc.lens[size_t(s)];
+    if (len == 0) continue;
+    std::vector<uint16_t> rows(size_t(len) * 2 * 128);
+    for (int t = 0; t < len; ++t) {
+      const int32_t slot = b.slot(s, t) >= 0 && b.table[size_t(s) * b.max_pages + t / 16] < b.num_pages ? b.slot(s, t) : 0;
+      const size_t row = size_t(slot / 16) * 17 + slot % 16;
+      std::copy_n(&b.k[row * 2 * 128], 2 * 128, &rows[size_t(t) * 2 * 128]);
+    }
+    seq_keys[size_t(s)] = to_device(rows);
+    sa_tensor kt = desc(seq_keys[size_t(s)], SA_DTYPE_BF16, {len, 2, 128}, SA_DEVICE_CUDA);
+    SA_OK_(sa_index_append(ix[size_t(s)], &kt));
+  }
+  sa_select_options so = SA_SELECT_OPTIONS_INIT;
+  so.top_k = top_k;
+  so.window = window;
+  so.sinks = sinks;
+  // Per sequence, sa_select on its index: the expected rows, before the page table.
+  std::vector<int32_t> expected(size_t(B) * 2 * W);
+  const std::vector<int32_t> poison(size_t(B) * 2 * W, -7);
+  int32_t *dsel = to_device(poison);
+  for (int s = 0; s < B; ++s) {
+    sa_tensor qs = desc(dq + size_t(s) * 8 * 128, SA_DTYPE_BF16, {1, 8, 128}, SA_DEVICE_CUDA);
+    sa_tensor os = desc(dsel + size_t(s) * 2 * W, SA_DTYPE_I32, {1, 2, W}, SA_DEVICE_CUDA);
+    SA_OK_(sa_select(ix[size_t(s)], &qs, &so, &os));
+  }
+  CUDA_OK(cudaDeviceSynchronize());
+  const auto local = to_host(dsel, expected.size());
+  for (int s = 0; s < B; ++s)
+    for (int e = 0; e < 2 * W; ++e) {
+      const int32_t x = local[size_t(s) * 2 * W + e];
+      int32_t &y = expected[size_t(s) * 2 * W + e];
+      ASSERT_GE(x, -1);
+      const int32_t page = x < 0 ? -1 : b.table[size_t(s) * b.max_pages + x / 16];
+      y = page < 0 || page >= b.num_pages ? -1 : page * 16 + x % 16;
+    }
+  // The batch in one call.
+  CUDA_OK(cudaMemcpy(dsel, poison.data(), poison.size() * 4, cudaMemcpyHostToDevice));
+  Described dc = describe_batch(pc, b, dk, dk, dtable, dlens, nullptr, nullptr, SA_DEVICE_CUDA);
+  sa_tensor gq = desc(dq, SA_DTYPE_BF16, {B, 8, 128}, SA_DEVICE_CUDA);
+  sa_tensor gsel = desc(dsel, SA_DTYPE_I32, {B, 2, W}, SA_DEVICE_CUDA);
+  SA_OK_(sa_select_batch(ix.data(), B, &gq, nullptr, &so, &dc.kv, &gsel));
+  CUDA_OK(cudaDeviceSynchronize());
+  const auto got = to_host(dsel, expected.size());
+  for (size_t e = 0; e < got.size(); ++e) ASSERT_EQ(got[e], expected[e]) << "entry " << e;
+  int physical = 0;
+  for (int32_t x : got) physical += x >= 0;
+  EXPECT_GT(physical, 2 * W);  // not all padding
+  // Refused: several queries per sequence; an index longer than its page table row.
+  std::vector<int32_t> starts = {0, 1, 2, 3, 4, 5};
+  int32_t *dstarts = to_device(starts);
+  sa_tensor st = desc(dstarts, SA_DTYPE_I32, {B + 1}, SA_DEVICE_CUDA);
+  EXPECT_EQ(sa_select_batch(ix.data(), B, &gq, &st, &so, &dc.kv, &gsel), SA_ERR_UNSUPPORTED);
+  dc.kv.page_table.shape[1] = 2;
+  EXPECT_EQ(sa_select_batch(ix.data(), B, &gq, nullptr, &so, &dc.kv, &gsel), SA_ERR_SHAPE);
+  for (auto &x : ix) sa_index_destroy(&x);
+  for (auto *p : seq_keys) cudaFree(p);
+  cudaFree(dk); cudaFree(dq); cudaFree(dtable); cudaFree(dlens); cudaFree(dsel); cudaFree(dstarts);
+}
+
+TEST(CudaPagedSelect, PageIndexesWriteThroughThePageTable) {
+  NEED_GPU(c);
+  check_select_batch(c, SA_SELECTOR_PAGE);
+}
+
+TEST(CudaPagedSelect, ExactIndexesWriteThroughThePageTable) {
+  NEED_GPU(c);
+  check_select_batch(c, SA_SELECTOR_EXACT);
+}
+
+}  // namespace
