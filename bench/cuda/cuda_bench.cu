@@ -247,6 +247,12 @@ void run_batch(sa_context *ctx, cudaStream_t s) {
   const double step_us = median_us(s, 20, [&](int r) { select_loop(); paged_sparse(r); });
   std::printf("batch page select as %d sa_select calls: %.1f us; + sparse sa_attend_paged: %.1f us per step\n", B,
               select_us, step_us);
+  // sa_select_batch over the same indexes, writing physical slots through the page table.
+  auto select_batch = [&]() { SK(sa_select_batch(idx.data(), B, &q, nullptr, &so, &kv, &ix)); };
+  const double batch_sel_us = median_us(s, 20, [&](int) { select_batch(); });
+  const double batch_step_us = median_us(s, 20, [&](int r) { select_batch(); paged_sparse(r); });
+  std::printf("batch page select as one sa_select_batch: %.1f us; + sparse sa_attend_paged: %.1f us per step\n",
+              batch_sel_us, batch_step_us);
   for (auto &x : idx) sa_index_destroy(&x);
   CK(cudaFree(K));
   CK(cudaFree(V));
