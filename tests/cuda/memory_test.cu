@@ -77,12 +77,14 @@ size_t pool_used() {
 }
 
 sa_context *hooked_context(Counting &count, cudaStream_t stream) {
+  // README: begin
   sa_context_options o = SA_CONTEXT_OPTIONS_INIT;
   o.device = SA_DEVICE_CUDA;
   o.cuda_stream = stream;
-  o.cuda_allocator.alloc = counting_alloc;
-  o.cuda_allocator.free = counting_free;
+  o.cuda_allocator.alloc = counting_alloc;  // void *(void *user, size_t, int32_t device, void *stream)
+  o.cuda_allocator.free = counting_free;    // void (void *user, void *, size_t, int32_t device, void *stream)
   o.cuda_allocator.user = &count;
+  // README: end
   count.streams.push_back(stream);
   sa_context *ctx = nullptr;
   EXPECT_EQ(sa_context_create(&o, &ctx), SA_OK) << sa_last_error();
