@@ -446,7 +446,11 @@ typedef struct sa_index_options {
                               (at least 4096) at its first append and doubles it
                               when appends pass it; each doubling waits for the
                               device when the index was selected on other
-                              streams than its context's (see sa_select) */
+                              streams than its context's (see sa_select), and
+                              moves the storage: CUDA graphs that captured a
+                              selection on the index must not be launched
+                              after it (a capacity that covers the cache keeps
+                              them valid) */
     sa_page_options page;
     sa_lsh_options lsh;
     sa_hnsw_options hnsw;
