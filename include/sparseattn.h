@@ -292,7 +292,10 @@ SA_API int32_t sa_context_threads(const sa_context *ctx);
  * passed to each sa_select, instead: per token of 8 KV heads x 128 dims in
  * f16 (2 KiB of K), an exact index then adds 20 bytes (positions), a page
  * index 153 bytes at page_size 16 (bounds), against 2068 and 2201 bytes when
- * they keep a copy (bench/index_memory). */
+ * they keep a copy (bench/index_memory). On a CUDA device an exact index keeps
+ * the keys (2 KiB a token in that example; 8 more bytes a slot once
+ * sa_index_update is used) and a page index only its bounds (256 bytes a token
+ * at page_size 16: elementwise min and max in the index dtype). */
 typedef struct sa_index sa_index;
 
 typedef enum sa_selector_kind {

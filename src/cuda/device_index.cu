@@ -33,7 +33,8 @@ __global__ void count_positions_kernel(int64_t *positions, int64_t first, int64_
 // selector, each touched page's min and max are folded over its new keys only, starting from
 // its stored bounds when it already held keys. The fold runs in slot order with strict
 // comparisons, as a fold over the whole page would: the stored bounds are the same values.
-// One thread per (touched page, head, dimension); P == 1 without bounds (exact selector).
+// One thread per (touched page, head, dimension); P == 1 without bounds (exact selector), and
+// no dst with them (the page selector keeps no keys).
 template <class T>
 __global__ void append_kernel(const void *src, int src_dtype, int64_t s0, int64_t s1, int64_t s2, int64_t n, int H,
                               int D, int P, uint16_t *dst, int64_t capacity, int64_t size, uint16_t *pmin,
@@ -55,7 +56,7 @@ __global__ void append_kernel(const void *src, int src_dtype, int64_t s0, int64_
     }
     for (int64_t s = first; s < last; ++s) {
       const uint16_t v = T::from(load_any(src, (s - size) * s0 + h * s1 + d * s2, src_dtype));
-      dst[(h * capacity + s) * D + d] = v;
+      if (dst) dst[(h * capacity + s) * D + d] = v;
       const float f = T::one(v);
       if (f < lo) { lo = f; blo = v; }
       if (f > hi) { hi = f; bhi = v; }
@@ -105,7 +106,7 @@ void grow_storage(sa_plugin_index &ix, int64_t cap) {
   const size_t row = size_t(ix.dim) * 2;
   Storage fresh;
   try {
-    fresh.keys = ix.memory.allocate(key_bytes(ix, cap), ix.device, ix.stream, "index storage allocation");
+    if (!page) fresh.keys = ix.memory.allocate(key_bytes(ix, cap), ix.device, ix.stream, "index storage allocation");
     if (page) {
       fresh.page_min = ix.memory.allocate(bound_bytes(ix, cap), ix.device, ix.stream, "index storage allocation");
       fresh.page_max = ix.memory.allocate(bound_bytes(ix, cap), ix.device, ix.stream, "index storage allocation");

@@ -1,5 +1,6 @@
-// An index on a CUDA device: keys per KV head contiguous [slot][D] in f16/bf16, and for the
-// page selector each page's elementwise key min and max, all in device memory. Slot s holds
+// An index on a CUDA device, all in device memory: for the exact selector the keys per KV head
+// contiguous [slot][D] in f16/bf16; for the page selector each page's elementwise key min and
+// max only (its selection reads nothing else, so it keeps no keys). Slot s holds
 // position s until the first update; from then on (exact selector only) each slot's position
 // is kept on the device too, and appends continue from next_position. All of it comes from
 // the DeviceMemory of the index's context and goes back to it at index_destroy.
@@ -27,7 +28,7 @@ struct sa_plugin_index {
   // before the outgrown storage goes back (that selection may still be reading it).
   mutable std::atomic<bool> read_elsewhere{false};
   int64_t size = 0, capacity = 0;
-  void *keys = nullptr;                      // [heads][capacity][dim]
+  void *keys = nullptr;                      // [heads][capacity][dim]; exact selector only
   void *page_min = nullptr, *page_max = nullptr;  // [heads][capacity / page][dim]
   int64_t *positions = nullptr;  // [capacity] once updated; null: slot s holds position s
   int64_t next_position = 0;     // of the next appended key
