@@ -21,15 +21,6 @@ namespace {
 // large budgets cheap: K=2048 at 128K keys rescores 4096 (3%).
 constexpr int64_t kRefineReserveKeys = 2048;
 
-// Bound scores of rows of int8 codes with one scale per row, for any number of query heads.
-void score_codes_grouped(const KernelTable &k, const int16_t *q, int64_t q_heads, int64_t D, const int8_t *rows,
-                         const float *scale, int64_t n, float *scores, int64_t ld) {
-  for (int64_t g0 = 0; g0 < q_heads; g0 += kMaxGroup) {
-    const int g = int(std::min<int64_t>(kMaxGroup, q_heads - g0));
-    k.score_rows_i8(q + g0 * D, g, int(D), rows, scale, n, scores + g0 * ld, ld);
-  }
-}
-
 // Bound rows up to this width are one SIMD kernel pass (the kernels' largest vectorised row).
 constexpr int64_t kJointRowMax = 256;
 
@@ -285,8 +276,8 @@ void PageSelector::select(const sa_context &ctx, const SelectRequest &req) const
     const float *scale = scales_[size_t(kv)].data() + p0, *mag = magnitudes_[size_t(kv)].data() + p0;
     float *b = bound.data() + t * G * n_pages + p0;
     if (joint_) {  // rows [centre | radius] against [q | |q|]: the bound in one pass
-      score_codes_grouped(*ctx.kernels, ls.q_codes.data(), G, 2 * D, centres_[size_t(kv)].data() + p0 * 2 * D, scale,
-                          np, b, n_pages);
+      score_page_bounds(*ctx.kernels, ls.q_codes.data(), ls.q_scale.data(), G, 2 * D,
+                        centres_[size_t(kv)].data() + p0 * 2 * D, scale, mag, np, b, n_pages);
     } else {  // rows of D centre codes against the q codes, then radius codes against the |q| codes
       std::vector<float> &rd = scratch[size_t(slot)].radius_dot;
       std::vector<int16_t> &half = scratch[size_t(slot)].codes;
@@ -299,12 +290,11 @@ void PageSelector::select(const sa_context &ctx, const SelectRequest &req) const
         score_codes_grouped(*ctx.kernels, half.data(), G, D, rows, scale, np, part == 0 ? b : rd.data(),
                             part == 0 ? n_pages : np);
       }
-      for (int64_t g = 0; g < G; ++g)
-        for (int64_t p = 0; p < np; ++p) b[g * n_pages + p] += rd[size_t(g * np + p)];
-    }
-    for (int64_t g = 0; g < G; ++g) {
-      const float qs = ls.q_scale[size_t(g)];
-      for (int64_t p = 0; p < np; ++p) b[g * n_pages + p] = page_upper_bound(b[g * n_pages + p], mag[p], qs);
+      for (int64_t g = 0; g < G; ++g) {
+        const float qs = ls.q_scale[size_t(g)];
+        for (int64_t p = 0; p < np; ++p)
+          b[g * n_pages + p] = page_upper_bound(b[g * n_pages + p] + rd[size_t(g * np + p)], mag[p], qs);
+      }
     }
     for (int64_t p = 0; p < np; ++p)
       if (!usable(ls, p0 + p))
