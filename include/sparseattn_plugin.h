@@ -162,6 +162,35 @@ typedef struct sa_plugin_select_args {
     int64_t num_pages;
 } sa_plugin_select_args;
 
+/* sa_select_batch on device indexes (sa_plugin_api.select_batch): indexes
+ * [n_seqs] of the plugin, on one device; sequence b's query queries[b]
+ * ([n_seqs, H_q, D]) at the host value query_positions[b], its output row
+ * indices[b] (I32 [n_seqs, H_kv, width]), both on that device. The other
+ * fields as in sa_plugin_select_args; page_table (or NULL) is row b at
+ * page_table + b * page_table_row_stride. The plugin sets served = 1 when it
+ * queued the whole batch, or leaves it 0, having queued nothing, for requests
+ * it does not batch: the core then selects sequence by sequence. */
+typedef struct sa_plugin_select_batch_args {
+    size_t struct_size;
+    sa_plugin_index *const *indexes;
+    int64_t n_seqs;
+    const int64_t *query_positions;
+    const sa_tensor *queries;
+    sa_tensor *indices;
+    int32_t top_k;
+    int32_t window;
+    int32_t sinks;
+    float scale;            /* > 0 */
+    void *stream;
+    const void *owner;
+    const int32_t *page_table;
+    int64_t page_table_row_stride;
+    int64_t page_table_stride;
+    int64_t page_size;
+    int64_t num_pages;
+    int32_t served;         /* out */
+} sa_plugin_select_batch_args;
+
 /* sa_index_update on a device index: refills n slots with keys [n, H_kv, D]
  * (on the index's device) at token positions. slots and positions are host
  * arrays the core checked (slots distinct and < the index's size, positions
@@ -283,6 +312,9 @@ typedef struct sa_plugin_api {
     /* Appended; optional: without it the core refuses sa_attend_paged on
      * device tensors. One launch (and its split merge) for the whole batch. */
     sa_status (*attend_paged)(const sa_plugin_attend_paged_args *args);
+    /* Appended; optional: without it the core runs sa_select_batch on device
+     * indexes as one selection per sequence. */
+    sa_status (*select_batch)(sa_plugin_select_batch_args *args);
 } sa_plugin_api;
 
 /* The entry point. abi_version: the version the core speaks. out->struct_size

@@ -49,9 +49,10 @@ void check_select_shapes(const TensorView &queries, const TensorView &indices, c
   expect_distinct_elements(indices, "indices");
 }
 
-// sa_select_batch on device indexes: one selection per sequence on its index (the device
-// kernels select for one index at a time), each writing its query's row of indices, through
-// the page table when kv is given. Every check is made before the first selection is queued.
+// sa_select_batch on device indexes: the whole batch in one plugin call where the plugin
+// batches it (page indexes), else one selection per sequence on its index, each writing its
+// query's row of indices, through the page table when kv is given. Every check is made before
+// the first selection is queued.
 void select_batch_on_device(sa_index *const *indexes, int64_t n_seqs, const sa_tensor *queries,
                             const sa_tensor *query_starts, const sa_select_options &o, const sa_paged_kv *kv,
                             sa_tensor *indices) {
@@ -91,6 +92,17 @@ void select_batch_on_device(sa_index *const *indexes, int64_t n_seqs, const sa_t
         fail(SA_ERR_SHAPE, "indexes[%lld] holds %lld slots, beyond the %lld tokens its page table row can hold",
              (long long)b, (long long)indexes[b]->backend->size(), (long long)capacity);
   }
+  SelectCall whole;
+  whole.opt = o;
+  whole.queries = q;
+  whole.indices = out;
+  if (t.page_table.rank) {
+    whole.page_table = t.page_table.ptr<const int32_t>();
+    whole.page_table_stride = t.page_table.stride[1];
+    whole.page_size = t.page_size;
+    whole.num_pages = t.num_pages;
+  }
+  if (select_batch_on_plugin(indexes, n_seqs, whole, t.page_table.rank ? t.page_table.stride[0] : 0)) return;
   for (int64_t b = 0; b < n_seqs; ++b) {
     SelectCall call;
     call.opt = o;

@@ -88,11 +88,21 @@ class DeviceIndex final : public IndexBackend {
     fail(SA_ERR_UNSUPPORTED, "ix lives on CUDA device %d, where indexes cannot be cloned yet", int(device_id_));
   }
 
-  void select(const SelectCall &call) const override {
-    const sa_select_options &o = call.opt;
+ private:
+  void check_device_options(const sa_select_options &o) const {
     if (o.mass_target > 0.f || o.per_query_head || o.query_positions || o.query_segments)
       fail(SA_ERR_UNSUPPORTED, "ix lives on CUDA device %d, which selects without opt->mass_target, "
            "opt->per_query_head, opt->query_positions and segments (leave them 0/NULL)", int(device_id_));
+  }
+  float scale(const sa_select_options &o) const {
+    return o.scale > 0.f ? o.scale : 1.f / std::sqrt(float(opt_.head_dim));
+  }
+
+ public:
+
+  void select(const SelectCall &call) const override {
+    const sa_select_options &o = call.opt;
+    check_device_options(o);
     const int64_t n_q = call.queries.shape[0];
     if (n_q == 0) return;
     sa_tensor tq = describe(call.queries), tidx = describe(call.indices);
@@ -103,7 +113,7 @@ class DeviceIndex final : public IndexBackend {
     a.top_k = o.top_k;
     a.window = o.window;
     a.sinks = o.sinks;
-    a.scale = o.scale > 0.f ? o.scale : 1.f / std::sqrt(float(opt_.head_dim));
+    a.scale = scale(o);
     a.first_query_position = max_position_ - n_q + 1;
     a.stream = call_stream(ctx_, o.cuda_stream);
     a.owner = &ctx_;  // its buffers go with the index's context (sa_context_destroy)
@@ -117,6 +127,44 @@ class DeviceIndex final : public IndexBackend {
     check_plugin(plugin_, plugin_.api.select(index_, &a), "CUDA selection");
   }
 
+  // sa_select_batch with this index first: the whole batch in one plugin call when every index
+  // is this plugin's, in this context, and the plugin batches the request; false (nothing
+  // queued) otherwise. call holds every sequence's query and output row; its page table is row
+  // 0, row b at b * table_row_stride.
+  bool select_batch(sa_index *const *indexes, int64_t n_seqs, const SelectCall &call, int64_t table_row_stride) const {
+    if (!plugin_.api.select_batch) return false;
+    check_device_options(call.opt);
+    std::vector<sa_plugin_index *> made(static_cast<size_t>(n_seqs));
+    std::vector<int64_t> positions(static_cast<size_t>(n_seqs));
+    for (int64_t b = 0; b < n_seqs; ++b) {
+      const auto *ix = dynamic_cast<const DeviceIndex *>(indexes[b]->backend.get());
+      if (!ix || &ix->ctx_ != &ctx_ || &ix->plugin_ != &plugin_) return false;
+      made[size_t(b)] = ix->index_;
+      positions[size_t(b)] = ix->max_position_;  // one query per sequence, at the index's last position
+    }
+    sa_tensor tq = describe(call.queries), tidx = describe(call.indices);
+    sa_plugin_select_batch_args a{};
+    a.struct_size = sizeof a;
+    a.indexes = made.data();
+    a.n_seqs = n_seqs;
+    a.query_positions = positions.data();
+    a.queries = &tq;
+    a.indices = &tidx;
+    a.top_k = call.opt.top_k;
+    a.window = call.opt.window;
+    a.sinks = call.opt.sinks;
+    a.scale = scale(call.opt);
+    a.stream = call_stream(ctx_, call.opt.cuda_stream);
+    a.owner = &ctx_;
+    a.page_table = call.page_table;
+    a.page_table_row_stride = table_row_stride;
+    a.page_table_stride = call.page_table_stride;
+    a.page_size = call.page_size;
+    a.num_pages = call.num_pages;
+    check_plugin(plugin_, plugin_.api.select_batch(&a), "CUDA batch selection");
+    return a.served != 0;
+  }
+
  private:
   const sa_index_options opt_;
   const sa_context &ctx_;
@@ -128,6 +176,12 @@ class DeviceIndex final : public IndexBackend {
 };
 
 }  // namespace
+
+bool select_batch_on_plugin(sa_index *const *indexes, int64_t n_seqs, const SelectCall &call,
+                            int64_t table_row_stride) {
+  const auto *first = n_seqs > 0 ? dynamic_cast<const DeviceIndex *>(indexes[0]->backend.get()) : nullptr;
+  return first && first->select_batch(indexes, n_seqs, call, table_row_stride);
+}
 
 std::unique_ptr<IndexBackend> make_device_backend(const sa_index_options &opt, const sa_context &ctx,
                                                   int32_t device_id) {

@@ -57,6 +57,13 @@ class IndexBackend {
 // A CPU selector for opt (validated), reading ctx's kernels and threads.
 std::unique_ptr<IndexBackend> make_cpu_backend(const sa_index_options &opt, const sa_context &ctx);
 
+// sa_select_batch on device indexes (checked by the caller), one query per sequence, in one
+// call of the plugin for the whole batch: call holds all queries and output rows, its page
+// table (or nullptr) is sequence 0's row, sequence b's at b * table_row_stride. false, with
+// nothing queued, where the plugin does not batch the request (the caller selects per sequence).
+bool select_batch_on_plugin(sa_index *const *indexes, int64_t n_seqs, const SelectCall &call,
+                            int64_t table_row_stride);
+
 // The plugin's index for opt on CUDA device device_id.
 std::unique_ptr<IndexBackend> make_device_backend(const sa_index_options &opt, const sa_context &ctx,
                                                   int32_t device_id);

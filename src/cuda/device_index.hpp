@@ -45,5 +45,8 @@ void index_destroy(sa_plugin_index *ix);
 void index_append(sa_plugin_index &ix, const sa_tensor &keys);
 void index_update(sa_plugin_index &ix, const sa_plugin_update_args &a);
 void index_select(const sa_plugin_index &ix, const sa_plugin_select_args &a);
+// sa_select_batch in a few launches for the whole batch; false (nothing queued) when it does
+// not serve the request.
+bool index_select_batch(const sa_plugin_select_batch_args &a);
 
 }  // namespace sacuda

@@ -11,6 +11,8 @@
 #include <cub/block/block_reduce.cuh>
 #include <cub/block/block_scan.cuh>
 
+#include <type_traits>
+
 #include "core/visibility.hpp"
 #include "device_index.hpp"
 #include "half_vec.cuh"
@@ -99,14 +101,15 @@ __device__ __forceinline__ float reduce_spread(float (&v)[N], int lane) {
 // instead of two products, a max and a sum. With row_max, each block raises
 // row_max[query][head][g] (order_bits) to the largest score it wrote. MAXG >= G bounds the
 // group; heads past G have zero queries and are not written.
+// One block's rows of query i and head h: scores_q is the query's [H][G][n_rows], row_max_q
+// its [H][G] (or null).
 template <class T, int D, int MODE, int MAXG>
-__global__ void __launch_bounds__(kThreads) row_scores_kernel(const Common c, const uint16_t *rows_a,
-                                                              const uint16_t *rows_b, int64_t head_stride,
-                                                              int64_t n_rows, int item, float *scores,
-                                                              unsigned *row_max) {
+__device__ __forceinline__ void row_scores(const Common &c, int i, int h, const uint16_t *rows_a,
+                                           const uint16_t *rows_b, int64_t head_stride, int64_t n_rows, int item,
+                                           float *scores_q, unsigned *row_max_q) {
   constexpr int L = D / 8, SLOTS = kThreads / L;
   static_assert(MAXG <= L, "one lane per group member after the reduction");
-  const int h = blockIdx.y, i = blockIdx.z, tid = threadIdx.x, slot = tid / L, lane = tid % L;
+  const int tid = threadIdx.x, slot = tid / L, lane = tid % L;
   const int my_g = lane / (L / MAXG);                    // the member whose total this lane holds
   const bool writer = lane % (L / MAXG) == 0 && my_g < c.G;
   __shared__ float max_s[SLOTS][MAXG];
@@ -122,7 +125,7 @@ __global__ void __launch_bounds__(kThreads) row_scores_kernel(const Common c, co
   candidate_range(c, i, lo, hi);
   const int64_t visible_end = c.first_pos + i;  // last visible slot
   const int64_t r0 = int64_t(blockIdx.x) * SLOTS * 8;
-  float *out = scores + ((int64_t(i) * c.H + h) * c.G + my_g) * n_rows;
+  float *out = scores_q + (int64_t(h) * c.G + my_g) * n_rows;
   for (int step = 0; step < 8; step += kScoreUnroll) {
     uint4 a[kScoreUnroll], b[kScoreUnroll];
 #pragma unroll
@@ -166,14 +169,59 @@ __global__ void __launch_bounds__(kThreads) row_scores_kernel(const Common c, co
       if (r < n_rows && writer) out[r] = sc;
     }
   }
-  if (!row_max) return;
+  if (!row_max_q) return;
   if (writer) max_s[slot][my_g] = best;
   __syncthreads();
   if (tid < c.G) {
     float mx = -INFINITY;
     for (int sl = 0; sl < SLOTS; ++sl) mx = fmaxf(mx, max_s[sl][tid]);
-    if (mx != -INFINITY) atomicMax(&row_max[(int64_t(i) * c.H + h) * c.G + tid], order_bits(mx));
+    if (mx != -INFINITY) atomicMax(&row_max_q[h * c.G + tid], order_bits(mx));
   }
+}
+
+template <class T, int D, int MODE, int MAXG>
+__global__ void __launch_bounds__(kThreads) row_scores_kernel(const Common c, const uint16_t *rows_a,
+                                                              const uint16_t *rows_b, int64_t head_stride,
+                                                              int64_t n_rows, int item, float *scores,
+                                                              unsigned *row_max) {
+  const int i = blockIdx.z;
+  row_scores<T, D, MODE, MAXG>(c, i, blockIdx.y, rows_a, rows_b, head_stride, n_rows, item,
+                               scores + int64_t(i) * c.H * c.G * n_rows, row_max ? row_max + i * c.H * c.G : nullptr);
+}
+
+// sa_select_batch of page indexes, one query per sequence: what differs between sequences,
+// passed as a kernel parameter (no copy to the device, nothing to allocate, and a CUDA graph
+// capture keeps it). Sequence b of a chunk is query b of Common, whose first_pos and n are
+// replaced by the sequence's.
+constexpr int kBatchChunk = 64;  // sequences per launch: the table stays within 4 KB of parameters
+struct BatchSeq {
+  const uint16_t *lo, *hi;  // page min / max of the index, [H][head_stride][D]
+  int64_t head_stride;
+  int64_t n;                // slots
+  int64_t position;         // of the query
+  int64_t scores_off;       // floats before the sequence's [H][G][pages] scores
+};
+struct BatchTable {
+  BatchSeq s[kBatchChunk];
+};
+
+__device__ __forceinline__ Common sequence_common(const Common &c, const BatchSeq &e, int b) {
+  Common cs = c;
+  cs.n = e.n;
+  cs.first_pos = e.position - b;  // query b sits at first_pos + b
+  return cs;
+}
+
+// Grid (page chunk, KV head, sequence): blocks past a shorter sequence's pages return at once.
+template <class T, int D, int MAXG>
+__global__ void __launch_bounds__(kThreads) batch_bounds_kernel(const Common c, const BatchTable t, int item,
+                                                                float *scores, unsigned *row_max) {
+  const int b = blockIdx.z;
+  const BatchSeq &e = t.s[b];
+  const int64_t n_rows = (e.n + item - 1) / item;
+  if (int64_t(blockIdx.x) * (kThreads / (D / 8)) * 8 >= n_rows) return;
+  row_scores<T, D, 1, MAXG>(sequence_common(c, e, b), b, blockIdx.y, e.lo, e.hi, e.head_stride, n_rows, item,
+                            scores + e.scores_off, row_max + b * c.H * c.G);
 }
 
 // Per (query, head, group member) row of scores: its max (page) or its log2-sum-exp2 (exact).
@@ -233,11 +281,12 @@ __global__ void mass_kernel(const Common c, const float *scores, const float *no
 // is also assembled in shared memory (after the masses) and copied out at the end, so the
 // chosen pages' slots are not stored one by one to global memory. row_max, when given, is
 // put back to zeros for the next call.
+// The block of query i and KV head h: mass_row its masses (not STAGED), scores_qh its
+// [G][n_items] scores (STAGED), row_max_qh its [G] maxima or null, o_global its output row.
 template <bool STAGED>
-__global__ void __launch_bounds__(kTopThreads) top_items_kernel(const Common c, const float *mass, const float *scores,
-                                                                unsigned *row_max, int64_t n_items, int item,
-                                                                int64_t n_sel, int32_t *out, int64_t o_s0,
-                                                                int64_t o_s1, int64_t o_s2, int64_t width) {
+__device__ __forceinline__ void top_items(const Common &c, int i, int h, const float *mass_row,
+                                          const float *scores_qh, unsigned *row_max_qh, int64_t n_items, int item,
+                                          int64_t n_sel, int32_t *o_global, int64_t o_s2, int64_t width) {
   using Scan = cub::BlockScan<int, kTopThreads>;
   extern __shared__ float staged_s[];
   __shared__ typename Scan::TempStorage scan_tmp;
@@ -247,8 +296,7 @@ __global__ void __launch_bounds__(kTopThreads) top_items_kernel(const Common c, 
   __shared__ bool all_s;
   __shared__ int total_s;
   __shared__ float norm_s[kMaxGroup];
-  const int h = blockIdx.x, i = blockIdx.y, tid = threadIdx.x;
-  int32_t *o_global = out + i * o_s0 + h * o_s1;
+  const int tid = threadIdx.x;
   int32_t *o_staged = reinterpret_cast<int32_t *>(staged_s + n_items);
   // Entry `at` of the output row (at < width).
   auto put = [&](int64_t at, int32_t value) {
@@ -258,13 +306,12 @@ __global__ void __launch_bounds__(kTopThreads) top_items_kernel(const Common c, 
   int64_t lo, hi;
   candidate_range(c, i, lo, hi);
   const int64_t pos = c.first_pos + i;
-  const int64_t row_base = (int64_t(i) * c.H + h) * c.G;
 
   if (tid == 0) total_s = 0;
-  if (row_max && tid < c.G) norm_s[tid] = from_order_bits(row_max[row_base + tid]);
+  if (row_max_qh && tid < c.G) norm_s[tid] = from_order_bits(row_max_qh[tid]);
   __syncthreads();
-  if (row_max && tid < c.G) row_max[row_base + tid] = 0u;  // read: zero for the next call
-  const float *row = mass + (int64_t(i) * c.H + h) * n_items;
+  if (row_max_qh && tid < c.G) row_max_qh[tid] = 0u;  // read: zero for the next call
+  const float *row = mass_row;
   int mine = 0;
   if (STAGED) {
     // kIpt items a thread at a time, each group member's scores loaded together.
@@ -274,7 +321,7 @@ __global__ void __launch_bounds__(kTopThreads) top_items_kernel(const Common c, 
       for (int k = 0; k < kIpt; ++k) m[k] = 0.f;
       for (int g = 0; g < c.G; ++g) {
         const float nv = norm_s[g];
-        const float *sg = scores + (row_base + g) * n_items;
+        const float *sg = scores_qh + int64_t(g) * n_items;
         float sc[kIpt];
 #pragma unroll
         for (int k = 0; k < kIpt; ++k) {
@@ -465,6 +512,29 @@ __global__ void __launch_bounds__(kTopThreads) top_items_kernel(const Common c, 
   }
 }
 
+template <bool STAGED>
+__global__ void __launch_bounds__(kTopThreads) top_items_kernel(const Common c, const float *mass, const float *scores,
+                                                                unsigned *row_max, int64_t n_items, int item,
+                                                                int64_t n_sel, int32_t *out, int64_t o_s0,
+                                                                int64_t o_s1, int64_t o_s2, int64_t width) {
+  const int h = blockIdx.x, i = blockIdx.y;
+  const int64_t qh = int64_t(i) * c.H + h;
+  top_items<STAGED>(c, i, h, mass + qh * n_items, scores + qh * c.G * n_items, row_max ? row_max + qh * c.G : nullptr,
+                    n_items, item, n_sel, out + i * o_s0 + h * o_s1, o_s2, width);
+}
+
+// sa_select_batch of page indexes: one staged block per (KV head, sequence).
+__global__ void __launch_bounds__(kTopThreads) batch_top_kernel(const Common c, const BatchTable t, float *scores,
+                                                                unsigned *row_max, int item, int64_t n_sel,
+                                                                int32_t *out, int64_t o_s0, int64_t o_s1,
+                                                                int64_t o_s2, int64_t width) {
+  const int h = blockIdx.x, b = blockIdx.y;
+  const BatchSeq &e = t.s[b];
+  const int64_t n_items = (e.n + item - 1) / item;
+  top_items<true>(sequence_common(c, e, b), b, h, nullptr, scores + e.scores_off + int64_t(h) * c.G * n_items,
+                  row_max + (b * c.H + h) * c.G, n_items, item, n_sel, out + b * o_s0 + h * o_s1, o_s2, width);
+}
+
 template <class T, int MODE, int MAXG>
 void launch_scores_g(const Common &c, const uint16_t *a, const uint16_t *b, int64_t head_stride, int64_t n_rows,
                      int item, float *scores, unsigned *row_max, cudaStream_t s) {
@@ -498,8 +568,10 @@ void launch_scores(const Common &c, const uint16_t *a, const uint16_t *b, int64_
 // sa_select_batch over a paged cache: each chosen slot j of the sequence becomes the physical
 // slot its page table row gives (-1 where the page is out of range: never read through).
 __global__ void to_physical_kernel(int32_t *o, int64_t s0, int64_t s1, int64_t s2, int rows_per_q, int64_t width,
-                                   const int32_t *table, int64_t t_s, int64_t page_size, int64_t num_pages) {
+                                   const int32_t *table, int64_t t_s0, int64_t t_s, int64_t page_size,
+                                   int64_t num_pages) {
   const int64_t n = rows_per_q * width;  // entries of one query (blockIdx.y)
+  table += blockIdx.y * t_s0;            // its page table row
   for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < n; e += int64_t(gridDim.x) * blockDim.x) {
     const int64_t r = e / width, c = e % width;
     int32_t &x = o[blockIdx.y * s0 + r * s1 + c * s2];
@@ -507,6 +579,17 @@ __global__ void to_physical_kernel(int32_t *o, int64_t s0, int64_t s1, int64_t s
     const int64_t page = table[(x / page_size) * t_s];
     x = page >= 0 && page < num_pages ? int32_t(page * page_size + x % page_size) : -1;
   }
+}
+
+constexpr size_t kStaticTop = 16 * 1024;  // the top kernel's own shared memory (12.5 KB), rounded up
+
+// Opts kernel into dynamic shared memory beyond 48 KB (once per device, in opted).
+template <class K>
+void allow_staged_shared(K kernel, int (&opted)[64], int device, size_t staged_bytes) {
+  if (staged_bytes + kStaticTop <= 48 * 1024 || (device < 64 && opted[device] >= int(staged_bytes))) return;
+  const int most = max_shared_per_block(device) - int(kStaticTop);
+  check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, most), "cudaFuncSetAttribute");
+  if (device < 64) opted[device] = most;
 }
 
 void order_after_appends(const sa_plugin_index &ix, cudaStream_t stream) {
@@ -552,7 +635,6 @@ void index_select(const sa_plugin_index &ix, const sa_plugin_select_args &a) {
   const int64_t n_sel = page ? (a.top_k / item > 0 ? a.top_k / item : 1) : a.top_k;
   const size_t rows = size_t(n_q) * H * G;
   const size_t staged_bytes = size_t(n_items) * sizeof(float) + size_t(out.shape[2]) * sizeof(int32_t);
-  constexpr size_t kStaticTop = 16 * 1024;  // the top kernel's own shared memory (12.5 KB), rounded up
   // Staged: the masses and the output row in shared memory.
   const bool staged = page && staged_bytes + kStaticTop <= size_t(max_shared_per_block(ix.device));
   const size_t scores_bytes = rows * size_t(n_items) * sizeof(float);
@@ -587,13 +669,8 @@ void index_select(const sa_plugin_index &ix, const sa_plugin_select_args &a) {
   }
   int32_t *o = static_cast<int32_t *>(out.data);
   if (staged) {
-    static int opted[64] = {};  // dynamic shared memory beyond 48 KB, opted into per device
-    if (staged_bytes + kStaticTop > 48 * 1024 && (ix.device >= 64 || opted[ix.device] < int(staged_bytes))) {
-      check_cuda(cudaFuncSetAttribute(top_items_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                      max_shared_per_block(ix.device) - int(kStaticTop)),
-                 "cudaFuncSetAttribute");
-      if (ix.device < 64) opted[ix.device] = max_shared_per_block(ix.device) - int(kStaticTop);
-    }
+    static int opted[64] = {};
+    allow_staged_shared(top_items_kernel<true>, opted, ix.device, staged_bytes);
     top_items_kernel<true><<<dim3(H, n_q), kTopThreads, staged_bytes, stream>>>(
         c, mass, scores, row_max, n_items, item, n_sel, o, out.strides[0], out.strides[1], out.strides[2], out.shape[2]);
   } else {
@@ -606,10 +683,114 @@ void index_select(const sa_plugin_index &ix, const sa_plugin_select_args &a) {
     const int64_t per_q = out.shape[1] * out.shape[2];
     const unsigned blocks = unsigned((per_q + 255) / 256 < 64 ? (per_q + 255) / 256 : 64);
     to_physical_kernel<<<dim3(blocks, n_q), 256, 0, stream>>>(o, out.strides[0], out.strides[1], out.strides[2],
-                                                             int(out.shape[1]), out.shape[2], a.page_table,
+                                                             int(out.shape[1]), out.shape[2], a.page_table, 0,
                                                              a.page_table_stride, a.page_size, a.num_pages);
     check_cuda(cudaGetLastError(), "physical slot launch");
   }
+}
+
+// Page indexes, one query per sequence: per chunk of kBatchChunk sequences the bounds of every
+// sequence's pages in one launch, the staged top-k in one, the page tables in one. What it does
+// not serve (exact indexes, differing heads / dims / page sizes / dtypes / devices, groups
+// beyond kMaxGroup, a longest sequence whose masses do not fit in shared memory) returns false
+// before anything is queued: the caller selects per sequence then.
+bool index_select_batch(const sa_plugin_select_batch_args &a) {
+  const int64_t n_seqs = a.n_seqs;
+  if (n_seqs < 1) return false;
+  const sa_plugin_index &first = *a.indexes[0];
+  const sa_tensor &q = *a.queries, &out = *a.indices;
+  const int H = first.heads, G = int(q.shape[1] / H), item = first.page;
+  if (first.kind != SA_SELECTOR_PAGE || G > kMaxGroup) return false;
+  int64_t max_items = 0, total_items = 0;
+  for (int64_t b = 0; b < n_seqs; ++b) {
+    const sa_plugin_index &ix = *a.indexes[b];
+    if (ix.kind != SA_SELECTOR_PAGE || ix.heads != H || ix.dim != first.dim || ix.page != item ||
+        ix.dtype != first.dtype || ix.device != first.device || ix.positions)
+      return false;
+    const int64_t items = (ix.size + item - 1) / item;
+    max_items = items > max_items ? items : max_items;
+    total_items += items;
+  }
+  const size_t staged_bytes = size_t(max_items) * sizeof(float) + size_t(out.shape[2]) * sizeof(int32_t);
+  if (staged_bytes + kStaticTop > size_t(max_shared_per_block(first.device))) return false;
+  if (n_seqs * H * G > int64_t(INT32_MAX)) return false;
+
+  DeviceGuard guard(first.device);
+  cudaStream_t stream = static_cast<cudaStream_t>(a.stream);
+  for (int64_t b = 0; b < n_seqs; ++b)
+    if (a.indexes[b]->stream != stream && a.indexes[b]->size > 0) order_after_appends(*a.indexes[b], stream);
+  const StreamBuffers buf = stream_buffers(a.owner, first.device, stream, size_t(n_seqs) * H * G * sizeof(unsigned),
+                                           size_t(total_items) * H * G * sizeof(float));
+  Common c{};
+  c.q_s0 = q.strides[0];
+  c.q_s1 = q.strides[1];
+  c.q_s2 = q.strides[2];
+  c.q_dtype = q.dtype;
+  c.H = H;
+  c.G = G;
+  c.D = first.dim;
+  c.sinks = a.sinks;
+  c.window = a.window;
+  c.scale_log2 = a.scale * kLog2e;
+  const int64_t n_sel = a.top_k / item > 0 ? a.top_k / item : 1;
+  const int rows_per_block = (kThreads / (c.D / 8)) * 8;
+  const size_t q_elem = q.dtype == SA_DTYPE_F32 ? 4 : 2;
+  static int opted[64] = {};
+  allow_staged_shared(batch_top_kernel, opted, first.device, staged_bytes);
+  int64_t scores_before = 0;
+  for (int64_t c0 = 0; c0 < n_seqs; c0 += kBatchChunk) {
+    const int count = int(n_seqs - c0 < kBatchChunk ? n_seqs - c0 : kBatchChunk);
+    BatchTable t{};
+    int64_t chunk_items = 0, chunk_max = 0;
+    for (int b = 0; b < count; ++b) {
+      const sa_plugin_index &ix = *a.indexes[c0 + b];
+      const int64_t items = (ix.size + item - 1) / item;
+      t.s[b] = BatchSeq{static_cast<const uint16_t *>(ix.page_min), static_cast<const uint16_t *>(ix.page_max),
+                        ix.capacity / item, ix.size, a.query_positions[c0 + b], chunk_items * H * G};
+      chunk_items += items;
+      chunk_max = items > chunk_max ? items : chunk_max;
+    }
+    c.q = static_cast<const char *>(q.data) + c0 * q.strides[0] * int64_t(q_elem);
+    c.n_q = count;
+    float *scores = static_cast<float *>(buf.scratch) + scores_before * H * G;
+    unsigned *row_max = static_cast<unsigned *>(buf.zeroed) + c0 * H * G;
+    int32_t *o = static_cast<int32_t *>(out.data) + c0 * out.strides[0];
+    if (chunk_max > 0) {
+      const dim3 grid(unsigned((chunk_max + rows_per_block - 1) / rows_per_block), H, count);
+      const bool f16 = first.dtype == SA_DTYPE_F16;
+      auto launch = [&](auto group) {
+        constexpr int MG = decltype(group)::value;
+        if (c.D == 64)
+          f16 ? batch_bounds_kernel<F16, 64, MG><<<grid, kThreads, 0, stream>>>(c, t, item, scores, row_max)
+              : batch_bounds_kernel<BF16, 64, MG><<<grid, kThreads, 0, stream>>>(c, t, item, scores, row_max);
+        else if (c.D == 128)
+          f16 ? batch_bounds_kernel<F16, 128, MG><<<grid, kThreads, 0, stream>>>(c, t, item, scores, row_max)
+              : batch_bounds_kernel<BF16, 128, MG><<<grid, kThreads, 0, stream>>>(c, t, item, scores, row_max);
+        else
+          f16 ? batch_bounds_kernel<F16, 256, MG><<<grid, kThreads, 0, stream>>>(c, t, item, scores, row_max)
+              : batch_bounds_kernel<BF16, 256, MG><<<grid, kThreads, 0, stream>>>(c, t, item, scores, row_max);
+      };
+      if (G == 1) launch(std::integral_constant<int, 1>{});
+      else if (G == 2) launch(std::integral_constant<int, 2>{});
+      else if (G <= 4) launch(std::integral_constant<int, 4>{});
+      else launch(std::integral_constant<int, kMaxGroup>{});
+      check_cuda(cudaGetLastError(), "batch selection bounds launch");
+    }
+    batch_top_kernel<<<dim3(H, count), kTopThreads, staged_bytes, stream>>>(
+        c, t, scores, row_max, item, n_sel, o, out.strides[0], out.strides[1], out.strides[2], out.shape[2]);
+    check_cuda(cudaGetLastError(), "batch top-k launch");
+    if (a.page_table && out.shape[2] > 0) {
+      const int64_t per_q = out.shape[1] * out.shape[2];
+      const unsigned blocks = unsigned((per_q + 255) / 256 < 64 ? (per_q + 255) / 256 : 64);
+      to_physical_kernel<<<dim3(blocks, count), 256, 0, stream>>>(
+          o, out.strides[0], out.strides[1], out.strides[2], int(out.shape[1]), out.shape[2],
+          a.page_table + c0 * a.page_table_row_stride, a.page_table_row_stride, a.page_table_stride, a.page_size,
+          a.num_pages);
+      check_cuda(cudaGetLastError(), "batch physical slot launch");
+    }
+    scores_before += chunk_items;
+  }
+  return true;
 }
 
 }  // namespace sacuda

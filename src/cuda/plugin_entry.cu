@@ -114,6 +114,10 @@ sa_status table_attend_paged(const sa_plugin_attend_paged_args *a) {
   return guarded([&] { attend_paged(*a); });
 }
 
+sa_status table_select_batch(sa_plugin_select_batch_args *a) {
+  return guarded([&] { a->served = index_select_batch(*a) ? 1 : 0; });
+}
+
 }  // namespace
 }  // namespace sacuda
 
@@ -140,6 +144,7 @@ extern "C" SA_PLUGIN_EXPORT sa_status sa_plugin_init(uint32_t abi_version, sa_pl
   t.evict = sacuda::table_evict;
   t.set_allocator = sacuda::table_set_allocator;
   t.attend_paged = sacuda::table_attend_paged;
+  t.select_batch = sacuda::table_select_batch;
   const size_t n = out->struct_size < sizeof t ? out->struct_size : sizeof t;
   t.struct_size = n;
   std::memcpy(out, &t, n);

@@ -420,11 +420,12 @@ TEST(CudaPaged, UnsupportedRequestsAreRefused) {
 
 namespace {
 
-// sa_select_batch on device indexes (page with refine 0, exact) over a paged cache: each
-// sequence's row equals sa_select on its own index, mapped through its page table row here
-// (a page out of range gives -1); the result feeds sa_attend_paged directly.
-void check_select_batch(Ctx &c, sa_selector_kind kind) {
-  PagedCase pc{SA_DTYPE_BF16, 128, 8, 2, 16, {3000, 0, 700, 4099, 129}, 1, 0, false, false, false};
+// sa_select_batch on device indexes (page with refine 0: batched in the plugin; exact: per
+// sequence) over a paged cache: each sequence's row equals sa_select on its own index, mapped
+// through its page table row here (a page out of range gives -1); the result feeds
+// sa_attend_paged directly. Sequence 2 must hold at least 64 tokens.
+void check_select_batch(Ctx &c, sa_selector_kind kind, const std::vector<int> &seq_lens) {
+  PagedCase pc{SA_DTYPE_BF16, 128, 8, 2, 16, seq_lens, 1, 0, false, false, false};
   Batch b = make_batch(pc, 12);
   b.table[size_t(2) * b.max_pages + 3] = b.num_pages + 4;  // sequence 2's tokens 48..63: a bad page
   const int B = b.B, top_k = 256, window = 32, sinks = 4, W = top_k + window + sinks;
@@ -492,7 +493,8 @@ void check_select_batch(Ctx &c, sa_selector_kind kind) {
   for (int32_t x : got) physical += x >= 0;
   EXPECT_GT(physical, 2 * W);  // not all padding
   // Refused: several queries per sequence; an index longer than its page table row.
-  std::vector<int32_t> starts = {0, 1, 2, 3, 4, 5};
+  std::vector<int32_t> starts(size_t(B) + 1);
+  std::iota(starts.begin(), starts.end(), 0);
   int32_t *dstarts = to_device(starts);
   sa_tensor st = desc(dstarts, SA_DTYPE_I32, {B + 1}, SA_DEVICE_CUDA);
   EXPECT_EQ(sa_select_batch(ix.data(), B, &gq, &st, &so, &dc.kv, &gsel), SA_ERR_UNSUPPORTED);
@@ -503,14 +505,30 @@ void check_select_batch(Ctx &c, sa_selector_kind kind) {
   cudaFree(dk); cudaFree(dq); cudaFree(dtable); cudaFree(dlens); cudaFree(dsel); cudaFree(dstarts);
 }
 
+// Mixed lengths: empty, one token, shorter than and exactly sinks + window + top_k (292),
+// one page past it, and long ones.
+const std::vector<int> kMixedLens = {3000, 0, 700, 4099, 129, 291, 292, 1, 17, 8191, 308, 16};
+
+// More sequences than one launch's table holds (64), many of them short.
+std::vector<int> many_lens() {
+  std::vector<int> lens(70);
+  for (size_t s = 0; s < lens.size(); ++s) lens[s] = int(s * 389 % 1200);
+  return lens;
+}
+
 TEST(CudaPagedSelect, PageIndexesWriteThroughThePageTable) {
   NEED_GPU(c);
-  check_select_batch(c, SA_SELECTOR_PAGE);
+  check_select_batch(c, SA_SELECTOR_PAGE, kMixedLens);
+}
+
+TEST(CudaPagedSelect, PageIndexesOverSeveralLaunchChunks) {
+  NEED_GPU(c);
+  check_select_batch(c, SA_SELECTOR_PAGE, many_lens());
 }
 
 TEST(CudaPagedSelect, ExactIndexesWriteThroughThePageTable) {
   NEED_GPU(c);
-  check_select_batch(c, SA_SELECTOR_EXACT);
+  check_select_batch(c, SA_SELECTOR_EXACT, kMixedLens);
 }
 
 }  // namespace
