@@ -825,9 +825,11 @@ SA_API sa_status sa_attend_paged(sa_context *ctx, const sa_tensor *q, const sa_t
  * to call concurrently with other selections on the same indexes.
  * Device indexes (all on one device, queries, indices and kv's tensors there
  * too): one query per sequence (query_starts NULL, else SA_ERR_UNSUPPORTED)
- * and what sa_select serves on the device; each sequence is one selection on
- * its index (the kernels select for one index at a time), written through the
- * page table on the device. An index may hold at most max_pages * page_size
+ * and what sa_select serves on the device, written through the page table
+ * on the device. Page indexes of one context (same page size, dtype, heads)
+ * are selected in three launches per 64 sequences for the whole batch; other
+ * batches (exact indexes, mixed kinds or contexts) as one selection per
+ * sequence, with the same result. An index may hold at most max_pages * page_size
  * slots (SA_ERR_SHAPE); the table's entries cannot be read by the core: a page
  * outside [0, num_pages) gives -1 entries (never read). */
 SA_API sa_status sa_select_batch(sa_index *const *indexes, int64_t n_seqs, const sa_tensor *queries,
