@@ -592,6 +592,22 @@ void allow_staged_shared(K kernel, int (&opted)[64], int device, size_t staged_b
   if (device < 64) opted[device] = most;
 }
 
+// What every query of a call shares: the queries' layout, heads and options.
+Common query_common(const sa_tensor &q, int H, int G, int D, int sinks, int window, float scale) {
+  Common c{};
+  c.q_s0 = q.strides[0];
+  c.q_s1 = q.strides[1];
+  c.q_s2 = q.strides[2];
+  c.q_dtype = q.dtype;
+  c.H = H;
+  c.G = G;
+  c.D = D;
+  c.sinks = sinks;
+  c.window = window;
+  c.scale_log2 = scale * kLog2e;
+  return c;
+}
+
 void order_after_appends(const sa_plugin_index &ix, cudaStream_t stream) {
   cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
   check_cuda(cudaStreamIsCapturing(stream, &capture), "cudaStreamIsCapturing");
@@ -612,21 +628,11 @@ void index_select(const sa_plugin_index &ix, const sa_plugin_select_args &a) {
   DeviceGuard guard(ix.device);
   cudaStream_t stream = static_cast<cudaStream_t>(a.stream);
   if (ix.stream != stream && ix.size > 0) order_after_appends(ix, stream);
-  Common c{};
+  Common c = query_common(q, H, G, ix.dim, a.sinks, a.window, a.scale);
   c.q = q.data;
-  c.q_s0 = q.strides[0];
-  c.q_s1 = q.strides[1];
-  c.q_s2 = q.strides[2];
-  c.q_dtype = q.dtype;
   c.n_q = n_q;
-  c.H = H;
-  c.G = G;
-  c.D = ix.dim;
   c.n = ix.size;
   c.first_pos = a.first_query_position;
-  c.sinks = a.sinks;
-  c.window = a.window;
-  c.scale_log2 = a.scale * kLog2e;
   c.pos = ix.positions;
 
   const bool page = ix.kind == SA_SELECTOR_PAGE;
@@ -721,17 +727,7 @@ bool index_select_batch(const sa_plugin_select_batch_args &a) {
     if (a.indexes[b]->stream != stream && a.indexes[b]->size > 0) order_after_appends(*a.indexes[b], stream);
   const StreamBuffers buf = stream_buffers(a.owner, first.device, stream, size_t(n_seqs) * H * G * sizeof(unsigned),
                                            size_t(total_items) * H * G * sizeof(float));
-  Common c{};
-  c.q_s0 = q.strides[0];
-  c.q_s1 = q.strides[1];
-  c.q_s2 = q.strides[2];
-  c.q_dtype = q.dtype;
-  c.H = H;
-  c.G = G;
-  c.D = first.dim;
-  c.sinks = a.sinks;
-  c.window = a.window;
-  c.scale_log2 = a.scale * kLog2e;
+  Common c = query_common(q, H, G, first.dim, a.sinks, a.window, a.scale);  // q, n, positions per chunk
   const int64_t n_sel = a.top_k / item > 0 ? a.top_k / item : 1;
   const int rows_per_block = (kThreads / (c.D / 8)) * 8;
   const size_t q_elem = q.dtype == SA_DTYPE_F32 ? 4 : 2;
