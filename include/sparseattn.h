@@ -700,7 +700,8 @@ typedef struct sa_attend_options {
      * key_positions (both set: SA_ERR_INVALID_ARGUMENT). Default query positions
      * count back from the largest position any head holds. slot_mass must then
      * be [H_kv, n_kv] (a row summed over heads would mix tokens: SA_ERR_SHAPE).
-     * CPU, sa_attend only (CUDA tensors and sa_attend_paged: SA_ERR_UNSUPPORTED). */
+     * With sa_attend_paged the rows are physical slots (n_kv = num_pages *
+     * page_size), see there. CPU only (CUDA tensors: SA_ERR_UNSUPPORTED). */
     const int64_t *head_key_positions;
 } sa_attend_options;
 
@@ -785,8 +786,15 @@ typedef struct sa_paged_kv {
  *   slot's position when slot_positions is given; without it, sparse entries
  *   are taken as given (the selection already applied the causal limit).
  *   opt->key_positions must be NULL (slot_positions replaces it).
+ *   Per-KV-head eviction: opt->head_key_positions, I64 [H_kv, num_pages *
+ *   page_size] contiguous, the position physical slot s holds in KV head h at
+ *   [h * num_pages * page_size + s] (-1: empty in that head, never attended);
+ *   it replaces kv->slot_positions (both given: SA_ERR_INVALID_ARGUMENT).
+ *   Causal then masks dense and sparse keys by each head's positions, and
+ *   default query positions count back from the largest position any head
+ *   holds in the sequence's slots (as sa_attend does over its rows).
  *   opt->slot_mass is over physical slots: F32 [H_kv, num_pages * page_size]
- *   or [num_pages * page_size].
+ *   or [num_pages * page_size] ([H_kv, ...] with head_key_positions).
  * out: [n_q, H_q, D]; lse: optional F32 [n_q, H_q]. A sequence of length 0
  * gets out = 0, lse = -inf. Bad page tables (a page outside [0, num_pages), a
  * length beyond the table or negative) are refused with SA_ERR_OUT_OF_RANGE or
