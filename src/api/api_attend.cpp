@@ -185,7 +185,8 @@ SA_API sa_status sa_attend_paged(sa_context *ctx, const sa_tensor *q, const sa_t
     const int64_t n_q = p.q.shape[0];
     const std::vector<int64_t> starts = view_query_starts(query_starts, cache.batch, n_q);
     if (o.key_positions)
-      fail(SA_ERR_INVALID_ARGUMENT, "opt->key_positions must be NULL with a paged cache (give kv->slot_positions)");
+      fail(SA_ERR_INVALID_ARGUMENT, "opt->key_positions must be NULL with a paged cache (give kv->slot_positions, or "
+                                    "opt->head_key_positions per KV head)");
     // Per-KV-head positions: opt->head_key_positions [H_kv, num_slots] over physical slots,
     // as slot_mass is; they replace kv->slot_positions.
     const int64_t H_kv = cache.k.shape[1];
