@@ -811,9 +811,9 @@ typedef struct sa_paged_kv {
  * slot_positions a slot at a negative position is skipped. Checking such
  * tables is the host's job: nothing is read back, so a call can be captured in
  * a CUDA graph once its shape has run (lengths and tables may change between
- * replays). SA_ERR_UNSUPPORTED: opt->slot_mass; causal with
- * opt->query_positions or kv->slot_positions (causal takes the default
- * positions). */
+ * replays). SA_ERR_UNSUPPORTED: opt->slot_mass; opt->head_key_positions
+ * (CPU only); causal with opt->query_positions or kv->slot_positions (causal
+ * takes the default positions). */
 SA_API sa_status sa_attend_paged(sa_context *ctx, const sa_tensor *q, const sa_tensor *query_starts,
                                  const sa_paged_kv *kv, const sa_tensor *indices,
                                  const sa_attend_options *opt, sa_tensor *out, sa_tensor *lse);

@@ -119,7 +119,7 @@ void attend_paged_on_device(sa_context &ctx, const sa_tensor *q, const sa_tensor
   if (o.key_positions)
     fail(SA_ERR_INVALID_ARGUMENT, "opt->key_positions must be NULL with a paged cache (give kv->slot_positions)");
   if (o.head_key_positions)
-    fail(SA_ERR_UNSUPPORTED, "opt->head_key_positions (per-KV-head positions) is not supported with a paged cache");
+    fail(SA_ERR_UNSUPPORTED, "opt->head_key_positions (per-KV-head positions) with a paged cache is CPU only for now");
   if (o.slot_mass) fail(SA_ERR_UNSUPPORTED, "opt->slot_mass with a paged cache is CPU only for now");
   if (o.causal && (o.query_positions || t.slot_positions.rank))
     fail(SA_ERR_UNSUPPORTED, "causal attention over a paged cache on CUDA takes the default positions only "
