@@ -789,6 +789,11 @@ typedef struct sa_evict_options {
      * keeps its own tokens (see "Per KV head" below); 0 (default): one set of
      * tokens for all heads. */
     int32_t per_head;
+    /* Appended (struct_size). > 0: a slot is ranked by the best ranked score
+     * among the occupied slots whose positions lie within score_pool of its
+     * own (SnapKV's pooling: a token that gets attention keeps its neighbours);
+     * 0: by its own score. Default 0. */
+    int32_t score_pool;
 } sa_evict_options;
 
 /* Policy (the defaults): half of the budget keeps the most recent tokens, the other
@@ -806,7 +811,7 @@ typedef struct sa_evict_options {
  * future policy) gives +9.23% / +2.57% / +0.21%, so no eviction policy comes
  * within +5% / +1.5% of dense at 256 / 512 of 4096 tokens. Host scores of any
  * other policy (Expected Attention, say) go in with score_mean = 0. */
-#define SA_EVICT_OPTIONS_INIT { sizeof(sa_evict_options), 0, 1, 4, 64, 1, 0.99f, 0, 0.5f, 0 }
+#define SA_EVICT_OPTIONS_INIT { sizeof(sa_evict_options), 0, 1, 4, 64, 1, 0.99f, 0, 0.5f, 0, 0 }
 SA_API sa_evict_options sa_evict_options_default(void);
 
 /* Chooses cache slots to free so that occupied + incoming <= budget, for one
