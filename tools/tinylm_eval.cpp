@@ -603,7 +603,9 @@ std::vector<int64_t> int_list(const std::string &s) {
 // Policies by name; "NAME@DECAY" sets slot_mass's decay (h2o@0.99, mean@0.99, tova = h2o@0),
 // for future* the horizon in queries (future@256: the mass of the next 256 queries; default all),
 // "NAME/SHARE" sa_evict_options.recent_share (library/0.5@0.99; host-score policies too: future/0),
-// "NAME+page" / "NAME+exact" page or exact selection (top_k 128) over the cache after any policy.
+// "NAME+page" / "NAME+exact" page or exact selection (top_k 128) over the cache after any policy,
+// "NAME~R" sa_evict_options.score_pool R (library~16: a slot ranks by the best score within 16
+// positions; library~0: no pooling).
 Policy parse_named(Policy p, const std::string &spec, const std::string &full_name);
 Policy parse_policy(const std::string &spec) {
   Policy p;
@@ -690,7 +692,7 @@ int main(int argc, char **argv) {
     else if (a == "--policies") policies = next();
     else if (a == "--threads") threads = std::stoi(next());
     else die("usage: tinylm_eval --model model.safetensors --text dev_text.bin [--seqs 0,1,2] [--tokens 4096] "
-             "[--budgets 256,512,1024] [--policies streaming,h2o,h2o@0.99,mean,tova,library,perhead,library+page,"
+             "[--budgets 256,512,1024] [--policies streaming,h2o,h2o@0.99,mean,tova,library,library~16,perhead,library+page,"
              "library+exact,ea,eahead,keydiff,future/0,futurehead/0,future@256/0,oracle] "
              "[--threads N]");
   }
