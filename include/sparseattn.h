@@ -852,13 +852,13 @@ typedef struct sa_evict_options {
 /* Policy (the defaults): half of the budget keeps the most recent tokens, the other
  * half the tokens with the most attention per step seen, decayed with 0.99 (slot_mass
  * of sa_attend's default mass_decay). On a small trained model (tools/tinylm_eval,
- * T = 4096, layers 1-7 through the cache, sinks 4, window 64, nine sequences) this is
- * 0.82 points ahead of StreamingLLM (recent_share = 1) at budget 256 and 0.46 / 0.19
- * behind at 512 / 1024 (which wins varies by sequence set, by up to 2.4 points); the
- * plain H2O sum (score_mean = 0, mass_decay 1, the default before) was 2-4x worse
+ * T = 4096, layers 1-7 through the cache, sinks 4, window 64, twelve sequences) this
+ * is 0.84 points ahead of StreamingLLM (recent_share = 1) at budget 256 and 0.50 / 0.16
+ * behind at 512 / 1024 (which wins varies by set of sequences, by up to 2.4 points);
+ * the plain H2O sum (score_mean = 0, mass_decay 1, the default before) was 2-4x worse
  * than StreamingLLM. score_pool 16 with mass_decay 0.995 in both option structs is
- * ahead at all three budgets over the nine (-0.51 / -0.56 / -0.14 points) but
- * behind on one held-out set at 256 and 1024, so it is not the default (README,
+ * ahead at all three budgets over the twelve (-0.41 / -0.33 / -0.18 points) but
+ * behind on some held-out sets, so it is not the default (README,
  * "A fixed-budget cache", has the table).
  * The same ranking per KV head (per_head, below) measured the same (gaps +11.36% /
  * +6.95% / +3.42% at 256 / 512 / 1024 against +11.44% / +6.84% / +3.27%), so one set
