@@ -35,8 +35,9 @@ void pool_scores(std::vector<Entry> &entries, int64_t radius) {
   size_t next = 0;          // the first entry of `order` not yet in the window
   for (size_t i = 0; i < order.size(); ++i) {
     const int64_t p = entries[order[i]].pos;
-    // radius <= INT64_MAX / 2 (checked by the caller) and positions are >= 0: no overflow.
-    for (; next < order.size() && entries[order[next]].pos <= p + radius; ++next) {
+    // Entries from `next` on are at positions >= p (sorted): the difference cannot overflow,
+    // and p - radius >= -INT32_MAX below (positions >= 0, radius an int32).
+    for (; next < order.size() && entries[order[next]].pos - p <= radius; ++next) {
       while (!best.empty() && entries[order[best.back()]].score <= entries[order[next]].score) best.pop_back();
       best.push_back(next);
     }
