@@ -383,6 +383,53 @@ TEST(PageSelect, RefineSplitOverTasksEqualsExact) {
   }
 }
 
+// Prefill (8 or more queries in one call) rescores by blocks of queries, through one GEMM over
+// the keys a block sees when its candidates are dense there (block_rescore.hpp): at 1500 keys
+// the blocks are. Its lists equal those of the same queries asked one at a time (the per-list
+// path) but for rounding ties, per KV head and per query head, with a mass target, on 1 and 2
+// threads; page+refine's (every page a candidate at this size) equal the brute-force oracle's.
+TEST(PrefillSelect, BlocksChooseAsOneQueryAtATime) {
+  Rng rng(515);
+  const Tensor keys = random_keys(rng, 1500);
+  const int64_t n_q = 300;
+  const Tensor q = sat::random_tensor(rng, SA_DTYPE_F32, {n_q, kHq, kD});
+  std::vector<int64_t> pos(static_cast<size_t>(n_q));
+  for (int64_t i = 0; i < n_q; ++i) pos[size_t(i)] = i * 5;
+  for (const Config &c : {Config{"PageRefine", SA_SELECTOR_PAGE, 1, 7, 0, 0.0}, Config{"Lsh", SA_SELECTOR_LSH, 0, 16, 0, 0.0}})
+    for (int32_t threads : {1, 2}) {
+      Approx a(c, threads);
+      ASSERT_NE(a.ix, nullptr);
+      a.append(keys);
+      for (int per_head : {0, 1})
+        for (float mass : {0.f, 0.6f}) {
+          SCOPED_TRACE(testing::Message() << c.name << ", threads " << threads << ", per_head " << per_head << ", mass " << mass);
+          sa_select_options o = select_options(20, 8, 3);
+          o.per_query_head = per_head;
+          o.mass_target = mass;
+          o.query_positions = pos.data();
+          const Tensor out = a.select(q, o);
+          check_contract(a, q, o, out);
+          const ref::SelectArgs args = ref::SelectArgs::from(o);
+          int64_t differing = 0;
+          for (int64_t i = 0; i < n_q; i += 3) {
+            Tensor one(SA_DTYPE_F32, {1, kHq, kD});
+            for (int64_t h = 0; h < kHq; ++h)
+              for (int64_t d = 0; d < kD; ++d) one.set({0, h, d}, q.get({i, h, d}));
+            sa_select_options o1 = o;
+            o1.query_positions = &pos[size_t(i)];
+            const Tensor single = a.select(one, o1);
+            for (int64_t h = 0; h < out.dim(1); ++h) {
+              differing += row_of(single, 0, h) != row_of(out, i, h);
+              if (c.kind == SA_SELECTOR_PAGE)
+                EXPECT_TRUE(ref::check_row(ref::expect_row(a.cache, q, args, i, h), row_of(out, i, h), 1e-4, mass > 0 ? 1 : 0))
+                    << "query " << i << ", list " << h;
+            }
+          }
+          EXPECT_LE(differing, 1) << "rows where prefill and one query at a time chose different sets";
+        }
+    }
+}
+
 // Without refine, whole pages are taken in bound order: a page's keys come together.
 TEST(PageSelect, WithoutRefineTakesWholePages) {
   Rng rng(511);

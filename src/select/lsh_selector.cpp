@@ -6,6 +6,7 @@
 
 #include "core/half.hpp"
 #include "core/threading.hpp"
+#include "select/block_rescore.hpp"
 #include "select/candidate_rescore.hpp"
 #include "select/score_matmul.hpp"
 
@@ -445,13 +446,8 @@ void LshSelector::select(const sa_context &ctx, const SelectRequest &req) const 
       [&] { const_cast<LshSelector *>(this)->rebuild_deferred(host_rows(req, keys_.dim())); });
   const int64_t n_q = req.queries.shape[0], D = keys_.dim(), P = padded_dim_, R = int64_t(rounds_) * bits_;
   const int64_t lists = selection_list_count(req, keys_.heads());
-  const int slots = loop_slots(ctx.threads, n_q * lists);
-  std::vector<LshScratch> scratch(static_cast<size_t>(slots));  // the call's own: one per task running at once
-  parallel_for_slots(slots, n_q * lists, [&](int64_t task, int slot) {
-    LshScratch &s = scratch[size_t(slot)];
-    RescoreScratch &rs = s.rescore;
-    const int64_t i = task / lists;
-    const SelectionList l = selection_list(req, keys_.heads(), task % lists);
+  // The candidates of list l of query i, into rs.candidates.
+  auto propose = [&](int64_t i, const SelectionList &l, LshScratch &s, RescoreScratch &rs) {
     const HeadTables &t = heads_[size_t(l.kv_head)];
     rs.candidates.clear();
     if (keys_.size() > 0) {
@@ -570,7 +566,42 @@ void LshSelector::select(const sa_context &ctx, const SelectRequest &req) const 
         }
       }
     }
-    rescore_candidates(ctx, keys_, req, i, l, rs);
+  };
+  if (n_q >= kBlockRescoreMinQueries) {
+    // Prefill: per (block of queries, KV head), every list's candidates, then one block
+    // rescoring (block_rescore.hpp: one GEMM when they are dense in the keys the block sees).
+    const int64_t H = keys_.heads(), head_lists = lists / H;
+    const int64_t n_blocks = (n_q + kBlockRescoreQueries - 1) / kBlockRescoreQueries;
+    const int slots = loop_slots(ctx.threads, n_blocks * H);
+    std::vector<LshScratch> scratch(static_cast<size_t>(slots));
+    std::vector<BlockRescoreScratch> blocks(static_cast<size_t>(slots));
+    const NativeRows rows = native_rows(keys_, req);
+    KeysF32 keys_f32(rows, H, keys_.size());
+    OmpThreadLimit omp_limit(ctx.threads);  // oneDNN inside follows the context's thread count
+    parallel_for_slots(slots, n_blocks * H, [&](int64_t task, int slot) {
+      const int64_t h = task % H, i0 = task / H * kBlockRescoreQueries, i1 = std::min(n_q, i0 + kBlockRescoreQueries);
+      BlockRescoreScratch &b = blocks[size_t(slot)];
+      b.own.resize(size_t(kBlockRescoreQueries * head_lists));
+      b.lists.clear();
+      for (int64_t i = i0; i < i1; ++i)
+        for (int64_t k = h * head_lists; k < (h + 1) * head_lists; ++k) {
+          RescoreScratch &rs = b.own[b.lists.size()];
+          const SelectionList l = selection_list(req, H, k);
+          propose(i, l, scratch[size_t(slot)], rs);
+          b.lists.push_back({i, l, &rs});
+        }
+      rescore_block(ctx, keys_, rows, keys_f32, req, b.lists.data(), int64_t(b.lists.size()), b);
+    });
+    return;
+  }
+  const int slots = loop_slots(ctx.threads, n_q * lists);
+  std::vector<LshScratch> scratch(static_cast<size_t>(slots));  // the call's own: one per task running at once
+  parallel_for_slots(slots, n_q * lists, [&](int64_t task, int slot) {
+    LshScratch &s = scratch[size_t(slot)];
+    const int64_t i = task / lists;
+    const SelectionList l = selection_list(req, keys_.heads(), task % lists);
+    propose(i, l, s, s.rescore);
+    rescore_candidates(ctx, keys_, req, i, l, s.rescore);
   });
 }
 

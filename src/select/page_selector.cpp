@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "core/threading.hpp"
+#include "select/block_rescore.hpp"
 #include "select/candidate_rescore.hpp"
 #include "select/page_bounds.hpp"
 
@@ -69,6 +70,7 @@ struct PageSelectScratch {
   // the page holds no usable position; chunk_max[(list * chunks + c) * G + g] its chunk maxima.
   std::vector<float> bound, chunk_max, head_max;
   std::vector<std::pair<int64_t, int64_t>> ranges;  // rescoring tasks: (list, first column)
+  std::vector<BlockRescoreScratch> blocks;          // per task slot, rescoring by blocks
 };
 
 PageSelector::~PageSelector() = default;
@@ -213,11 +215,22 @@ size_t PageSelector::memory_bytes() const {
 }
 
 void PageSelector::select(const sa_context &ctx, const SelectRequest &req) const {
+  // Borrowed keys: bounds of pages appended or refilled since the last selection, first.
+  stale_.run_if_pending([&] { const_cast<PageSelector *>(this)->refresh_stale(ctx, host_rows(req, keys_.dim())); });
+  const int64_t n_q = req.queries.shape[0];
+  if (n_q < kBlockRescoreMinQueries) return select_queries(ctx, req, nullptr);
+  // Prefill: chunks of one rescoring block each, so the per-list state (bounds, candidates and
+  // their scores: 80 KB a list at K = 128) is a chunk's, reused, not the whole call's.
+  const NativeRows rows = native_rows(keys_, req);
+  KeysF32 keys_f32(rows, keys_.heads(), keys_.size());
+  for (int64_t i0 = 0; i0 < n_q; i0 += kBlockRescoreQueries)
+    select_queries(ctx, query_chunk(req, i0, std::min(n_q, i0 + kBlockRescoreQueries)), &keys_f32);
+}
+
+void PageSelector::select_queries(const sa_context &ctx, const SelectRequest &req, KeysF32 *prefill) const {
   using ListState = PageSelectScratch::ListState;
   using TaskScratch = PageSelectScratch::TaskScratch;
   const int64_t n_q = req.queries.shape[0], D = keys_.dim(), P = page_size_;
-  // Borrowed keys: bounds of pages appended or refilled since the last selection, first.
-  stale_.run_if_pending([&] { const_cast<PageSelector *>(this)->refresh_stale(ctx, host_rows(req, D)); });
   const int64_t lists = selection_list_count(req, keys_.heads()), n_pages = pages();
   const int64_t n_lists = n_q * lists;
   const int64_t G = selection_list(req, keys_.heads(), 0).q_heads;
@@ -385,7 +398,7 @@ void PageSelector::select(const sa_context &ctx, const SelectRequest &req) const
         }
         if (take) add_page(p);
       });
-      plan_rescore(keys_, req, i, l, rs);  // scored in step 4
+      if (!prefill) plan_rescore(keys_, req, i, l, rs);  // scored in step 4 (prefill: planned there)
       return;
     }
     // Without refine: pages by bound, sorted in stretches as they are needed.
@@ -409,17 +422,40 @@ void PageSelector::select(const sa_context &ctx, const SelectRequest &req) const
           rs.candidates.push_back(int32_t(slot));
         }
     }
-    if (req.mass_target > 0.f) plan_rescore(keys_, req, i, l, rs);  // masses need exact scores: step 4
+    if (req.mass_target > 0.f) {  // masses need exact scores: step 4 (blocks: planned there)
+      if (!prefill) plan_rescore(keys_, req, i, l, rs);
+    }
     else write_ranked_candidates(keys_, req, i, l, rs);
   });
   if (!refine_ && !(req.mass_target > 0.f)) return;
 
-  // 4. Exact scores of the candidates, over (list, range of columns), then each list ranked.
+  // 4. Exact scores of the candidates, then each list ranked. Prefill: the lists of each KV
+  // head together (block_rescore.hpp: one GEMM when the candidates are dense in the keys the
+  // chunk sees); else over (list, range of columns).
+  const NativeRows rows = native_rows(keys_, req);
+  if (prefill) {
+    const int64_t H = keys_.heads(), head_lists = lists / H;  // lists of one KV head per query
+    const int head_slots = loop_slots(ctx.threads, H);
+    std::vector<BlockRescoreScratch> &block_scratch = call.blocks;
+    if (block_scratch.size() < size_t(head_slots)) block_scratch.resize(size_t(head_slots));
+    OmpThreadLimit omp_limit(ctx.threads);  // oneDNN inside follows the context's thread count
+    parallel_for_slots(head_slots, H, [&](int64_t h, int slot) {
+      BlockRescoreScratch &bs = block_scratch[size_t(slot)];
+      std::vector<BlockList> &bl = bs.lists;
+      bl.clear();
+      for (int64_t i = 0; i < n_q; ++i)
+        for (int64_t k = h * head_lists; k < (h + 1) * head_lists; ++k) {
+          ListState &ls = state[size_t(i * lists + k)];
+          bl.push_back({ls.query, ls.list, &ls.rescore});
+        }
+      rescore_block(ctx, keys_, rows, *prefill, req, bl.data(), int64_t(bl.size()), bs);
+    });
+    return;
+  }
   std::vector<std::pair<int64_t, int64_t>> &ranges = call.ranges;  // (list, first column)
   ranges.clear();
   for (int64_t t = 0; t < n_lists; ++t)
     for (int64_t c = 0; c < state[size_t(t)].rescore.column_count(); c += kRescoreColumns) ranges.push_back({t, c});
-  const NativeRows rows = native_rows(keys_, req);
   parallel_for_slots(slots, int64_t(ranges.size()), [&](int64_t r, int slot) {
     ListState &ls = state[size_t(ranges[size_t(r)].first)];
     const int64_t c0 = ranges[size_t(r)].second;
