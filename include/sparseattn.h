@@ -39,7 +39,9 @@
  * run on the stream (a capture that would have to allocate fails with
  * SA_ERR_UNSUPPORTED). sa_context_destroy frees that memory, after the work
  * queued on the device is done: a graph captured with a context must not be
- * launched after the context is destroyed. The stream may be any stream, not
+ * launched after the context is destroyed. All of it, and every index's
+ * storage, comes from the context's sa_cuda_allocator when the host gives one
+ * (sa_context_options.cuda_allocator), else from cudaMallocAsync. The stream may be any stream, not
  * only the one the index appends on: a selection waits for the index's last
  * append through an event, which a captured selection turns into an external
  * event wait (each replay waits for the appends made before it; the graph keeps
@@ -199,6 +201,35 @@ SA_API const char *sa_isa_name(sa_isa isa);
  * instruction set of every context created afterwards; used to test each path. */
 typedef struct sa_context sa_context;
 
+/* The host's device memory for the CUDA plugin (an engine's caching allocator:
+ * PyTorch's, vLLM's, ggml's pool), set in sa_context_options.cuda_allocator.
+ * The plugin allocates only when something grows (an index's storage, a
+ * stream's buffers for a larger call than it has seen), never per call, and
+ * gives everything back with its owner: an index's storage at
+ * sa_index_destroy, a context's buffers at sa_context_destroy.
+ *
+ * alloc returns `bytes` (> 0) of memory on CUDA device `device_id`, aligned to
+ * 256 bytes, that work enqueued on `stream` (a cudaStream_t; NULL is the
+ * legacy default stream) may use from the moment alloc returns, or NULL when
+ * it has none: the call that needed it fails with SA_ERR_OUT_OF_MEMORY.
+ * free gives back what alloc returned, with the same bytes and device_id.
+ * Its stream orders the release as cudaFreeAsync does: the memory may be
+ * reused by work enqueued on `stream` after the free; the plugin has already
+ * made that stream wait for the work it enqueued elsewhere that uses the
+ * memory. At sa_index_destroy and sa_context_destroy the plugin first waits
+ * for the device to finish its work, then frees with stream NULL: the memory
+ * is idle, and the stream it was allocated on may already be destroyed.
+ * A context's calls and its indexes may run on any host thread, so alloc and
+ * free may be called concurrently from several threads. Neither may call
+ * sparseattn. They are not called while a stream is being captured into a
+ * CUDA graph (a call that would need memory then fails with
+ * SA_ERR_UNSUPPORTED: run one call of each shape first). */
+typedef struct sa_cuda_allocator {
+    void *(*alloc)(void *user, size_t bytes, int32_t device_id, void *stream);
+    void (*free)(void *user, void *ptr, size_t bytes, int32_t device_id, void *stream);
+    void *user; /* passed to both */
+} sa_cuda_allocator;
+
 typedef struct sa_context_options {
     size_t struct_size;
     int32_t threads;  /* 0: OpenMP's default (omp_get_max_threads() at creation, at
@@ -227,10 +258,18 @@ typedef struct sa_context_options {
     void *cuda_stream;     /* cudaStream_t for device work when a call's options
                               name none (index appends always); NULL: the legacy
                               default stream */
+    /* Appended (device memory): where the CUDA plugin gets every byte of
+     * device memory it uses for this context and the indexes created with it
+     * (see sa_cuda_allocator). Both functions NULL: cudaMallocAsync and
+     * cudaFreeAsync. One of them NULL without the other:
+     * SA_ERR_INVALID_ARGUMENT. A CPU-only context may set it; it is used once
+     * the context's work reaches a device. */
+    sa_cuda_allocator cuda_allocator;
 } sa_context_options;
 
 #define SA_CONTEXT_OPTIONS_INIT                                                \
-    { sizeof(sa_context_options), 0, SA_ISA_AUTO, NULL, SA_DEVICE_CPU, 0, NULL }
+    { sizeof(sa_context_options), 0, SA_ISA_AUTO, NULL, SA_DEVICE_CPU, 0, NULL, \
+      { NULL, NULL, NULL } }
 SA_API sa_context_options sa_context_options_default(void);
 
 /* Creates a context. opt may be NULL (defaults). On success *out owns it. */
@@ -253,7 +292,10 @@ SA_API int32_t sa_context_threads(const sa_context *ctx);
  * passed to each sa_select, instead: per token of 8 KV heads x 128 dims in
  * f16 (2 KiB of K), an exact index then adds 20 bytes (positions), a page
  * index 153 bytes at page_size 16 (bounds), against 2068 and 2201 bytes when
- * they keep a copy (bench/index_memory). */
+ * they keep a copy (bench/index_memory). On a CUDA device an exact index keeps
+ * the keys (2 KiB a token in that example; 8 more bytes a slot once
+ * sa_index_update is used) and a page index only its bounds (256 bytes a token
+ * at page_size 16: elementwise min and max in the index dtype). */
 typedef struct sa_index sa_index;
 
 typedef enum sa_selector_kind {
@@ -402,7 +444,16 @@ typedef struct sa_index_options {
     int32_t head_dim;      /* D >= 1 */
     sa_dtype dtype;        /* storage of the index's keys (with borrow_keys: of
                               what it keeps): F32, F16 or BF16 */
-    int64_t capacity;      /* expected number of slots (a hint; 0: none) */
+    int64_t capacity;      /* expected number of slots (a hint; 0: none). A
+                              device index allocates storage for this many slots
+                              (at least 4096) at its first append and doubles it
+                              when appends pass it; each doubling waits for the
+                              device when the index was selected on other
+                              streams than its context's (see sa_select), and
+                              moves the storage: CUDA graphs that captured a
+                              selection on the index must not be launched
+                              after it (a capacity that covers the cache keeps
+                              them valid) */
     sa_page_options page;
     sa_lsh_options lsh;
     sa_hnsw_options hnsw;
@@ -448,8 +499,10 @@ typedef struct sa_index_options {
 SA_API sa_index_options sa_index_options_default(void);
 
 /* Creates an empty index. ctx must outlive the index (its threads and
- * instruction set are used by sa_select). A kind this build does not know
- * returns SA_ERR_UNSUPPORTED. */
+ * instruction set are used by sa_select; a device index's memory comes from
+ * ctx's cuda_allocator). A kind this build does not know returns
+ * SA_ERR_UNSUPPORTED. sa_index_destroy of a device index waits for the
+ * device's work, then frees its storage. */
 SA_API sa_status sa_index_create(sa_context *ctx, const sa_index_options *opt, sa_index **out);
 SA_API void sa_index_destroy(sa_index **ix);
 

@@ -96,6 +96,9 @@ typedef struct sa_plugin_index_args {
     int32_t refine;         /* SA_SELECTOR_PAGE */
     int32_t device_id;
     void *stream;           /* stream for appends */
+    /* Appended: the index's sa_context. Its storage comes from the allocator
+     * set for owner (set_allocator); NULL (or a shorter struct): the default. */
+    const void *owner;
 } sa_plugin_index_args;
 
 /* sa_select on a device index: queries [n_q, H_q, D] and indices
@@ -224,6 +227,14 @@ typedef struct sa_plugin_api {
     /* Appended; optional: without it the core copies device scores and
      * positions to the host and runs the CPU policy there. */
     sa_status (*evict)(sa_plugin_evict_args *args);
+    /* Appended (host-controlled memory); optional: without it the core refuses
+     * contexts that set cuda_allocator once they need this plugin. Every
+     * device allocation the plugin makes for owner (the buffers of calls made
+     * with it, the storage of indexes created with it) comes from allocator,
+     * as sa_cuda_allocator documents, from now until release(owner). The core
+     * calls it once per context, before the context's first call reaches the
+     * plugin; allocator is copied. */
+    sa_status (*set_allocator)(const void *owner, const sa_cuda_allocator *allocator);
 } sa_plugin_api;
 
 /* The entry point. abi_version: the version the core speaks. out->struct_size

@@ -43,6 +43,43 @@ TEST(Context, NullOptionsMeanDefaults) {
   EXPECT_EQ(ctx, nullptr);
 }
 
+void *test_alloc(void *, size_t, int32_t, void *) { return nullptr; }
+void test_free(void *, void *, size_t, int32_t, void *) {}
+
+TEST(Context, CudaAllocatorNeedsBothFunctions) {
+  sa_context *ctx = nullptr;
+  sa_context_options o = SA_CONTEXT_OPTIONS_INIT;
+  EXPECT_EQ(o.cuda_allocator.alloc, nullptr);
+  EXPECT_EQ(o.cuda_allocator.free, nullptr);
+  o.cuda_allocator.alloc = test_alloc;
+  EXPECT_EQ(sa_context_create(&o, &ctx), SA_ERR_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(sa_last_error()).find("cuda_allocator.alloc is set but .free is NULL"), std::string::npos)
+      << sa_last_error();
+  EXPECT_EQ(ctx, nullptr);
+  o.cuda_allocator.alloc = nullptr;
+  o.cuda_allocator.free = test_free;
+  EXPECT_EQ(sa_context_create(&o, &ctx), SA_ERR_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(sa_last_error()).find("cuda_allocator.free is set but .alloc is NULL"), std::string::npos)
+      << sa_last_error();
+  // Both: a CPU context takes it and never calls it (test_alloc would fail a device call).
+  o.cuda_allocator.alloc = test_alloc;
+  ASSERT_SA_OK(sa_context_create(&o, &ctx));
+  sa_context_destroy(&ctx);
+}
+
+// A host built before cuda_allocator passes a shorter struct: whatever follows it in memory
+// is not read, and the plugin's own allocator is used.
+TEST(Context, OlderStructSizeGetsTheDefaultAllocator) {
+  sa_context_options o = SA_CONTEXT_OPTIONS_INIT;
+  o.threads = 1;
+  o.cuda_allocator.alloc = test_alloc;  // one half only: refused if it were read
+  o.struct_size = offsetof(sa_context_options, cuda_allocator);
+  sa_context *ctx = nullptr;
+  ASSERT_SA_OK(sa_context_create(&o, &ctx));
+  EXPECT_EQ(sa_context_threads(ctx), 1);
+  sa_context_destroy(&ctx);
+}
+
 TEST(Context, Threads) {
   for (int32_t t : {1, 2, 3}) {
     auto ctx = sat::make_context(t);

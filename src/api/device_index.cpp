@@ -136,6 +136,7 @@ std::unique_ptr<IndexBackend> make_device_backend(const sa_index_options &opt, c
   a.refine = opt.page.refine;
   a.device_id = device_id;
   a.stream = ctx.cuda_stream;
+  a.owner = &ctx;  // its storage comes from the context's allocator
   sa_plugin_index *made = nullptr;
   check_plugin(plugin, plugin.api.index_create(&a, &made), "CUDA index");
   if (!made) fail(SA_ERR_INTERNAL, "the CUDA plugin '%s' returned no index", plugin.path.c_str());

@@ -45,6 +45,11 @@ void init_context(sa_context &ctx, const sa_context_options &opt) {
   ctx.device = opt.device;
   ctx.device_id = opt.device_id;
   ctx.cuda_stream = opt.cuda_stream;
+  const sa_cuda_allocator &a = opt.cuda_allocator;
+  if (!a.alloc != !a.free)
+    fail(SA_ERR_INVALID_ARGUMENT, "opt->cuda_allocator.%s is set but .%s is NULL (set both, or neither for "
+         "cudaMallocAsync)", a.alloc ? "alloc" : "free", a.alloc ? "free" : "alloc");
+  ctx.cuda_allocator = a;
   if (ctx.device == SA_DEVICE_CUDA) context_plugin(ctx, ctx.device_id);  // a CUDA context needs it now
 }
 
@@ -53,6 +58,7 @@ const Plugin &context_plugin(const sa_context &ctx, int32_t device_id) {
   if (device_id < 0 || device_id >= p.device_count)
     fail(SA_ERR_BACKEND_UNAVAILABLE, "CUDA device %d requested, but the plugin '%s' sees %d device(s)", int(device_id),
          p.path.c_str(), int(p.device_count));
+  if (ctx.cuda_allocator.alloc) std::call_once(ctx.allocator_given, [&] { give_allocator(p, ctx); });
   return p;
 }
 

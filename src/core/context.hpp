@@ -1,6 +1,7 @@
 // The context: thread count and the kernel table chosen for this CPU.
 #pragma once
 
+#include <mutex>
 #include <string>
 
 #include "kernels/kernels.hpp"
@@ -16,12 +17,16 @@ struct sa_context {
   sa_device_type device = SA_DEVICE_CPU;  // where indexes created with this context live
   int32_t device_id = 0;
   void *cuda_stream = nullptr;
+  sa_cuda_allocator cuda_allocator{};     // alloc null: the plugin's own (cudaMallocAsync)
+  mutable std::once_flag allocator_given;  // to the plugin, before its first call for this context
 };
 
 namespace sa {
 
 // The CUDA plugin for this context's settings, loaded on first use; throws
-// SA_ERR_BACKEND_UNAVAILABLE when it cannot be, or when it has no device device_id.
+// SA_ERR_BACKEND_UNAVAILABLE when it cannot be, or when it has no device device_id. The first
+// time, it hands the plugin the context's cuda_allocator (SA_ERR_UNSUPPORTED from a plugin
+// that takes none).
 const Plugin &context_plugin(const sa_context &ctx, int32_t device_id);
 
 // A call's stream: its own when given, else the context's.

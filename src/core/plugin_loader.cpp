@@ -120,6 +120,14 @@ const Plugin &cuda_plugin(const std::string &explicit_path) {
   return *it->second.plugin;
 }
 
+void give_allocator(const Plugin &plugin, const sa_context &ctx) {
+  const sa_plugin_api &api = plugin.api;
+  if (api.struct_size < offsetof(sa_plugin_api, set_allocator) + sizeof api.set_allocator || !api.set_allocator)
+    fail(SA_ERR_UNSUPPORTED, "the CUDA plugin '%s' predates host allocators: create the context without "
+         "opt->cuda_allocator, or use the plugin built with this libsparseattn", plugin.path.c_str());
+  check_plugin(plugin, api.set_allocator(&ctx, &ctx.cuda_allocator), "CUDA allocator");
+}
+
 // Plugins loaded for other paths never saw this context's calls: only its own is asked.
 void release_plugin_buffers(const sa_context &ctx) {
   const Plugin *p = nullptr;

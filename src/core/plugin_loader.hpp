@@ -31,6 +31,10 @@ const Plugin *loaded_cuda_plugin();
 // memory_info, nothing is checked. sparseattn.h documents which memory each side takes.
 void check_memory(const void *data, const char *name, sa_device_type device, int32_t device_id);
 
+// Hands plugin ctx's cuda_allocator for everything it allocates for ctx; SA_ERR_UNSUPPORTED
+// when the plugin predates allocators.
+void give_allocator(const Plugin &plugin, const sa_context &ctx);
+
 // Frees what a loaded plugin keeps for ctx (its stream buffers); loads nothing.
 void release_plugin_buffers(const sa_context &ctx);
 

@@ -33,7 +33,8 @@ __global__ void count_positions_kernel(int64_t *positions, int64_t first, int64_
 // selector, each touched page's min and max are folded over its new keys only, starting from
 // its stored bounds when it already held keys. The fold runs in slot order with strict
 // comparisons, as a fold over the whole page would: the stored bounds are the same values.
-// One thread per (touched page, head, dimension); P == 1 without bounds (exact selector).
+// One thread per (touched page, head, dimension); P == 1 without bounds (exact selector), and
+// no dst with them (the page selector keeps no keys).
 template <class T>
 __global__ void append_kernel(const void *src, int src_dtype, int64_t s0, int64_t s1, int64_t s2, int64_t n, int H,
                               int D, int P, uint16_t *dst, int64_t capacity, int64_t size, uint16_t *pmin,
@@ -55,7 +56,7 @@ __global__ void append_kernel(const void *src, int src_dtype, int64_t s0, int64_
     }
     for (int64_t s = first; s < last; ++s) {
       const uint16_t v = T::from(load_any(src, (s - size) * s0 + h * s1 + d * s2, src_dtype));
-      dst[(h * capacity + s) * D + d] = v;
+      if (dst) dst[(h * capacity + s) * D + d] = v;
       const float f = T::one(v);
       if (f < lo) { lo = f; blo = v; }
       if (f > hi) { hi = f; bhi = v; }
@@ -68,16 +69,71 @@ __global__ void append_kernel(const void *src, int src_dtype, int64_t s0, int64_
   }
 }
 
-// Moves per-head rows [heads][old_cap][row] into [heads][new_cap][row].
-void *regrow(void *old, int64_t old_cap, int64_t new_cap, int64_t used, int heads, size_t row_bytes, cudaStream_t s) {
-  void *fresh = nullptr;
-  check_cuda(cudaMallocAsync(&fresh, size_t(heads) * size_t(new_cap) * row_bytes, s), "index storage allocation");
-  if (old && used > 0)
-    check_cuda(cudaMemcpy2DAsync(fresh, size_t(new_cap) * row_bytes, old, size_t(old_cap) * row_bytes,
-                                 size_t(used) * row_bytes, size_t(heads), cudaMemcpyDeviceToDevice, s),
-               "index storage copy");
-  if (old) check_cuda(cudaFreeAsync(old, s), "index storage release");
-  return fresh;
+// Copies the first `used` of each head's rows [heads][old_cap][row] into [heads][new_cap][row].
+void copy_rows(void *fresh, int64_t new_cap, const void *old, int64_t old_cap, int64_t used, int heads,
+               size_t row_bytes, cudaStream_t s) {
+  if (!old || used <= 0) return;
+  check_cuda(cudaMemcpy2DAsync(fresh, size_t(new_cap) * row_bytes, old, size_t(old_cap) * row_bytes,
+                               size_t(used) * row_bytes, size_t(heads), cudaMemcpyDeviceToDevice, s),
+             "index storage copy");
+}
+
+// What an index keeps on the device, and its size at a capacity.
+struct Storage {
+  void *keys = nullptr, *page_min = nullptr, *page_max = nullptr;
+  int64_t *positions = nullptr;
+};
+size_t key_bytes(const sa_plugin_index &ix, int64_t cap) { return size_t(ix.heads) * size_t(cap) * size_t(ix.dim) * 2; }
+size_t bound_bytes(const sa_plugin_index &ix, int64_t cap) { return key_bytes(ix, cap / ix.page); }
+size_t position_bytes(int64_t cap) { return size_t(cap) * sizeof(int64_t); }
+
+void release_storage(const sa_plugin_index &ix, const Storage &st, int64_t cap, cudaStream_t stream) noexcept {
+  ix.memory.release(st.keys, key_bytes(ix, cap), ix.device, stream);
+  ix.memory.release(st.page_min, bound_bytes(ix, cap), ix.device, stream);
+  ix.memory.release(st.page_max, bound_bytes(ix, cap), ix.device, stream);
+  ix.memory.release(st.positions, position_bytes(cap), ix.device, stream);
+}
+
+// Moves the index into storage for cap slots. All of it is allocated and the copies enqueued
+// before the old storage goes back, so a failure leaves the index as it was. The old storage
+// is released on the index's stream, after the copies; selections enqueued on other streams
+// may still read it, so the device is waited for first when there were any.
+void grow_storage(sa_plugin_index &ix, int64_t cap) {
+  const int64_t max_cap = int64_t((uint64_t(1) << 62) / (uint64_t(ix.heads) * uint64_t(ix.dim) * 2));
+  if (cap > max_cap) fail(SA_ERR_OUT_OF_MEMORY, "an index of %lld slots does not fit in memory", (long long)cap);
+  const bool page = ix.kind == SA_SELECTOR_PAGE;
+  const int P = ix.page, H = ix.heads;
+  const size_t row = size_t(ix.dim) * 2;
+  Storage fresh;
+  try {
+    if (!page) fresh.keys = ix.memory.allocate(key_bytes(ix, cap), ix.device, ix.stream, "index storage allocation");
+    if (page) {
+      fresh.page_min = ix.memory.allocate(bound_bytes(ix, cap), ix.device, ix.stream, "index storage allocation");
+      fresh.page_max = ix.memory.allocate(bound_bytes(ix, cap), ix.device, ix.stream, "index storage allocation");
+    }
+    if (ix.positions)
+      fresh.positions = static_cast<int64_t *>(
+          ix.memory.allocate(position_bytes(cap), ix.device, ix.stream, "index storage allocation"));
+    copy_rows(fresh.keys, cap, ix.keys, ix.capacity, ix.size, H, row, ix.stream);
+    if (page) {
+      const int64_t used_pages = (ix.size + P - 1) / P;
+      copy_rows(fresh.page_min, cap / P, ix.page_min, ix.capacity / P, used_pages, H, row, ix.stream);
+      copy_rows(fresh.page_max, cap / P, ix.page_max, ix.capacity / P, used_pages, H, row, ix.stream);
+    }
+    copy_rows(fresh.positions, cap, ix.positions, ix.capacity, ix.size, 1, sizeof(int64_t), ix.stream);
+    if (ix.capacity && ix.read_elsewhere.load())
+      check_cuda(cudaDeviceSynchronize(), "waiting for selections on other streams before the index grows");
+  } catch (...) {
+    release_storage(ix, fresh, cap, ix.stream);
+    throw;
+  }
+  ix.read_elsewhere.store(false);
+  release_storage(ix, Storage{ix.keys, ix.page_min, ix.page_max, ix.positions}, ix.capacity, ix.stream);
+  ix.keys = fresh.keys;
+  ix.page_min = fresh.page_min;
+  ix.page_max = fresh.page_max;
+  ix.positions = fresh.positions;
+  ix.capacity = cap;
 }
 
 int grid_for(int64_t total) {
@@ -112,28 +168,25 @@ sa_plugin_index *index_create(const sa_plugin_index_args &a) {
   ix->dtype = a.dtype;
   ix->device = a.device_id;
   ix->stream = static_cast<cudaStream_t>(a.stream);
+  ix->memory = owner_memory(a.struct_size >= offsetof(sa_plugin_index_args, owner) + sizeof a.owner ? a.owner : nullptr);
+  ix->hint = a.capacity > 0 ? (a.capacity < (int64_t(1) << 40) ? a.capacity : int64_t(1) << 40) : 0;
   ix->capacity = 0;
   return ix;
 }
 
 // Best effort: destroy reports nothing, so a failure (a context already lost) only leaks, and
-// the error is cleared so that it does not surface in the host's next CUDA call.
+// the error is cleared so that it does not surface in the host's next CUDA call. Work that
+// reads the storage may still be queued, on the append stream or (after the event) on others:
+// the device is waited for, and the storage released with no stream.
 void index_destroy(sa_plugin_index *ix) {
   if (!ix) return;
+  wait_for_device(ix->device);
+  release_storage(*ix, Storage{ix->keys, ix->page_min, ix->page_max, ix->positions}, ix->capacity, nullptr);
+  ix->memory.release(ix->stage_slots, size_t(ix->staged) * sizeof(int32_t), ix->device, nullptr);
+  ix->memory.release(ix->stage_positions, size_t(ix->staged) * sizeof(int64_t), ix->device, nullptr);
   int saved = -1;
   const bool have_saved = cudaGetDevice(&saved) == cudaSuccess;
-  if (cudaSetDevice(ix->device) == cudaSuccess) {
-    // Work that reads the storage may still be queued, on the append stream or (after the
-    // event) on others: the device-wide cudaFree below waits for it.
-    cudaStreamSynchronize(ix->stream);
-    cudaFree(ix->keys);
-    cudaFree(ix->page_min);
-    cudaFree(ix->page_max);
-    cudaFree(ix->positions);
-    cudaFree(ix->stage_slots);
-    cudaFree(ix->stage_positions);
-    cudaEventDestroy(ix->appended);
-  }
+  if (cudaSetDevice(ix->device) == cudaSuccess) cudaEventDestroy(ix->appended);
   cudaGetLastError();
   if (have_saved) cudaSetDevice(saved);
   delete ix;
@@ -142,20 +195,10 @@ void index_destroy(sa_plugin_index *ix) {
 void index_append(sa_plugin_index &ix, const sa_tensor &keys) {
   DeviceGuard guard(ix.device);
   const int64_t n = keys.shape[0], H = ix.heads, D = ix.dim, P = ix.page;
-  const size_t es = 2, row = size_t(D) * es;
   if (ix.size + n > ix.capacity) {
-    int64_t cap = ix.capacity ? ix.capacity * 2 : 4096;
+    int64_t cap = ix.capacity ? ix.capacity * 2 : (ix.hint > 4096 ? ix.hint : 4096);
     while (cap < ix.size + n) cap *= 2;
-    cap = (cap + P - 1) / P * P;  // whole pages
-    ix.keys = regrow(ix.keys, ix.capacity, cap, ix.size, int(H), row, ix.stream);
-    if (ix.kind == SA_SELECTOR_PAGE) {
-      const int64_t used_pages = (ix.size + P - 1) / P;
-      ix.page_min = regrow(ix.page_min, ix.capacity / P, cap / P, used_pages, int(H), row, ix.stream);
-      ix.page_max = regrow(ix.page_max, ix.capacity / P, cap / P, used_pages, int(H), row, ix.stream);
-    }
-    if (ix.positions)
-      ix.positions = static_cast<int64_t *>(regrow(ix.positions, ix.capacity, cap, ix.size, 1, sizeof(int64_t), ix.stream));
-    ix.capacity = cap;
+    grow_storage(ix, (cap + P - 1) / P * P);  // whole pages
   }
   const bool page = ix.kind == SA_SELECTOR_PAGE;
   const int64_t P1 = page ? P : 1, touched = (ix.size + n + P1 - 1) / P1 - ix.size / P1;
@@ -182,23 +225,27 @@ void index_update(sa_plugin_index &ix, const sa_plugin_update_args &a) {
   if (n == 0) return;
   DeviceGuard guard(ix.device);
   if (!ix.positions) {  // from now on positions are kept: slot s held position s so far
-    void *p = nullptr;
-    check_cuda(cudaMallocAsync(&p, size_t(ix.capacity) * sizeof(int64_t), ix.stream), "positions allocation");
-    ix.positions = static_cast<int64_t *>(p);
+    ix.positions = static_cast<int64_t *>(
+        ix.memory.allocate(position_bytes(ix.capacity), ix.device, ix.stream, "positions allocation"));
     count_positions_kernel<<<grid_for(ix.size), 256, 0, ix.stream>>>(ix.positions, 0, ix.size, 0);
     check_cuda(cudaGetLastError(), "positions launch");
   }
-  if (ix.staged < n) {
-    void *sl = nullptr, *po = nullptr;
-    const cudaError_t e1 = cudaMallocAsync(&sl, size_t(n) * sizeof(int32_t), ix.stream);
-    const cudaError_t e2 = e1 == cudaSuccess ? cudaMallocAsync(&po, size_t(n) * sizeof(int64_t), ix.stream) : e1;
-    if (e2 != cudaSuccess && sl) cudaFreeAsync(sl, ix.stream);
-    check_cuda(e2, "update staging allocation");
-    if (ix.stage_slots) cudaFreeAsync(ix.stage_slots, ix.stream);
-    if (ix.stage_positions) cudaFreeAsync(ix.stage_positions, ix.stream);
+  if (ix.staged < n) {  // doubled, so that updates of one size allocate once
+    int64_t want = ix.staged ? ix.staged * 2 : 256;
+    while (want < n) want *= 2;
+    void *sl = ix.memory.allocate(size_t(want) * sizeof(int32_t), ix.device, ix.stream, "update staging allocation");
+    void *po = nullptr;
+    try {
+      po = ix.memory.allocate(size_t(want) * sizeof(int64_t), ix.device, ix.stream, "update staging allocation");
+    } catch (...) {
+      ix.memory.release(sl, size_t(want) * sizeof(int32_t), ix.device, ix.stream);
+      throw;
+    }
+    ix.memory.release(ix.stage_slots, size_t(ix.staged) * sizeof(int32_t), ix.device, ix.stream);
+    ix.memory.release(ix.stage_positions, size_t(ix.staged) * sizeof(int64_t), ix.device, ix.stream);
     ix.stage_slots = static_cast<int32_t *>(sl);
     ix.stage_positions = static_cast<int64_t *>(po);
-    ix.staged = n;
+    ix.staged = want;
   }
   check_cuda(cudaMemcpyAsync(ix.stage_slots, a.slots, size_t(n) * sizeof(int32_t), cudaMemcpyHostToDevice, ix.stream),
              "update slots copy");

@@ -1,13 +1,17 @@
-// An index on a CUDA device: keys per KV head contiguous [slot][D] in f16/bf16, and for the
-// page selector each page's elementwise key min and max, all in device memory. Slot s holds
+// An index on a CUDA device, all in device memory: for the exact selector the keys per KV head
+// contiguous [slot][D] in f16/bf16; for the page selector each page's elementwise key min and
+// max only (its selection reads nothing else, so it keeps no keys). Slot s holds
 // position s until the first update; from then on (exact selector only) each slot's position
-// is kept on the device too, and appends continue from next_position.
+// is kept on the device too, and appends continue from next_position. All of it comes from
+// the DeviceMemory of the index's context and goes back to it at index_destroy.
 #pragma once
 
 #include <cuda_runtime.h>
 
+#include <atomic>
 #include <cstdint>
 
+#include "device_memory.hpp"
 #include "sparseattn_plugin.h"
 
 struct sa_plugin_index {
@@ -18,15 +22,20 @@ struct sa_plugin_index {
   cudaStream_t stream = nullptr;  // appends
   // Recorded on `stream` after each append: selections on other streams wait for it.
   cudaEvent_t appended = nullptr;
+  sacuda::DeviceMemory memory;
+  int64_t hint = 0;  // capacity the first append allocates (at least)
+  // Set by a selection on another stream than `stream`: growing must then wait for the device
+  // before the outgrown storage goes back (that selection may still be reading it).
+  mutable std::atomic<bool> read_elsewhere{false};
   int64_t size = 0, capacity = 0;
-  void *keys = nullptr;                      // [heads][capacity][dim]
+  void *keys = nullptr;                      // [heads][capacity][dim]; exact selector only
   void *page_min = nullptr, *page_max = nullptr;  // [heads][capacity / page][dim]
   int64_t *positions = nullptr;  // [capacity] once updated; null: slot s holds position s
   int64_t next_position = 0;     // of the next appended key
   // An update's slots and positions, copied from the host: [staged] each.
   int32_t *stage_slots = nullptr;
   int64_t *stage_positions = nullptr;
-  int64_t staged = 0;
+  int64_t staged = 0;  // capacity of the staging buffers, in entries; grown by doubling
 };
 
 namespace sacuda {

@@ -502,6 +502,7 @@ void order_after_appends(const sa_plugin_index &ix, cudaStream_t stream) {
     fail(SA_ERR_INVALID_ARGUMENT, "the stream's CUDA graph capture was already invalidated by an earlier operation");
   const unsigned flags = capture == cudaStreamCaptureStatusActive ? cudaEventWaitExternal : cudaEventWaitDefault;
   check_cuda(cudaStreamWaitEvent(stream, ix.appended, flags), "waiting for the index's appends");
+  ix.read_elsewhere.store(true);  // an append that grows the index waits for this selection
 }
 
 }  // namespace

@@ -106,6 +106,10 @@ sa_status table_evict(sa_plugin_evict_args *a) {
   return guarded([&] { evict(*a); });
 }
 
+sa_status table_set_allocator(const void *owner, const sa_cuda_allocator *allocator) {
+  return guarded([&] { set_owner_memory(owner, allocator ? *allocator : sa_cuda_allocator{}); });
+}
+
 }  // namespace
 }  // namespace sacuda
 
@@ -130,6 +134,7 @@ extern "C" SA_PLUGIN_EXPORT sa_status sa_plugin_init(uint32_t abi_version, sa_pl
   t.index_update = sacuda::table_index_update;
   t.copy = sacuda::table_copy;
   t.evict = sacuda::table_evict;
+  t.set_allocator = sacuda::table_set_allocator;
   const size_t n = out->struct_size < sizeof t ? out->struct_size : sizeof t;
   t.struct_size = n;
   std::memcpy(out, &t, n);

@@ -54,10 +54,15 @@ struct BufferKey {
     return std::tie(owner, device, stream, thread) < std::tie(o.owner, o.device, o.stream, o.thread);
   }
 };
+struct Allocation {
+  void *ptr;
+  size_t bytes;
+};
 struct BufferEntry {
+  DeviceMemory memory;  // the owner's, when the entry was made
   StreamBuffers buffers;
   size_t zeroed_bytes = 0, scratch_bytes = 0;
-  std::vector<void *> retired;  // outgrown buffers: queued or captured work may still use them
+  std::vector<Allocation> retired;  // outgrown buffers: queued or captured work may still use them
 };
 
 std::mutex g_mutex;
@@ -66,14 +71,15 @@ std::map<BufferKey, BufferEntry> &entries() {
   return *m;
 }
 
-void *grow(void *&current, size_t &have, size_t want, std::vector<void *> &retired, const char *what) {
+// Doubles `have` from 4096 bytes until it holds `want`; returns the new buffer (current is
+// retired), or nullptr when current is large enough.
+void *grow(BufferEntry &e, void *&current, size_t &have, size_t want, int device, cudaStream_t stream) {
   if (want <= have) return nullptr;
   size_t bytes = have ? have : 4096;
   while (bytes < want) bytes *= 2;
-  void *fresh = nullptr;
-  retired.reserve(retired.size() + 1);  // no allocation failure after cudaMalloc succeeds
-  check_cuda(cudaMalloc(&fresh, bytes), what);
-  if (current) retired.push_back(current);
+  e.retired.reserve(e.retired.size() + 1);  // no failure after the allocation succeeds
+  void *fresh = e.memory.allocate(bytes, device, stream, "stream buffer allocation");
+  if (current) e.retired.push_back({current, have});
   current = fresh;
   have = bytes;
   return fresh;
@@ -85,23 +91,21 @@ StreamBuffers stream_buffers(const void *owner, int device_id, cudaStream_t stre
   const bool per_thread = stream == cudaStreamPerThread;
   const BufferKey key{owner, device_id, stream, per_thread ? std::this_thread::get_id() : std::thread::id()};
   std::lock_guard<std::mutex> lock(g_mutex);
-  BufferEntry &e = entries()[key];
-  if (zeroed_bytes > e.zeroed_bytes || scratch_bytes > e.scratch_bytes) {
-    cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
-    check_cuda(cudaStreamIsCapturing(stream, &capture), "cudaStreamIsCapturing");
-    if (capture != cudaStreamCaptureStatusNone)
-      fail(SA_ERR_UNSUPPORTED, "the CUDA plugin needs larger buffers for this stream while it is being captured: "
-                               "run one call of this shape on the stream before capturing");
-    if (void *z = grow(e.buffers.zeroed, e.zeroed_bytes, zeroed_bytes, e.retired, "stream buffer allocation")) {
-      check_cuda(cudaMemsetAsync(z, 0, e.zeroed_bytes, stream), "stream buffer zeroing");
-    }
-    grow(e.buffers.scratch, e.scratch_bytes, scratch_bytes, e.retired, "stream buffer allocation");
+  auto it = entries().find(key);
+  if (it == entries().end()) {
+    BufferEntry fresh;
+    fresh.memory = owner_memory(owner);
+    it = entries().emplace(key, fresh).first;
   }
+  BufferEntry &e = it->second;
+  if (void *z = grow(e, e.buffers.zeroed, e.zeroed_bytes, zeroed_bytes, device_id, stream))
+    check_cuda(cudaMemsetAsync(z, 0, e.zeroed_bytes, stream), "stream buffer zeroing");
+  grow(e, e.buffers.scratch, e.scratch_bytes, scratch_bytes, device_id, stream);
   return e.buffers;
 }
 
-// cudaFree waits for the work queued on the device before it frees (the streams themselves may
-// be gone by now). Nothing can be reported: errors are cleared, a lost context only leaks.
+// The streams themselves may be gone by now: the device's work is waited for, and the
+// buffers are released with no stream.
 void release_owner(const void *owner) {
   if (!owner) return;
   std::lock_guard<std::mutex> lock(g_mutex);
@@ -111,17 +115,15 @@ void release_owner(const void *owner) {
       ++it;
       continue;
     }
-    int saved = -1;
-    const bool have_saved = cudaGetDevice(&saved) == cudaSuccess;
-    if (cudaSetDevice(it->first.device) == cudaSuccess) {
-      cudaFree(it->second.buffers.zeroed);
-      cudaFree(it->second.buffers.scratch);
-      for (void *p : it->second.retired) cudaFree(p);
-    }
-    cudaGetLastError();
-    if (have_saved) cudaSetDevice(saved);
+    const BufferEntry &e = it->second;
+    const int device = it->first.device;
+    wait_for_device(device);
+    e.memory.release(e.buffers.zeroed, e.zeroed_bytes, device, nullptr);
+    e.memory.release(e.buffers.scratch, e.scratch_bytes, device, nullptr);
+    for (const Allocation &r : e.retired) e.memory.release(r.ptr, r.bytes, device, nullptr);
     it = m.erase(it);
   }
+  forget_owner_memory(owner);
 }
 
 int sm_count(int device_id) {

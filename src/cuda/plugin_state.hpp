@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <string>
 
+#include "device_memory.hpp"
 #include "sparseattn_plugin.h"
 
 namespace sacuda {
@@ -54,11 +55,12 @@ class DeviceGuard {
 
 // Device buffers the plugin keeps per (owner, device, stream), so a call allocates nothing once
 // its stream has seen a call as large from the same owner (an sa_context; release_owner frees
-// its buffers when the context is destroyed; a NULL owner's are kept for the process). `zeroed` is all zeros between
-// calls: a kernel that uses it (split counters, running maxima) puts the zeros back before it
-// ends. `scratch` holds nothing between calls. Calls on one stream run in order, so they share
-// the buffers; a larger request allocates new ones and keeps the old ones alive until the
-// owner is released, since work already queued, or captured in a CUDA graph, may still use them. Allocating is refused
+// its buffers when the context is destroyed; a NULL owner's are kept for the process). They
+// come from the owner's DeviceMemory. `zeroed` is all zeros between calls: a kernel that uses
+// it (split counters, running maxima) puts the zeros back before it ends. `scratch` holds
+// nothing between calls. Calls on one stream run in order, so they share the buffers; a larger
+// request allocates new ones and keeps the old ones alive until the owner is released, since
+// work already queued, or captured in a CUDA graph, may still use them. Allocating is refused
 // while the stream is being captured: run one call of each shape before capturing.
 struct StreamBuffers {
   void *zeroed = nullptr;
@@ -67,7 +69,8 @@ struct StreamBuffers {
 StreamBuffers stream_buffers(const void *owner, int device_id, cudaStream_t stream, size_t zeroed_bytes,
                              size_t scratch_bytes);
 
-// Frees every buffer kept for owner, once the device has finished the work queued so far.
+// Frees every buffer kept for owner, once the device has finished the work queued so far, and
+// forgets owner's allocator.
 void release_owner(const void *owner);
 
 // Multiprocessors of a device (cached).

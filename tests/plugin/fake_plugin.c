@@ -8,7 +8,8 @@
  *   FAKE_DEVICES         the number of devices it reports (default 2)
  *   FAKE_NO_RUNTIME      device_count fails as if the CUDA runtime were missing
  *   FAKE_MEMORY_INFO     a memory_info entry: addresses in [0x1000, 0x100000) are memory of
- *                        device 0, [0x100000, 0x200000) of device 1, the rest pageable host memory */
+ *                        device 0, [0x100000, 0x200000) of device 1, the rest pageable host memory
+ *   FAKE_ALLOCATOR       set_allocator and release entries that record what they are given */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -122,6 +123,24 @@ static sa_status fake_memory_info(const void *ptr, sa_plugin_memory_info *out) {
 }
 #endif
 
+#ifdef FAKE_ALLOCATOR
+FAKE_EXPORT int fake_allocator_sets, fake_releases;
+FAKE_EXPORT const void *fake_allocator_owner, *fake_released_owner;
+FAKE_EXPORT sa_cuda_allocator fake_allocator;
+
+static sa_status fake_set_allocator(const void *owner, const sa_cuda_allocator *allocator) {
+    ++fake_allocator_sets;
+    fake_allocator_owner = owner;
+    fake_allocator = *allocator;
+    return SA_OK;
+}
+
+static void fake_release(const void *owner) {
+    ++fake_releases;
+    fake_released_owner = owner;
+}
+#endif
+
 #ifndef FAKE_NO_ENTRY
 FAKE_EXPORT sa_status sa_plugin_init(uint32_t abi_version, sa_plugin_api *out) {
     sa_plugin_api t;
@@ -147,6 +166,10 @@ FAKE_EXPORT sa_status sa_plugin_init(uint32_t abi_version, sa_plugin_api *out) {
     t.stream_synchronize = fake_stream_synchronize;
 #ifdef FAKE_MEMORY_INFO
     t.memory_info = fake_memory_info;
+#endif
+#ifdef FAKE_ALLOCATOR
+    t.release = fake_release;
+    t.set_allocator = fake_set_allocator;
 #endif
     n = out->struct_size < sizeof t ? out->struct_size : sizeof t;
     t.struct_size = n;

@@ -336,6 +336,94 @@ TEST(PluginDispatch, IndexOfACudaContextLivesOnTheDevice) {
   EXPECT_EQ(fake_symbol<int>(path, "fake_index_destroys"), destroys + 1);
 }
 
+void *never_alloc(void *, size_t, int32_t, void *) { return nullptr; }
+void never_free(void *, void *, size_t, int32_t, void *) {}
+
+sa_context_options allocator_options(const std::string &path, sa_device_type device, void *user) {
+  sa_context_options o = SA_CONTEXT_OPTIONS_INIT;
+  o.threads = 1;
+  o.cuda_plugin_path = path.c_str();
+  o.device = device;
+  o.cuda_allocator.alloc = never_alloc;
+  o.cuda_allocator.free = never_free;
+  o.cuda_allocator.user = user;
+  return o;
+}
+
+// The context's allocator reaches the plugin once, before the context's first device work,
+// with the context as its owner; indexes name the same owner; destroy releases it.
+TEST(PluginAllocator, HandedToThePluginOnceWithTheContextAsOwner) {
+  const std::string path = fake("fake_plugin_allocator");
+  int user = 0;
+  sa_context_options o = allocator_options(path, SA_DEVICE_CUDA, &user);
+  sa_context *ctx = nullptr;
+  ASSERT_EQ(sa_context_create(&o, &ctx), SA_OK) << sa_last_error();
+  EXPECT_EQ(fake_symbol<int>(path, "fake_allocator_sets"), 1);
+  EXPECT_EQ(fake_symbol<const void *>(path, "fake_allocator_owner"), static_cast<const void *>(ctx));
+  const auto &given = fake_symbol<sa_cuda_allocator>(path, "fake_allocator");
+  EXPECT_EQ(given.alloc, &never_alloc);
+  EXPECT_EQ(given.free, &never_free);
+  EXPECT_EQ(given.user, &user);
+
+  sa_index_options io = SA_INDEX_OPTIONS_INIT;
+  io.num_kv_heads = 2;
+  io.head_dim = 64;
+  io.dtype = SA_DTYPE_BF16;
+  sa_index *ix = nullptr;
+  ASSERT_EQ(sa_index_create(ctx, &io, &ix), SA_OK) << sa_last_error();
+  EXPECT_EQ(fake_symbol<sa_plugin_index_args>(path, "fake_last_index_args").owner, static_cast<const void *>(ctx));
+  sa_tensor q = device_tensor(SA_DTYPE_BF16, {1, 4, 64}, 0x1000, 0);
+  sa_tensor k = device_tensor(SA_DTYPE_BF16, {8, 2, 64}, 0x2000, 0);
+  sa_tensor out = device_tensor(SA_DTYPE_BF16, {1, 4, 64}, 0x3000, 0);
+  ASSERT_EQ(sa_attend(ctx, &q, &k, &k, nullptr, nullptr, &out, nullptr), SA_OK) << sa_last_error();
+  ASSERT_EQ(sa_attend(ctx, &q, &k, &k, nullptr, nullptr, &out, nullptr), SA_OK) << sa_last_error();
+  EXPECT_EQ(fake_symbol<int>(path, "fake_allocator_sets"), 1) << "handed over once per context";
+  sa_index_destroy(&ix);
+  const int releases = fake_symbol<int>(path, "fake_releases");
+  const void *owner = ctx;
+  sa_context_destroy(&ctx);
+  EXPECT_EQ(fake_symbol<int>(path, "fake_releases"), releases + 1);
+  EXPECT_EQ(fake_symbol<const void *>(path, "fake_released_owner"), owner);
+}
+
+// A CPU context hands its allocator over only when its work first reaches the device.
+TEST(PluginAllocator, ACpuContextHandsItOverAtItsFirstDeviceCall) {
+  const std::string path = fake("fake_plugin_allocator");
+  Ctx loaded(path, SA_DEVICE_CUDA);  // no allocator: hands nothing over
+  ASSERT_EQ(loaded.status, SA_OK) << loaded.message;
+  const int sets = fake_symbol<int>(path, "fake_allocator_sets");
+  sa_context_options o = allocator_options(path, SA_DEVICE_CPU, nullptr);
+  sa_context *ctx = nullptr;
+  ASSERT_EQ(sa_context_create(&o, &ctx), SA_OK) << sa_last_error();
+  EXPECT_EQ(fake_symbol<int>(path, "fake_allocator_sets"), sets);
+  sa_tensor q = device_tensor(SA_DTYPE_BF16, {1, 4, 64}, 0x1000, 0);
+  sa_tensor k = device_tensor(SA_DTYPE_BF16, {8, 2, 64}, 0x2000, 0);
+  sa_tensor out = device_tensor(SA_DTYPE_BF16, {1, 4, 64}, 0x3000, 0);
+  ASSERT_EQ(sa_attend(ctx, &q, &k, &k, nullptr, nullptr, &out, nullptr), SA_OK) << sa_last_error();
+  EXPECT_EQ(fake_symbol<int>(path, "fake_allocator_sets"), sets + 1);
+  EXPECT_EQ(fake_symbol<const void *>(path, "fake_allocator_owner"), static_cast<const void *>(ctx));
+  sa_context_destroy(&ctx);
+}
+
+// A plugin without set_allocator cannot honour the hook: refused, never silently ignored.
+TEST(PluginAllocator, APluginWithoutAllocatorsIsRefused) {
+  const std::string path = fake("fake_plugin_ok");
+  sa_context_options o = allocator_options(path, SA_DEVICE_CUDA, nullptr);
+  sa_context *ctx = nullptr;
+  EXPECT_EQ(sa_context_create(&o, &ctx), SA_ERR_UNSUPPORTED);
+  EXPECT_EQ(ctx, nullptr);
+  EXPECT_NE(std::string(sa_last_error()).find("predates host allocators"), std::string::npos) << sa_last_error();
+  o.device = SA_DEVICE_CPU;
+  ASSERT_EQ(sa_context_create(&o, &ctx), SA_OK) << sa_last_error();
+  sa_tensor q = device_tensor(SA_DTYPE_BF16, {1, 4, 64}, 0x1000, 0);
+  sa_tensor k = device_tensor(SA_DTYPE_BF16, {8, 2, 64}, 0x2000, 0);
+  sa_tensor out = device_tensor(SA_DTYPE_BF16, {1, 4, 64}, 0x3000, 0);
+  const int attends = fake_symbol<int>(path, "fake_attend_calls");
+  EXPECT_EQ(sa_attend(ctx, &q, &k, &k, nullptr, nullptr, &out, nullptr), SA_ERR_UNSUPPORTED);
+  EXPECT_EQ(fake_symbol<int>(path, "fake_attend_calls"), attends) << "the plugin never saw the call";
+  sa_context_destroy(&ctx);
+}
+
 // Selector options are checked once, at sa_index_create, whichever backend the index gets: a
 // device index is refused for what a CPU one would be refused for (the fake plugin accepts
 // any kind, as a plugin that implemented LSH would).

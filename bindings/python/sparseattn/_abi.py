@@ -30,6 +30,16 @@ class SaTensor(Structure):
     ]
 
 
+# sa_cuda_allocator: alloc(user, bytes, device_id, stream) -> ptr and
+# free(user, ptr, bytes, device_id, stream).
+CUDA_ALLOC_FN = CFUNCTYPE(c_void_p, c_void_p, c_size_t, c_int32, c_void_p)
+CUDA_FREE_FN = CFUNCTYPE(None, c_void_p, c_void_p, c_size_t, c_int32, c_void_p)
+
+
+class SaCudaAllocator(Structure):
+    _fields_ = [("alloc", CUDA_ALLOC_FN), ("free", CUDA_FREE_FN), ("user", c_void_p)]
+
+
 class SaContextOptions(Structure):
     _fields_ = [
         ("struct_size", c_size_t),
@@ -39,6 +49,7 @@ class SaContextOptions(Structure):
         ("device", c_enum),
         ("device_id", c_int32),
         ("cuda_stream", c_void_p),
+        ("cuda_allocator", SaCudaAllocator),
     ]
 
 

@@ -17,10 +17,11 @@ from .errors import InvalidArgument
 class ContextHandle:
     """Owns an sa_context. close() ends its use through the Context; the C
     context itself is destroyed once no open index needs it any more."""
-    __slots__ = ("ptr", "lock", "closed", "open_indexes", "count_lock", "_destroy")
+    __slots__ = ("ptr", "lock", "closed", "open_indexes", "count_lock", "_destroy", "keep")
 
     def __init__(self, ptr):
         self.ptr = ptr
+        self.keep = None  # what the C context calls back into (cuda_allocator)
         self.lock = RWLock()
         self.closed = False
         self.open_indexes = 0

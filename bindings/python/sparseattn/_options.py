@@ -58,6 +58,8 @@ def _as_dict(struct):
             value = _as_dict(value)
         elif isinstance(value, ctypes._Pointer):
             value = None if not value else ctypes.addressof(value.contents)
+        elif isinstance(value, ctypes._CFuncPtr):
+            value = ctypes.cast(value, ctypes.c_void_p).value
         elif isinstance(value, bytes):
             value = value.decode()
         out[field] = value
@@ -93,6 +95,28 @@ def context_options(threads=None, isa=None, cuda_plugin_path=None, device=None, 
     if cuda_stream is not None:
         o.cuda_stream = stream_handle(cuda_stream)
     return o
+
+
+def cuda_allocator(pair):
+    """An SaCudaAllocator calling pair = (alloc, free): alloc(bytes, device_id,
+    stream) -> int device address (0: none), free(ptr, bytes, device_id,
+    stream). Streams are int cudaStream_t values. The caller keeps the
+    returned struct alive as long as the C context (its callbacks live in it)."""
+    from ._abi import CUDA_ALLOC_FN, CUDA_FREE_FN, SaCudaAllocator
+    try:
+        alloc, free = pair
+    except (TypeError, ValueError):
+        raise TypeError("cuda_allocator: expected a pair (alloc, free) of callables") from None
+    if not callable(alloc) or not callable(free):
+        raise TypeError("cuda_allocator: expected a pair (alloc, free) of callables")
+
+    def c_alloc(_user, nbytes, device_id, stream):
+        return int(alloc(int(nbytes), int(device_id), int(stream or 0)) or 0) or None
+
+    def c_free(_user, ptr, nbytes, device_id, stream):
+        free(int(ptr or 0), int(nbytes), int(device_id), int(stream or 0))
+
+    return SaCudaAllocator(CUDA_ALLOC_FN(c_alloc), CUDA_FREE_FN(c_free), None)
 
 
 # Keyword -> (sub-struct or None, field) for sa_index_options.

@@ -14,7 +14,7 @@ class Context(HandleOwner):
     """A sparseattn context (sa_context).
 
     Context(threads=None, isa=None, cuda_plugin_path=None, device=None,
-            device_id=None, cuda_stream=None)
+            device_id=None, cuda_stream=None, cuda_allocator=None)
 
     Every argument left None takes sa_context_options_default()'s value:
       threads: 0 = OpenMP's default, 1 = the calling thread only, 2..1024 a team.
@@ -26,6 +26,13 @@ class Context(HandleOwner):
       device_id: CUDA device ordinal.
       cuda_stream: default stream for device work (an int cudaStream_t, or a
         cupy/torch stream object).
+      cuda_allocator: (alloc, free), where the CUDA plugin gets all device
+        memory for this context and its indexes (sa_cuda_allocator):
+        alloc(nbytes, device_id, stream) -> int address (0 when out of
+        memory), free(ptr, nbytes, device_id, stream); streams are ints. With
+        PyTorch: (lambda n, d, s: torch.cuda.caching_allocator_alloc(n, d, s),
+        lambda p, n, d, s: torch.cuda.caching_allocator_delete(p)).
+        None: cudaMallocAsync.
 
     Use it as a context manager, or call close(): the Context then refuses
     further calls, and the C context is destroyed as soon as no open Index
@@ -34,13 +41,16 @@ class Context(HandleOwner):
     """
 
     def __init__(self, threads=None, isa=None, cuda_plugin_path=None, device=None,
-                 device_id=None, cuda_stream=None):
+                 device_id=None, cuda_stream=None, cuda_allocator=None):
         lib = library()
         opt = _options.context_options(threads, isa, cuda_plugin_path, device, device_id,
                                        cuda_stream)
+        if cuda_allocator is not None:
+            opt.cuda_allocator = _options.cuda_allocator(cuda_allocator)
         ptr = ctypes.c_void_p()
         lib.check(lib.api.context_create(ctypes.byref(opt), ctypes.byref(ptr)))
         self._handle = ContextHandle(ptr)
+        self._handle.keep = opt.cuda_allocator  # its callbacks, as long as the C context
         self.device = Device(opt.device)
         self.device_id = int(opt.device_id)
 

@@ -34,8 +34,9 @@ class LibraryTest(unittest.TestCase):
     def test_defaults_are_the_header_init_values(self):
         # Field offsets: values read through the ctypes layout equal the *_INIT macros.
         self.assertEqual(sa.defaults("context"),
-                         {"struct_size": 40, "threads": 0, "isa": 100, "cuda_plugin_path": None,
-                          "device": 0, "device_id": 0, "cuda_stream": None})
+                         {"struct_size": 64, "threads": 0, "isa": 100, "cuda_plugin_path": None,
+                          "device": 0, "device_id": 0, "cuda_stream": None,
+                          "cuda_allocator": {"alloc": None, "free": None, "user": None}})
         ix = sa.defaults("index")
         self.assertEqual((ix["kind"], ix["dtype"], ix["capacity"], ix["borrow_keys"]), (0, 1, 0, 0))
         self.assertEqual(ix["page"], {"page_size": 16, "refine": 1})
@@ -105,6 +106,19 @@ class ContextTest(unittest.TestCase):
             sa.Context(threads=2 ** 40)  # would wrap in a 32-bit field
         with self.assertRaises(sa.InvalidArgument):
             sa.Context(isa="mmx")
+
+    def test_cuda_allocator_takes_a_pair_of_callables(self):
+        calls = []
+        pair = (lambda n, d, s: calls.append("alloc") or 0, lambda p, n, d, s: calls.append("free"))
+        # A CPU context takes it and never calls it.
+        with sa.Context(threads=1, cuda_allocator=pair) as ctx:
+            q = np.ones((1, 2, 4), np.float32)
+            kv = np.ones((3, 1, 4), np.float32)
+            ctx.attend(q, kv, kv)
+        self.assertEqual(calls, [])
+        for bad in (1, (len,), (len, 1)):
+            with self.assertRaises(TypeError):
+                sa.Context(cuda_allocator=bad)
 
     def test_a_cuda_context_without_a_plugin_is_backend_unavailable(self):
         with self.assertRaises(sa.BackendUnavailable) as cm:

@@ -103,6 +103,12 @@ impl Context {
             device,
             device_id,
             cuda_stream: opts.cuda_stream.as_raw(),
+            // The plugin's own (cudaMallocAsync); hosts with an allocator use sys directly.
+            cuda_allocator: sys::sa_cuda_allocator {
+                alloc: None,
+                free: None,
+                user: ptr::null_mut(),
+            },
         };
         let mut out: *mut sys::sa_context = ptr::null_mut();
         // SAFETY: valid options (the path outlives the call; the library

@@ -90,6 +90,15 @@ pub struct sa_context {
     _not_send_sync: core::marker::PhantomData<(*mut u8, core::marker::PhantomPinned)>,
 }
 
+/// The host's device memory for the CUDA plugin (see sparseattn.h).
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct sa_cuda_allocator {
+    pub alloc: Option<unsafe extern "C" fn(*mut c_void, usize, i32, *mut c_void) -> *mut c_void>,
+    pub free: Option<unsafe extern "C" fn(*mut c_void, *mut c_void, usize, i32, *mut c_void)>,
+    pub user: *mut c_void,
+}
+
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct sa_context_options {
@@ -100,6 +109,7 @@ pub struct sa_context_options {
     pub device: sa_device_type,
     pub device_id: i32,
     pub cuda_stream: *mut c_void,
+    pub cuda_allocator: sa_cuda_allocator,
 }
 
 // -------------------------------------------------------------------- index

@@ -154,7 +154,7 @@ fn defaults_equal_the_library_defaults_and_struct_sizes() {
 
     // x86-64 / aarch64 layout of the header's structs.
     assert_eq!(std::mem::size_of::<sys::sa_tensor>(), 88);
-    assert_eq!(std::mem::size_of::<sys::sa_context_options>(), 40);
+    assert_eq!(std::mem::size_of::<sys::sa_context_options>(), 64);
     assert_eq!(std::mem::size_of::<sys::sa_index_options>(), 112);
     assert_eq!(std::mem::size_of::<sys::sa_select_options>(), 72);
     assert_eq!(std::mem::size_of::<sys::sa_attend_options>(), 64);
