@@ -420,9 +420,10 @@ TEST(PrefillSelect, BlocksChooseAsOneQueryAtATime) {
             const Tensor single = a.select(one, o1);
             for (int64_t h = 0; h < out.dim(1); ++h) {
               differing += row_of(single, 0, h) != row_of(out, i, h);
-              if (c.kind == SA_SELECTOR_PAGE)
+              if (c.kind == SA_SELECTOR_PAGE) {
                 EXPECT_TRUE(ref::check_row(ref::expect_row(a.cache, q, args, i, h), row_of(out, i, h), 1e-4, mass > 0 ? 1 : 0))
                     << "query " << i << ", list " << h;
+              }
             }
           }
           EXPECT_LE(differing, 1) << "rows where prefill and one query at a time chose different sets";

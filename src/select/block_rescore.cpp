@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "core/threading.hpp"
 #include "select/score_matmul.hpp"
 
 namespace sa {
@@ -32,6 +33,39 @@ const float *KeysF32::head(int h, int64_t prefix) {
   if (!c) c.reset(new float[size_t(n_ * D)]);  // pages are touched as slots are converted
   for (int64_t &j = converted_[size_t(h)]; j < std::min(prefix, n_); ++j) rows_.load(h, j, rows_.dtype(), &c[size_t(j * D)]);
   return c.get();
+}
+
+int block_task_slots(const sa_context &ctx, const SelectRequest &req, int64_t kv_heads) {
+  const int64_t n_q = req.queries.shape[0];
+  return loop_slots(ctx.threads, (n_q + kBlockRescoreQueries - 1) / kBlockRescoreQueries * kv_heads);
+}
+
+void select_by_blocks(const sa_context &ctx, const KeyStore &keys, const SelectRequest &req,
+                      const ProposeCandidates &propose) {
+  const int64_t n_q = req.queries.shape[0], H = keys.heads();
+  const int64_t head_lists = selection_list_count(req, H) / H;  // lists of one KV head per query
+  const int64_t n_blocks = (n_q + kBlockRescoreQueries - 1) / kBlockRescoreQueries;
+  const int slots = block_task_slots(ctx, req, H);
+  std::vector<BlockRescoreScratch> blocks(static_cast<size_t>(slots));
+  const NativeRows rows = native_rows(keys, req);
+  KeysF32 keys_f32(rows, H, keys.size());
+  OmpThreadLimit omp_limit(ctx.threads);  // oneDNN inside follows the context's thread count
+  // Task order: the KV heads of a block side by side, so tasks running at once convert
+  // different heads' keys.
+  parallel_for_slots(slots, n_blocks * H, [&](int64_t task, int slot) {
+    const int64_t h = task % H, i0 = task / H * kBlockRescoreQueries, i1 = std::min(n_q, i0 + kBlockRescoreQueries);
+    BlockRescoreScratch &b = blocks[size_t(slot)];
+    b.own.resize(size_t(kBlockRescoreQueries * head_lists));
+    b.lists.clear();
+    for (int64_t i = i0; i < i1; ++i)
+      for (int64_t k = h * head_lists; k < (h + 1) * head_lists; ++k) {
+        RescoreScratch &rs = b.own[b.lists.size()];
+        const SelectionList l = selection_list(req, H, k);
+        propose(i, l, slot, rs);
+        b.lists.push_back({i, l, &rs});
+      }
+    rescore_block(ctx, keys, rows, keys_f32, req, b.lists.data(), int64_t(b.lists.size()), b);
+  });
 }
 
 SelectRequest query_chunk(const SelectRequest &req, int64_t i0, int64_t i1) {

@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <vector>
@@ -64,6 +65,15 @@ struct BlockRescoreScratch {
 // keys_f32 converts.
 void rescore_block(const sa_context &ctx, const KeyStore &keys, const NativeRows &rows, KeysF32 &keys_f32,
                    const SelectRequest &req, const BlockList *lists, int64_t n, BlockRescoreScratch &t);
+
+// A selector whose lists propose candidates (lsh, hnsw) selects a prefill with these: tasks
+// over (block of kBlockRescoreQueries queries, KV head), each proposing every list of the
+// block (propose fills rs.candidates; it may use rs.queries; `slot` is the task's slot of the
+// call's scratch, of which there are block_task_slots), then rescoring them with rescore_block.
+using ProposeCandidates = std::function<void(int64_t i, const SelectionList &l, int slot, RescoreScratch &rs)>;
+int block_task_slots(const sa_context &ctx, const SelectRequest &req, int64_t kv_heads);
+void select_by_blocks(const sa_context &ctx, const KeyStore &keys, const SelectRequest &req,
+                      const ProposeCandidates &propose);
 
 // Queries [i0, i1) of req as a request of their own (queries, positions, segments and output
 // rows): a selector that keeps state per list of a call runs a long prefill in such chunks.

@@ -568,29 +568,11 @@ void LshSelector::select(const sa_context &ctx, const SelectRequest &req) const 
     }
   };
   if (n_q >= kBlockRescoreMinQueries) {
-    // Prefill: per (block of queries, KV head), every list's candidates, then one block
-    // rescoring (block_rescore.hpp: one GEMM when they are dense in the keys the block sees).
-    const int64_t H = keys_.heads(), head_lists = lists / H;
-    const int64_t n_blocks = (n_q + kBlockRescoreQueries - 1) / kBlockRescoreQueries;
-    const int slots = loop_slots(ctx.threads, n_blocks * H);
-    std::vector<LshScratch> scratch(static_cast<size_t>(slots));
-    std::vector<BlockRescoreScratch> blocks(static_cast<size_t>(slots));
-    const NativeRows rows = native_rows(keys_, req);
-    KeysF32 keys_f32(rows, H, keys_.size());
-    OmpThreadLimit omp_limit(ctx.threads);  // oneDNN inside follows the context's thread count
-    parallel_for_slots(slots, n_blocks * H, [&](int64_t task, int slot) {
-      const int64_t h = task % H, i0 = task / H * kBlockRescoreQueries, i1 = std::min(n_q, i0 + kBlockRescoreQueries);
-      BlockRescoreScratch &b = blocks[size_t(slot)];
-      b.own.resize(size_t(kBlockRescoreQueries * head_lists));
-      b.lists.clear();
-      for (int64_t i = i0; i < i1; ++i)
-        for (int64_t k = h * head_lists; k < (h + 1) * head_lists; ++k) {
-          RescoreScratch &rs = b.own[b.lists.size()];
-          const SelectionList l = selection_list(req, H, k);
-          propose(i, l, scratch[size_t(slot)], rs);
-          b.lists.push_back({i, l, &rs});
-        }
-      rescore_block(ctx, keys_, rows, keys_f32, req, b.lists.data(), int64_t(b.lists.size()), b);
+    // Prefill: every list's candidates by blocks of queries, then one block rescoring
+    // (block_rescore.hpp: one GEMM when they are dense in the keys the block sees).
+    std::vector<LshScratch> scratch(static_cast<size_t>(block_task_slots(ctx, req, keys_.heads())));
+    select_by_blocks(ctx, keys_, req, [&](int64_t i, const SelectionList &l, int slot, RescoreScratch &rs) {
+      propose(i, l, scratch[size_t(slot)], rs);
     });
     return;
   }
