@@ -218,7 +218,8 @@ void PageSelector::select(const sa_context &ctx, const SelectRequest &req) const
   // Borrowed keys: bounds of pages appended or refilled since the last selection, first.
   stale_.run_if_pending([&] { const_cast<PageSelector *>(this)->refresh_stale(ctx, host_rows(req, keys_.dim())); });
   const int64_t n_q = req.queries.shape[0];
-  if (n_q < kBlockRescoreMinQueries) return select_queries(ctx, req, nullptr);
+  // Whole pages without a mass target need no exact score: one pass as for decode.
+  if (n_q < kBlockRescoreMinQueries || (!refine_ && !(req.mass_target > 0.f))) return select_queries(ctx, req, nullptr);
   // Prefill: chunks of one rescoring block each, so the per-list state (bounds, candidates and
   // their scores: 80 KB a list at K = 128) is a chunk's, reused, not the whole call's.
   const NativeRows rows = native_rows(keys_, req);
