@@ -7,12 +7,13 @@
 //                                    page selector returns, and closer to real selections)
 //   attend_pages_headmajor/...      the same pages in a head-major cache: 4 KB runs per page
 //   gatherbw/DT/N:n/threads:T        only reads the rows attend_sparse gathers: the memory
-//                                    system's ceiling for that access pattern
+//                                    system's ceiling for that access pattern (the loops are
+//                                    floor_loops.hpp's, shared with floor_* and bench_bounds)
 //   gatherbw_pages[_headmajor]/...   the same for the rows of attend_pages[_headmajor]
-//   walkbw/DT/N:n/threads:T          only reads what attend_dense reads, in its order: per KV
-//                                    head and token range (the tasks attend_dense splits a
-//                                    decode query into), each token's K row then its V row,
-//                                    H_kv * D elements apart: dense attention's ceiling
+//   walkbw/DT/N:n/threads:T          only reads what attend_dense reads, in its order: per
+//                                    token range (the tasks attend_dense splits a decode query
+//                                    into), per block of 64 tokens every KV head's K rows then
+//                                    V rows: dense attention's ceiling
 //   attend_{dense,sparse}_mass/...   the same with slot_mass on ([H_kv, n] f32, decay 0.99)
 //   attend_paged[_shuffled]/...      attend_dense's keys as a paged cache (sa_attend_paged), 16-row
 //                                    pages in order or in a shuffled page table
@@ -27,9 +28,7 @@
 //
 //   build/bench/bench_attend --benchmark_filter='membw|attend_.*/bf16/N:131072'
 //   build/bench/bench_attend --benchmark_filter='floor_.*/N:131072' --benchmark_min_time=2
-#include "bench_common.hpp"
-
-#include <omp.h>
+#include "floor_loops.hpp"
 
 #include <chrono>
 
@@ -39,21 +38,7 @@ using namespace bench;
 
 void BM_membw(benchmark::State &state, int threads) {
     const auto *p = reinterpret_cast<const uint64_t *>(pool(SA_DTYPE_F16));
-    const int64_t n = kPoolBytes / 8;
-    for (auto _ : state) {
-        uint64_t s = 0;
-        if (threads == 1) {
-            s = sum_words(p, n);
-        } else {
-#pragma omp parallel num_threads(threads) reduction(+ : s)
-            {
-                int t = omp_get_thread_num(), nt = omp_get_num_threads();
-                int64_t per = n / nt / 8 * 8;
-                s += sum_words(p + t * per, t == nt - 1 ? n - t * per : per);
-            }
-        }
-        benchmark::DoNotOptimize(s);
-    }
+    for (auto _ : state) benchmark::DoNotOptimize(read_words(p, kPoolBytes / 8, threads));
     set_gbps(state, double(kPoolBytes));
 }
 
@@ -68,67 +53,33 @@ std::vector<int32_t> indices(Pattern p, int64_t n) {
     return {};
 }
 
-// Sums every gathered K and V row, prefetching a few rows ahead as the kernel does: what
-// any kernel reading these rows could reach at best.
+// Sums every gathered K and V row (floor_loops.hpp's gather_rows, split as sa_attend splits
+// the lists): what any kernel reading these rows could reach at best.
 void BM_gatherbw(benchmark::State &state, sa_dtype dtype, int64_t n, int threads, Pattern pattern) {
     Layers layers(dtype, n);
     std::vector<int32_t> idx = indices(pattern, n);
     // Element offset of row r of KV head h in the cache layout.
     const int64_t row_step = pattern == Pattern::pages_hm ? kD : kRow;
     const int64_t head_step = pattern == Pattern::pages_hm ? n * kD : kD;
-    constexpr int kAhead = 16;
     int64_t it = 0;
     for (auto _ : state) {
         flush_caches(state);
         const int l = int(it % layers.count);
         const int32_t *set = idx.data() + (it % kSets) * kHkv * kTopK;
-        uint64_t s = 0;
-#pragma omp parallel for num_threads(threads) reduction(+ : s) schedule(static)
-        for (int h = 0; h < kHkv; ++h) {
-            const int32_t *list = set + h * kTopK;
-            for (int j = 0; j < kTopK; ++j) {
-                if (j + kAhead < kTopK) {
-                    const int64_t ahead = list[j + kAhead] * row_step + h * head_step;
-                    for (int c = 0; c < kD * 2; c += 64) {
-                        __builtin_prefetch(reinterpret_cast<const char *>(layers.k(l) + ahead) + c, 0, 1);
-                        __builtin_prefetch(reinterpret_cast<const char *>(layers.v(l) + ahead) + c, 0, 1);
-                    }
-                }
-                const int64_t row = list[j] * row_step + h * head_step;
-                s += sum_words(reinterpret_cast<const uint64_t *>(layers.k(l) + row), kD / 4);
-                s += sum_words(reinterpret_cast<const uint64_t *>(layers.v(l) + row), kD / 4);
-            }
-        }
-        benchmark::DoNotOptimize(s);
+        benchmark::DoNotOptimize(gather_rows(layers.k(l), layers.v(l), set, kTopK, row_step, head_step, threads));
         ++it;
     }
     set_gbps(state, 2.0 * double(kTopK) * kRow * 2);
 }
 
-// Reads the rows attend_dense reads in the order it reads them: one decode query's 8 KV heads
-// split into token ranges (kDenseTasks tasks, as src/attend/attention.cpp splits a decode
-// query: 32 tasks of n / 4 tokens), each task walking its head's K and V rows token by token.
-constexpr int kDenseTasks = 32;
-
+// Reads the rows attend_dense reads in the order it reads them (floor_loops.hpp's walk_rows).
 void BM_walkbw(benchmark::State &state, sa_dtype dtype, int64_t n, int threads) {
     Layers layers(dtype, n);
-    constexpr int kSplits = kDenseTasks / kHkv;
     int64_t it = 0;
     for (auto _ : state) {
         flush_caches(state);
         const int l = int(it % layers.count);
-        uint64_t s = 0;
-#pragma omp parallel for num_threads(threads) reduction(+ : s) schedule(dynamic, 1)
-        for (int t = 0; t < kDenseTasks; ++t) {
-            const int64_t h = t / kSplits, part = t % kSplits;
-            const int64_t b = n * part / kSplits, e = n * (part + 1) / kSplits;
-            for (int64_t j = b; j < e; ++j) {
-                const int64_t row = j * kRow + h * kD;
-                s += sum_words(reinterpret_cast<const uint64_t *>(layers.k(l) + row), kD / 4);
-                s += sum_words(reinterpret_cast<const uint64_t *>(layers.v(l) + row), kD / 4);
-            }
-        }
-        benchmark::DoNotOptimize(s);
+        benchmark::DoNotOptimize(walk_rows(layers.k(l), layers.v(l), n, threads));
         ++it;
     }
     set_gbps(state, 2.0 * double(n) * kRow * 2);
@@ -250,59 +201,6 @@ std::vector<int32_t> step_indices(int64_t n, int sets) {
     return out;
 }
 
-// sa_attend's split of one decode query's keys (attention.cpp: about 32 tasks, at least 512
-// keys each), so that the loops hand the threads the same pieces.
-int64_t split_parts(int64_t units, int64_t keys) {
-    const int64_t splits = units < 32 ? (32 + units - 1) / units : 1;
-    return std::max<int64_t>(1, std::min(splits, keys / 512));
-}
-
-// Gathers every K and V row of the lists in list order, prefetching 16 rows ahead.
-uint64_t gather_rows(const uint16_t *K, const uint16_t *V, const int32_t *set, int threads) {
-    const int64_t parts = split_parts(kHkv, kStepWidth);
-    constexpr int kAhead = 16;
-    uint64_t s = 0;
-#pragma omp parallel for num_threads(threads) reduction(+ : s) schedule(dynamic, 1)
-    for (int64_t t = 0; t < kHkv * parts; ++t) {
-        const int64_t h = t / parts, part = t % parts;
-        const int32_t *list = set + h * kStepWidth;
-        const int64_t b = kStepWidth * part / parts, e = kStepWidth * (part + 1) / parts;
-        for (int64_t j = b; j < e; ++j) {
-            if (j + kAhead < e) {
-                const int64_t ahead = list[j + kAhead] * kRow + h * kD;
-                for (int c = 0; c < kD * 2; c += 64) {
-                    __builtin_prefetch(reinterpret_cast<const char *>(K + ahead) + c, 0, 1);
-                    __builtin_prefetch(reinterpret_cast<const char *>(V + ahead) + c, 0, 1);
-                }
-            }
-            const int64_t row = list[j] * kRow + h * kD;
-            s += sum_words(reinterpret_cast<const uint64_t *>(K + row), kD / 4);
-            s += sum_words(reinterpret_cast<const uint64_t *>(V + row), kD / 4);
-        }
-    }
-    return s;
-}
-
-// Walks the token-major cache as the dense kernel does: per task a range of tokens, per block
-// of 64 tokens every KV head, per head its K rows then its V rows.
-uint64_t walk_rows(const uint16_t *K, const uint16_t *V, int64_t n, int threads) {
-    const int64_t parts = split_parts(1, n);
-    constexpr int64_t kBlock = 64;
-    uint64_t s = 0;
-#pragma omp parallel for num_threads(threads) reduction(+ : s) schedule(dynamic, 1)
-    for (int64_t part = 0; part < parts; ++part) {
-        const int64_t b = n * part / parts, e = n * (part + 1) / parts;
-        for (int64_t t0 = b; t0 < e; t0 += kBlock) {
-            const int64_t t1 = std::min(e, t0 + kBlock);
-            for (int h = 0; h < kHkv; ++h) {
-                for (int64_t t = t0; t < t1; ++t) s += sum_words(reinterpret_cast<const uint64_t *>(K + t * kRow + h * kD), kD / 4);
-                for (int64_t t = t0; t < t1; ++t) s += sum_words(reinterpret_cast<const uint64_t *>(V + t * kRow + h * kD), kD / 4);
-            }
-        }
-    }
-    return s;
-}
-
 double seconds_since(std::chrono::steady_clock::time_point t0) {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
@@ -332,7 +230,7 @@ void BM_floor(benchmark::State &state, sa_dtype dtype, int64_t n, int threads, b
         benchmark::DoNotOptimize(out.data());
         flush_cache(threads);
         t0 = std::chrono::steady_clock::now();
-        uint64_t s = sparse ? gather_rows(layers.k(l), layers.v(l), set, threads)
+        uint64_t s = sparse ? gather_rows(layers.k(l), layers.v(l), set, kStepWidth, kRow, kD, threads)
                             : walk_rows(layers.k(l), layers.v(l), n, threads);
         const double w = seconds_since(t0);
         benchmark::DoNotOptimize(s);

@@ -5,14 +5,11 @@
 //                               sa_attend over the chosen keys
 //   page_select/N:n/threads:T   the selection alone
 //   page_norefine/N:n/threads:T the selection without refine: the bound scan and the page
-//                               ranking, nearly all of it the scan
-//   bound_read/N:n/threads:T    a plain loop reading as many bytes as the index's page
-//                               bounds (n/16 pages x 8 heads x 2 D int8 codes + scales):
-//                               the scan's memory floor
+//                               ranking, nearly all of it the scan (the scan against its
+//                               read loop: bench_bounds)
 // "cpu_us": process CPU time inside the timed calls (all threads), which a loaded machine
 // disturbs less than wall time. Keys and values are random N(0, 1) f16, one cache per n (2 GB of K/V at 512K), the indexes
-// built before timing. Read the ratios: dense / page_step, page_norefine vs bound_read, and
-// threads:2 vs threads:1.
+// built before timing. Read the ratios: dense / page_step, and threads:2 vs threads:1.
 //   build/bench/page_step --benchmark_filter='N:131072'
 #include "bench_common.hpp"
 
@@ -28,18 +25,6 @@ using namespace bench;
 constexpr int kPageSize = 16;
 constexpr int64_t kFlushBytes = int64_t{96} << 20;
 
-uint64_t read_all(const std::vector<uint64_t> &buf, int threads) {
-    const int64_t n = int64_t(buf.size());
-    uint64_t s = 0;
-#pragma omp parallel num_threads(threads) reduction(+ : s)
-    {
-        const int t = omp_get_thread_num(), nt = omp_get_num_threads();
-        const int64_t per = n / nt / 8 * 8;
-        s += sum_words(buf.data() + t * per, t == nt - 1 ? n - t * per : per);
-    }
-    return s;
-}
-
 double cpu_seconds() {
     timespec ts;
     clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
@@ -48,7 +33,7 @@ double cpu_seconds() {
 
 void flush() {
     static std::vector<uint64_t> junk(size_t(kFlushBytes / 8), 1);
-    benchmark::DoNotOptimize(read_all(junk, 1));
+    benchmark::DoNotOptimize(sum_words(junk.data(), int64_t(junk.size())));
 }
 
 // K, V and a page index over them, per n (the last two kept).
@@ -97,7 +82,7 @@ Cache &cache(int64_t n) {
     return *c;
 }
 
-enum class What { dense, step, select, norefine, bound_read };
+enum class What { dense, step, select, norefine };
 
 void BM_step(benchmark::State &state, int64_t n, int threads, What what) {
     sa_context *ctx = context(threads);
@@ -115,10 +100,8 @@ void BM_step(benchmark::State &state, int64_t n, int threads, What what) {
     sa_tensor ot = tensor(out.data(), SA_DTYPE_F32, {1, kHq, kD});
     sa_tensor kt = tensor(c.k.data(), SA_DTYPE_F16, {n, kHkv, kD});
     sa_tensor vt = tensor(c.v.data(), SA_DTYPE_F16, {n, kHkv, kD});
-    sa_index *ix = what == What::dense || what == What::bound_read ? nullptr : c.index(threads, what != What::norefine);
-    if (what != What::dense && what != What::bound_read && !ix) return state.SkipWithError("building the index");
-    const int64_t bound_bytes = (n / kPageSize) * kHkv * (2 * kD + 4);
-    std::vector<uint64_t> bounds(what == What::bound_read ? size_t(bound_bytes / 8) : 0, 3);
+    sa_index *ix = what == What::dense ? nullptr : c.index(threads, what != What::norefine);
+    if (what != What::dense && !ix) return state.SkipWithError("building the index");
     int64_t i = 0;
     double cpu = 0.0;  // process CPU seconds inside the timed calls: the work, less the waits of a loaded machine
     for (auto _ : state) {
@@ -138,7 +121,6 @@ void BM_step(benchmark::State &state, int64_t n, int threads, What what) {
             case What::norefine:
                 if (!ok(state, sa_select(ix, &qt, &so, &it), "sa_select")) return;
                 break;
-            case What::bound_read: benchmark::DoNotOptimize(read_all(bounds, threads)); break;
         }
         state.SetIterationTime(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
         cpu += cpu_seconds() - c0;
@@ -147,15 +129,13 @@ void BM_step(benchmark::State &state, int64_t n, int threads, What what) {
         ++i;
     }
     state.counters["cpu_us"] = 1e6 * cpu / double(std::max<int64_t>(1, i));
-    if (what == What::bound_read) set_gbps(state, double(bound_bytes));
 }
 
 void register_all() {
     const std::pair<const char *, What> whats[] = {{"dense", What::dense},
                                                    {"page_step", What::step},
                                                    {"page_select", What::select},
-                                                   {"page_norefine", What::norefine},
-                                                   {"bound_read", What::bound_read}};
+                                                   {"page_norefine", What::norefine}};
     for (int64_t n : {int64_t{131072}, int64_t{524288}})
         for (int t : {1, 2})
             for (const auto &w : whats)

@@ -102,7 +102,7 @@ def lines(attend, bounds, select, sizes, step_sizes, graph_sizes, prefill_kinds)
         out.append(Line("page select alone", kib(n), s, "ms", "", ""))
     against_loop("sparse attend alone (2048 random rows per KV head)", attend, "attend_sparse", "gatherbw",
                  "the same rows")
-    against_loop("page bound scan (H_kv × N/16 rows of 2D f16)", bounds, "bounds_scan", "bounds_read",
+    against_loop("page bound scan (H_kv × N/16 rows of 2D int8 codes)", bounds, "bounds_scan", "bounds_read",
                  "the same bytes")
     for n in step_sizes:
         for label, name in (("exact step (select + attend)", "decode_step"),

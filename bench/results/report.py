@@ -81,16 +81,19 @@ def floor_section(lines, failures):
         "",
         floor_table(lines),
         "",
-        "- `walkbw`: reads each token's K and V rows of one KV head, in the token ranges dense "
-        "attention splits a decode query into (32 tasks), the order `sa_attend` reads them. "
-        "`gatherbw`: reads the 2048 rows per KV head that sparse attention gathers, prefetching as "
-        "the kernel does. `bounds_read`: sums the page bounds the scan reads.",
+        "- The loops (bench/floor_loops.hpp, one owner for every bench): `walkbw` reads the K and V "
+        "rows of every token in the token ranges dense attention splits a decode query into (32 "
+        "tasks; per block of 64 tokens each KV head's K rows then V rows), the order `sa_attend` "
+        "reads them. `gatherbw`: reads the 2048 rows per KV head that sparse attention gathers, "
+        "split and prefetched as the kernel does. `bounds_read`: sums the page bounds the scan "
+        "reads (int8 codes, scales, magnitudes).",
         "- decode step: `decode_step_page` (bench_select), page index (page_size 16, refine) then "
         "`sa_attend` over what it chose, measured as one; its ratio divides `attend_dense` from "
         "bench_attend, the other process of the same run. Exact and LSH steps likewise "
         "(`decode_step`, `decode_step_lsh`); HNSW's is its selection plus `attend_sparse`.",
-        "- page bound scan: the kernel page selection scores its bounds with "
-        "(`RowKernels::score_rows`, rows [centre | radius] of 2 D, the group's 4 query heads).",
+        "- page bound scan: what page selection runs over its bounds (`score_page_bounds`: "
+        "`score_rows_i8` over int8 rows [centre | radius] of 2 D codes with int16 query codes, the "
+        "group's 4 query heads at once, then the per-page bound; 512-page tasks).",
         "- prefill selection: one `sa_select` of 4096 queries at positions 0..4095 over those "
         "4096 keys (causal), top_k 128, window 64, sinks 4, per kind, one iteration; ratio: the "
         "exact kind's time over the kind's, the exact kind of the baseline build when one was "

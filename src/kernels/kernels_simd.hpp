@@ -273,11 +273,36 @@ inline void code_dots(const int16_t *q, int D, const int8_t *row, int32_t *out) 
   for (int h = 0; h < H; ++h) out[h] = hsum(a[h]);
 }
 
+// The same for two rows at once: each query load serves both rows.
+template <int H>
+inline void code_dots2(const int16_t *q, int D, const int8_t *row0, const int8_t *row1, int32_t *out0,
+                       int32_t *out1) {
+  CodeAcc a[H], b[H];
+  for (int h = 0; h < H; ++h) a[h] = b[h] = code_acc_zero();
+  for (int d = 0; d < D; d += kCodeLanes) {
+    const Codes k0 = load_codes(row0 + d), k1 = load_codes(row1 + d);
+    for (int h = 0; h < H; ++h) {
+      a[h] = madd_add(a[h], k0, q + h * D + d);
+      b[h] = madd_add(b[h], k1, q + h * D + d);
+    }
+  }
+  for (int h = 0; h < H; ++h) out0[h] = hsum(a[h]), out1[h] = hsum(b[h]);
+}
+
 void score_rows_i8(const int16_t *q, int g, int D, const int8_t *rows, const float *scale, int64_t n, float *scores,
                    int64_t ld) {
   if (D % kCodeLanes != 0) return kernels_scalar.score_rows_i8(q, g, D, rows, scale, n, scores, ld);
-  int32_t dot[kMaxGroup];
-  for (int64_t j = 0; j < n; ++j) {
+  int32_t dot[kMaxGroup], dot1[kMaxGroup];
+  int64_t j = 0;
+  if (g == 4)  // a decode group of four heads: rows in pairs
+    for (; j + 2 <= n; j += 2) {
+      code_dots2<4>(q, D, rows + j * D, rows + (j + 1) * D, dot, dot1);
+      for (int h = 0; h < 4; ++h) {
+        scores[h * ld + j] = scale[j] * float(dot[h]);
+        scores[h * ld + j + 1] = scale[j + 1] * float(dot1[h]);
+      }
+    }
+  for (; j < n; ++j) {
     const int8_t *r = rows + j * D;
     int h = 0;
     for (; h + 4 <= g; h += 4) code_dots<4>(q + h * D, D, r, dot + h);

@@ -74,4 +74,20 @@ void quantize_query(const float *x, int64_t W, int16_t *codes, float *scale) {
   *scale = t;
 }
 
+void score_codes_grouped(const KernelTable &k, const int16_t *q, int64_t g, int64_t W, const int8_t *rows,
+                         const float *scale, int64_t n, float *scores, int64_t ld) {
+  for (int64_t g0 = 0; g0 < g; g0 += kMaxGroup) {
+    const int heads = int(std::min<int64_t>(kMaxGroup, g - g0));
+    k.score_rows_i8(q + g0 * W, heads, int(W), rows, scale, n, scores + g0 * ld, ld);
+  }
+}
+
+void score_page_bounds(const KernelTable &k, const int16_t *q, const float *q_scale, int64_t g, int64_t W,
+                       const int8_t *rows, const float *scale, const float *magnitude, int64_t n, float *out,
+                       int64_t ld) {
+  score_codes_grouped(k, q, g, W, rows, scale, n, out, ld);
+  for (int64_t h = 0; h < g; ++h)
+    for (int64_t p = 0; p < n; ++p) out[h * ld + p] = page_upper_bound(out[h * ld + p], magnitude[p], q_scale[h]);
+}
+
 }  // namespace sa

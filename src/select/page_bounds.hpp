@@ -17,6 +17,8 @@
 
 #include <cstdint>
 
+#include "kernels/kernels.hpp"
+
 namespace sa {
 
 // Largest |code|: the scale maps the page's largest magnitude to kPageCodeSpan, leaving room
@@ -39,5 +41,17 @@ void quantize_query(const float *x, int64_t W, int16_t *codes, float *scale);
 inline float page_upper_bound(float coded, float magnitude, float query_scale) {
   return query_scale * (coded + magnitude);
 }
+
+// scores[h * ld + j] = scale[j] * (q_h . row_j) for any number g of query heads: the kernel's
+// score_rows_i8 in groups of kMaxGroup heads (rows [n][W] of codes, q [g][W]).
+void score_codes_grouped(const KernelTable &k, const int16_t *q, int64_t g, int64_t W, const int8_t *rows,
+                         const float *scale, int64_t n, float *scores, int64_t ld);
+
+// The bound scan of page selection: the upper bounds of n pages for g query heads,
+//   out[h * ld + p] = page_upper_bound(scale[p] * (q_h . row_p), magnitude[p], q_scale[h]),
+// from rows [n][W] of codes (W = 2 D: [centre | radius]) and query codes q [g][W].
+void score_page_bounds(const KernelTable &k, const int16_t *q, const float *q_scale, int64_t g, int64_t W,
+                       const int8_t *rows, const float *scale, const float *magnitude, int64_t n, float *out,
+                       int64_t ld);
 
 }  // namespace sa

@@ -2,13 +2,13 @@
 
 #include <algorithm>
 #include <cmath>
-#include <functional>
 #include <limits>
 #include <utility>
 
 #include "core/threading.hpp"
 #include "select/block_rescore.hpp"
 #include "select/candidate_rescore.hpp"
+#include "select/kth_largest.hpp"
 #include "select/page_bounds.hpp"
 
 namespace sa {
@@ -21,15 +21,6 @@ namespace {
 // keys, that rescored about 60% of them). A fixed reserve rather than a multiple of top_k keeps
 // large budgets cheap: K=2048 at 128K keys rescores 4096 (3%).
 constexpr int64_t kRefineReserveKeys = 2048;
-
-// Bound scores of rows of int8 codes with one scale per row, for any number of query heads.
-void score_codes_grouped(const KernelTable &k, const int16_t *q, int64_t q_heads, int64_t D, const int8_t *rows,
-                         const float *scale, int64_t n, float *scores, int64_t ld) {
-  for (int64_t g0 = 0; g0 < q_heads; g0 += kMaxGroup) {
-    const int g = int(std::min<int64_t>(kMaxGroup, q_heads - g0));
-    k.score_rows_i8(q + g0 * D, g, int(D), rows, scale, n, scores + g0 * ld, ld);
-  }
-}
 
 // Bound rows up to this width are one SIMD kernel pass (the kernels' largest vectorised row).
 constexpr int64_t kJointRowMax = 256;
@@ -58,7 +49,7 @@ struct PageSelectScratch {
 
   // A task's own buffers (its slot of the call's scratch).
   struct TaskScratch {
-    std::vector<float> radius_dot, top;
+    std::vector<float> radius_dot, top, filtered;  // top: usable pages' scores in page order
     std::vector<int16_t> codes;  // half of a list's query codes (bounds in two passes)
     std::vector<std::pair<float, int32_t>> order;  // (-score, page): ascending = best first
     RescoreTaskScratch rescore;
@@ -279,6 +270,15 @@ void PageSelector::select_queries(const sa_context &ctx, const SelectRequest &re
   auto usable = [&](const ListState &ls, int64_t p) {
     return ls.page_min_pos[p] <= ls.use_hi && ls.page_max_pos[p] >= ls.use_lo;
   };
+  // The scores of the usable pages, in page order, into out; their count into n.
+  auto for_usable_scores = [&](const ListState &ls, const float *score, float *out, int64_t &n) {
+    n = 0;
+    if (n_pages == 0 || ls.use_lo > ls.use_hi) return;
+    for (int64_t p = 0; p < n_pages; ++p) {  // branch-free: most pages are usable
+      out[n] = score[p];
+      n += usable(ls, p);
+    }
+  };
 
   // 1. Bounds, over (list, chunk of pages): q . centre + |q| . radius per head, from the codes.
   parallel_for_slots(slots, n_lists * chunks, [&](int64_t task, int slot) {
@@ -290,8 +290,8 @@ void PageSelector::select_queries(const sa_context &ctx, const SelectRequest &re
     const float *scale = scales_[size_t(kv)].data() + p0, *mag = magnitudes_[size_t(kv)].data() + p0;
     float *b = bound.data() + t * G * n_pages + p0;
     if (joint_) {  // rows [centre | radius] against [q | |q|]: the bound in one pass
-      score_codes_grouped(*ctx.kernels, ls.q_codes.data(), G, 2 * D, centres_[size_t(kv)].data() + p0 * 2 * D, scale,
-                          np, b, n_pages);
+      score_page_bounds(*ctx.kernels, ls.q_codes.data(), ls.q_scale.data(), G, 2 * D,
+                        centres_[size_t(kv)].data() + p0 * 2 * D, scale, mag, np, b, n_pages);
     } else {  // rows of D centre codes against the q codes, then radius codes against the |q| codes
       std::vector<float> &rd = scratch[size_t(slot)].radius_dot;
       std::vector<int16_t> &half = scratch[size_t(slot)].codes;
@@ -304,12 +304,11 @@ void PageSelector::select_queries(const sa_context &ctx, const SelectRequest &re
         score_codes_grouped(*ctx.kernels, half.data(), G, D, rows, scale, np, part == 0 ? b : rd.data(),
                             part == 0 ? n_pages : np);
       }
-      for (int64_t g = 0; g < G; ++g)
-        for (int64_t p = 0; p < np; ++p) b[g * n_pages + p] += rd[size_t(g * np + p)];
-    }
-    for (int64_t g = 0; g < G; ++g) {
-      const float qs = ls.q_scale[size_t(g)];
-      for (int64_t p = 0; p < np; ++p) b[g * n_pages + p] = page_upper_bound(b[g * n_pages + p], mag[p], qs);
+      for (int64_t g = 0; g < G; ++g) {
+        const float qs = ls.q_scale[size_t(g)];
+        for (int64_t p = 0; p < np; ++p)
+          b[g * n_pages + p] = page_upper_bound(b[g * n_pages + p] + rd[size_t(g * np + p)], mag[p], qs);
+      }
     }
     for (int64_t p = 0; p < np; ++p)
       if (!usable(ls, p0 + p))
@@ -365,30 +364,15 @@ void PageSelector::select_queries(const sa_context &ctx, const SelectRequest &re
     if (refine_) {
       // The best `want` pages (ties to the lower page), found by the threshold score and
       // collected in page order, so the candidates come ascending and in runs.
+      s.top.resize(size_t(n_pages));
       int64_t n_usable = 0;
-      for_usable([&](int64_t) { ++n_usable; });
+      for_usable_scores(ls, score, s.top.data(), n_usable);
       const size_t want = size_t(std::min<int64_t>(n_usable, (req.top_k + kRefineReserveKeys + P - 1) / P));
       float threshold = kNegInf;
       size_t ties = want;
       if (want > 0 && int64_t(want) < n_usable) {
-        // The want-th largest score: a min-heap of the best want so far (most pages fail the
-        // first comparison, so this beats nth_element over every page).
-        s.top.clear();
-        s.top.reserve(want);
-        for_usable([&](int64_t p) {
-          const float sc = score[p];
-          if (s.top.size() < want) {
-            s.top.push_back(sc);
-            std::push_heap(s.top.begin(), s.top.end(), std::greater<float>());
-          } else if (sc > s.top.front()) {
-            std::pop_heap(s.top.begin(), s.top.end(), std::greater<float>());
-            s.top.back() = sc;
-            std::push_heap(s.top.begin(), s.top.end(), std::greater<float>());
-          }
-        });
-        threshold = s.top.front();
-        ties = want;
-        for_usable([&](int64_t p) { ties -= score[p] > threshold; });
+        threshold = kth_largest(*ctx.kernels, s.top.data(), n_usable, want, s.filtered);
+        for (int64_t j = 0; j < n_usable; ++j) ties -= s.top[size_t(j)] > threshold;
       }
       rs.candidates.reserve(want * size_t(P));
       for_usable([&](int64_t p) {

@@ -1,6 +1,8 @@
 #include "select/selection_merge.hpp"
 
 #include <algorithm>
+#include <cmath>
+#include <cstring>
 
 namespace sa {
 
@@ -25,6 +27,60 @@ void sort_distinct_slots(std::vector<int32_t> &slots, std::vector<uint64_t> &bit
     for (uint64_t b = bits[w]; b; b &= b - 1) slots[n++] = int32_t(w * 64 + size_t(__builtin_ctzll(b)));
 }
 
+// The score's bits as an unsigned key in the scores' order (+0 and -0 equal, as they compare).
+inline uint32_t score_key(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, sizeof u);
+  if ((u & 0x7fffffffu) == 0) u = 0;
+  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+
+// Moves the k best candidates by ranks_before to the front of c, in no particular order, as
+// nth_element(c.begin(), c.begin() + k, c.end(), ranks_before) does (0 < k < c.size()): the
+// k-th best score by a radix select over the scores' bits (three histogram passes of 11, 11
+// and 10 bits), then the candidates above it and the lowest slots of those equal to it, with
+// no data-dependent branch (a comparison select mispredicts on every other candidate). NaN
+// scores, which ranks_before does not order, take nth_element.
+void partition_best(std::vector<Candidate> &c, size_t k) {
+  const size_t n = c.size();
+  bool nan = false;
+  for (const Candidate &x : c) nan |= std::isnan(x.score);
+  if (n < 256 || nan) {
+    std::nth_element(c.begin(), c.begin() + long(k), c.end(), ranks_before);
+    return;
+  }
+  std::vector<uint32_t> keys(n);
+  for (size_t i = 0; i < n; ++i) keys[i] = score_key(c[i].score);
+  uint32_t prefix = 0, mask = 0;
+  size_t need = k;  // of the candidates whose key starts with prefix
+  constexpr int kShift[3] = {21, 10, 0}, kBits[3] = {11, 11, 10};
+  for (int pass = 0; pass < 3; ++pass) {
+    const uint32_t digits = (1u << kBits[pass]) - 1;
+    uint32_t hist[2048] = {};
+    for (uint32_t key : keys) hist[(key >> kShift[pass]) & digits] += (key & mask) == prefix;
+    uint32_t b = digits;
+    for (; hist[b] < need; --b) need -= hist[b];
+    prefix |= b << kShift[pass];
+    mask |= digits << kShift[pass];
+  }
+  // prefix: the k-th best key; need: how many of the candidates with that key are among the
+  // best (the lowest slots). c becomes [above | equal, by slot first | below].
+  std::vector<Candidate> out(n), tied(n);
+  size_t above = 0, equal = 0, below = n;
+  for (size_t i = 0; i < n; ++i) {
+    const bool gt = keys[i] > prefix, eq = keys[i] == prefix;
+    out[gt ? above : below - 1] = c[i];
+    tied[equal] = c[i];
+    above += gt;
+    below -= !gt && !eq;
+    equal += eq;
+  }
+  const auto by_slot = [](const Candidate &a, const Candidate &b) { return a.slot < b.slot; };
+  std::nth_element(tied.begin(), tied.begin() + long(need - 1), tied.begin() + long(equal), by_slot);
+  std::copy(tied.begin(), tied.begin() + long(equal), out.begin() + long(above));
+  c.swap(out);
+}
+
 }  // namespace
 
 void write_selection(std::vector<Candidate> &cands, std::vector<int32_t> &forced, float forced_mass,
@@ -46,7 +102,7 @@ void write_selection(std::vector<Candidate> &cands, std::vector<int32_t> &forced
     forced.resize(room);
   }
   size_t k = std::min({cands.size(), size_t(rule.top_k > 0 ? rule.top_k : 0), room - forced.size()});
-  if (k < cands.size()) std::nth_element(cands.begin(), cands.begin() + long(k), cands.end(), ranks_before);
+  if (k > 0 && k < cands.size()) partition_best(cands, k);
   if (rule.mass_target > 0.f && k > 0) {
     std::sort(cands.begin(), cands.begin() + long(k), ranks_before);
     float mass = forced_mass;

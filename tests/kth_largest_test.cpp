@@ -1,0 +1,68 @@
+// kth_largest (select/kth_largest.hpp), the page selector's threshold for its best pages,
+// against sorting: random, tied, sorted both ways, with -inf and NaN entries, every k, through
+// the scalar table and the best one this CPU has (their max_of differ).
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <functional>
+#include <limits>
+#include <vector>
+
+#include "kernels/kernels.hpp"
+#include "select/kth_largest.hpp"
+#include "test_util.hpp"
+
+namespace {
+
+constexpr float kInf = std::numeric_limits<float>::infinity();
+
+// The k-th largest by sorting the values that are not NaN; -inf when there are fewer than k.
+float sorted_kth(const std::vector<float> &x, size_t k) {
+  std::vector<float> v;
+  for (float f : x)
+    if (!std::isnan(f)) v.push_back(f);
+  if (v.size() < k) return -kInf;
+  std::sort(v.begin(), v.end(), std::greater<float>());
+  return v[k - 1];
+}
+
+enum class Fill { normal, ties, ascending, descending, neg_inf, nan, all_nan };
+
+std::vector<float> make(sat::Rng &rng, Fill f, int64_t n) {
+  std::vector<float> x(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) {
+    float v = float(rng.normal());
+    switch (f) {
+      case Fill::ties: v = float(rng.below(4)); break;
+      case Fill::ascending: v = float(i); break;
+      case Fill::descending: v = float(n - i); break;
+      case Fill::neg_inf: v = rng.below(3) == 0 ? -kInf : v; break;
+      case Fill::nan: v = rng.below(3) == 0 ? std::nanf("") : v; break;
+      case Fill::all_nan: v = std::nanf(""); break;
+      case Fill::normal: break;
+    }
+    x[size_t(i)] = v;
+  }
+  return x;
+}
+
+TEST(KthLargest, EqualsSorting) {
+  sat::Rng rng(7);
+  const sa::KernelTable *tables[] = {&sa::kernels_scalar, &sa::kernel_table(SA_ISA_AUTO)};
+  std::vector<float> kept;
+  for (Fill f : {Fill::normal, Fill::ties, Fill::ascending, Fill::descending, Fill::neg_inf, Fill::nan, Fill::all_nan})
+    for (int64_t n : {1, 2, 3, 17, 100, 1000, 8193})
+      for (size_t k : {size_t(1), size_t(2), size_t(n / 32 + 1), size_t(n / 3 + 1), size_t(n - 1), size_t(n)}) {
+        if (k < 1 || k > size_t(n)) continue;
+        const std::vector<float> x = make(rng, f, n);
+        const float want = sorted_kth(x, k);
+        for (const sa::KernelTable *t : tables) {
+          const float got = sa::kth_largest(*t, x.data(), n, k, kept);
+          EXPECT_TRUE(got == want || (std::isnan(got) && std::isnan(want)))
+              << sa_isa_name(t->isa) << " fill " << int(f) << " n=" << n << " k=" << k << ": " << got << " vs " << want;
+        }
+      }
+}
+
+}  // namespace
