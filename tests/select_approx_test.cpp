@@ -431,6 +431,40 @@ TEST(PrefillSelect, BlocksChooseAsOneQueryAtATime) {
     }
 }
 
+// A page prefill whose per-list state (a bound per page and query head; with refine the
+// candidates' scores) would pass 128 MB runs in chunks of queries: 20000 pages of one key take
+// two chunks of 700 queries here, with and without refine. Every list equals the same query's
+// asked alone.
+TEST(PrefillSelect, PageChunksChooseAsOneQueryAtATime) {
+  Rng rng(516);
+  const Tensor keys = random_keys(rng, 20000);
+  const int64_t n_q = 700;
+  const Tensor q = sat::random_tensor(rng, SA_DTYPE_F32, {n_q, kHq, kD});
+  std::vector<int64_t> pos(static_cast<size_t>(n_q));
+  for (int64_t i = 0; i < n_q; ++i) pos[size_t(i)] = 19999 - (n_q - 1 - i) * 27;
+  for (const Config &c : {Config{"PageRefine", SA_SELECTOR_PAGE, 1, 1, 0, 0.0}, Config{"PageWhole", SA_SELECTOR_PAGE, 0, 1, 0, 0.0}}) {
+    SCOPED_TRACE(c.name);
+    Approx a(c, 2);
+    ASSERT_NE(a.ix, nullptr);
+    a.append(keys);
+    sa_select_options o = select_options(20, 8, 3);
+    o.query_positions = pos.data();
+    const Tensor out = a.select(q, o);
+    check_contract(a, q, o, out);
+    int64_t differing = 0;
+    for (int64_t i = 0; i < n_q; i += 7) {
+      Tensor one(SA_DTYPE_F32, {1, kHq, kD});
+      for (int64_t h = 0; h < kHq; ++h)
+        for (int64_t d = 0; d < kD; ++d) one.set({0, h, d}, q.get({i, h, d}));
+      sa_select_options o1 = o;
+      o1.query_positions = &pos[size_t(i)];
+      const Tensor single = a.select(one, o1);
+      for (int64_t h = 0; h < out.dim(1); ++h) differing += row_of(single, 0, h) != row_of(out, i, h);
+    }
+    EXPECT_LE(differing, 1) << "rows where prefill and one query at a time chose different sets";
+  }
+}
+
 // Without refine, whole pages are taken in bound order: a page's keys come together.
 TEST(PageSelect, WithoutRefineTakesWholePages) {
   Rng rng(511);

@@ -22,6 +22,10 @@ namespace {
 // large budgets cheap: K=2048 at 128K keys rescores 4096 (3%).
 constexpr int64_t kRefineReserveKeys = 2048;
 
+// A prefill's per-list state at once (see select()): 128 MB holds 4096 queries' bounds over 4K
+// keys, 210 queries' with refine.
+constexpr int64_t kPrefillChunkBytes = int64_t(128) << 20;
+
 // Bound rows up to this width are one SIMD kernel pass (the kernels' largest vectorised row).
 constexpr int64_t kJointRowMax = 256;
 
@@ -209,14 +213,21 @@ void PageSelector::select(const sa_context &ctx, const SelectRequest &req) const
   // Borrowed keys: bounds of pages appended or refilled since the last selection, first.
   stale_.run_if_pending([&] { const_cast<PageSelector *>(this)->refresh_stale(ctx, host_rows(req, keys_.dim())); });
   const int64_t n_q = req.queries.shape[0];
-  // Whole pages without a mass target need no exact score: one pass as for decode.
-  if (n_q < kBlockRescoreMinQueries || (!refine_ && !(req.mass_target > 0.f))) return select_queries(ctx, req, nullptr);
-  // Prefill: chunks of one rescoring block each, so the per-list state (bounds, candidates and
-  // their scores: 80 KB a list at K = 128) is a chunk's, reused, not the whole call's.
+  if (n_q < kBlockRescoreMinQueries) return select_queries(ctx, req, nullptr);
+  // Prefill: in chunks of queries whose per-list state (every page's bound per query head, and
+  // with exact scores the candidates' columns and scores) fits kPrefillChunkBytes, reused from
+  // chunk to chunk: for the whole call it was 2.6 GB at 4096 queries over 4096 keys (K = 128,
+  // 8 KV heads), 4 GB of bounds alone over 128K keys.
+  const bool exact_scores = refine_ || req.mass_target > 0.f;
+  const int64_t lists = selection_list_count(req, keys_.heads());
+  const int64_t G = req.queries.shape[1] / lists;
+  const int64_t columns = exact_scores ? std::min<int64_t>(keys_.size(), req.top_k + kRefineReserveKeys) + req.window + req.sinks : 0;
+  const int64_t list_bytes = int64_t(sizeof(float)) * (G * pages() + (G + 4) * columns) + 1;
+  const int64_t chunk = std::max<int64_t>(1, std::min(n_q, kPrefillChunkBytes / (lists * list_bytes)));
   const NativeRows rows = native_rows(keys_, req);
   KeysF32 keys_f32(rows, keys_.heads(), keys_.size());
-  for (int64_t i0 = 0; i0 < n_q; i0 += kBlockRescoreQueries)
-    select_queries(ctx, query_chunk(req, i0, std::min(n_q, i0 + kBlockRescoreQueries)), &keys_f32);
+  for (int64_t i0 = 0; i0 < n_q; i0 += chunk)
+    select_queries(ctx, chunk < n_q ? query_chunk(req, i0, std::min(n_q, i0 + chunk)) : req, &keys_f32);
 }
 
 void PageSelector::select_queries(const sa_context &ctx, const SelectRequest &req, KeysF32 *prefill) const {
