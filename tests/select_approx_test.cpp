@@ -432,9 +432,9 @@ TEST(PrefillSelect, BlocksChooseAsOneQueryAtATime) {
 }
 
 // A page prefill whose per-list state (a bound per page and query head; with refine the
-// candidates' scores) would pass 128 MB runs in chunks of queries: 20000 pages of one key take
-// two chunks of 700 queries here, with and without refine. Every list equals the same query's
-// asked alone.
+// candidates' scores) would pass 32 MB runs in chunks of queries: over 20000 pages of one key,
+// 700 queries take three chunks of up to 256, with and without refine. Every list equals the
+// same query's asked alone.
 TEST(PrefillSelect, PageChunksChooseAsOneQueryAtATime) {
   Rng rng(516);
   const Tensor keys = random_keys(rng, 20000);

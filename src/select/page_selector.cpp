@@ -22,9 +22,13 @@ namespace {
 // large budgets cheap: K=2048 at 128K keys rescores 4096 (3%).
 constexpr int64_t kRefineReserveKeys = 2048;
 
-// A prefill's per-list state at once (see select()): 128 MB holds 4096 queries' bounds over 4K
-// keys, 210 queries' with refine.
-constexpr int64_t kPrefillChunkBytes = int64_t(128) << 20;
+// A prefill's per-list state at once (see select()): 32 MB holds 1024 queries' bounds over 4K
+// keys (8 KV heads of 4 query heads), reused from chunk to chunk; a chunk has at least a
+// rescoring block of queries (kBlockRescoreQueries), so that its GEMMs stay full and its
+// parallel loops few. Measured (bench_select select/page*/prefill4k_k128, 1 thread, loaded):
+// the whole call's 134 MB of bounds without refine cost 1.3x chunks of 256 queries (first
+// touch), and chunks of 256 with refine 0.5x the whole call's 2.6 GB.
+constexpr int64_t kPrefillChunkBytes = int64_t(32) << 20;
 
 // Bound rows up to this width are one SIMD kernel pass (the kernels' largest vectorised row).
 constexpr int64_t kJointRowMax = 256;
@@ -215,15 +219,15 @@ void PageSelector::select(const sa_context &ctx, const SelectRequest &req) const
   const int64_t n_q = req.queries.shape[0];
   if (n_q < kBlockRescoreMinQueries) return select_queries(ctx, req, nullptr);
   // Prefill: in chunks of queries whose per-list state (every page's bound per query head, and
-  // with exact scores the candidates' columns and scores) fits kPrefillChunkBytes, reused from
-  // chunk to chunk: for the whole call it was 2.6 GB at 4096 queries over 4096 keys (K = 128,
-  // 8 KV heads), 4 GB of bounds alone over 128K keys.
+  // with exact scores the candidates' columns and scores) fits kPrefillChunkBytes, or of one
+  // rescoring block of queries: for the whole call it was 2.6 GB at 4096 queries over 4096 keys
+  // (K = 128, 8 KV heads), 4 GB of bounds alone over 128K keys.
   const bool exact_scores = refine_ || req.mass_target > 0.f;
   const int64_t lists = selection_list_count(req, keys_.heads());
   const int64_t G = req.queries.shape[1] / lists;
   const int64_t columns = exact_scores ? std::min<int64_t>(keys_.size(), req.top_k + kRefineReserveKeys) + req.window + req.sinks : 0;
   const int64_t list_bytes = int64_t(sizeof(float)) * (G * pages() + (G + 4) * columns) + 1;
-  const int64_t chunk = std::max<int64_t>(1, std::min(n_q, kPrefillChunkBytes / (lists * list_bytes)));
+  const int64_t chunk = std::min(n_q, std::max(kBlockRescoreQueries, kPrefillChunkBytes / (lists * list_bytes)));
   const NativeRows rows = native_rows(keys_, req);
   KeysF32 keys_f32(rows, keys_.heads(), keys_.size());
   for (int64_t i0 = 0; i0 < n_q; i0 += chunk)
