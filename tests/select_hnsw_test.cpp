@@ -248,12 +248,9 @@ TEST(SelectHnsw, PrefillScoresExactlyBelowTheCrossover) {
       continue;
     }
     ++searched;
-    Tensor one(SA_DTYPE_F32, {1, 4, 32});
-    for (int64_t h = 0; h < 4; ++h)
-      for (int64_t d = 0; d < 32; ++d) one.set({0, h, d}, q.get({i, h, d}));
     sa_select_options o1 = o;
     o1.query_positions = &pos[size_t(i)];
-    const Tensor single = ix.select(one, o1, 26);
+    const Tensor single = ix.select(sat::row_tensor(q, i), o1, 26);
     for (int64_t h = 0; h < 2; ++h) differing += row_of(single, 0, h) != row_of(out, i, h);
   }
   EXPECT_GT(searched, 10);
