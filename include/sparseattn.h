@@ -706,7 +706,8 @@ typedef struct sa_attend_options {
      * key_positions (both set: SA_ERR_INVALID_ARGUMENT). Default query positions
      * count back from the largest position any head holds. slot_mass must then
      * be [H_kv, n_kv] (a row summed over heads would mix tokens: SA_ERR_SHAPE).
-     * CPU, sa_attend only (CUDA tensors and sa_attend_paged: SA_ERR_UNSUPPORTED). */
+     * With sa_attend_paged the rows are physical slots (n_kv = num_pages *
+     * page_size), see there. CPU only (CUDA tensors: SA_ERR_UNSUPPORTED). */
     const int64_t *head_key_positions;
 } sa_attend_options;
 
@@ -791,12 +792,34 @@ typedef struct sa_paged_kv {
  *   slot's position when slot_positions is given; without it, sparse entries
  *   are taken as given (the selection already applied the causal limit).
  *   opt->key_positions must be NULL (slot_positions replaces it).
+ *   Per-KV-head eviction: opt->head_key_positions, I64 [H_kv, num_pages *
+ *   page_size] contiguous, the position physical slot s holds in KV head h at
+ *   [h * num_pages * page_size + s] (-1: empty in that head, never attended);
+ *   it replaces kv->slot_positions (both given: SA_ERR_INVALID_ARGUMENT).
+ *   Causal then masks dense and sparse keys by each head's positions, and
+ *   default query positions count back from the largest position any head
+ *   holds in the sequence's slots (as sa_attend does over its rows).
  *   opt->slot_mass is over physical slots: F32 [H_kv, num_pages * page_size]
- *   or [num_pages * page_size].
+ *   or [num_pages * page_size] ([H_kv, ...] with head_key_positions).
  * out: [n_q, H_q, D]; lse: optional F32 [n_q, H_q]. A sequence of length 0
  * gets out = 0, lse = -inf. Bad page tables (a page outside [0, num_pages), a
  * length beyond the table or negative) are refused with SA_ERR_OUT_OF_RANGE or
- * SA_ERR_SHAPE; nothing is written. CPU tensors only for now. */
+ * SA_ERR_SHAPE; nothing is written.
+ * CUDA tensors (every tensor given, kv's included, on one device): one kernel
+ * launch for the whole batch (with its split merge), K/V as for sa_attend (F16
+ * or BF16, D in {64, 128, 256}, a contiguous head dimension, 16-byte aligned
+ * rows; pages may be padded: any page stride that keeps rows aligned). The core
+ * cannot read device memory, so values it would refuse on the CPU are handled
+ * on the device instead, never read through and never reported: a page outside
+ * [0, num_pages) is skipped (its tokens attend as if absent), a length is
+ * clamped to [0, max_pages * page_size], query_starts to [0, n_q], index
+ * entries outside [0, num_pages * page_size) are skipped like -1, and with
+ * slot_positions a slot at a negative position is skipped. Checking such
+ * tables is the host's job: nothing is read back, so a call can be captured in
+ * a CUDA graph once its shape has run (lengths and tables may change between
+ * replays). SA_ERR_UNSUPPORTED: opt->slot_mass; opt->head_key_positions
+ * (CPU only); causal with opt->query_positions or kv->slot_positions (causal
+ * takes the default positions). */
 SA_API sa_status sa_attend_paged(sa_context *ctx, const sa_tensor *q, const sa_tensor *query_starts,
                                  const sa_paged_kv *kv, const sa_tensor *indices,
                                  const sa_attend_options *opt, sa_tensor *out, sa_tensor *lse);
@@ -813,7 +836,14 @@ SA_API sa_status sa_attend_paged(sa_context *ctx, const sa_tensor *q, const sa_t
  * indexes created with borrow_keys read their keys from kv->k (any strides: a
  * head dimension that is not contiguous is packed into a copy for the call). The
  * indexes may differ in kind and size but not in KV heads and head_dim. Safe
- * to call concurrently with other selections on the same indexes. */
+ * to call concurrently with other selections on the same indexes.
+ * Device indexes (all on one device, queries, indices and kv's tensors there
+ * too): one query per sequence (query_starts NULL, else SA_ERR_UNSUPPORTED)
+ * and what sa_select serves on the device; each sequence is one selection on
+ * its index (the kernels select for one index at a time), written through the
+ * page table on the device. An index may hold at most max_pages * page_size
+ * slots (SA_ERR_SHAPE); the table's entries cannot be read by the core: a page
+ * outside [0, num_pages) gives -1 entries (never read). */
 SA_API sa_status sa_select_batch(sa_index *const *indexes, int64_t n_seqs, const sa_tensor *queries,
                                  const sa_tensor *query_starts, const sa_select_options *opt,
                                  const sa_paged_kv *kv, sa_tensor *indices);

@@ -82,6 +82,41 @@ typedef struct sa_plugin_attend_args {
     float mass_decay;
 } sa_plugin_attend_args;
 
+/* sa_attend_paged on device tensors (all on one device; the core checked
+ * shapes, dtypes and memory kinds, not values it cannot read). k and v are
+ * [num_pages, page_size, H_kv, D] (the core gives the rank-3 cells form as
+ * pages of one row); physical slot s is row s % page_size of page
+ * s / page_size. page_table I32 [B, max_pages] or NULL (one sequence, token t
+ * in slot t); seq_lens I32/I64 [B] or NULL (each sequence holds its table's
+ * capacity, or every slot without a table); query_starts I32/I64 [B + 1] or
+ * NULL (query b is sequence b's only query); slot_positions I64 [slots] or
+ * NULL. The plugin must never read outside these tensors whatever their
+ * values: it clamps lengths to [0, the table's capacity] and query_starts to
+ * [0, n_q], and skips pages outside [0, num_pages), index entries outside
+ * [0, slots) and slots whose position is negative. indices I32
+ * [n_q, H_kv or H_q, width] of physical slots, or NULL (dense: each
+ * sequence's tokens through its page table). causal (dense only): query j of
+ * the n_b of sequence b, of length len_b, sees tokens t <= len_b - n_b + j. */
+typedef struct sa_plugin_attend_paged_args {
+    size_t struct_size;
+    const sa_tensor *q;
+    const sa_tensor *k;
+    const sa_tensor *v;
+    const sa_tensor *page_table;
+    const sa_tensor *seq_lens;
+    const sa_tensor *query_starts;
+    const sa_tensor *slot_positions;
+    const sa_tensor *indices;
+    sa_tensor *out;
+    sa_tensor *lse;
+    int64_t batch;          /* B */
+    int32_t per_query_head;
+    int32_t causal;
+    float scale;            /* > 0 */
+    void *stream;
+    const void *owner;      /* as in sa_plugin_attend_args */
+} sa_plugin_attend_paged_args;
+
 /* An index on the plugin's device: slots hold keys [H_kv, D] in `dtype`;
  * slot s holds token position s until index_update gives slots other
  * positions; appends then continue from the next_position it was given. */
@@ -115,6 +150,16 @@ typedef struct sa_plugin_select_args {
     int64_t first_query_position;
     void *stream;
     const void *owner;      /* appended: as in sa_plugin_attend_args */
+    /* Appended (sa_select_batch over a paged cache), sent only to plugins whose
+     * table holds attend_paged: the sequence's page table row (I32, element
+     * stride page_table_stride, at least ceil(index size / page_size)
+     * entries, checked by the core) or NULL. Given, each chosen slot j is
+     * written as the physical slot page_table[j / page_size] * page_size +
+     * j % page_size, or -1 where that page is outside [0, num_pages). */
+    const int32_t *page_table;
+    int64_t page_table_stride;
+    int64_t page_size;
+    int64_t num_pages;
 } sa_plugin_select_args;
 
 /* sa_index_update on a device index: refills n slots with keys [n, H_kv, D]
@@ -235,6 +280,9 @@ typedef struct sa_plugin_api {
      * calls it once per context, before the context's first call reaches the
      * plugin; allocator is copied. */
     sa_status (*set_allocator)(const void *owner, const sa_cuda_allocator *allocator);
+    /* Appended; optional: without it the core refuses sa_attend_paged on
+     * device tensors. One launch (and its split merge) for the whole batch. */
+    sa_status (*attend_paged)(const sa_plugin_attend_paged_args *args);
 } sa_plugin_api;
 
 /* The entry point. abi_version: the version the core speaks. out->struct_size

@@ -2,13 +2,18 @@
 // sparse decode attend (K=2048 gathered keys), dense decode at 128K and 512K, page select +
 // attend and exact select at 128K, a batch of 64 sequences' gathered attend, and the device's
 // copy bandwidth, all timed with CUDA events (warm-up, median of many calls). Index sets are
-// rotated so that repeated calls do not run out of L2. Usage: cuda_bench [dense]
+// rotated so that repeated calls do not run out of L2. Usage: cuda_bench [dense | batch]
+// batch: 64 sequences of 4K-128K keys in a paged cache (pages of 16): sa_attend_paged in one
+// call (sparse: top_k 2048 + window 64 + sinks 4 per KV head; dense), against a loop of
+// per-sequence sa_attend calls, and per-sequence page selection (torch_bench.py batch times
+// SDPA over the same lengths).
 #include <cuda_runtime.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <functional>
 #include <random>
 #include <string>
@@ -104,10 +109,166 @@ std::vector<int32_t> random_lists(int n_q, int k, int64_t span, bool per_query_b
   return idx;
 }
 
+
+// bf16 values in [-2, 2) from a hash of the element number (a multi-GB cache filled on the device).
+__global__ void fill_bf16(uint16_t *p, size_t n, uint32_t seed) {
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
+    uint32_t h = uint32_t(i) * 0x9e3779b1u ^ uint32_t(i >> 32) * 0x85ebca6bu ^ seed;
+    h ^= h >> 15;
+    h *= 0x2c1b3c6du;
+    h ^= h >> 12;
+    const float f = (float(h >> 8) / float(1u << 24)) * 4.f - 2.f;
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    p[i] = uint16_t((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+  }
+}
+
+// The batch benchmark's sequence lengths: 4K to 128K, multiples of the page size (torch_bench.py
+// batch uses the same formula).
+int64_t batch_len(int b, int B, int P) { return (4096 + int64_t(b) * (128 * 1024 - 4096) / (B - 1)) / P * P; }
+
+void run_batch(sa_context *ctx, cudaStream_t s) {
+  constexpr int B = 64, P = 16, kTop = 2048, kWindow = 64, kSinks = 4, W = kTop + kWindow + kSinks;
+  std::vector<int64_t> len(B), first(B + 1, 0);  // first: each sequence's first slot
+  for (int b = 0; b < B; ++b) {
+    len[size_t(b)] = batch_len(b, B, P);
+    first[size_t(b) + 1] = first[size_t(b)] + len[size_t(b)];
+  }
+  const int64_t slots = first[B], pages = slots / P, max_pages = len[B - 1] / P;
+  std::printf("batch: %d sequences of %lld-%lld keys (%lld in all), pages of %d, H_q %d, H_kv %d, D %d, bf16\n", B,
+              (long long)len[0], (long long)len[B - 1], (long long)slots, P, kHq, kHkv, kD);
+  const size_t elems = size_t(slots) * kHkv * kD;
+  uint16_t *K, *V, *Q;
+  CK(cudaMalloc(&K, elems * 2));
+  CK(cudaMalloc(&V, elems * 2));
+  CK(cudaMalloc(&Q, size_t(B) * kHq * kD * 2));
+  fill_bf16<<<4096, 256, 0, s>>>(K, elems, 1);
+  fill_bf16<<<4096, 256, 0, s>>>(V, elems, 2);
+  fill_bf16<<<64, 256, 0, s>>>(Q, size_t(B) * kHq * kD, 3);
+  // Each sequence's pages are consecutive (so that the per-sequence loop can view them as rows).
+  std::vector<int32_t> table(size_t(B) * max_pages, 0), lens32(B);
+  for (int b = 0; b < B; ++b) {
+    lens32[size_t(b)] = int32_t(len[size_t(b)]);
+    for (int64_t j = 0; j < len[size_t(b)] / P; ++j) table[size_t(b) * max_pages + j] = int32_t(first[size_t(b)] / P + j);
+  }
+  // Sparse lists: sinks, 2048 random tokens between them and the window, the window; sorted.
+  std::vector<int32_t> local(size_t(B) * kHkv * W), phys(local.size());
+  std::mt19937_64 rng(5);
+  for (int b = 0; b < B; ++b)
+    for (int h = 0; h < kHkv; ++h) {
+      int32_t *l = &local[(size_t(b) * kHkv + h) * W];
+      const int64_t n = len[size_t(b)], mid = n - kWindow - kSinks;
+      std::vector<int32_t> pick;
+      pick.reserve(kTop);
+      std::vector<char> used(static_cast<size_t>(mid), 0);
+      while (int(pick.size()) < kTop) {
+        const int64_t t = int64_t(rng() % uint64_t(mid));
+        if (!used[size_t(t)]) used[size_t(t)] = 1, pick.push_back(int32_t(kSinks + t));
+      }
+      for (int j = 0; j < kSinks; ++j) l[j] = j;
+      std::sort(pick.begin(), pick.end());
+      std::copy(pick.begin(), pick.end(), l + kSinks);
+      for (int j = 0; j < kWindow; ++j) l[kSinks + kTop + j] = int32_t(n - kWindow + j);
+      for (int j = 0; j < W; ++j) phys[(size_t(b) * kHkv + h) * W + j] = int32_t(first[size_t(b)] + l[j]);
+    }
+  int32_t *dtable, *dlens, *dlocal, *dphys;
+  CK(cudaMalloc(&dtable, table.size() * 4));
+  CK(cudaMalloc(&dlens, B * 4));
+  CK(cudaMalloc(&dlocal, local.size() * 4));
+  CK(cudaMalloc(&dphys, phys.size() * 4));
+  CK(cudaMemcpy(dtable, table.data(), table.size() * 4, cudaMemcpyHostToDevice));
+  CK(cudaMemcpy(dlens, lens32.data(), B * 4, cudaMemcpyHostToDevice));
+  CK(cudaMemcpy(dlocal, local.data(), local.size() * 4, cudaMemcpyHostToDevice));
+  CK(cudaMemcpy(dphys, phys.data(), phys.size() * 4, cudaMemcpyHostToDevice));
+  uint16_t *out;
+  CK(cudaMalloc(&out, size_t(B) * kHq * kD * 2));
+  CK(cudaDeviceSynchronize());
+
+  sa_paged_kv kv = SA_PAGED_KV_INIT;
+  kv.k = desc(K, SA_DTYPE_BF16, {pages, P, kHkv, kD});
+  kv.v = desc(V, SA_DTYPE_BF16, {pages, P, kHkv, kD});
+  kv.page_table = desc(dtable, SA_DTYPE_I32, {B, max_pages});
+  kv.seq_lens = desc(dlens, SA_DTYPE_I32, {B});
+  sa_tensor q = desc(Q, SA_DTYPE_BF16, {B, kHq, kD}), o = desc(out, SA_DTYPE_BF16, {B, kHq, kD});
+  sa_tensor ix = desc(dphys, SA_DTYPE_I32, {B, kHkv, W});
+  const double row_bytes = kD * 2.0;
+  auto paged_sparse = [&](int) { SK(sa_attend_paged(ctx, &q, nullptr, &kv, &ix, nullptr, &o, nullptr)); };
+  const double sparse_us = median_us(s, 100, paged_sparse), sparse_graph = graph_us(s, paged_sparse);
+  std::printf("batch sparse sa_attend_paged, one call (%d keys per KV head): %.1f us (%.1f us in a graph), %.2f TB/s of "
+              "gathered K/V\n", W, sparse_us, sparse_graph, 2.0 * B * kHkv * W * row_bytes / sparse_us / 1e6);
+  const double dense_us = median_us(s, 20, [&](int) { SK(sa_attend_paged(ctx, &q, nullptr, &kv, nullptr, nullptr, &o, nullptr)); });
+  std::printf("batch dense sa_attend_paged, one call: %.1f us, %.2f TB/s of K/V\n", dense_us,
+              2.0 * slots * kHkv * row_bytes / dense_us / 1e6);
+
+  // The same work as one sa_attend call per sequence (its rows viewed contiguously).
+  auto loop = [&](bool sparse) {
+    for (int b = 0; b < B; ++b) {
+      const size_t row0 = size_t(first[size_t(b)]) * kHkv * kD;
+      sa_tensor kb = desc(K + row0, SA_DTYPE_BF16, {len[size_t(b)], kHkv, kD});
+      sa_tensor vb = desc(V + row0, SA_DTYPE_BF16, {len[size_t(b)], kHkv, kD});
+      sa_tensor qb = desc(Q + size_t(b) * kHq * kD, SA_DTYPE_BF16, {1, kHq, kD});
+      sa_tensor ob = desc(out + size_t(b) * kHq * kD, SA_DTYPE_BF16, {1, kHq, kD});
+      sa_tensor ib = desc(dlocal + size_t(b) * kHkv * W, SA_DTYPE_I32, {1, kHkv, W});
+      SK(sa_attend(ctx, &qb, &kb, &vb, sparse ? &ib : nullptr, nullptr, &ob, nullptr));
+    }
+  };
+  const double loop_sparse = median_us(s, 50, [&](int) { loop(true); });
+  const double loop_dense = median_us(s, 10, [&](int) { loop(false); });
+  std::printf("batch as %d sa_attend calls: sparse %.1f us, dense %.1f us\n", B, loop_sparse, loop_dense);
+
+  // Page selection per sequence (a device index per sequence, pages of 16, refine 0), top_k
+  // 2048 + window + sinks, then the paged attend of the whole batch.
+  std::vector<sa_index *> idx(B, nullptr);
+  for (int b = 0; b < B; ++b) {
+    sa_index_options io = SA_INDEX_OPTIONS_INIT;
+    io.kind = SA_SELECTOR_PAGE;
+    io.num_kv_heads = kHkv;
+    io.head_dim = kD;
+    io.dtype = SA_DTYPE_BF16;
+    io.page.page_size = P;
+    io.page.refine = 0;
+    SK(sa_index_create(ctx, &io, &idx[size_t(b)]));
+    sa_tensor kb = desc(K + size_t(first[size_t(b)]) * kHkv * kD, SA_DTYPE_BF16, {len[size_t(b)], kHkv, kD});
+    SK(sa_index_append(idx[size_t(b)], &kb));
+  }
+  sa_select_options so = SA_SELECT_OPTIONS_INIT;
+  so.top_k = kTop;
+  so.window = kWindow;
+  so.sinks = kSinks;
+  auto select_loop = [&]() {
+    for (int b = 0; b < B; ++b) {
+      sa_tensor qb = desc(Q + size_t(b) * kHq * kD, SA_DTYPE_BF16, {1, kHq, kD});
+      sa_tensor ib = desc(dlocal + size_t(b) * kHkv * W, SA_DTYPE_I32, {1, kHkv, W});
+      SK(sa_select(idx[size_t(b)], &qb, &so, &ib));
+    }
+  };
+  const double select_us = median_us(s, 20, [&](int) { select_loop(); });
+  const double step_us = median_us(s, 20, [&](int r) { select_loop(); paged_sparse(r); });
+  std::printf("batch page select as %d sa_select calls: %.1f us; + sparse sa_attend_paged: %.1f us per step\n", B,
+              select_us, step_us);
+  // sa_select_batch over the same indexes, writing physical slots through the page table.
+  auto select_batch = [&]() { SK(sa_select_batch(idx.data(), B, &q, nullptr, &so, &kv, &ix)); };
+  const double batch_sel_us = median_us(s, 20, [&](int) { select_batch(); });
+  const double batch_step_us = median_us(s, 20, [&](int r) { select_batch(); paged_sparse(r); });
+  std::printf("batch page select as one sa_select_batch: %.1f us; + sparse sa_attend_paged: %.1f us per step\n",
+              batch_sel_us, batch_step_us);
+  for (auto &x : idx) sa_index_destroy(&x);
+  CK(cudaFree(K));
+  CK(cudaFree(V));
+  CK(cudaFree(Q));
+  CK(cudaFree(out));
+  CK(cudaFree(dtable));
+  CK(cudaFree(dlens));
+  CK(cudaFree(dlocal));
+  CK(cudaFree(dphys));
+}
+
 }  // namespace
 
 int main(int argc, char **argv) {
   const bool dense_only = argc > 1 && std::string(argv[1]) == "dense";  // copy bandwidth and dense decode only
+  const bool batch_only = argc > 1 && std::string(argv[1]) == "batch";
   cudaStream_t s;
   CK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
   sa_context_options co = SA_CONTEXT_OPTIONS_INIT;
@@ -118,6 +279,11 @@ int main(int argc, char **argv) {
   cudaDeviceProp prop;
   CK(cudaGetDeviceProperties(&prop, 0));
   std::printf("device: %s, %d SMs, L2 %d MB\n", prop.name, prop.multiProcessorCount, prop.l2CacheSize >> 20);
+  if (batch_only) {
+    run_batch(ctx, s);
+    sa_context_destroy(&ctx);
+    return 0;
+  }
 
   // Copy bandwidth (bytes read + written).
   const size_t copy_bytes = size_t(2) << 30;

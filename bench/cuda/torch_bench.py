@@ -1,6 +1,10 @@
 """PyTorch on the same shapes as cuda_bench (H_q=32, H_kv=8, D=128, bf16), timed the same way
 (CUDA events, warm-up, median): SDPA dense decode at 32K, 128K and 512K, torch.gather + SDPA over
-2048 keys per KV head, exact scores + torch.topk at 128K. Usage: python3 torch_bench.py"""
+2048 keys per KV head, exact scores + torch.topk at 128K. Usage: python3 torch_bench.py [batch]
+batch: SDPA dense decode of cuda_bench batch's 64 sequences of 4K-128K keys (the same lengths),
+one call per sequence (SDPA takes no page table or ragged batch)."""
+import sys
+
 import torch
 import torch.nn.functional as F
 
@@ -55,5 +59,25 @@ def main():
     print(f"torch exact scores + topk (128K): {median_us(exact_topk, reps=50):.1f} us")
 
 
+def batch():
+    B, P = 64, 16
+    lens = [(4096 + b * (128 * 1024 - 4096) // (B - 1)) // P * P for b in range(B)]
+    total = sum(lens)
+    k = torch.randn(1, HKV, total, D, device=dev, dtype=torch.bfloat16)
+    v = torch.randn(1, HKV, total, D, device=dev, dtype=torch.bfloat16)
+    q = torch.randn(B, 1, HQ, 1, D, device=dev, dtype=torch.bfloat16)
+    views, at = [], 0
+    for n in lens:
+        views.append((k[:, :, at:at + n], v[:, :, at:at + n]))
+        at += n
+
+    def loop():
+        for b, (kb, vb) in enumerate(views):
+            F.scaled_dot_product_attention(q[b], kb, vb, enable_gqa=True)
+
+    print(f"torch SDPA dense decode, batch of {B} sequences of {lens[0]}-{lens[-1]} keys ({total} in all), "
+          f"one call per sequence: {median_us(loop, reps=20, warm=3):.1f} us")
+
+
 if __name__ == "__main__":
-    main()
+    batch() if sys.argv[1:] == ["batch"] else main()

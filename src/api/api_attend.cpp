@@ -90,6 +90,79 @@ void view_slot_mass(const sa_attend_options &o, AttendProblem &p, TensorView &ma
   p.mass_decay = o.mass_decay;
 }
 
+// sa_attend_paged with device tensors: checked from their descriptors (the plugin clamps what
+// the core cannot read: page numbers, lengths, query starts, index entries) and handed to the
+// plugin as one request.
+void attend_paged_on_device(sa_context &ctx, const sa_tensor *q, const sa_tensor *query_starts, const sa_paged_kv *kv,
+                            const sa_tensor *indices, const sa_attend_options &o, sa_tensor *out, sa_tensor *lse,
+                            Device dev) {
+  const Plugin &plugin = context_plugin(ctx, dev.id);
+  const PagedTensors t = view_paged_tensors(kv, true, dev);
+  // The keys as rows [num_slots, H_kv, D], for the shape checks q, out and indices share with
+  // sa_attend; the plugin gets the pages themselves.
+  AttendProblem p;
+  p.k = t.k;
+  p.k.rank = 3;
+  for (int d = 0; d < 3; ++d) p.k.shape[d] = t.k.rank == 4 ? t.k.shape[d + 1] : t.k.shape[d];
+  p.k.shape[0] = t.num_slots;
+  TensorView lse_view, idx_view, starts_view;
+  view_queries(q, out, lse, o, dev, p, lse_view);
+  const int64_t n_q = p.q.shape[0];
+  if (query_starts) {
+    starts_view = view_tensor(query_starts, "query_starts", 1, {SA_DTYPE_I32, SA_DTYPE_I64}, dev);
+    expect_dim(starts_view, "query_starts", 0, t.batch + 1, "the sequences + 1");
+  } else if (n_q != t.batch) {
+    fail(SA_ERR_SHAPE, "queries hold %lld rows but there are %lld sequences; without query_starts each sequence has "
+                       "one query", (long long)n_q, (long long)t.batch);
+  }
+  if (indices) view_indices(indices, p, idx_view, dev, false);
+  if (o.key_positions)
+    fail(SA_ERR_INVALID_ARGUMENT, "opt->key_positions must be NULL with a paged cache (give kv->slot_positions)");
+  if (o.head_key_positions)
+    fail(SA_ERR_UNSUPPORTED, "opt->head_key_positions (per-KV-head positions) with a paged cache is CPU only for now");
+  if (o.slot_mass) fail(SA_ERR_UNSUPPORTED, "opt->slot_mass with a paged cache is CPU only for now");
+  if (o.causal && (o.query_positions || t.slot_positions.rank))
+    fail(SA_ERR_UNSUPPORTED, "causal attention over a paged cache on CUDA takes the default positions only "
+                             "(opt->query_positions and kv->slot_positions absent)");
+  if (n_q == 0) return;
+  if (!plugin.api.attend_paged)
+    fail(SA_ERR_UNSUPPORTED, "the CUDA plugin '%s' predates sa_attend_paged with CUDA tensors", plugin.path.c_str());
+  // Rank 3 (llama.cpp's cells) as pages of one row.
+  TensorView k4 = t.k, v4 = t.v;
+  if (t.k.rank == 3)
+    for (TensorView *x : {&k4, &v4}) {
+      x->rank = 4;
+      for (int d = 3; d >= 1; --d) {
+        x->shape[d] = x->shape[d - 1];
+        x->stride[d] = x->stride[d - 1];
+      }
+      x->shape[1] = 1;
+    }
+  sa_tensor tq = describe(p.q), tk = describe(k4), tv = describe(v4), tout = describe(p.out);
+  sa_tensor ttable = describe(t.page_table), tlens = describe(t.seq_lens), tpos = describe(t.slot_positions);
+  sa_tensor tstarts = query_starts ? describe(starts_view) : sa_tensor{};
+  sa_tensor tidx = indices ? describe(idx_view) : sa_tensor{}, tlse = lse ? describe(lse_view) : sa_tensor{};
+  sa_plugin_attend_paged_args a{};
+  a.struct_size = sizeof a;
+  a.q = &tq;
+  a.k = &tk;
+  a.v = &tv;
+  a.page_table = t.page_table.rank ? &ttable : nullptr;
+  a.seq_lens = t.seq_lens.rank ? &tlens : nullptr;
+  a.query_starts = query_starts ? &tstarts : nullptr;
+  a.slot_positions = t.slot_positions.rank ? &tpos : nullptr;
+  a.indices = indices ? &tidx : nullptr;
+  a.out = &tout;
+  a.lse = lse ? &tlse : nullptr;
+  a.batch = t.batch;
+  a.per_query_head = p.per_query_head;
+  a.causal = o.causal != 0 && !indices;  // sparse entries are taken as given (no slot positions)
+  a.scale = p.scale;
+  a.stream = call_stream(ctx, o.cuda_stream);
+  a.owner = &ctx;
+  check_plugin(plugin, plugin.api.attend_paged(&a), "CUDA paged attention");
+}
+
 }  // namespace
 
 extern "C" {
@@ -176,6 +249,14 @@ SA_API sa_status sa_attend_paged(sa_context *ctx, const sa_tensor *q, const sa_t
   return guarded("sa_attend_paged", [&] {
     if (!ctx) fail(SA_ERR_NULL_POINTER, "ctx is NULL");
     const sa_attend_options o = read_attend_options(opt);
+    if (!kv) fail(SA_ERR_NULL_POINTER, "kv is NULL");
+    const sa_paged_kv kvo = read_options(kv, sa_paged_kv{}, sizeof(sa_paged_kv), "kv");
+    const Device dev = first_cuda_device({q, query_starts, &kvo.k, &kvo.v, &kvo.page_table, &kvo.seq_lens,
+                                         &kvo.slot_positions, indices, out, lse});
+    if (dev.type == SA_DEVICE_CUDA) {
+      attend_paged_on_device(*ctx, q, query_starts, kv, indices, o, out, lse, dev);
+      return;
+    }
     const PagedKV cache = view_paged_kv(kv, true);
     AttendProblem p;
     p.k = cache.k;
@@ -185,20 +266,41 @@ SA_API sa_status sa_attend_paged(sa_context *ctx, const sa_tensor *q, const sa_t
     const int64_t n_q = p.q.shape[0];
     const std::vector<int64_t> starts = view_query_starts(query_starts, cache.batch, n_q);
     if (o.key_positions)
-      fail(SA_ERR_INVALID_ARGUMENT, "opt->key_positions must be NULL with a paged cache (give kv->slot_positions)");
-    if (o.head_key_positions)
-      fail(SA_ERR_UNSUPPORTED, "opt->head_key_positions (per-KV-head positions) is not supported with a paged cache");
+      fail(SA_ERR_INVALID_ARGUMENT, "opt->key_positions must be NULL with a paged cache (give kv->slot_positions, or "
+                                    "opt->head_key_positions per KV head)");
+    // Per-KV-head positions: opt->head_key_positions [H_kv, num_slots] over physical slots,
+    // as slot_mass is; they replace kv->slot_positions.
+    const int64_t H_kv = cache.k.shape[1];
+    if (o.head_key_positions) {
+      if (cache.slot_positions)
+        fail(SA_ERR_INVALID_ARGUMENT, "kv->slot_positions and opt->head_key_positions are both set; give one "
+                                      "(head_key_positions: [H_kv, num_pages * page_size], a row per KV head)");
+      const int64_t n = checked_mul(H_kv, cache.num_slots, "opt->head_key_positions' H_kv * num_slots values");
+      check_positions(o.head_key_positions, n, 1, "opt->head_key_positions", PositionsOf::keys);
+    }
+    const bool by_position = cache.slot_positions || o.head_key_positions;
     if (o.query_positions) check_positions(o.query_positions, n_q, 1, "opt->query_positions", PositionsOf::queries);
     if (o.causal && cache.slot_positions && !o.query_positions)
       fail(SA_ERR_INVALID_ARGUMENT, "opt->query_positions is NULL, but kv->slot_positions is given and causal is set: "
                                     "positions no longer count tokens, so each query's position is needed");
-    // Each query's position: given, or the last tokens of its sequence.
+    // Each query's position: given, or the last tokens of its sequence (with per-head positions,
+    // counted back from the largest position any head holds in the sequence's slots).
     std::vector<int64_t> positions(static_cast<size_t>(n_q));
-    for (int64_t b = 0; b < cache.batch; ++b)
-      for (int64_t i = starts[size_t(b)], n_b = starts[size_t(b) + 1] - starts[size_t(b)]; i < starts[size_t(b) + 1]; ++i)
-        positions[size_t(i)] = o.query_positions ? o.query_positions[i] : cache.lens[size_t(b)] - n_b + (i - starts[size_t(b)]);
+    for (int64_t b = 0; b < cache.batch; ++b) {
+      const int64_t n_b = starts[size_t(b) + 1] - starts[size_t(b)];
+      int64_t last = cache.lens[size_t(b)] - 1;
+      if (o.head_key_positions && !o.query_positions && n_b > 0) {
+        last = -1;
+        for (int64_t t = 0; t < cache.lens[size_t(b)]; ++t)
+          for (int64_t h = 0, s = cache.slot(b, t); h < H_kv; ++h)
+            last = std::max(last, o.head_key_positions[h * cache.num_slots + s]);
+      }
+      for (int64_t i = starts[size_t(b)]; i < starts[size_t(b) + 1]; ++i)
+        positions[size_t(i)] = o.query_positions ? o.query_positions[i] : last - n_b + 1 + (i - starts[size_t(b)]);
+    }
     p.query_positions = positions.data();
-    p.key_positions = cache.slot_positions;
+    p.key_positions = o.head_key_positions ? o.head_key_positions : cache.slot_positions;
+    p.key_pos_head_stride = o.head_key_positions ? cache.num_slots : 0;
     view_slot_mass(o, p, mass_view, Device{});
 
     // Dense: each sequence's slots in token order, one list its queries share; without slot
@@ -207,7 +309,7 @@ SA_API sa_status sa_attend_paged(sa_context *ctx, const sa_tensor *q, const sa_t
     std::vector<int64_t> list_start(static_cast<size_t>(n_q)), list_len(static_cast<size_t>(n_q));
     if (indices) {
       view_indices(indices, p, idx_view, Device{}, true);
-      p.causal = o.causal && cache.slot_positions;  // without positions, entries are taken as given
+      p.causal = o.causal && by_position;  // without positions, entries are taken as given
     } else {
       int64_t total = 0;
       for (int64_t b = 0; b < cache.batch; ++b) total = checked_add(total, cache.lens[size_t(b)], "the batch's tokens");
@@ -219,7 +321,7 @@ SA_API sa_status sa_attend_paged(sa_context *ctx, const sa_tensor *q, const sa_t
         for (int64_t i = starts[size_t(b)]; i < starts[size_t(b) + 1]; ++i) {
           const int64_t pos = positions[size_t(i)];
           list_start[size_t(i)] = at;
-          list_len[size_t(i)] = !o.causal || cache.slot_positions ? len : pos >= len ? len : std::max<int64_t>(0, pos + 1);
+          list_len[size_t(i)] = !o.causal || by_position ? len : pos >= len ? len : std::max<int64_t>(0, pos + 1);
         }
         at += len;
       }

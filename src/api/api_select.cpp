@@ -49,6 +49,67 @@ void check_select_shapes(const TensorView &queries, const TensorView &indices, c
   expect_distinct_elements(indices, "indices");
 }
 
+// sa_select_batch on device indexes: one selection per sequence on its index (the device
+// kernels select for one index at a time), each writing its query's row of indices, through
+// the page table when kv is given. Every check is made before the first selection is queued.
+void select_batch_on_device(sa_index *const *indexes, int64_t n_seqs, const sa_tensor *queries,
+                            const sa_tensor *query_starts, const sa_select_options &o, const sa_paged_kv *kv,
+                            sa_tensor *indices) {
+  const Device dev = indexes[0]->backend->device();
+  const TensorView q = view_tensor(queries, "queries", 3, {SA_DTYPE_F32, SA_DTYPE_F16, SA_DTYPE_BF16}, dev);
+  const TensorView out = view_tensor(indices, "indices", 3, {SA_DTYPE_I32}, dev);
+  if (query_starts)
+    fail(SA_ERR_UNSUPPORTED, "query_starts with device indexes: sa_select_batch on CUDA takes one query per sequence "
+                             "(query_starts NULL)");
+  if (q.shape[0] != n_seqs)
+    fail(SA_ERR_SHAPE, "queries hold %lld rows but there are %lld sequences; without query_starts each sequence has one "
+                       "query", (long long)q.shape[0], (long long)n_seqs);
+  for (int64_t b = 0; b < n_seqs; ++b) {
+    if (!indexes[b]) fail(SA_ERR_NULL_POINTER, "indexes[%lld] is NULL", (long long)b);
+    const sa_index &ix = *indexes[b];
+    expect_usable(ix);
+    const Device d = ix.backend->device();
+    if (d.type != dev.type || d.id != dev.id)
+      fail(SA_ERR_INVALID_ARGUMENT, "indexes[%lld] lives %s, indexes[0] on CUDA device %d; a batch's indexes share one "
+           "device", (long long)b, d.type == SA_DEVICE_CUDA ? "on another CUDA device" : "on the CPU", int(dev.id));
+    if (ix.opt.num_kv_heads != indexes[0]->opt.num_kv_heads || ix.opt.head_dim != indexes[0]->opt.head_dim)
+      fail(SA_ERR_SHAPE, "indexes[%lld] has %d KV heads of %d dimensions, indexes[0] %d of %d", (long long)b,
+           int(ix.opt.num_kv_heads), int(ix.opt.head_dim), int(indexes[0]->opt.num_kv_heads),
+           int(indexes[0]->opt.head_dim));
+  }
+  check_select_shapes(q, out, indexes[0]->opt, o);
+  PagedTensors t;
+  if (kv) {
+    t = view_paged_tensors(kv, false, dev);
+    if (t.batch != n_seqs)
+      fail(SA_ERR_SHAPE, "kv holds %lld sequences, expected n_seqs = %lld", (long long)t.batch, (long long)n_seqs);
+    // The page table row must cover every slot an index may name (its values are the device's
+    // to check: pages out of range become -1).
+    const int64_t capacity = t.page_table.rank ? t.page_table.shape[1] * t.page_size : t.num_slots;
+    for (int64_t b = 0; b < n_seqs; ++b)
+      if (indexes[b]->backend->size() > capacity)
+        fail(SA_ERR_SHAPE, "indexes[%lld] holds %lld slots, beyond the %lld tokens its page table row can hold",
+             (long long)b, (long long)indexes[b]->backend->size(), (long long)capacity);
+  }
+  for (int64_t b = 0; b < n_seqs; ++b) {
+    SelectCall call;
+    call.opt = o;
+    call.queries = q;
+    call.queries.shape[0] = 1;
+    call.queries.data = q.bytes() + b * q.stride[0] * int64_t(dtype_size(q.dtype));
+    call.indices = out;
+    call.indices.shape[0] = 1;
+    call.indices.data = out.bytes() + b * out.stride[0] * int64_t(sizeof(int32_t));
+    if (t.page_table.rank) {
+      call.page_table = t.page_table.ptr<const int32_t>() + b * t.page_table.stride[0];
+      call.page_table_stride = t.page_table.stride[1];
+      call.page_size = t.page_size;
+      call.num_pages = t.num_pages;
+    }
+    indexes[b]->backend->select(call);
+  }
+}
+
 }  // namespace
 
 extern "C" {
@@ -82,6 +143,10 @@ SA_API sa_status sa_select_batch(sa_index *const *indexes, int64_t n_seqs, const
     const sa_select_options o = read_select_options(opt);
     if (o.query_segments)
       fail(SA_ERR_INVALID_ARGUMENT, "opt->query_segments: a batch keeps its sequences apart already (leave segments NULL)");
+    if (n_seqs > 0 && indexes && indexes[0] && indexes[0]->backend->device().type == SA_DEVICE_CUDA) {
+      select_batch_on_device(indexes, n_seqs, queries, query_starts, o, kv, indices);
+      return;
+    }
     const TensorView q = view_tensor(queries, "queries", 3, {SA_DTYPE_F32, SA_DTYPE_F16, SA_DTYPE_BF16});
     const TensorView out = view_tensor(indices, "indices", 3, {SA_DTYPE_I32});
     for (int64_t b = 0; b < n_seqs; ++b) {

@@ -107,6 +107,13 @@ class DeviceIndex final : public IndexBackend {
     a.first_query_position = max_position_ - n_q + 1;
     a.stream = call_stream(ctx_, o.cuda_stream);
     a.owner = &ctx_;  // its buffers go with the index's context (sa_context_destroy)
+    if (call.page_table && !plugin_.api.attend_paged)
+      fail(SA_ERR_UNSUPPORTED, "the CUDA plugin '%s' predates sa_select_batch over a paged cache on the device",
+           plugin_.path.c_str());
+    a.page_table = call.page_table;
+    a.page_table_stride = call.page_table_stride;
+    a.page_size = call.page_size;
+    a.num_pages = call.num_pages;
     check_plugin(plugin_, plugin_.api.select(index_, &a), "CUDA selection");
   }
 

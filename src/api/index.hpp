@@ -22,6 +22,10 @@ namespace sa {
 struct SelectCall {
   sa_select_options opt;
   TensorView queries, indices;
+  // sa_select_batch on device indexes over a paged cache: the sequence's page table row on the
+  // device (nullptr: slots as the index numbers them), written through by the plugin.
+  const int32_t *page_table = nullptr;
+  int64_t page_table_stride = 0, page_size = 1, num_pages = 0;
 };
 
 class IndexBackend {

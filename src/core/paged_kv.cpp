@@ -14,6 +14,7 @@ int64_t int_at(const TensorView &t, int64_t i) {
 }
 
 bool present(const sa_tensor &t) { return t.rank != 0; }
+bool present(const TensorView &t) { return t.rank != 0; }
 
 // [num_pages, page_size, H, D] as [num_pages * page_size, H, D] rows. Pages whose stride is
 // page_size rows (or a single page, or one-row pages) are viewed in place; other layouts are
@@ -52,69 +53,80 @@ TensorView flatten_pages(const TensorView &t, std::vector<char> &packed) {
   return f;
 }
 
-TensorView view_cache(const sa_tensor &t, const char *name, std::initializer_list<sa_dtype> dtypes, int rank) {
-  return view_tensor(&t, name, rank, dtypes);
-}
-
 }  // namespace
 
-PagedKV view_paged_kv(const sa_paged_kv *kv, bool with_values) {
+PagedTensors view_paged_tensors(const sa_paged_kv *kv, bool with_values, Device dev) {
   if (!kv) fail(SA_ERR_NULL_POINTER, "kv is NULL");
-  sa_paged_kv o = read_options(kv, sa_paged_kv{}, sizeof(sa_paged_kv), "kv");
-  PagedKV r;
+  const sa_paged_kv o = read_options(kv, sa_paged_kv{}, sizeof(sa_paged_kv), "kv");
+  PagedTensors r;
   const int rank = o.k.rank;
   if (rank != 3 && rank != 4)
     fail(SA_ERR_SHAPE, "kv->k has rank %d, expected 4 ([num_pages, page_size, H_kv, D]) or 3 ([n, H_kv, D])", int(rank));
-  const TensorView k = view_cache(o.k, "kv->k", {SA_DTYPE_F32, SA_DTYPE_F16, SA_DTYPE_BF16}, rank);
-  TensorView v;
+  r.k = view_tensor(&o.k, "kv->k", rank, {SA_DTYPE_F32, SA_DTYPE_F16, SA_DTYPE_BF16}, dev);
   if (with_values) {
-    v = view_cache(o.v, "kv->v", {k.dtype}, rank);
-    for (int d = 0; d < rank; ++d) expect_dim(v, "kv->v", d, k.shape[d], "the shape of kv->k");
+    r.v = view_tensor(&o.v, "kv->v", rank, {r.k.dtype}, dev);
+    for (int d = 0; d < rank; ++d) expect_dim(r.v, "kv->v", d, r.k.shape[d], "the shape of kv->k");
   }
-  if (rank == 4) {
-    r.num_pages = k.shape[0];
-    r.page_size = k.shape[1];
-    if (r.page_size < 1) fail(SA_ERR_SHAPE, "kv->k.shape[1] (page_size) is 0, expected >= 1");
-    r.k = flatten_pages(k, r.k_packed);
-    if (with_values) r.v = flatten_pages(v, r.v_packed);
-  } else {
-    r.num_pages = k.shape[0];
-    r.page_size = 1;
-    r.k = k;
-    r.v = v;
-  }
+  r.num_pages = r.k.shape[0];
+  r.page_size = rank == 4 ? r.k.shape[1] : 1;
+  if (r.page_size < 1) fail(SA_ERR_SHAPE, "kv->k.shape[1] (page_size) is 0, expected >= 1");
   r.num_slots = checked_mul(r.num_pages, r.page_size, "kv->k's slot count");
   if (r.num_slots > INT32_MAX)
     fail(SA_ERR_OVERFLOW, "kv->k holds %lld slots, past the int32 range of index entries", (long long)r.num_slots);
 
   // Sequences: a page table and lengths, or (rank 3 without either) one sequence of every row.
+  if (present(o.seq_lens)) r.seq_lens = view_tensor(&o.seq_lens, "kv->seq_lens", 1, {SA_DTYPE_I32, SA_DTYPE_I64}, dev);
   if (!present(o.page_table)) {
     if (rank == 4) fail(SA_ERR_NULL_POINTER, "kv->page_table is absent (rank 0); a paged kv->k needs one");
     r.batch = 1;
+    if (present(o.seq_lens)) expect_dim(r.seq_lens, "kv->seq_lens", 0, 1, "one sequence without a page table");
+  } else {
+    r.page_table = view_tensor(&o.page_table, "kv->page_table", 2, {SA_DTYPE_I32}, dev);
+    if (!present(o.seq_lens)) fail(SA_ERR_NULL_POINTER, "kv->seq_lens is absent (rank 0); a page table needs lengths");
+    r.batch = r.page_table.shape[0];
+    expect_dim(r.seq_lens, "kv->seq_lens", 0, r.batch, "kv->page_table.shape[0], the sequences");
+    checked_mul(r.page_table.shape[1], r.page_size, "kv->page_table's token capacity");
+  }
+  if (present(o.slot_positions)) {
+    r.slot_positions = view_tensor(&o.slot_positions, "kv->slot_positions", 1, {SA_DTYPE_I64}, dev);
+    expect_dim(r.slot_positions, "kv->slot_positions", 0, r.num_slots, "the slots of kv->k (num_pages * page_size)");
+  }
+  return r;
+}
+
+PagedKV view_paged_kv(const sa_paged_kv *kv, bool with_values) {
+  const PagedTensors t = view_paged_tensors(kv, with_values, Device{});
+  PagedKV r;
+  r.num_pages = t.num_pages;
+  r.page_size = t.page_size;
+  r.num_slots = t.num_slots;
+  r.batch = t.batch;
+  if (t.k.rank == 4) {
+    r.k = flatten_pages(t.k, r.k_packed);
+    if (with_values) r.v = flatten_pages(t.v, r.v_packed);
+  } else {
+    r.k = t.k;
+    r.v = t.v;
+  }
+
+  if (!present(t.page_table)) {
     int64_t len = r.num_slots;
-    if (present(o.seq_lens)) {
-      const TensorView lens = view_tensor(&o.seq_lens, "kv->seq_lens", 1, {SA_DTYPE_I32, SA_DTYPE_I64});
-      expect_dim(lens, "kv->seq_lens", 0, 1, "one sequence without a page table");
-      len = int_at(lens, 0);
+    if (present(t.seq_lens)) {
+      len = int_at(t.seq_lens, 0);
       if (len < 0 || len > r.num_slots)
         fail(SA_ERR_OUT_OF_RANGE, "kv->seq_lens[0] is %lld, outside [0, %lld] (the rows of kv->k)", (long long)len,
              (long long)r.num_slots);
     }
     r.lens.assign(1, len);
   } else {
-    const TensorView table = view_tensor(&o.page_table, "kv->page_table", 2, {SA_DTYPE_I32});
-    if (!present(o.seq_lens)) fail(SA_ERR_NULL_POINTER, "kv->seq_lens is absent (rank 0); a page table needs lengths");
-    const TensorView lens = view_tensor(&o.seq_lens, "kv->seq_lens", 1, {SA_DTYPE_I32, SA_DTYPE_I64});
-    r.batch = table.shape[0];
-    expect_dim(lens, "kv->seq_lens", 0, r.batch, "kv->page_table.shape[0], the sequences");
-    const int64_t max_pages = table.shape[1];
-    const int64_t max_len = checked_mul(max_pages, r.page_size, "kv->page_table's token capacity");
+    const TensorView &table = t.page_table;
+    const int64_t max_pages = table.shape[1], max_len = max_pages * r.page_size;
     r.table_ = table.ptr<const int32_t>();
     r.table_s0_ = table.stride[0];
     r.table_s1_ = table.stride[1];
     r.lens.resize(size_t(r.batch));
     for (int64_t b = 0; b < r.batch; ++b) {
-      const int64_t len = int_at(lens, b);
+      const int64_t len = int_at(t.seq_lens, b);
       if (len < 0) fail(SA_ERR_OUT_OF_RANGE, "kv->seq_lens[%lld] is %lld, expected >= 0", (long long)b, (long long)len);
       if (len > max_len)
         fail(SA_ERR_SHAPE, "kv->seq_lens[%lld] is %lld, beyond its page table row (%lld pages of %lld tokens)",
@@ -129,9 +141,8 @@ PagedKV view_paged_kv(const sa_paged_kv *kv, bool with_values) {
     }
   }
 
-  if (present(o.slot_positions)) {
-    const TensorView pos = view_tensor(&o.slot_positions, "kv->slot_positions", 1, {SA_DTYPE_I64});
-    expect_dim(pos, "kv->slot_positions", 0, r.num_slots, "the slots of kv->k (num_pages * page_size)");
+  if (present(t.slot_positions)) {
+    const TensorView &pos = t.slot_positions;
     if (pos.stride[0] == 1 || r.num_slots <= 1) {
       r.slot_positions = pos.ptr<const int64_t>();
     } else {

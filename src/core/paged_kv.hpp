@@ -44,6 +44,15 @@ struct PagedKV {
   int64_t table_s0_ = 0, table_s1_ = 0;
 };
 
+// kv's tensors checked from their descriptors alone (ranks, dtypes, shapes, devices), on
+// `dev`: what a device call can check, since the core never reads device memory. k and v keep
+// their rank (4, or 3 for one-row pages); absent optional tensors have rank 0.
+struct PagedTensors {
+  TensorView k, v, page_table, seq_lens, slot_positions;
+  int64_t page_size = 1, num_pages = 0, num_slots = 0, batch = 0;
+};
+PagedTensors view_paged_tensors(const sa_paged_kv *kv, bool with_values, Device dev);
+
 // Validates kv (every page a sequence uses, every length, the slot count fitting int32) and
 // resolves it; with_values: v is read too (attention), else only k's shape (selection).
 PagedKV view_paged_kv(const sa_paged_kv *kv, bool with_values);

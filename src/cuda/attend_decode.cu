@@ -5,6 +5,10 @@
 // (running max, sum, weighted V) in base 2. The blocks of one (query, group) are merged
 // exactly by the last of them to finish (an atomic counter per (query, group)), so a call is
 // one launch and allocates nothing (per-stream buffers).
+// The same kernel serves sa_attend_paged: a row is a physical slot, read at page base + offset;
+// dense queries walk their sequence's tokens through its page table. Each query has its own
+// length (its sequence's, read on the device), so its number of splits is its own: the grid
+// is sized for the longest, and blocks past a query's last split return at once.
 #include <cmath>
 #include <cstdint>
 
@@ -31,10 +35,23 @@ struct Params {
   int64_t q_s0, q_s1, q_s2;
   int q_dtype;
   const char *k, *v;  // bytes
-  int64_t k_s0, k_s1, v_s0, v_s1;  // bytes
+  int64_t k_s0, k_s1, v_s0, v_s1;  // bytes: rows within a page, heads
+  int64_t k_sp, v_sp;              // bytes between pages
+  int64_t page_size;               // rows per page (1 for sa_attend's rows: page = row)
   const int32_t *idx;  // null: dense
   int64_t i_s0, i_s1, i_s2, width;
-  int64_t n_kv;
+  int64_t n_kv;        // rows (physical slots) the keys hold
+  // Paged batches (batch > 0); sa_attend has batch 0: one sequence of n_kv rows.
+  int batch;
+  const int32_t *table;  // null: token t in slot t
+  int64_t t_s0, t_s1, num_pages, capacity;  // capacity: the most tokens a sequence holds
+  const void *lens;      // null: every sequence holds `capacity` tokens
+  int64_t len_s0;
+  const void *starts;    // null: query b is sequence b's only query
+  int64_t st_s0;
+  int lens_i64, starts_i64;
+  const int64_t *slot_pos;  // null: every slot holds a token
+  int64_t pos_s0;
   int n_q, q_offset, G, per_query_head, causal, units;
   void *out;
   int64_t o_s0, o_s1, o_s2;
@@ -54,10 +71,10 @@ struct Params {
 // float4 slice of one head's output and folds the splits in batches: a batch's maxima, sums
 // and slices are loaded together (independent loads), then folded with weights 2^(m_s - M).
 template <int D, int GT>
-__device__ void merge_splits(const Params &p, int i, int u) {
+__device__ void merge_splits(const Params &p, int i, int u, int S) {
   constexpr int D4 = D / 4, kBatch = 16;
-  const int S = p.splits, h0 = u * GT;
-  const int64_t part0 = (int64_t(i) * p.units + u) * S;
+  const int h0 = u * GT;
+  const int64_t part0 = (int64_t(i) * p.units + u) * p.splits;
   for (int e = threadIdx.x; e < GT * D4; e += kThreads) {
     const int g = e / D4, d4 = e % D4;
     const float4 *src = reinterpret_cast<const float4 *>(p.part_acc + (part0 * GT + g) * D) + d4;
@@ -101,8 +118,51 @@ __device__ void merge_splits(const Params &p, int i, int u) {
   }
 }
 
-// At most 128 registers a thread, so four blocks fit on a multiprocessor.
-template <class T, int D, int GT>
+// Element i of an I32 or I64 vector on the device.
+__device__ __forceinline__ int64_t int_at(const void *v, int i64, int64_t off) {
+  return i64 ? static_cast<const int64_t *>(v)[off] : int64_t(static_cast<const int32_t *>(v)[off]);
+}
+
+// The keys query i reads: its sequence's length and its position (the last token it sees when
+// causal). Device values are clamped so that no read leaves the tensors, whatever they hold.
+struct QuerySpan {
+  int b;
+  int64_t len, pos;
+};
+
+__device__ QuerySpan query_span(const Params &p, int i) {
+  if (p.batch == 0) return {0, p.n_kv, p.n_kv - p.n_q + i};
+  auto start = [&](int b) {  // query_starts[b], clamped to [0, n_q]
+    const int64_t s = int_at(p.starts, p.starts_i64, b * p.st_s0);
+    return s < 0 ? int64_t(0) : s > p.n_q ? int64_t(p.n_q) : s;
+  };
+  int b = i;
+  int64_t first = i, next = i + 1;
+  if (p.starts) {  // the last sequence whose first query is at or before i
+    int lo = 0, hi = p.batch - 1;
+    while (lo < hi) {
+      const int mid = (lo + hi + 1) / 2;
+      if (start(mid) <= i) lo = mid; else hi = mid - 1;
+    }
+    b = lo;
+    first = start(b);
+    next = start(b + 1);
+  }
+  int64_t len = p.lens ? int_at(p.lens, p.lens_i64, b * p.len_s0) : p.capacity;
+  len = len < 0 ? 0 : len > p.capacity ? p.capacity : len;
+  return {b, len, len - (next - first) + (i - first)};
+}
+
+// The physical slot of token t of sequence b, or -1 where its page is out of range.
+__device__ __forceinline__ int64_t token_slot(const Params &p, int b, int64_t t) {
+  if (!p.table) return t;
+  const int64_t page = p.table[b * p.t_s0 + (t / p.page_size) * p.t_s1];
+  return page >= 0 && page < p.num_pages ? page * p.page_size + t % p.page_size : -1;
+}
+
+// At most 128 registers a thread, so four blocks fit on a multiprocessor. PAGED: a paged batch
+// (sa_attend_paged); sa_attend's rows compile without the page arithmetic (6% of dense decode).
+template <class T, int D, int GT, bool PAGED>
 __global__ void __launch_bounds__(kThreads, 4) decode_kernel(const Params p) {
   constexpr int L = D / 8;             // lanes per row
   constexpr int SLOTS = kThreads / L;  // rows per step of the block
@@ -110,7 +170,13 @@ __global__ void __launch_bounds__(kThreads, 4) decode_kernel(const Params p) {
   const int h0 = u * GT, hk = h0 / p.G, list = p.per_query_head ? h0 : hk;
   const int tid = threadIdx.x, slot = tid / L, lane = tid % L;
 
-  __shared__ int32_t rows_s[kRowTile];
+  // Dense keys of a paged batch: this query's sequence decides how many splits it has.
+  const QuerySpan span = PAGED ? query_span(p, i) : QuerySpan{0, p.n_kv, p.n_kv - p.n_q + i};
+  const int64_t len = p.idx ? p.width : span.len;
+  const int nsplit = len > 0 ? int((len + p.chunk - 1) / p.chunk) : 1;
+  if (split >= nsplit) return;  // past this query's keys (uniform over the block)
+
+  __shared__ int32_t page_s[kRowTile], off_s[kRowTile];  // row = page base + offset; page -1: skipped
   __shared__ float red_acc[SLOTS][GT][D];
   __shared__ float red_m[SLOTS][GT], red_l[SLOTS][GT];
 
@@ -125,10 +191,9 @@ __global__ void __launch_bounds__(kThreads, 4) decode_kernel(const Params p) {
     l[g] = 0.f;
   }
 
-  const int64_t len = p.idx ? p.width : p.n_kv;
   const int64_t begin = int64_t(split) * p.chunk;
   const int64_t end = begin + p.chunk < len ? begin + p.chunk : len;
-  const int64_t qpos = p.n_kv - p.n_q + i;
+  const int64_t qpos = p.causal ? span.pos : sa::kNoPositionLimit;
   const char *kb = p.k + hk * p.k_s1, *vb = p.v + hk * p.v_s1;
   const int32_t *ib = p.idx ? p.idx + i * p.i_s0 + list * p.i_s1 : nullptr;
 
@@ -136,9 +201,15 @@ __global__ void __launch_bounds__(kThreads, 4) decode_kernel(const Params p) {
     const int tn = int(end - t0 < kRowTile ? end - t0 : kRowTile);
     __syncthreads();  // the previous tile is consumed
     for (int e = tid; e < tn; e += kThreads) {
-      const int64_t r = ib ? int64_t(ib[(t0 + e) * p.i_s2]) : t0 + e;
-      const bool ok = r < p.n_kv && sa::sees(p.causal ? qpos : sa::kNoPositionLimit, r);  // out of range: skipped
-      rows_s[e] = ok ? int32_t(r) : -1;
+      // An index entry is a slot whose position is its row (causal with sa_attend only); a
+      // dense key is a token whose slot the page table gives. Out of range: skipped.
+      const int64_t t = t0 + e;
+      const int64_t r = ib ? int64_t(ib[t * p.i_s2]) : PAGED ? token_slot(p, span.b, t) : t;
+      const bool ok = r >= 0 && r < p.n_kv && sa::sees(qpos, ib ? r : t) &&
+                      (!PAGED || !p.slot_pos || sa::holds_token(p.slot_pos[r * p.pos_s0]));
+      const int64_t page = !PAGED || p.page_size == 1 ? r : r / p.page_size;
+      page_s[e] = ok ? int32_t(page) : -1;
+      if (PAGED) off_s[e] = ok ? int32_t(r - page * p.page_size) : 0;
     }
     __syncthreads();
     for (int e0 = 0; e0 < tn; e0 += SLOTS * kUnroll) {
@@ -147,12 +218,13 @@ __global__ void __launch_bounds__(kThreads, 4) decode_kernel(const Params p) {
 #pragma unroll
       for (int x = 0; x < kUnroll; ++x) {
         const int e = e0 + x * SLOTS + slot;
-        r[x] = e < tn ? rows_s[e] : -1;
+        r[x] = e < tn ? page_s[e] : -1;
         kr[x] = make_uint4(0, 0, 0, 0);
         vr[x] = make_uint4(0, 0, 0, 0);
         if (r[x] >= 0) {
-          kr[x] = __ldg(reinterpret_cast<const uint4 *>(kb + r[x] * p.k_s0) + lane);
-          vr[x] = __ldg(reinterpret_cast<const uint4 *>(vb + r[x] * p.v_s0) + lane);
+          const int64_t o = PAGED ? off_s[e] : 0;
+          kr[x] = __ldg(reinterpret_cast<const uint4 *>(kb + r[x] * p.k_sp + o * p.k_s0) + lane);
+          vr[x] = __ldg(reinterpret_cast<const uint4 *>(vb + r[x] * p.v_sp + o * p.v_s0) + lane);
         }
       }
       float s[kUnroll][GT];
@@ -219,7 +291,7 @@ __global__ void __launch_bounds__(kThreads, 4) decode_kernel(const Params p) {
         A = fmaf(red_acc[s][g][d], w, A);
         Lsum = fmaf(red_l[s][g], w, Lsum);
       }
-    if (p.splits == 1) {
+    if (nsplit == 1) {
       store_any(p.out, i * p.o_s0 + (h0 + g) * p.o_s1 + d * p.o_s2, p.out_dtype, Lsum > 0.f ? A / Lsum : 0.f);
       if (d == 0 && p.lse) p.lse[i * p.l_s0 + (h0 + g) * p.l_s1] = Lsum > 0.f ? (M + log2f(Lsum)) * kLn2 : -INFINITY;
     } else {
@@ -230,7 +302,7 @@ __global__ void __launch_bounds__(kThreads, 4) decode_kernel(const Params p) {
       }
     }
   }
-  if (p.splits == 1) return;
+  if (nsplit == 1) return;
 
   // The last block of the (query, group) to finish merges all splits.
   __shared__ bool last_s;
@@ -238,24 +310,24 @@ __global__ void __launch_bounds__(kThreads, 4) decode_kernel(const Params p) {
   __syncthreads();
   if (tid == 0) {
     unsigned *done = p.done + int64_t(i) * p.units + u;
-    last_s = atomicAdd(done, 1u) == unsigned(p.splits - 1);
+    last_s = atomicAdd(done, 1u) == unsigned(nsplit - 1);
     if (last_s) *done = 0;  // every split has counted: zero for the next call
   }
   __syncthreads();
   if (!last_s) return;
   __threadfence();
-  merge_splits<D, GT>(p, i, u);
+  merge_splits<D, GT>(p, i, u, nsplit);
   __syncthreads();
 }
 
-// Blocks of decode_kernel<T, D, GT> that fit on one multiprocessor of the current device.
-template <class T, int D, int GT>
+// Blocks of decode_kernel<T, D, GT, PAGED> that fit on one multiprocessor of the current device.
+template <class T, int D, int GT, bool PAGED>
 int resident_blocks(int device) {
   static int cached[64] = {};
   if (device < 0 || device >= 64) device = 0;
   if (!cached[device]) {
     int n = 0;
-    check_cuda(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, decode_kernel<T, D, GT>, kThreads, 0),
+    check_cuda(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, decode_kernel<T, D, GT, PAGED>, kThreads, 0),
                "cudaOccupancyMaxActiveBlocksPerMultiprocessor");
     cached[device] = n > 0 ? n : 1;
   }
@@ -263,13 +335,16 @@ int resident_blocks(int device) {
 }
 
 // Returns p as launched (its lse: the caller's, or the stream buffer it asked for).
-template <class T, int D, int GT>
+template <class T, int D, int GT, bool PAGED>
 Params launch(Params p, cudaStream_t stream, int device) {
   // One wave of blocks: the keys split so that every resident block slot of the chip has
-  // work, each split at least kMinChunk keys.
-  const int64_t len = p.idx ? p.width : p.n_kv;
+  // work, each split at least kMinChunk keys. Dense keys of a paged batch: the lengths are
+  // on the device, so the split is sized for the longest a sequence may be, and four times
+  // finer, so that shorter sequences (fewer splits) leave no multiprocessor idle.
+  const bool varying = p.batch > 0 && !p.idx;
+  const int64_t len = p.idx ? p.width : varying ? p.capacity : p.n_kv;
   const int64_t base = int64_t(p.n_q) * p.units;
-  const int64_t target = int64_t(resident_blocks<T, D, GT>(device)) * sm_count(device);
+  const int64_t target = int64_t(resident_blocks<T, D, GT, PAGED>(device)) * sm_count(device) * (varying ? 4 : 1);
   int64_t splits = (target + base - 1) / base;
   const int64_t max_splits = (len + kMinChunk - 1) / kMinChunk;
   if (splits > max_splits) splits = max_splits;
@@ -299,7 +374,7 @@ Params launch(Params p, cudaStream_t stream, int device) {
   for (int64_t q0 = 0; q0 < n_q; q0 += kMaxGridZ) {
     const int nq = int(n_q - q0 < kMaxGridZ ? n_q - q0 : kMaxGridZ);
     p.q_offset = int(q0);
-    decode_kernel<T, D, GT><<<dim3(p.splits, p.units, nq), kThreads, 0, stream>>>(p);
+    decode_kernel<T, D, GT, PAGED><<<dim3(p.splits, p.units, nq), kThreads, 0, stream>>>(p);
     check_cuda(cudaGetLastError(), "decode attention launch");
   }
   return p;
@@ -307,9 +382,14 @@ Params launch(Params p, cudaStream_t stream, int device) {
 
 template <class T, int D>
 Params launch_gt(const Params &p, int gt, cudaStream_t s, int dev) {
-  if (gt == 4) return launch<T, D, 4>(p, s, dev);
-  if (gt == 2) return launch<T, D, 2>(p, s, dev);
-  return launch<T, D, 1>(p, s, dev);
+  if (p.batch > 0) {
+    if (gt == 4) return launch<T, D, 4, true>(p, s, dev);
+    if (gt == 2) return launch<T, D, 2, true>(p, s, dev);
+    return launch<T, D, 1, true>(p, s, dev);
+  }
+  if (gt == 4) return launch<T, D, 4, false>(p, s, dev);
+  if (gt == 2) return launch<T, D, 2, false>(p, s, dev);
+  return launch<T, D, 1, false>(p, s, dev);
 }
 
 template <class T>
@@ -319,26 +399,30 @@ Params launch_d(const Params &p, int D, int gt, cudaStream_t s, int dev) {
   return launch_gt<T, 256>(p, gt, s, dev);
 }
 
-}  // namespace
-
-void attend(const sa_plugin_attend_args &a) {
-  const sa_tensor &q = *a.q, &k = *a.k, &v = *a.v, &out = *a.out;
-  const int64_t n_q = q.shape[0], H_q = q.shape[1], D = q.shape[2], n_kv = k.shape[0], H_kv = k.shape[1];
+// Parameters shared by sa_attend and sa_attend_paged: queries, K/V (rank 3 [n, H_kv, D] rows,
+// or rank 4 [pages, page_size, H_kv, D]), index lists, outputs; checks what the kernels need
+// beyond the core's checks.
+Params common_params(const sa_tensor &q, const sa_tensor &k, const sa_tensor &v, const sa_tensor *indices,
+                     const sa_tensor &out, const sa_tensor *lse, bool per_query_head, bool causal, float scale,
+                     const void *owner, int &gt) {
+  const int kr = k.rank - 3;  // the dimension of rows within a page
+  const int64_t n_q = q.shape[0], H_q = q.shape[1], D = q.shape[2], H_kv = k.shape[kr + 1];
+  const int64_t rows = kr ? k.shape[0] * k.shape[1] : k.shape[0];
   if (!is_half_type(k.dtype))
     fail(SA_ERR_UNSUPPORTED, "k and v are %s; the CUDA kernels read f16 or bf16 K/V",
          k.dtype == SA_DTYPE_F32 ? "f32" : "not floating point");
   if (D != 64 && D != 128 && D != 256)
     fail(SA_ERR_UNSUPPORTED, "head dimension %lld; the CUDA kernels take 64, 128 or 256", (long long)D);
-  if (k.strides[2] != 1 || v.strides[2] != 1)
-    fail(SA_ERR_UNSUPPORTED, "k and v need a contiguous head dimension (strides[2] == 1) on CUDA");
-  const bool aligned = reinterpret_cast<uintptr_t>(k.data) % 16 == 0 && reinterpret_cast<uintptr_t>(v.data) % 16 == 0 &&
-                       k.strides[0] % 8 == 0 && k.strides[1] % 8 == 0 && v.strides[0] % 8 == 0 && v.strides[1] % 8 == 0;
+  if (k.strides[kr + 2] != 1 || v.strides[kr + 2] != 1)
+    fail(SA_ERR_UNSUPPORTED, "k and v need a contiguous head dimension (stride 1) on CUDA");
+  bool aligned = reinterpret_cast<uintptr_t>(k.data) % 16 == 0 && reinterpret_cast<uintptr_t>(v.data) % 16 == 0;
+  for (int d = 0; d <= kr + 1; ++d) aligned &= k.strides[d] % 8 == 0 && v.strides[d] % 8 == 0;
   if (!aligned) fail(SA_ERR_UNSUPPORTED, "k and v rows must start on 16-byte boundaries on CUDA (data and strides)");
-  if (n_kv > INT32_MAX) fail(SA_ERR_UNSUPPORTED, "%lld keys; the CUDA kernels address rows with int32", (long long)n_kv);
+  if (rows > INT32_MAX) fail(SA_ERR_UNSUPPORTED, "%lld key rows; the CUDA kernels address rows with int32", (long long)rows);
   if (n_q > INT32_MAX / 2) fail(SA_ERR_UNSUPPORTED, "%lld queries in one call", (long long)n_q);
 
   const int G = int(H_q / H_kv);
-  const int gt = a.per_query_head ? 1 : (G % 4 == 0 ? 4 : G % 2 == 0 ? 2 : 1);
+  gt = per_query_head ? 1 : (G % 4 == 0 ? 4 : G % 2 == 0 ? 2 : 1);
   Params p{};
   p.q = q.data;
   p.q_s0 = q.strides[0];
@@ -347,44 +431,91 @@ void attend(const sa_plugin_attend_args &a) {
   p.q_dtype = q.dtype;
   p.k = static_cast<const char *>(k.data);
   p.v = static_cast<const char *>(v.data);
-  p.k_s0 = k.strides[0] * 2;
-  p.k_s1 = k.strides[1] * 2;
-  p.v_s0 = v.strides[0] * 2;
-  p.v_s1 = v.strides[1] * 2;
-  if (a.indices) {
-    p.idx = static_cast<const int32_t *>(a.indices->data);
-    p.i_s0 = a.indices->strides[0];
-    p.i_s1 = a.indices->strides[1];
-    p.i_s2 = a.indices->strides[2];
-    p.width = a.indices->shape[2];
+  p.k_s0 = k.strides[kr] * 2;
+  p.k_s1 = k.strides[kr + 1] * 2;
+  p.v_s0 = v.strides[kr] * 2;
+  p.v_s1 = v.strides[kr + 1] * 2;
+  p.page_size = kr ? k.shape[1] : 1;
+  p.k_sp = k.strides[0] * 2;  // rank 3: a page is a row
+  p.v_sp = v.strides[0] * 2;
+  if (indices) {
+    p.idx = static_cast<const int32_t *>(indices->data);
+    p.i_s0 = indices->strides[0];
+    p.i_s1 = indices->strides[1];
+    p.i_s2 = indices->strides[2];
+    p.width = indices->shape[2];
   }
-  p.n_kv = n_kv;
+  p.n_kv = rows;
   p.n_q = int(n_q);
   p.G = G;
-  p.per_query_head = a.per_query_head;
-  p.causal = a.causal;
+  p.per_query_head = per_query_head;
+  p.causal = causal;
   p.units = int(H_q / gt);
   p.out = out.data;
   p.o_s0 = out.strides[0];
   p.o_s1 = out.strides[1];
   p.o_s2 = out.strides[2];
   p.out_dtype = out.dtype;
-  if (a.lse) {
-    p.lse = static_cast<float *>(a.lse->data);
-    p.l_s0 = a.lse->strides[0];
-    p.l_s1 = a.lse->strides[1];
+  if (lse) {
+    p.lse = static_cast<float *>(lse->data);
+    p.l_s0 = lse->strides[0];
+    p.l_s1 = lse->strides[1];
   }
-  p.scale_log2 = a.scale * kLog2e;
-  p.owner = a.struct_size >= offsetof(sa_plugin_attend_args, owner) + sizeof a.owner ? a.owner : nullptr;
-  const bool mass = a.struct_size >= offsetof(sa_plugin_attend_args, mass_decay) + sizeof a.mass_decay && a.slot_mass;
+  p.scale_log2 = scale * kLog2e;
+  p.owner = owner;
   p.H_q = int(H_q);
-  p.lse_scratch = mass && !a.lse;
+  return p;
+}
 
-  DeviceGuard guard(q.device_id);
+Params launch_any(const Params &p, sa_dtype kv_dtype, int D, int gt, cudaStream_t stream, int device) {
+  return kv_dtype == SA_DTYPE_F16 ? launch_d<F16>(p, D, gt, stream, device) : launch_d<BF16>(p, D, gt, stream, device);
+}
+
+}  // namespace
+
+void attend(const sa_plugin_attend_args &a) {
+  const void *owner = a.struct_size >= offsetof(sa_plugin_attend_args, owner) + sizeof a.owner ? a.owner : nullptr;
+  const bool mass = a.struct_size >= offsetof(sa_plugin_attend_args, mass_decay) + sizeof a.mass_decay && a.slot_mass;
+  int gt = 1;
+  Params p = common_params(*a.q, *a.k, *a.v, a.indices, *a.out, a.lse, a.per_query_head, a.causal, a.scale, owner, gt);
+  p.lse_scratch = mass && !a.lse;
+  DeviceGuard guard(a.q->device_id);
   cudaStream_t stream = static_cast<cudaStream_t>(a.stream);
-  if (n_q > 0) p = k.dtype == SA_DTYPE_F16 ? launch_d<F16>(p, int(D), gt, stream, q.device_id)
-                                           : launch_d<BF16>(p, int(D), gt, stream, q.device_id);
+  if (p.n_q > 0) p = launch_any(p, a.k->dtype, int(a.q->shape[2]), gt, stream, a.q->device_id);
   if (mass) accumulate_slot_mass(a, p.lse, p.l_s0, p.l_s1, stream);
+}
+
+void attend_paged(const sa_plugin_attend_paged_args &a) {
+  if (a.k->rank != 4) fail(SA_ERR_INTERNAL, "paged k of rank %d (the core passes rank 4)", int(a.k->rank));
+  int gt = 1;
+  Params p = common_params(*a.q, *a.k, *a.v, a.indices, *a.out, a.lse, a.per_query_head, a.causal && !a.indices,
+                           a.scale, a.owner, gt);
+  if (a.batch < 1 || a.batch > INT32_MAX) fail(SA_ERR_UNSUPPORTED, "%lld sequences in one call", (long long)a.batch);
+  p.batch = int(a.batch);
+  p.num_pages = a.k->shape[0];
+  p.capacity = p.n_kv;
+  if (a.page_table) {
+    p.table = static_cast<const int32_t *>(a.page_table->data);
+    p.t_s0 = a.page_table->strides[0];
+    p.t_s1 = a.page_table->strides[1];
+    p.capacity = a.page_table->shape[1] * p.page_size;
+  }
+  if (a.seq_lens) {
+    p.lens = a.seq_lens->data;
+    p.len_s0 = a.seq_lens->strides[0];
+    p.lens_i64 = a.seq_lens->dtype == SA_DTYPE_I64;
+  }
+  if (a.query_starts) {
+    p.starts = a.query_starts->data;
+    p.st_s0 = a.query_starts->strides[0];
+    p.starts_i64 = a.query_starts->dtype == SA_DTYPE_I64;
+  }
+  if (a.slot_positions) {
+    p.slot_pos = static_cast<const int64_t *>(a.slot_positions->data);
+    p.pos_s0 = a.slot_positions->strides[0];
+  }
+  DeviceGuard guard(a.q->device_id);
+  if (p.n_q > 0) launch_any(p, a.k->dtype, int(a.q->shape[2]), gt, static_cast<cudaStream_t>(a.stream), a.q->device_id);
 }
 
 }  // namespace sacuda

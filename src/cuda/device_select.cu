@@ -495,6 +495,20 @@ void launch_scores(const Common &c, const uint16_t *a, const uint16_t *b, int64_
 // While `stream` is being captured the wait becomes an external-event node, since a plain wait
 // on an event recorded outside the capture invalidates it: each replay of the graph then
 // waits for the appends recorded before that replay.
+// sa_select_batch over a paged cache: each chosen slot j of the sequence becomes the physical
+// slot its page table row gives (-1 where the page is out of range: never read through).
+__global__ void to_physical_kernel(int32_t *o, int64_t s0, int64_t s1, int64_t s2, int rows_per_q, int64_t width,
+                                   const int32_t *table, int64_t t_s, int64_t page_size, int64_t num_pages) {
+  const int64_t n = rows_per_q * width;  // entries of one query (blockIdx.y)
+  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < n; e += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t r = e / width, c = e % width;
+    int32_t &x = o[blockIdx.y * s0 + r * s1 + c * s2];
+    if (x < 0) continue;
+    const int64_t page = table[(x / page_size) * t_s];
+    x = page >= 0 && page < num_pages ? int32_t(page * page_size + x % page_size) : -1;
+  }
+}
+
 void order_after_appends(const sa_plugin_index &ix, cudaStream_t stream) {
   cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
   check_cuda(cudaStreamIsCapturing(stream, &capture), "cudaStreamIsCapturing");
@@ -587,6 +601,15 @@ void index_select(const sa_plugin_index &ix, const sa_plugin_select_args &a) {
         c, mass, scores, row_max, n_items, item, n_sel, o, out.strides[0], out.strides[1], out.strides[2], out.shape[2]);
   }
   check_cuda(cudaGetLastError(), "top-k launch");
+  const bool paged = a.struct_size >= offsetof(sa_plugin_select_args, num_pages) + sizeof a.num_pages && a.page_table;
+  if (paged && out.shape[2] > 0) {
+    const int64_t per_q = out.shape[1] * out.shape[2];
+    const unsigned blocks = unsigned((per_q + 255) / 256 < 64 ? (per_q + 255) / 256 : 64);
+    to_physical_kernel<<<dim3(blocks, n_q), 256, 0, stream>>>(o, out.strides[0], out.strides[1], out.strides[2],
+                                                             int(out.shape[1]), out.shape[2], a.page_table,
+                                                             a.page_table_stride, a.page_size, a.num_pages);
+    check_cuda(cudaGetLastError(), "physical slot launch");
+  }
 }
 
 }  // namespace sacuda

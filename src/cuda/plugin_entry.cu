@@ -110,6 +110,10 @@ sa_status table_set_allocator(const void *owner, const sa_cuda_allocator *alloca
   return guarded([&] { set_owner_memory(owner, allocator ? *allocator : sa_cuda_allocator{}); });
 }
 
+sa_status table_attend_paged(const sa_plugin_attend_paged_args *a) {
+  return guarded([&] { attend_paged(*a); });
+}
+
 }  // namespace
 }  // namespace sacuda
 
@@ -135,6 +139,7 @@ extern "C" SA_PLUGIN_EXPORT sa_status sa_plugin_init(uint32_t abi_version, sa_pl
   t.copy = sacuda::table_copy;
   t.evict = sacuda::table_evict;
   t.set_allocator = sacuda::table_set_allocator;
+  t.attend_paged = sacuda::table_attend_paged;
   const size_t n = out->struct_size < sizeof t ? out->struct_size : sizeof t;
   t.struct_size = n;
   std::memcpy(out, &t, n);
