@@ -343,7 +343,13 @@ typedef struct sa_lsh_options {
  * exactly per query head. A query that sees at most twice that many keys (12
  * times when top_k > ef_search) is scored exactly instead, by the exact
  * selector's path (cheaper there), and so is a list whose search finds fewer
- * than min(top_k, selectable) keys: lists are always full.
+ * than min(top_k, selectable) keys: lists are always full. In a call of 8 or
+ * more queries (a prompt's prefill), where exact scoring runs as one GEMM per
+ * block of queries, a query is scored exactly up to 32 times that many keys
+ * (8192 at the defaults and top_k <= 256): at 4096 keys a list's search cost
+ * about 7 times its exact scoring (bench_select select/hnsw/prefill4k_k128), so
+ * a prefill over fewer keys selects as the exact selector does. One query a
+ * call (decode) searches the graph as described.
  * Measured with the defaults on tinylm, keys appended one at a time (decode
  * order), K = 128, window 64, layers 1/3/5/7, attention mass short of exact
  * top-K's: 4096 tokens 0.14/0.56/0.96/0.16% (bench/hnsw_tuning quality, late
