@@ -343,7 +343,13 @@ typedef struct sa_lsh_options {
  * exactly per query head. A query that sees at most twice that many keys (12
  * times when top_k > ef_search) is scored exactly instead, by the exact
  * selector's path (cheaper there), and so is a list whose search finds fewer
- * than min(top_k, selectable) keys: lists are always full.
+ * than min(top_k, selectable) keys: lists are always full. In a call of 8 or
+ * more queries (a prompt's prefill), where exact scoring runs as one GEMM per
+ * block of queries, a query is scored exactly up to 32 times that many keys
+ * (8192 at the defaults and top_k <= 256): at 4096 keys a list's search cost
+ * about 7 times its exact scoring (bench_select select/hnsw/prefill4k_k128), so
+ * a prefill over fewer keys selects as the exact selector does. One query a
+ * call (decode) searches the graph as described.
  * Measured with the defaults on tinylm, keys appended one at a time (decode
  * order), K = 128, window 64, layers 1/3/5/7, attention mass short of exact
  * top-K's: 4096 tokens 0.14/0.56/0.96/0.16% (bench/hnsw_tuning quality, late
@@ -700,7 +706,8 @@ typedef struct sa_attend_options {
      * key_positions (both set: SA_ERR_INVALID_ARGUMENT). Default query positions
      * count back from the largest position any head holds. slot_mass must then
      * be [H_kv, n_kv] (a row summed over heads would mix tokens: SA_ERR_SHAPE).
-     * CPU, sa_attend only (CUDA tensors and sa_attend_paged: SA_ERR_UNSUPPORTED). */
+     * With sa_attend_paged the rows are physical slots (n_kv = num_pages *
+     * page_size), see there. CPU only (CUDA tensors: SA_ERR_UNSUPPORTED). */
     const int64_t *head_key_positions;
 } sa_attend_options;
 
@@ -785,8 +792,15 @@ typedef struct sa_paged_kv {
  *   slot's position when slot_positions is given; without it, sparse entries
  *   are taken as given (the selection already applied the causal limit).
  *   opt->key_positions must be NULL (slot_positions replaces it).
+ *   Per-KV-head eviction: opt->head_key_positions, I64 [H_kv, num_pages *
+ *   page_size] contiguous, the position physical slot s holds in KV head h at
+ *   [h * num_pages * page_size + s] (-1: empty in that head, never attended);
+ *   it replaces kv->slot_positions (both given: SA_ERR_INVALID_ARGUMENT).
+ *   Causal then masks dense and sparse keys by each head's positions, and
+ *   default query positions count back from the largest position any head
+ *   holds in the sequence's slots (as sa_attend does over its rows).
  *   opt->slot_mass is over physical slots: F32 [H_kv, num_pages * page_size]
- *   or [num_pages * page_size].
+ *   or [num_pages * page_size] ([H_kv, ...] with head_key_positions).
  * out: [n_q, H_q, D]; lse: optional F32 [n_q, H_q]. A sequence of length 0
  * gets out = 0, lse = -inf. Bad page tables (a page outside [0, num_pages), a
  * length beyond the table or negative) are refused with SA_ERR_OUT_OF_RANGE or
@@ -803,9 +817,9 @@ typedef struct sa_paged_kv {
  * slot_positions a slot at a negative position is skipped. Checking such
  * tables is the host's job: nothing is read back, so a call can be captured in
  * a CUDA graph once its shape has run (lengths and tables may change between
- * replays). SA_ERR_UNSUPPORTED: opt->slot_mass; causal with
- * opt->query_positions or kv->slot_positions (causal takes the default
- * positions). */
+ * replays). SA_ERR_UNSUPPORTED: opt->slot_mass; opt->head_key_positions
+ * (CPU only); causal with opt->query_positions or kv->slot_positions (causal
+ * takes the default positions). */
 SA_API sa_status sa_attend_paged(sa_context *ctx, const sa_tensor *q, const sa_tensor *query_starts,
                                  const sa_paged_kv *kv, const sa_tensor *indices,
                                  const sa_attend_options *opt, sa_tensor *out, sa_tensor *lse);
@@ -866,15 +880,24 @@ typedef struct sa_evict_options {
      * keeps its own tokens (see "Per KV head" below); 0 (default): one set of
      * tokens for all heads. */
     int32_t per_head;
+    /* Appended (struct_size). > 0: a slot is ranked by the best ranked score
+     * among the occupied slots whose positions lie within score_pool of its
+     * own (SnapKV's pooling: a token that gets attention keeps its neighbours);
+     * 0: by its own score. Default 0. */
+    int32_t score_pool;
 } sa_evict_options;
 
 /* Policy (the defaults): half of the budget keeps the most recent tokens, the other
  * half the tokens with the most attention per step seen, decayed with 0.99 (slot_mass
  * of sa_attend's default mass_decay). On a small trained model (tools/tinylm_eval,
- * T = 4096, layers 1-7 through the cache, sinks 4, window 64) this beats StreamingLLM
- * (recent_share = 1) at budgets 256 and 512 and trails it at 1024, where recency
- * alone is hard to beat; the plain H2O sum (score_mean = 0, mass_decay 1, the default
- * before) was 2-4x worse than StreamingLLM. Measured gaps are in the tool's report.
+ * T = 4096, layers 1-7 through the cache, sinks 4, window 64, twelve sequences) this
+ * is 0.84 points ahead of StreamingLLM (recent_share = 1) at budget 256 and 0.50 / 0.16
+ * behind at 512 / 1024 (which wins varies by set of sequences, by up to 2.4 points);
+ * the plain H2O sum (score_mean = 0, mass_decay 1, the default before) was 2-4x worse
+ * than StreamingLLM. score_pool 16 with mass_decay 0.995 in both option structs is
+ * ahead at all three budgets over the twelve (-0.41 / -0.33 / -0.18 points) but
+ * behind on some held-out sets, so it is not the default (README,
+ * "A fixed-budget cache", has the table).
  * The same ranking per KV head (per_head, below) measured the same (gaps +11.36% /
  * +6.95% / +3.42% at 256 / 512 / 1024 against +11.44% / +6.84% / +3.27%), so one set
  * of tokens stays the default: it needs no per-head positions from the host.
@@ -883,7 +906,7 @@ typedef struct sa_evict_options {
  * future policy) gives +9.23% / +2.57% / +0.21%, so no eviction policy comes
  * within +5% / +1.5% of dense at 256 / 512 of 4096 tokens. Host scores of any
  * other policy (Expected Attention, say) go in with score_mean = 0. */
-#define SA_EVICT_OPTIONS_INIT { sizeof(sa_evict_options), 0, 1, 4, 64, 1, 0.99f, 0, 0.5f, 0 }
+#define SA_EVICT_OPTIONS_INIT { sizeof(sa_evict_options), 0, 1, 4, 64, 1, 0.99f, 0, 0.5f, 0, 0 }
 SA_API sa_evict_options sa_evict_options_default(void);
 
 /* Chooses cache slots to free so that occupied + incoming <= budget, for one

@@ -12,6 +12,8 @@
 //   by sum_{i < age} mass_decay^i with age = max_pos - position + 1, written here as a plain
 //   loop; head_max ranks by the best row instead of the sum. The tests written for the raw sum
 //   set score_mean = 0.
+// - score_pool r: a slot is ranked by the best ranked score among the occupied slots (protected
+//   ones too) whose positions are within r of its own, written here as a double loop.
 // Scores are multiples of 1/16 so float sums are exact and ties are common.
 #include <gtest/gtest.h>
 
@@ -33,6 +35,7 @@ struct EvictCase {
   bool mean = false;  // score_mean: false = the raw scores (as the older tests expect)
   double decay = 1.0;
   bool head_max = false;
+  int32_t pool = 0;
 };
 
 std::vector<int32_t> reference_evict(const EvictCase &c) {
@@ -47,10 +50,10 @@ std::vector<int32_t> reference_evict(const EvictCase &c) {
     double score;
     int64_t pos, slot;
   };
-  std::vector<Entry> candidates;
+  std::vector<double> ranked(size_t(n), 0.0);
   for (int64_t s = 0; s < n; ++s) {
-    int64_t p = c.positions[size_t(s)];
-    if (p < 0 || p < c.sinks || p > max_pos - c.window) continue;
+    const int64_t p = c.positions[size_t(s)];
+    if (p < 0) continue;
     double sum = 0;
     for (int64_t r = 0; r < c.rows; ++r)
       sum = c.head_max ? (r == 0 ? c.scores[size_t(s)] : std::max(sum, c.scores[size_t(r * n + s)]))
@@ -60,7 +63,17 @@ std::vector<int32_t> reference_evict(const EvictCase &c) {
       for (int64_t q = max_pos; q >= p; --q, w *= double(float(c.decay))) seen += w;
       sum = double(float(sum / seen));
     }
-    candidates.push_back({sum, p, s});
+    ranked[size_t(s)] = sum;
+  }
+  std::vector<Entry> candidates;
+  for (int64_t s = 0; s < n; ++s) {
+    int64_t p = c.positions[size_t(s)];
+    if (p < 0 || p < c.sinks || p > max_pos - c.window) continue;
+    double score = ranked[size_t(s)];
+    for (int64_t o = 0; o < n; ++o)  // pooling over every occupied slot near p
+      if (c.pool > 0 && c.positions[size_t(o)] >= 0 && std::llabs(c.positions[size_t(o)] - p) <= c.pool)
+        score = std::max(score, ranked[size_t(o)]);
+    candidates.push_back({score, p, s});
   }
   std::sort(candidates.begin(), candidates.end(), [](const Entry &a, const Entry &b) {
     if (a.score != b.score) return a.score < b.score;
@@ -98,6 +111,7 @@ EvictResult run_evict(sa_context *ctx, const EvictCase &c, int64_t freed_cap = -
   o.mass_decay = float(c.decay);
   o.head_max = c.head_max;
   o.recent_share = 0.f;  // the window alone, as the cases state it
+  o.score_pool = c.pool;
   EvictResult r;
   r.status = sa_cache_evict(ctx, &o, scores.t(), pos.t(), freed.t(), &r.n_freed);
   if (r.status == SA_OK) {
@@ -583,6 +597,61 @@ TEST_F(Evict, RandomMeanCasesMatchReference) {
     ASSERT_SA_OK(r.status);
     EXPECT_EQ(r.freed, reference_evict(c)) << "decay " << c.decay << " head_max " << c.head_max;
   }
+}
+
+TEST_F(Evict, RandomPooledCasesMatchReference) {
+  Rng rng(213);
+  const double decays[] = {1.0, 0.99, 0.9};
+  for (int iter = 0; iter < 300; ++iter) {
+    SCOPED_TRACE(testing::Message() << "case " << iter);
+    EvictCase c;
+    const int64_t n = 8 + rng.below(120);
+    c.rows = 1 + rng.below(2);
+    c.mean = rng.below(2) == 1;
+    c.decay = decays[rng.below(3)];
+    c.pool = int32_t(1 + rng.below(6));
+    int64_t occupied = 0;
+    for (int64_t s = 0; s < n; ++s) {  // positions in a shuffled order, some repeated, some gaps
+      const bool empty = rng.below(8) == 0;
+      c.positions.push_back(empty ? -1 : rng.below(2 * n));
+      occupied += !empty;
+    }
+    for (int64_t i = 0; i < c.rows * n; ++i) c.scores.push_back(double(rng.below(64)) / 16);
+    c.sinks = int32_t(rng.below(4));
+    c.window = int32_t(rng.below(8));
+    c.incoming = rng.below(3);
+    // Repeated positions may protect more than sinks + window slots: count them for the budget.
+    int64_t max_pos = -1, protect = 0;
+    for (int64_t p : c.positions) max_pos = std::max(max_pos, p);
+    for (int64_t p : c.positions) protect += p >= 0 && (p < c.sinks || p > max_pos - c.window);
+    c.budget = std::max<int64_t>(1, std::max<int64_t>(c.sinks + c.window, protect) + c.incoming +
+                                        rng.below(std::max<int64_t>(1, occupied)));
+    EvictResult r = run_evict(ctx(), c);
+    ASSERT_SA_OK(r.status);
+    EXPECT_EQ(r.freed, reference_evict(c)) << "pool " << c.pool << " mean " << c.mean;
+  }
+}
+
+TEST_F(Evict, PoolingKeepsTheNeighboursOfAnAttendedToken) {
+  // Positions 0..19, one attended token at 10; sinks 0, window 2, 6 slots to free. Without pooling
+  // 9 and 11 score 0 like the rest and the oldest go first; with pool 1 they rank with 10.
+  EvictCase c;
+  for (int64_t p = 0; p < 20; ++p) c.positions.push_back(p), c.scores.push_back(p == 10 ? 1.0 : 0.0);
+  c.sinks = 0, c.window = 2, c.budget = 15, c.incoming = 1;
+  EvictResult own = run_evict(ctx(), c);
+  ASSERT_SA_OK(own.status);
+  EXPECT_EQ(own.freed, (std::vector<int32_t>{0, 1, 2, 3, 4, 5}));
+  c.budget = 8;  // 13 to free: 9 and 11 go without pooling
+  own = run_evict(ctx(), c);
+  ASSERT_SA_OK(own.status);
+  EXPECT_NE(std::find(own.freed.begin(), own.freed.end(), 9), own.freed.end());
+  c.pool = 1;
+  EvictResult pooled = run_evict(ctx(), c);
+  ASSERT_SA_OK(pooled.status);
+  EXPECT_EQ(pooled.freed, (std::vector<int32_t>{0, 1, 2, 3, 4, 5, 6, 7, 8, 12, 13, 14, 15}));
+  EXPECT_EQ(pooled.freed, reference_evict(c));
+  c.pool = -1;
+  EXPECT_EQ(run_evict(ctx(), c).status, SA_ERR_INVALID_ARGUMENT);
 }
 
 TEST_F(Evict, MassDecayOutsideUnitIntervalIsRefused) {

@@ -304,10 +304,12 @@ TEST(HeadAttend, BadInputIsRefused) {
   EXPECT_TRUE(out.untouched());
   for (float m : mass) EXPECT_EQ(m, 0.f);
   o.slot_mass = nullptr;
-  // A paged cache has its own slot positions: per-head positions are not taken there.
+  // A paged cache takes per-head positions in place of its slot positions, not beside them
+  // (paged_test.cpp checks the paged per-head attention itself).
   sa_paged_kv kv = SA_PAGED_KV_INIT;
   kv.k = *k.t(), kv.v = *v.t();
-  EXPECT_SA_ERR(SA_ERR_UNSUPPORTED, sa_attend_paged(ctx.get(), q.t(), nullptr, &kv, nullptr, &o, out.t(), nullptr));
+  kv.slot_positions = raw(shared.data(), SA_DTYPE_I64, {n_kv});
+  EXPECT_SA_ERR(SA_ERR_INVALID_ARGUMENT, sa_attend_paged(ctx.get(), q.t(), nullptr, &kv, nullptr, &o, out.t(), nullptr));
   EXPECT_TRUE(out.untouched());
 }
 

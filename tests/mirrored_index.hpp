@@ -19,6 +19,15 @@ inline sa_index_options index_options(sa_selector_kind kind, int64_t h_kv, int64
   return o;
 }
 
+// Row i of a [n, H, D] tensor as a [1, H, D] tensor of the same dtype: one query of a batch,
+// to select alone.
+inline Tensor row_tensor(const Tensor &t, int64_t i) {
+  Tensor r(t.dtype(), {1, t.dim(1), t.dim(2)});
+  for (int64_t h = 0; h < t.dim(1); ++h)
+    for (int64_t d = 0; d < t.dim(2); ++d) r.set({0, h, d}, t.get({i, h, d}));
+  return r;
+}
+
 struct MirroredIndex {
   ContextPtr ctx;
   IndexPtr ix;

@@ -392,6 +392,228 @@ TEST_F(PagedAttend, BadPageTablesAreRefused) {
   EXPECT_TRUE(out.untouched());
 }
 
+// ------------------------------------------------------------------ per-KV-head positions
+
+// Per-KV-head eviction over a paged cache: each KV head keeps its own tokens, so
+// opt->head_key_positions [H_kv, num_slots] gives the position every physical slot holds per
+// head. Head 0 of token t holds position 3t, head 1 holds 3(len - 1 - t) + 1 (the reverse order:
+// masks must read positions, not slot order), and each head has its own empty slots.
+std::vector<int64_t> head_positions(const PagedCache &c, bool with_empty_slots = true) {
+  std::vector<int64_t> pos(size_t(c.H_kv * c.num_slots()), -1);
+  for (int64_t b = 0; b < int64_t(c.len.size()); ++b)
+    for (int64_t t = 0; t < c.len[size_t(b)]; ++t)
+      for (int64_t h = 0; h < c.H_kv; ++h)
+        if (!with_empty_slots || (t * 7 + h) % 5 != 3)
+          pos[size_t(h * c.num_slots() + c.slot(b, t))] = h == 0 ? 3 * t : 3 * (c.len[size_t(b)] - 1 - t) + 1;
+  return pos;
+}
+
+// The double-precision reference with per-head positions hpos [H_kv, num_slots]: per sequence,
+// over its tokens (rows of the flat cache in token order) or its index rows; the reference
+// itself skips rows a head holds empty (-1) and masks by each head's positions.
+Expected reference_heads(const PagedCache &c, const std::vector<int64_t> &hpos, const Tensor &q,
+                         const std::vector<int64_t> &starts, const Tensor *indices, bool causal,
+                         const std::vector<int64_t> &qpos) {
+  Tensor fk, fv;
+  flat_cache(c, fk, fv);
+  Expected e;
+  e.mass.assign(size_t(c.H_kv * c.num_slots()), 0.0);
+  for (int64_t b = 0; b < int64_t(c.len.size()); ++b) {
+    const int64_t q0 = starts[size_t(b)], q1 = starts[size_t(b) + 1], len = c.len[size_t(b)];
+    if (q1 == q0) continue;
+    Tensor qb = rows_of(q, q0, q1), lists;
+    if (indices) {
+      lists = rows_of(*indices, q0, q1);
+    } else {
+      lists = Tensor(SA_DTYPE_I32, {q1 - q0, c.H_kv, std::max<int64_t>(1, len)});
+      for (int64_t i = 0; i < q1 - q0; ++i)
+        for (int64_t h = 0; h < c.H_kv; ++h)
+          for (int64_t t = 0; t < lists.dim(2); ++t) lists.set({i, h, t}, t < len ? double(c.slot(b, t)) : -1.0);
+    }
+    ref::AttendArgs a;
+    a.q = qb.t();
+    a.k = fk.t();
+    a.v = fv.t();
+    a.indices = lists.t();
+    a.causal = causal;
+    a.query_positions = &qpos[size_t(q0)];
+    a.head_key_positions = hpos.data();
+    const ref::AttendResult r = ref::attend(a);
+    e.out.insert(e.out.end(), r.out.begin(), r.out.end());
+    e.lse.insert(e.lse.end(), r.lse.begin(), r.lse.end());
+    for (size_t j = 0; j < r.mass.size(); ++j) e.mass[j] += r.mass[j];
+  }
+  return e;
+}
+
+struct HeadCase {
+  std::vector<int64_t> lens;
+  int64_t P;
+  sa_dtype dtype;
+  bool causal, sparse, given_qpos;
+  int queries_per_seq;
+};
+
+class PagedHeadPositions : public sat::ContextTest {
+ protected:
+  void run_case(const HeadCase &cs) {
+    sat::Rng rng(77 + cs.P + int64_t(cs.lens.size()));
+    PagedCache c = make_cache(rng, cs.lens, cs.P, cs.dtype);  // shuffled pages
+    const std::vector<int64_t> hpos = head_positions(c);
+    const int64_t B = int64_t(cs.lens.size()), H_q = 4, S = c.num_slots();
+    std::vector<int64_t> starts(1, 0);
+    for (int64_t b = 0; b < B; ++b)
+      starts.push_back(starts.back() + std::min<int64_t>(cs.queries_per_seq, std::max<int64_t>(1, cs.lens[size_t(b)])));
+    const int64_t n_q = starts.back();
+    // Query positions: given (3 per token, as head 0 counts), or the default the test derives
+    // itself: the last n_b positions up to the largest any head holds in the sequence's slots.
+    std::vector<int64_t> qpos(static_cast<size_t>(n_q)), given(static_cast<size_t>(n_q));
+    for (int64_t b = 0; b < B; ++b) {
+      const int64_t n_b = starts[size_t(b) + 1] - starts[size_t(b)], len = cs.lens[size_t(b)];
+      int64_t last = -1;
+      for (int64_t t = 0; t < len; ++t)
+        for (int64_t h = 0; h < c.H_kv; ++h) last = std::max(last, hpos[size_t(h * S + c.slot(b, t))]);
+      for (int64_t i = starts[size_t(b)]; i < starts[size_t(b) + 1]; ++i) {
+        given[size_t(i)] = 3 * (len - n_b + (i - starts[size_t(b)]));
+        qpos[size_t(i)] = cs.given_qpos ? given[size_t(i)] : last - n_b + 1 + (i - starts[size_t(b)]);
+      }
+    }
+    Tensor q = sat::random_tensor(rng, SA_DTYPE_F32, {n_q, H_q, c.D});
+    Tensor qs(SA_DTYPE_I64, {B + 1});
+    for (int64_t b = 0; b <= B; ++b) qs.set({b}, double(starts[size_t(b)]));
+    Tensor idx;  // per query head: random slots of the query's own sequence, some -1
+    if (cs.sparse) {
+      idx = Tensor(SA_DTYPE_I32, {n_q, H_q, 20});
+      for (int64_t b = 0; b < B; ++b)
+        for (int64_t i = starts[size_t(b)]; i < starts[size_t(b) + 1]; ++i)
+          for (int64_t h = 0; h < H_q; ++h)
+            for (int64_t w = 0; w < 20; ++w) {
+              const int64_t len = cs.lens[size_t(b)];
+              idx.set({i, h, w}, len == 0 || w % 7 == 3 ? -1.0 : double(c.slot(b, rng.below(len))));
+            }
+    }
+    Tensor out(SA_DTYPE_F32, {n_q, H_q, c.D}), lse(SA_DTYPE_F32, {n_q, H_q}), mass(SA_DTYPE_F32, {c.H_kv, S});
+    for (int64_t h = 0; h < c.H_kv; ++h)
+      for (int64_t s = 0; s < S; ++s) mass.set({h, s}, 0.0);
+    sa_attend_options o = SA_ATTEND_OPTIONS_INIT;
+    o.causal = cs.causal;
+    o.head_key_positions = hpos.data();
+    if (cs.given_qpos) o.query_positions = given.data();
+    o.slot_mass = mass.t();
+    sa_paged_kv kv = c.desc();
+    ASSERT_SA_OK(sa_attend_paged(ctx(), q.t(), qs.t(), &kv, cs.sparse ? idx.t() : nullptr, &o, out.t(), lse.t()));
+    EXPECT_TRUE(out.only_elements_written());
+
+    // 1. The double-precision reference over the flat cache (row = physical slot).
+    const Expected e = reference_heads(c, hpos, q, starts, cs.sparse ? &idx : nullptr, cs.causal, qpos);
+    // 2. sa_attend on each sequence gathered into a contiguous cache (row t = token t), its
+    //    positions [H_kv, len] and its lists mapped from slots to tokens.
+    std::vector<double> flat_out, flat_mass(size_t(c.H_kv * S), 0.0);
+    for (int64_t b = 0; b < B; ++b) {
+      const int64_t q0 = starts[size_t(b)], q1 = starts[size_t(b) + 1], len = cs.lens[size_t(b)];
+      Tensor qb = rows_of(q, q0, q1);
+      if (len == 0) {  // sa_attend takes no empty cache: nothing visible, out 0
+        flat_out.insert(flat_out.end(), size_t((q1 - q0) * H_q * c.D), 0.0);
+        continue;
+      }
+      Tensor kb(c.k.dtype(), {len, c.H_kv, c.D}), vb(c.v.dtype(), {len, c.H_kv, c.D});
+      std::vector<int64_t> hpos_b(size_t(c.H_kv * len));
+      std::vector<int64_t> token_of(size_t(S), -1);
+      for (int64_t t = 0; t < len; ++t) {
+        const int64_t s = c.slot(b, t);
+        token_of[size_t(s)] = t;
+        for (int64_t h = 0; h < c.H_kv; ++h) {
+          hpos_b[size_t(h * len + t)] = hpos[size_t(h * S + s)];
+          for (int64_t d = 0; d < c.D; ++d) {
+            kb.set({t, h, d}, c.k.get({s / c.P, s % c.P, h, d}));
+            vb.set({t, h, d}, c.v.get({s / c.P, s % c.P, h, d}));
+          }
+        }
+      }
+      Tensor ib;
+      if (cs.sparse) {
+        ib = rows_of(idx, q0, q1);
+        for (int64_t i = 0; i < ib.dim(0); ++i)
+          for (int64_t h = 0; h < ib.dim(1); ++h)
+            for (int64_t w = 0; w < ib.dim(2); ++w) {
+              const int64_t s = int64_t(ib.get({i, h, w}));
+              ib.set({i, h, w}, s < 0 ? -1.0 : double(token_of[size_t(s)]));
+            }
+      }
+      Tensor ob(SA_DTYPE_F32, {q1 - q0, H_q, c.D}), mb(SA_DTYPE_F32, {c.H_kv, len});
+      for (int64_t h = 0; h < c.H_kv; ++h)
+        for (int64_t t = 0; t < len; ++t) mb.set({h, t}, 0.0);
+      sa_attend_options ob_opt = SA_ATTEND_OPTIONS_INIT;
+      ob_opt.causal = cs.causal;
+      ob_opt.head_key_positions = hpos_b.data();
+      if (cs.given_qpos) ob_opt.query_positions = &given[size_t(q0)];  // else its default: the same rule
+      ob_opt.slot_mass = mb.t();
+      ASSERT_SA_OK(sa_attend(ctx(), qb.t(), kb.t(), vb.t(), cs.sparse ? ib.t() : nullptr, &ob_opt, ob.t(), nullptr));
+      const std::vector<double> got = ob.values();
+      flat_out.insert(flat_out.end(), got.begin(), got.end());
+      for (int64_t h = 0; h < c.H_kv; ++h)
+        for (int64_t t = 0; t < len; ++t) flat_mass[size_t(h * S + c.slot(b, t))] += mb.get({h, t});
+    }
+    EXPECT_TRUE(sat::close_rel(out.values(), e.out, tolerance(cs.dtype)));
+    const std::vector<double> got_lse = lse.values();
+    for (size_t j = 0; j < got_lse.size(); ++j) {
+      if (std::isinf(e.lse[j])) EXPECT_TRUE(std::isinf(got_lse[j]) && got_lse[j] < 0) << "lse " << j;
+      else EXPECT_NEAR(got_lse[j], e.lse[j], 1e-4 * std::max(1.0, std::fabs(e.lse[j]))) << "lse " << j;
+    }
+    EXPECT_TRUE(sat::close_rel(mass.values(), e.mass, 1e-4));
+    EXPECT_TRUE(sat::close_rel(out.values(), flat_out, 1e-5));
+    EXPECT_TRUE(sat::close_rel(mass.values(), flat_mass, 1e-5));
+  }
+};
+
+TEST_F(PagedHeadPositions, DenseAndSparseMatchTheReferenceAndSaAttend) {
+  for (bool causal : {true, false})  // empty slots (-1) are never attended, causal or not
+    for (bool sparse : {false, true})
+      for (bool given : {false, true}) {
+        SCOPED_TRACE(std::string(sparse ? "sparse" : "dense") + (causal ? ", causal" : "") +
+                     (given ? ", given query positions" : ", default query positions"));
+        run_case({{30, 0, 64, 9, 100}, 16, SA_DTYPE_F32, causal, sparse, given, 3});
+      }
+}
+
+TEST_F(PagedHeadPositions, DecodeStepEveryDtypeAndPageSize) {
+  for (sa_dtype dt : {SA_DTYPE_F16, SA_DTYPE_BF16})
+    for (int64_t P : {1, 16})
+      for (bool sparse : {false, true}) {
+        SCOPED_TRACE("dtype " + std::to_string(int(dt)) + " P " + std::to_string(P) + (sparse ? " sparse" : " dense"));
+        run_case({{17, 1, 130}, P, dt, true, sparse, false, 1});
+      }
+}
+
+// Contradictory or malformed per-head positions: a status and a message, nothing written.
+TEST_F(PagedHeadPositions, BadCombinationsAreRefused) {
+  sat::Rng rng(6);
+  PagedCache c = make_cache(rng, {20, 40}, 16, SA_DTYPE_F32);
+  std::vector<int64_t> hpos = head_positions(c);
+  Tensor q = sat::random_tensor(rng, SA_DTYPE_F32, {2, 4, c.D});
+  Tensor out(SA_DTYPE_F32, {2, 4, c.D});
+  out.poison();
+  sa_attend_options o = SA_ATTEND_OPTIONS_INIT;
+  o.causal = 1;
+  o.head_key_positions = hpos.data();
+  c.with_positions = true;  // kv->slot_positions too: which positions hold?
+  sa_paged_kv kv = c.desc();
+  EXPECT_SA_ERR(SA_ERR_INVALID_ARGUMENT, sa_attend_paged(ctx(), q.t(), nullptr, &kv, nullptr, &o, out.t(), nullptr));
+  EXPECT_NE(std::string(sa_last_error()).find("head_key_positions"), std::string::npos) << sa_last_error();
+  c.with_positions = false;
+  kv = c.desc();
+  Tensor mass1(SA_DTYPE_F32, {c.num_slots()});  // a row summed over heads would mix tokens
+  o.slot_mass = mass1.t();
+  EXPECT_SA_ERR(SA_ERR_SHAPE, sa_attend_paged(ctx(), q.t(), nullptr, &kv, nullptr, &o, out.t(), nullptr));
+  o.slot_mass = nullptr;
+  hpos[size_t(c.num_slots() + 5)] = -2;  // head 1, slot 5
+  EXPECT_SA_ERR(SA_ERR_INVALID_ARGUMENT, sa_attend_paged(ctx(), q.t(), nullptr, &kv, nullptr, &o, out.t(), nullptr));
+  o.key_positions = hpos.data();
+  hpos[size_t(c.num_slots() + 5)] = 0;
+  EXPECT_SA_ERR(SA_ERR_INVALID_ARGUMENT, sa_attend_paged(ctx(), q.t(), nullptr, &kv, nullptr, &o, out.t(), nullptr));
+  EXPECT_TRUE(out.untouched());
+}
+
 // ------------------------------------------------------------------ batched selection
 
 sat::IndexPtr index_over(sa_context *ctx, const PagedCache &c, int64_t b, sa_selector_kind kind, bool borrow = false) {
@@ -598,6 +820,84 @@ TEST_F(BatchSelect, HostOpenMpRegionMatchesASerialRun) {
     good[size_t(t)] = same ? 1 : 0;
   }
   for (int t = 0; t < kHost; ++t) EXPECT_EQ(good[size_t(t)], 1) << "host thread " << t;
+}
+
+// Per-KV-head eviction with a paged cache: exact and page indexes (owning and borrowing keys)
+// refilled by sa_index_update_heads so that each head holds its own positions. Each
+// sequence's lists equal sa_select on its index mapped through the page table, every entry of
+// KV head h is a slot of the sequence whose head-h position is at or before the query's, and
+// the lists feed sa_attend_paged with the same per-head positions (against the reference).
+TEST_F(BatchSelect, PerHeadPositionsFromIndexUpdateHeads) {
+  for (sa_selector_kind kind : sat::built_kinds({SA_SELECTOR_EXACT, SA_SELECTOR_PAGE}))
+    for (bool borrow : {false, true}) {
+      SCOPED_TRACE("kind " + std::to_string(int(kind)) + (borrow ? " borrowing keys" : ""));
+      sat::Rng rng(31);
+      PagedCache c = make_cache(rng, {40, 0, 129, 17}, 16, SA_DTYPE_F32);
+      const std::vector<int64_t> hpos = head_positions(c, false);  // an index slot always holds a token
+      const int64_t B = int64_t(c.len.size()), H_q = 4, S = c.num_slots(), qper = 2, width = 16;
+      BatchIndexes batch(ctx(), c, [&](int64_t) { return kind; }, borrow);
+      for (int64_t b = 0; b < B; ++b) {
+        const int64_t len = c.len[size_t(b)];
+        if (len == 0) continue;
+        std::vector<int32_t> slots(size_t(c.H_kv * len));
+        std::vector<int64_t> pos(size_t(c.H_kv * len));
+        Tensor keys(c.k.dtype(), {len, c.H_kv, c.D});
+        for (int64_t t = 0; t < len; ++t) {
+          const int64_t s = c.slot(b, t);
+          for (int64_t h = 0; h < c.H_kv; ++h) {
+            slots[size_t(h * len + t)] = int32_t(t);
+            pos[size_t(h * len + t)] = hpos[size_t(h * S + s)];
+            for (int64_t d = 0; d < c.D; ++d) keys.set({t, h, d}, c.k.get({s / c.P, s % c.P, h, d}));
+          }
+        }
+        ASSERT_SA_OK(sa_index_update_heads(batch.handles[size_t(b)], slots.data(), len, keys.t(), pos.data()));
+      }
+      // Two queries per sequence: one halfway (the heads see different tokens), one at the end.
+      std::vector<int64_t> starts, qpos;
+      for (int64_t b = 0; b <= B; ++b) starts.push_back(b * qper);
+      for (int64_t b = 0; b < B; ++b) {
+        qpos.push_back(3 * (c.len[size_t(b)] / 2));
+        qpos.push_back(3 * c.len[size_t(b)]);
+      }
+      Tensor q = sat::random_tensor(rng, SA_DTYPE_F32, {B * qper, H_q, c.D});
+      Tensor qs(SA_DTYPE_I64, {B + 1});
+      for (int64_t b = 0; b <= B; ++b) qs.set({b}, double(starts[size_t(b)]));
+      sa_select_options o = sat::select_options(6, 4, 2);
+      o.query_positions = qpos.data();
+      sa_paged_kv kv = c.desc();
+      Tensor phys(SA_DTYPE_I32, {B * qper, c.H_kv, width});
+      ASSERT_SA_OK(sa_select_batch(batch.handles.data(), B, q.t(), qs.t(), &o, &kv, phys.t()));
+      for (int64_t b = 0; b < B; ++b) {
+        Tensor qb = rows_of(q, b * qper, (b + 1) * qper), one(SA_DTYPE_I32, {qper, c.H_kv, width});
+        sa_select_options ob = o;
+        ob.query_positions = &qpos[size_t(b * qper)];
+        Tensor keys(c.k.dtype(), {c.len[size_t(b)], c.H_kv, c.D});  // a borrowing index reads them
+        for (int64_t t = 0; t < c.len[size_t(b)]; ++t)
+          for (int64_t h = 0; h < c.H_kv; ++h)
+            for (int64_t d = 0; d < c.D; ++d) keys.set({t, h, d}, c.k.get({c.slot(b, t) / c.P, c.slot(b, t) % c.P, h, d}));
+        if (borrow) ob.keys = keys.t();
+        ASSERT_SA_OK(sa_select(batch.handles[size_t(b)], qb.t(), &ob, one.t()));
+        int64_t kept = 0;
+        for (int64_t i = 0; i < qper; ++i)
+          for (int64_t h = 0; h < c.H_kv; ++h)
+            for (int64_t w = 0; w < width; ++w) {
+              const int64_t s = int64_t(one.get({i, h, w})), e = int64_t(phys.get({b * qper + i, h, w}));
+              ASSERT_EQ(e, s < 0 ? -1 : c.slot(b, s)) << "b " << b << " i " << i << " h " << h;
+              if (e < 0) continue;
+              ++kept;
+              EXPECT_LE(hpos[size_t(h * S + e)], qpos[size_t(b * qper + i)]) << "b " << b << " i " << i << " h " << h;
+            }
+        if (c.len[size_t(b)] > 0) EXPECT_GT(kept, 0) << "b " << b;
+      }
+      sa_attend_options ao = SA_ATTEND_OPTIONS_INIT;
+      ao.causal = 1;
+      ao.query_positions = qpos.data();
+      ao.head_key_positions = hpos.data();
+      Tensor out(SA_DTYPE_F32, {B * qper, H_q, c.D});
+      ASSERT_SA_OK(sa_attend_paged(ctx(), q.t(), qs.t(), &kv, phys.t(), &ao, out.t(), nullptr));
+      const Expected e = reference_heads(c, hpos, q, starts, &phys, true, qpos);
+      EXPECT_TRUE(sat::close_rel(out.values(), e.out, 1e-4));
+    }
 }
 
 }  // namespace

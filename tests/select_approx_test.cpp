@@ -383,6 +383,80 @@ TEST(PageSelect, RefineSplitOverTasksEqualsExact) {
   }
 }
 
+// Lists of the prefill `out` (queries q at positions pos) that differ from the same query asked
+// alone, over every step-th query.
+int64_t differing_from_alone(Approx &a, const Tensor &q, const sa_select_options &o, const std::vector<int64_t> &pos,
+                             const Tensor &out, int64_t step) {
+  int64_t differing = 0;
+  for (int64_t i = 0; i < out.dim(0); i += step) {
+    sa_select_options o1 = o;
+    o1.query_positions = &pos[size_t(i)];
+    const Tensor single = a.select(sat::row_tensor(q, i), o1);
+    for (int64_t h = 0; h < out.dim(1); ++h) differing += row_of(single, 0, h) != row_of(out, i, h);
+  }
+  return differing;
+}
+
+// Prefill (8 or more queries in one call) rescores by blocks of queries, through one GEMM over
+// the keys a block sees when its candidates are dense there (block_rescore.hpp): at 1500 keys
+// the blocks are. Its lists equal those of the same queries asked one at a time (the per-list
+// path) but for rounding ties, per KV head and per query head, with a mass target, on 1 and 2
+// threads; page+refine's (every page a candidate at this size) equal the brute-force oracle's.
+TEST(PrefillSelect, BlocksChooseAsOneQueryAtATime) {
+  Rng rng(515);
+  const Tensor keys = random_keys(rng, 1500);
+  const int64_t n_q = 300;
+  const Tensor q = sat::random_tensor(rng, SA_DTYPE_F32, {n_q, kHq, kD});
+  std::vector<int64_t> pos(static_cast<size_t>(n_q));
+  for (int64_t i = 0; i < n_q; ++i) pos[size_t(i)] = i * 5;
+  for (const Config &c : {Config{"PageRefine", SA_SELECTOR_PAGE, 1, 7, 0, 0.0}, Config{"Lsh", SA_SELECTOR_LSH, 0, 16, 0, 0.0}})
+    for (int32_t threads : {1, 2}) {
+      Approx a(c, threads);
+      ASSERT_NE(a.ix, nullptr);
+      a.append(keys);
+      for (int per_head : {0, 1})
+        for (float mass : {0.f, 0.6f}) {
+          SCOPED_TRACE(testing::Message() << c.name << ", threads " << threads << ", per_head " << per_head << ", mass " << mass);
+          sa_select_options o = select_options(20, 8, 3);
+          o.per_query_head = per_head;
+          o.mass_target = mass;
+          o.query_positions = pos.data();
+          const Tensor out = a.select(q, o);
+          check_contract(a, q, o, out);
+          EXPECT_LE(differing_from_alone(a, q, o, pos, out, 3), 1) << "lists where prefill and one query alone differ";
+          const ref::SelectArgs args = ref::SelectArgs::from(o);
+          for (int64_t i = 0; i < n_q && c.kind == SA_SELECTOR_PAGE; i += 3)
+            for (int64_t h = 0; h < out.dim(1); ++h)
+              EXPECT_TRUE(ref::check_row(ref::expect_row(a.cache, q, args, i, h), row_of(out, i, h), 1e-4, mass > 0 ? 1 : 0))
+                  << "query " << i << ", list " << h;
+        }
+    }
+}
+
+// A page prefill whose per-list state (a bound per page and query head; with refine the
+// candidates' scores) would pass 32 MB runs in chunks of queries: over 20000 pages of one key,
+// 700 queries take three chunks of up to 256, with and without refine. Every list equals the
+// same query's asked alone.
+TEST(PrefillSelect, PageChunksChooseAsOneQueryAtATime) {
+  Rng rng(516);
+  const Tensor keys = random_keys(rng, 20000);
+  const int64_t n_q = 700;
+  const Tensor q = sat::random_tensor(rng, SA_DTYPE_F32, {n_q, kHq, kD});
+  std::vector<int64_t> pos(static_cast<size_t>(n_q));
+  for (int64_t i = 0; i < n_q; ++i) pos[size_t(i)] = 19999 - (n_q - 1 - i) * 27;
+  for (const Config &c : {Config{"PageRefine", SA_SELECTOR_PAGE, 1, 1, 0, 0.0}, Config{"PageWhole", SA_SELECTOR_PAGE, 0, 1, 0, 0.0}}) {
+    SCOPED_TRACE(c.name);
+    Approx a(c, 2);
+    ASSERT_NE(a.ix, nullptr);
+    a.append(keys);
+    sa_select_options o = select_options(20, 8, 3);
+    o.query_positions = pos.data();
+    const Tensor out = a.select(q, o);
+    check_contract(a, q, o, out);
+    EXPECT_LE(differing_from_alone(a, q, o, pos, out, 7), 1) << "lists where prefill and one query alone differ";
+  }
+}
+
 // Without refine, whole pages are taken in bound order: a page's keys come together.
 TEST(PageSelect, WithoutRefineTakesWholePages) {
   Rng rng(511);

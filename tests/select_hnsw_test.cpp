@@ -220,6 +220,43 @@ TEST(SelectHnsw, CausalPrefillBatch) {
       EXPECT_TRUE(ref::check_row(ref::expect_row(ix.cache, q, a, i, h), row_of(out, i, h))) << "query " << i;
 }
 
+// Prefill (8 or more queries a call) scores a query exactly up to 32 x the keys a search
+// returns (kPrefillExactFactor: 32 x 48 = 1536 here), where one query alone searches the graph
+// from 2 x 48 on: those lists are the oracle's. Later queries search the graph as one query
+// alone does, and their lists equal its but for rounding ties (the block's GEMM rescoring adds
+// in another order).
+TEST(SelectHnsw, PrefillScoresExactlyBelowTheCrossover) {
+  Rng rng(306);
+  HnswIndexed ix(2, 32);
+  ASSERT_NE(ix.get(), nullptr);
+  ix.append(clustered(rng, 3000, 2, 32, 16, 12));
+  const int64_t n_q = 40;
+  const Tensor q = group_queries(rng, n_q, 4, 32, 2);
+  std::vector<int64_t> pos;
+  for (int64_t i = 0; i < n_q; ++i) pos.push_back(i * 75 + 10);  // 10 .. 2935
+  sa_select_options o = select_options(16, 8, 2);
+  o.query_positions = pos.data();
+  o.scale = 1.0f;
+  const Tensor out = ix.select(q, o, 26);
+  check_and_recall(ix, q, o, out);
+  const ref::SelectArgs a = ref::SelectArgs::from(o);
+  int64_t searched = 0, differing = 0;
+  for (int64_t i = 0; i < n_q; ++i) {
+    if (pos[size_t(i)] + 1 <= 32 * 48) {
+      for (int64_t h = 0; h < 2; ++h)
+        EXPECT_TRUE(ref::check_row(ref::expect_row(ix.cache, q, a, i, h), row_of(out, i, h), 1e-4)) << "query " << i;
+      continue;
+    }
+    ++searched;
+    sa_select_options o1 = o;
+    o1.query_positions = &pos[size_t(i)];
+    const Tensor single = ix.select(sat::row_tensor(q, i), o1, 26);
+    for (int64_t h = 0; h < 2; ++h) differing += row_of(single, 0, h) != row_of(out, i, h);
+  }
+  EXPECT_GT(searched, 10);
+  EXPECT_LE(differing, 1) << "searched rows where prefill and one query at a time chose different sets";
+}
+
 TEST(SelectHnsw, SegmentsAreRespected) {
   Rng rng(306);
   HnswIndexed ix(1, 16);

@@ -21,6 +21,7 @@
 #include <sparseattn.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cfloat>
 #include <chrono>
 #include <cmath>
@@ -168,6 +169,7 @@ struct Policy {
   bool head_max = false;   // raw/mean: a slot's score is its best KV head's, not the sum
   float recent = -1.f;     // library: sa_evict_options.recent_share (< 0: the default)
   bool per_head = false;   // each KV head keeps its own tokens (sa_evict_options.per_head)
+  int32_t pool = -1;       // library: sa_evict_options.score_pool (< 0: the default)
   int64_t budget = 0;
 };
 
@@ -374,6 +376,7 @@ void attend_cache(const Run &r, const Policy &p, const std::vector<float> &q, co
   if (p.score == Score::library) eo.mass_decay = p.decay;  // the library's ranking, defaults otherwise
   else eo.score_mean = 0;                                 // the scores below, as given
   if (p.recent >= 0.f) eo.recent_share = p.recent;
+  if (p.pool >= 0) eo.score_pool = p.pool;
   eo.per_head = p.per_head;
   std::unique_ptr<FutureMass> fm;
   std::unique_ptr<ExpectedAttention> ea;
@@ -600,9 +603,24 @@ std::vector<int64_t> int_list(const std::string &s) {
 // Policies by name; "NAME@DECAY" sets slot_mass's decay (h2o@0.99, mean@0.99, tova = h2o@0),
 // for future* the horizon in queries (future@256: the mass of the next 256 queries; default all),
 // "NAME/SHARE" sa_evict_options.recent_share (library/0.5@0.99; host-score policies too: future/0),
-// "NAME+page" / "NAME+exact" page or exact selection (top_k 128) over the cache after any policy.
+// "NAME+page" / "NAME+exact" page or exact selection (top_k 128) over the cache after any policy,
+// "NAME~R" sa_evict_options.score_pool R (library~16: a slot ranks by the best score within 16
+// positions; library~0: no pooling).
+Policy parse_named(Policy p, const std::string &spec, const std::string &full_name);
 Policy parse_policy(const std::string &spec) {
   Policy p;
+  std::string spec_in = spec, spec_all = spec;
+  const size_t tilde = spec_in.find('~');  // "NAME~R": sa_evict_options.score_pool R
+  if (tilde != std::string::npos) {
+    size_t end = tilde + 1;
+    while (end < spec_in.size() && std::isdigit(static_cast<unsigned char>(spec_in[end]))) ++end;
+    p.pool = std::stoi(spec_in.substr(tilde + 1, end - tilde - 1));
+    spec_in.erase(tilde, end - tilde);
+  }
+  return parse_named(p, spec_in, spec_all);
+}
+
+Policy parse_named(Policy p, const std::string &spec, const std::string &full_name) {
   std::string name = spec;
   const size_t slash = spec.find('/');
   if (slash != std::string::npos) p.recent = std::stof(spec.substr(slash + 1));
@@ -612,7 +630,7 @@ Policy parse_policy(const std::string &spec) {
     p.decay = std::stof(spec.substr(at + 1));
   }
   else if (slash != std::string::npos) name = spec.substr(0, slash);
-  p.name = spec;
+  p.name = full_name;
   for (const char *suffix : {"+page", "+exact"}) {  // selection over the cache, after any policy
     const size_t at_suffix = name.find(suffix);
     if (at_suffix != std::string::npos && name != "library+page" && name != "h2o+page" && name != "mean+page") {
@@ -674,7 +692,7 @@ int main(int argc, char **argv) {
     else if (a == "--policies") policies = next();
     else if (a == "--threads") threads = std::stoi(next());
     else die("usage: tinylm_eval --model model.safetensors --text dev_text.bin [--seqs 0,1,2] [--tokens 4096] "
-             "[--budgets 256,512,1024] [--policies streaming,h2o,h2o@0.99,mean,tova,library,perhead,library+page,"
+             "[--budgets 256,512,1024] [--policies streaming,h2o,h2o@0.99,mean,tova,library,library~16,perhead,library+page,"
              "library+exact,ea,eahead,keydiff,future/0,futurehead/0,future@256/0,oracle] "
              "[--threads N]");
   }

@@ -28,6 +28,10 @@ type EvictOptions struct {
 	// Incoming - Sinks)) positions are protected too, when more than Window
 	// (default 0.5; 0: Window alone; 1: StreamingLLM).
 	RecentShare float32
+	// ScorePool >= 0: a slot ranks by the best ranked score among the occupied
+	// slots within ScorePool positions of its own (SnapKV's pooling); 0: its
+	// own score (default 0).
+	ScorePool int
 }
 
 func cBool(b bool) C.int32_t {
@@ -43,7 +47,7 @@ func DefaultEvictOptions() EvictOptions {
 	return EvictOptions{Budget: int(o.budget), Incoming: int(o.incoming),
 		Sinks: int(o.sinks), Window: int(o.window), ScoreMean: o.score_mean != 0,
 		MassDecay: float32(o.mass_decay), HeadMax: o.head_max != 0,
-		RecentShare: float32(o.recent_share)}
+		RecentShare: float32(o.recent_share), ScorePool: int(o.score_pool)}
 }
 
 // Evict chooses cache slots to free so that occupied + incoming <= budget
@@ -74,6 +78,7 @@ func (c *Context) Evict(opts *EvictOptions, scores, positions Tensor, freed []in
 	o.mass_decay = C.float(opts.MassDecay) // outside [0, 1] or NaN: the library refuses it
 	o.head_max = cBool(opts.HeadMax)
 	o.recent_share = C.float(opts.RecentShare)
+	o.score_pool = n.i32("EvictOptions.ScorePool", opts.ScorePool) // negative: the library refuses it
 	if n.err != nil {
 		return 0, n.err
 	}

@@ -119,7 +119,7 @@ void attend_paged_on_device(sa_context &ctx, const sa_tensor *q, const sa_tensor
   if (o.key_positions)
     fail(SA_ERR_INVALID_ARGUMENT, "opt->key_positions must be NULL with a paged cache (give kv->slot_positions)");
   if (o.head_key_positions)
-    fail(SA_ERR_UNSUPPORTED, "opt->head_key_positions (per-KV-head positions) is not supported with a paged cache");
+    fail(SA_ERR_UNSUPPORTED, "opt->head_key_positions (per-KV-head positions) with a paged cache is CPU only for now");
   if (o.slot_mass) fail(SA_ERR_UNSUPPORTED, "opt->slot_mass with a paged cache is CPU only for now");
   if (o.causal && (o.query_positions || t.slot_positions.rank))
     fail(SA_ERR_UNSUPPORTED, "causal attention over a paged cache on CUDA takes the default positions only "
@@ -266,20 +266,41 @@ SA_API sa_status sa_attend_paged(sa_context *ctx, const sa_tensor *q, const sa_t
     const int64_t n_q = p.q.shape[0];
     const std::vector<int64_t> starts = view_query_starts(query_starts, cache.batch, n_q);
     if (o.key_positions)
-      fail(SA_ERR_INVALID_ARGUMENT, "opt->key_positions must be NULL with a paged cache (give kv->slot_positions)");
-    if (o.head_key_positions)
-      fail(SA_ERR_UNSUPPORTED, "opt->head_key_positions (per-KV-head positions) is not supported with a paged cache");
+      fail(SA_ERR_INVALID_ARGUMENT, "opt->key_positions must be NULL with a paged cache (give kv->slot_positions, or "
+                                    "opt->head_key_positions per KV head)");
+    // Per-KV-head positions: opt->head_key_positions [H_kv, num_slots] over physical slots,
+    // as slot_mass is; they replace kv->slot_positions.
+    const int64_t H_kv = cache.k.shape[1];
+    if (o.head_key_positions) {
+      if (cache.slot_positions)
+        fail(SA_ERR_INVALID_ARGUMENT, "kv->slot_positions and opt->head_key_positions are both set; give one "
+                                      "(head_key_positions: [H_kv, num_pages * page_size], a row per KV head)");
+      const int64_t n = checked_mul(H_kv, cache.num_slots, "opt->head_key_positions' H_kv * num_slots values");
+      check_positions(o.head_key_positions, n, 1, "opt->head_key_positions", PositionsOf::keys);
+    }
+    const bool by_position = cache.slot_positions || o.head_key_positions;
     if (o.query_positions) check_positions(o.query_positions, n_q, 1, "opt->query_positions", PositionsOf::queries);
     if (o.causal && cache.slot_positions && !o.query_positions)
       fail(SA_ERR_INVALID_ARGUMENT, "opt->query_positions is NULL, but kv->slot_positions is given and causal is set: "
                                     "positions no longer count tokens, so each query's position is needed");
-    // Each query's position: given, or the last tokens of its sequence.
+    // Each query's position: given, or the last tokens of its sequence (with per-head positions,
+    // counted back from the largest position any head holds in the sequence's slots).
     std::vector<int64_t> positions(static_cast<size_t>(n_q));
-    for (int64_t b = 0; b < cache.batch; ++b)
-      for (int64_t i = starts[size_t(b)], n_b = starts[size_t(b) + 1] - starts[size_t(b)]; i < starts[size_t(b) + 1]; ++i)
-        positions[size_t(i)] = o.query_positions ? o.query_positions[i] : cache.lens[size_t(b)] - n_b + (i - starts[size_t(b)]);
+    for (int64_t b = 0; b < cache.batch; ++b) {
+      const int64_t n_b = starts[size_t(b) + 1] - starts[size_t(b)];
+      int64_t last = cache.lens[size_t(b)] - 1;
+      if (o.head_key_positions && !o.query_positions && n_b > 0) {
+        last = -1;
+        for (int64_t t = 0; t < cache.lens[size_t(b)]; ++t)
+          for (int64_t h = 0, s = cache.slot(b, t); h < H_kv; ++h)
+            last = std::max(last, o.head_key_positions[h * cache.num_slots + s]);
+      }
+      for (int64_t i = starts[size_t(b)]; i < starts[size_t(b) + 1]; ++i)
+        positions[size_t(i)] = o.query_positions ? o.query_positions[i] : last - n_b + 1 + (i - starts[size_t(b)]);
+    }
     p.query_positions = positions.data();
-    p.key_positions = cache.slot_positions;
+    p.key_positions = o.head_key_positions ? o.head_key_positions : cache.slot_positions;
+    p.key_pos_head_stride = o.head_key_positions ? cache.num_slots : 0;
     view_slot_mass(o, p, mass_view, Device{});
 
     // Dense: each sequence's slots in token order, one list its queries share; without slot
@@ -288,7 +309,7 @@ SA_API sa_status sa_attend_paged(sa_context *ctx, const sa_tensor *q, const sa_t
     std::vector<int64_t> list_start(static_cast<size_t>(n_q)), list_len(static_cast<size_t>(n_q));
     if (indices) {
       view_indices(indices, p, idx_view, Device{}, true);
-      p.causal = o.causal && cache.slot_positions;  // without positions, entries are taken as given
+      p.causal = o.causal && by_position;  // without positions, entries are taken as given
     } else {
       int64_t total = 0;
       for (int64_t b = 0; b < cache.batch; ++b) total = checked_add(total, cache.lens[size_t(b)], "the batch's tokens");
@@ -300,7 +321,7 @@ SA_API sa_status sa_attend_paged(sa_context *ctx, const sa_tensor *q, const sa_t
         for (int64_t i = starts[size_t(b)]; i < starts[size_t(b) + 1]; ++i) {
           const int64_t pos = positions[size_t(i)];
           list_start[size_t(i)] = at;
-          list_len[size_t(i)] = !o.causal || cache.slot_positions ? len : pos >= len ? len : std::max<int64_t>(0, pos + 1);
+          list_len[size_t(i)] = !o.causal || by_position ? len : pos >= len ? len : std::max<int64_t>(0, pos + 1);
         }
         at += len;
       }

@@ -161,6 +161,8 @@ SA_API sa_status sa_cache_evict(sa_context *ctx, const sa_evict_options *opt, co
       fail(SA_ERR_INVALID_ARGUMENT, "opt->mass_decay is %g, expected in [0, 1]", double(o.mass_decay));
     if (!(o.recent_share >= 0.f && o.recent_share <= 1.f))
       fail(SA_ERR_INVALID_ARGUMENT, "opt->recent_share is %g, expected in [0, 1]", double(o.recent_share));
+    if (o.score_pool < 0)
+      fail(SA_ERR_INVALID_ARGUMENT, "opt->score_pool is %d, expected >= 0", int(o.score_pool));
     if (o.sinks < 0 || o.window < 0)
       fail(SA_ERR_INVALID_ARGUMENT, "opt->sinks (%d) and opt->window (%d) must be >= 0", int(o.sinks), int(o.window));
     // With distinct positions up to sinks + window slots are protected; a smaller budget would
@@ -184,6 +186,7 @@ SA_API sa_status sa_cache_evict(sa_context *ctx, const sa_evict_options *opt, co
     req.mean = o.score_mean != 0;
     req.decay = o.mass_decay;
     req.row_max = o.head_max != 0;
+    req.pool = o.score_pool;
 
     const Device dev = first_cuda_device({scores, positions, freed});
     if (o.per_head) {
@@ -202,7 +205,8 @@ SA_API sa_status sa_cache_evict(sa_context *ctx, const sa_evict_options *opt, co
     TensorView sc = view_tensor(scores, "scores", scores->rank == 2 ? 2 : 1, {SA_DTYPE_F32}, device_of(scores, dev));
     TensorView fr = view_tensor(freed, "freed", 1, {SA_DTYPE_I32}, device_of(freed, dev));
     const bool on_device = pos.device == SA_DEVICE_CUDA && sc.device == SA_DEVICE_CUDA && fr.device == SA_DEVICE_CUDA;
-    if (on_device && plugin->api.struct_size >= offsetof(sa_plugin_api, evict) + sizeof plugin->api.evict &&
+    // The device kernels do not pool scores: a pooled request runs on the host.
+    if (on_device && req.pool == 0 && plugin->api.struct_size >= offsetof(sa_plugin_api, evict) + sizeof plugin->api.evict &&
         plugin->api.evict) {
       bind_single_set(req, sc, pos);
       return evict_on_device(req, *plugin, dev, *ctx, fr, n_freed);

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <deque>
 
 #include "cache/evict_rule.hpp"
 #include "core/error.hpp"
@@ -19,6 +20,34 @@ void fail_budget(const EvictRequest &req, int64_t protected_count) {
        "opt->budget %lld cannot hold the %lld sink and window slots (positions repeat) plus %lld incoming tokens",
        (long long)req.budget, (long long)protected_count, (long long)req.incoming);
 }
+
+namespace {
+
+// Every entry's score becomes the best score among the entries whose positions lie within
+// `radius` of its own (a sliding maximum over the entries in position order, O(n log n)).
+template <class Entry>
+void pool_scores(std::vector<Entry> &entries, int64_t radius) {
+  std::vector<size_t> order(entries.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return entries[a].pos < entries[b].pos; });
+  std::vector<float> pooled(entries.size());
+  std::deque<size_t> best;  // indices into order, scores decreasing, positions inside the window
+  size_t next = 0;          // the first entry of `order` not yet in the window
+  for (size_t i = 0; i < order.size(); ++i) {
+    const int64_t p = entries[order[i]].pos;
+    // Entries from `next` on are at positions >= p (sorted): the difference cannot overflow,
+    // and p - radius >= -INT32_MAX below (positions >= 0, radius an int32).
+    for (; next < order.size() && entries[order[next]].pos - p <= radius; ++next) {
+      while (!best.empty() && entries[order[best.back()]].score <= entries[order[next]].score) best.pop_back();
+      best.push_back(next);
+    }
+    while (entries[order[best.front()]].pos < p - radius) best.pop_front();
+    pooled[order[i]] = entries[order[best.front()]].score;
+  }
+  for (size_t i = 0; i < entries.size(); ++i) entries[i].score = pooled[i];
+}
+
+}  // namespace
 
 std::vector<int32_t> choose_evictions(const EvictRequest &req) {
   std::vector<int32_t> empty;
@@ -39,8 +68,10 @@ std::vector<int32_t> choose_evictions(const EvictRequest &req) {
     float score;
     int64_t pos;
     int32_t slot;
+    bool kept;  // protected: a sink or in the window
   };
-  std::vector<Entry> evictable;
+  std::vector<Entry> occupied_slots;
+  occupied_slots.reserve(size_t(occupied));
   int64_t protected_count = 0;
   for (int64_t s = 0; s < req.n; ++s) {
     const int64_t p = req.positions[s * req.pos_stride];
@@ -52,13 +83,14 @@ std::vector<int32_t> choose_evictions(const EvictRequest &req) {
     }
     if (std::isnan(score)) fail_nan_score(s, true);
     if (p == -1) continue;
-    score = ranked_score(score, p, max_pos, req.mean, req.decay);
-    if (protected_slot(p, max_pos, req.sinks, req.window)) {
-      ++protected_count;
-      continue;
-    }
-    evictable.push_back({score, p, int32_t(s)});
+    const bool kept = protected_slot(p, max_pos, req.sinks, req.window);
+    protected_count += kept;
+    occupied_slots.push_back({ranked_score(score, p, max_pos, req.mean, req.decay), p, int32_t(s), kept});
   }
+  if (req.pool > 0) pool_scores(occupied_slots, req.pool);
+  std::vector<Entry> evictable;
+  for (const Entry &e : occupied_slots)
+    if (!e.kept) evictable.push_back(e);
   if (int64_t(evictable.size()) < evict) fail_budget(req, protected_count);
 
   std::vector<int32_t> freed(empty.begin(), empty.begin() + std::min<int64_t>(int64_t(empty.size()), req.incoming));

@@ -21,10 +21,14 @@ struct EvictRequest {
   bool mean = false;
   double decay = 1.0;
   bool row_max = false;  // a slot's score is its best row's (KV head), not the sum over rows
+  // > 0: a slot is ranked by the best ranked score of the occupied slots whose positions are
+  // within pool of its own (SnapKV's pooling: the neighbours of a token that gets attention
+  // stay with it). 0: its own score.
+  int64_t pool = 0;
 };
 
 // Empty slots first (at most `incoming`), then the occupied slots to evict so that
-// occupied + incoming <= budget: lowest score first (see EvictRequest), ties by older position, then
+// occupied + incoming <= budget: lowest (pooled) score first (see EvictRequest), ties by older position, then
 // lower slot. Sinks and the window of the newest position are never chosen. Throws
 // SA_ERR_INVALID_ARGUMENT for NaN scores, bad positions or a budget the protected slots exceed
 // (possible even when budget >= sinks + window + incoming if positions repeat).

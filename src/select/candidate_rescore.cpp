@@ -191,7 +191,7 @@ void finish_rescore(const sa_context &ctx, const KeyStore &keys, const SelectReq
   const KeepRule rule = keep_rule(req, i);
   const int64_t *pos = keys.positions(l.kv_head);
   const int64_t n = s.column_count();
-  s.ranked.clear();
+  BestCandidates best(s.ranked, req.top_k);  // clears s.ranked
   float forced_mass = 0.f;
   if (n > 0) {
     s.mass.assign(size_t(n), 0.f);
@@ -201,7 +201,7 @@ void finish_rescore(const sa_context &ctx, const KeyStore &keys, const SelectReq
       const int32_t slot = s.columns[size_t(j)];
       const float mass = s.mass[size_t(j)] * norm;
       if (always_kept(pos[slot], rule)) forced_mass += mass;
-      else s.ranked.push_back({mass, slot});
+      else best.add(mass, slot);
     }
   }
   write_selection(s.ranked, s.forced, forced_mass, rule, pos, selection_row(req, i, l), req.indices.shape[2],

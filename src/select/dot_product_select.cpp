@@ -80,32 +80,6 @@ void take_best(std::vector<Candidate> &cands, int64_t count, std::vector<int32_t
   for (size_t j = 0; j < n; ++j) out.push_back(cands[j].slot);
 }
 
-// Collects the candidates of one list keeping only those that may be among the best `keep`
-// (by ranks_before): whenever 4 * keep are held, the best keep stay and the worst of them sets
-// a score below which no later candidate can enter. write_selection then ranks a few hundred
-// candidates instead of every visible key. keep <= 0: every candidate is kept.
-class BestCandidates {
- public:
-  BestCandidates(std::vector<Candidate> &cands, int64_t keep) : c_(cands), keep_(size_t(std::max<int64_t>(keep, 0))) {
-    c_.clear();
-    if (keep <= 0) keep_ = SIZE_MAX;
-  }
-  void add(float score, int32_t slot) {
-    if (score < floor_) return;
-    c_.push_back({score, slot});
-    if (c_.size() >= 4 * keep_ && keep_ > 0) {
-      std::nth_element(c_.begin(), c_.begin() + long(keep_ - 1), c_.end(), ranks_before);
-      floor_ = c_[keep_ - 1].score;  // ties at the floor may still rank before it by slot
-      c_.resize(keep_);
-    }
-  }
-
- private:
-  std::vector<Candidate> &c_;
-  size_t keep_;
-  float floor_ = -std::numeric_limits<float>::infinity();
-};
-
 }  // namespace
 
 void select_by_dot_product(const sa_context &ctx, const SelectRequest &req, const KeyStore &keys_,

@@ -6,6 +6,7 @@
 #include "core/error.hpp"
 #include "core/half.hpp"
 #include "core/threading.hpp"
+#include "select/block_rescore.hpp"
 #include "select/candidate_rescore.hpp"
 #include "select/dot_product_select.hpp"
 
@@ -26,6 +27,17 @@ constexpr int64_t kFewVisibleFactor = 2;
 // thread, 16-core Xeon): a 2048-wide search took 12.8, 12.7-17.4 and 14.9 ms at 32K, 64K and
 // 128K keys, exact scoring 18.1, 35.3-35.9 and 67.0 ms: they cross near 12 x top_k keys.
 constexpr int64_t kWideBeamExactFactor = 12;
+
+// In a call of many queries (prefill: kBlockRescoreMinQueries or more), exact scoring runs by
+// GEMM over blocks of queries (block_rescore.hpp), so a query is scored exactly up to this many
+// times the keys it asks for. Measured (bench_select select/{hnsw,exact}/prefill4k_k128, 4096
+// queries over their own 4096 random f16 keys, H_kv 8, K = 128, one thread, 2-core EPYC):
+// the graph's lists cost about 0.4 ms each (searching every query that sees more than 2 x 256
+// keys: 11.8 s), exact's 0.06 ms (all 4096 queries by GEMM: 2.0 s, 0.03 us a visible key):
+// they cross near 13K visible keys, 50 x the 256 a search returns; 32 x stays on the exact
+// side of it. Decode (one query a call) keeps kFewVisibleFactor: the quality gate's decode
+// order searches the graph as before.
+constexpr int64_t kPrefillExactFactor = 32;
 
 // The level-0 search also starts from the query's newest keys (positions p - kSeeds + 1 .. p):
 // attention's keys drift with position (RoPE), and the greedy descent from the graph's entry
@@ -208,7 +220,9 @@ void HnswSelector::select(const sa_context &ctx, const SelectRequest &req) const
   // Queries that see few keys, or ask for a list too wide for the graph to win, are scored
   // exactly (visible_count); when every query of the call is, the exact selector's own path
   // does it (it streams the keys; candidate rescoring over every slot took 1.2-1.7x its time).
-  const int64_t exact_below = (req.top_k > ef_search_ ? kWideBeamExactFactor : kFewVisibleFactor) * want;
+  const bool prefill = n_q >= kBlockRescoreMinQueries;
+  const int64_t exact_below = std::max((req.top_k > ef_search_ ? kWideBeamExactFactor : kFewVisibleFactor) * want,
+                                       prefill ? kPrefillExactFactor * want : 0);
   bool all_exact = true;
   for (int64_t i = 0; i < n_q && all_exact; ++i) all_exact = visible_count(i) <= exact_below;
   if (all_exact) {
@@ -217,16 +231,13 @@ void HnswSelector::select(const sa_context &ctx, const SelectRequest &req) const
     return;
   }
 
-  const int slots = loop_slots(ctx.threads, n_q * lists);
+  const int slots = prefill ? block_task_slots(ctx, req, H) : loop_slots(ctx.threads, n_q * lists);
   std::vector<Scratch> scratch(static_cast<size_t>(slots));
   // The visited marks (4 bytes per key) are leased from the index for the call: clearing them
   // per call would cost more than a search at 128K keys.
   auto search_scratch = search_scratch_.lease(slots);
-  parallel_for_slots(slots, n_q * lists, [&](int64_t t, int slot) {
-    Scratch &s = scratch[size_t(slot)];
-    const int64_t i = t / lists;
-    const SelectionList l = selection_list(req, H, t % lists);
-    std::vector<int32_t> &cands = s.rescore.candidates;
+  // The candidates of list l of query i, into cands.
+  auto propose = [&](int64_t i, const SelectionList &l, Scratch &s, int slot, std::vector<int32_t> &cands) {
     cands.clear();
     const int64_t visible = visible_count(i);
     if (visible > 0 && visible <= exact_below) {
@@ -260,6 +271,18 @@ void HnswSelector::select(const sa_context &ctx, const SelectRequest &req) const
         keys_.slots_at_positions(0, req.positions[size_t(i)], cands);
       }
     }
+  };
+  if (prefill) {  // every list's candidates by blocks of queries, then one block rescoring
+    select_by_blocks(ctx, keys_, req, [&](int64_t i, const SelectionList &l, int slot, RescoreScratch &rs) {
+      propose(i, l, scratch[size_t(slot)], slot, rs.candidates);
+    });
+    return;
+  }
+  parallel_for_slots(slots, n_q * lists, [&](int64_t t, int slot) {
+    Scratch &s = scratch[size_t(slot)];
+    const int64_t i = t / lists;
+    const SelectionList l = selection_list(req, H, t % lists);
+    propose(i, l, s, slot, s.rescore.candidates);
     rescore_candidates(ctx, keys_, req, i, l, s.rescore);
   });
 }

@@ -7,7 +7,12 @@
 // newest keys (kSeeds): attention keys drift with position, and from the entry point alone a
 // late query's search stayed among old keys (tinylm at 8192 tokens in decode order).
 // Queries the graph cannot serve faster (few visible keys, or a list wider than 1/12 of them)
-// are scored exactly, by the exact selector's path when the whole call is.
+// are scored exactly, by the exact selector's path when the whole call is. In a call of many
+// queries (a prompt's prefill, 8 or more) exact scoring runs by GEMM and costs a seventh of a
+// search per list at 4K keys: there a query that sees up to 32 x max(ef_search, top_k) keys
+// (8192 by default) is scored exactly (measured: hnsw_selector.cpp, kPrefillExactFactor), so
+// a prefill over fewer keys selects as the exact selector does. Decode (fewer queries a call)
+// searches the graph from 2 x that many keys on, as the quality gate's decode order checks.
 //
 // Causal prefill: the graphs hold every key; the search passes over keys the query may not
 // see (and the window and sinks, kept anyway), so its beam holds only keys it may choose. A

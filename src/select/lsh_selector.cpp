@@ -6,6 +6,7 @@
 
 #include "core/half.hpp"
 #include "core/threading.hpp"
+#include "select/block_rescore.hpp"
 #include "select/candidate_rescore.hpp"
 #include "select/score_matmul.hpp"
 
@@ -445,13 +446,8 @@ void LshSelector::select(const sa_context &ctx, const SelectRequest &req) const 
       [&] { const_cast<LshSelector *>(this)->rebuild_deferred(host_rows(req, keys_.dim())); });
   const int64_t n_q = req.queries.shape[0], D = keys_.dim(), P = padded_dim_, R = int64_t(rounds_) * bits_;
   const int64_t lists = selection_list_count(req, keys_.heads());
-  const int slots = loop_slots(ctx.threads, n_q * lists);
-  std::vector<LshScratch> scratch(static_cast<size_t>(slots));  // the call's own: one per task running at once
-  parallel_for_slots(slots, n_q * lists, [&](int64_t task, int slot) {
-    LshScratch &s = scratch[size_t(slot)];
-    RescoreScratch &rs = s.rescore;
-    const int64_t i = task / lists;
-    const SelectionList l = selection_list(req, keys_.heads(), task % lists);
+  // The candidates of list l of query i, into rs.candidates.
+  auto propose = [&](int64_t i, const SelectionList &l, LshScratch &s, RescoreScratch &rs) {
     const HeadTables &t = heads_[size_t(l.kv_head)];
     rs.candidates.clear();
     if (keys_.size() > 0) {
@@ -570,7 +566,24 @@ void LshSelector::select(const sa_context &ctx, const SelectRequest &req) const 
         }
       }
     }
-    rescore_candidates(ctx, keys_, req, i, l, rs);
+  };
+  if (n_q >= kBlockRescoreMinQueries) {
+    // Prefill: every list's candidates by blocks of queries, then one block rescoring
+    // (block_rescore.hpp: one GEMM when they are dense in the keys the block sees).
+    std::vector<LshScratch> scratch(static_cast<size_t>(block_task_slots(ctx, req, keys_.heads())));
+    select_by_blocks(ctx, keys_, req, [&](int64_t i, const SelectionList &l, int slot, RescoreScratch &rs) {
+      propose(i, l, scratch[size_t(slot)], rs);
+    });
+    return;
+  }
+  const int slots = loop_slots(ctx.threads, n_q * lists);
+  std::vector<LshScratch> scratch(static_cast<size_t>(slots));  // the call's own: one per task running at once
+  parallel_for_slots(slots, n_q * lists, [&](int64_t task, int slot) {
+    LshScratch &s = scratch[size_t(slot)];
+    const int64_t i = task / lists;
+    const SelectionList l = selection_list(req, keys_.heads(), task % lists);
+    propose(i, l, s, s.rescore);
+    rescore_candidates(ctx, keys_, req, i, l, s.rescore);
   });
 }
 

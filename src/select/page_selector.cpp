@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "core/threading.hpp"
+#include "select/block_rescore.hpp"
 #include "select/candidate_rescore.hpp"
 #include "select/kth_largest.hpp"
 #include "select/page_bounds.hpp"
@@ -20,6 +21,14 @@ namespace {
 // keys, that rescored about 60% of them). A fixed reserve rather than a multiple of top_k keeps
 // large budgets cheap: K=2048 at 128K keys rescores 4096 (3%).
 constexpr int64_t kRefineReserveKeys = 2048;
+
+// A prefill's per-list state at once (see select()): 32 MB holds 1024 queries' bounds over 4K
+// keys (8 KV heads of 4 query heads), reused from chunk to chunk; a chunk has at least a
+// rescoring block of queries (kBlockRescoreQueries), so that its GEMMs stay full and its
+// parallel loops few. Measured (bench_select select/page*/prefill4k_k128, 1 thread, loaded):
+// the whole call's 134 MB of bounds without refine cost 1.3x chunks of 256 queries (first
+// touch), and chunks of 256 with refine 0.5x the whole call's 2.6 GB.
+constexpr int64_t kPrefillChunkBytes = int64_t(32) << 20;
 
 // Bound rows up to this width are one SIMD kernel pass (the kernels' largest vectorised row).
 constexpr int64_t kJointRowMax = 256;
@@ -60,6 +69,7 @@ struct PageSelectScratch {
   // the page holds no usable position; chunk_max[(list * chunks + c) * G + g] its chunk maxima.
   std::vector<float> bound, chunk_max, head_max;
   std::vector<std::pair<int64_t, int64_t>> ranges;  // rescoring tasks: (list, first column)
+  std::vector<BlockRescoreScratch> blocks;          // per task slot, rescoring by blocks
 };
 
 PageSelector::~PageSelector() = default;
@@ -204,11 +214,30 @@ size_t PageSelector::memory_bytes() const {
 }
 
 void PageSelector::select(const sa_context &ctx, const SelectRequest &req) const {
+  // Borrowed keys: bounds of pages appended or refilled since the last selection, first.
+  stale_.run_if_pending([&] { const_cast<PageSelector *>(this)->refresh_stale(ctx, host_rows(req, keys_.dim())); });
+  const int64_t n_q = req.queries.shape[0];
+  if (n_q < kBlockRescoreMinQueries) return select_queries(ctx, req, nullptr);
+  // Prefill: in chunks of queries whose per-list state (every page's bound per query head, and
+  // with exact scores the candidates' columns and scores) fits kPrefillChunkBytes, or of one
+  // rescoring block of queries: for the whole call it was 2.6 GB at 4096 queries over 4096 keys
+  // (K = 128, 8 KV heads), 4 GB of bounds alone over 128K keys.
+  const bool exact_scores = refine_ || req.mass_target > 0.f;
+  const int64_t lists = selection_list_count(req, keys_.heads());
+  const int64_t G = req.queries.shape[1] / lists;
+  const int64_t columns = exact_scores ? std::min<int64_t>(keys_.size(), req.top_k + kRefineReserveKeys) + req.window + req.sinks : 0;
+  const int64_t list_bytes = int64_t(sizeof(float)) * (G * pages() + (G + 4) * columns) + 1;
+  const int64_t chunk = std::min(n_q, std::max(kBlockRescoreQueries, kPrefillChunkBytes / (lists * list_bytes)));
+  const NativeRows rows = native_rows(keys_, req);
+  KeysF32 keys_f32(rows, keys_.heads(), keys_.size());
+  for (int64_t i0 = 0; i0 < n_q; i0 += chunk)
+    select_queries(ctx, chunk < n_q ? query_chunk(req, i0, std::min(n_q, i0 + chunk)) : req, &keys_f32);
+}
+
+void PageSelector::select_queries(const sa_context &ctx, const SelectRequest &req, KeysF32 *prefill) const {
   using ListState = PageSelectScratch::ListState;
   using TaskScratch = PageSelectScratch::TaskScratch;
   const int64_t n_q = req.queries.shape[0], D = keys_.dim(), P = page_size_;
-  // Borrowed keys: bounds of pages appended or refilled since the last selection, first.
-  stale_.run_if_pending([&] { const_cast<PageSelector *>(this)->refresh_stale(ctx, host_rows(req, D)); });
   const int64_t lists = selection_list_count(req, keys_.heads()), n_pages = pages();
   const int64_t n_lists = n_q * lists;
   const int64_t G = selection_list(req, keys_.heads(), 0).q_heads;
@@ -369,7 +398,7 @@ void PageSelector::select(const sa_context &ctx, const SelectRequest &req) const
         }
         if (take) add_page(p);
       });
-      plan_rescore(keys_, req, i, l, rs);  // scored in step 4
+      if (!prefill) plan_rescore(keys_, req, i, l, rs);  // scored in step 4 (prefill: planned there)
       return;
     }
     // Without refine: pages by bound, sorted in stretches as they are needed.
@@ -393,17 +422,40 @@ void PageSelector::select(const sa_context &ctx, const SelectRequest &req) const
           rs.candidates.push_back(int32_t(slot));
         }
     }
-    if (req.mass_target > 0.f) plan_rescore(keys_, req, i, l, rs);  // masses need exact scores: step 4
+    if (req.mass_target > 0.f) {  // masses need exact scores: step 4 (blocks: planned there)
+      if (!prefill) plan_rescore(keys_, req, i, l, rs);
+    }
     else write_ranked_candidates(keys_, req, i, l, rs);
   });
   if (!refine_ && !(req.mass_target > 0.f)) return;
 
-  // 4. Exact scores of the candidates, over (list, range of columns), then each list ranked.
+  // 4. Exact scores of the candidates, then each list ranked. Prefill: the lists of each KV
+  // head together (block_rescore.hpp: one GEMM when the candidates are dense in the keys the
+  // chunk sees); else over (list, range of columns).
+  const NativeRows rows = native_rows(keys_, req);
+  if (prefill) {
+    const int64_t H = keys_.heads(), head_lists = lists / H;  // lists of one KV head per query
+    const int head_slots = loop_slots(ctx.threads, H);
+    std::vector<BlockRescoreScratch> &block_scratch = call.blocks;
+    if (block_scratch.size() < size_t(head_slots)) block_scratch.resize(size_t(head_slots));
+    OmpThreadLimit omp_limit(ctx.threads);  // oneDNN inside follows the context's thread count
+    parallel_for_slots(head_slots, H, [&](int64_t h, int slot) {
+      BlockRescoreScratch &bs = block_scratch[size_t(slot)];
+      std::vector<BlockList> &bl = bs.lists;
+      bl.clear();
+      for (int64_t i = 0; i < n_q; ++i)
+        for (int64_t k = h * head_lists; k < (h + 1) * head_lists; ++k) {
+          ListState &ls = state[size_t(i * lists + k)];
+          bl.push_back({ls.query, ls.list, &ls.rescore});
+        }
+      rescore_block(ctx, keys_, rows, *prefill, req, bl.data(), int64_t(bl.size()), bs);
+    });
+    return;
+  }
   std::vector<std::pair<int64_t, int64_t>> &ranges = call.ranges;  // (list, first column)
   ranges.clear();
   for (int64_t t = 0; t < n_lists; ++t)
     for (int64_t c = 0; c < state[size_t(t)].rescore.column_count(); c += kRescoreColumns) ranges.push_back({t, c});
-  const NativeRows rows = native_rows(keys_, req);
   parallel_for_slots(slots, int64_t(ranges.size()), [&](int64_t r, int slot) {
     ListState &ls = state[size_t(ranges[size_t(r)].first)];
     const int64_t c0 = ranges[size_t(r)].second;

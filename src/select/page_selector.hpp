@@ -28,6 +28,7 @@
 namespace sa {
 
 struct PageSelectScratch;  // one selection's buffers (page_selector.cpp)
+class KeysF32;             // block_rescore.hpp
 
 class PageSelector final : public Selector {
  public:
@@ -50,6 +51,9 @@ class PageSelector final : public Selector {
 
  private:
   int64_t pages() const { return (keys_.size() + page_size_ - 1) / page_size_; }
+  // One selection (a prefill's chunk of queries); prefill: the keys as f32 for block rescoring
+  // (block_rescore.hpp), nullptr for the per-list path.
+  void select_queries(const sa_context &ctx, const SelectRequest &req, KeysF32 *prefill) const;
   // Position ranges, and bounds from the index's keys or (borrowed) at the next selection.
   void refresh_pages(const int64_t *pages, int64_t n);
   void refresh_positions(int64_t page);                      // position range of one page

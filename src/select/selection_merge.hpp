@@ -3,7 +3,9 @@
 // slots ascending with -1 padding.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
+#include <limits>
 #include <vector>
 
 #include "core/tensor_view.hpp"
@@ -27,10 +29,41 @@ struct Candidate {
 };
 
 // Higher score first; equal scores by lower slot, so results never depend on the order in
-// which candidates were found (threads, hash tables). write_selection ranks with it.
-inline bool ranks_before(const Candidate &a, const Candidate &b) {
-  return a.score > b.score || (a.score == b.score && a.slot < b.slot);
-}
+// which candidates were found (threads, hash tables). write_selection ranks with it. An object,
+// not a function, so that the sorts it is passed to inline it.
+struct RanksBefore {
+  bool operator()(const Candidate &a, const Candidate &b) const {
+    return a.score > b.score || (a.score == b.score && a.slot < b.slot);
+  }
+};
+constexpr RanksBefore ranks_before{};
+
+// Collects the candidates of one list keeping only those that may be among the best `keep`
+// (by ranks_before): whenever 4 * keep are held, the best keep stay and the worst of them sets
+// a score below which no later candidate can enter. write_selection then ranks a few hundred
+// candidates instead of every visible key, and chooses what it would have chosen from all of
+// them (with keep = top_k). keep <= 0: every candidate is kept.
+class BestCandidates {
+ public:
+  BestCandidates(std::vector<Candidate> &cands, int64_t keep) : c_(cands), keep_(size_t(std::max<int64_t>(keep, 0))) {
+    c_.clear();
+    if (keep <= 0) keep_ = SIZE_MAX;
+  }
+  void add(float score, int32_t slot) {
+    if (score < floor_) return;
+    c_.push_back({score, slot});
+    if (c_.size() >= 4 * keep_ && keep_ > 0) {
+      std::nth_element(c_.begin(), c_.begin() + long(keep_ - 1), c_.end(), ranks_before);
+      floor_ = c_[keep_ - 1].score;  // ties at the floor may still rank before it by slot
+      c_.resize(keep_);
+    }
+  }
+
+ private:
+  std::vector<Candidate> &c_;
+  size_t keep_;
+  float floor_ = -std::numeric_limits<float>::infinity();
+};
 
 // forced: visible slots kept by always_kept(); forced_mass: their estimated mass (used only
 // with a mass target, where candidate scores must be masses on the same scale).

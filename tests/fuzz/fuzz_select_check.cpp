@@ -130,14 +130,16 @@ void Scenario::check_select(FuzzIndex &fx, SelectCase &c) {
 // Whether the selection for a query that sees `visible` keys (causally) must equal the exact
 // top-K. Documented: page with refine rescores the best pages holding top_k + 2048 keys (all of
 // them here); HNSW scores every key exactly when a query sees at most 2 * max(ef_search, top_k)
-// (12 * when top_k > ef_search: src/select/hnsw_selector.cpp, kWideBeamExactFactor).
+// (12 * when top_k > ef_search: src/select/hnsw_selector.cpp, kWideBeamExactFactor; 32 * in a
+// call of 8 or more queries, kPrefillExactFactor).
 bool Scenario::selector_is_exact_here(const FuzzIndex &fx, const SelectCase &c, int64_t visible) const {
   switch (fx.opt.kind) {
     case SA_SELECTOR_EXACT: return true;
     case SA_SELECTOR_PAGE: return fx.opt.page.refine != 0 && fx.size() <= int64_t(c.opt.top_k) + 2048;
     case SA_SELECTOR_HNSW: {
       const int64_t ef = fx.opt.hnsw.ef_search, k = c.opt.top_k;
-      return visible <= (k > ef ? 12 : 2) * std::max(ef, k);
+      const int64_t factor = std::max<int64_t>(k > ef ? 12 : 2, c.out.dim(0) >= 8 ? 32 : 0);
+      return visible <= factor * std::max(ef, k);
     }
     default: return false;
   }

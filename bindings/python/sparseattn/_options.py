@@ -229,10 +229,11 @@ def attend_options(n_q, n_kv, scale=None, causal=None, query_positions=None, key
 
 
 def evict_options(budget, incoming=None, sinks=None, window=None, score_mean=None,
-                  mass_decay=None, head_max=None, recent_share=None):
+                  mass_decay=None, head_max=None, recent_share=None, score_pool=None):
     o = library().api.evict_options_default()
     set_int(o, "budget", budget)
-    for field, value in (("incoming", incoming), ("sinks", sinks), ("window", window)):
+    for field, value in (("incoming", incoming), ("sinks", sinks), ("window", window),
+                         ("score_pool", score_pool)):
         if value is not None:
             set_int(o, field, value)
     for field, value in (("score_mean", score_mean), ("head_max", head_max)):

@@ -9,7 +9,8 @@ from .tensor import as_tensor, host_output
 
 
 def cache_evict(self, scores, positions, budget, *, incoming=None, sinks=None, window=None,
-                score_mean=None, mass_decay=None, head_max=None, recent_share=None, out=None):
+                score_mean=None, mass_decay=None, head_max=None, recent_share=None, score_pool=None,
+                out=None):
     """Chooses slots to free so that occupied + incoming <= budget (sa_cache_evict).
 
     scores: f32 [n_slots] or [H, n_slots] (summed over H): higher = more useful,
@@ -29,7 +30,11 @@ def cache_evict(self, scores, positions, budget, *, incoming=None, sinks=None, w
       recent_share (default 0.5), in [0, 1]: the most recent
         floor(recent_share * (budget - incoming - sinks)) positions are
         protected too when more than window (0: window alone; 1: StreamingLLM).
-      Out-of-range or NaN mass_decay / recent_share raise InvalidArgument.
+      score_pool (default 0), >= 0: a slot ranks by the best ranked score
+        among the occupied slots within score_pool positions of its own
+        (SnapKV's pooling); 0: its own score.
+      Out-of-range or NaN mass_decay / recent_share, a negative score_pool
+        raise InvalidArgument.
     out: i32 [cap] to receive the slots; allocated with cap = n_slots when None.
 
     Returns the freed slots, out[:n_freed]: first the empty slots the incoming
@@ -38,7 +43,7 @@ def cache_evict(self, scores, positions, budget, *, incoming=None, sinks=None, w
     """
     lib = library()
     opt = _options.evict_options(budget, incoming, sinks, window, score_mean, mass_decay,
-                                 head_max, recent_share)
+                                 head_max, recent_share, score_pool)
     st = as_tensor(scores, "scores")
     pt = as_tensor(positions, "positions")
     if out is None:

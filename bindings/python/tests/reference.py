@@ -146,7 +146,7 @@ def check_selection(testcase, row, exp, top_k, width=None, tie_rel=1e-4, mass_ta
 
 # ---------------------------------------------------------------- eviction
 def evict(scores, positions, budget, incoming=1, sinks=4, window=64, score_mean=True,
-          mass_decay=0.99, head_max=False, recent_share=0.5):
+          mass_decay=0.99, head_max=False, recent_share=0.5, score_pool=0):
     """The documented sa_cache_evict rule, from scratch (defaults: the header's).
     Scores combine in f32 as C does, so ties come out the same."""
     scores = np.asarray(scores, dtype=np.float32)
@@ -170,6 +170,10 @@ def evict(scores, positions, budget, incoming=1, sinks=4, window=64, score_mean=
         seen = age if decay >= 1 else 1.0 if decay <= 0 else -math.expm1(age * math.log(decay)) / (1 - decay)
         return float(np.float32(float(combined[s]) / seen))
 
+    ranked = {int(s): rank(s) for s in occupied}
+    if score_pool > 0:  # the best ranked score within score_pool positions
+        ranked = {s: max(ranked[o] for o in ranked if abs(int(positions[o]) - int(positions[s])) <= score_pool)
+                  for s in ranked}
     free = [s for s in occupied if not (positions[s] < sinks or positions[s] > max_pos - window)]
-    free.sort(key=lambda s: (rank(s), positions[s], s))
+    free.sort(key=lambda s: (ranked[int(s)], positions[s], s))
     return empty + [int(s) for s in free[:n_evict]]

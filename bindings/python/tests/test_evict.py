@@ -81,7 +81,8 @@ class EvictTest(ContextTest):
         for change in (dict(score_mean=False), dict(mass_decay=1.0), dict(mass_decay=0.0),
                        dict(mass_decay=0.9), dict(head_max=True), dict(recent_share=0.0),
                        dict(recent_share=1.0), dict(recent_share=0.2),
-                       dict(score_mean=False, recent_share=0.0, head_max=True)):
+                       dict(score_mean=False, recent_share=0.0, head_max=True), dict(score_pool=3),
+                       dict(score_pool=2, recent_share=0.0)):
             with self.subTest(**change):
                 freed = self.ctx.cache_evict(scores, positions, **base, **change).tolist()
                 self.assertEqual(freed, ref.evict(scores, positions, 100, 1, 4, 8, **change))
@@ -94,6 +95,14 @@ class EvictTest(ContextTest):
         positions = np.arange(n, dtype=np.int64)
         freed = self.ctx.cache_evict(scores, positions, 30, sinks=2, window=4, recent_share=1.0)
         self.assertEqual(sorted(freed.tolist()), list(range(2, 13)))  # 40 + 1 - 30 = 11 oldest past the sinks
+
+    def test_negative_score_pool_is_refused(self):
+        out = np.full(50, -7, np.int32)
+        with self.assertRaises(sa.InvalidArgument) as cm:
+            self.ctx.cache_evict(np.ones(50, np.float32), np.arange(50, dtype=np.int64), 49, out=out,
+                                 score_pool=-1)
+        self.assertIn("score_pool", cm.exception.message)
+        self.assertTrue(np.all(out == -7))
 
     def test_ranking_option_refusals(self):
         scores = np.ones(50, np.float32)

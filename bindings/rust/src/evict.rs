@@ -33,6 +33,10 @@ pub struct EvictOptions {
     /// sinks)) positions are protected too, when more than `window`
     /// (default 0.5; 0: `window` alone; 1: StreamingLLM).
     pub recent_share: f32,
+    /// >= 0: a slot ranks by the best ranked score among the occupied slots
+    /// within `score_pool` positions of its own (SnapKV's pooling); 0: its
+    /// own score (default 0).
+    pub score_pool: i32,
 }
 
 impl Default for EvictOptions {
@@ -46,6 +50,7 @@ impl Default for EvictOptions {
             mass_decay: 0.99,
             head_max: false,
             recent_share: 0.5,
+            score_pool: 0,
         }
     }
 }
@@ -77,6 +82,7 @@ impl Context {
             head_max: opts.head_max as i32,
             recent_share: opts.recent_share,
             per_head: 0,
+            score_pool: opts.score_pool,
         };
         let cap = freed.len() as i64;
         let mut freed_t = TensorMut::i32(freed, &[cap])?;

@@ -231,6 +231,8 @@ pub struct sa_evict_options {
     pub recent_share: f32,
     /// Appended (abi_version 3): per-KV-head eviction; 0 here.
     pub per_head: i32,
+    /// Appended: pooling of the ranked scores over positions.
+    pub score_pool: i32,
 }
 
 // ------------------------------------------------- paged caches, batches

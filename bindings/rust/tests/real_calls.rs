@@ -145,9 +145,10 @@ fn defaults_equal_the_library_defaults_and_struct_sizes() {
             re.score_mean as i32,
             re.mass_decay,
             re.head_max as i32,
-            re.recent_share
+            re.recent_share,
+            re.score_pool
         ),
-        (e.score_mean, e.mass_decay, e.head_max, e.recent_share)
+        (e.score_mean, e.mass_decay, e.head_max, e.recent_share, e.score_pool)
     );
     // Eviction assumes the decay attention accumulates with by default.
     assert_eq!(re.mass_decay, ra.mass_decay);
