@@ -112,7 +112,7 @@ void rescore_block(const sa_context &ctx, const KeyStore &keys, const NativeRows
         const int64_t cols = s.column_count();
         for (int64_t g = 0; g < lists[k].list.q_heads; ++g) {
           const float *src = &t.scores[size_t((r + g) * prefix)];
-          float *dst = &s.scores[size_t(g * cols)];
+          float *dst = s.scores.data() + g * cols;  // cols may be 0: no element to name
           for (int64_t c = 0; c < cols; ++c) dst[c] = src[s.columns[size_t(c)]];
         }
       }
