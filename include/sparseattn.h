@@ -883,8 +883,10 @@ typedef struct sa_evict_options {
     /* Appended (struct_size). > 0: a slot is ranked by the best ranked score
      * among the occupied slots whose positions lie within score_pool of its
      * own (SnapKV's pooling: a token that gets attention keeps its neighbours);
-     * 0: by its own score. Default 0. */
-    int32_t score_pool;
+     * 0: by its own score. Default 0. 64 bits wide so that it starts past the
+     * 56 bytes of the struct before it: hosts built before pass struct_size 56,
+     * whose last 4 bytes are padding, and get the default. */
+    int64_t score_pool;
 } sa_evict_options;
 
 /* Policy (the defaults): half of the budget keeps the most recent tokens, the other

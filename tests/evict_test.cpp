@@ -35,7 +35,8 @@ struct EvictCase {
   bool mean = false;  // score_mean: false = the raw scores (as the older tests expect)
   double decay = 1.0;
   bool head_max = false;
-  int32_t pool = 0;
+  int64_t pool = 0;
+  size_t struct_size = sizeof(sa_evict_options);  // smaller: a host built against an older header
 };
 
 std::vector<int32_t> reference_evict(const EvictCase &c) {
@@ -112,6 +113,7 @@ EvictResult run_evict(sa_context *ctx, const EvictCase &c, int64_t freed_cap = -
   o.head_max = c.head_max;
   o.recent_share = 0.f;  // the window alone, as the cases state it
   o.score_pool = c.pool;
+  o.struct_size = c.struct_size;
   EvictResult r;
   r.status = sa_cache_evict(ctx, &o, scores.t(), pos.t(), freed.t(), &r.n_freed);
   if (r.status == SA_OK) {
@@ -652,6 +654,21 @@ TEST_F(Evict, PoolingKeepsTheNeighboursOfAnAttendedToken) {
   EXPECT_EQ(pooled.freed, reference_evict(c));
   c.pool = -1;
   EXPECT_EQ(run_evict(ctx(), c).status, SA_ERR_INVALID_ARGUMENT);
+}
+
+TEST_F(Evict, HostsBuiltBeforePoolingGetItsDefault) {
+  // The struct before score_pool was 56 bytes, its last 4 padding: a host built then passes 56,
+  // whatever those bytes hold, and must get no pooling (score_pool starts at byte 56).
+  static_assert(offsetof(sa_evict_options, score_pool) >= 56, "score_pool would overlap old hosts' padding");
+  EvictCase c;
+  for (int64_t p = 0; p < 20; ++p) c.positions.push_back(p), c.scores.push_back(p == 10 ? 1.0 : 0.0);
+  c.sinks = 0, c.window = 2, c.budget = 8, c.incoming = 1, c.pool = 1;
+  c.struct_size = 56;
+  const EvictResult old = run_evict(ctx(), c);
+  ASSERT_SA_OK(old.status);
+  c.pool = 0;
+  c.struct_size = sizeof(sa_evict_options);
+  EXPECT_EQ(old.freed, reference_evict(c));
 }
 
 TEST_F(Evict, MassDecayOutsideUnitIntervalIsRefused) {

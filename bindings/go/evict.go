@@ -78,7 +78,7 @@ func (c *Context) Evict(opts *EvictOptions, scores, positions Tensor, freed []in
 	o.mass_decay = C.float(opts.MassDecay) // outside [0, 1] or NaN: the library refuses it
 	o.head_max = cBool(opts.HeadMax)
 	o.recent_share = C.float(opts.RecentShare)
-	o.score_pool = n.i32("EvictOptions.ScorePool", opts.ScorePool) // negative: the library refuses it
+	o.score_pool = C.int64_t(opts.ScorePool) // negative: the library refuses it
 	if n.err != nil {
 		return 0, n.err
 	}

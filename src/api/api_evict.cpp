@@ -162,7 +162,7 @@ SA_API sa_status sa_cache_evict(sa_context *ctx, const sa_evict_options *opt, co
     if (!(o.recent_share >= 0.f && o.recent_share <= 1.f))
       fail(SA_ERR_INVALID_ARGUMENT, "opt->recent_share is %g, expected in [0, 1]", double(o.recent_share));
     if (o.score_pool < 0)
-      fail(SA_ERR_INVALID_ARGUMENT, "opt->score_pool is %d, expected >= 0", int(o.score_pool));
+      fail(SA_ERR_INVALID_ARGUMENT, "opt->score_pool is %lld, expected >= 0", (long long)o.score_pool);
     if (o.sinks < 0 || o.window < 0)
       fail(SA_ERR_INVALID_ARGUMENT, "opt->sinks (%d) and opt->window (%d) must be >= 0", int(o.sinks), int(o.window));
     // With distinct positions up to sinks + window slots are protected; a smaller budget would

@@ -145,7 +145,7 @@ class SaEvictOptions(Structure):
         # Appended (abi_version 3): per-KV-head eviction; 0 here.
         ("per_head", c_int32),
         # Appended: SnapKV-style pooling of the ranked scores over positions.
-        ("score_pool", c_int32),
+        ("score_pool", c_int64),
     ]
 
 

@@ -36,7 +36,7 @@ pub struct EvictOptions {
     /// >= 0: a slot ranks by the best ranked score among the occupied slots
     /// within `score_pool` positions of its own (SnapKV's pooling); 0: its
     /// own score (default 0).
-    pub score_pool: i32,
+    pub score_pool: i64,
 }
 
 impl Default for EvictOptions {

@@ -232,7 +232,7 @@ pub struct sa_evict_options {
     /// Appended (abi_version 3): per-KV-head eviction; 0 here.
     pub per_head: i32,
     /// Appended: pooling of the ranked scores over positions.
-    pub score_pool: i32,
+    pub score_pool: i64,
 }
 
 // ------------------------------------------------- paged caches, batches

@@ -159,7 +159,7 @@ fn defaults_equal_the_library_defaults_and_struct_sizes() {
     assert_eq!(std::mem::size_of::<sys::sa_index_options>(), 112);
     assert_eq!(std::mem::size_of::<sys::sa_select_options>(), 72);
     assert_eq!(std::mem::size_of::<sys::sa_attend_options>(), 64);
-    assert_eq!(std::mem::size_of::<sys::sa_evict_options>(), 56);
+    assert_eq!(std::mem::size_of::<sys::sa_evict_options>(), 64);
     assert_eq!(std::mem::size_of::<sys::sa_paged_kv>(), 8 + 5 * 88);
     assert_eq!(Device::default(), Device::Cpu);
 }
