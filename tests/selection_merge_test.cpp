@@ -30,7 +30,7 @@ float make_score(sat::Rng &rng, Scores s) {
 
 TEST(WriteSelection, KeepsTheBestAsSorting) {
   sat::Rng rng(11);
-  std::vector<uint64_t> bitmap;
+  sa::WriteScratch scratch;
   for (Scores kind : {Scores::normal, Scores::ties, Scores::signed_zeros, Scores::infinities, Scores::nan, Scores::equal})
     for (int n : {5, 255, 256, 257, 1000, 4160})
       for (int k : {1, 2, n / 3 + 1, n / 2, n - 1, n, n + 3}) {
@@ -49,7 +49,7 @@ TEST(WriteSelection, KeepsTheBestAsSorting) {
         const sa::KeepRule rule{2000, 0, 0, k, 0.f};
         std::vector<int32_t> forced, out(static_cast<size_t>(k));
         std::vector<sa::Candidate> work = cands;
-        sa::write_selection(work, forced, 0.f, rule, pos.data(), out.data(), k, 1, bitmap);
+        sa::write_selection(work, forced, 0.f, rule, pos.data(), out.data(), k, 1, scratch);
         const size_t kept = size_t(std::min(k, n));
         std::vector<int32_t> got(out.begin(), out.begin() + long(kept));
         ASSERT_TRUE(std::is_sorted(got.begin(), got.end())) << "kind " << int(kind) << " n=" << n << " k=" << k;

@@ -205,7 +205,7 @@ void finish_rescore(const sa_context &ctx, const KeyStore &keys, const SelectReq
     }
   }
   write_selection(s.ranked, s.forced, forced_mass, rule, pos, selection_row(req, i, l), req.indices.shape[2],
-                  req.indices.stride[2], s.bitmap);
+                  req.indices.stride[2], s.write);
 }
 
 void write_ranked_candidates(const KeyStore &keys, const SelectRequest &req, int64_t i, const SelectionList &l,
@@ -219,7 +219,7 @@ void write_ranked_candidates(const KeyStore &keys, const SelectRequest &req, int
                                 [&](const Candidate &x) { return !vis(x.slot, pos[x.slot]) || always_kept(pos[x.slot], rule); }),
                  s.ranked.end());
   write_selection(s.ranked, s.forced, 0.f, rule, pos, selection_row(req, i, l), req.indices.shape[2], req.indices.stride[2],
-                  s.bitmap);
+                  s.write);
 }
 
 }  // namespace sa

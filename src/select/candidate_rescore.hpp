@@ -95,7 +95,7 @@ struct RescoreScratch {
   std::vector<Candidate> ranked;
   RescoreTaskScratch task;          // for rescore_candidates, which scores every column itself
   int64_t column_count() const { return int64_t(columns.size()); }
-  std::vector<uint64_t> bitmap;     // write_selection's
+  WriteScratch write;               // write_selection's
 };
 
 // Finishes list l of query i from s.candidates (reordered and deduplicated on return):

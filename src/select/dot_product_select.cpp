@@ -172,7 +172,7 @@ void select_by_dot_product(const sa_context &ctx, const SelectRequest &req, cons
         float forced_mass = 0.f;
         for (int32_t j : s.forced) forced_mass += s.mass[size_t(j)] * norm;
         write_selection(s.cands, s.forced, forced_mass, rule, pos, selection_row(req, i, l), width, out.stride[2],
-                        s.rescore.bitmap);
+                        s.rescore.write);
       }
     }
   };

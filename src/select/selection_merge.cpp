@@ -41,7 +41,7 @@ inline uint32_t score_key(float f) {
 // and 10 bits), then the candidates above it and the lowest slots of those equal to it, with
 // no data-dependent branch (a comparison select mispredicts on every other candidate). NaN
 // scores, which ranks_before does not order, take nth_element.
-void partition_best(std::vector<Candidate> &c, size_t k) {
+void partition_best(std::vector<Candidate> &c, size_t k, WriteScratch &s) {
   const size_t n = c.size();
   bool nan = false;
   for (const Candidate &x : c) nan |= std::isnan(x.score);
@@ -49,7 +49,8 @@ void partition_best(std::vector<Candidate> &c, size_t k) {
     std::nth_element(c.begin(), c.begin() + long(k), c.end(), ranks_before);
     return;
   }
-  std::vector<uint32_t> keys(n);
+  std::vector<uint32_t> &keys = s.keys;
+  keys.resize(n);
   for (size_t i = 0; i < n; ++i) keys[i] = score_key(c[i].score);
   uint32_t prefix = 0, mask = 0;
   size_t need = k;  // of the candidates whose key starts with prefix
@@ -65,7 +66,9 @@ void partition_best(std::vector<Candidate> &c, size_t k) {
   }
   // prefix: the k-th best key; need: how many of the candidates with that key are among the
   // best (the lowest slots). c becomes [above | equal, by slot first | below].
-  std::vector<Candidate> out(n), tied(n);
+  std::vector<Candidate> &out = s.best, &tied = s.tied;
+  out.resize(n);
+  tied.resize(n);
   size_t above = 0, equal = 0, below = n;
   for (size_t i = 0; i < n; ++i) {
     const bool gt = keys[i] > prefix, eq = keys[i] == prefix;
@@ -85,7 +88,7 @@ void partition_best(std::vector<Candidate> &c, size_t k) {
 
 void write_selection(std::vector<Candidate> &cands, std::vector<int32_t> &forced, float forced_mass,
                      const KeepRule &rule, const int64_t *key_positions, int32_t *out, int64_t width,
-                     int64_t out_stride, std::vector<uint64_t> &bitmap) {
+                     int64_t out_stride, WriteScratch &scratch) {
   const size_t room = size_t(std::max<int64_t>(width, 0));
   // Window and sinks come first. They outnumber the list only when positions repeat
   // (sa_index_update); then the window is kept from the query's position down, then the sinks
@@ -102,7 +105,7 @@ void write_selection(std::vector<Candidate> &cands, std::vector<int32_t> &forced
     forced.resize(room);
   }
   size_t k = std::min({cands.size(), size_t(rule.top_k > 0 ? rule.top_k : 0), room - forced.size()});
-  if (k > 0 && k < cands.size()) partition_best(cands, k);
+  if (k > 0 && k < cands.size()) partition_best(cands, k, scratch);
   if (rule.mass_target > 0.f && k > 0) {
     std::sort(cands.begin(), cands.begin() + long(k), ranks_before);
     float mass = forced_mass;
@@ -112,7 +115,7 @@ void write_selection(std::vector<Candidate> &cands, std::vector<int32_t> &forced
   }
   std::vector<int32_t> &chosen = forced;
   for (size_t i = 0; i < k; ++i) chosen.push_back(cands[i].slot);
-  sort_distinct_slots(chosen, bitmap);
+  sort_distinct_slots(chosen, scratch.bitmap);
   const int64_t n = int64_t(chosen.size());  // <= width
   for (int64_t i = 0; i < n; ++i) out[i * out_stride] = chosen[size_t(i)];
   for (int64_t i = n; i < width; ++i) out[i * out_stride] = -1;

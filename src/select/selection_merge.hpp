@@ -72,10 +72,17 @@ class BestCandidates {
 // are kept first, the most recent first, then the sinks', the oldest first (equal positions:
 // lower slot first), read from key_positions (the position of each slot), and no candidate.
 // Reorders cands and forced. Writes exactly `width` entries to out (stride out_stride).
-// bitmap: the task's scratch (sorting many slots).
+// scratch: the task's (its buffers grow to the largest list and are reused).
+struct WriteScratch {
+  std::vector<uint64_t> bitmap;  // sorting many slots
+  // The radix select of the best candidates: their score bits, the partitioned candidates,
+  // those tied with the k-th best.
+  std::vector<uint32_t> keys;
+  std::vector<Candidate> best, tied;
+};
 void write_selection(std::vector<Candidate> &cands, std::vector<int32_t> &forced, float forced_mass,
                      const KeepRule &rule, const int64_t *key_positions, int32_t *out, int64_t width,
-                     int64_t out_stride, std::vector<uint64_t> &bitmap);
+                     int64_t out_stride, WriteScratch &scratch);
 
 // Every list of an i32 [n_q, H, width] output is padding (-1): an empty index.
 void write_all_padding(const TensorView &out);
