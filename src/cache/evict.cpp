@@ -36,7 +36,7 @@ void pool_scores(std::vector<Entry> &entries, int64_t radius) {
   for (size_t i = 0; i < order.size(); ++i) {
     const int64_t p = entries[order[i]].pos;
     // Entries from `next` on are at positions >= p (sorted): the difference cannot overflow,
-    // and p - radius >= -INT32_MAX below (positions >= 0, radius an int32).
+    // nor p - radius below (positions >= 0, 0 < radius <= INT64_MAX).
     for (; next < order.size() && entries[order[next]].pos - p <= radius; ++next) {
       while (!best.empty() && entries[order[best.back()]].score <= entries[order[next]].score) best.pop_back();
       best.push_back(next);
@@ -88,9 +88,10 @@ std::vector<int32_t> choose_evictions(const EvictRequest &req) {
     occupied_slots.push_back({ranked_score(score, p, max_pos, req.mean, req.decay), p, int32_t(s), kept});
   }
   if (req.pool > 0) pool_scores(occupied_slots, req.pool);
-  std::vector<Entry> evictable;
-  for (const Entry &e : occupied_slots)
-    if (!e.kept) evictable.push_back(e);
+  // Protected slots only lent their scores to the pooling; the rest may be evicted.
+  std::vector<Entry> &evictable = occupied_slots;
+  evictable.erase(std::remove_if(evictable.begin(), evictable.end(), [](const Entry &e) { return e.kept; }),
+                  evictable.end());
   if (int64_t(evictable.size()) < evict) fail_budget(req, protected_count);
 
   std::vector<int32_t> freed(empty.begin(), empty.begin() + std::min<int64_t>(int64_t(empty.size()), req.incoming));
