@@ -3,7 +3,8 @@
 // the model directory's README) on held-out text and prints bits per byte for dense attention,
 // StreamingLLM, the library's eviction policies (one set of tokens, or per KV head: perhead),
 // eviction + page or exact selection, the top-B oracle, and policies given to sa_cache_evict as
-// host scores: Expected Attention (ea), KeyDiff (keydiff) and the clairvoyant future bound.
+// host scores: Expected Attention (ea), KeyDiff (keydiff), the decayed peak of per-step
+// attention (peak) and the clairvoyant future bound.
 // "future" evicts, each step, the slot whose token gets the least attention mass from all later
 // queries of its layer under dense attention (futurehead: per KV head); no causal eviction
 // policy knows that, so it tells what eviction can reach at a budget, where the top-B oracle
@@ -156,7 +157,8 @@ enum class Score {
   mean,        // slot_mass divided by the (decayed) number of queries that saw the slot
   future,      // clairvoyant bound: the mass all future queries give the token under dense attention
   expected,    // Expected Attention: exp(mu.k/sqrt(d) + k^T Sigma k / 2d), future-averaged query stats
-  keydiff      // KeyDiff: keys least similar (cosine) to the cache's mean key are kept
+  keydiff,     // KeyDiff: keys least similar (cosine) to the cache's mean key are kept
+  peak         // the largest attention one step gave the slot, decayed: max(peak * decay, this step's)
 };
 
 struct Policy {
@@ -383,8 +385,9 @@ void attend_cache(const Run &r, const Policy &p, const std::vector<float> &q, co
   if (p.score == Score::future) fm = std::make_unique<FutureMass>(q, k, T, p.decay > 1.f ? int64_t(p.decay) : T);
   if (p.score == Score::expected) ea = std::make_unique<ExpectedAttention>(qpre);
   std::vector<float> hs;  // host scores per KV head, [kHkv][B]
+  std::vector<float> peak(size_t(kHkv * B), 0.f);  // Score::peak: decayed maximum per KV head and slot
   sa_attend_options ao = SA_ATTEND_OPTIONS_INIT;
-  ao.mass_decay = p.decay;
+  ao.mass_decay = p.score == Score::peak ? 0.f : p.decay;  // peak: slot_mass holds this step's attention
   sa_select_options so = SA_SELECT_OPTIONS_INIT;
   so.top_k = kPageTopK;
   so.window = kWindow;
@@ -396,10 +399,13 @@ void attend_cache(const Run &r, const Policy &p, const std::vector<float> &q, co
     sa_tensor sc_t, fr_t = p.per_head ? tensor(freed.data(), SA_DTYPE_I32, {kHkv, 2}) : tensor(freed.data(), SA_DTYPE_I32, {2});
     if (p.score == Score::library) {
       sc_t = tensor(mass.data(), SA_DTYPE_F32, {kHkv, B});
-    } else if (p.score == Score::future || p.score == Score::expected || p.score == Score::keydiff) {
+    } else if (p.score == Score::future || p.score == Score::expected || p.score == Score::keydiff ||
+               p.score == Score::peak) {
       const int64_t prows = p.per_head ? kHkv : 1;
       hs.assign(size_t(kHkv * B), 0.f);
-      if (fm) {
+      if (p.score == Score::peak) {
+        hs = peak;
+      } else if (fm) {
         for (int h = 0; h < kHkv; ++h)
           for (int64_t s = 0; s < filled; ++s) {
             const int64_t ps = pos[size_t((p.per_head ? h : 0) * B + s)];
@@ -461,6 +467,7 @@ void attend_cache(const Run &r, const Policy &p, const std::vector<float> &q, co
         std::memcpy(&kc[size_t(sh * row + h * kD)], &k[size_t(t * row + h * kD)], sizeof(float) * size_t(kD));
         std::memcpy(&vc[size_t(sh * row + h * kD)], &v[size_t(t * row + h * kD)], sizeof(float) * size_t(kD));
         mass[size_t(h * B + sh)] = 0.f;
+        peak[size_t(h * B + sh)] = 0.f;
         pos[size_t(h * B + sh)] = t;
         if (sh >= filled) filled = sh + 1;
       }
@@ -470,7 +477,7 @@ void attend_cache(const Run &r, const Policy &p, const std::vector<float> &q, co
     } else {
       std::memcpy(&kc[size_t(slot * row)], &k[size_t(t * row)], sizeof(float) * size_t(row));
       std::memcpy(&vc[size_t(slot * row)], &v[size_t(t * row)], sizeof(float) * size_t(row));
-      for (int h = 0; h < kHkv; ++h) mass[size_t(h * B + slot)] = 0.f;
+      for (int h = 0; h < kHkv; ++h) mass[size_t(h * B + slot)] = peak[size_t(h * B + slot)] = 0.f;
       pos[size_t(slot)] = t;
       if (slot >= filled) filled = slot + 1;
     }
@@ -495,6 +502,10 @@ void attend_cache(const Run &r, const Policy &p, const std::vector<float> &q, co
     }
     if (fm) fm->consume(t);
     if (ea) ea->observe(t);
+    if (p.score == Score::peak)
+      for (int h = 0; h < kHkv; ++h)
+        for (int64_t s = 0; s < filled; ++s)
+          peak[size_t(h * B + s)] = std::max(peak[size_t(h * B + s)] * p.decay, mass[size_t(h * B + s)]);
   }
   sa_index_destroy(&ix);
 }
@@ -605,7 +616,8 @@ std::vector<int64_t> int_list(const std::string &s) {
 // "NAME/SHARE" sa_evict_options.recent_share (library/0.5@0.99; host-score policies too: future/0),
 // "NAME+page" / "NAME+exact" page or exact selection (top_k 128) over the cache after any policy,
 // "NAME~R" sa_evict_options.score_pool R (library~16: a slot ranks by the best score within 16
-// positions; library~0: no pooling).
+// positions; library~0: no pooling). peak@D (peakhead@D per KV head) ranks a slot by the most
+// attention one step gave it, decayed: max(peak * D, this step's mass), given as host scores.
 Policy parse_named(Policy p, const std::string &spec, const std::string &full_name);
 Policy parse_policy(const std::string &spec) {
   Policy p;
@@ -665,6 +677,8 @@ Policy parse_named(Policy p, const std::string &spec, const std::string &full_na
   else if (name == "ea") p.score = Score::expected;
   else if (name == "eahead") p.score = Score::expected, p.per_head = true;
   else if (name == "keydiff") p.score = Score::keydiff;
+  else if (name == "peak") p.score = Score::peak;
+  else if (name == "peakhead") p.score = Score::peak, p.per_head = true;
   else die("unknown policy " + spec);
   if (p.page && p.per_head) die(spec + ": selection over per-KV-head caches is not in this tool");
   return p;
@@ -693,7 +707,7 @@ int main(int argc, char **argv) {
     else if (a == "--threads") threads = std::stoi(next());
     else die("usage: tinylm_eval --model model.safetensors --text dev_text.bin [--seqs 0,1,2] [--tokens 4096] "
              "[--budgets 256,512,1024] [--policies streaming,h2o,h2o@0.99,mean,tova,library,library~16,perhead,library+page,"
-             "library+exact,ea,eahead,keydiff,future/0,futurehead/0,future@256/0,oracle] "
+             "library+exact,ea,eahead,keydiff,peak@0.99,peakhead,future/0,futurehead/0,future@256/0,oracle] "
              "[--threads N]");
   }
   if (model_path.empty() || text_path.empty()) die("--model and --text are required");
