@@ -33,10 +33,6 @@ constexpr int kScoreSteps = 16, kScoreUnroll = 4;
 constexpr int kExactSteps = 64, kExactUnroll = 8;
 constexpr int kIpt = 8;          // consecutive items per thread in the ordered pass
 
-struct MaxOp {
-  __device__ __forceinline__ float operator()(float a, float b) const { return fmaxf(a, b); }
-};
-
 struct Common {
   const void *q;
   int64_t q_s0, q_s1, q_s2;
