@@ -1,14 +1,10 @@
 // Flash-decoding for sa_attend on the GPU. A block takes one query, a group of GT query heads
 // that share a KV head (and its index list, so each gathered row is read once for the group)
 // and one chunk of the keys. Lane groups of D/8 threads hold a 16-byte slice of a row each;
-// the rows of the next step are loaded before the math of this one (two register buffers), so
-// loads stay in flight while the block computes. A row group's GT partial dot products are
-// reduce-scattered (each exchange halves what is sent), leaving each lane the score of one
-// head: that lane alone keeps the head's running max and sum (base 2) and computes its
-// weights, which the other lanes read by shuffle; the max is raised only when a score passes
-// it by kRescaleSlack, so the weighted V is rarely rescaled. The blocks of one (query, group)
-// are merged exactly by the last of them to finish (an atomic counter per (query, group)), so
-// a call is one launch and allocates nothing (per-stream buffers).
+// several rows are loaded before the first is used. Each block keeps an online softmax
+// (running max, sum, weighted V) in base 2. The blocks of one (query, group) are merged
+// exactly by the last of them to finish (an atomic counter per (query, group)), so a call is
+// one launch and allocates nothing (per-stream buffers).
 // The same kernel serves sa_attend_paged: a row is a physical slot, read at page base + offset;
 // dense queries walk their sequence's tokens through its page table. Each query has its own
 // length (its sequence's, read on the device), so its number of splits is its own: the grid
@@ -28,9 +24,8 @@ namespace {
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
 constexpr int kThreads = 128;
-constexpr int kUnroll = 4;       // rows a lane group loads per step (two steps in flight)
-constexpr int kRowTile = 512;    // index entries staged in shared memory at a time (two tiles)
-constexpr float kRescaleSlack = 8.f;  // weights up to 2^8 before the running max is raised
+constexpr int kUnroll = 4;       // rows each lane group has in flight
+constexpr int kRowTile = 512;    // index entries staged in shared memory at a time
 constexpr int64_t kMinChunk = 64;
 constexpr int kMaxSplits = 512;
 
@@ -165,51 +160,10 @@ __device__ __forceinline__ int64_t token_slot(const Params &p, int b, int64_t t)
   return page >= 0 && page < p.num_pages ? page * p.page_size + t % p.page_size : -1;
 }
 
-// After reduce_scatter, the lane of a row group holding head g's whole score, and the head a
-// lane holds: the first exchange (lanes L/2 apart) splits the heads in halves, the next (L/4
-// apart) in quarters.
-template <int GT, int L>
-__device__ __forceinline__ int head_of_lane(int lane) {
-  if constexpr (GT == 4) return (lane & (L / 2) ? 2 : 0) + (lane & (L / 4) ? 1 : 0);
-  else if constexpr (GT == 2) return lane & (L / 2) ? 1 : 0;
-  else return 0;
-}
-template <int GT, int L>
-__device__ __forceinline__ int lane_of_head(int g) {
-  return GT == 4 ? (g >> 1) * (L / 2) + (g & 1) * (L / 4) : GT == 2 ? g * (L / 2) : 0;
-}
-
-// Sums each of the GT partial dot products d over the L lanes of a row group and leaves lane
-// `lane` the sum for head_of_lane(lane): the first exchanges send half of what a lane holds
-// (GT - 1 shuffles), then one shuffle per remaining halving (GT = 4, L = 16: 5 shuffles, not 16).
-template <int GT, int L>
-__device__ __forceinline__ float reduce_scatter(const float (&d)[GT], int lane) {
-  constexpr unsigned kAll = 0xffffffffu;
-  constexpr int kRest = GT == 4 ? L / 8 : GT == 2 ? L / 4 : L / 2;  // first plain halving
-  float v;
-  if constexpr (GT == 4) {
-    const bool hi = lane & (L / 2), lo = lane & (L / 4);
-    float a = hi ? d[2] : d[0], b = hi ? d[3] : d[1];
-    a += __shfl_xor_sync(kAll, hi ? d[0] : d[2], L / 2);
-    b += __shfl_xor_sync(kAll, hi ? d[1] : d[3], L / 2);
-    v = (lo ? b : a) + __shfl_xor_sync(kAll, lo ? a : b, L / 4);
-  } else if constexpr (GT == 2) {
-    const bool hi = lane & (L / 2);
-    v = (hi ? d[1] : d[0]) + __shfl_xor_sync(kAll, hi ? d[0] : d[1], L / 2);
-  } else {
-    v = d[0];
-  }
-#pragma unroll
-  for (int off = kRest; off > 0; off /= 2) v += __shfl_xor_sync(kAll, v, off);
-  return v;
-}
-
-// At most 168 registers a thread, so three blocks fit on a multiprocessor: two steps of rows
-// in flight (64 registers) beside the queries and the weighted V (64); held to 128 (four
-// blocks), the compiler spills. PAGED: a paged batch (sa_attend_paged); sa_attend's rows
-// compile without the page arithmetic (6% of dense decode).
+// At most 128 registers a thread, so four blocks fit on a multiprocessor. PAGED: a paged batch
+// (sa_attend_paged); sa_attend's rows compile without the page arithmetic (6% of dense decode).
 template <class T, int D, int GT, bool PAGED>
-__global__ void __launch_bounds__(kThreads, 3) decode_kernel(const Params p) {
+__global__ void __launch_bounds__(kThreads, 4) decode_kernel(const Params p) {
   constexpr int L = D / 8;             // lanes per row
   constexpr int SLOTS = kThreads / L;  // rows per step of the block
   const int split = blockIdx.x, u = blockIdx.y, i = blockIdx.z + p.q_offset;
@@ -222,46 +176,30 @@ __global__ void __launch_bounds__(kThreads, 3) decode_kernel(const Params p) {
   const int nsplit = len > 0 ? int((len + p.chunk - 1) / p.chunk) : 1;
   if (split >= nsplit) return;  // past this query's keys (uniform over the block)
 
-  // Two tiles of staged rows (row = page base + offset; page -1: skipped), so that the loads of
-  // a step can reach into the next tile while the last step of this one is computed.
-  __shared__ int32_t page_s[2 * kRowTile], off_s[PAGED ? 2 * kRowTile : 1];
+  __shared__ int32_t page_s[kRowTile], off_s[kRowTile];  // row = page base + offset; page -1: skipped
   __shared__ float red_acc[SLOTS][GT][D];
   __shared__ float red_m[SLOTS][GT], red_l[SLOTS][GT];
 
-  // Each lane reads its own slice of the queries: all loads issued before the first use. The
-  // lane keeps the running max and sum of one head (head_of_lane), the weighted V of all GT.
-  float qf[GT][8], acc[GT][8];
+  // Each lane reads its own slice of the queries: all loads issued before the first use.
+  float qf[GT][8], acc[GT][8], m[GT], l[GT];
   load_query_slices<GT>(p.q, p.q_dtype, i * p.q_s0 + h0 * p.q_s1 + lane * 8 * p.q_s2, p.q_s1, p.q_s2, p.scale_log2, qf);
 #pragma unroll
-  for (int g = 0; g < GT; ++g)
+  for (int g = 0; g < GT; ++g) {
 #pragma unroll
     for (int c = 0; c < 8; ++c) acc[g][c] = 0.f;
-  float m_h = -INFINITY, l_h = 0.f;
-  const int group_lane0 = (tid & 31) & ~(L - 1);  // the row group's first lane in the warp
+    m[g] = -INFINITY;
+    l[g] = 0.f;
+  }
 
   const int64_t begin = int64_t(split) * p.chunk;
   const int64_t end = begin + p.chunk < len ? begin + p.chunk : len;
   const int64_t qpos = p.causal ? span.pos : sa::kNoPositionLimit;
-  const char *kb = p.k + hk * p.k_s1 + lane * 16, *vb = p.v + hk * p.v_s1 + lane * 16;
+  const char *kb = p.k + hk * p.k_s1, *vb = p.v + hk * p.v_s1;
   const int32_t *ib = p.idx ? p.idx + i * p.i_s0 + list * p.i_s1 : nullptr;
-  // Dense keys of sa_attend: row t is token t, so the visible rows are [begin, stop), read
-  // from kb and vb moved to row `begin`, with no staging.
-  const bool direct = !PAGED && !ib;
-  const int64_t stop = !direct || qpos >= end ? end : qpos + 1 > begin ? qpos + 1 : begin;
-  const int rows = int(stop - begin);  // at most a chunk (launch: under 2^31)
-  constexpr int STEP = SLOTS * kUnroll;
-  static_assert(kRowTile % STEP == 0, "a step never straddles two tiles");
-  const int steps = (rows + STEP - 1) / STEP;
-  if (direct) {
-    kb += begin * p.k_sp;
-    vb += begin * p.v_sp;
-  }
 
-  // Stages the index entries of tile `tile` of the chunk into its half of page_s / off_s.
-  auto stage = [&](int tile) {
-    const int64_t t0 = begin + int64_t(tile) * kRowTile;
+  for (int64_t t0 = begin; t0 < end; t0 += kRowTile) {
     const int tn = int(end - t0 < kRowTile ? end - t0 : kRowTile);
-    int32_t *pg = page_s + (tile & 1) * kRowTile;
+    __syncthreads();  // the previous tile is consumed
     for (int e = tid; e < tn; e += kThreads) {
       // An index entry is a slot whose position is its row (causal with sa_attend only); a
       // dense key is a token whose slot the page table gives. Out of range: skipped.
@@ -270,113 +208,75 @@ __global__ void __launch_bounds__(kThreads, 3) decode_kernel(const Params p) {
       const bool ok = r >= 0 && r < p.n_kv && sa::sees(qpos, ib ? r : t) &&
                       (!PAGED || !p.slot_pos || sa::holds_token(p.slot_pos[r * p.pos_s0]));
       const int64_t page = !PAGED || p.page_size == 1 ? r : r / p.page_size;
-      pg[e] = ok ? int32_t(page) : -1;
-      if (PAGED) off_s[(tile & 1) * kRowTile + e] = ok ? int32_t(r - page * p.page_size) : 0;
+      page_s[e] = ok ? int32_t(page) : -1;
+      if (PAGED) off_s[e] = ok ? int32_t(r - page * p.page_size) : 0;
     }
-  };
-  // Issues the loads of step `st` (rows past the chunk or skipped: zeros, ok false). Entering a
-  // new tile, it stages it first; the half it overwrites held the tile before last, whose loads
-  // every thread has issued by the first barrier. Uniform over the block.
-  auto fetch = [&](uint4 (&kr)[kUnroll], uint4 (&vr)[kUnroll], bool (&ok)[kUnroll], int st) {
-    const int e0 = st * STEP;
-    if (!direct && st < steps && e0 % kRowTile == 0) {
-      __syncthreads();
-      stage(e0 / kRowTile);
-      __syncthreads();
-    }
+    __syncthreads();
+    for (int e0 = 0; e0 < tn; e0 += SLOTS * kUnroll) {
+      int r[kUnroll];
+      uint4 kr[kUnroll], vr[kUnroll];
 #pragma unroll
-    for (int x = 0; x < kUnroll; ++x) {
-      const int e = e0 + x * SLOTS + slot;
-      int64_t r = -1, o = 0;
-      if (e < rows) {
-        if (direct) {
-          r = e;
-        } else {
-          const int ix = e & (2 * kRowTile - 1);
-          r = page_s[ix];
-          if (PAGED) o = off_s[ix];
+      for (int x = 0; x < kUnroll; ++x) {
+        const int e = e0 + x * SLOTS + slot;
+        r[x] = e < tn ? page_s[e] : -1;
+        kr[x] = make_uint4(0, 0, 0, 0);
+        vr[x] = make_uint4(0, 0, 0, 0);
+        if (r[x] >= 0) {
+          const int64_t o = PAGED ? off_s[e] : 0;
+          kr[x] = __ldg(reinterpret_cast<const uint4 *>(kb + r[x] * p.k_sp + o * p.k_s0) + lane);
+          vr[x] = __ldg(reinterpret_cast<const uint4 *>(vb + r[x] * p.v_sp + o * p.v_s0) + lane);
         }
       }
-      ok[x] = r >= 0;
-      kr[x] = make_uint4(0, 0, 0, 0);
-      vr[x] = make_uint4(0, 0, 0, 0);
-      if (ok[x]) {
-        kr[x] = __ldg(reinterpret_cast<const uint4 *>(kb + r * p.k_sp + o * p.k_s0));
-        vr[x] = __ldg(reinterpret_cast<const uint4 *>(vb + r * p.v_sp + o * p.v_s0));
-      }
-    }
-  };
-  // The math of one step's rows, from registers only.
-  auto compute = [&](const uint4 (&kr)[kUnroll], const uint4 (&vr)[kUnroll], const bool (&ok)[kUnroll]) {
-    float s[kUnroll];
+      float s[kUnroll][GT];
 #pragma unroll
-    for (int x = 0; x < kUnroll; ++x) {
-      float kf[8], d[GT];
-      unpack8<T>(kr[x], kf);
+      for (int x = 0; x < kUnroll; ++x) {
+        float kf[8];
+        unpack8<T>(kr[x], kf);
+#pragma unroll
+        for (int g = 0; g < GT; ++g) {
+          float dot = 0.f;
+#pragma unroll
+          for (int c = 0; c < 8; ++c) dot = fmaf(qf[g][c], kf[c], dot);
+#pragma unroll
+          for (int off = L / 2; off > 0; off /= 2) dot += __shfl_xor_sync(0xffffffffu, dot, off);
+          s[x][g] = r[x] >= 0 ? dot : -INFINITY;
+        }
+      }
+      float vf[kUnroll][8];
+#pragma unroll
+      for (int x = 0; x < kUnroll; ++x) unpack8<T>(vr[x], vf[x]);
 #pragma unroll
       for (int g = 0; g < GT; ++g) {
-        d[g] = 0.f;
+        float mx = s[0][g];
 #pragma unroll
-        for (int c = 0; c < 8; ++c) d[g] = fmaf(qf[g][c], kf[c], d[g]);
-      }
-      const float f = reduce_scatter<GT, L>(d, lane);
-      s[x] = ok[x] ? f : -INFINITY;
-    }
-    float mx = s[0];
+        for (int x = 1; x < kUnroll; ++x) mx = fmaxf(mx, s[x][g]);
+        const float mnew = fmaxf(m[g], mx);
+        if (mnew == -INFINITY) continue;  // nothing visible yet
+        const float alpha = exp2f(m[g] - mnew);
+        l[g] *= alpha;
 #pragma unroll
-    for (int x = 1; x < kUnroll; ++x) mx = fmaxf(mx, s[x]);
-    // Raise the max (and rescale) only when a score passes it by the slack; -inf: nothing yet.
-    const bool raise = mx > m_h + kRescaleSlack;
-    if (__any_sync(0xffffffffu, raise)) {
-      const float alpha = raise ? exp2f(m_h - mx) : 1.f;
-      if (raise) m_h = mx;
-      l_h *= alpha;
+        for (int c = 0; c < 8; ++c) acc[g][c] *= alpha;
 #pragma unroll
-      for (int g = 0; g < GT; ++g) {
-        const float a = __shfl_sync(0xffffffffu, alpha, group_lane0 + lane_of_head<GT, L>(g));
+        for (int x = 0; x < kUnroll; ++x) {
+          const float w = exp2f(s[x][g] - mnew);
+          l[g] += w;
 #pragma unroll
-        for (int c = 0; c < 8; ++c) acc[g][c] *= a;
+          for (int c = 0; c < 8; ++c) acc[g][c] = fmaf(w, vf[x][c], acc[g][c]);
+        }
+        m[g] = mnew;
       }
     }
-    float w[kUnroll];
-#pragma unroll
-    for (int x = 0; x < kUnroll; ++x) {
-      w[x] = s[x] == -INFINITY ? 0.f : exp2f(s[x] - m_h);
-      l_h += w[x];
-    }
-#pragma unroll
-    for (int x = 0; x < kUnroll; ++x) {  // one row's V unpacked at a time (registers)
-      float vf[8];
-      unpack8<T>(vr[x], vf);
-#pragma unroll
-      for (int g = 0; g < GT; ++g) {
-        const float wg = __shfl_sync(0xffffffffu, w[x], group_lane0 + lane_of_head<GT, L>(g));
-#pragma unroll
-        for (int c = 0; c < 8; ++c) acc[g][c] = fmaf(wg, vf[c], acc[g][c]);
-      }
-    }
-  };
-
-  uint4 ka[kUnroll], va[kUnroll], kc[kUnroll], vc[kUnroll];
-  bool oka[kUnroll], okc[kUnroll];
-  fetch(ka, va, oka, 0);
-  for (int st = 0; st < steps; st += 2) {
-    fetch(kc, vc, okc, st + 1);
-    compute(ka, va, oka);
-    if (st + 1 >= steps) break;
-    fetch(ka, va, oka, st + 2);
-    compute(kc, vc, okc);
   }
 
   // Merge the lane groups of the block.
 #pragma unroll
-  for (int g = 0; g < GT; ++g)
+  for (int g = 0; g < GT; ++g) {
 #pragma unroll
     for (int c = 0; c < 8; ++c) red_acc[slot][g][lane * 8 + c] = acc[g][c];
-  const int hh = head_of_lane<GT, L>(lane);
-  if (lane == lane_of_head<GT, L>(hh)) {
-    red_m[slot][hh] = m_h;
-    red_l[slot][hh] = l_h;
+    if (lane == 0) {
+      red_m[slot][g] = m[g];
+      red_l[slot][g] = l[g];
+    }
   }
   __syncthreads();
   const int64_t part = (int64_t(i) * p.units + u) * p.splits + split;
@@ -445,9 +345,7 @@ Params launch(Params p, cudaStream_t stream, int device) {
   const int64_t len = p.idx ? p.width : varying ? p.capacity : p.n_kv;
   const int64_t base = int64_t(p.n_q) * p.units;
   const int64_t target = int64_t(resident_blocks<T, D, GT, PAGED>(device)) * sm_count(device) * (varying ? 4 : 1);
-  int64_t splits = target / base;  // rounded down: one block past the wave would take a second
-  if (len > INT32_MAX - kRowTile)
-    fail(SA_ERR_UNSUPPORTED, "%lld keys for one query; the CUDA kernels take fewer than 2^31", (long long)len);
+  int64_t splits = (target + base - 1) / base;
   const int64_t max_splits = (len + kMinChunk - 1) / kMinChunk;
   if (splits > max_splits) splits = max_splits;
   if (splits > kMaxSplits) splits = kMaxSplits;
