@@ -23,6 +23,7 @@ struct AttendCase {
   int64_t n_kv;
   int width;  // 0: dense
   bool per_query_head, causal;
+  float ramp = 0.f;  // > 0: key t leans on one direction by ramp * t / n_kv, so scores climb or fall
 };
 
 // Runs one case on the GPU and on the CPU (the same 16-bit values), compares out and lse.
@@ -34,7 +35,14 @@ void check_attend(Ctx &c, const AttendCase &k, uint64_t seed) {
   const size_t nq = size_t(k.n_q) * k.Hq * k.D, nkv = size_t(k.n_kv) * k.Hkv * k.D;
   std::vector<uint16_t> q(nq), kk(nkv), v(nkv);
   for (auto &x : q) x = enc(nd(rng) * 1.5f);
-  for (auto &x : kk) x = enc(nd(rng));
+  if (k.ramp > 0.f) {
+    std::vector<float> dir(size_t(k.D));
+    for (auto &x : dir) x = rng() & 1 ? 1.f : -1.f;
+    for (size_t e = 0; e < nkv; ++e)
+      kk[e] = enc(0.1f * nd(rng) + k.ramp * float(e / (size_t(k.Hkv) * k.D)) / float(k.n_kv) * dir[e % k.D]);
+  } else {
+    for (auto &x : kk) x = enc(nd(rng));
+  }
   for (auto &x : v) x = enc(nd(rng));
   const int lists = k.per_query_head ? k.Hq : k.Hkv;
   std::vector<int32_t> idx, idx_cpu;
@@ -116,6 +124,17 @@ TEST(CudaAttend, DenseDecodeEdges) {
   check_attend(c, {SA_DTYPE_F16, 128, 4, 1, 3, 2, 0, false, true}, 43);      // the first query sees no key
   check_attend(c, {SA_DTYPE_BF16, 128, 16, 2, 5, 20011, 0, false, true}, 44);  // G = 8: two units a KV head
   check_attend(c, {SA_DTYPE_BF16, 128, 32, 8, 1, 131072 + 77, 0, false, false}, 45);
+}
+
+// Scores that climb along the keys (heads whose query leans on the ramp's direction) pass
+// the running max again and again, so the weighted V is rescaled many times in a chunk; the
+// other heads' scores fall, and their max is set by the first keys.
+TEST(CudaAttend, RisingScoresRescaleExactly) {
+  NEED_GPU(c);
+  check_attend(c, {SA_DTYPE_BF16, 128, 32, 8, 1, 60000, 0, false, false, 40.f}, 51);
+  check_attend(c, {SA_DTYPE_F16, 64, 8, 4, 3, 9000, 0, false, true, 30.f}, 52);   // causal, G = 2
+  check_attend(c, {SA_DTYPE_BF16, 256, 4, 4, 2, 3000, 0, false, false, 30.f}, 53);  // G = 1
+  check_attend(c, {SA_DTYPE_BF16, 128, 16, 4, 2, 20000, 1500, false, false, 40.f}, 54);  // sparse
 }
 
 // ---------------------------------------------------------------- selection
