@@ -403,7 +403,8 @@ __global__ void __launch_bounds__(kPassThreads) radix_pass_kernel(const float *m
 // still in the running, they are gathered into shared memory and the later digits count
 // only them.
 // The block of query i and KV head h: mass_row its masses (not STAGED), scores_qh its
-// [G][n_items] scores (STAGED), row_max_qh its [G] maxima or null, o_global its output row.
+// [G][n_items] scores (STAGED), row_max_qh its [G] maxima or null, o_global its output row,
+// given its state after radix_pass_kernel (the threshold found; put back to zeros) or null.
 template <bool STAGED>
 __device__ __forceinline__ void top_items(const Common &c, int i, int h, const float *mass_row,
                                           const float *scores_qh, unsigned *row_max_qh, int64_t n_items, int item,
