@@ -68,6 +68,27 @@ void select_by_blocks(const sa_context &ctx, const KeyStore &keys, const SelectR
   });
 }
 
+VisibleCounts::VisibleCounts(const KeyStore &keys, const SelectRequest &req) : keys_(keys), req_(req) {
+  const int64_t max_pos = keys.max_position(), *pos = keys.positions();
+  if (std::any_of(req.positions.begin(), req.positions.end(), [&](int64_t p) { return p < max_pos; })) {
+    sorted_.assign(pos, pos + keys.size());
+    std::sort(sorted_.begin(), sorted_.end());
+  }
+}
+
+int64_t VisibleCounts::operator()(int64_t i) const {
+  const int64_t p = req_.positions[size_t(i)], N = keys_.size();
+  if (req_.query_segments) {  // segments: count exactly
+    const QueryVisibility vis = query_visibility(req_, i);
+    const int64_t *pos = keys_.positions();
+    int64_t c = 0;
+    for (int64_t j = 0; j < N; ++j) c += vis(int32_t(j), pos[j]);
+    return c;
+  }
+  if (p >= keys_.max_position()) return N;
+  return int64_t(std::upper_bound(sorted_.begin(), sorted_.end(), p) - sorted_.begin());
+}
+
 SelectRequest query_chunk(const SelectRequest &req, int64_t i0, int64_t i1) {
   SelectRequest c = req;
   auto narrow = [&](TensorView &v) {

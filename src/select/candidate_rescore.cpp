@@ -5,6 +5,7 @@
 #include <cstring>
 #include <limits>
 
+
 namespace sa {
 namespace {
 
@@ -136,11 +137,11 @@ void score_rows_grouped(const RowKernels &k, const float *q, int64_t q_heads, in
   }
 }
 
-void add_softmax_mass(const KernelTable &k, const float *row, int64_t n, float *mass) {
+void add_softmax_mass(const KernelTable &k, float *row, int64_t n, float *mass) {
   const float m = k.max_of(row, n);
   if (m == -std::numeric_limits<float>::infinity()) return;  // nothing visible
-  const float lse = m + std::log2(k.exp2_sum(row, n, m));
-  k.exp2_accumulate(row, n, lse, mass);
+  const float inv = 1.f / k.exp2_store_sum(row, n, m);  // >= 1 term of 1: no division by 0
+  for (int64_t j = 0; j < n; ++j) mass[j] += row[j] * inv;
 }
 
 int32_t *selection_row(const SelectRequest &req, int64_t i, const SelectionList &l) {
@@ -197,11 +198,15 @@ void finish_rescore(const sa_context &ctx, const KeyStore &keys, const SelectReq
     s.mass.assign(size_t(n), 0.f);
     for (int64_t g = 0; g < l.q_heads; ++g) add_softmax_mass(*ctx.kernels, &s.scores[size_t(g * n)], n, s.mass.data());
     const float norm = 1.f / float(l.q_heads);
+    float *mass = s.mass.data();
+    for (int64_t j = 0; j < n; ++j) mass[j] *= norm;
+    // plan_rescore put the forced slots first: the floor is over the candidates after them.
+    const int64_t nf = std::min<int64_t>(n, int64_t(s.forced.size()));
+    const float floor = best_floor(mass + nf, n - nf, req.top_k);
     for (int64_t j = 0; j < n; ++j) {
       const int32_t slot = s.columns[size_t(j)];
-      const float mass = s.mass[size_t(j)] * norm;
-      if (always_kept(pos[slot], rule)) forced_mass += mass;
-      else best.add(mass, slot);
+      if (always_kept(pos[slot], rule)) forced_mass += mass[j];
+      else if (!(mass[j] < floor)) best.add(mass[j], slot);
     }
   }
   write_selection(s.ranked, s.forced, forced_mass, rule, pos, selection_row(req, i, l), req.indices.shape[2],
