@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "core/threading.hpp"
+#include "select/dot_product_select.hpp"
 #include "select/score_matmul.hpp"
 
 namespace sa {
@@ -87,6 +88,14 @@ int64_t VisibleCounts::operator()(int64_t i) const {
   }
   if (p >= keys_.max_position()) return N;
   return int64_t(std::upper_bound(sorted_.begin(), sorted_.end(), p) - sorted_.begin());
+}
+
+bool VisibleCounts::select_exactly_if_all_within(const sa_context &ctx, int64_t limit) const {
+  for (int64_t i = 0; i < req_.queries.shape[0]; ++i)
+    if ((*this)(i) > limit) return false;
+  select_by_dot_product(ctx, req_, keys_,
+                        [&](int64_t i, const SelectionList &l, float *out) { load_list_queries(req_, i, l, out); });
+  return true;
 }
 
 SelectRequest query_chunk(const SelectRequest &req, int64_t i0, int64_t i1) {

@@ -82,6 +82,10 @@ class VisibleCounts {
  public:
   VisibleCounts(const KeyStore &keys, const SelectRequest &req);
   int64_t operator()(int64_t i) const;
+  // When every query sees at most `limit` keys, selects them all exactly by the exact
+  // selector's path (it streams the keys: cheaper than rescoring every slot as candidates)
+  // and returns true; else does nothing and returns false.
+  bool select_exactly_if_all_within(const sa_context &ctx, int64_t limit) const;
 
  private:
   const KeyStore &keys_;

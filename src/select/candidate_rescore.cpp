@@ -168,12 +168,12 @@ void plan_rescore(const KeyStore &keys, const SelectRequest &req, int64_t i, con
 
   std::vector<int32_t> &c = s.candidates;
   if (!std::is_sorted(c.begin(), c.end())) std::sort(c.begin(), c.end());
-  c.erase(std::unique(c.begin(), c.end()), c.end());
-  c.erase(std::remove_if(c.begin(), c.end(),
-                         [&](int32_t slot) { return !vis(slot, pos[slot]) || always_kept(pos[slot], rule); }),
-          c.end());
   s.columns.assign(s.forced.begin(), s.forced.end());
-  s.columns.insert(s.columns.end(), c.begin(), c.end());
+  // One pass: each candidate once (duplicates are adjacent), visible and not forced.
+  for (size_t j = 0; j < c.size(); ++j) {
+    const int32_t slot = c[j];
+    if ((j == 0 || slot != c[j - 1]) && vis(slot, pos[slot]) && !always_kept(pos[slot], rule)) s.columns.push_back(slot);
+  }
   const int64_t n = s.column_count(), D = req.queries.shape[2];
   s.queries.resize(size_t(l.q_heads * D));
   if (n > 0) load_list_queries(req, i, l, s.queries.data());

@@ -99,7 +99,7 @@ struct RescoreScratch {
   WriteScratch write;               // write_selection's
 };
 
-// Finishes list l of query i from s.candidates (reordered and deduplicated on return):
+// Finishes list l of query i from s.candidates (sorted on return):
 // forced slots (sinks, window) always kept; invisible and forced candidates dropped; the rest
 // ranked by exact attention probability, summed over the list's query heads, with the softmax
 // normalised over candidates + forced keys (the keys the selector knows of); mass targets

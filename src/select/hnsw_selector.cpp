@@ -8,7 +8,6 @@
 #include "core/threading.hpp"
 #include "select/block_rescore.hpp"
 #include "select/candidate_rescore.hpp"
-#include "select/dot_product_select.hpp"
 
 namespace sa {
 namespace {
@@ -205,13 +204,7 @@ void HnswSelector::select(const sa_context &ctx, const SelectRequest &req) const
   const bool prefill = n_q >= kBlockRescoreMinQueries;
   const int64_t exact_below = std::max((req.top_k > ef_search_ ? kWideBeamExactFactor : kFewVisibleFactor) * want,
                                        prefill ? kPrefillExactFactor * want : 0);
-  bool all_exact = true;
-  for (int64_t i = 0; i < n_q && all_exact; ++i) all_exact = visible_count(i) <= exact_below;
-  if (all_exact) {
-    select_by_dot_product(ctx, req, keys_,
-                          [&](int64_t i, const SelectionList &l, float *out) { load_list_queries(req, i, l, out); });
-    return;
-  }
+  if (visible_count.select_exactly_if_all_within(ctx, exact_below)) return;
 
   const int slots = prefill ? block_task_slots(ctx, req, H) : loop_slots(ctx.threads, n_q * lists);
   std::vector<Scratch> scratch(static_cast<size_t>(slots));

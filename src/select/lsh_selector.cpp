@@ -8,7 +8,6 @@
 #include "core/threading.hpp"
 #include "select/block_rescore.hpp"
 #include "select/candidate_rescore.hpp"
-#include "select/dot_product_select.hpp"
 #include "select/score_matmul.hpp"
 
 namespace sa {
@@ -585,13 +584,7 @@ void LshSelector::select(const sa_context &ctx, const SelectRequest &req) const 
     // dense in the keys the block sees).
     const VisibleCounts visible(keys_, req);
     const int64_t exact_below = kPrefillExactFactor * int64_t(req.top_k);
-    bool all_exact = true;
-    for (int64_t i = 0; i < n_q && all_exact; ++i) all_exact = visible(i) <= exact_below;
-    if (all_exact) {
-      select_by_dot_product(ctx, req, keys_,
-                            [&](int64_t i, const SelectionList &l, float *out) { load_list_queries(req, i, l, out); });
-      return;
-    }
+    if (visible.select_exactly_if_all_within(ctx, exact_below)) return;
     std::vector<LshScratch> scratch(static_cast<size_t>(block_task_slots(ctx, req, keys_.heads())));
     select_by_blocks(ctx, keys_, req, [&](int64_t i, const SelectionList &l, int slot, RescoreScratch &rs) {
       if (visible(i) > exact_below) return propose(i, l, scratch[size_t(slot)], rs);
