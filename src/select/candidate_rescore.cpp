@@ -5,6 +5,7 @@
 #include <cstring>
 #include <limits>
 
+
 namespace sa {
 namespace {
 
@@ -136,11 +137,11 @@ void score_rows_grouped(const RowKernels &k, const float *q, int64_t q_heads, in
   }
 }
 
-void add_softmax_mass(const KernelTable &k, const float *row, int64_t n, float *mass) {
+void add_softmax_mass(const KernelTable &k, float *row, int64_t n, float *mass) {
   const float m = k.max_of(row, n);
   if (m == -std::numeric_limits<float>::infinity()) return;  // nothing visible
-  const float lse = m + std::log2(k.exp2_sum(row, n, m));
-  k.exp2_accumulate(row, n, lse, mass);
+  const float inv = 1.f / k.exp2_store_sum(row, n, m);  // >= 1 term of 1: no division by 0
+  for (int64_t j = 0; j < n; ++j) mass[j] += row[j] * inv;
 }
 
 int32_t *selection_row(const SelectRequest &req, int64_t i, const SelectionList &l) {
@@ -167,12 +168,12 @@ void plan_rescore(const KeyStore &keys, const SelectRequest &req, int64_t i, con
 
   std::vector<int32_t> &c = s.candidates;
   if (!std::is_sorted(c.begin(), c.end())) std::sort(c.begin(), c.end());
-  c.erase(std::unique(c.begin(), c.end()), c.end());
-  c.erase(std::remove_if(c.begin(), c.end(),
-                         [&](int32_t slot) { return !vis(slot, pos[slot]) || always_kept(pos[slot], rule); }),
-          c.end());
   s.columns.assign(s.forced.begin(), s.forced.end());
-  s.columns.insert(s.columns.end(), c.begin(), c.end());
+  // One pass: each candidate once (duplicates are adjacent), visible and not forced.
+  for (size_t j = 0; j < c.size(); ++j) {
+    const int32_t slot = c[j];
+    if ((j == 0 || slot != c[j - 1]) && vis(slot, pos[slot]) && !always_kept(pos[slot], rule)) s.columns.push_back(slot);
+  }
   const int64_t n = s.column_count(), D = req.queries.shape[2];
   s.queries.resize(size_t(l.q_heads * D));
   if (n > 0) load_list_queries(req, i, l, s.queries.data());
@@ -197,11 +198,15 @@ void finish_rescore(const sa_context &ctx, const KeyStore &keys, const SelectReq
     s.mass.assign(size_t(n), 0.f);
     for (int64_t g = 0; g < l.q_heads; ++g) add_softmax_mass(*ctx.kernels, &s.scores[size_t(g * n)], n, s.mass.data());
     const float norm = 1.f / float(l.q_heads);
+    float *mass = s.mass.data();
+    for (int64_t j = 0; j < n; ++j) mass[j] *= norm;
+    // plan_rescore put the forced slots first: the floor is over the candidates after them.
+    const int64_t nf = std::min<int64_t>(n, int64_t(s.forced.size()));
+    const float floor = best_floor(mass + nf, n - nf, req.top_k);
     for (int64_t j = 0; j < n; ++j) {
       const int32_t slot = s.columns[size_t(j)];
-      const float mass = s.mass[size_t(j)] * norm;
-      if (always_kept(pos[slot], rule)) forced_mass += mass;
-      else best.add(mass, slot);
+      if (always_kept(pos[slot], rule)) forced_mass += mass[j];
+      else if (!(mass[j] < floor)) best.add(mass[j], slot);
     }
   }
   write_selection(s.ranked, s.forced, forced_mass, rule, pos, selection_row(req, i, l), req.indices.shape[2],

@@ -70,8 +70,9 @@ void score_rows_grouped(const RowKernels &k, const float *q, int64_t q_heads, in
                         const void *rows, int64_t n, float *scores, int64_t ld);
 
 // mass[j] += 2^(row[j] - lse(row)) for j < n: one head's softmax probabilities over the row
-// (base-2 logits, -inf for excluded entries). Does nothing when every entry is -inf.
-void add_softmax_mass(const KernelTable &k, const float *row, int64_t n, float *mass);
+// (base-2 logits, -inf for excluded entries). Does nothing when every entry is -inf. The row is
+// overwritten (with 2^(row[j] - max), so that each entry takes one exp2, not two).
+void add_softmax_mass(const KernelTable &k, float *row, int64_t n, float *mass);
 
 // Where list l of query i is written.
 int32_t *selection_row(const SelectRequest &req, int64_t i, const SelectionList &l);
@@ -98,7 +99,7 @@ struct RescoreScratch {
   WriteScratch write;               // write_selection's
 };
 
-// Finishes list l of query i from s.candidates (reordered and deduplicated on return):
+// Finishes list l of query i from s.candidates (sorted on return):
 // forced slots (sinks, window) always kept; invisible and forced candidates dropped; the rest
 // ranked by exact attention probability, summed over the list's query heads, with the softmax
 // normalised over candidates + forced keys (the keys the selector knows of); mass targets
