@@ -27,7 +27,7 @@ def cache_evict(self, scores, positions, budget, *, incoming=None, sinks=None, w
         accumulated with, in [0, 1].
       head_max (default False): [H, n_slots] scores rank a slot by its best
         row (KV head) instead of the sum.
-      recent_share (default 0.5), in [0, 1]: the most recent
+      recent_share (default 0.875), in [0, 1]: the most recent
         floor(recent_share * (budget - incoming - sinks)) positions are
         protected too when more than window (0: window alone; 1: StreamingLLM).
       score_pool (default 0), >= 0: a slot ranks by the best ranked score

@@ -146,7 +146,7 @@ def check_selection(testcase, row, exp, top_k, width=None, tie_rel=1e-4, mass_ta
 
 # ---------------------------------------------------------------- eviction
 def evict(scores, positions, budget, incoming=1, sinks=4, window=64, score_mean=True,
-          mass_decay=0.99, head_max=False, recent_share=0.5, score_pool=0):
+          mass_decay=0.99, head_max=False, recent_share=0.875, score_pool=0):
     """The documented sa_cache_evict rule, from scratch (defaults: the header's).
     Scores combine in f32 as C does, so ties come out the same."""
     scores = np.asarray(scores, dtype=np.float32)

@@ -6,7 +6,7 @@ use crate::tensor::{Tensor, TensorMut};
 
 /// Settings of [`Context::evict`]. `Default` is the header's
 /// `SA_EVICT_OPTIONS_INIT`, whose budget 0 the library refuses: set it.
-/// The defaults keep half of the budget for the most recent tokens and rank
+/// The defaults keep seven eighths of the budget for the most recent tokens and rank
 /// the rest by decayed attention mass per step seen.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct EvictOptions {
@@ -49,7 +49,7 @@ impl Default for EvictOptions {
             score_mean: true,
             mass_decay: 0.99,
             head_max: false,
-            recent_share: 0.5,
+            recent_share: 0.875,
             score_pool: 0,
         }
     }
