@@ -177,6 +177,8 @@ void plan_rescore(const KeyStore &keys, const SelectRequest &req, int64_t i, con
   s.queries.resize(size_t(l.q_heads * D));
   if (n > 0) load_list_queries(req, i, l, s.queries.data());
   s.scores.resize(size_t(l.q_heads * n));
+  s.lse.resize(size_t(l.q_heads));  // sized here, so the steps after may run as tasks
+  s.mass.resize(size_t(n));
 }
 
 void score_rescore_columns(const sa_context &ctx, const NativeRows &rows, const SelectionList &l,
@@ -188,14 +190,41 @@ void score_rescore_columns(const sa_context &ctx, const NativeRows &rows, const 
 
 void finish_rescore(const sa_context &ctx, const KeyStore &keys, const SelectRequest &req, int64_t i,
                     const SelectionList &l, RescoreScratch &s) {
+  s.lse.resize(size_t(l.q_heads));
+  s.mass.resize(size_t(s.column_count()));
+  for (int64_t g = 0; g < l.q_heads; ++g) rescore_normaliser(ctx, s, g);
+  add_rescore_mass(ctx, s, 0, s.column_count());
+  write_rescored(keys, req, i, l, s);
+}
+
+void rescore_normaliser(const sa_context &ctx, RescoreScratch &s, int64_t g) {
+  const int64_t n = s.column_count();
+  if (n == 0) return;
+  // As add_softmax_mass: the maximum, then the sum over the whole row in one kernel call.
+  const float *row = &s.scores[size_t(g * n)];
+  const float m = ctx.kernels->max_of(row, n);
+  s.lse[size_t(g)] = m == -std::numeric_limits<float>::infinity() ? m : m + std::log2(ctx.kernels->exp2_sum(row, n, m));
+}
+
+void add_rescore_mass(const sa_context &ctx, RescoreScratch &s, int64_t begin, int64_t end) {
+  const int64_t n = s.column_count();
+  if (begin >= end) return;
+  std::fill(s.mass.begin() + begin, s.mass.begin() + end, 0.f);
+  // Element by element as add_softmax_mass over the whole row: exp2_accumulate's vector and
+  // tail paths split the same way when the range starts on a multiple of the vector width.
+  for (size_t g = 0; g < s.lse.size(); ++g)
+    if (s.lse[g] != -std::numeric_limits<float>::infinity())
+      ctx.kernels->exp2_accumulate(&s.scores[g * size_t(n) + size_t(begin)], end - begin, s.lse[g], &s.mass[size_t(begin)]);
+}
+
+void write_rescored(const KeyStore &keys, const SelectRequest &req, int64_t i, const SelectionList &l,
+                    RescoreScratch &s) {
   const KeepRule rule = keep_rule(req, i);
   const int64_t *pos = keys.positions(l.kv_head);
   const int64_t n = s.column_count();
   BestCandidates best(s.ranked, req.top_k);  // clears s.ranked
   float forced_mass = 0.f;
   if (n > 0) {
-    s.mass.assign(size_t(n), 0.f);
-    for (int64_t g = 0; g < l.q_heads; ++g) add_softmax_mass(*ctx.kernels, &s.scores[size_t(g * n)], n, s.mass.data());
     const float norm = 1.f / float(l.q_heads);
     for (int64_t j = 0; j < n; ++j) {
       const int32_t slot = s.columns[size_t(j)];

@@ -92,6 +92,7 @@ struct RescoreScratch {
   std::vector<int32_t> forced;
   std::vector<int32_t> columns;     // forced slots, then the kept candidates, each ascending
   std::vector<float> queries, scores, mass;  // scores [G][columns]
+  std::vector<float> lse;           // per query head: its softmax's log2 normaliser (-inf: sees nothing)
   std::vector<Candidate> ranked;
   RescoreTaskScratch task;          // for rescore_candidates, which scores every column itself
   int64_t column_count() const { return int64_t(columns.size()); }
@@ -120,6 +121,17 @@ void score_rescore_columns(const sa_context &ctx, const NativeRows &rows, const 
                            RescoreScratch &s, int64_t begin, int64_t end, RescoreTaskScratch &t);
 void finish_rescore(const sa_context &ctx, const KeyStore &keys, const SelectRequest &req, int64_t i,
                     const SelectionList &l, RescoreScratch &s);
+// finish_rescore in three steps, so that one list's ranking is spread over tasks as its
+// scoring is (after plan_rescore, which sizes their outputs): rescore_normaliser gives query
+// head g's softmax normaliser over every column;
+// once every head has its own, add_rescore_mass gives the masses of columns [begin, end)
+// (begin a multiple of kRescoreMassAlign, end too or column_count(); tasks on disjoint ranges
+// may run at once); write_rescored ranks and writes the list. The same bits as finish_rescore.
+constexpr int64_t kRescoreMassAlign = 64;  // a multiple of every kernel's vector width
+void rescore_normaliser(const sa_context &ctx, RescoreScratch &s, int64_t g);
+void add_rescore_mass(const sa_context &ctx, RescoreScratch &s, int64_t begin, int64_t end);
+void write_rescored(const KeyStore &keys, const SelectRequest &req, int64_t i, const SelectionList &l,
+                    RescoreScratch &s);
 
 // Like rescore_candidates, but with the selector's own scores (higher is better, ties by
 // lower slot) instead of exact scores, in s.ranked; s.candidates is unused. Without exact
