@@ -1,27 +1,10 @@
 #include "select/kth_largest.hpp"
 
-#include <cstring>
 #include <limits>
 
+#include "select/order_key.hpp"
+
 namespace sa {
-namespace {
-
-// The value's bits as an unsigned key in the values' order (+0 and -0 equal, as they compare).
-inline uint32_t order_key(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, sizeof u);
-  if ((u & 0x7fffffffu) == 0) u = 0;
-  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
-}
-
-inline float key_value(uint32_t key) {
-  const uint32_t u = (key & 0x80000000u) ? (key & 0x7fffffffu) : ~key;
-  float f;
-  std::memcpy(&f, &u, sizeof f);
-  return f;
-}
-
-}  // namespace
 
 float kth_largest(const float *x, int64_t n, size_t k, std::vector<uint32_t> &keys) {
   // The keys of the values that are not NaN (branch-free: most are kept).
@@ -52,7 +35,7 @@ float kth_largest(const float *x, int64_t n, size_t k, std::vector<uint32_t> &ke
     }
     m = kept;
   }
-  return key_value(prefix);
+  return key_float(prefix);
 }
 
 }  // namespace sa
