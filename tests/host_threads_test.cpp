@@ -3,8 +3,8 @@
 // every selector kind and sa_attend (dense and sparse, with and without slot_mass in its own
 // buffer), on one shared context and index set or on per-thread ones, with contexts of 1 and
 // 2 threads. Every output must equal, bit for bit, a serial run on the main thread. Fixed-budget
-// eviction loops (sa_cache_evict, one set of tokens and per KV head, with sa_attend's slot_mass)
-// likewise. Also the limit on a context's thread count.
+// eviction loops (sa_cache_evict, one set of tokens and per KV head, pooled scores or not, with
+// sa_attend's slot_mass) likewise. Also the limit on a context's thread count.
 #include <gtest/gtest.h>
 #include <omp.h>
 
@@ -281,10 +281,11 @@ INSTANTIATE_TEST_SUITE_P(
     [](const ::testing::TestParamInfo<Case> &info) { return std::string(info.param.name); });
 
 // A fixed-budget decode loop as a host runs it per sequence: every step sa_cache_evict (one set of
-// tokens, or per KV head), the token's K/V into the freed slot(s), then sa_attend with slot_mass
+// tokens, or per KV head; scores pooled over `pool` positions or not), the token's K/V into the freed slot(s), then sa_attend with slot_mass
 // (and per-head positions) over the cache. Returns every freed slot, the final positions and the
 // slot mass, as bytes.
-std::vector<unsigned char> evict_loop(sa_context *ctx, const Inputs &in, bool per_head, std::string &failure) {
+std::vector<unsigned char> evict_loop(sa_context *ctx, const Inputs &in, bool per_head, int64_t pool,
+                                      std::string &failure) {
   constexpr int64_t B = 96, T = 200, row = kHkv * kD;
   const int64_t rows = per_head ? kHkv : 1;
   std::vector<uint16_t> kc(size_t(B * row)), vc(size_t(B * row));
@@ -299,7 +300,7 @@ std::vector<unsigned char> evict_loop(sa_context *ctx, const Inputs &in, bool pe
     return t;
   };
   sa_evict_options eo = SA_EVICT_OPTIONS_INIT;
-  eo.budget = B, eo.sinks = 2, eo.window = 8, eo.per_head = per_head;
+  eo.budget = B, eo.sinks = 2, eo.window = 8, eo.per_head = per_head, eo.score_pool = pool;
   const uint16_t *keys = static_cast<const uint16_t *>(const_cast<Tensor &>(in.keys).data());
   const uint16_t *values = static_cast<const uint16_t *>(const_cast<Tensor &>(in.values).data());
   const uint16_t *queries = static_cast<const uint16_t *>(const_cast<Tensor &>(in.queries[1]).data());
@@ -347,21 +348,23 @@ std::vector<unsigned char> evict_loop(sa_context *ctx, const Inputs &in, bool pe
   return bytes;
 }
 
-// Eviction loops (one set, per KV head) on every host thread at once, on a shared context or
-// one per thread, give exactly the serial run's slots, positions and slot mass.
+// Eviction loops (one set, per KV head; pooled scores or not) on every host thread at once, on a
+// shared context or one per thread, give exactly the serial run's slots, positions and slot mass.
 TEST_P(HostCalls, EvictionLoopsMatchASerialRunBitForBit) {
   const Case c = GetParam();
   const Inputs in = make_inputs();
   std::string failure;
-  std::vector<unsigned char> serial[2];
+  constexpr int64_t kPool = 3;
+  std::vector<unsigned char> serial[4];  // [per_head * 2 + pooled]
   {
     auto ctx = sat::make_context(1);
-    for (int per_head = 0; per_head < 2; ++per_head) {
-      serial[per_head] = evict_loop(ctx.get(), in, per_head != 0, failure);
+    for (int v = 0; v < 4; ++v) {
+      serial[v] = evict_loop(ctx.get(), in, v / 2 == 1, v % 2 ? kPool : 0, failure);
       ASSERT_EQ(failure, "");
     }
   }
-  ASSERT_NE(serial[0], serial[1]) << "per-head eviction kept the single set's tokens";
+  ASSERT_NE(serial[0], serial[2]) << "per-head eviction kept the single set's tokens";
+  ASSERT_NE(serial[0], serial[1]) << "pooling changed nothing: the loop does not test it";
   sat::ContextPtr shared = sat::make_context(c.threads);
   std::vector<std::string> failures(kHostThreads);
   std::vector<int> team;
@@ -369,10 +372,11 @@ TEST_P(HostCalls, EvictionLoopsMatchASerialRunBitForBit) {
     sat::ContextPtr own;
     if (!c.shared) own = sat::make_context(c.threads);
     sa_context *ctx = c.shared ? shared.get() : own.get();
-    for (int rep = 0; rep < 2; ++rep) {
-      const bool per_head = (t + rep) % 2 == 1;
+    for (int rep = 0; rep < 4; ++rep) {
+      const int v = (t + rep) % 4;
       std::string f;
-      if (evict_loop(ctx, in, per_head, f) != serial[per_head]) failures[size_t(t)] += (f.empty() ? "differs" : f) + "; ";
+      if (evict_loop(ctx, in, v / 2 == 1, v % 2 ? kPool : 0, f) != serial[v])
+        failures[size_t(t)] += (f.empty() ? "differs" : f) + "; ";
     }
   }, team);
   for (int t = 0; t < kHostThreads; ++t) {

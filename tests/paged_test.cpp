@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <numeric>
+#include <thread>
 #include <vector>
 
 #include "reference_attention.hpp"
@@ -786,7 +787,11 @@ TEST_F(BatchSelect, BadBatchesAreRefusedAndWriteNothing) {
 
 // A host's own OpenMP region of 8 threads runs batched steps on one shared context (2 threads)
 // and shared indexes: every thread's output equals a serial run on the main thread.
-TEST_F(BatchSelect, HostOpenMpRegionMatchesASerialRun) {
+// A batched decode step from the host's threads (its OpenMP region, then a std::thread pool) on
+// one shared context and index set: sa_select_batch, sparse and dense sa_attend_paged, and a
+// per-KV-head step (head_key_positions with slot_mass [H_kv, slots], each thread its own mass
+// buffer). Every round equals the serial run bit for bit.
+TEST_F(BatchSelect, HostThreadsMatchASerialRun) {
   auto ctx = sat::make_context(2);
   ASSERT_NE(ctx, nullptr);
   sat::Rng rng(41);
@@ -795,31 +800,54 @@ TEST_F(BatchSelect, HostOpenMpRegionMatchesASerialRun) {
   BatchIndexes batch(ctx.get(), c, [](int64_t b) { return b % 2 ? SA_SELECTOR_PAGE : SA_SELECTOR_EXACT; });
   std::vector<sa_index *> &ixs = batch.handles;
   Tensor q = sat::random_tensor(rng, SA_DTYPE_F32, {B, H_q, c.D});
+  const std::vector<int64_t> hpos = head_positions(c);
   sa_select_options so = sat::select_options(8, 4, 2);
-  sa_attend_options ao = SA_ATTEND_OPTIONS_INIT;
-  ao.causal = 1;
-  auto step = [&](Tensor &idx, Tensor &sparse, Tensor &dense) {
-    sa_paged_kv kv = c.desc();
-    sa_status s1 = sa_select_batch(ixs.data(), B, q.t(), nullptr, &so, &kv, idx.t());
-    sa_status s2 = sa_attend_paged(ctx.get(), q.t(), nullptr, &kv, idx.t(), &ao, sparse.t(), nullptr);
-    sa_status s3 = sa_attend_paged(ctx.get(), q.t(), nullptr, &kv, nullptr, &ao, dense.t(), nullptr);
-    return s1 == SA_OK && s2 == SA_OK && s3 == SA_OK;
+  struct Step {
+    Tensor idx, sparse, dense, per_head, mass;
   };
-  Tensor idx0(SA_DTYPE_I32, {B, c.H_kv, width}), sparse0(SA_DTYPE_F32, {B, H_q, c.D}), dense0(SA_DTYPE_F32, {B, H_q, c.D});
-  ASSERT_TRUE(step(idx0, sparse0, dense0)) << sa_last_error();
+  auto make_step = [&] {
+    Step st{Tensor(SA_DTYPE_I32, {B, c.H_kv, width}), Tensor(SA_DTYPE_F32, {B, H_q, c.D}),
+            Tensor(SA_DTYPE_F32, {B, H_q, c.D}), Tensor(SA_DTYPE_F32, {B, H_q, c.D}),
+            Tensor(SA_DTYPE_F32, {c.H_kv, c.num_slots()})};
+    return st;
+  };
+  auto step = [&](Step &st) {
+    sa_paged_kv kv = c.desc();
+    sa_attend_options ao = SA_ATTEND_OPTIONS_INIT;
+    ao.causal = 1;
+    st.mass.set_values(std::vector<double>(size_t(st.mass.numel()), 1.0));  // decayed, then added to
+    sa_attend_options ho = ao;
+    ho.head_key_positions = hpos.data();
+    ho.slot_mass = st.mass.t();
+    ho.mass_decay = 0.5f;
+    return sa_select_batch(ixs.data(), B, q.t(), nullptr, &so, &kv, st.idx.t()) == SA_OK &&
+           sa_attend_paged(ctx.get(), q.t(), nullptr, &kv, st.idx.t(), &ao, st.sparse.t(), nullptr) == SA_OK &&
+           sa_attend_paged(ctx.get(), q.t(), nullptr, &kv, nullptr, &ao, st.dense.t(), nullptr) == SA_OK &&
+           sa_attend_paged(ctx.get(), q.t(), nullptr, &kv, st.idx.t(), &ho, st.per_head.t(), nullptr) == SA_OK;
+  };
+  auto same = [](const Step &a, const Step &b) {
+    return a.idx.values() == b.idx.values() && a.sparse.values() == b.sparse.values() &&
+           a.dense.values() == b.dense.values() && a.per_head.values() == b.per_head.values() &&
+           a.mass.values() == b.mass.values();
+  };
+  Step serial = make_step();
+  ASSERT_TRUE(step(serial)) << sa_last_error();
   constexpr int kHost = 8;
+  auto on_thread = [&](std::vector<int> &good, int t) {
+    Step mine = make_step();
+    bool ok = true;
+    for (int round = 0; round < 3 && ok; ++round) ok = step(mine) && same(mine, serial);
+    good[size_t(t)] = ok ? 1 : 0;
+  };
   std::vector<int> good(kHost, 0);
 #pragma omp parallel num_threads(kHost)
-  {
-    const int t = omp_get_thread_num();
-    Tensor idx(SA_DTYPE_I32, {B, c.H_kv, width}), sparse(SA_DTYPE_F32, {B, H_q, c.D}), dense(SA_DTYPE_F32, {B, H_q, c.D});
-    bool same = true;
-    for (int round = 0; round < 3 && same; ++round)
-      same = step(idx, sparse, dense) && idx.values() == idx0.values() && sparse.values() == sparse0.values() &&
-             dense.values() == dense0.values();
-    good[size_t(t)] = same ? 1 : 0;
-  }
-  for (int t = 0; t < kHost; ++t) EXPECT_EQ(good[size_t(t)], 1) << "host thread " << t;
+  on_thread(good, omp_get_thread_num());
+  for (int t = 0; t < kHost; ++t) EXPECT_EQ(good[size_t(t)], 1) << "host OpenMP thread " << t;
+  good.assign(kHost, 0);
+  std::vector<std::thread> pool;
+  for (int t = 0; t < kHost; ++t) pool.emplace_back([&, t] { on_thread(good, t); });
+  for (std::thread &th : pool) th.join();
+  for (int t = 0; t < kHost; ++t) EXPECT_EQ(good[size_t(t)], 1) << "host std::thread " << t;
 }
 
 // Per-KV-head eviction with a paged cache: exact and page indexes (owning and borrowing keys)
@@ -887,7 +915,9 @@ TEST_F(BatchSelect, PerHeadPositionsFromIndexUpdateHeads) {
               ++kept;
               EXPECT_LE(hpos[size_t(h * S + e)], qpos[size_t(b * qper + i)]) << "b " << b << " i " << i << " h " << h;
             }
-        if (c.len[size_t(b)] > 0) EXPECT_GT(kept, 0) << "b " << b;
+        if (c.len[size_t(b)] > 0) {
+          EXPECT_GT(kept, 0) << "b " << b;
+        }
       }
       sa_attend_options ao = SA_ATTEND_OPTIONS_INIT;
       ao.causal = 1;

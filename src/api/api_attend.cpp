@@ -125,7 +125,7 @@ void attend_paged_on_device(sa_context &ctx, const sa_tensor *q, const sa_tensor
     fail(SA_ERR_UNSUPPORTED, "causal attention over a paged cache on CUDA takes the default positions only "
                              "(opt->query_positions and kv->slot_positions absent)");
   if (n_q == 0) return;
-  if (!plugin.api.attend_paged)
+  if (!has_entry(plugin.api, &sa_plugin_api::attend_paged))
     fail(SA_ERR_UNSUPPORTED, "the CUDA plugin '%s' predates sa_attend_paged with CUDA tensors", plugin.path.c_str());
   // Rank 3 (llama.cpp's cells) as pages of one row.
   TensorView k4 = t.k, v4 = t.v;
@@ -211,7 +211,7 @@ SA_API sa_status sa_attend(sa_context *ctx, const sa_tensor *q, const sa_tensor 
       attend(*ctx, p);
       return;
     }
-    if (p.slot_mass && !plugin->api.index_update)
+    if (p.slot_mass && !has_entry(plugin->api, &sa_plugin_api::index_update))
       fail(SA_ERR_UNSUPPORTED, "the CUDA plugin '%s' predates opt->slot_mass with CUDA tensors", plugin->path.c_str());
     if (p.causal && (o.query_positions || o.key_positions))
       fail(SA_ERR_UNSUPPORTED, "opt->query_positions and opt->key_positions are host arrays; with CUDA tensors causal "

@@ -196,7 +196,7 @@ SA_API sa_status sa_cache_evict(sa_context *ctx, const sa_evict_options *opt, co
       return evict_per_head(req, scores, positions, freed, n_freed);
     }
     const Plugin *plugin = dev.type == SA_DEVICE_CUDA ? &context_plugin(*ctx, dev.id) : nullptr;
-    if (plugin && !plugin->api.copy)
+    if (plugin && !has_entry(plugin->api, &sa_plugin_api::copy))
       fail(SA_ERR_UNSUPPORTED, "the CUDA plugin '%s' predates sa_cache_evict on CUDA tensors", plugin->path.c_str());
     void *stream = call_stream(*ctx, nullptr);
     std::vector<char> pos_buf, score_buf;
@@ -206,8 +206,7 @@ SA_API sa_status sa_cache_evict(sa_context *ctx, const sa_evict_options *opt, co
     TensorView fr = view_tensor(freed, "freed", 1, {SA_DTYPE_I32}, device_of(freed, dev));
     const bool on_device = pos.device == SA_DEVICE_CUDA && sc.device == SA_DEVICE_CUDA && fr.device == SA_DEVICE_CUDA;
     // The device kernels do not pool scores: a pooled request runs on the host.
-    if (on_device && req.pool == 0 && plugin->api.struct_size >= offsetof(sa_plugin_api, evict) + sizeof plugin->api.evict &&
-        plugin->api.evict) {
+    if (on_device && req.pool == 0 && has_entry(plugin->api, &sa_plugin_api::evict)) {
       bind_single_set(req, sc, pos);
       return evict_on_device(req, *plugin, dev, *ctx, fr, n_freed);
     }

@@ -38,7 +38,7 @@ class DeviceIndex final : public IndexBackend {
   }
 
   void update(const int32_t *slots, int64_t n, const TensorView &keys, const int64_t *positions) override {
-    if (!plugin_.api.index_update)
+    if (!has_entry(plugin_.api, &sa_plugin_api::index_update))
       fail(SA_ERR_UNSUPPORTED, "the CUDA plugin '%s' predates sa_index_update on device indexes", plugin_.path.c_str());
     if (n == 0) return;
     std::vector<int64_t> given;  // NULL positions: the next ones, as appends would give
@@ -117,7 +117,7 @@ class DeviceIndex final : public IndexBackend {
     a.first_query_position = max_position_ - n_q + 1;
     a.stream = call_stream(ctx_, o.cuda_stream);
     a.owner = &ctx_;  // its buffers go with the index's context (sa_context_destroy)
-    if (call.page_table && !plugin_.api.attend_paged)
+    if (call.page_table && !has_entry(plugin_.api, &sa_plugin_api::attend_paged))
       fail(SA_ERR_UNSUPPORTED, "the CUDA plugin '%s' predates sa_select_batch over a paged cache on the device",
            plugin_.path.c_str());
     a.page_table = call.page_table;
@@ -132,7 +132,7 @@ class DeviceIndex final : public IndexBackend {
   // queued) otherwise. call holds every sequence's query and output row; its page table is row
   // 0, row b at b * table_row_stride.
   bool select_batch(sa_index *const *indexes, int64_t n_seqs, const SelectCall &call, int64_t table_row_stride) const {
-    if (!plugin_.api.select_batch) return false;
+    if (!has_entry(plugin_.api, &sa_plugin_api::select_batch)) return false;
     check_device_options(call.opt);
     std::vector<sa_plugin_index *> made(static_cast<size_t>(n_seqs));
     std::vector<int64_t> positions(static_cast<size_t>(n_seqs));

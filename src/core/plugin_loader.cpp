@@ -122,7 +122,7 @@ const Plugin &cuda_plugin(const std::string &explicit_path) {
 
 void give_allocator(const Plugin &plugin, const sa_context &ctx) {
   const sa_plugin_api &api = plugin.api;
-  if (api.struct_size < offsetof(sa_plugin_api, set_allocator) + sizeof api.set_allocator || !api.set_allocator)
+  if (!has_entry(api, &sa_plugin_api::set_allocator))
     fail(SA_ERR_UNSUPPORTED, "the CUDA plugin '%s' predates host allocators: create the context without "
          "opt->cuda_allocator, or use the plugin built with this libsparseattn", plugin.path.c_str());
   check_plugin(plugin, api.set_allocator(&ctx, &ctx.cuda_allocator), "CUDA allocator");
@@ -136,7 +136,7 @@ void release_plugin_buffers(const sa_context &ctx) {
     auto it = loaded_plugins().find(ctx.cuda_plugin_path);
     if (it != loaded_plugins().end()) p = it->second.plugin.get();
   }
-  if (p && p->api.struct_size >= offsetof(sa_plugin_api, release) + sizeof p->api.release && p->api.release)
+  if (p && has_entry(p->api, &sa_plugin_api::release))
     p->api.release(&ctx);
 }
 
@@ -144,8 +144,7 @@ const Plugin *loaded_cuda_plugin() { return g_first_loaded.load(std::memory_orde
 
 void check_memory(const void *data, const char *name, sa_device_type device, int32_t device_id) {
   const Plugin *p = loaded_cuda_plugin();
-  if (!p || !data || p->api.struct_size < offsetof(sa_plugin_api, memory_info) + sizeof p->api.memory_info ||
-      !p->api.memory_info)
+  if (!p || !data || !has_entry(p->api, &sa_plugin_api::memory_info))
     return;
   sa_plugin_memory_info m{};
   m.struct_size = sizeof m;

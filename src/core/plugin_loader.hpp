@@ -2,11 +2,22 @@
 // never links CUDA; everything device-side goes through the table this returns.
 #pragma once
 
+#include <cstddef>
 #include <string>
 
 #include "sparseattn_plugin.h"
 
 namespace sa {
+
+// Whether a plugin fills the table entry `entry`: it lies within the struct_size the plugin
+// returned and is not NULL. Entries appended after a plugin was built are absent from it; the
+// one rule for every optional entry (the required ones are checked when the plugin loads).
+template <class Entry>
+bool has_entry(const sa_plugin_api &api, Entry sa_plugin_api::*entry) {
+  const auto *base = reinterpret_cast<const char *>(&api);
+  const size_t end = size_t(reinterpret_cast<const char *>(&(api.*entry)) - base) + sizeof(Entry);
+  return api.struct_size >= end && api.*entry != nullptr;
+}
 
 struct Plugin {
   sa_plugin_api api{};

@@ -62,6 +62,51 @@ class TorchCudaTest(ContextTest):
         with self.assertRaises(sa.DTypeError):
             sa.Tensor(torch.zeros(2, device="cuda", dtype=torch.bfloat16))
 
+    def test_torch_caching_allocator_holds_the_plugins_memory(self):
+        """Context(cuda_allocator=...) with PyTorch's caching allocator: every device buffer
+        of the context and its index comes from torch (counted by torch), all of it goes back
+        when they close, and the selection equals a context without the hook."""
+        calls = {"alloc": 0, "free": 0, "live": 0}
+
+        def alloc(n, dev, stream):
+            calls["alloc"] += 1
+            calls["live"] += n
+            return torch.cuda.caching_allocator_alloc(n, dev, stream)
+
+        def free(ptr, n, dev, stream):
+            calls["free"] += 1
+            calls["live"] -= n
+            torch.cuda.caching_allocator_delete(ptr)
+
+        r = rng(83)
+        k = torch.from_numpy(normal(r, 5000, 2, 128)).to("cuda", torch.float16)
+        q = torch.from_numpy(normal(r, 1, 8, 128)).to("cuda", torch.float16)
+        width = 64 + 8 + 4
+        got = torch.zeros(1, 2, width, dtype=torch.int32, device="cuda")
+        want = torch.zeros_like(got)
+        torch.cuda.synchronize()
+        before = torch.cuda.memory_allocated()
+        with sa.Context(threads=1, device="cuda", cuda_allocator=(alloc, free)) as ctx, \
+                sa.Index(ctx, 2, 128, kind="page", dtype="f16") as ix:
+            ix.append(k)
+            ix.select(q, top_k=64, window=8, sinks=4, out=got)
+            torch.cuda.synchronize()
+            self.assertGreater(calls["alloc"], 0)
+            # The page bounds (2 x 313 pages x 2 heads x 128 halves) at least, in torch's count.
+            self.assertGreaterEqual(torch.cuda.memory_allocated() - before, 2 * 313 * 2 * 128 * 2)
+            held = torch.cuda.memory_allocated() - before  # torch rounds blocks up to 512 bytes
+            self.assertGreaterEqual(held, calls["live"])
+            self.assertLessEqual(held, calls["live"] + 512 * calls["alloc"])
+        torch.cuda.synchronize()
+        self.assertEqual(calls["live"], 0)
+        self.assertEqual(calls["free"], calls["alloc"])
+        self.assertEqual(torch.cuda.memory_allocated(), before)
+        with cuda_context() as plain, sa.Index(plain, 2, 128, kind="page", dtype="f16") as ix:
+            ix.append(k)
+            ix.select(q, top_k=64, window=8, sinks=4, out=want)
+            torch.cuda.synchronize()
+        self.assertTrue(torch.equal(got, want))
+
 
 @unittest.skipIf(cupy is None, "cupy is not installed")
 class CupyTest(ContextTest):
