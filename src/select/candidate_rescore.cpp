@@ -136,11 +136,15 @@ void score_rows_grouped(const RowKernels &k, const float *q, int64_t q_heads, in
   }
 }
 
-void add_softmax_mass(const KernelTable &k, const float *row, int64_t n, float *mass) {
+float softmax_lse2(const KernelTable &k, const float *row, int64_t n) {
   const float m = k.max_of(row, n);
-  if (m == -std::numeric_limits<float>::infinity()) return;  // nothing visible
-  const float lse = m + std::log2(k.exp2_sum(row, n, m));
-  k.exp2_accumulate(row, n, lse, mass);
+  if (m == -std::numeric_limits<float>::infinity()) return m;  // nothing visible
+  return m + std::log2(k.exp2_sum(row, n, m));
+}
+
+void add_softmax_mass(const KernelTable &k, const float *row, int64_t n, float *mass) {
+  const float lse = softmax_lse2(k, row, n);
+  if (lse != -std::numeric_limits<float>::infinity()) k.exp2_accumulate(row, n, lse, mass);
 }
 
 int32_t *selection_row(const SelectRequest &req, int64_t i, const SelectionList &l) {
@@ -200,10 +204,7 @@ void finish_rescore(const sa_context &ctx, const KeyStore &keys, const SelectReq
 void rescore_normaliser(const sa_context &ctx, RescoreScratch &s, int64_t g) {
   const int64_t n = s.column_count();
   if (n == 0) return;
-  // As add_softmax_mass: the maximum, then the sum over the whole row in one kernel call.
-  const float *row = &s.scores[size_t(g * n)];
-  const float m = ctx.kernels->max_of(row, n);
-  s.lse[size_t(g)] = m == -std::numeric_limits<float>::infinity() ? m : m + std::log2(ctx.kernels->exp2_sum(row, n, m));
+  s.lse[size_t(g)] = softmax_lse2(*ctx.kernels, &s.scores[size_t(g * n)], n);
 }
 
 void add_rescore_mass(const sa_context &ctx, RescoreScratch &s, int64_t begin, int64_t end) {

@@ -69,6 +69,10 @@ void load_list_queries(const SelectRequest &req, int64_t i, const SelectionList 
 void score_rows_grouped(const RowKernels &k, const float *q, int64_t q_heads, int64_t D,
                         const void *rows, int64_t n, float *scores, int64_t ld);
 
+// log2 of sum_j 2^row[j] (base-2 logits, -inf for excluded entries) from the row's maximum
+// and one kernel sum over the whole row; -inf when every entry is -inf.
+float softmax_lse2(const KernelTable &k, const float *row, int64_t n);
+
 // mass[j] += 2^(row[j] - lse(row)) for j < n: one head's softmax probabilities over the row
 // (base-2 logits, -inf for excluded entries). Does nothing when every entry is -inf.
 void add_softmax_mass(const KernelTable &k, const float *row, int64_t n, float *mass);
