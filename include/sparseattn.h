@@ -320,7 +320,12 @@ typedef struct sa_page_options {
 } sa_page_options;
 
 /* LSH selector: SimHash over centred keys with hyperplanes drawn like the keys;
- * candidates from every table (own bucket + probes) are rescored exactly. */
+ * candidates from every table (own bucket + probes) are rescored exactly. In a
+ * call of 8 or more queries (a prompt's prefill), where exact scoring runs as one
+ * GEMM per block of queries, a query that sees at most 32 x top_k keys is scored
+ * exactly instead: at 4096 keys and top_k 128 hashing and probing a list cost
+ * about twice scoring every key it sees, and its candidates were half of those
+ * (bench_select select/lsh/prefill4k_k128). One query a call (decode) hashes. */
 typedef struct sa_lsh_options {
     int32_t rounds;        /* hash tables, 1 to 64 (default 8) */
     int32_t bits;          /* bits per table, 0 to 24; 0 (default): adapted to the

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <limits>
 #include <vector>
 
@@ -67,4 +68,41 @@ TEST(WriteSelection, KeepsTheBestAsSorting) {
       }
 }
 
+}  // namespace
+
+// best_floor: at least keep scores (NaN aside) reach the floor, so the best keep by sorting are
+// all at or above it; and it is tight enough to matter (masses in (0, 1]: fewer than 2 keep
+// reach it). Ties, signed zeros, infinities, NaNs, negative scores, keep around n.
+namespace {
+TEST(BestFloor, NoScoreBelowItIsAmongTheBest) {
+  sat::Rng rng(12);
+  for (Scores kind : {Scores::normal, Scores::ties, Scores::signed_zeros, Scores::infinities, Scores::nan, Scores::equal})
+    for (int n : {1, 2, 17, 300, 2048, 5000})
+      for (int keep : {-1, 0, 1, 2, n / 16 + 1, n / 2, n - 1, n, n + 1}) {
+        std::vector<float> x(static_cast<size_t>(n));
+        for (float &v : x) v = make_score(rng, kind);
+        const float floor = sa::best_floor(x.data(), n, keep);
+        std::vector<float> sorted;
+        for (float v : x)
+          if (!std::isnan(v)) sorted.push_back(v);
+        std::sort(sorted.begin(), sorted.end(), std::greater<float>());
+        SCOPED_TRACE(testing::Message() << "kind " << int(kind) << ", n " << n << ", keep " << keep);
+        if (keep <= 0 || keep >= n || int(sorted.size()) < keep) {
+          EXPECT_EQ(floor, -std::numeric_limits<float>::infinity());
+          continue;
+        }
+        EXPECT_FALSE(sorted[size_t(keep - 1)] < floor) << "the keep-th best lies below the floor " << floor;
+      }
+  for (int n : {2048, 4096}) {  // attention masses: the floor leaves few more than keep
+    std::vector<float> x(static_cast<size_t>(n));
+    double sum = 0;
+    for (float &v : x) sum += v = float(std::exp2(rng.normal() * 3));
+    for (float &v : x) v = float(v / sum);
+    const int keep = 128;
+    const float floor = sa::best_floor(x.data(), n, keep);
+    const int64_t reach = std::count_if(x.begin(), x.end(), [&](float v) { return !(v < floor); });
+    EXPECT_GE(reach, keep);
+    EXPECT_LT(reach, 2 * keep) << "n " << n;
+  }
+}
 }  // namespace

@@ -1,12 +1,14 @@
 // GPU benchmark of the CUDA plugin through the public API (H_q=32, H_kv=8, D=128, bf16):
-// sparse decode attend (K=2048 gathered keys), dense decode at 128K and 512K, page select +
-// attend and exact select at 128K, a batch of 64 sequences' gathered attend, and the device's
-// copy bandwidth, all timed with CUDA events (warm-up, median of many calls). Index sets are
-// rotated so that repeated calls do not run out of L2. Usage: cuda_bench [dense | batch]
+// sparse decode attend (K=2048 gathered keys), dense decode at 32K, 128K and 512K, page
+// select + attend at 128K and 512K, exact select + attend at 32K, 128K and 512K, a batch of
+// 64 sequences' gathered attend, and the device's copy bandwidth, all timed with CUDA events
+// (warm-up, median of many calls). Index sets are rotated so that repeated calls do not run
+// out of L2. Usage: cuda_bench [dense | batch | select]
 // batch: 64 sequences of 4K-128K keys in a paged cache (pages of 16): sa_attend_paged in one
 // call (sparse: top_k 2048 + window 64 + sinks 4 per KV head; dense), against a loop of
 // per-sequence sa_attend calls, and per-sequence page selection (torch_bench.py batch times
-// SDPA over the same lengths).
+// SDPA over the same lengths). select: the sparse attend, the one-token append and the
+// selection cases only.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -17,6 +19,7 @@
 #include <functional>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "sparseattn.h"
@@ -38,13 +41,25 @@ sa_tensor desc(void *data, sa_dtype dt, std::vector<int64_t> shape) {
   return t;
 }
 
+// bf16 bit patterns 0x3a00..0x3dff with a random sign, from a hash of the element number
+// (generated on the device: a 1 GB cache takes seconds on the host).
+__global__ void fill_random_bits(uint16_t *p, size_t n, uint32_t seed) {
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
+    uint32_t h = uint32_t(i) * 0x9e3779b1u ^ uint32_t(i >> 32) * 0x85ebca6bu ^ seed * 0xc2b2ae35u;
+    h ^= h >> 16;
+    h *= 0x7feb352du;
+    h ^= h >> 15;
+    h *= 0x846ca68bu;
+    h ^= h >> 16;
+    p[i] = uint16_t(0x3c00 + (h % 0x0400) - 0x0200) ^ uint16_t((h >> 31) << 15);
+  }
+}
+
 void *dev_random_bf16(size_t n, uint64_t seed) {
-  std::vector<uint16_t> h(n);
-  std::mt19937_64 rng(seed);
-  for (auto &x : h) x = uint16_t(0x3c00 + (rng() % 0x0400) - 0x0200) ^ uint16_t((rng() & 1) << 15);  // |x| ~ 0.5..2 bf16
   void *d;
   CK(cudaMalloc(&d, n * 2));
-  CK(cudaMemcpy(d, h.data(), n * 2, cudaMemcpyHostToDevice));
+  fill_random_bits<<<4096, 256>>>(static_cast<uint16_t *>(d), n, uint32_t(seed));
+  CK(cudaDeviceSynchronize());
   return d;
 }
 
@@ -264,11 +279,27 @@ void run_batch(sa_context *ctx, cudaStream_t s) {
   CK(cudaFree(dphys));
 }
 
+// Device copy bandwidth, TB/s of bytes read + written.
+double copy_bandwidth(cudaStream_t s) {
+  const size_t copy_bytes = size_t(2) << 30;
+  void *ca, *cb;
+  CK(cudaMalloc(&ca, copy_bytes));
+  CK(cudaMalloc(&cb, copy_bytes));
+  CK(cudaMemset(ca, 1, copy_bytes));
+  const double copy_us = median_us(s, 20, [&](int) { CK(cudaMemcpyAsync(cb, ca, copy_bytes, cudaMemcpyDeviceToDevice, s)); });
+  const double copy_bw = 2.0 * copy_bytes / copy_us / 1e6;
+  CK(cudaFree(ca));
+  CK(cudaFree(cb));
+  std::printf("copy bandwidth: %.2f TB/s (read + write, %.0f us for %zu MB)\n", copy_bw, copy_us, copy_bytes >> 20);
+  return copy_bw;
+}
+
 }  // namespace
 
 int main(int argc, char **argv) {
   const bool dense_only = argc > 1 && std::string(argv[1]) == "dense";  // copy bandwidth and dense decode only
   const bool batch_only = argc > 1 && std::string(argv[1]) == "batch";
+  const bool select_only = argc > 1 && std::string(argv[1]) == "select";
   cudaStream_t s;
   CK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
   sa_context_options co = SA_CONTEXT_OPTIONS_INIT;
@@ -285,17 +316,7 @@ int main(int argc, char **argv) {
     return 0;
   }
 
-  // Copy bandwidth (bytes read + written).
-  const size_t copy_bytes = size_t(2) << 30;
-  void *ca, *cb;
-  CK(cudaMalloc(&ca, copy_bytes));
-  CK(cudaMalloc(&cb, copy_bytes));
-  CK(cudaMemset(ca, 1, copy_bytes));
-  const double copy_us = median_us(s, 20, [&](int) { CK(cudaMemcpyAsync(cb, ca, copy_bytes, cudaMemcpyDeviceToDevice, s)); });
-  const double copy_bw = 2.0 * copy_bytes / copy_us / 1e6;  // TB/s
-  CK(cudaFree(ca));
-  CK(cudaFree(cb));
-  std::printf("copy bandwidth: %.2f TB/s (read + write, %.0f us for %zu MB)\n", copy_bw, copy_us, copy_bytes >> 20);
+  const double copy_bw = select_only ? 0.0 : copy_bandwidth(s);
 
   const int64_t N = 512 * 1024;  // cache of 512K tokens; the 128K cases use its first rows
   void *K = dev_random_bf16(size_t(N) * kHkv * kD, 1), *V = dev_random_bf16(size_t(N) * kHkv * kD, 2);
@@ -332,6 +353,7 @@ int main(int argc, char **argv) {
 
   // Dense decode at 32K, 128K and 512K.
   for (int64_t n : {N128 / 4, N128, N}) {
+    if (select_only) break;
     sa_tensor kn = desc(K, SA_DTYPE_BF16, {n, kHkv, kD}), vn = desc(V, SA_DTYPE_BF16, {n, kHkv, kD});
     const double us = median_us(s, 50, [&](int) { SK(sa_attend(ctx, &q1, &kn, &vn, nullptr, nullptr, &o1, &l1)); });
     std::printf("dense decode attend (%lldK): %.1f us, %.2f TB/s\n", (long long)(n / 1024), us,
@@ -343,8 +365,8 @@ int main(int argc, char **argv) {
   // One-token appends to a page index holding 128K keys (the decode step's append, per layer):
   // per call with an event after each, in a graph (device time), and the host's time per call
   // of a loop that does not wait.
-  // An index of `kind` (pages of 16, no refinement) over the first 128K keys.
-  auto index_over_128k = [&](sa_selector_kind kind) {
+  // An index of `kind` (pages of 16, no refinement) over keys.
+  auto index_over = [&](sa_selector_kind kind, const sa_tensor &keys) {
     sa_index_options io = SA_INDEX_OPTIONS_INIT;
     io.kind = kind;
     io.num_kv_heads = kHkv;
@@ -354,11 +376,11 @@ int main(int argc, char **argv) {
     io.page.refine = 0;
     sa_index *ix = nullptr;
     SK(sa_index_create(ctx, &io, &ix));
-    SK(sa_index_append(ix, &k128));
+    SK(sa_index_append(ix, &keys));
     return ix;
   };
   {
-    sa_index *ix = index_over_128k(SA_SELECTOR_PAGE);
+    sa_index *ix = index_over(SA_SELECTOR_PAGE, k128);
     int64_t next = N128;
     auto append_one = [&](int) {
       sa_tensor one = desc(static_cast<uint16_t *>(K) + size_t(next % N) * kHkv * kD, SA_DTYPE_BF16, {1, kHkv, kD});
@@ -379,7 +401,7 @@ int main(int argc, char **argv) {
   }
 
   // Batch of 64 sequences, each its own 16K tokens of a 1M-token pool, 2048 keys per head.
-  {
+  if (!select_only) {
     const int B = 64;
     const int64_t span = 8 * 1024;  // 64 x 8K = 512K pool rows
     auto h = random_lists(B, kTop, span, true, 7);
@@ -396,9 +418,15 @@ int main(int argc, char **argv) {
     CK(cudaFree(bi));
   }
 
-  // Page select + attend, and exact select, at 128K keys.
-  for (sa_selector_kind kind : {SA_SELECTOR_PAGE, SA_SELECTOR_EXACT}) {
-    sa_index *ix = index_over_128k(kind);
+  // Page select + attend at 128K and 512K keys, exact select (+ attend) at 32K, 128K and 512K.
+  const std::pair<sa_selector_kind, int64_t> select_cases[] = {
+      {SA_SELECTOR_PAGE, N128}, {SA_SELECTOR_PAGE, N}, {SA_SELECTOR_EXACT, N128 / 4}, {SA_SELECTOR_EXACT, N128},
+      {SA_SELECTOR_EXACT, N}};
+  for (const auto &sc : select_cases) {
+    const sa_selector_kind kind = sc.first;
+    const int64_t n = sc.second;
+    sa_tensor kn = desc(K, SA_DTYPE_BF16, {n, kHkv, kD}), vn = desc(V, SA_DTYPE_BF16, {n, kHkv, kD});
+    sa_index *ix = index_over(kind, kn);
     sa_select_options so = SA_SELECT_OPTIONS_INIT;
     so.top_k = kTop;
     so.window = 64;
@@ -407,15 +435,16 @@ int main(int argc, char **argv) {
     int32_t *sel;
     CK(cudaMalloc(&sel, size_t(kHkv) * width * 4));
     sa_tensor st = desc(sel, SA_DTYPE_I32, {1, kHkv, width});
-    const double sel_us = median_us(s, 200, [&](int) { SK(sa_select(ix, &q1, &so, &st)); });
+    const int reps = kind == SA_SELECTOR_PAGE ? 200 : 50;
+    const double sel_us = median_us(s, reps, [&](int) { SK(sa_select(ix, &q1, &so, &st)); });
     auto step = [&](int) {
       SK(sa_select(ix, &q1, &so, &st));
-      SK(sa_attend(ctx, &q1, &k128, &v128, &st, nullptr, &o1, nullptr));
+      SK(sa_attend(ctx, &q1, &kn, &vn, &st, nullptr, &o1, nullptr));
     };
-    const double step_us = median_us(s, 200, step);
+    const double step_us = median_us(s, reps, step);
     const double step_graph = graph_us(s, step);
-    std::printf("%s select at 128K: %.1f us; select + attend step: %.1f us per call (%.1f us in a graph)\n",
-                kind == SA_SELECTOR_PAGE ? "page" : "exact", sel_us, step_us, step_graph);
+    std::printf("%s select at %lldK: %.1f us; select + attend step: %.1f us per call (%.1f us in a graph)\n",
+                kind == SA_SELECTOR_PAGE ? "page" : "exact", (long long)(n / 1024), sel_us, step_us, step_graph);
     CK(cudaFree(sel));
     sa_index_destroy(&ix);
   }
@@ -423,7 +452,7 @@ int main(int argc, char **argv) {
   // device index, and sa_cache_evict on device scores [H_kv, 128K] and positions (the plugin's
   // policy kernel; a plugin without it copies them to the host for the CPU policy), against the
   // same call on host arrays.
-  {
+  if (!select_only) {
     float *mass;
     CK(cudaMalloc(&mass, size_t(kHkv) * N128 * 4));
     CK(cudaMemset(mass, 0, size_t(kHkv) * N128 * 4));

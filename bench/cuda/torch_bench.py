@@ -1,6 +1,6 @@
 """PyTorch on the same shapes as cuda_bench (H_q=32, H_kv=8, D=128, bf16), timed the same way
 (CUDA events, warm-up, median): SDPA dense decode at 32K, 128K and 512K, torch.gather + SDPA over
-2048 keys per KV head, exact scores + torch.topk at 128K. Usage: python3 torch_bench.py [batch]
+2048 keys per KV head, exact scores + torch.topk at 32K, 128K and 512K. Usage: python3 torch_bench.py [batch]
 batch: SDPA dense decode of cuda_bench batch's 64 sequences of 4K-128K keys (the same lengths),
 one call per sequence (SDPA takes no page table or ragged batch)."""
 import sys
@@ -51,12 +51,15 @@ def main():
 
     print(f"torch gather + SDPA (2048 keys): {median_us(gather_sdpa):.1f} us")
 
-    def exact_topk():
-        s = torch.matmul(q.view(1, HKV, HQ // HKV, D), kn.transpose(-1, -2)) * D ** -0.5  # [1, HKV, G, n]
-        p = torch.softmax(s.float(), dim=-1).mean(dim=2)
-        return torch.topk(p, TOP, dim=-1)
+    for n in (32 * 1024, 128 * 1024, 512 * 1024):
+        kn = k[:, :, :n]
 
-    print(f"torch exact scores + topk (128K): {median_us(exact_topk, reps=50):.1f} us")
+        def exact_topk():
+            s = torch.matmul(q.view(1, HKV, HQ // HKV, D), kn.transpose(-1, -2)) * D ** -0.5  # [1, HKV, G, n]
+            p = torch.softmax(s.float(), dim=-1).mean(dim=2)
+            return torch.topk(p, TOP, dim=-1)
+
+        print(f"torch exact scores + topk ({n // 1024}K): {median_us(exact_topk, reps=50):.1f} us")
 
 
 def batch():

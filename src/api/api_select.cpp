@@ -102,22 +102,15 @@ void select_batch_on_device(sa_index *const *indexes, int64_t n_seqs, const sa_t
     whole.page_size = t.page_size;
     whole.num_pages = t.num_pages;
   }
-  if (select_batch_on_plugin(indexes, n_seqs, whole, t.page_table.rank ? t.page_table.stride[0] : 0)) return;
-  for (int64_t b = 0; b < n_seqs; ++b) {
-    SelectCall call;
-    call.opt = o;
-    call.queries = q;
+  const int64_t table_row_stride = t.page_table.rank ? t.page_table.stride[0] : 0;
+  if (select_batch_on_plugin(indexes, n_seqs, whole, table_row_stride)) return;
+  for (int64_t b = 0; b < n_seqs; ++b) {  // the whole call, moved to sequence b's row
+    SelectCall call = whole;
     call.queries.shape[0] = 1;
     call.queries.data = q.bytes() + b * q.stride[0] * int64_t(dtype_size(q.dtype));
-    call.indices = out;
     call.indices.shape[0] = 1;
     call.indices.data = out.bytes() + b * out.stride[0] * int64_t(sizeof(int32_t));
-    if (t.page_table.rank) {
-      call.page_table = t.page_table.ptr<const int32_t>() + b * t.page_table.stride[0];
-      call.page_table_stride = t.page_table.stride[1];
-      call.page_size = t.page_size;
-      call.num_pages = t.num_pages;
-    }
+    if (whole.page_table) call.page_table = whole.page_table + b * table_row_stride;
     indexes[b]->backend->select(call);
   }
 }

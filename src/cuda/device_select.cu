@@ -4,7 +4,8 @@
 // writes sinks, the chosen items' slots and the window, ascending, then -1 padding.
 // Page selection is two launches: the bounds of all pages (many blocks, each also raising the
 // per-row maxima with atomics), then per (query, KV head) the masses computed into shared
-// memory, selected and written out by one block.
+// memory, selected and written out by one block. Exact selection is four: the scores (with
+// the row maxima, as for pages), each row's log-sum-exp, the masses, the top-k.
 //   exact: mass of slot j = mean over the group's heads of softmax(scale * q.k)_j (as the CPU).
 //   page:  bound_g(p) = sum_d max(q_d min_d, q_d max_d) (Quest); mass of page p =
 //          sum_g 2^(scale*log2e*(bound_g(p) - max_p' bound_g(p'))); top_k / page_size pages.
@@ -25,14 +26,12 @@ constexpr float kLog2e = 1.4426950408889634f;
 constexpr int kThreads = 128;
 constexpr int kMaxGroup = 8;
 constexpr int kTopThreads = 1024;
-constexpr int kScoreUnroll = 4;  // rows each lane group has in flight
+// Rows each lane group scores in a block, and has in flight: page bounds (min and max rows),
+// exact keys. Measured on an H200 (bounds 18.4 -> 16.4 us at 128K pages of 16; keys 109.7 ->
+// 92.7 us at 128K): longer blocks amortise the query load and the row-maximum atomics.
+constexpr int kScoreSteps = 16, kScoreUnroll = 4;
+constexpr int kExactSteps = 64, kExactUnroll = 8;
 constexpr int kIpt = 8;          // consecutive items per thread in the ordered pass
-constexpr int kHistCopies = 8;   // radix histograms per block: fewer to clear and add up than one
-                                 // per warp, and warp-aggregated atomics keep contention low
-
-struct MaxOp {
-  __device__ __forceinline__ float operator()(float a, float b) const { return fmaxf(a, b); }
-};
 
 struct Common {
   const void *q;
@@ -103,7 +102,7 @@ __device__ __forceinline__ float reduce_spread(float (&v)[N], int lane) {
 // group; heads past G have zero queries and are not written.
 // One block's rows of query i and head h: scores_q is the query's [H][G][n_rows], row_max_q
 // its [H][G] (or null).
-template <class T, int D, int MODE, int MAXG>
+template <class T, int D, int MODE, int MAXG, int STEPS = kScoreSteps, int UNROLL = kScoreUnroll>
 __device__ __forceinline__ void row_scores(const Common &c, int i, int h, const uint16_t *rows_a,
                                            const uint16_t *rows_b, int64_t head_stride, int64_t n_rows, int item,
                                            float *scores_q, unsigned *row_max_q) {
@@ -124,12 +123,12 @@ __device__ __forceinline__ void row_scores(const Common &c, int i, int h, const 
   int64_t lo, hi;
   candidate_range(c, i, lo, hi);
   const int64_t visible_end = c.first_pos + i;  // last visible slot
-  const int64_t r0 = int64_t(blockIdx.x) * SLOTS * 8;
+  const int64_t r0 = int64_t(blockIdx.x) * SLOTS * STEPS;
   float *out = scores_q + (int64_t(h) * c.G + my_g) * n_rows;
-  for (int step = 0; step < 8; step += kScoreUnroll) {
-    uint4 a[kScoreUnroll], b[kScoreUnroll];
+  for (int step = 0; step < STEPS; step += UNROLL) {
+    uint4 a[UNROLL], b[UNROLL];
 #pragma unroll
-    for (int x = 0; x < kScoreUnroll; ++x) {
+    for (int x = 0; x < UNROLL; ++x) {
       const int64_t r = r0 + (step + x) * SLOTS + slot;
       a[x] = make_uint4(0, 0, 0, 0);
       b[x] = make_uint4(0, 0, 0, 0);
@@ -139,7 +138,7 @@ __device__ __forceinline__ void row_scores(const Common &c, int i, int h, const 
       }
     }
 #pragma unroll
-    for (int x = 0; x < kScoreUnroll; ++x) {
+    for (int x = 0; x < UNROLL; ++x) {
       const int64_t r = r0 + (step + x) * SLOTS + slot;
       float fa[8], fb[8], dot[MAXG];
       unpack8<T>(a[x], fa);
@@ -179,13 +178,13 @@ __device__ __forceinline__ void row_scores(const Common &c, int i, int h, const 
   }
 }
 
-template <class T, int D, int MODE, int MAXG>
+template <class T, int D, int MODE, int MAXG, int STEPS, int UNROLL>
 __global__ void __launch_bounds__(kThreads) row_scores_kernel(const Common c, const uint16_t *rows_a,
                                                               const uint16_t *rows_b, int64_t head_stride,
                                                               int64_t n_rows, int item, float *scores,
                                                               unsigned *row_max) {
   const int i = blockIdx.z;
-  row_scores<T, D, MODE, MAXG>(c, i, blockIdx.y, rows_a, rows_b, head_stride, n_rows, item,
+  row_scores<T, D, MODE, MAXG, STEPS, UNROLL>(c, i, blockIdx.y, rows_a, rows_b, head_stride, n_rows, item,
                                scores + int64_t(i) * c.H * c.G * n_rows, row_max ? row_max + i * c.H * c.G : nullptr);
 }
 
@@ -219,29 +218,25 @@ __global__ void __launch_bounds__(kThreads) batch_bounds_kernel(const Common c, 
   const int b = blockIdx.z;
   const BatchSeq &e = t.s[b];
   const int64_t n_rows = (e.n + item - 1) / item;
-  if (int64_t(blockIdx.x) * (kThreads / (D / 8)) * 8 >= n_rows) return;
+  if (int64_t(blockIdx.x) * (kThreads / (D / 8)) * kScoreSteps >= n_rows) return;
   row_scores<T, D, 1, MAXG>(sequence_common(c, e, b), b, blockIdx.y, e.lo, e.hi, e.head_stride, n_rows, item,
                             scores + e.scores_off, row_max + b * c.H * c.G);
 }
 
-// Per (query, head, group member) row of scores: its max (page) or its log2-sum-exp2 (exact).
-template <bool LSE>
-__global__ void __launch_bounds__(kTopThreads) row_norm_kernel(const float *scores, int64_t n_rows, float *norm) {
+// Per (query, head, group member) row of scores (exact): its log2-sum-exp2, from the row's
+// maximum that the scores kernel raised in row_max (order_bits), which is put back to zero.
+__global__ void __launch_bounds__(kTopThreads) row_lse_kernel(const float *scores, int64_t n_rows,
+                                                              unsigned *row_max, float *norm) {
   using Reduce = cub::BlockReduce<float, kTopThreads>;
   __shared__ typename Reduce::TempStorage tmp;
-  __shared__ float max_s;
   const float *row = scores + int64_t(blockIdx.x) * n_rows;
-  float m = -INFINITY;
-  for (int64_t j = threadIdx.x; j < n_rows; j += kTopThreads) m = fmaxf(m, row[j]);
-  m = Reduce(tmp).Reduce(m, MaxOp());
-  if (threadIdx.x == 0) max_s = m;
+  const float m = from_order_bits(row_max[blockIdx.x]);
   __syncthreads();
-  m = max_s;
-  if (!LSE || m == -INFINITY) {
+  if (threadIdx.x == 0) row_max[blockIdx.x] = 0u;
+  if (m == -INFINITY) {
     if (threadIdx.x == 0) norm[blockIdx.x] = m;
     return;
   }
-  __syncthreads();
   float s = 0.f;
   for (int64_t j = threadIdx.x; j < n_rows; j += kTopThreads) s += exp2f(row[j] - m);
   s = Reduce(tmp).Sum(s);
@@ -274,6 +269,128 @@ __global__ void mass_kernel(const Common c, const float *scores, const float *no
   }
 }
 
+// The radix select's keys: a candidate's mass (>= 0) as unsigned bits, which order like the
+// values; non-candidates (mass -1) take no part.
+__device__ __forceinline__ bool is_candidate(float v) { return v >= 0.f; }
+__device__ __forceinline__ unsigned mass_key(float v) { return __float_as_uint(v) & 0x7fffffffu; }
+
+// The keys' digits, most significant first: the exponent, then 8, 8 and 7 mantissa bits.
+constexpr int kDigits = 4;
+__host__ __device__ constexpr int digit_shift(int p) { return p == 0 ? 23 : p == 1 ? 15 : p == 2 ? 7 : 0; }
+__host__ __device__ constexpr int digit_bits(int p) { return p == kDigits - 1 ? 7 : 8; }
+constexpr int kHistCopies = 8;  // radix histograms per block (warps w and w + 8 share one): less contention
+constexpr int kListCap = 4096;  // items still in the running gathered into shared memory once this few
+
+// hist[warp % kHistCopies][digit] += 1 for each lane of the warp with digit >= 0; every lane of
+// the warp calls it. Masses crowd into few digits: one atomic per distinct digit of the warp,
+// not per lane; once few items are in the running, whole warps skip the match.
+__device__ __forceinline__ void count_digit(int (*hist)[256], int digit) {
+  if (!__any_sync(0xffffffffu, digit >= 0)) return;
+  const unsigned peers = __match_any_sync(0xffffffffu, digit);
+  if (digit >= 0 && (threadIdx.x & 31) == __ffs(peers) - 1)
+    atomicAdd(&hist[(threadIdx.x >> 5) % kHistCopies][digit], __popc(peers));
+}
+
+// Counts into hist the digit (key >> shift) & (bins - 1) of the candidates among
+// src[r0 + k * THREADS + thread] (k < kIpt, below count) whose key matches prefix under mask;
+// returns how many of them are candidates. Every thread of the block calls it.
+template <int THREADS>
+__device__ __forceinline__ int count_chunk(int (*hist)[256], const float *src, int64_t r0, int64_t count,
+                                           unsigned prefix, unsigned mask, int shift, int bins) {
+  float v[kIpt];
+#pragma unroll
+  for (int k = 0; k < kIpt; ++k) {
+    const int64_t r = r0 + int64_t(k) * THREADS + threadIdx.x;
+    v[k] = r < count ? src[r] : -1.f;
+  }
+  int candidates = 0;
+#pragma unroll
+  for (int k = 0; k < kIpt; ++k) {
+    const unsigned key = mass_key(v[k]);
+    const bool in = is_candidate(v[k]) && (key & mask) == prefix;
+    candidates += is_candidate(v[k]);
+    count_digit(hist, in ? int((key >> shift) & unsigned(bins - 1)) : -1);
+  }
+  return candidates;
+}
+
+// Rows of many items whose masses are in global memory are selected by radix passes over many
+// blocks (one launch per digit), each block counting its share of the row into the row's
+// histogram; the last block of a row to finish picks the digit and leaves the row's state
+// for the next pass, and the top kernel writes the output from the final state. Per row, in
+// the zeroed buffer: the histogram, then these words (zero between calls).
+constexpr int kSelFinished = 256, kSelTotal = 257, kSelPrefix = 258, kSelMask = 259, kSelNeed = 260, kSelDone = 261;
+constexpr int kSelStride = 264;
+constexpr int kPassThreads = 256;
+constexpr int64_t kPassItems = int64_t(kPassThreads) * kIpt * 2;  // items a block counts
+constexpr int64_t kManyItems = 16384;                             // rows at least this long use the passes
+
+__global__ void __launch_bounds__(kPassThreads) radix_pass_kernel(const float *mass, int64_t n_items, int64_t n_sel,
+                                                                  int p, int *sel) {
+  using Scan = cub::BlockScan<int, kPassThreads>;
+  __shared__ typename Scan::TempStorage scan_tmp;
+  __shared__ int hist[kHistCopies][256];
+  __shared__ bool last_s;
+  const int tid = threadIdx.x;
+  const int64_t rr = blockIdx.x;  // (query, KV head)
+  int *st = sel + rr * kSelStride;
+  if (p > 0 && st[kSelDone]) return;
+  const unsigned prefix = p ? unsigned(st[kSelPrefix]) : 0u, mask = p ? unsigned(st[kSelMask]) : 0u;
+  const int shift = digit_shift(p), bins = 1 << digit_bits(p);
+  for (int b = tid; b < kHistCopies * 256; b += kPassThreads) (&hist[0][0])[b] = 0;
+  __syncthreads();
+  const float *row = mass + rr * n_items;
+  int mine = 0;
+  for (int64_t r0 = int64_t(blockIdx.y) * kPassItems; r0 < n_items; r0 += int64_t(gridDim.y) * kPassItems)
+    for (int64_t r1 = r0; r1 < r0 + kPassItems; r1 += int64_t(kPassThreads) * kIpt)
+      mine += count_chunk<kPassThreads>(hist, row, r1, n_items, prefix, mask, shift, bins);
+  __syncthreads();
+  for (int b = tid; b < bins; b += kPassThreads) {
+    int n = 0;
+    for (int w = 0; w < kHistCopies; ++w) n += hist[w][b];
+    if (n) atomicAdd(&st[b], n);
+  }
+  if (p == 0) {
+    mine = __reduce_add_sync(0xffffffffu, mine);
+    if ((tid & 31) == 0 && mine) atomicAdd(&st[kSelTotal], mine);
+  }
+  __threadfence();
+  __syncthreads();
+  if (tid == 0) last_s = atomicAdd(&st[kSelFinished], 1) == int(gridDim.y) - 1;
+  __syncthreads();
+  if (!last_s) return;
+  __threadfence();
+  // The row's last block: the digit where the running count reaches `need`, from the top.
+  volatile int *vst = st;
+  const int64_t total = p == 0 ? vst[kSelTotal] : 0;
+  const int64_t need = p == 0 ? n_sel : vst[kSelNeed];
+  const int b = bins - 1 - tid;
+  const int count = b >= 0 ? vst[b] : 0;
+  int above, all;
+  Scan(scan_tmp).ExclusiveSum(count, above, all);
+  __syncthreads();
+  if (b >= 0) st[b] = 0;
+  if (tid == 0) {
+    st[kSelFinished] = 0;
+    st[kSelTotal] = 0;
+  }
+  if (p == 0 && total <= n_sel) {  // every candidate is chosen
+    if (tid == 0) {
+      st[kSelPrefix] = 0;
+      st[kSelNeed] = INT32_MAX;
+      st[kSelDone] = 1;
+    }
+    return;
+  }
+  if (b >= 0 && above < need && above + count >= need) {
+    const bool whole = above + count == need;
+    st[kSelPrefix] = int(prefix | (unsigned(b) << shift));
+    st[kSelMask] = int(mask | (unsigned(bins - 1) << shift));
+    st[kSelNeed] = whole ? INT32_MAX : int(need - above);
+    st[kSelDone] = whole || p == kDigits - 1;
+  }
+}
+
 // One block per (query, KV head): choose the n_sel items of highest mass (ties: lower item
 // first) and write sinks, the chosen items' candidate slots and the window, ascending.
 // STAGED (page): the masses are computed from the bounds and row maxima (row_max, order_bits)
@@ -281,27 +398,58 @@ __global__ void mass_kernel(const Common c, const float *scores, const float *no
 // is also assembled in shared memory (after the masses) and copied out at the end, so the
 // chosen pages' slots are not stored one by one to global memory. row_max, when given, is
 // put back to zeros for the next call.
+// The threshold is a radix select on the masses' bits, four digits (the first counted while
+// the masses are staged, or read for the candidate count); as soon as few enough items are
+// still in the running, they are gathered into shared memory and the later digits count
+// only them.
 // The block of query i and KV head h: mass_row its masses (not STAGED), scores_qh its
-// [G][n_items] scores (STAGED), row_max_qh its [G] maxima or null, o_global its output row.
+// [G][n_items] scores (STAGED), row_max_qh its [G] maxima or null, o_global its output row,
+// given its state after radix_pass_kernel (the threshold found; put back to zeros) or null.
 template <bool STAGED>
 __device__ __forceinline__ void top_items(const Common &c, int i, int h, const float *mass_row,
                                           const float *scores_qh, unsigned *row_max_qh, int64_t n_items, int item,
-                                          int64_t n_sel, int32_t *o_global, int64_t o_s2, int64_t width) {
+                                          int64_t n_sel, int32_t *o_global, int64_t o_s2, int64_t width,
+                                          int *given = nullptr) {
   using Scan = cub::BlockScan<int, kTopThreads>;
   extern __shared__ float staged_s[];
   __shared__ typename Scan::TempStorage scan_tmp;
-  __shared__ int hist[kHistCopies][256];  // warps w and w + kHistCopies share one
-  __shared__ unsigned prefix_s;
+  __shared__ int hist[kHistCopies][256];
+  __shared__ __align__(16) float list_s[kListCap];  // the threshold digit's items; later, pages to expand
+  __shared__ int list_n_s;
+  __shared__ int digit_s;
+  __shared__ int in_digit_s;
   __shared__ int need_s;
   __shared__ bool all_s;
   __shared__ int total_s;
   __shared__ float norm_s[kMaxGroup];
-  const int tid = threadIdx.x;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   int32_t *o_staged = reinterpret_cast<int32_t *>(staged_s + n_items);
   // Entry `at` of the output row (at < width).
   auto put = [&](int64_t at, int32_t value) {
     if (STAGED) o_staged[at] = value;
     else o_global[at * o_s2] = value;
+  };
+  // The digit of the bins counts in hist (bins <= 256, copies added), from the top, where the
+  // running count reaches need (1 <= need <= the total): digit_s, need_s (still to take within
+  // the digit), all_s (the digit is taken whole) and in_digit_s (its items). Ends with the
+  // block synchronised.
+  auto find_digit = [&](int bins, int64_t need) {
+    const int b = bins - 1 - tid;
+    int count = 0;
+    if (b >= 0)
+      for (int w = 0; w < kHistCopies; ++w) count += hist[w][b];
+    int above, all;
+    Scan(scan_tmp).ExclusiveSum(count, above, all);
+    if (b >= 0 && above < need && above + count >= need) {
+      digit_s = b;
+      need_s = int(need - above);
+      all_s = above + count == need;
+      in_digit_s = count;
+    }
+    __syncthreads();
+  };
+  auto clear_hist = [&]() {
+    for (int b = tid; b < kHistCopies * 256; b += kTopThreads) (&hist[0][0])[b] = 0;
   };
   int64_t lo, hi;
   candidate_range(c, i, lo, hi);
@@ -309,6 +457,7 @@ __device__ __forceinline__ void top_items(const Common &c, int i, int h, const f
 
   if (tid == 0) total_s = 0;
   if (row_max_qh && tid < c.G) norm_s[tid] = from_order_bits(row_max_qh[tid]);
+  clear_hist();
   __syncthreads();
   if (row_max_qh && tid < c.G) row_max_qh[tid] = 0u;  // read: zero for the next call
   const float *row = mass_row;
@@ -335,67 +484,79 @@ __device__ __forceinline__ void top_items(const Common &c, int i, int h, const f
 #pragma unroll
       for (int k = 0; k < kIpt; ++k) {
         const int64_t r = r0 + int64_t(k) * kTopThreads + tid;
-        if (r >= n_items) break;
-        const bool cand = lo <= hi && r * item <= hi && (r + 1) * item - 1 >= lo;
-        staged_s[r] = cand ? m[k] : -1.f;
+        const bool cand = r < n_items && lo <= hi && r * item <= hi && (r + 1) * item - 1 >= lo;
+        if (r < n_items) staged_s[r] = cand ? m[k] : -1.f;
         mine += cand;
+        count_digit(hist, cand ? int(mass_key(m[k]) >> digit_shift(0)) : -1);
       }
     }
     row = staged_s;
-  } else {
-    for (int64_t r = tid; r < n_items; r += kTopThreads) mine += row[r] >= 0.f;
+  } else if (!given) {
+    for (int64_t r0 = 0; r0 < n_items; r0 += int64_t(kTopThreads) * kIpt)
+      mine += count_chunk<kTopThreads>(hist, row, r0, n_items, 0u, 0u, digit_shift(0), 1 << digit_bits(0));
   }
   mine = __reduce_add_sync(0xffffffffu, mine);
-  if ((tid & 31) == 0) atomicAdd(&total_s, mine);
+  if (lane == 0) atomicAdd(&total_s, mine);
   __syncthreads();
 
-  // Radix select on the bits of non-negative floats (ordered like the values).
+  // prefix: the threshold's key; `need` items equal to it are taken, lowest first.
   const int64_t total = total_s;
-  unsigned prefix = 0, mask = 0;
-  int64_t need = n_sel < total ? n_sel : total;
-  if (total > n_sel) {
-    for (int shift = 24; shift >= 0; shift -= 8) {
-      for (int b = tid; b < kHistCopies * 256; b += kTopThreads) (&hist[0][0])[b] = 0;
-      __syncthreads();
-      for (int64_t r = tid; r < n_items; r += kTopThreads) {
-        const float v = row[r];
-        const unsigned bits = __float_as_uint(v);
-        const int digit = v >= 0.f && (bits & mask) == prefix ? int((bits >> shift) & 255) : -1;
-        // Masses crowd into few digits: one atomic per distinct digit of the warp, not per lane.
-        // After the first digit most items are out of the running: whole warps skip the match.
-        const unsigned active = __activemask();
-        if (!__any_sync(active, digit >= 0)) continue;
-        const unsigned peers = __match_any_sync(active, digit);
-        if (digit >= 0 && (tid & 31) == __ffs(peers) - 1) atomicAdd(&hist[(tid / 32) % kHistCopies][digit], __popc(peers));
+  unsigned prefix = 0;
+  int64_t need = INT32_MAX;  // everything >= prefix
+  if (given) {  // chosen by the radix passes over many blocks; their state goes back to zeros
+    prefix = unsigned(given[kSelPrefix]);
+    need = given[kSelNeed];
+    __syncthreads();
+    if (tid < kSelStride - kSelPrefix) given[kSelPrefix + tid] = 0;
+  } else if (total > n_sel) {
+    const float *src = row;  // the items in the running: all (row), or those gathered (list_s)
+    int64_t count = n_items;
+    unsigned mask = 0;
+    bool whole = false;
+    for (int p = 0; p < kDigits && !whole; ++p) {
+      const int shift = digit_shift(p), bins = 1 << digit_bits(p);
+      if (p > 0) {  // the first digit was counted with the masses
+        clear_hist();
+        __syncthreads();
+        for (int64_t r0 = 0; r0 < count; r0 += int64_t(kTopThreads) * kIpt)
+          count_chunk<kTopThreads>(hist, src, r0, count, prefix, mask, shift, bins);
+        __syncthreads();
       }
-      __syncthreads();
-      // Counts from the top digit down: the digit where the running count reaches `need`.
-      int count = 0;
-      if (tid < 256)
-        for (int w = 0; w < kHistCopies; ++w) count += hist[w][255 - tid];
-      int above, all;
-      Scan(scan_tmp).ExclusiveSum(count, above, all);
-      if (tid < 256 && above < need && above + count >= need) {
-        prefix_s = prefix | (unsigned(255 - tid) << shift);
-        need_s = int(need - above);  // still to take within the digit
-        all_s = above + count == need;  // the whole digit is taken: no lower digit matters
-      }
-      __syncthreads();
-      prefix = prefix_s;
+      find_digit(bins, p == 0 ? n_sel : need);
+      prefix |= unsigned(digit_s) << shift;
+      mask |= unsigned(bins - 1) << shift;
       need = need_s;
-      mask |= 255u << shift;
-      const bool whole_digit = all_s;
+      whole = all_s;
+      const int in_digit = in_digit_s;
+      __syncthreads();  // the digit read before the next pass sets it
+      if (whole || p == kDigits - 1 || src != row || in_digit > kListCap) continue;
+      // Few enough in the running: gather them (any order: only their values matter).
+      if (tid == 0) list_n_s = 0;
       __syncthreads();
-      if (whole_digit) {  // every item >= prefix (the digit's lowest value) is chosen
-        need = INT32_MAX;
-        break;
+      for (int64_t r0 = 0; r0 < n_items; r0 += int64_t(kTopThreads) * kIpt) {
+        float v[kIpt];
+#pragma unroll
+        for (int k = 0; k < kIpt; ++k) {
+          const int64_t r = r0 + int64_t(k) * kTopThreads + tid;
+          v[k] = r < n_items ? row[r] : -1.f;
+        }
+#pragma unroll
+        for (int k = 0; k < kIpt; ++k) {
+          const bool take = is_candidate(v[k]) && (mass_key(v[k]) & mask) == prefix;
+          const unsigned ballot = __ballot_sync(0xffffffffu, take);
+          if (!ballot) continue;
+          int base = 0;
+          if (lane == 0) base = atomicAdd(&list_n_s, __popc(ballot));
+          base = __shfl_sync(0xffffffffu, base, 0);
+          if (take) list_s[base + __popc(ballot & ((1u << lane) - 1))] = v[k];
+        }
       }
+      __syncthreads();
+      src = list_s;
+      count = in_digit;
     }
-  } else {
-    prefix = 0;  // everything with mass >= 0 qualifies
-    need = INT32_MAX;
+    if (whole) need = INT32_MAX;
   }
-  // prefix is the threshold's bits; `need` items equal to it are taken, lowest first.
 
   if (c.pos) {  // kept positions (exact): every slot in order, kept when forced or chosen
     int64_t before = 0, ties_before = 0;
@@ -409,7 +570,7 @@ __device__ __forceinline__ void top_items(const Common &c, int i, int h, const f
         const bool in = first + k < n_items;
         v[k] = in ? row[first + k] : -1.f;
         if (in && kept_slot(c, first + k, pos)) forced |= 1u << k;
-        ties += v[k] >= 0.f && __float_as_uint(v[k]) == prefix;
+        ties += is_candidate(v[k]) && mass_key(v[k]) == prefix;
       }
       int tie_rank, tie_total;
       Scan(scan_tmp).ExclusiveSum(ties, tie_rank, tie_total);
@@ -419,9 +580,9 @@ __device__ __forceinline__ void top_items(const Common &c, int i, int h, const f
       int count = 0;
 #pragma unroll
       for (int k = 0; k < kIpt; ++k) {
-        const unsigned bits = __float_as_uint(v[k]);
-        const bool tie = v[k] >= 0.f && bits == prefix;
-        if (v[k] >= 0.f && (bits > prefix || (tie && rank < need))) keep |= 1u << k;
+        const unsigned key = mass_key(v[k]);
+        const bool tie = is_candidate(v[k]) && key == prefix;
+        if (is_candidate(v[k]) && (key > prefix || (tie && rank < need))) keep |= 1u << k;
         rank += tie;
         count += int(keep >> k & 1u);
       }
@@ -458,7 +619,7 @@ __device__ __forceinline__ void top_items(const Common &c, int i, int h, const f
 #pragma unroll
     for (int k = 0; k < kIpt; ++k) {
       v[k] = first + k < n_items ? row[first + k] : -1.f;
-      ties += v[k] >= 0.f && __float_as_uint(v[k]) == prefix;
+      ties += is_candidate(v[k]) && mass_key(v[k]) == prefix;
     }
     int tie_rank, tie_total;
     Scan(scan_tmp).ExclusiveSum(ties, tie_rank, tie_total);
@@ -468,9 +629,9 @@ __device__ __forceinline__ void top_items(const Common &c, int i, int h, const f
     int count = 0;
 #pragma unroll
     for (int k = 0; k < kIpt; ++k) {
-      const unsigned bits = __float_as_uint(v[k]);
-      const bool tie = v[k] >= 0.f && bits == prefix;
-      const bool pick = v[k] >= 0.f && (bits > prefix || (tie && rank < need));
+      const unsigned key = mass_key(v[k]);
+      const bool tie = is_candidate(v[k]) && key == prefix;
+      const bool pick = is_candidate(v[k]) && (key > prefix || (tie && rank < need));
       rank += tie;
       if (!pick) continue;
       const int64_t r = first + k;
@@ -482,14 +643,35 @@ __device__ __forceinline__ void top_items(const Common &c, int i, int h, const f
     int offset, chunk_total;
     Scan(scan_tmp).ExclusiveSum(count, offset, chunk_total);
     __syncthreads();
+    // A chosen page's slots are written by a warp (its place in the row noted here), not by
+    // the thread that chose it: a thread may hold several pages.
+    if (tid == 0) list_n_s = 0;
+    __syncthreads();
     int64_t at = written + slots_before + offset;
     for (int k = 0; k < kIpt; ++k) {
       if (!(chosen >> k & 1u)) continue;
       const int64_t r = first + k;
       const int64_t s_lo = r * item > lo ? r * item : lo, s_hi = r * item + item - 1 < hi ? r * item + item - 1 : hi;
-      for (int64_t j = s_lo; j <= s_hi; ++j, ++at)
-        if (at < width) put(at, int32_t(j));
+      const int64_t start = at;
+      at += s_hi - s_lo + 1;
+      if (start >= width) continue;
+      const int e = s_hi > s_lo ? atomicAdd(&list_n_s, 1) : kListCap / 2;
+      if (e < kListCap / 2) {
+        reinterpret_cast<int2 *>(list_s)[e] = make_int2(int(r), int(start));
+        continue;
+      }
+      for (int64_t j = s_lo, a = start; j <= s_hi && a < width; ++j, ++a) put(a, int32_t(j));
     }
+    __syncthreads();
+    const int n_pages = list_n_s < kListCap / 2 ? list_n_s : kListCap / 2;
+    for (int e = warp; e < n_pages; e += kTopThreads / 32) {
+      const int2 pa = reinterpret_cast<const int2 *>(list_s)[e];
+      const int64_t r = pa.x;
+      const int64_t s_lo = r * item > lo ? r * item : lo, s_hi = r * item + item - 1 < hi ? r * item + item - 1 : hi;
+      for (int64_t j = s_lo + lane; j <= s_hi; j += 32)
+        if (pa.y + (j - s_lo) < width) put(pa.y + (j - s_lo), int32_t(j));
+    }
+    __syncthreads();
     ties_before += tie_total;
     slots_before += chunk_total;
   }
@@ -512,15 +694,16 @@ __device__ __forceinline__ void top_items(const Common &c, int i, int h, const f
   }
 }
 
+// sel: the rows' states after the radix passes (null: the block selects alone).
 template <bool STAGED>
 __global__ void __launch_bounds__(kTopThreads) top_items_kernel(const Common c, const float *mass, const float *scores,
                                                                 unsigned *row_max, int64_t n_items, int item,
                                                                 int64_t n_sel, int32_t *out, int64_t o_s0,
-                                                                int64_t o_s1, int64_t o_s2, int64_t width) {
+                                                                int64_t o_s1, int64_t o_s2, int64_t width, int *sel) {
   const int h = blockIdx.x, i = blockIdx.y;
   const int64_t qh = int64_t(i) * c.H + h;
   top_items<STAGED>(c, i, h, mass + qh * n_items, scores + qh * c.G * n_items, row_max ? row_max + qh * c.G : nullptr,
-                    n_items, item, n_sel, out + i * o_s0 + h * o_s1, o_s2, width);
+                    n_items, item, n_sel, out + i * o_s0 + h * o_s1, o_s2, width, sel ? sel + qh * kSelStride : nullptr);
 }
 
 // sa_select_batch of page indexes: one staged block per (KV head, sequence).
@@ -538,14 +721,18 @@ __global__ void __launch_bounds__(kTopThreads) batch_top_kernel(const Common c, 
 template <class T, int MODE, int MAXG>
 void launch_scores_g(const Common &c, const uint16_t *a, const uint16_t *b, int64_t head_stride, int64_t n_rows,
                      int item, float *scores, unsigned *row_max, cudaStream_t s) {
-  const int rows_per_block = (kThreads / (c.D / 8)) * 8;
+  constexpr int S = MODE == 1 ? kScoreSteps : kExactSteps, U = MODE == 1 ? kScoreUnroll : kExactUnroll;
+  const int rows_per_block = (kThreads / (c.D / 8)) * S;
   const dim3 grid(unsigned((n_rows + rows_per_block - 1) / rows_per_block), c.H, c.n_q);
   if (c.D == 64)
-    row_scores_kernel<T, 64, MODE, MAXG><<<grid, kThreads, 0, s>>>(c, a, b, head_stride, n_rows, item, scores, row_max);
+    row_scores_kernel<T, 64, MODE, MAXG, S, U><<<grid, kThreads, 0, s>>>(c, a, b, head_stride, n_rows, item, scores,
+                                                                         row_max);
   else if (c.D == 128)
-    row_scores_kernel<T, 128, MODE, MAXG><<<grid, kThreads, 0, s>>>(c, a, b, head_stride, n_rows, item, scores, row_max);
+    row_scores_kernel<T, 128, MODE, MAXG, S, U><<<grid, kThreads, 0, s>>>(c, a, b, head_stride, n_rows, item, scores,
+                                                                          row_max);
   else
-    row_scores_kernel<T, 256, MODE, MAXG><<<grid, kThreads, 0, s>>>(c, a, b, head_stride, n_rows, item, scores, row_max);
+    row_scores_kernel<T, 256, MODE, MAXG, S, U><<<grid, kThreads, 0, s>>>(c, a, b, head_stride, n_rows, item, scores,
+                                                                          row_max);
   check_cuda(cudaGetLastError(), "selection scores launch");
 }
 
@@ -558,13 +745,6 @@ void launch_scores(const Common &c, const uint16_t *a, const uint16_t *b, int64_
   else launch_scores_g<T, MODE, kMaxGroup>(c, a, b, head_stride, n_rows, item, scores, row_max, s);
 }
 
-// Appends were queued on the index's stream; the last one recorded ix.appended there. The
-// selection waits for that event from its own stream, and enqueues nothing on the index's
-// stream: work there, or an event recorded there, during a capture of `stream` would break the
-// capture (a legacy-stream record against a capturing blocking stream is refused outright).
-// While `stream` is being captured the wait becomes an external-event node, since a plain wait
-// on an event recorded outside the capture invalidates it: each replay of the graph then
-// waits for the appends recorded before that replay.
 // sa_select_batch over a paged cache: each chosen slot j of the sequence becomes the physical
 // slot its page table row gives (-1 where the page is out of range: never read through).
 __global__ void to_physical_kernel(int32_t *o, int64_t s0, int64_t s1, int64_t s2, int rows_per_q, int64_t width,
@@ -581,7 +761,7 @@ __global__ void to_physical_kernel(int32_t *o, int64_t s0, int64_t s1, int64_t s
   }
 }
 
-constexpr size_t kStaticTop = 16 * 1024;  // the top kernel's own shared memory (12.5 KB), rounded up
+constexpr size_t kStaticTop = 32 * 1024;  // the top kernel's own shared memory (about 25 KB), rounded up
 
 // Opts kernel into dynamic shared memory beyond 48 KB (once per device, in opted).
 template <class K>
@@ -608,6 +788,13 @@ Common query_common(const sa_tensor &q, int H, int G, int D, int sinks, int wind
   return c;
 }
 
+// Appends were queued on the index's stream; the last one recorded ix.appended there. The
+// selection waits for that event from its own stream, and enqueues nothing on the index's
+// stream: work there, or an event recorded there, during a capture of `stream` would break the
+// capture (a legacy-stream record against a capturing blocking stream is refused outright).
+// While `stream` is being captured the wait becomes an external-event node, since a plain wait
+// on an event recorded outside the capture invalidates it: each replay of the graph then
+// waits for the appends recorded before that replay.
 void order_after_appends(const sa_plugin_index &ix, cudaStream_t stream) {
   cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
   check_cuda(cudaStreamIsCapturing(stream, &capture), "cudaStreamIsCapturing");
@@ -646,31 +833,44 @@ void index_select(const sa_plugin_index &ix, const sa_plugin_select_args &a) {
   const size_t scores_bytes = rows * size_t(n_items) * sizeof(float);
   const size_t norm_bytes = rows * sizeof(float);
   const size_t mass_bytes = staged ? 0 : size_t(n_q) * H * size_t(n_items) * sizeof(float);
+  // Long rows of global masses: the threshold from radix passes over many blocks.
+  const bool passes = !staged && n_items >= kManyItems;
+  const size_t row_max_bytes = (rows * sizeof(unsigned) + 15) / 16 * 16;
+  const size_t sel_bytes = passes ? size_t(n_q) * H * kSelStride * sizeof(int) : 0;
   const void *owner = a.struct_size >= offsetof(sa_plugin_select_args, owner) + sizeof a.owner ? a.owner : nullptr;
-  const StreamBuffers b = stream_buffers(owner, ix.device, stream, page ? rows * sizeof(unsigned) : 0,
+  const StreamBuffers b = stream_buffers(owner, ix.device, stream, row_max_bytes + sel_bytes,
                                          scores_bytes + norm_bytes + mass_bytes);
   auto *scores = static_cast<float *>(b.scratch);
   auto *norm = reinterpret_cast<float *>(static_cast<char *>(b.scratch) + scores_bytes);
   auto *mass = reinterpret_cast<float *>(static_cast<char *>(b.scratch) + scores_bytes + norm_bytes);
-  auto *row_max = page ? static_cast<unsigned *>(b.zeroed) : nullptr;
+  auto *row_max = static_cast<unsigned *>(b.zeroed);  // the scores' row maxima
+  int *sel = passes ? reinterpret_cast<int *>(static_cast<char *>(b.zeroed) + row_max_bytes) : nullptr;
   const auto *keys = static_cast<const uint16_t *>(page ? ix.page_min : ix.keys);
   const auto *keys_b = static_cast<const uint16_t *>(page ? ix.page_max : nullptr);
   const int64_t head_stride = page ? ix.capacity / ix.page : ix.capacity;
   if (n_items > 0) {
     if (ix.dtype == SA_DTYPE_F16)
       page ? launch_scores<F16, 1>(c, keys, keys_b, head_stride, n_items, item, scores, row_max, stream)
-           : launch_scores<F16, 0>(c, keys, keys_b, head_stride, n_items, item, scores, nullptr, stream);
+           : launch_scores<F16, 0>(c, keys, keys_b, head_stride, n_items, item, scores, row_max, stream);
     else
       page ? launch_scores<BF16, 1>(c, keys, keys_b, head_stride, n_items, item, scores, row_max, stream)
-           : launch_scores<BF16, 0>(c, keys, keys_b, head_stride, n_items, item, scores, nullptr, stream);
+           : launch_scores<BF16, 0>(c, keys, keys_b, head_stride, n_items, item, scores, row_max, stream);
     if (!page) {
-      row_norm_kernel<true><<<unsigned(rows), kTopThreads, 0, stream>>>(scores, n_items, norm);
+      row_lse_kernel<<<unsigned(rows), kTopThreads, 0, stream>>>(scores, n_items, row_max, norm);
       check_cuda(cudaGetLastError(), "selection norm launch");
     }
     if (!staged) {
       const unsigned mb = unsigned((n_items + 255) / 256 < 1024 ? (n_items + 255) / 256 : 1024);
-      mass_kernel<<<dim3(mb, H, n_q), 256, 0, stream>>>(c, scores, norm, row_max, n_items, item, !page, mass);
+      mass_kernel<<<dim3(mb, H, n_q), 256, 0, stream>>>(c, scores, norm, page ? row_max : nullptr, n_items, item, !page,
+                                                         mass);
       check_cuda(cudaGetLastError(), "selection mass launch");
+    }
+    if (passes) {
+      const int64_t share = (n_items + kPassItems - 1) / kPassItems;
+      const dim3 grid(unsigned(int64_t(n_q) * H), unsigned(share < 1024 ? share : 1024));
+      for (int p = 0; p < kDigits; ++p)
+        radix_pass_kernel<<<grid, kPassThreads, 0, stream>>>(mass, n_items, n_sel, p, sel);
+      check_cuda(cudaGetLastError(), "selection radix launch");
     }
   }
   int32_t *o = static_cast<int32_t *>(out.data);
@@ -678,10 +878,12 @@ void index_select(const sa_plugin_index &ix, const sa_plugin_select_args &a) {
     static int opted[64] = {};
     allow_staged_shared(top_items_kernel<true>, opted, ix.device, staged_bytes);
     top_items_kernel<true><<<dim3(H, n_q), kTopThreads, staged_bytes, stream>>>(
-        c, mass, scores, row_max, n_items, item, n_sel, o, out.strides[0], out.strides[1], out.strides[2], out.shape[2]);
+        c, mass, scores, row_max, n_items, item, n_sel, o, out.strides[0], out.strides[1], out.strides[2], out.shape[2],
+        nullptr);
   } else {
-    top_items_kernel<false><<<dim3(H, n_q), kTopThreads, 0, stream>>>(
-        c, mass, scores, row_max, n_items, item, n_sel, o, out.strides[0], out.strides[1], out.strides[2], out.shape[2]);
+    top_items_kernel<false><<<dim3(H, n_q), kTopThreads, 0, stream>>>(c, mass, scores, page ? row_max : nullptr, n_items,
+                                                                     item, n_sel, o, out.strides[0], out.strides[1],
+                                                                     out.strides[2], out.shape[2], sel);
   }
   check_cuda(cudaGetLastError(), "top-k launch");
   const bool paged = a.struct_size >= offsetof(sa_plugin_select_args, num_pages) + sizeof a.num_pages && a.page_table;
@@ -729,7 +931,7 @@ bool index_select_batch(const sa_plugin_select_batch_args &a) {
                                            size_t(total_items) * H * G * sizeof(float));
   Common c = query_common(q, H, G, first.dim, a.sinks, a.window, a.scale);  // q, n, positions per chunk
   const int64_t n_sel = a.top_k / item > 0 ? a.top_k / item : 1;
-  const int rows_per_block = (kThreads / (c.D / 8)) * 8;
+  const int rows_per_block = (kThreads / (c.D / 8)) * kScoreSteps;
   const size_t q_elem = q.dtype == SA_DTYPE_F32 ? 4 : 2;
   static int opted[64] = {};
   allow_staged_shared(batch_top_kernel, opted, first.device, staged_bytes);

@@ -73,6 +73,9 @@ struct KernelTable {
   // sum_d |q_h,d| * 128 below 2^31.
   void (*score_rows_i8)(const int16_t *q, int g, int D, const int8_t *rows, const float *scale, int64_t n,
                         float *scores, int64_t ld);
+  // x[i] = 2^(x[i] - shift) in place; returns their sum. One exp2 per entry where exp2_sum then
+  // exp2_accumulate take two (a softmax's probabilities are then the stored terms over the sum).
+  float (*exp2_store_sum)(float *x, int64_t n, float shift);
 
   // The entries for rows of `dtype` (F32, F16 or BF16; the caller has validated it).
   const RowKernels &of(sa_dtype dtype) const {

@@ -67,6 +67,12 @@ void exp2_accumulate(const float *x, int64_t n, float shift, float *acc) {
   for (int64_t i = 0; i < n; ++i) acc[i] += std::exp2(x[i] - shift);
 }
 
+float exp2_store_sum(float *x, int64_t n, float shift) {
+  float s = 0.f;
+  for (int64_t i = 0; i < n; ++i) s += x[i] = std::exp2(x[i] - shift);
+  return s;
+}
+
 template <class T>
 void mass_rows_t(const float *q, int g, int D, const RowSet &rs, const float *lse2, float *mass) {
   RowWalk walk(rs);
@@ -99,6 +105,7 @@ constexpr RowKernels rows_of = {attend_rows_t<T>, score_rows_t<T>, mass_rows_t<T
 }  // namespace
 
 extern const KernelTable kernels_scalar = {SA_ISA_SCALAR, rows_of<float>, rows_of<F16>, rows_of<BF16>,
-                                           max_of,        exp2_sum,       exp2_accumulate, score_rows_i8};
+                                           max_of,        exp2_sum,       exp2_accumulate, score_rows_i8,
+                                           exp2_store_sum};
 
 }  // namespace sa

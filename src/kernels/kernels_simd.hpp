@@ -338,6 +338,19 @@ void exp2_accumulate(const float *x, int64_t n, float shift, float *acc) {
   for (; i < n; ++i) acc[i] += std::exp2(x[i] - shift);
 }
 
+float exp2_store_sum(float *x, int64_t n, float shift) {
+  B s(0.f), sh(shift);
+  int64_t i = 0;
+  for (; i + L <= n; i += L) {
+    const B e = xsimd::exp2(B::load_unaligned(x + i) - sh);
+    e.store_unaligned(x + i);
+    s += e;
+  }
+  float r = xsimd::hadd(s);
+  for (; i < n; ++i) r += x[i] = std::exp2(x[i] - shift);
+  return r;
+}
+
 template <class T>
 void mass_rows_t(const float *q, int g, int D, const RowSet &rs, const float *lse2, float *mass) {
   const T *K = static_cast<const T *>(rs.k);
@@ -390,7 +403,8 @@ constexpr RowKernels rows_of = {attend_rows<T>, score_rows<T>, mass_rows<T>};
 
 // This instruction set's table (kernels_<isa>.cpp defines it under its name).
 constexpr KernelTable table(sa_isa isa) {
-  return {isa, rows_of<float>, rows_of<F16>, rows_of<BF16>, max_of, exp2_sum, exp2_accumulate, score_rows_i8};
+  return {isa, rows_of<float>, rows_of<F16>, rows_of<BF16>, max_of, exp2_sum, exp2_accumulate, score_rows_i8,
+          exp2_store_sum};
 }
 
 }  // namespace

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "core/threading.hpp"
+#include "select/dot_product_select.hpp"
 #include "select/score_matmul.hpp"
 
 namespace sa {
@@ -66,6 +67,35 @@ void select_by_blocks(const sa_context &ctx, const KeyStore &keys, const SelectR
       }
     rescore_block(ctx, keys, rows, keys_f32, req, b.lists.data(), int64_t(b.lists.size()), b);
   });
+}
+
+VisibleCounts::VisibleCounts(const KeyStore &keys, const SelectRequest &req) : keys_(keys), req_(req) {
+  const int64_t max_pos = keys.max_position(), *pos = keys.positions();
+  if (std::any_of(req.positions.begin(), req.positions.end(), [&](int64_t p) { return p < max_pos; })) {
+    sorted_.assign(pos, pos + keys.size());
+    std::sort(sorted_.begin(), sorted_.end());
+  }
+}
+
+int64_t VisibleCounts::operator()(int64_t i) const {
+  const int64_t p = req_.positions[size_t(i)], N = keys_.size();
+  if (req_.query_segments) {  // segments: count exactly
+    const QueryVisibility vis = query_visibility(req_, i);
+    const int64_t *pos = keys_.positions();
+    int64_t c = 0;
+    for (int64_t j = 0; j < N; ++j) c += vis(int32_t(j), pos[j]);
+    return c;
+  }
+  if (p >= keys_.max_position()) return N;
+  return int64_t(std::upper_bound(sorted_.begin(), sorted_.end(), p) - sorted_.begin());
+}
+
+bool VisibleCounts::select_exactly_if_all_within(const sa_context &ctx, int64_t limit) const {
+  for (int64_t i = 0; i < req_.queries.shape[0]; ++i)
+    if ((*this)(i) > limit) return false;
+  select_by_dot_product(ctx, req_, keys_,
+                        [&](int64_t i, const SelectionList &l, float *out) { load_list_queries(req_, i, l, out); });
+  return true;
 }
 
 SelectRequest query_chunk(const SelectRequest &req, int64_t i0, int64_t i1) {

@@ -75,6 +75,24 @@ int block_task_slots(const sa_context &ctx, const SelectRequest &req, int64_t kv
 void select_by_blocks(const sa_context &ctx, const KeyStore &keys, const SelectRequest &req,
                       const ProposeCandidates &propose);
 
+// How many keys each query of a request sees (by position, and segment when segments are on):
+// the graph and hash selectors score a prefill's query exactly when it sees few keys (a GEMM
+// over them beats proposing candidates). Positions are sorted once when some query is early.
+class VisibleCounts {
+ public:
+  VisibleCounts(const KeyStore &keys, const SelectRequest &req);
+  int64_t operator()(int64_t i) const;
+  // When every query sees at most `limit` keys, selects them all exactly by the exact
+  // selector's path (it streams the keys: cheaper than rescoring every slot as candidates)
+  // and returns true; else does nothing and returns false.
+  bool select_exactly_if_all_within(const sa_context &ctx, int64_t limit) const;
+
+ private:
+  const KeyStore &keys_;
+  const SelectRequest &req_;
+  std::vector<int64_t> sorted_;
+};
+
 // Queries [i0, i1) of req as a request of their own (queries, positions, segments and output
 // rows): a selector that keeps state per list of a call runs a long prefill in such chunks.
 SelectRequest query_chunk(const SelectRequest &req, int64_t i0, int64_t i1);

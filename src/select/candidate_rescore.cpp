@@ -5,6 +5,7 @@
 #include <cstring>
 #include <limits>
 
+
 namespace sa {
 namespace {
 
@@ -136,15 +137,16 @@ void score_rows_grouped(const RowKernels &k, const float *q, int64_t q_heads, in
   }
 }
 
-float softmax_lse2(const KernelTable &k, const float *row, int64_t n) {
+float softmax_inv_sum(const KernelTable &k, float *row, int64_t n) {
   const float m = k.max_of(row, n);
-  if (m == -std::numeric_limits<float>::infinity()) return m;  // nothing visible
-  return m + std::log2(k.exp2_sum(row, n, m));
+  if (m == -std::numeric_limits<float>::infinity()) return 0.f;  // nothing visible
+  return 1.f / k.exp2_store_sum(row, n, m);  // >= 1 term of 1: no division by 0
 }
 
-void add_softmax_mass(const KernelTable &k, const float *row, int64_t n, float *mass) {
-  const float lse = softmax_lse2(k, row, n);
-  if (lse != -std::numeric_limits<float>::infinity()) k.exp2_accumulate(row, n, lse, mass);
+void add_softmax_mass(const KernelTable &k, float *row, int64_t n, float *mass) {
+  const float inv = softmax_inv_sum(k, row, n);
+  if (inv == 0.f) return;
+  for (int64_t j = 0; j < n; ++j) mass[j] += row[j] * inv;
 }
 
 int32_t *selection_row(const SelectRequest &req, int64_t i, const SelectionList &l) {
@@ -171,17 +173,17 @@ void plan_rescore(const KeyStore &keys, const SelectRequest &req, int64_t i, con
 
   std::vector<int32_t> &c = s.candidates;
   if (!std::is_sorted(c.begin(), c.end())) std::sort(c.begin(), c.end());
-  c.erase(std::unique(c.begin(), c.end()), c.end());
-  c.erase(std::remove_if(c.begin(), c.end(),
-                         [&](int32_t slot) { return !vis(slot, pos[slot]) || always_kept(pos[slot], rule); }),
-          c.end());
   s.columns.assign(s.forced.begin(), s.forced.end());
-  s.columns.insert(s.columns.end(), c.begin(), c.end());
+  // One pass: each candidate once (duplicates are adjacent), visible and not forced.
+  for (size_t j = 0; j < c.size(); ++j) {
+    const int32_t slot = c[j];
+    if ((j == 0 || slot != c[j - 1]) && vis(slot, pos[slot]) && !always_kept(pos[slot], rule)) s.columns.push_back(slot);
+  }
   const int64_t n = s.column_count(), D = req.queries.shape[2];
   s.queries.resize(size_t(l.q_heads * D));
   if (n > 0) load_list_queries(req, i, l, s.queries.data());
   s.scores.resize(size_t(l.q_heads * n));
-  s.lse.resize(size_t(l.q_heads));  // sized here, so the steps after may run as tasks
+  s.inv_sum.resize(size_t(l.q_heads));  // sized here, so the steps after may run as tasks
   s.mass.resize(size_t(n));
 }
 
@@ -194,28 +196,30 @@ void score_rescore_columns(const sa_context &ctx, const NativeRows &rows, const 
 
 void finish_rescore(const sa_context &ctx, const KeyStore &keys, const SelectRequest &req, int64_t i,
                     const SelectionList &l, RescoreScratch &s) {
-  s.lse.resize(size_t(l.q_heads));
+  s.inv_sum.resize(size_t(l.q_heads));
   s.mass.resize(size_t(s.column_count()));
   for (int64_t g = 0; g < l.q_heads; ++g) rescore_normaliser(ctx, s, g);
-  add_rescore_mass(ctx, s, 0, s.column_count());
+  add_rescore_mass(s, 0, s.column_count());
   write_rescored(keys, req, i, l, s);
 }
 
 void rescore_normaliser(const sa_context &ctx, RescoreScratch &s, int64_t g) {
   const int64_t n = s.column_count();
   if (n == 0) return;
-  s.lse[size_t(g)] = softmax_lse2(*ctx.kernels, &s.scores[size_t(g * n)], n);
+  s.inv_sum[size_t(g)] = softmax_inv_sum(*ctx.kernels, &s.scores[size_t(g * n)], n);
 }
 
-void add_rescore_mass(const sa_context &ctx, RescoreScratch &s, int64_t begin, int64_t end) {
+void add_rescore_mass(RescoreScratch &s, int64_t begin, int64_t end) {
   const int64_t n = s.column_count();
   if (begin >= end) return;
   std::fill(s.mass.begin() + begin, s.mass.begin() + end, 0.f);
-  // Element by element as add_softmax_mass over the whole row: exp2_accumulate's vector and
-  // tail paths split the same way when the range starts on a multiple of the vector width.
-  for (size_t g = 0; g < s.lse.size(); ++g)
-    if (s.lse[g] != -std::numeric_limits<float>::infinity())
-      ctx.kernels->exp2_accumulate(&s.scores[g * size_t(n) + size_t(begin)], end - begin, s.lse[g], &s.mass[size_t(begin)]);
+  // Element by element as add_softmax_mass over the whole row.
+  for (size_t g = 0; g < s.inv_sum.size(); ++g) {
+    const float inv = s.inv_sum[g];
+    const float *row = &s.scores[g * size_t(n)];
+    if (inv != 0.f)
+      for (int64_t j = begin; j < end; ++j) s.mass[size_t(j)] += row[j] * inv;
+  }
 }
 
 void write_rescored(const KeyStore &keys, const SelectRequest &req, int64_t i, const SelectionList &l,
@@ -227,11 +231,15 @@ void write_rescored(const KeyStore &keys, const SelectRequest &req, int64_t i, c
   float forced_mass = 0.f;
   if (n > 0) {
     const float norm = 1.f / float(l.q_heads);
+    float *mass = s.mass.data();
+    for (int64_t j = 0; j < n; ++j) mass[j] *= norm;
+    // plan_rescore put the forced slots first: the floor is over the candidates after them.
+    const int64_t nf = std::min<int64_t>(n, int64_t(s.forced.size()));
+    const float floor = best_floor(mass + nf, n - nf, req.top_k);
     for (int64_t j = 0; j < n; ++j) {
       const int32_t slot = s.columns[size_t(j)];
-      const float mass = s.mass[size_t(j)] * norm;
-      if (always_kept(pos[slot], rule)) forced_mass += mass;
-      else best.add(mass, slot);
+      if (always_kept(pos[slot], rule)) forced_mass += mass[j];
+      else if (!(mass[j] < floor)) best.add(mass[j], slot);
     }
   }
   write_selection(s.ranked, s.forced, forced_mass, rule, pos, selection_row(req, i, l), req.indices.shape[2],

@@ -15,7 +15,7 @@ namespace {
 
 constexpr int64_t kGemmMinQueries = 8;         // fewer queries: one SIMD pass per query
 constexpr int64_t kScoreBlockFloats = 1 << 22; // score buffer per scratch slot (16 MB)
-constexpr int64_t kMaxQueryBlock = 256;
+constexpr int64_t kMaxQueryBlock = 64;
 // The all-heads pass over the host's keys: slots per task, and per buffered block (every head's
 // rows of a block: 8 heads of 128 f16 values, 128 KiB, stay in L2 between copy and kernel).
 // Measured (bench_select select_exact_borrowed against select_exact, 128K f16 keys, H_kv 8,
@@ -153,14 +153,29 @@ void select_by_dot_product(const sa_context &ctx, const SelectRequest &req, cons
           add_softmax_mass(*ctx.kernels, row, m, s.mass.data());
         }
         const float norm = 1.f / float(unit_heads);
-        // write_selection takes at most top_k; the rescoring stage its own count.
-        BestCandidates best(s.cands, two_stage ? rescore.candidates : int64_t(req.top_k));
+        const int64_t end = prefixes.ordered ? prefixes.count[size_t(i)] : m;  // slots a choice may take
+        float *mass = s.mass.data();
+        for (int64_t j = 0; j < end; ++j) mass[j] *= norm;
+        collect_forced(keys_, req, i, h, s.forced);
+        float forced_mass = 0.f;
+        for (int32_t j : s.forced) forced_mass += mass[j];
+        // The floor is taken over the choosable slots alone: the others' masses are masked.
         if (prefixes.ordered) {
-          for (int64_t j = 0, c = prefixes.count[size_t(i)]; j < c; ++j)
-            if (!always_kept(pos[j], rule)) best.add(s.mass[size_t(j)] * norm, int32_t(j));
+          for (int32_t j : s.forced) mass[j] = -std::numeric_limits<float>::infinity();
         } else {
           for (int64_t j = 0; j < m; ++j)
-            if (s.visible[size_t(j)] && !always_kept(pos[j], rule)) best.add(s.mass[size_t(j)] * norm, int32_t(j));
+            if (!s.visible[size_t(j)] || always_kept(pos[j], rule)) mass[j] = -std::numeric_limits<float>::infinity();
+        }
+        // write_selection takes at most top_k; the rescoring stage its own count.
+        const int64_t keep = two_stage ? rescore.candidates : int64_t(req.top_k);
+        const float floor = best_floor(mass, end, keep);
+        BestCandidates best(s.cands, keep);
+        if (prefixes.ordered) {
+          for (int64_t j = 0; j < end; ++j)
+            if (!(mass[j] < floor) && !always_kept(pos[j], rule)) best.add(mass[j], int32_t(j));
+        } else {
+          for (int64_t j = 0; j < m; ++j)
+            if (!(mass[j] < floor) && s.visible[size_t(j)] && !always_kept(pos[j], rule)) best.add(mass[j], int32_t(j));
         }
         const SelectionList l = selection_list(req, H_kv, req.per_query_head ? h * G + g0 : h);
         if (two_stage) {  // the forced slots are the rescoring's to add
@@ -168,9 +183,6 @@ void select_by_dot_product(const sa_context &ctx, const SelectRequest &req, cons
           rescore_candidates(ctx, *rescore.native, native, req, i, l, s.rescore);
           continue;
         }
-        collect_forced(keys_, req, i, h, s.forced);
-        float forced_mass = 0.f;
-        for (int32_t j : s.forced) forced_mass += s.mass[size_t(j)] * norm;
         write_selection(s.cands, s.forced, forced_mass, rule, pos, selection_row(req, i, l), width, out.stride[2],
                         s.rescore.write);
       }

@@ -8,7 +8,6 @@
 #include "core/threading.hpp"
 #include "select/block_rescore.hpp"
 #include "select/candidate_rescore.hpp"
-#include "select/dot_product_select.hpp"
 
 namespace sa {
 namespace {
@@ -191,31 +190,13 @@ struct SearchFilter {
 }  // namespace
 
 void HnswSelector::select(const sa_context &ctx, const SelectRequest &req) const {
-  const int64_t n_q = req.queries.shape[0], D = keys_.dim(), H = keys_.heads(), N = keys_.size();
+  const int64_t n_q = req.queries.shape[0], D = keys_.dim(), H = keys_.heads();
   const int64_t lists = selection_list_count(req, H);
-  const int64_t max_pos = keys_.max_position();
   const int64_t *pos = keys_.positions();
   // Each search returns this many selectable keys (window, sinks and invisible keys are
   // filtered out during the search).
   const int64_t want = std::max<int64_t>(ef_search_, req.top_k);
-
-  // Keys visible by position to a query at p: positions sorted once, when some query is early.
-  std::vector<int64_t> sorted_pos;
-  if (std::any_of(req.positions.begin(), req.positions.end(), [&](int64_t p) { return p < max_pos; })) {
-    sorted_pos.assign(pos, pos + N);
-    std::sort(sorted_pos.begin(), sorted_pos.end());
-  }
-  auto visible_count = [&](int64_t i) -> int64_t {
-    const int64_t p = req.positions[size_t(i)];
-    if (req.query_segments) {  // segments: count exactly
-      const QueryVisibility vis = query_visibility(req, i);
-      int64_t c = 0;
-      for (int64_t j = 0; j < N; ++j) c += vis(int32_t(j), pos[j]);
-      return c;
-    }
-    if (p >= max_pos) return N;
-    return int64_t(std::upper_bound(sorted_pos.begin(), sorted_pos.end(), p) - sorted_pos.begin());
-  };
+  const VisibleCounts visible_count(keys_, req);
 
   // Queries that see few keys, or ask for a list too wide for the graph to win, are scored
   // exactly (visible_count); when every query of the call is, the exact selector's own path
@@ -223,13 +204,7 @@ void HnswSelector::select(const sa_context &ctx, const SelectRequest &req) const
   const bool prefill = n_q >= kBlockRescoreMinQueries;
   const int64_t exact_below = std::max((req.top_k > ef_search_ ? kWideBeamExactFactor : kFewVisibleFactor) * want,
                                        prefill ? kPrefillExactFactor * want : 0);
-  bool all_exact = true;
-  for (int64_t i = 0; i < n_q && all_exact; ++i) all_exact = visible_count(i) <= exact_below;
-  if (all_exact) {
-    select_by_dot_product(ctx, req, keys_,
-                          [&](int64_t i, const SelectionList &l, float *out) { load_list_queries(req, i, l, out); });
-    return;
-  }
+  if (visible_count.select_exactly_if_all_within(ctx, exact_below)) return;
 
   const int slots = prefill ? block_task_slots(ctx, req, H) : loop_slots(ctx.threads, n_q * lists);
   std::vector<Scratch> scratch(static_cast<size_t>(slots));

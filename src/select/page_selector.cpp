@@ -51,6 +51,11 @@ struct PageSelectScratch {
     int64_t use_lo = 0, use_hi = -1;  // positions the budget is for
     // Each page's smallest and largest position in the list's KV head (page_min_pos_ row).
     const int64_t *page_min_pos = nullptr, *page_max_pos = nullptr;
+    // The first and last page holding a usable position (none: first > last); only those are
+    // bounded. bounded: whether bounds are needed at all (with refine, not when every usable
+    // page is a candidate anyway: a prefill's first queries, which see few pages).
+    int64_t first_page = 0, last_page = -1;
+    bool bounded = false;
     RescoreScratch rescore;           // queries, candidates, columns and their scores
     std::vector<int16_t> q_codes;     // [q | |q|] per head as codes (page_bounds.hpp)
     std::vector<float> q_scale;       // per head
@@ -259,10 +264,17 @@ void PageSelector::select_queries(const sa_context &ctx, const SelectRequest &re
   bound.resize(size_t(n_lists * G * n_pages));
   chunk_max.assign(size_t(n_lists * chunks * G), kNegInf);
   std::vector<float> x(static_cast<size_t>(2 * D));  // [q | |q|] of one head, for its codes
+  const int64_t refine_pages = (req.top_k + kRefineReserveKeys + P - 1) / P;  // candidate pages with refine
+  auto usable = [&](const ListState &ls, int64_t p) {
+    return ls.page_min_pos[p] <= ls.use_hi && ls.page_max_pos[p] >= ls.use_lo;
+  };
   for (int64_t t = 0; t < n_lists; ++t) {
     ListState &ls = state[size_t(t)];
     ls.query = t / lists;
     ls.list = selection_list(req, keys_.heads(), t % lists);
+    ls.first_page = 0;
+    ls.last_page = -1;
+    ls.bounded = false;
     // Keys the budget is for: positions in [sinks, qpos - window] (the rest are forced or unseen).
     const PositionRange scored = scored_positions(req.positions[size_t(ls.query)], req.window, req.sinks);
     ls.use_lo = scored.lo;
@@ -271,6 +283,13 @@ void PageSelector::select_queries(const sa_context &ctx, const SelectRequest &re
     const size_t row = page_min_pos_.size() > 1 ? size_t(ls.list.kv_head) : 0;
     ls.page_min_pos = page_min_pos_[row].data();
     ls.page_max_pos = page_max_pos_[row].data();
+    int64_t first = 0, last = n_pages - 1;
+    while (first < n_pages && !usable(ls, first)) ++first;
+    while (last >= first && !usable(ls, last)) --last;
+    ls.first_page = first;
+    ls.last_page = last;
+    ls.bounded = last >= first && (!refine_ || last - first + 1 > refine_pages);
+    if (!ls.bounded) continue;  // no query codes needed
     std::vector<float> &q = ls.rescore.queries;
     q.resize(size_t(G * D));
     load_list_queries(req, ls.query, ls.list, q.data());
@@ -284,14 +303,10 @@ void PageSelector::select_queries(const sa_context &ctx, const SelectRequest &re
       quantize_query(x.data(), 2 * D, &ls.q_codes[size_t(g * 2 * D)], &ls.q_scale[size_t(g)]);
     }
   }
-  auto usable = [&](const ListState &ls, int64_t p) {
-    return ls.page_min_pos[p] <= ls.use_hi && ls.page_max_pos[p] >= ls.use_lo;
-  };
   // The scores of the usable pages, in page order, into out; their count into n.
   auto for_usable_scores = [&](const ListState &ls, const float *score, float *out, int64_t &n) {
     n = 0;
-    if (n_pages == 0 || ls.use_lo > ls.use_hi) return;
-    for (int64_t p = 0; p < n_pages; ++p) {  // branch-free: most pages are usable
+    for (int64_t p = ls.first_page; p <= ls.last_page; ++p) {  // branch-free: most pages are usable
       out[n] = score[p];
       n += usable(ls, p);
     }
@@ -301,8 +316,10 @@ void PageSelector::select_queries(const sa_context &ctx, const SelectRequest &re
   parallel_for_slots(slots, n_lists * chunks, [&](int64_t task, int slot) {
     const int64_t t = task / chunks, c = task % chunks;
     const ListState &ls = state[size_t(t)];
-    if (n_pages == 0 || ls.use_lo > ls.use_hi) return;
-    const int64_t p0 = c * kChunkPages, np = std::min(n_pages, p0 + kChunkPages) - p0;
+    if (!ls.bounded) return;
+    const int64_t p0 = std::max(c * kChunkPages, ls.first_page);
+    const int64_t np = std::min({n_pages, (c + 1) * kChunkPages, ls.last_page + 1}) - p0;
+    if (np <= 0) return;  // chunk_max stays -inf
     const int kv = int(ls.list.kv_head);
     const float *scale = scales_[size_t(kv)].data() + p0, *mag = magnitudes_[size_t(kv)].data() + p0;
     float *b = bound.data() + t * G * n_pages + p0;
@@ -346,8 +363,10 @@ void PageSelector::select_queries(const sa_context &ctx, const SelectRequest &re
     parallel_for(ctx.threads, n_lists * chunks, [&](int64_t task) {
       const int64_t t = task / chunks, c = task % chunks;
       const ListState &ls = state[size_t(t)];
-      if (n_pages == 0 || ls.use_lo > ls.use_hi) return;
-      const int64_t p0 = c * kChunkPages, np = std::min(n_pages, p0 + kChunkPages) - p0;
+      if (!ls.bounded) return;
+      const int64_t p0 = std::max(c * kChunkPages, ls.first_page);
+      const int64_t np = std::min({n_pages, (c + 1) * kChunkPages, ls.last_page + 1}) - p0;
+      if (np <= 0) return;
       float *b = bound.data() + t * G * n_pages;
       float acc[kChunkPages];
       std::fill(acc, acc + np, 0.f);
@@ -371,20 +390,24 @@ void PageSelector::select_queries(const sa_context &ctx, const SelectRequest &re
     const float *score = bound.data() + t * G * n_pages;  // no element when n_pages == 0
     // f(page) for every page with a usable position, ascending.
     auto for_usable = [&](auto &&f) {
-      if (n_pages > 0 && ls.use_lo <= ls.use_hi)
-        for (int64_t p = 0; p < n_pages; ++p)
-          if (usable(ls, p)) f(p);
+      for (int64_t p = ls.first_page; p <= ls.last_page; ++p)
+        if (usable(ls, p)) f(p);
     };
     auto add_page = [&](int64_t p) {
       for (int64_t slot = p * P, end = std::min(keys_.size(), slot + P); slot < end; ++slot) rs.candidates.push_back(int32_t(slot));
     };
+    if (refine_ && !ls.bounded) {  // every usable page is a candidate
+      for_usable(add_page);
+      if (!prefill) plan_rescore(keys_, req, i, l, rs);
+      return;
+    }
     if (refine_) {
       // The best `want` pages (ties to the lower page), found by the threshold score and
       // collected in page order, so the candidates come ascending and in runs.
       s.top.resize(size_t(n_pages));
       int64_t n_usable = 0;
       for_usable_scores(ls, score, s.top.data(), n_usable);
-      const size_t want = size_t(std::min<int64_t>(n_usable, (req.top_k + kRefineReserveKeys + P - 1) / P));
+      const size_t want = size_t(std::min<int64_t>(n_usable, refine_pages));
       float threshold = kNegInf;
       size_t ties = want;
       if (want > 0 && int64_t(want) < n_usable) {
@@ -471,7 +494,7 @@ void PageSelector::select_queries(const sa_context &ctx, const SelectRequest &re
   parallel_for(ctx.threads, int64_t(ranges.size()), [&](int64_t r) {
     RescoreScratch &rs = state[size_t(ranges[size_t(r)].first)].rescore;
     const int64_t c0 = ranges[size_t(r)].second;
-    add_rescore_mass(ctx, rs, c0, std::min(rs.column_count(), c0 + kRescoreColumns));
+    add_rescore_mass(rs, c0, std::min(rs.column_count(), c0 + kRescoreColumns));
   });
   parallel_for(ctx.threads, n_lists, [&](int64_t t) {
     ListState &ls = state[size_t(t)];

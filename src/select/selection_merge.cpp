@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 
 #include "select/order_key.hpp"
 
@@ -78,6 +79,29 @@ void partition_best(std::vector<Candidate> &c, size_t k, WriteScratch &s) {
 }
 
 }  // namespace
+
+float best_floor(const float *scores, int64_t n, int64_t keep) {
+  constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+  if (keep <= 0 || keep >= n) return kNegInf;
+  constexpr int kBins = 2048, kShift = 21;  // the keys' top 11 bits
+  // Two histograms, alternating, so that runs of equal bins do not wait on one counter.
+  uint32_t hist[2][kBins] = {};
+  int64_t j = 0;
+  for (; j + 2 <= n; j += 2) {
+    hist[0][order_key(scores[j]) >> kShift] += scores[j] == scores[j];  // NaN: not counted
+    hist[1][order_key(scores[j + 1]) >> kShift] += scores[j + 1] == scores[j + 1];
+  }
+  if (j < n) hist[0][order_key(scores[j]) >> kShift] += scores[j] == scores[j];
+  int64_t reached = 0;
+  for (int b = kBins - 1; b >= 0; --b) {
+    reached += int64_t(hist[0][b]) + hist[1][b];
+    if (reached < keep) continue;
+    // The lowest score whose key is in bin b: every score below it has a lower key.
+    const float f = key_float(uint32_t(b) << kShift);
+    return std::isnan(f) ? kNegInf : f;
+  }
+  return kNegInf;
+}
 
 void write_selection(std::vector<Candidate> &cands, std::vector<int32_t> &forced, float forced_mass,
                      const KeepRule &rule, const int64_t *key_positions, int32_t *out, int64_t width,

@@ -1,5 +1,5 @@
 // The reductions that turn base-2 scores into probabilities (max_of, exp2_sum,
-// exp2_accumulate) against the scalar table: lengths around each vector width, x starting
+// exp2_accumulate, exp2_store_sum) against the scalar table: lengths around each vector width, x starting
 // off vector alignment, and scores that are ordinary, masked (-inf), all masked, all equal,
 // or far enough below the shift that 2^(x - shift) underflows.
 #include <algorithm>
@@ -140,12 +140,42 @@ void check_exp2_accumulate(Checker &c) {
   rep->ns_ref = ns_per_call([&] { c.ref.exp2_accumulate(s.x(), s.n, s.shift, acc.data()); });
 }
 
+void check_exp2_store_sum(Checker &c) {
+  EntryReport *rep = c.begin("exp2_store_sum");
+  if (!rep) return;
+  Rng rng = c.rng_for(rep->name);
+  for_each_case(rng, [&](const Scores1D &s, const std::string &where) {
+    ++rep->cases;
+    // Each stored term as exp2_accumulate's (no addition), the sum as exp2_sum's.
+    GuardedBuffer got(s.n), want(s.n);
+    for (int64_t i = 0; i < s.n; ++i) got[i] = want[i] = s.at(i);
+    const float got_sum = c.tested.exp2_store_sum(got.data(), s.n, s.shift);
+    const float want_sum = c.ref.exp2_store_sum(want.data(), s.n, s.shift);
+    c.expect(*rep, got.margins_intact(), where, "wrote outside x");
+    double sum = 0, err = 0;
+    for (int64_t i = 0; i < s.n; ++i) {
+      const Term t = term(s.at(i), s.shift);
+      sum += t.value;
+      err += t.err_ulps;
+      c.expect_close(*rep, got[i], want[i], 2 * (t.err_ulps * kU + FLT_MIN), t.value, where, "term");
+    }
+    const double bound = 2 * ((err + gamma_ulps(s.n) * sum) * kU + double(s.n) * FLT_MIN);
+    c.expect_close(*rep, got_sum, want_sum, bound, sum, where, "sum");
+  });
+  if (!c.opt.bench) return;
+  const Scores1D s = make_scores(rng, 4096, 0, Scores::ordinary);
+  std::vector<float> x(size_t(s.n));
+  rep->ns_new = ns_per_call([&] { std::copy_n(s.x(), s.n, x.data()); c.tested.exp2_store_sum(x.data(), s.n, s.shift); });
+  rep->ns_ref = ns_per_call([&] { std::copy_n(s.x(), s.n, x.data()); c.ref.exp2_store_sum(x.data(), s.n, s.shift); });
+}
+
 }  // namespace
 
 void check_reductions(Checker &c) {
   check_max_of(c);
   check_exp2_sum(c);
   check_exp2_accumulate(c);
+  check_exp2_store_sum(c);
 }
 
 }  // namespace checkasm

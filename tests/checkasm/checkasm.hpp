@@ -111,6 +111,6 @@ class Checker {
 void check_attend_rows(Checker &c);
 void check_score_rows(Checker &c);
 void check_mass_rows(Checker &c);
-void check_reductions(Checker &c);  // max_of, exp2_sum, exp2_accumulate
+void check_reductions(Checker &c);  // max_of, exp2_sum, exp2_accumulate, exp2_store_sum
 
 }  // namespace checkasm

@@ -23,6 +23,7 @@ struct AttendCase {
   int64_t n_kv;
   int width;  // 0: dense
   bool per_query_head, causal;
+  float ramp = 0.f;  // > 0: key t leans on one direction by ramp * t / n_kv, so scores climb or fall
 };
 
 // Runs one case on the GPU and on the CPU (the same 16-bit values), compares out and lse.
@@ -34,7 +35,14 @@ void check_attend(Ctx &c, const AttendCase &k, uint64_t seed) {
   const size_t nq = size_t(k.n_q) * k.Hq * k.D, nkv = size_t(k.n_kv) * k.Hkv * k.D;
   std::vector<uint16_t> q(nq), kk(nkv), v(nkv);
   for (auto &x : q) x = enc(nd(rng) * 1.5f);
-  for (auto &x : kk) x = enc(nd(rng));
+  if (k.ramp > 0.f) {
+    std::vector<float> dir(size_t(k.D));
+    for (auto &x : dir) x = rng() & 1 ? 1.f : -1.f;
+    for (size_t e = 0; e < nkv; ++e)
+      kk[e] = enc(0.1f * nd(rng) + k.ramp * float(e / (size_t(k.Hkv) * k.D)) / float(k.n_kv) * dir[e % k.D]);
+  } else {
+    for (auto &x : kk) x = enc(nd(rng));
+  }
   for (auto &x : v) x = enc(nd(rng));
   const int lists = k.per_query_head ? k.Hq : k.Hkv;
   std::vector<int32_t> idx, idx_cpu;
@@ -116,6 +124,17 @@ TEST(CudaAttend, DenseDecodeEdges) {
   check_attend(c, {SA_DTYPE_F16, 128, 4, 1, 3, 2, 0, false, true}, 43);      // the first query sees no key
   check_attend(c, {SA_DTYPE_BF16, 128, 16, 2, 5, 20011, 0, false, true}, 44);  // G = 8: two units a KV head
   check_attend(c, {SA_DTYPE_BF16, 128, 32, 8, 1, 131072 + 77, 0, false, false}, 45);
+}
+
+// Scores that climb along the keys (heads whose query leans on the ramp's direction) pass
+// the running max again and again, so the weighted V is rescaled many times in a chunk; the
+// other heads' scores fall, and their max is set by the first keys.
+TEST(CudaAttend, RisingScoresRescaleExactly) {
+  NEED_GPU(c);
+  check_attend(c, {SA_DTYPE_BF16, 128, 32, 8, 1, 60000, 0, false, false, 40.f}, 51);
+  check_attend(c, {SA_DTYPE_F16, 64, 8, 4, 3, 9000, 0, false, true, 30.f}, 52);   // causal, G = 2
+  check_attend(c, {SA_DTYPE_BF16, 256, 4, 4, 2, 3000, 0, false, false, 30.f}, 53);  // G = 1
+  check_attend(c, {SA_DTYPE_BF16, 128, 16, 4, 2, 20000, 1500, false, false, 40.f}, 54);  // sparse
 }
 
 // ---------------------------------------------------------------- selection
@@ -245,6 +264,7 @@ TEST(CudaSelect, ExactMatchesReference) {
   NEED_GPU(c);
   check_select(c, {SA_SELECTOR_EXACT, 128, 8, 2, 2, 1, 5000, 200, 32, 4}, 11);
   check_select(c, {SA_SELECTOR_EXACT, 64, 3, 1, 1, 1, 300, 500, 8, 2}, 12);  // fewer candidates than top_k
+  check_select(c, {SA_SELECTOR_EXACT, 64, 4, 2, 2, 1, 40000, 700, 16, 4}, 18);  // radix passes over many blocks
 }
 TEST(CudaSelect, PageMatchesReference) {
   NEED_GPU(c);
@@ -254,6 +274,72 @@ TEST(CudaSelect, PageMatchesReference) {
   check_select(c, {SA_SELECTOR_PAGE, 64, 2, 1, 1, 1, 60000, 300, 16, 4}, 16);    // too many pages to stage: global masses
   check_select(c, {SA_SELECTOR_PAGE, 64, 12, 2, 2, 16, 3000, 128, 16, 4}, 17);   // G = 6: the wide group kernel
 }
+// Every key the same: every candidate has the same mass, and the rule (ties: the lower item)
+// decides alone. n items chosen out of few (the threshold digit's items gathered in shared
+// memory) and out of many (more than the gathered list holds: passes over all items).
+void check_ties(Ctx &c, sa_selector_kind kind, int64_t n, int page, int top_k) {
+  constexpr int D = 64, Hq = 4, Hkv = 2, window = 16, sinks = 4;
+  std::mt19937_64 rng(static_cast<uint64_t>(n));
+  std::normal_distribution<float> nd(0.f, 1.f);
+  std::vector<uint16_t> keys(size_t(n) * Hkv * D, to_bf16(0.5f)), q(size_t(Hq) * D);
+  for (auto &x : q) x = to_bf16(nd(rng));
+  sa_index_options io = SA_INDEX_OPTIONS_INIT;
+  io.kind = kind;
+  io.num_kv_heads = Hkv;
+  io.head_dim = D;
+  io.dtype = SA_DTYPE_BF16;
+  io.page.page_size = page;
+  io.page.refine = 0;
+  sa_index *ix = nullptr;
+  SA_OK_(sa_index_create(c.gpu, &io, &ix));
+  uint16_t *dk = to_device(keys), *dq = to_device(q);
+  sa_tensor tk = desc(dk, SA_DTYPE_BF16, {n, Hkv, D}, SA_DEVICE_CUDA);
+  SA_OK_(sa_index_append(ix, &tk));
+  const int width = sinks + window + top_k + 5;
+  std::vector<int32_t> poison(size_t(Hkv) * width, -7);
+  int32_t *dout = to_device(poison);
+  sa_tensor tq = desc(dq, SA_DTYPE_BF16, {1, Hq, D}, SA_DEVICE_CUDA);
+  sa_tensor to = desc(dout, SA_DTYPE_I32, {1, Hkv, width}, SA_DEVICE_CUDA);
+  sa_select_options so = SA_SELECT_OPTIONS_INIT;
+  so.top_k = top_k;
+  so.window = window;
+  so.sinks = sinks;
+  SA_OK_(sa_select(ix, &tq, &so, &to));
+  CUDA_OK(cudaDeviceSynchronize());
+  auto got = to_host(dout, poison.size());
+  // The lowest candidates: slots sinks .. (exact) sinks + top_k - 1, (page) the end of the
+  // top_k / page-th page; then the window, then padding.
+  const int64_t chosen_end = kind == SA_SELECTOR_EXACT ? sinks + top_k : int64_t(top_k / page) * page;
+  std::vector<int32_t> want;
+  for (int64_t j = 0; j < chosen_end; ++j) want.push_back(int32_t(j));
+  for (int64_t j = n - window; j < n; ++j) want.push_back(int32_t(j));
+  want.resize(size_t(width), -1);
+  for (int h = 0; h < Hkv; ++h)
+    EXPECT_EQ(std::vector<int32_t>(got.begin() + h * width, got.begin() + (h + 1) * width), want) << "KV head " << h;
+  sa_index_destroy(&ix);
+  cudaFree(dk); cudaFree(dq); cudaFree(dout);
+}
+
+TEST(CudaSelect, EqualMassesTakeTheLowestItems) {
+  NEED_GPU(c);
+  {
+    SCOPED_TRACE("exact, 3000 candidates");
+    check_ties(c, SA_SELECTOR_EXACT, 3000, 1, 200);
+  }
+  {
+    SCOPED_TRACE("exact, 20000 candidates");
+    check_ties(c, SA_SELECTOR_EXACT, 20000, 1, 700);
+  }
+  {
+    SCOPED_TRACE("page, 1000 candidate pages");
+    check_ties(c, SA_SELECTOR_PAGE, 16000, 16, 256);
+  }
+  {
+    SCOPED_TRACE("page, 6000 candidate pages");
+    check_ties(c, SA_SELECTOR_PAGE, 96000, 16, 1024);
+  }
+}
+
 TEST(CudaSelect, SelectThenAttendOnDevice) {
   NEED_GPU(c);
   // The selection feeds sa_attend directly; the result equals the CPU attend over the same list.
@@ -404,6 +490,74 @@ void check_capture(cudaStream_t index_stream, unsigned capture_flags) {
   sa_context_destroy(&g);
   cudaStreamDestroy(s);
   cudaFree(dk); cudaFree(dv); cudaFree(dq); cudaFree(di); cudaFree(dout); cudaFree(dlse);
+}
+
+// Keeps the stream busy for about `cycles` clocks.
+__global__ void spin_kernel(long long cycles) {
+  const long long t0 = clock64();
+  while (clock64() - t0 < cycles) {
+  }
+}
+
+// Appends queued behind slow work on the index's stream, then the index's first selection on
+// another stream: it must wait for them (the event the appends record).
+TEST(CudaSelect, FirstSelectionOnAnotherStreamWaitsForQueuedAppends) {
+  NEED_GPU(c);
+  cudaStream_t own = nullptr, other = nullptr;
+  CUDA_OK(cudaStreamCreateWithFlags(&own, cudaStreamNonBlocking));
+  CUDA_OK(cudaStreamCreateWithFlags(&other, cudaStreamNonBlocking));
+  sa_context_options co = SA_CONTEXT_OPTIONS_INIT;
+  co.device = SA_DEVICE_CUDA;
+  co.cuda_stream = own;
+  sa_context *g = nullptr;
+  SA_OK_(sa_context_create(&co, &g));
+  constexpr int D = 64, Hq = 4, Hkv = 2, n = 4000, width = 4 + 16 + 256;
+  std::mt19937_64 rng(77);
+  std::normal_distribution<float> nd(0.f, 1.f);
+  std::vector<uint16_t> keys(size_t(n) * Hkv * D), q(size_t(Hq) * D);
+  for (auto &x : keys) x = to_bf16(nd(rng));
+  for (auto &x : q) x = to_bf16(nd(rng));
+  uint16_t *dk = to_device(keys), *dq = to_device(q);
+  for (sa_selector_kind kind : {SA_SELECTOR_PAGE, SA_SELECTOR_EXACT}) {
+    SCOPED_TRACE(kind == SA_SELECTOR_PAGE ? "page" : "exact");
+    sa_index_options io = SA_INDEX_OPTIONS_INIT;
+    io.kind = kind;
+    io.num_kv_heads = Hkv;
+    io.head_dim = D;
+    io.dtype = SA_DTYPE_BF16;
+    io.page.refine = 0;
+    io.capacity = n;
+    sa_index *ix = nullptr;
+    SA_OK_(sa_index_create(g, &io, &ix));
+    sa_tensor head = desc(dk, SA_DTYPE_BF16, {n / 2, Hkv, D}, SA_DEVICE_CUDA);
+    sa_tensor tail = desc(dk + size_t(n / 2) * Hkv * D, SA_DTYPE_BF16, {n - n / 2, Hkv, D}, SA_DEVICE_CUDA);
+    SA_OK_(sa_index_append(ix, &head));
+    CUDA_OK(cudaStreamSynchronize(own));
+    spin_kernel<<<1, 1, 0, own>>>(200LL * 1000 * 1000);  // ~0.1 s at 2 GHz
+    SA_OK_(sa_index_append(ix, &tail));                  // queued behind the spin
+    int32_t *d1 = to_device(std::vector<int32_t>(size_t(Hkv) * width, -7));
+    int32_t *d2 = to_device(std::vector<int32_t>(size_t(Hkv) * width, -7));
+    sa_tensor tq = desc(dq, SA_DTYPE_BF16, {1, Hq, D}, SA_DEVICE_CUDA);
+    sa_tensor t1 = desc(d1, SA_DTYPE_I32, {1, Hkv, width}, SA_DEVICE_CUDA);
+    sa_tensor t2 = desc(d2, SA_DTYPE_I32, {1, Hkv, width}, SA_DEVICE_CUDA);
+    sa_select_options so = SA_SELECT_OPTIONS_INIT;
+    so.top_k = 256;
+    so.window = 16;
+    so.sinks = 4;
+    so.cuda_stream = other;
+    SA_OK_(sa_select(ix, &tq, &so, &t1));  // the index's first selection on `other`
+    CUDA_OK(cudaDeviceSynchronize());
+    SA_OK_(sa_select(ix, &tq, &so, &t2));  // every append done
+    CUDA_OK(cudaDeviceSynchronize());
+    EXPECT_EQ(to_host(d1, size_t(Hkv) * width), to_host(d2, size_t(Hkv) * width));
+    sa_index_destroy(&ix);
+    cudaFree(d1);
+    cudaFree(d2);
+  }
+  sa_context_destroy(&g);
+  cudaFree(dk); cudaFree(dq);
+  cudaStreamDestroy(own);
+  cudaStreamDestroy(other);
 }
 
 TEST(CudaGraph, SelectAndAttendCapturedOnAnotherStream) {
