@@ -33,9 +33,13 @@ inline int loop_slots(int threads, int64_t n) {
 }
 
 // body(i, slot) for i in [0, n), slot in [0, slots): tasks running at once have distinct slots.
+// The team has every slot even when there are fewer tasks (its other threads wait at the end):
+// libgomp ends the threads a smaller team leaves out and starts new ones for the next larger
+// team, so the loops of one call (a decode step's 8 lists after its 128 bound tasks) keep
+// one team size instead of ending and starting threads twice per step.
 template <class F>
 void parallel_for_slots(int slots, int64_t n, F &&body) {
-  const int team = loop_slots(slots, n);
+  const int team = n <= 1 ? 1 : loop_slots(slots, slots);
   if (team <= 1) {
     for (int64_t i = 0; i < n; ++i) body(i, 0);
     return;

@@ -1,34 +1,41 @@
 #include "select/kth_largest.hpp"
 
-#include <algorithm>
-#include <functional>
 #include <limits>
+
+#include "select/order_key.hpp"
 
 namespace sa {
 
-float kth_largest(const KernelTable &kernels, const float *x, int64_t n, size_t k, std::vector<float> &kept) {
-  constexpr float kNegInf = -std::numeric_limits<float>::infinity();
-  // The smallest of the maxima of k disjoint stretches of x is reached by at least k values,
-  // so the answer is at least that floor, and only values reaching it are ranked. Whatever
-  // the maxima were (NaN among them), counting at least k values >= floor proves it a floor.
-  const int64_t stretch = n / int64_t(k);
-  float floor = std::numeric_limits<float>::infinity();
-  for (size_t i = 0; i < k; ++i) floor = std::min(floor, kernels.max_of(x + int64_t(i) * stretch, stretch));
-  if (!(floor >= kNegInf)) floor = kNegInf;
-  kept.resize(size_t(n));
-  for (;;) {
-    size_t c = 0;
-    for (int64_t j = 0; j < n; ++j) {  // branch-free: no NaN passes
-      kept[c] = x[j];
-      c += x[j] >= floor;
-    }
-    if (c >= k) {
-      std::nth_element(kept.begin(), kept.begin() + long(k - 1), kept.begin() + long(c), std::greater<float>());
-      return kept[k - 1];
-    }
-    if (floor == kNegInf) return kNegInf;  // fewer than k values are not NaN
-    floor = kNegInf;
+float kth_largest(const float *x, int64_t n, size_t k, std::vector<uint32_t> &keys) {
+  // The keys of the values that are not NaN (branch-free: most are kept).
+  keys.resize(size_t(n));
+  size_t m = 0;
+  for (int64_t j = 0; j < n; ++j) {
+    keys[m] = order_key(x[j]);
+    m += x[j] == x[j];
   }
+  if (m < k) return -std::numeric_limits<float>::infinity();
+  // Digits of 11, 11 and 10 bits from the top: each pass finds the digit of the k-th largest
+  // key among the keys that share the digits found so far, then keeps only those.
+  constexpr int kShift[3] = {21, 10, 0}, kBits[3] = {11, 11, 10};
+  uint32_t prefix = 0;
+  size_t need = k;  // rank of the answer among the kept keys
+  for (int pass = 0; pass < 3; ++pass) {
+    const uint32_t digits = (1u << kBits[pass]) - 1;
+    uint32_t hist[2048] = {};
+    for (size_t j = 0; j < m; ++j) ++hist[(keys[j] >> kShift[pass]) & digits];
+    uint32_t b = digits;
+    for (; hist[b] < need; --b) need -= hist[b];
+    prefix |= b << kShift[pass];
+    if (pass == 2) break;
+    size_t kept = 0;
+    for (size_t j = 0; j < m; ++j) {
+      keys[kept] = keys[j];
+      kept += ((keys[j] >> kShift[pass]) & digits) == b;
+    }
+    m = kept;
+  }
+  return key_float(prefix);
 }
 
 }  // namespace sa

@@ -36,8 +36,9 @@ constexpr int64_t kJointRowMax = 256;
 // Bound scoring is split into tasks of this many pages (per query and list), so one decode
 // step uses every thread, not one per KV head: 512 pages are 256 KB of f16 bound rows at D 128.
 constexpr int64_t kChunkPages = 512;
-// Refinement is split into tasks of this many candidate columns per list.
+// Refinement (scores, then masses) is split into tasks of this many candidate columns per list.
 constexpr int64_t kRescoreColumns = 1024;
+static_assert(kRescoreColumns % kRescoreMassAlign == 0, "mass ranges start where finish_rescore's vectors do");
 
 }  // namespace
 
@@ -62,7 +63,8 @@ struct PageSelectScratch {
 
   // A task's own buffers (its slot of the call's scratch).
   struct TaskScratch {
-    std::vector<float> radius_dot, top, filtered;  // top: usable pages' scores in page order
+    std::vector<float> radius_dot, top;  // top: usable pages' scores in page order
+    std::vector<uint32_t> keys;          // kth_largest's
     std::vector<int16_t> codes;  // half of a list's query codes (bounds in two passes)
     std::vector<std::pair<float, int32_t>> order;  // (-score, page): ascending = best first
     RescoreTaskScratch rescore;
@@ -409,7 +411,7 @@ void PageSelector::select_queries(const sa_context &ctx, const SelectRequest &re
       float threshold = kNegInf;
       size_t ties = want;
       if (want > 0 && int64_t(want) < n_usable) {
-        threshold = kth_largest(*ctx.kernels, s.top.data(), n_usable, want, s.filtered);
+        threshold = kth_largest(s.top.data(), n_usable, want, s.keys);
         for (int64_t j = 0; j < n_usable; ++j) ties -= s.top[size_t(j)] > threshold;
       }
       rs.candidates.reserve(want * size_t(P));
@@ -485,9 +487,18 @@ void PageSelector::select_queries(const sa_context &ctx, const SelectRequest &re
     score_rescore_columns(ctx, rows, ls.list, ls.rescore, c0, std::min(ls.rescore.column_count(), c0 + kRescoreColumns),
                           scratch[size_t(slot)].rescore);
   });
+  // Each list ranked as finish_rescore ranks it, in steps spread over tasks like the scoring:
+  // the heads' softmax normalisers over (list, head), the masses over (list, range of
+  // columns), then the best of each list written.
+  parallel_for(ctx.threads, n_lists * G, [&](int64_t task) { rescore_normaliser(ctx, state[size_t(task / G)].rescore, task % G); });
+  parallel_for(ctx.threads, int64_t(ranges.size()), [&](int64_t r) {
+    RescoreScratch &rs = state[size_t(ranges[size_t(r)].first)].rescore;
+    const int64_t c0 = ranges[size_t(r)].second;
+    add_rescore_mass(rs, c0, std::min(rs.column_count(), c0 + kRescoreColumns));
+  });
   parallel_for(ctx.threads, n_lists, [&](int64_t t) {
     ListState &ls = state[size_t(t)];
-    finish_rescore(ctx, keys_, req, ls.query, ls.list, ls.rescore);
+    write_rescored(keys_, req, ls.query, ls.list, ls.rescore);
   });
 }
 

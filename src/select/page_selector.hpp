@@ -8,8 +8,8 @@
 // kernels' rows, else two passes. Pages are ranked by the bound; with refine the best pages'
 // keys are rescored exactly (candidate_rescore), without it whole pages fill the budget in
 // bound order. One selection is split over (list, chunk of pages) tasks for the bounds and
-// over (list, range of candidates) tasks for the rescoring, so a single decode step uses every
-// thread.
+// over (list, range of candidates) tasks for the rescoring and its masses, so a single decode
+// step uses every thread; the pick of the best pages and the final write stay one task per list.
 // Borrowing the host's keys (borrow_keys), it keeps the bounds and positions only: rescoring
 // reads the request's host keys, and the bounds of pages whose slots were appended or refilled
 // are computed from them by the next selection (deferred_work.hpp), so they equal an owning

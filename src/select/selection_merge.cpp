@@ -2,8 +2,9 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 #include <limits>
+
+#include "select/order_key.hpp"
 
 namespace sa {
 
@@ -28,14 +29,6 @@ void sort_distinct_slots(std::vector<int32_t> &slots, std::vector<uint64_t> &bit
     for (uint64_t b = bits[w]; b; b &= b - 1) slots[n++] = int32_t(w * 64 + size_t(__builtin_ctzll(b)));
 }
 
-// The score's bits as an unsigned key in the scores' order (+0 and -0 equal, as they compare).
-inline uint32_t score_key(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, sizeof u);
-  if ((u & 0x7fffffffu) == 0) u = 0;
-  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
-}
-
 // Moves the k best candidates by ranks_before to the front of c, in no particular order, as
 // nth_element(c.begin(), c.begin() + k, c.end(), ranks_before) does (0 < k < c.size()): the
 // k-th best score by a radix select over the scores' bits (three histogram passes of 11, 11
@@ -52,7 +45,7 @@ void partition_best(std::vector<Candidate> &c, size_t k, WriteScratch &s) {
   }
   std::vector<uint32_t> &keys = s.keys;
   keys.resize(n);
-  for (size_t i = 0; i < n; ++i) keys[i] = score_key(c[i].score);
+  for (size_t i = 0; i < n; ++i) keys[i] = order_key(c[i].score);
   uint32_t prefix = 0, mask = 0;
   size_t need = k;  // of the candidates whose key starts with prefix
   constexpr int kShift[3] = {21, 10, 0}, kBits[3] = {11, 11, 10};
@@ -95,19 +88,16 @@ float best_floor(const float *scores, int64_t n, int64_t keep) {
   uint32_t hist[2][kBins] = {};
   int64_t j = 0;
   for (; j + 2 <= n; j += 2) {
-    hist[0][score_key(scores[j]) >> kShift] += scores[j] == scores[j];  // NaN: not counted
-    hist[1][score_key(scores[j + 1]) >> kShift] += scores[j + 1] == scores[j + 1];
+    hist[0][order_key(scores[j]) >> kShift] += scores[j] == scores[j];  // NaN: not counted
+    hist[1][order_key(scores[j + 1]) >> kShift] += scores[j + 1] == scores[j + 1];
   }
-  if (j < n) hist[0][score_key(scores[j]) >> kShift] += scores[j] == scores[j];
+  if (j < n) hist[0][order_key(scores[j]) >> kShift] += scores[j] == scores[j];
   int64_t reached = 0;
   for (int b = kBins - 1; b >= 0; --b) {
     reached += int64_t(hist[0][b]) + hist[1][b];
     if (reached < keep) continue;
     // The lowest score whose key is in bin b: every score below it has a lower key.
-    const uint32_t key = uint32_t(b) << kShift;
-    const uint32_t u = (key & 0x80000000u) ? (key & 0x7fffffffu) : ~key;
-    float f;
-    std::memcpy(&f, &u, sizeof f);
+    const float f = key_float(uint32_t(b) << kShift);
     return std::isnan(f) ? kNegInf : f;
   }
   return kNegInf;
