@@ -87,7 +87,7 @@ class TorchCudaTest(ContextTest):
         torch.cuda.synchronize()
         before = torch.cuda.memory_allocated()
         with sa.Context(threads=1, device="cuda", cuda_allocator=(alloc, free)) as ctx, \
-                sa.Index(ctx, 2, 128, kind="page", dtype="f16") as ix:
+                sa.Index(ctx, 2, 128, kind="page", dtype="f16", refine=0) as ix:
             ix.append(k)
             ix.select(q, top_k=64, window=8, sinks=4, out=got)
             torch.cuda.synchronize()
@@ -101,7 +101,7 @@ class TorchCudaTest(ContextTest):
         self.assertEqual(calls["live"], 0)
         self.assertEqual(calls["free"], calls["alloc"])
         self.assertEqual(torch.cuda.memory_allocated(), before)
-        with cuda_context() as plain, sa.Index(plain, 2, 128, kind="page", dtype="f16") as ix:
+        with cuda_context() as plain, sa.Index(plain, 2, 128, kind="page", dtype="f16", refine=0) as ix:
             ix.append(k)
             ix.select(q, top_k=64, window=8, sinks=4, out=want)
             torch.cuda.synchronize()
