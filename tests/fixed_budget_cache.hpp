@@ -23,6 +23,7 @@ struct BudgetConfig {
   int64_t budget = 1024;
   int32_t sinks = 4, window = 64, top_k = 64;
   float mass_decay = 1.f;
+  float recent_share = -1.f;  // sa_evict_options.recent_share; < 0: the library's default
   uint64_t seed = 1;
   // Keys and queries share a random unit direction; `planted_position` gets a key along it
   // (strongly attended), `shunned_first` .. +shunned_count keys against it (barely attended).
@@ -68,6 +69,7 @@ class FixedBudgetCache {
     evict_opt_.incoming = 1;
     evict_opt_.sinks = c.sinks;
     evict_opt_.window = c.window;
+    if (c.recent_share >= 0.f) evict_opt_.recent_share = c.recent_share;
     select_opt_.top_k = c.top_k;
     select_opt_.window = c.window;
     select_opt_.sinks = c.sinks;

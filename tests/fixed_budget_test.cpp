@@ -138,6 +138,7 @@ TEST_P(FixedBudget, PlantedTokenSurvivesWhileShunnedOnesGo) {
   c.query_bias = 1.0;
   c.planted_position = 10;
   c.shunned_first = 40, c.shunned_count = 8;
+  c.recent_share = 0.5f;  // mass ranks the older half of the budget, where 10 and 40-47 lie
   FixedBudgetCache cache(ctx_.get(), c);
   CREATE_INDEX_OR_SKIP(cache);
   ASSERT_SA_OK(cache.prefill());
