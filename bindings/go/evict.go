@@ -26,7 +26,7 @@ type EvictOptions struct {
 	HeadMax bool
 	// RecentShare in [0, 1]: the most recent floor(RecentShare * (Budget -
 	// Incoming - Sinks)) positions are protected too, when more than Window
-	// (default 0.5; 0: Window alone; 1: StreamingLLM).
+	// (default 0.875; 0: Window alone; 1: StreamingLLM).
 	RecentShare float32
 	// ScorePool >= 0: a slot ranks by the best ranked score among the occupied
 	// slots within ScorePool positions of its own (SnapKV's pooling); 0: its

@@ -31,7 +31,7 @@ pub struct EvictOptions {
     pub head_max: bool,
     /// In [0, 1]: the most recent floor(recent_share * (budget - incoming -
     /// sinks)) positions are protected too, when more than `window`
-    /// (default 0.5; 0: `window` alone; 1: StreamingLLM).
+    /// (default 0.875; 0: `window` alone; 1: StreamingLLM).
     pub recent_share: f32,
     /// >= 0: a slot ranks by the best ranked score among the occupied slots
     /// within `score_pool` positions of its own (SnapKV's pooling); 0: its
