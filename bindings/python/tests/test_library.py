@@ -58,7 +58,7 @@ class LibraryTest(unittest.TestCase):
         self.assertEqual(sa.defaults("evict"), {"struct_size": 64, "budget": 0, "incoming": 1,
                                                 "sinks": 4, "window": 64, "score_mean": 1,
                                                 "mass_decay": np.float32(0.99), "head_max": 0,
-                                                "recent_share": 0.5, "per_head": 0, "score_pool": 0})
+                                                "recent_share": 0.875, "per_head": 0, "score_pool": 0})
         with self.assertRaises(sa.InvalidArgument):
             sa.defaults("nothing")
 
