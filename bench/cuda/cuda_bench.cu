@@ -3,12 +3,12 @@
 // select + attend at 128K and 512K, exact select + attend at 32K, 128K and 512K, a batch of
 // 64 sequences' gathered attend, and the device's copy bandwidth, all timed with CUDA events
 // (warm-up, median of many calls). Index sets are rotated so that repeated calls do not run
-// out of L2. Usage: cuda_bench [dense | batch | select]
+// out of L2. Usage: cuda_bench [dense | batch | select | page]
 // batch: 64 sequences of 4K-128K keys in a paged cache (pages of 16): sa_attend_paged in one
 // call (sparse: top_k 2048 + window 64 + sinks 4 per KV head; dense), against a loop of
 // per-sequence sa_attend calls, and per-sequence page selection (torch_bench.py batch times
 // SDPA over the same lengths). select: the sparse attend, the one-token append and the
-// selection cases only.
+// selection cases only. page: the sparse attend and the page selection cases only.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -299,7 +299,8 @@ double copy_bandwidth(cudaStream_t s) {
 int main(int argc, char **argv) {
   const bool dense_only = argc > 1 && std::string(argv[1]) == "dense";  // copy bandwidth and dense decode only
   const bool batch_only = argc > 1 && std::string(argv[1]) == "batch";
-  const bool select_only = argc > 1 && std::string(argv[1]) == "select";
+  const bool page_only = argc > 1 && std::string(argv[1]) == "page";
+  const bool select_only = page_only || (argc > 1 && std::string(argv[1]) == "select");
   cudaStream_t s;
   CK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
   sa_context_options co = SA_CONTEXT_OPTIONS_INIT;
@@ -379,7 +380,7 @@ int main(int argc, char **argv) {
     SK(sa_index_append(ix, &keys));
     return ix;
   };
-  {
+  if (!page_only) {
     sa_index *ix = index_over(SA_SELECTOR_PAGE, k128);
     int64_t next = N128;
     auto append_one = [&](int) {
@@ -425,6 +426,7 @@ int main(int argc, char **argv) {
   for (const auto &sc : select_cases) {
     const sa_selector_kind kind = sc.first;
     const int64_t n = sc.second;
+    if (page_only && kind != SA_SELECTOR_PAGE) continue;
     sa_tensor kn = desc(K, SA_DTYPE_BF16, {n, kHkv, kD}), vn = desc(V, SA_DTYPE_BF16, {n, kHkv, kD});
     sa_index *ix = index_over(kind, kn);
     sa_select_options so = SA_SELECT_OPTIONS_INIT;
