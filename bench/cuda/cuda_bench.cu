@@ -3,12 +3,13 @@
 // select + attend at 128K and 512K, exact select + attend at 32K, 128K and 512K, a batch of
 // 64 sequences' gathered attend, and the device's copy bandwidth, all timed with CUDA events
 // (warm-up, median of many calls). Index sets are rotated so that repeated calls do not run
-// out of L2. Usage: cuda_bench [dense | batch | select | page]
+// out of L2. Usage: cuda_bench [dense | batch | select | page [128 | 512]]
 // batch: 64 sequences of 4K-128K keys in a paged cache (pages of 16): sa_attend_paged in one
 // call (sparse: top_k 2048 + window 64 + sinks 4 per KV head; dense), against a loop of
 // per-sequence sa_attend calls, and per-sequence page selection (torch_bench.py batch times
 // SDPA over the same lengths). select: the sparse attend, the one-token append and the
-// selection cases only. page: the sparse attend and the page selection cases only.
+// selection cases only. page: the sparse attend and the page selection cases only (or the one
+// of 128K or 512K keys).
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -426,7 +427,7 @@ int main(int argc, char **argv) {
   for (const auto &sc : select_cases) {
     const sa_selector_kind kind = sc.first;
     const int64_t n = sc.second;
-    if (page_only && kind != SA_SELECTOR_PAGE) continue;
+    if (page_only && (kind != SA_SELECTOR_PAGE || (argc > 2 && n != std::atoll(argv[2]) * 1024))) continue;
     sa_tensor kn = desc(K, SA_DTYPE_BF16, {n, kHkv, kD}), vn = desc(V, SA_DTYPE_BF16, {n, kHkv, kD});
     sa_index *ix = index_over(kind, kn);
     sa_select_options so = SA_SELECT_OPTIONS_INIT;

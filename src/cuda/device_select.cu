@@ -732,13 +732,14 @@ __global__ void __launch_bounds__(kTopThreads) batch_top_kernel(const Common c, 
 // keys give) is selected by top_items from the global masses, in the same block.
 constexpr int kPageShift = 20;                   // bins: key >> 20
 constexpr int kPageBins = 1 << (31 - kPageShift);  // 2048
-constexpr int kPageChunk = kTopThreads;          // pages a block computes and counts
+constexpr int kPageChunk = 2 * kTopThreads;      // pages a block computes and counts
 constexpr int kRankCap = kTopThreads;            // the threshold bin's pages, ranked one a thread
 constexpr int kMaskWords = 2048;                 // chosen-page bitmap: at most 65536 pages a row
 constexpr int kSortedCap = 2 * kRankCap;         // chosen pages in order (n_sel at most this)
 // Per (query, KV head) row, in the zeroed buffer (zero between calls): the histogram, then
 // the count of blocks done and of candidate pages.
-constexpr size_t kPageArea = (kMaskWords + 2 * kRankCap) * sizeof(int);
+constexpr size_t kPageArea = (kMaskWords + 2 * kRankCap) * sizeof(int);  // dynamic, then the staged row
+constexpr size_t kPageStatic = 40 * 1024;  // page_top_kernel's static shared memory (33 KB), rounded up
 constexpr int kPageFinished = kPageBins, kPageTotal = kPageBins + 1, kPageState = kPageBins + 8;
 
 __device__ __forceinline__ unsigned lanes_below() {
@@ -751,7 +752,7 @@ __global__ void __launch_bounds__(kTopThreads) page_top_kernel(const Common c, c
                                                                unsigned *row_max, float *mass, int64_t n_items,
                                                                int item, int64_t n_sel, int32_t *out, int64_t o_s0,
                                                                int64_t o_s1, int64_t o_s2, int64_t width,
-                                                               int *state) {
+                                                               int *state, bool staged_row) {
   using Scan = cub::BlockScan<int, kTopThreads>;
   __shared__ typename Scan::TempStorage scan_tmp;
   // Counting: the block's histogram. Finishing: the chosen-page bitmap (words), then the
@@ -775,26 +776,28 @@ __global__ void __launch_bounds__(kTopThreads) page_top_kernel(const Common c, c
   for (int b = tid; b < kPageBins; b += kTopThreads) block_hist[b] = 0;
   if (tid < c.G) norm_s[tid] = from_order_bits(row_max_qh[tid]);
   __syncthreads();
-  const int64_t r = int64_t(blockIdx.x) * kPageChunk + tid;
-  float m = 0.f;
-  for (int g = 0; g < c.G; ++g) {
-    const float nv = norm_s[g];
-    const float sc = r < n_items ? scores_qh[int64_t(g) * n_items + r] : -INFINITY;
-    if (nv == -INFINITY) continue;
-    m += exp2f(sc - nv);
-  }
-  const bool cand = r < n_items && lo <= hi && r * item <= hi && (r + 1) * item - 1 >= lo;
-  if (r < n_items) mass_row[r] = cand ? m : -1.f;
-  const int bin = cand ? int(mass_key(m) >> kPageShift) : -1;
-  {
+  unsigned cands = 0;
+#pragma unroll
+  for (int k = 0; k < kPageChunk / kTopThreads; ++k) {
+    const int64_t r = int64_t(blockIdx.x) * kPageChunk + k * kTopThreads + tid;
+    float m = 0.f;
+    for (int g = 0; g < c.G; ++g) {
+      const float nv = norm_s[g];
+      const float sc = r < n_items ? scores_qh[int64_t(g) * n_items + r] : -INFINITY;
+      if (nv == -INFINITY) continue;
+      m += exp2f(sc - nv);
+    }
+    const bool cand = r < n_items && lo <= hi && r * item <= hi && (r + 1) * item - 1 >= lo;
+    if (r < n_items) mass_row[r] = cand ? m : -1.f;
+    const int bin = cand ? int(mass_key(m) >> kPageShift) : -1;
     const unsigned peers = __match_any_sync(0xffffffffu, bin);
     if (bin >= 0 && lane == __ffs(peers) - 1) atomicAdd(&block_hist[bin], __popc(peers));
+    cands += __popc(__ballot_sync(0xffffffffu, cand));
   }
-  const unsigned cands = __ballot_sync(0xffffffffu, cand);
   __syncthreads();
   for (int b = tid; b < kPageBins; b += kTopThreads)
     if (block_hist[b]) atomicAdd(&st[b], block_hist[b]);
-  if (lane == 0 && cands) atomicAdd(&st[kPageTotal], __popc(cands));
+  if (lane == 0 && cands) atomicAdd(&st[kPageTotal], int(cands));
   __threadfence();
   __syncthreads();
   if (tid == 0) last_s = atomicAdd(&st[kPageFinished], 1) == int(gridDim.x) - 1;
@@ -841,40 +844,57 @@ __global__ void __launch_bounds__(kTopThreads) page_top_kernel(const Common c, c
   unsigned *words = reinterpret_cast<unsigned *>(area_s);
   int2 *list = reinterpret_cast<int2 *>(area_s + kMaskWords);
   int *hist = area_s + kMaskWords;  // over the list while a digit is counted
+  // The row's masses, read from global memory once (kVisit loads in flight a thread) and
+  // kept in shared memory when they fit (stage): the passes below are latency bound.
+  float *stage = staged_row ? reinterpret_cast<float *>(area_s + kMaskWords + 2 * kRankCap) : nullptr;
+  bool from_stage = false;
+  // fn(rr, v) for rr = r0 + k * kTopThreads + tid over the row (v = -1 past its end): a
+  // warp's lanes take consecutive pages, so a ballot is one bitmap word.
+  auto visit = [&](auto fn) {
+    constexpr int kVisit = 4;
+    for (int64_t r0 = 0; r0 < n_items; r0 += int64_t(kTopThreads) * kVisit) {
+      float v[kVisit];
+#pragma unroll
+      for (int k = 0; k < kVisit; ++k) {
+        const int64_t rr = r0 + k * kTopThreads + tid;
+        v[k] = rr >= n_items ? -1.f : from_stage ? stage[rr] : __ldcg(&mass_row[rr]);
+      }
+#pragma unroll
+      for (int k = 0; k < kVisit; ++k) fn(r0 + k * kTopThreads + tid, v[k]);
+    }
+  };
   int listed;
   for (;;) {
     if (tid == 0) list_n_s = 0;
     __syncthreads();
     // The pages above the prefix into the bitmap, those at it into the list.
-    for (int64_t r0 = 0; r0 < n_items; r0 += kTopThreads) {
-      const int64_t rr = r0 + tid;
-      const float v = rr < n_items ? __ldcg(&mass_row[rr]) : -1.f;
+    visit([&](int64_t rr, float v) {
+      if (stage && !from_stage && rr < n_items) stage[rr] = v;
       const int d = is_candidate(v) ? int(mass_key(v) >> shift) : -2;
       const unsigned taken = __ballot_sync(0xffffffffu, d > prefix);
       if (lane == 0) words[rr >> 5] = taken;
       const bool at = d == prefix;
       const unsigned at_lanes = __ballot_sync(0xffffffffu, at);
-      if (!at_lanes) continue;
+      if (!at_lanes) return;
       int base = 0;
       if (lane == 0) base = atomicAdd(&list_n_s, __popc(at_lanes));
       base = __shfl_sync(0xffffffffu, base, 0) + __popc(at_lanes & lanes_below());
       if (at && base < kRankCap) list[base] = make_int2(int(mass_key(v)), int(rr));
-    }
+    });
     __syncthreads();
+    from_stage = stage != nullptr;
     listed = list_n_s;
     if (listed <= kRankCap || shift == 0) break;
     // Too many at the prefix: count their next digit.
     const int next = shift == kPageShift ? 9 : 0, bins = 1 << (shift - next);
     for (int b = tid; b < bins; b += kTopThreads) hist[b] = 0;
     __syncthreads();
-    for (int64_t r0 = 0; r0 < n_items; r0 += kTopThreads) {
-      const int64_t rr = r0 + tid;
-      const float v = rr < n_items ? __ldcg(&mass_row[rr]) : -1.f;
+    visit([&](int64_t, float v) {
       const bool at = is_candidate(v) && int(mass_key(v) >> shift) == prefix;
       const int digit = at ? int((mass_key(v) >> next) & unsigned(bins - 1)) : -1;
       const unsigned peers = __match_any_sync(0xffffffffu, digit);
       if (at && lane == __ffs(peers) - 1) atomicAdd(&hist[digit], __popc(peers));
-    }
+    });
     __syncthreads();
     pick_bin(hist, false, bins, need);
     prefix = (prefix << (shift - next)) | bin_s;
@@ -1247,16 +1267,19 @@ void index_select(const sa_plugin_index &ix, const sa_plugin_select_args &a) {
   }
   int32_t *o = static_cast<int32_t *>(out.data);
   if (spread) {
-    static bool opted[64] = {};
-    if (ix.device >= 64 || !opted[ix.device]) {
-      check_cuda(cudaFuncSetAttribute(page_top_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kPageArea)),
+    // The row's masses also in shared memory when they fit beside the kernel's own arrays.
+    const int most = max_shared_per_block(ix.device) - int(kPageStatic);
+    const bool staged_row = kPageArea + size_t(n_items) * sizeof(float) <= size_t(most);
+    const size_t dyn = kPageArea + (staged_row ? size_t(n_items) * sizeof(float) : 0);
+    static int opted[64] = {};
+    if (ix.device >= 64 || opted[ix.device] < int(dyn)) {
+      check_cuda(cudaFuncSetAttribute(page_top_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, most),
                  "cudaFuncSetAttribute");
-      if (ix.device < 64) opted[ix.device] = true;
+      if (ix.device < 64) opted[ix.device] = most;
     }
-    page_top_kernel<<<dim3(unsigned((n_items + kPageChunk - 1) / kPageChunk), H, n_q), kTopThreads, kPageArea,
-                      stream>>>(
+    page_top_kernel<<<dim3(unsigned((n_items + kPageChunk - 1) / kPageChunk), H, n_q), kTopThreads, dyn, stream>>>(
         c, scores, row_max, mass, n_items, item, n_sel, o, out.strides[0], out.strides[1], out.strides[2], out.shape[2],
-        sel);
+        sel, staged_row);
   } else if (staged) {
     static int opted[64] = {};
     allow_staged_shared(top_items_kernel<true>, opted, ix.device, staged_bytes);
