@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "sparseattn.h"
+#include "../../tests/cuda/index_options.cuh"
 
 #define CK(x) do { cudaError_t e_ = (x); if (e_ != cudaSuccess) { std::printf("%s: %s\n", #x, cudaGetErrorString(e_)); std::exit(1); } } while (0)
 #define SK(x) do { sa_status s_ = (x); if (s_ != SA_OK) { std::printf("%s: %s\n", #x, sa_last_error()); std::exit(1); } } while (0)
@@ -236,13 +237,7 @@ void run_batch(sa_context *ctx, cudaStream_t s) {
   // 2048 + window + sinks, then the paged attend of the whole batch.
   std::vector<sa_index *> idx(B, nullptr);
   for (int b = 0; b < B; ++b) {
-    sa_index_options io = SA_INDEX_OPTIONS_INIT;
-    io.kind = SA_SELECTOR_PAGE;
-    io.num_kv_heads = kHkv;
-    io.head_dim = kD;
-    io.dtype = SA_DTYPE_BF16;
-    io.page.page_size = P;
-    io.page.refine = 0;
+    sa_index_options io = device_index_options(SA_SELECTOR_PAGE, kHkv, kD, P);
     SK(sa_index_create(ctx, &io, &idx[size_t(b)]));
     sa_tensor kb = desc(K + size_t(first[size_t(b)]) * kHkv * kD, SA_DTYPE_BF16, {len[size_t(b)], kHkv, kD});
     SK(sa_index_append(idx[size_t(b)], &kb));
@@ -367,13 +362,7 @@ int main(int argc, char **argv) {
   // of a loop that does not wait.
   // An index of `kind` (pages of 16, no refinement) over keys.
   auto index_over = [&](sa_selector_kind kind, const sa_tensor &keys) {
-    sa_index_options io = SA_INDEX_OPTIONS_INIT;
-    io.kind = kind;
-    io.num_kv_heads = kHkv;
-    io.head_dim = kD;
-    io.dtype = SA_DTYPE_BF16;
-    io.page.page_size = 16;
-    io.page.refine = 0;
+    sa_index_options io = device_index_options(kind, kHkv, kD, 16);
     sa_index *ix = nullptr;
     SK(sa_index_create(ctx, &io, &ix));
     SK(sa_index_append(ix, &keys));
@@ -465,10 +454,7 @@ int main(int argc, char **argv) {
     });
     std::printf("sparse decode attend with slot mass (K=2048, 128K cache): %.1f us per call (%.1f without)\n", mass_us,
                 sparse_us);
-    sa_index_options io = SA_INDEX_OPTIONS_INIT;
-    io.num_kv_heads = kHkv;
-    io.head_dim = kD;
-    io.dtype = SA_DTYPE_BF16;
+    sa_index_options io = device_index_options(SA_SELECTOR_EXACT, kHkv, kD);
     sa_index *ix = nullptr;
     SK(sa_index_create(ctx, &io, &ix));
     SK(sa_index_append(ix, &k128));

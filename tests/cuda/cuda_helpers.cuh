@@ -1,5 +1,6 @@
 // Shared by the CUDA tests: contexts (skipping without a GPU), descriptors, 16-bit encoders
-// written independently of the library, and device copies.
+// written independently of the library, device copies, and device index options
+// (index_options.cuh).
 #pragma once
 
 #include <cuda_fp16.h>
@@ -10,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "index_options.cuh"
 #include "sparseattn.h"
 
 namespace {

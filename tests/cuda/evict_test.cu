@@ -114,22 +114,13 @@ TEST(CudaSlotMass, MatchesCpu) {
 
 // ---------------------------------------------------------------- index update
 
-sa_index_options exact_bf16(int Hkv, int D) {
-  sa_index_options io = SA_INDEX_OPTIONS_INIT;
-  io.kind = SA_SELECTOR_EXACT;
-  io.num_kv_heads = Hkv;
-  io.head_dim = D;
-  io.dtype = SA_DTYPE_BF16;
-  return io;
-}
-
 // The same updates on a device index and a CPU index: every selection must agree.
 TEST(CudaIndexUpdate, SelectionAfterUpdatesMatchesCpu) {
   NEED_GPU(c);
   constexpr int Hkv = 2, Hq = 8, D = 128;
   constexpr int64_t n = 1500;
   std::mt19937_64 rng(11);
-  sa_index_options io = exact_bf16(Hkv, D);
+  sa_index_options io = device_index_options(SA_SELECTOR_EXACT, Hkv, D);
   sa_index *gix = nullptr, *cix = nullptr;
   SA_OK_(sa_index_create(c.gpu, &io, &gix));
   SA_OK_(sa_index_create(c.cpu, &io, &cix));
@@ -302,7 +293,7 @@ TEST(CudaDecode, FixedBudgetLoopMatchesCpu) {
   float *dmass = to_device(mass_cpu);
   int32_t *dfreed = to_device(std::vector<int32_t>(4, -1));
 
-  sa_index_options io = exact_bf16(Hkv, D);
+  sa_index_options io = device_index_options(SA_SELECTOR_EXACT, Hkv, D);
   sa_index *gix = nullptr, *cix = nullptr;
   SA_OK_(sa_index_create(c.gpu, &io, &gix));
   SA_OK_(sa_index_create(c.cpu, &io, &cix));
