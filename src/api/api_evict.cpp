@@ -42,6 +42,24 @@ TensorView on_host(const TensorView &v, const Plugin *plugin, void *stream, std:
   return h;
 }
 
+// The chosen slots into a row of freed (element stride `stride`): host memory directly, device
+// memory through the plugin (one copy when contiguous).
+void write_freed(const std::vector<int32_t> &chosen, int32_t *row, int64_t stride, sa_device_type where,
+                 const Plugin *plugin, void *stream) {
+  if (where != SA_DEVICE_CUDA) {
+    for (size_t i = 0; i < chosen.size(); ++i) row[int64_t(i) * stride] = chosen[i];
+    return;
+  }
+  if (stride == 1 && !chosen.empty()) {
+    check_plugin(*plugin, plugin->api.copy(row, chosen.data(), chosen.size() * sizeof(int32_t), stream),
+                 "copying the freed slots to the device");
+    return;
+  }
+  for (size_t i = 0; i < chosen.size(); ++i)
+    check_plugin(*plugin, plugin->api.copy(row + int64_t(i) * stride, &chosen[i], sizeof(int32_t), stream),
+                 "copying the freed slots to the device");
+}
+
 // Runs f; a failure it throws is re-thrown naming KV head h (the per-head calls' messages).
 template <class F>
 void as_head(int64_t h, F &&f) {
@@ -73,45 +91,65 @@ void evict_per_head(EvictRequest req, const TensorView &sc, const TensorView &po
   }
   for (int64_t h = 0; h < heads; ++h) {
     const std::vector<int32_t> &c = chosen[size_t(h)];
-    int32_t *row = fr.ptr<int32_t>() + h * fr.stride[0];
-    if (fr.device == SA_DEVICE_CUDA && fr.stride[1] == 1 && !c.empty())
-      check_plugin(*plugin, plugin->api.copy(row, c.data(), c.size() * sizeof(int32_t), stream),
-                   "copying the freed slots to the device");
-    else if (fr.device == SA_DEVICE_CUDA)
-      for (size_t i = 0; i < c.size(); ++i)
-        check_plugin(*plugin, plugin->api.copy(row + int64_t(i) * fr.stride[1], &c[i], sizeof(int32_t), stream),
-                     "copying the freed slots to the device");
-    else
-      for (size_t i = 0; i < c.size(); ++i) row[int64_t(i) * fr.stride[1]] = c[i];
+    write_freed(c, fr.ptr<int32_t>() + h * fr.stride[0], fr.stride[1], fr.device, plugin, stream);
     n_freed[h] = int64_t(c.size());
   }
 }
 
-// All three per-head tensors on the device and a plugin that chooses per head there: the CPU
-// policy's choices and messages, without copying the scores.
-void evict_per_head_on_device(EvictRequest req, const Plugin &plugin, Device dev, const sa_context &ctx,
-                              const TensorView &sc, const TensorView &pos, const TensorView &fr, int64_t *n_freed) {
+// The plugin's request for req (the policy and where it runs); the caller adds the tensors.
+sa_plugin_evict_args device_request(const EvictRequest &req, Device dev, const sa_context &ctx) {
   sa_plugin_evict_args a{};
   a.struct_size = sizeof a;
-  a.scores = sc.ptr<const float>();
-  a.rows = 1;
-  a.col_stride = sc.stride[1];
-  a.positions = pos.ptr<const int64_t>();
-  a.pos_stride = pos.stride[1];
   a.n = req.n;
   a.budget = req.budget;
   a.incoming = req.incoming;
   a.sinks = req.sinks;
   a.window = req.window;
   a.mean = req.mean;
-  a.row_max = 0;
+  a.row_max = req.row_max;
   a.decay = req.decay;
-  a.freed = fr.ptr<int32_t>();
-  a.freed_stride = fr.stride[1];
-  a.freed_cap = fr.shape[1];
   a.device_id = dev.id;
   a.stream = call_stream(ctx, nullptr);
   a.owner = &ctx;
+  return a;
+}
+
+// Fails with the CPU policy's message for a device refusal (per_head: for KV head
+// a.refused_head, worded as evict_per_head words it); returns when nothing was refused.
+void check_device_refusal(const sa_plugin_evict_args &a, const EvictRequest &req, bool per_head) {
+  if (a.refused == SA_PLUGIN_EVICT_OK) return;
+  const int64_t h = a.refused_head;
+  if (a.refused == SA_PLUGIN_EVICT_POSITION)
+    fail_position(per_head ? ("positions[" + std::to_string(h) + "]").c_str() : "positions", a.refused_slot,
+                  a.refused_value, PositionsOf::keys);
+  if (a.refused == SA_PLUGIN_EVICT_FREED_SHORT) {
+    if (!per_head) fail_freed_short(a.freed_cap, a.refused_value);
+    fail(SA_ERR_SHAPE, "freed holds %lld slots per KV head, %lld are needed for head %lld", (long long)a.freed_cap,
+         (long long)a.refused_value, (long long)h);
+  }
+  auto policy = [&] {
+    if (a.refused == SA_PLUGIN_EVICT_NAN || a.refused == SA_PLUGIN_EVICT_NAN_SUMMED)
+      fail_nan_score(a.refused_slot, a.refused == SA_PLUGIN_EVICT_NAN_SUMMED);
+    if (a.refused == SA_PLUGIN_EVICT_BUDGET) fail_budget(req, a.refused_value);
+    fail(SA_ERR_INTERNAL, "the CUDA plugin refused an eviction for an unknown reason (%d)", int(a.refused));
+  };
+  if (per_head) as_head(h, policy);
+  policy();
+}
+
+// All three per-head tensors on the device and a plugin that chooses per head there: the CPU
+// policy's choices and messages, without copying the scores.
+void evict_per_head_on_device(const EvictRequest &req, const Plugin &plugin, Device dev, const sa_context &ctx,
+                              const TensorView &sc, const TensorView &pos, const TensorView &fr, int64_t *n_freed) {
+  sa_plugin_evict_args a = device_request(req, dev, ctx);
+  a.scores = sc.ptr<const float>();
+  a.rows = 1;
+  a.col_stride = sc.stride[1];
+  a.positions = pos.ptr<const int64_t>();
+  a.pos_stride = pos.stride[1];
+  a.freed = fr.ptr<int32_t>();
+  a.freed_stride = fr.stride[1];
+  a.freed_cap = fr.shape[1];
   a.heads = pos.shape[0];
   a.head_score_stride = sc.stride[0];
   a.head_pos_stride = pos.stride[0];
@@ -119,19 +157,7 @@ void evict_per_head_on_device(EvictRequest req, const Plugin &plugin, Device dev
   std::vector<int64_t> counts(static_cast<size_t>(a.heads));
   a.n_freed_heads = counts.data();
   check_plugin(plugin, plugin.api.evict_heads(&a), "CUDA per-head eviction");
-  const int64_t h = a.refused_head;
-  if (a.refused == SA_PLUGIN_EVICT_POSITION)
-    fail_position(("positions[" + std::to_string(h) + "]").c_str(), a.refused_slot, a.refused_value, PositionsOf::keys);
-  if (a.refused == SA_PLUGIN_EVICT_FREED_SHORT)
-    fail(SA_ERR_SHAPE, "freed holds %lld slots per KV head, %lld are needed for head %lld", (long long)fr.shape[1],
-         (long long)a.refused_value, (long long)h);
-  if (a.refused != SA_PLUGIN_EVICT_OK)
-    as_head(h, [&] {
-      if (a.refused == SA_PLUGIN_EVICT_NAN || a.refused == SA_PLUGIN_EVICT_NAN_SUMMED)
-        fail_nan_score(a.refused_slot, a.refused == SA_PLUGIN_EVICT_NAN_SUMMED);
-      if (a.refused == SA_PLUGIN_EVICT_BUDGET) fail_budget(req, a.refused_value);
-      fail(SA_ERR_INTERNAL, "the CUDA plugin refused an eviction for an unknown reason (%d)", int(a.refused));
-    });
+  check_device_refusal(a, req, true);
   std::copy(counts.begin(), counts.end(), n_freed);
 }
 
@@ -153,38 +179,18 @@ void bind_single_set(EvictRequest &req, const TensorView &sc, const TensorView &
 // without copying the scores; its refusals get the CPU policy's messages.
 void evict_on_device(const EvictRequest &req, const Plugin &plugin, Device dev, const sa_context &ctx,
                      const TensorView &fr, int64_t *n_freed) {
-  sa_plugin_evict_args a{};
-  a.struct_size = sizeof a;
+  sa_plugin_evict_args a = device_request(req, dev, ctx);
   a.scores = req.scores;
   a.rows = req.rows;
   a.row_stride = req.row_stride;
   a.col_stride = req.col_stride;
   a.positions = req.positions;
   a.pos_stride = req.pos_stride;
-  a.n = req.n;
-  a.budget = req.budget;
-  a.incoming = req.incoming;
-  a.sinks = req.sinks;
-  a.window = req.window;
-  a.mean = req.mean;
-  a.row_max = req.row_max;
-  a.decay = req.decay;
   a.freed = fr.ptr<int32_t>();
   a.freed_stride = fr.stride[0];
   a.freed_cap = fr.shape[0];
-  a.device_id = dev.id;
-  a.stream = call_stream(ctx, nullptr);
-  a.owner = &ctx;
   check_plugin(plugin, plugin.api.evict(&a), "CUDA eviction");
-  switch (a.refused) {
-    case SA_PLUGIN_EVICT_OK: break;
-    case SA_PLUGIN_EVICT_POSITION: fail_position("positions", a.refused_slot, a.refused_value, PositionsOf::keys);
-    case SA_PLUGIN_EVICT_NAN: fail_nan_score(a.refused_slot, false);
-    case SA_PLUGIN_EVICT_NAN_SUMMED: fail_nan_score(a.refused_slot, true);
-    case SA_PLUGIN_EVICT_BUDGET: fail_budget(req, a.refused_value);
-    case SA_PLUGIN_EVICT_FREED_SHORT: fail_freed_short(fr.shape[0], a.refused_value);
-    default: fail(SA_ERR_INTERNAL, "the CUDA plugin refused an eviction for an unknown reason (%d)", int(a.refused));
-  }
+  check_device_refusal(a, req, false);
   *n_freed = a.n_freed;
 }
 
@@ -287,15 +293,7 @@ SA_API sa_status sa_cache_evict(sa_context *ctx, const sa_evict_options *opt, co
 
     std::vector<int32_t> chosen = choose_evictions(req);
     if (int64_t(chosen.size()) > fr.shape[0]) fail_freed_short(fr.shape[0], int64_t(chosen.size()));
-    if (fr.device == SA_DEVICE_CUDA && fr.stride[0] == 1 && !chosen.empty())
-      check_plugin(*plugin, plugin->api.copy(fr.data, chosen.data(), chosen.size() * sizeof(int32_t), stream),
-                   "copying the freed slots to the device");
-    else if (fr.device == SA_DEVICE_CUDA)
-      for (size_t i = 0; i < chosen.size(); ++i)
-        check_plugin(*plugin, plugin->api.copy(fr.ptr<int32_t>() + int64_t(i) * fr.stride[0], &chosen[i],
-                                               sizeof(int32_t), stream), "copying the freed slots to the device");
-    else
-      for (size_t i = 0; i < chosen.size(); ++i) fr.ptr<int32_t>()[int64_t(i) * fr.stride[0]] = chosen[i];
+    write_freed(chosen, fr.ptr<int32_t>(), fr.stride[0], fr.device, plugin, stream);
     *n_freed = int64_t(chosen.size());
   });
 }

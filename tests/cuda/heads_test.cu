@@ -18,56 +18,6 @@ namespace {
 
 constexpr int D = 128;
 
-struct Bf16Rows {
-  std::vector<uint16_t> bits;
-  std::vector<float> values;  // what the bits hold
-};
-
-Bf16Rows random_rows(std::mt19937_64 &rng, size_t n, float sd) {
-  std::normal_distribution<float> nd(0.f, sd);
-  Bf16Rows r;
-  r.bits.resize(n);
-  r.values.resize(n);
-  for (size_t i = 0; i < n; ++i) {
-    r.bits[i] = to_bf16(nd(rng));
-    r.values[i] = from_bf16(r.bits[i]);
-  }
-  return r;
-}
-
-double worst_rel(const std::vector<float> &a, const std::vector<float> &b) {
-  double w = 0;
-  for (size_t i = 0; i < a.size(); ++i)
-    w = std::max(w, std::fabs(double(a[i]) - b[i]) / std::max(1e-3, std::fabs(double(b[i]))));
-  return w;
-}
-
-// Double-precision attention of query head h (KV head hk) over `rows` (-1 skipped), keeping
-// the rows whose head-hk position is a token at or before limit.
-std::vector<double> reference(const float *q, const std::vector<float> &K, const std::vector<float> &V, int Hkv,
-                              int hk, const std::vector<int32_t> &rows, const std::vector<int64_t> &pos, int64_t n_kv,
-                              int64_t limit) {
-  const double scale = 1.0 / std::sqrt(double(D));
-  std::vector<double> s, out(size_t(D), 0.0);
-  std::vector<int32_t> used;
-  double mx = -INFINITY;
-  for (int32_t r : rows) {
-    if (r < 0) continue;
-    const int64_t p = pos[size_t(hk * n_kv + r)];
-    if (p < 0 || p > limit) continue;
-    double dot = 0;
-    for (int d = 0; d < D; ++d) dot += double(q[d]) * K[(size_t(r) * Hkv + hk) * D + d];
-    s.push_back(dot * scale);
-    used.push_back(r);
-    mx = std::max(mx, dot * scale);
-  }
-  double den = 0;
-  for (double &x : s) den += (x = std::exp(x - mx));
-  for (size_t e = 0; e < used.size(); ++e)
-    for (int d = 0; d < D; ++d) out[size_t(d)] += s[e] / den * V[(size_t(used[e]) * Hkv + hk) * D + d];
-  return out;
-}
-
 // ------------------------------------------------------------------- attend per KV head
 
 struct HeadCase {
@@ -93,9 +43,9 @@ std::vector<int64_t> head_positions(std::mt19937_64 &rng, int Hkv, int64_t n_kv)
 
 void check_head_attend(Ctx &c, const HeadCase &k, uint64_t seed) {
   std::mt19937_64 rng(seed);
-  const Bf16Rows q = random_rows(rng, size_t(k.n_q) * k.Hq * D, 1.5f);
-  const Bf16Rows K = random_rows(rng, size_t(k.n_kv) * k.Hkv * D, 1.f);
-  const Bf16Rows V = random_rows(rng, size_t(k.n_kv) * k.Hkv * D, 1.f);
+  const Bf16Data q = random_bf16(rng, size_t(k.n_q) * k.Hq * D, 1.5f);
+  const Bf16Data K = random_bf16(rng, size_t(k.n_kv) * k.Hkv * D, 1.f);
+  const Bf16Data V = random_bf16(rng, size_t(k.n_kv) * k.Hkv * D, 1.f);
   const std::vector<int64_t> pos = head_positions(rng, k.Hkv, k.n_kv);
   const int lists = k.per_query_head ? k.Hq : k.Hkv, G = k.Hq / k.Hkv;
   std::vector<int32_t> idx(size_t(k.n_q) * lists * std::max(k.width, 1));
@@ -149,8 +99,9 @@ void check_head_attend(Ctx &c, const HeadCase &k, uint64_t seed) {
       if (k.width) rows.assign(idx.begin() + size_t(i * lists + list) * k.width, idx.begin() + size_t(i * lists + list + 1) * k.width);
       else for (int64_t r = 0; r < k.n_kv; ++r) rows.push_back(int32_t(r));
       for (int64_t r = 0; r < k.n_kv; ++r) hidden += pos[size_t(hk * k.n_kv + r)] > limit;
-      const std::vector<double> want = reference(q.values.data() + size_t(i * k.Hq + h) * D, K.values, V.values, k.Hkv,
-                                                 hk, rows, pos, k.n_kv, limit);
+      const std::vector<double> want = reference_attention(q.values.data() + size_t(i * k.Hq + h) * D, K.values,
+                                                           V.values, k.Hkv, D, hk, rows.data(), int64_t(rows.size()),
+                                                           pos.data(), k.n_kv, limit);
       for (int d = 0; d < D; ++d) {
         worst = std::max(worst, std::fabs(out_gpu[size_t(i * k.Hq + h) * D + d] - want[size_t(d)]));
         worst = std::max(worst, std::fabs(out_cpu[size_t(i * k.Hq + h) * D + d] - want[size_t(d)]));
@@ -159,8 +110,8 @@ void check_head_attend(Ctx &c, const HeadCase &k, uint64_t seed) {
   }
   EXPECT_LT(worst, 2e-5) << "outputs against the double reference";
   if (k.causal && k.n_q > 1) EXPECT_GT(hidden, 0) << "no row was past a query's position";
-  EXPECT_LT(worst_rel(lse_gpu, lse_cpu), 1e-5) << "lse";
-  EXPECT_LT(worst_rel(mass_gpu, mass_cpu), 2e-5) << "slot mass";
+  EXPECT_LT(max_rel_diff(lse_gpu, lse_cpu), 1e-5) << "lse";
+  EXPECT_LT(max_rel_diff(mass_gpu, mass_cpu), 2e-5) << "slot mass";
   // Empty rows get no mass: theirs is only the decayed start.
   for (size_t e = 0; e < pos.size(); ++e)
     if (pos[e] < 0) EXPECT_EQ(mass_gpu[e], k.decay == 0.f ? 0.f : mass0[e] * k.decay) << "empty row " << e;
@@ -220,8 +171,8 @@ TEST(CudaHeadAttend, GraphReplayReadsTheCurrentPositions) {
   constexpr int Hkv = 2, Hq = 8;
   constexpr int64_t n = 4096;
   std::mt19937_64 rng(7);
-  const Bf16Rows q = random_rows(rng, size_t(Hq) * D, 1.5f), K = random_rows(rng, size_t(n) * Hkv * D, 1.f);
-  const Bf16Rows V = random_rows(rng, size_t(n) * Hkv * D, 1.f);
+  const Bf16Data q = random_bf16(rng, size_t(Hq) * D, 1.5f), K = random_bf16(rng, size_t(n) * Hkv * D, 1.f);
+  const Bf16Data V = random_bf16(rng, size_t(n) * Hkv * D, 1.f);
   std::vector<int64_t> pos = head_positions(rng, Hkv, n);
   uint16_t *dq = to_device(q.bits), *dk = to_device(K.bits), *dv = to_device(V.bits);
   int64_t *dpos = to_device(pos);
@@ -395,7 +346,7 @@ TEST(CudaHeadDecode, FixedBudgetPerHeadLoopMatchesCpu) {
   constexpr int64_t B = 256;
   std::mt19937_64 rng(51);
   const size_t row = size_t(Hkv) * D;
-  Bf16Rows K = random_rows(rng, size_t(B) * row, 1.f), V = random_rows(rng, size_t(B) * row, 1.f);
+  Bf16Data K = random_bf16(rng, size_t(B) * row, 1.f), V = random_bf16(rng, size_t(B) * row, 1.f);
   std::vector<int64_t> pos(size_t(Hkv) * B);
   for (int h = 0; h < Hkv; ++h) std::iota(pos.begin() + h * B, pos.begin() + (h + 1) * B, 0);
   std::vector<float> mass(size_t(Hkv) * B, 0.f), out_cpu(size_t(Hq) * D);
@@ -423,8 +374,8 @@ TEST(CudaHeadDecode, FixedBudgetPerHeadLoopMatchesCpu) {
   double worst_out = 0, worst_mass = 0;
   for (int t = 0; t < steps; ++t) {
     const int64_t p = B + t;
-    const Bf16Rows q = random_rows(rng, size_t(Hq) * D, 2.f);
-    const Bf16Rows kv_new = random_rows(rng, 2 * row, 1.f);  // K row then V row, [Hkv, D] each
+    const Bf16Data q = random_bf16(rng, size_t(Hq) * D, 2.f);
+    const Bf16Data kv_new = random_bf16(rng, 2 * row, 1.f);  // K row then V row, [Hkv, D] each
 
     // 1. Evict one slot per KV head.
     std::vector<int64_t> n_cpu(Hkv), n_gpu(Hkv);
@@ -488,14 +439,14 @@ TEST(CudaHeadDecode, FixedBudgetPerHeadLoopMatchesCpu) {
     std::vector<int32_t> all(B);
     std::iota(all.begin(), all.end(), 0);
     for (int h = 0; h < Hq; ++h) {
-      const std::vector<double> want = reference(q.values.data() + size_t(h) * D, K.values, V.values, Hkv, h / G, all,
-                                                 pos, B, p);
+      const std::vector<double> want = reference_attention(q.values.data() + size_t(h) * D, K.values, V.values, Hkv, D,
+                                                           h / G, all.data(), B, pos.data(), B, p);
       for (int d = 0; d < D; ++d) {
         worst_out = std::max(worst_out, std::fabs(out_gpu[size_t(h) * D + d] - want[size_t(d)]));
         worst_out = std::max(worst_out, std::fabs(out_cpu[size_t(h) * D + d] - want[size_t(d)]));
       }
     }
-    worst_mass = std::max(worst_mass, worst_rel(mass_gpu, mass));
+    worst_mass = std::max(worst_mass, max_rel_diff(mass_gpu, mass));
   }
   std::printf("per-head decode loop: %d steps x %d KV heads, %d evictions other than the head's oldest, %d steps "
               "whose heads evicted different tokens, worst |out - double| %.3g, worst slot-mass relative difference "
