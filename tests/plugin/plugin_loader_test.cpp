@@ -217,6 +217,13 @@ TEST(PluginDispatch, DeviceEvictionNeedsThePluginsEvictionEntries) {
   EXPECT_EQ(sa_attend(c.ctx, &f.q, &f.k, &f.v, &f.idx, &o, &f.out, nullptr), SA_ERR_UNSUPPORTED);
   EXPECT_NE(std::string(sa_last_error()).find("predates"), std::string::npos) << sa_last_error();
   EXPECT_EQ(fake_symbol<int>(path, "fake_attend_calls"), before);
+  // Per-KV-head positions go only to a plugin that reads them (its table holds evict_heads).
+  const int64_t *device_positions = reinterpret_cast<const int64_t *>(uintptr_t(0xa0000));
+  o.slot_mass = nullptr;
+  o.head_key_positions = device_positions;
+  EXPECT_EQ(sa_attend(c.ctx, &f.q, &f.k, &f.v, &f.idx, &o, &f.out, nullptr), SA_ERR_UNSUPPORTED);
+  EXPECT_NE(std::string(sa_last_error()).find("predates opt->head_key_positions"), std::string::npos) << sa_last_error();
+  EXPECT_EQ(fake_symbol<int>(path, "fake_attend_calls"), before);
   sa_tensor pos = device_tensor(SA_DTYPE_I64, {100}, 0x80000), freed = device_tensor(SA_DTYPE_I32, {4}, 0x90000);
   sa_evict_options eo = SA_EVICT_OPTIONS_INIT;
   eo.budget = 90;
