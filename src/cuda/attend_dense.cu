@@ -37,7 +37,7 @@ constexpr int kWarps = 4, kThreads = 32 * kWarps;
 constexpr int kMinBlocks = 3;  // a multiprocessor's: 168 registers a thread, so nothing spills
 constexpr int kTile = 16;                  // keys a warp takes at a time
 constexpr int kStep = kTile * kWarps;      // keys a block takes at a time
-constexpr int64_t kMinChunk = 64;
+constexpr int64_t kMinChunk = 64, kMaxChunk = 16384;
 constexpr int kMaxSplits = 512;
 constexpr int64_t kMaxRows = int64_t(1) << 30;  // rows and row counters stay in int
 
@@ -260,14 +260,18 @@ int resident_blocks(int device) {
   return cached[device];
 }
 
-// One wave of blocks: the keys split so that as many resident block slots of the chip as can
-// have work do, and no block waits for a second wave (its split would double the time); each
-// split at least kMinChunk keys and a whole number of block steps.
+// Whole waves of blocks: the keys split so that as many resident block slots of the chip as can
+// have work do, and no block waits alone for another wave (its split would double the time);
+// as many waves as keep splits within kMaxChunk keys, since the tensor cores' f32 sums may
+// round toward zero (bounded drift over a warp's tiles), each split at least kMinChunk keys
+// and a whole number of block steps.
 template <class T, int D, int GT>
 void launch(DenseParams p, const void *owner, cudaStream_t stream, int device) {
   const int64_t n_q = p.n_q, base = n_q * p.units;
   const int64_t target = int64_t(resident_blocks<T, D, GT>(device)) * sm_count(device);
-  int64_t splits = target / base;
+  const int64_t wave = target / base > 1 ? target / base : 1;
+  const int64_t per_wave = wave * kMaxChunk;
+  int64_t splits = wave * ((p.n_kv + per_wave - 1) / per_wave);
   const int64_t max_splits = (p.n_kv + kMinChunk - 1) / kMinChunk;
   if (splits > max_splits) splits = max_splits;
   if (splits > kMaxSplits) splits = kMaxSplits;
