@@ -13,10 +13,10 @@
 // into the operand. Each lane ends the score step holding one head's scores of two keys; four
 // shuffles hand every lane the four scores its weight operand needs. The running max is
 // raised only when a score passes it by kRescaleAbove (base 2), so the weights stay below
-// 2^kRescaleAbove and the output is rarely rescaled. The next 16 keys' K is loaded once the
-// scores are taken, their V once the output step has read this V. A block of 4 warps takes
-// one split of the keys for one query and KV head; the blocks' partials are merged exactly as
-// the FMA kernel's (split_merge.cuh).
+// 2^kRescaleAbove and the output is rarely rescaled. A block of 4 warps takes one split of
+// the keys for one query and KV head, its warps taking every fourth tile of 16 keys; a warp's
+// next tile's K is loaded once the scores are taken, its V once the output step has read this
+// V. The blocks' partials are merged exactly as the FMA kernel's (split_merge.cuh).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
