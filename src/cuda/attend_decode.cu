@@ -425,14 +425,14 @@ void attend(const sa_plugin_attend_args &a) {
   const bool heads = a.struct_size >= offsetof(sa_plugin_attend_args, head_key_positions) + sizeof a.head_key_positions;
   int gt = 1;
   Params p = common_params(*a.q, *a.k, *a.v, a.indices, *a.out, a.lse, a.per_query_head, a.causal, a.scale, owner, gt);
-  if (dense_fits(a, mass)) {  // tensor cores (attend_dense.cu)
-    attend_dense(a, owner);
-    return;
-  }
   p.lse_scratch = mass && !a.lse;
   p.head_pos = heads ? a.head_key_positions : nullptr;
   if (p.head_pos && mass && a.slot_mass->rank != 2)
     fail(SA_ERR_SHAPE, "slot_mass must be [H_kv, n_kv] with per-KV-head positions");
+  if (dense_fits(a, mass, p.head_pos)) {  // tensor cores (attend_dense.cu)
+    attend_dense(a, owner);
+    return;
+  }
   DeviceGuard guard(a.q->device_id);
   cudaStream_t stream = static_cast<cudaStream_t>(a.stream);
   if (p.n_q > 0) p = launch_any(p, a.k->dtype, int(a.q->shape[2]), gt, stream, a.q->device_id);

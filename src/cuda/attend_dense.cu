@@ -312,9 +312,9 @@ void launch_d(const DenseParams &p, int D, int gt, const void *owner, cudaStream
 
 }  // namespace
 
-bool dense_fits(const sa_plugin_attend_args &a, bool slot_mass) {
+bool dense_fits(const sa_plugin_attend_args &a, bool slot_mass, const int64_t *head_positions) {
   const int64_t D = a.q->shape[2];
-  return !a.indices && !slot_mass && a.k->rank == 3 && a.q->dtype == a.k->dtype && a.v->dtype == a.k->dtype &&
+  return !a.indices && !slot_mass && !head_positions && a.k->rank == 3 && a.q->dtype == a.k->dtype && a.v->dtype == a.k->dtype &&
          (D == 64 || D == 128) && a.k->shape[0] < kMaxRows;
 }
 
