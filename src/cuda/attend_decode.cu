@@ -13,16 +13,17 @@
 #include <cstdint>
 
 #include "attend_decode.hpp"
+#include "attend_dense.hpp"
 #include "core/visibility.hpp"
 #include "half_vec.cuh"
 #include "plugin_state.hpp"
 #include "slot_mass.hpp"
+#include "split_merge.cuh"
 
 namespace sacuda {
 namespace {
 
 constexpr float kLog2e = 1.4426950408889634f;
-constexpr float kLn2 = 0.6931471805599453f;
 constexpr int kThreads = 128;
 constexpr int kUnroll = 4;       // rows each lane group has in flight
 constexpr int kRowTile = 512;    // index entries staged in shared memory at a time
@@ -70,57 +71,6 @@ struct Params {
   float *part_acc, *part_ml;  // splits > 1: [n_q][units][splits][GT][D], [...][GT][2]
   unsigned *done;             // splits > 1: [n_q][units] blocks finished, zero between calls
 };
-
-// The exact merge of a (query, group)'s splits, run by its last block. Each thread takes a
-// float4 slice of one head's output and folds the splits in batches: a batch's maxima, sums
-// and slices are loaded together (independent loads), then folded with weights 2^(m_s - M).
-template <int D, int GT>
-__device__ void merge_splits(const Params &p, int i, int u, int S) {
-  constexpr int D4 = D / 4, kBatch = 16;
-  const int h0 = u * GT;
-  const int64_t part0 = (int64_t(i) * p.units + u) * p.splits;
-  for (int e = threadIdx.x; e < GT * D4; e += kThreads) {
-    const int g = e / D4, d4 = e % D4;
-    const float4 *src = reinterpret_cast<const float4 *>(p.part_acc + (part0 * GT + g) * D) + d4;
-    const float2 *ml = reinterpret_cast<const float2 *>(p.part_ml) + part0 * GT + g;
-    float4 A = make_float4(0.f, 0.f, 0.f, 0.f);
-    float M = -INFINITY, Lsum = 0.f;
-    for (int s0 = 0; s0 < S; s0 += kBatch) {
-      float2 ms[kBatch];
-      float4 x[kBatch];
-#pragma unroll
-      for (int j = 0; j < kBatch; ++j) {
-        const bool in = s0 + j < S;
-        ms[j] = in ? __ldcg(ml + int64_t(s0 + j) * GT) : make_float2(-INFINITY, 0.f);
-        x[j] = in ? __ldcg(src + int64_t(s0 + j) * GT * D4) : make_float4(0.f, 0.f, 0.f, 0.f);
-      }
-      float Mb = M;
-#pragma unroll
-      for (int j = 0; j < kBatch; ++j) Mb = fmaxf(Mb, ms[j].x);
-      if (Mb == -INFINITY) continue;  // nothing visible so far
-      const float a = exp2f(M - Mb);
-      A = make_float4(A.x * a, A.y * a, A.z * a, A.w * a);
-      Lsum *= a;
-#pragma unroll
-      for (int j = 0; j < kBatch; ++j) {
-        const float w = exp2f(ms[j].x - Mb);  // 0 for empty splits
-        A.x = fmaf(x[j].x, w, A.x);
-        A.y = fmaf(x[j].y, w, A.y);
-        A.z = fmaf(x[j].z, w, A.z);
-        A.w = fmaf(x[j].w, w, A.w);
-        Lsum = fmaf(ms[j].y, w, Lsum);
-      }
-      M = Mb;
-    }
-    const float inv = Lsum > 0.f ? 1.f / Lsum : 0.f;
-    const int64_t o = i * p.o_s0 + (h0 + g) * p.o_s1 + int64_t(d4) * 4 * p.o_s2;
-    store_any(p.out, o, p.out_dtype, A.x * inv);
-    store_any(p.out, o + p.o_s2, p.out_dtype, A.y * inv);
-    store_any(p.out, o + 2 * p.o_s2, p.out_dtype, A.z * inv);
-    store_any(p.out, o + 3 * p.o_s2, p.out_dtype, A.w * inv);
-    if (d4 == 0 && p.lse) p.lse[i * p.l_s0 + (h0 + g) * p.l_s1] = Lsum > 0.f ? (M + log2f(Lsum)) * kLn2 : -INFINITY;
-  }
-}
 
 // Element i of an I32 or I64 vector on the device.
 __device__ __forceinline__ int64_t int_at(const void *v, int i64, int64_t off) {
@@ -286,46 +236,7 @@ __global__ void __launch_bounds__(kThreads, 4) decode_kernel(const Params p) {
       red_l[slot][g] = l[g];
     }
   }
-  __syncthreads();
-  const int64_t part = (int64_t(i) * p.units + u) * p.splits + split;
-  for (int e = tid; e < GT * D; e += kThreads) {
-    const int g = e / D, d = e % D;
-    float M = -INFINITY;
-    for (int s = 0; s < SLOTS; ++s) M = fmaxf(M, red_m[s][g]);
-    float A = 0.f, Lsum = 0.f;
-    if (M != -INFINITY)
-      for (int s = 0; s < SLOTS; ++s) {
-        const float w = exp2f(red_m[s][g] - M);
-        A = fmaf(red_acc[s][g][d], w, A);
-        Lsum = fmaf(red_l[s][g], w, Lsum);
-      }
-    if (nsplit == 1) {
-      store_any(p.out, i * p.o_s0 + (h0 + g) * p.o_s1 + d * p.o_s2, p.out_dtype, Lsum > 0.f ? A / Lsum : 0.f);
-      if (d == 0 && p.lse) p.lse[i * p.l_s0 + (h0 + g) * p.l_s1] = Lsum > 0.f ? (M + log2f(Lsum)) * kLn2 : -INFINITY;
-    } else {
-      p.part_acc[(part * GT + g) * D + d] = A;
-      if (d == 0) {
-        p.part_ml[(part * GT + g) * 2] = M;
-        p.part_ml[(part * GT + g) * 2 + 1] = Lsum;
-      }
-    }
-  }
-  if (nsplit == 1) return;
-
-  // The last block of the (query, group) to finish merges all splits.
-  __shared__ bool last_s;
-  __threadfence();  // this block's partials are visible before it counts itself done
-  __syncthreads();
-  if (tid == 0) {
-    unsigned *done = p.done + int64_t(i) * p.units + u;
-    last_s = atomicAdd(done, 1u) == unsigned(nsplit - 1);
-    if (last_s) *done = 0;  // every split has counted: zero for the next call
-  }
-  __syncthreads();
-  if (!last_s) return;
-  __threadfence();
-  merge_splits<D, GT>(p, i, u, nsplit);
-  __syncthreads();
+  finish_block<D, GT, kThreads, SLOTS>(p, i, u, split, nsplit, red_acc, red_m, red_l);
 }
 
 // The largest of n positions + 1 into *max_pos1 (zeroed before; 0 when every entry is empty).
@@ -518,6 +429,10 @@ void attend(const sa_plugin_attend_args &a) {
   p.head_pos = heads ? a.head_key_positions : nullptr;
   if (p.head_pos && mass && a.slot_mass->rank != 2)
     fail(SA_ERR_SHAPE, "slot_mass must be [H_kv, n_kv] with per-KV-head positions");
+  if (dense_fits(a, mass, p.head_pos)) {  // tensor cores (attend_dense.cu)
+    attend_dense(a, owner);
+    return;
+  }
   DeviceGuard guard(a.q->device_id);
   cudaStream_t stream = static_cast<cudaStream_t>(a.stream);
   if (p.n_q > 0) p = launch_any(p, a.k->dtype, int(a.q->shape[2]), gt, stream, a.q->device_id);
