@@ -22,12 +22,24 @@ namespace {
 // large budgets cheap: K=2048 at 128K keys rescores 4096 (3%).
 constexpr int64_t kRefineReserveKeys = 2048;
 
+// In a call of many queries (prefill), with refine, a query that sees at most this many times
+// its candidate keys (top_k + kRefineReserveKeys) is scored exactly, by the exact selector's
+// path (block_rescore.hpp: VisibleCounts); one query a call (decode) always bounds pages.
+// Below that, bounding the pages and rescoring half of the keys or more costs more than
+// scoring them all by GEMM. Measured (bench_select select/{exact,page}/prefill256_k{128,2048}:
+// 256 queries at the last positions of n random f16 keys, H_kv 8, one thread, CPU time, one
+// run, load 8 on 2 cores): K = 128 (2176 candidates): exact 411 / 569 / 915 ms at 6K / 8K /
+// 12K keys, page 315 / 298 / 395; K = 2048 (4096): exact 1071 / 1264 / 2037 at 12K / 16K /
+// 24K, page 1122 / 886 / 1127. Bounding below the cut (before it, loaded): K = 128 at 4K keys
+// 392 ms against exact's 335, and a 4K prompt (select/page/prefill4k_k128) 1.7x exact's time.
+constexpr int64_t kPrefillExactFactor = 2;
+
 // A prefill's per-list state at once (see select()): 32 MB holds 1024 queries' bounds over 4K
-// keys (8 KV heads of 4 query heads), reused from chunk to chunk; a chunk has at least a
-// rescoring block of queries (kBlockRescoreQueries), so that its GEMMs stay full and its
-// parallel loops few. Measured (bench_select select/page*/prefill4k_k128, 1 thread, loaded):
-// the whole call's 134 MB of bounds without refine cost 1.3x chunks of 256 queries (first
-// touch), and chunks of 256 with refine 0.5x the whole call's 2.6 GB.
+// keys (8 KV heads of 4 query heads), reused from chunk to chunk; a chunk has at least
+// kBlockRescoreQueries queries, so that its parallel loops are few. Measured (bench_select
+// select/page*/prefill4k_k128, 1 thread, loaded): the whole call's 134 MB of bounds without
+// refine cost 1.3x chunks of 256 queries (first touch), and chunks of 256 with refine 0.5x the
+// whole call's 2.6 GB.
 constexpr int64_t kPrefillChunkBytes = int64_t(32) << 20;
 
 // Bound rows up to this width are one SIMD kernel pass (the kernels' largest vectorised row).
@@ -76,7 +88,6 @@ struct PageSelectScratch {
   // the page holds no usable position; chunk_max[(list * chunks + c) * G + g] its chunk maxima.
   std::vector<float> bound, chunk_max, head_max;
   std::vector<std::pair<int64_t, int64_t>> ranges;  // rescoring tasks: (list, first column)
-  std::vector<BlockRescoreScratch> blocks;          // per task slot, rescoring by blocks
 };
 
 PageSelector::~PageSelector() = default;
@@ -224,24 +235,33 @@ void PageSelector::select(const sa_context &ctx, const SelectRequest &req) const
   // Borrowed keys: bounds of pages appended or refilled since the last selection, first.
   stale_.run_if_pending([&] { const_cast<PageSelector *>(this)->refresh_stale(ctx, host_rows(req, keys_.dim())); });
   const int64_t n_q = req.queries.shape[0];
-  if (n_q < kBlockRescoreMinQueries) return select_queries(ctx, req, nullptr);
-  // Prefill: in chunks of queries whose per-list state (every page's bound per query head, and
-  // with exact scores the candidates' columns and scores) fits kPrefillChunkBytes, or of one
-  // rescoring block of queries: for the whole call it was 2.6 GB at 4096 queries over 4096 keys
-  // (K = 128, 8 KV heads), 4 GB of bounds alone over 128K keys.
+  if (n_q < kBlockRescoreMinQueries) return select_queries(ctx, req, false);
+  // Prefill with refine: the queries that see few keys are scored exactly (kPrefillExactFactor).
+  if (refine_) {
+    const VisibleCounts visible(keys_, req);
+    const int64_t exact_below = kPrefillExactFactor * (int64_t(req.top_k) + kRefineReserveKeys);
+    return visible.select_exactly_within(ctx, exact_below, [&](const SelectRequest &run) { select_prefill(ctx, run); });
+  }
+  select_prefill(ctx, req);
+}
+
+void PageSelector::select_prefill(const sa_context &ctx, const SelectRequest &req) const {
+  // In chunks of queries whose per-list state (every page's bound per query head, and
+  // with exact scores the candidates' columns and scores) fits kPrefillChunkBytes, or of
+  // kBlockRescoreQueries queries: for the whole call it was 2.6 GB at 4096 queries over 4096
+  // keys (K = 128, 8 KV heads), 4 GB of bounds alone over 128K keys.
+  const int64_t n_q = req.queries.shape[0];
   const bool exact_scores = refine_ || req.mass_target > 0.f;
   const int64_t lists = selection_list_count(req, keys_.heads());
   const int64_t G = req.queries.shape[1] / lists;
   const int64_t columns = exact_scores ? std::min<int64_t>(keys_.size(), req.top_k + kRefineReserveKeys) + req.window + req.sinks : 0;
   const int64_t list_bytes = int64_t(sizeof(float)) * (G * pages() + (G + 4) * columns) + 1;
   const int64_t chunk = std::min(n_q, std::max(kBlockRescoreQueries, kPrefillChunkBytes / (lists * list_bytes)));
-  const NativeRows rows = native_rows(keys_, req);
-  KeysF32 keys_f32(rows, keys_.heads(), keys_.size());
   for (int64_t i0 = 0; i0 < n_q; i0 += chunk)
-    select_queries(ctx, chunk < n_q ? query_chunk(req, i0, std::min(n_q, i0 + chunk)) : req, &keys_f32);
+    select_queries(ctx, chunk < n_q ? query_chunk(req, i0, std::min(n_q, i0 + chunk)) : req, true);
 }
 
-void PageSelector::select_queries(const sa_context &ctx, const SelectRequest &req, KeysF32 *prefill) const {
+void PageSelector::select_queries(const sa_context &ctx, const SelectRequest &req, bool prefill) const {
   using ListState = PageSelectScratch::ListState;
   using TaskScratch = PageSelectScratch::TaskScratch;
   const int64_t n_q = req.queries.shape[0], D = keys_.dim(), P = page_size_;
@@ -379,7 +399,22 @@ void PageSelector::select_queries(const sa_context &ctx, const SelectRequest &re
   }
 
   // 3. Per list: the best pages; without refine, whole pages fill the budget and the list is done.
-  parallel_for_slots(slots, n_lists, [&](int64_t t, int slot) {
+  // Candidates to score exactly are planned for step 4 (a decode step: its few lists split
+  // over tasks), or in a prefill scored and ranked in the list's own task (rescore_candidates):
+  // its many lists keep every thread busy, and each list's scores stay in cache from scoring
+  // to ranking. Page candidates come in runs of a page, which the per-list kernels read
+  // faster than a GEMM over every key they lie among (block_rescore.hpp; there dense from a
+  // quarter of the keys on): 0.65x its time at 12K and 16K keys, K = 2048.
+  const NativeRows rows = native_rows(keys_, req);
+  auto rescore = [&](ListState &ls) {
+    if (prefill) rescore_candidates(ctx, keys_, rows, req, ls.query, ls.list, ls.rescore);
+    else plan_rescore(keys_, req, ls.query, ls.list, ls.rescore);
+  };
+  // A prefill's lists in KV head order (the queries of a list side by side): tasks running
+  // together rescore among one head's keys (4 MB at 16K keys), not every head's; 0.55x the
+  // time at 16K keys, K = 128.
+  parallel_for_slots(slots, n_lists, [&](int64_t task, int slot) {
+    const int64_t t = prefill ? task % n_q * lists + task / n_q : task;
     ListState &ls = state[size_t(t)];
     TaskScratch &s = scratch[size_t(slot)];
     RescoreScratch &rs = ls.rescore;
@@ -398,8 +433,7 @@ void PageSelector::select_queries(const sa_context &ctx, const SelectRequest &re
     };
     if (refine_ && !ls.bounded) {  // every usable page is a candidate
       for_usable(add_page);
-      if (!prefill) plan_rescore(keys_, req, i, l, rs);
-      return;
+      return rescore(ls);
     }
     if (refine_) {
       // The best `want` pages (ties to the lower page), found by the threshold score and
@@ -423,8 +457,7 @@ void PageSelector::select_queries(const sa_context &ctx, const SelectRequest &re
         }
         if (take) add_page(p);
       });
-      if (!prefill) plan_rescore(keys_, req, i, l, rs);  // scored in step 4 (prefill: planned there)
-      return;
+      return rescore(ls);
     }
     // Without refine: pages by bound, sorted in stretches as they are needed.
     s.order.reserve(size_t(n_pages));
@@ -447,36 +480,12 @@ void PageSelector::select_queries(const sa_context &ctx, const SelectRequest &re
           rs.candidates.push_back(int32_t(slot));
         }
     }
-    if (req.mass_target > 0.f) {  // masses need exact scores: step 4 (blocks: planned there)
-      if (!prefill) plan_rescore(keys_, req, i, l, rs);
-    }
+    if (req.mass_target > 0.f) rescore(ls);  // masses need exact scores
     else write_ranked_candidates(keys_, req, i, l, rs);
   });
-  if (!refine_ && !(req.mass_target > 0.f)) return;
+  if (prefill || (!refine_ && !(req.mass_target > 0.f))) return;
 
-  // 4. Exact scores of the candidates, then each list ranked. Prefill: the lists of each KV
-  // head together (block_rescore.hpp: one GEMM when the candidates are dense in the keys the
-  // chunk sees); else over (list, range of columns).
-  const NativeRows rows = native_rows(keys_, req);
-  if (prefill) {
-    const int64_t H = keys_.heads(), head_lists = lists / H;  // lists of one KV head per query
-    const int head_slots = loop_slots(ctx.threads, H);
-    std::vector<BlockRescoreScratch> &block_scratch = call.blocks;
-    if (block_scratch.size() < size_t(head_slots)) block_scratch.resize(size_t(head_slots));
-    OmpThreadLimit omp_limit(ctx.threads);  // oneDNN inside follows the context's thread count
-    parallel_for_slots(head_slots, H, [&](int64_t h, int slot) {
-      BlockRescoreScratch &bs = block_scratch[size_t(slot)];
-      std::vector<BlockList> &bl = bs.lists;
-      bl.clear();
-      for (int64_t i = 0; i < n_q; ++i)
-        for (int64_t k = h * head_lists; k < (h + 1) * head_lists; ++k) {
-          ListState &ls = state[size_t(i * lists + k)];
-          bl.push_back({ls.query, ls.list, &ls.rescore});
-        }
-      rescore_block(ctx, keys_, rows, *prefill, req, bl.data(), int64_t(bl.size()), bs);
-    });
-    return;
-  }
+  // 4. Exact scores of the candidates over (list, range of columns), then each list ranked.
   std::vector<std::pair<int64_t, int64_t>> &ranges = call.ranges;  // (list, first column)
   ranges.clear();
   for (int64_t t = 0; t < n_lists; ++t)
