@@ -517,6 +517,36 @@ TEST(PrefillSelect, PageRefineScoresExactlyBelowTwiceItsCandidates) {
   }
 }
 
+// With refine, pages whose bounds tie with the threshold go to the lower pages, in whichever
+// chunk of pages (512) they lie: over 3000 equal keys in pages of one, the 2068 candidate pages
+// are the lowest, and the list takes the lowest slots (equal scores: lower slot first), as the
+// exact selector does, on 1 and 2 threads, per KV head and per query head.
+TEST(PageSelect, TiedPagesGoToTheLowerPages) {
+  Rng rng(518);
+  const int64_t n = 3000;
+  Tensor keys(SA_DTYPE_F32, {n, kHkv, kD});
+  const Tensor row = random_keys(rng, 1);
+  for (int64_t s = 0; s < n; ++s)
+    for (int64_t h = 0; h < kHkv; ++h)
+      for (int64_t d = 0; d < kD; ++d) keys.set({s, h, d}, row.get({0, h, d}));
+  const Tensor q = sat::random_tensor(rng, SA_DTYPE_F32, {1, kHq, kD});
+  std::vector<int32_t> want;
+  for (int32_t s = 0; s < 23; ++s) want.push_back(s);           // sinks 0..2, then the 20 lowest
+  for (int32_t s = 2992; s < 3000; ++s) want.push_back(s);      // the window
+  for (int32_t threads : {1, 2}) {
+    Approx a(Config{"PageRefine", SA_SELECTOR_PAGE, 1, 1, 0, 0.0}, threads);
+    ASSERT_NE(a.ix, nullptr);
+    a.append(keys);
+    for (int per_head : {0, 1}) {
+      sa_select_options o = select_options(20, 8, 3);
+      o.per_query_head = per_head;
+      const Tensor out = a.select(q, o);
+      for (int64_t h = 0; h < out.dim(1); ++h)
+        EXPECT_EQ(row_of(out, 0, h), want) << "threads " << threads << ", per_head " << per_head << ", list " << h;
+    }
+  }
+}
+
 // Without refine, whole pages are taken in bound order: a page's keys come together.
 TEST(PageSelect, WithoutRefineTakesWholePages) {
   Rng rng(511);

@@ -9,7 +9,9 @@
 // keys are rescored exactly (candidate_rescore), without it whole pages fill the budget in
 // bound order. One selection is split over (list, chunk of pages) tasks for the bounds and
 // over (list, range of candidates) tasks for the rescoring and its masses, so a single decode
-// step uses every thread; the pick of the best pages and the final write stay one task per list.
+// step uses every thread; the chosen pages' candidates are collected over (list, chunk of
+// pages) tasks too; the threshold score of the best pages (a radix select), each list's plan
+// and the final write stay one task per list.
 // In a call of many queries (a prompt), with refine, a query that sees at most twice its
 // candidate keys is scored exactly instead, by the exact selector's path (kPrefillExactFactor).
 // Borrowing the host's keys (borrow_keys), it keeps the bounds and positions only: rescoring
