@@ -52,6 +52,10 @@ struct Params {
   int lens_i64, starts_i64;
   const int64_t *slot_pos;  // null: every slot holds a token
   int64_t pos_s0;
+  // sa_attend's per-KV-head positions, [H_kv][n_kv] (null: row r holds position r); causal
+  // queries then count back from the largest of them, kept + 1 in max_pos1 (0: none).
+  const int64_t *head_pos;
+  const unsigned long long *max_pos1;
   int n_q, q_offset, G, per_query_head, causal, units;
   void *out;
   int64_t o_s0, o_s1, o_s2;
@@ -193,7 +197,9 @@ __global__ void __launch_bounds__(kThreads, 4) decode_kernel(const Params p) {
 
   const int64_t begin = int64_t(split) * p.chunk;
   const int64_t end = begin + p.chunk < len ? begin + p.chunk : len;
-  const int64_t qpos = p.causal ? span.pos : sa::kNoPositionLimit;
+  const int64_t qpos = !p.causal ? sa::kNoPositionLimit
+                       : p.head_pos ? int64_t(*p.max_pos1) - p.n_q + i
+                                    : span.pos;
   const char *kb = p.k + hk * p.k_s1, *vb = p.v + hk * p.v_s1;
   const int32_t *ib = p.idx ? p.idx + i * p.i_s0 + list * p.i_s1 : nullptr;
 
@@ -205,7 +211,9 @@ __global__ void __launch_bounds__(kThreads, 4) decode_kernel(const Params p) {
       // dense key is a token whose slot the page table gives. Out of range: skipped.
       const int64_t t = t0 + e;
       const int64_t r = ib ? int64_t(ib[t * p.i_s2]) : PAGED ? token_slot(p, span.b, t) : t;
-      const bool ok = r >= 0 && r < p.n_kv && sa::sees(qpos, ib ? r : t) &&
+      const bool in = r >= 0 && r < p.n_kv;
+      const int64_t kpos = !p.head_pos ? (ib ? r : t) : in ? p.head_pos[hk * p.n_kv + r] : sa::kEmptySlotPosition;
+      const bool ok = in && sa::sees(qpos, kpos) &&
                       (!PAGED || !p.slot_pos || sa::holds_token(p.slot_pos[r * p.pos_s0]));
       const int64_t page = !PAGED || p.page_size == 1 ? r : r / p.page_size;
       page_s[e] = ok ? int32_t(page) : -1;
@@ -320,6 +328,20 @@ __global__ void __launch_bounds__(kThreads, 4) decode_kernel(const Params p) {
   __syncthreads();
 }
 
+// The largest of n positions + 1 into *max_pos1 (zeroed before; 0 when every entry is empty).
+__global__ void max_position_kernel(const int64_t *pos, int64_t n, unsigned long long *max_pos1) {
+  unsigned long long m = 0;
+  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < n; e += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t x = pos[e];
+    if (sa::holds_token(x) && (unsigned long long)(x) + 1 > m) m = (unsigned long long)(x) + 1;
+  }
+  for (int o = 16; o > 0; o /= 2) {
+    const unsigned long long w = __shfl_xor_sync(0xffffffffu, m, o);
+    m = w > m ? w : m;
+  }
+  if (threadIdx.x % 32 == 0 && m) atomicMax(max_pos1, m);
+}
+
 // Blocks of decode_kernel<T, D, GT, PAGED> that fit on one multiprocessor of the current device.
 template <class T, int D, int GT, bool PAGED>
 int resident_blocks(int device) {
@@ -354,13 +376,15 @@ Params launch(Params p, cudaStream_t stream, int device) {
   p.splits = int(len > 0 ? (len + p.chunk - 1) / p.chunk : 1);
 
   const int64_t n_q = p.n_q;
-  if (p.splits > 1 || p.lse_scratch) {
+  const bool max_needed = p.head_pos && p.causal;
+  if (p.splits > 1 || p.lse_scratch || max_needed) {
     const size_t parts = p.splits > 1 ? size_t(n_q) * p.units * p.splits * GT : 0;
     const size_t acc_bytes = parts * D * sizeof(float), ml_bytes = parts * 2 * sizeof(float);
-    const size_t lse_bytes = p.lse_scratch ? size_t(n_q) * p.H_q * sizeof(float) : 0;
+    const size_t lse_bytes = p.lse_scratch ? (size_t(n_q) * p.H_q * sizeof(float) + 7) / 8 * 8 : 0;
+    const size_t max_bytes = max_needed ? sizeof(unsigned long long) : 0;
     const StreamBuffers b = stream_buffers(p.owner, device, stream,
                                            p.splits > 1 ? size_t(n_q) * p.units * sizeof(unsigned) : 0,
-                                           acc_bytes + ml_bytes + lse_bytes);
+                                           acc_bytes + ml_bytes + lse_bytes + max_bytes);
     p.part_acc = static_cast<float *>(b.scratch);
     p.part_ml = reinterpret_cast<float *>(static_cast<char *>(b.scratch) + acc_bytes);
     p.done = static_cast<unsigned *>(b.zeroed);
@@ -368,6 +392,17 @@ Params launch(Params p, cudaStream_t stream, int device) {
       p.lse = reinterpret_cast<float *>(static_cast<char *>(b.scratch) + acc_bytes + ml_bytes);
       p.l_s0 = p.H_q;
       p.l_s1 = 1;
+    }
+    if (max_needed) {
+      auto *max_pos1 = reinterpret_cast<unsigned long long *>(static_cast<char *>(b.scratch) + acc_bytes + ml_bytes +
+                                                              lse_bytes);
+      const int64_t n = p.n_kv * (p.H_q / p.G);
+      check_cuda(cudaMemsetAsync(max_pos1, 0, sizeof *max_pos1, stream), "largest position reset");
+      const int64_t blocks = (n + 255) / 256;
+      max_position_kernel<<<unsigned(blocks < 1 ? 1 : blocks > 1024 ? 1024 : blocks), 256, 0, stream>>>(p.head_pos, n,
+                                                                                                         max_pos1);
+      check_cuda(cudaGetLastError(), "largest position launch");
+      p.max_pos1 = max_pos1;
     }
   }
   constexpr int64_t kMaxGridZ = 65535;
@@ -476,13 +511,17 @@ Params launch_any(const Params &p, sa_dtype kv_dtype, int D, int gt, cudaStream_
 void attend(const sa_plugin_attend_args &a) {
   const void *owner = a.struct_size >= offsetof(sa_plugin_attend_args, owner) + sizeof a.owner ? a.owner : nullptr;
   const bool mass = a.struct_size >= offsetof(sa_plugin_attend_args, mass_decay) + sizeof a.mass_decay && a.slot_mass;
+  const bool heads = a.struct_size >= offsetof(sa_plugin_attend_args, head_key_positions) + sizeof a.head_key_positions;
   int gt = 1;
   Params p = common_params(*a.q, *a.k, *a.v, a.indices, *a.out, a.lse, a.per_query_head, a.causal, a.scale, owner, gt);
   p.lse_scratch = mass && !a.lse;
+  p.head_pos = heads ? a.head_key_positions : nullptr;
+  if (p.head_pos && mass && a.slot_mass->rank != 2)
+    fail(SA_ERR_SHAPE, "slot_mass must be [H_kv, n_kv] with per-KV-head positions");
   DeviceGuard guard(a.q->device_id);
   cudaStream_t stream = static_cast<cudaStream_t>(a.stream);
   if (p.n_q > 0) p = launch_any(p, a.k->dtype, int(a.q->shape[2]), gt, stream, a.q->device_id);
-  if (mass) accumulate_slot_mass(a, p.lse, p.l_s0, p.l_s1, stream);
+  if (mass) accumulate_slot_mass(a, p.lse, p.l_s0, p.l_s1, p.head_pos, p.max_pos1, stream);
 }
 
 void attend_paged(const sa_plugin_attend_paged_args &a) {

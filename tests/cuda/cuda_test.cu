@@ -155,13 +155,7 @@ void check_select(Ctx &c, const SelCase &k, uint64_t seed) {
   std::vector<uint16_t> keys(size_t(k.n) * k.Hkv * k.D), q(size_t(k.n_q) * k.Hq * k.D);
   for (auto &x : keys) x = to_bf16(nd(rng));
   for (auto &x : q) x = to_bf16(nd(rng) * 2.f);
-  sa_index_options io = SA_INDEX_OPTIONS_INIT;
-  io.kind = k.kind;
-  io.num_kv_heads = k.Hkv;
-  io.head_dim = k.D;
-  io.dtype = SA_DTYPE_BF16;
-  io.page.page_size = k.page;
-  io.page.refine = 0;
+  sa_index_options io = device_index_options(k.kind, k.Hkv, k.D, k.page);
   sa_index *ix = nullptr;
   SA_OK_(sa_index_create(c.gpu, &io, &ix));
   uint16_t *dk = to_device(keys), *dq = to_device(q);
@@ -283,13 +277,7 @@ void check_ties(Ctx &c, sa_selector_kind kind, int64_t n, int page, int top_k) {
   std::normal_distribution<float> nd(0.f, 1.f);
   std::vector<uint16_t> keys(size_t(n) * Hkv * D, to_bf16(0.5f)), q(size_t(Hq) * D);
   for (auto &x : q) x = to_bf16(nd(rng));
-  sa_index_options io = SA_INDEX_OPTIONS_INIT;
-  io.kind = kind;
-  io.num_kv_heads = Hkv;
-  io.head_dim = D;
-  io.dtype = SA_DTYPE_BF16;
-  io.page.page_size = page;
-  io.page.refine = 0;
+  sa_index_options io = device_index_options(kind, Hkv, D, page);
   sa_index *ix = nullptr;
   SA_OK_(sa_index_create(c.gpu, &io, &ix));
   uint16_t *dk = to_device(keys), *dq = to_device(q);
@@ -351,12 +339,7 @@ TEST(CudaSelect, SelectThenAttendOnDevice) {
   for (auto &x : vals) x = to_bf16(nd(rng));
   for (auto &x : q) x = to_bf16(nd(rng));
   uint16_t *dk = to_device(keys), *dv = to_device(vals), *dq = to_device(q);
-  sa_index_options io = SA_INDEX_OPTIONS_INIT;
-  io.kind = SA_SELECTOR_PAGE;
-  io.num_kv_heads = Hkv;
-  io.head_dim = D;
-  io.dtype = SA_DTYPE_BF16;
-  io.page.refine = 0;
+  sa_index_options io = device_index_options(SA_SELECTOR_PAGE, Hkv, D);
   sa_index *ix = nullptr;
   SA_OK_(sa_index_create(c.gpu, &io, &ix));
   sa_tensor tk = desc(dk, SA_DTYPE_BF16, {n, Hkv, D}, SA_DEVICE_CUDA), tv = desc(dv, SA_DTYPE_BF16, {n, Hkv, D}, SA_DEVICE_CUDA);
@@ -419,12 +402,7 @@ void check_capture(cudaStream_t index_stream, unsigned capture_flags) {
   for (auto &x : vals) x = to_bf16(nd(rng));
   for (auto &x : q) x = to_bf16(nd(rng));
   uint16_t *dk = to_device(keys), *dv = to_device(vals), *dq = to_device(q);
-  sa_index_options io = SA_INDEX_OPTIONS_INIT;
-  io.kind = SA_SELECTOR_PAGE;
-  io.num_kv_heads = Hkv;
-  io.head_dim = D;
-  io.dtype = SA_DTYPE_BF16;
-  io.page.refine = 0;
+  sa_index_options io = device_index_options(SA_SELECTOR_PAGE, Hkv, D);
   sa_index *ix = nullptr;
   SA_OK_(sa_index_create(g, &io, &ix));
   const int64_t first = 1000;
@@ -520,12 +498,7 @@ TEST(CudaSelect, FirstSelectionOnAnotherStreamWaitsForQueuedAppends) {
   uint16_t *dk = to_device(keys), *dq = to_device(q);
   for (sa_selector_kind kind : {SA_SELECTOR_PAGE, SA_SELECTOR_EXACT}) {
     SCOPED_TRACE(kind == SA_SELECTOR_PAGE ? "page" : "exact");
-    sa_index_options io = SA_INDEX_OPTIONS_INIT;
-    io.kind = kind;
-    io.num_kv_heads = Hkv;
-    io.head_dim = D;
-    io.dtype = SA_DTYPE_BF16;
-    io.page.refine = 0;
+    sa_index_options io = device_index_options(kind, Hkv, D);
     io.capacity = n;
     sa_index *ix = nullptr;
     SA_OK_(sa_index_create(g, &io, &ix));
@@ -619,11 +592,7 @@ TEST(CudaPointers, HostMemoryDescribedAsCudaIsRefused) {
   EXPECT_EQ(sa_attend(c.gpu, &gq, &gk, &gv, nullptr, nullptr, &ho, nullptr), SA_ERR_INVALID_ARGUMENT);
   EXPECT_TRUE(mentions(sa_last_error(), "pageable host memory")) << sa_last_error();
   // A device index: host keys to append, host queries and host indices to select into.
-  sa_index_options io = SA_INDEX_OPTIONS_INIT;
-  io.kind = SA_SELECTOR_EXACT;
-  io.num_kv_heads = SmallAttend::Hkv;
-  io.head_dim = SmallAttend::D;
-  io.dtype = SA_DTYPE_BF16;
+  sa_index_options io = device_index_options(SA_SELECTOR_EXACT, SmallAttend::Hkv, SmallAttend::D);
   sa_index *ix = nullptr;
   SA_OK_(sa_index_create(c.gpu, &io, &ix));
   std::vector<uint16_t> host_k = a.k;
