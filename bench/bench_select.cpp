@@ -31,6 +31,9 @@
 //   select/KIND/prefill4k_k128/f16/N:4096/threads:T
 //                                            4096 queries over 4096 keys (a prompt's own
 //                                            keys, causal), top_k=128
+//   select/KIND/prefill1k_k128/f16/N:16384/threads:T
+//                                            a later chunk of a chunked prefill: 1024
+//                                            queries at positions 15360..16383, top_k=128
 //   select/KIND/decode_k128/...              the decode query with top_k=128 (the graph
 //                                            kinds' regime: a few candidates per head)
 //   build/KIND/f16/N:n/threads:T             sa_index_create + sa_index_append of n keys
@@ -237,6 +240,30 @@ void register_kinds() {
                 BM_select_kind, &kind, kPrefill, t, kPrefill, 128)
                 ->UseRealTime()
                 ->Unit(benchmark::kMillisecond);
+    // A later chunk of a chunked prefill: 1024 queries at positions 15360..16383 over 16384
+    // keys, K = 128 (each query sees 15-16K keys: past the count up to which a prompt's queries
+    // are scored exactly).
+    for (int t : {1, 2})
+        for (const quality::SelectorKind &kind : quality::selector_kinds())
+            benchmark::RegisterBenchmark(
+                name(("select/" + kind.name + "/prefill1k_k128").c_str(), SA_DTYPE_F16, 16 * 1024, t).c_str(),
+                BM_select_kind, &kind, int64_t{16 * 1024}, t, int64_t{1024}, 128)
+                ->UseRealTime()
+                ->Unit(benchmark::kMillisecond);
+    // The count of visible keys past which a page index with refine is cheaper than exact
+    // scoring (page_selector.cpp: kPrefillExactFactor): 256 queries at the last positions of n
+    // keys, K = 128 and 2048, one thread, exact and page only.
+    for (int k : {128, 2048})
+        for (int64_t n : {2048, 4096, 6144, 8192, 12288, 16384, 24576, 32768})
+            for (const quality::SelectorKind &kind : quality::selector_kinds())
+                if (kind.name == "exact" || kind.name == "page")
+                    benchmark::RegisterBenchmark(
+                        name(("select/" + kind.name + "/prefill256_k" + std::to_string(k)).c_str(), SA_DTYPE_F16,
+                             n, 1)
+                            .c_str(),
+                        BM_select_kind, &kind, n, 1, int64_t{256}, k)
+                        ->UseRealTime()
+                        ->Unit(benchmark::kMillisecond);
     for (int64_t n : {32768, 131072})
         for (int t : {1, 2})  // in this order, each index is built once
             for (const quality::SelectorKind &kind : quality::selector_kinds()) {

@@ -310,7 +310,14 @@ typedef enum sa_selector_kind {
 /* Page (Quest) selector: per page of page_size consecutive slots and KV head, the
  * elementwise min and max of the keys (kept as int8 codes, widened so that the
  * bound stays an upper bound); pages are ranked by the bound
- * sum_d max(q_d min_d, q_d max_d) (per KV head: the group's heads combined). */
+ * sum_d max(q_d min_d, q_d max_d) (per KV head: the group's heads combined).
+ * With refine, in a call of 8 or more queries (a prompt's prefill), a query that
+ * sees at most twice its candidate keys (2 x (top_k + 2048)) is scored exactly
+ * instead, by the exact selector's path: below that, bounding the pages and
+ * rescoring half of the keys or more cost more than scoring them all by GEMM
+ * (bench_select select/{exact,page}/prefill256_k128 and _k2048), so a 4096-token
+ * prompt at top_k 128 is selected as the exact selector selects it. One query a
+ * call (decode) bounds pages; refine = 0 always takes whole pages. */
 typedef struct sa_page_options {
     int32_t page_size;     /* slots per page, >= 1 (default 16) */
     int32_t refine;        /* nonzero (default): the best pages, holding top_k + 2048

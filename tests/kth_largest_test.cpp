@@ -1,5 +1,6 @@
-// kth_largest (select/kth_largest.hpp), the page selector's threshold for its best pages,
-// against sorting: random, tied, sorted both ways, with -inf, NaN and signed zero entries, every k.
+// kth_largest and kth_largest_key (select/kth_largest.hpp), the page selector's threshold for
+// its best pages and write_selection's for its best candidates, against sorting: random, tied,
+// sorted both ways, with -inf, NaN and signed zero entries, every k.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -9,6 +10,7 @@
 #include <vector>
 
 #include "select/kth_largest.hpp"
+#include "select/order_key.hpp"
 #include "test_util.hpp"
 
 namespace {
@@ -59,6 +61,28 @@ TEST(KthLargest, EqualsSorting) {
         const float got = sa::kth_largest(x.data(), n, k, keys);
         EXPECT_TRUE(got == want || (std::isnan(got) && std::isnan(want)))
             << "fill " << int(f) << " n=" << n << " k=" << k << ": " << got << " vs " << want;
+      }
+}
+
+// The k-th largest key and its rank among the keys equal to it (what write_selection's pick of
+// the best candidates needs): the best k by sorting are every key above it and `rank` of those
+// equal to it.
+TEST(KthLargest, KeyAndRankAmongEqualKeysAsSorting) {
+  sat::Rng rng(8);
+  for (Fill f : {Fill::normal, Fill::ties, Fill::ascending, Fill::descending, Fill::neg_inf, Fill::zeros})
+    for (int64_t n : {1, 2, 3, 17, 100, 1000, 8193})
+      for (size_t k : {size_t(1), size_t(2), size_t(n / 32 + 1), size_t(n / 3 + 1), size_t(n - 1), size_t(n)}) {
+        if (k < 1 || k > size_t(n)) continue;
+        const std::vector<float> x = make(rng, f, n);
+        std::vector<uint32_t> keys(static_cast<size_t>(n));
+        for (int64_t j = 0; j < n; ++j) keys[size_t(j)] = sa::order_key(x[size_t(j)]);
+        std::vector<uint32_t> sorted = keys;
+        std::sort(sorted.begin(), sorted.end(), std::greater<uint32_t>());
+        const uint32_t want = sorted[k - 1];
+        const size_t above = size_t(std::count_if(sorted.begin(), sorted.end(), [&](uint32_t u) { return u > want; }));
+        const sa::KthKey got = sa::kth_largest_key(keys.data(), size_t(n), k);
+        EXPECT_EQ(got.key, want) << "fill " << int(f) << " n=" << n << " k=" << k;
+        EXPECT_EQ(got.rank, k - above) << "fill " << int(f) << " n=" << n << " k=" << k;
       }
 }
 

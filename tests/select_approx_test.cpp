@@ -401,8 +401,8 @@ int64_t differing_from_alone(Approx &a, const Tensor &q, const sa_select_options
 // the keys a block sees when its candidates are dense there (block_rescore.hpp): at 1500 keys
 // the blocks are. Its lists equal those of the same queries asked one at a time (the per-list
 // path) but for rounding ties, per KV head and per query head, with a mass target, on 1 and 2
-// threads; page+refine's (every page a candidate at this size) equal the brute-force oracle's,
-// and so do LSH's for the queries that see at most 32 x top_k keys (scored exactly in a
+// threads; page+refine's (every query sees fewer than twice its candidate keys: scored exactly
+// in a prefill, page_selector.cpp) equal the brute-force oracle's, and so do LSH's for the queries that see at most 32 x top_k keys (scored exactly in a
 // prefill: lsh_selector.cpp, kPrefillExactFactor).
 TEST(PrefillSelect, BlocksChooseAsOneQueryAtATime) {
   Rng rng(515);
@@ -439,15 +439,16 @@ TEST(PrefillSelect, BlocksChooseAsOneQueryAtATime) {
 
 // A page prefill whose per-list state (a bound per page and query head; with refine the
 // candidates' scores) would pass 32 MB runs in chunks of queries: over 20000 pages of one key,
-// 700 queries take three chunks of up to 256, with and without refine. Every list equals the
-// same query's asked alone.
+// 700 queries take three chunks of up to 256, with and without refine (every query sees more
+// than twice its candidate keys, so none is scored exactly). Every list equals the same
+// query's asked alone.
 TEST(PrefillSelect, PageChunksChooseAsOneQueryAtATime) {
   Rng rng(516);
   const Tensor keys = random_keys(rng, 20000);
   const int64_t n_q = 700;
   const Tensor q = sat::random_tensor(rng, SA_DTYPE_F32, {n_q, kHq, kD});
   std::vector<int64_t> pos(static_cast<size_t>(n_q));
-  for (int64_t i = 0; i < n_q; ++i) pos[size_t(i)] = 19999 - (n_q - 1 - i) * 27;
+  for (int64_t i = 0; i < n_q; ++i) pos[size_t(i)] = 19999 - (n_q - 1 - i) * 22;  // 4621 .. 19999
   for (const Config &c : {Config{"PageRefine", SA_SELECTOR_PAGE, 1, 1, 0, 0.0}, Config{"PageWhole", SA_SELECTOR_PAGE, 0, 1, 0, 0.0}}) {
     SCOPED_TRACE(c.name);
     Approx a(c, 2);
@@ -458,6 +459,91 @@ TEST(PrefillSelect, PageChunksChooseAsOneQueryAtATime) {
     const Tensor out = a.select(q, o);
     check_contract(a, q, o, out);
     EXPECT_LE(differing_from_alone(a, q, o, pos, out, 7), 1) << "lists where prefill and one query alone differ";
+  }
+}
+
+// Page with refine in a prefill scores a query exactly when it sees at most twice its
+// candidate keys (kPrefillExactFactor: 2 x (top_k + 2048) = 4136 here), where the same query
+// alone bounds pages and misses some of the oracle's keys: those lists are the oracle's, and a
+// call of only such queries selects as the exact selector does, bit for bit. Later queries
+// bound pages as the same query alone does (and miss some of the oracle's keys).
+TEST(PrefillSelect, PageRefineScoresExactlyBelowTwiceItsCandidates) {
+  Rng rng(517);
+  const Tensor keys = random_keys(rng, 7200);
+  const int64_t n_q = 48, exact_end = 27, cut = 2 * (20 + 2048);
+  const Tensor q = sat::random_tensor(rng, SA_DTYPE_F32, {n_q, kHq, kD});
+  std::vector<int64_t> pos(static_cast<size_t>(n_q));
+  for (int64_t i = 0; i < n_q; ++i) pos[size_t(i)] = 100 + 150 * i;  // 100 .. 7150
+  ASSERT_LE(pos[exact_end - 1] + 1, cut);
+  ASSERT_GT(pos[exact_end] + 1, cut);
+  for (int32_t threads : {1, 2}) {
+    SCOPED_TRACE(testing::Message() << "threads " << threads);
+    Approx page(Config{"PageRefine", SA_SELECTOR_PAGE, 1, 8, 0, 0.0}, threads);
+    Approx exact(Config{"Exact", SA_SELECTOR_EXACT, 0, 8, 0, 0.0}, threads);
+    ASSERT_NE(page.ix, nullptr);
+    ASSERT_NE(exact.ix, nullptr);
+    page.append(keys);
+    exact.append(keys);
+    sa_select_options o = select_options(20, 8, 3);
+    o.query_positions = pos.data();
+    const Tensor out = page.select(q, o);
+    check_contract(page, q, o, out);
+    const ref::SelectArgs args = ref::SelectArgs::from(o);
+    int64_t alone_missed = 0, bounded_missed = 0;
+    for (int64_t i = 0; i < n_q; ++i) {
+      sa_select_options o1 = o;
+      o1.query_positions = &pos[size_t(i)];
+      const Tensor alone = page.select(sat::row_tensor(q, i), o1);
+      for (int64_t h = 0; h < kHkv; ++h) {
+        const ref::RowExpectation e = ref::expect_row(page.cache, q, args, i, h);
+        const bool alone_exact = ref::check_row(e, row_of(alone, 0, h));
+        if (i < exact_end) {
+          EXPECT_TRUE(ref::check_row(e, row_of(out, i, h))) << "query " << i << " (scored exactly), head " << h;
+          alone_missed += !alone_exact;
+        } else {
+          EXPECT_EQ(row_of(out, i, h), row_of(alone, 0, h)) << "query " << i << " (bounds pages), head " << h;
+          bounded_missed += !ref::check_row(e, row_of(out, i, h));
+        }
+      }
+    }
+    EXPECT_GT(alone_missed, 0) << "below the cut, bounding pages misses none of the oracle's keys: a weak test";
+    EXPECT_GT(bounded_missed, 0) << "past the cut, the lists are the oracle's: not bounded";
+    // A call of only the queries below the cut: the exact selector's path, bit for bit.
+    Tensor q_early(SA_DTYPE_F32, {exact_end, kHq, kD});
+    for (int64_t i = 0; i < exact_end; ++i)
+      for (int64_t g = 0; g < kHq; ++g)
+        for (int64_t d = 0; d < kD; ++d) q_early.set({i, g, d}, q.get({i, g, d}));
+    EXPECT_EQ(page.select(q_early, o).values(), exact.select(q_early, o).values());
+  }
+}
+
+// With refine, pages whose bounds tie with the threshold go to the lower pages, in whichever
+// chunk of pages (512) they lie: over 3000 equal keys in pages of one, the 2068 candidate pages
+// are the lowest, and the list takes the lowest slots (equal scores: lower slot first), as the
+// exact selector does, on 1 and 2 threads, per KV head and per query head.
+TEST(PageSelect, TiedPagesGoToTheLowerPages) {
+  Rng rng(518);
+  const int64_t n = 3000;
+  Tensor keys(SA_DTYPE_F32, {n, kHkv, kD});
+  const Tensor row = random_keys(rng, 1);
+  for (int64_t s = 0; s < n; ++s)
+    for (int64_t h = 0; h < kHkv; ++h)
+      for (int64_t d = 0; d < kD; ++d) keys.set({s, h, d}, row.get({0, h, d}));
+  const Tensor q = sat::random_tensor(rng, SA_DTYPE_F32, {1, kHq, kD});
+  std::vector<int32_t> want;
+  for (int32_t s = 0; s < 23; ++s) want.push_back(s);           // sinks 0..2, then the 20 lowest
+  for (int32_t s = 2992; s < 3000; ++s) want.push_back(s);      // the window
+  for (int32_t threads : {1, 2}) {
+    Approx a(Config{"PageRefine", SA_SELECTOR_PAGE, 1, 1, 0, 0.0}, threads);
+    ASSERT_NE(a.ix, nullptr);
+    a.append(keys);
+    for (int per_head : {0, 1}) {
+      sa_select_options o = select_options(20, 8, 3);
+      o.per_query_head = per_head;
+      const Tensor out = a.select(q, o);
+      for (int64_t h = 0; h < out.dim(1); ++h)
+        EXPECT_EQ(row_of(out, 0, h), want) << "threads " << threads << ", per_head " << per_head << ", list " << h;
+    }
   }
 }
 

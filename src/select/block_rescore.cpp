@@ -98,6 +98,22 @@ bool VisibleCounts::select_exactly_if_all_within(const sa_context &ctx, int64_t 
   return true;
 }
 
+void VisibleCounts::select_exactly_within(const sa_context &ctx, int64_t limit,
+                                          const std::function<void(const SelectRequest &)> &rest) const {
+  const int64_t n_q = req_.queries.shape[0];
+  for (int64_t i0 = 0, i1; i0 < n_q; i0 = i1) {
+    const bool exact = (*this)(i0) <= limit;
+    for (i1 = i0 + 1; i1 < n_q && ((*this)(i1) <= limit) == exact;) ++i1;
+    const SelectRequest run = i0 == 0 && i1 == n_q ? req_ : query_chunk(req_, i0, i1);
+    if (!exact) {
+      rest(run);
+      continue;
+    }
+    select_by_dot_product(ctx, run, keys_,
+                          [&](int64_t i, const SelectionList &l, float *out) { load_list_queries(run, i, l, out); });
+  }
+}
+
 SelectRequest query_chunk(const SelectRequest &req, int64_t i0, int64_t i1) {
   SelectRequest c = req;
   auto narrow = [&](TensorView &v) {

@@ -86,6 +86,11 @@ class VisibleCounts {
   // selector's path (it streams the keys: cheaper than rescoring every slot as candidates)
   // and returns true; else does nothing and returns false.
   bool select_exactly_if_all_within(const sa_context &ctx, int64_t limit) const;
+  // Selects every query that sees at most `limit` keys by the exact selector's path, in runs
+  // of consecutive such queries, and hands each run of the other queries to `rest` as a request
+  // of its own (query_chunk); a prefill's queries at ascending positions make one run of each.
+  void select_exactly_within(const sa_context &ctx, int64_t limit,
+                             const std::function<void(const SelectRequest &)> &rest) const;
 
  private:
   const KeyStore &keys_;

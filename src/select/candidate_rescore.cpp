@@ -165,17 +165,19 @@ void rescore_candidates(const sa_context &ctx, const KeyStore &keys, const Nativ
   finish_rescore(ctx, keys, req, i, l, s);
 }
 
-void plan_rescore(const KeyStore &keys, const SelectRequest &req, int64_t i, const SelectionList &l, RescoreScratch &s) {
+void plan_rescore(const KeyStore &keys, const SelectRequest &req, int64_t i, const SelectionList &l, RescoreScratch &s,
+                  bool filtered) {
   const QueryVisibility vis = query_visibility(req, i);
   const KeepRule rule = keep_rule(req, i);
   const int64_t *pos = keys.positions(l.kv_head);
   collect_forced(keys, req, i, l.kv_head, s.forced);
 
   std::vector<int32_t> &c = s.candidates;
-  if (!std::is_sorted(c.begin(), c.end())) std::sort(c.begin(), c.end());
   s.columns.assign(s.forced.begin(), s.forced.end());
+  if (filtered) s.columns.insert(s.columns.end(), c.begin(), c.end());
+  else if (!std::is_sorted(c.begin(), c.end())) std::sort(c.begin(), c.end());
   // One pass: each candidate once (duplicates are adjacent), visible and not forced.
-  for (size_t j = 0; j < c.size(); ++j) {
+  for (size_t j = 0; j < c.size() && !filtered; ++j) {
     const int32_t slot = c[j];
     if ((j == 0 || slot != c[j - 1]) && vis(slot, pos[slot]) && !always_kept(pos[slot], rule)) s.columns.push_back(slot);
   }

@@ -122,7 +122,10 @@ void rescore_candidates(const sa_context &ctx, const KeyStore &keys, const Nativ
 // score_rescore_columns scores columns [begin, end) (tasks on disjoint ranges of one list may
 // run at once, each with its own RescoreTaskScratch); finish_rescore ranks and writes the list
 // once every column is scored. The result does not depend on how the columns were split.
-void plan_rescore(const KeyStore &keys, const SelectRequest &req, int64_t i, const SelectionList &l, RescoreScratch &s);
+// filtered: s.candidates are already ascending, distinct, visible and neither sink nor window
+// slots (the page selector finds them so in parallel pieces), and are taken as they are.
+void plan_rescore(const KeyStore &keys, const SelectRequest &req, int64_t i, const SelectionList &l, RescoreScratch &s,
+                  bool filtered = false);
 void score_rescore_columns(const sa_context &ctx, const NativeRows &rows, const SelectionList &l,
                            RescoreScratch &s, int64_t begin, int64_t end, RescoreTaskScratch &t);
 void finish_rescore(const sa_context &ctx, const KeyStore &keys, const SelectRequest &req, int64_t i,

@@ -1,5 +1,6 @@
-// Floats as unsigned keys that order as the floats compare, for the radix selects of
-// kth_largest and write_selection: +0 and -0 give one key; NaNs are the caller's to leave out.
+// Floats as unsigned keys that order as the floats compare, for the radix select of
+// kth_largest.hpp (the page selector's best pages, write_selection's best candidates) and
+// best_floor: +0 and -0 give one key; NaNs are the caller's to leave out.
 #pragma once
 
 #include <cstdint>

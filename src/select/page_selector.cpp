@@ -22,12 +22,24 @@ namespace {
 // large budgets cheap: K=2048 at 128K keys rescores 4096 (3%).
 constexpr int64_t kRefineReserveKeys = 2048;
 
+// In a call of many queries (prefill), with refine, a query that sees at most this many times
+// its candidate keys (top_k + kRefineReserveKeys) is scored exactly, by the exact selector's
+// path (block_rescore.hpp: VisibleCounts); one query a call (decode) always bounds pages.
+// Below that, bounding the pages and rescoring half of the keys or more costs more than
+// scoring them all by GEMM. Measured (bench_select select/{exact,page}/prefill256_k{128,2048}:
+// 256 queries at the last positions of n random f16 keys, H_kv 8, one thread, CPU time, one
+// run, load 8 on 2 cores): K = 128 (2176 candidates): exact 411 / 569 / 915 ms at 6K / 8K /
+// 12K keys, page 315 / 298 / 395; K = 2048 (4096): exact 1071 / 1264 / 2037 at 12K / 16K /
+// 24K, page 1122 / 886 / 1127. Bounding below the cut (before it, loaded): K = 128 at 4K keys
+// 392 ms against exact's 335, and a 4K prompt (select/page/prefill4k_k128) 1.7x exact's time.
+constexpr int64_t kPrefillExactFactor = 2;
+
 // A prefill's per-list state at once (see select()): 32 MB holds 1024 queries' bounds over 4K
-// keys (8 KV heads of 4 query heads), reused from chunk to chunk; a chunk has at least a
-// rescoring block of queries (kBlockRescoreQueries), so that its GEMMs stay full and its
-// parallel loops few. Measured (bench_select select/page*/prefill4k_k128, 1 thread, loaded):
-// the whole call's 134 MB of bounds without refine cost 1.3x chunks of 256 queries (first
-// touch), and chunks of 256 with refine 0.5x the whole call's 2.6 GB.
+// keys (8 KV heads of 4 query heads), reused from chunk to chunk; a chunk has at least
+// kBlockRescoreQueries queries, so that its parallel loops are few. Measured (bench_select
+// select/page*/prefill4k_k128, 1 thread, loaded): the whole call's 134 MB of bounds without
+// refine cost 1.3x chunks of 256 queries (first touch), and chunks of 256 with refine 0.5x the
+// whole call's 2.6 GB.
 constexpr int64_t kPrefillChunkBytes = int64_t(32) << 20;
 
 // Bound rows up to this width are one SIMD kernel pass (the kernels' largest vectorised row).
@@ -57,6 +69,10 @@ struct PageSelectScratch {
     int64_t first_page = 0, last_page = -1;
     bool bounded = false;
     RescoreScratch rescore;           // queries, candidates, columns and their scores
+    // With refine: pages scoring above `threshold` are candidates, and of those equal to it
+    // the first chunk_ties[c] of chunk c (ties go to the lower page).
+    float threshold = 0.f;
+    std::vector<int64_t> chunk_ties;
     std::vector<int16_t> q_codes;     // [q | |q|] per head as codes (page_bounds.hpp)
     std::vector<float> q_scale;       // per head
   };
@@ -64,6 +80,7 @@ struct PageSelectScratch {
   // A task's own buffers (its slot of the call's scratch).
   struct TaskScratch {
     std::vector<float> radius_dot, top;  // top: usable pages' scores in page order
+    std::vector<int64_t> chunk_start;    // where each chunk's pages start in top
     std::vector<uint32_t> keys;          // kth_largest's
     std::vector<int16_t> codes;  // half of a list's query codes (bounds in two passes)
     std::vector<std::pair<float, int32_t>> order;  // (-score, page): ascending = best first
@@ -76,7 +93,7 @@ struct PageSelectScratch {
   // the page holds no usable position; chunk_max[(list * chunks + c) * G + g] its chunk maxima.
   std::vector<float> bound, chunk_max, head_max;
   std::vector<std::pair<int64_t, int64_t>> ranges;  // rescoring tasks: (list, first column)
-  std::vector<BlockRescoreScratch> blocks;          // per task slot, rescoring by blocks
+  std::vector<std::vector<int32_t>> pieces;         // per (list, chunk): its candidate slots
 };
 
 PageSelector::~PageSelector() = default;
@@ -224,24 +241,33 @@ void PageSelector::select(const sa_context &ctx, const SelectRequest &req) const
   // Borrowed keys: bounds of pages appended or refilled since the last selection, first.
   stale_.run_if_pending([&] { const_cast<PageSelector *>(this)->refresh_stale(ctx, host_rows(req, keys_.dim())); });
   const int64_t n_q = req.queries.shape[0];
-  if (n_q < kBlockRescoreMinQueries) return select_queries(ctx, req, nullptr);
-  // Prefill: in chunks of queries whose per-list state (every page's bound per query head, and
-  // with exact scores the candidates' columns and scores) fits kPrefillChunkBytes, or of one
-  // rescoring block of queries: for the whole call it was 2.6 GB at 4096 queries over 4096 keys
-  // (K = 128, 8 KV heads), 4 GB of bounds alone over 128K keys.
+  if (n_q < kBlockRescoreMinQueries) return select_queries(ctx, req, false);
+  // Prefill with refine: the queries that see few keys are scored exactly (kPrefillExactFactor).
+  if (refine_) {
+    const VisibleCounts visible(keys_, req);
+    const int64_t exact_below = kPrefillExactFactor * (int64_t(req.top_k) + kRefineReserveKeys);
+    return visible.select_exactly_within(ctx, exact_below, [&](const SelectRequest &run) { select_prefill(ctx, run); });
+  }
+  select_prefill(ctx, req);
+}
+
+void PageSelector::select_prefill(const sa_context &ctx, const SelectRequest &req) const {
+  // In chunks of queries whose per-list state (every page's bound per query head, and
+  // with exact scores the candidates' columns and scores) fits kPrefillChunkBytes, or of
+  // kBlockRescoreQueries queries: for the whole call it was 2.6 GB at 4096 queries over 4096
+  // keys (K = 128, 8 KV heads), 4 GB of bounds alone over 128K keys.
+  const int64_t n_q = req.queries.shape[0];
   const bool exact_scores = refine_ || req.mass_target > 0.f;
   const int64_t lists = selection_list_count(req, keys_.heads());
   const int64_t G = req.queries.shape[1] / lists;
   const int64_t columns = exact_scores ? std::min<int64_t>(keys_.size(), req.top_k + kRefineReserveKeys) + req.window + req.sinks : 0;
   const int64_t list_bytes = int64_t(sizeof(float)) * (G * pages() + (G + 4) * columns) + 1;
   const int64_t chunk = std::min(n_q, std::max(kBlockRescoreQueries, kPrefillChunkBytes / (lists * list_bytes)));
-  const NativeRows rows = native_rows(keys_, req);
-  KeysF32 keys_f32(rows, keys_.heads(), keys_.size());
   for (int64_t i0 = 0; i0 < n_q; i0 += chunk)
-    select_queries(ctx, chunk < n_q ? query_chunk(req, i0, std::min(n_q, i0 + chunk)) : req, &keys_f32);
+    select_queries(ctx, chunk < n_q ? query_chunk(req, i0, std::min(n_q, i0 + chunk)) : req, true);
 }
 
-void PageSelector::select_queries(const sa_context &ctx, const SelectRequest &req, KeysF32 *prefill) const {
+void PageSelector::select_queries(const sa_context &ctx, const SelectRequest &req, bool prefill) const {
   using ListState = PageSelectScratch::ListState;
   using TaskScratch = PageSelectScratch::TaskScratch;
   const int64_t n_q = req.queries.shape[0], D = keys_.dim(), P = page_size_;
@@ -303,15 +329,6 @@ void PageSelector::select_queries(const sa_context &ctx, const SelectRequest &re
       quantize_query(x.data(), 2 * D, &ls.q_codes[size_t(g * 2 * D)], &ls.q_scale[size_t(g)]);
     }
   }
-  // The scores of the usable pages, in page order, into out; their count into n.
-  auto for_usable_scores = [&](const ListState &ls, const float *score, float *out, int64_t &n) {
-    n = 0;
-    for (int64_t p = ls.first_page; p <= ls.last_page; ++p) {  // branch-free: most pages are usable
-      out[n] = score[p];
-      n += usable(ls, p);
-    }
-  };
-
   // 1. Bounds, over (list, chunk of pages): q . centre + |q| . radius per head, from the codes.
   parallel_for_slots(slots, n_lists * chunks, [&](int64_t task, int slot) {
     const int64_t t = task / chunks, c = task % chunks;
@@ -379,7 +396,50 @@ void PageSelector::select_queries(const sa_context &ctx, const SelectRequest &re
   }
 
   // 3. Per list: the best pages; without refine, whole pages fill the budget and the list is done.
-  parallel_for_slots(slots, n_lists, [&](int64_t t, int slot) {
+  // Candidates to score exactly are planned for step 4 (a decode step: its few lists split
+  // over tasks), or in a prefill scored and ranked in the list's own task (rescore_candidates):
+  // its many lists keep every thread busy, and each list's scores stay in cache from scoring
+  // to ranking. Page candidates come in runs of a page, which the per-list kernels read
+  // faster than a GEMM over every key they lie among (block_rescore.hpp; there dense from a
+  // quarter of the keys on): 0.65x its time at 12K and 16K keys, K = 2048.
+  const NativeRows rows = native_rows(keys_, req);
+  auto rescore = [&](ListState &ls) {
+    if (prefill) rescore_candidates(ctx, keys_, rows, req, ls.query, ls.list, ls.rescore);
+    else plan_rescore(keys_, req, ls.query, ls.list, ls.rescore);
+  };
+  // With refine: appends the candidate slots of chunk c's chosen pages to out, ascending (the
+  // slots a list may score: visible, neither sink nor window).
+  auto collect_chunk = [&](const ListState &ls, int64_t c, std::vector<int32_t> &out) {
+    const float *score = bound.data() + (&ls - state.data()) * G * n_pages;
+    const QueryVisibility visible = query_visibility(req, ls.query);
+    const KeepRule rule = keep_rule(req, ls.query);
+    const int64_t *pos = keys_.positions(ls.list.kv_head);
+    int64_t ties = ls.chunk_ties[size_t(c)];
+    const int64_t p1 = std::min((c + 1) * kChunkPages, ls.last_page + 1);
+    for (int64_t p = std::max(c * kChunkPages, ls.first_page); p < p1; ++p) {
+      if (!usable(ls, p)) continue;
+      bool take = score[p] > ls.threshold;
+      if (!take && score[p] == ls.threshold && ties > 0) {
+        take = true;
+        --ties;
+      }
+      if (!take) continue;
+      const int64_t first = p * P, end = std::min(keys_.size(), first + P);
+      // A page whose positions all lie in [use_lo, use_hi] (sinks <= pos <= qpos - window)
+      // holds only such slots, but for segments: no position to read (most pages).
+      if (!visible.key_segments && ls.page_min_pos[p] >= ls.use_lo && ls.page_max_pos[p] <= ls.use_hi) {
+        for (int64_t slot = first; slot < end; ++slot) out.push_back(int32_t(slot));
+        continue;
+      }
+      for (int64_t slot = first; slot < end; ++slot)
+        if (visible(int32_t(slot), pos[slot]) && !always_kept(pos[slot], rule)) out.push_back(int32_t(slot));
+    }
+  };
+  // A prefill's lists in KV head order (the queries of a list side by side): tasks running
+  // together rescore among one head's keys (4 MB at 16K keys), not every head's; 0.55x the
+  // time at 16K keys, K = 128.
+  parallel_for_slots(slots, n_lists, [&](int64_t task, int slot) {
+    const int64_t t = prefill ? task % n_q * lists + task / n_q : task;
     ListState &ls = state[size_t(t)];
     TaskScratch &s = scratch[size_t(slot)];
     RescoreScratch &rs = ls.rescore;
@@ -398,33 +458,43 @@ void PageSelector::select_queries(const sa_context &ctx, const SelectRequest &re
     };
     if (refine_ && !ls.bounded) {  // every usable page is a candidate
       for_usable(add_page);
-      if (!prefill) plan_rescore(keys_, req, i, l, rs);
-      return;
+      return rescore(ls);
     }
     if (refine_) {
-      // The best `want` pages (ties to the lower page), found by the threshold score and
-      // collected in page order, so the candidates come ascending and in runs.
+      // The best `want` pages (ties to the lower page), found by the threshold score, and the
+      // ties left to each chunk of pages: a chunk's candidates are then found on their own.
       s.top.resize(size_t(n_pages));
+      s.chunk_start.resize(size_t(chunks) + 1);
       int64_t n_usable = 0;
-      for_usable_scores(ls, score, s.top.data(), n_usable);
-      const size_t want = size_t(std::min<int64_t>(n_usable, refine_pages));
-      float threshold = kNegInf;
-      size_t ties = want;
-      if (want > 0 && int64_t(want) < n_usable) {
-        threshold = kth_largest(s.top.data(), n_usable, want, s.keys);
-        for (int64_t j = 0; j < n_usable; ++j) ties -= s.top[size_t(j)] > threshold;
-      }
-      rs.candidates.reserve(want * size_t(P));
-      for_usable([&](int64_t p) {
-        bool take = score[p] > threshold;
-        if (!take && score[p] == threshold && ties > 0) {
-          take = true;
-          --ties;
+      for (int64_t c = 0; c < chunks; ++c) {
+        s.chunk_start[size_t(c)] = n_usable;
+        const int64_t p1 = std::min((c + 1) * kChunkPages, ls.last_page + 1);
+        for (int64_t p = std::max(c * kChunkPages, ls.first_page); p < p1; ++p) {  // branch-free
+          s.top[size_t(n_usable)] = score[p];
+          n_usable += usable(ls, p);
         }
-        if (take) add_page(p);
-      });
-      if (!prefill) plan_rescore(keys_, req, i, l, rs);  // scored in step 4 (prefill: planned there)
-      return;
+      }
+      s.chunk_start[size_t(chunks)] = n_usable;
+      const int64_t want = std::min<int64_t>(n_usable, refine_pages);
+      const bool cut = want > 0 && want < n_usable;
+      const float threshold = cut ? kth_largest(s.top.data(), n_usable, size_t(want), s.keys) : kNegInf;
+      int64_t ties = want, equal = 0;
+      ls.threshold = threshold;
+      ls.chunk_ties.resize(size_t(chunks));
+      for (int64_t c = 0; c < chunks; ++c) {  // chunk_ties: the ties left after earlier chunks'
+        int64_t above = 0, eq = 0;
+        for (int64_t j = s.chunk_start[size_t(c)]; j < s.chunk_start[size_t(c) + 1]; ++j) {
+          above += s.top[size_t(j)] > threshold;
+          eq += s.top[size_t(j)] == threshold;
+        }
+        if (cut) ties -= above;
+        ls.chunk_ties[size_t(c)] = equal;  // for now: the equal pages before the chunk
+        equal += eq;
+      }
+      for (int64_t &t : ls.chunk_ties) t = std::max<int64_t>(0, ties - t);
+      if (!prefill) return;  // candidates by (list, chunk) tasks, then planned per list
+      for (int64_t c = 0; c < chunks; ++c) collect_chunk(ls, c, rs.candidates);
+      return rescore(ls);
     }
     // Without refine: pages by bound, sorted in stretches as they are needed.
     s.order.reserve(size_t(n_pages));
@@ -447,36 +517,37 @@ void PageSelector::select_queries(const sa_context &ctx, const SelectRequest &re
           rs.candidates.push_back(int32_t(slot));
         }
     }
-    if (req.mass_target > 0.f) {  // masses need exact scores: step 4 (blocks: planned there)
-      if (!prefill) plan_rescore(keys_, req, i, l, rs);
-    }
+    if (req.mass_target > 0.f) rescore(ls);  // masses need exact scores
     else write_ranked_candidates(keys_, req, i, l, rs);
   });
-  if (!refine_ && !(req.mass_target > 0.f)) return;
-
-  // 4. Exact scores of the candidates, then each list ranked. Prefill: the lists of each KV
-  // head together (block_rescore.hpp: one GEMM when the candidates are dense in the keys the
-  // chunk sees); else over (list, range of columns).
-  const NativeRows rows = native_rows(keys_, req);
-  if (prefill) {
-    const int64_t H = keys_.heads(), head_lists = lists / H;  // lists of one KV head per query
-    const int head_slots = loop_slots(ctx.threads, H);
-    std::vector<BlockRescoreScratch> &block_scratch = call.blocks;
-    if (block_scratch.size() < size_t(head_slots)) block_scratch.resize(size_t(head_slots));
-    OmpThreadLimit omp_limit(ctx.threads);  // oneDNN inside follows the context's thread count
-    parallel_for_slots(head_slots, H, [&](int64_t h, int slot) {
-      BlockRescoreScratch &bs = block_scratch[size_t(slot)];
-      std::vector<BlockList> &bl = bs.lists;
-      bl.clear();
-      for (int64_t i = 0; i < n_q; ++i)
-        for (int64_t k = h * head_lists; k < (h + 1) * head_lists; ++k) {
-          ListState &ls = state[size_t(i * lists + k)];
-          bl.push_back({ls.query, ls.list, &ls.rescore});
-        }
-      rescore_block(ctx, keys_, rows, *prefill, req, bl.data(), int64_t(bl.size()), bs);
+  if (prefill || (!refine_ && !(req.mass_target > 0.f))) return;
+  if (refine_) {
+    // A decode step's candidates over (list, chunk of pages), so that its few lists do not
+    // leave threads idle; then each list planned from its chunks' slots (already filtered).
+    // Measured (page_step page_select, 128K keys, K = 2048, 1 thread, CPU time of the phases,
+    // loaded): the per-list part of this step 1162-1343 us before (8 lists), now 620-670 us
+    // per list (the threshold, the plan) and 354-386 us over the 128 chunk tasks.
+    std::vector<std::vector<int32_t>> &pieces = call.pieces;
+    if (pieces.size() < size_t(n_lists * chunks)) pieces.resize(size_t(n_lists * chunks));
+    parallel_for(ctx.threads, n_lists * chunks, [&](int64_t task) {
+      const ListState &ls = state[size_t(task / chunks)];
+      std::vector<int32_t> &piece = pieces[size_t(task)];
+      piece.clear();
+      if (ls.bounded) collect_chunk(ls, task % chunks, piece);
     });
-    return;
+    parallel_for(ctx.threads, n_lists, [&](int64_t t) {
+      ListState &ls = state[size_t(t)];
+      if (!ls.bounded) return;  // planned in step 3
+      RescoreScratch &rs = ls.rescore;
+      for (int64_t c = 0; c < chunks; ++c) {
+        const std::vector<int32_t> &piece = pieces[size_t(t * chunks + c)];
+        rs.candidates.insert(rs.candidates.end(), piece.begin(), piece.end());
+      }
+      plan_rescore(keys_, req, ls.query, ls.list, rs, true);
+    });
   }
+
+  // 4. Exact scores of the candidates over (list, range of columns), then each list ranked.
   std::vector<std::pair<int64_t, int64_t>> &ranges = call.ranges;  // (list, first column)
   ranges.clear();
   for (int64_t t = 0; t < n_lists; ++t)

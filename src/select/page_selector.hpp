@@ -9,7 +9,11 @@
 // keys are rescored exactly (candidate_rescore), without it whole pages fill the budget in
 // bound order. One selection is split over (list, chunk of pages) tasks for the bounds and
 // over (list, range of candidates) tasks for the rescoring and its masses, so a single decode
-// step uses every thread; the pick of the best pages and the final write stay one task per list.
+// step uses every thread; the chosen pages' candidates are collected over (list, chunk of
+// pages) tasks too; the threshold score of the best pages (a radix select), each list's plan
+// and the final write stay one task per list.
+// In a call of many queries (a prompt), with refine, a query that sees at most twice its
+// candidate keys is scored exactly instead, by the exact selector's path (kPrefillExactFactor).
 // Borrowing the host's keys (borrow_keys), it keeps the bounds and positions only: rescoring
 // reads the request's host keys, and the bounds of pages whose slots were appended or refilled
 // are computed from them by the next selection (deferred_work.hpp), so they equal an owning
@@ -28,7 +32,6 @@
 namespace sa {
 
 struct PageSelectScratch;  // one selection's buffers (page_selector.cpp)
-class KeysF32;             // block_rescore.hpp
 
 class PageSelector final : public Selector {
  public:
@@ -51,9 +54,10 @@ class PageSelector final : public Selector {
 
  private:
   int64_t pages() const { return (keys_.size() + page_size_ - 1) / page_size_; }
-  // One selection (a prefill's chunk of queries); prefill: the keys as f32 for block rescoring
-  // (block_rescore.hpp), nullptr for the per-list path.
-  void select_queries(const sa_context &ctx, const SelectRequest &req, KeysF32 *prefill) const;
+  // A prefill's queries that bound pages, in chunks of select_queries.
+  void select_prefill(const sa_context &ctx, const SelectRequest &req) const;
+  // One selection: a decode step, or (prefill) a prefill's chunk of queries.
+  void select_queries(const sa_context &ctx, const SelectRequest &req, bool prefill) const;
   // Position ranges, and bounds from the index's keys or (borrowed) at the next selection.
   void refresh_pages(const int64_t *pages, int64_t n);
   void refresh_positions(int64_t page);                      // position range of one page

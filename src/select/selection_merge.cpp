@@ -4,6 +4,7 @@
 #include <cmath>
 #include <limits>
 
+#include "select/kth_largest.hpp"
 #include "select/order_key.hpp"
 
 namespace sa {
@@ -31,10 +32,10 @@ void sort_distinct_slots(std::vector<int32_t> &slots, std::vector<uint64_t> &bit
 
 // Moves the k best candidates by ranks_before to the front of c, in no particular order, as
 // nth_element(c.begin(), c.begin() + k, c.end(), ranks_before) does (0 < k < c.size()): the
-// k-th best score by a radix select over the scores' bits (three histogram passes of 11, 11
-// and 10 bits), then the candidates above it and the lowest slots of those equal to it, with
-// no data-dependent branch (a comparison select mispredicts on every other candidate). NaN
-// scores, which ranks_before does not order, take nth_element.
+// k-th best score and how many of the scores equal to it are among the best, by a radix select
+// over the scores' bits (kth_largest_key), then the candidates above it and the lowest slots
+// of those equal to it, with no data-dependent branch (a comparison select mispredicts on
+// every other candidate). NaN scores, which ranks_before does not order, take nth_element.
 void partition_best(std::vector<Candidate> &c, size_t k, WriteScratch &s) {
   const size_t n = c.size();
   bool nan = false;
@@ -46,26 +47,16 @@ void partition_best(std::vector<Candidate> &c, size_t k, WriteScratch &s) {
   std::vector<uint32_t> &keys = s.keys;
   keys.resize(n);
   for (size_t i = 0; i < n; ++i) keys[i] = order_key(c[i].score);
-  uint32_t prefix = 0, mask = 0;
-  size_t need = k;  // of the candidates whose key starts with prefix
-  constexpr int kShift[3] = {21, 10, 0}, kBits[3] = {11, 11, 10};
-  for (int pass = 0; pass < 3; ++pass) {
-    const uint32_t digits = (1u << kBits[pass]) - 1;
-    uint32_t hist[2048] = {};
-    for (uint32_t key : keys) hist[(key >> kShift[pass]) & digits] += (key & mask) == prefix;
-    uint32_t b = digits;
-    for (; hist[b] < need; --b) need -= hist[b];
-    prefix |= b << kShift[pass];
-    mask |= digits << kShift[pass];
-  }
-  // prefix: the k-th best key; need: how many of the candidates with that key are among the
-  // best (the lowest slots). c becomes [above | equal, by slot first | below].
+  const KthKey kth = kth_largest_key(keys.data(), n, k);  // overwrites keys
+  // c becomes [above | equal, by slot first | below]; the best are those above and the `rank`
+  // lowest slots of those equal.
   std::vector<Candidate> &out = s.best, &tied = s.tied;
   out.resize(n);
   tied.resize(n);
   size_t above = 0, equal = 0, below = n;
   for (size_t i = 0; i < n; ++i) {
-    const bool gt = keys[i] > prefix, eq = keys[i] == prefix;
+    const uint32_t key = order_key(c[i].score);
+    const bool gt = key > kth.key, eq = key == kth.key;
     out[gt ? above : below - 1] = c[i];
     tied[equal] = c[i];
     above += gt;
@@ -73,7 +64,7 @@ void partition_best(std::vector<Candidate> &c, size_t k, WriteScratch &s) {
     equal += eq;
   }
   const auto by_slot = [](const Candidate &a, const Candidate &b) { return a.slot < b.slot; };
-  std::nth_element(tied.begin(), tied.begin() + long(need - 1), tied.begin() + long(equal), by_slot);
+  std::nth_element(tied.begin(), tied.begin() + long(kth.rank - 1), tied.begin() + long(equal), by_slot);
   std::copy(tied.begin(), tied.begin() + long(equal), out.begin() + long(above));
   c.swap(out);
 }
