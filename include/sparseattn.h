@@ -712,7 +712,20 @@ typedef struct sa_attend_options {
      * count back from the largest position any head holds. slot_mass must then
      * be [H_kv, n_kv] (a row summed over heads would mix tokens: SA_ERR_SHAPE).
      * With sa_attend_paged the rows are physical slots (n_kv = num_pages *
-     * page_size), see there. CPU only (CUDA tensors: SA_ERR_UNSUPPORTED). */
+     * page_size), see there.
+     * The positions live where the tensors do. CPU tensors: a host array, every
+     * value checked (-1 or 0 .. SA_MAX_POSITION). CUDA tensors (sa_attend): the
+     * H_kv x n_kv values in memory the tensors' device reads (device, managed,
+     * or mapped page-locked memory; host memory the device cannot read is
+     * refused with SA_ERR_INVALID_ARGUMENT, and so is device memory with CPU
+     * tensors), read by the kernels when they run, so a host keeps the array
+     * on the device beside its cache, updates it there (e.g. from a device
+     * sa_cache_evict's freed slots) and a captured CUDA graph sees the current
+     * values. The device does not check them: a negative entry is an empty
+     * row; causal queries count back from the largest entry (found on the
+     * device; query_positions stays NULL). Dense and gathered, slot_mass
+     * accumulated per KV head on the device, nothing allocated once a shape
+     * has run. sa_attend_paged with CUDA tensors: SA_ERR_UNSUPPORTED. */
     const int64_t *head_key_positions;
 } sa_attend_options;
 
@@ -967,8 +980,12 @@ SA_API sa_evict_options sa_evict_options_default(void);
  * failure fails the call and nothing is written. Each head's row of freed is
  * applied as in the recipe: the incoming token t goes into slot freed[h][t]
  * of head h (K/V row freed[h][t], head h), and the index learns it through
- * sa_index_update_heads. CPU tensors only for now (CUDA tensors:
- * SA_ERR_UNSUPPORTED). */
+ * sa_index_update_heads. CUDA tensors as in the single-set call: all
+ * three on the device, the plugin chooses every head there (the same slots
+ * in the same order as the CPU, the heads' sorts between two waits for the
+ * stream, nothing written unless every head passes); otherwise the CUDA
+ * ones are copied to the host and the CPU chooses (also with score_pool,
+ * which the device does not pool). */
 SA_API sa_status sa_cache_evict(sa_context *ctx, const sa_evict_options *opt,
                                 const sa_tensor *scores, const sa_tensor *positions,
                                 sa_tensor *freed, int64_t *n_freed);

@@ -80,6 +80,15 @@ typedef struct sa_plugin_attend_args {
      * probability every key row received, as sa_attend documents. */
     sa_tensor *slot_mass;
     float mass_decay;
+    /* Appended, read by plugins whose table holds evict_heads (the core sends
+     * it only to those): sa_attend_options.head_key_positions, I64 [H_kv, n_kv]
+     * contiguous in memory the device addresses (checked by the core, values
+     * not: the plugin treats any negative entry as an empty row), or NULL.
+     * Row r of KV head h holds position head_key_positions[h * n_kv + r]; an
+     * empty row is never attended and gets no mass. causal: query i sits at
+     * P - n_q + 1 + i, P the largest position of the whole array (found on
+     * the device), and sees rows of positions <= its own. */
+    const int64_t *head_key_positions;
 } sa_plugin_attend_args;
 
 /* sa_attend_paged on device tensors (all on one device; the core checked
@@ -259,6 +268,17 @@ typedef struct sa_plugin_evict_args {
     int32_t refused;           /* an sa_plugin_evict_refusal */
     int64_t refused_slot, refused_value;
     int64_t n_freed;
+    /* Appended, read by evict_heads only (per-KV-head eviction): `heads`
+     * independent requests, head h's scores at scores + h * head_score_stride
+     * (rows = 1), positions at positions + h * head_pos_stride, freed row at
+     * freed + h * head_freed_stride (freed_cap entries each); its count goes to
+     * the host array n_freed_heads[h]. Nothing is written unless every head
+     * passes; a refusal names the first failing head in refused_head (heads in
+     * order, each head's checks in the single-set order). */
+    int64_t heads;
+    int64_t head_score_stride, head_pos_stride, head_freed_stride;
+    int64_t *n_freed_heads;
+    int64_t refused_head;      /* out */
 } sa_plugin_evict_args;
 
 typedef struct sa_plugin_api {
@@ -315,6 +335,12 @@ typedef struct sa_plugin_api {
     /* Appended; optional: without it the core runs sa_select_batch on device
      * indexes as one selection per sequence. */
     sa_status (*select_batch)(sa_plugin_select_batch_args *args);
+    /* Appended (per-KV-head eviction); optional: without it the core copies
+     * per-head scores and positions to the host and chooses there, and refuses
+     * sa_attend_options.head_key_positions with CUDA tensors. Its presence also
+     * says the plugin reads sa_plugin_attend_args.head_key_positions. The
+     * single-set policy per head (sa_plugin_evict_args, heads >= 1). */
+    sa_status (*evict_heads)(sa_plugin_evict_args *args);
 } sa_plugin_api;
 
 /* The entry point. abi_version: the version the core speaks. out->struct_size

@@ -3,12 +3,13 @@
 // select + attend at 128K and 512K, exact select + attend at 32K, 128K and 512K, a batch of
 // 64 sequences' gathered attend, and the device's copy bandwidth, all timed with CUDA events
 // (warm-up, median of many calls). Index sets are rotated so that repeated calls do not run
-// out of L2. Usage: cuda_bench [dense | batch | select]
+// out of L2. Usage: cuda_bench [dense | batch | select | page [128 | 512] | heads]
 // batch: 64 sequences of 4K-128K keys in a paged cache (pages of 16): sa_attend_paged in one
 // call (sparse: top_k 2048 + window 64 + sinks 4 per KV head; dense), against a loop of
 // per-sequence sa_attend calls, and per-sequence page selection (torch_bench.py batch times
 // SDPA over the same lengths). select: the sparse attend, the one-token append and the
-// selection cases only.
+// selection cases only. page: the sparse attend and the page selection cases only (or the one
+// of 128K or 512K keys). heads: per-KV-head eviction (run_heads says what).
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -23,6 +24,7 @@
 #include <vector>
 
 #include "sparseattn.h"
+#include "../../tests/cuda/index_options.cuh"
 
 #define CK(x) do { cudaError_t e_ = (x); if (e_ != cudaSuccess) { std::printf("%s: %s\n", #x, cudaGetErrorString(e_)); std::exit(1); } } while (0)
 #define SK(x) do { sa_status s_ = (x); if (s_ != SA_OK) { std::printf("%s: %s\n", #x, sa_last_error()); std::exit(1); } } while (0)
@@ -236,13 +238,7 @@ void run_batch(sa_context *ctx, cudaStream_t s) {
   // 2048 + window + sinks, then the paged attend of the whole batch.
   std::vector<sa_index *> idx(B, nullptr);
   for (int b = 0; b < B; ++b) {
-    sa_index_options io = SA_INDEX_OPTIONS_INIT;
-    io.kind = SA_SELECTOR_PAGE;
-    io.num_kv_heads = kHkv;
-    io.head_dim = kD;
-    io.dtype = SA_DTYPE_BF16;
-    io.page.page_size = P;
-    io.page.refine = 0;
+    sa_index_options io = device_index_options(SA_SELECTOR_PAGE, kHkv, kD, P);
     SK(sa_index_create(ctx, &io, &idx[size_t(b)]));
     sa_tensor kb = desc(K + size_t(first[size_t(b)]) * kHkv * kD, SA_DTYPE_BF16, {len[size_t(b)], kHkv, kD});
     SK(sa_index_append(idx[size_t(b)], &kb));
@@ -280,6 +276,79 @@ void run_batch(sa_context *ctx, cudaStream_t s) {
 }
 
 // Device copy bandwidth, TB/s of bytes read + written.
+// heads: per-KV-head eviction at a 128K cache (H_kv 8), each with slot mass [H_kv, 128K]:
+// dense and sparse (K=2048) decode attend with and without head_key_positions (device
+// positions; causal adds the search for the largest), and sa_cache_evict per head on device
+// [8, 128K] scores and positions against the single-set call on the same scores and the
+// per-head call on host arrays.
+void run_heads(sa_context *ctx, cudaStream_t s) {
+  const int64_t N = 128 * 1024;
+  const int kTop = 2048, kSets = 16;
+  void *K = dev_random_bf16(size_t(N) * kHkv * kD, 1), *V = dev_random_bf16(size_t(N) * kHkv * kD, 2);
+  void *Q = dev_random_bf16(size_t(kHq) * kD, 3);
+  uint16_t *out;
+  float *mass;
+  int64_t *dpos, *dpos1;
+  int32_t *dfreed;
+  CK(cudaMalloc(&out, size_t(kHq) * kD * 2));
+  CK(cudaMalloc(&mass, size_t(kHkv) * N * 4));
+  CK(cudaMemset(mass, 0, size_t(kHkv) * N * 4));
+  // Head h holds the positions 0 .. N-1 rotated by h * 977, one row in 64 empty.
+  std::vector<int64_t> hpos(size_t(kHkv) * N), hpos1(static_cast<size_t>(N));
+  for (int h = 0; h < kHkv; ++h)
+    for (int64_t r = 0; r < N; ++r) hpos[size_t(h * N + r)] = r % 64 == 63 ? -1 : (r + h * 977) % N;
+  for (int64_t r = 0; r < N; ++r) hpos1[size_t(r)] = r;
+  CK(cudaMalloc(&dpos, hpos.size() * 8));
+  CK(cudaMalloc(&dpos1, hpos1.size() * 8));
+  CK(cudaMalloc(&dfreed, size_t(kHkv) * 4 * 4));
+  CK(cudaMemcpy(dpos, hpos.data(), hpos.size() * 8, cudaMemcpyHostToDevice));
+  CK(cudaMemcpy(dpos1, hpos1.data(), hpos1.size() * 8, cudaMemcpyHostToDevice));
+  std::vector<int32_t *> sets(kSets);
+  for (int r = 0; r < kSets; ++r) {
+    auto h = random_lists(1, kTop, N, false, 100 + r);
+    CK(cudaMalloc(&sets[size_t(r)], h.size() * 4));
+    CK(cudaMemcpy(sets[size_t(r)], h.data(), h.size() * 4, cudaMemcpyHostToDevice));
+  }
+  CK(cudaDeviceSynchronize());
+  sa_tensor q = desc(Q, SA_DTYPE_BF16, {1, kHq, kD}), o = desc(out, SA_DTYPE_BF16, {1, kHq, kD});
+  sa_tensor k = desc(K, SA_DTYPE_BF16, {N, kHkv, kD}), v = desc(V, SA_DTYPE_BF16, {N, kHkv, kD});
+  sa_tensor mt = desc(mass, SA_DTYPE_F32, {kHkv, N});
+  auto attend_us = [&](bool sparse, const int64_t *head_pos, bool causal) {
+    sa_attend_options ao = SA_ATTEND_OPTIONS_INIT;
+    ao.slot_mass = &mt;
+    ao.head_key_positions = head_pos;
+    ao.causal = causal;
+    return median_us(s, sparse ? 500 : 100, [&](int r) {
+      sa_tensor ix = desc(sets[size_t(r % kSets)], SA_DTYPE_I32, {1, kHkv, kTop});
+      SK(sa_attend(ctx, &q, &k, &v, sparse ? &ix : nullptr, &ao, &o, nullptr));
+    });
+  };
+  for (bool sparse : {false, true})
+    std::printf("%s decode attend with slot mass, 128K cache: %.1f us; with head_key_positions %.1f us, causal %.1f us\n",
+                sparse ? "sparse (K=2048)" : "dense", attend_us(sparse, nullptr, false), attend_us(sparse, dpos, false),
+                attend_us(sparse, dpos, true));
+  sa_evict_options eo = SA_EVICT_OPTIONS_INIT;
+  eo.budget = N;
+  int64_t n_freed[kHkv];
+  sa_tensor p1 = desc(dpos1, SA_DTYPE_I64, {N}), f1 = desc(dfreed, SA_DTYPE_I32, {4});
+  const double single_us = median_us(s, 50, [&](int) { SK(sa_cache_evict(ctx, &eo, &mt, &p1, &f1, n_freed)); });
+  eo.per_head = 1;
+  sa_tensor ph = desc(dpos, SA_DTYPE_I64, {kHkv, N}), fh = desc(dfreed, SA_DTYPE_I32, {kHkv, 4});
+  const double heads_us = median_us(s, 50, [&](int) { SK(sa_cache_evict(ctx, &eo, &mt, &ph, &fh, n_freed)); });
+  std::vector<float> hmass(size_t(kHkv) * N);
+  CK(cudaMemcpy(hmass.data(), mass, hmass.size() * 4, cudaMemcpyDeviceToHost));
+  int32_t hfreed[kHkv * 4];
+  sa_tensor hm = desc(hmass.data(), SA_DTYPE_F32, {kHkv, N}), hp = desc(hpos.data(), SA_DTYPE_I64, {kHkv, N});
+  sa_tensor hf = desc(hfreed, SA_DTYPE_I32, {kHkv, 4});
+  hm.device = hp.device = hf.device = SA_DEVICE_CPU;
+  const double host_us = median_us(s, 20, [&](int) { SK(sa_cache_evict(ctx, &eo, &hm, &hp, &hf, n_freed)); });
+  std::printf("sa_cache_evict at 128K, scores [%d, 128K] on the device: one set %.1f us, per KV head %.1f us; per KV "
+              "head on host arrays %.1f us\n", kHkv, single_us, heads_us, host_us);
+  for (auto p : sets) CK(cudaFree(p));
+  CK(cudaFree(K)); CK(cudaFree(V)); CK(cudaFree(Q)); CK(cudaFree(out)); CK(cudaFree(mass));
+  CK(cudaFree(dpos)); CK(cudaFree(dpos1)); CK(cudaFree(dfreed));
+}
+
 double copy_bandwidth(cudaStream_t s) {
   const size_t copy_bytes = size_t(2) << 30;
   void *ca, *cb;
@@ -299,7 +368,8 @@ double copy_bandwidth(cudaStream_t s) {
 int main(int argc, char **argv) {
   const bool dense_only = argc > 1 && std::string(argv[1]) == "dense";  // copy bandwidth and dense decode only
   const bool batch_only = argc > 1 && std::string(argv[1]) == "batch";
-  const bool select_only = argc > 1 && std::string(argv[1]) == "select";
+  const bool page_only = argc > 1 && std::string(argv[1]) == "page";
+  const bool select_only = page_only || (argc > 1 && std::string(argv[1]) == "select");
   cudaStream_t s;
   CK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
   sa_context_options co = SA_CONTEXT_OPTIONS_INIT;
@@ -310,6 +380,11 @@ int main(int argc, char **argv) {
   cudaDeviceProp prop;
   CK(cudaGetDeviceProperties(&prop, 0));
   std::printf("device: %s, %d SMs, L2 %d MB\n", prop.name, prop.multiProcessorCount, prop.l2CacheSize >> 20);
+  if (argc > 1 && std::string(argv[1]) == "heads") {
+    run_heads(ctx, s);
+    sa_context_destroy(&ctx);
+    return 0;
+  }
   if (batch_only) {
     run_batch(ctx, s);
     sa_context_destroy(&ctx);
@@ -367,19 +442,13 @@ int main(int argc, char **argv) {
   // of a loop that does not wait.
   // An index of `kind` (pages of 16, no refinement) over keys.
   auto index_over = [&](sa_selector_kind kind, const sa_tensor &keys) {
-    sa_index_options io = SA_INDEX_OPTIONS_INIT;
-    io.kind = kind;
-    io.num_kv_heads = kHkv;
-    io.head_dim = kD;
-    io.dtype = SA_DTYPE_BF16;
-    io.page.page_size = 16;
-    io.page.refine = 0;
+    sa_index_options io = device_index_options(kind, kHkv, kD, 16);
     sa_index *ix = nullptr;
     SK(sa_index_create(ctx, &io, &ix));
     SK(sa_index_append(ix, &keys));
     return ix;
   };
-  {
+  if (!page_only) {
     sa_index *ix = index_over(SA_SELECTOR_PAGE, k128);
     int64_t next = N128;
     auto append_one = [&](int) {
@@ -425,6 +494,7 @@ int main(int argc, char **argv) {
   for (const auto &sc : select_cases) {
     const sa_selector_kind kind = sc.first;
     const int64_t n = sc.second;
+    if (page_only && (kind != SA_SELECTOR_PAGE || (argc > 2 && n != std::atoll(argv[2]) * 1024))) continue;
     sa_tensor kn = desc(K, SA_DTYPE_BF16, {n, kHkv, kD}), vn = desc(V, SA_DTYPE_BF16, {n, kHkv, kD});
     sa_index *ix = index_over(kind, kn);
     sa_select_options so = SA_SELECT_OPTIONS_INIT;
@@ -465,10 +535,7 @@ int main(int argc, char **argv) {
     });
     std::printf("sparse decode attend with slot mass (K=2048, 128K cache): %.1f us per call (%.1f without)\n", mass_us,
                 sparse_us);
-    sa_index_options io = SA_INDEX_OPTIONS_INIT;
-    io.num_kv_heads = kHkv;
-    io.head_dim = kD;
-    io.dtype = SA_DTYPE_BF16;
+    sa_index_options io = device_index_options(SA_SELECTOR_EXACT, kHkv, kD);
     sa_index *ix = nullptr;
     SK(sa_index_create(ctx, &io, &ix));
     SK(sa_index_append(ix, &k128));

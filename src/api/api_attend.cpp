@@ -90,6 +90,19 @@ void view_slot_mass(const sa_attend_options &o, AttendProblem &p, TensorView &ma
   p.mass_decay = o.mass_decay;
 }
 
+// opt->head_key_positions lives where the tensors live: a host array for CPU tensors (checked
+// value by value here), memory of the tensors' device for CUDA ones (the plugin reads it; its
+// values are the plugin's to treat). The wrong kind is refused before anything reads it.
+void check_head_positions_memory(const int64_t *positions, Device dev) {
+  try {
+    check_memory(positions, "opt->head_key_positions", dev.type, dev.id);
+  } catch (const Error &e) {
+    fail(e.status, "%s; it goes with the tensors: %s", e.message.c_str(),
+         dev.type == SA_DEVICE_CUDA ? "with CUDA tensors, I64 [H_kv, n_kv] in memory of their device"
+                                    : "with CPU tensors, a host array");
+  }
+}
+
 // sa_attend_paged with device tensors: checked from their descriptors (the plugin clamps what
 // the core cannot read: page numbers, lengths, query starts, index entries) and handed to the
 // plugin as one request.
@@ -193,9 +206,12 @@ SA_API sa_status sa_attend(sa_context *ctx, const sa_tensor *q, const sa_tensor 
     if (o.head_key_positions) {
       if (o.key_positions)
         fail(SA_ERR_INVALID_ARGUMENT, "opt->key_positions and opt->head_key_positions are both set; give one");
-      if (plugin) fail(SA_ERR_UNSUPPORTED, "opt->head_key_positions (per-KV-head positions) is CPU only for now");
       const int64_t n = checked_mul(p.k.shape[0], p.k.shape[1], "opt->head_key_positions' H_kv * n_kv values");
-      check_positions(o.head_key_positions, n, 1, "opt->head_key_positions", PositionsOf::keys);
+      if (plugin && !has_entry(plugin->api, &sa_plugin_api::evict_heads))
+        fail(SA_ERR_UNSUPPORTED, "the CUDA plugin '%s' predates opt->head_key_positions with CUDA tensors",
+             plugin->path.c_str());
+      check_head_positions_memory(o.head_key_positions, dev);
+      if (!plugin) check_positions(o.head_key_positions, n, 1, "opt->head_key_positions", PositionsOf::keys);
     }
     if (indices) {
       // Device memory is not ours to read: the plugin skips entries out of range instead.
@@ -239,6 +255,7 @@ SA_API sa_status sa_attend(sa_context *ctx, const sa_tensor *q, const sa_tensor 
     a.owner = ctx;  // its buffers go with it (sa_context_destroy)
     a.slot_mass = p.slot_mass ? &tmass : nullptr;
     a.mass_decay = p.mass_decay;
+    a.head_key_positions = o.head_key_positions;
     check_plugin(*plugin, plugin->api.attend(&a), "CUDA attention");
   });
 }
@@ -276,6 +293,7 @@ SA_API sa_status sa_attend_paged(sa_context *ctx, const sa_tensor *q, const sa_t
         fail(SA_ERR_INVALID_ARGUMENT, "kv->slot_positions and opt->head_key_positions are both set; give one "
                                       "(head_key_positions: [H_kv, num_pages * page_size], a row per KV head)");
       const int64_t n = checked_mul(H_kv, cache.num_slots, "opt->head_key_positions' H_kv * num_slots values");
+      check_head_positions_memory(o.head_key_positions, Device{});
       check_positions(o.head_key_positions, n, 1, "opt->head_key_positions", PositionsOf::keys);
     }
     const bool by_position = cache.slot_positions || o.head_key_positions;

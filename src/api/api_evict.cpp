@@ -42,22 +42,40 @@ TensorView on_host(const TensorView &v, const Plugin *plugin, void *stream, std:
   return h;
 }
 
+// The chosen slots into a row of freed (element stride `stride`): host memory directly, device
+// memory through the plugin (one copy when contiguous).
+void write_freed(const std::vector<int32_t> &chosen, int32_t *row, int64_t stride, sa_device_type where,
+                 const Plugin *plugin, void *stream) {
+  if (where != SA_DEVICE_CUDA) {
+    for (size_t i = 0; i < chosen.size(); ++i) row[int64_t(i) * stride] = chosen[i];
+    return;
+  }
+  if (stride == 1 && !chosen.empty()) {
+    check_plugin(*plugin, plugin->api.copy(row, chosen.data(), chosen.size() * sizeof(int32_t), stream),
+                 "copying the freed slots to the device");
+    return;
+  }
+  for (size_t i = 0; i < chosen.size(); ++i)
+    check_plugin(*plugin, plugin->api.copy(row + int64_t(i) * stride, &chosen[i], sizeof(int32_t), stream),
+                 "copying the freed slots to the device");
+}
+
+// Runs f; a failure it throws is re-thrown naming KV head h (the per-head calls' messages).
+template <class F>
+void as_head(int64_t h, F &&f) {
+  try {
+    f();
+  } catch (const Error &e) {
+    fail(e.status, "KV head %lld: %s", (long long)h, e.message.c_str());
+  }
+}
+
 // opt->per_head: scores and positions [H, n_slots], freed [H, cap], n_freed[H]; each head is
 // the single-set request on its own rows. Every head is chosen (and may fail) before any write.
-void evict_per_head(EvictRequest req, const sa_tensor *scores, const sa_tensor *positions, sa_tensor *freed,
-                    int64_t *n_freed) {
-  TensorView pos = view_tensor(positions, "positions", 2, {SA_DTYPE_I64});
-  TensorView sc = view_tensor(scores, "scores", 2, {SA_DTYPE_F32});
-  TensorView fr = view_tensor(freed, "freed", 2, {SA_DTYPE_I32});
+// Views on the host (CUDA tensors already copied); a CUDA freed gets its rows through plugin.
+void evict_per_head(EvictRequest req, const TensorView &sc, const TensorView &pos, const TensorView &fr,
+                    int64_t *n_freed, const Plugin *plugin, void *stream) {
   const int64_t heads = pos.shape[0];
-  req.n = pos.shape[1];
-  if (req.n > INT32_MAX) fail(SA_ERR_OVERFLOW, "positions has %lld slots; slots are int32", (long long)req.n);
-  expect_dim(sc, "scores", 0, heads, "positions.shape[0], the KV heads (opt->per_head)");
-  expect_dim(sc, "scores", 1, req.n, "positions.shape[1], the number of slots");
-  expect_dim(fr, "freed", 0, heads, "positions.shape[0], the KV heads (opt->per_head)");
-  expect_distinct_elements(fr, "freed");
-  req.rows = 1;
-  req.row_max = false;
   req.col_stride = sc.stride[1];
   req.pos_stride = pos.stride[1];
   std::vector<std::vector<int32_t>> chosen(static_cast<size_t>(heads));
@@ -66,20 +84,81 @@ void evict_per_head(EvictRequest req, const sa_tensor *scores, const sa_tensor *
     req.positions = pos.ptr<const int64_t>() + h * pos.stride[0];
     const std::string what = "positions[" + std::to_string(h) + "]";
     check_positions(req.positions, req.n, req.pos_stride, what.c_str(), PositionsOf::keys);
-    try {
-      chosen[size_t(h)] = choose_evictions(req);
-    } catch (const Error &e) {
-      fail(e.status, "KV head %lld: %s", (long long)h, e.message.c_str());
-    }
+    as_head(h, [&] { chosen[size_t(h)] = choose_evictions(req); });
     if (int64_t(chosen[size_t(h)].size()) > fr.shape[1])
       fail(SA_ERR_SHAPE, "freed holds %lld slots per KV head, %lld are needed for head %lld", (long long)fr.shape[1],
            (long long)chosen[size_t(h)].size(), (long long)h);
   }
   for (int64_t h = 0; h < heads; ++h) {
     const std::vector<int32_t> &c = chosen[size_t(h)];
-    for (size_t i = 0; i < c.size(); ++i) fr.ptr<int32_t>()[h * fr.stride[0] + int64_t(i) * fr.stride[1]] = c[i];
+    write_freed(c, fr.ptr<int32_t>() + h * fr.stride[0], fr.stride[1], fr.device, plugin, stream);
     n_freed[h] = int64_t(c.size());
   }
+}
+
+// The plugin's request for req (the policy and where it runs); the caller adds the tensors.
+sa_plugin_evict_args device_request(const EvictRequest &req, Device dev, const sa_context &ctx) {
+  sa_plugin_evict_args a{};
+  a.struct_size = sizeof a;
+  a.n = req.n;
+  a.budget = req.budget;
+  a.incoming = req.incoming;
+  a.sinks = req.sinks;
+  a.window = req.window;
+  a.mean = req.mean;
+  a.row_max = req.row_max;
+  a.decay = req.decay;
+  a.device_id = dev.id;
+  a.stream = call_stream(ctx, nullptr);
+  a.owner = &ctx;
+  return a;
+}
+
+// Fails with the CPU policy's message for a device refusal (per_head: for KV head
+// a.refused_head, worded as evict_per_head words it); returns when nothing was refused.
+void check_device_refusal(const sa_plugin_evict_args &a, const EvictRequest &req, bool per_head) {
+  if (a.refused == SA_PLUGIN_EVICT_OK) return;
+  const int64_t h = a.refused_head;
+  if (a.refused == SA_PLUGIN_EVICT_POSITION)
+    fail_position(per_head ? ("positions[" + std::to_string(h) + "]").c_str() : "positions", a.refused_slot,
+                  a.refused_value, PositionsOf::keys);
+  if (a.refused == SA_PLUGIN_EVICT_FREED_SHORT) {
+    if (!per_head) fail_freed_short(a.freed_cap, a.refused_value);
+    fail(SA_ERR_SHAPE, "freed holds %lld slots per KV head, %lld are needed for head %lld", (long long)a.freed_cap,
+         (long long)a.refused_value, (long long)h);
+  }
+  auto policy = [&] {
+    if (a.refused == SA_PLUGIN_EVICT_NAN || a.refused == SA_PLUGIN_EVICT_NAN_SUMMED)
+      fail_nan_score(a.refused_slot, a.refused == SA_PLUGIN_EVICT_NAN_SUMMED);
+    if (a.refused == SA_PLUGIN_EVICT_BUDGET) fail_budget(req, a.refused_value);
+    fail(SA_ERR_INTERNAL, "the CUDA plugin refused an eviction for an unknown reason (%d)", int(a.refused));
+  };
+  if (per_head) as_head(h, policy);
+  policy();
+}
+
+// All three per-head tensors on the device and a plugin that chooses per head there: the CPU
+// policy's choices and messages, without copying the scores.
+void evict_per_head_on_device(const EvictRequest &req, const Plugin &plugin, Device dev, const sa_context &ctx,
+                              const TensorView &sc, const TensorView &pos, const TensorView &fr, int64_t *n_freed) {
+  sa_plugin_evict_args a = device_request(req, dev, ctx);
+  a.scores = sc.ptr<const float>();
+  a.rows = 1;
+  a.col_stride = sc.stride[1];
+  a.positions = pos.ptr<const int64_t>();
+  a.pos_stride = pos.stride[1];
+  a.freed = fr.ptr<int32_t>();
+  a.freed_stride = fr.stride[1];
+  a.freed_cap = fr.shape[1];
+  a.heads = pos.shape[0];
+  a.head_score_stride = sc.stride[0];
+  a.head_pos_stride = pos.stride[0];
+  a.head_freed_stride = fr.stride[0];
+  std::vector<int64_t> counts(static_cast<size_t>(a.heads));
+  a.n_freed_heads = counts.data();
+  check_plugin(plugin, plugin.api.evict_heads(&a), "CUDA per-head eviction");
+  check_device_refusal(a, req, true);
+  std::copy(counts.begin(), counts.end(), n_freed);
 }
 
 // The single-set request over scores [rows, n] or [n] and positions [n] (on either device):
@@ -100,38 +179,18 @@ void bind_single_set(EvictRequest &req, const TensorView &sc, const TensorView &
 // without copying the scores; its refusals get the CPU policy's messages.
 void evict_on_device(const EvictRequest &req, const Plugin &plugin, Device dev, const sa_context &ctx,
                      const TensorView &fr, int64_t *n_freed) {
-  sa_plugin_evict_args a{};
-  a.struct_size = sizeof a;
+  sa_plugin_evict_args a = device_request(req, dev, ctx);
   a.scores = req.scores;
   a.rows = req.rows;
   a.row_stride = req.row_stride;
   a.col_stride = req.col_stride;
   a.positions = req.positions;
   a.pos_stride = req.pos_stride;
-  a.n = req.n;
-  a.budget = req.budget;
-  a.incoming = req.incoming;
-  a.sinks = req.sinks;
-  a.window = req.window;
-  a.mean = req.mean;
-  a.row_max = req.row_max;
-  a.decay = req.decay;
   a.freed = fr.ptr<int32_t>();
   a.freed_stride = fr.stride[0];
   a.freed_cap = fr.shape[0];
-  a.device_id = dev.id;
-  a.stream = call_stream(ctx, nullptr);
-  a.owner = &ctx;
   check_plugin(plugin, plugin.api.evict(&a), "CUDA eviction");
-  switch (a.refused) {
-    case SA_PLUGIN_EVICT_OK: break;
-    case SA_PLUGIN_EVICT_POSITION: fail_position("positions", a.refused_slot, a.refused_value, PositionsOf::keys);
-    case SA_PLUGIN_EVICT_NAN: fail_nan_score(a.refused_slot, false);
-    case SA_PLUGIN_EVICT_NAN_SUMMED: fail_nan_score(a.refused_slot, true);
-    case SA_PLUGIN_EVICT_BUDGET: fail_budget(req, a.refused_value);
-    case SA_PLUGIN_EVICT_FREED_SHORT: fail_freed_short(fr.shape[0], a.refused_value);
-    default: fail(SA_ERR_INTERNAL, "the CUDA plugin refused an eviction for an unknown reason (%d)", int(a.refused));
-  }
+  check_device_refusal(a, req, false);
   *n_freed = a.n_freed;
 }
 
@@ -189,17 +248,34 @@ SA_API sa_status sa_cache_evict(sa_context *ctx, const sa_evict_options *opt, co
     req.pool = o.score_pool;
 
     const Device dev = first_cuda_device({scores, positions, freed});
-    if (o.per_head) {
-      if (dev.type == SA_DEVICE_CUDA)
-        fail(SA_ERR_UNSUPPORTED, "opt->per_head (per-KV-head eviction) takes CPU tensors only for now; give scores, "
-                                 "positions and freed in host memory");
-      return evict_per_head(req, scores, positions, freed, n_freed);
-    }
     const Plugin *plugin = dev.type == SA_DEVICE_CUDA ? &context_plugin(*ctx, dev.id) : nullptr;
     if (plugin && !has_entry(plugin->api, &sa_plugin_api::copy))
       fail(SA_ERR_UNSUPPORTED, "the CUDA plugin '%s' predates sa_cache_evict on CUDA tensors", plugin->path.c_str());
     void *stream = call_stream(*ctx, nullptr);
     std::vector<char> pos_buf, score_buf;
+    if (o.per_head) {
+      // scores and positions [H, n_slots], freed [H, cap]: on the device when all three are and
+      // the plugin chooses per head; otherwise on the host (CUDA ones copied there).
+      TensorView pos = view_tensor(positions, "positions", 2, {SA_DTYPE_I64}, device_of(positions, dev));
+      if (!scores) fail(SA_ERR_NULL_POINTER, "scores is NULL");
+      TensorView sc = view_tensor(scores, "scores", 2, {SA_DTYPE_F32}, device_of(scores, dev));
+      TensorView fr = view_tensor(freed, "freed", 2, {SA_DTYPE_I32}, device_of(freed, dev));
+      const int64_t heads = pos.shape[0];
+      req.n = pos.shape[1];
+      if (req.n > INT32_MAX) fail(SA_ERR_OVERFLOW, "positions has %lld slots; slots are int32", (long long)req.n);
+      expect_dim(sc, "scores", 0, heads, "positions.shape[0], the KV heads (opt->per_head)");
+      expect_dim(sc, "scores", 1, req.n, "positions.shape[1], the number of slots");
+      expect_dim(fr, "freed", 0, heads, "positions.shape[0], the KV heads (opt->per_head)");
+      expect_distinct_elements(fr, "freed");
+      req.rows = 1;
+      req.row_max = false;
+      const bool on_device = pos.device == SA_DEVICE_CUDA && sc.device == SA_DEVICE_CUDA && fr.device == SA_DEVICE_CUDA;
+      if (on_device && req.pool == 0 && has_entry(plugin->api, &sa_plugin_api::evict_heads))
+        return evict_per_head_on_device(req, *plugin, dev, *ctx, sc, pos, fr, n_freed);
+      pos = on_host(pos, plugin, stream, pos_buf);
+      sc = on_host(sc, plugin, stream, score_buf);
+      return evict_per_head(req, sc, pos, fr, n_freed, plugin, stream);
+    }
     TensorView pos = view_tensor(positions, "positions", 1, {SA_DTYPE_I64}, device_of(positions, dev));
     if (!scores) fail(SA_ERR_NULL_POINTER, "scores is NULL");
     TensorView sc = view_tensor(scores, "scores", scores->rank == 2 ? 2 : 1, {SA_DTYPE_F32}, device_of(scores, dev));
@@ -217,15 +293,7 @@ SA_API sa_status sa_cache_evict(sa_context *ctx, const sa_evict_options *opt, co
 
     std::vector<int32_t> chosen = choose_evictions(req);
     if (int64_t(chosen.size()) > fr.shape[0]) fail_freed_short(fr.shape[0], int64_t(chosen.size()));
-    if (fr.device == SA_DEVICE_CUDA && fr.stride[0] == 1 && !chosen.empty())
-      check_plugin(*plugin, plugin->api.copy(fr.data, chosen.data(), chosen.size() * sizeof(int32_t), stream),
-                   "copying the freed slots to the device");
-    else if (fr.device == SA_DEVICE_CUDA)
-      for (size_t i = 0; i < chosen.size(); ++i)
-        check_plugin(*plugin, plugin->api.copy(fr.ptr<int32_t>() + int64_t(i) * fr.stride[0], &chosen[i],
-                                               sizeof(int32_t), stream), "copying the freed slots to the device");
-    else
-      for (size_t i = 0; i < chosen.size(); ++i) fr.ptr<int32_t>()[int64_t(i) * fr.stride[0]] = chosen[i];
+    write_freed(chosen, fr.ptr<int32_t>(), fr.stride[0], fr.device, plugin, stream);
     *n_freed = int64_t(chosen.size());
   });
 }

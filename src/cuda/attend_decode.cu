@@ -13,16 +13,17 @@
 #include <cstdint>
 
 #include "attend_decode.hpp"
+#include "attend_dense.hpp"
 #include "core/visibility.hpp"
 #include "half_vec.cuh"
 #include "plugin_state.hpp"
 #include "slot_mass.hpp"
+#include "split_merge.cuh"
 
 namespace sacuda {
 namespace {
 
 constexpr float kLog2e = 1.4426950408889634f;
-constexpr float kLn2 = 0.6931471805599453f;
 constexpr int kThreads = 128;
 constexpr int kUnroll = 4;       // rows each lane group has in flight
 constexpr int kRowTile = 512;    // index entries staged in shared memory at a time
@@ -52,6 +53,10 @@ struct Params {
   int lens_i64, starts_i64;
   const int64_t *slot_pos;  // null: every slot holds a token
   int64_t pos_s0;
+  // sa_attend's per-KV-head positions, [H_kv][n_kv] (null: row r holds position r); causal
+  // queries then count back from the largest of them, kept + 1 in max_pos1 (0: none).
+  const int64_t *head_pos;
+  const unsigned long long *max_pos1;
   int n_q, q_offset, G, per_query_head, causal, units;
   void *out;
   int64_t o_s0, o_s1, o_s2;
@@ -66,57 +71,6 @@ struct Params {
   float *part_acc, *part_ml;  // splits > 1: [n_q][units][splits][GT][D], [...][GT][2]
   unsigned *done;             // splits > 1: [n_q][units] blocks finished, zero between calls
 };
-
-// The exact merge of a (query, group)'s splits, run by its last block. Each thread takes a
-// float4 slice of one head's output and folds the splits in batches: a batch's maxima, sums
-// and slices are loaded together (independent loads), then folded with weights 2^(m_s - M).
-template <int D, int GT>
-__device__ void merge_splits(const Params &p, int i, int u, int S) {
-  constexpr int D4 = D / 4, kBatch = 16;
-  const int h0 = u * GT;
-  const int64_t part0 = (int64_t(i) * p.units + u) * p.splits;
-  for (int e = threadIdx.x; e < GT * D4; e += kThreads) {
-    const int g = e / D4, d4 = e % D4;
-    const float4 *src = reinterpret_cast<const float4 *>(p.part_acc + (part0 * GT + g) * D) + d4;
-    const float2 *ml = reinterpret_cast<const float2 *>(p.part_ml) + part0 * GT + g;
-    float4 A = make_float4(0.f, 0.f, 0.f, 0.f);
-    float M = -INFINITY, Lsum = 0.f;
-    for (int s0 = 0; s0 < S; s0 += kBatch) {
-      float2 ms[kBatch];
-      float4 x[kBatch];
-#pragma unroll
-      for (int j = 0; j < kBatch; ++j) {
-        const bool in = s0 + j < S;
-        ms[j] = in ? __ldcg(ml + int64_t(s0 + j) * GT) : make_float2(-INFINITY, 0.f);
-        x[j] = in ? __ldcg(src + int64_t(s0 + j) * GT * D4) : make_float4(0.f, 0.f, 0.f, 0.f);
-      }
-      float Mb = M;
-#pragma unroll
-      for (int j = 0; j < kBatch; ++j) Mb = fmaxf(Mb, ms[j].x);
-      if (Mb == -INFINITY) continue;  // nothing visible so far
-      const float a = exp2f(M - Mb);
-      A = make_float4(A.x * a, A.y * a, A.z * a, A.w * a);
-      Lsum *= a;
-#pragma unroll
-      for (int j = 0; j < kBatch; ++j) {
-        const float w = exp2f(ms[j].x - Mb);  // 0 for empty splits
-        A.x = fmaf(x[j].x, w, A.x);
-        A.y = fmaf(x[j].y, w, A.y);
-        A.z = fmaf(x[j].z, w, A.z);
-        A.w = fmaf(x[j].w, w, A.w);
-        Lsum = fmaf(ms[j].y, w, Lsum);
-      }
-      M = Mb;
-    }
-    const float inv = Lsum > 0.f ? 1.f / Lsum : 0.f;
-    const int64_t o = i * p.o_s0 + (h0 + g) * p.o_s1 + int64_t(d4) * 4 * p.o_s2;
-    store_any(p.out, o, p.out_dtype, A.x * inv);
-    store_any(p.out, o + p.o_s2, p.out_dtype, A.y * inv);
-    store_any(p.out, o + 2 * p.o_s2, p.out_dtype, A.z * inv);
-    store_any(p.out, o + 3 * p.o_s2, p.out_dtype, A.w * inv);
-    if (d4 == 0 && p.lse) p.lse[i * p.l_s0 + (h0 + g) * p.l_s1] = Lsum > 0.f ? (M + log2f(Lsum)) * kLn2 : -INFINITY;
-  }
-}
 
 // Element i of an I32 or I64 vector on the device.
 __device__ __forceinline__ int64_t int_at(const void *v, int i64, int64_t off) {
@@ -193,7 +147,9 @@ __global__ void __launch_bounds__(kThreads, 4) decode_kernel(const Params p) {
 
   const int64_t begin = int64_t(split) * p.chunk;
   const int64_t end = begin + p.chunk < len ? begin + p.chunk : len;
-  const int64_t qpos = p.causal ? span.pos : sa::kNoPositionLimit;
+  const int64_t qpos = !p.causal ? sa::kNoPositionLimit
+                       : p.head_pos ? int64_t(*p.max_pos1) - p.n_q + i
+                                    : span.pos;
   const char *kb = p.k + hk * p.k_s1, *vb = p.v + hk * p.v_s1;
   const int32_t *ib = p.idx ? p.idx + i * p.i_s0 + list * p.i_s1 : nullptr;
 
@@ -205,7 +161,9 @@ __global__ void __launch_bounds__(kThreads, 4) decode_kernel(const Params p) {
       // dense key is a token whose slot the page table gives. Out of range: skipped.
       const int64_t t = t0 + e;
       const int64_t r = ib ? int64_t(ib[t * p.i_s2]) : PAGED ? token_slot(p, span.b, t) : t;
-      const bool ok = r >= 0 && r < p.n_kv && sa::sees(qpos, ib ? r : t) &&
+      const bool in = r >= 0 && r < p.n_kv;
+      const int64_t kpos = !p.head_pos ? (ib ? r : t) : in ? p.head_pos[hk * p.n_kv + r] : sa::kEmptySlotPosition;
+      const bool ok = in && sa::sees(qpos, kpos) &&
                       (!PAGED || !p.slot_pos || sa::holds_token(p.slot_pos[r * p.pos_s0]));
       const int64_t page = !PAGED || p.page_size == 1 ? r : r / p.page_size;
       page_s[e] = ok ? int32_t(page) : -1;
@@ -278,46 +236,21 @@ __global__ void __launch_bounds__(kThreads, 4) decode_kernel(const Params p) {
       red_l[slot][g] = l[g];
     }
   }
-  __syncthreads();
-  const int64_t part = (int64_t(i) * p.units + u) * p.splits + split;
-  for (int e = tid; e < GT * D; e += kThreads) {
-    const int g = e / D, d = e % D;
-    float M = -INFINITY;
-    for (int s = 0; s < SLOTS; ++s) M = fmaxf(M, red_m[s][g]);
-    float A = 0.f, Lsum = 0.f;
-    if (M != -INFINITY)
-      for (int s = 0; s < SLOTS; ++s) {
-        const float w = exp2f(red_m[s][g] - M);
-        A = fmaf(red_acc[s][g][d], w, A);
-        Lsum = fmaf(red_l[s][g], w, Lsum);
-      }
-    if (nsplit == 1) {
-      store_any(p.out, i * p.o_s0 + (h0 + g) * p.o_s1 + d * p.o_s2, p.out_dtype, Lsum > 0.f ? A / Lsum : 0.f);
-      if (d == 0 && p.lse) p.lse[i * p.l_s0 + (h0 + g) * p.l_s1] = Lsum > 0.f ? (M + log2f(Lsum)) * kLn2 : -INFINITY;
-    } else {
-      p.part_acc[(part * GT + g) * D + d] = A;
-      if (d == 0) {
-        p.part_ml[(part * GT + g) * 2] = M;
-        p.part_ml[(part * GT + g) * 2 + 1] = Lsum;
-      }
-    }
-  }
-  if (nsplit == 1) return;
+  finish_block<D, GT, kThreads, SLOTS>(p, i, u, split, nsplit, red_acc, red_m, red_l);
+}
 
-  // The last block of the (query, group) to finish merges all splits.
-  __shared__ bool last_s;
-  __threadfence();  // this block's partials are visible before it counts itself done
-  __syncthreads();
-  if (tid == 0) {
-    unsigned *done = p.done + int64_t(i) * p.units + u;
-    last_s = atomicAdd(done, 1u) == unsigned(nsplit - 1);
-    if (last_s) *done = 0;  // every split has counted: zero for the next call
+// The largest of n positions + 1 into *max_pos1 (zeroed before; 0 when every entry is empty).
+__global__ void max_position_kernel(const int64_t *pos, int64_t n, unsigned long long *max_pos1) {
+  unsigned long long m = 0;
+  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < n; e += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t x = pos[e];
+    if (sa::holds_token(x) && (unsigned long long)(x) + 1 > m) m = (unsigned long long)(x) + 1;
   }
-  __syncthreads();
-  if (!last_s) return;
-  __threadfence();
-  merge_splits<D, GT>(p, i, u, nsplit);
-  __syncthreads();
+  for (int o = 16; o > 0; o /= 2) {
+    const unsigned long long w = __shfl_xor_sync(0xffffffffu, m, o);
+    m = w > m ? w : m;
+  }
+  if (threadIdx.x % 32 == 0 && m) atomicMax(max_pos1, m);
 }
 
 // Blocks of decode_kernel<T, D, GT, PAGED> that fit on one multiprocessor of the current device.
@@ -354,13 +287,15 @@ Params launch(Params p, cudaStream_t stream, int device) {
   p.splits = int(len > 0 ? (len + p.chunk - 1) / p.chunk : 1);
 
   const int64_t n_q = p.n_q;
-  if (p.splits > 1 || p.lse_scratch) {
+  const bool max_needed = p.head_pos && p.causal;
+  if (p.splits > 1 || p.lse_scratch || max_needed) {
     const size_t parts = p.splits > 1 ? size_t(n_q) * p.units * p.splits * GT : 0;
     const size_t acc_bytes = parts * D * sizeof(float), ml_bytes = parts * 2 * sizeof(float);
-    const size_t lse_bytes = p.lse_scratch ? size_t(n_q) * p.H_q * sizeof(float) : 0;
+    const size_t lse_bytes = p.lse_scratch ? (size_t(n_q) * p.H_q * sizeof(float) + 7) / 8 * 8 : 0;
+    const size_t max_bytes = max_needed ? sizeof(unsigned long long) : 0;
     const StreamBuffers b = stream_buffers(p.owner, device, stream,
                                            p.splits > 1 ? size_t(n_q) * p.units * sizeof(unsigned) : 0,
-                                           acc_bytes + ml_bytes + lse_bytes);
+                                           acc_bytes + ml_bytes + lse_bytes + max_bytes);
     p.part_acc = static_cast<float *>(b.scratch);
     p.part_ml = reinterpret_cast<float *>(static_cast<char *>(b.scratch) + acc_bytes);
     p.done = static_cast<unsigned *>(b.zeroed);
@@ -368,6 +303,17 @@ Params launch(Params p, cudaStream_t stream, int device) {
       p.lse = reinterpret_cast<float *>(static_cast<char *>(b.scratch) + acc_bytes + ml_bytes);
       p.l_s0 = p.H_q;
       p.l_s1 = 1;
+    }
+    if (max_needed) {
+      auto *max_pos1 = reinterpret_cast<unsigned long long *>(static_cast<char *>(b.scratch) + acc_bytes + ml_bytes +
+                                                              lse_bytes);
+      const int64_t n = p.n_kv * (p.H_q / p.G);
+      check_cuda(cudaMemsetAsync(max_pos1, 0, sizeof *max_pos1, stream), "largest position reset");
+      const int64_t blocks = (n + 255) / 256;
+      max_position_kernel<<<unsigned(blocks < 1 ? 1 : blocks > 1024 ? 1024 : blocks), 256, 0, stream>>>(p.head_pos, n,
+                                                                                                         max_pos1);
+      check_cuda(cudaGetLastError(), "largest position launch");
+      p.max_pos1 = max_pos1;
     }
   }
   constexpr int64_t kMaxGridZ = 65535;
@@ -476,13 +422,21 @@ Params launch_any(const Params &p, sa_dtype kv_dtype, int D, int gt, cudaStream_
 void attend(const sa_plugin_attend_args &a) {
   const void *owner = a.struct_size >= offsetof(sa_plugin_attend_args, owner) + sizeof a.owner ? a.owner : nullptr;
   const bool mass = a.struct_size >= offsetof(sa_plugin_attend_args, mass_decay) + sizeof a.mass_decay && a.slot_mass;
+  const bool heads = a.struct_size >= offsetof(sa_plugin_attend_args, head_key_positions) + sizeof a.head_key_positions;
   int gt = 1;
   Params p = common_params(*a.q, *a.k, *a.v, a.indices, *a.out, a.lse, a.per_query_head, a.causal, a.scale, owner, gt);
   p.lse_scratch = mass && !a.lse;
+  p.head_pos = heads ? a.head_key_positions : nullptr;
+  if (p.head_pos && mass && a.slot_mass->rank != 2)
+    fail(SA_ERR_SHAPE, "slot_mass must be [H_kv, n_kv] with per-KV-head positions");
+  if (dense_fits(a, mass, p.head_pos)) {  // tensor cores (attend_dense.cu)
+    attend_dense(a, owner);
+    return;
+  }
   DeviceGuard guard(a.q->device_id);
   cudaStream_t stream = static_cast<cudaStream_t>(a.stream);
   if (p.n_q > 0) p = launch_any(p, a.k->dtype, int(a.q->shape[2]), gt, stream, a.q->device_id);
-  if (mass) accumulate_slot_mass(a, p.lse, p.l_s0, p.l_s1, stream);
+  if (mass) accumulate_slot_mass(a, p.lse, p.l_s0, p.l_s1, p.head_pos, p.max_pos1, stream);
 }
 
 void attend_paged(const sa_plugin_attend_paged_args &a) {

@@ -2,10 +2,13 @@
 // (an item is a slot for exact, a page for page; -1 marks items with no candidate slot), a
 // radix select of the best items in one block per (query, KV head), and an ordered pass that
 // writes sinks, the chosen items' slots and the window, ascending, then -1 padding.
-// Page selection is two launches: the bounds of all pages (many blocks, each also raising the
-// per-row maxima with atomics), then per (query, KV head) the masses computed into shared
-// memory, selected and written out by one block. Exact selection is four: the scores (with
-// the row maxima, as for pages), each row's log-sum-exp, the masses, the top-k.
+// Page selection is two launches: the bounds of all pages (many blocks, on the tensor cores
+// when the query has the index's dtype, each also raising the per-row maxima with atomics),
+// then the masses and their histogram over many blocks, the last block of each (query, KV
+// head) choosing and writing the row (page_top_kernel; rows of more than 65536 pages or
+// more than 2048 chosen: the masses computed into shared memory, selected and written by
+// one block). Exact selection is four: the scores (with the row maxima, as for pages), each
+// row's log-sum-exp, the masses, the top-k.
 //   exact: mass of slot j = mean over the group's heads of softmax(scale * q.k)_j (as the CPU).
 //   page:  bound_g(p) = sum_d max(q_d min_d, q_d max_d) (Quest); mass of page p =
 //          sum_g 2^(scale*log2e*(bound_g(p) - max_p' bound_g(p'))); top_k / page_size pages.
@@ -718,6 +721,368 @@ __global__ void __launch_bounds__(kTopThreads) batch_top_kernel(const Common c, 
                   row_max + (b * c.H + h) * c.G, n_items, item, n_sel, out + b * o_s0 + h * o_s1, o_s2, width);
 }
 
+// Page selection over many blocks (one launch after the bounds). Each block computes the
+// masses of kPageChunk pages of one (query, KV head) into global memory and counts their
+// leading kPageShift-less bits (exponent and 3 mantissa bits) into the row's histogram; the
+// row's last block to finish finds the bin holding the threshold, marks the pages above it,
+// ranks the bin's few pages exactly (mass, then the lower page) and writes the row. The
+// single-block top_items ran on one SM per KV head; this spreads the masses and the counting
+// over the whole device and leaves the last block a histogram scan, one read of the masses
+// and the ordered write. A bin of more than kRankCap pages (masses that crowd, as equal
+// keys give) is selected by top_items from the global masses, in the same block.
+constexpr int kPageShift = 20;                   // bins: key >> 20
+constexpr int kPageBins = 1 << (31 - kPageShift);  // 2048
+constexpr int kPageChunk = 2 * kTopThreads;      // pages a block computes and counts
+constexpr int kRankCap = kTopThreads;            // the threshold bin's pages, ranked one a thread
+constexpr int kMaskWords = 2048;                 // chosen-page bitmap: at most 65536 pages a row
+constexpr int kSortedCap = 2 * kRankCap;         // chosen pages in order (n_sel at most this)
+// Per (query, KV head) row, in the zeroed buffer (zero between calls): the histogram, then
+// the count of blocks done and of candidate pages.
+constexpr size_t kPageArea = (kMaskWords + 2 * kRankCap) * sizeof(int);  // dynamic, then the staged row
+constexpr size_t kPageStatic = 40 * 1024;  // page_top_kernel's static shared memory (33 KB), rounded up
+constexpr int kPageFinished = kPageBins, kPageTotal = kPageBins + 1, kPageState = kPageBins + 8;
+
+__device__ __forceinline__ unsigned lanes_below() {
+  unsigned m;
+  asm("mov.u32 %0, %%lanemask_lt;" : "=r"(m));
+  return m;
+}
+
+__global__ void __launch_bounds__(kTopThreads) page_top_kernel(const Common c, const float *scores,
+                                                               unsigned *row_max, float *mass, int64_t n_items,
+                                                               int item, int64_t n_sel, int32_t *out, int64_t o_s0,
+                                                               int64_t o_s1, int64_t o_s2, int64_t width,
+                                                               int *state, bool staged_row) {
+  using Scan = cub::BlockScan<int, kTopThreads>;
+  __shared__ typename Scan::TempStorage scan_tmp;
+  // Counting: the block's histogram. Finishing: the chosen-page bitmap (words), then the
+  // threshold bin's (key, page) pairs, later the chosen pages in order.
+  extern __shared__ __align__(16) int area_s[];  // kPageArea bytes (with top_items's static arrays: over 48 KB)
+  __shared__ float norm_s[kMaxGroup];
+  __shared__ int list_n_s, bin_s, need_s;
+  __shared__ bool last_s;
+  const int tid = threadIdx.x, lane = tid & 31;
+  const int h = blockIdx.y, i = blockIdx.z;
+  const int64_t qh = int64_t(i) * c.H + h;
+  float *mass_row = mass + qh * n_items;
+  const float *scores_qh = scores + qh * c.G * n_items;
+  unsigned *row_max_qh = row_max + qh * c.G;
+  int *st = state + qh * kPageState;
+  int64_t lo, hi;
+  candidate_range(c, i, lo, hi);
+
+  // Count: the masses of this block's pages (as top_items<true> stages them), their bins.
+  int *block_hist = area_s;
+  for (int b = tid; b < kPageBins; b += kTopThreads) block_hist[b] = 0;
+  if (tid < c.G) norm_s[tid] = from_order_bits(row_max_qh[tid]);
+  __syncthreads();
+  unsigned cands = 0;
+#pragma unroll
+  for (int k = 0; k < kPageChunk / kTopThreads; ++k) {
+    const int64_t r = int64_t(blockIdx.x) * kPageChunk + k * kTopThreads + tid;
+    float m = 0.f;
+    for (int g = 0; g < c.G; ++g) {
+      const float nv = norm_s[g];
+      const float sc = r < n_items ? scores_qh[int64_t(g) * n_items + r] : -INFINITY;
+      if (nv == -INFINITY) continue;
+      m += exp2f(sc - nv);
+    }
+    const bool cand = r < n_items && lo <= hi && r * item <= hi && (r + 1) * item - 1 >= lo;
+    if (r < n_items) mass_row[r] = cand ? m : -1.f;
+    const int bin = cand ? int(mass_key(m) >> kPageShift) : -1;
+    const unsigned peers = __match_any_sync(0xffffffffu, bin);
+    if (bin >= 0 && lane == __ffs(peers) - 1) atomicAdd(&block_hist[bin], __popc(peers));
+    cands += __popc(__ballot_sync(0xffffffffu, cand));
+  }
+  __syncthreads();
+  for (int b = tid; b < kPageBins; b += kTopThreads)
+    if (block_hist[b]) atomicAdd(&st[b], block_hist[b]);
+  if (lane == 0 && cands) atomicAdd(&st[kPageTotal], int(cands));
+  __threadfence();
+  __syncthreads();
+  if (tid == 0) last_s = atomicAdd(&st[kPageFinished], 1) == int(gridDim.x) - 1;
+  __syncthreads();
+  if (!last_s) return;
+  __threadfence();
+
+  // The row's last block. A page is in when its key >> shift is above prefix, and `need` of
+  // those equal to it are, lowest page first. First from the row's histogram (shift 20);
+  // while more than kRankCap pages share the prefix, from their next digit (11 bits, then
+  // 9), counted here. pick_bin: bin_s and need_s, where the count from the top reaches
+  // need_in (thread t takes bins bins - 1 - 2t and bins - 2 - 2t); ends synchronised.
+  auto pick_bin = [&](const int *counts, bool global, int bins, int64_t need_in) {
+    const int b_hi = bins - 1 - 2 * tid, b_lo = b_hi - 1;
+    int c_hi = 0, c_lo = 0;
+    if (b_lo >= 0) {
+      c_hi = global ? __ldcg(&counts[b_hi]) : counts[b_hi];
+      c_lo = global ? __ldcg(&counts[b_lo]) : counts[b_lo];
+    }
+    int above, all;
+    Scan(scan_tmp).ExclusiveSum(c_hi + c_lo, above, all);
+    if (b_lo >= 0 && above < need_in && above + c_hi + c_lo >= need_in) {
+      const bool in_hi = above + c_hi >= need_in;
+      bin_s = in_hi ? b_hi : b_lo;
+      need_s = int(need_in - above - (in_hi ? 0 : c_hi));
+    }
+    __syncthreads();
+  };
+  const int64_t total = __ldcg(&st[kPageTotal]);
+  if (tid == 0) {
+    bin_s = -1;  // every candidate is taken
+    need_s = 0;
+  }
+  __syncthreads();
+  if (total > n_sel) pick_bin(st, true, kPageBins, n_sel);
+  for (int b = tid; b < kPageBins; b += kTopThreads) st[b] = 0;  // the state back to zeros for the next call
+  if (tid == 0) {
+    st[kPageFinished] = 0;
+    st[kPageTotal] = 0;
+  }
+  if (tid < c.G) row_max_qh[tid] = 0u;
+  int shift = kPageShift, prefix = bin_s;
+  int64_t need = need_s;
+  unsigned *words = reinterpret_cast<unsigned *>(area_s);
+  int2 *list = reinterpret_cast<int2 *>(area_s + kMaskWords);
+  int *hist = area_s + kMaskWords;  // over the list while a digit is counted
+  // The row's masses, read from global memory once (kVisit loads in flight a thread) and
+  // kept in shared memory when they fit (stage): the passes below are latency bound.
+  float *stage = staged_row ? reinterpret_cast<float *>(area_s + kMaskWords + 2 * kRankCap) : nullptr;
+  bool from_stage = false;
+  // fn(rr, v) for rr = r0 + k * kTopThreads + tid over the row (v = -1 past its end): a
+  // warp's lanes take consecutive pages, so a ballot is one bitmap word.
+  auto visit = [&](auto fn) {
+    constexpr int kVisit = 4;
+    for (int64_t r0 = 0; r0 < n_items; r0 += int64_t(kTopThreads) * kVisit) {
+      float v[kVisit];
+#pragma unroll
+      for (int k = 0; k < kVisit; ++k) {
+        const int64_t rr = r0 + k * kTopThreads + tid;
+        v[k] = rr >= n_items ? -1.f : from_stage ? stage[rr] : __ldcg(&mass_row[rr]);
+      }
+#pragma unroll
+      for (int k = 0; k < kVisit; ++k) fn(r0 + k * kTopThreads + tid, v[k]);
+    }
+  };
+  int listed;
+  for (;;) {
+    if (tid == 0) list_n_s = 0;
+    __syncthreads();
+    // The pages above the prefix into the bitmap, those at it into the list.
+    visit([&](int64_t rr, float v) {
+      if (stage && !from_stage && rr < n_items) stage[rr] = v;
+      const int d = is_candidate(v) ? int(mass_key(v) >> shift) : -2;
+      const unsigned taken = __ballot_sync(0xffffffffu, d > prefix);
+      if (lane == 0) words[rr >> 5] = taken;
+      const bool at = d == prefix;
+      const unsigned at_lanes = __ballot_sync(0xffffffffu, at);
+      if (!at_lanes) return;
+      int base = 0;
+      if (lane == 0) base = atomicAdd(&list_n_s, __popc(at_lanes));
+      base = __shfl_sync(0xffffffffu, base, 0) + __popc(at_lanes & lanes_below());
+      if (at && base < kRankCap) list[base] = make_int2(int(mass_key(v)), int(rr));
+    });
+    __syncthreads();
+    from_stage = stage != nullptr;
+    listed = list_n_s;
+    if (listed <= kRankCap || shift == 0) break;
+    // Too many at the prefix: count their next digit.
+    const int next = shift == kPageShift ? 9 : 0, bins = 1 << (shift - next);
+    for (int b = tid; b < bins; b += kTopThreads) hist[b] = 0;
+    __syncthreads();
+    visit([&](int64_t, float v) {
+      const bool at = is_candidate(v) && int(mass_key(v) >> shift) == prefix;
+      const int digit = at ? int((mass_key(v) >> next) & unsigned(bins - 1)) : -1;
+      const unsigned peers = __match_any_sync(0xffffffffu, digit);
+      if (at && lane == __ffs(peers) - 1) atomicAdd(&hist[digit], __popc(peers));
+    });
+    __syncthreads();
+    pick_bin(hist, false, bins, need);
+    prefix = (prefix << (shift - next)) | bin_s;
+    need = need_s;
+    shift = next;
+  }
+  int32_t *o = out + i * o_s0 + h * o_s1;
+  if (listed > kRankCap) {  // equal masses crowd: the single-block selection over the global masses
+    top_items<false>(c, i, h, mass_row, nullptr, nullptr, n_items, item, n_sel, o, o_s2, width);
+    return;
+  }
+  if (tid < listed) {  // ranked by mass, then the lower page
+    const int2 me = list[tid];
+    int rank = 0;
+    for (int j = 0; j < listed; ++j) {
+      const int2 x = list[j];
+      rank += unsigned(x.x) > unsigned(me.x) || (x.x == me.x && x.y < me.y);
+    }
+    if (rank < need) atomicOr(&words[me.y >> 5], 1u << (me.y & 31));
+  }
+  __syncthreads();
+
+  // The chosen pages in ascending order: each thread counts its words, a scan places them.
+  const int n_words = int((n_items + 31) / 32);
+  const int per = (n_words + kTopThreads - 1) / kTopThreads, w0 = tid * per;
+  int mine = 0;
+  for (int w = w0; w < w0 + per && w < n_words; ++w) mine += __popc(words[w]);
+  int before, chosen;
+  Scan(scan_tmp).ExclusiveSum(mine, before, chosen);
+  int *sorted = area_s + kMaskWords;  // over the ranked list, read before the scan's barrier
+  for (int w = w0; w < w0 + per && w < n_words; ++w)
+    for (unsigned bits = words[w]; bits; bits &= bits - 1) sorted[before++] = w * 32 + __ffs(bits) - 1;
+  __syncthreads();
+
+  // Sinks, the chosen pages' candidate slots, the window, then padding (as top_items).
+  const int64_t pos = c.first_pos + i;
+  const int64_t sink_end = sa::sink_positions(pos, c.sinks).hi + 1;
+  const int64_t a_end = sink_end < c.n ? sink_end : c.n;
+  for (int64_t j = tid; j < a_end && j < width; j += kTopThreads) o[j * o_s2] = int32_t(j);
+  int64_t written = a_end < width ? a_end : width;
+  // The first candidate page starts at lo: when chosen (then first in order) it is short by
+  // `short_by` slots, and so are the places of the pages after it.
+  const int64_t lo_page = lo / item;
+  const bool lo_chosen = chosen > 0 && lo <= hi && sorted[0] == lo_page;
+  const int64_t short_by = lo_chosen ? lo - lo_page * item : 0;
+  for (int64_t t = tid; t < int64_t(chosen) * item; t += kTopThreads) {
+    const int64_t e = t / item, u = t % item, j = int64_t(sorted[e]) * item + u;
+    const int64_t at = written + e * item + u - short_by;
+    if (j >= lo && j <= hi && at < width) o[at * o_s2] = int32_t(j);
+  }
+  if (chosen > 0) {
+    const int64_t last = sorted[chosen - 1];
+    const int64_t last_end = last * item + item - 1 < hi ? last * item + item - 1 : hi;
+    written += int64_t(chosen - 1) * item + (last_end - last * item + 1) - short_by;
+  }
+  if (written > width) written = width;
+  const sa::PositionRange window = sa::window_positions(pos, c.window, c.sinks);
+  const int64_t w_hi = window.hi < c.n - 1 ? window.hi : c.n - 1;
+  for (int64_t j = window.lo + tid; j <= w_hi; j += kTopThreads) {
+    const int64_t at = written + (j - window.lo);
+    if (at < width) o[at * o_s2] = int32_t(j);
+  }
+  if (w_hi >= window.lo) written += w_hi - window.lo + 1;
+  for (int64_t at = (written < width ? written : width) + tid; at < width; at += kTopThreads) o[at * o_s2] = -1;
+}
+
+// Page bounds on the tensor cores, for queries of the index's own dtype (D 64 or 128):
+// bound_g(p) = sum_d max(q_d lo_d, q_d hi_d) = q+ . hi + q- . lo, q+ = max(q, 0) and
+// q- = min(q, 0) split exactly from the query's bits, so each page is one dot product of
+// 2D terms, summed by mma.sync m16n8k16 (A: 16 pages' hi then lo rows as stored, B: the
+// group's q+ then q-, f32 accumulation) instead of 2 FMAs per term and member on the CUDA
+// cores, which bounded the CUDA-core kernel above the DRAM time of the bounds. The sum is
+// order-free, so each lane loads 16 contiguous bytes of a row (4 lanes: 64 contiguous) and
+// the query's terms are laid out in B in the same order. The score is then scaled, as
+// row_scores's are, and the row maxima raised the same way.
+constexpr int kMmaWarps = 4, kMmaTiles = 4;  // a block: 4 warps, each 4 tiles of 16 pages
+
+template <class T>
+__device__ __forceinline__ void mma_16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  if constexpr (std::is_same<T, BF16>::value)
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  else
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ uint32_t word_of(const uint4 &v, int k) {
+  return k == 0 ? v.x : k == 1 ? v.y : k == 2 ? v.z : v.w;
+}
+
+template <class T, int D>
+__global__ void __launch_bounds__(kMmaWarps * 32) page_bounds_mma_kernel(const Common c, const uint16_t *rows_lo,
+                                                                         const uint16_t *rows_hi, int64_t head_stride,
+                                                                         int64_t n_rows, int item, float *scores,
+                                                                         unsigned *row_max) {
+  constexpr int CH = D / 32;  // 16-byte chunks of a hi (or lo) row per lane; the row's 4 lanes take all
+  const int i = blockIdx.z, h = blockIdx.y;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gid = lane >> 2, tq = lane & 3;
+  __shared__ __align__(16) uint16_t q_s[kMaxGroup][D];
+  __shared__ float max_s[kMmaWarps][kMaxGroup];
+  const uint16_t *q = static_cast<const uint16_t *>(c.q) + i * c.q_s0 + int64_t(h) * c.G * c.q_s1;
+  for (int e = threadIdx.x; e < kMaxGroup * D; e += kMmaWarps * 32) {
+    const int g = e / D, d = e % D;
+    q_s[g][d] = g < c.G ? q[g * c.q_s1 + d * c.q_s2] : uint16_t(0);
+  }
+  __syncthreads();
+  // B of chunk j (j < CH: hi, q+; else lo, q-), half k: terms 8 * chunk + 4 * k + {0, 1} and {2, 3}.
+  uint32_t bq[2 * CH][2][2];
+#pragma unroll
+  for (int j = 0; j < 2 * CH; ++j) {
+    const int chunk = (j % CH) * 4 + tq;
+    const uint4 raw = *reinterpret_cast<const uint4 *>(&q_s[gid][chunk * 8]);
+#pragma unroll
+    for (int k = 0; k < 2; ++k)
+#pragma unroll
+      for (int x = 0; x < 2; ++x) {
+        const uint32_t w = word_of(raw, 2 * k + x);
+        uint32_t keep = 0;  // the halves whose sign is the part's (hi: positive, lo: negative)
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+          const bool negative = (w >> (16 * half + 15)) & 1u;
+          if (negative == (j >= CH)) keep |= 0xffffu << (16 * half);
+        }
+        bq[j][k][x] = w & keep;
+      }
+  }
+  int64_t lo, hi;
+  candidate_range(c, i, lo, hi);
+  const uint16_t *hb = rows_hi + int64_t(h) * head_stride * D, *lb = rows_lo + int64_t(h) * head_stride * D;
+  float *out = scores + (int64_t(i) * c.H + h) * c.G * n_rows;
+  float best[2] = {-INFINITY, -INFINITY};  // members 2 tq and 2 tq + 1
+  const int64_t base = (int64_t(blockIdx.x) * kMmaWarps + warp) * kMmaTiles * 16;
+  for (int t = 0; t < kMmaTiles; ++t) {
+    const int64_t p0 = base + t * 16 + gid, p1 = p0 + 8;
+    if (base + t * 16 >= n_rows) break;
+    uint4 a0[2 * CH], a1[2 * CH];
+#pragma unroll
+    for (int j = 0; j < 2 * CH; ++j) {
+      const int chunk = (j % CH) * 4 + tq;
+      const uint16_t *src = j < CH ? hb : lb;
+      a0[j] = p0 < n_rows ? __ldg(reinterpret_cast<const uint4 *>(src + p0 * D) + chunk) : make_uint4(0, 0, 0, 0);
+      a1[j] = p1 < n_rows ? __ldg(reinterpret_cast<const uint4 *>(src + p1 * D) + chunk) : make_uint4(0, 0, 0, 0);
+    }
+    float d[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+    for (int j = 0; j < 2 * CH; ++j)
+#pragma unroll
+      for (int k = 0; k < 2; ++k) {
+        const uint32_t a[4] = {word_of(a0[j], 2 * k), word_of(a1[j], 2 * k), word_of(a0[j], 2 * k + 1),
+                               word_of(a1[j], 2 * k + 1)};
+        mma_16816<T>(d, a, bq[j][k][0], bq[j][k][1]);
+      }
+#pragma unroll
+    for (int x = 0; x < 4; ++x) {
+      const int64_t r = x < 2 ? p0 : p1;
+      const int g = 2 * tq + (x & 1);
+      const bool live = r < n_rows && r * item <= hi && (r + 1) * item - 1 >= lo && lo <= hi;
+      const float sc = live ? d[x] * c.scale_log2 : -INFINITY;
+      if (g < c.G && r < n_rows) {
+        out[int64_t(g) * n_rows + r] = sc;
+        best[x & 1] = fmaxf(best[x & 1], sc);
+      }
+    }
+  }
+#pragma unroll
+  for (int o = 4; o < 32; o *= 2) {
+    best[0] = fmaxf(best[0], __shfl_xor_sync(0xffffffffu, best[0], o));
+    best[1] = fmaxf(best[1], __shfl_xor_sync(0xffffffffu, best[1], o));
+  }
+  if (lane < 4) {
+    max_s[warp][2 * lane] = best[0];
+    max_s[warp][2 * lane + 1] = best[1];
+  }
+  __syncthreads();
+  if (threadIdx.x < c.G) {
+    float mx = -INFINITY;
+    for (int w = 0; w < kMmaWarps; ++w) mx = fmaxf(mx, max_s[w][threadIdx.x]);
+    if (mx != -INFINITY) atomicMax(&row_max[(int64_t(i) * c.H + h) * c.G + threadIdx.x], order_bits(mx));
+  }
+}
+
 template <class T, int MODE, int MAXG>
 void launch_scores_g(const Common &c, const uint16_t *a, const uint16_t *b, int64_t head_stride, int64_t n_rows,
                      int item, float *scores, unsigned *row_max, cudaStream_t s) {
@@ -743,6 +1108,21 @@ void launch_scores(const Common &c, const uint16_t *a, const uint16_t *b, int64_
   else if (c.G == 2) launch_scores_g<T, MODE, 2>(c, a, b, head_stride, n_rows, item, scores, row_max, s);
   else if (c.G <= 4) launch_scores_g<T, MODE, 4>(c, a, b, head_stride, n_rows, item, scores, row_max, s);
   else launch_scores_g<T, MODE, kMaxGroup>(c, a, b, head_stride, n_rows, item, scores, row_max, s);
+}
+
+// The page bounds on the tensor cores (page_bounds_mma_kernel's conditions checked by the caller).
+template <class T>
+void launch_bounds_mma(const Common &c, const uint16_t *lo_rows, const uint16_t *hi_rows, int64_t head_stride,
+                       int64_t n_rows, int item, float *scores, unsigned *row_max, cudaStream_t s) {
+  const int64_t per_block = int64_t(kMmaWarps) * kMmaTiles * 16;
+  const dim3 grid(unsigned((n_rows + per_block - 1) / per_block), c.H, c.n_q);
+  if (c.D == 64)
+    page_bounds_mma_kernel<T, 64><<<grid, kMmaWarps * 32, 0, s>>>(c, lo_rows, hi_rows, head_stride, n_rows, item,
+                                                                  scores, row_max);
+  else
+    page_bounds_mma_kernel<T, 128><<<grid, kMmaWarps * 32, 0, s>>>(c, lo_rows, hi_rows, head_stride, n_rows, item,
+                                                                   scores, row_max);
+  check_cuda(cudaGetLastError(), "page bounds launch");
 }
 
 // sa_select_batch over a paged cache: each chosen slot j of the sequence becomes the physical
@@ -828,15 +1208,20 @@ void index_select(const sa_plugin_index &ix, const sa_plugin_select_args &a) {
   const int64_t n_sel = page ? (a.top_k / item > 0 ? a.top_k / item : 1) : a.top_k;
   const size_t rows = size_t(n_q) * H * G;
   const size_t staged_bytes = size_t(n_items) * sizeof(float) + size_t(out.shape[2]) * sizeof(int32_t);
+  // Spread: masses and counts over many blocks, the row written by its last (page_top_kernel).
+  const bool spread = page && !c.pos && n_items > 0 && n_items <= int64_t(kMaskWords) * 32 && n_sel <= kSortedCap;
   // Staged: the masses and the output row in shared memory.
-  const bool staged = page && staged_bytes + kStaticTop <= size_t(max_shared_per_block(ix.device));
+  const bool staged =
+      page && !spread && staged_bytes + kStaticTop <= size_t(max_shared_per_block(ix.device));
   const size_t scores_bytes = rows * size_t(n_items) * sizeof(float);
   const size_t norm_bytes = rows * sizeof(float);
   const size_t mass_bytes = staged ? 0 : size_t(n_q) * H * size_t(n_items) * sizeof(float);
   // Long rows of global masses: the threshold from radix passes over many blocks.
-  const bool passes = !staged && n_items >= kManyItems;
+  const bool passes = !staged && !spread && n_items >= kManyItems;
   const size_t row_max_bytes = (rows * sizeof(unsigned) + 15) / 16 * 16;
-  const size_t sel_bytes = passes ? size_t(n_q) * H * kSelStride * sizeof(int) : 0;
+  const size_t sel_bytes = passes ? size_t(n_q) * H * kSelStride * sizeof(int)
+                           : spread ? size_t(n_q) * H * kPageState * sizeof(int)
+                                    : 0;
   const void *owner = a.struct_size >= offsetof(sa_plugin_select_args, owner) + sizeof a.owner ? a.owner : nullptr;
   const StreamBuffers b = stream_buffers(owner, ix.device, stream, row_max_bytes + sel_bytes,
                                          scores_bytes + norm_bytes + mass_bytes);
@@ -844,12 +1229,19 @@ void index_select(const sa_plugin_index &ix, const sa_plugin_select_args &a) {
   auto *norm = reinterpret_cast<float *>(static_cast<char *>(b.scratch) + scores_bytes);
   auto *mass = reinterpret_cast<float *>(static_cast<char *>(b.scratch) + scores_bytes + norm_bytes);
   auto *row_max = static_cast<unsigned *>(b.zeroed);  // the scores' row maxima
-  int *sel = passes ? reinterpret_cast<int *>(static_cast<char *>(b.zeroed) + row_max_bytes) : nullptr;
+  int *sel = passes || spread ? reinterpret_cast<int *>(static_cast<char *>(b.zeroed) + row_max_bytes) : nullptr;
   const auto *keys = static_cast<const uint16_t *>(page ? ix.page_min : ix.keys);
   const auto *keys_b = static_cast<const uint16_t *>(page ? ix.page_max : nullptr);
   const int64_t head_stride = page ? ix.capacity / ix.page : ix.capacity;
+  // Page bounds on the tensor cores: queries of the index's dtype (split into q+ and q-
+  // exactly), D 64 or 128.
+  const bool mma = page && q.dtype == ix.dtype && (ix.dim == 64 || ix.dim == 128);
   if (n_items > 0) {
-    if (ix.dtype == SA_DTYPE_F16)
+    if (mma)
+      ix.dtype == SA_DTYPE_F16
+          ? launch_bounds_mma<F16>(c, keys, keys_b, head_stride, n_items, item, scores, row_max, stream)
+          : launch_bounds_mma<BF16>(c, keys, keys_b, head_stride, n_items, item, scores, row_max, stream);
+    else if (ix.dtype == SA_DTYPE_F16)
       page ? launch_scores<F16, 1>(c, keys, keys_b, head_stride, n_items, item, scores, row_max, stream)
            : launch_scores<F16, 0>(c, keys, keys_b, head_stride, n_items, item, scores, row_max, stream);
     else
@@ -859,7 +1251,7 @@ void index_select(const sa_plugin_index &ix, const sa_plugin_select_args &a) {
       row_lse_kernel<<<unsigned(rows), kTopThreads, 0, stream>>>(scores, n_items, row_max, norm);
       check_cuda(cudaGetLastError(), "selection norm launch");
     }
-    if (!staged) {
+    if (!staged && !spread) {
       const unsigned mb = unsigned((n_items + 255) / 256 < 1024 ? (n_items + 255) / 256 : 1024);
       mass_kernel<<<dim3(mb, H, n_q), 256, 0, stream>>>(c, scores, norm, page ? row_max : nullptr, n_items, item, !page,
                                                          mass);
@@ -874,7 +1266,21 @@ void index_select(const sa_plugin_index &ix, const sa_plugin_select_args &a) {
     }
   }
   int32_t *o = static_cast<int32_t *>(out.data);
-  if (staged) {
+  if (spread) {
+    // The row's masses also in shared memory when they fit beside the kernel's own arrays.
+    const int most = max_shared_per_block(ix.device) - int(kPageStatic);
+    const bool staged_row = kPageArea + size_t(n_items) * sizeof(float) <= size_t(most);
+    const size_t dyn = kPageArea + (staged_row ? size_t(n_items) * sizeof(float) : 0);
+    static int opted[64] = {};
+    if (ix.device >= 64 || opted[ix.device] < int(dyn)) {
+      check_cuda(cudaFuncSetAttribute(page_top_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, most),
+                 "cudaFuncSetAttribute");
+      if (ix.device < 64) opted[ix.device] = most;
+    }
+    page_top_kernel<<<dim3(unsigned((n_items + kPageChunk - 1) / kPageChunk), H, n_q), kTopThreads, dyn, stream>>>(
+        c, scores, row_max, mass, n_items, item, n_sel, o, out.strides[0], out.strides[1], out.strides[2], out.shape[2],
+        sel, staged_row);
+  } else if (staged) {
     static int opted[64] = {};
     allow_staged_shared(top_items_kernel<true>, opted, ix.device, staged_bytes);
     top_items_kernel<true><<<dim3(H, n_q), kTopThreads, staged_bytes, stream>>>(

@@ -10,4 +10,9 @@ namespace sacuda {
 // nothing is refused. Waits for the stream twice (the counts, then the outcome).
 void evict(sa_plugin_evict_args &a);
 
+// The same policy for each of a.heads KV heads alone (per-KV-head eviction): a's head fields
+// give each head's rows; nothing is written unless every head passes, and a refusal names the
+// first failing head. Waits for the stream twice for all heads together.
+void evict_heads(sa_plugin_evict_args &a);
+
 }  // namespace sacuda

@@ -106,6 +106,10 @@ sa_status table_evict(sa_plugin_evict_args *a) {
   return guarded([&] { evict(*a); });
 }
 
+sa_status table_evict_heads(sa_plugin_evict_args *a) {
+  return guarded([&] { evict_heads(*a); });
+}
+
 sa_status table_set_allocator(const void *owner, const sa_cuda_allocator *allocator) {
   return guarded([&] { set_owner_memory(owner, allocator ? *allocator : sa_cuda_allocator{}); });
 }
@@ -145,6 +149,7 @@ extern "C" SA_PLUGIN_EXPORT sa_status sa_plugin_init(uint32_t abi_version, sa_pl
   t.set_allocator = sacuda::table_set_allocator;
   t.attend_paged = sacuda::table_attend_paged;
   t.select_batch = sacuda::table_select_batch;
+  t.evict_heads = sacuda::table_evict_heads;
   const size_t n = out->struct_size < sizeof t ? out->struct_size : sizeof t;
   t.struct_size = n;
   std::memcpy(out, &t, n);

@@ -26,7 +26,20 @@ struct MassParams {
   float *mass;
   int64_t rows, m_s0, m_s1;  // rows: 1 ([n_kv]) or H_kv
   float decay;
+  const int64_t *head_pos;              // [H_kv][n_kv] or null (row j holds position j)
+  const unsigned long long *max_pos1;   // causal with head_pos: their largest + 1
 };
+
+// The position query i sits at (causal) or no limit.
+__device__ __forceinline__ int64_t query_limit(const MassParams &p, int i) {
+  if (!p.causal) return sa::kNoPositionLimit;
+  return p.head_pos ? int64_t(*p.max_pos1) - p.n_q + i : p.n_kv - p.n_q + i;
+}
+
+// The position key row j of KV head hk holds.
+__device__ __forceinline__ int64_t key_position(const MassParams &p, int hk, int64_t j) {
+  return p.head_pos ? p.head_pos[hk * p.n_kv + j] : j;
+}
 
 __device__ __forceinline__ float decayed(float x, float decay) { return decay == 0.f ? 0.f : x * decay; }
 
@@ -58,10 +71,10 @@ __global__ void dense_mass_kernel(const MassParams p) {
     const int64_t r = e / p.n_kv, j = e % p.n_kv;
     const int hk0 = p.rows == 1 ? 0 : int(r), hk1 = p.rows == 1 ? p.H_kv : int(r) + 1;
     float add = 0.f;
-    for (int i = 0; i < p.n_q; ++i) {
-      if (p.causal && !sa::sees(p.n_kv - p.n_q + i, j)) continue;  // default positions: row j holds position j
-      for (int hk = hk0; hk < hk1; ++hk) add += row_probability<T>(p, i, hk, hk * p.G, (hk + 1) * p.G, j, lane);
-    }
+    for (int i = 0; i < p.n_q; ++i)
+      for (int hk = hk0; hk < hk1; ++hk)
+        if (sa::sees(query_limit(p, i), key_position(p, hk, j)))  // empty rows, future positions: nothing
+          add += row_probability<T>(p, i, hk, hk * p.G, (hk + 1) * p.G, j, lane);
     if (lane == 0) {
       float &m = p.mass[r * p.m_s0 + j * p.m_s1];
       m = decayed(m, p.decay) + add;
@@ -88,8 +101,8 @@ __global__ void sparse_mass_kernel(const MassParams p) {
     const int l = int((e / p.width) % p.lists);
     const int64_t w = e % p.width;
     const int64_t j = p.idx[i * p.i_s0 + l * p.i_s1 + w * p.i_s2];
-    if (j < 0 || j >= p.n_kv || (p.causal && !sa::sees(p.n_kv - p.n_q + i, j))) continue;  // the whole warp
     const int hk = p.per_query_head ? l / p.G : l;
+    if (j < 0 || j >= p.n_kv || !sa::sees(query_limit(p, i), key_position(p, hk, j))) continue;  // the whole warp
     const int h0 = p.per_query_head ? l : l * p.G, h1 = p.per_query_head ? l + 1 : (l + 1) * p.G;
     const float add = row_probability<T>(p, i, hk, h0, h1, j, lane);
     if (lane == 0) atomicAdd(&p.mass[(p.rows == 1 ? 0 : hk) * p.m_s0 + j * p.m_s1], add);
@@ -105,7 +118,7 @@ unsigned grid_for(int64_t total, int per_item = 1) {
 }  // namespace
 
 void accumulate_slot_mass(const sa_plugin_attend_args &a, const float *lse, int64_t l_s0, int64_t l_s1,
-                          cudaStream_t stream) {
+                          const int64_t *head_pos, const unsigned long long *max_pos1, cudaStream_t stream) {
   const sa_tensor &q = *a.q, &k = *a.k, &m = *a.slot_mass;
   MassParams p{};
   p.q = q.data;
@@ -132,6 +145,8 @@ void accumulate_slot_mass(const sa_plugin_attend_args &a, const float *lse, int6
   p.m_s0 = m.rank == 2 ? m.strides[0] : 0;
   p.m_s1 = m.strides[m.rank - 1];
   p.decay = a.mass_decay;
+  p.head_pos = head_pos;
+  p.max_pos1 = max_pos1;
   if (a.indices) {
     p.idx = static_cast<const int32_t *>(a.indices->data);
     p.i_s0 = a.indices->strides[0];

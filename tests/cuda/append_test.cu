@@ -27,13 +27,7 @@ void check_pieces(Ctx &c, sa_selector_kind kind, int page, const std::vector<int
   for (auto &x : q) x = to_bf16(nd(rng) * 2.f);
   float *dk = to_device(keys);
   uint16_t *dq = to_device(q);
-  sa_index_options io = SA_INDEX_OPTIONS_INIT;
-  io.kind = kind;
-  io.num_kv_heads = Hkv;
-  io.head_dim = D;
-  io.dtype = SA_DTYPE_BF16;
-  io.page.page_size = page;
-  io.page.refine = 0;
+  sa_index_options io = device_index_options(kind, Hkv, D, page);
   sa_index *bulk = nullptr, *step = nullptr;
   SA_OK_(sa_index_create(c.gpu, &io, &bulk));
   SA_OK_(sa_index_create(c.gpu, &io, &step));

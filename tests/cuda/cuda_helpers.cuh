@@ -1,15 +1,21 @@
 // Shared by the CUDA tests: contexts (skipping without a GPU), descriptors, 16-bit encoders
-// written independently of the library, and device copies.
+// written independently of the library, device copies, and device index options
+// (index_options.cuh).
 #pragma once
 
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
 #include <cstring>
+#include <random>
 #include <string>
 #include <vector>
 
+#include "index_options.cuh"
 #include "sparseattn.h"
 
 namespace {
@@ -66,6 +72,60 @@ sa_tensor desc(void *data, sa_dtype dt, std::vector<int64_t> shape, sa_device_ty
   t.rank = int32_t(shape.size());
   for (size_t i = 0; i < shape.size(); ++i) t.shape[i] = shape[i];
   return t;
+}
+
+// Random bf16 values (normal, sd) and the floats they hold, for references in double.
+struct Bf16Data {
+  std::vector<uint16_t> bits;
+  std::vector<float> values;
+};
+
+Bf16Data random_bf16(std::mt19937_64 &rng, size_t n, float sd) {
+  std::normal_distribution<float> nd(0.f, sd);
+  Bf16Data d;
+  d.bits.resize(n);
+  d.values.resize(n);
+  for (size_t i = 0; i < n; ++i) {
+    d.bits[i] = to_bf16(nd(rng));
+    d.values[i] = from_bf16(d.bits[i]);
+  }
+  return d;
+}
+
+// max |a - b| / max(1e-3, |b|).
+double max_rel_diff(const std::vector<float> &a, const std::vector<float> &b) {
+  double worst = 0;
+  for (size_t i = 0; i < a.size(); ++i)
+    worst = std::max(worst, std::fabs(double(a[i]) - b[i]) / std::max(1e-3, std::fabs(double(b[i]))));
+  return worst;
+}
+
+// Double-precision attention (scale 1/sqrt(D)) of one query head, whose KV head is hk of Hkv,
+// over the n_rows rows listed (-1 skipped) of K and V [n_kv][Hkv][D]. pos: positions
+// [Hkv][n_kv] (row r of head hk kept when pos[hk * n_kv + r] is a token at or before limit),
+// or null (every listed row).
+std::vector<double> reference_attention(const float *q, const std::vector<float> &K, const std::vector<float> &V,
+                                        int Hkv, int D, int hk, const int32_t *rows, int64_t n_rows,
+                                        const int64_t *pos = nullptr, int64_t n_kv = 0, int64_t limit = INT64_MAX) {
+  const double scale = 1.0 / std::sqrt(double(D));
+  std::vector<double> s, out(size_t(D), 0.0);
+  std::vector<int32_t> used;
+  double mx = -INFINITY;
+  for (int64_t w = 0; w < n_rows; ++w) {
+    const int32_t r = rows[w];
+    if (r < 0) continue;
+    if (pos && (pos[hk * n_kv + r] < 0 || pos[hk * n_kv + r] > limit)) continue;
+    double dot = 0;
+    for (int d = 0; d < D; ++d) dot += double(q[d]) * K[(size_t(r) * Hkv + hk) * D + d];
+    s.push_back(dot * scale);
+    used.push_back(r);
+    mx = std::max(mx, dot * scale);
+  }
+  double den = 0;
+  for (double &x : s) den += (x = std::exp(x - mx));
+  for (size_t e = 0; e < used.size(); ++e)
+    for (int d = 0; d < D; ++d) out[size_t(d)] += s[e] / den * V[(size_t(used[e]) * Hkv + hk) * D + d];
+  return out;
 }
 
 template <class T>

@@ -24,6 +24,7 @@ struct AttendCase {
   int width;  // 0: dense
   bool per_query_head, causal;
   float ramp = 0.f;  // > 0: key t leans on one direction by ramp * t / n_kv, so scores climb or fall
+  bool strided = false;  // on the GPU: K and V views of one [n_kv, 2, H_kv, D] cache, q rows padded
 };
 
 // Runs one case on the GPU and on the CPU (the same 16-bit values), compares out and lse.
@@ -69,12 +70,32 @@ void check_attend(Ctx &c, const AttendCase &k, uint64_t seed) {
   SA_OK_(sa_attend(c.cpu, &tq, &tk, &tv, k.width ? &ti : nullptr, &o, &to, &tl));
 
   uint16_t *dq = to_device(q), *dk = to_device(kk), *dv = to_device(v);
+  const int64_t row = int64_t(k.Hkv) * k.D, qrow = k.strided ? k.D + 8 : k.D;
+  if (k.strided) {
+    std::vector<uint16_t> kv(2 * nkv), qp(size_t(k.n_q) * k.Hq * size_t(qrow));
+    for (int64_t t = 0; t < k.n_kv; ++t) {
+      std::copy_n(kk.begin() + t * row, row, kv.begin() + 2 * t * row);
+      std::copy_n(v.begin() + t * row, row, kv.begin() + (2 * t + 1) * row);
+    }
+    for (size_t r = 0; r < size_t(k.n_q) * k.Hq; ++r) std::copy_n(q.begin() + r * k.D, k.D, qp.begin() + r * qrow);
+    cudaFree(dq); cudaFree(dk); cudaFree(dv);
+    dq = to_device(qp);
+    dk = to_device(kv);
+    dv = nullptr;
+  }
   int32_t *di = k.width ? to_device(idx) : nullptr;
   std::vector<float> poison(out_cpu.size(), NAN), lpoison(lse_cpu.size(), NAN);
   float *dout = to_device(poison), *dlse = to_device(lpoison);
   sa_tensor gq = desc(dq, k.dtype, {k.n_q, k.Hq, k.D}, SA_DEVICE_CUDA);
   sa_tensor gk = desc(dk, k.dtype, {k.n_kv, k.Hkv, k.D}, SA_DEVICE_CUDA);
   sa_tensor gv = desc(dv, k.dtype, {k.n_kv, k.Hkv, k.D}, SA_DEVICE_CUDA);
+  if (k.strided) {
+    const int64_t qs[3] = {k.Hq * qrow, qrow, 1}, kvs[3] = {2 * row, k.D, 1};
+    std::copy_n(qs, 3, gq.strides);
+    std::copy_n(kvs, 3, gk.strides);
+    std::copy_n(kvs, 3, gv.strides);
+    gv.data = dk + row;
+  }
   sa_tensor gi = desc(di, SA_DTYPE_I32, {k.n_q, lists, k.width}, SA_DEVICE_CUDA);
   sa_tensor go = desc(dout, SA_DTYPE_F32, {k.n_q, k.Hq, k.D}, SA_DEVICE_CUDA);
   sa_tensor gl = desc(dlse, SA_DTYPE_F32, {k.n_q, k.Hq}, SA_DEVICE_CUDA);
@@ -126,6 +147,18 @@ TEST(CudaAttend, DenseDecodeEdges) {
   check_attend(c, {SA_DTYPE_BF16, 128, 32, 8, 1, 131072 + 77, 0, false, false}, 45);
 }
 
+// The dense tensor-core kernel's other group sizes (1: a block per query head; 3: a KV head's
+// heads in three units of one) and head dimension 64, and K/V as strided views of one cache
+// (rows 2 * H_kv * D apart, V at an offset) with padded query rows.
+TEST(CudaAttend, DenseDecodeGroupsAndStrides) {
+  NEED_GPU(c);
+  check_attend(c, {SA_DTYPE_BF16, 128, 4, 4, 1, 30000, 0, false, false}, 61);  // G = 1
+  check_attend(c, {SA_DTYPE_F16, 64, 6, 2, 2, 3001, 0, false, true}, 62);      // G = 3, causal
+  check_attend(c, {SA_DTYPE_BF16, 64, 16, 2, 1, 50000, 0, false, false}, 63);  // G = 8, D = 64
+  check_attend(c, {SA_DTYPE_BF16, 128, 32, 8, 1, 40000, 0, false, false, 0.f, true}, 64);
+  check_attend(c, {SA_DTYPE_F16, 64, 8, 2, 3, 777, 0, false, true, 20.f, true}, 65);
+}
+
 // Scores that climb along the keys (heads whose query leans on the ramp's direction) pass
 // the running max again and again, so the weighted V is rescaled many times in a chunk; the
 // other heads' scores fall, and their max is set by the first keys.
@@ -155,13 +188,7 @@ void check_select(Ctx &c, const SelCase &k, uint64_t seed) {
   std::vector<uint16_t> keys(size_t(k.n) * k.Hkv * k.D), q(size_t(k.n_q) * k.Hq * k.D);
   for (auto &x : keys) x = to_bf16(nd(rng));
   for (auto &x : q) x = to_bf16(nd(rng) * 2.f);
-  sa_index_options io = SA_INDEX_OPTIONS_INIT;
-  io.kind = k.kind;
-  io.num_kv_heads = k.Hkv;
-  io.head_dim = k.D;
-  io.dtype = SA_DTYPE_BF16;
-  io.page.page_size = k.page;
-  io.page.refine = 0;
+  sa_index_options io = device_index_options(k.kind, k.Hkv, k.D, k.page);
   sa_index *ix = nullptr;
   SA_OK_(sa_index_create(c.gpu, &io, &ix));
   uint16_t *dk = to_device(keys), *dq = to_device(q);
@@ -283,13 +310,7 @@ void check_ties(Ctx &c, sa_selector_kind kind, int64_t n, int page, int top_k) {
   std::normal_distribution<float> nd(0.f, 1.f);
   std::vector<uint16_t> keys(size_t(n) * Hkv * D, to_bf16(0.5f)), q(size_t(Hq) * D);
   for (auto &x : q) x = to_bf16(nd(rng));
-  sa_index_options io = SA_INDEX_OPTIONS_INIT;
-  io.kind = kind;
-  io.num_kv_heads = Hkv;
-  io.head_dim = D;
-  io.dtype = SA_DTYPE_BF16;
-  io.page.page_size = page;
-  io.page.refine = 0;
+  sa_index_options io = device_index_options(kind, Hkv, D, page);
   sa_index *ix = nullptr;
   SA_OK_(sa_index_create(c.gpu, &io, &ix));
   uint16_t *dk = to_device(keys), *dq = to_device(q);
@@ -351,12 +372,7 @@ TEST(CudaSelect, SelectThenAttendOnDevice) {
   for (auto &x : vals) x = to_bf16(nd(rng));
   for (auto &x : q) x = to_bf16(nd(rng));
   uint16_t *dk = to_device(keys), *dv = to_device(vals), *dq = to_device(q);
-  sa_index_options io = SA_INDEX_OPTIONS_INIT;
-  io.kind = SA_SELECTOR_PAGE;
-  io.num_kv_heads = Hkv;
-  io.head_dim = D;
-  io.dtype = SA_DTYPE_BF16;
-  io.page.refine = 0;
+  sa_index_options io = device_index_options(SA_SELECTOR_PAGE, Hkv, D);
   sa_index *ix = nullptr;
   SA_OK_(sa_index_create(c.gpu, &io, &ix));
   sa_tensor tk = desc(dk, SA_DTYPE_BF16, {n, Hkv, D}, SA_DEVICE_CUDA), tv = desc(dv, SA_DTYPE_BF16, {n, Hkv, D}, SA_DEVICE_CUDA);
@@ -419,12 +435,7 @@ void check_capture(cudaStream_t index_stream, unsigned capture_flags) {
   for (auto &x : vals) x = to_bf16(nd(rng));
   for (auto &x : q) x = to_bf16(nd(rng));
   uint16_t *dk = to_device(keys), *dv = to_device(vals), *dq = to_device(q);
-  sa_index_options io = SA_INDEX_OPTIONS_INIT;
-  io.kind = SA_SELECTOR_PAGE;
-  io.num_kv_heads = Hkv;
-  io.head_dim = D;
-  io.dtype = SA_DTYPE_BF16;
-  io.page.refine = 0;
+  sa_index_options io = device_index_options(SA_SELECTOR_PAGE, Hkv, D);
   sa_index *ix = nullptr;
   SA_OK_(sa_index_create(g, &io, &ix));
   const int64_t first = 1000;
@@ -520,12 +531,7 @@ TEST(CudaSelect, FirstSelectionOnAnotherStreamWaitsForQueuedAppends) {
   uint16_t *dk = to_device(keys), *dq = to_device(q);
   for (sa_selector_kind kind : {SA_SELECTOR_PAGE, SA_SELECTOR_EXACT}) {
     SCOPED_TRACE(kind == SA_SELECTOR_PAGE ? "page" : "exact");
-    sa_index_options io = SA_INDEX_OPTIONS_INIT;
-    io.kind = kind;
-    io.num_kv_heads = Hkv;
-    io.head_dim = D;
-    io.dtype = SA_DTYPE_BF16;
-    io.page.refine = 0;
+    sa_index_options io = device_index_options(kind, Hkv, D);
     io.capacity = n;
     sa_index *ix = nullptr;
     SA_OK_(sa_index_create(g, &io, &ix));
@@ -619,11 +625,7 @@ TEST(CudaPointers, HostMemoryDescribedAsCudaIsRefused) {
   EXPECT_EQ(sa_attend(c.gpu, &gq, &gk, &gv, nullptr, nullptr, &ho, nullptr), SA_ERR_INVALID_ARGUMENT);
   EXPECT_TRUE(mentions(sa_last_error(), "pageable host memory")) << sa_last_error();
   // A device index: host keys to append, host queries and host indices to select into.
-  sa_index_options io = SA_INDEX_OPTIONS_INIT;
-  io.kind = SA_SELECTOR_EXACT;
-  io.num_kv_heads = SmallAttend::Hkv;
-  io.head_dim = SmallAttend::D;
-  io.dtype = SA_DTYPE_BF16;
+  sa_index_options io = device_index_options(SA_SELECTOR_EXACT, SmallAttend::Hkv, SmallAttend::D);
   sa_index *ix = nullptr;
   SA_OK_(sa_index_create(c.gpu, &io, &ix));
   std::vector<uint16_t> host_k = a.k;

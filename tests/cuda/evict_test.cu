@@ -14,30 +14,6 @@
 
 namespace {
 
-struct Bf16Data {
-  std::vector<uint16_t> bits;
-  std::vector<float> values;  // what the bits hold
-};
-
-Bf16Data random_bf16(std::mt19937_64 &rng, size_t n, float sd) {
-  std::normal_distribution<float> nd(0.f, sd);
-  Bf16Data d;
-  d.bits.resize(n);
-  d.values.resize(n);
-  for (size_t i = 0; i < n; ++i) {
-    d.bits[i] = to_bf16(nd(rng));
-    d.values[i] = from_bf16(d.bits[i]);
-  }
-  return d;
-}
-
-double max_rel_diff(const std::vector<float> &a, const std::vector<float> &b) {
-  double worst = 0;
-  for (size_t i = 0; i < a.size(); ++i)
-    worst = std::max(worst, std::fabs(double(a[i]) - b[i]) / std::max(1e-3, std::fabs(double(b[i]))));
-  return worst;
-}
-
 // ------------------------------------------------------------------------------ slot mass
 
 struct MassCase {
@@ -114,22 +90,13 @@ TEST(CudaSlotMass, MatchesCpu) {
 
 // ---------------------------------------------------------------- index update
 
-sa_index_options exact_bf16(int Hkv, int D) {
-  sa_index_options io = SA_INDEX_OPTIONS_INIT;
-  io.kind = SA_SELECTOR_EXACT;
-  io.num_kv_heads = Hkv;
-  io.head_dim = D;
-  io.dtype = SA_DTYPE_BF16;
-  return io;
-}
-
 // The same updates on a device index and a CPU index: every selection must agree.
 TEST(CudaIndexUpdate, SelectionAfterUpdatesMatchesCpu) {
   NEED_GPU(c);
   constexpr int Hkv = 2, Hq = 8, D = 128;
   constexpr int64_t n = 1500;
   std::mt19937_64 rng(11);
-  sa_index_options io = exact_bf16(Hkv, D);
+  sa_index_options io = device_index_options(SA_SELECTOR_EXACT, Hkv, D);
   sa_index *gix = nullptr, *cix = nullptr;
   SA_OK_(sa_index_create(c.gpu, &io, &gix));
   SA_OK_(sa_index_create(c.cpu, &io, &cix));
@@ -261,27 +228,6 @@ TEST(CudaEvict, DeviceScoresChooseAsTheCpu) {
 
 // ----------------------------------------------------------------- fixed-budget decode loop
 
-// Double-precision attention of one query head over listed rows (-1 skipped).
-std::vector<double> reference_head(const float *q, const std::vector<float> &K, const std::vector<float> &V,
-                                   const int32_t *rows, int width, int hk, int Hkv, int D, double scale) {
-  std::vector<double> s, out(size_t(D), 0.0);
-  std::vector<int32_t> used;
-  double mx = -INFINITY;
-  for (int w = 0; w < width; ++w) {
-    if (rows[w] < 0) continue;
-    double dot = 0;
-    for (int d = 0; d < D; ++d) dot += double(q[d]) * K[(size_t(rows[w]) * Hkv + hk) * D + d];
-    s.push_back(dot * scale);
-    used.push_back(rows[w]);
-    mx = std::max(mx, dot * scale);
-  }
-  double den = 0;
-  for (double &x : s) den += (x = std::exp(x - mx));
-  for (size_t e = 0; e < used.size(); ++e)
-    for (int d = 0; d < D; ++d) out[size_t(d)] += s[e] / den * V[(size_t(used[e]) * Hkv + hk) * D + d];
-  return out;
-}
-
 // A cache of `budget` slots filled by a prompt, then decode steps: evict one slot (device
 // scores and positions), write the new token's K/V there, refill the index slot, select, and
 // attend with slot mass. The CPU runs the same steps on host copies of the same values.
@@ -289,7 +235,6 @@ TEST(CudaDecode, FixedBudgetLoopMatchesCpu) {
   NEED_GPU(c);
   constexpr int Hkv = 2, Hq = 8, G = Hq / Hkv, D = 128, steps = 120;
   constexpr int64_t B = 256;
-  const double scale = 1.0 / std::sqrt(double(D));
   std::mt19937_64 rng(31);
   const size_t row = size_t(Hkv) * D;
   Bf16Data K = random_bf16(rng, size_t(B) * row, 1.f), V = random_bf16(rng, size_t(B) * row, 1.f);
@@ -302,7 +247,7 @@ TEST(CudaDecode, FixedBudgetLoopMatchesCpu) {
   float *dmass = to_device(mass_cpu);
   int32_t *dfreed = to_device(std::vector<int32_t>(4, -1));
 
-  sa_index_options io = exact_bf16(Hkv, D);
+  sa_index_options io = device_index_options(SA_SELECTOR_EXACT, Hkv, D);
   sa_index *gix = nullptr, *cix = nullptr;
   SA_OK_(sa_index_create(c.gpu, &io, &gix));
   SA_OK_(sa_index_create(c.cpu, &io, &cix));
@@ -395,8 +340,8 @@ TEST(CudaDecode, FixedBudgetLoopMatchesCpu) {
     CUDA_OK(cudaDeviceSynchronize());
     const std::vector<float> out_gpu = to_host(dout, out_cpu.size()), mass_gpu = to_host(dmass, mass_cpu.size());
     for (int h = 0; h < Hq; ++h) {
-      const std::vector<double> want = reference_head(q.values.data() + size_t(h) * D, K.values, V.values,
-                                                      sel_cpu.data() + size_t(h / G) * width, width, h / G, Hkv, D, scale);
+      const std::vector<double> want = reference_attention(q.values.data() + size_t(h) * D, K.values, V.values, Hkv, D,
+                                                           h / G, sel_cpu.data() + size_t(h / G) * width, width);
       for (int d = 0; d < D; ++d) {
         worst_out = std::max(worst_out, std::fabs(out_gpu[size_t(h) * D + d] - want[size_t(d)]));
         worst_out = std::max(worst_out, std::fabs(out_cpu[size_t(h) * D + d] - want[size_t(d)]));

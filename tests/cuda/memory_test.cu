@@ -124,10 +124,7 @@ struct DecodeLayer {
     out = to_device(std::vector<float>(size_t(Hq) * D, 0.f));
     sel = to_device(std::vector<int32_t>(size_t(Hkv) * width, -1));
     freed = to_device(std::vector<int32_t>(4, -1));
-    sa_index_options io = SA_INDEX_OPTIONS_INIT;
-    io.num_kv_heads = Hkv;
-    io.head_dim = D;
-    io.dtype = SA_DTYPE_BF16;
+    sa_index_options io = device_index_options(SA_SELECTOR_EXACT, Hkv, D);
     EXPECT_EQ(sa_index_create(ctx, &io, &ix), SA_OK) << sa_last_error();
     sa_tensor keys = desc(K, SA_DTYPE_BF16, {B, Hkv, D}, SA_DEVICE_CUDA);
     EXPECT_EQ(sa_index_append(ix, &keys), SA_OK) << sa_last_error();
@@ -285,13 +282,7 @@ TEST(CudaMemory, CapacitySizesTheIndexAndGrowthKeepsSelections) {
   std::mt19937_64 rng(5);
   uint16_t *K = to_device(random_bits(rng, size_t(N) * Hkv * D, 1.f));
   uint16_t *q = to_device(random_bits(rng, size_t(2) * Hq * D, 2.f));
-  sa_index_options io = SA_INDEX_OPTIONS_INIT;
-  io.kind = SA_SELECTOR_PAGE;
-  io.num_kv_heads = Hkv;
-  io.head_dim = D;
-  io.dtype = SA_DTYPE_BF16;
-  io.page.page_size = P;
-  io.page.refine = 0;
+  sa_index_options io = device_index_options(SA_SELECTOR_PAGE, Hkv, D, P);
   io.capacity = 10000;
   sa_index *sized = nullptr, *grown = nullptr;
   SA_OK_(sa_index_create(ctx, &io, &sized));
@@ -358,10 +349,7 @@ TEST(CudaMemory, AHookOutOfMemoryFailsTheCallCleanly) {
   ASSERT_NE(ctx, nullptr);
   std::mt19937_64 rng(3);
   uint16_t *K = to_device(random_bits(rng, size_t(100) * 2 * 64, 1.f));
-  sa_index_options io = SA_INDEX_OPTIONS_INIT;
-  io.num_kv_heads = 2;
-  io.head_dim = 64;
-  io.dtype = SA_DTYPE_BF16;
+  sa_index_options io = device_index_options(SA_SELECTOR_EXACT, 2, 64);
   sa_index *ix = nullptr;
   SA_OK_(sa_index_create(ctx, &io, &ix));
   sa_tensor keys = desc(K, SA_DTYPE_BF16, {100, 2, 64}, SA_DEVICE_CUDA);

@@ -437,13 +437,7 @@ void check_select_batch(Ctx &c, sa_selector_kind kind, const std::vector<int> &s
   std::vector<sa_index *> ix(size_t(B), nullptr);
   std::vector<uint16_t *> seq_keys(size_t(B), nullptr);
   for (int s = 0; s < B; ++s) {
-    sa_index_options io = SA_INDEX_OPTIONS_INIT;
-    io.kind = kind;
-    io.num_kv_heads = 2;
-    io.head_dim = 128;
-    io.dtype = SA_DTYPE_BF16;
-    io.page.page_size = 16;
-    io.page.refine = 0;
+    sa_index_options io = device_index_options(kind, 2, 128, 16);
     SA_OK_(sa_index_create(c.gpu, &io, &ix[size_t(s)]));
     const int len = pc.lens[size_t(s)];
     if (len == 0) continue;

@@ -217,6 +217,13 @@ TEST(PluginDispatch, DeviceEvictionNeedsThePluginsEvictionEntries) {
   EXPECT_EQ(sa_attend(c.ctx, &f.q, &f.k, &f.v, &f.idx, &o, &f.out, nullptr), SA_ERR_UNSUPPORTED);
   EXPECT_NE(std::string(sa_last_error()).find("predates"), std::string::npos) << sa_last_error();
   EXPECT_EQ(fake_symbol<int>(path, "fake_attend_calls"), before);
+  // Per-KV-head positions go only to a plugin that reads them (its table holds evict_heads).
+  const int64_t *device_positions = reinterpret_cast<const int64_t *>(uintptr_t(0xa0000));
+  o.slot_mass = nullptr;
+  o.head_key_positions = device_positions;
+  EXPECT_EQ(sa_attend(c.ctx, &f.q, &f.k, &f.v, &f.idx, &o, &f.out, nullptr), SA_ERR_UNSUPPORTED);
+  EXPECT_NE(std::string(sa_last_error()).find("predates opt->head_key_positions"), std::string::npos) << sa_last_error();
+  EXPECT_EQ(fake_symbol<int>(path, "fake_attend_calls"), before);
   sa_tensor pos = device_tensor(SA_DTYPE_I64, {100}, 0x80000), freed = device_tensor(SA_DTYPE_I32, {4}, 0x90000);
   sa_evict_options eo = SA_EVICT_OPTIONS_INIT;
   eo.budget = 90;
@@ -224,13 +231,13 @@ TEST(PluginDispatch, DeviceEvictionNeedsThePluginsEvictionEntries) {
   EXPECT_EQ(sa_cache_evict(c.ctx, &eo, &mass, &pos, &freed, &n_freed), SA_ERR_UNSUPPORTED);
   EXPECT_NE(std::string(sa_last_error()).find("predates"), std::string::npos) << sa_last_error();
   EXPECT_EQ(n_freed, -1);
-  // Per-KV-head eviction takes host tensors only, whatever the plugin offers.
+  // So does per-KV-head eviction on device tensors.
   sa_tensor head_pos = device_tensor(SA_DTYPE_I64, {2, 100}, 0x80000);
   sa_tensor head_freed = device_tensor(SA_DTYPE_I32, {2, 4}, 0x90000);
   int64_t head_n_freed[2] = {-1, -1};
   eo.per_head = 1;
   EXPECT_EQ(sa_cache_evict(c.ctx, &eo, &mass, &head_pos, &head_freed, head_n_freed), SA_ERR_UNSUPPORTED);
-  EXPECT_NE(std::string(sa_last_error()).find("per_head"), std::string::npos) << sa_last_error();
+  EXPECT_NE(std::string(sa_last_error()).find("predates"), std::string::npos) << sa_last_error();
   EXPECT_EQ(head_n_freed[0], -1);
 }
 

@@ -1,0 +1,113 @@
+// Page selection on the device when the masses crowd: keys that differ little, so that most
+// pages share the leading bits the selection first counts and the threshold is found from
+// later digits; the first candidate page (after the sinks) made the largest, so that it is
+// chosen and short. The row must be the sinks, the chosen pages' candidate slots ascending,
+// the window and padding, and the chosen pages those of the largest double-precision masses
+// (within 1e-5 of the threshold, where float rounding may order them differently).
+#include <algorithm>
+#include <cmath>
+#include <random>
+
+#include "cuda_helpers.cuh"
+
+namespace {
+
+void check_crowded(Ctx &c, int64_t n, int D, int Hq, int Hkv, int top_k, uint64_t seed) {
+  constexpr int page = 16, window = 64, sinks = 4;
+  const int G = Hq / Hkv;
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<float> noise(-0.02f, 0.02f);
+  std::normal_distribution<float> nd(0.f, 1.f);
+  std::vector<uint16_t> keys(size_t(n) * Hkv * D), q(size_t(Hq) * D);
+  for (size_t e = 0; e < keys.size(); ++e) keys[e] = to_bf16(0.5f + noise(rng));
+  for (int64_t s = 0; s < page; ++s)  // page 0: the largest bounds
+    for (int h = 0; h < Hkv; ++h)
+      for (int d = 0; d < D; ++d) keys[(size_t(s) * Hkv + h) * D + d] = to_bf16(s % 2 ? 2.f : -2.f);
+  for (auto &x : q) x = to_bf16(nd(rng));
+  sa_index_options io = SA_INDEX_OPTIONS_INIT;
+  io.kind = SA_SELECTOR_PAGE;
+  io.num_kv_heads = Hkv;
+  io.head_dim = D;
+  io.dtype = SA_DTYPE_BF16;
+  io.page.page_size = page;
+  io.page.refine = 0;
+  sa_index *ix = nullptr;
+  SA_OK_(sa_index_create(c.gpu, &io, &ix));
+  uint16_t *dk = to_device(keys), *dq = to_device(q);
+  sa_tensor tk = desc(dk, SA_DTYPE_BF16, {n, Hkv, D}, SA_DEVICE_CUDA);
+  SA_OK_(sa_index_append(ix, &tk));
+  const int width = sinks + window + top_k + 3;
+  std::vector<int32_t> poison(size_t(Hkv) * width, -7);
+  int32_t *dout = to_device(poison);
+  sa_tensor tq = desc(dq, SA_DTYPE_BF16, {1, Hq, D}, SA_DEVICE_CUDA);
+  sa_tensor to = desc(dout, SA_DTYPE_I32, {1, Hkv, width}, SA_DEVICE_CUDA);
+  sa_select_options so = SA_SELECT_OPTIONS_INIT;
+  so.top_k = top_k;
+  so.window = window;
+  so.sinks = sinks;
+  SA_OK_(sa_select(ix, &tq, &so, &to));
+  CUDA_OK(cudaDeviceSynchronize());
+  const auto got = to_host(dout, poison.size());
+  const int64_t pos = n - 1, lo = sinks, hi = pos - window, pages = n / page;
+  const size_t n_sel = size_t(top_k / page);
+  const double scale = 1.0 / std::sqrt(double(D));
+  for (int h = 0; h < Hkv; ++h) {
+    std::vector<double> mass(size_t(pages), 0.0);
+    for (int g = 0; g < G; ++g) {
+      const uint16_t *qq = &q[size_t(h * G + g) * D];
+      std::vector<double> sc(static_cast<size_t>(pages));
+      for (int64_t p = 0; p < pages; ++p) {
+        double s = 0;
+        for (int d = 0; d < D; ++d) {
+          double mn = INFINITY, mx = -INFINITY;
+          for (int64_t sl = p * page; sl < (p + 1) * page; ++sl) {
+            const double kv = from_bf16(keys[(size_t(sl) * Hkv + h) * D + d]);
+            mn = std::min(mn, kv);
+            mx = std::max(mx, kv);
+          }
+          const double qd = from_bf16(qq[d]);
+          s += std::max(qd * mn, qd * mx);
+        }
+        sc[size_t(p)] = s * scale;
+      }
+      const int64_t cand_end = hi / page;  // candidate pages: 0 .. the page of hi
+      const double m = *std::max_element(sc.begin(), sc.begin() + cand_end + 1);
+      for (int64_t p = 0; p <= cand_end; ++p) mass[size_t(p)] += std::exp(sc[size_t(p)] - m);
+    }
+    const int64_t cand_end = hi / page;
+    std::vector<double> sorted(mass.begin(), mass.begin() + cand_end + 1);
+    std::sort(sorted.rbegin(), sorted.rend());
+    const double thr = sorted[n_sel - 1];
+    // The pages the row holds, then the row they make.
+    const int32_t *row = &got[size_t(h) * width];
+    std::vector<int64_t> chosen;
+    for (int e = sinks; e < width && row[e] >= 0 && row[e] <= hi; ++e)
+      if (chosen.empty() || chosen.back() != row[e] / page) chosen.push_back(row[e] / page);
+    ASSERT_EQ(chosen.size(), n_sel) << "KV head " << h;
+    EXPECT_EQ(chosen[0], 0) << "the largest page, short by the sinks";
+    std::vector<int32_t> want;
+    for (int32_t j = 0; j < sinks; ++j) want.push_back(j);
+    for (int64_t p : chosen) {
+      EXPECT_GE(mass[size_t(p)], thr * (1 - 1e-5)) << "page " << p << " below the threshold";
+      for (int64_t j = std::max<int64_t>(p * page, lo); j < (p + 1) * page && j <= hi; ++j) want.push_back(int32_t(j));
+    }
+    for (int64_t p = 0; p <= cand_end; ++p)
+      if (mass[size_t(p)] > thr * (1 + 1e-5))
+        EXPECT_TRUE(std::binary_search(chosen.begin(), chosen.end(), p)) << "page " << p << " above the threshold";
+    for (int64_t j = hi + 1; j <= pos; ++j) want.push_back(int32_t(j));
+    want.resize(size_t(width), -1);
+    EXPECT_EQ(std::vector<int32_t>(row, row + width), want) << "KV head " << h;
+  }
+  sa_index_destroy(&ix);
+  cudaFree(dk);
+  cudaFree(dq);
+  cudaFree(dout);
+}
+
+TEST(CudaPageSelect, CrowdedMassesAreRankedByTheirLaterDigits) {
+  NEED_GPU(c);
+  check_crowded(c, 131072, 128, 8, 2, 2048, 21);  // 8192 pages, 128 chosen
+  check_crowded(c, 40000, 64, 6, 1, 512, 22);     // G = 6, D = 64
+}
+
+}  // namespace
