@@ -7,6 +7,9 @@
 //                                   query, in tasks of 512 pages as the selector splits them
 //   bounds_read/f16/N:n/threads:T   floor_loops.hpp's read_words over the same bytes (the
 //                                   memory system's ceiling for the scan)
+//   bounds_{scan,read}_warm/...     the same without the flush, the bounds left in the caches
+//                                   by the last iteration (32K: 4.3 MB, L3): the scan's
+//                                   arithmetic alone, to tell compute-bound from memory-bound
 // f16 is the keys' dtype (bounds are int8 codes whatever it is). "GB/s": the bound bytes,
 // H_kv * n / 16 * (2 D + 8) (17.3 MB at 128K). Caches are flushed before each iteration.
 // Linked from the library's objects (the kernel table and score_page_bounds).
@@ -50,7 +53,7 @@ struct Bounds {
     float *magnitude(int h) { return scale(h) + pages; }
 };
 
-void BM_bounds(benchmark::State &state, int64_t n, int threads, bool scan) {
+void BM_bounds(benchmark::State &state, int64_t n, int threads, bool scan, bool warm) {
     Bounds b(n);
     const sa::KernelTable &k = sa::kernel_table(SA_ISA_AUTO);
     // [q | |q|] per query head of each group as int16 codes, as the selector codes them.
@@ -67,7 +70,7 @@ void BM_bounds(benchmark::State &state, int64_t n, int threads, bool scan) {
     std::vector<float> out(size_t(kHkv) * kG * size_t(b.pages));
     const int64_t chunks = (b.pages + kTaskPages - 1) / kTaskPages;
     for (auto _ : state) {
-        flush_caches(state);
+        if (!warm) flush_caches(state);
         if (!scan) {
             benchmark::DoNotOptimize(read_words(b.words.data(), int64_t(b.words.size()), threads));
             continue;
@@ -91,7 +94,14 @@ void register_all() {
         for (int t : {1, 2})
             for (bool scan : {true, false})
                 benchmark::RegisterBenchmark(name(scan ? "bounds_scan" : "bounds_read", SA_DTYPE_F16, n, t).c_str(),
-                                             BM_bounds, n, t, scan)
+                                             BM_bounds, n, t, scan, false)
+                    ->UseRealTime()
+                    ->Unit(benchmark::kMicrosecond);
+    for (int64_t n : {32768, 131072})
+        for (int t : {1, 2})
+            for (bool scan : {true, false})
+                benchmark::RegisterBenchmark(name(scan ? "bounds_scan_warm" : "bounds_read_warm", SA_DTYPE_F16, n, t).c_str(),
+                                             BM_bounds, n, t, scan, true)
                     ->UseRealTime()
                     ->Unit(benchmark::kMicrosecond);
 }
