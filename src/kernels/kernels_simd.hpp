@@ -289,23 +289,13 @@ inline void code_dots2(const int16_t *q, int D, const int8_t *row0, const int8_t
   for (int h = 0; h < H; ++h) out0[h] = hsum(a[h]), out1[h] = hsum(b[h]);
 }
 
-// The int8 scan prefetches its rows this far ahead. Scoring a row takes long enough (64
-// vpmaddwd for a group of four heads over a 256-code row on AVX2) that the out-of-order window
-// holds only a row or two, so without it each row's reads wait for the previous row's
-// arithmetic instead of overlapping it (page selection reads every bound row once, from
-// memory; bench_bounds' bounds_scan against bounds_read).
-constexpr int64_t kScanAhead = 16;  // rows: 4 KB of 256-byte rows
-
 void score_rows_i8(const int16_t *q, int g, int D, const int8_t *rows, const float *scale, int64_t n, float *scores,
                    int64_t ld) {
   if (D % kCodeLanes != 0) return kernels_scalar.score_rows_i8(q, g, D, rows, scale, n, scores, ld);
-  const char *bytes = reinterpret_cast<const char *>(rows);
-  prefetch_row(bytes, std::min(n, kScanAhead) * D);  // the first rows are not left cold
   int32_t dot[kMaxGroup], dot1[kMaxGroup];
   int64_t j = 0;
   if (g == 4)  // a decode group of four heads: rows in pairs
     for (; j + 2 <= n; j += 2) {
-      if (j + kScanAhead + 2 <= n) prefetch_row(bytes + (j + kScanAhead) * D, 2 * D);
       code_dots2<4>(q, D, rows + j * D, rows + (j + 1) * D, dot, dot1);
       for (int h = 0; h < 4; ++h) {
         scores[h * ld + j] = scale[j] * float(dot[h]);
@@ -313,7 +303,6 @@ void score_rows_i8(const int16_t *q, int g, int D, const int8_t *rows, const flo
       }
     }
   for (; j < n; ++j) {
-    if (j + kScanAhead < n) prefetch_row(bytes + (j + kScanAhead) * D, D);
     const int8_t *r = rows + j * D;
     int h = 0;
     for (; h + 4 <= g; h += 4) code_dots<4>(q + h * D, D, r, dot + h);
