@@ -24,13 +24,7 @@ void check_crowded(Ctx &c, int64_t n, int D, int Hq, int Hkv, int top_k, uint64_
     for (int h = 0; h < Hkv; ++h)
       for (int d = 0; d < D; ++d) keys[(size_t(s) * Hkv + h) * D + d] = to_bf16(s % 2 ? 2.f : -2.f);
   for (auto &x : q) x = to_bf16(nd(rng));
-  sa_index_options io = SA_INDEX_OPTIONS_INIT;
-  io.kind = SA_SELECTOR_PAGE;
-  io.num_kv_heads = Hkv;
-  io.head_dim = D;
-  io.dtype = SA_DTYPE_BF16;
-  io.page.page_size = page;
-  io.page.refine = 0;
+  sa_index_options io = device_index_options(SA_SELECTOR_PAGE, Hkv, D, page);
   sa_index *ix = nullptr;
   SA_OK_(sa_index_create(c.gpu, &io, &ix));
   uint16_t *dk = to_device(keys), *dq = to_device(q);
