@@ -142,4 +142,33 @@ std::vector<T> to_host(const T *d, size_t n) {
   return h;
 }
 
+// One bf16 query [1, H_q, D] selected (top_k, window, sinks) by a device index made with io
+// over bf16 keys [n, H_kv, D], into rows of `width` entries first poisoned with -7 (entries
+// left unwritten show); the rows, on the host, into *rows.
+void select_one_query(Ctx &c, const sa_index_options &io, const std::vector<uint16_t> &keys,
+                      const std::vector<uint16_t> &q, int64_t n, int Hq, int top_k, int window, int sinks,
+                      int width, std::vector<int32_t> *rows) {
+  const int Hkv = io.num_kv_heads, D = io.head_dim;
+  sa_index *ix = nullptr;
+  SA_OK_(sa_index_create(c.gpu, &io, &ix));
+  uint16_t *dk = to_device(keys), *dq = to_device(q);
+  const std::vector<int32_t> poison(size_t(Hkv) * width, -7);
+  int32_t *dout = to_device(poison);
+  sa_tensor tk = desc(dk, SA_DTYPE_BF16, {n, Hkv, D}, SA_DEVICE_CUDA);
+  sa_tensor tq = desc(dq, SA_DTYPE_BF16, {1, Hq, D}, SA_DEVICE_CUDA);
+  sa_tensor to = desc(dout, SA_DTYPE_I32, {1, Hkv, width}, SA_DEVICE_CUDA);
+  sa_select_options so = SA_SELECT_OPTIONS_INIT;
+  so.top_k = top_k;
+  so.window = window;
+  so.sinks = sinks;
+  SA_OK_(sa_index_append(ix, &tk));
+  SA_OK_(sa_select(ix, &tq, &so, &to));
+  CUDA_OK(cudaDeviceSynchronize());
+  *rows = to_host(dout, poison.size());
+  sa_index_destroy(&ix);
+  cudaFree(dk);
+  cudaFree(dq);
+  cudaFree(dout);
+}
+
 }  // namespace

@@ -310,24 +310,10 @@ void check_ties(Ctx &c, sa_selector_kind kind, int64_t n, int page, int top_k) {
   std::normal_distribution<float> nd(0.f, 1.f);
   std::vector<uint16_t> keys(size_t(n) * Hkv * D, to_bf16(0.5f)), q(size_t(Hq) * D);
   for (auto &x : q) x = to_bf16(nd(rng));
-  sa_index_options io = device_index_options(kind, Hkv, D, page);
-  sa_index *ix = nullptr;
-  SA_OK_(sa_index_create(c.gpu, &io, &ix));
-  uint16_t *dk = to_device(keys), *dq = to_device(q);
-  sa_tensor tk = desc(dk, SA_DTYPE_BF16, {n, Hkv, D}, SA_DEVICE_CUDA);
-  SA_OK_(sa_index_append(ix, &tk));
   const int width = sinks + window + top_k + 5;
-  std::vector<int32_t> poison(size_t(Hkv) * width, -7);
-  int32_t *dout = to_device(poison);
-  sa_tensor tq = desc(dq, SA_DTYPE_BF16, {1, Hq, D}, SA_DEVICE_CUDA);
-  sa_tensor to = desc(dout, SA_DTYPE_I32, {1, Hkv, width}, SA_DEVICE_CUDA);
-  sa_select_options so = SA_SELECT_OPTIONS_INIT;
-  so.top_k = top_k;
-  so.window = window;
-  so.sinks = sinks;
-  SA_OK_(sa_select(ix, &tq, &so, &to));
-  CUDA_OK(cudaDeviceSynchronize());
-  auto got = to_host(dout, poison.size());
+  std::vector<int32_t> got;
+  ASSERT_NO_FATAL_FAILURE(select_one_query(c, device_index_options(kind, Hkv, D, page), keys, q, n, Hq, top_k, window,
+                                           sinks, width, &got));
   // The lowest candidates: slots sinks .. (exact) sinks + top_k - 1, (page) the end of the
   // top_k / page-th page; then the window, then padding.
   const int64_t chosen_end = kind == SA_SELECTOR_EXACT ? sinks + top_k : int64_t(top_k / page) * page;
@@ -337,8 +323,6 @@ void check_ties(Ctx &c, sa_selector_kind kind, int64_t n, int page, int top_k) {
   want.resize(size_t(width), -1);
   for (int h = 0; h < Hkv; ++h)
     EXPECT_EQ(std::vector<int32_t>(got.begin() + h * width, got.begin() + (h + 1) * width), want) << "KV head " << h;
-  sa_index_destroy(&ix);
-  cudaFree(dk); cudaFree(dq); cudaFree(dout);
 }
 
 TEST(CudaSelect, EqualMassesTakeTheLowestItems) {

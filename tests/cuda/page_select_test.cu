@@ -24,24 +24,10 @@ void check_crowded(Ctx &c, int64_t n, int D, int Hq, int Hkv, int top_k, uint64_
     for (int h = 0; h < Hkv; ++h)
       for (int d = 0; d < D; ++d) keys[(size_t(s) * Hkv + h) * D + d] = to_bf16(s % 2 ? 2.f : -2.f);
   for (auto &x : q) x = to_bf16(nd(rng));
-  sa_index_options io = device_index_options(SA_SELECTOR_PAGE, Hkv, D, page);
-  sa_index *ix = nullptr;
-  SA_OK_(sa_index_create(c.gpu, &io, &ix));
-  uint16_t *dk = to_device(keys), *dq = to_device(q);
-  sa_tensor tk = desc(dk, SA_DTYPE_BF16, {n, Hkv, D}, SA_DEVICE_CUDA);
-  SA_OK_(sa_index_append(ix, &tk));
   const int width = sinks + window + top_k + 3;
-  std::vector<int32_t> poison(size_t(Hkv) * width, -7);
-  int32_t *dout = to_device(poison);
-  sa_tensor tq = desc(dq, SA_DTYPE_BF16, {1, Hq, D}, SA_DEVICE_CUDA);
-  sa_tensor to = desc(dout, SA_DTYPE_I32, {1, Hkv, width}, SA_DEVICE_CUDA);
-  sa_select_options so = SA_SELECT_OPTIONS_INIT;
-  so.top_k = top_k;
-  so.window = window;
-  so.sinks = sinks;
-  SA_OK_(sa_select(ix, &tq, &so, &to));
-  CUDA_OK(cudaDeviceSynchronize());
-  const auto got = to_host(dout, poison.size());
+  std::vector<int32_t> got;
+  ASSERT_NO_FATAL_FAILURE(select_one_query(c, device_index_options(SA_SELECTOR_PAGE, Hkv, D, page), keys, q, n, Hq,
+                                           top_k, window, sinks, width, &got));
   const int64_t pos = n - 1, lo = sinks, hi = pos - window, pages = n / page;
   const size_t n_sel = size_t(top_k / page);
   const double scale = 1.0 / std::sqrt(double(D));
@@ -92,10 +78,6 @@ void check_crowded(Ctx &c, int64_t n, int D, int Hq, int Hkv, int top_k, uint64_
     want.resize(size_t(width), -1);
     EXPECT_EQ(std::vector<int32_t>(row, row + width), want) << "KV head " << h;
   }
-  sa_index_destroy(&ix);
-  cudaFree(dk);
-  cudaFree(dq);
-  cudaFree(dout);
 }
 
 TEST(CudaPageSelect, CrowdedMassesAreRankedByTheirLaterDigits) {
