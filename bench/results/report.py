@@ -41,15 +41,18 @@ def header(meta):
 
 def quality_table(rows):
     kinds = list(dict.fromkeys(r["kind"] for r in rows))
-    ordered = sorted(rows, key=lambda r: (kinds.index(r["kind"]), r["k"]))
+    # quality_report gives a row per layer and one for their mean ("mean" sorts after digits).
+    layers = sorted({str(r["layer"]) for r in rows}, key=lambda l: (l == "mean", l))
+    ordered = sorted(rows, key=lambda r: (kinds.index(r["kind"]), r["k"], layers.index(str(r["layer"]))))
     body = []
     for r in ordered:
+        layer = str(r["layer"]).removesuffix(".0")
         if r["status"] != "ok":
-            body.append([r["kind"], str(int(r["k"])), r["status"], "", "", ""])
+            body.append([r["kind"], str(int(r["k"])), layer, r["status"], "", "", ""])
             continue
-        body.append([r["kind"], str(int(r["k"])), num(r["mass"], 3),
+        body.append([r["kind"], str(int(r["k"])), layer, num(r["mass"], 3),
                      f"{r['mass_minus_exact']:+.3f}", num(r["recall"], 3), num(r["rel_err"], 3)])
-    return table(["kind", "K", "attention mass", "mass − exact", "recall@K vs exact",
+    return table(["kind", "K", "layer", "attention mass", "mass − exact", "recall@K vs exact",
                   "output rel. error"], body, left=1)
 
 
@@ -104,7 +107,7 @@ def floor_section(lines, failures):
 
 def quality_section(rows, argv):
     return "\n".join([
-        "## Selection quality (tests/data: real attention, layer 3, 1024 tokens)",
+        "## Selection quality (tests/data: real attention, layers 3 and 5, 1024 tokens each)",
         "",
         "Decode setting: a query at position t keeps the window of 64 keys and chooses K more "
         "among [0, t − 64]. Mass: softmax probability of the chosen keys over every key the "
