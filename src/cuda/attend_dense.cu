@@ -228,7 +228,7 @@ int resident_blocks(int device) {
 // round toward zero (bounded drift over a warp's tiles), each split at least kMinChunk keys
 // and a whole number of block steps.
 template <class T, int D, int GT>
-void launch(DenseParams p, const void *owner, cudaStream_t stream, int device) {
+void launch(DenseParams &p, bool lse_scratch, const void *owner, cudaStream_t stream, int device) {
   const int64_t n_q = p.n_q, base = n_q * p.units;
   const int64_t target = int64_t(resident_blocks<T, D, GT>(device)) * sm_count(device);
   const int64_t wave = target / base > 1 ? target / base : 1;
@@ -241,14 +241,20 @@ void launch(DenseParams p, const void *owner, cudaStream_t stream, int device) {
   const int64_t chunk = ((p.n_kv + splits - 1) / splits + kStep - 1) / kStep * kStep;
   p.chunk = int(chunk > 0 ? chunk : kStep);
   p.splits = int(p.n_kv > 0 ? (p.n_kv + p.chunk - 1) / p.chunk : 1);
-  if (p.splits > 1) {
-    const size_t parts = size_t(n_q) * p.units * p.splits * GT;
+  if (p.splits > 1 || lse_scratch) {
+    const size_t parts = p.splits > 1 ? size_t(n_q) * p.units * p.splits * GT : 0;
     const size_t acc_bytes = parts * D * sizeof(float), ml_bytes = parts * 2 * sizeof(float);
-    const StreamBuffers b = stream_buffers(owner, device, stream, size_t(n_q) * p.units * sizeof(unsigned),
-                                           acc_bytes + ml_bytes);
+    const size_t lse_bytes = lse_scratch ? size_t(n_q) * p.units * GT * sizeof(float) : 0;
+    const StreamBuffers b = stream_buffers(owner, device, stream, p.splits > 1 ? size_t(n_q) * p.units * sizeof(unsigned) : 0,
+                                           acc_bytes + ml_bytes + lse_bytes);
     p.part_acc = static_cast<float *>(b.scratch);
     p.part_ml = reinterpret_cast<float *>(static_cast<char *>(b.scratch) + acc_bytes);
     p.done = static_cast<unsigned *>(b.zeroed);
+    if (lse_scratch) {  // [n_q][H_q], after the partials
+      p.lse = reinterpret_cast<float *>(static_cast<char *>(b.scratch) + acc_bytes + ml_bytes);
+      p.l_s0 = int64_t(p.units) * GT;
+      p.l_s1 = 1;
+    }
   }
   constexpr int64_t kMaxGridZ = 65535;
   for (int64_t q0 = 0; q0 < n_q; q0 += kMaxGridZ) {
@@ -260,29 +266,31 @@ void launch(DenseParams p, const void *owner, cudaStream_t stream, int device) {
 }
 
 template <class T, int D>
-void launch_gt(const DenseParams &p, int gt, const void *owner, cudaStream_t s, int dev) {
-  if (gt == 4) launch<T, D, 4>(p, owner, s, dev);
-  else if (gt == 2) launch<T, D, 2>(p, owner, s, dev);
-  else launch<T, D, 1>(p, owner, s, dev);
+void launch_gt(DenseParams &p, int gt, bool lse_scratch, const void *owner, cudaStream_t s, int dev) {
+  if (gt == 4) launch<T, D, 4>(p, lse_scratch, owner, s, dev);
+  else if (gt == 2) launch<T, D, 2>(p, lse_scratch, owner, s, dev);
+  else launch<T, D, 1>(p, lse_scratch, owner, s, dev);
 }
 
 template <class T>
-void launch_d(const DenseParams &p, int D, int gt, const void *owner, cudaStream_t s, int dev) {
-  if (D == 64) launch_gt<T, 64>(p, gt, owner, s, dev);
-  else launch_gt<T, 128>(p, gt, owner, s, dev);
+void launch_d(DenseParams &p, int D, int gt, bool lse_scratch, const void *owner, cudaStream_t s, int dev) {
+  if (D == 64) launch_gt<T, 64>(p, gt, lse_scratch, owner, s, dev);
+  else launch_gt<T, 128>(p, gt, lse_scratch, owner, s, dev);
 }
 
 }  // namespace
 
-bool dense_fits(const sa_plugin_attend_args &a, bool slot_mass, const int64_t *head_positions) {
+bool dense_fits(const sa_plugin_attend_args &a, const int64_t *head_positions) {
   const int64_t D = a.q->shape[2];
-  return !a.indices && !slot_mass && !head_positions && a.k->rank == 3 && a.q->dtype == a.k->dtype && a.v->dtype == a.k->dtype &&
+  return !a.indices && !head_positions && a.k->rank == 3 && a.q->dtype == a.k->dtype && a.v->dtype == a.k->dtype &&
          (D == 64 || D == 128) && a.k->shape[0] < kMaxRows;
 }
 
-void attend_dense(const sa_plugin_attend_args &a, const void *owner) {
+LseView attend_dense(const sa_plugin_attend_args &a, const void *owner, bool need_lse) {
   const sa_tensor &q = *a.q, &k = *a.k, &v = *a.v, &out = *a.out;
-  if (q.shape[0] == 0) return;
+  LseView written{};
+  if (a.lse) written = {static_cast<float *>(a.lse->data), a.lse->strides[0], a.lse->strides[1]};
+  if (q.shape[0] == 0) return written;
   const int64_t H_q = q.shape[1], H_kv = k.shape[1];
   const int G = int(H_q / H_kv), gt = G % 4 == 0 ? 4 : G % 2 == 0 ? 2 : 1;
   DenseParams p{};
@@ -314,8 +322,10 @@ void attend_dense(const sa_plugin_attend_args &a, const void *owner) {
   }
   DeviceGuard guard(q.device_id);
   const cudaStream_t stream = static_cast<cudaStream_t>(a.stream);
-  if (k.dtype == SA_DTYPE_F16) launch_d<F16>(p, int(q.shape[2]), gt, owner, stream, q.device_id);
-  else launch_d<BF16>(p, int(q.shape[2]), gt, owner, stream, q.device_id);
+  const bool lse_scratch = need_lse && !a.lse;
+  if (k.dtype == SA_DTYPE_F16) launch_d<F16>(p, int(q.shape[2]), gt, lse_scratch, owner, stream, q.device_id);
+  else launch_d<BF16>(p, int(q.shape[2]), gt, lse_scratch, owner, stream, q.device_id);
+  return {p.lse, p.l_s0, p.l_s1};
 }
 
 }  // namespace sacuda
