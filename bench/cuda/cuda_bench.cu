@@ -427,10 +427,12 @@ int main(int argc, char **argv) {
               sparse_us, sparse_graph, sparse_bytes / sparse_us / 1e6);
 
   // Dense decode at 32K, 128K and 512K.
+  double dense128_us = 0;
   for (int64_t n : {N128 / 4, N128, N}) {
     if (select_only) break;
     sa_tensor kn = desc(K, SA_DTYPE_BF16, {n, kHkv, kD}), vn = desc(V, SA_DTYPE_BF16, {n, kHkv, kD});
     const double us = median_us(s, 50, [&](int) { SK(sa_attend(ctx, &q1, &kn, &vn, nullptr, nullptr, &o1, &l1)); });
+    if (n == N128) dense128_us = us;
     std::printf("dense decode attend (%lldK): %.1f us, %.2f TB/s\n", (long long)(n / 1024), us,
                 2.0 * n * kHkv * row_bytes / us / 1e6);
   }
@@ -529,12 +531,29 @@ int main(int argc, char **argv) {
     sa_tensor mt = desc(mass, SA_DTYPE_F32, {kHkv, N128});
     sa_attend_options ao = SA_ATTEND_OPTIONS_INIT;
     ao.slot_mass = &mt;
-    const double mass_us = median_us(s, 500, [&](int r) {
+    auto mass_call = [&](int r) {
       sa_tensor ix = desc(sets[size_t(r % kSets)], SA_DTYPE_I32, {1, kHkv, kTop});
       SK(sa_attend(ctx, &q1, &k128, &v128, &ix, &ao, &o1, &l1));
-    });
-    std::printf("sparse decode attend with slot mass (K=2048, 128K cache): %.1f us per call (%.1f without)\n", mass_us,
-                sparse_us);
+    };
+    const double mass_us = median_us(s, 500, mass_call);
+    const double mass_graph = graph_us(s, mass_call);
+    std::printf("sparse decode attend with slot mass (K=2048, 128K cache): %.1f us per call (%.1f us in a graph; %.1f "
+                "and %.1f without)\n", mass_us, mass_graph, sparse_us, sparse_graph);
+    // Dense decode with slot mass per KV head [H_kv, 128K] and one set [128K] (no lse asked:
+    // the mass pass reads the stream's), decay 0.99.
+    float *mass1;
+    CK(cudaMalloc(&mass1, size_t(N128) * 4));
+    CK(cudaMemset(mass1, 0, size_t(N128) * 4));
+    sa_tensor mt1 = desc(mass1, SA_DTYPE_F32, {N128});
+    double dense_mass_us[2];
+    for (int r = 0; r < 2; ++r) {
+      sa_attend_options dao = SA_ATTEND_OPTIONS_INIT;
+      dao.slot_mass = r == 0 ? &mt : &mt1;
+      dense_mass_us[r] = median_us(s, 50, [&](int) { SK(sa_attend(ctx, &q1, &k128, &v128, nullptr, &dao, &o1, nullptr)); });
+    }
+    std::printf("dense decode attend with slot mass (128K): [H_kv, n_kv] %.1f us, [n_kv] %.1f us (%.1f without)\n",
+                dense_mass_us[0], dense_mass_us[1], dense128_us);
+    CK(cudaFree(mass1));
     sa_index_options io = device_index_options(SA_SELECTOR_EXACT, kHkv, kD);
     sa_index *ix = nullptr;
     SK(sa_index_create(ctx, &io, &ix));

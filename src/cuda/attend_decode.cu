@@ -429,12 +429,13 @@ void attend(const sa_plugin_attend_args &a) {
   p.head_pos = heads ? a.head_key_positions : nullptr;
   if (p.head_pos && mass && a.slot_mass->rank != 2)
     fail(SA_ERR_SHAPE, "slot_mass must be [H_kv, n_kv] with per-KV-head positions");
-  if (dense_fits(a, mass, p.head_pos)) {  // tensor cores (attend_dense.cu)
-    attend_dense(a, owner);
-    return;
-  }
   DeviceGuard guard(a.q->device_id);
   cudaStream_t stream = static_cast<cudaStream_t>(a.stream);
+  if (dense_fits(a, p.head_pos)) {  // tensor cores (attend_dense.cu)
+    const LseView l = attend_dense(a, owner, mass);
+    if (mass) accumulate_slot_mass(a, l.lse, l.s0, l.s1, nullptr, nullptr, stream);
+    return;
+  }
   if (p.n_q > 0) p = launch_any(p, a.k->dtype, int(a.q->shape[2]), gt, stream, a.q->device_id);
   if (mass) accumulate_slot_mass(a, p.lse, p.l_s0, p.l_s1, p.head_pos, p.max_pos1, stream);
 }

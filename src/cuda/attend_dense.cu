@@ -17,14 +17,12 @@
 // the keys for one query and KV head, its warps taking every fourth tile of 16 keys; a warp's
 // next tile's K is loaded once the scores are taken, its V once the output step has read this
 // V. The blocks' partials are merged exactly as the FMA kernel's (split_merge.cuh).
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-
 #include <cmath>
 #include <cstdint>
 
 #include "attend_dense.hpp"
 #include "half_vec.cuh"
+#include "mma_16816.cuh"
 #include "plugin_state.hpp"
 #include "split_merge.cuh"
 
@@ -58,48 +56,12 @@ struct DenseParams {
   unsigned *done;
 };
 
-template <class T>
-struct TensorCore;
-
-template <>
-struct TensorCore<BF16> {
-  static __device__ __forceinline__ uint32_t pack(float lo, float hi) {
-    const __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
-    return *reinterpret_cast<const uint32_t *>(&h);
-  }
-  // d += a x b over one 16 x 8 x 16 tile.
-  static __device__ __forceinline__ void mma(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-  }
-};
-
-template <>
-struct TensorCore<F16> {
-  static __device__ __forceinline__ uint32_t pack(float lo, float hi) {
-    const __half2 h = __floats2half2_rn(lo, hi);
-    return *reinterpret_cast<const uint32_t *>(&h);
-  }
-  static __device__ __forceinline__ void mma(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-    asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-  }
-};
-
-__device__ __forceinline__ uint32_t word(const uint4 &v, int e) { return e == 0 ? v.x : e == 1 ? v.y : e == 2 ? v.z : v.w; }
-
-// Fragment layouts (PTX ISA, mma.m16n8k16): lane = 4 * g + c; A holds rows g and g + 8,
-// columns 2c, 2c + 1 (registers 0, 1) and 2c + 8, 2c + 9 (registers 2, 3); B holds rows 2c,
-// 2c + 1 and 2c + 8, 2c + 9 of column g; C holds rows g, g + 8 of columns 2c, 2c + 1.
-// Scores: key row g (+ 8) is key t0 + g (+ 8); the score step's k pair c (c + 4) of step j is
-// this lane's K word 2j (2j + 1): dims 2w, 2w + 1 of w = 4c + 16 (j / 2) + 2 (j % 2) (+ 1).
-// Output: m-tile 4w + e, row g (g + 8) is dim 64w + 8g + 2e (+ 1); k pair c (c + 4) is keys
-// t0 + 2c, 2c + 1 (t0 + 2c + 8, 2c + 9).
+// Fragment layouts: mma_16816.cuh. Scores: key row g (+ 8) is key t0 + g (+ 8); the score
+// step's k pair c (c + 4) of step j is this lane's K word 2j (2j + 1): dims 2w, 2w + 1 of
+// w = 4c + 16 (j / 2) + 2 (j % 2) (+ 1). Output: m-tile 4w + e, row g (g + 8) is dim
+// 64w + 8g + 2e (+ 1); k pair c (c + 4) is keys t0 + 2c, 2c + 1 (t0 + 2c + 8, 2c + 9).
 template <class T, int D, int GT>
 __global__ void __launch_bounds__(kThreads, kMinBlocks) dense_kernel(const DenseParams p) {
-  using TC = TensorCore<T>;
   constexpr int KW = D / 32;  // 16-byte pieces of each of its two K rows a lane loads
   constexpr int VW = D / 64;  // the same of each of its four V rows
   constexpr int STEPS = D / 16;
@@ -172,9 +134,9 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) dense_kernel(const Dense
       for (int j = 0; j < STEPS; ++j) {
         const int e = 2 * (j & 1);
         const uint4 &ra = kr[0][j >> 1], &rb = kr[1][j >> 1];
-        const uint32_t a[4] = {word(ra, e), word(rb, e), word(ra, e + 1), word(rb, e + 1)};
-        if (j & 1) TC::mma(s1, a, qb[j][0], qb[j][1]);
-        else TC::mma(s0, a, qb[j][0], qb[j][1]);
+        const uint32_t a[4] = {word_of(ra, e), word_of(rb, e), word_of(ra, e + 1), word_of(rb, e + 1)};
+        if (j & 1) mma_16816<T>(s1, a, qb[j][0], qb[j][1]);
+        else mma_16816<T>(s0, a, qb[j][0], qb[j][1]);
       }
       float sa = (s0[0] + s1[0]) * p.scale_log2, sb = (s0[2] + s1[2]) * p.scale_log2;  // keys t0 + g, + 8
       if (t0 + g >= end) sa = -INFINITY;
@@ -206,20 +168,20 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) dense_kernel(const Dense
       const float p2 = exp2f(__shfl_sync(0xffffffffu, sb, src) - m_pv);
       const float p3 = exp2f(__shfl_sync(0xffffffffu, sb, src + 4) - m_pv);
       lsum += (p0 + p1) + (p2 + p3);
-      uint32_t b0 = TC::pack(p0, p1), b1 = TC::pack(p2, p3);
+      uint32_t b0 = pack_pair<T>(p0, p1), b1 = pack_pair<T>(p2, p3);
       if (g & 1) {
         const float2 h01 = T::pair(b0), h23 = T::pair(b1);
-        b0 = TC::pack(p0 - h01.x, p1 - h01.y);
-        b1 = TC::pack(p2 - h23.x, p3 - h23.y);
+        b0 = pack_pair<T>(p0 - h01.x, p1 - h01.y);
+        b1 = pack_pair<T>(p2 - h23.x, p3 - h23.y);
       }
 #pragma unroll
       for (int w = 0; w < VW; ++w)
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
-          const uint32_t x = word(vr[0][w], e), y = word(vr[1][w], e), z = word(vr[2][w], e), zz = word(vr[3][w], e);
+          const uint32_t x = word_of(vr[0][w], e), y = word_of(vr[1][w], e), z = word_of(vr[2][w], e), zz = word_of(vr[3][w], e);
           const uint32_t a[4] = {__byte_perm(x, y, 0x5410), __byte_perm(x, y, 0x7632), __byte_perm(z, zz, 0x5410),
                                  __byte_perm(z, zz, 0x7632)};
-          TC::mma(acc[4 * w + e], a, b0, b1);
+          mma_16816<T>(acc[4 * w + e], a, b0, b1);
         }
       if (t1 < end) load_v(t1);
     }
@@ -266,7 +228,7 @@ int resident_blocks(int device) {
 // round toward zero (bounded drift over a warp's tiles), each split at least kMinChunk keys
 // and a whole number of block steps.
 template <class T, int D, int GT>
-void launch(DenseParams p, const void *owner, cudaStream_t stream, int device) {
+void launch(DenseParams &p, bool lse_scratch, const void *owner, cudaStream_t stream, int device) {
   const int64_t n_q = p.n_q, base = n_q * p.units;
   const int64_t target = int64_t(resident_blocks<T, D, GT>(device)) * sm_count(device);
   const int64_t wave = target / base > 1 ? target / base : 1;
@@ -279,14 +241,20 @@ void launch(DenseParams p, const void *owner, cudaStream_t stream, int device) {
   const int64_t chunk = ((p.n_kv + splits - 1) / splits + kStep - 1) / kStep * kStep;
   p.chunk = int(chunk > 0 ? chunk : kStep);
   p.splits = int(p.n_kv > 0 ? (p.n_kv + p.chunk - 1) / p.chunk : 1);
-  if (p.splits > 1) {
-    const size_t parts = size_t(n_q) * p.units * p.splits * GT;
+  if (p.splits > 1 || lse_scratch) {
+    const size_t parts = p.splits > 1 ? size_t(n_q) * p.units * p.splits * GT : 0;
     const size_t acc_bytes = parts * D * sizeof(float), ml_bytes = parts * 2 * sizeof(float);
-    const StreamBuffers b = stream_buffers(owner, device, stream, size_t(n_q) * p.units * sizeof(unsigned),
-                                           acc_bytes + ml_bytes);
+    const size_t lse_bytes = lse_scratch ? size_t(n_q) * p.units * GT * sizeof(float) : 0;
+    const StreamBuffers b = stream_buffers(owner, device, stream, p.splits > 1 ? size_t(n_q) * p.units * sizeof(unsigned) : 0,
+                                           acc_bytes + ml_bytes + lse_bytes);
     p.part_acc = static_cast<float *>(b.scratch);
     p.part_ml = reinterpret_cast<float *>(static_cast<char *>(b.scratch) + acc_bytes);
     p.done = static_cast<unsigned *>(b.zeroed);
+    if (lse_scratch) {  // [n_q][H_q], after the partials
+      p.lse = reinterpret_cast<float *>(static_cast<char *>(b.scratch) + acc_bytes + ml_bytes);
+      p.l_s0 = int64_t(p.units) * GT;
+      p.l_s1 = 1;
+    }
   }
   constexpr int64_t kMaxGridZ = 65535;
   for (int64_t q0 = 0; q0 < n_q; q0 += kMaxGridZ) {
@@ -298,29 +266,31 @@ void launch(DenseParams p, const void *owner, cudaStream_t stream, int device) {
 }
 
 template <class T, int D>
-void launch_gt(const DenseParams &p, int gt, const void *owner, cudaStream_t s, int dev) {
-  if (gt == 4) launch<T, D, 4>(p, owner, s, dev);
-  else if (gt == 2) launch<T, D, 2>(p, owner, s, dev);
-  else launch<T, D, 1>(p, owner, s, dev);
+void launch_gt(DenseParams &p, int gt, bool lse_scratch, const void *owner, cudaStream_t s, int dev) {
+  if (gt == 4) launch<T, D, 4>(p, lse_scratch, owner, s, dev);
+  else if (gt == 2) launch<T, D, 2>(p, lse_scratch, owner, s, dev);
+  else launch<T, D, 1>(p, lse_scratch, owner, s, dev);
 }
 
 template <class T>
-void launch_d(const DenseParams &p, int D, int gt, const void *owner, cudaStream_t s, int dev) {
-  if (D == 64) launch_gt<T, 64>(p, gt, owner, s, dev);
-  else launch_gt<T, 128>(p, gt, owner, s, dev);
+void launch_d(DenseParams &p, int D, int gt, bool lse_scratch, const void *owner, cudaStream_t s, int dev) {
+  if (D == 64) launch_gt<T, 64>(p, gt, lse_scratch, owner, s, dev);
+  else launch_gt<T, 128>(p, gt, lse_scratch, owner, s, dev);
 }
 
 }  // namespace
 
-bool dense_fits(const sa_plugin_attend_args &a, bool slot_mass, const int64_t *head_positions) {
+bool dense_fits(const sa_plugin_attend_args &a, const int64_t *head_positions) {
   const int64_t D = a.q->shape[2];
-  return !a.indices && !slot_mass && !head_positions && a.k->rank == 3 && a.q->dtype == a.k->dtype && a.v->dtype == a.k->dtype &&
+  return !a.indices && !head_positions && a.k->rank == 3 && a.q->dtype == a.k->dtype && a.v->dtype == a.k->dtype &&
          (D == 64 || D == 128) && a.k->shape[0] < kMaxRows;
 }
 
-void attend_dense(const sa_plugin_attend_args &a, const void *owner) {
+LseView attend_dense(const sa_plugin_attend_args &a, const void *owner, bool need_lse) {
   const sa_tensor &q = *a.q, &k = *a.k, &v = *a.v, &out = *a.out;
-  if (q.shape[0] == 0) return;
+  LseView written{};
+  if (a.lse) written = {static_cast<float *>(a.lse->data), a.lse->strides[0], a.lse->strides[1]};
+  if (q.shape[0] == 0) return written;
   const int64_t H_q = q.shape[1], H_kv = k.shape[1];
   const int G = int(H_q / H_kv), gt = G % 4 == 0 ? 4 : G % 2 == 0 ? 2 : 1;
   DenseParams p{};
@@ -352,8 +322,10 @@ void attend_dense(const sa_plugin_attend_args &a, const void *owner) {
   }
   DeviceGuard guard(q.device_id);
   const cudaStream_t stream = static_cast<cudaStream_t>(a.stream);
-  if (k.dtype == SA_DTYPE_F16) launch_d<F16>(p, int(q.shape[2]), gt, owner, stream, q.device_id);
-  else launch_d<BF16>(p, int(q.shape[2]), gt, owner, stream, q.device_id);
+  const bool lse_scratch = need_lse && !a.lse;
+  if (k.dtype == SA_DTYPE_F16) launch_d<F16>(p, int(q.shape[2]), gt, lse_scratch, owner, stream, q.device_id);
+  else launch_d<BF16>(p, int(q.shape[2]), gt, lse_scratch, owner, stream, q.device_id);
+  return {p.lse, p.l_s0, p.l_s1};
 }
 
 }  // namespace sacuda

@@ -8,11 +8,19 @@
 
 namespace sacuda {
 
-// Whether attend_dense takes the call: no index lists, slot mass or per-KV-head positions,
-// queries in the keys' dtype, head dimension 64 or 128 (attend_decode.cu's checks passed).
-bool dense_fits(const sa_plugin_attend_args &a, bool slot_mass, const int64_t *head_positions);
+// Whether attend_dense takes the call: no index lists or per-KV-head positions, queries in the
+// keys' dtype, head dimension 64 or 128 (attend_decode.cu's checks passed).
+bool dense_fits(const sa_plugin_attend_args &a, const int64_t *head_positions);
 
-// Enqueues the call on a.stream; owner: whose stream buffers.
-void attend_dense(const sa_plugin_attend_args &a, const void *owner);
+// F32 [n_q][H_q] log-sum-exp (natural log) with element strides s0, s1.
+struct LseView {
+  float *lse;
+  int64_t s0, s1;
+};
+
+// Enqueues the call on a.stream; owner: whose stream buffers. need_lse (slot mass reads it):
+// without a.lse the log-sum-exp goes to the stream's scratch. Returns where it was written
+// (lse null: nowhere).
+LseView attend_dense(const sa_plugin_attend_args &a, const void *owner, bool need_lse);
 
 }  // namespace sacuda

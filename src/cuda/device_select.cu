@@ -20,6 +20,7 @@
 #include "core/visibility.hpp"
 #include "device_index.hpp"
 #include "half_vec.cuh"
+#include "mma_16816.cuh"
 #include "plugin_state.hpp"
 
 namespace sacuda {
@@ -971,26 +972,6 @@ __global__ void __launch_bounds__(kTopThreads) page_top_kernel(const Common c, c
 // the query's terms are laid out in B in the same order. The score is then scaled, as
 // row_scores's are, and the row maxima raised the same way.
 constexpr int kMmaWarps = 4, kMmaTiles = 4;  // a block: 4 warps, each 4 tiles of 16 pages
-
-template <class T>
-__device__ __forceinline__ void mma_16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-  if constexpr (std::is_same<T, BF16>::value)
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-        "{%0,%1,%2,%3};\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-  else
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-        "{%0,%1,%2,%3};\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-__device__ __forceinline__ uint32_t word_of(const uint4 &v, int k) {
-  return k == 0 ? v.x : k == 1 ? v.y : k == 2 ? v.z : v.w;
-}
 
 template <class T, int D>
 __global__ void __launch_bounds__(kMmaWarps * 32) page_bounds_mma_kernel(const Common c, const uint16_t *rows_lo,

@@ -22,6 +22,7 @@ struct MassCase {
   int width;  // 0: dense
   bool per_query_head, causal, rank1, with_lse;
   float decay;
+  bool q_f32;  // F32 queries (the kernels without tensor cores)
 };
 
 // The device's slot mass against the CPU's on the same values, from a nonzero start.
@@ -48,7 +49,8 @@ void check_mass(Ctx &c, const MassCase &k, uint64_t seed) {
   const std::vector<int64_t> ms = k.rank1 ? std::vector<int64_t>{k.n_kv} : std::vector<int64_t>{k.Hkv, k.n_kv};
   sa_tensor cm = desc(mass_cpu.data(), SA_DTYPE_F32, ms, SA_DEVICE_CPU);
   o.slot_mass = &cm;
-  sa_tensor tq = desc((void *)q.bits.data(), SA_DTYPE_BF16, {k.n_q, k.Hq, D}, SA_DEVICE_CPU);
+  sa_tensor tq = k.q_f32 ? desc((void *)q.values.data(), SA_DTYPE_F32, {k.n_q, k.Hq, D}, SA_DEVICE_CPU)
+                         : desc((void *)q.bits.data(), SA_DTYPE_BF16, {k.n_q, k.Hq, D}, SA_DEVICE_CPU);
   sa_tensor tk = desc((void *)kk.bits.data(), SA_DTYPE_BF16, {k.n_kv, k.Hkv, D}, SA_DEVICE_CPU);
   sa_tensor tv = desc((void *)v.bits.data(), SA_DTYPE_BF16, {k.n_kv, k.Hkv, D}, SA_DEVICE_CPU);
   sa_tensor ti = desc(idx.data(), SA_DTYPE_I32, {k.n_q, lists, k.width}, SA_DEVICE_CPU);
@@ -57,11 +59,13 @@ void check_mass(Ctx &c, const MassCase &k, uint64_t seed) {
   SA_OK_(sa_attend(c.cpu, &tq, &tk, &tv, k.width ? &ti : nullptr, &o, &to, k.with_lse ? &tl : nullptr));
 
   uint16_t *dq = to_device(q.bits), *dk = to_device(kk.bits), *dv = to_device(v.bits);
+  float *dqf = to_device(q.values);
   int32_t *di = to_device(idx);
   float *dm = to_device(mass0), *dout = to_device(out), *dlse = to_device(lse);
   sa_tensor gm = desc(dm, SA_DTYPE_F32, ms, SA_DEVICE_CUDA);
   o.slot_mass = &gm;
-  sa_tensor gq = desc(dq, SA_DTYPE_BF16, {k.n_q, k.Hq, D}, SA_DEVICE_CUDA);
+  sa_tensor gq = k.q_f32 ? desc(dqf, SA_DTYPE_F32, {k.n_q, k.Hq, D}, SA_DEVICE_CUDA)
+                         : desc(dq, SA_DTYPE_BF16, {k.n_q, k.Hq, D}, SA_DEVICE_CUDA);
   sa_tensor gk = desc(dk, SA_DTYPE_BF16, {k.n_kv, k.Hkv, D}, SA_DEVICE_CUDA);
   sa_tensor gv = desc(dv, SA_DTYPE_BF16, {k.n_kv, k.Hkv, D}, SA_DEVICE_CUDA);
   sa_tensor gi = desc(di, SA_DTYPE_I32, {k.n_q, lists, k.width}, SA_DEVICE_CUDA);
@@ -75,7 +79,7 @@ void check_mass(Ctx &c, const MassCase &k, uint64_t seed) {
   double moved = 0;
   for (size_t i = 0; i < mass0.size(); ++i) moved += std::fabs(mass_gpu[i] - k.decay * mass0[i]);
   if (k.n_q > 0) EXPECT_GT(moved, 0.5 * k.n_q) << "no probability was added";
-  cudaFree(dq); cudaFree(dk); cudaFree(dv); cudaFree(di); cudaFree(dm); cudaFree(dout); cudaFree(dlse);
+  cudaFree(dq); cudaFree(dqf); cudaFree(dk); cudaFree(dv); cudaFree(di); cudaFree(dm); cudaFree(dout); cudaFree(dlse);
 }
 
 TEST(CudaSlotMass, MatchesCpu) {
@@ -86,6 +90,16 @@ TEST(CudaSlotMass, MatchesCpu) {
   check_mass(c, {8, 2, 3, 1000, 200, true, false, true, true, 1.f}, 4);       // per query head, plain sum
   check_mass(c, {4, 4, 2, 500, 100, false, true, false, true, 0.f}, 5);       // causal sparse, decay 0
   check_mass(c, {8, 2, 0, 400, 0, false, false, false, false, 0.5f}, 6);      // no queries: decay only
+  // The tensor cores: a decode step's 32 heads over 8 KV heads summed in one [n_kv] row; a
+  // group of 8 heads (a full column tile); rows past a tile's end and a strided causal prefix.
+  check_mass(c, {32, 8, 1, 1000, 0, false, false, true, true, 0.99f}, 7);    // dense, [n_kv], 8 KV heads
+  check_mass(c, {16, 2, 2, 777, 0, false, true, false, false, 0.99f}, 8);    // dense causal, groups of 8
+  check_mass(c, {16, 2, 2, 777, 333, false, true, true, true, 0.9f}, 9);     // sparse, groups of 8, [n_kv]
+  // The kernels without tensor cores: too many columns to stage (9 queries x 4 heads x 2 KV
+  // heads in one row), and F32 queries (dense and sparse).
+  check_mass(c, {8, 2, 9, 600, 0, false, true, true, true, 0.99f}, 10);
+  check_mass(c, {8, 2, 2, 700, 0, false, false, false, true, 0.9f, true}, 11);
+  check_mass(c, {8, 2, 2, 700, 150, false, true, false, true, 0.9f, true}, 12);
 }
 
 // ---------------------------------------------------------------- index update
