@@ -45,17 +45,23 @@ struct Common {
   int64_t first_pos;   // query i at first_pos + i
   int sinks, window;
   float scale_log2;
-  const int64_t *pos;  // position of each slot (exact, after an update); null: slot s holds s
+  // Kept positions (after an update): slot r of KV head h holds pos[h * pos_stride + r]
+  // (pos_stride 0: one row for every head); null: slot s holds position s. Page selector:
+  // page r of head h holds positions min_pos..max_pos[h * range_stride + r].
+  const int64_t *pos;
+  int64_t pos_stride;
+  const int64_t *min_pos, *max_pos;
+  int64_t range_stride;
 };
 
-// Exact selection with kept positions: whether a query at qpos sees slot r, and whether the
+// With kept positions: whether a query at qpos sees slot r of KV head h, and whether the
 // slot is then a sink or in the window: the rule of core/visibility.hpp, compiled for the
 // device (--expt-relaxed-constexpr).
-__device__ __forceinline__ bool sees_slot(const Common &c, int64_t r, int64_t qpos) {
-  return sa::sees(qpos, c.pos ? c.pos[r] : r);
+__device__ __forceinline__ bool sees_slot(const Common &c, int h, int64_t r, int64_t qpos) {
+  return sa::sees(qpos, c.pos ? c.pos[h * c.pos_stride + r] : r);
 }
-__device__ __forceinline__ bool kept_slot(const Common &c, int64_t r, int64_t qpos) {
-  const int64_t p = c.pos[r];
+__device__ __forceinline__ bool kept_slot(const Common &c, int h, int64_t r, int64_t qpos) {
+  const int64_t p = c.pos[h * c.pos_stride + r];
   return sa::sees(qpos, p) && sa::in_sinks_or_window(p, qpos, c.window, c.sinks);
 }
 
@@ -73,6 +79,16 @@ __device__ __forceinline__ void candidate_range(const Common &c, int i, int64_t 
   const sa::PositionRange scored = sa::scored_positions(c.first_pos + i, c.window, c.sinks);
   lo = scored.lo;
   hi = scored.hi < c.n - 1 ? scored.hi : c.n - 1;
+}
+
+// Whether item r (of `item` slots) of KV head h may hold a candidate of query i (lo, hi its
+// candidate_range): its slots overlap [lo, hi]; with page position ranges, its positions
+// overlap the query's scored positions (the CPU page selector's usable pages).
+__device__ __forceinline__ bool item_live(const Common &c, int h, int i, int64_t r, int item, int64_t lo, int64_t hi) {
+  if (!c.min_pos) return lo <= hi && r * item <= hi && (r + 1) * item - 1 >= lo;
+  const sa::PositionRange use = sa::scored_positions(c.first_pos + i, c.window, c.sinks);
+  const int64_t k = h * c.range_stride + r;
+  return use.lo <= use.hi && c.min_pos[k] <= use.hi && c.max_pos[k] >= use.lo;
 }
 
 // Sums v[0..N) over the L lanes of a row (lanes xor-adjacent, L >= N, both powers of two)
@@ -164,8 +180,7 @@ __device__ __forceinline__ void row_scores(const Common &c, int i, int h, const 
       const float total = reduce_spread<L, MAXG>(dot, lane);
       // exact: invisible slots take no part in the softmax; page: pages without a candidate
       // slot are not ranked.
-      const bool live = r < n_rows && (MODE == 0 ? sees_slot(c, r, visible_end)
-                                                 : (r * item <= hi && (r + 1) * item - 1 >= lo && lo <= hi));
+      const bool live = r < n_rows && (MODE == 0 ? sees_slot(c, h, r, visible_end) : item_live(c, h, i, r, item, lo, hi));
       const float sc = live ? total : -INFINITY;
       best = fmaxf(best, sc);
       if (r < n_rows && writer) out[r] = sc;
@@ -256,8 +271,8 @@ __global__ void mass_kernel(const Common c, const float *scores, const float *no
   const int64_t base = (int64_t(i) * c.H + h) * c.G;
   const int64_t qpos = c.first_pos + i;
   for (int64_t r = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; r < n_rows; r += int64_t(gridDim.x) * blockDim.x) {
-    const bool cand = c.pos ? sees_slot(c, r, qpos) && !kept_slot(c, r, qpos)
-                            : lo <= hi && r * item <= hi && (r + 1) * item - 1 >= lo;
+    const bool cand = c.pos && item == 1 ? sees_slot(c, h, r, qpos) && !kept_slot(c, h, r, qpos)
+                                         : item_live(c, h, i, r, item, lo, hi);
     float m = -1.f;
     if (cand) {
       m = 0.f;
@@ -561,33 +576,51 @@ __device__ __forceinline__ void top_items(const Common &c, int i, int h, const f
     if (whole) need = INT32_MAX;
   }
 
-  if (c.pos) {  // kept positions (exact): every slot in order, kept when forced or chosen
-    int64_t before = 0, ties_before = 0;
+  if (c.pos) {
+    // Kept positions: first each item chosen or not, marked in the row (the call's scratch:
+    // 1 chosen, -1 not; a thread marks only the items it read), then every slot in order,
+    // kept when a sink or window slot of its head, or a candidate in a chosen item.
+    float *marks = const_cast<float *>(row);
+    int64_t ties_before = 0;
     for (int64_t r0 = 0; r0 < n_items; r0 += int64_t(kTopThreads) * kIpt) {
       const int64_t first = r0 + int64_t(tid) * kIpt;
       float v[kIpt];
-      unsigned forced = 0;
       int ties = 0;
 #pragma unroll
       for (int k = 0; k < kIpt; ++k) {
-        const bool in = first + k < n_items;
-        v[k] = in ? row[first + k] : -1.f;
-        if (in && kept_slot(c, first + k, pos)) forced |= 1u << k;
+        v[k] = first + k < n_items ? row[first + k] : -1.f;
         ties += is_candidate(v[k]) && mass_key(v[k]) == prefix;
       }
       int tie_rank, tie_total;
       Scan(scan_tmp).ExclusiveSum(ties, tie_rank, tie_total);
       __syncthreads();
       int64_t rank = ties_before + tie_rank;
-      unsigned keep = forced;
-      int count = 0;
 #pragma unroll
       for (int k = 0; k < kIpt; ++k) {
         const unsigned key = mass_key(v[k]);
         const bool tie = is_candidate(v[k]) && key == prefix;
-        if (is_candidate(v[k]) && (key > prefix || (tie && rank < need))) keep |= 1u << k;
+        const bool pick = is_candidate(v[k]) && (key > prefix || (tie && rank < need));
         rank += tie;
-        count += int(keep >> k & 1u);
+        if (first + k < n_items) marks[first + k] = pick ? 1.f : -1.f;
+      }
+      ties_before += tie_total;
+    }
+    __syncthreads();
+    int64_t before = 0;
+    for (int64_t r0 = 0; r0 < c.n; r0 += int64_t(kTopThreads) * kIpt) {
+      const int64_t first = r0 + int64_t(tid) * kIpt;
+      unsigned keep = 0;
+      int count = 0;
+#pragma unroll
+      for (int k = 0; k < kIpt; ++k) {
+        const int64_t j = first + k;
+        if (j >= c.n) continue;
+        const bool forced = kept_slot(c, h, j, pos);
+        const bool chosen = marks[j / item] > 0.f && (item == 1 || (sees_slot(c, h, j, pos) && !forced));
+        if (forced || chosen) {
+          keep |= 1u << k;
+          ++count;
+        }
       }
       int offset, chunk_total;
       Scan(scan_tmp).ExclusiveSum(count, offset, chunk_total);
@@ -598,11 +631,10 @@ __device__ __forceinline__ void top_items(const Common &c, int i, int h, const f
           if (at < width) put(at, int32_t(first + k));
           ++at;
         }
-      ties_before += tie_total;
       before += chunk_total;
     }
     for (int64_t at = (before < width ? before : width) + tid; at < width; at += kTopThreads) put(at, -1);
-    return;  // exact is never staged
+    return;  // never staged
   }
 
   // Sinks first.
@@ -1058,7 +1090,7 @@ __global__ void __launch_bounds__(kMmaWarps * 32) page_bounds_mma_kernel(const C
     for (int x = 0; x < 4; ++x) {
       const int64_t r = x < 2 ? p0 : p1;
       const int g = 2 * tq + (x & 1);
-      const bool live = r < n_rows && r * item <= hi && (r + 1) * item - 1 >= lo && lo <= hi;
+      const bool live = r < n_rows && item_live(c, h, i, r, item, lo, hi);
       const float sc = live ? d[x] * c.scale_log2 : -INFINITY;
       if (g < c.G && r < n_rows) {
         out[int64_t(g) * n_rows + r] = sc;
@@ -1201,6 +1233,10 @@ void index_select(const sa_plugin_index &ix, const sa_plugin_select_args &a) {
   c.n = ix.size;
   c.first_pos = a.first_query_position;
   c.pos = ix.positions;
+  c.pos_stride = ix.position_rows > 1 ? ix.capacity : 0;
+  c.min_pos = ix.page_min_pos;
+  c.max_pos = ix.page_max_pos;
+  c.range_stride = ix.position_rows > 1 ? ix.capacity / ix.page : 0;
 
   const bool page = ix.kind == SA_SELECTOR_PAGE;
   const int item = page ? ix.page : 1;
@@ -1212,7 +1248,7 @@ void index_select(const sa_plugin_index &ix, const sa_plugin_select_args &a) {
   const bool spread = page && !c.pos && n_items > 0 && n_items <= int64_t(kMaskWords) * 32 && n_sel <= kSortedCap;
   // Staged: the masses and the output row in shared memory.
   const bool staged =
-      page && !spread && staged_bytes + kStaticTop <= size_t(max_shared_per_block(ix.device));
+      page && !c.pos && !spread && staged_bytes + kStaticTop <= size_t(max_shared_per_block(ix.device));
   const size_t scores_bytes = rows * size_t(n_items) * sizeof(float);
   const size_t norm_bytes = rows * sizeof(float);
   const size_t mass_bytes = staged ? 0 : size_t(n_q) * H * size_t(n_items) * sizeof(float);
