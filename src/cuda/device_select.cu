@@ -577,9 +577,9 @@ __device__ __forceinline__ void top_items(const Common &c, int i, int h, const f
   }
 
   if (c.pos) {
-    // Kept positions: first each item chosen or not, marked in the row (the call's scratch:
-    // 1 chosen, -1 not; a thread marks only the items it read), then every slot in order,
-    // kept when a sink or window slot of its head, or a candidate in a chosen item.
+    // Kept positions: each item chosen or not, marked in the row (the call's scratch: 1
+    // chosen, -1 not; a thread marks only the items it read); keep_count_kernel and
+    // keep_write_kernel then write the row over many blocks.
     float *marks = const_cast<float *>(row);
     int64_t ties_before = 0;
     for (int64_t r0 = 0; r0 < n_items; r0 += int64_t(kTopThreads) * kIpt) {
@@ -605,36 +605,7 @@ __device__ __forceinline__ void top_items(const Common &c, int i, int h, const f
       }
       ties_before += tie_total;
     }
-    __syncthreads();
-    int64_t before = 0;
-    for (int64_t r0 = 0; r0 < c.n; r0 += int64_t(kTopThreads) * kIpt) {
-      const int64_t first = r0 + int64_t(tid) * kIpt;
-      unsigned keep = 0;
-      int count = 0;
-#pragma unroll
-      for (int k = 0; k < kIpt; ++k) {
-        const int64_t j = first + k;
-        if (j >= c.n) continue;
-        const bool forced = kept_slot(c, h, j, pos);
-        const bool chosen = marks[j / item] > 0.f && (item == 1 || (sees_slot(c, h, j, pos) && !forced));
-        if (forced || chosen) {
-          keep |= 1u << k;
-          ++count;
-        }
-      }
-      int offset, chunk_total;
-      Scan(scan_tmp).ExclusiveSum(count, offset, chunk_total);
-      __syncthreads();
-      int64_t at = before + offset;
-      for (int k = 0; k < kIpt; ++k)
-        if (keep >> k & 1u) {
-          if (at < width) put(at, int32_t(first + k));
-          ++at;
-        }
-      before += chunk_total;
-    }
-    for (int64_t at = (before < width ? before : width) + tid; at < width; at += kTopThreads) put(at, -1);
-    return;  // never staged
+    return;  // the row is written by the keep kernels (never staged)
   }
 
   // Sinks first.
@@ -739,6 +710,80 @@ __global__ void __launch_bounds__(kTopThreads) top_items_kernel(const Common c, 
   const int64_t qh = int64_t(i) * c.H + h;
   top_items<STAGED>(c, i, h, mass + qh * n_items, scores + qh * c.G * n_items, row_max ? row_max + qh * c.G : nullptr,
                     n_items, item, n_sel, out + i * o_s0 + h * o_s1, o_s2, width, sel ? sel + qh * kSelStride : nullptr);
+}
+
+// With kept positions the row is every slot of the head in order that is a sink or window
+// slot of the query, or a candidate in a chosen item (marks: top_items's), written over
+// chunks of kKeepSlots slots: one launch counts each chunk's kept slots, the next places
+// them after the earlier chunks' (a sum of the counts) and pads the row with -1. One block
+// writing 128K slots in order was latency bound.
+constexpr int kKeepThreads = 256, kKeepIpt = 16;
+constexpr int64_t kKeepSlots = int64_t(kKeepThreads) * kKeepIpt;
+
+__device__ __forceinline__ bool slot_kept(const Common &c, int h, int64_t j, int64_t qpos, const float *marks,
+                                          int item) {
+  const bool forced = kept_slot(c, h, j, qpos);
+  return forced || (marks[j / item] > 0.f && (item == 1 || sees_slot(c, h, j, qpos)));
+}
+
+// counts[(i * H + h) * gridDim.x + chunk]: the chunk's kept slots.
+__global__ void __launch_bounds__(kKeepThreads) keep_count_kernel(const Common c, const float *marks, int64_t n_items,
+                                                                  int item, int *counts) {
+  using Reduce = cub::BlockReduce<int, kKeepThreads>;
+  __shared__ typename Reduce::TempStorage tmp;
+  const int h = blockIdx.y, i = blockIdx.z;
+  const int64_t qpos = c.first_pos + i, base = int64_t(blockIdx.x) * kKeepSlots;
+  const float *mk = marks + (int64_t(i) * c.H + h) * n_items;
+  int n = 0;
+#pragma unroll 4
+  for (int k = 0; k < kKeepIpt; ++k) {
+    const int64_t j = base + int64_t(k) * kKeepThreads + threadIdx.x;
+    n += j < c.n && slot_kept(c, h, j, qpos, mk, item);
+  }
+  n = Reduce(tmp).Sum(n);
+  if (threadIdx.x == 0) counts[(int64_t(i) * c.H + h) * gridDim.x + blockIdx.x] = n;
+}
+
+// Each thread takes kKeepIpt consecutive slots of the chunk; the last chunk also pads.
+__global__ void __launch_bounds__(kKeepThreads) keep_write_kernel(const Common c, const float *marks, int64_t n_items,
+                                                                  int item, const int *counts, int32_t *out,
+                                                                  int64_t o_s0, int64_t o_s1, int64_t o_s2,
+                                                                  int64_t width) {
+  using Scan = cub::BlockScan<int, kKeepThreads>;
+  using Reduce = cub::BlockReduce<int, kKeepThreads>;
+  __shared__ typename Scan::TempStorage scan_tmp;
+  __shared__ typename Reduce::TempStorage sum_tmp;
+  __shared__ int earlier_s;
+  const int h = blockIdx.y, i = blockIdx.z, tid = threadIdx.x;
+  const int64_t qpos = c.first_pos + i, first = int64_t(blockIdx.x) * kKeepSlots + int64_t(tid) * kKeepIpt;
+  const float *mk = marks + (int64_t(i) * c.H + h) * n_items;
+  const int *cnt = counts + (int64_t(i) * c.H + h) * gridDim.x;
+  int earlier = 0;  // kept slots of the chunks before this one
+  for (unsigned b = tid; b < blockIdx.x; b += kKeepThreads) earlier += cnt[b];
+  earlier = Reduce(sum_tmp).Sum(earlier);
+  if (tid == 0) earlier_s = earlier;
+  unsigned keep = 0;
+  int n = 0;
+#pragma unroll 4
+  for (int k = 0; k < kKeepIpt; ++k) {
+    const int64_t j = first + k;
+    if (j < c.n && slot_kept(c, h, j, qpos, mk, item)) {
+      keep |= 1u << k;
+      ++n;
+    }
+  }
+  int offset, total;
+  Scan(scan_tmp).ExclusiveSum(n, offset, total);
+  __syncthreads();  // earlier_s is set
+  int32_t *o = out + i * o_s0 + h * o_s1;
+  int64_t at = int64_t(earlier_s) + offset;
+  for (int k = 0; k < kKeepIpt; ++k)
+    if (keep >> k & 1u) {
+      if (at < width) o[at * o_s2] = int32_t(first + k);
+      ++at;
+    }
+  if (blockIdx.x == gridDim.x - 1)
+    for (int64_t e = int64_t(earlier_s) + total + tid; e < width; e += kKeepThreads) o[e * o_s2] = -1;
 }
 
 // sa_select_batch of page indexes: one staged block per (KV head, sequence).
@@ -1259,11 +1304,14 @@ void index_select(const sa_plugin_index &ix, const sa_plugin_select_args &a) {
                            : spread ? size_t(n_q) * H * kPageState * sizeof(int)
                                     : 0;
   const void *owner = a.struct_size >= offsetof(sa_plugin_select_args, owner) + sizeof a.owner ? a.owner : nullptr;
+  const int64_t keep_chunks = c.pos ? (ix.size + kKeepSlots - 1) / kKeepSlots + (ix.size == 0) : 0;
+  const size_t counts_bytes = size_t(n_q) * H * size_t(keep_chunks) * sizeof(int);
   const StreamBuffers b = stream_buffers(owner, ix.device, stream, row_max_bytes + sel_bytes,
-                                         scores_bytes + norm_bytes + mass_bytes);
+                                         scores_bytes + norm_bytes + mass_bytes + counts_bytes);
   auto *scores = static_cast<float *>(b.scratch);
   auto *norm = reinterpret_cast<float *>(static_cast<char *>(b.scratch) + scores_bytes);
   auto *mass = reinterpret_cast<float *>(static_cast<char *>(b.scratch) + scores_bytes + norm_bytes);
+  auto *counts = reinterpret_cast<int *>(static_cast<char *>(b.scratch) + scores_bytes + norm_bytes + mass_bytes);
   auto *row_max = static_cast<unsigned *>(b.zeroed);  // the scores' row maxima
   int *sel = passes || spread ? reinterpret_cast<int *>(static_cast<char *>(b.zeroed) + row_max_bytes) : nullptr;
   const auto *keys = static_cast<const uint16_t *>(page ? ix.page_min : ix.keys);
@@ -1328,6 +1376,13 @@ void index_select(const sa_plugin_index &ix, const sa_plugin_select_args &a) {
                                                                      out.strides[2], out.shape[2], sel);
   }
   check_cuda(cudaGetLastError(), "top-k launch");
+  if (c.pos) {  // the rows from the marked items
+    const dim3 grid(unsigned(keep_chunks), H, n_q);
+    keep_count_kernel<<<grid, kKeepThreads, 0, stream>>>(c, mass, n_items, item, counts);
+    keep_write_kernel<<<grid, kKeepThreads, 0, stream>>>(c, mass, n_items, item, counts, o, out.strides[0],
+                                                         out.strides[1], out.strides[2], out.shape[2]);
+    check_cuda(cudaGetLastError(), "kept slots launch");
+  }
   const bool paged = a.struct_size >= offsetof(sa_plugin_select_args, num_pages) + sizeof a.num_pages && a.page_table;
   if (paged && out.shape[2] > 0) {
     const int64_t per_q = out.shape[1] * out.shape[2];
