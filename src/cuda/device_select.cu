@@ -864,7 +864,7 @@ __global__ void __launch_bounds__(kTopThreads) page_top_kernel(const Common c, c
       if (nv == -INFINITY) continue;
       m += exp2f(sc - nv);
     }
-    const bool cand = r < n_items && lo <= hi && r * item <= hi && (r + 1) * item - 1 >= lo;
+    const bool cand = r < n_items && item_live(c, h, i, r, item, lo, hi);
     if (r < n_items) mass_row[r] = cand ? m : -1.f;
     const int bin = cand ? int(mass_key(m) >> kPageShift) : -1;
     const unsigned peers = __match_any_sync(0xffffffffu, bin);
@@ -993,6 +993,10 @@ __global__ void __launch_bounds__(kTopThreads) page_top_kernel(const Common c, c
     if (rank < need) atomicOr(&words[me.y >> 5], 1u << (me.y & 31));
   }
   __syncthreads();
+  if (c.pos) {  // kept positions: the chosen pages marked (as top_items marks them) for the keep kernels
+    for (int64_t r = tid; r < n_items; r += kTopThreads) mass_row[r] = words[r >> 5] >> (r & 31) & 1u ? 1.f : -1.f;
+    return;
+  }
 
   // The chosen pages in ascending order: each thread counts its words, a scan places them.
   const int n_words = int((n_items + 31) / 32);
@@ -1290,7 +1294,7 @@ void index_select(const sa_plugin_index &ix, const sa_plugin_select_args &a) {
   const size_t rows = size_t(n_q) * H * G;
   const size_t staged_bytes = size_t(n_items) * sizeof(float) + size_t(out.shape[2]) * sizeof(int32_t);
   // Spread: masses and counts over many blocks, the row written by its last (page_top_kernel).
-  const bool spread = page && !c.pos && n_items > 0 && n_items <= int64_t(kMaskWords) * 32 && n_sel <= kSortedCap;
+  const bool spread = page && n_items > 0 && n_items <= int64_t(kMaskWords) * 32 && n_sel <= kSortedCap;
   // Staged: the masses and the output row in shared memory.
   const bool staged =
       page && !c.pos && !spread && staged_bytes + kStaticTop <= size_t(max_shared_per_block(ix.device));
