@@ -294,8 +294,11 @@ SA_API int32_t sa_context_threads(const sa_context *ctx);
  * index 153 bytes at page_size 16 (bounds), against 2068 and 2201 bytes when
  * they keep a copy (bench/index_memory). On a CUDA device an exact index keeps
  * the keys (2 KiB a token in that example; 8 more bytes a slot once
- * sa_index_update is used) and a page index only its bounds (256 bytes a token
- * at page_size 16: elementwise min and max in the index dtype). */
+ * sa_index_update is used, 8 per slot and KV head once sa_index_update_heads
+ * is) and a page index only its bounds (256 bytes a token at page_size 16:
+ * elementwise min and max in the index dtype; once refilled, also the positions
+ * as an exact index, and each page's smallest and largest position, 16 bytes a
+ * page, per KV head after sa_index_update_heads). */
 typedef struct sa_index sa_index;
 
 typedef enum sa_selector_kind {
@@ -538,8 +541,12 @@ SA_API sa_status sa_index_append(sa_index *ix, const sa_tensor *keys);
  * keeps its old key and position here until the host refills it; sa_attend
  * skips it through key_positions. Exclusive access.
  * Device indexes (see sa_select): keys are CUDA tensors on the index's device;
- * slots and positions stay host arrays (checked like the CPU's). Exact
- * indexes only (a page index returns SA_ERR_UNSUPPORTED). The refill is
+ * slots and positions stay host arrays (checked like the CPU's). Exact and
+ * page indexes. A device page index keeps no keys, so a refill widens the
+ * bounds of the slot's page to the new key (elementwise min and max, per KV
+ * head): they stay upper bounds of the keys the page holds but never tighten,
+ * so a page refilled many times is ranked by every key it has held (the CPU
+ * recomputes a page's bounds from the keys it holds now). The refill is
  * enqueued on the index's stream, like appends; slots and positions may be
  * reused when the call returns.
  *
@@ -568,7 +575,12 @@ SA_API sa_status sa_index_update(sa_index *ix, const int32_t *slots, int64_t n,
  * KV head already; page position ranges become per head), with or without
  * borrow_keys. LSH, HNSW, learned and indexer keep state that one position per
  * slot describes (buckets and graphs shared by a slot's heads, projections of
- * all heads' keys) and refuse with SA_ERR_UNSUPPORTED; so do device indexes.
+ * all heads' keys) and refuse with SA_ERR_UNSUPPORTED. Device indexes (exact
+ * and page) keep a position per KV head and slot on the device from the first
+ * call on (that call moves the index's positions: selections captured in a
+ * CUDA graph before it must be captured again), and page bounds widened per
+ * head as sa_index_update describes; a plugin older than this entry refuses
+ * with SA_ERR_UNSUPPORTED.
  * Other errors as sa_index_update.
  * Default query positions count back from the largest position any head holds.
  * Exclusive access. */
@@ -671,10 +683,18 @@ SA_API sa_select_options sa_select_options_default(void);
  * They support the exact and page selectors (page with refine = 0), top_k,
  * window, sinks and default query positions; mass_target, per_query_head,
  * query_positions and segments return SA_ERR_UNSUPPORTED. After
- * sa_index_update (exact indexes) the device keeps each slot's position and
- * applies the visibility, sink and window rules to them as the CPU does; with
- * repeated positions that overflow width, the lowest slots are kept (the CPU
- * keeps the window's first). */
+ * sa_index_update the device keeps each slot's position (per KV head after
+ * sa_index_update_heads: each KV head's list among that head's slots, by that
+ * head's positions) and applies the visibility, sink and window rules to them
+ * as the CPU does; with repeated positions that overflow width, the lowest
+ * slots are kept (the CPU keeps the window's first). A page index then ranks
+ * the pages whose position range (per KV head) meets the query's scored
+ * positions [sinks, p - window], as the CPU's usable pages, and takes the
+ * candidate slots of the best top_k / page_size of them (the CPU fills top_k
+ * keys exactly). Kept positions cost a pass over every slot's position per
+ * KV head (H200, 128K keys, 8 KV heads, top_k 2048: page select 38 us before
+ * any refill, 60 us with one position set, 69 us per KV head;
+ * bench/cuda/cuda_bench heads). */
 SA_API sa_status sa_select(sa_index *ix, const sa_tensor *queries,
                            const sa_select_options *opt, sa_tensor *indices);
 
@@ -732,7 +752,7 @@ typedef struct sa_attend_options {
      * row; causal queries count back from the largest entry (found on the
      * device; query_positions stays NULL). Dense and gathered, slot_mass
      * accumulated per KV head on the device, nothing allocated once a shape
-     * has run. sa_attend_paged with CUDA tensors: SA_ERR_UNSUPPORTED. */
+     * has run. sa_attend_paged with CUDA tensors: see there. */
     const int64_t *head_key_positions;
 } sa_attend_options;
 
@@ -842,9 +862,13 @@ typedef struct sa_paged_kv {
  * slot_positions a slot at a negative position is skipped. Checking such
  * tables is the host's job: nothing is read back, so a call can be captured in
  * a CUDA graph once its shape has run (lengths and tables may change between
- * replays). SA_ERR_UNSUPPORTED: opt->slot_mass; opt->head_key_positions
- * (CPU only); causal with opt->query_positions or kv->slot_positions (causal
- * takes the default positions). */
+ * replays). opt->head_key_positions: I64 [H_kv, num_pages * page_size] in
+ * memory of the device, read by the kernels (values unchecked: a negative
+ * entry is an empty slot of that head), masking dense and sparse entries when
+ * causal, each sequence's default query positions counted back from the
+ * largest position any head holds in its slots (found on the device).
+ * SA_ERR_UNSUPPORTED: opt->slot_mass; causal with opt->query_positions or
+ * kv->slot_positions (causal takes the default positions). */
 SA_API sa_status sa_attend_paged(sa_context *ctx, const sa_tensor *q, const sa_tensor *query_starts,
                                  const sa_paged_kv *kv, const sa_tensor *indices,
                                  const sa_attend_options *opt, sa_tensor *out, sa_tensor *lse);

@@ -104,8 +104,9 @@ typedef struct sa_plugin_attend_args {
  * [0, n_q], and skips pages outside [0, num_pages), index entries outside
  * [0, slots) and slots whose position is negative. indices I32
  * [n_q, H_kv or H_q, width] of physical slots, or NULL (dense: each
- * sequence's tokens through its page table). causal (dense only): query j of
- * the n_b of sequence b, of length len_b, sees tokens t <= len_b - n_b + j. */
+ * sequence's tokens through its page table). causal (dense only, unless
+ * head_key_positions): query j of the n_b of sequence b, of length len_b, sees
+ * tokens t <= len_b - n_b + j. */
 typedef struct sa_plugin_attend_paged_args {
     size_t struct_size;
     const sa_tensor *q;
@@ -124,6 +125,16 @@ typedef struct sa_plugin_attend_paged_args {
     float scale;            /* > 0 */
     void *stream;
     const void *owner;      /* as in sa_plugin_attend_args */
+    /* Appended, sent only to plugins whose table holds index_update_heads:
+     * sa_attend_options.head_key_positions, I64 [H_kv, slots] contiguous in
+     * memory the device addresses (never with slot_positions), or NULL. Row s
+     * of KV head h holds position head_key_positions[h * slots + s]; a negative
+     * entry is an empty slot in that head, never attended. causal (dense and
+     * sparse): query j of the n_b of sequence b sits at P_b - n_b + 1 + j, P_b
+     * the largest position any head holds in the sequence's slots (tokens
+     * t < len_b through its page table), and sees slots of positions <= its
+     * own. */
+    const int64_t *head_key_positions;
 } sa_plugin_attend_paged_args;
 
 /* An index on the plugin's device: slots hold keys [H_kv, D] in `dtype`;
@@ -341,6 +352,17 @@ typedef struct sa_plugin_api {
      * says the plugin reads sa_plugin_attend_args.head_key_positions. The
      * single-set policy per head (sa_plugin_evict_args, heads >= 1). */
     sa_status (*evict_heads)(sa_plugin_evict_args *args);
+    /* Appended (per-KV-head eviction on device indexes); optional: without it
+     * the core refuses sa_index_update_heads on device indexes. Refills slots
+     * per KV head (sa_plugin_update_args read per head): key row i of head h
+     * (keys [n, H_kv, D]) goes into slot slots[h * n + i] of head h, at
+     * position positions[h * n + i] (H_kv * n values each, checked by the
+     * core: distinct within a head, < the index's size, positions in
+     * [0, SA_MAX_POSITION]). From then on the index keeps a position per
+     * (KV head, slot), index_update writes one position into every head, and
+     * select chooses each head's list by its own positions. Enqueued on the
+     * index's stream; the host arrays may be reused on return. */
+    sa_status (*index_update_heads)(sa_plugin_index *ix, const sa_plugin_update_args *args);
 } sa_plugin_api;
 
 /* The entry point. abi_version: the version the core speaks. out->struct_size

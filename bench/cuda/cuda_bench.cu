@@ -280,7 +280,8 @@ void run_batch(sa_context *ctx, cudaStream_t s) {
 // dense and sparse (K=2048) decode attend with and without head_key_positions (device
 // positions; causal adds the search for the largest), and sa_cache_evict per head on device
 // [8, 128K] scores and positions against the single-set call on the same scores and the
-// per-head call on host arrays.
+// per-head call on host arrays; one-token refills and selections of device indexes with
+// positions per KV head against one position set.
 void run_heads(sa_context *ctx, cudaStream_t s) {
   const int64_t N = 128 * 1024;
   const int kTop = 2048, kSets = 16;
@@ -344,6 +345,53 @@ void run_heads(sa_context *ctx, cudaStream_t s) {
   const double host_us = median_us(s, 20, [&](int) { SK(sa_cache_evict(ctx, &eo, &hm, &hp, &hf, n_freed)); });
   std::printf("sa_cache_evict at 128K, scores [%d, 128K] on the device: one set %.1f us, per KV head %.1f us; per KV "
               "head on host arrays %.1f us\n", kHkv, single_us, heads_us, host_us);
+  // Device indexes over the 128K keys refilled one token at a time: sa_index_update (one
+  // position for every head) against sa_index_update_heads (a slot and position per KV head),
+  // and sa_select (top_k 2048, window 64, sinks 4) before any refill, with one position set,
+  // and with positions per KV head.
+  for (sa_selector_kind kind : {SA_SELECTOR_EXACT, SA_SELECTOR_PAGE}) {
+    sa_index_options io = device_index_options(kind, kHkv, kD, kind == SA_SELECTOR_PAGE ? 16 : 0);
+    io.capacity = N;
+    sa_index *ix = nullptr;
+    SK(sa_index_create(ctx, &io, &ix));
+    SK(sa_index_append(ix, &k));
+    const int width = kTop + 64 + 4;
+    int32_t *sel;
+    CK(cudaMalloc(&sel, size_t(kHkv) * width * 4));
+    sa_tensor st = desc(sel, SA_DTYPE_I32, {1, kHkv, width});
+    sa_select_options so = SA_SELECT_OPTIONS_INIT;
+    so.top_k = kTop;
+    so.window = 64;
+    so.sinks = 4;
+    const int reps = kind == SA_SELECTOR_PAGE ? 200 : 50;
+    auto select_us = [&] { return median_us(s, reps, [&](int) { SK(sa_select(ix, &q, &so, &st)); }); };
+    const double sel_plain = select_us();
+    int64_t next = N;  // positions given by the refills, past every held one
+    const double update_us = median_us(s, 200, [&](int r) {
+      const int32_t slot = int32_t(1000 + r % 4096);
+      const int64_t pos = next++;
+      sa_tensor one = desc(static_cast<uint16_t *>(K) + size_t(r % 64) * kHkv * kD, SA_DTYPE_BF16, {1, kHkv, kD});
+      SK(sa_index_update(ix, &slot, 1, &one, &pos));
+    });
+    const double sel_set = select_us();
+    const double heads_us = median_us(s, 200, [&](int r) {
+      int32_t slots[kHkv];
+      int64_t pos[kHkv];
+      for (int h = 0; h < kHkv; ++h) {
+        slots[h] = int32_t((20000 + r % 4096 + h * 977) % N);
+        pos[h] = next + h;
+      }
+      next += kHkv;
+      sa_tensor one = desc(static_cast<uint16_t *>(K) + size_t(r % 64) * kHkv * kD, SA_DTYPE_BF16, {1, kHkv, kD});
+      SK(sa_index_update_heads(ix, slots, 1, &one, pos));
+    });
+    const double sel_heads = select_us();
+    std::printf("%s index at 128K, one-token refill: sa_index_update %.1f us, sa_index_update_heads %.1f us; select "
+                "%.1f us before refills, %.1f us with one position set, %.1f us with positions per KV head\n",
+                kind == SA_SELECTOR_PAGE ? "page" : "exact", update_us, heads_us, sel_plain, sel_set, sel_heads);
+    CK(cudaFree(sel));
+    sa_index_destroy(&ix);
+  }
   for (auto p : sets) CK(cudaFree(p));
   CK(cudaFree(K)); CK(cudaFree(V)); CK(cudaFree(Q)); CK(cudaFree(out)); CK(cudaFree(mass));
   CK(cudaFree(dpos)); CK(cudaFree(dpos1)); CK(cudaFree(dfreed));

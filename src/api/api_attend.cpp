@@ -131,8 +131,16 @@ void attend_paged_on_device(sa_context &ctx, const sa_tensor *q, const sa_tensor
   if (indices) view_indices(indices, p, idx_view, dev, false);
   if (o.key_positions)
     fail(SA_ERR_INVALID_ARGUMENT, "opt->key_positions must be NULL with a paged cache (give kv->slot_positions)");
-  if (o.head_key_positions)
-    fail(SA_ERR_UNSUPPORTED, "opt->head_key_positions (per-KV-head positions) with a paged cache is CPU only for now");
+  if (o.head_key_positions) {  // [H_kv, num_slots] in device memory, read by the kernels
+    if (t.slot_positions.rank)
+      fail(SA_ERR_INVALID_ARGUMENT, "kv->slot_positions and opt->head_key_positions are both set; give one "
+                                    "(head_key_positions: [H_kv, num_pages * page_size], a row per KV head)");
+    checked_mul(p.k.shape[1], t.num_slots, "opt->head_key_positions' H_kv * num_slots values");
+    if (!has_entry(plugin.api, &sa_plugin_api::index_update_heads))
+      fail(SA_ERR_UNSUPPORTED, "the CUDA plugin '%s' predates opt->head_key_positions with a paged cache on CUDA",
+           plugin.path.c_str());
+    check_head_positions_memory(o.head_key_positions, dev);
+  }
   if (o.slot_mass) fail(SA_ERR_UNSUPPORTED, "opt->slot_mass with a paged cache is CPU only for now");
   if (o.causal && (o.query_positions || t.slot_positions.rank))
     fail(SA_ERR_UNSUPPORTED, "causal attention over a paged cache on CUDA takes the default positions only "
@@ -169,7 +177,9 @@ void attend_paged_on_device(sa_context &ctx, const sa_tensor *q, const sa_tensor
   a.lse = lse ? &tlse : nullptr;
   a.batch = t.batch;
   a.per_query_head = p.per_query_head;
-  a.causal = o.causal != 0 && !indices;  // sparse entries are taken as given (no slot positions)
+  // Sparse entries are taken as given (no slot positions), unless per-head positions mask them.
+  a.causal = o.causal != 0 && (!indices || o.head_key_positions);
+  a.head_key_positions = o.head_key_positions;
   a.scale = p.scale;
   a.stream = call_stream(ctx, o.cuda_stream);
   a.owner = &ctx;

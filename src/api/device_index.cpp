@@ -1,7 +1,7 @@
 // The device backend of sa_index: an index the CUDA plugin keeps on a device. The core keeps
-// a host copy of each slot's position (8 bytes a slot): the default query positions, the
-// largest position after an update and appends' positions come from it without reading the
-// device.
+// a host copy of each slot's position (8 bytes a slot; per KV head once sa_index_update_heads
+// is used): the default query positions, the largest position after an update and appends'
+// positions come from it without reading the device.
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -23,17 +23,19 @@ class DeviceIndex final : public IndexBackend {
   DeviceIndex &operator=(const DeviceIndex &) = delete;
 
   Device device() const override { return Device{SA_DEVICE_CUDA, device_id_}; }
-  int64_t size() const override { return int64_t(positions_.size()); }
+  int64_t size() const override { return int64_t(rows_[0].size()); }
   int64_t max_position() const override { return max_position_; }
 
   void append(const TensorView &keys) override {
     const int64_t n = keys.shape[0];
     if (n == 0) return;
-    const size_t need = positions_.size() + size_t(n);  // reserved before the plugin: nothing to undo after it
-    if (positions_.capacity() < need) positions_.reserve(std::max(need, 2 * positions_.capacity()));
+    const size_t need = rows_[0].size() + size_t(n);  // reserved before the plugin: nothing to undo after it
+    for (std::vector<int64_t> &row : rows_)
+      if (row.capacity() < need) row.reserve(std::max(need, 2 * row.capacity()));
     const sa_tensor t = describe(keys);
     check_plugin(plugin_, plugin_.api.index_append(index_, &t), "CUDA index append");
-    for (int64_t s = 0; s < n; ++s) positions_.push_back(max_position_ + 1 + s);
+    for (std::vector<int64_t> &row : rows_)
+      for (int64_t s = 0; s < n; ++s) row.push_back(max_position_ + 1 + s);
     max_position_ += n;
   }
 
@@ -47,39 +49,17 @@ class DeviceIndex final : public IndexBackend {
       for (int64_t i = 0; i < n; ++i) given[size_t(i)] = max_position_ + 1 + i;
       positions = given.data();
     }
-    // The largest position afterwards; a scan of every slot only when the largest is refilled.
-    int64_t max_after = max_position_;
-    bool rescan = false;
-    for (int64_t i = 0; i < n; ++i) {
-      rescan |= positions_[size_t(slots[i])] == max_position_;
-      max_after = std::max(max_after, positions[i]);
-    }
-    std::vector<int64_t> after;
-    if (rescan) {
-      after = positions_;
-      for (int64_t i = 0; i < n; ++i) after[size_t(slots[i])] = positions[i];
-      max_after = *std::max_element(after.begin(), after.end());
-    }
-    const sa_tensor t = describe(keys);
-    sa_plugin_update_args a{};
-    a.struct_size = sizeof a;
-    a.slots = slots;
-    a.n = n;
-    a.keys = &t;
-    a.positions = positions;
-    a.next_position = max_after + 1;
-    check_plugin(plugin_, plugin_.api.index_update(index_, &a), "CUDA index update");
-    if (rescan) positions_.swap(after);
-    else
-      for (int64_t i = 0; i < n; ++i) positions_[size_t(slots[i])] = positions[i];
-    max_position_ = max_after;
+    refill(slots, n, 0, keys, positions, 0, plugin_.api.index_update, "CUDA index update");
   }
 
-  void update_heads(const int32_t *, int64_t, const TensorView &, const int64_t *) override {
-    fail(SA_ERR_UNSUPPORTED, "ix lives on CUDA device %d, where a slot holds one token for every KV head "
-                             "(sa_index_update_heads takes CPU indexes)", int(device_id_));
+  void update_heads(const int32_t *slots, int64_t n, const TensorView &keys, const int64_t *positions) override {
+    if (!has_entry(plugin_.api, &sa_plugin_api::index_update_heads))
+      fail(SA_ERR_UNSUPPORTED, "the CUDA plugin '%s' predates sa_index_update_heads on device indexes",
+           plugin_.path.c_str());
+    if (n == 0) return;
+    if (rows_.size() == 1) rows_.resize(size_t(opt_.num_kv_heads), rows_[0]);  // each head from the shared positions
+    refill(slots, n, n, keys, positions, n, plugin_.api.index_update_heads, "CUDA per-head index update");
   }
-
   void truncate(int64_t) override {
     fail(SA_ERR_UNSUPPORTED, "ix lives on CUDA device %d, where indexes cannot be truncated yet", int(device_id_));
   }
@@ -89,6 +69,44 @@ class DeviceIndex final : public IndexBackend {
   }
 
  private:
+  // Row r of the host positions gets positions[r * pos_stride + i] at slot slots[r * slot_stride
+  // + i] (strides 0: the same for every row), the plugin (entry) refills the device with the
+  // same arrays; the host rows are put back when it fails. The largest position afterwards: a
+  // scan of every row only when a slot that held the largest is refilled.
+  template <class Entry>
+  void refill(const int32_t *slots, int64_t n, int64_t slot_stride, const TensorView &keys, const int64_t *positions,
+              int64_t pos_stride, Entry entry, const char *what) {
+    std::vector<int64_t> old(rows_.size() * size_t(n));
+    bool rescan = false;
+    int64_t max_after = max_position_;
+    for (size_t r = 0; r < rows_.size(); ++r)
+      for (int64_t i = 0; i < n; ++i) {
+        int64_t &p = rows_[r][size_t(slots[int64_t(r) * slot_stride + i])];
+        old[r * size_t(n) + size_t(i)] = p;
+        rescan |= p == max_position_;
+        p = positions[int64_t(r) * pos_stride + i];
+        max_after = std::max(max_after, p);
+      }
+    if (rescan) {
+      max_after = -1;
+      for (const std::vector<int64_t> &row : rows_) max_after = std::max(max_after, *std::max_element(row.begin(), row.end()));
+    }
+    const sa_tensor t = describe(keys);
+    sa_plugin_update_args a{};
+    a.struct_size = sizeof a;
+    a.slots = slots;
+    a.n = n;
+    a.keys = &t;
+    a.positions = positions;
+    a.next_position = max_after + 1;
+    const sa_status st = entry(index_, &a);
+    if (st != SA_OK)  // back as it was, in reverse (a slot named twice in a row is not: slots are distinct)
+      for (size_t r = rows_.size(); r-- > 0;)
+        for (int64_t i = n; i-- > 0;) rows_[r][size_t(slots[int64_t(r) * slot_stride + i])] = old[r * size_t(n) + size_t(i)];
+    check_plugin(plugin_, st, what);
+    max_position_ = max_after;
+  }
+
   void check_device_options(const sa_select_options &o) const {
     if (o.mass_target > 0.f || o.per_query_head || o.query_positions || o.query_segments)
       fail(SA_ERR_UNSUPPORTED, "ix lives on CUDA device %d, which selects without opt->mass_target, "
@@ -171,7 +189,9 @@ class DeviceIndex final : public IndexBackend {
   const Plugin &plugin_;
   sa_plugin_index *index_;
   const int32_t device_id_;
-  std::vector<int64_t> positions_;  // of each slot, as the plugin holds them
+  // The position of each slot, as the plugin holds them: one row for every KV head, or one
+  // per KV head after sa_index_update_heads.
+  std::vector<std::vector<int64_t>> rows_ = std::vector<std::vector<int64_t>>(1);
   int64_t max_position_ = -1;
 };
 

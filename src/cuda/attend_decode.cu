@@ -53,8 +53,10 @@ struct Params {
   int lens_i64, starts_i64;
   const int64_t *slot_pos;  // null: every slot holds a token
   int64_t pos_s0;
-  // sa_attend's per-KV-head positions, [H_kv][n_kv] (null: row r holds position r); causal
-  // queries then count back from the largest of them, kept + 1 in max_pos1 (0: none).
+  // Per-KV-head positions, [H_kv][n_kv] (null: row r holds position r; a paged batch's rows
+  // are its physical slots); causal queries then count back from the largest of them, kept
+  // + 1 in max_pos1 (0: none): one value for sa_attend, one per sequence (its slots) for a
+  // paged batch.
   const int64_t *head_pos;
   const unsigned long long *max_pos1;
   int n_q, q_offset, G, per_query_head, causal, units;
@@ -107,6 +109,13 @@ __device__ QuerySpan query_span(const Params &p, int i) {
   return {b, len, len - (next - first) + (i - first)};
 }
 
+// Sequence b's length (clamped as query_span clamps it).
+__device__ QuerySpan query_span_of_sequence(const Params &p, int b) {
+  int64_t len = p.lens ? int_at(p.lens, p.lens_i64, b * p.len_s0) : p.capacity;
+  len = len < 0 ? 0 : len > p.capacity ? p.capacity : len;
+  return {b, len, 0};
+}
+
 // The physical slot of token t of sequence b, or -1 where its page is out of range.
 __device__ __forceinline__ int64_t token_slot(const Params &p, int b, int64_t t) {
   if (!p.table) return t;
@@ -147,8 +156,9 @@ __global__ void __launch_bounds__(kThreads, 4) decode_kernel(const Params p) {
 
   const int64_t begin = int64_t(split) * p.chunk;
   const int64_t end = begin + p.chunk < len ? begin + p.chunk : len;
+  // With head positions the query sits as far below the largest as span.pos below len.
   const int64_t qpos = !p.causal ? sa::kNoPositionLimit
-                       : p.head_pos ? int64_t(*p.max_pos1) - p.n_q + i
+                       : p.head_pos ? int64_t(p.max_pos1[span.b]) - span.len + span.pos
                                     : span.pos;
   const char *kb = p.k + hk * p.k_s1, *vb = p.v + hk * p.v_s1;
   const int32_t *ib = p.idx ? p.idx + i * p.i_s0 + list * p.i_s1 : nullptr;
@@ -253,6 +263,26 @@ __global__ void max_position_kernel(const int64_t *pos, int64_t n, unsigned long
   if (threadIdx.x % 32 == 0 && m) atomicMax(max_pos1, m);
 }
 
+// Per sequence b of a paged batch (blockIdx.y), the largest position + 1 any head holds in its
+// slots (token t < its length through its page table) into max_pos1[b] (zeroed before).
+__global__ void sequence_max_kernel(const Params p, unsigned long long *max_pos1) {
+  const int b = blockIdx.y;
+  const QuerySpan span = query_span_of_sequence(p, b);
+  const int H = p.H_q / p.G;
+  unsigned long long m = 0;
+  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < span.len * H;
+       e += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t r = token_slot(p, b, e / H);
+    const int64_t x = r >= 0 && r < p.n_kv ? p.head_pos[(e % H) * p.n_kv + r] : sa::kEmptySlotPosition;
+    if (sa::holds_token(x) && (unsigned long long)(x) + 1 > m) m = (unsigned long long)(x) + 1;
+  }
+  for (int o = 16; o > 0; o /= 2) {
+    const unsigned long long w = __shfl_xor_sync(0xffffffffu, m, o);
+    m = w > m ? w : m;
+  }
+  if (threadIdx.x % 32 == 0 && m) atomicMax(&max_pos1[b], m);
+}
+
 // Blocks of decode_kernel<T, D, GT, PAGED> that fit on one multiprocessor of the current device.
 template <class T, int D, int GT, bool PAGED>
 int resident_blocks(int device) {
@@ -292,7 +322,8 @@ Params launch(Params p, cudaStream_t stream, int device) {
     const size_t parts = p.splits > 1 ? size_t(n_q) * p.units * p.splits * GT : 0;
     const size_t acc_bytes = parts * D * sizeof(float), ml_bytes = parts * 2 * sizeof(float);
     const size_t lse_bytes = p.lse_scratch ? (size_t(n_q) * p.H_q * sizeof(float) + 7) / 8 * 8 : 0;
-    const size_t max_bytes = max_needed ? sizeof(unsigned long long) : 0;
+    const int64_t maxima = p.batch > 0 ? p.batch : 1;
+    const size_t max_bytes = max_needed ? size_t(maxima) * sizeof(unsigned long long) : 0;
     const StreamBuffers b = stream_buffers(p.owner, device, stream,
                                            p.splits > 1 ? size_t(n_q) * p.units * sizeof(unsigned) : 0,
                                            acc_bytes + ml_bytes + lse_bytes + max_bytes);
@@ -308,10 +339,16 @@ Params launch(Params p, cudaStream_t stream, int device) {
       auto *max_pos1 = reinterpret_cast<unsigned long long *>(static_cast<char *>(b.scratch) + acc_bytes + ml_bytes +
                                                               lse_bytes);
       const int64_t n = p.n_kv * (p.H_q / p.G);
-      check_cuda(cudaMemsetAsync(max_pos1, 0, sizeof *max_pos1, stream), "largest position reset");
+      check_cuda(cudaMemsetAsync(max_pos1, 0, max_bytes, stream), "largest position reset");
       const int64_t blocks = (n + 255) / 256;
-      max_position_kernel<<<unsigned(blocks < 1 ? 1 : blocks > 1024 ? 1024 : blocks), 256, 0, stream>>>(p.head_pos, n,
-                                                                                                         max_pos1);
+      const unsigned grid = unsigned(blocks < 1 ? 1 : blocks > 1024 ? 1024 : blocks);
+      if (p.batch > 0) {  // per sequence: its own slots
+        const int64_t per = (p.capacity * (p.H_q / p.G) + 255) / 256;
+        sequence_max_kernel<<<dim3(unsigned(per < 1 ? 1 : per > 64 ? 64 : per), unsigned(p.batch)), 256, 0, stream>>>(
+            p, max_pos1);
+      } else {
+        max_position_kernel<<<grid, 256, 0, stream>>>(p.head_pos, n, max_pos1);
+      }
       check_cuda(cudaGetLastError(), "largest position launch");
       p.max_pos1 = max_pos1;
     }
@@ -442,9 +479,16 @@ void attend(const sa_plugin_attend_args &a) {
 
 void attend_paged(const sa_plugin_attend_paged_args &a) {
   if (a.k->rank != 4) fail(SA_ERR_INTERNAL, "paged k of rank %d (the core passes rank 4)", int(a.k->rank));
+  const int64_t *head_pos =
+      a.struct_size >= offsetof(sa_plugin_attend_paged_args, head_key_positions) + sizeof a.head_key_positions
+          ? a.head_key_positions
+          : nullptr;
+  // Sparse entries are taken as given (the selection applied the causal limit), except with
+  // per-head positions: those mask them as they mask dense keys.
   int gt = 1;
-  Params p = common_params(*a.q, *a.k, *a.v, a.indices, *a.out, a.lse, a.per_query_head, a.causal && !a.indices,
-                           a.scale, a.owner, gt);
+  Params p = common_params(*a.q, *a.k, *a.v, a.indices, *a.out, a.lse, a.per_query_head,
+                           a.causal && (!a.indices || head_pos), a.scale, a.owner, gt);
+  p.head_pos = head_pos;
   if (a.batch < 1 || a.batch > INT32_MAX) fail(SA_ERR_UNSUPPORTED, "%lld sequences in one call", (long long)a.batch);
   p.batch = int(a.batch);
   p.num_pages = a.k->shape[0];

@@ -9,24 +9,67 @@
 namespace sacuda {
 namespace {
 
-// Update: keys [n, H, D] -> store[h][slots[s]][d]; positions[slots[s]] = pos[s].
+// Update: key row s of head h goes to slot slots[h * slot_stride + s] of head h (slot_stride 0:
+// the same slot in every head) at position pos[h * pos_stride + s], written into every row
+// of positions below rows (one row, or one per head). dst null: no keys kept (page selector).
 template <class T>
 __global__ void refill_kernel(const void *src, int src_dtype, int64_t s0, int64_t s1, int64_t s2, int64_t n, int H,
-                              int D, const int32_t *slots, const int64_t *pos, uint16_t *dst, int64_t capacity,
-                              int64_t *positions) {
+                              int D, const int32_t *slots, int64_t slot_stride, const int64_t *pos,
+                              int64_t pos_stride, uint16_t *dst, int64_t capacity, int64_t *positions, int rows) {
   const int64_t total = n * H * D;
   for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < total; e += int64_t(gridDim.x) * blockDim.x) {
     const int64_t s = e / (int64_t(H) * D), h = (e / D) % H, d = e % D;
-    const float f = load_any(src, s * s0 + h * s1 + d * s2, src_dtype);
-    dst[(h * capacity + slots[s]) * D + d] = T::from(f);
-    if (h == 0 && d == 0) positions[slots[s]] = pos[s];
+    const int64_t slot = slots[h * slot_stride + s];
+    if (dst) dst[(h * capacity + slot) * D + d] = T::from(load_any(src, s * s0 + h * s1 + d * s2, src_dtype));
+    if (d == 0 && h < rows) positions[h * capacity + slot] = pos[h * pos_stride + s];
   }
 }
 
-// positions[first + s] = start + s for s < n.
-__global__ void count_positions_kernel(int64_t *positions, int64_t first, int64_t n, int64_t start) {
-  for (int64_t s = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; s < n; s += int64_t(gridDim.x) * blockDim.x)
-    positions[first + s] = start + s;
+// The page selector keeps no keys: a refilled slot's page bounds are widened to its new key,
+// one thread per (head, dimension) taking the n keys in order (two in one page do not race).
+template <class T>
+__global__ void widen_kernel(const void *src, int src_dtype, int64_t s0, int64_t s1, int64_t s2, int64_t n, int H,
+                             int D, int P, const int32_t *slots, int64_t slot_stride, uint16_t *pmin, uint16_t *pmax,
+                             int64_t page_capacity) {
+  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < int64_t(H) * D;
+       e += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t h = e / D, d = e % D;
+    for (int64_t s = 0; s < n; ++s) {
+      const int64_t b = (h * page_capacity + slots[h * slot_stride + s] / P) * D + d;
+      const uint16_t v = T::from(load_any(src, s * s0 + h * s1 + d * s2, src_dtype));
+      const float f = T::one(v);
+      if (f < T::one(pmin[b])) pmin[b] = v;
+      if (f > T::one(pmax[b])) pmax[b] = v;
+    }
+  }
+}
+
+// Each row's positions[r][first + s] = start + s for s < n (slot s held position s so far).
+__global__ void count_positions_kernel(int64_t *positions, int64_t capacity, int rows, int64_t first, int64_t n,
+                                       int64_t start) {
+  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < n * rows; e += int64_t(gridDim.x) * blockDim.x)
+    positions[(e / n) * capacity + first + e % n] = start + e % n;
+}
+
+// The position range of pages, per row: page slots[r * slot_stride + i] / P for i < count
+// (slots null: page first_page + i), its smallest and largest position among its slots below
+// size. Pages listed twice get the same values from the same positions.
+__global__ void page_ranges_kernel(const int64_t *positions, int64_t capacity, int rows, int P, int64_t size,
+                                   const int32_t *slots, int64_t slot_stride, int64_t first_page, int64_t count,
+                                   int64_t *min_pos, int64_t *max_pos, int64_t page_capacity) {
+  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < count * rows;
+       e += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t r = e / count, i = e % count;
+    const int64_t page = slots ? slots[r * slot_stride + i] / P : first_page + i;
+    const int64_t *row = positions + r * capacity;
+    int64_t lo = INT64_MAX, hi = INT64_MIN;
+    for (int64_t s = page * P; s < (page + 1) * P && s < size; ++s) {
+      lo = row[s] < lo ? row[s] : lo;
+      hi = row[s] > hi ? row[s] : hi;
+    }
+    min_pos[r * page_capacity + page] = lo;
+    max_pos[r * page_capacity + page] = hi;
+  }
 }
 
 // An append in one launch: keys [n, H, D] go to store[h][size + s][d] and, for the page
@@ -38,7 +81,7 @@ __global__ void count_positions_kernel(int64_t *positions, int64_t first, int64_
 template <class T>
 __global__ void append_kernel(const void *src, int src_dtype, int64_t s0, int64_t s1, int64_t s2, int64_t n, int H,
                               int D, int P, uint16_t *dst, int64_t capacity, int64_t size, uint16_t *pmin,
-                              uint16_t *pmax, int64_t page_capacity, int64_t *positions, int64_t start) {
+                              uint16_t *pmax, int64_t page_capacity, int64_t *positions, int rows, int64_t start) {
   const int64_t p0 = size / P, p1 = (size + n + P - 1) / P;
   const int64_t total = (p1 - p0) * H * D;
   for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < total; e += int64_t(gridDim.x) * blockDim.x) {
@@ -60,7 +103,7 @@ __global__ void append_kernel(const void *src, int src_dtype, int64_t s0, int64_
       const float f = T::one(v);
       if (f < lo) { lo = f; blo = v; }
       if (f > hi) { hi = f; bhi = v; }
-      if (positions && h == 0 && d == 0) positions[s] = start + (s - size);
+      if (positions && h < rows && d == 0) positions[h * capacity + s] = start + (s - size);
     }
     if (bounds) {
       pmin[b] = blo;
@@ -81,17 +124,24 @@ void copy_rows(void *fresh, int64_t new_cap, const void *old, int64_t old_cap, i
 // What an index keeps on the device, and its size at a capacity.
 struct Storage {
   void *keys = nullptr, *page_min = nullptr, *page_max = nullptr;
-  int64_t *positions = nullptr;
+  int64_t *positions = nullptr, *page_min_pos = nullptr, *page_max_pos = nullptr;
 };
 size_t key_bytes(const sa_plugin_index &ix, int64_t cap) { return size_t(ix.heads) * size_t(cap) * size_t(ix.dim) * 2; }
 size_t bound_bytes(const sa_plugin_index &ix, int64_t cap) { return key_bytes(ix, cap / ix.page); }
-size_t position_bytes(int64_t cap) { return size_t(cap) * sizeof(int64_t); }
+size_t position_bytes(int rows, int64_t cap) { return size_t(rows) * size_t(cap) * sizeof(int64_t); }
+size_t range_bytes(const sa_plugin_index &ix, int rows, int64_t cap) { return position_bytes(rows, cap / ix.page); }
 
 void release_storage(const sa_plugin_index &ix, const Storage &st, int64_t cap, cudaStream_t stream) noexcept {
   ix.memory.release(st.keys, key_bytes(ix, cap), ix.device, stream);
   ix.memory.release(st.page_min, bound_bytes(ix, cap), ix.device, stream);
   ix.memory.release(st.page_max, bound_bytes(ix, cap), ix.device, stream);
-  ix.memory.release(st.positions, position_bytes(cap), ix.device, stream);
+  ix.memory.release(st.positions, position_bytes(ix.position_rows, cap), ix.device, stream);
+  ix.memory.release(st.page_min_pos, range_bytes(ix, ix.position_rows, cap), ix.device, stream);
+  ix.memory.release(st.page_max_pos, range_bytes(ix, ix.position_rows, cap), ix.device, stream);
+}
+
+int64_t *allocate_i64(const sa_plugin_index &ix, size_t bytes, const char *what) {
+  return static_cast<int64_t *>(ix.memory.allocate(bytes, ix.device, ix.stream, what));
 }
 
 // Moves the index into storage for cap slots. All of it is allocated and the copies enqueued
@@ -111,16 +161,26 @@ void grow_storage(sa_plugin_index &ix, int64_t cap) {
       fresh.page_min = ix.memory.allocate(bound_bytes(ix, cap), ix.device, ix.stream, "index storage allocation");
       fresh.page_max = ix.memory.allocate(bound_bytes(ix, cap), ix.device, ix.stream, "index storage allocation");
     }
-    if (ix.positions)
-      fresh.positions = static_cast<int64_t *>(
-          ix.memory.allocate(position_bytes(cap), ix.device, ix.stream, "index storage allocation"));
+    const int rows = ix.position_rows;
+    if (ix.positions) fresh.positions = allocate_i64(ix, position_bytes(rows, cap), "index storage allocation");
+    if (ix.page_min_pos) {
+      fresh.page_min_pos = allocate_i64(ix, range_bytes(ix, rows, cap), "index storage allocation");
+      fresh.page_max_pos = allocate_i64(ix, range_bytes(ix, rows, cap), "index storage allocation");
+    }
     copy_rows(fresh.keys, cap, ix.keys, ix.capacity, ix.size, H, row, ix.stream);
     if (page) {
       const int64_t used_pages = (ix.size + P - 1) / P;
       copy_rows(fresh.page_min, cap / P, ix.page_min, ix.capacity / P, used_pages, H, row, ix.stream);
       copy_rows(fresh.page_max, cap / P, ix.page_max, ix.capacity / P, used_pages, H, row, ix.stream);
     }
-    copy_rows(fresh.positions, cap, ix.positions, ix.capacity, ix.size, 1, sizeof(int64_t), ix.stream);
+    copy_rows(fresh.positions, cap, ix.positions, ix.capacity, ix.size, rows, sizeof(int64_t), ix.stream);
+    if (ix.page_min_pos) {
+      const int64_t used_pages = (ix.size + P - 1) / P;
+      copy_rows(fresh.page_min_pos, cap / P, ix.page_min_pos, ix.capacity / P, used_pages, rows, sizeof(int64_t),
+                ix.stream);
+      copy_rows(fresh.page_max_pos, cap / P, ix.page_max_pos, ix.capacity / P, used_pages, rows, sizeof(int64_t),
+                ix.stream);
+    }
     if (ix.capacity && ix.read_elsewhere.load())
       check_cuda(cudaDeviceSynchronize(), "waiting for selections on other streams before the index grows");
   } catch (...) {
@@ -128,11 +188,14 @@ void grow_storage(sa_plugin_index &ix, int64_t cap) {
     throw;
   }
   ix.read_elsewhere.store(false);
-  release_storage(ix, Storage{ix.keys, ix.page_min, ix.page_max, ix.positions}, ix.capacity, ix.stream);
+  release_storage(ix, Storage{ix.keys, ix.page_min, ix.page_max, ix.positions, ix.page_min_pos, ix.page_max_pos},
+                  ix.capacity, ix.stream);
   ix.keys = fresh.keys;
   ix.page_min = fresh.page_min;
   ix.page_max = fresh.page_max;
   ix.positions = fresh.positions;
+  ix.page_min_pos = fresh.page_min_pos;
+  ix.page_max_pos = fresh.page_max_pos;
   ix.capacity = cap;
 }
 
@@ -181,7 +244,8 @@ sa_plugin_index *index_create(const sa_plugin_index_args &a) {
 void index_destroy(sa_plugin_index *ix) {
   if (!ix) return;
   wait_for_device(ix->device);
-  release_storage(*ix, Storage{ix->keys, ix->page_min, ix->page_max, ix->positions}, ix->capacity, nullptr);
+  release_storage(*ix, Storage{ix->keys, ix->page_min, ix->page_max, ix->positions, ix->page_min_pos, ix->page_max_pos},
+                  ix->capacity, nullptr);
   ix->memory.release(ix->stage_slots, size_t(ix->staged) * sizeof(int32_t), ix->device, nullptr);
   ix->memory.release(ix->stage_positions, size_t(ix->staged) * sizeof(int64_t), ix->device, nullptr);
   int saved = -1;
@@ -208,31 +272,74 @@ void index_append(sa_plugin_index &ix, const sa_tensor &keys) {
   auto kernel = ix.dtype == SA_DTYPE_F16 ? append_kernel<F16> : append_kernel<BF16>;
   kernel<<<grid, 256, 0, ix.stream>>>(keys.data, keys.dtype, keys.strides[0], keys.strides[1], keys.strides[2], n,
                                       int(H), int(D), int(P1), dst, ix.capacity, ix.size, lo, hi, ix.capacity / P1,
-                                      ix.positions, ix.next_position);
+                                      ix.positions, ix.position_rows, ix.next_position);
   check_cuda(cudaGetLastError(), "append launch");
+  if (ix.page_min_pos) {  // the touched pages' position ranges
+    const int64_t p0 = ix.size / P;
+    page_ranges_kernel<<<grid_for(touched * ix.position_rows), 256, 0, ix.stream>>>(
+        ix.positions, ix.capacity, ix.position_rows, int(P), ix.size + n, nullptr, 0, p0, touched, ix.page_min_pos,
+        ix.page_max_pos, ix.capacity / P);
+    check_cuda(cudaGetLastError(), "page ranges launch");
+  }
   ix.next_position += n;
   check_cuda(cudaEventRecord(ix.appended, ix.stream), "append event record");
   ix.size += n;
 }
 
+// Before a refill: positions kept from now on (slot s held position s so far), with `rows`
+// rows (one, or one per KV head: a single row is then copied into every head's), and for the
+// page selector the position ranges of every page (made again when the rows change). The old
+// arrays go back once the new ones are filled.
+static void keep_positions(sa_plugin_index &ix, int rows) {
+  if (ix.positions && ix.position_rows >= rows) return;
+  const int64_t cap = ix.capacity, P = ix.page;
+  int64_t *fresh = allocate_i64(ix, position_bytes(rows, cap), "positions allocation");
+  int64_t *lo = nullptr, *hi = nullptr;
+  try {
+    if (ix.kind == SA_SELECTOR_PAGE) {
+      lo = allocate_i64(ix, range_bytes(ix, rows, cap), "page ranges allocation");
+      hi = allocate_i64(ix, range_bytes(ix, rows, cap), "page ranges allocation");
+    }
+    if (!ix.positions) {
+      count_positions_kernel<<<grid_for(ix.size * rows), 256, 0, ix.stream>>>(fresh, cap, rows, 0, ix.size, 0);
+      check_cuda(cudaGetLastError(), "positions launch");
+    } else {
+      for (int r = 0; r < rows; ++r)
+        check_cuda(cudaMemcpyAsync(fresh + r * cap, ix.positions, size_t(ix.size) * sizeof(int64_t),
+                                   cudaMemcpyDeviceToDevice, ix.stream), "positions copy");
+    }
+    if (lo) {
+      const int64_t pages = (ix.size + P - 1) / P;
+      page_ranges_kernel<<<grid_for(pages * rows), 256, 0, ix.stream>>>(fresh, cap, rows, int(P), ix.size, nullptr, 0,
+                                                                        0, pages, lo, hi, cap / P);
+      check_cuda(cudaGetLastError(), "page ranges launch");
+    }
+  } catch (...) {
+    ix.memory.release(fresh, position_bytes(rows, cap), ix.device, ix.stream);
+    ix.memory.release(lo, range_bytes(ix, rows, cap), ix.device, ix.stream);
+    ix.memory.release(hi, range_bytes(ix, rows, cap), ix.device, ix.stream);
+    throw;
+  }
+  release_storage(ix, Storage{nullptr, nullptr, nullptr, ix.positions, ix.page_min_pos, ix.page_max_pos}, cap,
+                  ix.stream);
+  ix.positions = fresh;
+  ix.page_min_pos = lo;
+  ix.page_max_pos = hi;
+  ix.position_rows = rows;
+}
+
 // Slots and positions go through staging buffers on the index's stream: a copy from pageable
 // host memory returns once the values are staged, so the caller's arrays are free afterwards.
-void index_update(sa_plugin_index &ix, const sa_plugin_update_args &a) {
-  if (ix.kind != SA_SELECTOR_EXACT)
-    fail(SA_ERR_UNSUPPORTED, "the CUDA page selector keeps the bounds of appended pages only; sa_index_update takes "
-                             "exact indexes on the device");
-  const int64_t n = a.n, H = ix.heads, D = ix.dim;
+// per_head: a.slots and a.positions hold H * n values, head h's from h * n.
+static void refill(sa_plugin_index &ix, const sa_plugin_update_args &a, bool per_head) {
+  const int64_t n = a.n, H = ix.heads, D = ix.dim, P = ix.page;
   if (n == 0) return;
   DeviceGuard guard(ix.device);
-  if (!ix.positions) {  // from now on positions are kept: slot s held position s so far
-    ix.positions = static_cast<int64_t *>(
-        ix.memory.allocate(position_bytes(ix.capacity), ix.device, ix.stream, "positions allocation"));
-    count_positions_kernel<<<grid_for(ix.size), 256, 0, ix.stream>>>(ix.positions, 0, ix.size, 0);
-    check_cuda(cudaGetLastError(), "positions launch");
-  }
-  if (ix.staged < n) {  // doubled, so that updates of one size allocate once
+  keep_positions(ix, per_head ? int(H) : 1);
+  const int64_t entries = per_head ? n * H : n;
+  if (ix.staged < entries) {  // doubled, so that updates of one size allocate once
     int64_t want = ix.staged ? ix.staged * 2 : 256;
-    while (want < n) want *= 2;
+    while (want < entries) want *= 2;
     void *sl = ix.memory.allocate(size_t(want) * sizeof(int32_t), ix.device, ix.stream, "update staging allocation");
     void *po = nullptr;
     try {
@@ -247,22 +354,36 @@ void index_update(sa_plugin_index &ix, const sa_plugin_update_args &a) {
     ix.stage_positions = static_cast<int64_t *>(po);
     ix.staged = want;
   }
-  check_cuda(cudaMemcpyAsync(ix.stage_slots, a.slots, size_t(n) * sizeof(int32_t), cudaMemcpyHostToDevice, ix.stream),
-             "update slots copy");
-  check_cuda(cudaMemcpyAsync(ix.stage_positions, a.positions, size_t(n) * sizeof(int64_t), cudaMemcpyHostToDevice,
-                             ix.stream), "update positions copy");
+  check_cuda(cudaMemcpyAsync(ix.stage_slots, a.slots, size_t(entries) * sizeof(int32_t), cudaMemcpyHostToDevice,
+                             ix.stream), "update slots copy");
+  check_cuda(cudaMemcpyAsync(ix.stage_positions, a.positions, size_t(entries) * sizeof(int64_t),
+                             cudaMemcpyHostToDevice, ix.stream), "update positions copy");
   const sa_tensor &keys = *a.keys;
-  const int64_t total = n * H * D;
-  auto *dst = static_cast<uint16_t *>(ix.keys);
-  if (ix.dtype == SA_DTYPE_F16)
-    refill_kernel<F16><<<grid_for(total), 256, 0, ix.stream>>>(keys.data, keys.dtype, keys.strides[0], keys.strides[1],
-        keys.strides[2], n, int(H), int(D), ix.stage_slots, ix.stage_positions, dst, ix.capacity, ix.positions);
-  else
-    refill_kernel<BF16><<<grid_for(total), 256, 0, ix.stream>>>(keys.data, keys.dtype, keys.strides[0], keys.strides[1],
-        keys.strides[2], n, int(H), int(D), ix.stage_slots, ix.stage_positions, dst, ix.capacity, ix.positions);
+  const int64_t stride = per_head ? n : 0;  // of a head's slots and positions
+  const bool page = ix.kind == SA_SELECTOR_PAGE, f16 = ix.dtype == SA_DTYPE_F16;
+  auto *dst = page ? nullptr : static_cast<uint16_t *>(ix.keys);
+  (f16 ? refill_kernel<F16> : refill_kernel<BF16>)<<<grid_for(n * H * D), 256, 0, ix.stream>>>(
+      keys.data, keys.dtype, keys.strides[0], keys.strides[1], keys.strides[2], n, int(H), int(D), ix.stage_slots,
+      stride, ix.stage_positions, stride, dst, ix.capacity, ix.positions, ix.position_rows);
   check_cuda(cudaGetLastError(), "refill launch");
+  if (page) {
+    (f16 ? widen_kernel<F16> : widen_kernel<BF16>)<<<grid_for(H * D), 256, 0, ix.stream>>>(
+        keys.data, keys.dtype, keys.strides[0], keys.strides[1], keys.strides[2], n, int(H), int(D), int(P),
+        ix.stage_slots, stride, static_cast<uint16_t *>(ix.page_min), static_cast<uint16_t *>(ix.page_max),
+        ix.capacity / P);
+    check_cuda(cudaGetLastError(), "page bounds launch");
+    // Every row's ranges of the refilled pages: a single-set refill names its slots once for
+    // all rows (slot stride 0).
+    page_ranges_kernel<<<grid_for(n * ix.position_rows), 256, 0, ix.stream>>>(
+        ix.positions, ix.capacity, ix.position_rows, int(P), ix.size, ix.stage_slots, stride, 0, n, ix.page_min_pos,
+        ix.page_max_pos, ix.capacity / P);
+    check_cuda(cudaGetLastError(), "page ranges launch");
+  }
   check_cuda(cudaEventRecord(ix.appended, ix.stream), "update event record");
   ix.next_position = a.next_position;
 }
+
+void index_update(sa_plugin_index &ix, const sa_plugin_update_args &a) { refill(ix, a, false); }
+void index_update_heads(sa_plugin_index &ix, const sa_plugin_update_args &a) { refill(ix, a, true); }
 
 }  // namespace sacuda

@@ -1,9 +1,12 @@
 // An index on a CUDA device, all in device memory: for the exact selector the keys per KV head
 // contiguous [slot][D] in f16/bf16; for the page selector each page's elementwise key min and
 // max only (its selection reads nothing else, so it keeps no keys). Slot s holds
-// position s until the first update; from then on (exact selector only) each slot's position
-// is kept on the device too, and appends continue from next_position. All of it comes from
-// the DeviceMemory of the index's context and goes back to it at index_destroy.
+// position s until the first update; from then on each slot's position is kept on the device
+// too (one row for every head; a row per KV head once sa_index_update_heads is used), the page
+// selector also keeps each page's smallest and largest position per row, and appends continue
+// from next_position. The page selector keeps no keys, so a refill widens its page's bounds to
+// the new key (still an upper bound of the page's keys, never tightened again). All of it
+// comes from the DeviceMemory of the index's context and goes back to it at index_destroy.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -30,7 +33,13 @@ struct sa_plugin_index {
   int64_t size = 0, capacity = 0;
   void *keys = nullptr;                      // [heads][capacity][dim]; exact selector only
   void *page_min = nullptr, *page_max = nullptr;  // [heads][capacity / page][dim]
-  int64_t *positions = nullptr;  // [capacity] once updated; null: slot s holds position s
+  // [position_rows][capacity] once updated; null: slot s holds position s. position_rows: 1
+  // (one position for every KV head) or heads (after a per-head update).
+  int64_t *positions = nullptr;
+  int position_rows = 1;
+  // Page selector with positions: each page's smallest and largest position,
+  // [position_rows][capacity / page] each.
+  int64_t *page_min_pos = nullptr, *page_max_pos = nullptr;
   int64_t next_position = 0;     // of the next appended key
   // An update's slots and positions, copied from the host: [staged] each.
   int32_t *stage_slots = nullptr;
@@ -44,6 +53,7 @@ sa_plugin_index *index_create(const sa_plugin_index_args &a);
 void index_destroy(sa_plugin_index *ix);
 void index_append(sa_plugin_index &ix, const sa_tensor &keys);
 void index_update(sa_plugin_index &ix, const sa_plugin_update_args &a);
+void index_update_heads(sa_plugin_index &ix, const sa_plugin_update_args &a);
 void index_select(const sa_plugin_index &ix, const sa_plugin_select_args &a);
 // sa_select_batch in a few launches for the whole batch; false (nothing queued) when it does
 // not serve the request.

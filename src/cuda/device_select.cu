@@ -46,17 +46,23 @@ struct Common {
   int64_t first_pos;   // query i at first_pos + i
   int sinks, window;
   float scale_log2;
-  const int64_t *pos;  // position of each slot (exact, after an update); null: slot s holds s
+  // Kept positions (after an update): slot r of KV head h holds pos[h * pos_stride + r]
+  // (pos_stride 0: one row for every head); null: slot s holds position s. Page selector:
+  // page r of head h holds positions min_pos..max_pos[h * range_stride + r].
+  const int64_t *pos;
+  int64_t pos_stride;
+  const int64_t *min_pos, *max_pos;
+  int64_t range_stride;
 };
 
-// Exact selection with kept positions: whether a query at qpos sees slot r, and whether the
+// With kept positions: whether a query at qpos sees slot r of KV head h, and whether the
 // slot is then a sink or in the window: the rule of core/visibility.hpp, compiled for the
 // device (--expt-relaxed-constexpr).
-__device__ __forceinline__ bool sees_slot(const Common &c, int64_t r, int64_t qpos) {
-  return sa::sees(qpos, c.pos ? c.pos[r] : r);
+__device__ __forceinline__ bool sees_slot(const Common &c, int h, int64_t r, int64_t qpos) {
+  return sa::sees(qpos, c.pos ? c.pos[h * c.pos_stride + r] : r);
 }
-__device__ __forceinline__ bool kept_slot(const Common &c, int64_t r, int64_t qpos) {
-  const int64_t p = c.pos[r];
+__device__ __forceinline__ bool kept_slot(const Common &c, int h, int64_t r, int64_t qpos) {
+  const int64_t p = c.pos[h * c.pos_stride + r];
   return sa::sees(qpos, p) && sa::in_sinks_or_window(p, qpos, c.window, c.sinks);
 }
 
@@ -74,6 +80,16 @@ __device__ __forceinline__ void candidate_range(const Common &c, int i, int64_t 
   const sa::PositionRange scored = sa::scored_positions(c.first_pos + i, c.window, c.sinks);
   lo = scored.lo;
   hi = scored.hi < c.n - 1 ? scored.hi : c.n - 1;
+}
+
+// Whether item r (of `item` slots) of KV head h may hold a candidate of query i (lo, hi its
+// candidate_range): its slots overlap [lo, hi]; with page position ranges, its positions
+// overlap the query's scored positions (the CPU page selector's usable pages).
+__device__ __forceinline__ bool item_live(const Common &c, int h, int i, int64_t r, int item, int64_t lo, int64_t hi) {
+  if (!c.min_pos) return lo <= hi && r * item <= hi && (r + 1) * item - 1 >= lo;
+  const sa::PositionRange use = sa::scored_positions(c.first_pos + i, c.window, c.sinks);
+  const int64_t k = h * c.range_stride + r;
+  return use.lo <= use.hi && c.min_pos[k] <= use.hi && c.max_pos[k] >= use.lo;
 }
 
 // Sums v[0..N) over the L lanes of a row (lanes xor-adjacent, L >= N, both powers of two)
@@ -165,8 +181,7 @@ __device__ __forceinline__ void row_scores(const Common &c, int i, int h, const 
       const float total = reduce_spread<L, MAXG>(dot, lane);
       // exact: invisible slots take no part in the softmax; page: pages without a candidate
       // slot are not ranked.
-      const bool live = r < n_rows && (MODE == 0 ? sees_slot(c, r, visible_end)
-                                                 : (r * item <= hi && (r + 1) * item - 1 >= lo && lo <= hi));
+      const bool live = r < n_rows && (MODE == 0 ? sees_slot(c, h, r, visible_end) : item_live(c, h, i, r, item, lo, hi));
       const float sc = live ? total : -INFINITY;
       best = fmaxf(best, sc);
       if (r < n_rows && writer) out[r] = sc;
@@ -257,8 +272,8 @@ __global__ void mass_kernel(const Common c, const float *scores, const float *no
   const int64_t base = (int64_t(i) * c.H + h) * c.G;
   const int64_t qpos = c.first_pos + i;
   for (int64_t r = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; r < n_rows; r += int64_t(gridDim.x) * blockDim.x) {
-    const bool cand = c.pos ? sees_slot(c, r, qpos) && !kept_slot(c, r, qpos)
-                            : lo <= hi && r * item <= hi && (r + 1) * item - 1 >= lo;
+    const bool cand = c.pos && item == 1 ? sees_slot(c, h, r, qpos) && !kept_slot(c, h, r, qpos)
+                                         : item_live(c, h, i, r, item, lo, hi);
     float m = -1.f;
     if (cand) {
       m = 0.f;
@@ -562,48 +577,36 @@ __device__ __forceinline__ void top_items(const Common &c, int i, int h, const f
     if (whole) need = INT32_MAX;
   }
 
-  if (c.pos) {  // kept positions (exact): every slot in order, kept when forced or chosen
-    int64_t before = 0, ties_before = 0;
+  if (c.pos) {
+    // Kept positions: each item chosen or not, marked in the row (the call's scratch: 1
+    // chosen, -1 not; a thread marks only the items it read); keep_count_kernel and
+    // keep_write_kernel then write the row over many blocks.
+    float *marks = const_cast<float *>(row);
+    int64_t ties_before = 0;
     for (int64_t r0 = 0; r0 < n_items; r0 += int64_t(kTopThreads) * kIpt) {
       const int64_t first = r0 + int64_t(tid) * kIpt;
       float v[kIpt];
-      unsigned forced = 0;
       int ties = 0;
 #pragma unroll
       for (int k = 0; k < kIpt; ++k) {
-        const bool in = first + k < n_items;
-        v[k] = in ? row[first + k] : -1.f;
-        if (in && kept_slot(c, first + k, pos)) forced |= 1u << k;
+        v[k] = first + k < n_items ? row[first + k] : -1.f;
         ties += is_candidate(v[k]) && mass_key(v[k]) == prefix;
       }
       int tie_rank, tie_total;
       Scan(scan_tmp).ExclusiveSum(ties, tie_rank, tie_total);
       __syncthreads();
       int64_t rank = ties_before + tie_rank;
-      unsigned keep = forced;
-      int count = 0;
 #pragma unroll
       for (int k = 0; k < kIpt; ++k) {
         const unsigned key = mass_key(v[k]);
         const bool tie = is_candidate(v[k]) && key == prefix;
-        if (is_candidate(v[k]) && (key > prefix || (tie && rank < need))) keep |= 1u << k;
+        const bool pick = is_candidate(v[k]) && (key > prefix || (tie && rank < need));
         rank += tie;
-        count += int(keep >> k & 1u);
+        if (first + k < n_items) marks[first + k] = pick ? 1.f : -1.f;
       }
-      int offset, chunk_total;
-      Scan(scan_tmp).ExclusiveSum(count, offset, chunk_total);
-      __syncthreads();
-      int64_t at = before + offset;
-      for (int k = 0; k < kIpt; ++k)
-        if (keep >> k & 1u) {
-          if (at < width) put(at, int32_t(first + k));
-          ++at;
-        }
       ties_before += tie_total;
-      before += chunk_total;
     }
-    for (int64_t at = (before < width ? before : width) + tid; at < width; at += kTopThreads) put(at, -1);
-    return;  // exact is never staged
+    return;  // the row is written by the keep kernels (never staged)
   }
 
   // Sinks first.
@@ -710,6 +713,80 @@ __global__ void __launch_bounds__(kTopThreads) top_items_kernel(const Common c, 
                     n_items, item, n_sel, out + i * o_s0 + h * o_s1, o_s2, width, sel ? sel + qh * kSelStride : nullptr);
 }
 
+// With kept positions the row is every slot of the head in order that is a sink or window
+// slot of the query, or a candidate in a chosen item (marks: top_items's), written over
+// chunks of kKeepSlots slots: one launch counts each chunk's kept slots, the next places
+// them after the earlier chunks' (a sum of the counts) and pads the row with -1. One block
+// writing 128K slots in order was latency bound.
+constexpr int kKeepThreads = 256, kKeepIpt = 16;
+constexpr int64_t kKeepSlots = int64_t(kKeepThreads) * kKeepIpt;
+
+__device__ __forceinline__ bool slot_kept(const Common &c, int h, int64_t j, int64_t qpos, const float *marks,
+                                          int item) {
+  const bool forced = kept_slot(c, h, j, qpos);
+  return forced || (marks[j / item] > 0.f && (item == 1 || sees_slot(c, h, j, qpos)));
+}
+
+// counts[(i * H + h) * gridDim.x + chunk]: the chunk's kept slots.
+__global__ void __launch_bounds__(kKeepThreads) keep_count_kernel(const Common c, const float *marks, int64_t n_items,
+                                                                  int item, int *counts) {
+  using Reduce = cub::BlockReduce<int, kKeepThreads>;
+  __shared__ typename Reduce::TempStorage tmp;
+  const int h = blockIdx.y, i = blockIdx.z;
+  const int64_t qpos = c.first_pos + i, base = int64_t(blockIdx.x) * kKeepSlots;
+  const float *mk = marks + (int64_t(i) * c.H + h) * n_items;
+  int n = 0;
+#pragma unroll 4
+  for (int k = 0; k < kKeepIpt; ++k) {
+    const int64_t j = base + int64_t(k) * kKeepThreads + threadIdx.x;
+    n += j < c.n && slot_kept(c, h, j, qpos, mk, item);
+  }
+  n = Reduce(tmp).Sum(n);
+  if (threadIdx.x == 0) counts[(int64_t(i) * c.H + h) * gridDim.x + blockIdx.x] = n;
+}
+
+// Each thread takes kKeepIpt consecutive slots of the chunk; the last chunk also pads.
+__global__ void __launch_bounds__(kKeepThreads) keep_write_kernel(const Common c, const float *marks, int64_t n_items,
+                                                                  int item, const int *counts, int32_t *out,
+                                                                  int64_t o_s0, int64_t o_s1, int64_t o_s2,
+                                                                  int64_t width) {
+  using Scan = cub::BlockScan<int, kKeepThreads>;
+  using Reduce = cub::BlockReduce<int, kKeepThreads>;
+  __shared__ typename Scan::TempStorage scan_tmp;
+  __shared__ typename Reduce::TempStorage sum_tmp;
+  __shared__ int earlier_s;
+  const int h = blockIdx.y, i = blockIdx.z, tid = threadIdx.x;
+  const int64_t qpos = c.first_pos + i, first = int64_t(blockIdx.x) * kKeepSlots + int64_t(tid) * kKeepIpt;
+  const float *mk = marks + (int64_t(i) * c.H + h) * n_items;
+  const int *cnt = counts + (int64_t(i) * c.H + h) * gridDim.x;
+  int earlier = 0;  // kept slots of the chunks before this one
+  for (unsigned b = tid; b < blockIdx.x; b += kKeepThreads) earlier += cnt[b];
+  earlier = Reduce(sum_tmp).Sum(earlier);
+  if (tid == 0) earlier_s = earlier;
+  unsigned keep = 0;
+  int n = 0;
+#pragma unroll 4
+  for (int k = 0; k < kKeepIpt; ++k) {
+    const int64_t j = first + k;
+    if (j < c.n && slot_kept(c, h, j, qpos, mk, item)) {
+      keep |= 1u << k;
+      ++n;
+    }
+  }
+  int offset, total;
+  Scan(scan_tmp).ExclusiveSum(n, offset, total);
+  __syncthreads();  // earlier_s is set
+  int32_t *o = out + i * o_s0 + h * o_s1;
+  int64_t at = int64_t(earlier_s) + offset;
+  for (int k = 0; k < kKeepIpt; ++k)
+    if (keep >> k & 1u) {
+      if (at < width) o[at * o_s2] = int32_t(first + k);
+      ++at;
+    }
+  if (blockIdx.x == gridDim.x - 1)
+    for (int64_t e = int64_t(earlier_s) + total + tid; e < width; e += kKeepThreads) o[e * o_s2] = -1;
+}
+
 // sa_select_batch of page indexes: one staged block per (KV head, sequence).
 __global__ void __launch_bounds__(kTopThreads) batch_top_kernel(const Common c, const BatchTable t, float *scores,
                                                                 unsigned *row_max, int item, int64_t n_sel,
@@ -788,7 +865,7 @@ __global__ void __launch_bounds__(kTopThreads) page_top_kernel(const Common c, c
       if (nv == -INFINITY) continue;
       m += exp2f(sc - nv);
     }
-    const bool cand = r < n_items && lo <= hi && r * item <= hi && (r + 1) * item - 1 >= lo;
+    const bool cand = r < n_items && item_live(c, h, i, r, item, lo, hi);
     if (r < n_items) mass_row[r] = cand ? m : -1.f;
     const int bin = cand ? int(mass_key(m) >> kPageShift) : -1;
     const unsigned peers = __match_any_sync(0xffffffffu, bin);
@@ -917,6 +994,10 @@ __global__ void __launch_bounds__(kTopThreads) page_top_kernel(const Common c, c
     if (rank < need) atomicOr(&words[me.y >> 5], 1u << (me.y & 31));
   }
   __syncthreads();
+  if (c.pos) {  // kept positions: the chosen pages marked (as top_items marks them) for the keep kernels
+    for (int64_t r = tid; r < n_items; r += kTopThreads) mass_row[r] = words[r >> 5] >> (r & 31) & 1u ? 1.f : -1.f;
+    return;
+  }
 
   // The chosen pages in ascending order: each thread counts its words, a scan places them.
   const int n_words = int((n_items + 31) / 32);
@@ -1039,7 +1120,7 @@ __global__ void __launch_bounds__(kMmaWarps * 32) page_bounds_mma_kernel(const C
     for (int x = 0; x < 4; ++x) {
       const int64_t r = x < 2 ? p0 : p1;
       const int g = 2 * tq + (x & 1);
-      const bool live = r < n_rows && r * item <= hi && (r + 1) * item - 1 >= lo && lo <= hi;
+      const bool live = r < n_rows && item_live(c, h, i, r, item, lo, hi);
       const float sc = live ? d[x] * c.scale_log2 : -INFINITY;
       if (g < c.G && r < n_rows) {
         out[int64_t(g) * n_rows + r] = sc;
@@ -1182,6 +1263,10 @@ void index_select(const sa_plugin_index &ix, const sa_plugin_select_args &a) {
   c.n = ix.size;
   c.first_pos = a.first_query_position;
   c.pos = ix.positions;
+  c.pos_stride = ix.position_rows > 1 ? ix.capacity : 0;
+  c.min_pos = ix.page_min_pos;
+  c.max_pos = ix.page_max_pos;
+  c.range_stride = ix.position_rows > 1 ? ix.capacity / ix.page : 0;
 
   const bool page = ix.kind == SA_SELECTOR_PAGE;
   const int item = page ? ix.page : 1;
@@ -1190,10 +1275,10 @@ void index_select(const sa_plugin_index &ix, const sa_plugin_select_args &a) {
   const size_t rows = size_t(n_q) * H * G;
   const size_t staged_bytes = size_t(n_items) * sizeof(float) + size_t(out.shape[2]) * sizeof(int32_t);
   // Spread: masses and counts over many blocks, the row written by its last (page_top_kernel).
-  const bool spread = page && !c.pos && n_items > 0 && n_items <= int64_t(kMaskWords) * 32 && n_sel <= kSortedCap;
+  const bool spread = page && n_items > 0 && n_items <= int64_t(kMaskWords) * 32 && n_sel <= kSortedCap;
   // Staged: the masses and the output row in shared memory.
   const bool staged =
-      page && !spread && staged_bytes + kStaticTop <= size_t(max_shared_per_block(ix.device));
+      page && !c.pos && !spread && staged_bytes + kStaticTop <= size_t(max_shared_per_block(ix.device));
   const size_t scores_bytes = rows * size_t(n_items) * sizeof(float);
   const size_t norm_bytes = rows * sizeof(float);
   const size_t mass_bytes = staged ? 0 : size_t(n_q) * H * size_t(n_items) * sizeof(float);
@@ -1204,11 +1289,14 @@ void index_select(const sa_plugin_index &ix, const sa_plugin_select_args &a) {
                            : spread ? size_t(n_q) * H * kPageState * sizeof(int)
                                     : 0;
   const void *owner = a.struct_size >= offsetof(sa_plugin_select_args, owner) + sizeof a.owner ? a.owner : nullptr;
+  const int64_t keep_chunks = c.pos ? (ix.size + kKeepSlots - 1) / kKeepSlots + (ix.size == 0) : 0;
+  const size_t counts_bytes = size_t(n_q) * H * size_t(keep_chunks) * sizeof(int);
   const StreamBuffers b = stream_buffers(owner, ix.device, stream, row_max_bytes + sel_bytes,
-                                         scores_bytes + norm_bytes + mass_bytes);
+                                         scores_bytes + norm_bytes + mass_bytes + counts_bytes);
   auto *scores = static_cast<float *>(b.scratch);
   auto *norm = reinterpret_cast<float *>(static_cast<char *>(b.scratch) + scores_bytes);
   auto *mass = reinterpret_cast<float *>(static_cast<char *>(b.scratch) + scores_bytes + norm_bytes);
+  auto *counts = reinterpret_cast<int *>(static_cast<char *>(b.scratch) + scores_bytes + norm_bytes + mass_bytes);
   auto *row_max = static_cast<unsigned *>(b.zeroed);  // the scores' row maxima
   int *sel = passes || spread ? reinterpret_cast<int *>(static_cast<char *>(b.zeroed) + row_max_bytes) : nullptr;
   const auto *keys = static_cast<const uint16_t *>(page ? ix.page_min : ix.keys);
@@ -1273,6 +1361,13 @@ void index_select(const sa_plugin_index &ix, const sa_plugin_select_args &a) {
                                                                      out.strides[2], out.shape[2], sel);
   }
   check_cuda(cudaGetLastError(), "top-k launch");
+  if (c.pos) {  // the rows from the marked items
+    const dim3 grid(unsigned(keep_chunks), H, n_q);
+    keep_count_kernel<<<grid, kKeepThreads, 0, stream>>>(c, mass, n_items, item, counts);
+    keep_write_kernel<<<grid, kKeepThreads, 0, stream>>>(c, mass, n_items, item, counts, o, out.strides[0],
+                                                         out.strides[1], out.strides[2], out.shape[2]);
+    check_cuda(cudaGetLastError(), "kept slots launch");
+  }
   const bool paged = a.struct_size >= offsetof(sa_plugin_select_args, num_pages) + sizeof a.num_pages && a.page_table;
   if (paged && out.shape[2] > 0) {
     const int64_t per_q = out.shape[1] * out.shape[2];

@@ -93,6 +93,10 @@ sa_status table_index_update(sa_plugin_index *ix, const sa_plugin_update_args *a
   return guarded([&] { index_update(*ix, *a); });
 }
 
+sa_status table_index_update_heads(sa_plugin_index *ix, const sa_plugin_update_args *a) {
+  return guarded([&] { index_update_heads(*ix, *a); });
+}
+
 // cudaMemcpyDefault: the driver tells host from device memory (unified addressing).
 sa_status table_copy(void *dst, const void *src, size_t bytes, void *stream) {
   return guarded([&] {
@@ -150,6 +154,7 @@ extern "C" SA_PLUGIN_EXPORT sa_status sa_plugin_init(uint32_t abi_version, sa_pl
   t.attend_paged = sacuda::table_attend_paged;
   t.select_batch = sacuda::table_select_batch;
   t.evict_heads = sacuda::table_evict_heads;
+  t.index_update_heads = sacuda::table_index_update_heads;
   const size_t n = out->struct_size < sizeof t ? out->struct_size : sizeof t;
   t.struct_size = n;
   std::memcpy(out, &t, n);

@@ -1,7 +1,8 @@
 // Per-KV-head eviction on the GPU: sa_attend with head_key_positions on device positions
 // (dense and gathered, causal or not, slot mass [H_kv, n_kv]) against a double reference and
 // the CPU; sa_cache_evict with per_head on device tensors, freed slots equal to the CPU's; and
-// a fixed-budget per-head decode loop run on the device beside the same loop on the CPU.
+// a fixed-budget per-head decode loop run on the device beside the same loop on the CPU,
+// attending densely or over the selection of a device page index refilled per KV head.
 // Skips cleanly when no plugin or no device is present.
 #include <algorithm>
 #include <cmath>
@@ -12,6 +13,7 @@
 #include <vector>
 
 #include "cuda_helpers.cuh"
+#include "head_page_reference.hpp"
 #include "sparseattn.h"
 
 namespace {
@@ -337,11 +339,13 @@ __global__ void write_token_kernel(const int32_t *freed, int64_t freed_stride, c
 }
 
 // B slots filled by a prompt, then steps of: evict one slot per KV head (device slot mass and
-// positions), write the new token into each head's slot, attend densely with the per-head
-// positions and accumulate slot mass. The CPU runs the same loop on host copies; every step's
+// positions), write the new token into each head's slot, attend with the per-head positions
+// and accumulate slot mass: densely, or (paged_select) over the selection of a device page
+// index that learns each head's new token through sa_index_update_heads, every head's list
+// judged against the double-precision page reference (head_page_reference.hpp), the CPU
+// attending over the same lists. The CPU runs the same loop on host copies; every step's
 // freed slots must be equal, outputs within tolerance of a double reference.
-TEST(CudaHeadDecode, FixedBudgetPerHeadLoopMatchesCpu) {
-  NEED_GPU(c);
+void run_head_decode(Ctx &c, bool paged_select) {
   constexpr int Hkv = 2, Hq = 8, G = Hq / Hkv, steps = 120, cap = 4;
   constexpr int64_t B = 256;
   std::mt19937_64 rng(51);
@@ -370,7 +374,25 @@ TEST(CudaHeadDecode, FixedBudgetPerHeadLoopMatchesCpu) {
   sa_tensor cV = desc(V.bits.data(), SA_DTYPE_BF16, {B, Hkv, D}, SA_DEVICE_CPU);
   sa_tensor gK = desc(dK, SA_DTYPE_BF16, {B, Hkv, D}, SA_DEVICE_CUDA), gV = desc(dV, SA_DTYPE_BF16, {B, Hkv, D}, SA_DEVICE_CUDA);
 
-  int by_mass = 0, heads_apart = 0;
+  // The page index over the cache (paged_select): pages of 16, 4 of the 16 chosen.
+  constexpr int page = 16;
+  sa_select_options so = SA_SELECT_OPTIONS_INIT;
+  so.top_k = 64;
+  so.window = 16;
+  so.sinks = 4;
+  const int width = 4 + 16 + 64 + 8;
+  sa_index *gix = nullptr;
+  HeadPages ref(Hkv, D, page);
+  std::vector<int32_t> sel(size_t(Hkv) * width, -1);
+  int32_t *dsel = to_device(sel);
+  if (paged_select) {
+    const sa_index_options io = device_index_options(SA_SELECTOR_PAGE, Hkv, D, page);
+    SA_OK_(sa_index_create(c.gpu, &io, &gix));
+    SA_OK_(sa_index_append(gix, &gK));
+    ref.append(K.values, B);
+  }
+
+  int by_mass = 0, heads_apart = 0, chosen_pages = 0;
   double worst_out = 0, worst_mass = 0;
   for (int t = 0; t < steps; ++t) {
     const int64_t p = B + t;
@@ -417,30 +439,48 @@ TEST(CudaHeadDecode, FixedBudgetPerHeadLoopMatchesCpu) {
     CUDA_OK(cudaMemcpy(dnew, kv_new.bits.data(), 2 * row * 2, cudaMemcpyHostToDevice));
     write_token_kernel<<<Hkv, 128>>>(dfreed, cap, dnew, dnew + row, p, dK, dV, dpos, dmass, Hkv, B);
     CUDA_OK(cudaGetLastError());
-
-    // 3. Attend densely with the per-head positions (the query at p, the largest any head
-    // holds), accumulating slot mass.
     CUDA_OK(cudaMemcpy(dq, q.bits.data(), q.bits.size() * 2, cudaMemcpyHostToDevice));
+    sa_tensor gq = desc(dq, SA_DTYPE_BF16, {1, Hq, D}, SA_DEVICE_CUDA);
+    if (paged_select) {  // the index learns each head's token in that head's slot, then selects
+      std::vector<int32_t> slots(Hkv);
+      for (int h = 0; h < Hkv; ++h) slots[size_t(h)] = freed_cpu[size_t(h) * cap];
+      const std::vector<int64_t> at(Hkv, p);
+      sa_tensor knew = desc(dnew, SA_DTYPE_BF16, {1, Hkv, D}, SA_DEVICE_CUDA);
+      SA_OK_(sa_index_update_heads(gix, slots.data(), 1, &knew, at.data()));
+      ref.refill_heads(kv_new.values, slots, at, 1);
+      sa_tensor gs_ = desc(dsel, SA_DTYPE_I32, {1, Hkv, width}, SA_DEVICE_CUDA);
+      SA_OK_(sa_select(gix, &gq, &so, &gs_));
+      CUDA_OK(cudaDeviceSynchronize());
+      sel = to_host(dsel, sel.size());
+      for (int h = 0; h < Hkv; ++h)
+        chosen_pages += ref.check_row(q.values.data() + size_t(h) * G * D, G, h, so, p, &sel[size_t(h) * width], width,
+                                      "decode step");
+    }
+
+    // 3. Attend (densely, or over the selection) with the per-head positions (the query at p,
+    // the largest any head holds), accumulating slot mass.
+    sa_tensor csel = desc(sel.data(), SA_DTYPE_I32, {1, Hkv, width}, SA_DEVICE_CPU);
+    sa_tensor gsel = desc(dsel, SA_DTYPE_I32, {1, Hkv, width}, SA_DEVICE_CUDA);
     sa_tensor cq = desc((void *)q.bits.data(), SA_DTYPE_BF16, {1, Hq, D}, SA_DEVICE_CPU);
     sa_tensor cm = desc(mass.data(), SA_DTYPE_F32, {Hkv, B}, SA_DEVICE_CPU);
     sa_tensor co = desc(out_cpu.data(), SA_DTYPE_F32, {1, Hq, D}, SA_DEVICE_CPU);
     ao.slot_mass = &cm;
     ao.head_key_positions = pos.data();
-    SA_OK_(sa_attend(c.cpu, &cq, &cK, &cV, nullptr, &ao, &co, nullptr));
-    sa_tensor gq = desc(dq, SA_DTYPE_BF16, {1, Hq, D}, SA_DEVICE_CUDA);
+    SA_OK_(sa_attend(c.cpu, &cq, &cK, &cV, paged_select ? &csel : nullptr, &ao, &co, nullptr));
     sa_tensor gm = desc(dmass, SA_DTYPE_F32, {Hkv, B}, SA_DEVICE_CUDA);
     sa_tensor go = desc(dout, SA_DTYPE_F32, {1, Hq, D}, SA_DEVICE_CUDA);
     ao.slot_mass = &gm;
     ao.head_key_positions = dpos;
-    SA_OK_(sa_attend(c.gpu, &gq, &gK, &gV, nullptr, &ao, &go, nullptr));
+    SA_OK_(sa_attend(c.gpu, &gq, &gK, &gV, paged_select ? &gsel : nullptr, &ao, &go, nullptr));
     CUDA_OK(cudaDeviceSynchronize());
     const std::vector<float> out_gpu = to_host(dout, out_cpu.size()), mass_gpu = to_host(dmass, mass.size());
     ASSERT_EQ(to_host(dpos, pos.size()), pos) << "positions after step " << t;
     std::vector<int32_t> all(B);
     std::iota(all.begin(), all.end(), 0);
     for (int h = 0; h < Hq; ++h) {
+      const int32_t *rows = paged_select ? &sel[size_t(h / G) * width] : all.data();
       const std::vector<double> want = reference_attention(q.values.data() + size_t(h) * D, K.values, V.values, Hkv, D,
-                                                           h / G, all.data(), B, pos.data(), B, p);
+                                                           h / G, rows, paged_select ? width : B, pos.data(), B, p);
       for (int d = 0; d < D; ++d) {
         worst_out = std::max(worst_out, std::fabs(out_gpu[size_t(h) * D + d] - want[size_t(d)]));
         worst_out = std::max(worst_out, std::fabs(out_cpu[size_t(h) * D + d] - want[size_t(d)]));
@@ -448,15 +488,28 @@ TEST(CudaHeadDecode, FixedBudgetPerHeadLoopMatchesCpu) {
     }
     worst_mass = std::max(worst_mass, max_rel_diff(mass_gpu, mass));
   }
-  std::printf("per-head decode loop: %d steps x %d KV heads, %d evictions other than the head's oldest, %d steps "
-              "whose heads evicted different tokens, worst |out - double| %.3g, worst slot-mass relative difference "
-              "device/CPU %.3g\n", steps, Hkv, by_mass, heads_apart, worst_out, worst_mass);
+  std::printf("per-head decode loop (%s): %d steps x %d KV heads, %d evictions other than the head's oldest, %d "
+              "steps whose heads evicted different tokens, %d pages chosen, worst |out - double| %.3g, worst "
+              "slot-mass relative difference device/CPU %.3g\n", paged_select ? "page index" : "dense", steps, Hkv,
+              by_mass, heads_apart, chosen_pages, worst_out, worst_mass);
   EXPECT_LT(worst_out, 2e-5) << "outputs against the double reference";
   EXPECT_LT(worst_mass, 1e-4) << "slot mass, device against CPU";
   EXPECT_GT(by_mass, steps / 2) << "the loop must exercise the mass ranking, not only the oldest slot";
   EXPECT_GT(heads_apart, steps / 4) << "the heads must keep different tokens";
+  if (paged_select) EXPECT_GE(chosen_pages, steps * Hkv * 2) << "the lists must hold chosen pages";
+  sa_index_destroy(&gix);
   cudaFree(dK); cudaFree(dV); cudaFree(dpos); cudaFree(dmass); cudaFree(dout); cudaFree(dfreed); cudaFree(dnew);
-  cudaFree(dq);
+  cudaFree(dq); cudaFree(dsel);
+}
+
+TEST(CudaHeadDecode, FixedBudgetPerHeadLoopMatchesCpu) {
+  NEED_GPU(c);
+  run_head_decode(c, false);
+}
+
+TEST(CudaHeadDecode, PerHeadLoopSelectingThroughADevicePageIndex) {
+  NEED_GPU(c);
+  run_head_decode(c, true);
 }
 
 }  // namespace

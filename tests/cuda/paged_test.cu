@@ -23,6 +23,9 @@ struct PagedCase {
   int queries_per_seq;    // 1: decode (no query_starts); > 1: query_starts, the last tokens
   int width;              // 0: dense
   bool per_query_head, causal, cells;  // cells: rank-3 [n, H_kv, D] (page_size 1)
+  // opt->head_key_positions: each KV head's own random positions (one slot in 9 empty); the
+  // device is then judged against the CPU alone (the double reference knows no positions).
+  bool head_positions = false;
 };
 
 float decode16(uint16_t b, bool bf) {
@@ -202,8 +205,17 @@ void check_paged(Ctx &ctx, const PagedCase &c, uint64_t seed) {
   sa_tensor tl = desc(lse_cpu.data(), SA_DTYPE_F32, {n_q, c.Hq}, SA_DEVICE_CPU);
   sa_attend_options o = SA_ATTEND_OPTIONS_INIT;
   o.causal = c.causal;
+  std::vector<int64_t> head_pos;
+  if (c.head_positions) {
+    std::mt19937_64 rng(seed + 1);
+    head_pos.resize(size_t(c.Hkv) * b.slots());
+    for (auto &x : head_pos) x = rng() % 9 == 0 ? -1 : int64_t(rng() % 2500);
+    o.head_key_positions = head_pos.data();
+  }
   SA_OK_(sa_attend_paged(ctx.cpu, &tq, with_starts ? &hc.starts : nullptr, &hc.kv, c.width ? &hc.idx : nullptr, &o,
                          &to, &tl));
+  int64_t *dhead_pos = c.head_positions ? to_device(head_pos) : nullptr;
+  o.head_key_positions = dhead_pos;
 
   // The device: poisoned outputs, bf16 out for one case in two (out in the dtype of q).
   uint16_t *dk = to_device(b.k), *dv = to_device(b.v), *dq = to_device(b.q);
@@ -219,6 +231,30 @@ void check_paged(Ctx &ctx, const PagedCase &c, uint64_t seed) {
                          &go, &gl));
   CUDA_OK(cudaDeviceSynchronize());
   const auto out = to_host(dout, out_cpu.size()), lse = to_host(dlse, lse_cpu.size());
+  cudaFree(dhead_pos);
+  if (c.head_positions) {  // against the CPU: outputs and lse, -inf where no key is seen
+    double num_cpu = 0, den = 0, lse_err = 0;
+    int empty = 0;
+    for (size_t e = 0; e < out.size(); ++e) {
+      ASSERT_FALSE(std::isnan(out[e])) << "unwritten output at " << e;
+      num_cpu += double(out[e] - out_cpu[e]) * (out[e] - out_cpu[e]);
+      den += double(out_cpu[e]) * out_cpu[e];
+    }
+    for (size_t e = 0; e < lse.size(); ++e) {
+      if (std::isinf(lse_cpu[e])) {
+        ++empty;
+        EXPECT_TRUE(std::isinf(lse[e]) && lse[e] < 0) << "lse " << e << ": " << lse[e];
+      } else {
+        lse_err = std::max(lse_err, double(std::fabs(lse[e] - lse_cpu[e])));
+      }
+    }
+    EXPECT_LT(std::sqrt(num_cpu / std::max(den, 1e-30)), 2e-6) << "relative difference of out from the CPU";
+    EXPECT_LT(lse_err, 1e-4) << "lse against the CPU";
+    EXPECT_LT(empty, int(lse.size())) << "every query saw no key";
+    cudaFree(dk); cudaFree(dv); cudaFree(dq); cudaFree(dtable); cudaFree(dlens); cudaFree(dstarts); cudaFree(didx);
+    cudaFree(dout); cudaFree(dlse);
+    return;
+  }
   double num = 0, num_cpu = 0, den = 0, lse_err = 0;
   for (size_t e = 0; e < out.size(); ++e) {
     ASSERT_FALSE(std::isnan(out[e])) << "unwritten output at " << e;
@@ -384,6 +420,17 @@ TEST(CudaPaged, CapturedInAGraph) {
   cudaGraphDestroy(graph);
   cudaStreamDestroy(s);
   cudaFree(dk); cudaFree(dv); cudaFree(dq); cudaFree(dtable); cudaFree(dlens); cudaFree(dout);
+}
+
+// Per-KV-head positions over the physical slots: dense and sparse, causal (each sequence's
+// queries counted back from the largest position its slots hold in any head) or not.
+TEST(CudaPaged, HeadKeyPositionsMatchCpu) {
+  NEED_GPU(c);
+  check_paged(c, {SA_DTYPE_BF16, 128, 8, 2, 16, kLens, 1, 0, false, true, false, true}, 71);    // dense causal decode
+  check_paged(c, {SA_DTYPE_BF16, 128, 8, 2, 16, kLens, 3, 0, false, true, false, true}, 72);    // dense, 3 queries each
+  check_paged(c, {SA_DTYPE_BF16, 128, 8, 2, 16, kLens, 1, 300, false, true, false, true}, 73);  // sparse causal
+  check_paged(c, {SA_DTYPE_F16, 64, 8, 4, 16, kLens, 2, 200, true, false, false, true}, 74);    // per query head
+  check_paged(c, {SA_DTYPE_BF16, 128, 8, 2, 1, kLens, 1, 0, false, true, true, true}, 75);      // llama.cpp cells
 }
 
 TEST(CudaPaged, UnsupportedRequestsAreRefused) {
