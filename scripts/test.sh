@@ -89,9 +89,12 @@ t bash scripts/minimal_check.sh
 # Suite heavy (the quality gate, the fitting tool's refusal) is the release tree's alone: code
 # other tests run, on inputs that instrumentation made take 5 of the stage's minutes.
 stage "sanitizers: build-asan/ (build + meson test)"
-# -O1 -g1 (line tables: enough for ASan's stack traces): the same tests, but -O2 -g made the
-# instrumented objects cost 2.4x the CPU to compile (src/select/lsh_selector.cpp: 37 s vs 15 s).
-[ -f build-asan/build.ninja ] || t meson setup build-asan -Doptimization=1 -Ddebug=false \
+# -Og -g1 (line tables: enough for ASan's stack traces): the same tests, but with UBSan's checks
+# the optimiser's passes dominate the compile: -O2 -g cost 2.4x the CPU of -O1
+# (src/select/lsh_selector.cpp: 37 s vs 15 s), and -O1 2.2x that of -Og
+# (src/select/page_selector.cpp: 10.1 s vs 4.8 s; this stage's build 227 s -> 98 s of CPU, its
+# tests 166 s at both levels).
+[ -f build-asan/build.ninja ] || t meson setup build-asan -Doptimization=g -Ddebug=false \
   -Dc_args=-g1 -Dcpp_args=-g1 -Db_sanitize=address,undefined -Db_lundef=false \
   -Dbench=disabled -Dcuda=disabled -Dfuzz=disabled
 t meson compile -C build-asan src/sparseattn

@@ -86,13 +86,11 @@ struct RowExpectation {
   int64_t n_scored = 0;               // how many of `ranked` the selection takes
 };
 
-// Expectation for query i and output head `head` (a KV head, or a query head when
-// per_query_head).
-inline RowExpectation expect_row(const KeyCache &c, const sat::Tensor &queries, const SelectArgs &a, int64_t i,
-                                 int64_t head) {
-  const int64_t n_q = queries.dim(0), h_q = queries.dim(1), D = c.d, N = c.size();
-  const int64_t group = h_q / c.h_kv;
-  const double scale = a.scale != 0 ? a.scale : 1.0 / std::sqrt(double(D));
+// Which slots query i sees and which of those are forced (sinks, window), with no scores and
+// no ranking: all that the shared contract of an approximate selector is checked against. The
+// same for every output head of the query.
+inline RowExpectation expect_visible(const KeyCache &c, const sat::Tensor &queries, const SelectArgs &a, int64_t i) {
+  const int64_t n_q = queries.dim(0), N = c.size();
   RowExpectation e;
   e.position = a.query_positions ? a.query_positions[i] : c.max_pos() - n_q + 1 + i;
   e.visible.assign(size_t(N), 0);
@@ -104,23 +102,38 @@ inline RowExpectation expect_row(const KeyCache &c, const sat::Tensor &queries, 
     e.visible[size_t(s)] = vis;
     e.forced[size_t(s)] = vis && (p < a.sinks || p > e.position - a.window);
   }
+  return e;
+}
+
+// Expectation for query i and output head `head` (a KV head, or a query head when
+// per_query_head).
+inline RowExpectation expect_row(const KeyCache &c, const sat::Tensor &queries, const SelectArgs &a, int64_t i,
+                                 int64_t head) {
+  const int64_t h_q = queries.dim(1), D = c.d, N = c.size();
+  const int64_t group = h_q / c.h_kv;
+  const double scale = a.scale != 0 ? a.scale : 1.0 / std::sqrt(double(D));
+  RowExpectation e = expect_visible(c, queries, a, i);
   int64_t hk = a.per_query_head ? head / group : head;
   int64_t g0 = a.per_query_head ? head : head * group, g1 = a.per_query_head ? head + 1 : (head + 1) * group;
+  // The query head's row read once, not once per key (the reference's cost in long tests).
+  std::vector<double> q_row(static_cast<size_t>(D)), logit(static_cast<size_t>(N)), weight(static_cast<size_t>(N));
   for (int64_t g = g0; g < g1; ++g) {
-    std::vector<double> logit(size_t(N), -std::numeric_limits<double>::infinity());
+    for (int64_t x = 0; x < D; ++x) q_row[size_t(x)] = queries.get({i, g, x});
+    std::fill(logit.begin(), logit.end(), -std::numeric_limits<double>::infinity());
     double m = -std::numeric_limits<double>::infinity();
     for (int64_t s = 0; s < N; ++s) {
       if (!e.visible[size_t(s)]) continue;
+      const double *k = &c.keys[size_t((s * c.h_kv + hk) * D)];
       double dot = 0;
-      for (int64_t x = 0; x < D; ++x) dot += queries.get({i, g, x}) * c.key(s, hk, x);
+      for (int64_t x = 0; x < D; ++x) dot += q_row[size_t(x)] * k[x];
       logit[size_t(s)] = scale * dot;
       m = std::max(m, logit[size_t(s)]);
     }
     double z = 0;
     for (int64_t s = 0; s < N; ++s)
-      if (e.visible[size_t(s)]) z += std::exp(logit[size_t(s)] - m);
+      if (e.visible[size_t(s)]) z += weight[size_t(s)] = std::exp(logit[size_t(s)] - m);
     for (int64_t s = 0; s < N; ++s)
-      if (e.visible[size_t(s)]) e.score[size_t(s)] += std::exp(logit[size_t(s)] - m) / z;
+      if (e.visible[size_t(s)]) e.score[size_t(s)] += weight[size_t(s)] / z;
   }
   double gsize = double(g1 - g0), mass = 0;
   for (int64_t s = 0; s < N; ++s) {
