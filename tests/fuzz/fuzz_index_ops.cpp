@@ -144,11 +144,15 @@ void Scenario::make_index(FuzzIndex &fx, bool is_main) {
     default:
       break;
   }
+  if (is_main && (o.kind == SA_SELECTOR_EXACT || o.kind == SA_SELECTOR_PAGE) && in_.chance(5)) {
+    fx.max_slots = in_.range(2200, kMaxSlotsLarge);
+    w << ", up to " << fx.max_slots << " slots";
+  }
   // The host's K/V cache beside the index.
   std::string kw, vw;
   const sa_dtype host_dt = float_dtype(in_);
-  fx.host_k = random_tensor(in_, rng_, host_dt, {kMaxSlots, o.num_kv_heads, o.head_dim}, 1.0, &kw);
-  fx.host_v = random_tensor(in_, rng_, host_dt, {kMaxSlots, o.num_kv_heads, o.head_dim}, 1.0, &vw);
+  fx.host_k = random_tensor(in_, rng_, host_dt, {fx.max_slots, o.num_kv_heads, o.head_dim}, 1.0, &kw);
+  fx.host_v = random_tensor(in_, rng_, host_dt, {fx.max_slots, o.num_kv_heads, o.head_dim}, 1.0, &vw);
   w << "; host K " << kw << ", V " << vw;
   report_.say(w.str());
   sa_index *raw = nullptr;
@@ -158,9 +162,10 @@ void Scenario::make_index(FuzzIndex &fx, bool is_main) {
 
 void Scenario::grow(FuzzIndex &fx, int64_t ops) {
   for (int64_t n = 0; n < ops; ++n) {
-    switch (in_.pick({0, 0, 0, 0, 1, 1, 2, 3, 4})) {
+    switch (in_.pick({0, 0, 0, 0, 1, 1, 2, 3, 4, 5, 5})) {
       case 0: append(fx); break;
       case 1: update(fx); break;
+      case 5: update_heads(fx); break;
       case 2: truncate(fx); break;
       case 3: clone(fx); break;
       default: {
@@ -172,7 +177,8 @@ void Scenario::grow(FuzzIndex &fx, int64_t ops) {
 }
 
 void Scenario::append(FuzzIndex &fx) {
-  const int64_t n = std::min(in_.skewed(0, 24, 120), kMaxSlots - fx.size());
+  const bool large = fx.max_slots > kMaxSlots && in_.chance(60);
+  const int64_t n = std::min(large ? in_.range(400, 2400) : in_.skewed(0, 24, 120), fx.max_slots - fx.size());
   std::string kw;
   sat::Tensor keys = random_tensor(in_, rng_, float_dtype(in_), {n, fx.h_kv(), fx.d()}, 1.0, &kw);
   const bool null_data = n == 0 && in_.chance(50);  // no element: data may be NULL
@@ -275,6 +281,8 @@ void Scenario::clone(FuzzIndex &fx) {
   twin.opt = fx.opt;
   twin.keys = fx.keys;
   twin.pos = fx.pos;
+  twin.head_pos = fx.head_pos;
+  twin.max_slots = fx.max_slots;
   twin.host_k = fx.host_k;
   twin.host_v = fx.host_v;
   const int mode = int(in_.range(0, 2));
@@ -286,7 +294,8 @@ void Scenario::clone(FuzzIndex &fx) {
   } else if (mode == 2) {
     report_.say("{ the copy:");
     append(twin);
-    update(twin);
+    if (in_.chance(50)) update(twin);
+    else update_heads(twin);
     SelectCase c = make_select_case(twin);
     check_select(twin, c);
     report_.say("} back to the source");
