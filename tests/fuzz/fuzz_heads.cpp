@@ -65,6 +65,11 @@ void Scenario::update_heads(FuzzIndex &fx) {
     return;
   }
   report_.require_ok(s, "sa_index_update_heads");
+  if (fx.owning)
+    report_.require_ok(sa_index_update_heads(fx.owning.get(), null_arrays ? nullptr : slots.data(), n, keys.t(),
+                                             null_arrays ? nullptr : positions.data()),
+                       "sa_index_update_heads (owning twin)");
+  fx.refilled = true;
   fx.mirror_update_heads(slots, n, keys, positions, rng_);
 }
 

@@ -20,6 +20,10 @@ constexpr int64_t kMaxSlotsLarge = 4700;
 
 struct FuzzIndex {
   sat::IndexPtr handle;
+  // A borrow_keys index whose dtype is the host cache's: an owning index (borrow_keys 0) given the
+  // same calls, which must select exactly the same (the header); null otherwise.
+  sat::IndexPtr owning;
+  bool refilled = false;  // an update happened: LSH tables may then differ from the owning twin's
   sa_index_options opt = SA_INDEX_OPTIONS_INIT;
   std::vector<double> keys;  // [slot][H_kv][D], the values passed (exact in the dtype they came in)
   std::vector<int64_t> pos;  // position of each slot (every KV head's until a per-head refill)

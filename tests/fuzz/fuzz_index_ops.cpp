@@ -158,6 +158,14 @@ void Scenario::make_index(FuzzIndex &fx, bool is_main) {
   sa_index *raw = nullptr;
   report_.require_ok(sa_index_create(ctx_.get(), &o, &raw), "sa_index_create");
   fx.handle.reset(raw);
+  fx.owning.reset();
+  if (o.borrow_keys && o.dtype == host_dt) {
+    sa_index_options own = o;
+    own.borrow_keys = 0;
+    report_.require_ok(sa_index_create(ctx_.get(), &own, &raw), "sa_index_create (the owning twin)");
+    fx.owning.reset(raw);
+    report_.say("  (an owning twin of the same dtype gets the same calls)");
+  }
 }
 
 void Scenario::grow(FuzzIndex &fx, int64_t ops) {
@@ -197,6 +205,7 @@ void Scenario::append(FuzzIndex &fx) {
     return;
   }
   report_.require_ok(s, "sa_index_append");
+  if (fx.owning) report_.require_ok(sa_index_append(fx.owning.get(), keys.t()), "sa_index_append (owning twin)");
   fx.mirror_append(keys, rng_);
 }
 
@@ -235,13 +244,18 @@ void Scenario::update(FuzzIndex &fx) {
     return;
   }
   report_.require_ok(s, "sa_index_update");
+  if (fx.owning)
+    report_.require_ok(sa_index_update(fx.owning.get(), n ? slots.data() : nullptr, n, keys.t(),
+                                       given ? positions.data() : nullptr),
+                       "sa_index_update (owning twin)");
+  fx.refilled = true;
   fx.mirror_update(slots, keys, given ? positions.data() : nullptr, rng_);
 }
 
 void Scenario::truncate(FuzzIndex &fx) {
   int64_t position;
   switch (in_.range(0, 3)) {
-    case 0: position = fx.size() ? fx.pos[size_t(in_.range(0, fx.size() - 1))] : 0; break;
+    case 0: position = fx.size() ? fx.pos_of(in_.range(0, fx.h_kv() - 1))[size_t(in_.range(0, fx.size() - 1))] : 0; break;
     case 1: position = in_.range(-2, 3); break;
     default: position = fx.max_pos() + in_.range(-6, 2); break;
   }

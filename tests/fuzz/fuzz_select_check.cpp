@@ -125,6 +125,13 @@ void Scenario::check_select(FuzzIndex &fx, SelectCase &c) {
   report_.require_ok(c.run(fx.ix()), "sa_select");
   report_.require(c.out.only_elements_written(), "sa_select wrote outside indices");
   verify_selection(fx, c, fx.host_k.dtype());
+  if (fx.owning && !(fx.opt.kind == SA_SELECTOR_LSH && fx.refilled)) {
+    SelectCase twin = c;
+    twin.out.poison();
+    report_.require_ok(twin.run(fx.owning.get()), "sa_select (owning twin)");
+    report_.require(twin.out.values() == c.out.values(), "a borrow_keys index selects differently from an owning ",
+                    "index of the same dtype given the same calls");
+  }
 }
 
 // Whether the selection for a query that sees `visible` keys (causally; the most any KV head
