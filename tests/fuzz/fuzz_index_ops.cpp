@@ -170,10 +170,11 @@ void Scenario::make_index(FuzzIndex &fx, bool is_main) {
 
 void Scenario::grow(FuzzIndex &fx, int64_t ops) {
   for (int64_t n = 0; n < ops; ++n) {
-    switch (in_.pick({0, 0, 0, 0, 1, 1, 2, 3, 4, 5, 5})) {
+    switch (in_.pick({0, 0, 0, 0, 1, 1, 2, 3, 4, 5, 5, 6, 6})) {
       case 0: append(fx); break;
       case 1: update(fx); break;
       case 5: update_heads(fx); break;
+      case 6: evict_step(fx); break;
       case 2: truncate(fx); break;
       case 3: clone(fx); break;
       default: {

@@ -122,6 +122,7 @@ class Scenario {
   void append(FuzzIndex &fx);
   void update(FuzzIndex &fx);
   void update_heads(FuzzIndex &fx);  // fuzz_heads.cpp
+  void evict_step(FuzzIndex &fx);    // fuzz_evict.cpp: sa_cache_evict, then the incoming tokens' refill
   void truncate(FuzzIndex &fx);
   void clone(FuzzIndex &fx);
   void expect_same_selection(FuzzIndex &a, FuzzIndex &b, const char *what);
