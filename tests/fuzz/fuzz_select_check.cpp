@@ -134,8 +134,8 @@ void Scenario::check_select(FuzzIndex &fx, SelectCase &c) {
   }
 }
 
-// Whether the selection for a query that sees `visible` keys (causally; the most any KV head
-// sees) must equal the exact top-K. Documented: page with refine rescores the best pages holding
+// Whether the selection for a query that sees `visible` keys (causally, in the list's KV head)
+// must equal the exact top-K. Documented: page with refine rescores the best pages holding
 // top_k + 2048 keys (all of them when the index holds no more), and in a call of 8 or more
 // queries scores a query that sees at most twice that exactly; HNSW scores every key exactly when a query sees at most 2 * max(ef_search, top_k)
 // (12 * when top_k > ef_search: src/select/hnsw_selector.cpp, kWideBeamExactFactor; 32 * in a
@@ -175,11 +175,7 @@ void Scenario::verify_selection(const FuzzIndex &fx, SelectCase &c, sa_dtype hos
       ref::RowExpectation e = ref::expect_row(caches[fx.per_head() ? size_t(hk) : 0], c.q, args, i, h);
       const std::vector<int32_t> row = sat::row_of(c.out, i, h);
       int64_t sees = 0, scored = 0, forced = 0;
-      for (int64_t hh = 0; hh < (fx.per_head() ? fx.h_kv() : 1); ++hh) {
-        int64_t head_sees = 0;
-        for (int64_t p : fx.pos_of(hh)) head_sees += p <= e.position;
-        sees = std::max(sees, head_sees);
-      }
+      for (int64_t p : pos) sees += p <= e.position;  // in this list's KV head
       for (char f : e.forced) forced += f;
       for (int64_t s : e.ranked) scored += sat::contains(row, int32_t(s));
       bool exact = selector_is_exact_here(fx, c, sees);
