@@ -323,7 +323,8 @@ void Scenario::check_attend_paged(PagedCase &pc, const sat::Tensor *physical) {
   for (int64_t l : pc.len) tokens += l;
   const sa_dtype dt = pc.k.dtype();
   const double tol = out.dtype() == SA_DTYPE_F16 ? 2e-3 : out.dtype() == SA_DTYPE_BF16 ? 1.6e-2 : dt == SA_DTYPE_F32 ? 2e-5 : 1e-4;
-  report_.require(sat::close_rel(out.values(), want_out, tol), "sa_attend_paged out");
+  // Averages of unit-scale values: an output that cancels to near 0 keeps an absolute floor.
+  report_.require(sat::close_rel(out.values(), want_out, tol, 0.05 * tol), "sa_attend_paged out");
   if (has_lse) {
     const std::vector<double> got = lse.values();
     for (size_t j = 0; j < got.size(); ++j) {

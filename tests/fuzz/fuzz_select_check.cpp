@@ -6,6 +6,7 @@
 // index holds fewer than top_k + 2048 keys; HNSW when a query sees few enough keys).
 #include <algorithm>
 #include <cmath>
+#include <thread>
 
 #include "fuzz_layout.hpp"
 #include "fuzz_scenario.hpp"
@@ -121,9 +122,32 @@ SelectCase Scenario::make_select_case(const FuzzIndex &fx) {
 }
 
 void Scenario::check_select(FuzzIndex &fx, SelectCase &c) {
-  report_.say("select on ", fx.size(), " slots: ", c.words);
-  report_.require_ok(c.run(fx.ix()), "sa_select");
+  // Sometimes the same selection runs on two host threads at once, beside a clone of the index
+  // (both only read it; the header allows it): under TSan, races on the index's shared state.
+  const bool concurrent = in_.chance(10);
+  report_.say("select on ", fx.size(), " slots", concurrent ? " (also on two threads at once, beside a clone)" : "",
+              ": ", c.words);
+  SelectCase a = c, b = c;
+  std::vector<sa_status> side(3, SA_OK);
+  std::vector<std::thread> threads;
+  sa_index *copy = nullptr;
+  if (concurrent) {
+    threads.emplace_back([&] { side[0] = a.run(fx.ix()); });
+    threads.emplace_back([&] { side[1] = b.run(fx.ix()); });
+    threads.emplace_back([&] { side[2] = sa_index_clone(fx.ix(), &copy); });
+  }
+  const sa_status s = c.run(fx.ix());
+  for (std::thread &t : threads) t.join();
+  sat::IndexPtr clone(copy);
+  report_.require_ok(s, "sa_select");
   report_.require(c.out.only_elements_written(), "sa_select wrote outside indices");
+  if (concurrent) {
+    report_.require(side[0] == SA_OK && side[1] == SA_OK, "concurrent sa_select failed");
+    report_.require(side[2] == (fx.borrows() ? SA_ERR_UNSUPPORTED : SA_OK), "concurrent sa_index_clone returned ",
+                    sa_status_name(side[2]));
+    report_.require(a.out.values() == c.out.values() && b.out.values() == c.out.values(),
+                    "selections made at once on two threads differ");
+  }
   verify_selection(fx, c, fx.host_k.dtype());
   if (fx.owning && !(fx.opt.kind == SA_SELECTOR_LSH && fx.refilled)) {
     SelectCase twin = c;
