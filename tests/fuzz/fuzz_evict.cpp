@@ -248,3 +248,78 @@ void Scenario::evict_step(FuzzIndex &fx) {
 }
 
 }  // namespace apifuzz
+
+namespace apifuzz {
+
+// sa_cache_evict with one thing broken; nothing may be written (freed, n_freed).
+void Scenario::bad_evict(const FuzzIndex &fx) {
+  const int64_t H = fx.h_kv(), n = fx.size();
+  const bool per_head = in_.chance(50);
+  const int64_t sets = per_head ? H : 1, cap = n + 2;
+  sat::Tensor sc(SA_DTYPE_F32, per_head ? std::vector<int64_t>{H, n} : std::vector<int64_t>{n});
+  sat::Tensor ps(SA_DTYPE_I64, per_head ? std::vector<int64_t>{H, n} : std::vector<int64_t>{n});
+  for (int64_t j = 0; j < sets * n; ++j) {
+    static_cast<float *>(sc.data())[j] = float(in_.range(0, 16)) / 4.f;
+    static_cast<int64_t *>(ps.data())[j] = fx.pos_of(per_head ? j / std::max<int64_t>(n, 1) : 0)[size_t(j % std::max<int64_t>(n, 1))];
+  }
+  sat::Tensor freed = poisoned_output(in_, SA_DTYPE_I32, per_head ? std::vector<int64_t>{H, cap} : std::vector<int64_t>{cap}, nullptr);
+  std::vector<int64_t> n_freed(size_t(sets), -7);
+  sa_evict_options o = SA_EVICT_OPTIONS_INIT;
+  o.budget = 4 + 64 + 1 + in_.range(0, 8);
+  o.per_head = per_head;
+  sa_context *ctx = ctx_.get();
+  std::vector<Mutation> m;
+  auto add = [&](std::string name, std::vector<sa_status> want, std::function<void()> change) {
+    m.push_back({std::move(name), std::move(want), [=, &o, &sc, &ps, &freed, &n_freed]() {
+                   change();
+                   return sa_cache_evict(ctx, &o, sc.t(), ps.t(), freed.t(), n_freed.data());
+                 }});
+  };
+  m.push_back({"ctx NULL", {SA_ERR_NULL_POINTER}, [&] { return sa_cache_evict(nullptr, &o, sc.t(), ps.t(), freed.t(), n_freed.data()); }});
+  m.push_back({"opt NULL", {SA_ERR_NULL_POINTER}, [&] { return sa_cache_evict(ctx, nullptr, sc.t(), ps.t(), freed.t(), n_freed.data()); }});
+  m.push_back({"scores NULL", {SA_ERR_NULL_POINTER}, [&] { return sa_cache_evict(ctx, &o, nullptr, ps.t(), freed.t(), n_freed.data()); }});
+  m.push_back({"positions NULL", {SA_ERR_NULL_POINTER}, [&] { return sa_cache_evict(ctx, &o, sc.t(), nullptr, freed.t(), n_freed.data()); }});
+  m.push_back({"freed NULL", {SA_ERR_NULL_POINTER}, [&] { return sa_cache_evict(ctx, &o, sc.t(), ps.t(), nullptr, n_freed.data()); }});
+  m.push_back({"n_freed NULL", {SA_ERR_NULL_POINTER}, [&] { return sa_cache_evict(ctx, &o, sc.t(), ps.t(), freed.t(), nullptr); }});
+  add("budget 0 (unset)", {SA_ERR_INVALID_ARGUMENT}, [&] { o.budget = 0; });
+  add("budget below sinks + window + incoming", {SA_ERR_INVALID_ARGUMENT}, [&] { o.budget = 4 + 64; });
+  add("incoming -1", {SA_ERR_INVALID_ARGUMENT}, [&] { o.incoming = -1; });
+  add("incoming INT64_MAX", {SA_ERR_INVALID_ARGUMENT}, [&] { o.incoming = INT64_MAX; });
+  add("mass_decay NaN", {SA_ERR_INVALID_ARGUMENT}, [&] { o.mass_decay = NAN; });
+  add("recent_share 1.5", {SA_ERR_INVALID_ARGUMENT}, [&] { o.recent_share = 1.5f; });
+  add("score_pool -1", {SA_ERR_INVALID_ARGUMENT}, [&] { o.score_pool = -1; });
+  add("sinks -1", {SA_ERR_INVALID_ARGUMENT}, [&] { o.sinks = -1; });
+  add("struct_size 0", {SA_ERR_STRUCT_SIZE}, [&] { o.struct_size = 0; });
+  add("scores dtype f16", {SA_ERR_DTYPE}, [&] { sc.t()->dtype = SA_DTYPE_F16; });
+  add("positions dtype i32", {SA_ERR_DTYPE}, [&] { ps.t()->dtype = SA_DTYPE_I32; });
+  add("freed dtype i64", {SA_ERR_DTYPE}, [&] { freed.t()->dtype = SA_DTYPE_I64; });
+  add("scores one slot more than positions", {SA_ERR_SHAPE}, [&] { sc.t()->shape[sc.t()->rank - 1] += 1; });
+  if (n >= 1) {
+    const int64_t j = in_.range(0, sets * n - 1);
+    const int64_t bad = in_.pick({int64_t(-2), INT64_MIN, SA_MAX_POSITION + 1});
+    add("positions[" + std::to_string(j) + "] = " + std::to_string(bad), {SA_ERR_INVALID_ARGUMENT},
+        [&, j, bad] { static_cast<int64_t *>(ps.data())[j] = bad; });
+    add("scores[" + std::to_string(j) + "] NaN", {SA_ERR_INVALID_ARGUMENT}, [&, j] { static_cast<float *>(sc.data())[j] = NAN; });
+  }
+  if (per_head) {
+    add("freed heads + 1", {SA_ERR_SHAPE}, [&] { freed.t()->shape[0] += 1; });
+    if (H > 1 && cap > 1)
+      add("freed rows overlap (stride[0] = 0)", {SA_ERR_SHAPE}, [&] {
+        freed.t()->strides[0] = 0;
+        freed.t()->strides[1] = 1;
+      });
+    add("positions rank 1 with per_head", {SA_ERR_SHAPE}, [&] { ps.t()->rank = 1; });
+    add("scores heads + 1", {SA_ERR_SHAPE}, [&] { sc.t()->shape[0] += 1; });
+  } else {
+    add("freed rank 2 without per_head", {SA_ERR_SHAPE}, [&] {
+      freed.t()->rank = 2;
+      freed.t()->shape[1] = 1;
+    });
+  }
+  report_.say("cache_evict ", per_head ? "per KV head" : "one set", " over ", n, " slots");
+  expect_refused(m, {&freed}, "sa_cache_evict");
+  report_.require(std::all_of(n_freed.begin(), n_freed.end(), [](int64_t v) { return v == -7; }),
+                  "a refused sa_cache_evict wrote n_freed");
+}
+
+}  // namespace apifuzz

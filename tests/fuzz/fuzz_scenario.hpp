@@ -152,6 +152,7 @@ class Scenario {
   void bad_update(FuzzIndex &fx);
   void bad_update_heads(FuzzIndex &fx);  // fuzz_heads.cpp
   void bad_head_attend(const FuzzIndex &fx);  // fuzz_heads.cpp
+  void bad_evict(const FuzzIndex &fx);        // fuzz_evict.cpp
   void bad_truncate_or_clone(FuzzIndex &fx);
   void bad_attend_paged(PagedCase pc);  // a copy: mutations change its tensors
   void bad_select_batch(const std::vector<FuzzIndex *> &seqs, PagedCase pc);
