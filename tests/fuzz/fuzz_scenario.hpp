@@ -1,7 +1,8 @@
 // One API round-trip scenario decoded from a byte string: a context, an index of a random kind
-// grown by appends, updates, truncations and clones, then selections, attention (plain and
-// paged, batched selection) checked against the double-precision references, and bad inputs
-// checked for a status, a message and untouched outputs. The steps live in the fuzz_*.cpp
+// grown by appends, updates, per-KV-head refills, evictions (sa_cache_evict, then the refill of
+// the freed slots), truncations and clones, then selections, attention (plain and paged, with
+// per-head positions, batched selection) checked against the double-precision and brute-force
+// references, and bad inputs checked for a status, a message and untouched outputs. The steps live in the fuzz_*.cpp
 // files named after them; api_fuzz.cpp runs them in order.
 #pragma once
 
