@@ -166,8 +166,8 @@ void Scenario::evict_step(FuzzIndex &fx) {
   sat::Tensor freed = poisoned_output(in_, SA_DTYPE_I32, per_head ? std::vector<int64_t>{H, cap} : std::vector<int64_t>{cap}, &fw);
   sat::Tensor sc(SA_DTYPE_F32, rows > 1 || per_head ? std::vector<int64_t>{sets * rows, n} : std::vector<int64_t>{n});
   sat::Tensor ps(SA_DTYPE_I64, per_head ? std::vector<int64_t>{H, n} : std::vector<int64_t>{n});
-  std::memcpy(sc.data(), scores.data(), scores.size() * sizeof(float));
-  std::memcpy(ps.data(), pos.data(), pos.size() * sizeof(int64_t));
+  if (!scores.empty()) std::memcpy(sc.data(), scores.data(), scores.size() * sizeof(float));  // no slot: no data
+  if (!pos.empty()) std::memcpy(ps.data(), pos.data(), pos.size() * sizeof(int64_t));
   std::vector<int64_t> n_freed(size_t(sets) + 2, -7);  // a guard past the heads' counts
   sat::Tensor probe(SA_DTYPE_I32, {1});
   probe.poison();
