@@ -69,17 +69,7 @@ void select_by_blocks(const sa_context &ctx, const KeyStore &keys, const SelectR
   });
 }
 
-VisibleCounts::VisibleCounts(const KeyStore &keys, const SelectRequest &req) : keys_(keys), req_(req) {
-  const int64_t max_pos = keys.max_position();
-  if (std::any_of(req.positions.begin(), req.positions.end(), [&](int64_t p) { return p < max_pos; })) {
-    sorted_.resize(keys.per_head() ? size_t(keys.heads()) : 1);
-    for (size_t h = 0; h < sorted_.size(); ++h) {
-      const int64_t *pos = keys.positions(int64_t(h));
-      sorted_[h].assign(pos, pos + keys.size());
-      std::sort(sorted_[h].begin(), sorted_[h].end());
-    }
-  }
-}
+VisibleCounts::VisibleCounts(const KeyStore &keys, const SelectRequest &req) : keys_(keys), req_(req) {}
 
 int64_t VisibleCounts::operator()(int64_t i) const {
   const int64_t p = req_.positions[size_t(i)], N = keys_.size();
@@ -96,8 +86,10 @@ int64_t VisibleCounts::operator()(int64_t i) const {
     return fewest;
   }
   if (p >= keys_.max_position()) return N;
-  for (const std::vector<int64_t> &s : sorted_)
-    fewest = std::min(fewest, int64_t(std::upper_bound(s.begin(), s.end(), p) - s.begin()));
+  for (int64_t h = 0; h < heads; ++h) {
+    const int64_t *sorted = keys_.sorted_positions(h);
+    fewest = std::min(fewest, int64_t(std::upper_bound(sorted, sorted + N, p) - sorted));
+  }
   return fewest;
 }
 
