@@ -486,6 +486,51 @@ INSTANTIATE_TEST_SUITE_P(
                       IndexCase{"PageNoRefine", SA_SELECTOR_PAGE, false, false}),
     [](const ::testing::TestParamInfo<IndexCase> &info) { return std::string(info.param.name); });
 
+// Page prefill with refine scores a query exactly when it sees at most 2 x (top_k + 2048) keys.
+// With per-head positions a query sees a different number of keys in each KV head: here head 1's
+// first 300 slots hold later tokens, so the queries see 6200 - 300 keys there (under the 6096 of
+// top_k 1000) and all 6200 in head 0. Head 1's lists must still be the exact selection.
+TEST(HeadIndex, PagePrefillScoresExactlyWhereAHeadSeesFewKeys) {
+  auto ctx = sat::make_context(1);
+  Rng rng(57);
+  const int64_t N = 6200, n = 300, n_q = 8;
+  const int32_t top_k = 1000;
+  sa_index_options io = SA_INDEX_OPTIONS_INIT;
+  io.num_kv_heads = int32_t(kHkv), io.head_dim = int32_t(kD), io.dtype = SA_DTYPE_F32;
+  sat::IndexPtr exact, page;
+  for (sa_selector_kind kind : {SA_SELECTOR_EXACT, SA_SELECTOR_PAGE}) {
+    io.kind = kind;
+    sa_index *raw = nullptr;
+    ASSERT_SA_OK(sa_index_create(ctx.get(), &io, &raw));
+    (kind == SA_SELECTOR_EXACT ? exact : page).reset(raw);
+  }
+  Tensor k0 = sat::random_tensor(rng, SA_DTYPE_F32, {N, kHkv, kD});
+  Tensor kn(SA_DTYPE_F32, {n, kHkv, kD});
+  std::vector<int32_t> slots(size_t(kHkv * n));
+  std::vector<int64_t> positions(size_t(kHkv * n));
+  for (int64_t h = 0; h < kHkv; ++h)
+    for (int64_t i = 0; i < n; ++i) {
+      slots[size_t(h * n + i)] = int32_t(i);
+      positions[size_t(h * n + i)] = h == 0 ? i : N + i;  // head 0 keeps its tokens, head 1 gets later ones
+      for (int64_t x = 0; x < kD; ++x) kn.set({i, h, x}, k0.get({i, h, x}));
+    }
+  for (sa_index *ix : {exact.get(), page.get()}) {
+    ASSERT_SA_OK(sa_index_append(ix, k0.t()));
+    ASSERT_SA_OK(sa_index_update_heads(ix, slots.data(), n, kn.t(), positions.data()));
+  }
+  std::vector<int64_t> qpos(static_cast<size_t>(n_q));
+  for (int64_t i = 0; i < n_q; ++i) qpos[size_t(i)] = N - n_q + i;  // head 0: > 6096 keys, head 1: < 6096
+  Tensor q = sat::random_tensor(rng, SA_DTYPE_F32, {n_q, kHq, kD});
+  sa_select_options so = sat::select_options(top_k, 0, 0);
+  so.query_positions = qpos.data();
+  Tensor want(SA_DTYPE_I32, {n_q, kHkv, top_k}), got(SA_DTYPE_I32, {n_q, kHkv, top_k});
+  ASSERT_SA_OK(sa_select(exact.get(), q.t(), &so, want.t()));
+  ASSERT_SA_OK(sa_select(page.get(), q.t(), &so, got.t()));
+  for (int64_t i = 0; i < n_q; ++i)
+    EXPECT_EQ(sat::row_of(got, i, 1), sat::row_of(want, i, 1)) << "query " << i << ", KV head 1 (sees "
+                                                                 << qpos[size_t(i)] + 1 - n << " keys)";
+}
+
 TEST(HeadIndex, BadUpdatesAreRefusedAndLeaveTheIndex) {
   auto ctx = sat::make_context(1);
   Rng rng(32);

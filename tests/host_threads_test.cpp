@@ -4,7 +4,10 @@
 // buffer), on one shared context and index set or on per-thread ones, with contexts of 1 and
 // 2 threads. Every output must equal, bit for bit, a serial run on the main thread. Fixed-budget
 // eviction loops (sa_cache_evict, one set of tokens and per KV head, pooled scores or not, with
-// sa_attend's slot_mass) likewise. Also the limit on a context's thread count.
+// sa_attend's slot_mass) likewise; and the calls of per-KV-head eviction (indexes refilled with
+// sa_index_update_heads, their clones, sa_attend with head_key_positions), a borrow_keys index,
+// sa_select_batch and sa_attend_paged over a paged cache. Also the limit on a context's thread
+// count.
 #include <gtest/gtest.h>
 #include <omp.h>
 
@@ -382,6 +385,226 @@ TEST_P(HostCalls, EvictionLoopsMatchASerialRunBitForBit) {
   for (int t = 0; t < kHostThreads; ++t) {
     EXPECT_EQ(team[size_t(t)], kHostThreads) << "the host region must really be parallel";
     EXPECT_EQ(failures[size_t(t)], "") << "host thread " << t;
+  }
+}
+
+// Per-KV-head eviction's index state, borrowed keys and the batched calls over a paged cache,
+// from host threads: the host's cache after one step of per-head refills (each KV head's own
+// slots and positions), the indexes that learned it through sa_index_update_heads (exact, page,
+// page with borrow_keys), and a batch of two sequences in a paged cache (that cache, then the
+// first kShortN keys) with per-head positions for every physical slot.
+constexpr int64_t kRefill = 8, kShortN = 200, kPage = 16;
+constexpr int64_t kPages0 = kIndexN / kPage, kPages1 = (kShortN + kPage - 1) / kPage, kPages = kPages0 + kPages1 + 1;
+constexpr int64_t kSlots = kPages * kPage;
+
+struct HeadInputs {
+  std::vector<int32_t> slots;      // [kHkv][kRefill]: head h's refilled slots
+  std::vector<int64_t> positions;  // [kHkv][kRefill]: the positions they now hold
+  Tensor refill;                   // [kRefill, kHkv, kD]: the keys refilled (row i: slot i of each head)
+  Tensor cache_k, cache_v;         // [kIndexN, kHkv, kD] after the refill
+  std::vector<int64_t> head_pos;   // [kHkv][kIndexN]
+  Tensor pages_k, pages_v;         // [kPages, kPage, kHkv, kD]: sequence 0's pages backwards, then 1's
+  Tensor table, lens, starts;      // I32 [2, kPages0], I64 [2], I32 [3]
+  std::vector<int64_t> slot_pos;   // [kHkv][kSlots]; -1 in the spare page
+  Tensor batch_q;                  // [9, kHq, kD]: 8 queries of sequence 0, then 1 of sequence 1
+};
+
+HeadInputs make_head_inputs(const Inputs &in) {
+  HeadInputs h;
+  Rng rng(4711);
+  h.refill = sat::random_tensor(rng, SA_DTYPE_F16, {kRefill, kHkv, kD});
+  h.cache_k = Tensor(SA_DTYPE_F16, {kIndexN, kHkv, kD});
+  h.cache_v = Tensor(SA_DTYPE_F16, {kIndexN, kHkv, kD});
+  for (int64_t t = 0; t < kIndexN; ++t)
+    for (int64_t hk = 0; hk < kHkv; ++hk)
+      for (int64_t x = 0; x < kD; ++x) {
+        h.cache_k.set({t, hk, x}, in.keys.get({t, hk, x}));
+        h.cache_v.set({t, hk, x}, in.values.get({t, hk, x}));
+      }
+  h.head_pos.resize(size_t(kHkv * kIndexN));
+  for (int64_t hk = 0; hk < kHkv; ++hk)
+    for (int64_t t = 0; t < kIndexN; ++t) h.head_pos[size_t(hk * kIndexN + t)] = t;
+  for (int64_t hk = 0; hk < kHkv; ++hk)
+    for (int64_t i = 0; i < kRefill; ++i) {
+      const int32_t slot = int32_t((i * 37 + hk * 11 + 5) % kIndexN);  // distinct within a head
+      const int64_t pos = kIndexN + i * kHkv + hk;                     // another token per head
+      h.slots.push_back(slot);
+      h.positions.push_back(pos);
+      h.head_pos[size_t(hk * kIndexN + slot)] = pos;
+      for (int64_t x = 0; x < kD; ++x) {
+        h.cache_k.set({slot, hk, x}, h.refill.get({i, hk, x}));
+        h.cache_v.set({slot, hk, x}, rng.normal());
+      }
+    }
+  // Token t of sequence 0 in page kPages0 - 1 - t / kPage; of sequence 1 in page kPages0 + t / kPage.
+  h.pages_k = Tensor(SA_DTYPE_F16, {kPages, kPage, kHkv, kD});
+  h.pages_v = Tensor(SA_DTYPE_F16, {kPages, kPage, kHkv, kD});
+  h.slot_pos.assign(size_t(kHkv * kSlots), -1);
+  h.table = Tensor(SA_DTYPE_I32, {2, kPages0});
+  for (int64_t j = 0; j < kPages0; ++j) {
+    h.table.set({0, j}, double(kPages0 - 1 - j));
+    h.table.set({1, j}, j < kPages1 ? double(kPages0 + j) : -7.0);  // past its length: never read
+  }
+  for (int64_t b = 0; b < 2; ++b)
+    for (int64_t t = 0; t < (b ? kShortN : kIndexN); ++t) {
+      const int64_t page = b ? kPages0 + t / kPage : kPages0 - 1 - t / kPage, off = t % kPage;
+      for (int64_t hk = 0; hk < kHkv; ++hk) {
+        h.slot_pos[size_t(hk * kSlots + page * kPage + off)] = b ? t : h.head_pos[size_t(hk * kIndexN + t)];
+        for (int64_t x = 0; x < kD; ++x) {
+          h.pages_k.set({page, off, hk, x}, b ? in.keys.get({t, hk, x}) : h.cache_k.get({t, hk, x}));
+          h.pages_v.set({page, off, hk, x}, b ? in.values.get({t, hk, x}) : h.cache_v.get({t, hk, x}));
+        }
+      }
+    }
+  h.lens = sat::tensor_of(SA_DTYPE_I64, {2}, {double(kIndexN), double(kShortN)});
+  h.starts = sat::tensor_of(SA_DTYPE_I32, {3}, {0, 8, 9});
+  h.batch_q = Tensor(SA_DTYPE_F32, {9, kHq, kD});
+  for (int64_t i = 0; i < 9; ++i)
+    for (int64_t g = 0; g < kHq; ++g)
+      for (int64_t x = 0; x < kD; ++x)
+        h.batch_q.set({i, g, x}, i < 8 ? in.queries[1].get({i, g, x}) : in.queries[0].get({0, g, x}));
+  return h;
+}
+
+// The indexes of one run: exact, page and borrowing page, refilled per head; and the page index
+// of the batch's second sequence.
+struct HeadIndexes {
+  sat::ContextPtr ctx;
+  std::vector<sat::IndexPtr> per_head;  // exact, page, page with borrow_keys
+  sat::IndexPtr second;
+};
+
+HeadIndexes build_heads(int32_t threads, const Inputs &in, const HeadInputs &h, Outcome &o) {
+  HeadIndexes r;
+  r.ctx = sat::make_context(threads);
+  if (!r.ctx) {
+    o.failures.push_back("context");
+    return r;
+  }
+  Tensor first = in.keys;
+  first.t()->shape[0] = kIndexN;
+  for (int v = 0; v < 3; ++v) {
+    sa_index_options opt = options_for(v == 0 ? SA_SELECTOR_EXACT : SA_SELECTOR_PAGE, in);
+    opt.page.page_size = 16;
+    opt.borrow_keys = v == 2;
+    sa_index *raw = nullptr;
+    sa_status s = sa_index_create(r.ctx.get(), &opt, &raw);
+    if (s == SA_OK) r.per_head.emplace_back(raw);
+    if (s == SA_OK && (s = sa_index_append(raw, first.t())) == SA_OK)
+      s = sa_index_update_heads(raw, h.slots.data(), kRefill, h.refill.t(), h.positions.data());
+    if (s != SA_OK) o.fail("per-head index " + std::to_string(v), s);
+  }
+  sa_index_options opt = options_for(SA_SELECTOR_PAGE, in);
+  sa_index *raw = nullptr;
+  sa_status s = sa_index_create(r.ctx.get(), &opt, &raw);
+  if (s == SA_OK) r.second.reset(raw);
+  Tensor short_keys = in.keys;
+  short_keys.t()->shape[0] = kShortN;
+  if (s != SA_OK || (s = sa_index_append(raw, short_keys.t())) != SA_OK) o.fail("second sequence's index", s);
+  return r;
+}
+
+// Every call, in a fixed order, into buffers of this run.
+void run_heads(const HeadIndexes &ix, const Inputs &in, const HeadInputs &h, Outcome &o) {
+  if (!ix.ctx || ix.per_head.size() != 3 || !ix.second) return o.failures.push_back("no context or indexes");
+  sa_context *ctx = ix.ctx.get();
+  sa_select_options so = select_options();
+  so.keys = h.cache_k.t();  // read by the borrowing index only
+  std::vector<Tensor> exact_lists;
+  for (size_t v = 0; v < ix.per_head.size(); ++v)
+    for (size_t b = 0; b < in.queries.size(); ++b) {
+      Tensor out(SA_DTYPE_I32, {in.queries[b].dim(0), kHkv, kWidth});
+      o.record("per-head select " + std::to_string(v) + " batch " + std::to_string(b),
+               sa_select(ix.per_head[v].get(), in.queries[b].t(), &so, out.t()), {&out});
+      if (v == 0) exact_lists.push_back(out);
+    }
+  for (size_t v = 0; v < 2; ++v) {  // clones of the shared index, made while others select on it
+    sa_index *copy = nullptr;
+    sa_status s = sa_index_clone(ix.per_head[v].get(), &copy);
+    sat::IndexPtr owned(s == SA_OK ? copy : nullptr);
+    Tensor out(SA_DTYPE_I32, {in.queries[1].dim(0), kHkv, kWidth});
+    if (s == SA_OK) s = sa_select(copy, in.queries[1].t(), &so, out.t());
+    o.record("select on a clone of per-head index " + std::to_string(v), s, {&out});
+  }
+  for (size_t b = 0; b < in.queries.size(); ++b)
+    for (int sparse = 0; sparse < 2; ++sparse) {
+      const int64_t n_q = in.queries[b].dim(0);
+      Tensor out(SA_DTYPE_F32, {n_q, kHq, kD}), lse(SA_DTYPE_F32, {n_q, kHq});
+      Tensor mass = sat::tensor_of(SA_DTYPE_F32, {kHkv, kIndexN}, std::vector<double>(size_t(kHkv * kIndexN), 1.0));
+      sa_attend_options ao = SA_ATTEND_OPTIONS_INIT;
+      ao.causal = 1;
+      ao.head_key_positions = h.head_pos.data();
+      ao.slot_mass = mass.t();
+      ao.mass_decay = 0.5f;
+      const sa_tensor *lists = sparse && b < exact_lists.size() ? exact_lists[b].t() : nullptr;
+      o.record(std::string(sparse ? "sparse" : "dense") + " attend, head positions, batch " + std::to_string(b),
+               sa_attend(ctx, in.queries[b].t(), h.cache_k.t(), h.cache_v.t(), lists, &ao, out.t(), lse.t()),
+               {&out, &lse, &mass});
+    }
+  sa_paged_kv kv = SA_PAGED_KV_INIT;
+  kv.k = *h.pages_k.t();
+  kv.v = *h.pages_v.t();
+  kv.page_table = *h.table.t();
+  kv.seq_lens = *h.lens.t();
+  sa_index *const batch[2] = {ix.per_head[2].get(), ix.second.get()};  // the borrowing one reads kv->k
+  Tensor physical(SA_DTYPE_I32, {9, kHkv, kWidth});
+  sa_select_options bo = select_options();
+  o.record("select_batch", sa_select_batch(batch, 2, h.batch_q.t(), h.starts.t(), &bo, &kv, physical.t()), {&physical});
+  for (int sparse = 0; sparse < 2; ++sparse) {
+    Tensor out(SA_DTYPE_F32, {9, kHq, kD}), lse(SA_DTYPE_F32, {9, kHq});
+    Tensor mass = sat::tensor_of(SA_DTYPE_F32, {kHkv, kSlots}, std::vector<double>(size_t(kHkv * kSlots), 1.0));
+    sa_attend_options ao = SA_ATTEND_OPTIONS_INIT;
+    ao.causal = 1;
+    ao.head_key_positions = h.slot_pos.data();
+    ao.slot_mass = mass.t();
+    o.record(std::string(sparse ? "sparse" : "dense") + " attend_paged, head positions",
+             sa_attend_paged(ctx, h.batch_q.t(), h.starts.t(), &kv, sparse ? physical.t() : nullptr, &ao, out.t(),
+                             lse.t()),
+             {&out, &lse, &mass});
+  }
+}
+
+// The per-head, borrowing and paged batch calls on every host thread at once (shared handles or
+// one set per thread, built inside the host's threads then) give exactly the serial run's bytes.
+TEST_P(HostCalls, PerHeadAndPagedCallsMatchASerialRunBitForBit) {
+  const Case c = GetParam();
+  const Inputs in = make_inputs();
+  const HeadInputs h = make_head_inputs(in);
+  Outcome serial;
+  {
+    HeadIndexes ref = build_heads(1, in, h, serial);
+    run_heads(ref, in, h, serial);
+  }
+  ASSERT_TRUE(serial.failures.empty()) << serial.failures.front();
+  ASSERT_EQ(serial.labels.size(), 3u * 2u + 2u + 2u * 2u + 1u + 2u);
+  Outcome shared_setup;
+  HeadIndexes shared;
+  if (c.shared) {
+    shared = build_heads(c.threads, in, h, shared_setup);
+    ASSERT_TRUE(shared_setup.failures.empty()) << shared_setup.failures.front();
+  }
+  std::vector<Outcome> got(kHostThreads);
+  std::vector<int> team;
+  on_host_threads(c.host, [&](int t) {
+    Outcome &o = got[size_t(t)];
+    HeadIndexes own;
+    if (!c.shared) own = build_heads(c.threads, in, h, o);
+    for (int rep = 0; rep < 2; ++rep) {
+      Outcome round;
+      run_heads(c.shared ? shared : own, in, h, round);
+      if (rep == 0) o.labels = round.labels, o.bytes = round.bytes;
+      else if (round.bytes != o.bytes) o.failures.push_back("the second round differs from the first");
+      o.failures.insert(o.failures.end(), round.failures.begin(), round.failures.end());
+    }
+  }, team);
+  for (int t = 0; t < kHostThreads; ++t) {
+    SCOPED_TRACE(testing::Message() << "host thread " << t);
+    EXPECT_EQ(team[size_t(t)], kHostThreads) << "the host region must really be parallel";
+    const Outcome &o = got[size_t(t)];
+    for (const std::string &f : o.failures) ADD_FAILURE() << f;
+    if (!o.failures.empty()) continue;
+    ASSERT_EQ(o.labels, serial.labels);
+    for (size_t k = 0; k < o.bytes.size(); ++k) EXPECT_TRUE(o.bytes[k] == serial.bytes[k]) << o.labels[k];
   }
 }
 

@@ -11,9 +11,11 @@ namespace sa {
 // Element types of 16-bit K/V rows, so kernels can overload on the format.
 struct F16 { uint16_t bits; };
 struct BF16 { uint16_t bits; };
-template <class T> constexpr sa_dtype kDtypeOf = SA_DTYPE_F32;
-template <> constexpr sa_dtype kDtypeOf<F16> = SA_DTYPE_F16;
-template <> constexpr sa_dtype kDtypeOf<BF16> = SA_DTYPE_BF16;
+// inline: an explicit specialization is a variable of its own, defined in every file that
+// includes this; clang (the TSan and libFuzzer builds) gives each a strong symbol otherwise.
+template <class T> inline constexpr sa_dtype kDtypeOf = SA_DTYPE_F32;
+template <> inline constexpr sa_dtype kDtypeOf<F16> = SA_DTYPE_F16;
+template <> inline constexpr sa_dtype kDtypeOf<BF16> = SA_DTYPE_BF16;
 
 // Most query heads one kernel call handles; larger GQA groups are split by the caller.
 constexpr int kMaxGroup = 16;

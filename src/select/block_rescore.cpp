@@ -69,25 +69,28 @@ void select_by_blocks(const sa_context &ctx, const KeyStore &keys, const SelectR
   });
 }
 
-VisibleCounts::VisibleCounts(const KeyStore &keys, const SelectRequest &req) : keys_(keys), req_(req) {
-  const int64_t max_pos = keys.max_position(), *pos = keys.positions();
-  if (std::any_of(req.positions.begin(), req.positions.end(), [&](int64_t p) { return p < max_pos; })) {
-    sorted_.assign(pos, pos + keys.size());
-    std::sort(sorted_.begin(), sorted_.end());
-  }
-}
+VisibleCounts::VisibleCounts(const KeyStore &keys, const SelectRequest &req) : keys_(keys), req_(req) {}
 
 int64_t VisibleCounts::operator()(int64_t i) const {
   const int64_t p = req_.positions[size_t(i)], N = keys_.size();
+  const int64_t heads = keys_.per_head() ? keys_.heads() : 1;
+  int64_t fewest = N;
   if (req_.query_segments) {  // segments: count exactly
     const QueryVisibility vis = query_visibility(req_, i);
-    const int64_t *pos = keys_.positions();
-    int64_t c = 0;
-    for (int64_t j = 0; j < N; ++j) c += vis(int32_t(j), pos[j]);
-    return c;
+    for (int64_t h = 0; h < heads; ++h) {
+      const int64_t *pos = keys_.positions(h);
+      int64_t c = 0;
+      for (int64_t j = 0; j < N; ++j) c += vis(int32_t(j), pos[j]);
+      fewest = std::min(fewest, c);
+    }
+    return fewest;
   }
   if (p >= keys_.max_position()) return N;
-  return int64_t(std::upper_bound(sorted_.begin(), sorted_.end(), p) - sorted_.begin());
+  for (int64_t h = 0; h < heads; ++h) {
+    const int64_t *sorted = keys_.sorted_positions(h);
+    fewest = std::min(fewest, int64_t(std::upper_bound(sorted, sorted + N, p) - sorted));
+  }
+  return fewest;
 }
 
 bool VisibleCounts::select_exactly_if_all_within(const sa_context &ctx, int64_t limit) const {

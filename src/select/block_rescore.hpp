@@ -77,7 +77,10 @@ void select_by_blocks(const sa_context &ctx, const KeyStore &keys, const SelectR
 
 // How many keys each query of a request sees (by position, and segment when segments are on):
 // the graph and hash selectors score a prefill's query exactly when it sees few keys (a GEMM
-// over them beats proposing candidates). Positions are sorted once when some query is early.
+// over them beats proposing candidates), by binary search in the key store's position order.
+// With per-KV-head positions (the page selector after sa_index_update_heads) a query sees a
+// number of keys per head; it counts as the fewest, so that every head that sees few keys is
+// scored exactly (the others then are too: exact is never worse).
 class VisibleCounts {
  public:
   VisibleCounts(const KeyStore &keys, const SelectRequest &req);
@@ -95,7 +98,6 @@ class VisibleCounts {
  private:
   const KeyStore &keys_;
   const SelectRequest &req_;
-  std::vector<int64_t> sorted_;
 };
 
 // Queries [i0, i1) of req as a request of their own (queries, positions, segments and output

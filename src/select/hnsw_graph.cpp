@@ -2,8 +2,17 @@
 
 // hnswlib 0.6.2's SSE paths prefetch the entry one past a full link list (searchBaseLayer),
 // a read past the allocation that AddressSanitizer stops on; the value only feeds a prefetch
-// address, so release builds keep them and sanitizer builds go without.
-#if defined(__SANITIZE_ADDRESS__) && !defined(NO_MANUAL_VECTORIZATION)
+// address, so release builds keep them and sanitizer builds go without. GCC announces ASan
+// with __SANITIZE_ADDRESS__, clang (the libFuzzer build) through __has_feature.
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define SA_HNSW_UNDER_ASAN
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__)
+#define SA_HNSW_UNDER_ASAN
+#endif
+#if defined(SA_HNSW_UNDER_ASAN) && !defined(NO_MANUAL_VECTORIZATION)
 #define NO_MANUAL_VECTORIZATION
 #endif
 // hnswlib.h defines non-inline functions: include it in this one translation unit only.

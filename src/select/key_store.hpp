@@ -43,6 +43,8 @@ class KeyStore {
   bool per_head() const { return orders_.size() > 1; }
   // The position each slot of KV head h holds (the same array for every head unless per_head()).
   const int64_t *positions(int64_t h = 0) const { return order(h).positions.data(); }
+  // The positions KV head h's slots hold, ascending (size() values).
+  const int64_t *sorted_positions(int64_t h = 0) const { return order(h).sorted_positions.data(); }
   // Row 0 of head h; rows are dim() elements apart.
   const void *head_rows(int h) const { return rows_[size_t(h)].data(); }
   const void *row(int h, int64_t slot) const { return rows_[size_t(h)].data() + size_t(slot) * row_bytes(); }

@@ -58,13 +58,16 @@ void Scenario::run() {
     report_.require_ok(probe.run(main_.ix()), "sa_select (probe)");
     const std::vector<double> before = probe.out.values();
     for (int64_t n = in_.range(1, 3); n > 0; --n) {
-      switch (in_.range(0, paged ? 6 : 4)) {
+      switch (in_.range(0, paged ? 9 : 7)) {
         case 0: bad_select(main_); break;
         case 1: bad_attend(); break;
         case 2: bad_append(main_); break;
         case 3: bad_update(main_); break;
         case 4: bad_truncate_or_clone(main_); break;
-        case 5: bad_attend_paged(*paged); break;
+        case 5: bad_update_heads(main_); break;
+        case 6: bad_head_attend(main_); break;
+        case 7: bad_evict(main_); break;
+        case 8: bad_attend_paged(*paged); break;
         default: bad_select_batch(seqs, *paged); break;
       }
       expect_index_unchanged(main_, probe, before);

@@ -15,6 +15,9 @@ namespace apifuzz {
 
 namespace {
 
+// Values are normal(0, 1): an output's rounding error scales with them, not with the output.
+constexpr double kValueScaleFloor = 0.05;
+
 double out_tolerance(sa_dtype out, sa_dtype kv) {
   switch (out) {
     case SA_DTYPE_F16: return 2e-3;    // one f16 rounding of each output plus slack
@@ -64,8 +67,12 @@ AttendCase Scenario::make_attend_case(const FuzzIndex *fx, const SelectCase *sel
     h_q = c.q.dim(1);
     c.has_indices = in_.chance(85);
     if (c.has_indices) c.indices = sel->out;
-    c.has_kpos = in_.chance(70);
+    // An index refilled per KV head: its heads' positions (or, sometimes, row r at position r).
+    c.has_hpos = fx->per_head() && in_.chance(80);
+    c.has_kpos = !fx->per_head() && in_.chance(70);
     if (c.has_kpos) c.kpos = fx->pos;
+    if (c.has_hpos)
+      for (int64_t h = 0; h < h_kv; ++h) c.hpos.insert(c.hpos.end(), fx->pos_of(h).begin(), fx->pos_of(h).end());
     c.has_qpos = in_.chance(50);
     c.qpos.assign(size_t(std::max<int64_t>(n_q, 1)), 0);
     for (int64_t i = 0; i < n_q; ++i)
@@ -113,6 +120,18 @@ AttendCase Scenario::make_attend_case(const FuzzIndex *fx, const SelectCase *sel
         default: c.kpos[size_t(r)] = (r * 37) % std::max<int64_t>(n_kv, 1) * 2; break;
       }
     }
+    // Per-KV-head positions instead, each head its own (-1 rows, huge positions, repeats).
+    c.has_hpos = !c.has_kpos && in_.chance(30);
+    c.hpos.assign(size_t(std::max<int64_t>(h_kv * n_kv, 1)), 0);
+    for (int64_t j = 0; j < h_kv * n_kv; ++j) {
+      switch (in_.range(0, 5)) {
+        case 0: c.hpos[size_t(j)] = -1; break;
+        case 1: c.hpos[size_t(j)] = SA_MAX_POSITION - rng_.below(4); break;
+        case 2: c.hpos[size_t(j)] = c.kpos[size_t(j % std::max<int64_t>(n_kv, 1))]; break;
+        default: c.hpos[size_t(j)] = rng_.below(2 * n_kv + 1); break;
+      }
+      if (c.hpos[size_t(j)] < -1) c.hpos[size_t(j)] = -1;
+    }
     c.has_qpos = in_.chance(40);
     c.qpos.assign(size_t(std::max<int64_t>(n_q, 1)), 0);
     for (int64_t i = 0; i < n_q; ++i)
@@ -126,7 +145,7 @@ AttendCase Scenario::make_attend_case(const FuzzIndex *fx, const SelectCase *sel
   c.has_lse = in_.chance(70);
   c.lse = poisoned_output(in_, SA_DTYPE_F32, {n_q, h_q}, &lw);
   c.has_mass = in_.chance(40);
-  const bool shared_mass = in_.chance(30);
+  const bool shared_mass = !c.has_hpos && in_.chance(30);  // per-head positions need [H_kv, n_kv]
   std::vector<int64_t> mass_shape = shared_mass ? std::vector<int64_t>{n_kv} : std::vector<int64_t>{h_kv, n_kv};
   c.mass = poisoned_output(in_, SA_DTYPE_F32, mass_shape, &mw);
   c.mass_before.resize(size_t(c.mass.numel()));
@@ -136,13 +155,17 @@ AttendCase Scenario::make_attend_case(const FuzzIndex *fx, const SelectCase *sel
   if (c.has_mass) c.opt.mass_decay = in_.pick({1.f, 0.f, 0.5f, float(in_.range(0, 100)) / 100.f});
   const bool old_struct = in_.chance(10);  // a host built before cuda_stream, slot_mass and mass_decay
   if (old_struct) c.opt.struct_size = offsetof(sa_attend_options, cuda_stream);
+  const bool abi2_struct = !old_struct && c.has_hpos && in_.chance(10);  // a host built before head_key_positions
+  if (abi2_struct) c.opt.struct_size = offsetof(sa_attend_options, head_key_positions);
   w << "; causal " << c.opt.causal << ", scale " << c.opt.scale;
   if (c.has_qpos) w << ", query_positions " << list_words(c.qpos.data(), n_q);
   if (c.has_kpos) w << ", key_positions " << list_words(c.kpos.data(), n_kv);
+  if (c.has_hpos) w << ", head_key_positions " << list_words(c.hpos.data(), h_kv * n_kv);
   w << "; out " << ow;
   if (c.has_lse) w << ", lse " << lw;
   if (c.has_mass) w << ", slot_mass " << (shared_mass ? "[n_kv] " : "[H_kv, n_kv] ") << mw << " decay " << c.opt.mass_decay;
   if (old_struct) w << ", struct_size of the first version (slot_mass ignored)";
+  if (abi2_struct) w << ", struct_size before head_key_positions (ignored)";
   c.words = w.str();
   c.bind();
   return c;
@@ -181,9 +204,14 @@ void Scenario::check_attend(AttendCase &c) {
         }
   std::vector<int64_t> qpos(size_t(std::max<int64_t>(n_q, 1)));
   int64_t last = n_kv - 1;
+  const bool head_pos_on = c.has_hpos && c.opt.struct_size > offsetof(sa_attend_options, head_key_positions);
   if (c.has_kpos) {
     last = -1;
     for (int64_t r = 0; r < n_kv; ++r) last = std::max(last, c.kpos[size_t(r)]);
+  }
+  if (head_pos_on) {  // the largest position any head holds
+    last = -1;
+    for (int64_t j = 0; j < h_kv * n_kv; ++j) last = std::max(last, c.hpos[size_t(j)]);
   }
   for (int64_t i = 0; i < n_q; ++i) qpos[size_t(i)] = c.has_qpos ? c.qpos[size_t(i)] : last - n_q + 1 + i;
   ref::AttendArgs a;
@@ -195,9 +223,13 @@ void Scenario::check_attend(AttendCase &c) {
   a.causal = c.opt.causal != 0;
   a.query_positions = qpos.data();
   a.key_positions = c.has_kpos ? c.kpos.data() : nullptr;
+  a.head_key_positions = head_pos_on ? c.hpos.data() : nullptr;
   const ref::AttendResult r = ref::attend(a);
   const sa_dtype kv_dt = c.kd.dtype;
-  report_.require(sat::close_rel(c.out.values(), r.out, out_tolerance(c.out.dtype(), kv_dt)), "sa_attend out");
+  // Outputs are averages of values of unit scale: rounding is relative to that scale too, so an
+  // output that cancels to near 0 (one element, D = 1) gets an absolute floor.
+  const double tol = out_tolerance(c.out.dtype(), kv_dt);
+  report_.require(sat::close_rel(c.out.values(), r.out, tol, kValueScaleFloor * tol), "sa_attend out");
   if (c.has_lse) report_.require(lse_close(c.lse.values(), r.lse, kv_dt == SA_DTYPE_F32 ? 1e-5 : 1e-4), "sa_attend lse");
   if (mass_on) {
     std::vector<double> want(c.mass_before.size());

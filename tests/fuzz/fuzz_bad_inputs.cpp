@@ -455,6 +455,26 @@ void Scenario::bad_attend_paged(PagedCase pc) {
     add("causal with slot_positions and no query_positions", {SA_ERR_INVALID_ARGUMENT}, [&] { o.causal = 1; });
   }
   add("key_positions given", {SA_ERR_INVALID_ARGUMENT}, [&] { o.key_positions = kpos.data(); });
+  // Per-KV-head positions [H_kv, slots]: instead of slot_positions, in range, with a per-head mass.
+  std::vector<int64_t> &hpos = pc.head_positions;
+  sat::Tensor shared_mass = poisoned_output(in_, SA_DTYPE_F32, {S}, nullptr);
+  if (pc.has_slot_pos)
+    add("head_key_positions and slot_positions", {SA_ERR_INVALID_ARGUMENT}, [&] { o.head_key_positions = hpos.data(); });
+  if (S >= 1) {
+    const int64_t j = in_.range(0, main_.h_kv() * S - 1);
+    const int64_t bad = in_.pick({int64_t(-2), INT64_MIN, SA_MAX_POSITION + 1, INT64_MAX});
+    add("head_key_positions[" + std::to_string(j) + "] = " + std::to_string(bad), {SA_ERR_INVALID_ARGUMENT},
+        [&, j, bad] {
+          kv.slot_positions = sa_tensor{};
+          hpos[size_t(j)] = bad;
+          o.head_key_positions = hpos.data();
+        });
+  }
+  add("slot_mass [slots] with head_key_positions", {SA_ERR_SHAPE}, [&] {
+    kv.slot_positions = sa_tensor{};
+    o.head_key_positions = hpos.data();
+    o.slot_mass = shared_mass.t();
+  });
   if (n_q >= 1)
     add("query_positions[0] = INT64_MIN", {SA_ERR_INVALID_ARGUMENT}, [&] {
       qpos[0] = INT64_MIN;
@@ -465,7 +485,7 @@ void Scenario::bad_attend_paged(PagedCase pc) {
     add("indices[0][0][0] = " + std::to_string(bad), {SA_ERR_OUT_OF_RANGE}, [&indices, bad] { indices.set({0, 0, 0}, double(bad)); });
   }
   report_.say("paged call ", sparse ? "with index lists" : "dense");
-  expect_refused(m, {&out, &lse}, "sa_attend_paged");
+  expect_refused(m, {&out, &lse, &shared_mass}, "sa_attend_paged");
 }
 
 void Scenario::bad_select_batch(const std::vector<FuzzIndex *> &seqs, PagedCase pc) {

@@ -144,23 +144,37 @@ void Scenario::make_index(FuzzIndex &fx, bool is_main) {
     default:
       break;
   }
+  if (is_main && (o.kind == SA_SELECTOR_EXACT || o.kind == SA_SELECTOR_PAGE) && in_.chance(5)) {
+    fx.max_slots = in_.range(2200, kMaxSlotsLarge);
+    w << ", up to " << fx.max_slots << " slots";
+  }
   // The host's K/V cache beside the index.
   std::string kw, vw;
   const sa_dtype host_dt = float_dtype(in_);
-  fx.host_k = random_tensor(in_, rng_, host_dt, {kMaxSlots, o.num_kv_heads, o.head_dim}, 1.0, &kw);
-  fx.host_v = random_tensor(in_, rng_, host_dt, {kMaxSlots, o.num_kv_heads, o.head_dim}, 1.0, &vw);
+  fx.host_k = random_tensor(in_, rng_, host_dt, {fx.max_slots, o.num_kv_heads, o.head_dim}, 1.0, &kw);
+  fx.host_v = random_tensor(in_, rng_, host_dt, {fx.max_slots, o.num_kv_heads, o.head_dim}, 1.0, &vw);
   w << "; host K " << kw << ", V " << vw;
   report_.say(w.str());
   sa_index *raw = nullptr;
   report_.require_ok(sa_index_create(ctx_.get(), &o, &raw), "sa_index_create");
   fx.handle.reset(raw);
+  fx.owning.reset();
+  if (o.borrow_keys && o.dtype == host_dt) {
+    sa_index_options own = o;
+    own.borrow_keys = 0;
+    report_.require_ok(sa_index_create(ctx_.get(), &own, &raw), "sa_index_create (the owning twin)");
+    fx.owning.reset(raw);
+    report_.say("  (an owning twin of the same dtype gets the same calls)");
+  }
 }
 
 void Scenario::grow(FuzzIndex &fx, int64_t ops) {
   for (int64_t n = 0; n < ops; ++n) {
-    switch (in_.pick({0, 0, 0, 0, 1, 1, 2, 3, 4})) {
+    switch (in_.pick({0, 0, 0, 0, 1, 1, 2, 3, 4, 5, 5, 6, 6})) {
       case 0: append(fx); break;
       case 1: update(fx); break;
+      case 5: update_heads(fx); break;
+      case 6: evict_step(fx); break;
       case 2: truncate(fx); break;
       case 3: clone(fx); break;
       default: {
@@ -172,7 +186,8 @@ void Scenario::grow(FuzzIndex &fx, int64_t ops) {
 }
 
 void Scenario::append(FuzzIndex &fx) {
-  const int64_t n = std::min(in_.skewed(0, 24, 120), kMaxSlots - fx.size());
+  const bool large = fx.max_slots > kMaxSlots && in_.chance(60);
+  const int64_t n = std::min(large ? in_.range(400, 2400) : in_.skewed(0, 24, 120), fx.max_slots - fx.size());
   std::string kw;
   sat::Tensor keys = random_tensor(in_, rng_, float_dtype(in_), {n, fx.h_kv(), fx.d()}, 1.0, &kw);
   const bool null_data = n == 0 && in_.chance(50);  // no element: data may be NULL
@@ -191,6 +206,7 @@ void Scenario::append(FuzzIndex &fx) {
     return;
   }
   report_.require_ok(s, "sa_index_append");
+  if (fx.owning) report_.require_ok(sa_index_append(fx.owning.get(), keys.t()), "sa_index_append (owning twin)");
   fx.mirror_append(keys, rng_);
 }
 
@@ -229,13 +245,18 @@ void Scenario::update(FuzzIndex &fx) {
     return;
   }
   report_.require_ok(s, "sa_index_update");
+  if (fx.owning)
+    report_.require_ok(sa_index_update(fx.owning.get(), n ? slots.data() : nullptr, n, keys.t(),
+                                       given ? positions.data() : nullptr),
+                       "sa_index_update (owning twin)");
+  fx.refilled = true;
   fx.mirror_update(slots, keys, given ? positions.data() : nullptr, rng_);
 }
 
 void Scenario::truncate(FuzzIndex &fx) {
   int64_t position;
   switch (in_.range(0, 3)) {
-    case 0: position = fx.size() ? fx.pos[size_t(in_.range(0, fx.size() - 1))] : 0; break;
+    case 0: position = fx.size() ? fx.pos_of(in_.range(0, fx.h_kv() - 1))[size_t(in_.range(0, fx.size() - 1))] : 0; break;
     case 1: position = in_.range(-2, 3); break;
     default: position = fx.max_pos() + in_.range(-6, 2); break;
   }
@@ -275,6 +296,8 @@ void Scenario::clone(FuzzIndex &fx) {
   twin.opt = fx.opt;
   twin.keys = fx.keys;
   twin.pos = fx.pos;
+  twin.head_pos = fx.head_pos;
+  twin.max_slots = fx.max_slots;
   twin.host_k = fx.host_k;
   twin.host_v = fx.host_v;
   const int mode = int(in_.range(0, 2));
@@ -286,7 +309,8 @@ void Scenario::clone(FuzzIndex &fx) {
   } else if (mode == 2) {
     report_.say("{ the copy:");
     append(twin);
-    update(twin);
+    if (in_.chance(50)) update(twin);
+    else update_heads(twin);
     SelectCase c = make_select_case(twin);
     check_select(twin, c);
     report_.say("} back to the source");

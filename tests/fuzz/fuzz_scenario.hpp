@@ -1,7 +1,8 @@
 // One API round-trip scenario decoded from a byte string: a context, an index of a random kind
-// grown by appends, updates, truncations and clones, then selections, attention (plain and
-// paged, batched selection) checked against the double-precision references, and bad inputs
-// checked for a status, a message and untouched outputs. The steps live in the fuzz_*.cpp
+// grown by appends, updates, per-KV-head refills, evictions (sa_cache_evict, then the refill of
+// the freed slots), truncations and clones, then selections, attention (plain and paged, with
+// per-head positions, batched selection) checked against the double-precision and brute-force
+// references, and bad inputs checked for a status, a message and untouched outputs. The steps live in the fuzz_*.cpp
 // files named after them; api_fuzz.cpp runs them in order.
 #pragma once
 
@@ -47,7 +48,8 @@ struct AttendCase {
   sat::Tensor q, k, v, indices, out, lse, mass;
   sa_tensor kd{}, vd{};  // what is passed as k and v: views of k/v or of a host cache
   bool has_indices = false, has_lse = false, has_mass = false, has_qpos = false, has_kpos = false;
-  std::vector<int64_t> qpos, kpos;
+  bool has_hpos = false;  // head_key_positions (then no key_positions)
+  std::vector<int64_t> qpos, kpos, hpos;  // hpos: [H_kv][n_kv]
   std::vector<double> mass_before;
   sa_attend_options opt = SA_ATTEND_OPTIONS_INIT;
   std::string words;
@@ -55,6 +57,7 @@ struct AttendCase {
   void bind() {
     opt.query_positions = has_qpos ? qpos.data() : nullptr;
     opt.key_positions = has_kpos ? kpos.data() : nullptr;
+    opt.head_key_positions = has_hpos ? hpos.data() : nullptr;
     opt.slot_mass = has_mass ? mass.t() : nullptr;
   }
   sa_status run(sa_context *ctx) {
@@ -74,6 +77,8 @@ struct PagedCase {
   std::vector<int64_t> len;
   std::vector<std::vector<int32_t>> pages;  // per sequence, in token order
   std::vector<int64_t> positions;           // per physical slot (-1: empty)
+  std::vector<int64_t> head_positions;      // [H_kv][physical slot]: each head's (per-head indexes)
+  bool any_per_head = false;                // some sequence's index was refilled per KV head
 
   sat::Tensor q, query_starts;
   bool has_starts = false;
@@ -117,6 +122,8 @@ class Scenario {
   void grow(FuzzIndex &fx, int64_t ops);
   void append(FuzzIndex &fx);
   void update(FuzzIndex &fx);
+  void update_heads(FuzzIndex &fx);  // fuzz_heads.cpp
+  void evict_step(FuzzIndex &fx);    // fuzz_evict.cpp: sa_cache_evict, then the incoming tokens' refill
   void truncate(FuzzIndex &fx);
   void clone(FuzzIndex &fx);
   void expect_same_selection(FuzzIndex &a, FuzzIndex &b, const char *what);
@@ -144,6 +151,9 @@ class Scenario {
   void bad_attend();
   void bad_append(FuzzIndex &fx);
   void bad_update(FuzzIndex &fx);
+  void bad_update_heads(FuzzIndex &fx);  // fuzz_heads.cpp
+  void bad_head_attend(const FuzzIndex &fx);  // fuzz_heads.cpp
+  void bad_evict(const FuzzIndex &fx);        // fuzz_evict.cpp
   void bad_truncate_or_clone(FuzzIndex &fx);
   void bad_attend_paged(PagedCase pc);  // a copy: mutations change its tensors
   void bad_select_batch(const std::vector<FuzzIndex *> &seqs, PagedCase pc);

@@ -6,6 +6,7 @@
 // index holds fewer than top_k + 2048 keys; HNSW when a query sees few enough keys).
 #include <algorithm>
 #include <cmath>
+#include <thread>
 
 #include "fuzz_layout.hpp"
 #include "fuzz_scenario.hpp"
@@ -85,7 +86,7 @@ void Scenario::random_select_options(SelectCase &c, const FuzzIndex &fx, bool ba
   // a descriptor that would be refused.
   c.pass_keys = fx.borrows() || in_.chance(15);
   if (fx.borrows()) {
-    c.keys = fx.host_keys(std::min(kMaxSlots, fx.size() + in_.range(0, 3)));
+    c.keys = fx.host_keys(std::min(fx.max_slots, fx.size() + in_.range(0, 3)));
   } else {
     c.keys = sa_tensor{};
     c.keys.rank = 2;
@@ -121,21 +122,55 @@ SelectCase Scenario::make_select_case(const FuzzIndex &fx) {
 }
 
 void Scenario::check_select(FuzzIndex &fx, SelectCase &c) {
-  report_.say("select on ", fx.size(), " slots: ", c.words);
-  report_.require_ok(c.run(fx.ix()), "sa_select");
+  // Sometimes the same selection runs on two host threads at once, beside a clone of the index
+  // (both only read it; the header allows it): under TSan, races on the index's shared state.
+  const bool concurrent = in_.chance(10);
+  report_.say("select on ", fx.size(), " slots", concurrent ? " (also on two threads at once, beside a clone)" : "",
+              ": ", c.words);
+  SelectCase a = c, b = c;
+  std::vector<sa_status> side(3, SA_OK);
+  std::vector<std::thread> threads;
+  sa_index *copy = nullptr;
+  if (concurrent) {
+    threads.emplace_back([&] { side[0] = a.run(fx.ix()); });
+    threads.emplace_back([&] { side[1] = b.run(fx.ix()); });
+    threads.emplace_back([&] { side[2] = sa_index_clone(fx.ix(), &copy); });
+  }
+  const sa_status s = c.run(fx.ix());
+  for (std::thread &t : threads) t.join();
+  sat::IndexPtr clone(copy);
+  report_.require_ok(s, "sa_select");
   report_.require(c.out.only_elements_written(), "sa_select wrote outside indices");
+  if (concurrent) {
+    report_.require(side[0] == SA_OK && side[1] == SA_OK, "concurrent sa_select failed");
+    report_.require(side[2] == (fx.borrows() ? SA_ERR_UNSUPPORTED : SA_OK), "concurrent sa_index_clone returned ",
+                    sa_status_name(side[2]));
+    report_.require(a.out.values() == c.out.values() && b.out.values() == c.out.values(),
+                    "selections made at once on two threads differ");
+  }
   verify_selection(fx, c, fx.host_k.dtype());
+  if (fx.owning && !(fx.opt.kind == SA_SELECTOR_LSH && fx.refilled)) {
+    SelectCase twin = c;
+    twin.out.poison();
+    report_.require_ok(twin.run(fx.owning.get()), "sa_select (owning twin)");
+    report_.require(twin.out.values() == c.out.values(), "a borrow_keys index selects differently from an owning ",
+                    "index of the same dtype given the same calls");
+  }
 }
 
-// Whether the selection for a query that sees `visible` keys (causally) must equal the exact
-// top-K. Documented: page with refine rescores the best pages holding top_k + 2048 keys (all of
-// them here); HNSW scores every key exactly when a query sees at most 2 * max(ef_search, top_k)
+// Whether the selection for a query that sees `visible` keys (causally, in the list's KV head)
+// must equal the exact top-K. Documented: page with refine rescores the best pages holding
+// top_k + 2048 keys (all of them when the index holds no more), and in a call of 8 or more
+// queries scores a query that sees at most twice that exactly; HNSW scores every key exactly when a query sees at most 2 * max(ef_search, top_k)
 // (12 * when top_k > ef_search: src/select/hnsw_selector.cpp, kWideBeamExactFactor; 32 * in a
 // call of 8 or more queries, kPrefillExactFactor).
 bool Scenario::selector_is_exact_here(const FuzzIndex &fx, const SelectCase &c, int64_t visible) const {
   switch (fx.opt.kind) {
     case SA_SELECTOR_EXACT: return true;
-    case SA_SELECTOR_PAGE: return fx.opt.page.refine != 0 && fx.size() <= int64_t(c.opt.top_k) + 2048;
+    case SA_SELECTOR_PAGE: {
+      const int64_t candidates = int64_t(c.opt.top_k) + 2048;
+      return fx.opt.page.refine != 0 && (fx.size() <= candidates || (c.out.dim(0) >= 8 && visible <= 2 * candidates));
+    }
     case SA_SELECTOR_HNSW: {
       const int64_t ef = fx.opt.hnsw.ef_search, k = c.opt.top_k;
       const int64_t factor = std::max<int64_t>(k > ef ? 12 : 2, c.out.dim(0) >= 8 ? 32 : 0);
@@ -147,7 +182,9 @@ bool Scenario::selector_is_exact_here(const FuzzIndex &fx, const SelectCase &c, 
 
 void Scenario::verify_selection(const FuzzIndex &fx, SelectCase &c, sa_dtype host_dtype) {
   c.bind();
-  const ref::KeyCache cache = fx.scoring_cache(host_dtype);
+  // One cache per KV head when the heads' slots hold different positions (a per-head refill).
+  std::vector<ref::KeyCache> caches;
+  for (int64_t h = 0; h < (fx.per_head() ? fx.h_kv() : 1); ++h) caches.push_back(fx.scoring_cache(host_dtype, h));
   ref::SelectArgs args = ref::SelectArgs::from(c.opt);
   const int64_t n_q = c.out.dim(0), lists = c.out.dim(1), width = c.out.dim(2);
   // Default query positions count from the largest position a slot holds.
@@ -157,10 +194,12 @@ void Scenario::verify_selection(const FuzzIndex &fx, SelectCase &c, sa_dtype hos
   for (int64_t i = 0; i < n_q; ++i) {
     std::vector<int32_t> first;
     for (int64_t h = 0; h < lists; ++h) {
-      ref::RowExpectation e = ref::expect_row(cache, c.q, args, i, h);
+      const int64_t hk = c.opt.per_query_head ? h / group_ : h;
+      const std::vector<int64_t> &pos = fx.pos_of(hk);
+      ref::RowExpectation e = ref::expect_row(caches[fx.per_head() ? size_t(hk) : 0], c.q, args, i, h);
       const std::vector<int32_t> row = sat::row_of(c.out, i, h);
       int64_t sees = 0, scored = 0, forced = 0;
-      for (int64_t s = 0; s < fx.size(); ++s) sees += fx.pos[size_t(s)] <= e.position;
+      for (int64_t p : pos) sees += p <= e.position;  // in this list's KV head
       for (char f : e.forced) forced += f;
       for (int64_t s : e.ranked) scored += sat::contains(row, int32_t(s));
       bool exact = selector_is_exact_here(fx, c, sees);
@@ -173,7 +212,7 @@ void Scenario::verify_selection(const FuzzIndex &fx, SelectCase &c, sa_dtype hos
         std::vector<std::pair<int64_t, int64_t>> order;  // (rank, slot)
         for (int64_t s = 0; s < fx.size(); ++s) {
           if (!e.forced[size_t(s)]) continue;
-          const int64_t p = fx.pos[size_t(s)];
+          const int64_t p = pos[size_t(s)];
           order.push_back({p > e.position - c.opt.window ? e.position - p : c.opt.window + p, s});
         }
         std::sort(order.begin(), order.end());
@@ -188,7 +227,7 @@ void Scenario::verify_selection(const FuzzIndex &fx, SelectCase &c, sa_dtype hos
       if (!ok) {
         std::vector<int64_t> r(row.begin(), row.end()), p;
         for (int32_t s : row)
-          if (s >= 0 && s < fx.size()) p.push_back(fx.pos[size_t(s)]);
+          if (s >= 0 && s < fx.size()) p.push_back(pos[size_t(s)]);
         report_.fail("query ", i, " list ", h, exact ? " (must equal the exact top-K)" : "", " at position ",
                      e.position, ": ", ok.message(), "; the list is ", list_words(r.data(), int64_t(r.size())),
                      ", at positions ", list_words(p.data(), int64_t(p.size())), crowded ? " (sinks and window crowd the list)" : "");
