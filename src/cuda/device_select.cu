@@ -812,11 +812,17 @@ constexpr int kPageShift = 20;                   // bins: key >> 20
 constexpr int kPageBins = 1 << (31 - kPageShift);  // 2048
 constexpr int kPageChunk = 2 * kTopThreads;      // pages a block computes and counts
 constexpr int kRankCap = kTopThreads;            // the threshold bin's pages, ranked one a thread
+// The threshold bin's pages listed by the walk over the row, narrowed by later digits within
+// the list (4 a thread). At 512K pages of the bench over 1024 share the bin: with a list of
+// 1024 the last block walked the row twice more (one walk counting the digit with match_any
+// took most of its samples under ncu).
+constexpr int kPageListCap = 4 * kTopThreads;
+constexpr int kRankWant = 64;  // narrowed to at most this before the rank (listed^2 compares)
 constexpr int kMaskWords = 2048;                 // chosen-page bitmap: at most 65536 pages a row
 constexpr int kSortedCap = 2 * kRankCap;         // chosen pages in order (n_sel at most this)
 // Per (query, KV head) row, in the zeroed buffer (zero between calls): the histogram, then
 // the count of blocks done and of candidate pages.
-constexpr size_t kPageArea = (kMaskWords + 2 * kRankCap) * sizeof(int);  // dynamic, then the staged row
+constexpr size_t kPageArea = (kMaskWords + 2 * kPageListCap) * sizeof(int);  // dynamic, then the staged row
 constexpr size_t kPageStatic = 40 * 1024;  // page_top_kernel's static shared memory (33 KB), rounded up
 constexpr int kPageFinished = kPageBins, kPageTotal = kPageBins + 1, kPageState = kPageBins + 8;
 
@@ -885,9 +891,10 @@ __global__ void __launch_bounds__(kTopThreads) page_top_kernel(const Common c, c
 
   // The row's last block. A page is in when its key >> shift is above prefix, and `need` of
   // those equal to it are, lowest page first. First from the row's histogram (shift 20);
-  // while more than kRankCap pages share the prefix, from their next digit (11 bits, then
-  // 9), counted here. pick_bin: bin_s and need_s, where the count from the top reaches
-  // need_in (thread t takes bins bins - 1 - 2t and bins - 2 - 2t); ends synchronised.
+  // while more than kRankWant pages share the prefix, from their next digit (11 bits, then
+  // 9), counted here: from the list when it holds them all (kPageListCap), else over the row.
+  // pick_bin: bin_s and need_s, where the count from the top reaches need_in (thread t takes
+  // bins bins - 1 - 2t and bins - 2 - 2t); ends synchronised.
   auto pick_bin = [&](const int *counts, bool global, int bins, int64_t need_in) {
     const int b_hi = bins - 1 - 2 * tid, b_lo = b_hi - 1;
     int c_hi = 0, c_lo = 0;
@@ -924,12 +931,12 @@ __global__ void __launch_bounds__(kTopThreads) page_top_kernel(const Common c, c
   int *hist = area_s + kMaskWords;  // over the list while a digit is counted
   // The row's masses, read from global memory once (kVisit loads in flight a thread) and
   // kept in shared memory when they fit (stage): the passes below are latency bound.
-  float *stage = staged_row ? reinterpret_cast<float *>(area_s + kMaskWords + 2 * kRankCap) : nullptr;
+  float *stage = staged_row ? reinterpret_cast<float *>(area_s + kMaskWords + 2 * kPageListCap) : nullptr;
   bool from_stage = false;
   // fn(rr, v) for rr = r0 + k * kTopThreads + tid over the row (v = -1 past its end): a
   // warp's lanes take consecutive pages, so a ballot is one bitmap word.
   auto visit = [&](auto fn) {
-    constexpr int kVisit = 4;
+    constexpr int kVisit = 8;
     for (int64_t r0 = 0; r0 < n_items; r0 += int64_t(kTopThreads) * kVisit) {
       float v[kVisit];
 #pragma unroll
@@ -957,27 +964,61 @@ __global__ void __launch_bounds__(kTopThreads) page_top_kernel(const Common c, c
       int base = 0;
       if (lane == 0) base = atomicAdd(&list_n_s, __popc(at_lanes));
       base = __shfl_sync(0xffffffffu, base, 0) + __popc(at_lanes & lanes_below());
-      if (at && base < kRankCap) list[base] = make_int2(int(mass_key(v)), int(rr));
+      if (at && base < kPageListCap) list[base] = make_int2(int(mass_key(v)), int(rr));
     });
     __syncthreads();
     from_stage = stage != nullptr;
     listed = list_n_s;
-    if (listed <= kRankCap || shift == 0) break;
-    // Too many at the prefix: count their next digit.
+    if (listed <= kPageListCap) break;  // the whole prefix is listed: narrowed below, in the list alone
+    if (shift == 0) break;
+    // Too many at the prefix to list: count their next digit over the row.
     const int next = shift == kPageShift ? 9 : 0, bins = 1 << (shift - next);
     for (int b = tid; b < bins; b += kTopThreads) hist[b] = 0;
     __syncthreads();
-    visit([&](int64_t, float v) {
+    visit([&](int64_t, float v) {  // few pages are at the prefix: plain atomics, no match_any
       const bool at = is_candidate(v) && int(mass_key(v) >> shift) == prefix;
-      const int digit = at ? int((mass_key(v) >> next) & unsigned(bins - 1)) : -1;
-      const unsigned peers = __match_any_sync(0xffffffffu, digit);
-      if (at && lane == __ffs(peers) - 1) atomicAdd(&hist[digit], __popc(peers));
+      if (at) atomicAdd(&hist[(mass_key(v) >> next) & unsigned(bins - 1)], 1);
     });
     __syncthreads();
     pick_bin(hist, false, bins, need);
     prefix = (prefix << (shift - next)) | bin_s;
     need = need_s;
     shift = next;
+  }
+  // A complete list longer than kRankWant: its pages' next digit counted from the list (each
+  // thread holds up to kHeld entries), those above the digit taken, those at it listed again:
+  // the pages that counting the digit over the row would give, without walking the row.
+  constexpr int kHeld = kPageListCap / kTopThreads;
+  while (listed > kRankWant && listed <= kPageListCap && shift > 0) {
+    int2 me[kHeld];
+#pragma unroll
+    for (int k = 0; k < kHeld; ++k) {
+      const int e = tid + k * kTopThreads;
+      me[k] = e < listed ? list[e] : make_int2(0, -1);
+    }
+    const int next = shift == kPageShift ? 9 : 0, bins = 1 << (shift - next);
+    __syncthreads();  // the list is read: its area holds the histogram now
+    for (int b = tid; b < bins; b += kTopThreads) hist[b] = 0;
+    if (tid == 0) list_n_s = 0;
+    __syncthreads();
+    int digit[kHeld];
+#pragma unroll
+    for (int k = 0; k < kHeld; ++k) {
+      digit[k] = me[k].y >= 0 ? int((unsigned(me[k].x) >> next) & unsigned(bins - 1)) : -1;
+      if (digit[k] >= 0) atomicAdd(&hist[digit[k]], 1);
+    }
+    __syncthreads();
+    pick_bin(hist, false, bins, need);
+#pragma unroll
+    for (int k = 0; k < kHeld; ++k) {
+      if (digit[k] > bin_s) atomicOr(&words[me[k].y >> 5], 1u << (me[k].y & 31));
+      if (digit[k] >= 0 && digit[k] == bin_s) list[atomicAdd(&list_n_s, 1)] = me[k];
+    }
+    prefix = (prefix << (shift - next)) | bin_s;
+    need = need_s;
+    shift = next;
+    __syncthreads();
+    listed = list_n_s;
   }
   int32_t *o = out + i * o_s0 + h * o_s1;
   if (listed > kRankCap) {  // equal masses crowd: the single-block selection over the global masses
@@ -1052,7 +1093,11 @@ __global__ void __launch_bounds__(kTopThreads) page_top_kernel(const Common c, c
 // order-free, so each lane loads 16 contiguous bytes of a row (4 lanes: 64 contiguous) and
 // the query's terms are laid out in B in the same order. The score is then scaled, as
 // row_scores's are, and the row maxima raised the same way.
-constexpr int kMmaWarps = 4, kMmaTiles = 4;  // a block: 4 warps, each 4 tiles of 16 pages
+// A block: kMmaWarps warps, each kMmaTiles tiles of 16 pages, all loaded before the query is
+// staged so that their latency and the query's overlap (before: 4 warps of 4 tiles taken one
+// after the other; on an H200, ncu 41-43 us at 512K against 44-46; 4 warps of 1 or 2 tiles
+// were slower in the bench).
+constexpr int kMmaWarps = 8, kMmaTiles = 1;
 
 template <class T, int D>
 __global__ void __launch_bounds__(kMmaWarps * 32) page_bounds_mma_kernel(const Common c, const uint16_t *rows_lo,
@@ -1064,6 +1109,21 @@ __global__ void __launch_bounds__(kMmaWarps * 32) page_bounds_mma_kernel(const C
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gid = lane >> 2, tq = lane & 3;
   __shared__ __align__(16) uint16_t q_s[kMaxGroup][D];
   __shared__ float max_s[kMmaWarps][kMaxGroup];
+  // The warp's tiles first (A: rows p0 = tile + gid and p1 = p0 + 8, chunk j < CH of hi, else lo).
+  const uint16_t *hb = rows_hi + int64_t(h) * head_stride * D, *lb = rows_lo + int64_t(h) * head_stride * D;
+  const int64_t base = (int64_t(blockIdx.x) * kMmaWarps + warp) * kMmaTiles * 16;
+  uint4 a0[kMmaTiles][2 * CH], a1[kMmaTiles][2 * CH];
+#pragma unroll
+  for (int t = 0; t < kMmaTiles; ++t) {
+    const int64_t p0 = base + t * 16 + gid, p1 = p0 + 8;
+#pragma unroll
+    for (int j = 0; j < 2 * CH; ++j) {
+      const int chunk = (j % CH) * 4 + tq;
+      const uint16_t *src = j < CH ? hb : lb;
+      a0[t][j] = p0 < n_rows ? __ldg(reinterpret_cast<const uint4 *>(src + p0 * D) + chunk) : make_uint4(0, 0, 0, 0);
+      a1[t][j] = p1 < n_rows ? __ldg(reinterpret_cast<const uint4 *>(src + p1 * D) + chunk) : make_uint4(0, 0, 0, 0);
+    }
+  }
   const uint16_t *q = static_cast<const uint16_t *>(c.q) + i * c.q_s0 + int64_t(h) * c.G * c.q_s1;
   for (int e = threadIdx.x; e < kMaxGroup * D; e += kMmaWarps * 32) {
     const int g = e / D, d = e % D;
@@ -1092,28 +1152,19 @@ __global__ void __launch_bounds__(kMmaWarps * 32) page_bounds_mma_kernel(const C
   }
   int64_t lo, hi;
   candidate_range(c, i, lo, hi);
-  const uint16_t *hb = rows_hi + int64_t(h) * head_stride * D, *lb = rows_lo + int64_t(h) * head_stride * D;
   float *out = scores + (int64_t(i) * c.H + h) * c.G * n_rows;
   float best[2] = {-INFINITY, -INFINITY};  // members 2 tq and 2 tq + 1
-  const int64_t base = (int64_t(blockIdx.x) * kMmaWarps + warp) * kMmaTiles * 16;
+#pragma unroll
   for (int t = 0; t < kMmaTiles; ++t) {
     const int64_t p0 = base + t * 16 + gid, p1 = p0 + 8;
     if (base + t * 16 >= n_rows) break;
-    uint4 a0[2 * CH], a1[2 * CH];
-#pragma unroll
-    for (int j = 0; j < 2 * CH; ++j) {
-      const int chunk = (j % CH) * 4 + tq;
-      const uint16_t *src = j < CH ? hb : lb;
-      a0[j] = p0 < n_rows ? __ldg(reinterpret_cast<const uint4 *>(src + p0 * D) + chunk) : make_uint4(0, 0, 0, 0);
-      a1[j] = p1 < n_rows ? __ldg(reinterpret_cast<const uint4 *>(src + p1 * D) + chunk) : make_uint4(0, 0, 0, 0);
-    }
     float d[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll
     for (int j = 0; j < 2 * CH; ++j)
 #pragma unroll
       for (int k = 0; k < 2; ++k) {
-        const uint32_t a[4] = {word_of(a0[j], 2 * k), word_of(a1[j], 2 * k), word_of(a0[j], 2 * k + 1),
-                               word_of(a1[j], 2 * k + 1)};
+        const uint32_t a[4] = {word_of(a0[t][j], 2 * k), word_of(a1[t][j], 2 * k), word_of(a0[t][j], 2 * k + 1),
+                               word_of(a1[t][j], 2 * k + 1)};
         mma_16816<T>(d, a, bq[j][k][0], bq[j][k][1]);
       }
 #pragma unroll
