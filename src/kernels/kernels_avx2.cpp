@@ -31,6 +31,15 @@ inline int32_t hsum(CodeAcc a) {
   s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
   return _mm_cvtsi128_si32(s);
 }
+// out[i] = hsum(a[i]) for 8 accumulators, reduced together by horizontal adds.
+inline void hsum8(const CodeAcc *a, int32_t *out) {
+  const __m256i p0 = _mm256_hadd_epi32(a[0], a[1]), p1 = _mm256_hadd_epi32(a[2], a[3]);
+  const __m256i p2 = _mm256_hadd_epi32(a[4], a[5]), p3 = _mm256_hadd_epi32(a[6], a[7]);
+  // Per 128-bit lane: the lane's sums of a[0..3] (q0) and a[4..7] (q1).
+  const __m256i q0 = _mm256_hadd_epi32(p0, p1), q1 = _mm256_hadd_epi32(p2, p3);
+  const __m256i lo = _mm256_permute2x128_si256(q0, q1, 0x20), hi = _mm256_permute2x128_si256(q0, q1, 0x31);
+  _mm256_storeu_si256(reinterpret_cast<__m256i *>(out), _mm256_add_epi32(lo, hi));
+}
 inline Batch transpose_sum(const Batch *rows) { return xsimd::haddp(rows); }
 }  // namespace
 }  // namespace avx2

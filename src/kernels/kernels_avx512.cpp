@@ -29,6 +29,21 @@ inline CodeAcc madd_add(CodeAcc a, Codes k, const int16_t *q) {
   return _mm512_add_epi32(a, _mm512_madd_epi16(k, _mm512_loadu_si512(q)));
 }
 inline int32_t hsum(CodeAcc a) { return _mm512_reduce_add_epi32(a); }
+// out[i] = hsum(a[i]) for 8 accumulators, reduced together: interleaved adds within 128-bit
+// lanes, then across lanes (25 instructions against about 80 for 8 separate reductions).
+inline void hsum8(const CodeAcc *a, int32_t *out) {
+  __m512i s[4], t[2];
+  for (int i = 0; i < 4; ++i)  // per 128-bit lane: [a0+a2, b0+b2, a1+a3, b1+b3] of a[2i], a[2i+1]
+    s[i] = _mm512_add_epi32(_mm512_unpacklo_epi32(a[2 * i], a[2 * i + 1]), _mm512_unpackhi_epi32(a[2 * i], a[2 * i + 1]));
+  for (int j = 0; j < 2; ++j)  // per 128-bit lane: the lane's sums of a[4j .. 4j + 3]
+    t[j] = _mm512_add_epi32(_mm512_unpacklo_epi64(s[2 * j], s[2 * j + 1]), _mm512_unpackhi_epi64(s[2 * j], s[2 * j + 1]));
+  // Lanes 0, 1: t[0]'s lanes 0 + 2 and 1 + 3; lanes 2, 3: t[1]'s. Then lanes 0 + 1 and 2 + 3.
+  const __m512i u = _mm512_add_epi32(_mm512_shuffle_i32x4(t[0], t[1], _MM_SHUFFLE(1, 0, 1, 0)),
+                                     _mm512_shuffle_i32x4(t[0], t[1], _MM_SHUFFLE(3, 2, 3, 2)));
+  const __m512i v = _mm512_add_epi32(u, _mm512_shuffle_i32x4(u, u, _MM_SHUFFLE(2, 3, 0, 1)));
+  _mm_storeu_si128(reinterpret_cast<__m128i *>(out), _mm512_extracti32x4_epi32(v, 0));
+  _mm_storeu_si128(reinterpret_cast<__m128i *>(out + 4), _mm512_extracti32x4_epi32(v, 2));
+}
 inline Batch transpose_sum(const Batch *r) {
   __m512 s[8], u[4];
   for (int i = 0; i < 8; ++i) {

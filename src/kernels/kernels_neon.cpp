@@ -28,6 +28,9 @@ inline CodeAcc madd_add(CodeAcc a, Codes k, const int16_t *q) {
   return vmlal_high_s16(vmlal_s16(a, vget_low_s16(k), vget_low_s16(x)), k, x);
 }
 inline int32_t hsum(CodeAcc a) { return vaddvq_s32(a); }
+inline void hsum8(const CodeAcc *a, int32_t *out) {
+  for (int i = 0; i < 8; ++i) out[i] = vaddvq_s32(a[i]);
+}
 // Lane j = sum of rows[j]; spelled out with stores (not exercised by CI, so kept obvious).
 inline Batch transpose_sum(const Batch *rows) {
   alignas(16) float t[4], out[4];

@@ -5,7 +5,7 @@
 //   B transpose_sum(const B *rows)  (lane j = sum of rows[j]; L rows)
 //   Codes, CodeAcc, kCodeLanes, code_acc_zero(), load_codes(const int8_t *) (kCodeLanes int8
 //   codes widened to int16), madd_add(CodeAcc, Codes, const int16_t *q) (acc += pairwise
-//   sums of codes * q, in int32), hsum(CodeAcc)
+//   sums of codes * q, in int32), hsum(CodeAcc), hsum8(const CodeAcc *, int32_t *) (8 of them)
 // and then includes this file. Everything here has internal linkage so the copies built with
 // different -m flags never mix.
 //
@@ -274,32 +274,32 @@ inline void code_dots(const int16_t *q, int D, const int8_t *row, int32_t *out) 
 }
 
 // The same for two rows at once: each query load serves both rows.
-template <int H>
-inline void code_dots2(const int16_t *q, int D, const int8_t *row0, const int8_t *row1, int32_t *out0,
-                       int32_t *out1) {
-  CodeAcc a[H], b[H];
-  for (int h = 0; h < H; ++h) a[h] = b[h] = code_acc_zero();
+// Four heads: the 8 sums reduced together (hsum8; out0 and out1 then follow each other).
+inline void code_dots2_4(const int16_t *q, int D, const int8_t *row0, const int8_t *row1, int32_t *out) {
+  CodeAcc a[8];  // a[h]: row 0, a[4 + h]: row 1
+  for (int h = 0; h < 8; ++h) a[h] = code_acc_zero();
   for (int d = 0; d < D; d += kCodeLanes) {
     const Codes k0 = load_codes(row0 + d), k1 = load_codes(row1 + d);
-    for (int h = 0; h < H; ++h) {
+    for (int h = 0; h < 4; ++h) {
       a[h] = madd_add(a[h], k0, q + h * D + d);
-      b[h] = madd_add(b[h], k1, q + h * D + d);
+      a[4 + h] = madd_add(a[4 + h], k1, q + h * D + d);
     }
   }
-  for (int h = 0; h < H; ++h) out0[h] = hsum(a[h]), out1[h] = hsum(b[h]);
+  hsum8(a, out);
 }
 
 void score_rows_i8(const int16_t *q, int g, int D, const int8_t *rows, const float *scale, int64_t n, float *scores,
                    int64_t ld) {
   if (D % kCodeLanes != 0) return kernels_scalar.score_rows_i8(q, g, D, rows, scale, n, scores, ld);
-  int32_t dot[kMaxGroup], dot1[kMaxGroup];
+  static_assert(kMaxGroup >= 8, "code_dots2_4 writes 8 sums");
+  int32_t dot[kMaxGroup];
   int64_t j = 0;
   if (g == 4)  // a decode group of four heads: rows in pairs
     for (; j + 2 <= n; j += 2) {
-      code_dots2<4>(q, D, rows + j * D, rows + (j + 1) * D, dot, dot1);
+      code_dots2_4(q, D, rows + j * D, rows + (j + 1) * D, dot);
       for (int h = 0; h < 4; ++h) {
         scores[h * ld + j] = scale[j] * float(dot[h]);
-        scores[h * ld + j + 1] = scale[j + 1] * float(dot1[h]);
+        scores[h * ld + j + 1] = scale[j + 1] * float(dot[4 + h]);
       }
     }
   for (; j < n; ++j) {
