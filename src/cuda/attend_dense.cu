@@ -130,14 +130,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) dense_kernel(const Dense
     for (int t0 = first; t0 < end; t0 += kStep) {
       const int t1 = t0 + kStep;
       float s0[4] = {0.f, 0.f, 0.f, 0.f}, s1[4] = {0.f, 0.f, 0.f, 0.f};  // two chains
-#pragma unroll
-      for (int j = 0; j < STEPS; ++j) {
-        const int e = 2 * (j & 1);
-        const uint4 &ra = kr[0][j >> 1], &rb = kr[1][j >> 1];
-        const uint32_t a[4] = {word_of(ra, e), word_of(rb, e), word_of(ra, e + 1), word_of(rb, e + 1)};
-        if (j & 1) mma_16816<T>(s1, a, qb[j][0], qb[j][1]);
-        else mma_16816<T>(s0, a, qb[j][0], qb[j][1]);
-      }
+      tile_scores<T, STEPS>(kr, [&](int j) { return make_uint2(qb[j][0], qb[j][1]); }, s0, s1);
       float sa = (s0[0] + s1[0]) * p.scale_log2, sb = (s0[2] + s1[2]) * p.scale_log2;  // keys t0 + g, + 8
       if (t0 + g >= end) sa = -INFINITY;
       if (t0 + g + 8 >= end) sb = -INFINITY;

@@ -46,4 +46,21 @@ __device__ __forceinline__ uint32_t word_of(const uint4 &v, int e) {
   return e == 0 ? v.x : e == 1 ? v.y : e == 2 ? v.z : v.w;
 }
 
+// Scores of a tile of 16 keys against 8 query columns (C of mma_16816: rows g, g + 8 of
+// columns 2c, 2c + 1) over STEPS k-steps of 16 dimensions. kr[x][w]: this lane's 16-byte loads
+// of key rows g + 8x (step j takes words 2 (j & 1), + 1 of load j / 2); q(j): the step's B
+// fragment (two registers). Even and odd steps sum into s0 and s1: two chains, not one.
+template <class T, int STEPS, int KW, class QFragment>
+__device__ __forceinline__ void tile_scores(const uint4 (&kr)[2][KW], QFragment q, float (&s0)[4], float (&s1)[4]) {
+#pragma unroll
+  for (int j = 0; j < STEPS; ++j) {
+    const int e = 2 * (j & 1);
+    const uint4 &ra = kr[0][j >> 1], &rb = kr[1][j >> 1];
+    const uint32_t a[4] = {word_of(ra, e), word_of(rb, e), word_of(ra, e + 1), word_of(rb, e + 1)};
+    const uint2 b = q(j);
+    if (j & 1) mma_16816<T>(s1, a, b.x, b.y);
+    else mma_16816<T>(s0, a, b.x, b.y);
+  }
+}
+
 }  // namespace sacuda

@@ -206,15 +206,7 @@ __global__ void __launch_bounds__(kMmaWarps * 32) mass_mma_kernel(const MassPara
         const int ct0 = (hk - hk0) * per_head;
         for (int ct = ct0; ct < ct0 + per_head; ++ct) {
           float s0[4] = {0.f, 0.f, 0.f, 0.f}, s1[4] = {0.f, 0.f, 0.f, 0.f};  // two chains
-#pragma unroll
-          for (int j = 0; j < STEPS; ++j) {
-            const int e = 2 * (j & 1);
-            const uint4 &ra = kr[0][j >> 1], &rb = kr[1][j >> 1];
-            const uint32_t a[4] = {word_of(ra, e), word_of(rb, e), word_of(ra, e + 1), word_of(rb, e + 1)};
-            const uint2 b = qf_s[ct][j][lane];
-            if (j & 1) mma_16816<T>(s1, a, b.x, b.y);
-            else mma_16816<T>(s0, a, b.x, b.y);
-          }
+          tile_scores<T, STEPS>(kr, [&](int j) { return qf_s[ct][j][lane]; }, s0, s1);
           // C: rows g, g + 8 (this lane's two rows) of columns 2c, 2c + 1.
 #pragma unroll
           for (int v = 0; v < 4; ++v) {
