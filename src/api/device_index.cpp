@@ -89,7 +89,8 @@ class DeviceIndex final : public IndexBackend {
       }
     if (rescan) {
       max_after = -1;
-      for (const std::vector<int64_t> &row : rows_) max_after = std::max(max_after, *std::max_element(row.begin(), row.end()));
+      for (const std::vector<int64_t> &row : rows_)
+        max_after = std::max(max_after, *std::max_element(row.begin(), row.end()));
     }
     const sa_tensor t = describe(keys);
     sa_plugin_update_args a{};
@@ -102,7 +103,8 @@ class DeviceIndex final : public IndexBackend {
     const sa_status st = entry(index_, &a);
     if (st != SA_OK)  // back as it was, in reverse (a slot named twice in a row is not: slots are distinct)
       for (size_t r = rows_.size(); r-- > 0;)
-        for (int64_t i = n; i-- > 0;) rows_[r][size_t(slots[int64_t(r) * slot_stride + i])] = old[r * size_t(n) + size_t(i)];
+        for (int64_t i = n; i-- > 0;)
+          rows_[r][size_t(slots[int64_t(r) * slot_stride + i])] = old[r * size_t(n) + size_t(i)];
     check_plugin(plugin_, st, what);
     max_position_ = max_after;
   }

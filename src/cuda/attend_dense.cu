@@ -171,7 +171,8 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) dense_kernel(const Dense
       for (int w = 0; w < VW; ++w)
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
-          const uint32_t x = word_of(vr[0][w], e), y = word_of(vr[1][w], e), z = word_of(vr[2][w], e), zz = word_of(vr[3][w], e);
+          const uint32_t x = word_of(vr[0][w], e), y = word_of(vr[1][w], e);
+          const uint32_t z = word_of(vr[2][w], e), zz = word_of(vr[3][w], e);
           const uint32_t a[4] = {__byte_perm(x, y, 0x5410), __byte_perm(x, y, 0x7632), __byte_perm(z, zz, 0x5410),
                                  __byte_perm(z, zz, 0x7632)};
           mma_16816<T>(acc[4 * w + e], a, b0, b1);
@@ -238,8 +239,8 @@ void launch(DenseParams &p, bool lse_scratch, const void *owner, cudaStream_t st
     const size_t parts = p.splits > 1 ? size_t(n_q) * p.units * p.splits * GT : 0;
     const size_t acc_bytes = parts * D * sizeof(float), ml_bytes = parts * 2 * sizeof(float);
     const size_t lse_bytes = lse_scratch ? size_t(n_q) * p.units * GT * sizeof(float) : 0;
-    const StreamBuffers b = stream_buffers(owner, device, stream, p.splits > 1 ? size_t(n_q) * p.units * sizeof(unsigned) : 0,
-                                           acc_bytes + ml_bytes + lse_bytes);
+    const size_t counter_bytes = p.splits > 1 ? size_t(n_q) * p.units * sizeof(unsigned) : 0;
+    const StreamBuffers b = stream_buffers(owner, device, stream, counter_bytes, acc_bytes + ml_bytes + lse_bytes);
     p.part_acc = static_cast<float *>(b.scratch);
     p.part_ml = reinterpret_cast<float *>(static_cast<char *>(b.scratch) + acc_bytes);
     p.done = static_cast<unsigned *>(b.zeroed);

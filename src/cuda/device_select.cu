@@ -185,7 +185,8 @@ __device__ __forceinline__ void row_scores(const Common &c, int i, int h, const 
       const float total = reduce_spread<L, MAXG>(dot, lane);
       // exact: invisible slots take no part in the softmax; page: pages without a candidate
       // slot are not ranked.
-      const bool live = r < n_rows && (MODE == 0 ? sees_slot(c, h, r, visible_end) : item_live(c, h, i, r, item, lo, hi));
+      const bool live =
+          r < n_rows && (MODE == 0 ? sees_slot(c, h, r, visible_end) : item_live(c, h, i, r, item, lo, hi));
       const float sc = live ? total : -INFINITY;
       best = fmaxf(best, sc);
       if (r < n_rows && writer) out[r] = sc;

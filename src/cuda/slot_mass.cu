@@ -199,7 +199,8 @@ __global__ void __launch_bounds__(kMmaWarps * 32) mass_mma_kernel(const MassPara
         uint4 kr[2][KW];
         for (int x = 0; x < 2; ++x) {
           kpos[x] = row[x] < 0 ? sa::kEmptySlotPosition : key_position(p, hk, row[x]);
-          const char *base = reinterpret_cast<const char *>(p.k + (row[x] < 0 ? 0 : row[x]) * p.k_s0 + hk * p.k_s1) + 16 * c;
+          const int64_t r = row[x] < 0 ? 0 : row[x];
+          const char *base = reinterpret_cast<const char *>(p.k + r * p.k_s0 + hk * p.k_s1) + 16 * c;
 #pragma unroll
           for (int w = 0; w < KW; ++w) kr[x][w] = __ldg(reinterpret_cast<const uint4 *>(base + 64 * w));
         }
@@ -311,7 +312,8 @@ void accumulate_slot_mass(const sa_plugin_attend_args &a, const float *lse, int6
   }
   if (p.decay != 1.f) {
     const int64_t x = std::min<int64_t>((p.n_kv + 1023) / 1024, 4096);
-    decay_kernel<<<dim3(unsigned(std::max<int64_t>(x, 1)), unsigned(std::min<int64_t>(p.rows, 65535))), 256, 0, stream>>>(p);
+    const dim3 grid(unsigned(std::max<int64_t>(x, 1)), unsigned(std::min<int64_t>(p.rows, 65535)));
+    decay_kernel<<<grid, 256, 0, stream>>>(p);
     check_cuda(cudaGetLastError(), "slot mass decay launch");
   }
   const int64_t entries = int64_t(p.n_q) * p.lists * p.width;

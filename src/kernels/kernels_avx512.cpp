@@ -34,9 +34,11 @@ inline int32_t hsum(CodeAcc a) { return _mm512_reduce_add_epi32(a); }
 inline void hsum8(const CodeAcc *a, int32_t *out) {
   __m512i s[4], t[2];
   for (int i = 0; i < 4; ++i)  // per 128-bit lane: [a0+a2, b0+b2, a1+a3, b1+b3] of a[2i], a[2i+1]
-    s[i] = _mm512_add_epi32(_mm512_unpacklo_epi32(a[2 * i], a[2 * i + 1]), _mm512_unpackhi_epi32(a[2 * i], a[2 * i + 1]));
+    s[i] = _mm512_add_epi32(_mm512_unpacklo_epi32(a[2 * i], a[2 * i + 1]),
+                            _mm512_unpackhi_epi32(a[2 * i], a[2 * i + 1]));
   for (int j = 0; j < 2; ++j)  // per 128-bit lane: the lane's sums of a[4j .. 4j + 3]
-    t[j] = _mm512_add_epi32(_mm512_unpacklo_epi64(s[2 * j], s[2 * j + 1]), _mm512_unpackhi_epi64(s[2 * j], s[2 * j + 1]));
+    t[j] = _mm512_add_epi32(_mm512_unpacklo_epi64(s[2 * j], s[2 * j + 1]),
+                            _mm512_unpackhi_epi64(s[2 * j], s[2 * j + 1]));
   // Lanes 0, 1: t[0]'s lanes 0 + 2 and 1 + 3; lanes 2, 3: t[1]'s. Then lanes 0 + 1 and 2 + 3.
   const __m512i u = _mm512_add_epi32(_mm512_shuffle_i32x4(t[0], t[1], _MM_SHUFFLE(1, 0, 1, 0)),
                                      _mm512_shuffle_i32x4(t[0], t[1], _MM_SHUFFLE(3, 2, 3, 2)));
