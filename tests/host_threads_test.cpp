@@ -73,6 +73,13 @@ struct Outcome {
   std::vector<std::string> failures;
   int max_threads_before = 0, max_threads_after = 0;  // the host's omp_get_max_threads()
 
+  // This run against the serial one: its failures reported, else the same calls, the same bytes.
+  void expect_as(const Outcome &serial) const {
+    for (const std::string &f : failures) ADD_FAILURE() << f;
+    if (!failures.empty()) return;
+    ASSERT_EQ(labels, serial.labels);
+    for (size_t k = 0; k < bytes.size(); ++k) EXPECT_TRUE(bytes[k] == serial.bytes[k]) << labels[k];
+  }
   void fail(const std::string &label, sa_status s) {
     failures.push_back(label + ": " + sa_status_name(s) + ": " + sa_last_error());
   }
@@ -263,11 +270,8 @@ TEST_P(HostCalls, MatchASerialRunBitForBit) {
     SCOPED_TRACE(testing::Message() << "host thread " << t);
     EXPECT_EQ(team[size_t(t)], kHostThreads) << "the host region must really be parallel";
     const Outcome &o = got[size_t(t)];
-    for (const std::string &f : o.failures) ADD_FAILURE() << f;
     EXPECT_EQ(o.max_threads_after, o.max_threads_before) << "the host's OpenMP setting changed";
-    if (!o.failures.empty()) continue;
-    ASSERT_EQ(o.labels, serial.labels);
-    for (size_t k = 0; k < o.bytes.size(); ++k) EXPECT_TRUE(o.bytes[k] == serial.bytes[k]) << o.labels[k];
+    o.expect_as(serial);
   }
 }
 
@@ -600,11 +604,7 @@ TEST_P(HostCalls, PerHeadAndPagedCallsMatchASerialRunBitForBit) {
   for (int t = 0; t < kHostThreads; ++t) {
     SCOPED_TRACE(testing::Message() << "host thread " << t);
     EXPECT_EQ(team[size_t(t)], kHostThreads) << "the host region must really be parallel";
-    const Outcome &o = got[size_t(t)];
-    for (const std::string &f : o.failures) ADD_FAILURE() << f;
-    if (!o.failures.empty()) continue;
-    ASSERT_EQ(o.labels, serial.labels);
-    for (size_t k = 0; k < o.bytes.size(); ++k) EXPECT_TRUE(o.bytes[k] == serial.bytes[k]) << o.labels[k];
+    got[size_t(t)].expect_as(serial);
   }
 }
 
