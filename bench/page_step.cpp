@@ -10,13 +10,17 @@
 // "cpu_us": process CPU time inside the timed calls (all threads), which a loaded machine
 // disturbs less than wall time. Keys and values are random N(0, 1) f16, one cache per n (2 GB of K/V at 512K), the indexes
 // built before timing. Read the ratios: dense / page_step, and threads:2 vs threads:1.
+// SA_BENCH_THREADS=1,2,4,8,16 sets the thread counts (default 1,2), for a machine with more cores.
 //   build/bench/page_step --benchmark_filter='N:131072'
 #include "bench_common.hpp"
 
 #include <omp.h>
 
 #include <chrono>
+#include <cstdio>
+#include <cstdlib>
 #include <ctime>
+#include <vector>
 
 namespace {
 
@@ -131,13 +135,31 @@ void BM_step(benchmark::State &state, int64_t n, int threads, What what) {
     state.counters["cpu_us"] = 1e6 * cpu / double(std::max<int64_t>(1, i));
 }
 
+// The thread counts to measure: SA_BENCH_THREADS (comma-separated, each 1 .. 1024), else 1 and 2.
+std::vector<int> thread_counts() {
+    std::vector<int> counts;
+    if (const char *list = std::getenv("SA_BENCH_THREADS"))
+        for (const char *p = list; *p;) {
+            char *end = nullptr;
+            const long t = std::strtol(p, &end, 10);
+            if (end == p || t < 1 || t > 1024) {
+                std::fprintf(stderr, "SA_BENCH_THREADS: expected a list like 1,2,4, got '%s'\n", list);
+                std::exit(2);
+            }
+            counts.push_back(int(t));
+            p = *end == ',' ? end + 1 : end;
+        }
+    if (counts.empty()) counts = {1, 2};
+    return counts;
+}
+
 void register_all() {
     const std::pair<const char *, What> whats[] = {{"dense", What::dense},
                                                    {"page_step", What::step},
                                                    {"page_select", What::select},
                                                    {"page_norefine", What::norefine}};
     for (int64_t n : {int64_t{131072}, int64_t{524288}})
-        for (int t : {1, 2})
+        for (int t : thread_counts())
             for (const auto &w : whats)
                 benchmark::RegisterBenchmark(
                     (std::string(w.first) + "/N:" + std::to_string(n) + "/threads:" + std::to_string(t)).c_str(),
