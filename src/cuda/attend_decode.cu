@@ -249,18 +249,26 @@ __global__ void __launch_bounds__(kThreads, 4) decode_kernel(const Params p) {
   finish_block<D, GT, kThreads, SLOTS>(p, i, u, split, nsplit, red_acc, red_m, red_l);
 }
 
-// The largest of n positions + 1 into *max_pos1 (zeroed before; 0 when every entry is empty).
-__global__ void max_position_kernel(const int64_t *pos, int64_t n, unsigned long long *max_pos1) {
-  unsigned long long m = 0;
-  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < n; e += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t x = pos[e];
-    if (sa::holds_token(x) && (unsigned long long)(x) + 1 > m) m = (unsigned long long)(x) + 1;
-  }
+// m, or x + 1 where x holds a token and that is larger.
+__device__ __forceinline__ unsigned long long with_position(unsigned long long m, int64_t x) {
+  return sa::holds_token(x) && (unsigned long long)(x) + 1 > m ? (unsigned long long)(x) + 1 : m;
+}
+
+// The warp's largest m into *dst (atomicMax; zeros are not written: dst starts at zero).
+__device__ __forceinline__ void warp_max_to(unsigned long long m, unsigned long long *dst) {
   for (int o = 16; o > 0; o /= 2) {
     const unsigned long long w = __shfl_xor_sync(0xffffffffu, m, o);
     m = w > m ? w : m;
   }
-  if (threadIdx.x % 32 == 0 && m) atomicMax(max_pos1, m);
+  if (threadIdx.x % 32 == 0 && m) atomicMax(dst, m);
+}
+
+// The largest of n positions + 1 into *max_pos1 (zeroed before; 0 when every entry is empty).
+__global__ void max_position_kernel(const int64_t *pos, int64_t n, unsigned long long *max_pos1) {
+  unsigned long long m = 0;
+  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < n; e += int64_t(gridDim.x) * blockDim.x)
+    m = with_position(m, pos[e]);
+  warp_max_to(m, max_pos1);
 }
 
 // Per sequence b of a paged batch (blockIdx.y), the largest position + 1 any head holds in its
@@ -273,14 +281,9 @@ __global__ void sequence_max_kernel(const Params p, unsigned long long *max_pos1
   for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < span.len * H;
        e += int64_t(gridDim.x) * blockDim.x) {
     const int64_t r = token_slot(p, b, e / H);
-    const int64_t x = r >= 0 && r < p.n_kv ? p.head_pos[(e % H) * p.n_kv + r] : sa::kEmptySlotPosition;
-    if (sa::holds_token(x) && (unsigned long long)(x) + 1 > m) m = (unsigned long long)(x) + 1;
+    m = with_position(m, r >= 0 && r < p.n_kv ? p.head_pos[(e % H) * p.n_kv + r] : sa::kEmptySlotPosition);
   }
-  for (int o = 16; o > 0; o /= 2) {
-    const unsigned long long w = __shfl_xor_sync(0xffffffffu, m, o);
-    m = w > m ? w : m;
-  }
-  if (threadIdx.x % 32 == 0 && m) atomicMax(&max_pos1[b], m);
+  warp_max_to(m, &max_pos1[b]);
 }
 
 // Blocks of decode_kernel<T, D, GT, PAGED> that fit on one multiprocessor of the current device.
