@@ -261,13 +261,17 @@ __global__ void __launch_bounds__(kThreads) batch_bounds_kernel(const Common c, 
 // query, the largest score of its rows and the sum of 2^(score - that largest) (an online
 // softmax over its rows, partial[row][block]), so a row's log-sum-exp is a pass over these
 // partials, not over its scores: at 512K keys that pass read 64 MB of scores (41 us on an H200).
+// Grid (chunk * H + list, query): the lists' blocks of one chunk of rows run together, so on
+// the host's token-major K ([n, H_kv, D]: a head's rows 2 KB apart) they read the same DRAM
+// pages at the same time, as one head's contiguous rows of the index's copy are read.
 template <class T, int D, int MAXG>
 __global__ void __launch_bounds__(kThreads) key_scores_kernel(const Common c, const uint16_t *keys,
                                                               int64_t head_stride, int64_t row_stride, int64_t n_rows,
                                                               float *scores, float2 *partial) {
   constexpr int L = D / 8, SLOTS = kThreads / L;
   static_assert(MAXG <= L, "one lane per group member after the reduction");
-  const int i = blockIdx.z, h = blockIdx.y, kh = h / c.kv_group;
+  const int i = blockIdx.y, h = int(blockIdx.x % unsigned(c.H)), kh = h / c.kv_group;
+  const unsigned chunk = blockIdx.x / unsigned(c.H), chunks = gridDim.x / unsigned(c.H);
   const int tid = threadIdx.x, slot = tid / L, lane = tid % L;
   const int my_g = lane / (L / MAXG);  // the member whose total this lane holds
   const bool writer = lane % (L / MAXG) == 0 && my_g < c.G;
@@ -276,7 +280,7 @@ __global__ void __launch_bounds__(kThreads) key_scores_kernel(const Common c, co
   load_query_slices<MAXG>(c.q, c.q_dtype, i * c.q_s0 + h * c.G * c.q_s1 + lane * 8 * c.q_s2, c.q_s1, c.q_s2,
                           c.scale_log2, qf, c.G);
   const int64_t visible_end = c.first_pos + i;  // the query's position
-  const int64_t r0 = int64_t(blockIdx.x) * SLOTS * kExactSteps;
+  const int64_t r0 = int64_t(chunk) * SLOTS * kExactSteps;
   const uint16_t *rows = keys + int64_t(kh) * head_stride + lane * 8;
   const int64_t row = (int64_t(i) * c.H + h) * c.G + my_g;
   float *out = scores + row * n_rows;
@@ -321,7 +325,7 @@ __global__ void __launch_bounds__(kThreads) key_scores_kernel(const Common c, co
     if (mx != -INFINITY)
       for (int sl = 0; sl < SLOTS; ++sl)
         if (part_s[sl][tid].x != -INFINITY) sum += part_s[sl][tid].y * exp2f(part_s[sl][tid].x - mx);
-    partial[((int64_t(i) * c.H + h) * c.G + tid) * gridDim.x + blockIdx.x] = make_float2(mx, sum);
+    partial[((int64_t(i) * c.H + h) * c.G + tid) * chunks + chunk] = make_float2(mx, sum);
   }
 }
 
@@ -1570,7 +1574,7 @@ ExactKeys exact_keys(const sa_plugin_index &ix, const sa_tensor *keys) {
 template <class T, int D>
 void launch_key_scores(const Common &c, const ExactKeys &k, int64_t n_rows, int blocks, float *scores,
                        float2 *partial, cudaStream_t s) {
-  const dim3 grid(unsigned(blocks), c.H, c.n_q);
+  const dim3 grid(unsigned(blocks) * unsigned(c.H), c.n_q);
   if (c.G == 1)
     key_scores_kernel<T, D, 1><<<grid, kThreads, 0, s>>>(c, k.data, k.head_stride, k.row_stride, n_rows, scores, partial);
   else if (c.G == 2)
@@ -1582,10 +1586,14 @@ void launch_key_scores(const Common &c, const ExactKeys &k, int64_t n_rows, int 
                                                                  scores, partial);
 }
 
-// Exact scores and their rows' log-sum-exps (norm); blocks: key_scores_blocks.
+// Exact scores and their rows' log-sum-exps (norm); key_scores_blocks: the blocks of a list.
 int key_scores_blocks(const Common &c, int64_t n_rows) {
   const int64_t per_block = int64_t(kThreads / (c.D / 8)) * kExactSteps;
-  return int((n_rows + per_block - 1) / per_block);
+  const int64_t blocks = (n_rows + per_block - 1) / per_block;
+  if (blocks * c.H > int64_t(INT32_MAX))
+    fail(SA_ERR_UNSUPPORTED, "%lld slots x %d lists in one CUDA exact selection (at most %lld blocks)",
+         (long long)n_rows, c.H, (long long)INT32_MAX);
+  return int(blocks);
 }
 void launch_exact_scores(const Common &c, const ExactKeys &k, int64_t n_rows, float *scores, float2 *partial,
                          float *norm, cudaStream_t s) {
