@@ -27,10 +27,9 @@ struct HostCache {
     dev = to_device(bits);
   }
   ~HostCache() { cudaFree(dev); }
-  void put(int64_t slot, int h, const uint16_t *key) {
-    std::copy_n(key, D, bits.begin() + slot * row + h * head);
-    cudaMemcpy(dev + slot * row + h * head, key, D * 2, cudaMemcpyHostToDevice);
-  }
+  // Host copy first; upload() sends the whole cache.
+  void put(int64_t slot, int h, const uint16_t *key) { std::copy_n(key, D, bits.begin() + slot * row + h * head); }
+  void upload() { cudaMemcpy(dev, bits.data(), bits.size() * 2, cudaMemcpyHostToDevice); }
   sa_tensor view(int64_t n) const {
     sa_tensor t = desc(dev, SA_DTYPE_BF16, {n, Hkv, D}, SA_DEVICE_CUDA);
     t.strides[0] = row;
@@ -56,6 +55,7 @@ struct Trio {
 void append_all(Trio &t, HostCache &cache, const Bf16Data &k, int64_t first, int64_t n) {
   for (int64_t s = 0; s < n; ++s)
     for (int h = 0; h < Hkv; ++h) cache.put(first + s, h, &k.bits[size_t((s * Hkv + h) * D)]);
+  cache.upload();
   uint16_t *dk = to_device(k.bits);
   sa_tensor g = desc(dk, SA_DTYPE_BF16, {n, Hkv, D}, SA_DEVICE_CUDA);
   sa_tensor c = desc((void *)k.bits.data(), SA_DTYPE_BF16, {n, Hkv, D}, SA_DEVICE_CPU);
@@ -76,6 +76,7 @@ void refill_all(Trio &t, HostCache &cache, const Bf16Data &k, const std::vector<
   for (int h = 0; h < Hkv; ++h)
     for (int64_t i = 0; i < n; ++i)
       cache.put(slots[size_t(per_head ? h * n + i : i)], h, &k.bits[size_t((i * Hkv + h) * D)]);
+  cache.upload();
   uint16_t *dk = to_device(k.bits);
   sa_tensor g = desc(dk, SA_DTYPE_BF16, {n, Hkv, D}, SA_DEVICE_CUDA);
   sa_tensor c = desc((void *)k.bits.data(), SA_DTYPE_BF16, {n, Hkv, D}, SA_DEVICE_CPU);
@@ -143,6 +144,7 @@ void check_borrowed(Ctx &c, int64_t n, int64_t row, int64_t head, uint64_t seed)
     sa_tensor g = desc(dk, SA_DTYPE_BF16, {n, Hkv, D}, SA_DEVICE_CUDA);
     for (int64_t s = 0; s < n; ++s)
       for (int h = 0; h < Hkv; ++h) cache.put(s, h, &k0.bits[size_t((s * Hkv + h) * D)]);
+    cache.upload();
     CUDA_OK(cudaDeviceSynchronize());
     const size_t before = pool_bytes();
     const sa_tensor v = cache.view(n);
