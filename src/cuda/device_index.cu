@@ -156,7 +156,8 @@ void grow_storage(sa_plugin_index &ix, int64_t cap) {
   const size_t row = size_t(ix.dim) * 2;
   Storage fresh;
   try {
-    if (!page && !ix.borrow) fresh.keys = ix.memory.allocate(key_bytes(ix, cap), ix.device, ix.stream, "index storage allocation");
+    if (!page && !ix.borrow)
+      fresh.keys = ix.memory.allocate(key_bytes(ix, cap), ix.device, ix.stream, "index storage allocation");
     if (page) {
       fresh.page_min = ix.memory.allocate(bound_bytes(ix, cap), ix.device, ix.stream, "index storage allocation");
       fresh.page_max = ix.memory.allocate(bound_bytes(ix, cap), ix.device, ix.stream, "index storage allocation");

@@ -1571,19 +1571,20 @@ ExactKeys exact_keys(const sa_plugin_index &ix, const sa_tensor *keys) {
   return ExactKeys{static_cast<const uint16_t *>(keys->data), keys->strides[1], keys->strides[0], keys->dtype};
 }
 
+template <class T, int D, int MAXG>
+void launch_key_scores_g(const Common &c, const ExactKeys &k, int64_t n_rows, int blocks, float *scores,
+                         float2 *partial, cudaStream_t s) {
+  const dim3 grid(unsigned(blocks) * unsigned(c.H), c.n_q);
+  key_scores_kernel<T, D, MAXG><<<grid, kThreads, 0, s>>>(c, k.data, k.head_stride, k.row_stride, n_rows, scores,
+                                                          partial);
+}
 template <class T, int D>
 void launch_key_scores(const Common &c, const ExactKeys &k, int64_t n_rows, int blocks, float *scores,
                        float2 *partial, cudaStream_t s) {
-  const dim3 grid(unsigned(blocks) * unsigned(c.H), c.n_q);
-  if (c.G == 1)
-    key_scores_kernel<T, D, 1><<<grid, kThreads, 0, s>>>(c, k.data, k.head_stride, k.row_stride, n_rows, scores, partial);
-  else if (c.G == 2)
-    key_scores_kernel<T, D, 2><<<grid, kThreads, 0, s>>>(c, k.data, k.head_stride, k.row_stride, n_rows, scores, partial);
-  else if (c.G <= 4)
-    key_scores_kernel<T, D, 4><<<grid, kThreads, 0, s>>>(c, k.data, k.head_stride, k.row_stride, n_rows, scores, partial);
-  else
-    key_scores_kernel<T, D, kMaxGroup><<<grid, kThreads, 0, s>>>(c, k.data, k.head_stride, k.row_stride, n_rows,
-                                                                 scores, partial);
+  if (c.G == 1) launch_key_scores_g<T, D, 1>(c, k, n_rows, blocks, scores, partial, s);
+  else if (c.G == 2) launch_key_scores_g<T, D, 2>(c, k, n_rows, blocks, scores, partial, s);
+  else if (c.G <= 4) launch_key_scores_g<T, D, 4>(c, k, n_rows, blocks, scores, partial, s);
+  else launch_key_scores_g<T, D, kMaxGroup>(c, k, n_rows, blocks, scores, partial, s);
 }
 
 // Exact scores and their rows' log-sum-exps (norm); key_scores_blocks: the blocks of a list.
