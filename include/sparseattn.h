@@ -293,9 +293,10 @@ SA_API int32_t sa_context_threads(const sa_context *ctx);
  * f16 (2 KiB of K), an exact index then adds 20 bytes (positions), a page
  * index 153 bytes at page_size 16 (bounds), against 2068 and 2201 bytes when
  * they keep a copy (bench/index_memory). On a CUDA device an exact index keeps
- * the keys (2 KiB a token in that example; 8 more bytes a slot once
- * sa_index_update is used, 8 per slot and KV head once sa_index_update_heads
- * is) and a page index only its bounds (256 bytes a token at page_size 16:
+ * the keys (2 KiB a token in that example), or with borrow_keys nothing until
+ * the first sa_index_update; either then keeps 8 bytes a slot (positions), 8
+ * per slot and KV head once sa_index_update_heads is used. A page index keeps
+ * only its bounds (256 bytes a token at page_size 16:
  * elementwise min and max in the index dtype; once refilled, also the positions
  * as an exact index, and each page's smallest and largest position, 16 bytes a
  * page, per KV head after sa_index_update_heads). */
@@ -508,8 +509,16 @@ typedef struct sa_index_options {
      * index dtype sets what the index keeps (bounds, projections) and the
      * precision keys are hashed and bounded at; exact scores use the host's K
      * in its dtype, so results equal an owning index's when the two dtypes
-     * agree. Indexes on a CUDA device keep their keys there and ignore the
-     * flag. Default 0: the index keeps its own copy. */
+     * agree. On a CUDA device: an EXACT index keeps no keys (appends and
+     * updates store positions only, once updated) and scores the host's K in
+     * sa_select_options.keys, which must then be on the index's device, F16
+     * or BF16 (F32: SA_ERR_UNSUPPORTED), head dimension contiguous, data and
+     * row / head strides on 16-byte boundaries (else SA_ERR_UNSUPPORTED); it
+     * selects exactly what an owning device index does when the dtypes agree.
+     * A PAGE index keeps its bounds either way (they widen under refills) and
+     * does not read opt->keys, which is still required and checked. Device
+     * indexes created with borrow_keys are refused by sa_select_batch
+     * (SA_ERR_UNSUPPORTED). Default 0: the index keeps its own copy. */
     int32_t borrow_keys;
 } sa_index_options;
 
@@ -651,13 +660,16 @@ typedef struct sa_select_options {
     /* Appended: cudaStream_t for an index on a CUDA device; NULL: the
      * context's cuda_stream. */
     void *cuda_stream;
-    /* Appended. For an index created with borrow_keys (CPU): the host's K
-     * [n_slots, H_kv, D], F32/F16/BF16, CPU, any strides, row s = slot s, with
-     * n_slots >= the index's size (SA_ERR_NULL_POINTER when NULL, SA_ERR_SHAPE
-     * when shorter or of other heads or head_dim). Its rows must hold the keys
-     * appended and updated into those slots (the host's cache), read during
-     * the call only. A head dimension that is not contiguous (strides[2] != 1)
-     * is packed into a copy for the call. Ignored for other indexes. */
+    /* Appended. For an index created with borrow_keys: the host's K
+     * [n_slots, H_kv, D], F32/F16/BF16, on the index's device (the CPU, or
+     * the CUDA device: see borrow_keys for what that reads), any strides,
+     * row s = slot s, with n_slots >= the index's size (SA_ERR_NULL_POINTER
+     * when NULL, SA_ERR_SHAPE when shorter or of other heads or head_dim).
+     * Its rows must hold the keys appended and updated into those slots (the
+     * host's cache), read during the call only (on a device: by the work the
+     * call enqueues). On the CPU a head dimension that is not contiguous
+     * (strides[2] != 1) is packed into a copy for the call. Ignored for other
+     * indexes. */
     const sa_tensor *keys;
 } sa_select_options;
 
@@ -681,8 +693,9 @@ SA_API sa_select_options sa_select_options_default(void);
  * whose first append had CUDA keys) keep their keys, and page bounds, on the
  * device; queries and indices must then be CUDA tensors on that device.
  * They support the exact and page selectors (page with refine = 0), top_k,
- * window, sinks and default query positions; mass_target, per_query_head,
- * query_positions and segments return SA_ERR_UNSUPPORTED. After
+ * window, sinks and default query positions, and per_query_head for exact
+ * indexes; mass_target, query_positions, segments and per_query_head on a
+ * page index return SA_ERR_UNSUPPORTED. After
  * sa_index_update the device keeps each slot's position (per KV head after
  * sa_index_update_heads: each KV head's list among that head's slots, by that
  * head's positions) and applies the visibility, sink and window rules to them

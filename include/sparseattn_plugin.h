@@ -154,6 +154,11 @@ typedef struct sa_plugin_index_args {
     /* Appended: the index's sa_context. Its storage comes from the allocator
      * set for owner (set_allocator); NULL (or a shorter struct): the default. */
     const void *owner;
+    /* Appended: sa_index_options.borrow_keys. Nonzero: an exact index keeps no
+     * keys (appends and updates store positions only) and each selection reads
+     * the host's keys from sa_plugin_select_args.keys. A plugin that predates
+     * the field keeps its copy, which selects the same. */
+    int32_t borrow_keys;
 } sa_plugin_index_args;
 
 /* sa_select on a device index: queries [n_q, H_q, D] and indices
@@ -180,6 +185,15 @@ typedef struct sa_plugin_select_args {
     int64_t page_table_stride;
     int64_t page_size;
     int64_t num_pages;
+    /* Appended, read by select_keys only (the core calls select with them
+     * NULL and 0). keys: for an index created with borrow_keys, the host's K
+     * [n_slots >= index size, H_kv, D] on the index's device (shape, dtype
+     * F32/F16/BF16 and memory kind checked by the core; the plugin refuses
+     * what its kernels do not read), NULL for other indexes.
+     * per_query_head: one list per query head, indices I32 [n_q, H_q, width]
+     * (exact indexes only: the core refuses it for page indexes). */
+    const sa_tensor *keys;
+    int32_t per_query_head;
 } sa_plugin_select_args;
 
 /* sa_select_batch on device indexes (sa_plugin_api.select_batch): indexes
@@ -363,6 +377,11 @@ typedef struct sa_plugin_api {
      * select chooses each head's list by its own positions. Enqueued on the
      * index's stream; the host arrays may be reused on return. */
     sa_status (*index_update_heads)(sa_plugin_index *ix, const sa_plugin_update_args *args);
+    /* Appended (borrowed keys, per-query-head lists); optional: without it the
+     * core creates device indexes with borrow_keys 0 (they keep a copy of the
+     * keys, which selects the same) and refuses per_query_head on device
+     * indexes. select, reading sa_plugin_select_args.keys and per_query_head. */
+    sa_status (*select_keys)(sa_plugin_index *ix, const sa_plugin_select_args *args);
 } sa_plugin_api;
 
 /* The entry point. abi_version: the version the core speaks. out->struct_size

@@ -565,6 +565,18 @@ int main(int argc, char **argv) {
     const double step_graph = graph_us(s, step);
     std::printf("%s select at %lldK: %.1f us; select + attend step: %.1f us per call (%.1f us in a graph)\n",
                 kind == SA_SELECTOR_PAGE ? "page" : "exact", (long long)(n / 1024), sel_us, step_us, step_graph);
+    if (kind == SA_SELECTOR_EXACT) {  // the same index borrowing the cache's keys (borrow_keys): no copy
+      sa_index_options bo = device_index_options(kind, kHkv, kD, 16);
+      bo.borrow_keys = 1;
+      sa_index *bix = nullptr;
+      SK(sa_index_create(ctx, &bo, &bix));
+      SK(sa_index_append(bix, &kn));
+      sa_select_options bso = so;
+      bso.keys = &kn;
+      const double borrowed_us = median_us(s, reps, [&](int) { SK(sa_select(bix, &q1, &bso, &st)); });
+      std::printf("exact select at %lldK, borrowed keys: %.1f us\n", (long long)(n / 1024), borrowed_us);
+      sa_index_destroy(&bix);
+    }
     CK(cudaFree(sel));
     sa_index_destroy(&ix);
   }

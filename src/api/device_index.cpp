@@ -110,9 +110,26 @@ class DeviceIndex final : public IndexBackend {
   }
 
   void check_device_options(const sa_select_options &o) const {
-    if (o.mass_target > 0.f || o.per_query_head || o.query_positions || o.query_segments)
+    if (o.mass_target > 0.f || o.query_positions || o.query_segments)
       fail(SA_ERR_UNSUPPORTED, "ix lives on CUDA device %d, which selects without opt->mass_target, "
-           "opt->per_query_head, opt->query_positions and segments (leave them 0/NULL)", int(device_id_));
+           "opt->query_positions and segments (leave them 0/NULL)", int(device_id_));
+    if (o.per_query_head && (opt_.kind != SA_SELECTOR_EXACT || !has_entry(plugin_.api, &sa_plugin_api::select_keys)))
+      fail(SA_ERR_UNSUPPORTED, "opt->per_query_head: on CUDA device %d only exact indexes select per query head%s",
+           int(device_id_), opt_.kind == SA_SELECTOR_EXACT ? " (this plugin predates it)" : "");
+  }
+  // The host's keys of a borrowing index, checked as the CPU checks them (and for the device's
+  // memory); opt->keys is required for every borrowing kind, read by the exact selector only.
+  TensorView borrowed_keys(const sa_select_options &o) const {
+    if (!o.keys)
+      fail(SA_ERR_NULL_POINTER, "opt->keys is NULL; ix was created with borrow_keys, so sa_select reads the host's "
+                                "keys [n_slots, H_kv, D] from it");
+    const TensorView k = view_tensor(o.keys, "opt->keys", 3, {SA_DTYPE_F32, SA_DTYPE_F16, SA_DTYPE_BF16}, device());
+    expect_dim(k, "opt->keys", 1, opt_.num_kv_heads, "the index's num_kv_heads");
+    expect_dim(k, "opt->keys", 2, opt_.head_dim, "the index's head_dim");
+    if (k.shape[0] < size())
+      fail(SA_ERR_SHAPE, "opt->keys.shape[0] is %lld, but the index holds %lld slots: the host's keys must cover every "
+           "slot", (long long)k.shape[0], (long long)size());
+    return k;
   }
   float scale(const sa_select_options &o) const {
     return o.scale > 0.f ? o.scale : 1.f / std::sqrt(float(opt_.head_dim));
@@ -123,6 +140,8 @@ class DeviceIndex final : public IndexBackend {
   void select(const SelectCall &call) const override {
     const sa_select_options &o = call.opt;
     check_device_options(o);
+    sa_tensor tk{};
+    if (opt_.borrow_keys) tk = describe(borrowed_keys(o));
     const int64_t n_q = call.queries.shape[0];
     if (n_q == 0) return;
     sa_tensor tq = describe(call.queries), tidx = describe(call.indices);
@@ -144,7 +163,13 @@ class DeviceIndex final : public IndexBackend {
     a.page_table_stride = call.page_table_stride;
     a.page_size = call.page_size;
     a.num_pages = call.num_pages;
-    check_plugin(plugin_, plugin_.api.select(index_, &a), "CUDA selection");
+    if (!has_entry(plugin_.api, &sa_plugin_api::select_keys)) {  // a plugin before borrowed keys: it keeps a copy
+      check_plugin(plugin_, plugin_.api.select(index_, &a), "CUDA selection");
+      return;
+    }
+    a.keys = opt_.borrow_keys && opt_.kind == SA_SELECTOR_EXACT ? &tk : nullptr;
+    a.per_query_head = o.per_query_head != 0;
+    check_plugin(plugin_, plugin_.api.select_keys(index_, &a), "CUDA selection");
   }
 
   // sa_select_batch with this index first: the whole batch in one plugin call when every index
@@ -154,6 +179,7 @@ class DeviceIndex final : public IndexBackend {
   bool select_batch(sa_index *const *indexes, int64_t n_seqs, const SelectCall &call, int64_t table_row_stride) const {
     if (!has_entry(plugin_.api, &sa_plugin_api::select_batch)) return false;
     check_device_options(call.opt);
+    if (call.opt.per_query_head) return false;  // the batch kernels make one list per KV head
     std::vector<sa_plugin_index *> made(static_cast<size_t>(n_seqs));
     std::vector<int64_t> positions(static_cast<size_t>(n_seqs));
     for (int64_t b = 0; b < n_seqs; ++b) {
@@ -220,6 +246,8 @@ std::unique_ptr<IndexBackend> make_device_backend(const sa_index_options &opt, c
   a.device_id = device_id;
   a.stream = ctx.cuda_stream;
   a.owner = &ctx;  // its storage comes from the context's allocator
+  // A plugin that cannot read the host's keys keeps its own copy (the same selections).
+  a.borrow_keys = opt.borrow_keys && has_entry(plugin.api, &sa_plugin_api::select_keys);
   sa_plugin_index *made = nullptr;
   check_plugin(plugin, plugin.api.index_create(&a, &made), "CUDA index");
   if (!made) fail(SA_ERR_INTERNAL, "the CUDA plugin '%s' returned no index", plugin.path.c_str());

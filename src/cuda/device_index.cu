@@ -156,7 +156,8 @@ void grow_storage(sa_plugin_index &ix, int64_t cap) {
   const size_t row = size_t(ix.dim) * 2;
   Storage fresh;
   try {
-    if (!page) fresh.keys = ix.memory.allocate(key_bytes(ix, cap), ix.device, ix.stream, "index storage allocation");
+    if (!page && !ix.borrow)
+      fresh.keys = ix.memory.allocate(key_bytes(ix, cap), ix.device, ix.stream, "index storage allocation");
     if (page) {
       fresh.page_min = ix.memory.allocate(bound_bytes(ix, cap), ix.device, ix.stream, "index storage allocation");
       fresh.page_max = ix.memory.allocate(bound_bytes(ix, cap), ix.device, ix.stream, "index storage allocation");
@@ -229,6 +230,8 @@ sa_plugin_index *index_create(const sa_plugin_index_args &a) {
   ix->dim = a.head_dim;
   ix->page = a.kind == SA_SELECTOR_PAGE ? a.page_size : 1;
   ix->dtype = a.dtype;
+  ix->borrow = a.kind == SA_SELECTOR_EXACT &&
+               a.struct_size >= offsetof(sa_plugin_index_args, borrow_keys) + sizeof a.borrow_keys && a.borrow_keys;
   ix->device = a.device_id;
   ix->stream = static_cast<cudaStream_t>(a.stream);
   ix->memory = owner_memory(a.struct_size >= offsetof(sa_plugin_index_args, owner) + sizeof a.owner ? a.owner : nullptr);
@@ -270,10 +273,12 @@ void index_append(sa_plugin_index &ix, const sa_tensor &keys) {
   auto *dst = static_cast<uint16_t *>(ix.keys);
   auto *lo = page ? static_cast<uint16_t *>(ix.page_min) : nullptr, *hi = page ? static_cast<uint16_t *>(ix.page_max) : nullptr;
   auto kernel = ix.dtype == SA_DTYPE_F16 ? append_kernel<F16> : append_kernel<BF16>;
-  kernel<<<grid, 256, 0, ix.stream>>>(keys.data, keys.dtype, keys.strides[0], keys.strides[1], keys.strides[2], n,
-                                      int(H), int(D), int(P1), dst, ix.capacity, ix.size, lo, hi, ix.capacity / P1,
-                                      ix.positions, ix.position_rows, ix.next_position);
-  check_cuda(cudaGetLastError(), "append launch");
+  if (dst || lo || ix.positions) {  // a borrowing exact index keeps positions only (once updated)
+    kernel<<<grid, 256, 0, ix.stream>>>(keys.data, keys.dtype, keys.strides[0], keys.strides[1], keys.strides[2], n,
+                                        int(H), int(D), int(P1), dst, ix.capacity, ix.size, lo, hi, ix.capacity / P1,
+                                        ix.positions, ix.position_rows, ix.next_position);
+    check_cuda(cudaGetLastError(), "append launch");
+  }
   if (ix.page_min_pos) {  // the touched pages' position ranges
     const int64_t p0 = ix.size / P;
     page_ranges_kernel<<<grid_for(touched * ix.position_rows), 256, 0, ix.stream>>>(
@@ -361,7 +366,7 @@ static void refill(sa_plugin_index &ix, const sa_plugin_update_args &a, bool per
   const sa_tensor &keys = *a.keys;
   const int64_t stride = per_head ? n : 0;  // of a head's slots and positions
   const bool page = ix.kind == SA_SELECTOR_PAGE, f16 = ix.dtype == SA_DTYPE_F16;
-  auto *dst = page ? nullptr : static_cast<uint16_t *>(ix.keys);
+  auto *dst = static_cast<uint16_t *>(ix.keys);  // null: no keys kept (page, borrowing exact)
   (f16 ? refill_kernel<F16> : refill_kernel<BF16>)<<<grid_for(n * H * D), 256, 0, ix.stream>>>(
       keys.data, keys.dtype, keys.strides[0], keys.strides[1], keys.strides[2], n, int(H), int(D), ix.stage_slots,
       stride, ix.stage_positions, stride, dst, ix.capacity, ix.positions, ix.position_rows);

@@ -1,5 +1,6 @@
 // An index on a CUDA device, all in device memory: for the exact selector the keys per KV head
-// contiguous [slot][D] in f16/bf16; for the page selector each page's elementwise key min and
+// contiguous [slot][D] in f16/bf16 (none when it borrows the host's keys: each selection then
+// reads the K it is given); for the page selector each page's elementwise key min and
 // max only (its selection reads nothing else, so it keeps no keys). Slot s holds
 // position s until the first update; from then on each slot's position is kept on the device
 // too (one row for every head; a row per KV head once sa_index_update_heads is used), the page
@@ -21,6 +22,7 @@ struct sa_plugin_index {
   sa_selector_kind kind = SA_SELECTOR_EXACT;
   int heads = 0, dim = 0, page = 1;
   sa_dtype dtype = SA_DTYPE_BF16;
+  bool borrow = false;  // exact selector without keys: selections read sa_plugin_select_args.keys
   int device = 0;
   cudaStream_t stream = nullptr;  // appends
   // Recorded on `stream` after each append: selections on other streams wait for it.
@@ -31,7 +33,7 @@ struct sa_plugin_index {
   // before the outgrown storage goes back (that selection may still be reading it).
   mutable std::atomic<bool> read_elsewhere{false};
   int64_t size = 0, capacity = 0;
-  void *keys = nullptr;                      // [heads][capacity][dim]; exact selector only
+  void *keys = nullptr;                      // [heads][capacity][dim]; exact selector, not borrowing
   void *page_min = nullptr, *page_max = nullptr;  // [heads][capacity / page][dim]
   // [position_rows][capacity] once updated; null: slot s holds position s. position_rows: 1
   // (one position for every KV head) or heads (after a per-head update).
@@ -54,7 +56,8 @@ void index_destroy(sa_plugin_index *ix);
 void index_append(sa_plugin_index &ix, const sa_tensor &keys);
 void index_update(sa_plugin_index &ix, const sa_plugin_update_args &a);
 void index_update_heads(sa_plugin_index &ix, const sa_plugin_update_args &a);
-void index_select(const sa_plugin_index &ix, const sa_plugin_select_args &a);
+// with_keys: a reads sa_plugin_select_args.keys and per_query_head (the select_keys entry).
+void index_select(const sa_plugin_index &ix, const sa_plugin_select_args &a, bool with_keys);
 // sa_select_batch in a few launches for the whole batch; false (nothing queued) when it does
 // not serve the request.
 bool index_select_batch(const sa_plugin_select_batch_args &a);

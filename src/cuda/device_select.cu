@@ -7,8 +7,11 @@
 // then the masses and their histogram over many blocks, the last block of each (query, KV
 // head) choosing and writing the row (page_top_kernel; rows of more than 65536 pages or
 // more than 2048 chosen: the masses computed into shared memory, selected and written by
-// one block). Exact selection is four: the scores (with the row maxima, as for pages), each
-// row's log-sum-exp, the masses, the top-k.
+// one block). Exact selection: the scores (with each block's softmax partials), each row's
+// log-sum-exp from those, then for rows of 16K slots or more the masses made by the first of
+// four radix passes over many blocks and the row written over many blocks (count, then
+// write); shorter rows take the masses and one block's top-k. Exact selection reads the
+// index's keys or the host's K (borrow_keys), and makes a list per KV head or per query head.
 //   exact: mass of slot j = mean over the group's heads of softmax(scale * q.k)_j (as the CPU).
 //   page:  bound_g(p) = sum_d max(q_d min_d, q_d max_d) (Quest); mass of page p =
 //          sum_g 2^(scale*log2e*(bound_g(p) - max_p' bound_g(p'))); top_k / page_size pages.
@@ -41,12 +44,13 @@ struct Common {
   const void *q;
   int64_t q_s0, q_s1, q_s2;
   int q_dtype;
-  int n_q, H, G, D;
+  int n_q, H, G, D;    // H lists of G queries each (one list per KV head, or per query head)
+  int kv_group;        // lists per KV head: list h reads KV head h / kv_group (1, or G with per_query_head)
   int64_t n;           // slots
   int64_t first_pos;   // query i at first_pos + i
   int sinks, window;
   float scale_log2;
-  // Kept positions (after an update): slot r of KV head h holds pos[h * pos_stride + r]
+  // Kept positions (after an update): slot r of KV head kh holds pos[kh * pos_stride + r]
   // (pos_stride 0: one row for every head); null: slot s holds position s. Page selector:
   // page r of head h holds positions min_pos..max_pos[h * range_stride + r].
   const int64_t *pos;
@@ -55,14 +59,17 @@ struct Common {
   int64_t range_stride;
 };
 
-// With kept positions: whether a query at qpos sees slot r of KV head h, and whether the
-// slot is then a sink or in the window: the rule of core/visibility.hpp, compiled for the
-// device (--expt-relaxed-constexpr).
+// The position slot r holds for list h (its KV head's row of kept positions; r without them).
+__device__ __forceinline__ int64_t slot_position(const Common &c, int h, int64_t r) {
+  return c.pos ? c.pos[(c.pos_stride ? int64_t(h / c.kv_group) * c.pos_stride : 0) + r] : r;
+}
+// Whether a query at qpos sees slot r of list h, and whether the slot is then a sink or in the
+// window: the rule of core/visibility.hpp, compiled for the device (--expt-relaxed-constexpr).
 __device__ __forceinline__ bool sees_slot(const Common &c, int h, int64_t r, int64_t qpos) {
-  return sa::sees(qpos, c.pos ? c.pos[h * c.pos_stride + r] : r);
+  return sa::sees(qpos, slot_position(c, h, r));
 }
 __device__ __forceinline__ bool kept_slot(const Common &c, int h, int64_t r, int64_t qpos) {
-  const int64_t p = c.pos[h * c.pos_stride + r];
+  const int64_t p = slot_position(c, h, r);
   return sa::sees(qpos, p) && sa::in_sinks_or_window(p, qpos, c.window, c.sinks);
 }
 
@@ -247,24 +254,104 @@ __global__ void __launch_bounds__(kThreads) batch_bounds_kernel(const Common c, 
                             scores + e.scores_off, row_max + b * c.H * c.G);
 }
 
-// Per (query, head, group member) row of scores (exact): its log2-sum-exp2, from the row's
-// maximum that the scores kernel raised in row_max (order_bits), which is put back to zero.
-__global__ void __launch_bounds__(kTopThreads) row_lse_kernel(const float *scores, int64_t n_rows,
-                                                              unsigned *row_max, float *norm) {
-  using Reduce = cub::BlockReduce<float, kTopThreads>;
-  __shared__ typename Reduce::TempStorage tmp;
-  const float *row = scores + int64_t(blockIdx.x) * n_rows;
-  const float m = from_order_bits(row_max[blockIdx.x]);
+// Exact scores: scale * log2e * q.k for the G queries of list h and every key row of its KV
+// head kh = h / kv_group, row r at keys + kh * head_stride + r * row_stride (elements): the
+// index's own copy ([heads][capacity][D]) or the host's K (any row and head strides, rows on
+// 16-byte boundaries). Invisible slots score -inf. Besides the scores, each block leaves, per
+// query, the largest score of its rows and the sum of 2^(score - that largest) (an online
+// softmax over its rows, partial[row][block]), so a row's log-sum-exp is a pass over these
+// partials, not over its scores: at 512K keys that pass read 64 MB of scores (41 us on an H200).
+// Grid (chunk * H + list, query): the lists' blocks of one chunk of rows run together, so on
+// the host's token-major K ([n, H_kv, D]: a head's rows 2 KB apart) they read the same DRAM
+// pages at the same time, as one head's contiguous rows of the index's copy are read.
+template <class T, int D, int MAXG>
+__global__ void __launch_bounds__(kThreads) key_scores_kernel(const Common c, const uint16_t *keys,
+                                                              int64_t head_stride, int64_t row_stride, int64_t n_rows,
+                                                              float *scores, float2 *partial) {
+  constexpr int L = D / 8, SLOTS = kThreads / L;
+  static_assert(MAXG <= L, "one lane per group member after the reduction");
+  const int i = blockIdx.y, h = int(blockIdx.x % unsigned(c.H)), kh = h / c.kv_group;
+  const unsigned chunk = blockIdx.x / unsigned(c.H), chunks = gridDim.x / unsigned(c.H);
+  const int tid = threadIdx.x, slot = tid / L, lane = tid % L;
+  const int my_g = lane / (L / MAXG);  // the member whose total this lane holds
+  const bool writer = lane % (L / MAXG) == 0 && my_g < c.G;
+  __shared__ float2 part_s[SLOTS][MAXG];
+  float qf[MAXG][8];
+  load_query_slices<MAXG>(c.q, c.q_dtype, i * c.q_s0 + h * c.G * c.q_s1 + lane * 8 * c.q_s2, c.q_s1, c.q_s2,
+                          c.scale_log2, qf, c.G);
+  const int64_t visible_end = c.first_pos + i;  // the query's position
+  const int64_t r0 = int64_t(chunk) * SLOTS * kExactSteps;
+  const uint16_t *rows = keys + int64_t(kh) * head_stride + lane * 8;
+  const int64_t row = (int64_t(i) * c.H + h) * c.G + my_g;
+  float *out = scores + row * n_rows;
+  float m = -INFINITY, l = 0.f;  // this lane's rows so far (writers)
+  for (int step = 0; step < kExactSteps; step += kExactUnroll) {
+    uint4 a[kExactUnroll];
+#pragma unroll
+    for (int x = 0; x < kExactUnroll; ++x) {
+      const int64_t r = r0 + (step + x) * SLOTS + slot;
+      a[x] = r < n_rows ? __ldg(reinterpret_cast<const uint4 *>(rows + r * row_stride)) : make_uint4(0, 0, 0, 0);
+    }
+#pragma unroll
+    for (int x = 0; x < kExactUnroll; ++x) {
+      const int64_t r = r0 + (step + x) * SLOTS + slot;
+      float fa[8], dot[MAXG];
+      unpack8<T>(a[x], fa);
+#pragma unroll
+      for (int g = 0; g < MAXG; ++g) {
+        float d = 0.f;
+#pragma unroll
+        for (int e = 0; e < 8; ++e) d = fmaf(qf[g][e], fa[e], d);
+        dot[g] = d;
+      }
+      const float total = reduce_spread<L, MAXG>(dot, lane);
+      if (r >= n_rows || !writer) continue;
+      const float sc = sees_slot(c, h, r, visible_end) ? total : -INFINITY;  // invisible: no part in the softmax
+      out[r] = sc;
+      if (sc == -INFINITY) continue;
+      if (sc > m) {
+        l = l * exp2f(m - sc) + 1.f;
+        m = sc;
+      } else {
+        l += exp2f(sc - m);
+      }
+    }
+  }
+  if (writer) part_s[slot][my_g] = make_float2(m, l);
   __syncthreads();
-  if (threadIdx.x == 0) row_max[blockIdx.x] = 0u;
-  if (m == -INFINITY) {
-    if (threadIdx.x == 0) norm[blockIdx.x] = m;
+  if (tid < c.G) {
+    float mx = -INFINITY, sum = 0.f;
+    for (int sl = 0; sl < SLOTS; ++sl) mx = fmaxf(mx, part_s[sl][tid].x);
+    if (mx != -INFINITY)
+      for (int sl = 0; sl < SLOTS; ++sl)
+        if (part_s[sl][tid].x != -INFINITY) sum += part_s[sl][tid].y * exp2f(part_s[sl][tid].x - mx);
+    partial[((int64_t(i) * c.H + h) * c.G + tid) * chunks + chunk] = make_float2(mx, sum);
+  }
+}
+
+// Per (query, list, group member) row of exact scores: its log2-sum-exp2 from the blocks'
+// partials (key_scores_kernel), -inf when the query sees no slot.
+constexpr int kLseThreads = 256;
+__global__ void __launch_bounds__(kLseThreads) partial_lse_kernel(const float2 *partial, int blocks, float *norm) {
+  using Reduce = cub::BlockReduce<float, kLseThreads>;
+  __shared__ typename Reduce::TempStorage tmp;
+  __shared__ float max_s;
+  const float2 *p = partial + int64_t(blockIdx.x) * blocks;
+  float mx = -INFINITY;
+  for (int b = threadIdx.x; b < blocks; b += kLseThreads) mx = fmaxf(mx, p[b].x);
+  mx = Reduce(tmp).Reduce(mx, [](float x, float y) { return fmaxf(x, y); });
+  if (threadIdx.x == 0) max_s = mx;
+  __syncthreads();
+  mx = max_s;
+  if (mx == -INFINITY) {
+    if (threadIdx.x == 0) norm[blockIdx.x] = mx;
     return;
   }
-  float s = 0.f;
-  for (int64_t j = threadIdx.x; j < n_rows; j += kTopThreads) s += exp2f(row[j] - m);
-  s = Reduce(tmp).Sum(s);
-  if (threadIdx.x == 0) norm[blockIdx.x] = m + log2f(s);
+  float sum = 0.f;
+  for (int b = threadIdx.x; b < blocks; b += kLseThreads)
+    if (p[b].x != -INFINITY) sum += p[b].y * exp2f(p[b].x - mx);
+  sum = Reduce(tmp).Sum(sum);
+  if (threadIdx.x == 0) norm[blockIdx.x] = mx + log2f(sum);
 }
 
 // mass[i][h][r] = sum (or mean) over g of 2^(score - norm), or -1 when r is no candidate.
@@ -315,18 +402,11 @@ __device__ __forceinline__ void count_digit(int (*hist)[256], int digit) {
     atomicAdd(&hist[(threadIdx.x >> 5) % kHistCopies][digit], __popc(peers));
 }
 
-// Counts into hist the digit (key >> shift) & (bins - 1) of the candidates among
-// src[r0 + k * THREADS + thread] (k < kIpt, below count) whose key matches prefix under mask;
-// returns how many of them are candidates. Every thread of the block calls it.
-template <int THREADS>
-__device__ __forceinline__ int count_chunk(int (*hist)[256], const float *src, int64_t r0, int64_t count,
-                                           unsigned prefix, unsigned mask, int shift, int bins) {
-  float v[kIpt];
-#pragma unroll
-  for (int k = 0; k < kIpt; ++k) {
-    const int64_t r = r0 + int64_t(k) * THREADS + threadIdx.x;
-    v[k] = r < count ? src[r] : -1.f;
-  }
+// Counts into hist the digit (key >> shift) & (bins - 1) of the candidates among a thread's
+// kIpt values whose key matches prefix under mask; returns how many of them are candidates.
+// Every thread of the block calls it.
+__device__ __forceinline__ int count_values(int (*hist)[256], const float (&v)[kIpt], unsigned prefix, unsigned mask,
+                                            int shift, int bins) {
   int candidates = 0;
 #pragma unroll
   for (int k = 0; k < kIpt; ++k) {
@@ -336,6 +416,18 @@ __device__ __forceinline__ int count_chunk(int (*hist)[256], const float *src, i
     count_digit(hist, in ? int((key >> shift) & unsigned(bins - 1)) : -1);
   }
   return candidates;
+}
+// The same for the values src[r0 + k * THREADS + thread] (k < kIpt, below count).
+template <int THREADS>
+__device__ __forceinline__ int count_chunk(int (*hist)[256], const float *src, int64_t r0, int64_t count,
+                                           unsigned prefix, unsigned mask, int shift, int bins) {
+  float v[kIpt];
+#pragma unroll
+  for (int k = 0; k < kIpt; ++k) {
+    const int64_t r = r0 + int64_t(k) * THREADS + threadIdx.x;
+    v[k] = r < count ? src[r] : -1.f;
+  }
+  return count_values(hist, v, prefix, mask, shift, bins);
 }
 
 // Rows of many items whose masses are in global memory are selected by radix passes over many
@@ -349,8 +441,12 @@ constexpr int kPassThreads = 256;
 constexpr int64_t kPassItems = int64_t(kPassThreads) * kIpt * 2;  // items a block counts
 constexpr int64_t kManyItems = 16384;                             // rows at least this long use the passes
 
-__global__ void __launch_bounds__(kPassThreads) radix_pass_kernel(const float *mass, int64_t n_items, int64_t n_sel,
-                                                                  int p, int *sel) {
+// Pass 0 of exact selection also makes the masses (as mass_kernel, exact, one item a slot) from
+// the scores and their log-sum-exps (norm), and writes them for the later passes: the masses
+// are read once less. scores null: the masses are read from mass.
+__global__ void __launch_bounds__(kPassThreads) radix_pass_kernel(const Common c, const float *scores,
+                                                                  const float *norm, float *mass, int64_t n_items,
+                                                                  int64_t n_sel, int p, int *sel) {
   using Scan = cub::BlockScan<int, kPassThreads>;
   __shared__ typename Scan::TempStorage scan_tmp;
   __shared__ int hist[kHistCopies][256];
@@ -363,11 +459,38 @@ __global__ void __launch_bounds__(kPassThreads) radix_pass_kernel(const float *m
   const int shift = digit_shift(p), bins = 1 << digit_bits(p);
   for (int b = tid; b < kHistCopies * 256; b += kPassThreads) (&hist[0][0])[b] = 0;
   __syncthreads();
-  const float *row = mass + rr * n_items;
+  float *row = mass + rr * n_items;
+  const bool make = p == 0 && scores;
+  const int h = int(rr % c.H);
+  const int64_t qpos = c.first_pos + rr / c.H;
+  __shared__ float norm_s[kMaxGroup];
+  if (make && tid < c.G) norm_s[tid] = norm[rr * c.G + tid];
+  __syncthreads();
   int mine = 0;
   for (int64_t r0 = int64_t(blockIdx.y) * kPassItems; r0 < n_items; r0 += int64_t(gridDim.y) * kPassItems)
-    for (int64_t r1 = r0; r1 < r0 + kPassItems; r1 += int64_t(kPassThreads) * kIpt)
-      mine += count_chunk<kPassThreads>(hist, row, r1, n_items, prefix, mask, shift, bins);
+    for (int64_t r1 = r0; r1 < r0 + kPassItems; r1 += int64_t(kPassThreads) * kIpt) {
+      if (!make) {
+        mine += count_chunk<kPassThreads>(hist, row, r1, n_items, prefix, mask, shift, bins);
+        continue;
+      }
+      float v[kIpt];
+#pragma unroll
+      for (int k = 0; k < kIpt; ++k) {
+        const int64_t r = r1 + int64_t(k) * kPassThreads + tid;
+        v[k] = -1.f;
+        if (r >= n_items || !sees_slot(c, h, r, qpos) || kept_slot(c, h, r, qpos)) continue;
+        float m = 0.f;
+        for (int g = 0; g < c.G; ++g)
+          if (norm_s[g] != -INFINITY) m += exp2f(scores[(rr * c.G + g) * n_items + r] - norm_s[g]);
+        v[k] = m / float(c.G);
+      }
+#pragma unroll
+      for (int k = 0; k < kIpt; ++k) {
+        const int64_t r = r1 + int64_t(k) * kPassThreads + tid;
+        if (r < n_items) row[r] = v[k];
+      }
+      mine += count_values(hist, v, prefix, mask, shift, bins);
+    }
   __syncthreads();
   for (int b = tid; b < bins; b += kPassThreads) {
     int n = 0;
@@ -790,6 +913,119 @@ __global__ void __launch_bounds__(kKeepThreads) keep_write_kernel(const Common c
     }
   if (blockIdx.x == gridDim.x - 1)
     for (int64_t e = int64_t(earlier_s) + total + tid; e < width; e += kKeepThreads) o[e * o_s2] = -1;
+}
+
+// Exact rows after the radix passes, written over many blocks (a single block walking 512K
+// masses twice took most of the top-k's time). A slot is kept when it is a visible sink or
+// window slot, or a candidate whose mass key is above the threshold (prefix), or equal to it
+// and among the first `need` such slots. chosen_count_kernel counts per chunk of kKeepSlots
+// the slots kept for sure and the ties; chosen_write_kernel gives each chunk's ties their
+// ranks after the ties of the chunks before, places its kept slots after theirs, and pads.
+// counts per row: prefix and need (copied from the passes' state, which the write kernel puts
+// back to zeros), then two per chunk.
+__global__ void __launch_bounds__(kKeepThreads) chosen_count_kernel(const Common c, const float *mass,
+                                                                    int64_t n_items, int *sel, int *counts) {
+  using Reduce = cub::BlockReduce<int2, kKeepThreads>;
+  __shared__ typename Reduce::TempStorage tmp;
+  const int h = blockIdx.y, i = blockIdx.z;
+  const int64_t qh = int64_t(i) * c.H + h, qpos = c.first_pos + i, base = int64_t(blockIdx.x) * kKeepSlots;
+  const int *st = sel + qh * kSelStride;
+  const unsigned prefix = unsigned(st[kSelPrefix]);
+  int *cnt = counts + qh * (2 + 2 * int64_t(gridDim.x));
+  if (blockIdx.x == 0 && threadIdx.x == 0) {
+    cnt[0] = st[kSelPrefix];
+    cnt[1] = st[kSelNeed];
+  }
+  const float *row = mass + qh * n_items;
+  int2 n = make_int2(0, 0);  // kept for sure, ties
+#pragma unroll 4
+  for (int k = 0; k < kKeepIpt; ++k) {
+    const int64_t j = base + int64_t(k) * kKeepThreads + threadIdx.x;
+    if (j >= c.n) continue;
+    const float v = row[j];
+    const unsigned key = mass_key(v);
+    n.x += (is_candidate(v) && key > prefix) || kept_slot(c, h, j, qpos);
+    n.y += is_candidate(v) && key == prefix;
+  }
+  n = Reduce(tmp).Reduce(n, [](int2 a, int2 b) { return make_int2(a.x + b.x, a.y + b.y); });
+  if (threadIdx.x == 0) {
+    cnt[2 + 2 * blockIdx.x] = n.x;
+    cnt[3 + 2 * blockIdx.x] = n.y;
+  }
+}
+
+__global__ void __launch_bounds__(kKeepThreads) chosen_write_kernel(const Common c, const float *mass,
+                                                                    int64_t n_items, int *sel, const int *counts,
+                                                                    int32_t *out, int64_t o_s0, int64_t o_s1,
+                                                                    int64_t o_s2, int64_t width) {
+  using Scan = cub::BlockScan<int, kKeepThreads>;
+  __shared__ typename Scan::TempStorage scan_tmp;
+  __shared__ int64_t earlier_s, ties_s;
+  const int h = blockIdx.y, i = blockIdx.z, tid = threadIdx.x;
+  const int64_t qh = int64_t(i) * c.H + h, qpos = c.first_pos + i;
+  const int *cnt = counts + qh * (2 + 2 * int64_t(gridDim.x));
+  const unsigned prefix = unsigned(cnt[0]);
+  const int64_t need = cnt[1];
+  if (blockIdx.x == 0 && tid < kSelStride - kSelPrefix) sel[qh * kSelStride + kSelPrefix + tid] = 0;
+  // The chunks before this one: ties before each (a scan), so how many of its ties it keeps.
+  int64_t earlier = 0, ties = 0;  // kept slots and ties of the chunks before, in thread 0
+  for (unsigned b0 = 0; b0 < blockIdx.x; b0 += kKeepThreads) {
+    const unsigned b = b0 + tid;
+    const int sure = b < blockIdx.x ? cnt[2 + 2 * b] : 0, t = b < blockIdx.x ? cnt[3 + 2 * b] : 0;
+    int t_before, t_all;
+    Scan(scan_tmp).ExclusiveSum(t, t_before, t_all);
+    __syncthreads();
+    const int64_t left = need - (ties + t_before);  // ties still wanted when chunk b starts
+    const int kept = sure + int(left <= 0 ? 0 : left < t ? left : t);
+    int k_before, k_all;
+    Scan(scan_tmp).ExclusiveSum(kept, k_before, k_all);
+    __syncthreads();
+    earlier += k_all;
+    ties += t_all;
+  }
+  if (tid == 0) {
+    earlier_s = earlier;
+    ties_s = ties;
+  }
+  const int64_t first = int64_t(blockIdx.x) * kKeepSlots + int64_t(tid) * kKeepIpt;
+  const float *row = mass + qh * n_items;
+  float v[kKeepIpt];
+  int my_ties = 0;
+#pragma unroll
+  for (int k = 0; k < kKeepIpt; ++k) {
+    v[k] = first + k < c.n ? row[first + k] : -1.f;
+    my_ties += is_candidate(v[k]) && mass_key(v[k]) == prefix;
+  }
+  int tie_rank, tie_total;
+  Scan(scan_tmp).ExclusiveSum(my_ties, tie_rank, tie_total);
+  __syncthreads();  // earlier_s and ties_s are set; scan_tmp free again
+  int64_t rank = ties_s + tie_rank;
+  unsigned keep = 0;
+  int n = 0;
+#pragma unroll
+  for (int k = 0; k < kKeepIpt; ++k) {
+    const int64_t j = first + k;
+    if (j >= c.n) continue;
+    const unsigned key = mass_key(v[k]);
+    const bool tie = is_candidate(v[k]) && key == prefix;
+    const bool pick = kept_slot(c, h, j, qpos) || (is_candidate(v[k]) && (key > prefix || (tie && rank < need)));
+    rank += tie;
+    if (pick) {
+      keep |= 1u << k;
+      ++n;
+    }
+  }
+  int offset, total;
+  Scan(scan_tmp).ExclusiveSum(n, offset, total);
+  int32_t *o = out + i * o_s0 + h * o_s1;
+  int64_t at = earlier_s + offset;
+  for (int k = 0; k < kKeepIpt; ++k)
+    if (keep >> k & 1u) {
+      if (at < width) o[at * o_s2] = int32_t(first + k);
+      ++at;
+    }
+  if (blockIdx.x == gridDim.x - 1)
+    for (int64_t e = earlier_s + total + tid; e < width; e += kKeepThreads) o[e * o_s2] = -1;
 }
 
 // sa_select_batch of page indexes: one staged block per (KV head, sequence).
@@ -1287,6 +1523,7 @@ Common query_common(const sa_tensor &q, int H, int G, int D, int sinks, int wind
   c.q_dtype = q.dtype;
   c.H = H;
   c.G = G;
+  c.kv_group = 1;
   c.D = D;
   c.sinks = sinks;
   c.window = window;
@@ -1313,15 +1550,85 @@ void order_after_appends(const sa_plugin_index &ix, cudaStream_t stream) {
 
 }  // namespace
 
-void index_select(const sa_plugin_index &ix, const sa_plugin_select_args &a) {
+// The keys an exact selection reads: the index's copy, or the host's K it borrows.
+struct ExactKeys {
+  const uint16_t *data;
+  int64_t head_stride, row_stride;  // elements
+  sa_dtype dtype;
+};
+ExactKeys exact_keys(const sa_plugin_index &ix, const sa_tensor *keys) {
+  if (!ix.borrow) return ExactKeys{static_cast<const uint16_t *>(ix.keys), ix.capacity * ix.dim, ix.dim, ix.dtype};
+  if (!keys) fail(SA_ERR_NULL_POINTER, "the index borrows its keys, but the selection passed none (opt->keys)");
+  if (!is_half_type(keys->dtype))
+    fail(SA_ERR_UNSUPPORTED, "opt->keys is f32; CUDA selection reads borrowed keys as f16 or bf16");
+  if (keys->strides[2] != 1)
+    fail(SA_ERR_UNSUPPORTED, "opt->keys.strides[2] is %lld; CUDA selection reads each key's head_dim contiguous "
+         "(stride 1)", (long long)keys->strides[2]);
+  if (reinterpret_cast<uintptr_t>(keys->data) % 16 || keys->strides[0] % 8 || keys->strides[1] % 8)
+    fail(SA_ERR_UNSUPPORTED, "opt->keys: CUDA selection reads key rows in 16-byte pieces, so the data pointer must be "
+         "16-byte aligned and strides[0], strides[1] multiples of 8 elements (got %lld, %lld)",
+         (long long)keys->strides[0], (long long)keys->strides[1]);
+  return ExactKeys{static_cast<const uint16_t *>(keys->data), keys->strides[1], keys->strides[0], keys->dtype};
+}
+
+template <class T, int D, int MAXG>
+void launch_key_scores_g(const Common &c, const ExactKeys &k, int64_t n_rows, int blocks, float *scores,
+                         float2 *partial, cudaStream_t s) {
+  const dim3 grid(unsigned(blocks) * unsigned(c.H), c.n_q);
+  key_scores_kernel<T, D, MAXG><<<grid, kThreads, 0, s>>>(c, k.data, k.head_stride, k.row_stride, n_rows, scores,
+                                                          partial);
+}
+template <class T, int D>
+void launch_key_scores(const Common &c, const ExactKeys &k, int64_t n_rows, int blocks, float *scores,
+                       float2 *partial, cudaStream_t s) {
+  if (c.G == 1) launch_key_scores_g<T, D, 1>(c, k, n_rows, blocks, scores, partial, s);
+  else if (c.G == 2) launch_key_scores_g<T, D, 2>(c, k, n_rows, blocks, scores, partial, s);
+  else if (c.G <= 4) launch_key_scores_g<T, D, 4>(c, k, n_rows, blocks, scores, partial, s);
+  else launch_key_scores_g<T, D, kMaxGroup>(c, k, n_rows, blocks, scores, partial, s);
+}
+
+// Exact scores and their rows' log-sum-exps (norm); key_scores_blocks: the blocks of a list.
+int key_scores_blocks(const Common &c, int64_t n_rows) {
+  const int64_t per_block = int64_t(kThreads / (c.D / 8)) * kExactSteps;
+  const int64_t blocks = (n_rows + per_block - 1) / per_block;
+  if (blocks * c.H > int64_t(INT32_MAX))
+    fail(SA_ERR_UNSUPPORTED, "%lld slots x %d lists in one CUDA exact selection (at most %lld blocks)",
+         (long long)n_rows, c.H, (long long)INT32_MAX);
+  return int(blocks);
+}
+void launch_exact_scores(const Common &c, const ExactKeys &k, int64_t n_rows, float *scores, float2 *partial,
+                         float *norm, cudaStream_t s) {
+  const int blocks = key_scores_blocks(c, n_rows);
+  const bool f16 = k.dtype == SA_DTYPE_F16;
+  if (c.D == 64) f16 ? launch_key_scores<F16, 64>(c, k, n_rows, blocks, scores, partial, s)
+                     : launch_key_scores<BF16, 64>(c, k, n_rows, blocks, scores, partial, s);
+  else if (c.D == 128) f16 ? launch_key_scores<F16, 128>(c, k, n_rows, blocks, scores, partial, s)
+                           : launch_key_scores<BF16, 128>(c, k, n_rows, blocks, scores, partial, s);
+  else f16 ? launch_key_scores<F16, 256>(c, k, n_rows, blocks, scores, partial, s)
+           : launch_key_scores<BF16, 256>(c, k, n_rows, blocks, scores, partial, s);
+  check_cuda(cudaGetLastError(), "selection scores launch");
+  partial_lse_kernel<<<unsigned(int64_t(c.n_q) * c.H * c.G), kLseThreads, 0, s>>>(partial, blocks, norm);
+  check_cuda(cudaGetLastError(), "selection norm launch");
+}
+
+void index_select(const sa_plugin_index &ix, const sa_plugin_select_args &a, bool with_keys) {
   const sa_tensor &q = *a.queries, &out = *a.indices;
-  const int n_q = int(q.shape[0]), H = ix.heads, G = int(q.shape[1] / H);
+  const bool page = ix.kind == SA_SELECTOR_PAGE;
+  const bool per_head = with_keys && a.per_query_head;
+  if (per_head && page) fail(SA_ERR_UNSUPPORTED, "per_query_head: the CUDA page selector makes one list per KV head");
+  const sa_tensor *borrowed = with_keys ? a.keys : nullptr;
+  // Lists: one per KV head of G queries, or one per query head (G 1, kv_group of them a KV head).
+  const int n_q = int(q.shape[0]), kv_group = per_head ? int(q.shape[1] / ix.heads) : 1;
+  const int H = per_head ? int(q.shape[1]) : ix.heads, G = per_head ? 1 : int(q.shape[1] / H);
   if (G > kMaxGroup) fail(SA_ERR_UNSUPPORTED, "%d query heads per KV head; CUDA selection takes at most %d", G, kMaxGroup);
   if (n_q > 65535) fail(SA_ERR_UNSUPPORTED, "%d queries in one CUDA selection (at most 65535)", n_q);
+  if (H > 65535) fail(SA_ERR_UNSUPPORTED, "%d lists per query in one CUDA selection (at most 65535)", H);
+  const ExactKeys exact = page ? ExactKeys{} : exact_keys(ix, borrowed);
   DeviceGuard guard(ix.device);
   cudaStream_t stream = static_cast<cudaStream_t>(a.stream);
   if (ix.stream != stream && ix.size > 0) order_after_appends(ix, stream);
   Common c = query_common(q, H, G, ix.dim, a.sinks, a.window, a.scale);
+  c.kv_group = kv_group;
   c.q = q.data;
   c.n_q = n_q;
   c.n = ix.size;
@@ -1332,7 +1639,6 @@ void index_select(const sa_plugin_index &ix, const sa_plugin_select_args &a) {
   c.max_pos = ix.page_max_pos;
   c.range_stride = ix.position_rows > 1 ? ix.capacity / ix.page : 0;
 
-  const bool page = ix.kind == SA_SELECTOR_PAGE;
   const int item = page ? ix.page : 1;
   const int64_t n_items = (ix.size + item - 1) / item;
   const int64_t n_sel = page ? (a.top_k / item > 0 ? a.top_k / item : 1) : a.top_k;
@@ -1346,45 +1652,49 @@ void index_select(const sa_plugin_index &ix, const sa_plugin_select_args &a) {
   const size_t scores_bytes = rows * size_t(n_items) * sizeof(float);
   const size_t norm_bytes = rows * sizeof(float);
   const size_t mass_bytes = staged ? 0 : size_t(n_q) * H * size_t(n_items) * sizeof(float);
-  // Long rows of global masses: the threshold from radix passes over many blocks.
+  // Long rows of global masses: the threshold from radix passes over many blocks; exact rows
+  // are then written over many blocks too (chosen_count_kernel, chosen_write_kernel).
   const bool passes = !staged && !spread && n_items >= kManyItems;
+  const bool chosen = passes && !page;
+  const int64_t chunks = (ix.size + kKeepSlots - 1) / kKeepSlots + (ix.size == 0);
   const size_t row_max_bytes = (rows * sizeof(unsigned) + 15) / 16 * 16;
   const size_t sel_bytes = passes ? size_t(n_q) * H * kSelStride * sizeof(int)
                            : spread ? size_t(n_q) * H * kPageState * sizeof(int)
                                     : 0;
   const void *owner = a.struct_size >= offsetof(sa_plugin_select_args, owner) + sizeof a.owner ? a.owner : nullptr;
-  const int64_t keep_chunks = c.pos ? (ix.size + kKeepSlots - 1) / kKeepSlots + (ix.size == 0) : 0;
-  const size_t counts_bytes = size_t(n_q) * H * size_t(keep_chunks) * sizeof(int);
+  const int64_t keep_chunks = c.pos && !chosen ? chunks : 0;
+  const size_t counts_bytes = chosen ? size_t(n_q) * H * size_t(2 + 2 * chunks) * sizeof(int)
+                                     : size_t(n_q) * H * size_t(keep_chunks) * sizeof(int);
+  // The exact scores' per-block partials (key_scores_kernel), 8-byte aligned after the rest.
+  const size_t partial_at = (scores_bytes + norm_bytes + mass_bytes + counts_bytes + 15) / 16 * 16;
+  const size_t partial_bytes = page ? 0 : rows * size_t(key_scores_blocks(c, n_items)) * sizeof(float2);
   const StreamBuffers b = stream_buffers(owner, ix.device, stream, row_max_bytes + sel_bytes,
-                                         scores_bytes + norm_bytes + mass_bytes + counts_bytes);
+                                         partial_at + partial_bytes);
   auto *scores = static_cast<float *>(b.scratch);
   auto *norm = reinterpret_cast<float *>(static_cast<char *>(b.scratch) + scores_bytes);
   auto *mass = reinterpret_cast<float *>(static_cast<char *>(b.scratch) + scores_bytes + norm_bytes);
   auto *counts = reinterpret_cast<int *>(static_cast<char *>(b.scratch) + scores_bytes + norm_bytes + mass_bytes);
+  auto *partial = reinterpret_cast<float2 *>(static_cast<char *>(b.scratch) + partial_at);
   auto *row_max = static_cast<unsigned *>(b.zeroed);  // the scores' row maxima
   int *sel = passes || spread ? reinterpret_cast<int *>(static_cast<char *>(b.zeroed) + row_max_bytes) : nullptr;
-  const auto *keys = static_cast<const uint16_t *>(page ? ix.page_min : ix.keys);
-  const auto *keys_b = static_cast<const uint16_t *>(page ? ix.page_max : nullptr);
-  const int64_t head_stride = page ? ix.capacity / ix.page : ix.capacity;
+  const auto *keys = static_cast<const uint16_t *>(ix.page_min);
+  const auto *keys_b = static_cast<const uint16_t *>(ix.page_max);
+  const int64_t head_stride = ix.capacity / ix.page;
   // Page bounds on the tensor cores: queries of the index's dtype (split into q+ and q-
   // exactly), D 64 or 128.
   const bool mma = page && q.dtype == ix.dtype && (ix.dim == 64 || ix.dim == 128);
   if (n_items > 0) {
-    if (mma)
+    if (!page)
+      launch_exact_scores(c, exact, n_items, scores, partial, norm, stream);
+    else if (mma)
       ix.dtype == SA_DTYPE_F16
           ? launch_bounds_mma<F16>(c, keys, keys_b, head_stride, n_items, item, scores, row_max, stream)
           : launch_bounds_mma<BF16>(c, keys, keys_b, head_stride, n_items, item, scores, row_max, stream);
     else if (ix.dtype == SA_DTYPE_F16)
-      page ? launch_scores<F16, 1>(c, keys, keys_b, head_stride, n_items, item, scores, row_max, stream)
-           : launch_scores<F16, 0>(c, keys, keys_b, head_stride, n_items, item, scores, row_max, stream);
+      launch_scores<F16, 1>(c, keys, keys_b, head_stride, n_items, item, scores, row_max, stream);
     else
-      page ? launch_scores<BF16, 1>(c, keys, keys_b, head_stride, n_items, item, scores, row_max, stream)
-           : launch_scores<BF16, 0>(c, keys, keys_b, head_stride, n_items, item, scores, row_max, stream);
-    if (!page) {
-      row_lse_kernel<<<unsigned(rows), kTopThreads, 0, stream>>>(scores, n_items, row_max, norm);
-      check_cuda(cudaGetLastError(), "selection norm launch");
-    }
-    if (!staged && !spread) {
+      launch_scores<BF16, 1>(c, keys, keys_b, head_stride, n_items, item, scores, row_max, stream);
+    if (!staged && !spread && !chosen) {  // chosen: the first radix pass makes the masses
       const unsigned mb = unsigned((n_items + 255) / 256 < 1024 ? (n_items + 255) / 256 : 1024);
       mass_kernel<<<dim3(mb, H, n_q), 256, 0, stream>>>(c, scores, norm, page ? row_max : nullptr, n_items, item, !page,
                                                          mass);
@@ -1394,12 +1704,18 @@ void index_select(const sa_plugin_index &ix, const sa_plugin_select_args &a) {
       const int64_t share = (n_items + kPassItems - 1) / kPassItems;
       const dim3 grid(unsigned(int64_t(n_q) * H), unsigned(share < 1024 ? share : 1024));
       for (int p = 0; p < kDigits; ++p)
-        radix_pass_kernel<<<grid, kPassThreads, 0, stream>>>(mass, n_items, n_sel, p, sel);
+        radix_pass_kernel<<<grid, kPassThreads, 0, stream>>>(c, chosen ? scores : nullptr, norm, mass, n_items, n_sel,
+                                                             p, sel);
       check_cuda(cudaGetLastError(), "selection radix launch");
     }
   }
   int32_t *o = static_cast<int32_t *>(out.data);
-  if (spread) {
+  if (chosen) {
+    const dim3 grid(unsigned(chunks), H, n_q);
+    chosen_count_kernel<<<grid, kKeepThreads, 0, stream>>>(c, mass, n_items, sel, counts);
+    chosen_write_kernel<<<grid, kKeepThreads, 0, stream>>>(c, mass, n_items, sel, counts, o, out.strides[0],
+                                                           out.strides[1], out.strides[2], out.shape[2]);
+  } else if (spread) {
     // The row's masses also in shared memory when they fit beside the kernel's own arrays.
     const int most = max_shared_per_block(ix.device) - int(kPageStatic);
     const bool staged_row = kPageArea + size_t(n_items) * sizeof(float) <= size_t(most);
@@ -1427,7 +1743,7 @@ void index_select(const sa_plugin_index &ix, const sa_plugin_select_args &a) {
                                                                      out.strides[2], out.shape[2], sel);
   }
   check_cuda(cudaGetLastError(), "top-k launch");
-  if (c.pos) {  // the rows from the marked items
+  if (keep_chunks) {  // the rows from the marked items
     const dim3 grid(unsigned(keep_chunks), H, n_q);
     keep_count_kernel<<<grid, kKeepThreads, 0, stream>>>(c, mass, n_items, item, counts);
     keep_write_kernel<<<grid, kKeepThreads, 0, stream>>>(c, mass, n_items, item, counts, o, out.strides[0],

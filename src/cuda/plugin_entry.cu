@@ -48,7 +48,11 @@ sa_status table_index_append(sa_plugin_index *ix, const sa_tensor *keys) {
 }
 
 sa_status table_select(sa_plugin_index *ix, const sa_plugin_select_args *a) {
-  return guarded([&] { index_select(*ix, *a); });
+  return guarded([&] { index_select(*ix, *a, false); });
+}
+
+sa_status table_select_keys(sa_plugin_index *ix, const sa_plugin_select_args *a) {
+  return guarded([&] { index_select(*ix, *a, true); });
 }
 
 sa_status table_stream_synchronize(void *stream) {
@@ -155,6 +159,7 @@ extern "C" SA_PLUGIN_EXPORT sa_status sa_plugin_init(uint32_t abi_version, sa_pl
   t.select_batch = sacuda::table_select_batch;
   t.evict_heads = sacuda::table_evict_heads;
   t.index_update_heads = sacuda::table_index_update_heads;
+  t.select_keys = sacuda::table_select_keys;
   const size_t n = out->struct_size < sizeof t ? out->struct_size : sizeof t;
   t.struct_size = n;
   std::memcpy(out, &t, n);

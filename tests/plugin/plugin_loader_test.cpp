@@ -335,6 +335,12 @@ TEST(PluginDispatch, IndexOfACudaContextLivesOnTheDevice) {
   so.mass_target = 0.5f;
   EXPECT_EQ(sa_select(ix, &q, &so, &out), SA_ERR_UNSUPPORTED);
   so.mass_target = 0.f;
+  // Per-query-head lists: exact device indexes only (and plugins with select_keys).
+  sa_tensor out_heads = device_tensor(SA_DTYPE_I32, {3, 8, 40}, 0x90000, 1);
+  so.per_query_head = 1;
+  EXPECT_EQ(sa_select(ix, &q, &so, &out_heads), SA_ERR_UNSUPPORTED);
+  EXPECT_NE(std::string(sa_last_error()).find("only exact indexes"), std::string::npos) << sa_last_error();
+  so.per_query_head = 0;
   out.shape[2] = 39;  // < sinks + window + top_k
   EXPECT_EQ(sa_select(ix, &q, &so, &out), SA_ERR_SHAPE);
 
