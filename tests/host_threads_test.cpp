@@ -237,7 +237,7 @@ TEST_P(HostCalls, MatchASerialRunBitForBit) {
     run_all(ref.ctx.get(), ref.ix, in, serial);
   }
   ASSERT_TRUE(serial.failures.empty()) << serial.failures.front();
-  ASSERT_EQ(serial.labels.size(), 6u * 2u + 2u * 5u);
+  ASSERT_EQ(serial.labels.size(), kKinds.size() * 2u + 2u * 5u);  // a selection per kind and batch, 5 attends per batch
 
   Outcome shared_setup;
   Indexes shared;
