@@ -2,12 +2,14 @@
 // (an item is a slot for exact, a page for page; -1 marks items with no candidate slot), a
 // radix select of the best items in one block per (query, KV head), and an ordered pass that
 // writes sinks, the chosen items' slots and the window, ascending, then -1 padding.
-// Page selection is two launches: the bounds of all pages (many blocks, on the tensor cores
-// when the query has the index's dtype, each also raising the per-row maxima with atomics),
-// then the masses and their histogram over many blocks, the last block of each (query, KV
-// head) choosing and writing the row (page_top_kernel; rows of more than 65536 pages or
-// more than 2048 chosen: the masses computed into shared memory, selected and written by
-// one block). Exact selection: the scores (with each block's softmax partials), each row's
+// Page selection is two launches: the bounds of all pages (resident blocks streaming the
+// page min/max on the tensor cores when the query has the index's dtype, each also raising
+// the per-row maxima with atomics), then the masses over many blocks, each choosing its own
+// best pages, the last block of each (query, KV head) choosing among those lists and writing
+// the row (page_cand_kernel; rows whose lists do not fit one block: page_top_kernel, the
+// masses' histogram over many blocks; rows of more than 65536 pages or more than 2048
+// chosen: the masses computed into shared memory, selected and written by one block).
+// Exact selection: the scores (with each block's softmax partials), each row's
 // log-sum-exp from those, then for rows of 16K slots or more the masses made by the first of
 // four radix passes over many blocks and the row written over many blocks (count, then
 // write); shorter rows take the masses and one block's top-k. Exact selection reads the
@@ -1073,6 +1075,59 @@ __device__ __forceinline__ unsigned lanes_below() {
   return m;
 }
 
+// Writes the row of query i from the chosen-page bitmap (words, n_items bits): sinks, the
+// chosen pages' candidate slots ascending ([lo, hi]: candidate_range), the window, then -1
+// padding. sorted: room for the chosen pages' numbers (shared). Every thread of the block
+// calls it.
+template <int THREADS>
+__device__ __forceinline__ void write_page_row(const Common &c, int i, const unsigned *words, int64_t n_items,
+                                               int item, int64_t lo, int64_t hi, int *sorted,
+                                               typename cub::BlockScan<int, THREADS>::TempStorage &scan,
+                                               int32_t *o, int64_t o_s2, int64_t width) {
+  const int tid = threadIdx.x;
+  // The chosen pages in ascending order: each thread counts its words, a scan places them.
+  const int n_words = int((n_items + 31) / 32);
+  const int per = (n_words + THREADS - 1) / THREADS, w0 = tid * per;
+  int mine = 0;
+  for (int w = w0; w < w0 + per && w < n_words; ++w) mine += __popc(words[w]);
+  int before, chosen;
+  cub::BlockScan<int, THREADS>(scan).ExclusiveSum(mine, before, chosen);
+  for (int w = w0; w < w0 + per && w < n_words; ++w)
+    for (unsigned bits = words[w]; bits; bits &= bits - 1) sorted[before++] = w * 32 + __ffs(bits) - 1;
+  __syncthreads();
+
+  // Sinks, the chosen pages' candidate slots, the window, then padding (as top_items).
+  const int64_t pos = c.first_pos + i;
+  const int64_t sink_end = sa::sink_positions(pos, c.sinks).hi + 1;
+  const int64_t a_end = sink_end < c.n ? sink_end : c.n;
+  for (int64_t j = tid; j < a_end && j < width; j += THREADS) o[j * o_s2] = int32_t(j);
+  int64_t written = a_end < width ? a_end : width;
+  // The first candidate page starts at lo: when chosen (then first in order) it is short by
+  // `short_by` slots, and so are the places of the pages after it.
+  const int64_t lo_page = lo / item;
+  const bool lo_chosen = chosen > 0 && lo <= hi && sorted[0] == lo_page;
+  const int64_t short_by = lo_chosen ? lo - lo_page * item : 0;
+  for (int64_t t = tid; t < int64_t(chosen) * item; t += THREADS) {
+    const int64_t e = t / item, u = t % item, j = int64_t(sorted[e]) * item + u;
+    const int64_t at = written + e * item + u - short_by;
+    if (j >= lo && j <= hi && at < width) o[at * o_s2] = int32_t(j);
+  }
+  if (chosen > 0) {
+    const int64_t last = sorted[chosen - 1];
+    const int64_t last_end = last * item + item - 1 < hi ? last * item + item - 1 : hi;
+    written += int64_t(chosen - 1) * item + (last_end - last * item + 1) - short_by;
+  }
+  if (written > width) written = width;
+  const sa::PositionRange window = sa::window_positions(pos, c.window, c.sinks);
+  const int64_t w_hi = window.hi < c.n - 1 ? window.hi : c.n - 1;
+  for (int64_t j = window.lo + tid; j <= w_hi; j += THREADS) {
+    const int64_t at = written + (j - window.lo);
+    if (at < width) o[at * o_s2] = int32_t(j);
+  }
+  if (w_hi >= window.lo) written += w_hi - window.lo + 1;
+  for (int64_t at = (written < width ? written : width) + tid; at < width; at += THREADS) o[at * o_s2] = -1;
+}
+
 template <bool RANGES>
 __global__ void __launch_bounds__(kTopThreads) page_top_kernel(const Common c, const float *scores,
                                                                unsigned *row_max, float *mass, int64_t n_items,
@@ -1282,48 +1337,234 @@ __global__ void __launch_bounds__(kTopThreads) page_top_kernel(const Common c, c
     return;
   }
 
-  // The chosen pages in ascending order: each thread counts its words, a scan places them.
-  const int n_words = int((n_items + 31) / 32);
-  const int per = (n_words + kTopThreads - 1) / kTopThreads, w0 = tid * per;
-  int mine = 0;
-  for (int w = w0; w < w0 + per && w < n_words; ++w) mine += __popc(words[w]);
-  int before, chosen;
-  Scan(scan_tmp).ExclusiveSum(mine, before, chosen);
-  int *sorted = area_s + kMaskWords;  // over the ranked list, read before the scan's barrier
-  for (int w = w0; w < w0 + per && w < n_words; ++w)
-    for (unsigned bits = words[w]; bits; bits &= bits - 1) sorted[before++] = w * 32 + __ffs(bits) - 1;
-  __syncthreads();
+  write_page_row<kTopThreads>(c, i, words, n_items, item, lo, hi, area_s + kMaskWords, scan_tmp, o, o_s2, width);
+}
 
-  // Sinks, the chosen pages' candidate slots, the window, then padding (as top_items).
-  const int64_t pos = c.first_pos + i;
-  const int64_t sink_end = sa::sink_positions(pos, c.sinks).hi + 1;
-  const int64_t a_end = sink_end < c.n ? sink_end : c.n;
-  for (int64_t j = tid; j < a_end && j < width; j += kTopThreads) o[j * o_s2] = int32_t(j);
-  int64_t written = a_end < width ? a_end : width;
-  // The first candidate page starts at lo: when chosen (then first in order) it is short by
-  // `short_by` slots, and so are the places of the pages after it.
-  const int64_t lo_page = lo / item;
-  const bool lo_chosen = chosen > 0 && lo <= hi && sorted[0] == lo_page;
-  const int64_t short_by = lo_chosen ? lo - lo_page * item : 0;
-  for (int64_t t = tid; t < int64_t(chosen) * item; t += kTopThreads) {
-    const int64_t e = t / item, u = t % item, j = int64_t(sorted[e]) * item + u;
-    const int64_t at = written + e * item + u - short_by;
-    if (j >= lo && j <= hi && at < width) o[at * o_s2] = int32_t(j);
+// Page selection from the blocks' own choices (one launch after the bounds), for rows whose
+// blocks' lists fit in one block's registers (blocks * n_sel <= kCandCap). Each block computes
+// the masses of kCandChunk pages of one (query, KV head) (as page_top_kernel) and chooses its
+// best n_sel exactly (mass, then the lower page) from registers; a page of the row's best
+// n_sel is among its block's best n_sel, so the row's last block to finish chooses among the
+// blocks' lists alone (at most kCandCap entries) and writes the row. page_top_kernel's last
+// block walked the row's masses from L2, several times when they crowd; here no block reads
+// more than its own chunk or the lists.
+constexpr int kCandThreads = 512;
+constexpr int kCandPer = 4;                             // consecutive pages a thread computes
+constexpr int kCandChunk = kCandThreads * kCandPer;     // 2048 pages a block
+constexpr int kCandHeld = 8;                            // list entries a thread of the last block holds
+constexpr int kCandCap = kCandThreads * kCandHeld;      // 4096
+constexpr int kCandMaxBlocks = kMaskWords * 32 / kCandChunk;  // 32: at most 65536 pages a row
+
+// A block's choice: the radix digits' histogram (later the tie words' ranks), the tie and
+// chosen-page bitmaps, the scan's storage, the digit found.
+template <int THREADS>
+struct ChooseShared {
+  typename cub::BlockScan<int, THREADS>::TempStorage scan;
+  int hist[2048];
+  unsigned words[kMaskWords];
+  int bin, need, count;
+};
+
+// The bin of sm.hist (bins counts, from the top) where the running count reaches need (1 <=
+// need <= their total): sm.bin, sm.need (still to take within it), sm.count (its count).
+// Ends synchronised.
+template <int THREADS>
+__device__ __forceinline__ void find_bin(ChooseShared<THREADS> &sm, int bins, int need) {
+  const int per = (bins + THREADS - 1) / THREADS, top = bins - 1 - int(threadIdx.x) * per;
+  int mine = 0;
+  for (int k = 0; k < per && top - k >= 0; ++k) mine += sm.hist[top - k];
+  int above, all;
+  cub::BlockScan<int, THREADS>(sm.scan).ExclusiveSum(mine, above, all);
+  if (above < need && above + mine >= need)
+    for (int k = 0; k < per && top - k >= 0; ++k) {
+      const int n = sm.hist[top - k];
+      if (above + n >= need) {
+        sm.bin = top - k;
+        sm.need = need - above;
+        sm.count = n;
+        break;
+      }
+      above += n;
+    }
+  __syncthreads();
+}
+
+// Of the entries the block's threads hold (K a thread: key = mass_key, page, live), picks the
+// n_sel of highest key, equal keys lowest page first (all live ones when n_sel or fewer). The
+// keys' digits (11, 11 and 9 bits) are counted while more than need share the prefix, then
+// the ties at the full key are ranked by page from a bitmap of pages page0 .. page0 + 32 *
+// n_words - 1. Every thread of the block calls it; ends synchronised.
+template <int THREADS, int K>
+__device__ __forceinline__ void choose_top(ChooseShared<THREADS> &sm, const unsigned (&key)[K], const int (&page)[K],
+                                           const bool (&live)[K], int n_sel, int page0, int n_words,
+                                           bool (&pick)[K]) {
+  const int tid = threadIdx.x;
+  int mine = 0;
+#pragma unroll
+  for (int k = 0; k < K; ++k) {
+    pick[k] = live[k];
+    mine += live[k];
   }
-  if (chosen > 0) {
-    const int64_t last = sorted[chosen - 1];
-    const int64_t last_end = last * item + item - 1 < hi ? last * item + item - 1 : hi;
-    written += int64_t(chosen - 1) * item + (last_end - last * item + 1) - short_by;
+  int before, total;
+  cub::BlockScan<int, THREADS>(sm.scan).ExclusiveSum(mine, before, total);
+  __syncthreads();
+  if (total <= n_sel) return;
+#pragma unroll
+  for (int k = 0; k < K; ++k) pick[k] = false;
+  unsigned prefix = 0, mask = 0;
+  int need = n_sel;
+  for (int level = 0; level < 3; ++level) {
+    const int shift = level == 0 ? 20 : level == 1 ? 9 : 0, bins = level == 2 ? 512 : 2048;
+    for (int b = tid; b < bins; b += THREADS) sm.hist[b] = 0;
+    __syncthreads();
+    int digit[K];
+#pragma unroll
+    for (int k = 0; k < K; ++k) {
+      digit[k] = live[k] && (key[k] & mask) == prefix ? int((key[k] >> shift) & unsigned(bins - 1)) : -1;
+      // Masses crowd into few digits: one atomic per distinct digit of the warp.
+      const unsigned peers = __match_any_sync(0xffffffffu, digit[k]);
+      if (digit[k] >= 0 && (tid & 31) == __ffs(peers) - 1) atomicAdd(&sm.hist[digit[k]], __popc(peers));
+    }
+    __syncthreads();
+    find_bin<THREADS>(sm, bins, need);
+    const int bin = sm.bin;
+    const bool whole = sm.need == sm.count;
+#pragma unroll
+    for (int k = 0; k < K; ++k) pick[k] = pick[k] || digit[k] > bin || (whole && digit[k] == bin);
+    prefix |= unsigned(bin) << shift;
+    mask |= unsigned(bins - 1) << shift;
+    need = sm.need;
+    if (whole) {
+      __syncthreads();
+      return;
+    }
   }
-  if (written > width) written = width;
-  const sa::PositionRange window = sa::window_positions(pos, c.window, c.sinks);
-  const int64_t w_hi = window.hi < c.n - 1 ? window.hi : c.n - 1;
-  for (int64_t j = window.lo + tid; j <= w_hi; j += kTopThreads) {
-    const int64_t at = written + (j - window.lo);
-    if (at < width) o[at * o_s2] = int32_t(j);
+  // More than need pages hold the full key prefix: those of the lowest pages.
+  for (int w = tid; w < n_words; w += THREADS) sm.words[w] = 0u;
+  __syncthreads();
+#pragma unroll
+  for (int k = 0; k < K; ++k)
+    if (live[k] && key[k] == prefix) atomicOr(&sm.words[(page[k] - page0) >> 5], 1u << ((page[k] - page0) & 31));
+  __syncthreads();
+  const int per = (n_words + THREADS - 1) / THREADS, w0 = tid * per;
+  int ties = 0;
+  for (int w = w0; w < w0 + per && w < n_words; ++w) ties += __popc(sm.words[w]);
+  int ties_before, all;
+  cub::BlockScan<int, THREADS>(sm.scan).ExclusiveSum(ties, ties_before, all);
+  for (int w = w0; w < w0 + per && w < n_words; ++w) {  // each word's first rank
+    sm.hist[w] = ties_before;
+    ties_before += __popc(sm.words[w]);
   }
-  if (w_hi >= window.lo) written += w_hi - window.lo + 1;
-  for (int64_t at = (written < width ? written : width) + tid; at < width; at += kTopThreads) o[at * o_s2] = -1;
+  __syncthreads();
+#pragma unroll
+  for (int k = 0; k < K; ++k)
+    if (live[k] && key[k] == prefix) {
+      const int x = page[k] - page0;
+      pick[k] = sm.hist[x >> 5] + __popc(sm.words[x >> 5] & ((1u << (x & 31)) - 1u)) < need;
+    }
+  __syncthreads();
+}
+
+// lists: per (query, KV head) and block, room for n_sel (key, page) pairs, list_counts their
+// counts (the call's scratch); done: per (query, KV head) the count of blocks finished (zero
+// between calls). With kept positions the last block marks the chosen pages in marks (as
+// page_top_kernel) for the keep kernels instead of writing the row.
+template <bool RANGES>
+__global__ void __launch_bounds__(kCandThreads) page_cand_kernel(const Common c, const float *scores,
+                                                                 unsigned *row_max, float *marks, int64_t n_items,
+                                                                 int item, int n_sel, int2 *lists, int *list_counts,
+                                                                 int *done, int32_t *out, int64_t o_s0, int64_t o_s1,
+                                                                 int64_t o_s2, int64_t width) {
+  __shared__ ChooseShared<kCandThreads> sm;
+  __shared__ float norm_s[kMaxGroup];
+  __shared__ int counts_s[kCandMaxBlocks];
+  __shared__ bool last_s;
+  const int tid = threadIdx.x, h = blockIdx.y, i = blockIdx.z, n_blocks = int(gridDim.x);
+  const int64_t qh = int64_t(i) * c.H + h;
+  const float *scores_qh = scores + qh * c.G * n_items;
+  unsigned *row_max_qh = row_max + qh * c.G;
+  int64_t lo, hi;
+  candidate_range(c, i, lo, hi);
+
+  // This block's pages, kCandPer consecutive a thread: masses (summed as page_top_kernel's).
+  if (tid < c.G) norm_s[tid] = from_order_bits(row_max_qh[tid]);
+  __syncthreads();
+  const int page0 = int(blockIdx.x) * kCandChunk;
+  const int64_t r0 = page0 + int64_t(tid) * kCandPer;
+  float m[kCandPer];
+#pragma unroll
+  for (int k = 0; k < kCandPer; ++k) m[k] = 0.f;
+  for (int g = 0; g < c.G; ++g) {
+    const float nv = norm_s[g];
+    float sc[kCandPer];
+#pragma unroll
+    for (int k = 0; k < kCandPer; ++k) sc[k] = r0 + k < n_items ? scores_qh[int64_t(g) * n_items + r0 + k] : -INFINITY;
+    if (nv == -INFINITY) continue;
+#pragma unroll
+    for (int k = 0; k < kCandPer; ++k) m[k] += exp2f(sc[k] - nv);
+  }
+  unsigned key[kCandPer];
+  int page[kCandPer];
+  bool live[kCandPer], pick[kCandPer];
+#pragma unroll
+  for (int k = 0; k < kCandPer; ++k) {
+    key[k] = mass_key(m[k]);
+    page[k] = int(r0 + k);
+    live[k] = r0 + k < n_items && item_live<RANGES>(c, h, i, r0 + k, item, lo, hi);
+  }
+  choose_top<kCandThreads, kCandPer>(sm, key, page, live, n_sel, page0, kCandChunk / 32, pick);
+
+  // The block's list, in page order.
+  int mine = 0;
+#pragma unroll
+  for (int k = 0; k < kCandPer; ++k) mine += pick[k];
+  int at, listed;
+  cub::BlockScan<int, kCandThreads>(sm.scan).ExclusiveSum(mine, at, listed);
+  int2 *list = lists + (qh * n_blocks + blockIdx.x) * n_sel;
+#pragma unroll
+  for (int k = 0; k < kCandPer; ++k)
+    if (pick[k]) list[at++] = make_int2(int(key[k]), page[k]);
+  if (tid == 0) list_counts[qh * n_blocks + blockIdx.x] = listed;
+  __threadfence();
+  __syncthreads();
+  if (tid == 0) last_s = atomicAdd(&done[qh], 1) == n_blocks - 1;
+  __syncthreads();
+  if (!last_s) return;
+  __threadfence();
+
+  // The row's last block: every block has read the row maxima; the state back to zeros.
+  if (tid == 0) done[qh] = 0;
+  if (tid < c.G) row_max_qh[tid] = 0u;
+  if (tid < n_blocks) counts_s[tid] = __ldcg(&list_counts[qh * n_blocks + tid]);
+  __syncthreads();
+  const int2 *lists_qh = lists + qh * n_blocks * n_sel;
+  unsigned lkey[kCandHeld];
+  int lpage[kCandHeld];
+  bool llive[kCandHeld], lpick[kCandHeld];
+#pragma unroll
+  for (int k = 0; k < kCandHeld; ++k) {
+    const int e = tid + k * kCandThreads, b = e / n_sel;
+    llive[k] = b < n_blocks && e - b * n_sel < counts_s[b];
+    const int2 x = llive[k] ? __ldcg(&lists_qh[e]) : make_int2(0, 0);
+    lkey[k] = unsigned(x.x);
+    lpage[k] = x.y;
+  }
+  const int n_words = int((n_items + 31) / 32);
+  choose_top<kCandThreads, kCandHeld>(sm, lkey, lpage, llive, n_sel, 0, n_words, lpick);
+  for (int w = tid; w < n_words; w += kCandThreads) sm.words[w] = 0u;
+  __syncthreads();
+#pragma unroll
+  for (int k = 0; k < kCandHeld; ++k)
+    if (lpick[k]) atomicOr(&sm.words[lpage[k] >> 5], 1u << (lpage[k] & 31));
+  __syncthreads();
+  if (c.pos) {  // kept positions: the chosen pages marked for the keep kernels
+    float *marks_qh = marks + qh * n_items;
+    for (int64_t r = tid; r < n_items; r += kCandThreads) marks_qh[r] = sm.words[r >> 5] >> (r & 31) & 1u ? 1.f : -1.f;
+    return;
+  }
+  // The chosen pages in order over the histogram (n_sel <= kSortedCap entries).
+  write_page_row<kCandThreads>(c, i, sm.words, n_items, item, lo, hi, sm.hist, sm.scan, out + i * o_s0 + h * o_s1,
+                               o_s2, width);
 }
 
 // Page bounds on the tensor cores, for queries of the index's own dtype (D 64 or 128):
@@ -1332,42 +1573,71 @@ __global__ void __launch_bounds__(kTopThreads) page_top_kernel(const Common c, c
 // 2D terms, summed by mma.sync m16n8k16 (A: 16 pages' hi then lo rows as stored, B: the
 // group's q+ then q-, f32 accumulation) instead of 2 FMAs per term and member on the CUDA
 // cores, which bounded the CUDA-core kernel above the DRAM time of the bounds. The sum is
-// order-free, so each lane loads 16 contiguous bytes of a row (4 lanes: 64 contiguous) and
+// order-free, so each lane takes 16 contiguous bytes of a row (4 lanes: 64 contiguous) and
 // the query's terms are laid out in B in the same order. The score is then scaled, as
 // row_scores's are, and the row maxima raised the same way.
-// A block: kMmaWarps warps, each kMmaTiles tiles of 16 pages, all loaded before the query is
-// staged so that their latency and the query's overlap (before: 4 warps of 4 tiles taken one
-// after the other; on an H200, ncu 41-43 us at 512K against 44-46; 4 warps of 1 or 2 tiles
-// were slower in the bench).
-constexpr int kMmaWarps = 8, kMmaTiles = 1;
+// The blocks stay resident (one a multiprocessor, each a contiguous run of one row's tiles)
+// and their warps stream their tiles through a ring of kPipeStages tiles in shared memory
+// (cp.async): a warp keeps kPipeStages - 1 tiles loading while it computes one. Blocks of one
+// tile a warp (the kernel before) loaded together, then computed together: bursts of loads,
+// 43-45 us at 512K pages on an H200 (ncu) against 39 us now.
+// At most kPipeWarps warps a block (fewer where a block's shared memory is smaller): on an
+// H200, 8 warps of 3 stages and 4 of 4 were as fast (select at 512K 63.0 / 63.3 us), 6 of 4
+// slower (67.7).
+constexpr int kPipeWarps = 8, kPipeStages = 3;
+
+// 16 bytes global -> shared, asynchronously; zeros when !valid (src is then not read).
+__device__ __forceinline__ void copy16_async(void *dst, const void *src, bool valid) {
+  const unsigned d = static_cast<unsigned>(__cvta_generic_to_shared(dst));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(valid ? 16 : 0));
+}
+__device__ __forceinline__ void commit_async() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void wait_async() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+// The ring of one warp.
+constexpr size_t pipe_warp_bytes(int D) { return size_t(kPipeStages) * 2 * 16 * D * sizeof(uint16_t); }
 
 template <class T, int D, bool RANGES>
-__global__ void __launch_bounds__(kMmaWarps * 32) page_bounds_mma_kernel(const Common c, const uint16_t *rows_lo,
-                                                                         const uint16_t *rows_hi, int64_t head_stride,
-                                                                         int64_t n_rows, int item, float *scores,
-                                                                         unsigned *row_max) {
-  constexpr int CH = D / 32;  // 16-byte chunks of a hi (or lo) row per lane; the row's 4 lanes take all
-  const int i = blockIdx.z, h = blockIdx.y;
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gid = lane >> 2, tq = lane & 3;
+__global__ void __launch_bounds__(kPipeWarps * 32, 1)
+    page_bounds_pipe_kernel(const Common c, const uint16_t *rows_lo, const uint16_t *rows_hi, int64_t head_stride,
+                            int64_t n_rows, int item, int64_t tiles_per_block, float *scores, unsigned *row_max) {
+  constexpr int CH = D / 32;          // 16-byte chunks of a hi (or lo) row per lane; the row's 4 lanes take all
+  constexpr int ROW_CHUNKS = D / 8;   // 16-byte chunks of a row
+  constexpr int TILE = 2 * 16 * D;    // a stage: 16 hi rows, then 16 lo rows (16-bit elements)
+  // A row's chunk col is stored at col ^ (row & 7): the fragment reads (8 rows, 4 chunks a
+  // row) then fall on distinct banks.
+  extern __shared__ __align__(16) uint16_t ring_s[];  // [warps][kPipeStages][TILE]
   __shared__ __align__(16) uint16_t q_s[kMaxGroup][D];
-  __shared__ float max_s[kMmaWarps][kMaxGroup];
-  // The warp's tiles first (A: rows p0 = tile + gid and p1 = p0 + 8, chunk j < CH of hi, else lo).
+  __shared__ float max_s[kPipeWarps][kMaxGroup];
+  const int i = blockIdx.z, h = blockIdx.y;
+  const int warps = blockDim.x >> 5, warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gid = lane >> 2, tq = lane & 3;
   const uint16_t *hb = rows_hi + int64_t(h) * head_stride * D, *lb = rows_lo + int64_t(h) * head_stride * D;
-  const int64_t base = (int64_t(blockIdx.x) * kMmaWarps + warp) * kMmaTiles * 16;
-  uint4 a0[kMmaTiles][2 * CH], a1[kMmaTiles][2 * CH];
+  const int64_t n_tiles = (n_rows + 15) / 16, t_begin = int64_t(blockIdx.x) * tiles_per_block;
+  const int64_t t_end = t_begin + tiles_per_block < n_tiles ? t_begin + tiles_per_block : n_tiles;
+  // This warp's tiles: t_begin + warp + k * warps.
+  const int my_tiles = t_end > t_begin + warp ? int((t_end - t_begin - warp + warps - 1) / warps) : 0;
+  uint16_t *ring = ring_s + warp * kPipeStages * TILE;
+  auto issue = [&](int k) {  // tile k of the warp into stage k % kPipeStages; a group even when none is left
+    if (k < my_tiles) {
+      const int64_t p = (t_begin + warp + int64_t(k) * warps) * 16;
+      uint16_t *st = ring + (k % kPipeStages) * TILE;
 #pragma unroll
-  for (int t = 0; t < kMmaTiles; ++t) {
-    const int64_t p0 = base + t * 16 + gid, p1 = p0 + 8;
-#pragma unroll
-    for (int j = 0; j < 2 * CH; ++j) {
-      const int chunk = (j % CH) * 4 + tq;
-      const uint16_t *src = j < CH ? hb : lb;
-      a0[t][j] = p0 < n_rows ? __ldg(reinterpret_cast<const uint4 *>(src + p0 * D) + chunk) : make_uint4(0, 0, 0, 0);
-      a1[t][j] = p1 < n_rows ? __ldg(reinterpret_cast<const uint4 *>(src + p1 * D) + chunk) : make_uint4(0, 0, 0, 0);
+      for (int x = lane; x < 2 * 16 * ROW_CHUNKS; x += 32) {
+        const int part = x / (16 * ROW_CHUNKS), row = (x / ROW_CHUNKS) % 16, col = x % ROW_CHUNKS;
+        const bool valid = p + row < n_rows;
+        const uint16_t *src = (part ? lb : hb) + (valid ? (p + row) * D : 0) + col * 8;
+        copy16_async(st + (part * 16 + row) * D + (col ^ (row & 7)) * 8, src, valid);
+      }
     }
-  }
+    commit_async();
+  };
+#pragma unroll
+  for (int k = 0; k < kPipeStages - 1; ++k) issue(k);
   const uint16_t *q = static_cast<const uint16_t *>(c.q) + i * c.q_s0 + int64_t(h) * c.G * c.q_s1;
-  for (int e = threadIdx.x; e < kMaxGroup * D; e += kMmaWarps * 32) {
+  for (int e = threadIdx.x; e < kMaxGroup * D; e += blockDim.x) {
     const int g = e / D, d = e % D;
     q_s[g][d] = g < c.G ? q[g * c.q_s1 + d * c.q_s2] : uint16_t(0);
   }
@@ -1396,19 +1666,25 @@ __global__ void __launch_bounds__(kMmaWarps * 32) page_bounds_mma_kernel(const C
   candidate_range(c, i, lo, hi);
   float *out = scores + (int64_t(i) * c.H + h) * c.G * n_rows;
   float best[2] = {-INFINITY, -INFINITY};  // members 2 tq and 2 tq + 1
-#pragma unroll
-  for (int t = 0; t < kMmaTiles; ++t) {
-    const int64_t p0 = base + t * 16 + gid, p1 = p0 + 8;
-    if (base + t * 16 >= n_rows) break;
+  for (int k = 0; k < my_tiles; ++k) {
+    issue(k + kPipeStages - 1);
+    wait_async<kPipeStages - 1>();  // tile k's copies of this lane have landed
+    __syncwarp();                   // and every lane's
+    const uint16_t *st = ring + (k % kPipeStages) * TILE;
+    const int64_t p0 = (t_begin + warp + int64_t(k) * warps) * 16 + gid, p1 = p0 + 8;
     float d[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll
-    for (int j = 0; j < 2 * CH; ++j)
+    for (int j = 0; j < 2 * CH; ++j) {
+      const int chunk = (j % CH) * 4 + tq, part = j >= CH;
+      const uint4 a0 = *reinterpret_cast<const uint4 *>(st + (part * 16 + gid) * D + (chunk ^ (gid & 7)) * 8);
+      const uint4 a1 = *reinterpret_cast<const uint4 *>(st + (part * 16 + gid + 8) * D + (chunk ^ (gid & 7)) * 8);
 #pragma unroll
-      for (int k = 0; k < 2; ++k) {
-        const uint32_t a[4] = {word_of(a0[t][j], 2 * k), word_of(a1[t][j], 2 * k), word_of(a0[t][j], 2 * k + 1),
-                               word_of(a1[t][j], 2 * k + 1)};
-        mma_16816<T>(d, a, bq[j][k][0], bq[j][k][1]);
+      for (int k2 = 0; k2 < 2; ++k2) {
+        const uint32_t a[4] = {word_of(a0, 2 * k2), word_of(a1, 2 * k2), word_of(a0, 2 * k2 + 1),
+                               word_of(a1, 2 * k2 + 1)};
+        mma_16816<T>(d, a, bq[j][k2][0], bq[j][k2][1]);
       }
+    }
 #pragma unroll
     for (int x = 0; x < 4; ++x) {
       const int64_t r = x < 2 ? p0 : p1;
@@ -1420,7 +1696,9 @@ __global__ void __launch_bounds__(kMmaWarps * 32) page_bounds_mma_kernel(const C
         best[x & 1] = fmaxf(best[x & 1], sc);
       }
     }
+    __syncwarp();  // the stage is read before the next issue loads it again
   }
+  wait_async<0>();
 #pragma unroll
   for (int o = 4; o < 32; o *= 2) {
     best[0] = fmaxf(best[0], __shfl_xor_sync(0xffffffffu, best[0], o));
@@ -1433,7 +1711,7 @@ __global__ void __launch_bounds__(kMmaWarps * 32) page_bounds_mma_kernel(const C
   __syncthreads();
   if (threadIdx.x < c.G) {
     float mx = -INFINITY;
-    for (int w = 0; w < kMmaWarps; ++w) mx = fmaxf(mx, max_s[w][threadIdx.x]);
+    for (int w = 0; w < warps; ++w) mx = fmaxf(mx, max_s[w][threadIdx.x]);
     if (mx != -INFINITY) atomicMax(&row_max[(int64_t(i) * c.H + h) * c.G + threadIdx.x], order_bits(mx));
   }
 }
@@ -1465,26 +1743,44 @@ void launch_scores(const Common &c, const uint16_t *a, const uint16_t *b, int64_
   else launch_scores_g<T, MODE, kMaxGroup>(c, a, b, head_stride, n_rows, item, scores, row_max, s);
 }
 
-// The page bounds on the tensor cores (page_bounds_mma_kernel's conditions checked by the caller).
+// The page bounds by resident blocks (page_bounds_pipe_kernel): one block a multiprocessor,
+// the rows' tiles shared evenly among the blocks of each (query, KV head).
+template <class T, int D, bool RANGES>
+void launch_bounds_pipe_d(const Common &c, const uint16_t *lo_rows, const uint16_t *hi_rows, int64_t head_stride,
+                          int64_t n_rows, int item, float *scores, unsigned *row_max, int device, cudaStream_t s) {
+  constexpr int kStatic = 4096;  // the kernel's own shared memory (2.3 KB for D 128), rounded up
+  int warps = (max_shared_per_block(device) - kStatic) / int(pipe_warp_bytes(D));
+  warps = warps < 1 ? 1 : warps > kPipeWarps ? kPipeWarps : warps;
+  const size_t bytes = size_t(warps) * pipe_warp_bytes(D);
+  static int opted[64] = {};
+  if (device >= 64 || opted[device] < int(bytes)) {
+    check_cuda(cudaFuncSetAttribute(page_bounds_pipe_kernel<T, D, RANGES>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    int(bytes)),
+               "cudaFuncSetAttribute");
+    if (device < 64) opted[device] = int(bytes);
+  }
+  const int64_t n_tiles = (n_rows + 15) / 16, rows = int64_t(c.H) * c.n_q;
+  int64_t blocks = sm_count(device) / rows;
+  blocks = blocks < 1 ? 1 : blocks > n_tiles ? n_tiles : blocks;
+  const int64_t per_block = (n_tiles + blocks - 1) / blocks;
+  blocks = (n_tiles + per_block - 1) / per_block;
+  page_bounds_pipe_kernel<T, D, RANGES><<<dim3(unsigned(blocks), c.H, c.n_q), warps * 32, bytes, s>>>(
+      c, lo_rows, hi_rows, head_stride, n_rows, item, per_block, scores, row_max);
+  check_cuda(cudaGetLastError(), "page bounds launch");
+}
+
 template <class T>
-void launch_bounds_mma(const Common &c, const uint16_t *lo_rows, const uint16_t *hi_rows, int64_t head_stride,
-                       int64_t n_rows, int item, float *scores, unsigned *row_max, cudaStream_t s) {
-  const int64_t per_block = int64_t(kMmaWarps) * kMmaTiles * 16;
-  const dim3 grid(unsigned((n_rows + per_block - 1) / per_block), c.H, c.n_q);
+void launch_bounds_pipe(const Common &c, const uint16_t *lo_rows, const uint16_t *hi_rows, int64_t head_stride,
+                        int64_t n_rows, int item, float *scores, unsigned *row_max, int device, cudaStream_t s) {
   const bool ranges = c.min_pos != nullptr;
   if (c.D == 64 && ranges)
-    page_bounds_mma_kernel<T, 64, true><<<grid, kMmaWarps * 32, 0, s>>>(c, lo_rows, hi_rows, head_stride, n_rows,
-                                                                        item, scores, row_max);
+    launch_bounds_pipe_d<T, 64, true>(c, lo_rows, hi_rows, head_stride, n_rows, item, scores, row_max, device, s);
   else if (c.D == 64)
-    page_bounds_mma_kernel<T, 64, false><<<grid, kMmaWarps * 32, 0, s>>>(c, lo_rows, hi_rows, head_stride, n_rows,
-                                                                         item, scores, row_max);
+    launch_bounds_pipe_d<T, 64, false>(c, lo_rows, hi_rows, head_stride, n_rows, item, scores, row_max, device, s);
   else if (ranges)
-    page_bounds_mma_kernel<T, 128, true><<<grid, kMmaWarps * 32, 0, s>>>(c, lo_rows, hi_rows, head_stride, n_rows,
-                                                                         item, scores, row_max);
+    launch_bounds_pipe_d<T, 128, true>(c, lo_rows, hi_rows, head_stride, n_rows, item, scores, row_max, device, s);
   else
-    page_bounds_mma_kernel<T, 128, false><<<grid, kMmaWarps * 32, 0, s>>>(c, lo_rows, hi_rows, head_stride, n_rows,
-                                                                          item, scores, row_max);
-  check_cuda(cudaGetLastError(), "page bounds launch");
+    launch_bounds_pipe_d<T, 128, false>(c, lo_rows, hi_rows, head_stride, n_rows, item, scores, row_max, device, s);
 }
 
 // sa_select_batch over a paged cache: each chosen slot j of the sequence becomes the physical
@@ -1646,6 +1942,9 @@ void index_select(const sa_plugin_index &ix, const sa_plugin_select_args &a, boo
   const size_t staged_bytes = size_t(n_items) * sizeof(float) + size_t(out.shape[2]) * sizeof(int32_t);
   // Spread: masses and counts over many blocks, the row written by its last (page_top_kernel).
   const bool spread = page && n_items > 0 && n_items <= int64_t(kMaskWords) * 32 && n_sel <= kSortedCap;
+  // Candidates: each block's best n_sel, chosen among by the row's last block (page_cand_kernel).
+  const int64_t cand_blocks = (n_items + kCandChunk - 1) / kCandChunk;
+  const bool cand = spread && cand_blocks * n_sel <= kCandCap;
   // Staged: the masses and the output row in shared memory.
   const bool staged =
       page && !c.pos && !spread && staged_bytes + kStaticTop <= size_t(max_shared_per_block(ix.device));
@@ -1659,22 +1958,27 @@ void index_select(const sa_plugin_index &ix, const sa_plugin_select_args &a, boo
   const int64_t chunks = (ix.size + kKeepSlots - 1) / kKeepSlots + (ix.size == 0);
   const size_t row_max_bytes = (rows * sizeof(unsigned) + 15) / 16 * 16;
   const size_t sel_bytes = passes ? size_t(n_q) * H * kSelStride * sizeof(int)
+                           : cand   ? size_t(n_q) * H * sizeof(int)
                            : spread ? size_t(n_q) * H * kPageState * sizeof(int)
                                     : 0;
   const void *owner = a.struct_size >= offsetof(sa_plugin_select_args, owner) + sizeof a.owner ? a.owner : nullptr;
   const int64_t keep_chunks = c.pos && !chosen ? chunks : 0;
   const size_t counts_bytes = chosen ? size_t(n_q) * H * size_t(2 + 2 * chunks) * sizeof(int)
                                      : size_t(n_q) * H * size_t(keep_chunks) * sizeof(int);
-  // The exact scores' per-block partials (key_scores_kernel), 8-byte aligned after the rest.
+  // The exact scores' per-block partials (key_scores_kernel) or the page blocks' candidate
+  // lists (page_cand_kernel), 16-byte aligned after the rest.
   const size_t partial_at = (scores_bytes + norm_bytes + mass_bytes + counts_bytes + 15) / 16 * 16;
   const size_t partial_bytes = page ? 0 : rows * size_t(key_scores_blocks(c, n_items)) * sizeof(float2);
+  const size_t lists_bytes = cand ? size_t(n_q) * H * size_t(cand_blocks) * (size_t(n_sel) * sizeof(int2) + sizeof(int)) : 0;
   const StreamBuffers b = stream_buffers(owner, ix.device, stream, row_max_bytes + sel_bytes,
-                                         partial_at + partial_bytes);
+                                         partial_at + partial_bytes + lists_bytes);
   auto *scores = static_cast<float *>(b.scratch);
   auto *norm = reinterpret_cast<float *>(static_cast<char *>(b.scratch) + scores_bytes);
   auto *mass = reinterpret_cast<float *>(static_cast<char *>(b.scratch) + scores_bytes + norm_bytes);
   auto *counts = reinterpret_cast<int *>(static_cast<char *>(b.scratch) + scores_bytes + norm_bytes + mass_bytes);
   auto *partial = reinterpret_cast<float2 *>(static_cast<char *>(b.scratch) + partial_at);
+  auto *lists = reinterpret_cast<int2 *>(static_cast<char *>(b.scratch) + partial_at + partial_bytes);
+  auto *list_counts = reinterpret_cast<int *>(lists + size_t(n_q) * H * size_t(cand_blocks) * size_t(n_sel));
   auto *row_max = static_cast<unsigned *>(b.zeroed);  // the scores' row maxima
   int *sel = passes || spread ? reinterpret_cast<int *>(static_cast<char *>(b.zeroed) + row_max_bytes) : nullptr;
   const auto *keys = static_cast<const uint16_t *>(ix.page_min);
@@ -1688,8 +1992,8 @@ void index_select(const sa_plugin_index &ix, const sa_plugin_select_args &a, boo
       launch_exact_scores(c, exact, n_items, scores, partial, norm, stream);
     else if (mma)
       ix.dtype == SA_DTYPE_F16
-          ? launch_bounds_mma<F16>(c, keys, keys_b, head_stride, n_items, item, scores, row_max, stream)
-          : launch_bounds_mma<BF16>(c, keys, keys_b, head_stride, n_items, item, scores, row_max, stream);
+          ? launch_bounds_pipe<F16>(c, keys, keys_b, head_stride, n_items, item, scores, row_max, ix.device, stream)
+          : launch_bounds_pipe<BF16>(c, keys, keys_b, head_stride, n_items, item, scores, row_max, ix.device, stream);
     else if (ix.dtype == SA_DTYPE_F16)
       launch_scores<F16, 1>(c, keys, keys_b, head_stride, n_items, item, scores, row_max, stream);
     else
@@ -1715,6 +2019,11 @@ void index_select(const sa_plugin_index &ix, const sa_plugin_select_args &a, boo
     chosen_count_kernel<<<grid, kKeepThreads, 0, stream>>>(c, mass, n_items, sel, counts);
     chosen_write_kernel<<<grid, kKeepThreads, 0, stream>>>(c, mass, n_items, sel, counts, o, out.strides[0],
                                                            out.strides[1], out.strides[2], out.shape[2]);
+  } else if (cand) {
+    const auto top = c.min_pos ? page_cand_kernel<true> : page_cand_kernel<false>;
+    top<<<dim3(unsigned(cand_blocks), H, n_q), kCandThreads, 0, stream>>>(
+        c, scores, row_max, mass, n_items, item, int(n_sel), lists, list_counts, sel, o, out.strides[0], out.strides[1],
+        out.strides[2], out.shape[2]);
   } else if (spread) {
     // The row's masses also in shared memory when they fit beside the kernel's own arrays.
     const int most = max_shared_per_block(ix.device) - int(kPageStatic);

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <random>
+#include <tuple>
 
 #include "cuda_helpers.cuh"
 
@@ -84,6 +85,55 @@ TEST(CudaPageSelect, CrowdedMassesAreRankedByTheirLaterDigits) {
   NEED_GPU(c);
   check_crowded(c, 131072, 128, 8, 2, 2048, 21);  // 8192 pages, 128 chosen
   check_crowded(c, 40000, 64, 6, 1, 512, 22);     // G = 6, D = 64
+}
+
+// Two masses only: pages p with p % every == 0 hold larger keys (their bounds are twice the
+// others' for a positive query), so all their masses are equal and so are all the others'.
+// The row is then known exactly: the larger pages first, lowest first, then the lowest of the
+// others, up to top_k / page pages; whichever block of pages the ties fall in.
+void check_two_masses(Ctx &c, int64_t n, int every, int top_k) {
+  constexpr int D = 64, Hq = 4, Hkv = 2, page = 16, window = 16, sinks = 4;
+  std::vector<uint16_t> keys(size_t(n) * Hkv * D), q(size_t(Hq) * D);
+  for (int64_t s = 0; s < n; ++s)
+    for (size_t e = 0; e < size_t(Hkv) * D; ++e) keys[size_t(s) * Hkv * D + e] = to_bf16(s / page % every ? 0.5f : 1.f);
+  std::mt19937_64 rng(uint64_t(n) + uint64_t(top_k));
+  std::uniform_real_distribution<float> ud(0.1f, 1.f);
+  for (auto &x : q) x = to_bf16(ud(rng));
+  const int width = sinks + window + top_k + 5;
+  std::vector<int32_t> got;
+  ASSERT_NO_FATAL_FAILURE(select_one_query(c, device_index_options(SA_SELECTOR_PAGE, Hkv, D, page), keys, q, n, Hq,
+                                           top_k, window, sinks, width, &got));
+  const int64_t pos = n - 1, lo = sinks, hi = pos - window;
+  std::vector<int64_t> order;  // candidate pages, larger masses first, then lower pages
+  for (int64_t p = 0; p * page <= hi; ++p)
+    if (p % every == 0) order.push_back(p);
+  for (int64_t p = 0; p * page <= hi; ++p)
+    if (p % every) order.push_back(p);
+  order.resize(std::min(order.size(), size_t(top_k / page)));
+  std::sort(order.begin(), order.end());
+  std::vector<int32_t> want;
+  for (int32_t j = 0; j < sinks; ++j) want.push_back(j);
+  for (int64_t p : order)
+    for (int64_t j = std::max<int64_t>(p * page, lo); j < (p + 1) * page && j <= hi; ++j) want.push_back(int32_t(j));
+  for (int64_t j = hi + 1; j <= pos; ++j) want.push_back(int32_t(j));
+  want.resize(size_t(width), -1);
+  for (int h = 0; h < Hkv; ++h)
+    EXPECT_EQ(std::vector<int32_t>(got.begin() + h * width, got.begin() + (h + 1) * width), want) << "KV head " << h;
+}
+
+// Rows of several blocks of pages: the threshold among the larger pages or among the others,
+// the last block shorter than a block and holding fewer pages than are chosen.
+TEST(CudaPageSelect, EqualMassesAcrossBlocksTakeTheLowestPages) {
+  NEED_GPU(c);
+  for (const auto &k : {std::make_tuple(int64_t(16) * 5001 + 7, 7, 16 * 1024),  // 715 larger, 1024 chosen
+                        std::make_tuple(int64_t(16) * 5001 + 7, 7, 16 * 64),    // 64 of the larger
+                        std::make_tuple(int64_t(16) * 8192, 97, 16 * 128),     // 85 larger, 128 chosen
+                        std::make_tuple(int64_t(16) * 2100, 1, 16 * 100),      // every page equal
+                        std::make_tuple(int64_t(16) * 300, 3, 16 * 512)}) {     // fewer candidates than chosen
+    SCOPED_TRACE(testing::Message() << "n " << std::get<0>(k) << ", every " << std::get<1>(k) << ", top_k "
+                                    << std::get<2>(k));
+    check_two_masses(c, std::get<0>(k), std::get<1>(k), std::get<2>(k));
+  }
 }
 
 }  // namespace
