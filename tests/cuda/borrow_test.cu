@@ -291,9 +291,9 @@ TEST(CudaBorrow, BadKeysAreRefusedAndLeaveTheOutput) {
   EXPECT_EQ(sa_select(half, &tq_half, &so, &to), SA_ERR_UNSUPPORTED) << sa_last_error();
   EXPECT_NE(std::string(sa_last_error()).find("strides[2]"), std::string::npos) << sa_last_error();
   sa_index_destroy(&half);
+  // n rows one element past a 16-byte boundary: inside df's 4-byte elements, twice the bytes.
   sa_tensor misaligned = keys;
-  misaligned.data = dk + 1;
-  misaligned.shape[0] = n - 1;
+  misaligned.data = reinterpret_cast<uint16_t *>(df) + 1;
   expect(&misaligned, SA_ERR_UNSUPPORTED, "rows off 16-byte boundaries", "16-byte");
   // The index still selects with good keys.
   so.keys = &keys;
