@@ -22,6 +22,7 @@ inline Batch load_f32(const BF16 *p) {
 // across lanes.)
 using Codes = __m512i;
 using CodeAcc = __m512i;
+constexpr int kCodeRows = 4;
 constexpr int kCodeLanes = 32;
 inline CodeAcc code_acc_zero() { return _mm512_setzero_si512(); }
 inline Codes load_codes(const int8_t *p) { return _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(p))); }
