@@ -41,4 +41,18 @@ TEST(CpuFeatures, BestIsaMatchesProcCpuinfo) {
 #endif
 }
 
+// The AVX-512 table built with VNNI is picked exactly when the CPU has AVX-512 and VNNI.
+TEST(CpuFeatures, Avx512VnniMatchesProcCpuinfo) {
+#if !defined(SA_HAVE_X86_KERNELS)
+  GTEST_SKIP() << "x86 only";
+#else
+  std::set<std::string> f = cpuinfo_flags();
+  if (f.empty()) GTEST_SKIP() << "no /proc/cpuinfo flags line";
+  const bool expected = sa::cpu_best_isa() == SA_ISA_AVX512 && f.count("avx512_vnni") != 0;
+  EXPECT_EQ(sa::cpu_has_avx512_vnni(), expected);
+  if (sa::cpu_best_isa() == SA_ISA_AVX512)
+    EXPECT_EQ(&sa::kernel_table(SA_ISA_AUTO), expected ? &sa::kernels_avx512_vnni : &sa::kernels_avx512);
+#endif
+}
+
 }  // namespace

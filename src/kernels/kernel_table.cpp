@@ -16,7 +16,7 @@ namespace {
 // SDM vol. 2A, CPUID leaves 1 and 7.
 struct X86Features {
   bool avx2 = false, fma = false, f16c = false;
-  bool avx512f = false, avx512bw = false, avx512dq = false, avx512vl = false;
+  bool avx512f = false, avx512bw = false, avx512dq = false, avx512vl = false, avx512vnni = false;
   bool os_ymm = false, os_zmm = false;  // the OS saves YMM / ZMM and opmask state (XCR0)
 };
 
@@ -39,6 +39,7 @@ X86Features x86_features() {
     f.avx512dq = (b >> 17) & 1;
     f.avx512bw = (b >> 30) & 1;
     f.avx512vl = (b >> 31) & 1;
+    f.avx512vnni = (c >> 11) & 1;
   }
   return f;
 }
@@ -58,11 +59,20 @@ sa_isa cpu_best_isa() {
   return SA_ISA_SCALAR;
 }
 
+bool cpu_has_avx512_vnni() {
+#if defined(SA_HAVE_X86_KERNELS)
+  static const bool vnni = x86_features().avx512vnni;
+  return vnni && cpu_best_isa() == SA_ISA_AVX512;
+#else
+  return false;
+#endif
+}
+
 const KernelTable &kernel_table(sa_isa cap) {
   sa_isa best = cpu_best_isa();
   sa_isa isa = (cap == SA_ISA_AUTO || cap > best) ? best : cap;
 #if defined(SA_HAVE_X86_KERNELS)
-  if (isa == SA_ISA_AVX512) return kernels_avx512;
+  if (isa == SA_ISA_AVX512) return cpu_has_avx512_vnni() ? kernels_avx512_vnni : kernels_avx512;
   if (isa >= SA_ISA_AVX2) return kernels_avx2;
 #elif defined(SA_HAVE_NEON_KERNELS)
   if (isa >= SA_ISA_NEON) return kernels_neon;

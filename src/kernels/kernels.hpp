@@ -89,11 +89,14 @@ struct KernelTable {
 const KernelTable &kernel_table(sa_isa cap);
 // The best instruction set of this CPU (ignoring SA_ISA).
 sa_isa cpu_best_isa();
+// Whether kernels_avx512_vnni runs here (AVX-512 and VNNI; kernel_table's pick for AVX-512).
+bool cpu_has_avx512_vnni();
 
 extern const KernelTable kernels_scalar;
 #if defined(SA_HAVE_X86_KERNELS)
 extern const KernelTable kernels_avx2;
 extern const KernelTable kernels_avx512;
+extern const KernelTable kernels_avx512_vnni;  // the same, built with VNNI (isa SA_ISA_AVX512)
 #endif
 #if defined(SA_HAVE_NEON_KERNELS)
 extern const KernelTable kernels_neon;

@@ -19,6 +19,7 @@ inline Batch load_f32(const BF16 *p) {
 }
 using Codes = __m256i;
 using CodeAcc = __m256i;
+constexpr int kCodeRows = 2;
 constexpr int kCodeLanes = 16;
 inline CodeAcc code_acc_zero() { return _mm256_setzero_si256(); }
 inline Codes load_codes(const int8_t *p) { return _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i *>(p))); }

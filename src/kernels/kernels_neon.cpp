@@ -20,6 +20,7 @@ inline Batch load_f32(const BF16 *p) {
 }
 using Codes = int16x8_t;
 using CodeAcc = int32x4_t;
+constexpr int kCodeRows = 4;
 constexpr int kCodeLanes = 8;
 inline CodeAcc code_acc_zero() { return vdupq_n_s32(0); }
 inline Codes load_codes(const int8_t *p) { return vmovl_s8(vld1_s8(p)); }

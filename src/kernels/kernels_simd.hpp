@@ -5,7 +5,9 @@
 //   B transpose_sum(const B *rows)  (lane j = sum of rows[j]; L rows)
 //   Codes, CodeAcc, kCodeLanes, code_acc_zero(), load_codes(const int8_t *) (kCodeLanes int8
 //   codes widened to int16), madd_add(CodeAcc, Codes, const int16_t *q) (acc += pairwise
-//   sums of codes * q, in int32), hsum(CodeAcc), hsum8(const CodeAcc *, int32_t *) (8 of them)
+//   sums of codes * q, in int32), hsum(CodeAcc), hsum8(const CodeAcc *, int32_t *) (8 of them),
+//   kCodeRows (rows per step of the four-head code dot products: 16 accumulators and their
+//   codes fit 32 vector registers, 8 fit 16)
 // and then includes this file. Everything here has internal linkage so the copies built with
 // different -m flags never mix.
 //
@@ -273,35 +275,69 @@ inline void code_dots(const int16_t *q, int D, const int8_t *row, int32_t *out) 
   for (int h = 0; h < H; ++h) out[h] = hsum(a[h]);
 }
 
-// The same for two rows at once: each query load serves both rows.
-// Four heads: the 8 sums reduced together (hsum8; out0 and out1 then follow each other).
-inline void code_dots2_4(const int16_t *q, int D, const int8_t *row0, const int8_t *row1, int32_t *out) {
-  CodeAcc a[8];  // a[h]: row 0, a[4 + h]: row 1
-  for (int h = 0; h < 8; ++h) a[h] = code_acc_zero();
-  for (int d = 0; d < D; d += kCodeLanes) {
-    const Codes k0 = load_codes(row0 + d), k1 = load_codes(row1 + d);
-    for (int h = 0; h < 4; ++h) {
-      a[h] = madd_add(a[h], k0, q + h * D + d);
-      a[4 + h] = madd_add(a[4 + h], k1, q + h * D + d);
+// The same for kCodeRows rows (an even number) and four heads at once: each query load serves
+// every row, and each pair of rows' 8 sums is reduced together (hsum8), out [row][head].
+// kD > 0: the row length, known at compile time (the loop unrolled); 0: D.
+template <int kD>
+inline void code_dots_4(const int16_t *q, int D, const int8_t *rows, int32_t *out) {
+  static_assert(kCodeRows % 2 == 0, "rows are reduced in pairs");
+  const int len = kD > 0 ? kD : D;
+  CodeAcc a[kCodeRows * 4];  // a[4 t + h]: row t, head h
+  for (int i = 0; i < kCodeRows * 4; ++i) a[i] = code_acc_zero();
+  for (int d = 0; d < len; d += kCodeLanes) {
+    Codes k[kCodeRows];
+    for (int t = 0; t < kCodeRows; ++t) k[t] = load_codes(rows + t * len + d);
+    for (int h = 0; h < 4; ++h)
+      for (int t = 0; t < kCodeRows; ++t) a[4 * t + h] = madd_add(a[4 * t + h], k[t], q + h * len + d);
+  }
+  for (int t = 0; t < kCodeRows; t += 2) hsum8(a + 4 * t, out + 4 * t);
+}
+
+// Rows per block of the four-head path: a block's int32 dots become scores in whole vectors
+// (a scalar conversion, multiply and store per score took a third of the kernel's time).
+constexpr int kCodeBlock = 16;
+static_assert(kCodeBlock % kCodeRows == 0, "blocks hold whole steps");
+// The four-head path prefetches the rows this many bytes ahead (32 pages of [centre | radius]
+// at D 128): the hardware prefetcher alone left the scan's arithmetic and its reads in turn.
+// Measured (bench_bounds, cold, AVX-512, medians of 14, load 1.0-1.5): at 128K / 512K keys,
+// 1 thread, 605 / 2448 us against 640-922 / 2488-4214 with 0, 2K, 4K, 16K or 32K bytes.
+constexpr int64_t kCodeAhead = 8192;
+
+// score_rows_i8 for a group of four heads, n a multiple of kCodeRows.
+template <int kD>
+void score_rows_i8_4(const int16_t *q, int D, const int8_t *rows, const float *scale, int64_t n, float *scores,
+                     int64_t ld) {
+  const int64_t len = kD > 0 ? kD : D;
+  alignas(64) int32_t dot[kCodeBlock * 4];  // [row][head]
+  for (int64_t j0 = 0; j0 < n; j0 += kCodeBlock) {
+    const int cnt = int(std::min<int64_t>(kCodeBlock, n - j0));
+    for (int j = 0; j < cnt; j += kCodeRows) {
+      const int8_t *r = rows + (j0 + j) * len;
+      // Non-temporal: each byte is read once. (A prefetch past the end is harmless.)
+      for (int64_t o = 0; o < kCodeRows * len; o += 64) __builtin_prefetch(r + kCodeAhead + o, 0, 0);
+      code_dots_4<kD>(q, D, r, dot + 4 * j);
+    }
+    if (cnt == kCodeBlock) {  // the same loop with a constant trip count, vectorised
+      for (int h = 0; h < 4; ++h)
+        for (int j = 0; j < kCodeBlock; ++j) scores[h * ld + j0 + j] = scale[j0 + j] * float(dot[4 * j + h]);
+    } else {
+      for (int h = 0; h < 4; ++h)
+        for (int j = 0; j < cnt; ++j) scores[h * ld + j0 + j] = scale[j0 + j] * float(dot[4 * j + h]);
     }
   }
-  hsum8(a, out);
 }
 
 void score_rows_i8(const int16_t *q, int g, int D, const int8_t *rows, const float *scale, int64_t n, float *scores,
                    int64_t ld) {
   if (D % kCodeLanes != 0) return kernels_scalar.score_rows_i8(q, g, D, rows, scale, n, scores, ld);
-  static_assert(kMaxGroup >= 8, "code_dots2_4 writes 8 sums");
   int32_t dot[kMaxGroup];
   int64_t j = 0;
-  if (g == 4)  // a decode group of four heads: rows in pairs
-    for (; j + 2 <= n; j += 2) {
-      code_dots2_4(q, D, rows + j * D, rows + (j + 1) * D, dot);
-      for (int h = 0; h < 4; ++h) {
-        scores[h * ld + j] = scale[j] * float(dot[h]);
-        scores[h * ld + j + 1] = scale[j + 1] * float(dot[4 + h]);
-      }
-    }
+  if (g == 4) {  // a decode group of four heads; [centre | radius] rows of head dim 128 and 64 unrolled
+    j = n / kCodeRows * kCodeRows;
+    if (D == 256) score_rows_i8_4<256>(q, D, rows, scale, j, scores, ld);
+    else if (D == 128) score_rows_i8_4<128>(q, D, rows, scale, j, scores, ld);
+    else score_rows_i8_4<0>(q, D, rows, scale, j, scores, ld);
+  }
   for (; j < n; ++j) {
     const int8_t *r = rows + j * D;
     int h = 0;

@@ -22,11 +22,21 @@ namespace {
 struct TableOnCpu {
   const sa::KernelTable *table;
   const char *needs;  // what the CPU must have, for the skip note
+  const char *label = nullptr;  // the report's isa column, when the table's isa does not tell
+  bool runs() const {    // whether this CPU runs the table
+    if (table->isa > sa::cpu_best_isa()) return false;
+#if defined(SA_HAVE_X86_KERNELS)
+    if (table == &sa::kernels_avx512_vnni) return sa::cpu_has_avx512_vnni();
+#endif
+    return true;
+  }
 };
 
 std::vector<TableOnCpu> simd_tables() {
 #if defined(SA_HAVE_X86_KERNELS)
-  return {{&sa::kernels_avx2, "AVX2, FMA and F16C"}, {&sa::kernels_avx512, "AVX-512 F/BW/DQ/VL"}};
+  return {{&sa::kernels_avx2, "AVX2, FMA and F16C"},
+          {&sa::kernels_avx512, "AVX-512 F/BW/DQ/VL"},
+          {&sa::kernels_avx512_vnni, "AVX-512 F/BW/DQ/VL and VNNI", "avx512v"}};
 #elif defined(SA_HAVE_NEON_KERNELS)
   return {{&sa::kernels_neon, "NEON"}};
 #else
@@ -70,8 +80,7 @@ int main(int argc, char **argv) {
 
   std::vector<checkasm::EntryReport> rows;
   for (const TableOnCpu &t : simd_tables()) {
-    // kernel_table() hands out a table only when the CPU runs it.
-    if (&sa::kernel_table(t.table->isa) != t.table) {
+    if (!t.runs()) {
       std::printf("checkasm: %s table skipped: this CPU lacks %s\n", checkasm::isa_name(t.table->isa), t.needs);
       continue;
     }
@@ -80,6 +89,8 @@ int main(int argc, char **argv) {
     checkasm::check_score_rows(c);
     checkasm::check_mass_rows(c);
     checkasm::check_reductions(c);
+    if (t.label)
+      for (checkasm::EntryReport &r : c.reports) r.isa = t.label;
     rows.insert(rows.end(), c.reports.begin(), c.reports.end());
   }
   if (rows.empty()) std::printf("checkasm: no SIMD table to check on this CPU (or none passes --filter)\n");
