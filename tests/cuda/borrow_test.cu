@@ -114,16 +114,6 @@ void select_all(Trio &t, const HostCache &cache, const Bf16Data &q, int n_q, sa_
   SA_OK_(sa_select(t.cpu, &cq, &so, &co));
 }
 
-// Device memory in use in the default pool (where indexes of a context without an allocator
-// live).
-size_t pool_bytes() {
-  cudaMemPool_t pool = nullptr;
-  uint64_t used = 0;
-  if (cudaDeviceGetDefaultMemPool(&pool, 0) != cudaSuccess) return 0;
-  cudaMemPoolGetAttribute(pool, cudaMemPoolAttrUsedMemCurrent, &used);
-  return size_t(used);
-}
-
 // One run over a cache of n slots laid out as (row, head) strides.
 void check_borrowed(Ctx &c, int64_t n, int64_t row, int64_t head, uint64_t seed) {
   std::mt19937_64 rng(seed);
@@ -146,14 +136,14 @@ void check_borrowed(Ctx &c, int64_t n, int64_t row, int64_t head, uint64_t seed)
       for (int h = 0; h < Hkv; ++h) cache.put(s, h, &k0.bits[size_t((s * Hkv + h) * D)]);
     cache.upload();
     CUDA_OK(cudaDeviceSynchronize());
-    const size_t before = pool_bytes();
+    const size_t before = pool_used();
     const sa_tensor v = cache.view(n);
     SA_OK_(sa_index_append(t.borrow, &v));
     CUDA_OK(cudaDeviceSynchronize());
-    const size_t borrowed = pool_bytes() - before;
+    const size_t borrowed = pool_used() - before;
     SA_OK_(sa_index_append(t.own, &g));
     CUDA_OK(cudaDeviceSynchronize());
-    const size_t owned = pool_bytes() - before - borrowed;
+    const size_t owned = pool_used() - before - borrowed;
     EXPECT_EQ(borrowed, 0u) << "a borrowing exact index keeps no keys";
     EXPECT_GE(owned, size_t(n) * Hkv * D * 2) << "the owning index's copy";
     sa_tensor cc = desc((void *)k0.bits.data(), SA_DTYPE_BF16, {n, Hkv, D}, SA_DEVICE_CPU);

@@ -23,6 +23,16 @@ namespace {
 #define CUDA_OK(x) ASSERT_EQ((x), cudaSuccess) << #x
 #define SA_OK_(x) ASSERT_EQ((x), SA_OK) << #x << ": " << sa_last_error()
 
+// Device memory in use in device 0's default pool (where the plugin allocates for a context
+// without an allocator hook).
+inline size_t pool_used() {
+  cudaMemPool_t pool = nullptr;
+  uint64_t used = 0;
+  if (cudaDeviceGetDefaultMemPool(&pool, 0) != cudaSuccess) return 0;
+  cudaMemPoolGetAttribute(pool, cudaMemPoolAttrUsedMemCurrent, &used);
+  return size_t(used);
+}
+
 // Round-to-nearest-even encoders, written here independently of the library.
 uint16_t to_bf16(float f) {
   uint32_t u;

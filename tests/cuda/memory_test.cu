@@ -68,14 +68,6 @@ void counting_free(void *user, void *p, size_t bytes, int32_t device_id, void *s
   cudaFree(p);
 }
 
-size_t pool_used() {
-  cudaMemPool_t pool = nullptr;
-  uint64_t used = 0;
-  if (cudaDeviceGetDefaultMemPool(&pool, 0) != cudaSuccess) return 0;
-  cudaMemPoolGetAttribute(pool, cudaMemPoolAttrUsedMemCurrent, &used);
-  return size_t(used);
-}
-
 sa_context *hooked_context(Counting &count, cudaStream_t stream) {
   // README: begin
   sa_context_options o = SA_CONTEXT_OPTIONS_INIT;
