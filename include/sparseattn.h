@@ -517,7 +517,7 @@ typedef struct sa_index_options {
      * selects exactly what an owning device index does when the dtypes agree.
      * A PAGE index keeps its bounds either way (they widen under refills) and
      * does not read opt->keys, which is still required and checked. Device
-     * indexes created with borrow_keys are refused by sa_select_batch
+     * EXACT indexes created with borrow_keys are refused by sa_select_batch
      * (SA_ERR_UNSUPPORTED). Default 0: the index keeps its own copy. */
     int32_t borrow_keys;
 } sa_index_options;

@@ -69,9 +69,10 @@ void select_batch_on_device(sa_index *const *indexes, int64_t n_seqs, const sa_t
     if (!indexes[b]) fail(SA_ERR_NULL_POINTER, "indexes[%lld] is NULL", (long long)b);
     const sa_index &ix = *indexes[b];
     expect_usable(ix);
-    if (ix.opt.borrow_keys)
-      fail(SA_ERR_UNSUPPORTED, "indexes[%lld] borrows its keys (borrow_keys); sa_select_batch on CUDA devices does not "
-           "read keys through kv yet (call sa_select per sequence with opt->keys)", (long long)b);
+    if (ix.opt.borrow_keys && ix.opt.kind == SA_SELECTOR_EXACT)  // a device page index keeps its bounds either way
+      fail(SA_ERR_UNSUPPORTED, "indexes[%lld] is an exact index that borrows its keys (borrow_keys); sa_select_batch "
+           "on CUDA devices does not read keys through kv yet (call sa_select per sequence with opt->keys)",
+           (long long)b);
     const Device d = ix.backend->device();
     if (d.type != dev.type || d.id != dev.id)
       fail(SA_ERR_INVALID_ARGUMENT, "indexes[%lld] lives %s, indexes[0] on CUDA device %d; a batch's indexes share one "
