@@ -313,8 +313,11 @@ void score_rows_i8_4(const int16_t *q, int D, const int8_t *rows, const float *s
     const int cnt = int(std::min<int64_t>(kCodeBlock, n - j0));
     for (int j = 0; j < cnt; j += kCodeRows) {
       const int8_t *r = rows + (j0 + j) * len;
-      // Non-temporal: each byte is read once. (A prefetch past the end is harmless.)
-      for (int64_t o = 0; o < kCodeRows * len; o += 64) __builtin_prefetch(r + kCodeAhead + o, 0, 0);
+      // Non-temporal: each byte is read once. The address may lie past the rows (harmless for a
+      // prefetch), so it is formed as an integer, not by pointer arithmetic beyond the array.
+      const uintptr_t ahead = reinterpret_cast<uintptr_t>(r) + uintptr_t(kCodeAhead);
+      for (int64_t o = 0; o < kCodeRows * len; o += 64)
+        __builtin_prefetch(reinterpret_cast<const void *>(ahead + uintptr_t(o)), 0, 0);
       code_dots_4<kD>(q, D, r, dot + 4 * j);
     }
     if (cnt == kCodeBlock) {  // the same loop with a constant trip count, vectorised
