@@ -3,13 +3,14 @@
 // select + attend at 128K and 512K, exact select + attend at 32K, 128K and 512K, a batch of
 // 64 sequences' gathered attend, and the device's copy bandwidth, all timed with CUDA events
 // (warm-up, median of many calls). Index sets are rotated so that repeated calls do not run
-// out of L2. Usage: cuda_bench [dense | batch | select | page [128 | 512] | heads]
+// out of L2. Usage: cuda_bench [dense | batch | select | page [128 | 512] | heads | append]
 // batch: 64 sequences of 4K-128K keys in a paged cache (pages of 16): sa_attend_paged in one
 // call (sparse: top_k 2048 + window 64 + sinks 4 per KV head; dense), against a loop of
 // per-sequence sa_attend calls, and per-sequence page selection (torch_bench.py batch times
 // SDPA over the same lengths). select: the sparse attend, the one-token append and the
 // selection cases only. page: the sparse attend and the page selection cases only (or the one
-// of 128K or 512K keys). heads: per-KV-head eviction (run_heads says what).
+// of 128K or 512K keys). heads: per-KV-head eviction (run_heads says what). append: where a
+// one-token append's time goes (run_append).
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -275,6 +276,86 @@ void run_batch(sa_context *ctx, cudaStream_t s) {
   CK(cudaFree(dphys));
 }
 
+__global__ void empty_kernel() {}
+
+// The append kernel's argument list, no work: what passing them costs at launch.
+__global__ void args_kernel(const void *, int, int64_t, int64_t, int64_t, int64_t, int, int, int, uint16_t *, int64_t,
+                            int64_t, int64_t, int, uint16_t *, uint16_t *, int64_t, int64_t *, int, int64_t) {}
+
+// Host microseconds per call of f over reps calls that do not wait (the queue is drained first
+// and after).
+double host_us(cudaStream_t s, int reps, const std::function<void(int)> &f) {
+  for (int r = 0; r < 20; ++r) f(r);
+  CK(cudaStreamSynchronize(s));
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int r = 0; r < reps; ++r) f(r);
+  const double us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count() / reps;
+  CK(cudaStreamSynchronize(s));
+  return us;
+}
+
+// Where a one-token append's time goes: the CUDA calls it makes, timed alone on this host, then
+// sa_index_append on a page and an exact index of 128K keys (per call with an event after
+// each, and host time of a loop that does not wait). An empty launch sets the floor.
+void run_append(sa_context *ctx, cudaStream_t s) {
+  const int64_t N = 128 * 1024 + 4096;
+  void *K = dev_random_bf16(size_t(N) * kHkv * kD, 1);
+  cudaEvent_t ev;
+  CK(cudaEventCreateWithFlags(&ev, cudaEventDisableTiming));
+  constexpr int kReps = 2000;
+  auto both = [&](const char *what, const std::function<void(int)> &f) {
+    const double per_call = median_us(s, 200, f), host = host_us(s, kReps, f);
+    std::printf("append parts: %-44s %5.2f us per call, host %5.2f us\n", what, per_call, host);
+  };
+  auto host_only = [&](const char *what, const std::function<void(int)> &f) {
+    std::printf("append parts: %-44s host %5.2f us\n", what, host_us(s, kReps, f));
+  };
+  both("empty kernel <<<1, 32>>>", [&](int) { empty_kernel<<<1, 32, 0, s>>>(); });
+  both("20-argument kernel <<<4, 256>>>", [&](int) {
+    args_kernel<<<4, 256, 0, s>>>(K, 0, 1, 2, 3, 1, 8, 128, 16, nullptr, 0, 0, 0, 1024, nullptr, nullptr, 0, nullptr,
+                                  0, 0);
+  });
+  both("empty kernel + cudaEventRecord (no timing)", [&](int) {
+    empty_kernel<<<1, 32, 0, s>>>();
+    CK(cudaEventRecord(ev, s));
+  });
+  host_only("cudaEventRecord (no timing)", [&](int) { CK(cudaEventRecord(ev, s)); });
+  host_only("cudaGetLastError", [&](int) { CK(cudaGetLastError()); });
+  host_only("cudaGetDevice", [&](int) {
+    int d;
+    CK(cudaGetDevice(&d));
+  });
+  host_only("cudaPointerGetAttributes (device memory)", [&](int r) {
+    cudaPointerAttributes at;
+    CK(cudaPointerGetAttributes(&at, static_cast<uint16_t *>(K) + size_t(r % 4096) * kHkv * kD));
+  });
+  host_only("cudaStreamIsCapturing", [&](int) {
+    cudaStreamCaptureStatus c;
+    CK(cudaStreamIsCapturing(s, &c));
+  });
+  for (sa_selector_kind kind : {SA_SELECTOR_PAGE, SA_SELECTOR_EXACT}) {
+    sa_index_options io = device_index_options(kind, kHkv, kD, 16);
+    sa_index *ix = nullptr;
+    SK(sa_index_create(ctx, &io, &ix));
+    sa_tensor all = desc(K, SA_DTYPE_BF16, {128 * 1024, kHkv, kD});
+    SK(sa_index_append(ix, &all));
+    int64_t next = 0;
+    auto append_one = [&](int) {
+      sa_tensor one = desc(static_cast<uint16_t *>(K) + size_t(128 * 1024 + next % 4096) * kHkv * kD, SA_DTYPE_BF16,
+                           {1, kHkv, kD});
+      ++next;
+      SK(sa_index_append(ix, &one));
+    };
+    both(kind == SA_SELECTOR_PAGE ? "sa_index_append, page index of 128K" : "sa_index_append, exact index of 128K",
+         append_one);
+    std::printf("append parts: %-44s %5.2f us per call in a graph\n", "(the same)", graph_us(s, append_one));
+    sa_index_destroy(&ix);
+  }
+  CK(cudaEventDestroy(ev));
+  CK(cudaFree(K));
+}
+
+
 // Device copy bandwidth, TB/s of bytes read + written.
 // heads: per-KV-head eviction at a 128K cache (H_kv 8), each with slot mass [H_kv, 128K]:
 // dense and sparse (K=2048) decode attend with and without head_key_positions (device
@@ -430,6 +511,11 @@ int main(int argc, char **argv) {
   std::printf("device: %s, %d SMs, L2 %d MB\n", prop.name, prop.multiProcessorCount, prop.l2CacheSize >> 20);
   if (argc > 1 && std::string(argv[1]) == "heads") {
     run_heads(ctx, s);
+    sa_context_destroy(&ctx);
+    return 0;
+  }
+  if (argc > 1 && std::string(argv[1]) == "append") {
+    run_append(ctx, s);
     sa_context_destroy(&ctx);
     return 0;
   }

@@ -76,16 +76,19 @@ __global__ void page_ranges_kernel(const int64_t *positions, int64_t capacity, i
 // selector, each touched page's min and max are folded over its new keys only, starting from
 // its stored bounds when it already held keys. The fold runs in slot order with strict
 // comparisons, as a fold over the whole page would: the stored bounds are the same values.
-// One thread per (touched page, head, dimension); P == 1 without bounds (exact selector), and
-// no dst with them (the page selector keeps no keys).
-template <class T>
+// One thread per (touched page, head, dimension) from page p0 on; P == 1 without bounds (exact
+// selector), and no dst with them (the page selector keeps no keys). I: the type of the thread
+// numbers (int whenever touched * H * D fits: a decode step's append is one page's 1024
+// threads, and 64-bit divisions cost more than the rest of its work).
+template <class T, class I>
 __global__ void append_kernel(const void *src, int src_dtype, int64_t s0, int64_t s1, int64_t s2, int64_t n, int H,
-                              int D, int P, uint16_t *dst, int64_t capacity, int64_t size, uint16_t *pmin,
-                              uint16_t *pmax, int64_t page_capacity, int64_t *positions, int rows, int64_t start) {
-  const int64_t p0 = size / P, p1 = (size + n + P - 1) / P;
-  const int64_t total = (p1 - p0) * H * D;
-  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < total; e += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t pg = p0 + e / (int64_t(H) * D), h = (e / D) % H, d = e % D;
+                              int D, int P, uint16_t *dst, int64_t capacity, int64_t size, int64_t p0, I total,
+                              uint16_t *pmin, uint16_t *pmax, int64_t page_capacity, int64_t *positions, int rows,
+                              int64_t start) {
+  const I hd = I(H) * D;
+  for (I e = I(blockIdx.x) * I(blockDim.x) + I(threadIdx.x); e < total; e += I(gridDim.x) * I(blockDim.x)) {
+    const int64_t pg = p0 + int64_t(e / hd);
+    const int h = int(e / D % H), d = int(e % D);
     const int64_t first = pg * P > size ? pg * P : size, last = (pg + 1) * P < size + n ? (pg + 1) * P : size + n;
     const bool bounds = pmin != nullptr, held = pg * P < size;
     const int64_t b = (h * page_capacity + pg) * D + d;
@@ -269,14 +272,24 @@ void index_append(sa_plugin_index &ix, const sa_tensor &keys) {
   }
   const bool page = ix.kind == SA_SELECTOR_PAGE;
   const int64_t P1 = page ? P : 1, touched = (ix.size + n + P1 - 1) / P1 - ix.size / P1;
-  const int grid = grid_for(touched * H * D);
+  const int64_t total = touched * H * D;
+  const int grid = grid_for(total);
   auto *dst = static_cast<uint16_t *>(ix.keys);
   auto *lo = page ? static_cast<uint16_t *>(ix.page_min) : nullptr, *hi = page ? static_cast<uint16_t *>(ix.page_max) : nullptr;
-  auto kernel = ix.dtype == SA_DTYPE_F16 ? append_kernel<F16> : append_kernel<BF16>;
   if (dst || lo || ix.positions) {  // a borrowing exact index keeps positions only (once updated)
-    kernel<<<grid, 256, 0, ix.stream>>>(keys.data, keys.dtype, keys.strides[0], keys.strides[1], keys.strides[2], n,
-                                        int(H), int(D), int(P1), dst, ix.capacity, ix.size, lo, hi, ix.capacity / P1,
-                                        ix.positions, ix.position_rows, ix.next_position);
+    const bool f16 = ix.dtype == SA_DTYPE_F16;
+    const sa_tensor &k = keys;
+    if (total <= INT32_MAX) {
+      auto kernel = f16 ? append_kernel<F16, int> : append_kernel<BF16, int>;
+      kernel<<<grid, 256, 0, ix.stream>>>(k.data, k.dtype, k.strides[0], k.strides[1], k.strides[2], n, int(H), int(D),
+                                          int(P1), dst, ix.capacity, ix.size, ix.size / P1, int(total), lo, hi,
+                                          ix.capacity / P1, ix.positions, ix.position_rows, ix.next_position);
+    } else {
+      auto kernel = f16 ? append_kernel<F16, int64_t> : append_kernel<BF16, int64_t>;
+      kernel<<<grid, 256, 0, ix.stream>>>(k.data, k.dtype, k.strides[0], k.strides[1], k.strides[2], n, int(H), int(D),
+                                          int(P1), dst, ix.capacity, ix.size, ix.size / P1, total, lo, hi,
+                                          ix.capacity / P1, ix.positions, ix.position_rows, ix.next_position);
+    }
     check_cuda(cudaGetLastError(), "append launch");
   }
   if (ix.page_min_pos) {  // the touched pages' position ranges
