@@ -10,6 +10,7 @@
 #include <cstring>
 #include <random>
 #include <set>
+#include <string>
 #include <vector>
 
 #include "cuda_helpers.cuh"
@@ -25,6 +26,7 @@ struct AttendCase {
   bool per_query_head, causal;
   float ramp = 0.f;  // > 0: key t leans on one direction by ramp * t / n_kv, so scores climb or fall
   bool strided = false;  // on the GPU: K and V views of one [n_kv, 2, H_kv, D] cache, q rows padded
+  int calls = 1;         // GPU calls on the same buffers, each checked (state kept between calls)
 };
 
 // Runs one case on the GPU and on the CPU (the same 16-bit values), compares out and lse.
@@ -99,22 +101,29 @@ void check_attend(Ctx &c, const AttendCase &k, uint64_t seed) {
   sa_tensor gi = desc(di, SA_DTYPE_I32, {k.n_q, lists, k.width}, SA_DEVICE_CUDA);
   sa_tensor go = desc(dout, SA_DTYPE_F32, {k.n_q, k.Hq, k.D}, SA_DEVICE_CUDA);
   sa_tensor gl = desc(dlse, SA_DTYPE_F32, {k.n_q, k.Hq}, SA_DEVICE_CUDA);
-  SA_OK_(sa_attend(c.gpu, &gq, &gk, &gv, k.width ? &gi : nullptr, &o, &go, &gl));
-  CUDA_OK(cudaDeviceSynchronize());
-  auto out = to_host(dout, out_cpu.size()), lse = to_host(dlse, lse_cpu.size());
-  double num = 0, den = 0, lse_err = 0;
-  for (size_t e = 0; e < out.size(); ++e) {
-    ASSERT_FALSE(std::isnan(out[e])) << "unwritten output at " << e;
-    num += double(out[e] - out_cpu[e]) * (out[e] - out_cpu[e]);
-    den += double(out_cpu[e]) * out_cpu[e];
+  for (int call = 0; call < k.calls; ++call) {
+    SCOPED_TRACE("GPU call " + std::to_string(call));
+    if (call > 0) {
+      CUDA_OK(cudaMemcpy(dout, poison.data(), poison.size() * 4, cudaMemcpyHostToDevice));
+      CUDA_OK(cudaMemcpy(dlse, lpoison.data(), lpoison.size() * 4, cudaMemcpyHostToDevice));
+    }
+    SA_OK_(sa_attend(c.gpu, &gq, &gk, &gv, k.width ? &gi : nullptr, &o, &go, &gl));
+    CUDA_OK(cudaDeviceSynchronize());
+    auto out = to_host(dout, out_cpu.size()), lse = to_host(dlse, lse_cpu.size());
+    double num = 0, den = 0, lse_err = 0;
+    for (size_t e = 0; e < out.size(); ++e) {
+      ASSERT_FALSE(std::isnan(out[e])) << "unwritten output at " << e;
+      num += double(out[e] - out_cpu[e]) * (out[e] - out_cpu[e]);
+      den += double(out_cpu[e]) * out_cpu[e];
+    }
+    for (size_t e = 0; e < lse.size(); ++e) {
+      ASSERT_FALSE(std::isnan(lse[e])) << "unwritten lse at " << e;
+      if (std::isinf(lse_cpu[e])) EXPECT_TRUE(std::isinf(lse[e]));
+      else lse_err = std::max(lse_err, double(std::fabs(lse[e] - lse_cpu[e])));
+    }
+    EXPECT_LT(std::sqrt(num / std::max(den, 1e-30)), 1e-5) << "relative error of out";
+    EXPECT_LT(lse_err, 1e-4) << "lse";
   }
-  for (size_t e = 0; e < lse.size(); ++e) {
-    ASSERT_FALSE(std::isnan(lse[e])) << "unwritten lse at " << e;
-    if (std::isinf(lse_cpu[e])) EXPECT_TRUE(std::isinf(lse[e]));
-    else lse_err = std::max(lse_err, double(std::fabs(lse[e] - lse_cpu[e])));
-  }
-  EXPECT_LT(std::sqrt(num / std::max(den, 1e-30)), 1e-5) << "relative error of out";
-  EXPECT_LT(lse_err, 1e-4) << "lse";
   cudaFree(dq); cudaFree(dk); cudaFree(dv); cudaFree(di); cudaFree(dout); cudaFree(dlse);
 }
 
@@ -162,6 +171,16 @@ TEST(CudaAttend, DenseDecodeGroupsAndStrides) {
 // Scores that climb along the keys (heads whose query leans on the ramp's direction) pass
 // the running max again and again, so the weighted V is rescaled many times in a chunk; the
 // other heads' scores fall, and their max is set by the first keys.
+// Dense decode keeps state on the device between calls (the counters of finished splits per
+// query and group, which the last block zeroes): each of several calls in a row must see all
+// the keys again, and each query of a causal batch its own.
+TEST(CudaAttend, DenseDecodeCallsAfterCallsSeeEveryKey) {
+  NEED_GPU(c);
+  check_attend(c, {SA_DTYPE_BF16, 128, 32, 8, 1, 70001, 0, false, false, 0.f, false, 3}, 71);
+  check_attend(c, {SA_DTYPE_F16, 128, 8, 2, 3, 20000, 0, false, true, 0.f, false, 3}, 72);  // causal, G = 4
+  check_attend(c, {SA_DTYPE_BF16, 64, 4, 2, 1, 333, 0, false, false, 0.f, false, 2}, 73);     // few pieces
+}
+
 TEST(CudaAttend, RisingScoresRescaleExactly) {
   NEED_GPU(c);
   check_attend(c, {SA_DTYPE_BF16, 128, 32, 8, 1, 60000, 0, false, false, 40.f}, 51);
