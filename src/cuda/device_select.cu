@@ -1107,9 +1107,10 @@ __device__ __forceinline__ void write_page_row(const Common &c, int i, const uns
   const int64_t lo_page = lo / item;
   const bool lo_chosen = chosen > 0 && lo <= hi && sorted[0] == lo_page;
   const int64_t short_by = lo_chosen ? lo - lo_page * item : 0;
-  for (int64_t t = tid; t < int64_t(chosen) * item; t += THREADS) {
-    const int64_t e = t / item, u = t % item, j = int64_t(sorted[e]) * item + u;
-    const int64_t at = written + e * item + u - short_by;
+  const int64_t n_slots = int64_t(chosen) * item;
+  for (int64_t t = tid; t < n_slots; t += THREADS) {
+    const int64_t e = n_slots <= INT32_MAX ? int(t) / item : t / item;  // a 32-bit division when it fits
+    const int64_t j = int64_t(sorted[e]) * item + (t - e * item), at = written + t - short_by;
     if (j >= lo && j <= hi && at < width) o[at * o_s2] = int32_t(j);
   }
   if (chosen > 0) {
@@ -1353,7 +1354,6 @@ constexpr int kCandPer = 4;                             // consecutive pages a t
 constexpr int kCandChunk = kCandThreads * kCandPer;     // 2048 pages a block
 constexpr int kCandHeld = 8;                            // list entries a thread of the last block holds
 constexpr int kCandCap = kCandThreads * kCandHeld;      // 4096
-constexpr int kCandMaxBlocks = kMaskWords * 32 / kCandChunk;  // 32: at most 65536 pages a row
 
 // A block's choice: the radix digits' histogram (later the tie words' ranks), the tie and
 // chosen-page bitmaps, the scan's storage, the digit found.
@@ -1362,7 +1362,8 @@ struct ChooseShared {
   typename cub::BlockScan<int, THREADS>::TempStorage scan;
   int hist[2048];
   unsigned words[kMaskWords];
-  int bin, need, count;
+  int bin, need, count, total;
+  unsigned min_key, max_key;
 };
 
 // The bin of sm.hist (bins counts, from the top) where the running count reaches need (1 <=
@@ -1390,40 +1391,69 @@ __device__ __forceinline__ void find_bin(ChooseShared<THREADS> &sm, int bins, in
 }
 
 // Of the entries the block's threads hold (K a thread: key = mass_key, page, live), picks the
-// n_sel of highest key, equal keys lowest page first (all live ones when n_sel or fewer). The
-// keys' digits (11, 11 and 9 bits) are counted while more than need share the prefix, then
-// the ties at the full key are ranked by page from a bitmap of pages page0 .. page0 + 32 *
-// n_words - 1. Every thread of the block calls it; ends synchronised.
+// n_sel of highest key, equal keys lowest page first (all live ones when n_sel or fewer). A
+// radix select whose digits span the keys still in the running, [lo_key, hi_key]: each pass
+// counts (key - lo_key) >> shift into at most 2048 bins, takes the bins above the threshold's
+// and keeps the threshold bin's range, so the span shrinks 2048-fold a pass; keys equal to
+// the end are ranked by page from a bitmap of pages page0 .. page0 + 32 * n_words - 1.
+// Masses crowd: digits of the keys' own bits put most of a block's pages in a few bins (and
+// their atomics on a few counters), and took three passes where the span's digits take one
+// or two. Every thread of the block calls it; ends synchronised.
 template <int THREADS, int K>
 __device__ __forceinline__ void choose_top(ChooseShared<THREADS> &sm, const unsigned (&key)[K], const int (&page)[K],
                                            const bool (&live)[K], int n_sel, int page0, int n_words,
                                            bool (&pick)[K]) {
-  const int tid = threadIdx.x;
+  const int tid = threadIdx.x, lane = tid & 31;
+  if (tid == 0) {
+    sm.total = 0;
+    sm.min_key = 0xffffffffu;
+    sm.max_key = 0u;
+  }
   int mine = 0;
+  unsigned mn = 0xffffffffu, mx = 0u;
 #pragma unroll
   for (int k = 0; k < K; ++k) {
     pick[k] = live[k];
     mine += live[k];
+    mn = live[k] && key[k] < mn ? key[k] : mn;
+    mx = live[k] && key[k] > mx ? key[k] : mx;
   }
-  int before, total;
-  cub::BlockScan<int, THREADS>(sm.scan).ExclusiveSum(mine, before, total);
+  mine = __reduce_add_sync(0xffffffffu, mine);
+  mn = __reduce_min_sync(0xffffffffu, mn);
+  mx = __reduce_max_sync(0xffffffffu, mx);
   __syncthreads();
-  if (total <= n_sel) return;
+  if (lane == 0 && mine) {
+    atomicAdd(&sm.total, mine);
+    atomicMin(&sm.min_key, mn);
+    atomicMax(&sm.max_key, mx);
+  }
+  __syncthreads();
+  const bool all = sm.total <= n_sel;
+  unsigned lo_key = sm.min_key, hi_key = sm.max_key;
+  __syncthreads();
+  if (all) return;
 #pragma unroll
   for (int k = 0; k < K; ++k) pick[k] = false;
-  unsigned prefix = 0, mask = 0;
   int need = n_sel;
-  for (int level = 0; level < 3; ++level) {
-    const int shift = level == 0 ? 20 : level == 1 ? 9 : 0, bins = level == 2 ? 512 : 2048;
+  while (hi_key > lo_key) {
+    const unsigned span = hi_key - lo_key;
+    const int shift = span < 2048u ? 0 : 21 - __clz(span);  // (span >> shift) < 2048
+    const int bins = int(span >> shift) + 1;
     for (int b = tid; b < bins; b += THREADS) sm.hist[b] = 0;
     __syncthreads();
     int digit[K];
 #pragma unroll
     for (int k = 0; k < K; ++k) {
-      digit[k] = live[k] && (key[k] & mask) == prefix ? int((key[k] >> shift) & unsigned(bins - 1)) : -1;
-      // Masses crowd into few digits: one atomic per distinct digit of the warp.
-      const unsigned peers = __match_any_sync(0xffffffffu, digit[k]);
-      if (digit[k] >= 0 && (tid & 31) == __ffs(peers) - 1) atomicAdd(&sm.hist[digit[k]], __popc(peers));
+      digit[k] = live[k] && key[k] >= lo_key && key[k] <= hi_key ? int((key[k] - lo_key) >> shift) : -1;
+      // A warp whose entries share one digit (the crowd) adds them with one atomic.
+      const unsigned in = __ballot_sync(0xffffffffu, digit[k] >= 0);
+      if (!in) continue;
+      const int first = __shfl_sync(0xffffffffu, digit[k], __ffs(in) - 1);
+      if (__all_sync(0xffffffffu, digit[k] < 0 || digit[k] == first)) {
+        if (lane == 0) atomicAdd(&sm.hist[first], __popc(in));
+      } else if (digit[k] >= 0) {
+        atomicAdd(&sm.hist[digit[k]], 1);
+      }
     }
     __syncthreads();
     find_bin<THREADS>(sm, bins, need);
@@ -1431,26 +1461,27 @@ __device__ __forceinline__ void choose_top(ChooseShared<THREADS> &sm, const unsi
     const bool whole = sm.need == sm.count;
 #pragma unroll
     for (int k = 0; k < K; ++k) pick[k] = pick[k] || digit[k] > bin || (whole && digit[k] == bin);
-    prefix |= unsigned(bin) << shift;
-    mask |= unsigned(bins - 1) << shift;
     need = sm.need;
     if (whole) {
       __syncthreads();
       return;
     }
+    lo_key += unsigned(bin) << shift;
+    const unsigned bin_hi = lo_key + ((1u << shift) - 1u);
+    hi_key = bin_hi < hi_key ? bin_hi : hi_key;
   }
-  // More than need pages hold the full key prefix: those of the lowest pages.
+  // More than need entries hold key lo_key: those of the lowest pages.
   for (int w = tid; w < n_words; w += THREADS) sm.words[w] = 0u;
   __syncthreads();
 #pragma unroll
   for (int k = 0; k < K; ++k)
-    if (live[k] && key[k] == prefix) atomicOr(&sm.words[(page[k] - page0) >> 5], 1u << ((page[k] - page0) & 31));
+    if (live[k] && key[k] == lo_key) atomicOr(&sm.words[(page[k] - page0) >> 5], 1u << ((page[k] - page0) & 31));
   __syncthreads();
   const int per = (n_words + THREADS - 1) / THREADS, w0 = tid * per;
   int ties = 0;
   for (int w = w0; w < w0 + per && w < n_words; ++w) ties += __popc(sm.words[w]);
-  int ties_before, all;
-  cub::BlockScan<int, THREADS>(sm.scan).ExclusiveSum(ties, ties_before, all);
+  int ties_before, ties_all;
+  cub::BlockScan<int, THREADS>(sm.scan).ExclusiveSum(ties, ties_before, ties_all);
   for (int w = w0; w < w0 + per && w < n_words; ++w) {  // each word's first rank
     sm.hist[w] = ties_before;
     ties_before += __popc(sm.words[w]);
@@ -1458,26 +1489,25 @@ __device__ __forceinline__ void choose_top(ChooseShared<THREADS> &sm, const unsi
   __syncthreads();
 #pragma unroll
   for (int k = 0; k < K; ++k)
-    if (live[k] && key[k] == prefix) {
+    if (live[k] && key[k] == lo_key) {
       const int x = page[k] - page0;
       pick[k] = sm.hist[x >> 5] + __popc(sm.words[x >> 5] & ((1u << (x & 31)) - 1u)) < need;
     }
   __syncthreads();
 }
 
-// lists: per (query, KV head) and block, room for n_sel (key, page) pairs, list_counts their
-// counts (the call's scratch); done: per (query, KV head) the count of blocks finished (zero
-// between calls). With kept positions the last block marks the chosen pages in marks (as
+// lists: per (query, KV head) and block, n_sel (key, page) pairs, page -1 past the block's
+// choice (the call's scratch, so the last block reads them without first reading counts);
+// done: per (query, KV head) the count of blocks finished (zero between calls). With kept positions the last block marks the chosen pages in marks (as
 // page_top_kernel) for the keep kernels instead of writing the row.
 template <bool RANGES>
 __global__ void __launch_bounds__(kCandThreads) page_cand_kernel(const Common c, const float *scores,
                                                                  unsigned *row_max, float *marks, int64_t n_items,
-                                                                 int item, int n_sel, int2 *lists, int *list_counts,
+                                                                 int item, int n_sel, int2 *lists,
                                                                  int *done, int32_t *out, int64_t o_s0, int64_t o_s1,
                                                                  int64_t o_s2, int64_t width) {
   __shared__ ChooseShared<kCandThreads> sm;
   __shared__ float norm_s[kMaxGroup];
-  __shared__ int counts_s[kCandMaxBlocks];
   __shared__ bool last_s;
   const int tid = threadIdx.x, h = blockIdx.y, i = blockIdx.z, n_blocks = int(gridDim.x);
   const int64_t qh = int64_t(i) * c.H + h;
@@ -1497,8 +1527,17 @@ __global__ void __launch_bounds__(kCandThreads) page_cand_kernel(const Common c,
   for (int g = 0; g < c.G; ++g) {
     const float nv = norm_s[g];
     float sc[kCandPer];
+    const float *sg = scores_qh + int64_t(g) * n_items + r0;
+    if (kCandPer == 4 && (n_items & 3) == 0 && r0 + 3 < n_items) {  // aligned: one 16-byte load
+      const float4 v = *reinterpret_cast<const float4 *>(sg);
+      sc[0] = v.x;
+      sc[1] = v.y;
+      sc[2] = v.z;
+      sc[3] = v.w;
+    } else {
 #pragma unroll
-    for (int k = 0; k < kCandPer; ++k) sc[k] = r0 + k < n_items ? scores_qh[int64_t(g) * n_items + r0 + k] : -INFINITY;
+      for (int k = 0; k < kCandPer; ++k) sc[k] = r0 + k < n_items ? sg[k] : -INFINITY;
+    }
     if (nv == -INFINITY) continue;
 #pragma unroll
     for (int k = 0; k < kCandPer; ++k) m[k] += exp2f(sc[k] - nv);
@@ -1524,7 +1563,7 @@ __global__ void __launch_bounds__(kCandThreads) page_cand_kernel(const Common c,
 #pragma unroll
   for (int k = 0; k < kCandPer; ++k)
     if (pick[k]) list[at++] = make_int2(int(key[k]), page[k]);
-  if (tid == 0) list_counts[qh * n_blocks + blockIdx.x] = listed;
+  for (int e = listed + tid; e < n_sel; e += kCandThreads) list[e] = make_int2(0, -1);
   __threadfence();
   __syncthreads();
   if (tid == 0) last_s = atomicAdd(&done[qh], 1) == n_blocks - 1;
@@ -1535,17 +1574,15 @@ __global__ void __launch_bounds__(kCandThreads) page_cand_kernel(const Common c,
   // The row's last block: every block has read the row maxima; the state back to zeros.
   if (tid == 0) done[qh] = 0;
   if (tid < c.G) row_max_qh[tid] = 0u;
-  if (tid < n_blocks) counts_s[tid] = __ldcg(&list_counts[qh * n_blocks + tid]);
-  __syncthreads();
   const int2 *lists_qh = lists + qh * n_blocks * n_sel;
   unsigned lkey[kCandHeld];
   int lpage[kCandHeld];
   bool llive[kCandHeld], lpick[kCandHeld];
 #pragma unroll
   for (int k = 0; k < kCandHeld; ++k) {
-    const int e = tid + k * kCandThreads, b = e / n_sel;
-    llive[k] = b < n_blocks && e - b * n_sel < counts_s[b];
-    const int2 x = llive[k] ? __ldcg(&lists_qh[e]) : make_int2(0, 0);
+    const int e = tid + k * kCandThreads;
+    const int2 x = e < n_blocks * n_sel ? __ldcg(&lists_qh[e]) : make_int2(0, -1);
+    llive[k] = x.y >= 0;
     lkey[k] = unsigned(x.x);
     lpage[k] = x.y;
   }
@@ -1969,7 +2006,7 @@ void index_select(const sa_plugin_index &ix, const sa_plugin_select_args &a, boo
   // lists (page_cand_kernel), 16-byte aligned after the rest.
   const size_t partial_at = (scores_bytes + norm_bytes + mass_bytes + counts_bytes + 15) / 16 * 16;
   const size_t partial_bytes = page ? 0 : rows * size_t(key_scores_blocks(c, n_items)) * sizeof(float2);
-  const size_t lists_bytes = cand ? size_t(n_q) * H * size_t(cand_blocks) * (size_t(n_sel) * sizeof(int2) + sizeof(int)) : 0;
+  const size_t lists_bytes = cand ? size_t(n_q) * H * size_t(cand_blocks) * size_t(n_sel) * sizeof(int2) : 0;
   const StreamBuffers b = stream_buffers(owner, ix.device, stream, row_max_bytes + sel_bytes,
                                          partial_at + partial_bytes + lists_bytes);
   auto *scores = static_cast<float *>(b.scratch);
@@ -1978,7 +2015,6 @@ void index_select(const sa_plugin_index &ix, const sa_plugin_select_args &a, boo
   auto *counts = reinterpret_cast<int *>(static_cast<char *>(b.scratch) + scores_bytes + norm_bytes + mass_bytes);
   auto *partial = reinterpret_cast<float2 *>(static_cast<char *>(b.scratch) + partial_at);
   auto *lists = reinterpret_cast<int2 *>(static_cast<char *>(b.scratch) + partial_at + partial_bytes);
-  auto *list_counts = reinterpret_cast<int *>(lists + size_t(n_q) * H * size_t(cand_blocks) * size_t(n_sel));
   auto *row_max = static_cast<unsigned *>(b.zeroed);  // the scores' row maxima
   int *sel = passes || spread ? reinterpret_cast<int *>(static_cast<char *>(b.zeroed) + row_max_bytes) : nullptr;
   const auto *keys = static_cast<const uint16_t *>(ix.page_min);
@@ -2022,7 +2058,7 @@ void index_select(const sa_plugin_index &ix, const sa_plugin_select_args &a, boo
   } else if (cand) {
     const auto top = c.min_pos ? page_cand_kernel<true> : page_cand_kernel<false>;
     top<<<dim3(unsigned(cand_blocks), H, n_q), kCandThreads, 0, stream>>>(
-        c, scores, row_max, mass, n_items, item, int(n_sel), lists, list_counts, sel, o, out.strides[0], out.strides[1],
+        c, scores, row_max, mass, n_items, item, int(n_sel), lists, sel, o, out.strides[0], out.strides[1],
         out.strides[2], out.shape[2]);
   } else if (spread) {
     // The row's masses also in shared memory when they fit beside the kernel's own arrays.
