@@ -1507,7 +1507,6 @@ __global__ void __launch_bounds__(kCandThreads) page_cand_kernel(const Common c,
                                                                  int *done, int32_t *out, int64_t o_s0, int64_t o_s1,
                                                                  int64_t o_s2, int64_t width) {
   __shared__ ChooseShared<kCandThreads> sm;
-  __shared__ float norm_s[kMaxGroup];
   __shared__ bool last_s;
   const int tid = threadIdx.x, h = blockIdx.y, i = blockIdx.z, n_blocks = int(gridDim.x);
   const int64_t qh = int64_t(i) * c.H + h;
@@ -1517,30 +1516,36 @@ __global__ void __launch_bounds__(kCandThreads) page_cand_kernel(const Common c,
   candidate_range(c, i, lo, hi);
 
   // This block's pages, kCandPer consecutive a thread: masses (summed as page_top_kernel's).
-  if (tid < c.G) norm_s[tid] = from_order_bits(row_max_qh[tid]);
-  __syncthreads();
+  // The scores are loaded before the row maxima are read: two loads in flight, not one
+  // after the other.
   const int page0 = int(blockIdx.x) * kCandChunk;
   const int64_t r0 = page0 + int64_t(tid) * kCandPer;
+  const bool vec = kCandPer == 4 && (n_items & 3) == 0 && r0 + 3 < n_items;  // aligned: 16-byte loads
+  float sc[kMaxGroup][kCandPer];
+#pragma unroll
+  for (int g = 0; g < kMaxGroup; ++g) {
+    const float *sg = scores_qh + int64_t(g) * n_items + r0;
+    if (g < c.G && vec) {
+      const float4 v = *reinterpret_cast<const float4 *>(sg);
+      sc[g][0] = v.x;
+      sc[g][1] = v.y;
+      sc[g][2] = v.z;
+      sc[g][3] = v.w;
+    } else {
+#pragma unroll
+      for (int k = 0; k < kCandPer; ++k) sc[g][k] = g < c.G && r0 + k < n_items ? sg[k] : -INFINITY;
+    }
+  }
   float m[kCandPer];
 #pragma unroll
   for (int k = 0; k < kCandPer; ++k) m[k] = 0.f;
-  for (int g = 0; g < c.G; ++g) {
-    const float nv = norm_s[g];
-    float sc[kCandPer];
-    const float *sg = scores_qh + int64_t(g) * n_items + r0;
-    if (kCandPer == 4 && (n_items & 3) == 0 && r0 + 3 < n_items) {  // aligned: one 16-byte load
-      const float4 v = *reinterpret_cast<const float4 *>(sg);
-      sc[0] = v.x;
-      sc[1] = v.y;
-      sc[2] = v.z;
-      sc[3] = v.w;
-    } else {
 #pragma unroll
-      for (int k = 0; k < kCandPer; ++k) sc[k] = r0 + k < n_items ? sg[k] : -INFINITY;
-    }
+  for (int g = 0; g < kMaxGroup; ++g) {
+    if (g >= c.G) break;
+    const float nv = from_order_bits(row_max_qh[g]);
     if (nv == -INFINITY) continue;
 #pragma unroll
-    for (int k = 0; k < kCandPer; ++k) m[k] += exp2f(sc[k] - nv);
+    for (int k = 0; k < kCandPer; ++k) m[k] += exp2f(sc[g][k] - nv);
   }
   unsigned key[kCandPer];
   int page[kCandPer];
