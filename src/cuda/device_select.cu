@@ -1498,8 +1498,9 @@ __device__ __forceinline__ void choose_top(ChooseShared<THREADS> &sm, const unsi
 
 // lists: per (query, KV head) and block, n_sel (key, page) pairs, page -1 past the block's
 // choice (the call's scratch, so the last block reads them without first reading counts);
-// done: per (query, KV head) the count of blocks finished (zero between calls). With kept positions the last block marks the chosen pages in marks (as
-// page_top_kernel) for the keep kernels instead of writing the row.
+// done: per (query, KV head) the count of blocks finished (zero between calls). With kept
+// positions the last block marks the chosen pages in marks (as page_top_kernel) for the keep
+// kernels instead of writing the row.
 template <bool RANGES>
 __global__ void __launch_bounds__(kCandThreads) page_cand_kernel(const Common c, const float *scores,
                                                                  unsigned *row_max, float *marks, int64_t n_items,
