@@ -8,6 +8,7 @@
 
 #include "attend/slot_mass.hpp"
 #include "core/half.hpp"
+#include "core/phase_times.hpp"
 #include "core/threading.hpp"
 
 namespace sa {
@@ -83,6 +84,7 @@ void attend(const sa_context &ctx, const AttendProblem &p) {
   if (shared_lists)
     for (int64_t i = 0; i < n_q; ++i) width = std::max(width, p.list_len[i]);
 
+  SA_PHASE_START(phase);
   RowMajorKV K(p.k), V(p.v);
   const size_t es = dtype_size(p.k.dtype);
 
@@ -226,6 +228,7 @@ void attend(const sa_context &ctx, const AttendProblem &p) {
     }
   };
 
+  SA_PHASE_LAP(phase, 10, sparse ? "att.setup" : "dense.setup");
   parallel_for_slots(slots, int64_t(tasks.size()), [&](int64_t t, int slot) {
     const Task &task = tasks[size_t(t)];
     const Unit &u = units[size_t(task.unit)];
@@ -267,6 +270,7 @@ void attend(const sa_context &ctx, const AttendProblem &p) {
     if (!merged) write_unit(u, st);
   });
 
+  SA_PHASE_LAP(phase, sparse ? 11 : 13, sparse ? "att.tasks" : "dense.tasks");
   const float *scores_of_entries = entry_scores.empty() ? nullptr : entry_scores.data();
   if (!merged) {
     if (mass) mass->accumulate(ctx, scores_of_entries);
@@ -299,6 +303,7 @@ void attend(const sa_context &ctx, const AttendProblem &p) {
     t0 = t1;
   }
   if (mass) mass->accumulate(ctx, scores_of_entries);
+  SA_PHASE_LAP(phase, 12, "attend.merge");
 }
 
 }  // namespace sa

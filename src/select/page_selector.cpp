@@ -5,6 +5,7 @@
 #include <limits>
 #include <utility>
 
+#include "core/phase_times.hpp"
 #include "core/threading.hpp"
 #include "select/block_rescore.hpp"
 #include "select/candidate_rescore.hpp"
@@ -279,6 +280,7 @@ void PageSelector::select_queries(const sa_context &ctx, const SelectRequest &re
 
   // The call's scratch (lent by scratch_ for the call): per list, per task slot, and the
   // bounds of every list. Step 1 writes every entry of bound that later steps read.
+  SA_PHASE_START(phase);
   const auto lease = scratch_.take();
   PageSelectScratch &call = *lease;
   std::vector<ListState> &state = call.state;
@@ -329,6 +331,7 @@ void PageSelector::select_queries(const sa_context &ctx, const SelectRequest &re
       quantize_query(x.data(), 2 * D, &ls.q_codes[size_t(g * 2 * D)], &ls.q_scale[size_t(g)]);
     }
   }
+  SA_PHASE_LAP(phase, 0, "setup");
   // 1. Bounds, over (list, chunk of pages): q . centre + |q| . radius per head, from the codes.
   parallel_for_slots(slots, n_lists * chunks, [&](int64_t task, int slot) {
     const int64_t t = task / chunks, c = task % chunks;
@@ -368,6 +371,7 @@ void PageSelector::select_queries(const sa_context &ctx, const SelectRequest &re
       chunk_max[size_t((t * chunks + c) * G + g)] = ctx.kernels->max_of(b + g * n_pages, np);
   });
 
+  SA_PHASE_LAP(phase, 1, "bounds");
   // 2. The group's page scores, over (list, chunk): the summed bound probabilities, each
   // head's best page counting 1 (written over head 0's bounds).
   if (G > 1) {
@@ -402,6 +406,7 @@ void PageSelector::select_queries(const sa_context &ctx, const SelectRequest &re
   // to ranking. Page candidates come in runs of a page, which the per-list kernels read
   // faster than a GEMM over every key they lie among (block_rescore.hpp; there dense from a
   // quarter of the keys on): 0.65x its time at 12K and 16K keys, K = 2048.
+  SA_PHASE_LAP(phase, 2, "group");
   const NativeRows rows = native_rows(keys_, req);
   auto rescore = [&](ListState &ls) {
     if (prefill) rescore_candidates(ctx, keys_, rows, req, ls.query, ls.list, ls.rescore);
@@ -520,6 +525,7 @@ void PageSelector::select_queries(const sa_context &ctx, const SelectRequest &re
     if (req.mass_target > 0.f) rescore(ls);  // masses need exact scores
     else write_ranked_candidates(keys_, req, i, l, rs);
   });
+  SA_PHASE_LAP(phase, 3, "rank");
   if (prefill || (!refine_ && !(req.mass_target > 0.f))) return;
   if (refine_) {
     // A decode step's candidates over (list, chunk of pages), so that its few lists do not
@@ -535,6 +541,7 @@ void PageSelector::select_queries(const sa_context &ctx, const SelectRequest &re
       piece.clear();
       if (ls.bounded) collect_chunk(ls, task % chunks, piece);
     });
+    SA_PHASE_LAP(phase, 4, "collect");
     parallel_for(ctx.threads, n_lists, [&](int64_t t) {
       ListState &ls = state[size_t(t)];
       if (!ls.bounded) return;  // planned in step 3
@@ -547,6 +554,7 @@ void PageSelector::select_queries(const sa_context &ctx, const SelectRequest &re
     });
   }
 
+  SA_PHASE_LAP(phase, 5, "plan");
   // 4. Exact scores of the candidates over (list, range of columns), then each list ranked.
   std::vector<std::pair<int64_t, int64_t>> &ranges = call.ranges;  // (list, first column)
   ranges.clear();
@@ -558,19 +566,23 @@ void PageSelector::select_queries(const sa_context &ctx, const SelectRequest &re
     score_rescore_columns(ctx, rows, ls.list, ls.rescore, c0, std::min(ls.rescore.column_count(), c0 + kRescoreColumns),
                           scratch[size_t(slot)].rescore);
   });
+  SA_PHASE_LAP(phase, 6, "score");
   // Each list ranked as finish_rescore ranks it, in steps spread over tasks like the scoring:
   // the heads' softmax normalisers over (list, head), the masses over (list, range of
   // columns), then the best of each list written.
   parallel_for(ctx.threads, n_lists * G, [&](int64_t task) { rescore_normaliser(ctx, state[size_t(task / G)].rescore, task % G); });
+  SA_PHASE_LAP(phase, 7, "normaliser");
   parallel_for(ctx.threads, int64_t(ranges.size()), [&](int64_t r) {
     RescoreScratch &rs = state[size_t(ranges[size_t(r)].first)].rescore;
     const int64_t c0 = ranges[size_t(r)].second;
     add_rescore_mass(rs, c0, std::min(rs.column_count(), c0 + kRescoreColumns));
   });
+  SA_PHASE_LAP(phase, 8, "mass");
   parallel_for(ctx.threads, n_lists, [&](int64_t t) {
     ListState &ls = state[size_t(t)];
     write_rescored(keys_, req, ls.query, ls.list, ls.rescore);
   });
+  SA_PHASE_LAP(phase, 9, "write");
 }
 
 }  // namespace sa
