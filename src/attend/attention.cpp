@@ -16,8 +16,8 @@ namespace {
 
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
-constexpr int64_t kTargetTasks = 32;   // split long lists until about this many tasks exist
-constexpr int64_t kMinSplitKeys = 512; // never split below this many keys per task
+constexpr int64_t kTargetTasks = 64;   // split long lists until about this many tasks exist
+constexpr int64_t kMinSplitKeys = 256; // never split below this many keys per task
 
 void store_scalar(const TensorView &t, int64_t off, float x) {
   switch (t.dtype) {
