@@ -17,8 +17,10 @@ namespace {
 
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
-constexpr int64_t kTargetTasks = 64;   // split long lists until about this many tasks exist
-constexpr int64_t kMinSplitKeys = 256; // never split below this many keys per task
+// Split long lists until about this many tasks exist (4 per thread on 16 threads), never below
+// kMinSplitKeys keys a task; bench/floor_loops.hpp (split_parts) mirrors the split.
+constexpr int64_t kTargetTasks = 64;
+constexpr int64_t kMinSplitKeys = 256;
 
 void store_scalar(const TensorView &t, int64_t off, float x) {
   switch (t.dtype) {

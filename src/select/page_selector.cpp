@@ -298,8 +298,8 @@ void PageSelector::select_queries(const sa_context &ctx, const SelectRequest &re
   auto usable = [&](const ListState &ls, int64_t p) {
     return ls.page_min_pos[p] <= ls.use_hi && ls.page_max_pos[p] >= ls.use_lo;
   };
-  // Each list's usable pages and query codes, over lists: serial, 50-70 us of a decode step
-  // (8 lists), which took 1.3 ms on 16 threads (page_step 128K, phase timing, Xeon).
+  // Each list's usable pages and query codes, over lists: serially they were 50-70 us of a
+  // decode step that took 1.3 ms on 16 threads (page_step 128K, 8 lists, phase timing, Xeon).
   parallel_for_slots(slots, n_lists, [&](int64_t t, int slot) {
     ListState &ls = state[size_t(t)];
     ls.query = t / lists;
@@ -377,7 +377,8 @@ void PageSelector::select_queries(const sa_context &ctx, const SelectRequest &re
   });
 
   SA_PHASE_LAP(phase, 1, "bounds");
-  // 3. Per list: the best pages; without refine, whole pages fill the budget and the list is done.
+  // 3. (defined first: in a decode step, step 2's tasks run it) Per list: the best pages;
+  // without refine, whole pages fill the budget and the list is done.
   // Candidates to score exactly are planned for step 4 (a decode step: its few lists split
   // over tasks), or in a prefill scored and ranked in the list's own task (rescore_candidates):
   // its many lists keep every thread busy, and each list's scores stay in cache from scoring
