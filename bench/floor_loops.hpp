@@ -10,11 +10,11 @@
 
 namespace bench {
 
-// sa_attend's split of one decode query's keys (src/attend/attention.cpp: about 32 tasks, at
-// least 512 keys each, per unit), so the loops hand the threads the same pieces.
+// sa_attend's split of one decode query's keys (src/attend/attention.cpp: about 64 tasks, at
+// least 256 keys each, per unit), so the loops hand the threads the same pieces.
 inline int64_t split_parts(int64_t units, int64_t keys) {
-    const int64_t splits = units < 32 ? (32 + units - 1) / units : 1;
-    return std::max<int64_t>(1, std::min(splits, keys / 512));
+    const int64_t splits = units < 64 ? (64 + units - 1) / units : 1;
+    return std::max<int64_t>(1, std::min(splits, keys / 256));
 }
 
 // The sum of n words, split evenly over the threads: streaming read bandwidth.

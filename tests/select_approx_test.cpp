@@ -5,6 +5,7 @@
 // any thread count and under concurrent calls.
 #include <gtest/gtest.h>
 
+#include <memory>
 #include <thread>
 
 #include "mirrored_index.hpp"
@@ -544,6 +545,42 @@ TEST(PageSelect, TiedPagesGoToTheLowerPages) {
         EXPECT_EQ(row_of(out, 0, h), want) << "threads " << threads << ", per_head " << per_head << ", list " << h;
     }
   }
+}
+
+// A decode step's lists split over every thread (page_selector.cpp): bounds and group scores
+// over 12 chunks of pages, each list ranked and planned by the task finishing its last chunk,
+// 2079 candidate columns scored in 5 ranges and ranked by the task finishing the last. With
+// 1, 3 and 8 threads (more than the lists, the ranges and this machine's cores) the lists are
+// identical, per KV head and per query head, with a mass target too; refine over every page
+// (31 pages of one slot, 31 columns: shorter than a range) equals the oracle on 8 threads.
+TEST(PageSelect, DecodeSplitOverThreadsIsIdentical) {
+  Rng rng(519);
+  const Tensor keys = random_keys(rng, 6000);  // pages of one slot: 6000 pages > 2068 candidates
+  const Tensor q = sat::random_tensor(rng, SA_DTYPE_F32, {1, kHq, kD});
+  std::vector<std::unique_ptr<Approx>> runs;
+  for (int32_t threads : {1, 3, 8}) {
+    runs.push_back(std::make_unique<Approx>(Config{"PageRefine", SA_SELECTOR_PAGE, 1, 1, 0, 0.0}, threads));
+    ASSERT_NE(runs.back()->ix, nullptr);
+    runs.back()->append(keys);
+  }
+  for (int per_head : {0, 1})
+    for (float mass : {0.f, 0.6f}) {
+      SCOPED_TRACE(testing::Message() << "per_head " << per_head << ", mass " << mass);
+      sa_select_options o = select_options(20, 8, 3);
+      o.per_query_head = per_head;
+      o.mass_target = mass;
+      const Tensor out1 = runs[0]->select(q, o);
+      check_contract(*runs[0], q, o, out1);
+      for (size_t r = 1; r < runs.size(); ++r) EXPECT_EQ(runs[r]->select(q, o).values(), out1.values()) << "run " << r;
+    }
+  Approx small(Config{"PageRefine", SA_SELECTOR_PAGE, 1, 1, 0, 0.0}, 8);
+  ASSERT_NE(small.ix, nullptr);
+  small.append(random_keys(rng, 31));
+  sa_select_options o = select_options(20, 8, 3);
+  const Tensor out = small.select(q, o);
+  const ref::SelectArgs args = ref::SelectArgs::from(o);
+  for (int64_t h = 0; h < out.dim(1); ++h)
+    EXPECT_TRUE(ref::check_row(ref::expect_row(small.cache, q, args, 0, h), row_of(out, 0, h), 1e-4, 0)) << "list " << h;
 }
 
 // Without refine, whole pages are taken in bound order: a page's keys come together.

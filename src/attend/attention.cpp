@@ -8,6 +8,8 @@
 
 #include "attend/slot_mass.hpp"
 #include "core/half.hpp"
+#include "core/countdown.hpp"
+#include "core/phase_times.hpp"
 #include "core/threading.hpp"
 
 namespace sa {
@@ -15,8 +17,10 @@ namespace {
 
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
-constexpr int64_t kTargetTasks = 32;   // split long lists until about this many tasks exist
-constexpr int64_t kMinSplitKeys = 512; // never split below this many keys per task
+// Split long lists until about this many tasks exist (4 per thread on 16 threads), never below
+// kMinSplitKeys keys a task; bench/floor_loops.hpp (split_parts) mirrors the split.
+constexpr int64_t kTargetTasks = 64;
+constexpr int64_t kMinSplitKeys = 256;
 
 void store_scalar(const TensorView &t, int64_t off, float x) {
   switch (t.dtype) {
@@ -83,6 +87,7 @@ void attend(const sa_context &ctx, const AttendProblem &p) {
   if (shared_lists)
     for (int64_t i = 0; i < n_q; ++i) width = std::max(width, p.list_len[i]);
 
+  SA_PHASE_START(phase);
   RowMajorKV K(p.k), V(p.v);
   const size_t es = dtype_size(p.k.dtype);
 
@@ -226,6 +231,38 @@ void attend(const sa_context &ctx, const AttendProblem &p) {
     }
   };
 
+  // Exact merge of a unit's split states [t0, t1): each part rescaled to the common maximum,
+  // into `total` (state_floats), then written. Run by the task finishing the unit's last part,
+  // while other units' parts are still folded.
+  auto merge_unit = [&](size_t t0, size_t t1, float *total) {
+    const Unit &u = units[size_t(tasks[t0].unit)];
+    float *M = total, *Lsum = M + max_heads, *A = M + 2 * max_heads;
+    for (int h = 0; h < u.g; ++h) {
+      float mx = -std::numeric_limits<float>::infinity();
+      for (size_t t = t0; t < t1; ++t) mx = std::max(mx, states[t * size_t(state_floats) + size_t(h)]);
+      M[h] = mx;
+      Lsum[h] = 0.f;
+      std::fill(A + h * D, A + (h + 1) * D, 0.f);
+      if (mx == -std::numeric_limits<float>::infinity()) continue;
+      for (size_t t = t0; t < t1; ++t) {
+        const float *st = &states[t * size_t(state_floats)];
+        if (!(st[max_heads + h] > 0.f)) continue;
+        const float w = std::exp2(st[h] - mx);
+        Lsum[h] += st[max_heads + h] * w;
+        const float *acc = st + 2 * max_heads + h * D;
+        for (int64_t d = 0; d < D; ++d) A[h * D + d] += acc[d] * w;
+      }
+    }
+    write_unit(u, total);
+  };
+  // Each unit's tasks are consecutive: its first task and how many are left to fold.
+  std::vector<int64_t> unit_first(static_cast<size_t>(n_units + 1), int64_t(tasks.size()));
+  for (int64_t t = int64_t(tasks.size()) - 1; t >= 0; --t) unit_first[size_t(tasks[size_t(t)].unit)] = t;
+  Countdown parts_left;
+  if (merged) parts_left.start(n_units, [&](int64_t u) { return unit_first[size_t(u) + 1] - unit_first[size_t(u)]; });
+  std::vector<float> totals(merged ? size_t(slots * state_floats) : 0);
+
+  SA_PHASE_LAP(phase, 10, sparse ? "att.setup" : "dense.setup");
   parallel_for_slots(slots, int64_t(tasks.size()), [&](int64_t t, int slot) {
     const Task &task = tasks[size_t(t)];
     const Unit &u = units[size_t(task.unit)];
@@ -265,40 +302,14 @@ void attend(const sa_context &ctx, const AttendProblem &p) {
       }
     }
     if (!merged) write_unit(u, st);
+    else if (parts_left.finish(task.unit))
+      merge_unit(size_t(unit_first[size_t(task.unit)]), size_t(unit_first[size_t(task.unit) + 1]),
+                 &totals[size_t(slot * state_floats)]);
   });
 
-  const float *scores_of_entries = entry_scores.empty() ? nullptr : entry_scores.data();
-  if (!merged) {
-    if (mass) mass->accumulate(ctx, scores_of_entries);
-    return;
-  }
-  // Exact merge of the split states: rescale each part to the common maximum.
-  std::vector<float> total(static_cast<size_t>(state_floats));
-  for (size_t t0 = 0; t0 < tasks.size();) {
-    size_t t1 = t0;
-    while (t1 < tasks.size() && tasks[t1].unit == tasks[t0].unit) ++t1;
-    const Unit &u = units[size_t(tasks[t0].unit)];
-    float *M = total.data(), *Lsum = M + max_heads, *A = M + 2 * max_heads;
-    for (int h = 0; h < u.g; ++h) {
-      float mx = -std::numeric_limits<float>::infinity();
-      for (size_t t = t0; t < t1; ++t) mx = std::max(mx, states[t * size_t(state_floats) + size_t(h)]);
-      M[h] = mx;
-      Lsum[h] = 0.f;
-      std::fill(A + h * D, A + (h + 1) * D, 0.f);
-      if (mx == -std::numeric_limits<float>::infinity()) continue;
-      for (size_t t = t0; t < t1; ++t) {
-        const float *st = &states[t * size_t(state_floats)];
-        if (!(st[max_heads + h] > 0.f)) continue;
-        const float w = std::exp2(st[h] - mx);
-        Lsum[h] += st[max_heads + h] * w;
-        const float *acc = st + 2 * max_heads + h * D;
-        for (int64_t d = 0; d < D; ++d) A[h * D + d] += acc[d] * w;
-      }
-    }
-    write_unit(u, total.data());
-    t0 = t1;
-  }
-  if (mass) mass->accumulate(ctx, scores_of_entries);
+  SA_PHASE_LAP(phase, sparse ? 11 : 13, sparse ? "att.tasks" : "dense.tasks");
+  if (mass) mass->accumulate(ctx, entry_scores.empty() ? nullptr : entry_scores.data());
+  SA_PHASE_LAP(phase, 12, "attend.merge");
 }
 
 }  // namespace sa

@@ -5,6 +5,8 @@
 #include <limits>
 #include <utility>
 
+#include "core/countdown.hpp"
+#include "core/phase_times.hpp"
 #include "core/threading.hpp"
 #include "select/block_rescore.hpp"
 #include "select/candidate_rescore.hpp"
@@ -48,9 +50,9 @@ constexpr int64_t kJointRowMax = 256;
 // Bound scoring is split into tasks of this many pages (per query and list), so one decode
 // step uses every thread, not one per KV head: 512 pages are 256 KB of f16 bound rows at D 128.
 constexpr int64_t kChunkPages = 512;
-// Refinement (scores, then masses) is split into tasks of this many candidate columns per list.
-constexpr int64_t kRescoreColumns = 1024;
-static_assert(kRescoreColumns % kRescoreMassAlign == 0, "mass ranges start where finish_rescore's vectors do");
+// Refinement scores are split into tasks of this many candidate columns per list: a decode
+// step's 8 lists of 4164 columns (K = 2048) are 72 tasks, enough for 16 threads.
+constexpr int64_t kRescoreColumns = 512;
 
 }  // namespace
 
@@ -79,6 +81,7 @@ struct PageSelectScratch {
 
   // A task's own buffers (its slot of the call's scratch).
   struct TaskScratch {
+    std::vector<float> query_row;        // [q | |q|] of one head, for its codes
     std::vector<float> radius_dot, top;  // top: usable pages' scores in page order
     std::vector<int64_t> chunk_start;    // where each chunk's pages start in top
     std::vector<uint32_t> keys;          // kth_largest's
@@ -94,6 +97,7 @@ struct PageSelectScratch {
   std::vector<float> bound, chunk_max, head_max;
   std::vector<std::pair<int64_t, int64_t>> ranges;  // rescoring tasks: (list, first column)
   std::vector<std::vector<int32_t>> pieces;         // per (list, chunk): its candidate slots
+  Countdown lists_left;  // a decode step's lists: tasks left before the list's own step
 };
 
 PageSelector::~PageSelector() = default;
@@ -279,6 +283,7 @@ void PageSelector::select_queries(const sa_context &ctx, const SelectRequest &re
 
   // The call's scratch (lent by scratch_ for the call): per list, per task slot, and the
   // bounds of every list. Step 1 writes every entry of bound that later steps read.
+  SA_PHASE_START(phase);
   const auto lease = scratch_.take();
   PageSelectScratch &call = *lease;
   std::vector<ListState> &state = call.state;
@@ -289,12 +294,13 @@ void PageSelector::select_queries(const sa_context &ctx, const SelectRequest &re
   std::vector<float> &bound = call.bound, &chunk_max = call.chunk_max;
   bound.resize(size_t(n_lists * G * n_pages));
   chunk_max.assign(size_t(n_lists * chunks * G), kNegInf);
-  std::vector<float> x(static_cast<size_t>(2 * D));  // [q | |q|] of one head, for its codes
   const int64_t refine_pages = (req.top_k + kRefineReserveKeys + P - 1) / P;  // candidate pages with refine
   auto usable = [&](const ListState &ls, int64_t p) {
     return ls.page_min_pos[p] <= ls.use_hi && ls.page_max_pos[p] >= ls.use_lo;
   };
-  for (int64_t t = 0; t < n_lists; ++t) {
+  // Each list's usable pages and query codes, over lists: serially they were 50-70 us of a
+  // decode step that took 1.3 ms on 16 threads (page_step 128K, 8 lists, phase timing, Xeon).
+  parallel_for_slots(slots, n_lists, [&](int64_t t, int slot) {
     ListState &ls = state[size_t(t)];
     ls.query = t / lists;
     ls.list = selection_list(req, keys_.heads(), t % lists);
@@ -305,7 +311,7 @@ void PageSelector::select_queries(const sa_context &ctx, const SelectRequest &re
     const PositionRange scored = scored_positions(req.positions[size_t(ls.query)], req.window, req.sinks);
     ls.use_lo = scored.lo;
     ls.use_hi = scored.hi;
-    if (n_pages == 0 || ls.use_lo > ls.use_hi) continue;
+    if (n_pages == 0 || ls.use_lo > ls.use_hi) return;
     const size_t row = page_min_pos_.size() > 1 ? size_t(ls.list.kv_head) : 0;
     ls.page_min_pos = page_min_pos_[row].data();
     ls.page_max_pos = page_max_pos_[row].data();
@@ -315,8 +321,9 @@ void PageSelector::select_queries(const sa_context &ctx, const SelectRequest &re
     ls.first_page = first;
     ls.last_page = last;
     ls.bounded = last >= first && (!refine_ || last - first + 1 > refine_pages);
-    if (!ls.bounded) continue;  // no query codes needed
-    std::vector<float> &q = ls.rescore.queries;
+    if (!ls.bounded) return;  // no query codes needed
+    std::vector<float> &q = ls.rescore.queries, &x = scratch[size_t(slot)].query_row;
+    x.resize(size_t(2 * D));
     q.resize(size_t(G * D));
     load_list_queries(req, ls.query, ls.list, q.data());
     ls.q_codes.resize(size_t(G * 2 * D));
@@ -328,7 +335,8 @@ void PageSelector::select_queries(const sa_context &ctx, const SelectRequest &re
       }
       quantize_query(x.data(), 2 * D, &ls.q_codes[size_t(g * 2 * D)], &ls.q_scale[size_t(g)]);
     }
-  }
+  });
+  SA_PHASE_LAP(phase, 0, "setup");
   // 1. Bounds, over (list, chunk of pages): q . centre + |q| . radius per head, from the codes.
   parallel_for_slots(slots, n_lists * chunks, [&](int64_t task, int slot) {
     const int64_t t = task / chunks, c = task % chunks;
@@ -368,34 +376,9 @@ void PageSelector::select_queries(const sa_context &ctx, const SelectRequest &re
       chunk_max[size_t((t * chunks + c) * G + g)] = ctx.kernels->max_of(b + g * n_pages, np);
   });
 
-  // 2. The group's page scores, over (list, chunk): the summed bound probabilities, each
-  // head's best page counting 1 (written over head 0's bounds).
-  if (G > 1) {
-    std::vector<float> &head_max = call.head_max;
-    head_max.assign(size_t(n_lists * G), kNegInf);
-    for (int64_t t = 0; t < n_lists; ++t)
-      for (int64_t c = 0; c < chunks; ++c)
-        for (int64_t g = 0; g < G; ++g)
-          head_max[size_t(t * G + g)] = std::max(head_max[size_t(t * G + g)], chunk_max[size_t((t * chunks + c) * G + g)]);
-    parallel_for(ctx.threads, n_lists * chunks, [&](int64_t task) {
-      const int64_t t = task / chunks, c = task % chunks;
-      const ListState &ls = state[size_t(t)];
-      if (!ls.bounded) return;
-      const int64_t p0 = std::max(c * kChunkPages, ls.first_page);
-      const int64_t np = std::min({n_pages, (c + 1) * kChunkPages, ls.last_page + 1}) - p0;
-      if (np <= 0) return;
-      float *b = bound.data() + t * G * n_pages;
-      float acc[kChunkPages];
-      std::fill(acc, acc + np, 0.f);
-      for (int64_t g = 0; g < G; ++g) {
-        const float m = head_max[size_t(t * G + g)];
-        if (m != kNegInf) ctx.kernels->exp2_accumulate(b + g * n_pages + p0, np, m, acc);
-      }
-      std::copy(acc, acc + np, b + p0);
-    });
-  }
-
-  // 3. Per list: the best pages; without refine, whole pages fill the budget and the list is done.
+  SA_PHASE_LAP(phase, 1, "bounds");
+  // 3. (defined first: in a decode step, step 2's tasks run it) Per list: the best pages;
+  // without refine, whole pages fill the budget and the list is done.
   // Candidates to score exactly are planned for step 4 (a decode step: its few lists split
   // over tasks), or in a prefill scored and ranked in the list's own task (rescore_candidates):
   // its many lists keep every thread busy, and each list's scores stay in cache from scoring
@@ -438,7 +421,7 @@ void PageSelector::select_queries(const sa_context &ctx, const SelectRequest &re
   // A prefill's lists in KV head order (the queries of a list side by side): tasks running
   // together rescore among one head's keys (4 MB at 16K keys), not every head's; 0.55x the
   // time at 16K keys, K = 128.
-  parallel_for_slots(slots, n_lists, [&](int64_t task, int slot) {
+  auto rank_list = [&](int64_t task, int slot) {
     const int64_t t = prefill ? task % n_q * lists + task / n_q : task;
     ListState &ls = state[size_t(t)];
     TaskScratch &s = scratch[size_t(slot)];
@@ -519,58 +502,98 @@ void PageSelector::select_queries(const sa_context &ctx, const SelectRequest &re
     }
     if (req.mass_target > 0.f) rescore(ls);  // masses need exact scores
     else write_ranked_candidates(keys_, req, i, l, rs);
-  });
+  };
+  // 2. The group's page scores, over (list, chunk): the summed bound probabilities, each
+  // head's best page counting 1 (written over head 0's bounds). In a decode step the task
+  // finishing a list's last chunk ranks the list (step 3) at once: lists ranked early overlap
+  // the others' chunks, and no barrier waits for the last list (8 lists, 16 threads).
+  const bool rank_in_group = G > 1 && !prefill;
+  Countdown &lists_left = call.lists_left;
+  if (G > 1) {
+    std::vector<float> &head_max = call.head_max;
+    head_max.assign(size_t(n_lists * G), kNegInf);
+    for (int64_t t = 0; t < n_lists; ++t)
+      for (int64_t c = 0; c < chunks; ++c)
+        for (int64_t g = 0; g < G; ++g)
+          head_max[size_t(t * G + g)] = std::max(head_max[size_t(t * G + g)], chunk_max[size_t((t * chunks + c) * G + g)]);
+    auto group_chunk = [&](int64_t t, int64_t c) {
+      const ListState &ls = state[size_t(t)];
+      if (!ls.bounded) return;
+      const int64_t p0 = std::max(c * kChunkPages, ls.first_page);
+      const int64_t np = std::min({n_pages, (c + 1) * kChunkPages, ls.last_page + 1}) - p0;
+      if (np <= 0) return;
+      float *b = bound.data() + t * G * n_pages;
+      float acc[kChunkPages];
+      std::fill(acc, acc + np, 0.f);
+      for (int64_t g = 0; g < G; ++g) {
+        const float m = head_max[size_t(t * G + g)];
+        if (m != kNegInf) ctx.kernels->exp2_accumulate(b + g * n_pages + p0, np, m, acc);
+      }
+      std::copy(acc, acc + np, b + p0);
+    };
+    lists_left.start(n_lists, [&](int64_t) { return chunks; });
+    parallel_for_slots(slots, n_lists * chunks, [&](int64_t task, int slot) {
+      const int64_t t = task / chunks;
+      group_chunk(t, task % chunks);
+      if (rank_in_group && lists_left.finish(t)) rank_list(t, slot);
+    });
+  }
+  SA_PHASE_LAP(phase, 2, "group");
+  if (!rank_in_group) parallel_for_slots(slots, n_lists, rank_list);
+  SA_PHASE_LAP(phase, 3, "rank");
   if (prefill || (!refine_ && !(req.mass_target > 0.f))) return;
   if (refine_) {
     // A decode step's candidates over (list, chunk of pages), so that its few lists do not
-    // leave threads idle; then each list planned from its chunks' slots (already filtered).
-    // Measured (page_step page_select, 128K keys, K = 2048, 1 thread, CPU time of the phases,
-    // loaded): the per-list part of this step 1162-1343 us before (8 lists), now 620-670 us
-    // per list (the threshold, the plan) and 354-386 us over the 128 chunk tasks.
+    // leave threads idle; each list is planned from its chunks' slots (already filtered) by
+    // the task collecting its last chunk. Measured (page_step page_select, 128K keys, K = 2048,
+    // 1 thread, CPU time of the phases, loaded): the per-list part of this step 1162-1343 us
+    // before (8 lists), now 620-670 us per list (the threshold, the plan) and 354-386 us over
+    // the 128 chunk tasks.
     std::vector<std::vector<int32_t>> &pieces = call.pieces;
     if (pieces.size() < size_t(n_lists * chunks)) pieces.resize(size_t(n_lists * chunks));
+    lists_left.start(n_lists, [&](int64_t) { return chunks; });
     parallel_for(ctx.threads, n_lists * chunks, [&](int64_t task) {
-      const ListState &ls = state[size_t(task / chunks)];
+      const int64_t t = task / chunks;
+      ListState &ls = state[size_t(t)];
       std::vector<int32_t> &piece = pieces[size_t(task)];
       piece.clear();
       if (ls.bounded) collect_chunk(ls, task % chunks, piece);
-    });
-    parallel_for(ctx.threads, n_lists, [&](int64_t t) {
-      ListState &ls = state[size_t(t)];
-      if (!ls.bounded) return;  // planned in step 3
+      if (!lists_left.finish(t) || !ls.bounded) return;  // unbounded: planned in step 3
       RescoreScratch &rs = ls.rescore;
       for (int64_t c = 0; c < chunks; ++c) {
-        const std::vector<int32_t> &piece = pieces[size_t(t * chunks + c)];
-        rs.candidates.insert(rs.candidates.end(), piece.begin(), piece.end());
+        const std::vector<int32_t> &part = pieces[size_t(t * chunks + c)];
+        rs.candidates.insert(rs.candidates.end(), part.begin(), part.end());
       }
       plan_rescore(keys_, req, ls.query, ls.list, rs, true);
     });
   }
 
-  // 4. Exact scores of the candidates over (list, range of columns), then each list ranked.
+  SA_PHASE_LAP(phase, 5, "collect+plan");
+  // 4. Exact scores of the candidates over (list, range of columns); the task scoring a
+  // list's last range ranks the list as finish_rescore does (the heads' softmax normalisers,
+  // the masses, the best written), while other lists are still scored. A list of no column
+  // gets one empty range, so that it is written too.
   std::vector<std::pair<int64_t, int64_t>> &ranges = call.ranges;  // (list, first column)
   ranges.clear();
-  for (int64_t t = 0; t < n_lists; ++t)
-    for (int64_t c = 0; c < state[size_t(t)].rescore.column_count(); c += kRescoreColumns) ranges.push_back({t, c});
+  for (int64_t t = 0; t < n_lists; ++t) {
+    const int64_t n = state[size_t(t)].rescore.column_count();
+    for (int64_t c = 0; c < std::max<int64_t>(n, 1); c += kRescoreColumns) ranges.push_back({t, c});
+  }
+  lists_left.start(n_lists, [&](int64_t t) {
+    return std::max<int64_t>(1, (state[size_t(t)].rescore.column_count() + kRescoreColumns - 1) / kRescoreColumns);
+  });
   parallel_for_slots(slots, int64_t(ranges.size()), [&](int64_t r, int slot) {
-    ListState &ls = state[size_t(ranges[size_t(r)].first)];
-    const int64_t c0 = ranges[size_t(r)].second;
-    score_rescore_columns(ctx, rows, ls.list, ls.rescore, c0, std::min(ls.rescore.column_count(), c0 + kRescoreColumns),
-                          scratch[size_t(slot)].rescore);
-  });
-  // Each list ranked as finish_rescore ranks it, in steps spread over tasks like the scoring:
-  // the heads' softmax normalisers over (list, head), the masses over (list, range of
-  // columns), then the best of each list written.
-  parallel_for(ctx.threads, n_lists * G, [&](int64_t task) { rescore_normaliser(ctx, state[size_t(task / G)].rescore, task % G); });
-  parallel_for(ctx.threads, int64_t(ranges.size()), [&](int64_t r) {
-    RescoreScratch &rs = state[size_t(ranges[size_t(r)].first)].rescore;
-    const int64_t c0 = ranges[size_t(r)].second;
-    add_rescore_mass(rs, c0, std::min(rs.column_count(), c0 + kRescoreColumns));
-  });
-  parallel_for(ctx.threads, n_lists, [&](int64_t t) {
+    const int64_t t = ranges[size_t(r)].first, c0 = ranges[size_t(r)].second;
     ListState &ls = state[size_t(t)];
-    write_rescored(keys_, req, ls.query, ls.list, ls.rescore);
+    RescoreScratch &rs = ls.rescore;
+    score_rescore_columns(ctx, rows, ls.list, rs, c0, std::min(rs.column_count(), c0 + kRescoreColumns),
+                          scratch[size_t(slot)].rescore);
+    if (!lists_left.finish(t)) return;
+    for (int64_t g = 0; g < ls.list.q_heads; ++g) rescore_normaliser(ctx, rs, g);
+    add_rescore_mass(rs, 0, rs.column_count());
+    write_rescored(keys_, req, ls.query, ls.list, rs);
   });
+  SA_PHASE_LAP(phase, 9, "score+write");
 }
 
 }  // namespace sa
