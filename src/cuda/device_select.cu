@@ -127,19 +127,18 @@ __device__ __forceinline__ float reduce_spread(float (&v)[N], int lane) {
   return s;
 }
 
-// Dot products of the group's scaled queries with rows (keys, or page min/max) of one head.
-// mode 0: q.k (exact); mode 1: sum_d max(q_d lo_d, q_d hi_d) (page bounds), computed as
-// q.c + |q|.r with c = (lo + hi) / 2, r = (hi - lo) / 2: two FMAs per element and head
+// Page bound scores of the group's scaled queries against one head's page min/max rows:
+// sum_d max(q_d lo_d, q_d hi_d), computed as q.c + |q|.r with c = (lo + hi) / 2, r = (hi - lo) / 2: two FMAs per element and head
 // instead of two products, a max and a sum. With row_max, each block raises
 // row_max[query][head][g] (order_bits) to the largest score it wrote. MAXG >= G bounds the
 // group; heads past G have zero queries and are not written.
 // One block's rows of query i and head h: scores_q is the query's [H][G][n_rows], row_max_q
 // its [H][G] (or null).
-template <class T, int D, int MODE, int MAXG, int STEPS = kScoreSteps, int UNROLL = kScoreUnroll>
+template <class T, int D, int MAXG>
 __device__ __forceinline__ void row_scores(const Common &c, int i, int h, const uint16_t *rows_a,
                                            const uint16_t *rows_b, int64_t head_stride, int64_t n_rows, int item,
                                            float *scores_q, unsigned *row_max_q) {
-  constexpr int L = D / 8, SLOTS = kThreads / L;
+  constexpr int L = D / 8, SLOTS = kThreads / L, STEPS = kScoreSteps, UNROLL = kScoreUnroll;
   static_assert(MAXG <= L, "one lane per group member after the reduction");
   const int tid = threadIdx.x, slot = tid / L, lane = tid % L;
   const int my_g = lane / (L / MAXG);                    // the member whose total this lane holds
@@ -147,7 +146,7 @@ __device__ __forceinline__ void row_scores(const Common &c, int i, int h, const 
   __shared__ float max_s[SLOTS][MAXG];
   float qf[MAXG][8], qa[MAXG][8];
   load_query_slices<MAXG>(c.q, c.q_dtype, i * c.q_s0 + h * c.G * c.q_s1 + lane * 8 * c.q_s2, c.q_s1, c.q_s2,
-                          MODE == 1 ? 0.5f * c.scale_log2 : c.scale_log2, qf, c.G);
+                          0.5f * c.scale_log2, qf, c.G);
 #pragma unroll
   for (int g = 0; g < MAXG; ++g)
 #pragma unroll
@@ -155,7 +154,6 @@ __device__ __forceinline__ void row_scores(const Common &c, int i, int h, const 
   float best = -INFINITY;
   int64_t lo, hi;
   candidate_range(c, i, lo, hi);
-  const int64_t visible_end = c.first_pos + i;  // last visible slot
   const int64_t r0 = int64_t(blockIdx.x) * SLOTS * STEPS;
   float *out = scores_q + (int64_t(h) * c.G + my_g) * n_rows;
   for (int step = 0; step < STEPS; step += UNROLL) {
@@ -167,7 +165,7 @@ __device__ __forceinline__ void row_scores(const Common &c, int i, int h, const 
       b[x] = make_uint4(0, 0, 0, 0);
       if (r < n_rows) {
         a[x] = __ldg(reinterpret_cast<const uint4 *>(rows_a + (h * head_stride + r) * D) + lane);
-        if (MODE == 1) b[x] = __ldg(reinterpret_cast<const uint4 *>(rows_b + (h * head_stride + r) * D) + lane);
+        b[x] = __ldg(reinterpret_cast<const uint4 *>(rows_b + (h * head_stride + r) * D) + lane);
       }
     }
 #pragma unroll
@@ -175,27 +173,23 @@ __device__ __forceinline__ void row_scores(const Common &c, int i, int h, const 
       const int64_t r = r0 + (step + x) * SLOTS + slot;
       float fa[8], fb[8], dot[MAXG];
       unpack8<T>(a[x], fa);
-      if (MODE == 1) {
-        unpack8<T>(b[x], fb);
+      unpack8<T>(b[x], fb);
 #pragma unroll
-        for (int e = 0; e < 8; ++e) {
-          const float centre2 = fa[e] + fb[e], radius2 = fb[e] - fa[e];  // twice c and r: q carries the 1/2
-          fa[e] = centre2;
-          fb[e] = radius2;
-        }
+      for (int e = 0; e < 8; ++e) {
+        const float centre2 = fa[e] + fb[e], radius2 = fb[e] - fa[e];  // twice c and r: q carries the 1/2
+        fa[e] = centre2;
+        fb[e] = radius2;
       }
 #pragma unroll
       for (int g = 0; g < MAXG; ++g) {
         float d = 0.f;
 #pragma unroll
-        for (int e = 0; e < 8; ++e) d = MODE == 0 ? fmaf(qf[g][e], fa[e], d) : fmaf(qf[g][e], fa[e], fmaf(qa[g][e], fb[e], d));
+        for (int e = 0; e < 8; ++e) d = fmaf(qf[g][e], fa[e], fmaf(qa[g][e], fb[e], d));
         dot[g] = d;
       }
       const float total = reduce_spread<L, MAXG>(dot, lane);
-      // exact: invisible slots take no part in the softmax; page: pages without a candidate
-      // slot are not ranked.
-      const bool live =
-          r < n_rows && (MODE == 0 ? sees_slot(c, h, r, visible_end) : item_live(c, h, i, r, item, lo, hi));
+      // Pages without a candidate slot are not ranked.
+      const bool live = r < n_rows && item_live(c, h, i, r, item, lo, hi);
       const float sc = live ? total : -INFINITY;
       best = fmaxf(best, sc);
       if (r < n_rows && writer) out[r] = sc;
@@ -211,13 +205,13 @@ __device__ __forceinline__ void row_scores(const Common &c, int i, int h, const 
   }
 }
 
-template <class T, int D, int MODE, int MAXG, int STEPS, int UNROLL>
+template <class T, int D, int MAXG>
 __global__ void __launch_bounds__(kThreads) row_scores_kernel(const Common c, const uint16_t *rows_a,
                                                               const uint16_t *rows_b, int64_t head_stride,
                                                               int64_t n_rows, int item, float *scores,
                                                               unsigned *row_max) {
   const int i = blockIdx.z;
-  row_scores<T, D, MODE, MAXG, STEPS, UNROLL>(c, i, blockIdx.y, rows_a, rows_b, head_stride, n_rows, item,
+  row_scores<T, D, MAXG>(c, i, blockIdx.y, rows_a, rows_b, head_stride, n_rows, item,
                                scores + int64_t(i) * c.H * c.G * n_rows, row_max ? row_max + i * c.H * c.G : nullptr);
 }
 
@@ -252,8 +246,8 @@ __global__ void __launch_bounds__(kThreads) batch_bounds_kernel(const Common c, 
   const BatchSeq &e = t.s[b];
   const int64_t n_rows = (e.n + item - 1) / item;
   if (int64_t(blockIdx.x) * (kThreads / (D / 8)) * kScoreSteps >= n_rows) return;
-  row_scores<T, D, 1, MAXG>(sequence_common(c, e, b), b, blockIdx.y, e.lo, e.hi, e.head_stride, n_rows, item,
-                            scores + e.scores_off, row_max + b * c.H * c.G);
+  row_scores<T, D, MAXG>(sequence_common(c, e, b), b, blockIdx.y, e.lo, e.hi, e.head_stride, n_rows, item,
+                         scores + e.scores_off, row_max + b * c.H * c.G);
 }
 
 // Exact scores: scale * log2e * q.k for the G queries of list h and every key row of its KV
@@ -1759,31 +1753,27 @@ __global__ void __launch_bounds__(kPipeWarps * 32, 1)
   }
 }
 
-template <class T, int MODE, int MAXG>
+template <class T, int MAXG>
 void launch_scores_g(const Common &c, const uint16_t *a, const uint16_t *b, int64_t head_stride, int64_t n_rows,
                      int item, float *scores, unsigned *row_max, cudaStream_t s) {
-  constexpr int S = MODE == 1 ? kScoreSteps : kExactSteps, U = MODE == 1 ? kScoreUnroll : kExactUnroll;
-  const int rows_per_block = (kThreads / (c.D / 8)) * S;
+  const int rows_per_block = (kThreads / (c.D / 8)) * kScoreSteps;
   const dim3 grid(unsigned((n_rows + rows_per_block - 1) / rows_per_block), c.H, c.n_q);
   if (c.D == 64)
-    row_scores_kernel<T, 64, MODE, MAXG, S, U><<<grid, kThreads, 0, s>>>(c, a, b, head_stride, n_rows, item, scores,
-                                                                         row_max);
+    row_scores_kernel<T, 64, MAXG><<<grid, kThreads, 0, s>>>(c, a, b, head_stride, n_rows, item, scores, row_max);
   else if (c.D == 128)
-    row_scores_kernel<T, 128, MODE, MAXG, S, U><<<grid, kThreads, 0, s>>>(c, a, b, head_stride, n_rows, item, scores,
-                                                                          row_max);
+    row_scores_kernel<T, 128, MAXG><<<grid, kThreads, 0, s>>>(c, a, b, head_stride, n_rows, item, scores, row_max);
   else
-    row_scores_kernel<T, 256, MODE, MAXG, S, U><<<grid, kThreads, 0, s>>>(c, a, b, head_stride, n_rows, item, scores,
-                                                                          row_max);
+    row_scores_kernel<T, 256, MAXG><<<grid, kThreads, 0, s>>>(c, a, b, head_stride, n_rows, item, scores, row_max);
   check_cuda(cudaGetLastError(), "selection scores launch");
 }
 
-template <class T, int MODE>
+template <class T>
 void launch_scores(const Common &c, const uint16_t *a, const uint16_t *b, int64_t head_stride, int64_t n_rows, int item,
                    float *scores, unsigned *row_max, cudaStream_t s) {
-  if (c.G == 1) launch_scores_g<T, MODE, 1>(c, a, b, head_stride, n_rows, item, scores, row_max, s);
-  else if (c.G == 2) launch_scores_g<T, MODE, 2>(c, a, b, head_stride, n_rows, item, scores, row_max, s);
-  else if (c.G <= 4) launch_scores_g<T, MODE, 4>(c, a, b, head_stride, n_rows, item, scores, row_max, s);
-  else launch_scores_g<T, MODE, kMaxGroup>(c, a, b, head_stride, n_rows, item, scores, row_max, s);
+  if (c.G == 1) launch_scores_g<T, 1>(c, a, b, head_stride, n_rows, item, scores, row_max, s);
+  else if (c.G == 2) launch_scores_g<T, 2>(c, a, b, head_stride, n_rows, item, scores, row_max, s);
+  else if (c.G <= 4) launch_scores_g<T, 4>(c, a, b, head_stride, n_rows, item, scores, row_max, s);
+  else launch_scores_g<T, kMaxGroup>(c, a, b, head_stride, n_rows, item, scores, row_max, s);
 }
 
 // The page bounds by resident blocks (page_bounds_pipe_kernel): one block a multiprocessor,
@@ -1953,6 +1943,9 @@ void launch_exact_scores(const Common &c, const ExactKeys &k, int64_t n_rows, fl
 void index_select(const sa_plugin_index &ix, const sa_plugin_select_args &a, bool with_keys) {
   const sa_tensor &q = *a.queries, &out = *a.indices;
   const bool page = ix.kind == SA_SELECTOR_PAGE;
+  // select_keys is called with the fields it reads; a shorter struct is the caller's bug.
+  if (with_keys && a.struct_size < offsetof(sa_plugin_select_args, per_query_head) + sizeof a.per_query_head)
+    fail(SA_ERR_STRUCT_SIZE, "select_keys: sa_plugin_select_args without keys and per_query_head");
   const bool per_head = with_keys && a.per_query_head;
   if (per_head && page) fail(SA_ERR_UNSUPPORTED, "per_query_head: the CUDA page selector makes one list per KV head");
   const sa_tensor *borrowed = with_keys ? a.keys : nullptr;
@@ -2037,9 +2030,9 @@ void index_select(const sa_plugin_index &ix, const sa_plugin_select_args &a, boo
           ? launch_bounds_pipe<F16>(c, keys, keys_b, head_stride, n_items, item, scores, row_max, ix.device, stream)
           : launch_bounds_pipe<BF16>(c, keys, keys_b, head_stride, n_items, item, scores, row_max, ix.device, stream);
     else if (ix.dtype == SA_DTYPE_F16)
-      launch_scores<F16, 1>(c, keys, keys_b, head_stride, n_items, item, scores, row_max, stream);
+      launch_scores<F16>(c, keys, keys_b, head_stride, n_items, item, scores, row_max, stream);
     else
-      launch_scores<BF16, 1>(c, keys, keys_b, head_stride, n_items, item, scores, row_max, stream);
+      launch_scores<BF16>(c, keys, keys_b, head_stride, n_items, item, scores, row_max, stream);
     if (!staged && !spread && !chosen) {  // chosen: the first radix pass makes the masses
       const unsigned mb = unsigned((n_items + 255) / 256 < 1024 ? (n_items + 255) / 256 : 1024);
       mass_kernel<<<dim3(mb, H, n_q), 256, 0, stream>>>(c, scores, norm, page ? row_max : nullptr, n_items, item, !page,
