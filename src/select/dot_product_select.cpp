@@ -3,10 +3,14 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <limits>
+#include <cstdio>
+#include <cstdlib>
 
 #include "core/half.hpp"
 #include "core/threading.hpp"
+#include "select/mass_filter.hpp"
 #include "select/score_matmul.hpp"
 #include "select/selection_merge.hpp"
 
@@ -61,15 +65,41 @@ VisiblePrefixes visible_prefixes(const SelectRequest &req, const int64_t *pos, i
   return v;
 }
 
+// A list's pivot (mass_filter.hpp) is the previous query's k-th best mass times a ratio that
+// adapts: down when fewer than keep masses reached it (the floor's path then ran), up towards 1
+// when more than kPivotSpare * keep did. Lists whose keep is more than 1/kPivotMinShare of their
+// keys take the floor's path at once.
+constexpr int64_t kPivotMinShare = 4, kPivotSpare = 2;
+constexpr float kRatioStart = 0.9f, kRatioDown = 0.8f, kRatioUp = 0.5f;
+
 // One task's buffers (a slot of the call's scratch), sized before the parallel region.
 struct Scratch {
   std::vector<float> queries, scores, mass;
+  std::vector<const float *> rows;       // a list's score rows (one per query head)
+  std::vector<float> inv;                // their softmax normalisers
+  std::vector<float> kth;                // a list's candidate masses, for its k-th best
+  std::vector<int32_t> reaching;         // slots whose mass reaches the pivot
+  std::vector<float> last_kth, pivot_ratio;  // per list of a KV head: pivot state of a query block
+  int64_t pivots = 0, pivot_misses = 0, pivot_cands = 0;
   std::vector<uint8_t> visible;
   std::vector<Candidate> cands;
   std::vector<int32_t> forced;
   std::vector<char> block;  // the host's rows copied for the kernels (borrowed keys)
   RescoreScratch rescore;
 };
+
+// cands = {mass[j], j} for the n reaching slots j (ascending) that are not forced (ascending).
+void choosable_reaching(const int32_t *reaching, int64_t n, const std::vector<int32_t> &forced, const float *mass,
+                        std::vector<Candidate> &cands) {
+  cands.clear();
+  size_t f = 0;
+  for (int64_t k = 0; k < n; ++k) {
+    const int32_t j = reaching[k];
+    while (f < forced.size() && forced[f] < j) ++f;
+    if (f < forced.size() && forced[f] == j) continue;
+    cands.push_back({mass[j], j});
+  }
+}
 
 // Keeps the best `count` of cands (the order write_selection ranks by) as the rescoring input.
 void take_best(std::vector<Candidate> &cands, int64_t count, std::vector<int32_t> &out) {
@@ -120,6 +150,11 @@ void select_by_dot_product(const sa_context &ctx, const SelectRequest &req, cons
     s.queries.resize(size_t(qblock * G * D));
     if (!all_heads_pass) s.scores.resize(size_t(qblock * G * n));
     s.mass.resize(size_t(n));
+    s.rows.resize(size_t(G));
+    s.reaching.resize(size_t(n + kReachingSlack));
+    s.inv.resize(size_t(G));
+    s.last_kth.resize(size_t(G));
+    s.pivot_ratio.resize(size_t(G));
     s.visible.resize(size_t(n));
     s.cands.reserve(size_t(n));
     s.forced.reserve(size_t(req.sinks) + size_t(req.window) + size_t(req.top_k));
@@ -132,6 +167,8 @@ void select_by_dot_product(const sa_context &ctx, const SelectRequest &req, cons
     const int64_t *pos = keys_.positions(h);
     const VisiblePrefixes &prefixes = prefixes_of(h);
     const std::vector<int64_t> &limits = prefixes.limit;
+    std::fill(s.last_kth.begin(), s.last_kth.end(), 0.f);  // no pivot for a block's first query
+    std::fill(s.pivot_ratio.begin(), s.pivot_ratio.end(), kRatioStart);
     for (int64_t i = i0; i < i1; ++i) {
       const KeepRule rule = keep_rule(req, i);
       const QueryVisibility visible = query_visibility(req, i);
@@ -141,22 +178,50 @@ void select_by_dot_product(const sa_context &ctx, const SelectRequest &req, cons
       // One list per KV head (the group's heads together) or per query head.
       const int64_t unit_heads = req.per_query_head ? 1 : G;
       for (int64_t g0 = 0; g0 < G; g0 += unit_heads) {
-        std::fill(s.mass.begin(), s.mass.begin() + m, 0.f);
-        for (int64_t g = g0; g < g0 + unit_heads; ++g) {
-          float *row = &scores[size_t(((i - i0) * G + g) * n)];
-          if (prefixes.ordered) {
-            std::fill(row + prefixes.count[size_t(i)], row + m, -std::numeric_limits<float>::infinity());
-          } else {
-            for (int64_t j = 0; j < m; ++j)
-              if (!s.visible[size_t(j)]) row[j] = -std::numeric_limits<float>::infinity();
-          }
-          add_softmax_mass(*ctx.kernels, row, m, s.mass.data());
-        }
         const float norm = 1.f / float(unit_heads);
         const int64_t end = prefixes.ordered ? prefixes.count[size_t(i)] : m;  // slots a choice may take
         float *mass = s.mass.data();
-        for (int64_t j = 0; j < end; ++j) mass[j] *= norm;
+        // write_selection takes at most top_k; the rescoring stage its own count.
+        const int64_t keep = two_stage ? rescore.candidates : int64_t(req.top_k);
+        float &last_kth = s.last_kth[size_t(g0)], &ratio = s.pivot_ratio[size_t(g0)];
         collect_forced(keys_, req, i, h, s.forced);
+        // With a pivot (see below), the masses reaching it are collected as they are made.
+        const bool pivot = prefixes.ordered && keep > 0 && keep * kPivotMinShare <= end && last_kth > 0.f;
+        bool filtered = false;  // s.cands holds the masses reaching the pivot, at least keep of them
+        if (prefixes.ordered) {
+          for (int64_t g = g0; g < g0 + unit_heads; ++g) {
+            float *row = &scores[size_t(((i - i0) * G + g) * n)];
+            std::fill(row + prefixes.count[size_t(i)], row + m, -std::numeric_limits<float>::infinity());
+            s.rows[size_t(g - g0)] = row;
+            s.inv[size_t(g - g0)] = softmax_inv_sum(*ctx.kernels, row, m);
+          }
+          if (!pivot) {
+            group_mass(s.rows.data(), s.inv.data(), unit_heads, end, norm, mass);
+          } else {
+            // The previous query's k-th best mass (queries of a prefill are neighbours) scaled
+            // down a little: when at least keep choosable masses reach it, the best keep are
+            // among them (every other mass is below each of them), else the floor below decides.
+            const int64_t reached = group_mass_reaching(s.rows.data(), s.inv.data(), unit_heads, end, norm, mass,
+                                                        last_kth * ratio, s.reaching.data(),
+                                                        ctx.kernels->isa == SA_ISA_AVX512);
+            if (reached >= keep) choosable_reaching(s.reaching.data(), reached, s.forced, mass, s.cands);
+            filtered = reached >= keep && int64_t(s.cands.size()) >= keep;
+            ++s.pivots;
+            if (!filtered) ++s.pivot_misses; else s.pivot_cands += int64_t(s.cands.size());
+            // Aim for between keep and kPivotSpare * keep reaching it.
+            if (!filtered) ratio *= kRatioDown;
+            else if (int64_t(s.cands.size()) > kPivotSpare * keep) ratio += (1.f - ratio) * kRatioUp;
+          }
+        } else {
+          std::fill(s.mass.begin(), s.mass.begin() + m, 0.f);
+          for (int64_t g = g0; g < g0 + unit_heads; ++g) {
+            float *row = &scores[size_t(((i - i0) * G + g) * n)];
+            for (int64_t j = 0; j < m; ++j)
+              if (!s.visible[size_t(j)]) row[j] = -std::numeric_limits<float>::infinity();
+            add_softmax_mass(*ctx.kernels, row, m, s.mass.data());
+          }
+          for (int64_t j = 0; j < end; ++j) mass[j] *= norm;
+        }
         float forced_mass = 0.f;
         for (int32_t j : s.forced) forced_mass += mass[j];
         // The floor is taken over the choosable slots alone: the others' masses are masked.
@@ -166,16 +231,32 @@ void select_by_dot_product(const sa_context &ctx, const SelectRequest &req, cons
           for (int64_t j = 0; j < m; ++j)
             if (!s.visible[size_t(j)] || always_kept(pos[j], rule)) mass[j] = -std::numeric_limits<float>::infinity();
         }
-        // write_selection takes at most top_k; the rescoring stage its own count.
-        const int64_t keep = two_stage ? rescore.candidates : int64_t(req.top_k);
-        const float floor = best_floor(mass, end, keep);
-        BestCandidates best(s.cands, keep);
-        if (prefixes.ordered) {
-          for (int64_t j = 0; j < end; ++j)
-            if (!(mass[j] < floor) && !always_kept(pos[j], rule)) best.add(mass[j], int32_t(j));
+        if (filtered) {  // the best keep of the reaching ones (ties by lower slot), as the floor's path keeps
+          nth_best(s.cands, size_t(keep - 1));
+          s.cands.resize(size_t(keep));
         } else {
-          for (int64_t j = 0; j < m; ++j)
-            if (!(mass[j] < floor) && s.visible[size_t(j)] && !always_kept(pos[j], rule)) best.add(mass[j], int32_t(j));
+          const float floor = best_floor(mass, end, keep);
+          BestCandidates best(s.cands, keep);
+          if (prefixes.ordered) {
+            for (int64_t j = 0; j < end; ++j)
+              if (!(mass[j] < floor) && !always_kept(pos[j], rule)) best.add(mass[j], int32_t(j));
+          } else {
+            for (int64_t j = 0; j < m; ++j)
+              if (!(mass[j] < floor) && s.visible[size_t(j)] && !always_kept(pos[j], rule)) best.add(mass[j], int32_t(j));
+          }
+        }
+        // The next query's pivot: the k-th best mass (NaNs apart; cands keep their order).
+        if (filtered) {
+          last_kth = s.cands[size_t(keep - 1)].score;
+        } else if (prefixes.ordered && keep > 0) {
+          s.kth.clear();
+          for (const Candidate &c : s.cands)
+            if (c.score == c.score) s.kth.push_back(c.score);
+          last_kth = 0.f;  // none: no pivot
+          if (int64_t(s.kth.size()) >= keep) {
+            std::nth_element(s.kth.begin(), s.kth.begin() + (keep - 1), s.kth.end(), std::greater<float>());
+            last_kth = s.kth[size_t(keep - 1)];
+          }
         }
         const SelectionList l = selection_list(req, H_kv, req.per_query_head ? h * G + g0 : h);
         if (two_stage) {  // the forced slots are the rescoring's to add
@@ -266,6 +347,11 @@ void select_by_dot_product(const sa_context &ctx, const SelectRequest &req, cons
       const int64_t h = t / n_blocks;
       run_block(h, t % n_blocks, gemm ? static_cast<const float *>(rows.row(int(h), 0)) : nullptr, slot);
     });
+  }
+  if (getenv("SA_PIVOT_DEBUG")) {  // DEBUG
+    int64_t p = 0, mi = 0, c = 0;
+    for (auto &x : scratch) { p += x.pivots; mi += x.pivot_misses; c += x.pivot_cands; }
+    fprintf(stderr, "pivots %lld misses %lld cands %.1f\n", (long long)p, (long long)mi, double(c) / double(p - mi));
   }
 }
 
