@@ -82,7 +82,7 @@ struct Scratch {
   std::vector<float> last_kth, pivot_ratio;  // per list of a KV head: pivot state of a query block
   int64_t pivots = 0, pivot_misses = 0, pivot_cands = 0;
   std::vector<uint8_t> visible;
-  std::vector<Candidate> cands;
+  std::vector<Candidate> cands, by_slot;  // by_slot: the reaching candidates in slot order
   std::vector<int32_t> forced;
   std::vector<char> block;  // the host's rows copied for the kernels (borrowed keys)
   RescoreScratch rescore;
@@ -91,14 +91,34 @@ struct Scratch {
 // cands = {mass[j], j} for the n reaching slots j (ascending) that are not forced (ascending).
 void choosable_reaching(const int32_t *reaching, int64_t n, const std::vector<int32_t> &forced, const float *mass,
                         std::vector<Candidate> &cands) {
-  cands.clear();
-  size_t f = 0;
+  cands.resize(size_t(n));
+  Candidate *c = cands.data();  // fields written one by one: a pushed pair went through the stack
+  size_t f = 0, w = 0;
   for (int64_t k = 0; k < n; ++k) {
     const int32_t j = reaching[k];
     while (f < forced.size() && forced[f] < j) ++f;
     if (f < forced.size() && forced[f] == j) continue;
-    cands.push_back({mass[j], j});
+    c[w].score = mass[j];
+    c[w++].slot = j;
   }
+  cands.resize(w);
+}
+
+// What write_selection writes when the list holds every forced slot and the best `keep` of the
+// candidates in `by_slot` (ascending by slot), kth the keep-th best of them: those ranking
+// before kth and kth itself, merged with the forced slots (ascending), then -1 padding. No sort:
+// both inputs are in slot order already.
+void write_merged(const std::vector<int32_t> &forced, const std::vector<Candidate> &by_slot, const Candidate &kth,
+                  int32_t *out, int64_t width, int64_t stride) {
+  size_t f = 0;
+  int64_t w = 0;
+  for (const Candidate &c : by_slot) {
+    if (ranks_before(kth, c)) continue;  // below the best keep
+    for (; f < forced.size() && forced[f] < c.slot; ++f) out[w++ * stride] = forced[f];
+    out[w++ * stride] = c.slot;
+  }
+  for (; f < forced.size(); ++f) out[w++ * stride] = forced[f];
+  for (; w < width; ++w) out[w * stride] = -1;
 }
 
 // Keeps the best `count` of cands (the order write_selection ranks by) as the rescoring input.
@@ -231,7 +251,11 @@ void select_by_dot_product(const sa_context &ctx, const SelectRequest &req, cons
           for (int64_t j = 0; j < m; ++j)
             if (!s.visible[size_t(j)] || always_kept(pos[j], rule)) mass[j] = -std::numeric_limits<float>::infinity();
         }
+        // Every candidate of the list and every forced slot fit: written in slot order as they are.
+        const bool merged = filtered && !two_stage && !(req.mass_target > 0.f) &&
+                            int64_t(s.forced.size()) + keep <= width;
         if (filtered) {  // the best keep of the reaching ones (ties by lower slot), as the floor's path keeps
+          if (merged) s.by_slot.assign(s.cands.begin(), s.cands.end());
           nth_best(s.cands, size_t(keep - 1));
           s.cands.resize(size_t(keep));
         } else {
@@ -259,6 +283,10 @@ void select_by_dot_product(const sa_context &ctx, const SelectRequest &req, cons
           }
         }
         const SelectionList l = selection_list(req, H_kv, req.per_query_head ? h * G + g0 : h);
+        if (merged) {
+          write_merged(s.forced, s.by_slot, s.cands[size_t(keep - 1)], selection_row(req, i, l), width, out.stride[2]);
+          continue;
+        }
         if (two_stage) {  // the forced slots are the rescoring's to add
           take_best(s.cands, rescore.candidates, s.rescore.candidates);
           rescore_candidates(ctx, *rescore.native, native, req, i, l, s.rescore);
