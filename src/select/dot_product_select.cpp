@@ -79,6 +79,7 @@ struct Scratch {
   std::vector<float> inv;                // their softmax normalisers
   std::vector<float> kth;                // a list's candidate masses, for its k-th best
   std::vector<int32_t> reaching;         // slots whose mass reaches the pivot
+  std::vector<int32_t> chosen;           // write_merged's
   std::vector<float> last_kth, pivot_ratio;  // per list of a KV head: pivot state of a query block
   int64_t pivots = 0, pivot_misses = 0, pivot_cands = 0;
   std::vector<uint8_t> visible;
@@ -109,13 +110,18 @@ void choosable_reaching(const int32_t *reaching, int64_t n, const std::vector<in
 // before kth and kth itself, merged with the forced slots (ascending), then -1 padding. No sort:
 // both inputs are in slot order already.
 void write_merged(const std::vector<int32_t> &forced, const std::vector<Candidate> &by_slot, const Candidate &kth,
-                  int32_t *out, int64_t width, int64_t stride) {
+                  std::vector<int32_t> &chosen, int32_t *out, int64_t width, int64_t stride) {
+  chosen.resize(by_slot.size());
+  size_t n = 0;
+  for (const Candidate &c : by_slot) {  // branch-free: a third of them are dropped, unpredictably
+    chosen[n] = c.slot;
+    n += !((kth.score > c.score) | ((kth.score == c.score) & (kth.slot < c.slot)));
+  }
   size_t f = 0;
   int64_t w = 0;
-  for (const Candidate &c : by_slot) {
-    if (ranks_before(kth, c)) continue;  // below the best keep
-    for (; f < forced.size() && forced[f] < c.slot; ++f) out[w++ * stride] = forced[f];
-    out[w++ * stride] = c.slot;
+  for (size_t k = 0; k < n; ++k) {
+    for (; f < forced.size() && forced[f] < chosen[k]; ++f) out[w++ * stride] = forced[f];
+    out[w++ * stride] = chosen[k];
   }
   for (; f < forced.size(); ++f) out[w++ * stride] = forced[f];
   for (; w < width; ++w) out[w * stride] = -1;
@@ -284,7 +290,8 @@ void select_by_dot_product(const sa_context &ctx, const SelectRequest &req, cons
         }
         const SelectionList l = selection_list(req, H_kv, req.per_query_head ? h * G + g0 : h);
         if (merged) {
-          write_merged(s.forced, s.by_slot, s.cands[size_t(keep - 1)], selection_row(req, i, l), width, out.stride[2]);
+          write_merged(s.forced, s.by_slot, s.cands[size_t(keep - 1)], s.chosen, selection_row(req, i, l), width,
+                       out.stride[2]);
           continue;
         }
         if (two_stage) {  // the forced slots are the rescoring's to add
