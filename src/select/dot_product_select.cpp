@@ -179,8 +179,10 @@ void select_by_dot_product(const sa_context &ctx, const SelectRequest &req, cons
     s.rows.resize(size_t(G));
     s.reaching.resize(size_t(n + kReachingSlack));
     s.inv.resize(size_t(G));
-    s.last_kth.resize(size_t(G));
-    s.pivot_ratio.resize(size_t(G));
+    // No pivot for a task's first list; then the last list's, whichever block or head the task
+    // ran before (a pivot decides how fast a list is ranked, never what it holds).
+    s.last_kth.assign(size_t(G), 0.f);
+    s.pivot_ratio.assign(size_t(G), kRatioStart);
     s.visible.resize(size_t(n));
     s.cands.reserve(size_t(n));
     s.forced.reserve(size_t(req.sinks) + size_t(req.window) + size_t(req.top_k));
@@ -193,8 +195,6 @@ void select_by_dot_product(const sa_context &ctx, const SelectRequest &req, cons
     const int64_t *pos = keys_.positions(h);
     const VisiblePrefixes &prefixes = prefixes_of(h);
     const std::vector<int64_t> &limits = prefixes.limit;
-    std::fill(s.last_kth.begin(), s.last_kth.end(), 0.f);  // no pivot for a block's first query
-    std::fill(s.pivot_ratio.begin(), s.pivot_ratio.end(), kRatioStart);
     for (int64_t i = i0; i < i1; ++i) {
       const KeepRule rule = keep_rule(req, i);
       const QueryVisibility visible = query_visibility(req, i);
@@ -375,7 +375,9 @@ void select_by_dot_product(const sa_context &ctx, const SelectRequest &req, cons
           }
         }
       });
-      parallel_for_slots(slots, n_blocks, [&](int64_t b, int slot) { run_block(h, b, keys_f32.data(), slot); });
+      // The last blocks first: causal blocks grow with their position, so the largest go out
+      // first and the team ends on small ones.
+      parallel_for_slots(slots, n_blocks, [&](int64_t b, int slot) { run_block(h, n_blocks - 1 - b, keys_f32.data(), slot); });
     }
   } else {
     parallel_for_slots(slots, H_kv * n_blocks, [&](int64_t t, int slot) {
