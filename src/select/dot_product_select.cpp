@@ -9,6 +9,7 @@
 #include <cstdlib>
 
 #include "core/half.hpp"
+#include "core/half_rows.hpp"
 #include "core/threading.hpp"
 #include "select/mass_filter.hpp"
 #include "select/score_matmul.hpp"
@@ -360,6 +361,11 @@ void select_by_dot_product(const sa_context &ctx, const SelectRequest &req, cons
     // query block.
     std::vector<float> keys_f32(size_t(n * D));
     const int64_t chunk_rows = std::max<int64_t>(1, 65536 / D);
+#if defined(__x86_64__)
+    const bool f16c = ctx.kernels->isa == SA_ISA_AVX2 || ctx.kernels->isa == SA_ISA_AVX512;
+#else
+    const bool f16c = false;
+#endif
     for (int64_t h = 0; h < H_kv; ++h) {
       const sa_dtype dt = rows.dtype();
       parallel_for(threads, (n + chunk_rows - 1) / chunk_rows, [&](int64_t c) {
@@ -368,10 +374,11 @@ void select_by_dot_product(const sa_context &ctx, const SelectRequest &req, cons
           float *dst = &keys_f32[size_t(j * D)];
           if (dt == SA_DTYPE_F32) {
             std::copy_n(static_cast<const float *>(row), D, dst);
+          } else if (dt == SA_DTYPE_F16) {
+            f16_to_f32_n(static_cast<const uint16_t *>(row), D, dst, f16c);
           } else {
             const uint16_t *src = static_cast<const uint16_t *>(row);
-            const bool f16 = dt == SA_DTYPE_F16;
-            for (int64_t d = 0; d < D; ++d) dst[d] = f16 ? f16_to_f32(src[d]) : bf16_to_f32(src[d]);
+            for (int64_t d = 0; d < D; ++d) dst[d] = bf16_to_f32(src[d]);
           }
         }
       });
