@@ -5,8 +5,6 @@
 #include <cstring>
 #include <functional>
 #include <limits>
-#include <cstdio>
-#include <cstdlib>
 
 #include "core/half.hpp"
 #include "core/half_rows.hpp"
@@ -81,8 +79,7 @@ struct Scratch {
   std::vector<float> kth;                // a list's candidate masses, for its k-th best
   std::vector<int32_t> reaching;         // slots whose mass reaches the pivot
   std::vector<int32_t> chosen;           // write_merged's
-  std::vector<float> last_kth, pivot_ratio;  // per list of a KV head: pivot state of a query block
-  int64_t pivots = 0, pivot_misses = 0, pivot_cands = 0;
+  std::vector<float> last_kth, pivot_ratio;  // per list of a KV head: the pivot state, kept across the task's blocks
   std::vector<uint8_t> visible;
   std::vector<Candidate> cands, by_slot;  // by_slot: the reaching candidates in slot order
   std::vector<int32_t> forced;
@@ -233,8 +230,6 @@ void select_by_dot_product(const sa_context &ctx, const SelectRequest &req, cons
                                                         ctx.kernels->isa == SA_ISA_AVX512);
             if (reached >= keep) choosable_reaching(s.reaching.data(), reached, s.forced, mass, s.cands);
             filtered = reached >= keep && int64_t(s.cands.size()) >= keep;
-            ++s.pivots;
-            if (!filtered) ++s.pivot_misses; else s.pivot_cands += int64_t(s.cands.size());
             // Aim for between keep and kPivotSpare * keep reaching it.
             if (!filtered) ratio *= kRatioDown;
             else if (int64_t(s.cands.size()) > kPivotSpare * keep) ratio += (1.f - ratio) * kRatioUp;
@@ -391,11 +386,6 @@ void select_by_dot_product(const sa_context &ctx, const SelectRequest &req, cons
       const int64_t h = t / n_blocks;
       run_block(h, t % n_blocks, gemm ? static_cast<const float *>(rows.row(int(h), 0)) : nullptr, slot);
     });
-  }
-  if (getenv("SA_PIVOT_DEBUG")) {  // DEBUG
-    int64_t p = 0, mi = 0, c = 0;
-    for (auto &x : scratch) { p += x.pivots; mi += x.pivot_misses; c += x.pivot_cands; }
-    fprintf(stderr, "pivots %lld misses %lld cands %.1f\n", (long long)p, (long long)mi, double(c) / double(p - mi));
   }
 }
 
