@@ -126,6 +126,7 @@ TEST(MassFilter, GroupMassReachingEqualsTheTwoPasses) {
     }
 }
 
+// nth_best and kth_best against sorting: distinct slots, scores with and without ties.
 TEST(MassFilter, NthBestMatchesSorting) {
   sat::Rng rng(43);
   for (size_t n : {size_t(1), size_t(2), size_t(16), size_t(17), size_t(100), size_t(300), size_t(1000)})
@@ -139,6 +140,12 @@ TEST(MassFilter, NthBestMatchesSorting) {
         std::vector<sa::Candidate> sorted = c;
         std::sort(sorted.begin(), sorted.end(), sa::ranks_before);
         const size_t k = size_t(rng.below(int64_t(n)));
+        std::vector<uint64_t> keys;
+        const std::vector<sa::Candidate> before = c;
+        const sa::Candidate kth = sa::kth_best(c, k, keys);
+        ASSERT_EQ(kth.slot, sorted[k].slot) << "kth_best: n " << n << " k " << k;
+        ASSERT_EQ(kth.score, sorted[k].score);
+        for (size_t j = 0; j < n; ++j) ASSERT_EQ(c[j].slot, before[j].slot);  // left as it was
         sa::nth_best(c, k);
         ASSERT_EQ(c[k].slot, sorted[k].slot) << "n " << n << " k " << k;
         for (size_t j = 0; j < k; ++j) ASSERT_FALSE(sa::ranks_before(c[k], c[j]));

@@ -81,7 +81,8 @@ struct Scratch {
   std::vector<int32_t> chosen;           // write_merged's
   std::vector<float> last_kth, pivot_ratio;  // per list of a KV head: the pivot state, kept across the task's blocks
   std::vector<uint8_t> visible;
-  std::vector<Candidate> cands, by_slot;  // by_slot: the reaching candidates in slot order
+  std::vector<Candidate> cands;
+  std::vector<uint64_t> keys;            // kth_best's
   std::vector<int32_t> forced;
   std::vector<char> block;  // the host's rows copied for the kernels (borrowed keys)
   RescoreScratch rescore;
@@ -104,7 +105,7 @@ void choosable_reaching(const int32_t *reaching, int64_t n, const std::vector<in
 }
 
 // What write_selection writes when the list holds every forced slot and the best `keep` of the
-// candidates in `by_slot` (ascending by slot), kth the keep-th best of them: those ranking
+// candidates in `by_slot` (ascending by slot, as collected), kth the keep-th best of them: those ranking
 // before kth and kth itself, merged with the forced slots (ascending), then -1 padding. No sort:
 // both inputs are in slot order already.
 void write_merged(const std::vector<int32_t> &forced, const std::vector<Candidate> &by_slot, const Candidate &kth,
@@ -256,8 +257,10 @@ void select_by_dot_product(const sa_context &ctx, const SelectRequest &req, cons
         // Every candidate of the list and every forced slot fit: written in slot order as they are.
         const bool merged = filtered && !two_stage && !(req.mass_target > 0.f) &&
                             int64_t(s.forced.size()) + keep <= width;
-        if (filtered) {  // the best keep of the reaching ones (ties by lower slot), as the floor's path keeps
-          if (merged) s.by_slot.assign(s.cands.begin(), s.cands.end());
+        Candidate kth{};  // with merged: the keep-th best candidate
+        if (merged) {
+          kth = kth_best(s.cands, size_t(keep - 1), s.keys);
+        } else if (filtered) {  // the best keep of the reaching ones (ties by lower slot), as the floor's path keeps
           nth_best(s.cands, size_t(keep - 1));
           s.cands.resize(size_t(keep));
         } else {
@@ -272,7 +275,9 @@ void select_by_dot_product(const sa_context &ctx, const SelectRequest &req, cons
           }
         }
         // The next query's pivot: the k-th best mass (NaNs apart; cands keep their order).
-        if (filtered) {
+        if (merged) {
+          last_kth = kth.score;
+        } else if (filtered) {
           last_kth = s.cands[size_t(keep - 1)].score;
         } else if (prefixes.ordered && keep > 0) {
           s.kth.clear();
@@ -286,8 +291,7 @@ void select_by_dot_product(const sa_context &ctx, const SelectRequest &req, cons
         }
         const SelectionList l = selection_list(req, H_kv, req.per_query_head ? h * G + g0 : h);
         if (merged) {
-          write_merged(s.forced, s.by_slot, s.cands[size_t(keep - 1)], s.chosen, selection_row(req, i, l), width,
-                       out.stride[2]);
+          write_merged(s.forced, s.cands, kth, s.chosen, selection_row(req, i, l), width, out.stride[2]);
           continue;
         }
         if (two_stage) {  // the forced slots are the rescoring's to add

@@ -1,6 +1,9 @@
 #include "select/mass_filter.hpp"
 
 #include <algorithm>
+#include <functional>
+
+#include "select/order_key.hpp"
 
 #if defined(__SSE2__)
 #include <emmintrin.h>
@@ -167,6 +170,38 @@ void nth_best(std::vector<Candidate> &c, size_t k) {
     else lo = i + 1;
   }
   std::nth_element(c.begin() + long(lo), c.begin() + long(k), c.begin() + long(hi), ranks_before);
+}
+
+Candidate kth_best(const std::vector<Candidate> &c, size_t k, std::vector<uint64_t> &keys) {
+  // Larger key: ranks before (higher score; equal scores, lower slot).
+  keys.resize(c.size());
+  for (size_t j = 0; j < c.size(); ++j) keys[j] = uint64_t(order_key(c[j].score)) << 32 | uint32_t(~uint32_t(c[j].slot));
+  size_t lo = 0, hi = keys.size();  // the k-th largest lies in [lo, hi)
+  bool found = false;
+  for (int round = 0; !found && hi - lo > 16 && round < 64; ++round) {
+    const size_t mid = lo + (hi - lo) / 2;
+    uint64_t &a = keys[lo], &b = keys[mid], &z = keys[hi - 1];
+    if (b > a) std::swap(a, b);
+    if (z > b) std::swap(b, z);
+    if (b > a) std::swap(a, b);
+    std::swap(b, z);  // the median of three at hi - 1
+    const uint64_t p = keys[hi - 1];
+    size_t i = lo;
+    for (size_t j = lo; j + 1 < hi; ++j) {  // [lo, i): above p
+      const uint64_t x = keys[j];
+      keys[j] = keys[i];
+      keys[i] = x;
+      i += x > p;
+    }
+    std::swap(keys[i], keys[hi - 1]);
+    found = i == k;
+    if (k < i) hi = i;
+    else lo = i + 1;
+  }
+  if (!found)  // a short range left (or adversarial pivots): the library's select
+    std::nth_element(keys.begin() + long(lo), keys.begin() + long(k), keys.begin() + long(hi), std::greater<uint64_t>());
+  const uint64_t key = keys[k];
+  return {key_float(uint32_t(key >> 32)), int32_t(~uint32_t(key))};
 }
 
 }  // namespace sa

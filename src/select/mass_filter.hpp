@@ -40,4 +40,9 @@ namespace sa {
 // mispredict half the time in a comparison select.
 void nth_best(std::vector<Candidate> &c, size_t k);
 
+// The candidate nth_best would put at c[k], c left as it is (distinct slots, no NaN score):
+// each candidate as one integer (score order key, then the slot's complement), so that a
+// comparison is one instruction. keys: the caller's scratch.
+Candidate kth_best(const std::vector<Candidate> &c, size_t k, std::vector<uint64_t> &keys);
+
 }  // namespace sa
