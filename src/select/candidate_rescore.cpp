@@ -118,7 +118,8 @@ void collect_forced(const KeyStore &keys, const SelectRequest &req, int64_t i, i
     const int64_t *pos = keys.positions(kv_head);
     forced.erase(std::remove_if(forced.begin(), forced.end(), [&](int32_t s) { return !vis(s, pos[s]); }), forced.end());
   }
-  if (!std::is_sorted(forced.begin(), forced.end())) std::sort(forced.begin(), forced.end());  // sinks then window: sorted unless slots were refilled
+  // Sinks then window: sorted already unless refilled slots hold positions out of slot order.
+  if (!std::is_sorted(forced.begin(), forced.end())) std::sort(forced.begin(), forced.end());
 }
 
 void load_list_queries(const SelectRequest &req, int64_t i, const SelectionList &l, float *out) {

@@ -76,10 +76,11 @@ struct Scratch {
   std::vector<float> queries, scores, mass;
   std::vector<const float *> rows;       // a list's score rows (one per query head)
   std::vector<float> inv;                // their softmax normalisers
-  std::vector<float> kth;                // a list's candidate masses, for its k-th best
+  std::vector<float> kth_masses;         // a list's candidate masses, for its k-th best
   std::vector<int32_t> reaching;         // slots whose mass reaches the pivot
   std::vector<int32_t> chosen;           // write_merged's
-  std::vector<float> last_kth, pivot_ratio;  // per list of a KV head: the pivot state, kept across the task's blocks
+  // Per list of a KV head: the pivot state, kept across the task's blocks.
+  std::vector<float> last_kth, pivot_ratio;
   std::vector<uint8_t> visible;
   std::vector<Candidate> cands;
   std::vector<uint64_t> keys;            // kth_best's
@@ -105,9 +106,9 @@ void choosable_reaching(const int32_t *reaching, int64_t n, const std::vector<in
 }
 
 // What write_selection writes when the list holds every forced slot and the best `keep` of the
-// candidates in `by_slot` (ascending by slot, as collected), kth the keep-th best of them: those ranking
-// before kth and kth itself, merged with the forced slots (ascending), then -1 padding. No sort:
-// both inputs are in slot order already.
+// candidates in `by_slot` (ascending by slot, as collected), kth the keep-th best of them: those
+// ranking before kth and kth itself, merged with the forced slots (ascending), then -1 padding.
+// No sort: both inputs are in slot order already.
 void write_merged(const std::vector<int32_t> &forced, const std::vector<Candidate> &by_slot, const Candidate &kth,
                   std::vector<int32_t> &chosen, int32_t *out, int64_t width, int64_t stride) {
   chosen.resize(by_slot.size());
@@ -280,13 +281,14 @@ void select_by_dot_product(const sa_context &ctx, const SelectRequest &req, cons
         } else if (filtered) {
           last_kth = s.cands[size_t(keep - 1)].score;
         } else if (prefixes.ordered && keep > 0) {
-          s.kth.clear();
+          s.kth_masses.clear();
           for (const Candidate &c : s.cands)
-            if (c.score == c.score) s.kth.push_back(c.score);
+            if (c.score == c.score) s.kth_masses.push_back(c.score);
           last_kth = 0.f;  // none: no pivot
-          if (int64_t(s.kth.size()) >= keep) {
-            std::nth_element(s.kth.begin(), s.kth.begin() + (keep - 1), s.kth.end(), std::greater<float>());
-            last_kth = s.kth[size_t(keep - 1)];
+          if (int64_t(s.kth_masses.size()) >= keep) {
+            std::nth_element(s.kth_masses.begin(), s.kth_masses.begin() + (keep - 1), s.kth_masses.end(),
+                             std::greater<float>());
+            last_kth = s.kth_masses[size_t(keep - 1)];
           }
         }
         const SelectionList l = selection_list(req, H_kv, req.per_query_head ? h * G + g0 : h);
