@@ -369,6 +369,51 @@ TEST(Select, PrefillBlocksMatchBruteForce) {
   }
 }
 
+// Prefill ranks each list's masses through a pivot taken from the previous query (the masses
+// reaching it, then the best of those), and writes lists whose candidates all fit by merging
+// them with the forced slots; a block's first query, and any query the pivot leaves short,
+// takes the floor's path. Keys drawn from a few distinct vectors tie by the hundred. Each query
+// is asked 8 times in a row at the same position: the copies (pivot path) must list exactly
+// what the first (floor path) lists, and every list agrees with the oracle; for f32, f16 and
+// bf16 queries, per KV head and per query head, lists shorter than top_k, a mass target, on 2
+// threads.
+TEST(Select, PrefillPivotKeepsTies) {
+  Rng rng(141);
+  const int64_t n = 900, d = 16, distinct = 12, copies = 8, n_q = distinct * copies;
+  Indexed ix(2, d, SA_DTYPE_F32, 2);
+  ASSERT_NE(ix.get(), nullptr);
+  Tensor few = ix.random_keys(rng, 6);
+  Tensor keys(SA_DTYPE_F32, {n, 2, d});
+  for (int64_t j = 0; j < n; ++j)
+    for (int64_t h = 0; h < 2; ++h)
+      for (int64_t x = 0; x < d; ++x) keys.set({j, h, x}, few.get({int64_t(rng.below(6)), h, x}));
+  ix.append(keys);
+  std::vector<int64_t> pos(static_cast<size_t>(n_q));
+  for (int64_t i = 0; i < n_q; ++i) {
+    const int64_t k = i / copies;
+    pos[size_t(i)] = k < 3 ? 10 * k : n - 80 * (distinct - k);  // short lists first
+  }
+  for (sa_dtype qt : {SA_DTYPE_F32, SA_DTYPE_F16, SA_DTYPE_BF16})
+    for (int32_t pqh : {0, 1})
+      for (float target : {0.f, 0.6f}) {
+        SCOPED_TRACE(testing::Message() << "dtype " << qt << " per_query_head " << pqh << " mass target " << target);
+        Tensor base = sat::random_tensor(rng, qt, {distinct, 8, d});
+        Tensor q(qt, {n_q, 8, d});
+        for (int64_t i = 0; i < n_q; ++i)
+          for (int64_t h = 0; h < 8; ++h)
+            for (int64_t x = 0; x < d; ++x) q.set({i, h, x}, base.get({i / copies, h, x}));
+        sa_select_options o = select_options(24, 8, 2);
+        o.per_query_head = pqh;
+        o.mass_target = target;
+        o.query_positions = pos.data();
+        Tensor batch = ix.select(q, o, 34);
+        check_all(ix, q, o, batch, target > 0.f ? 1 : 0);
+        for (int64_t i = 0; i < n_q; ++i)
+          for (int64_t h = 0; h < batch.dim(1); ++h)
+            EXPECT_EQ(row_of(batch, i, h), row_of(batch, i / copies * copies, h)) << "query " << i << ", list " << h;
+      }
+}
+
 TEST(Select, MassTargetPerQueryHead) {
   Rng rng(115);
   Indexed ix(2, 32);

@@ -5,6 +5,7 @@
 #include <cstring>
 #include <limits>
 
+#include "core/half.hpp"
 
 namespace sa {
 namespace {
@@ -117,16 +118,40 @@ void collect_forced(const KeyStore &keys, const SelectRequest &req, int64_t i, i
     const int64_t *pos = keys.positions(kv_head);
     forced.erase(std::remove_if(forced.begin(), forced.end(), [&](int32_t s) { return !vis(s, pos[s]); }), forced.end());
   }
-  std::sort(forced.begin(), forced.end());
+  // Sinks then window: sorted already unless refilled slots hold positions out of slot order.
+  if (!std::is_sorted(forced.begin(), forced.end())) std::sort(forced.begin(), forced.end());
 }
 
 void load_list_queries(const SelectRequest &req, int64_t i, const SelectionList &l, float *out) {
   const TensorView &q = req.queries;
   const int64_t D = q.shape[2];
   const float qscale = req.scale * kLog2e;
-  for (int64_t g = 0; g < l.q_heads; ++g)
-    for (int64_t d = 0; d < D; ++d)
-      out[g * D + d] = qscale * read_float(q, i * q.stride[0] + (l.q_head0 + g) * q.stride[1] + d * q.stride[2]);
+  // Each element as read_float reads it; the dtype switch hoisted out of the loops (a prefill
+  // loads n_q x H_q x D of them: 5% of an exact selection's time element by element).
+  for (int64_t g = 0; g < l.q_heads; ++g) {
+    const int64_t base = i * q.stride[0] + (l.q_head0 + g) * q.stride[1], step = q.stride[2];
+    float *o = out + g * D;
+    switch (q.dtype) {
+      case SA_DTYPE_F16: {
+        const uint16_t *src = q.ptr<const uint16_t>() + base;
+        for (int64_t d = 0; d < D; ++d) o[d] = qscale * f16_to_f32(src[d * step]);
+        break;
+      }
+      case SA_DTYPE_BF16: {
+        const uint16_t *src = q.ptr<const uint16_t>() + base;
+        for (int64_t d = 0; d < D; ++d) o[d] = qscale * bf16_to_f32(src[d * step]);
+        break;
+      }
+      default: {
+        const float *src = q.ptr<const float>() + base;
+        if (step == 1) {
+          for (int64_t d = 0; d < D; ++d) o[d] = qscale * src[d];
+        } else {
+          for (int64_t d = 0; d < D; ++d) o[d] = qscale * src[d * step];
+        }
+      }
+    }
+  }
 }
 
 void score_rows_grouped(const RowKernels &k, const float *q, int64_t q_heads, int64_t D,

@@ -3,10 +3,13 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <limits>
 
 #include "core/half.hpp"
+#include "core/half_rows.hpp"
 #include "core/threading.hpp"
+#include "select/mass_filter.hpp"
 #include "select/score_matmul.hpp"
 #include "select/selection_merge.hpp"
 
@@ -61,15 +64,68 @@ VisiblePrefixes visible_prefixes(const SelectRequest &req, const int64_t *pos, i
   return v;
 }
 
+// A list's pivot (mass_filter.hpp) is the previous query's k-th best mass times a ratio that
+// adapts: down when fewer than keep masses reached it (the floor's path then ran), up towards 1
+// when more than kPivotSpare * keep did. Lists whose keep is more than 1/kPivotMinShare of their
+// keys take the floor's path at once.
+constexpr int64_t kPivotMinShare = 4, kPivotSpare = 2;
+constexpr float kRatioStart = 0.9f, kRatioDown = 0.8f, kRatioUp = 0.5f;
+
 // One task's buffers (a slot of the call's scratch), sized before the parallel region.
 struct Scratch {
   std::vector<float> queries, scores, mass;
+  std::vector<const float *> rows;       // a list's score rows (one per query head)
+  std::vector<float> inv;                // their softmax normalisers
+  std::vector<float> kth_masses;         // a list's candidate masses, for its k-th best
+  std::vector<int32_t> reaching;         // slots whose mass reaches the pivot
+  std::vector<int32_t> chosen;           // write_merged's
+  // Per list of a KV head: the pivot state, kept across the task's blocks.
+  std::vector<float> last_kth, pivot_ratio;
   std::vector<uint8_t> visible;
   std::vector<Candidate> cands;
+  std::vector<uint64_t> keys;            // kth_best's
   std::vector<int32_t> forced;
   std::vector<char> block;  // the host's rows copied for the kernels (borrowed keys)
   RescoreScratch rescore;
 };
+
+// cands = {mass[j], j} for the n reaching slots j (ascending) that are not forced (ascending).
+void choosable_reaching(const int32_t *reaching, int64_t n, const std::vector<int32_t> &forced, const float *mass,
+                        std::vector<Candidate> &cands) {
+  cands.resize(size_t(n));
+  Candidate *c = cands.data();  // fields written one by one: a pushed pair went through the stack
+  size_t f = 0, w = 0;
+  for (int64_t k = 0; k < n; ++k) {
+    const int32_t j = reaching[k];
+    while (f < forced.size() && forced[f] < j) ++f;
+    if (f < forced.size() && forced[f] == j) continue;
+    c[w].score = mass[j];
+    c[w++].slot = j;
+  }
+  cands.resize(w);
+}
+
+// What write_selection writes when the list holds every forced slot and the best `keep` of the
+// candidates in `by_slot` (ascending by slot, as collected), kth the keep-th best of them: those
+// ranking before kth and kth itself, merged with the forced slots (ascending), then -1 padding.
+// No sort: both inputs are in slot order already.
+void write_merged(const std::vector<int32_t> &forced, const std::vector<Candidate> &by_slot, const Candidate &kth,
+                  std::vector<int32_t> &chosen, int32_t *out, int64_t width, int64_t stride) {
+  chosen.resize(by_slot.size());
+  size_t n = 0;
+  for (const Candidate &c : by_slot) {  // branch-free: a third of them are dropped, unpredictably
+    chosen[n] = c.slot;
+    n += !((kth.score > c.score) | ((kth.score == c.score) & (kth.slot < c.slot)));
+  }
+  size_t f = 0;
+  int64_t w = 0;
+  for (size_t k = 0; k < n; ++k) {
+    for (; f < forced.size() && forced[f] < chosen[k]; ++f) out[w++ * stride] = forced[f];
+    out[w++ * stride] = chosen[k];
+  }
+  for (; f < forced.size(); ++f) out[w++ * stride] = forced[f];
+  for (; w < width; ++w) out[w * stride] = -1;
+}
 
 // Keeps the best `count` of cands (the order write_selection ranks by) as the rescoring input.
 void take_best(std::vector<Candidate> &cands, int64_t count, std::vector<int32_t> &out) {
@@ -120,6 +176,13 @@ void select_by_dot_product(const sa_context &ctx, const SelectRequest &req, cons
     s.queries.resize(size_t(qblock * G * D));
     if (!all_heads_pass) s.scores.resize(size_t(qblock * G * n));
     s.mass.resize(size_t(n));
+    s.rows.resize(size_t(G));
+    s.reaching.resize(size_t(n + kReachingSlack));
+    s.inv.resize(size_t(G));
+    // No pivot for a task's first list; then the last list's, whichever block or head the task
+    // ran before (a pivot decides how fast a list is ranked, never what it holds).
+    s.last_kth.assign(size_t(G), 0.f);
+    s.pivot_ratio.assign(size_t(G), kRatioStart);
     s.visible.resize(size_t(n));
     s.cands.reserve(size_t(n));
     s.forced.reserve(size_t(req.sinks) + size_t(req.window) + size_t(req.top_k));
@@ -141,22 +204,48 @@ void select_by_dot_product(const sa_context &ctx, const SelectRequest &req, cons
       // One list per KV head (the group's heads together) or per query head.
       const int64_t unit_heads = req.per_query_head ? 1 : G;
       for (int64_t g0 = 0; g0 < G; g0 += unit_heads) {
-        std::fill(s.mass.begin(), s.mass.begin() + m, 0.f);
-        for (int64_t g = g0; g < g0 + unit_heads; ++g) {
-          float *row = &scores[size_t(((i - i0) * G + g) * n)];
-          if (prefixes.ordered) {
-            std::fill(row + prefixes.count[size_t(i)], row + m, -std::numeric_limits<float>::infinity());
-          } else {
-            for (int64_t j = 0; j < m; ++j)
-              if (!s.visible[size_t(j)]) row[j] = -std::numeric_limits<float>::infinity();
-          }
-          add_softmax_mass(*ctx.kernels, row, m, s.mass.data());
-        }
         const float norm = 1.f / float(unit_heads);
         const int64_t end = prefixes.ordered ? prefixes.count[size_t(i)] : m;  // slots a choice may take
         float *mass = s.mass.data();
-        for (int64_t j = 0; j < end; ++j) mass[j] *= norm;
+        // write_selection takes at most top_k; the rescoring stage its own count.
+        const int64_t keep = two_stage ? rescore.candidates : int64_t(req.top_k);
+        float &last_kth = s.last_kth[size_t(g0)], &ratio = s.pivot_ratio[size_t(g0)];
         collect_forced(keys_, req, i, h, s.forced);
+        // With a pivot (see below), the masses reaching it are collected as they are made.
+        const bool pivot = prefixes.ordered && keep > 0 && keep * kPivotMinShare <= end && last_kth > 0.f;
+        bool filtered = false;  // s.cands holds the masses reaching the pivot, at least keep of them
+        if (prefixes.ordered) {
+          for (int64_t g = g0; g < g0 + unit_heads; ++g) {
+            float *row = &scores[size_t(((i - i0) * G + g) * n)];
+            std::fill(row + prefixes.count[size_t(i)], row + m, -std::numeric_limits<float>::infinity());
+            s.rows[size_t(g - g0)] = row;
+            s.inv[size_t(g - g0)] = softmax_inv_sum(*ctx.kernels, row, m);
+          }
+          if (!pivot) {
+            group_mass(s.rows.data(), s.inv.data(), unit_heads, end, norm, mass);
+          } else {
+            // The previous query's k-th best mass (queries of a prefill are neighbours) scaled
+            // down a little: when at least keep choosable masses reach it, the best keep are
+            // among them (every other mass is below each of them), else the floor below decides.
+            const int64_t reached = group_mass_reaching(s.rows.data(), s.inv.data(), unit_heads, end, norm, mass,
+                                                        last_kth * ratio, s.reaching.data(),
+                                                        ctx.kernels->isa == SA_ISA_AVX512);
+            if (reached >= keep) choosable_reaching(s.reaching.data(), reached, s.forced, mass, s.cands);
+            filtered = reached >= keep && int64_t(s.cands.size()) >= keep;
+            // Aim for between keep and kPivotSpare * keep reaching it.
+            if (!filtered) ratio *= kRatioDown;
+            else if (int64_t(s.cands.size()) > kPivotSpare * keep) ratio += (1.f - ratio) * kRatioUp;
+          }
+        } else {
+          std::fill(s.mass.begin(), s.mass.begin() + m, 0.f);
+          for (int64_t g = g0; g < g0 + unit_heads; ++g) {
+            float *row = &scores[size_t(((i - i0) * G + g) * n)];
+            for (int64_t j = 0; j < m; ++j)
+              if (!s.visible[size_t(j)]) row[j] = -std::numeric_limits<float>::infinity();
+            add_softmax_mass(*ctx.kernels, row, m, s.mass.data());
+          }
+          for (int64_t j = 0; j < end; ++j) mass[j] *= norm;
+        }
         float forced_mass = 0.f;
         for (int32_t j : s.forced) forced_mass += mass[j];
         // The floor is taken over the choosable slots alone: the others' masses are masked.
@@ -166,18 +255,47 @@ void select_by_dot_product(const sa_context &ctx, const SelectRequest &req, cons
           for (int64_t j = 0; j < m; ++j)
             if (!s.visible[size_t(j)] || always_kept(pos[j], rule)) mass[j] = -std::numeric_limits<float>::infinity();
         }
-        // write_selection takes at most top_k; the rescoring stage its own count.
-        const int64_t keep = two_stage ? rescore.candidates : int64_t(req.top_k);
-        const float floor = best_floor(mass, end, keep);
-        BestCandidates best(s.cands, keep);
-        if (prefixes.ordered) {
-          for (int64_t j = 0; j < end; ++j)
-            if (!(mass[j] < floor) && !always_kept(pos[j], rule)) best.add(mass[j], int32_t(j));
+        // Every candidate of the list and every forced slot fit: written in slot order as they are.
+        const bool merged = filtered && !two_stage && !(req.mass_target > 0.f) &&
+                            int64_t(s.forced.size()) + keep <= width;
+        Candidate kth{};  // with merged: the keep-th best candidate
+        if (merged) {
+          kth = kth_best(s.cands, size_t(keep - 1), s.keys);
+        } else if (filtered) {  // the best keep of the reaching ones (ties by lower slot), as the floor's path keeps
+          nth_best(s.cands, size_t(keep - 1));
+          s.cands.resize(size_t(keep));
         } else {
-          for (int64_t j = 0; j < m; ++j)
-            if (!(mass[j] < floor) && s.visible[size_t(j)] && !always_kept(pos[j], rule)) best.add(mass[j], int32_t(j));
+          const float floor = best_floor(mass, end, keep);
+          BestCandidates best(s.cands, keep);
+          if (prefixes.ordered) {
+            for (int64_t j = 0; j < end; ++j)
+              if (!(mass[j] < floor) && !always_kept(pos[j], rule)) best.add(mass[j], int32_t(j));
+          } else {
+            for (int64_t j = 0; j < m; ++j)
+              if (!(mass[j] < floor) && s.visible[size_t(j)] && !always_kept(pos[j], rule)) best.add(mass[j], int32_t(j));
+          }
+        }
+        // The next query's pivot: the k-th best mass (NaNs apart; cands keep their order).
+        if (merged) {
+          last_kth = kth.score;
+        } else if (filtered) {
+          last_kth = s.cands[size_t(keep - 1)].score;
+        } else if (prefixes.ordered && keep > 0) {
+          s.kth_masses.clear();
+          for (const Candidate &c : s.cands)
+            if (c.score == c.score) s.kth_masses.push_back(c.score);
+          last_kth = 0.f;  // none: no pivot
+          if (int64_t(s.kth_masses.size()) >= keep) {
+            std::nth_element(s.kth_masses.begin(), s.kth_masses.begin() + (keep - 1), s.kth_masses.end(),
+                             std::greater<float>());
+            last_kth = s.kth_masses[size_t(keep - 1)];
+          }
         }
         const SelectionList l = selection_list(req, H_kv, req.per_query_head ? h * G + g0 : h);
+        if (merged) {
+          write_merged(s.forced, s.cands, kth, s.chosen, selection_row(req, i, l), width, out.stride[2]);
+          continue;
+        }
         if (two_stage) {  // the forced slots are the rescoring's to add
           take_best(s.cands, rescore.candidates, s.rescore.candidates);
           rescore_candidates(ctx, *rescore.native, native, req, i, l, s.rescore);
@@ -244,6 +362,11 @@ void select_by_dot_product(const sa_context &ctx, const SelectRequest &req, cons
     // query block.
     std::vector<float> keys_f32(size_t(n * D));
     const int64_t chunk_rows = std::max<int64_t>(1, 65536 / D);
+#if defined(__x86_64__)
+    const bool f16c = ctx.kernels->isa == SA_ISA_AVX2 || ctx.kernels->isa == SA_ISA_AVX512;
+#else
+    const bool f16c = false;
+#endif
     for (int64_t h = 0; h < H_kv; ++h) {
       const sa_dtype dt = rows.dtype();
       parallel_for(threads, (n + chunk_rows - 1) / chunk_rows, [&](int64_t c) {
@@ -252,14 +375,17 @@ void select_by_dot_product(const sa_context &ctx, const SelectRequest &req, cons
           float *dst = &keys_f32[size_t(j * D)];
           if (dt == SA_DTYPE_F32) {
             std::copy_n(static_cast<const float *>(row), D, dst);
+          } else if (dt == SA_DTYPE_F16) {
+            f16_to_f32_n(static_cast<const uint16_t *>(row), D, dst, f16c);
           } else {
             const uint16_t *src = static_cast<const uint16_t *>(row);
-            const bool f16 = dt == SA_DTYPE_F16;
-            for (int64_t d = 0; d < D; ++d) dst[d] = f16 ? f16_to_f32(src[d]) : bf16_to_f32(src[d]);
+            for (int64_t d = 0; d < D; ++d) dst[d] = bf16_to_f32(src[d]);
           }
         }
       });
-      parallel_for_slots(slots, n_blocks, [&](int64_t b, int slot) { run_block(h, b, keys_f32.data(), slot); });
+      // The last blocks first: causal blocks grow with their position, so the largest go out
+      // first and the team ends on small ones.
+      parallel_for_slots(slots, n_blocks, [&](int64_t b, int slot) { run_block(h, n_blocks - 1 - b, keys_f32.data(), slot); });
     }
   } else {
     parallel_for_slots(slots, H_kv * n_blocks, [&](int64_t t, int slot) {

@@ -59,6 +59,12 @@ void quantize_page_bound(const float *lo, const float *hi, int64_t D, int8_t *ce
   *magnitude = float_at_least(sd * codes);
 }
 
+// Cloned so that nearbyint is one rounding instruction (SSE4.1 and up; a libm call at the
+// baseline) and the loop is vectorised: a prefill quantizes n_q x H_q queries (10% of a
+// page-norefine prefill's time). The same bits in every clone (IEEE division and rounding).
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+__attribute__((target_clones("avx512f", "avx2", "sse4.1", "default")))
+#endif
 void quantize_query(const float *x, int64_t W, int16_t *codes, float *scale) {
   double m = 0.0;
   for (int64_t i = 0; i < W; ++i) m = std::max(m, std::fabs(double(x[i])));
