@@ -85,8 +85,8 @@ def floor_section(lines, failures):
         floor_table(lines),
         "",
         "- The loops (bench/floor_loops.hpp, one owner for every bench): `walkbw` reads the K and V "
-        "rows of every token in the token ranges dense attention splits a decode query into (32 "
-        "tasks; per block of 64 tokens each KV head's K rows then V rows), the order `sa_attend` "
+        "rows of every token in the token ranges dense attention splits a decode query into "
+        "(about 64 tasks of at least 256 keys; per block of 64 tokens each KV head's K rows then V rows), the order `sa_attend` "
         "reads them. `gatherbw`: reads the 2048 rows per KV head that sparse attention gathers, "
         "split and prefetched as the kernel does. `bounds_read`: sums the page bounds the scan "
         "reads (int8 codes, scales, magnitudes).",
