@@ -309,7 +309,7 @@ void attend(const sa_context &ctx, const AttendProblem &p) {
 
   SA_PHASE_LAP(phase, sparse ? 11 : 13, sparse ? "att.tasks" : "dense.tasks");
   if (mass) mass->accumulate(ctx, entry_scores.empty() ? nullptr : entry_scores.data());
-  SA_PHASE_LAP(phase, 12, "attend.merge");
+  SA_PHASE_LAP(phase, 12, "attend.mass");
 }
 
 }  // namespace sa

@@ -600,10 +600,7 @@ void PageSelector::select_queries(const sa_context &ctx, const SelectRequest &re
     RescoreScratch &rs = ls.rescore;
     score_rescore_columns(ctx, rows, ls.list, rs, c0, std::min(rs.column_count(), c0 + kRescoreColumns),
                           scratch[size_t(slot)].rescore);
-    if (!lists_left.finish(t)) return;
-    for (int64_t g = 0; g < ls.list.q_heads; ++g) rescore_normaliser(ctx, rs, g);
-    add_rescore_mass(rs, 0, rs.column_count());
-    write_rescored(keys_, req, ls.query, ls.list, rs);
+    if (lists_left.finish(t)) finish_rescore(ctx, keys_, req, ls.query, ls.list, rs);
   });
   SA_PHASE_LAP(phase, 9, "score+write");
 }
