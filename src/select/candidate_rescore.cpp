@@ -210,7 +210,6 @@ void plan_rescore(const KeyStore &keys, const SelectRequest &req, int64_t i, con
   s.queries.resize(size_t(l.q_heads * D));
   if (n > 0) load_list_queries(req, i, l, s.queries.data());
   s.scores.resize(size_t(l.q_heads * n));
-  s.inv_sum.resize(size_t(l.q_heads));  // sized here, so the steps after may run as tasks
   s.mass.resize(size_t(n));
 }
 
@@ -223,42 +222,23 @@ void score_rescore_columns(const sa_context &ctx, const NativeRows &rows, const 
 
 void finish_rescore(const sa_context &ctx, const KeyStore &keys, const SelectRequest &req, int64_t i,
                     const SelectionList &l, RescoreScratch &s) {
-  s.inv_sum.resize(size_t(l.q_heads));
-  s.mass.resize(size_t(s.column_count()));
-  for (int64_t g = 0; g < l.q_heads; ++g) rescore_normaliser(ctx, s, g);
-  add_rescore_mass(s, 0, s.column_count());
-  write_rescored(keys, req, i, l, s);
-}
-
-void rescore_normaliser(const sa_context &ctx, RescoreScratch &s, int64_t g) {
-  const int64_t n = s.column_count();
-  if (n == 0) return;
-  s.inv_sum[size_t(g)] = softmax_inv_sum(*ctx.kernels, &s.scores[size_t(g * n)], n);
-}
-
-void add_rescore_mass(RescoreScratch &s, int64_t begin, int64_t end) {
-  const int64_t n = s.column_count();
-  if (begin >= end) return;
-  std::fill(s.mass.begin() + begin, s.mass.begin() + end, 0.f);
-  // Element by element as add_softmax_mass over the whole row.
-  for (size_t g = 0; g < s.inv_sum.size(); ++g) {
-    const float inv = s.inv_sum[g];
-    const float *row = &s.scores[g * size_t(n)];
-    if (inv != 0.f)
-      for (int64_t j = begin; j < end; ++j) s.mass[size_t(j)] += row[j] * inv;
-  }
-}
-
-void write_rescored(const KeyStore &keys, const SelectRequest &req, int64_t i, const SelectionList &l,
-                    RescoreScratch &s) {
   const KeepRule rule = keep_rule(req, i);
   const int64_t *pos = keys.positions(l.kv_head);
   const int64_t n = s.column_count();
   BestCandidates best(s.ranked, req.top_k);  // clears s.ranked
   float forced_mass = 0.f;
   if (n > 0) {
-    const float norm = 1.f / float(l.q_heads);
+    // Each head's softmax over every column (softmax_inv_sum leaves its exps in the row), its
+    // masses added in head order, element by element as add_softmax_mass adds them.
+    s.mass.assign(size_t(n), 0.f);
     float *mass = s.mass.data();
+    for (int64_t g = 0; g < l.q_heads; ++g) {
+      float *row = &s.scores[size_t(g * n)];
+      const float inv = softmax_inv_sum(*ctx.kernels, row, n);
+      if (inv != 0.f)
+        for (int64_t j = 0; j < n; ++j) mass[j] += row[j] * inv;
+    }
+    const float norm = 1.f / float(l.q_heads);
     for (int64_t j = 0; j < n; ++j) mass[j] *= norm;
     // plan_rescore put the forced slots first (each always_kept) and kept no always_kept
     // candidate after them: the columns say which is which, with no position to read (a

@@ -98,7 +98,6 @@ struct RescoreScratch {
   std::vector<int32_t> forced;
   std::vector<int32_t> columns;     // forced slots, then the kept candidates, each ascending
   std::vector<float> queries, scores, mass;  // scores [G][columns]
-  std::vector<float> inv_sum;       // per query head: softmax_inv_sum of its row (0: sees nothing)
   std::vector<Candidate> ranked;
   RescoreTaskScratch task;          // for rescore_candidates, which scores every column itself
   int64_t column_count() const { return int64_t(columns.size()); }
@@ -130,18 +129,6 @@ void score_rescore_columns(const sa_context &ctx, const NativeRows &rows, const 
                            RescoreScratch &s, int64_t begin, int64_t end, RescoreTaskScratch &t);
 void finish_rescore(const sa_context &ctx, const KeyStore &keys, const SelectRequest &req, int64_t i,
                     const SelectionList &l, RescoreScratch &s);
-// finish_rescore in three steps, so that one list's ranking is spread over tasks as its
-// scoring is (after plan_rescore, which sizes their outputs): rescore_normaliser gives query
-// head g's softmax normaliser over every column (softmax_inv_sum: it overwrites the row);
-// once every head has its own, add_rescore_mass gives the masses of columns [begin, end)
-// (begin a multiple of kRescoreMassAlign, end too or column_count(); tasks on disjoint ranges
-// may run at once); write_rescored ranks and writes the list. The same bits as finish_rescore.
-constexpr int64_t kRescoreMassAlign = 64;  // a multiple of every kernel's vector width
-void rescore_normaliser(const sa_context &ctx, RescoreScratch &s, int64_t g);
-void add_rescore_mass(RescoreScratch &s, int64_t begin, int64_t end);
-void write_rescored(const KeyStore &keys, const SelectRequest &req, int64_t i, const SelectionList &l,
-                    RescoreScratch &s);
-
 // Like rescore_candidates, but with the selector's own scores (higher is better, ties by
 // lower slot) instead of exact scores, in s.ranked; s.candidates is unused. Without exact
 // masses there is no mass target: the caller must use rescore_candidates when one is set.
