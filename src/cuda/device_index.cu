@@ -278,18 +278,16 @@ void index_append(sa_plugin_index &ix, const sa_tensor &keys) {
   auto *lo = page ? static_cast<uint16_t *>(ix.page_min) : nullptr, *hi = page ? static_cast<uint16_t *>(ix.page_max) : nullptr;
   if (dst || lo || ix.positions) {  // a borrowing exact index keeps positions only (once updated)
     const bool f16 = ix.dtype == SA_DTYPE_F16;
-    const sa_tensor &k = keys;
-    if (total <= INT32_MAX) {
-      auto kernel = f16 ? append_kernel<F16, int> : append_kernel<BF16, int>;
-      kernel<<<grid, 256, 0, ix.stream>>>(k.data, k.dtype, k.strides[0], k.strides[1], k.strides[2], n, int(H), int(D),
-                                          int(P1), dst, ix.capacity, ix.size, ix.size / P1, int(total), lo, hi,
-                                          ix.capacity / P1, ix.positions, ix.position_rows, ix.next_position);
-    } else {
-      auto kernel = f16 ? append_kernel<F16, int64_t> : append_kernel<BF16, int64_t>;
-      kernel<<<grid, 256, 0, ix.stream>>>(k.data, k.dtype, k.strides[0], k.strides[1], k.strides[2], n, int(H), int(D),
-                                          int(P1), dst, ix.capacity, ix.size, ix.size / P1, total, lo, hi,
-                                          ix.capacity / P1, ix.positions, ix.position_rows, ix.next_position);
-    }
+    auto launch = [&](auto count) {  // count's type numbers the threads
+      using I = decltype(count);
+      auto kernel = f16 ? append_kernel<F16, I> : append_kernel<BF16, I>;
+      kernel<<<grid, 256, 0, ix.stream>>>(keys.data, keys.dtype, keys.strides[0], keys.strides[1], keys.strides[2], n,
+                                          int(H), int(D), int(P1), dst, ix.capacity, ix.size, ix.size / P1, count, lo,
+                                          hi, ix.capacity / P1, ix.positions, ix.position_rows, ix.next_position);
+    };
+    // int while the grid-stride loop's last step stays below INT32_MAX (no signed overflow).
+    if (total <= INT32_MAX - int64_t(grid) * 256) launch(int(total));
+    else launch(total);
     check_cuda(cudaGetLastError(), "append launch");
   }
   if (ix.page_min_pos) {  // the touched pages' position ranges
