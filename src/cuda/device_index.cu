@@ -1,7 +1,8 @@
 // The device index's storage: create, grow, append (with the page bounds of touched pages),
-// update (refill slots with keys and positions).
+// update (refill slots with keys and positions, widening the page bounds of refilled slots).
 #include "device_index.hpp"
 #include "half_vec.cuh"
+#include "page_code.cuh"
 #include "plugin_state.hpp"
 
 #include <new>
@@ -25,23 +26,57 @@ __global__ void refill_kernel(const void *src, int src_dtype, int64_t s0, int64_
   }
 }
 
-// The page selector keeps no keys: a refilled slot's page bounds are widened to its new key,
-// one thread per (head, dimension) taking the n keys in order (two in one page do not race).
-template <class T>
+// The page selector keeps no keys: a refilled slot's page bound is widened to its new key. One
+// warp per (refilled entry, head); the warp of a head's first entry in a page takes every entry
+// of that page, in order (the others return), so no two warps write one page. The page's lo and
+// hi: the partial last page's exact f32 min and max (kept widened too), any other page's
+// decoded bound s (c - r), s (c + r), exact in double.
+template <class T, int D>
 __global__ void widen_kernel(const void *src, int src_dtype, int64_t s0, int64_t s1, int64_t s2, int64_t n, int H,
-                             int D, int P, const int32_t *slots, int64_t slot_stride, uint16_t *pmin, uint16_t *pmax,
-                             int64_t page_capacity) {
-  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < int64_t(H) * D;
-       e += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t h = e / D, d = e % D;
-    for (int64_t s = 0; s < n; ++s) {
-      const int64_t b = (h * page_capacity + slots[h * slot_stride + s] / P) * D + d;
-      const uint16_t v = T::from(load_any(src, s * s0 + h * s1 + d * s2, src_dtype));
-      const float f = T::one(v);
-      if (f < T::one(pmin[b])) pmin[b] = v;
-      if (f > T::one(pmax[b])) pmax[b] = v;
+                             int P, const int32_t *slots, int64_t slot_stride, int8_t *codes, float2 *scales,
+                             int64_t page_capacity, float *open, int64_t open_page) {
+  constexpr int K = D / 32;
+  const int64_t w = blockIdx.x * int64_t(blockDim.x >> 5) + (threadIdx.x >> 5);
+  if (w >= n * H) return;
+  const int64_t e = w / H;
+  const int h = int(w % H), lane = threadIdx.x & 31;
+  const int32_t *sl = slots + h * slot_stride;
+  const int64_t page = sl[e] / P;
+  for (int64_t x = 0; x < e; ++x)
+    if (sl[x] / P == page) return;  // an earlier entry's warp takes this page
+  const int64_t b = h * page_capacity + page;
+  int8_t *row = codes + b * 2 * D;
+  double lo[K], hi[K];
+  const double sc = scales[b].x;
+#pragma unroll
+  for (int k = 0; k < K; ++k) {
+    const int d = lane + 32 * k;
+    if (page == open_page) {
+      lo[k] = open[h * D + d];
+      hi[k] = open[(H + h) * D + d];
+    } else {
+      const double c = row[d], r = row[D + d];
+      lo[k] = sc * (c - r);
+      hi[k] = sc * (c + r);
     }
   }
+  for (int64_t x = e; x < n; ++x) {
+    if (sl[x] / P != page) continue;
+#pragma unroll
+    for (int k = 0; k < K; ++k) {
+      const float f = T::one(T::from(load_any(src, x * s0 + h * s1 + (lane + 32 * k) * s2, src_dtype)));
+      if (f < lo[k]) lo[k] = f;
+      if (f > hi[k]) hi[k] = f;
+    }
+  }
+  if (page == open_page)
+#pragma unroll
+    for (int k = 0; k < K; ++k) {
+      open[h * D + lane + 32 * k] = float(lo[k]);
+      open[(H + h) * D + lane + 32 * k] = float(hi[k]);
+    }
+  __syncwarp();  // every lane has read the row before it is written
+  quantize_page_warp<D>(lo, hi, row, scales + b);
 }
 
 // Each row's positions[r][first + s] = start + s for s < n (slot s held position s so far).
@@ -72,48 +107,86 @@ __global__ void page_ranges_kernel(const int64_t *positions, int64_t capacity, i
   }
 }
 
-// An append in one launch: keys [n, H, D] go to store[h][size + s][d] and, for the page
-// selector, each touched page's min and max are folded over its new keys only, starting from
-// its stored bounds when it already held keys. The fold runs in slot order with strict
-// comparisons, as a fold over the whole page would: the stored bounds are the same values.
-// One thread per (touched page, head, dimension) from page p0 on; P == 1 without bounds (exact
-// selector), and no dst with them (the page selector keeps no keys). I: the type of the thread
-// numbers (int whenever touched * H * D fits: a decode step's append is one page's 1024
-// threads, and 64-bit divisions cost more than the rest of its work).
+// An exact index's append: keys [n, H, D] go to store[h][size + s][d], and their positions to
+// every row of positions (once kept). One thread per (slot, head, dimension); dst null for a
+// borrowing index (positions only). I: the type of the thread numbers (int whenever the total
+// fits: 64-bit divisions cost more than the rest of a decode step's append).
 template <class T, class I>
-__global__ void append_kernel(const void *src, int src_dtype, int64_t s0, int64_t s1, int64_t s2, int64_t n, int H,
-                              int D, int P, uint16_t *dst, int64_t capacity, int64_t size, int64_t p0, I total,
-                              uint16_t *pmin, uint16_t *pmax, int64_t page_capacity, int64_t *positions, int rows,
-                              int64_t start) {
+__global__ void key_append_kernel(const void *src, int src_dtype, int64_t s0, int64_t s1, int64_t s2, int H, int D,
+                                  uint16_t *dst, int64_t capacity, int64_t size, I total, int64_t *positions, int rows,
+                                  int64_t start) {
   const I hd = I(H) * D;
   for (I e = I(blockIdx.x) * I(blockDim.x) + I(threadIdx.x); e < total; e += I(gridDim.x) * I(blockDim.x)) {
-    const int64_t pg = p0 + int64_t(e / hd);
+    const int64_t s = int64_t(e / hd);
     const int h = int(e / D % H), d = int(e % D);
-    const int64_t first = pg * P > size ? pg * P : size, last = (pg + 1) * P < size + n ? (pg + 1) * P : size + n;
-    const bool bounds = pmin != nullptr, held = pg * P < size;
-    const int64_t b = (h * page_capacity + pg) * D + d;
-    uint16_t blo = 0, bhi = 0;
-    float lo = INFINITY, hi = -INFINITY;
-    if (bounds && held) {
-      blo = pmin[b];
-      bhi = pmax[b];
-      lo = T::one(blo);
-      hi = T::one(bhi);
-    }
-    for (int64_t s = first; s < last; ++s) {
-      const uint16_t v = T::from(load_any(src, (s - size) * s0 + h * s1 + d * s2, src_dtype));
-      if (dst) dst[(h * capacity + s) * D + d] = v;
-      const float f = T::one(v);
-      if (f < lo) { lo = f; blo = v; }
-      if (f > hi) { hi = f; bhi = v; }
-      if (positions && h < rows && d == 0) positions[h * capacity + s] = start + (s - size);
-    }
-    if (bounds) {
-      pmin[b] = blo;
-      pmax[b] = bhi;
-    }
+    if (dst) dst[(h * capacity + size + s) * D + d] = T::from(load_any(src, s * s0 + h * s1 + d * s2, src_dtype));
+    if (positions && h < rows && d == 0) positions[h * capacity + size + s] = start + s;
   }
 }
+
+// A page index's append in one launch: one warp per (touched page, head), each lane taking
+// dimensions lane, lane + 32, ... The page's exact min and max over its keys as held in the
+// index dtype (a partial first page starts from its kept f32 min and max: open slot `in`),
+// folded in slot order with strict comparisons as the CPU's refresh folds them (a NaN is passed
+// over), then quantized (quantize_page_warp); a page left partial keeps its min and max in open
+// slot 1 - in. Positions of the new slots go to every row of positions (once kept).
+template <class T, int D>
+__global__ void page_append_kernel(const void *src, int src_dtype, int64_t s0, int64_t s1, int64_t s2, int64_t n,
+                                   int H, int P, int64_t size, int64_t touched, int8_t *codes, float2 *scales,
+                                   int64_t page_capacity, float *open, int in, int64_t *positions, int64_t capacity,
+                                   int rows, int64_t start) {
+  constexpr int K = D / 32;
+  const int64_t w = blockIdx.x * int64_t(blockDim.x >> 5) + (threadIdx.x >> 5);
+  if (w >= touched * H) return;
+  const int64_t pg = size / P + w / H;
+  const int h = int(w % H), lane = threadIdx.x & 31;
+  const int64_t first = pg * P > size ? pg * P : size, last = (pg + 1) * P < size + n ? (pg + 1) * P : size + n;
+  float lo[K], hi[K];
+  const bool held = pg * P < size;  // the partial page: its keys so far
+#pragma unroll
+  for (int k = 0; k < K; ++k) {
+    lo[k] = held ? open[(in * 2 * H + h) * D + lane + 32 * k] : INFINITY;
+    hi[k] = held ? open[(in * 2 * H + H + h) * D + lane + 32 * k] : -INFINITY;
+  }
+  for (int64_t s = first; s < last; ++s) {
+#pragma unroll
+    for (int k = 0; k < K; ++k) {
+      const float f = T::one(T::from(load_any(src, (s - size) * s0 + h * s1 + (lane + 32 * k) * s2, src_dtype)));
+      if (f < lo[k]) lo[k] = f;
+      if (f > hi[k]) hi[k] = f;
+    }
+    if (positions && h < rows && lane == 0) positions[h * capacity + s] = start + (s - size);
+  }
+  if (last % P != 0)  // still partial: the next append starts from these
+#pragma unroll
+    for (int k = 0; k < K; ++k) {
+      open[((1 - in) * 2 * H + h) * D + lane + 32 * k] = lo[k];
+      open[((1 - in) * 2 * H + H + h) * D + lane + 32 * k] = hi[k];
+    }
+  const int64_t b = h * page_capacity + pg;
+  quantize_page_warp<D>(lo, hi, codes + b * 2 * D, scales + b);
+}
+
+// The page kernels above run in blocks of kPageWarps warps.
+constexpr int kPageWarps = 4;
+unsigned page_blocks(int64_t warps) { return unsigned((warps + kPageWarps - 1) / kPageWarps); }
+
+// f(kernel) with the page kernel K<T, D> of the index's dtype and head dimension.
+template <template <class, int> class K, class F>
+void with_page_kernel(sa_dtype dtype, int64_t D, F &&f) {
+  const bool f16 = dtype == SA_DTYPE_F16;
+  if (D == 64) f16 ? f(K<F16, 64>::fn) : f(K<BF16, 64>::fn);
+  else if (D == 128) f16 ? f(K<F16, 128>::fn) : f(K<BF16, 128>::fn);
+  else f16 ? f(K<F16, 256>::fn) : f(K<BF16, 256>::fn);
+}
+template <class T, int D>
+struct AppendKernel {
+  static constexpr auto fn = page_append_kernel<T, D>;
+};
+template <class T, int D>
+struct WidenKernel {
+  static constexpr auto fn = widen_kernel<T, D>;
+};
 
 // Copies the first `used` of each head's rows [heads][old_cap][row] into [heads][new_cap][row].
 void copy_rows(void *fresh, int64_t new_cap, const void *old, int64_t old_cap, int64_t used, int heads,
@@ -126,18 +199,22 @@ void copy_rows(void *fresh, int64_t new_cap, const void *old, int64_t old_cap, i
 
 // What an index keeps on the device, and its size at a capacity.
 struct Storage {
-  void *keys = nullptr, *page_min = nullptr, *page_max = nullptr;
+  void *keys = nullptr;
+  int8_t *page_codes = nullptr;
+  float2 *page_scales = nullptr;
   int64_t *positions = nullptr, *page_min_pos = nullptr, *page_max_pos = nullptr;
 };
 size_t key_bytes(const sa_plugin_index &ix, int64_t cap) { return size_t(ix.heads) * size_t(cap) * size_t(ix.dim) * 2; }
-size_t bound_bytes(const sa_plugin_index &ix, int64_t cap) { return key_bytes(ix, cap / ix.page); }
+size_t code_bytes(const sa_plugin_index &ix, int64_t cap) { return key_bytes(ix, cap / ix.page); }  // 2 D int8
+size_t scale_bytes(const sa_plugin_index &ix, int64_t cap) { return size_t(ix.heads) * size_t(cap / ix.page) * sizeof(float2); }
+size_t open_bytes(const sa_plugin_index &ix) { return size_t(4) * size_t(ix.heads) * size_t(ix.dim) * sizeof(float); }
 size_t position_bytes(int rows, int64_t cap) { return size_t(rows) * size_t(cap) * sizeof(int64_t); }
 size_t range_bytes(const sa_plugin_index &ix, int rows, int64_t cap) { return position_bytes(rows, cap / ix.page); }
 
 void release_storage(const sa_plugin_index &ix, const Storage &st, int64_t cap, cudaStream_t stream) noexcept {
   ix.memory.release(st.keys, key_bytes(ix, cap), ix.device, stream);
-  ix.memory.release(st.page_min, bound_bytes(ix, cap), ix.device, stream);
-  ix.memory.release(st.page_max, bound_bytes(ix, cap), ix.device, stream);
+  ix.memory.release(st.page_codes, code_bytes(ix, cap), ix.device, stream);
+  ix.memory.release(st.page_scales, scale_bytes(ix, cap), ix.device, stream);
   ix.memory.release(st.positions, position_bytes(ix.position_rows, cap), ix.device, stream);
   ix.memory.release(st.page_min_pos, range_bytes(ix, ix.position_rows, cap), ix.device, stream);
   ix.memory.release(st.page_max_pos, range_bytes(ix, ix.position_rows, cap), ix.device, stream);
@@ -158,12 +235,17 @@ void grow_storage(sa_plugin_index &ix, int64_t cap) {
   const int P = ix.page, H = ix.heads;
   const size_t row = size_t(ix.dim) * 2;
   Storage fresh;
+  float *open = nullptr;  // the page selector's partial-page bounds, allocated with its first storage
   try {
+    if (page && !ix.open_bounds)
+      open = static_cast<float *>(ix.memory.allocate(open_bytes(ix), ix.device, ix.stream, "index storage allocation"));
     if (!page && !ix.borrow)
       fresh.keys = ix.memory.allocate(key_bytes(ix, cap), ix.device, ix.stream, "index storage allocation");
     if (page) {
-      fresh.page_min = ix.memory.allocate(bound_bytes(ix, cap), ix.device, ix.stream, "index storage allocation");
-      fresh.page_max = ix.memory.allocate(bound_bytes(ix, cap), ix.device, ix.stream, "index storage allocation");
+      fresh.page_codes = static_cast<int8_t *>(
+          ix.memory.allocate(code_bytes(ix, cap), ix.device, ix.stream, "index storage allocation"));
+      fresh.page_scales = static_cast<float2 *>(
+          ix.memory.allocate(scale_bytes(ix, cap), ix.device, ix.stream, "index storage allocation"));
     }
     const int rows = ix.position_rows;
     if (ix.positions) fresh.positions = allocate_i64(ix, position_bytes(rows, cap), "index storage allocation");
@@ -174,8 +256,8 @@ void grow_storage(sa_plugin_index &ix, int64_t cap) {
     copy_rows(fresh.keys, cap, ix.keys, ix.capacity, ix.size, H, row, ix.stream);
     if (page) {
       const int64_t used_pages = (ix.size + P - 1) / P;
-      copy_rows(fresh.page_min, cap / P, ix.page_min, ix.capacity / P, used_pages, H, row, ix.stream);
-      copy_rows(fresh.page_max, cap / P, ix.page_max, ix.capacity / P, used_pages, H, row, ix.stream);
+      copy_rows(fresh.page_codes, cap / P, ix.page_codes, ix.capacity / P, used_pages, H, row, ix.stream);
+      copy_rows(fresh.page_scales, cap / P, ix.page_scales, ix.capacity / P, used_pages, H, sizeof(float2), ix.stream);
     }
     copy_rows(fresh.positions, cap, ix.positions, ix.capacity, ix.size, rows, sizeof(int64_t), ix.stream);
     if (ix.page_min_pos) {
@@ -189,14 +271,16 @@ void grow_storage(sa_plugin_index &ix, int64_t cap) {
       check_cuda(cudaDeviceSynchronize(), "waiting for selections on other streams before the index grows");
   } catch (...) {
     release_storage(ix, fresh, cap, ix.stream);
+    ix.memory.release(open, open_bytes(ix), ix.device, ix.stream);
     throw;
   }
+  if (open) ix.open_bounds = open;
   ix.read_elsewhere.store(false);
-  release_storage(ix, Storage{ix.keys, ix.page_min, ix.page_max, ix.positions, ix.page_min_pos, ix.page_max_pos},
+  release_storage(ix, Storage{ix.keys, ix.page_codes, ix.page_scales, ix.positions, ix.page_min_pos, ix.page_max_pos},
                   ix.capacity, ix.stream);
   ix.keys = fresh.keys;
-  ix.page_min = fresh.page_min;
-  ix.page_max = fresh.page_max;
+  ix.page_codes = fresh.page_codes;
+  ix.page_scales = fresh.page_scales;
   ix.positions = fresh.positions;
   ix.page_min_pos = fresh.page_min_pos;
   ix.page_max_pos = fresh.page_max_pos;
@@ -250,8 +334,10 @@ sa_plugin_index *index_create(const sa_plugin_index_args &a) {
 void index_destroy(sa_plugin_index *ix) {
   if (!ix) return;
   wait_for_device(ix->device);
-  release_storage(*ix, Storage{ix->keys, ix->page_min, ix->page_max, ix->positions, ix->page_min_pos, ix->page_max_pos},
+  release_storage(*ix, Storage{ix->keys, ix->page_codes, ix->page_scales, ix->positions, ix->page_min_pos,
+                               ix->page_max_pos},
                   ix->capacity, nullptr);
+  ix->memory.release(ix->open_bounds, open_bytes(*ix), ix->device, nullptr);
   ix->memory.release(ix->stage_slots, size_t(ix->staged) * sizeof(int32_t), ix->device, nullptr);
   ix->memory.release(ix->stage_positions, size_t(ix->staged) * sizeof(int64_t), ix->device, nullptr);
   int saved = -1;
@@ -270,20 +356,26 @@ void index_append(sa_plugin_index &ix, const sa_tensor &keys) {
     while (cap < ix.size + n) cap *= 2;
     grow_storage(ix, (cap + P - 1) / P * P);  // whole pages
   }
-  const bool page = ix.kind == SA_SELECTOR_PAGE;
-  const int64_t P1 = page ? P : 1, touched = (ix.size + n + P1 - 1) / P1 - ix.size / P1;
-  const int64_t total = touched * H * D;
-  const int grid = grid_for(total);
-  auto *dst = static_cast<uint16_t *>(ix.keys);
-  auto *lo = page ? static_cast<uint16_t *>(ix.page_min) : nullptr, *hi = page ? static_cast<uint16_t *>(ix.page_max) : nullptr;
-  if (dst || lo || ix.positions) {  // a borrowing exact index keeps positions only (once updated)
-    const bool f16 = ix.dtype == SA_DTYPE_F16;
+  const bool page = ix.kind == SA_SELECTOR_PAGE, f16 = ix.dtype == SA_DTYPE_F16;
+  const int64_t touched = page ? (ix.size + n + P - 1) / P - ix.size / P : 0;
+  if (page && n > 0) {  // the touched pages' bounds (and the new slots' positions)
+    with_page_kernel<AppendKernel>(ix.dtype, D, [&](auto kernel) {
+      kernel<<<page_blocks(touched * H), kPageWarps * 32, 0, ix.stream>>>(
+          keys.data, keys.dtype, keys.strides[0], keys.strides[1], keys.strides[2], n, int(H), int(P), ix.size, touched,
+          ix.page_codes, ix.page_scales, ix.capacity / P, ix.open_bounds, ix.open_slot, ix.positions, ix.capacity,
+          ix.position_rows, ix.next_position);
+    });
+    check_cuda(cudaGetLastError(), "append launch");
+  } else if (ix.keys || ix.positions) {  // a borrowing exact index keeps positions only (once updated)
+    const int64_t total = n * H * D;
+    const int grid = grid_for(total);
+    auto *dst = static_cast<uint16_t *>(ix.keys);
     auto launch = [&](auto count) {  // count's type numbers the threads
       using I = decltype(count);
-      auto kernel = f16 ? append_kernel<F16, I> : append_kernel<BF16, I>;
-      kernel<<<grid, 256, 0, ix.stream>>>(keys.data, keys.dtype, keys.strides[0], keys.strides[1], keys.strides[2], n,
-                                          int(H), int(D), int(P1), dst, ix.capacity, ix.size, ix.size / P1, count, lo,
-                                          hi, ix.capacity / P1, ix.positions, ix.position_rows, ix.next_position);
+      auto kernel = f16 ? key_append_kernel<F16, I> : key_append_kernel<BF16, I>;
+      kernel<<<grid, 256, 0, ix.stream>>>(keys.data, keys.dtype, keys.strides[0], keys.strides[1], keys.strides[2],
+                                          int(H), int(D), dst, ix.capacity, ix.size, count, ix.positions,
+                                          ix.position_rows, ix.next_position);
     };
     // int while the grid-stride loop's last step stays below INT32_MAX (no signed overflow).
     if (total <= INT32_MAX - int64_t(grid) * 256) launch(int(total));
@@ -300,6 +392,7 @@ void index_append(sa_plugin_index &ix, const sa_tensor &keys) {
   ix.next_position += n;
   check_cuda(cudaEventRecord(ix.appended, ix.stream), "append event record");
   ix.size += n;
+  if (page && n > 0) ix.open_slot = 1 - ix.open_slot;  // the kernel left the partial page's bounds there
 }
 
 // Before a refill: positions kept from now on (slot s held position s so far), with `rows`
@@ -383,10 +476,13 @@ static void refill(sa_plugin_index &ix, const sa_plugin_update_args &a, bool per
       stride, ix.stage_positions, stride, dst, ix.capacity, ix.positions, ix.position_rows);
   check_cuda(cudaGetLastError(), "refill launch");
   if (page) {
-    (f16 ? widen_kernel<F16> : widen_kernel<BF16>)<<<grid_for(H * D), 256, 0, ix.stream>>>(
-        keys.data, keys.dtype, keys.strides[0], keys.strides[1], keys.strides[2], n, int(H), int(D), int(P),
-        ix.stage_slots, stride, static_cast<uint16_t *>(ix.page_min), static_cast<uint16_t *>(ix.page_max),
-        ix.capacity / P);
+    const int64_t open_page = ix.size % P ? ix.size / P : -1;  // the partial last page, if any
+    float *open = ix.open_bounds + size_t(ix.open_slot) * 2 * H * D;
+    with_page_kernel<WidenKernel>(ix.dtype, D, [&](auto kernel) {
+      kernel<<<page_blocks(n * H), kPageWarps * 32, 0, ix.stream>>>(
+          keys.data, keys.dtype, keys.strides[0], keys.strides[1], keys.strides[2], n, int(H), int(P), ix.stage_slots,
+          stride, ix.page_codes, ix.page_scales, ix.capacity / P, open, open_page);
+    });
     check_cuda(cudaGetLastError(), "page bounds launch");
     // Every row's ranges of the refilled pages: a single-set refill names its slots once for
     // all rows (slot stride 0).

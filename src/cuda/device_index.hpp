@@ -1,12 +1,18 @@
 // An index on a CUDA device, all in device memory: for the exact selector the keys per KV head
 // contiguous [slot][D] in f16/bf16 (none when it borrows the host's keys: each selection then
-// reads the K it is given); for the page selector each page's elementwise key min and
-// max only (its selection reads nothing else, so it keeps no keys). Slot s holds
-// position s until the first update; from then on each slot's position is kept on the device
-// too (one row for every head; a row per KV head once sa_index_update_heads is used), the page
-// selector also keeps each page's smallest and largest position per row, and appends continue
-// from next_position. The page selector keeps no keys, so a refill widens its page's bounds to
-// the new key (still an upper bound of the page's keys, never tightened again). All of it
+// reads the K it is given); for the page selector each page's compact bound only, the CPU
+// page selector's very codes (select/page_code.hpp: per page and KV head one int8 row
+// [centre | radius] of 2 D codes and an f32 scale and magnitude; 2 D + 8 bytes against the
+// 4 D of an f16 min and max, 132 bytes a token at 8 KV heads x 128 dims and page_size 16), and
+// the exact f32 min and max of its last page while that page is partial, so that appends
+// quantize every touched page from its keys' exact bounds, as the CPU does. Its selection reads
+// nothing else, so it keeps no keys. Slot s holds position s until the first update; from then
+// on each slot's position is kept on the device too (one row for every head; a row per KV head
+// once sa_index_update_heads is used), the page selector also keeps each page's smallest and
+// largest position per row, and appends continue from next_position. The page selector keeps
+// no keys, so a refill widens its page's bound to the new key: the decoded bound s (c -+ r)
+// (exact in double) widened and quantized again, still an upper bound of the page's keys and
+// never tightened (the partial last page widens its exact min and max instead). All of it
 // comes from the DeviceMemory of the index's context and goes back to it at index_destroy.
 #pragma once
 
@@ -34,7 +40,12 @@ struct sa_plugin_index {
   mutable std::atomic<bool> read_elsewhere{false};
   int64_t size = 0, capacity = 0;
   void *keys = nullptr;                      // [heads][capacity][dim]; exact selector, not borrowing
-  void *page_min = nullptr, *page_max = nullptr;  // [heads][capacity / page][dim]
+  int8_t *page_codes = nullptr;   // [heads][capacity / page][2 dim]: [centre | radius]
+  float2 *page_scales = nullptr;  // [heads][capacity / page]: (scale, magnitude)
+  // The partial last page's exact bounds, f32 [2][2][heads][dim] (slot, min / max): an append
+  // reads slot open_slot and writes the other (blocks of different pages never share one).
+  float *open_bounds = nullptr;
+  int open_slot = 0;
   // [position_rows][capacity] once updated; null: slot s holds position s. position_rows: 1
   // (one position for every KV head) or heads (after a per-head update).
   int64_t *positions = nullptr;

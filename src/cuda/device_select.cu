@@ -3,8 +3,8 @@
 // radix select of the best items in one block per (query, KV head), and an ordered pass that
 // writes sinks, the chosen items' slots and the window, ascending, then -1 padding.
 // Page selection is two launches: the bounds of all pages (resident blocks streaming the
-// page min/max on the tensor cores when the query has the index's dtype, each also raising
-// the per-row maxima with atomics), then the masses over many blocks, each choosing its own
+// pages' int8 codes through the tensor cores, each also raising the per-row maxima with
+// atomics), then the masses over many blocks, each choosing its own
 // best pages, the last block of each (query, KV head) choosing among those lists and writing
 // the row (page_cand_kernel; rows whose lists do not fit one block: page_top_kernel, the
 // masses' histogram over many blocks; rows of more than 65536 pages or more than 2048
@@ -15,8 +15,9 @@
 // write); shorter rows take the masses and one block's top-k. Exact selection reads the
 // index's keys or the host's K (borrow_keys), and makes a list per KV head or per query head.
 //   exact: mass of slot j = mean over the group's heads of softmax(scale * q.k)_j (as the CPU).
-//   page:  bound_g(p) = sum_d max(q_d min_d, q_d max_d) (Quest); mass of page p =
-//          sum_g 2^(scale*log2e*(bound_g(p) - max_p' bound_g(p'))); top_k / page_size pages.
+//   page:  bound_g(p) = the CPU page selector's coded upper bound of Quest's
+//          scale*log2e*sum_d max(q_d min_d, q_d max_d) (select/page_code.hpp); mass of page p =
+//          sum_g 2^(bound_g(p) - max_p' bound_g(p')); top_k / page_size pages.
 #include <cub/block/block_reduce.cuh>
 #include <cub/block/block_scan.cuh>
 
@@ -25,7 +26,7 @@
 #include "core/visibility.hpp"
 #include "device_index.hpp"
 #include "half_vec.cuh"
-#include "mma_16816.cuh"
+#include "select/page_code.hpp"
 #include "plugin_state.hpp"
 
 namespace sacuda {
@@ -35,10 +36,8 @@ constexpr float kLog2e = 1.4426950408889634f;
 constexpr int kThreads = 128;
 constexpr int kMaxGroup = 8;
 constexpr int kTopThreads = 1024;
-// Rows each lane group scores in a block, and has in flight: page bounds (min and max rows),
-// exact keys. Measured on an H200 (bounds 18.4 -> 16.4 us at 128K pages of 16; keys 109.7 ->
-// 92.7 us at 128K): longer blocks amortise the query load and the row-maximum atomics.
-constexpr int kScoreSteps = 16, kScoreUnroll = 4;
+// Rows each lane group scores in a block, and has in flight: exact keys. Measured on an H200
+// (109.7 -> 92.7 us at 128K): longer blocks amortise the query load and the row-maximum atomics.
 constexpr int kExactSteps = 64, kExactUnroll = 8;
 constexpr int kIpt = 8;          // consecutive items per thread in the ordered pass
 
@@ -127,101 +126,14 @@ __device__ __forceinline__ float reduce_spread(float (&v)[N], int lane) {
   return s;
 }
 
-// Page bound scores of the group's scaled queries against one head's page min/max rows:
-// sum_d max(q_d lo_d, q_d hi_d), computed as q.c + |q|.r with c = (lo + hi) / 2, r = (hi - lo) / 2: two FMAs per element and head
-// instead of two products, a max and a sum. With row_max, each block raises
-// row_max[query][head][g] (order_bits) to the largest score it wrote. MAXG >= G bounds the
-// group; heads past G have zero queries and are not written.
-// One block's rows of query i and head h: scores_q is the query's [H][G][n_rows], row_max_q
-// its [H][G] (or null).
-template <class T, int D, int MAXG>
-__device__ __forceinline__ void row_scores(const Common &c, int i, int h, const uint16_t *rows_a,
-                                           const uint16_t *rows_b, int64_t head_stride, int64_t n_rows, int item,
-                                           float *scores_q, unsigned *row_max_q) {
-  constexpr int L = D / 8, SLOTS = kThreads / L, STEPS = kScoreSteps, UNROLL = kScoreUnroll;
-  static_assert(MAXG <= L, "one lane per group member after the reduction");
-  const int tid = threadIdx.x, slot = tid / L, lane = tid % L;
-  const int my_g = lane / (L / MAXG);                    // the member whose total this lane holds
-  const bool writer = lane % (L / MAXG) == 0 && my_g < c.G;
-  __shared__ float max_s[SLOTS][MAXG];
-  float qf[MAXG][8], qa[MAXG][8];
-  load_query_slices<MAXG>(c.q, c.q_dtype, i * c.q_s0 + h * c.G * c.q_s1 + lane * 8 * c.q_s2, c.q_s1, c.q_s2,
-                          0.5f * c.scale_log2, qf, c.G);
-#pragma unroll
-  for (int g = 0; g < MAXG; ++g)
-#pragma unroll
-    for (int e = 0; e < 8; ++e) qa[g][e] = fabsf(qf[g][e]);
-  float best = -INFINITY;
-  int64_t lo, hi;
-  candidate_range(c, i, lo, hi);
-  const int64_t r0 = int64_t(blockIdx.x) * SLOTS * STEPS;
-  float *out = scores_q + (int64_t(h) * c.G + my_g) * n_rows;
-  for (int step = 0; step < STEPS; step += UNROLL) {
-    uint4 a[UNROLL], b[UNROLL];
-#pragma unroll
-    for (int x = 0; x < UNROLL; ++x) {
-      const int64_t r = r0 + (step + x) * SLOTS + slot;
-      a[x] = make_uint4(0, 0, 0, 0);
-      b[x] = make_uint4(0, 0, 0, 0);
-      if (r < n_rows) {
-        a[x] = __ldg(reinterpret_cast<const uint4 *>(rows_a + (h * head_stride + r) * D) + lane);
-        b[x] = __ldg(reinterpret_cast<const uint4 *>(rows_b + (h * head_stride + r) * D) + lane);
-      }
-    }
-#pragma unroll
-    for (int x = 0; x < UNROLL; ++x) {
-      const int64_t r = r0 + (step + x) * SLOTS + slot;
-      float fa[8], fb[8], dot[MAXG];
-      unpack8<T>(a[x], fa);
-      unpack8<T>(b[x], fb);
-#pragma unroll
-      for (int e = 0; e < 8; ++e) {
-        const float centre2 = fa[e] + fb[e], radius2 = fb[e] - fa[e];  // twice c and r: q carries the 1/2
-        fa[e] = centre2;
-        fb[e] = radius2;
-      }
-#pragma unroll
-      for (int g = 0; g < MAXG; ++g) {
-        float d = 0.f;
-#pragma unroll
-        for (int e = 0; e < 8; ++e) d = fmaf(qf[g][e], fa[e], fmaf(qa[g][e], fb[e], d));
-        dot[g] = d;
-      }
-      const float total = reduce_spread<L, MAXG>(dot, lane);
-      // Pages without a candidate slot are not ranked.
-      const bool live = r < n_rows && item_live(c, h, i, r, item, lo, hi);
-      const float sc = live ? total : -INFINITY;
-      best = fmaxf(best, sc);
-      if (r < n_rows && writer) out[r] = sc;
-    }
-  }
-  if (!row_max_q) return;
-  if (writer) max_s[slot][my_g] = best;
-  __syncthreads();
-  if (tid < c.G) {
-    float mx = -INFINITY;
-    for (int sl = 0; sl < SLOTS; ++sl) mx = fmaxf(mx, max_s[sl][tid]);
-    if (mx != -INFINITY) atomicMax(&row_max_q[h * c.G + tid], order_bits(mx));
-  }
-}
-
-template <class T, int D, int MAXG>
-__global__ void __launch_bounds__(kThreads) row_scores_kernel(const Common c, const uint16_t *rows_a,
-                                                              const uint16_t *rows_b, int64_t head_stride,
-                                                              int64_t n_rows, int item, float *scores,
-                                                              unsigned *row_max) {
-  const int i = blockIdx.z;
-  row_scores<T, D, MAXG>(c, i, blockIdx.y, rows_a, rows_b, head_stride, n_rows, item,
-                               scores + int64_t(i) * c.H * c.G * n_rows, row_max ? row_max + i * c.H * c.G : nullptr);
-}
-
 // sa_select_batch of page indexes, one query per sequence: what differs between sequences,
 // passed as a kernel parameter (no copy to the device, nothing to allocate, and a CUDA graph
 // capture keeps it). Sequence b of a chunk is query b of Common, whose first_pos and n are
 // replaced by the sequence's.
 constexpr int kBatchChunk = 64;  // sequences per launch: the table stays within 4 KB of parameters
 struct BatchSeq {
-  const uint16_t *lo, *hi;  // page min / max of the index, [H][head_stride][D]
+  const int8_t *codes;      // the index's page codes, [H][head_stride][2 D]
+  const float2 *scales;     // and (scale, magnitude), [H][head_stride]
   int64_t head_stride;
   int64_t n;                // slots
   int64_t position;         // of the query
@@ -236,18 +148,6 @@ __device__ __forceinline__ Common sequence_common(const Common &c, const BatchSe
   cs.n = e.n;
   cs.first_pos = e.position - b;  // query b sits at first_pos + b
   return cs;
-}
-
-// Grid (page chunk, KV head, sequence): blocks past a shorter sequence's pages return at once.
-template <class T, int D, int MAXG>
-__global__ void __launch_bounds__(kThreads) batch_bounds_kernel(const Common c, const BatchTable t, int item,
-                                                                float *scores, unsigned *row_max) {
-  const int b = blockIdx.z;
-  const BatchSeq &e = t.s[b];
-  const int64_t n_rows = (e.n + item - 1) / item;
-  if (int64_t(blockIdx.x) * (kThreads / (D / 8)) * kScoreSteps >= n_rows) return;
-  row_scores<T, D, MAXG>(sequence_common(c, e, b), b, blockIdx.y, e.lo, e.hi, e.head_stride, n_rows, item,
-                         scores + e.scores_off, row_max + b * c.H * c.G);
 }
 
 // Exact scores: scale * log2e * q.k for the G queries of list h and every key row of its KV
@@ -1604,29 +1504,34 @@ __global__ void __launch_bounds__(kCandThreads) page_cand_kernel(const Common c,
                                o_s2, width);
 }
 
-// Page bounds on the tensor cores, for queries of the index's own dtype (D 64 or 128):
-// bound_g(p) = sum_d max(q_d lo_d, q_d hi_d) = q+ . hi + q- . lo, q+ = max(q, 0) and
-// q- = min(q, 0) split exactly from the query's bits, so each page is one dot product of
-// 2D terms, summed by mma.sync m16n8k16 (A: 16 pages' hi then lo rows as stored, B: the
-// group's q+ then q-, f32 accumulation) instead of 2 FMAs per term and member on the CUDA
-// cores, which bounded the CUDA-core kernel above the DRAM time of the bounds. The sum is
-// order-free, so each lane takes 16 contiguous bytes of a row (4 lanes: 64 contiguous) and
-// the query's terms are laid out in B in the same order. The score is then scaled, as
-// row_scores's are, and the row maxima raised the same way.
-// The blocks stay resident (one a multiprocessor, each a contiguous run of one row's tiles)
-// and their warps stream their tiles through a ring of kPipeStages tiles in shared memory
-// (cp.async): a warp keeps kPipeStages - 1 tiles loading while it computes one. Blocks of one
-// tile a warp (the kernel before) loaded together, then computed together: bursts of loads,
-// 43-45 us at 512K pages on an H200 (ncu) against 39 us now.
-// At most kPipeWarps warps a block (fewer where a block's shared memory is smaller): on an
-// H200, 8 warps of 3 stages and 4 of 4 were as fast (select at 512K 63.0 / 63.3 us), 6 of 4
-// slower (67.7).
-constexpr int kPipeWarps = 8, kPipeStages = 3;
+// Page bounds on the tensor cores, as the CPU page selector computes them (select/page_code.hpp):
+// each page and KV head holds int8 codes [c | r] (2 D) and an f32 scale s and magnitude A; each
+// query head of the group is coded as int16 [q | |q|] with its scale t (x = scale * log2e * q
+// in f32, as the CPU's queries), and the page's bound (base-2 logit) is
+//   t (s (x . [c | r]) + A),
+// the integer dot product exact and each f32 step rounded once, so the bounds are the CPU's
+// bits. The dot product runs on mma.sync m16n8k32 (s8 x s8, s32 sums): a query code is split
+// exactly into two int8 halves, x = 256 hi + lo (hi = (x + 128) >> 8 in [-64, 64], lo in
+// [-128, 127]), the B columns are the group's members' hi and lo halves (column 2 m + k), so
+// one tile of 16 pages is 2 D / 32 MMAs for groups up to 4 (twice for up to 8), and each lane
+// ends with member m's two halves of two pages: dot = 256 d_hi + d_lo (|dot| < 2^31). The sum
+// is order-free, so each lane takes 16 contiguous bytes of a row (4 lanes: 64 contiguous) and
+// the query's codes are laid out in B in the same order.
+// The blocks stay resident (a contiguous run of one row's tiles each) and their warps stream
+// their tiles (16 rows of codes, then their 16 (s, A) pairs) through a ring of kPipeStages
+// tiles in shared memory (cp.async): a warp keeps kPipeStages - 1 tiles loading while it
+// computes one. Before the compact codes, the f16 min and max rows (4 D bytes a page against
+// 2 D + 8 now) took 39 us at 512K keys on an H200, about the DRAM time of their 134 MB.
+constexpr int kPipeWarps = 8, kPipeStages = 4;
 
-// 16 bytes global -> shared, asynchronously; zeros when !valid (src is then not read).
+// 16 (or 8) bytes global -> shared, asynchronously; zeros when !valid (src is then not read).
 __device__ __forceinline__ void copy16_async(void *dst, const void *src, bool valid) {
   const unsigned d = static_cast<unsigned>(__cvta_generic_to_shared(dst));
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(valid ? 16 : 0));
+}
+__device__ __forceinline__ void copy8_async(void *dst, const void *src, bool valid) {
+  const unsigned d = static_cast<unsigned>(__cvta_generic_to_shared(dst));
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 8, %2;\n" ::"r"(d), "l"(src), "r"(valid ? 8 : 0));
 }
 __device__ __forceinline__ void commit_async() { asm volatile("cp.async.commit_group;\n" ::); }
 template <int N>
@@ -1634,186 +1539,277 @@ __device__ __forceinline__ void wait_async() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
 }
 
-// The ring of one warp.
-constexpr size_t pipe_warp_bytes(int D) { return size_t(kPipeStages) * 2 * 16 * D * sizeof(uint16_t); }
+// d += a x b over one 16 x 8 x 32 tile of int8 codes, s32 sums (exact).
+__device__ __forceinline__ void mma_16832_s8(int (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                             uint32_t b0, uint32_t b1) {
+  asm("mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+      : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
 
-template <class T, int D, bool RANGES>
-__global__ void __launch_bounds__(kPipeWarps * 32, 1)
-    page_bounds_pipe_kernel(const Common c, const uint16_t *rows_lo, const uint16_t *rows_hi, int64_t head_stride,
-                            int64_t n_rows, int item, int64_t tiles_per_block, float *scores, unsigned *row_max) {
-  constexpr int CH = D / 32;          // 16-byte chunks of a hi (or lo) row per lane; the row's 4 lanes take all
-  constexpr int ROW_CHUNKS = D / 8;   // 16-byte chunks of a row
-  constexpr int TILE = 2 * 16 * D;    // a stage: 16 hi rows, then 16 lo rows (16-bit elements)
-  // A row's chunk col is stored at col ^ (row & 7): the fragment reads (8 rows, 4 chunks a
-  // row) then fall on distinct banks.
-  extern __shared__ __align__(16) uint16_t ring_s[];  // [warps][kPipeStages][TILE]
-  __shared__ __align__(16) uint16_t q_s[kMaxGroup][D];
+// A warp's ring stage: 16 rows of 2 D codes, then 16 float2 (scale, magnitude).
+constexpr size_t pipe_tile_bytes(int D) { return size_t(32) * D + 16 * sizeof(float2); }
+constexpr size_t pipe_warp_bytes(int D) { return size_t(kPipeStages) * pipe_tile_bytes(D); }
+
+// The group's query codes as B columns: column n = 2 m + k holds member m's int8 half k of each
+// code (k 0: hi = (x + 128) >> 8, 1: lo = x - 256 hi; exact, x = 256 hi + lo), in word rows of
+// 2 D bytes. Row n starts at word n * D / 2 + (n & 3) + 16 ((n >> 2) & 1), so that a B load
+// (8 columns, 4 words 4 apart) touches 32 distinct banks.
+template <int D>
+struct QueryColumns {
+  static constexpr int kWords = 2 * kMaxGroup * D / 2 + 32;
+  __device__ static int at(int n) { return n * (D / 2) + (n & 3) + 16 * ((n >> 2) & 1); }
+};
+
+// The group's codes (quantize_query_row's, for x = scale_log2 * q rounded once in f32; members
+// past G zero) into the columns and t[g]. x_s: the x values (shared). Every thread of the block
+// calls it.
+template <int D>
+__device__ __forceinline__ void code_queries(const Common &c, const void *q_base, int64_t q_off, uint32_t *cols,
+                                             float (&x_s)[kMaxGroup][D], float (&t)[kMaxGroup],
+                                             unsigned (&mbits)[kMaxGroup]) {
+  if (threadIdx.x < kMaxGroup) mbits[threadIdx.x] = 0;
+  __syncthreads();
+  for (int e = threadIdx.x; e < kMaxGroup * D; e += blockDim.x) {
+    const int g = e / D, d = e % D;
+    const float x = g < c.G ? __fmul_rn(c.scale_log2, load_any(q_base, q_off + g * c.q_s1 + d * c.q_s2, c.q_dtype)) : 0.f;
+    x_s[g][d] = x;
+    const float a = fabsf(x);
+    if (a == a) atomicMax(&mbits[g], __float_as_uint(a));  // a NaN is passed over, as by std::max
+  }
+  __syncthreads();
+  if (threadIdx.x < kMaxGroup)
+    t[threadIdx.x] = sa::page_code::query_scale(double(__uint_as_float(mbits[threadIdx.x])), 2 * D);
+  __syncthreads();
+  auto *bytes = reinterpret_cast<int8_t *>(cols);
+  for (int e = threadIdx.x; e < kMaxGroup * D; e += blockDim.x) {
+    const int g = e / D, d = e % D;
+    // |x|'s code is |x's code|: the division and the rounding are both sign-symmetric.
+    const int v = sa::page_code::query_code(x_s[g][d], t[g]), a = v < 0 ? -v : v;
+    const int vh = (v + 128) >> 8, ah = (a + 128) >> 8;
+    bytes[QueryColumns<D>::at(2 * g) * 4 + d] = int8_t(vh);
+    bytes[QueryColumns<D>::at(2 * g + 1) * 4 + d] = int8_t(v - 256 * vh);
+    bytes[QueryColumns<D>::at(2 * g) * 4 + D + d] = int8_t(ah);
+    bytes[QueryColumns<D>::at(2 * g + 1) * 4 + D + d] = int8_t(a - 256 * ah);
+  }
+  __syncthreads();
+}
+
+// One block's run of tiles of query i and list h: rows of codes [n_rows][2 D] and (s, A)
+// [n_rows] (the list's), its scores out[g * n_rows + r] and its row maxima row_max[g]
+// (order_bits, raised with atomics). Blocks past the row's tiles return at once.
+template <int D, bool RANGES, int SETS>
+__device__ __forceinline__ void page_bounds_tiles(const Common &c, int i, int h, const void *q_base, int64_t q_off,
+                                                  const int8_t *codes, const float2 *scales, int64_t n_rows,
+                                                  int item, int64_t tiles_per_block, float *out, unsigned *row_max) {
+  constexpr int RC = 2 * D / 16;  // 16-byte chunks of a row
+  constexpr int CH = RC / 4;      // chunks a lane reads of each of its two rows (chunk tq + 4 j)
+  constexpr int TILE = int(pipe_tile_bytes(D));
+  // A row's chunk col is stored at col ^ 4 (row & 1): the fragment reads (8 rows, 4 chunks a
+  // row, 8 lanes a shared-memory wavefront) then fall on distinct banks.
+  extern __shared__ __align__(16) unsigned char ring_s[];  // [warps][kPipeStages][TILE]
+  __shared__ uint32_t q_s[QueryColumns<D>::kWords];
+  __shared__ float x_s[kMaxGroup][D];
+  __shared__ float t_s[kMaxGroup];
+  __shared__ unsigned m_s[kMaxGroup];
   __shared__ float max_s[kPipeWarps][kMaxGroup];
-  const int i = blockIdx.z, h = blockIdx.y;
   const int warps = blockDim.x >> 5, warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gid = lane >> 2, tq = lane & 3;
-  const uint16_t *hb = rows_hi + int64_t(h) * head_stride * D, *lb = rows_lo + int64_t(h) * head_stride * D;
   const int64_t n_tiles = (n_rows + 15) / 16, t_begin = int64_t(blockIdx.x) * tiles_per_block;
+  if (t_begin >= n_tiles) return;  // the whole block: a shorter sequence of a batch
   const int64_t t_end = t_begin + tiles_per_block < n_tiles ? t_begin + tiles_per_block : n_tiles;
-  // This warp's tiles: t_begin + warp + k * warps.
   const int my_tiles = t_end > t_begin + warp ? int((t_end - t_begin - warp + warps - 1) / warps) : 0;
-  uint16_t *ring = ring_s + warp * kPipeStages * TILE;
+  unsigned char *ring = ring_s + warp * kPipeStages * TILE;
   auto issue = [&](int k) {  // tile k of the warp into stage k % kPipeStages; a group even when none is left
     if (k < my_tiles) {
       const int64_t p = (t_begin + warp + int64_t(k) * warps) * 16;
-      uint16_t *st = ring + (k % kPipeStages) * TILE;
+      unsigned char *st = ring + (k % kPipeStages) * TILE;
 #pragma unroll
-      for (int x = lane; x < 2 * 16 * ROW_CHUNKS; x += 32) {
-        const int part = x / (16 * ROW_CHUNKS), row = (x / ROW_CHUNKS) % 16, col = x % ROW_CHUNKS;
+      for (int x = lane; x < 16 * RC; x += 32) {
+        const int row = x / RC, col = x % RC;
         const bool valid = p + row < n_rows;
-        const uint16_t *src = (part ? lb : hb) + (valid ? (p + row) * D : 0) + col * 8;
-        copy16_async(st + (part * 16 + row) * D + (col ^ (row & 7)) * 8, src, valid);
+        copy16_async(st + row * 2 * D + ((col ^ ((row & 1) << 2)) * 16),
+                     codes + (valid ? (p + row) * 2 * D : 0) + col * 16, valid);
+      }
+      if (lane < 16) {
+        const bool valid = p + lane < n_rows;
+        copy8_async(st + 32 * D + lane * sizeof(float2), scales + (valid ? p + lane : 0), valid);
       }
     }
     commit_async();
   };
 #pragma unroll
   for (int k = 0; k < kPipeStages - 1; ++k) issue(k);
-  const uint16_t *q = static_cast<const uint16_t *>(c.q) + i * c.q_s0 + int64_t(h) * c.G * c.q_s1;
-  for (int e = threadIdx.x; e < kMaxGroup * D; e += blockDim.x) {
-    const int g = e / D, d = e % D;
-    q_s[g][d] = g < c.G ? q[g * c.q_s1 + d * c.q_s2] : uint16_t(0);
-  }
-  __syncthreads();
-  // B of chunk j (j < CH: hi, q+; else lo, q-), half k: terms 8 * chunk + 4 * k + {0, 1} and {2, 3}.
-  uint32_t bq[2 * CH][2][2];
+  code_queries<D>(c, q_base, q_off, q_s, x_s, t_s, m_s);
+  // B of chunk j (chunk tq + 4 j), word w: column gid of the set (member gid / 2 + 4 set, half
+  // gid & 1) at the codes of bytes 16 chunk + 4 w .. + 3.
+  uint32_t bq[SETS][CH][4];
 #pragma unroll
-  for (int j = 0; j < 2 * CH; ++j) {
-    const int chunk = (j % CH) * 4 + tq;
-    const uint4 raw = *reinterpret_cast<const uint4 *>(&q_s[gid][chunk * 8]);
+  for (int set = 0; set < SETS; ++set)
 #pragma unroll
-    for (int k = 0; k < 2; ++k)
+    for (int j = 0; j < CH; ++j)
 #pragma unroll
-      for (int x = 0; x < 2; ++x) {
-        const uint32_t w = word_of(raw, 2 * k + x);
-        uint32_t keep = 0;  // the halves whose sign is the part's (hi: positive, lo: negative)
+      for (int w = 0; w < 4; ++w) bq[set][j][w] = q_s[QueryColumns<D>::at(8 * set + gid) + (tq + 4 * j) * 4 + w];
+  float qt[SETS];
 #pragma unroll
-        for (int half = 0; half < 2; ++half) {
-          const bool negative = (w >> (16 * half + 15)) & 1u;
-          if (negative == (j >= CH)) keep |= 0xffffu << (16 * half);
-        }
-        bq[j][k][x] = w & keep;
-      }
-  }
+  for (int set = 0; set < SETS; ++set) qt[set] = t_s[4 * set + tq];
   int64_t lo, hi;
   candidate_range(c, i, lo, hi);
-  float *out = scores + (int64_t(i) * c.H + h) * c.G * n_rows;
-  float best[2] = {-INFINITY, -INFINITY};  // members 2 tq and 2 tq + 1
+  float best[SETS];
+#pragma unroll
+  for (int set = 0; set < SETS; ++set) best[set] = -INFINITY;
   for (int k = 0; k < my_tiles; ++k) {
     issue(k + kPipeStages - 1);
     wait_async<kPipeStages - 1>();  // tile k's copies of this lane have landed
     __syncwarp();                   // and every lane's
-    const uint16_t *st = ring + (k % kPipeStages) * TILE;
+    const unsigned char *st = ring + (k % kPipeStages) * TILE;
     const int64_t p0 = (t_begin + warp + int64_t(k) * warps) * 16 + gid, p1 = p0 + 8;
-    float d[4] = {0.f, 0.f, 0.f, 0.f};
+    int d[SETS][4] = {};
 #pragma unroll
-    for (int j = 0; j < 2 * CH; ++j) {
-      const int chunk = (j % CH) * 4 + tq, part = j >= CH;
-      const uint4 a0 = *reinterpret_cast<const uint4 *>(st + (part * 16 + gid) * D + (chunk ^ (gid & 7)) * 8);
-      const uint4 a1 = *reinterpret_cast<const uint4 *>(st + (part * 16 + gid + 8) * D + (chunk ^ (gid & 7)) * 8);
+    for (int j = 0; j < CH; ++j) {
+      const int at = ((tq + 4 * j) ^ ((gid & 1) << 2)) * 16;
+      const uint4 a0 = *reinterpret_cast<const uint4 *>(st + gid * 2 * D + at);
+      const uint4 a1 = *reinterpret_cast<const uint4 *>(st + (gid + 8) * 2 * D + at);
 #pragma unroll
-      for (int k2 = 0; k2 < 2; ++k2) {
-        const uint32_t a[4] = {word_of(a0, 2 * k2), word_of(a1, 2 * k2), word_of(a0, 2 * k2 + 1),
-                               word_of(a1, 2 * k2 + 1)};
-        mma_16816<T>(d, a, bq[j][k2][0], bq[j][k2][1]);
+      for (int set = 0; set < SETS; ++set) {
+        mma_16832_s8(d[set], a0.x, a1.x, a0.y, a1.y, bq[set][j][0], bq[set][j][1]);
+        mma_16832_s8(d[set], a0.z, a1.z, a0.w, a1.w, bq[set][j][2], bq[set][j][3]);
       }
     }
+    const float2 sa0 = *reinterpret_cast<const float2 *>(st + 32 * D + gid * sizeof(float2));
+    const float2 sa1 = *reinterpret_cast<const float2 *>(st + 32 * D + (gid + 8) * sizeof(float2));
+    const bool live0 = p0 < n_rows && item_live<RANGES>(c, h, i, p0, item, lo, hi);
+    const bool live1 = p1 < n_rows && item_live<RANGES>(c, h, i, p1, item, lo, hi);
 #pragma unroll
-    for (int x = 0; x < 4; ++x) {
-      const int64_t r = x < 2 ? p0 : p1;
-      const int g = 2 * tq + (x & 1);
-      const bool live = r < n_rows && item_live<RANGES>(c, h, i, r, item, lo, hi);
-      const float sc = live ? d[x] * c.scale_log2 : -INFINITY;
-      if (g < c.G && r < n_rows) {
-        out[int64_t(g) * n_rows + r] = sc;
-        best[x & 1] = fmaxf(best[x & 1], sc);
+    for (int set = 0; set < SETS; ++set) {
+      const int g = 4 * set + tq;
+      const float b0 = sa::page_code::page_bound(int64_t(d[set][0] * 256 + d[set][1]), sa0.x, sa0.y, qt[set]);
+      const float b1 = sa::page_code::page_bound(int64_t(d[set][2] * 256 + d[set][3]), sa1.x, sa1.y, qt[set]);
+      const float sc0 = live0 ? b0 : -INFINITY, sc1 = live1 ? b1 : -INFINITY;
+      if (g < c.G) {
+        if (p0 < n_rows) out[int64_t(g) * n_rows + p0] = sc0;
+        if (p1 < n_rows) out[int64_t(g) * n_rows + p1] = sc1;
+        best[set] = fmaxf(best[set], fmaxf(sc0, sc1));
       }
     }
     __syncwarp();  // the stage is read before the next issue loads it again
   }
   wait_async<0>();
 #pragma unroll
-  for (int o = 4; o < 32; o *= 2) {
-    best[0] = fmaxf(best[0], __shfl_xor_sync(0xffffffffu, best[0], o));
-    best[1] = fmaxf(best[1], __shfl_xor_sync(0xffffffffu, best[1], o));
-  }
-  if (lane < 4) {
-    max_s[warp][2 * lane] = best[0];
-    max_s[warp][2 * lane + 1] = best[1];
-  }
+  for (int set = 0; set < SETS; ++set)
+#pragma unroll
+    for (int o = 4; o < 32; o *= 2) best[set] = fmaxf(best[set], __shfl_xor_sync(0xffffffffu, best[set], o));
+  if (lane < 4)
+#pragma unroll
+    for (int set = 0; set < SETS; ++set) max_s[warp][4 * set + lane] = best[set];
   __syncthreads();
-  if (threadIdx.x < c.G) {
+  if (threadIdx.x < c.G && threadIdx.x < 4 * SETS) {
     float mx = -INFINITY;
     for (int w = 0; w < warps; ++w) mx = fmaxf(mx, max_s[w][threadIdx.x]);
-    if (mx != -INFINITY) atomicMax(&row_max[(int64_t(i) * c.H + h) * c.G + threadIdx.x], order_bits(mx));
+    if (mx != -INFINITY) atomicMax(&row_max[threadIdx.x], order_bits(mx));
   }
 }
 
-template <class T, int MAXG>
-void launch_scores_g(const Common &c, const uint16_t *a, const uint16_t *b, int64_t head_stride, int64_t n_rows,
-                     int item, float *scores, unsigned *row_max, cudaStream_t s) {
-  const int rows_per_block = (kThreads / (c.D / 8)) * kScoreSteps;
-  const dim3 grid(unsigned((n_rows + rows_per_block - 1) / rows_per_block), c.H, c.n_q);
-  if (c.D == 64)
-    row_scores_kernel<T, 64, MAXG><<<grid, kThreads, 0, s>>>(c, a, b, head_stride, n_rows, item, scores, row_max);
-  else if (c.D == 128)
-    row_scores_kernel<T, 128, MAXG><<<grid, kThreads, 0, s>>>(c, a, b, head_stride, n_rows, item, scores, row_max);
-  else
-    row_scores_kernel<T, 256, MAXG><<<grid, kThreads, 0, s>>>(c, a, b, head_stride, n_rows, item, scores, row_max);
-  check_cuda(cudaGetLastError(), "selection scores launch");
+// One query's pages: grid (run of tiles, list, query).
+template <int D, bool RANGES, int SETS>
+__global__ void __launch_bounds__(kPipeWarps * 32, 1)
+    page_bounds_kernel(const Common c, const int8_t *codes, const float2 *scales, int64_t head_stride,
+                       int64_t n_rows, int item, int64_t tiles_per_block, float *scores, unsigned *row_max) {
+  const int i = blockIdx.z, h = blockIdx.y;
+  page_bounds_tiles<D, RANGES, SETS>(c, i, h, c.q, i * c.q_s0 + int64_t(h) * c.G * c.q_s1,
+                                     codes + int64_t(h) * head_stride * 2 * D, scales + int64_t(h) * head_stride,
+                                     n_rows, item, tiles_per_block, scores + (int64_t(i) * c.H + h) * c.G * n_rows,
+                                     row_max + (int64_t(i) * c.H + h) * c.G);
 }
 
-template <class T>
-void launch_scores(const Common &c, const uint16_t *a, const uint16_t *b, int64_t head_stride, int64_t n_rows, int item,
-                   float *scores, unsigned *row_max, cudaStream_t s) {
-  if (c.G == 1) launch_scores_g<T, 1>(c, a, b, head_stride, n_rows, item, scores, row_max, s);
-  else if (c.G == 2) launch_scores_g<T, 2>(c, a, b, head_stride, n_rows, item, scores, row_max, s);
-  else if (c.G <= 4) launch_scores_g<T, 4>(c, a, b, head_stride, n_rows, item, scores, row_max, s);
-  else launch_scores_g<T, kMaxGroup>(c, a, b, head_stride, n_rows, item, scores, row_max, s);
+// sa_select_batch: grid (run of tiles, KV head, sequence); sequence b of the chunk is query b.
+template <int D, int SETS>
+__global__ void __launch_bounds__(kPipeWarps * 32, 1)
+    batch_bounds_kernel(const Common c, const BatchTable t, int item, int64_t tiles_per_block, float *scores,
+                        unsigned *row_max) {
+  const int b = blockIdx.z, h = blockIdx.y;
+  const BatchSeq &e = t.s[b];
+  const int64_t n_rows = (e.n + item - 1) / item;
+  page_bounds_tiles<D, false, SETS>(sequence_common(c, e, b), b, h, c.q, b * c.q_s0 + int64_t(h) * c.G * c.q_s1,
+                                    e.codes + int64_t(h) * e.head_stride * 2 * D, e.scales + int64_t(h) * e.head_stride,
+                                    n_rows, item, tiles_per_block, scores + e.scores_off + int64_t(h) * c.G * n_rows,
+                                    row_max + (int64_t(b) * c.H + h) * c.G);
 }
 
-// The page bounds by resident blocks (page_bounds_pipe_kernel): one block a multiprocessor,
-// the rows' tiles shared evenly among the blocks of each (query, KV head).
-template <class T, int D, bool RANGES>
-void launch_bounds_pipe_d(const Common &c, const uint16_t *lo_rows, const uint16_t *hi_rows, int64_t head_stride,
-                          int64_t n_rows, int item, float *scores, unsigned *row_max, int device, cudaStream_t s) {
-  constexpr int kStatic = 4096;  // the kernel's own shared memory (2.3 KB for D 128), rounded up
+// Warps of a bounds block (at most max_warps, fewer where shared memory is smaller) and its
+// dynamic shared memory; opts the kernel in once per device.
+template <int D, class K>
+int bounds_warps(K kernel, int max_warps, int device, size_t *bytes, int (&opted)[64]) {
+  // The kernel's own shared memory: the query's columns and x values, and small arrays.
+  constexpr int kStatic = int(QueryColumns<D>::kWords * 4 + kMaxGroup * D * sizeof(float)) + 1024;
   int warps = (max_shared_per_block(device) - kStatic) / int(pipe_warp_bytes(D));
-  warps = warps < 1 ? 1 : warps > kPipeWarps ? kPipeWarps : warps;
-  const size_t bytes = size_t(warps) * pipe_warp_bytes(D);
-  static int opted[64] = {};
-  if (device >= 64 || opted[device] < int(bytes)) {
-    check_cuda(cudaFuncSetAttribute(page_bounds_pipe_kernel<T, D, RANGES>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                    int(bytes)),
+  warps = warps < 1 ? 1 : warps > max_warps ? max_warps : warps;
+  *bytes = size_t(warps) * pipe_warp_bytes(D);
+  if (device >= 64 || opted[device] < int(*bytes)) {
+    check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(*bytes)),
                "cudaFuncSetAttribute");
-    if (device < 64) opted[device] = int(bytes);
+    if (device < 64) opted[device] = int(*bytes);
   }
+  return warps;
+}
+
+// The page bounds of one selection by resident blocks: one block a multiprocessor, the rows'
+// tiles shared evenly among the blocks of each (query, KV head).
+template <int D, bool RANGES, int SETS>
+void launch_bounds_d(const Common &c, const int8_t *codes, const float2 *scales, int64_t head_stride, int64_t n_rows,
+                     int item, float *scores, unsigned *row_max, int device, cudaStream_t s) {
+  static int opted[64] = {};
+  size_t bytes = 0;
+  const int warps = bounds_warps<D>(page_bounds_kernel<D, RANGES, SETS>, kPipeWarps, device, &bytes, opted);
   const int64_t n_tiles = (n_rows + 15) / 16, rows = int64_t(c.H) * c.n_q;
   int64_t blocks = sm_count(device) / rows;
   blocks = blocks < 1 ? 1 : blocks > n_tiles ? n_tiles : blocks;
   const int64_t per_block = (n_tiles + blocks - 1) / blocks;
   blocks = (n_tiles + per_block - 1) / per_block;
-  page_bounds_pipe_kernel<T, D, RANGES><<<dim3(unsigned(blocks), c.H, c.n_q), warps * 32, bytes, s>>>(
-      c, lo_rows, hi_rows, head_stride, n_rows, item, per_block, scores, row_max);
+  page_bounds_kernel<D, RANGES, SETS><<<dim3(unsigned(blocks), c.H, c.n_q), warps * 32, bytes, s>>>(
+      c, codes, scales, head_stride, n_rows, item, per_block, scores, row_max);
   check_cuda(cudaGetLastError(), "page bounds launch");
 }
 
-template <class T>
-void launch_bounds_pipe(const Common &c, const uint16_t *lo_rows, const uint16_t *hi_rows, int64_t head_stride,
-                        int64_t n_rows, int item, float *scores, unsigned *row_max, int device, cudaStream_t s) {
-  const bool ranges = c.min_pos != nullptr;
-  if (c.D == 64 && ranges)
-    launch_bounds_pipe_d<T, 64, true>(c, lo_rows, hi_rows, head_stride, n_rows, item, scores, row_max, device, s);
-  else if (c.D == 64)
-    launch_bounds_pipe_d<T, 64, false>(c, lo_rows, hi_rows, head_stride, n_rows, item, scores, row_max, device, s);
-  else if (ranges)
-    launch_bounds_pipe_d<T, 128, true>(c, lo_rows, hi_rows, head_stride, n_rows, item, scores, row_max, device, s);
-  else
-    launch_bounds_pipe_d<T, 128, false>(c, lo_rows, hi_rows, head_stride, n_rows, item, scores, row_max, device, s);
+template <int D>
+void launch_bounds_g(const Common &c, const int8_t *codes, const float2 *scales, int64_t head_stride, int64_t n_rows,
+                     int item, float *scores, unsigned *row_max, int device, cudaStream_t s) {
+  const bool ranges = c.min_pos != nullptr, wide = c.G > 4;
+  if (ranges && wide) launch_bounds_d<D, true, 2>(c, codes, scales, head_stride, n_rows, item, scores, row_max, device, s);
+  else if (ranges) launch_bounds_d<D, true, 1>(c, codes, scales, head_stride, n_rows, item, scores, row_max, device, s);
+  else if (wide) launch_bounds_d<D, false, 2>(c, codes, scales, head_stride, n_rows, item, scores, row_max, device, s);
+  else launch_bounds_d<D, false, 1>(c, codes, scales, head_stride, n_rows, item, scores, row_max, device, s);
+}
+
+void launch_bounds(const Common &c, const int8_t *codes, const float2 *scales, int64_t head_stride, int64_t n_rows,
+                   int item, float *scores, unsigned *row_max, int device, cudaStream_t s) {
+  if (c.D == 64) launch_bounds_g<64>(c, codes, scales, head_stride, n_rows, item, scores, row_max, device, s);
+  else if (c.D == 128) launch_bounds_g<128>(c, codes, scales, head_stride, n_rows, item, scores, row_max, device, s);
+  else launch_bounds_g<256>(c, codes, scales, head_stride, n_rows, item, scores, row_max, device, s);
+}
+
+// A batch chunk's bounds: runs of kBatchTileWarps warps x 8 tiles (1024 pages at 8 warps), so
+// that short sequences make few blocks and long ones enough to fill the device.
+constexpr int kBatchWarps = 4;
+template <int D, int SETS>
+void launch_batch_bounds_d(const Common &c, const BatchTable &t, int count, int64_t max_rows, int item, float *scores,
+                           unsigned *row_max, int device, cudaStream_t s) {
+  static int opted[64] = {};
+  size_t bytes = 0;
+  const int warps = bounds_warps<D>(batch_bounds_kernel<D, SETS>, kBatchWarps, device, &bytes, opted);
+  const int64_t per_block = int64_t(warps) * 8, n_tiles = (max_rows + 15) / 16;
+  const dim3 grid(unsigned((n_tiles + per_block - 1) / per_block), c.H, unsigned(count));
+  batch_bounds_kernel<D, SETS><<<grid, warps * 32, bytes, s>>>(c, t, item, per_block, scores, row_max);
+  check_cuda(cudaGetLastError(), "batch selection bounds launch");
+}
+void launch_batch_bounds(const Common &c, const BatchTable &t, int count, int64_t max_rows, int item, float *scores,
+                         unsigned *row_max, int device, cudaStream_t s) {
+  const bool wide = c.G > 4;
+  if (c.D == 64) wide ? launch_batch_bounds_d<64, 2>(c, t, count, max_rows, item, scores, row_max, device, s)
+                      : launch_batch_bounds_d<64, 1>(c, t, count, max_rows, item, scores, row_max, device, s);
+  else if (c.D == 128) wide ? launch_batch_bounds_d<128, 2>(c, t, count, max_rows, item, scores, row_max, device, s)
+                            : launch_batch_bounds_d<128, 1>(c, t, count, max_rows, item, scores, row_max, device, s);
+  else wide ? launch_batch_bounds_d<256, 2>(c, t, count, max_rows, item, scores, row_max, device, s)
+            : launch_batch_bounds_d<256, 1>(c, t, count, max_rows, item, scores, row_max, device, s);
 }
 
 // sa_select_batch over a paged cache: each chosen slot j of the sequence becomes the physical
@@ -2016,23 +2012,12 @@ void index_select(const sa_plugin_index &ix, const sa_plugin_select_args &a, boo
   auto *lists = reinterpret_cast<int2 *>(static_cast<char *>(b.scratch) + partial_at + partial_bytes);
   auto *row_max = static_cast<unsigned *>(b.zeroed);  // the scores' row maxima
   int *sel = passes || spread ? reinterpret_cast<int *>(static_cast<char *>(b.zeroed) + row_max_bytes) : nullptr;
-  const auto *keys = static_cast<const uint16_t *>(ix.page_min);
-  const auto *keys_b = static_cast<const uint16_t *>(ix.page_max);
   const int64_t head_stride = ix.capacity / ix.page;
-  // Page bounds on the tensor cores: queries of the index's dtype (split into q+ and q-
-  // exactly), D 64 or 128.
-  const bool mma = page && q.dtype == ix.dtype && (ix.dim == 64 || ix.dim == 128);
   if (n_items > 0) {
     if (!page)
       launch_exact_scores(c, exact, n_items, scores, partial, norm, stream);
-    else if (mma)
-      ix.dtype == SA_DTYPE_F16
-          ? launch_bounds_pipe<F16>(c, keys, keys_b, head_stride, n_items, item, scores, row_max, ix.device, stream)
-          : launch_bounds_pipe<BF16>(c, keys, keys_b, head_stride, n_items, item, scores, row_max, ix.device, stream);
-    else if (ix.dtype == SA_DTYPE_F16)
-      launch_scores<F16>(c, keys, keys_b, head_stride, n_items, item, scores, row_max, stream);
     else
-      launch_scores<BF16>(c, keys, keys_b, head_stride, n_items, item, scores, row_max, stream);
+      launch_bounds(c, ix.page_codes, ix.page_scales, head_stride, n_items, item, scores, row_max, ix.device, stream);
     if (!staged && !spread && !chosen) {  // chosen: the first radix pass makes the masses
       const unsigned mb = unsigned((n_items + 255) / 256 < 1024 ? (n_items + 255) / 256 : 1024);
       mass_kernel<<<dim3(mb, H, n_q), 256, 0, stream>>>(c, scores, norm, page ? row_max : nullptr, n_items, item, !page,
@@ -2139,7 +2124,6 @@ bool index_select_batch(const sa_plugin_select_batch_args &a) {
                                            size_t(total_items) * H * G * sizeof(float));
   Common c = query_common(q, H, G, first.dim, a.sinks, a.window, a.scale);  // q, n, positions per chunk
   const int64_t n_sel = a.top_k / item > 0 ? a.top_k / item : 1;
-  const int rows_per_block = (kThreads / (c.D / 8)) * kScoreSteps;
   const size_t q_elem = q.dtype == SA_DTYPE_F32 ? 4 : 2;
   static int opted[64] = {};
   allow_staged_shared(batch_top_kernel, opted, first.device, staged_bytes);
@@ -2151,8 +2135,8 @@ bool index_select_batch(const sa_plugin_select_batch_args &a) {
     for (int b = 0; b < count; ++b) {
       const sa_plugin_index &ix = *a.indexes[c0 + b];
       const int64_t items = (ix.size + item - 1) / item;
-      t.s[b] = BatchSeq{static_cast<const uint16_t *>(ix.page_min), static_cast<const uint16_t *>(ix.page_max),
-                        ix.capacity / item, ix.size, a.query_positions[c0 + b], chunk_items * H * G};
+      t.s[b] = BatchSeq{ix.page_codes, ix.page_scales, ix.capacity / item, ix.size, a.query_positions[c0 + b],
+                        chunk_items * H * G};
       chunk_items += items;
       chunk_max = items > chunk_max ? items : chunk_max;
     }
@@ -2161,27 +2145,7 @@ bool index_select_batch(const sa_plugin_select_batch_args &a) {
     float *scores = static_cast<float *>(buf.scratch) + scores_before * H * G;
     unsigned *row_max = static_cast<unsigned *>(buf.zeroed) + c0 * H * G;
     int32_t *o = static_cast<int32_t *>(out.data) + c0 * out.strides[0];
-    if (chunk_max > 0) {
-      const dim3 grid(unsigned((chunk_max + rows_per_block - 1) / rows_per_block), H, count);
-      const bool f16 = first.dtype == SA_DTYPE_F16;
-      auto launch = [&](auto group) {
-        constexpr int MG = decltype(group)::value;
-        if (c.D == 64)
-          f16 ? batch_bounds_kernel<F16, 64, MG><<<grid, kThreads, 0, stream>>>(c, t, item, scores, row_max)
-              : batch_bounds_kernel<BF16, 64, MG><<<grid, kThreads, 0, stream>>>(c, t, item, scores, row_max);
-        else if (c.D == 128)
-          f16 ? batch_bounds_kernel<F16, 128, MG><<<grid, kThreads, 0, stream>>>(c, t, item, scores, row_max)
-              : batch_bounds_kernel<BF16, 128, MG><<<grid, kThreads, 0, stream>>>(c, t, item, scores, row_max);
-        else
-          f16 ? batch_bounds_kernel<F16, 256, MG><<<grid, kThreads, 0, stream>>>(c, t, item, scores, row_max)
-              : batch_bounds_kernel<BF16, 256, MG><<<grid, kThreads, 0, stream>>>(c, t, item, scores, row_max);
-      };
-      if (G == 1) launch(std::integral_constant<int, 1>{});
-      else if (G == 2) launch(std::integral_constant<int, 2>{});
-      else if (G <= 4) launch(std::integral_constant<int, 4>{});
-      else launch(std::integral_constant<int, kMaxGroup>{});
-      check_cuda(cudaGetLastError(), "batch selection bounds launch");
-    }
+    if (chunk_max > 0) launch_batch_bounds(c, t, count, chunk_max, item, scores, row_max, first.device, stream);
     batch_top_kernel<<<dim3(H, count), kTopThreads, staged_bytes, stream>>>(
         c, t, scores, row_max, item, n_sel, o, out.strides[0], out.strides[1], out.strides[2], out.shape[2]);
     check_cuda(cudaGetLastError(), "batch top-k launch");

@@ -18,17 +18,15 @@
 #include <cstdint>
 
 #include "kernels/kernels.hpp"
+#include "select/page_code.hpp"
 
 namespace sa {
-
-// Largest |code|: the scale maps the page's largest magnitude to kPageCodeSpan, leaving room
-// for a radius code that absorbs rounding (|c| + 1 and r + 2 stay <= 127).
-constexpr int kPageCodeSpan = 124;
 
 // Codes of one page and head from its elementwise lo <= hi over D dimensions: centre[d] and
 // radius[d] (0 <= radius <= 127), *scale >= 0, and *magnitude >= scale * sum_d (|centre[d]| +
 // radius[d]). A page whose values are not all finite gets scale and magnitude +inf (its bound
-// is +inf: always a candidate, never wrongly dropped).
+// is +inf: always a candidate, never wrongly dropped). The steps are page_code.hpp's, which
+// the CUDA plugin's index runs too.
 void quantize_page_bound(const float *lo, const float *hi, int64_t D, int8_t *centre, int8_t *radius, float *scale,
                          float *magnitude);
 

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "cuda_helpers.cuh"
+#include "page_code_reference.hpp"
 #include "sparseattn.h"
 
 namespace {
@@ -199,7 +200,8 @@ struct SelCase {
 };
 
 // Masses by the documented rules, in double. exact: per slot, the group's mean softmax
-// probability over visible slots; page: per page, sum_g 2^(log2e*scale*(bound - max bound)).
+// probability over visible slots; page: per page, sum_g 2^(bound - max bound), the bound the
+// CPU page selector's coded one (a base-2 logit).
 void check_select(Ctx &c, const SelCase &k, uint64_t seed) {
   std::mt19937_64 rng(seed);
   std::normal_distribution<float> nd(0.f, 1.f);
@@ -247,16 +249,19 @@ void check_select(Ctx &c, const SelCase &k, uint64_t seed) {
             for (int d = 0; d < k.D; ++d) s += double(from_bf16(qq[d])) * from_bf16(keys[(size_t(r) * k.Hkv + h) * k.D + d]);
           } else {
             if (!(r * item <= hi && (r + 1) * item - 1 >= lo && lo <= hi)) continue;
+            std::vector<float> mn(size_t(k.D), INFINITY), mx(size_t(k.D), -INFINITY), qf(size_t(k.D));
             for (int d = 0; d < k.D; ++d) {
-              double mn = INFINITY, mx = -INFINITY;
               for (int64_t sl = r * item; sl < std::min<int64_t>((r + 1) * item, k.n); ++sl) {
-                const double kv = from_bf16(keys[(size_t(sl) * k.Hkv + h) * k.D + d]);
-                mn = std::min(mn, kv);
-                mx = std::max(mx, kv);
+                const float kv = from_bf16(keys[(size_t(sl) * k.Hkv + h) * k.D + d]);
+                mn[size_t(d)] = std::min(mn[size_t(d)], kv);
+                mx[size_t(d)] = std::max(mx[size_t(d)], kv);
               }
-              const double qd = from_bf16(qq[d]);
-              s += std::max(qd * mn, qd * mx);
+              qf[size_t(d)] = from_bf16(qq[d]);
             }
+            // The coded bound, a base-2 logit (page_code_reference.hpp).
+            sc[size_t(g)][size_t(r)] = coded_bound(code_page(mn.data(), mx.data(), k.D),
+                                                   code_query(qf.data(), k.D, default_scale(k.D)));
+            continue;
           }
           sc[size_t(g)][size_t(r)] = s * scale;
         }
@@ -264,13 +269,13 @@ void check_select(Ctx &c, const SelCase &k, uint64_t seed) {
       for (int g = 0; g < G; ++g) {
         double m = -INFINITY, z = 0;
         for (double s : sc[size_t(g)]) m = std::max(m, s);
-        for (double s : sc[size_t(g)]) z += std::exp(s - m);
+        for (double s : sc[size_t(g)]) z += exact ? std::exp(s - m) : 0.0;
         for (int64_t r = 0; r < n_items; ++r) {
           const bool cand = lo <= hi && r * item <= hi && (r + 1) * item - 1 >= lo;
           if (!cand) continue;
           if (mass[size_t(r)] < 0) mass[size_t(r)] = 0;
           const double s = sc[size_t(g)][size_t(r)];
-          mass[size_t(r)] += exact ? std::exp(s - m) / z / G : std::exp(s - m);
+          mass[size_t(r)] += exact ? std::exp(s - m) / z / G : std::exp2(s - m);
         }
       }
       // Threshold: the n_sel-th largest reference mass.

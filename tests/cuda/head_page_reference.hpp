@@ -1,11 +1,14 @@
-// What a device page index should hold and select, kept on the host in double precision
-// independently of the library: per KV head each slot's position and each page's key bounds,
-// folded at appends and widened by refills (the device keeps no keys, so a refill widens the
-// bounds of its page to the new key and never tightens them). check_row judges a device
-// selection row of one KV head against the rule of sa_select on a device page index: the
-// head's sinks and window slots, plus the candidate slots (sinks <= position <= p - window) of
-// the top_k / page_size pages of largest Quest mass among the pages whose position range
-// overlaps [sinks, p - window], in ascending slot order, then -1.
+// What a device page index should hold and select, kept on the host independently of the
+// library's kernels: per KV head each slot's position, each page's exact key bounds and its
+// coded bound (the CPU page selector's, page_code_reference.hpp). Appends code a touched page
+// from its keys' exact min and max; a refill widens its page's bound to the new keys: the
+// partial last page's exact min and max, any other page's decoded bound s (c -+ r), coded again
+// once per page and refill (the device keeps no keys, so it never tightens a bound). check_row
+// judges a device selection row of one KV head against the rule of sa_select on a device page
+// index: the head's sinks and window slots, plus the candidate slots (sinks <= position <=
+// p - window) of the top_k / page_size pages of largest mass (sum over the group of
+// 2^(bound - the head's best bound)) among the pages whose position range overlaps
+// [sinks, p - window], in ascending slot order, then -1.
 #pragma once
 
 #include <gtest/gtest.h>
@@ -16,12 +19,13 @@
 #include <set>
 #include <vector>
 
+#include "page_code_reference.hpp"
 #include "sparseattn.h"
 
 class HeadPages {
  public:
   HeadPages(int heads, int dim, int page) : H_(heads), D_(dim), P_(page), pos_(size_t(heads)), lo_(size_t(heads)),
-                                             hi_(size_t(heads)) {}
+                                             hi_(size_t(heads)), coded_(size_t(heads)) {}
 
   int64_t max_position() const { return max_; }
 
@@ -40,17 +44,41 @@ class HeadPages {
       ++size_;
     }
     max_ += n;
+    for (int h = 0; h < H_; ++h) {
+      coded_[size_t(h)].resize(size_t((size_ + P_ - 1) / P_));
+      for (int64_t p = (size_ - n) / P_; p < (size_ + P_ - 1) / P_; ++p)
+        coded_[size_t(h)][size_t(p)] = code_page(&lo_[size_t(h)][size_t(p) * D_], &hi_[size_t(h)][size_t(p) * D_], D_);
+    }
   }
 
   // Head h's slot slots[h * n + i] takes key row i at positions[h * n + i].
   void refill_heads(const std::vector<float> &values, const std::vector<int32_t> &slots,
                     const std::vector<int64_t> &positions, int64_t n) {
-    for (int h = 0; h < H_; ++h)
+    for (int h = 0; h < H_; ++h) {
+      std::vector<int64_t> pages;  // refilled, in order of first appearance
       for (int64_t i = 0; i < n; ++i) {
         const int32_t s = slots[size_t(h * n + i)];
         pos_[size_t(h)][size_t(s)] = positions[size_t(h * n + i)];
-        widen(h, s, &values[(size_t(i) * H_ + h) * D_]);
+        if (std::find(pages.begin(), pages.end(), s / P_) == pages.end()) pages.push_back(s / P_);
       }
+      for (int64_t p : pages) {
+        const bool open = size_ % P_ != 0 && p == size_ / P_;
+        std::vector<double> lo(static_cast<size_t>(D_)), hi(static_cast<size_t>(D_));
+        if (!open) decode_page(coded_[size_t(h)][size_t(p)], D_, lo.data(), hi.data());
+        for (int64_t i = 0; i < n; ++i) {
+          const int32_t s = slots[size_t(h * n + i)];
+          if (s / P_ != p) continue;
+          const float *key = &values[(size_t(i) * H_ + h) * D_];
+          if (open) widen(h, s, key);
+          for (int d = 0; d < D_; ++d) {
+            lo[size_t(d)] = std::min(lo[size_t(d)], double(key[d]));
+            hi[size_t(d)] = std::max(hi[size_t(d)], double(key[d]));
+          }
+        }
+        coded_[size_t(h)][size_t(p)] = open ? code_page(&lo_[size_t(h)][size_t(p) * D_], &hi_[size_t(h)][size_t(p) * D_], D_)
+                                            : code_page(lo.data(), hi.data(), D_);
+      }
+    }
     max_ = -1;
     for (const auto &row : pos_) max_ = std::max(max_, *std::max_element(row.begin(), row.end()));
   }
@@ -76,23 +104,17 @@ class HeadPages {
       }
       if (use_lo <= use_hi && mn <= use_hi && mx >= use_lo) usable.push_back(p);
     }
-    // Quest masses of the usable pages: per query head softmax-like terms from its best page.
-    const double scale = 1.0 / std::sqrt(double(D_));
+    // Masses of the usable pages: per query head, 2^(bound - its best page's bound).
     std::vector<double> mass(usable.size(), 0.0);
     for (int g = 0; g < G; ++g) {
+      const CodedQuery cq = code_query(q + size_t(g) * D_, D_, so.scale > 0.f ? so.scale : default_scale(D_));
       std::vector<double> b(usable.size());
       double best = -INFINITY;
       for (size_t u = 0; u < usable.size(); ++u) {
-        const float *lo = &lo_[size_t(h)][size_t(usable[u]) * D_], *hi = &hi_[size_t(h)][size_t(usable[u]) * D_];
-        double s = 0;
-        for (int d = 0; d < D_; ++d) {
-          const double qd = q[size_t(g) * D_ + d];
-          s += std::max(qd * lo[d], qd * hi[d]);
-        }
-        b[u] = s * scale;
+        b[u] = coded_bound(coded_[size_t(h)][size_t(usable[u])], cq);
         best = std::max(best, b[u]);
       }
-      for (size_t u = 0; u < usable.size(); ++u) mass[u] += std::exp(b[u] - best);
+      for (size_t u = 0; u < usable.size(); ++u) mass[u] += std::exp2(b[u] - best);
     }
     const size_t n_sel = size_t(std::max(1, so.top_k / P_));
     double thr = -1;
@@ -135,5 +157,6 @@ class HeadPages {
   int H_, D_, P_;
   int64_t size_ = 0, max_ = -1;
   std::vector<std::vector<int64_t>> pos_;          // [head][slot]
-  std::vector<std::vector<float>> lo_, hi_;        // [head][page * D + d]
+  std::vector<std::vector<float>> lo_, hi_;        // [head][page * D + d]: exact (the partial page's)
+  std::vector<std::vector<CodedPage>> coded_;      // [head][page]
 };

@@ -344,7 +344,9 @@ __global__ void write_token_kernel(const int32_t *freed, int64_t freed_stride, c
 // index that learns each head's new token through sa_index_update_heads, every head's list
 // judged against the double-precision page reference (head_page_reference.hpp), the CPU
 // attending over the same lists. The CPU runs the same loop on host copies; every step's
-// freed slots must be equal, outputs within tolerance of a double reference.
+// freed slots must be equal (or, at most twice, a near tie of two slots' masses, both sides
+// within the masses' tolerance: the device then follows the CPU), outputs within tolerance of
+// a double reference.
 void run_head_decode(Ctx &c, bool paged_select) {
   constexpr int Hkv = 2, Hq = 8, G = Hq / Hkv, steps = 120, cap = 4;
   constexpr int64_t B = 256;
@@ -392,7 +394,8 @@ void run_head_decode(Ctx &c, bool paged_select) {
     ref.append(K.values, B);
   }
 
-  int by_mass = 0, heads_apart = 0, chosen_pages = 0;
+  int by_mass = 0, heads_apart = 0, chosen_pages = 0, near_ties = 0;
+  std::vector<float> gpu_mass = mass;  // the device's slot masses after the last step
   double worst_out = 0, worst_mass = 0;
   for (int t = 0; t < steps; ++t) {
     const int64_t p = B + t;
@@ -411,9 +414,22 @@ void run_head_decode(Ctx &c, bool paged_select) {
     SA_OK_(sa_cache_evict(c.gpu, &eo, &gs, &gp, &gf, n_gpu.data()));
     ASSERT_EQ(n_gpu, n_cpu) << "step " << t;
     const std::vector<int32_t> freed_gpu = to_host(dfreed, freed_cpu.size());
+    bool followed = false;
     for (int h = 0; h < Hkv; ++h) {
       ASSERT_EQ(n_cpu[size_t(h)], 1) << "step " << t;
-      ASSERT_EQ(freed_gpu[size_t(h) * cap], freed_cpu[size_t(h) * cap]) << "head " << h << " at step " << t;
+      const int32_t sg = freed_gpu[size_t(h) * cap], sc = freed_cpu[size_t(h) * cap];
+      if (sg != sc) {
+        // Only a near tie may part them: the two slots' masses within the masses' tolerance on
+        // both sides; the device then takes the CPU's slot, so the loops stay in step.
+        const double a = mass[size_t(h * B + sg)], b = mass[size_t(h * B + sc)];
+        const double ga = gpu_mass[size_t(h * B + sg)], gb = gpu_mass[size_t(h * B + sc)];
+        std::printf("step %d, head %d: the device freed slot %d (mass %.9g, device %.9g), the CPU slot %d (%.9g, "
+                    "device %.9g)\n", t, h, sg, a, ga, sc, b, gb);
+        ASSERT_LE(std::fabs(a - b), 1e-4 * std::max(std::fabs(a), std::fabs(b))) << "head " << h << " at step " << t;
+        ASSERT_LE(std::fabs(ga - gb), 1e-4 * std::max(std::fabs(ga), std::fabs(gb))) << "head " << h << " at step " << t;
+        ++near_ties;
+        followed = true;
+      }
       const int32_t s = freed_cpu[size_t(h) * cap];
       int64_t oldest = INT64_MAX;  // what StreamingLLM would evict
       for (int64_t r = 0; r < B; ++r)
@@ -422,6 +438,7 @@ void run_head_decode(Ctx &c, bool paged_select) {
       by_mass += pos[size_t(h * B + s)] != oldest;
     }
     heads_apart += pos[size_t(freed_cpu[0])] != pos[size_t(B + freed_cpu[cap])];
+    if (followed) CUDA_OK(cudaMemcpy(dfreed, freed_cpu.data(), freed_cpu.size() * 4, cudaMemcpyHostToDevice));
 
     // 2. The new token goes into each head's own slot (host copies; the device by a kernel).
     for (int h = 0; h < Hkv; ++h) {
@@ -487,11 +504,13 @@ void run_head_decode(Ctx &c, bool paged_select) {
       }
     }
     worst_mass = std::max(worst_mass, max_rel_diff(mass_gpu, mass));
+    gpu_mass = mass_gpu;
   }
   std::printf("per-head decode loop (%s): %d steps x %d KV heads, %d evictions other than the head's oldest, %d "
-              "steps whose heads evicted different tokens, %d pages chosen, worst |out - double| %.3g, worst "
-              "slot-mass relative difference device/CPU %.3g\n", paged_select ? "page index" : "dense", steps, Hkv,
-              by_mass, heads_apart, chosen_pages, worst_out, worst_mass);
+              "steps whose heads evicted different tokens, %d pages chosen, %d near ties, worst |out - double| %.3g, "
+              "worst slot-mass relative difference device/CPU %.3g\n", paged_select ? "page index" : "dense", steps,
+              Hkv, by_mass, heads_apart, chosen_pages, near_ties, worst_out, worst_mass);
+  EXPECT_LE(near_ties, 2) << "evictions parted by near ties";
   EXPECT_LT(worst_out, 2e-5) << "outputs against the double reference";
   EXPECT_LT(worst_mass, 1e-4) << "slot mass, device against CPU";
   EXPECT_GT(by_mass, steps / 2) << "the loop must exercise the mass ranking, not only the oldest slot";

@@ -3,13 +3,15 @@
 // later digits; the first candidate page (after the sinks) made the largest, so that it is
 // chosen and short. The row must be the sinks, the chosen pages' candidate slots ascending,
 // the window and padding, and the chosen pages those of the largest double-precision masses
-// (within 1e-5 of the threshold, where float rounding may order them differently).
+// over the CPU's coded bounds (page_code_reference.hpp; within 1e-5 of the threshold, where
+// float rounding may order them differently).
 #include <algorithm>
 #include <cmath>
 #include <random>
 #include <tuple>
 
 #include "cuda_helpers.cuh"
+#include "page_code_reference.hpp"
 
 namespace {
 
@@ -31,29 +33,27 @@ void check_crowded(Ctx &c, int64_t n, int D, int Hq, int Hkv, int top_k, uint64_
                                            top_k, window, sinks, width, &got));
   const int64_t pos = n - 1, lo = sinks, hi = pos - window, pages = n / page;
   const size_t n_sel = size_t(top_k / page);
-  const double scale = 1.0 / std::sqrt(double(D));
   for (int h = 0; h < Hkv; ++h) {
     std::vector<double> mass(size_t(pages), 0.0);
     for (int g = 0; g < G; ++g) {
       const uint16_t *qq = &q[size_t(h * G + g) * D];
       std::vector<double> sc(static_cast<size_t>(pages));
+      std::vector<float> qf(static_cast<size_t>(D));
+      for (int d = 0; d < D; ++d) qf[size_t(d)] = from_bf16(qq[d]);
+      const CodedQuery cq = code_query(qf.data(), D, default_scale(D));
       for (int64_t p = 0; p < pages; ++p) {
-        double s = 0;
-        for (int d = 0; d < D; ++d) {
-          double mn = INFINITY, mx = -INFINITY;
+        std::vector<float> mn(size_t(D), INFINITY), mx(size_t(D), -INFINITY);
+        for (int d = 0; d < D; ++d)
           for (int64_t sl = p * page; sl < (p + 1) * page; ++sl) {
-            const double kv = from_bf16(keys[(size_t(sl) * Hkv + h) * D + d]);
-            mn = std::min(mn, kv);
-            mx = std::max(mx, kv);
+            const float kv = from_bf16(keys[(size_t(sl) * Hkv + h) * D + d]);
+            mn[size_t(d)] = std::min(mn[size_t(d)], kv);
+            mx[size_t(d)] = std::max(mx[size_t(d)], kv);
           }
-          const double qd = from_bf16(qq[d]);
-          s += std::max(qd * mn, qd * mx);
-        }
-        sc[size_t(p)] = s * scale;
+        sc[size_t(p)] = coded_bound(code_page(mn.data(), mx.data(), D), cq);  // a base-2 logit
       }
       const int64_t cand_end = hi / page;  // candidate pages: 0 .. the page of hi
       const double m = *std::max_element(sc.begin(), sc.begin() + cand_end + 1);
-      for (int64_t p = 0; p <= cand_end; ++p) mass[size_t(p)] += std::exp(sc[size_t(p)] - m);
+      for (int64_t p = 0; p <= cand_end; ++p) mass[size_t(p)] += std::exp2(sc[size_t(p)] - m);
     }
     const int64_t cand_end = hi / page;
     std::vector<double> sorted(mass.begin(), mass.begin() + cand_end + 1);
