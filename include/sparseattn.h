@@ -296,10 +296,12 @@ SA_API int32_t sa_context_threads(const sa_context *ctx);
  * the keys (2 KiB a token in that example), or with borrow_keys nothing until
  * the first sa_index_update; either then keeps 8 bytes a slot (positions), 8
  * per slot and KV head once sa_index_update_heads is used. A page index keeps
- * only its bounds (256 bytes a token at page_size 16:
- * elementwise min and max in the index dtype; once refilled, also the positions
- * as an exact index, and each page's smallest and largest position, 16 bytes a
- * page, per KV head after sa_index_update_heads). */
+ * only its bounds, the CPU page index's very codes (132 bytes a token at
+ * page_size 16: per page and KV head 2 x head_dim int8 codes and an f32 scale
+ * and magnitude, plus 16 KiB for the last page's exact min and max while it is
+ * partial; once refilled, also the positions as an exact index, and each
+ * page's smallest and largest position, 16 bytes a page, per KV head after
+ * sa_index_update_heads). */
 typedef struct sa_index sa_index;
 
 typedef enum sa_selector_kind {
@@ -552,10 +554,12 @@ SA_API sa_status sa_index_append(sa_index *ix, const sa_tensor *keys);
  * Device indexes (see sa_select): keys are CUDA tensors on the index's device;
  * slots and positions stay host arrays (checked like the CPU's). Exact and
  * page indexes. A device page index keeps no keys, so a refill widens the
- * bounds of the slot's page to the new key (elementwise min and max, per KV
- * head): they stay upper bounds of the keys the page holds but never tighten,
- * so a page refilled many times is ranked by every key it has held (the CPU
- * recomputes a page's bounds from the keys it holds now). The refill is
+ * bounds of the slot's page to the new key (per KV head, the page's coded
+ * bound decoded, widened elementwise to the key and coded again; the partial
+ * last page widens its exact min and max): they stay upper bounds of the keys
+ * the page holds but never tighten, so a page refilled many times is ranked by
+ * every key it has held (the CPU recomputes a page's bounds from the keys it
+ * holds now; after appends alone both hold the same codes). The refill is
  * enqueued on the index's stream, like appends; slots and positions may be
  * reused when the call returns.
  *

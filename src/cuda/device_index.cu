@@ -27,56 +27,43 @@ __global__ void refill_kernel(const void *src, int src_dtype, int64_t s0, int64_
 }
 
 // The page selector keeps no keys: a refilled slot's page bound is widened to its new key. One
-// warp per (refilled entry, head); the warp of a head's first entry in a page takes every entry
-// of that page, in order (the others return), so no two warps write one page. The page's lo and
-// hi: the partial last page's exact f32 min and max (kept widened too), any other page's
-// decoded bound s (c - r), s (c + r), exact in double.
-template <class T, int D>
+// block per (refilled entry, head), one thread per dimension; the block of a head's first entry
+// in a page takes every entry of that page, in order (the others return), so no two blocks
+// write one page. The page's lo and hi: the partial last page's exact f32 min and max (kept
+// widened too), any other page's decoded bound s (c - r), s (c + r), exact in double.
+template <class T>
 __global__ void widen_kernel(const void *src, int src_dtype, int64_t s0, int64_t s1, int64_t s2, int64_t n, int H,
                              int P, const int32_t *slots, int64_t slot_stride, int8_t *codes, float2 *scales,
                              int64_t page_capacity, float *open, int64_t open_page) {
-  constexpr int K = D / 32;
-  const int64_t w = blockIdx.x * int64_t(blockDim.x >> 5) + (threadIdx.x >> 5);
-  if (w >= n * H) return;
-  const int64_t e = w / H;
-  const int h = int(w % H), lane = threadIdx.x & 31;
+  const int64_t e = blockIdx.x;
+  const int h = blockIdx.y, d = threadIdx.x, D = blockDim.x;
   const int32_t *sl = slots + h * slot_stride;
   const int64_t page = sl[e] / P;
   for (int64_t x = 0; x < e; ++x)
-    if (sl[x] / P == page) return;  // an earlier entry's warp takes this page
+    if (sl[x] / P == page) return;  // an earlier entry's block takes this page
   const int64_t b = h * page_capacity + page;
   int8_t *row = codes + b * 2 * D;
-  double lo[K], hi[K];
-  const double sc = scales[b].x;
-#pragma unroll
-  for (int k = 0; k < K; ++k) {
-    const int d = lane + 32 * k;
-    if (page == open_page) {
-      lo[k] = open[h * D + d];
-      hi[k] = open[(H + h) * D + d];
-    } else {
-      const double c = row[d], r = row[D + d];
-      lo[k] = sc * (c - r);
-      hi[k] = sc * (c + r);
-    }
+  double lo, hi;
+  if (page == open_page) {
+    lo = open[h * D + d];
+    hi = open[(H + h) * D + d];
+  } else {
+    const double sc = scales[b].x, c = row[d], r = row[D + d];
+    lo = sc * (c - r);
+    hi = sc * (c + r);
   }
   for (int64_t x = e; x < n; ++x) {
     if (sl[x] / P != page) continue;
-#pragma unroll
-    for (int k = 0; k < K; ++k) {
-      const float f = T::one(T::from(load_any(src, x * s0 + h * s1 + (lane + 32 * k) * s2, src_dtype)));
-      if (f < lo[k]) lo[k] = f;
-      if (f > hi[k]) hi[k] = f;
-    }
+    const float f = T::one(T::from(load_any(src, x * s0 + h * s1 + d * s2, src_dtype)));
+    if (f < lo) lo = f;
+    if (f > hi) hi = f;
   }
-  if (page == open_page)
-#pragma unroll
-    for (int k = 0; k < K; ++k) {
-      open[h * D + lane + 32 * k] = float(lo[k]);
-      open[(H + h) * D + lane + 32 * k] = float(hi[k]);
-    }
-  __syncwarp();  // every lane has read the row before it is written
-  quantize_page_warp<D>(lo, hi, row, scales + b);
+  if (page == open_page) {
+    open[h * D + d] = float(lo);
+    open[(H + h) * D + d] = float(hi);
+  }
+  __syncthreads();  // every thread has read the page's scale before it is written
+  quantize_page_block(lo, hi, row, scales + b);
 }
 
 // Each row's positions[r][first + s] = start + s for s < n (slot s held position s so far).
@@ -124,69 +111,36 @@ __global__ void key_append_kernel(const void *src, int src_dtype, int64_t s0, in
   }
 }
 
-// A page index's append in one launch: one warp per (touched page, head), each lane taking
-// dimensions lane, lane + 32, ... The page's exact min and max over its keys as held in the
-// index dtype (a partial first page starts from its kept f32 min and max: open slot `in`),
-// folded in slot order with strict comparisons as the CPU's refresh folds them (a NaN is passed
-// over), then quantized (quantize_page_warp); a page left partial keeps its min and max in open
-// slot 1 - in. Positions of the new slots go to every row of positions (once kept).
-template <class T, int D>
+// A page index's append in one launch: one block per (touched page, head), one thread per
+// dimension. The page's exact min and max over its keys as held in the index dtype (a partial
+// first page starts from its kept f32 min and max: open slot `in`), folded in slot order with
+// strict comparisons as the CPU's refresh folds them (a NaN is passed over), then quantized
+// (quantize_page_block); a page left partial keeps its min and max in open slot 1 - in.
+// Positions of the new slots go to every row of positions (once kept).
+template <class T>
 __global__ void page_append_kernel(const void *src, int src_dtype, int64_t s0, int64_t s1, int64_t s2, int64_t n,
-                                   int H, int P, int64_t size, int64_t touched, int8_t *codes, float2 *scales,
-                                   int64_t page_capacity, float *open, int in, int64_t *positions, int64_t capacity,
-                                   int rows, int64_t start) {
-  constexpr int K = D / 32;
-  const int64_t w = blockIdx.x * int64_t(blockDim.x >> 5) + (threadIdx.x >> 5);
-  if (w >= touched * H) return;
-  const int64_t pg = size / P + w / H;
-  const int h = int(w % H), lane = threadIdx.x & 31;
+                                   int H, int P, int64_t size, int8_t *codes, float2 *scales, int64_t page_capacity,
+                                   float *open, int in, int64_t *positions, int64_t capacity, int rows,
+                                   int64_t start) {
+  const int64_t pg = size / P + blockIdx.x;
+  const int h = blockIdx.y, d = threadIdx.x, D = blockDim.x;
   const int64_t first = pg * P > size ? pg * P : size, last = (pg + 1) * P < size + n ? (pg + 1) * P : size + n;
-  float lo[K], hi[K];
   const bool held = pg * P < size;  // the partial page: its keys so far
-#pragma unroll
-  for (int k = 0; k < K; ++k) {
-    lo[k] = held ? open[(in * 2 * H + h) * D + lane + 32 * k] : INFINITY;
-    hi[k] = held ? open[(in * 2 * H + H + h) * D + lane + 32 * k] : -INFINITY;
-  }
+  float lo = held ? open[(in * 2 * H + h) * D + d] : INFINITY;
+  float hi = held ? open[(in * 2 * H + H + h) * D + d] : -INFINITY;
   for (int64_t s = first; s < last; ++s) {
-#pragma unroll
-    for (int k = 0; k < K; ++k) {
-      const float f = T::one(T::from(load_any(src, (s - size) * s0 + h * s1 + (lane + 32 * k) * s2, src_dtype)));
-      if (f < lo[k]) lo[k] = f;
-      if (f > hi[k]) hi[k] = f;
-    }
-    if (positions && h < rows && lane == 0) positions[h * capacity + s] = start + (s - size);
+    const float f = T::one(T::from(load_any(src, (s - size) * s0 + h * s1 + d * s2, src_dtype)));
+    if (f < lo) lo = f;
+    if (f > hi) hi = f;
+    if (positions && h < rows && d == 0) positions[h * capacity + s] = start + (s - size);
   }
-  if (last % P != 0)  // still partial: the next append starts from these
-#pragma unroll
-    for (int k = 0; k < K; ++k) {
-      open[((1 - in) * 2 * H + h) * D + lane + 32 * k] = lo[k];
-      open[((1 - in) * 2 * H + H + h) * D + lane + 32 * k] = hi[k];
-    }
+  if (last % P != 0) {  // still partial: the next append starts from these
+    open[((1 - in) * 2 * H + h) * D + d] = lo;
+    open[((1 - in) * 2 * H + H + h) * D + d] = hi;
+  }
   const int64_t b = h * page_capacity + pg;
-  quantize_page_warp<D>(lo, hi, codes + b * 2 * D, scales + b);
+  quantize_page_block(lo, hi, codes + b * 2 * D, scales + b);
 }
-
-// The page kernels above run in blocks of kPageWarps warps.
-constexpr int kPageWarps = 4;
-unsigned page_blocks(int64_t warps) { return unsigned((warps + kPageWarps - 1) / kPageWarps); }
-
-// f(kernel) with the page kernel K<T, D> of the index's dtype and head dimension.
-template <template <class, int> class K, class F>
-void with_page_kernel(sa_dtype dtype, int64_t D, F &&f) {
-  const bool f16 = dtype == SA_DTYPE_F16;
-  if (D == 64) f16 ? f(K<F16, 64>::fn) : f(K<BF16, 64>::fn);
-  else if (D == 128) f16 ? f(K<F16, 128>::fn) : f(K<BF16, 128>::fn);
-  else f16 ? f(K<F16, 256>::fn) : f(K<BF16, 256>::fn);
-}
-template <class T, int D>
-struct AppendKernel {
-  static constexpr auto fn = page_append_kernel<T, D>;
-};
-template <class T, int D>
-struct WidenKernel {
-  static constexpr auto fn = widen_kernel<T, D>;
-};
 
 // Copies the first `used` of each head's rows [heads][old_cap][row] into [heads][new_cap][row].
 void copy_rows(void *fresh, int64_t new_cap, const void *old, int64_t old_cap, int64_t used, int heads,
@@ -359,12 +313,11 @@ void index_append(sa_plugin_index &ix, const sa_tensor &keys) {
   const bool page = ix.kind == SA_SELECTOR_PAGE, f16 = ix.dtype == SA_DTYPE_F16;
   const int64_t touched = page ? (ix.size + n + P - 1) / P - ix.size / P : 0;
   if (page && n > 0) {  // the touched pages' bounds (and the new slots' positions)
-    with_page_kernel<AppendKernel>(ix.dtype, D, [&](auto kernel) {
-      kernel<<<page_blocks(touched * H), kPageWarps * 32, 0, ix.stream>>>(
-          keys.data, keys.dtype, keys.strides[0], keys.strides[1], keys.strides[2], n, int(H), int(P), ix.size, touched,
-          ix.page_codes, ix.page_scales, ix.capacity / P, ix.open_bounds, ix.open_slot, ix.positions, ix.capacity,
-          ix.position_rows, ix.next_position);
-    });
+    (f16 ? page_append_kernel<F16> : page_append_kernel<BF16>)<<<dim3(unsigned(touched), unsigned(H)), unsigned(D), 0,
+                                                                  ix.stream>>>(
+        keys.data, keys.dtype, keys.strides[0], keys.strides[1], keys.strides[2], n, int(H), int(P), ix.size,
+        ix.page_codes, ix.page_scales, ix.capacity / P, ix.open_bounds, ix.open_slot, ix.positions, ix.capacity,
+        ix.position_rows, ix.next_position);
     check_cuda(cudaGetLastError(), "append launch");
   } else if (ix.keys || ix.positions) {  // a borrowing exact index keeps positions only (once updated)
     const int64_t total = n * H * D;
@@ -478,11 +431,9 @@ static void refill(sa_plugin_index &ix, const sa_plugin_update_args &a, bool per
   if (page) {
     const int64_t open_page = ix.size % P ? ix.size / P : -1;  // the partial last page, if any
     float *open = ix.open_bounds + size_t(ix.open_slot) * 2 * H * D;
-    with_page_kernel<WidenKernel>(ix.dtype, D, [&](auto kernel) {
-      kernel<<<page_blocks(n * H), kPageWarps * 32, 0, ix.stream>>>(
-          keys.data, keys.dtype, keys.strides[0], keys.strides[1], keys.strides[2], n, int(H), int(P), ix.stage_slots,
-          stride, ix.page_codes, ix.page_scales, ix.capacity / P, open, open_page);
-    });
+    (f16 ? widen_kernel<F16> : widen_kernel<BF16>)<<<dim3(unsigned(n), unsigned(H)), unsigned(D), 0, ix.stream>>>(
+        keys.data, keys.dtype, keys.strides[0], keys.strides[1], keys.strides[2], n, int(H), int(P), ix.stage_slots,
+        stride, ix.page_codes, ix.page_scales, ix.capacity / P, open, open_page);
     check_cuda(cudaGetLastError(), "page bounds launch");
     // Every row's ranges of the refilled pages: a single-set refill names its slots once for
     // all rows (slot stride 0).

@@ -1520,8 +1520,8 @@ __global__ void __launch_bounds__(kCandThreads) page_cand_kernel(const Common c,
 // The blocks stay resident (a contiguous run of one row's tiles each) and their warps stream
 // their tiles (16 rows of codes, then their 16 (s, A) pairs) through a ring of kPipeStages
 // tiles in shared memory (cp.async): a warp keeps kPipeStages - 1 tiles loading while it
-// computes one. Before the compact codes, the f16 min and max rows (4 D bytes a page against
-// 2 D + 8 now) took 39 us at 512K keys on an H200, about the DRAM time of their 134 MB.
+// computes one. On an H200 (ncu) at 512K keys: 25 us for the codes' 69 MB, against 38-40 us
+// for the bf16 min and max rows before (134 MB); at 128K about 8 us either way, the codes in L2.
 constexpr int kPipeWarps = 8, kPipeStages = 4;
 
 // 16 (or 8) bytes global -> shared, asynchronously; zeros when !valid (src is then not read).
@@ -1553,12 +1553,14 @@ constexpr size_t pipe_warp_bytes(int D) { return size_t(kPipeStages) * pipe_tile
 
 // The group's query codes as B columns: column n = 2 m + k holds member m's int8 half k of each
 // code (k 0: hi = (x + 128) >> 8, 1: lo = x - 256 hi; exact, x = 256 hi + lo), in word rows of
-// 2 D bytes. Row n starts at word n * D / 2 + (n & 3) + 16 ((n >> 2) & 1), so that a B load
-// (8 columns, 4 words 4 apart) touches 32 distinct banks.
+// 2 D bytes (D / 2 words), kStride words apart. Row n starts at word n * kStride + (n & 3) +
+// 16 ((n >> 2) & 1), so that a B load (8 columns, 4 words 4 apart) touches 32 distinct banks;
+// kStride leaves room for that shift (a multiple of 32 words, so banks stay as shifted).
 template <int D>
 struct QueryColumns {
-  static constexpr int kWords = 2 * kMaxGroup * D / 2 + 32;
-  __device__ static int at(int n) { return n * (D / 2) + (n & 3) + 16 * ((n >> 2) & 1); }
+  static constexpr int kStride = D / 2 + 32;
+  static constexpr int kWords = 2 * kMaxGroup * kStride;
+  __device__ static int at(int n) { return n * kStride + (n & 3) + 16 * ((n >> 2) & 1); }
 };
 
 // The group's codes (quantize_query_row's, for x = scale_log2 * q rounded once in f32; members
@@ -1663,7 +1665,7 @@ __device__ __forceinline__ void page_bounds_tiles(const Common &c, int i, int h,
     __syncwarp();                   // and every lane's
     const unsigned char *st = ring + (k % kPipeStages) * TILE;
     const int64_t p0 = (t_begin + warp + int64_t(k) * warps) * 16 + gid, p1 = p0 + 8;
-    int d[SETS][4] = {};
+    int d[SETS][4] = {}, e[SETS][4] = {};  // two chains of MMAs, not one; summed exactly
 #pragma unroll
     for (int j = 0; j < CH; ++j) {
       const int at = ((tq + 4 * j) ^ ((gid & 1) << 2)) * 16;
@@ -1672,9 +1674,13 @@ __device__ __forceinline__ void page_bounds_tiles(const Common &c, int i, int h,
 #pragma unroll
       for (int set = 0; set < SETS; ++set) {
         mma_16832_s8(d[set], a0.x, a1.x, a0.y, a1.y, bq[set][j][0], bq[set][j][1]);
-        mma_16832_s8(d[set], a0.z, a1.z, a0.w, a1.w, bq[set][j][2], bq[set][j][3]);
+        mma_16832_s8(e[set], a0.z, a1.z, a0.w, a1.w, bq[set][j][2], bq[set][j][3]);
       }
     }
+#pragma unroll
+    for (int set = 0; set < SETS; ++set)
+#pragma unroll
+      for (int x = 0; x < 4; ++x) d[set][x] += e[set][x];
     const float2 sa0 = *reinterpret_cast<const float2 *>(st + 32 * D + gid * sizeof(float2));
     const float2 sa1 = *reinterpret_cast<const float2 *>(st + 32 * D + (gid + 8) * sizeof(float2));
     const bool live0 = p0 < n_rows && item_live<RANGES>(c, h, i, p0, item, lo, hi);
