@@ -9,6 +9,7 @@
 #include "core/half.hpp"
 #include "core/half_rows.hpp"
 #include "core/threading.hpp"
+#include "select/key_panels.hpp"
 #include "select/mass_filter.hpp"
 #include "select/score_matmul.hpp"
 #include "select/selection_merge.hpp"
@@ -19,6 +20,9 @@ namespace {
 constexpr int64_t kGemmMinQueries = 8;         // fewer queries: one SIMD pass per query
 constexpr int64_t kScoreBlockFloats = 1 << 22; // score buffer per scratch slot (16 MB)
 constexpr int64_t kMaxQueryBlock = 64;
+// With score_panels (AVX-512): about this many score rows a block (32 rows of 4K keys: 512 KB,
+// which the softmax passes then read from L2; oneDNN's blocks of 256 rows were read from L3).
+constexpr int64_t kPanelBlockRows = 32;
 // The all-heads pass over the host's keys: slots per task, and per buffered block (every head's
 // rows of a block: 8 heads of 128 f16 values, 128 KiB, stay in L2 between copy and kernel).
 // Measured (bench_select select_exact_borrowed against select_exact, 128K f16 keys, H_kv 8,
@@ -157,15 +161,20 @@ void select_by_dot_product(const sa_context &ctx, const SelectRequest &req, cons
   const NativeRows native = !two_stage ? rows : rescore.borrowed ? host_rows(req, req.queries.shape[2])
                                                                   : NativeRows(*rescore.native);
   const bool gemm = n_q >= kGemmMinQueries;
+  // The GEMM as score_panels' loop over packed keys (the same bits as oneDNN's), else matmul_abt.
+  const bool panels = gemm && ctx.kernels->isa == SA_ISA_AVX512 && score_panels_built();
+  const int64_t max_block = panels ? std::max<int64_t>(1, kPanelBlockRows / G) : kMaxQueryBlock;
   const int64_t qblock =
-      gemm ? std::max<int64_t>(1, std::min<int64_t>(kMaxQueryBlock, kScoreBlockFloats / std::max<int64_t>(1, G * n))) : 1;
+      gemm ? std::max<int64_t>(1, std::min<int64_t>(max_block, kScoreBlockFloats / std::max<int64_t>(1, G * n))) : 1;
+  // A score row's stride: score_panels writes whole panels.
+  const int64_t ld = panels ? (n + kPanelKeys - 1) / kPanelKeys * kPanelKeys : n;
   const int64_t n_blocks = (n_q + qblock - 1) / qblock;
   const int threads = ctx.threads;
   // The host's keys with the rows of one head apart (token-major or paged): one pass over the
   // cache scores every head (see below) instead of a strided pass per head.
   const bool all_heads_pass = !gemm && !rows.contiguous();
   // Query blocks run per head (keys converted to f32 head by head) or all heads at once.
-  const bool per_head = gemm && (rows.dtype() != SA_DTYPE_F32 || !rows.contiguous());
+  const bool per_head = gemm && (panels || rows.dtype() != SA_DTYPE_F32 || !rows.contiguous());
   const int64_t tasks = all_heads_pass ? std::max<int64_t>(H_kv, (n + kAllHeadsChunk - 1) / kAllHeadsChunk)
                         : per_head     ? n_blocks
                                        : H_kv * n_blocks;
@@ -174,7 +183,7 @@ void select_by_dot_product(const sa_context &ctx, const SelectRequest &req, cons
   std::vector<Scratch> scratch(static_cast<size_t>(slots));
   for (Scratch &s : scratch) {
     s.queries.resize(size_t(qblock * G * D));
-    if (!all_heads_pass) s.scores.resize(size_t(qblock * G * n));
+    if (!all_heads_pass) s.scores.resize(size_t(qblock * G * ld));
     s.mass.resize(size_t(n));
     s.rows.resize(size_t(G));
     s.reaching.resize(size_t(n + kReachingSlack));
@@ -189,9 +198,9 @@ void select_by_dot_product(const sa_context &ctx, const SelectRequest &req, cons
   }
   OmpThreadLimit omp_limit(threads);  // oneDNN inside follows the context's thread count
 
-  // Lists of KV head h for queries [i0, i1) from their scores: scores[((i - i0) * G + g) * n + j]
+  // Lists of KV head h for queries [i0, i1) from their scores: scores[((i - i0) * G + g) * lds + j]
   // for query head g of the group and slot j (overwritten).
-  auto select_block = [&](Scratch &s, int64_t h, int64_t i0, int64_t i1, float *scores) {
+  auto select_block = [&](Scratch &s, int64_t h, int64_t i0, int64_t i1, float *scores, int64_t lds) {
     const int64_t *pos = keys_.positions(h);
     const VisiblePrefixes &prefixes = prefixes_of(h);
     const std::vector<int64_t> &limits = prefixes.limit;
@@ -216,7 +225,7 @@ void select_by_dot_product(const sa_context &ctx, const SelectRequest &req, cons
         bool filtered = false;  // s.cands holds the masses reaching the pivot, at least keep of them
         if (prefixes.ordered) {
           for (int64_t g = g0; g < g0 + unit_heads; ++g) {
-            float *row = &scores[size_t(((i - i0) * G + g) * n)];
+            float *row = &scores[size_t(((i - i0) * G + g) * lds)];
             std::fill(row + prefixes.count[size_t(i)], row + m, -std::numeric_limits<float>::infinity());
             s.rows[size_t(g - g0)] = row;
             s.inv[size_t(g - g0)] = softmax_inv_sum(*ctx.kernels, row, m);
@@ -239,7 +248,7 @@ void select_by_dot_product(const sa_context &ctx, const SelectRequest &req, cons
         } else {
           std::fill(s.mass.begin(), s.mass.begin() + m, 0.f);
           for (int64_t g = g0; g < g0 + unit_heads; ++g) {
-            float *row = &scores[size_t(((i - i0) * G + g) * n)];
+            float *row = &scores[size_t(((i - i0) * G + g) * lds)];
             for (int64_t j = 0; j < m; ++j)
               if (!s.visible[size_t(j)]) row[j] = -std::numeric_limits<float>::infinity();
             add_softmax_mass(*ctx.kernels, row, m, s.mass.data());
@@ -315,14 +324,16 @@ void select_by_dot_product(const sa_context &ctx, const SelectRequest &req, cons
     // Only the block's visible prefix is scored (select_block reads no further).
     const std::vector<int64_t> &limits = prefixes_of(h).limit;
     const int64_t m = *std::max_element(limits.begin() + i0, limits.begin() + i1);
-    if (keys_f32) {
-      if (m > 0) matmul_abt(s.queries.data(), (i1 - i0) * G, keys_f32, m, D, s.scores.data(), n);
+    if (keys_f32 && panels) {
+      score_panels(s.queries.data(), (i1 - i0) * G, keys_f32, m, D, s.scores.data(), ld);
+    } else if (keys_f32) {
+      if (m > 0) matmul_abt(s.queries.data(), (i1 - i0) * G, keys_f32, m, D, s.scores.data(), ld);
     } else {
       for (int64_t i = i0; i < i1; ++i)
         score_slot_range(*ctx.kernels, rows, int(h), &s.queries[size_t((i - i0) * G * D)], G, 0,
-                         limits[size_t(i)], &s.scores[size_t((i - i0) * G * n)], n, s.block);
+                         limits[size_t(i)], &s.scores[size_t((i - i0) * G * ld)], ld, s.block);
     }
-    select_block(s, h, i0, i1, s.scores.data());
+    select_block(s, h, i0, i1, s.scores.data(), ld);
   };
 
   if (all_heads_pass) {
@@ -351,17 +362,17 @@ void select_by_dot_product(const sa_context &ctx, const SelectRequest &req, cons
         }
       });
       parallel_for_slots(slots, H_kv, [&](int64_t h, int slot) {
-        select_block(scratch[size_t(slot)], h, i, i + 1, &scores[size_t(h * G * n)]);
+        select_block(scratch[size_t(slot)], h, i, i + 1, &scores[size_t(h * G * n)], n);
       });
     }
     return;
   }
 
   if (per_head) {
-    // oneDNN takes contiguous f32 rows: convert one head's keys at a time, then score every
-    // query block.
-    std::vector<float> keys_f32(size_t(n * D));
-    const int64_t chunk_rows = std::max<int64_t>(1, 65536 / D);
+    // oneDNN takes contiguous f32 rows, score_panels packed panels: convert one head's keys at a
+    // time, then score every query block.
+    std::vector<float> keys_f32(size_t(panels ? panel_floats(n, D) : n * D));
+    const int64_t chunk_rows = std::max<int64_t>(1, 65536 / D / kPanelKeys) * kPanelKeys;  // whole panels
 #if defined(__x86_64__)
     const bool f16c = ctx.kernels->isa == SA_ISA_AVX2 || ctx.kernels->isa == SA_ISA_AVX512;
 #else
@@ -370,9 +381,11 @@ void select_by_dot_product(const sa_context &ctx, const SelectRequest &req, cons
     for (int64_t h = 0; h < H_kv; ++h) {
       const sa_dtype dt = rows.dtype();
       parallel_for(threads, (n + chunk_rows - 1) / chunk_rows, [&](int64_t c) {
+        std::vector<float> panel_rows(size_t(panels ? kPanelKeys * D : 0));  // a panel's rows, then packed
         for (int64_t j = c * chunk_rows, end = std::min(n, j + chunk_rows); j < end; ++j) {
           const void *row = rows.row(int(h), j);
-          float *dst = &keys_f32[size_t(j * D)];
+          const int64_t lane = j % kPanelKeys;
+          float *dst = panels ? &panel_rows[size_t(lane * D)] : &keys_f32[size_t(j * D)];
           if (dt == SA_DTYPE_F32) {
             std::copy_n(static_cast<const float *>(row), D, dst);
           } else if (dt == SA_DTYPE_F16) {
@@ -381,6 +394,8 @@ void select_by_dot_product(const sa_context &ctx, const SelectRequest &req, cons
             const uint16_t *src = static_cast<const uint16_t *>(row);
             for (int64_t d = 0; d < D; ++d) dst[d] = bf16_to_f32(src[d]);
           }
+          if (panels && (lane == kPanelKeys - 1 || j + 1 == n))
+            pack_panel(panel_rows.data(), lane + 1, D, &keys_f32[size_t(j / kPanelKeys * kPanelKeys * D)]);
         }
       });
       // The last blocks first: causal blocks grow with their position, so the largest go out
