@@ -75,6 +75,38 @@ TEST(KeyPanels, ScoresAreTheFmaChain) {
         }
 }
 
+// The row maxima taken as the tiles are stored: the largest chain value among each row's first
+// limit[i] columns (limits anywhere in a panel, 0 and N), NaN rows flagged.
+TEST(KeyPanels, RowMaximaOverEachRowsLimit) {
+  if (!runnable()) GTEST_SKIP() << "no AVX-512";
+  std::mt19937 rng(7);
+  for (int64_t M : {1, 7, 8, 9, 32})
+    for (int64_t N : {1, 16, 33, 70})
+      for (bool specials : {false, true}) {
+        SCOPED_TRACE(::testing::Message() << "M " << M << " N " << N << " specials " << specials);
+        Problem p(M, N, 24, specials);
+        std::vector<int64_t> limit(static_cast<size_t>(M));
+        for (int64_t i = 0; i < M; ++i) limit[size_t(i)] = i == 0 ? N : i == 1 ? 0 : int64_t(rng() % uint64_t(N + 1));
+        std::vector<float> lanes(static_cast<size_t>(16 * M), 99.f), max(static_cast<size_t>(M));
+        std::vector<uint8_t> nan(static_cast<size_t>(M), 7);
+        const sa::RowMaxima mx{limit.data(), lanes.data(), max.data(), nan.data()};
+        const int64_t ldc = (N + 15) / 16 * 16;
+        std::vector<float> C(size_t(M * ldc));
+        sa::score_panels(p.A.data(), M, p.panels.data(), N, p.D, C.data(), ldc, &mx);
+        for (int64_t i = 0; i < M; ++i) {
+          float want = -std::numeric_limits<float>::infinity();
+          bool want_nan = false;
+          for (int64_t j = 0; j < limit[size_t(i)]; ++j) {
+            const float x = p.chain(i, j);
+            want_nan |= x != x;
+            want = x > want ? x : want;
+          }
+          EXPECT_EQ(bool(nan[size_t(i)]), want_nan) << "row " << i;
+          if (!want_nan) EXPECT_EQ(max[size_t(i)], want) << "row " << i;
+        }
+      }
+}
+
 #if SA_HAVE_ONEDNN
 // The shapes exact prefill gives it: rows of a query block (query heads x queries), a causal
 // prefix of keys (a multiple of 16, or every key), head dims of models. oneDNN 2.6 computes the

@@ -90,6 +90,11 @@ struct Scratch {
   std::vector<uint64_t> keys;            // kth_best's
   std::vector<int32_t> forced;
   std::vector<char> block;  // the host's rows copied for the kernels (borrowed keys)
+  // score_panels' row maxima of the block in scores (when has_max): rows [count, limit) apart.
+  std::vector<int64_t> row_limit;
+  std::vector<float> row_lanes, row_max;
+  std::vector<uint8_t> row_nan;
+  bool has_max = false;
   RescoreScratch rescore;
 };
 
@@ -195,6 +200,12 @@ void select_by_dot_product(const sa_context &ctx, const SelectRequest &req, cons
     s.visible.resize(size_t(n));
     s.cands.reserve(size_t(n));
     s.forced.reserve(size_t(req.sinks) + size_t(req.window) + size_t(req.top_k));
+    if (panels) {
+      s.row_limit.resize(size_t(qblock * G));
+      s.row_lanes.resize(size_t(qblock * G * kPanelKeys));
+      s.row_max.resize(size_t(qblock * G));
+      s.row_nan.resize(size_t(qblock * G));
+    }
   }
   OmpThreadLimit omp_limit(threads);  // oneDNN inside follows the context's thread count
 
@@ -228,7 +239,10 @@ void select_by_dot_product(const sa_context &ctx, const SelectRequest &req, cons
             float *row = &scores[size_t(((i - i0) * G + g) * lds)];
             std::fill(row + prefixes.count[size_t(i)], row + m, -std::numeric_limits<float>::infinity());
             s.rows[size_t(g - g0)] = row;
-            s.inv[size_t(g - g0)] = softmax_inv_sum(*ctx.kernels, row, m);
+            const size_t r = size_t((i - i0) * G + g);  // a maximum from score_panels, unless NaN or 0
+            const bool known = s.has_max && !s.row_nan[r] && s.row_max[r] != 0.f;
+            s.inv[size_t(g - g0)] = known ? softmax_inv_sum(*ctx.kernels, row, m, s.row_max[r])
+                                          : softmax_inv_sum(*ctx.kernels, row, m);
           }
           if (!pivot) {
             group_mass(s.rows.data(), s.inv.data(), unit_heads, end, norm, mass);
@@ -324,8 +338,14 @@ void select_by_dot_product(const sa_context &ctx, const SelectRequest &req, cons
     // Only the block's visible prefix is scored (select_block reads no further).
     const std::vector<int64_t> &limits = prefixes_of(h).limit;
     const int64_t m = *std::max_element(limits.begin() + i0, limits.begin() + i1);
+    s.has_max = keys_f32 && panels && prefixes_of(h).ordered;
     if (keys_f32 && panels) {
-      score_panels(s.queries.data(), (i1 - i0) * G, keys_f32, m, D, s.scores.data(), ld);
+      // Each row's maximum over the slots its query sees (select_block's softmax needs it).
+      const std::vector<int64_t> &counts = prefixes_of(h).count;
+      for (int64_t i = i0; s.has_max && i < i1; ++i)
+        std::fill_n(&s.row_limit[size_t((i - i0) * G)], G, counts[size_t(i)]);
+      const RowMaxima maxima{s.row_limit.data(), s.row_lanes.data(), s.row_max.data(), s.row_nan.data()};
+      score_panels(s.queries.data(), (i1 - i0) * G, keys_f32, m, D, s.scores.data(), ld, s.has_max ? &maxima : nullptr);
     } else if (keys_f32) {
       if (m > 0) matmul_abt(s.queries.data(), (i1 - i0) * G, keys_f32, m, D, s.scores.data(), ld);
     } else {
@@ -373,11 +393,7 @@ void select_by_dot_product(const sa_context &ctx, const SelectRequest &req, cons
     // time, then score every query block.
     std::vector<float> keys_f32(size_t(panels ? panel_floats(n, D) : n * D));
     const int64_t chunk_rows = std::max<int64_t>(1, 65536 / D / kPanelKeys) * kPanelKeys;  // whole panels
-#if defined(__x86_64__)
-    const bool f16c = ctx.kernels->isa == SA_ISA_AVX2 || ctx.kernels->isa == SA_ISA_AVX512;
-#else
-    const bool f16c = false;
-#endif
+    const bool f16c = kernels_have_f16c(*ctx.kernels);
     for (int64_t h = 0; h < H_kv; ++h) {
       const sa_dtype dt = rows.dtype();
       parallel_for(threads, (n + chunk_rows - 1) / chunk_rows, [&](int64_t c) {

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <limits>
 #include <utility>
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
@@ -23,7 +24,8 @@ namespace {
 // R rows of A against P consecutive panels: R x P accumulators (at most 16 of the 32
 // registers), each panel row loaded once per d and each A value broadcast once per d.
 template <int R, int P>
-__attribute__((target("avx512f"))) void tile(const float *A, int64_t D, const float *panel, float *C, int64_t ldc) {
+__attribute__((target("avx512f"))) void tile(const float *A, int64_t D, const float *panel, float *C, int64_t ldc,
+                                             int64_t j0, const RowMaxima *mx, int64_t i0) {
   __m512 acc[R][P];
 #pragma GCC unroll 8
   for (int r = 0; r < R; ++r)
@@ -45,9 +47,25 @@ __attribute__((target("avx512f"))) void tile(const float *A, int64_t D, const fl
   for (int r = 0; r < R; ++r)
 #pragma GCC unroll 2
     for (int p = 0; p < P; ++p) _mm512_storeu_ps(C + r * ldc + p * kPanelKeys, acc[r][p]);
+  if (!mx) return;
+  for (int r = 0; r < R; ++r) {
+    float *lanes = mx->lanes + (i0 + r) * kPanelKeys;
+    __m512 m = _mm512_loadu_ps(lanes);
+    __mmask16 nan = 0;
+    const int64_t limit = mx->limit[i0 + r];
+#pragma GCC unroll 2
+    for (int p = 0; p < P; ++p) {
+      const int64_t left = limit - (j0 + p * kPanelKeys);  // the row's columns in this panel
+      const __mmask16 in = left >= kPanelKeys ? __mmask16(0xFFFF) : left > 0 ? __mmask16((1u << left) - 1) : 0;
+      m = _mm512_mask_max_ps(m, in, m, acc[r][p]);
+      nan |= _mm512_mask_cmp_ps_mask(in, acc[r][p], acc[r][p], _CMP_UNORD_Q);
+    }
+    _mm512_storeu_ps(lanes, m);
+    mx->nan[i0 + r] |= nan != 0;
+  }
 }
 
-using Tile = void (*)(const float *, int64_t, const float *, float *, int64_t);
+using Tile = void (*)(const float *, int64_t, const float *, float *, int64_t, int64_t, const RowMaxima *, int64_t);
 constexpr int kTileRows = 8;
 
 template <int P, int... R>
@@ -59,7 +77,13 @@ constexpr auto tiles_of(std::integer_sequence<int, R...>) {
 
 bool score_panels_built() { return true; }
 
-void score_panels(const float *A, int64_t M, const float *panels, int64_t N, int64_t D, float *C, int64_t ldc) {
+__attribute__((target("avx512f"))) void score_panels(const float *A, int64_t M, const float *panels, int64_t N,
+                                                     int64_t D, float *C, int64_t ldc, const RowMaxima *maxima) {
+  if (maxima)
+    for (int64_t i = 0; i < M; ++i) {
+      _mm512_storeu_ps(maxima->lanes + i * kPanelKeys, _mm512_set1_ps(-std::numeric_limits<float>::infinity()));
+      maxima->nan[i] = 0;
+    }
   static constexpr auto one = tiles_of<1>(std::make_integer_sequence<int, kTileRows>());
   static constexpr auto two = tiles_of<2>(std::make_integer_sequence<int, kTileRows>());
   const int64_t count = (N + kPanelKeys - 1) / kPanelKeys;
@@ -69,15 +93,18 @@ void score_panels(const float *A, int64_t M, const float *panels, int64_t N, int
     const float *panel = panels + p * D * kPanelKeys;
     for (int64_t i = 0; i < M; i += kTileRows) {
       const int64_t rows = std::min<int64_t>(kTileRows, M - i);
-      tiles[size_t(rows - 1)](A + i * D, D, panel, C + i * ldc + p * kPanelKeys, ldc);
+      tiles[size_t(rows - 1)](A + i * D, D, panel, C + i * ldc + p * kPanelKeys, ldc, p * kPanelKeys, maxima, i);
     }
   }
+  if (maxima)  // the order of a maximum's comparisons changes nothing but the sign of a zero
+    for (int64_t i = 0; i < M; ++i) maxima->max[i] = _mm512_reduce_max_ps(_mm512_loadu_ps(maxima->lanes + i * kPanelKeys));
 }
 #else
 bool score_panels_built() { return false; }
 
 // The same chain one score at a time (callers take matmul_abt where this is not built fast).
-void score_panels(const float *A, int64_t M, const float *panels, int64_t N, int64_t D, float *C, int64_t ldc) {
+void score_panels(const float *A, int64_t M, const float *panels, int64_t N, int64_t D, float *C, int64_t ldc,
+                  const RowMaxima *maxima) {
   const int64_t cols = (N + kPanelKeys - 1) / kPanelKeys * kPanelKeys;
   for (int64_t i = 0; i < M; ++i)
     for (int64_t j = 0; j < cols; ++j) {
@@ -86,6 +113,17 @@ void score_panels(const float *A, int64_t M, const float *panels, int64_t N, int
       for (int64_t d = 0; d < D; ++d) acc = std::fma(A[i * D + d], b[d * kPanelKeys], acc);
       C[i * ldc + j] = acc;
     }
+  for (int64_t i = 0; maxima && i < M; ++i) {
+    float m = -std::numeric_limits<float>::infinity();
+    bool nan = false;
+    for (int64_t j = 0; j < maxima->limit[i]; ++j) {
+      const float x = C[i * ldc + j];
+      nan |= x != x;
+      m = x > m ? x : m;
+    }
+    maxima->max[i] = m;
+    maxima->nan[i] = nan;
+  }
 }
 #endif
 

@@ -27,6 +27,17 @@ bool score_panels_built();
 // fma(A[i][0], B[j][0], 0)), one fused multiply-add per d in ascending order -- the chain that
 // oneDNN's f32 matmul computes for matmul_abt's shapes (score_panels_test checks the bits).
 // A: M row-major rows of D; panels: pack_panel's panels of the keys.
-void score_panels(const float *A, int64_t M, const float *panels, int64_t N, int64_t D, float *C, int64_t ldc);
+struct RowMaxima;
+void score_panels(const float *A, int64_t M, const float *panels, int64_t N, int64_t D, float *C, int64_t ldc,
+                  const RowMaxima *maxima = nullptr);
+
+// With score_panels: each row's largest score among its first limit[i] columns, taken from the
+// registers as the tiles are stored (a pass over the stored rows read them back from memory).
+struct RowMaxima {
+  const int64_t *limit;  // M column counts, each at most N
+  float *lanes;          // scratch: 16 x M floats
+  float *max;            // M maxima (-inf where limit[i] is 0); unspecified where nan[i]
+  uint8_t *nan;          // M flags: one of the row's scores is NaN
+};
 
 }  // namespace sa
