@@ -160,6 +160,16 @@ void load_list_queries(const SelectRequest &req, int64_t i, const SelectionList 
   }
 }
 
+void prefetch_list_queries(const SelectRequest &req, int64_t i, const SelectionList &l) {
+  const TensorView &q = req.queries;
+  if (q.stride[2] != 1) return;
+  const size_t row = size_t(q.shape[2]) * dtype_size(q.dtype);
+  for (int64_t g = 0; g < l.q_heads; ++g) {
+    const char *p = q.bytes() + size_t(i * q.stride[0] + (l.q_head0 + g) * q.stride[1]) * dtype_size(q.dtype);
+    for (size_t b = 0; b < row; b += 64) __builtin_prefetch(p + b);
+  }
+}
+
 void score_rows_grouped(const RowKernels &k, const float *q, int64_t q_heads, int64_t D,
                         const void *rows, int64_t n, float *scores, int64_t ld) {
   for (int64_t g0 = 0; g0 < q_heads; g0 += kMaxGroup) {

@@ -66,6 +66,10 @@ void collect_forced(const KeyStore &keys, const SelectRequest &req, int64_t i, i
 // (kernels_have_f16c), which converts contiguous f16 heads 8 values at a time (the same bits).
 void load_list_queries(const SelectRequest &req, int64_t i, const SelectionList &l, float *out, bool f16c = false);
 
+// Asks the caches for what load_list_queries(req, i, l, ...) reads (heads whose values are
+// contiguous; a hint, nothing else).
+void prefetch_list_queries(const SelectRequest &req, int64_t i, const SelectionList &l);
+
 // The context's kernels are AVX2 or AVX-512 ones: the CPU has F16C.
 inline bool kernels_have_f16c(const KernelTable &k) {
 #if defined(__x86_64__)

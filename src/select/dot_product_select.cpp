@@ -330,10 +330,16 @@ void select_by_dot_product(const sa_context &ctx, const SelectRequest &req, cons
     }
   };
 
-  auto run_block = [&](int64_t h, int64_t b, const float *keys_f32, int slot) {
+  // next: the block this slot is likely to take next (per head, blocks go out in descending
+  // order to a team of `slots`), whose queries are fetched while this one is scored: a
+  // prefill's queries come from memory (64 MB of f32 at 4K queries, H_q 32, D 128), 2 KB at a
+  // time.
+  auto run_block = [&](int64_t h, int64_t b, const float *keys_f32, int slot, int64_t next) {
     Scratch &s = scratch[size_t(slot)];
     const int64_t i0 = b * qblock, i1 = std::min(n_q, i0 + qblock);
     const SelectionList group{h, h, h * G, G};  // the KV head's query heads
+    if (next >= 0)
+      for (int64_t i = next * qblock, end = std::min(n_q, i + qblock); i < end; ++i) prefetch_list_queries(req, i, group);
     for (int64_t i = i0; i < i1; ++i) map_query(i, group, &s.queries[size_t((i - i0) * G * D)]);
     // Only the block's visible prefix is scored (select_block reads no further).
     const std::vector<int64_t> &limits = prefixes_of(h).limit;
@@ -416,12 +422,15 @@ void select_by_dot_product(const sa_context &ctx, const SelectRequest &req, cons
       });
       // The last blocks first: causal blocks grow with their position, so the largest go out
       // first and the team ends on small ones.
-      parallel_for_slots(slots, n_blocks, [&](int64_t b, int slot) { run_block(h, n_blocks - 1 - b, keys_f32.data(), slot); });
+      parallel_for_slots(slots, n_blocks, [&](int64_t b, int slot) {
+        run_block(h, n_blocks - 1 - b, keys_f32.data(), slot, n_blocks - 1 - b - slots);
+      });
     }
   } else {
     parallel_for_slots(slots, H_kv * n_blocks, [&](int64_t t, int slot) {
       const int64_t h = t / n_blocks;
-      run_block(h, t % n_blocks, gemm ? static_cast<const float *>(rows.row(int(h), 0)) : nullptr, slot);
+      run_block(h, t % n_blocks, gemm ? static_cast<const float *>(rows.row(int(h), 0)) : nullptr, slot,
+                t + slots < H_kv * n_blocks && (t + slots) / n_blocks == h ? (t + slots) % n_blocks : -1);
     });
   }
 }
