@@ -20,9 +20,11 @@ namespace {
 constexpr int64_t kGemmMinQueries = 8;         // fewer queries: one SIMD pass per query
 constexpr int64_t kScoreBlockFloats = 1 << 22; // score buffer per scratch slot (16 MB)
 constexpr int64_t kMaxQueryBlock = 64;
-// With score_panels (AVX-512): about this many score rows a block (32 rows of 4K keys: 512 KB,
-// which the softmax passes then read from L2; oneDNN's blocks of 256 rows were read from L3).
-constexpr int64_t kPanelBlockRows = 32;
+// With score_panels (AVX-512): blocks of about kPanelBlockRows score rows while they take at
+// most kPanelBlockFloats (32 rows of 4K keys: 512 KB, which the softmax passes then read from
+// L2; oneDNN's blocks of 256 rows were read from L3). Over more keys, blocks as large as
+// oneDNN's: every block streams the keys it scores from L3 or memory, so fewer and larger.
+constexpr int64_t kPanelBlockRows = 32, kPanelBlockFloats = 1 << 17;
 // The all-heads pass over the host's keys: slots per task, and per buffered block (every head's
 // rows of a block: 8 heads of 128 f16 values, 128 KiB, stay in L2 between copy and kernel).
 // Measured (bench_select select_exact_borrowed against select_exact, 128K f16 keys, H_kv 8,
@@ -168,7 +170,8 @@ void select_by_dot_product(const sa_context &ctx, const SelectRequest &req, cons
   const bool gemm = n_q >= kGemmMinQueries;
   // The GEMM as score_panels' loop over packed keys (the same bits as oneDNN's), else matmul_abt.
   const bool panels = gemm && ctx.kernels->isa == SA_ISA_AVX512 && score_panels_built();
-  const int64_t max_block = panels ? std::max<int64_t>(1, kPanelBlockRows / G) : kMaxQueryBlock;
+  const int64_t max_block =
+      panels && kPanelBlockRows * n <= kPanelBlockFloats ? std::max<int64_t>(1, kPanelBlockRows / G) : kMaxQueryBlock;
   const int64_t qblock =
       gemm ? std::max<int64_t>(1, std::min<int64_t>(max_block, kScoreBlockFloats / std::max<int64_t>(1, G * n))) : 1;
   // A score row's stride: score_panels writes whole panels.
