@@ -76,35 +76,51 @@ TEST(KeyPanels, ScoresAreTheFmaChain) {
 }
 
 // The row maxima taken as the tiles are stored: the largest chain value among each row's first
-// limit[i] columns (limits anywhere in a panel, 0 and N), NaN rows flagged.
+// limit[i] columns (limits anywhere in a panel, 0 and N); every row unknown where a score may be
+// NaN or infinite (a NaN or infinite input, or entries large enough to overflow).
 TEST(KeyPanels, RowMaximaOverEachRowsLimit) {
   if (!runnable()) GTEST_SKIP() << "no AVX-512";
   std::mt19937 rng(7);
   for (int64_t M : {1, 7, 8, 9, 32})
-    for (int64_t N : {1, 16, 33, 70})
-      for (bool specials : {false, true}) {
-        SCOPED_TRACE(::testing::Message() << "M " << M << " N " << N << " specials " << specials);
-        Problem p(M, N, 24, specials);
+    for (int64_t N : {1, 16, 33, 70, 100})
+      for (int inputs : {0, 1, 2}) {  // finite, NaN and infinities, huge
+        SCOPED_TRACE(::testing::Message() << "M " << M << " N " << N << " inputs " << inputs);
+        Problem p(M, N, 24, inputs == 1);
+        if (inputs == 1) p.A[1] = std::numeric_limits<float>::quiet_NaN();  // also where N is too short for specials
+        if (inputs == 2) p.A[0] = 1e37f;
+        for (int64_t j = 0; j < N; j += sa::kPanelKeys)
+          sa::pack_panel(&p.B[size_t(j * p.D)], std::min(sa::kPanelKeys, N - j), p.D, &p.panels[size_t(j * p.D)]);
         std::vector<int64_t> limit(static_cast<size_t>(M));
         for (int64_t i = 0; i < M; ++i) limit[size_t(i)] = i == 0 ? N : i == 1 ? 0 : int64_t(rng() % uint64_t(N + 1));
+        if (M > 1) limit.back() = N - 1;  // the last column alone left out
         std::vector<float> lanes(static_cast<size_t>(16 * M), 99.f), max(static_cast<size_t>(M));
-        std::vector<uint8_t> nan(static_cast<size_t>(M), 7);
-        const sa::RowMaxima mx{limit.data(), lanes.data(), max.data(), nan.data()};
+        std::vector<uint8_t> unknown(static_cast<size_t>(M), 7);
+        const float bound = sa::panel_bound(p.panels.data(), int64_t(p.panels.size()));
+        const sa::RowMaxima mx{bound, limit.data(), lanes.data(), max.data(), unknown.data()};
         const int64_t ldc = (N + 15) / 16 * 16;
-        std::vector<float> C(size_t(M * ldc));
+        std::vector<float> C(static_cast<size_t>(M * ldc));
         sa::score_panels(p.A.data(), M, p.panels.data(), N, p.D, C.data(), ldc, &mx);
         for (int64_t i = 0; i < M; ++i) {
+          EXPECT_EQ(bool(unknown[size_t(i)]), inputs != 0) << "row " << i;
+          if (inputs != 0) continue;
           float want = -std::numeric_limits<float>::infinity();
-          bool want_nan = false;
-          for (int64_t j = 0; j < limit[size_t(i)]; ++j) {
-            const float x = p.chain(i, j);
-            want_nan |= x != x;
-            want = x > want ? x : want;
-          }
-          EXPECT_EQ(bool(nan[size_t(i)]), want_nan) << "row " << i;
-          if (!want_nan) EXPECT_EQ(max[size_t(i)], want) << "row " << i;
+          for (int64_t j = 0; j < limit[size_t(i)]; ++j) want = std::max(want, p.chain(i, j));
+          EXPECT_EQ(max[size_t(i)], want) << "row " << i;
         }
       }
+}
+
+TEST(KeyPanels, BoundIsTheLargestMagnitude) {
+  std::vector<float> x = {0.f, -3.5f, 2.f, -0.f, 1e-40f};
+  EXPECT_EQ(sa::panel_bound(x.data(), 0), 0.f);
+  EXPECT_EQ(sa::panel_bound(x.data(), int64_t(x.size())), 3.5f);
+  x[2] = std::numeric_limits<float>::max();
+  EXPECT_EQ(sa::panel_bound(x.data(), int64_t(x.size())), std::numeric_limits<float>::max());
+  for (float bad : {std::numeric_limits<float>::infinity(), -std::numeric_limits<float>::infinity(),
+                    std::numeric_limits<float>::quiet_NaN(), -std::numeric_limits<float>::quiet_NaN()}) {
+    x[4] = bad;
+    EXPECT_EQ(sa::panel_bound(x.data(), int64_t(x.size())), std::numeric_limits<float>::infinity()) << bad;
+  }
 }
 
 #if SA_HAVE_ONEDNN

@@ -95,7 +95,7 @@ struct Scratch {
   // score_panels' row maxima of the block in scores (when has_max): rows [count, limit) apart.
   std::vector<int64_t> row_limit;
   std::vector<float> row_lanes, row_max;
-  std::vector<uint8_t> row_nan;
+  std::vector<uint8_t> row_unknown;
   bool has_max = false;
   RescoreScratch rescore;
 };
@@ -207,7 +207,7 @@ void select_by_dot_product(const sa_context &ctx, const SelectRequest &req, cons
       s.row_limit.resize(size_t(qblock * G));
       s.row_lanes.resize(size_t(qblock * G * kPanelKeys));
       s.row_max.resize(size_t(qblock * G));
-      s.row_nan.resize(size_t(qblock * G));
+      s.row_unknown.resize(size_t(qblock * G));
     }
   }
   OmpThreadLimit omp_limit(threads);  // oneDNN inside follows the context's thread count
@@ -242,8 +242,8 @@ void select_by_dot_product(const sa_context &ctx, const SelectRequest &req, cons
             float *row = &scores[size_t(((i - i0) * G + g) * lds)];
             std::fill(row + prefixes.count[size_t(i)], row + m, -std::numeric_limits<float>::infinity());
             s.rows[size_t(g - g0)] = row;
-            const size_t r = size_t((i - i0) * G + g);  // a maximum from score_panels, unless NaN or 0
-            const bool known = s.has_max && !s.row_nan[r] && s.row_max[r] != 0.f;
+            const size_t r = size_t((i - i0) * G + g);  // a maximum from score_panels, unless unknown or 0
+            const bool known = s.has_max && !s.row_unknown[r] && s.row_max[r] != 0.f;
             s.inv[size_t(g - g0)] = known ? softmax_inv_sum(*ctx.kernels, row, m, s.row_max[r])
                                           : softmax_inv_sum(*ctx.kernels, row, m);
           }
@@ -337,6 +337,7 @@ void select_by_dot_product(const sa_context &ctx, const SelectRequest &req, cons
   // order to a team of `slots`), whose queries are fetched while this one is scored: a
   // prefill's queries come from memory (64 MB of f32 at 4K queries, H_q 32, D 128), 2 KB at a
   // time.
+  float key_bound = 0.f;  // panel_bound of the head's packed keys (with panels)
   auto run_block = [&](int64_t h, int64_t b, const float *keys_f32, int slot, int64_t next) {
     Scratch &s = scratch[size_t(slot)];
     const int64_t i0 = b * qblock, i1 = std::min(n_q, i0 + qblock);
@@ -353,7 +354,7 @@ void select_by_dot_product(const sa_context &ctx, const SelectRequest &req, cons
       const std::vector<int64_t> &counts = prefixes_of(h).count;
       for (int64_t i = i0; s.has_max && i < i1; ++i)
         std::fill_n(&s.row_limit[size_t((i - i0) * G)], G, counts[size_t(i)]);
-      const RowMaxima maxima{s.row_limit.data(), s.row_lanes.data(), s.row_max.data(), s.row_nan.data()};
+      const RowMaxima maxima{key_bound, s.row_limit.data(), s.row_lanes.data(), s.row_max.data(), s.row_unknown.data()};
       score_panels(s.queries.data(), (i1 - i0) * G, keys_f32, m, D, s.scores.data(), ld, s.has_max ? &maxima : nullptr);
     } else if (keys_f32) {
       if (m > 0) matmul_abt(s.queries.data(), (i1 - i0) * G, keys_f32, m, D, s.scores.data(), ld);
@@ -403,9 +404,12 @@ void select_by_dot_product(const sa_context &ctx, const SelectRequest &req, cons
     std::vector<float> keys_f32(size_t(panels ? panel_floats(n, D) : n * D));
     const int64_t chunk_rows = std::max<int64_t>(1, 65536 / D / kPanelKeys) * kPanelKeys;  // whole panels
     const bool f16c = kernels_have_f16c(*ctx.kernels);
+    const int64_t chunks = (n + chunk_rows - 1) / chunk_rows;
+    std::vector<float> chunk_bound(static_cast<size_t>(chunks));  // panel_bound of each chunk's panels
     for (int64_t h = 0; h < H_kv; ++h) {
       const sa_dtype dt = rows.dtype();
-      parallel_for(threads, (n + chunk_rows - 1) / chunk_rows, [&](int64_t c) {
+      parallel_for(threads, chunks, [&](int64_t c) {
+        chunk_bound[size_t(c)] = 0.f;
         std::vector<float> panel_rows(size_t(panels ? kPanelKeys * D : 0));  // a panel's rows, then packed
         for (int64_t j = c * chunk_rows, end = std::min(n, j + chunk_rows); j < end; ++j) {
           const void *row = rows.row(int(h), j);
@@ -419,10 +423,14 @@ void select_by_dot_product(const sa_context &ctx, const SelectRequest &req, cons
             const uint16_t *src = static_cast<const uint16_t *>(row);
             for (int64_t d = 0; d < D; ++d) dst[d] = bf16_to_f32(src[d]);
           }
-          if (panels && (lane == kPanelKeys - 1 || j + 1 == n))
-            pack_panel(panel_rows.data(), lane + 1, D, &keys_f32[size_t(j / kPanelKeys * kPanelKeys * D)]);
+          if (panels && (lane == kPanelKeys - 1 || j + 1 == n)) {
+            float *panel = &keys_f32[size_t(j / kPanelKeys * kPanelKeys * D)];
+            pack_panel(panel_rows.data(), lane + 1, D, panel);
+            chunk_bound[size_t(c)] = std::max(chunk_bound[size_t(c)], panel_bound(panel, kPanelKeys * D));
+          }
         }
       });
+      if (panels) key_bound = *std::max_element(chunk_bound.begin(), chunk_bound.end());
       // The last blocks first: causal blocks grow with their position, so the largest go out
       // first and the team ends on small ones.
       parallel_for_slots(slots, n_blocks, [&](int64_t b, int slot) {

@@ -33,11 +33,17 @@ void score_panels(const float *A, int64_t M, const float *panels, int64_t N, int
 
 // With score_panels: each row's largest score among its first limit[i] columns, taken from the
 // registers as the tiles are stored (a pass over the stored rows read them back from memory).
+// Only where no score can be NaN or infinite: D * max |A| * key_bound below FLT_MAX / 2 (every
+// partial sum of a chain is then finite); else every row is flagged unknown.
 struct RowMaxima {
+  float key_bound;       // panel_bound of the panels
   const int64_t *limit;  // M column counts, each at most N
   float *lanes;          // scratch: 16 x M floats
-  float *max;            // M maxima (-inf where limit[i] is 0); unspecified where nan[i]
-  uint8_t *nan;          // M flags: one of the row's scores is NaN
+  float *max;            // M maxima (-inf where limit[i] is 0); unspecified where unknown[i]
+  uint8_t *unknown;      // M flags: the row's inputs are not bounded (NaN, infinite or huge)
 };
+
+// The largest |x| of the floats, +inf when one is NaN or infinite.
+float panel_bound(const float *x, int64_t n);
 
 }  // namespace sa
