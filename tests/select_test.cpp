@@ -417,8 +417,8 @@ TEST(Select, PrefillPivotKeepsTies) {
 // Exact prefill scores its query blocks with score_panels (select/key_panels.hpp) in an AVX-512
 // context and with oneDNN's matmul in an AVX2 one; where oneDNN computes the same fused chain
 // (blocks of 32 rows or more, as both take here) the lists are the same, bit for bit in the
-// scores they rank by. Keys that are not a whole number of panels (1000), NaN keys, f32, f16
-// and bf16 keys, per KV head and per query head, a mass target, 1 to 3 threads.
+// scores they rank by. Keys that are not a whole number of panels (1000), NaN keys, zero
+// queries, f32, f16 and bf16 keys, per KV head and per query head, a mass target, 1 to 3 threads.
 TEST(Select, PrefillPanelsChooseAsTheGemm) {
   if (!SA_HAVE_ONEDNN) GTEST_SKIP() << "the portable GEMM adds without fusing: other bits";
   sat::ContextPtr probe = sat::make_context(1);
@@ -433,6 +433,10 @@ TEST(Select, PrefillPanelsChooseAsTheGemm) {
     Tensor keys = sat::random_tensor(rng, kt, {n, h_kv, d});
     keys.set({500, 1, 3}, std::nan(""));
     Tensor q = sat::random_tensor(rng, kt, {n_q, h_q, d});
+    for (int64_t x = 0; x < d; ++x) {  // rows whose largest score is a zero of either sign
+      q.set({5, 0, x}, 0.0);
+      q.set({6, 1, x}, -0.0);
+    }
     for (int32_t pqh : {0, 1})
       for (float target : {0.f, 0.5f})
         for (int32_t threads : {1, 2, 3}) {

@@ -242,8 +242,8 @@ void select_by_dot_product(const sa_context &ctx, const SelectRequest &req, cons
             float *row = &scores[size_t(((i - i0) * G + g) * lds)];
             std::fill(row + prefixes.count[size_t(i)], row + m, -std::numeric_limits<float>::infinity());
             s.rows[size_t(g - g0)] = row;
-            const size_t r = size_t((i - i0) * G + g);  // a maximum from score_panels, unless unknown or 0
-            const bool known = s.has_max && !s.row_unknown[r] && s.row_max[r] != 0.f;
+            const size_t r = size_t((i - i0) * G + g);  // a maximum from score_panels, unless unknown
+            const bool known = s.has_max && !s.row_unknown[r];
             s.inv[size_t(g - g0)] = known ? softmax_inv_sum(*ctx.kernels, row, m, s.row_max[r])
                                           : softmax_inv_sum(*ctx.kernels, row, m);
           }
@@ -333,11 +333,11 @@ void select_by_dot_product(const sa_context &ctx, const SelectRequest &req, cons
     }
   };
 
+  float key_bound = 0.f;  // panel_bound of the head's packed keys (with panels)
   // next: the block this slot is likely to take next (per head, blocks go out in descending
   // order to a team of `slots`), whose queries are fetched while this one is scored: a
   // prefill's queries come from memory (64 MB of f32 at 4K queries, H_q 32, D 128), 2 KB at a
   // time.
-  float key_bound = 0.f;  // panel_bound of the head's packed keys (with panels)
   auto run_block = [&](int64_t h, int64_t b, const float *keys_f32, int slot, int64_t next) {
     Scratch &s = scratch[size_t(slot)];
     const int64_t i0 = b * qblock, i1 = std::min(n_q, i0 + qblock);
