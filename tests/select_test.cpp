@@ -433,7 +433,7 @@ TEST(Select, PrefillPanelsChooseAsTheGemm) {
     Tensor keys = sat::random_tensor(rng, kt, {n, h_kv, d});
     keys.set({500, 1, 3}, std::nan(""));
     Tensor q = sat::random_tensor(rng, kt, {n_q, h_q, d});
-    for (int64_t x = 0; x < d; ++x) {  // rows whose largest score is a zero of either sign
+    for (int64_t x = 0; x < d; ++x) {  // rows whose scores are all zero (a maximum of 0)
       q.set({5, 0, x}, 0.0);
       q.set({6, 1, x}, -0.0);
     }
