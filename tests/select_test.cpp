@@ -414,6 +414,55 @@ TEST(Select, PrefillPivotKeepsTies) {
       }
 }
 
+// Exact prefill scores its query blocks with score_panels (select/key_panels.hpp) in an AVX-512
+// context and with oneDNN's matmul in an AVX2 one; where oneDNN computes the same fused chain
+// (blocks of 32 rows or more, as both take here) the lists are the same, bit for bit in the
+// scores they rank by. Keys that are not a whole number of panels (1000), NaN keys, zero
+// queries, f32, f16 and bf16 keys, per KV head and per query head, a mass target, 1 to 3 threads.
+TEST(Select, PrefillPanelsChooseAsTheGemm) {
+  if (!SA_HAVE_ONEDNN) GTEST_SKIP() << "the portable GEMM adds without fusing: other bits";
+  sat::ContextPtr probe = sat::make_context(1);
+  ASSERT_NE(probe.get(), nullptr);
+  if (sa_context_isa(probe.get()) != SA_ISA_AVX512) GTEST_SKIP() << "no AVX-512";
+  Rng rng(143);
+  const int64_t n = 1000, d = 64, h_kv = 2, h_q = 8, n_q = 128;
+  std::vector<int64_t> pos(static_cast<size_t>(n_q));
+  for (int64_t i = 0; i < n_q; ++i) pos[size_t(i)] = 100 + 7 * i;
+  pos.back() = n - 1;  // the last block's prefix is every key
+  for (sa_dtype kt : {SA_DTYPE_F32, SA_DTYPE_F16, SA_DTYPE_BF16}) {
+    Tensor keys = sat::random_tensor(rng, kt, {n, h_kv, d});
+    keys.set({500, 1, 3}, std::nan(""));
+    Tensor q = sat::random_tensor(rng, kt, {n_q, h_q, d});
+    for (int64_t x = 0; x < d; ++x) {  // rows whose scores are all zero (a maximum of 0)
+      q.set({5, 0, x}, 0.0);
+      q.set({6, 1, x}, -0.0);
+    }
+    for (int32_t pqh : {0, 1})
+      for (float target : {0.f, 0.5f})
+        for (int32_t threads : {1, 2, 3}) {
+          SCOPED_TRACE(testing::Message() << "keys " << kt << " per_query_head " << pqh << " mass target " << target
+                                          << " threads " << threads);
+          sa_select_options o = select_options(24, 8, 2);
+          o.per_query_head = pqh;
+          o.mass_target = target;
+          o.query_positions = pos.data();
+          std::vector<Tensor> outs;
+          for (sa_isa isa : {SA_ISA_AVX512, SA_ISA_AVX2}) {
+            sat::ContextPtr ctx = sat::make_context(threads, isa);
+            ASSERT_NE(ctx.get(), nullptr);
+            sat::IndexPtr ix = sat::make_index(ctx.get(), int32_t(h_kv), int32_t(d), kt);
+            ASSERT_NE(ix.get(), nullptr);
+            ASSERT_SA_OK(sa_index_append(ix.get(), keys.t()));
+            outs.emplace_back(SA_DTYPE_I32, std::vector<int64_t>{n_q, pqh ? h_q : h_kv, 34});
+            ASSERT_SA_OK(sa_select(ix.get(), q.t(), &o, outs.back().t()));
+          }
+          for (int64_t i = 0; i < n_q; ++i)
+            for (int64_t h = 0; h < outs[0].dim(1); ++h)
+              ASSERT_EQ(row_of(outs[0], i, h), row_of(outs[1], i, h)) << "query " << i << ", list " << h;
+        }
+  }
+}
+
 TEST(Select, MassTargetPerQueryHead) {
   Rng rng(115);
   Indexed ix(2, 32);

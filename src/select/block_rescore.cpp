@@ -97,7 +97,9 @@ bool VisibleCounts::select_exactly_if_all_within(const sa_context &ctx, int64_t 
   for (int64_t i = 0; i < req_.queries.shape[0]; ++i)
     if ((*this)(i) > limit) return false;
   select_by_dot_product(ctx, req_, keys_,
-                        [&](int64_t i, const SelectionList &l, float *out) { load_list_queries(req_, i, l, out); });
+                        [&, f16c = kernels_have_f16c(*ctx.kernels)](int64_t i, const SelectionList &l, float *out) {
+                          load_list_queries(req_, i, l, out, f16c);
+                        });
   return true;
 }
 
@@ -113,7 +115,9 @@ void VisibleCounts::select_exactly_within(const sa_context &ctx, int64_t limit,
       continue;
     }
     select_by_dot_product(ctx, run, keys_,
-                          [&](int64_t i, const SelectionList &l, float *out) { load_list_queries(run, i, l, out); });
+                          [&, f16c = kernels_have_f16c(*ctx.kernels)](int64_t i, const SelectionList &l, float *out) {
+                            load_list_queries(run, i, l, out, f16c);
+                          });
   }
 }
 

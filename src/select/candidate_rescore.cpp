@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "core/half.hpp"
+#include "core/half_rows.hpp"
 
 namespace sa {
 namespace {
@@ -122,7 +123,7 @@ void collect_forced(const KeyStore &keys, const SelectRequest &req, int64_t i, i
   if (!std::is_sorted(forced.begin(), forced.end())) std::sort(forced.begin(), forced.end());
 }
 
-void load_list_queries(const SelectRequest &req, int64_t i, const SelectionList &l, float *out) {
+void load_list_queries(const SelectRequest &req, int64_t i, const SelectionList &l, float *out, bool f16c) {
   const TensorView &q = req.queries;
   const int64_t D = q.shape[2];
   const float qscale = req.scale * kLog2e;
@@ -134,7 +135,12 @@ void load_list_queries(const SelectRequest &req, int64_t i, const SelectionList 
     switch (q.dtype) {
       case SA_DTYPE_F16: {
         const uint16_t *src = q.ptr<const uint16_t>() + base;
-        for (int64_t d = 0; d < D; ++d) o[d] = qscale * f16_to_f32(src[d * step]);
+        if (step == 1 && f16c) {  // converted in place, then scaled: the same two roundings
+          f16_to_f32_n(src, D, o, true);
+          for (int64_t d = 0; d < D; ++d) o[d] *= qscale;
+        } else {
+          for (int64_t d = 0; d < D; ++d) o[d] = qscale * f16_to_f32(src[d * step]);
+        }
         break;
       }
       case SA_DTYPE_BF16: {
@@ -154,6 +160,16 @@ void load_list_queries(const SelectRequest &req, int64_t i, const SelectionList 
   }
 }
 
+void prefetch_list_queries(const SelectRequest &req, int64_t i, const SelectionList &l) {
+  const TensorView &q = req.queries;
+  if (q.stride[2] != 1) return;
+  const size_t row = size_t(q.shape[2]) * dtype_size(q.dtype);
+  for (int64_t g = 0; g < l.q_heads; ++g) {
+    const char *p = q.bytes() + size_t(i * q.stride[0] + (l.q_head0 + g) * q.stride[1]) * dtype_size(q.dtype);
+    for (size_t b = 0; b < row; b += 64) __builtin_prefetch(p + b);
+  }
+}
+
 void score_rows_grouped(const RowKernels &k, const float *q, int64_t q_heads, int64_t D,
                         const void *rows, int64_t n, float *scores, int64_t ld) {
   for (int64_t g0 = 0; g0 < q_heads; g0 += kMaxGroup) {
@@ -162,8 +178,9 @@ void score_rows_grouped(const RowKernels &k, const float *q, int64_t q_heads, in
   }
 }
 
-float softmax_inv_sum(const KernelTable &k, float *row, int64_t n) {
-  const float m = k.max_of(row, n);
+float softmax_inv_sum(const KernelTable &k, float *row, int64_t n) { return softmax_inv_sum(k, row, n, k.max_of(row, n)); }
+
+float softmax_inv_sum(const KernelTable &k, float *row, int64_t n, float m) {
   if (m == -std::numeric_limits<float>::infinity()) return 0.f;  // nothing visible
   return 1.f / k.exp2_store_sum(row, n, m);  // >= 1 term of 1: no division by 0
 }

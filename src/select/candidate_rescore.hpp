@@ -62,8 +62,23 @@ void collect_forced(const KeyStore &keys, const SelectRequest &req, int64_t i, i
                     std::vector<int32_t> &forced);
 
 // Query heads [l.q_head0, l.q_head0 + l.q_heads) of query i as f32, multiplied by
-// scale * log2(e) so dot products are base-2 logits: out[g * D + d].
-void load_list_queries(const SelectRequest &req, int64_t i, const SelectionList &l, float *out);
+// scale * log2(e) so dot products are base-2 logits: out[g * D + d]. f16c: the CPU has F16C
+// (kernels_have_f16c), which converts contiguous f16 heads 8 values at a time (the same bits).
+void load_list_queries(const SelectRequest &req, int64_t i, const SelectionList &l, float *out, bool f16c = false);
+
+// Asks the caches for what load_list_queries(req, i, l, ...) reads (heads whose values are
+// contiguous; a hint, nothing else).
+void prefetch_list_queries(const SelectRequest &req, int64_t i, const SelectionList &l);
+
+// The context's kernels are AVX2 or AVX-512 ones: the CPU has F16C.
+inline bool kernels_have_f16c(const KernelTable &k) {
+#if defined(__x86_64__)
+  return k.isa == SA_ISA_AVX2 || k.isa == SA_ISA_AVX512;
+#else
+  (void)k;
+  return false;
+#endif
+}
 
 // scores[g * ld + j] = q_g . row_j for g < q_heads (any number: split into kernel-sized groups).
 void score_rows_grouped(const RowKernels &k, const float *q, int64_t q_heads, int64_t D,
@@ -73,6 +88,9 @@ void score_rows_grouped(const RowKernels &k, const float *q, int64_t q_heads, in
 // with the row overwritten by 2^(row[j] - max), so that row[j] * it is entry j's softmax
 // probability; 0 (the row untouched) when every entry is -inf.
 float softmax_inv_sum(const KernelTable &k, float *row, int64_t n);
+// The same with the row's largest entry known (max: what k.max_of(row, n) returns, but for the
+// sign of a zero: 2^(x - 0) and 2^(x + 0) are the same bits).
+float softmax_inv_sum(const KernelTable &k, float *row, int64_t n, float max);
 
 // mass[j] += 2^(row[j] - lse(row)) for j < n: one head's softmax probabilities over the row
 // (base-2 logits, -inf for excluded entries). Does nothing when every entry is -inf. The row is

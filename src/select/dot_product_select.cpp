@@ -9,6 +9,7 @@
 #include "core/half.hpp"
 #include "core/half_rows.hpp"
 #include "core/threading.hpp"
+#include "select/key_panels.hpp"
 #include "select/mass_filter.hpp"
 #include "select/score_matmul.hpp"
 #include "select/selection_merge.hpp"
@@ -19,6 +20,11 @@ namespace {
 constexpr int64_t kGemmMinQueries = 8;         // fewer queries: one SIMD pass per query
 constexpr int64_t kScoreBlockFloats = 1 << 22; // score buffer per scratch slot (16 MB)
 constexpr int64_t kMaxQueryBlock = 64;
+// With score_panels (AVX-512): blocks of about kPanelBlockRows score rows while they take at
+// most kPanelBlockFloats (32 rows of 4K keys: 512 KB, which the softmax passes then read from
+// L2; oneDNN's blocks of 256 rows were read from L3). Over more keys, blocks as large as
+// oneDNN's: every block streams the keys it scores from L3 or memory, so fewer and larger.
+constexpr int64_t kPanelBlockRows = 32, kPanelBlockFloats = 1 << 17;
 // The all-heads pass over the host's keys: slots per task, and per buffered block (every head's
 // rows of a block: 8 heads of 128 f16 values, 128 KiB, stay in L2 between copy and kernel).
 // Measured (bench_select select_exact_borrowed against select_exact, 128K f16 keys, H_kv 8,
@@ -86,6 +92,11 @@ struct Scratch {
   std::vector<uint64_t> keys;            // kth_best's
   std::vector<int32_t> forced;
   std::vector<char> block;  // the host's rows copied for the kernels (borrowed keys)
+  // score_panels' row maxima of the block in scores (when has_max): rows [count, limit) apart.
+  std::vector<int64_t> row_limit;
+  std::vector<float> row_lanes, row_max;
+  std::vector<uint8_t> row_unknown;
+  bool has_max = false;
   RescoreScratch rescore;
 };
 
@@ -157,15 +168,21 @@ void select_by_dot_product(const sa_context &ctx, const SelectRequest &req, cons
   const NativeRows native = !two_stage ? rows : rescore.borrowed ? host_rows(req, req.queries.shape[2])
                                                                   : NativeRows(*rescore.native);
   const bool gemm = n_q >= kGemmMinQueries;
+  // The GEMM as score_panels' loop over packed keys (the same bits as oneDNN's), else matmul_abt.
+  const bool panels = gemm && ctx.kernels->isa == SA_ISA_AVX512 && score_panels_built();
+  const int64_t max_block =
+      panels && kPanelBlockRows * n <= kPanelBlockFloats ? std::max<int64_t>(1, kPanelBlockRows / G) : kMaxQueryBlock;
   const int64_t qblock =
-      gemm ? std::max<int64_t>(1, std::min<int64_t>(kMaxQueryBlock, kScoreBlockFloats / std::max<int64_t>(1, G * n))) : 1;
+      gemm ? std::max<int64_t>(1, std::min<int64_t>(max_block, kScoreBlockFloats / std::max<int64_t>(1, G * n))) : 1;
+  // A score row's stride: score_panels writes whole panels.
+  const int64_t ld = panels ? (n + kPanelKeys - 1) / kPanelKeys * kPanelKeys : n;
   const int64_t n_blocks = (n_q + qblock - 1) / qblock;
   const int threads = ctx.threads;
   // The host's keys with the rows of one head apart (token-major or paged): one pass over the
   // cache scores every head (see below) instead of a strided pass per head.
   const bool all_heads_pass = !gemm && !rows.contiguous();
   // Query blocks run per head (keys converted to f32 head by head) or all heads at once.
-  const bool per_head = gemm && (rows.dtype() != SA_DTYPE_F32 || !rows.contiguous());
+  const bool per_head = gemm && (panels || rows.dtype() != SA_DTYPE_F32 || !rows.contiguous());
   const int64_t tasks = all_heads_pass ? std::max<int64_t>(H_kv, (n + kAllHeadsChunk - 1) / kAllHeadsChunk)
                         : per_head     ? n_blocks
                                        : H_kv * n_blocks;
@@ -174,7 +191,7 @@ void select_by_dot_product(const sa_context &ctx, const SelectRequest &req, cons
   std::vector<Scratch> scratch(static_cast<size_t>(slots));
   for (Scratch &s : scratch) {
     s.queries.resize(size_t(qblock * G * D));
-    if (!all_heads_pass) s.scores.resize(size_t(qblock * G * n));
+    if (!all_heads_pass) s.scores.resize(size_t(qblock * G * ld));
     s.mass.resize(size_t(n));
     s.rows.resize(size_t(G));
     s.reaching.resize(size_t(n + kReachingSlack));
@@ -186,12 +203,18 @@ void select_by_dot_product(const sa_context &ctx, const SelectRequest &req, cons
     s.visible.resize(size_t(n));
     s.cands.reserve(size_t(n));
     s.forced.reserve(size_t(req.sinks) + size_t(req.window) + size_t(req.top_k));
+    if (panels) {
+      s.row_limit.resize(size_t(qblock * G));
+      s.row_lanes.resize(size_t(qblock * G * kPanelKeys));
+      s.row_max.resize(size_t(qblock * G));
+      s.row_unknown.resize(size_t(qblock * G));
+    }
   }
   OmpThreadLimit omp_limit(threads);  // oneDNN inside follows the context's thread count
 
-  // Lists of KV head h for queries [i0, i1) from their scores: scores[((i - i0) * G + g) * n + j]
+  // Lists of KV head h for queries [i0, i1) from their scores: scores[((i - i0) * G + g) * lds + j]
   // for query head g of the group and slot j (overwritten).
-  auto select_block = [&](Scratch &s, int64_t h, int64_t i0, int64_t i1, float *scores) {
+  auto select_block = [&](Scratch &s, int64_t h, int64_t i0, int64_t i1, float *scores, int64_t lds) {
     const int64_t *pos = keys_.positions(h);
     const VisiblePrefixes &prefixes = prefixes_of(h);
     const std::vector<int64_t> &limits = prefixes.limit;
@@ -216,10 +239,13 @@ void select_by_dot_product(const sa_context &ctx, const SelectRequest &req, cons
         bool filtered = false;  // s.cands holds the masses reaching the pivot, at least keep of them
         if (prefixes.ordered) {
           for (int64_t g = g0; g < g0 + unit_heads; ++g) {
-            float *row = &scores[size_t(((i - i0) * G + g) * n)];
+            float *row = &scores[size_t(((i - i0) * G + g) * lds)];
             std::fill(row + prefixes.count[size_t(i)], row + m, -std::numeric_limits<float>::infinity());
             s.rows[size_t(g - g0)] = row;
-            s.inv[size_t(g - g0)] = softmax_inv_sum(*ctx.kernels, row, m);
+            const size_t r = size_t((i - i0) * G + g);  // a maximum from score_panels, unless unknown
+            const bool known = s.has_max && !s.row_unknown[r];
+            s.inv[size_t(g - g0)] = known ? softmax_inv_sum(*ctx.kernels, row, m, s.row_max[r])
+                                          : softmax_inv_sum(*ctx.kernels, row, m);
           }
           if (!pivot) {
             group_mass(s.rows.data(), s.inv.data(), unit_heads, end, norm, mass);
@@ -239,7 +265,7 @@ void select_by_dot_product(const sa_context &ctx, const SelectRequest &req, cons
         } else {
           std::fill(s.mass.begin(), s.mass.begin() + m, 0.f);
           for (int64_t g = g0; g < g0 + unit_heads; ++g) {
-            float *row = &scores[size_t(((i - i0) * G + g) * n)];
+            float *row = &scores[size_t(((i - i0) * G + g) * lds)];
             for (int64_t j = 0; j < m; ++j)
               if (!s.visible[size_t(j)]) row[j] = -std::numeric_limits<float>::infinity();
             add_softmax_mass(*ctx.kernels, row, m, s.mass.data());
@@ -307,22 +333,37 @@ void select_by_dot_product(const sa_context &ctx, const SelectRequest &req, cons
     }
   };
 
-  auto run_block = [&](int64_t h, int64_t b, const float *keys_f32, int slot) {
+  float key_bound = 0.f;  // panel_bound of the head's packed keys (with panels)
+  // next: the block this slot is likely to take next (per head, blocks go out in descending
+  // order to a team of `slots`), whose queries are fetched while this one is scored: a
+  // prefill's queries come from memory (64 MB of f32 at 4K queries, H_q 32, D 128), 2 KB at a
+  // time.
+  auto run_block = [&](int64_t h, int64_t b, const float *keys_f32, int slot, int64_t next) {
     Scratch &s = scratch[size_t(slot)];
     const int64_t i0 = b * qblock, i1 = std::min(n_q, i0 + qblock);
     const SelectionList group{h, h, h * G, G};  // the KV head's query heads
+    if (next >= 0)
+      for (int64_t i = next * qblock, end = std::min(n_q, i + qblock); i < end; ++i) prefetch_list_queries(req, i, group);
     for (int64_t i = i0; i < i1; ++i) map_query(i, group, &s.queries[size_t((i - i0) * G * D)]);
     // Only the block's visible prefix is scored (select_block reads no further).
     const std::vector<int64_t> &limits = prefixes_of(h).limit;
     const int64_t m = *std::max_element(limits.begin() + i0, limits.begin() + i1);
-    if (keys_f32) {
-      if (m > 0) matmul_abt(s.queries.data(), (i1 - i0) * G, keys_f32, m, D, s.scores.data(), n);
+    s.has_max = keys_f32 && panels && prefixes_of(h).ordered;
+    if (keys_f32 && panels) {
+      // Each row's maximum over the slots its query sees (select_block's softmax needs it).
+      const std::vector<int64_t> &counts = prefixes_of(h).count;
+      for (int64_t i = i0; s.has_max && i < i1; ++i)
+        std::fill_n(&s.row_limit[size_t((i - i0) * G)], G, counts[size_t(i)]);
+      const RowMaxima maxima{key_bound, s.row_limit.data(), s.row_lanes.data(), s.row_max.data(), s.row_unknown.data()};
+      score_panels(s.queries.data(), (i1 - i0) * G, keys_f32, m, D, s.scores.data(), ld, s.has_max ? &maxima : nullptr);
+    } else if (keys_f32) {
+      if (m > 0) matmul_abt(s.queries.data(), (i1 - i0) * G, keys_f32, m, D, s.scores.data(), ld);
     } else {
       for (int64_t i = i0; i < i1; ++i)
         score_slot_range(*ctx.kernels, rows, int(h), &s.queries[size_t((i - i0) * G * D)], G, 0,
-                         limits[size_t(i)], &s.scores[size_t((i - i0) * G * n)], n, s.block);
+                         limits[size_t(i)], &s.scores[size_t((i - i0) * G * ld)], ld, s.block);
     }
-    select_block(s, h, i0, i1, s.scores.data());
+    select_block(s, h, i0, i1, s.scores.data(), ld);
   };
 
   if (all_heads_pass) {
@@ -351,28 +392,29 @@ void select_by_dot_product(const sa_context &ctx, const SelectRequest &req, cons
         }
       });
       parallel_for_slots(slots, H_kv, [&](int64_t h, int slot) {
-        select_block(scratch[size_t(slot)], h, i, i + 1, &scores[size_t(h * G * n)]);
+        select_block(scratch[size_t(slot)], h, i, i + 1, &scores[size_t(h * G * n)], n);
       });
     }
     return;
   }
 
   if (per_head) {
-    // oneDNN takes contiguous f32 rows: convert one head's keys at a time, then score every
-    // query block.
-    std::vector<float> keys_f32(size_t(n * D));
-    const int64_t chunk_rows = std::max<int64_t>(1, 65536 / D);
-#if defined(__x86_64__)
-    const bool f16c = ctx.kernels->isa == SA_ISA_AVX2 || ctx.kernels->isa == SA_ISA_AVX512;
-#else
-    const bool f16c = false;
-#endif
+    // oneDNN takes contiguous f32 rows, score_panels packed panels: convert one head's keys at a
+    // time, then score every query block.
+    std::vector<float> keys_f32(size_t(panels ? panel_floats(n, D) : n * D));
+    const int64_t chunk_rows = std::max<int64_t>(1, 65536 / D / kPanelKeys) * kPanelKeys;  // whole panels
+    const bool f16c = kernels_have_f16c(*ctx.kernels);
+    const int64_t chunks = (n + chunk_rows - 1) / chunk_rows;
+    std::vector<float> chunk_bound(static_cast<size_t>(chunks));  // panel_bound of each chunk's panels
     for (int64_t h = 0; h < H_kv; ++h) {
       const sa_dtype dt = rows.dtype();
-      parallel_for(threads, (n + chunk_rows - 1) / chunk_rows, [&](int64_t c) {
+      parallel_for(threads, chunks, [&](int64_t c) {
+        chunk_bound[size_t(c)] = 0.f;
+        std::vector<float> panel_rows(size_t(panels ? kPanelKeys * D : 0));  // a panel's rows, then packed
         for (int64_t j = c * chunk_rows, end = std::min(n, j + chunk_rows); j < end; ++j) {
           const void *row = rows.row(int(h), j);
-          float *dst = &keys_f32[size_t(j * D)];
+          const int64_t lane = j % kPanelKeys;
+          float *dst = panels ? &panel_rows[size_t(lane * D)] : &keys_f32[size_t(j * D)];
           if (dt == SA_DTYPE_F32) {
             std::copy_n(static_cast<const float *>(row), D, dst);
           } else if (dt == SA_DTYPE_F16) {
@@ -381,16 +423,25 @@ void select_by_dot_product(const sa_context &ctx, const SelectRequest &req, cons
             const uint16_t *src = static_cast<const uint16_t *>(row);
             for (int64_t d = 0; d < D; ++d) dst[d] = bf16_to_f32(src[d]);
           }
+          if (panels && (lane == kPanelKeys - 1 || j + 1 == n)) {
+            float *panel = &keys_f32[size_t(j / kPanelKeys * kPanelKeys * D)];
+            pack_panel(panel_rows.data(), lane + 1, D, panel);
+            chunk_bound[size_t(c)] = std::max(chunk_bound[size_t(c)], panel_bound(panel, kPanelKeys * D));
+          }
         }
       });
+      if (panels) key_bound = *std::max_element(chunk_bound.begin(), chunk_bound.end());
       // The last blocks first: causal blocks grow with their position, so the largest go out
       // first and the team ends on small ones.
-      parallel_for_slots(slots, n_blocks, [&](int64_t b, int slot) { run_block(h, n_blocks - 1 - b, keys_f32.data(), slot); });
+      parallel_for_slots(slots, n_blocks, [&](int64_t b, int slot) {
+        run_block(h, n_blocks - 1 - b, keys_f32.data(), slot, n_blocks - 1 - b - slots);
+      });
     }
   } else {
     parallel_for_slots(slots, H_kv * n_blocks, [&](int64_t t, int slot) {
       const int64_t h = t / n_blocks;
-      run_block(h, t % n_blocks, gemm ? static_cast<const float *>(rows.row(int(h), 0)) : nullptr, slot);
+      run_block(h, t % n_blocks, gemm ? static_cast<const float *>(rows.row(int(h), 0)) : nullptr, slot,
+                t + slots < H_kv * n_blocks && (t + slots) / n_blocks == h ? (t + slots) % n_blocks : -1);
     });
   }
 }

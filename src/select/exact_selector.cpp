@@ -9,7 +9,9 @@ ExactSelector::ExactSelector(int heads, int dim, sa_dtype dtype, int64_t capacit
 
 void ExactSelector::select(const sa_context &ctx, const SelectRequest &req) const {
   select_by_dot_product(ctx, req, keys_,
-                        [&](int64_t i, const SelectionList &l, float *out) { load_list_queries(req, i, l, out); });
+                        [&, f16c = kernels_have_f16c(*ctx.kernels)](int64_t i, const SelectionList &l, float *out) {
+                          load_list_queries(req, i, l, out, f16c);
+                        });
 }
 
 }  // namespace sa
