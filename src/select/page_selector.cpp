@@ -10,7 +10,9 @@
 #include "core/threading.hpp"
 #include "select/block_rescore.hpp"
 #include "select/candidate_rescore.hpp"
+#include "select/chunk_digest.hpp"
 #include "select/kth_largest.hpp"
+#include "select/order_key.hpp"
 #include "select/page_bounds.hpp"
 
 namespace sa {
@@ -84,7 +86,7 @@ struct PageSelectScratch {
     std::vector<float> query_row;        // [q | |q|] of one head, for its codes
     std::vector<float> radius_dot, top;  // top: usable pages' scores in page order
     std::vector<int64_t> chunk_start;    // where each chunk's pages start in top
-    std::vector<uint32_t> keys;          // kth_largest's
+    std::vector<uint32_t> keys;          // kth_largest's (ChunkDigest::kth_largest's)
     std::vector<int16_t> codes;  // half of a list's query codes (bounds in two passes)
     std::vector<std::pair<float, int32_t>> order;  // (-score, page): ascending = best first
     RescoreTaskScratch rescore;
@@ -97,6 +99,7 @@ struct PageSelectScratch {
   std::vector<float> bound, chunk_max, head_max;
   std::vector<std::pair<int64_t, int64_t>> ranges;  // rescoring tasks: (list, first column)
   std::vector<std::vector<int32_t>> pieces;         // per (list, chunk): its candidate slots
+  std::vector<ChunkDigest> digests;  // a decode step's, with refine: per (list, chunk), its scores
   Countdown lists_left;  // a decode step's lists: tasks left before the list's own step
 };
 
@@ -337,8 +340,22 @@ void PageSelector::select_queries(const sa_context &ctx, const SelectRequest &re
     }
   });
   SA_PHASE_LAP(phase, 0, "setup");
+  // A decode step with refine ranks its pages by a threshold found from each chunk's digest
+  // (chunk_digest.hpp), built by the task that finishes the chunk's scores: the list's own
+  // serial part is then a walk over 16 digests, not a pass over its 8192 pages.
+  const bool digests_on = refine_ && !prefill;
+  std::vector<ChunkDigest> &digests = call.digests;
+  if (digests_on && digests.size() < size_t(n_lists * chunks)) digests.resize(size_t(n_lists * chunks));
+  auto digest_chunk = [&](int64_t t, int64_t c) {
+    const ListState &ls = state[size_t(t)];
+    ChunkDigest &d = digests[size_t(t * chunks + c)];
+    const int64_t p0 = std::max(c * kChunkPages, ls.first_page), p1 = std::min((c + 1) * kChunkPages, ls.last_page + 1);
+    if (!ls.bounded || p1 <= p0) return d.clear();
+    const float *score = bound.data() + t * G * n_pages + p0;
+    d.build(score, p1 - p0, [&](int64_t j) { return usable(ls, p0 + j); });
+  };
   // 1. Bounds, over (list, chunk of pages): q . centre + |q| . radius per head, from the codes.
-  parallel_for_slots(slots, n_lists * chunks, [&](int64_t task, int slot) {
+  auto bound_chunk = [&](int64_t task, int slot) {
     const int64_t t = task / chunks, c = task % chunks;
     const ListState &ls = state[size_t(t)];
     if (!ls.bounded) return;
@@ -374,6 +391,10 @@ void PageSelector::select_queries(const sa_context &ctx, const SelectRequest &re
         for (int64_t g = 0; g < G; ++g) b[g * n_pages + p] = kNegInf;
     for (int64_t g = 0; g < G; ++g)
       chunk_max[size_t((t * chunks + c) * G + g)] = ctx.kernels->max_of(b + g * n_pages, np);
+  };
+  parallel_for_slots(slots, n_lists * chunks, [&](int64_t task, int slot) {
+    bound_chunk(task, slot);
+    if (digests_on && G == 1) digest_chunk(task / chunks, task % chunks);  // the scores are the bounds
   });
 
   SA_PHASE_LAP(phase, 1, "bounds");
@@ -418,6 +439,27 @@ void PageSelector::select_queries(const sa_context &ctx, const SelectRequest &re
         if (visible(int32_t(slot), pos[slot]) && !always_kept(pos[slot], rule)) out.push_back(int32_t(slot));
     }
   };
+  // A decode step's threshold and ties from its chunks' digests: what rank_list's pass over
+  // every usable page finds in a prefill (the same pages are taken).
+  auto threshold_from_digests = [&](ListState &ls, const ChunkDigest *d, std::vector<uint32_t> &keys) {
+    int64_t n_usable = 0, n_keys = 0;  // n_keys: the usable pages but NaNs
+    for (int64_t c = 0; c < chunks; ++c) n_usable += d[c].kept(), n_keys += d[c].count();
+    const int64_t want = std::min<int64_t>(n_usable, refine_pages);
+    ls.chunk_ties.resize(size_t(chunks));
+    if (want == 0 || want == n_usable) {  // every usable page is taken (ties to -inf too)
+      ls.threshold = kNegInf;
+      std::fill(ls.chunk_ties.begin(), ls.chunk_ties.end(), n_usable);
+      return;
+    }
+    const uint32_t key = n_keys < want ? order_key(kNegInf) : ChunkDigest::kth_largest(d, chunks, size_t(want), keys);
+    ls.threshold = key_float(key);
+    int64_t ties = want, equal = 0;  // ties: taken among the pages equal to the threshold
+    for (int64_t c = 0; c < chunks; ++c) ties -= d[c].above(key);
+    for (int64_t c = 0; c < chunks; ++c) {  // ties go to the lower pages
+      ls.chunk_ties[size_t(c)] = std::max<int64_t>(0, ties - equal);
+      equal += d[c].equal(key);
+    }
+  };
   // A prefill's lists in KV head order (the queries of a list side by side): tasks running
   // together rescore among one head's keys (4 MB at 16K keys), not every head's; 0.55x the
   // time at 16K keys, K = 128.
@@ -443,6 +485,7 @@ void PageSelector::select_queries(const sa_context &ctx, const SelectRequest &re
       for_usable(add_page);
       return rescore(ls);
     }
+    if (refine_ && !prefill) return threshold_from_digests(ls, &digests[size_t(t * chunks)], s.keys);
     if (refine_) {
       // The best `want` pages (ties to the lower page), found by the threshold score, and the
       // ties left to each chunk of pages: a chunk's candidates are then found on their own.
@@ -475,7 +518,6 @@ void PageSelector::select_queries(const sa_context &ctx, const SelectRequest &re
         equal += eq;
       }
       for (int64_t &t : ls.chunk_ties) t = std::max<int64_t>(0, ties - t);
-      if (!prefill) return;  // candidates by (list, chunk) tasks, then planned per list
       for (int64_t c = 0; c < chunks; ++c) collect_chunk(ls, c, rs.candidates);
       return rescore(ls);
     }
@@ -547,6 +589,7 @@ void PageSelector::select_queries(const sa_context &ctx, const SelectRequest &re
     parallel_for_slots(slots, n_lists * chunks, [&](int64_t task, int slot) {
       const int64_t t = task / chunks;
       group_chunk(t, task % chunks);
+      if (digests_on) digest_chunk(t, task % chunks);
       if (rank_in_group && lists_left.finish(t)) rank_list(t, slot);
     });
   }
