@@ -306,8 +306,8 @@ void PageSelector::select_queries(const sa_context &ctx, const SelectRequest &re
   };
   // Each list's usable pages and query codes, over lists: serially they were 50-70 us of a
   // decode step that took 1.3 ms on 16 threads (page_step 128K, 8 lists, phase timing, Xeon).
-  // A decode step with refine runs its stages as one loop (run_pipeline below); the other
-  // calls (prefill, decode without refine) as a parallel loop per step.
+  // A decode step with refine runs its steps as one loop of stages (`if (pipelined)` below);
+  // the other calls (prefill, decode without refine) run a parallel loop per step.
   const bool pipelined = refine_ && !prefill;
   auto setup_list = [&](int64_t t, int slot) {
     ListState &ls = state[size_t(t)];
