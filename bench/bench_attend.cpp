@@ -25,6 +25,8 @@
 // Each iteration uses the next of several cache-cold layers (bench_common.hpp), and the
 // caches are flushed before each timed call (flush_caches). N:524288 (f16 only: dense,
 // sparse, gatherbw, walkbw) reads a single 2 GiB layer.
+// Threads 1 and 2, or the list in SA_BENCH_THREADS (bench_common.hpp): SA_BENCH_THREADS=1,16
+// on a machine with 16 cores.
 //
 //   build/bench/bench_attend --benchmark_filter='membw|attend_.*/bf16/N:131072'
 //   build/bench/bench_attend --benchmark_filter='floor_.*/N:131072' --benchmark_min_time=2
@@ -248,19 +250,19 @@ void BM_floor(benchmark::State &state, sa_dtype dtype, int64_t n, int threads, b
 
 void register_all() {
     for (int64_t n : {32768, 131072})
-        for (int t : {1, 2})
+        for (int t : thread_counts())
             for (bool sparse : {true, false})
                 benchmark::RegisterBenchmark(name(sparse ? "floor_sparse" : "floor_dense", SA_DTYPE_F16, n, t).c_str(),
                                              BM_floor, SA_DTYPE_F16, n, t, sparse)
                     ->UseManualTime()
                     ->Unit(benchmark::kMicrosecond);
-    for (int t : {1, 2})
+    for (int t : thread_counts())
         benchmark::RegisterBenchmark(("membw/threads:" + std::to_string(t)).c_str(), BM_membw, t)
             ->UseRealTime()
             ->Unit(benchmark::kMillisecond);
     for (sa_dtype dtype : {SA_DTYPE_F16, SA_DTYPE_BF16})
         for (int64_t n : {4096, 32768, 131072})
-            for (int t : {1, 2}) {
+            for (int t : thread_counts()) {
                 for (Pattern p : {Pattern::dense, Pattern::random, Pattern::pages, Pattern::pages_hm})
                     for (bool mass : {false, true}) {
                         if (mass && (p == Pattern::pages || p == Pattern::pages_hm)) continue;
@@ -291,7 +293,7 @@ void register_all() {
                     ->Unit(benchmark::kMicrosecond);
             }
     constexpr int64_t kLarge = 524288;  // one 2 GiB layer: the patterns the decode table needs
-    for (int t : {1, 2}) {
+    for (int t : thread_counts()) {
         for (Pattern p : {Pattern::dense, Pattern::random})
             benchmark::RegisterBenchmark(name(p == Pattern::dense ? "attend_dense" : "attend_sparse", SA_DTYPE_F16,
                                               kLarge, t).c_str(),

@@ -13,6 +13,7 @@
 // f16 is the keys' dtype (bounds are int8 codes whatever it is). "GB/s": the bound bytes,
 // H_kv * n / 16 * (2 D + 8) (17.3 MB at 128K). Caches are flushed before each iteration.
 // Linked from the library's objects (the kernel table and score_page_bounds).
+// Threads 1 and 2, or the list in SA_BENCH_THREADS (bench_common.hpp).
 //
 //   build/bench/bench_bounds --benchmark_filter='N:131072'
 #include "floor_loops.hpp"
@@ -91,14 +92,14 @@ void BM_bounds(benchmark::State &state, int64_t n, int threads, bool scan, bool 
 
 void register_all() {
     for (int64_t n : {32768, 131072, 524288})
-        for (int t : {1, 2})
+        for (int t : thread_counts())
             for (bool scan : {true, false})
                 benchmark::RegisterBenchmark(name(scan ? "bounds_scan" : "bounds_read", SA_DTYPE_F16, n, t).c_str(),
                                              BM_bounds, n, t, scan, false)
                     ->UseRealTime()
                     ->Unit(benchmark::kMicrosecond);
     for (int64_t n : {32768, 131072})
-        for (int t : {1, 2})
+        for (int t : thread_counts())
             for (bool scan : {true, false})
                 benchmark::RegisterBenchmark(name(scan ? "bounds_scan_warm" : "bounds_read_warm", SA_DTYPE_F16, n, t).c_str(),
                                              BM_bounds, n, t, scan, true)

@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <sys/mman.h>
 
@@ -221,6 +222,25 @@ inline void set_gbps(benchmark::State &state, double bytes_per_iteration) {
 inline std::string name(const char *what, sa_dtype dtype, int64_t n, int threads) {
     return std::string(what) + "/" + dtype_name(dtype) + "/N:" + std::to_string(n) +
            "/threads:" + std::to_string(threads);
+}
+
+// The thread counts to measure: SA_BENCH_THREADS (comma-separated, each 1 .. 1024), else 1 and 2
+// (a machine with more cores: SA_BENCH_THREADS=1,16).
+inline std::vector<int> thread_counts() {
+    std::vector<int> counts;
+    if (const char *list = std::getenv("SA_BENCH_THREADS"))
+        for (const char *p = list; *p;) {
+            char *end = nullptr;
+            const long t = std::strtol(p, &end, 10);
+            if (end == p || t < 1 || t > 1024) {
+                std::fprintf(stderr, "SA_BENCH_THREADS: expected a list like 1,2,4, got '%s'\n", list);
+                std::exit(2);
+            }
+            counts.push_back(int(t));
+            p = *end == ',' ? end + 1 : end;
+        }
+    if (counts.empty()) counts = {1, 2};
+    return counts;
 }
 
 // Runs the registered benchmarks with a short default minimum time per

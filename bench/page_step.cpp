@@ -17,8 +17,6 @@
 #include <omp.h>
 
 #include <chrono>
-#include <cstdio>
-#include <cstdlib>
 #include <ctime>
 #include <vector>
 
@@ -133,24 +131,6 @@ void BM_step(benchmark::State &state, int64_t n, int threads, What what) {
         ++i;
     }
     state.counters["cpu_us"] = 1e6 * cpu / double(std::max<int64_t>(1, i));
-}
-
-// The thread counts to measure: SA_BENCH_THREADS (comma-separated, each 1 .. 1024), else 1 and 2.
-std::vector<int> thread_counts() {
-    std::vector<int> counts;
-    if (const char *list = std::getenv("SA_BENCH_THREADS"))
-        for (const char *p = list; *p;) {
-            char *end = nullptr;
-            const long t = std::strtol(p, &end, 10);
-            if (end == p || t < 1 || t > 1024) {
-                std::fprintf(stderr, "SA_BENCH_THREADS: expected a list like 1,2,4, got '%s'\n", list);
-                std::exit(2);
-            }
-            counts.push_back(int(t));
-            p = *end == ',' ? end + 1 : end;
-        }
-    if (counts.empty()) counts = {1, 2};
-    return counts;
 }
 
 void register_all() {

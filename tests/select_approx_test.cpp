@@ -583,6 +583,86 @@ TEST(PageSelect, DecodeSplitOverThreadsIsIdentical) {
     EXPECT_TRUE(ref::check_row(ref::expect_row(small.cache, q, args, 0, h), row_of(out, 0, h), 1e-4, 0)) << "list " << h;
 }
 
+// A decode step ranks its pages from per-chunk digests (select/chunk_digest.hpp), a prefill by
+// one pass over each list's pages: both must take the same candidate pages, so a decode
+// query's lists equal those of a prefill of 8 copies of it (each query sees more than
+// 2 x (top_k + 2048) keys, so the prefill bounds pages too). Pages of one slot over 6000 keys
+// (12 chunks of 512 pages, 2068 candidate pages spanning 5): random keys; 1000
+// refilled slots whose later positions leave pages unusable inside chunks. Pages of 2 with
+// three bounds only, over different keys: the threshold ties across every chunk, only some of
+// its ties are taken, and which decides the list. Pages of 8 over 40003 keys (a short last
+// page and chunk). Per KV head (the group's summed scores) and per
+// query head (the bounds), with a mass target too, a batch of 3 queries, on 1 and 3 threads.
+TEST(PageSelect, DecodeRanksPagesAsPrefillDoes) {
+  Rng rng(520);
+  struct Case {
+    const char *name;
+    int32_t page;
+    Tensor keys;
+    std::vector<int64_t> qpos;
+  };
+  std::vector<Case> cases;
+  cases.push_back({"random", 1, random_keys(rng, 6000), {5999, 5000, 4400}});
+  {  // each page of 2 takes one of 3 pairs of rows, each coordinate of the pair in either
+     // order: 3 bounds (the pair's elementwise min and max), but different keys behind each
+    Tensor tied(SA_DTYPE_F32, {12000, kHkv, kD});
+    const Tensor rows = random_keys(rng, 6);
+    for (int64_t p = 0; p < 6000; ++p) {
+      const int64_t r = 2 * rng.below(3);
+      for (int64_t h = 0; h < kHkv; ++h)
+        for (int64_t d = 0; d < kD; ++d) {
+          const int64_t swap = rng.below(2);
+          tied.set({2 * p, h, d}, rows.get({r + swap, h, d}));
+          tied.set({2 * p + 1, h, d}, rows.get({r + 1 - swap, h, d}));
+        }
+    }
+    cases.push_back({"tied", 2, tied, {11999, 10000, 8000}});
+  }
+  cases.push_back({"refilled", 1, random_keys(rng, 6000), {6999, 6500, 5600}});  // 4601 visible at 5600
+  cases.push_back({"pages of 8", 8, random_keys(rng, 40003), {40002, 30001, 9000}});
+  for (const Case &c : cases) {
+    SCOPED_TRACE(c.name);
+    std::vector<std::unique_ptr<Approx>> runs;
+    for (int32_t threads : {1, 3}) {
+      runs.push_back(std::make_unique<Approx>(Config{"PageRefine", SA_SELECTOR_PAGE, 1, c.page, 0, 0.0}, threads));
+      ASSERT_NE(runs.back()->ix, nullptr);
+      runs.back()->append(c.keys);
+      if (std::string(c.name) == "refilled") {  // slots 2000..2999 hold positions 6000..6999
+        std::vector<int32_t> slots(1000);
+        std::vector<int64_t> pos(1000);
+        for (int32_t j = 0; j < 1000; ++j) slots[size_t(j)] = 2000 + j, pos[size_t(j)] = 6000 + j;
+        Rng krng(521);
+        runs.back()->update(slots, random_keys(krng, 1000), pos);
+      }
+    }
+    const int64_t n_q = int64_t(c.qpos.size());
+    const Tensor q = sat::random_tensor(rng, SA_DTYPE_F32, {n_q, kHq, kD});
+    for (int per_head : {0, 1})
+      for (float mass : {0.f, 0.6f}) {
+        SCOPED_TRACE(testing::Message() << "per_head " << per_head << ", mass " << mass);
+        sa_select_options o = select_options(20, 8, 3);
+        o.per_query_head = per_head;
+        o.mass_target = mass;
+        o.query_positions = c.qpos.data();
+        const Tensor decode = runs[1]->select(q, o);
+        check_contract(*runs[1], q, o, decode);
+        EXPECT_EQ(runs[0]->select(q, o).values(), decode.values()) << "1 thread against 3";
+        for (int64_t i = 0; i < n_q; ++i) {
+          Tensor copies(SA_DTYPE_F32, {8, kHq, kD});
+          for (int64_t r = 0; r < 8; ++r)
+            for (int64_t g = 0; g < kHq; ++g)
+              for (int64_t d = 0; d < kD; ++d) copies.set({r, g, d}, q.get({i, g, d}));
+          std::vector<int64_t> pos(8, c.qpos[size_t(i)]);
+          sa_select_options po = o;
+          po.query_positions = pos.data();
+          const Tensor prefill = runs[0]->select(copies, po);
+          for (int64_t l = 0; l < decode.dim(1); ++l)
+            EXPECT_EQ(row_of(decode, i, l), row_of(prefill, 7, l)) << "query " << i << ", list " << l;
+        }
+      }
+  }
+}
+
 // Without refine, whole pages are taken in bound order: a page's keys come together.
 TEST(PageSelect, WithoutRefineTakesWholePages) {
   Rng rng(511);

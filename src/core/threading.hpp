@@ -65,6 +65,38 @@ void parallel_for_slots(int slots, int64_t n, F &&body) {
   if (error) std::rethrow_exception(error);
 }
 
+// parallel_for_slots whose tasks are claimed in increasing order (one shared counter), so a
+// task may wait for an earlier task's result (core/ready_flags.hpp): that task was claimed
+// before it, so it is running or done. A pipeline of stages over a few items then runs as one
+// loop, with no barrier between the stages. Serially (one thread, or inside a parallel
+// region) the tasks run in order, so a wait always finds its result ready.
+template <class F>
+void parallel_pipeline_slots(int slots, int64_t n, F &&body) {
+  const int team = n <= 1 ? 1 : loop_slots(slots, slots);
+  if (team <= 1) {
+    for (int64_t i = 0; i < n; ++i) body(i, 0);
+    return;
+  }
+  std::exception_ptr error;
+  std::mutex error_mutex;
+  std::atomic<int> next_slot{0};
+  std::atomic<int64_t> next_task{0};
+#pragma omp parallel num_threads(team)
+  {
+    const int slot = next_slot.fetch_add(1, std::memory_order_relaxed);
+    for (int64_t i = next_task.fetch_add(1, std::memory_order_relaxed); i < n;
+         i = next_task.fetch_add(1, std::memory_order_relaxed)) {
+      try {
+        body(i, slot);
+      } catch (...) {
+        std::lock_guard<std::mutex> lock(error_mutex);
+        if (!error) error = std::current_exception();
+      }
+    }
+  }
+  if (error) std::rethrow_exception(error);
+}
+
 // body(i) for bodies that need no scratch.
 template <class F>
 void parallel_for(int threads, int64_t n, F &&body) {

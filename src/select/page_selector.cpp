@@ -7,10 +7,13 @@
 
 #include "core/countdown.hpp"
 #include "core/phase_times.hpp"
+#include "core/ready_flags.hpp"
 #include "core/threading.hpp"
 #include "select/block_rescore.hpp"
 #include "select/candidate_rescore.hpp"
+#include "select/chunk_digest.hpp"
 #include "select/kth_largest.hpp"
+#include "select/order_key.hpp"
 #include "select/page_bounds.hpp"
 
 namespace sa {
@@ -84,7 +87,7 @@ struct PageSelectScratch {
     std::vector<float> query_row;        // [q | |q|] of one head, for its codes
     std::vector<float> radius_dot, top;  // top: usable pages' scores in page order
     std::vector<int64_t> chunk_start;    // where each chunk's pages start in top
-    std::vector<uint32_t> keys;          // kth_largest's
+    std::vector<uint32_t> keys;          // kth_largest's (ChunkDigest::kth_largest's)
     std::vector<int16_t> codes;  // half of a list's query codes (bounds in two passes)
     std::vector<std::pair<float, int32_t>> order;  // (-score, page): ascending = best first
     RescoreTaskScratch rescore;
@@ -97,7 +100,10 @@ struct PageSelectScratch {
   std::vector<float> bound, chunk_max, head_max;
   std::vector<std::pair<int64_t, int64_t>> ranges;  // rescoring tasks: (list, first column)
   std::vector<std::vector<int32_t>> pieces;         // per (list, chunk): its candidate slots
+  std::vector<ChunkDigest> digests;  // a decode step's, with refine: per (list, chunk), its scores
   Countdown lists_left;  // a decode step's lists: tasks left before the list's own step
+  Countdown stage_left[4];  // a decode step with refine (one loop): per stage and list
+  ReadyFlags ready;         // and which lists have finished which stage
 };
 
 PageSelector::~PageSelector() = default;
@@ -300,7 +306,10 @@ void PageSelector::select_queries(const sa_context &ctx, const SelectRequest &re
   };
   // Each list's usable pages and query codes, over lists: serially they were 50-70 us of a
   // decode step that took 1.3 ms on 16 threads (page_step 128K, 8 lists, phase timing, Xeon).
-  parallel_for_slots(slots, n_lists, [&](int64_t t, int slot) {
+  // A decode step with refine runs its steps as one loop of stages (`if (pipelined)` below);
+  // the other calls (prefill, decode without refine) run a parallel loop per step.
+  const bool pipelined = refine_ && !prefill;
+  auto setup_list = [&](int64_t t, int slot) {
     ListState &ls = state[size_t(t)];
     ls.query = t / lists;
     ls.list = selection_list(req, keys_.heads(), t % lists);
@@ -335,10 +344,24 @@ void PageSelector::select_queries(const sa_context &ctx, const SelectRequest &re
       }
       quantize_query(x.data(), 2 * D, &ls.q_codes[size_t(g * 2 * D)], &ls.q_scale[size_t(g)]);
     }
-  });
+  };
+  if (!pipelined) parallel_for_slots(slots, n_lists, setup_list);
   SA_PHASE_LAP(phase, 0, "setup");
+  // A decode step with refine ranks its pages by a threshold found from each chunk's digest
+  // (chunk_digest.hpp), built by the task that finishes the chunk's scores: the list's own
+  // serial part is then a walk over 16 digests, not a pass over its 8192 pages.
+  std::vector<ChunkDigest> &digests = call.digests;
+  if (pipelined && digests.size() < size_t(n_lists * chunks)) digests.resize(size_t(n_lists * chunks));
+  auto digest_chunk = [&](int64_t t, int64_t c) {
+    const ListState &ls = state[size_t(t)];
+    ChunkDigest &d = digests[size_t(t * chunks + c)];
+    const int64_t p0 = std::max(c * kChunkPages, ls.first_page), p1 = std::min((c + 1) * kChunkPages, ls.last_page + 1);
+    if (!ls.bounded || p1 <= p0) return d.clear();
+    const float *score = bound.data() + t * G * n_pages + p0;
+    d.build(score, p1 - p0, [&](int64_t j) { return usable(ls, p0 + j); });
+  };
   // 1. Bounds, over (list, chunk of pages): q . centre + |q| . radius per head, from the codes.
-  parallel_for_slots(slots, n_lists * chunks, [&](int64_t task, int slot) {
+  auto bound_chunk = [&](int64_t task, int slot) {
     const int64_t t = task / chunks, c = task % chunks;
     const ListState &ls = state[size_t(t)];
     if (!ls.bounded) return;
@@ -374,7 +397,8 @@ void PageSelector::select_queries(const sa_context &ctx, const SelectRequest &re
         for (int64_t g = 0; g < G; ++g) b[g * n_pages + p] = kNegInf;
     for (int64_t g = 0; g < G; ++g)
       chunk_max[size_t((t * chunks + c) * G + g)] = ctx.kernels->max_of(b + g * n_pages, np);
-  });
+  };
+  if (!pipelined) parallel_for_slots(slots, n_lists * chunks, bound_chunk);
 
   SA_PHASE_LAP(phase, 1, "bounds");
   // 3. (defined first: in a decode step, step 2's tasks run it) Per list: the best pages;
@@ -418,6 +442,27 @@ void PageSelector::select_queries(const sa_context &ctx, const SelectRequest &re
         if (visible(int32_t(slot), pos[slot]) && !always_kept(pos[slot], rule)) out.push_back(int32_t(slot));
     }
   };
+  // A decode step's threshold and ties from its chunks' digests: what rank_list's pass over
+  // every usable page finds in a prefill (the same pages are taken).
+  auto threshold_from_digests = [&](ListState &ls, const ChunkDigest *d, std::vector<uint32_t> &keys) {
+    int64_t n_usable = 0, n_keys = 0;  // n_keys: the usable pages but NaNs
+    for (int64_t c = 0; c < chunks; ++c) n_usable += d[c].kept(), n_keys += d[c].count();
+    const int64_t want = std::min<int64_t>(n_usable, refine_pages);
+    ls.chunk_ties.resize(size_t(chunks));
+    if (want == 0 || want == n_usable) {  // every usable page is taken (ties to -inf too)
+      ls.threshold = kNegInf;
+      std::fill(ls.chunk_ties.begin(), ls.chunk_ties.end(), n_usable);
+      return;
+    }
+    const uint32_t key = n_keys < want ? order_key(kNegInf) : ChunkDigest::kth_largest(d, chunks, size_t(want), keys);
+    ls.threshold = key_float(key);
+    int64_t ties = want, equal = 0;  // ties: taken among the pages equal to the threshold
+    for (int64_t c = 0; c < chunks; ++c) ties -= d[c].above(key);
+    for (int64_t c = 0; c < chunks; ++c) {  // ties go to the lower pages
+      ls.chunk_ties[size_t(c)] = std::max<int64_t>(0, ties - equal);
+      equal += d[c].equal(key);
+    }
+  };
   // A prefill's lists in KV head order (the queries of a list side by side): tasks running
   // together rescore among one head's keys (4 MB at 16K keys), not every head's; 0.55x the
   // time at 16K keys, K = 128.
@@ -443,6 +488,7 @@ void PageSelector::select_queries(const sa_context &ctx, const SelectRequest &re
       for_usable(add_page);
       return rescore(ls);
     }
+    if (refine_ && !prefill) return threshold_from_digests(ls, &digests[size_t(t * chunks)], s.keys);
     if (refine_) {
       // The best `want` pages (ties to the lower page), found by the threshold score, and the
       // ties left to each chunk of pages: a chunk's candidates are then found on their own.
@@ -475,7 +521,6 @@ void PageSelector::select_queries(const sa_context &ctx, const SelectRequest &re
         equal += eq;
       }
       for (int64_t &t : ls.chunk_ties) t = std::max<int64_t>(0, ties - t);
-      if (!prefill) return;  // candidates by (list, chunk) tasks, then planned per list
       for (int64_t c = 0; c < chunks; ++c) collect_chunk(ls, c, rs.candidates);
       return rescore(ls);
     }
@@ -521,28 +566,124 @@ void PageSelector::select_queries(const sa_context &ctx, const SelectRequest &re
   // the others' chunks, and no barrier waits for the last list (8 lists, 16 threads).
   const bool rank_in_group = G > 1 && !prefill;
   Countdown &lists_left = call.lists_left;
-  if (G > 1) {
-    std::vector<float> &head_max = call.head_max;
-    head_max.assign(size_t(n_lists * G), kNegInf);
-    for (int64_t t = 0; t < n_lists; ++t)
-      for (int64_t c = 0; c < chunks; ++c)
-        for (int64_t g = 0; g < G; ++g)
-          head_max[size_t(t * G + g)] = std::max(head_max[size_t(t * G + g)], chunk_max[size_t((t * chunks + c) * G + g)]);
-    auto group_chunk = [&](int64_t t, int64_t c) {
-      const ListState &ls = state[size_t(t)];
-      if (!ls.bounded) return;
-      const int64_t p0 = std::max(c * kChunkPages, ls.first_page);
-      const int64_t np = std::min({n_pages, (c + 1) * kChunkPages, ls.last_page + 1}) - p0;
-      if (np <= 0) return;
-      float *b = bound.data() + t * G * n_pages;
-      float acc[kChunkPages];
-      std::fill(acc, acc + np, 0.f);
-      for (int64_t g = 0; g < G; ++g) {
-        const float m = head_max[size_t(t * G + g)];
-        if (m != kNegInf) ctx.kernels->exp2_accumulate(b + g * n_pages + p0, np, m, acc);
+  std::vector<float> &head_max = call.head_max;
+  head_max.assign(size_t(n_lists * G), kNegInf);
+  auto list_head_max = [&](int64_t t) {  // each head's best bound over the list's chunks
+    for (int64_t c = 0; c < chunks; ++c)
+      for (int64_t g = 0; g < G; ++g)
+        head_max[size_t(t * G + g)] = std::max(head_max[size_t(t * G + g)], chunk_max[size_t((t * chunks + c) * G + g)]);
+  };
+  auto group_chunk = [&](int64_t t, int64_t c) {
+    const ListState &ls = state[size_t(t)];
+    if (!ls.bounded) return;
+    const int64_t p0 = std::max(c * kChunkPages, ls.first_page);
+    const int64_t np = std::min({n_pages, (c + 1) * kChunkPages, ls.last_page + 1}) - p0;
+    if (np <= 0) return;
+    float *b = bound.data() + t * G * n_pages;
+    float acc[kChunkPages];
+    std::fill(acc, acc + np, 0.f);
+    for (int64_t g = 0; g < G; ++g) {
+      const float m = head_max[size_t(t * G + g)];
+      if (m != kNegInf) ctx.kernels->exp2_accumulate(b + g * n_pages + p0, np, m, acc);
+    }
+    std::copy(acc, acc + np, b + p0);
+  };
+  // With refine, a decode step's candidates over (list, chunk of pages), so that its few lists
+  // do not leave threads idle; each list is planned from its chunks' slots (already filtered)
+  // by the task collecting its last chunk (collect_piece true). Measured (page_step
+  // page_select, 128K keys, K = 2048, 1 thread, CPU time of the phases, loaded): the per-list
+  // part of this step 1162-1343 us before (8 lists), then 620-670 us per list (the threshold,
+  // the plan) and 354-386 us over the 128 chunk tasks.
+  std::vector<std::vector<int32_t>> &pieces = call.pieces;
+  if (pipelined && pieces.size() < size_t(n_lists * chunks)) pieces.resize(size_t(n_lists * chunks));
+  auto collect_piece = [&](int64_t t, int64_t c, Countdown &left) {
+    ListState &ls = state[size_t(t)];
+    std::vector<int32_t> &piece = pieces[size_t(t * chunks + c)];
+    piece.clear();
+    if (ls.bounded) collect_chunk(ls, c, piece);
+    if (!left.finish(t)) return false;
+    if (!ls.bounded) return true;  // planned by rank_list
+    RescoreScratch &rs = ls.rescore;
+    for (int64_t k = 0; k < chunks; ++k) {
+      const std::vector<int32_t> &part = pieces[size_t(t * chunks + k)];
+      rs.candidates.insert(rs.candidates.end(), part.begin(), part.end());
+    }
+    plan_rescore(keys_, req, ls.query, ls.list, rs, true);
+    return true;
+  };
+  if (pipelined) {
+    // Steps 0-4 of a decode step with refine as one loop of stages, in this order: setup
+    // (per list), bounds, group scores (G > 1), candidates (per list and chunk of pages),
+    // exact scores (per list and range of columns). Tasks are claimed in order and wait only
+    // for their own list's previous stage (core/ready_flags.hpp), done by the task finishing
+    // that stage's last piece of the list: no barrier between stages, so lists finished early
+    // overlap the others' work, and the team is woken once a step, not five times.
+    const int64_t LC = n_lists * chunks;
+    // Ranges per list: enough for the most columns a list can have (refine_pages pages and
+    // the forced slots); the last range takes any columns beyond (repeated positions).
+    const int64_t most_columns = refine_pages * P + int64_t(req.window) + req.sinks;
+    const int64_t R = std::max<int64_t>(1, (most_columns + kRescoreColumns - 1) / kRescoreColumns);
+    const int64_t bounds0 = n_lists, group0 = bounds0 + LC, collect0 = group0 + (G > 1 ? LC : 0),
+                  score0 = collect0 + LC, total = score0 + n_lists * R;
+    Countdown *left = call.stage_left;  // bounds, group, collect, score
+    for (int k = 0; k < 3; ++k) left[k].start(n_lists, [&](int64_t) { return chunks; });
+    left[3].start(n_lists, [&](int64_t) { return R; });
+    ReadyFlags &ready = call.ready;  // list t's stage k done: flag k * n_lists + t
+    enum Stage { kSetUp = 0, kScored = 1, kRanked = 2, kPlanned = 3 };
+    ready.reset(4 * n_lists);
+    auto done = [&](Stage k, int64_t t) { ready.set(k * n_lists + t); };
+    auto wait = [&](Stage k, int64_t t) { return ready.wait(k * n_lists + t); };
+    parallel_pipeline_slots(slots, total, [&](int64_t task, int slot) {
+      try {
+        if (task < bounds0) {
+          setup_list(task, slot);
+          return done(kSetUp, task);
+        }
+        if (task < group0) {  // bounds; G == 1: they are the scores, ranked by the last task
+          const int64_t t = (task - bounds0) / chunks, c = (task - bounds0) % chunks;
+          if (!wait(kSetUp, t)) return;
+          bound_chunk(task - bounds0, slot);
+          if (G == 1) digest_chunk(t, c);
+          if (!left[0].finish(t)) return;
+          if (G == 1) {
+            rank_list(t, slot);
+            return done(kRanked, t);
+          }
+          list_head_max(t);
+          return done(kScored, t);
+        }
+        if (task < collect0) {  // the group's scores, ranked by the last task
+          const int64_t t = (task - group0) / chunks, c = (task - group0) % chunks;
+          if (!wait(kScored, t)) return;
+          group_chunk(t, c);
+          digest_chunk(t, c);
+          if (!left[1].finish(t)) return;
+          rank_list(t, slot);
+          return done(kRanked, t);
+        }
+        if (task < score0) {  // candidates, planned by the last task
+          const int64_t t = (task - collect0) / chunks, c = (task - collect0) % chunks;
+          if (!wait(kRanked, t)) return;
+          if (collect_piece(t, c, left[2])) done(kPlanned, t);
+          return;
+        }
+        const int64_t t = (task - score0) / R, r = (task - score0) % R;  // exact scores
+        if (!wait(kPlanned, t)) return;
+        ListState &ls = state[size_t(t)];
+        RescoreScratch &rs = ls.rescore;
+        const int64_t c0 = r * kRescoreColumns, c1 = r == R - 1 ? rs.column_count() : c0 + kRescoreColumns;
+        score_rescore_columns(ctx, rows, ls.list, rs, c0, std::min(rs.column_count(), c1), scratch[size_t(slot)].rescore);
+        if (left[3].finish(t)) finish_rescore(ctx, keys_, req, ls.query, ls.list, rs);
+      } catch (...) {
+        ready.abort();  // no task waits for this one's stage any more
+        throw;
       }
-      std::copy(acc, acc + np, b + p0);
-    };
+    });
+    SA_PHASE_LAP(phase, 4, "pipeline");
+    return;
+  }
+  if (G > 1) {
+    for (int64_t t = 0; t < n_lists; ++t) list_head_max(t);
     lists_left.start(n_lists, [&](int64_t) { return chunks; });
     parallel_for_slots(slots, n_lists * chunks, [&](int64_t task, int slot) {
       const int64_t t = task / chunks;
@@ -553,34 +694,7 @@ void PageSelector::select_queries(const sa_context &ctx, const SelectRequest &re
   SA_PHASE_LAP(phase, 2, "group");
   if (!rank_in_group) parallel_for_slots(slots, n_lists, rank_list);
   SA_PHASE_LAP(phase, 3, "rank");
-  if (prefill || (!refine_ && !(req.mass_target > 0.f))) return;
-  if (refine_) {
-    // A decode step's candidates over (list, chunk of pages), so that its few lists do not
-    // leave threads idle; each list is planned from its chunks' slots (already filtered) by
-    // the task collecting its last chunk. Measured (page_step page_select, 128K keys, K = 2048,
-    // 1 thread, CPU time of the phases, loaded): the per-list part of this step 1162-1343 us
-    // before (8 lists), now 620-670 us per list (the threshold, the plan) and 354-386 us over
-    // the 128 chunk tasks.
-    std::vector<std::vector<int32_t>> &pieces = call.pieces;
-    if (pieces.size() < size_t(n_lists * chunks)) pieces.resize(size_t(n_lists * chunks));
-    lists_left.start(n_lists, [&](int64_t) { return chunks; });
-    parallel_for(ctx.threads, n_lists * chunks, [&](int64_t task) {
-      const int64_t t = task / chunks;
-      ListState &ls = state[size_t(t)];
-      std::vector<int32_t> &piece = pieces[size_t(task)];
-      piece.clear();
-      if (ls.bounded) collect_chunk(ls, task % chunks, piece);
-      if (!lists_left.finish(t) || !ls.bounded) return;  // unbounded: planned in step 3
-      RescoreScratch &rs = ls.rescore;
-      for (int64_t c = 0; c < chunks; ++c) {
-        const std::vector<int32_t> &part = pieces[size_t(t * chunks + c)];
-        rs.candidates.insert(rs.candidates.end(), part.begin(), part.end());
-      }
-      plan_rescore(keys_, req, ls.query, ls.list, rs, true);
-    });
-  }
-
-  SA_PHASE_LAP(phase, 5, "collect+plan");
+  if (prefill || !(req.mass_target > 0.f)) return;
   // 4. Exact scores of the candidates over (list, range of columns); the task scoring a
   // list's last range ranks the list as finish_rescore does (the heads' softmax normalisers,
   // the masses, the best written), while other lists are still scored. A list of no column
