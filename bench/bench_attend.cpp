@@ -176,18 +176,6 @@ void BM_attend_paged(benchmark::State &state, sa_dtype dtype, int64_t n, int thr
 //   floor_dense:  every key against a walk of the token-major cache in the kernel's order:
 //                 token blocks of 64, all KV heads of a block, the K then V rows of each head.
 
-constexpr int64_t kFlushBytes = int64_t{96} << 20;  // past this machine's 32 MB L3
-
-// Reads a buffer larger than the last-level cache, evicting whatever the last call left there.
-void flush_cache(int threads) {
-    static std::vector<uint64_t> junk(size_t(kFlushBytes / 8), 1);
-    uint64_t s = 0;
-    const int64_t n = int64_t(junk.size());
-#pragma omp parallel for num_threads(threads) reduction(+ : s) schedule(static)
-    for (int64_t c = 0; c < 64; ++c) s += sum_words(junk.data() + c * (n / 64), n / 64);
-    benchmark::DoNotOptimize(s);
-}
-
 // The lists of a decode step: per KV head the sinks, the window and top_k distinct random
 // slots in between, ascending ([sets][H_kv][kStepWidth]).
 constexpr int kStepWidth = kTopK + kWindow + kSinks;
@@ -224,13 +212,13 @@ void BM_floor(benchmark::State &state, sa_dtype dtype, int64_t n, int threads, b
         sa_tensor kt = tensor(layers.k(l), dtype, {n, kHkv, kD});
         sa_tensor vt = tensor(layers.v(l), dtype, {n, kHkv, kD});
         sa_tensor itn = tensor(set, SA_DTYPE_I32, {1, kHkv, kStepWidth});
-        flush_cache(threads);
+        flush_last_level_cache(threads);
         auto t0 = std::chrono::steady_clock::now();
         if (!ok(state, sa_attend(ctx, &qt, &kt, &vt, sparse ? &itn : nullptr, nullptr, &ot, nullptr), "sa_attend"))
             break;
         const double a = seconds_since(t0);
         benchmark::DoNotOptimize(out.data());
-        flush_cache(threads);
+        flush_last_level_cache(threads);
         t0 = std::chrono::steady_clock::now();
         uint64_t s = sparse ? gather_rows(layers.k(l), layers.v(l), set, kStepWidth, kRow, kD, threads)
                             : walk_rows(layers.k(l), layers.v(l), n, threads);

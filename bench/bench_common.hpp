@@ -195,14 +195,38 @@ __attribute__((target_clones("avx512f", "avx2", "default")))
     return a[0] + a[1] + a[2] + a[3] + a[4] + a[5] + a[6] + a[7];
 }
 
-// Evicts the caches before a timed call, as a decode step finds them after the other layers'
-// work: writes a 96 MB buffer (three times this machine's L3) with the timer paused.
+// Bytes a flush reads: three times the last-level cache a core sees (sysfs' cache index3 of
+// cpu0: 32 MB on the EPYC these benches were written on, 300 MiB on the 16-core Xeon, where a
+// fixed 96 MB left a step's bounds and rows in the L3 between calls), at least 96 MB. Not
+// sysconf(_SC_LEVEL3_CACHE_SIZE): on the EPYC it reports the socket's 384 MB, not a core's CCD.
+inline int64_t flush_bytes() {
+    int64_t l3 = 0;
+    if (FILE *f = std::fopen("/sys/devices/system/cpu/cpu0/cache/index3/size", "r")) {
+        long long v = 0;
+        char unit = 0;
+        if (std::fscanf(f, "%lld%c", &v, &unit) >= 1 && v > 0)
+            l3 = unit == 'K' ? v << 10 : unit == 'M' ? v << 20 : unit == 'G' ? v << 30 : v;
+        std::fclose(f);
+    }
+    return std::max<int64_t>(int64_t{96} << 20, 3 * l3);
+}
+
+// Evicts whatever the last call left in the caches, as a decode step finds them after the other
+// layers' work: reads a buffer of flush_bytes() on `threads` threads (OpenMP where the bench
+// links it; reading it on one thread of a 16-core host would take longer than the calls timed).
+inline void flush_last_level_cache(int threads) {
+    static std::vector<uint64_t> junk(size_t(flush_bytes() / 8), 1);
+    const int64_t per = int64_t(junk.size()) / 64;
+    uint64_t s = 0;
+#pragma omp parallel for num_threads(threads) reduction(+ : s) schedule(static)
+    for (int64_t c = 0; c < 64; ++c) s += sum_words(junk.data() + c * per, per);
+    benchmark::DoNotOptimize(s);
+}
+
+// flush_last_level_cache with the timer paused, on two threads (the benches' default).
 inline void flush_caches(benchmark::State &state) {
-    constexpr size_t kFlushBytes = size_t{96} << 20;
-    static std::vector<uint64_t> buf(kFlushBytes / 8);
     state.PauseTiming();
-    for (uint64_t &x : buf) x += 1;
-    benchmark::DoNotOptimize(buf.data());
+    flush_last_level_cache(2);
     state.ResumeTiming();
 }
 

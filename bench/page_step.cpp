@@ -1,5 +1,6 @@
 // One sparse decode step with the page selector against dense attention, in one run, cache
-// flushed (a 96 MB read) before every timed call as a decode step finds it:
+// flushed (flush_last_level_cache: a read of three times the L3) before every timed call as a
+// decode step finds it:
 //   dense/N:n/threads:T         sa_attend over all n keys (H_q 32, H_kv 8, D 128, f16 K/V)
 //   page_step/N:n/threads:T     sa_select (page, refine, top_k 2048, window 64, sinks 4) then
 //                               sa_attend over the chosen keys
@@ -25,7 +26,6 @@ namespace {
 using namespace bench;
 
 constexpr int kPageSize = 16;
-constexpr int64_t kFlushBytes = int64_t{96} << 20;
 
 double cpu_seconds() {
     timespec ts;
@@ -33,10 +33,6 @@ double cpu_seconds() {
     return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
 }
 
-void flush() {
-    static std::vector<uint64_t> junk(size_t(kFlushBytes / 8), 1);
-    benchmark::DoNotOptimize(sum_words(junk.data(), int64_t(junk.size())));
-}
 
 // K, V and a page index over them, per n (the last two kept).
 struct Cache {
@@ -107,7 +103,7 @@ void BM_step(benchmark::State &state, int64_t n, int threads, What what) {
     int64_t i = 0;
     double cpu = 0.0;  // process CPU seconds inside the timed calls: the work, less the waits of a loaded machine
     for (auto _ : state) {
-        flush();
+        flush_last_level_cache(threads);
         const double c0 = cpu_seconds();
         sa_tensor qt = tensor(q.data() + (i % 8) * kHq * kD, SA_DTYPE_F32, {1, kHq, kD});
         const auto t0 = std::chrono::steady_clock::now();

@@ -76,7 +76,7 @@ def floor_section(lines, failures):
         "## Decode step at the memory floor (issue 14)",
         "",
         "One decode query (H_q = 32, H_kv = 8, D = 128, f16 K/V token-major [N, H_kv, D] as llama.cpp "
-        "holds it; top_k 2048 + window 64 + sinks 4), random keys, the caches flushed (96 MB written) "
+        "holds it; top_k 2048 + window 64 + sinks 4), random keys, the caches flushed (three times the L3 read) "
         "before every timed call, medians over repetitions; times in ms. Each ratio is formed within "
         "one binary's run: bench_attend (read loop, dense and sparse attention and their loops, "
         "interleaved repetitions), bench_bounds (bound scan and its loop), bench_select (selection, "
