@@ -22,6 +22,7 @@
 #include <cstdint>
 #include <exception>
 #include <mutex>
+#include <utility>
 
 namespace sa {
 
@@ -33,43 +34,14 @@ inline int loop_slots(int threads, int64_t n) {
 }
 
 // body(i, slot) for i in [0, n), slot in [0, slots): tasks running at once have distinct slots.
+// Tasks are claimed in increasing order (one shared counter), so a task may wait for an earlier
+// task's result (core/ready_flags.hpp): that task was claimed before it, so it is running or
+// done. A pipeline of stages over a few items then runs as one loop, with no barrier between
+// the stages. Serially (one thread, or inside a parallel region) the tasks run in order, so a
+// wait always finds its result ready.
 // The team has every slot even when there are fewer tasks (its other threads wait at the end):
 // libgomp ends the threads a smaller team leaves out and starts new ones for the next larger
-// team, so the loops of one call (a decode step's 8 lists after its 128 bound tasks) keep
-// one team size instead of ending and starting threads twice per step.
-template <class F>
-void parallel_for_slots(int slots, int64_t n, F &&body) {
-  const int team = n <= 1 ? 1 : loop_slots(slots, slots);
-  if (team <= 1) {
-    for (int64_t i = 0; i < n; ++i) body(i, 0);
-    return;
-  }
-  std::exception_ptr error;
-  std::mutex error_mutex;
-  std::atomic<int> next_slot{0};
-#pragma omp parallel num_threads(team)
-  {
-    // Each thread of the team takes the next slot: distinct and < team by construction, with
-    // no thread number of any region (ours or a host's) involved.
-    const int slot = next_slot.fetch_add(1, std::memory_order_relaxed);
-#pragma omp for schedule(dynamic, 1)
-    for (int64_t i = 0; i < n; ++i) {
-      try {
-        body(i, slot);
-      } catch (...) {
-        std::lock_guard<std::mutex> lock(error_mutex);
-        if (!error) error = std::current_exception();
-      }
-    }
-  }
-  if (error) std::rethrow_exception(error);
-}
-
-// parallel_for_slots whose tasks are claimed in increasing order (one shared counter), so a
-// task may wait for an earlier task's result (core/ready_flags.hpp): that task was claimed
-// before it, so it is running or done. A pipeline of stages over a few items then runs as one
-// loop, with no barrier between the stages. Serially (one thread, or inside a parallel
-// region) the tasks run in order, so a wait always finds its result ready.
+// team, so the loops of one call keep one team size instead of ending and starting threads.
 template <class F>
 void parallel_pipeline_slots(int slots, int64_t n, F &&body) {
   const int team = n <= 1 ? 1 : loop_slots(slots, slots);
@@ -83,6 +55,8 @@ void parallel_pipeline_slots(int slots, int64_t n, F &&body) {
   std::atomic<int64_t> next_task{0};
 #pragma omp parallel num_threads(team)
   {
+    // Each thread of the team takes the next slot: distinct and < team by construction, with
+    // no thread number of any region (ours or a host's) involved.
     const int slot = next_slot.fetch_add(1, std::memory_order_relaxed);
     for (int64_t i = next_task.fetch_add(1, std::memory_order_relaxed); i < n;
          i = next_task.fetch_add(1, std::memory_order_relaxed)) {
@@ -95,6 +69,12 @@ void parallel_pipeline_slots(int slots, int64_t n, F &&body) {
     }
   }
   if (error) std::rethrow_exception(error);
+}
+
+// The same loop for tasks that do not wait for each other.
+template <class F>
+void parallel_for_slots(int slots, int64_t n, F &&body) {
+  parallel_pipeline_slots(slots, n, std::forward<F>(body));
 }
 
 // body(i) for bodies that need no scratch.
