@@ -10,10 +10,12 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <random>
 #include <vector>
 
 #include "kernels/kernels.hpp"
 #include "select/page_bounds.hpp"
+#include "select/page_code.hpp"
 #include "test_util.hpp"
 
 namespace {
@@ -138,3 +140,78 @@ TEST(PageBounds, NonFiniteKeysGiveAnInfiniteBound) {
 }
 
 }  // namespace
+
+// The CPU page selector ranks pages by page_code::page_bound (t (s (q . [c | r]) + A), one f32
+// rounding per step), the formula a CUDA page index computes, at every head dimension. At D 256
+// the selector once scored the centre and radius codes in two passes and added s dot_c + s dot_r
+// in f32: a different rounding in about 40% of bounds, so the two devices could rank a near tie
+// apart. Two keys, each its own page (page_size 1, no refine), whose shared-formula bounds and
+// two-pass bounds order them differently (found by a seeded search); top_k 1 must take the
+// shared formula's winner (ties: the lower page).
+TEST(PageBounds, SelectorRanksPagesByTheSharedBoundFormula) {
+  auto ctx = sat::make_context(1);
+  ASSERT_NE(ctx, nullptr);
+  for (int D : {64, 128, 256}) {
+    std::mt19937 rng(uint32_t(11 + D));
+    std::normal_distribution<float> nd(0.f, 1.f);
+    const float qscale = (1.f / std::sqrt(float(D))) * 1.4426950408889634f;  // the select's default scale
+    struct Bounds {
+      float joint, split;
+    };
+    auto bounds = [&](const std::vector<float> &k, const std::vector<int16_t> &codes, float t) {
+      std::vector<int8_t> row(size_t(2 * D));
+      float s = 0.f, A = 0.f;
+      sa::quantize_page_bound_row(k.data(), k.data(), D, row.data(), row.data() + D, &s, &A);
+      int64_t dc = 0, dr = 0;
+      for (int d = 0; d < D; ++d) {
+        dc += int64_t(codes[size_t(d)]) * row[size_t(d)];
+        dr += int64_t(codes[size_t(D + d)]) * row[size_t(D + d)];
+      }
+      const volatile float bc = s * float(dc), br = s * float(dr);  // the two passes' scores
+      const volatile float sum = bc + br;
+      return Bounds{sa::page_code::page_bound(dc + dr, s, A, t), t * (sum + A)};
+    };
+    std::vector<float> ka(static_cast<size_t>(D)), kb = ka, q = ka, x(static_cast<size_t>(2 * D));
+    std::vector<int16_t> codes(static_cast<size_t>(2 * D));
+    bool found = false;
+    bool a_wins = false;  // under the shared formula (ties: a, the lower page)
+    for (int it = 0; it < 200000 && !found; ++it) {
+      for (int d = 0; d < D; ++d) ka[size_t(d)] = nd(rng), q[size_t(d)] = nd(rng);
+      const int d0 = int(rng() % uint32_t(D));
+      q[size_t(d0)] = std::ldexp(nd(rng), -int(rng() % 14));  // a small query code: a near tie
+      kb = ka;
+      kb[size_t(d0)] = ka[size_t(d0)] + std::ldexp(nd(rng), -int(rng() % 10));
+      for (int d = 0; d < D; ++d) {
+        x[size_t(d)] = qscale * q[size_t(d)];
+        x[size_t(D + d)] = std::fabs(x[size_t(d)]);
+      }
+      float t = 0.f;
+      sa::quantize_query_row(x.data(), 2 * D, codes.data(), &t);
+      const Bounds a = bounds(ka, codes, t), b = bounds(kb, codes, t);
+      a_wins = a.joint >= b.joint;
+      found = a_wins != (a.split >= b.split);
+    }
+    ASSERT_TRUE(found) << "D " << D << ": no near tie found";
+    sa_index_options o = SA_INDEX_OPTIONS_INIT;
+    o.kind = SA_SELECTOR_PAGE;
+    o.num_kv_heads = 1;
+    o.head_dim = D;
+    o.dtype = SA_DTYPE_F32;
+    o.page.page_size = 1;
+    o.page.refine = 0;
+    sa_index *raw = nullptr;
+    ASSERT_EQ(sa_index_create(ctx.get(), &o, &raw), SA_OK) << sa_last_error();
+    sat::IndexPtr ix(raw);
+    sat::Tensor keys(SA_DTYPE_F32, {2, 1, D}), qt(SA_DTYPE_F32, {1, 1, D});
+    for (int d = 0; d < D; ++d) {
+      keys.set({0, 0, d}, ka[size_t(d)]);
+      keys.set({1, 0, d}, kb[size_t(d)]);
+      qt.set({0, 0, d}, q[size_t(d)]);
+    }
+    ASSERT_EQ(sa_index_append(ix.get(), keys.t()), SA_OK) << sa_last_error();
+    sat::Tensor out(SA_DTYPE_I32, {1, 1, 1});
+    const sa_select_options so = sat::select_options(1, 0, 0);
+    ASSERT_EQ(sa_select(ix.get(), qt.t(), &so, out.t()), SA_OK) << sa_last_error();
+    EXPECT_EQ(out.values()[0], a_wins ? 0.0 : 1.0) << "D " << D;
+  }
+}

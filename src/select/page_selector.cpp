@@ -47,8 +47,11 @@ constexpr int64_t kPrefillExactFactor = 2;
 // whole call's 2.6 GB.
 constexpr int64_t kPrefillChunkBytes = int64_t(32) << 20;
 
-// Bound rows up to this width are one SIMD kernel pass (the kernels' largest vectorised row).
-constexpr int64_t kJointRowMax = 256;
+// Bound rows up to this width are one kernel pass over [centre | radius]: every head dimension
+// the CUDA plugin takes (up to 256), so that both compute page_code::page_bound's bits (two
+// passes add s dot_c + s dot_r in f32, another rounding: 40% of bounds differ at D 256).
+// Wider rows (D > 256, CPU only) are scored as two rows of D.
+constexpr int64_t kJointRowMax = 512;
 
 // Bound scoring is split into tasks of this many pages (per query and list), so one decode
 // step uses every thread, not one per KV head: 512 pages are 256 KB of f16 bound rows at D 128.
