@@ -168,7 +168,9 @@ size_t position_bytes(int rows, int64_t cap) { return size_t(rows) * size_t(cap)
 size_t range_bytes(const sa_plugin_index &ix, int rows, int64_t cap) { return position_bytes(rows, cap / ix.page); }
 // int32 words of the update staging for `entries`: the slots, then (page selector) the entries
 // grouped by page and the groups' starts (refill_groups).
-size_t stage_words(int64_t entries) { return size_t(entries) * 3 + 1; }
+size_t stage_words(const sa_plugin_index &ix, int64_t entries) {
+  return ix.kind == SA_SELECTOR_PAGE ? size_t(entries) * 3 + 1 : size_t(entries);
+}
 
 void release_storage(const sa_plugin_index &ix, const Storage &st, int64_t cap, cudaStream_t stream) noexcept {
   ix.memory.release(st.keys, key_bytes(ix, cap), ix.device, stream);
@@ -297,7 +299,7 @@ void index_destroy(sa_plugin_index *ix) {
                                ix->page_max_pos},
                   ix->capacity, nullptr);
   ix->memory.release(ix->open_bounds, open_bytes(*ix), ix->device, nullptr);
-  ix->memory.release(ix->stage_slots, stage_words(ix->staged) * sizeof(int32_t), ix->device, nullptr);
+  ix->memory.release(ix->stage_slots, stage_words(*ix, ix->staged) * sizeof(int32_t), ix->device, nullptr);
   ix->memory.release(ix->stage_positions, size_t(ix->staged) * sizeof(int64_t), ix->device, nullptr);
   int saved = -1;
   const bool have_saved = cudaGetDevice(&saved) == cudaSuccess;
@@ -429,15 +431,15 @@ static void refill(sa_plugin_index &ix, const sa_plugin_update_args &a, bool per
   if (ix.staged < entries) {  // doubled, so that updates of one size allocate once
     int64_t want = ix.staged ? ix.staged * 2 : 256;
     while (want < entries) want *= 2;
-    void *sl = ix.memory.allocate(stage_words(want) * sizeof(int32_t), ix.device, ix.stream, "update staging allocation");
+    void *sl = ix.memory.allocate(stage_words(ix, want) * sizeof(int32_t), ix.device, ix.stream, "update staging allocation");
     void *po = nullptr;
     try {
       po = ix.memory.allocate(size_t(want) * sizeof(int64_t), ix.device, ix.stream, "update staging allocation");
     } catch (...) {
-      ix.memory.release(sl, stage_words(want) * sizeof(int32_t), ix.device, ix.stream);
+      ix.memory.release(sl, stage_words(ix, want) * sizeof(int32_t), ix.device, ix.stream);
       throw;
     }
-    ix.memory.release(ix.stage_slots, stage_words(ix.staged) * sizeof(int32_t), ix.device, ix.stream);
+    ix.memory.release(ix.stage_slots, stage_words(ix, ix.staged) * sizeof(int32_t), ix.device, ix.stream);
     ix.memory.release(ix.stage_positions, size_t(ix.staged) * sizeof(int64_t), ix.device, ix.stream);
     ix.stage_slots = static_cast<int32_t *>(sl);
     ix.stage_positions = static_cast<int64_t *>(po);
