@@ -5,7 +5,9 @@
 #include "page_code.cuh"
 #include "plugin_state.hpp"
 
+#include <algorithm>
 #include <new>
+#include <vector>
 
 namespace sacuda {
 namespace {
@@ -26,21 +28,21 @@ __global__ void refill_kernel(const void *src, int src_dtype, int64_t s0, int64_
   }
 }
 
-// The page selector keeps no keys: a refilled slot's page bound is widened to its new key. One
-// block per (refilled entry, head), one thread per dimension; the block of a head's first entry
-// in a page takes every entry of that page, in order (the others return), so no two blocks
-// write one page. The page's lo and hi: the partial last page's exact f32 min and max (kept
-// widened too), any other page's decoded bound s (c - r), s (c + r), exact in double.
+// The page selector keeps no keys: a refilled slot's page bound is widened to its new keys. One
+// block per (page touched, head), one thread per dimension: the host groups the entries by page
+// (refill_groups), so that no two blocks write one page and each entry is read once. Group g's
+// entries are order[begin[g] .. begin[g + 1]), global entry numbers (set * n + key row; a set
+// per head, or one for every head: then blockIdx.y is the head). The page's lo and hi: the
+// partial last page's exact f32 min and max (kept widened too), any other page's decoded bound
+// s (c - r), s (c + r), exact in double.
 template <class T>
 __global__ void widen_kernel(const void *src, int src_dtype, int64_t s0, int64_t s1, int64_t s2, int64_t n, int H,
-                             int P, const int32_t *slots, int64_t slot_stride, int8_t *codes, float2 *scales,
-                             int64_t page_capacity, float *open, int64_t open_page) {
-  const int64_t e = blockIdx.x;
-  const int h = blockIdx.y, d = threadIdx.x, D = blockDim.x;
-  const int32_t *sl = slots + h * slot_stride;
-  const int64_t page = sl[e] / P;
-  for (int64_t x = 0; x < e; ++x)
-    if (sl[x] / P == page) return;  // an earlier entry's block takes this page
+                             int P, const int32_t *slots, const int32_t *order, const int32_t *begin, bool per_head,
+                             int8_t *codes, float2 *scales, int64_t page_capacity, float *open, int64_t open_page) {
+  const int64_t g = blockIdx.x, first = begin[g], last = begin[g + 1];
+  const int64_t set = order[first] / n;
+  const int h = per_head ? int(set) : int(blockIdx.y), d = threadIdx.x, D = blockDim.x;
+  const int64_t page = slots[order[first]] / P;
   const int64_t b = h * page_capacity + page;
   int8_t *row = codes + b * 2 * D;
   double lo, hi;
@@ -52,9 +54,9 @@ __global__ void widen_kernel(const void *src, int src_dtype, int64_t s0, int64_t
     lo = sc * (c - r);
     hi = sc * (c + r);
   }
-  for (int64_t x = e; x < n; ++x) {
-    if (sl[x] / P != page) continue;
-    const float f = T::one(T::from(load_any(src, x * s0 + h * s1 + d * s2, src_dtype)));
+  for (int64_t x = first; x < last; ++x) {
+    const int64_t key_row = order[x] - set * n;
+    const float f = T::one(T::from(load_any(src, key_row * s0 + h * s1 + d * s2, src_dtype)));
     if (f < lo) lo = f;
     if (f > hi) hi = f;
   }
@@ -164,6 +166,11 @@ size_t scale_bytes(const sa_plugin_index &ix, int64_t cap) { return size_t(ix.he
 size_t open_bytes(const sa_plugin_index &ix) { return size_t(4) * size_t(ix.heads) * size_t(ix.dim) * sizeof(float); }
 size_t position_bytes(int rows, int64_t cap) { return size_t(rows) * size_t(cap) * sizeof(int64_t); }
 size_t range_bytes(const sa_plugin_index &ix, int rows, int64_t cap) { return position_bytes(rows, cap / ix.page); }
+// int32 words of the update staging for `entries`: the slots, then (page selector) the entries
+// grouped by page and the groups' starts (refill_groups).
+size_t stage_words(const sa_plugin_index &ix, int64_t entries) {
+  return ix.kind == SA_SELECTOR_PAGE ? size_t(entries) * 3 + 1 : size_t(entries);
+}
 
 void release_storage(const sa_plugin_index &ix, const Storage &st, int64_t cap, cudaStream_t stream) noexcept {
   ix.memory.release(st.keys, key_bytes(ix, cap), ix.device, stream);
@@ -292,7 +299,7 @@ void index_destroy(sa_plugin_index *ix) {
                                ix->page_max_pos},
                   ix->capacity, nullptr);
   ix->memory.release(ix->open_bounds, open_bytes(*ix), ix->device, nullptr);
-  ix->memory.release(ix->stage_slots, size_t(ix->staged) * sizeof(int32_t), ix->device, nullptr);
+  ix->memory.release(ix->stage_slots, stage_words(*ix, ix->staged) * sizeof(int32_t), ix->device, nullptr);
   ix->memory.release(ix->stage_positions, size_t(ix->staged) * sizeof(int64_t), ix->device, nullptr);
   int saved = -1;
   const bool have_saved = cudaGetDevice(&saved) == cudaSuccess;
@@ -390,27 +397,49 @@ static void keep_positions(sa_plugin_index &ix, int rows) {
   ix.position_rows = rows;
 }
 
+// The refill's entries grouped by page for widen_kernel, per set of slots (sets of n entries:
+// one per head, or one for every head): order[] lists global entry numbers, each set's
+// entries sorted by page (stably); begin[g] is where group g starts in order, begin[groups] =
+// the entry count. Returns the group count.
+static int64_t refill_groups(const int32_t *slots, int64_t n, int64_t sets, int64_t P, std::vector<int32_t> &order,
+                             std::vector<int32_t> &begin) {
+  order.resize(size_t(n * sets));
+  begin.clear();
+  for (int64_t s = 0; s < sets; ++s) {
+    int32_t *o = order.data() + s * n;
+    for (int64_t i = 0; i < n; ++i) o[i] = int32_t(s * n + i);
+    std::stable_sort(o, o + n, [&](int32_t x, int32_t y) { return slots[x] / P < slots[y] / P; });
+    for (int64_t i = 0; i < n; ++i)
+      if (i == 0 || slots[o[i]] / P != slots[o[i - 1]] / P) begin.push_back(int32_t(s * n + i));
+  }
+  begin.push_back(int32_t(n * sets));
+  return int64_t(begin.size()) - 1;
+}
+
 // Slots and positions go through staging buffers on the index's stream: a copy from pageable
 // host memory returns once the values are staged, so the caller's arrays are free afterwards.
 // per_head: a.slots and a.positions hold H * n values, head h's from h * n.
 static void refill(sa_plugin_index &ix, const sa_plugin_update_args &a, bool per_head) {
   const int64_t n = a.n, H = ix.heads, D = ix.dim, P = ix.page;
   if (n == 0) return;
+  const int64_t entries = per_head ? n * H : n;
+  if (entries >= INT32_MAX / 3)  // staged as int32 words (stage_words), entry numbers included
+    fail(SA_ERR_UNSUPPORTED, "an update of %lld entries (slots x heads); at most %d a call", (long long)entries,
+         INT32_MAX / 3 - 1);
   DeviceGuard guard(ix.device);
   keep_positions(ix, per_head ? int(H) : 1);
-  const int64_t entries = per_head ? n * H : n;
   if (ix.staged < entries) {  // doubled, so that updates of one size allocate once
     int64_t want = ix.staged ? ix.staged * 2 : 256;
     while (want < entries) want *= 2;
-    void *sl = ix.memory.allocate(size_t(want) * sizeof(int32_t), ix.device, ix.stream, "update staging allocation");
+    void *sl = ix.memory.allocate(stage_words(ix, want) * sizeof(int32_t), ix.device, ix.stream, "update staging allocation");
     void *po = nullptr;
     try {
       po = ix.memory.allocate(size_t(want) * sizeof(int64_t), ix.device, ix.stream, "update staging allocation");
     } catch (...) {
-      ix.memory.release(sl, size_t(want) * sizeof(int32_t), ix.device, ix.stream);
+      ix.memory.release(sl, stage_words(ix, want) * sizeof(int32_t), ix.device, ix.stream);
       throw;
     }
-    ix.memory.release(ix.stage_slots, size_t(ix.staged) * sizeof(int32_t), ix.device, ix.stream);
+    ix.memory.release(ix.stage_slots, stage_words(ix, ix.staged) * sizeof(int32_t), ix.device, ix.stream);
     ix.memory.release(ix.stage_positions, size_t(ix.staged) * sizeof(int64_t), ix.device, ix.stream);
     ix.stage_slots = static_cast<int32_t *>(sl);
     ix.stage_positions = static_cast<int64_t *>(po);
@@ -431,9 +460,17 @@ static void refill(sa_plugin_index &ix, const sa_plugin_update_args &a, bool per
   if (page) {
     const int64_t open_page = ix.size % P ? ix.size / P : -1;  // the partial last page, if any
     float *open = ix.open_bounds + size_t(ix.open_slot) * 2 * H * D;
-    (f16 ? widen_kernel<F16> : widen_kernel<BF16>)<<<dim3(unsigned(n), unsigned(H)), unsigned(D), 0, ix.stream>>>(
+    std::vector<int32_t> order, begin;
+    const int64_t groups = refill_groups(a.slots, n, per_head ? H : 1, P, order, begin);
+    int32_t *d_order = ix.stage_slots + entries, *d_begin = d_order + entries;
+    check_cuda(cudaMemcpyAsync(d_order, order.data(), order.size() * sizeof(int32_t), cudaMemcpyHostToDevice,
+                               ix.stream), "update page groups copy");
+    check_cuda(cudaMemcpyAsync(d_begin, begin.data(), begin.size() * sizeof(int32_t), cudaMemcpyHostToDevice,
+                               ix.stream), "update page groups copy");
+    (f16 ? widen_kernel<F16> : widen_kernel<BF16>)<<<dim3(unsigned(groups), per_head ? 1u : unsigned(H)), unsigned(D),
+                                                     0, ix.stream>>>(
         keys.data, keys.dtype, keys.strides[0], keys.strides[1], keys.strides[2], n, int(H), int(P), ix.stage_slots,
-        stride, ix.page_codes, ix.page_scales, ix.capacity / P, open, open_page);
+        d_order, d_begin, per_head, ix.page_codes, ix.page_scales, ix.capacity / P, open, open_page);
     check_cuda(cudaGetLastError(), "page bounds launch");
     // Every row's ranges of the refilled pages: a single-set refill names its slots once for
     // all rows (slot stride 0).

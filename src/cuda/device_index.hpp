@@ -54,7 +54,8 @@ struct sa_plugin_index {
   // [position_rows][capacity / page] each.
   int64_t *page_min_pos = nullptr, *page_max_pos = nullptr;
   int64_t next_position = 0;     // of the next appended key
-  // An update's slots and positions, copied from the host: [staged] each.
+  // An update's slots and positions, copied from the host: [staged] positions, stage_words(ix, staged)
+  // int32 words for the slots and the page groups.
   int32_t *stage_slots = nullptr;
   int64_t *stage_positions = nullptr;
   int64_t staged = 0;  // capacity of the staging buffers, in entries; grown by doubling

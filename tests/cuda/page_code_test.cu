@@ -9,6 +9,7 @@
 // (refine = 0) chooses for the same keys and queries, one sequence at a time and in a batch.
 #include <dlfcn.h>
 
+#include <algorithm>
 #include <cstring>
 #include <random>
 #include <string>
@@ -259,6 +260,14 @@ TEST(CudaPageCodes, RefillsWidenTheDecodedBound) {
   ix.check("after a refill");
   ix.refill({48, 49, 995}, random_rows(rng, 3, H, D, 0.5f));  // again: widened twice
   ix.check("after a second refill");
+  {  // 700 slots in random order over every page, most pages several times (grouped by page)
+    std::vector<int32_t> many(1000);
+    for (int32_t i = 0; i < 1000; ++i) many[size_t(i)] = i;
+    std::shuffle(many.begin(), many.end(), rng);
+    many.resize(700);
+    ix.refill(many, random_rows(rng, 700, H, D, 2.f));
+    ix.check("after a refill of 700 slots");
+  }
   EXPECT_EQ(ix.coded(700 / P, 1).scale, INFINITY);
   ix.refill({701}, random_rows(rng, 1, H, D, 1.f));  // an infinite page stays infinite
   ix.check("after a refill of the infinite page");
@@ -269,9 +278,8 @@ TEST(CudaPageCodes, RefillsWidenTheDecodedBound) {
 // Rows of the same queries by a CPU page index (refine 0) and a device page index over the
 // same keys; sinks 0 and the window ending on a page boundary, so every usable page holds
 // page_size candidates and the CPU's whole pages in bound order are top_k / page_size pages.
-TEST(CudaPageCodes, SelectionIsTheCpuPageIndexs) {
-  NEED_GPU(c);
-  constexpr int Hkv = 8, Hq = 32, D = 128, P = 16, top_k = 2048, window = 64;
+void check_selection_is_the_cpus(Ctx &c, int D) {
+  constexpr int Hkv = 8, Hq = 32, P = 16, top_k = 2048, window = 64;
   const std::vector<int64_t> lens = {32064, 4096 + 64, 20000 + 64 - 16 * 3};
   const int width = top_k + window + 8;
   std::mt19937_64 rng(11);
@@ -346,6 +354,15 @@ TEST(CudaPageCodes, SelectionIsTheCpuPageIndexs) {
   cudaFree(dout);
   for (auto *ix : cpu) sa_index_destroy(&ix);
   for (auto *ix : gpu) sa_index_destroy(&ix);
+}
+
+// Every head dimension the plugin takes (at 256 the CPU's bound once took two f32 roundings).
+TEST(CudaPageCodes, SelectionIsTheCpuPageIndexs) {
+  NEED_GPU(c);
+  for (int D : {64, 128, 256}) {
+    SCOPED_TRACE("head dimension " + std::to_string(D));
+    ASSERT_NO_FATAL_FAILURE(check_selection_is_the_cpus(c, D));
+  }
 }
 
 }  // namespace
