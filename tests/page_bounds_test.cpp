@@ -2,7 +2,7 @@
 // dtype (random, with outlier dimensions, constant, zero, tiny and huge magnitudes), the bound
 // s (q . c + |q| . r) is >= max_k q . k over the page's keys, computed exactly (double) from the
 // codes, and so is the bound the selector computes (int16 query codes, score_rows_i8 of every
-// kernel table this CPU has, page_upper_bound), for random queries and for the query that
+// kernel table this CPU has, page_code::coded_bound), for random queries and for the query that
 // attains the page's Quest bound. Also checks the bounds stay tight: within a few code steps of
 // the Quest bound sum_d max(q_d lo_d, q_d hi_d).
 #include <gtest/gtest.h>
@@ -119,7 +119,7 @@ TEST(PageBounds, TrueUpperBoundEveryDtypeAndKeyKind) {
             for (const sa::KernelTable *t : tables) {
               float coded = 0.f;
               t->score_rows_i8(qc.data(), 1, 2 * D, c.row.data(), &c.scale, 1, &coded, 1);
-              const double got = sa::page_upper_bound(coded, c.magnitude, qs);
+              const double got = sa::page_code::coded_bound(coded, c.magnitude, qs);
               EXPECT_GE(got, best) << sa_isa_name(t->isa) << " D=" << D << " n=" << n;
               EXPECT_LE(got, code_bound + 2.0 * qs * c.magnitude + 1e-6 * mag) << sa_isa_name(t->isa) << " D=" << D << " n=" << n;
             }

@@ -34,7 +34,7 @@ void score_page_bounds(const KernelTable &k, const int16_t *q, const float *q_sc
                        int64_t ld) {
   score_codes_grouped(k, q, g, W, rows, scale, n, out, ld);
   for (int64_t h = 0; h < g; ++h)
-    for (int64_t p = 0; p < n; ++p) out[h * ld + p] = page_upper_bound(out[h * ld + p], magnitude[p], q_scale[h]);
+    for (int64_t p = 0; p < n; ++p) out[h * ld + p] = page_code::coded_bound(out[h * ld + p], magnitude[p], q_scale[h]);
 }
 
 }  // namespace sa

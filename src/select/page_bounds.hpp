@@ -34,11 +34,6 @@ void quantize_page_bound(const float *lo, const float *hi, int64_t D, int8_t *ce
 // |x_i - t codes_i| <= t / 2, and sum_i |codes_i| * 128 < 2^31 (score_rows_i8's range).
 void quantize_query(const float *x, int64_t W, int16_t *codes, float *scale);
 
-// The page's upper bound from score_rows_i8's s (x . [c | r]) (`coded`), the page's magnitude
-// and the query's scale.
-inline float page_upper_bound(float coded, float magnitude, float query_scale) {
-  return query_scale * (coded + magnitude);
-}
 
 // scores[h * ld + j] = scale[j] * (q_h . row_j) for any number g of query heads: the kernel's
 // score_rows_i8 in groups of kMaxGroup heads (rows [n][W] of codes, q [g][W]).
@@ -46,7 +41,7 @@ void score_codes_grouped(const KernelTable &k, const int16_t *q, int64_t g, int6
                          const float *scale, int64_t n, float *scores, int64_t ld);
 
 // The bound scan of page selection: the upper bounds of n pages for g query heads,
-//   out[h * ld + p] = page_upper_bound(scale[p] * (q_h . row_p), magnitude[p], q_scale[h]),
+//   out[h * ld + p] = page_code::coded_bound(scale[p] * (q_h . row_p), magnitude[p], q_scale[h]),
 // from rows [n][W] of codes (W = 2 D: [centre | radius]) and query codes q [g][W].
 void score_page_bounds(const KernelTable &k, const int16_t *q, const float *q_scale, int64_t g, int64_t W,
                        const int8_t *rows, const float *scale, const float *magnitude, int64_t n, float *out,

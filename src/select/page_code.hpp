@@ -101,14 +101,24 @@ SA_CODE_FN int16_t query_code(float x, float t) {
   return int16_t(round_even(double(x) / double(t)));
 }
 
-// The bound of a page from its scaled integer dot product: t (s * dot + A), each product and
-// the sum rounded once in f32 (what the CPU kernels and the device kernels both compute).
-SA_CODE_FN float page_bound(int64_t dot, float scale, float magnitude, float query_scale) {
-#if defined(__CUDA_ARCH__)  // no fused multiply-add: each step rounds as on the CPU
-  return __fmul_rn(query_scale, __fadd_rn(__fmul_rn(scale, __ll2float_rn(dot)), magnitude));
+// The bound of a page from its scaled dot product s (x . [c | r]) (`coded`): t (coded + A), the
+// sum and the product each rounded once in f32 (no fused multiply-add on either side). The CPU
+// kernels give `coded` (score_rows_i8); the device computes it in page_bound.
+SA_CODE_FN float coded_bound(float coded, float magnitude, float query_scale) {
+#if defined(__CUDA_ARCH__)
+  return __fmul_rn(query_scale, __fadd_rn(coded, magnitude));
 #else
-  const float coded = scale * float(dot);
   return query_scale * (coded + magnitude);
+#endif
+}
+
+// The bound of a page from its integer dot product: coded_bound(s * dot, A, t), s * dot rounded
+// once in f32 (what the CPU kernels and the device kernels both compute).
+SA_CODE_FN float page_bound(int64_t dot, float scale, float magnitude, float query_scale) {
+#if defined(__CUDA_ARCH__)
+  return coded_bound(__fmul_rn(scale, __ll2float_rn(dot)), magnitude, query_scale);
+#else
+  return coded_bound(scale * float(dot), magnitude, query_scale);
 #endif
 }
 

@@ -392,7 +392,7 @@ void PageSelector::select_queries(const sa_context &ctx, const SelectRequest &re
       for (int64_t g = 0; g < G; ++g) {
         const float qs = ls.q_scale[size_t(g)];
         for (int64_t p = 0; p < np; ++p)
-          b[g * n_pages + p] = page_upper_bound(b[g * n_pages + p] + rd[size_t(g * np + p)], mag[p], qs);
+          b[g * n_pages + p] = page_code::coded_bound(b[g * n_pages + p] + rd[size_t(g * np + p)], mag[p], qs);
       }
     }
     for (int64_t p = 0; p < np; ++p)
