@@ -294,6 +294,31 @@ double host_us(cudaStream_t s, int reps, const std::function<void(int)> &f) {
   return us;
 }
 
+// Microseconds per call of f over reps calls queued back to back, one event before and one after
+// (the queue is drained first): the larger of the host's and the device's time per call, what a
+// host that does not wait between calls (an engine's decode loop) sees.
+double queued_us(cudaStream_t s, int reps, const std::function<void(int)> &f) {
+  for (int r = 0; r < 20; ++r) f(r);
+  cudaEvent_t a, b;
+  CK(cudaEventCreate(&a));
+  CK(cudaEventCreate(&b));
+  std::vector<double> t;
+  for (int round = 0; round < 5; ++round) {
+    CK(cudaStreamSynchronize(s));
+    CK(cudaEventRecord(a, s));
+    for (int r = 0; r < reps; ++r) f(r);
+    CK(cudaEventRecord(b, s));
+    CK(cudaStreamSynchronize(s));
+    float ms;
+    CK(cudaEventElapsedTime(&ms, a, b));
+    t.push_back(ms * 1e3 / reps);
+  }
+  cudaEventDestroy(a);
+  cudaEventDestroy(b);
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+
 // Where a one-token append's time goes: the CUDA calls it makes, timed alone on this host, then
 // sa_index_append on a page and an exact index of 128K keys (per call with an event after
 // each, and host time of a loop that does not wait). An empty launch sets the floor.
@@ -348,6 +373,7 @@ void run_append(sa_context *ctx, cudaStream_t s) {
     };
     both(kind == SA_SELECTOR_PAGE ? "sa_index_append, page index of 128K" : "sa_index_append, exact index of 128K",
          append_one);
+    std::printf("append parts: %-44s %5.2f us per call queued back to back\n", "(the same)", queued_us(s, 200, append_one));
     std::printf("append parts: %-44s %5.2f us per call in a graph\n", "(the same)", graph_us(s, append_one));
     sa_index_destroy(&ix);
   }
@@ -559,6 +585,8 @@ int main(int argc, char **argv) {
   const double sparse_bytes = 2.0 * kHkv * kTop * row_bytes;
   std::printf("sparse decode attend (K=2048, 128K cache): %.1f us per call (%.1f us in a graph), %.2f TB/s of gathered K/V\n",
               sparse_us, sparse_graph, sparse_bytes / sparse_us / 1e6);
+  std::printf("sparse decode attend: %.1f us per call queued back to back, host %.2f us per call\n",
+              queued_us(s, 200, sparse_call), host_us(s, 100, sparse_call));
 
   // Dense decode at 32K, 128K and 512K.
   double dense128_us = 0;
@@ -568,6 +596,21 @@ int main(int argc, char **argv) {
     const double us = median_us(s, 50, [&](int) { SK(sa_attend(ctx, &q1, &kn, &vn, nullptr, nullptr, &o1, &l1)); });
     if (n == N128) dense128_us = us;
     std::printf("dense decode attend (%lldK): %.1f us, %.2f TB/s\n", (long long)(n / 1024), us,
+                2.0 * n * kHkv * row_bytes / us / 1e6);
+  }
+
+  // The same cache laid out head-major ([H_kv][512K][D], SDPA's layout; the row-major cache
+  // above is the engines' [tokens][H_kv][D]).
+  for (int64_t n : {N128, N}) {
+    if (select_only) break;
+    sa_tensor kh = desc(K, SA_DTYPE_BF16, {n, kHkv, kD}), vh = desc(V, SA_DTYPE_BF16, {n, kHkv, kD});
+    for (sa_tensor *t : {&kh, &vh}) {
+      t->strides[0] = kD;
+      t->strides[1] = N * kD;
+      t->strides[2] = 1;
+    }
+    const double us = median_us(s, 50, [&](int) { SK(sa_attend(ctx, &q1, &kh, &vh, nullptr, nullptr, &o1, &l1)); });
+    std::printf("dense decode attend, head-major cache (%lldK): %.1f us, %.2f TB/s\n", (long long)(n / 1024), us,
                 2.0 * n * kHkv * row_bytes / us / 1e6);
   }
 
@@ -651,6 +694,11 @@ int main(int argc, char **argv) {
     const double step_graph = graph_us(s, step);
     std::printf("%s select at %lldK: %.1f us; select + attend step: %.1f us per call (%.1f us in a graph)\n",
                 kind == SA_SELECTOR_PAGE ? "page" : "exact", (long long)(n / 1024), sel_us, step_us, step_graph);
+    if (kind == SA_SELECTOR_PAGE)
+      std::printf("page step at %lldK: %.1f us per call queued back to back; host per call: step %.2f us, select %.2f, "
+                  "attend %.2f\n", (long long)(n / 1024), queued_us(s, reps, step), host_us(s, 100, step),
+                  host_us(s, 100, [&](int) { SK(sa_select(ix, &q1, &so, &st)); }),
+                  host_us(s, 100, [&](int) { SK(sa_attend(ctx, &q1, &kn, &vn, &st, nullptr, &o1, nullptr)); }));
     if (kind == SA_SELECTOR_EXACT) {  // the same index borrowing the cache's keys (borrow_keys): no copy
       sa_index_options bo = device_index_options(kind, kHkv, kD, 16);
       bo.borrow_keys = 1;

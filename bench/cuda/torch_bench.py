@@ -36,6 +36,17 @@ def main():
         kn, vn = k[:, :, :n], v[:, :, :n]
         us = median_us(lambda: F.scaled_dot_product_attention(q, kn, vn, enable_gqa=True), reps=50)
         print(f"torch SDPA dense decode ({n // 1024}K): {us:.1f} us")
+    # The engines' row-major cache [tokens][H_kv][D] (cuda_bench's), viewed as SDPA's [1, H_kv, n, D].
+    kt = k[0].transpose(0, 1).contiguous()
+    vt = v[0].transpose(0, 1).contiguous()
+    for n in (128 * 1024, 512 * 1024):
+        kn, vn = kt[:n].transpose(0, 1).unsqueeze(0), vt[:n].transpose(0, 1).unsqueeze(0)
+        us = median_us(lambda: F.scaled_dot_product_attention(q, kn, vn, enable_gqa=True), reps=50)
+        print(f"torch SDPA dense decode, row-major cache ({n // 1024}K): {us:.1f} us")
+    del kt, vt
+    # What one tiny kernel costs a call on this host, timed as above (an event after each).
+    x = torch.zeros(1, device=dev)
+    print(f"torch one-element add_, per call: {median_us(lambda: x.add_(1)):.2f} us")
     n = 128 * 1024
     kn, vn = k[:, :, :n], v[:, :, :n]
     sets = [torch.sort(torch.randperm(n, device=dev)[:TOP])[0] for _ in range(16 * HKV)]

@@ -15,6 +15,7 @@
 #include "attend_decode.hpp"
 #include "attend_dense.hpp"
 #include "core/visibility.hpp"
+#include "dependent_launch.cuh"
 #include "half_vec.cuh"
 #include "plugin_state.hpp"
 #include "slot_mass.hpp"
@@ -132,6 +133,7 @@ __global__ void __launch_bounds__(kThreads, 4) decode_kernel(const Params p) {
   const int split = blockIdx.x, u = blockIdx.y, i = blockIdx.z + p.q_offset;
   const int h0 = u * GT, hk = h0 / p.G, list = p.per_query_head ? h0 : hk;
   const int tid = threadIdx.x, slot = tid / L, lane = tid % L;
+  wait_prior_grid();  // gathered rows: launched as the selection's dependent (below)
 
   // Dense keys of a paged batch: this query's sequence decides how many splits it has.
   const QuerySpan span = PAGED ? query_span(p, i) : QuerySpan{0, p.n_kv, p.n_kv - p.n_q + i};
@@ -289,15 +291,13 @@ __global__ void sequence_max_kernel(const Params p, unsigned long long *max_pos1
 // Blocks of decode_kernel<T, D, GT, PAGED> that fit on one multiprocessor of the current device.
 template <class T, int D, int GT, bool PAGED>
 int resident_blocks(int device) {
-  static int cached[64] = {};
-  if (device < 0 || device >= 64) device = 0;
-  if (!cached[device]) {
+  static PerDevice cached;
+  return once_per_device(cached, device, [&] {
     int n = 0;
     check_cuda(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, decode_kernel<T, D, GT, PAGED>, kThreads, 0),
                "cudaOccupancyMaxActiveBlocksPerMultiprocessor");
-    cached[device] = n > 0 ? n : 1;
-  }
-  return cached[device];
+    return n > 0 ? n : 1;
+  });
 }
 
 // Returns p as launched (its lse: the caller's, or the stream buffer it asked for).
@@ -360,6 +360,11 @@ Params launch(Params p, cudaStream_t stream, int device) {
   for (int64_t q0 = 0; q0 < n_q; q0 += kMaxGridZ) {
     const int nq = int(n_q - q0 < kMaxGridZ ? n_q - q0 : kMaxGridZ);
     p.q_offset = int(q0);
+    if (p.idx && !PAGED) {  // placed while the selection's candidates kernel writes the rows
+      launch_dependent(decode_kernel<T, D, GT, PAGED>, dim3(p.splits, p.units, nq), dim3(kThreads), 0, stream, device,
+                       "decode attention launch", p);
+      continue;
+    }
     decode_kernel<T, D, GT, PAGED><<<dim3(p.splits, p.units, nq), kThreads, 0, stream>>>(p);
     check_cuda(cudaGetLastError(), "decode attention launch");
   }

@@ -205,15 +205,13 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) dense_kernel(const Dense
 
 template <class T, int D, int GT>
 int resident_blocks(int device) {
-  static int cached[64] = {};
-  if (device < 0 || device >= 64) device = 0;
-  if (!cached[device]) {
+  static PerDevice cached;
+  return once_per_device(cached, device, [&] {
     int n = 0;
     check_cuda(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, dense_kernel<T, D, GT>, kThreads, 0),
                "cudaOccupancyMaxActiveBlocksPerMultiprocessor");
-    cached[device] = n > 0 ? n : 1;
-  }
-  return cached[device];
+    return n > 0 ? n : 1;
+  });
 }
 
 // Whole waves of blocks: the keys split so that as many resident block slots of the chip as can

@@ -24,6 +24,7 @@
 #include <type_traits>
 
 #include "core/visibility.hpp"
+#include "dependent_launch.cuh"
 #include "device_index.hpp"
 #include "half_vec.cuh"
 #include "select/page_code.hpp"
@@ -1403,6 +1404,7 @@ __global__ void __launch_bounds__(kCandThreads) page_cand_kernel(const Common c,
                                                                  int64_t o_s2, int64_t width) {
   __shared__ ChooseShared<kCandThreads> sm;
   __shared__ bool last_s;
+  wait_prior_grid();  // the bounds' scores and maxima; the next kernel is placed by the last block
   const int tid = threadIdx.x, h = blockIdx.y, i = blockIdx.z, n_blocks = int(gridDim.x);
   const int64_t qh = int64_t(i) * c.H + h;
   const float *scores_qh = scores + qh * c.G * n_items;
@@ -1499,6 +1501,7 @@ __global__ void __launch_bounds__(kCandThreads) page_cand_kernel(const Common c,
     for (int64_t r = tid; r < n_items; r += kCandThreads) marks_qh[r] = sm.words[r >> 5] >> (r & 31) & 1u ? 1.f : -1.f;
     return;
   }
+  allow_dependents();  // the decode's blocks are placed while this block writes the row
   // The chosen pages in order over the histogram (n_sel <= kSortedCap entries).
   write_page_row<kCandThreads>(c, i, sm.words, n_items, item, lo, hi, sm.hist, sm.scan, out + i * o_s0 + h * o_s1,
                                o_s2, width);
@@ -1720,6 +1723,8 @@ template <int D, bool RANGES, int SETS>
 __global__ void __launch_bounds__(kPipeWarps * 32, 1)
     page_bounds_kernel(const Common c, const int8_t *codes, const float2 *scales, int64_t head_stride,
                        int64_t n_rows, int item, int64_t tiles_per_block, float *scores, unsigned *row_max) {
+  wait_prior_grid();   // the stream's kernel before (the queries)
+  allow_dependents();  // the candidates' blocks are placed beside these, and wait
   const int i = blockIdx.z, h = blockIdx.y;
   page_bounds_tiles<D, RANGES, SETS>(c, i, h, c.q, i * c.q_s0 + int64_t(h) * c.G * c.q_s1,
                                      codes + int64_t(h) * head_stride * 2 * D, scales + int64_t(h) * head_stride,
@@ -1744,17 +1749,13 @@ __global__ void __launch_bounds__(kPipeWarps * 32, 1)
 // Warps of a bounds block (at most max_warps, fewer where shared memory is smaller) and its
 // dynamic shared memory; opts the kernel in once per device.
 template <int D, class K>
-int bounds_warps(K kernel, int max_warps, int device, size_t *bytes, int (&opted)[64]) {
+int bounds_warps(K kernel, int max_warps, int device, size_t *bytes, PerDevice &opted) {
   // The kernel's own shared memory: the query's columns and x values, and small arrays.
   constexpr int kStatic = int(QueryColumns<D>::kWords * 4 + kMaxGroup * D * sizeof(float)) + 1024;
   int warps = (max_shared_per_block(device) - kStatic) / int(pipe_warp_bytes(D));
   warps = warps < 1 ? 1 : warps > max_warps ? max_warps : warps;
   *bytes = size_t(warps) * pipe_warp_bytes(D);
-  if (device >= 64 || opted[device] < int(*bytes)) {
-    check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(*bytes)),
-               "cudaFuncSetAttribute");
-    if (device < 64) opted[device] = int(*bytes);
-  }
+  opt_in_shared(kernel, opted, device, int(*bytes));
   return warps;
 }
 
@@ -1763,7 +1764,7 @@ int bounds_warps(K kernel, int max_warps, int device, size_t *bytes, int (&opted
 template <int D, bool RANGES, int SETS>
 void launch_bounds_d(const Common &c, const int8_t *codes, const float2 *scales, int64_t head_stride, int64_t n_rows,
                      int item, float *scores, unsigned *row_max, int device, cudaStream_t s) {
-  static int opted[64] = {};
+  static PerDevice opted;
   size_t bytes = 0;
   const int warps = bounds_warps<D>(page_bounds_kernel<D, RANGES, SETS>, kPipeWarps, device, &bytes, opted);
   const int64_t n_tiles = (n_rows + 15) / 16, rows = int64_t(c.H) * c.n_q;
@@ -1771,9 +1772,8 @@ void launch_bounds_d(const Common &c, const int8_t *codes, const float2 *scales,
   blocks = blocks < 1 ? 1 : blocks > n_tiles ? n_tiles : blocks;
   const int64_t per_block = (n_tiles + blocks - 1) / blocks;
   blocks = (n_tiles + per_block - 1) / per_block;
-  page_bounds_kernel<D, RANGES, SETS><<<dim3(unsigned(blocks), c.H, c.n_q), warps * 32, bytes, s>>>(
-      c, codes, scales, head_stride, n_rows, item, per_block, scores, row_max);
-  check_cuda(cudaGetLastError(), "page bounds launch");
+  launch_dependent(page_bounds_kernel<D, RANGES, SETS>, dim3(unsigned(blocks), c.H, c.n_q), dim3(warps * 32), bytes, s,
+                   device, "page bounds launch", c, codes, scales, head_stride, n_rows, item, per_block, scores, row_max);
 }
 
 template <int D>
@@ -1799,7 +1799,7 @@ constexpr int kBatchWarps = 4;
 template <int D, int SETS>
 void launch_batch_bounds_d(const Common &c, const BatchTable &t, int count, int64_t max_rows, int item, float *scores,
                            unsigned *row_max, int device, cudaStream_t s) {
-  static int opted[64] = {};
+  static PerDevice opted;
   size_t bytes = 0;
   const int warps = bounds_warps<D>(batch_bounds_kernel<D, SETS>, kBatchWarps, device, &bytes, opted);
   const int64_t per_block = int64_t(warps) * 8, n_tiles = (max_rows + 15) / 16;
@@ -1836,13 +1836,11 @@ __global__ void to_physical_kernel(int32_t *o, int64_t s0, int64_t s1, int64_t s
 
 constexpr size_t kStaticTop = 32 * 1024;  // the top kernel's own shared memory (about 25 KB), rounded up
 
-// Opts kernel into dynamic shared memory beyond 48 KB (once per device, in opted).
+// Opts kernel into the most dynamic shared memory when the staged arrays pass 48 KB.
 template <class K>
-void allow_staged_shared(K kernel, int (&opted)[64], int device, size_t staged_bytes) {
-  if (staged_bytes + kStaticTop <= 48 * 1024 || (device < 64 && opted[device] >= int(staged_bytes))) return;
-  const int most = max_shared_per_block(device) - int(kStaticTop);
-  check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, most), "cudaFuncSetAttribute");
-  if (device < 64) opted[device] = most;
+void allow_staged_shared(K kernel, PerDevice &opted, int device, size_t staged_bytes) {
+  if (staged_bytes + kStaticTop <= 48 * 1024) return;
+  opt_in_shared(kernel, opted, device, max_shared_per_block(device) - int(kStaticTop));
 }
 
 // What every query of a call shares: the queries' layout, heads and options.
@@ -2047,27 +2045,23 @@ void index_select(const sa_plugin_index &ix, const sa_plugin_select_args &a, boo
                                                            out.strides[1], out.strides[2], out.shape[2]);
   } else if (cand) {
     const auto top = c.min_pos ? page_cand_kernel<true> : page_cand_kernel<false>;
-    top<<<dim3(unsigned(cand_blocks), H, n_q), kCandThreads, 0, stream>>>(
-        c, scores, row_max, mass, n_items, item, int(n_sel), lists, sel, o, out.strides[0], out.strides[1],
-        out.strides[2], out.shape[2]);
+    launch_dependent(top, dim3(unsigned(cand_blocks), H, n_q), dim3(kCandThreads), 0, stream, ix.device,
+                     "page candidates launch", c, scores, row_max, mass, n_items, item, int(n_sel), lists, sel, o,
+                     out.strides[0], out.strides[1], out.strides[2], out.shape[2]);
   } else if (spread) {
     // The row's masses also in shared memory when they fit beside the kernel's own arrays.
     const int most = max_shared_per_block(ix.device) - int(kPageStatic);
     const bool staged_row = kPageArea + size_t(n_items) * sizeof(float) <= size_t(most);
     const size_t dyn = kPageArea + (staged_row ? size_t(n_items) * sizeof(float) : 0);
-    static int opted[64] = {};
-    if (ix.device >= 64 || opted[ix.device] < int(dyn)) {
-      for (const auto kernel : {page_top_kernel<false>, page_top_kernel<true>})
-        check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, most),
-                   "cudaFuncSetAttribute");
-      if (ix.device < 64) opted[ix.device] = most;
-    }
+    static PerDevice opted[2];
+    opt_in_shared(page_top_kernel<false>, opted[0], ix.device, most);
+    opt_in_shared(page_top_kernel<true>, opted[1], ix.device, most);
     const auto top = c.min_pos ? page_top_kernel<true> : page_top_kernel<false>;
     top<<<dim3(unsigned((n_items + kPageChunk - 1) / kPageChunk), H, n_q), kTopThreads, dyn, stream>>>(
         c, scores, row_max, mass, n_items, item, n_sel, o, out.strides[0], out.strides[1], out.strides[2], out.shape[2],
         sel, staged_row);
   } else if (staged) {
-    static int opted[64] = {};
+    static PerDevice opted;
     allow_staged_shared(top_items_kernel<true>, opted, ix.device, staged_bytes);
     top_items_kernel<true><<<dim3(H, n_q), kTopThreads, staged_bytes, stream>>>(
         c, mass, scores, row_max, n_items, item, n_sel, o, out.strides[0], out.strides[1], out.strides[2], out.shape[2],
@@ -2131,7 +2125,7 @@ bool index_select_batch(const sa_plugin_select_batch_args &a) {
   Common c = query_common(q, H, G, first.dim, a.sinks, a.window, a.scale);  // q, n, positions per chunk
   const int64_t n_sel = a.top_k / item > 0 ? a.top_k / item : 1;
   const size_t q_elem = q.dtype == SA_DTYPE_F32 ? 4 : 2;
-  static int opted[64] = {};
+  static PerDevice opted;
   allow_staged_shared(batch_top_kernel, opted, first.device, staged_bytes);
   int64_t scores_before = 0;
   for (int64_t c0 = 0; c0 < n_seqs; c0 += kBatchChunk) {

@@ -11,7 +11,6 @@
 namespace sacuda {
 namespace {
 thread_local std::string t_error;
-constexpr int kMaxDevices = 64;
 }  // namespace
 
 void fail(sa_status status, const char *fmt, ...) {
@@ -127,25 +126,20 @@ void release_owner(const void *owner) {
 }
 
 int sm_count(int device_id) {
-  static int counts[kMaxDevices] = {};
-  if (device_id < 0 || device_id >= kMaxDevices) return 1;
-  if (!counts[device_id]) {
+  static PerDevice counts;
+  return once_per_device(counts, device_id, [&] {
     int n = 0;
     check_cuda(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device_id), "cudaDeviceGetAttribute");
-    counts[device_id] = n > 0 ? n : 1;
-  }
-  return counts[device_id];
+    return n > 0 ? n : 1;
+  });
 }
 
-
 int max_shared_per_block(int device_id) {
-  static int bytes[kMaxDevices] = {};
-  if (device_id < 0 || device_id >= kMaxDevices) return 48 * 1024;
-  if (!bytes[device_id]) {
+  static PerDevice bytes;
+  return once_per_device(bytes, device_id, [&] {
     int n = 0;
     check_cuda(cudaDeviceGetAttribute(&n, cudaDevAttrMaxSharedMemoryPerBlockOptin, device_id), "cudaDeviceGetAttribute");
-    bytes[device_id] = n > 0 ? n : 48 * 1024;
-  }
-  return bytes[device_id];
+    return n > 0 ? n : 48 * 1024;
+  });
 }
 }  // namespace sacuda

@@ -5,6 +5,7 @@
 
 #include <cuda_runtime.h>
 
+#include <atomic>
 #include <cstdint>
 #include <string>
 
@@ -72,6 +73,30 @@ StreamBuffers stream_buffers(const void *owner, int device_id, cudaStream_t stre
 // Frees every buffer kept for owner, once the device has finished the work queued so far, and
 // forgets owner's allocator.
 void release_owner(const void *owner);
+
+// A value per device asked of the runtime once (0: not asked yet). Hosts call from many threads
+// at once, so the slots are atomic: two first callers may both ask, and store the same value.
+constexpr int kMaxDevices = 64;
+using PerDevice = std::atomic<int>[kMaxDevices];
+template <class Ask>
+int once_per_device(PerDevice &slots, int device_id, Ask ask) {
+  if (device_id < 0 || device_id >= kMaxDevices) return ask();
+  int v = slots[device_id].load(std::memory_order_relaxed);
+  if (!v) {
+    v = ask();
+    slots[device_id].store(v, std::memory_order_relaxed);
+  }
+  return v;
+}
+
+// Lets kernel take `bytes` of dynamic shared memory per block on the current device, once per
+// device and size (opted: the largest size each device was opted into).
+template <class K>
+void opt_in_shared(K kernel, PerDevice &opted, int device_id, int bytes) {
+  if (device_id >= 0 && device_id < kMaxDevices && opted[device_id].load(std::memory_order_relaxed) >= bytes) return;
+  check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes), "cudaFuncSetAttribute");
+  if (device_id >= 0 && device_id < kMaxDevices) opted[device_id].store(bytes, std::memory_order_relaxed);
+}
 
 // Multiprocessors of a device (cached).
 int sm_count(int device_id);
