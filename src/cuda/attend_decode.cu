@@ -288,18 +288,6 @@ __global__ void sequence_max_kernel(const Params p, unsigned long long *max_pos1
   warp_max_to(m, &max_pos1[b]);
 }
 
-// Blocks of decode_kernel<T, D, GT, PAGED> that fit on one multiprocessor of the current device.
-template <class T, int D, int GT, bool PAGED>
-int resident_blocks(int device) {
-  static PerDevice cached;
-  return once_per_device(cached, device, [&] {
-    int n = 0;
-    check_cuda(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, decode_kernel<T, D, GT, PAGED>, kThreads, 0),
-               "cudaOccupancyMaxActiveBlocksPerMultiprocessor");
-    return n > 0 ? n : 1;
-  });
-}
-
 // Returns p as launched (its lse: the caller's, or the stream buffer it asked for).
 template <class T, int D, int GT, bool PAGED>
 Params launch(Params p, cudaStream_t stream, int device) {
@@ -310,7 +298,8 @@ Params launch(Params p, cudaStream_t stream, int device) {
   const bool varying = p.batch > 0 && !p.idx;
   const int64_t len = p.idx ? p.width : varying ? p.capacity : p.n_kv;
   const int64_t base = int64_t(p.n_q) * p.units;
-  const int64_t target = int64_t(resident_blocks<T, D, GT, PAGED>(device)) * sm_count(device) * (varying ? 4 : 1);
+  const int64_t resident = resident_blocks<decode_kernel<T, D, GT, PAGED>, kThreads>(device);
+  const int64_t target = resident * sm_count(device) * (varying ? 4 : 1);
   int64_t splits = (target + base - 1) / base;
   const int64_t max_splits = (len + kMinChunk - 1) / kMinChunk;
   if (splits > max_splits) splits = max_splits;

@@ -16,7 +16,10 @@
 // 2^kRescaleAbove and the output is rarely rescaled. A block of 4 warps takes one split of
 // the keys for one query and KV head, its warps taking every fourth tile of 16 keys; a warp's
 // next tile's K is loaded once the scores are taken, its V once the output step has read this
-// V. The blocks' partials are merged exactly as the FMA kernel's (split_merge.cuh).
+// V. On long splits a block takes only part of its share so; the keys past all the shares are
+// claimed by warps a piece at a time from a counter per query and group, so that blocks that
+// run fast take work off the slow ones (with a fixed split, the blocks of one wave ended their
+// loops 30% apart). The blocks' partials are merged exactly as the FMA kernel's (split_merge.cuh).
 #include <cmath>
 #include <cstdint>
 
@@ -36,6 +39,11 @@ constexpr int kMinBlocks = 3;  // a multiprocessor's: 168 registers a thread, so
 constexpr int kTile = 16;                  // keys a warp takes at a time
 constexpr int kStep = kTile * kWarps;      // keys a block takes at a time
 constexpr int64_t kMinChunk = 64, kMaxChunk = 16384;
+// Long splits (kClaimFrom keys or more): a block takes kStaticPercent of its share in place,
+// its warps claim the rest in pieces of kPiece keys (H200, 512K keys: 85 / 64 beat 70, 80, 90
+// and pieces of 32; bench/cuda/RESULTS.md, stop 33).
+constexpr int kStaticPercent = 85, kPiece = 64;
+constexpr int64_t kClaimFrom = 2048;
 constexpr int kMaxSplits = 512;
 constexpr int64_t kMaxRows = int64_t(1) << 30;  // rows and row counters stay in int
 
@@ -54,6 +62,7 @@ struct DenseParams {
   int splits, chunk;
   float *part_acc, *part_ml;  // splits > 1 (split_merge.cuh)
   unsigned *done;
+  unsigned *claimed;  // [n_q][units] pieces claimed, zero between calls; null: no pieces
 };
 
 // Fragment layouts: mma_16816.cuh. Scores: key row g (+ 8) is key t0 + g (+ 8); the score
@@ -69,14 +78,32 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) dense_kernel(const Dense
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
   const int h0 = u * GT, hk = h0 / p.G;
 
-  // The keys of this split that query i sees: [begin, end).
-  int64_t seen = p.n_kv;
+  // The keys query i sees, [0, seen): split `split` takes [split, split + 1) x chunk of them in
+  // place; the rest, from splits x chunk on, is claimed by warps kPiece keys at a time, so that
+  // blocks finishing early take work off the slow ones.
+  int seen = p.n_kv;
   if (p.causal) {
     const int64_t pos = int64_t(p.n_kv) - p.n_q + i;  // <= n_kv - 1
-    seen = pos < 0 ? 0 : pos + 1;
+    seen = pos < 0 ? 0 : int(pos + 1);
   }
-  const int64_t begin = int64_t(split) * p.chunk;
-  const int end = int(begin + p.chunk < seen ? begin + p.chunk : seen);
+  const int begin = split * p.chunk, end = begin + p.chunk < seen ? begin + p.chunk : seen;
+  const int dyn0 = p.splits * p.chunk;
+  unsigned *claimed = p.claimed ? p.claimed + int64_t(i) * p.units + u : nullptr;
+  const int pieces = claimed && seen > dyn0 ? (seen - dyn0 + kPiece - 1) / kPiece : 0;
+  // Every warp claims until a claim fails: the last of all claims zeroes the counter.
+  const unsigned claims = unsigned(pieces) + unsigned(p.splits) * kWarps;
+  unsigned pending = 0;  // lane 0: the claim issued a piece ahead, read when the warp needs it
+  if (claimed && lane == 0) pending = atomicAdd(claimed, 1u);
+  auto next_piece = [&]() -> int {  // the claimed piece's first key, or seen: none left
+    if (!claimed) return seen;
+    const unsigned j = __shfl_sync(0xffffffffu, pending, 0);
+    if (j < unsigned(pieces)) {
+      if (lane == 0) pending = atomicAdd(claimed, 1u);
+      return dyn0 + int(j) * kPiece;
+    }
+    if (lane == 0 && j == claims - 1) atomicExch(claimed, 0u);
+    return seen;
+  };
 
   // Column 2h of the score step: query head h0 + h, as 16-bit pairs in the K words' order.
   uint32_t qb[STEPS][2];
@@ -102,39 +129,52 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) dense_kernel(const Dense
   float m_pv = -INFINITY;  // running max of head g / 2 (this lane's weights)
   float lsum = 0.f;        // head g / 2's weights this lane took
 
-  const int first = int(begin) + kTile * warp, last = end - 1;
-  if (first < end) {
+  // The warp's tile t0 of the range it works through, [t0, range_end) by stride.
+  int t0 = begin + kTile * warp, range_end = end, stride = kStep;
+  auto take_piece = [&](int &t, int &e, int &st) {
+    t = next_piece();
+    e = t + kPiece < seen ? t + kPiece : seen;
+    st = kTile;
+  };
+  auto advance = [&](int &t, int &e, int &st) {
+    t += st;
+    if (t >= e) take_piece(t, e, st);
+  };
+  if (t0 >= range_end) take_piece(t0, range_end, stride);
+  const int last = seen - 1;
+  if (t0 < range_end) {
     const char *kb = p.k + hk * p.k_s1 + 16 * c, *vb = p.v + hk * p.v_s1 + 16 * g;
     uint4 kr[2][KW], vr[4][VW];
     // Rows past the end read the last row (in bounds; their weights are 0).
-    auto load_k = [&](int t0) {
+    auto load_k = [&](int t) {
 #pragma unroll
       for (int x = 0; x < 2; ++x) {
-        const int r = t0 + g + 8 * x;
+        const int r = t + g + 8 * x;
         const char *row = kb + int64_t(r < last ? r : last) * p.k_s0;
 #pragma unroll
         for (int w = 0; w < KW; ++w) kr[x][w] = __ldg(reinterpret_cast<const uint4 *>(row + 64 * w));
       }
     };
-    auto load_v = [&](int t0) {
+    auto load_v = [&](int t) {
 #pragma unroll
       for (int x = 0; x < 4; ++x) {
-        const int r = t0 + 2 * c + (x & 1) + 8 * (x >> 1);
+        const int r = t + 2 * c + (x & 1) + 8 * (x >> 1);
         const char *row = vb + int64_t(r < last ? r : last) * p.v_s0;
 #pragma unroll
         for (int w = 0; w < VW; ++w) vr[x][w] = __ldg(reinterpret_cast<const uint4 *>(row + 128 * w));
       }
     };
-    load_k(first);
-    load_v(first);
-    for (int t0 = first; t0 < end; t0 += kStep) {
-      const int t1 = t0 + kStep;
+    load_k(t0);
+    load_v(t0);
+    while (t0 < range_end) {
+      int t1 = t0, end1 = range_end, stride1 = stride;
+      advance(t1, end1, stride1);
       float s0[4] = {0.f, 0.f, 0.f, 0.f}, s1[4] = {0.f, 0.f, 0.f, 0.f};  // two chains
       tile_scores<T, STEPS>(kr, [&](int j) { return make_uint2(qb[j][0], qb[j][1]); }, s0, s1);
       float sa = (s0[0] + s1[0]) * p.scale_log2, sb = (s0[2] + s1[2]) * p.scale_log2;  // keys t0 + g, + 8
-      if (t0 + g >= end) sa = -INFINITY;
-      if (t0 + g + 8 >= end) sb = -INFINITY;
-      if (t1 < end) load_k(t1);
+      if (t0 + g >= seen) sa = -INFINITY;
+      if (t0 + g + 8 >= seen) sb = -INFINITY;
+      if (t1 < end1) load_k(t1);
 
       if (__any_sync(0xffffffffu, fmaxf(sa, sb) > m_qk + kRescaleAbove)) {
         float mx = fmaxf(sa, sb);
@@ -177,7 +217,10 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) dense_kernel(const Dense
                                  __byte_perm(z, zz, 0x7632)};
           mma_16816<T>(acc[4 * w + e], a, b0, b1);
         }
-      if (t1 < end) load_v(t1);
+      if (t1 < end1) load_v(t1);
+      t0 = t1;
+      range_end = end1;
+      stride = stride1;
     }
   }
 
@@ -203,17 +246,6 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) dense_kernel(const Dense
   finish_block<D, GT, kThreads, kWarps>(p, i, u, split, p.splits, red_acc, red_m, red_l);
 }
 
-template <class T, int D, int GT>
-int resident_blocks(int device) {
-  static PerDevice cached;
-  return once_per_device(cached, device, [&] {
-    int n = 0;
-    check_cuda(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, dense_kernel<T, D, GT>, kThreads, 0),
-               "cudaOccupancyMaxActiveBlocksPerMultiprocessor");
-    return n > 0 ? n : 1;
-  });
-}
-
 // Whole waves of blocks: the keys split so that as many resident block slots of the chip as can
 // have work do, and no block waits alone for another wave (its split would double the time);
 // as many waves as keep splits within kMaxChunk keys, since the tensor cores' f32 sums may
@@ -222,7 +254,7 @@ int resident_blocks(int device) {
 template <class T, int D, int GT>
 void launch(DenseParams &p, bool lse_scratch, const void *owner, cudaStream_t stream, int device) {
   const int64_t n_q = p.n_q, base = n_q * p.units;
-  const int64_t target = int64_t(resident_blocks<T, D, GT>(device)) * sm_count(device);
+  const int64_t target = int64_t(resident_blocks<dense_kernel<T, D, GT>, kThreads>(device)) * sm_count(device);
   const int64_t wave = target / base > 1 ? target / base : 1;
   const int64_t per_wave = wave * kMaxChunk;
   int64_t splits = wave * ((p.n_kv + per_wave - 1) / per_wave);
@@ -233,15 +265,20 @@ void launch(DenseParams &p, bool lse_scratch, const void *owner, cudaStream_t st
   const int64_t chunk = ((p.n_kv + splits - 1) / splits + kStep - 1) / kStep * kStep;
   p.chunk = int(chunk > 0 ? chunk : kStep);
   p.splits = int(p.n_kv > 0 ? (p.n_kv + p.chunk - 1) / p.chunk : 1);
+  // Shorter splits end close together: claims would cost more than they balance (32K keys).
+  const bool claims = p.splits > 1 && p.chunk >= kClaimFrom;
+  if (claims) p.chunk = int(int64_t(p.chunk) * kStaticPercent / 100 / kStep * kStep);
   if (p.splits > 1 || lse_scratch) {
     const size_t parts = p.splits > 1 ? size_t(n_q) * p.units * p.splits * GT : 0;
     const size_t acc_bytes = parts * D * sizeof(float), ml_bytes = parts * 2 * sizeof(float);
     const size_t lse_bytes = lse_scratch ? size_t(n_q) * p.units * GT * sizeof(float) : 0;
-    const size_t counter_bytes = p.splits > 1 ? size_t(n_q) * p.units * sizeof(unsigned) : 0;
+    const size_t counters = p.splits > 1 ? size_t(n_q) * p.units : 0;
+    const size_t counter_bytes = 2 * counters * sizeof(unsigned);  // done, claimed
     const StreamBuffers b = stream_buffers(owner, device, stream, counter_bytes, acc_bytes + ml_bytes + lse_bytes);
     p.part_acc = static_cast<float *>(b.scratch);
     p.part_ml = reinterpret_cast<float *>(static_cast<char *>(b.scratch) + acc_bytes);
     p.done = static_cast<unsigned *>(b.zeroed);
+    if (claims) p.claimed = p.done + counters;
     if (lse_scratch) {  // [n_q][H_q], after the partials
       p.lse = reinterpret_cast<float *>(static_cast<char *>(b.scratch) + acc_bytes + ml_bytes);
       p.l_s0 = int64_t(p.units) * GT;

@@ -89,6 +89,19 @@ int once_per_device(PerDevice &slots, int device_id, Ask ask) {
   return v;
 }
 
+// Blocks of Kernel, Threads threads each, resident on one multiprocessor of a device (at least
+// 1; asked once per device and kernel).
+template <auto Kernel, int Threads>
+int resident_blocks(int device_id) {
+  static PerDevice cached;
+  return once_per_device(cached, device_id, [] {
+    int n = 0;
+    check_cuda(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, Kernel, Threads, 0),
+               "cudaOccupancyMaxActiveBlocksPerMultiprocessor");
+    return n > 0 ? n : 1;
+  });
+}
+
 // Lets kernel take `bytes` of dynamic shared memory per block on the current device, once per
 // device and size (opted: the largest size each device was opted into).
 template <class K>

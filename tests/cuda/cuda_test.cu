@@ -169,19 +169,21 @@ TEST(CudaAttend, DenseDecodeGroupsAndStrides) {
   check_attend(c, {SA_DTYPE_F16, 64, 8, 2, 3, 777, 0, false, true, 20.f, true}, 65);
 }
 
-// Scores that climb along the keys (heads whose query leans on the ramp's direction) pass
-// the running max again and again, so the weighted V is rescaled many times in a chunk; the
-// other heads' scores fall, and their max is set by the first keys.
 // Dense decode keeps state on the device between calls (the counters of finished splits per
-// query and group, which the last block zeroes): each of several calls in a row must see all
-// the keys again, and each query of a causal batch its own.
+// query and group, which the last block zeroes, and, on long splits, of the pieces the warps
+// claimed, which the last claim zeroes): each of several calls in a row must see all the keys
+// again, and each query of a causal batch its own.
 TEST(CudaAttend, DenseDecodeCallsAfterCallsSeeEveryKey) {
   NEED_GPU(c);
-  check_attend(c, {SA_DTYPE_BF16, 128, 32, 8, 1, 70001, 0, false, false, 0.f, false, 3}, 71);
-  check_attend(c, {SA_DTYPE_F16, 128, 8, 2, 3, 20000, 0, false, true, 0.f, false, 3}, 72);  // causal, G = 4
+  check_attend(c, {SA_DTYPE_BF16, 128, 32, 8, 1, 150001, 0, false, false, 0.f, false, 3}, 71);
+  check_attend(c, {SA_DTYPE_F16, 128, 8, 2, 3, 150000, 0, false, true, 0.f, false, 3}, 72);  // causal, G = 4
+  check_attend(c, {SA_DTYPE_F16, 128, 8, 2, 3, 20000, 0, false, true, 0.f, false, 2}, 74);   // short splits
   check_attend(c, {SA_DTYPE_BF16, 64, 4, 2, 1, 333, 0, false, false, 0.f, false, 2}, 73);     // few pieces
 }
 
+// Scores that climb along the keys (heads whose query leans on the ramp's direction) pass
+// the running max again and again, so the weighted V is rescaled many times in a chunk; the
+// other heads' scores fall, and their max is set by the first keys.
 TEST(CudaAttend, RisingScoresRescaleExactly) {
   NEED_GPU(c);
   check_attend(c, {SA_DTYPE_BF16, 128, 32, 8, 1, 60000, 0, false, false, 40.f}, 51);
