@@ -265,15 +265,18 @@ void launch(DenseParams &p, bool lse_scratch, const void *owner, cudaStream_t st
   const int64_t chunk = ((p.n_kv + splits - 1) / splits + kStep - 1) / kStep * kStep;
   p.chunk = int(chunk > 0 ? chunk : kStep);
   p.splits = int(p.n_kv > 0 ? (p.n_kv + p.chunk - 1) / p.chunk : 1);
-  // Shorter splits end close together: claims would cost more than they balance (32K keys).
-  const bool claims = p.splits > 1 && p.chunk >= kClaimFrom;
+  // Claims balance the blocks of one wave, which start together (with more waves the first
+  // blocks would claim pieces before the last ones start, and a warp's keys would no longer
+  // stay within kMaxChunk); shorter splits end close together, and claims cost more than they
+  // balance (32K keys, 8 groups, 49 splits of 704 keys: 1 us slower).
+  const bool claims = p.splits > 1 && p.chunk >= kClaimFrom && base * p.splits <= target;
   if (claims) p.chunk = int(int64_t(p.chunk) * kStaticPercent / 100 / kStep * kStep);
   if (p.splits > 1 || lse_scratch) {
     const size_t parts = p.splits > 1 ? size_t(n_q) * p.units * p.splits * GT : 0;
     const size_t acc_bytes = parts * D * sizeof(float), ml_bytes = parts * 2 * sizeof(float);
     const size_t lse_bytes = lse_scratch ? size_t(n_q) * p.units * GT * sizeof(float) : 0;
     const size_t counters = p.splits > 1 ? size_t(n_q) * p.units : 0;
-    const size_t counter_bytes = 2 * counters * sizeof(unsigned);  // done, claimed
+    const size_t counter_bytes = (claims ? 2 : 1) * counters * sizeof(unsigned);  // done, claimed
     const StreamBuffers b = stream_buffers(owner, device, stream, counter_bytes, acc_bytes + ml_bytes + lse_bytes);
     p.part_acc = static_cast<float *>(b.scratch);
     p.part_ml = reinterpret_cast<float *>(static_cast<char *>(b.scratch) + acc_bytes);

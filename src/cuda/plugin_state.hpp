@@ -58,11 +58,12 @@ class DeviceGuard {
 // its stream has seen a call as large from the same owner (an sa_context; release_owner frees
 // its buffers when the context is destroyed; a NULL owner's are kept for the process). They
 // come from the owner's DeviceMemory. `zeroed` is all zeros between calls: a kernel that uses
-// it (split counters, running maxima) puts the zeros back before it ends. `scratch` holds
-// nothing between calls. Calls on one stream run in order, so they share the buffers; a larger
-// request allocates new ones and keeps the old ones alive until the owner is released, since
-// work already queued, or captured in a CUDA graph, may still use them. Allocating is refused
-// while the stream is being captured: run one call of each shape before capturing.
+// it (split counters, claimed pieces, running maxima) puts the zeros back before it ends.
+// `scratch` holds nothing between calls. Calls on one stream run in order, so they share the
+// buffers; a larger request allocates new ones and keeps the old ones alive until the owner
+// is released, since work already queued, or captured in a CUDA graph, may still use them.
+// Allocating is refused while the stream is being captured: run one call of each shape before
+// capturing.
 struct StreamBuffers {
   void *zeroed = nullptr;
   void *scratch = nullptr;

@@ -178,7 +178,10 @@ TEST(CudaAttend, DenseDecodeCallsAfterCallsSeeEveryKey) {
   check_attend(c, {SA_DTYPE_BF16, 128, 32, 8, 1, 150001, 0, false, false, 0.f, false, 3}, 71);
   check_attend(c, {SA_DTYPE_F16, 128, 8, 2, 3, 150000, 0, false, true, 0.f, false, 3}, 72);  // causal, G = 4
   check_attend(c, {SA_DTYPE_F16, 128, 8, 2, 3, 20000, 0, false, true, 0.f, false, 2}, 74);   // short splits
-  check_attend(c, {SA_DTYPE_BF16, 64, 4, 2, 1, 333, 0, false, false, 0.f, false, 2}, 73);     // few pieces
+  check_attend(c, {SA_DTYPE_BF16, 64, 4, 2, 1, 333, 0, false, false, 0.f, false, 2}, 73);     // few keys
+  check_attend(c, {SA_DTYPE_BF16, 64, 16, 2, 1, 300001, 0, false, false, 0.f, false, 2}, 75);  // D = 64, claims
+  // Many waves of blocks (no claims), a causal batch whose first queries see fewer keys.
+  check_attend(c, {SA_DTYPE_BF16, 64, 1, 1, 4000, 16448, 0, false, true, 0.f, false, 2}, 76);
 }
 
 // Scores that climb along the keys (heads whose query leans on the ramp's direction) pass
